@@ -1,0 +1,97 @@
+"""The p2phost SDK: everything a plugin imports.
+
+Plugins import only this package (never ``p2phost`` itself). It defines the plugin
+kinds (:class:`Transport`, :class:`Discovery`, :class:`Codec`, :class:`Security`,
+:class:`App`), the host's hooks and the :data:`hookimpl` marker, plugin metadata,
+config schemas, identities, the errors shared with the host, and ``HOST_API``.
+Conformance kits for each kind live in :mod:`p2phost_sdk.testing`.
+"""
+
+from ._app import App, Handler, Message, MessageKind, Messenger, PeerInfo, handler
+from ._codec import Codec
+from ._config import FIELD_TYPES, ConfigField, ConfigSchema
+from ._context import PluginContext
+from ._discovery import Discovery, DiscoveryEvents, PeerRecord
+from ._errors import (
+    CodecError,
+    ConfigError,
+    ConnectionClosed,
+    FrameTooLarge,
+    HandshakeError,
+    P2PHostError,
+    PeerUnavailable,
+    PluginMetadataError,
+    RemoteError,
+    RequestTimeout,
+    TransportError,
+)
+from ._hooks import ENTRY_POINT_GROUP, HookSpecs, hookimpl
+from ._identity import (
+    Identity,
+    is_peer_id,
+    peer_id_from_public_key,
+    public_key_from_peer_id,
+    verify,
+)
+from ._metadata import (
+    CAPABILITIES,
+    KINDS,
+    PluginMetadata,
+    is_valid_name,
+    normalize_name,
+    parse_specifier,
+)
+from ._security import SecureConnection, Security
+from ._transport import AcceptHandler, Connection, Listener, Transport
+from ._version import HOST_API, host_api_compatible
+
+__all__ = [
+    "CAPABILITIES",
+    "ENTRY_POINT_GROUP",
+    "FIELD_TYPES",
+    "HOST_API",
+    "KINDS",
+    "AcceptHandler",
+    "App",
+    "Codec",
+    "CodecError",
+    "ConfigError",
+    "ConfigField",
+    "ConfigSchema",
+    "Connection",
+    "ConnectionClosed",
+    "Discovery",
+    "DiscoveryEvents",
+    "FrameTooLarge",
+    "Handler",
+    "HandshakeError",
+    "HookSpecs",
+    "Identity",
+    "Listener",
+    "Message",
+    "MessageKind",
+    "Messenger",
+    "P2PHostError",
+    "PeerInfo",
+    "PeerRecord",
+    "PeerUnavailable",
+    "PluginContext",
+    "PluginMetadata",
+    "PluginMetadataError",
+    "RemoteError",
+    "RequestTimeout",
+    "SecureConnection",
+    "Security",
+    "Transport",
+    "TransportError",
+    "handler",
+    "hookimpl",
+    "host_api_compatible",
+    "is_peer_id",
+    "is_valid_name",
+    "normalize_name",
+    "parse_specifier",
+    "peer_id_from_public_key",
+    "public_key_from_peer_id",
+    "verify",
+]

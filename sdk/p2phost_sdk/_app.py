@@ -1,0 +1,128 @@
+"""The app kind: what the application does with messages.
+
+An app declares handlers per topic with :func:`handler`. The host gives each app its own
+bounded mailbox and calls its handlers one message at a time per peer, in the order that
+peer sent them, so handler code needs no locks for per-peer state. A handler's return
+value is the reply to a request; an exception becomes an error reply, never a crash.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, TypeVar
+
+
+class MessageKind(enum.StrEnum):
+    """What an envelope is for."""
+
+    MESSAGE = "message"
+    REQUEST = "request"
+    REPLY = "reply"
+    ERROR = "error"
+    ACK = "ack"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message as a handler sees it."""
+
+    id: str
+    kind: MessageKind
+    sender: str
+    topic: str
+    body: Any
+    correlation_id: str | None = None
+    content_type: str = ""
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """A connected peer: its proven id, where it is, and the app topics it handles."""
+
+    peer_id: str
+    address: str
+    topics: frozenset[str] = frozenset()
+    codec: str = ""
+
+
+class Messenger(Protocol):
+    """The node, as an app sees it."""
+
+    @property
+    def peer_id(self) -> str:
+        """This node's peer id."""
+        ...
+
+    def peers(self) -> list[PeerInfo]:
+        """The peers connected now."""
+        ...
+
+    async def connect(self, address: str) -> str:
+        """Dial ``address`` (or reuse a connection); returns the peer id."""
+        ...
+
+    async def send(self, peer: str, topic: str, body: Any) -> None:
+        """Deliver ``body`` on ``topic`` to ``peer`` (a peer id or an address), no reply."""
+        ...
+
+    async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
+        """Send a request and return the reply body.
+
+        Raises ``RequestTimeout`` after ``timeout`` seconds, ``RemoteError`` when the
+        remote handler failed, ``PeerUnavailable`` when the peer cannot be reached.
+        """
+        ...
+
+    async def publish(self, topic: str, body: Any) -> int:
+        """Send to every connected peer that handles ``topic``; returns how many."""
+        ...
+
+
+Handler = Callable[[Message], Awaitable[Any]]
+_F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
+
+
+def handler(topic: str) -> Callable[[_F], _F]:
+    """Mark ``async def method(self, message)`` of an :class:`App` as the handler of ``topic``."""
+
+    def mark(func: _F) -> _F:
+        func.__p2phost_topic__ = topic  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+class App:
+    """Base class of app modules. Subclass, set ``name``, decorate handlers."""
+
+    #: The app's name (defaults to the class name).
+    name: ClassVar[str] = ""
+    #: How many messages may wait in this app's mailbox before senders are slowed.
+    mailbox_size: ClassVar[int] = 1024
+
+    node: Messenger
+
+    def handlers(self) -> dict[str, Handler]:
+        """The handlers of this app, by topic."""
+        found: dict[str, Handler] = {}
+        for attr in dir(type(self)):
+            func = getattr(type(self), attr, None)
+            topic = getattr(func, "__p2phost_topic__", None)
+            if topic is not None:
+                found[topic] = getattr(self, attr)
+        return found
+
+    async def start(self, node: Messenger) -> None:
+        """Called once the node runs; keep ``node`` to send messages."""
+        self.node = node
+
+    async def stop(self) -> None:
+        """Called at shutdown, after the mailbox drained."""
+
+    async def on_peer_connected(self, peer: PeerInfo) -> None:
+        """Called when a peer connects."""
+
+    async def on_peer_lost(self, peer: PeerInfo, reason: str) -> None:
+        """Called when a peer's connection is gone."""

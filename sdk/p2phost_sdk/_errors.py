@@ -1,0 +1,61 @@
+"""Exceptions shared by the host and plugins. Each carries a message a user can act on."""
+
+from __future__ import annotations
+
+
+class P2PHostError(Exception):
+    """Base of every error p2phost raises on purpose."""
+
+
+class ConfigError(P2PHostError):
+    """A plugin's ``[config.NAME]`` table does not match its schema."""
+
+    def __init__(self, plugin: str, field: str, expected: str, got: object) -> None:
+        self.plugin, self.field, self.expected, self.got = plugin, field, expected, got
+        super().__init__(
+            f"[config.{plugin}] {field}: expected {expected}, got {got!r}"
+        )
+
+
+class PluginMetadataError(P2PHostError):
+    """A plugin's ``[tool.p2phost.plugin]`` metadata is missing or invalid."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source, self.problems = source, problems
+        super().__init__(f"{source}: invalid p2phost plugin metadata: " + "; ".join(problems))
+
+
+class CodecError(P2PHostError):
+    """A value could not be encoded, or bytes could not be decoded."""
+
+
+class TransportError(P2PHostError):
+    """A transport could not listen, dial or move a frame."""
+
+
+class ConnectionClosed(TransportError):
+    """The connection was closed; no more frames will arrive on it."""
+
+
+class FrameTooLarge(TransportError):
+    """A frame is larger than the configured maximum."""
+
+
+class HandshakeError(P2PHostError):
+    """A peer did not complete the handshake, or could not prove its identity."""
+
+
+class RemoteError(P2PHostError):
+    """A request's handler on the remote peer raised; carries the remote message."""
+
+    def __init__(self, peer: str, topic: str, message: str) -> None:
+        self.peer, self.topic, self.remote_message = peer, topic, message
+        super().__init__(f"{topic!r} handler on {peer} failed: {message}")
+
+
+class RequestTimeout(P2PHostError, TimeoutError):
+    """A request got no reply before its deadline."""
+
+
+class PeerUnavailable(P2PHostError):
+    """A message could not be delivered because the peer is unknown or unreachable."""

@@ -1,0 +1,94 @@
+"""Node identity: an Ed25519 key pair and the peer id derived from its public key."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+_RAW = serialization.Encoding.Raw
+_RAW_PUB = serialization.PublicFormat.Raw
+_RAW_PRIV = serialization.PrivateFormat.Raw
+
+
+def peer_id_from_public_key(public_key: bytes) -> str:
+    """The peer id of a raw 32-byte Ed25519 public key: lowercase base32, no padding.
+
+    The id *is* the key, so anyone holding a peer id can verify that peer's
+    signatures and encrypt to it without another look-up.
+    """
+    if len(public_key) != 32:
+        raise ValueError("an Ed25519 public key is 32 bytes")
+    return base64.b32encode(public_key).decode().rstrip("=").lower()
+
+
+def public_key_from_peer_id(peer_id: str) -> bytes:
+    """The raw public key inside a peer id; ValueError if it is not a peer id."""
+    try:
+        raw = base64.b32decode(peer_id.upper() + "====", casefold=False)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a peer id: {peer_id!r}") from exc
+    if len(raw) != 32 or peer_id_from_public_key(raw) != peer_id:
+        raise ValueError(f"not a peer id: {peer_id!r}")
+    return raw
+
+
+def is_peer_id(text: str) -> bool:
+    """Whether ``text`` is a well-formed peer id."""
+    try:
+        public_key_from_peer_id(text)
+    except ValueError:
+        return False
+    return True
+
+
+def verify(peer_id: str, signature: bytes, data: bytes) -> bool:
+    """Whether ``signature`` over ``data`` was made by the key of ``peer_id``."""
+    try:
+        key = Ed25519PublicKey.from_public_bytes(public_key_from_peer_id(peer_id))
+        key.verify(signature, data)
+    except (ValueError, InvalidSignature):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A node's Ed25519 key pair. ``peer_id`` names the node everywhere."""
+
+    private_key: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> Identity:
+        """A new random identity."""
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> Identity:
+        """The identity of a raw 32-byte private key seed."""
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    @property
+    def seed(self) -> bytes:
+        """The raw 32-byte private key seed (keep it secret)."""
+        return self.private_key.private_bytes(_RAW, _RAW_PRIV, serialization.NoEncryption())
+
+    @property
+    def public_key(self) -> bytes:
+        """The raw 32-byte public key."""
+        return self.private_key.public_key().public_bytes(_RAW, _RAW_PUB)
+
+    @property
+    def peer_id(self) -> str:
+        """This identity's peer id."""
+        return peer_id_from_public_key(self.public_key)
+
+    def sign(self, data: bytes) -> bytes:
+        """An Ed25519 signature over ``data``."""
+        return self.private_key.sign(data)

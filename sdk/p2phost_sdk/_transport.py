@@ -1,0 +1,79 @@
+"""The transport kind: how frames move between two nodes.
+
+A transport serves one or more address schemes (``tcp``, ``mem``, ``redis``...). It
+listens on an address and hands every accepted :class:`Connection` to the host, and it
+dials an address to open one. A connection moves whole frames: what one side passes to
+:meth:`Connection.send` arrives as one :meth:`Connection.recv` on the other side, in
+order. One-way media (brokers, databases) give the same semantics through inboxes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import ClassVar
+
+#: Called by a listener for every accepted connection; the host owns it from then on.
+AcceptHandler = Callable[["Connection"], Awaitable[None]]
+
+
+class Connection(ABC):
+    """A bidirectional, ordered stream of frames to one remote endpoint."""
+
+    #: The address this end is reachable at, as a URL (may be empty for dialers).
+    local_address: str = ""
+    #: The address of the other end, as a URL.
+    remote_address: str = ""
+    #: The remote peer id when the medium itself names it (inbox-based media), else None.
+    remote_peer_id: str | None = None
+
+    @abstractmethod
+    async def send(self, frame: bytes) -> None:
+        """Send one frame. Raises ``FrameTooLarge`` or ``ConnectionClosed``."""
+
+    async def send_many(self, frames: list[bytes]) -> None:
+        """Send several frames in order; transports may override to batch them."""
+        for frame in frames:
+            await self.send(frame)
+
+    @abstractmethod
+    async def recv(self) -> bytes:
+        """The next frame. Raises ``ConnectionClosed`` when the other end is gone."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close both directions. Idempotent."""
+
+
+class Listener(ABC):
+    """An open listening endpoint; ``addresses`` are the real ones (port 0 resolved)."""
+
+    addresses: list[str]
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop accepting connections. Idempotent."""
+
+
+class Transport(ABC):
+    """A way to move frames, for the address schemes in ``schemes``."""
+
+    #: The URL schemes this transport serves, e.g. ``("tcp",)``.
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: True for media that hold a peer's inbox (brokers, databases): addresses carry the
+    #: peer id as the URL fragment, and there is no stream to run a channel handshake on.
+    inbox_based: ClassVar[bool] = False
+
+    @abstractmethod
+    async def listen(self, address: str, accept: AcceptHandler) -> Listener:
+        """Listen on ``address`` and call ``accept`` for every new connection."""
+
+    @abstractmethod
+    async def dial(self, address: str, *, timeout: float) -> Connection:
+        """Open a connection to ``address`` within ``timeout`` seconds.
+
+        Raises ``TransportError`` with a clear reason when it cannot.
+        """
+
+    async def close(self) -> None:
+        """Release what the transport holds (client pools, broker connections)."""
