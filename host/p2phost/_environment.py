@@ -1,0 +1,79 @@
+"""The plugin environment: the installed plugins of one project, switched atomically.
+
+``.p2phost/env/current`` is a symlink to one *generation* directory, laid out like
+``pip install --target``. An install fills a new generation aside and then renames a
+new symlink over ``current`` — one atomic step — so a crash at any moment leaves either
+the old or the new generation in place, never a half-installed one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from importlib.metadata import Distribution, distributions
+from pathlib import Path
+
+from p2phost_sdk import normalize_name
+
+_PREFIX = "gen-"
+
+
+class PluginEnvironment:
+    """The installed plugins under one project's ``.p2phost/``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.root = state_dir / "env"
+        self.current = self.root / "current"
+
+    @property
+    def site_dir(self) -> Path | None:
+        """The active generation, or None when nothing was ever installed."""
+        return self.current.resolve() if self.current.is_symlink() else None
+
+    def distributions(self) -> Iterator[Distribution]:
+        """The distributions installed in this environment (not the host's own)."""
+        site = self.site_dir
+        if site is not None and site.is_dir():
+            yield from distributions(path=[str(site)])
+
+    def installed(self) -> dict[str, Distribution]:
+        """Installed distributions by normalised name."""
+        return {normalize_name(d.metadata["Name"]): d for d in self.distributions()}
+
+    def stage(self, *, copy_current: bool = False) -> Path:
+        """A new, empty (or copied) generation directory to fill, not yet active."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        numbers = [int(p.name[len(_PREFIX):]) for p in self.root.glob(_PREFIX + "*")
+                   if p.name[len(_PREFIX):].isdigit()]
+        staged = self.root / f"{_PREFIX}{max(numbers, default=0) + 1:06d}"
+        site = self.site_dir
+        if copy_current and site is not None:
+            shutil.copytree(site, staged, symlinks=False)
+        else:
+            staged.mkdir()
+        return staged
+
+    def commit(self, staged: Path) -> None:
+        """Make ``staged`` the active generation in one atomic step, then tidy up."""
+        link = self.root / f".current-{os.getpid()}"
+        link.unlink(missing_ok=True)
+        link.symlink_to(staged.name)
+        # fsync the files is overkill here; rename of the link is the atomic switch.
+        os.replace(link, self.current)
+        self.collect_garbage()
+
+    def collect_garbage(self) -> None:
+        """Remove generations that are not active (left by finished or killed installs)."""
+        active = self.site_dir
+        for path in self.root.glob(_PREFIX + "*"):
+            if path.resolve() != active:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def activate(self) -> None:
+        """Put the active generation first on ``sys.path`` so its plugins import."""
+        site = self.site_dir
+        if site is not None and str(site) not in sys.path:
+            sys.path.insert(0, str(site))

@@ -1,0 +1,44 @@
+"""The host's user-facing errors: each says what is wrong, where, and what fixes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from p2phost_sdk import P2PHostError
+
+
+class UserError(P2PHostError):
+    """Something the user can fix; printed as one message, never as a traceback."""
+
+    #: The process exit code for this error.
+    exit_code = 2
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        self.message, self.fix = message, fix
+        super().__init__(message if fix is None else f"{message} (fix: {fix})")
+
+
+class ManifestError(UserError):
+    """``p2phost.toml`` (or ``p2phost.lock``) is wrong at ``path:line`` in ``field``."""
+
+    def __init__(
+        self,
+        path: Path,
+        line: int | None,
+        field: str,
+        message: str,
+        *,
+        fix: str | None = None,
+    ) -> None:
+        self.path, self.line, self.field = path, line, field
+        where = f"{path.name}:{line}" if line else path.name
+        super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}",
+                         fix=fix)
+
+
+class ProjectNotFound(UserError):
+    """No ``p2phost.toml`` in this directory or any parent."""
+
+
+class PluginLoadError(UserError):
+    """A declared plugin is missing, incompatible, or broken."""

@@ -1,0 +1,81 @@
+"""A p2phost project: the directory holding ``p2phost.toml`` and its ``.p2phost/`` state."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from p2phost_sdk import Identity
+
+from ._environment import PluginEnvironment
+from ._errors import ProjectNotFound
+from ._lock import LOCK_NAME
+from ._manifest import MANIFEST_NAME, Manifest
+
+STATE_DIR_NAME = ".p2phost"
+IDENTITY_FILE = "identity.key"
+
+
+@dataclass
+class Project:
+    """One project on disk. Cheap to create; reads files only when asked."""
+
+    root: Path
+
+    @classmethod
+    def find(cls, start: Path | None = None) -> Project:
+        """The project holding ``start`` (default: the working directory) or a parent."""
+        here = (start or Path.cwd()).resolve()
+        for directory in (here, *here.parents):
+            if (directory / MANIFEST_NAME).is_file():
+                return cls(directory)
+        raise ProjectNotFound(f"no {MANIFEST_NAME} in {here} or any parent directory",
+                              fix="p2phost init")
+
+    @property
+    def manifest_path(self) -> Path:
+        """``p2phost.toml``."""
+        return self.root / MANIFEST_NAME
+
+    @property
+    def lock_path(self) -> Path:
+        """``p2phost.lock``."""
+        return self.root / LOCK_NAME
+
+    @property
+    def state_dir(self) -> Path:
+        """``.p2phost/``: plugins, identity, runtime state."""
+        return self.root / STATE_DIR_NAME
+
+    @property
+    def control_socket(self) -> Path:
+        """The running node's local control socket."""
+        return self.state_dir / "control.sock"
+
+    @cached_property
+    def manifest(self) -> Manifest:
+        """The validated manifest (raises ``ManifestError``)."""
+        return Manifest.load(self.manifest_path)
+
+    @cached_property
+    def environment(self) -> PluginEnvironment:
+        """The installed plugins."""
+        return PluginEnvironment(self.state_dir)
+
+    def identity(self) -> Identity:
+        """This project's node identity, created (owner-only) on first use."""
+        path = self.state_dir / IDENTITY_FILE
+        if path.exists():
+            return Identity.from_seed(bytes.fromhex(path.read_text().strip()))
+        identity = Identity.generate()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two processes starting at once must not overwrite each other's key.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return self.identity()
+        with os.fdopen(fd, "w") as out:
+            out.write(identity.seed.hex() + "\n")
+        return identity
