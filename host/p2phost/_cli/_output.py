@@ -1,0 +1,15 @@
+"""How the CLI talks to people: one console, and errors as one line without a traceback."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_error(message: str, fix: str | None = None) -> None:
+    """``error: message`` and, when known, ``fix: command`` on stderr."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    if fix:
+        err_console.print(f"[bold]fix:[/] {fix}", markup=True)
