@@ -1,0 +1,123 @@
+"""Shared fixtures: real plugin wheels, real projects on disk, the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomlkit
+
+from p2phost._environment import PluginEnvironment
+from p2phost._wheel import unpack_wheel
+
+REPO = Path(__file__).resolve().parent.parent
+OFFICIAL = REPO / "official-plugins"
+FIXTURE_PLUGINS = Path(__file__).resolve().parent / "fixtures" / "plugins"
+
+
+def build_wheels(projects: Iterable[Path], out: Path) -> dict[str, Path]:
+    """Build one wheel per plugin project (no build isolation: fast) -> {name: wheel}."""
+    out.mkdir(parents=True, exist_ok=True)
+    projects = list(projects)
+    if projects:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+             "-w", str(out), *map(str, projects)],
+            check=True, env={**os.environ, "PIP_NO_INDEX": "1"},
+        )
+    wheels: dict[str, Path] = {}
+    for wheel in out.glob("*.whl"):
+        dist = wheel.name.split("-")[0]
+        wheels[dist.replace("_", "-").lower()] = wheel
+    return wheels
+
+
+@pytest.fixture(scope="session")
+def official_wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every official plugin built once per test session, by normalised name."""
+    projects = sorted(p for p in OFFICIAL.glob("*") if (p / "pyproject.toml").is_file())
+    return build_wheels(projects, tmp_path_factory.mktemp("official-wheels"))
+
+
+@pytest.fixture(scope="session")
+def fixture_wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The test plugins under tests/fixtures/plugins, built once per session."""
+    projects = sorted(p for p in FIXTURE_PLUGINS.glob("*") if (p / "pyproject.toml").is_file())
+    return build_wheels(projects, tmp_path_factory.mktemp("fixture-wheels"))
+
+
+def write_project(
+    root: Path,
+    plugins: Mapping[str, str] | Iterable[str],
+    *,
+    wheels: Iterable[Path] = (),
+    listen: Iterable[str] = ("tcp://127.0.0.1:0",),
+    config: Mapping[str, Mapping[str, Any]] | None = None,
+    name: str | None = None,
+    registry: str | None = None,
+) -> Path:
+    """A project at ``root``: p2phost.toml declaring ``plugins``, ``wheels`` installed."""
+    root.mkdir(parents=True, exist_ok=True)
+    if not isinstance(plugins, Mapping):
+        plugins = {p: "*" for p in plugins}
+    doc: dict[str, Any] = {"node": {"name": name or root.name, "listen": list(listen)}}
+    if registry:
+        doc["registry"] = {"url": registry}
+    doc["plugins"] = dict(plugins)
+    if config:
+        doc["config"] = {k: dict(v) for k, v in config.items()}
+    (root / "p2phost.toml").write_text(tomlkit.dumps(doc), encoding="utf-8")
+    wheels = list(wheels)
+    if wheels:
+        env = PluginEnvironment(root / ".p2phost")
+        staged = env.stage()
+        for wheel in wheels:
+            unpack_wheel(wheel, staged)
+        env.commit(staged)
+    return root
+
+
+@pytest.fixture
+def make_project(
+    tmp_path: Path, official_wheels: dict[str, Path]
+) -> Callable[..., Path]:
+    """``make_project(plugins, name=..., listen=..., config=..., extra_wheels=...)``.
+
+    Installs the official wheels of the named plugins (and ``extra_wheels``) into a new
+    project under tmp_path and returns its root.
+    """
+    def make(plugins: Mapping[str, str] | Iterable[str], *, name: str = "node",
+             extra_wheels: Iterable[Path] = (), **kwargs: Any) -> Path:
+        names = list(plugins)
+        wheels = [official_wheels[n] for n in names if n in official_wheels]
+        return write_project(tmp_path / name, plugins, name=name,
+                             wheels=[*wheels, *extra_wheels], **kwargs)
+    return make
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 60,
+            check: bool = False, env: Mapping[str, str] | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``p2phost ARGS`` in a real subprocess and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "p2phost", *args], cwd=cwd, timeout=timeout, check=check,
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, input=input,
+    )
+
+
+def service_or_skip(name: str, port: int) -> None:
+    """Skip (fail under CI=true) when the loopback service on ``port`` is down."""
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        message = f"{name} is not running on 127.0.0.1:{port} (start it: scripts/services.sh)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
