@@ -12,6 +12,7 @@ import tomlkit
 from p2phost_sdk import normalize_name
 
 from ._errors import ManifestError
+from ._toml_lines import decode_error_line
 
 LOCK_NAME = "p2phost.lock"
 LOCK_VERSION = 1
@@ -56,7 +57,7 @@ class Lock:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ManifestError(path, getattr(exc, "lineno", None), "", f"not valid TOML: {exc}",
+            raise ManifestError(path, decode_error_line(exc), "", f"not valid TOML: {exc}",
                                 fix=f"delete {path.name} and run `p2phost plugin install`") from exc
         if data.get("version") != LOCK_VERSION:
             raise ManifestError(path, 1, "version", f"unsupported lock version "

@@ -18,7 +18,7 @@ from packaging.specifiers import InvalidSpecifier
 from p2phost_sdk import is_valid_name, normalize_name, parse_specifier
 
 from ._errors import ManifestError
-from ._toml_lines import find_line
+from ._toml_lines import decode_error_line, find_line
 
 MANIFEST_NAME = "p2phost.toml"
 #: The registry used when nothing else names one.
@@ -90,7 +90,7 @@ class Manifest:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            line = getattr(exc, "lineno", None)
+            line = decode_error_line(exc)
             return None, [ManifestError(path, line, "", f"not valid TOML: {exc}")]
         return _Reader(path, text).read(data)
 

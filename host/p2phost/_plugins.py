@@ -41,6 +41,7 @@ from p2phost_sdk._hooks import PROJECT_NAME
 
 from ._errors import ManifestError, PluginLoadError, UserError
 from ._project import Project
+from ._toml_lines import find_line
 
 log = logging.getLogger("p2phost.plugins")
 
@@ -150,7 +151,9 @@ class PluginManager:
         return found
 
     def _declared_line(self, name: str) -> str:
-        return self.manifest.error("plugins", name, "").message.split(":")[0]
+        line = find_line(self.manifest.text, "plugins", name,
+                         lambda found, key: normalize_name(found) == key)
+        return f"{self.manifest.path.name}:{line}"
 
     def resolve(self) -> tuple[list[tuple[str, Distribution, PluginMetadata, bool]],
                                list[UserError]]:

@@ -1,0 +1,122 @@
+"""p2phost.toml: parsing, every bad input with file:line, and edits that keep comments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from p2phost._errors import ManifestError
+from p2phost._lock import Lock, LockedFile
+from p2phost._manifest import Manifest, ManifestEditor
+
+GOOD = """\
+# my node
+[node]
+name = "alice"
+listen = ["tcp://0.0.0.0:7400"]   # all interfaces
+
+[registry]
+url = "http://127.0.0.1:8470"
+
+[plugins]   # what we run
+tcp-transport = ">=1.0,<2"
+json-codec = "*"
+static-discovery = "*"
+
+[config.static-discovery]
+peers = ["tcp://127.0.0.1:7401"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p2phost.toml"
+    path.write_text(text)
+    return path
+
+
+def test_reads_the_design_example(tmp_path: Path) -> None:
+    m = Manifest.load(write(tmp_path, GOOD))
+    assert m.node.name == "alice"
+    assert m.node.listen == ["tcp://0.0.0.0:7400"]
+    assert m.registries == ["http://127.0.0.1:8470"]
+    assert m.plugins == {"tcp-transport": ">=1.0,<2", "json-codec": "*", "static-discovery": "*"}
+    assert m.config == {"static-discovery": {"peers": ["tcp://127.0.0.1:7401"]}}
+
+
+def test_several_registries_in_order(tmp_path: Path) -> None:
+    text = GOOD.replace('url = "http://127.0.0.1:8470"',
+                        'url = ["http://a.example:1/", "https://b.example"]')
+    assert Manifest.load(write(tmp_path, text)).registries == ["http://a.example:1",
+                                                                 "https://b.example"]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "needle"),
+    [
+        ("[node\nname = 1\n", 1, "not valid TOML"),
+        (GOOD + "\n[surprise]\nx = 1\n", 17, "unknown top-level key"),
+        (GOOD.replace('json-codec = "*"', 'json-codec = ">>1"'), 11, "PEP 440"),
+        (GOOD.replace('json-codec = "*"', '"json codec!" = "*"'), 11, "not a valid plugin name"),
+        (GOOD.replace('json-codec = "*"', 'json-codec = "*"\nJSON_codec = "*"'), 12,
+         "declared twice"),
+        (GOOD + "\n[config.echo]\nx = 1\n", 17, "does not declare"),
+        (GOOD.replace('name = "alice"', "name = 7"), 3, "expected str"),
+        (GOOD.replace('listen = ["tcp://0.0.0.0:7400"]', 'listen = ["localhost:7400"]'), 4,
+         "not an address URL"),
+        (GOOD.replace('[node]\n', '[node]\nspeed = 3\n'), 3, "unknown key"),
+    ],
+)
+def test_bad_input_gives_file_line_and_field(tmp_path: Path, text: str, line: int,
+                                             needle: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        Manifest.load(write(tmp_path, text))
+    assert info.value.line == line, str(info.value)
+    assert needle in str(info.value)
+    assert str(info.value).startswith(f"p2phost.toml:{line}")
+
+
+def test_check_lists_every_problem(tmp_path: Path) -> None:
+    text = GOOD.replace('json-codec = "*"', 'json-codec = ">>1"') + "\n[surprise]\n"
+    _, problems = Manifest.check(write(tmp_path, text))
+    assert len(problems) == 2
+    assert {p.line for p in problems} == {11, 17}
+
+
+def test_editor_keeps_comments_and_layout(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    editor = ManifestEditor(path)
+    editor.set_plugin("echo", ">=1.0")
+    editor.set_plugin("JSON_Codec", ">=2")  # same plugin, other spelling: replaced in place
+    assert editor.remove_plugin("static-discovery")
+    editor.save()
+    text = path.read_text()
+    assert "# my node" in text and "# all interfaces" in text and "# what we run" in text
+    assert 'json-codec = ">=2"' in text and 'echo = ">=1.0"' in text
+    assert "static-discovery" not in text  # its [config.*] table went with it
+    m = Manifest.load(path)
+    assert m.plugins == {"tcp-transport": ">=1.0,<2", "json-codec": ">=2", "echo": ">=1.0"}
+
+
+def test_lock_round_trip_is_stable(tmp_path: Path) -> None:
+    lock = Lock(plugins=(
+        LockedFile("tcp-transport", "1.0.0", "http://127.0.0.1:8470",
+                   "tcp_transport-1.0.0-py3-none-any.whl", "ab" * 32),
+        LockedFile("echo", "1.0.0", "http://127.0.0.1:8470", "echo-1.0.0-py3-none-any.whl",
+                   "cd" * 32, requires=("json-codec",)),
+    ))
+    path = tmp_path / "p2phost.lock"
+    lock.save(path)
+    again = Lock.load(path)
+    assert again.plugin("echo") == lock.plugin("echo")
+    assert again.dumps() == lock.dumps()
+
+
+def test_lock_edited_into_nonsense_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "p2phost.lock"
+    path.write_text("version = 1\n[[plugin]]\nname = 'x'\n")
+    with pytest.raises(ManifestError, match="malformed entry"):
+        Lock.load(path)
+    path.write_text("version = [")
+    with pytest.raises(ManifestError, match="not valid TOML"):
+        Lock.load(path)
