@@ -1,0 +1,34 @@
+"""The plugin installer: resolve from registries, download and verify, switch atomically.
+
+Imported only by the ``plugin`` commands that need it, so the CLI starts fast.
+"""
+
+from ._cache import DownloadCache, default_cache_dir
+from ._errors import InstallError, IntegrityError, RegistryError, ResolutionError, UnknownPlugin
+from ._http import Fetcher
+from ._installer import Change, Installer, Plan, default_specifier
+from ._registry import PluginInfo, RegistryClient, Release, RemoteFile, registry_urls
+from ._resolver import Requirement, Resolution, resolve
+
+__all__ = [
+    "Change",
+    "DownloadCache",
+    "Fetcher",
+    "InstallError",
+    "Installer",
+    "IntegrityError",
+    "Plan",
+    "PluginInfo",
+    "RegistryClient",
+    "RegistryError",
+    "Release",
+    "RemoteFile",
+    "Requirement",
+    "Resolution",
+    "ResolutionError",
+    "UnknownPlugin",
+    "default_cache_dir",
+    "default_specifier",
+    "registry_urls",
+    "resolve",
+]

@@ -1,0 +1,25 @@
+"""The installer's errors: each names what failed, where, and the command that fixes it."""
+
+from __future__ import annotations
+
+from .._errors import UserError
+
+
+class RegistryError(UserError):
+    """A registry could not be reached, or answered something unusable."""
+
+
+class UnknownPlugin(UserError):
+    """No configured registry knows a plugin of this name."""
+
+
+class ResolutionError(UserError):
+    """No set of plugin versions satisfies every requirement and this host."""
+
+
+class IntegrityError(UserError):
+    """A downloaded file does not have the hash its source published."""
+
+
+class InstallError(UserError):
+    """The plugin environment could not be written (disk full, permissions...)."""

@@ -1,0 +1,109 @@
+"""Small, bounded HTTP GETs with retries.
+
+The standard library's urllib is used rather than httpx on purpose: importing httpx
+costs about 150 ms, more than a whole install from a local registry takes, and the
+installer only needs plain GETs (also of ``file://`` URLs, which pip reports for local
+indexes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any
+
+from .. import __version__
+from ._errors import RegistryError
+
+#: Seconds to wait for a connection or a read; ``P2PHOST_TIMEOUT`` overrides it.
+DEFAULT_TIMEOUT = 10.0
+#: How many times a GET is tried before giving up.
+ATTEMPTS = 3
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class NotFound(RegistryError):
+    """The server answered 404; ``message`` is its own explanation when it gave one."""
+
+
+@dataclass(frozen=True)
+class Fetcher:
+    """GETs with a timeout on every wait and a bounded number of retries."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    attempts: int = ATTEMPTS
+    backoff: float = 0.2
+
+    @classmethod
+    def from_env(cls) -> Fetcher:
+        """A fetcher honouring ``P2PHOST_TIMEOUT`` (seconds)."""
+        raw = os.environ.get("P2PHOST_TIMEOUT")
+        try:
+            return cls(timeout=float(raw)) if raw else cls()
+        except ValueError:
+            raise RegistryError(f"P2PHOST_TIMEOUT={raw!r} is not a number of seconds",
+                                fix="export P2PHOST_TIMEOUT=10") from None
+
+    @contextmanager
+    def open(self, url: str, *, accept: str = "*/*") -> Iterator[IO[bytes]]:
+        """The body of ``url`` as a stream; retried when the server is down or busy."""
+        request = urllib.request.Request(
+            url, headers={"User-Agent": f"p2phost/{__version__}", "Accept": accept})
+        last = ""
+        for attempt in range(self.attempts):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = urllib.request.urlopen(request, timeout=self.timeout)
+            except urllib.error.HTTPError as exc:
+                detail = _error_message(exc)
+                if exc.code == 404:
+                    raise NotFound(detail or f"{url}: not found") from None
+                last = f"HTTP {exc.code}" + (f": {detail}" if detail else "")
+                if exc.code not in _RETRY_STATUS:
+                    break
+                continue
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                reason = getattr(exc, "reason", exc)
+                last = str(reason) or type(reason).__name__
+                continue
+            with response:
+                yield response
+            return
+        raise RegistryError(f"{url} did not answer ({last}) after {self.attempts} attempts "
+                            f"with a {self.timeout:g} s timeout",
+                            fix="check that the registry is running (p2phost registry serve), "
+                                "or choose another with --registry URL")
+
+    def json(self, url: str) -> Any:
+        """GET ``url`` and parse its JSON body."""
+        try:
+            with self.open(url, accept="application/json") as body:
+                return json.loads(body.read())
+        except (ValueError, OSError) as exc:
+            raise RegistryError(f"{url} answered something that is not JSON ({exc})",
+                                fix="check that --registry points at a p2phost registry") from exc
+
+    def copy(self, url: str, out: IO[bytes], on_chunk: Callable[[bytes], None]) -> int | None:
+        """Stream ``url`` into ``out``, calling ``on_chunk`` per chunk; the announced size."""
+        with self.open(url) as body:
+            length = body.headers.get("Content-Length") if hasattr(body, "headers") else None
+            while chunk := body.read(1 << 16):
+                on_chunk(chunk)
+                out.write(chunk)
+        return int(length) if length and length.isdigit() else None
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    """The ``{"error": ...}`` message a p2phost registry puts in error responses."""
+    try:
+        data = json.loads(exc.read() or b"null")
+    except (ValueError, OSError):
+        return ""
+    return str(data.get("error", "")) if isinstance(data, dict) else ""

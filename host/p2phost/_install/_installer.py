@@ -1,0 +1,310 @@
+"""Install, upgrade, remove and sync plugins: plan, fetch and verify, then switch atomically.
+
+Every operation computes the *target* lock, makes sure each of its files is in the
+download cache with the right sha256, unpacks them all into a new environment
+generation aside, and only then switches. The three records change in an order that
+keeps a working project at every instant, even under SIGKILL: when adding, the
+environment switches first, then ``p2phost.lock``, then ``p2phost.toml`` (a declared
+plugin is always installed); when removing, the reverse.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.version import Version
+
+from p2phost_sdk import normalize_name
+
+from .._errors import UserError
+from .._lock import Lock, LockedFile
+from .._manifest import ManifestEditor
+from .._project import Project
+from .._wheel import unpack_wheel
+from ._cache import DownloadCache, ProgressFactory
+from ._errors import InstallError
+from ._http import Fetcher
+from ._pydeps import resolve_packages
+from ._registry import PluginInfo, RegistryClient, Release
+from ._resolver import Requirement, resolve, usable
+from ._wheels import python_requirements
+
+#: How long to wait for another p2phost command working on the same project.
+LOCK_WAIT = 30.0
+
+
+@dataclass(frozen=True)
+class Change:
+    """One plugin whose installed version changes (None: not installed before/after)."""
+
+    name: str
+    old: str | None
+    new: str | None
+    release: Release | None = None
+    info: PluginInfo | None = None
+
+    def describe(self) -> str:
+        """``+ name 1.0``, ``- name 1.0`` or ``name 1.0 -> 1.1``."""
+        if self.old is None:
+            return f"+ {self.name} {self.new}"
+        if self.new is None:
+            return f"- {self.name} {self.old}"
+        return f"  {self.name} {self.old} -> {self.new}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an operation will do: the plugins to lock and the manifest edits."""
+
+    plugins: tuple[Release | LockedFile, ...]
+    changes: tuple[Change, ...]
+    declare: Mapping[str, str] = field(default_factory=dict)
+    undeclare: tuple[str, ...] = ()
+
+
+def default_specifier(version: str) -> str:
+    """What ``install NAME`` records: this version up to the next breaking one."""
+    v = Version(version)
+    upper = f"{v.major + 1}" if v.major else f"0.{v.minor + 1}"
+    return f">={version},<{upper}"
+
+
+class Installer:
+    """The plugin lifecycle of one project."""
+
+    def __init__(self, project: Project, registries: list[str], *,
+                 cache: DownloadCache | None = None, fetcher: Fetcher | None = None,
+                 progress: ProgressFactory | None = None) -> None:
+        self.project = project
+        self.env = project.environment
+        self.cache = cache or DownloadCache()
+        self.fetcher = fetcher or Fetcher.from_env()
+        self.client = RegistryClient(registries, self.fetcher)
+        self.progress = progress
+        self.lock = Lock.load(project.lock_path)
+
+    # -- planning ---------------------------------------------------------------------
+
+    def plan_install(self, requests: Mapping[str, str]) -> Plan:
+        """Add or change ``requests`` (name -> specifier, "" = keep/any) on top of the manifest."""
+        declared = dict(self.project.manifest.plugins)
+        wanted = dict(declared)
+        for name, spec in requests.items():
+            wanted[normalize_name(name)] = spec or declared.get(normalize_name(name), "*")
+        preferred = {p.name: p.version for p in self.lock.plugins}
+        plan = self._plan(wanted, preferred)
+        chosen = {r.name: str(r.version) for r in plan.plugins if isinstance(r, Release)}
+        declare = {}
+        for name, spec in requests.items():
+            norm = normalize_name(name)
+            if spec or norm not in declared:
+                declare[name] = spec or default_specifier(chosen[norm])
+        return Plan(plan.plugins, plan.changes, declare=declare)
+
+    def plan_upgrade(self, names: Collection[str]) -> Plan:
+        """Newest versions within the manifest's specifiers (of ``names``, or of all)."""
+        norms = {normalize_name(n) for n in names}
+        for norm in norms:
+            if self.lock.plugin(norm) is None:
+                raise UserError(f"plugin {norm!r} is not installed in this project",
+                                fix=f"p2phost plugin install {norm}")
+        preferred = {p.name: p.version for p in self.lock.plugins
+                     if norms and p.name not in norms}
+        return self._plan(dict(self.project.manifest.plugins), preferred)
+
+    def _plan(self, wanted: Mapping[str, str], preferred: Mapping[str, str]) -> Plan:
+        reqs = [Requirement.parse(name, spec) for name, spec in wanted.items()]
+        resolution = resolve(self.client, reqs, preferred)
+        old = {p.name: p.version for p in self.lock.plugins}
+        changes = [Change(r.name, old.get(r.name), str(r.version), r, resolution.infos[r.name])
+                   for r in resolution.releases if old.get(r.name) != str(r.version)]
+        chosen = {r.name for r in resolution.releases}
+        changes += [Change(name, version, None) for name, version in old.items()
+                    if name not in chosen]
+        return Plan(resolution.releases, tuple(changes))
+
+    def plan_remove(self, names: Collection[str], *, force: bool = False) -> Plan:
+        """Drop ``names``; refused while another kept plugin requires one, unless ``force``."""
+        declared = self.project.manifest.plugins
+        gone = {normalize_name(n) for n in names}
+        for name in sorted(gone):
+            if name not in declared and self.lock.plugin(name) is None:
+                raise UserError(f"plugin {name!r} is not declared in p2phost.toml",
+                                fix="p2phost plugin list")
+        keep = self._closure([n for n in declared if n not in gone], skip=gone if force else set())
+        if not force:
+            for name in sorted(keep & gone):
+                users = [p for p in self.lock.plugins if p.name in keep and name in p.requires]
+                who = ", ".join(f"{p.name} {p.version}" for p in users) or "a declared plugin"
+                raise UserError(f"cannot remove {name}: {who} requires it",
+                                fix=f"remove {', '.join(p.name for p in users)} first, or "
+                                    f"p2phost plugin remove --force {name}")
+        kept = tuple(p for p in self.lock.plugins if p.name in keep)
+        changes = tuple(Change(p.name, p.version, None) for p in self.lock.plugins
+                        if p.name not in keep)
+        return Plan(kept, changes, undeclare=tuple(sorted(gone)))
+
+    def _closure(self, roots: list[str], skip: Collection[str]) -> set[str]:
+        """The locked plugins ``roots`` need, following ``requires``, never entering ``skip``."""
+        seen: set[str] = set()
+        stack = [r for r in roots if r not in skip]
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            locked = self.lock.plugin(name)
+            stack.extend(r for r in (locked.requires if locked else ()) if r not in skip)
+        return seen
+
+    def outdated(self) -> list[tuple[str, str, str, str]]:
+        """(name, installed, newest within the manifest's specifier, newest) per plugin."""
+        rows = []
+        for locked in self.lock.plugins:
+            info = self.client.plugin(locked.name)
+            spec = self.project.manifest.plugins.get(locked.name, "*")
+            within = next((r for r in info.releases
+                           if usable(r, [Requirement.parse(locked.name, spec)])), None)
+            newest = info.newest_fitting()
+            wanted = str(within.version) if within else locked.version
+            latest = str(newest.version) if newest else locked.version
+            if Version(locked.version) < max(Version(wanted), Version(latest)):
+                rows.append((locked.name, locked.version, wanted, latest))
+        return rows
+
+    # -- applying ---------------------------------------------------------------------
+
+    def apply(self, plan: Plan) -> Lock:
+        """Fetch, verify, stage and switch to ``plan``; then record it. Returns the new lock."""
+        with self._exclusive():
+            lock = self._target_lock(plan)
+            staged = self._stage(lock, offline=False)
+            adding = not plan.undeclare
+            if not adding:
+                self._edit_manifest(plan)
+                lock.save(self.project.lock_path)
+            self._commit(staged)
+            if adding:
+                lock.save(self.project.lock_path)
+                self._edit_manifest(plan)
+            self.lock = lock
+            return lock
+
+    def sync(self, *, offline: bool = False) -> list[Change]:
+        """Make the environment hold exactly what ``p2phost.lock`` says."""
+        with self._exclusive():
+            lock = Lock.load(self.project.lock_path)
+            have = {n: d.version for n, d in self.env.installed().items()}
+            want = {f.name: f.version for f in lock.files}
+            changes = [Change(n, have.get(n), want.get(n)) for n in sorted({*have, *want})
+                       if have.get(n) != want.get(n)]
+            if changes or (want and self.env.site_dir is None):
+                self._commit(self._stage(lock, offline=offline))
+            return changes
+
+    def _target_lock(self, plan: Plan) -> Lock:
+        plugins = []
+        for item in plan.plugins:
+            locked = item if isinstance(item, LockedFile) else self.lock.plugin(item.name)
+            if locked is not None and (isinstance(item, LockedFile)
+                                       or (locked.version == str(item.version)
+                                           and locked.source == item.source)):
+                plugins.append(locked)
+                continue
+            assert isinstance(item, Release)
+            wheel = item.wheel()
+            assert wheel is not None  # the resolver only picks releases with a fitting wheel
+            path = self.cache.fetch(wheel.url, wheel.sha256, wheel.filename, self.fetcher,
+                                    self.progress, wheel.size)
+            plugins.append(LockedFile(
+                name=item.name, version=str(item.version), source=item.source,
+                filename=wheel.filename, sha256=wheel.sha256,
+                requires=tuple(sorted(item.requires)), url=wheel.url,
+                dependencies=python_requirements(path)))
+        needs = sorted({d for p in plugins for d in p.dependencies})
+        before = sorted({d for p in self.lock.plugins for d in p.dependencies})
+        packages = self.lock.packages if needs == before else resolve_packages(needs)
+        return Lock(plugins=tuple(plugins), packages=packages)
+
+    def _file(self, entry: LockedFile, offline: bool) -> Path:
+        hit = self.cache.get(entry.sha256, entry.filename)
+        if hit is not None:
+            return hit
+        if offline or not entry.url:
+            raise UserError(f"{entry.filename} ({entry.name} {entry.version}) is not in the "
+                            f"download cache {self.cache.root}",
+                            fix="run `p2phost plugin sync` once while the registry is reachable")
+        return self.cache.fetch(entry.url, entry.sha256, entry.filename, self.fetcher,
+                                self.progress)
+
+    def _stage(self, lock: Lock, *, offline: bool) -> Path:
+        """A new generation holding exactly ``lock``'s files, not yet active."""
+        wheels = [self._file(entry, offline) for entry in lock.files]
+        staged: Path | None = None
+        try:
+            staged = self.env.stage()
+            for wheel in wheels:
+                unpack_wheel(wheel, staged)
+            return staged
+        except BaseException as exc:
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise InstallError(f"cannot write the plugin environment {self.env.root}: "
+                                   f"{exc.strerror or exc}; nothing was changed",
+                                   fix="free disk space or fix the directory's permissions, "
+                                       "then retry") from exc
+            raise
+
+    def _commit(self, staged: Path) -> None:
+        try:
+            self.env.commit(staged)
+        except OSError as exc:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise InstallError(f"cannot switch the plugin environment {self.env.root}: "
+                               f"{exc.strerror or exc}; the previous plugins are still active",
+                               fix="fix the directory's permissions, then retry") from exc
+
+    def _edit_manifest(self, plan: Plan) -> None:
+        if not plan.declare and not plan.undeclare:
+            return
+        editor = ManifestEditor(self.project.manifest_path)
+        for name, spec in plan.declare.items():
+            editor.set_plugin(name, spec)
+        for name in plan.undeclare:
+            editor.remove_plugin(name)
+        editor.save()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One lifecycle command per project at a time (the OS drops the lock if we die)."""
+        try:
+            self.project.state_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(self.project.state_dir / "install.lock", "a+")
+        except OSError as exc:
+            raise InstallError(f"cannot write {self.project.state_dir}: {exc.strerror}",
+                               fix="fix the directory's permissions, then retry") from exc
+        with handle:
+            deadline = time.monotonic() + LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise UserError(
+                            f"another p2phost command is changing the plugins of "
+                            f"{self.project.root} (waited {LOCK_WAIT:g} s)",
+                            fix="wait for it to finish, then retry") from None
+                    time.sleep(0.1)
+            handle.truncate(0)
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
