@@ -1,7 +1,129 @@
-"""Placeholder until its issue lands."""
+"""``p2phost registry``: serve the marketplace, seed it, create publishing tokens.
+
+Heavy imports (the registry package, starlette, uvicorn) happen inside the commands so
+that ``p2phost --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import typer
 
+from ._output import console
+
+#: Where the store lives when --data is not given (overridable by P2PHOST_REGISTRY_DATA).
+DEFAULT_DATA = Path(os.environ.get("P2PHOST_REGISTRY_DATA", "~/.p2phost/registry"))
+
+_DATA = typer.Option(DEFAULT_DATA, "--data", help="The store's directory (files, SQLite).")
+_DATABASE = typer.Option(
+    None, "--database", help="postgresql://HOST/DB to keep the metadata in PostgreSQL."
+)
+
+
+def _data_dir(data: Path) -> Path:
+    return data.expanduser()
+
 
 def register(app: typer.Typer) -> None:
-    """Add nothing yet."""
+    """Add the ``registry`` command group to ``app``."""
+    group = typer.Typer(help="Run and fill a plugin registry.", no_args_is_help=True)
+    tokens = typer.Typer(help="Publishing tokens.", no_args_is_help=True)
+    group.add_typer(tokens, name="token")
+    app.add_typer(group, name="registry")
+
+    @group.command("serve")
+    def serve(
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+        port: int = typer.Option(8470, "--port", help="Port to listen on; 0 picks a free one."),
+        data: Path = _DATA,
+        database: str | None = _DATABASE,
+        max_upload_mb: float = typer.Option(20.0, "--max-upload-mb",
+                                            help="Largest file accepted, in MiB."),
+    ) -> None:
+        """Serve the registry: JSON API, /simple/ index and web marketplace."""
+        from p2phost_registry import serve as run_server
+
+        run_server(host, port, _data_dir(data), database, int(max_upload_mb * 1024 * 1024))
+
+    @group.command("seed")
+    def seed(
+        paths: list[Path] = typer.Argument(
+            None, help="Plugin projects to publish (default: every project in official-plugins/)."
+        ),
+        data: Path = _DATA,
+        database: str | None = _DATABASE,
+        owner: str = typer.Option("p2phost", "--owner", help="Who owns the seeded plugins."),
+    ) -> None:
+        """Build plugin projects and publish them into the store."""
+        from rich.progress import Progress
+
+        from p2phost_registry import BadRequest, Store
+        from p2phost_registry._seed import SeedResult
+        from p2phost_registry._seed import seed as run_seed
+
+        projects = [p.resolve() for p in paths] if paths else _official_projects()
+        if not projects:
+            raise BadRequest(
+                "no plugin projects found: run from the p2phost checkout (official-plugins/) "
+                "or pass the project directories: p2phost registry seed --data DIR PATH..."
+            )
+        store = Store(_data_dir(data), database)
+        try:
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("building and publishing", total=len(projects))
+                seen: set[Path] = set()
+
+                def report(result: SeedResult) -> None:
+                    if result.project not in seen:
+                        seen.add(result.project)
+                        progress.advance(task)
+
+                results = run_seed(store, projects, owner, report)
+        finally:
+            store.close()
+        failed = 0
+        for r in results:
+            label = r.filename or r.project.name
+            if r.outcome == "failed":
+                failed += 1
+                console.print(f"failed     {label}: {r.message}")
+            else:
+                console.print(f"{r.outcome:<10} {label}")
+        published = sum(r.outcome == "published" for r in results)
+        console.print(f"{published} files published, {len(results) - published - failed} "
+                      f"already there, {failed} failed, into {_data_dir(data)}")
+        if failed:
+            raise typer.Exit(1)
+
+    @tokens.command("create")
+    def token_create(
+        owner: str = typer.Option(..., "--owner", help="Who publishes with this token."),
+        scope: list[str] = typer.Option(
+            None, "--scope", help="A plugin name the token may publish (repeatable; none: any)."
+        ),
+        data: Path = _DATA,
+        database: str | None = _DATABASE,
+    ) -> None:
+        """Create a publishing token and print it (the last word of the output)."""
+        from p2phost_registry import Store
+
+        store = Store(_data_dir(data), database)
+        try:
+            token = store.create_token(owner, scope or [])
+        finally:
+            store.close()
+        scopes = ", ".join(scope) if scope else "any plugin it owns or creates"
+        console.print(f"token for {owner} (may publish: {scopes}); keep it secret:")
+        console.print(token)
+
+
+def _official_projects() -> list[Path]:
+    from p2phost_registry._seed import plugin_projects
+
+    for root in (Path.cwd() / "official-plugins",
+                 Path(__file__).resolve().parents[3] / "official-plugins"):
+        if root.is_dir():
+            return plugin_projects(root)
+    return []

@@ -1,0 +1,174 @@
+"""One database connection behind a lock, for SQLite or PostgreSQL, with migrations.
+
+The registry is read-mostly and serves reads from an in-memory cache, so one connection
+per process is enough; a lock makes every transaction run alone in this process. Callers
+write SQL with ``?`` placeholders; the PostgreSQL side rewrites them to ``%s``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ._errors import StoreError
+from ._migrations import MIGRATIONS, SCHEMA_VERSION
+
+Row = tuple[Any, ...]
+
+
+class DuplicateKey(Exception):
+    """An INSERT hit a primary key or unique constraint (another writer got there first)."""
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601 with microseconds and a ``Z``, as PEP 700 wants."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Tx:
+    """The cursor of one transaction."""
+
+    def __init__(self, conn: Any, postgres: bool) -> None:
+        self._conn = conn
+        self._postgres = postgres
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> Any:
+        if self._postgres:
+            import psycopg
+
+            try:
+                return self._conn.execute(sql.replace("?", "%s"), params)
+            except psycopg.errors.UniqueViolation as exc:
+                raise DuplicateKey(str(exc)) from exc
+        try:
+            return self._conn.execute(sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateKey(str(exc)) from exc
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Every row of a query."""
+        return [tuple(r) for r in self._execute(sql, params).fetchall()]
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """The first row of a query, or None."""
+        row = self._execute(sql, params).fetchone()
+        return None if row is None else tuple(row)
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+        return int(self._execute(sql, params).rowcount)
+
+
+class Database:
+    """A connection to the store's database; ``url`` None means SQLite in ``data_dir``."""
+
+    def __init__(self, url: str | None, data_dir: Path) -> None:
+        self.url = url
+        self.postgres = bool(url) and str(url).startswith(("postgresql://", "postgres://"))
+        if url and not self.postgres and not url.startswith("sqlite:///"):
+            raise StoreError(
+                f"--database {url!r}: unsupported URL; use postgresql://HOST/DB, "
+                "sqlite:///PATH, or leave it out for SQLite in --data"
+            )
+        self._sqlite_path = data_dir / "registry.sqlite3"
+        if url and url.startswith("sqlite:///"):
+            # SQLAlchemy's convention: sqlite:///relative/path, sqlite:////absolute/path.
+            self._sqlite_path = Path(url.removeprefix("sqlite:///"))
+        self._lock = threading.RLock()
+        self._conn: Any = None
+        self._connect()
+        self._migrate()
+
+    @property
+    def dialect(self) -> str:
+        """``"postgresql"`` or ``"sqlite"``."""
+        return "postgresql" if self.postgres else "sqlite"
+
+    def _connect(self) -> None:
+        if self.postgres:
+            import psycopg
+
+            try:
+                self._conn = psycopg.connect(str(self.url), connect_timeout=10)
+            except psycopg.OperationalError as exc:
+                raise StoreError(
+                    f"cannot connect to the database {self.url}: {str(exc).strip()}; "
+                    "check that PostgreSQL runs and the URL names an existing database"
+                ) from exc
+            return
+        try:
+            self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so that two
+            # processes writing the same file serialise instead of failing at COMMIT.
+            conn = sqlite3.connect(
+                self._sqlite_path, check_same_thread=False, isolation_level=None, timeout=30
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the SQLite store {self._sqlite_path}: {exc}") from exc
+        self._conn = conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """Run a block as one transaction: committed if it returns, rolled back if it raises."""
+        with self._lock:
+            if self.postgres:
+                if self._conn.closed or self._conn.broken:
+                    self._connect()
+                with self._conn.transaction():
+                    yield Tx(self._conn, True)
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(self._conn, False)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        serial = "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        with self.transaction() as tx:
+            if self.postgres:
+                # Two processes starting on one fresh database must not both migrate it.
+                tx.one("SELECT pg_advisory_xact_lock(8470)")
+            tx.run(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied TEXT NOT NULL)"
+            )
+            done = {int(r[0]) for r in tx.all("SELECT version FROM schema_migrations")}
+            if done and max(done) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store's schema is version {max(done)}, newer than this p2phost "
+                    f"understands ({SCHEMA_VERSION}); upgrade p2phost"
+                )
+            for migration in MIGRATIONS:
+                if migration.version in done:
+                    continue
+                for statement in migration.statements:
+                    tx.run(statement.replace("{serial}", serial))
+                tx.run(
+                    "INSERT INTO schema_migrations (version, description, applied) "
+                    "VALUES (?, ?, ?)",
+                    (migration.version, migration.description, now_iso()),
+                )
+
+    def schema_version(self) -> int:
+        """The newest migration applied to this database."""
+        with self.transaction() as tx:
+            row = tx.one("SELECT MAX(version) FROM schema_migrations")
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

@@ -1,0 +1,96 @@
+"""Versioned schema migrations, applied in order and recorded in ``schema_migrations``.
+
+Each migration is plain SQL that both SQLite and PostgreSQL accept; ``{serial}`` stands for
+the dialect's auto-increment primary key. Never edit a released migration: add a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema: its number, what it does and its statements."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "plugins, owners, versions, files, tokens",
+        (
+            """CREATE TABLE plugins (
+                name TEXT PRIMARY KEY,
+                display_name TEXT NOT NULL,
+                created TEXT NOT NULL,
+                downloads BIGINT NOT NULL DEFAULT 0
+            )""",
+            """CREATE TABLE owners (
+                plugin TEXT NOT NULL REFERENCES plugins(name),
+                owner TEXT NOT NULL,
+                added TEXT NOT NULL,
+                PRIMARY KEY (plugin, owner)
+            )""",
+            """CREATE TABLE versions (
+                plugin TEXT NOT NULL REFERENCES plugins(name),
+                version TEXT NOT NULL,
+                summary TEXT NOT NULL,
+                metadata TEXT NOT NULL,
+                readme TEXT NOT NULL,
+                readme_type TEXT NOT NULL,
+                requires_python TEXT,
+                yanked INTEGER NOT NULL DEFAULT 0,
+                yanked_reason TEXT,
+                uploaded TEXT NOT NULL,
+                uploader TEXT NOT NULL,
+                PRIMARY KEY (plugin, version)
+            )""",
+            """CREATE TABLE files (
+                filename TEXT PRIMARY KEY,
+                plugin TEXT NOT NULL,
+                version TEXT NOT NULL,
+                packagetype TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                uploaded TEXT NOT NULL,
+                core_metadata TEXT,
+                core_metadata_sha256 TEXT,
+                has_signature INTEGER NOT NULL DEFAULT 0,
+                FOREIGN KEY (plugin, version) REFERENCES versions(plugin, version)
+            )""",
+            "CREATE INDEX files_by_plugin ON files (plugin)",
+            """CREATE TABLE tokens (
+                token_hash TEXT PRIMARY KEY,
+                prefix TEXT NOT NULL,
+                owner TEXT NOT NULL,
+                scopes TEXT NOT NULL,
+                created TEXT NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        2,
+        "audit log and change generation",
+        (
+            """CREATE TABLE audit (
+                id {serial},
+                at TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                plugin TEXT NOT NULL,
+                version TEXT,
+                detail TEXT NOT NULL
+            )""",
+            "CREATE INDEX audit_by_plugin ON audit (plugin)",
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            "INSERT INTO meta (key, value) VALUES ('generation', '0')",
+        ),
+    ),
+)
+
+#: The schema version this code reads and writes.
+SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,139 @@
+"""The OpenAPI description of the JSON API, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    str(code): _json(_ref("Error"), text)
+    for code, text in (
+        (400, "bad request or invalid upload; nothing stored"),
+        (401, "no token or an unknown token"),
+        (403, "the token may not do this"),
+        (404, "no such plugin or version; the message suggests close names"),
+        (409, "the file exists (versions are immutable) or the name is too close to another"),
+        (413, "the upload is too large"),
+    )
+}
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "plugin name, any spelling (normalised as PEP 503)"}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+_BEARER: list[dict[str, list[str]]] = [{"token": []}]
+
+_FILE = {"type": "object", "properties": {
+    "filename": {"type": "string"}, "url": {"type": "string"},
+    "sha256": {"type": "string"}, "size": {"type": "integer"},
+    "packagetype": {"type": "string", "enum": ["bdist_wheel", "sdist"]},
+    "uploaded": {"type": "string", "format": "date-time"},
+    "signature_url": {"type": ["string", "null"]},
+}}
+_VERSION_SCHEMA = {"type": "object", "properties": {
+    "version": {"type": "string"}, "summary": {"type": "string"},
+    "kinds": {"type": "array", "items": {"type": "string"}},
+    "host_api": {"type": "string", "description": "PEP 440 specifier of HOST_API"},
+    "requires": {"type": "object", "additionalProperties": {"type": "string"}},
+    "provides": {"type": "object"}, "config": {"type": "object"},
+    "capabilities": {"type": "array", "items": {"type": "string"}},
+    "requires_python": {"type": ["string", "null"]},
+    "yanked": {"type": "boolean"}, "yanked_reason": {"type": ["string", "null"]},
+    "uploaded": {"type": "string", "format": "date-time"},
+    "files": {"type": "array", "items": _ref("File")},
+}}
+_PLUGIN = {"type": "object", "properties": {
+    "name": {"type": "string"}, "display_name": {"type": "string"},
+    "summary": {"type": "string"}, "latest": {"type": ["string", "null"]},
+    "owners": {"type": "array", "items": {"type": "string"}},
+    "downloads": {"type": "integer"},
+    "created": {"type": "string"}, "updated": {"type": "string"},
+    "versions": {"type": "array", "items": _ref("Version"), "description": "newest first"},
+}}
+_HIT = {"type": "object", "properties": {
+    "name": {"type": "string"}, "summary": {"type": "string"}, "latest": {"type": "string"},
+    "kinds": {"type": "array", "items": {"type": "string"}}, "host_api": {"type": "string"},
+    "downloads": {"type": "integer"}, "updated": {"type": "string"},
+}}
+_MULTIPART = {"content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary"},
+                   "signature": {"type": "string", "format": "binary"}},
+}}}}
+
+
+def _query(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+            "description": description}
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "p2phost registry", "version": "1",
+             "description": "Search, inspect, publish and yank p2phost plugins. The Python "
+                            "simple index is at /simple/ (PEP 503/691)."},
+    "components": {
+        "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+        "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+                    "File": _FILE, "Version": _VERSION_SCHEMA, "Plugin": _PLUGIN, "Hit": _HIT},
+    },
+    "paths": {
+        "/api/v1/plugins": {"get": {
+            "summary": "Search plugins",
+            "parameters": [
+                _query("q", "words matched against name and summary"),
+                _query("kind", "transport, discovery, codec, security or app"),
+                _query("host_api", "only plugins with a version compatible with this HOST_API"),
+                _query("sort", "relevance (default), downloads, newest or name"),
+            ],
+            "responses": {"200": _json({"type": "object", "properties": {
+                "plugins": {"type": "array", "items": _ref("Hit")}}}, "matches"),
+                "400": _ERRORS["400"]},
+        }},
+        "/api/v1/plugins/{name}": {"get": {
+            "summary": "A plugin with all its versions", "parameters": [_NAME],
+            "responses": {"200": _json(_ref("Plugin"), "the plugin"), "404": _ERRORS["404"]},
+        }},
+        "/api/v1/plugins/{name}/{version}": {"get": {
+            "summary": "One version", "parameters": [_NAME, _VERSION],
+            "responses": {"200": _json(_ref("Version"), "the version"), "404": _ERRORS["404"]},
+        }},
+        "/api/v1/plugins/{name}/audit": {"get": {
+            "summary": "The audit log of a plugin: publishes, yanks, ownership changes",
+            "parameters": [_NAME],
+            "responses": {"200": _json({"type": "object"}, "entries, oldest first"),
+                          "404": _ERRORS["404"]},
+        }},
+        "/api/v1/upload": {"post": {
+            "summary": "Publish a wheel or sdist", "security": _BEARER,
+            "requestBody": _MULTIPART,
+            "responses": {"201": _json({"type": "object", "properties": {
+                "name": {"type": "string"}, "version": {"type": "string"},
+                "filename": {"type": "string"}, "url": {"type": "string"}}}, "stored"),
+                **{k: v for k, v in _ERRORS.items() if k != "404"}},
+        }},
+        **{
+            f"/api/v1/plugins/{{name}}/{{version}}/{verb}": {"post": {
+                "summary": f"{verb.capitalize()} a version (an owner's token)",
+                "security": _BEARER, "parameters": [_NAME, _VERSION],
+                "requestBody": {"content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"reason": {"type": "string"}}}}}},
+                "responses": {"200": _json({"type": "object"}, "done"), **_ERRORS},
+            }}
+            for verb in ("yank", "unyank")
+        },
+        "/api/v1/plugins/{name}/owners": {"post": {
+            "summary": "An owner adds an owner", "security": _BEARER, "parameters": [_NAME],
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "required": ["owner"],
+                "properties": {"owner": {"type": "string"}}}}}},
+            "responses": {"200": _json({"type": "object"}, "the owners now"), **_ERRORS},
+        }},
+    },
+}

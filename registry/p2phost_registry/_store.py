@@ -1,0 +1,447 @@
+"""The store: the database plus a files directory, and every rule about changing them.
+
+Publishing is crash-safe: the upload is written to ``tmp/`` and validated there; the rows
+are inserted, the file is renamed into ``files/`` and only then is the transaction
+committed. A crash before the commit leaves at most an orphan file that no row points at
+(never served, removed at the next start); files are only ever served through their row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from p2phost_sdk import is_valid_name, normalize_name
+
+from ._db import Database, DuplicateKey, Tx, now_iso
+from ._errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from ._names import suggestions, too_close
+from ._records import (
+    Actor,
+    AuditEntry,
+    FileRecord,
+    PluginRecord,
+    PublishResult,
+    VersionRecord,
+)
+from ._validate import Inspected, inspect_upload
+
+#: Uploads larger than this are refused unless the store is opened with another limit.
+DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+TOKEN_PREFIX = "p2ph_"
+_FILE_COLUMNS = (
+    "filename, plugin, version, packagetype, sha256, size, uploaded, "
+    "core_metadata_sha256, has_signature"
+)
+
+
+def _sort_key(version: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+def _token_hash(token: str) -> str:
+    # Tokens carry 256 random bits, so a plain hash is enough: no dictionary to attack.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Store:
+    """The registry's store under ``data_dir`` (files) and ``database`` (default: SQLite there)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        database: str | None = None,
+        max_upload: int = DEFAULT_MAX_UPLOAD,
+        *,
+        recover: bool = False,
+    ) -> None:
+        self.data_dir = data_dir
+        self.files_dir = data_dir / "files"
+        self.tmp_dir = data_dir / "tmp"
+        self.max_upload = max_upload
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(database, data_dir)
+        if recover:
+            self.recover()
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self.db.close()
+
+    # -- crash recovery --------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Drop what an interrupted upload left: its temp file and an uncommitted file.
+
+        The server runs this at start; short-lived commands do not, since a server
+        may be between renaming a file into place and committing its row.
+        """
+        for part in self.tmp_dir.glob("*.part"):
+            pid = part.name.split("-", 1)[0]
+            if not pid.isdigit() or not _alive(int(pid)) or int(pid) == os.getpid():
+                part.unlink(missing_ok=True)
+        with self.db.transaction() as tx:
+            known = {r[0] for r in tx.all("SELECT filename FROM files")}
+            signed = {r[0] for r in tx.all("SELECT filename FROM files WHERE has_signature = 1")}
+        for path in self.files_dir.glob("*/*"):
+            name = path.name
+            keep = name in known or (name.endswith(".sig") and name[:-4] in signed)
+            if not keep:
+                path.unlink(missing_ok=True)
+
+    def new_upload_path(self) -> Path:
+        """A fresh temp path for an incoming upload (removed at start if the process died)."""
+        return self.tmp_dir / f"{os.getpid()}-{secrets.token_hex(8)}.part"
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    def create_token(self, owner: str, scopes: list[str] | tuple[str, ...] = ()) -> str:
+        """Create a publishing token for ``owner`` limited to ``scopes``; returns the secret."""
+        if not is_valid_name(owner):
+            raise BadRequest(f"owner {owner!r}: use letters, digits, '-', '_' and '.'")
+        for scope in scopes:
+            if not is_valid_name(scope):
+                raise BadRequest(f"scope {scope!r} is not a valid plugin name")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        normal = sorted({normalize_name(s) for s in scopes})
+        with self.db.transaction() as tx:
+            tx.run(
+                "INSERT INTO tokens (token_hash, prefix, owner, scopes, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (_token_hash(token), token[:12], owner, json.dumps(normal), now_iso()),
+            )
+        return token
+
+    def authenticate(self, token: str | None) -> Actor:
+        """The actor a token stands for; :class:`Unauthorized` when missing or unknown."""
+        if not token:
+            raise Unauthorized(
+                "no token: send `Authorization: Bearer TOKEN` (or basic auth __token__:TOKEN); "
+                "create one with `p2phost registry token create --owner NAME`"
+            )
+        with self.db.transaction() as tx:
+            row = tx.one(
+                "SELECT owner, scopes FROM tokens WHERE token_hash = ?", (_token_hash(token),)
+            )
+        if row is None:
+            raise Unauthorized(
+                "the token is not valid for this registry; create one with "
+                "`p2phost registry token create --owner NAME`"
+            )
+        return Actor(owner=row[0], scopes=tuple(json.loads(row[1])))
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def publish(
+        self,
+        actor: Actor,
+        upload: Path,
+        filename: str,
+        *,
+        signature: bytes | None = None,
+        expected_sha256: str | None = None,
+    ) -> PublishResult:
+        """Validate and store one uploaded file; ``upload`` is consumed either way."""
+        try:
+            info = inspect_upload(upload, filename, self.max_upload)
+            if expected_sha256 and expected_sha256.strip().lower() != info.sha256:
+                raise BadRequest(
+                    f"{filename}: sha256_digest {expected_sha256} does not match the file "
+                    f"({info.sha256}); the upload was corrupted, retry it"
+                )
+            if not actor.may_touch(info.name):
+                raise Forbidden(
+                    f"the token of {actor.owner} is limited to {', '.join(actor.scopes)} and "
+                    f"may not publish {info.name}; create a token with --scope {info.name}"
+                )
+            return self._commit_upload(actor, info, upload, signature)
+        finally:
+            upload.unlink(missing_ok=True)
+
+    def _commit_upload(
+        self, actor: Actor, info: Inspected, upload: Path, signature: bytes | None
+    ) -> PublishResult:
+        final = self.files_dir / info.name / info.filename
+        moved = False
+        try:
+            with self.db.transaction() as tx:
+                created = self._claim_name(tx, actor, info)
+                clash = tx.one(
+                    "SELECT filename FROM files WHERE lower(filename) = lower(?)", (info.filename,)
+                )
+                if clash:
+                    raise Conflict(
+                        f"{info.filename} already exists; published files are immutable: "
+                        "bump the version and publish again"
+                    )
+                now = now_iso()
+                if tx.one(
+                    "SELECT 1 FROM versions WHERE plugin = ? AND version = ?",
+                    (info.name, info.version),
+                ) is None:
+                    tx.run(
+                        "INSERT INTO versions (plugin, version, summary, metadata, readme, "
+                        "readme_type, requires_python, uploaded, uploader) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (info.name, info.version, info.metadata.summary,
+                         json.dumps(info.metadata.to_table()), info.readme, info.readme_type,
+                         info.requires_python, now, actor.owner),
+                    )
+                core_sha = (
+                    hashlib.sha256(info.core_metadata.encode()).hexdigest()
+                    if info.core_metadata is not None else None
+                )
+                tx.run(
+                    f"INSERT INTO files ({_FILE_COLUMNS}, core_metadata) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (info.filename, info.name, info.version, info.packagetype, info.sha256,
+                     info.size, now, core_sha, int(signature is not None), info.core_metadata),
+                )
+                _audit(tx, actor.owner, "publish", info.name, info.version, info.filename)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                if signature is not None:
+                    sig_tmp = self.new_upload_path()
+                    sig_tmp.write_bytes(signature)
+                    os.replace(sig_tmp, final.with_name(final.name + ".sig"))
+                _fsync(upload)
+                os.replace(upload, final)
+                moved = True
+                _fsync(final.parent)
+        except DuplicateKey as exc:
+            raise Conflict(
+                f"{info.filename}: another upload of {info.name} {info.version} won the race; "
+                "published files are immutable: bump the version"
+            ) from exc
+        except BaseException:
+            if moved:
+                final.unlink(missing_ok=True)
+            raise
+        return PublishResult(info.name, info.version, info.filename, created)
+
+    def _claim_name(self, tx: Tx, actor: Actor, info: Inspected) -> bool:
+        """Check the actor may publish ``info.name``; register the name if it is new."""
+        owners = [r[0] for r in tx.all("SELECT owner FROM owners WHERE plugin = ?", (info.name,))]
+        if owners:
+            if actor.owner not in owners:
+                raise Forbidden(
+                    f"{info.name} is owned by {', '.join(sorted(owners))}, not {actor.owner}; "
+                    "ask an owner to add you (POST /api/v1/plugins/NAME/owners)"
+                )
+            return False
+        others = [
+            r[0] for r in tx.all(
+                "SELECT name FROM plugins p WHERE NOT EXISTS "
+                "(SELECT 1 FROM owners o WHERE o.plugin = p.name AND o.owner = ?)",
+                (actor.owner,),
+            )
+        ]
+        close = too_close(info.name, others)
+        if close is not None:
+            raise Conflict(
+                f"the name {info.display_name!r} is too close to the existing plugin "
+                f"{close!r} of another owner and could be mistaken for it; choose a clearly "
+                "different name"
+            )
+        now = now_iso()
+        tx.run(
+            "INSERT INTO plugins (name, display_name, created) VALUES (?, ?, ?)",
+            (info.name, info.display_name, now),
+        )
+        tx.run(
+            "INSERT INTO owners (plugin, owner, added) VALUES (?, ?, ?)",
+            (info.name, actor.owner, now),
+        )
+        _audit(tx, actor.owner, "create", info.name, None, f"first publisher {actor.owner}")
+        return True
+
+    def _require_owner(self, tx: Tx, actor: Actor, name: str) -> None:
+        owners = [r[0] for r in tx.all("SELECT owner FROM owners WHERE plugin = ?", (name,))]
+        if not owners:
+            raise self._not_found(tx, name)
+        if actor.owner not in owners or not actor.may_touch(name):
+            raise Forbidden(
+                f"{actor.owner}'s token may not change {name} "
+                f"(owners: {', '.join(sorted(owners))}); use a token of an owner scoped to it"
+            )
+
+    def set_yanked(self, actor: Actor, name: str, version: str, reason: str, yanked: bool) -> None:
+        """Yank (or un-yank) every file of a version, with a reason shown to installers."""
+        name = normalize_name(name)
+        with self.db.transaction() as tx:
+            self._require_owner(tx, actor, name)
+            changed = tx.run(
+                "UPDATE versions SET yanked = ?, yanked_reason = ? "
+                "WHERE plugin = ? AND version = ?",
+                (int(yanked), reason if yanked else None, name, version),
+            )
+            if not changed:
+                raise NotFound(f"{name} has no version {version}")
+            _audit(tx, actor.owner, "yank" if yanked else "unyank", name, version, reason)
+
+    def add_owner(self, actor: Actor, name: str, owner: str) -> None:
+        """An owner of ``name`` adds ``owner``."""
+        name = normalize_name(name)
+        if not is_valid_name(owner):
+            raise BadRequest(f"owner {owner!r}: use letters, digits, '-', '_' and '.'")
+        with self.db.transaction() as tx:
+            self._require_owner(tx, actor, name)
+            if tx.one("SELECT 1 FROM owners WHERE plugin = ? AND owner = ?", (name, owner)):
+                raise Conflict(f"{owner} already owns {name}")
+            tx.run(
+                "INSERT INTO owners (plugin, owner, added) VALUES (?, ?, ?)",
+                (name, owner, now_iso()),
+            )
+            _audit(tx, actor.owner, "add-owner", name, None, owner)
+
+    def count_download(self, name: str) -> None:
+        """Count one download of one of ``name``'s files."""
+        with self.db.transaction() as tx:
+            tx.run("UPDATE plugins SET downloads = downloads + 1 WHERE name = ?", (name,))
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        """A number that changes whenever published data changes (for cache invalidation)."""
+        with self.db.transaction() as tx:
+            row = tx.one("SELECT value FROM meta WHERE key = 'generation'")
+        return int(row[0]) if row else 0
+
+    def names(self) -> list[str]:
+        """Every plugin's normalised name, sorted."""
+        with self.db.transaction() as tx:
+            return sorted(r[0] for r in tx.all("SELECT name FROM plugins"))
+
+    def plugin(self, name: str) -> PluginRecord:
+        """One plugin with its README texts; :class:`NotFound` suggests close names."""
+        name = normalize_name(name)
+        with self.db.transaction() as tx:
+            plugins = self._load(tx, name)
+            if not plugins:
+                raise self._not_found(tx, name)
+        return plugins[0]
+
+    def plugins(self) -> list[PluginRecord]:
+        """Every plugin, without README texts (for search and listings)."""
+        with self.db.transaction() as tx:
+            return self._load(tx, None)
+
+    def file(self, filename: str) -> tuple[FileRecord, Path]:
+        """A stored file's record and path."""
+        with self.db.transaction() as tx:
+            row = tx.one(f"SELECT {_FILE_COLUMNS} FROM files WHERE filename = ?", (filename,))
+        if row is None:
+            raise NotFound(f"no file {filename}")
+        record = _file(row)
+        return record, self.files_dir / record.plugin / record.filename
+
+    def core_metadata(self, filename: str) -> str:
+        """The METADATA of a stored wheel (PEP 658 sidecar)."""
+        with self.db.transaction() as tx:
+            row = tx.one("SELECT core_metadata FROM files WHERE filename = ?", (filename,))
+        if row is None or row[0] is None:
+            raise NotFound(f"no metadata for {filename}")
+        return str(row[0])
+
+    def audit_log(self, name: str | None = None) -> list[AuditEntry]:
+        """The audit log, oldest first, of one plugin or of all."""
+        sql = "SELECT at, actor, action, plugin, version, detail FROM audit"
+        params: tuple[str, ...] = ()
+        if name is not None:
+            sql, params = sql + " WHERE plugin = ?", (normalize_name(name),)
+        with self.db.transaction() as tx:
+            return [AuditEntry(*r) for r in tx.all(sql + " ORDER BY id", params)]
+
+    def _not_found(self, tx: Tx, name: str) -> NotFound:
+        close = suggestions(name, [r[0] for r in tx.all("SELECT name FROM plugins")])
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        return NotFound(f"no plugin named {name!r} in this registry{hint}")
+
+    def _load(self, tx: Tx, name: str | None) -> list[PluginRecord]:
+        where, params = ("WHERE {col} = ?", (name,)) if name else ("", ())
+        readme_cols = ", readme, readme_type" if name else ""
+        plugin_rows = tx.all(
+            "SELECT name, display_name, created, downloads FROM plugins "
+            + where.format(col="name"), params,
+        )
+        owners: dict[str, list[str]] = {}
+        for plugin, owner in tx.all(
+            "SELECT plugin, owner FROM owners " + where.format(col="plugin") + " ORDER BY added",
+            params,
+        ):
+            owners.setdefault(plugin, []).append(owner)
+        files: dict[tuple[str, str], list[FileRecord]] = {}
+        for row in tx.all(
+            f"SELECT {_FILE_COLUMNS} FROM files " + where.format(col="plugin")
+            + " ORDER BY filename", params,
+        ):
+            record = _file(row)
+            files.setdefault((record.plugin, record.version), []).append(record)
+        versions: dict[str, list[VersionRecord]] = {}
+        for row in tx.all(
+            "SELECT plugin, version, summary, metadata, yanked, yanked_reason, uploaded, "
+            f"requires_python{readme_cols} FROM versions " + where.format(col="plugin"), params,
+        ):
+            extra: dict[str, Any] = {"readme": row[8], "readme_type": row[9]} if name else {}
+            versions.setdefault(row[0], []).append(VersionRecord(
+                plugin=row[0], version=row[1], summary=row[2], metadata=json.loads(row[3]),
+                yanked=bool(row[4]), yanked_reason=row[5], uploaded=row[6],
+                requires_python=row[7], files=tuple(files.get((row[0], row[1]), ())), **extra,
+            ))
+        return [
+            PluginRecord(
+                name=p, display_name=display, created=created, downloads=int(downloads),
+                owners=tuple(owners.get(p, ())),
+                versions=tuple(sorted(
+                    versions.get(p, ()), key=lambda v: _sort_key(v.version), reverse=True
+                )),
+            )
+            for p, display, created, downloads in sorted(plugin_rows)
+        ]
+
+
+def _file(row: tuple[Any, ...]) -> FileRecord:
+    return FileRecord(
+        filename=row[0], plugin=row[1], version=row[2], packagetype=row[3], sha256=row[4],
+        size=int(row[5]), uploaded=row[6], core_metadata_sha256=row[7],
+        has_signature=bool(row[8]),
+    )
+
+
+def _audit(tx: Tx, actor: str, action: str, plugin: str, version: str | None, detail: str) -> None:
+    tx.run(
+        "INSERT INTO audit (at, actor, action, plugin, version, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        (now_iso(), actor, action, plugin, version, detail),
+    )
+    # Every audited change changes what readers see: other processes drop their caches.
+    tx.run(
+        "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
+        "WHERE key = 'generation'"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
