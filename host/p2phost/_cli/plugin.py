@@ -1,24 +1,194 @@
-"""``p2phost plugin ...``: the plugins of this project."""
+"""``p2phost plugin ...``: install, upgrade, remove, sync and inspect this project's plugins.
+
+Heavy modules (the installer, rich tables and progress bars, pluggy) are imported inside
+the commands that use them: every ``p2phost`` invocation imports this module.
+"""
 
 from __future__ import annotations
 
-import typer
-from rich.table import Table
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from p2phost_sdk import PluginMetadata, host_api_compatible, normalize_name
+import typer
 
 from .._errors import UserError
-from .._lock import Lock
-from .._plugins import PluginManager
 from .._project import Project
 from ._output import console
 
+if TYPE_CHECKING:
+    from .._install import Change, Installer
+
 plugin_app = typer.Typer(help="Install, inspect and author plugins.", no_args_is_help=True)
+
+_REGISTRY = typer.Option(None, "--registry", metavar="URL",
+                         help="Ask this registry (several: comma-separated) instead of the "
+                              "configured ones.")
+_YES = typer.Option(False, "--yes", "-y", help="Do not ask before installing (for scripts).")
+_REQUEST = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*?)\s*$")
+
+
+def _parse_request(text: str) -> tuple[str, str]:
+    """``NAME[SPEC]`` -> (name, spec); spec "" when none was given."""
+    from packaging.specifiers import InvalidSpecifier
+
+    from p2phost_sdk import is_valid_name, parse_specifier
+
+    match = _REQUEST.match(text)
+    if match is None or not is_valid_name(match.group(1)):
+        raise UserError(f"{text!r} is not a plugin name", fix="p2phost plugin search TEXT")
+    name, spec = match.groups()
+    try:
+        parse_specifier(spec)
+    except InvalidSpecifier:
+        raise UserError(f"{text!r}: {spec!r} is not a PEP 440 version specifier",
+                        fix=f"p2phost plugin install '{name}>=1.0,<2'") from None
+    return name, spec
+
+
+@contextmanager
+def _installer(registry: str | None) -> Iterator[Installer]:
+    """An installer for the project here, with a progress bar on a terminal."""
+    from .._install import Installer, registry_urls
+
+    project = Project.find()
+    urls = registry_urls(registry, project.manifest.registries)
+    if not console.is_terminal:
+        def announce(label: str, total: int | None) -> Callable[[int], None]:
+            size = f" ({total / 1024:.0f} KiB)" if total else ""
+            console.print(f"downloading {label}{size}")
+            return lambda n: None
+        yield Installer(project, urls, progress=announce)
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=console, transient=True) as bar:
+        def start(label: str, total: int | None) -> Callable[[int], None]:
+            task = bar.add_task(label, total=total)
+            return lambda n: bar.advance(task, n)
+        yield Installer(project, urls, progress=start)
+
+
+def _show_and_confirm(changes: Sequence[Change], yes: bool) -> None:
+    """Print what changes, with each new release's publisher and capabilities; ask once."""
+    for change in changes:
+        line = change.describe()
+        if change.release is not None:
+            kinds = ", ".join(change.release.kinds)
+            owners = ", ".join(change.info.owners) if change.info else ""
+            caps = ", ".join(change.release.capabilities) or "none"
+            line += f"  [{kinds}]  publisher: {owners or 'unknown'}  capabilities: {caps}"
+        console.print(line, markup=False)
+    if yes or not any(c.release is not None for c in changes):
+        return
+    if not sys.stdin.isatty():
+        raise UserError("installing plugins needs a confirmation, and there is no terminal "
+                        "to ask on", fix="re-run with --yes")
+    if not typer.confirm("Install these plugins?", default=True):
+        raise typer.Exit(1)
+
+
+def _summary(changes: Sequence[Change], verb: str) -> None:
+    if not changes:
+        console.print("nothing to do: the plugins already match")
+        return
+    console.print(f"{verb} {len(changes)} plugin(s): "
+                  + ", ".join(f"{c.name} {c.new or c.old}" for c in changes), markup=False)
+
+
+@plugin_app.command("install")
+def install(
+    requests: list[str] = typer.Argument(None, metavar="NAME[SPEC]...",
+                                         help="Plugins to add (none: everything declared)."),
+    registry: str | None = _REGISTRY,
+    yes: bool = _YES,
+) -> None:
+    """Resolve, download, verify and install plugins; record them in p2phost.toml and the lock."""
+    wanted = dict(_parse_request(r) for r in requests or [])
+    with _installer(registry) as installer:
+        plan = installer.plan_install(wanted)
+        _show_and_confirm(plan.changes, yes)
+        installer.apply(plan)
+    _summary(plan.changes, "installed")
+
+
+@plugin_app.command("upgrade")
+def upgrade(
+    names: list[str] = typer.Argument(None, metavar="[NAME]...",
+                                      help="Plugins to upgrade (none: all)."),
+    registry: str | None = _REGISTRY,
+    yes: bool = _YES,
+) -> None:
+    """Upgrade plugins to the newest versions p2phost.toml's specifiers allow."""
+    with _installer(registry) as installer:
+        plan = installer.plan_upgrade(names or [])
+        _show_and_confirm(plan.changes, yes)
+        installer.apply(plan)
+    _summary(plan.changes, "upgraded")
+
+
+@plugin_app.command("remove")
+def remove(
+    names: list[str] = typer.Argument(..., metavar="NAME...", help="Plugins to remove."),
+    force: bool = typer.Option(False, "--force",
+                               help="Remove even if another declared plugin requires it."),
+) -> None:
+    """Remove plugins from p2phost.toml, the lock and the plugin environment."""
+    with _installer(None) as installer:
+        plan = installer.plan_remove(names, force=force)
+        for change in plan.changes:
+            console.print(change.describe(), markup=False)
+        installer.apply(plan)
+    console.print(f"removed {', '.join(plan.undeclare)}")
+
+
+@plugin_app.command("sync")
+def sync(
+    offline: bool = typer.Option(False, "--offline",
+                                 help="Install from the download cache only."),
+) -> None:
+    """Make the plugin environment match p2phost.lock exactly."""
+    with _installer(None) as installer:
+        changes = installer.sync(offline=offline)
+        missing = [n for n in installer.project.manifest.plugins
+                   if installer.lock.plugin(n) is None]
+    for change in changes:
+        console.print(change.describe(), markup=False)
+    _summary(changes, "synced")
+    if missing:
+        console.print(f"warning: p2phost.toml declares {', '.join(missing)}, which "
+                      "p2phost.lock does not have: run `p2phost plugin install`")
+
+
+@plugin_app.command("outdated")
+def outdated(registry: str | None = _REGISTRY) -> None:
+    """Installed plugins with newer versions: within the manifest's specifier, and at all."""
+    from rich.table import Table
+
+    with _installer(registry) as installer:
+        rows = installer.outdated()
+    if not rows:
+        console.print("all plugins are up to date")
+        return
+    table = Table("name", "installed", "wanted", "latest", box=None)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 @plugin_app.command("list")
 def list_plugins() -> None:
     """Installed plugins: name, version, kind, source, enabled."""
+    from rich.table import Table
+
+    from p2phost_sdk import PluginMetadata
+
+    from .._lock import Lock
+    from .._plugins import PluginManager
+
     project = Project.find()
     lock = Lock.load(project.lock_path)
     declared = project.manifest.plugins
@@ -35,27 +205,91 @@ def list_plugins() -> None:
 
 
 @plugin_app.command("info")
-def info(name: str = typer.Argument(..., help="The plugin's name.")) -> None:
-    """What a plugin is, provides, requires and may do."""
+def info(name: str = typer.Argument(..., help="The plugin's name."),
+         registry: str | None = _REGISTRY) -> None:
+    """What a plugin is, provides, requires and may do (from the registry if not installed)."""
+    from p2phost_sdk import PluginMetadata, host_api_compatible, normalize_name
+
+    from .._plugins import PluginManager
+
     project = Project.find()
     dist = PluginManager(project).available().get(normalize_name(name))
-    if dist is None:
-        raise UserError(f"plugin {name!r} is not installed in this project",
-                        fix=f"p2phost plugin install {name}")
+    if dist is None or registry:
+        _remote_info(project, name, registry)
+        return
     meta = PluginMetadata.from_distribution(dist)
     compatible = "yes" if host_api_compatible(meta.host_api) else "NO"
-    console.print(f"{meta.name} {meta.version}" + (f": {meta.summary}" if meta.summary else ""))
+    console.print(f"{meta.name} {meta.version}" + (f": {meta.summary}" if meta.summary else ""),
+                  markup=False)
     console.print(f"  kinds:        {', '.join(meta.kinds)}")
     console.print(f"  host-api:     {meta.host_api} (compatible with this host: {compatible})")
     for key, values in meta.provides.items():
-        console.print(f"  provides:     {key} = {', '.join(values)}")
+        console.print(f"  provides:     {key} = {', '.join(values)}", markup=False)
     for req, spec in meta.requires.items():
         console.print(f"  requires:     {req} {spec}")
     console.print(f"  capabilities: {', '.join(meta.capabilities) or 'none'}")
     for field in meta.config.fields:
         default = "" if field.default is None else f" = {field.default!r}"
-        console.print(f"  config:       {field.name}: {field.type}{default}  {field.description}")
+        console.print(f"  config:       {field.name}: {field.type}{default}  {field.description}",
+                      markup=False)
     console.print(f"  location:     {dist.locate_file('')}")
+
+
+def _remote_info(project: Project, name: str, registry: str | None) -> None:
+    from .._install import RegistryClient, registry_urls
+
+    client = RegistryClient(registry_urls(registry, project.manifest.registries))
+    plugin = client.plugin(name)
+    newest = plugin.newest_fitting()
+    console.print(f"{plugin.name}" + (f": {plugin.summary}" if plugin.summary else "")
+                  + "  (not installed)", markup=False)
+    console.print(f"  registry:     {plugin.source}")
+    console.print(f"  publisher:    {', '.join(plugin.owners) or 'unknown'}")
+    console.print(f"  downloads:    {plugin.downloads}")
+    if newest is None:
+        console.print("  no version fits this host")
+    else:
+        console.print(f"  newest that fits this host: {newest.version}")
+        console.print(f"  kinds:        {', '.join(newest.kinds)}")
+        console.print(f"  host-api:     {newest.host_api}")
+        for req, spec in newest.requires.items():
+            console.print(f"  requires:     {req} {spec}")
+        console.print(f"  capabilities: {', '.join(newest.capabilities) or 'none'}")
+        console.print(f"  install:      p2phost plugin install {plugin.name}")
+    for release in plugin.releases:
+        notes = [n for n in (release.unfit_reason(),
+                             f"yanked: {release.yanked_reason or 'no reason given'}"
+                             if release.yanked else None) if n]
+        console.print(f"  version {release.version}" + (f"  ({'; '.join(notes)})" if notes
+                                                         else ""), markup=False)
+
+
+@plugin_app.command("search")
+def search(query: str = typer.Argument("", help="Text to look for in names and summaries."),
+           kind: str | None = typer.Option(None, "--kind", help="Only plugins of this kind."),
+           registry: str | None = _REGISTRY) -> None:
+    """Find plugins that fit this host in the registries."""
+    from rich.table import Table
+
+    from p2phost_sdk import KINDS
+
+    from .._install import RegistryClient, registry_urls
+
+    if kind is not None and kind not in KINDS:
+        raise UserError(f"--kind {kind!r} is not a plugin kind", fix=f"use one of {KINDS}")
+    try:
+        registries = Project.find().manifest.registries
+    except UserError:
+        registries = []  # searching needs no project
+    rows = RegistryClient(registry_urls(registry, registries)).search(query, kind)
+    if not rows:
+        console.print(f"no plugin matches {query!r}" + (f" of kind {kind}" if kind else ""))
+        return
+    table = Table("name", "latest", "kinds", "summary", box=None)
+    for row in rows:
+        table.add_row(str(row["name"]), str(row.get("latest", "")),
+                      ", ".join(row.get("kinds", [])), str(row.get("summary", "")))
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
