@@ -80,7 +80,7 @@ async def files(request: Request) -> Response:
     if signature:
         return FileResponse(path.with_name(path.name + ".sig"),
                             media_type="application/octet-stream")
-    if request.method == "GET" and request.headers.get("range", "bytes=0-").startswith("bytes=0-"):
+    if request.method == "GET" and request.headers.get("range", "bytes=0-") == "bytes=0-":
         await reg.call(reg.store.count_download, name)
         reg.cache.drop(name)
         reg.cache.drop("")
