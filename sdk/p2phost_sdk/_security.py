@@ -21,6 +21,9 @@ class Security(ABC):
 
     #: The protocol name agreed between peers, e.g. ``"noise"``.
     protocol: ClassVar[str] = ""
+    #: The largest frame a secured connection carries each way (plugins set it from
+    #: ``PluginContext.max_frame_size``); larger ones raise ``FrameTooLarge``.
+    max_frame_size: int = 16 * 1024 * 1024
 
     @abstractmethod
     async def secure(
