@@ -41,6 +41,15 @@ from ._metadata import (
     normalize_name,
     parse_specifier,
 )
+from ._presence import (
+    AnnouncementError,
+    PresenceTable,
+    RejectLog,
+    check_announcement,
+    check_scope,
+    is_wildcard,
+    with_host,
+)
 from ._security import SecureConnection, Security
 from ._transport import AcceptHandler, Connection, Listener, Transport
 from ._version import HOST_API, host_api_compatible
@@ -52,6 +61,7 @@ __all__ = [
     "HOST_API",
     "KINDS",
     "AcceptHandler",
+    "AnnouncementError",
     "App",
     "Codec",
     "CodecError",
@@ -78,20 +88,26 @@ __all__ = [
     "PluginContext",
     "PluginMetadata",
     "PluginMetadataError",
+    "PresenceTable",
+    "RejectLog",
     "RemoteError",
     "RequestTimeout",
     "SecureConnection",
     "Security",
     "Transport",
     "TransportError",
+    "check_announcement",
+    "check_scope",
     "handler",
     "hookimpl",
     "host_api_compatible",
     "is_peer_id",
     "is_valid_name",
+    "is_wildcard",
     "normalize_name",
     "parse_specifier",
     "peer_id_from_public_key",
     "public_key_from_peer_id",
     "verify",
+    "with_host",
 ]
