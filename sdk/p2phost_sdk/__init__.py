@@ -50,7 +50,7 @@ from ._presence import (
     is_wildcard,
     with_host,
 )
-from ._security import SecureConnection, Security
+from ._security import SecureConnection, Security, run_handshake
 from ._transport import AcceptHandler, Connection, Listener, Transport
 from ._version import HOST_API, host_api_compatible
 
@@ -108,6 +108,7 @@ __all__ = [
     "parse_specifier",
     "peer_id_from_public_key",
     "public_key_from_peer_id",
+    "run_handshake",
     "verify",
     "with_host",
 ]

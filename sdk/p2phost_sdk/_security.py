@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from typing import ClassVar
 
+from ._errors import HandshakeError, TransportError
 from ._identity import Identity
 from ._transport import Connection
 
@@ -40,3 +43,31 @@ class Security(ABC):
         Raises ``HandshakeError`` when the peer cannot prove an identity, or proves one
         other than ``expected_peer_id`` (when given).
         """
+
+
+async def run_handshake(
+    connection: Connection, handshake: Awaitable[SecureConnection], *, protocol: str,
+    timeout: float,
+) -> SecureConnection:
+    """Await ``handshake`` on ``connection`` with the failure rules every plugin shares.
+
+    It must finish within ``timeout`` seconds; a timeout or a transport failure becomes a
+    :class:`HandshakeError` naming ``protocol`` and the remote address, and on any failure
+    (cancellation included) ``connection`` is closed: a half-done handshake is useless.
+    """
+    where = connection.remote_address or "the peer"
+    done = False
+    try:
+        async with asyncio.timeout(timeout):
+            secured = await handshake
+        done = True
+        return secured
+    except TimeoutError:
+        raise HandshakeError(
+            f"{protocol} handshake with {where} did not finish within {timeout:g}s"
+        ) from None
+    except TransportError as exc:
+        raise HandshakeError(f"{protocol} handshake with {where} failed: {exc}") from exc
+    finally:
+        if not done:
+            await connection.close()
