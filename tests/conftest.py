@@ -121,3 +121,78 @@ def service_or_skip(name: str, port: int) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+class RunningRegistry:
+    """A real ``p2phost registry serve`` process on a free loopback port."""
+
+    def __init__(self, url: str, data: Path, process: subprocess.Popen[str]) -> None:
+        self.url, self.data, self.process = url, data, process
+
+    def token(self, owner: str = "p2phost") -> str:
+        """A new publishing token of ``owner`` (the seeded plugins' owner by default)."""
+        out = run_cli("registry", "token", "create", "--data", str(self.data),
+                      "--owner", owner, check=True).stdout
+        return out.split()[-1]
+
+    def yank(self, name: str, version: str, reason: str) -> None:
+        """Yank a release through the JSON API, as its owner would."""
+        import json
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{self.url}/api/v1/plugins/{name}/{version}/yank", method="POST",
+            data=json.dumps({"reason": reason}).encode(),
+            headers={"Authorization": f"Bearer {self.token()}",
+                     "Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=10).close()
+
+
+def start_registry(data: Path, projects: Iterable[Path] = ()) -> RunningRegistry:
+    """Seed ``projects`` into a store at ``data`` and serve it; stop it with ``stop_registry``."""
+    import selectors
+    import time
+
+    projects = list(projects)
+    if projects:
+        run_cli("registry", "seed", "--data", str(data), *map(str, projects), check=True,
+                timeout=120)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "p2phost", "registry", "serve", "--port", "0", "--data", str(data)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline and process.poll() is None:
+            if selector.select(timeout=0.5):
+                line = process.stdout.readline()
+                if "listening on" in line:
+                    return RunningRegistry(line.split()[-1].rstrip("/"), data, process)
+    process.kill()
+    raise RuntimeError(f"the registry did not start: {process.stdout.read()}")
+
+
+def stop_registry(registry: RunningRegistry) -> None:
+    """Stop a registry started by ``start_registry``, waiting for it to exit."""
+    registry.process.terminate()
+    try:
+        registry.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        registry.process.kill()
+        registry.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterable[RunningRegistry]:
+    """A real registry seeded with the installer's test plugins (tests/install/_projects.py)."""
+    from tests.install._projects import YANKED, write_projects
+
+    root = tmp_path_factory.mktemp("registry")
+    running = start_registry(root / "data", write_projects(root / "projects"))
+    try:
+        for name, version, reason in YANKED:
+            running.yank(name, version, reason)
+        yield running
+    finally:
+        stop_registry(running)

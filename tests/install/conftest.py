@@ -1,0 +1,85 @@
+"""Projects wired to the real test registry, and the CLI run against them."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunningRegistry, run_cli
+
+MANIFEST = """\
+# my node: comments and layout must survive every command
+[node]
+name = "{name}"   # the node's name
+listen = ["tcp://127.0.0.1:0"]
+
+[plugins]   # what we run
+{plugins}
+"""
+
+
+@dataclass
+class Workspace:
+    """A project directory, its registry and download cache, and a CLI runner."""
+
+    root: Path
+    registry: str
+    cache: Path
+
+    def cli(self, *args: str, timeout: float = 60,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """``p2phost ARGS`` in the project, against the test registry and cache."""
+        return run_cli(*args, cwd=self.root, timeout=timeout,
+                       env={"P2PHOST_CACHE_DIR": str(self.cache),
+                            "P2PHOST_REGISTRY": self.registry, **(env or {})})
+
+    def ok(self, *args: str) -> str:
+        """Run and insist on success; the combined output."""
+        done = self.cli(*args)
+        assert done.returncode == 0, f"p2phost {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout + done.stderr
+
+    def fails(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """Run and insist on one clear error: non-zero, ``error:`` line, no traceback."""
+        done = self.cli(*args, env=env)
+        assert done.returncode != 0, f"p2phost {' '.join(args)} succeeded:\n{done.stdout}"
+        assert "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith("error: "), done.stderr
+        return done.stderr
+
+    @property
+    def manifest(self) -> str:
+        """The text of p2phost.toml."""
+        return (self.root / "p2phost.toml").read_text()
+
+    @property
+    def lock(self) -> str:
+        """The text of p2phost.lock ("" when absent)."""
+        path = self.root / "p2phost.lock"
+        return path.read_text() if path.exists() else ""
+
+    def installed(self) -> dict[str, str]:
+        """Distribution name -> version in the active plugin environment."""
+        from p2phost._environment import PluginEnvironment
+
+        return {n: d.version for n, d in
+                PluginEnvironment(self.root / ".p2phost").installed().items()}
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, registry: RunningRegistry) -> Callable[..., Workspace]:
+    """``workspace(name="a", plugins={...})``: a new project using the test registry."""
+    cache = tmp_path / "cache"
+
+    def make(name: str = "proj", plugins: dict[str, str] | None = None,
+             cache_dir: Path | None = None) -> Workspace:
+        root = tmp_path / name
+        root.mkdir()
+        lines = "\n".join(f'{n} = "{s}"' for n, s in (plugins or {}).items())
+        (root / "p2phost.toml").write_text(MANIFEST.format(name=name, plugins=lines))
+        return Workspace(root, registry.url, cache_dir or cache)
+    return make

@@ -1,0 +1,132 @@
+"""The plugin lifecycle as users run it, against a real registry process."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+
+from .conftest import Workspace
+
+Make = Callable[..., Workspace]
+
+
+def test_install_records_manifest_and_lock_and_shows_capabilities(workspace: Make) -> None:
+    ws = workspace()
+    out = ws.ok("plugin", "install", "beta", "--yes")
+    # beta requires alpha>=1.1; 1.2.0 is yanked and 2.0.0 needs host-api >=2: 1.1.0 it is.
+    assert "+ alpha 1.1.0  [transport]  publisher: p2phost  capabilities: listen, connect" in out
+    assert "+ beta 1.0.0  [codec]" in out
+    assert "installed 2 plugin(s)" in out
+    assert ws.installed() == {"alpha": "1.1.0", "beta": "1.0.0"}
+    manifest = ws.manifest
+    assert "# my node: comments" in manifest and "# what we run" in manifest
+    assert 'beta = ">=1.0.0,<2"' in manifest
+    assert "alpha" not in manifest  # a dependency is locked, not declared
+    lock = tomllib.loads(ws.lock)
+    alpha = next(p for p in lock["plugin"] if p["name"] == "alpha")
+    assert alpha["version"] == "1.1.0" and alpha["filename"] == "alpha-1.1.0-py3-none-any.whl"
+    assert alpha["source"] == ws.registry and len(alpha["sha256"]) == 64
+    assert alpha["url"].startswith(ws.registry + "/")
+    assert next(p for p in lock["plugin"] if p["name"] == "beta")["requires"] == ["alpha"]
+
+    listing = ws.ok("plugin", "list")
+    assert "alpha" in listing and "transport" in listing and ws.registry in listing
+    assert ws.ok("plugin", "info", "beta").startswith("beta 1.0.0")
+
+
+def test_install_needs_yes_without_a_terminal(workspace: Make) -> None:
+    ws = workspace()
+    err = ws.fails("plugin", "install", "alpha")
+    assert "confirmation" in err and "--yes" in err
+    assert ws.installed() == {} and ws.lock == ""
+
+
+def test_no_names_installs_what_the_manifest_declares(workspace: Make) -> None:
+    ws = workspace(plugins={"alpha": "<1.1", "gamma": "*"})
+    ws.ok("plugin", "install", "--yes")
+    assert ws.installed() == {"alpha": "1.0.0", "gamma": "1.0.0"}
+    assert 'alpha = "<1.1"' in ws.manifest  # the user's specifier is kept
+
+
+def test_yanked_only_when_pinned_exactly(workspace: Make) -> None:
+    ws = workspace()
+    ws.ok("plugin", "install", "alpha==1.2.0", "--yes")
+    assert ws.installed() == {"alpha": "1.2.0"}
+    assert 'alpha = "==1.2.0"' in ws.manifest
+
+
+def test_upgrade_outdated_remove(workspace: Make) -> None:
+    ws = workspace()
+    ws.ok("plugin", "install", "alpha==1.0.0", "--yes")
+    out = ws.ok("plugin", "outdated")
+    assert "alpha" in out and "1.0.0" in out and "1.1.0" in out  # newest usable: 1.1.0
+    # Upgrades stay within the manifest's specifier: relax it, then upgrade.
+    (ws.root / "p2phost.toml").write_text(ws.manifest.replace('"==1.0.0"', '">=1.0,<2"'))
+    out = ws.ok("plugin", "upgrade", "--yes")
+    assert "alpha 1.0.0 -> 1.1.0" in out
+    assert ws.installed() == {"alpha": "1.1.0"}
+    assert "up to date" in ws.ok("plugin", "outdated")
+    assert "nothing to do" in ws.ok("plugin", "upgrade", "alpha", "--yes")
+
+    ws.ok("plugin", "install", "beta", "--yes")
+    err = ws.fails("plugin", "remove", "alpha")
+    assert "cannot remove alpha: beta 1.0.0 requires it" in err
+    assert ws.installed() == {"alpha": "1.1.0", "beta": "1.0.0"}
+    ws.ok("plugin", "remove", "beta")
+    assert ws.installed() == {"alpha": "1.1.0"} and "beta" not in ws.manifest
+    ws.ok("plugin", "install", "beta", "--yes")
+    ws.ok("plugin", "remove", "--force", "alpha")
+    assert ws.installed() == {"beta": "1.0.0"}  # forced: the node will say alpha is missing
+    assert "# my node: comments" in ws.manifest and 'name = "alpha"' not in ws.lock
+
+
+def test_sync_reproduces_a_project_from_its_lock_offline(workspace: Make) -> None:
+    first = workspace("first")
+    first.ok("plugin", "install", "beta", "pydep", "--yes")
+    lock = tomllib.loads(first.lock)
+    # pydep's own Python requirement came from the user's package index, p2phost-sdk did not.
+    assert [p["name"] for p in lock["package"]] == ["iniconfig"]
+    assert "p2phost" not in {n.split("-")[0] for n in first.installed()}
+    assert next(p for p in lock["plugin"] if p["name"] == "pydep")["dependencies"] == [
+        "iniconfig>=1"]
+
+    second = workspace("second")
+    (second.root / "p2phost.toml").write_text(first.manifest)
+    (second.root / "p2phost.lock").write_text(first.lock)
+    out = second.ok("plugin", "sync", "--offline")
+    assert "+ beta 1.0.0" in out
+    assert second.installed() == first.installed()
+    assert set(second.installed()) == {"alpha", "beta", "pydep", "iniconfig"}
+    assert "nothing to do" in second.ok("plugin", "sync")
+    # Identical trees, file for file.
+    trees = []
+    for ws in (first, second):
+        site = (ws.root / ".p2phost/env/current").resolve()
+        trees.append({p.relative_to(site).as_posix(): p.read_bytes()
+                      for p in site.rglob("*") if p.is_file()})
+    assert trees[0] == trees[1]
+
+
+def test_sync_offline_with_an_empty_cache_says_what_is_missing(workspace: Make, tmp_path) -> None:
+    first = workspace("first")
+    first.ok("plugin", "install", "alpha", "--yes")
+    second = workspace("second", cache_dir=tmp_path / "empty-cache")
+    (second.root / "p2phost.toml").write_text(first.manifest)
+    (second.root / "p2phost.lock").write_text(first.lock)
+    err = second.fails("plugin", "sync", "--offline")
+    assert "alpha-1.1.0-py3-none-any.whl (alpha 1.1.0) is not in the download cache" in err
+    second.ok("plugin", "sync")  # online it downloads from the lock's URLs
+    assert second.installed() == {"alpha": "1.1.0"}
+
+
+def test_search_and_info_from_the_registry(workspace: Make) -> None:
+    ws = workspace()
+    out = ws.ok("plugin", "search", "needs alpha")
+    assert "beta" in out
+    out = ws.ok("plugin", "search", "", "--kind", "transport")
+    assert "alpha" in out and "beta" not in out
+    info = ws.ok("plugin", "info", "alpha")
+    assert "(not installed)" in info and "newest that fits this host: 1.1.0" in info
+    assert "needs host-api >=2, this host is 1.0" in info
+    assert "yanked: breaks framing" in info
+    assert "no plugin matches" in ws.ok("plugin", "search", "zzzz-nothing")
