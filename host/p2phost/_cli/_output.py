@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(highlight=False, soft_wrap=True, markup=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
@@ -10,6 +11,6 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False
 
 def print_error(message: str, fix: str | None = None) -> None:
     """``error: message`` and, when known, ``fix: command`` on stderr."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True)
     if fix:
-        err_console.print(f"[bold]fix:[/] {fix}", markup=True)
+        err_console.print(f"[bold]fix:[/] {escape(fix)}", markup=True)
