@@ -1,0 +1,242 @@
+"""A channel: one handshaken connection to a peer, with its reader and batched writer.
+
+Senders append encoded frames to the channel's outbox and return at once; one writer
+task hands everything queued to the transport in a single ``send_many``, so a burst of
+small messages costs one write. The outbox is bounded in bytes: when the transport
+cannot keep up (the peer reads slowly), senders wait for room.
+
+Goodbye: a node that closes a channel on purpose first sends GOODBYE (after everything
+already queued), meaning "no new messages or requests from me"; replies may still
+follow. The side that said goodbye first closes the connection when its work is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from p2phost_sdk import (
+    Codec,
+    CodecError,
+    Connection,
+    ConnectionClosed,
+    P2PHostError,
+    PeerInfo,
+    TransportError,
+)
+
+from ._envelope import Envelope, Kind, decode, encode
+from ._errors import WireError
+from ._handshake import Handshaken
+
+log = logging.getLogger("p2phost.node")
+
+#: Called for MESSAGE and REQUEST envelopes; returns an awaitable when the reader must
+#: wait (the app's mailbox is full), None when the envelope was taken at once.
+OnMessage = Callable[["Channel", Envelope], Awaitable[None] | None]
+#: Called for REPLY, ERROR and ACK envelopes.
+OnReply = Callable[["Channel", Envelope], None]
+
+_PING = encode(Kind.PING, 0)
+_PONG = encode(Kind.PONG, 0)
+_FLUSH_GRACE = 1.0
+
+
+class Channel:
+    """A live connection to one peer, after the handshake."""
+
+    def __init__(
+        self,
+        done: Handshaken,
+        *,
+        address: str,
+        initiator: bool,
+        local_nonce: str,
+        on_message: OnMessage,
+        on_reply: OnReply,
+        outbox_limit: int,
+    ) -> None:
+        self.connection: Connection = done.connection
+        self.hello = done.hello
+        self.peer_id = done.hello.peer_id
+        self.codec: Codec = done.codec
+        self.topics = frozenset(done.hello.topics)
+        #: The address this channel was dialled at, or where the peer came from.
+        self.address = address
+        self.initiator = initiator
+        self.local_nonce = local_nonce
+        self.info = PeerInfo(self.peer_id, address, self.topics, self.codec.content_type)
+        self.opened = time.monotonic()
+        self.last_seen = self.opened
+        #: True while the reader waits for room in a full mailbox (the peer is not dead).
+        self.stalled = False
+        #: We said goodbye: no new messages or requests go out on this channel.
+        self.closing = False
+        self.said_goodbye_first = False
+        self.goodbye_received = asyncio.Event()
+        self.remote_reason = ""
+        self.ended = False
+        self._on_message = on_message
+        self._on_reply = on_reply
+        self._limit = outbox_limit
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._writing = False
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._flushed = asyncio.Event()
+        self._flushed.set()
+        self._close_reason: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether new messages and requests may be sent on this channel."""
+        return not (self.closing or self.ended or self.goodbye_received.is_set())
+
+    # -- sending ---------------------------------------------------------------------
+
+    def post(self, frame: bytes) -> None:
+        """Queue a frame without waiting (control frames; bounded callers only)."""
+        if self.ended:
+            return
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
+        self._flushed.clear()
+        self._wake.set()
+
+    def try_post(self, frame: bytes) -> bool:
+        """Queue a frame if the outbox has room."""
+        if self._outbox_bytes >= self._limit or self.ended:
+            return False
+        self.post(frame)
+        return True
+
+    async def send(self, frame: bytes) -> None:
+        """Queue a frame, waiting for room; ConnectionClosed once the channel ended."""
+        while self._outbox_bytes >= self._limit and not self.ended:
+            self._room.clear()
+            await self._room.wait()
+        if self.ended:
+            raise ConnectionClosed(f"connection to {self.peer_id} is closed")
+        self.post(frame)
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until everything queued was handed to the transport; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._flushed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def ping(self) -> None:
+        """Send a keepalive ping."""
+        self.post(_PING)
+
+    def goodbye(self, reason: str) -> None:
+        """Say goodbye (once): no new messages or requests will go out on this channel."""
+        if self.closing:
+            return
+        self.closing = True
+        self.said_goodbye_first = not self.goodbye_received.is_set()
+        self.post(encode(Kind.GOODBYE, 0, body=reason.encode()))
+
+    async def _write_loop(self) -> None:
+        connection, wake = self.connection, self._wake
+        while True:
+            await wake.wait()
+            wake.clear()
+            while self._outbox:
+                frames, self._outbox, self._outbox_bytes = self._outbox, [], 0
+                self._room.set()
+                if len(frames) == 1:
+                    await connection.send(frames[0])
+                else:
+                    await connection.send_many(frames)
+            self._flushed.set()
+
+    # -- receiving -------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        recv, on_message, on_reply = self.connection.recv, self._on_message, self._on_reply
+        monotonic = time.monotonic
+        while True:
+            frame = await recv()
+            self.last_seen = monotonic()
+            envelope = decode(frame)
+            kind = envelope.kind
+            if kind <= Kind.REQUEST:
+                waiting = on_message(self, envelope)
+                if waiting is not None:
+                    self.stalled = True
+                    try:
+                        await waiting
+                    finally:
+                        self.stalled = False
+            elif kind <= Kind.ACK:
+                on_reply(self, envelope)
+            elif kind is Kind.PING:
+                self.post(_PONG)
+            elif kind is Kind.GOODBYE:
+                self.remote_reason = envelope.body.decode(errors="replace")
+                log.debug("%s said goodbye: %s", self.peer_id, self.remote_reason)
+                self.goodbye_received.set()
+                self.goodbye("goodbye")
+            elif kind is Kind.HELLO:
+                raise WireError("a second hello on an open connection")
+
+    # -- lifetime --------------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Read and write until the connection ends; returns why it ended."""
+        writer = asyncio.get_running_loop().create_task(self._write_loop(),
+                                                        name=f"writer {self.peer_id[:12]}")
+        reader = asyncio.get_running_loop().create_task(self._read_loop(),
+                                                        name=f"reader {self.peer_id[:12]}")
+        reason = ""
+        try:
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            failed = done.pop()
+            exc = failed.exception()
+            if isinstance(exc, ConnectionClosed):
+                reason = self._close_reason or (
+                    f"the peer said goodbye ({self.remote_reason})"
+                    if self.goodbye_received.is_set() else str(exc))
+            elif isinstance(exc, (WireError, CodecError, TransportError, P2PHostError)):
+                reason = f"protocol error: {exc}"
+                log.warning("closing connection to %s (%s): %s", self.peer_id, self.address,
+                            reason)
+                if failed is reader and not writer.done():
+                    # Tell the peer why, so its log says it too.
+                    self.closing = True
+                    self.post(encode(Kind.GOODBYE, 0, body=reason.encode()))
+                    await self.flush(_FLUSH_GRACE)
+            elif exc is not None:
+                reason = f"internal error: {type(exc).__name__}: {exc}"
+                log.error("connection to %s failed", self.peer_id, exc_info=exc)
+            else:
+                reason = self._close_reason or "closed"
+        finally:
+            self._end()
+            for task in (reader, writer):
+                task.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
+            with contextlib.suppress(P2PHostError, OSError):
+                await self.connection.close()
+        return reason
+
+    def _end(self) -> None:
+        self.ended = True
+        self._room.set()
+        self._flushed.set()
+
+    async def close(self, reason: str) -> None:
+        """Close the connection now; ``run`` then returns ``reason``."""
+        if self._close_reason is None:
+            self._close_reason = reason
+        with contextlib.suppress(P2PHostError, OSError):
+            await self.connection.close()

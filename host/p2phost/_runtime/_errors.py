@@ -1,0 +1,27 @@
+"""Errors of the node runtime."""
+
+from __future__ import annotations
+
+from p2phost_sdk import P2PHostError
+
+from .._errors import UserError
+
+
+class WireError(P2PHostError):
+    """A frame breaks the wire format (docs/wire.md); its connection is closed."""
+
+
+class NodeConfigError(UserError):
+    """The node cannot start as configured (no codec, a topic claimed twice, bad address)."""
+
+
+class ListenError(UserError):
+    """The node cannot listen on an address from ``[node] listen``."""
+
+
+class NodeAlreadyRunning(UserError):
+    """Another node of the same project answers on the project's control socket."""
+
+
+class NodeNotRunning(UserError):
+    """No node of this project is running (nothing answers on its control socket)."""

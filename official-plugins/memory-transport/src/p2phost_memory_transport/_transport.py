@@ -1,0 +1,174 @@
+"""Connections between nodes of one process: bounded in-memory pipes of frames.
+
+Listeners are registered by name in this module, so every node in the process (on the
+same event loop) can dial ``mem://NAME``. Frames are passed by reference, never copied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import deque
+from urllib.parse import urlsplit
+
+from p2phost_sdk import (
+    AcceptHandler,
+    Connection,
+    ConnectionClosed,
+    FrameTooLarge,
+    Listener,
+    Transport,
+    TransportError,
+)
+
+_listeners: dict[str, _MemoryListener] = {}
+_dialer_numbers = itertools.count(1)
+
+
+def parse_address(address: str) -> str:
+    """The listener name in ``mem://NAME``; TransportError says what is wrong."""
+    parts = urlsplit(address)
+    if parts.scheme != "mem" or not parts.netloc or parts.path not in ("", "/") \
+            or parts.query or parts.fragment:
+        raise TransportError(f"bad address {address!r}: expected mem://NAME, e.g. mem://alice")
+    return parts.netloc
+
+
+class _Pipe:
+    """One direction: at most ``capacity`` frames in flight; the writer waits beyond that."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.frames: deque[bytes] = deque()
+        self.closed = False
+        self._getter: asyncio.Future[None] | None = None
+        self._putters: deque[asyncio.Future[None]] = deque()
+
+    async def put(self, frame: bytes) -> None:
+        while len(self.frames) >= self.capacity and not self.closed:
+            waiter = asyncio.get_running_loop().create_future()
+            self._putters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._putters.remove(waiter)
+        if self.closed:
+            raise ConnectionClosed("the memory connection is closed")
+        self.frames.append(frame)
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    async def get(self) -> bytes:
+        # Frames sent before a close are still delivered, as on a TCP stream.
+        while not self.frames:
+            if self.closed:
+                raise ConnectionClosed("the other end closed the memory connection")
+            self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await self._getter
+            finally:
+                self._getter = None
+        frame = self.frames.popleft()
+        if self._putters:
+            putter = self._putters.popleft()
+            if not putter.done():
+                putter.set_result(None)
+        return frame
+
+    def close(self) -> None:
+        self.closed = True
+        for waiter in (self._getter, *self._putters):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+
+class MemoryConnection(Connection):
+    """One end of an in-memory connection."""
+
+    def __init__(self, incoming: _Pipe, outgoing: _Pipe, max_frame_size: int,
+                 local_address: str, remote_address: str) -> None:
+        self._incoming = incoming
+        self._outgoing = outgoing
+        self._max = max_frame_size
+        self.local_address = local_address
+        self.remote_address = remote_address
+
+    async def send(self, frame: bytes) -> None:
+        """Hand one frame to the other end (waits while its pipe is full)."""
+        if len(frame) > self._max:
+            raise FrameTooLarge(
+                f"frame of {len(frame)} bytes is over the maximum of {self._max} bytes"
+            )
+        await self._outgoing.put(frame)
+
+    async def recv(self) -> bytes:
+        """The next frame from the other end."""
+        return await self._incoming.get()
+
+    async def close(self) -> None:
+        """Close both directions; frames already sent still reach the other end."""
+        self._outgoing.close()
+        self._incoming.close()
+        self._incoming.frames.clear()
+
+
+class _MemoryListener(Listener):
+    def __init__(self, name: str, accept: AcceptHandler, transport: MemoryTransport) -> None:
+        self.name = name
+        self.accept = accept
+        self.transport = transport
+        self.addresses = [f"mem://{name}"]
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def connect(self, dialer: MemoryTransport) -> MemoryConnection:
+        # Each direction's capacity is set by its receiver, who pays for the buffering.
+        to_server, to_client = _Pipe(self.transport.capacity), _Pipe(dialer.capacity)
+        client_name = f"mem://{self.name}.dialer-{next(_dialer_numbers)}"
+        server_end = MemoryConnection(to_server, to_client, self.transport.max_frame_size,
+                                      self.addresses[0], client_name)
+        client_end = MemoryConnection(to_client, to_server, dialer.max_frame_size,
+                                      client_name, self.addresses[0])
+        task = asyncio.get_running_loop().create_task(self._accept(server_end))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return client_end
+
+    async def _accept(self, connection: MemoryConnection) -> None:
+        await self.accept(connection)
+
+    async def close(self) -> None:
+        if _listeners.get(self.name) is self:
+            del _listeners[self.name]
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class MemoryTransport(Transport):
+    """``mem://NAME``: listeners and connections inside this process."""
+
+    schemes = ("mem",)
+
+    def __init__(self, *, max_frame_size: int = 16 * 1024 * 1024, capacity: int = 1024) -> None:
+        self.max_frame_size = max_frame_size
+        self.capacity = capacity
+
+    async def listen(self, address: str, accept: AcceptHandler) -> Listener:
+        """Register ``mem://NAME`` in this process."""
+        name = parse_address(address)
+        if name in _listeners:
+            raise TransportError(f"cannot listen on {address}: address already in use")
+        listener = _MemoryListener(name, accept, self)
+        _listeners[name] = listener
+        return listener
+
+    async def dial(self, address: str, *, timeout: float) -> Connection:
+        """Connect to the listener named in ``address`` (immediate, or an error)."""
+        listener = _listeners.get(parse_address(address))
+        if listener is None:
+            raise TransportError(f"cannot reach {address}: no listener of that name in this "
+                                 "process")
+        return listener.connect(self)
