@@ -42,6 +42,8 @@ from ._metadata import (
     parse_specifier,
 )
 from ._presence import (
+    MAX_ADDRESS_LENGTH,
+    MAX_ADDRESSES,
     AnnouncementError,
     PresenceTable,
     RejectLog,
@@ -60,6 +62,8 @@ __all__ = [
     "FIELD_TYPES",
     "HOST_API",
     "KINDS",
+    "MAX_ADDRESSES",
+    "MAX_ADDRESS_LENGTH",
     "AcceptHandler",
     "AnnouncementError",
     "App",
