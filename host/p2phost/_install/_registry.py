@@ -114,9 +114,9 @@ class RegistryClient:
             self._plugins[norm] = info
             return info
         where = ", ".join(self.urls)
-        detail = first_miss if "did you mean" in first_miss else ""
+        hint = first_miss.find("did you mean")
         raise UnknownPlugin(f"no plugin named {name!r} in {where}"
-                            + (f" ({detail})" if detail else ""),
+                            + (f"; {first_miss[hint:]}" if hint >= 0 else ""),
                             fix=f"p2phost plugin search {name}")
 
     def search(self, query: str, kind: str | None = None) -> list[dict[str, Any]]:
