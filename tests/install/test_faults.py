@@ -74,7 +74,7 @@ def test_registry_down_is_retried_then_named(workspace: Make) -> None:
 def test_slow_registry_times_out(workspace: Make) -> None:
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
         silent.listen(8)
-        url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         started = time.monotonic()
         err = workspace().fails("plugin", "search", "x", "--registry", url,
                                 env={"P2PHOST_TIMEOUT": "0.3"})
@@ -158,7 +158,7 @@ def test_unsafe_wheel_is_refused(workspace: Make, kind: str) -> None:
     thread.start()
     try:
         ws = workspace()
-        url = "http://127.0.0.1:%d" % server.server_address[1]
+        url = f"http://127.0.0.1:{server.server_address[1]}"
         err = ws.fails("plugin", "install", "evil", "--yes", "--registry", url)
     finally:
         server.shutdown()
