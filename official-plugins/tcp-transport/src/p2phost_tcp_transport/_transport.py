@@ -238,7 +238,10 @@ class TcpTransport(Transport):
                 reader, writer = await asyncio.open_connection(host, port, limit=self.read_size)
         except TimeoutError:
             raise TransportError(f"cannot reach {address}: no answer within {timeout:g}s") from None
+        except ConnectionRefusedError as exc:
+            raise TransportError(f"cannot reach {address}: connection refused (nothing "
+                                 "listens there)") from exc
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise TransportError(f"cannot reach {address}: {reason.lower()}") from exc
+            raise TransportError(f"cannot reach {address}: {reason}") from exc
         return self._connection(reader, writer)
