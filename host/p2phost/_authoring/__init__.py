@@ -6,30 +6,41 @@ message and a fix, never a bare traceback.
 """
 
 from ._answers import ANSWERS_FILE, Answers
+from ._build import build as build_project
+from ._build import verify_wheel
 from ._errors import AnswerError, BuildError, PublishError, TargetExists, TemplateError
 from ._merge import MergeResult, merge3
+from ._publish import TOKEN_ENV, Published, RegistryClient, upload_files
+from ._pyproject import PluginProject
 from ._render import Asker, render, resolve_answers
 from ._scaffold import FileChange, ScaffoldReport, generate, update
 from ._template import Question, Template, templates_root
 
 __all__ = [
     "ANSWERS_FILE",
+    "TOKEN_ENV",
     "AnswerError",
     "Answers",
     "Asker",
     "BuildError",
     "FileChange",
     "MergeResult",
+    "PluginProject",
     "PublishError",
+    "Published",
     "Question",
+    "RegistryClient",
     "ScaffoldReport",
     "TargetExists",
     "Template",
     "TemplateError",
+    "build_project",
     "generate",
     "merge3",
     "render",
     "resolve_answers",
     "templates_root",
     "update",
+    "upload_files",
+    "verify_wheel",
 ]

@@ -78,7 +78,12 @@ def resolve_answers(template: Template, given: Mapping[str, str], ask: Asker | N
     answers: dict[str, Any] = {}
     for question in template.questions:
         if question.name in given:
-            answers[question.name] = question.parse(given[question.name])
+            try:
+                answers[question.name] = question.parse(given[question.name])
+            except AnswerError as exc:
+                raise AnswerError(question.name, given[question.name], exc.problem,
+                                  fix=f"--set {question.name}=VALUE with a valid value"
+                                  + (f" ({question.help})" if question.help else "")) from None
             continue
         context = {**base_context(template), **answers}
         default = _render_string(env, question.default, context,

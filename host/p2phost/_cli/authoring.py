@@ -1,0 +1,206 @@
+"""``p2phost plugin new/check/build/publish/yank``: from nothing to a published plugin.
+
+The work is in :mod:`p2phost._authoring`; it is imported inside the commands (Jinja2,
+httpx and the build front end are not needed by every ``p2phost`` invocation).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from .._errors import UserError
+from ._output import console, err_console
+from .plugin import plugin_app
+
+if TYPE_CHECKING:
+    from .._authoring import Question, ScaffoldReport
+
+_DIR = typer.Argument(Path("."), help="The plugin project's directory.",
+                      show_default="the current directory")
+_REGISTRY = typer.Option(None, "--registry", metavar="URL",
+                         help="The registry (default: $P2PHOST_REGISTRY, the project's, "
+                              "then http://127.0.0.1:8470).")
+_TOKEN = typer.Option(None, "--token", metavar="TOKEN",
+                      help="A publishing token (default: $P2PHOST_TOKEN).")
+
+
+def _parse_sets(values: list[str]) -> dict[str, str]:
+    given: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r} is not key=value",
+                            fix="write it as --set author='Ada Lovelace'")
+        given[key.strip()] = value
+    return given
+
+
+def _ask(question: Question, default: str, problem: str | None) -> str:
+    """Ask on the terminal; say what was wrong with the last answer first."""
+    if problem:
+        err_console.print(f"  invalid: {problem}", style="red")
+    text = question.prompt
+    if question.choices:
+        text += f" ({', '.join(question.choices)})"
+    if question.help and problem:
+        text += f" [{question.help}]"
+    try:
+        return str(typer.prompt(text, default=default, show_default=bool(default)))
+    except (typer.Abort, EOFError):
+        raise UserError(f"no answer to {question.name!r}: input ended",
+                        fix="pass --no-input to take the defaults, or "
+                            f"--set {question.name}=VALUE") from None
+
+
+def _show_changes(report: ScaffoldReport, *, updating: bool) -> None:
+    shown = [c for c in report.changes if c.action != "unchanged"]
+    for change in shown:
+        note = f" ({change.conflicts} conflict{'s' * (change.conflicts > 1)})" \
+            if change.conflicts else ""
+        if updating or change.action != "created":
+            console.print(f"  {change.action:<9} {change.path}{note}")
+    if updating and not shown:
+        console.print("  nothing to change: the project matches the current template")
+
+
+def new(
+    kind: str | None = typer.Argument(None, help="transport, discovery, codec, security or app."),
+    name: str | None = typer.Argument(None, help="The plugin's name, such as shout-codec."),
+    directory: Path | None = typer.Option(None, "--dir", help="Where to write the project "
+                                          "(default: ./NAME; with --update: .)."),
+    no_input: bool = typer.Option(False, "--no-input", help="Ask nothing: take --set values "
+                                  "and the defaults."),
+    sets: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+                                   help="Answer a template question (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Write into a directory that is not "
+                               "empty."),
+    update_: bool = typer.Option(False, "--update", help="Re-render a generated project with "
+                                 "the current template, merging your edits three ways."),
+) -> None:
+    """Scaffold a plugin project from a template (or --update one)."""
+    from .._authoring import Template, generate, update
+
+    given = _parse_sets(sets)
+    ask = None if no_input else _ask
+    if update_:
+        if kind or name:
+            raise UserError("--update takes no KIND or NAME (they are in the project)",
+                            fix="p2phost plugin new --update [--dir DIR]")
+        target = (directory or Path(".")).resolve()
+        report = update(target, given, ask)
+        console.print(f"updated {target} from the current {report.kind} template:")
+        _show_changes(report, updating=True)
+        if report.conflicts:
+            err_console.print(
+                f"{len(report.conflicts)} file(s) have conflicts: edit the <<<<<<< ======= "
+                ">>>>>>> blocks (yours above, the template's below), then run your tests")
+            raise typer.Exit(1)
+        return
+    if kind is None or name is None:
+        raise UserError("plugin new needs a KIND and a NAME",
+                        fix="p2phost plugin new codec shout-codec")
+    template = Template.load(kind)
+    if "name" in given and given["name"] != name:
+        raise UserError(f"--set name={given['name']} contradicts NAME {name!r}",
+                        fix="give the name once, as NAME")
+    target = (directory or Path(name)).resolve()
+    report = generate(template, target, {**given, "name": name}, ask, force=force)
+    _show_changes(report, updating=False)
+    where = os.path.relpath(target)
+    console.print(f"created {report.answers['name']} ({kind} plugin) in {where}")
+    console.print(f"next: cd {where} && python -m pytest && p2phost plugin check")
+
+
+@contextmanager
+def _spinner(text: str) -> Iterator[None]:
+    with console.status(text) if console.is_terminal else _announce(text):
+        yield
+
+
+@contextmanager
+def _announce(text: str) -> Iterator[None]:
+    console.print(text)
+    yield
+
+
+def build(
+    directory: Path = _DIR,
+    outdir: Path | None = typer.Option(None, "--outdir", help="Where to put the files "
+                                       "(default: DIR/dist)."),
+    no_isolation: bool = typer.Option(False, "--no-isolation", help="Build with this "
+                                      "environment's hatchling (offline)."),
+) -> None:
+    """Build a wheel and an sdist (python -m build) and check the wheel's metadata."""
+    from .._authoring import PluginProject, build_project
+
+    project = PluginProject.open(directory)
+    with _spinner(f"building {project.name} {project.version}"):
+        made = build_project(project, outdir, isolation=not no_isolation)
+    for path in made:
+        console.print(f"built {os.path.relpath(path)}")
+
+
+def _registry_url(option: str | None) -> str:
+    from .._install import registry_urls
+    from .._project import Project
+
+    try:
+        manifest_registries = Project.find().manifest.registries
+    except UserError:  # not inside a p2phost project: a plugin project usually is not
+        manifest_registries = []
+    return registry_urls(option, manifest_registries)[0]
+
+
+def publish(
+    targets: list[Path] = typer.Argument(None, help="A project directory (its dist/ files) "
+                                         "or wheels and sdists.", show_default="."),
+    registry: str | None = _REGISTRY,
+    token: str | None = _TOKEN,
+) -> None:
+    """Upload a plugin's wheel and sdist to a registry."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from .._authoring import RegistryClient, upload_files
+
+    files = upload_files(targets or [Path(".")])
+    url = _registry_url(registry)
+    with RegistryClient(url, token) as client, \
+            Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                     console=console, transient=True, disable=not console.is_terminal) as bar:
+        for path in files:
+            task = bar.add_task(f"uploading {path.name}", total=path.stat().st_size)
+            published = client.upload(path, functools.partial(bar.advance, task))
+            bar.remove_task(task)
+            console.print(f"published {published.filename} to {url}")
+    console.print(f"{published.name} {published.version}: {published.url}")
+
+
+def yank(
+    name: str = typer.Argument(..., help="The plugin's name."),
+    version: str = typer.Argument(..., help="The version to yank."),
+    reason: str = typer.Option("", "--reason", help="Why (shown to users who pinned it)."),
+    registry: str | None = _REGISTRY,
+    token: str | None = _TOKEN,
+) -> None:
+    """Yank a published version: installers skip it unless it is pinned exactly."""
+    from .._authoring import RegistryClient
+
+    url = _registry_url(registry)
+    with RegistryClient(url, token) as client:
+        client.yank(name, version, reason)
+    console.print(f"yanked {name} {version} on {url}" + (f": {reason}" if reason else ""))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the authoring commands to the ``plugin`` group (``app`` is unused: see plugin)."""
+    plugin_app.command("new")(new)
+    plugin_app.command("build")(build)
+    plugin_app.command("publish")(publish)
+    plugin_app.command("yank")(yank)
