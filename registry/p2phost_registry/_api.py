@@ -85,7 +85,7 @@ def _registry(request: Request) -> Registry:
 async def search_plugins(request: Request) -> Response:
     """GET /api/v1/plugins?q=&kind=&host_api=&sort="""
     reg, epoch, params = _registry(request), _registry(request).epoch, request.query_params
-    plugins = await reg.call(reg.store.plugins)
+    plugins = await reg.plugins()
     hits = search(plugins, params.get("q", ""), params.get("kind", ""),
                   params.get("host_api", ""), params.get("sort", "relevance"))
     body = _dumps({"plugins": [

@@ -82,8 +82,7 @@ async def files(request: Request) -> Response:
                             media_type="application/octet-stream")
     if request.method == "GET" and request.headers.get("range", "bytes=0-") == "bytes=0-":
         await reg.call(reg.store.count_download, name)
-        reg.cache.drop(name)
-        reg.cache.drop("")
+        reg.downloaded(name)
     return FileResponse(
         path,
         media_type="application/octet-stream",

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ._cache import PageCache
-from ._records import Actor
+from ._records import Actor, PluginRecord
 from ._store import Store
 
 T = TypeVar("T")
@@ -32,6 +32,7 @@ class Registry:
         self.cache = cache or PageCache()
         # Bumped on every change; a page rendered across a change is not cached.
         self.epoch = 0
+        self._plugins: tuple[int, list[PluginRecord]] | None = None
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking store call in the thread pool, with a timeout."""
@@ -43,9 +44,26 @@ class Registry:
         """Who sent the request: its Bearer token, or basic auth ``__token__:TOKEN``."""
         return await self.call(self.store.authenticate, token_from(request))
 
+    async def plugins(self) -> list[PluginRecord]:
+        """Every plugin (no READMEs), loaded once per epoch: each new search query reuses it."""
+        epoch = self.epoch
+        if self._plugins is not None and self._plugins[0] == epoch:
+            return self._plugins[1]
+        plugins = await self.call(self.store.plugins)
+        if epoch == self.epoch:
+            self._plugins = (epoch, plugins)
+        return plugins
+
+    def downloaded(self, name: str) -> None:
+        """A file of ``name`` was downloaded: drop the pages that show its count."""
+        self._plugins = None
+        self.cache.drop(name)
+        self.cache.drop("")
+
     def changed(self) -> None:
         """Published data changed: drop every cached page."""
         self.epoch += 1
+        self._plugins = None
         self.cache.clear()
 
     def cached(

@@ -46,7 +46,7 @@ async def home(request: Request) -> Response:
     epoch = reg.epoch
     params = request.query_params
     q, kind, sort = params.get("q", ""), params.get("kind", ""), params.get("sort", "relevance")
-    plugins = await reg.call(reg.store.plugins)
+    plugins = await reg.plugins()
     context: dict[str, Any] = {"q": q, "kind": kind, "sort": sort, "total": len(plugins)}
     if q or kind or "sort" in params:
         context["results"] = search(plugins, q, kind, "", sort)
