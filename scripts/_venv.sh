@@ -13,7 +13,7 @@ fi
 stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "== installing p2phost and its dev tools into $VENV"
-  "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" -q -e "$ROOT[dev]"
+  "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" -q --compile-bytecode -e "$ROOT[dev]"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
