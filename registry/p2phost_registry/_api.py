@@ -19,7 +19,7 @@ from ._errors import BadRequest, NotFound, PayloadTooLarge
 from ._openapi import OPENAPI
 from ._records import PluginRecord, PublishResult, VersionRecord
 from ._search import search
-from ._state import Registry
+from ._state import registry_of
 
 JSON = "application/json"
 #: Room for the multipart envelope and the small fields around the file.
@@ -77,14 +77,9 @@ def plugin_json(plugin: PluginRecord) -> dict[str, Any]:
     }
 
 
-def _registry(request: Request) -> Registry:
-    registry: Registry = request.app.state.registry
-    return registry
-
-
 async def search_plugins(request: Request) -> Response:
     """GET /api/v1/plugins?q=&kind=&host_api=&sort="""
-    reg, epoch, params = _registry(request), _registry(request).epoch, request.query_params
+    reg, epoch, params = registry_of(request), registry_of(request).epoch, request.query_params
     plugins = await reg.plugins()
     hits = search(plugins, params.get("q", ""), params.get("kind", ""),
                   params.get("host_api", ""), params.get("sort", "relevance"))
@@ -105,7 +100,7 @@ async def search_plugins(request: Request) -> Response:
 
 async def plugin_info(request: Request) -> Response:
     """GET /api/v1/plugins/{name}"""
-    reg = _registry(request)
+    reg = registry_of(request)
     epoch = reg.epoch
     plugin = await reg.call(reg.store.plugin, request.path_params["name"])
     return reg.cached(request, epoch, plugin.name, _dumps(plugin_json(plugin)), JSON)
@@ -113,7 +108,7 @@ async def plugin_info(request: Request) -> Response:
 
 async def version_info(request: Request) -> Response:
     """GET /api/v1/plugins/{name}/{version}"""
-    reg = _registry(request)
+    reg = registry_of(request)
     epoch = reg.epoch
     plugin = await reg.call(reg.store.plugin, request.path_params["name"])
     wanted = request.path_params["version"]
@@ -126,7 +121,7 @@ async def version_info(request: Request) -> Response:
 
 async def audit_log(request: Request) -> Response:
     """GET /api/v1/plugins/{name}/audit"""
-    reg = _registry(request)
+    reg = registry_of(request)
     plugin = await reg.call(reg.store.plugin, request.path_params["name"])
     entries = await reg.call(reg.store.audit_log, plugin.name)
     return JSONResponse({"entries": [e.__dict__ for e in entries]})
@@ -161,7 +156,7 @@ async def read_form(request: Request, limit: int) -> FormData:
 async def _publish_form(
     request: Request, file_field: str, sig_field: str, *, legacy: bool = False
 ) -> PublishResult:
-    reg = _registry(request)
+    reg = registry_of(request)
     actor = await reg.actor(request)  # before reading what may be a large body
     form = await read_form(request, reg.store.max_upload)
     try:
@@ -225,7 +220,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 async def yank(request: Request) -> Response:
     """POST /api/v1/plugins/{name}/{version}/yank {"reason": "..."} and .../unyank"""
-    reg = _registry(request)
+    reg = registry_of(request)
     actor = await reg.actor(request)
     body = await _json_body(request)
     reason = body.get("reason", "")
@@ -241,7 +236,7 @@ async def yank(request: Request) -> Response:
 
 async def add_owner(request: Request) -> Response:
     """POST /api/v1/plugins/{name}/owners {"owner": "..."}"""
-    reg = _registry(request)
+    reg = registry_of(request)
     actor = await reg.actor(request)
     owner = (await _json_body(request)).get("owner")
     if not isinstance(owner, str) or not owner:

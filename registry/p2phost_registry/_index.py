@@ -11,7 +11,7 @@ from p2phost_sdk import normalize_name
 from . import _simple
 from ._cache import NOT_ACCEPTABLE
 from ._errors import NotFound, RegistryError
-from ._state import Registry
+from ._state import registry_of
 
 
 class NotAcceptable(RegistryError):
@@ -20,13 +20,8 @@ class NotAcceptable(RegistryError):
     status = 406
 
 
-def _registry(request: Request) -> Registry:
-    registry: Registry = request.app.state.registry
-    return registry
-
-
 def _variant(request: Request) -> str:
-    variant = _registry(request).cache.variant(
+    variant = registry_of(request).cache.variant(
         request.url.path, request.headers.get("accept", "").encode("latin-1")
     )
     if variant == NOT_ACCEPTABLE:
@@ -39,7 +34,7 @@ def _variant(request: Request) -> str:
 
 async def simple_root(request: Request) -> Response:
     """GET /simple/"""
-    reg, variant = _registry(request), _variant(request)
+    reg, variant = registry_of(request), _variant(request)
     epoch = reg.epoch
     names = await reg.call(reg.store.names)
     body = _simple.root_json(names) if variant == _simple.JSON_TYPE else _simple.root_html(names)
@@ -51,7 +46,7 @@ async def simple_project(request: Request) -> Response:
     name = request.path_params["name"]
     if normalize_name(name) != name or not request.url.path.endswith("/"):
         return RedirectResponse(f"/simple/{normalize_name(name)}/", status_code=301)
-    reg, variant = _registry(request), _variant(request)
+    reg, variant = registry_of(request), _variant(request)
     epoch = reg.epoch
     plugin = await reg.call(reg.store.plugin, name)
     if variant == _simple.JSON_TYPE:
@@ -67,7 +62,7 @@ def _content_type(variant: str) -> str:
 
 async def files(request: Request) -> Response:
     """GET /files/{name}/{filename}, its ``.metadata`` sidecar and its ``.sig`` signature."""
-    reg = _registry(request)
+    reg = registry_of(request)
     name, filename = normalize_name(request.path_params["name"]), request.path_params["filename"]
     if filename.endswith(".metadata"):
         epoch = reg.epoch

@@ -100,6 +100,12 @@ class Registry:
                 self.changed()
 
 
+def registry_of(request: Request) -> Registry:
+    """The :class:`Registry` of the app serving ``request``."""
+    registry: Registry = request.app.state.registry
+    return registry
+
+
 def token_from(request: Request) -> str | None:
     """The token in the Authorization header, if any."""
     header = request.headers.get("authorization", "")

@@ -17,7 +17,7 @@ from p2phost_sdk import HOST_API, KINDS, host_api_compatible
 from ._errors import NotFound
 from ._readme import render_readme
 from ._search import search
-from ._state import Registry
+from ._state import registry_of
 
 HERE = Path(__file__).parent
 HTML = "text/html; charset=utf-8"
@@ -35,14 +35,9 @@ def render(template: str, **context: Any) -> bytes:
     return _ENV.get_template(template).render(kinds=KINDS, **context).encode()
 
 
-def _registry(request: Request) -> Registry:
-    registry: Registry = request.app.state.registry
-    return registry
-
-
 async def home(request: Request) -> Response:
     """GET / : search with filters, or the newest and most downloaded plugins."""
-    reg = _registry(request)
+    reg = registry_of(request)
     epoch = reg.epoch
     params = request.query_params
     q, kind, sort = params.get("q", ""), params.get("kind", ""), params.get("sort", "relevance")
@@ -58,7 +53,7 @@ async def home(request: Request) -> Response:
 
 async def plugin_page(request: Request) -> Response:
     """GET /plugins/{name} and /plugins/{name}/{version}"""
-    reg = _registry(request)
+    reg = registry_of(request)
     epoch = reg.epoch
     plugin = await reg.call(reg.store.plugin, request.path_params["name"])
     wanted = request.path_params.get("version")
