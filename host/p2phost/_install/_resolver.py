@@ -91,11 +91,19 @@ class _Provider(AbstractProvider[Requirement, Release, str]):
                 for n, s in candidate.requires.items()]
 
 
+def matches(release: Release, requirements: Sequence[Requirement]) -> bool:
+    """Whether every specifier admits ``release`` (a pre-release only if one names it: pip's
+    rule, spelled out because packaging's own default changed across versions)."""
+    if release.version.is_prerelease and not any(r.specifier.prereleases
+                                                 for r in requirements):
+        return False
+    return all(r.specifier.contains(release.version, prereleases=True) for r in requirements)
+
+
 def usable(release: Release, requirements: Iterable[Requirement]) -> bool:
     """Whether ``release`` may be picked for ``requirements`` on this host."""
     reqs = list(requirements)
-    if not all(r.specifier.contains(release.version) for r in reqs):
-        # contains() refuses pre-releases unless a specifier names one: pip's rule too.
+    if not matches(release, reqs):
         return False
     if release.yanked and not any(r.pins(release) for r in reqs):
         return False
@@ -148,7 +156,7 @@ def _explain(client: RegistryClient,
                                fix="change the specifiers in [plugins] of p2phost.toml so "
                                    "they can agree, or upgrade the plugins that require it")
     # One requirement (or compatible ones): say why each matching release was refused.
-    matching = [r for r in info.releases if all(q.specifier.contains(r.version) for q in unique)]
+    matching = [r for r in info.releases if matches(r, unique)]
     wanted = " and ".join(q.describe() for q in unique)
     if not matching:
         known = ", ".join(str(r.version) for r in info.releases[:5]) or "none"
