@@ -19,7 +19,7 @@ from ._errors import BadRequest, NotFound, PayloadTooLarge
 from ._openapi import OPENAPI
 from ._records import PluginRecord, PublishResult, VersionRecord
 from ._search import search
-from ._state import registry_of
+from ._state import UPLOAD_TIMEOUT, registry_of
 
 JSON = "application/json"
 #: Room for the multipart envelope and the small fields around the file.
@@ -172,10 +172,14 @@ async def _publish_form(
         sig = await signature.read() if isinstance(signature, UploadFile) else None
         digest = form.get("sha256_digest") if legacy else None
         tmp = reg.store.new_upload_path()
-        await reg.call(_spool, upload, tmp)
+        try:
+            await reg.call(_spool, upload, tmp, timeout=UPLOAD_TIMEOUT)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         result = await reg.call(
             reg.store.publish, actor, tmp, Path(upload.filename).name, signature=sig,
-            expected_sha256=digest if isinstance(digest, str) else None,
+            expected_sha256=digest if isinstance(digest, str) else None, timeout=UPLOAD_TIMEOUT,
         )
     finally:
         await form.close()

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
+
+from p2phost_sdk import host_api_compatible
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -81,9 +85,8 @@ class PluginRecord:
 
         With every version yanked and no ``host_api``, the newest yanked one stands in.
         """
-        from packaging.version import InvalidVersion, Version
+        from packaging.version import Version
 
-        from p2phost_sdk import host_api_compatible
 
         wanted: Version | None = None
         if host_api is not None:

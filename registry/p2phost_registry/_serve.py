@@ -9,6 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from ._app import create_app
+from ._errors import StoreError
 from ._store import DEFAULT_MAX_UPLOAD, Store
 
 READY_LINE = "p2phost registry listening on http://{host}:{port}"
@@ -43,8 +44,6 @@ def serve(
     except OSError as exc:
         store.close()
         sock.close()
-        from ._errors import StoreError
-
         raise StoreError(
             f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port "
             "(or 0 for any free port)"
@@ -54,7 +53,7 @@ def serve(
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     config = uvicorn.Config(
         create_app(store), log_level=log_level, access_log=False, lifespan="on",
-        timeout_keep_alive=30, server_header=False,
+        timeout_keep_alive=30, server_header=False, timeout_graceful_shutdown=10,
     )
     try:
         _Server(config, READY_LINE.format(host=shown, port=real_port)).run(sockets=[sock])

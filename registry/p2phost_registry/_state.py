@@ -22,6 +22,8 @@ log = logging.getLogger("p2phost.registry")
 #: How often a server looks for changes made by other processes (seed, another server).
 WATCH_INTERVAL = 1.0
 DB_TIMEOUT = 10.0
+#: Copying, validating and fsyncing a large upload may take longer than a query.
+UPLOAD_TIMEOUT = 300.0
 
 
 class Registry:
@@ -34,10 +36,12 @@ class Registry:
         self.epoch = 0
         self._plugins: tuple[int, list[PluginRecord]] | None = None
 
-    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def call(
+        self, fn: Callable[..., T], *args: Any, timeout: float = DB_TIMEOUT, **kwargs: Any
+    ) -> T:
         """Run a blocking store call in the thread pool, with a timeout."""
         return await asyncio.wait_for(
-            run_in_threadpool(functools.partial(fn, *args, **kwargs)), DB_TIMEOUT
+            run_in_threadpool(functools.partial(fn, *args, **kwargs)), timeout
         )
 
     async def actor(self, request: Request) -> Actor:
