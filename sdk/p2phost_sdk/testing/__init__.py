@@ -1,9 +1,31 @@
-"""Conformance kits for plugin authors, one per kind (a pytest plugin), and test helpers.
+"""Conformance kits for plugin authors, one per kind, as one pytest plugin; test helpers.
 
-Enable a kit in a plugin's tests with ``pytest_plugins = ["p2phost_sdk.testing.KIND"]``.
-:func:`memory_pipe` gives two connected in-memory connections for unit tests.
+Enable every kit in a plugin's tests with one line in ``tests/conftest.py``::
+
+    pytest_plugins = ["p2phost_sdk.testing"]
+
+then subclass the kit of your plugin's kind (each module's docstring shows how):
+
+=========== ======================================================= =====================
+kind        kit                                                     fixture you provide
+=========== ======================================================= =====================
+transport   ``p2phost_sdk.testing.transport.TransportConformance``  ``transport_case``
+codec       ``p2phost_sdk.testing.codec.CodecConformance``          ``codec``
+discovery   ``p2phost_sdk.testing.discovery.DiscoveryConformance``  ``discovery_factory``
+security    ``p2phost_sdk.testing.security.SecurityConformance``    ``security_factory``
+app         ``p2phost_sdk.testing.app.AppConformance``              ``app_factory``
+=========== ======================================================= =====================
+
+:data:`KITS` maps each kind to its kit (``p2phost plugin check`` uses it).
+:func:`memory_pipe` gives two connected in-memory connections for unit tests, and the
+``app_network`` fixture an in-memory network of N real nodes.
 """
 
+from ._kits import KITS, Kit
 from ._memory import PipeConnection, memory_pipe
+from ._network import MemoryNetwork
 
-__all__ = ["PipeConnection", "memory_pipe"]
+# The fixtures of every kit module become available to tests that enable this plugin.
+pytest_plugins = [kit.module for kit in KITS.values() if kit.available()]
+
+__all__ = ["KITS", "Kit", "MemoryNetwork", "PipeConnection", "memory_pipe"]
