@@ -172,7 +172,8 @@ class Store:
         self, actor: Actor, info: Inspected, upload: Path, signature: bytes | None
     ) -> PublishResult:
         final = self.files_dir / info.name / info.filename
-        moved = False
+        sig_final = final.with_name(final.name + ".sig")
+        moved = signed = False
         try:
             with self.db.transaction() as tx:
                 created = self._claim_name(tx, actor, info)
@@ -212,7 +213,8 @@ class Store:
                 if signature is not None:
                     sig_tmp = self.new_upload_path()
                     sig_tmp.write_bytes(signature)
-                    os.replace(sig_tmp, final.with_name(final.name + ".sig"))
+                    os.replace(sig_tmp, sig_final)
+                    signed = True
                 _fsync(upload)
                 os.replace(upload, final)
                 moved = True
@@ -225,6 +227,8 @@ class Store:
         except BaseException:
             if moved:
                 final.unlink(missing_ok=True)
+            if signed:  # never the signature of the file that already exists
+                sig_final.unlink(missing_ok=True)
             raise
         return PublishResult(info.name, info.version, info.filename, created)
 

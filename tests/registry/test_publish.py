@@ -57,6 +57,9 @@ def test_publish_then_read_everything_back(registry: Registry, built: dict[str, 
         assert {f["packagetype"] for f in older["files"]} == {"bdist_wheel", "sdist"}
         missing = client.get("/api/v1/plugins/demo-transport/9.9")
         assert missing.status_code == 404 and "1.1.0" in missing.json()["error"]
+        again = upload(registry, built[wheel["filename"]], token, signature=b"other")
+        assert again.status_code == 409
+        assert client.get(wheel["signature_url"]).content == b"-----SIG-----"
         nope = client.get("/api/v1/plugins/demo-transprt")
         assert nope.status_code == 404
         assert "did you mean demo-transport" in nope.json()["error"]
