@@ -60,6 +60,8 @@ def test_plugin_page(market: Registry) -> None:
         codec = client.get("/plugins/demo-codec").text
         assert "not for host API 1.0" in codec
         assert client.get("/static/style.css").status_code == 200
+        spec = client.get("/api/v1/openapi.json").json()
+        assert spec["openapi"].startswith("3.") and "/api/v1/upload" in spec["paths"]
 
 
 def test_in_headless_chromium(market: Registry, tmp_path: Path) -> None:
