@@ -71,6 +71,8 @@ class PluginEnvironment:
         for path in self.root.glob(_PREFIX + "*"):
             if path.resolve() != active:
                 shutil.rmtree(path, ignore_errors=True)
+        for link in self.root.glob(".current-*"):  # a switch killed before its rename
+            link.unlink(missing_ok=True)
 
     def activate(self) -> None:
         """Put the active generation first on ``sys.path`` so its plugins import."""

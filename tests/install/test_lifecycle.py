@@ -66,7 +66,9 @@ def test_upgrade_outdated_remove(workspace: Make) -> None:
     assert "alpha 1.0.0 -> 1.1.0" in out
     assert ws.installed() == {"alpha": "1.1.0"}
     assert "up to date" in ws.ok("plugin", "outdated")
+    generation = (ws.root / ".p2phost/env/current").resolve()
     assert "nothing to do" in ws.ok("plugin", "upgrade", "alpha", "--yes")
+    assert (ws.root / ".p2phost/env/current").resolve() == generation  # nothing rebuilt
 
     ws.ok("plugin", "install", "beta", "--yes")
     err = ws.fails("plugin", "remove", "alpha")
@@ -105,6 +107,11 @@ def test_sync_reproduces_a_project_from_its_lock_offline(workspace: Make) -> Non
         trees.append({p.relative_to(site).as_posix(): p.read_bytes()
                       for p in site.rglob("*") if p.is_file()})
     assert trees[0] == trees[1]
+
+
+def test_sync_without_a_lock_removes_nothing(workspace: Make) -> None:
+    err = workspace().fails("plugin", "sync")
+    assert "no p2phost.lock in" in err and "p2phost plugin install" in err
 
 
 def test_sync_offline_with_an_empty_cache_says_what_is_missing(workspace: Make, tmp_path) -> None:

@@ -91,11 +91,11 @@ def _show_and_confirm(changes: Sequence[Change], yes: bool) -> None:
         raise typer.Exit(1)
 
 
-def _summary(changes: Sequence[Change], verb: str) -> None:
+def _summary(changes: Sequence[Change], verb: str, what: str = "plugin(s)") -> None:
     if not changes:
         console.print("nothing to do: the plugins already match")
         return
-    console.print(f"{verb} {len(changes)} plugin(s): "
+    console.print(f"{verb} {len(changes)} {what}: "
                   + ", ".join(f"{c.name} {c.new or c.old}" for c in changes), markup=False)
 
 
@@ -157,7 +157,7 @@ def sync(
                    if installer.lock.plugin(n) is None]
     for change in changes:
         console.print(change.describe(), markup=False)
-    _summary(changes, "synced")
+    _summary(changes, "synced", "distribution(s)")
     if missing:
         console.print(f"warning: p2phost.toml declares {', '.join(missing)}, which "
                       "p2phost.lock does not have: run `p2phost plugin install`")
@@ -236,10 +236,15 @@ def info(name: str = typer.Argument(..., help="The plugin's name."),
 
 
 def _remote_info(project: Project, name: str, registry: str | None) -> None:
-    from .._install import RegistryClient, registry_urls
+    from .._install import RegistryClient, RegistryError, registry_urls
 
     client = RegistryClient(registry_urls(registry, project.manifest.registries))
-    plugin = client.plugin(name)
+    try:
+        plugin = client.plugin(name)
+    except RegistryError as exc:
+        raise UserError(f"plugin {name!r} is not installed in this project, and {exc.message}",
+                        fix=f"p2phost plugin install {name} (once the registry answers)"
+                        ) from exc
     newest = plugin.newest_fitting()
     console.print(f"{plugin.name}" + (f": {plugin.summary}" if plugin.summary else "")
                   + "  (not installed)", markup=False)

@@ -90,14 +90,12 @@ class Fetcher:
             raise RegistryError(f"{url} answered something that is not JSON ({exc})",
                                 fix="check that --registry points at a p2phost registry") from exc
 
-    def copy(self, url: str, out: IO[bytes], on_chunk: Callable[[bytes], None]) -> int | None:
-        """Stream ``url`` into ``out``, calling ``on_chunk`` per chunk; the announced size."""
+    def copy(self, url: str, out: IO[bytes], on_chunk: Callable[[bytes], None]) -> None:
+        """Stream ``url`` into ``out``, calling ``on_chunk`` with each chunk first."""
         with self.open(url) as body:
-            length = body.headers.get("Content-Length") if hasattr(body, "headers") else None
             while chunk := body.read(1 << 16):
                 on_chunk(chunk)
                 out.write(chunk)
-        return int(length) if length and length.isdigit() else None
 
 
 def _error_message(exc: urllib.error.HTTPError) -> str:

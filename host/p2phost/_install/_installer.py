@@ -185,6 +185,9 @@ class Installer:
         """Fetch, verify, stage and switch to ``plan``; then record it. Returns the new lock."""
         with self._exclusive():
             lock = self._target_lock(plan)
+            if lock == self.lock and not self._drift(lock):
+                self._edit_manifest(plan)  # e.g. a new specifier the same version satisfies
+                return lock
             staged = self._stage(lock, offline=False)
             adding = not plan.undeclare
             if not adding:
@@ -199,15 +202,22 @@ class Installer:
 
     def sync(self, *, offline: bool = False) -> list[Change]:
         """Make the environment hold exactly what ``p2phost.lock`` says."""
+        if not self.project.lock_path.exists():
+            raise UserError(f"no {self.project.lock_path.name} in {self.project.root}",
+                            fix="p2phost plugin install (resolves and writes it)")
         with self._exclusive():
             lock = Lock.load(self.project.lock_path)
-            have = {n: d.version for n, d in self.env.installed().items()}
-            want = {f.name: f.version for f in lock.files}
-            changes = [Change(n, have.get(n), want.get(n)) for n in sorted({*have, *want})
-                       if have.get(n) != want.get(n)]
-            if changes or (want and self.env.site_dir is None):
+            changes = self._drift(lock)
+            if changes:
                 self._commit(self._stage(lock, offline=offline))
             return changes
+
+    def _drift(self, lock: Lock) -> list[Change]:
+        """How the installed distributions differ from ``lock`` (empty: they match)."""
+        have = {n: d.version for n, d in self.env.installed().items()}
+        want = {f.name: f.version for f in lock.files}
+        return [Change(n, have.get(n), want.get(n)) for n in sorted({*have, *want})
+                if have.get(n) != want.get(n)]
 
     def _target_lock(self, plan: Plan) -> Lock:
         plugins = []
