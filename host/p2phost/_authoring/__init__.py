@@ -8,6 +8,8 @@ message and a fix, never a bare traceback.
 from ._answers import ANSWERS_FILE, Answers
 from ._build import build as build_project
 from ._build import verify_wheel
+from ._check import CheckReport, KitResult
+from ._check import check as check_project
 from ._errors import AnswerError, BuildError, PublishError, TargetExists, TemplateError
 from ._merge import MergeResult, merge3
 from ._publish import TOKEN_ENV, Published, RegistryClient, upload_files
@@ -23,7 +25,9 @@ __all__ = [
     "Answers",
     "Asker",
     "BuildError",
+    "CheckReport",
     "FileChange",
+    "KitResult",
     "MergeResult",
     "PluginProject",
     "PublishError",
@@ -35,6 +39,7 @@ __all__ = [
     "Template",
     "TemplateError",
     "build_project",
+    "check_project",
     "generate",
     "merge3",
     "render",

@@ -20,7 +20,7 @@ from ._output import console, err_console
 from .plugin import plugin_app
 
 if TYPE_CHECKING:
-    from .._authoring import Question, ScaffoldReport
+    from .._authoring import CheckReport, Question, ScaffoldReport
 
 _DIR = typer.Argument(Path("."), help="The plugin project's directory.",
                       show_default="the current directory")
@@ -120,14 +120,12 @@ def new(
 
 @contextmanager
 def _spinner(text: str) -> Iterator[None]:
-    with console.status(text) if console.is_terminal else _announce(text):
+    """A spinner while long work runs, on a terminal (logs get the result lines only)."""
+    if not console.is_terminal:
         yield
-
-
-@contextmanager
-def _announce(text: str) -> Iterator[None]:
-    console.print(text)
-    yield
+        return
+    with console.status(text):
+        yield
 
 
 def build(
@@ -145,6 +143,50 @@ def build(
         made = build_project(project, outdir, isolation=not no_isolation)
     for path in made:
         console.print(f"built {os.path.relpath(path)}")
+
+
+def _print_check(report: CheckReport) -> None:
+    meta = report.metadata
+    title = f"{meta.name} {meta.version} ({', '.join(meta.kinds)})" if meta \
+        else report.project.name or str(report.project.root)
+    console.print(f"checking {title} in {report.project.root}")
+    for problem in report.problems:
+        console.print(f"  ✗ {problem}")
+    for warning in report.warnings:
+        console.print(f"  ! {warning}")
+    for kind, names in report.objects.items():
+        console.print(f"  ✓ {kind}: the hooks make {', '.join(names)}")
+    for kit in report.kits:
+        skipped = f", {kit.skipped} skipped" if kit.skipped else ""
+        if kit.failures:
+            console.print(f"  ✗ {kit.kind} conformance kit: {len(kit.failures)} failed, "
+                          f"{kit.passed} passed{skipped}")
+            for failure in kit.failures[:20]:
+                console.print(f"      {failure}")
+        else:
+            console.print(f"  ✓ {kit.kind} conformance kit: {kit.passed} passed{skipped}")
+    if report.kit_error:
+        console.print(f"  ✗ {report.kit_error}")
+
+
+def check(
+    directory: Path = _DIR,
+    no_kits: bool = typer.Option(False, "--no-kits", help="Only lint the metadata and load "
+                                 "the code; do not run the conformance kits."),
+) -> None:
+    """Lint the plugin's metadata, load its hooks and run its kinds' conformance kits."""
+    from .._authoring import PluginProject, check_project
+
+    project = PluginProject.open(directory)
+    with _spinner(f"checking {project.name or project.root}"):
+        report = check_project(project, kits=not no_kits)
+    _print_check(report)
+    failed = len(report.problems) + sum(len(k.failures) for k in report.kits) \
+        + (report.kit_error is not None)
+    if failed:
+        err_console.print(f"check failed: {failed} problem(s)")
+        raise typer.Exit(1)
+    console.print("check passed")
 
 
 def _registry_url(option: str | None) -> str:
@@ -201,6 +243,7 @@ def yank(
 def register(app: typer.Typer) -> None:
     """Add the authoring commands to the ``plugin`` group (``app`` is unused: see plugin)."""
     plugin_app.command("new")(new)
+    plugin_app.command("check")(check)
     plugin_app.command("build")(build)
     plugin_app.command("publish")(publish)
     plugin_app.command("yank")(yank)
