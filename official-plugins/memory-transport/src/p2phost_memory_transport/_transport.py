@@ -106,7 +106,11 @@ class MemoryConnection(Connection):
 
     async def recv(self) -> bytes:
         """The next frame from the other end."""
-        return await self._incoming.get()
+        frame = await self._incoming.get()
+        if len(frame) > self._max:  # the other end allows bigger frames than this one
+            raise FrameTooLarge(f"{self.remote_address} sent a frame of {len(frame)} bytes, "
+                                f"over the maximum of {self._max} bytes")
+        return frame
 
     async def close(self) -> None:
         """Close both directions; frames already sent still reach the other end."""

@@ -1,0 +1,322 @@
+"""The transport conformance kit: frames arrive whole, in order, bounded, and errors are clear.
+
+Describe your transport with a ``transport_case`` fixture and subclass
+:class:`TransportConformance` (it also works under ``pytest_plugins``, as every kit)::
+
+    import pytest
+    from p2phost_sdk.testing.transport import TransportCase, TransportConformance
+
+    @pytest.fixture
+    def transport_case() -> TransportCase:
+        return TransportCase(
+            make=lambda max_frame_size: MyTransport(max_frame_size=max_frame_size),
+            listen_address=lambda: "tcp://127.0.0.1:0",
+            unreachable_address="tcp://127.0.0.1:1",
+        )
+
+    class TestMyTransport(TransportConformance):
+        pass
+
+The ``transport_case`` fixture may be parametrised (several configurations run the whole
+kit each). Media that hold inboxes (brokers, databases) set the flags that do not apply to
+them: ``propagates_close`` (the other end learns of a close) and ``exclusive_listen`` (a
+second listener on the same address is refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from .._errors import ConnectionClosed, FrameTooLarge, TransportError
+from .._transport import Connection, Transport
+
+__all__ = ["TransportCase", "TransportConformance", "TransportKit"]
+
+_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class TransportCase:
+    """What a plugin's tests tell the kit about its transport."""
+
+    #: A new transport whose frames may be at most ``max_frame_size`` bytes.
+    make: Callable[[int], Transport]
+    #: A fresh address to listen on (each call may be used once).
+    listen_address: Callable[[], str]
+    #: An address where nothing listens (dialling it must fail in bounded time), if any.
+    unreachable_address: str | None = None
+    #: A string that is not an address of this transport at all.
+    bad_address: str = "not an address"
+    #: Seconds a failed dial may take at most.
+    dial_within: float = 5.0
+    #: Whether the other end's ``recv`` raises ConnectionClosed after ``close``.
+    propagates_close: bool = True
+    #: Whether listening twice on one address is refused with TransportError.
+    exclusive_listen: bool = True
+
+
+class TransportKit:
+    """Helpers the kit's tests share: open listener/dialer pairs and clean them up."""
+
+    def __init__(self, case: TransportCase) -> None:
+        self.case = case
+
+    @asynccontextmanager
+    async def pair(self, *, server_max: int = 16 * 1024 * 1024,
+                   client_max: int = 16 * 1024 * 1024) -> AsyncIterator[
+                       tuple[Connection, Connection]]:
+        """A dialled connection and the listener's end of it."""
+        server_transport = self.case.make(server_max)
+        client_transport = self.case.make(client_max)
+        accepted: asyncio.Queue[Connection] = asyncio.Queue()
+
+        async def accept(connection: Connection) -> None:
+            await accepted.put(connection)
+
+        listener = await server_transport.listen(self.case.listen_address(), accept)
+        client: Connection | None = None
+        server: Connection | None = None
+        try:
+            async with asyncio.timeout(_TIMEOUT):
+                client = await client_transport.dial(listener.addresses[0], timeout=_TIMEOUT)
+                server = await accepted.get()
+            yield client, server
+        finally:
+            for end in (client, server):
+                if end is not None:
+                    await end.close()
+            await listener.close()
+            await server_transport.close()
+            await client_transport.close()
+
+
+def _frames(count: int, seed: int = 7) -> list[bytes]:
+    rng = random.Random(seed)
+    sizes = [0, 1, 3, 4, 5, 255, 4096, 65536, 100_000]
+    return [bytes([i % 256]) * rng.choice(sizes) + i.to_bytes(4, "big") for i in range(count)]
+
+
+class TransportConformance:
+    """The conformance tests every transport must pass. Needs a ``transport_case``."""
+
+    pytestmark = [pytest.mark.asyncio]
+
+    @pytest.fixture
+    def transport_kit(self, transport_case: TransportCase) -> TransportKit:
+        """The kit's helpers over the plugin's ``transport_case``."""
+        return TransportKit(transport_case)
+
+    async def test_listener_reports_dialable_addresses(self, transport_kit: TransportKit) -> None:
+        transport = transport_kit.case.make(1024)
+        seen: asyncio.Queue[Connection] = asyncio.Queue()
+
+        async def accept(connection: Connection) -> None:
+            await seen.put(connection)
+
+        listener = await transport.listen(transport_kit.case.listen_address(), accept)
+        try:
+            assert listener.addresses, "a listener must report at least one address"
+            for address in listener.addresses:
+                assert address.split("://", 1)[0] in type(transport).schemes, address
+                assert not address.endswith(":0"), f"port 0 must be resolved: {address}"
+                client = await transport.dial(address, timeout=_TIMEOUT)
+                async with asyncio.timeout(_TIMEOUT):
+                    server = await seen.get()
+                await client.close()
+                await server.close()
+        finally:
+            await listener.close()
+            await transport.close()
+
+    async def test_frames_arrive_whole_and_in_order_both_ways(
+        self, transport_kit: TransportKit
+    ) -> None:
+        frames = _frames(300)
+        async with transport_kit.pair() as (client, server), asyncio.timeout(_TIMEOUT):
+            for sender, receiver in ((client, server), (server, client)):
+                sending = asyncio.ensure_future(self._send_all(sender, frames))
+                got = [await receiver.recv() for _ in frames]
+                await sending
+                assert got == frames
+
+    @staticmethod
+    async def _send_all(connection: Connection, frames: list[bytes]) -> None:
+        for frame in frames:
+            await connection.send(frame)
+
+    async def test_send_many_keeps_order(self, transport_kit: TransportKit) -> None:
+        frames = _frames(500, seed=11)
+        async with transport_kit.pair() as (client, server), asyncio.timeout(_TIMEOUT):
+            sending = asyncio.ensure_future(client.send_many(frames))
+            got = [await server.recv() for _ in frames]
+            await sending
+            assert got == frames
+
+    async def test_a_frame_of_the_maximum_size_passes(self, transport_kit: TransportKit) -> None:
+        limit = 256 * 1024
+        frame = random.Random(3).randbytes(limit)
+        async with transport_kit.pair(server_max=limit, client_max=limit) as (client, server):
+            async with asyncio.timeout(_TIMEOUT):
+                sending = asyncio.ensure_future(client.send(frame))
+                assert await server.recv() == frame
+                await sending
+
+    async def test_sending_an_oversized_frame_raises(self, transport_kit: TransportKit) -> None:
+        limit = 4096
+        async with transport_kit.pair(server_max=limit, client_max=limit) as (client, server):
+            with pytest.raises(FrameTooLarge):
+                await client.send(b"x" * (limit + 1))
+            with pytest.raises(FrameTooLarge):
+                await client.send_many([b"x" * (limit + 1), b"not sent"])
+            # The connection still works after a refused send.
+            async with asyncio.timeout(_TIMEOUT):
+                await client.send(b"still here")
+                assert await server.recv() == b"still here"
+
+    async def test_an_oversized_incoming_frame_is_refused(
+        self, transport_kit: TransportKit
+    ) -> None:
+        async with transport_kit.pair(server_max=1024, client_max=1 << 20) as (client, server):
+            async with asyncio.timeout(_TIMEOUT):
+                sending = asyncio.ensure_future(client.send(b"y" * 4096))
+                with pytest.raises(TransportError):
+                    await server.recv()
+                sending.cancel()
+                await asyncio.gather(sending, return_exceptions=True)
+
+    async def test_close_is_seen_after_the_frames_sent_before_it(
+        self, transport_kit: TransportKit
+    ) -> None:
+        if not transport_kit.case.propagates_close:
+            pytest.skip("this medium does not tell the other end about a close")
+        async with transport_kit.pair() as (client, server), asyncio.timeout(_TIMEOUT):
+            await client.send(b"last words")
+            await client.close()
+            await client.close()  # idempotent
+            assert await server.recv() == b"last words"
+            with pytest.raises(ConnectionClosed):
+                await server.recv()
+
+    async def test_send_after_close_raises(self, transport_kit: TransportKit) -> None:
+        async with transport_kit.pair() as (client, _server):
+            await client.close()
+            with pytest.raises(TransportError):
+                await client.send(b"too late")
+
+    async def test_dial_nowhere_fails_in_bounded_time(self, transport_kit: TransportKit) -> None:
+        case = transport_kit.case
+        if case.unreachable_address is None:
+            pytest.skip("the case names no unreachable address")
+        transport = case.make(1024)
+        started = time.monotonic()
+        with pytest.raises(TransportError) as failure:
+            await transport.dial(case.unreachable_address, timeout=case.dial_within)
+        assert time.monotonic() - started < case.dial_within + 1.0
+        assert str(failure.value), "the error must say why"
+        await transport.close()
+
+    async def test_a_bad_address_is_a_transport_error(self, transport_kit: TransportKit) -> None:
+        transport = transport_kit.case.make(1024)
+
+        async def accept(connection: Connection) -> None:
+            await connection.close()
+
+        with pytest.raises(TransportError):
+            await transport.dial(transport_kit.case.bad_address, timeout=1.0)
+        with pytest.raises(TransportError):
+            await transport.listen(transport_kit.case.bad_address, accept)
+        await transport.close()
+
+    async def test_listening_twice_on_one_address_is_refused(
+        self, transport_kit: TransportKit
+    ) -> None:
+        if not transport_kit.case.exclusive_listen:
+            pytest.skip("this medium allows several listeners on one address")
+        transport = transport_kit.case.make(1024)
+
+        async def accept(connection: Connection) -> None:
+            await connection.close()
+
+        listener = await transport.listen(transport_kit.case.listen_address(), accept)
+        try:
+            with pytest.raises(TransportError):
+                second = await transport.listen(listener.addresses[0], accept)
+                await second.close()
+        finally:
+            await listener.close()
+            await transport.close()
+
+    async def test_a_closed_listener_accepts_no_more(self, transport_kit: TransportKit) -> None:
+        transport = transport_kit.case.make(1024)
+
+        async def accept(connection: Connection) -> None:
+            await connection.close()
+
+        listener = await transport.listen(transport_kit.case.listen_address(), accept)
+        address = listener.addresses[0]
+        await listener.close()
+        await listener.close()  # idempotent
+        with pytest.raises(TransportError):
+            connection = await transport.dial(address, timeout=transport_kit.case.dial_within)
+            await connection.close()
+        await transport.close()
+
+    async def test_a_slow_reader_slows_the_sender_and_loses_nothing(
+        self, transport_kit: TransportKit
+    ) -> None:
+        frames = [i.to_bytes(4, "big") * 256 for i in range(3000)]  # 1 KiB each
+        async with transport_kit.pair() as (client, server), asyncio.timeout(_TIMEOUT * 3):
+            sending = asyncio.ensure_future(self._send_all(client, frames))
+            got = []
+            for i in range(len(frames)):
+                if i % 500 == 0:
+                    await asyncio.sleep(0.05)
+                got.append(await server.recv())
+            await sending
+            assert got == frames
+
+    async def test_many_connections_at_once(self, transport_kit: TransportKit) -> None:
+        transport = transport_kit.case.make(1 << 20)
+
+        async def echo(connection: Connection) -> None:
+            try:
+                while True:
+                    await connection.send(await connection.recv())
+            except TransportError:
+                await connection.close()
+
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def accept(connection: Connection) -> None:
+            task = asyncio.ensure_future(echo(connection))
+            tasks.add(task)
+
+        listener = await transport.listen(transport_kit.case.listen_address(), accept)
+
+        async def client(n: int) -> list[bytes]:
+            connection = await transport.dial(listener.addresses[0], timeout=_TIMEOUT)
+            try:
+                sent = [f"{n}:{i}".encode() for i in range(50)]
+                await connection.send_many(sent)
+                return [await connection.recv() for _ in sent]
+            finally:
+                await connection.close()
+
+        try:
+            async with asyncio.timeout(_TIMEOUT * 2):
+                results = await asyncio.gather(*(client(n) for n in range(20)))
+            for n, got in enumerate(results):
+                assert got == [f"{n}:{i}".encode() for i in range(50)]
+        finally:
+            await listener.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await transport.close()
