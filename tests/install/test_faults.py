@@ -248,3 +248,20 @@ def test_sigkill_at_any_moment_then_sync(workspace: Make) -> None:
             leftover.unlink()
     assert kills >= 3
     assert not list((ws.root / ".p2phost/env").glob("gen-*"))[1:]  # garbage collected
+
+
+def test_permission_error_keeps_the_previous_state(workspace: Make) -> None:
+    ws = workspace()
+    ws.ok("plugin", "install", "alpha", "--yes")
+    before = snapshot(ws)
+    env_dir = ws.root / ".p2phost" / "env"
+    # Tests run as root, which file modes do not stop; the immutable attribute does.
+    if subprocess.run(["chattr", "+i", str(env_dir)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here: cannot make a directory unwritable")
+    try:
+        err = ws.fails("plugin", "install", "beta", "--yes")
+    finally:
+        subprocess.run(["chattr", "-i", str(env_dir)], check=True)
+    assert "cannot write the plugin environment" in err and "Operation not permitted" in err
+    assert "nothing was changed" in err
+    assert snapshot(ws) == before
