@@ -34,6 +34,16 @@ def _toml(value: Any) -> str:
     return str(tomlkit.item(value).as_string())
 
 
+def _line_in(exc: BaseException, path: Path) -> int | None:
+    """The line of ``path`` a render error happened at (Jinja keeps template frames)."""
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == str(path):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
 def environment(root: Path) -> jinja2.Environment:
     """The Jinja2 environment templates are rendered in (strict: a typo is an error)."""
     env = jinja2.Environment(
@@ -121,7 +131,7 @@ def render(template: Template, answers: Mapping[str, Any]) -> dict[str, str]:
             try:
                 text = env.get_template(name).render(context)
             except jinja2.TemplateError as exc:
-                line = getattr(exc, "lineno", None)
+                line = getattr(exc, "lineno", None) or _line_in(exc, path)
                 where = f"{path}:{line}" if line else str(path)
                 raise TemplateError(f"{where}: {exc}", fix="fix the template") from exc
             # A template may render a file empty to leave it out of this project.
