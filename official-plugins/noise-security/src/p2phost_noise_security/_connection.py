@@ -1,0 +1,174 @@
+"""A connection whose every frame travels as Noise transport messages.
+
+Each frame of the underlying connection is exactly one Noise transport message: the
+ChaChaPoly encryption, under the next nonce of its direction, of one or more records.
+A record is a 4-byte big-endian header and a piece of a frame; the header holds the
+piece's length, with the top bit set when the frame goes on in the next record. So
+small frames sent together share one message (one AEAD call, one underlying frame),
+and a frame larger than a Noise message (65535 bytes) spans several.
+
+Nonces are implicit and in order: a message that was altered, replayed, reordered,
+dropped or cut fails authentication, and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import deque
+from typing import NoReturn
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from p2phost_sdk import Connection, ConnectionClosed, FrameTooLarge, SecureConnection
+
+from ._noise import MAX_MESSAGE, MAX_NONCE, TAGLEN, pack_nonce
+
+_HEADER = struct.Struct("!I")
+_MORE = 0x8000_0000
+_LENGTH = 0x7FFF_FFFF
+
+
+class NoiseConnection(SecureConnection):
+    """Frames protected by the transport keys of a finished Noise handshake."""
+
+    def __init__(
+        self, inner: Connection, *, send_cipher: ChaCha20Poly1305,
+        recv_cipher: ChaCha20Poly1305, remote_peer_id: str, max_frame_size: int,
+    ) -> None:
+        self._inner = inner
+        self._encrypt = send_cipher.encrypt
+        self._decrypt = recv_cipher.decrypt
+        self._send_nonce = 0
+        self._recv_nonce = 0
+        self._max = max_frame_size
+        # Plaintext per message: what fits in a Noise message and in an underlying frame.
+        self._room = min(MAX_MESSAGE, max_frame_size) - TAGLEN
+        self._send_lock = asyncio.Lock()
+        self._frames: deque[bytes] = deque()
+        self._partial = bytearray()
+        self._assembling = False
+        self.remote_peer_id = remote_peer_id
+        self.local_address = inner.local_address
+        self.remote_address = inner.remote_address
+
+    # -- sending -----------------------------------------------------------------------
+
+    def _seal(self, plaintext: bytes) -> bytes:
+        nonce = self._send_nonce
+        if nonce >= MAX_NONCE:
+            raise ConnectionClosed("the Noise send nonce is exhausted; reconnect")
+        self._send_nonce = nonce + 1
+        return self._encrypt(pack_nonce(nonce), plaintext, None)
+
+    def _check(self, frame: bytes) -> None:
+        if len(frame) > self._max:
+            raise FrameTooLarge(
+                f"frame of {len(frame)} bytes is over the maximum of {self._max} bytes"
+            )
+
+    def _plaintexts(self, frames: list[bytes]) -> list[bytes]:
+        """Pack ``frames`` into as few message plaintexts as fit."""
+        room = self._room
+        out: list[bytes] = []
+        parts: list[bytes | memoryview] = []
+        used = 0
+        for frame in frames:
+            view = memoryview(frame)
+            offset, remaining = 0, len(frame)
+            while True:
+                space = room - used - _HEADER.size
+                if space < min(remaining, 1):
+                    out.append(b"".join(parts))
+                    parts, used = [], 0
+                    continue
+                take = min(space, remaining)
+                more = take < remaining
+                parts.append(_HEADER.pack(take | _MORE if more else take))
+                parts.append(view[offset : offset + take])
+                used += _HEADER.size + take
+                offset += take
+                remaining -= take
+                if not more:
+                    break
+        if parts:
+            out.append(b"".join(parts))
+        return out
+
+    async def send(self, frame: bytes) -> None:
+        """Encrypt and send one frame."""
+        self._check(frame)
+        if len(frame) + _HEADER.size <= self._room:
+            plaintext = _HEADER.pack(len(frame)) + frame
+            async with self._send_lock:  # nonces must reach the wire in order
+                await self._inner.send(self._seal(plaintext))
+            return
+        await self.send_many([frame])
+
+    async def send_many(self, frames: list[bytes]) -> None:
+        """Encrypt and send several frames, packed into as few messages as fit."""
+        for frame in frames:
+            self._check(frame)
+        plaintexts = self._plaintexts(frames)
+        async with self._send_lock:
+            await self._inner.send_many([self._seal(p) for p in plaintexts])
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def recv(self) -> bytes:
+        """The next frame, decrypted and authenticated."""
+        frames = self._frames
+        while not frames:
+            message = await self._inner.recv()
+            nonce = self._recv_nonce
+            self._recv_nonce = nonce + 1
+            try:
+                plaintext = self._decrypt(pack_nonce(nonce), message, None)
+            except InvalidTag:
+                await self._fail(
+                    "failed authentication (altered, replayed, reordered or dropped in transit)"
+                )
+            size = len(plaintext) - _HEADER.size
+            if size >= 0 and _HEADER.unpack_from(plaintext)[0] == size and not self._assembling:
+                frames.append(plaintext[_HEADER.size :])  # the common case: one whole frame
+            else:
+                await self._split(plaintext)
+        return frames.popleft()
+
+    async def _split(self, plaintext: bytes) -> None:
+        offset, end = 0, len(plaintext)
+        if end == 0:
+            await self._fail("carried an empty message")
+        while offset < end:
+            if end - offset < _HEADER.size:
+                await self._fail("carried a cut record header")
+            (header,) = _HEADER.unpack_from(plaintext, offset)
+            start = offset + _HEADER.size
+            offset = start + (header & _LENGTH)
+            if offset > end:
+                await self._fail("carried a record longer than its message")
+            if header & _MORE or self._assembling:
+                self._partial += plaintext[start:offset]
+                self._assembling = bool(header & _MORE)
+                if len(self._partial) > self._max:
+                    await self._inner.close()
+                    raise FrameTooLarge(
+                        f"{self.remote_address} sent a frame of more than {self._max} bytes, "
+                        "the maximum; connection closed"
+                    )
+                if not self._assembling:
+                    self._frames.append(bytes(self._partial))
+                    self._partial.clear()
+            else:
+                self._frames.append(plaintext[start:offset])
+
+    async def _fail(self, problem: str) -> NoReturn:
+        await self._inner.close()
+        raise ConnectionClosed(
+            f"a Noise message from {self.remote_address} {problem}; connection closed"
+        )
+
+    async def close(self) -> None:
+        """Close the underlying connection. Idempotent."""
+        await self._inner.close()

@@ -1,0 +1,146 @@
+"""A connection carrying a TLS 1.3 session over frames, and frames inside the session.
+
+TLS protects a byte stream, and the underlying connection moves frames, so the two are
+layered: the bytes TLS writes are cut into underlying frames as they come (record
+boundaries do not matter), and inside the session each of our frames is a 4-byte
+big-endian length and that many bytes. Frames sent together become one TLS write, so
+small ones share records. Record sequence numbers are implicit: bytes altered,
+replayed, reordered, dropped or cut fail the record's authentication, and the
+connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import deque
+from typing import NoReturn
+
+from OpenSSL import SSL
+
+from p2phost_sdk import Connection, ConnectionClosed, FrameTooLarge, SecureConnection
+
+_HEADER = struct.Struct("!I")
+#: Asked of OpenSSL per read; it returns at most one record (16 KiB) at a time anyway.
+_READ_SIZE = 65536
+
+
+def describe(error: SSL.Error) -> str:
+    """OpenSSL's reasons inside ``error``, e.g. ``"sslv3 alert bad certificate"``."""
+    reasons = [
+        str(entry[2]) for entry in (error.args[0] if error.args else [])
+        if isinstance(entry, tuple) and len(entry) == 3
+    ]
+    return "; ".join(reasons) or type(error).__name__
+
+
+async def flush(tls: SSL.Connection, inner: Connection, chunk: int) -> None:
+    """Send what TLS has written so far, cut into frames of at most ``chunk`` bytes."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunks.append(tls.bio_read(chunk))
+        except SSL.WantReadError:
+            break
+    if chunks:
+        await inner.send_many(chunks)
+
+
+class TlsConnection(SecureConnection):
+    """Frames protected by a finished TLS 1.3 session."""
+
+    def __init__(
+        self, inner: Connection, tls: SSL.Connection, *, remote_peer_id: str,
+        max_frame_size: int, chunk: int,
+    ) -> None:
+        self._inner = inner
+        self._tls = tls
+        self._max = max_frame_size
+        self._chunk = chunk
+        self._send_lock = asyncio.Lock()
+        self._frames: deque[bytes] = deque()
+        self._buffer = bytearray()
+        self.remote_peer_id = remote_peer_id
+        self.local_address = inner.local_address
+        self.remote_address = inner.remote_address
+
+    def _check(self, frame: bytes) -> None:
+        if len(frame) > self._max:
+            raise FrameTooLarge(
+                f"frame of {len(frame)} bytes is over the maximum of {self._max} bytes"
+            )
+
+    async def send(self, frame: bytes) -> None:
+        """Encrypt and send one frame."""
+        self._check(frame)
+        await self._write(_HEADER.pack(len(frame)) + frame)
+
+    async def send_many(self, frames: list[bytes]) -> None:
+        """Encrypt and send several frames with one TLS write."""
+        parts: list[bytes] = []
+        for frame in frames:
+            self._check(frame)
+            parts.append(_HEADER.pack(len(frame)))
+            parts.append(frame)
+        await self._write(b"".join(parts))
+
+    async def _write(self, data: bytes) -> None:
+        # Records must reach the wire in the order TLS numbered them.
+        async with self._send_lock:
+            try:
+                self._tls.sendall(data)
+            except SSL.Error as exc:
+                raise ConnectionClosed(
+                    f"TLS session with {self.remote_address} is unusable: {describe(exc)}"
+                ) from None
+            await flush(self._tls, self._inner, self._chunk)
+
+    async def recv(self) -> bytes:
+        """The next frame, decrypted and authenticated."""
+        frames = self._frames
+        while not frames:
+            self._tls.bio_write(await self._inner.recv())
+            buffer = self._buffer
+            try:
+                while True:
+                    buffer += self._tls.recv(_READ_SIZE)
+            except SSL.WantReadError:
+                pass
+            except SSL.ZeroReturnError:
+                await self._fail("ended the TLS session")
+            except SSL.Error as exc:
+                await self._fail(
+                    f"sent bytes that failed TLS ({describe(exc)}: altered, replayed, "
+                    "reordered or dropped in transit, or the peer refused us)"
+                )
+            await self._split()
+        return frames.popleft()
+
+    async def _split(self) -> None:
+        buffer = self._buffer
+        offset, end = 0, len(buffer)
+        with memoryview(buffer) as view:
+            while end - offset >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(view, offset)
+                if size > self._max:
+                    break
+                stop = offset + _HEADER.size + size
+                if stop > end:
+                    break
+                self._frames.append(bytes(view[offset + _HEADER.size : stop]))
+                offset = stop
+        del buffer[:offset]
+        if len(buffer) >= _HEADER.size and _HEADER.unpack_from(buffer)[0] > self._max:
+            await self._inner.close()
+            raise FrameTooLarge(
+                f"{self.remote_address} sent a frame of {_HEADER.unpack_from(buffer)[0]} "
+                f"bytes, over the maximum of {self._max} bytes; connection closed"
+            )
+
+    async def _fail(self, problem: str) -> NoReturn:
+        await self._inner.close()
+        raise ConnectionClosed(f"{self.remote_address} {problem}; connection closed")
+
+    async def close(self) -> None:
+        """Close the underlying connection. Idempotent."""
+        await self._inner.close()
