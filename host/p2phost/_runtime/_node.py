@@ -135,7 +135,7 @@ class Node:
         owners: dict[str, str] = {}
         for app in apps:
             name = type(app).name or type(app).__name__
-            mailbox: Mailbox[_Item] = Mailbox(name, type(app).mailbox_size, self._process)
+            mailbox: Mailbox[_Item] = Mailbox(name, app.mailbox_size, self._process)
             self._app_mailboxes.append((app, mailbox))
             for topic, handler in app.handlers().items():
                 if topic in routes:

@@ -19,5 +19,6 @@ def p2phost_transports(context: PluginContext) -> Sequence[Transport]:
             max_frame_size=context.max_frame_size,
             nodelay=bool(context.config.get("nodelay", True)),
             read_size=int(context.config.get("read-size", 262144)),
+            buffer_size=int(context.config.get("buffer-size", 0)),
         )
     ]

@@ -65,6 +65,7 @@ class TcpConnection(Connection):
         max_frame_size: int,
         read_size: int,
         nodelay: bool,
+        buffer_size: int = 0,
         local_address: str = "",
     ) -> None:
         self._reader = reader
@@ -82,6 +83,9 @@ class TcpConnection(Connection):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
+                if buffer_size:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_size)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
 
     def _check(self, frame: bytes) -> None:
         if len(frame) > self._max:
@@ -151,8 +155,8 @@ class TcpConnection(Connection):
             self._need = 4 + _LENGTH.unpack_from(data, offset)[0] if end - offset >= 4 else 4
 
     def _eof(self) -> None:
-        if self._partial:
-            raise ConnectionClosed(
+        if self._partial:  # not a clean close: a protocol error
+            raise TransportError(
                 f"{self.remote_address} closed the connection in the middle of a frame "
                 f"(truncated frame: {len(self._partial)} of {self._need} bytes)"
             )
@@ -193,18 +197,19 @@ class TcpTransport(Transport):
 
     def __init__(
         self, *, max_frame_size: int = 16 * 1024 * 1024, nodelay: bool = True,
-        read_size: int = 262144,
+        read_size: int = 262144, buffer_size: int = 0,
     ) -> None:
         self.max_frame_size = max_frame_size
         self.nodelay = nodelay
         self.read_size = read_size
+        self.buffer_size = buffer_size
 
     def _connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, local: str = ""
     ) -> TcpConnection:
         return TcpConnection(
             reader, writer, max_frame_size=self.max_frame_size, read_size=self.read_size,
-            nodelay=self.nodelay, local_address=local,
+            nodelay=self.nodelay, buffer_size=self.buffer_size, local_address=local,
         )
 
     async def listen(self, address: str, accept: AcceptHandler) -> Listener:

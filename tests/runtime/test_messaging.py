@@ -1,0 +1,243 @@
+"""Messaging between real in-process nodes, over tcp-transport and memory-transport alike."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+from recorder_app import Recorder
+
+from p2phost._runtime import Node
+from p2phost_sdk import (
+    FrameTooLarge,
+    Identity,
+    PeerUnavailable,
+    RemoteError,
+    RequestTimeout,
+)
+from p2phost_sdk.testing.discovery import wait_until
+from tests.runtime.conftest import MakeNode, build_node
+
+
+def channels(node: Node, peer_id: str) -> int:
+    peer = node._table.get(peer_id)
+    return 0 if peer is None else len([c for c in peer.channels if not c.ended])
+
+
+async def test_send_and_request(make_node: MakeNode) -> None:
+    recorder = Recorder()
+    server = await make_node([recorder])
+    client = await make_node(listen=[])
+    peer = await client.connect(server.addresses[0])
+    assert peer == server.peer_id
+    await client.send(peer, "record", {"n": 1})
+    assert await client.request(peer, "record", {"n": 2}) == 2
+    assert recorder.records[client.peer_id] == [{"n": 1}, {"n": 2}]
+    # An address works wherever a peer id does; the connection is reused.
+    assert await client.request(server.addresses[0], "records", None) == {
+        "records": {client.peer_id: [{"n": 1}, {"n": 2}]}, "overlaps": 0}
+    assert len(client.peers()) == 1
+    assert client.peers()[0].topics == {"record", "slow", "boom", "records", "count", "publish"}
+
+
+async def test_a_raising_handler_answers_with_an_error_and_the_node_keeps_running(
+    make_node: MakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await make_node([Recorder()])
+    client = await make_node(listen=[])
+    peer = await client.connect(server.addresses[0])
+    with pytest.raises(RemoteError) as failure:
+        await client.request(peer, "boom", "x")
+    assert "RuntimeError: boom on purpose ('x')" in str(failure.value)
+    await client.send(peer, "boom", "one-way")  # no reply to send; the node logs it
+    assert await client.request(peer, "record", 1) == 1
+    assert "the 'boom' handler failed" in caplog.text
+
+
+async def test_unknown_topic_and_timeout(make_node: MakeNode) -> None:
+    server = await make_node([Recorder(delay=1.0)])
+    client = await make_node(listen=[])
+    peer = await client.connect(server.addresses[0])
+    with pytest.raises(RemoteError, match="no app on this node handles topic 'nope'"):
+        await client.request(peer, "nope", None)
+    started = time.monotonic()
+    with pytest.raises(RequestTimeout, match=r"within 0\.2s"):
+        await client.request(peer, "slow", None, timeout=0.2)
+    assert time.monotonic() - started < 1.0
+
+
+async def test_publish_reaches_every_subscriber_and_only_them(make_node: MakeNode) -> None:
+    recorders = [Recorder() for _ in range(3)]
+    subscribers = [await make_node([r]) for r in recorders]
+    bystander = await make_node()
+    publisher = await make_node(listen=[])
+    for node in (*subscribers, bystander):
+        await publisher.connect(node.addresses[0])
+    assert await publisher.publish("record", {"news": 1}) == 3
+    assert await publisher.publish("nobody-handles-this", {}) == 0
+    await wait_until(lambda: all(r.records for r in recorders), 5, "every subscriber got it")
+    assert [r.records for r in recorders] == [{publisher.peer_id: [{"news": 1}]}] * 3
+
+
+async def test_one_peer_in_order_one_at_a_time_peers_concurrently(make_node: MakeNode) -> None:
+    recorder = Recorder(delay=0.0005)
+    server = await make_node([recorder])
+    senders = [await make_node(listen=[]) for _ in range(3)]
+    for sender in senders:
+        await sender.connect(server.addresses[0])
+
+    async def flood(sender: Node) -> None:
+        for i in range(300):
+            await sender.send(server.peer_id, "slow", i)
+
+    await asyncio.gather(*(flood(s) for s in senders))
+    await wait_until(lambda: sum(map(len, recorder.records.values())) == 900, 20, "900 handled")
+    for sender in senders:
+        assert recorder.records[sender.peer_id] == list(range(300))
+    assert recorder.overlaps == 0, "two messages of one peer were handled at once"
+    assert recorder.max_busy > 1, "different peers' messages were never handled concurrently"
+
+
+async def test_a_slow_handler_slows_the_sender_and_loses_nothing(make_node: MakeNode) -> None:
+    recorder = Recorder(delay=0.002, mailbox_size=4)
+    # Small buffers everywhere, so that 300 messages cannot all hide in them.
+    small = {"capacity": 4, "outbox_limit": 16 * 1024, "buffer_size": 32 * 1024}
+    server = await make_node([recorder], **small)
+    sender = await make_node(listen=[], **small)
+    peer = await sender.connect(server.addresses[0])
+    body = "x" * 4096
+    in_flight = 0
+    for i in range(300):
+        await sender.send(peer, "slow", [i, body])
+        in_flight = max(in_flight, i + 1 - len(recorder.records.get(sender.peer_id, [])))
+    await wait_until(lambda: len(recorder.records.get(sender.peer_id, [])) == 300, 20,
+                     "all 300 handled")
+    assert [r[0] for r in recorder.records[sender.peer_id]] == list(range(300))
+    # Mailbox, both outboxes, the transport's buffers: far fewer than 300 can wait anywhere.
+    assert in_flight < 200, f"the sender was not slowed: {in_flight} messages in flight"
+
+
+async def test_lifecycle_events_reach_the_app_in_order(make_node: MakeNode) -> None:
+    recorder = Recorder()
+    server = await make_node([recorder])
+    client = await make_node(listen=[])
+    peer = await client.connect(server.addresses[0])
+    await client.request(peer, "record", 1)
+    await client.close()
+    await wait_until(lambda: len(recorder.events) == 2, 5, "connected then lost")
+    assert recorder.events == [("connected", client.peer_id), ("lost", client.peer_id)]
+    assert server.peers() == []
+
+
+async def test_the_codec_is_the_first_of_the_diallers_that_both_have(
+    make_node: MakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await make_node([Recorder()], codecs=["application/json", "application/msgpack"])
+    msgpack_first = await make_node(listen=[], codecs=["application/msgpack",
+                                                       "application/json"])
+    peer = await msgpack_first.connect(server.addresses[0])
+    assert msgpack_first.peers()[0].codec == "application/msgpack"
+    assert await msgpack_first.request(peer, "records", None) == {"records": {}, "overlaps": 0}
+    only_msgpack = await make_node([Recorder()], codecs=["application/msgpack"])
+    json_only = await make_node(listen=[])
+    with pytest.raises(PeerUnavailable, match="no codec in common"):
+        await json_only.connect(only_msgpack.addresses[0])
+    await wait_until(lambda: "no codec in common" in caplog.text, 5, "the listener logs it")
+
+
+async def test_two_nodes_dialling_each_other_keep_one_connection(make_node: MakeNode) -> None:
+    a_app, b_app = Recorder(), Recorder()
+    a = await make_node([a_app])
+    b = await make_node([b_app])
+    await asyncio.gather(a.connect(b.addresses[0]), b.connect(a.addresses[0]))
+    await wait_until(lambda: channels(a, b.peer_id) == 1 and channels(b, a.peer_id) == 1, 5,
+                     "one connection left on each side")
+    for i in range(100):
+        await a.send(b.peer_id, "record", i)
+        await b.send(a.peer_id, "record", i)
+    assert await a.request(b.peer_id, "record", 100) == 101
+    assert await b.request(a.peer_id, "record", 100) == 101
+    assert b_app.records[a.peer_id] == list(range(101))
+    assert a_app.events == [("connected", b.peer_id)], "one connect event, no loss"
+
+
+async def test_keepalive_closes_a_peer_that_went_silent(
+    make_node: MakeNode, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.runtime.rawpeer import RawPeer
+
+    server = await make_node([Recorder()], keepalive_interval=0.1, keepalive_timeout=0.5)
+    silent = await RawPeer.connect(kind, server.addresses[0])
+    await wait_until(lambda: len(server.peers()) == 1, 5, "the raw peer is connected")
+    await wait_until(lambda: not server.peers(), 5, "the silent peer is dropped")
+    assert "keepalive timeout" in caplog.text
+    assert await silent.pings_until_closed() >= 1, "the node pinged before giving up"
+
+
+async def test_a_restarted_peer_is_redialled(kind: str) -> None:
+    identity = Identity.generate()
+    if kind == "tcp":
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    else:
+        address = "mem://restarted-peer"
+    first = build_node(kind, [Recorder()], listen=[address], identity=identity)
+    await first.start()
+    dialler = build_node(kind, listen=[], connect=[address])
+    await dialler.start()
+    try:
+        await wait_until(lambda: len(dialler.peers()) == 1, 5, "connected")
+        await first.close()
+        await wait_until(lambda: not dialler.peers(), 5, "the loss is noticed")
+        second = build_node(kind, [Recorder()], listen=[address], identity=identity)
+        await second.start()
+        try:
+            await wait_until(lambda: len(dialler.peers()) == 1, 10, "redialled")
+            assert await dialler.request(identity.peer_id, "record", "again") == 1
+        finally:
+            await second.close()
+    finally:
+        await dialler.close()
+        await first.close()
+
+
+async def test_shutdown_drains_the_mailbox(make_node: MakeNode, kind: str) -> None:
+    recorder = Recorder(delay=0.005)
+    server = build_node(kind, [recorder])
+    await server.start()
+    client = await make_node(listen=[])
+    peer = await client.connect(server.addresses[0])
+    for i in range(50):
+        await client.send(peer, "slow", i)
+    await server.close()
+    assert recorder.records[client.peer_id] == list(range(50))
+    with pytest.raises(PeerUnavailable):
+        await client.send(peer, "slow", 50)
+
+
+async def test_unreachable_and_oversized(make_node: MakeNode, kind: str) -> None:
+    server = await make_node([Recorder()], max_frame_size=64 * 1024)
+    client = await make_node(listen=[], max_frame_size=64 * 1024, dial_timeout=2.0)
+    nowhere = "tcp://127.0.0.1:1" if kind == "tcp" else "mem://nobody-here"
+    started = time.monotonic()
+    with pytest.raises(PeerUnavailable, match="cannot reach"):
+        await client.send(nowhere, "record", 1)
+    assert time.monotonic() - started < 3.0
+    with pytest.raises(PeerUnavailable, match="not connected"):
+        await client.send(Identity.generate().peer_id, "record", 1)
+    peer = await client.connect(server.addresses[0])
+    with pytest.raises(FrameTooLarge, match="max-frame-size"):
+        await client.send(peer, "record", "x" * 70_000)
+    assert await client.request(peer, "record", "still fine") == 1
+
+
+async def test_the_peer_limit_refuses_more_peers(make_node: MakeNode) -> None:
+    server = await make_node([Recorder()], peer_limit=1)
+    first = await make_node(listen=[])
+    second = await make_node(listen=[])
+    await first.connect(server.addresses[0])
+    with pytest.raises(PeerUnavailable, match="peer limit reached"):
+        await second.connect(server.addresses[0])
