@@ -1,0 +1,170 @@
+"""Broker discovery: what both back ends share (settings, lifetime, reporting, retries)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from p2phost_sdk import (
+    AnnouncementError,
+    ConfigError,
+    Discovery,
+    DiscoveryEvents,
+    PeerRecord,
+    RejectLog,
+    check_scope,
+)
+
+from ._format import Presence, decode
+
+log = logging.getLogger("p2phost.plugin.broker-discovery")
+#: Seconds any single broker operation may take.
+BROKER_TIMEOUT = 5.0
+SCHEMES = ("redis", "rediss", "nats", "tls")
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """``[config.broker-discovery]``, checked."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    scope: str = "default"
+    interval: float = 1.0
+    expiry: float = 5.0
+    advertise: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any],
+                    plugin: str = "broker-discovery") -> BrokerSettings:
+        """Settings from a validated config table; ConfigError for values out of range."""
+        settings = cls(url=config.get("url", cls.url), scope=config.get("scope", "default"),
+                       interval=config.get("interval", 1.0), expiry=config.get("expiry", 5.0),
+                       advertise=tuple(config.get("advertise") or ()))
+        check_scope(settings.scope, plugin)
+        if urlsplit(settings.url).scheme not in SCHEMES:
+            raise ConfigError(plugin, "url", "redis://HOST:PORT/DB or nats://HOST:PORT",
+                              settings.url)
+        if settings.interval <= 0:
+            raise ConfigError(plugin, "interval", "seconds > 0", settings.interval)
+        if settings.expiry < 2 * settings.interval:
+            raise ConfigError(plugin, "expiry", "at least twice the interval", settings.expiry)
+        return settings
+
+    @property
+    def backend(self) -> str:
+        """``redis`` or ``nats``."""
+        return "nats" if urlsplit(self.url).scheme in ("nats", "tls") else "redis"
+
+
+async def cancel_surely(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it, cancelling again if a client library swallowed it."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    await asyncio.gather(task, return_exceptions=True)
+
+
+class BrokerDiscovery(Discovery):
+    """Presence through a broker. Subclasses talk to one kind of broker."""
+
+    def __init__(self, settings: BrokerSettings, *, name: str = "broker-discovery",
+                 logger: logging.Logger | None = None) -> None:
+        self.settings = settings
+        self.name = name
+        self.log = logger or log
+        self.rejected = RejectLog(self.log)
+        self.events: DiscoveryEvents | None = None
+        self.known: dict[str, PeerRecord] = {}
+        self.wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    async def start(self, events: DiscoveryEvents) -> None:
+        """Start the heartbeat loop (it connects, and reconnects, by itself)."""
+        self.events = events
+        self._task = asyncio.create_task(self._run(), name=f"{self.name} heartbeat")
+
+    async def stop(self) -> None:
+        """Stop the heartbeats, remove our presence (the goodbye) and disconnect."""
+        if self._task is not None:
+            await cancel_surely(self._task)
+            self._task = None
+        try:
+            async with asyncio.timeout(BROKER_TIMEOUT):
+                await self.goodbye()
+        except Exception as exc:  # the broker may be gone; stopping must still finish
+            self.log.debug("no goodbye on %s: %s", self.settings.url, exc)
+        await self.disconnect()
+        self.events = None
+
+    @property
+    def addresses(self) -> list[str]:
+        """What this node announces."""
+        assert self.events is not None
+        return list(self.settings.advertise or self.events.addresses)
+
+    async def _run(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while True:
+            try:
+                async with asyncio.timeout(BROKER_TIMEOUT):
+                    await self.heartbeat()
+                if self._failing:
+                    self.log.info("broker %s is reachable again", self.settings.url)
+                self._failing = False
+            except Exception as exc:  # any broker trouble: say so once, retry next beat
+                if task.cancelling():
+                    # Client libraries turn our cancellation into their own errors.
+                    raise asyncio.CancelledError from exc
+                if not self._failing:
+                    self.log.warning("broker %s: %s: %s (retrying every %gs)",
+                                     self.settings.url, type(exc).__name__, exc,
+                                     self.settings.interval)
+                self._failing = True
+                await self.disconnect()
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.interval):
+                    await self.wake.wait()
+
+    def parse(self, data: bytes, sender: str) -> Presence | None:
+        """A presence entry from the broker, or None (logged) when it is malformed."""
+        try:
+            return decode(data, source=self.name)
+        except AnnouncementError as exc:
+            self.rejected.reject(sender, str(exc))
+            return None
+
+    def found(self, record: PeerRecord) -> None:
+        """Report ``record`` if it is new or changed (and not us)."""
+        assert record.peer_id is not None
+        if self.events is None or record.peer_id == self.events.peer_id:
+            return
+        if self.known.get(record.peer_id) != record:
+            self.known[record.peer_id] = record
+            self.events.peer_found(record)
+
+    def lost(self, peer_id: str) -> None:
+        """Report ``peer_id`` lost if it was known."""
+        record = self.known.pop(peer_id, None)
+        if record is not None and self.events is not None:
+            self.events.peer_lost(record)
+
+    @abstractmethod
+    async def heartbeat(self) -> None:
+        """Connect if needed, refresh our presence, and report what changed."""
+
+    @abstractmethod
+    async def goodbye(self) -> None:
+        """Remove our presence now (on stop)."""
+
+    @abstractmethod
+    async def disconnect(self) -> None:
+        """Drop the broker connection (idempotent; it is remade by the next heartbeat)."""
