@@ -123,6 +123,7 @@ class Node:
         self._targets: dict[str, asyncio.Task[None]] = {}
         self._dial_locks: dict[str, asyncio.Lock] = {}
         self._address_peers: dict[str, str] = {}
+        self._waiting: dict[str, PeerRecord] = {}
         self._topic_bytes: dict[str, bytes] = {}
         self._warned_topics: set[tuple[str, str]] = set()
         self._listeners: list[Any] = []
@@ -173,8 +174,11 @@ class Node:
         return infos
 
     def peer_found(self, record: PeerRecord) -> None:
-        """Discovery found a peer: keep a connection to it."""
+        """Discovery found a peer: keep a connection to it (while [node] peer-limit allows)."""
         if record.peer_id == self.peer_id:
+            return
+        if not self._room_for(record):
+            self._waiting[record.peer_id or record.addresses[0]] = record
             return
         for address in record.addresses:
             if address not in self._addresses:
@@ -182,6 +186,7 @@ class Node:
 
     def peer_lost(self, record: PeerRecord) -> None:
         """Discovery lost a peer: stop redialling it (an open connection stays)."""
+        self._waiting.pop(record.peer_id or record.addresses[0], None)
         for address in record.addresses:
             task = self._targets.pop(address, None)
             if task is not None:
@@ -216,13 +221,40 @@ class Node:
                 log.warning(INSECURE_WARNING)
             self._tasks.spawn(self._keepalive(), "keepalive")
             for discovery in self._discovery:
-                await discovery.start(self)
+                await self._start_discovery(discovery)
             for address in self.options.connect:
                 self._keep_connected(address)
         except BaseException:
             await self.close()
             raise
         self._notify("p2phost_node_started", peer_id=self.peer_id, addresses=self.addresses)
+
+    # -- discovery guards (issue 8): a failing plugin, and [node] peer-limit -----------
+
+    async def _start_discovery(self, discovery: Discovery) -> None:
+        # One discovery plugin failing must stop neither the node nor the other plugins.
+        try:
+            async with asyncio.timeout(self.options.dial_timeout):
+                await discovery.start(self)
+        except Exception as exc:
+            log.error("discovery %s failed to start, running without it: %s: %s",
+                      type(discovery).__name__, type(exc).__name__, exc)
+
+    def _room_for(self, record: PeerRecord) -> bool:
+        if record.peer_id in self._table.peers:
+            return True
+        busy = set(self._table.peers) | {self._address_peers.get(a, a) for a in self._targets}
+        return len(busy) < self.options.peer_limit
+
+    def _dial_waiting(self) -> None:
+        # A peer left: dial peers that discovery found while the node was full.
+        while self._waiting and not self._closing:
+            key = next(iter(self._waiting))
+            record = self._waiting.pop(key)
+            if not self._room_for(record):
+                self._waiting[key] = record
+                return
+            self.peer_found(record)
 
     async def close(self) -> None:
         """Graceful shutdown: stop dialling and listening, say goodbye to every peer,
@@ -351,6 +383,7 @@ class Node:
         for mailbox in self._mailboxes:
             mailbox.peer_gone(peer.peer_id)
         self._notify("p2phost_peer_lost", peer=channel.info, reason=reason)
+        self._dial_waiting()
 
     async def _retire(self, channel: Channel, reason: str) -> None:
         log.debug("retiring connection to %s (%s): %s", channel.peer_id, channel.address, reason)
