@@ -99,7 +99,10 @@ class TlsConnection(SecureConnection):
         """The next frame, decrypted and authenticated."""
         frames = self._frames
         while not frames:
-            self._tls.bio_write(await self._inner.recv())
+            data = await self._inner.recv()
+            if not data:  # carries no TLS bytes (and OpenSSL refuses to take none)
+                continue
+            self._tls.bio_write(data)
             buffer = self._buffer
             try:
                 while True:

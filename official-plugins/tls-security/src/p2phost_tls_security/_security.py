@@ -136,7 +136,9 @@ class TlsSecurity(Security):
             await flush(tls, connection, self._chunk)
             if finished:
                 break
-            tls.bio_write(await connection.recv())
+            data = await connection.recv()
+            if data:  # an empty frame carries no TLS bytes (and OpenSSL refuses to take none)
+                tls.bio_write(data)
         if attempt.peer_id is None:  # OpenSSL guarantees a verified certificate by now
             raise HandshakeError(f"tls handshake with {where}: the peer presented no identity")
         return TlsConnection(
