@@ -124,6 +124,7 @@ class Node:
         self._dial_locks: dict[str, asyncio.Lock] = {}
         self._address_peers: dict[str, str] = {}
         self._waiting: dict[str, PeerRecord] = {}
+        self._expected: dict[str, str] = {}
         self._topic_bytes: dict[str, bytes] = {}
         self._warned_topics: set[tuple[str, str]] = set()
         self._listeners: list[Any] = []
@@ -182,6 +183,8 @@ class Node:
             return
         for address in record.addresses:
             if address not in self._addresses:
+                if record.peer_id:  # the handshake must prove the id discovery announced
+                    self._expected[address] = record.peer_id
                 self._keep_connected(address)
 
     def peer_lost(self, record: PeerRecord) -> None:
@@ -417,7 +420,8 @@ class Node:
             peer = self._table.get(peer_id) if peer_id else None
             if peer is None:
                 try:
-                    peer_id = await self.connect(address)
+                    peer_id = await self.connect(address,
+                                                 expected_peer_id=self._expected.get(address))
                 except (PeerUnavailable, NodeConfigError) as exc:
                     if failures == 0 or failures % 10 == 9:
                         log.warning("cannot connect to %s (will retry): %s", address, exc)
@@ -432,8 +436,12 @@ class Node:
                 await peer.gone.wait()
             await asyncio.sleep(backoff.delay(0))
 
-    async def connect(self, address: str) -> str:
-        """Dial ``address`` (or reuse the connection to it); returns the peer id."""
+    async def connect(self, address: str, *, expected_peer_id: str | None = None) -> str:
+        """Dial ``address`` (or reuse the connection to it); returns the peer id.
+
+        With ``expected_peer_id`` (what discovery announced), a peer that cannot prove
+        that id fails the handshake.
+        """
         lock = self._dial_locks.setdefault(address, asyncio.Lock())
         async with lock:
             known = self._address_peers.get(address)
@@ -447,7 +455,8 @@ class Node:
             except TransportError as exc:
                 raise PeerUnavailable(str(exc)) from exc
             try:
-                channel = await self._open(connection, initiator=True, address=address)
+                channel = await self._open(connection, initiator=True, address=address,
+                                           expected_peer_id=expected_peer_id)
             except HandshakeError as exc:
                 raise PeerUnavailable(f"{address}: handshake failed: {exc}") from exc
             self._address_peers[address] = channel.peer_id
