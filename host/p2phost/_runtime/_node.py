@@ -184,13 +184,16 @@ class Node:
         for address in record.addresses:
             if address not in self._addresses:
                 if record.peer_id:  # the handshake must prove the id discovery announced
-                    self._expected[address] = record.peer_id
+                    # First come stays: a forged record must not re-aim a known address.
+                    self._expected.setdefault(address, record.peer_id)
                 self._keep_connected(address)
 
     def peer_lost(self, record: PeerRecord) -> None:
         """Discovery lost a peer: stop redialling it (an open connection stays)."""
         self._waiting.pop(record.peer_id or record.addresses[0], None)
         for address in record.addresses:
+            if self._expected.get(address) == record.peer_id:
+                del self._expected[address]
             task = self._targets.pop(address, None)
             if task is not None:
                 task.cancel()
