@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -55,6 +56,7 @@ def version_json(version: VersionRecord) -> dict[str, Any]:
                 "packagetype": f.packagetype,
                 "uploaded": f.uploaded,
                 "signature_url": f.url + ".sig" if f.has_signature else None,
+                "publisher_key": f.publisher_key,
             }
             for f in version.files
         ],
@@ -251,6 +253,23 @@ async def add_owner(request: Request) -> Response:
     return JSONResponse({"name": plugin.name, "owners": list(plugin.owners)})
 
 
+async def publisher_key(request: Request) -> Response:
+    """POST /api/v1/publisher-key {"publisher_key": "ed25519:...", "proof": "BASE64"}"""
+    reg = registry_of(request)
+    actor = await reg.actor(request)
+    body = await _json_body(request)
+    key, proof = body.get("publisher_key"), body.get("proof")
+    if not isinstance(key, str) or not isinstance(proof, str):
+        raise BadRequest('send {"publisher_key": "ed25519:...", "proof": "BASE64"}; '
+                         "p2phost key register does")
+    try:
+        raw_proof = base64.b64decode(proof, validate=True)
+    except ValueError as exc:
+        raise BadRequest('"proof" is not base64') from exc
+    previous = await reg.call(reg.store.register_publisher_key, actor, key, raw_proof)
+    return JSONResponse({"owner": actor.owner, "publisher_key": key, "previous": previous})
+
+
 async def openapi(request: Request) -> Response:
     """GET /api/v1/openapi.json"""
     return JSONResponse(OPENAPI)
@@ -260,6 +279,7 @@ ROUTES = [
     Route("/api/v1/openapi.json", openapi),
     Route("/api/v1/plugins", search_plugins),
     Route("/api/v1/upload", upload, methods=["POST"]),
+    Route("/api/v1/publisher-key", publisher_key, methods=["POST"]),
     Route("/api/v1/plugins/{name}", plugin_info),
     Route("/api/v1/plugins/{name}/audit", audit_log),
     Route("/api/v1/plugins/{name}/owners", add_owner, methods=["POST"]),

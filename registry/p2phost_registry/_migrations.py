@@ -90,6 +90,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO meta (key, value) VALUES ('generation', '0')",
         ),
     ),
+    Migration(
+        3,
+        "publisher keys: each owner's current key, and the key that signed each file",
+        (
+            "ALTER TABLE files ADD COLUMN publisher_key TEXT",
+            # One row per owner: the current key; earlier keys are in the audit log.
+            """CREATE TABLE publisher_keys (
+                owner TEXT PRIMARY KEY,
+                publisher_key TEXT NOT NULL,
+                added TEXT NOT NULL
+            )""",
+        ),
+    ),
 )
 
 #: The schema version this code reads and writes.

@@ -22,6 +22,7 @@ _ERRORS = {
         (404, "no such plugin or version; the message suggests close names"),
         (409, "the file exists (versions are immutable) or the name is too close to another"),
         (413, "the upload is too large"),
+        (422, "a signed upload uses another key than its owner's publisher key"),
     )
 }
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
@@ -35,6 +36,8 @@ _FILE = {"type": "object", "properties": {
     "packagetype": {"type": "string", "enum": ["bdist_wheel", "sdist"]},
     "uploaded": {"type": "string", "format": "date-time"},
     "signature_url": {"type": ["string", "null"]},
+    "publisher_key": {"type": ["string", "null"],
+                      "description": "ed25519:BASE64 key of the file's p2phost signature"},
 }}
 _VERSION_SCHEMA = {"type": "object", "properties": {
     "version": {"type": "string"}, "summary": {"type": "string"},
@@ -64,7 +67,9 @@ _HIT = {"type": "object", "properties": {
 _MULTIPART = {"content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
     "properties": {"file": {"type": "string", "format": "binary"},
-                   "signature": {"type": "string", "format": "binary"}},
+                   "signature": {"type": "string", "format": "binary",
+                                 "description": "a p2phost signature document (checked) "
+                                                "or another signature (stored as is)"}},
 }}}}
 
 
@@ -134,6 +139,18 @@ OPENAPI: dict[str, Any] = {
                 "type": "object", "required": ["owner"],
                 "properties": {"owner": {"type": "string"}}}}}},
             "responses": {"200": _json({"type": "object"}, "the owners now"), **_ERRORS},
+        }},
+        "/api/v1/publisher-key": {"post": {
+            "summary": "Register the token owner's publisher key (a token without scopes)",
+            "security": _BEARER,
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "required": ["publisher_key", "proof"],
+                "properties": {"publisher_key": {"type": "string"},
+                               "proof": {"type": "string", "description": "base64 signature "
+                                         "by the key over p2phost-publisher-key-v1\\n + key"}},
+            }}}},
+            "responses": {"200": _json({"type": "object"}, "owner, publisher_key, previous"),
+                          **_ERRORS},
         }},
     },
 }

@@ -35,6 +35,9 @@ class FileRecord:
     uploaded: str
     core_metadata_sha256: str | None
     has_signature: bool
+    #: The ``ed25519:BASE64`` key whose p2phost signature the file carries (None: unsigned,
+    #: or a foreign signature such as GPG that the registry stores but cannot check).
+    publisher_key: str | None = None
 
     @property
     def url(self) -> str:

@@ -30,6 +30,7 @@ from ._records import (
     PublishResult,
     VersionRecord,
 )
+from ._signatures import check_signature, hold_to_key, register_key
 from ._validate import Inspected, inspect_upload
 
 #: Uploads larger than this are refused unless the store is opened with another limit.
@@ -37,7 +38,7 @@ DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 TOKEN_PREFIX = "p2ph_"
 _FILE_COLUMNS = (
     "filename, plugin, version, packagetype, sha256, size, uploaded, "
-    "core_metadata_sha256, has_signature"
+    "core_metadata_sha256, has_signature, publisher_key"
 )
 
 
@@ -164,12 +165,15 @@ class Store:
                     f"the token of {actor.owner} is limited to {', '.join(actor.scopes)} and "
                     f"may not publish {info.name}; create a token with --scope {info.name}"
                 )
-            return self._commit_upload(actor, info, upload, signature)
+            signed_by = check_signature(signature, info)
+            return self._commit_upload(actor, info, upload, signature,
+                                       signed_by.publisher_key if signed_by else None)
         finally:
             upload.unlink(missing_ok=True)
 
     def _commit_upload(
-        self, actor: Actor, info: Inspected, upload: Path, signature: bytes | None
+        self, actor: Actor, info: Inspected, upload: Path, signature: bytes | None,
+        publisher_key: str | None,
     ) -> PublishResult:
         final = self.files_dir / info.name / info.filename
         sig_final = final.with_name(final.name + ".sig")
@@ -177,6 +181,9 @@ class Store:
         try:
             with self.db.transaction() as tx:
                 created = self._claim_name(tx, actor, info)
+                if publisher_key is not None and hold_to_key(tx, actor.owner, publisher_key):
+                    _audit(tx, actor.owner, "publisher-key", info.name, info.version,
+                           f"first publisher key of {actor.owner}: {publisher_key}")
                 clash = tx.one(
                     "SELECT filename FROM files WHERE lower(filename) = lower(?)", (info.filename,)
                 )
@@ -204,9 +211,10 @@ class Store:
                 )
                 tx.run(
                     f"INSERT INTO files ({_FILE_COLUMNS}, core_metadata) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (info.filename, info.name, info.version, info.packagetype, info.sha256,
-                     info.size, now, core_sha, int(signature is not None), info.core_metadata),
+                     info.size, now, core_sha, int(signature is not None), publisher_key,
+                     info.core_metadata),
                 )
                 _audit(tx, actor.owner, "publish", info.name, info.version, info.filename)
                 final.parent.mkdir(parents=True, exist_ok=True)
@@ -306,6 +314,23 @@ class Store:
                 (name, owner, now_iso()),
             )
             _audit(tx, actor.owner, "add-owner", name, None, owner)
+
+    def register_publisher_key(self, actor: Actor, key: str, proof: bytes) -> str | None:
+        """Make ``key`` the actor's publisher key (needs an unscoped token); the previous one."""
+        if actor.scopes:
+            raise Forbidden(
+                f"registering a publisher key changes it for every plugin of {actor.owner}, so "
+                f"it needs a token without --scope: p2phost registry token create --owner "
+                f"{actor.owner}")
+        with self.db.transaction() as tx:
+            previous = register_key(tx, actor.owner, key, proof)
+            if previous != key:
+                owned = [r[0] for r in tx.all("SELECT plugin FROM owners WHERE owner = ?",
+                                              (actor.owner,))]
+                for plugin in owned:
+                    _audit(tx, actor.owner, "publisher-key", plugin, None,
+                           f"publisher key of {actor.owner}: {previous or 'none'} -> {key}")
+        return previous
 
     def count_download(self, name: str) -> None:
         """Count one download of one of ``name``'s files."""
@@ -417,7 +442,7 @@ def _file(row: tuple[Any, ...]) -> FileRecord:
     return FileRecord(
         filename=row[0], plugin=row[1], version=row[2], packagetype=row[3], sha256=row[4],
         size=int(row[5]), uploaded=row[6], core_metadata_sha256=row[7],
-        has_signature=bool(row[8]),
+        has_signature=bool(row[8]), publisher_key=row[9],
     )
 
 
