@@ -108,13 +108,15 @@ class RegistryClient:
                  tb: TracebackType | None) -> None:
         self._http.close()
 
-    def upload(self, path: Path, on_chunk: Callable[[int], None] = lambda n: None
-               ) -> Published:
-        """Upload one wheel or sdist; the registry's answer."""
+    def upload(self, path: Path, on_chunk: Callable[[int], None] = lambda n: None,
+               signature: bytes | None = None) -> Published:
+        """Upload one wheel or sdist (with its signature document); the registry's answer."""
         with path.open("rb") as file:
-            data = self._call("POST", "/api/v1/upload", path.name,
-                              files={"file": (path.name, _Progress(file, on_chunk),
-                                              "application/octet-stream")})
+            files: dict[str, Any] = {"file": (path.name, _Progress(file, on_chunk),
+                                              "application/octet-stream")}
+            if signature is not None:
+                files["signature"] = (path.name + ".sig", signature, "application/json")
+            data = self._call("POST", "/api/v1/upload", path.name, files=files)
         page = urljoin(self.registry + "/", str(data.get("url", "")).lstrip("/"))
         return Published(str(data.get("filename", path.name)), str(data.get("name", "")),
                          str(data.get("version", "")), page)
@@ -123,6 +125,11 @@ class RegistryClient:
         """Yank ``name`` ``version``; the registry's answer."""
         path = f"/api/v1/plugins/{quote(normalize_name(name))}/{quote(version)}/yank"
         return self._call("POST", path, f"{name} {version}", json={"reason": reason})
+
+    def register_key(self, publisher_key: str, proof: str) -> dict[str, Any]:
+        """Make ``publisher_key`` the token owner's key (``proof``: its base64 signature)."""
+        return self._call("POST", "/api/v1/publisher-key", "the publisher key",
+                          json={"publisher_key": publisher_key, "proof": proof})
 
     def _call(self, method: str, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
         try:

@@ -205,20 +205,30 @@ def publish(
                                          "or wheels and sdists.", show_default="."),
     registry: str | None = _REGISTRY,
     token: str | None = _TOKEN,
+    # -- signing (p2phost key new makes the key) --
+    sign: bool = typer.Option(False, "--sign", help="Sign each file with your publisher key."),
+    key: Path | None = typer.Option(None, "--key", metavar="KEYFILE",
+                                    help="The publisher key to sign with (implies --sign; "
+                                         "default: ~/.config/p2phost/publisher.key)."),
 ) -> None:
     """Upload a plugin's wheel and sdist to a registry."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     from .._authoring import RegistryClient, upload_files
+    from .._keys import default_key_path, load_key, public_key_of, sign_file
 
     files = upload_files(targets or [Path(".")])
+    signer = load_key(key or default_key_path()) if sign or key else None
+    if signer is not None:
+        console.print(f"signing with {public_key_of(signer)}")
     url = _registry_url(registry)
     with RegistryClient(url, token) as client, \
             Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                      console=console, transient=True, disable=not console.is_terminal) as bar:
         for path in files:
             task = bar.add_task(f"uploading {path.name}", total=path.stat().st_size)
-            published = client.upload(path, functools.partial(bar.advance, task))
+            signature = sign_file(signer, path).to_bytes() if signer else None
+            published = client.upload(path, functools.partial(bar.advance, task), signature)
             bar.remove_task(task)
             console.print(f"published {published.filename} to {url}")
     console.print(f"{published.name} {published.version}: {published.url}")
