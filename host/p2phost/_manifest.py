@@ -69,6 +69,8 @@ class Manifest:
     plugins: dict[str, str]
     #: normalised plugin name -> its ``[config.NAME]`` table.
     config: dict[str, dict[str, Any]]
+    #: ``[registry] require-signed``: refuse plugins without a publisher signature.
+    require_signed: bool = False
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -127,10 +129,17 @@ class _Reader:
                     fix=f"remove or rename {key!r}",
                 ))
         node = self.read_node(self.table(data, "node"))
-        registries = self.read_registries(self.table(data, "registry"))
+        registry = self.table(data, "registry")
+        registries = self.read_registries(registry)
         plugins = self.read_plugins(self.table(data, "plugins"))
         config = self.read_config(self.table(data, "config"), plugins)
-        manifest = Manifest(self.path, self.text, node, registries, plugins, config)
+        require_signed = registry.get("require-signed", False)
+        if not isinstance(require_signed, bool):
+            self.problem("registry", "require-signed", f"expected true or false, got "
+                         f"{require_signed!r}")
+            require_signed = False
+        manifest = Manifest(self.path, self.text, node, registries, plugins, config,
+                            require_signed)
         return manifest, self.problems
 
     def table(self, data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -162,8 +171,8 @@ class _Reader:
         url = table.get("url", [])
         urls = [url] if isinstance(url, str) else url
         for key in table:
-            if key != "url":
-                self.problem("registry", key, "unknown key (known: url)")
+            if key not in ("url", "require-signed"):
+                self.problem("registry", key, "unknown key (known: url, require-signed)")
         if not isinstance(urls, list) or not all(
             isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls
         ):

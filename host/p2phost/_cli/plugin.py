@@ -7,6 +7,7 @@ the commands that use them: every ``p2phost`` invocation imports this module.
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,10 +17,10 @@ import typer
 
 from .._errors import UserError
 from .._project import Project
-from ._output import console
+from ._output import console, err_console
 
 if TYPE_CHECKING:
-    from .._install import Change, Installer
+    from .._install import Change, Installer, SigningPolicy
 
 plugin_app = typer.Typer(help="Install, inspect and author plugins.", no_args_is_help=True)
 
@@ -27,6 +28,12 @@ _REGISTRY = typer.Option(None, "--registry", metavar="URL",
                          help="Ask this registry (several: comma-separated) instead of the "
                               "configured ones.")
 _YES = typer.Option(False, "--yes", "-y", help="Do not ask before installing (for scripts).")
+_REQUIRE_SIGNED = typer.Option(False, "--require-signed",
+                               help="Refuse plugins not signed by a publisher key (also "
+                                    "[registry] require-signed = true in p2phost.toml).")
+_TRUST_NEW_KEY = typer.Option(False, "--trust-new-key",
+                              help="Accept a plugin signed by another publisher key than the "
+                                   "one p2phost.lock pins, and pin the new key.")
 _REQUEST = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*?)\s*$")
 
 
@@ -49,18 +56,35 @@ def _parse_request(text: str) -> tuple[str, str]:
 
 
 @contextmanager
-def _installer(registry: str | None) -> Iterator[Installer]:
-    """An installer for the project here, with a progress bar on a terminal."""
-    from .._install import Installer, registry_urls
+def _installer(registry: str | None, *, require_signed: bool = False,
+               trust_new_key: bool = False, command: str = "") -> Iterator[Installer]:
+    """An installer for the project here, with a progress bar on a terminal.
+
+    Its warnings (unsigned plugins) are printed when the block ends without an error.
+    """
+    from .._install import SigningPolicy, registry_urls
 
     project = Project.find()
     urls = registry_urls(registry, project.manifest.registries)
+    signing = SigningPolicy(require_signed or project.manifest.require_signed, trust_new_key,
+                            command or "p2phost plugin install")
+    with _installer_for(project, urls, signing) as installer:
+        yield installer
+    for warning in installer.warnings:
+        err_console.print(warning)
+
+
+@contextmanager
+def _installer_for(project: Project, urls: list[str], signing: SigningPolicy,
+                   ) -> Iterator[Installer]:
+    from .._install import Installer
+
     if not console.is_terminal:
         def announce(label: str, total: int | None) -> Callable[[int], None]:
             size = f" ({total / 1024:.0f} KiB)" if total else ""
             console.print(f"downloading {label}{size}")
             return lambda n: None
-        yield Installer(project, urls, progress=announce)
+        yield Installer(project, urls, progress=announce, signing=signing)
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -69,7 +93,7 @@ def _installer(registry: str | None) -> Iterator[Installer]:
         def start(label: str, total: int | None) -> Callable[[int], None]:
             task = bar.add_task(label, total=total)
             return lambda n: bar.advance(task, n)
-        yield Installer(project, urls, progress=start)
+        yield Installer(project, urls, progress=start, signing=signing)
 
 
 def _show_and_confirm(changes: Sequence[Change], yes: bool) -> None:
@@ -105,10 +129,14 @@ def install(
                                          help="Plugins to add (none: everything declared)."),
     registry: str | None = _REGISTRY,
     yes: bool = _YES,
+    require_signed: bool = _REQUIRE_SIGNED,
+    trust_new_key: bool = _TRUST_NEW_KEY,
 ) -> None:
     """Resolve, download, verify and install plugins; record them in p2phost.toml and the lock."""
     wanted = dict(_parse_request(r) for r in requests or [])
-    with _installer(registry) as installer:
+    command = shlex.join(["p2phost", "plugin", "install", *(requests or [])])
+    with _installer(registry, require_signed=require_signed, trust_new_key=trust_new_key,
+                    command=command) as installer:
         plan = installer.plan_install(wanted)
         _show_and_confirm(plan.changes, yes)
         installer.apply(plan)
@@ -121,9 +149,13 @@ def upgrade(
                                       help="Plugins to upgrade (none: all)."),
     registry: str | None = _REGISTRY,
     yes: bool = _YES,
+    require_signed: bool = _REQUIRE_SIGNED,
+    trust_new_key: bool = _TRUST_NEW_KEY,
 ) -> None:
     """Upgrade plugins to the newest versions p2phost.toml's specifiers allow."""
-    with _installer(registry) as installer:
+    command = shlex.join(["p2phost", "plugin", "upgrade", *(names or [])])
+    with _installer(registry, require_signed=require_signed, trust_new_key=trust_new_key,
+                    command=command) as installer:
         plan = installer.plan_upgrade(names or [])
         _show_and_confirm(plan.changes, yes)
         installer.apply(plan)
@@ -149,9 +181,10 @@ def remove(
 def sync(
     offline: bool = typer.Option(False, "--offline",
                                  help="Install from the download cache only."),
+    require_signed: bool = _REQUIRE_SIGNED,
 ) -> None:
-    """Make the plugin environment match p2phost.lock exactly."""
-    with _installer(None) as installer:
+    """Make the plugin environment match p2phost.lock exactly (signatures checked)."""
+    with _installer(None, require_signed=require_signed) as installer:
         changes = installer.sync(offline=offline)
         missing = [n for n in installer.project.manifest.plugins
                    if installer.lock.plugin(n) is None]

@@ -9,6 +9,7 @@ from ._http import Fetcher
 from ._installer import Change, Installer, Plan, default_specifier
 from ._registry import PluginInfo, RegistryClient, Release, RemoteFile, registry_urls
 from ._resolver import Requirement, Resolution, resolve
+from ._signing import PublisherKeyChanged, SignatureRefused, SigningPolicy, UnsignedRefused
 
 __all__ = [
     "Change",
@@ -19,6 +20,7 @@ __all__ = [
     "IntegrityError",
     "Plan",
     "PluginInfo",
+    "PublisherKeyChanged",
     "RegistryClient",
     "RegistryError",
     "Release",
@@ -26,7 +28,10 @@ __all__ = [
     "Requirement",
     "Resolution",
     "ResolutionError",
+    "SignatureRefused",
+    "SigningPolicy",
     "UnknownPlugin",
+    "UnsignedRefused",
     "default_cache_dir",
     "default_specifier",
     "registry_urls",

@@ -34,6 +34,7 @@ from ._http import Fetcher
 from ._pydeps import resolve_packages
 from ._registry import PluginInfo, RegistryClient, Release
 from ._resolver import Requirement, resolve, usable
+from ._signing import SigningPolicy, check_lock, check_pin, verify_download
 from ._wheels import python_requirements
 
 #: How long to wait for another p2phost command working on the same project.
@@ -81,8 +82,12 @@ class Installer:
 
     def __init__(self, project: Project, registries: list[str], *,
                  cache: DownloadCache | None = None, fetcher: Fetcher | None = None,
-                 progress: ProgressFactory | None = None) -> None:
+                 progress: ProgressFactory | None = None,
+                 signing: SigningPolicy | None = None) -> None:
         self.project = project
+        self.signing = signing or SigningPolicy()
+        #: Warnings for the user (unsigned plugins), in the order they arose.
+        self.warnings: list[str] = []
         self.env = project.environment
         self.cache = cache or DownloadCache()
         self.fetcher = fetcher or Fetcher.from_env()
@@ -185,11 +190,14 @@ class Installer:
         """Fetch, verify, stage and switch to ``plan``; then record it. Returns the new lock."""
         with self._exclusive():
             lock = self._target_lock(plan)
+            adding = not plan.undeclare
+            if adding:
+                check_lock(lock, self.signing, self.warnings.append,
+                           frozenset(c.name for c in plan.changes if c.new))
             if lock == self.lock and not self._drift(lock):
                 self._edit_manifest(plan)  # e.g. a new specifier the same version satisfies
                 return lock
             staged = self._stage(lock, offline=False)
-            adding = not plan.undeclare
             if not adding:
                 self._edit_manifest(plan)
                 lock.save(self.project.lock_path)
@@ -208,6 +216,8 @@ class Installer:
         with self._exclusive():
             lock = Lock.load(self.project.lock_path)
             changes = self._drift(lock)
+            check_lock(lock, self.signing, self.warnings.append,
+                       frozenset(c.name for c in changes if c.new))
             if changes:
                 self._commit(self._stage(lock, offline=offline))
             return changes
@@ -233,11 +243,15 @@ class Installer:
             assert wheel is not None  # the resolver only picks releases with a fitting wheel
             path = self.cache.fetch(wheel.url, wheel.sha256, wheel.filename, self.fetcher,
                                     self.progress, wheel.size)
+            signed = verify_download(item, wheel, self.fetcher)
+            check_pin(item, signed, locked, self.signing)
             plugins.append(LockedFile(
                 name=item.name, version=str(item.version), source=item.source,
                 filename=wheel.filename, sha256=wheel.sha256,
                 requires=tuple(sorted(item.requires)), url=wheel.url,
-                dependencies=python_requirements(path)))
+                dependencies=python_requirements(path),
+                signature=signed.signature if signed else None,
+                publisher_key=signed.publisher_key if signed else None))
         needs = sorted({d for p in plugins for d in p.dependencies})
         before = sorted({d for p in self.lock.plugins for d in p.dependencies})
         packages = self.lock.packages if needs == before else resolve_packages(needs)

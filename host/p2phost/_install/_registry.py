@@ -34,6 +34,8 @@ class RemoteFile:
     size: int | None = None
     packagetype: str = "bdist_wheel"
     signature_url: str | None = None
+    #: ``ed25519:BASE64`` of the key the registry says signed the file (None: unsigned).
+    publisher_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,7 @@ def _parse_plugin(base: str, name: str, data: Any) -> PluginInfo:
                 size=f.get("size"),
                 packagetype=str(f.get("packagetype", "bdist_wheel")),
                 signature_url=f.get("signature_url"),
+                publisher_key=f.get("publisher_key"),
             ) for f in row.get("files", []))
             releases.append(Release(
                 name=name, version=version, source=base,
