@@ -74,6 +74,25 @@ class CodecConformance:
         assert codec.decode(data) == value
         assert codec.encode(value) == data, "encoding must be deterministic"
 
+    def test_values_hypothesis_generates_round_trip(self, codec: Codec) -> None:
+        """Property test: any value of the JSON data model (a failure is shrunk to the least)."""
+        pytest.importorskip("hypothesis")
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+                   | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
+        values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5)
+                              | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+                              max_leaves=20)
+
+        @settings(max_examples=150, deadline=None, database=None)
+        @given(values)
+        def round_trip(value: Any) -> None:
+            assert codec.decode(codec.encode(value)) == value
+
+        round_trip()
+
     def test_a_large_value_round_trips(self, codec: Codec) -> None:
         value = {"text": "x" * (1 << 20), "items": list(range(10_000))}
         assert codec.decode(codec.encode(value)) == value
