@@ -158,6 +158,7 @@ class HandshakeState:
         if len(message) > MAX_MESSAGE:
             raise NoiseError(f"a handshake message of {len(message)} bytes is over the "
                              f"Noise maximum of {MAX_MESSAGE}")
+        message = bytes(message)  # key parsers take bytes only, not other buffers
         offset = 0
         for token in _PATTERN[self._step]:
             if token == "e":

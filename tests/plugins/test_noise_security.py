@@ -1,0 +1,164 @@
+"""noise-security: the SDK kit, interop with another Noise implementation, identity
+binding, real TCP with a man in the middle, and fuzzing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from noise.connection import Keypair
+from noise.connection import NoiseConnection as ReferenceNoise
+
+from p2phost_sdk import Connection, HandshakeError, Identity, Security
+from p2phost_sdk.testing import memory_pipe
+from p2phost_sdk.testing.security import SecurityConformance
+from tests.discovery.plugins import use_plugin_source
+
+from .security_support import ALICE, BOB, Recorder, SecurityOnTheWire
+
+use_plugin_source("noise-security")
+
+from p2phost_noise_security import NoiseSecurity  # noqa: E402
+from p2phost_noise_security._noise import (  # noqa: E402
+    PROTOCOL_NAME,
+    HandshakeState,
+    NoiseError,
+    pack_nonce,
+    public_bytes,
+)
+from p2phost_noise_security._security import PROLOGUE, SIGNATURE_PREFIX  # noqa: E402
+
+
+@pytest.fixture(params=[16 * 1024 * 1024, 4096], ids=["16MiB", "4KiB"])
+def max_frame_size(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
+class TestNoiseConformance(SecurityConformance):
+    @pytest.fixture
+    def security_factory(self, max_frame_size: int) -> Callable[[], Security]:
+        return lambda: NoiseSecurity(max_frame_size=max_frame_size)
+
+
+# -- the Noise handshake itself ---------------------------------------------------------------
+
+def _reference(initiator: bool, static: X25519PrivateKey) -> ReferenceNoise:
+    noise = ReferenceNoise.from_name(PROTOCOL_NAME)
+    noise.set_prologue(PROLOGUE)
+    noise.set_keypair_from_private_bytes(
+        Keypair.STATIC, static.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
+    if initiator:
+        noise.set_as_initiator()
+    else:
+        noise.set_as_responder()
+    noise.start_handshake()
+    return noise
+
+
+@pytest.mark.parametrize("we_initiate", [True, False])
+def test_the_handshake_agrees_byte_for_byte_with_the_noiseprotocol_package(
+        we_initiate: bool) -> None:
+    ours_static, theirs_static = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    ours = HandshakeState(initiator=we_initiate, static=ours_static, prologue=PROLOGUE)
+    theirs = _reference(not we_initiate, theirs_static)
+    payloads = [b"", b"second", b"third"]
+    for step, payload in enumerate(payloads):
+        if (step % 2 == 0) == we_initiate:
+            assert theirs.read_message(ours.write_message(payload)) == payload
+        else:
+            assert ours.read_message(theirs.write_message(payload)) == payload
+    assert ours.finished and theirs.handshake_finished
+    assert ours.handshake_hash == theirs.get_handshake_hash()
+    assert ours.remote_static == public_bytes(theirs_static)
+    send, recv = ours.split()
+    for n in range(3):
+        assert theirs.decrypt(send.encrypt(pack_nonce(n), b"ours %d" % n, None)) == b"ours %d" % n
+        assert recv.decrypt(pack_nonce(n), theirs.encrypt(b"theirs %d" % n), None) == (
+            b"theirs %d" % n)
+
+
+def test_a_low_order_ephemeral_key_is_refused() -> None:
+    responder = HandshakeState(initiator=False, static=X25519PrivateKey.generate(),
+                               prologue=PROLOGUE)
+    responder.read_message(bytes(32))  # the all-zero point: every DH with it gives zeros
+    with pytest.raises(NoiseError, match="invalid X25519 public key"):
+        responder.write_message(b"")
+
+
+def test_messages_out_of_turn_are_refused() -> None:
+    initiator = HandshakeState(initiator=True, static=X25519PrivateKey.generate(),
+                               prologue=PROLOGUE)
+    with pytest.raises(NoiseError, match="out of turn"):
+        initiator.read_message(bytes(32))
+    with pytest.raises(NoiseError, match="before the handshake finished"):
+        initiator.split()
+
+
+# -- identity binding -------------------------------------------------------------------------
+
+async def _impostor(connection: Connection, payload: Callable[[bytes], bytes]) -> None:
+    """An initiator that runs real Noise but sends ``payload(its static key)`` as identity."""
+    static = X25519PrivateKey.generate()
+    state = HandshakeState(initiator=True, static=static, prologue=PROLOGUE)
+    await connection.send(state.write_message(b""))
+    state.read_message(await connection.recv())
+    await connection.send(state.write_message(payload(public_bytes(static))))
+
+
+@pytest.mark.parametrize("forgery", ["signed-by-the-impostor", "replayed-from-the-victim"])
+async def test_a_node_presenting_another_nodes_peer_id_cannot_complete_the_handshake(
+        forgery: str) -> None:
+    victim, impostor = Identity.generate(), Identity.generate()
+    victims_security = NoiseSecurity()
+
+    def payload(impostor_static: bytes) -> bytes:
+        if forgery == "signed-by-the-impostor":
+            return victim.public_key + impostor.sign(SIGNATURE_PREFIX + impostor_static)
+        # The victim's genuine payload, as every peer it ever talked to has seen it.
+        return victims_security._payload(victim)
+
+    a, b = memory_pipe()
+    impostor_task = asyncio.create_task(_impostor(a, payload))
+    with pytest.raises(HandshakeError, match=f"claims peer id {victim.peer_id}"):
+        await NoiseSecurity().secure(b, identity=BOB, initiator=False,
+                                     expected_peer_id=None, timeout=5)
+    await impostor_task
+    await a.close()
+
+
+async def test_the_impostor_harness_passes_with_its_own_identity() -> None:
+    impostor = Identity.generate()  # the control: same harness, honest payload
+    a, b = memory_pipe()
+    impostor_task = asyncio.create_task(_impostor(
+        a, lambda static: impostor.public_key + impostor.sign(SIGNATURE_PREFIX + static)))
+    secured = await NoiseSecurity().secure(b, identity=BOB, initiator=False,
+                                           expected_peer_id=None, timeout=5)
+    assert secured.remote_peer_id == impostor.peer_id
+    await impostor_task
+    await secured.close()
+
+
+async def test_an_initiator_refusing_the_responder_never_reveals_its_identity() -> None:
+    a, b = memory_pipe()
+    recorder = Recorder(a)
+    outcomes = await asyncio.gather(
+        NoiseSecurity().secure(recorder, identity=ALICE, initiator=True,
+                               expected_peer_id=Identity.generate().peer_id, timeout=5),
+        NoiseSecurity().secure(b, identity=BOB, initiator=False, expected_peer_id=None,
+                               timeout=5),
+        return_exceptions=True)
+    assert all(isinstance(o, HandshakeError) for o in outcomes), outcomes
+    assert [len(frame) for frame in recorder.sent] == [32], "only the ephemeral key went out"
+
+
+# -- over real TCP through a man-in-the-middle process, and fuzzing ----------------------------
+
+def _noise() -> Security:
+    return NoiseSecurity()
+
+
+class TestNoiseOnTheWire(SecurityOnTheWire):
+    make = staticmethod(_noise)
