@@ -204,6 +204,8 @@ class BeaconDiscovery(Discovery):
         while True:
             await asyncio.sleep(period)
             for record in self._peers.expired():
+                self.log.info("lost peer %s: no beacon for %gs", record.peer_id,
+                              self.settings.expiry)
                 if self._events is not None:
                     self._events.peer_lost(record)
 
@@ -221,6 +223,7 @@ class BeaconDiscovery(Discovery):
         if beacon.goodbye:
             gone = self._peers.remove(beacon.peer_id)
             if gone is not None:
+                self.log.info("lost peer %s: it said goodbye", beacon.peer_id)
                 events.peer_lost(gone)
             return
         try:
@@ -231,6 +234,7 @@ class BeaconDiscovery(Discovery):
             return
         is_new = beacon.peer_id not in self._peers
         if self._peers.heard(record):
+            self.log.info("found peer %s at %s", record.peer_id, ", ".join(record.addresses))
             events.peer_found(record)
         if is_new:
             self._wake.set()

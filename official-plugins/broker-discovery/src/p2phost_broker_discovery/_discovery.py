@@ -149,12 +149,14 @@ class BrokerDiscovery(Discovery):
             return
         if self.known.get(record.peer_id) != record:
             self.known[record.peer_id] = record
+            self.log.info("found peer %s at %s", record.peer_id, ", ".join(record.addresses))
             self.events.peer_found(record)
 
     def lost(self, peer_id: str) -> None:
         """Report ``peer_id`` lost if it was known."""
         record = self.known.pop(peer_id, None)
         if record is not None and self.events is not None:
+            self.log.info("lost peer %s", peer_id)
             self.events.peer_lost(record)
 
     @abstractmethod

@@ -165,7 +165,7 @@ class MdnsDiscovery(Discovery):
             return
         if state_change is ServiceStateChange.Removed:  # a goodbye
             self._dormant.discard(name)
-            self._lose(name)
+            self._lose(name, "it said goodbye")
         elif name not in self._resolving:
             self._resolving.add(name)
             self._spawn(self._resolve(name))
@@ -198,11 +198,13 @@ class MdnsDiscovery(Discovery):
         self._dormant.discard(name)
         if self._known.get(name) != record:
             self._known[name] = record
+            self.log.info("found peer %s at %s", record.peer_id, ", ".join(record.addresses))
             self._events.peer_found(record)
 
-    def _lose(self, name: str) -> None:
+    def _lose(self, name: str, why: str) -> None:
         record = self._known.pop(name, None)
         if record is not None and self._events is not None:
+            self.log.info("lost peer %s: %s", record.peer_id, why)
             self._events.peer_lost(record)
 
     async def _check_peers(self) -> None:
@@ -220,7 +222,7 @@ class MdnsDiscovery(Discovery):
             answers = await asyncio.gather(*(self._resolve(n) for n in names))
             for name, answered in zip(names, answers, strict=True):
                 if not answered and name in self._known:
-                    self._lose(name)
+                    self._lose(name, "its records expired and it did not answer")
                     if len(self._dormant) < MAX_DORMANT:
                         self._dormant.add(name)
 

@@ -1,0 +1,134 @@
+"""Discovery across real hosts: one ``p2phost run`` per network namespace, on one bridge.
+
+Each test builds its own LAN (namespaces, veth pairs, a bridge in a namespace of its own,
+addresses 10.77.0.0/24) and removes it afterwards. Skipped where namespaces cannot be
+made; a failure under CI=true.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import write_project
+
+from .lan import BASE_PLUGINS, FAST, PORT, LanNode, full_mesh, start_nodes, wait_for
+from .netns import Lan, entered, require_namespaces
+from .plugins import use_plugin_source
+
+PLUGINS = ["mdns-discovery", "beacon-discovery"]
+#: Seconds for every node to be connected to every other, once all have started.
+FIND_WITHIN = 15.0
+#: Seconds a discovery plugin may take to report a SIGKILLed peer lost (expiry + margin).
+LOST_WITHIN = {"beacon-discovery": FAST["beacon-discovery"]["expiry"] + 2.0,
+               "mdns-discovery": FAST["mdns-discovery"]["ttl"] + 5.0}
+
+
+@pytest.fixture
+def make_root(tmp_path: Path,
+              official_wheels: dict[str, Path]) -> Callable[[int, str, Mapping[str, Any]], Path]:
+    """A project per node: tcp on 0.0.0.0:7400, json, echo and one discovery plugin."""
+    def make(index: int, plugin: str, settings: Mapping[str, Any]) -> Path:
+        plugins = [*BASE_PLUGINS, plugin]
+        return write_project(tmp_path / f"n{index}", plugins, name=f"n{index}",
+                             wheels=[official_wheels[p] for p in plugins],
+                             listen=[f"tcp://0.0.0.0:{PORT}"], config={plugin: settings})
+    return make
+
+
+@pytest.fixture
+def lan_of() -> Iterator[Callable[[int], Lan]]:
+    """``lan_of(n)``: a LAN of n hosts; every namespace and node is gone after the test."""
+    require_namespaces()
+    made: list[Lan] = []
+
+    def make(size: int) -> Lan:
+        lan = Lan(size)
+        made.append(lan)
+        lan.create()
+        return lan
+    yield make
+    for lan in made:
+        for node in getattr(lan, "nodes", []):
+            node.kill()
+        lan.destroy()
+
+
+def _start(lan: Lan, make_root: Callable[..., Path], plugin: str,
+           **kwargs: Any) -> list[LanNode]:
+    nodes = start_nodes(lan, make_root, plugin, **kwargs)
+    lan.nodes = nodes  # type: ignore[attr-defined]  # for the fixture's clean-up
+    return nodes
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_five_nodes_find_each_other_ignore_another_scope_and_lose_a_killed_one(
+    plugin: str, lan_of: Callable[[int], Lan], make_root: Callable[..., Path],
+) -> None:
+    lan = lan_of(6)
+    nodes = _start(lan, make_root, plugin, scopes={5: "another-app"})
+    five, stranger = nodes[:5], nodes[5]
+
+    took = wait_for(full_mesh(five), FIND_WITHIN, "five nodes connecting to each other", nodes)
+    print(f"{plugin}: 5 nodes all connected {took:.1f}s after the last one started")
+
+    # Another application on the same LAN: never found, never connected.
+    assert not stranger.peers()
+    assert all(stranger.peer_id not in n.peers() and stranger.peer_id not in n.log
+               for n in five)
+
+    victim, survivors = five[4], five[:4]
+    victim.kill()
+    wait_for(lambda: all(victim.peer_id not in n.peers() for n in survivors),
+             LOST_WITHIN[plugin], "`peers` dropping the SIGKILLed node", nodes)
+    took = wait_for(lambda: all(f"lost peer {victim.peer_id}" in n.log for n in survivors),
+                    LOST_WITHIN[plugin], "discovery reporting the SIGKILLed node lost", nodes)
+    print(f"{plugin}: SIGKILLed node reported lost by discovery within {took:.1f}s")
+    assert full_mesh(survivors)()
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_a_partition_heals_to_all_connected(
+    plugin: str, lan_of: Callable[[int], Lan], make_root: Callable[..., Path],
+) -> None:
+    lan = lan_of(3)
+    nodes = _start(lan, make_root, plugin)
+    wait_for(full_mesh(nodes), FIND_WITHIN, "three nodes connecting", nodes)
+
+    lan.set_link(0, up=False)
+    cut = nodes[0]
+    # Until the node's connections time out (keepalive) and discovery forgets it.
+    wait_for(lambda: not cut.peers() and all(cut.peer_id not in n.peers() for n in nodes[1:]),
+             30, "the cut-off node losing its peers", nodes)
+    assert all(f"lost peer {cut.peer_id}" in n.log for n in nodes[1:])
+
+    lan.set_link(0, up=True)
+    took = wait_for(full_mesh(nodes), 30, "the healed LAN reconnecting", nodes)
+    print(f"{plugin}: partition healed, all connected again within {took:.1f}s")
+
+
+def test_forged_beacon_fails_the_handshake_and_changes_nothing(
+    lan_of: Callable[[int], Lan], make_root: Callable[..., Path],
+) -> None:
+    """A beacon claiming node 1's peer id at another node's address: refused, logged."""
+    use_plugin_source("beacon-discovery")
+    from p2phost_beacon_discovery import Beacon, encode, scope_tag
+
+    lan = lan_of(4)
+    nodes = _start(lan, make_root, "beacon-discovery", scopes={3: "another-app"})
+    three, other = nodes[:3], nodes[3]
+    wait_for(full_mesh(three), FIND_WITHIN, "three nodes connecting", nodes)
+    forged = encode(Beacon(scope_tag("lan"), nodes[1].peer_id,
+                           (f"tcp://{lan.address(3)}:{PORT}",)))
+    with entered(lan.hosts[1]), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((lan.address(1), 0))
+        for _ in range(3):
+            sock.sendto(forged, ("239.255.77.77", 7450))
+    wait_for(lambda: all(f"expected peer {nodes[1].peer_id}, reached {other.peer_id}" in n.log
+                         for n in (nodes[0], nodes[2])), 10, "the forged record failing", nodes)
+    assert full_mesh(three)()
+    assert all(other.peer_id not in n.peers() for n in three)
