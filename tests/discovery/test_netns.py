@@ -132,3 +132,27 @@ def test_forged_beacon_fails_the_handshake_and_changes_nothing(
                          for n in (nodes[0], nodes[2])), 10, "the forged record failing", nodes)
     assert full_mesh(three)()
     assert all(other.peer_id not in n.peers() for n in three)
+
+
+def test_several_discovery_plugins_merge_and_a_failing_one_stops_nothing(
+    lan_of: Callable[[int], Lan], tmp_path: Path, official_wheels: dict[str, Path],
+) -> None:
+    """mDNS and beacons side by side; on node 2 the beacon plugin cannot start."""
+    lan = lan_of(3)
+    both = ["mdns-discovery", "beacon-discovery"]
+
+    def make(index: int, plugin: str, settings: Mapping[str, Any]) -> Path:
+        beacon = {**FAST["beacon-discovery"], "scope": "lan"}
+        if index == 2:
+            beacon["interface"] = "192.0.2.99"  # no such interface here: start() fails
+        plugins = [*BASE_PLUGINS, *both]
+        return write_project(tmp_path / f"n{index}", plugins, name=f"n{index}",
+                             wheels=[official_wheels[p] for p in plugins],
+                             listen=[f"tcp://0.0.0.0:{PORT}"],
+                             config={"mdns-discovery": settings, "beacon-discovery": beacon})
+
+    nodes = _start(lan, make, "mdns-discovery")
+    wait_for(full_mesh(nodes), FIND_WITHIN, "three nodes connecting", nodes)
+    assert "BeaconDiscovery failed to start, running without it" in nodes[2].log
+    for plugin in both:  # nodes 0 and 1 found each other through both plugins
+        assert f"p2phost.plugin.{plugin}: found peer {nodes[1].peer_id}" in nodes[0].log
