@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,59 +22,19 @@ import pytest
 import tomlkit
 
 from tests.conftest import RunningRegistry, run_cli
+from tests.runtime.processes import RunningNode
 
 from .conftest import BASE_PLUGINS, KINDS, plugin_name
 
 
-@dataclass
-class RunningNode:
-    """A ``p2phost run`` process: its peer id, addresses and what it printed."""
-
-    process: subprocess.Popen[str]
-    peer_id: str
-    addresses: list[str]
-    output: list[str]
-
-
 @contextmanager
-def running_node(project: Path, listening: int = 1) -> Iterator[RunningNode]:
-    """``p2phost run`` in ``project`` until it printed its peer id and addresses; then stop."""
-    process = subprocess.Popen([sys.executable, "-m", "p2phost", "run"], cwd=project,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    # A thread reads the pipe: a selector cannot see lines already in the file's buffer.
-    reader = threading.Thread(target=lambda: [lines.put(x) for x in process.stdout or ()],
-                              daemon=True)
-    reader.start()
-    output: list[str] = []
+def running_node(project: Path) -> Iterator[RunningNode]:
+    """``p2phost run`` in ``project``, stopped (SIGTERM) when the block ends."""
+    node = RunningNode(project)
     try:
-        deadline = time.monotonic() + 30
-        ids: list[str] = []
-        addresses: list[str] = []
-        while not (ids and len(addresses) == listening):
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail("the node did not start:\n" + "\n".join(output))
-            try:
-                line = lines.get(timeout=0.5).rstrip("\n")
-            except queue.Empty:
-                continue
-            output.append(line)
-            if line.startswith("peer id:"):
-                ids.append(line.split()[-1])
-            elif line.startswith("listening on"):
-                addresses.append(line.split()[-1])
-        yield RunningNode(process, ids[0], addresses, output)
+        yield node
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        reader.join(timeout=5)
-        while not lines.empty():
-            output.append(lines.get().rstrip("\n"))
+        node.stop()
 
 
 def node_project(root: Path, registry: str, *, listen: list[str], plugins: list[str],
@@ -174,7 +130,7 @@ def test_a_new_plugin_goes_from_template_to_a_running_node(
     server = node_project(tmp_path / "server", url, listen=[listen], plugins=server_plugins)
     client = node_project(tmp_path / "client", url, listen=[], plugins=client_plugins)
     with running_node(server) as node:
-        address = node.addresses[0]
+        address = node.address
         assert address.startswith(listen.split("://")[0] + "://")
         if kind == "app":
             sent = run_cli("send", address, "shout", '{"name": "ada"}', "--request",
@@ -190,4 +146,4 @@ def test_a_new_plugin_goes_from_template_to_a_running_node(
             assert sent.returncode == 0, sent.stderr
             assert json.loads(sent.stdout) == {"over": kind}
     if kind == "security":
-        assert not any("NOT authenticated" in line for line in node.output), node.output
+        assert "NOT authenticated" not in node.stderr, node.stderr
