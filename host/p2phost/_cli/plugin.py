@@ -105,6 +105,9 @@ def _show_and_confirm(changes: Sequence[Change], yes: bool) -> None:
             owners = ", ".join(change.info.owners) if change.info else ""
             caps = ", ".join(change.release.capabilities) or "none"
             line += f"  [{kinds}]  publisher: {owners or 'unknown'}  capabilities: {caps}"
+            wheel = change.release.wheel()
+            line += f"  signed by: {wheel.publisher_key}" if wheel and wheel.publisher_key \
+                else "  unsigned"
         console.print(line, markup=False)
     if yes or not any(c.release is not None for c in changes):
         return
