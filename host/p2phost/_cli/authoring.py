@@ -111,6 +111,8 @@ def new(
         raise UserError(f"--set name={given['name']} contradicts NAME {name!r}",
                         fix="give the name once, as NAME")
     target = (directory or Path(name)).resolve()
+    if ask is not None:
+        err_console.print(f"a new {kind} plugin: {template.summary} (Enter takes the [default])")
     report = generate(template, target, {**given, "name": name}, ask, force=force)
     _show_changes(report, updating=False)
     where = os.path.relpath(target)
