@@ -59,14 +59,13 @@ def _ask(question: Question, default: str, problem: str | None) -> str:
                             f"--set {question.name}=VALUE") from None
 
 
-def _show_changes(report: ScaffoldReport, *, updating: bool) -> None:
+def _show_changes(report: ScaffoldReport) -> None:
     shown = [c for c in report.changes if c.action != "unchanged"]
     for change in shown:
         note = f" ({change.conflicts} conflict{'s' * (change.conflicts > 1)})" \
             if change.conflicts else ""
-        if updating or change.action != "created":
-            console.print(f"  {change.action:<9} {change.path}{note}")
-    if updating and not shown:
+        console.print(f"  {change.action:<9} {change.path}{note}")
+    if not shown:
         console.print("  nothing to change: the project matches the current template")
 
 
@@ -96,7 +95,7 @@ def new(
         target = (directory or Path(".")).resolve()
         report = update(target, given, ask)
         console.print(f"updated {target} from the current {report.kind} template:")
-        _show_changes(report, updating=True)
+        _show_changes(report)
         if report.conflicts:
             err_console.print(
                 f"{len(report.conflicts)} file(s) have conflicts: edit the <<<<<<< ======= "
@@ -114,7 +113,6 @@ def new(
     if ask is not None:
         err_console.print(f"a new {kind} plugin: {template.summary} (Enter takes the [default])")
     report = generate(template, target, {**given, "name": name}, ask, force=force)
-    _show_changes(report, updating=False)
     where = os.path.relpath(target)
     console.print(f"created {report.answers['name']} ({kind} plugin) in {where}")
     console.print(f"next: cd {where} && python -m pytest && p2phost plugin check")
