@@ -41,11 +41,13 @@ def test_every_kind_makes_a_complete_plugin_project(kind: str, generated: dict[s
 def test_answers_shape_the_project(tmp_path: Path) -> None:
     result = run_cli("plugin", "new", "codec", "loud", "--no-input", "--dir", str(tmp_path / "p"),
                      "--set", "content_type=application/x-loud", "--set", "version=2.0.0",
-                     "--set", 'description=Loud "JSON"', "--set", "license=Apache-2.0")
+                     "--set", 'description=Loud """JSON""" \\d', "--set", "license=Apache-2.0")
     assert result.returncode == 0, result.stderr
     meta = PluginMetadata.from_pyproject(tmp_path / "p")
     assert meta.provides == {"content-types": ("application/x-loud",)}
-    assert meta.version == "2.0.0" and meta.summary == 'Loud "JSON"'
+    assert meta.version == "2.0.0" and meta.summary == 'Loud """JSON""" \\d'
+    module = ast.parse((tmp_path / "p/src/loud/__init__.py").read_text())
+    assert ast.get_docstring(module) == meta.summary
     assert "class LoudCodec(Codec)" in (tmp_path / "p/src/loud/_codec.py").read_text()
 
 

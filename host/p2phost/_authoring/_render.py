@@ -1,7 +1,7 @@
 """Rendering a template: answers in, the files of a plugin project out (as text, in memory).
 
-Nothing is written here, so ``--update`` can render the old and the new project side by
-side and merge them before touching the author's files.
+Nothing is written here, so ``--update`` can merge what the template renders now into
+the author's files before touching any of them.
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ def _toml(value: Any) -> str:
     return str(tomlkit.item(value).as_string())
 
 
+def _docstring(text: str) -> str:
+    # Answers go into docstrings too: a backslash or three quotes must not end them.
+    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+
+
 def _line_in(exc: BaseException, path: Path) -> int | None:
     """The line of ``path`` a render error happened at (Jinja keeps template frames)."""
     line, tb = None, exc.__traceback__
@@ -54,7 +59,7 @@ def environment(root: Path) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
-    env.filters.update(camel=_camel, toml=_toml)
+    env.filters.update(camel=_camel, toml=_toml, docstring=_docstring)
     return env
 
 
