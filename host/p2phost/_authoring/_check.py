@@ -18,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 from p2phost_sdk import (
     HOST_API,
     PluginMetadata,
@@ -80,9 +82,11 @@ def lint(project: PluginProject, report: CheckReport) -> None:
                                f"loads the plugin by its name; found {', '.join(points)})")
     deps = project.project.get("dependencies", [])
     for dep in deps if isinstance(deps, list) else []:
-        dist = str(dep).split(";")[0].strip()
-        for sep in "<>=!~[ ":
-            dist = dist.split(sep)[0]
+        try:
+            dist = Requirement(str(dep)).name
+        except InvalidRequirement as exc:
+            report.problems.append(f"dependencies: {dep!r} is not a requirement: {exc}")
+            continue
         if normalize_name(dist) in _HOST_NAMES:
             report.problems.append(f"dependencies: {dep!r}: the host provides p2phost_sdk; "
                                    "remove it")

@@ -15,6 +15,7 @@ from typing import IO, Any
 from urllib.parse import quote, urljoin
 
 import httpx
+from packaging.version import InvalidVersion, Version
 
 from p2phost_sdk import normalize_name
 
@@ -58,7 +59,11 @@ def upload_files(targets: Iterable[Path]) -> list[Path]:
 
 
 def _dist_files(project: PluginProject) -> list[Path]:
-    stem = f"{normalize_name(project.name).replace('-', '_')}-{project.version}"
+    try:
+        version = str(Version(project.version))  # file names carry the normal form
+    except InvalidVersion:
+        version = project.version
+    stem = f"{normalize_name(project.name).replace('-', '_')}-{version}"
     dist = project.root / "dist"
     found = [p for p in dist.glob(f"{stem}*") if p.name.endswith((".whl", ".tar.gz"))
              and (p.name.startswith(f"{stem}-") or p.name == f"{stem}.tar.gz")]
