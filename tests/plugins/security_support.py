@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2phost_sdk import (
@@ -272,6 +272,12 @@ async def sealed_frame(make: Callable[[], Security], plaintext: bytes) -> bytes:
     return b"".join(recorder.sent)
 
 
+# Each subclass of SecurityOnTheWire runs the fuzz tests on its own plugin: a different
+# executor on purpose (and with no example database, nothing is replayed across them).
+_FUZZ = settings(deadline=None, database=None,
+                 suppress_health_check=[HealthCheck.differing_executors])
+
+
 class SecurityOnTheWire:
     """Tests of a channel security on real TCP and under fuzzing; subclass, set ``make``.
 
@@ -314,7 +320,7 @@ class SecurityOnTheWire:
                     await bob.recv()
             assert mitm.wait_line() == "flipped"
 
-    @settings(max_examples=100, deadline=None, database=None)
+    @settings(max_examples=100, parent=_FUZZ)
     @given(data=st.data(), hang_up=st.booleans())
     def test_random_and_mutated_handshake_messages_only_fail_the_handshake(
             self, data: st.DataObject, hang_up: bool) -> None:
@@ -333,7 +339,7 @@ class SecurityOnTheWire:
 
         asyncio.run(attack_then_serve())
 
-    @settings(max_examples=60, deadline=None, database=None)
+    @settings(max_examples=60, parent=_FUZZ)
     @given(data=st.data())
     def test_random_and_mutated_frames_never_get_through(self, data: st.DataObject) -> None:
         genuine = asyncio.run(sealed_frame(self.make, b"a genuine frame"))
