@@ -36,6 +36,15 @@ class Connection(ABC):
         for frame in frames:
             await self.send(frame)
 
+    def try_send(self, frame: bytes) -> bool:
+        """Hand ``frame`` over at once if that needs no waiting; False otherwise.
+
+        An optional fast path (the default always says False): the host then calls
+        :meth:`send`, which also reports any error. It saves a scheduling round for a
+        lone message, where latency matters most.
+        """
+        return False
+
     @abstractmethod
     async def recv(self) -> bytes:
         """The next frame. Raises ``ConnectionClosed`` when the other end is gone."""

@@ -85,6 +85,8 @@ class Channel:
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
         self._writing = False
+        self._wrote_directly = False
+        self._try_send = self.connection.try_send
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -102,6 +104,13 @@ class Channel:
     def post(self, frame: bytes) -> None:
         """Queue a frame without waiting (control frames; bounded callers only)."""
         if self.ended:
+            return
+        # A lone frame (a request, a reply) goes straight to the transport: no wait for
+        # the writer task. After one such write, frames go through the outbox until the
+        # writer has flushed or a frame came in, so a burst is batched into few writes.
+        if not (self._outbox or self._writing or self._wrote_directly) \
+                and self._try_send(frame):
+            self._wrote_directly = True
             return
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
@@ -150,13 +159,17 @@ class Channel:
         while True:
             await wake.wait()
             wake.clear()
-            while self._outbox:
-                frames, self._outbox, self._outbox_bytes = self._outbox, [], 0
-                self._room.set()
-                if len(frames) == 1:
-                    await connection.send(frames[0])
-                else:
-                    await connection.send_many(frames)
+            self._writing = True
+            try:
+                while self._outbox:
+                    frames, self._outbox, self._outbox_bytes = self._outbox, [], 0
+                    self._room.set()
+                    if len(frames) == 1:
+                        await connection.send(frames[0])
+                    else:
+                        await connection.send_many(frames)
+            finally:
+                self._writing = self._wrote_directly = False
             self._flushed.set()
 
     # -- receiving -------------------------------------------------------------------
@@ -167,6 +180,7 @@ class Channel:
         while True:
             frame = await recv()
             self.last_seen = monotonic()
+            self._wrote_directly = False
             envelope = decode(frame)
             kind = envelope.kind
             if kind <= Kind.REQUEST:

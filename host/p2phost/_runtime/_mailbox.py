@@ -110,6 +110,7 @@ class Mailbox(Generic[T]):
 
     async def _work(self, peer: str, queue: _PeerQueue[T]) -> None:
         items, process = queue.items, self._process
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 while items:
@@ -124,7 +125,7 @@ class Mailbox(Generic[T]):
                         self._wake_one()
                 if queue.gone or self._closing:
                     return
-                queue.idle = asyncio.get_running_loop().create_future()
+                queue.idle = loop.create_future()
                 await queue.idle
                 queue.idle = None
         finally:

@@ -127,6 +127,7 @@ class Node:
         self._expected: dict[str, str] = {}
         self._topic_bytes: dict[str, bytes] = {}
         self._warned_topics: set[tuple[str, str]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: list[Any] = []
         self._addresses: list[str] = []
         self._started = False
@@ -212,6 +213,7 @@ class Node:
         if self._started:
             return
         self._started = True
+        self._loop = asyncio.get_running_loop()
         try:
             for app in self._apps:
                 await app.start(self)
@@ -533,21 +535,19 @@ class Node:
         message_id = next(self._ids)
         deadline = int((time.time() + timeout) * 1000)
         frame = self._frame(channel, Kind.REQUEST, message_id, topic, body, deadline)
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = self._loop or asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
         self._pending[message_id] = (channel.peer_id, topic, reply)
+        # A plain timer, cheaper than asyncio.timeout() on this hot path.
+        timer = loop.call_later(timeout, _expire, reply, channel.peer_id, topic, timeout)
         try:
-            async with asyncio.timeout(timeout):
-                if not channel.try_post(frame):
-                    await channel.send(frame)
-                return await reply
-        except TimeoutError:
-            if reply.done() and not reply.cancelled():
-                raise
-            raise RequestTimeout(f"no reply from {channel.peer_id} to a {topic!r} request "
-                                 f"within {timeout:g}s") from None
+            if not channel.try_post(frame):
+                await channel.send(frame)
+            return await reply
         except ConnectionClosed as exc:
             raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
         finally:
+            timer.cancel()
             self._pending.pop(message_id, None)
 
     async def publish(self, topic: str, body: Any) -> int:
@@ -670,8 +670,16 @@ class Node:
             frame = encode(Kind.ERROR, next(self._ids), correlation_id=message_id,
                            body=f"the reply is {len(frame)} bytes, over the maximum frame "
                                 f"size of {self.options.max_frame_size}".encode())
+        if channel.try_post(frame):
+            return
         try:
             await channel.send(frame)
         except ConnectionClosed:
             log.debug("dropping a reply to %s: the connection closed", peer)
 
+
+
+def _expire(reply: asyncio.Future[Any], peer: str, topic: str, timeout: float) -> None:
+    if not reply.done():
+        reply.set_exception(RequestTimeout(
+            f"no reply from {peer} to a {topic!r} request within {timeout:g}s"))

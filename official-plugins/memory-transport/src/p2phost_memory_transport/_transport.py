@@ -45,6 +45,12 @@ class _Pipe:
         self._getter: asyncio.Future[None] | None = None
         self._putters: deque[asyncio.Future[None]] = deque()
 
+    def put_nowait(self, frame: bytes) -> bool:
+        if self.closed or len(self.frames) >= self.capacity:
+            return False
+        self._append(frame)
+        return True
+
     async def put(self, frame: bytes) -> None:
         while len(self.frames) >= self.capacity and not self.closed:
             waiter = asyncio.get_running_loop().create_future()
@@ -56,6 +62,9 @@ class _Pipe:
                     self._putters.remove(waiter)
         if self.closed:
             raise ConnectionClosed("the memory connection is closed")
+        self._append(frame)
+
+    def _append(self, frame: bytes) -> None:
         self.frames.append(frame)
         getter = self._getter
         if getter is not None and not getter.done():
@@ -103,6 +112,10 @@ class MemoryConnection(Connection):
                 f"frame of {len(frame)} bytes is over the maximum of {self._max} bytes"
             )
         await self._outgoing.put(frame)
+
+    def try_send(self, frame: bytes) -> bool:
+        """Hand the frame over at once if the pipe has room."""
+        return len(frame) <= self._max and self._outgoing.put_nowait(frame)
 
     async def recv(self) -> bytes:
         """The next frame from the other end."""

@@ -79,6 +79,8 @@ class TcpConnection(Connection):
         self._closed = False
         self.local_address = local_address or _peer_address(writer, "sockname")
         self.remote_address = _peer_address(writer, "peername")
+        if hasattr(writer.transport, "max_size"):
+            writer.transport.max_size = 65536
         sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -97,6 +99,15 @@ class TcpConnection(Connection):
         """Send one frame."""
         self._check(frame)
         await self._write(_LENGTH.pack(len(frame)) + frame)
+
+    def try_send(self, frame: bytes) -> bool:
+        """Write at once when the socket's send buffer in user space is empty."""
+        transport = self._writer.transport
+        if self._closed or len(frame) > self._max or transport.is_closing() \
+                or transport.get_write_buffer_size():
+            return False
+        transport.write(_LENGTH.pack(len(frame)) + frame)
+        return True
 
     async def send_many(self, frames: list[bytes]) -> None:
         """Send several frames with one write."""
