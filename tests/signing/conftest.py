@@ -62,7 +62,7 @@ class Publisher:
     @property
     def public_key(self) -> str:
         """``p2phost key show`` of the key file."""
-        return run_cli("key", "show", "--key", str(self.key), check=True).stdout.strip()
+        return public_key(self.key)
 
     def publish(self, wheel: Path, *, sign: bool = True,
                 key: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -78,6 +78,11 @@ class Publisher:
         done = self.publish(wheel, **kwargs)  # type: ignore[arg-type]
         assert done.returncode == 0, f"{shlex.join(done.args)}:\n{done.stdout}{done.stderr}"
         return done.stdout
+
+
+def public_key(path: Path) -> str:
+    """``p2phost key show --key PATH``."""
+    return run_cli("key", "show", "--key", str(path), check=True).stdout.strip()
 
 
 def new_key(path: Path) -> Path:

@@ -17,7 +17,7 @@ from p2phost_sdk.signing import PluginSignature
 from tests.install.conftest import Workspace
 from tests.registry.conftest import Registry
 
-from .conftest import Publisher, new_key
+from .conftest import Publisher, new_key, public_key
 
 Wheels = dict[tuple[str, str], Path]
 MakePublisher = Callable[[str], Publisher]
@@ -63,6 +63,13 @@ def test_a_signed_plugin_installs_is_pinned_and_syncs_against_the_pin(
     assert "inked 1.0.0" in err and "does not verify with its pinned key" in err
     assert third.installed() == {}
 
+    # A signed plugin that turns up unsigned is a key change too.
+    ada.published(wheels["inked", "1.1.0"], sign=False)
+    err = ws.fails("plugin", "install", "inked==1.1.0", "--yes")
+    assert "inked 1.1.0 is not signed at all" in err and ada.public_key in err
+    assert "p2phost plugin install inked==1.1.0 --trust-new-key" in err
+    assert ws.installed() == {"inked": "1.0.0"}
+
 
 def test_a_file_altered_after_signing_is_refused(
         wheels: Wheels, publisher: MakePublisher, project: MakeProject,
@@ -102,14 +109,17 @@ def test_a_signature_by_an_unknown_key_is_refused(
     wheel = wheels["forged", "1.0.0"]
     fay = publisher("fay")
     fay.published(wheel)
+    ws = project()
+    sig = _stored(registry_server, wheel.name).with_name(wheel.name + ".sig")
+    sig.write_bytes(b"-----BEGIN PGP SIGNATURE-----\n")
+    err = ws.fails("plugin", "install", "forged", "--yes")
+    assert "the signature of forged 1.0.0" in err and "is malformed" in err
+
     # The signature beside the file is replaced by one of another key, valid in itself.
     mallory = load_key(new_key(tmp_path / "mallory.key"))
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     forged = PluginSignature.create(mallory, wheel.name, digest)
-    sig = _stored(registry_server, wheel.name).with_name(wheel.name + ".sig")
     sig.write_bytes(forged.to_bytes())
-
-    ws = project()
     err = ws.fails("plugin", "install", "forged", "--yes")
     assert f"signed by an unknown key {forged.publisher_key}" in err
     assert f"not by its publisher's key {fay.public_key}" in err
@@ -135,7 +145,7 @@ def test_a_key_change_is_refused_until_the_user_trusts_the_new_key(
     assert register.returncode == 0, register.stderr
     assert f"(replacing {old_key})" in register.stdout
     tara.published(wheels["turncoat", "1.1.0"], key=new)
-    new_public = tara.__class__("tara", tara.token, new, registry_server).public_key
+    new_public = public_key(new)
 
     lock_before = ws.lock
     err = ws.fails("plugin", "upgrade", "--yes")

@@ -82,13 +82,15 @@ def verify_download(release: Release, wheel: RemoteFile, fetcher: Fetcher) -> Si
         raise SignatureRefused(f"{release.source} says {label} is signed but has no signature "
                                f"at {url}; nothing was installed",
                                fix="tell the registry's operator") from None
-    try:
-        signature = PluginSignature.parse(data)
-    except SignatureFormatError as exc:
-        signature, problem = None, str(exc)
+    signature, problem = None, "it is not a p2phost signature"
+    if len(data) > MAX_SIGNATURE_SIZE:
+        problem = f"it is larger than {MAX_SIGNATURE_SIZE} bytes"
     else:
-        problem = "it is not a p2phost signature"
-    if signature is None or len(data) > MAX_SIGNATURE_SIZE:
+        try:
+            signature = PluginSignature.parse(data)
+        except SignatureFormatError as exc:
+            problem = str(exc)
+    if signature is None:
         raise SignatureRefused(f"the signature of {label} from {url} is malformed: {problem}; "
                                "nothing was installed", fix="tell the plugin's publisher")
     if signature.publisher_key != wheel.publisher_key:
