@@ -186,7 +186,13 @@ def run_kits(project: PluginProject, report: CheckReport) -> None:
             return
         xml = here / "report.xml"
         if not xml.is_file() or proc.returncode not in (0, 1):
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
+            output = proc.stdout + proc.stderr
+            if "No module named pytest" in output or "asyncio_mode" in output:
+                report.kit_error = ("the conformance kits need pytest and pytest-asyncio "
+                                    "beside p2phost: pip install pytest pytest-asyncio "
+                                    "hypothesis")
+                return
+            tail = "\n".join(output.strip().splitlines()[-8:])
             report.kit_error = f"the conformance kits could not run:\n{tail}"
             return
         report.kits = _parse_junit(xml, kinds)

@@ -49,7 +49,9 @@ def probe(root: Path) -> dict[str, Any]:
     try:
         plugin = PluginUnderTest.from_project(root)
     except Exception as exc:  # anything the plugin's import raises is the finding
-        return {"problems": [f"entry point: cannot load it: {type(exc).__name__}: {exc}"],
+        hint = " (are its dependencies installed here? pip install -e .)" \
+            if isinstance(exc, ModuleNotFoundError) else ""
+        return {"problems": [f"entry point: cannot load it: {type(exc).__name__}: {exc}{hint}"],
                 "objects": objects}
     manager = pluggy.PluginManager(PROJECT_NAME)
     manager.add_hookspecs(HookSpecs)
