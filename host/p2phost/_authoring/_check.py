@@ -134,7 +134,7 @@ from pathlib import Path
 
 import pytest
 
-from p2phost_sdk.testing._plugin import PluginUnderTest
+from p2phost_sdk.testing import PluginUnderTest
 
 PLUGIN = PluginUnderTest.from_project(Path({root!r}))
 '''

@@ -17,8 +17,7 @@ import pluggy
 
 from p2phost_sdk import App, Codec, Discovery, HookSpecs, Security, Transport
 from p2phost_sdk._hooks import PROJECT_NAME
-from p2phost_sdk.testing import KITS
-from p2phost_sdk.testing._plugin import PluginUnderTest
+from p2phost_sdk.testing import KITS, PluginUnderTest
 
 #: The base class of each kind, and the ``provides`` key listing what its objects serve.
 _KINDS: dict[str, tuple[type, str | None]] = {

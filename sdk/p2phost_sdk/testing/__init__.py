@@ -16,7 +16,8 @@ security    ``p2phost_sdk.testing.security.SecurityConformance``    ``security_f
 app         ``p2phost_sdk.testing.app.AppConformance``              ``app_factory``
 =========== ======================================================= =====================
 
-:data:`KITS` maps each kind to its kit (``p2phost plugin check`` uses it).
+:data:`KITS` maps each kind to its kit, and :class:`PluginUnderTest` loads a plugin
+project and feeds the objects its hooks make to them (``p2phost plugin check`` uses both).
 :func:`memory_pipe` gives two connected in-memory connections for unit tests, and the
 ``app_network`` fixture an in-memory network of N real nodes.
 """
@@ -24,8 +25,9 @@ app         ``p2phost_sdk.testing.app.AppConformance``              ``app_factor
 from ._kits import KITS, Kit
 from ._memory import PipeConnection, memory_pipe
 from ._network import MemoryNetwork
+from ._plugin import PluginUnderTest
 
 # The fixtures of every kit module become available to tests that enable this plugin.
 pytest_plugins = [kit.module for kit in KITS.values() if kit.available()]
 
-__all__ = ["KITS", "Kit", "MemoryNetwork", "PipeConnection", "memory_pipe"]
+__all__ = ["KITS", "Kit", "MemoryNetwork", "PipeConnection", "PluginUnderTest", "memory_pipe"]
