@@ -69,27 +69,33 @@ class NoiseConnection(SecureConnection):
             )
 
     def _plaintexts(self, frames: list[bytes]) -> list[bytes]:
-        """Pack ``frames`` into as few message plaintexts as fit."""
-        room = self._room
+        """Pack ``frames`` into as few message plaintexts as fit (checking their size)."""
+        room, limit, pack, header = self._room, self._max, _HEADER.pack, _HEADER.size
         out: list[bytes] = []
         parts: list[bytes | memoryview] = []
         used = 0
         for frame in frames:
-            view = memoryview(frame)
-            offset, remaining = 0, len(frame)
+            size = len(frame)
+            if used + header + size <= room:  # the common case: it fits whole
+                parts.append(pack(size))
+                parts.append(frame)
+                used += header + size
+                continue
+            if size > limit:
+                self._check(frame)
+            view, offset = memoryview(frame), 0
             while True:
-                space = room - used - _HEADER.size
-                if space < min(remaining, 1):
+                space = room - used - header
+                if space < min(size - offset, 1):  # no room for a header and a byte
                     out.append(b"".join(parts))
                     parts, used = [], 0
                     continue
-                take = min(space, remaining)
-                more = take < remaining
-                parts.append(_HEADER.pack(take | _MORE if more else take))
+                take = min(space, size - offset)
+                more = offset + take < size
+                parts.append(pack(take | _MORE if more else take))
                 parts.append(view[offset : offset + take])
-                used += _HEADER.size + take
+                used += header + take
                 offset += take
-                remaining -= take
                 if not more:
                     break
         if parts:
@@ -108,9 +114,7 @@ class NoiseConnection(SecureConnection):
 
     async def send_many(self, frames: list[bytes]) -> None:
         """Encrypt and send several frames, packed into as few messages as fit."""
-        for frame in frames:
-            self._check(frame)
-        plaintexts = self._plaintexts(frames)
+        plaintexts = self._plaintexts(frames)  # raises FrameTooLarge before sending any
         async with self._send_lock:
             await self._inner.send_many([self._seal(p) for p in plaintexts])
 
@@ -140,28 +144,33 @@ class NoiseConnection(SecureConnection):
         offset, end = 0, len(plaintext)
         if end == 0:
             await self._fail("carried an empty message")
+        unpack, header, append = _HEADER.unpack_from, _HEADER.size, self._frames.append
         while offset < end:
-            if end - offset < _HEADER.size:
+            if end - offset < header:
                 await self._fail("carried a cut record header")
-            (header,) = _HEADER.unpack_from(plaintext, offset)
-            start = offset + _HEADER.size
-            offset = start + (header & _LENGTH)
+            (length,) = unpack(plaintext, offset)
+            start = offset + header
+            offset = start + (length & _LENGTH)
             if offset > end:
                 await self._fail("carried a record longer than its message")
-            if header & _MORE or self._assembling:
-                self._partial += plaintext[start:offset]
-                self._assembling = bool(header & _MORE)
-                if len(self._partial) > self._max:
-                    await self._inner.close()
-                    raise FrameTooLarge(
-                        f"{self.remote_address} sent a frame of more than {self._max} bytes, "
-                        "the maximum; connection closed"
-                    )
-                if not self._assembling:
-                    self._frames.append(bytes(self._partial))
-                    self._partial.clear()
+            if length & _MORE or self._assembling:
+                await self._assemble(plaintext[start:offset], bool(length & _MORE))
             else:
-                self._frames.append(plaintext[start:offset])
+                append(plaintext[start:offset])
+
+    async def _assemble(self, piece: bytes, more: bool) -> None:
+        """Add a piece of a frame that spans several messages."""
+        self._partial += piece
+        self._assembling = more
+        if len(self._partial) > self._max:
+            await self._inner.close()
+            raise FrameTooLarge(
+                f"{self.remote_address} sent a frame of more than {self._max} bytes, "
+                "the maximum; connection closed"
+            )
+        if not more:
+            self._frames.append(bytes(self._partial))
+            self._partial.clear()
 
     async def _fail(self, problem: str) -> NoReturn:
         await self._inner.close()

@@ -39,8 +39,11 @@ async def flush(tls: SSL.Connection, inner: Connection, chunk: int) -> None:
     chunks: list[bytes] = []
     while True:
         try:
-            chunks.append(tls.bio_read(chunk))
+            data = tls.bio_read(chunk)
         except SSL.WantReadError:
+            break
+        chunks.append(data)
+        if len(data) < chunk:  # a memory BIO hands over all it has: no need to ask again
             break
     if chunks:
         await inner.send_many(chunks)
