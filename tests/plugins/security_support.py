@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +24,9 @@ from p2phost_sdk import (
     Security,
 )
 from p2phost_sdk.testing import memory_pipe
+from tests.conftest import run_cli, write_project
 from tests.discovery.plugins import use_plugin_source
+from tests.runtime.processes import RunningNode
 
 use_plugin_source("tcp-transport")
 
@@ -291,8 +294,32 @@ class SecurityOnTheWire:
 
     #: Makes the Security under test.
     make: Callable[[], Security]
+    #: The plugin's name, for the tests that run it in real nodes.
+    plugin: str
     #: The responder's handshake timeout while under attack.
     timeout = 0.3
+
+    def test_nodes_in_separate_processes_talk_only_through_the_plugin(
+            self, tmp_path: Path, official_wheels: dict[str, Path]) -> None:
+        def project(name: str, plugins: list[str]) -> Path:
+            return write_project(tmp_path / name, plugins, name=name,
+                                 wheels=[official_wheels[p] for p in plugins])
+
+        basic = ["tcp-transport", "json-codec", "echo"]
+        node = RunningNode(project("server", [*basic, self.plugin]))
+        try:
+            client = project("client", [*basic, self.plugin])
+            done = run_cli("ping", node.address, "--count", "3", "--interval", "0", cwd=client)
+            assert done.returncode == 0 and "3 sent, 3 replies" in done.stdout, done
+            done = run_cli("send", node.address, "echo", '{"a": [1]}', "--request", cwd=client)
+            assert (done.returncode, done.stdout.strip()) == (0, '{"a": [1]}'), done
+            # A node without the plugin cannot talk to it at all.
+            done = run_cli("ping", node.address, "--count", "1", cwd=project("bare", basic))
+            assert done.returncode != 0 and "Traceback" not in done.stderr, done
+        finally:
+            assert node.stop() == 0
+        assert "NOT authenticated" not in node.stderr
+        assert f"{self.make().protocol} handshake with" in node.stderr, node.stderr
 
     async def test_two_nodes_talk_over_tcp_and_a_relaying_mitm_sees_only_ciphertext(
             self) -> None:

@@ -162,3 +162,4 @@ def _noise() -> Security:
 
 class TestNoiseOnTheWire(SecurityOnTheWire):
     make = staticmethod(_noise)
+    plugin = "noise-security"

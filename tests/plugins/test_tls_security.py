@@ -54,6 +54,7 @@ def _tls() -> Security:
 
 class TestTlsOnTheWire(SecurityOnTheWire):
     make = staticmethod(_tls)
+    plugin = "tls-security"
 
 
 # -- certificates -----------------------------------------------------------------------------
