@@ -134,6 +134,16 @@ class Lan:
         _ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
         return ns
 
+    def switch_address(self) -> str:
+        """Give the bridge an address (for a broker run in the switch namespace)."""
+        address = f"{SUBNET}.1"
+        _ip("-n", self.switch, "addr", "add", f"{address}/24", "dev", "br0")
+        return address
+
+    def switch_command(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` run inside the switch namespace (where a shared broker can live)."""
+        return ["ip", "netns", "exec", self.switch, *argv]
+
     def set_link(self, index: int, up: bool) -> None:
         """Plug host ``index`` out of (or back into) the switch."""
         _ip("-n", self.switch, "link", "set", self.port_name(index), "up" if up else "down")

@@ -154,3 +154,21 @@ def test_bad_settings_name_the_field(config: dict[str, Any], field: str) -> None
         BrokerSettings.from_config(config)
     assert caught.value.field == field
 
+
+
+@pytest.mark.parametrize("url", [REDIS, NATS])
+async def test_wildcard_addresses_are_announced_with_the_ip_that_reaches_the_broker(
+    url: str,
+) -> None:
+    service_or_skip("Redis" if url == REDIS else "NATS", 6379 if url == REDIS else 4222)
+    settings = fast(url)
+    a, b = broker_discovery(settings), broker_discovery(settings)
+    a_events, b_events = RecordingEvents(listen=["tcp://0.0.0.0:7400"]), RecordingEvents()
+    await a.start(a_events)
+    await b.start(b_events)
+    try:
+        await wait_until(lambda: a_events.peer_id in b_events.found, 3, "finding the peer")
+    finally:
+        await a.stop()
+        await b.stop()
+    assert b_events.found[a_events.peer_id].addresses == ("tcp://127.0.0.1:7400",)

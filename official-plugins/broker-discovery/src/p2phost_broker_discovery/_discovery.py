@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from p2phost_sdk import (
     PeerRecord,
     RejectLog,
     check_scope,
+    is_wildcard,
+    with_host,
 )
 
 from ._format import Presence, decode
@@ -84,6 +87,7 @@ class BrokerDiscovery(Discovery):
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._local_ip: str | None = None
 
     async def start(self, events: DiscoveryEvents) -> None:
         """Start the heartbeat loop (it connects, and reconnects, by itself)."""
@@ -105,9 +109,24 @@ class BrokerDiscovery(Discovery):
 
     @property
     def addresses(self) -> list[str]:
-        """What this node announces."""
+        """What this node announces: wildcard hosts become the IP that reaches the broker."""
         assert self.events is not None
-        return list(self.settings.advertise or self.events.addresses)
+        addresses = list(self.settings.advertise or self.events.addresses)
+        if self._local_ip is None:
+            return addresses
+        return [with_host(a, self._local_ip) if is_wildcard(a) else a for a in addresses]
+
+    async def _find_local_ip(self) -> None:
+        # The source address the routing table picks for the broker: a UDP "connect"
+        # sends nothing. Peers that share the broker can most likely reach us there.
+        parts = urlsplit(self.settings.url)
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(parts.hostname or "127.0.0.1", parts.port or 9,
+                                       type=socket.SOCK_DGRAM)
+        family, _, _, _, target = infos[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(target)
+            self._local_ip = str(probe.getsockname()[0])
 
     async def _run(self) -> None:
         task = asyncio.current_task()
@@ -115,6 +134,8 @@ class BrokerDiscovery(Discovery):
         while True:
             try:
                 async with asyncio.timeout(BROKER_TIMEOUT):
+                    if self._local_ip is None:
+                        await self._find_local_ip()
                     await self.heartbeat()
                 if self._failing:
                     self.log.info("broker %s is reachable again", self.settings.url)
