@@ -34,9 +34,12 @@ from ._handshake import Handshaken
 
 log = logging.getLogger("p2phost.node")
 
-#: Called for MESSAGE and REQUEST envelopes; returns an awaitable when the reader must
-#: wait (the app's mailbox is full), None when the envelope was taken at once.
-OnMessage = Callable[["Channel", Envelope], Awaitable[None] | None]
+#: A frame's acknowledgement, for media that redeliver what was not acknowledged.
+Ack = Callable[[], None]
+#: Called for MESSAGE and REQUEST envelopes (with the frame's ack, to call once handled);
+#: returns an awaitable when the reader must wait (the app's mailbox is full), None when
+#: the envelope was taken at once.
+OnMessage = Callable[["Channel", Envelope, Ack | None], Awaitable[None] | None]
 #: Called for REPLY, ERROR and ACK envelopes.
 OnReply = Callable[["Channel", Envelope], None]
 
@@ -58,6 +61,7 @@ class Channel:
         on_message: OnMessage,
         on_reply: OnReply,
         outbox_limit: int,
+        max_frame_size: int,
     ) -> None:
         self.connection: Connection = done.connection
         self.hello = done.hello
@@ -69,6 +73,13 @@ class Channel:
         self.initiator = initiator
         self.local_nonce = local_nonce
         self.info = PeerInfo(self.peer_id, address, self.topics, self.codec.content_type)
+        medium_limit = getattr(self.connection, "max_frame_size", None)
+        if medium_limit is not None and medium_limit < max_frame_size:
+            self.frame_limit = int(medium_limit)
+            self.frame_limit_source = f"the message size limit of the medium at {address}"
+        else:
+            self.frame_limit = max_frame_size
+            self.frame_limit_source = "max-frame-size in [node] of p2phost.toml"
         self.opened = time.monotonic()
         self.last_seen = self.opened
         #: True while the reader waits for room in a full mailbox (the peer is not dead).
@@ -181,17 +192,22 @@ class Channel:
             frame = await recv()
             self.last_seen = monotonic()
             self._wrote_directly = False
+            # Media that redeliver (brokers) hand DeliveredFrames carrying an ack.
+            ack: Ack | None = None if type(frame) is bytes else getattr(frame, "ack", None)
             envelope = decode(frame)
             kind = envelope.kind
             if kind <= Kind.REQUEST:
-                waiting = on_message(self, envelope)
+                waiting = on_message(self, envelope, ack)
                 if waiting is not None:
                     self.stalled = True
                     try:
                         await waiting
                     finally:
                         self.stalled = False
-            elif kind <= Kind.ACK:
+                continue
+            if ack is not None:
+                ack()
+            if kind <= Kind.ACK:
                 on_reply(self, envelope)
             elif kind is Kind.PING:
                 self.post(_PONG)

@@ -148,7 +148,11 @@ async def handshake(
                     expected_peer_id=expected_peer_id, timeout=timeout,
                 )
             await connection.send(hello.to_frame())
-            envelope = decode(await connection.recv())
+            frame = await connection.recv()
+            ack = getattr(frame, "ack", None)
+            if ack is not None:
+                ack()
+            envelope = decode(frame)
             if envelope.kind is Kind.GOODBYE:
                 reason = envelope.body.decode(errors="replace")
                 raise HandshakeError(f"the peer refused the connection: {reason}")

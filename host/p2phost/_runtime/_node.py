@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from p2phost_sdk import (
     App,
     Codec,
-    CodecError,
     Connection,
-    ConnectionClosed,
     Discovery,
-    FrameTooLarge,
     HandshakeError,
     Identity,
-    Message,
-    MessageKind,
     P2PHostError,
     PeerInfo,
     PeerRecord,
     PeerUnavailable,
-    RemoteError,
-    RequestTimeout,
     Security,
     Transport,
     TransportError,
@@ -37,10 +29,10 @@ from p2phost_sdk import (
 
 from ._backoff import Backoff
 from ._channel import Channel
-from ._envelope import MAX_FIELD, Envelope, Kind, encode
-from ._errors import ListenError, NodeConfigError, WireError
+from ._dispatch import Dispatcher
+from ._envelope import Kind, encode
+from ._errors import ListenError, NodeConfigError
 from ._handshake import Hello, handshake
-from ._mailbox import Mailbox
 from ._peers import PeerTable
 from ._tasks import TaskSet
 
@@ -49,10 +41,6 @@ log = logging.getLogger("p2phost.node")
 INSECURE_WARNING = "no security plugin: connections are NOT authenticated or encrypted"
 _LISTEN_FIX = ("pick another address in [node] listen of p2phost.toml (port 0 picks a free "
                "port), or stop the process that uses it")
-
-# (handler or lifecycle call, message or None, message id, deadline ms, channel)
-_Item = tuple[Callable[..., Awaitable[Any]], Message | None, int, int, Channel | None]
-
 
 @dataclass(frozen=True)
 class NodeOptions:
@@ -74,12 +62,6 @@ class NodeOptions:
     drain_timeout: float = 10.0
     #: Bytes queued per connection before senders wait (backpressure).
     outbox_limit: int = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class _Route:
-    handler: Callable[[Message], Awaitable[Any]]
-    mailbox: Mailbox[_Item]
 
 
 class Node:
@@ -111,13 +93,10 @@ class Node:
                         type(self._security).__name__)
         self._apps = list(apps)
         self._hooks = hooks
-        self._app_mailboxes: list[tuple[App, Mailbox[_Item]]] = []
-        self._routes = self._route(self._apps)
-        self._mailboxes = [mailbox for _, mailbox in self._app_mailboxes]
+        self._dispatch = Dispatcher(self._apps, local_peer_id=identity.peer_id,
+                                    max_frame_size=options.max_frame_size,
+                                    reply_channel=self._reply_channel)
         self._table = PeerTable(identity.peer_id)
-        self._pending: dict[int, tuple[str, str, asyncio.Future[Any]]] = {}
-        # Random start: ids stay unique across restarts, for receivers that dedupe.
-        self._ids = itertools.count(secrets.randbits(62) + 1)
         self._session = secrets.token_hex(8)
         self._tasks = TaskSet()
         self._targets: dict[str, asyncio.Task[None]] = {}
@@ -125,29 +104,10 @@ class Node:
         self._address_peers: dict[str, str] = {}
         self._waiting: dict[str, PeerRecord] = {}
         self._expected: dict[str, str] = {}
-        self._topic_bytes: dict[str, bytes] = {}
-        self._warned_topics: set[tuple[str, str]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: list[Any] = []
         self._addresses: list[str] = []
         self._started = False
         self._closing = False
-
-    def _route(self, apps: Iterable[App]) -> dict[str, _Route]:
-        routes: dict[str, _Route] = {}
-        owners: dict[str, str] = {}
-        for app in apps:
-            name = type(app).name or type(app).__name__
-            mailbox: Mailbox[_Item] = Mailbox(name, app.mailbox_size, self._process)
-            self._app_mailboxes.append((app, mailbox))
-            for topic, handler in app.handlers().items():
-                if topic in routes:
-                    raise NodeConfigError(
-                        f"topic {topic!r} is handled by two apps: {owners[topic]!r} and "
-                        f"{name!r}", fix="remove one of the two app plugins from p2phost.toml")
-                routes[topic] = _Route(handler, mailbox)
-                owners[topic] = name
-        return routes
 
     # -- what apps and discovery see -------------------------------------------------
 
@@ -164,7 +124,7 @@ class Node:
     @property
     def topics(self) -> list[str]:
         """The topics this node's apps handle."""
-        return sorted(self._routes)
+        return self._dispatch.topics
 
     def peers(self) -> list[PeerInfo]:
         """The peers connected now."""
@@ -213,14 +173,14 @@ class Node:
         if self._started:
             return
         self._started = True
-        self._loop = asyncio.get_running_loop()
         try:
             for app in self._apps:
                 await app.start(self)
             for address in self.options.listen:
                 transport = self._transport_for(address)
                 try:
-                    listener = await transport.listen(address, self._accept)
+                    listener = await transport.listen(
+                        address, functools.partial(self._accept, transport))
                 except TransportError as exc:
                     raise ListenError(str(exc), fix=_LISTEN_FIX) from exc
                 self._listeners.append(listener)
@@ -284,11 +244,7 @@ class Node:
         waits = [c.goodbye_received.wait() for c in channels if not c.ended]
         if waits:
             await self._quietly(asyncio.wait_for(asyncio.gather(*waits), timeout), "")
-        for mailbox in self._mailboxes:
-            left = await mailbox.close(timeout)
-            if left:
-                log.warning("app %s: %d messages were not handled within the %gs drain "
-                            "timeout", mailbox.name, left, timeout)
+        await self._dispatch.drain(timeout)
         for channel in channels:
             await channel.flush(1.0)
             await channel.close("the node shut down")
@@ -297,7 +253,7 @@ class Node:
         await self._tasks.close()
         for transport in set(self._transports.values()):
             await self._quietly(transport.close(), "closing a transport")
-        self._fail_pending(None, "the node shut down")
+        self._dispatch.fail_pending(None, "the node shut down")
 
     async def _quietly(self, work: Awaitable[Any], what: str) -> None:
         try:
@@ -328,13 +284,13 @@ class Node:
                     "tcp-transport")
         return transport
 
-    async def _accept(self, connection: Connection) -> None:
+    async def _accept(self, transport: Transport, connection: Connection) -> None:
         if self._closing:
             await connection.close()
         elif len(self._table) >= self.options.peer_limit:
             self._tasks.spawn(self._refuse(connection, "peer limit reached"), "refuse")
         else:
-            self._tasks.spawn(self._accept_one(connection), "handshake")
+            self._tasks.spawn(self._accept_one(transport, connection), "handshake")
 
     async def _refuse(self, connection: Connection, reason: str) -> None:
         log.warning("refused a connection from %s: %s", connection.remote_address, reason)
@@ -345,26 +301,32 @@ class Node:
             pass
         await connection.close()
 
-    async def _accept_one(self, connection: Connection) -> None:
+    async def _accept_one(self, transport: Transport, connection: Connection) -> None:
         try:
-            await self._open(connection, initiator=False, address=connection.remote_address)
+            await self._open(connection, initiator=False, address=connection.remote_address,
+                             inbox=transport.inbox_based)
         except HandshakeError as exc:
             log.warning("closed connection from %s: %s", connection.remote_address, exc)
 
     async def _open(self, connection: Connection, *, initiator: bool, address: str,
-                    expected_peer_id: str | None = None) -> Channel:
+                    inbox: bool, expected_peer_id: str | None = None) -> Channel:
+        """Handshake (securing stream connections), then serve the channel."""
         nonce = secrets.token_hex(8)
         hello = Hello(peer_id=self.peer_id, codecs=tuple(self._codecs), topics=tuple(self.topics),
                       listen=tuple(self._addresses), session=self._session, nonce=nonce,
                       name=self.options.name, max_frame_size=self.options.max_frame_size)
         done = await handshake(
             connection, hello=hello, codecs=self._codecs, identity=self.identity,
-            security=self._security, initiator=initiator, expected_peer_id=expected_peer_id,
+            # Inbox media carry no stream to secure: they get message-level security.
+            security=None if inbox else self._security, initiator=initiator,
+            expected_peer_id=expected_peer_id,
             timeout=self.options.handshake_timeout,
         )
         channel = Channel(done, address=address, initiator=initiator, local_nonce=nonce,
-                          on_message=self._on_message, on_reply=self._on_reply,
-                          outbox_limit=self.options.outbox_limit)
+                          on_message=self._dispatch.on_message,
+                          on_reply=self._dispatch.on_reply,
+                          outbox_limit=self.options.outbox_limit,
+                          max_frame_size=self.options.max_frame_size)
         if self._closing:
             await channel.close("the node is shutting down")
             raise HandshakeError("the node is shutting down")
@@ -375,7 +337,7 @@ class Node:
         if new:
             log.info("connected to %s (%s, codec %s)", channel.peer_id, address,
                      channel.codec.content_type)
-            self._lifecycle(peer.peer_id, "on_peer_connected", channel.info)
+            self._dispatch.lifecycle(peer.peer_id, "on_peer_connected", channel.info)
             self._notify("p2phost_peer_connected", peer=channel.info)
         return channel
 
@@ -386,10 +348,8 @@ class Node:
         if peer is None:
             return
         log.info("disconnected from %s (%s): %s", peer.peer_id, channel.address, reason)
-        self._fail_pending(peer.peer_id, f"the connection was lost: {reason}")
-        self._lifecycle(peer.peer_id, "on_peer_lost", channel.info, reason)
-        for mailbox in self._mailboxes:
-            mailbox.peer_gone(peer.peer_id)
+        self._dispatch.lifecycle(peer.peer_id, "on_peer_lost", channel.info, reason)
+        self._dispatch.peer_gone(peer.peer_id, reason)
         self._notify("p2phost_peer_lost", peer=channel.info, reason=reason)
         self._dial_waiting()
 
@@ -405,12 +365,6 @@ class Node:
                 pass
         await channel.flush(1.0)
         await channel.close(reason)
-
-    def _lifecycle(self, peer_id: str, method: str, *args: Any) -> None:
-        # Through each app's mailbox, so the app sees it in order with the peer's messages.
-        for app, mailbox in self._app_mailboxes:
-            call = functools.partial(getattr(app, method), *args)
-            mailbox.put_nowait(peer_id, (call, None, 0, 0, None))
 
     def _keep_connected(self, address: str) -> None:
         if address in self._targets or self._closing:
@@ -461,6 +415,7 @@ class Node:
                 raise PeerUnavailable(str(exc)) from exc
             try:
                 channel = await self._open(connection, initiator=True, address=address,
+                                           inbox=transport.inbox_based,
                                            expected_peer_id=expected_peer_id)
             except HandshakeError as exc:
                 raise PeerUnavailable(f"{address}: handshake failed: {exc}") from exc
@@ -486,11 +441,15 @@ class Node:
                     elif idle >= interval:
                         channel.ping()
 
-    # -- sending ---------------------------------------------------------------------
+    # -- messaging (Messenger) -------------------------------------------------------
 
     def _usable(self, peer_id: str) -> Channel | None:
         peer = self._table.peers.get(peer_id)
         return peer.best() if peer is not None else None
+
+    def _reply_channel(self, peer_id: str) -> Channel | None:
+        peer = self._table.get(peer_id)
+        return peer.any_open() if peer is not None else None
 
     async def _reach(self, peer: str) -> Channel:
         if "://" in peer:
@@ -502,184 +461,16 @@ class Node:
             raise PeerUnavailable("a node cannot send to itself")
         raise PeerUnavailable(f"peer {peer} is not connected")
 
-    def _frame(self, channel: Channel, kind: Kind, message_id: int, topic: str, body: Any,
-               deadline: int = 0) -> bytes:
-        topic_bytes = self._topic_bytes.get(topic)
-        if topic_bytes is None:
-            topic_bytes = topic.encode()
-            if len(topic_bytes) > MAX_FIELD:
-                raise WireError(f"topic {topic[:40]!r}... is longer than {MAX_FIELD} bytes")
-            if len(self._topic_bytes) < 4096:
-                self._topic_bytes[topic] = topic_bytes
-        frame = encode(kind, message_id, topic_bytes, channel.codec.encode(body),
-                       deadline=deadline)
-        if len(frame) > self.options.max_frame_size:
-            raise FrameTooLarge(
-                f"a message on {topic!r} is {len(frame)} bytes, over the maximum frame size "
-                f"of {self.options.max_frame_size} (max-frame-size in [node] of p2phost.toml)")
-        return frame
-
     async def send(self, peer: str, topic: str, body: Any) -> None:
         """Deliver ``body`` on ``topic`` to ``peer`` (a peer id or an address), no reply."""
-        channel = self._usable(peer) or await self._reach(peer)
-        frame = self._frame(channel, Kind.MESSAGE, next(self._ids), topic, body)
-        if not channel.try_post(frame):
-            try:
-                await channel.send(frame)
-            except ConnectionClosed as exc:
-                raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
+        await self._dispatch.send(self._usable(peer) or await self._reach(peer), topic, body)
 
     async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
         """Send a request and return the reply body (see :class:`p2phost_sdk.Messenger`)."""
         channel = self._usable(peer) or await self._reach(peer)
-        message_id = next(self._ids)
-        deadline = int((time.time() + timeout) * 1000)
-        frame = self._frame(channel, Kind.REQUEST, message_id, topic, body, deadline)
-        loop = self._loop or asyncio.get_running_loop()
-        reply: asyncio.Future[Any] = loop.create_future()
-        self._pending[message_id] = (channel.peer_id, topic, reply)
-        # A plain timer, cheaper than asyncio.timeout() on this hot path.
-        timer = loop.call_later(timeout, _expire, reply, channel.peer_id, topic, timeout)
-        try:
-            if not channel.try_post(frame):
-                await channel.send(frame)
-            return await reply
-        except ConnectionClosed as exc:
-            raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
-        finally:
-            timer.cancel()
-            self._pending.pop(message_id, None)
+        return await self._dispatch.request(channel, topic, body, timeout)
 
     async def publish(self, topic: str, body: Any) -> int:
         """Send to every connected peer that handles ``topic``; returns how many."""
-        message_id, sent = next(self._ids), 0
-        frames: dict[str, bytes] = {}
-        for peer in list(self._table.peers.values()):
-            channel = peer.best()
-            if channel is None or topic not in channel.topics:
-                continue
-            frame = frames.get(channel.codec.content_type)
-            if frame is None:
-                frame = frames[channel.codec.content_type] = self._frame(
-                    channel, Kind.MESSAGE, message_id, topic, body)
-            if not channel.try_post(frame):
-                try:
-                    await channel.send(frame)
-                except ConnectionClosed:
-                    continue
-            sent += 1
-        return sent
-
-    def _fail_pending(self, peer_id: str | None, reason: str) -> None:
-        for message_id, (peer, _, reply) in list(self._pending.items()):
-            if peer_id is None or peer == peer_id:
-                del self._pending[message_id]
-                if not reply.done():
-                    reply.set_exception(PeerUnavailable(f"peer {peer}: {reason}"))
-
-    # -- receiving -------------------------------------------------------------------
-
-    def _on_message(self, channel: Channel, envelope: Envelope) -> Awaitable[None] | None:
-        peer = channel.peer_id
-        if envelope.sender and envelope.sender != peer:
-            raise WireError(f"envelope sender {envelope.sender} is not the connection's peer")
-        if envelope.recipient and envelope.recipient != self.peer_id:
-            raise WireError(f"envelope recipient {envelope.recipient} is not this node")
-        route = self._routes.get(envelope.topic)
-        if route is None:
-            self._unrouted(channel, envelope)
-            return None
-        request = envelope.kind is Kind.REQUEST
-        message = Message(
-            format(envelope.message_id, "016x"),
-            MessageKind.REQUEST if request else MessageKind.MESSAGE,
-            peer, envelope.topic, channel.codec.decode(envelope.body), None,
-            channel.codec.content_type,
-        )
-        item: _Item = (route.handler, message, envelope.message_id, envelope.deadline, channel)
-        if route.mailbox.try_put(peer, item):
-            return None
-        return route.mailbox.put(peer, item)
-
-    def _unrouted(self, channel: Channel, envelope: Envelope) -> None:
-        text = f"no app on this node handles topic {envelope.topic!r}"
-        if envelope.kind is Kind.REQUEST:
-            channel.post(encode(Kind.ERROR, next(self._ids), body=text.encode(),
-                                correlation_id=envelope.message_id))
-        elif (channel.peer_id, envelope.topic) not in self._warned_topics:
-            self._warned_topics.add((channel.peer_id, envelope.topic))
-            log.warning("dropping messages from %s: %s", channel.peer_id, text)
-
-    def _on_reply(self, channel: Channel, envelope: Envelope) -> None:
-        if envelope.kind is Kind.ACK:
-            return
-        entry = self._pending.pop(envelope.correlation_id, None)
-        if entry is None or entry[0] != channel.peer_id:
-            log.debug("a reply from %s matches no waiting request (late?)", channel.peer_id)
-            return
-        peer, topic, reply = entry
-        if reply.done():
-            return
-        if envelope.kind is Kind.ERROR:
-            reply.set_exception(RemoteError(peer, topic, envelope.body.decode(errors="replace")))
-            return
-        try:
-            reply.set_result(channel.codec.decode(envelope.body))
-        except CodecError as exc:
-            reply.set_exception(CodecError(f"the reply from {peer} is not valid: {exc}"))
-            raise
-
-    async def _process(self, peer: str, item: _Item) -> None:
-        func, message, message_id, deadline, channel = item
-        if message is None:
-            try:
-                await func()
-            except Exception:
-                log.exception("app lifecycle call %r failed", func)
-            return
-        if deadline and deadline < time.time() * 1000:
-            log.debug("skipping an expired %r request from %s", message.topic, peer)
-            return
-        try:
-            result = await func(message)
-        except Exception as exc:
-            log.warning("the %r handler failed on a message from %s: %s: %s",
-                        message.topic, peer, type(exc).__name__, exc,
-                        exc_info=log.isEnabledFor(logging.DEBUG))
-            if message.kind is MessageKind.REQUEST:
-                await self._reply(peer, channel, message_id, Kind.ERROR,
-                                  f"{type(exc).__name__}: {exc}")
-            return
-        if message.kind is MessageKind.REQUEST:
-            await self._reply(peer, channel, message_id, Kind.REPLY, result)
-
-    async def _reply(self, peer: str, channel: Channel | None, message_id: int, kind: Kind,
-                     value: Any) -> None:
-        if channel is None or channel.ended:
-            known = self._table.get(peer)
-            channel = known.any_open() if known is not None else None
-            if channel is None:
-                log.debug("dropping a reply to %s: the peer is gone", peer)
-                return
-        try:
-            body = channel.codec.encode(value) if kind is Kind.REPLY else str(value).encode()
-        except CodecError as exc:
-            kind, body = Kind.ERROR, f"the handler's result cannot be encoded: {exc}".encode()
-        frame = encode(kind, next(self._ids), body=body, correlation_id=message_id)
-        if len(frame) > self.options.max_frame_size:
-            frame = encode(Kind.ERROR, next(self._ids), correlation_id=message_id,
-                           body=f"the reply is {len(frame)} bytes, over the maximum frame "
-                                f"size of {self.options.max_frame_size}".encode())
-        if channel.try_post(frame):
-            return
-        try:
-            await channel.send(frame)
-        except ConnectionClosed:
-            log.debug("dropping a reply to %s: the connection closed", peer)
-
-
-
-def _expire(reply: asyncio.Future[Any], peer: str, topic: str, timeout: float) -> None:
-    if not reply.done():
-        reply.set_exception(RequestTimeout(
-            f"no reply from {peer} to a {topic!r} request within {timeout:g}s"))
+        channels = [p.best() for p in list(self._table.peers.values())]
+        return await self._dispatch.publish([c for c in channels if c is not None], topic, body)

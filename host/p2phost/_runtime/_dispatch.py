@@ -1,0 +1,312 @@
+"""App messaging on top of channels: frames out, mailboxes and handlers in, replies matched.
+
+The node picks the channel; this module turns an app's ``send``/``request``/``publish``
+into frames, routes incoming messages by topic into the owning app's mailbox, runs the
+handler and answers a request with its result (or with the error it raised), and hands
+replies back to the request waiting for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from p2phost_sdk import (
+    App,
+    CodecError,
+    ConnectionClosed,
+    FrameTooLarge,
+    Message,
+    MessageKind,
+    PeerUnavailable,
+    RemoteError,
+    RequestTimeout,
+)
+
+from ._channel import Channel
+from ._envelope import MAX_FIELD, Envelope, Kind, encode
+from ._errors import NodeConfigError, WireError
+from ._mailbox import Mailbox
+
+log = logging.getLogger("p2phost.node")
+
+# (handler or lifecycle call, message or None, message id, deadline ms, channel, ack)
+_Item = tuple[Callable[..., Awaitable[Any]], Message | None, int, int, Channel | None,
+              Callable[[], None] | None]
+#: The channel to answer ``peer`` on when the request's own channel is gone, if any.
+ReplyChannel = Callable[[str], Channel | None]
+
+
+@dataclass(frozen=True)
+class _Route:
+    handler: Callable[[Message], Awaitable[Any]]
+    mailbox: Mailbox[_Item]
+
+
+class Dispatcher:
+    """Messages between the node's channels and its apps."""
+
+    def __init__(self, apps: Sequence[App], *, local_peer_id: str, max_frame_size: int,
+                 reply_channel: ReplyChannel) -> None:
+        self.local_peer_id = local_peer_id
+        self.max_frame_size = max_frame_size
+        self._reply_channel = reply_channel
+        self._apps: list[tuple[App, Mailbox[_Item]]] = []
+        self.routes = self._route(apps)
+        # Random start: ids stay unique across restarts, for receivers that dedupe.
+        self._ids = itertools.count(secrets.randbits(62) + 1)
+        self._pending: dict[int, tuple[str, str, asyncio.Future[Any]]] = {}
+        self._topic_bytes: dict[str, bytes] = {}
+        self._warned: set[tuple[str, str]] = set()
+
+    def _route(self, apps: Iterable[App]) -> dict[str, _Route]:
+        routes: dict[str, _Route] = {}
+        owners: dict[str, str] = {}
+        for app in apps:
+            name = type(app).name or type(app).__name__
+            mailbox: Mailbox[_Item] = Mailbox(name, app.mailbox_size, self._process)
+            self._apps.append((app, mailbox))
+            for topic, handler in app.handlers().items():
+                if topic in routes:
+                    raise NodeConfigError(
+                        f"topic {topic!r} is handled by two apps: {owners[topic]!r} and "
+                        f"{name!r}", fix="remove one of the two app plugins from p2phost.toml")
+                routes[topic] = _Route(handler, mailbox)
+                owners[topic] = name
+        return routes
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics this node's apps handle."""
+        return sorted(self.routes)
+
+    def next_id(self) -> int:
+        """A new message id."""
+        return next(self._ids)
+
+    # -- out -------------------------------------------------------------------------
+
+    def frame(self, channel: Channel, kind: Kind, message_id: int, topic: str, body: Any,
+              deadline: int = 0) -> bytes:
+        """An app message as a frame for ``channel`` (its codec, its size limit)."""
+        topic_bytes = self._topic_bytes.get(topic)
+        if topic_bytes is None:
+            topic_bytes = topic.encode()
+            if len(topic_bytes) > MAX_FIELD:
+                raise WireError(f"topic {topic[:40]!r}... is longer than {MAX_FIELD} bytes")
+            if len(self._topic_bytes) < 4096:
+                self._topic_bytes[topic] = topic_bytes
+        frame = encode(kind, message_id, topic_bytes, channel.codec.encode(body),
+                       deadline=deadline)
+        if len(frame) > channel.frame_limit:
+            raise FrameTooLarge(
+                f"a message on {topic!r} is {len(frame)} bytes, over the maximum frame size "
+                f"of {channel.frame_limit} ({channel.frame_limit_source})")
+        return frame
+
+    async def send(self, channel: Channel, topic: str, body: Any) -> None:
+        """One message, no reply."""
+        frame = self.frame(channel, Kind.MESSAGE, next(self._ids), topic, body)
+        if not channel.try_post(frame):
+            try:
+                await channel.send(frame)
+            except ConnectionClosed as exc:
+                raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
+
+    async def request(self, channel: Channel, topic: str, body: Any, timeout: float) -> Any:
+        """One request; the reply's body, or RequestTimeout / RemoteError / PeerUnavailable."""
+        message_id = next(self._ids)
+        deadline = int((time.time() + timeout) * 1000)
+        frame = self.frame(channel, Kind.REQUEST, message_id, topic, body, deadline)
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._pending[message_id] = (channel.peer_id, topic, reply)
+        # A plain timer, cheaper than asyncio.timeout() on this hot path.
+        timer = loop.call_later(timeout, _expire, reply, channel.peer_id, topic, timeout)
+        try:
+            if not channel.try_post(frame):
+                await channel.send(frame)
+            return await reply
+        except ConnectionClosed as exc:
+            raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
+        finally:
+            timer.cancel()
+            self._pending.pop(message_id, None)
+
+    async def publish(self, channels: Iterable[Channel], topic: str, body: Any) -> int:
+        """One message to each channel whose peer handles ``topic``; how many were sent."""
+        message_id, sent = next(self._ids), 0
+        frames: dict[tuple[str, int], bytes] = {}
+        for channel in channels:
+            if topic not in channel.topics:
+                continue
+            key = (channel.codec.content_type, channel.frame_limit)
+            frame = frames.get(key)
+            if frame is None:
+                frame = frames[key] = self.frame(channel, Kind.MESSAGE, message_id, topic, body)
+            if not channel.try_post(frame):
+                try:
+                    await channel.send(frame)
+                except ConnectionClosed:
+                    continue
+            sent += 1
+        return sent
+
+    def fail_pending(self, peer_id: str | None, reason: str) -> None:
+        """Fail the requests waiting on ``peer_id`` (every request when None)."""
+        for message_id, (peer, _, reply) in list(self._pending.items()):
+            if peer_id is None or peer == peer_id:
+                del self._pending[message_id]
+                if not reply.done():
+                    reply.set_exception(PeerUnavailable(f"peer {peer}: {reason}"))
+
+    # -- in --------------------------------------------------------------------------
+
+    def on_message(self, channel: Channel, envelope: Envelope,
+                   ack: Callable[[], None] | None) -> Awaitable[None] | None:
+        """A MESSAGE or REQUEST: into the owning app's mailbox (an awaitable when full)."""
+        peer = channel.peer_id
+        if envelope.sender and envelope.sender != peer:
+            raise WireError(f"envelope sender {envelope.sender} is not the connection's peer")
+        if envelope.recipient and envelope.recipient != self.local_peer_id:
+            raise WireError(f"envelope recipient {envelope.recipient} is not this node")
+        route = self.routes.get(envelope.topic)
+        if route is None:
+            self._unrouted(channel, envelope)
+            if ack is not None:
+                ack()
+            return None
+        request = envelope.kind is Kind.REQUEST
+        message = Message(
+            format(envelope.message_id, "016x"),
+            MessageKind.REQUEST if request else MessageKind.MESSAGE,
+            peer, envelope.topic, channel.codec.decode(envelope.body), None,
+            channel.codec.content_type,
+        )
+        item: _Item = (route.handler, message, envelope.message_id, envelope.deadline, channel,
+                       ack)
+        if route.mailbox.try_put(peer, item):
+            return None
+        return route.mailbox.put(peer, item)
+
+    def _unrouted(self, channel: Channel, envelope: Envelope) -> None:
+        text = f"no app on this node handles topic {envelope.topic!r}"
+        if envelope.kind is Kind.REQUEST:
+            channel.post(encode(Kind.ERROR, next(self._ids), body=text.encode(),
+                                correlation_id=envelope.message_id))
+        elif (channel.peer_id, envelope.topic) not in self._warned:
+            self._warned.add((channel.peer_id, envelope.topic))
+            log.warning("dropping messages from %s: %s", channel.peer_id, text)
+
+    def on_reply(self, channel: Channel, envelope: Envelope) -> None:
+        """A REPLY or ERROR: to the request waiting for it (ACKs need nothing here)."""
+        if envelope.kind is Kind.ACK:
+            return
+        entry = self._pending.pop(envelope.correlation_id, None)
+        if entry is None or entry[0] != channel.peer_id:
+            log.debug("a reply from %s matches no waiting request (late?)", channel.peer_id)
+            return
+        peer, topic, reply = entry
+        if reply.done():
+            return
+        if envelope.kind is Kind.ERROR:
+            reply.set_exception(RemoteError(peer, topic, envelope.body.decode(errors="replace")))
+            return
+        try:
+            reply.set_result(channel.codec.decode(envelope.body))
+        except CodecError as exc:
+            reply.set_exception(CodecError(f"the reply from {peer} is not valid: {exc}"))
+            raise
+
+    def lifecycle(self, peer_id: str, method: str, *args: Any) -> None:
+        """Call ``App.method(*args)`` through each app's mailbox, in order with the
+        peer's messages (``on_peer_connected`` first, ``on_peer_lost`` last)."""
+        for app, mailbox in self._apps:
+            call = functools.partial(getattr(app, method), *args)
+            mailbox.put_nowait(peer_id, (call, None, 0, 0, None, None))
+
+    def peer_gone(self, peer_id: str, reason: str) -> None:
+        """The peer's last channel ended."""
+        self.fail_pending(peer_id, f"the connection was lost: {reason}")
+        for _, mailbox in self._apps:
+            mailbox.peer_gone(peer_id)
+
+    async def drain(self, timeout: float) -> None:
+        """Handle what the mailboxes hold (up to ``timeout`` each), then stop them."""
+        for _, mailbox in self._apps:
+            left = await mailbox.close(timeout)
+            if left:
+                log.warning("app %s: %d messages were not handled within the %gs drain "
+                            "timeout", mailbox.name, left, timeout)
+
+    async def _process(self, peer: str, item: _Item) -> None:
+        func, message, message_id, deadline, channel, ack = item
+        try:
+            if message is None:
+                await self._lifecycle_call(func)
+            elif deadline and deadline < time.time() * 1000:
+                log.debug("skipping an expired %r request from %s", message.topic, peer)
+            else:
+                await self._handle(peer, func, message, message_id, channel)
+        finally:
+            if ack is not None:
+                ack()  # done with it: a medium that redelivers may now forget it
+
+    @staticmethod
+    async def _lifecycle_call(func: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await func()
+        except Exception:
+            log.exception("app lifecycle call %r failed", func)
+
+    async def _handle(self, peer: str, func: Callable[[Message], Awaitable[Any]],
+                      message: Message, message_id: int, channel: Channel | None) -> None:
+        try:
+            result = await func(message)
+        except Exception as exc:
+            log.warning("the %r handler failed on a message from %s: %s: %s",
+                        message.topic, peer, type(exc).__name__, exc,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
+            if message.kind is MessageKind.REQUEST:
+                await self._reply(peer, channel, message_id, Kind.ERROR,
+                                  f"{type(exc).__name__}: {exc}")
+            return
+        if message.kind is MessageKind.REQUEST:
+            await self._reply(peer, channel, message_id, Kind.REPLY, result)
+
+    async def _reply(self, peer: str, channel: Channel | None, message_id: int, kind: Kind,
+                     value: Any) -> None:
+        if channel is None or channel.ended:
+            channel = self._reply_channel(peer)
+            if channel is None:
+                log.debug("dropping a reply to %s: the peer is gone", peer)
+                return
+        try:
+            body = channel.codec.encode(value) if kind is Kind.REPLY else str(value).encode()
+        except CodecError as exc:
+            kind, body = Kind.ERROR, f"the handler's result cannot be encoded: {exc}".encode()
+        frame = encode(kind, next(self._ids), body=body, correlation_id=message_id)
+        if len(frame) > channel.frame_limit:
+            frame = encode(Kind.ERROR, next(self._ids), correlation_id=message_id,
+                           body=f"the reply is {len(frame)} bytes, over the maximum frame "
+                                f"size of {channel.frame_limit}".encode())
+        if channel.try_post(frame):
+            return
+        try:
+            await channel.send(frame)
+        except ConnectionClosed:
+            log.debug("dropping a reply to %s: the connection closed", peer)
+
+
+def _expire(reply: asyncio.Future[Any], peer: str, topic: str, timeout: float) -> None:
+    if not reply.done():
+        reply.set_exception(RequestTimeout(
+            f"no reply from {peer} to a {topic!r} request within {timeout:g}s"))
+
