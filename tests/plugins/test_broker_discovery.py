@@ -168,7 +168,7 @@ async def test_wildcard_addresses_are_announced_with_the_ip_that_reaches_the_bro
     await b.start(b_events)
     try:
         await wait_until(lambda: a_events.peer_id in b_events.found, 3, "finding the peer")
+        assert b_events.found[a_events.peer_id].addresses == ("tcp://127.0.0.1:7400",)
     finally:
         await a.stop()
         await b.stop()
-    assert b_events.found[a_events.peer_id].addresses == ("tcp://127.0.0.1:7400",)
