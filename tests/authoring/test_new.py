@@ -69,6 +69,8 @@ def test_an_invalid_answer_is_asked_again(tmp_path: Path) -> None:
     (["codec", "x", "--set", "colour=red"], "the codec template asks no such question"),
     (["codec", "x", "--set", "novalue"], "--set 'novalue' is not key=value"),
     (["codec", "x", "--set", "content_type=text"], "expected a MIME type"),
+    (["discovery", "x", "--set", "expiry=0"], "expiry = '0': expected a whole number above 0"),
+    (["discovery", "x", "--set", "expiry=soon"], "expected a whole number"),
     (["codec", "bad name!"], "not a valid project name"),
     (["widget", "x"], "unknown plugin kind 'widget'"),
     (["codec"], "plugin new needs a KIND and a NAME"),

@@ -78,6 +78,8 @@ CHECKS: dict[str, Callable[[str], str | None]] = {
     "email": lambda v: None if not v or re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", v)
     else "not an e-mail address (or leave it empty)",
     "not-empty": lambda v: None if v.strip() else "must not be empty",
+    "positive": lambda v: None if v.strip().isdigit() and int(v) > 0
+    else "expected a whole number above 0",
 }
 
 
@@ -108,9 +110,13 @@ class Question:
             raise AnswerError(self.name, raw, "expected yes or no")
         if self.type == "int":
             try:
-                return int(text)
+                number = int(text)
             except ValueError:
                 raise AnswerError(self.name, raw, "expected a whole number") from None
+            problem = CHECKS[self.check](text) if self.check else None
+            if problem:
+                raise AnswerError(self.name, raw, problem)
+            return number
         if self.choices and text not in self.choices:
             raise AnswerError(self.name, raw, f"expected one of {', '.join(self.choices)}")
         if self.pattern and not re.fullmatch(self.pattern, text):
