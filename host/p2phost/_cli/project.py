@@ -29,6 +29,7 @@ url = "{registry}"        # several sources may be listed: url = ["...", "..."]
 
 [plugins]                 # name = PEP 440 version specifier; "*" means any version
 tcp-transport = ">=1.0,<2"
+noise-security = ">=1.0,<2"   # every connection authenticated and encrypted
 json-codec = ">=1.0,<2"
 static-discovery = ">=1.0,<2"
 echo = ">=1.0,<2"
