@@ -81,8 +81,11 @@ class Relay:
                 if action == "flip":
                     middle = len(frame) // 2
                     frame = frame[:middle] + bytes([frame[middle] ^ 0x01]) + frame[middle + 1:]
-                out = {"replay": [frame, frame], "drop": [], "reorder": []}.get(action, [frame])
-                out, held = out + held, [frame] if action == "reorder" else []
+                if action == "reorder":
+                    held = [frame]  # it goes out right after the next frame
+                    continue
+                out = {"replay": [frame, frame], "drop": []}.get(action, [frame]) + held
+                held = []
                 if out:
                     await target.send_many(out)
         except ConnectionClosed:

@@ -54,6 +54,9 @@ def _verify(
     except CertificateError as exc:
         attempt.refusal = str(exc)
         return False
+    except Exception as exc:  # a callback must not raise into OpenSSL
+        attempt.refusal = f"the peer's certificate cannot be read ({exc})"
+        return False
     if attempt.expected_peer_id is not None and peer_id != attempt.expected_peer_id:
         attempt.refusal = (
             f"expected peer {attempt.expected_peer_id}, but the peer presents peer id {peer_id}"
