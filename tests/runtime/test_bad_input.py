@@ -36,6 +36,20 @@ CASES = {
 }
 
 
+async def send_bad_input(address: str, case: str, max_frame_size: int = MAX) -> None:
+    """Send the bad input of ``case`` to a tcp node; return once it closed the connection."""
+    handshake, data, _ = CASES[case]
+    if case == "oversized frame":
+        data = struct.pack("!I", max_frame_size + 1) + data[4:]
+    reader, writer = await raw_tcp(address, handshake=handshake)
+    writer.write(data)
+    if case == "truncated frame":
+        writer.write_eof()
+    await writer.drain()
+    await closed_by_node(reader)
+    writer.close()
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[Node]:
     node = build_node("tcp", [Recorder()], max_frame_size=MAX, handshake_timeout=0.5)
@@ -48,19 +62,12 @@ async def server() -> AsyncIterator[Node]:
 async def test_bad_input_closes_only_that_connection(
     server: Node, case: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    handshake, data, reason = CASES[case]
     client = build_node("tcp", listen=[])
     await client.start()
     try:
         peer = await client.connect(server.addresses[0])
-        reader, writer = await raw_tcp(server.addresses[0], handshake=handshake)
-        writer.write(data)
-        if case == "truncated frame":
-            writer.write_eof()
-        await writer.drain()
-        await closed_by_node(reader)
-        writer.close()
-        assert reason in caplog.text
+        await send_bad_input(server.addresses[0], case)
+        assert CASES[case][2] in caplog.text
         # The well-behaved peer never noticed.
         assert await client.request(peer, "record", case) == 1
     finally:

@@ -19,7 +19,7 @@ from tests.conftest import run_cli, write_project
 from tests.runtime.conftest import build_node
 from tests.runtime.processes import RunningNode, free_port
 from tests.runtime.rawpeer import closed_by_node, raw_tcp
-from tests.runtime.test_bad_input import CASES
+from tests.runtime.test_bad_input import CASES, send_bad_input
 
 BASIC = ["tcp-transport", "json-codec", "echo", "chat"]
 # Small socket buffers: a backpressure test must not fit in the kernel's.
@@ -126,16 +126,8 @@ async def test_every_bad_input_closes_only_its_connection(
     alice: RunningNode, client: Node
 ) -> None:
     peer = await client.connect(alice.address)
-    for case, (handshake, data, reason) in CASES.items():
-        if case == "oversized frame":  # alice's limit is the default 16 MiB
-            data = data[:0] + (16 * 1024 * 1024 + 1).to_bytes(4, "big") + data[4:]
-        reader, writer = await raw_tcp(alice.address, handshake=handshake)
-        writer.write(data)
-        if case == "truncated frame":
-            writer.write_eof()
-        await writer.drain()
-        await closed_by_node(reader)
-        writer.close()
+    for case, (_, _, reason) in CASES.items():
+        await send_bad_input(alice.address, case, max_frame_size=16 * 1024 * 1024)
         assert await client.request(peer, "echo", case) == case
         await wait_until(lambda reason=reason: reason in alice.stderr, 5,  # type: ignore[misc]
                          f"alice logs {reason!r}")
