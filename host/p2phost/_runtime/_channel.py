@@ -80,14 +80,14 @@ class Channel:
         else:
             self.frame_limit = max_frame_size
             self.frame_limit_source = "max-frame-size in [node] of p2phost.toml"
-        self.opened = time.monotonic()
-        self.last_seen = self.opened
+        self.last_seen = time.monotonic()
         #: True while the reader waits for room in a full mailbox (the peer is not dead).
         self.stalled = False
         #: We said goodbye: no new messages or requests go out on this channel.
         self.closing = False
-        self.said_goodbye_first = False
-        self.goodbye_received = asyncio.Event()
+        #: The peer sends no new messages: it said goodbye, or the connection ended.
+        self.peer_done = asyncio.Event()
+        #: Why the peer said goodbye ("" until it does).
         self.remote_reason = ""
         self.ended = False
         self._on_message = on_message
@@ -108,7 +108,7 @@ class Channel:
     @property
     def usable(self) -> bool:
         """Whether new messages and requests may be sent on this channel."""
-        return not (self.closing or self.ended or self.goodbye_received.is_set())
+        return not (self.closing or self.peer_done.is_set())
 
     # -- sending ---------------------------------------------------------------------
 
@@ -162,7 +162,6 @@ class Channel:
         if self.closing:
             return
         self.closing = True
-        self.said_goodbye_first = not self.goodbye_received.is_set()
         self.post(encode(Kind.GOODBYE, 0, body=reason.encode()))
 
     async def _write_loop(self) -> None:
@@ -212,9 +211,9 @@ class Channel:
             elif kind is Kind.PING:
                 self.post(_PONG)
             elif kind is Kind.GOODBYE:
-                self.remote_reason = envelope.body.decode(errors="replace")
+                self.remote_reason = envelope.body.decode(errors="replace") or "goodbye"
                 log.debug("%s said goodbye: %s", self.peer_id, self.remote_reason)
-                self.goodbye_received.set()
+                self.peer_done.set()
                 self.goodbye("goodbye")
             elif kind is Kind.HELLO:
                 raise WireError("a second hello on an open connection")
@@ -235,7 +234,7 @@ class Channel:
             if isinstance(exc, ConnectionClosed):
                 reason = self._close_reason or (
                     f"the peer said goodbye ({self.remote_reason})"
-                    if self.goodbye_received.is_set() else str(exc))
+                    if self.remote_reason else str(exc))
             elif isinstance(exc, (WireError, CodecError, TransportError, P2PHostError)):
                 reason = f"protocol error: {exc}"
                 log.warning("closing connection to %s (%s): %s", self.peer_id, self.address,
@@ -261,6 +260,7 @@ class Channel:
 
     def _end(self) -> None:
         self.ended = True
+        self.peer_done.set()
         self._room.set()
         self._flushed.set()
 

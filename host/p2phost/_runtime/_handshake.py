@@ -170,10 +170,10 @@ async def handshake(
                 )
             return Handshaken(connection, remote, codecs[chosen])
     except TimeoutError:
-        await _refuse(connection, f"handshake did not finish within {timeout:g}s")
+        await refuse(connection, f"handshake did not finish within {timeout:g}s")
         raise HandshakeError(f"handshake did not finish within {timeout:g}s") from None
     except (HandshakeError, WireError) as exc:
-        await _refuse(connection, str(exc))
+        await refuse(connection, str(exc))
         raise HandshakeError(str(exc)) from exc
     except P2PHostError as exc:  # a transport error, or the security plugin's
         await connection.close()
@@ -194,7 +194,7 @@ def _check_peer(peer_id: str, connection: Connection, identity: Identity,
         raise HandshakeError("connected to itself (the address is this node's own)")
 
 
-async def _refuse(connection: Connection, reason: str) -> None:
+async def refuse(connection: Connection, reason: str) -> None:
     """Tell the peer why (so its log says it too), then close."""
     with contextlib.suppress(Exception):
         async with asyncio.timeout(_GOODBYE_GRACE):

@@ -18,7 +18,6 @@ from p2phost_sdk import (
     Discovery,
     HandshakeError,
     Identity,
-    P2PHostError,
     PeerInfo,
     PeerRecord,
     PeerUnavailable,
@@ -30,9 +29,8 @@ from p2phost_sdk import (
 from ._backoff import Backoff
 from ._channel import Channel
 from ._dispatch import Dispatcher
-from ._envelope import Kind, encode
 from ._errors import ListenError, NodeConfigError
-from ._handshake import Hello, handshake
+from ._handshake import Hello, handshake, refuse
 from ._peers import PeerTable
 from ._tasks import TaskSet
 
@@ -241,9 +239,9 @@ class Node:
         channels = [c for p in self._table.peers.values() for c in p.channels]
         for channel in channels:
             channel.goodbye("the node is shutting down")
-        waits = [c.goodbye_received.wait() for c in channels if not c.ended]
-        if waits:
-            await self._quietly(asyncio.wait_for(asyncio.gather(*waits), timeout), "")
+        if channels:  # after the peers' goodbyes, no new message can arrive
+            await self._quietly(asyncio.wait_for(
+                asyncio.gather(*(c.peer_done.wait() for c in channels)), timeout), "")
         await self._dispatch.drain(timeout)
         for channel in channels:
             await channel.flush(1.0)
@@ -294,12 +292,7 @@ class Node:
 
     async def _refuse(self, connection: Connection, reason: str) -> None:
         log.warning("refused a connection from %s: %s", connection.remote_address, reason)
-        try:
-            async with asyncio.timeout(1.0):
-                await connection.send(encode(Kind.GOODBYE, 0, body=reason.encode()))
-        except (TimeoutError, P2PHostError):
-            pass
-        await connection.close()
+        await refuse(connection, reason)
 
     async def _accept_one(self, transport: Transport, connection: Connection) -> None:
         try:
@@ -360,7 +353,7 @@ class Node:
             # Both ends retire the same connection; each closes once the other said so.
             try:
                 async with asyncio.timeout(self.options.handshake_timeout):
-                    await channel.goodbye_received.wait()
+                    await channel.peer_done.wait()
             except TimeoutError:
                 pass
         await channel.flush(1.0)
