@@ -88,7 +88,7 @@ async def serve_zmq(port: int) -> None:
             [peer, request_id, str(handled).encode() if body == b"count" else body])
 
 
-async def serve_p2phost(port: int) -> None:
+def bench_node(port: int) -> Any:
     """A node with one app: ``sink`` counts messages, ``echo`` answers with the body."""
     from p2phost_msgpack_codec import MsgpackCodec
     from p2phost_tcp_transport import TcpTransport
@@ -108,10 +108,14 @@ async def serve_p2phost(port: int) -> None:
         async def echo(self, message: Message) -> Any:
             return self.handled if message.body == b"count" else message.body
 
-    node = Node(Identity.generate(), transports={"tcp": TcpTransport()},
+    return Node(Identity.generate(), transports={"tcp": TcpTransport()},
                 codecs={"application/msgpack": MsgpackCodec()}, apps=[Bench()],
                 options=NodeOptions(listen=[f"tcp://127.0.0.1:{port}"]))
-    async with node:
+
+
+async def serve_p2phost(port: int) -> None:
+    """The p2phost server: :func:`bench_node` until killed."""
+    async with bench_node(port):
         print("ready", flush=True)
         await asyncio.Event().wait()
 
@@ -342,6 +346,29 @@ async def run_rounds(systems: list[str], rounds: int, scale: float
             for s, metrics in seen.items()}
 
 
+async def profile_p2phost(scale: float) -> None:
+    """Both nodes in this process under cProfile: where a message's time goes."""
+    import cProfile
+    import pstats
+
+    port = free_port()
+    async with bench_node(port):
+        client = await P2PClient.open(port)
+        await one_way(client, 64, 20_000)
+        messages, requests = max(10_000, int(100_000 * scale)), max(2000, int(20_000 * scale))
+        for title, work in [
+            ("one-way 64 B", lambda: one_way(client, 64, messages)),
+            ("sequential request/reply", lambda: round_trips(client, requests)),
+        ]:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await work()
+            profiler.disable()
+            print(f"== profile: {title} (both nodes, one process; by own time)")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
+        await client.close()
+
+
 def report(results: dict[str, dict[str, float]]) -> None:
     names = {"p2phost": "p2phost", "raw": "raw asyncio", "zmq": "pyzmq asyncio"}
     print(f"{'':34}{names['p2phost']:>14}{names['raw']:>14}{'ratio':>8}"
@@ -371,6 +398,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5,
                         help="rounds of every system; the median is reported (default 5)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile p2phost's two nodes in one process instead")
     args = parser.parse_args()
     pin(1 if args.serve else 0)
     if args.serve:
@@ -378,6 +407,9 @@ def main() -> None:
         asyncio.run(server(args.port))
         return
     scale = 0.1 if args.quick else 1.0
+    if args.profile:
+        asyncio.run(profile_p2phost(scale))
+        return
     systems = args.only or ["p2phost", "raw", "zmq"]
     results = asyncio.run(run_rounds(systems, max(1, args.rounds), scale))
     if set(results) == {"p2phost", "raw", "zmq"}:
