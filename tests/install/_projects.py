@@ -39,7 +39,7 @@ PLUGINS = (
     Spec("gamma", "1.0.0", requires={"alpha": "<1.1"}),
     Spec("cyc-a", "1.0.0", requires={"cyc-b": ">=1"}),
     Spec("cyc-b", "1.0.0", requires={"cyc-a": ">=1"}),
-    Spec("pydep", "1.0.0", dependencies=("iniconfig>=1", "p2phost-sdk>=0.1")),
+    Spec("pydep", "1.0.0", dependencies=("six>=1", "msgpack>=1", "p2phost-sdk>=0.1")),
     Spec("bulky", "1.0.0", capabilities=("filesystem",), payload=3 << 20),
     Spec("bulky", "1.1.0", capabilities=("filesystem",), payload=3 << 20),
 )

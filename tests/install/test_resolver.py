@@ -75,3 +75,14 @@ def test_failures_say_why(releases: tuple[Release, ...], reqs: list[str], messag
     with pytest.raises(ResolutionError) as caught:
         picked(Answers(*releases), *reqs)
     assert message in caught.value.message
+
+
+def test_a_python_requirement_the_host_cannot_meet_is_refused_not_shadowed() -> None:
+    from importlib.metadata import version
+
+    from p2phost._install._pydeps import _refuse_shadowing
+
+    _refuse_shadowing({"name": "surely-not-installed-here", "version": "1.0"}, ["x"])
+    with pytest.raises(ResolutionError) as info:
+        _refuse_shadowing({"name": "msgpack", "version": "99.0"}, ["msgpack>=99"])
+    assert f"this host provides msgpack {version('msgpack')}" in info.value.message

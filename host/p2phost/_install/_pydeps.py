@@ -5,10 +5,15 @@ pip resolves them (``--dry-run --report``) because pip reads the user's configur
 so "the package index the user already uses" is the one asked. pip only resolves;
 the wheels it picks are downloaded into p2phost's cache and verified like plugins, so
 ``plugin sync --offline`` can install them again.
+
+What the host's own environment already provides (``cryptography``, ``msgpack``...) is
+left to the host: a second copy in the plugin environment would come first on
+``sys.path`` and shadow the host's own, so pip resolves against the installed host.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -31,8 +36,8 @@ def resolve_packages(requirements: list[str]) -> tuple[LockedFile, ...]:
     """Exact wheels (name, version, URL, sha256) for ``requirements`` and their dependencies."""
     if not requirements:
         return ()
-    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
-               "--quiet", "--only-binary", ":all:", "--report", "-", *sorted(requirements)]
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet",
+               "--only-binary", ":all:", "--report", "-", *sorted(requirements)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT,
                               stdin=subprocess.DEVNULL)
@@ -48,11 +53,28 @@ def resolve_packages(requirements: list[str]) -> tuple[LockedFile, ...]:
             f"{detail}", fix="check your Python package index (pip config list)")
     try:
         report = json.loads(done.stdout)
-        return tuple(_locked(item) for item in report["install"]
-                     if canonicalize_name(item["metadata"]["name"]) not in HOST_DISTRIBUTIONS)
+        wanted = [item for item in report["install"]
+                  if canonicalize_name(item["metadata"]["name"]) not in HOST_DISTRIBUTIONS]
     except (ValueError, KeyError, TypeError) as exc:
         raise ResolutionError(f"pip's installation report is unreadable ({exc!r})",
                               fix="upgrade pip: python -m pip install -U pip") from exc
+    for item in wanted:
+        _refuse_shadowing(item["metadata"], requirements)
+    return tuple(_locked(item) for item in wanted)
+
+
+def _refuse_shadowing(metadata: dict[str, Any], requirements: list[str]) -> None:
+    """pip only plans a package the host already has when the host's version does not fit."""
+    name, version = str(metadata["name"]), str(metadata["version"])
+    try:
+        host_version = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return
+    raise ResolutionError(
+        f"the plugins' Python requirements ({', '.join(requirements)}) need {name} {version}, "
+        f"but this host provides {name} {host_version} to every plugin",
+        fix=f"upgrade p2phost's environment (pip install -U {name}), or pick another plugin "
+            "version with `p2phost plugin install NAME==VERSION`")
 
 
 def _locked(item: dict[str, Any]) -> LockedFile:
