@@ -53,7 +53,7 @@ from ._presence import (
     with_host,
 )
 from ._security import SecureConnection, Security, run_handshake
-from ._transport import AcceptHandler, Connection, Listener, Transport
+from ._transport import AcceptHandler, Connection, DeliveredFrame, Listener, Transport
 from ._version import HOST_API, host_api_compatible
 
 __all__ = [
@@ -74,6 +74,7 @@ __all__ = [
     "ConfigSchema",
     "Connection",
     "ConnectionClosed",
+    "DeliveredFrame",
     "Discovery",
     "DiscoveryEvents",
     "FrameTooLarge",

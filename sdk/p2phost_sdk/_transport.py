@@ -26,6 +26,10 @@ class Connection(ABC):
     remote_address: str = ""
     #: The remote peer id when the medium itself names it (inbox-based media), else None.
     remote_peer_id: str | None = None
+    #: The largest frame this connection carries when its medium allows less than the
+    #: node's ``max_frame_size`` (a broker's message size limit), else None. The host
+    #: refuses a larger message before sending it, with a clear error.
+    max_frame_size: int | None = None
 
     @abstractmethod
     async def send(self, frame: bytes) -> None:
@@ -52,6 +56,24 @@ class Connection(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Close both directions. Idempotent."""
+
+
+class DeliveredFrame(bytes):
+    """A received frame that its medium holds until the node is done with it.
+
+    Media that redeliver what was not acknowledged (brokers, databases) return these from
+    :meth:`Connection.recv`. The host calls :attr:`ack` exactly once when it is done with
+    the frame: at once for control frames, after the app's handler ran for messages. A
+    node killed before that leaves the frame on the medium, to be delivered again.
+    """
+
+    ack: Callable[[], None]
+
+    def __new__(cls, data: bytes, ack: Callable[[], None]) -> DeliveredFrame:
+        """``data`` as a frame that calls ``ack`` once handled."""
+        frame = super().__new__(cls, data)
+        frame.ack = ack
+        return frame
 
 
 class Listener(ABC):

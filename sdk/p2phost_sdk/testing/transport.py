@@ -20,7 +20,9 @@ Describe your transport with a ``transport_case`` fixture and subclass
 The ``transport_case`` fixture may be parametrised (several configurations run the whole
 kit each). Media that hold inboxes (brokers, databases) set the flags that do not apply to
 them: ``propagates_close`` (the other end learns of a close) and ``exclusive_listen`` (a
-second listener on the same address is refused).
+second listener on the same address is refused). Their transports (``inbox_based``) must
+also name the peer on both ends of a connection, and refuse in bounded time to dial a
+peer id that nobody uses on the medium (``unknown_peer_address``).
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from dataclasses import dataclass
 import pytest
 
 from .._errors import ConnectionClosed, FrameTooLarge, TransportError
-from .._transport import Connection, Transport
+from .._transport import Connection, DeliveredFrame, Transport
 
-__all__ = ["TransportCase", "TransportConformance", "TransportKit"]
+__all__ = ["TransportCase", "TransportConformance", "TransportKit", "receive"]
 
 _TIMEOUT = 10.0
 
@@ -46,7 +48,8 @@ _TIMEOUT = 10.0
 class TransportCase:
     """What a plugin's tests tell the kit about its transport."""
 
-    #: A new transport whose frames may be at most ``max_frame_size`` bytes.
+    #: A new transport whose frames may be at most ``max_frame_size`` bytes (for an
+    #: inbox-based medium: of a new node, with a peer id of its own).
     make: Callable[[int], Transport]
     #: A fresh address to listen on (each call may be used once).
     listen_address: Callable[[], str]
@@ -60,6 +63,8 @@ class TransportCase:
     propagates_close: bool = True
     #: Whether listening twice on one address is refused with TransportError.
     exclusive_listen: bool = True
+    #: On an inbox-based medium: an address whose peer id no node uses there.
+    unknown_peer_address: str | None = None
 
 
 class TransportKit:
@@ -95,6 +100,15 @@ class TransportKit:
             await listener.close()
             await server_transport.close()
             await client_transport.close()
+
+
+async def receive(connection: Connection) -> bytes:
+    """The next frame, acknowledged as the host does once done with it (media that
+    redeliver keep a frame until then: see :class:`p2phost_sdk.DeliveredFrame`)."""
+    frame = await connection.recv()
+    if isinstance(frame, DeliveredFrame):
+        frame.ack()
+    return frame
 
 
 def _frames(count: int, seed: int = 7) -> list[bytes]:
@@ -142,7 +156,7 @@ class TransportConformance:
         async with transport_kit.pair() as (client, server), asyncio.timeout(_TIMEOUT):
             for sender, receiver in ((client, server), (server, client)):
                 sending = asyncio.ensure_future(self._send_all(sender, frames))
-                got = [await receiver.recv() for _ in frames]
+                got = [await receive(receiver) for _ in frames]
                 await sending
                 assert got == frames
 
@@ -155,7 +169,7 @@ class TransportConformance:
         frames = _frames(500, seed=11)
         async with transport_kit.pair() as (client, server), asyncio.timeout(_TIMEOUT):
             sending = asyncio.ensure_future(client.send_many(frames))
-            got = [await server.recv() for _ in frames]
+            got = [await receive(server) for _ in frames]
             await sending
             assert got == frames
 
@@ -165,7 +179,7 @@ class TransportConformance:
         async with transport_kit.pair(server_max=limit, client_max=limit) as (client, server):
             async with asyncio.timeout(_TIMEOUT):
                 sending = asyncio.ensure_future(client.send(frame))
-                assert await server.recv() == frame
+                assert await receive(server) == frame
                 await sending
 
     async def test_sending_an_oversized_frame_raises(self, transport_kit: TransportKit) -> None:
@@ -178,7 +192,7 @@ class TransportConformance:
             # The connection still works after a refused send.
             async with asyncio.timeout(_TIMEOUT):
                 await client.send(b"still here")
-                assert await server.recv() == b"still here"
+                assert await receive(server) == b"still here"
 
     async def test_an_oversized_incoming_frame_is_refused(
         self, transport_kit: TransportKit
@@ -187,7 +201,7 @@ class TransportConformance:
             async with asyncio.timeout(_TIMEOUT):
                 sending = asyncio.ensure_future(client.send(b"y" * 4096))
                 with pytest.raises(TransportError):
-                    await server.recv()
+                    await receive(server)
                 sending.cancel()
                 await asyncio.gather(sending, return_exceptions=True)
 
@@ -200,9 +214,9 @@ class TransportConformance:
             await client.send(b"last words")
             await client.close()
             await client.close()  # idempotent
-            assert await server.recv() == b"last words"
+            assert await receive(server) == b"last words"
             with pytest.raises(ConnectionClosed):
-                await server.recv()
+                await receive(server)
 
     async def test_send_after_close_raises(self, transport_kit: TransportKit) -> None:
         async with transport_kit.pair() as (client, _server):
@@ -253,6 +267,30 @@ class TransportConformance:
             await listener.close()
             await transport.close()
 
+    async def test_inbox_connections_name_their_peers(self, transport_kit: TransportKit) -> None:
+        if not type(transport_kit.case.make(1024)).inbox_based:
+            pytest.skip("not an inbox-based transport")
+        async with transport_kit.pair() as (client, server):
+            assert client.remote_peer_id, "a dialled inbox connection names its peer"
+            assert client.remote_address.endswith("#" + client.remote_peer_id)
+            assert server.remote_peer_id, "an accepted inbox connection names its peer"
+            # pair() makes two transports: two nodes, each naming the other.
+            assert server.remote_peer_id != client.remote_peer_id
+
+    async def test_dialling_an_unknown_peer_fails_in_bounded_time(
+        self, transport_kit: TransportKit
+    ) -> None:
+        case = transport_kit.case
+        if case.unknown_peer_address is None:
+            pytest.skip("the case names no address of an unknown peer")
+        transport = case.make(1024)
+        started = time.monotonic()
+        with pytest.raises(TransportError) as failure:
+            await transport.dial(case.unknown_peer_address, timeout=case.dial_within)
+        assert time.monotonic() - started < case.dial_within + 1.0
+        assert str(failure.value), "the error must say why"
+        await transport.close()
+
     async def test_a_closed_listener_accepts_no_more(self, transport_kit: TransportKit) -> None:
         transport = transport_kit.case.make(1024)
 
@@ -278,7 +316,7 @@ class TransportConformance:
             for i in range(len(frames)):
                 if i % 500 == 0:
                     await asyncio.sleep(0.05)
-                got.append(await server.recv())
+                got.append(await receive(server))
             await sending
             assert got == frames
 
@@ -288,7 +326,7 @@ class TransportConformance:
         async def echo(connection: Connection) -> None:
             try:
                 while True:
-                    await connection.send(await connection.recv())
+                    await connection.send(await receive(connection))
             except TransportError:
                 await connection.close()
 
@@ -305,7 +343,7 @@ class TransportConformance:
             try:
                 sent = [f"{n}:{i}".encode() for i in range(50)]
                 await connection.send_many(sent)
-                return [await connection.recv() for _ in sent]
+                return [await receive(connection) for _ in sent]
             finally:
                 await connection.close()
 

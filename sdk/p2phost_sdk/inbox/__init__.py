@@ -1,0 +1,50 @@
+"""Inbox transports: connections over shared media (brokers, databases) with TCP semantics.
+
+On a shared medium every node has an inbox named by its peer id. A plugin for a new
+medium implements only :class:`Medium` (connect, one inbox, append in order, acknowledge)
+and subclasses :class:`InboxTransport`; this package makes connections on top that keep
+order, flow control and close like TCP, drop duplicates, acknowledge a record only once
+the node is done with it, and resume a listener's connections after it was killed.
+The records on the medium are described in docs/transports.md.
+
+    class RedisTransport(InboxTransport):
+        schemes = ("redis",)
+        default_port = 6379
+        address_example = "redis://HOST:PORT/DB"
+
+        def make_medium(self, address: MediumAddress) -> Medium:
+            return RedisMedium(address)
+"""
+
+from ._connection import InboxConnection
+from ._endpoint import InboxOptions, backoff
+from ._medium import (
+    Deliver,
+    Medium,
+    MediumError,
+    MediumRefused,
+    MediumUnavailable,
+    UnknownInbox,
+    stop_if_cancelled,
+)
+from ._record import OVERHEAD, ForeignRecord, valid_inbox
+from ._transport import InboxListener, InboxTransport, MediumAddress
+
+__all__ = [
+    "OVERHEAD",
+    "Deliver",
+    "ForeignRecord",
+    "InboxConnection",
+    "InboxListener",
+    "InboxOptions",
+    "InboxTransport",
+    "Medium",
+    "MediumAddress",
+    "MediumError",
+    "MediumRefused",
+    "MediumUnavailable",
+    "UnknownInbox",
+    "backoff",
+    "stop_if_cancelled",
+    "valid_inbox",
+]

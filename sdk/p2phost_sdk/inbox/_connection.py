@@ -1,0 +1,323 @@
+"""One virtual connection over two inboxes: the stream semantics of TCP on a one-way medium.
+
+Each side numbers the records it sends (per epoch). The receiver hands frames to the
+node strictly in that order, holds back early ones until the gap fills, drops
+duplicates (a medium redelivers what was not acknowledged), and acknowledges a record
+only once the node is done with its frame. Flow control: the sender keeps at most
+``window`` frames beyond what the receiver has taken; the receiver says how far it got
+with CREDIT records, so a slow reader slows the sender and the medium holds little.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ConnectionClosed, FrameTooLarge, TransportError
+from .._transport import Connection, DeliveredFrame
+from ._record import Record, RecordType
+
+if TYPE_CHECKING:
+    from ._endpoint import Endpoint
+
+_CLOSE_TIMEOUT = 2.0
+_Key = tuple[int, int]  # (epoch, seq) of a received frame
+
+
+class InboxConnection(Connection):
+    """A connection to one peer through its inbox; the peer answers through ours."""
+
+    def __init__(self, endpoint: Endpoint, *, connection_id: bytes, dialler: bool,
+                 peer_id: str, peer_inbox: str, in_epoch: int | None = None,
+                 next_seq: int = 1) -> None:
+        self._endpoint = endpoint
+        self.connection_id = connection_id
+        #: The inbox the peer reads (its peer id, or a short-lived reply inbox).
+        self.peer_inbox = peer_inbox
+        #: Whether this side dialled (records it sends carry the dialler flag).
+        self.dialler = dialler
+        self.remote_peer_id = peer_id
+        self.local_address = endpoint.address
+        self.remote_address = endpoint.address_of(peer_id)
+        self._limit = endpoint.frame_limit
+        if endpoint.frame_limit < endpoint.max_frame_size:
+            self.max_frame_size = endpoint.frame_limit
+        self._window = endpoint.window
+        # Sending side.
+        self.out_epoch = secrets.randbits(32)
+        self._out_seq = 0
+        self._credited = 0
+        self._credit = asyncio.Event()
+        self.send_lock = asyncio.Lock()
+        #: A resumed listener's node sends its hello again: the dialler has it already.
+        self.swallow_first_frame = False
+        # Receiving side.
+        self.in_epoch = in_epoch
+        self._next = next_seq
+        self._early: dict[int, tuple[Record, list[Any]]] = {}
+        self._gap_since = 0.0
+        self._ready: deque[tuple[_Key, bytes | None]] = deque()
+        self._wake = asyncio.Event()
+        #: Frames handed on (or ready to be) but not yet done -> the tokens to ack then.
+        self._pending: dict[_Key, list[Any]] = {}
+        #: Frames a resumed connection finished before the restart (out of order).
+        self.skip: set[int] = set()
+        self._taken = 0
+        self._credit_sent = 0
+        self._opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not dialler:
+            self._opened.set_result(None)  # a listener's end is open once it exists
+        self._remote_reason = ""
+        self._remote_closed: str | None = None
+        self._failure: TransportError | None = None
+        self.closed = False
+
+    # -- opening ---------------------------------------------------------------------
+
+    async def wait_accepted(self, timeout: float) -> None:
+        """Wait for the listener's ACCEPT (or REFUSE) after our OPEN."""
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._opened)
+        except TimeoutError:
+            raise TransportError(
+                f"cannot reach {self.remote_address}: no answer within {timeout:g}s (no "
+                "node with that peer id is listening on this medium now)") from None
+
+    # -- sending ---------------------------------------------------------------------
+
+    def _check(self, frame: bytes) -> None:
+        if len(frame) > self._limit:
+            raise FrameTooLarge(
+                f"frame of {len(frame)} bytes is over the maximum of {self._limit} bytes "
+                f"{self._endpoint.limit_reason}")
+
+    def _check_open(self) -> None:
+        failure = self._failure
+        if failure is not None:
+            raise type(failure)(str(failure))
+        if self.closed:
+            raise ConnectionClosed(f"connection to {self.remote_address} is closed")
+        if self._remote_closed is not None:
+            raise ConnectionClosed(f"{self.remote_address} closed the connection "
+                                   f"({self._remote_closed})")
+
+    async def send(self, frame: bytes) -> None:
+        """Append one frame to the peer's inbox (waits for flow-control credit)."""
+        self._check(frame)
+        await self._send([frame])
+
+    async def send_many(self, frames: list[bytes]) -> None:
+        """Append several frames in order, in as few round trips as the window allows."""
+        for frame in frames:
+            self._check(frame)
+        await self._send(frames)
+
+    async def _send(self, frames: Sequence[bytes]) -> None:
+        self._check_open()
+        async with self.send_lock:
+            if self.swallow_first_frame and frames:
+                self.swallow_first_frame = False
+                frames = frames[1:]
+            sent = 0
+            while sent < len(frames):
+                room = await self._room()
+                records = []
+                for frame in frames[sent:sent + room]:
+                    self._out_seq += 1
+                    records.append(self.record(RecordType.DATA, self._out_seq, frame))
+                await self._endpoint.append_to_peer(self, records)
+                sent += len(records)
+
+    async def _room(self) -> int:
+        while True:
+            self._check_open()
+            room = self._window - (self._out_seq - self._credited)
+            if room > 0:
+                return room
+            self._credit.clear()
+            await self._credit.wait()
+
+    def record(self, kind: RecordType, seq: int = 0, payload: bytes = b"",
+               epoch: int | None = None) -> bytes:
+        """An encoded record of this connection from this side."""
+        return Record(kind, self.dialler, self.connection_id,
+                      self.out_epoch if epoch is None else epoch, seq,
+                      self._endpoint.peer_id, payload, self._endpoint.inbox_field).encode()
+
+    # -- receiving -------------------------------------------------------------------
+
+    def receive(self, record: Record, token: Any) -> None:
+        """Take one record of this connection from our inbox (never blocks)."""
+        kind = record.type
+        if kind is RecordType.CREDIT:
+            self._endpoint.ack([token])
+            if record.epoch == self.out_epoch and record.seq > self._credited:
+                self._credited = record.seq
+                self._credit.set()
+        elif kind in (RecordType.ACCEPT, RecordType.REOPEN, RecordType.REFUSE,
+                      RecordType.RESET):
+            self._endpoint.ack([token])
+            self._control(record)
+        elif record.epoch != self.in_epoch:
+            self._endpoint.ack([token])  # from an earlier incarnation of the other side
+        else:
+            self._in_order(record, [token])
+
+    def _control(self, record: Record) -> None:
+        if record.type is RecordType.REFUSE:
+            reason = record.payload.decode(errors="replace")
+            self._fail(TransportError(f"{self.remote_address} refused the connection: {reason}"))
+            return
+        if record.type is RecordType.RESET:
+            self._fail(ConnectionClosed(f"{self.remote_address} does not know this connection "
+                                        "any more (it restarted or closed it)"))
+            return
+        if record.epoch != self.in_epoch:
+            # A new epoch of the other side (ACCEPT, or REOPEN after it restarted and
+            # resumed): its records are numbered afresh.
+            self.in_epoch, self._next, self._early = record.epoch, 1, {}
+            self._taken = self._credit_sent = 0
+            self._gap_since = 0.0
+        if not self._opened.done():
+            self._opened.set_result(None)
+
+    def _in_order(self, record: Record, tokens: list[Any]) -> None:
+        seq = record.seq
+        if seq < self._next:
+            extra = self._pending.get((record.epoch, seq))
+            if extra is not None:
+                extra.extend(tokens)  # acknowledged with the first copy, once done
+            else:
+                self._endpoint.ack(tokens)
+            return
+        if seq > self._next:
+            early = self._early.get(seq)
+            if early is not None:
+                early[1].extend(tokens)
+            elif len(self._early) >= 2 * self._window:
+                self._endpoint.ack(tokens)
+                self._fail(TransportError(f"{self.remote_address} sent more than its "
+                                          f"flow-control window ({self._window} frames)"))
+            else:
+                if not self._early:
+                    self._gap_since = time.monotonic()
+                self._early[seq] = (record, tokens)
+            return
+        self._take(record, tokens)
+        while self._next in self._early:
+            self._take(*self._early.pop(self._next))
+        self._gap_since = time.monotonic() if self._early else 0.0
+
+    def _take(self, record: Record, tokens: list[Any]) -> None:
+        seq, key = record.seq, (record.epoch, record.seq)
+        self._next = seq + 1
+        if seq in self.skip:
+            self.skip.discard(seq)
+            self._endpoint.ack(tokens)
+        elif record.type is RecordType.CLOSE:
+            self._endpoint.frame_done(self, seq, tokens)
+            self._remote_reason = record.payload.decode(errors="replace") or "closed"
+            self._ready.append((key, None))
+        else:
+            if seq == 1 and not self.dialler:
+                self._endpoint.opening_frame(self, record.payload)
+            self._pending[key] = tokens
+            self._endpoint.outstanding += 1
+            self._ready.append((key, record.payload))
+        self._wake.set()
+
+    def check_gap(self, timeout: float) -> None:
+        """Fail the connection if frames have been missing for ``timeout`` seconds."""
+        if self._gap_since and time.monotonic() - self._gap_since > timeout:
+            self._fail(TransportError(
+                f"frames {self._next}..{min(self._early) - 1} from {self.remote_address} "
+                f"never arrived (lost on the medium within {timeout:g}s): closing the "
+                "connection"))
+
+    def replay(self, frame: bytes) -> None:
+        """Hand ``frame`` to the node first (a resumed connection's opening frame)."""
+        self._ready.appendleft(((0, 0), frame))
+        self._wake.set()
+
+    async def recv(self) -> bytes:
+        """The next frame from the peer, in order."""
+        while not self._ready:
+            self._check_open()
+            self._wake.clear()
+            await self._wake.wait()
+        key, frame = self._ready[0]
+        if frame is None:  # the peer's CLOSE, after every frame it sent before
+            self._remote_closed = self._remote_reason
+            self._check_open()
+            raise ConnectionClosed("closed")  # not reached: _check_open raised
+        self._ready.popleft()
+        seq = key[1]
+        if seq:
+            self._taken = seq
+            if self._taken - self._credit_sent >= max(1, self._window // 2):
+                self._credit_sent = self._taken
+                self._endpoint.control(self, self.record(RecordType.CREDIT, seq,
+                                                         epoch=key[0]))
+        if len(frame) > self._endpoint.max_frame_size:
+            self.done(key)
+            raise FrameTooLarge(
+                f"{self.remote_address} sent a frame of {len(frame)} bytes, over the maximum "
+                f"of {self._endpoint.max_frame_size} bytes")
+        if not seq:
+            return frame  # a resumed connection's opening frame: done before the restart
+        if not self._endpoint.acknowledges:
+            self.done(key)
+            return frame
+        return DeliveredFrame(frame, lambda: self.done(key))
+
+    def done(self, key: _Key) -> None:
+        """The node is done with the frame ``key``: acknowledge it on the medium."""
+        tokens = self._pending.pop(key, None)
+        if tokens is not None:
+            self._endpoint.outstanding -= 1
+            self._endpoint.frame_done(self, key[1], tokens)
+        if self.closed and not self._pending:
+            self._endpoint.forget(self)
+
+    # -- ending ----------------------------------------------------------------------
+
+    def _fail(self, error: TransportError) -> None:
+        if self._failure is None and not self.closed:
+            self._failure = error
+        self._wake.set()
+        self._credit.set()
+        if not self._opened.done():
+            self._opened.set_exception(error)
+            self._opened.exception()  # the dialler may have given up waiting: no warning
+
+    def lost(self, reason: str) -> None:
+        """The endpoint is going away: no more frames either way."""
+        self._fail(ConnectionClosed(reason))
+
+    async def close(self) -> None:
+        """Tell the peer (after the frames sent so far), then stop. Idempotent."""
+        if self.closed:
+            return
+        tell = self._failure is None and self._remote_closed is None and self._opened.done()
+        self.closed = True
+        self._wake.set()
+        self._credit.set()
+        untaken = [key for key, frame in self._ready if key[1] and frame is not None]
+        self._ready.clear()
+        for key in untaken:  # nobody will read them: done, so the medium lets them go
+            self.done(key)
+        if tell:
+            with contextlib.suppress(TransportError, TimeoutError):
+                async with asyncio.timeout(_CLOSE_TIMEOUT), self.send_lock:
+                    self._out_seq += 1
+                    await self._endpoint.append_to_peer(
+                        self, [self.record(RecordType.CLOSE, self._out_seq, b"closed")])
+        self._endpoint.remove(self)
+        if not self._pending:
+            self._endpoint.forget(self)

@@ -1,0 +1,93 @@
+"""What a broker or database must do to carry inbox connections: the :class:`Medium`.
+
+A transport plugin for a shared medium implements only this: connect, hold one inbox
+(this node's), append records to any inbox in order, and acknowledge records taken from
+its own inbox. :class:`~p2phost_sdk.inbox.InboxTransport` builds connections with the
+stream semantics of TCP on top (order, flow control, close, redelivery, resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from .._errors import TransportError
+
+#: Called by the medium with each record of its inbox, in order, and the token that
+#: acknowledges it (None on media that do not redeliver). Awaiting it is backpressure.
+Deliver = Callable[[bytes, Any], Awaitable[None]]
+
+
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if this task has been asked to stop.
+
+    Some clients swallow the cancellation of a call in flight and return (or raise their
+    own error) instead; a loop that calls them checks this after each call, so that it
+    still stops when its owner cancels it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class MediumError(TransportError):
+    """The medium failed; the message says what and how to fix it."""
+
+
+class MediumUnavailable(MediumError):
+    """The medium cannot be reached right now (down, connection lost): worth retrying."""
+
+
+class MediumRefused(MediumError):
+    """The medium refused us (credentials, permissions, no such database): retrying is
+    useless until the configuration changes."""
+
+
+class UnknownInbox(MediumError):
+    """The inbox appended to does not exist: no node with that peer id uses this medium."""
+
+
+class Medium(ABC):
+    """One node's link to one broker or database, and its own inbox there."""
+
+    #: The medium's URL as shown to people and peers (never with a password).
+    url: str = ""
+    #: The largest record the medium accepts, in bytes (its configured message limit).
+    max_record_size: int = 16 * 1024 * 1024
+    #: Whether records wait on the medium for an absent reader and are redelivered until
+    #: acknowledged (a node killed while reading loses nothing).
+    durable: bool = True
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """One attempt to connect; raises :class:`MediumUnavailable` or
+        :class:`MediumRefused`. Called again (with backoff) after an Unavailable."""
+
+    @abstractmethod
+    async def open_inbox(self, name: str, deliver: Deliver) -> None:
+        """Create the inbox ``name`` if needed and start delivering its records.
+
+        Records left unacknowledged by an earlier reader of the inbox (a crashed run of
+        this node) come first. The medium keeps delivering across lost connections,
+        reconnecting with backoff on its own; records not yet acknowledged when the
+        connection was lost may come again (the transport drops duplicates).
+        """
+
+    @abstractmethod
+    async def append(self, name: str, records: Sequence[bytes]) -> None:
+        """Append ``records`` to the inbox ``name`` in order; return once the medium has
+        them (as durably as it can). Raises :class:`UnknownInbox` when there is no such
+        inbox, :class:`MediumUnavailable` when the medium is unreachable (the transport
+        retries: appending a record twice is harmless)."""
+
+    async def ack(self, name: str, tokens: Sequence[Any]) -> None:
+        """Acknowledge records of this node's inbox by their tokens: they are done.
+
+        Tokens of a lost connection may be stale: ignore them (the records come again)."""
+
+    @abstractmethod
+    async def close(self, *, delete_inbox: bool) -> None:
+        """Stop delivering and disconnect; with ``delete_inbox``, remove the inbox and
+        what it holds (a short-lived node's reply inbox). Idempotent."""

@@ -1,0 +1,188 @@
+"""The :class:`InboxTransport`: a transport over any :class:`Medium`, addressed by URL.
+
+``listen("redis://127.0.0.1:6379/0")`` opens this node's inbox there (named by its peer
+id) and reports ``redis://127.0.0.1:6379/0#PEERID``; ``dial`` of such an address opens
+a connection through that inbox. A plugin subclasses it and says how to make a medium.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+from .._context import PluginContext
+from .._errors import TransportError
+from .._identity import is_peer_id
+from .._transport import AcceptHandler, Connection, Listener, Transport
+from ._endpoint import Endpoint, InboxOptions
+from ._journal import Journal
+from ._medium import Medium
+
+
+@dataclass(frozen=True)
+class MediumAddress:
+    """An inbox address taken apart."""
+
+    #: The medium's URL to connect with (credentials kept, no fragment).
+    url: str
+    #: The medium's URL to show and advertise (no password, no fragment).
+    public: str
+    #: The parts of ``url``, for the plugin to read host, port, path and query.
+    parts: SplitResult
+    #: The peer id in the fragment, if any.
+    peer_id: str | None
+
+
+class InboxListener(Listener):
+    """This node listening on its inbox on one medium."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+        self.addresses = [endpoint.address]
+
+    async def close(self) -> None:
+        """Refuse new connections (open ones stay). Idempotent."""
+        self._endpoint.accept = None
+
+
+class InboxTransport(Transport):
+    """A transport over a shared medium where each node has an inbox.
+
+    Subclasses set ``schemes``, ``default_port`` and ``address_example`` and implement
+    :meth:`make_medium`.
+    """
+
+    inbox_based = True
+    #: The port an address without one means.
+    default_port: ClassVar[int] = 0
+    #: The address form shown when an address is wrong, e.g. ``redis://HOST:PORT/DB``.
+    address_example: ClassVar[str] = ""
+
+    def __init__(self, *, peer_id: str, max_frame_size: int = 16 * 1024 * 1024,
+                 state_dir: Path | None = None, options: InboxOptions | None = None) -> None:
+        if not is_peer_id(peer_id):
+            raise TransportError(f"{peer_id!r} is not a peer id")
+        self.peer_id = peer_id
+        self.max_frame_size = max_frame_size
+        self.state_dir = state_dir
+        self.options = options or InboxOptions()
+        # (medium URL, listening) -> endpoint; a node that only dials gets its own
+        # reply inbox, so it never disturbs the inbox it listens on.
+        self._endpoints: dict[tuple[str, bool], Endpoint] = {}
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_context(cls, context: PluginContext, **settings: Any) -> Self:
+        """The transport of a node, from its plugin context (``[config.NAME]`` gives the
+        :class:`InboxOptions`; ``settings`` go to the subclass)."""
+        return cls(peer_id=context.peer_id, max_frame_size=context.max_frame_size,
+                   state_dir=context.state_dir, options=InboxOptions.from_config(context.config),
+                   **settings)
+
+    @abstractmethod
+    def make_medium(self, address: MediumAddress) -> Medium:
+        """A medium for ``address`` (not yet connected); TransportError if the URL is
+        wrong for this medium (say what form is expected)."""
+
+    def parse(self, address: str) -> MediumAddress:
+        """Take ``address`` apart; TransportError says what is wrong with it."""
+        scheme = address.split("://", 1)[0] if "://" in address else ""
+        example = self.address_example or f"{self.schemes[0]}://HOST:PORT"
+        if scheme not in self.schemes:
+            raise TransportError(f"bad address {address!r}: expected {example}")
+        parts = urlsplit(address)
+        try:
+            port = parts.port or self.default_port
+        except ValueError:
+            raise TransportError(f"bad address {address!r}: the port is not 0-65535 (expected "
+                                 f"{example})") from None
+        if not parts.hostname:
+            raise TransportError(f"bad address {address!r}: no host (expected {example})")
+        peer_id = parts.fragment or None
+        if peer_id is not None and not is_peer_id(peer_id):
+            raise TransportError(f"bad address {address!r}: {peer_id!r} after '#' is not a peer "
+                                 f"id (expected {example}#PEERID, as `p2phost run` prints it)")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        user = f"{parts.username}@" if parts.username else ""
+        secret = f"{parts.username or ''}:{parts.password}@" if parts.password is not None \
+            else user
+        full = parts._replace(netloc=f"{secret}{host}:{port}", fragment="")
+        public = urlunsplit(full._replace(netloc=f"{user}{host}:{port}"))
+        return MediumAddress(urlunsplit(full), public, full, peer_id)
+
+    async def _endpoint(self, address: MediumAddress, *, listening: bool,
+                        accept: AcceptHandler | None, retry_for: float) -> Endpoint:
+        async with self._lock:
+            key = (address.public, listening)
+            endpoint = self._endpoints.get(key)
+            if endpoint is not None:
+                return endpoint
+            inbox = self.peer_id if listening else f"{self.peer_id}-{secrets.token_hex(4)}"
+            medium = self.make_medium(address)
+            journal = None
+            if listening and medium.durable and self.state_dir is not None:
+                digest = hashlib.sha256(f"{address.public}#{self.peer_id}".encode()).hexdigest()
+                journal = Journal(self.state_dir / f"inbox-{digest[:16]}.journal")
+            endpoint = Endpoint(medium, peer_id=self.peer_id, inbox=inbox,
+                                max_frame_size=self.max_frame_size, options=self.options,
+                                journal=journal)
+            if accept is not None:
+                endpoint.listen(accept)
+            try:
+                await endpoint.start(retry_for=retry_for)
+            except BaseException:
+                await endpoint.close()
+                raise
+            self._endpoints[key] = endpoint
+            return endpoint
+
+    async def listen(self, address: str, accept: AcceptHandler) -> Listener:
+        """Open this node's inbox on the medium (retrying while it is down, for
+        ``connect_timeout`` seconds) and accept connections through it."""
+        parsed = self.parse(address)
+        if parsed.peer_id not in (None, self.peer_id):
+            raise TransportError(f"cannot listen on {address}: the peer id after '#' is not "
+                                 f"this node's ({self.peer_id}); leave it out")
+        existing = self._endpoints.get((parsed.public, True))
+        if existing is not None:
+            if existing.accept is not None:
+                raise TransportError(f"cannot listen on {address}: this node already listens "
+                                     "on that medium")
+            existing.listen(accept)
+            return InboxListener(existing)
+        endpoint = await self._endpoint(parsed, listening=True, accept=accept,
+                                        retry_for=self.options.connect_timeout)
+        return InboxListener(endpoint)
+
+    async def dial(self, address: str, *, timeout: float) -> Connection:
+        """Open a connection to the node whose peer id is the address's fragment."""
+        parsed = self.parse(address)
+        if parsed.peer_id is None:
+            raise TransportError(f"bad address {address!r}: it names no peer (expected "
+                                 f"{self.address_example}#PEERID, as `p2phost run` of that "
+                                 "node prints it)")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        endpoint = self._endpoints.get((parsed.public, True))
+        if endpoint is None:
+            try:
+                async with asyncio.timeout(timeout):
+                    endpoint = await self._endpoint(parsed, listening=False, accept=None,
+                                                    retry_for=0.0)
+            except TimeoutError:
+                raise TransportError(f"cannot reach {parsed.public}: no answer within "
+                                     f"{timeout:g}s") from None
+        return await endpoint.dial(parsed.peer_id, max(0.1, timeout - (loop.time() - started)))
+
+    async def close(self) -> None:
+        """Close every endpoint: give up connections, remove short-lived inboxes."""
+        async with self._lock:
+            endpoints, self._endpoints = list(self._endpoints.values()), {}
+        for endpoint in endpoints:
+            await endpoint.close()
