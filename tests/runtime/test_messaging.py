@@ -68,6 +68,21 @@ async def test_unknown_topic_and_timeout(make_node: MakeNode) -> None:
     assert time.monotonic() - started < 1.0
 
 
+async def test_each_request_times_out_at_its_own_deadline(make_node: MakeNode) -> None:
+    server = await make_node([Recorder(delay=0.5)])
+    client = await make_node(listen=[])
+    peer = await client.connect(server.addresses[0])
+
+    async def timed_out_after(timeout: float) -> float:
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            await client.request(peer, "slow", timeout, timeout=timeout)
+        return time.monotonic() - started
+
+    longer, shorter = await asyncio.gather(timed_out_after(0.3), timed_out_after(0.1))
+    assert 0.1 <= shorter < 0.25 and 0.3 <= longer < 0.45, (shorter, longer)
+
+
 async def test_publish_reaches_every_subscriber_and_only_them(make_node: MakeNode) -> None:
     recorders = [Recorder() for _ in range(3)]
     subscribers = [await make_node([r]) for r in recorders]

@@ -62,7 +62,10 @@ class Dispatcher:
         self.routes = self._route(apps)
         # Random start: ids stay unique across restarts, for receivers that dedupe.
         self._ids = itertools.count(secrets.randbits(62) + 1)
-        self._pending: dict[int, tuple[str, str, asyncio.Future[Any]]] = {}
+        # message id -> (peer, topic, reply, loop time it is due, timeout)
+        self._pending: dict[int, tuple[str, str, asyncio.Future[Any], float, float]] = {}
+        # One timer for all requests, set for the earliest that is due (see _expire_due).
+        self._timer: asyncio.TimerHandle | None = None
         self._topic_bytes: dict[str, bytes] = {}
         self._warned: set[tuple[str, str]] = set()
 
@@ -127,9 +130,11 @@ class Dispatcher:
         frame = self.frame(channel, Kind.REQUEST, message_id, topic, body, deadline)
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
-        self._pending[message_id] = (channel.peer_id, topic, reply)
-        # A plain timer, cheaper than asyncio.timeout() on this hot path.
-        timer = loop.call_later(timeout, _expire, reply, channel.peer_id, topic, timeout)
+        due = loop.time() + timeout
+        self._pending[message_id] = (channel.peer_id, topic, reply, due, timeout)
+        timer = self._timer
+        if timer is None or due < timer.when():
+            self._arm(loop, due)
         try:
             if not channel.try_post(frame):
                 await channel.send(frame)
@@ -137,8 +142,29 @@ class Dispatcher:
         except ConnectionClosed as exc:
             raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
         finally:
-            timer.cancel()
             self._pending.pop(message_id, None)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._expire_due, loop)
+
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A timer per request costs more than the request itself on a fast path (the
+        # loop's heap fills with cancelled timers); one timer, re-aimed at the earliest
+        # outstanding deadline when it fires, scans only the requests still waiting.
+        self._timer = None
+        now, nearest = loop.time() + 0.001, None
+        for message_id, (peer, topic, reply, due, timeout) in list(self._pending.items()):
+            if due <= now:
+                del self._pending[message_id]
+                if not reply.done():
+                    reply.set_exception(RequestTimeout(
+                        f"no reply from {peer} to a {topic!r} request within {timeout:g}s"))
+            elif nearest is None or due < nearest:
+                nearest = due
+        if nearest is not None:
+            self._arm(loop, nearest)
 
     async def publish(self, channels: Iterable[Channel], topic: str, body: Any) -> int:
         """One message to each channel whose peer handles ``topic``; how many were sent."""
@@ -161,7 +187,10 @@ class Dispatcher:
 
     def fail_pending(self, peer_id: str | None, reason: str) -> None:
         """Fail the requests waiting on ``peer_id`` (every request when None)."""
-        for message_id, (peer, _, reply) in list(self._pending.items()):
+        if peer_id is None and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for message_id, (peer, _, reply, _, _) in list(self._pending.items()):
             if peer_id is None or peer == peer_id:
                 del self._pending[message_id]
                 if not reply.done():
@@ -213,7 +242,7 @@ class Dispatcher:
         if entry is None or entry[0] != channel.peer_id:
             log.debug("a reply from %s matches no waiting request (late?)", channel.peer_id)
             return
-        peer, topic, reply = entry
+        peer, topic, reply, _, _ = entry
         if reply.done():
             return
         if envelope.kind is Kind.ERROR:
@@ -304,9 +333,4 @@ class Dispatcher:
         except ConnectionClosed:
             log.debug("dropping a reply to %s: the connection closed", peer)
 
-
-def _expire(reply: asyncio.Future[Any], peer: str, topic: str, timeout: float) -> None:
-    if not reply.done():
-        reply.set_exception(RequestTimeout(
-            f"no reply from {peer} to a {topic!r} request within {timeout:g}s"))
 
