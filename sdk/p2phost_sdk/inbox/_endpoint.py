@@ -273,6 +273,10 @@ class Endpoint:
         started = time.monotonic()
         deadline = int((time.time() + timeout) * 1000)
         try:
+            async with asyncio.timeout(timeout):
+                known = await self.medium.probe(peer_id)
+            if known is False:
+                raise UnknownInbox(peer_id)
             async with connection.send_lock:
                 await self.append(peer_id, [connection.record(
                     RecordType.OPEN, 0, deadline.to_bytes(8, "big"))], within=timeout)
@@ -283,6 +287,10 @@ class Endpoint:
                 f"cannot reach {self.address_of(peer_id)}: no node with that peer id has an "
                 f"inbox on {self.medium.url} (check the address: `p2phost run` of that node "
                 "prints it)") from None
+        except TimeoutError:
+            self.remove(connection)
+            raise TransportError(f"cannot reach {self.address_of(peer_id)}: no answer from "
+                                 f"{self.medium.url} within {timeout:g}s") from None
         except BaseException:
             self.remove(connection)
             raise

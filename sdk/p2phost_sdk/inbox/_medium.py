@@ -82,6 +82,11 @@ class Medium(ABC):
         inbox, :class:`MediumUnavailable` when the medium is unreachable (the transport
         retries: appending a record twice is harmless)."""
 
+    async def probe(self, name: str) -> bool | None:
+        """Whether the inbox ``name`` exists, for media whose appends cannot tell (a
+        dialler then learns of an unknown peer at once); None: this medium cannot say."""
+        return None
+
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         """Acknowledge records of this node's inbox by their tokens: they are done.
 

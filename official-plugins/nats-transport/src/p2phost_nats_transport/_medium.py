@@ -1,0 +1,261 @@
+"""NATS as an inbox medium: core subjects, or JetStream streams with ``durable = true``.
+
+Each node's inbox is the subject ``p2phost.inbox.NAME``.
+
+- Core NATS delivers at most once and holds nothing for an absent reader: a node reads
+  its subject with a plain subscription, and answers an empty request on it (a probe)
+  so that a dialler learns at once from NATS's *no responders* when nobody reads it.
+- With JetStream (``durable``), the inbox is the work-queue stream ``p2phost-inbox-NAME``
+  read by one durable pull consumer: records wait for an absent node, and stay until
+  acknowledged. A new run recreates the consumer, so what the last run left
+  unacknowledged is delivered again at once. Publishing to a peer id without a stream
+  fails at once (no stream answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
+from nats.js.errors import NoStreamResponseError, NotFoundError
+
+from p2phost_sdk import TransportError
+from p2phost_sdk.inbox import (
+    Deliver,
+    InboxTransport,
+    Medium,
+    MediumAddress,
+    MediumRefused,
+    MediumUnavailable,
+    UnknownInbox,
+    backoff,
+    stop_if_cancelled,
+)
+
+log = logging.getLogger("p2phost.transport.nats")
+_CONSUMER = "node"
+_BATCH = 256
+_ACK_WAIT = 30.0
+_PROBE_TIMEOUT = 2.0
+
+
+def inbox_subject(name: str) -> str:
+    """The subject of inbox ``name``."""
+    return f"p2phost.inbox.{name}"
+
+
+def inbox_stream(name: str) -> str:
+    """The JetStream stream of inbox ``name``."""
+    return f"p2phost-inbox-{name}"
+
+
+class NatsMedium(Medium):
+    """One node's link to one NATS server."""
+
+    def __init__(self, address: MediumAddress, *, durable: bool) -> None:
+        if address.parts.path not in ("", "/") or address.parts.query:
+            raise TransportError(f"bad address {address.public!r}: expected nats://HOST:PORT "
+                                 "(no path or query)")
+        self.url = address.public
+        self.durable = durable
+        self._connect_url = address.url
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._inbox = ""
+        self._closing = False
+
+    @property
+    def _client(self) -> Client:
+        if self._nc is None or self._nc.is_closed:
+            raise MediumUnavailable(f"NATS at {self.url}: not connected")
+        return self._nc
+
+    async def connect(self) -> None:
+        """Connect (NATS then reconnects on its own); learn the server's max payload."""
+        async def quiet(exc: Exception) -> None:
+            log.debug("NATS at %s: %s", self.url, exc)
+
+        async def disconnected() -> None:
+            if not self._closing:
+                log.warning("lost NATS at %s (reconnecting)", self.url)
+
+        async def reconnected() -> None:
+            log.info("reconnected to NATS at %s", self.url)
+
+        try:
+            self._nc = await nats.connect(
+                servers=[self._connect_url], connect_timeout=5, allow_reconnect=True,
+                max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=quiet,
+                disconnected_cb=disconnected, reconnected_cb=reconnected)
+        except nats.errors.NoServersError as exc:
+            raise MediumUnavailable(f"NATS at {self.url}: connection refused or no answer "
+                                    f"({exc})") from exc
+        except (NatsError, OSError) as exc:
+            if "authorization" in str(exc).lower():
+                raise MediumRefused(f"NATS at {self.url} refused the credentials: {exc} (fix "
+                                    "the user and password in the address)") from exc
+            raise MediumUnavailable(f"NATS at {self.url}: {exc}") from exc
+        self.max_record_size = self._nc.max_payload
+        if self.durable:
+            self._js = self._nc.jetstream(timeout=10.0)
+
+    async def open_inbox(self, name: str, deliver: Deliver) -> None:
+        """Subscribe (core) or create the stream and its consumer (JetStream)."""
+        self._inbox = name
+        if self._js is not None:
+            await self._open_stream(self._js, name)
+            work = self._pull(self._js, name, deliver)
+        else:
+            try:
+                # Subscribed (and known to the server) before anyone may dial us.
+                subscription = await self._client.subscribe(
+                    inbox_subject(name), pending_msgs_limit=-1, pending_bytes_limit=-1)
+                await self._client.flush(timeout=10)
+            except (NatsError, OSError) as exc:
+                raise MediumUnavailable(f"NATS at {self.url}: cannot subscribe to the inbox: "
+                                        f"{exc}") from exc
+            work = self._read(subscription, deliver)
+        self._reader = asyncio.get_running_loop().create_task(
+            work, name=f"nats reader {name[:12]}")
+
+    async def _open_stream(self, js: JetStreamContext, name: str) -> None:
+        stream = inbox_stream(name)
+        try:
+            await js.add_stream(name=stream, subjects=[inbox_subject(name)],
+                                retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE)
+            # A fresh consumer redelivers at once what an earlier run left unacknowledged
+            # (an old one would wait for the ack deadline first).
+            with contextlib.suppress(NotFoundError):
+                await js.delete_consumer(stream, _CONSUMER)
+            await js.add_consumer(stream, ConsumerConfig(
+                durable_name=_CONSUMER, ack_policy=AckPolicy.EXPLICIT, ack_wait=_ACK_WAIT,
+                max_ack_pending=-1))
+        except (NatsError, OSError) as exc:
+            raise MediumUnavailable(f"NATS at {self.url}: cannot open the inbox stream "
+                                    f"{stream}: {exc}") from exc
+
+    async def _read(self, subscription: Subscription, deliver: Deliver) -> None:
+        try:
+            async for message in subscription.messages:
+                if message.reply and not message.data:
+                    await message.respond(b"")  # a probe: someone reads this inbox
+                    continue
+                await deliver(message.data, None)
+        finally:
+            with contextlib.suppress(NatsError, OSError):
+                await subscription.unsubscribe()
+
+    async def _pull(self, js: JetStreamContext, name: str, deliver: Deliver) -> None:
+        failures = 0
+        subscription: JetStreamContext.PullSubscription | None = None
+        while True:
+            try:
+                if subscription is None:
+                    subscription = await js.pull_subscribe_bind(
+                        durable=_CONSUMER, stream=inbox_stream(name))
+                try:
+                    messages = await subscription.fetch(_BATCH, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    messages = []
+                stop_if_cancelled()
+                failures = 0
+                for message in messages:
+                    await deliver(message.data, message)
+                continue
+            except (NatsError, OSError) as exc:
+                if failures == 0:
+                    log.warning("reading the inbox stream on %s failed (retrying): %s",
+                                self.url, exc)
+            stop_if_cancelled()
+            await asyncio.sleep(backoff(failures))
+            failures += 1
+
+    async def probe(self, name: str) -> bool | None:
+        """Core NATS: an empty request on the inbox subject; *no responders* means nobody
+        reads it. (JetStream appends tell by themselves.)"""
+        if self._js is not None:
+            return None
+        try:
+            await self._client.request(inbox_subject(name), b"", timeout=_PROBE_TIMEOUT)
+        except NoRespondersError:
+            return False
+        except (NatsError, OSError):
+            return None
+        return True
+
+    async def append(self, name: str, records: Sequence[bytes]) -> None:
+        """Publish in order; JetStream: wait for every stream acknowledgement; core: wait
+        until the server has them (a flush)."""
+        subject = inbox_subject(name)
+        try:
+            if self._js is not None:
+                acks = [await self._js.publish_async(subject, record) for record in records]
+                await asyncio.gather(*acks)
+            else:
+                client = self._client
+                for record in records:
+                    await client.publish(subject, record)
+                await client.flush(timeout=10)
+        except NoStreamResponseError:
+            raise UnknownInbox(f"no inbox {name} on {self.url}") from None
+        except (NatsError, OSError) as exc:
+            raise MediumUnavailable(f"NATS at {self.url}: {exc or type(exc).__name__}") from exc
+
+    async def ack(self, name: str, tokens: Sequence[Any]) -> None:
+        """Acknowledge JetStream messages (core NATS has nothing to acknowledge)."""
+        try:
+            for message in tokens:
+                if isinstance(message, Msg):
+                    await message.ack()
+        except (NatsError, OSError) as exc:
+            raise MediumUnavailable(f"NATS at {self.url}: {exc}") from exc
+
+    async def close(self, *, delete_inbox: bool) -> None:
+        """Stop reading; delete a short-lived inbox's stream; disconnect."""
+        self._closing = True
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        if self._nc is None:
+            return
+        try:
+            if delete_inbox and self._inbox and self._js is not None:
+                await self._js.delete_stream(inbox_stream(self._inbox))
+        except (NatsError, OSError) as exc:
+            log.debug("could not delete the inbox stream on %s: %s", self.url, exc)
+        finally:
+            with contextlib.suppress(NatsError, OSError):
+                await self._nc.close()
+
+
+class NatsTransport(InboxTransport):
+    """``nats://HOST:PORT``: node inboxes as NATS subjects (JetStream when durable)."""
+
+    schemes = ("nats",)
+    default_port = 4222
+    address_example = "nats://HOST:PORT"
+
+    def __init__(self, *, durable: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.durable = durable
+        if not durable and self.options.gap_timeout > 5.0:
+            # Core NATS never redelivers: a missing frame is lost, not late.
+            self.options = dataclasses.replace(self.options, gap_timeout=5.0)
+
+    def make_medium(self, address: MediumAddress) -> Medium:
+        """A NATS medium for ``address``."""
+        return NatsMedium(address, durable=self.durable)
