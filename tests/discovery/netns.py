@@ -110,7 +110,9 @@ class Lan:
         """Make the switch and every host; on failure, remove what was made."""
         try:
             _ip("netns", "add", self.switch)
-            _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+            # No IGMP snooping: there is no querier here, and a snooping bridge would drop
+            # multicast to a port whose membership report it has not seen yet.
+            _ip("-n", self.switch, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
             _ip("-n", self.switch, "link", "set", "br0", "up")
             for index in range(self.size):
                 self.add_host(index)

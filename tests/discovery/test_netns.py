@@ -58,6 +58,12 @@ def lan_of() -> Iterator[Callable[[int], Lan]]:
         lan.destroy()
 
 
+def discovered(nodes: list[LanNode]) -> bool:
+    """Whether every node's discovery plugin found every other node."""
+    return all(f"found peer {other.peer_id}" in node.log
+               for node in nodes for other in nodes if other is not node)
+
+
 def _start(lan: Lan, make_root: Callable[..., Path], plugin: str,
            **kwargs: Any) -> list[LanNode]:
     nodes = start_nodes(lan, make_root, plugin, **kwargs)
@@ -73,7 +79,8 @@ def test_five_nodes_find_each_other_ignore_another_scope_and_lose_a_killed_one(
     nodes = _start(lan, make_root, plugin, scopes={5: "another-app"})
     five, stranger = nodes[:5], nodes[5]
 
-    took = wait_for(full_mesh(five), FIND_WITHIN, "five nodes connecting to each other", nodes)
+    took = wait_for(lambda: full_mesh(five)() and discovered(five), FIND_WITHIN,
+                    "five nodes discovering and connecting to each other", nodes)
     print(f"{plugin}: 5 nodes all connected {took:.1f}s after the last one started")
 
     # Another application on the same LAN: never found, never connected.
@@ -97,14 +104,16 @@ def test_a_partition_heals_to_all_connected(
 ) -> None:
     lan = lan_of(3)
     nodes = _start(lan, make_root, plugin)
-    wait_for(full_mesh(nodes), FIND_WITHIN, "three nodes connecting", nodes)
+    wait_for(lambda: full_mesh(nodes)() and discovered(nodes), FIND_WITHIN,
+             "three nodes discovering and connecting to each other", nodes)
 
     lan.set_link(0, up=False)
     cut = nodes[0]
     # Until the node's connections time out (keepalive) and discovery forgets it.
     wait_for(lambda: not cut.peers() and all(cut.peer_id not in n.peers() for n in nodes[1:]),
              30, "the cut-off node losing its peers", nodes)
-    assert all(f"lost peer {cut.peer_id}" in n.log for n in nodes[1:])
+    wait_for(lambda: all(f"lost peer {cut.peer_id}" in n.log for n in nodes[1:]), 5,
+             "discovery losing the cut-off node", nodes)
 
     lan.set_link(0, up=True)
     took = wait_for(full_mesh(nodes), 30, "the healed LAN reconnecting", nodes)

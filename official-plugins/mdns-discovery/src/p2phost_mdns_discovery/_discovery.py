@@ -122,8 +122,8 @@ class MdnsDiscovery(Discovery):
             self._zc = AsyncZeroconf(interfaces=ips, ip_version=IPVersion.V4Only)
         except OSError as exc:
             raise MdnsError(f"cannot open the mDNS socket on {', '.join(ips)}: {exc}") from exc
-        registered = await self._zc.async_register_service(self._service_info(events, ips))
-        self._spawn(registered)  # announcing takes ~1.5 s; start() must not wait for it
+        # Probing and announcing take ~1.5 s; start() must not wait for them.
+        self._spawn(self._register(self._service_info(events, ips)))
         self._browser = AsyncServiceBrowser(self._zc.zeroconf, [SERVICE_TYPE],
                                             handlers=[self._on_change])
         self._spawn(self._check_peers())
@@ -142,6 +142,11 @@ class MdnsDiscovery(Discovery):
             await self._zc.async_close()
             self._zc = None
         self._events = None
+
+    async def _register(self, info: AsyncServiceInfo) -> None:
+        assert self._zc is not None
+        announced = await self._zc.async_register_service(info)
+        await announced
 
     def _spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
