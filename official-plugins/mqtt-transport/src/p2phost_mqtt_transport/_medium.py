@@ -1,0 +1,204 @@
+"""MQTT as an inbox medium (Mosquitto or any 3.1.1 broker), through aiomqtt.
+
+Each node's inbox is the topic ``p2phost/inbox/NAME``, read with QoS 1 by a client
+whose id is ``p2phost-NAME``. A listening node keeps a persistent session
+(``clean_session = false``): the broker holds its messages while it is away and
+resends those it never acknowledged. Acknowledgements are manual (paho-mqtt 2's
+``manual_ack``), sent once the node is done with a message. A second client, with a
+clean session, publishes (QoS 1: each publish waits for the broker's PUBACK).
+
+MQTT cannot tell whether anybody reads a topic, so a dialler learns of an unknown peer
+id only when its OPEN gets no answer in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import aiomqtt
+
+from p2phost_sdk import TransportError
+from p2phost_sdk.inbox import (
+    Deliver,
+    InboxTransport,
+    Medium,
+    MediumAddress,
+    MediumRefused,
+    MediumUnavailable,
+    backoff,
+    stop_if_cancelled,
+)
+
+log = logging.getLogger("p2phost.transport.mqtt")
+_MAX_PACKET = 268_435_455  # the largest MQTT packet
+_REFUSED_CODES = {4, 5}  # bad user name or password; not authorised
+
+
+def inbox_topic(name: str) -> str:
+    """The topic of inbox ``name``."""
+    return f"p2phost/inbox/{name}"
+
+
+class MqttMedium(Medium):
+    """One node's link to one MQTT broker."""
+
+    max_record_size = _MAX_PACKET - 1024  # room for the topic and the packet header
+
+    def __init__(self, address: MediumAddress) -> None:
+        if address.parts.path not in ("", "/") or address.parts.query:
+            raise TransportError(f"bad address {address.public!r}: expected mqtt://HOST:PORT "
+                                 "(no path or query)")
+        self.url = address.public
+        self._host = address.parts.hostname or ""
+        self._port = address.parts.port or 1883
+        self._user = address.parts.username
+        self._password = address.parts.password
+        self._publisher: aiomqtt.Client | None = None
+        self._publisher_lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+        self._subscriber: aiomqtt.Client | None = None
+        self._inbox = ""
+        self._persistent = True
+
+    def _client(self, identifier: str, *, clean: bool, manual_ack: bool = False) -> aiomqtt.Client:
+        client = aiomqtt.Client(self._host, self._port, username=self._user,
+                                password=self._password, identifier=identifier,
+                                clean_session=clean, keepalive=15, timeout=10.0,
+                                logger=logging.getLogger("p2phost.transport.mqtt.client"))
+        client.pending_calls_threshold = 1 << 30  # a window of publishes in flight is normal
+        if manual_ack:
+            # aiomqtt has no API for it; paho-mqtt 2 acknowledges on our word only.
+            client._client.manual_ack_set(True)
+        return client
+
+    def _error(self, exc: aiomqtt.MqttError) -> Exception:
+        if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc in _REFUSED_CODES:
+            return MediumRefused(f"the MQTT broker at {self.url} refused the connection: {exc} "
+                                 "(fix the user and password in the address)")
+        return MediumUnavailable(f"MQTT broker at {self.url}: {exc}")
+
+    async def connect(self) -> None:
+        """Connect the publishing client (clean session, random id)."""
+        async with self._publisher_lock:
+            await self._connect_publisher()
+
+    async def _connect_publisher(self) -> aiomqtt.Client:
+        client = self._client(f"p2phost-pub-{secrets.token_hex(8)}", clean=True)
+        try:
+            await client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise self._error(exc) from exc
+        self._publisher = client
+        return client
+
+    async def open_inbox(self, name: str, deliver: Deliver) -> None:
+        """Connect the inbox's client, subscribe with QoS 1, and start reading."""
+        self._inbox = name
+        self._subscriber = await self._subscribe()
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read(deliver), name=f"mqtt reader {name[:12]}")
+
+    async def _subscribe(self) -> aiomqtt.Client:
+        # A reply inbox lives as long as this process: its session need not outlive it.
+        self._persistent = "-" not in self._inbox
+        client = self._client(f"p2phost-{self._inbox}", clean=not self._persistent,
+                              manual_ack=True)
+        try:
+            await client.__aenter__()
+            await client.subscribe(inbox_topic(self._inbox), qos=1)
+        except aiomqtt.MqttError as exc:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+            raise self._error(exc) from exc
+        return client
+
+    async def _read(self, deliver: Deliver) -> None:
+        failures = 0
+        while True:
+            client = self._subscriber
+            try:
+                if client is None:
+                    client = self._subscriber = await self._subscribe()
+                    log.info("reconnected to the MQTT broker at %s", self.url)
+                failures = 0
+                async for message in client.messages:
+                    payload = message.payload
+                    data = payload if isinstance(payload, bytes) else b""
+                    await deliver(data, (client, message.mid))
+                raise aiomqtt.MqttError("the broker closed the connection")
+            except (aiomqtt.MqttError, MediumUnavailable) as exc:
+                if failures == 0:
+                    log.warning("lost the MQTT broker at %s (reconnecting): %s", self.url, exc)
+                if client is not None:
+                    with contextlib.suppress(aiomqtt.MqttError):
+                        await client.__aexit__(None, None, None)
+                self._subscriber = None
+            stop_if_cancelled()
+            await asyncio.sleep(backoff(failures))
+            failures += 1
+
+    async def append(self, name: str, records: Sequence[bytes]) -> None:
+        """Publish with QoS 1, in order, and wait for every PUBACK."""
+        async with self._publisher_lock:
+            client = self._publisher or await self._connect_publisher()
+        topic = inbox_topic(name)
+        # Each publish hands its packet to paho before its first await, so starting them
+        # in order sends them in order.
+        results = await asyncio.gather(
+            *(client.publish(topic, record, qos=1) for record in records),
+            return_exceptions=True)
+        stop_if_cancelled()
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if isinstance(failure, aiomqtt.MqttError):
+            exc = failure
+            async with self._publisher_lock:
+                if self._publisher is client:
+                    self._publisher = None
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+            raise self._error(exc) from exc
+        if failure is not None:
+            raise failure
+
+    async def ack(self, name: str, tokens: Sequence[Any]) -> None:
+        """PUBACK the messages (those of a lost connection come again: skip them)."""
+        current = self._subscriber
+        for client, mid in tokens:
+            if current is not None and client is current:
+                current._client.ack(mid, 1)
+
+    async def close(self, *, delete_inbox: bool) -> None:
+        """Stop reading; forget a deleted inbox's session; disconnect."""
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        for client in (self._subscriber, self._publisher):
+            if client is not None:
+                with contextlib.suppress(aiomqtt.MqttError):
+                    if client is self._subscriber and delete_inbox:
+                        await client.unsubscribe(inbox_topic(self._inbox))
+                    await client.__aexit__(None, None, None)
+        self._subscriber = self._publisher = None
+        if delete_inbox and self._persistent and self._inbox:
+            # Connecting once with a clean session makes the broker drop the old one.
+            with contextlib.suppress(aiomqtt.MqttError):
+                async with self._client(f"p2phost-{self._inbox}", clean=True):
+                    pass
+
+
+class MqttTransport(InboxTransport):
+    """``mqtt://HOST:PORT``: node inboxes as MQTT topics (QoS 1, persistent sessions)."""
+
+    schemes = ("mqtt",)
+    default_port = 1883
+    address_example = "mqtt://HOST:PORT"
+
+    def make_medium(self, address: MediumAddress) -> Medium:
+        """An MQTT medium for ``address``."""
+        return MqttMedium(address)

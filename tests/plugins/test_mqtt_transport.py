@@ -1,0 +1,34 @@
+"""mqtt-transport passes the SDK transport conformance kit on the real NATS, core and
+JetStream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from p2phost_sdk import Identity
+from p2phost_sdk.testing.transport import TransportCase, TransportConformance
+from tests.conftest import service_or_skip
+from tests.discovery.plugins import use_plugin_source
+
+use_plugin_source("mqtt-transport")
+
+from p2phost_mqtt_transport import MqttTransport  # noqa: E402
+
+URL = "mqtt://127.0.0.1:1883"
+
+
+class TestMqttTransport(TransportConformance):
+    @pytest.fixture
+    def transport_case(self, tmp_path: Path) -> TransportCase:
+        service_or_skip("Mosquitto", 1883)
+        return TransportCase(
+            make=lambda limit: MqttTransport(peer_id=Identity.generate().peer_id,
+                                             max_frame_size=limit, state_dir=tmp_path),
+            listen_address=lambda: URL,
+            unreachable_address=f"mqtt://127.0.0.1:1#{Identity.generate().peer_id}",
+            bad_address="mqtt://127.0.0.1:1883/a/path",
+            unknown_peer_address=f"{URL}#{Identity.generate().peer_id}",
+            dial_within=3.0,
+        )
