@@ -86,3 +86,44 @@ async def test_an_item_that_raises_does_not_stop_the_others(
 def test_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Mailbox("test", 0, lambda peer, item: asyncio.sleep(0))
+
+
+async def test_an_item_for_an_idle_peer_starts_at_once_and_a_waiting_one_keeps_its_turn(
+) -> None:
+    gate = asyncio.Event()
+    log: list[str] = []
+
+    async def process(peer: str, item: str) -> None:
+        log.append(f"start {item}")
+        if item == "waits":
+            await gate.wait()
+        log.append(f"end {item}")
+
+    mailbox: Mailbox[str] = Mailbox("test", 10, process)
+    assert mailbox.try_put("a", "quick")
+    assert log == ["start quick", "end quick"], "processed in the caller, no loop turn"
+    assert mailbox.try_put("a", "waits")
+    assert mailbox.try_put("a", "after")
+    assert mailbox.try_put("b", "other peer")
+    await asyncio.sleep(0.01)
+    assert log[2:] == ["start waits", "start other peer", "end other peer"]
+    assert len(mailbox) == 2, "the waiting item and the one behind it still hold room"
+    gate.set()
+    await mailbox.close(5)
+    assert log[5:] == ["end waits", "start after", "end after"]
+
+
+async def test_closing_cancels_a_started_item_that_never_finishes() -> None:
+    cancelled = []
+
+    async def process(peer: str, item: int) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(item)
+            raise
+
+    mailbox: Mailbox[int] = Mailbox("test", 10, process)
+    mailbox.try_put("a", 1)
+    assert await mailbox.close(0.1) == 1
+    assert cancelled == [1]

@@ -5,6 +5,11 @@ per-peer state needs no locks; different peers are processed concurrently. An it
 counts against the bound until it has been processed, and a producer that finds the
 mailbox full waits for room (the node's reader for that connection then stops reading,
 which slows the sender through the transport): nothing is dropped.
+
+An item that finds its peer's queue empty is started at once, in the caller, up to its
+first wait (most handlers never wait): a request is answered without waiting for the
+worker's turn on the event loop. If it does wait, the peer's worker finishes it before
+anything else of that peer, so the order and the one-at-a-time rule hold.
 """
 
 from __future__ import annotations
@@ -12,18 +17,44 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("p2phost.node")
+
+
+class _Started:
+    """An item whose processing began in the caller and now waits on ``waiting_on``."""
+
+    __slots__ = ("coro", "waiting_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        self.coro, self.waiting_on = coro, waiting_on
+
+    async def finish(self) -> None:
+        """Drive the coroutine to its end, as a task would have."""
+        coro, waiting_on = self.coro, self.waiting_on
+        try:
+            while True:
+                try:
+                    if isinstance(waiting_on, asyncio.Future):
+                        await asyncio.wait((waiting_on,))
+                    else:  # a bare yield (asyncio.sleep(0)): one turn of the loop
+                        await asyncio.sleep(0)
+                except asyncio.CancelledError as exc:
+                    waiting_on = coro.throw(exc)  # the coroutine decides what to do
+                    continue
+                waiting_on = coro.send(None)
+        except StopIteration:
+            return
 
 
 class _PeerQueue(Generic[T]):
     __slots__ = ("gone", "idle", "items", "task")
 
     def __init__(self) -> None:
-        self.items: deque[T] = deque()
+        self.items: deque[T | _Started] = deque()
         self.idle: asyncio.Future[None] | None = None
         self.gone = False
         self.task: asyncio.Task[None] | None = None
@@ -38,7 +69,7 @@ class Mailbox(Generic[T]):
     """Bounded per-app mailbox; ``process(peer, item)`` is called for each item in turn."""
 
     def __init__(self, name: str, size: int,
-                 process: Callable[[str, T], Awaitable[None]]) -> None:
+                 process: Callable[[str, T], Coroutine[Any, Any, None]]) -> None:
         if size < 1:
             raise ValueError(f"mailbox of {name!r}: size must be at least 1, got {size}")
         self.name = name
@@ -90,9 +121,31 @@ class Mailbox(Generic[T]):
                 self._work(peer, queue), name=f"mailbox {self.name} <- {peer[:12]}"
             )
         queue.gone = False
-        queue.items.append(item)
         self._count += 1
+        if queue.items:
+            queue.items.append(item)
+        else:
+            started = self._start(peer, item)
+            if started is None:
+                self._processed()
+                return
+            queue.items.append(started)
         queue.wake()
+
+    def _start(self, peer: str, item: T) -> _Started | None:
+        coro = self._process(peer, item)
+        try:
+            return _Started(coro, coro.send(None))
+        except StopIteration:
+            return None
+        except Exception:  # process handles handler errors; this is a bug guard
+            log.exception("mailbox %s: processing a message from %s failed", self.name, peer)
+            return None
+
+    def _processed(self) -> None:
+        self._count -= 1
+        if self._room:
+            self._wake_one()
 
     def peer_gone(self, peer: str) -> None:
         """The peer disconnected: its worker stops once its queue is drained."""
@@ -114,15 +167,17 @@ class Mailbox(Generic[T]):
         try:
             while True:
                 while items:
+                    item = items[0]
                     try:
-                        await process(peer, items[0])
+                        if type(item) is _Started:
+                            await item.finish()
+                        else:
+                            await process(peer, item)  # type: ignore[arg-type]
                     except Exception:  # process handles handler errors; this is a bug guard
                         log.exception("mailbox %s: processing a message from %s failed",
                                       self.name, peer)
                     items.popleft()
-                    self._count -= 1
-                    if self._room:
-                        self._wake_one()
+                    self._processed()
                 if queue.gone or self._closing:
                     return
                 queue.idle = loop.create_future()
