@@ -1,0 +1,182 @@
+"""AMQP 0-9-1 (RabbitMQ) as an inbox medium, through aio-pika.
+
+Each node's inbox is the durable queue ``p2phost.inbox.NAME``. Records are published
+persistent through the default exchange with ``mandatory`` set and publisher confirms
+on, so a send returns once the broker has the message, and appending to a peer id with
+no queue fails at once (the broker returns it unroutable). The node consumes with
+manual acknowledgements and a prefetch window; a message is acknowledged once the node
+is done with it, and the broker requeues what a lost connection (or a killed node) left
+unacknowledged. The connection is aio-pika's robust one: it reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from p2phost_sdk import TransportError
+from p2phost_sdk.inbox import (
+    Deliver,
+    InboxTransport,
+    Medium,
+    MediumAddress,
+    MediumRefused,
+    MediumUnavailable,
+    UnknownInbox,
+    backoff,
+    stop_if_cancelled,
+)
+
+log = logging.getLogger("p2phost.transport.amqp")
+_PREFETCH = 1024
+_MAX_MESSAGE = 128 * 1024 * 1024  # RabbitMQ's default max_message_size
+# Connection-level failures: worth a retry once the robust connection is back.
+_LOST = (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError,
+         aiormq.exceptions.ChannelClosed, ConnectionError, OSError)
+
+
+def inbox_queue(name: str) -> str:
+    """The queue of inbox ``name``."""
+    return f"p2phost.inbox.{name}"
+
+
+class AmqpMedium(Medium):
+    """One node's link to one AMQP broker (virtual host)."""
+
+    max_record_size = _MAX_MESSAGE - 4096  # room for the properties
+
+    def __init__(self, address: MediumAddress) -> None:
+        if address.parts.query:
+            raise TransportError(f"bad address {address.public!r}: expected "
+                                 "amqp://USER:PASSWORD@HOST:PORT/VHOST (no query)")
+        self.url = address.public
+        self._connect_url = address.url
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractChannel | None = None
+        self._consumer: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        """Open a robust connection and a confirming publisher channel."""
+        try:
+            connection = await aio_pika.connect_robust(self._connect_url, timeout=5.0)
+        except aiormq.exceptions.ProbableAuthenticationError as exc:
+            raise MediumRefused(f"the AMQP broker at {self.url} refused the credentials: {exc} "
+                                "(fix the user and password in the address)") from exc
+        except (aiormq.exceptions.AMQPConnectionError, ConnectionError, OSError,
+                TimeoutError) as exc:
+            if "NOT_ALLOWED" in str(exc) or "ACCESS_REFUSED" in str(exc):
+                raise MediumRefused(f"the AMQP broker at {self.url} refused the connection: "
+                                    f"{exc} (check the virtual host and permissions)") from exc
+            raise MediumUnavailable(f"AMQP broker at {self.url}: "
+                                    f"{exc or type(exc).__name__}") from exc
+        self._connection = connection
+        self._publisher = await connection.channel(publisher_confirms=True,
+                                                   on_return_raises=True)
+
+    async def open_inbox(self, name: str, deliver: Deliver) -> None:
+        """Declare the queue (durable unless it is a reply inbox) and start consuming."""
+        assert self._connection is not None
+        try:
+            self._consumer = await self._connection.channel()
+            await self._consumer.set_qos(prefetch_count=_PREFETCH)
+            self._queue = await self._consumer.declare_queue(
+                inbox_queue(name), durable="-" not in name)
+        except _LOST as exc:
+            raise MediumUnavailable(f"AMQP broker at {self.url}: cannot declare the inbox "
+                                    f"queue: {exc}") from exc
+        except aiormq.exceptions.AMQPError as exc:
+            raise MediumRefused(f"the AMQP broker at {self.url} refused the inbox queue: "
+                                f"{exc}") from exc
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read(self._queue, deliver), name=f"amqp reader {name[:12]}")
+
+    async def _read(self, queue: AbstractQueue, deliver: Deliver) -> None:
+        failures = 0
+        while True:
+            try:
+                async with queue.iterator() as messages:
+                    if failures:
+                        log.info("consuming again from the AMQP broker at %s", self.url)
+                    failures = 0
+                    async for message in messages:
+                        await deliver(message.body, message)
+            except _LOST as exc:
+                if failures == 0:
+                    log.warning("lost the AMQP broker at %s (reconnecting): %s", self.url, exc)
+            stop_if_cancelled()
+            await asyncio.sleep(backoff(failures))
+            failures += 1
+
+    async def append(self, name: str, records: Sequence[bytes]) -> None:
+        """Publish persistent messages in order and wait for every confirm."""
+        channel = self._publisher
+        if channel is None or channel.is_closed:
+            raise MediumUnavailable(f"AMQP broker at {self.url}: the channel is closed")
+        exchange = channel.default_exchange
+        queue = inbox_queue(name)
+        # Each publish takes the channel's (fair) lock before its first real wait, so
+        # starting them in order sends them in order.
+        results = await asyncio.gather(*(
+            exchange.publish(aio_pika.Message(record,
+                                              delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                             routing_key=queue, mandatory=True)
+            for record in records), return_exceptions=True)
+        stop_if_cancelled()
+        for result in results:
+            if isinstance(result, aiormq.exceptions.PublishError):
+                raise UnknownInbox(f"no inbox {name} on {self.url}")
+            if isinstance(result, (*_LOST, TimeoutError)):
+                raise MediumUnavailable(f"AMQP broker at {self.url}: {result}")
+            if isinstance(result, BaseException):
+                raise TransportError(f"the AMQP broker at {self.url} refused a message: "
+                                     f"{result}") from result
+
+    async def ack(self, name: str, tokens: Sequence[Any]) -> None:
+        """Acknowledge the deliveries (those of a lost channel were requeued: skip them)."""
+        for message in tokens:
+            assert isinstance(message, AbstractIncomingMessage)
+            with contextlib.suppress(*_LOST, aio_pika.exceptions.MessageProcessError):
+                await message.ack()
+
+    async def close(self, *, delete_inbox: bool) -> None:
+        """Stop consuming; delete a deleted inbox's queue; disconnect."""
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        if self._connection is None:
+            return
+        try:
+            if delete_inbox and self._queue is not None:
+                await self._queue.delete(if_unused=False, if_empty=False)
+        except (*_LOST, aiormq.exceptions.AMQPError) as exc:
+            log.debug("could not delete the inbox queue on %s: %s", self.url, exc)
+        finally:
+            with contextlib.suppress(*_LOST, aiormq.exceptions.AMQPError):
+                await self._connection.close()
+
+
+class AmqpTransport(InboxTransport):
+    """``amqp://USER:PASSWORD@HOST:PORT/VHOST``: node inboxes as durable AMQP queues."""
+
+    schemes = ("amqp",)
+    default_port = 5672
+    address_example = "amqp://USER:PASSWORD@HOST:PORT/VHOST"
+
+    def make_medium(self, address: MediumAddress) -> Medium:
+        """An AMQP medium for ``address``."""
+        return AmqpMedium(address)
