@@ -165,3 +165,31 @@ def test_several_discovery_plugins_merge_and_a_failing_one_stops_nothing(
     assert "BeaconDiscovery failed to start, running without it" in nodes[2].log
     for plugin in both:  # nodes 0 and 1 found each other through both plugins
         assert f"p2phost.plugin.{plugin}: found peer {nodes[1].peer_id}" in nodes[0].log
+
+
+def test_a_full_node_dials_only_up_to_its_peer_limit(
+    lan_of: Callable[[int], Lan], make_root: Callable[..., Path],
+) -> None:
+    """Node 0 has ``peer-limit = 2`` among four beacon nodes: it never holds more."""
+    lan = lan_of(4)
+
+    def limited(index: int, plugin: str, settings: Mapping[str, Any]) -> Path:
+        root = make_root(index, plugin, settings)
+        if index == 0:
+            manifest = root / "p2phost.toml"
+            manifest.write_text(manifest.read_text().replace(
+                "[node]\n", "[node]\npeer-limit = 2\n", 1))
+        return root
+
+    nodes = _start(lan, limited, "beacon-discovery")
+    others = nodes[1:]
+    wait_for(lambda: full_mesh(others)() and discovered(nodes), FIND_WITHIN,
+             "the three unlimited nodes connecting", nodes)
+    wait_for(lambda: len(nodes[0].peers()) == 2, 10, "node 0 filling its two places", nodes)
+    first = nodes[0].peers()
+    gone = next(n for n in others if n.peer_id in first)
+    gone.kill()
+    # A place frees up: node 0 takes the peer it could not connect to before.
+    wait_for(lambda: len(nodes[0].peers()) == 2 and gone.peer_id not in nodes[0].peers(), 20,
+             "node 0 filling the freed place", nodes)
+    assert all(len(nodes[0].peers()) <= 2 for _ in range(5))
