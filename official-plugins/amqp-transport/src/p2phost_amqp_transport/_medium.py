@@ -161,8 +161,10 @@ class AmqpMedium(Medium):
         if self._connection is None:
             return
         try:
-            if delete_inbox and self._queue is not None:
-                await self._queue.delete(if_unused=False, if_empty=False)
+            # Through the publisher's channel: cancelling the reader may have closed the
+            # consumer's (aiormq closes a channel whose call was cancelled).
+            if delete_inbox and self._queue is not None and self._publisher is not None:
+                await self._publisher.queue_delete(self._queue.name)
         except (*_LOST, aiormq.exceptions.AMQPError) as exc:
             log.debug("could not delete the inbox queue on %s: %s", self.url, exc)
         finally:
