@@ -97,6 +97,7 @@ class Channel:
         self._outbox_bytes = 0
         self._writing = False
         self._wrote_directly = False
+        self._loop = asyncio.get_running_loop()
         self._try_send = self.connection.try_send
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -116,17 +117,22 @@ class Channel:
         """Queue a frame without waiting (control frames; bounded callers only)."""
         if self.ended:
             return
-        # A lone frame (a request, a reply) goes straight to the transport: no wait for
-        # the writer task. After one such write, frames go through the outbox until the
-        # writer has flushed or a frame came in, so a burst is batched into few writes.
+        # The first frame of a loop turn goes straight to the transport when nothing is
+        # queued before it (a lone request or reply: no wait for the writer task). The
+        # frames that follow in the same turn (a burst, the replies to a batch of
+        # requests) go through the outbox, and the writer joins them into one write.
         if not (self._outbox or self._writing or self._wrote_directly) \
                 and self._try_send(frame):
             self._wrote_directly = True
+            self._loop.call_soon(self._turn_over)
             return
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
         self._flushed.clear()
         self._wake.set()
+
+    def _turn_over(self) -> None:
+        self._wrote_directly = False
 
     def try_post(self, frame: bytes) -> bool:
         """Queue a frame if the outbox has room."""
@@ -179,7 +185,7 @@ class Channel:
                     else:
                         await connection.send_many(frames)
             finally:
-                self._writing = self._wrote_directly = False
+                self._writing = False
             self._flushed.set()
 
     # -- receiving -------------------------------------------------------------------
@@ -190,7 +196,6 @@ class Channel:
         while True:
             frame = await recv()
             self.last_seen = monotonic()
-            self._wrote_directly = False
             # Media that redeliver (brokers) hand DeliveredFrames carrying an ack.
             ack: Ack | None = None if type(frame) is bytes else getattr(frame, "ack", None)
             envelope = decode(frame)
