@@ -1,5 +1,4 @@
-"""mqtt-transport passes the SDK transport conformance kit on the real NATS, core and
-JetStream."""
+"""mqtt-transport passes the SDK transport conformance kit on the real Mosquitto."""
 
 from __future__ import annotations
 

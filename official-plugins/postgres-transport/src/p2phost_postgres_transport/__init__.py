@@ -1,0 +1,18 @@
+"""PostgreSQL transport for p2phost: ``postgresql://USER@HOST:PORT/DATABASE``, a queue
+table of node inboxes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from p2phost_sdk import PluginContext, Transport, hookimpl
+
+from ._medium import PostgresMedium, PostgresTransport, notify_channel
+
+__all__ = ["PostgresMedium", "PostgresTransport", "notify_channel", "p2phost_transports"]
+
+
+@hookimpl
+def p2phost_transports(context: PluginContext) -> Sequence[Transport]:
+    """The PostgreSQL transport, configured from ``[config.postgres-transport]``."""
+    return [PostgresTransport.from_context(context)]

@@ -1,0 +1,239 @@
+"""PostgreSQL as an inbox medium: a table as a durable queue, LISTEN/NOTIFY to wake readers.
+
+Two tables (created on first use): ``p2phost_inboxes`` names the inboxes, and
+``p2phost_inbox_records`` holds their records in ``id`` order. Appending inserts the
+records and ``pg_notify``-s the inbox's channel in one statement; a record for an inbox
+that does not exist violates the foreign key, so sending to an unknown peer id fails at
+once. The reader claims the oldest free records of its inbox with ``UPDATE ... WHERE id
+IN (SELECT ... FOR UPDATE SKIP LOCKED)`` (concurrent readers never take the same row),
+marking them leased, and deletes each once the node is done with it. When it starts, and
+after a lost connection, it frees its inbox's leased rows: what the node had not finished
+is delivered again. Between notifications it looks again every second, so a missed one
+delays nothing for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from p2phost_sdk import TransportError
+from p2phost_sdk.inbox import (
+    Deliver,
+    InboxTransport,
+    Medium,
+    MediumAddress,
+    MediumRefused,
+    MediumUnavailable,
+    UnknownInbox,
+    backoff,
+    stop_if_cancelled,
+)
+
+log = logging.getLogger("p2phost.transport.postgres")
+_BATCH = 256
+_POLL = 1.0
+_SCHEMA_LOCK = 0x70327068  # an advisory lock id: one node creates the tables at a time
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS p2phost_inboxes (
+    name text PRIMARY KEY,
+    created timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS p2phost_inbox_records (
+    id bigserial PRIMARY KEY,
+    inbox text NOT NULL REFERENCES p2phost_inboxes (name) ON DELETE CASCADE,
+    body bytea NOT NULL,
+    leased boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS p2phost_inbox_records_free
+    ON p2phost_inbox_records (inbox, id) WHERE NOT leased;
+"""
+_APPEND = """
+WITH added AS (
+    INSERT INTO p2phost_inbox_records (inbox, body)
+    SELECT %(inbox)s, body FROM unnest(%(bodies)s::bytea[]) WITH ORDINALITY AS r(body, n)
+    ORDER BY n
+    RETURNING 1
+)
+SELECT pg_notify(%(channel)s, '')
+"""
+_CLAIM = """
+UPDATE p2phost_inbox_records SET leased = true
+WHERE id IN (
+    SELECT id FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased
+    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+)
+RETURNING id, body
+"""
+
+
+def notify_channel(name: str) -> str:
+    """The LISTEN/NOTIFY channel of inbox ``name`` (an identifier under 63 bytes)."""
+    return "p2phost_" + hashlib.sha256(name.encode()).hexdigest()[:24]
+
+
+class PostgresMedium(Medium):
+    """One node's link to one PostgreSQL database."""
+
+    max_record_size = (1 << 30) - 1  # bytea's limit
+
+    def __init__(self, address: MediumAddress) -> None:
+        if not address.parts.path.strip("/"):
+            raise TransportError(f"bad address {address.public!r}: no database (expected "
+                                 "postgresql://USER@HOST:PORT/DATABASE)")
+        self.url = address.public
+        self._connect_url = address.url
+        self._writer: psycopg.AsyncConnection[Any] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._inbox = ""
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self._connect_url, autocommit=True, connect_timeout=5,
+                application_name="p2phost")
+        except psycopg.OperationalError as exc:
+            state = exc.sqlstate or ""
+            if state.startswith("28") or state in ("3D000", "42501"):
+                raise MediumRefused(f"PostgreSQL at {self.url} refused the connection: "
+                                    f"{str(exc).strip()}") from exc
+            raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
+
+    async def _write_connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._writer is None or self._writer.closed or self._writer.broken:
+            self._writer = await self._connect()
+        return self._writer
+
+    async def connect(self) -> None:
+        """Connect, and create the tables if this database has none yet."""
+        connection = await self._write_connection()
+        try:
+            async with connection.transaction():
+                await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                await connection.execute(_SCHEMA)
+        except psycopg.OperationalError as exc:
+            raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
+        except psycopg.Error as exc:
+            raise MediumRefused(f"PostgreSQL at {self.url}: cannot create the inbox tables: "
+                                f"{str(exc).strip()}") from exc
+
+    async def open_inbox(self, name: str, deliver: Deliver) -> None:
+        """Register the inbox and start reading it."""
+        self._inbox = name
+        try:
+            await (await self._write_connection()).execute(
+                "INSERT INTO p2phost_inboxes (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+        except psycopg.OperationalError as exc:
+            raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
+        reader = await self._listen()
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read(reader, deliver), name=f"postgres reader {name[:12]}")
+
+    async def _listen(self) -> psycopg.AsyncConnection[Any]:
+        connection = await self._connect()
+        try:
+            await connection.execute(sql.SQL("LISTEN {}").format(
+                sql.Identifier(notify_channel(self._inbox))))
+            # One reader per inbox: what is leased now was taken by an earlier run of
+            # this node (or by this one before its connection was lost). Deliver it again.
+            await connection.execute(
+                "UPDATE p2phost_inbox_records SET leased = false WHERE inbox = %s AND leased",
+                (self._inbox,))
+        except psycopg.Error as exc:
+            await connection.close()
+            raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
+        return connection
+
+    async def _read(self, connection: psycopg.AsyncConnection[Any] | None,
+                    deliver: Deliver) -> None:
+        failures = 0
+        try:
+            while True:
+                try:
+                    if connection is None:
+                        connection = await self._listen()
+                        log.info("reconnected to PostgreSQL at %s", self.url)
+                    failures = 0
+                    await self._drain(connection, deliver)
+                except (psycopg.OperationalError, MediumUnavailable) as exc:
+                    if failures == 0:
+                        log.warning("lost PostgreSQL at %s (reconnecting): %s", self.url, exc)
+                    if connection is not None:
+                        await connection.close()
+                    connection = None
+                stop_if_cancelled()
+                await asyncio.sleep(backoff(failures))
+                failures += 1
+        finally:
+            if connection is not None:
+                await connection.close()
+
+    async def _drain(self, connection: psycopg.AsyncConnection[Any], deliver: Deliver) -> None:
+        while True:
+            cursor = await connection.execute(_CLAIM, (self._inbox, _BATCH))
+            rows = sorted(await cursor.fetchall())
+            stop_if_cancelled()
+            for row_id, body in rows:
+                await deliver(bytes(body), row_id)
+            if len(rows) < _BATCH:
+                async for _ in connection.notifies(timeout=_POLL, stop_after=1):
+                    break
+
+    async def append(self, name: str, records: Sequence[bytes]) -> None:
+        """Insert the records in order and notify the inbox, in one statement."""
+        try:
+            connection = await self._write_connection()
+            await connection.execute(_APPEND, {"inbox": name, "bodies": list(records),
+                                               "channel": notify_channel(name)})
+        except psycopg.errors.ForeignKeyViolation:
+            raise UnknownInbox(f"no inbox {name} on {self.url}") from None
+        except psycopg.OperationalError as exc:
+            raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
+        except psycopg.Error as exc:
+            raise TransportError(f"PostgreSQL at {self.url} refused records: "
+                                 f"{str(exc).strip()}") from exc
+
+    async def ack(self, name: str, tokens: Sequence[Any]) -> None:
+        """Delete the records: done."""
+        try:
+            connection = await self._write_connection()
+            await connection.execute("DELETE FROM p2phost_inbox_records WHERE id = ANY(%s)",
+                                     (list(tokens),))
+        except psycopg.OperationalError as exc:
+            raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
+
+    async def close(self, *, delete_inbox: bool) -> None:
+        """Stop reading; delete a deleted inbox with its records; disconnect."""
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        try:
+            if delete_inbox and self._inbox:
+                await (await self._write_connection()).execute(
+                    "DELETE FROM p2phost_inboxes WHERE name = %s", (self._inbox,))
+        except (psycopg.Error, MediumUnavailable, MediumRefused) as exc:
+            log.debug("could not delete the inbox on %s: %s", self.url, exc)
+        finally:
+            if self._writer is not None:
+                with contextlib.suppress(psycopg.Error):
+                    await self._writer.close()
+
+
+class PostgresTransport(InboxTransport):
+    """``postgresql://USER@HOST:PORT/DATABASE``: node inboxes as rows of a queue table."""
+
+    schemes = ("postgresql", "postgres")
+    default_port = 5432
+    address_example = "postgresql://USER@HOST:PORT/DATABASE"
+
+    def make_medium(self, address: MediumAddress) -> Medium:
+        """A PostgreSQL medium for ``address``."""
+        return PostgresMedium(address)
