@@ -1,0 +1,161 @@
+"""Nodes over every medium: projects that differ only in their transport, and the ledger.
+
+A medium is a transport plugin and the URL its nodes listen on; the service behind it
+must be up (tests skip, or fail under CI=true, when it is not).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomlkit
+
+from tests.conftest import build_wheels, run_cli, service_or_skip, write_project
+from tests.runtime.processes import RunningNode
+
+LEDGER = Path(__file__).resolve().parent / "plugins" / "ledger"
+
+
+@dataclass(frozen=True)
+class Medium:
+    """How nodes reach each other: a transport plugin, a listen URL, the service."""
+
+    name: str
+    plugin: str
+    url: str
+    service: tuple[str, int] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def require(self) -> None:
+        """Skip (or fail under CI=true) when the service is down."""
+        if self.service is not None:
+            service_or_skip(*self.service)
+
+
+MEDIA = {
+    "tcp": Medium("tcp", "tcp-transport", "tcp://127.0.0.1:0"),
+    "redis": Medium("redis", "redis-transport", "redis://127.0.0.1:6379/0", ("Redis", 6379)),
+    "nats": Medium("nats", "nats-transport", "nats://127.0.0.1:4222", ("NATS", 4222)),
+    "nats-jetstream": Medium("nats-jetstream", "nats-transport", "nats://127.0.0.1:4222",
+                             ("NATS", 4222), {"durable": True}),
+    "mqtt": Medium("mqtt", "mqtt-transport", "mqtt://127.0.0.1:1883", ("Mosquitto", 1883)),
+    "amqp": Medium("amqp", "amqp-transport", "amqp://guest:guest@127.0.0.1:5672/",
+                   ("RabbitMQ", 5672)),
+    "postgresql": Medium("postgresql", "postgres-transport", "postgresql://127.0.0.1:5432/test",
+                         ("PostgreSQL", 5432)),
+}
+#: The media that hold messages for an absent node and redeliver what it did not finish.
+DURABLE = ["redis", "nats-jetstream", "mqtt", "amqp", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def ledger_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ledger test app, built once."""
+    return build_wheels([LEDGER], tmp_path_factory.mktemp("ledger-wheel"))["ledger"]
+
+
+class Ledger:
+    """What a node's ledger app has written so far: one JSON object per handled note."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def notes(self) -> list[dict[str, Any]]:
+        """Every line so far (a line still being written is left out)."""
+        if not self.path.exists():
+            return []
+        lines = self.path.read_text().split("\n")[:-1]
+        return [json.loads(line) for line in lines]
+
+    def bodies(self, sender: str) -> list[Any]:
+        """The bodies ``sender`` sent, in the order they were handled."""
+        return [note["body"] for note in self.notes() if note["from"] == sender]
+
+    def wait(self, sender: str | None, count: int, timeout: float) -> list[Any]:
+        """The bodies from ``sender`` (anyone: None) once there are ``count``, or what
+        there is after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = [n["body"] for n in self.notes() if sender is None or n["from"] == sender]
+            if len(got) >= count or time.monotonic() > deadline:
+                return got
+            time.sleep(0.05)
+
+
+@dataclass
+class Node:
+    """A ``p2phost run`` process and its project."""
+
+    root: Path
+    process: RunningNode
+    ledger: Ledger
+
+    @property
+    def address(self) -> str:
+        """The address it printed."""
+        return self.process.address
+
+    @property
+    def peer_id(self) -> str:
+        """Its peer id."""
+        return self.process.peer_id
+
+    def cli(self, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+        """``p2phost ARGS`` run in this node's project (a client with its plugins)."""
+        done = run_cli(*args, cwd=self.root, timeout=timeout)
+        return done.returncode, done.stdout, done.stderr
+
+    def request(self, address: str, topic: str, body: Any) -> Any:
+        """``p2phost send ADDRESS TOPIC BODY --request``: the reply, or a failed test."""
+        code, out, err = self.cli("send", address, topic, json.dumps(body), "--request")
+        assert code == 0, f"p2phost send {address} {topic} failed ({code}): {out}{err}"
+        return json.loads(out)
+
+    def wait_connected(self, peers: list[str], timeout: float = 20) -> None:
+        """Until its log says it is connected to every peer in ``peers``."""
+        deadline = time.monotonic() + timeout
+        while not all(f"connected to {p}" in self.process.stderr for p in peers):
+            assert time.monotonic() < deadline, f"not connected:\n{self.process.stderr}"
+            time.sleep(0.05)
+
+
+NodeMaker = Callable[..., Node]
+
+
+@pytest.fixture
+def make_node(tmp_path: Path, official_wheels: dict[str, Path],
+              ledger_wheel: Path) -> Iterator[NodeMaker]:
+    """``make_node(name, medium, connect=[...], ledger={...}, start=True)``: a node over
+    ``medium`` with json-codec, echo and the ledger app; stopped after the test."""
+    started: list[RunningNode] = []
+
+    def make(name: str, medium: Medium, *, connect: list[str] | None = None,
+             ledger: dict[str, Any] | None = None, url: str | None = None) -> Node:
+        plugins = [medium.plugin, "json-codec", "echo", "ledger"]
+        root = tmp_path / name
+        config: dict[str, Any] = {
+            "ledger": {"path": str(root / "ledger.jsonl"), **(ledger or {})}}
+        if medium.config:
+            config[medium.plugin] = medium.config
+        if not (root / "p2phost.toml").exists():
+            wheels = [official_wheels[p] for p in plugins if p in official_wheels]
+            write_project(root, plugins, wheels=[*wheels, ledger_wheel], name=name,
+                          listen=[url or medium.url], config=config)
+            if connect:
+                manifest = root / "p2phost.toml"
+                doc = tomlkit.parse(manifest.read_text())
+                doc["node"]["connect"] = connect  # type: ignore[index]
+                manifest.write_text(tomlkit.dumps(doc))
+        process = RunningNode(root)
+        started.append(process)
+        return Node(root, process, Ledger(root / "ledger.jsonl"))
+
+    yield make
+    for process in reversed(started):
+        process.stop()

@@ -1,0 +1,64 @@
+"""A test app whose record survives SIGKILL: each handled note is one line written with
+one unbuffered ``os.write`` before the handler returns. It also sends bursts, publishes
+and asks other nodes on request, so tests can drive a node from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from p2phost_sdk import App, Message, Messenger, handler, hookimpl
+
+
+class Ledger(App):
+    name = "ledger"
+
+    def __init__(self, path: str, delay: float) -> None:
+        self.path, self.delay = path, delay
+        self.fd = -1
+        self.node: Messenger | None = None
+
+    async def start(self, node: Messenger) -> None:
+        self.node = node
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    async def stop(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    @handler("note")
+    async def note(self, message: Message) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        line = json.dumps({"from": message.sender, "id": message.id, "body": message.body})
+        os.write(self.fd, (line + "\n").encode())
+
+    @handler("burst")
+    async def burst(self, message: Message) -> int:
+        """Send ``count`` notes ``{"n": i}`` to ``to`` (a peer id or an address)."""
+        assert self.node is not None
+        to, count = message.body["to"], int(message.body["count"])
+        for n in range(count):
+            await self.node.send(to, "note", {"n": n})
+        return count
+
+    @handler("announce")
+    async def announce(self, message: Message) -> int:
+        """Publish ``body`` on ``topic``; the answer is how many peers it went to."""
+        assert self.node is not None
+        return await self.node.publish(message.body["topic"], message.body["body"])
+
+    @handler("ask")
+    async def ask(self, message: Message) -> Any:
+        """Make a request to ``to`` on ``topic`` and answer with its reply."""
+        assert self.node is not None
+        return await self.node.request(message.body["to"], message.body["topic"],
+                                       message.body["body"], timeout=10.0)
+
+
+@hookimpl
+def p2phost_apps(context: Any) -> list[App]:
+    return [Ledger(str(context.config["path"]), float(context.config["delay"]))]
