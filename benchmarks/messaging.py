@@ -288,9 +288,9 @@ async def measure(open_client: Callable[[], Awaitable[Client]], scale: float
         await client.close()
 
 
-def start_server(system: str, port: int) -> subprocess.Popen[str]:
+def start_server(system: str, port: int, cpu: int = 1) -> subprocess.Popen[str]:
     process = subprocess.Popen([sys.executable, __file__, "--serve", system, "--port",
-                                str(port)], stdout=subprocess.PIPE, text=True,
+                                str(port), "--cpu", str(cpu)], stdout=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert process.stdout is not None
     if process.stdout.readline().strip() != "ready":
@@ -307,19 +307,36 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def opener(system: str, port: int) -> Callable[[], Awaitable[Client]]:
+    return {
+        "raw": lambda: RawClient.open(port),
+        "zmq": lambda: _zmq(port),
+        "p2phost": lambda: P2PClient.open(port),
+    }[system]
+
+
 async def run_system(system: str, scale: float) -> dict[str, float]:
     port = free_port()
     server = start_server(system, port)
     try:
-        opener: dict[str, Callable[[], Awaitable[Client]]] = {
-            "raw": lambda: RawClient.open(port),
-            "zmq": lambda: _zmq(port),
-            "p2phost": lambda: P2PClient.open(port),
-        }
-        return await measure(opener[system], scale)
+        figures = await measure(opener(system, port), scale)
     finally:
         server.kill()
         server.wait()
+    # Round trips again with both processes on one CPU: the software's own cost, without
+    # the wake-up of an idle second CPU (on a VM that alone varies 2x from run to run).
+    port = free_port()
+    server = start_server(system, port, cpu=0)
+    try:
+        client = await opener(system, port)()
+        await round_trips(client, 1000)
+        figures["round trip p50, one CPU (us)"], _ = await round_trips(
+            client, max(1000, int(10_000 * scale)))
+        await client.close()
+    finally:
+        server.kill()
+        server.wait()
+    return figures
 
 
 async def _zmq(port: int) -> Client:
@@ -381,8 +398,8 @@ def report(results: dict[str, dict[str, float]]) -> None:
 
 
 def pin(cpu: int) -> None:
-    """Client on CPU 0, servers on CPU 1: every system gets the same placement, run to
-    run (left to the scheduler, a round trip varies by 2x with where the two land)."""
+    """Client on CPU 0, servers on CPU 1 (or 0): every system gets the same placement
+    (left to the scheduler, a round trip varies by 2x with where the two land)."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cpus) >= 2:
         os.sched_setaffinity(0, {cpus[cpu]})
@@ -392,6 +409,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--serve", choices=["raw", "zmq", "p2phost"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
     parser.add_argument("--only", choices=["raw", "zmq", "p2phost"], action="append",
                         help="run only these systems")
@@ -401,7 +419,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="profile p2phost's two nodes in one process instead")
     args = parser.parse_args()
-    pin(1 if args.serve else 0)
+    pin(args.cpu if args.serve else 0)
     if args.serve:
         server = {"raw": serve_raw, "zmq": serve_zmq, "p2phost": serve_p2phost}[args.serve]
         asyncio.run(server(args.port))
