@@ -90,10 +90,6 @@ class Dispatcher:
         """The topics this node's apps handle."""
         return sorted(self.routes)
 
-    def next_id(self) -> int:
-        """A new message id."""
-        return next(self._ids)
-
     # -- out -------------------------------------------------------------------------
 
     def frame(self, channel: Channel, kind: Kind, message_id: int, topic: str, body: Any,

@@ -111,6 +111,10 @@ async def receive(connection: Connection) -> bytes:
     return frame
 
 
+async def _close(connection: Connection) -> None:
+    await connection.close()
+
+
 def _frames(count: int, seed: int = 7) -> list[bytes]:
     rng = random.Random(seed)
     sizes = [0, 1, 3, 4, 5, 255, 4096, 65536, 100_000]
@@ -239,13 +243,10 @@ class TransportConformance:
     async def test_a_bad_address_is_a_transport_error(self, transport_kit: TransportKit) -> None:
         transport = transport_kit.case.make(1024)
 
-        async def accept(connection: Connection) -> None:
-            await connection.close()
-
         with pytest.raises(TransportError):
             await transport.dial(transport_kit.case.bad_address, timeout=1.0)
         with pytest.raises(TransportError):
-            await transport.listen(transport_kit.case.bad_address, accept)
+            await transport.listen(transport_kit.case.bad_address, _close)
         await transport.close()
 
     async def test_listening_twice_on_one_address_is_refused(
@@ -255,13 +256,10 @@ class TransportConformance:
             pytest.skip("this medium allows several listeners on one address")
         transport = transport_kit.case.make(1024)
 
-        async def accept(connection: Connection) -> None:
-            await connection.close()
-
-        listener = await transport.listen(transport_kit.case.listen_address(), accept)
+        listener = await transport.listen(transport_kit.case.listen_address(), _close)
         try:
             with pytest.raises(TransportError):
-                second = await transport.listen(listener.addresses[0], accept)
+                second = await transport.listen(listener.addresses[0], _close)
                 await second.close()
         finally:
             await listener.close()
@@ -294,10 +292,7 @@ class TransportConformance:
     async def test_a_closed_listener_accepts_no_more(self, transport_kit: TransportKit) -> None:
         transport = transport_kit.case.make(1024)
 
-        async def accept(connection: Connection) -> None:
-            await connection.close()
-
-        listener = await transport.listen(transport_kit.case.listen_address(), accept)
+        listener = await transport.listen(transport_kit.case.listen_address(), _close)
         address = listener.addresses[0]
         await listener.close()
         await listener.close()  # idempotent
