@@ -325,8 +325,8 @@ class Node:
             raise HandshakeError("the node is shutting down")
         peer, new, retire = self._table.add(channel)
         self._tasks.spawn(self._serve(channel), f"channel {channel.peer_id[:12]}")
-        for loser, reason in retire:
-            self._tasks.spawn(self._retire(loser, reason), "retire")
+        for loser, reason, mutual in retire:
+            self._tasks.spawn(self._retire(loser, reason, mutual), "retire")
         if new:
             log.info("connected to %s (%s, codec %s)", channel.peer_id, address,
                      channel.codec.content_type)
@@ -346,11 +346,10 @@ class Node:
         self._notify("p2phost_peer_lost", peer=channel.info, reason=reason)
         self._dial_waiting()
 
-    async def _retire(self, channel: Channel, reason: str) -> None:
+    async def _retire(self, channel: Channel, reason: str, mutual: bool) -> None:
         log.debug("retiring connection to %s (%s): %s", channel.peer_id, channel.address, reason)
         channel.goodbye(reason)
-        if reason.startswith("duplicate"):
-            # Both ends retire the same connection; each closes once the other said so.
+        if mutual:  # both ends retire it: each closes once the other said goodbye
             try:
                 async with asyncio.timeout(self.options.handshake_timeout):
                     await channel.peer_done.wait()

@@ -57,25 +57,29 @@ class PeerTable:
         """The peer, if connected."""
         return self.peers.get(peer_id)
 
-    def add(self, channel: Channel) -> tuple[Peer, bool, list[tuple[Channel, str]]]:
+    def add(self, channel: Channel) -> tuple[Peer, bool, list[tuple[Channel, str, bool]]]:
         """Add a new channel. Returns the peer, whether it is newly connected, and the
-        channels to retire with the reason (duplicates, or stale after a restart)."""
+        channels to retire: (channel, reason, whether the other end retires it too).
+
+        A duplicate is retired by both ends, a stale connection of a restarted peer only
+        here (the peer has forgotten it)."""
         peer = self.peers.get(channel.peer_id)
         new = peer is None
         if peer is None:
             peer = self.peers[channel.peer_id] = Peer(channel.peer_id)
-        retire: list[tuple[Channel, str]] = []
+        retire: list[tuple[Channel, str, bool]] = []
         for old in peer.channels:
             if old.closing:
                 continue
             if old.hello.session != channel.hello.session:
-                retire.append((old, "the peer restarted (a new session replaced this one)"))
+                retire.append((old, "the peer restarted (a new session replaced this one)",
+                               False))
             elif channel_key(old, self.local_peer_id) < channel_key(channel, self.local_peer_id):
-                retire.append((channel, "duplicate connection (the other one is kept)"))
+                retire.append((channel, "duplicate connection (the other one is kept)", True))
             else:
-                retire.append((old, "duplicate connection (the other one is kept)"))
+                retire.append((old, "duplicate connection (the other one is kept)", True))
         peer.channels.append(channel)
-        losers = {id(c) for c, _ in retire}
+        losers = {id(c) for c, _, _ in retire}
         if peer.current is None or id(peer.current) in losers:
             peer.current = next((c for c in peer.channels if id(c) not in losers), None)
         return peer, new, retire
