@@ -47,7 +47,7 @@ from p2phost_sdk.inbox import (
 log = logging.getLogger("p2phost.transport.nats")
 _CONSUMER = "node"
 _BATCH = 256
-_ACK_WAIT = 30.0
+_ACK_WAIT = 5.0  # a message lost in flight (a cut connection) comes again after this
 _PROBE_TIMEOUT = 2.0
 
 
@@ -177,8 +177,8 @@ class NatsMedium(Medium):
                 continue
             except (NatsError, OSError) as exc:
                 if failures == 0:
-                    log.warning("reading the inbox stream on %s failed (retrying): %s",
-                                self.url, exc)
+                    log.warning("reading the inbox stream on %s failed (retrying): %s: %s",
+                                self.url, type(exc).__name__, exc)
             stop_if_cancelled()
             await asyncio.sleep(backoff(failures))
             failures += 1

@@ -1,0 +1,60 @@
+"""Durable media: a receiver killed with SIGKILL mid-stream loses nothing and handles
+nothing twice once it restarts.
+
+Bob's handler is slow, so when he is killed most of alice's notes wait in his inbox on
+the medium, some were taken but not yet handled, and some were handled but not yet
+acknowledged there. His next run resumes alice's connection: he handles each note
+exactly once, in order, and alice's node never notices more than a pause.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.brokers.conftest import DURABLE, MEDIA, NodeMaker
+from tests.runtime.processes import RunningNode
+
+NOTES = 200
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("medium", DURABLE)
+def test_a_killed_receiver_loses_nothing_and_repeats_nothing(
+    medium: str, make_node: NodeMaker
+) -> None:
+    over = MEDIA[medium]
+    over.require()
+    bob = make_node("bob", over, ledger={"delay": 0.005})
+    alice = make_node("alice", over, connect=[bob.address])
+    alice.wait_connected([bob.peer_id])
+
+    # alice's node sends the burst; the client waits for its answer in the background.
+    burst = subprocess.Popen(
+        [sys.executable, "-m", "p2phost", "send", alice.address, "burst",
+         json.dumps({"to": bob.peer_id, "count": NOTES}), "--request", "--timeout", "60"],
+        cwd=alice.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        handled = bob.ledger.wait(alice.peer_id, NOTES // 4, 20)
+        assert len(handled) < NOTES, "bob handled everything before he could be killed"
+        bob.process.stop(signal.SIGKILL)
+        bob.process = RunningNode(bob.root)  # the same project: the same peer id and inbox
+
+        got = bob.ledger.wait(alice.peer_id, NOTES, 40)
+        out, err = burst.communicate(timeout=60)
+    finally:
+        if burst.poll() is None:
+            burst.kill()
+            burst.communicate()
+    assert burst.returncode == 0 and json.loads(out) == NOTES, err
+    assert got == [{"n": n} for n in range(NOTES)], (
+        f"{len(handled)} handled before the kill; then {len(got)} in all; "
+        f"repeated: {sorted(n['n'] for n in got if got.count(n) > 1)[:10]}; missing: "
+        f"{sorted(set(range(NOTES)) - {n['n'] for n in got})[:10]}\n{bob.process.stderr}")
+    ids = [note["id"] for note in bob.ledger.notes()]
+    assert len(ids) == len(set(ids)), "a message reached the handler twice"
+    assert "resuming the connection from" in bob.process.stderr
