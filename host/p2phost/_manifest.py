@@ -17,14 +17,16 @@ from packaging.specifiers import InvalidSpecifier
 
 from p2phost_sdk import is_valid_name, normalize_name, parse_specifier
 
+from ._delivery_settings import DeliverySettings, read_delivery
 from ._errors import ManifestError
 from ._toml_lines import decode_error_line, find_line
+from ._trust import TrustSettings, read_trust
 
 MANIFEST_NAME = "p2phost.toml"
 #: The registry used when nothing else names one.
 DEFAULT_REGISTRY = "http://127.0.0.1:8470"
 
-TOP_LEVEL_KEYS = ("node", "registry", "plugins", "config")
+TOP_LEVEL_KEYS = ("node", "registry", "plugins", "config", "delivery", "trust")
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 
 
@@ -71,6 +73,10 @@ class Manifest:
     config: dict[str, dict[str, Any]]
     #: ``[registry] require-signed``: refuse plugins without a publisher signature.
     require_signed: bool = False
+    #: ``[delivery]``: acknowledged delivery settings and per-topic overrides.
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    #: ``[trust]``: which peers this node accepts (see p2phost._trust).
+    trust: TrustSettings = field(default_factory=TrustSettings)
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -138,8 +144,11 @@ class _Reader:
             self.problem("registry", "require-signed", f"expected true or false, got "
                          f"{require_signed!r}")
             require_signed = False
+        delivery = read_delivery(self.table(data, "delivery"), self.problem)
+        trust = read_trust(self.table(data, "trust"), self.problem)
         manifest = Manifest(self.path, self.text, node, registries, plugins, config,
-                            require_signed)
+                            require_signed, delivery,
+                            trust=trust)
         return manifest, self.problems
 
     def table(self, data: dict[str, Any], name: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from ._app import App, Handler, Message, MessageKind, Messenger, PeerInfo, handl
 from ._codec import Codec
 from ._config import FIELD_TYPES, ConfigField, ConfigSchema
 from ._context import PluginContext
+from ._delivery import Delivery, DeliveryError, DeliveryMode, Store
 from ._discovery import Discovery, DiscoveryEvents, PeerRecord
 from ._errors import (
     CodecError,
@@ -75,6 +76,9 @@ __all__ = [
     "Connection",
     "ConnectionClosed",
     "DeliveredFrame",
+    "Delivery",
+    "DeliveryError",
+    "DeliveryMode",
     "Discovery",
     "DiscoveryEvents",
     "FrameTooLarge",
@@ -99,6 +103,7 @@ __all__ = [
     "RequestTimeout",
     "SecureConnection",
     "Security",
+    "Store",
     "Transport",
     "TransportError",
     "check_announcement",

@@ -9,9 +9,11 @@ value is the reply to a request; an exception becomes an error reply, never a cr
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
+
+from ._delivery import Delivery, Store
 
 
 class MessageKind(enum.StrEnum):
@@ -35,6 +37,11 @@ class Message:
     body: Any
     correlation_id: str | None = None
     content_type: str = ""
+    #: Which run of the handler this is (1 = the first; more after it raised).
+    attempt: int = 1
+    #: The app's durable state, committed with the message: set for acknowledged topics
+    #: (see :class:`~p2phost_sdk.Store`), None otherwise.
+    store: Store | None = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,13 @@ class Messenger(Protocol):
         """Dial ``address`` (or reuse a connection); returns the peer id."""
         ...
 
-    async def send(self, peer: str, topic: str, body: Any) -> None:
-        """Deliver ``body`` on ``topic`` to ``peer`` (a peer id or an address), no reply."""
+    async def send(self, peer: str, topic: str, body: Any, *, key: str | None = None) -> None:
+        """Deliver ``body`` on ``topic`` to ``peer`` (a peer id or an address), no reply.
+
+        On an acknowledged topic it returns once the message is in the node's durable
+        outbox, and ``key`` (an idempotency key) makes sends with the same key one
+        message: a sender that restarts and sends again does not duplicate it.
+        """
         ...
 
     async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
@@ -84,11 +96,17 @@ Handler = Callable[[Message], Awaitable[Any]]
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
-def handler(topic: str) -> Callable[[_F], _F]:
-    """Mark ``async def method(self, message)`` of an :class:`App` as the handler of ``topic``."""
+def handler(topic: str, *, delivery: Delivery | str | None = None) -> Callable[[_F], _F]:
+    """Mark ``async def method(self, message)`` of an :class:`App` as the handler of ``topic``.
+
+    ``delivery`` is the topic's :class:`~p2phost_sdk.Delivery` (or just a mode's name,
+    e.g. ``"at-least-once"``); at-most-once when not given.
+    """
+    policy = None if delivery is None else Delivery.of(delivery)
 
     def mark(func: _F) -> _F:
         func.__p2phost_topic__ = topic  # type: ignore[attr-defined]
+        func.__p2phost_delivery__ = policy  # type: ignore[attr-defined]
         return func
 
     return mark
@@ -101,6 +119,9 @@ class App:
     name: ClassVar[str] = ""
     #: How many messages may wait in this app's mailbox before senders are slowed.
     mailbox_size: ClassVar[int] = 1024
+    #: Delivery of topics by name, for topics this app sends to (its handlers' own
+    #: ``delivery=`` wins for the topics it handles).
+    delivery: ClassVar[Mapping[str, Delivery | str]] = {}
 
     node: Messenger
 
@@ -112,6 +133,15 @@ class App:
             topic = getattr(func, "__p2phost_topic__", None)
             if topic is not None:
                 found[topic] = getattr(self, attr)
+        return found
+
+    def deliveries(self) -> dict[str, Delivery]:
+        """The declared delivery of each topic: ``delivery`` and the handlers' marks."""
+        found = {topic: Delivery.of(value) for topic, value in type(self).delivery.items()}
+        for attr in dir(type(self)):
+            policy = getattr(getattr(type(self), attr, None), "__p2phost_delivery__", None)
+            if policy is not None:
+                found[getattr(type(self), attr).__p2phost_topic__] = policy
         return found
 
     async def start(self, node: Messenger) -> None:

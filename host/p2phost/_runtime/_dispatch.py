@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from p2phost_sdk import (
     App,
@@ -34,6 +34,9 @@ from ._channel import Channel
 from ._envelope import MAX_FIELD, Envelope, Kind, encode
 from ._errors import NodeConfigError, WireError
 from ._mailbox import Mailbox
+
+if TYPE_CHECKING:
+    from ._delivery import Reliable
 
 log = logging.getLogger("p2phost.node")
 
@@ -68,6 +71,10 @@ class Dispatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._topic_bytes: dict[str, bytes] = {}
         self._warned: set[tuple[str, str]] = set()
+        # Acknowledged delivery (_delivery.py) sets these when the node starts: its
+        # messages take their own path from on_message, and ACKs go to it.
+        self.reliable: Reliable | None = None
+        self.acknowledged: frozenset[str] = frozenset()
 
     def _route(self, apps: Iterable[App]) -> dict[str, _Route]:
         routes: dict[str, _Route] = {}
@@ -89,6 +96,10 @@ class Dispatcher:
     def topics(self) -> list[str]:
         """The topics this node's apps handle."""
         return sorted(self.routes)
+
+    def next_id(self) -> int:
+        """A new message id (for acknowledged delivery's outbox and ACK frames)."""
+        return next(self._ids)
 
     # -- out -------------------------------------------------------------------------
 
@@ -208,6 +219,9 @@ class Dispatcher:
             if ack is not None:
                 ack()
             return None
+        if envelope.topic in self.acknowledged and envelope.kind is Kind.MESSAGE:
+            assert self.reliable is not None
+            return self.reliable.receive(channel, envelope, ack, route)
         request = envelope.kind is Kind.REQUEST
         message = Message(
             format(envelope.message_id, "016x"),
@@ -223,6 +237,8 @@ class Dispatcher:
 
     def _unrouted(self, channel: Channel, envelope: Envelope) -> None:
         text = f"no app on this node handles topic {envelope.topic!r}"
+        if self.reliable is not None and envelope.kind is Kind.MESSAGE:
+            self.reliable.stats.drop(envelope.topic, "no app handles the topic")
         if envelope.kind is Kind.REQUEST:
             channel.post(encode(Kind.ERROR, next(self._ids), body=text.encode(),
                                 correlation_id=envelope.message_id))
@@ -231,8 +247,10 @@ class Dispatcher:
             log.warning("dropping messages from %s: %s", channel.peer_id, text)
 
     def on_reply(self, channel: Channel, envelope: Envelope) -> None:
-        """A REPLY or ERROR: to the request waiting for it (ACKs need nothing here)."""
+        """A REPLY or ERROR: to the request waiting for it; an ACK to acknowledged delivery."""
         if envelope.kind is Kind.ACK:
+            if self.reliable is not None:
+                self.reliable.on_ack(channel, envelope)
             return
         entry = self._pending.pop(envelope.correlation_id, None)
         if entry is None or entry[0] != channel.peer_id:
@@ -278,6 +296,8 @@ class Dispatcher:
                 await self._lifecycle_call(func)
             elif deadline and deadline < time.time() * 1000:
                 log.debug("skipping an expired %r request from %s", message.topic, peer)
+                if self.reliable is not None:
+                    self.reliable.stats.drop(message.topic, "request expired before its handler")
             else:
                 await self._handle(peer, func, message, message_id, channel)
         finally:

@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from p2phost_sdk import (
@@ -26,12 +27,16 @@ from p2phost_sdk import (
     TransportError,
 )
 
+from .._delivery_settings import DeliverySettings
 from ._backoff import Backoff
 from ._channel import Channel
+from ._delivery import Reliable
 from ._dispatch import Dispatcher
 from ._errors import ListenError, NodeConfigError
-from ._handshake import Hello, handshake, refuse
+from ._handshake import Admit, Hello, handshake, refuse
 from ._peers import PeerTable
+from ._sealed import Sealer
+from ._store import DATABASE_NAME
 from ._tasks import TaskSet
 
 log = logging.getLogger("p2phost.node")
@@ -60,6 +65,15 @@ class NodeOptions:
     drain_timeout: float = 10.0
     #: Bytes queued per connection before senders wait (backpressure).
     outbox_limit: int = 1024 * 1024
+    #: A short-lived client (``p2phost send``/``ping``) with its project's identity: its
+    #: hello says so, and the node it talks to keeps its channel apart from the peers.
+    client: bool = False
+    #: Seconds a sealed frame (inbox media) stays acceptable: ``[trust] replay-window``.
+    replay_window: float = 600.0
+    #: Where the delivery database lives (``.p2phost``); None keeps it in memory.
+    state_dir: Path | None = None
+    #: ``[delivery]`` of p2phost.toml (docs/delivery.md).
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
 
 class Node:
@@ -76,6 +90,7 @@ class Node:
         apps: Sequence[App] = (),
         options: NodeOptions = NodeOptions(),
         hooks: Any = None,
+        admit: Admit | None = None,
     ) -> None:
         if not codecs:
             raise NodeConfigError("no codec plugin is loaded: a node needs one to encode "
@@ -89,11 +104,21 @@ class Node:
         if len(security) > 1:
             log.warning("several security plugins are loaded; using %r",
                         type(self._security).__name__)
+        # Secure nodes seal every frame on inbox media (no stream to secure there).
+        self._sealer = None if self._security is None else Sealer(
+            identity, replay_window=options.replay_window)
+        self._admit = admit
         self._apps = list(apps)
         self._hooks = hooks
         self._dispatch = Dispatcher(self._apps, local_peer_id=identity.peer_id,
                                     max_frame_size=options.max_frame_size,
                                     reply_channel=self._reply_channel)
+        # Acknowledged delivery (docs/delivery.md): sends on its topics divert to it.
+        self._reliable = Reliable(
+            self, self._dispatch, apps=self._apps, codecs=self._codecs,
+            settings=options.delivery,
+            path=options.state_dir / DATABASE_NAME if options.state_dir else None)
+        self._acked_topics = self._reliable.topics
         self._table = PeerTable(identity.peer_id)
         self._session = secrets.token_hex(8)
         self._tasks = TaskSet()
@@ -113,6 +138,11 @@ class Node:
     def peer_id(self) -> str:
         """This node's peer id."""
         return self.identity.peer_id
+
+    @property
+    def delivery(self) -> Reliable:
+        """Acknowledged delivery: its counters, dead letters and operator commands."""
+        return self._reliable
 
     @property
     def addresses(self) -> list[str]:
@@ -172,6 +202,7 @@ class Node:
             return
         self._started = True
         try:
+            self._reliable.start()
             for app in self._apps:
                 await app.start(self)
             for address in self.options.listen:
@@ -185,6 +216,9 @@ class Node:
                 self._addresses.extend(listener.addresses)
             if self._security is None:
                 log.warning(INSECURE_WARNING)
+                if self._admit is not None:
+                    log.warning("the trust policy sees peer ids that no security plugin "
+                                "proves: install one (p2phost plugin install noise-security)")
             self._tasks.spawn(self._keepalive(), "keepalive")
             for discovery in self._discovery:
                 await self._start_discovery(discovery)
@@ -230,6 +264,7 @@ class Node:
         self._closing = True
         self._notify("p2phost_node_stopping", peer_id=self.peer_id)
         timeout = self.options.drain_timeout
+        await self._reliable.drain(timeout)
         for task in self._targets.values():
             task.cancel()
         for discovery in self._discovery:
@@ -243,6 +278,7 @@ class Node:
             await self._quietly(asyncio.wait_for(
                 asyncio.gather(*(c.peer_done.wait() for c in channels)), timeout), "")
         await self._dispatch.drain(timeout)
+        await self._reliable.close()
         for channel in channels:
             await channel.flush(1.0)
             await channel.close("the node shut down")
@@ -307,13 +343,16 @@ class Node:
         nonce = secrets.token_hex(8)
         hello = Hello(peer_id=self.peer_id, codecs=tuple(self._codecs), topics=tuple(self.topics),
                       listen=tuple(self._addresses), session=self._session, nonce=nonce,
-                      name=self.options.name, max_frame_size=self.options.max_frame_size)
+                      name=self.options.name, max_frame_size=self.options.max_frame_size,
+                      extra={**self._reliable.hello_extra(),
+                             **({"client": True} if self.options.client else {})})
         done = await handshake(
             connection, hello=hello, codecs=self._codecs, identity=self.identity,
             # Inbox media carry no stream to secure: they get message-level security.
-            security=None if inbox else self._security, initiator=initiator,
+            security=self._sealer if inbox else self._security, initiator=initiator,
             expected_peer_id=expected_peer_id,
             timeout=self.options.handshake_timeout,
+            admit=self._admit, client=self.options.client,
         )
         channel = Channel(done, address=address, initiator=initiator, local_nonce=nonce,
                           on_message=self._dispatch.on_message,
@@ -323,7 +362,14 @@ class Node:
         if self._closing:
             await channel.close("the node is shutting down")
             raise HandshakeError("the node is shutting down")
+        if not initiator and done.hello.extra.get("client") is True:
+            # A client may share a peer's id (its project's): kept out of the peer table,
+            # it neither replaces nor duplicates that peer's connection, and goes with
+            # its last reply.
+            self._tasks.spawn(channel.run(), f"client {channel.peer_id[:12]}")
+            return channel
         peer, new, retire = self._table.add(channel)
+        self._reliable.connected(channel)
         self._tasks.spawn(self._serve(channel), f"channel {channel.peer_id[:12]}")
         for loser, reason, mutual in retire:
             self._tasks.spawn(self._retire(loser, reason, mutual), "retire")
@@ -336,6 +382,7 @@ class Node:
 
     async def _serve(self, channel: Channel) -> None:
         reason = await channel.run()
+        self._reliable.disconnected(channel)
         log.debug("connection to %s (%s) ended: %s", channel.peer_id, channel.address, reason)
         peer = self._table.remove(channel)
         if peer is None:
@@ -453,8 +500,11 @@ class Node:
             raise PeerUnavailable("a node cannot send to itself")
         raise PeerUnavailable(f"peer {peer} is not connected")
 
-    async def send(self, peer: str, topic: str, body: Any) -> None:
-        """Deliver ``body`` on ``topic`` to ``peer`` (a peer id or an address), no reply."""
+    async def send(self, peer: str, topic: str, body: Any, *, key: str | None = None) -> None:
+        """Deliver ``body`` on ``topic`` to ``peer`` (a peer id or an address), no reply
+        (through the outbox on acknowledged topics: see :class:`p2phost_sdk.Messenger`)."""
+        if topic in self._acked_topics and await self._reliable.send(peer, topic, body, key):
+            return
         await self._dispatch.send(self._usable(peer) or await self._reach(peer), topic, body)
 
     async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
@@ -465,4 +515,7 @@ class Node:
     async def publish(self, topic: str, body: Any) -> int:
         """Send to every connected peer that handles ``topic``; returns how many."""
         channels = [p.best() for p in list(self._table.peers.values())]
+        if topic in self._acked_topics:
+            return await self._reliable.publish([c for c in channels if c is not None], topic,
+                                                body)
         return await self._dispatch.publish([c for c in channels if c is not None], topic, body)
