@@ -72,7 +72,8 @@ class AmqpMedium(Medium):
     async def connect(self) -> None:
         """Open a robust connection and a confirming publisher channel."""
         try:
-            connection = await aio_pika.connect_robust(self._connect_url, timeout=5.0)
+            connection = await aio_pika.connect_robust(self._connect_url, timeout=5.0,
+                                                       reconnect_interval=1.0)
         except aiormq.exceptions.ProbableAuthenticationError as exc:
             raise MediumRefused(f"the AMQP broker at {self.url} refused the credentials: {exc} "
                                 "(fix the user and password in the address)") from exc

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
@@ -35,8 +36,12 @@ from p2phost_sdk.inbox import (
 )
 
 log = logging.getLogger("p2phost.transport.mqtt")
+# paho and aiomqtt report every lost socket as an error, and every forced disconnect as
+# a warning; this module reports a lost broker once, as a warning, and reconnects.
+_client_log = logging.getLogger("p2phost.transport.mqtt.client")
+_client_log.setLevel(logging.CRITICAL)
 _MAX_PACKET = 268_435_455  # the largest MQTT packet
-_REFUSED_CODES = {4, 5}  # bad user name or password; not authorised
+_REFUSED_CODES = {4, 5}  # CONNACK: bad user name or password; not authorised
 
 
 def inbox_topic(name: str) -> str:
@@ -69,7 +74,7 @@ class MqttMedium(Medium):
         client = aiomqtt.Client(self._host, self._port, username=self._user,
                                 password=self._password, identifier=identifier,
                                 clean_session=clean, keepalive=15, timeout=10.0,
-                                logger=logging.getLogger("p2phost.transport.mqtt.client"))
+                                logger=_client_log)
         client.pending_calls_threshold = 1 << 30  # a window of publishes in flight is normal
         if manual_ack:
             # aiomqtt has no API for it; paho-mqtt 2 acknowledges on our word only.
@@ -77,7 +82,8 @@ class MqttMedium(Medium):
         return client
 
     def _error(self, exc: aiomqtt.MqttError) -> Exception:
-        if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc in _REFUSED_CODES:
+        # Only a CONNACK's code means "refused"; other codes are paho's (not connected...).
+        if isinstance(exc, MqttConnectError) and exc.rc in _REFUSED_CODES:
             return MediumRefused(f"the MQTT broker at {self.url} refused the connection: {exc} "
                                  "(fix the user and password in the address)")
         return MediumUnavailable(f"MQTT broker at {self.url}: {exc}")

@@ -38,11 +38,13 @@ class Ledger(App):
 
     @handler("burst")
     async def burst(self, message: Message) -> int:
-        """Send ``count`` notes ``{"n": i}`` to ``to`` (a peer id or an address)."""
+        """Send ``count`` notes ``{"n": i}`` (with ``"tag"`` if the body has one) to
+        ``to`` (a peer id or an address)."""
         assert self.node is not None
         to, count = message.body["to"], int(message.body["count"])
+        extra = {"tag": message.body["tag"]} if "tag" in message.body else {}
         for n in range(count):
-            await self.node.send(to, "note", {"n": n})
+            await self.node.send(to, "note", {**extra, "n": n})
         return count
 
     @handler("announce")

@@ -1,0 +1,120 @@
+"""A broker's connections cut mid-run: nodes reconnect and carry on.
+
+Both nodes reach the broker through a TCP proxy process; killing the proxy cuts every
+connection at once, as a broker restart would, without stopping the shared service.
+On durable media nothing sent around the cut is lost or repeated; on core NATS (which
+holds nothing) the connection is given up and dialled again, and later messages flow.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from tests.brokers.conftest import DURABLE, MEDIA, NodeMaker
+from tests.runtime.processes import free_port
+
+PROXY = Path(__file__).resolve().parent / "proxy.py"
+NOTES = 200
+
+
+class Proxy:
+    """``proxy.py`` forwarding a free local port to ``target``; cut and restored at will."""
+
+    def __init__(self, target: int) -> None:
+        self.port, self.target = free_port(), target
+        self.process: subprocess.Popen[str] | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        """Listen again on the same port."""
+        self.process = subprocess.Popen([sys.executable, str(PROXY), str(self.port),
+                                         str(self.target)], stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "ready"
+
+    def cut(self) -> None:
+        """Kill the proxy: every connection through it is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
+
+    def url(self, url: str) -> str:
+        """``url`` with its port replaced by the proxy's."""
+        parts = urlsplit(url)
+        netloc = parts.netloc.rsplit(":", 1)[0] + f":{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest.fixture
+def proxy_to() -> Iterator[type[Proxy]]:
+    """``proxy_to(port)``: a started proxy, killed after the test."""
+    made: list[Proxy] = []
+
+    def make(target: int) -> Proxy:
+        made.append(Proxy(target))
+        return made[-1]
+
+    yield make  # type: ignore[misc]
+    for proxy in made:
+        proxy.cut()
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("medium", ["redis", "nats", *DURABLE[1:]])
+def test_nodes_carry_on_after_their_broker_connections_are_cut(
+    medium: str, proxy_to: type[Proxy], make_node: NodeMaker
+) -> None:
+    over = MEDIA[medium]
+    over.require()
+    assert over.service is not None
+    proxy = proxy_to(over.service[1])
+    url = proxy.url(over.url)
+    bob = make_node("bob", over, url=url, ledger={"delay": 0.002})
+    alice = make_node("alice", over, url=url, connect=[bob.address])
+    alice.wait_connected([bob.peer_id])
+
+    burst = subprocess.Popen(
+        [sys.executable, "-m", "p2phost", "send", alice.address, "burst",
+         json.dumps({"to": bob.peer_id, "count": NOTES}), "--request", "--timeout", "60"],
+        cwd=alice.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        bob.ledger.wait(alice.peer_id, NOTES // 5, 20)
+        proxy.cut()
+        time.sleep(1.0)
+        proxy.restore()
+        if medium in DURABLE:
+            got = bob.ledger.wait(alice.peer_id, NOTES, 45)
+            assert got == [{"n": n} for n in range(NOTES)], f"{len(got)}\n{bob.process.stderr}"
+        out, err = burst.communicate(timeout=60)
+    finally:
+        if burst.poll() is None:
+            burst.kill()
+            burst.communicate()
+    if medium in DURABLE:
+        assert burst.returncode == 0 and json.loads(out) == NOTES, err
+
+    # Afterwards (on core NATS once the broken connection was replaced): all of it again.
+    deadline = time.monotonic() + 30
+    while True:
+        code, out, err = alice.cli("send", alice.address, "burst", json.dumps(
+            {"to": bob.peer_id, "count": 50, "tag": "after"}), "--request")
+        if code == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert code == 0, out + err
+    after = [b for b in bob.ledger.wait(alice.peer_id, NOTES + 50, 20) if "tag" in b]
+    if medium not in DURABLE and len(after) < 50:
+        after = [b for b in bob.ledger.wait(alice.peer_id, 10**6, 10) if "tag" in b]
+    assert after[-50:] == [{"tag": "after", "n": n} for n in range(50)], bob.process.stderr
+    code, out, err = alice.cli("ping", bob.address, "--count", "2", "--interval", "0")
+    assert code == 0, out + err
