@@ -1,7 +1,7 @@
 """Node commands: run, id, ping, send, peers.
 
 ``run`` starts the project's node until SIGINT/SIGTERM. ``ping`` and ``send`` start a
-short-lived *client* node (a fresh identity, no listeners, no apps) with the project's
+short-lived *client* node (the project's identity, no listeners, no apps) with the project's
 transports, codecs and security, talk to ADDR, and shut down gracefully so what they sent
 is delivered. ``peers`` asks the running node through its control socket.
 """

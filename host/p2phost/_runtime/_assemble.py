@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from p2phost_sdk import Identity
-
 from .._plugins import PluginManager
 from .._project import Project
+from .._trust import KNOWN_PEERS, KnownPeers, TrustPolicy
 from ._node import Node, NodeOptions
 
 
 def node_for_project(project: Project, *, client: bool = False) -> Node:
     """The project's node, from the plugins its manifest declares.
 
-    A *client* node (``p2phost send`` and ``ping``) uses a fresh identity, listens
-    nowhere, dials nothing on its own and runs no apps: it must not pass itself off as
-    the project's running node, nor take that node's messages.
+    A *client* node (``p2phost send`` and ``ping``) listens nowhere, dials nothing on
+    its own and runs no apps. It speaks with the project's identity, so that peers
+    whose trust policy admits the project admit its commands too; its hello says it is a
+    client, so the node it reaches keeps it apart from the project's running node (even
+    when that is the node it reaches), and on inbox media it reads a reply inbox of its
+    own, never the node's.
     """
     settings = project.manifest.node
-    identity = Identity.generate() if client else project.identity()
+    trust = project.manifest.trust
+    identity = project.identity()
     loaded = PluginManager(project).load()
     parts = loaded.build(identity.peer_id, settings.max_frame_size)
     options = NodeOptions(
@@ -26,6 +29,8 @@ def node_for_project(project: Project, *, client: bool = False) -> Node:
         connect=() if client else tuple(settings.connect),
         max_frame_size=settings.max_frame_size,
         peer_limit=settings.peer_limit,
+        client=client,
+        replay_window=trust.replay_window,
     )
     return Node(
         identity,
@@ -36,4 +41,6 @@ def node_for_project(project: Project, *, client: bool = False) -> Node:
         apps=() if client else parts.apps,
         options=options,
         hooks=None if client else loaded.hook,
+        admit=None if trust.policy == "open" else TrustPolicy(
+            trust, KnownPeers(project.state_dir / KNOWN_PEERS)).check,
     )

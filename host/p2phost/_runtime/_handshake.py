@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,9 @@ from ._errors import WireError
 
 log = logging.getLogger("p2phost.node")
 _GOODBYE_GRACE = 0.5
+#: The trust policy: why to refuse a proven peer id (given its hello name once known),
+#: or None to accept it.
+Admit = Callable[[str, str | None], str | None]
 
 
 @dataclass(frozen=True)
@@ -134,8 +137,15 @@ async def handshake(
     initiator: bool,
     expected_peer_id: str | None,
     timeout: float,
+    admit: Admit | None = None,
+    client: bool = False,
 ) -> Handshaken:
     """Run the whole handshake within ``timeout`` seconds.
+
+    ``admit`` (the trust policy) is asked as soon as the channel proved the peer's id,
+    before this node's hello goes out, and again with the peer's hello. A *client* (a
+    short-lived ``p2phost send``/``ping`` node, said in its hello) may carry the peer id
+    of the node it talks to: it runs in that node's project, with its key.
 
     On failure the connection is closed (after a best-effort GOODBYE naming the
     reason) and :class:`HandshakeError` is raised.
@@ -147,6 +157,7 @@ async def handshake(
                     connection, identity=identity, initiator=initiator,
                     expected_peer_id=expected_peer_id, timeout=timeout,
                 )
+                _admit(admit, connection.remote_peer_id, None, identity)
             await connection.send(hello.to_frame())
             frame = await connection.recv()
             ack = getattr(frame, "ack", None)
@@ -159,7 +170,9 @@ async def handshake(
             if envelope.kind is not Kind.HELLO:
                 raise HandshakeError(f"expected a hello, got a {envelope.kind.name} frame")
             remote = Hello.from_envelope(envelope)
-            _check_peer(remote.peer_id, connection, identity, expected_peer_id)
+            own = client or remote.extra.get("client") is True
+            _check_peer(remote.peer_id, connection, identity, expected_peer_id, own)
+            _admit(admit, remote.peer_id, remote.name, identity)
             _check_api(remote.host_api)
             dialler, listener = (hello, remote) if initiator else (remote, hello)
             chosen = choose_codec(dialler.codecs, listener.codecs)
@@ -184,14 +197,23 @@ async def handshake(
 
 
 def _check_peer(peer_id: str, connection: Connection, identity: Identity,
-                expected: str | None) -> None:
+                expected: str | None, client: bool) -> None:
     proven = connection.remote_peer_id
     if proven is not None and proven != peer_id:
         raise HandshakeError(f"hello claims peer id {peer_id} but the channel proved {proven}")
     if expected is not None and expected != peer_id:
         raise HandshakeError(f"expected peer {expected}, reached {peer_id}")
-    if peer_id == identity.peer_id:
+    if peer_id == identity.peer_id and not client:
         raise HandshakeError("connected to itself (the address is this node's own)")
+
+
+def _admit(admit: Admit | None, peer_id: str | None, name: str | None,
+           identity: Identity) -> None:
+    if admit is None or peer_id is None or peer_id == identity.peer_id:
+        return  # our own key: a client of this very project
+    reason = admit(peer_id, name)
+    if reason is not None:
+        raise HandshakeError(f"peer {peer_id} is refused by the trust policy: {reason}")
 
 
 async def refuse(connection: Connection, reason: str) -> None:
