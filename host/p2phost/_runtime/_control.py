@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from ._delivery import CONTROL_COMMANDS
 from ._errors import NodeAlreadyRunning, NodeConfigError, NodeNotRunning
 from ._node import Node
 
@@ -87,13 +88,17 @@ class ControlServer:
             async with asyncio.timeout(_TIMEOUT):
                 line = await reader.readline()
                 try:
-                    command = json.loads(line).get("command")
+                    request = json.loads(line)
+                    command = request.get("command")
                 except (ValueError, AttributeError):
-                    command = None
+                    request, command = {}, None
                 if command == "peers":
                     answer: dict[str, Any] = _describe(self.node)
+                elif command in CONTROL_COMMANDS:  # acknowledged delivery's (_delivery.py)
+                    answer = await CONTROL_COMMANDS[command](self.node.delivery, request)
                 else:
-                    answer = {"error": f"unknown command {command!r} (known: peers)"}
+                    known = ", ".join(["peers", *CONTROL_COMMANDS])
+                    answer = {"error": f"unknown command {command!r} (known: {known})"}
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()
         except (TimeoutError, ConnectionError):
@@ -105,8 +110,10 @@ class ControlServer:
                     await writer.wait_closed()
 
 
-def query_control(path: Path, command: str, timeout: float = _TIMEOUT) -> dict[str, Any]:
-    """Ask the node answering at ``path``; NodeNotRunning when nothing answers."""
+def query_control(path: Path, command: str, timeout: float = _TIMEOUT,
+                  **fields: Any) -> dict[str, Any]:
+    """Ask the node answering at ``path`` (``fields`` go with the command);
+    NodeNotRunning when nothing answers."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
@@ -115,7 +122,7 @@ def query_control(path: Path, command: str, timeout: float = _TIMEOUT) -> dict[s
             raise NodeNotRunning(f"no node of this project is running (nothing answers on "
                                  f"{path})", fix="start it with `p2phost run`") from exc
         try:
-            sock.sendall(json.dumps({"command": command}).encode() + b"\n")
+            sock.sendall(json.dumps({"command": command, **fields}).encode() + b"\n")
             chunks = []
             while chunk := sock.recv(65536):
                 chunks.append(chunk)

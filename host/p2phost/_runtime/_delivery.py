@@ -16,7 +16,7 @@ Parts: the :class:`~._outbox.Outbox` (sending), the :class:`~._receiver.Receiver
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -292,3 +292,25 @@ class Reliable:
             if letter.direction == "out":
                 self._outbox.wake(letter.peer)
         return len(letters)
+
+
+# -- the control socket's delivery commands (``p2phost peers --stats``, ``dead retry``) -----
+
+async def _stats(reliable: Reliable, request: Mapping[str, Any]) -> dict[str, Any]:
+    return reliable.snapshot()
+
+
+async def _dead_retry(reliable: Reliable, request: Mapping[str, Any]) -> dict[str, Any]:
+    ids, topic = request.get("ids", []), request.get("topic")
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids) \
+            or not isinstance(topic, str | None):
+        return {"error": "dead-retry takes ids (a list of numbers) and a topic"}
+    return {"retried": await reliable.retry_dead(ids, topic)}
+
+
+#: Control socket commands: name -> handler(reliable, request) -> answer.
+CONTROL_COMMANDS: dict[str, Callable[[Reliable, Mapping[str, Any]],
+                                     Awaitable[dict[str, Any]]]] = {
+    "stats": _stats,
+    "dead-retry": _dead_retry,
+}

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from p2phost_sdk import P2PHostError
@@ -117,6 +118,18 @@ def open_database(path: Path | None) -> sqlite3.Connection:
 Op = Callable[[sqlite3.Connection], object]
 
 
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: committed when the block ends, rolled back if it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class Committer:
     """Runs the writes submitted during one loop turn in one transaction.
 
@@ -160,14 +173,9 @@ class Committer:
         if not ops:
             return
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self.db):
                 for op, _, _ in ops:
                     op(self.db)
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
         except Exception as exc:
             log.error("the delivery database failed; %d writes were rolled back (their "
                       "messages are not acknowledged and will come again): %s: %s",
