@@ -28,6 +28,7 @@ from .._project import Project
 from .._runtime import ControlServer, Node, query_control
 from .._runtime._assemble import node_for_project
 from ._output import console
+from ._stats import print_stats
 
 T = TypeVar("T")
 _REACH_FIX = "check the address, and that a node runs there (`p2phost run` in its project)"
@@ -175,7 +176,8 @@ def send(
     body: str = typer.Argument(..., help='The body as JSON, e.g. \'{"text": "hi"}\'.'),
     request: bool = typer.Option(False, "--request", help="Send a request; print the reply."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.001,
-                                  help="Seconds to wait for the reply (with --request)."),
+                                  help="Seconds to wait for the reply (with --request), or "
+                                       "for the acknowledgement on acknowledged topics."),
 ) -> None:
     """Send one message (or one request, printing the reply) to a node."""
     try:
@@ -192,6 +194,12 @@ def send(
             if request:
                 return await node.request(peer, topic, value, timeout=timeout)
             await node.send(peer, topic, value)
+            if node.delivery.acknowledged_to(peer, topic):
+                if await node.delivery.settle(timeout):
+                    raise Unreachable(f"{address} did not acknowledge the message within "
+                                      f"{timeout:g}s",
+                                      fix="check that node's log, or give it more --timeout")
+                return "acknowledged"
         except RemoteError as exc:
             raise Unreachable(f"{address} answered with an error: {exc.remote_message}",
                               fix=f"check the body against what the {topic!r} app expects"
@@ -204,14 +212,19 @@ def send(
     if request:
         _say(json.dumps(reply))
     else:
-        print(f"sent to {address}", file=sys.stderr)
+        print(f"sent to {address}{' (acknowledged)' if reply else ''}", file=sys.stderr)
 
 
 def peers(
     as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+    stats: bool = typer.Option(False, "--stats", help="Delivery counters per topic: sent, "
+                               "acknowledged, retried, dead-lettered, dropped (docs/delivery.md)."),
 ) -> None:
-    """The peers of this project's running node."""
-    answer = query_control(Project.find().control_socket, "peers")
+    """The peers of this project's running node (or, with --stats, its delivery counters)."""
+    answer = query_control(Project.find().control_socket, "stats" if stats else "peers")
+    if stats and not as_json:
+        print_stats(answer)
+        return
     if as_json:
         _say(json.dumps(answer))
         return

@@ -31,6 +31,9 @@ def node_for_project(project: Project, *, client: bool = False) -> Node:
         peer_limit=settings.peer_limit,
         client=client,
         replay_window=trust.replay_window,
+        # A client keeps no outbox on disk: it waits for acknowledgements before it exits.
+        state_dir=None if client else project.state_dir,
+        delivery=project.manifest.delivery,
     )
     return Node(
         identity,

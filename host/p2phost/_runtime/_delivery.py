@@ -223,6 +223,16 @@ class Reliable:
         await self._outbox.put(dest, topic, data, codec.content_type, message_id)
         return True
 
+    def acknowledged_to(self, peer: str, topic: str) -> bool:
+        """Whether messages on ``topic`` to the connected ``peer`` are acknowledged."""
+        channel = self.node._usable(peer)
+        return channel is not None and self.acknowledged_by(channel, topic)
+
+    async def settle(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for connected peers to acknowledge everything;
+        how many messages are still unacknowledged."""
+        return 0 if self._outbox is None else await self._outbox.drain(timeout)
+
     def _warn_unacknowledged(self, peer: str, topic: str) -> None:
         if (peer, topic) not in self._warned:
             self._warned.add((peer, topic))
