@@ -8,6 +8,7 @@ Conformance kits for each kind live in :mod:`p2phost_sdk.testing`.
 """
 
 from ._app import App, Handler, Message, MessageKind, Messenger, PeerInfo, handler
+from ._authorization import Allow, allow, permission_of
 from ._codec import Codec
 from ._config import FIELD_TYPES, ConfigField, ConfigSchema
 from ._context import PluginContext
@@ -66,6 +67,7 @@ __all__ = [
     "MAX_ADDRESSES",
     "MAX_ADDRESS_LENGTH",
     "AcceptHandler",
+    "Allow",
     "AnnouncementError",
     "App",
     "Codec",
@@ -106,6 +108,7 @@ __all__ = [
     "Store",
     "Transport",
     "TransportError",
+    "allow",
     "check_announcement",
     "check_scope",
     "handler",
@@ -117,6 +120,7 @@ __all__ = [
     "normalize_name",
     "parse_specifier",
     "peer_id_from_public_key",
+    "permission_of",
     "public_key_from_peer_id",
     "run_handshake",
     "verify",

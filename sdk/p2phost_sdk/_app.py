@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from ._authorization import Allow
+from ._authorization import allow as _allow
 from ._delivery import Delivery, Store
 
 
@@ -96,18 +98,22 @@ Handler = Callable[[Message], Awaitable[Any]]
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
-def handler(topic: str, *, delivery: Delivery | str | None = None) -> Callable[[_F], _F]:
+def handler(topic: str, *, delivery: Delivery | str | None = None,
+            allow: Allow | None = None) -> Callable[[_F], _F]:
     """Mark ``async def method(self, message)`` of an :class:`App` as the handler of ``topic``.
 
     ``delivery`` is the topic's :class:`~p2phost_sdk.Delivery` (or just a mode's name,
-    e.g. ``"at-least-once"``); at-most-once when not given.
+    e.g. ``"at-least-once"``); at-most-once when not given. ``allow`` (peer ids, or a
+    predicate over the caller's peer id) lets only those peers call it: see
+    :func:`p2phost_sdk.allow`.
     """
     policy = None if delivery is None else Delivery.of(delivery)
+    guard = None if allow is None else _allow(allow)
 
     def mark(func: _F) -> _F:
         func.__p2phost_topic__ = topic  # type: ignore[attr-defined]
         func.__p2phost_delivery__ = policy  # type: ignore[attr-defined]
-        return func
+        return func if guard is None else guard(func)
 
     return mark
 

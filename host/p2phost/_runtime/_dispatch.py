@@ -28,6 +28,7 @@ from p2phost_sdk import (
     PeerUnavailable,
     RemoteError,
     RequestTimeout,
+    permission_of,
 )
 
 from ._channel import Channel
@@ -51,6 +52,8 @@ ReplyChannel = Callable[[str], Channel | None]
 class _Route:
     handler: Callable[[Message], Awaitable[Any]]
     mailbox: Mailbox[_Item]
+    #: Who may call the topic (``handler(allow=...)``); None: anyone.
+    allow: Callable[[str], bool] | None = None
 
 
 class Dispatcher:
@@ -88,7 +91,7 @@ class Dispatcher:
                     raise NodeConfigError(
                         f"topic {topic!r} is handled by two apps: {owners[topic]!r} and "
                         f"{name!r}", fix="remove one of the two app plugins from p2phost.toml")
-                routes[topic] = _Route(handler, mailbox)
+                routes[topic] = _Route(handler, mailbox, permission_of(handler))
                 owners[topic] = name
         return routes
 
@@ -214,8 +217,8 @@ class Dispatcher:
         if envelope.recipient and envelope.recipient != self.local_peer_id:
             raise WireError(f"envelope recipient {envelope.recipient} is not this node")
         route = self.routes.get(envelope.topic)
-        if route is None:
-            self._unrouted(channel, envelope)
+        if route is None or (route.allow is not None and not _allowed(route, peer)):
+            self._unrouted(channel, envelope, route is not None)
             if ack is not None:
                 ack()
             return None
@@ -235,10 +238,15 @@ class Dispatcher:
             return None
         return route.mailbox.put(peer, item)
 
-    def _unrouted(self, channel: Channel, envelope: Envelope) -> None:
-        text = f"no app on this node handles topic {envelope.topic!r}"
+    def _unrouted(self, channel: Channel, envelope: Envelope, forbidden: bool = False) -> None:
+        if forbidden:
+            text = (f"peer {channel.peer_id} is not allowed to call topic {envelope.topic!r} "
+                    "on this node (the app's handler(allow=...))")
+        else:
+            text = f"no app on this node handles topic {envelope.topic!r}"
         if self.reliable is not None and envelope.kind is Kind.MESSAGE:
-            self.reliable.stats.drop(envelope.topic, "no app handles the topic")
+            self.reliable.stats.drop(envelope.topic, "the sender is not allowed" if forbidden
+                                     else "no app handles the topic")
         if envelope.kind is Kind.REQUEST:
             channel.post(encode(Kind.ERROR, next(self._ids), body=text.encode(),
                                 correlation_id=envelope.message_id))
@@ -350,3 +358,10 @@ class Dispatcher:
             log.debug("dropping a reply to %s: the connection closed", peer)
 
 
+def _allowed(route: _Route, peer: str) -> bool:
+    assert route.allow is not None
+    try:
+        return bool(route.allow(peer))
+    except Exception:
+        log.exception("an app's allow= predicate failed; refusing %s", peer)
+        return False
