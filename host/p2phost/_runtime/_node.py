@@ -44,6 +44,10 @@ log = logging.getLogger("p2phost.node")
 INSECURE_WARNING = "no security plugin: connections are NOT authenticated or encrypted"
 _LISTEN_FIX = ("pick another address in [node] listen of p2phost.toml (port 0 picks a free "
                "port), or stop the process that uses it")
+# A shared medium (broker, database) is not ours to pick a port on: its URL, or the
+# service behind it, is what is wrong.
+_MEDIUM_FIX = ("check the URL in [node] listen of p2phost.toml, and that the broker or "
+               "database runs there and accepts those credentials")
 
 @dataclass(frozen=True)
 class NodeOptions:
@@ -211,7 +215,8 @@ class Node:
                     listener = await transport.listen(
                         address, functools.partial(self._accept, transport))
                 except TransportError as exc:
-                    raise ListenError(str(exc), fix=_LISTEN_FIX) from exc
+                    fix = _MEDIUM_FIX if transport.inbox_based else _LISTEN_FIX
+                    raise ListenError(str(exc), fix=fix) from exc
                 self._listeners.append(listener)
                 self._addresses.extend(listener.addresses)
             if self._security is None:
