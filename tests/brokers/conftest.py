@@ -7,17 +7,21 @@ must be up (tests skip, or fail under CI=true, when it is not).
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import tomlkit
 
 from tests.conftest import build_wheels, run_cli, service_or_skip, write_project
-from tests.runtime.processes import RunningNode
+from tests.runtime.processes import RunningNode, free_port
 
 LEDGER = Path(__file__).resolve().parent / "plugins" / "ledger"
 
@@ -126,32 +130,43 @@ class Node:
 
 
 NodeMaker = Callable[..., Node]
+ProjectMaker = Callable[..., Path]
 
 
 @pytest.fixture
-def make_node(tmp_path: Path, official_wheels: dict[str, Path],
-              ledger_wheel: Path) -> Iterator[NodeMaker]:
-    """``make_node(name, medium, connect=[...], ledger={...}, start=True)``: a node over
-    ``medium`` with json-codec, echo and the ledger app; stopped after the test."""
-    started: list[RunningNode] = []
-
-    def make(name: str, medium: Medium, *, connect: list[str] | None = None,
-             ledger: dict[str, Any] | None = None, url: str | None = None) -> Node:
+def make_project(tmp_path: Path, official_wheels: dict[str, Path],
+                 ledger_wheel: Path) -> ProjectMaker:
+    """``make_project(name, medium, url=..., connect=[...], ledger={...}, transport={...})``:
+    a project over ``medium`` with json-codec, echo and the ledger app (not started)."""
+    def make(name: str, medium: Medium, *, url: str | None = None,
+             connect: list[str] | None = None, ledger: dict[str, Any] | None = None,
+             transport: dict[str, Any] | None = None) -> Path:
         plugins = [medium.plugin, "json-codec", "echo", "ledger"]
         root = tmp_path / name
         config: dict[str, Any] = {
             "ledger": {"path": str(root / "ledger.jsonl"), **(ledger or {})}}
-        if medium.config:
-            config[medium.plugin] = medium.config
-        if not (root / "p2phost.toml").exists():
-            wheels = [official_wheels[p] for p in plugins if p in official_wheels]
-            write_project(root, plugins, wheels=[*wheels, ledger_wheel], name=name,
-                          listen=[url or medium.url], config=config)
-            if connect:
-                manifest = root / "p2phost.toml"
-                doc = tomlkit.parse(manifest.read_text())
-                doc["node"]["connect"] = connect  # type: ignore[index]
-                manifest.write_text(tomlkit.dumps(doc))
+        if medium.config or transport:
+            config[medium.plugin] = {**medium.config, **(transport or {})}
+        wheels = [official_wheels[p] for p in plugins if p in official_wheels]
+        write_project(root, plugins, wheels=[*wheels, ledger_wheel], name=name,
+                      listen=[url or medium.url], config=config)
+        if connect:
+            manifest = root / "p2phost.toml"
+            doc = tomlkit.parse(manifest.read_text())
+            doc["node"]["connect"] = connect  # type: ignore[index]
+            manifest.write_text(tomlkit.dumps(doc))
+        return root
+    return make
+
+
+@pytest.fixture
+def make_node(make_project: ProjectMaker) -> Iterator[NodeMaker]:
+    """``make_node(name, medium, **project)``: ``p2phost run`` of a new project (see
+    ``make_project``), stopped after the test."""
+    started: list[RunningNode] = []
+
+    def make(name: str, medium: Medium, **project: Any) -> Node:
+        root = make_project(name, medium, **project)
         process = RunningNode(root)
         started.append(process)
         return Node(root, process, Ledger(root / "ledger.jsonl"))
@@ -159,3 +174,56 @@ def make_node(tmp_path: Path, official_wheels: dict[str, Path],
     yield make
     for process in reversed(started):
         process.stop()
+
+
+def with_port(url: str, port: int) -> str:
+    """``url`` with its port replaced by ``port``."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0] + f":{port}"))
+
+
+PROXY = Path(__file__).resolve().parent / "proxy.py"
+
+
+class Proxy:
+    """``proxy.py`` forwarding a free local port to ``target``; cut and restored at will."""
+
+    def __init__(self, target: int, port: int | None = None) -> None:
+        self.port, self.target = port or free_port(), target
+        self.process: subprocess.Popen[str] | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        """Listen again on the same port."""
+        self.process = subprocess.Popen([sys.executable, str(PROXY), str(self.port),
+                                         str(self.target)], stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "ready"
+
+    def cut(self) -> None:
+        """Kill the proxy: every connection through it is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
+
+    def url(self, url: str) -> str:
+        """``url`` with its port replaced by the proxy's."""
+        return with_port(url, self.port)
+
+
+ProxyMaker = Callable[..., Proxy]
+
+
+@pytest.fixture
+def proxy_to() -> Iterator[ProxyMaker]:
+    """``proxy_to(target, port=None)``: a started proxy, killed after the test."""
+    made: list[Proxy] = []
+
+    def make(target: int, port: int | None = None) -> Proxy:
+        made.append(Proxy(target, port))
+        return made[-1]
+
+    yield make
+    for proxy in made:
+        proxy.cut()

@@ -9,70 +9,21 @@ holds nothing) the connection is given up and dialled again, and later messages 
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.brokers.conftest import DURABLE, MEDIA, NodeMaker
-from tests.runtime.processes import free_port
+from tests.brokers.conftest import DURABLE, MEDIA, NodeMaker, ProxyMaker
 
-PROXY = Path(__file__).resolve().parent / "proxy.py"
 NOTES = 200
-
-
-class Proxy:
-    """``proxy.py`` forwarding a free local port to ``target``; cut and restored at will."""
-
-    def __init__(self, target: int) -> None:
-        self.port, self.target = free_port(), target
-        self.process: subprocess.Popen[str] | None = None
-        self.restore()
-
-    def restore(self) -> None:
-        """Listen again on the same port."""
-        self.process = subprocess.Popen([sys.executable, str(PROXY), str(self.port),
-                                         str(self.target)], stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        assert self.process.stdout.readline().strip() == "ready"
-
-    def cut(self) -> None:
-        """Kill the proxy: every connection through it is gone."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-        self.process = None
-
-    def url(self, url: str) -> str:
-        """``url`` with its port replaced by the proxy's."""
-        parts = urlsplit(url)
-        netloc = parts.netloc.rsplit(":", 1)[0] + f":{self.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
-
-
-@pytest.fixture
-def proxy_to() -> Iterator[type[Proxy]]:
-    """``proxy_to(port)``: a started proxy, killed after the test."""
-    made: list[Proxy] = []
-
-    def make(target: int) -> Proxy:
-        made.append(Proxy(target))
-        return made[-1]
-
-    yield make  # type: ignore[misc]
-    for proxy in made:
-        proxy.cut()
 
 
 @pytest.mark.services
 @pytest.mark.parametrize("medium", ["redis", "nats", *DURABLE[1:]])
 def test_nodes_carry_on_after_their_broker_connections_are_cut(
-    medium: str, proxy_to: type[Proxy], make_node: NodeMaker
+    medium: str, proxy_to: ProxyMaker, make_node: NodeMaker
 ) -> None:
     over = MEDIA[medium]
     over.require()

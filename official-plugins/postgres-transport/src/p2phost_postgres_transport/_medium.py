@@ -40,6 +40,8 @@ from p2phost_sdk.inbox import (
 log = logging.getLogger("p2phost.transport.postgres")
 _BATCH = 256
 _POLL = 1.0
+_REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry",
+             "permission denied", "password")
 _SCHEMA_LOCK = 0x70327068  # an advisory lock id: one node creates the tables at a time
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS p2phost_inboxes (
@@ -100,11 +102,12 @@ class PostgresMedium(Medium):
                 self._connect_url, autocommit=True, connect_timeout=5,
                 application_name="p2phost")
         except psycopg.OperationalError as exc:
-            state = exc.sqlstate or ""
-            if state.startswith("28") or state in ("3D000", "42501"):
+            # A refusal at connect time carries no SQLSTATE here: the server's FATAL says it.
+            text = str(exc).strip()
+            if any(reason in text for reason in _REFUSALS):
                 raise MediumRefused(f"PostgreSQL at {self.url} refused the connection: "
-                                    f"{str(exc).strip()}") from exc
-            raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
+                                    f"{text.splitlines()[-1]}") from exc
+            raise MediumUnavailable(f"PostgreSQL at {self.url}: {text}") from exc
 
     async def _write_connection(self) -> psycopg.AsyncConnection[Any]:
         if self._writer is None or self._writer.closed or self._writer.broken:

@@ -38,11 +38,13 @@ class Ledger(App):
 
     @handler("burst")
     async def burst(self, message: Message) -> int:
-        """Send ``count`` notes ``{"n": i}`` (with ``"tag"`` if the body has one) to
-        ``to`` (a peer id or an address)."""
+        """Send ``count`` notes ``{"n": i}`` (with ``"tag"`` and a ``"pad"`` string of
+        that many bytes if the body has them) to ``to`` (a peer id or an address)."""
         assert self.node is not None
         to, count = message.body["to"], int(message.body["count"])
-        extra = {"tag": message.body["tag"]} if "tag" in message.body else {}
+        extra = {k: message.body[k] for k in ("tag",) if k in message.body}
+        if "pad" in message.body:
+            extra["pad"] = "x" * int(message.body["pad"])
         for n in range(count):
             await self.node.send(to, "note", {**extra, "n": n})
         return count
