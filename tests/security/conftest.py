@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -57,6 +58,15 @@ def tcp_node(security: str | None, apps: Sequence[App] = (), *,
 
 
 MakeNode = Callable[..., Awaitable[Node]]
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` holds; fail the test after ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"still not true after {timeout}s: {condition}")
 
 
 @pytest.fixture(params=list(SECURITY))
