@@ -9,6 +9,7 @@ the tasks that acknowledge records and send control records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -28,6 +29,7 @@ from ._record import OVERHEAD, ForeignRecord, Record, RecordType, decode, valid_
 
 log = logging.getLogger("p2phost.transport")
 _ATTEMPT_TIMEOUT = 10.0
+_CLOSE_TIMEOUT = 3.0
 _FOREIGN_LOG_EVERY = 10.0
 
 
@@ -250,13 +252,16 @@ class Endpoint:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        await self._flush_acks()
+        # Short waits from here on: the medium may be the reason the node is stopping.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await self._flush_acks()
         # A listening inbox goes too when nothing in it waits for the node (a clean
         # stop): peers dialling it later learn at once that nobody is there. After a
         # crash (or with frames not done) it stays, and the next run takes it up.
         delete = self.ephemeral or (self.outstanding == 0 and not self._acks_failed)
         try:
-            async with asyncio.timeout(_ATTEMPT_TIMEOUT):
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await self.medium.close(delete_inbox=delete)
         except (MediumError, TimeoutError) as exc:
             log.warning("closing %s: %s", self.medium.url, exc)
