@@ -1,0 +1,257 @@
+"""Unit tests of the SDK's inbox connections over an in-memory medium that misbehaves on
+purpose: it delivers records twice and out of order, loses them, and forgets what a
+killed reader held, so every path of ordering, dedupe, flow control and resume runs.
+(The real brokers run the same code in the plugin kits and the process tests.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2phost_sdk import ConnectionClosed, DeliveredFrame, Identity, TransportError
+from p2phost_sdk.inbox import (
+    Deliver,
+    InboxOptions,
+    InboxTransport,
+    Medium,
+    MediumAddress,
+    UnknownInbox,
+)
+from p2phost_sdk.inbox._journal import DoneSet, Journal, Resumable
+
+
+class Broker:
+    """Inboxes in memory: each record stays until acknowledged."""
+
+    def __init__(self, *, twice: bool = False, swap: bool = False, lose: int = 0) -> None:
+        self.inboxes: dict[str, list[bytes | None]] = {}
+        self.readers: dict[str, asyncio.Queue[int]] = {}
+        self.twice, self.swap, self.lose = twice, swap, lose
+        self.appended = 0
+
+    def append(self, name: str, records: Sequence[bytes]) -> None:
+        if name not in self.inboxes:
+            raise UnknownInbox(name)
+        for record in records:
+            self.appended += 1
+            if self.lose and self.appended % self.lose == 0:
+                continue
+            self.inboxes[name].append(record)
+            queue = self.readers.get(name)
+            if queue is not None:
+                queue.put_nowait(len(self.inboxes[name]) - 1)
+
+    def crash(self, name: str) -> None:
+        """The reader is killed: what it held but did not acknowledge comes again."""
+        self.readers.pop(name, None)
+
+
+class FakeMedium(Medium):
+    """A medium over a :class:`Broker`, with its faults."""
+
+    def __init__(self, broker: Broker, url: str) -> None:
+        self.broker, self.url = broker, url
+        self.reader: asyncio.Task[None] | None = None
+        self.name = ""
+
+    async def connect(self) -> None:
+        pass
+
+    async def open_inbox(self, name: str, deliver: Deliver) -> None:
+        self.name = name
+        inbox = self.broker.inboxes.setdefault(name, [])
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for index, record in enumerate(inbox):  # unacknowledged first, as after a crash
+            if record is not None:
+                queue.put_nowait(index)
+        self.broker.readers[name] = queue
+        self.reader = asyncio.get_running_loop().create_task(self._read(queue, deliver))
+
+    async def _read(self, queue: asyncio.Queue[int], deliver: Deliver) -> None:
+        held: int | None = None
+        while True:
+            index = await queue.get()
+            if self.broker.swap and held is None and queue.qsize():
+                held = index  # deliver the next one first
+                continue
+            for one in ([index, held] if held is not None else [index]):
+                record = self.broker.inboxes[self.name][one]
+                if record is not None:
+                    await deliver(record, one)
+                    if self.broker.twice:
+                        await deliver(record, one)
+            held = None
+
+    async def append(self, name: str, records: Sequence[bytes]) -> None:
+        self.broker.append(name, records)
+
+    async def ack(self, name: str, tokens: Sequence[Any]) -> None:
+        for index in tokens:
+            self.broker.inboxes[name][index] = None
+
+    async def close(self, *, delete_inbox: bool) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            await asyncio.gather(self.reader, return_exceptions=True)
+        if delete_inbox:
+            self.broker.inboxes.pop(self.name, None)
+            self.broker.readers.pop(self.name, None)
+
+
+class FakeTransport(InboxTransport):
+    schemes = ("fake",)
+    default_port = 1
+    broker = Broker()
+
+    def make_medium(self, address: MediumAddress) -> Medium:
+        return FakeMedium(self.broker, address.public)
+
+
+def transport(broker: Broker, state: Path | None = None, peer_id: str | None = None,
+              **options: Any) -> FakeTransport:
+    made = FakeTransport(peer_id=peer_id or Identity.generate().peer_id, state_dir=state,
+                         options=InboxOptions(**options))
+    made.broker = broker
+    return made
+
+
+async def pair(server: FakeTransport, client: FakeTransport) -> tuple[Any, Any, Any]:
+    accepted: asyncio.Queue[Any] = asyncio.Queue()
+    listener = await server.listen("fake://medium", accepted.put)
+    dialled = await client.dial(listener.addresses[0], timeout=2)
+    return dialled, await asyncio.wait_for(accepted.get(), 2), listener
+
+
+async def take(connection: Any, count: int) -> list[bytes]:
+    got = []
+    for _ in range(count):
+        frame = await asyncio.wait_for(connection.recv(), 5)
+        if isinstance(frame, DeliveredFrame):
+            frame.ack()
+        got.append(bytes(frame))
+    return got
+
+
+@pytest.mark.parametrize("faults", [{"twice": True}, {"swap": True},
+                                    {"twice": True, "swap": True}])
+async def test_duplicates_and_swaps_reach_the_node_once_in_order(
+        faults: dict[str, bool]) -> None:
+    broker = Broker(**faults)
+    server, client = transport(broker), transport(broker)
+    dialled, accepted, _ = await pair(server, client)
+    frames = [f"frame {n}".encode() for n in range(300)]
+    sending = asyncio.ensure_future(dialled.send_many(frames))
+    assert await take(accepted, 300) == frames
+    await sending
+    await accepted.send(b"back")
+    assert await take(dialled, 1) == [b"back"]
+    await asyncio.sleep(0.05)  # the acknowledgements are batched
+    inbox = broker.inboxes[server.peer_id]
+    assert not [r for r in inbox if r is not None], "every record was acknowledged"
+    await client.close()
+    await server.close()
+
+
+async def test_a_slow_reader_holds_the_sender_to_its_window() -> None:
+    broker = Broker()
+    server, client = transport(broker, window=8), transport(broker, window=8)
+    dialled, accepted, _ = await pair(server, client)
+    sending = asyncio.ensure_future(dialled.send_many([b"x"] * 40))
+    await asyncio.sleep(0.1)
+    assert broker.appended <= 1 + 8 + 1, "OPEN, a window of frames, and the ACCEPT"
+    assert not sending.done()
+    await take(accepted, 40)
+    await asyncio.wait_for(sending, 2)
+    await client.close()
+    await server.close()
+
+
+async def test_a_lost_record_closes_the_connection_with_a_clear_error() -> None:
+    broker = Broker()
+    server, client = transport(broker, gap_timeout=0.3), transport(broker)
+    dialled, accepted, _ = await pair(server, client)
+    broker.lose = 3  # from now on every third record is lost
+    await dialled.send_many([b"a", b"b", b"c", b"d"])
+    with pytest.raises(TransportError, match="never arrived"):
+        await take(accepted, 4)
+    await client.close()
+    await server.close()
+
+
+async def test_an_unknown_peer_and_a_closed_connection_are_clear() -> None:
+    broker = Broker()
+    server, client = transport(broker), transport(broker)
+    with pytest.raises(TransportError, match="no node with that peer id"):
+        await client.dial(f"fake://medium#{Identity.generate().peer_id}", timeout=1)
+    dialled, accepted, _ = await pair(server, client)
+    await dialled.send(b"last")
+    await dialled.close()
+    assert await take(accepted, 1) == [b"last"]
+    with pytest.raises(ConnectionClosed):
+        await accepted.recv()
+    with pytest.raises(ConnectionClosed):
+        await dialled.send(b"after")
+    await client.close()
+    await server.close()
+
+
+async def test_a_killed_listener_resumes_its_connections(tmp_path: Path) -> None:
+    broker = Broker()
+    server = transport(broker, tmp_path)
+    client = transport(broker)
+    dialled, accepted, _ = await pair(server, client)
+    await dialled.send(b"hello from the dialler")
+    assert await take(accepted, 1) == [b"hello from the dialler"]
+    await accepted.send(b"hello from the listener")
+    assert await take(dialled, 1) == [b"hello from the listener"]
+    await dialled.send_many([f"note {n}".encode() for n in range(10)])
+    done = await take(accepted, 4)
+    held = await asyncio.wait_for(accepted.recv(), 2)  # taken, never finished
+    assert held == b"note 4"
+
+    # Killed: no CLOSE, no acknowledgement of what it held; the same node starts again.
+    broker.crash(server.peer_id)
+    for endpoint in server._endpoints.values():
+        for task in [*endpoint._tasks, endpoint.medium.reader]:  # type: ignore[attr-defined]
+            task.cancel()
+    again = transport(broker, tmp_path, peer_id=server.peer_id)
+    accepted_again: asyncio.Queue[Any] = asyncio.Queue()
+    await again.listen("fake://medium", accepted_again.put)
+    await dialled.send(b"note 10")  # the dialler never noticed
+    resumed = await asyncio.wait_for(accepted_again.get(), 2)
+    assert await take(resumed, 1) == [b"hello from the dialler"], "the handshake replayed"
+    assert await take(resumed, 7) == [f"note {n}".encode() for n in range(4, 11)]
+    assert done == [f"note {n}".encode() for n in range(4)]
+    await resumed.send(b"the new run's hello")  # already known to the dialler: not sent
+    await resumed.send(b"carrying on")
+    assert await take(dialled, 1) == [b"carrying on"]
+    await client.close()
+    await again.close()
+
+
+def test_the_journal_keeps_what_was_done_across_a_compaction(tmp_path: Path) -> None:
+    done = DoneSet()
+    for seq in (1, 2, 4, 3, 7):
+        done.add(seq)
+    assert (done.watermark, done.above) == (4, {7})
+    assert 3 in done and 7 in done and 5 not in done
+
+    journal = Journal(tmp_path / "inbox.journal")
+    assert journal.load() == {}
+    entry = Resumable(b"c" * 16, "peer", "inbox", 7, b"opening frame")
+    journal.opened(entry)
+    for seq in [*range(1, 20_000), 20_005]:
+        journal.done(entry.connection, seq)
+    journal.opened(Resumable(b"d" * 16, "other", "", 1, b"x"))
+    journal.closed(b"d" * 16)
+    journal.close()
+    loaded = Journal(tmp_path / "inbox.journal").load()
+    assert list(loaded) == [b"c" * 16]
+    again = loaded[b"c" * 16]
+    assert (again.opening, again.epoch, again.done.watermark, again.done.above) == (
+        b"opening frame", 7, 19_999, {20_005})
+    assert len((tmp_path / "inbox.journal").read_text().splitlines()) < 10, "compacted"
