@@ -11,30 +11,33 @@ _COLUMNS = (("sent", "sent"), ("resent", "resent"), ("acked", "acked"),
             ("duplicates", "duplicates"), ("dropped", "dropped"))
 
 
-def print_stats(answer: dict[str, Any]) -> None:
-    """The answer of the control socket's ``stats`` command, as a table."""
-    from rich.table import Table
+def print_columns(rows: list[list[str]], left: int) -> None:
+    """``rows`` (the header first) as aligned columns: the first ``left`` to the left,
+    the rest to the right. Never cut to the terminal's width: scripts read it too."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.ljust(w) if i < left else cell.rjust(w)
+                 for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
+        console.print("  ".join(cells).rstrip())
 
+
+def print_stats(answer: dict[str, Any]) -> None:
+    """The answer of the control socket's ``stats`` command, one row per topic."""
     topics: dict[str, dict[str, int]] = answer.get("topics", {})
     modes: dict[str, str] = answer.get("modes", {})
-    queues = {name: answer.get(name, {}) for name in ("outbox", "delayed", "dead")}
-    names = sorted({*topics, *modes, *(t for q in queues.values() for t in q)})
-    if not names:
-        console.print("no messages yet")
+    queues = [answer.get(name, {}) for name in ("outbox", "delayed", "dead")]
+    names = sorted({*topics, *modes, *(t for q in queues for t in q)})
+    header = ["topic", "mode", *(label for _, label in _COLUMNS), "in-outbox", "delayed",
+              "dead-letters"]
+    rows = [header] + [
+        [topic, modes.get(topic, "at-most-once"),
+         *(str(topics.get(topic, {}).get(key, 0)) for key, _ in _COLUMNS),
+         *(str(queue.get(topic, 0)) for queue in queues)]
+        for topic in names]
+    if names:
+        print_columns(rows, left=2)
     else:
-        table = Table(box=None, pad_edge=False)
-        table.add_column("topic")
-        table.add_column("mode")
-        for _, label in _COLUMNS:
-            table.add_column(label, justify="right")
-        for label in ("in outbox", "delayed", "dead letters"):
-            table.add_column(label, justify="right")
-        for topic in names:
-            counters = topics.get(topic, {})
-            table.add_row(topic, modes.get(topic, "at-most-once"),
-                          *(str(counters.get(key, 0)) for key, _ in _COLUMNS),
-                          *(str(queue.get(topic, 0)) for queue in queues.values()))
-        console.print(table)
+        console.print("no acknowledged topics and no messages counted yet")
     console.print(f"acknowledgements for unknown messages (ignored): "
                   f"{answer.get('unknown_acks', 0)}")
     for reason, count in sorted(answer.get("drop_reasons", {}).items()):

@@ -20,6 +20,7 @@ import typer
 from .._errors import UserError
 from .._project import Project
 from ._output import console
+from ._stats import print_columns
 
 if TYPE_CHECKING:
     from .._runtime._deadletter import DeadLetter, DeadLetters
@@ -84,16 +85,12 @@ def list_dead(topic: str | None = _TOPIC, as_json: bool = _JSON) -> None:
         if not letters:
             console.print(f"no dead letters{f' on topic {topic!r}' if topic else ''}")
             return
-        from rich.table import Table
-
-        table = Table(box=None, pad_edge=False)
-        for column in ("id", "dead at", "topic", "from/to", "attempts", "reason"):
-            table.add_column(column, overflow="fold")
+        rows = [["id", "dead at", "topic", "from/to", "attempts", "reason"]]
         for d in letters:
             way = ("from " if d.direction == "in" else "to ") + d.peer[:12]
-            table.add_row(str(d.id), _when(d.dead_at), d.topic, way, str(d.attempts),
-                          d.reason)
-        console.print(table)
+            rows.append([str(d.id), _when(d.dead_at), d.topic, way, str(d.attempts),
+                         d.reason])
+        print_columns(rows, left=6)
         total = store.count() if store is not None else 0
         console.print(f"{len(letters)} shown, {total} kept of at most {limit}")
         if total >= limit:
