@@ -185,15 +185,16 @@ class Outbox:
                          "them again", pump.peer, timeout, len(pump.inflight))
                 pump.cursor = 0
                 pump.inflight.clear()
-            rows = self._page(pump, window - len(pump.inflight)) if channel else []
+            room = min(window - len(pump.inflight), _PAGE) if channel else 0
+            rows = self._page(pump, room)
             for row in rows:
                 pump.cursor = row.seq
                 if row.id not in pump.acked and row.id not in pump.inflight:
                     await self._send(pump, channel, row)  # type: ignore[arg-type]
                 if pump.channel is not None and pump.channel.ended:
                     break
-            if rows:
-                continue
+            if len(rows) == room > 0:
+                continue  # there may be more; a short page means the outbox is sent
             wait = next(iter(pump.inflight.values())) + timeout - time.monotonic() \
                 if pump.inflight else None
             try:
@@ -207,7 +208,7 @@ class Outbox:
             return []
         rows = self.db.execute(
             "SELECT seq, id, topic, content_type, body FROM outbox WHERE dest = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?", (pump.peer, pump.cursor, min(room, _PAGE))).fetchall()
+            "ORDER BY seq LIMIT ?", (pump.peer, pump.cursor, room)).fetchall()
         return [_Row(seq, wire_id(i), t, c, b) for seq, i, t, c, b in rows]
 
     async def _send(self, pump: _Pump, channel: Channel, row: _Row) -> None:

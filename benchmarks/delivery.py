@@ -1,0 +1,206 @@
+"""Acknowledged delivery beside at-most-once, on every medium, in one run.
+
+For each medium (tcp, redis, nats with JetStream, mqtt, amqp, postgresql) a receiver
+node runs in a separate process and a sender node here; both keep their delivery
+database on disk (a temp dir), as ``p2phost run`` does. The sender sends N messages
+one after another (``await send`` each time, as an app would), on a topic of each mode:
+
+* ``at-most-once``: timed until the receiver answers a request sent after them (it
+  handles a peer's messages in order, so the answer means all were handled);
+* ``at-least-once`` and ``effectively-once``: timed until the sender's outbox is empty,
+  i.e. every message was handled and acknowledged (the effectively-once handler also
+  commits its dedupe mark and a store write per message).
+
+It prints messages/s per mode and the ratio to at-most-once on the same medium. Run
+``python benchmarks/delivery.py`` (``--quick`` for a short run, ``--only tcp`` for one
+medium, ``--json FILE`` to keep the figures). Media whose service is down are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+OFFICIAL = REPO / "official-plugins"
+# name -> (plugin, listen URL, plugin config, service port)
+MEDIA: dict[str, tuple[str, str, dict[str, Any], int]] = {
+    "tcp": ("tcp-transport", "tcp://127.0.0.1:0", {}, 0),
+    "redis": ("redis-transport", "redis://127.0.0.1:6379/0", {}, 6379),
+    "nats": ("nats-transport", "nats://127.0.0.1:4222", {"durable": True}, 4222),
+    "mqtt": ("mqtt-transport", "mqtt://127.0.0.1:1883", {}, 1883),
+    "amqp": ("amqp-transport", "amqp://guest:guest@127.0.0.1:5672/", {}, 5672),
+    "postgresql": ("postgres-transport", "postgresql://127.0.0.1:5432/test", {}, 5432),
+}
+MODES = ("at-most-once", "at-least-once", "effectively-once")
+TOPICS = {"at-most-once": "amo", "at-least-once": "alo", "effectively-once": "eo"}
+BODY = {"payload": "x" * 40}  # about 64 bytes encoded
+
+
+def make_node(medium: str, state: Path, apps: list[Any], listen: bool) -> Any:
+    """A node over ``medium`` with the JSON codec, its delivery database under ``state``."""
+    from p2phost._runtime import Node, NodeOptions
+    from p2phost_sdk import Identity, PluginContext, PluginMetadata
+
+    plugin, url, config, _ = MEDIA[medium]
+    for name in (plugin, "json-codec"):
+        sys.path.insert(0, str(OFFICIAL / name / "src"))
+    module = importlib.import_module("p2phost_" + plugin.replace("-", "_"))
+    from p2phost_json_codec import JsonCodec
+
+    identity = Identity.generate()
+    metadata = PluginMetadata.from_pyproject(OFFICIAL / plugin / "pyproject.toml")
+    context = PluginContext(plugin, metadata.config.validate(config, plugin), identity.peer_id,
+                            state / "plugin")
+    transports = {s: t for t in module.p2phost_transports(context) for s in t.schemes}
+    return Node(identity, transports=transports, codecs={"application/json": JsonCodec()},
+                apps=apps, options=NodeOptions(listen=[url] if listen else [],
+                                               state_dir=state, drain_timeout=5.0))
+
+
+def sink() -> Any:
+    """The receiving app: one handler per mode, counting; ``count`` answers how many."""
+    from p2phost_sdk import App, Message, handler
+
+    class Sink(App):
+        name = "sink"
+        handled = 0
+
+        @handler("amo")
+        async def amo(self, message: Message) -> None:
+            self.handled += 1
+
+        @handler("alo", delivery="at-least-once")
+        async def alo(self, message: Message) -> None:
+            self.handled += 1
+
+        @handler("eo", delivery="effectively-once")
+        async def eo(self, message: Message) -> None:
+            assert message.store is not None
+            self.handled += 1
+            message.store.put("handled", self.handled)
+
+        @handler("count")
+        async def count(self, message: Message) -> int:
+            return self.handled
+
+    return Sink()
+
+
+async def serve(medium: str, state: Path) -> None:
+    """The receiver process: prints its address, runs until stdin closes."""
+    node = make_node(medium, state, [sink()], listen=True)
+    async with node:
+        print(node.addresses[0], flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def one_mode(node: Any, peer: str, mode: str, count: int) -> float:
+    """Messages/s of ``count`` sends on the topic of ``mode``, handled (and acknowledged)."""
+    before = await node.request(peer, "count", None, timeout=60)
+    topic = TOPICS[mode]
+    started = time.perf_counter()
+    for _ in range(count):
+        await node.send(peer, topic, BODY)
+    if mode == "at-most-once":
+        handled = await node.request(peer, "count", None, timeout=300)
+        assert handled - before == count, f"{handled - before} of {count} handled"
+    else:
+        left = await node.delivery.settle(300)
+        assert left == 0, f"{left} of {count} not acknowledged"
+    return count / (time.perf_counter() - started)
+
+
+async def run_medium(medium: str, count: int, rounds: int) -> dict[str, float]:
+    """The median messages/s of each mode on ``medium``."""
+    with tempfile.TemporaryDirectory(prefix="p2phost-bench-") as tmp:
+        server = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--serve", medium, "--state", f"{tmp}/receiver",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert server.stdin is not None and server.stdout is not None
+        try:
+            address = (await asyncio.wait_for(server.stdout.readline(), 60)).decode().strip()
+            if not address:
+                raise RuntimeError(f"the {medium} receiver did not start")
+            node = make_node(medium, Path(tmp) / "sender", [], listen=False)
+            async with node:
+                peer = await node.connect(address)
+                await one_mode(node, peer, "at-least-once", min(count, 200))  # warm up
+                figures: dict[str, list[float]] = {mode: [] for mode in MODES}
+                for number in range(rounds):
+                    for mode in MODES:
+                        figures[mode].append(await one_mode(node, peer, mode, count))
+                    print(f"  [{medium} round {number + 1}] " + ", ".join(
+                        f"{mode} {figures[mode][-1]:,.0f}/s" for mode in MODES), flush=True)
+        finally:
+            server.stdin.close()
+            try:
+                await asyncio.wait_for(server.wait(), 30)
+            except TimeoutError:
+                server.kill()
+                await server.wait()
+    return {mode: statistics.median(values) for mode, values in figures.items()}
+
+
+def service_up(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port`` (0: no service needed)."""
+    if not port:
+        return True
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def report(results: dict[str, dict[str, float]]) -> None:
+    """One row per medium: messages/s of each mode, and the ratios to at-most-once."""
+    print(f"\n{'medium':<11}{'at-most-once':>14}{'at-least-once':>15}{'effectively-once':>18}"
+          f"{'alo/amo':>9}{'eo/amo':>8}")
+    for medium, figures in results.items():
+        amo, alo, eo = (figures[m] for m in MODES)
+        print(f"{medium:<11}{amo:>12,.0f}/s{alo:>13,.0f}/s{eo:>16,.0f}/s"
+              f"{alo / amo:>9.2f}{eo / amo:>8.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--serve", choices=list(MEDIA), help=argparse.SUPPRESS)
+    parser.add_argument("--state", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
+    parser.add_argument("--only", choices=list(MEDIA), action="append",
+                        help="run only these media")
+    parser.add_argument("--count", type=int, default=10_000,
+                        help="messages per mode and round (default 10,000)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per medium; the median is reported (default 3)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.serve, args.state))
+        return
+    count = max(100, args.count // 10 if args.quick else args.count)
+    results: dict[str, dict[str, float]] = {}
+    for medium in args.only or list(MEDIA):
+        if not service_up(MEDIA[medium][3]):
+            print(f"skipping {medium}: nothing listens on 127.0.0.1:{MEDIA[medium][3]}")
+            continue
+        print(f"{medium}: {count:,} messages per mode, {args.rounds} rounds", flush=True)
+        results[medium] = asyncio.run(run_medium(medium, count, max(1, args.rounds)))
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.path[:0] = [str(REPO / "host"), str(REPO / "sdk")]
+    main()
