@@ -218,3 +218,16 @@ async def test_duplicates_are_acknowledged_again_and_dropped(make: Make) -> None
     assert keeper.bodies == ["once"]
     assert receiver.delivery.stats.get("kept", "duplicates") == 2
     await raw.connection.close()
+
+
+async def test_publish_goes_through_the_outbox_to_peers_that_acknowledge(make: Make) -> None:
+    keepers = [Keeper(), Keeper()]
+    receivers = [await make([keeper]) for keeper in keepers]
+    plain = await make([Keeper()], listen=[])  # handles "kept" too, but is not dialled
+    sender = await make([], listen=[])
+    for receiver in receivers:
+        await sender.connect(receiver.addresses[0])
+    assert await sender.publish("kept", "news") == 2
+    await until(lambda: all(k.bodies == ["news"] for k in keepers))
+    await until(lambda: sender.delivery.stats.get("kept", "acked") == 2)
+    assert await plain.publish("kept", "nobody") == 0

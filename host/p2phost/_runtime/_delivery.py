@@ -110,7 +110,6 @@ class Reliable:
         self.dead = DeadLetters(db, limit=self.settings.dead_letter_limit,
                                 keep=self.settings.dead_letter_keep)
         dedupe = Dedupe(db, window=self.settings.dedupe_window)
-        dedupe.prune()
         self._acks = AckSender(self.dispatch.next_id, self.node._reply_channel)
         self._outbox = Outbox(committer=committer, dead=self.dead, stats=self.stats,
                               settings=self.settings, codecs=self.codecs,
@@ -190,6 +189,8 @@ class Reliable:
         """Send through the outbox if ``topic`` is acknowledged for ``peer``; False
         when the message takes the plain path instead."""
         node, own = self.node, self.policies.get(topic)
+        if self._outbox is None or self.db is None:
+            raise PeerUnavailable("the node is not running")
         address = "://" in peer
         peer_id = node._address_peers.get(peer) if address else peer
         channel = node._usable(peer_id) if peer_id else None
@@ -219,7 +220,6 @@ class Reliable:
                                 f"frame size of {node.options.max_frame_size} (max-frame-size "
                                 "in [node] of p2phost.toml)")
         message_id = key_id(key) if key is not None else self.dispatch.next_id()
-        assert self._outbox is not None, "the node is not started"
         await self._outbox.put(dest, topic, data, codec.content_type, message_id)
         return True
 
@@ -242,6 +242,8 @@ class Reliable:
     async def publish(self, channels: Iterable[Channel], topic: str, body: Any) -> int:
         """Publish to the peers of ``channels`` that handle ``topic``: through the outbox
         to those that acknowledge it, plainly to the others; how many."""
+        if self._outbox is None or self.db is None:
+            raise PeerUnavailable("the node is not running")
         plain, count = [], 0
         message_id = self.dispatch.next_id()
         for channel in channels:
@@ -250,7 +252,6 @@ class Reliable:
             if not self.acknowledged_by(channel, topic):
                 plain.append(channel)
                 continue
-            assert self._outbox is not None, "the node is not started"
             data = channel.codec.encode(body)
             await self._outbox.put(channel.peer_id, topic, data, channel.codec.content_type,
                                    message_id)

@@ -39,6 +39,7 @@ log = logging.getLogger("p2phost.delivery")
 #: Acknowledge ``message_id`` to ``peer`` (on ``channel`` if still open).
 Acknowledge = Callable[[str, int, Channel | None], None]
 _RETRY_SOON = 1.0
+_PRUNE_EVERY = 3600.0
 
 
 @dataclass(slots=True)
@@ -277,6 +278,7 @@ class Receiver:
         letters), and start the task that brings each back when it is due."""
         self.rescan()
         self._tasks.spawn(self._bring_back(), "delayed retries")
+        self._tasks.spawn(self._prune(), "dedupe window")
 
     def rescan(self) -> int:
         """Schedule rows of the delayed queue not scheduled yet; how many."""
@@ -333,6 +335,13 @@ class Receiver:
         waiting = self._enqueue(job, value, route)
         if waiting is not None:
             await waiting
+
+    async def _prune(self) -> None:
+        while True:
+            forgotten = self.dedupe.prune()
+            if forgotten:
+                log.debug("forgot %d message ids older than the dedupe window", forgotten)
+            await asyncio.sleep(min(self.dedupe.window / 10, _PRUNE_EVERY))
 
     async def close(self) -> None:
         """Stop bringing messages back (they stay in the delayed queue for the next run)."""
