@@ -114,12 +114,13 @@ async def secured_over_tcp(
 
 
 # A man in the middle as its own process: relays TCP to 127.0.0.1:PORT, answers "report"
-# with how often it saw MARKER in the clear, and after "flip" alters one byte of the next
-# chunk the client sends. It lives 60 s at most.
+# with how often it saw MARKER in the clear, after "flip" alters one byte of the next
+# chunk the client sends, and on "replay" sends the client's last chunk again. It lives
+# 60 s at most.
 _MITM = r"""
 import asyncio, sys, threading
 port, marker = int(sys.argv[1]), sys.argv[2].encode()
-flip, seen = threading.Event(), [0]
+flip, seen, last = threading.Event(), [0], {}
 
 async def pipe(reader, writer, from_client):
     try:
@@ -130,6 +131,8 @@ async def pipe(reader, writer, from_client):
                 i = len(data) // 2
                 data = data[:i] + bytes([data[i] ^ 1]) + data[i + 1:]
                 print("flipped", flush=True)
+            if from_client:
+                last.update(data=data, writer=writer, loop=asyncio.get_running_loop())
             writer.write(data)
             await writer.drain()
     except OSError:
@@ -149,6 +152,9 @@ def commands():
             print("armed", flush=True)
         elif line.strip() == "report":
             print("plaintext-seen", seen[0], flush=True)
+        elif line.strip() == "replay":
+            last["loop"].call_soon_threadsafe(last["writer"].write, last["data"])
+            print("replayed", len(last["data"]), flush=True)
 
 async def main():
     server = await asyncio.start_server(handle, "127.0.0.1", 0)

@@ -10,9 +10,9 @@ import pytest
 
 from p2phost._runtime import Hello, Kind, decode
 from p2phost_sdk import ConnectionClosed, Identity, PeerUnavailable, TransportError
+from tests.plugins.security_support import mitm_process
 
 from .conftest import SECURITY, TIMEOUT, Counter, MakeNode, TcpTransport, eventually
-from .relay import relay_to
 
 
 @pytest.mark.parametrize("attack", ["replay", "flip"])
@@ -23,7 +23,7 @@ async def test_a_frame_replayed_or_altered_on_the_wire_is_refused(
     app = Counter()
     server = await make_node(security, [app])
     client = await make_node(security, listen=False)
-    with relay_to(server.addresses[0]) as relay:
+    with mitm_process(server.addresses[0], b"-") as relay:
         peer = await client.connect(relay.address)
         await client.send(peer, "note", "once")
         await eventually(lambda: app.notes == ["once"])
