@@ -9,6 +9,7 @@ the broker or the database could.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +25,7 @@ from p2phost._runtime import Node, NodeOptions
 from p2phost_sdk import Identity, Transport
 from p2phost_sdk.inbox._record import Record, RecordType, decode
 from tests.brokers.conftest import Ledger, ledger_wheel  # noqa: F401  (a fixture)
-from tests.conftest import service_or_skip, write_project
+from tests.conftest import run_cli, service_or_skip, write_project
 from tests.discovery.plugins import use_plugin_source
 from tests.runtime.processes import RunningNode
 
@@ -194,3 +195,41 @@ async def test_the_medium_holds_only_ciphertext_and_refuses_altered_and_replayed
     finally:
         os.kill(pid, signal.SIGCONT)
         assert receiver.stop() == 0
+
+
+@pytest.mark.services
+def test_a_sealed_connection_resumes_after_the_receiver_is_killed(
+        tmp_path: Path, official_wheels: dict[str, Path], ledger_wheel: Path  # noqa: F811
+) -> None:
+    """Sealing keeps what inbox media promise: a receiver killed with SIGKILL resumes the
+    connection (its new run opens the journaled, sealed hello) and handles every note once."""
+    medium = MEDIA["redis"]
+    service_or_skip(medium.service, medium.port)
+    plugins = [medium.plugin, "json-codec", "noise-security", "echo", "ledger"]
+
+    def project(name: str, **kwargs: Any) -> Path:
+        root = tmp_path / name
+        write_project(root, plugins, name=name, listen=[medium.url],
+                      config={"ledger": {"path": str(root / "ledger.jsonl"), **kwargs}},
+                      wheels=[*(official_wheels[p] for p in plugins[:-1]), ledger_wheel])
+        return root
+
+    bob_root, alice_root = project("bob", delay=0.005), project("alice")
+    bob = RunningNode(bob_root)
+    alice = RunningNode(alice_root)
+    ledger, notes = Ledger(bob_root / "ledger.jsonl"), 200
+    try:
+        burst = run_cli("send", alice.address, "burst",
+                        json.dumps({"to": bob.address, "count": notes}), "--request",
+                        cwd=alice_root, timeout=60)
+        assert burst.returncode == 0, burst.stderr
+        handled = ledger.wait(alice.peer_id, notes // 4, 20)
+        assert len(handled) < notes, "bob handled everything before he could be killed"
+        bob.stop(signal.SIGKILL)
+        bob = RunningNode(bob_root)
+        got = ledger.wait(alice.peer_id, notes, 40)
+    finally:
+        alice.stop()
+        bob.stop()
+    assert got == [{"n": n} for n in range(notes)], bob.stderr
+    assert "resuming the connection from" in bob.stderr
