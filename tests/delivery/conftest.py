@@ -21,6 +21,7 @@ import tomlkit
 
 from tests.brokers.conftest import MEDIA, Medium
 from tests.conftest import build_wheels, run_cli, write_project
+from tests.runtime.conftest import make_node  # noqa: F401 (in-process nodes, for test_node)
 from tests.runtime.processes import RunningNode, free_port
 
 TALLY = Path(__file__).resolve().parent / "plugins" / "tally"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from p2phost._runtime import Kind, Node, decode, encode
 from p2phost._runtime._acks import ack_frame
 from p2phost_sdk import App, Delivery, Identity, Message, handler
 from p2phost_sdk.testing.discovery import wait_until
-from tests.runtime.conftest import build_node
+from tests.runtime.conftest import MakeNode
 from tests.runtime.processes import free_port
 from tests.runtime.rawpeer import RawPeer
 
@@ -69,22 +69,20 @@ Make = Callable[..., Awaitable[Node]]
 
 
 @pytest.fixture
-async def make() -> AsyncIterator[Make]:
-    """``await make(apps, state=..., listen=..., **delivery settings)``: a started node."""
-    made: list[Node] = []
+def kind() -> str:
+    """The runtime tests' ``make_node`` over real TCP only."""
+    return "tcp"
 
+
+@pytest.fixture
+def make(make_node: MakeNode) -> Make:
+    """``await make(apps, state=..., listen=..., identity=..., **[delivery] settings)``."""
     async def start(apps: list[App], *, state: Path | None = None,
                     listen: list[str] | None = None, identity: Identity | None = None,
                     **settings: Any) -> Node:
-        node = build_node("tcp", apps, listen=listen, identity=identity, state_dir=state,
-                          delivery=DeliverySettings(**settings), drain_timeout=3.0)
-        await node.start()
-        made.append(node)
-        return node
-
-    yield start
-    for node in reversed(made):
-        await node.close()
+        return await make_node(apps, listen=listen, identity=identity, state_dir=state,
+                               delivery=DeliverySettings(**settings), drain_timeout=3.0)
+    return start
 
 
 async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -113,32 +111,14 @@ async def test_the_outbox_keeps_messages_until_the_peer_comes_and_across_a_resta
     assert sender.delivery.stats.get("kept", "acked") == 4
 
 
-async def test_a_full_dead_letter_store_keeps_the_newest(make: Make,
-                                                         caplog: pytest.LogCaptureFixture
-                                                         ) -> None:
-    receiver = await make([Keeper()], dead_letter_limit=2)
-    sender = await make([], listen=[])
-    peer = await sender.connect(receiver.addresses[0])
-    with caplog.at_level(logging.ERROR, "p2phost.delivery"):
-        for n in range(3):
-            await sender.send(peer, "bad", n)
-        await until(lambda: receiver.delivery.stats.get("bad", "dead_lettered") == 3)
-    assert receiver.delivery.dead is not None
-    kept = receiver.delivery.dead.entries()
-    assert [d.body for d in kept] == [b"1", b"2"]
-    assert receiver.delivery.stats.get("bad", "dropped") == 1
-    assert receiver.delivery.stats.drop_reasons == {"dead-letter store full": 1}
-    full = [r.message for r in caplog.records if "dead-letter store is full" in r.message]
-    assert len(full) == 1 and "dropped the oldest dead letter #1" in full[0]
-    # Each handler run wrote to its store before raising: none of it was kept.
-    assert receiver.delivery.db is not None
-    assert receiver.delivery.db.execute("SELECT COUNT(*) FROM app_state").fetchone()[0] == 0
-
-
-async def test_a_full_dead_letter_store_can_keep_the_oldest(make: Make,
-                                                            caplog: pytest.LogCaptureFixture
-                                                            ) -> None:
-    receiver = await make([Keeper()], dead_letter_limit=2, dead_letter_keep="oldest")
+@pytest.mark.parametrize(("keep", "kept", "said"), [
+    ("newest", [b"1", b"2"], "dropped the oldest dead letter #1"),
+    ("oldest", [b"0", b"1"], "dropped the new dead letter"),
+])
+async def test_a_full_dead_letter_store_says_so_and_keeps_as_configured(
+        make: Make, caplog: pytest.LogCaptureFixture, keep: str, kept: list[bytes],
+        said: str) -> None:
+    receiver = await make([Keeper()], dead_letter_limit=2, dead_letter_keep=keep)
     sender = await make([], listen=[])
     peer = await sender.connect(receiver.addresses[0])
     with caplog.at_level(logging.ERROR, "p2phost.delivery"):
@@ -146,9 +126,14 @@ async def test_a_full_dead_letter_store_can_keep_the_oldest(make: Make,
             await sender.send(peer, "bad", n)
         await until(lambda: receiver.delivery.stats.get("bad", "dropped") == 1)
     assert receiver.delivery.dead is not None
-    assert [d.body for d in receiver.delivery.dead.entries()] == [b"0", b"1"]
-    assert any("dropped the new dead letter" in r.message for r in caplog.records)
+    assert [d.body for d in receiver.delivery.dead.entries()] == kept
+    assert receiver.delivery.stats.drop_reasons == {"dead-letter store full": 1}
+    full = [r.message for r in caplog.records if "dead-letter store is full" in r.message]
+    assert len(full) == 1 and said in full[0]
     assert await sender.delivery.settle(5) == 0, "a dropped dead letter is still acknowledged"
+    # Each handler run wrote to its store before raising: none of it was kept.
+    assert receiver.delivery.db is not None
+    assert receiver.delivery.db.execute("SELECT COUNT(*) FROM app_state").fetchone()[0] == 0
 
 
 async def test_acks_for_unknown_messages_are_ignored_and_counted(make: Make) -> None:
