@@ -192,12 +192,17 @@ class NatsBaseline(Baseline):
         self.nc = await nats.connect("nats://127.0.0.1:4222")
         self.subject = f"bench.{self.tag}"
         if self.jetstream:
+            # Requests and answers go through the stream too, acknowledged, as p2phost's do.
             self.js = self.nc.jetstream()
-            await self.js.add_stream(name=f"bench-{self.tag}", subjects=[self.subject])
+            await self.js.add_stream(name=f"bench-{self.tag}", subjects=[
+                self.subject, f"{self.subject}.ask", f"{self.subject}.answer"])
             self.pull = await self.js.pull_subscribe(self.subject, durable="c")
-            self.task = asyncio.ensure_future(self._pull())
-        else:
-            await self.nc.subscribe(self.subject, cb=self._core)
+            self.asks = await self.js.pull_subscribe(f"{self.subject}.ask", durable="q")
+            self.answers = await self.js.pull_subscribe(f"{self.subject}.answer", durable="a")
+            self.tasks = [asyncio.ensure_future(self._pull()),
+                          asyncio.ensure_future(self._respond())]
+            return
+        await self.nc.subscribe(self.subject, cb=self._core)
 
         async def echo(message: Any) -> None:
             await message.respond(message.data)
@@ -219,6 +224,17 @@ class NatsBaseline(Baseline):
                 await message.ack()
             self.got(len(messages))
 
+    async def _respond(self) -> None:
+        import nats.errors
+
+        while True:
+            try:
+                (message,) = await self.asks.fetch(1, timeout=1)
+            except nats.errors.TimeoutError:
+                continue
+            await self.js.publish(f"{self.subject}.answer", message.data)
+            await message.ack()
+
     async def send_many(self, bodies: list[bytes]) -> None:
         if self.jetstream:
             acks = [await self.js.publish_async(self.subject, body) for body in bodies]
@@ -229,12 +245,18 @@ class NatsBaseline(Baseline):
             await self.nc.flush()
 
     async def ask(self, body: bytes) -> bytes:
+        if self.jetstream:
+            await self.js.publish(f"{self.subject}.ask", body)
+            (answer,) = await self.answers.fetch(1, timeout=5)
+            await answer.ack()
+            return bytes(answer.data)
         return bytes((await self.nc.request(f"{self.subject}.ask", body, timeout=5)).data)
 
     async def close(self) -> None:
         if self.jetstream:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
             await self.js.delete_stream(f"bench-{self.tag}")
         await self.nc.close()
 
