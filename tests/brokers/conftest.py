@@ -6,6 +6,7 @@ must be up (tests skip, or fail under CI=true, when it is not).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -99,6 +100,14 @@ class Node:
     root: Path
     process: RunningNode
     ledger: Ledger
+    #: Every process of this node so far (the fixture stops them after the test).
+    runs: list[RunningNode] = field(default_factory=list)
+
+    def restart(self, sig: int = signal.SIGKILL) -> None:
+        """Stop the node with ``sig`` and run it again (same project, peer id, inbox)."""
+        self.process.stop(sig)
+        self.process = RunningNode(self.root)
+        self.runs.append(self.process)
 
     @property
     def address(self) -> str:
@@ -127,6 +136,22 @@ class Node:
         while not all(f"connected to {p}" in self.process.stderr for p in peers):
             assert time.monotonic() < deadline, f"not connected:\n{self.process.stderr}"
             time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def bursting(sender: Node, to: Node, count: int) -> Iterator[subprocess.Popen[str]]:
+    """``sender``'s node sends ``count`` notes to ``to``, asked by a CLI client that waits
+    for its answer in the background (killed if still running at the end)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "p2phost", "send", sender.address, "burst",
+         json.dumps({"to": to.peer_id, "count": count}), "--request", "--timeout", "60"],
+        cwd=sender.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 NodeMaker = Callable[..., Node]
@@ -163,17 +188,19 @@ def make_project(tmp_path: Path, official_wheels: dict[str, Path],
 def make_node(make_project: ProjectMaker) -> Iterator[NodeMaker]:
     """``make_node(name, medium, **project)``: ``p2phost run`` of a new project (see
     ``make_project``), stopped after the test."""
-    started: list[RunningNode] = []
+    made: list[Node] = []
 
     def make(name: str, medium: Medium, **project: Any) -> Node:
         root = make_project(name, medium, **project)
         process = RunningNode(root)
-        started.append(process)
-        return Node(root, process, Ledger(root / "ledger.jsonl"))
+        node = Node(root, process, Ledger(root / "ledger.jsonl"), runs=[process])
+        made.append(node)
+        return node
 
     yield make
-    for process in reversed(started):
-        process.stop()
+    for node in reversed(made):
+        for process in node.runs:
+            process.stop()
 
 
 def with_port(url: str, port: int) -> str:

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 
 import pytest
 
-from tests.brokers.conftest import DURABLE, MEDIA, NodeMaker
-from tests.runtime.processes import RunningNode
+from tests.brokers.conftest import DURABLE, MEDIA, NodeMaker, bursting
 
 NOTES = 200
 
@@ -33,23 +30,13 @@ def test_a_killed_receiver_loses_nothing_and_repeats_nothing(
     alice = make_node("alice", over, connect=[bob.address])
     alice.wait_connected([bob.peer_id])
 
-    # alice's node sends the burst; the client waits for its answer in the background.
-    burst = subprocess.Popen(
-        [sys.executable, "-m", "p2phost", "send", alice.address, "burst",
-         json.dumps({"to": bob.peer_id, "count": NOTES}), "--request", "--timeout", "60"],
-        cwd=alice.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with bursting(alice, bob, NOTES) as burst:
         handled = bob.ledger.wait(alice.peer_id, NOTES // 4, 20)
         assert len(handled) < NOTES, "bob handled everything before he could be killed"
-        bob.process.stop(signal.SIGKILL)
-        bob.process = RunningNode(bob.root)  # the same project: the same peer id and inbox
+        bob.restart(signal.SIGKILL)  # the same project: the same peer id and inbox
 
         got = bob.ledger.wait(alice.peer_id, NOTES, 40)
         out, err = burst.communicate(timeout=60)
-    finally:
-        if burst.poll() is None:
-            burst.kill()
-            burst.communicate()
     assert burst.returncode == 0 and json.loads(out) == NOTES, err
     assert got == [{"n": n} for n in range(NOTES)], (
         f"{len(handled)} handled before the kill; then {len(got)} in all; "

@@ -9,13 +9,11 @@ holds nothing) the connection is given up and dialled again, and later messages 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.brokers.conftest import DURABLE, MEDIA, NodeMaker, ProxyMaker
+from tests.brokers.conftest import DURABLE, MEDIA, NodeMaker, ProxyMaker, bursting
 
 NOTES = 200
 
@@ -34,11 +32,7 @@ def test_nodes_carry_on_after_their_broker_connections_are_cut(
     alice = make_node("alice", over, url=url, connect=[bob.address])
     alice.wait_connected([bob.peer_id])
 
-    burst = subprocess.Popen(
-        [sys.executable, "-m", "p2phost", "send", alice.address, "burst",
-         json.dumps({"to": bob.peer_id, "count": NOTES}), "--request", "--timeout", "60"],
-        cwd=alice.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with bursting(alice, bob, NOTES) as burst:
         bob.ledger.wait(alice.peer_id, NOTES // 5, 20)
         proxy.cut()
         time.sleep(1.0)
@@ -47,10 +41,6 @@ def test_nodes_carry_on_after_their_broker_connections_are_cut(
             got = bob.ledger.wait(alice.peer_id, NOTES, 45)
             assert got == [{"n": n} for n in range(NOTES)], f"{len(got)}\n{bob.process.stderr}"
         out, err = burst.communicate(timeout=60)
-    finally:
-        if burst.poll() is None:
-            burst.kill()
-            burst.communicate()
     if medium in DURABLE:
         assert burst.returncode == 0 and json.loads(out) == NOTES, err
 
