@@ -92,7 +92,6 @@ class Endpoint:
         self._resumable: dict[bytes, Resumable] = {}
         self._reset: OrderedDict[bytes, None] = OrderedDict()
         self._acks: list[Any] = []
-        self._acks_failed = False
         self._ack_wake = asyncio.Event()
         self._controls: list[tuple[str, bytes]] = []  # (inbox, record)
         self._control_wake = asyncio.Event()
@@ -259,7 +258,8 @@ class Endpoint:
         # A listening inbox goes too when nothing in it waits for the node (a clean
         # stop): peers dialling it later learn at once that nobody is there. After a
         # crash (or with frames not done) it stays, and the next run takes it up.
-        delete = self.ephemeral or (self.outstanding == 0 and not self._acks_failed)
+        # (Records whose acknowledgement failed were done: losing them loses nothing.)
+        delete = self.ephemeral or self.outstanding == 0
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await self.medium.close(delete_inbox=delete)
@@ -424,7 +424,6 @@ class Endpoint:
             except (MediumError, TimeoutError) as exc:
                 # Not lost: the medium redelivers, and the journal or the connection
                 # drops the copy.
-                self._acks_failed = True
                 log.debug("acknowledging %d records on %s failed: %s", len(batch),
                           self.medium.url, exc)
             stop_if_cancelled()
