@@ -55,7 +55,14 @@ from ._presence import (
     with_host,
 )
 from ._security import SecureConnection, Security, run_handshake
-from ._transport import AcceptHandler, Connection, DeliveredFrame, Listener, Transport
+from ._transport import (
+    AcceptHandler,
+    Connection,
+    DeliveredFrame,
+    Listener,
+    Transport,
+    check_frame_size,
+)
 from ._version import HOST_API, host_api_compatible
 
 __all__ = [
@@ -110,6 +117,7 @@ __all__ = [
     "TransportError",
     "allow",
     "check_announcement",
+    "check_frame_size",
     "check_scope",
     "handler",
     "hookimpl",

@@ -13,6 +13,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
+from ._errors import FrameTooLarge
+
+
+def check_frame_size(frame: bytes, maximum: int) -> None:
+    """Refuse an outgoing ``frame`` over ``maximum`` bytes with ``FrameTooLarge``."""
+    if len(frame) > maximum:
+        raise FrameTooLarge(f"frame of {len(frame)} bytes is over the maximum of {maximum} bytes")
+
+
 #: Called by a listener for every accepted connection; the host owns it from then on.
 AcceptHandler = Callable[["Connection"], Awaitable[None]]
 

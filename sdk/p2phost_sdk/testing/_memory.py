@@ -12,8 +12,8 @@ import asyncio
 import itertools
 from collections import deque
 
-from .._errors import ConnectionClosed, FrameTooLarge
-from .._transport import Connection
+from .._errors import ConnectionClosed
+from .._transport import Connection, check_frame_size
 
 _pipe_numbers = itertools.count(1)
 
@@ -69,10 +69,7 @@ class PipeConnection(Connection):
     def _checked(self, frame: bytes) -> bytes:
         if self._closed:
             raise ConnectionClosed(f"{self.local_address} is closed")
-        if len(frame) > self._max:
-            raise FrameTooLarge(
-                f"frame of {len(frame)} bytes is over the maximum of {self._max} bytes"
-            )
+        check_frame_size(frame, self._max)
         # A caller may reuse a bytearray after send returns; a real socket copied it by then.
         return frame if type(frame) is bytes else bytes(frame)
 

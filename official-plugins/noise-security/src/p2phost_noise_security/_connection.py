@@ -21,7 +21,13 @@ from typing import NoReturn
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from p2phost_sdk import Connection, ConnectionClosed, FrameTooLarge, SecureConnection
+from p2phost_sdk import (
+    Connection,
+    ConnectionClosed,
+    FrameTooLarge,
+    SecureConnection,
+    check_frame_size,
+)
 
 from ._noise import MAX_MESSAGE, MAX_NONCE, TAGLEN, pack_nonce
 
@@ -62,11 +68,6 @@ class NoiseConnection(SecureConnection):
         self._send_nonce = nonce + 1
         return self._encrypt(pack_nonce(nonce), plaintext, None)
 
-    def _check(self, frame: bytes) -> None:
-        if len(frame) > self._max:
-            raise FrameTooLarge(
-                f"frame of {len(frame)} bytes is over the maximum of {self._max} bytes"
-            )
 
     def _plaintexts(self, frames: list[bytes]) -> list[bytes]:
         """Pack ``frames`` into as few message plaintexts as fit (checking their size)."""
@@ -82,7 +83,7 @@ class NoiseConnection(SecureConnection):
                 used += header + size
                 continue
             if size > limit:
-                self._check(frame)
+                check_frame_size(frame, self._max)
             view, offset = memoryview(frame), 0
             while True:
                 space = room - used - header
@@ -104,7 +105,7 @@ class NoiseConnection(SecureConnection):
 
     async def send(self, frame: bytes) -> None:
         """Encrypt and send one frame."""
-        self._check(frame)
+        check_frame_size(frame, self._max)
         if len(frame) + _HEADER.size <= self._room:
             plaintext = _HEADER.pack(len(frame)) + frame
             async with self._send_lock:  # nonces must reach the wire in order

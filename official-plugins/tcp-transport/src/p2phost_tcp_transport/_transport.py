@@ -23,6 +23,7 @@ from p2phost_sdk import (
     Listener,
     Transport,
     TransportError,
+    check_frame_size,
 )
 
 _LENGTH = struct.Struct("!I")
@@ -89,15 +90,10 @@ class TcpConnection(Connection):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_size)
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
 
-    def _check(self, frame: bytes) -> None:
-        if len(frame) > self._max:
-            raise FrameTooLarge(
-                f"frame of {len(frame)} bytes is over the maximum of {self._max} bytes"
-            )
 
     async def send(self, frame: bytes) -> None:
         """Send one frame."""
-        self._check(frame)
+        check_frame_size(frame, self._max)
         await self._write(_LENGTH.pack(len(frame)) + frame)
 
     def try_send(self, frame: bytes) -> bool:
@@ -113,7 +109,7 @@ class TcpConnection(Connection):
         """Send several frames with one write."""
         parts: list[bytes] = []
         for frame in frames:
-            self._check(frame)
+            check_frame_size(frame, self._max)
             parts.append(_LENGTH.pack(len(frame)))
             parts.append(frame)
         await self._write(b"".join(parts))

@@ -18,7 +18,13 @@ from typing import NoReturn
 
 from OpenSSL import SSL
 
-from p2phost_sdk import Connection, ConnectionClosed, FrameTooLarge, SecureConnection
+from p2phost_sdk import (
+    Connection,
+    ConnectionClosed,
+    FrameTooLarge,
+    SecureConnection,
+    check_frame_size,
+)
 
 _HEADER = struct.Struct("!I")
 #: Asked of OpenSSL per read; it returns at most one record (16 KiB) at a time anyway.
@@ -67,22 +73,17 @@ class TlsConnection(SecureConnection):
         self.local_address = inner.local_address
         self.remote_address = inner.remote_address
 
-    def _check(self, frame: bytes) -> None:
-        if len(frame) > self._max:
-            raise FrameTooLarge(
-                f"frame of {len(frame)} bytes is over the maximum of {self._max} bytes"
-            )
 
     async def send(self, frame: bytes) -> None:
         """Encrypt and send one frame."""
-        self._check(frame)
+        check_frame_size(frame, self._max)
         await self._write(_HEADER.pack(len(frame)) + frame)
 
     async def send_many(self, frames: list[bytes]) -> None:
         """Encrypt and send several frames with one TLS write."""
         parts: list[bytes] = []
         for frame in frames:
-            self._check(frame)
+            check_frame_size(frame, self._max)
             parts.append(_HEADER.pack(len(frame)))
             parts.append(frame)
         await self._write(b"".join(parts))
