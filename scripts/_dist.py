@@ -1,8 +1,9 @@
 """Build every distribution into one folder (``scripts/dist`` runs this in the dev venv).
 
     OUT/p2phost_sdk-*.whl  OUT/p2phost-*.whl  OUT/p2phost_registry-*.whl
-    OUT/plugins/           the built-in source: each official plugin's wheel, its signature
-                           (WHEEL.sig, signed with the release key) and release-key.pub
+    OUT/plugins/           the built-in source: each official plugin's wheel and p2phost-sdk's,
+                           each with its signature (WHEEL.sig, made with the release key), and
+                           release-key.pub
 
 p2phost is built last, with OUT/plugins inside it as ``p2phost/_builtin``. Builds run
 hatchling in this process (no isolated build environments, no network).
@@ -54,6 +55,11 @@ def build(project: Path, out: Path) -> Path:
         return out / build_wheel(str(out))
 
 
+def sign(identity: Identity, wheel: Path) -> None:
+    """Write ``WHEEL.sig``, the release key's signature of ``wheel``."""
+    wheel.with_name(wheel.name + ".sig").write_bytes(sign_file(identity, wheel).to_bytes())
+
+
 def official_projects() -> list[Path]:
     """The official plugin projects, by directory name."""
     return sorted(p.parent for p in OFFICIAL.glob("*/pyproject.toml"))
@@ -79,13 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== release key {public} ({key_path})")
 
     print("== p2phost-sdk, p2phost-registry")
-    built = [build(ROOT / "sdk", out), build(ROOT / "registry", out)]
+    sdk = build(ROOT / "sdk", out)
+    built = [sdk, build(ROOT / "registry", out)]
     print(f"== the official plugins, signed, into {plugins}")
     for project in official_projects():
         wheel = build(project, plugins)
-        signature = sign_file(identity, wheel)
-        wheel.with_name(wheel.name + ".sig").write_bytes(signature.to_bytes())
+        sign(identity, wheel)
         print(f"   {wheel.name}")
+    # With the SDK beside them, `registry seed` serves plugin authors all a plugin needs.
+    sign(identity, Path(shutil.copy2(sdk, plugins / sdk.name)))
     (plugins / "release-key.pub").write_text(public + "\n", encoding="utf-8")
 
     print("== p2phost, with the built-in source")
