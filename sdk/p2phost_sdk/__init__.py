@@ -42,6 +42,7 @@ from ._metadata import (
     is_valid_name,
     normalize_name,
     parse_specifier,
+    plugin_name_of,
 )
 from ._presence import (
     MAX_ADDRESS_LENGTH,
@@ -129,6 +130,7 @@ __all__ = [
     "parse_specifier",
     "peer_id_from_public_key",
     "permission_of",
+    "plugin_name_of",
     "public_key_from_peer_id",
     "run_handshake",
     "verify",

@@ -24,8 +24,10 @@ DEFAULT_MANIFEST = """\
 name = "{name}"
 listen = ["{listen}"]
 
-[registry]
-url = "{registry}"        # several sources may be listed: url = ["...", "..."]
+# Plugins come from the registries listed here, then from the official plugins built into
+# p2phost (works offline). To add one:
+# [registry]
+# url = "{registry}"      # several may be listed: url = ["...", "..."]
 
 [plugins]                 # name = PEP 440 version specifier; "*" means any version
 tcp-transport = ">=1.0,<2"
