@@ -82,13 +82,13 @@ class QuicStreamConnection(Connection):
         elif isinstance(event, events.ConnectionTerminated):
             reason = event.reason_phrase or f"error code {event.error_code}"
             self._ended = "closed" if event.error_code == QuicErrorCode.NO_ERROR else reason
-            if not self._connected.done():
+            if not self._connected.done() and self._on_ready is None:  # a dialler waits
                 self._connected.set_exception(ConnectionClosed(reason))
             self.wake()
 
     def unreachable(self, exc: Exception) -> None:
         """A network error (ICMP port unreachable) before the handshake finished."""
-        if not self._connected.done():
+        if not self._connected.done() and self._on_ready is None:
             self._connected.set_exception(exc)
 
     def _data(self, stream_id: int, data: bytes, end: bool) -> None:
@@ -218,10 +218,10 @@ class QuicStreamConnection(Connection):
     async def recv(self) -> bytes:
         """The next frame."""
         while not self._frames:
-            if self._error is not None:
-                raise self._error
             if self._closed:
                 raise ConnectionClosed(f"connection to {self.remote_address} is closed")
+            if self._error is not None:
+                raise self._error
             if self._peer_done or self._ended:
                 raise ConnectionClosed(f"{self.remote_address} closed the connection"
                                        if self._peer_done or self._ended == "closed" else
