@@ -237,7 +237,9 @@ class QuicStreamConnection(Connection):
         if self._closed:
             return
         self._closed = True
-        if not self._ended and not self._peer_done and self._error is None:
+        # Both ends end their side and wait for its acknowledgement, so neither sends the
+        # connection close before the other has everything.
+        if not self._ended and self._error is None:
             try:
                 self.quic.send_stream_data(STREAM, b"", end_stream=True)
                 self.protocol.transmit()
@@ -249,8 +251,8 @@ class QuicStreamConnection(Connection):
         self.protocol.close()
         self.wake()
         if self.udp is not None:
-            # A dialled connection owns its socket: keep it through the closing period.
-            await self.wait_ended(_CLOSE_TIMEOUT)
+            # A dialled connection owns its socket. The peer has everything (or gave up):
+            # no need to keep the socket through QUIC's closing period (3 probe timeouts).
             self.udp.close()
 
     async def wait_ended(self, timeout: float) -> None:

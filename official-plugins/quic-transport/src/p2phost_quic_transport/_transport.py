@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import socket
 import ssl
-from typing import cast
+from typing import Any, cast
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # re-exported from _buffer
 from aioquic.quic import events
@@ -226,8 +227,7 @@ class QuicTransport(Transport):
         connection: QuicStreamConnection | None = None
         try:
             async with asyncio.timeout(timeout):
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-                family, _, _, _, remote = infos[0]
+                family, remote = await _resolve(host, port)
                 sock = socket.socket(family, socket.SOCK_DGRAM)
                 try:
                     sock.setblocking(False)
@@ -271,6 +271,18 @@ class QuicTransport(Transport):
         listeners, self._listeners = self._listeners, []
         for listener in listeners:
             await listener.shut()
+
+
+async def _resolve(host: str, port: int) -> tuple[int, tuple[Any, ...]]:
+    """The address family and socket address of ``host:port`` (no DNS for an IP)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        return infos[0][0], infos[0][4]
+    if ip.version == 4:
+        return socket.AF_INET, (host, port)
+    return socket.AF_INET6, (host, port, 0, 0)
 
 
 async def _abandon(connection: QuicStreamConnection | None) -> None:
