@@ -81,3 +81,49 @@ async def test_an_allowed_origin_may_connect() -> None:
     async with asyncio.timeout(5):
         await (await accepted.get()).close()
     await transport.close()
+
+
+async def test_a_dial_goes_through_an_http_proxy() -> None:
+    """The network lets only an HTTP proxy out: the node dials through it (CONNECT)."""
+    requests: list[bytes] = []
+    pipes: set[asyncio.Task[None]] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        requests.append(head.split(b"\r\n", 1)[0])
+        host, port = head.split()[1].decode().rsplit(":", 1)
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        for task in (pipe(reader, upstream_writer), pipe(upstream_reader, writer)):
+            pipes.add(asyncio.ensure_future(task))
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    proxy_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    transport = WebSocketTransport(proxy=proxy_url)
+    try:
+        address, accepted = await _listening(transport, "ws://127.0.0.1:0/p2p")
+        async with asyncio.timeout(10):
+            client = await transport.dial(address, timeout=5)
+            server_end = await accepted.get()
+            await client.send(b"through the proxy")
+            assert await server_end.recv() == b"through the proxy"
+        port = address.rsplit(":", 1)[1].split("/")[0]
+        assert requests == [f"CONNECT 127.0.0.1:{port} HTTP/1.1".encode()]
+        await client.close()
+        await server_end.close()
+    finally:
+        await transport.close()
+        server.close()
+        for task in pipes:
+            task.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
