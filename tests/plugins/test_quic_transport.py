@@ -14,6 +14,7 @@ from aioquic.quic.configuration import QuicConfiguration
 
 from p2phost_sdk import Connection, ConnectionClosed, TransportError
 from p2phost_sdk.testing.transport import TransportCase, TransportConformance
+from tests.conftest import OFFICIAL, run_cli
 from tests.discovery.plugins import use_plugin_source
 
 use_plugin_source("quic-transport")
@@ -137,3 +138,9 @@ async def test_a_second_stream_ends_the_connection() -> None:
             await server.close()
             with pytest.raises(ConnectionClosed):
                 await server.recv()
+
+
+def test_plugin_check_runs_the_transport_kit() -> None:
+    result = run_cli("plugin", "check", str(OFFICIAL / "quic-transport"), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "✓ transport conformance kit: 14 passed" in result.stdout, result.stdout

@@ -9,6 +9,7 @@ import pytest
 
 from p2phost_sdk import Connection, TransportError
 from p2phost_sdk.testing.transport import TransportCase, TransportConformance
+from tests.conftest import OFFICIAL, run_cli
 from tests.discovery.plugins import use_plugin_source
 
 use_plugin_source("websocket-transport")
@@ -127,3 +128,9 @@ async def test_a_dial_goes_through_an_http_proxy() -> None:
         for task in pipes:
             task.cancel()
         await asyncio.gather(*pipes, return_exceptions=True)
+
+
+def test_plugin_check_runs_the_transport_kit() -> None:
+    result = run_cli("plugin", "check", str(OFFICIAL / "websocket-transport"), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "✓ transport conformance kit: 14 passed" in result.stdout, result.stdout
