@@ -144,3 +144,30 @@ def test_plugin_check_runs_the_transport_kit() -> None:
     result = run_cli("plugin", "check", str(OFFICIAL / "quic-transport"), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "✓ transport conformance kit: 14 passed" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("listen", ["quic://0.0.0.0:0", "quic://[::1]:0"])
+async def test_wildcard_and_ipv6_addresses_are_dialable(listen: str) -> None:
+    transport = QuicTransport()
+    accepted: asyncio.Queue[Connection] = asyncio.Queue()
+
+    async def accept(connection: Connection) -> None:
+        await accepted.put(connection)
+
+    try:
+        listener = await transport.listen(listen, accept)
+    except TransportError as exc:
+        pytest.skip(f"no such address here: {exc}")
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            client = await transport.dial(listener.addresses[0], timeout=TIMEOUT)
+            server = await accepted.get()
+            await client.send(b"hello")
+            assert await server.recv() == b"hello"
+            await server.send(b"back")
+            assert await client.recv() == b"back"
+        await client.close()
+        await server.close()
+    finally:
+        await listener.close()
+        await transport.close()

@@ -233,6 +233,8 @@ class QuicTransport(Transport):
                     sock.setblocking(False)
                     # Connected, so the kernel reports "port unreachable" to this socket.
                     sock.connect(remote)
+                    # What the kernel made of it (0.0.0.0 is this host): replies come from there.
+                    remote = sock.getpeername()
                     configuration = self._configuration(is_client=True)
                     configuration.server_name = host
                     connection = QuicStreamConnection(
