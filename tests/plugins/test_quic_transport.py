@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -171,3 +172,21 @@ async def test_wildcard_and_ipv6_addresses_are_dialable(listen: str) -> None:
     finally:
         await listener.close()
         await transport.close()
+
+
+async def test_handshakes_in_progress_are_capped_per_listener() -> None:
+    transport = QuicTransport(max_pending=2, handshake_timeout=1.0)
+    async with listening(transport) as (address, accepted), contextlib.AsyncExitStack() as stack:
+        # Two peers finish QUIC's handshake and then sit there, never opening their stream.
+        idle = [await stack.enter_async_context(asynccontextmanager(_raw_client)(address))
+                for _ in range(2)]
+        # A third is not even answered while they hold the listener's two slots...
+        with pytest.raises(TransportError, match="no answer within"):
+            await transport.dial(address, timeout=0.5)
+        # ...until the handshake timeout drops them; then a real dialler gets through.
+        async with asyncio.timeout(TIMEOUT):
+            for client in idle:
+                await client.wait_closed()
+            dialled = await transport.dial(address, timeout=TIMEOUT)
+            assert await accepted.get()
+        await dialled.close()

@@ -1,8 +1,9 @@
 """The QUIC transport: a UDP socket per listener, routing datagrams to connections.
 
-Incoming connections are limited: at most :data:`MAX_PENDING` may be in their handshake
-at once (more Initial packets are dropped, as a full TCP backlog would), and each must
-finish its handshake and open its stream within ``handshake_timeout``.
+Incoming connections are limited: at most ``max_pending`` (default :data:`MAX_PENDING`)
+may be in their handshake at once (more Initial packets are dropped, as a full TCP
+backlog would), and each must finish its handshake and open its stream within
+``handshake_timeout``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ._flow import CreditedQuic
 
 #: The TLS ALPN protocol both ends name.
 ALPN = "p2phost"
-#: Incoming connections in their handshake at once, per listener.
+#: Incoming connections in their handshake at once, per listener, by default.
 MAX_PENDING = 256
 # A client's first datagram is at least this long (RFC 9000 14.1): smaller ones that do
 # not belong to a connection are not worth an answer.
@@ -83,7 +84,7 @@ class QuicListener(asyncio.DatagramProtocol, Listener):
         connection = self._routes.get(header.destination_cid)
         if connection is None:
             if header.packet_type != QuicPacketType.INITIAL or len(data) < _MIN_INITIAL \
-                    or not self._accepting or len(self._pending) >= MAX_PENDING:
+                    or not self._accepting or len(self._pending) >= self._owner.max_pending:
                 return
             connection = self._new_connection(header.destination_cid, addr)
         connection.protocol.datagram_received(data, addr)
@@ -169,6 +170,7 @@ class QuicTransport(Transport):
         self, *, max_frame_size: int = 16 * 1024 * 1024, window: int = 1024 * 1024,
         idle_timeout: float = 60.0, handshake_timeout: float = 10.0,
         max_datagram_size: int = 1200, congestion_control: str = "reno",
+        max_pending: int = MAX_PENDING,
     ) -> None:
         if window < 65536:
             raise TransportError(f"window must be at least 65536 bytes, got {window}")
@@ -181,6 +183,7 @@ class QuicTransport(Transport):
         self.handshake_timeout = handshake_timeout
         self.max_datagram_size = max_datagram_size
         self.congestion_control = congestion_control
+        self.max_pending = max_pending
         self._server_configuration: QuicConfiguration | None = None
         self._listeners: list[QuicListener] = []
 
