@@ -156,7 +156,7 @@ class QuicStreamConnection(Connection):
                 allowed > self._granted and not self._frames and self._need > self._window):
             self._granted = allowed
             self.quic.grant(STREAM, allowed)
-            self.protocol.transmit()
+            self.protocol.transmit_soon()
 
     def wake(self) -> None:
         """Let every waiting ``send``, ``recv`` and ``close`` look again."""
@@ -194,9 +194,9 @@ class QuicStreamConnection(Connection):
     async def _drain(self) -> None:
         self.protocol.transmit_soon()
         while self._written - self.quic.sent_offset(STREAM) > _SEND_BUFFER:
-            if self._ended or self._error is not None:
-                raise ConnectionClosed(f"connection to {self.remote_address} lost "
-                                       f"({self._ended or self._error})")
+            if self._closed or self._ended or self._error is not None:
+                why = self._ended or self._error or "closed by this node"
+                raise ConnectionClosed(f"connection to {self.remote_address} ended ({why})")
             await self._wait()
 
     async def send(self, frame: bytes) -> None:

@@ -149,13 +149,12 @@ class QuicListener(asyncio.DatagramProtocol, Listener):
     async def shut(self) -> None:
         """Close every connection still open and the socket (the transport is closing)."""
         await self.close()
-        for connection in list(self._connections):
-            await connection.close()
+        connections = list(self._connections)
+        await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for connection in list(self._connections):
-            await connection.wait_ended(_CLOSE_TIMEOUT)
+        await asyncio.gather(*(c.wait_ended(_CLOSE_TIMEOUT) for c in connections))
         if self._udp is not None:
             self._udp.close()
             self._udp = None
