@@ -47,6 +47,7 @@ from ._metadata import (
 from ._presence import (
     MAX_ADDRESS_LENGTH,
     MAX_ADDRESSES,
+    REJECT_REASONS,
     AnnouncementError,
     PresenceTable,
     RejectLog,
@@ -56,6 +57,7 @@ from ._presence import (
     with_host,
 )
 from ._security import SecureConnection, Security, run_handshake
+from ._signed import CLOCK_SKEW, PresenceBook, PresenceSigner, SignedPresence, presence_payload
 from ._transport import (
     AcceptHandler,
     Connection,
@@ -68,12 +70,14 @@ from ._version import HOST_API, host_api_compatible
 
 __all__ = [
     "CAPABILITIES",
+    "CLOCK_SKEW",
     "ENTRY_POINT_GROUP",
     "FIELD_TYPES",
     "HOST_API",
     "KINDS",
     "MAX_ADDRESSES",
     "MAX_ADDRESS_LENGTH",
+    "REJECT_REASONS",
     "AcceptHandler",
     "Allow",
     "AnnouncementError",
@@ -107,12 +111,15 @@ __all__ = [
     "PluginContext",
     "PluginMetadata",
     "PluginMetadataError",
+    "PresenceBook",
+    "PresenceSigner",
     "PresenceTable",
     "RejectLog",
     "RemoteError",
     "RequestTimeout",
     "SecureConnection",
     "Security",
+    "SignedPresence",
     "Store",
     "Transport",
     "TransportError",
@@ -131,6 +138,7 @@ __all__ = [
     "peer_id_from_public_key",
     "permission_of",
     "plugin_name_of",
+    "presence_payload",
     "public_key_from_peer_id",
     "run_handshake",
     "verify",

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -30,8 +31,22 @@ _SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]{0,31}$")
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
 
 
+#: Why announcements are dropped: the counters of :class:`RejectLog` and ``p2phost peers``.
+REJECT_REASONS = ("malformed", "bad signature", "expired", "stale")
+
+
 class AnnouncementError(ValueError):
-    """An announcement from the network is malformed or hostile; ignore it."""
+    """An announcement from the network is malformed or hostile; ignore it.
+
+    A message starting with one of :data:`REJECT_REASONS` is counted under that reason,
+    any other under ``malformed``.
+    """
+
+    @property
+    def reason(self) -> str:
+        """The counter this rejection belongs under."""
+        text = str(self)
+        return next((r for r in REJECT_REASONS if text.startswith(r)), "malformed")
 
 
 def check_scope(scope: object, plugin: str) -> str:
@@ -166,11 +181,15 @@ class RejectLog:
     clock: Callable[[], float] = time.monotonic
     #: How many announcements were rejected in total.
     count: int = 0
+    #: How many were rejected, by :data:`REJECT_REASONS`.
+    reasons: Counter[str] = field(default_factory=Counter)
     _last: dict[str, float] = field(default_factory=dict)
 
     def reject(self, sender: str, reason: str) -> None:
-        """Record that an announcement from ``sender`` was ignored because of ``reason``."""
+        """Record that an announcement from ``sender`` was ignored because of ``reason``
+        (counted under the reason its first words name, else ``malformed``)."""
         self.count += 1
+        self.reasons[AnnouncementError(reason).reason] += 1
         now = self.clock()
         last = self._last.get(sender)
         if last is not None and now - last < self.window:
