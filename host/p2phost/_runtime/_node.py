@@ -22,7 +22,9 @@ from p2phost_sdk import (
     PeerInfo,
     PeerRecord,
     PeerUnavailable,
+    PresenceSigner,
     Security,
+    SignedPresence,
     Transport,
     TransportError,
 )
@@ -31,12 +33,14 @@ from .._delivery_settings import DeliverySettings
 from ._backoff import Backoff
 from ._channel import Channel
 from ._delivery import Reliable
+from ._discovering import DiscoveryRunner
 from ._dispatch import Dispatcher
 from ._errors import ListenError, NodeConfigError
 from ._handshake import Admit, Hello, handshake, refuse
 from ._peers import PeerTable
 from ._sealed import Sealer
 from ._store import DATABASE_NAME
+from ._targets import DialTargets
 from ._tasks import TaskSet
 
 log = logging.getLogger("p2phost.node")
@@ -103,7 +107,8 @@ class Node:
         self.options = options
         self._transports = dict(transports)
         self._codecs = dict(codecs)
-        self._discovery = list(discovery)
+        self._discovery = DiscoveryRunner(discovery, timeout=options.dial_timeout)
+        self._signer = PresenceSigner(identity)
         self._security = security[0] if security else None
         if len(security) > 1:
             log.warning("several security plugins are loaded; using %r",
@@ -126,11 +131,13 @@ class Node:
         self._table = PeerTable(identity.peer_id)
         self._session = secrets.token_hex(8)
         self._tasks = TaskSet()
-        self._targets: dict[str, asyncio.Task[None]] = {}
         self._dial_locks: dict[str, asyncio.Lock] = {}
         self._address_peers: dict[str, str] = {}
         self._waiting: dict[str, PeerRecord] = {}
-        self._expected: dict[str, str] = {}
+        # Dial targets live while a discovery record lists them (_targets.py).
+        self._dial = DialTargets(connect=self._dial_one, gone=self._gone,
+                                 spawn=self._tasks.spawn, backoff=options.reconnect,
+                                 own_addresses=lambda: self._addresses)
         self._listeners: list[Any] = []
         self._addresses: list[str] = []
         self._started = False
@@ -167,6 +174,11 @@ class Node:
                 infos.append(channel.info)
         return infos
 
+    def sign_presence(self, scope: str, addresses: Sequence[str], *, lifetime: float,
+                      goodbye: bool = False) -> SignedPresence:
+        """This node's presence record, signed (for discovery plugins to announce)."""
+        return self._signer.sign(scope, addresses, lifetime=lifetime, goodbye=goodbye)
+
     def peer_found(self, record: PeerRecord) -> None:
         """Discovery found a peer: keep a connection to it (while [node] peer-limit allows)."""
         if record.peer_id == self.peer_id:
@@ -174,22 +186,17 @@ class Node:
         if not self._room_for(record):
             self._waiting[record.peer_id or record.addresses[0]] = record
             return
-        for address in record.addresses:
-            if address not in self._addresses:
-                if record.peer_id:  # the handshake must prove the id discovery announced
-                    # First come stays: a forged record must not re-aim a known address.
-                    self._expected.setdefault(address, record.peer_id)
-                self._keep_connected(address)
+        # The handshake must prove the id discovery announced (the target expects it).
+        self._dial.update(record)
 
     def peer_lost(self, record: PeerRecord) -> None:
         """Discovery lost a peer: stop redialling it (an open connection stays)."""
         self._waiting.pop(record.peer_id or record.addresses[0], None)
-        for address in record.addresses:
-            if self._expected.get(address) == record.peer_id:
-                del self._expected[address]
-            task = self._targets.pop(address, None)
-            if task is not None:
-                task.cancel()
+        self._dial.lost(record)
+
+    def discovery_status(self) -> dict[str, Any]:
+        """Each discovery plugin (up or down, why, its counters) and the dial counters."""
+        return {"plugins": self._discovery.status(), "dialling": self._dial.snapshot()}
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -225,8 +232,7 @@ class Node:
                     log.warning("the trust policy sees peer ids that no security plugin "
                                 "proves: install one (p2phost plugin install noise-security)")
             self._tasks.spawn(self._keepalive(), "keepalive")
-            for discovery in self._discovery:
-                await self._start_discovery(discovery)
+            await self._discovery.start(self)
             for address in self.options.connect:
                 self._keep_connected(address)
         except BaseException:
@@ -234,21 +240,12 @@ class Node:
             raise
         self._notify("p2phost_node_started", peer_id=self.peer_id, addresses=self.addresses)
 
-    # -- discovery guards (issue 8): a failing plugin, and [node] peer-limit -----------
-
-    async def _start_discovery(self, discovery: Discovery) -> None:
-        # One discovery plugin failing must stop neither the node nor the other plugins.
-        try:
-            async with asyncio.timeout(self.options.dial_timeout):
-                await discovery.start(self)
-        except Exception as exc:
-            log.error("discovery %s failed to start, running without it: %s: %s",
-                      type(discovery).__name__, type(exc).__name__, exc)
+    # -- discovery guards (issue 8): [node] peer-limit ----------------------------------
 
     def _room_for(self, record: PeerRecord) -> bool:
         if record.peer_id in self._table.peers:
             return True
-        busy = set(self._table.peers) | {self._address_peers.get(a, a) for a in self._targets}
+        busy = set(self._table.peers) | self._dial.busy()
         return len(busy) < self.options.peer_limit
 
     def _dial_waiting(self) -> None:
@@ -270,10 +267,8 @@ class Node:
         self._notify("p2phost_node_stopping", peer_id=self.peer_id)
         timeout = self.options.drain_timeout
         await self._reliable.drain(timeout)
-        for task in self._targets.values():
-            task.cancel()
-        for discovery in self._discovery:
-            await self._quietly(discovery.stop(), "stopping discovery")
+        self._dial.close()
+        await self._discovery.stop()
         for listener in self._listeners:
             await self._quietly(listener.close(), "closing a listener")
         channels = [c for p in self._table.peers.values() for c in p.channels]
@@ -411,33 +406,19 @@ class Node:
         await channel.close(reason)
 
     def _keep_connected(self, address: str) -> None:
-        if address in self._targets or self._closing:
-            return
-        self._targets[address] = self._tasks.spawn(self._supervise(address), f"dial {address}")
+        """Stay connected to ``address`` ([node] connect, static peers, the outbox)."""
+        if not self._closing:
+            self._dial.update(PeerRecord((address,), source="connect"))
 
-    async def _supervise(self, address: str) -> None:
-        """Stay connected to ``address``: redial with backoff whenever the peer is gone."""
-        backoff, failures = self.options.reconnect, 0
-        while True:
-            peer_id = self._address_peers.get(address)
-            peer = self._table.get(peer_id) if peer_id else None
-            if peer is None:
-                try:
-                    peer_id = await self.connect(address,
-                                                 expected_peer_id=self._expected.get(address))
-                except (PeerUnavailable, NodeConfigError) as exc:
-                    if failures == 0 or failures % 10 == 9:
-                        log.warning("cannot connect to %s (will retry): %s", address, exc)
-                    await asyncio.sleep(backoff.delay(failures))
-                    failures += 1
-                    continue
-                if failures:
-                    log.info("reconnected to %s after %d failed attempts", address, failures)
-                failures = 0
-                peer = self._table.get(peer_id)
-            if peer is not None:
-                await peer.gone.wait()
-            await asyncio.sleep(backoff.delay(0))
+    async def _dial_one(self, address: str, expected_peer_id: str | None) -> str:
+        try:
+            return await self.connect(address, expected_peer_id=expected_peer_id)
+        except NodeConfigError as exc:
+            raise PeerUnavailable(str(exc)) from exc
+
+    def _gone(self, peer_id: str) -> asyncio.Event | None:
+        peer = self._table.get(peer_id)
+        return None if peer is None else peer.gone
 
     async def connect(self, address: str, *, expected_peer_id: str | None = None) -> str:
         """Dial ``address`` (or reuse the connection to it); returns the peer id.
