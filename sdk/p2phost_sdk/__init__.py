@@ -54,6 +54,7 @@ from ._presence import (
     check_announcement,
     check_scope,
     is_wildcard,
+    link_addresses,
     with_host,
 )
 from ._security import SecureConnection, Security, run_handshake
@@ -133,6 +134,7 @@ __all__ = [
     "is_peer_id",
     "is_valid_name",
     "is_wildcard",
+    "link_addresses",
     "normalize_name",
     "parse_specifier",
     "peer_id_from_public_key",

@@ -63,3 +63,7 @@ class Discovery(ABC):
     def counters(self) -> dict[str, int]:
         """Counters for ``p2phost peers`` (records accepted, rejected by reason...)."""
         return {}
+
+    def health(self) -> str:
+        """Why this plugin finds no peers right now (broker down...) and the fix, or ""."""
+        return ""

@@ -75,6 +75,30 @@ def is_wildcard(address: str) -> bool:
         return False
 
 
+def link_addresses(addresses: Iterable[str], ip: str, *, strict: bool = True) -> tuple[str, ...]:
+    """What to announce on the link whose address is ``ip`` (RFC 6762 section 15: each
+    link hears only addresses reachable on it): wildcards become ``ip``; with ``strict``
+    (listen addresses, not ``advertise``) an address bound to another IP is left out. All
+    of them (wildcards resolved) when that would leave nothing."""
+    listed = tuple(addresses)
+    out: list[str] = []
+    link = ipaddress.ip_address(ip)
+    for address in listed:
+        if is_wildcard(address):
+            out.append(with_host(address, ip))
+            continue
+        try:
+            host = ipaddress.ip_address(urlsplit(address).hostname or "")
+        except ValueError:  # a name, or a scheme without a host: announce as is
+            out.append(address)
+            continue
+        if not strict or host == link or (host.is_loopback and link.is_loopback):
+            out.append(address)
+    if not out:
+        out = [with_host(a, ip) for a in listed]
+    return tuple(dict.fromkeys(out))
+
+
 def _check_address(address: object) -> str:
     if not isinstance(address, str):
         raise AnnouncementError(f"address {address!r} is not text")

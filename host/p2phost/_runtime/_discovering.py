@@ -106,13 +106,18 @@ class DiscoveryRunner:
         """Each plugin: name, state (up, down, starting, stopped), error, counters."""
         out = []
         for plugin in self._plugins:
+            state, error, fix = plugin.state, plugin.error, plugin.fix
             try:
                 counters = dict(plugin.discovery.counters())
+                trouble = plugin.discovery.health() if state == "up" else ""
             except Exception as exc:  # a plugin's bug must not break `p2phost peers`
-                counters = {}
+                counters, trouble = {}, ""
                 log.debug("counters of %s failed: %s", plugin.name, exc)
-            out.append({"name": plugin.name, "state": plugin.state, "error": plugin.error,
-                        "fix": plugin.fix, "attempts": plugin.attempts, "counters": counters})
+            if trouble:  # started, but not working (its broker is down...)
+                state = "down"
+                error, _, fix = trouble.partition("; fix: ")
+            out.append({"name": plugin.name, "state": state, "error": error, "fix": fix,
+                        "attempts": plugin.attempts, "counters": counters})
         return out
 
 
