@@ -30,8 +30,11 @@ COUNTERS = ("dials", "unreachable", "wrong_peer", "connected")
 
 
 def is_wrong_peer(error: Exception) -> bool:
-    """Whether a failed dial reached a peer other than the one the record announced."""
-    return "handshake failed: expected peer " in str(error)
+    """Whether a failed dial reached a peer other than the one the record announced
+    (this node itself included)."""
+    text = str(error)
+    return "handshake failed: expected peer " in text or "handshake failed: connected to " \
+        "itself" in text
 
 
 @dataclass

@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +130,7 @@ class MdnsDiscovery(Discovery):
         self._known: dict[str, PeerRecord] = {}
         self._dormant: set[str] = set()
         self._resolving: set[str] = set()
+        self._misses: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self, events: DiscoveryEvents) -> None:
@@ -230,7 +232,8 @@ class MdnsDiscovery(Discovery):
     async def _confirm_goodbye(self, name: str) -> None:
         # The goodbye leaves the records in the cache for one more second (RFC 6762 10.1).
         await asyncio.sleep(1.2)
-        if not await self._resolve(name) and name in self._known:
+        if not await self._resolve(name) and not await self._resolve(name) \
+                and name in self._known:
             self._dormant.discard(name)
             self._lose(name, "it said goodbye")
 
@@ -244,7 +247,10 @@ class MdnsDiscovery(Discovery):
                                             self.settings.query_timeout * 1000,
                                             question_type=DNSQuestionType.QM):
                 return False
-            return self._found(name, info)
+            # Answered, even if by a forger whose records failed: a forged answer must
+            # not make the real peer look gone. Its own record lapsing does (below).
+            self._found(name, info)
+            return True
         finally:
             self._resolving.discard(name)
 
@@ -288,8 +294,19 @@ class MdnsDiscovery(Discovery):
             names = [n for n in names if n not in self._resolving]
             self._resolving.update(names)
             answers = await asyncio.gather(*(self._resolve(n) for n in names))
+            now = time.time() * 1000
             for name, answered in zip(names, answers, strict=True):
-                if not answered and name in self._known:
+                record = self._known.get(name)
+                newest = self.book.newest(record.peer_id or "") if record else None
+                if newest is not None and newest.expires <= now:
+                    answered = False  # its last signed record lapsed: only forgers answer
+                if answered:
+                    self._misses.pop(name, None)
+                    continue
+                # Twice: one answer lost to a busy LAN (or a forger's flush) is no death.
+                self._misses[name] = self._misses.get(name, 0) + 1
+                if self._misses[name] >= 2 and name in self._known:
+                    del self._misses[name]
                     self._lose(name, "its records expired and it did not answer")
                     if len(self._dormant) < MAX_DORMANT:
                         self._dormant.add(name)
