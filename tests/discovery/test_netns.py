@@ -7,6 +7,8 @@ made; a failure under CI=true.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -166,6 +168,16 @@ def test_several_discovery_plugins_merge_and_a_failing_one_stops_nothing(
     nodes = _start(lan, make, "mdns-discovery")
     wait_for(full_mesh(nodes), FIND_WITHIN, "three nodes connecting", nodes)
     assert "BeaconDiscovery failed to start, running without it" in nodes[2].log
+    # Not silently: shown down with its fix, and retried.
+    [beacon] = [p for p in nodes[2].discovery()["plugins"] if p["name"] == "beacon-discovery"]
+    assert beacon["state"] == "down" and "[config.beacon-discovery] interface" in beacon["fix"]
+    wait_for(lambda: any(p["attempts"] >= 2 for p in nodes[2].discovery()["plugins"]), 10,
+             "a retry", nodes)
+    for command in ("peers", "doctor"):
+        shown = subprocess.run([sys.executable, "-m", "p2phost", command], cwd=nodes[2].root,
+                               capture_output=True, text=True, timeout=60).stdout
+        assert "discovery beacon-discovery is down" in shown and "fix: set " \
+            "[config.beacon-discovery] interface" in shown, shown
     for plugin in both:  # nodes 0 and 1 found each other through both plugins
         assert f"p2phost.plugin.{plugin}: found peer {nodes[1].peer_id}" in nodes[0].log
 
