@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ._identity import Identity, verify
+from ._identity import Identity, peer_id_from_public_key, public_key_from_peer_id, verify
 from ._presence import MAX_ADDRESS_LENGTH, MAX_ADDRESSES, REJECT_REASONS, AnnouncementError
 
 _DOMAIN = b"p2phost presence v1\x00"
@@ -71,6 +71,40 @@ class SignedPresence:
         """The bytes :attr:`signature` covers."""
         return presence_payload(self.scope, self.sequence, self.expires, self.goodbye,
                                 self.addresses)
+
+    def to_bytes(self) -> bytes:
+        """The record as bytes (for media with no format of their own, e.g. a DHT value):
+        the 32-byte key, the signed payload without its domain, then the signature."""
+        return (public_key_from_peer_id(self.peer_id) + self.payload()[len(_DOMAIN):]
+                + self.signature)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SignedPresence:
+        """Parse :meth:`to_bytes` (NOT verified: see :meth:`check`); AnnouncementError when
+        malformed."""
+        try:
+            key, offset = data[:32], 32
+            scope = data[offset + 1:offset + 1 + data[offset]].decode()
+            offset += 1 + data[offset]
+            sequence, expires, flags = _FIELDS.unpack_from(data, offset)
+            offset += _FIELDS.size
+            count, offset = data[offset], offset + 1
+            addresses = []
+            for _ in range(count):
+                length = data[offset]
+                raw = data[offset + 1:offset + 1 + length]
+                if len(raw) != length:
+                    raise ValueError("truncated address")
+                addresses.append(raw.decode())
+                offset += 1 + length
+            signature = data[offset:]
+            peer_id = peer_id_from_public_key(key)
+        except (IndexError, ValueError, struct.error) as exc:
+            raise AnnouncementError(f"malformed: presence record: {exc}") from exc
+        if len(signature) != SIGNATURE_LENGTH:
+            raise AnnouncementError("malformed: presence record of the wrong length")
+        return cls(peer_id, scope, tuple(addresses), sequence, expires,
+                   bool(flags & FLAG_GOODBYE), signature)
 
     def check(self, *, now: float | None = None) -> SignedPresence:
         """This record if its signature verifies and it is current; else AnnouncementError.
