@@ -153,7 +153,7 @@ def venv_with(root: Path, dist: Path, requirement: str) -> Path:
     uv = [sys.executable, "-m", "uv"]
     subprocess.run([*uv, "venv", "-q", "--python", sys.executable, str(root)], check=True,
                    capture_output=True)
-    subprocess.run([*uv, "pip", "install", "-q", "--offline", "--python",
+    subprocess.run([*uv, "pip", "install", "-q", "--offline", "--compile-bytecode", "--python",
                     str(root / "bin" / "python"), "--find-links", str(dist), requirement],
                    check=True, capture_output=True)
     return root

@@ -83,7 +83,7 @@ def make_venv(root: Path, built: Built, *requirements: str) -> Venv:
     uv = [sys.executable, "-m", "uv"]
     subprocess.run([*uv, "venv", "-q", "--python", sys.executable, str(root / "venv")],
                    check=True, capture_output=True, timeout=120)
-    subprocess.run([*uv, "pip", "install", "-q", "--offline", "--python",
+    subprocess.run([*uv, "pip", "install", "-q", "--offline", "--compile-bytecode", "--python",
                     str(root / "venv" / "bin" / "python"), "--find-links", str(built.root),
                     "--find-links", str(built.plugins), *requirements],
                    check=True, capture_output=True, timeout=300)
