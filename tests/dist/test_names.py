@@ -74,3 +74,25 @@ def test_a_plugin_needing_a_newer_sdk_is_refused_naming_both_versions(tmp_path: 
     assert "p2phost-sdk>=9.0" in refused.value.message
     assert "this host has p2phost-sdk 1.0.0" in refused.value.message
     assert python_requirements(wheel) == ()  # the host provides the SDK: never installed
+
+
+def test_scripts_dist_refuses_a_p2phost_wheel_missing_a_built_in_wheel(tmp_path: Path) -> None:
+    import importlib.util
+    import zipfile
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("_dist", REPO / "scripts" / "_dist.py")
+    assert spec is not None and spec.loader is not None
+    dist = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dist)
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    for name in ("p2phost_echo-1.0.0-py3-none-any.whl", "p2phost_chat-1.0.0-py3-none-any.whl"):
+        (plugins / name).write_bytes(b"wheel")
+    host = tmp_path / "p2phost-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(host, "w") as archive:
+        archive.writestr("p2phost/_builtin/p2phost_echo-1.0.0-py3-none-any.whl", b"wheel")
+        archive.writestr("p2phost/_templates/app/template.toml", b"")
+    with pytest.raises(SystemExit, match=r"lacks p2phost/_builtin/p2phost_chat-1\.0\.0"):
+        dist.check_host_wheel(host, plugins)
