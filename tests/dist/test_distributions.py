@@ -135,6 +135,9 @@ def test_seed_without_build_tools_then_install_from_the_registry(
         assert not names & {"echo", "chat", "json-codec"}  # never a name PyPI has for another
         page = _get_json(f"{registry.url}/simple/p2phost-echo/")
         assert page["name"] == "p2phost-echo" and page["files"]
+        for own in ("p2phost", "p2phost-sdk", "p2phost-registry"):  # signed too
+            record = _get_json(f"{registry.url}/api/v1/plugins/{own}")
+            assert record["versions"][0]["files"][0]["publisher_key"] == built.release_key
         plugin = _get_json(f"{registry.url}/api/v1/plugins/echo")
         assert plugin["distribution"] == "p2phost-echo"
         assert plugin["versions"][0]["files"][0]["publisher_key"] == built.release_key
