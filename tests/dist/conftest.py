@@ -26,8 +26,8 @@ _UNSET = ("P2PHOST_REGISTRY", "P2PHOST_BUILTIN_DIR", "PYTHONPATH", "VIRTUAL_ENV"
 class Built:
     """A folder scripts/dist built into, and the release key it signed with."""
 
-    def __init__(self, root: Path, release_key: str) -> None:
-        self.root, self.release_key = root, release_key
+    def __init__(self, root: Path, release_key: str, key_file: Path) -> None:
+        self.root, self.release_key, self.key_file = root, release_key, key_file
 
     @property
     def plugins(self) -> Path:
@@ -44,7 +44,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     subprocess.run([sys.executable, str(REPO / "scripts" / "_dist.py"), "--out", str(root)],
                    check=True, capture_output=True, text=True, timeout=600,
                    env={**os.environ, "P2PHOST_RELEASE_KEY": str(key)})
-    return Built(root, public_key_of(identity))
+    return Built(root, public_key_of(identity), key)
 
 
 class Venv:

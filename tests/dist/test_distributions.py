@@ -8,6 +8,7 @@ plugins from the built-in source with no registry anywhere; an author venv gets 
 from __future__ import annotations
 
 import json
+import shutil
 import tomllib
 import urllib.request
 from collections.abc import Callable
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import OFFICIAL, start_registry, stop_registry
+from p2phost._keys import load_key, sign_file
+from tests.conftest import OFFICIAL, build_wheels, start_registry, stop_registry
 from tests.dist.conftest import Built, RunningNode, Venv, copy_builtin, make_venv
 
 pytestmark = pytest.mark.slow
@@ -210,5 +212,27 @@ def test_an_official_plugin_from_a_registry_must_carry_the_release_key(
         assert accepted.stderr.count("not signed") == 1, accepted.stderr
         assert "echo 1.0.0, chat 1.0.0" in accepted.stderr or \
             "chat 1.0.0, echo 1.0.0" in accepted.stderr
+    finally:
+        stop_registry(registry)
+
+
+def test_a_registry_with_a_newer_official_version_wins(
+        built: Built, node_venv: Venv, tmp_path: Path) -> None:
+    project = tmp_path / "echo"
+    shutil.copytree(OFFICIAL / "echo", project)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('version = "1.0.0"', 'version = "1.1.0"'))
+    wheel = build_wheels([project], tmp_path / "wheels")["echo"]
+    wheel.with_name(wheel.name + ".sig").write_bytes(
+        sign_file(load_key(built.key_file), wheel).to_bytes())  # as the project would sign it
+    registry = start_registry(tmp_path / "data", [wheel])
+    try:
+        user = _new_project(node_venv, "newer")
+        done = node_venv.p2phost("plugin", "install", "--yes", cwd=user,
+                                 env={"P2PHOST_REGISTRY": registry.url})
+        assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
+        sources = {p["name"]: (p["version"], p["source"]) for p in _lock(user)["plugin"]}
+        assert sources["echo"] == ("1.1.0", registry.url)
+        assert sources["tcp-transport"] == ("1.0.0", "built-in")  # the registry lacks it
     finally:
         stop_registry(registry)
