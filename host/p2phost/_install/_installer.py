@@ -242,12 +242,12 @@ class Installer:
             assert isinstance(item, Release)
             wheel = item.wheel()
             assert wheel is not None  # the resolver only picks releases with a fitting wheel
+            builtin = item.source == BUILTIN_SOURCE  # its file:// URL is this machine's only
             path = self.cache.fetch(wheel.url, wheel.sha256, wheel.filename, self.fetcher,
-                                    self.progress, wheel.size)
+                                    None if builtin else self.progress, wheel.size)
             signed = verify_download(item, wheel, self.fetcher)
             check_pin(item, signed, locked or self._official_pin(item), self.signing)
             check_sdk(item.name, str(item.version), path)
-            builtin = item.source == BUILTIN_SOURCE  # its file:// URL is this machine's only
             plugins.append(LockedFile(
                 name=item.name, version=str(item.version), source=item.source,
                 filename=wheel.filename, sha256=wheel.sha256,
