@@ -43,13 +43,15 @@ class MemoryNetwork:
         signer = PresenceSigner(identity)
         index = len(self.nodes)
         # Each node in its own /24, as on the Internet: the prefix caps do not bite.
+        # Long timeouts: a dead node fails at once here, and a loaded CI machine may pause
+        # this process for seconds (timeouts are the plugin tests' and benchmark's matter).
         address = address or f"tcp://10.{index // 250}.{index % 250}.1:4001"
 
         def sign(scope: str, addresses: Sequence[str], lifetime: float) -> SignedPresence:
             return signer.sign(scope, addresses, lifetime=lifetime)
 
         node = Dht(identity.peer_id, sign, self.rpc(identity.peer_id),
-                   settings or DhtSettings(request_timeout=1.0, lookup_timeout=10.0),
+                   settings or DhtSettings(request_timeout=30.0, lookup_timeout=120.0),
                    addresses=[address])
         self.nodes[identity.peer_id] = node
         return node

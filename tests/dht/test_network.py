@@ -75,25 +75,25 @@ async def test_a_peer_answering_every_lookup_with_itself_captures_nothing() -> N
 
 
 async def test_a_forged_record_in_an_answer_is_refused_and_counted() -> None:
-    _network, nodes = await build(30)
-    victim, asker, liar = nodes[5], nodes[10], nodes[15]
+    network, nodes = await build(30)
+    victim, honest, liar = nodes[5], nodes[10], nodes[15]
     impostor = PresenceSigner(Identity.generate())
 
     async def forge(sender: str, request: Any) -> dict[str, Any]:
         reply = await Dht.handle(liar, sender, request)
         fake = encode(impostor.sign("dht", ["tcp://203.0.113.66:4001"], lifetime=600))
         fake["id"] = victim.peer_id  # the victim's id, signed by another key
-        reply["nodes"] = [fake]
+        reply["nodes"] = [fake, encode(honest.record())]
         return reply
     liar.handle = forge  # type: ignore[method-assign]
-    asker.table.remove(victim.peer_id)
-    before = asker.gate.counters()["bad signature"]
-    record = await asker.find_peer(victim.peer_id)
-    assert record == victim.record()
-    # Ask the liar directly, so its forgery is seen for sure.
-    reply = await asker._ask(liar.peer_id, liar.addresses, {"op": "find_node", "key": "0" * 64})
-    assert asker._offered(reply) == []
-    assert asker.gate.counters()["bad signature"] > before
+    asker = network.add()
+    await asker.ping(liar.peer_id, liar.addresses)  # the liar is all the asker knows
+    result = await asker.find_peer_result(victim.peer_id)
+    assert result.found == victim.record()  # through the honest peer the liar named
+    assert result.hops == 2
+    assert asker.gate.counters()["bad signature"] == 1
+    assert "tcp://203.0.113.66:4001" not in {a for e in asker.table.entries()
+                                             for a in e.record.addresses}
 
 
 async def test_a_flood_of_ids_from_one_prefix_is_capped_at_the_victim() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from p2phost_sdk import SignedPresence
+from p2phost_sdk import AnnouncementError, SignedPresence
 
 from ._keys import KEY_BITS, key_hex, parse_key, peer_key, topic_key
 from ._limits import RateLimit
@@ -175,8 +175,12 @@ class Dht:
             return []
         out = []
         for raw in nodes[: self.settings.k]:
-            record = self.gate.peer(raw)
-            if record is not None and record.peer_id != self.peer_id:
+            try:  # verified by the lookup if and when it is used
+                record = decode(raw)
+            except AnnouncementError:
+                self.gate.refused["malformed"] += 1
+                continue
+            if record.peer_id != self.peer_id:
                 out.append(record)
         return out
 
@@ -190,7 +194,7 @@ class Dht:
         self.table.touched(key)
         result = await lookup(key, self.table.closest(key, self.settings.k), query,
                               k=self.settings.k, alpha=self.settings.alpha, target=target,
-                              deadline=self.settings.lookup_timeout)
+                              deadline=self.settings.lookup_timeout, check=self.gate.check)
         self.counters["lookups"] += 1
         return result
 
@@ -249,7 +253,7 @@ class Dht:
 
         await lookup(key, self.table.closest(key, self.settings.k), query, k=self.settings.k,
                      alpha=self.settings.alpha, deadline=self.settings.lookup_timeout,
-                     stop_when=lambda: len(found) >= limit)
+                     stop_when=lambda: len(found) >= limit, check=self.gate.check)
         return list(found.values())[:limit]
 
     def _provider(self, key: int, raw: object) -> SignedPresence | None:

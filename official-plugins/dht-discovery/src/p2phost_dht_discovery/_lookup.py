@@ -19,6 +19,8 @@ from ._keys import peer_key
 
 #: Asks one contact; returns the records it offered (and, when it has it, the value).
 Query = Callable[[SignedPresence], Awaitable[list[SignedPresence] | None]]
+#: Verifies a record an answer offered: the record, the newest valid one, or None.
+Check = Callable[[SignedPresence], SignedPresence | None]
 
 
 @dataclass
@@ -39,14 +41,18 @@ class LookupResult:
 
 async def lookup(key: int, start: list[SignedPresence], query: Query, *, k: int = 20,
                  alpha: int = 3, target: str | None = None, deadline: float = 30.0,
-                 stop_when: Callable[[], bool] = lambda: False) -> LookupResult:
+                 stop_when: Callable[[], bool] = lambda: False,
+                 check: Check = lambda record: record) -> LookupResult:
     """Look up ``key`` starting from ``start`` (our own closest contacts).
 
     ``query`` raises (any exception) when a contact fails. With ``target`` (a peer id)
-    the lookup stops as soon as a valid record of that peer is offered.
+    the lookup stops as soon as a valid record of that peer is offered. Offered records
+    are verified with ``check`` only when used (asked, or the target): verifying all k
+    of every answer would cost more than the requests themselves.
     """
     depth: dict[str, int] = {r.peer_id: 0 for r in start}
     known: dict[str, SignedPresence] = {r.peer_id: r for r in start}
+    verified: set[str] = set(known)
     asked: set[str] = set()
     failed: set[str] = set()
     answered: list[str] = []
@@ -74,6 +80,13 @@ async def lookup(key: int, start: list[SignedPresence], query: Query, *, k: int 
             while pending and len(running) < alpha:
                 peer = pending.pop(0)
                 asked.add(peer)
+                if peer not in verified:
+                    valid = check(known[peer])
+                    if valid is None:
+                        failed.add(peer)
+                        continue
+                    known[peer] = valid
+                    verified.add(peer)
                 running.add(asyncio.ensure_future(ask(known[peer])))
             if not running or stop_when():
                 break
@@ -93,11 +106,22 @@ async def lookup(key: int, start: list[SignedPresence], query: Query, *, k: int 
                 hop = depth[record.peer_id] + 1
                 result.hops = max(result.hops, hop) if result.found is None else result.hops
                 for offer in offered[: k * 2]:
-                    if offer.peer_id not in known:
-                        known[offer.peer_id] = offer
-                        depth[offer.peer_id] = hop
-                    if target is not None and offer.peer_id == target and result.found is None:
-                        result.found, result.hops = offer, hop
+                    peer = offer.peer_id
+                    if peer not in known:
+                        known[peer], depth[peer] = offer, hop
+                    elif offer != known[peer] and peer not in asked:
+                        # Another copy: a forged first copy must not hide the genuine one.
+                        valid = check(offer)
+                        if valid is not None:
+                            known[peer], depth[peer] = valid, hop
+                            verified.add(peer)
+                            failed.discard(peer)
+                    if peer == target and result.found is None:
+                        valid = known[peer] if peer in verified else check(offer)
+                        if valid is not None and valid.peer_id == target:
+                            result.found, result.hops = valid, hop
+                        else:
+                            failed.add(peer)  # checked once is enough
             if result.found is not None:
                 break
     finally:

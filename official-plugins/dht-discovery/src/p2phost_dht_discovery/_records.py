@@ -79,9 +79,17 @@ class RecordGate:
         except AnnouncementError:
             self.refused["malformed"] += 1
             return None
+        return self.check(record, expect=expect, raw_signature=raw["sig"])  # type: ignore[index]
+
+    def check(self, record: SignedPresence, *, expect: str | None = None,
+              raw_signature: str | None = None) -> SignedPresence | None:
+        """``record`` (decoded, not yet verified) if it verifies: see :meth:`peer`."""
         if record.scope != PEER_SCOPE or (expect is not None and record.peer_id != expect):
             self.refused["wrong scope or peer"] += 1
             return None
+        newest = self.book.newest(record.peer_id)
+        if newest is not None and newest == record:
+            return newest
         try:
             self.book.accept(record)
         except AnnouncementError as exc:
@@ -91,7 +99,8 @@ class RecordGate:
             return None
         if len(self._wire) > 4096:
             self._wire.clear()
-        self._wire[record.peer_id] = (raw["sig"], record)  # type: ignore[index]
+        signature = raw_signature or base64.b64encode(record.signature).decode()
+        self._wire[record.peer_id] = (signature, record)
         return record
 
     def counters(self) -> dict[str, int]:
