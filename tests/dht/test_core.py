@@ -118,3 +118,18 @@ def test_rate_limit_per_peer() -> None:
     now[0] = 0.5
     assert sum(limit.allow("a") for _ in range(10)) == 5
     assert limit.refused == 6
+
+
+def test_config_mistakes_name_the_field() -> None:
+    import pytest
+    from p2phost_dht_discovery._plugin import settings_of
+
+    from p2phost_sdk import ConfigError
+
+    settings = settings_of("dht-discovery", {"k": 8, "prefix-per-table": 3})
+    assert settings.k == 8 and settings.limits.prefix_per_table == 3
+    for bad in ({"find": ["not-a-peer-id"]}, {"bootstrap": ["203.0.113.5:7400"]},
+                {"alpha": 0}, {"request-timeout": 0.0}):
+        with pytest.raises(ConfigError) as caught:
+            settings_of("dht-discovery", bad)
+        assert next(iter(bad)) in str(caught.value)
