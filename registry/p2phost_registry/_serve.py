@@ -9,6 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from ._app import create_app
+from ._cache import PAGE_TTL
 from ._errors import StoreError
 from ._store import DEFAULT_MAX_UPLOAD, Store
 
@@ -33,8 +34,16 @@ def serve(
     database: str | None = None,
     max_upload: int = DEFAULT_MAX_UPLOAD,
     log_level: str = "warning",
+    public_url: str | None = None,
+    forwarded_allow_ips: str | None = None,
+    page_ttl: float = PAGE_TTL,
 ) -> None:
-    """Serve the registry until SIGINT or SIGTERM; ``port`` 0 picks a free port."""
+    """Serve the registry until SIGINT or SIGTERM; ``port`` 0 picks a free port.
+
+    ``public_url`` is the address pages show (``pip install --index-url URL/simple/``);
+    without it, the address listened on. ``forwarded_allow_ips`` are proxies whose
+    X-Forwarded-For is trusted as the client address (download counting).
+    """
     store = Store(data, database, max_upload, recover=True)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -51,9 +60,19 @@ def serve(
     sock.listen(2048)
     real_port = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
+    if public_url is None:
+        named = socket.gethostname() if host in ("0.0.0.0", "::") else shown
+        public_url = f"http://{named}:{real_port}"
+    elif not public_url.startswith(("http://", "https://")):
+        store.close()
+        sock.close()
+        raise StoreError(f"--public-url {public_url!r}: give the address users reach, "
+                         "such as https://plugins.example.org")
     config = uvicorn.Config(
-        create_app(store), log_level=log_level, access_log=False, lifespan="on",
-        timeout_keep_alive=30, server_header=False, timeout_graceful_shutdown=10,
+        create_app(store, public_url=public_url, page_ttl=page_ttl), log_level=log_level,
+        access_log=False, lifespan="on", timeout_keep_alive=30, server_header=False,
+        timeout_graceful_shutdown=10, forwarded_allow_ips=forwarded_allow_ips or "127.0.0.1",
+        proxy_headers=forwarded_allow_ips is not None,
     )
     try:
         _Server(config, READY_LINE.format(host=shown, port=real_port)).run(sockets=[sock])

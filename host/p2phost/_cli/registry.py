@@ -50,11 +50,25 @@ def register(app: typer.Typer) -> None:
         database: str | None = _DATABASE,
         max_upload_mb: float = typer.Option(20.0, "--max-upload-mb",
                                             help="Largest file accepted, in MiB."),
+        public_url: str | None = typer.Option(
+            None, "--public-url", metavar="URL",
+            help="The address users reach (shown in pages); default: the one listened on."),
+        forwarded_allow_ips: str | None = typer.Option(
+            None, "--forwarded-allow-ips", metavar="IPS",
+            help="Proxies whose X-Forwarded-For names the client (comma-separated)."),
+        page_ttl: float = typer.Option(
+            60.0, "--page-ttl", metavar="SECONDS",
+            help="How long a rendered page is served before download counts refresh it."),
     ) -> None:
-        """Serve the registry: JSON API, /simple/ index and web marketplace."""
+        """Serve the registry: JSON API, /simple/ index and web marketplace.
+
+        Several servers may share one --database (PostgreSQL) and one --data directory.
+        """
         from p2phost_registry import serve as run_server
 
-        run_server(host, port, _data_dir(data), database, int(max_upload_mb * 1024 * 1024))
+        run_server(host, port, _data_dir(data), database, int(max_upload_mb * 1024 * 1024),
+                   public_url=public_url, forwarded_allow_ips=forwarded_allow_ips,
+                   page_ttl=page_ttl)
 
     @group.command("seed")
     def seed(
