@@ -52,6 +52,16 @@ class Tx:
         except sqlite3.IntegrityError as exc:
             raise DuplicateKey(str(exc)) from exc
 
+    def files_lock(self, *, exclusive: bool) -> None:
+        """Hold the files directory for this transaction: shared to publish, exclusive to
+        clean up orphans (so a cleanup never removes a file another server is committing).
+
+        SQLite needs nothing: BEGIN IMMEDIATE already serialises every writer.
+        """
+        if self._postgres:
+            lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+            self._execute(f"SELECT {lock}(8471)", ())
+
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Every row of a query."""
         return [tuple(r) for r in self._execute(sql, params).fetchall()]

@@ -124,21 +124,24 @@ class Store:
     def recover(self) -> None:
         """Drop what an interrupted upload left: its temp file and an uncommitted file.
 
-        The server runs this at start; short-lived commands do not, since a server
-        may be between renaming a file into place and committing its row.
+        The server runs this at start, under a lock that waits for publishes in flight on
+        other servers sharing the store (a file renamed into place, its row not yet committed).
         """
         for part in self.tmp_dir.glob("*.part"):
             pid = part.name.split("-", 1)[0]
             if not pid.isdigit() or not _alive(int(pid)) or int(pid) == os.getpid():
                 part.unlink(missing_ok=True)
         with self.db.transaction() as tx:
+            # Another server sharing the store may be between renaming a file into place
+            # and committing its row: wait for it, and hold new publishes off meanwhile.
+            tx.files_lock(exclusive=True)
             known = {r[0] for r in tx.all("SELECT filename FROM files")}
             signed = {r[0] for r in tx.all("SELECT filename FROM files WHERE has_signature = 1")}
-        for path in self.files_dir.glob("*/*"):
-            name = path.name
-            keep = name in known or (name.endswith(".sig") and name[:-4] in signed)
-            if not keep:
-                path.unlink(missing_ok=True)
+            for path in self.files_dir.glob("*/*"):
+                name = path.name
+                keep = name in known or (name.endswith(".sig") and name[:-4] in signed)
+                if not keep:
+                    path.unlink(missing_ok=True)
 
     def new_upload_path(self) -> Path:
         """A fresh temp path for an incoming upload (removed at start if the process died)."""
@@ -208,6 +211,7 @@ class Store:
         moved = signed = False
         try:
             with self.db.transaction() as tx:
+                tx.files_lock(exclusive=False)
                 created = self._claim_name(tx, actor, info)
                 check_distribution(tx, info.name, info.filename)
                 if publisher_key is not None and hold_to_key(tx, actor.owner, publisher_key):
