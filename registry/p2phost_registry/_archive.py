@@ -221,7 +221,7 @@ def scan_sdist(
     kept: dict[str, bytes] = {}
     seen: set[str] = set()
     with gzip.open(path, "rb") as raw:
-        reader = _CountingReader(raw, filename, cap)  # type: ignore[arg-type]
+        reader = _CountingReader(raw, filename, cap)
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             for member in tar:
                 if len(seen) >= MAX_MEMBERS:

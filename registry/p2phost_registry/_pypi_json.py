@@ -43,7 +43,7 @@ def _file(base: str, record: FileRecord, version: VersionRecord) -> dict[str, An
 def pypi_json(base: str, plugin: PluginRecord, version: VersionRecord, *, releases: bool) -> bytes:
     """The PyPI JSON document of ``plugin`` at ``version`` (with every release if asked)."""
     urls = dict(version.urls)
-    info = {
+    info: dict[str, Any] = {
         "name": plugin.display_name,
         "version": version.version,
         "summary": version.summary,
