@@ -13,6 +13,7 @@ from ._downloads import DownloadCounter
 from ._files import FileCache
 
 _VARY = (b"vary", b"Accept")
+_EMPTY = {"type": "http.response.body", "body": b""}
 
 
 def client_address(scope: Scope) -> str:
@@ -62,13 +63,15 @@ class FastPath:
             if etag_matches(if_none_match, served.etag):
                 await send_not_modified(send, served.etag, vary=False)
                 return
-            if served.counted and scope["method"] == "GET":
+            if scope["method"] == "HEAD":
+                await send(served.start)
+                await send(_EMPTY)
+                return
+            if served.counted:
                 self.downloads.count(client_address(scope), served.plugin, served.version,
                                      served.filename)
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": served.headers})
-            body = b"" if scope["method"] == "HEAD" else served.body
-            await send({"type": "http.response.body", "body": body})
+            await send(served.start)
+            await send(served.whole)
             return
         page = self.cache.get(path, scope["query_string"], self.cache.variant(path, accept))
         if page is None:

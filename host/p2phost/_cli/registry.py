@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
         page_ttl: float = typer.Option(
             60.0, "--page-ttl", metavar="SECONDS",
             help="How long a rendered page is served before download counts refresh it."),
+        workers: int = typer.Option(1, "--workers", help="Processes sharing the port."),
     ) -> None:
         """Serve the registry: JSON API, /simple/ index and web marketplace.
 
@@ -70,7 +71,7 @@ def register(app: typer.Typer) -> None:
 
         run_server(host, port, _data_dir(data), database, int(max_upload_mb * 1024 * 1024),
                    public_url=public_url, forwarded_allow_ips=forwarded_allow_ips,
-                   page_ttl=page_ttl)
+                   page_ttl=page_ttl, workers=workers)
 
     @group.command("seed")
     def seed(
