@@ -107,7 +107,8 @@ async def files(request: Request) -> Response:
         body = await reg.call(path.read_bytes)
     served = ServedFile(body, file_headers(content_type, len(body), tag), tag, record.plugin,
                         record.version, record.filename, counted=not sidecar)
-    reg.files.put(request.scope["path"], served)
+    if sidecar != ".sig":  # signatures are read from storage each time: rarely fetched
+        reg.files.put(request.scope["path"], served)
     if "range" in request.headers and not sidecar:
         return FileResponse(path, media_type=content_type, headers={"etag": tag.decode()})
     headers = {k.decode(): v.decode() for k, v in served.headers if k != b"content-length"}
