@@ -35,6 +35,7 @@ import httpx
 from p2phost_registry import Store
 from p2phost_registry._db import now_iso
 from p2phost_registry._seed import plugin_projects, seed
+from p2phost_registry._store import canonical_version, legacy_dist_key
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -207,12 +208,13 @@ def bulk_fill(store: Store, plugins: int, versions: int) -> str:
             for v in range(versions):
                 version = f"1.{v}.0"
                 tx.run("INSERT INTO versions (plugin, version, summary, metadata, readme, "
-                       "readme_type, uploaded, uploader) VALUES (?, ?, ?, ?, '', 'text/plain', "
-                       "?, 'bench')", (name, version, f"bench plugin {p}", meta, now))
+                       "readme_type, uploaded, uploader, canonical) VALUES (?, ?, ?, ?, '', "
+                       "'text/plain', ?, 'bench', ?)",
+                       (name, version, f"bench plugin {p}", meta, now, canonical_version(version)))
                 filename = f"plugin_{p:04d}-{version}-py3-none-any.whl"
                 tx.run("INSERT INTO files (filename, plugin, version, packagetype, sha256, size, "
-                       "uploaded) VALUES (?, ?, ?, 'bdist_wheel', ?, 1000, ?)",
-                       (filename, name, version, "0" * 64, now))
+                       "uploaded, dist_key) VALUES (?, ?, ?, 'bdist_wheel', ?, 1000, ?, ?)",
+                       (filename, name, version, "0" * 64, now, legacy_dist_key(filename)))
     return f"plugin-{plugins // 2:04d}"
 
 

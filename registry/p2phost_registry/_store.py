@@ -102,24 +102,39 @@ class Store:
     # -- crash recovery --------------------------------------------------------------------
 
     def _backfill(self) -> None:
-        """Give rows stored before schema 4 their PEP 440 identity (once; cheap after)."""
+        """Give rows stored before schema 4 their PEP 440 identity (once, in one transaction).
+
+        Of old PEP 440 twins (``0.1`` and ``0.1.0`` stored apart) the first keeps the
+        identity; the others stay readable but no new file can join them.
+        """
         with self.db.transaction() as tx:
-            versions = tx.all("SELECT plugin, version FROM versions WHERE canonical IS NULL")
+            versions = tx.all("SELECT plugin, version FROM versions WHERE canonical IS NULL "
+                              "ORDER BY plugin, uploaded")
             files = tx.all("SELECT plugin, filename FROM files WHERE dist_key IS NULL")
-        for plugin, version in versions:
-            try:
-                with self.db.transaction() as tx:
+            if not versions and not files:
+                return
+            taken = {(r[0], r[1]) for r in tx.all(
+                "SELECT plugin, canonical FROM versions WHERE canonical IS NOT NULL")}
+            for plugin, version in versions:  # the first stored of twins keeps the identity
+                try:
+                    key = (plugin, canonical_version(version))
+                except InvalidVersion:
+                    continue
+                if key not in taken:
+                    taken.add(key)
                     tx.run("UPDATE versions SET canonical = ? WHERE plugin = ? AND version = ?",
-                           (canonical_version(version), plugin, version))
-            except (DuplicateKey, InvalidVersion):
-                continue  # an old PEP 440 twin keeps no identity; it stays readable
-        for _plugin, filename in files:
-            try:
-                with self.db.transaction() as tx:
+                           (key[1], plugin, version))
+            kinds = {(r[0], r[1]) for r in tx.all(
+                "SELECT plugin, dist_key FROM files WHERE dist_key IS NOT NULL")}
+            for plugin, filename in sorted(files):
+                try:
+                    key = (plugin, legacy_dist_key(filename))
+                except ValueError:
+                    continue
+                if key not in kinds:
+                    kinds.add(key)
                     tx.run("UPDATE files SET dist_key = ? WHERE filename = ?",
-                           (legacy_dist_key(filename), filename))
-            except (DuplicateKey, ValueError):
-                continue
+                           (key[1], filename))
 
     def recover(self) -> None:
         """Drop what an interrupted upload left: its temp file and an uncommitted file.
