@@ -124,7 +124,8 @@ OPENAPI: dict[str, Any] = {
                 _query("q", "words matched against name and summary"),
                 _query("kind", "one kind (empty: any)", enum=["", *KINDS]),
                 _query("host_api", "only plugins with a version compatible with this HOST_API "
-                       "(a PEP 440 version; empty: any)"),
+                       "(a release number such as 1.0; empty: any)",
+                       pattern=r"^([0-9]+(\.[0-9]+)*)?$"),
                 _query("sort", "the order (default relevance)", enum=list(SORTS),
                        default="relevance"),
             ],
