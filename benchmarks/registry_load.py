@@ -286,6 +286,14 @@ def main() -> None:
             a, b = by[ours_key], by[theirs_key]
             print(f"  {ours_key:<40} {float(a['rps']) / float(b['rps']):>6.1f}x req/s, "
                   f"p99 {float(a['p99_ms']) / float(b['p99_ms']):.2f}x")
+        files, theirs_files = by["p2phost file download"], by["pypiserver file download"]
+        met = (float(files["rps"]) >= 5 * float(theirs_files["rps"])
+               and float(files["p99_ms"]) < float(theirs_files["p99_ms"]))
+        print(f"Aim: file downloads >= 5x pypiserver's req/s with a lower p99: "
+              f"{'met' if met else 'not met'}")
+        mixed = [float(by[f"p2phost mixed: {k}"]["p99_ms"]) for k in ("pages", "files")]
+        print(f"Aim: mixed-load p99 <= 20 ms for pages and files: "
+              f"{'met' if max(mixed) <= 20 else 'not met'} ({mixed[0]:.1f} / {mixed[1]:.1f} ms)")
         table = scale(args, Path(tmp))
         print(f"\nScale: {args.plugins} plugins x {args.versions} versions")
         print(f"{'what':<40} {'first ms':>10} {'cached ms':>10} {'bytes':>10}")
