@@ -1,5 +1,7 @@
 """PyPI's JSON API, ``/pypi/NAME/json`` and ``/pypi/NAME/VERSION/json``, which many tools read.
 
+NAME is a distribution name (as on PyPI) or a plugin name.
+
 The shape follows https://docs.pypi.org/api/json/; URLs are absolute, built from the
 configured public URL (never from request headers, so the responses are cacheable).
 """
@@ -44,7 +46,7 @@ def pypi_json(base: str, plugin: PluginRecord, version: VersionRecord, *, releas
     """The PyPI JSON document of ``plugin`` at ``version`` (with every release if asked)."""
     urls = dict(version.urls)
     info: dict[str, Any] = {
-        "name": plugin.display_name,
+        "name": plugin.distribution,
         "version": version.version,
         "summary": version.summary,
         "description": version.readme,
@@ -84,7 +86,11 @@ async def project(request: Request) -> Response:
     if normalize_name(raw) != raw:
         tail = f"{wanted}/json" if wanted else "json"
         return RedirectResponse(f"/pypi/{normalize_name(raw)}/{tail}", status_code=301)
-    plugin = await reg.call(reg.store.plugin, raw)
+    try:
+        plugin = await reg.call(reg.store.plugin, raw)
+    except NotFound:
+        # Tools ask by distribution name (p2phost-tcp-transport for tcp-transport).
+        plugin = await reg.call(reg.store.plugin_of_distribution, raw)
     version = plugin.version(wanted) if wanted else plugin.latest()
     if version is None:
         raise NotFound(f"{plugin.name} has no version {wanted or '(none published)'}")

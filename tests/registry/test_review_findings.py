@@ -16,7 +16,7 @@ import pytest
 
 from p2phost_registry import Store
 
-from ._dists import make_sdist, make_wheel
+from ._dists import PLUGIN_TOML, make_sdist, make_wheel
 from .conftest import Registry, start_registry, wait_until
 from .test_cli import p2phost
 
@@ -312,6 +312,15 @@ def test_operator_and_publisher_tools(reg: Registry, tmp_path: Path) -> None:
         assert list(pypi["releases"]) == ["1.0.0"]
         assert pypi["urls"][0]["digests"]["sha256"]
         assert client.get("/pypi/linky-app/1.0/json").json()["info"]["version"] == "1.0.0"
+        # Tools ask by distribution name: p2phost-jsonny carries the plugin jsonny.
+        toml = ('[project.entry-points."p2phost.plugins"]\njsonny = "jsonny"\n\n'
+                + PLUGIN_TOML.format(kind="app", host_api=">=1.0,<2"))
+        assert send(reg, make_wheel(tmp_path, "p2phost-jsonny", "1.0.0", plugin_toml=toml)
+                    ).status_code == 201
+        by_distribution = client.get("/pypi/p2phost-jsonny/json").json()
+        assert by_distribution["info"]["name"] == "p2phost-jsonny"
+        assert by_distribution["info"]["package_url"].endswith("/plugins/jsonny")
+        assert client.get("/pypi/jsonny/json").json() == by_distribution
         # The metadata sidecar is served under its own plugin's path only.
         own = "/files/linky-app/linky_app-1.0.0-py3-none-any.whl.metadata"
         assert "Name: linky-app" in client.get(own).text
