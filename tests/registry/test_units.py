@@ -96,3 +96,26 @@ def test_rows_from_before_schema_4_get_their_pep440_identity(tmp_path: Path) -> 
     assert versions == {"0.1.0": "0.1", "0.1": None, "0.2": "0.2"}
     assert files["old-0.2-py3-none-any.whl"] == "0.2|wheel||py3-none-any"
     assert sum(v is None for v in files.values()) == 1
+
+
+def test_download_counter_counts_each_address_once_per_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from p2phost_registry import _downloads
+
+    now = [0.0]
+    counter = _downloads.DownloadCounter(clock=lambda: now[0])
+    assert counter.count("10.0.0.1", "app", "1.0", "app-1.0.whl")
+    assert not counter.count("10.0.0.1", "app", "1.0", "app-1.0.whl")
+    assert counter.count("10.0.0.2", "app", "1.0", "app-1.0.whl")
+    assert counter.count("10.0.0.1", "app", "2.0", "app-2.0.whl")
+    now[0] = _downloads.CLIENT_WINDOW + 1
+    assert counter.count("10.0.0.1", "app", "1.0", "app-1.0.whl")
+    assert counter.take() == {("app", "1.0"): 3, ("app", "2.0"): 1}
+    assert counter.take() == {}
+    # Memory stays bounded however many addresses come by.
+    monkeypatch.setattr(_downloads, "MAX_CLIENTS", 100)
+    for n in range(1000):
+        counter.count(f"10.1.{n // 256}.{n % 256}", "app", "1.0", "app-1.0.whl")
+    assert len(counter._seen) <= 100
+    assert counter.take() == {("app", "1.0"): 1000}
