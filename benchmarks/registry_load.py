@@ -34,8 +34,8 @@ import httpx
 
 from p2phost_registry import Store
 from p2phost_registry._db import now_iso
+from p2phost_registry._identity import canonical_version, dist_key_of
 from p2phost_registry._seed import plugin_projects, seed
-from p2phost_registry._store import canonical_version, legacy_dist_key
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -214,7 +214,7 @@ def bulk_fill(store: Store, plugins: int, versions: int) -> str:
                 filename = f"plugin_{p:04d}-{version}-py3-none-any.whl"
                 tx.run("INSERT INTO files (filename, plugin, version, packagetype, sha256, size, "
                        "uploaded, dist_key) VALUES (?, ?, ?, 'bdist_wheel', ?, 1000, ?, ?)",
-                       (filename, name, version, "0" * 64, now, legacy_dist_key(filename)))
+                       (filename, name, version, "0" * 64, now, dist_key_of(filename)))
     return f"plugin-{plugins // 2:04d}"
 
 

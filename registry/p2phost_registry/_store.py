@@ -15,14 +15,14 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from packaging.utils import canonicalize_version, parse_sdist_filename, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
+from packaging.version import InvalidVersion
 
 from p2phost_sdk import is_valid_name, normalize_name
 
 from ._db import Database, DuplicateKey, Tx, bump_generation, now_iso
 from ._distributions import check_distribution, distributions, plugin_of
 from ._errors import BadRequest, Conflict, Forbidden, NotFound
+from ._identity import backfill, canonical_version, sort_key
 from ._names import suggestions, too_close
 from ._records import (
     Actor,
@@ -51,26 +51,6 @@ _FILE_COLUMNS = (
 )
 
 
-def canonical_version(version: str) -> str:
-    """The PEP 440 identity of a version: ``0.1``, ``0.1.0`` and ``0.01`` give one string."""
-    return str(canonicalize_version(Version(version), strip_trailing_zero=True))
-
-
-def legacy_dist_key(filename: str) -> str:
-    """The dist_key of a file stored before schema 4 (from its name alone)."""
-    if filename.endswith(".whl"):
-        _, version, build, tags = parse_wheel_filename(filename)
-        tag_key = ".".join(sorted(str(t) for t in tags))
-        return f"{canonicalize_version(version)}|wheel|{''.join(map(str, build))}|{tag_key}"
-    _, version = parse_sdist_filename(filename)
-    return f"{canonicalize_version(version)}|sdist"
-
-
-def _sort_key(version: str) -> tuple[int, Version | str]:
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        return (0, version)
 
 
 class Store:
@@ -91,7 +71,7 @@ class Store:
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(database, data_dir)
-        self._backfill()
+        backfill(self.db)
         if recover:
             self.recover()
 
@@ -100,41 +80,6 @@ class Store:
         self.db.close()
 
     # -- crash recovery --------------------------------------------------------------------
-
-    def _backfill(self) -> None:
-        """Give rows stored before schema 4 their PEP 440 identity (once, in one transaction).
-
-        Of old PEP 440 twins (``0.1`` and ``0.1.0`` stored apart) the first keeps the
-        identity; the others stay readable but no new file can join them.
-        """
-        with self.db.transaction() as tx:
-            versions = tx.all("SELECT plugin, version FROM versions WHERE canonical IS NULL "
-                              "ORDER BY plugin, uploaded")
-            files = tx.all("SELECT plugin, filename FROM files WHERE dist_key IS NULL")
-            if not versions and not files:
-                return
-            taken = {(r[0], r[1]) for r in tx.all(
-                "SELECT plugin, canonical FROM versions WHERE canonical IS NOT NULL")}
-            for plugin, version in versions:  # the first stored of twins keeps the identity
-                try:
-                    key = (plugin, canonical_version(version))
-                except InvalidVersion:
-                    continue
-                if key not in taken:
-                    taken.add(key)
-                    tx.run("UPDATE versions SET canonical = ? WHERE plugin = ? AND version = ?",
-                           (key[1], plugin, version))
-            kinds = {(r[0], r[1]) for r in tx.all(
-                "SELECT plugin, dist_key FROM files WHERE dist_key IS NOT NULL")}
-            for plugin, filename in sorted(files):
-                try:
-                    key = (plugin, legacy_dist_key(filename))
-                except ValueError:
-                    continue
-                if key not in kinds:
-                    kinds.add(key)
-                    tx.run("UPDATE files SET dist_key = ? WHERE filename = ?",
-                           (key[1], filename))
 
     def recover(self) -> None:
         """Drop what an interrupted upload left: its temp file and an uncommitted file.
@@ -384,7 +329,7 @@ class Store:
         if row is None:
             known = [r[0] for r in tx.all("SELECT version FROM versions WHERE plugin = ?",
                                           (name,))]
-            known.sort(key=_sort_key, reverse=True)
+            known.sort(key=sort_key, reverse=True)
             raise NotFound(f"{name} has no version {version} (versions: "
                            f"{', '.join(known) or 'none'})")
         return str(row[0])
@@ -563,7 +508,7 @@ class Store:
                 name=p, display_name=display, created=created, downloads=int(downloads),
                 owners=tuple(owners.get(p, ())),
                 versions=tuple(sorted(
-                    versions.get(p, ()), key=lambda v: _sort_key(v.version), reverse=True
+                    versions.get(p, ()), key=lambda v: sort_key(v.version), reverse=True
                 )),
             )
             for p, display, created, downloads in sorted(plugin_rows)

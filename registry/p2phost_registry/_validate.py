@@ -23,7 +23,6 @@ from pathlib import Path
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
-    canonicalize_version,
     parse_sdist_filename,
     parse_wheel_filename,
 )
@@ -34,6 +33,7 @@ from p2phost_sdk import PluginMetadata, PluginMetadataError, normalize_name
 from ._archive import scan_sdist, scan_wheel
 from ._distributions import SUPPORT_DISTRIBUTIONS
 from ._errors import BadRequest, PayloadTooLarge
+from ._identity import dist_key_of
 
 #: An archive may expand to at most this many times the upload limit (zip bombs).
 EXPANSION_FACTOR = 10
@@ -168,7 +168,7 @@ def _license_and_urls(headers: Message) -> tuple[str | None, tuple[tuple[str, st
 
 def _inspect_wheel(path: Path, filename: str, size: int, max_size: int) -> Inspected:
     try:
-        name, version, build, tags = parse_wheel_filename(filename)
+        name, version, _, _ = parse_wheel_filename(filename)
     except InvalidWheelFilename as exc:
         raise BadRequest(f"{filename}: not a valid wheel file name ({exc})") from exc
     _check_filename_name(filename, filename.split("-", 1)[0])
@@ -193,14 +193,12 @@ def _inspect_wheel(path: Path, filename: str, size: int, max_size: int) -> Inspe
                               host_api="", summary=str(headers.get("Summary") or ""))
     readme, readme_type, _ = _readme(filename, core)
     license_line, urls = _license_and_urls(headers)
-    tag_key = ".".join(sorted(str(t) for t in tags))
-    build_key = "".join(map(str, build)) if build else ""
     return Inspected(
         filename=filename, name=meta.name, display_name=_display_name(meta, headers),
         version=str(version), packagetype="bdist_wheel", metadata=meta, core_metadata=core,
         readme=readme, readme_type=readme_type,
         requires_python=headers.get("Requires-Python"), sha256=file_sha256(path), size=size,
-        dist_key=f"{canonicalize_version(version)}|wheel|{build_key}|{tag_key}",
+        dist_key=dist_key_of(filename),
         license=license_line, urls=urls,
     )
 
@@ -246,5 +244,5 @@ def _inspect_sdist(path: Path, filename: str, size: int, max_size: int) -> Inspe
         version=str(version), packagetype="sdist", metadata=meta, core_metadata=None,
         readme=readme, readme_type=readme_type,
         requires_python=headers.get("Requires-Python"), sha256=file_sha256(path), size=size,
-        dist_key=f"{canonicalize_version(version)}|sdist", license=license_line, urls=urls,
+        dist_key=dist_key_of(filename), license=license_line, urls=urls,
     )
