@@ -8,7 +8,7 @@
    serve` and pypiserver on gunicorn serving the same official plugin wheels.
 2. Mixed: pages and files at the same time (two wrk processes, half the connections each;
    the pages one cycles through the simple page, the plugin page and the JSON API), each
-   side's p99 reported separately, on both servers.
+   side's p99 reported separately, on both servers; the median of --mixed-runs runs.
 3. Scale: time to serve the index with PLUGINS x VERSIONS files, first (cold) and cached.
 
 Every run is bounded in time; servers are stopped at the end. Results print as a table.
@@ -187,7 +187,12 @@ def load(args: argparse.Namespace, work: Path) -> list[dict[str, object]]:
                                f"/api/v1/plugins/{plugin}"], [ours_file]),
             (pypi_label, theirs, [f"/simple/{name}/", "/simple/"], [theirs_file]),
         ):
-            page_row, file_row = wrk_together(base, [pages, files], args.duration, half, work)
+            # The tail depends on what else the shared machine runs at that moment: repeat
+            # and keep the run with the median worst p99 (never the best).
+            runs = sorted((wrk_together(base, [pages, files], args.duration, half, work)
+                           for _ in range(args.mixed_runs)),
+                          key=lambda pair: max(pair[0]["p99_ms"], pair[1]["p99_ms"]))
+            page_row, file_row = runs[len(runs) // 2]
             rows.append({"what": f"{label} mixed: pages", **page_row})
             rows.append({"what": f"{label} mixed: files", **file_row})
     return rows
@@ -259,6 +264,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2,
                         help="worker processes of each server under load (pypiserver's "
                              "gunicorn -w, p2phost registry serve --workers)")
+    parser.add_argument("--mixed-runs", type=int, default=3,
+                        help="mixed-load runs per server; the median one is reported")
     parser.add_argument("--plugins", type=int, default=1000)
     parser.add_argument("--versions", type=int, default=10)
     args = parser.parse_args()
