@@ -76,3 +76,10 @@ def test_the_plugin_refuses_bad_config_naming_the_field(tmp_path: object) -> Non
         p2phost_apps(context({"heartbeat": 0}))
     with pytest.raises(PeerUnavailable, match="fix:"):
         gossip_of("nobody")
+    # Another app may subscribe and publish before the host started gossip.
+    [early] = p2phost_apps(context({}))
+    assert isinstance(early, GossipApp)
+    gossip = gossip_of(early.router.peer_id)
+    assert gossip is early
+    gossip.subscribe("news")
+    assert gossip.publish("news", 1) and early.counters()["published"] == 1

@@ -38,4 +38,4 @@ __all__ = [
 @hookimpl
 def p2phost_apps(context: PluginContext) -> Sequence[App]:
     """The gossip app, configured by ``[config.gossip]``."""
-    return [GossipApp(context.config, plugin=context.name)]
+    return [GossipApp(context.config, plugin=context.name, peer_id=context.peer_id)]

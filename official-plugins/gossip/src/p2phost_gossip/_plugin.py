@@ -96,7 +96,8 @@ class GossipApp(App):
     name = "gossip"
 
     def __init__(self, config: Mapping[str, Any] | None = None, *,
-                 plugin: str = "gossip", outbox: int = 4096) -> None:
+                 plugin: str = "gossip", peer_id: str | None = None,
+                 outbox: int = 4096) -> None:
         config = config or {}
         self.settings = settings_of(plugin, config)
         self.configured = tuple(config.get("topics", []))
@@ -104,6 +105,14 @@ class GossipApp(App):
         self._subscribers: defaultdict[str, list[Subscriber]] = defaultdict(list)
         self._router: Router | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        if peer_id is not None:
+            # Known from the plugin context: other apps of the node may subscribe and
+            # publish from their own start(), whichever app the host starts first.
+            self._make_router(peer_id)
+
+    def _make_router(self, peer_id: str) -> None:
+        self._router = Router(peer_id, self._outbox, self.settings, on_message=self._deliver)
+        _running[peer_id] = self
 
     @property
     def router(self) -> Router:
@@ -144,8 +153,8 @@ class GossipApp(App):
     async def start(self, node: Messenger) -> None:
         """Make the router, greet connected peers, subscribe ``topics``, start the tasks."""
         self.node = node
-        self._router = Router(node.peer_id, self._outbox, self.settings,
-                              on_message=self._deliver)
+        if self._router is None:
+            self._make_router(node.peer_id)
         for peer in node.peers():
             await self.on_peer_connected(peer)
         for topic in self.configured:
@@ -155,12 +164,11 @@ class GossipApp(App):
             asyncio.create_task(self._outbox.run(node, timeout), name="gossip-sender"),
             asyncio.create_task(self._beat(), name="gossip-heartbeat"),
         ]
-        _running[node.peer_id] = self
 
     async def stop(self) -> None:
         """Cancel and await the heartbeat and the sender."""
-        if _running.get((getattr(self, "node", None) and self.node.peer_id) or "") is self:
-            del _running[self.node.peer_id]
+        if self._router is not None and _running.get(self._router.peer_id) is self:
+            del _running[self._router.peer_id]
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

@@ -413,7 +413,7 @@ class Router:
                 for p in links}
 
     def stats(self) -> dict[str, int]:
-        """Counters, plus mesh and cache sizes (for ``p2phost peers`` and tests)."""
+        """Counters, plus mesh and cache sizes (``GossipApp.counters()`` and tests)."""
         found = dict(self.counters)
         found["topics"] = len(self.topics)
         found["links"] = len(self.links())

@@ -14,7 +14,7 @@ class PeerScores:
         self.graylist_threshold = graylist_threshold
         self.decay = decay
         self._scores: dict[str, float] = {}
-        #: Penalties by peer and reason (what ``p2phost peers`` and tests read).
+        #: Penalties by peer and reason (what tests and operators read).
         self.penalties: Counter[tuple[str, str]] = Counter()
 
     def score(self, peer_id: str) -> float:
