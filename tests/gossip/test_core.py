@@ -107,3 +107,22 @@ def test_a_publisher_outside_the_topic_uses_a_bounded_fanout() -> None:
     assert all(len(network.delivered[r.peer_id]) == 1 for r in routers[1:])
     network.heartbeat(publisher.settings.fanout_ttl + 1)
     assert "t" not in publisher.fanout
+
+
+def test_a_fanout_whose_peers_all_asked_for_lazy_pushes_again() -> None:
+    network = GossipNetwork(seed=6)
+    routers = [network.add(connect_to=20) for _ in range(12)]
+    publisher = routers[0]
+    for router in routers[1:]:
+        router.subscribe("t")
+    network.step()
+    network.heartbeat()
+    publisher.publish("t", 1)
+    links = publisher.fanout["t"]
+    for peer_id in links:
+        publisher.handle(peer_id, {"op": "lazy", "topic": "t"})
+    assert not any(links.values())
+    second = publisher.publish("t", 2)
+    assert all(links.values())
+    network.step()
+    assert all(second in network.delivered[r.peer_id] for r in routers[1:])

@@ -162,8 +162,13 @@ class Router:
         else:
             links = self.fanout.setdefault(topic, {})
             self._fanout_used[topic] = self._clock()
-            if not any(links.values()):
-                self._fill(topic, links, graft=False)
+            for peer_id in [p for p in links if topic not in self.peers.get(p, ())]:
+                del links[peer_id]
+            if links and not any(links.values()):
+                # Every fan-out peer asked for lazy: push to them all again rather than
+                # leave the message to IHAVE alone.
+                links.update(dict.fromkeys(links, True))
+            self._fill(topic, links, graft=False)
         self._forward(frame, links, sender=self.peer_id)
         return message_id
 
