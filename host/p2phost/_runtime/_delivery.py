@@ -39,13 +39,14 @@ from ._dedupe import Dedupe
 from ._envelope import HEADER, Envelope
 from ._outbox import Outbox, key_id
 from ._receiver import Receiver
+from ._routes import Route
 from ._stats import DeliveryStats
 from ._store import Committer, open_database
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from ._dispatch import Dispatcher, _Route
+    from ._dispatch import Dispatcher
     from ._node import Node
 
 log = logging.getLogger("p2phost.delivery")
@@ -261,7 +262,7 @@ class Reliable:
     # -- receiving (the dispatcher's seams) ------------------------------------------
 
     def receive(self, channel: Channel, envelope: Envelope, ack: Ack | None,
-                route: _Route) -> Awaitable[None] | None:
+                route: Route) -> Awaitable[None] | None:
         """A MESSAGE on an acknowledged topic this node handles."""
         assert self._receiver is not None, "the node is not started"
         return self._receiver.receive(channel, envelope, ack, route)

@@ -15,7 +15,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from p2phost_sdk import (
@@ -35,25 +34,15 @@ from ._channel import Channel
 from ._envelope import MAX_FIELD, Envelope, Kind, encode
 from ._errors import NodeConfigError, WireError
 from ._mailbox import Mailbox
+from ._routes import Route, Work
 
 if TYPE_CHECKING:
     from ._delivery import Reliable
 
 log = logging.getLogger("p2phost.node")
 
-# (handler or lifecycle call, message or None, message id, deadline ms, channel, ack)
-_Item = tuple[Callable[..., Awaitable[Any]], Message | None, int, int, Channel | None,
-              Callable[[], None] | None]
 #: The channel to answer ``peer`` on when the request's own channel is gone, if any.
 ReplyChannel = Callable[[str], Channel | None]
-
-
-@dataclass(frozen=True)
-class _Route:
-    handler: Callable[[Message], Awaitable[Any]]
-    mailbox: Mailbox[_Item]
-    #: Who may call the topic (``handler(allow=...)``); None: anyone.
-    allow: Callable[[str], bool] | None = None
 
 
 class Dispatcher:
@@ -64,7 +53,7 @@ class Dispatcher:
         self.local_peer_id = local_peer_id
         self.max_frame_size = max_frame_size
         self._reply_channel = reply_channel
-        self._apps: list[tuple[App, Mailbox[_Item]]] = []
+        self._apps: list[tuple[App, Mailbox[Work]]] = []
         self.routes = self._route(apps)
         # Random start: ids stay unique across restarts, for receivers that dedupe.
         self._ids = itertools.count(secrets.randbits(62) + 1)
@@ -79,19 +68,19 @@ class Dispatcher:
         self.reliable: Reliable | None = None
         self.acknowledged: frozenset[str] = frozenset()
 
-    def _route(self, apps: Iterable[App]) -> dict[str, _Route]:
-        routes: dict[str, _Route] = {}
+    def _route(self, apps: Iterable[App]) -> dict[str, Route]:
+        routes: dict[str, Route] = {}
         owners: dict[str, str] = {}
         for app in apps:
             name = type(app).name or type(app).__name__
-            mailbox: Mailbox[_Item] = Mailbox(name, app.mailbox_size, self._process)
+            mailbox: Mailbox[Work] = Mailbox(name, app.mailbox_size, self._process)
             self._apps.append((app, mailbox))
             for topic, handler in app.handlers().items():
                 if topic in routes:
                     raise NodeConfigError(
                         f"topic {topic!r} is handled by two apps: {owners[topic]!r} and "
                         f"{name!r}", fix="remove one of the two app plugins from p2phost.toml")
-                routes[topic] = _Route(handler, mailbox, permission_of(handler))
+                routes[topic] = Route(handler, mailbox, permission_of(handler))
                 owners[topic] = name
         return routes
 
@@ -232,8 +221,8 @@ class Dispatcher:
             peer, envelope.topic, channel.codec.decode(envelope.body), None,
             channel.codec.content_type,
         )
-        item: _Item = (route.handler, message, envelope.message_id, envelope.deadline, channel,
-                       ack)
+        item = Work(route.handler, message, envelope.message_id, envelope.deadline, channel,
+                    ack)
         if route.mailbox.try_put(peer, item):
             return None
         return route.mailbox.put(peer, item)
@@ -281,7 +270,7 @@ class Dispatcher:
         peer's messages (``on_peer_connected`` first, ``on_peer_lost`` last)."""
         for app, mailbox in self._apps:
             call = functools.partial(getattr(app, method), *args)
-            mailbox.put_nowait(peer_id, (call, None, 0, 0, None, None))
+            mailbox.put_nowait(peer_id, Work(call))
 
     def peer_gone(self, peer_id: str, reason: str) -> None:
         """The peer's last channel ended."""
@@ -297,8 +286,8 @@ class Dispatcher:
                 log.warning("app %s: %d messages were not handled within the %gs drain "
                             "timeout", mailbox.name, left, timeout)
 
-    async def _process(self, peer: str, item: _Item) -> None:
-        func, message, message_id, deadline, channel, ack = item
+    async def _process(self, peer: str, item: Work) -> None:
+        func, message, deadline, ack = item.call, item.message, item.deadline, item.ack
         try:
             if message is None:
                 await self._lifecycle_call(func)
@@ -307,7 +296,7 @@ class Dispatcher:
                 if self.reliable is not None:
                     self.reliable.stats.drop(message.topic, "request expired before its handler")
             else:
-                await self._handle(peer, func, message, message_id, channel)
+                await self._handle(peer, func, message, item.message_id, item.channel)
         finally:
             if ack is not None:
                 ack()  # done with it: a medium that redelivers may now forget it
@@ -328,8 +317,7 @@ class Dispatcher:
                         message.topic, peer, type(exc).__name__, exc,
                         exc_info=log.isEnabledFor(logging.DEBUG))
             if message.kind is MessageKind.REQUEST:
-                await self._reply(peer, channel, message_id, Kind.ERROR,
-                                  f"{type(exc).__name__}: {exc}")
+                await self._reply(peer, channel, message_id, Kind.ERROR, _describe(exc))
             return
         if message.kind is MessageKind.REQUEST:
             await self._reply(peer, channel, message_id, Kind.REPLY, result)
@@ -358,7 +346,15 @@ class Dispatcher:
             log.debug("dropping a reply to %s: the connection closed", peer)
 
 
-def _allowed(route: _Route, peer: str) -> bool:
+def _describe(exc: Exception) -> str:
+    """What the requester's RemoteError says about a handler's failure."""
+    text = str(exc)
+    if isinstance(exc, TimeoutError) and not text:
+        text = "the handler timed out (an asyncio.timeout in it expired)"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _allowed(route: Route, peer: str) -> bool:
     assert route.allow is not None
     try:
         return bool(route.allow(peer))

@@ -1,4 +1,4 @@
-"""An app's bounded mailbox: one queue and one worker per peer, one bound for all.
+"""An app's bounded mailbox: per-peer order, each item in its own task, one bound for all.
 
 Items from one peer are processed in the order they arrived, one at a time, so an app's
 per-peer state needs no locks; different peers are processed concurrently. An item
@@ -6,63 +6,36 @@ counts against the bound until it has been processed, and a producer that finds 
 mailbox full waits for room (the node's reader for that connection then stops reading,
 which slows the sender through the transport): nothing is dropped.
 
-An item that finds its peer's queue empty is started at once, in the caller, up to its
-first wait (most handlers never wait): a request is answered without waiting for the
-worker's turn on the event loop. If it does wait, the peer's worker finishes it before
-anything else of that peer, so the order and the one-at-a-time rule hold.
+Each item runs in a task of its own, owned by the mailbox: ``asyncio.timeout``,
+cancellation and context variables inside a handler behave as anywhere else in asyncio,
+and nothing a handler does reaches the connection's reader. When an item's task ends,
+the next item of that peer starts (on Python 3.12+ eagerly: up to its first wait in the
+same step). ``close`` cancels the tasks still running after its timeout, and waits for them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("p2phost.node")
-
-
-class _Started:
-    """An item whose processing began in the caller and now waits on ``waiting_on``."""
-
-    __slots__ = ("coro", "waiting_on")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
-        self.coro, self.waiting_on = coro, waiting_on
-
-    async def finish(self) -> None:
-        """Drive the coroutine to its end, as a task would have."""
-        coro, waiting_on = self.coro, self.waiting_on
-        try:
-            while True:
-                try:
-                    if isinstance(waiting_on, asyncio.Future):
-                        await asyncio.wait((waiting_on,))
-                    else:  # a bare yield (asyncio.sleep(0)): one turn of the loop
-                        await asyncio.sleep(0)
-                except asyncio.CancelledError as exc:
-                    waiting_on = coro.throw(exc)  # the coroutine decides what to do
-                    continue
-                waiting_on = coro.send(None)
-        except StopIteration:
-            return
+_EAGER = sys.version_info >= (3, 12)
 
 
 class _PeerQueue(Generic[T]):
-    __slots__ = ("gone", "idle", "items", "task")
+    __slots__ = ("items", "task")
 
     def __init__(self) -> None:
-        self.items: deque[T | _Started] = deque()
-        self.idle: asyncio.Future[None] | None = None
-        self.gone = False
+        #: Waiting behind the running item.
+        self.items: deque[T] = deque()
+        #: The task processing this peer's current item, if any.
         self.task: asyncio.Task[None] | None = None
-
-    def wake(self) -> None:
-        idle = self.idle
-        if idle is not None and not idle.done():
-            idle.set_result(None)
 
 
 class Mailbox(Generic[T]):
@@ -78,12 +51,17 @@ class Mailbox(Generic[T]):
         self._queues: dict[str, _PeerQueue[T]] = {}
         self._count = 0
         self._room: deque[asyncio.Future[None]] = deque()
-        self._closing = False
+        self._empty: asyncio.Event | None = None
         self._closed = False
 
     def __len__(self) -> int:
         """Items queued or being processed."""
         return self._count
+
+    @property
+    def running(self) -> int:
+        """Items being processed now (one per peer at most)."""
+        return sum(1 for q in self._queues.values() if q.task is not None)
 
     def try_put(self, peer: str, item: T) -> bool:
         """Queue ``item`` unless the mailbox is full (then the caller should ``put``)."""
@@ -94,7 +72,7 @@ class Mailbox(Generic[T]):
 
     async def put(self, peer: str, item: T) -> None:
         """Queue ``item``, waiting while the mailbox is full."""
-        while self._count >= self.size:
+        while self._count >= self.size and not self._closed:
             waiter = asyncio.get_running_loop().create_future()
             self._room.append(waiter)
             try:
@@ -117,42 +95,62 @@ class Mailbox(Generic[T]):
         queue = self._queues.get(peer)
         if queue is None:
             queue = self._queues[peer] = _PeerQueue()
-            queue.task = asyncio.get_running_loop().create_task(
-                self._work(peer, queue), name=f"mailbox {self.name} <- {peer[:12]}"
-            )
-        queue.gone = False
         self._count += 1
-        if queue.items:
-            queue.items.append(item)
+        if queue.task is None:
+            self._start(peer, queue, item)
         else:
-            started = self._start(peer, item)
-            if started is None:
-                self._processed()
-                return
-            queue.items.append(started)
-        queue.wake()
+            queue.items.append(item)
 
-    def _start(self, peer: str, item: T) -> _Started | None:
-        coro = self._process(peer, item)
+    def _start(self, peer: str, queue: _PeerQueue[T], item: T) -> None:
+        loop = asyncio.get_running_loop()
+        name = f"mailbox {self.name} <- {peer[:12]}"
+        while True:
+            coro = self._guarded(peer, item)
+            task: asyncio.Task[None]
+            if _EAGER:
+                task = asyncio.Task(coro, loop=loop, name=name,  # type: ignore[call-arg,unused-ignore]
+                                    eager_start=True)
+            else:
+                task = loop.create_task(coro, name=name)
+            if not task.done():
+                queue.task = task
+                task.add_done_callback(functools.partial(self._finished, peer, queue))
+                return
+            # Finished eagerly, without waiting: on to the next (a loop, not recursion).
+            self._processed()
+            if not queue.items or self._closed:
+                self._forget(peer, queue)
+                return
+            item = queue.items.popleft()
+
+    async def _guarded(self, peer: str, item: T) -> None:
         try:
-            return _Started(coro, coro.send(None))
-        except StopIteration:
-            return None
+            await self._process(peer, item)
         except Exception:  # process handles handler errors; this is a bug guard
             log.exception("mailbox %s: processing a message from %s failed", self.name, peer)
-            return None
+
+    def _finished(self, peer: str, queue: _PeerQueue[T], task: asyncio.Task[None]) -> None:
+        queue.task = None
+        self._processed()
+        if queue.items and not self._closed:
+            self._start(peer, queue, queue.items.popleft())
+        else:
+            self._forget(peer, queue)
+
+    def _forget(self, peer: str, queue: _PeerQueue[T]) -> None:
+        if not queue.items and queue.task is None and self._queues.get(peer) is queue:
+            del self._queues[peer]
 
     def _processed(self) -> None:
         self._count -= 1
         if self._room:
             self._wake_one()
+        if self._count == 0 and self._empty is not None:
+            self._empty.set()
 
     def peer_gone(self, peer: str) -> None:
-        """The peer disconnected: its worker stops once its queue is drained."""
-        queue = self._queues.get(peer)
-        if queue is not None:
-            queue.gone = True
-            queue.wake()
+        """The peer disconnected: what it sent is still processed (nothing to stop: a
+        peer's queue goes away by itself once it is empty)."""
 
     def _wake_one(self) -> None:
         while self._room:
@@ -161,55 +159,34 @@ class Mailbox(Generic[T]):
                 waiter.set_result(None)
                 return
 
-    async def _work(self, peer: str, queue: _PeerQueue[T]) -> None:
-        items, process = queue.items, self._process
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                while items:
-                    item = items[0]
-                    try:
-                        if type(item) is _Started:
-                            await item.finish()
-                        else:
-                            await process(peer, item)  # type: ignore[arg-type]
-                    except Exception:  # process handles handler errors; this is a bug guard
-                        log.exception("mailbox %s: processing a message from %s failed",
-                                      self.name, peer)
-                    items.popleft()
-                    self._processed()
-                if queue.gone or self._closing:
-                    return
-                queue.idle = loop.create_future()
-                await queue.idle
-                queue.idle = None
-        finally:
-            if self._queues.get(peer) is queue:
-                del self._queues[peer]
-            if items:  # cancelled mid-drain: what was left no longer holds room
-                self._count -= len(items)
-                items.clear()
-                for _ in range(len(self._room)):
-                    self._wake_one()
-
     async def close(self, timeout: float) -> int:
-        """Process what is queued (up to ``timeout`` seconds), then stop every worker.
+        """Process what is queued (up to ``timeout`` seconds), then cancel what still runs.
 
         Items that arrive while closing are processed too; after ``close`` returns,
         new items are dropped. Returns how many items were left unprocessed.
         """
-        self._closing = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._queues and loop.time() < deadline:
-            tasks = [q.task for q in self._queues.values() if q.task is not None]
-            for queue in self._queues.values():
-                queue.wake()
-            await asyncio.wait(tasks, timeout=deadline - loop.time())
+        if self._count:
+            self._empty = asyncio.Event()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._empty.wait()
+            except TimeoutError:
+                pass
         self._closed = True
         left = self._count
         tasks = [q.task for q in self._queues.values() if q.task is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # A handler that swallows its cancellation gets one more bounded wait, then
+        # is left to finish on its own (it can no longer start anything here).
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(timeout, 1.0))
+        for queue in self._queues.values():
+            queue.items.clear()
+        self._queues.clear()
+        self._count = 0
+        for waiter in self._room:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._room.clear()
         return left

@@ -19,7 +19,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from p2phost_sdk import Codec, CodecError, Delivery, DeliveryMode, Message, MessageKind
 
@@ -28,12 +28,10 @@ from ._channel import Ack, Channel
 from ._deadletter import DeadLetter, DeadLetters
 from ._dedupe import BUSY, DONE, Dedupe
 from ._envelope import Envelope
+from ._routes import Route, Work
 from ._stats import DeliveryStats
 from ._store import Committer, sql_id, wire_id
 from ._tasks import TaskSet
-
-if TYPE_CHECKING:
-    from ._dispatch import _Route
 
 log = logging.getLogger("p2phost.delivery")
 #: Acknowledge ``message_id`` to ``peer`` (on ``channel`` if still open).
@@ -74,7 +72,7 @@ class Receiver:
 
     def __init__(self, *, committer: Committer, dedupe: Dedupe, state: AppState,
                  dead: DeadLetters, stats: DeliveryStats, policies: Mapping[str, Delivery],
-                 apps: Mapping[str, str], routes: Mapping[str, _Route],
+                 apps: Mapping[str, str], routes: Mapping[str, Route],
                  codecs: Mapping[str, Codec], acknowledge: Acknowledge) -> None:
         self.committer = committer
         self.db = committer.db
@@ -95,7 +93,7 @@ class Receiver:
     # -- from the wire ---------------------------------------------------------------
 
     def receive(self, channel: Channel, envelope: Envelope, medium_ack: Ack | None,
-                route: _Route) -> Awaitable[None] | None:
+                route: Route) -> Awaitable[None] | None:
         """A MESSAGE of an acknowledged topic this node handles (the dispatcher's seam)."""
         topic, peer = envelope.topic, channel.peer_id
         key = (peer, envelope.message_id)
@@ -124,11 +122,11 @@ class Receiver:
         policy = self.policies.get(topic)
         return policy is not None and policy.mode is DeliveryMode.EFFECTIVELY_ONCE
 
-    def _enqueue(self, job: Job, body: Any, route: _Route) -> Awaitable[None] | None:
+    def _enqueue(self, job: Job, body: Any, route: Route) -> Awaitable[None] | None:
         message = Message(format(job.message_id, "016x"), MessageKind.MESSAGE, job.peer,
                           job.topic, body, None, job.content_type)
-        item = (functools.partial(self._run, job, route.handler), message, job.message_id, 0,
-                job.channel, None)
+        item = Work(functools.partial(self._run, job, route.handler), message, job.message_id,
+                    channel=job.channel)
         if route.mailbox.try_put(job.peer, item):
             return None
         return route.mailbox.put(job.peer, item)
