@@ -7,6 +7,7 @@ config schemas, identities, the errors shared with the host, and ``HOST_API``.
 Conformance kits for each kind live in :mod:`p2phost_sdk.testing`.
 """
 
+from ._aio import Backoff, TaskOwner, cancel_and_wait, close_within, with_timeout
 from ._app import App, Handler, Message, MessageKind, Messenger, PeerInfo, handler
 from ._authorization import Allow, allow, permission_of
 from ._codec import Codec
@@ -23,6 +24,7 @@ from ._errors import (
     P2PHostError,
     PeerUnavailable,
     PluginMetadataError,
+    PluginTimeout,
     RemoteError,
     RequestTimeout,
     TransportError,
@@ -77,6 +79,7 @@ __all__ = [
     "Allow",
     "AnnouncementError",
     "App",
+    "Backoff",
     "Codec",
     "CodecError",
     "ConfigError",
@@ -106,6 +109,7 @@ __all__ = [
     "PluginContext",
     "PluginMetadata",
     "PluginMetadataError",
+    "PluginTimeout",
     "PresenceTable",
     "RejectLog",
     "RemoteError",
@@ -113,12 +117,15 @@ __all__ = [
     "SecureConnection",
     "Security",
     "Store",
+    "TaskOwner",
     "Transport",
     "TransportError",
     "allow",
+    "cancel_and_wait",
     "check_announcement",
     "check_frame_size",
     "check_scope",
+    "close_within",
     "handler",
     "hookimpl",
     "host_api_compatible",
@@ -133,4 +140,5 @@ __all__ = [
     "run_handshake",
     "verify",
     "with_host",
+    "with_timeout",
 ]

@@ -59,3 +59,13 @@ class RequestTimeout(P2PHostError, TimeoutError):
 
 class PeerUnavailable(P2PHostError):
     """A message could not be delivered because the peer is unknown or unreachable."""
+
+
+class PluginTimeout(P2PHostError, TimeoutError):
+    """A plugin did not finish something (listen, open an inbox, close, start or stop
+    discovery) within its bound; names the plugin, so a hung broker is found at once."""
+
+    def __init__(self, plugin: str, doing: str, timeout: float, *, fix: str = "") -> None:
+        self.plugin, self.doing, self.timeout, self.fix = plugin, doing, timeout, fix
+        text = f"{plugin} did not finish {doing} within {timeout:g}s"
+        super().__init__(f"{text} (fix: {fix})" if fix else text)

@@ -4,7 +4,8 @@
 format is specified in docs/wire.md.
 """
 
-from ._backoff import Backoff
+from p2phost_sdk import Backoff
+
 from ._control import ControlServer, query_control
 from ._envelope import VERSION, Envelope, Kind, decode, encode
 from ._errors import ListenError, NodeAlreadyRunning, NodeConfigError, NodeNotRunning, WireError

@@ -94,6 +94,8 @@ class ControlServer:
                     request, command = {}, None
                 if command == "peers":
                     answer: dict[str, Any] = _describe(self.node)
+                elif command == "stats":  # every mode's counters, mailboxes, connections
+                    answer = self.node.stats()
                 elif command in CONTROL_COMMANDS:  # acknowledged delivery's (_delivery.py)
                     answer = await CONTROL_COMMANDS[command](self.node.delivery, request)
                 else:

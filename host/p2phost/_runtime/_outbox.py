@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from p2phost_sdk import Codec, CodecError, ConnectionClosed, FrameTooLarge
+from p2phost_sdk import Codec, CodecError, ConnectionClosed, FrameTooLarge, TaskOwner
 
 from .._delivery_settings import DeliverySettings
 from ._channel import Channel
@@ -29,7 +29,6 @@ from ._deadletter import DeadLetter, DeadLetters
 from ._envelope import Kind, encode
 from ._stats import DeliveryStats
 from ._store import Committer, sql_id, wire_id
-from ._tasks import TaskSet
 
 log = logging.getLogger("p2phost.delivery")
 _PAGE = 256
@@ -84,7 +83,7 @@ class Outbox:
         self._pumps: dict[str, _Pump] = {}
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._warned: set[tuple[str, str]] = set()
-        self._tasks = TaskSet()
+        self._tasks = TaskOwner('delivery', logger=log)
 
     # -- putting messages in ---------------------------------------------------------
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from p2phost_sdk import Codec, CodecError, Delivery, DeliveryMode, Message, MessageKind
+from p2phost_sdk import Codec, CodecError, Delivery, DeliveryMode, Message, MessageKind, TaskOwner
 
 from ._appstate import AppState, Session
 from ._channel import Ack, Channel
@@ -31,7 +31,6 @@ from ._envelope import Envelope
 from ._routes import Route, Work
 from ._stats import DeliveryStats
 from ._store import Committer, sql_id, wire_id
-from ._tasks import TaskSet
 
 log = logging.getLogger("p2phost.delivery")
 #: Acknowledge ``message_id`` to ``peer`` (on ``channel`` if still open).
@@ -88,7 +87,7 @@ class Receiver:
         self._due: list[tuple[float, int]] = []
         self._scheduled: set[int] = set()
         self._wake = asyncio.Event()
-        self._tasks = TaskSet()
+        self._tasks = TaskOwner('delivery', logger=log)
 
     # -- from the wire ---------------------------------------------------------------
 
@@ -126,7 +125,7 @@ class Receiver:
         message = Message(format(job.message_id, "016x"), MessageKind.MESSAGE, job.peer,
                           job.topic, body, None, job.content_type)
         item = Work(functools.partial(self._run, job, route.handler), message, job.message_id,
-                    channel=job.channel)
+                    channel=job.channel, counted=True)
         if route.mailbox.try_put(job.peer, item):
             return None
         return route.mailbox.put(job.peer, item)

@@ -26,6 +26,8 @@ class Work:
     channel: Channel | None = None
     #: The medium's acknowledgement, called once the item is processed.
     ack: Callable[[], None] | None = None
+    #: Acknowledged delivery's: it counts the outcome itself.
+    counted: bool = False
 
 
 @dataclass(frozen=True)

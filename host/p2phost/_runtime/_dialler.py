@@ -1,0 +1,171 @@
+"""Dialling: the addresses a node keeps connected to, and ``connect``.
+
+Dial targets come from ``[node] connect``, from discovery, and from sends to an address
+before its peer was known. Each target has a supervisor task that dials it, waits while
+the peer stays connected, and redials with backoff once it is gone. Discovery finds
+may wait for room while ``[node] peer-limit`` is reached; a peer leaving lets them in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from p2phost_sdk import (
+    Backoff,
+    Connection,
+    HandshakeError,
+    PeerRecord,
+    PeerUnavailable,
+    TaskOwner,
+    Transport,
+    TransportError,
+)
+
+from ._errors import NodeConfigError
+
+if TYPE_CHECKING:
+    from ._channel import Channel
+    from ._peers import PeerTable
+
+log = logging.getLogger("p2phost.node")
+#: Handshake an outgoing connection: (connection, address, inbox, expected peer id).
+OpenOutgoing = Callable[[Connection, str, bool, "str | None"], Awaitable["Channel"]]
+
+
+class Dialler:
+    """The dial targets of one node, their supervisors, and ``connect``."""
+
+    def __init__(self, *, local_peer_id: str, table: PeerTable, tasks: TaskOwner,
+                 transport_for: Callable[[str], Transport], open_outgoing: OpenOutgoing,
+                 own_addresses: Callable[[], list[str]], peer_limit: int,
+                 dial_timeout: float, backoff: Backoff) -> None:
+        self.local_peer_id = local_peer_id
+        self._table = table
+        self._tasks = tasks
+        self._transport_for = transport_for
+        self._open = open_outgoing
+        self._own = own_addresses
+        self.peer_limit = peer_limit
+        self.dial_timeout = dial_timeout
+        self.backoff = backoff
+        #: Address -> its supervisor task.
+        self.targets: dict[str, asyncio.Task[None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        #: Address -> the peer id last reached there.
+        self.address_peers: dict[str, str] = {}
+        #: Discovery finds waiting for room under the peer limit.
+        self.waiting: dict[str, PeerRecord] = {}
+        #: Address -> the peer id discovery announced there (the handshake must prove it).
+        self.expected: dict[str, str] = {}
+        self.closing = False
+
+    def usable(self, peer_id: str) -> Channel | None:
+        """The channel to send new messages to ``peer_id`` on, if connected."""
+        peer = self._table.peers.get(peer_id)
+        return peer.best() if peer is not None else None
+
+    # -- discovery -------------------------------------------------------------------
+
+    def peer_found(self, record: PeerRecord) -> None:
+        """Keep a connection to a found peer (while the peer limit allows)."""
+        if record.peer_id == self.local_peer_id:
+            return
+        if not self._room_for(record):
+            self.waiting[record.peer_id or record.addresses[0]] = record
+            return
+        own = self._own()
+        for address in record.addresses:
+            if address not in own:
+                if record.peer_id:  # the handshake must prove the id discovery announced
+                    # First come stays: a forged record must not re-aim a known address.
+                    self.expected.setdefault(address, record.peer_id)
+                self.keep_connected(address)
+
+    def peer_lost(self, record: PeerRecord) -> None:
+        """Stop redialling a lost peer (an open connection stays)."""
+        self.waiting.pop(record.peer_id or record.addresses[0], None)
+        for address in record.addresses:
+            if self.expected.get(address) == record.peer_id:
+                del self.expected[address]
+            task = self.targets.pop(address, None)
+            if task is not None:
+                task.cancel()
+
+    def _room_for(self, record: PeerRecord) -> bool:
+        if record.peer_id in self._table.peers:
+            return True
+        busy = set(self._table.peers) | {self.address_peers.get(a, a) for a in self.targets}
+        return len(busy) < self.peer_limit
+
+    def dial_waiting(self) -> None:
+        """A peer left: dial peers that discovery found while the node was full."""
+        while self.waiting and not self.closing:
+            key = next(iter(self.waiting))
+            record = self.waiting.pop(key)
+            if not self._room_for(record):
+                self.waiting[key] = record
+                return
+            self.peer_found(record)
+
+    # -- targets ---------------------------------------------------------------------
+
+    def keep_connected(self, address: str) -> None:
+        """Dial ``address`` and keep it connected until the node stops."""
+        if address in self.targets or self.closing:
+            return
+        self.targets[address] = self._tasks.spawn(self._supervise(address), f"dial {address}")
+
+    def stop(self) -> None:
+        """The node is stopping: no new dials, supervisors cancelled."""
+        self.closing = True
+        for task in self.targets.values():
+            task.cancel()
+
+    async def _supervise(self, address: str) -> None:
+        """Stay connected to ``address``: redial with backoff whenever the peer is gone."""
+        backoff, failures = self.backoff, 0
+        while True:
+            peer_id = self.address_peers.get(address)
+            peer = self._table.get(peer_id) if peer_id else None
+            if peer is None:
+                try:
+                    peer_id = await self.connect(address,
+                                                 expected_peer_id=self.expected.get(address))
+                except (PeerUnavailable, NodeConfigError) as exc:
+                    if failures == 0 or failures % 10 == 9:
+                        log.warning("cannot connect to %s (will retry): %s", address, exc)
+                    await asyncio.sleep(backoff.delay(failures))
+                    failures += 1
+                    continue
+                if failures:
+                    log.info("reconnected to %s after %d failed attempts", address, failures)
+                failures = 0
+                peer = self._table.get(peer_id)
+            if peer is not None:
+                await peer.gone.wait()
+            await asyncio.sleep(backoff.delay(0))
+
+    async def connect(self, address: str, *, expected_peer_id: str | None = None) -> str:
+        """Dial ``address`` (or reuse the connection to it); returns the peer id."""
+        lock = self._locks.setdefault(address, asyncio.Lock())
+        async with lock:
+            known = self.address_peers.get(address)
+            if known is not None and self.usable(known) is not None:
+                return known
+            if self.closing:
+                raise PeerUnavailable("the node is shutting down")
+            transport = self._transport_for(address)
+            try:
+                connection = await transport.dial(address, timeout=self.dial_timeout)
+            except TransportError as exc:
+                raise PeerUnavailable(str(exc)) from exc
+            try:
+                channel = await self._open(connection, address, transport.inbox_based,
+                                           expected_peer_id)
+            except HandshakeError as exc:
+                raise PeerUnavailable(f"{address}: handshake failed: {exc}") from exc
+            self.address_peers[address] = channel.peer_id
+            return channel.peer_id
