@@ -7,7 +7,14 @@ config schemas, identities, the errors shared with the host, and ``HOST_API``.
 Conformance kits for each kind live in :mod:`p2phost_sdk.testing`.
 """
 
-from ._aio import Backoff, TaskOwner, cancel_and_wait, close_within, with_timeout
+from ._aio import (
+    Backoff,
+    TaskOwner,
+    cancel_and_wait,
+    close_within,
+    plugin_name,
+    with_timeout,
+)
 from ._app import App, Handler, Message, MessageKind, Messenger, PeerInfo, handler
 from ._authorization import Allow, allow, permission_of
 from ._codec import Codec
@@ -136,6 +143,7 @@ __all__ = [
     "parse_specifier",
     "peer_id_from_public_key",
     "permission_of",
+    "plugin_name",
     "public_key_from_peer_id",
     "run_handshake",
     "verify",

@@ -88,6 +88,15 @@ class Backoff:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+def plugin_name(plugin: object) -> str:
+    """How a user knows the plugin an object comes from: an object of the package
+    ``p2phost_redis_transport`` is ``redis-transport``'s; others go by their class."""
+    package = type(plugin).__module__.split(".")[0]
+    if package.startswith("p2phost_") and package != "p2phost_sdk":
+        return package.removeprefix("p2phost_").replace("_", "-")
+    return type(plugin).__name__
+
+
 async def with_timeout(work: Awaitable[T], timeout: float, *, plugin: str, doing: str,
                        fix: str = "") -> T:
     """Await ``work`` for up to ``timeout`` seconds; :class:`PluginTimeout` naming

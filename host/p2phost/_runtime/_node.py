@@ -33,6 +33,7 @@ from p2phost_sdk import (
     Transport,
     TransportError,
     close_within,
+    plugin_name,
     with_timeout,
 )
 
@@ -96,14 +97,6 @@ class NodeOptions:
     state_dir: Path | None = None
     #: ``[delivery]`` of p2phost.toml (docs/delivery.md).
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
-
-
-def plugin_name(plugin: object) -> str:
-    """How a user knows a plugin: ``p2phost_redis_transport.X`` -> ``redis-transport``."""
-    package = type(plugin).__module__.split(".")[0]
-    if package.startswith("p2phost_"):
-        return package.removeprefix("p2phost_").replace("_", "-")
-    return type(plugin).__name__
 
 
 class _Link(Dialler):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +29,7 @@ from p2phost_sdk import (
     P2PHostError,
     PeerRecord,
     RejectLog,
+    TaskOwner,
     check_scope,
 )
 
@@ -37,6 +38,8 @@ from ._records import SERVICE_TYPE, instance_name, parse_service, txt_properties
 log = logging.getLogger("p2phost.plugin.mdns-discovery")
 #: Most dormant (lost) peers remembered for re-checking.
 MAX_DORMANT = 1024
+#: Seconds stopping waits for the plugin's tasks.
+STOP_TIMEOUT = 5.0
 
 
 class MdnsError(P2PHostError):
@@ -111,7 +114,7 @@ class MdnsDiscovery(Discovery):
         self._known: dict[str, PeerRecord] = {}
         self._dormant: set[str] = set()
         self._resolving: set[str] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner("mdns-discovery", logger=self.log)
 
     async def start(self, events: DiscoveryEvents) -> None:
         """Register this node's service and start browsing and checking peers."""
@@ -130,10 +133,7 @@ class MdnsDiscovery(Discovery):
 
     async def stop(self) -> None:
         """Send goodbye packets, cancel every task and close the sockets."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._tasks.close(STOP_TIMEOUT)
         if self._browser is not None:
             await self._browser.async_cancel()
             self._browser = None
@@ -148,10 +148,8 @@ class MdnsDiscovery(Discovery):
         announced = await self._zc.async_register_service(info)
         await announced
 
-    def _spawn(self, work: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        self._tasks.spawn(work, f"mdns-discovery {getattr(work, '__name__', 'task')}")
 
     def _service_info(self, events: DiscoveryEvents, ips: list[str]) -> AsyncServiceInfo:
         addresses = list(self.settings.advertise or events.addresses)
