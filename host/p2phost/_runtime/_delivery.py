@@ -41,7 +41,7 @@ from ._outbox import Outbox, key_id
 from ._receiver import Receiver
 from ._routes import Route
 from ._stats import DeliveryStats
-from ._store import Committer, open_database
+from ._store import Committer, open_pair
 
 if TYPE_CHECKING:
     import sqlite3
@@ -131,8 +131,9 @@ class Reliable:
 
     def start(self, routes: Mapping[str, Route]) -> None:
         """Open the delivery database and start the outbox and the delayed retries."""
-        db = self.db = open_database(self.path)
-        committer = self._committer = Committer(db)
+        db, writer = open_pair(self.path)
+        self.db = db
+        committer = self._committer = Committer(db, writer)
         self.dead = DeadLetters(db, limit=self.settings.dead_letter_limit,
                                 keep=self.settings.dead_letter_keep)
         dedupe = Dedupe(db, window=self.settings.dedupe_window)
@@ -175,7 +176,7 @@ class Reliable:
         if self._outbox is not None:
             await self._outbox.close()
         if self._committer is not None:
-            self._committer.close()
+            await self._committer.close()
         if self._acks is not None:
             self._acks.close()
         if self.db is not None:

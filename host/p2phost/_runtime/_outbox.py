@@ -112,13 +112,19 @@ class Outbox:
     def connected(self, peer: str, addresses: list[str]) -> None:
         """A channel to ``peer`` opened: its messages (also those sent to one of its
         ``addresses`` before it was known) go out now."""
-        if addresses:
-            self.committer.submit(lambda db: _claim(db, peer, addresses))
         pump = self._pumps.get(peer)
         if pump is None:
             pump = self._pumps[peer] = _Pump(peer)
             self._tasks.spawn(self._pump(pump), f"outbox {peer[:12]}")
         pump.wake.set()
+        if addresses:
+            # Rows claimed from the addresses keep their places: once they are the
+            # pump's, it looks from the start again (what is in flight is not resent).
+            def rescan() -> None:
+                pump.cursor = 0
+                pump.wake.set()
+
+            self.committer.submit(lambda db: _claim(db, peer, addresses), rescan)
 
     def wake(self, peer: str) -> None:
         """Something changed for ``peer`` (a channel ended, messages came back from the

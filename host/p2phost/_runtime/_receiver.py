@@ -30,7 +30,7 @@ from ._dedupe import BUSY, DONE, Dedupe
 from ._envelope import Envelope
 from ._routes import Route, Work
 from ._stats import DeliveryStats
-from ._store import Committer, sql_id, wire_id
+from ._store import Committer, StoreError, sql_id, wire_id
 
 log = logging.getLogger("p2phost.delivery")
 #: Acknowledge ``message_id`` to ``peer`` (on ``channel`` if still open).
@@ -335,7 +335,12 @@ class Receiver:
 
     async def _prune(self) -> None:
         while True:
-            forgotten = self.dedupe.prune()
+            # In the writer thread, beside the other writes: a week of ids is no stall.
+            try:
+                forgotten = await self.committer.write(self.dedupe.prune)
+            except StoreError as exc:
+                log.warning("could not forget old message ids (will try again): %s", exc)
+                forgotten = 0
             if forgotten:
                 log.debug("forgot %d message ids older than the dedupe window", forgotten)
             await asyncio.sleep(min(self.dedupe.window / 10, _PRUNE_EVERY))

@@ -5,18 +5,26 @@ receiver's dedupe window, messages waiting for a delayed retry, the dead letters
 the apps' durable state. WAL mode with ``synchronous=NORMAL``: a committed transaction
 survives the process being killed (not a power cut: docs/delivery.md).
 
-Writes go through a :class:`Committer`, which joins everything submitted during one
-turn of the event loop into one transaction, so a burst of messages costs one commit.
+Nothing here blocks the event loop. Writes go through a :class:`Committer`: one writer
+thread, with a connection of its own, commits what was submitted in one transaction
+while the loop goes on; everything submitted meanwhile goes into the next one (group
+commit), so a burst of messages, or many senders at once, cost one commit, and each
+``send()`` still returns only once its message is committed. The loop reads through its
+own connection: in WAL mode a reader never waits for a writer (another process's
+``p2phost dead purge`` included: only the writer thread waits for its lock).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from p2phost_sdk import P2PHostError
 
@@ -93,13 +101,24 @@ def wire_id(stored: int) -> int:
     return stored + (1 << 64) if stored < 0 else stored
 
 
-def open_database(path: Path | None) -> sqlite3.Connection:
-    """The delivery database at ``path`` (created if needed); in memory when None."""
+def open_database(path: Path | None, *, memory_name: str | None = None,
+                  timeout: float = 5.0, check_same_thread: bool = True) -> sqlite3.Connection:
+    """The delivery database at ``path`` (created if needed); in memory when None (shared
+    by the connections opened with the same ``memory_name``)."""
     try:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(":memory:" if path is None else str(path), isolation_level=None,
-                             timeout=5.0)
+            db = sqlite3.connect(str(path), isolation_level=None, timeout=timeout,
+                                 check_same_thread=check_same_thread)
+        elif memory_name is not None:
+            db = sqlite3.connect(f"file:{memory_name}?mode=memory&cache=shared", uri=True,
+                                 isolation_level=None, timeout=timeout,
+                                 check_same_thread=check_same_thread)
+            # Shared-cache readers would otherwise fail at once while the writer writes.
+            db.execute("PRAGMA read_uncommitted=1")
+        else:
+            db = sqlite3.connect(":memory:", isolation_level=None, timeout=timeout,
+                                 check_same_thread=check_same_thread)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -115,7 +134,20 @@ def open_database(path: Path | None) -> sqlite3.Connection:
     return db
 
 
-Op = Callable[[sqlite3.Connection], object]
+def open_pair(path: Path | None) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """The loop's connection (reads) and the writer thread's, to the same database."""
+    name = None if path is not None else f"p2phost-delivery-{secrets.token_hex(8)}"
+    writer = open_database(path, memory_name=name, timeout=60.0, check_same_thread=False)
+    try:
+        reader = open_database(path, memory_name=name)
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
+
+
+Op = Callable[[sqlite3.Connection], Any]
+_Entry = tuple[Op, Callable[[], None] | None, Callable[[], None] | None]
 
 
 @contextmanager
@@ -131,28 +163,48 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 class Committer:
-    """Runs the writes submitted during one loop turn in one transaction.
+    """Commits submitted writes in a writer thread, many in one transaction.
 
-    ``then`` callbacks run after the commit, in order; when the transaction fails the
-    batch is rolled back and ``failed`` callbacks run instead (what they stood for,
-    e.g. an acknowledgement, is then not given, so the message comes again).
+    ``op(db)`` runs in the writer thread (it may touch only ``db`` and its own data);
+    ``then`` callbacks run on the loop after the commit, in order; when the
+    transaction fails the batch is rolled back and ``failed`` callbacks run instead
+    (what they stood for, e.g. an acknowledgement, is then not given, so the message
+    comes again).
     """
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, writer: sqlite3.Connection) -> None:
+        #: The loop's connection, for reads.
         self.db = db
-        self._ops: list[tuple[Op, Callable[[], None] | None, Callable[[], None] | None]] = []
+        self._writer = writer
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="p2phost-delivery-writer")
+        self._ops: list[_Entry] = []
         self._handle: asyncio.Handle | None = None
+        self._busy = False
+        self._idle: asyncio.Event | None = None
+        self._closed = False
+        #: Transactions committed, and writes in them (group commit: writes >> commits).
+        self.commits = 0
+        self.writes = 0
 
     def submit(self, op: Op, then: Callable[[], None] | None = None,
                failed: Callable[[], None] | None = None) -> None:
         """Run ``op`` in the next transaction, then ``then`` (or ``failed``)."""
+        if self._closed:
+            if failed is not None:
+                failed()
+            return
         self._ops.append((op, then, failed))
-        if self._handle is None:
-            self._handle = asyncio.get_running_loop().call_soon(self.flush)
+        if not self._busy and self._handle is None:
+            # Wait for the rest of this loop turn: its writes join the same transaction.
+            self._handle = asyncio.get_running_loop().call_soon(self._start)
 
-    def write(self, op: Op) -> asyncio.Future[None]:
-        """Run ``op`` in the next transaction; the future is done once it is committed."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def write(self, op: Op) -> asyncio.Future[Any]:
+        """Run ``op`` in the next transaction; the future has its result once committed."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        result: list[Any] = []
+
+        def run(db: sqlite3.Connection) -> None:
+            result.append(op(db))
 
         def failed() -> None:
             if not done.done():
@@ -161,38 +213,72 @@ class Committer:
 
         def then() -> None:
             if not done.done():
-                done.set_result(None)
+                done.set_result(result[0] if result else None)
 
-        self.submit(op, then, failed)
+        self.submit(run, then, failed)
         return done
 
-    def flush(self) -> None:
-        """Commit what was submitted, now."""
+    def _start(self) -> None:
         self._handle = None
-        ops, self._ops = self._ops, []
-        if not ops:
+        if self._busy or not self._ops:
             return
+        ops, self._ops = self._ops, []
+        self._busy = True
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._thread, self._commit, ops)
+        future.add_done_callback(lambda f: self._committed(ops, f))
+
+    def _commit(self, ops: list[_Entry]) -> BaseException | None:
+        """In the writer thread: one transaction for ``ops``."""
         try:
-            with transaction(self.db):
+            with transaction(self._writer):
                 for op, _, _ in ops:
-                    op(self.db)
+                    op(self._writer)
         except Exception as exc:
+            return exc
+        return None
+
+    def _committed(self, ops: list[_Entry], future: asyncio.Future[BaseException | None]
+                   ) -> None:
+        self._busy = False
+        error = future.exception() if not future.cancelled() else None
+        if error is None and not future.cancelled():
+            error = future.result()
+        if error is not None or future.cancelled():
             log.error("the delivery database failed; %d writes were rolled back (their "
                       "messages are not acknowledged and will come again): %s: %s",
-                      len(ops), type(exc).__name__, exc)
+                      len(ops), type(error).__name__, error)
             for _, _, failed in ops:
                 if failed is not None:
                     failed()
-            return
-        for _, then, _ in ops:
-            if then is not None:
-                try:
-                    then()
-                except Exception:  # one caller's bug must not keep the others waiting
-                    log.exception("after a delivery commit")
+        else:
+            self.commits += 1
+            self.writes += len(ops)
+            for _, then, _ in ops:
+                if then is not None:
+                    try:
+                        then()
+                    except Exception:  # one caller's bug must not keep the others waiting
+                        log.exception("after a delivery commit")
+        if self._ops:
+            self._start()
+        elif self._idle is not None:
+            self._idle.set()
 
-    def close(self) -> None:
-        """Commit what is left and stop."""
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is committed (or failed)."""
+        while self._busy or self._ops:
+            self._idle = asyncio.Event()
+            if not self._busy:
+                self._start()
+            await self._idle.wait()
+
+    async def close(self) -> None:
+        """Commit what is left, then stop the writer thread."""
         if self._handle is not None:
             self._handle.cancel()
-        self.flush()
+            self._handle = None
+        await self.flush()
+        self._closed = True
+        self._thread.shutdown(wait=True)
+        self._writer.close()
