@@ -225,8 +225,9 @@ class Committer:
         ops, self._ops = self._ops, []
         self._busy = True
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._thread, self._commit, ops)
-        future.add_done_callback(lambda f: self._committed(ops, f))
+        future = loop.create_future()
+        future.set_result(self._commit(ops))
+        self._committed(ops, future)
 
     def _commit(self, ops: list[_Entry]) -> BaseException | None:
         """In the writer thread: one transaction for ``ops``."""
