@@ -15,8 +15,8 @@ from tests.delivery.test_node import Keeper, Make, Sender, kind, make, until
 
 __all__ = ["kind", "make"]  # the fixtures, shared with test_node
 
-# The CLI's purge (host/p2phost/_cli/dead.py), with its transaction held open half a
-# second longer, as on a slow disk: long enough that a loop waiting on the lock shows it.
+# The CLI's purge (host/p2phost/_cli/dead.py), with its transaction held open a second
+# longer, as on a slow disk: a loop that waited for the lock would stall for all of it.
 PURGE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
@@ -28,7 +28,7 @@ PURGE = textwrap.dedent("""
     print("purging", len(letters), flush=True)
     with transaction(db):
         DeadLetters.remove(db, letters)
-        time.sleep(0.5)
+        time.sleep(1.0)
     print("purged", flush=True)
 """)
 
@@ -86,5 +86,9 @@ async def test_dead_purge_of_10000_letters_does_not_stall_the_loop(make: Make,
     assert b"purging 10000" in out
     await until(lambda: len(keeper.bodies) == sent, 30)
     assert receiver.delivery.dead is not None and receiver.delivery.dead.count() == 0
-    worst = max(lags)
-    assert worst < 0.05, f"the loop stalled for {worst * 1000:.0f} ms"
+    lags.sort()
+    p99, worst = lags[int(len(lags) * 0.99)], lags[-1]
+    assert p99 < 0.05, f"the loop's lag p99 was {p99 * 1000:.0f} ms"
+    # On a loaded machine the OS alone may hold the process back for a tenth of a second
+    # now and then; waiting for the purge's lock would have stalled it for a second.
+    assert worst < 0.5, f"the loop stalled for {worst * 1000:.0f} ms"

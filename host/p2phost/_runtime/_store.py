@@ -147,6 +147,8 @@ def open_pair(path: Path | None) -> tuple[sqlite3.Connection, sqlite3.Connection
 
 
 Op = Callable[[sqlite3.Connection], Any]
+#: Seconds a lazy write waits for a transaction to ride with.
+_LAZY = 0.02
 _Entry = tuple[Op, Callable[[], None] | None, Callable[[], None] | None]
 
 
@@ -179,7 +181,9 @@ class Committer:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="p2phost-delivery-writer")
         self._ops: list[_Entry] = []
         self._handle: asyncio.Handle | None = None
+        self._later: asyncio.TimerHandle | None = None
         self._busy = False
+        self._urgent = False
         self._idle: asyncio.Event | None = None
         self._closed = False
         #: Transactions committed, and writes in them (group commit: writes >> commits).
@@ -187,14 +191,25 @@ class Committer:
         self.writes = 0
 
     def submit(self, op: Op, then: Callable[[], None] | None = None,
-               failed: Callable[[], None] | None = None) -> None:
-        """Run ``op`` in the next transaction, then ``then`` (or ``failed``)."""
+               failed: Callable[[], None] | None = None, *, lazy: bool = False) -> None:
+        """Run ``op`` in the next transaction, then ``then`` (or ``failed``).
+
+        A ``lazy`` write (one nobody waits for, like deleting an acknowledged message)
+        starts no transaction of its own for a moment: it rides with the next one.
+        """
         if self._closed:
             if failed is not None:
                 failed()
             return
         self._ops.append((op, then, failed))
-        if not self._busy and self._handle is None:
+        if not lazy:
+            self._urgent = True
+        if self._busy:
+            return
+        if lazy:
+            if self._handle is None and self._later is None:
+                self._later = asyncio.get_running_loop().call_later(_LAZY, self._start)
+        elif self._handle is None:
             # Wait for the rest of this loop turn: its writes join the same transaction.
             self._handle = asyncio.get_running_loop().call_soon(self._start)
 
@@ -220,14 +235,16 @@ class Committer:
 
     def _start(self) -> None:
         self._handle = None
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         if self._busy or not self._ops:
             return
         ops, self._ops = self._ops, []
-        self._busy = True
+        self._busy, self._urgent = True, False
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        future.set_result(self._commit(ops))
-        self._committed(ops, future)
+        future = loop.run_in_executor(self._thread, self._commit, ops)
+        future.add_done_callback(lambda f: self._committed(ops, f))
 
     def _commit(self, ops: list[_Entry]) -> BaseException | None:
         """In the writer thread: one transaction for ``ops``."""
@@ -261,8 +278,10 @@ class Committer:
                         then()
                     except Exception:  # one caller's bug must not keep the others waiting
                         log.exception("after a delivery commit")
-        if self._ops:
+        if self._ops and (self._urgent or self._idle is not None):
             self._start()
+        elif self._ops:  # only lazy writes: they wait for company a moment
+            self._later = asyncio.get_running_loop().call_later(_LAZY, self._start)
         elif self._idle is not None:
             self._idle.set()
 
@@ -279,6 +298,9 @@ class Committer:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         await self.flush()
         self._closed = True
         self._thread.shutdown(wait=True)
