@@ -9,8 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from p2phost._runtime._deadletter import DeadLetter, DeadLetters
-from p2phost._runtime._store import DATABASE_NAME, open_database, transaction
+from p2phost._runtime.delivery._deadletter import DeadLetter, DeadLetters
+from p2phost._runtime.delivery._store import DATABASE_NAME, open_database, transaction
 from tests.delivery.test_node import Keeper, Make, Sender, kind, make, until
 
 __all__ = ["kind", "make"]  # the fixtures, shared with test_node
@@ -20,8 +20,8 @@ __all__ = ["kind", "make"]  # the fixtures, shared with test_node
 PURGE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from p2phost._runtime._deadletter import DeadLetters
-    from p2phost._runtime._store import open_database, transaction
+    from p2phost._runtime.delivery._deadletter import DeadLetters
+    from p2phost._runtime.delivery._store import open_database, transaction
     db = open_database(Path(sys.argv[1]))
     store = DeadLetters(db, limit=100_000, keep="newest")
     letters = store.select([], None)

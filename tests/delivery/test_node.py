@@ -18,7 +18,7 @@ import pytest
 
 from p2phost._delivery_settings import DeliverySettings
 from p2phost._runtime import Kind, Node, decode, encode
-from p2phost._runtime._acks import ack_frame
+from p2phost._runtime.delivery._acks import ack_frame
 from p2phost_sdk import App, Delivery, Identity, Message, handler
 from p2phost_sdk.testing.discovery import wait_until
 from tests.runtime.conftest import MakeNode

@@ -34,8 +34,8 @@ from p2phost_sdk import (
     TransportError,
 )
 
+from .._errors import WireError
 from ._envelope import Envelope, Kind, decode, encode
-from ._errors import WireError
 from ._handshake import Handshaken
 
 log = logging.getLogger("p2phost.node")

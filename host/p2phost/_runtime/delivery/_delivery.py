@@ -30,17 +30,17 @@ from p2phost_sdk import (
     is_peer_id,
 )
 
-from .._delivery_settings import DeliverySettings
+from ..._delivery_settings import DeliverySettings
+from ..messaging._routes import Route
+from ..messaging._stats import DeliveryStats
+from ..wire._channel import Ack, Channel
+from ..wire._envelope import HEADER, Envelope
 from ._acks import AckSender, acked_ids
 from ._appstate import AppState
-from ._channel import Ack, Channel
 from ._deadletter import DeadLetters
 from ._dedupe import Dedupe
-from ._envelope import HEADER, Envelope
 from ._outbox import Outbox, key_id
 from ._receiver import Receiver
-from ._routes import Route
-from ._stats import DeliveryStats
 from ._store import Committer, open_pair
 
 if TYPE_CHECKING:

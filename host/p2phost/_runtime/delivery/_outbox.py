@@ -23,11 +23,11 @@ from typing import Any, NamedTuple
 
 from p2phost_sdk import Codec, CodecError, ConnectionClosed, FrameTooLarge, TaskOwner
 
-from .._delivery_settings import DeliverySettings
-from ._channel import Channel
+from ..._delivery_settings import DeliverySettings
+from ..messaging._stats import DeliveryStats
+from ..wire._channel import Channel
+from ..wire._envelope import Kind, encode
 from ._deadletter import DeadLetter, DeadLetters
-from ._envelope import Kind, encode
-from ._stats import DeliveryStats
 from ._store import Committer, sql_id, wire_id
 
 log = logging.getLogger("p2phost.delivery")

@@ -29,8 +29,8 @@ from p2phost_sdk import (
     is_peer_id,
 )
 
+from .._errors import WireError
 from ._envelope import Envelope, Kind, decode, encode
-from ._errors import WireError
 
 log = logging.getLogger("p2phost.node")
 _GOODBYE_GRACE = 0.5

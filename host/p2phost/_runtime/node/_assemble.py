@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .._plugins import PluginManager
-from .._project import Project
-from .._trust import KNOWN_PEERS, KnownPeers, TrustPolicy
+from ..._plugins import PluginManager
+from ..._project import Project
+from ..._trust import KNOWN_PEERS, KnownPeers, TrustPolicy
 from ._node import Node, NodeOptions
 
 

@@ -24,11 +24,11 @@ from p2phost_sdk import (
     TransportError,
 )
 
-from ._errors import NodeConfigError
+from .._errors import NodeConfigError
 
 if TYPE_CHECKING:
-    from ._channel import Channel
-    from ._peers import PeerTable
+    from ..messaging._peers import PeerTable
+    from ..wire._channel import Channel
 
 log = logging.getLogger("p2phost.node")
 #: Handshake an outgoing connection: (connection, address, inbox, expected peer id).

@@ -8,7 +8,7 @@ from typing import Any
 
 from p2phost_sdk import Message
 
-from ._channel import Channel
+from ..wire._channel import Channel
 from ._mailbox import Mailbox
 
 

@@ -37,18 +37,18 @@ from p2phost_sdk import (
     with_timeout,
 )
 
-from .._delivery_settings import DeliverySettings
+from ..._delivery_settings import DeliverySettings
+from .._errors import ListenError, NodeConfigError
+from ..delivery._delivery import Reliable
+from ..delivery._store import DATABASE_NAME
+from ..messaging._dispatch import Dispatcher
+from ..messaging._peers import PeerTable
+from ..messaging._stats import DeliveryStats
+from ..wire._channel import Channel
+from ..wire._handshake import Admit, Hello, handshake, refuse
+from ..wire._sealed import Sealer
 from ._admission import HandshakeGate, RateLimitedLog
-from ._channel import Channel
-from ._delivery import Reliable
 from ._dialler import Dialler
-from ._dispatch import Dispatcher
-from ._errors import ListenError, NodeConfigError
-from ._handshake import Admit, Hello, handshake, refuse
-from ._peers import PeerTable
-from ._sealed import Sealer
-from ._stats import DeliveryStats
-from ._store import DATABASE_NAME
 
 log = logging.getLogger("p2phost.node")
 

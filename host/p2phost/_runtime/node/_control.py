@@ -15,8 +15,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from ._delivery import CONTROL_COMMANDS
-from ._errors import NodeAlreadyRunning, NodeConfigError, NodeNotRunning
+from .._errors import NodeAlreadyRunning, NodeConfigError, NodeNotRunning
+from ..delivery._delivery import CONTROL_COMMANDS
 from ._node import Node
 
 _TIMEOUT = 5.0

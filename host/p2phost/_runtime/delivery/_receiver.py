@@ -23,13 +23,13 @@ from typing import Any
 
 from p2phost_sdk import Codec, CodecError, Delivery, DeliveryMode, Message, MessageKind, TaskOwner
 
+from ..messaging._routes import Route, Work
+from ..messaging._stats import DeliveryStats
+from ..wire._channel import Ack, Channel
+from ..wire._envelope import Envelope
 from ._appstate import AppState, Session
-from ._channel import Ack, Channel
 from ._deadletter import DeadLetter, DeadLetters
 from ._dedupe import BUSY, DONE, Dedupe
-from ._envelope import Envelope
-from ._routes import Route, Work
-from ._stats import DeliveryStats
 from ._store import Committer, StoreError, sql_id, wire_id
 
 log = logging.getLogger("p2phost.delivery")

@@ -28,9 +28,9 @@ from p2phost_sdk import (
     permission_of,
 )
 
-from ._channel import Channel
-from ._envelope import MAX_FIELD, Envelope, Kind, encode
-from ._errors import NodeConfigError, WireError
+from .._errors import NodeConfigError, WireError
+from ..wire._channel import Channel
+from ..wire._envelope import MAX_FIELD, Envelope, Kind, encode
 from ._mailbox import Mailbox
 from ._routes import Route, Work
 from ._stats import DeliveryStats
