@@ -20,12 +20,14 @@ from ._authorization import Allow, allow, permission_of
 from ._codec import Codec
 from ._config import FIELD_TYPES, ConfigField, ConfigSchema
 from ._context import PluginContext
-from ._delivery import Delivery, DeliveryError, DeliveryMode, Store
+from ._delivery import Delivery, DeliveryMode, Store
 from ._discovery import Discovery, DiscoveryEvents, PeerRecord
 from ._errors import (
+    AnnouncementError,
     CodecError,
     ConfigError,
     ConnectionClosed,
+    DeliveryError,
     FrameTooLarge,
     HandshakeError,
     P2PHostError,
@@ -55,7 +57,6 @@ from ._metadata import (
 from ._presence import (
     MAX_ADDRESS_LENGTH,
     MAX_ADDRESSES,
-    AnnouncementError,
     PresenceTable,
     RejectLog,
     check_announcement,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ._discovery import PeerRecord
-from ._errors import ConfigError
+from ._errors import AnnouncementError, ConfigError
 from ._identity import is_peer_id
 
 #: Most addresses one announcement may carry.
@@ -28,10 +28,6 @@ MAX_ADDRESS_LENGTH = 255
 _SCOPE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]{0,31}$")
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
-
-
-class AnnouncementError(ValueError):
-    """An announcement from the network is malformed or hostile; ignore it."""
 
 
 def check_scope(scope: object, plugin: str) -> str:

@@ -289,7 +289,8 @@ class Node:
             await with_timeout(discovery.start(self), self.options.plugin_timeout,
                                plugin=name, doing="starting discovery")
         except Exception as exc:
-            log.error("discovery %s failed to start, running without it: %s", name,
+            log.error("discovery %s failed to start, running without it: %s",
+                      type(discovery).__name__,
                       exc if isinstance(exc, PluginTimeout) else
                       f"{type(exc).__name__}: {exc}")
 
