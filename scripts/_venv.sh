@@ -1,5 +1,6 @@
-# Sourced by the other scripts: make .venv (once) with the project and its dev tools installed.
-# Re-installs only when pyproject.toml changed since the last install.
+# Sourced by the other scripts: make .venv (once) with the three distributions installed
+# editable (sdk/, host/ with its registry extra, registry/) and the dev tools of the root
+# pyproject's [dependency-groups] dev. Re-installs only when a pyproject.toml changed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -10,10 +11,20 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip uv
 fi
-stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/sdk/pyproject.toml" \
+  "$ROOT/host/pyproject.toml" "$ROOT/registry/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "== installing p2phost and its dev tools into $VENV"
-  "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" -q --compile-bytecode -e "$ROOT[dev]"
+  echo "== installing p2phost-sdk, p2phost, p2phost-registry (editable) and the dev tools into $VENV"
+  mapfile -t dev < <("$VENV/bin/python" - "$ROOT/pyproject.toml" <<'PY'
+import sys, tomllib
+with open(sys.argv[1], "rb") as fh:
+    print("\n".join(tomllib.load(fh)["dependency-groups"]["dev"]))
+PY
+)
+  # The old single-distribution layout installed one editable `p2phost` from the root.
+  "$VENV/bin/python" -m uv pip uninstall --python "$VENV/bin/python" -q p2phost 2>/dev/null || true
+  "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" -q --compile-bytecode \
+    -e "$ROOT/sdk" -e "$ROOT/host" -e "$ROOT/registry" "${dev[@]}"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi

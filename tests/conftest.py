@@ -14,6 +14,10 @@ import tomlkit
 
 from p2phost._environment import PluginEnvironment
 from p2phost._wheel import unpack_wheel
+from p2phost_sdk import PluginMetadata, PluginMetadataError
+
+# The tests choose their plugin sources themselves: a developer's built-in source is not one.
+os.environ.pop("P2PHOST_BUILTIN_DIR", None)
 
 REPO = Path(__file__).resolve().parent.parent
 OFFICIAL = REPO / "official-plugins"
@@ -21,7 +25,7 @@ FIXTURE_PLUGINS = Path(__file__).resolve().parent / "fixtures" / "plugins"
 
 
 def build_wheels(projects: Iterable[Path], out: Path) -> dict[str, Path]:
-    """Build one wheel per plugin project (no build isolation: fast) -> {name: wheel}."""
+    """Build one wheel per plugin project (no build isolation: fast) -> {plugin name: wheel}."""
     out.mkdir(parents=True, exist_ok=True)
     projects = list(projects)
     if projects:
@@ -32,8 +36,11 @@ def build_wheels(projects: Iterable[Path], out: Path) -> dict[str, Path]:
         )
     wheels: dict[str, Path] = {}
     for wheel in out.glob("*.whl"):
-        dist = wheel.name.split("-")[0]
-        wheels[dist.replace("_", "-").lower()] = wheel
+        try:
+            name = PluginMetadata.from_wheel(wheel).name  # p2phost-tcp-transport: tcp-transport
+        except PluginMetadataError:
+            name = wheel.name.split("-")[0].replace("_", "-").lower()
+        wheels[name] = wheel
     return wheels
 
 

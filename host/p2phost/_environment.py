@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from importlib.metadata import Distribution, distributions
 from pathlib import Path
 
-from p2phost_sdk import normalize_name
+from p2phost_sdk import plugin_name_of
 
 _PREFIX = "gen-"
 
@@ -40,8 +40,8 @@ class PluginEnvironment:
             yield from distributions(path=[str(site)])
 
     def installed(self) -> dict[str, Distribution]:
-        """Installed distributions by normalised name."""
-        return {normalize_name(d.metadata["Name"]): d for d in self.distributions()}
+        """Installed distributions: plugins by plugin name, other packages by normalised name."""
+        return {plugin_name_of(d): d for d in self.distributions()}
 
     def stage(self, *, copy_current: bool = False) -> Path:
         """A new, empty (or copied) generation directory to fill, not yet active."""

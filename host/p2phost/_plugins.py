@@ -36,6 +36,7 @@ from p2phost_sdk import (
     host_api_compatible,
     normalize_name,
     parse_specifier,
+    plugin_name_of,
 )
 from p2phost_sdk._hooks import PROJECT_NAME
 
@@ -147,7 +148,7 @@ class PluginManager:
             for dist in source:
                 if not any(ep.group == ENTRY_POINT_GROUP for ep in dist.entry_points):
                     continue
-                found.setdefault(normalize_name(dist.metadata["Name"]), dist)
+                found.setdefault(plugin_name_of(dist), dist)
         return found
 
     def _declared_line(self, name: str) -> str:

@@ -69,6 +69,7 @@ def plugin_json(plugin: PluginRecord) -> dict[str, Any]:
     return {
         "name": plugin.name,
         "display_name": plugin.display_name,
+        "distribution": plugin.distribution,
         "summary": plugin.summary,
         "latest": latest.version if latest else None,
         "owners": list(plugin.owners),

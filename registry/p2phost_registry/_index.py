@@ -36,19 +36,19 @@ async def simple_root(request: Request) -> Response:
     """GET /simple/"""
     reg, variant = registry_of(request), _variant(request)
     epoch = reg.epoch
-    names = await reg.call(reg.store.names)
+    names = sorted(set((await reg.call(reg.store.distributions)).values()))
     body = _simple.root_json(names) if variant == _simple.JSON_TYPE else _simple.root_html(names)
     return reg.cached(request, epoch, "", body, _content_type(variant), variant)
 
 
 async def simple_project(request: Request) -> Response:
-    """GET /simple/{name}/ (other spellings redirect to the normalised one)."""
+    """GET /simple/{distribution}/ (other spellings redirect to the normalised one)."""
     name = request.path_params["name"]
     if normalize_name(name) != name or not request.url.path.endswith("/"):
         return RedirectResponse(f"/simple/{normalize_name(name)}/", status_code=301)
     reg, variant = registry_of(request), _variant(request)
     epoch = reg.epoch
-    plugin = await reg.call(reg.store.plugin, name)
+    plugin = await reg.call(reg.store.plugin_of_distribution, name)
     if variant == _simple.JSON_TYPE:
         body = _simple.project_json(plugin)
     else:

@@ -53,6 +53,8 @@ _VERSION_SCHEMA = {"type": "object", "properties": {
 }}
 _PLUGIN = {"type": "object", "properties": {
     "name": {"type": "string"}, "display_name": {"type": "string"},
+    "distribution": {"type": "string",
+                     "description": "the distribution pip and uv install (/simple/ lists it)"},
     "summary": {"type": "string"}, "latest": {"type": ["string", "null"]},
     "owners": {"type": "array", "items": {"type": "string"}},
     "downloads": {"type": "integer"},

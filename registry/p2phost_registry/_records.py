@@ -9,6 +9,8 @@ from packaging.version import InvalidVersion, Version
 
 from p2phost_sdk import host_api_compatible
 
+from ._distributions import distribution_of
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -105,6 +107,12 @@ class PluginRecord:
         if wanted is None and self.versions:
             return self.versions[0]
         return None
+
+    @property
+    def distribution(self) -> str:
+        """The distribution carrying this plugin (pip and uv install it by this name)."""
+        files = [f for v in self.versions for f in v.files]
+        return (distribution_of(files[0].filename) if files else None) or self.name
 
     @property
     def summary(self) -> str:

@@ -44,7 +44,7 @@ def search(
     scored: list[tuple[int, Hit]] = []
     for plugin in plugins:
         latest = plugin.latest(host_api or None)
-        if latest is None or (kind and kind not in latest.kinds):
+        if latest is None or not latest.kinds or (kind and kind not in latest.kinds):
             continue
         score = 0
         for word in words:

@@ -84,7 +84,7 @@ def _files(plugin: PluginRecord) -> list[tuple[FileRecord, str | None, str | Non
 
 def project_html(plugin: PluginRecord) -> bytes:
     """The PEP 503 page of one project."""
-    lines = [f"<h1>Links for {escape(plugin.name)}</h1>\n"]
+    lines = [f"<h1>Links for {escape(plugin.distribution)}</h1>\n"]
     for record, yanked, requires_python in _files(plugin):
         attrs = f'href="{record.url}#sha256={record.sha256}"'
         if requires_python:
@@ -95,7 +95,7 @@ def project_html(plugin: PluginRecord) -> bytes:
         if yanked is not None:
             attrs += f' data-yanked="{escape(yanked)}"'
         lines.append(f"<a {attrs}>{escape(record.filename)}</a><br>\n")
-    return _html_page(f"Links for {plugin.name}", "".join(lines))
+    return _html_page(f"Links for {plugin.distribution}", "".join(lines))
 
 
 def project_json(plugin: PluginRecord) -> bytes:
@@ -121,7 +121,7 @@ def project_json(plugin: PluginRecord) -> bytes:
     return json.dumps(
         {
             "meta": {"api-version": API_VERSION},
-            "name": plugin.name,
+            "name": plugin.distribution,
             "versions": [v.version for v in reversed(plugin.versions)],
             "files": files,
         },

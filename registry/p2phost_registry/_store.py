@@ -20,6 +20,7 @@ from packaging.version import InvalidVersion, Version
 from p2phost_sdk import is_valid_name, normalize_name
 
 from ._db import Database, DuplicateKey, Tx, now_iso
+from ._distributions import check_distribution, distributions, plugin_of
 from ._errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from ._names import suggestions, too_close
 from ._records import (
@@ -181,6 +182,7 @@ class Store:
         try:
             with self.db.transaction() as tx:
                 created = self._claim_name(tx, actor, info)
+                check_distribution(tx, info.name, info.filename)
                 if publisher_key is not None and hold_to_key(tx, actor.owner, publisher_key):
                     _audit(tx, actor.owner, "publisher-key", info.name, info.version,
                            f"first publisher key of {actor.owner}: {publisher_key}")
@@ -349,6 +351,19 @@ class Store:
         """Every plugin's normalised name, sorted."""
         with self.db.transaction() as tx:
             return sorted(r[0] for r in tx.all("SELECT name FROM plugins"))
+
+    def distributions(self) -> dict[str, str]:
+        """Every plugin's distribution name (what /simple/ lists), by plugin name."""
+        with self.db.transaction() as tx:
+            return distributions(tx)
+
+    def plugin_of_distribution(self, distribution: str) -> PluginRecord:
+        """The plugin carried by ``distribution`` (a /simple/ project name)."""
+        with self.db.transaction() as tx:
+            name = plugin_of(tx, distribution)
+            if name is None:
+                raise self._not_found(tx, distribution)
+            return self._load(tx, name)[0]
 
     def plugin(self, name: str) -> PluginRecord:
         """One plugin with its README texts; :class:`NotFound` suggests close names."""

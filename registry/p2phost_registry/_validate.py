@@ -28,6 +28,7 @@ from packaging.version import Version
 
 from p2phost_sdk import PluginMetadata, PluginMetadataError, normalize_name
 
+from ._distributions import SUPPORT_DISTRIBUTIONS
 from ._errors import BadRequest, PayloadTooLarge
 
 #: An archive may expand to at most this many times the upload limit (zip bombs).
@@ -40,6 +41,7 @@ class Inspected:
     """What validation learnt about an upload; the store keeps all of it."""
 
     filename: str
+    #: The plugin's normalised name (its entry point's), which the store keys by.
     name: str
     display_name: str
     version: str
@@ -91,6 +93,12 @@ def _check_name_version(
             f"{filename}: the file name says version {version} but {what} says "
             f"Version: {meta_version}; rebuild the file instead of renaming it"
         )
+
+
+def _display_name(meta: PluginMetadata, headers: Message) -> str:
+    """The plugin's name as written: its distribution's, unless that is p2phost-NAME."""
+    written = str(headers["Name"])
+    return meta.name if normalize_name(written) != meta.name else written
 
 
 def _readme(filename: str, text: str) -> tuple[str, str, Message]:
@@ -167,10 +175,14 @@ def _inspect_wheel(path: Path, filename: str, size: int, max_size: int) -> Inspe
     try:
         meta = PluginMetadata.from_wheel(path)
     except PluginMetadataError as exc:
-        raise _metadata_error(exc) from exc
+        if normalize_name(name) not in SUPPORT_DISTRIBUTIONS:
+            raise _metadata_error(exc) from exc
+        # p2phost's own distributions: served to pip and uv, never offered as plugins.
+        meta = PluginMetadata(name=normalize_name(name), version=str(version), kinds=(),
+                              host_api="", summary=str(headers.get("Summary") or ""))
     readme, readme_type, _ = _readme(filename, core)
     return Inspected(
-        filename=filename, name=normalize_name(name), display_name=str(headers["Name"]),
+        filename=filename, name=meta.name, display_name=_display_name(meta, headers),
         version=str(version), packagetype="bdist_wheel", metadata=meta, core_metadata=core,
         readme=readme, readme_type=readme_type,
         requires_python=headers.get("Requires-Python"), sha256=file_sha256(path), size=size,
@@ -212,14 +224,14 @@ def _inspect_sdist(path: Path, filename: str, size: int, max_size: int) -> Inspe
     if not isinstance(table, dict):
         raise _metadata_error(PluginMetadataError(filename, ["no [tool.p2phost.plugin] table"]))
     try:
-        meta = PluginMetadata.from_table(
-            str(headers["Name"]), str(headers["Version"]), table, source=filename,
+        meta = PluginMetadata.from_toml(
+            pyproject, str(headers["Name"]), str(headers["Version"]), source=filename,
             summary=str(headers.get("Summary") or ""),
         )
     except PluginMetadataError as exc:
         raise _metadata_error(exc) from exc
     return Inspected(
-        filename=filename, name=normalize_name(name), display_name=str(headers["Name"]),
+        filename=filename, name=meta.name, display_name=_display_name(meta, headers),
         version=str(version), packagetype="sdist", metadata=meta, core_metadata=None,
         readme=readme, readme_type=readme_type,
         requires_python=headers.get("Requires-Python"), sha256=file_sha256(path), size=size,

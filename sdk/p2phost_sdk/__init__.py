@@ -23,6 +23,7 @@ from ._context import PluginContext
 from ._delivery import Delivery, DeliveryMode, Store
 from ._discovery import Discovery, DiscoveryEvents, PeerRecord
 from ._errors import (
+    REJECT_REASONS,
     AnnouncementError,
     CodecError,
     ConfigError,
@@ -53,6 +54,7 @@ from ._metadata import (
     is_valid_name,
     normalize_name,
     parse_specifier,
+    plugin_name_of,
 )
 from ._presence import (
     MAX_ADDRESS_LENGTH,
@@ -62,9 +64,11 @@ from ._presence import (
     check_announcement,
     check_scope,
     is_wildcard,
+    link_addresses,
     with_host,
 )
 from ._security import SecureConnection, Security, run_handshake
+from ._signed import CLOCK_SKEW, PresenceBook, PresenceSigner, SignedPresence, presence_payload
 from ._transport import (
     AcceptHandler,
     Connection,
@@ -77,12 +81,14 @@ from ._version import HOST_API, host_api_compatible
 
 __all__ = [
     "CAPABILITIES",
+    "CLOCK_SKEW",
     "ENTRY_POINT_GROUP",
     "FIELD_TYPES",
     "HOST_API",
     "KINDS",
     "MAX_ADDRESSES",
     "MAX_ADDRESS_LENGTH",
+    "REJECT_REASONS",
     "AcceptHandler",
     "Allow",
     "AnnouncementError",
@@ -118,12 +124,15 @@ __all__ = [
     "PluginMetadata",
     "PluginMetadataError",
     "PluginTimeout",
+    "PresenceBook",
+    "PresenceSigner",
     "PresenceTable",
     "RejectLog",
     "RemoteError",
     "RequestTimeout",
     "SecureConnection",
     "Security",
+    "SignedPresence",
     "Store",
     "TaskOwner",
     "Transport",
@@ -140,11 +149,14 @@ __all__ = [
     "is_peer_id",
     "is_valid_name",
     "is_wildcard",
+    "link_addresses",
     "normalize_name",
     "parse_specifier",
     "peer_id_from_public_key",
     "permission_of",
     "plugin_name",
+    "plugin_name_of",
+    "presence_payload",
     "public_key_from_peer_id",
     "run_handshake",
     "verify",

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ._signed import SignedPresence
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,12 @@ class DiscoveryEvents(Protocol):
         """The addresses this node really listens on (to announce)."""
         ...
 
+    def sign_presence(self, scope: str, addresses: Sequence[str], *, lifetime: float,
+                      goodbye: bool = False) -> SignedPresence:
+        """This node's presence record for ``scope``, signed with its key, valid for
+        ``lifetime`` seconds (docs/discovery.md). Sequence numbers only ever grow."""
+        ...
+
     def peer_found(self, record: PeerRecord) -> None:
         """Report a peer (again). Cheap to call repeatedly."""
         ...
@@ -49,3 +59,11 @@ class Discovery(ABC):
     @abstractmethod
     async def stop(self) -> None:
         """Stop, cancel and await every task started, send goodbyes if the medium has them."""
+
+    def counters(self) -> dict[str, int]:
+        """Counters for ``p2phost peers`` (records accepted, rejected by reason...)."""
+        return {}
+
+    def health(self) -> str:
+        """Why this plugin finds no peers right now (broker down...) and the fix, or ""."""
+        return ""

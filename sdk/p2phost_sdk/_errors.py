@@ -76,8 +76,22 @@ class DeliveryError(P2PHostError, ValueError):
         super().__init__(f"{field}: {message}")
 
 
+#: Why announcements are dropped: the counters of :class:`RejectLog` and ``p2phost peers``.
+REJECT_REASONS = ("malformed", "bad signature", "expired", "stale")
+
+
 class AnnouncementError(ValueError):
-    """An announcement from the network is malformed or hostile; ignore it."""
+    """An announcement from the network is malformed or hostile; ignore it.
+
+    A message starting with one of :data:`REJECT_REASONS` is counted under that reason,
+    any other under ``malformed``.
+    """
+
+    @property
+    def reason(self) -> str:
+        """The counter this rejection belongs under."""
+        text = str(self)
+        return next((r for r in REJECT_REASONS if text.startswith(r)), "malformed")
 
 
 class RemoteError(P2PHostError):

@@ -1,9 +1,12 @@
 """Plugin metadata: what a plugin is, what it needs and what it provides.
 
 The source of truth is the plugin project's ``pyproject.toml``: ``[project]`` gives the
-name and version, ``[tool.p2phost.plugin]`` the rest. Wheels carry that file in their
-``.dist-info`` (hatchling's ``extra-metadata``), so the registry and the host read the
-same table from a project, a wheel or an installed distribution.
+distribution name and version, ``[tool.p2phost.plugin]`` the rest. The plugin's own name is
+its entry point's in ``[project.entry-points."p2phost.plugins"]``, as pytest and Datasette
+plugins are named: the distribution ``p2phost-tcp-transport`` is the plugin ``tcp-transport``
+(a project without that entry point is a plugin named like its distribution). Wheels carry
+that file in their ``.dist-info`` (hatchling's ``extra-metadata``), so the registry and the
+host read the same table from a project, a wheel or an installed distribution.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from packaging.version import InvalidVersion, Version
 
 from ._config import ConfigSchema
 from ._errors import PluginMetadataError
+from ._hooks import ENTRY_POINT_GROUP
 
 #: The plugin kinds.
 KINDS = ("transport", "discovery", "codec", "security", "app")
@@ -44,6 +48,21 @@ def is_valid_name(name: str) -> bool:
     return bool(_NAME_RE.match(name))
 
 
+def plugin_name_of(dist: Distribution) -> str:
+    """The plugin name of an installed distribution (its normalised name if not a plugin)."""
+    names = sorted({ep.name for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP})
+    return normalize_name(names[0] if len(names) == 1 else dist.metadata["Name"])
+
+
+def _entry_point_name(data: Mapping[str, Any]) -> str | None:
+    project = data.get("project")
+    groups = project.get("entry-points") if isinstance(project, Mapping) else None
+    group = groups.get(ENTRY_POINT_GROUP) if isinstance(groups, Mapping) else None
+    if isinstance(group, Mapping) and len(group) == 1:
+        return str(next(iter(group)))
+    return None
+
+
 def parse_specifier(text: str) -> SpecifierSet:
     """A PEP 440 specifier; ``"*"`` and ``""`` mean any version. Raises InvalidSpecifier."""
     text = text.strip()
@@ -63,15 +82,28 @@ class PluginMetadata:
     requires: Mapping[str, str] = field(default_factory=dict)
     config: ConfigSchema = field(default_factory=ConfigSchema)
     capabilities: tuple[str, ...] = ()
+    #: The normalised distribution name (``p2phost-tcp-transport``); "" means ``name``.
+    distribution: str = ""
+
+    @property
+    def dist_name(self) -> str:
+        """The distribution that carries this plugin (pip and uv install it by this name)."""
+        return self.distribution or self.name
 
     @classmethod
     def from_table(
-        cls, name: str, version: str, table: Mapping[str, Any], *, source: str, summary: str = ""
+        cls, name: str, version: str, table: Mapping[str, Any], *, source: str, summary: str = "",
+        distribution: str = "",
     ) -> PluginMetadata:
-        """Build and validate; raises :class:`PluginMetadataError` listing every problem."""
+        """Build and validate; raises :class:`PluginMetadataError` listing every problem.
+
+        ``name`` is the plugin's name, ``distribution`` the project's when it differs.
+        """
         problems: list[str] = []
         if not is_valid_name(name):
             problems.append(f"name: {name!r} is not a valid project name")
+        if distribution and distribution != name and not is_valid_name(distribution):
+            problems.append(f"name: {distribution!r} is not a valid project name")
         try:
             Version(version)
         except InvalidVersion:
@@ -154,6 +186,9 @@ class PluginMetadata:
             requires=requires,
             config=config,
             capabilities=tuple(capabilities),
+            distribution=(normalize_name(distribution)
+                          if distribution and normalize_name(distribution) != normalize_name(name)
+                          else ""),
         )
 
     @classmethod
@@ -180,7 +215,9 @@ class PluginMetadata:
             table = data  # a bare metadata table is accepted too
         if not isinstance(table, Mapping) or "kinds" not in table:
             raise PluginMetadataError(source, ["no [tool.p2phost.plugin] table"])
-        return cls.from_table(name, version, table, source=source, summary=summary)
+        plugin = _entry_point_name(data) or name
+        return cls.from_table(plugin, version, table, source=source, summary=summary,
+                              distribution=name)
 
     @classmethod
     def from_distribution(cls, dist: Distribution) -> PluginMetadata:
@@ -218,6 +255,13 @@ class PluginMetadata:
         except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
             raise PluginMetadataError(path.name, [f"not a readable wheel: {exc}"]) from exc
         raise PluginMetadataError(path.name, ["the wheel carries no p2phost-plugin.toml"])
+
+    @classmethod
+    def from_toml(
+        cls, text: str, name: str, version: str, *, source: str, summary: str = ""
+    ) -> PluginMetadata:
+        """Read a plugin's pyproject text; ``name`` and ``version`` are its distribution's."""
+        return cls._parse_carried(text, name, version, source, summary)
 
     @classmethod
     def _parse_carried(

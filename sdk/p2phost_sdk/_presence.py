@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -54,6 +55,30 @@ def is_wildcard(address: str) -> bool:
         return parts.hostname in _WILDCARD_HOSTS or (not parts.hostname and bool(parts.port))
     except ValueError:
         return False
+
+
+def link_addresses(addresses: Iterable[str], ip: str, *, strict: bool = True) -> tuple[str, ...]:
+    """What to announce on the link whose address is ``ip`` (RFC 6762 section 15: each
+    link hears only addresses reachable on it): wildcards become ``ip``; with ``strict``
+    (listen addresses, not ``advertise``) an address bound to another IP is left out. All
+    of them (wildcards resolved) when that would leave nothing."""
+    listed = tuple(addresses)
+    out: list[str] = []
+    link = ipaddress.ip_address(ip)
+    for address in listed:
+        if is_wildcard(address):
+            out.append(with_host(address, ip))
+            continue
+        try:
+            host = ipaddress.ip_address(urlsplit(address).hostname or "")
+        except ValueError:  # a name, or a scheme without a host: announce as is
+            out.append(address)
+            continue
+        if not strict or host == link or (host.is_loopback and link.is_loopback):
+            out.append(address)
+    if not out:
+        out = [with_host(a, ip) for a in listed]
+    return tuple(dict.fromkeys(out))
 
 
 def _check_address(address: object) -> str:
@@ -162,11 +187,15 @@ class RejectLog:
     clock: Callable[[], float] = time.monotonic
     #: How many announcements were rejected in total.
     count: int = 0
+    #: How many were rejected, by :data:`REJECT_REASONS`.
+    reasons: Counter[str] = field(default_factory=Counter)
     _last: dict[str, float] = field(default_factory=dict)
 
     def reject(self, sender: str, reason: str) -> None:
-        """Record that an announcement from ``sender`` was ignored because of ``reason``."""
+        """Record that an announcement from ``sender`` was ignored because of ``reason``
+        (counted under the reason its first words name, else ``malformed``)."""
         self.count += 1
+        self.reasons[AnnouncementError(reason).reason] += 1
         now = self.clock()
         last = self._last.get(sender)
         if last is not None and now - last < self.window:

@@ -17,7 +17,7 @@ build-backend = "hatchling.build"
 [project]
 name = "bad name!"
 version = "one"
-dependencies = ["p2phost-sdk>=1"]
+dependencies = ["p2phost>=0.1"]
 
 [tool.p2phost.plugin]
 kinds = ["widget"]
@@ -40,7 +40,7 @@ def test_every_metadata_problem_is_listed(tmp_path: Path) -> None:
                     "requires.json-codec: 'new' is not a PEP 440 specifier",
                     "config.port.type: expected one of",
                     'entry point: no [project.entry-points."p2phost.plugins"]',
-                    "dependencies: 'p2phost-sdk>=1': the host provides p2phost_sdk",
+                    "dependencies: 'p2phost>=0.1': plugins depend on p2phost-sdk",
                     "wheel: it will not carry the plugin metadata"]:
         assert problem in result.stdout, problem
     assert "check failed: 10 problem(s)" in result.stderr

@@ -45,6 +45,9 @@ class Medium:
 
 MEDIA = {
     "tcp": Medium("tcp", "tcp-transport", "tcp://127.0.0.1:0"),
+    "quic": Medium("quic", "quic-transport", "quic://127.0.0.1:0"),
+    "websocket": Medium("websocket", "websocket-transport", "ws://127.0.0.1:0",
+                        config={"proxy": ""}),
     "redis": Medium("redis", "redis-transport", "redis://127.0.0.1:6379/0", ("Redis", 6379)),
     "nats": Medium("nats", "nats-transport", "nats://127.0.0.1:4222", ("NATS", 4222)),
     "nats-jetstream": Medium("nats-jetstream", "nats-transport", "nats://127.0.0.1:4222",
@@ -55,6 +58,8 @@ MEDIA = {
     "postgresql": Medium("postgresql", "postgres-transport", "postgresql://127.0.0.1:5432/test",
                          ("PostgreSQL", 5432)),
 }
+#: The media with a stream per connection (no inbox on a shared medium).
+STREAMS = ["tcp", "quic", "websocket"]
 #: The media that hold messages for an absent node and redeliver what it did not finish.
 DURABLE = ["redis", "nats-jetstream", "mqtt", "amqp", "postgresql"]
 

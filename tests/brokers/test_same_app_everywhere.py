@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import pytest
 
-from tests.brokers.conftest import MEDIA, NodeMaker
+from tests.brokers.conftest import MEDIA, STREAMS, NodeMaker
 
 BURST = 1000
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("medium", ["tcp", "redis", "nats", "mqtt", "amqp", "postgresql"])
+@pytest.mark.parametrize("medium", [*STREAMS, "redis", "nats", "mqtt", "amqp", "postgresql"])
 def test_the_same_app_over(medium: str, make_node: NodeMaker) -> None:
     over = MEDIA[medium]
     over.require()
     bob, carol = make_node("bob", over), make_node("carol", over)
     alice = make_node("alice", over, connect=[bob.address, carol.address])
-    if over.name != "tcp":
+    if over.name not in STREAMS:
         assert bob.address == f"{over.url.replace('guest:guest@', 'guest@')}#{bob.peer_id}"
     alice.wait_connected([bob.peer_id, carol.peer_id])
 

@@ -70,6 +70,19 @@ class LanNode:
             return set()
         return {p["peer_id"] for p in answer.get("peers", [])}
 
+    def discovery(self) -> dict[str, Any]:
+        """The node's discovery plugins (state, counters) and dial counters."""
+        try:
+            answer = query_control(self.root / ".p2phost" / "control.sock", "peers", 2.0)
+        except NodeNotRunning:
+            return {}
+        return dict(answer.get("discovery") or {})
+
+    def counter(self, name: str) -> int:
+        """The sum of counter ``name`` over the node's discovery plugins."""
+        plugins = self.discovery().get("plugins", [])
+        return sum(int(p.get("counters", {}).get(name, 0)) for p in plugins)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` and reap the process."""
         if self.process.poll() is None:

@@ -92,6 +92,10 @@ class Lan:
     size: int
     prefix: str = field(default_factory=lambda: unique_name("n"))
     hosts: list[str] = field(default_factory=list)
+    #: The first three octets of this LAN's addresses.
+    subnet: str = SUBNET
+    #: Whether hosts get a route for 224.0.0.0/4 (False: like a host with no default route).
+    multicast_route: bool = True
 
     @property
     def switch(self) -> str:
@@ -100,7 +104,7 @@ class Lan:
 
     def address(self, index: int) -> str:
         """The IPv4 address of host ``index``."""
-        return f"{SUBNET}.{index + 10}"
+        return f"{self.subnet}.{index + 10}"
 
     def port_name(self, index: int) -> str:
         """The switch-side interface of host ``index`` (take it down to cut the host off)."""
@@ -132,13 +136,25 @@ class Lan:
         _ip("-n", ns, "addr", "add", f"{self.address(index)}/24", "dev", "eth0")
         _ip("-n", ns, "link", "set", "lo", "up")
         _ip("-n", ns, "link", "set", "eth0", "up")
-        # Multicast needs a route; this one only ever leads to our own bridge.
-        _ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
+        if self.multicast_route:
+            # The kernel picks a multicast interface by route; this one leads to our bridge.
+            _ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
         return ns
+
+    def attach(self, ns: str, index: int, interface: str = "eth1") -> str:
+        """Plug an existing namespace (a host of another LAN) into this switch as host
+        ``index``, on ``interface``: a host on two LANs. Returns its address here."""
+        port = self.port_name(index)
+        _ip("-n", ns, "link", "add", interface, "type", "veth", "peer", "name", port,
+            "netns", self.switch)
+        _ip("-n", self.switch, "link", "set", port, "master", "br0", "up")
+        _ip("-n", ns, "addr", "add", f"{self.address(index)}/24", "dev", interface)
+        _ip("-n", ns, "link", "set", interface, "up")
+        return self.address(index)
 
     def switch_address(self) -> str:
         """Give the bridge an address (for a broker run in the switch namespace)."""
-        address = f"{SUBNET}.1"
+        address = f"{self.subnet}.1"
         _ip("-n", self.switch, "addr", "add", f"{address}/24", "dev", "br0")
         return address
 

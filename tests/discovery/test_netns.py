@@ -7,7 +7,9 @@ made; a failure under CI=true.
 
 from __future__ import annotations
 
-import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,7 @@ import pytest
 from tests.conftest import write_project
 
 from .lan import BASE_PLUGINS, FAST, PORT, LanNode, full_mesh, start_nodes, wait_for
-from .netns import Lan, entered, require_namespaces
-from .plugins import use_plugin_source
+from .netns import Lan, require_namespaces
 
 PLUGINS = ["mdns-discovery", "beacon-discovery"]
 #: Seconds for every node to be connected to every other, once all have started.
@@ -120,27 +121,30 @@ def test_a_partition_heals_to_all_connected(
     print(f"{plugin}: partition healed, all connected again within {took:.1f}s")
 
 
-def test_forged_beacon_fails_the_handshake_and_changes_nothing(
+def test_an_address_where_another_peer_answers_is_dropped_at_once(
     lan_of: Callable[[int], Lan], make_root: Callable[..., Path],
 ) -> None:
-    """A beacon claiming node 1's peer id at another node's address: refused, logged."""
-    use_plugin_source("beacon-discovery")
-    from p2phost_beacon_discovery import Beacon, encode, scope_tag
+    """Node 1 signs a record listing node 2's address before its own (a stale advertise
+    setting): the others reach node 2 there, drop that address, count it, never redial."""
+    lan = lan_of(3)
 
-    lan = lan_of(4)
-    nodes = _start(lan, make_root, "beacon-discovery", scopes={3: "another-app"})
-    three, other = nodes[:3], nodes[3]
-    wait_for(full_mesh(three), FIND_WITHIN, "three nodes connecting", nodes)
-    forged = encode(Beacon(scope_tag("lan"), nodes[1].peer_id,
-                           (f"tcp://{lan.address(3)}:{PORT}",)))
-    with entered(lan.hosts[1]), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((lan.address(1), 0))
-        for _ in range(3):
-            sock.sendto(forged, ("239.255.77.77", 7450))
-    wait_for(lambda: all(f"expected peer {nodes[1].peer_id}, reached {other.peer_id}" in n.log
-                         for n in (nodes[0], nodes[2])), 10, "the forged record failing", nodes)
-    assert full_mesh(three)()
-    assert all(other.peer_id not in n.peers() for n in three)
+    def misconfigured(index: int, plugin: str, settings: Mapping[str, Any]) -> Path:
+        if index == 1:
+            settings = {**settings, "advertise": [f"tcp://{lan.address(2)}:{PORT}",
+                                                  f"tcp://{lan.address(1)}:{PORT}"]}
+        return make_root(index, plugin, settings)
+
+    nodes = _start(lan, misconfigured, "beacon-discovery")
+    wait_for(full_mesh(nodes), FIND_WITHIN, "three nodes connecting", nodes)
+    wrong = f"dropped address tcp://{lan.address(2)}:{PORT} of {nodes[1].peer_id}"
+    # The others dial node 1 first at node 2's address (unless node 1 dialled them first).
+    wait_for(lambda: discovered(nodes), FIND_WITHIN, "every node finding node 1", nodes)
+    time.sleep(3)
+    for node in (nodes[0], nodes[2]):
+        tries = node.log.count(wrong)
+        assert tries <= 1, node.log  # dropped at once: never retried
+        assert node.discovery()["dialling"]["wrong_peer"] == tries
+    assert full_mesh(nodes)()
 
 
 def test_several_discovery_plugins_merge_and_a_failing_one_stops_nothing(
@@ -163,6 +167,16 @@ def test_several_discovery_plugins_merge_and_a_failing_one_stops_nothing(
     nodes = _start(lan, make, "mdns-discovery")
     wait_for(full_mesh(nodes), FIND_WITHIN, "three nodes connecting", nodes)
     assert "BeaconDiscovery failed to start, running without it" in nodes[2].log
+    # Not silently: shown down with its fix, and retried.
+    [beacon] = [p for p in nodes[2].discovery()["plugins"] if p["name"] == "beacon-discovery"]
+    assert beacon["state"] == "down" and "[config.beacon-discovery] interface" in beacon["fix"]
+    wait_for(lambda: any(p["attempts"] >= 2 for p in nodes[2].discovery()["plugins"]), 10,
+             "a retry", nodes)
+    for command in ("peers", "doctor"):
+        shown = subprocess.run([sys.executable, "-m", "p2phost", command], cwd=nodes[2].root,
+                               capture_output=True, text=True, timeout=60).stdout
+        assert "discovery beacon-discovery is down" in shown and "fix: set " \
+            "[config.beacon-discovery] interface" in shown, shown
     for plugin in both:  # nodes 0 and 1 found each other through both plugins
         assert f"p2phost.plugin.{plugin}: found peer {nodes[1].peer_id}" in nodes[0].log
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from p2phost_sdk import ConfigError, Identity
+from p2phost_sdk import AnnouncementError, ConfigError, Identity, PresenceSigner
 from p2phost_sdk.testing.discovery import DiscoveryConformance, RecordingEvents, wait_until
 from tests.discovery.plugins import private_network, use_plugin_source
 
@@ -24,12 +24,20 @@ from p2phost_beacon_discovery import (  # noqa: E402
     BeaconSettings,
     decode,
     encode,
+    fits,
     scope_tag,
 )
 
 __all__ = ["private_network"]
 
 _ports = itertools.count(20000 + os.getpid() % 20000)
+
+
+def signed(scope: str, addresses: tuple[str, ...], *, identity: Identity | None = None,
+           goodbye: bool = False, lifetime: float = 5.0) -> bytes:
+    """A beacon signed by ``identity`` (a new one by default)."""
+    signer = PresenceSigner(identity or Identity.generate())
+    return encode(Beacon.of(signer.sign(scope, addresses, lifetime=lifetime, goodbye=goodbye)))
 
 
 def fast(scope: str = "kit", **overrides: Any) -> BeaconSettings:
@@ -50,17 +58,21 @@ class TestBeaconConformance(DiscoveryConformance):
         return lambda: BeaconDiscovery(settings)
 
 
-def test_format_round_trip_and_limits() -> None:
-    peer = Identity.generate().peer_id
-    beacon = Beacon(scope_tag("chat"), peer, ("tcp://10.0.0.1:7400", "mem://x"))
-    assert decode(encode(beacon)) == beacon
-    bye = Beacon(scope_tag("chat"), peer, (), goodbye=True)
-    assert decode(encode(bye)).goodbye
+def test_format_round_trip_signature_and_limits() -> None:
+    signer = PresenceSigner(Identity.generate())
+    record = signer.sign("chat", ("tcp://10.0.0.1:7400", "mem://x"), lifetime=5)
+    beacon = decode(encode(Beacon.of(record)))
+    assert beacon == Beacon.of(record) and beacon.presence("chat").check() == record
+    with pytest.raises(AnnouncementError, match="bad signature"):
+        beacon.presence("another-scope").check()
+    bye = decode(encode(Beacon.of(signer.sign("chat", (), lifetime=5, goodbye=True))))
+    assert bye.goodbye and bye.presence("chat").check()
     # Too many or too long addresses are left out rather than making an oversized beacon.
-    many = Beacon(scope_tag("chat"), peer, tuple(f"tcp://10.0.0.{i}:1" for i in range(40)))
-    assert len(decode(encode(many)).addresses) == 16
-    long = Beacon(scope_tag("chat"), peer, ("tcp://" + "a" * 300 + ":1", "tcp://b:1"))
-    assert decode(encode(long)).addresses == ("tcp://b:1",)
+    assert len(fits(tuple(f"tcp://10.0.0.{i}:1" for i in range(40)))) == 16
+    assert fits(("tcp://" + "a" * 300 + ":1", "tcp://b:1")) == ("tcp://b:1",)
+    with pytest.raises(ValueError, match="do not fit"):
+        encode(Beacon(scope_tag("chat"), signer.peer_id, ("tcp://" + "a" * 300 + ":1",), 1, 2,
+                      bytes(64)))
 
 
 @pytest.mark.parametrize(("config", "field"), [
@@ -78,10 +90,11 @@ def test_bad_settings_name_the_field(config: dict[str, Any], field: str) -> None
     assert "[config.beacon-discovery]" in str(caught.value)
 
 
-def _hostile_datagrams(tag: bytes) -> list[bytes]:
-    peer = Identity.generate().peer_id
-    good = encode(Beacon(tag, peer, ("tcp://127.0.0.1:9",)))
-    header = good[:47]
+def _hostile_datagrams(scope: str) -> list[bytes]:
+    good = signed(scope, ("tcp://127.0.0.1:9",))
+    header, signature = good[:63], good[-64:]
+    forged = bytearray(good)
+    forged[-70] ^= 1  # one address byte changed: the signature no longer verifies
     return [
         b"",
         b"hello",
@@ -90,12 +103,15 @@ def _hostile_datagrams(tag: bytes) -> list[bytes]:
         good[:-3],                                      # truncated address
         good + b"\x00",                                 # stray bytes
         good[:4] + b"\x09" + good[5:],                  # unknown version
-        header[:-1] + b"\xff",                          # 255 addresses claimed
-        header[:-1] + b"\x01" + b"\x05" + b"\xff\xfe\xfd\xfc\xfb",   # not UTF-8
-        header[:-1] + b"\x01" + b"\x04" + b"evil",       # not a URL
-        header[:-1] + b"\x01" + b"\x0c" + b"tcp://a\nb:1",   # control character
-        header[:-1] + b"\x01" + b"\x0e" + b"tcp://h:999999",  # port out of range
+        header[:-1] + b"\xff" + signature,              # 255 addresses claimed
+        header[:-1] + b"\x01" + b"\x05" + b"\xff\xfe\xfd\xfc\xfb" + signature,  # not UTF-8
         good + b"x" * 1400,                             # larger than any beacon
+        bytes(forged),                                  # altered after signing
+        good[:-64] + bytes(64),                         # no real signature
+        signed(scope, ("tcp://127.0.0.1:9",), lifetime=-120),  # expired long ago
+        signed(scope, ("evil",)),                       # signed, but not a URL
+        signed(scope, ("tcp://a\nb:1",)),                # control character
+        signed(scope, ("tcp://h:999999",)),              # port out of range
     ]
 
 
@@ -108,11 +124,11 @@ async def test_hostile_datagrams_are_ignored_and_logged(
     events = RecordingEvents()
     await discovery.start(events)
     try:
-        junk = _hostile_datagrams(scope_tag("hostile"))
-        other_scope = encode(Beacon(scope_tag("other"), Identity.generate().peer_id,
-                                    ("tcp://127.0.0.1:9",)))
-        honest = Identity.generate().peer_id
-        wildcard = encode(Beacon(scope_tag("hostile"), honest, ("tcp://0.0.0.0:7400",)))
+        junk = _hostile_datagrams("hostile")
+        other_scope = signed("other", ("tcp://127.0.0.1:9",))
+        identity = Identity.generate()
+        honest = identity.peer_id
+        wildcard = signed("hostile", ("tcp://0.0.0.0:7400",), identity=identity)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             sender.bind(("127.0.0.1", 0))
             for datagram in [*junk, other_scope, wildcard]:
@@ -124,6 +140,8 @@ async def test_hostile_datagrams_are_ignored_and_logged(
     # The empty datagram may be dropped by the kernel path; every other one is rejected.
     assert discovery.rejected.count in (len(junk) - 1, len(junk))
     assert list(events.found) == [honest]
+    counters = discovery.counters()
+    assert counters["bad signature"] == 2 and counters["expired"] == 1, counters
     # A wildcard address becomes the address the beacon came from.
     assert events.found[honest].addresses == ("tcp://127.0.0.1:7400",)
     warnings = [r for r in caplog.records if "ignored announcement from 127.0.0.1" in r.message]
@@ -138,13 +156,13 @@ async def test_silent_peer_expires_without_goodbye() -> None:
     events = RecordingEvents()
     await discovery.start(events)
     try:
-        ghost = Identity.generate().peer_id
+        ghost = Identity.generate()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             sender.bind(("127.0.0.1", 0))
-            sender.sendto(encode(Beacon(scope_tag("silent"), ghost, ("tcp://127.0.0.1:9",))),
+            sender.sendto(signed("silent", ("tcp://127.0.0.1:9",), identity=ghost),
                           (settings.group, settings.port))
-        await wait_until(lambda: ghost in events.found, 2, "the one beacon")
-        took = await wait_until(lambda: ghost in events.lost, 3, "expiry")
+        await wait_until(lambda: ghost.peer_id in events.found, 2, "the one beacon")
+        took = await wait_until(lambda: ghost.peer_id in events.lost, 3, "expiry")
         assert 0.2 < took < 1.5
     finally:
         await discovery.stop()

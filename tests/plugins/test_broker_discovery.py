@@ -14,7 +14,7 @@ import nats
 import pytest
 import redis.asyncio as aioredis
 
-from p2phost_sdk import ConfigError, Identity
+from p2phost_sdk import ConfigError, Identity, PresenceSigner
 from p2phost_sdk.testing.discovery import DiscoveryConformance, RecordingEvents, wait_until
 from tests.conftest import service_or_skip
 from tests.discovery.plugins import use_plugin_source
@@ -30,6 +30,13 @@ from p2phost_broker_discovery import (  # noqa: E402
 
 REDIS = "redis://127.0.0.1:6379/0"
 NATS = "nats://127.0.0.1:4222"
+
+
+def entry(identity: Identity, scope: str, addresses: list[str], *, lifetime: float = 5.0,
+          goodbye: bool = False) -> bytes:
+    """A presence entry signed by ``identity``."""
+    return encode(PresenceSigner(identity).sign(scope, addresses, lifetime=lifetime,
+                                                goodbye=goodbye))
 
 
 def fast(url: str, **overrides: Any) -> BrokerSettings:
@@ -75,19 +82,27 @@ async def test_redis_silent_peer_expires_and_junk_keys_are_ignored(
     settings = fast(REDIS)
     discovery, events = broker_discovery(settings), RecordingEvents()
     prefix = f"p2phost:presence:{settings.scope}:"
-    ghost, victim = Identity.generate().peer_id, Identity.generate().peer_id
+    ghost_key, victim_key = Identity.generate(), Identity.generate()
+    ghost, victim = ghost_key.peer_id, victim_key.peer_id
+    forger = Identity.generate().peer_id
     junk = {
         "not-json": b"{{{",
         Identity.generate().peer_id: b"[1, 2]",
         Identity.generate().peer_id: b"x" * 10_000,
-        Identity.generate().peer_id: json.dumps({"id": victim, "addresses": ["tcp://a:1"]}),
+        Identity.generate().peer_id: entry(victim_key, settings.scope, ["tcp://a:1"]),
         Identity.generate().peer_id: json.dumps({"id": "nope", "addresses": ["tcp://a:1"]}),
+        forger: json.dumps({**json.loads(entry(victim_key, settings.scope, ["tcp://a:1"])),
+                            "id": forger}),  # another peer's signature
+        # Unsigned, as before signatures: refused.
+        Identity.generate().peer_id: json.dumps({"id": victim, "addresses": ["tcp://a:1"]}),
     }
     try:
         for key, value in junk.items():
             await redis_client.set(prefix + key, value, px=30_000)
         # A node that was SIGKILLed: its key is there, and is never refreshed again.
-        await redis_client.set(prefix + ghost, encode(ghost, ["tcp://127.0.0.1:9"]), px=800)
+        await redis_client.set(prefix + ghost, entry(ghost_key, settings.scope,
+                                                     ["tcp://127.0.0.1:9"], lifetime=0.8),
+                               px=800)
         await discovery.start(events)
         await wait_until(lambda: ghost in events.found, 2, "the ghost's last heartbeat")
         took = await wait_until(lambda: ghost in events.lost, 3, "the ghost expiring")
@@ -103,28 +118,35 @@ async def test_nats_junk_messages_are_ignored() -> None:
     service_or_skip("NATS", 4222)
     settings = fast(NATS)
     discovery, events = broker_discovery(settings), RecordingEvents()
-    honest = Identity.generate().peer_id
+    honest_key = Identity.generate()
+    honest = honest_key.peer_id
     client = await nats.connect(NATS, connect_timeout=5)
     try:
         await discovery.start(events)
         subject = f"p2phost.presence.{settings.scope}"
         for _ in range(30):  # heartbeats, until the discovery has subscribed and heard one
-            await client.publish(subject, encode(honest, ["tcp://127.0.0.1:9"]))
+            await client.publish(subject, entry(honest_key, settings.scope,
+                                                ["tcp://127.0.0.1:9"]))
             await asyncio.sleep(0.1)
             if honest in events.found:
                 break
         for junk in [b"", b"\xff\xfe", b"null", b"x" * 8000,
                      json.dumps({"id": honest, "addresses": "tcp://a:1"}).encode(),
-                     json.dumps({"id": honest, "addresses": ["tcp://a:1"] * 17}).encode()]:
+                     json.dumps({"id": honest, "addresses": ["tcp://a:1"] * 17}).encode(),
+                     # A goodbye in the peer's name, not signed by it: it stays.
+                     json.dumps({**json.loads(entry(Identity.generate(), settings.scope, [],
+                                                    goodbye=True)), "id": honest}).encode()]:
             await client.publish(subject, junk)
         await client.flush(timeout=5)
-        await wait_until(lambda: discovery.rejected.count == 6, 3, "rejecting the junk")
+        await wait_until(lambda: discovery.rejected.count == 7, 3, "rejecting the junk")
+        assert honest not in events.lost
         took = await wait_until(lambda: honest in events.lost, 3, "silence expiring")
         assert took < settings.expiry + settings.interval + 0.5
     finally:
         await client.close()
         await discovery.stop()
-    assert discovery.rejected.count == 6
+    assert discovery.rejected.count == 7
+    assert discovery.counters()["bad signature"] == 1
 
 
 @pytest.mark.parametrize("url", [REDIS, NATS])

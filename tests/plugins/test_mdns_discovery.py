@@ -14,7 +14,7 @@ import pytest
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from p2phost_sdk import ConfigError, Identity
+from p2phost_sdk import ConfigError, Identity, PresenceSigner
 from p2phost_sdk.testing.discovery import DiscoveryConformance, RecordingEvents, wait_until
 from tests.discovery.plugins import private_network, use_plugin_source
 
@@ -57,6 +57,12 @@ async def responder(private_network: str) -> AsyncIterator[AsyncZeroconf]:
     await zc.async_close()
 
 
+def txt(identity: Identity, scope: str, addresses: list[str],
+        lifetime: float = 600) -> dict[str, str]:
+    """The TXT record ``identity`` signs for ``addresses`` in ``scope``."""
+    return txt_properties(PresenceSigner(identity).sign(scope, addresses, lifetime=lifetime))
+
+
 def service(name_id: str, props: dict[str, Any], ttl: int = 2) -> AsyncServiceInfo:
     return AsyncServiceInfo(SERVICE_TYPE, instance_name(name_id), port=7400, properties=props,
                             server=f"{name_id}.local.", parsed_addresses=["127.0.0.1"],
@@ -69,8 +75,9 @@ async def test_dead_peer_is_lost_after_ttl_and_found_when_it_answers_again(
     """No goodbye (SIGKILL): lost once its records expire; answering again, found again."""
     settings = fast("silent")
     discovery, events = MdnsDiscovery(settings), RecordingEvents()
-    peer = Identity.generate().peer_id
-    info = service(peer, txt_properties(peer, "silent", ["tcp://127.0.0.1:7400"]))
+    identity = Identity.generate()
+    peer = identity.peer_id
+    info = service(peer, txt(identity, "silent", ["tcp://127.0.0.1:7400"]))
     await discovery.start(events)
     try:
         await responder.async_register_service(info)
@@ -89,34 +96,42 @@ async def test_hostile_services_are_ignored_and_logged(
     responder: AsyncZeroconf, caplog: pytest.LogCaptureFixture,
 ) -> None:
     discovery, events = MdnsDiscovery(fast("hostile")), RecordingEvents()
-    honest = Identity.generate().peer_id
-    victim = Identity.generate().peer_id
-    ids = [Identity.generate().peer_id for _ in range(6)]
+    honest_key, victim_key = Identity.generate(), Identity.generate()
+    honest = honest_key.peer_id
+    keys = [Identity.generate() for _ in range(9)]
+    ids = [k.peer_id for k in keys]
+    forged = {**txt(keys[6], "hostile", ["tcp://127.0.0.1:1"]), "addr0": "tcp://127.0.0.1:66"}
     hostile = [
         service(ids[0], {"scope": "hostile", "addr0": "tcp://127.0.0.1:1"}),    # no id
         service(ids[1], {"id": "not-a-peer-id", "scope": "hostile",
                          "addr0": "tcp://127.0.0.1:1"}),
-        service(ids[2], {**txt_properties(ids[2], "hostile", ["tcp://127.0.0.1:1"]),
+        service(ids[2], {**txt(keys[2], "hostile", ["tcp://127.0.0.1:1"]),
                          **{f"pad{i}": "x" * 200 for i in range(12)}}),  # 2.4 KB of TXT
-        service(ids[3], txt_properties(victim, "hostile", ["tcp://127.0.0.1:1"])),  # spoofed
-        service(ids[4], txt_properties(ids[4], "hostile", ["no url", "tcp://h:99999"])),
-        service(ids[5], {**txt_properties(ids[5], "hostile", []),
+        service(ids[3], txt(victim_key, "hostile", ["tcp://127.0.0.1:1"])),  # spoofed
+        service(ids[4], txt(keys[4], "hostile", ["no url", "tcp://h:99999"])),
+        service(ids[5], {**txt(keys[5], "hostile", []),
                          **{f"addr{i}": f"tcp://127.0.0.1:{i + 1}" for i in range(20)}}),
+        service(ids[6], forged),                                     # altered after signing
+        service(ids[7], {**txt(keys[7], "hostile", ["tcp://127.0.0.1:1"]), "sig": "AAAA"}),
+        service(ids[8], txt(keys[8], "hostile", ["tcp://127.0.0.1:1"], lifetime=-120)),
     ]
-    other_scope = Identity.generate().peer_id
+    other_key = Identity.generate()
+    other_scope = other_key.peer_id
     await discovery.start(events)
     try:
         for info in hostile:
             await responder.async_register_service(info)
         await responder.async_register_service(
-            service(other_scope, txt_properties(other_scope, "other", ["tcp://127.0.0.1:2"])))
+            service(other_scope, txt(other_key, "other", ["tcp://127.0.0.1:2"])))
         await responder.async_register_service(
-            service(honest, txt_properties(honest, "hostile", ["tcp://0.0.0.0:7400"])))
+            service(honest, txt(honest_key, "hostile", ["tcp://0.0.0.0:7400"])))
         await wait_until(lambda: honest in events.found, 8, "the honest service")
         await wait_until(lambda: discovery.rejected.count >= len(hostile), 8, "rejections")
     finally:
         await discovery.stop()
     assert list(events.found) == [honest]
+    counters = discovery.counters()
+    assert counters["bad signature"] >= 2 and counters["expired"] >= 1, counters
     # The wildcard listen address becomes the service's own IP.
     assert events.found[honest].addresses == ("tcp://127.0.0.1:7400",)
     assert any("ignored announcement" in r.message for r in caplog.records)

@@ -102,4 +102,4 @@ async def test_a_discovery_that_hangs_is_named_and_the_node_carries_on(
     await asyncio.wait_for(running.start(), 10)
     await asyncio.wait_for(running.close(), 10)
     doing = "starting" if where == "start" else "stopping"
-    assert f"HangingDiscovery did not finish {doing} discovery within 0.5s" in caplog.text
+    assert f"HangingDiscovery did not finish {doing} discovery within" in caplog.text

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
 
 from p2phost_sdk import (
     HOST_API,
@@ -33,7 +34,8 @@ from ._pyproject import PluginProject
 
 #: Seconds the probe and the kits may take.
 PROBE_TIMEOUT, KIT_TIMEOUT = 60.0, 900.0
-_HOST_NAMES = {"p2phost", "p2phost-sdk", "p2phost_sdk"}
+#: The SDK distribution plugins depend on (with their host-api range), and the host itself.
+_SDK, _HOST = "p2phost-sdk", "p2phost"
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,32 @@ class CheckReport:
             and not any(k.failures for k in self.kits)
 
 
+def _lint_dependencies(project: PluginProject, report: CheckReport) -> None:
+    """A plugin depends on p2phost-sdk with its host-api range, never on the host."""
+    deps = project.project.get("dependencies", [])
+    sdk: Requirement | None = None
+    for dep in deps if isinstance(deps, list) else []:
+        try:
+            requirement = Requirement(str(dep))
+        except InvalidRequirement as exc:
+            report.problems.append(f"dependencies: {dep!r} is not a requirement: {exc}")
+            continue
+        if normalize_name(requirement.name) == _HOST:
+            report.problems.append(f"dependencies: {dep!r}: plugins depend on {_SDK}, not on "
+                                   "the host (which provides it); remove it")
+        elif normalize_name(requirement.name) == _SDK:
+            sdk = requirement
+    host_api = report.metadata.host_api if report.metadata else ""
+    if not host_api:
+        return
+    if sdk is None:
+        report.warnings.append(f'dependencies: add "{_SDK}{host_api}" so that pip and uv see '
+                               "the host-api range the host checks")
+    elif sdk.specifier != SpecifierSet(host_api):
+        report.problems.append(f"dependencies: {sdk}: the range differs from host-api "
+                               f"{host_api}; declare \"{_SDK}{host_api}\"")
+
+
 def lint(project: PluginProject, report: CheckReport) -> None:
     """The metadata stage: everything wrong with ``pyproject.toml``."""
     try:
@@ -77,19 +105,13 @@ def lint(project: PluginProject, report: CheckReport) -> None:
     if not points:
         report.problems.append('entry point: no [project.entry-points."p2phost.plugins"] '
                                f'(add: {project.name or "NAME"} = "your_module")')
-    elif project.name and normalize_name(project.name) not in map(normalize_name, points):
-        report.problems.append(f"entry point: none is named {project.name!r} (the host "
-                               f"loads the plugin by its name; found {', '.join(points)})")
-    deps = project.project.get("dependencies", [])
-    for dep in deps if isinstance(deps, list) else []:
-        try:
-            dist = Requirement(str(dep)).name
-        except InvalidRequirement as exc:
-            report.problems.append(f"dependencies: {dep!r} is not a requirement: {exc}")
-            continue
-        if normalize_name(dist) in _HOST_NAMES:
-            report.problems.append(f"dependencies: {dep!r}: the host provides p2phost_sdk; "
-                                   "remove it")
+    elif project.name and not {normalize_name(project.name),
+                               normalize_name(project.name).removeprefix("p2phost-")
+                               } & set(map(normalize_name, points)):
+        report.problems.append(f"entry point: none is named like the plugin (the host loads "
+                               f"it by its name: {project.name!r}, or the NAME of "
+                               f"p2phost-NAME; found {', '.join(points)})")
+    _lint_dependencies(project, report)
     backend = str(project.data.get("build-system", {}).get("build-backend", ""))
     extra = project.table("tool", "hatch", "build", "targets", "wheel", "extra-metadata")
     if backend.startswith("hatchling") and extra.get("pyproject.toml") != "p2phost-plugin.toml":

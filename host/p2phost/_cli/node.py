@@ -27,6 +27,7 @@ from .._plugins import PluginManager, describe
 from .._project import Project
 from .._runtime import ControlServer, Node, query_control
 from .._runtime.node._assemble import node_for_project
+from ._discovery_status import discovery_lines
 from ._output import console
 from ._stats import print_stats
 
@@ -234,6 +235,8 @@ def peers(
         topics = ", ".join(peer.get("topics", [])) or "-"
         _say(f"{peer.get('peer_id')}  {peer.get('address')}  {peer.get('codec')}  "
              f"topics: {topics}")
+    for _, text, fix in discovery_lines(answer):
+        _say(text + (f"\n  fix: {fix}" if fix else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -62,10 +62,10 @@ def _installer(registry: str | None, *, require_signed: bool = False,
 
     Its warnings (unsigned plugins) are printed when the block ends without an error.
     """
-    from .._install import SigningPolicy, registry_urls
+    from .._install import SigningPolicy, plugin_sources
 
     project = Project.find()
-    urls = registry_urls(registry, project.manifest.registries)
+    urls = plugin_sources(registry, project.manifest.registries)
     signing = SigningPolicy(require_signed or project.manifest.require_signed, trust_new_key,
                             command or "p2phost plugin install")
     with _installer_for(project, urls, signing) as installer:
@@ -246,6 +246,7 @@ def info(name: str = typer.Argument(..., help="The plugin's name."),
     """What a plugin is, provides, requires and may do (from the registry if not installed)."""
     from p2phost_sdk import PluginMetadata, host_api_compatible, normalize_name
 
+    from .._lock import Lock
     from .._plugins import PluginManager
 
     project = Project.find()
@@ -268,23 +269,27 @@ def info(name: str = typer.Argument(..., help="The plugin's name."),
         default = "" if field.default is None else f" = {field.default!r}"
         console.print(f"  config:       {field.name}: {field.type}{default}  {field.description}",
                       markup=False)
+    console.print(f"  distribution: {dist.metadata['Name']}")
+    locked = Lock.load(project.lock_path).plugin(meta.name)
+    if locked is not None:
+        console.print(f"  source:       {locked.source}  ({locked.filename})", markup=False)
     console.print(f"  location:     {dist.locate_file('')}")
 
 
 def _remote_info(project: Project, name: str, registry: str | None) -> None:
-    from .._install import RegistryClient, RegistryError, registry_urls
+    from .._install import RegistryClient, RegistryError, UnknownPlugin, plugin_sources
 
-    client = RegistryClient(registry_urls(registry, project.manifest.registries))
+    client = RegistryClient(plugin_sources(registry, project.manifest.registries))
     try:
         plugin = client.plugin(name)
-    except RegistryError as exc:
+    except (RegistryError, UnknownPlugin) as exc:
         raise UserError(f"plugin {name!r} is not installed in this project, and {exc.message}",
-                        fix=f"p2phost plugin install {name} (once the registry answers)"
-                        ) from exc
+                        fix=f"p2phost plugin install {name} (once a source has it: "
+                            f"{exc.fix})") from exc
     newest = plugin.newest_fitting()
     console.print(f"{plugin.name}" + (f": {plugin.summary}" if plugin.summary else "")
                   + "  (not installed)", markup=False)
-    console.print(f"  registry:     {plugin.source}")
+    console.print(f"  source:       {plugin.source}")
     console.print(f"  publisher:    {', '.join(plugin.owners) or 'unknown'}")
     console.print(f"  downloads:    {plugin.downloads}")
     if newest is None:
@@ -314,7 +319,7 @@ def search(query: str = typer.Argument("", help="Text to look for in names and s
 
     from p2phost_sdk import KINDS
 
-    from .._install import RegistryClient, registry_urls
+    from .._install import RegistryClient, plugin_sources
 
     if kind is not None and kind not in KINDS:
         raise UserError(f"--kind {kind!r} is not a plugin kind", fix=f"use one of {KINDS}")
@@ -322,7 +327,7 @@ def search(query: str = typer.Argument("", help="Text to look for in names and s
         registries = Project.find().manifest.registries
     except UserError:
         registries = []  # searching needs no project
-    rows = RegistryClient(registry_urls(registry, registries)).search(query, kind)
+    rows = RegistryClient(plugin_sources(registry, registries)).search(query, kind)
     if not rows:
         console.print(f"no plugin matches {query!r}" + (f" of kind {kind}" if kind else ""))
         return

@@ -16,6 +16,7 @@ from .._lock import Lock
 from .._manifest import DEFAULT_REGISTRY, MANIFEST_NAME, Manifest
 from .._plugins import PluginManager
 from .._project import Project
+from ._discovery_status import running_discovery
 from ._output import console
 
 DEFAULT_MANIFEST = """\
@@ -24,8 +25,10 @@ DEFAULT_MANIFEST = """\
 name = "{name}"
 listen = ["{listen}"]
 
-[registry]
-url = "{registry}"        # several sources may be listed: url = ["...", "..."]
+# Plugins come from the registries listed here, then from the official plugins built into
+# p2phost (works offline). To add one:
+# [registry]
+# url = "{registry}"      # several may be listed: url = ["...", "..."]
 
 [plugins]                 # name = PEP 440 version specifier; "*" means any version
 tcp-transport = ">=1.0,<2"
@@ -106,6 +109,8 @@ def doctor() -> None:
             report(True, f"plugins load: {names or 'none'}")
         except UserError as exc:
             report(False, exc.message, exc.fix)
+    for ok, text, fix in running_discovery(project):
+        report(ok, text, fix)
     if problems:
         console.print(f"{len(problems)} problem(s) found")
         raise typer.Exit(1)

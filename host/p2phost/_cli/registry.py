@@ -6,12 +6,13 @@ that ``p2phost --help`` stays fast.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import typer
 
-from ._output import console
+from ._output import console, err_console
 
 #: Where the store lives when --data is not given (overridable by P2PHOST_REGISTRY_DATA).
 DEFAULT_DATA = Path(os.environ.get("P2PHOST_REGISTRY_DATA", "~/.p2phost/registry"))
@@ -33,6 +34,14 @@ def register(app: typer.Typer) -> None:
     group.add_typer(tokens, name="token")
     app.add_typer(group, name="registry")
 
+    @group.callback()
+    def needs_server() -> None:
+        """Run and fill a plugin registry (needs p2phost-registry installed)."""
+        if importlib.util.find_spec("p2phost_registry") is None:
+            err_console.print("error: p2phost registry needs the registry server, which is not "
+                              "installed: pip install 'p2phost[registry]'", markup=False)
+            raise typer.Exit(2)
+
     @group.command("serve")
     def serve(
         host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
@@ -50,24 +59,26 @@ def register(app: typer.Typer) -> None:
     @group.command("seed")
     def seed(
         paths: list[Path] = typer.Argument(
-            None, help="Plugin projects to publish (default: every project in official-plugins/)."
+            None, help="Wheels, folders of wheels, or plugin projects to publish (default: the "
+                       "official plugins built into p2phost, signed)."
         ),
         data: Path = _DATA,
         database: str | None = _DATABASE,
         owner: str = typer.Option("p2phost", "--owner", help="Who owns the seeded plugins."),
     ) -> None:
-        """Build plugin projects and publish them into the store."""
+        """Publish wheels (or build plugin projects) into the store; default: the built-in ones."""
         from rich.progress import Progress
 
         from p2phost_registry import BadRequest, Store
         from p2phost_registry._seed import SeedResult
         from p2phost_registry._seed import seed as run_seed
 
-        projects = [p.resolve() for p in paths] if paths else _official_projects()
+        projects = [p.resolve() for p in paths] if paths else _official_sources()
         if not projects:
             raise BadRequest(
-                "no plugin projects found: run from the p2phost checkout (official-plugins/) "
-                "or pass the project directories: p2phost registry seed --data DIR PATH..."
+                "this p2phost has no built-in plugins to seed (a development install): pass "
+                "wheels or projects: p2phost registry seed --data DIR PATH..., or run "
+                "scripts/dist and export P2PHOST_BUILTIN_DIR=dist/plugins"
             )
         store = Store(_data_dir(data), database)
         try:
@@ -119,9 +130,15 @@ def register(app: typer.Typer) -> None:
         console.print(token)
 
 
-def _official_projects() -> list[Path]:
+def _official_sources() -> list[Path]:
+    """The built-in source's folder; in a development checkout, the official projects."""
     from p2phost_registry._seed import plugin_projects
 
+    from .._install import BuiltinSource
+
+    builtin = BuiltinSource.find()
+    if builtin is not None:
+        return [builtin.root]
     for root in (Path.cwd() / "official-plugins",
                  Path(__file__).resolve().parents[3] / "official-plugins"):
         if root.is_dir():

@@ -9,6 +9,10 @@ class RegistryError(UserError):
     """A registry could not be reached, or answered something unusable."""
 
 
+class Unreachable(RegistryError):
+    """A registry did not answer at all (down, refused, timed out)."""
+
+
 class UnknownPlugin(UserError):
     """No configured registry knows a plugin of this name."""
 

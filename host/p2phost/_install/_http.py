@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .. import __version__
-from ._errors import RegistryError
+from ._errors import RegistryError, Unreachable
 
 #: Seconds to wait for a connection or a read; ``P2PHOST_TIMEOUT`` overrides it.
 DEFAULT_TIMEOUT = 10.0
@@ -55,7 +55,7 @@ class Fetcher:
         """The body of ``url`` as a stream; retried when the server is down or busy."""
         request = urllib.request.Request(
             url, headers={"User-Agent": f"p2phost/{__version__}", "Accept": accept})
-        last = ""
+        last, answered = "", False
         for attempt in range(self.attempts):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
@@ -63,6 +63,7 @@ class Fetcher:
                 response = urllib.request.urlopen(request, timeout=self.timeout)
             except urllib.error.HTTPError as exc:
                 detail = _error_message(exc)
+                answered = True
                 if exc.code == 404:
                     raise NotFound(detail or f"{url}: not found") from None
                 last = f"HTTP {exc.code}" + (f": {detail}" if detail else "")
@@ -76,7 +77,8 @@ class Fetcher:
             with response:
                 yield response
             return
-        raise RegistryError(f"{url} did not answer ({last}) after {self.attempts} attempts "
+        error = RegistryError if answered else Unreachable
+        raise error(f"{url} did not answer ({last}) after {self.attempts} attempts "
                             f"with a {self.timeout:g} s timeout",
                             fix="check that the registry is running (p2phost registry serve), "
                                 "or choose another with --registry URL")

@@ -28,6 +28,7 @@ from .._lock import Lock, LockedFile
 from .._manifest import ManifestEditor
 from .._project import Project
 from .._wheel import unpack_wheel
+from ._builtin import BUILTIN_SOURCE
 from ._cache import DownloadCache, ProgressFactory
 from ._errors import InstallError
 from ._http import Fetcher
@@ -35,7 +36,7 @@ from ._pydeps import resolve_packages
 from ._registry import PluginInfo, RegistryClient, Release
 from ._resolver import Requirement, resolve, usable
 from ._signing import SigningPolicy, check_lock, check_pin, verify_download
-from ._wheels import python_requirements
+from ._wheels import check_sdk, python_requirements
 
 #: How long to wait for another p2phost command working on the same project.
 LOCK_WAIT = 30.0
@@ -91,7 +92,7 @@ class Installer:
         self.env = project.environment
         self.cache = cache or DownloadCache()
         self.fetcher = fetcher or Fetcher.from_env()
-        self.client = RegistryClient(registries, self.fetcher)
+        self.client = RegistryClient(registries, self.fetcher, notify=self.warnings.append)
         self.progress = progress
         self.lock = Lock.load(project.lock_path)
 
@@ -245,10 +246,12 @@ class Installer:
                                     self.progress, wheel.size)
             signed = verify_download(item, wheel, self.fetcher)
             check_pin(item, signed, locked, self.signing)
+            check_sdk(item.name, str(item.version), path)
+            builtin = item.source == BUILTIN_SOURCE  # its file:// URL is this machine's only
             plugins.append(LockedFile(
                 name=item.name, version=str(item.version), source=item.source,
                 filename=wheel.filename, sha256=wheel.sha256,
-                requires=tuple(sorted(item.requires)), url=wheel.url,
+                requires=tuple(sorted(item.requires)), url=None if builtin else wheel.url,
                 dependencies=python_requirements(path),
                 signature=signed.signature if signed else None,
                 publisher_key=signed.publisher_key if signed else None))
@@ -261,6 +264,16 @@ class Installer:
         hit = self.cache.get(entry.sha256, entry.filename)
         if hit is not None:
             return hit
+        builtin = self.client.builtin if entry.source == BUILTIN_SOURCE else None
+        local = builtin.file(entry.filename) if builtin is not None else None
+        if local is not None:  # the sha256 check refuses a different file of the same name
+            return self.cache.fetch(local.as_uri(), entry.sha256, entry.filename, self.fetcher)
+        if entry.source == BUILTIN_SOURCE:
+            raise UserError(f"{entry.filename} ({entry.name} {entry.version}) came from the "
+                            "built-in source of another p2phost, and is neither in this one "
+                            f"nor in the download cache {self.cache.root}",
+                            fix=f"p2phost plugin upgrade {entry.name} (locks a version this "
+                                "p2phost or a registry has)")
         if offline or not entry.url:
             raise UserError(f"{entry.filename} ({entry.name} {entry.version}) is not in the "
                             f"download cache {self.cache.root}",

@@ -1,19 +1,24 @@
-"""The registry client: plugin versions, files and hashes from the registry's JSON API."""
+"""The registry client: plugin versions, files and hashes from the registries' JSON API,
+then from the built-in source (the official plugins shipped with p2phost)."""
 
 from __future__ import annotations
 
 import os
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.version import InvalidVersion, Version
 
 from p2phost_sdk import HOST_API, host_api_compatible, normalize_name
 
 from .._manifest import DEFAULT_REGISTRY
-from ._errors import RegistryError, UnknownPlugin
+from ._errors import IntegrityError, RegistryError, UnknownPlugin, Unreachable
 from ._http import Fetcher, NotFound
+
+if TYPE_CHECKING:
+    from ._builtin import BuiltinSource
 
 
 def registry_urls(option: str | None, manifest_registries: list[str]) -> list[str]:
@@ -22,6 +27,20 @@ def registry_urls(option: str | None, manifest_registries: list[str]) -> list[st
         if value:
             return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
     return list(manifest_registries) or [DEFAULT_REGISTRY]
+
+
+def plugin_sources(option: str | None, manifest_registries: list[str]) -> list[str]:
+    """The registries plugins come from, before the built-in source (none configured: [])."""
+    for value in (option, os.environ.get("P2PHOST_REGISTRY")):
+        if value:
+            return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+    return list(manifest_registries)
+
+
+def _find_builtin() -> BuiltinSource | None:
+    from ._builtin import BuiltinSource
+
+    return BuiltinSource.find()
 
 
 @dataclass(frozen=True)
@@ -93,33 +112,86 @@ class PluginInfo:
 
 
 class RegistryClient:
-    """Asks the configured registries, in order, about plugins. Answers are memoised."""
+    """Asks the configured registries, in order, then the built-in source about plugins.
 
-    def __init__(self, urls: list[str], fetcher: Fetcher | None = None) -> None:
+    Answers are memoised. A registry that does not answer is skipped for the plugins the
+    built-in source has, and ``notify`` is told so once per registry.
+    """
+
+    def __init__(self, urls: list[str], fetcher: Fetcher | None = None, *,
+                 builtin: BuiltinSource | bool | None = True,
+                 notify: Callable[[str], None] | None = None) -> None:
         self.urls = urls
         self.fetcher = fetcher or Fetcher.from_env()
+        #: The built-in source (True: this p2phost's own, found when first needed).
+        self._builtin = builtin
+        self.notify = notify
+        self._down: dict[str, str] = {}
         self._plugins: dict[str, PluginInfo] = {}
 
+    @property
+    def builtin(self) -> BuiltinSource | None:
+        """The built-in source asked after the registries, if there is one."""
+        if self._builtin is True:
+            self._builtin = _find_builtin()
+        return self._builtin or None
+
     def plugin(self, name: str) -> PluginInfo:
-        """Every release of ``name``; raises :class:`UnknownPlugin` when no registry has it."""
+        """Every release of ``name``; raises :class:`UnknownPlugin` when no source has it.
+
+        A registry's releases come first; the built-in source adds versions it lacks, so a
+        registry with a newer version wins and the built-in one remains for offline use.
+        """
         norm = normalize_name(name)
         if norm in self._plugins:
             return self._plugins[norm]
         first_miss = ""
+        builtin = self.builtin
+        local, refused = None, None
+        try:
+            local = builtin.plugin(norm) if builtin is not None else None
+        except IntegrityError as exc:  # a registry may still have it
+            refused = exc
         for base in self.urls:
+            if base in self._down and local is not None:
+                continue
             try:
                 data = self.fetcher.json(f"{base}/api/v1/plugins/{urllib.parse.quote(norm)}")
             except NotFound as exc:
                 first_miss = first_miss or exc.message
                 continue
-            info = _parse_plugin(base, norm, data)
+            except Unreachable as exc:
+                if local is None:
+                    raise refused or exc from None
+                self._skip(base, exc)
+                continue
+            info = _with_builtin(_parse_plugin(base, norm, data), local)
             self._plugins[norm] = info
             return info
-        where = ", ".join(self.urls)
+        if local is not None:
+            self._plugins[norm] = local
+            return local
+        if refused is not None:
+            raise refused
+        where = ", ".join([*self.urls, *(["the built-in source"] if builtin else [])])
         hint = first_miss.find("did you mean")
+        fix = f"p2phost plugin search {name}"
+        if not where:
+            where = "no source: no registry is configured and this p2phost has no built-in " \
+                    "source (a development install)"
+            fix = "run scripts/dist and export P2PHOST_BUILTIN_DIR=dist/plugins, or name a " \
+                  "registry with --registry URL"
         raise UnknownPlugin(f"no plugin named {name!r} in {where}"
-                            + (f"; {first_miss[hint:]}" if hint >= 0 else ""),
-                            fix=f"p2phost plugin search {name}")
+                            + (f"; {first_miss[hint:]}" if hint >= 0 else ""), fix=fix)
+
+    def _skip(self, base: str, exc: RegistryError) -> None:
+        if base in self._down:
+            return
+        self._down[base] = exc.message
+        if self.notify is not None:
+            self.notify(f"warning: {base} did not answer; installing the plugins it would "
+                        "have given from the built-in source (the official plugins shipped "
+                        "with p2phost)")
 
     def search(self, query: str, kind: str | None = None) -> list[dict[str, Any]]:
         """Search results from every registry (the first registry wins a duplicate name)."""
@@ -127,6 +199,7 @@ class RegistryClient:
         if kind:
             params["kind"] = kind
         seen: dict[str, dict[str, Any]] = {}
+        builtin = self.builtin
         for base in self.urls:
             data = self.fetcher.json(f"{base}/api/v1/plugins?{urllib.parse.urlencode(params)}")
             if not isinstance(data, dict) or not isinstance(data.get("plugins"), list):
@@ -135,7 +208,22 @@ class RegistryClient:
             for row in data["plugins"]:
                 if isinstance(row, dict) and "name" in row:
                     seen.setdefault(str(row["name"]), {**row, "source": base})
+        for row in builtin.search(query, kind) if builtin is not None else ():
+            seen.setdefault(str(row["name"]), row)
         return list(seen.values())
+
+
+def _with_builtin(info: PluginInfo, local: PluginInfo | None) -> PluginInfo:
+    """A registry's releases plus the built-in versions it does not have, newest first."""
+    if local is None:
+        return info
+    have = {r.version for r in info.releases}
+    extra = [r for r in local.releases if r.version not in have]
+    if not extra:
+        return info
+    releases = sorted([*info.releases, *extra], key=lambda r: r.version, reverse=True)
+    return PluginInfo(name=info.name, source=info.source, summary=info.summary,
+                      owners=info.owners, downloads=info.downloads, releases=tuple(releases))
 
 
 def _parse_plugin(base: str, name: str, data: Any) -> PluginInfo:

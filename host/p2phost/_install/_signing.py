@@ -155,11 +155,13 @@ def check_lock(lock: Lock, policy: SigningPolicy, warn: Callable[[str], None],
             "(--require-signed or [registry] require-signed); nothing was installed",
             fix="ask the publisher to publish with --sign; or drop --require-signed (and "
                 "require-signed from [registry] in p2phost.toml) to allow unsigned plugins")
-    for entry in unsigned:
-        if entry.name in new:
-            warn(f"warning: {entry.name} {entry.version} is not signed by its publisher: "
-                 "nothing proves it is what they published (refuse unsigned plugins with "
-                 "--require-signed)")
+    fresh = [f"{e.name} {e.version}" for e in unsigned if e.name in new]
+    if len(fresh) == 1:  # one warning per operation, however many plugins it adds
+        warn(f"warning: {fresh[0]} is not signed by its publisher: nothing proves it is what "
+             "they published (refuse unsigned plugins with --require-signed)")
+    elif fresh:
+        warn(f"warning: {', '.join(fresh)} are not signed by their publishers: nothing proves "
+             "they are what was published (refuse unsigned plugins with --require-signed)")
 
 
 def _lock_signature_ok(entry: LockedFile) -> bool:

@@ -14,6 +14,8 @@ from ._errors import IntegrityError
 
 #: Provided by the host to every plugin: never installed into a plugin environment.
 HOST_DISTRIBUTIONS = frozenset({"p2phost", "p2phost-sdk"})
+#: The distribution plugins depend on, with the range of their host-api.
+SDK_DISTRIBUTION = "p2phost-sdk"
 _PURE = ("py3-none-any", "py2.py3-none-any")
 
 
@@ -38,6 +40,32 @@ def wheel_fits(filename: str) -> bool:
 
 def python_requirements(wheel: Path) -> tuple[str, ...]:
     """The wheel's own ``Requires-Dist`` lines, without the host's distributions."""
+    return tuple(str(r) for r in _requirements(wheel)
+                 if canonicalize_name(r.name) not in HOST_DISTRIBUTIONS)
+
+
+def check_sdk(name: str, version: str, wheel: Path) -> None:
+    """Refuse a plugin whose ``p2phost-sdk`` requirement this host's SDK does not meet."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        have = installed_version(SDK_DISTRIBUTION)
+    except PackageNotFoundError:  # a source tree on sys.path: HOST_API is checked anyway
+        return
+    for requirement in _requirements(wheel):
+        if canonicalize_name(requirement.name) != SDK_DISTRIBUTION or requirement.marker:
+            continue
+        if not requirement.specifier.contains(have, prereleases=True):
+            raise IntegrityError(
+                f"{name} {version} needs {SDK_DISTRIBUTION}{requirement.specifier}, but this "
+                f"host has {SDK_DISTRIBUTION} {have}; nothing was installed",
+                fix=f"upgrade p2phost (pip install -U p2phost), or install an older {name}: "
+                    f"p2phost plugin install '{name}<{version}'")
+
+
+@cache
+def _requirements(wheel: Path) -> tuple[Requirement, ...]:
     try:
         with zipfile.ZipFile(wheel) as archive:
             infos = [n for n in archive.namelist()
@@ -50,9 +78,7 @@ def python_requirements(wheel: Path) -> tuple[str, ...]:
     out = []
     for line in metadata.get_all("Requires-Dist") or []:
         try:
-            requirement = Requirement(line)
+            out.append(Requirement(line))
         except InvalidRequirement:
             raise IntegrityError(f"{wheel.name}: bad Requires-Dist {line!r}") from None
-        if canonicalize_name(requirement.name) not in HOST_DISTRIBUTIONS:
-            out.append(str(requirement))
     return tuple(out)

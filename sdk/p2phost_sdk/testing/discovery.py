@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -33,6 +33,7 @@ import pytest
 
 from .._discovery import Discovery, PeerRecord
 from .._identity import Identity
+from .._signed import PresenceSigner, SignedPresence
 
 __all__ = ["DiscoveryConformance", "DiscoveryFactory", "RecordingEvents", "wait_until"]
 
@@ -59,6 +60,7 @@ class RecordingEvents:
     #: Contract violations seen (reported after stop, reported ourselves...).
     violations: list[str] = field(default_factory=list)
     stopped: bool = False
+    _signer: PresenceSigner | None = None
 
     @property
     def peer_id(self) -> str:
@@ -69,6 +71,13 @@ class RecordingEvents:
     def addresses(self) -> list[str]:
         """The addresses this node announces."""
         return list(self.listen)
+
+    def sign_presence(self, scope: str, addresses: Sequence[str], *, lifetime: float,
+                      goodbye: bool = False) -> SignedPresence:
+        """This node's presence record, signed with :attr:`identity`."""
+        if self._signer is None:
+            self._signer = PresenceSigner(self.identity)
+        return self._signer.sign(scope, addresses, lifetime=lifetime, goodbye=goodbye)
 
     def _check(self, what: str, record: PeerRecord) -> None:
         if self.stopped:

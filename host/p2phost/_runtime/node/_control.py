@@ -33,6 +33,7 @@ def _describe(node: Node) -> dict[str, Any]:
              "codec": p.codec}
             for p in node.peers()
         ],
+        "discovery": node.discovery_status(),
     }
 
 

@@ -1,9 +1,9 @@
-"""Dialling: the addresses a node keeps connected to, and ``connect``.
+"""Dialling: the peers a node keeps connected to, and ``connect``.
 
 Dial targets come from ``[node] connect``, from discovery, and from sends to an address
-before its peer was known. Each target has a supervisor task that dials it, waits while
-the peer stays connected, and redials with backoff once it is gone. Discovery finds
-may wait for room while ``[node] peer-limit`` is reached; a peer leaving lets them in.
+before its peer was known; :class:`~._targets.DialTargets` keeps one redial loop per
+target for as long as a record lists it. Discovery finds may wait for room while
+``[node] peer-limit`` is reached; a peer leaving lets them in.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from p2phost_sdk import (
 )
 
 from .._errors import NodeConfigError
+from ._targets import DialTargets
 
 if TYPE_CHECKING:
     from ..messaging._peers import PeerTable
@@ -36,7 +37,7 @@ OpenOutgoing = Callable[[Connection, str, bool, "str | None"], Awaitable["Channe
 
 
 class Dialler:
-    """The dial targets of one node, their supervisors, and ``connect``."""
+    """The dial targets of one node, the finds waiting for room, and ``connect``."""
 
     def __init__(self, *, local_peer_id: str, table: PeerTable, tasks: TaskOwner,
                  transport_for: Callable[[str], Transport], open_outgoing: OpenOutgoing,
@@ -44,22 +45,18 @@ class Dialler:
                  dial_timeout: float, backoff: Backoff) -> None:
         self.local_peer_id = local_peer_id
         self._table = table
-        self._tasks = tasks
         self._transport_for = transport_for
         self._open = open_outgoing
-        self._own = own_addresses
         self.peer_limit = peer_limit
         self.dial_timeout = dial_timeout
-        self.backoff = backoff
-        #: Address -> its supervisor task.
-        self.targets: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         #: Address -> the peer id last reached there.
         self.address_peers: dict[str, str] = {}
         #: Discovery finds waiting for room under the peer limit.
         self.waiting: dict[str, PeerRecord] = {}
-        #: Address -> the peer id discovery announced there (the handshake must prove it).
-        self.expected: dict[str, str] = {}
+        # Dial targets live while a discovery record lists them (_targets.py).
+        self.targets = DialTargets(connect=self._dial_one, gone=self._gone, spawn=tasks.spawn,
+                                   backoff=backoff, own_addresses=own_addresses)
         self.closing = False
 
     def usable(self, peer_id: str) -> Channel | None:
@@ -76,28 +73,18 @@ class Dialler:
         if not self._room_for(record):
             self.waiting[record.peer_id or record.addresses[0]] = record
             return
-        own = self._own()
-        for address in record.addresses:
-            if address not in own:
-                if record.peer_id:  # the handshake must prove the id discovery announced
-                    # First come stays: a forged record must not re-aim a known address.
-                    self.expected.setdefault(address, record.peer_id)
-                self.keep_connected(address)
+        # The handshake must prove the id discovery announced (the target expects it).
+        self.targets.update(record)
 
     def peer_lost(self, record: PeerRecord) -> None:
         """Stop redialling a lost peer (an open connection stays)."""
         self.waiting.pop(record.peer_id or record.addresses[0], None)
-        for address in record.addresses:
-            if self.expected.get(address) == record.peer_id:
-                del self.expected[address]
-            task = self.targets.pop(address, None)
-            if task is not None:
-                task.cancel()
+        self.targets.lost(record)
 
     def _room_for(self, record: PeerRecord) -> bool:
         if record.peer_id in self._table.peers:
             return True
-        busy = set(self._table.peers) | {self.address_peers.get(a, a) for a in self.targets}
+        busy = set(self._table.peers) | self.targets.busy()
         return len(busy) < self.peer_limit
 
     def dial_waiting(self) -> None:
@@ -113,40 +100,24 @@ class Dialler:
     # -- targets ---------------------------------------------------------------------
 
     def keep_connected(self, address: str) -> None:
-        """Dial ``address`` and keep it connected until the node stops."""
-        if address in self.targets or self.closing:
-            return
-        self.targets[address] = self._tasks.spawn(self._supervise(address), f"dial {address}")
+        """Stay connected to ``address`` ([node] connect, static peers, the outbox)."""
+        if not self.closing:
+            self.targets.update(PeerRecord((address,), source="connect"))
 
     def stop(self) -> None:
-        """The node is stopping: no new dials, supervisors cancelled."""
+        """The node is stopping: no new dials, redial loops cancelled."""
         self.closing = True
-        for task in self.targets.values():
-            task.cancel()
+        self.targets.close()
 
-    async def _supervise(self, address: str) -> None:
-        """Stay connected to ``address``: redial with backoff whenever the peer is gone."""
-        backoff, failures = self.backoff, 0
-        while True:
-            peer_id = self.address_peers.get(address)
-            peer = self._table.get(peer_id) if peer_id else None
-            if peer is None:
-                try:
-                    peer_id = await self.connect(address,
-                                                 expected_peer_id=self.expected.get(address))
-                except (PeerUnavailable, NodeConfigError) as exc:
-                    if failures == 0 or failures % 10 == 9:
-                        log.warning("cannot connect to %s (will retry): %s", address, exc)
-                    await asyncio.sleep(backoff.delay(failures))
-                    failures += 1
-                    continue
-                if failures:
-                    log.info("reconnected to %s after %d failed attempts", address, failures)
-                failures = 0
-                peer = self._table.get(peer_id)
-            if peer is not None:
-                await peer.gone.wait()
-            await asyncio.sleep(backoff.delay(0))
+    async def _dial_one(self, address: str, expected_peer_id: str | None) -> str:
+        try:
+            return await self.connect(address, expected_peer_id=expected_peer_id)
+        except NodeConfigError as exc:
+            raise PeerUnavailable(str(exc)) from exc
+
+    def _gone(self, peer_id: str) -> asyncio.Event | None:
+        peer = self._table.get(peer_id)
+        return None if peer is None else peer.gone
 
     async def connect(self, address: str, *, expected_peer_id: str | None = None) -> str:
         """Dial ``address`` (or reuse the connection to it); returns the peer id."""

@@ -28,7 +28,9 @@ from p2phost_sdk import (
     PeerRecord,
     PeerUnavailable,
     PluginTimeout,
+    PresenceSigner,
     Security,
+    SignedPresence,
     TaskOwner,
     Transport,
     TransportError,
@@ -49,6 +51,7 @@ from ..wire._handshake import Admit, Hello, handshake, refuse
 from ..wire._sealed import Sealer
 from ._admission import HandshakeGate, RateLimitedLog
 from ._dialler import Dialler
+from ._discovering import DiscoveryRunner
 
 log = logging.getLogger("p2phost.node")
 
@@ -136,7 +139,9 @@ class Node:
         self.options = options
         self._transports = dict(transports)
         self._codecs = dict(codecs)
-        self._discovery = list(discovery)
+        self._discovery = DiscoveryRunner(
+            discovery, timeout=min(options.dial_timeout, options.plugin_timeout))
+        self._signer = PresenceSigner(identity)
         self._security = security[0] if security else None
         if len(security) > 1:
             log.warning("several security plugins are loaded; using %r",
@@ -219,6 +224,16 @@ class Node:
         """Discovery lost a peer: stop redialling it (an open connection stays)."""
         self._dialler.peer_lost(record)
 
+    def sign_presence(self, scope: str, addresses: Sequence[str], *, lifetime: float,
+                      goodbye: bool = False) -> SignedPresence:
+        """This node's presence record, signed (for discovery plugins to announce)."""
+        return self._signer.sign(scope, addresses, lifetime=lifetime, goodbye=goodbye)
+
+    def discovery_status(self) -> dict[str, Any]:
+        """Each discovery plugin (up or down, why, its counters) and the dial counters."""
+        return {"plugins": self._discovery.status(),
+                "dialling": self._dialler.targets.snapshot()}
+
     def stats(self) -> dict[str, Any]:
         """Counters of every mode, mailboxes and connections, as JSON data."""
         answer = self._reliable.snapshot()
@@ -258,8 +273,7 @@ class Node:
                     log.warning("the trust policy sees peer ids that no security plugin "
                                 "proves: install one (p2phost plugin install noise-security)")
             self._tasks.spawn(self._keepalive(), "keepalive")
-            for discovery in self._discovery:
-                await self._start_discovery(discovery)
+            await self._discovery.start(self)
             for address in self.options.connect:
                 self._dialler.keep_connected(address)
         except BaseException:
@@ -282,18 +296,6 @@ class Node:
         self._listeners.append((transport, listener))
         self._addresses.extend(listener.addresses)
 
-    async def _start_discovery(self, discovery: Discovery) -> None:
-        # One discovery plugin failing must stop neither the node nor the other plugins.
-        name = plugin_name(discovery)
-        try:
-            await with_timeout(discovery.start(self), self.options.plugin_timeout,
-                               plugin=name, doing="starting discovery")
-        except Exception as exc:
-            log.error("discovery %s failed to start, running without it: %s",
-                      type(discovery).__name__,
-                      exc if isinstance(exc, PluginTimeout) else
-                      f"{type(exc).__name__}: {exc}")
-
     async def close(self) -> None:
         """Graceful shutdown: stop dialling and listening, say goodbye to every peer,
         drain every mailbox (replies still go out), then close everything. Every wait
@@ -305,9 +307,7 @@ class Node:
         timeout, bound = self.options.drain_timeout, self.options.plugin_timeout
         await self._reliable.drain(timeout)
         self._dialler.stop()
-        for discovery in self._discovery:
-            await close_within(discovery.stop(), bound, plugin=plugin_name(discovery),
-                               doing="stopping discovery", logger=log)
+        await self._discovery.stop()
         for transport, listener in self._listeners:
             await close_within(listener.close(), bound, plugin=plugin_name(transport),
                                doing="closing its listener", logger=log)

@@ -7,15 +7,20 @@ from collections.abc import Sequence
 from p2phost_sdk import Discovery, PluginContext, hookimpl
 
 from ._discovery import BeaconDiscovery, BeaconError, BeaconSettings
-from ._format import Beacon, decode, encode, scope_tag
+from ._format import Beacon, decode, encode, fits, scope_tag
+from ._links import Link, addresses_on, multicast_links
 
 __all__ = [
     "Beacon",
     "BeaconDiscovery",
     "BeaconError",
     "BeaconSettings",
+    "Link",
+    "addresses_on",
     "decode",
     "encode",
+    "fits",
+    "multicast_links",
     "p2phost_discovery",
     "scope_tag",
 ]

@@ -1,6 +1,11 @@
 """Beacon discovery: every node sends a small UDP beacon each ``interval`` seconds to a
 multicast group (or a broadcast address) and reports the peers it hears; a peer silent for
 ``expiry`` seconds is reported lost. The way ZeroMQ's Zyre finds peers on a LAN.
+
+Every beacon is a presence record signed by its sender (``_format.py``); a beacon that does
+not verify, or is older than the newest heard from its peer, is dropped and counted before
+anything is reported. Beacons go out on each link separately with that link's addresses
+(``_links.py``).
 """
 
 from __future__ import annotations
@@ -21,19 +26,25 @@ from p2phost_sdk import (
     Discovery,
     DiscoveryEvents,
     P2PHostError,
+    PresenceBook,
     PresenceTable,
     RejectLog,
     check_announcement,
     check_scope,
 )
 
-from ._format import Beacon, decode, encode, scope_tag
+from ._format import Beacon, decode, encode, fits, scope_tag
+from ._links import ANY, Link, addresses_on, multicast_links
 
 log = logging.getLogger("p2phost.plugin.beacon-discovery")
 
 
 class BeaconError(P2PHostError):
     """The beacon socket could not be set up (port, group or interface)."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 @dataclass(frozen=True)
@@ -87,9 +98,26 @@ def _is_ipv4(text: str) -> bool:
     return True
 
 
-def open_socket(settings: BeaconSettings) -> socket.socket:
-    """A non-blocking UDP socket that hears and sends this scope's beacons."""
+_FIX = ("set [config.beacon-discovery] interface to this host's LAN address (ip -4 addr), "
+        "pick another port, or bring up an interface that can multicast")
+
+
+def links_for(settings: BeaconSettings) -> list[Link]:
+    """The links to beacon on: ``interface`` if set, else every one that can multicast
+    (broadcast, and hosts whose interfaces cannot be read: the routing table decides)."""
+    if settings.interface:
+        return [Link(settings.interface, settings.interface)]
+    if not settings.multicast:
+        return [Link("broadcast", ANY)]
+    return multicast_links() or [Link("default", ANY)]
+
+
+def open_socket(settings: BeaconSettings, links: list[Link]) -> tuple[socket.socket, list[Link]]:
+    """A non-blocking UDP socket that hears this scope's beacons on ``links``, and the
+    links where joining the group worked. BeaconError when none did."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    joined: list[Link] = []
+    errors: list[str] = []
     try:
         # Several nodes on one host share the port; each still hears every beacon.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -98,24 +126,49 @@ def open_socket(settings: BeaconSettings) -> socket.socket:
         if settings.multicast:
             # Bound to the group, Linux delivers only that group's datagrams to us.
             sock.bind((settings.group, settings.port))
-            local = socket.inet_aton(settings.interface or "0.0.0.0")
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                            struct.pack("4s4s", socket.inet_aton(settings.group), local))
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, settings.ttl)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-            if settings.interface:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, local)
+            for link in links:
+                try:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack(
+                        "4s4s", socket.inet_aton(settings.group), socket.inet_aton(link.ip)))
+                except OSError as exc:
+                    errors.append(f"{link.name} ({link.ip}): {exc}")
+                else:
+                    joined.append(link)
+            if not joined:
+                raise OSError(f"joining {settings.group} failed on every interface: "
+                              + "; ".join(errors))
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.bind(("", settings.port))
+            joined = links
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise BeaconError(
-            f"cannot beacon on {settings.group} port {settings.port}: {exc}; set "
-            "[config.beacon-discovery] interface to this host's LAN address, pick another "
-            "port, or make sure the host has a multicast route (224.0.0.0/4)"
-        ) from exc
+        raise BeaconError(f"cannot beacon on {settings.group} port {settings.port}: {exc}",
+                          _FIX) from exc
+    for error in errors:
+        log.warning("no beacons on %s (the other interfaces still beacon)", error)
+    return sock, joined
+
+
+def sender_for(settings: BeaconSettings, link: Link) -> socket.socket:
+    """A non-blocking socket that sends beacons out of ``link`` (from its address)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        if settings.multicast:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, settings.ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            if link.ip != ANY:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                                socket.inet_aton(link.ip))
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.bind((link.ip, 0))
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise BeaconError(f"cannot send beacons from {link.name} ({link.ip}): {exc}",
+                          _FIX) from exc
     return sock
 
 
@@ -139,10 +192,12 @@ class BeaconDiscovery(Discovery):
         self.name = name
         self.log = logger or log
         self.rejected = RejectLog(self.log)
+        self.book = PresenceBook()
         self._tag = scope_tag(settings.scope)
         self._peers = PresenceTable(settings.expiry)
         self._events: DiscoveryEvents | None = None
         self._transport: asyncio.DatagramTransport | None = None
+        self._senders: list[tuple[Link, socket.socket]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._send_failed = False
@@ -151,9 +206,17 @@ class BeaconDiscovery(Discovery):
         """Open the socket and start beaconing and expiring."""
         self._events = events
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), sock=open_socket(self.settings))
+        sock, links = open_socket(self.settings, links_for(self.settings))
+        try:
+            self._senders = [(link, sender_for(self.settings, link)) for link in links]
+        except BeaconError:
+            sock.close()
+            self._close_senders()
+            raise
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
         self._transport = transport
+        self.log.info("beaconing on %s", ", ".join(f"{link.name} ({link.ip})"
+                                                   for link, _ in self._senders))
         self._tasks = [asyncio.create_task(self._announce(), name=f"{self.name} announce"),
                        asyncio.create_task(self._expire(), name=f"{self.name} expire")]
 
@@ -167,27 +230,42 @@ class BeaconDiscovery(Discovery):
             self._send(goodbye=True)
             self._transport.close()
             self._transport = None
+        self._close_senders()
         self._events = None
 
-    def _beacon(self, *, goodbye: bool) -> bytes:
+    def _close_senders(self) -> None:
+        for _, sock in self._senders:
+            sock.close()
+        self._senders = []
+
+    def counters(self) -> dict[str, int]:
+        """Beacons accepted, and rejected by reason."""
+        return {"accepted": self.book.accepted, "peers": len(self._peers),
+                **self.rejected.reasons}
+
+    def _beacon(self, link: Link, *, goodbye: bool) -> bytes:
         assert self._events is not None
-        addresses = () if goodbye else (self.settings.advertise or tuple(self._events.addresses))
-        return encode(Beacon(self._tag, self._events.peer_id, addresses, goodbye=goodbye))
+        listed = self.settings.advertise or tuple(self._events.addresses)
+        addresses = fits(addresses_on(link, listed, strict=not self.settings.advertise))
+        record = self._events.sign_presence(self.settings.scope, addresses,
+                                            lifetime=self.settings.expiry, goodbye=goodbye)
+        return encode(Beacon.of(record))
 
     def _send(self, *, goodbye: bool = False) -> None:
         if self._transport is None or self._events is None:
             return
-        try:
-            self._transport.sendto(self._beacon(goodbye=goodbye),
-                                   (self.settings.group, self.settings.port))
-        except OSError as exc:
+        failed = []
+        for link, sock in self._senders:
+            try:
+                sock.sendto(self._beacon(link, goodbye=goodbye),
+                            (self.settings.group, self.settings.port))
+            except OSError as exc:
+                failed.append(f"{link.name}: {exc}")
+        if failed and not self._send_failed:
             # A LAN that comes and goes must not end discovery: say so once, keep trying.
-            if not self._send_failed:
-                self.log.warning("cannot send beacons to %s:%d: %s (will keep trying)",
-                                 self.settings.group, self.settings.port, exc)
-            self._send_failed = True
-        else:
-            self._send_failed = False
+            self.log.warning("cannot send beacons to %s:%d on %s (will keep trying)",
+                             self.settings.group, self.settings.port, "; ".join(failed))
+        self._send_failed = bool(failed)
 
     async def _announce(self) -> None:
         while True:
@@ -219,6 +297,11 @@ class BeaconDiscovery(Discovery):
             self.rejected.reject(sender, str(exc))
             return
         if beacon.scope_tag != self._tag or beacon.peer_id == events.peer_id:
+            return
+        try:  # before anything is reported: forged, expired and replayed beacons stop here
+            self.book.accept(beacon.presence(self.settings.scope))
+        except AnnouncementError as exc:
+            self.rejected.reject(sender, str(exc))
             return
         if beacon.goodbye:
             gone = self._peers.remove(beacon.peer_id)

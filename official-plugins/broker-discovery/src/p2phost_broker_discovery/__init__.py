@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from p2phost_sdk import Discovery, PluginContext, hookimpl
 
 from ._discovery import BrokerDiscovery, BrokerSettings
-from ._format import MAX_PRESENCE, Presence, decode, encode
+from ._format import MAX_PRESENCE, decode, encode
 from ._nats import NatsDiscovery
 from ._redis import RedisDiscovery
 
@@ -17,7 +17,6 @@ __all__ = [
     "BrokerDiscovery",
     "BrokerSettings",
     "NatsDiscovery",
-    "Presence",
     "RedisDiscovery",
     "broker_discovery",
     "decode",

@@ -1,4 +1,11 @@
-"""Broker discovery: what both back ends share (settings, lifetime, reporting, retries)."""
+"""Broker discovery: what both back ends share (settings, lifetime, reporting, retries).
+
+Every entry on the broker is a presence record signed by its peer (``_format.py``): one
+that does not verify, names another peer than its key, or is older than the newest seen
+is dropped and counted before anything is reported. Anyone who can write to the broker can
+delete or overwrite entries, but cannot make a node dial an address the peer did not sign,
+and a peer is lost only by its own signed goodbye or when its newest record expires.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,14 +26,17 @@ from p2phost_sdk import (
     Discovery,
     DiscoveryEvents,
     PeerRecord,
+    PresenceBook,
     RejectLog,
+    SignedPresence,
     cancel_and_wait,
+    check_announcement,
     check_scope,
     is_wildcard,
     with_host,
 )
 
-from ._format import Presence, decode
+from ._format import decode, encode
 
 log = logging.getLogger("p2phost.plugin.broker-discovery")
 #: Seconds any single broker operation may take.
@@ -84,6 +95,7 @@ class BrokerDiscovery(Discovery):
         self.name = name
         self.log = logger or log
         self.rejected = RejectLog(self.log)
+        self.book = PresenceBook()
         self.events: DiscoveryEvents | None = None
         self.known: dict[str, PeerRecord] = {}
         self.wake = asyncio.Event()
@@ -108,6 +120,26 @@ class BrokerDiscovery(Discovery):
             self.log.debug("no goodbye on %s: %s", self.settings.url, exc)
         await self.disconnect()
         self.events = None
+
+    def counters(self) -> dict[str, int]:
+        """Entries accepted, rejected by reason, and whether the broker is failing."""
+        return {"accepted": self.book.accepted, "peers": len(self.known),
+                "broker_down": int(self._failing), **self.rejected.reasons}
+
+    def health(self) -> str:
+        """Why discovery is not working right now, with the fix ("" when it is)."""
+        if not self._failing:
+            return ""
+        return (f"broker {self.settings.url} is unreachable (retrying every "
+                f"{self.settings.interval:g}s); fix: start it, or correct "
+                f"[config.{self.name}] url in p2phost.toml")
+
+    def entry(self, *, goodbye: bool = False) -> bytes:
+        """This node's signed presence entry (or goodbye) for the broker."""
+        assert self.events is not None
+        return encode(self.events.sign_presence(self.settings.scope, self.addresses,
+                                                lifetime=self.settings.expiry,
+                                                goodbye=goodbye))
 
     @property
     def addresses(self) -> list[str]:
@@ -157,13 +189,28 @@ class BrokerDiscovery(Discovery):
                 async with asyncio.timeout(self.settings.interval):
                     await self.wake.wait()
 
-    def parse(self, data: bytes, sender: str) -> Presence | None:
-        """A presence entry from the broker, or None (logged) when it is malformed."""
+    def parse(self, data: bytes, sender: str,
+              owner: str | None = None) -> tuple[SignedPresence, PeerRecord | None] | None:
+        """A verified entry from the broker and its peer record (None for a goodbye), or
+        None (counted and logged) when it is malformed, forged, replayed or expired."""
         try:
-            return decode(data, source=self.name)
+            presence = decode(data, scope=self.settings.scope)
+            if owner is not None and presence.peer_id != owner:
+                raise AnnouncementError("the key names another peer id")
+            self.book.accept(presence)
+            if presence.goodbye:
+                return presence, None
+            return presence, check_announcement(presence.peer_id, list(presence.addresses),
+                                                source=self.name)
         except AnnouncementError as exc:
             self.rejected.reject(sender, str(exc))
             return None
+
+    def lapsed(self) -> list[str]:
+        """Known peers whose newest signed record has expired."""
+        now = time.time() * 1000
+        return [peer_id for peer_id in self.known
+                if (newest := self.book.newest(peer_id)) is None or newest.expires <= now]
 
     def found(self, record: PeerRecord) -> None:
         """Report ``record`` if it is new or changed (and not us)."""

@@ -13,7 +13,6 @@ from nats.aio.msg import Msg
 from p2phost_sdk import PresenceTable
 
 from ._discovery import BROKER_TIMEOUT, BrokerDiscovery, BrokerSettings
-from ._format import encode
 
 
 class NatsDiscovery(BrokerDiscovery):
@@ -35,7 +34,7 @@ class NatsDiscovery(BrokerDiscovery):
         if self._nc is None or self._nc.is_closed:
             await self._connect()
         assert self._nc is not None
-        await self._nc.publish(self.subject, encode(self.events.peer_id, self.addresses))
+        await self._nc.publish(self.subject, self.entry())
         await self._nc.flush(timeout=int(BROKER_TIMEOUT))
         for record in self._peers.expired():
             assert record.peer_id is not None
@@ -53,23 +52,26 @@ class NatsDiscovery(BrokerDiscovery):
         await self._nc.subscribe(self.subject, cb=self._on_message)
 
     async def _on_message(self, message: Msg) -> None:
-        presence = self.parse(message.data, sender=f"subject {self.subject}")
-        if presence is None or self.events is None or presence.peer_id == self.events.peer_id:
+        if self.events is None:
             return
-        if presence.bye or presence.record is None:
+        parsed = self.parse(message.data, sender=f"subject {self.subject}")
+        if parsed is None or parsed[0].peer_id == self.events.peer_id:
+            return
+        presence, record = parsed
+        if record is None:  # its signed goodbye
             self._peers.remove(presence.peer_id)
             self.lost(presence.peer_id)
             return
         newcomer = presence.peer_id not in self._peers
-        self._peers.heard(presence.record)
-        self.found(presence.record)
+        self._peers.heard(record)
+        self.found(record)
         if newcomer:
             self.wake.set()  # answer now so it need not wait a whole interval for us
 
     async def goodbye(self) -> None:
         """Publish a goodbye so the others report us lost at once."""
         if self._nc is not None and self._nc.is_connected and self.events is not None:
-            await self._nc.publish(self.subject, encode(self.events.peer_id, (), bye=True))
+            await self._nc.publish(self.subject, self.entry(goodbye=True))
             await self._nc.flush(timeout=int(BROKER_TIMEOUT))
 
     async def disconnect(self) -> None:

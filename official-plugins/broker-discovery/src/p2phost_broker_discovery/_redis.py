@@ -8,7 +8,6 @@ import contextlib
 import redis.asyncio as aioredis
 
 from ._discovery import BROKER_TIMEOUT, BrokerDiscovery, cancel_surely
-from ._format import encode
 
 #: Most presence keys read per poll (a flood of keys must not exhaust memory).
 MAX_KEYS = 10_000
@@ -39,8 +38,7 @@ class RedisDiscovery(BrokerDiscovery):
             await self.disconnect()
             await self._connect()
         assert self._redis is not None
-        await self._redis.set(self.prefix + self.events.peer_id,
-                              encode(self.events.peer_id, self.addresses),
+        await self._redis.set(self.prefix + self.events.peer_id, self.entry(),
                               px=int(self.settings.expiry * 1000))
         if joining:
             await self._redis.publish(self.channel, b"join")
@@ -64,21 +62,22 @@ class RedisDiscovery(BrokerDiscovery):
         assert self._redis is not None
         keys = await self._scan()
         values = await self._redis.mget(keys) if keys else []
-        present: set[str] = set()
         for key, value in zip(keys, values, strict=True):
             if value is None:  # expired between SCAN and MGET
                 continue
             owner = key.decode(errors="replace")[len(self.prefix):]
             raw = value if isinstance(value, bytes) else value.encode()
-            presence = self.parse(raw, sender=f"key {key[:120]!r}")
-            if presence is None or presence.record is None:
+            parsed = self.parse(raw, sender=f"key {key[:120]!r}", owner=owner)
+            if parsed is None:
                 continue
-            if presence.peer_id != owner:
-                self.rejected.reject(f"key {key[:120]!r}", "the key names another peer id")
-                continue
-            present.add(owner)
-            self.found(presence.record)
-        for peer_id in set(self.known) - present:
+            presence, record = parsed
+            if record is None:  # its signed goodbye
+                self.lost(presence.peer_id)
+            else:
+                self.found(record)
+        # A missing or overwritten key proves nothing (anyone with access can do that):
+        # a peer is lost when its newest signed record lapses.
+        for peer_id in self.lapsed():
             self.lost(peer_id)
 
     async def _scan(self) -> list[bytes]:
@@ -93,9 +92,11 @@ class RedisDiscovery(BrokerDiscovery):
         return keys
 
     async def goodbye(self) -> None:
-        """Delete our key and wake the others, so they report us lost at once."""
+        """Replace our entry by a signed goodbye and wake the others, so they report us lost
+        at once (it lapses with the entry's expiry)."""
         if self._redis is not None and self.events is not None:
-            await self._redis.delete(self.prefix + self.events.peer_id)
+            await self._redis.set(self.prefix + self.events.peer_id, self.entry(goodbye=True),
+                                  px=int(self.settings.expiry * 1000))
             await self._redis.publish(self.channel, b"bye")
 
     async def disconnect(self) -> None:

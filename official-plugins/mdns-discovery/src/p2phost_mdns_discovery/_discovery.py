@@ -5,6 +5,14 @@ so a peer that dies without a goodbye would linger for that long. This plugin th
 checks the peers it knows itself: their SRV/TXT records carry a short TTL (``ttl``), and
 once those expire a peer must answer a query or it is reported lost. Lost peers stay
 "dormant" and are asked again now and then, which is how a healed partition is noticed.
+
+Each interface gets a responder of its own that hears only queries arriving there and
+answers with that interface's address and a TXT record signed for it (RFC 6762 section
+15), so a node on two LANs is announced to each with the right address. One browser on
+every interface finds the others; a TXT record that does not verify, or is older than the
+newest seen from its peer, is dropped and counted. A goodbye (TTL 0, standard DNS-SD)
+cannot be signed: it only makes the plugin ask the peer at once, and the peer is lost
+when it does not answer.
 """
 
 from __future__ import annotations
@@ -12,13 +20,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Coroutine, Mapping
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import ifaddr
-from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from p2phost_sdk import (
@@ -28,18 +39,21 @@ from p2phost_sdk import (
     DiscoveryEvents,
     P2PHostError,
     PeerRecord,
+    PresenceBook,
     RejectLog,
-    TaskOwner,
     check_scope,
+    link_addresses,
 )
 
-from ._records import SERVICE_TYPE, instance_name, parse_service, txt_properties
+from ._records import SERVICE_TYPE, instance_name, parse_presence, to_record, txt_properties
 
 log = logging.getLogger("p2phost.plugin.mdns-discovery")
 #: Most dormant (lost) peers remembered for re-checking.
 MAX_DORMANT = 1024
-#: Seconds stopping waits for the plugin's tasks.
-STOP_TIMEOUT = 5.0
+#: Seconds a TXT record's signature stays valid; it is signed again a third of the way in.
+RECORD_LIFETIME = 600.0
+# Linux: without it, a socket hears a group joined on *any* interface by any socket.
+_IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 
 
 class MdnsError(P2PHostError):
@@ -107,14 +121,17 @@ class MdnsDiscovery(Discovery):
         self.name = name
         self.log = logger or log
         self.rejected = RejectLog(self.log)
+        self.book = PresenceBook()
         self._events: DiscoveryEvents | None = None
         self._zc: AsyncZeroconf | None = None
+        self._responders: list[tuple[str, AsyncZeroconf, AsyncServiceInfo]] = []
         self._browser: AsyncServiceBrowser | None = None
         self._own = ""
         self._known: dict[str, PeerRecord] = {}
         self._dormant: set[str] = set()
         self._resolving: set[str] = set()
-        self._tasks = TaskOwner("mdns-discovery", logger=self.log)
+        self._misses: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self, events: DiscoveryEvents) -> None:
         """Register this node's service and start browsing and checking peers."""
@@ -123,42 +140,79 @@ class MdnsDiscovery(Discovery):
         ips = interface_addresses(self.settings.interfaces)
         try:
             self._zc = AsyncZeroconf(interfaces=ips, ip_version=IPVersion.V4Only)
+            for ip in ips:
+                responder = AsyncZeroconf(interfaces=[ip], ip_version=IPVersion.V4Only)
+                self._responders.append((ip, responder, self._service_info(events, ip)))
+                _hear_only_own_link(responder)
         except OSError as exc:
+            await self._close_sockets()
             raise MdnsError(f"cannot open the mDNS socket on {', '.join(ips)}: {exc}") from exc
-        # Probing and announcing take ~1.5 s; start() must not wait for them.
-        self._spawn(self._register(self._service_info(events, ips)))
+        # Announcing takes a moment; start() must not wait for it.
+        for _, responder, info in self._responders:
+            self._spawn(self._register(responder, info))
         self._browser = AsyncServiceBrowser(self._zc.zeroconf, [SERVICE_TYPE],
                                             handlers=[self._on_change])
         self._spawn(self._check_peers())
+        self._spawn(self._resign())
 
     async def stop(self) -> None:
         """Send goodbye packets, cancel every task and close the sockets."""
-        await self._tasks.close(STOP_TIMEOUT)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
         if self._browser is not None:
             await self._browser.async_cancel()
             self._browser = None
-        if self._zc is not None:
-            await self._zc.async_unregister_all_services()  # the goodbye packets
-            await self._zc.async_close()
-            self._zc = None
+        await self._close_sockets()
         self._events = None
 
-    async def _register(self, info: AsyncServiceInfo) -> None:
-        assert self._zc is not None
-        announced = await self._zc.async_register_service(info)
+    async def _close_sockets(self) -> None:
+        for _, responder, _ in self._responders:
+            await responder.async_unregister_all_services()  # the goodbye packets
+            await responder.async_close()
+        self._responders = []
+        if self._zc is not None:
+            await self._zc.async_close()
+            self._zc = None
+
+    def counters(self) -> dict[str, int]:
+        """TXT records accepted, and rejected by reason."""
+        return {"accepted": self.book.accepted, "peers": len(self._known),
+                **self.rejected.reasons}
+
+    async def _register(self, responder: AsyncZeroconf, info: AsyncServiceInfo) -> None:
+        # The name is our peer id, unique by construction: probing for it would only let
+        # anyone who answers for it keep us off the LAN.
+        announced = await responder.async_register_service(info, cooperating_responders=True)
         await announced
 
-    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
-        self._tasks.spawn(work, f"mdns-discovery {getattr(work, '__name__', 'task')}")
+    async def _resign(self) -> None:
+        """Sign the TXT records again before their signatures lapse."""
+        while True:
+            await asyncio.sleep(RECORD_LIFETIME / 3)
+            if self._events is None:
+                return
+            for index, (ip, responder, _) in enumerate(self._responders):
+                info = self._service_info(self._events, ip)
+                self._responders[index] = (ip, responder, info)
+                await responder.async_update_service(info)
 
-    def _service_info(self, events: DiscoveryEvents, ips: list[str]) -> AsyncServiceInfo:
-        addresses = list(self.settings.advertise or events.addresses)
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _service_info(self, events: DiscoveryEvents, ip: str) -> AsyncServiceInfo:
+        """The service as announced on the link of ``ip``: its address, its TXT record."""
+        listed = self.settings.advertise or tuple(events.addresses)
+        addresses = link_addresses(listed, ip, strict=not self.settings.advertise)
         port = next((p for p in map(_port, addresses) if p), 0)
+        record = events.sign_presence(self.settings.scope, addresses, lifetime=RECORD_LIFETIME)
         ttl = self.settings.ttl
         return AsyncServiceInfo(
-            SERVICE_TYPE, self._own, port=port,
-            properties=txt_properties(events.peer_id, self.settings.scope, addresses),
-            server=f"{events.peer_id}.local.", parsed_addresses=ips,
+            SERVICE_TYPE, self._own, port=port, properties=txt_properties(record),
+            server=f"{events.peer_id}.local.", parsed_addresses=[ip],
             host_ttl=ttl, other_ttl=ttl,
         )
 
@@ -166,43 +220,60 @@ class MdnsDiscovery(Discovery):
                    state_change: ServiceStateChange) -> None:
         if name.lower() == self._own.lower() or self._events is None:
             return
-        if state_change is ServiceStateChange.Removed:  # a goodbye
+        if name in self._resolving:
+            return
+        self._resolving.add(name)
+        if state_change is ServiceStateChange.Removed:
+            # A goodbye carries no signature: anyone can send one. Ask the peer instead.
+            self._spawn(self._confirm_goodbye(name))
+        else:
+            self._spawn(self._resolve(name))
+
+    async def _confirm_goodbye(self, name: str) -> None:
+        # The goodbye leaves the records in the cache for one more second (RFC 6762 10.1).
+        await asyncio.sleep(1.2)
+        if not await self._resolve(name) and not await self._resolve(name) \
+                and name in self._known:
             self._dormant.discard(name)
             self._lose(name, "it said goodbye")
-        elif name not in self._resolving:
-            self._resolving.add(name)
-            self._spawn(self._resolve(name))
 
     async def _resolve(self, name: str) -> bool:
         """Ask for ``name``'s records; report it found (or changed). False: no answer."""
         try:
             info = AsyncServiceInfo(SERVICE_TYPE, name)
             assert self._zc is not None
+            # Multicast questions: every link's answer comes from that link's responder.
             if not await info.async_request(self._zc.zeroconf,
-                                            self.settings.query_timeout * 1000):
+                                            self.settings.query_timeout * 1000,
+                                            question_type=DNSQuestionType.QM):
                 return False
+            # Answered, even if by a forger whose records failed: a forged answer must
+            # not make the real peer look gone. Its own record lapsing does (below).
             self._found(name, info)
             return True
         finally:
             self._resolving.discard(name)
 
-    def _found(self, name: str, info: AsyncServiceInfo) -> None:
+    def _found(self, name: str, info: AsyncServiceInfo) -> bool:
+        """Report the peer a resolved service announces; False when it is not a valid one."""
         sender = info.server or name
         try:
-            scope, record = parse_service(name, info.text or b"", info.properties,
-                                          info.parsed_addresses(), source=self.name)
+            presence = parse_presence(name, info.text or b"", info.properties)
+            if presence.scope != self.settings.scope or self._events is None:
+                return False
+            if presence.peer_id == self._events.peer_id:
+                return True
+            self.book.accept(presence)  # before anything is reported: forged or replayed
+            record = to_record(presence, info.parsed_addresses(), source=self.name)
         except AnnouncementError as exc:
             self.rejected.reject(sender, str(exc))
-            return
-        if scope != self.settings.scope or self._events is None:
-            return
-        if record.peer_id == self._events.peer_id:
-            return
+            return False
         self._dormant.discard(name)
         if self._known.get(name) != record:
             self._known[name] = record
             self.log.info("found peer %s at %s", record.peer_id, ", ".join(record.addresses))
             self._events.peer_found(record)
+        return True
 
     def _lose(self, name: str, why: str) -> None:
         record = self._known.pop(name, None)
@@ -223,14 +294,33 @@ class MdnsDiscovery(Discovery):
             names = [n for n in names if n not in self._resolving]
             self._resolving.update(names)
             answers = await asyncio.gather(*(self._resolve(n) for n in names))
+            now = time.time() * 1000
             for name, answered in zip(names, answers, strict=True):
-                if not answered and name in self._known:
+                record = self._known.get(name)
+                newest = self.book.newest(record.peer_id or "") if record else None
+                if newest is not None and newest.expires <= now:
+                    answered = False  # its last signed record lapsed: only forgers answer
+                if answered:
+                    self._misses.pop(name, None)
+                    continue
+                # Twice: one answer lost to a busy LAN (or a forger's flush) is no death.
+                self._misses[name] = self._misses.get(name, 0) + 1
+                if self._misses[name] >= 2 and name in self._known:
+                    del self._misses[name]
                     self._lose(name, "its records expired and it did not answer")
                     if len(self._dormant) < MAX_DORMANT:
                         self._dormant.add(name)
 
     def __repr__(self) -> str:
         return f"MdnsDiscovery(scope={self.settings.scope!r}, peers={len(self._known)})"
+
+
+def _hear_only_own_link(responder: AsyncZeroconf) -> None:
+    """Make ``responder`` hear only queries that arrive on its own interface (Linux), so
+    it never answers a neighbour on another link with an address unreachable there."""
+    listen = getattr(responder.zeroconf.engine, "_listen_socket", None)
+    if listen is not None and sys.platform.startswith("linux"):
+        listen.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
 
 
 def _port(address: str) -> int:

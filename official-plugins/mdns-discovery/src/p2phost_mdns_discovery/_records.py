@@ -1,7 +1,14 @@
-"""What a p2phost node puts in its DNS-SD TXT record, and the checks on what others put there."""
+"""What a p2phost node puts in its DNS-SD TXT record, and the checks on what others put there.
+
+The TXT record is a signed presence record (``p2phost_sdk.SignedPresence``) spelled as
+DNS-SD keys, readable by any DNS-SD tool: ``id``, ``api``, ``scope``, ``addr0``...,
+``seq`` and ``exp`` (milliseconds since the epoch) and ``sig`` (base64 Ed25519 signature).
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping, Sequence
 
 from p2phost_sdk import (
@@ -9,7 +16,9 @@ from p2phost_sdk import (
     MAX_ADDRESSES,
     AnnouncementError,
     PeerRecord,
+    SignedPresence,
     check_announcement,
+    is_peer_id,
 )
 
 SERVICE_TYPE = "_p2phost._tcp.local."
@@ -22,11 +31,14 @@ def instance_name(peer_id: str) -> str:
     return f"{peer_id}.{SERVICE_TYPE}"
 
 
-def txt_properties(peer_id: str, scope: str, addresses: Sequence[str]) -> dict[str, str]:
-    """The TXT key/value pairs a node announces."""
-    props = {"id": peer_id, "api": str(HOST_API), "scope": scope}
-    for index, address in enumerate(addresses[:MAX_ADDRESSES]):
+def txt_properties(record: SignedPresence) -> dict[str, str]:
+    """The TXT key/value pairs a node announces: its signed presence record."""
+    props = {"id": record.peer_id, "api": str(HOST_API), "scope": record.scope}
+    for index, address in enumerate(record.addresses[:MAX_ADDRESSES]):
         props[f"addr{index}"] = address
+    props["seq"] = str(record.sequence)
+    props["exp"] = str(record.expires)
+    props["sig"] = base64.b64encode(record.signature).decode()
     return props
 
 
@@ -39,6 +51,43 @@ def _text(value: bytes | None, key: str) -> str:
         raise AnnouncementError(f"TXT key {key!r} is not UTF-8") from exc
 
 
+def _number(properties: Mapping[bytes, bytes | None], key: str) -> int:
+    text = _text(properties.get(key.encode()), key)
+    if not text.isdigit() or len(text) > 19:
+        raise AnnouncementError(f"TXT key {key!r} is not a number")
+    return int(text)
+
+
+def parse_presence(name: str, text: bytes,
+                   properties: Mapping[bytes, bytes | None]) -> SignedPresence:
+    """The signed record a resolved service carries, NOT yet verified (the scope is the
+    one it claims); AnnouncementError when malformed."""
+    if len(text) > MAX_TXT:
+        raise AnnouncementError(f"TXT record of {len(text)} bytes (at most {MAX_TXT})")
+    if b"id" not in properties or b"scope" not in properties:
+        raise AnnouncementError("TXT record without 'id' and 'scope'")
+    peer_id = _text(properties[b"id"], "id")
+    scope = _text(properties[b"scope"], "scope")
+    if not is_peer_id(peer_id) or name.lower() != instance_name(peer_id).lower():
+        raise AnnouncementError(f"service {name!r} does not carry its own peer id")
+    addresses = [_text(properties.get(f"addr{i}".encode()), f"addr{i}")
+                 for i in range(MAX_ADDRESSES + 1) if f"addr{i}".encode() in properties]
+    if len(addresses) > MAX_ADDRESSES:
+        raise AnnouncementError(f"more than {MAX_ADDRESSES} addresses")
+    try:
+        signature = base64.b64decode(_text(properties.get(b"sig"), "sig"), validate=True)
+    except binascii.Error as exc:
+        raise AnnouncementError("bad signature: TXT key 'sig' is not base64") from exc
+    return SignedPresence(peer_id, scope, tuple(addresses), _number(properties, "seq"),
+                          _number(properties, "exp"), False, signature)
+
+
+def to_record(presence: SignedPresence, hosts: Sequence[str], *, source: str) -> PeerRecord:
+    """The peer record of a verified presence (``hosts`` replace wildcard addresses)."""
+    return check_announcement(presence.peer_id, list(presence.addresses), source=source,
+                              hosts=hosts)
+
+
 def parse_service(
     name: str,
     text: bytes,
@@ -47,18 +96,7 @@ def parse_service(
     *,
     source: str,
 ) -> tuple[str, PeerRecord]:
-    """The scope and record a resolved service announces; AnnouncementError when malformed.
-
-    ``hosts`` are the service's IP addresses (they replace wildcard listen addresses).
-    """
-    if len(text) > MAX_TXT:
-        raise AnnouncementError(f"TXT record of {len(text)} bytes (at most {MAX_TXT})")
-    if b"id" not in properties or b"scope" not in properties:
-        raise AnnouncementError("TXT record without 'id' and 'scope'")
-    peer_id = _text(properties[b"id"], "id")
-    scope = _text(properties[b"scope"], "scope")
-    if name.lower() != instance_name(peer_id).lower():
-        raise AnnouncementError(f"service {name!r} does not carry its own peer id")
-    addresses = [_text(properties.get(f"addr{i}".encode()), f"addr{i}")
-                 for i in range(MAX_ADDRESSES + 1) if f"addr{i}".encode() in properties]
-    return scope, check_announcement(peer_id, addresses, source=source, hosts=hosts)
+    """The scope and record a resolved service announces, its signature checked;
+    AnnouncementError when malformed or forged."""
+    presence = parse_presence(name, text, properties).check()
+    return presence.scope, to_record(presence, hosts, source=source)

@@ -1,0 +1,42 @@
+"""Discovery plugins as ``p2phost peers`` and ``p2phost doctor`` show them: up or down (with
+the fix), and the counters of records accepted and rejected (docs/discovery.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: One line per plugin: (healthy, text, fix or None).
+StatusLine = tuple[bool, str, str | None]
+
+
+def discovery_lines(answer: Mapping[str, Any]) -> list[StatusLine]:
+    """What a running node's ``peers`` answer says about its discovery plugins."""
+    status = answer.get("discovery") or {}
+    lines: list[StatusLine] = []
+    for plugin in status.get("plugins", []):
+        counters = plugin.get("counters") or {}
+        shown = ", ".join(f"{k} {v}" for k, v in counters.items() if v) or "no records yet"
+        name = plugin.get("name", "?")
+        if plugin.get("state") == "down":
+            lines.append((False, f"discovery {name} is down (tried {plugin.get('attempts')} "
+                                 f"times, retrying): {plugin.get('error')}",
+                          plugin.get("fix") or None))
+        else:
+            lines.append((True, f"discovery {name} is {plugin.get('state')}: {shown}", None))
+    dialling = status.get("dialling") or {}
+    if dialling:
+        lines.append((True, "dialling: " + ", ".join(f"{k} {v}" for k, v in dialling.items()),
+                      None))
+    return lines
+
+
+def running_discovery(project: Any) -> list[StatusLine]:
+    """The discovery lines of the project's running node (none when it is not running)."""
+    from .._runtime import NodeNotRunning, query_control  # only when doctor gets this far
+
+    try:
+        answer = query_control(project.control_socket, "peers", 2.0)
+    except NodeNotRunning:
+        return []
+    return discovery_lines(answer)

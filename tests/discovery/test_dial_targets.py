@@ -1,0 +1,97 @@
+"""Dial targets belong to records: the node's redial loops, with a scripted dialler."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from p2phost._runtime.node._targets import DialTargets
+from p2phost_sdk import Backoff, Identity, PeerRecord, PeerUnavailable
+from p2phost_sdk.testing.discovery import wait_until
+
+PEER = Identity.generate().peer_id
+OTHER = Identity.generate().peer_id
+
+
+class Dialler:
+    """Answers dials as scripted: each address is the peer it names, or unreachable."""
+
+    def __init__(self, answers: dict[str, str | None]) -> None:
+        self.answers = answers
+        self.dials: list[str] = []
+        self.connected: dict[str, asyncio.Event] = {}
+
+    async def connect(self, address: str, expected: str | None) -> str:
+        self.dials.append(address)
+        await asyncio.sleep(0)
+        peer = self.answers.get(address)
+        if peer is None:
+            raise PeerUnavailable(f"{address}: connection refused")
+        if expected is not None and peer != expected:
+            raise PeerUnavailable(f"{address}: handshake failed: expected peer {expected}, "
+                                  f"reached {peer}")
+        self.connected[peer] = asyncio.Event()
+        return peer
+
+    def gone(self, peer_id: str) -> asyncio.Event | None:
+        return self.connected.get(peer_id)
+
+
+def targets_for(dialler: Dialler, tasks: set[asyncio.Task[None]]) -> DialTargets:
+    def spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        tasks.add(task)
+        return task
+    return DialTargets(connect=dialler.connect, gone=dialler.gone, spawn=spawn,
+                       backoff=Backoff(0.01, 0.05), own_addresses=lambda: ["tcp://me:1"])
+
+
+async def test_an_address_reaching_another_peer_is_dropped_at_once_and_counted() -> None:
+    dialler = Dialler({"tcp://a:1": OTHER, "tcp://b:1": PEER})
+    tasks: set[asyncio.Task[None]] = set()
+    targets = targets_for(dialler, tasks)
+    targets.update(PeerRecord(("tcp://a:1", "tcp://b:1", "tcp://me:1"), PEER, "beacon"))
+    await wait_until(lambda: PEER in dialler.connected, 2, "connecting at the right address")
+    assert dialler.dials == ["tcp://a:1", "tcp://b:1"]  # never our own address
+    assert targets.counters["wrong_peer"] == 1 and targets.counters["connected"] == 1
+    dialler.connected.pop(PEER).set()  # the peer goes away: redial, but never at tcp://a:1
+    await wait_until(lambda: PEER in dialler.connected, 2, "reconnecting")
+    assert dialler.dials == ["tcp://a:1", "tcp://b:1", "tcp://b:1"]
+    targets.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_target_and_its_backoff_go_with_the_last_record() -> None:
+    dialler = Dialler({})  # nothing answers
+    tasks: set[asyncio.Task[None]] = set()
+    targets = targets_for(dialler, tasks)
+    record = PeerRecord(("tcp://x:1",), PEER, "beacon")
+    targets.update(record)
+    targets.update(PeerRecord(("tcp://x:1",), PEER, "mdns"))
+    await wait_until(lambda: len(dialler.dials) >= 3, 2, "redialling with backoff")
+    targets.lost(record)  # mDNS still lists it: still a target
+    assert PEER in targets and targets.counters["unreachable"] >= 3
+    targets.lost(PeerRecord(("tcp://x:1",), PEER, "mdns"))
+    assert PEER not in targets
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(t.done() for t in tasks)
+    count = len(dialler.dials)
+    await asyncio.sleep(0.2)
+    assert len(dialler.dials) == count  # no dial after the record is gone
+
+
+async def test_a_record_with_new_addresses_replaces_the_old_one() -> None:
+    dialler = Dialler({"tcp://new:1": PEER})
+    tasks: set[asyncio.Task[None]] = set()
+    targets = targets_for(dialler, tasks)
+    targets.update(PeerRecord(("tcp://old:1",), PEER, "beacon"))
+    await wait_until(lambda: "tcp://old:1" in dialler.dials, 2, "dialling the old address")
+    targets.update(PeerRecord(("tcp://new:1",), PEER, "beacon"))  # it moved
+    await wait_until(lambda: PEER in dialler.connected, 2, "connecting at the new address")
+    dialler.connected.pop(PEER).set()
+    count = dialler.dials.count("tcp://old:1")
+    await wait_until(lambda: PEER in dialler.connected, 2, "reconnecting")
+    assert dialler.dials.count("tcp://old:1") == count
+    targets.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
