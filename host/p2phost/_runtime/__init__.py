@@ -9,7 +9,8 @@ from p2phost_sdk import Backoff
 from ._errors import ListenError, NodeAlreadyRunning, NodeConfigError, NodeNotRunning, WireError
 from .messaging._mailbox import Mailbox
 from .node._control import ControlServer, query_control
-from .node._node import INSECURE_WARNING, Node, NodeOptions
+from .node._node import INSECURE_WARNING, Node
+from .node._options import NodeOptions
 from .wire._envelope import VERSION, Envelope, Kind, decode, encode
 from .wire._handshake import Hello, choose_codec
 

@@ -140,3 +140,17 @@ class Dialler:
                 raise PeerUnavailable(f"{address}: handshake failed: {exc}") from exc
             self.address_peers[address] = channel.peer_id
             return channel.peer_id
+
+
+class Link(Dialler):
+    """The dialler, as acknowledged delivery's link to the node."""
+
+    def reply_channel(self, peer_id: str) -> Channel | None:
+        peer = self._table.get(peer_id)
+        return peer.any_open() if peer is not None else None
+
+    def peer_at(self, address: str) -> str | None:
+        return self.address_peers.get(address)
+
+    def check_address(self, address: str) -> None:
+        self._transport_for(address)

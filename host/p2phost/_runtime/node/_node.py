@@ -12,13 +12,10 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from p2phost_sdk import (
     App,
-    Backoff,
     Codec,
     Connection,
     Discovery,
@@ -39,7 +36,6 @@ from p2phost_sdk import (
     with_timeout,
 )
 
-from ..._delivery_settings import DeliverySettings
 from .._errors import ListenError, NodeConfigError
 from ..delivery._delivery import Reliable
 from ..delivery._store import DATABASE_NAME
@@ -50,8 +46,9 @@ from ..wire._channel import Channel
 from ..wire._handshake import Admit, Hello, handshake, refuse
 from ..wire._sealed import Sealer
 from ._admission import HandshakeGate, RateLimitedLog
-from ._dialler import Dialler
+from ._dialler import Link
 from ._discovering import DiscoveryRunner
+from ._options import NodeOptions
 
 log = logging.getLogger("p2phost.node")
 
@@ -62,58 +59,6 @@ _LISTEN_FIX = ("pick another address in [node] listen of p2phost.toml (port 0 pi
 # service behind it, is what is wrong.
 _MEDIUM_FIX = ("check the URL in [node] listen of p2phost.toml, and that the broker or "
                "database runs there and accepts those credentials")
-
-
-@dataclass(frozen=True)
-class NodeOptions:
-    """How a node runs. ``listen``, ``connect``, ``max_frame_size`` and ``peer_limit``
-    come from ``[node]`` in p2phost.toml; the rest are tuning with safe defaults."""
-
-    name: str = "node"
-    listen: Sequence[str] = ()
-    #: Addresses dialled at start and kept connected (reconnect with backoff).
-    connect: Sequence[str] = ()
-    max_frame_size: int = 16 * 1024 * 1024
-    #: Peers (and clients) admitted at once; counted when a connection is accepted.
-    peer_limit: int = 64
-    #: Handshakes in progress at once, in all and from one source host.
-    handshake_limit: int = 128
-    handshake_limit_per_source: int = 8
-    dial_timeout: float = 5.0
-    handshake_timeout: float = 5.0
-    keepalive_interval: float = 5.0
-    keepalive_timeout: float = 15.0
-    reconnect: Backoff = field(default_factory=Backoff)
-    #: How long shutdown waits for peers' goodbyes, and then for mailboxes to drain.
-    drain_timeout: float = 10.0
-    #: How long a plugin may take to listen, start, stop or close before the node
-    #: gives up on it (naming it).
-    plugin_timeout: float = 10.0
-    #: Bytes queued per connection before senders wait (backpressure).
-    outbox_limit: int = 1024 * 1024
-    #: A short-lived client (``p2phost send``/``ping``) with its project's identity: its
-    #: hello says so, and the node it talks to keeps its channel apart from the peers.
-    client: bool = False
-    #: Seconds a sealed frame (inbox media) stays acceptable: ``[trust] replay-window``.
-    replay_window: float = 600.0
-    #: Where the delivery database lives (``.p2phost``); None keeps it in memory.
-    state_dir: Path | None = None
-    #: ``[delivery]`` of p2phost.toml (docs/delivery.md).
-    delivery: DeliverySettings = field(default_factory=DeliverySettings)
-
-
-class _Link(Dialler):
-    """The dialler, as acknowledged delivery's link to the node."""
-
-    def reply_channel(self, peer_id: str) -> Channel | None:
-        peer = self._table.get(peer_id)
-        return peer.any_open() if peer is not None else None
-
-    def peer_at(self, address: str) -> str | None:
-        return self.address_peers.get(address)
-
-    def check_address(self, address: str) -> None:
-        self._transport_for(address)
 
 
 class Node:
@@ -156,7 +101,7 @@ class Node:
         self._tasks = TaskOwner("node", logger=log)
         self._listeners: list[tuple[Transport, Any]] = []
         self._addresses: list[str] = []
-        self._dialler = _Link(
+        self._dialler = Link(
             local_peer_id=identity.peer_id, table=self._table, tasks=self._tasks,
             transport_for=self._transport_for, open_outgoing=self._open_outgoing,
             own_addresses=lambda: self._addresses, peer_limit=options.peer_limit,
