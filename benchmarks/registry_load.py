@@ -122,16 +122,17 @@ def load(args: argparse.Namespace, work: Path) -> list[dict[str, object]]:
     packages.mkdir()
     for wheel in (data / "files").glob("*/*"):
         shutil.copy2(wheel, packages / wheel.name)
-    name = "tcp-transport"
+    # /simple/ serves the distribution (p2phost-tcp-transport), the API the plugin name.
+    name, dist = "tcp-transport", "p2phost-tcp-transport"
     rows: list[dict[str, object]] = []
     with registry(data) as ours, pypiserver(packages, args.workers) as theirs:
         for label, url, accept in (
-            ("p2phost /simple/NAME/ (HTML)", f"{ours}/simple/{name}/", None),
-            ("p2phost /simple/NAME/ (PEP 691 JSON)", f"{ours}/simple/{name}/",
+            ("p2phost /simple/NAME/ (HTML)", f"{ours}/simple/{dist}/", None),
+            ("p2phost /simple/NAME/ (PEP 691 JSON)", f"{ours}/simple/{dist}/",
              "application/vnd.pypi.simple.v1+json"),
             ("p2phost /api/v1/plugins/NAME", f"{ours}/api/v1/plugins/{name}", None),
             (f"pypiserver /simple/NAME/ (gunicorn -w {args.workers})",
-             f"{theirs}/simple/{name}/", None),
+             f"{theirs}/simple/{dist}/", None),
         ):
             httpx.get(url, timeout=10, headers={"Accept": accept} if accept else {})
             rows.append({"what": label, **wrk(url, args.duration, args.connections, accept)})
