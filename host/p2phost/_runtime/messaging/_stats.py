@@ -10,8 +10,8 @@ from collections import Counter
 from typing import Any
 
 #: The counters of a topic, in the order ``peers --stats`` shows them.
-COUNTERS = ("sent", "resent", "acked", "handled", "retried", "dead_lettered", "duplicates",
-            "dropped")
+COUNTERS = ("sent", "resent", "acked", "handled", "failed", "retried", "dead_lettered",
+            "duplicates", "dropped")
 
 
 class DeliveryStats:

@@ -5,6 +5,12 @@ task hands everything queued to the transport in a single ``send_many``, so a bu
 small messages costs one write. The outbox is bounded in bytes: when the transport
 cannot keep up (the peer reads slowly), senders wait for room.
 
+The reader never lets this node's answers pile up: when what waits to go out to the
+peer (PONGs, ERRORs, replies) is over the limit, it stops reading until there is room,
+and a peer that reads nothing for ``write_timeout`` seconds is disconnected with that
+reason. Frames queued without waiting (``post``) are bounded too: a channel whose queue
+would pass twice its limit is closed, not grown.
+
 Goodbye: a node that closes a channel on purpose first sends GOODBYE (after everything
 already queued), meaning "no new messages or requests from me"; replies may still
 follow. The side that said goodbye first closes the connection when its work is done.
@@ -28,8 +34,8 @@ from p2phost_sdk import (
     TransportError,
 )
 
+from .._errors import WireError
 from ._envelope import Envelope, Kind, decode, encode
-from ._errors import WireError
 from ._handshake import Handshaken
 
 log = logging.getLogger("p2phost.node")
@@ -62,6 +68,7 @@ class Channel:
         on_reply: OnReply,
         outbox_limit: int,
         max_frame_size: int,
+        write_timeout: float = 15.0,
     ) -> None:
         self.connection: Connection = done.connection
         self.hello = done.hello
@@ -93,6 +100,11 @@ class Channel:
         self._on_message = on_message
         self._on_reply = on_reply
         self._limit = outbox_limit
+        # What post() may queue without waiting: room for the control frames and
+        # replies already on their way when the outbox fills.
+        self._hard_limit = 2 * outbox_limit + 65536
+        self._write_timeout = write_timeout
+        self._reader: asyncio.Task[None] | None = None
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
         self._writing = False
@@ -114,8 +126,12 @@ class Channel:
     # -- sending ---------------------------------------------------------------------
 
     def post(self, frame: bytes) -> None:
-        """Queue a frame without waiting (control frames; bounded callers only)."""
+        """Queue a frame without waiting (control frames and replies); a peer that lets
+        the queue pass twice its limit is disconnected."""
         if self.ended:
+            return
+        if self._outbox_bytes + len(frame) > self._hard_limit:
+            self._overflow()
             return
         # The first frame of a loop turn goes straight to the transport when nothing is
         # queued before it (a lone request or reply: no wait for the writer task). The
@@ -130,6 +146,32 @@ class Channel:
         self._outbox_bytes += len(frame)
         self._flushed.clear()
         self._wake.set()
+
+    def _overflow(self) -> None:
+        if self._close_reason is not None:
+            return
+        self._close_reason = (f"the peer does not read: {self._outbox_bytes} bytes wait to "
+                              f"go to it, over twice the outbox limit of {self._limit}")
+        log.warning("closing connection to %s (%s): %s", self.peer_id, self.address,
+                    self._close_reason)
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def _await_room(self) -> None:
+        """Stop reading while this node's answers to the peer fill the outbox."""
+        try:
+            async with asyncio.timeout(self._write_timeout):
+                while self._outbox_bytes >= self._limit and not self.ended:
+                    self._room.clear()
+                    await self._room.wait()
+        except TimeoutError:
+            if self._close_reason is None:
+                self._close_reason = (f"the peer does not read: nothing it was sent for "
+                                      f"{self._write_timeout:g}s was taken "
+                                      f"({self._outbox_bytes} bytes wait)")
+                log.warning("closing connection to %s (%s): %s", self.peer_id, self.address,
+                            self._close_reason)
+            raise ConnectionClosed(self._close_reason) from None
 
     def _turn_over(self) -> None:
         self._wrote_directly = False
@@ -201,6 +243,10 @@ class Channel:
             envelope = decode(frame)
             kind = envelope.kind
             if kind <= Kind.REQUEST:
+                # A request (and a ping) is answered without waiting: read no more of
+                # them while the answers pile up.
+                if kind is Kind.REQUEST and self._outbox_bytes >= self._limit:
+                    await self._await_room()
                 waiting = on_message(self, envelope, ack)
                 if waiting is not None:
                     self.stalled = True
@@ -209,6 +255,8 @@ class Channel:
                     finally:
                         self.stalled = False
                 continue
+            if kind is Kind.PING and self._outbox_bytes >= self._limit:
+                await self._await_room()
             if ack is not None:
                 ack()
             if kind <= Kind.ACK:
@@ -229,13 +277,13 @@ class Channel:
         """Read and write until the connection ends; returns why it ended."""
         writer = asyncio.get_running_loop().create_task(self._write_loop(),
                                                         name=f"writer {self.peer_id[:12]}")
-        reader = asyncio.get_running_loop().create_task(self._read_loop(),
-                                                        name=f"reader {self.peer_id[:12]}")
+        reader = self._reader = asyncio.get_running_loop().create_task(
+            self._read_loop(), name=f"reader {self.peer_id[:12]}")
         reason = ""
         try:
             done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
             failed = done.pop()
-            exc = failed.exception()
+            exc = None if failed.cancelled() else failed.exception()
             if isinstance(exc, ConnectionClosed):
                 reason = self._close_reason or (
                     f"the peer said goodbye ({self.remote_reason})"

@@ -49,7 +49,7 @@ from p2phost_sdk import (
     public_key_from_peer_id,
 )
 
-from ._errors import WireError
+from .._errors import WireError
 
 log = logging.getLogger("p2phost.node")
 

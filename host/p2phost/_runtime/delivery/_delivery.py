@@ -16,9 +16,9 @@ Parts: the :class:`~._outbox.Outbox` (sending), the :class:`~._receiver.Receiver
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from p2phost_sdk import (
     App,
@@ -30,23 +30,21 @@ from p2phost_sdk import (
     is_peer_id,
 )
 
-from .._delivery_settings import DeliverySettings
+from ..._delivery_settings import DeliverySettings
+from ..messaging._routes import Route
+from ..messaging._stats import DeliveryStats
+from ..wire._channel import Ack, Channel
+from ..wire._envelope import HEADER, Envelope
 from ._acks import AckSender, acked_ids
 from ._appstate import AppState
-from ._channel import Ack, Channel
 from ._deadletter import DeadLetters
 from ._dedupe import Dedupe
-from ._envelope import HEADER, Envelope
 from ._outbox import Outbox, key_id
 from ._receiver import Receiver
-from ._stats import DeliveryStats
-from ._store import Committer, open_database
+from ._store import Committer, open_pair
 
 if TYPE_CHECKING:
     import sqlite3
-
-    from ._dispatch import Dispatcher, _Route
-    from ._node import Node
 
 log = logging.getLogger("p2phost.delivery")
 _ACKNOWLEDGED = frozenset({DeliveryMode.AT_LEAST_ONCE.value, DeliveryMode.EFFECTIVELY_ONCE.value})
@@ -66,22 +64,45 @@ def resolve_policies(apps: Sequence[App], settings: DeliverySettings) -> dict[st
     return {t: p for t, p in policies.items() if p.acknowledged}
 
 
+class NodeLink(Protocol):
+    """What acknowledged delivery needs from the node (its dialler provides it)."""
+
+    local_peer_id: str
+
+    def usable(self, peer_id: str) -> Channel | None:
+        """The channel new messages to ``peer_id`` go on, if connected."""
+
+    def reply_channel(self, peer_id: str) -> Channel | None:
+        """Any open channel to ``peer_id`` (for ACK frames)."""
+
+    def peer_at(self, address: str) -> str | None:
+        """The peer id last reached at ``address``."""
+
+    def check_address(self, address: str) -> None:
+        """Raise a clear error for an address no transport plugin serves."""
+
+    def keep_connected(self, address: str) -> None:
+        """Dial ``address`` and keep it connected."""
+
+
 class Reliable:
     """Acknowledged delivery for one node (created by the node; started with it)."""
 
-    def __init__(self, node: Node, dispatch: Dispatcher, *, apps: Sequence[App],
+    def __init__(self, link: NodeLink, *, ids: Iterator[int], apps: Sequence[App],
                  codecs: Mapping[str, Codec], settings: DeliverySettings,
-                 path: Path | None) -> None:
-        self.node = node
-        self.dispatch = dispatch
+                 path: Path | None, stats: DeliveryStats, max_frame_size: int) -> None:
+        self.link = link
+        self._ids = ids
+        self.max_frame_size = max_frame_size
         self.settings = settings
         self.path = path
         self.codecs = codecs
-        self.stats = DeliveryStats()
+        self.stats = stats
         #: Acknowledged topics of this node, with their delivery.
         self.policies = resolve_policies(apps, settings)
+        handled = {topic for app in apps for topic in app.handlers()}
         #: The acknowledged topics this node handles.
-        self.handled = {t: p for t, p in self.policies.items() if t in dispatch.routes}
+        self.handled = {t: p for t, p in self.policies.items() if t in handled}
         self.apps = {topic: type(app).name or type(app).__name__
                      for app in apps for topic in app.handlers()}
         #: Topics whose sends come here: this node's, and those peers announced.
@@ -103,28 +124,32 @@ class Reliable:
 
     # -- lifetime --------------------------------------------------------------------
 
-    def start(self) -> None:
+    @property
+    def acknowledged(self) -> frozenset[str]:
+        """The topics this node handles with acknowledgements (their messages come here)."""
+        return frozenset(self.handled)
+
+    def start(self, routes: Mapping[str, Route]) -> None:
         """Open the delivery database and start the outbox and the delayed retries."""
-        db = self.db = open_database(self.path)
-        committer = self._committer = Committer(db)
+        db, writer = open_pair(self.path)
+        self.db = db
+        committer = self._committer = Committer(db, writer)
         self.dead = DeadLetters(db, limit=self.settings.dead_letter_limit,
                                 keep=self.settings.dead_letter_keep)
         dedupe = Dedupe(db, window=self.settings.dedupe_window)
-        self._acks = AckSender(self.dispatch.next_id, self.node._reply_channel)
+        self._acks = AckSender(self._ids.__next__, self.link.reply_channel)
         self._outbox = Outbox(committer=committer, dead=self.dead, stats=self.stats,
                               settings=self.settings, codecs=self.codecs,
-                              usable=self.node._usable, acknowledged_by=self.acknowledged_by)
+                              usable=self.link.usable, acknowledged_by=self.acknowledged_by)
         self._receiver = Receiver(committer=committer, dedupe=dedupe, state=AppState(db),
                                   dead=self.dead, stats=self.stats, policies=self.handled,
-                                  apps=self.apps, routes=self.dispatch.routes,
+                                  apps=self.apps, routes=routes,
                                   codecs=self.codecs, acknowledge=self._acks.add)
         self._receiver.start()
-        self.dispatch.reliable = self
-        self.dispatch.acknowledged = frozenset(self.handled)
         waiting = self._outbox.destinations()
         for dest in waiting:
             if "://" in dest:  # sent before its peer was known: keep dialling it
-                self.node._keep_connected(dest)
+                self.link.keep_connected(dest)
         if waiting:
             log.info("the outbox holds %d messages for %d peers: they go out as the peers "
                      "connect", self._outbox.waiting(), len(waiting))
@@ -151,7 +176,7 @@ class Reliable:
         if self._outbox is not None:
             await self._outbox.close()
         if self._committer is not None:
-            self._committer.close()
+            await self._committer.close()
         if self._acks is not None:
             self._acks.close()
         if self.db is not None:
@@ -188,12 +213,12 @@ class Reliable:
     async def send(self, peer: str, topic: str, body: Any, key: str | None) -> bool:
         """Send through the outbox if ``topic`` is acknowledged for ``peer``; False
         when the message takes the plain path instead."""
-        node, own = self.node, self.policies.get(topic)
+        link, own = self.link, self.policies.get(topic)
         if self._outbox is None or self.db is None:
             raise PeerUnavailable("the node is not running")
         address = "://" in peer
-        peer_id = node._address_peers.get(peer) if address else peer
-        channel = node._usable(peer_id) if peer_id else None
+        peer_id = link.peer_at(peer) if address else peer
+        channel = link.usable(peer_id) if peer_id else None
         if channel is not None:
             if not self.acknowledged_by(channel, topic) and (own is None
                                                              or topic in channel.topics):
@@ -206,26 +231,26 @@ class Reliable:
         else:
             dest, codec = peer, next(iter(self.codecs.values()))
             if address:
-                node._transport_for(peer)  # a clear error for an address no plugin serves
-                node._keep_connected(peer)
-            elif peer == node.peer_id:
+                link.check_address(peer)
+                link.keep_connected(peer)
+            elif peer == link.local_peer_id:
                 raise PeerUnavailable("a node cannot send to itself")
             elif not is_peer_id(peer):
                 raise PeerUnavailable(f"{peer!r} is neither a peer id nor an address (such "
                                       "as tcp://HOST:PORT)")
         data = codec.encode(body)
         size = HEADER.size + len(topic.encode()) + len(data)
-        if size > node.options.max_frame_size:
+        if size > self.max_frame_size:
             raise FrameTooLarge(f"a message on {topic!r} is {size} bytes, over the maximum "
-                                f"frame size of {node.options.max_frame_size} (max-frame-size "
+                                f"frame size of {self.max_frame_size} (max-frame-size "
                                 "in [node] of p2phost.toml)")
-        message_id = key_id(key) if key is not None else self.dispatch.next_id()
+        message_id = key_id(key) if key is not None else next(self._ids)
         await self._outbox.put(dest, topic, data, codec.content_type, message_id)
         return True
 
     def acknowledged_to(self, peer: str, topic: str) -> bool:
         """Whether messages on ``topic`` to the connected ``peer`` are acknowledged."""
-        channel = self.node._usable(peer)
+        channel = self.link.usable(peer)
         return channel is not None and self.acknowledged_by(channel, topic)
 
     async def settle(self, timeout: float) -> int:
@@ -239,13 +264,15 @@ class Reliable:
             log.warning("%s handles topic %r without acknowledgements (at-most-once): messages "
                         "to it go once, unacknowledged", peer, topic)
 
-    async def publish(self, channels: Iterable[Channel], topic: str, body: Any) -> int:
-        """Publish to the peers of ``channels`` that handle ``topic``: through the outbox
-        to those that acknowledge it, plainly to the others; how many."""
+    async def publish(self, channels: Iterable[Channel], topic: str,
+                      body: Any) -> tuple[int, list[Channel]]:
+        """Publish through the outbox to the peers of ``channels`` that handle ``topic``
+        with acknowledgements; how many, and the channels that take it plainly."""
         if self._outbox is None or self.db is None:
             raise PeerUnavailable("the node is not running")
-        plain, count = [], 0
-        message_id = self.dispatch.next_id()
+        plain: list[Channel] = []
+        count = 0
+        message_id = next(self._ids)
         for channel in channels:
             if topic not in channel.topics:
                 continue
@@ -256,12 +283,12 @@ class Reliable:
             await self._outbox.put(channel.peer_id, topic, data, channel.codec.content_type,
                                    message_id)
             count += 1
-        return count + (await self.dispatch.publish(plain, topic, body) if plain else 0)
+        return count, plain
 
     # -- receiving (the dispatcher's seams) ------------------------------------------
 
     def receive(self, channel: Channel, envelope: Envelope, ack: Ack | None,
-                route: _Route) -> Awaitable[None] | None:
+                route: Route) -> Awaitable[None] | None:
         """A MESSAGE on an acknowledged topic this node handles."""
         assert self._receiver is not None, "the node is not started"
         return self._receiver.receive(channel, envelope, ack, route)

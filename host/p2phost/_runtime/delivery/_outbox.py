@@ -16,24 +16,25 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from p2phost_sdk import Codec, CodecError, ConnectionClosed, FrameTooLarge
+from p2phost_sdk import Codec, CodecError, ConnectionClosed, FrameTooLarge, TaskOwner
 
-from .._delivery_settings import DeliverySettings
-from ._channel import Channel
+from ..._delivery_settings import DeliverySettings
+from ..messaging._stats import DeliveryStats
+from ..wire._channel import Channel
+from ..wire._envelope import Kind, encode
 from ._deadletter import DeadLetter, DeadLetters
-from ._envelope import Kind, encode
-from ._stats import DeliveryStats
 from ._store import Committer, sql_id, wire_id
-from ._tasks import TaskSet
 
 log = logging.getLogger("p2phost.delivery")
 _PAGE = 256
 _RECENT = 65_536
+#: Rows handed from ``put`` to a caught-up pump before it reads the database instead.
+_FRESH = 4096
 
 
 def key_id(key: str) -> int:
@@ -64,6 +65,10 @@ class _Pump:
     acked: set[int] = field(default_factory=set)
     #: Sent at least once by this run (a further send counts as a resend).
     sent: set[int] = field(default_factory=set)
+    #: Whether the last read found every row up to the end (then new rows come in
+    #: ``fresh``, straight from ``put``, with no read of the database).
+    caught_up: bool = False
+    fresh: deque[_Row] = field(default_factory=deque)
 
 
 class Outbox:
@@ -84,7 +89,7 @@ class Outbox:
         self._pumps: dict[str, _Pump] = {}
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._warned: set[tuple[str, str]] = set()
-        self._tasks = TaskSet()
+        self._tasks = TaskOwner('delivery', logger=log)
 
     # -- putting messages in ---------------------------------------------------------
 
@@ -93,11 +98,22 @@ class Outbox:
         """Keep an encoded message for ``dest`` (a peer id, or an address while its peer
         is unknown); returns once it is committed."""
         row = (dest, sql_id(message_id), topic, content_type, data, time.time())
-        await self.committer.write(lambda db: db.execute(
-            "INSERT OR IGNORE INTO outbox (dest, id, topic, content_type, body, created) "
-            "VALUES (?, ?, ?, ?, ?, ?)", row))
+
+        def insert(db: Any) -> int | None:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO outbox (dest, id, topic, content_type, body, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)", row)
+            return int(cursor.lastrowid) if cursor.rowcount == 1 else None
+
+        seq = await self.committer.write(insert)
         pump = self._pumps.get(dest)
         if pump is not None:
+            if seq is not None and pump.caught_up:
+                if len(pump.fresh) < _FRESH:
+                    pump.fresh.append(_Row(seq, message_id, topic, content_type, data))
+                else:  # far behind: read from the database again
+                    pump.caught_up = False
+                    pump.fresh.clear()
             pump.wake.set()
 
     def destinations(self) -> list[str]:
@@ -113,19 +129,28 @@ class Outbox:
     def connected(self, peer: str, addresses: list[str]) -> None:
         """A channel to ``peer`` opened: its messages (also those sent to one of its
         ``addresses`` before it was known) go out now."""
-        if addresses:
-            self.committer.submit(lambda db: _claim(db, peer, addresses))
         pump = self._pumps.get(peer)
         if pump is None:
             pump = self._pumps[peer] = _Pump(peer)
             self._tasks.spawn(self._pump(pump), f"outbox {peer[:12]}")
         pump.wake.set()
+        if addresses:
+            # Rows claimed from the addresses keep their places: once they are the
+            # pump's, it looks from the start again (what is in flight is not resent).
+            def rescan() -> None:
+                pump.cursor, pump.caught_up = 0, False
+                pump.fresh.clear()
+                pump.wake.set()
+
+            self.committer.submit(lambda db: _claim(db, peer, addresses), rescan)
 
     def wake(self, peer: str) -> None:
         """Something changed for ``peer`` (a channel ended, messages came back from the
         dead-letter store): its pump looks again."""
         pump = self._pumps.get(peer)
         if pump is not None:
+            pump.caught_up = False  # rows may have come by another way: read again
+            pump.fresh.clear()
             pump.wake.set()
 
     # -- acknowledgements ------------------------------------------------------------
@@ -151,7 +176,8 @@ class Outbox:
             if pump is not None:
                 pump.wake.set()
 
-        self.committer.submit(op, then)
+        # Nobody waits for it: it rides with the next send's transaction.
+        self.committer.submit(op, then, lazy=True)
 
     def _acked_one(self, peer: str, message_id: int, topic: str | None,
                    pump: _Pump | None) -> None:
@@ -177,13 +203,15 @@ class Outbox:
             pump.wake.clear()
             channel = self._usable(pump.peer)
             if channel is not pump.channel:  # another connection: all unacknowledged again
-                pump.channel, pump.cursor = channel, 0
+                pump.channel, pump.cursor, pump.caught_up = channel, 0, False
+                pump.fresh.clear()
                 pump.inflight.clear()
             now = time.monotonic()
             if pump.inflight and next(iter(pump.inflight.values())) + timeout <= now:
                 log.info("no acknowledgement from %s within %gs for %d messages: sending "
                          "them again", pump.peer, timeout, len(pump.inflight))
-                pump.cursor = 0
+                pump.cursor, pump.caught_up = 0, False
+                pump.fresh.clear()
                 pump.inflight.clear()
             room = min(window - len(pump.inflight), _PAGE) if channel else 0
             rows = self._page(pump, room)
@@ -206,10 +234,20 @@ class Outbox:
     def _page(self, pump: _Pump, room: int) -> list[_Row]:
         if room <= 0:
             return []
-        rows = self.db.execute(
+        if pump.caught_up:
+            fresh, rows = pump.fresh, list[_Row]()
+            while fresh and len(rows) < room:
+                row = fresh.popleft()
+                if row.seq > pump.cursor:  # else read already, before it was handed over
+                    rows.append(row)
+            return rows
+        found = self.db.execute(
             "SELECT seq, id, topic, content_type, body FROM outbox WHERE dest = ? AND seq > ? "
             "ORDER BY seq LIMIT ?", (pump.peer, pump.cursor, room)).fetchall()
-        return [_Row(seq, wire_id(i), t, c, b) for seq, i, t, c, b in rows]
+        if len(found) < room:
+            pump.caught_up = True
+            pump.fresh.clear()
+        return [_Row(seq, wire_id(i), t, c, b) for seq, i, t, c, b in found]
 
     async def _send(self, pump: _Pump, channel: Channel, row: _Row) -> None:
         if row.topic not in channel.topics:

@@ -68,7 +68,8 @@ class Dedupe:
         db.execute("INSERT OR IGNORE INTO dedupe (sender, id, at) VALUES (?, ?, ?)",
                    (key[0], sql_id(key[1]), time.time()))
 
-    def prune(self) -> int:
-        """Forget durable ids older than the window; how many were forgotten."""
-        cursor = self.db.execute("DELETE FROM dedupe WHERE at < ?", (time.time() - self.window,))
+    def prune(self, db: sqlite3.Connection) -> int:
+        """Forget durable ids older than the window (a write: the committer runs it);
+        how many were forgotten."""
+        cursor = db.execute("DELETE FROM dedupe WHERE at < ?", (time.time() - self.window,))
         return cursor.rowcount

@@ -29,11 +29,14 @@ from p2phost_sdk import (
     is_peer_id,
 )
 
+from .._errors import WireError
 from ._envelope import Envelope, Kind, decode, encode
-from ._errors import WireError
 
 log = logging.getLogger("p2phost.node")
 _GOODBYE_GRACE = 0.5
+#: The largest hello this node accepts (and the cap on frames before the handshake is
+#: done when no security plugin is loaded): thousands of topics fit.
+MAX_HELLO = 65536
 #: The trust policy: why to refuse a proven peer id (given its hello name once known),
 #: or None to accept it.
 Admit = Callable[[str, str | None], str | None]
@@ -147,9 +150,15 @@ async def handshake(
     short-lived ``p2phost send``/``ping`` node, said in its hello) may carry the peer id
     of the node it talks to: it runs in that node's project, with its key.
 
+    Until it is done, incoming frames on the raw connection are capped at the security
+    plugin's largest handshake message (or the largest hello), so an unauthenticated
+    peer cannot make the node buffer a large frame.
+
     On failure the connection is closed (after a best-effort GOODBYE naming the
     reason) and :class:`HandshakeError` is raised.
     """
+    raw = connection
+    raw.limit_incoming(pre_handshake_limit(security))
     try:
         async with asyncio.timeout(timeout):
             if security is not None:
@@ -181,6 +190,7 @@ async def handshake(
                     f"no codec in common: the dialler offers {', '.join(dialler.codecs)}, "
                     f"the listener has {', '.join(listener.codecs)}"
                 )
+            raw.limit_incoming(None)
             return Handshaken(connection, remote, codecs[chosen])
     except TimeoutError:
         await refuse(connection, f"handshake did not finish within {timeout:g}s")
@@ -190,10 +200,17 @@ async def handshake(
         raise HandshakeError(str(exc)) from exc
     except P2PHostError as exc:  # a transport error, or the security plugin's
         await connection.close()
-        raise HandshakeError(f"handshake failed: {exc}") from exc
+        raise HandshakeError(str(exc)) from exc
     except BaseException:
         await connection.close()
         raise
+
+
+def pre_handshake_limit(security: Security | None) -> int:
+    """The largest incoming frame before the handshake is done."""
+    if security is None:
+        return MAX_HELLO
+    return max(int(getattr(security, "max_handshake_frame", MAX_HELLO)), MAX_HELLO)
 
 
 def _check_peer(peer_id: str, connection: Connection, identity: Identity,

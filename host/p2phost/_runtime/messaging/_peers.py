@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from ._channel import Channel
+from ..wire._channel import Channel
 
 
 @dataclass(eq=False)

@@ -12,9 +12,9 @@ import logging
 import struct
 from collections.abc import Callable
 
-from ._channel import Channel
-from ._envelope import Envelope, Kind, encode
-from ._errors import WireError
+from .._errors import WireError
+from ..wire._channel import Channel
+from ..wire._envelope import Envelope, Kind, encode
 
 log = logging.getLogger("p2phost.delivery")
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from .._plugins import PluginManager
-from .._project import Project
-from .._trust import KNOWN_PEERS, KnownPeers, TrustPolicy
-from ._node import Node, NodeOptions
+from ..._plugins import PluginManager
+from ..._project import Project
+from ..._trust import KNOWN_PEERS, KnownPeers, TrustPolicy
+from ._node import Node
+from ._options import NodeOptions
 
 
 def node_for_project(project: Project, *, client: bool = False) -> Node:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from p2phost_sdk import MessageKind
 
-from ._errors import WireError
+from .._errors import WireError
 
 #: The envelope format version this node writes and reads.
 VERSION = 1

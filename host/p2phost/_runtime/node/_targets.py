@@ -19,9 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2phost_sdk import PeerRecord, PeerUnavailable
-
-from ._backoff import Backoff
+from p2phost_sdk import Backoff, PeerRecord, PeerUnavailable
 
 log = logging.getLogger("p2phost.node")
 

@@ -15,8 +15,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from ._delivery import CONTROL_COMMANDS
-from ._errors import NodeAlreadyRunning, NodeConfigError, NodeNotRunning
+from .._errors import NodeAlreadyRunning, NodeConfigError, NodeNotRunning
+from ..delivery._delivery import CONTROL_COMMANDS
 from ._node import Node
 
 _TIMEOUT = 5.0
@@ -95,6 +95,8 @@ class ControlServer:
                     request, command = {}, None
                 if command == "peers":
                     answer: dict[str, Any] = _describe(self.node)
+                elif command == "stats":  # every mode's counters, mailboxes, connections
+                    answer = self.node.stats()
                 elif command in CONTROL_COMMANDS:  # acknowledged delivery's (_delivery.py)
                     answer = await CONTROL_COMMANDS[command](self.node.delivery, request)
                 else:

@@ -1,15 +1,17 @@
-"""The node: listeners, dialling, channels to peers, and the messaging API apps use."""
+"""The node: listeners, accepting and handshaking connections, channels to peers, and the
+messaging API apps use. Dialling is the :class:`~._dialler.Dialler`'s, messages the
+:class:`~._dispatch.Dispatcher`'s, acknowledged delivery the :class:`~._delivery.Reliable`'s.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from p2phost_sdk import (
@@ -22,26 +24,31 @@ from p2phost_sdk import (
     PeerInfo,
     PeerRecord,
     PeerUnavailable,
+    PluginTimeout,
     PresenceSigner,
     Security,
     SignedPresence,
+    TaskOwner,
     Transport,
     TransportError,
+    close_within,
+    plugin_name,
+    with_timeout,
 )
 
-from .._delivery_settings import DeliverySettings
-from ._backoff import Backoff
-from ._channel import Channel
-from ._delivery import Reliable
+from .._errors import ListenError, NodeConfigError
+from ..delivery._delivery import Reliable
+from ..delivery._store import DATABASE_NAME
+from ..messaging._dispatch import Dispatcher
+from ..messaging._peers import PeerTable
+from ..messaging._stats import DeliveryStats
+from ..wire._channel import Channel
+from ..wire._handshake import Admit, Hello, handshake, refuse
+from ..wire._sealed import Sealer
+from ._admission import HandshakeGate, RateLimitedLog
+from ._dialler import Link
 from ._discovering import DiscoveryRunner
-from ._dispatch import Dispatcher
-from ._errors import ListenError, NodeConfigError
-from ._handshake import Admit, Hello, handshake, refuse
-from ._peers import PeerTable
-from ._sealed import Sealer
-from ._store import DATABASE_NAME
-from ._targets import DialTargets
-from ._tasks import TaskSet
+from ._options import NodeOptions
 
 log = logging.getLogger("p2phost.node")
 
@@ -52,36 +59,6 @@ _LISTEN_FIX = ("pick another address in [node] listen of p2phost.toml (port 0 pi
 # service behind it, is what is wrong.
 _MEDIUM_FIX = ("check the URL in [node] listen of p2phost.toml, and that the broker or "
                "database runs there and accepts those credentials")
-
-@dataclass(frozen=True)
-class NodeOptions:
-    """How a node runs. ``listen``, ``connect``, ``max_frame_size`` and ``peer_limit``
-    come from ``[node]`` in p2phost.toml; the rest are tuning with safe defaults."""
-
-    name: str = "node"
-    listen: Sequence[str] = ()
-    #: Addresses dialled at start and kept connected (reconnect with backoff).
-    connect: Sequence[str] = ()
-    max_frame_size: int = 16 * 1024 * 1024
-    peer_limit: int = 64
-    dial_timeout: float = 5.0
-    handshake_timeout: float = 5.0
-    keepalive_interval: float = 5.0
-    keepalive_timeout: float = 15.0
-    reconnect: Backoff = field(default_factory=Backoff)
-    #: How long shutdown waits for peers' goodbyes, and then for mailboxes to drain.
-    drain_timeout: float = 10.0
-    #: Bytes queued per connection before senders wait (backpressure).
-    outbox_limit: int = 1024 * 1024
-    #: A short-lived client (``p2phost send``/``ping``) with its project's identity: its
-    #: hello says so, and the node it talks to keeps its channel apart from the peers.
-    client: bool = False
-    #: Seconds a sealed frame (inbox media) stays acceptable: ``[trust] replay-window``.
-    replay_window: float = 600.0
-    #: Where the delivery database lives (``.p2phost``); None keeps it in memory.
-    state_dir: Path | None = None
-    #: ``[delivery]`` of p2phost.toml (docs/delivery.md).
-    delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
 
 class Node:
@@ -107,7 +84,8 @@ class Node:
         self.options = options
         self._transports = dict(transports)
         self._codecs = dict(codecs)
-        self._discovery = DiscoveryRunner(discovery, timeout=options.dial_timeout)
+        self._discovery = DiscoveryRunner(
+            discovery, timeout=min(options.dial_timeout, options.plugin_timeout))
         self._signer = PresenceSigner(identity)
         self._security = security[0] if security else None
         if len(security) > 1:
@@ -119,27 +97,36 @@ class Node:
         self._admit = admit
         self._apps = list(apps)
         self._hooks = hooks
-        self._dispatch = Dispatcher(self._apps, local_peer_id=identity.peer_id,
-                                    max_frame_size=options.max_frame_size,
-                                    reply_channel=self._reply_channel)
+        self._table = PeerTable(identity.peer_id)
+        self._tasks = TaskOwner("node", logger=log)
+        self._listeners: list[tuple[Transport, Any]] = []
+        self._addresses: list[str] = []
+        self._dialler = Link(
+            local_peer_id=identity.peer_id, table=self._table, tasks=self._tasks,
+            transport_for=self._transport_for, open_outgoing=self._open_outgoing,
+            own_addresses=lambda: self._addresses, peer_limit=options.peer_limit,
+            dial_timeout=options.dial_timeout, backoff=options.reconnect)
+        # Random start: ids stay unique across restarts, for receivers that dedupe.
+        ids = itertools.count(secrets.randbits(62) + 1)
+        self._stats = DeliveryStats()
         # Acknowledged delivery (docs/delivery.md): sends on its topics divert to it.
         self._reliable = Reliable(
-            self, self._dispatch, apps=self._apps, codecs=self._codecs,
-            settings=options.delivery,
+            self._dialler, ids=ids, apps=self._apps, codecs=self._codecs,
+            settings=options.delivery, stats=self._stats,
+            max_frame_size=options.max_frame_size,
             path=options.state_dir / DATABASE_NAME if options.state_dir else None)
+        self._dispatch = Dispatcher(self._apps, local_peer_id=identity.peer_id,
+                                    max_frame_size=options.max_frame_size,
+                                    reply_channel=self._dialler.reply_channel, ids=ids,
+                                    stats=self._stats, delivery=self._reliable)
         self._acked_topics = self._reliable.topics
-        self._table = PeerTable(identity.peer_id)
         self._session = secrets.token_hex(8)
-        self._tasks = TaskSet()
-        self._dial_locks: dict[str, asyncio.Lock] = {}
-        self._address_peers: dict[str, str] = {}
-        self._waiting: dict[str, PeerRecord] = {}
-        # Dial targets live while a discovery record lists them (_targets.py).
-        self._dial = DialTargets(connect=self._dial_one, gone=self._gone,
-                                 spawn=self._tasks.spawn, backoff=options.reconnect,
-                                 own_addresses=lambda: self._addresses)
-        self._listeners: list[Any] = []
-        self._addresses: list[str] = []
+        self._gate = HandshakeGate(total=options.handshake_limit,
+                                   per_source=options.handshake_limit_per_source)
+        self._accepting = 0
+        self._clients: set[Channel] = set()
+        self._refusals = RateLimitedLog(log, "refused connections")
+        self._failures = RateLimitedLog(log, "failed handshakes")
         self._started = False
         self._closing = False
 
@@ -174,29 +161,34 @@ class Node:
                 infos.append(channel.info)
         return infos
 
+    def peer_found(self, record: PeerRecord) -> None:
+        """Discovery found a peer: keep a connection to it (while [node] peer-limit allows)."""
+        self._dialler.peer_found(record)
+
+    def peer_lost(self, record: PeerRecord) -> None:
+        """Discovery lost a peer: stop redialling it (an open connection stays)."""
+        self._dialler.peer_lost(record)
+
     def sign_presence(self, scope: str, addresses: Sequence[str], *, lifetime: float,
                       goodbye: bool = False) -> SignedPresence:
         """This node's presence record, signed (for discovery plugins to announce)."""
         return self._signer.sign(scope, addresses, lifetime=lifetime, goodbye=goodbye)
 
-    def peer_found(self, record: PeerRecord) -> None:
-        """Discovery found a peer: keep a connection to it (while [node] peer-limit allows)."""
-        if record.peer_id == self.peer_id:
-            return
-        if not self._room_for(record):
-            self._waiting[record.peer_id or record.addresses[0]] = record
-            return
-        # The handshake must prove the id discovery announced (the target expects it).
-        self._dial.update(record)
-
-    def peer_lost(self, record: PeerRecord) -> None:
-        """Discovery lost a peer: stop redialling it (an open connection stays)."""
-        self._waiting.pop(record.peer_id or record.addresses[0], None)
-        self._dial.lost(record)
-
     def discovery_status(self) -> dict[str, Any]:
         """Each discovery plugin (up or down, why, its counters) and the dial counters."""
-        return {"plugins": self._discovery.status(), "dialling": self._dial.snapshot()}
+        return {"plugins": self._discovery.status(),
+                "dialling": self._dialler.targets.snapshot()}
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of every mode, mailboxes and connections, as JSON data."""
+        answer = self._reliable.snapshot()
+        answer["mailboxes"] = self._dispatch.mailboxes()
+        answer["connections"] = {
+            "peers": len(self._table), "clients": len(self._clients),
+            "handshaking": len(self._gate), "refused": self._refusals.count,
+            "failed_handshakes": self._failures.count,
+        }
+        return answer
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -212,20 +204,14 @@ class Node:
         if self._started:
             return
         self._started = True
+        bound = self.options.plugin_timeout
         try:
-            self._reliable.start()
+            self._reliable.start(self._dispatch.routes)
             for app in self._apps:
-                await app.start(self)
+                await with_timeout(app.start(self), bound, plugin=plugin_name(app),
+                                   doing="starting its app")
             for address in self.options.listen:
-                transport = self._transport_for(address)
-                try:
-                    listener = await transport.listen(
-                        address, functools.partial(self._accept, transport))
-                except TransportError as exc:
-                    fix = _MEDIUM_FIX if transport.inbox_based else _LISTEN_FIX
-                    raise ListenError(str(exc), fix=fix) from exc
-                self._listeners.append(listener)
-                self._addresses.extend(listener.addresses)
+                await self._listen(address)
             if self._security is None:
                 log.warning(INSECURE_WARNING)
                 if self._admit is not None:
@@ -234,68 +220,75 @@ class Node:
             self._tasks.spawn(self._keepalive(), "keepalive")
             await self._discovery.start(self)
             for address in self.options.connect:
-                self._keep_connected(address)
+                self._dialler.keep_connected(address)
         except BaseException:
             await self.close()
             raise
         self._notify("p2phost_node_started", peer_id=self.peer_id, addresses=self.addresses)
 
-    # -- discovery guards (issue 8): [node] peer-limit ----------------------------------
-
-    def _room_for(self, record: PeerRecord) -> bool:
-        if record.peer_id in self._table.peers:
-            return True
-        busy = set(self._table.peers) | self._dial.busy()
-        return len(busy) < self.options.peer_limit
-
-    def _dial_waiting(self) -> None:
-        # A peer left: dial peers that discovery found while the node was full.
-        while self._waiting and not self._closing:
-            key = next(iter(self._waiting))
-            record = self._waiting.pop(key)
-            if not self._room_for(record):
-                self._waiting[key] = record
-                return
-            self.peer_found(record)
+    async def _listen(self, address: str) -> None:
+        transport = self._transport_for(address)
+        fix = _MEDIUM_FIX if transport.inbox_based else _LISTEN_FIX
+        try:
+            listener = await with_timeout(
+                transport.listen(address, functools.partial(self._accept, transport)),
+                self.options.plugin_timeout, plugin=plugin_name(transport),
+                doing=f"listening on {address}")
+        except PluginTimeout as exc:
+            raise ListenError(str(exc), fix=fix) from exc
+        except TransportError as exc:
+            raise ListenError(str(exc), fix=fix) from exc
+        self._listeners.append((transport, listener))
+        self._addresses.extend(listener.addresses)
 
     async def close(self) -> None:
         """Graceful shutdown: stop dialling and listening, say goodbye to every peer,
-        drain every mailbox (replies still go out), then close everything."""
+        drain every mailbox (replies still go out), then close everything. Every wait
+        on a plugin is bounded; one that hangs is named in the log."""
         if self._closing:
             return
         self._closing = True
         self._notify("p2phost_node_stopping", peer_id=self.peer_id)
-        timeout = self.options.drain_timeout
+        timeout, bound = self.options.drain_timeout, self.options.plugin_timeout
         await self._reliable.drain(timeout)
-        self._dial.close()
+        self._dialler.stop()
         await self._discovery.stop()
-        for listener in self._listeners:
-            await self._quietly(listener.close(), "closing a listener")
+        for transport, listener in self._listeners:
+            await close_within(listener.close(), bound, plugin=plugin_name(transport),
+                               doing="closing its listener", logger=log)
         channels = [c for p in self._table.peers.values() for c in p.channels]
+        channels.extend(self._clients)
         for channel in channels:
             channel.goodbye("the node is shutting down")
-        if channels:  # after the peers' goodbyes, no new message can arrive
-            await self._quietly(asyncio.wait_for(
-                asyncio.gather(*(c.peer_done.wait() for c in channels)), timeout), "")
+        await self._peers_done(channels, timeout)
         await self._dispatch.drain(timeout)
         await self._reliable.close()
         for channel in channels:
             await channel.flush(1.0)
-            await channel.close("the node shut down")
+            await close_within(channel.close("the node shut down"), bound,
+                               plugin=plugin_name(channel.connection),
+                               doing=f"closing the connection to {channel.peer_id}", logger=log)
         for app in self._apps:
-            await self._quietly(app.stop(), f"stopping app {type(app).__name__}")
-        await self._tasks.close()
+            await close_within(app.stop(), bound, plugin=plugin_name(app),
+                               doing="stopping its app", logger=log)
+        await self._tasks.close(bound)
         for transport in set(self._transports.values()):
-            await self._quietly(transport.close(), "closing a transport")
+            await close_within(transport.close(), bound, plugin=plugin_name(transport),
+                               doing="closing", logger=log)
         self._dispatch.fail_pending(None, "the node shut down")
+        self._refusals.flush()
+        self._failures.flush()
 
-    async def _quietly(self, work: Awaitable[Any], what: str) -> None:
+    @staticmethod
+    async def _peers_done(channels: list[Channel], timeout: float) -> None:
+        # After the peers' goodbyes no new message can arrive; a peer that never answers
+        # costs the timeout, nothing more.
         try:
-            async with asyncio.timeout(self.options.drain_timeout):
-                await work
-        except Exception as exc:
-            if what:
-                log.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
+            async with asyncio.timeout(timeout):
+                for channel in channels:
+                    await channel.peer_done.wait()
+        except TimeoutError:
+            log.debug("not every peer said goodbye within %gs", timeout)
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
         if self._hooks is None:
@@ -318,24 +311,44 @@ class Node:
                     "tcp-transport")
         return transport
 
+    def _admitted(self) -> int:
+        """Connections counted against [node] peer-limit: peers, clients, and accepted
+        connections still in their handshake."""
+        return len(self._table) + len(self._clients) + self._accepting
+
     async def _accept(self, transport: Transport, connection: Connection) -> None:
+        address = connection.remote_address
         if self._closing:
             await connection.close()
-        elif len(self._table) >= self.options.peer_limit:
-            self._tasks.spawn(self._refuse(connection, "peer limit reached"), "refuse")
+            return
+        reason = None
+        if self._admitted() >= self.options.peer_limit:
+            reason = f"peer limit reached ({self.options.peer_limit})"
         else:
-            self._tasks.spawn(self._accept_one(transport, connection), "handshake")
-
-    async def _refuse(self, connection: Connection, reason: str) -> None:
-        log.warning("refused a connection from %s: %s", connection.remote_address, reason)
-        await refuse(connection, reason)
+            reason = self._gate.enter(address)
+        if reason is not None:
+            self._refusals.warning("refused a connection from %s: %s", address, reason)
+            self._tasks.spawn(refuse(connection, reason), "refuse")
+            return
+        self._accepting += 1
+        self._tasks.spawn(self._accept_one(transport, connection), "handshake")
 
     async def _accept_one(self, transport: Transport, connection: Connection) -> None:
+        address = connection.remote_address
         try:
-            await self._open(connection, initiator=False, address=connection.remote_address,
+            await self._open(connection, initiator=False, address=address,
                              inbox=transport.inbox_based)
         except HandshakeError as exc:
-            log.warning("closed connection from %s: %s", connection.remote_address, exc)
+            self._failures.warning("closed connection from %s: handshake failed: %s",
+                                   address, exc)
+        finally:
+            self._accepting -= 1
+            self._gate.leave(address)
+
+    async def _open_outgoing(self, connection: Connection, address: str, inbox: bool,
+                             expected_peer_id: str | None) -> Channel:
+        return await self._open(connection, initiator=True, address=address, inbox=inbox,
+                                expected_peer_id=expected_peer_id)
 
     async def _open(self, connection: Connection, *, initiator: bool, address: str,
                     inbox: bool, expected_peer_id: str | None = None) -> Channel:
@@ -354,19 +367,28 @@ class Node:
             timeout=self.options.handshake_timeout,
             admit=self._admit, client=self.options.client,
         )
+        client = not initiator and done.hello.extra.get("client") is True
+        if self._closing:
+            await refuse(done.connection, "the node is shutting down")
+            raise HandshakeError("the node is shutting down")
+        if not initiator and (client or self._table.get(done.hello.peer_id) is None) \
+                and len(self._table) + len(self._clients) >= self.options.peer_limit:
+            # Checked again now that the peer is known, in the same step as it is added.
+            reason = f"peer limit reached ({self.options.peer_limit})"
+            await refuse(done.connection, reason)
+            raise HandshakeError(reason)
         channel = Channel(done, address=address, initiator=initiator, local_nonce=nonce,
                           on_message=self._dispatch.on_message,
                           on_reply=self._dispatch.on_reply,
                           outbox_limit=self.options.outbox_limit,
-                          max_frame_size=self.options.max_frame_size)
-        if self._closing:
-            await channel.close("the node is shutting down")
-            raise HandshakeError("the node is shutting down")
-        if not initiator and done.hello.extra.get("client") is True:
+                          max_frame_size=self.options.max_frame_size,
+                          write_timeout=self.options.keepalive_timeout)
+        if client:
             # A client may share a peer's id (its project's): kept out of the peer table,
             # it neither replaces nor duplicates that peer's connection, and goes with
             # its last reply.
-            self._tasks.spawn(channel.run(), f"client {channel.peer_id[:12]}")
+            self._clients.add(channel)
+            self._tasks.spawn(self._serve_client(channel), f"client {channel.peer_id[:12]}")
             return channel
         peer, new, retire = self._table.add(channel)
         self._reliable.connected(channel)
@@ -380,18 +402,29 @@ class Node:
             self._notify("p2phost_peer_connected", peer=channel.info)
         return channel
 
+    async def _serve_client(self, channel: Channel) -> None:
+        try:
+            await channel.run()
+        finally:
+            self._clients.discard(channel)
+
     async def _serve(self, channel: Channel) -> None:
-        reason = await channel.run()
-        self._reliable.disconnected(channel)
-        log.debug("connection to %s (%s) ended: %s", channel.peer_id, channel.address, reason)
-        peer = self._table.remove(channel)
-        if peer is None:
-            return
-        log.info("disconnected from %s (%s): %s", peer.peer_id, channel.address, reason)
-        self._dispatch.lifecycle(peer.peer_id, "on_peer_lost", channel.info, reason)
-        self._dispatch.peer_gone(peer.peer_id, reason)
-        self._notify("p2phost_peer_lost", peer=channel.info, reason=reason)
-        self._dial_waiting()
+        reason = "the node shut down"
+        try:
+            reason = await channel.run()
+        finally:
+            # Runs even if this task is cancelled: a peer entry never outlives its channel.
+            self._reliable.disconnected(channel)
+            log.debug("connection to %s (%s) ended: %s", channel.peer_id, channel.address,
+                      reason)
+            peer = self._table.remove(channel)
+            if peer is not None:
+                log.info("disconnected from %s (%s): %s", peer.peer_id, channel.address,
+                         reason)
+                self._dispatch.lifecycle(peer.peer_id, "on_peer_lost", channel.info, reason)
+                self._dispatch.peer_gone(peer.peer_id, reason)
+                self._notify("p2phost_peer_lost", peer=channel.info, reason=reason)
+                self._dialler.dial_waiting()
 
     async def _retire(self, channel: Channel, reason: str, mutual: bool) -> None:
         log.debug("retiring connection to %s (%s): %s", channel.peer_id, channel.address, reason)
@@ -405,52 +438,20 @@ class Node:
         await channel.flush(1.0)
         await channel.close(reason)
 
-    def _keep_connected(self, address: str) -> None:
-        """Stay connected to ``address`` ([node] connect, static peers, the outbox)."""
-        if not self._closing:
-            self._dial.update(PeerRecord((address,), source="connect"))
-
-    async def _dial_one(self, address: str, expected_peer_id: str | None) -> str:
-        try:
-            return await self.connect(address, expected_peer_id=expected_peer_id)
-        except NodeConfigError as exc:
-            raise PeerUnavailable(str(exc)) from exc
-
-    def _gone(self, peer_id: str) -> asyncio.Event | None:
-        peer = self._table.get(peer_id)
-        return None if peer is None else peer.gone
-
     async def connect(self, address: str, *, expected_peer_id: str | None = None) -> str:
         """Dial ``address`` (or reuse the connection to it); returns the peer id.
 
         With ``expected_peer_id`` (what discovery announced), a peer that cannot prove
         that id fails the handshake.
         """
-        lock = self._dial_locks.setdefault(address, asyncio.Lock())
-        async with lock:
-            known = self._address_peers.get(address)
-            if known is not None and self._usable(known) is not None:
-                return known
-            if self._closing:
-                raise PeerUnavailable("the node is shutting down")
-            transport = self._transport_for(address)
-            try:
-                connection = await transport.dial(address, timeout=self.options.dial_timeout)
-            except TransportError as exc:
-                raise PeerUnavailable(str(exc)) from exc
-            try:
-                channel = await self._open(connection, initiator=True, address=address,
-                                           inbox=transport.inbox_based,
-                                           expected_peer_id=expected_peer_id)
-            except HandshakeError as exc:
-                raise PeerUnavailable(f"{address}: handshake failed: {exc}") from exc
-            self._address_peers[address] = channel.peer_id
-            return channel.peer_id
+        return await self._dialler.connect(address, expected_peer_id=expected_peer_id)
 
     async def _keepalive(self) -> None:
         interval, timeout = self.options.keepalive_interval, self.options.keepalive_timeout
         while True:
             await asyncio.sleep(min(interval, timeout) / 2)
+            self._refusals.tick()
+            self._failures.tick()
             now = time.monotonic()
             for peer in list(self._table.peers.values()):
                 for channel in list(peer.channels):
@@ -468,18 +469,10 @@ class Node:
 
     # -- messaging (Messenger) -------------------------------------------------------
 
-    def _usable(self, peer_id: str) -> Channel | None:
-        peer = self._table.peers.get(peer_id)
-        return peer.best() if peer is not None else None
-
-    def _reply_channel(self, peer_id: str) -> Channel | None:
-        peer = self._table.get(peer_id)
-        return peer.any_open() if peer is not None else None
-
     async def _reach(self, peer: str) -> Channel:
         if "://" in peer:
             peer = await self.connect(peer)
-            channel = self._usable(peer)
+            channel = self._dialler.usable(peer)
             if channel is not None:
                 return channel
         if peer == self.peer_id:
@@ -491,17 +484,19 @@ class Node:
         (through the outbox on acknowledged topics: see :class:`p2phost_sdk.Messenger`)."""
         if topic in self._acked_topics and await self._reliable.send(peer, topic, body, key):
             return
-        await self._dispatch.send(self._usable(peer) or await self._reach(peer), topic, body)
+        await self._dispatch.send(self._dialler.usable(peer) or await self._reach(peer), topic,
+                                  body)
 
     async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
         """Send a request and return the reply body (see :class:`p2phost_sdk.Messenger`)."""
-        channel = self._usable(peer) or await self._reach(peer)
+        channel = self._dialler.usable(peer) or await self._reach(peer)
         return await self._dispatch.request(channel, topic, body, timeout)
 
     async def publish(self, topic: str, body: Any) -> int:
         """Send to every connected peer that handles ``topic``; returns how many."""
-        channels = [p.best() for p in list(self._table.peers.values())]
+        channels = [c for c in (p.best() for p in list(self._table.peers.values()))
+                    if c is not None]
+        count = 0
         if topic in self._acked_topics:
-            return await self._reliable.publish([c for c in channels if c is not None], topic,
-                                                body)
-        return await self._dispatch.publish([c for c in channels if c is not None], topic, body)
+            count, channels = await self._reliable.publish(channels, topic, body)
+        return count + (await self._dispatch.publish(channels, topic, body) if channels else 0)

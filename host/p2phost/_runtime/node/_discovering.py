@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from p2phost_sdk import Discovery, DiscoveryEvents
-
-from ._backoff import Backoff
+from p2phost_sdk import Backoff, Discovery, DiscoveryEvents, TaskOwner, close_within, with_timeout
 
 log = logging.getLogger("p2phost.node")
 
@@ -43,20 +41,20 @@ class DiscoveryRunner:
         self._plugins = [_Plugin(d, _name(d)) for d in plugins]
         self._timeout = timeout
         self._retry = retry
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskOwner("discovery", logger=log)
 
     async def start(self, events: DiscoveryEvents) -> None:
         """Try each plugin once now; the failed ones go on retrying in the background."""
         for plugin in self._plugins:
             if not await self._try(plugin, events):
-                self._tasks.append(asyncio.create_task(
-                    self._keep_trying(plugin, events), name=f"discovery {plugin.name} retry"))
+                self._tasks.spawn(self._keep_trying(plugin, events),
+                                  f"discovery {plugin.name} retry")
 
     async def _try(self, plugin: _Plugin, events: DiscoveryEvents) -> bool:
         plugin.attempts += 1
         try:
-            async with asyncio.timeout(self._timeout):
-                await plugin.discovery.start(events)
+            await with_timeout(plugin.discovery.start(events), self._timeout,
+                               plugin=plugin.name, doing="starting discovery")
         except Exception as exc:
             # The same words as before, so nobody's log watching breaks: then the retry.
             message = f"{type(exc).__name__}: {exc}"
@@ -88,19 +86,13 @@ class DiscoveryRunner:
 
     async def stop(self) -> None:
         """Stop retrying, then stop every plugin that runs (errors logged, never raised)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await self._tasks.close(self._timeout)
         for plugin in self._plugins:
             if plugin.state != "up":
                 continue
             plugin.state = "stopped"
-            try:
-                async with asyncio.timeout(self._timeout * 2):
-                    await plugin.discovery.stop()
-            except Exception as exc:
-                log.warning("stopping discovery failed: %s: %s", type(exc).__name__, exc)
+            await close_within(plugin.discovery.stop(), self._timeout * 2, plugin=plugin.name,
+                               doing="stopping discovery", logger=log)
 
     def status(self) -> list[dict[str, Any]]:
         """Each plugin: name, state (up, down, starting, stopped), error, counters."""

@@ -19,21 +19,18 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from p2phost_sdk import Codec, CodecError, Delivery, DeliveryMode, Message, MessageKind
+from p2phost_sdk import Codec, CodecError, Delivery, DeliveryMode, Message, MessageKind, TaskOwner
 
+from ..messaging._routes import Route, Work
+from ..messaging._stats import DeliveryStats
+from ..wire._channel import Ack, Channel
+from ..wire._envelope import Envelope
 from ._appstate import AppState, Session
-from ._channel import Ack, Channel
 from ._deadletter import DeadLetter, DeadLetters
 from ._dedupe import BUSY, DONE, Dedupe
-from ._envelope import Envelope
-from ._stats import DeliveryStats
-from ._store import Committer, sql_id, wire_id
-from ._tasks import TaskSet
-
-if TYPE_CHECKING:
-    from ._dispatch import _Route
+from ._store import Committer, StoreError, sql_id, wire_id
 
 log = logging.getLogger("p2phost.delivery")
 #: Acknowledge ``message_id`` to ``peer`` (on ``channel`` if still open).
@@ -74,7 +71,7 @@ class Receiver:
 
     def __init__(self, *, committer: Committer, dedupe: Dedupe, state: AppState,
                  dead: DeadLetters, stats: DeliveryStats, policies: Mapping[str, Delivery],
-                 apps: Mapping[str, str], routes: Mapping[str, _Route],
+                 apps: Mapping[str, str], routes: Mapping[str, Route],
                  codecs: Mapping[str, Codec], acknowledge: Acknowledge) -> None:
         self.committer = committer
         self.db = committer.db
@@ -90,12 +87,12 @@ class Receiver:
         self._due: list[tuple[float, int]] = []
         self._scheduled: set[int] = set()
         self._wake = asyncio.Event()
-        self._tasks = TaskSet()
+        self._tasks = TaskOwner('delivery', logger=log)
 
     # -- from the wire ---------------------------------------------------------------
 
     def receive(self, channel: Channel, envelope: Envelope, medium_ack: Ack | None,
-                route: _Route) -> Awaitable[None] | None:
+                route: Route) -> Awaitable[None] | None:
         """A MESSAGE of an acknowledged topic this node handles (the dispatcher's seam)."""
         topic, peer = envelope.topic, channel.peer_id
         key = (peer, envelope.message_id)
@@ -124,11 +121,11 @@ class Receiver:
         policy = self.policies.get(topic)
         return policy is not None and policy.mode is DeliveryMode.EFFECTIVELY_ONCE
 
-    def _enqueue(self, job: Job, body: Any, route: _Route) -> Awaitable[None] | None:
+    def _enqueue(self, job: Job, body: Any, route: Route) -> Awaitable[None] | None:
         message = Message(format(job.message_id, "016x"), MessageKind.MESSAGE, job.peer,
                           job.topic, body, None, job.content_type)
-        item = (functools.partial(self._run, job, route.handler), message, job.message_id, 0,
-                job.channel, None)
+        item = Work(functools.partial(self._run, job, route.handler), message, job.message_id,
+                    channel=job.channel, counted=True)
         if route.mailbox.try_put(job.peer, item):
             return None
         return route.mailbox.put(job.peer, item)
@@ -338,7 +335,12 @@ class Receiver:
 
     async def _prune(self) -> None:
         while True:
-            forgotten = self.dedupe.prune()
+            # In the writer thread, beside the other writes: a week of ids is no stall.
+            try:
+                forgotten = await self.committer.write(self.dedupe.prune)
+            except StoreError as exc:
+                log.warning("could not forget old message ids (will try again): %s", exc)
+                forgotten = 0
             if forgotten:
                 log.debug("forgot %d message ids older than the dedupe window", forgotten)
             await asyncio.sleep(min(self.dedupe.window / 10, _PRUNE_EVERY))

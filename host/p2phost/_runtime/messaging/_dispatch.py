@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import logging
-import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 from p2phost_sdk import (
     App,
@@ -31,67 +28,71 @@ from p2phost_sdk import (
     permission_of,
 )
 
-from ._channel import Channel
-from ._envelope import MAX_FIELD, Envelope, Kind, encode
-from ._errors import NodeConfigError, WireError
+from .._errors import NodeConfigError, WireError
+from ..wire._channel import Channel
+from ..wire._envelope import MAX_FIELD, Envelope, Kind, encode
 from ._mailbox import Mailbox
-
-if TYPE_CHECKING:
-    from ._delivery import Reliable
+from ._routes import Route, Work
+from ._stats import DeliveryStats
 
 log = logging.getLogger("p2phost.node")
 
-# (handler or lifecycle call, message or None, message id, deadline ms, channel, ack)
-_Item = tuple[Callable[..., Awaitable[Any]], Message | None, int, int, Channel | None,
-              Callable[[], None] | None]
 #: The channel to answer ``peer`` on when the request's own channel is gone, if any.
 ReplyChannel = Callable[[str], Channel | None]
 
 
-@dataclass(frozen=True)
-class _Route:
-    handler: Callable[[Message], Awaitable[Any]]
-    mailbox: Mailbox[_Item]
-    #: Who may call the topic (``handler(allow=...)``); None: anyone.
-    allow: Callable[[str], bool] | None = None
+class AckedDelivery(Protocol):
+    """Acknowledged delivery, as the dispatcher sees it: its messages and ACKs go there."""
+
+    @property
+    def acknowledged(self) -> frozenset[str]:
+        """The topics whose MESSAGEs go to :meth:`receive`."""
+
+    def receive(self, channel: Channel, envelope: Envelope, ack: Callable[[], None] | None,
+                route: Route) -> Awaitable[None] | None:
+        """A MESSAGE on an acknowledged topic (an awaitable when the mailbox is full)."""
+
+    def on_ack(self, channel: Channel, envelope: Envelope) -> None:
+        """An ACK frame."""
 
 
 class Dispatcher:
     """Messages between the node's channels and its apps."""
 
     def __init__(self, apps: Sequence[App], *, local_peer_id: str, max_frame_size: int,
-                 reply_channel: ReplyChannel) -> None:
+                 reply_channel: ReplyChannel, ids: Iterator[int], stats: DeliveryStats,
+                 delivery: AckedDelivery | None = None) -> None:
         self.local_peer_id = local_peer_id
         self.max_frame_size = max_frame_size
         self._reply_channel = reply_channel
-        self._apps: list[tuple[App, Mailbox[_Item]]] = []
+        self._apps: list[tuple[App, Mailbox[Work]]] = []
         self.routes = self._route(apps)
-        # Random start: ids stay unique across restarts, for receivers that dedupe.
-        self._ids = itertools.count(secrets.randbits(62) + 1)
+        self._ids = ids
+        self.stats = stats
         # message id -> (peer, topic, reply, loop time it is due, timeout)
         self._pending: dict[int, tuple[str, str, asyncio.Future[Any], float, float]] = {}
         # One timer for all requests, set for the earliest that is due (see _expire_due).
         self._timer: asyncio.TimerHandle | None = None
         self._topic_bytes: dict[str, bytes] = {}
         self._warned: set[tuple[str, str]] = set()
-        # Acknowledged delivery (_delivery.py) sets these when the node starts: its
-        # messages take their own path from on_message, and ACKs go to it.
-        self.reliable: Reliable | None = None
-        self.acknowledged: frozenset[str] = frozenset()
+        # Acknowledged delivery: its messages take their own path from on_message, and
+        # ACKs go to it.
+        self._delivery = delivery
+        self._acknowledged = delivery.acknowledged if delivery is not None else frozenset()
 
-    def _route(self, apps: Iterable[App]) -> dict[str, _Route]:
-        routes: dict[str, _Route] = {}
+    def _route(self, apps: Iterable[App]) -> dict[str, Route]:
+        routes: dict[str, Route] = {}
         owners: dict[str, str] = {}
         for app in apps:
             name = type(app).name or type(app).__name__
-            mailbox: Mailbox[_Item] = Mailbox(name, app.mailbox_size, self._process)
+            mailbox: Mailbox[Work] = Mailbox(name, app.mailbox_size, self._process)
             self._apps.append((app, mailbox))
             for topic, handler in app.handlers().items():
                 if topic in routes:
                     raise NodeConfigError(
                         f"topic {topic!r} is handled by two apps: {owners[topic]!r} and "
                         f"{name!r}", fix="remove one of the two app plugins from p2phost.toml")
-                routes[topic] = _Route(handler, mailbox, permission_of(handler))
+                routes[topic] = Route(handler, mailbox, permission_of(handler))
                 owners[topic] = name
         return routes
 
@@ -100,9 +101,10 @@ class Dispatcher:
         """The topics this node's apps handle."""
         return sorted(self.routes)
 
-    def next_id(self) -> int:
-        """A new message id (for acknowledged delivery's outbox and ACK frames)."""
-        return next(self._ids)
+    def mailboxes(self) -> dict[str, dict[str, int]]:
+        """Each app's mailbox: messages queued or being handled, and its size."""
+        return {box.name: {"queued": len(box), "running": box.running, "size": box.size}
+                for _, box in self._apps}
 
     # -- out -------------------------------------------------------------------------
 
@@ -132,6 +134,7 @@ class Dispatcher:
                 await channel.send(frame)
             except ConnectionClosed as exc:
                 raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
+        self.stats.add(topic, "sent")
 
     async def request(self, channel: Channel, topic: str, body: Any, timeout: float) -> Any:
         """One request; the reply's body, or RequestTimeout / RemoteError / PeerUnavailable."""
@@ -193,6 +196,8 @@ class Dispatcher:
                 except ConnectionClosed:
                     continue
             sent += 1
+        if sent:
+            self.stats.add(topic, "sent", sent)
         return sent
 
     def fail_pending(self, peer_id: str | None, reason: str) -> None:
@@ -222,9 +227,9 @@ class Dispatcher:
             if ack is not None:
                 ack()
             return None
-        if envelope.topic in self.acknowledged and envelope.kind is Kind.MESSAGE:
-            assert self.reliable is not None
-            return self.reliable.receive(channel, envelope, ack, route)
+        if envelope.topic in self._acknowledged and envelope.kind is Kind.MESSAGE:
+            assert self._delivery is not None
+            return self._delivery.receive(channel, envelope, ack, route)
         request = envelope.kind is Kind.REQUEST
         message = Message(
             format(envelope.message_id, "016x"),
@@ -232,8 +237,8 @@ class Dispatcher:
             peer, envelope.topic, channel.codec.decode(envelope.body), None,
             channel.codec.content_type,
         )
-        item: _Item = (route.handler, message, envelope.message_id, envelope.deadline, channel,
-                       ack)
+        item = Work(route.handler, message, envelope.message_id, envelope.deadline, channel,
+                    ack)
         if route.mailbox.try_put(peer, item):
             return None
         return route.mailbox.put(peer, item)
@@ -244,9 +249,8 @@ class Dispatcher:
                     "on this node (the app's handler(allow=...))")
         else:
             text = f"no app on this node handles topic {envelope.topic!r}"
-        if self.reliable is not None and envelope.kind is Kind.MESSAGE:
-            self.reliable.stats.drop(envelope.topic, "the sender is not allowed" if forbidden
-                                     else "no app handles the topic")
+        self.stats.drop(envelope.topic, "the sender is not allowed" if forbidden
+                        else "no app handles the topic")
         if envelope.kind is Kind.REQUEST:
             channel.post(encode(Kind.ERROR, next(self._ids), body=text.encode(),
                                 correlation_id=envelope.message_id))
@@ -257,8 +261,8 @@ class Dispatcher:
     def on_reply(self, channel: Channel, envelope: Envelope) -> None:
         """A REPLY or ERROR: to the request waiting for it; an ACK to acknowledged delivery."""
         if envelope.kind is Kind.ACK:
-            if self.reliable is not None:
-                self.reliable.on_ack(channel, envelope)
+            if self._delivery is not None:
+                self._delivery.on_ack(channel, envelope)
             return
         entry = self._pending.pop(envelope.correlation_id, None)
         if entry is None or entry[0] != channel.peer_id:
@@ -281,7 +285,7 @@ class Dispatcher:
         peer's messages (``on_peer_connected`` first, ``on_peer_lost`` last)."""
         for app, mailbox in self._apps:
             call = functools.partial(getattr(app, method), *args)
-            mailbox.put_nowait(peer_id, (call, None, 0, 0, None, None))
+            mailbox.put_nowait(peer_id, Work(call))
 
     def peer_gone(self, peer_id: str, reason: str) -> None:
         """The peer's last channel ended."""
@@ -297,17 +301,16 @@ class Dispatcher:
                 log.warning("app %s: %d messages were not handled within the %gs drain "
                             "timeout", mailbox.name, left, timeout)
 
-    async def _process(self, peer: str, item: _Item) -> None:
-        func, message, message_id, deadline, channel, ack = item
+    async def _process(self, peer: str, item: Work) -> None:
+        func, message, deadline, ack = item.call, item.message, item.deadline, item.ack
         try:
             if message is None:
                 await self._lifecycle_call(func)
             elif deadline and deadline < time.time() * 1000:
                 log.debug("skipping an expired %r request from %s", message.topic, peer)
-                if self.reliable is not None:
-                    self.reliable.stats.drop(message.topic, "request expired before its handler")
+                self.stats.drop(message.topic, "request expired before its handler")
             else:
-                await self._handle(peer, func, message, message_id, channel)
+                await self._handle(peer, func, message, item.message_id, item.channel, item.counted)
         finally:
             if ack is not None:
                 ack()  # done with it: a medium that redelivers may now forget it
@@ -320,17 +323,21 @@ class Dispatcher:
             log.exception("app lifecycle call %r failed", func)
 
     async def _handle(self, peer: str, func: Callable[[Message], Awaitable[Any]],
-                      message: Message, message_id: int, channel: Channel | None) -> None:
+                      message: Message, message_id: int, channel: Channel | None,
+                      counted: bool = False) -> None:
         try:
             result = await func(message)
         except Exception as exc:
             log.warning("the %r handler failed on a message from %s: %s: %s",
                         message.topic, peer, type(exc).__name__, exc,
                         exc_info=log.isEnabledFor(logging.DEBUG))
+            if not counted:
+                self.stats.add(message.topic, "failed")
             if message.kind is MessageKind.REQUEST:
-                await self._reply(peer, channel, message_id, Kind.ERROR,
-                                  f"{type(exc).__name__}: {exc}")
+                await self._reply(peer, channel, message_id, Kind.ERROR, _describe(exc))
             return
+        if not counted:
+            self.stats.add(message.topic, "handled")
         if message.kind is MessageKind.REQUEST:
             await self._reply(peer, channel, message_id, Kind.REPLY, result)
 
@@ -358,7 +365,15 @@ class Dispatcher:
             log.debug("dropping a reply to %s: the connection closed", peer)
 
 
-def _allowed(route: _Route, peer: str) -> bool:
+def _describe(exc: Exception) -> str:
+    """What the requester's RemoteError says about a handler's failure."""
+    text = str(exc)
+    if isinstance(exc, TimeoutError) and not text:
+        text = "the handler timed out (an asyncio.timeout in it expired)"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _allowed(route: Route, peer: str) -> bool:
     assert route.allow is not None
     try:
         return bool(route.allow(peer))
