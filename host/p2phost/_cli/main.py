@@ -1,59 +1,62 @@
-"""The ``p2phost`` command: a typer app whose groups live in sibling modules."""
+"""The ``p2phost`` entry point: ``--version`` answers before anything heavy is imported;
+everything else goes to the typer app of ``_app``."""
 
 from __future__ import annotations
 
-import logging
 import sys
 import traceback
 
-import typer
-
-from p2phost_sdk import P2PHostError
-
 from .. import __version__
-from .._errors import UserError
-from . import authoring, dead, keys, node, plugin, project, registry, trust
-from ._output import print_error
-
-app = typer.Typer(
-    help="p2phost: run a peer-to-peer messaging node whose parts are versioned plugins.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
 
 
-def _version(value: bool) -> None:
-    if value:
+def version_line() -> str:
+    """``p2phost X (host-api Y, Python Z)`` without importing the SDK's plugin kinds."""
+    return f"p2phost {__version__} (host-api {_host_api()}, Python {sys.version.split()[0]})"
+
+
+def _host_api() -> str:
+    # ``import p2phost_sdk`` loads every plugin kind (~100 ms); the version alone is one
+    # small module, loaded on its own when the package is not imported yet.
+    sdk = sys.modules.get("p2phost_sdk")
+    if sdk is not None:
+        return str(sdk.HOST_API)
+    import importlib.util
+
+    spec = importlib.util.find_spec("p2phost_sdk")
+    locations = spec.submodule_search_locations if spec else None
+    if not locations:
         from p2phost_sdk import HOST_API
 
-        typer.echo(f"p2phost {__version__} (host-api {HOST_API}, Python {sys.version.split()[0]})")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
-) -> None:
-    """p2phost: run a peer-to-peer messaging node whose parts are versioned plugins."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-for _module in (project, node, plugin, authoring, keys, registry, dead, trust):
-    _module.register(app)
+        return str(HOST_API)
+    version_spec = importlib.util.spec_from_file_location(
+        "_p2phost_sdk_version", f"{next(iter(locations))}/_version.py")
+    assert version_spec is not None and version_spec.loader is not None
+    module = importlib.util.module_from_spec(version_spec)
+    version_spec.loader.exec_module(module)
+    return str(module.HOST_API)
 
 
 def run(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning p2phost errors into one clear message."""
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:
+        print(version_line())  # the commonest probe: no click parsing at all
+        return
     debug = "--debug" in args
     try:
+        from ._app import app
+
         app(args=args, prog_name="p2phost")
-    except P2PHostError as exc:
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        from p2phost_sdk import P2PHostError
+
+        from .._errors import UserError
+        from ._output import print_error
+
+        if not isinstance(exc, P2PHostError):
+            raise
         if debug:
             traceback.print_exc()
         if isinstance(exc, UserError):
@@ -61,5 +64,3 @@ def run(argv: list[str] | None = None) -> None:
             sys.exit(exc.exit_code)
         print_error(str(exc))
         sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)

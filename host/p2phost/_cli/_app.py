@@ -1,0 +1,105 @@
+"""The ``p2phost`` typer app, whose commands load only when they run.
+
+Every command lives in a sibling module with a ``register(app)`` function. ``COMMANDS`` maps
+each top-level name to the modules that register it and its one-line help, so ``p2phost
+--help`` lists every command without importing any of them, and ``p2phost ping`` imports the
+node runtime but not the installer. To add a command: write ``_cli/NAME.py`` with
+``register(app)`` and add one line to ``COMMANDS`` (``tests/cli/test_lazy.py`` checks that the
+line's help is the command's own).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from .main import version_line
+
+#: name -> (modules whose ``register(app)`` adds it, one-line help shown by ``p2phost --help``)
+COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "init": (("project",), "Write p2phost.toml (a working default: tcp + noise + json + "
+                           "static discovery + echo)."),
+    "run": (("node",), "Run the node of ./p2phost.toml until SIGINT/SIGTERM."),
+    "id": (("node",), "Print this project's peer id (the key is created on first use)."),
+    "ping": (("node",), "Round trips to a node's echo app, with timings."),
+    "send": (("node",), "Send one message (or one request, printing the reply) to a node."),
+    "peers": (("node",), "The peers of this project's running node (or, with --stats, its "
+                         "delivery counters)."),
+    "doctor": (("project",), "What is installed, what the manifest needs, what is wrong and "
+                             "how to fix it."),
+    "plugin": (("plugin", "authoring"), "Install, inspect and author plugins."),
+    "key": (("keys",), "Publisher keys: sign the plugins you publish."),
+    "registry": (("registry",), "Run and fill a plugin registry."),
+    "dead": (("dead",), "Messages that could not be handled or sent: list, show, retry, "
+                        "purge."),
+    "trust": (("trust",), "The peers this project's node accepts ([trust] in p2phost.toml)."),
+    "completion": (("completion",), "Print the shell completion script for bash, zsh or fish."),
+}
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+class LazyGroup(TyperGroup):
+    """The root group: lists ``COMMANDS`` from the table, imports one only to run it."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in COMMANDS:
+            return None
+        if cmd_name not in self.commands:
+            self.commands[cmd_name] = load_command(cmd_name)
+        return self.commands[cmd_name]
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def load_command(name: str) -> Any:
+    """Import the modules that register ``name`` and return its click command."""
+    scratch = typer.Typer(context_settings=CONTEXT)
+    for module in COMMANDS[name][0]:
+        importlib.import_module(f"{__package__}.{module}").register(scratch)
+    group = typer.main.get_group(scratch)
+    command = group.commands.get(name)
+    if command is None:
+        raise LookupError(f"p2phost._cli: {COMMANDS[name][0]} registered no command {name!r}")
+    return command
+
+
+app = typer.Typer(
+    cls=LazyGroup,
+    help="p2phost: run a peer-to-peer messaging node whose parts are versioned plugins.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+) -> None:
+    """p2phost: run a peer-to-peer messaging node whose parts are versioned plugins."""
+    import logging
+
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
