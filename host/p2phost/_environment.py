@@ -65,17 +65,45 @@ class PluginEnvironment:
         os.replace(link, self.current)
         self.collect_garbage()
 
-    def collect_garbage(self) -> None:
-        """Remove generations that are not active (left by finished or killed installs)."""
+    def leftovers(self) -> list[tuple[Path, int]]:
+        """What is not the active generation: (path, bytes) per generation or link that a
+        finished install tidies away, and a killed one (kill -9 while staging) leaves.
+
+        Only meaningful while no install runs (callers hold the install lock or check it).
+        """
+        if not self.root.is_dir():
+            return []
         active = self.site_dir
-        for path in self.root.glob(_PREFIX + "*"):
-            if path.resolve() != active:
+        found = [(p, _size(p)) for p in sorted(self.root.glob(_PREFIX + "*"))
+                 if p.resolve() != active]
+        found += [(link, 0) for link in sorted(self.root.glob(".current-*"))]
+        return found
+
+    def collect_garbage(self) -> list[tuple[Path, int]]:
+        """Remove generations that are not active (left by finished or killed installs);
+        returns what was removed, as :meth:`leftovers` listed it."""
+        removed = self.leftovers()
+        for path, _ in removed:
+            if path.is_symlink() or not path.is_dir():
+                path.unlink(missing_ok=True)  # a switch killed before its rename
+            else:
                 shutil.rmtree(path, ignore_errors=True)
-        for link in self.root.glob(".current-*"):  # a switch killed before its rename
-            link.unlink(missing_ok=True)
+        return removed
 
     def activate(self) -> None:
         """Put the active generation first on ``sys.path`` so its plugins import."""
         site = self.site_dir
         if site is not None and str(site) not in sys.path:
             sys.path.insert(0, str(site))
+
+
+def _size(path: Path) -> int:
+    """Bytes under ``path`` (symlinks not followed)."""
+    total = 0
+    for directory, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size
+            except OSError:
+                continue
+    return total

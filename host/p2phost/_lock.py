@@ -52,6 +52,13 @@ class Lock:
     packages: tuple[LockedFile, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # One order for the same contents, whoever built the lock (the resolver's order,
+        # the file's), so that "nothing changed" compares equal and installs nothing.
+        for key in ("plugins", "packages"):
+            object.__setattr__(self, key, tuple(sorted(getattr(self, key),
+                                                       key=lambda e: e.name)))
+
     def plugin(self, name: str) -> LockedFile | None:
         """The locked plugin called ``name``, if any."""
         norm = normalize_name(name)

@@ -19,6 +19,7 @@ from p2phost_sdk import is_valid_name, normalize_name, parse_specifier
 
 from ._delivery_settings import DeliverySettings, read_delivery
 from ._errors import ManifestError
+from ._suggest import close_names, did_you_mean
 from ._toml_lines import decode_error_line, find_line
 from ._trust import TrustSettings, read_trust
 
@@ -226,9 +227,11 @@ class _Reader:
             if not isinstance(values, dict):
                 self.problem("config", name, "expected a table [config.NAME]")
             elif norm not in plugins:
+                close = close_names(norm, plugins)
                 self.problem(f"config.{name}", None, f"configures plugin {name!r}, which "
-                             "[plugins] does not declare",
-                             fix=f"p2phost plugin install {name}, or remove [config.{name}]")
+                             "[plugins] does not declare" + did_you_mean(norm, plugins),
+                             fix=f"rename [config.{name}] to [config.{close[0]}]" if close
+                             else f"p2phost plugin install {name}, or remove [config.{name}]")
             else:
                 config[norm] = values
         return config

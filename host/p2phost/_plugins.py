@@ -42,6 +42,7 @@ from p2phost_sdk._hooks import PROJECT_NAME
 
 from ._errors import ManifestError, PluginLoadError, UserError
 from ._project import Project
+from ._suggest import close_names, did_you_mean
 from ._toml_lines import find_line
 
 log = logging.getLogger("p2phost.plugins")
@@ -174,8 +175,13 @@ class PluginManager:
             where = f"declared at {self._declared_line(name)}" if declared \
                 else f"required by {needed_by!r}"
             if dist is None:
+                # Only a near-certain typo: an uninstalled plugin is the common case.
+                close = close_names(name, available, cutoff=0.85) if declared else []
                 problems.append(PluginLoadError(
-                    f"plugin {name!r} ({where}) is not installed", fix=_install_fix(name, spec)))
+                    f"plugin {name!r} ({where}) is not installed"
+                    + did_you_mean(name, close, cutoff=0.0),
+                    fix=f"rename {name} to {close[0]} at {self._declared_line(name)}, or "
+                        f"{_install_fix(name, spec)}" if close else _install_fix(name, spec)))
                 continue
             try:
                 metadata = PluginMetadata.from_distribution(dist)

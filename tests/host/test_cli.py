@@ -67,8 +67,10 @@ def test_doctor_lists_all_problems(tmp_path: Path, fixture_wheels: dict[str, Pat
     assert "plugin 'echo'" in result.stdout and "fix: p2phost plugin install echo" in result.stdout
     assert "needs host-api >=2.0" in result.stdout
     assert "config.hello-app.greeting: expected str" in result.stdout
-    assert "3 problem(s) found" in result.stdout
-    write_project(root, ["hello-app"], wheels=[])
+    # and [node] listen has tcp://, which no declared transport serves
+    assert "[node] listen: no transport plugin serves tcp://" in result.stdout
+    assert "4 problem(s) found" in result.stdout
+    write_project(root, ["hello-app"], wheels=[], listen=())
     healthy = run_cli("doctor", cwd=root)
     assert healthy.returncode == 0, healthy.stdout
     assert "plugins load: hello-app 1.2.0" in healthy.stdout

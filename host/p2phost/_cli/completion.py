@@ -68,7 +68,7 @@ def completion(shell: str = typer.Argument(..., metavar="SHELL",
     completion zsh > "${fpath[1]}/_p2phost"``; fish: ``p2phost completion fish >
     ~/.config/fish/completions/p2phost.fish``.
     """
-    from typer.completion import get_completion_script
+    from typer._completion_shared import get_completion_script
 
     from .._errors import UserError
 

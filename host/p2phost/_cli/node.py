@@ -30,6 +30,7 @@ from .._runtime.node._assemble import node_for_project
 from ._discovery_status import discovery_lines
 from ._output import console
 from ._stats import print_stats
+from .completion import peer_addresses
 
 T = TypeVar("T")
 _REACH_FIX = "check the address, and that a node runs there (`p2phost run` in its project)"
@@ -41,17 +42,51 @@ class Unreachable(UserError):
     exit_code = 1
 
 
-def check_plugins(project: Project) -> None:
-    """Load every declared plugin, build its parts, and print what loaded."""
+def check_report(project: Project) -> dict[str, Any]:
+    """Load every declared plugin, build its parts: what ``run --check`` reports.
+
+    The shape is documented in docs/cli.md (``run --check --json``).
+    """
     loaded = PluginManager(project).load()
     parts = loaded.build(project.identity().peer_id, project.manifest.node.max_frame_size)
-    for line in describe(loaded.plugins):
+    security = [type(s).protocol or type(s).__name__ for s in parts.security]
+    return {
+        "peer_id": project.identity().peer_id,
+        "plugins": [{"name": p.metadata.name, "version": p.metadata.version,
+                     "kinds": list(p.metadata.kinds), "declared": p.declared}
+                    for p in loaded.plugins],
+        "transports": sorted(parts.transports),
+        "codecs": list(parts.codecs),
+        "apps": [type(a).name or type(a).__name__ for a in parts.apps],
+        # The node secures every stream connection with the first security plugin; on
+        # inbox media (brokers, databases) it seals each message with the node's keys.
+        "security": {"in_use": security[0] if security else None, "unused": security[1:]},
+        "lines": describe(loaded.plugins),
+    }
+
+
+def check_plugins(project: Project, as_json: bool = False) -> None:
+    """Load every declared plugin, build its parts, and print what loaded."""
+    report = check_report(project)
+    if as_json:
+        _say(json.dumps({k: v for k, v in report.items() if k != "lines"}))
+        return
+    for line in report["lines"]:
         console.print(f"loaded {line}")
     console.print(
-        f"transports: {', '.join(sorted(parts.transports)) or 'none'}; "
-        f"codecs: {', '.join(parts.codecs) or 'none'}; "
-        f"apps: {', '.join(type(a).name or type(a).__name__ for a in parts.apps) or 'none'}"
+        f"transports: {', '.join(report['transports']) or 'none'}; "
+        f"codecs: {', '.join(report['codecs']) or 'none'}; "
+        f"apps: {', '.join(report['apps']) or 'none'}"
     )
+    sec = report["security"]
+    if sec["in_use"] is None:
+        console.print("security: none: connections are NOT authenticated or encrypted")
+    else:
+        console.print(f"security: {sec['in_use']} on every stream connection; broker and "
+                      "database messages sealed end to end")
+    for unused in sec["unused"]:
+        console.print(f"warning: security plugin {unused!r} is loaded but unused (the node "
+                      f"uses {sec['in_use']!r}): remove one from [plugins]")
 
 
 def _say(line: str) -> None:
@@ -85,12 +120,17 @@ async def _serve(project: Project) -> None:
 
 def run(
     check: bool = typer.Option(False, "--check", help="Load the plugins, report, and exit."),
+    as_json: bool = typer.Option(False, "--json", help="With --check: the report as JSON "
+                                 "(docs/cli.md)."),
 ) -> None:
     """Run the node of ./p2phost.toml until SIGINT/SIGTERM."""
     project = Project.find()
     if check:
-        check_plugins(project)
+        check_plugins(project, as_json)
         return
+    if as_json:
+        raise UserError("--json goes with --check (a running node prints its addresses)",
+                        fix="p2phost run --check --json")
     node_log = logging.getLogger("p2phost")
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
         node_log.setLevel(logging.INFO)  # connects and disconnects are worth seeing
@@ -105,14 +145,62 @@ def node_id() -> None:
     print(Project.find().identity().peer_id)
 
 
+def _require_transport(project: Project, address: str) -> None:
+    """Refuse an address no declared transport serves, naming the plugin that would."""
+    from .._install import plugin_sources
+    from .._schemes import no_transport, scheme_of, served_by
+
+    if "://" not in address:
+        return  # a peer id, found by discovery
+    resolved, _ = PluginManager(project).resolve()
+    served = served_by(m for _, _, m, _ in resolved)
+    if scheme_of(address) in served:
+        return
+    from p2phost_sdk import PluginMetadata
+
+    installed = []
+    for dist in PluginManager(project).available().values():
+        try:
+            installed.append(PluginMetadata.from_distribution(dist))
+        except UserError:
+            continue
+    raise no_transport(address, "this project", served, installed,
+                       plugin_sources(None, project.manifest.registries))
+
+
+def _offers(project: Project) -> str:
+    """What this side offers in a handshake: its security and codec plugins."""
+    resolved, _ = PluginManager(project).resolve()
+    security = [m.name for _, _, m, _ in resolved if "security" in m.kinds]
+    codecs = [m.name for _, _, m, _ in resolved if "codec" in m.kinds]
+    return (f"this project offers security {', '.join(security) or 'none'} and codecs "
+            f"{', '.join(codecs) or 'none'}")
+
+
+def _unreachable(project: Project, address: str, exc: Exception) -> Unreachable:
+    """Why ``address`` failed: unreachable, or reached but the two sides disagree."""
+    text = str(exc)
+    if "no codec in common" in text:
+        return Unreachable(f"{text}; the node runs, but no codec is on both sides",
+                           fix=f"{_offers(project)}: install a codec the node has, e.g. "
+                               "p2phost plugin install json-codec (in one of the projects)")
+    if "handshake" in text or "refused the connection" in text:
+        return Unreachable(f"{text}; the node answers, but the two sides do not agree on "
+                           "how to secure the connection",
+                           fix=f"{_offers(project)}; run `p2phost run --check` in the "
+                               "node's project and declare the same security plugin in both")
+    return Unreachable(text, fix=_REACH_FIX)
+
+
 async def _as_client(project: Project, address: str,
                      work: Callable[[Node, str], Awaitable[T]]) -> T:
+    _require_transport(project, address)
     node = node_for_project(project, client=True)
     async with node:
         try:
             peer = await node.connect(address)
         except PeerUnavailable as exc:
-            raise Unreachable(str(exc), fix=_REACH_FIX) from exc
+            raise _unreachable(project, address, exc) from exc
         return await work(node, peer)
 
 
@@ -130,7 +218,8 @@ def _require_topic(node: Node, peer: str, address: str, topic: str, fix: str) ->
 
 
 def ping(
-    address: str = typer.Argument(..., help="The node to ping, e.g. tcp://127.0.0.1:7400."),
+    address: str = typer.Argument(..., help="The node to ping, e.g. tcp://127.0.0.1:7400.",
+                                  autocompletion=peer_addresses),
     count: int = typer.Option(4, "--count", "-c", min=1, help="How many requests."),
     interval: float = typer.Option(1.0, "--interval", "-i", min=0.0,
                                    help="Seconds between requests."),
@@ -172,7 +261,8 @@ def ping(
 
 
 def send(
-    address: str = typer.Argument(..., help="The node to send to, e.g. tcp://127.0.0.1:7400."),
+    address: str = typer.Argument(..., help="The node to send to, e.g. tcp://127.0.0.1:7400.",
+                                  autocompletion=peer_addresses),
     topic: str = typer.Argument(..., help="The topic, e.g. chat."),
     body: str = typer.Argument(..., help='The body as JSON, e.g. \'{"text": "hi"}\'.'),
     request: bool = typer.Option(False, "--request", help="Send a request; print the reply."),
@@ -234,7 +324,7 @@ def peers(
     for peer in found:
         topics = ", ".join(peer.get("topics", [])) or "-"
         _say(f"{peer.get('peer_id')}  {peer.get('address')}  {peer.get('codec')}  "
-             f"topics: {topics}")
+             f"security: {peer.get('security') or '?'}  topics: {topics}")
     for _, text, fix in discovery_lines(answer):
         _say(text + (f"\n  fix: {fix}" if fix else ""))
 

@@ -6,18 +6,20 @@ the commands that use them: every ``p2phost`` invocation imports this module.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from .._errors import UserError
 from .._project import Project
 from ._output import console, err_console
+from .completion import plugin_names
 
 if TYPE_CHECKING:
     from .._install import Change, Installer, SigningPolicy
@@ -34,6 +36,8 @@ _REQUIRE_SIGNED = typer.Option(False, "--require-signed",
 _TRUST_NEW_KEY = typer.Option(False, "--trust-new-key",
                               help="Accept a plugin signed by another publisher key than the "
                                    "one p2phost.lock pins, and pin the new key.")
+_JSON = typer.Option(False, "--json", help="Print the answer as JSON (shape: docs/cli.md).")
+_NAMES_HELP = "Plugins to upgrade (none: all)."
 _REQUEST = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*?)\s*$")
 
 
@@ -111,11 +115,37 @@ def _show_and_confirm(changes: Sequence[Change], yes: bool) -> None:
         console.print(line, markup=False)
     if yes or not any(c.release is not None for c in changes):
         return
+    _confirm("Install these plugins?", yes)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask ``question`` on a terminal; without one, only ``--yes`` goes ahead."""
+    if yes:
+        return
     if not sys.stdin.isatty():
-        raise UserError("installing plugins needs a confirmation, and there is no terminal "
-                        "to ask on", fix="re-run with --yes")
-    if not typer.confirm("Install these plugins?", default=True):
+        verb = question.split()[0].lower()
+        raise UserError(f"{verb.removesuffix('e')}ing plugins needs a confirmation, and there "
+                        "is no terminal to ask on", fix="re-run with --yes")
+    if not typer.confirm(question, default=True):
         raise typer.Exit(1)
+
+
+def _refuse_if_addresses_break(project: Project, removing: Sequence[str]) -> None:
+    """Refuse to remove the transport that a ``[node]`` listen/connect address needs."""
+    from .._plugins import PluginManager
+    from .._schemes import scheme_of, served_by
+
+    resolved, _ = PluginManager(project).resolve()
+    served = served_by(m for _, _, m, _ in resolved)
+    node = project.manifest.node
+    for key, addresses in (("listen", node.listen), ("connect", node.connect)):
+        for address in addresses:
+            owner = served.get(scheme_of(address))
+            if owner in removing:
+                raise UserError(f"cannot remove {owner}: [node] {key} has {address!r}, and "
+                                f"{owner} is the transport that serves it",
+                                fix=f"change [node] {key} in p2phost.toml first, or "
+                                    f"p2phost plugin remove --force {owner}")
 
 
 def _summary(changes: Sequence[Change], verb: str, what: str = "plugin(s)") -> None:
@@ -148,34 +178,51 @@ def install(
 
 @plugin_app.command("upgrade")
 def upgrade(
-    names: list[str] = typer.Argument(None, metavar="[NAME]...",
-                                      help="Plugins to upgrade (none: all)."),
+    names: list[str] = typer.Argument(None, metavar="[NAME]...", help=_NAMES_HELP,
+                                      autocompletion=plugin_names),
+    latest: bool = typer.Option(False, "--latest",
+                                help="Take the newest release even outside the range "
+                                     "p2phost.toml allows, and record the new range."),
     registry: str | None = _REGISTRY,
     yes: bool = _YES,
     require_signed: bool = _REQUIRE_SIGNED,
     trust_new_key: bool = _TRUST_NEW_KEY,
 ) -> None:
     """Upgrade plugins to the newest versions p2phost.toml's specifiers allow."""
-    command = shlex.join(["p2phost", "plugin", "upgrade", *(names or [])])
+    command = shlex.join(["p2phost", "plugin", "upgrade", *(["--latest"] if latest else []),
+                          *(names or [])])
     with _installer(registry, require_signed=require_signed, trust_new_key=trust_new_key,
                     command=command) as installer:
-        plan = installer.plan_upgrade(names or [])
+        plan = installer.plan_upgrade(names or [], latest=latest)
         _show_and_confirm(plan.changes, yes)
         installer.apply(plan)
+        beyond = [] if latest else [r for r in installer.outdated()
+                                    if r[3] != r[2] and (not names or r[0] in names)]
     _summary(plan.changes, "upgraded")
+    for name, _, wanted, newest in beyond:
+        console.print(f"{name} {newest} is out of the range p2phost.toml allows (newest "
+                      f"within it: {wanted}); take it with: p2phost plugin upgrade --latest "
+                      f"{name}", markup=False)
 
 
 @plugin_app.command("remove")
 def remove(
-    names: list[str] = typer.Argument(..., metavar="NAME...", help="Plugins to remove."),
+    names: list[str] = typer.Argument(..., metavar="NAME...", help="Plugins to remove.",
+                                      autocompletion=plugin_names),
     force: bool = typer.Option(False, "--force",
-                               help="Remove even if another declared plugin requires it."),
+                               help="Remove even if another declared plugin requires it, or "
+                                    "[node] listen/connect needs its transport."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before removing (for "
+                             "scripts)."),
 ) -> None:
     """Remove plugins from p2phost.toml, the lock and the plugin environment."""
     with _installer(None) as installer:
         plan = installer.plan_remove(names, force=force)
+        if not force:
+            _refuse_if_addresses_break(installer.project, plan.undeclare)
         for change in plan.changes:
             console.print(change.describe(), markup=False)
+        _confirm("Remove these plugins?", yes)
         installer.apply(plan)
     console.print(f"removed {', '.join(plan.undeclare)}")
 
@@ -191,6 +238,9 @@ def sync(
         changes = installer.sync(offline=offline)
         missing = [n for n in installer.project.manifest.plugins
                    if installer.lock.plugin(n) is None]
+    for path, size in installer.removed_leftovers:
+        console.print(f"removed {path} ({size / 2**20:.1f} MiB), left by an interrupted "
+                      "install", markup=False)
     for change in changes:
         console.print(change.describe(), markup=False)
     _summary(changes, "synced", "distribution(s)")
@@ -200,12 +250,16 @@ def sync(
 
 
 @plugin_app.command("outdated")
-def outdated(registry: str | None = _REGISTRY) -> None:
+def outdated(registry: str | None = _REGISTRY, as_json: bool = _JSON) -> None:
     """Installed plugins with newer versions: within the manifest's specifier, and at all."""
     from rich.table import Table
 
     with _installer(registry) as installer:
         rows = installer.outdated()
+    if as_json:
+        print(json.dumps({"outdated": [dict(zip(("name", "installed", "wanted", "latest"), row,
+                                                strict=True)) for row in rows]}))
+        return
     if not rows:
         console.print("all plugins are up to date")
         return
@@ -216,7 +270,7 @@ def outdated(registry: str | None = _REGISTRY) -> None:
 
 
 @plugin_app.command("list")
-def list_plugins() -> None:
+def list_plugins(as_json: bool = _JSON) -> None:
     """Installed plugins: name, version, kind, source, enabled."""
     from rich.table import Table
 
@@ -228,21 +282,31 @@ def list_plugins() -> None:
     project = Project.find()
     lock = Lock.load(project.lock_path)
     declared = project.manifest.plugins
-    table = Table("name", "version", "kind", "source", "enabled", box=None)
+    rows: list[dict[str, Any]] = []
     for name, dist in sorted(PluginManager(project).available().items()):
         locked = lock.plugin(name)
         try:
-            kinds = ", ".join(PluginMetadata.from_distribution(dist).kinds)
+            kinds: list[str] | None = list(PluginMetadata.from_distribution(dist).kinds)
         except UserError:
-            kinds = "(invalid metadata)"
+            kinds = None
         source = locked.source if locked else str(dist.locate_file("")).rstrip("/")
-        table.add_row(name, dist.version, kinds, source, "yes" if name in declared else "no")
+        rows.append({"name": name, "version": dist.version, "kinds": kinds, "source": source,
+                     "declared": name in declared})
+    if as_json:
+        print(json.dumps({"plugins": rows}))
+        return
+    table = Table("name", "version", "kind", "source", "enabled", box=None)
+    for row in rows:
+        kinds_text = "(invalid metadata)" if row["kinds"] is None else ", ".join(row["kinds"])
+        table.add_row(str(row["name"]), str(row["version"]), kinds_text, str(row["source"]),
+                      "yes" if row["declared"] else "no")
     console.print(table)
 
 
 @plugin_app.command("info")
-def info(name: str = typer.Argument(..., help="The plugin's name."),
-         registry: str | None = _REGISTRY) -> None:
+def info(name: str = typer.Argument(..., help="The plugin's name.",
+                                   autocompletion=plugin_names),
+         registry: str | None = _REGISTRY, as_json: bool = _JSON) -> None:
     """What a plugin is, provides, requires and may do (from the registry if not installed)."""
     from p2phost_sdk import PluginMetadata, host_api_compatible, normalize_name
 
@@ -252,9 +316,21 @@ def info(name: str = typer.Argument(..., help="The plugin's name."),
     project = Project.find()
     dist = PluginManager(project).available().get(normalize_name(name))
     if dist is None or registry:
-        _remote_info(project, name, registry)
+        _remote_info(project, name, registry, as_json)
         return
     meta = PluginMetadata.from_distribution(dist)
+    if as_json:
+        print(json.dumps({
+            "name": meta.name, "version": meta.version, "summary": meta.summary,
+            "installed": True, "kinds": list(meta.kinds), "host_api": meta.host_api,
+            "compatible": host_api_compatible(meta.host_api),
+            "provides": {k: list(v) for k, v in meta.provides.items()},
+            "requires": dict(meta.requires), "capabilities": list(meta.capabilities),
+            "config": [{"name": f.name, "type": f.type, "default": f.default,
+                        "description": f.description} for f in meta.config.fields],
+            "location": str(dist.locate_file("")),
+        }, default=str))
+        return
     compatible = "yes" if host_api_compatible(meta.host_api) else "NO"
     console.print(f"{meta.name} {meta.version}" + (f": {meta.summary}" if meta.summary else ""),
                   markup=False)
@@ -276,7 +352,8 @@ def info(name: str = typer.Argument(..., help="The plugin's name."),
     console.print(f"  location:     {dist.locate_file('')}")
 
 
-def _remote_info(project: Project, name: str, registry: str | None) -> None:
+def _remote_info(project: Project, name: str, registry: str | None,
+                 as_json: bool = False) -> None:
     from .._install import RegistryClient, RegistryError, UnknownPlugin, plugin_sources
 
     client = RegistryClient(plugin_sources(registry, project.manifest.registries))
@@ -287,6 +364,21 @@ def _remote_info(project: Project, name: str, registry: str | None) -> None:
                         fix=f"p2phost plugin install {name} (once a source has it: "
                             f"{exc.fix})") from exc
     newest = plugin.newest_fitting()
+    if as_json:
+        print(json.dumps({
+            "name": plugin.name, "summary": plugin.summary, "installed": False,
+            "registry": plugin.source, "owners": list(plugin.owners),
+            "downloads": plugin.downloads,
+            "newest": None if newest is None else {
+                "version": str(newest.version), "kinds": list(newest.kinds),
+                "host_api": newest.host_api, "requires": dict(newest.requires),
+                "capabilities": list(newest.capabilities),
+                "provides": {k: list(v) for k, v in newest.provides.items()}},
+            "releases": [{"version": str(r.version), "yanked": r.yanked,
+                          "yanked_reason": r.yanked_reason, "unfit": r.unfit_reason()}
+                         for r in plugin.releases],
+        }))
+        return
     console.print(f"{plugin.name}" + (f": {plugin.summary}" if plugin.summary else "")
                   + "  (not installed)", markup=False)
     console.print(f"  source:       {plugin.source}")
@@ -313,7 +405,7 @@ def _remote_info(project: Project, name: str, registry: str | None) -> None:
 @plugin_app.command("search")
 def search(query: str = typer.Argument("", help="Text to look for in names and summaries."),
            kind: str | None = typer.Option(None, "--kind", help="Only plugins of this kind."),
-           registry: str | None = _REGISTRY) -> None:
+           registry: str | None = _REGISTRY, as_json: bool = _JSON) -> None:
     """Find plugins that fit this host in the registries."""
     from rich.table import Table
 
@@ -328,6 +420,11 @@ def search(query: str = typer.Argument("", help="Text to look for in names and s
     except UserError:
         registries = []  # searching needs no project
     rows = RegistryClient(plugin_sources(registry, registries)).search(query, kind)
+    if as_json:
+        print(json.dumps({"plugins": [
+            {"name": str(r["name"]), "latest": r.get("latest"), "kinds": r.get("kinds", []),
+             "summary": r.get("summary", ""), "source": r.get("source")} for r in rows]}))
+        return
     if not rows:
         console.print(f"no plugin matches {query!r}" + (f" of kind {kind}" if kind else ""))
         return

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import platform
 import re
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from p2phost_sdk import HOST_API
+from p2phost_sdk import HOST_API, PluginMetadata
 
 from .. import __version__
 from .._errors import UserError
@@ -66,31 +69,65 @@ def init(
     console.print("next: p2phost plugin install, then p2phost run")
 
 
-def doctor() -> None:
+class _Report:
+    """Doctor's findings, printed as they come (or gathered for ``--json``)."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.checks: list[dict[str, str | None]] = []
+
+    def __call__(self, ok: bool, text: str, fix: str | None = None, *,
+                 warning: bool = False) -> None:
+        status = "ok" if ok else "warning" if warning else "problem"
+        self.checks.append({"status": status, "message": text, "fix": fix})
+        if self.as_json:
+            return
+        mark = {"ok": "[green]ok[/]  ", "warning": "[yellow]WARN[/]",
+                "problem": "[red]FAIL[/]"}[status]
+        console.print(f"{mark} {escape(text)}", markup=True)
+        if fix and not ok:
+            console.print(f"     fix: {fix}", markup=False)
+
+    @property
+    def problems(self) -> int:
+        return sum(1 for c in self.checks if c["status"] == "problem")
+
+    def finish(self, project: Path | None) -> None:
+        if self.as_json:
+            print(json.dumps({"version": __version__, "host_api": str(HOST_API),
+                              "project": str(project) if project else None,
+                              "ok": not self.problems, "problems": self.problems,
+                              "checks": self.checks}))
+        elif self.problems:
+            console.print(f"{self.problems} problem(s) found")
+        else:
+            console.print("no problems found")
+        if self.problems:
+            raise typer.Exit(1)
+
+
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON "
+                                 "(shape: docs/cli.md)."),
+) -> None:
     """What is installed, what the manifest needs, what is wrong and how to fix it."""
-    problems: list[str] = []
-
-    def report(ok: bool, text: str, fix: str | None = None) -> None:
-        mark = "[green]ok[/]  " if ok else "[red]FAIL[/]"
-        console.print(f"{mark} {text}", markup=True)
-        if not ok:
-            problems.append(text)
-            if fix:
-                console.print(f"     fix: {fix}")
-
-    console.print(f"p2phost {__version__}, host-api {HOST_API}, Python "
-                  f"{platform.python_version()} at {platform.python_implementation()}")
+    report = _Report(as_json)
+    if not as_json:
+        console.print(f"p2phost {__version__}, host-api {HOST_API}, Python "
+                      f"{platform.python_version()} at {platform.python_implementation()}")
     try:
         project = Project.find()
     except UserError as exc:
         report(False, exc.message, exc.fix)
-        raise typer.Exit(1) from None
+        report.finish(None)
+        return
     report(True, f"project at {project.root}")
     manifest, manifest_problems = Manifest.check(project.manifest_path)
     for problem in manifest_problems:
         report(False, problem.message, problem.fix)
     if manifest is None or manifest_problems:
-        raise typer.Exit(1)
+        report.finish(project.root)
+        return
     report(True, f"{MANIFEST_NAME} declares {len(manifest.plugins)} plugins")
     project.__dict__["manifest"] = manifest  # already validated: do not read it twice
     try:
@@ -98,10 +135,15 @@ def doctor() -> None:
         report(True, f"{project.lock_path.name}: {len(lock.plugins)} plugins locked")
     except UserError as exc:
         report(False, exc.message, exc.fix)
+    _check_leftovers(project, report)
     manager = PluginManager(project)
     plugin_problems = manager.problems()
     for plugin_problem in plugin_problems:
         report(False, plugin_problem.message, plugin_problem.fix)
+    resolved, _ = manager.resolve()
+    metadata = [m for _, _, m, _ in resolved]
+    _check_schemes(project, metadata, report)
+    _check_security(metadata, report)
     if not plugin_problems:
         try:
             loaded = manager.load()
@@ -111,10 +153,67 @@ def doctor() -> None:
             report(False, exc.message, exc.fix)
     for ok, text, fix in running_discovery(project):
         report(ok, text, fix)
-    if problems:
-        console.print(f"{len(problems)} problem(s) found")
-        raise typer.Exit(1)
-    console.print("no problems found")
+    report.finish(project.root)
+
+
+def _check_leftovers(project: Project, report: _Report) -> None:
+    """Generations an interrupted install left in .p2phost/env (skipped while one runs)."""
+    lock_file = project.state_dir / "install.lock"
+    try:
+        handle = open(lock_file) if lock_file.exists() else None
+    except OSError:
+        return
+    try:
+        if handle is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                report(True, "an install is running: not looking for leftovers now")
+                return
+        leftovers = project.environment.leftovers()
+    finally:
+        if handle is not None:
+            handle.close()
+    if leftovers:
+        size = sum(b for _, b in leftovers) / 2**20
+        fix = "p2phost plugin sync" if project.lock_path.exists() else \
+            "p2phost plugin install --yes (then nothing is left over)"
+        report(False, f"{len(leftovers)} leftover(s) of an interrupted install in "
+               f"{project.environment.root} ({size:.1f} MiB): "
+               + ", ".join(p.name for p, _ in leftovers), fix)
+
+
+def _check_schemes(project: Project, metadata: list[PluginMetadata], report: _Report) -> None:
+    """Every [node] listen and connect address has a declared transport for its scheme."""
+    from .._schemes import no_transport, scheme_of, served_by
+
+    served = served_by(metadata)
+    node = project.manifest.node
+    for key, addresses in (("listen", node.listen), ("connect", node.connect)):
+        for address in addresses:
+            scheme = scheme_of(address)
+            if scheme in served:
+                report(True, f"[node] {key} {address}: served by {served[scheme]}")
+                continue
+            from .._install import plugin_sources
+
+            error = no_transport(address, f"[node] {key}", served, metadata,
+                                 plugin_sources(None, project.manifest.registries))
+            report(False, error.message, error.fix)
+
+
+def _check_security(metadata: list[PluginMetadata], report: _Report) -> None:
+    """The security plugins declared are the ones used: the node uses the first only."""
+    security = [m.name for m in metadata if "security" in m.kinds]
+    if not security:
+        report(False, "no security plugin: connections are NOT authenticated or encrypted",
+               "p2phost plugin install noise-security", warning=True)
+    elif len(security) == 1:
+        report(True, f"security: {security[0]} on every connection")
+    else:
+        report(False, f"security plugins {', '.join(security)} are declared, but a node uses "
+               f"one: {security[0]}; {', '.join(security[1:])} is never used",
+               f"p2phost plugin remove {' '.join(security[1:])}")
 
 
 def register(app: typer.Typer) -> None:

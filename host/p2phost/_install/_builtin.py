@@ -154,7 +154,8 @@ class BuiltinSource:
                             signature_url=sig.as_uri(), publisher_key=self.release_key)
         return Release(name=meta.name, version=version, source=BUILTIN_SOURCE,
                        kinds=meta.kinds, host_api=meta.host_api, requires=dict(meta.requires),
-                       capabilities=meta.capabilities, files=(remote,))
+                       capabilities=meta.capabilities, provides=dict(meta.provides),
+                       files=(remote,))
 
     def file(self, filename: str) -> Path | None:
         """The built-in wheel called ``filename``, if this source has it intact."""

@@ -27,6 +27,7 @@ from .._errors import UserError
 from .._lock import Lock, LockedFile
 from .._manifest import ManifestEditor
 from .._project import Project
+from .._suggest import close_names, did_you_mean
 from .._wheel import unpack_wheel
 from ._builtin import BUILTIN_SOURCE
 from ._cache import DownloadCache, ProgressFactory
@@ -89,6 +90,8 @@ class Installer:
         self.signing = signing or SigningPolicy()
         #: Warnings for the user (unsigned plugins), in the order they arose.
         self.warnings: list[str] = []
+        #: What ``sync`` removed of earlier installs killed while staging: (path, bytes).
+        self.removed_leftovers: list[tuple[Path, int]] = []
         self.env = project.environment
         self.cache = cache or DownloadCache()
         self.fetcher = fetcher or Fetcher.from_env()
@@ -114,13 +117,28 @@ class Installer:
                 declare[name] = spec or default_specifier(chosen[norm])
         return Plan(plan.plugins, plan.changes, declare=declare)
 
-    def plan_upgrade(self, names: Collection[str]) -> Plan:
-        """Newest versions within the manifest's specifiers (of ``names``, or of all)."""
+    def plan_upgrade(self, names: Collection[str], *, latest: bool = False) -> Plan:
+        """Newest versions within the manifest's specifiers (of ``names``, or of all).
+
+        With ``latest``, the newest releases that fit this host, whatever the specifiers
+        say; the manifest then records each one's new range.
+        """
         norms = {normalize_name(n) for n in names}
-        for norm in norms:
+        installed = [p.name for p in self.lock.plugins]
+        for norm in sorted(norms):
             if self.lock.plugin(norm) is None:
-                raise UserError(f"plugin {norm!r} is not installed in this project",
-                                fix=f"p2phost plugin install {norm}")
+                close = close_names(norm, installed)
+                raise UserError(f"plugin {norm!r} is not installed in this project"
+                                + did_you_mean(norm, installed),
+                                fix=f"p2phost plugin upgrade {close[0]}" if close
+                                else f"p2phost plugin install {norm}")
+        if latest:
+            newest = {}
+            for name in sorted(norms or set(self.project.manifest.plugins)):
+                release = self.client.plugin(name).newest_fitting()
+                if release is not None:
+                    newest[name] = default_specifier(str(release.version))
+            return self.plan_install(newest)
         preferred = {p.name: p.version for p in self.lock.plugins
                      if norms and p.name not in norms}
         return self._plan(dict(self.project.manifest.plugins), preferred)
@@ -142,8 +160,11 @@ class Installer:
         gone = {normalize_name(n) for n in names}
         for name in sorted(gone):
             if name not in declared and self.lock.plugin(name) is None:
-                raise UserError(f"plugin {name!r} is not declared in p2phost.toml",
-                                fix="p2phost plugin list")
+                close = close_names(name, declared)
+                raise UserError(f"plugin {name!r} is not declared in p2phost.toml"
+                                + did_you_mean(name, declared),
+                                fix=f"p2phost plugin remove {close[0]}" if close
+                                else "p2phost plugin list")
         keep = self._closure([n for n in declared if n not in gone], skip=gone if force else set())
         if not force:
             for name in sorted(keep & gone):
@@ -221,6 +242,7 @@ class Installer:
                        frozenset(c.name for c in changes if c.new))
             if changes:
                 self._commit(self._stage(lock, offline=offline))
+            self.removed_leftovers = self.env.collect_garbage()
             return changes
 
     def _drift(self, lock: Lock) -> list[Change]:

@@ -68,6 +68,8 @@ class Release:
     host_api: str = ""
     requires: dict[str, str] = field(default_factory=dict)
     capabilities: tuple[str, ...] = ()
+    #: What the release provides, e.g. ``{"schemes": ("tcp",)}`` for a transport.
+    provides: dict[str, tuple[str, ...]] = field(default_factory=dict)
     yanked: bool = False
     yanked_reason: str | None = None
     files: tuple[RemoteFile, ...] = ()
@@ -248,6 +250,9 @@ def _parse_plugin(base: str, name: str, data: Any) -> PluginInfo:
                 kinds=tuple(row.get("kinds", ())), host_api=str(row.get("host_api", "")),
                 requires={normalize_name(k): str(v) for k, v in row.get("requires", {}).items()},
                 capabilities=tuple(row.get("capabilities", ())),
+                provides={str(k): tuple(str(x) for x in v)
+                          for k, v in (row.get("provides") or {}).items()
+                          if isinstance(v, list)},
                 yanked=bool(row.get("yanked", False)), yanked_reason=row.get("yanked_reason"),
                 files=files,
             ))

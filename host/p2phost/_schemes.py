@@ -1,0 +1,68 @@
+"""Which transport plugin serves an address's scheme, and which one to install when none does.
+
+A transport declares its schemes in its metadata (``[tool.p2phost.provides] schemes``), so
+the answer comes from metadata alone: the plugins installed here, then the registries'
+transports. Nothing is imported or started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from p2phost_sdk import PluginMetadata
+
+from ._errors import UserError
+
+
+def scheme_of(address: str) -> str:
+    """``tcp`` for ``tcp://127.0.0.1:7400``; "" when the address has no scheme."""
+    return address.split("://", 1)[0].lower() if "://" in address else ""
+
+
+def served_by(metadata: Iterable[PluginMetadata]) -> dict[str, str]:
+    """scheme -> the plugin (of ``metadata``) whose transport serves it."""
+    served: dict[str, str] = {}
+    for meta in metadata:
+        if "transport" in meta.kinds:
+            for scheme in meta.provides.get("schemes", ()):
+                served.setdefault(scheme.lower(), meta.name)
+    return served
+
+
+def providers(scheme: str, installed: Iterable[PluginMetadata],
+              registries: list[str]) -> list[str]:
+    """The plugins that provide ``scheme``: installed ones first, then the registries'.
+
+    An unreachable registry is no answer rather than an error: this only picks a fix.
+    """
+    local = [n for s, n in served_by(installed).items() if s == scheme]
+    if local:
+        return local
+    from ._install import RegistryClient, RegistryError
+
+    client = RegistryClient(registries)
+    found: list[str] = []
+    try:
+        for row in client.search("", "transport"):
+            newest = client.plugin(str(row["name"])).newest_fitting()
+            if newest and scheme in (s.lower() for s in newest.provides.get("schemes", ())):
+                found.append(newest.name)
+    except (RegistryError, OSError):
+        pass
+    return found
+
+
+def no_transport(address: str, where: str, served: Mapping[str, str],
+                 installed: Iterable[PluginMetadata], registries: list[str]) -> UserError:
+    """The error for ``address`` (named by ``where``) when no loaded transport serves it."""
+    scheme = scheme_of(address)
+    have = ", ".join(f"{s}:// ({n})" for s, n in sorted(served.items())) or "none"
+    names = providers(scheme, installed, registries) if scheme else []
+    if names:
+        fix = f"p2phost plugin install {names[0]}"
+    elif scheme:
+        fix = f"p2phost plugin search {scheme} --kind transport"
+    else:
+        fix = "write the address as a URL, e.g. tcp://127.0.0.1:7400"
+    return UserError(f"{where}: no transport plugin serves {scheme or 'this'}:// in "
+                     f"{address!r} (transports here: {have})", fix=fix)
