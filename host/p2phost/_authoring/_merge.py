@@ -26,8 +26,20 @@ class MergeResult:
     conflicts: int
 
 
+def unresolved(text: str) -> int:
+    """How many conflict blocks ``text`` still marks (``<<<<<<< yours`` lines)."""
+    return sum(1 for line in text.splitlines() if line == f"<<<<<<< {OURS_LABEL}")
+
+
 def merge3(ours: str, base: str, theirs: str, *, use_git: bool = True) -> MergeResult:
-    """Merge the changes base->ours and base->theirs; conflicts get ``<<<<<<<`` markers."""
+    """Merge the changes base->ours and base->theirs; conflicts get ``<<<<<<<`` markers.
+
+    A file that still marks conflicts from an earlier merge is not merged again (that
+    would nest markers): it is returned as it is, with its conflicts counted.
+    """
+    pending = unresolved(ours)
+    if pending:
+        return MergeResult(ours, pending)
     if ours == theirs or theirs == base:
         return MergeResult(ours, 0)
     if ours == base:

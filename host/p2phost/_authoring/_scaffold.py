@@ -85,11 +85,19 @@ def update(directory: Path, given: Mapping[str, str], ask: Asker | None,
     theirs = render(template, answers)
     ours = read_tree(directory, set(old.base) | set(theirs))
     report = ScaffoldReport(directory, template.kind, answers)
+    base = dict(theirs)
     for rel in sorted(set(old.base) | set(theirs)):
         change = _update_file(directory, rel, ours.get(rel), old.base.get(rel), theirs.get(rel))
         if change is not None:
             report.changes.append(change)
-    Answers(template.kind, answers, theirs, template.digest(), __version__).save(directory)
+            if change.action == "conflict":
+                # The template's change is not in the file until the author resolves it:
+                # keep the old base so the next --update still sees that change.
+                if rel in old.base:
+                    base[rel] = old.base[rel]
+                else:
+                    base.pop(rel, None)
+    Answers(template.kind, answers, base, template.digest(), __version__).save(directory)
     return report
 
 

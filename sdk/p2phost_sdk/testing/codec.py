@@ -131,3 +131,12 @@ class CodecConformance:
         for end in range(len(data)):
             with pytest.raises(CodecError):
                 codec.decode(data[:end])
+
+    @pytest.mark.parametrize("extra", [b"\x00", b"x", b"\xff\xff", b"SECOND"], ids=repr)
+    def test_trailing_bytes_are_a_codec_error(self, codec: Codec, extra: bytes) -> None:
+        # A frame is one value. A codec that stops at the end of the first value and
+        # ignores the rest lets two senders' bytes, or an attacker's suffix, pass as one.
+        data = codec.encode({"name": "alice", "items": [1, 2.5, "three", None, True]})
+        for tail in (extra, data):
+            with pytest.raises(CodecError):
+                codec.decode(data + tail)
