@@ -84,6 +84,14 @@ app = typer.Typer(
 )
 
 
+def enable_completion() -> None:
+    """Register typer's bash/zsh/fish completion answers, when a shell asks for them
+    (``_P2PHOST_COMPLETE`` is set by the scripts ``p2phost completion SHELL`` prints)."""
+    from typer._completion_classes import completion_init
+
+    completion_init()
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(version_line())

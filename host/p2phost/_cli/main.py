@@ -3,6 +3,7 @@ everything else goes to the typer app of ``_app``."""
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -44,8 +45,10 @@ def run(argv: list[str] | None = None) -> None:
         return
     debug = "--debug" in args
     try:
-        from ._app import app
+        from ._app import app, enable_completion
 
+        if os.environ.get("_P2PHOST_COMPLETE"):
+            enable_completion()
         app(args=args, prog_name="p2phost")
     except KeyboardInterrupt:
         sys.exit(130)

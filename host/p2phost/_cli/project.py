@@ -51,7 +51,7 @@ def init(
     listen: str = typer.Option("tcp://127.0.0.1:7400", help="The address to listen on."),
     force: bool = typer.Option(False, "--force", help=f"Overwrite an existing {MANIFEST_NAME}."),
 ) -> None:
-    """Write p2phost.toml (a working default: tcp + json + static discovery + echo)."""
+    """Write p2phost.toml (a working default: tcp + noise + json + static discovery + echo)."""
     directory = directory.resolve()
     manifest = directory / MANIFEST_NAME
     if manifest.exists() and not force:

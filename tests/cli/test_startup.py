@@ -1,0 +1,122 @@
+"""Start-up: ``--version`` and ``--help`` import none of the commands; ``-h`` everywhere;
+shell completion of commands, plugin names and peer addresses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+#: Modules no start-up probe may load: each costs tens of milliseconds.
+HEAVY = ("p2phost_sdk", "p2phost._runtime", "p2phost._install", "p2phost._plugins",
+         "p2phost._authoring", "pluggy", "httpx", "rich", "tomlkit", "nacl", "asyncio",
+         "jinja2")
+COMMAND_MODULES = ("project", "node", "plugin", "authoring", "keys", "registry", "dead",
+                   "trust", "completion")
+
+
+def _imported_by(*args: str) -> set[str]:
+    """The modules ``p2phost ARGS`` has loaded when it exits (in a fresh interpreter)."""
+    code = ("import atexit, json, sys\n"
+            "atexit.register(lambda: print('MODULES=' + json.dumps(sorted(sys.modules))))\n"
+            "from p2phost._cli.main import run\n"
+            f"run({list(args)!r})\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    line = next(li for li in done.stdout.splitlines() if li.startswith("MODULES="))
+    return set(json.loads(line.removeprefix("MODULES=")))
+
+
+def _heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules for h in HEAVY if m == h or m.startswith(h + "."))
+
+
+def test_version_imports_no_heavy_module() -> None:
+    modules = _imported_by("--version")
+    assert _heavy(modules) == []
+    assert "typer" not in modules and "click" not in modules
+
+
+def test_help_imports_no_command() -> None:
+    modules = _imported_by("--help")
+    assert _heavy(modules) == []
+    assert [m for m in COMMAND_MODULES if f"p2phost._cli.{m}" in modules] == []
+
+
+def test_a_command_imports_only_its_own_modules() -> None:
+    modules = _imported_by("completion", "bash")
+    assert "p2phost._cli.completion" in modules
+    assert not {"p2phost._cli.node", "p2phost._cli.plugin", "p2phost._runtime",
+                "p2phost._install"} & modules
+
+
+def test_the_help_listing_is_each_commands_own_help() -> None:
+    from p2phost._cli._app import COMMANDS, load_command
+
+    for name, (_, listed) in COMMANDS.items():
+        own = " ".join((load_command(name).help or "").split("\n\n")[0].split())
+        assert own == listed, f"COMMANDS[{name!r}] says {listed!r}, the command {own!r}"
+
+
+def test_version_is_the_same_with_and_without_the_fast_path() -> None:
+    fast = run_cli("--version", check=True).stdout
+    slow = run_cli("--debug", "--version", check=True).stdout
+    assert fast == slow
+    assert fast.startswith("p2phost 0.1.0 (host-api 1.0, Python ")
+
+
+@pytest.mark.parametrize("args", [("-h",), ("plugin", "-h"), ("plugin", "install", "-h"),
+                                  ("run", "-h"), ("registry", "token", "-h")])
+def test_dash_h_is_help(args: tuple[str, ...]) -> None:
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert "Usage: p2phost" in done.stdout
+
+
+def test_unknown_command_is_one_clear_error() -> None:
+    done = run_cli("plugn")
+    assert done.returncode == 2 and "No such command 'plugn'" in done.stderr
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_script_per_shell(shell: str) -> None:
+    done = run_cli("completion", shell, check=True)
+    assert "_P2PHOST_COMPLETE=complete_" + shell in done.stdout
+    refused = run_cli("completion", "tcsh")
+    assert refused.returncode == 2 and "fix: p2phost completion bash | zsh | fish" \
+        in refused.stderr
+
+
+def _complete(cwd: Path, words: str) -> list[str]:
+    """What bash completes for ``words`` (the last one being typed), as the script asks."""
+    env = {**os.environ, "_P2PHOST_COMPLETE": "complete_bash", "COMP_WORDS": words,
+           "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}
+    done = subprocess.run([sys.executable, "-m", "p2phost"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_bash_completes_commands_plugin_names_and_peer_addresses(tmp_path: Path) -> None:
+    (tmp_path / "p2phost.toml").write_text(
+        '[node]\nlisten = ["tcp://127.0.0.1:7400"]\n'
+        '[plugins]\necho = "*"\nchat = "*"\nstatic-discovery = "*"\n'
+        '[config.static-discovery]\npeers = ["tcp://10.0.0.7:7401"]\n')
+    (tmp_path / ".p2phost").mkdir()
+    peer = "12D3KooWLRPJAA5o6Gh5qRr8JvR43KtBtHfMrwCpwmoqxsnM8uU7"
+    (tmp_path / ".p2phost" / "known_peers").write_text(f"# header\n{peer} bob 2026 tofu\n")
+    assert _complete(tmp_path, "p2phost pl") == ["plugin"]
+    assert _complete(tmp_path, "p2phost plugin remove e") == ["echo"]
+    assert sorted(_complete(tmp_path, "p2phost plugin upgrade ")) == \
+        ["chat", "echo", "static-discovery"]
+    assert _complete(tmp_path, "p2phost ping tcp://10") == ["tcp://10.0.0.7:7401"]
+    assert _complete(tmp_path, "p2phost send 12D") == [peer]
+    # Outside a project, or with a broken manifest, TAB completes nothing and says nothing.
+    (tmp_path / "p2phost.toml").write_text("[plugins\n")
+    assert _complete(tmp_path, "p2phost plugin remove ") == []
