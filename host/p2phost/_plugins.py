@@ -176,10 +176,10 @@ class PluginManager:
                 else f"required by {needed_by!r}"
             if dist is None:
                 # Only a near-certain typo: an uninstalled plugin is the common case.
-                close = close_names(name, available, cutoff=0.85) if declared else []
+                close = close_names(name, available, prefixes=False) if declared else []
                 problems.append(PluginLoadError(
                     f"plugin {name!r} ({where}) is not installed"
-                    + did_you_mean(name, close, cutoff=0.0),
+                    + did_you_mean(name, close),
                     fix=f"rename {name} to {close[0]} at {self._declared_line(name)}, or "
                         f"{_install_fix(name, spec)}" if close else _install_fix(name, spec)))
                 continue

@@ -54,6 +54,9 @@ class PeerInfo:
     address: str
     topics: frozenset[str] = frozenset()
     codec: str = ""
+    #: How the connection is secured: the security plugin's protocol (``noise``, ``tls``),
+    #: ``sealed`` on broker and database media, ``none`` when it is not.
+    security: str = ""
 
 
 class Messenger(Protocol):

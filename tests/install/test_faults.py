@@ -234,7 +234,7 @@ def test_sigkill_at_any_moment_then_sync(workspace: Make) -> None:
     subprocess.run(command, cwd=ws.root.parent / "proj", env=env, capture_output=True,
                    timeout=60, check=False)  # warm-up run in this project measures the span
     span = time.monotonic() - started
-    ws.ok("plugin", "remove", "bulky")
+    ws.ok("plugin", "remove", "bulky", "--yes")
     for _ in ws.cache.rglob("bulky-*.whl"):
         _.unlink()  # download again each time: kills land in the download too
     assert snapshot(ws) == before
@@ -257,7 +257,7 @@ def test_sigkill_at_any_moment_then_sync(workspace: Make) -> None:
         assert ws.installed() == {p: v for p, v in installed.items()
                                   if p == "alpha" or 'name = "bulky"' in ws.lock}
         if "bulky" in ws.manifest:
-            ws.ok("plugin", "remove", "bulky")
+            ws.ok("plugin", "remove", "bulky", "--yes")
         for leftover in ws.cache.rglob("bulky-*.whl"):
             leftover.unlink()
     assert kills >= 3

@@ -74,10 +74,10 @@ def test_upgrade_outdated_remove(workspace: Make) -> None:
     err = ws.fails("plugin", "remove", "alpha")
     assert "cannot remove alpha: beta 1.0.0 requires it" in err
     assert ws.installed() == {"alpha": "1.1.0", "beta": "1.0.0"}
-    ws.ok("plugin", "remove", "beta")
+    ws.ok("plugin", "remove", "beta", "--yes")
     assert ws.installed() == {"alpha": "1.1.0"} and "beta" not in ws.manifest
     ws.ok("plugin", "install", "beta", "--yes")
-    ws.ok("plugin", "remove", "--force", "alpha")
+    ws.ok("plugin", "remove", "--force", "alpha", "--yes")
     assert ws.installed() == {"beta": "1.0.0"}  # forced: the node will say alpha is missing
     assert "# my node: comments" in ws.manifest and 'name = "alpha"' not in ws.lock
 

@@ -30,7 +30,7 @@ def _describe(node: Node) -> dict[str, Any]:
         "topics": node.topics,
         "peers": [
             {"peer_id": p.peer_id, "address": p.address, "topics": sorted(p.topics),
-             "codec": p.codec}
+             "codec": p.codec, "security": p.security}
             for p in node.peers()
         ],
         "discovery": node.discovery_status(),

@@ -79,7 +79,8 @@ class Channel:
         self.address = address
         self.initiator = initiator
         self.local_nonce = local_nonce
-        self.info = PeerInfo(self.peer_id, address, self.topics, self.codec.content_type)
+        self.info = PeerInfo(self.peer_id, address, self.topics, self.codec.content_type,
+                             done.security)
         medium_limit = getattr(self.connection, "max_frame_size", None)
         if medium_limit is not None and medium_limit < max_frame_size:
             self.frame_limit = int(medium_limit)

@@ -128,6 +128,8 @@ class Handshaken:
     connection: Connection
     hello: Hello
     codec: Codec
+    #: The security protocol that secured the connection ("none": not secured).
+    security: str = "none"
 
 
 async def handshake(
@@ -191,7 +193,8 @@ async def handshake(
                     f"the listener has {', '.join(listener.codecs)}"
                 )
             raw.limit_incoming(None)
-            return Handshaken(connection, remote, codecs[chosen])
+            return Handshaken(connection, remote, codecs[chosen],
+                              security.protocol if security is not None else "none")
     except TimeoutError:
         await refuse(connection, f"handshake did not finish within {timeout:g}s")
         raise HandshakeError(f"handshake did not finish within {timeout:g}s") from None
