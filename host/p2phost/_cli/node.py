@@ -140,9 +140,15 @@ def run(
         sys.exit(130)
 
 
-def node_id() -> None:
+def node_id(as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON "
+                                         "(docs/cli.md).")) -> None:
     """Print this project's peer id (the key is created on first use)."""
-    print(Project.find().identity().peer_id)
+    project = Project.find()
+    peer_id = project.identity().peer_id
+    if as_json:
+        print(json.dumps({"peer_id": peer_id, "project": str(project.root)}))
+        return
+    print(peer_id)
 
 
 def _require_transport(project: Project, address: str) -> None:
@@ -225,14 +231,19 @@ def ping(
                                    help="Seconds between requests."),
     timeout: float = typer.Option(5.0, "--timeout", min=0.001,
                                   help="Seconds to wait for each reply."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary at the end "
+                                 "instead of a line per reply (docs/cli.md)."),
 ) -> None:
     """Round trips to a node's echo app, with timings."""
     project = Project.find()
+    say = (lambda line: None) if as_json else _say
+    reached: list[str] = []
 
     async def pings(node: Node, peer: str) -> list[float]:
         _require_topic(node, peer, address, "echo",
                        "in that node's project: p2phost plugin install echo")
-        _say(f"PING {address} ({peer})")
+        reached.append(peer)
+        say(f"PING {address} ({peer})")
         times: list[float] = []
         for seq in range(count):
             if seq:
@@ -241,21 +252,26 @@ def ping(
             try:
                 await node.request(peer, "echo", {"seq": seq}, timeout=timeout)
             except RequestTimeout:
-                _say(f"seq={seq}: no reply within {timeout:g}s")
+                say(f"seq={seq}: no reply within {timeout:g}s")
                 continue
             except PeerUnavailable as exc:
                 raise Unreachable(str(exc), fix=_REACH_FIX) from exc
             times.append((time.perf_counter() - started) * 1000)
-            _say(f"reply from {peer[:12]}: seq={seq} time={times[-1]:.3f} ms")
+            say(f"reply from {peer[:12]}: seq={seq} time={times[-1]:.3f} ms")
         return times
 
     times = asyncio.run(_as_client(project, address, pings))
     lost = count - len(times)
-    _say(f"--- {address}: {count} sent, {len(times)} replies, {lost} lost")
+    if as_json:
+        _say(json.dumps({"address": address, "peer_id": reached[0] if reached else None,
+                         "sent": count, "received": len(times), "lost": lost,
+                         "rtt_ms": [round(t, 3) for t in times]}))
+    else:
+        _say(f"--- {address}: {count} sent, {len(times)} replies, {lost} lost")
     if not times:
         raise Unreachable(f"no reply from {address}", fix=_REACH_FIX)
-    _say(f"rtt min/median/max = {min(times):.3f}/{statistics.median(times):.3f}/"
-         f"{max(times):.3f} ms")
+    say(f"rtt min/median/max = {min(times):.3f}/{statistics.median(times):.3f}/"
+        f"{max(times):.3f} ms")
     if lost:
         sys.exit(1)
 
