@@ -199,14 +199,21 @@ def _unreachable(project: Project, address: str, exc: Exception) -> Unreachable:
 
 
 async def _as_client(project: Project, address: str,
-                     work: Callable[[Node, str], Awaitable[T]]) -> T:
+                     work: Callable[[Node, str], Awaitable[T]], wait: float = 0.0) -> T:
     _require_transport(project, address)
     node = node_for_project(project, client=True)
     async with node:
-        try:
-            peer = await node.connect(address)
-        except PeerUnavailable as exc:
-            raise _unreachable(project, address, exc) from exc
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                peer = await node.connect(address)
+                break
+            except PeerUnavailable as exc:
+                # --wait: a node that is starting refuses connections for a moment; a node
+                # that answers but disagrees (a failed handshake) will not change its mind.
+                if time.monotonic() >= deadline or "handshake" in str(exc):
+                    raise _unreachable(project, address, exc) from exc
+                await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         return await work(node, peer)
 
 
@@ -233,6 +240,9 @@ def ping(
                                   help="Seconds to wait for each reply."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary at the end "
                                  "instead of a line per reply (docs/cli.md)."),
+    wait: float = typer.Option(0.0, "--wait", min=0.0, metavar="SECONDS",
+                               help="Keep trying to connect this long while the node is not "
+                                    "up yet (e.g. just started in the background)."),
 ) -> None:
     """Round trips to a node's echo app, with timings."""
     project = Project.find()
@@ -260,7 +270,7 @@ def ping(
             say(f"reply from {peer[:12]}: seq={seq} time={times[-1]:.3f} ms")
         return times
 
-    times = asyncio.run(_as_client(project, address, pings))
+    times = asyncio.run(_as_client(project, address, pings, wait))
     lost = count - len(times)
     if as_json:
         _say(json.dumps({"address": address, "peer_id": reached[0] if reached else None,
