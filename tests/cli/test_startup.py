@@ -15,7 +15,7 @@ from tests.conftest import run_cli
 
 #: Modules no start-up probe may load: each costs tens of milliseconds.
 HEAVY = ("p2phost_sdk", "p2phost._runtime", "p2phost._install", "p2phost._plugins",
-         "p2phost._authoring", "pluggy", "httpx", "rich", "tomlkit", "nacl", "asyncio",
+         "p2phost._authoring", "pluggy", "httpx", "rich", "tomlkit", "nacl", "asyncio", "pydantic",
          "jinja2")
 COMMAND_MODULES = ("project", "node", "plugin", "authoring", "keys", "registry", "dead",
                    "trust", "completion")

@@ -1,0 +1,151 @@
+"""The command line's own cost: start-up, and installing from a warm cache, beside pip and uv.
+
+    python benchmarks/cli.py [--runs 10]
+
+In one run, on this machine, medians of RUNS runs each:
+
+- start-up: ``p2phost --version``, ``p2phost --help`` and ``p2phost run --check`` (a project
+  with the 5 plugins ``p2phost init`` declares) beside ``python -c pass``, ``pip --version``
+  and ``uv --version``;
+- install from a warm cache: ``p2phost plugin install --yes`` of those 5 plugins in a fresh
+  project beside ``pip install --no-deps --target`` and ``uv pip install --no-deps --target``
+  of the same 5 wheels from the same local registry (its simple index), each tool's cache
+  filled by an untimed first run.
+
+Ratios are to ``python -c pass`` (start-up) and to ``uv pip install`` (install). The aims
+(docs/cli.md): ``--version`` and ``--help`` within 100 ms; install within 2x uv's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PLUGINS = ("tcp-transport", "noise-security", "json-codec", "static-discovery", "echo")
+
+
+def start_registry(data: Path) -> tuple[subprocess.Popen[str], str]:
+    """Seed the 5 plugins into a store at ``data`` and serve it on a free port."""
+    subprocess.run([sys.executable, "-m", "p2phost", "registry", "seed", "--data", str(data),
+                    *(str(REPO / "official-plugins" / p) for p in PLUGINS)],
+                   check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen([sys.executable, "-m", "p2phost", "registry", "serve", "--port",
+                             "0", "--data", str(data)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "listening on" in line:
+            return proc, line.split()[-1].rstrip("/")
+    proc.kill()
+    raise RuntimeError("the registry did not start")
+
+
+def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """Seconds one command takes; it must succeed."""
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+    return elapsed
+
+
+def median_ms(times: list[float]) -> float:
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    # Under PYTHONDONTWRITEBYTECODE=1 every start would recompile the sources: measure the
+    # command, not the compiler.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(REPO / d) for d in
+                    ("host", "sdk", "registry"))], check=True, capture_output=True)
+    base = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INPUT": "1",
+            "UV_NO_CONFIG": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    for key in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL"):
+        base.pop(key, None)
+
+    with tempfile.TemporaryDirectory(prefix="p2phost-bench-cli-") as tmp:
+        root = Path(tmp)
+        proc, url = start_registry(root / "data")
+        try:
+            startup, install = measure(root, url, base, args.runs)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+    baseline = statistics.median(startup["python -c pass"])
+    print(f"start-up, median of {args.runs} runs (x: relative to python -c pass)")
+    print(f"{'command':34} {'ms':>8} {'x':>7}")
+    for name, times in startup.items():
+        print(f"{name:34} {median_ms(times):8.1f} {statistics.median(times) / baseline:7.2f}")
+    uv = statistics.median(install["uv pip install --target"])
+    print(f"\ninstall of {len(PLUGINS)} plugins from a warm cache, median of {args.runs} runs "
+          "(x: relative to uv pip install)")
+    print(f"{'tool':34} {'ms':>8} {'x':>7}")
+    for name, times in install.items():
+        print(f"{name:34} {median_ms(times):8.1f} {statistics.median(times) / uv:7.2f}")
+
+
+def measure(root: Path, url: str, base: dict[str, str], runs: int
+            ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(start-up times, install times) per command, interleaved run by run."""
+    env = {**base, "P2PHOST_REGISTRY": url, "P2PHOST_CACHE_DIR": str(root / "p2phost-cache")}
+    project = root / "project"
+    subprocess.run([str(BIN / "p2phost"), "init", str(project), "--listen",
+                    "tcp://127.0.0.1:0"], check=True, capture_output=True, env=env)
+    timed([str(BIN / "p2phost"), "plugin", "install", "--yes"], project, env)  # fills the cache
+    startup_commands = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "pip --version": [sys.executable, "-m", "pip", "--version"],
+        "uv --version": [str(BIN / "uv"), "--version"],
+        "p2phost --version": [str(BIN / "p2phost"), "--version"],
+        "p2phost --help": [str(BIN / "p2phost"), "--help"],
+        "p2phost run --check (5 plugins)": [str(BIN / "p2phost"), "run", "--check"],
+    }
+    index = f"{url}/simple/"
+    install_commands = {
+        "p2phost plugin install --yes": lambda target: (
+            [str(BIN / "p2phost"), "plugin", "install", "--yes"], env),
+        "pip install --target": lambda target: (
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+             "--index-url", index, "--cache-dir", str(root / "pip-cache"), *PLUGINS], base),
+        "uv pip install --target": lambda target: (
+            [str(BIN / "uv"), "pip", "install", "-q", "--no-deps", "--target", str(target),
+             "--index-url", index, "--cache-dir", str(root / "uv-cache"), "--python",
+             sys.executable, *PLUGINS], base),
+    }
+    manifest = (project / "p2phost.toml").read_text()
+    startup: dict[str, list[float]] = {}
+    install: dict[str, list[float]] = {}
+    for name, make in install_commands.items():  # fill each tool's cache, untimed
+        fill = root / f"fill-{name.split()[0]}"
+        fill.mkdir()
+        (fill / "p2phost.toml").write_text(manifest)
+        command, tool_env = make(fill / "target")
+        timed(command, fill, tool_env)
+    for run in range(runs):
+        for name, command in startup_commands.items():
+            startup.setdefault(name, []).append(timed(command, project, env))
+        for name, make in install_commands.items():
+            work = root / f"{name.split()[0]}-{run}"
+            work.mkdir()
+            (work / "p2phost.toml").write_text(manifest)
+            command, tool_env = make(work / "target")
+            install.setdefault(name, []).append(timed(command, work, tool_env))
+    return startup, install
+
+
+if __name__ == "__main__":
+    main()
