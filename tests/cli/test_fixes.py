@@ -272,3 +272,15 @@ def test_a_no_op_install_builds_no_new_generation(
         assert done.returncode == 0, done.stderr
         assert "nothing to do" in done.stdout
         assert os.readlink(current) == generation
+
+
+def test_trust_remove_of_a_typo_says_did_you_mean(tmp_path: Path) -> None:
+    run_cli("init", str(tmp_path / "alice"), check=True)
+    root = tmp_path / "alice"
+    bob = run_cli("init", str(tmp_path / "bob"), check=True).stdout
+    bob_id = bob.split("peer id: ")[1].split()[0]
+    run_cli("trust", "add", bob_id, "--name", "bobby", cwd=root, check=True)
+    done = run_cli("trust", "remove", "boby", cwd=root)
+    assert done.returncode == 2, done.stderr
+    assert "no trusted peer has the id or name 'boby'; did you mean 'bobby'?" in done.stderr
+    assert "fix: p2phost trust remove bobby" in done.stderr

@@ -18,6 +18,7 @@ from .._errors import UserError
 from .._project import Project
 from .._trust import KNOWN_PEERS, KnownPeers
 from ._output import console
+from .completion import peer_addresses
 
 trust_app = typer.Typer(help="The peers this project's node accepts ([trust] in p2phost.toml).",
                         no_args_is_help=True)
@@ -56,7 +57,8 @@ def add(
 
 @trust_app.command("remove")
 def remove(
-    key: str = typer.Argument(..., help="A peer id, or a name known peers are recorded with."),
+    key: str = typer.Argument(..., help="A peer id, or a name known peers are recorded with.",
+                              autocompletion=peer_addresses),
 ) -> None:
     """Stop trusting a peer (by peer id or name); under tofu, accept its next key."""
     project = Project.find()
@@ -68,8 +70,15 @@ def remove(
         project.manifest_path.write_text(tomlkit.dumps(document), encoding="utf-8")
         gone.append(f"{key} (from [trust] peers in p2phost.toml)")
     if not gone:
-        raise UserError(f"no trusted peer has the id or name {key!r}",
-                        fix="p2phost trust list")
+        from .._suggest import close_names, did_you_mean
+
+        known = [*project.manifest.trust.peers,
+                 *(n for p in _known(project).peers() for n in (p.peer_id, p.name) if n)]
+        close = close_names(key, known)
+        raise UserError(f"no trusted peer has the id or name {key!r}"
+                        + did_you_mean(key, known),
+                        fix=f"p2phost trust remove {close[0]}" if close
+                        else "p2phost trust list")
     for entry in gone:
         console.print(f"removed {entry}")
 
