@@ -65,6 +65,7 @@ def output(*args: str, cwd: Path, env: dict[str, str], code: int = 0) -> Any:
 
 
 def test_every_json_example_in_the_docs_is_checked_here() -> None:
+    # (peers --stats prints the delivery counters documented in docs/delivery.md)
     tested = set(re.findall(r'check\("(p2phost [^"]+)"', Path(__file__).read_text()))
     assert set(documented()) - {"p2phost peers --stats --json"} == tested
 
@@ -150,3 +151,11 @@ def test_peers_and_ping_of_a_running_node(
     check("p2phost peers --json", answer)
     assert address in answer["addresses"]
     assert isinstance(stats, dict)
+
+
+def test_key_show(tmp_path: Path) -> None:
+    key = tmp_path / "publisher.key"
+    run_cli("key", "new", "--out", str(key), check=True)
+    shown = output("key", "show", "--key", str(key), "--json", cwd=tmp_path, env={})
+    check("p2phost key show --json", shown)
+    assert shown["public_key"].startswith("ed25519:") and shown["path"] == str(key)

@@ -120,3 +120,14 @@ def test_bash_completes_commands_plugin_names_and_peer_addresses(tmp_path: Path)
     # Outside a project, or with a broken manifest, TAB completes nothing and says nothing.
     (tmp_path / "p2phost.toml").write_text("[plugins\n")
     assert _complete(tmp_path, "p2phost plugin remove ") == []
+
+
+def test_every_command_module_is_registered() -> None:
+    """A new ``_cli/NAME.py`` with ``register(app)`` is reachable only through COMMANDS."""
+    import p2phost._cli as package
+    from p2phost._cli._app import COMMANDS
+
+    wired = {m for modules, _ in COMMANDS.values() for m in modules}
+    found = {p.stem for p in Path(package.__file__).parent.glob("*.py")
+             if not p.stem.startswith("_") and "\ndef register(" in p.read_text()}
+    assert found - wired == set(), f"add these to COMMANDS in _cli/_app.py: {found - wired}"

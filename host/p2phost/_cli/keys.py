@@ -43,11 +43,20 @@ def new(
 
 
 @key_app.command("show")
-def show(key: Path | None = _KEY) -> None:
+def show(key: Path | None = _KEY,
+         as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON "
+                                      "(docs/cli.md).")) -> None:
     """Print the public key (ed25519:BASE64) of a publisher key file."""
     from .._keys import load_key, public_key_of
 
-    console.print(public_key_of(load_key(_path(key))))
+    path = _path(key)
+    public = public_key_of(load_key(path))
+    if as_json:
+        import json
+
+        print(json.dumps({"public_key": public, "path": str(path)}))
+        return
+    console.print(public)
 
 
 @key_app.command("register")
