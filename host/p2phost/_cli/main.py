@@ -32,7 +32,9 @@ def _host_api() -> str:
             version_spec.loader.exec_module(module)
             return str(module.HOST_API)
         except Exception:  # laid out otherwise (IndexError, ImportError...): ask the package
-            import p2phost_sdk as sdk
+            from p2phost_sdk import HOST_API
+
+            return str(HOST_API)
     return str(sdk.HOST_API)
 
 
