@@ -44,7 +44,11 @@ def test_version_imports_no_heavy_module() -> None:
 
 
 def test_help_imports_no_command() -> None:
-    modules = _imported_by("--help")
+    fast = _imported_by("--help")
+    assert _heavy(fast) == [] and "typer" not in fast
+    # Through typer too (as ``p2phost --debug --help`` or ``p2phost plugin --help`` go):
+    # the listing comes from the table, not from the commands.
+    modules = _imported_by("--debug", "--help")
     assert _heavy(modules) == []
     assert [m for m in COMMAND_MODULES if f"p2phost._cli.{m}" in modules] == []
 
@@ -131,3 +135,16 @@ def test_every_command_module_is_registered() -> None:
     found = {p.stem for p in Path(package.__file__).parent.glob("*.py")
              if not p.stem.startswith("_") and "\ndef register(" in p.read_text()}
     assert found - wired == set(), f"add these to COMMANDS in _cli/_app.py: {found - wired}"
+
+
+@pytest.mark.parametrize("columns", ["60", "80", "200"])
+def test_the_fast_help_is_what_typer_prints(columns: str) -> None:
+    env = {**os.environ, "COLUMNS": columns}
+    fast = subprocess.run([sys.executable, "-m", "p2phost", "--help"], env=env,
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    typer_help = subprocess.run(
+        [sys.executable, "-c", "from p2phost._cli._app import app\n"
+                               "app(['--help'], prog_name='p2phost')"],
+        env=env, capture_output=True, text=True, timeout=60, check=False).stdout
+    assert fast == typer_help
+    assert fast == run_cli("-h", env={"COLUMNS": columns}).stdout

@@ -1,10 +1,11 @@
 """The ``p2phost`` typer app, whose commands load only when they run.
 
-Every command lives in a sibling module with a ``register(app)`` function. ``COMMANDS`` maps
-each top-level name to the modules that register it and its one-line help, so ``p2phost
---help`` lists every command without importing any of them, and ``p2phost ping`` imports the
-node runtime but not the installer. To add a command: write ``_cli/NAME.py`` with
-``register(app)`` and add one line to ``COMMANDS`` (``tests/cli/test_lazy.py`` checks that the
+Every command lives in a sibling module with a ``register(app)`` function. ``COMMANDS`` (in
+``_help``) maps each top-level name to the modules that register it and its one-line help,
+so ``p2phost --help`` lists every command without importing any of them, and ``p2phost
+ping`` imports the node runtime but not the installer. To add a command: write
+``_cli/NAME.py`` with ``register(app)`` and add one line to ``COMMANDS``
+(``tests/cli/test_startup.py`` checks that every such module is listed there, and that the
 line's help is the command's own).
 """
 
@@ -16,28 +17,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from ._help import COMMANDS, OPTIONS, SUMMARY
 from .main import version_line
-
-#: name -> (modules whose ``register(app)`` adds it, one-line help shown by ``p2phost --help``)
-COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "init": (("project",), "Write p2phost.toml (a working default: tcp + noise + json + "
-                           "static discovery + echo)."),
-    "run": (("node",), "Run the node of ./p2phost.toml until SIGINT/SIGTERM."),
-    "id": (("node",), "Print this project's peer id (the key is created on first use)."),
-    "ping": (("node",), "Round trips to a node's echo app, with timings."),
-    "send": (("node",), "Send one message (or one request, printing the reply) to a node."),
-    "peers": (("node",), "The peers of this project's running node (or, with --stats, its "
-                         "delivery counters)."),
-    "doctor": (("project",), "What is installed, what the manifest needs, what is wrong and "
-                             "how to fix it."),
-    "plugin": (("plugin", "authoring"), "Install, inspect and author plugins."),
-    "key": (("keys",), "Publisher keys: sign the plugins you publish."),
-    "registry": (("registry",), "Run and fill a plugin registry."),
-    "dead": (("dead",), "Messages that could not be handled or sent: list, show, retry, "
-                        "purge."),
-    "trust": (("trust",), "The peers this project's node accepts ([trust] in p2phost.toml)."),
-    "completion": (("completion",), "Print the shell completion script for bash, zsh or fish."),
-}
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -75,7 +56,7 @@ def load_command(name: str) -> Any:
 
 app = typer.Typer(
     cls=LazyGroup,
-    help="p2phost: run a peer-to-peer messaging node whose parts are versioned plugins.",
+    help=SUMMARY,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -101,8 +82,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+                                 help=OPTIONS["--version"]),
+    debug: bool = typer.Option(False, "--debug", help=OPTIONS["--debug"]),
 ) -> None:
     """p2phost: run a peer-to-peer messaging node whose parts are versioned plugins."""
     import logging

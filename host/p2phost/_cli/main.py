@@ -42,7 +42,12 @@ def run(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning p2phost errors into one clear message."""
     args = sys.argv[1:] if argv is None else argv
     if args == ["--version"]:
-        print(version_line())  # the commonest probe: no click parsing at all
+        print(version_line())  # the commonest probes: no click parsing at all
+        return
+    if args in (["--help"], ["-h"]):
+        from ._help import root_help
+
+        sys.stdout.write(root_help())
         return
     debug = "--debug" in args
     try:
