@@ -30,6 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PLUGINS = ("tcp-transport", "noise-security", "json-codec", "static-discovery", "echo")
+#: Their distributions, as pip and uv ask the simple index for them.
+DISTRIBUTIONS = tuple(f"p2phost-{name}" for name in PLUGINS)
 
 
 def start_registry(data: Path) -> tuple[subprocess.Popen[str], str]:
@@ -120,11 +122,11 @@ def measure(root: Path, url: str, base: dict[str, str], runs: int
             [str(BIN / "p2phost"), "plugin", "install", "--yes"], env),
         "pip install --target": lambda target: (
             [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-             "--index-url", index, "--cache-dir", str(root / "pip-cache"), *PLUGINS], base),
+             "--index-url", index, "--cache-dir", str(root / "pip-cache"), *DISTRIBUTIONS], base),
         "uv pip install --target": lambda target: (
             [str(BIN / "uv"), "pip", "install", "-q", "--no-deps", "--target", str(target),
              "--index-url", index, "--cache-dir", str(root / "uv-cache"), "--python",
-             sys.executable, *PLUGINS], base),
+             sys.executable, *DISTRIBUTIONS], base),
     }
     manifest = (project / "p2phost.toml").read_text()
     startup: dict[str, list[float]] = {}

@@ -69,10 +69,13 @@ def test_the_help_listing_is_each_commands_own_help() -> None:
 
 
 def test_version_is_the_same_with_and_without_the_fast_path() -> None:
+    from p2phost import __version__
+    from p2phost_sdk import HOST_API
+
     fast = run_cli("--version", check=True).stdout
     slow = run_cli("--debug", "--version", check=True).stdout
     assert fast == slow
-    assert fast.startswith("p2phost 0.1.0 (host-api 1.0, Python ")
+    assert fast.startswith(f"p2phost {__version__} (host-api {HOST_API}, Python ")
 
 
 @pytest.mark.parametrize("args", [("-h",), ("plugin", "-h"), ("plugin", "install", "-h"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 
 from .. import __version__
 
@@ -15,26 +14,31 @@ def version_line() -> str:
     return f"p2phost {__version__} (host-api {_host_api()}, Python {sys.version.split()[0]})"
 
 
+_HOST_API_LINE = 'HOST_API = Version("'
+
+
 def _host_api() -> str:
-    # ``import p2phost_sdk`` loads every plugin kind (~50 ms); the version alone is one
-    # small module, loaded on its own when the package is not imported yet.
+    # ``import p2phost_sdk`` loads every plugin kind (~50 ms), and its version module
+    # ``packaging`` (~10 ms): the version is read from that module's source instead, when
+    # it is laid out as expected (tests/cli/test_startup.py checks it against the SDK).
     sdk = sys.modules.get("p2phost_sdk")
     if sdk is None:
-        import importlib.util
+        # What importlib.util.find_spec does, without importing it (and contextlib).
+        spec = next((found for finder in sys.meta_path
+                     if (found := getattr(finder, "find_spec", lambda *a: None)(
+                         "p2phost_sdk", None)) is not None), None)
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            try:
+                with open(f"{location}/_version.py", encoding="utf-8") as source:
+                    lines = source.read().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                if line.startswith(_HOST_API_LINE) and line.endswith('")'):
+                    return line[len(_HOST_API_LINE):-2]
+        from p2phost_sdk import HOST_API
 
-        spec = importlib.util.find_spec("p2phost_sdk")
-        locations = list(spec.submodule_search_locations or []) if spec else []
-        try:
-            version_spec = importlib.util.spec_from_file_location(
-                "_p2phost_sdk_version", f"{locations[0]}/_version.py")
-            assert version_spec is not None and version_spec.loader is not None
-            module = importlib.util.module_from_spec(version_spec)
-            version_spec.loader.exec_module(module)
-            return str(module.HOST_API)
-        except Exception:  # laid out otherwise (IndexError, ImportError...): ask the package
-            from p2phost_sdk import HOST_API
-
-            return str(HOST_API)
+        return str(HOST_API)
     return str(sdk.HOST_API)
 
 
@@ -67,6 +71,8 @@ def run(argv: list[str] | None = None) -> None:
         if not isinstance(exc, P2PHostError):
             raise
         if debug:
+            import traceback
+
             traceback.print_exc()
         if isinstance(exc, UserError):
             print_error(exc.message, exc.fix)
