@@ -118,14 +118,13 @@ def _show_and_confirm(changes: Sequence[Change], yes: bool) -> None:
     _confirm("Install these plugins?", yes)
 
 
-def _confirm(question: str, yes: bool) -> None:
+def _confirm(question: str, yes: bool, doing: str = "installing") -> None:
     """Ask ``question`` on a terminal; without one, only ``--yes`` goes ahead."""
     if yes:
         return
     if not sys.stdin.isatty():
-        verb = question.split()[0].lower()
-        raise UserError(f"{verb.removesuffix('e')}ing plugins needs a confirmation, and there "
-                        "is no terminal to ask on", fix="re-run with --yes")
+        raise UserError(f"{doing} plugins needs a confirmation, and there is no terminal to "
+                        "ask on", fix="re-run with --yes")
     if not typer.confirm(question, default=True):
         raise typer.Exit(1)
 
@@ -222,7 +221,7 @@ def remove(
             _refuse_if_addresses_break(installer.project, plan.undeclare)
         for change in plan.changes:
             console.print(change.describe(), markup=False)
-        _confirm("Remove these plugins?", yes)
+        _confirm("Remove these plugins?", yes, "removing")
         installer.apply(plan)
     console.print(f"removed {', '.join(plan.undeclare)}")
 
