@@ -78,6 +78,22 @@ def test_a_security_mismatch_says_what_this_side_offers(
     assert "check the address" not in done.stderr
 
 
+def test_a_refusal_by_the_trust_policy_says_which_peer_to_trust(
+        tmp_path: Path, official_registry: RunningRegistry) -> None:
+    env = cli_env(official_registry, tmp_path / "cache")
+    alice = new_project(tmp_path / "alice", official_registry)
+    bob = new_project(tmp_path / "bob", official_registry)
+    _set(alice, "trust", "policy", "allowlist")
+    bob_id = run_cli("id", cwd=bob, check=True).stdout.strip()
+    with running_node(alice) as address:
+        done = run_cli("ping", address, "--count", "1", cwd=bob, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "refused by the trust policy" in done.stderr
+    assert "the node runs, but does not trust this project" in done.stderr
+    assert f"fix: in the node's project: p2phost trust add {bob_id}" in done.stderr
+    assert "secure the connection" not in done.stderr
+
+
 # -- removing what the node needs; two security plugins ---------------------------------
 
 

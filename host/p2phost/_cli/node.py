@@ -183,18 +183,33 @@ def _offers(project: Project) -> str:
             f"{', '.join(codecs) or 'none'}")
 
 
+#: What a handshake failure says when the two sides secure connections differently: the
+#: security plugins' own errors ("noise handshake with ... failed"), or a peer that reads
+#: the other's handshake as a broken hello.
+_SECURITY_MISMATCH = (" handshake with ", "expected a hello", "hello is not",
+                      "handshake did not finish")
+
+
 def _unreachable(project: Project, address: str, exc: Exception) -> Unreachable:
     """Why ``address`` failed: unreachable, or reached but the two sides disagree."""
     text = str(exc)
+    if "trust policy" in text:
+        return Unreachable(f"{text}; the node runs, but does not trust this project",
+                           fix="in the node's project: p2phost trust add "
+                               f"{project.identity().peer_id}")
     if "no codec in common" in text:
         return Unreachable(f"{text}; the node runs, but no codec is on both sides",
                            fix=f"{_offers(project)}: install a codec the node has, e.g. "
                                "p2phost plugin install json-codec (in one of the projects)")
-    if "handshake" in text or "refused the connection" in text:
+    if any(sign in text for sign in _SECURITY_MISMATCH):
         return Unreachable(f"{text}; the node answers, but the two sides do not agree on "
                            "how to secure the connection",
                            fix=f"{_offers(project)}; run `p2phost run --check` in the "
                                "node's project and declare the same security plugin in both")
+    if "handshake failed" in text:
+        return Unreachable(text, fix="the node answers but refused the handshake (see above); "
+                                     "`p2phost run --check` in both projects shows what each "
+                                     "side runs")
     return Unreachable(text, fix=_REACH_FIX)
 
 
