@@ -21,14 +21,14 @@ COMMAND_MODULES = ("project", "node", "plugin", "authoring", "keys", "registry",
                    "trust", "completion")
 
 
-def _imported_by(*args: str) -> set[str]:
+def _imported_by(*args: str, cwd: Path | None = None) -> set[str]:
     """The modules ``p2phost ARGS`` has loaded when it exits (in a fresh interpreter)."""
     code = ("import atexit, json, sys\n"
             "atexit.register(lambda: print('MODULES=' + json.dumps(sorted(sys.modules))))\n"
             "from p2phost._cli.main import run\n"
             f"run({list(args)!r})\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=False)
+                          timeout=60, check=False, cwd=cwd)
     line = next(li for li in done.stdout.splitlines() if li.startswith("MODULES="))
     return set(json.loads(line.removeprefix("MODULES=")))
 
@@ -58,6 +58,14 @@ def test_a_command_imports_only_its_own_modules() -> None:
     assert "p2phost._cli.completion" in modules
     assert not {"p2phost._cli.node", "p2phost._cli.plugin", "p2phost._runtime",
                 "p2phost._install"} & modules
+
+
+def test_init_and_id_load_neither_the_runtime_nor_the_installer(tmp_path: Path) -> None:
+    for args in (("init", str(tmp_path / "p")), ("id",)):
+        modules = _imported_by(*args, cwd=tmp_path / "p" if args == ("id",) else tmp_path)
+        assert "p2phost._cli.node" in modules or args[0] == "init"
+        assert not [m for m in modules
+                    if m.startswith(("p2phost._runtime", "p2phost._install", "p2phost._plugins"))]
 
 
 def test_the_help_listing_is_each_commands_own_help() -> None:

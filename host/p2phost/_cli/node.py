@@ -16,22 +16,24 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from p2phost_sdk import PeerUnavailable, RemoteError, RequestTimeout
 
 from .._errors import UserError
-from .._plugins import PluginManager, describe
 from .._project import Project
-from .._runtime import ControlServer, Node, query_control
-from .._runtime.node._assemble import node_for_project
 from ._discovery_status import discovery_lines
 from ._output import console
 from ._stats import print_stats
 from .completion import peer_addresses
 
+if TYPE_CHECKING:
+    from .._runtime import Node
+
+# The node runtime and the plugin loader are imported by the commands that use them:
+# ``p2phost id`` needs neither.
 T = TypeVar("T")
 _REACH_FIX = "check the address, and that a node runs there (`p2phost run` in its project)"
 
@@ -47,6 +49,8 @@ def check_report(project: Project) -> dict[str, Any]:
 
     The shape is documented in docs/cli.md (``run --check --json``).
     """
+    from .._plugins import PluginManager, describe
+
     loaded = PluginManager(project).load()
     parts = loaded.build(project.identity().peer_id, project.manifest.node.max_frame_size)
     security = [type(s).protocol or type(s).__name__ for s in parts.security]
@@ -95,6 +99,9 @@ def _say(line: str) -> None:
 
 
 async def _serve(project: Project) -> None:
+    from .._runtime import ControlServer
+    from .._runtime.node._assemble import node_for_project
+
     node = node_for_project(project)
     stop = asyncio.Event()
     main = asyncio.current_task()
@@ -154,6 +161,7 @@ def node_id(as_json: bool = typer.Option(False, "--json", help="Print the answer
 def _require_transport(project: Project, address: str) -> None:
     """Refuse an address no declared transport serves, naming the plugin that would."""
     from .._install import plugin_sources
+    from .._plugins import PluginManager
     from .._schemes import no_transport, scheme_of, served_by
 
     if "://" not in address:
@@ -176,6 +184,8 @@ def _require_transport(project: Project, address: str) -> None:
 
 def _offers(project: Project) -> str:
     """What this side offers in a handshake: its security and codec plugins."""
+    from .._plugins import PluginManager
+
     resolved, _ = PluginManager(project).resolve()
     security = [m.name for _, _, m, _ in resolved if "security" in m.kinds]
     codecs = [m.name for _, _, m, _ in resolved if "codec" in m.kinds]
@@ -215,6 +225,8 @@ def _unreachable(project: Project, address: str, exc: Exception) -> Unreachable:
 
 async def _as_client(project: Project, address: str,
                      work: Callable[[Node, str], Awaitable[T]], wait: float = 0.0) -> T:
+    from .._runtime.node._assemble import node_for_project
+
     _require_transport(project, address)
     node = node_for_project(project, client=True)
     async with node:
@@ -353,6 +365,8 @@ def peers(
                                "acknowledged, retried, dead-lettered, dropped (docs/delivery.md)."),
 ) -> None:
     """The peers of this project's running node (or, with --stats, its delivery counters)."""
+    from .._runtime import query_control
+
     answer = query_control(Project.find().control_socket, "stats" if stats else "peers")
     if stats and not as_json:
         print_stats(answer)

@@ -15,9 +15,7 @@ from p2phost_sdk import HOST_API, PluginMetadata
 
 from .. import __version__
 from .._errors import UserError
-from .._lock import Lock
 from .._manifest import DEFAULT_REGISTRY, MANIFEST_NAME, Manifest
-from .._plugins import PluginManager
 from .._project import Project
 from ._discovery_status import running_discovery
 from ._output import console
@@ -111,6 +109,9 @@ def doctor(
                                  "(shape: docs/cli.md)."),
 ) -> None:
     """What is installed, what the manifest needs, what is wrong and how to fix it."""
+    from .._lock import Lock
+    from .._plugins import PluginManager  # pluggy: doctor's, not init's
+
     report = _Report(as_json)
     if not as_json:
         console.print(f"p2phost {__version__}, host-api {HOST_API}, Python "
