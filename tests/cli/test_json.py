@@ -159,3 +159,13 @@ def test_key_show(tmp_path: Path) -> None:
     shown = output("key", "show", "--key", str(key), "--json", cwd=tmp_path, env={})
     check("p2phost key show --json", shown)
     assert shown["public_key"].startswith("ed25519:") and shown["path"] == str(key)
+
+
+def test_registry_token_list(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run_cli("registry", "token", "create", "--data", str(data), "--owner", "me", "--scope",
+            "shout-codec", check=True)
+    listed = output("registry", "token", "list", "--data", str(data), "--json", cwd=tmp_path,
+                    env={})
+    check("p2phost registry token list --json", listed)
+    assert [(t["owner"], t["scopes"]) for t in listed["tokens"]] == [("me", ["shout-codec"])]

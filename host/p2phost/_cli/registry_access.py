@@ -7,6 +7,7 @@ only). Owner commands go through the API: only an owner may change a plugin's ow
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +60,18 @@ def register_access(group: typer.Typer, tokens: typer.Typer, data_option: Any,
         owner: str | None = typer.Option(None, "--owner", help="Only this owner's tokens."),
         data: Path = data_option, database: str | None = database_option,
         registry: str | None = _REMOTE, token: str | None = _TOKEN,
+        as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON "
+                                     "(docs/cli.md)."),
     ) -> None:
         """List tokens by prefix (never their secrets), with state and expiry."""
+        show = (lambda rows: print(json.dumps({"tokens": rows}))) if as_json else _print_tokens
         if registry:
             with _client(registry, token) as client:
-                _print_tokens(client.tokens()["tokens"])
+                show(client.tokens()["tokens"])
             return
         store = _store(data, database)
         try:
-            _print_tokens([_info(t) for t in store.tokens(owner)])
+            show([_info(t) for t in store.tokens(owner)])
         finally:
             store.close()
 
