@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
@@ -16,6 +18,8 @@ from ._errors import NotFound, RegistryError
 from ._fastpath import client_address
 from ._files import MAX_FILE, ServedFile, file_headers
 from ._state import registry_of
+
+log = logging.getLogger("p2phost.registry")
 
 
 class NotAcceptable(RegistryError):
@@ -103,11 +107,18 @@ async def files(request: Request) -> Response:
         return FileResponse(path, media_type=content_type, headers=dict(
             (k.decode(), v.decode()) for k, v in file_headers(content_type, record.size, tag)
             if k != b"content-length"))
+    intact = True
     if not sidecar:
-        body = await reg.call(path.read_bytes)
+        body, digest = await reg.call(_read_with_digest, path)
+        # Bytes that no longer match the recorded sha256 (damaged storage) are served as they
+        # are, so the client's check refuses them, but never kept: a repaired file is served
+        # from the next request on.
+        intact = digest == record.sha256
+        if not intact:
+            log.error("stored file %s does not match its recorded sha256", record.filename)
     served = ServedFile(body, file_headers(content_type, len(body), tag), tag, record.plugin,
                         record.version, record.filename, counted=not sidecar)
-    if sidecar != ".sig":  # signatures are read from storage each time: rarely fetched
+    if sidecar != ".sig" and intact:  # signatures are read from storage each time
         reg.files.put(request.scope["path"], served)
     if "range" in request.headers and not sidecar:
         return FileResponse(path, media_type=content_type, headers={"etag": tag.decode()})
@@ -127,3 +138,8 @@ ROUTES = [
     Route("/files/{name}/{filename}", files, methods=["GET", "HEAD"]),
     Route("/robots.txt", robots),
 ]
+
+
+def _read_with_digest(path: Path) -> tuple[bytes, str]:
+    body = path.read_bytes()
+    return body, hashlib.sha256(body).hexdigest()
