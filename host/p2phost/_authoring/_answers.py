@@ -82,7 +82,9 @@ class Answers:
 
 def _multiline(text: str) -> Any:
     # Multi-line strings keep the base readable and its diffs small in version control.
-    if "\n" not in text:
+    # A carriage return would not survive one (TOML readers may normalise CRLF there), so such
+    # text stays a one-line string with escapes.
+    if "\n" not in text or "\r" in text:
         return text
     literal = "'''" not in text and all(c == "\n" or c == "\t" or c >= " " for c in text)
     return tomlkit.string(text, multiline=True, literal=literal)
