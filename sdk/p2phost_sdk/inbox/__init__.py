@@ -18,6 +18,7 @@ The records on the medium are described in docs/transports.md.
 
 from ._connection import InboxConnection
 from ._endpoint import InboxOptions, backoff
+from ._letters import Letter, LetterHandler
 from ._medium import (
     Deliver,
     Medium,
@@ -38,6 +39,8 @@ __all__ = [
     "InboxListener",
     "InboxOptions",
     "InboxTransport",
+    "Letter",
+    "LetterHandler",
     "Medium",
     "MediumAddress",
     "MediumError",

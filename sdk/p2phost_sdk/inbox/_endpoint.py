@@ -24,6 +24,7 @@ from .._identity import is_peer_id
 from .._transport import AcceptHandler
 from ._connection import InboxConnection
 from ._journal import Journal, Resumable
+from ._letters import Letter, LetterHandler, LetterJournal, letter_finisher
 from ._medium import Medium, MediumError, MediumUnavailable, UnknownInbox, stop_if_cancelled
 from ._record import OVERHEAD, ForeignRecord, Record, RecordType, decode, valid_inbox
 
@@ -70,7 +71,8 @@ class Endpoint:
     """This node's inbox on one medium and the connections through it."""
 
     def __init__(self, medium: Medium, *, peer_id: str, inbox: str, max_frame_size: int,
-                 options: InboxOptions, journal: Journal | None) -> None:
+                 options: InboxOptions, journal: Journal | None,
+                 letter_journal: LetterJournal | None = None, reads: bool = True) -> None:
         self.medium = medium
         self.peer_id = peer_id
         #: This node's inbox on the medium: its peer id when listening (peers find it
@@ -99,6 +101,14 @@ class Endpoint:
         self._foreign = 0
         self._foreign_logged = 0.0
         self._closed = False
+        #: Whether the endpoint reads an inbox (False: a pure producer's, append only).
+        self.reads = reads
+        #: Where letters (stored records, outside connections) go; None: left unread
+        #: on the medium until a node that takes them runs.
+        self.letters: LetterHandler | None = None
+        self.letter_journal = letter_journal or LetterJournal(None)
+        #: Letters handled, rejected and skipped as copies, for ``p2phost inbox stats``.
+        self.letter_counts: dict[str, int] = {}
 
     # -- what connections ask --------------------------------------------------------
 
@@ -219,7 +229,9 @@ class Endpoint:
         self._spawn(self._ack_loop(), "acks")
         self._spawn(self._control_loop(), "controls")
         self._spawn(self._watch_gaps(), "gaps")
-        await self.medium.open_inbox(self.inbox, self._deliver)
+        if self.reads:
+            self.letter_journal.load()
+            await self.medium.open_inbox(self.inbox, self._deliver)
 
     def listen(self, accept: AcceptHandler) -> None:
         """Accept connections from now on (and resume those the journal knows)."""
@@ -255,11 +267,10 @@ class Endpoint:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await self._flush_acks()
-        # A listening inbox goes too when nothing in it waits for the node (a clean
-        # stop): peers dialling it later learn at once that nobody is there. After a
-        # crash (or with frames not done) it stays, and the next run takes it up.
-        # (Records whose acknowledgement failed were done: losing them loses nothing.)
-        delete = self.ephemeral or self.outstanding == 0
+        # A listening inbox is durable: it stays across clean stops and crashes, and
+        # holds what is stored for the node until it runs again (only `p2phost inbox
+        # delete` or its retention removes it). A short-lived reply inbox goes.
+        delete = self.ephemeral and self.reads
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await self.medium.close(delete_inbox=delete)
@@ -267,6 +278,7 @@ class Endpoint:
             log.warning("closing %s: %s", self.medium.url, exc)
         if self.journal is not None:
             self.journal.close()
+        self.letter_journal.close()
 
     # -- dialling --------------------------------------------------------------------
 
@@ -313,6 +325,9 @@ class Endpoint:
             self._ignore_foreign(exc)
             self.ack([token])
             return
+        if record.type is RecordType.LETTER:
+            await self._letter(record, token)
+            return
         connection = self.connections.get((record.connection, not record.from_dialler))
         if connection is not None:
             connection.receive(record, token)
@@ -329,6 +344,39 @@ class Endpoint:
             # Never answer CLOSE, RESET, REFUSE or CREDIT: two sides that both forgot a
             # connection must not bounce records forever.
             self._answer(record, RecordType.RESET)
+
+    async def _letter(self, record: Record, token: Any) -> None:
+        handler = self.letters
+        if handler is None:
+            return  # not acknowledged: it waits for a run of the node that takes letters
+        counts = self.letter_counts
+        if self.letter_journal.seen(record.sender, record.connection, record.seq):
+            counts["copies"] = counts.get("copies", 0) + 1
+            self.ack([token])
+            return
+        letter = Letter(record.sender, None if record.no_reply else record.reply_inbox,
+                        record.connection, record.seq, record.payload, self.medium.url,
+                        letter_finisher(self.letter_journal, self.ack, counts, token))
+        await handler(letter)
+
+    async def post(self, peer_inbox: str, record: bytes, *, create: bool) -> None:
+        """Append a letter to ``peer_inbox``, creating the inbox when ``create`` and it
+        does not exist yet (a peer that never ran); retries for ``send-timeout``."""
+        if create and self.medium.cannot_store:
+            raise TransportError(self.medium.cannot_store)
+        try:
+            await self.append(peer_inbox, [record], within=self.options.send_timeout)
+            return
+        except UnknownInbox:
+            if not create:
+                raise
+        try:
+            async with asyncio.timeout(_ATTEMPT_TIMEOUT):
+                await self.medium.create_inbox(peer_inbox)
+        except TimeoutError:
+            raise TransportError(f"cannot reach {self.medium.url}: creating the inbox of "
+                                 f"{peer_inbox} got no answer") from None
+        await self.append(peer_inbox, [record], within=self.options.send_timeout)
 
     def _ignore_foreign(self, exc: ForeignRecord) -> None:
         self._foreign += 1

@@ -60,6 +60,10 @@ class Medium(ABC):
     #: acknowledged (a node killed while reading loses nothing).
     durable: bool = True
 
+    #: Why this medium cannot store records for a peer that is not reading (core NATS:
+    #: nothing is held), with the fix; "" when it can (:meth:`create_inbox` works).
+    cannot_store: str = ""
+
     @abstractmethod
     async def connect(self) -> None:
         """One attempt to connect; raises :class:`MediumUnavailable` or
@@ -81,6 +85,25 @@ class Medium(ABC):
         them (as durably as it can). Raises :class:`UnknownInbox` when there is no such
         inbox, :class:`MediumUnavailable` when the medium is unreachable (the transport
         retries: appending a record twice is harmless)."""
+
+    async def create_inbox(self, name: str) -> None:
+        """Create the inbox ``name`` if it does not exist (without reading it), so that
+        records appended to it wait for a node that has never run. Idempotent."""
+        raise MediumError(self.cannot_store or f"{self.url} cannot create inboxes for others")
+
+    async def inbox_stats(self, name: str) -> dict[str, Any]:
+        """What the inbox ``name`` holds now: ``records`` waiting, ``bytes`` (None when
+        the medium cannot tell), ``exists``."""
+        return {"exists": await self.probe(name), "records": None, "bytes": None}
+
+    async def purge_inbox(self, name: str) -> int | None:
+        """Remove every record waiting in the inbox ``name`` (it stays); how many (None:
+        unknown)."""
+        raise MediumError(f"{self.url} cannot purge an inbox")
+
+    async def delete_inbox(self, name: str) -> bool:
+        """Remove the inbox ``name`` and what it holds; whether it existed."""
+        raise MediumError(f"{self.url} cannot delete an inbox")
 
     async def probe(self, name: str) -> bool | None:
         """Whether the inbox ``name`` exists, for media whose appends cannot tell (a

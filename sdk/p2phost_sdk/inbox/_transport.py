@@ -22,7 +22,9 @@ from .._identity import is_peer_id
 from .._transport import AcceptHandler, Connection, Listener, Transport
 from ._endpoint import Endpoint, InboxOptions
 from ._journal import Journal
-from ._medium import Medium
+from ._letters import LetterHandler, LetterJournal
+from ._medium import Medium, UnknownInbox
+from ._record import Record, RecordType
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,17 @@ class InboxTransport(Transport):
         # (medium URL, listening) -> endpoint; a node that only dials gets its own
         # reply inbox, so it never disturbs the inbox it listens on.
         self._endpoints: dict[tuple[str, bool], Endpoint] = {}
+        # Append-only endpoints of a node that sends letters where it reads nothing.
+        self._producers: dict[str, Endpoint] = {}
         self._lock = asyncio.Lock()
+        self._letters: LetterHandler | None = None
+
+    def on_letters(self, handler: LetterHandler) -> None:
+        """Hand every letter (stored record) this node's inboxes take to ``handler``,
+        in order per inbox. Without one, letters stay on the medium unread."""
+        self._letters = handler
+        for endpoint in self._endpoints.values():
+            endpoint.letters = handler
 
     @classmethod
     def from_context(cls, context: PluginContext, **settings: Any) -> Self:
@@ -125,13 +137,15 @@ class InboxTransport(Transport):
                 return endpoint
             inbox = self.peer_id if listening else f"{self.peer_id}-{secrets.token_hex(4)}"
             medium = self.make_medium(address)
-            journal = None
+            journal, letters = None, None
             if listening and medium.durable and self.state_dir is not None:
                 digest = hashlib.sha256(f"{address.public}#{self.peer_id}".encode()).hexdigest()
                 journal = Journal(self.state_dir / f"inbox-{digest[:16]}.journal")
+                letters = LetterJournal(self.state_dir / f"inbox-{digest[:16]}.letters")
             endpoint = Endpoint(medium, peer_id=self.peer_id, inbox=inbox,
                                 max_frame_size=self.max_frame_size, options=self.options,
-                                journal=journal)
+                                journal=journal, letter_journal=letters)
+            endpoint.letters = self._letters
             if accept is not None:
                 endpoint.listen(accept)
             try:
@@ -180,9 +194,73 @@ class InboxTransport(Transport):
                                      f"{timeout:g}s") from None
         return await endpoint.dial(parsed.peer_id, max(0.1, timeout - (loop.time() - started)))
 
+    def reads_on(self, address: str) -> bool:
+        """Whether this node listens on the medium of ``address``."""
+        return (self.parse(address).public, True) in self._endpoints
+
+    async def post(self, address: str, payload: bytes, *, session: bytes, seq: int,
+                   reply: bool, inbox: str | None = None) -> str:
+        """Store ``payload`` as a letter for the peer of ``address`` (``MEDIUM#PEERID``),
+        offline, never run, or running; return once the medium acknowledged the append.
+
+        ``session`` (16 bytes) and ``seq`` name the letter (the receiver takes each
+        once). With ``reply``, the letter names an inbox of this node for answers (its
+        listening inbox there, or a short-lived one); otherwise it names the inbox this
+        node reads there, if any. ``inbox``: append to that inbox of the peer (a reply
+        inbox named by a letter it sent) instead of its own, never creating it.
+        Raises TransportError when the medium cannot store letters (core NATS) or is
+        unreachable for ``send-timeout`` seconds.
+        """
+        parsed = self.parse(address)
+        if parsed.peer_id is None:
+            raise TransportError(f"bad address {address!r}: it names no peer (expected "
+                                 f"{self.address_example}#PEERID, as `p2phost run` of that "
+                                 "node prints it)")
+        timeout = self.options.connect_timeout
+        endpoint = self._endpoints.get((parsed.public, True))
+        if endpoint is None and (reply or inbox is not None):
+            endpoint = self._endpoints.get((parsed.public, False))
+            if endpoint is None:
+                endpoint = await self._endpoint(parsed, listening=False, accept=None,
+                                                retry_for=timeout)
+        if endpoint is None:
+            endpoint = await self._producer(parsed, timeout)
+        if len(payload) > endpoint.frame_limit:
+            raise TransportError(f"a message of {len(payload)} bytes is too large for "
+                                 f"{parsed.public} {endpoint.limit_reason}")
+        record = Record(RecordType.LETTER, True, session, 0, seq, self.peer_id, payload,
+                        "" if endpoint.inbox == self.peer_id or not endpoint.reads
+                        else endpoint.inbox, no_reply=not endpoint.reads)
+        if inbox is None:
+            await endpoint.post(parsed.peer_id, record.encode(), create=True)
+            return parsed.public
+        try:
+            await endpoint.post(inbox, record.encode(), create=False)
+        except UnknownInbox:
+            raise TransportError(f"the reply inbox {inbox} on {parsed.public} is gone (its "
+                                 "reader stopped waiting)") from None
+        return parsed.public
+
+    async def _producer(self, address: MediumAddress, timeout: float) -> Endpoint:
+        async with self._lock:
+            endpoint = self._producers.get(address.public)
+            if endpoint is None:
+                endpoint = Endpoint(self.make_medium(address), peer_id=self.peer_id,
+                                    inbox=self.peer_id, max_frame_size=self.max_frame_size,
+                                    options=self.options, journal=None, reads=False)
+                try:
+                    await endpoint.start(retry_for=timeout)
+                except BaseException:
+                    await endpoint.close()
+                    raise
+                self._producers[address.public] = endpoint
+            return endpoint
+
     async def close(self) -> None:
         """Close every endpoint: give up connections, remove short-lived inboxes."""
         async with self._lock:
             endpoints, self._endpoints = list(self._endpoints.values()), {}
+            endpoints.extend(self._producers.values())
+            self._producers = {}
         for endpoint in endpoints:
             await endpoint.close()

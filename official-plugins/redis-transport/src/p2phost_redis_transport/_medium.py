@@ -156,6 +156,36 @@ class RedisMedium(Medium):
                 return
             last = entries[-1][0]
 
+    async def create_inbox(self, name: str) -> None:
+        """The stream and its group, read from the start: what is appended before the
+        node first runs waits for it."""
+        await self._create_group(inbox_key(name))
+
+    async def inbox_stats(self, name: str) -> dict[str, Any]:
+        """``XLEN`` and ``MEMORY USAGE`` of the stream."""
+        key = inbox_key(name)
+        try:
+            exists = bool(await self._client.exists(key))
+            records = int(await self._client.xlen(key)) if exists else 0
+            size: Any = await self._client.memory_usage(key) if exists else 0
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise _unavailable(self.url, exc) from exc
+        return {"exists": exists, "records": records, "bytes": int(size or 0)}
+
+    async def purge_inbox(self, name: str) -> int | None:
+        """``XTRIM MAXLEN 0``: every record goes, the stream and its group stay."""
+        try:
+            return int(await self._client.xtrim(inbox_key(name), maxlen=0, approximate=False))
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise _unavailable(self.url, exc) from exc
+
+    async def delete_inbox(self, name: str) -> bool:
+        """Remove the stream (and what it holds); whether it existed."""
+        try:
+            return bool(await self._client.delete(inbox_key(name)))
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise _unavailable(self.url, exc) from exc
+
     async def append(self, name: str, records: Sequence[bytes]) -> None:
         """``XADD NOMKSTREAM`` each record, pipelined in order."""
         key = inbox_key(name)
