@@ -23,6 +23,7 @@ from p2phost_sdk import (
     PeerRecord,
     PeerUnavailable,
     PresenceSigner,
+    RequestTimeout,
     Security,
     SignedPresence,
     Transport,
@@ -35,8 +36,10 @@ from ._channel import Channel
 from ._delivery import Reliable
 from ._discovering import DiscoveryRunner
 from ._dispatch import Dispatcher
+from ._envelope import Kind
 from ._errors import ListenError, NodeConfigError
 from ._handshake import Admit, Hello, handshake, refuse
+from ._letters import Letters, key_id
 from ._peers import PeerTable
 from ._sealed import Sealer
 from ._store import DATABASE_NAME
@@ -128,6 +131,11 @@ class Node:
             settings=options.delivery,
             path=options.state_dir / DATABASE_NAME if options.state_dir else None)
         self._acked_topics = self._reliable.topics
+        # Stored messages on inbox media (docs/transports.md, "Peers that are not running").
+        self._letters = Letters(identity=identity, dispatch=self._dispatch,
+                                reliable=self._reliable, codecs=self._codecs,
+                                transports=self._transports, admit=admit,
+                                client=options.client, frame_limit=options.max_frame_size)
         self._table = PeerTable(identity.peer_id)
         self._session = secrets.token_hex(8)
         self._tasks = TaskSet()
@@ -214,6 +222,7 @@ class Node:
         self._started = True
         try:
             self._reliable.start()
+            self._letters.attach()
             for app in self._apps:
                 await app.start(self)
             for address in self.options.listen:
@@ -285,6 +294,7 @@ class Node:
         for app in self._apps:
             await self._quietly(app.stop(), f"stopping app {type(app).__name__}")
         await self._tasks.close()
+        await self._letters.close()
         for transport in set(self._transports.values()):
             await self._quietly(transport.close(), "closing a transport")
         self._dispatch.fail_pending(None, "the node shut down")
@@ -437,7 +447,8 @@ class Node:
             try:
                 connection = await transport.dial(address, timeout=self.options.dial_timeout)
             except TransportError as exc:
-                raise PeerUnavailable(str(exc)) from exc
+                refusal = self._letters.refusal(address)
+                raise PeerUnavailable(f"{exc}; {refusal}" if refusal else str(exc)) from exc
             try:
                 channel = await self._open(connection, initiator=True, address=address,
                                            inbox=transport.inbox_based,
@@ -486,15 +497,56 @@ class Node:
             raise PeerUnavailable("a node cannot send to itself")
         raise PeerUnavailable(f"peer {peer} is not connected")
 
+    def stores_letters(self, address: str) -> bool:
+        """Whether a message to ``address`` is stored in the peer's inbox (an inbox
+        address on a medium that holds messages, its peer not connected now) rather
+        than sent on a connection."""
+        if self._letters.refusal(address) != "":
+            return False
+        peer_id = address.rsplit("#", 1)[1] if "#" in address else ""
+        return self._usable(self._address_peers.get(address, peer_id)) is None
+
+    async def store(self, address: str, topic: str, body: Any, *,
+                    key: str | None = None) -> str:
+        """Store a message for the peer of ``address`` (``MEDIUM#PEERID``) in its inbox,
+        whether it runs or not; returns the medium's URL once it has the message."""
+        channel = self._letters.channel(address)
+        message_id = key_id(key) if key is not None else self._dispatch.next_id()
+        frame = self._dispatch.frame(channel, Kind.MESSAGE, message_id, topic, body)
+        try:
+            return await self._letters.post(channel, frame)
+        except TransportError as exc:
+            raise PeerUnavailable(str(exc)) from exc
+
+    async def _request_stored(self, address: str, topic: str, body: Any,
+                              timeout: float) -> Any:
+        self._letters.check_request(address)
+        channel = self._letters.channel(address)
+        try:
+            return await self._dispatch.request(channel, topic, body, timeout)
+        except TransportError as exc:
+            raise PeerUnavailable(str(exc)) from exc
+        except RequestTimeout as exc:
+            raise RequestTimeout(
+                f"{exc}: the request was stored in its inbox, and {channel.peer_id} did not "
+                "answer in time (is it running? a request is answered only while the "
+                "requester waits)") from None
+
     async def send(self, peer: str, topic: str, body: Any, *, key: str | None = None) -> None:
         """Deliver ``body`` on ``topic`` to ``peer`` (a peer id or an address), no reply
-        (through the outbox on acknowledged topics: see :class:`p2phost_sdk.Messenger`)."""
+        (through the outbox on acknowledged topics: see :class:`p2phost_sdk.Messenger`;
+        stored in the peer's inbox for an inbox address whose peer is not connected)."""
+        if "://" in peer and self.stores_letters(peer):
+            await self.store(peer, topic, body, key=key)
+            return
         if topic in self._acked_topics and await self._reliable.send(peer, topic, body, key):
             return
         await self._dispatch.send(self._usable(peer) or await self._reach(peer), topic, body)
 
     async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
         """Send a request and return the reply body (see :class:`p2phost_sdk.Messenger`)."""
+        if "://" in peer and self.stores_letters(peer):
+            return await self._request_stored(peer, topic, body, timeout)
         channel = self._usable(peer) or await self._reach(peer)
         return await self._dispatch.request(channel, topic, body, timeout)
 
