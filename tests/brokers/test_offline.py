@@ -11,12 +11,15 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import tomlkit
 
-from tests.brokers.conftest import DURABLE, MEDIA, NodeMaker, ProjectMaker
+from tests.brokers.conftest import DURABLE, MEDIA, Ledger, Node, NodeMaker, ProjectMaker
 from tests.conftest import run_cli
+from tests.runtime.processes import RunningNode
 
 SENDER = Path(__file__).resolve().parent / "offline_sender.py"
 
@@ -52,3 +55,229 @@ def test_chat_sent_to_a_stopped_redis_node_arrives_after_it_restarts(
     bob.restart(signal.SIGTERM)
     got = bob.ledger.wait(None, 20, 30)
     assert got == [{"text": f"offline-{n}"} for n in range(20)], bob.process.stderr
+
+
+COUNT = 1000
+#: Mosquitto queues at most max_queued_messages (1,000 by default) for an absent session
+#: and drops the rest (docs/transports.md): the shared test broker keeps its defaults.
+COUNTS = {"mqtt": 450}
+MODES = {"note": "at-least-once", "entry": "effectively-once"}
+
+
+def with_modes(root: Path) -> Path:
+    """``[delivery.note]`` at-least-once, ``[delivery.entry]`` effectively-once."""
+    manifest = root / "p2phost.toml"
+    doc = tomlkit.parse(manifest.read_text())
+    delivery = tomlkit.table()
+    for topic, mode in MODES.items():
+        table = tomlkit.table()
+        table["mode"] = mode
+        delivery[topic] = table
+    doc["delivery"] = delivery
+    manifest.write_text(tomlkit.dumps(doc))
+    return root
+
+
+def check_once_in_order(node: Node, sender: str, count: int) -> None:
+    """Every note and entry from ``sender`` handled exactly once, in order per topic."""
+    for topic in MODES:
+        got = [n["body"]["n"] for n in node.ledger.notes()
+               if n["from"] == sender and n.get("topic") == topic]
+        twice = sorted({n for n in got if got.count(n) > 1})[:10]
+        missing = sorted(set(range(count)) - set(got))[:10]
+        assert got == list(range(count)), (
+            f"{topic}: {len(got)} handled; twice: {twice}; missing: {missing}\n"
+            f"{node.process.stderr[-3000:]}")
+
+
+def wait_handled(node: Node, total: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while len(node.ledger.notes()) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return len(node.ledger.notes())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.services
+@pytest.mark.parametrize("medium", DURABLE)
+def test_stored_while_stopped_then_killed_midway_handled_once_in_order(
+        medium: str, make_node: NodeMaker, make_project: ProjectMaker) -> None:
+    over = MEDIA[medium]
+    over.require()
+    count = COUNTS.get(medium, COUNT)
+    bob = make_node("bob", over, ledger={"delay": 0.002})
+    with_modes(bob.root)
+    assert bob.process.stop(signal.SIGTERM) == 0  # a clean stop: the inbox stays
+    alice = make_project("alice", over)
+    assert store_many(alice, bob.address, count, list(MODES)) == str(2 * count)
+    alice_id = run_cli("id", cwd=alice).stdout.strip()
+
+    bob.restart(signal.SIGTERM)
+    handled = wait_handled(bob, 2 * count // 4, 120)
+    assert handled < 2 * count, "bob handled everything before he could be killed"
+    bob.restart(signal.SIGKILL)  # killed while handling them
+    assert wait_handled(bob, 2 * count, 180) >= 2 * count, bob.process.stderr[-3000:]
+    time.sleep(1.0)  # anything handled twice would show now
+    check_once_in_order(bob, alice_id, count)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.services
+@pytest.mark.parametrize("medium", DURABLE)
+def test_stored_for_a_node_that_never_ran(medium: str, make_project: ProjectMaker) -> None:
+    over = MEDIA[medium]
+    over.require()
+    count = COUNTS.get(medium, COUNT)
+    bob = with_modes(make_project("bob", over))
+    bob_id = run_cli("id", cwd=bob).stdout.strip()
+    alice = make_project("alice", over)
+    address = f"{over.url}#{bob_id}"
+    assert store_many(alice, address, count, list(MODES)) == str(2 * count)
+    alice_id = run_cli("id", cwd=alice).stdout.strip()
+    process = RunningNode(bob)
+    try:
+        node = Node(bob, process, Ledger(bob / "ledger.jsonl"), runs=[process])
+        assert wait_handled(node, 2 * count, 180) >= 2 * count, process.stderr[-3000:]
+        time.sleep(1.0)
+        check_once_in_order(node, alice_id, count)
+    finally:
+        process.stop()
+
+
+def dead_letters(root: Path) -> list[dict[str, object]]:
+    done = run_cli("dead", "list", "--json", cwd=root)
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
+@pytest.mark.services
+def test_an_allowlisted_node_dead_letters_a_strangers_stored_messages(
+        make_node: NodeMaker, make_project: ProjectMaker) -> None:
+    over = MEDIA["redis"]
+    over.require()
+    bob = make_node("bob", over)
+    manifest = bob.root / "p2phost.toml"
+    doc = tomlkit.parse(manifest.read_text())
+    doc["trust"] = {"policy": "allowlist", "peers": []}
+    manifest.write_text(tomlkit.dumps(doc))
+    bob.restart(signal.SIGTERM)  # now with the allowlist
+    stranger = make_project("stranger", over)
+    for n in range(3):
+        code, out = send(stranger, bob.address, "note", {"n": n})
+        assert code == 0 and "(stored for" in out, out
+    deadline = time.monotonic() + 30
+    while len(dead_letters(bob.root)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    letters = dead_letters(bob.root)
+    assert len(letters) == 3, bob.process.stderr
+    assert all("refused by the trust policy" in str(x["reason"]) for x in letters), letters
+    assert bob.ledger.notes() == [], "the handler ran for a stranger"
+
+
+@pytest.mark.services
+def test_a_record_altered_on_the_medium_is_rejected_and_the_others_handled(
+        make_node: NodeMaker, make_project: ProjectMaker) -> None:
+    import redis
+
+    over = MEDIA["redis"]
+    over.require()
+    bob = make_node("bob", over)
+    assert bob.process.stop(signal.SIGTERM) == 0
+    alice = make_project("alice", over)
+    for n in range(3):
+        assert send(alice, bob.address, "note", {"n": n})[0] == 0
+    client = redis.Redis.from_url(over.url)
+    key = f"p2phost:inbox:{bob.peer_id}"
+    entries = client.xrange(key)
+    letters = [(i, f[b"r"]) for i, f in entries if f[b"r"][5] == 9]  # type LETTER
+    assert len(letters) == 3
+    middle_id, middle = letters[1]
+    altered = bytearray(middle)
+    altered[-20] ^= 0x01  # one bit inside the sealed letter
+    client.xdel(key, middle_id)
+    client.xadd(key, {b"r": bytes(altered)})
+    client.close()
+    bob.restart(signal.SIGTERM)
+    assert bob.ledger.wait(None, 2, 30) == [{"n": 0}, {"n": 2}], bob.process.stderr
+    deadline = time.monotonic() + 10
+    while "rejected a stored record" not in bob.process.stderr and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "fails authentication" in bob.process.stderr, bob.process.stderr
+
+
+@pytest.mark.services
+def test_a_request_to_a_stopped_node_fails_clearly_and_a_running_one_answers(
+        make_node: NodeMaker, make_project: ProjectMaker) -> None:
+    over = MEDIA["redis"]
+    over.require()
+    bob = make_node("bob", over)
+    alice = make_project("alice", over)
+    code, out = send(alice, bob.address, "echo", {"hi": 1}, "--request")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1]) == {"hi": 1}, out
+    assert bob.process.stop(signal.SIGTERM) == 0
+    code, out = send(alice, bob.address, "echo", {"hi": 2}, "--request", "--timeout", "1")
+    assert code != 0 and "did not answer in time" in out and "fix:" in out, out
+
+
+@pytest.mark.services
+async def test_a_pure_producer_stores_messages_and_cannot_make_requests(
+        make_project: ProjectMaker) -> None:
+    from p2phost._project import Project
+    from p2phost._runtime._assemble import node_for_project
+    from p2phost_sdk import PeerUnavailable
+
+    over = MEDIA["redis"]
+    over.require()
+    bob = make_project("bob", over)
+    bob_id = run_cli("id", cwd=bob).stdout.strip()
+    sensor = make_project("sensor", over)
+    manifest = sensor / "p2phost.toml"
+    doc = tomlkit.parse(manifest.read_text())
+    doc["node"]["listen"] = []  # type: ignore[index]
+    manifest.write_text(tomlkit.dumps(doc))
+    address = f"{over.url}#{bob_id}"
+    node = node_for_project(Project(sensor))
+    async with node:
+        assert await node.store(address, "note", {"reading": 1}) == over.url
+        await node.send(address, "note", {"reading": 2})
+        with pytest.raises(PeerUnavailable, match="reads no inbox on redis://"):
+            await node.request(address, "echo", {})
+    process = RunningNode(bob)
+    try:
+        ledger = Ledger(bob / "ledger.jsonl")
+        assert ledger.wait(None, 2, 30) == [{"reading": 1}, {"reading": 2}], process.stderr
+    finally:
+        process.stop()
+
+
+@pytest.mark.services
+def test_inbox_commands_show_purge_and_delete_what_waits(
+        make_node: NodeMaker, make_project: ProjectMaker) -> None:
+    over = MEDIA["redis"]
+    over.require()
+    bob = make_node("bob", over)
+    assert bob.process.stop(signal.SIGTERM) == 0
+    alice = make_project("alice", over)
+    alice_id = run_cli("id", cwd=alice).stdout.strip()
+    for n in range(5):
+        assert send(alice, bob.address, "note", {"n": n})[0] == 0
+
+    def cli_json(*args: str) -> object:
+        done = run_cli("inbox", *args, "--json", cwd=bob.root)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    listed = cli_json("list")
+    assert isinstance(listed, list) and listed[0]["records"] == 5 and listed[0]["exists"]
+    stats = cli_json("stats")
+    assert isinstance(stats, list)
+    assert stats[0]["senders"] == {alice_id: 5} and stats[0]["bytes"] > 0
+    assert stats[0]["oldest"] <= time.time()
+    assert cli_json("purge", "--yes") == [{"medium": over.url, "purged": 5}]
+    assert cli_json("list")[0]["records"] == 0  # type: ignore[index]
+    assert cli_json("delete", "--yes") == [{"medium": over.url, "deleted": True}]
+    assert cli_json("list")[0]["exists"] is False  # type: ignore[index]
+    done = run_cli("inbox", "stats", "nats://127.0.0.1:4222", cwd=bob.root)
+    assert done.returncode != 0 and "has no inbox on" in done.stderr and "fix:" in done.stderr

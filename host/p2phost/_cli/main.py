@@ -12,7 +12,7 @@ from p2phost_sdk import P2PHostError
 
 from .. import __version__
 from .._errors import UserError
-from . import authoring, dead, keys, node, plugin, project, registry, trust
+from . import authoring, dead, inbox, keys, node, plugin, project, registry, trust
 from ._output import print_error
 
 app = typer.Typer(
@@ -43,7 +43,7 @@ def main(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for _module in (project, node, plugin, authoring, keys, registry, dead, trust):
+for _module in (project, node, plugin, authoring, keys, registry, dead, trust, inbox):
     _module.register(app)
 
 

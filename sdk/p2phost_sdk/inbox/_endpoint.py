@@ -107,8 +107,7 @@ class Endpoint:
         #: on the medium until a node that takes them runs.
         self.letters: LetterHandler | None = None
         self.letter_journal = letter_journal or LetterJournal(None)
-        #: Letters handled, rejected and skipped as copies, for ``p2phost inbox stats``.
-        self.letter_counts: dict[str, int] = {}
+        self._known: set[str] = set()
 
     # -- what connections ask --------------------------------------------------------
 
@@ -349,14 +348,13 @@ class Endpoint:
         handler = self.letters
         if handler is None:
             return  # not acknowledged: it waits for a run of the node that takes letters
-        counts = self.letter_counts
         if self.letter_journal.seen(record.sender, record.connection, record.seq):
-            counts["copies"] = counts.get("copies", 0) + 1
+            self.letter_journal.count("copies")
             self.ack([token])
             return
         letter = Letter(record.sender, None if record.no_reply else record.reply_inbox,
                         record.connection, record.seq, record.payload, self.medium.url,
-                        letter_finisher(self.letter_journal, self.ack, counts, token))
+                        letter_finisher(self.letter_journal, self.ack, token))
         await handler(letter)
 
     async def post(self, peer_inbox: str, record: bytes, *, create: bool) -> None:
@@ -364,6 +362,18 @@ class Endpoint:
         does not exist yet (a peer that never ran); retries for ``send-timeout``."""
         if create and self.medium.cannot_store:
             raise TransportError(self.medium.cannot_store)
+        if create and peer_inbox not in self._known:
+            # Media whose appends cannot tell (MQTT) say here whether the inbox exists.
+            try:
+                async with asyncio.timeout(_ATTEMPT_TIMEOUT):
+                    if await self.medium.probe(peer_inbox) is False:
+                        await self.medium.create_inbox(peer_inbox)
+            except TimeoutError:
+                raise TransportError(f"cannot reach {self.medium.url}: no answer within "
+                                     f"{_ATTEMPT_TIMEOUT:g}s") from None
+            if len(self._known) > 4096:
+                self._known.clear()
+            self._known.add(peer_inbox)
         try:
             await self.append(peer_inbox, [record], within=self.options.send_timeout)
             return

@@ -10,6 +10,7 @@ it, keeps it in order, and remembers what was finished across restarts.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -74,8 +75,23 @@ class LetterJournal:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.sessions: dict[tuple[str, bytes], _Session] = {}
+        #: Letters handled, rejected (altered, forged, stale) and skipped as copies, over
+        #: every run: ``p2phost inbox stats`` shows them.
+        self.counts: dict[str, int] = read_counts(path)
         self._fd = -1
         self._lines = 0
+
+    def count(self, kind: str) -> None:
+        """One more letter of ``kind``; rejections are saved at once (they are rare)."""
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if kind != "handled":
+            self.save_counts()
+
+    def save_counts(self) -> None:
+        """Write the counts beside the journal."""
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                counts_path(self.path).write_text(json.dumps(self.counts))
 
     def load(self) -> None:
         """Read the journal (dropping sessions older than :data:`LETTER_MAX_AGE`)."""
@@ -134,21 +150,38 @@ class LetterJournal:
         self._lines = len(lines)
 
     def close(self) -> None:
-        """Close the file. Idempotent."""
+        """Close the file (saving the counts). Idempotent."""
+        self.save_counts()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
 
+def counts_path(journal: Path) -> Path:
+    """Where the counts of the letter journal at ``journal`` are kept."""
+    return journal.with_suffix(".counts")
+
+
+def read_counts(journal: Path | None) -> dict[str, int]:
+    """The counts saved beside ``journal`` ({} if none)."""
+    if journal is None:
+        return {}
+    try:
+        data = json.loads(counts_path(journal).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): int(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 def letter_finisher(journal: LetterJournal, ack: Callable[[list[Any]], None],
-                    counts: dict[str, int], token: Any) -> Callable[[Letter, str | None], None]:
+                    token: Any) -> Callable[[Letter, str | None], None]:
     """What ``Letter.done``/``reject`` do for a letter taken with ``token``."""
     def finish(letter: Letter, reason: str | None) -> None:
         if reason is None:
             journal.done(letter.sender, letter.session, letter.seq)
-            counts["handled"] = counts.get("handled", 0) + 1
+            journal.count("handled")
         else:
-            counts["rejected"] = counts.get("rejected", 0) + 1
+            journal.count("rejected")
             log.warning("rejected a stored record from %s on %s: %s", letter.sender,
                         letter.medium, reason)
         ack([token])

@@ -96,6 +96,12 @@ class Medium(ABC):
         the medium cannot tell), ``exists``."""
         return {"exists": await self.probe(name), "records": None, "bytes": None}
 
+    async def peek(self, name: str, limit: int) -> list[tuple[bytes, float | None]]:
+        """Up to ``limit`` records of the inbox ``name`` from its oldest, left in place,
+        each with the Unix time the medium took it (None: unknown); [] when the medium
+        cannot look without taking."""
+        return []
+
     async def purge_inbox(self, name: str) -> int | None:
         """Remove every record waiting in the inbox ``name`` (it stays); how many (None:
         unknown)."""

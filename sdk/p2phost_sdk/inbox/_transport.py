@@ -11,9 +11,10 @@ import asyncio
 import hashlib
 import secrets
 from abc import abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from .._context import PluginContext
@@ -22,9 +23,13 @@ from .._identity import is_peer_id
 from .._transport import AcceptHandler, Connection, Listener, Transport
 from ._endpoint import Endpoint, InboxOptions
 from ._journal import Journal
-from ._letters import LetterHandler, LetterJournal
+from ._letters import LetterHandler, LetterJournal, read_counts
 from ._medium import Medium, UnknownInbox
-from ._record import Record, RecordType
+from ._record import ForeignRecord, Record, RecordType, decode
+
+T = TypeVar("T")
+#: Records ``inbox stats`` looks at to name the senders.
+PEEK = 10_000
 
 
 @dataclass(frozen=True)
@@ -240,6 +245,66 @@ class InboxTransport(Transport):
             raise TransportError(f"the reply inbox {inbox} on {parsed.public} is gone (its "
                                  "reader stopped waiting)") from None
         return parsed.public
+
+    # -- operators (``p2phost inbox ...``) -------------------------------------------
+
+    def _journal_path(self, address: MediumAddress) -> Path | None:
+        if self.state_dir is None:
+            return None
+        digest = hashlib.sha256(f"{address.public}#{self.peer_id}".encode()).hexdigest()
+        return self.state_dir / f"inbox-{digest[:16]}.letters"
+
+    async def _on_medium(self, address: str, work: Callable[[Medium, str], Awaitable[T]]) -> T:
+        parsed = self.parse(address)
+        endpoint = Endpoint(self.make_medium(parsed), peer_id=self.peer_id, inbox=self.peer_id,
+                            max_frame_size=self.max_frame_size, options=self.options,
+                            journal=None, reads=False)
+        try:
+            await endpoint.start(retry_for=self.options.connect_timeout)
+            return await work(endpoint.medium, self.peer_id)
+        finally:
+            await endpoint.close()
+
+    async def inbox_stats(self, address: str) -> dict[str, Any]:
+        """What this node's inbox at ``address`` holds and what became of its letters:
+        ``exists``, ``records``, ``bytes``, ``oldest`` (Unix time), ``senders`` (peer
+        id -> records waiting; None when the medium cannot look), and the counts of
+        letters ``handled``, ``rejected`` (altered, forged, stale) and ``copies``."""
+        parsed = self.parse(address)
+
+        async def look(medium: Medium, name: str) -> dict[str, Any]:
+            answer = await medium.inbox_stats(name)
+            peeked = await medium.peek(name, PEEK)
+            senders: dict[str, int] | None = None
+            oldest = answer.get("oldest")
+            if peeked:
+                senders = {}
+                for data, when in peeked:
+                    try:
+                        sender = decode(data).sender
+                    except ForeignRecord:
+                        sender = "(foreign)"
+                    senders[sender] = senders.get(sender, 0) + 1
+                    if when is not None and (oldest is None or when < oldest):
+                        oldest = when
+            elif answer.get("records") == 0:
+                senders = {}
+            return {**answer, "oldest": oldest, "senders": senders}
+
+        answer = await self._on_medium(address, look)
+        counts = read_counts(self._journal_path(parsed))
+        answer.update({k: counts.get(k, 0) for k in ("handled", "rejected", "copies",
+                                                      "expired")})
+        return {"medium": parsed.public, "inbox": self.peer_id, **answer}
+
+    async def purge_inbox(self, address: str) -> int | None:
+        """Remove what waits in this node's inbox at ``address`` (it stays); how many."""
+        return await self._on_medium(address, lambda medium, name: medium.purge_inbox(name))
+
+    async def delete_inbox(self, address: str) -> bool:
+        """Remove this node's inbox at ``address`` and what it holds (its next run makes
+        a new, empty one); whether there was one."""
+        return await self._on_medium(address, lambda medium, name: medium.delete_inbox(name))
 
     async def _producer(self, address: MediumAddress, timeout: float) -> Endpoint:
         async with self._lock:

@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS p2phost_inbox_records (
     body bytea NOT NULL,
     leased boolean NOT NULL DEFAULT false
 );
+ALTER TABLE p2phost_inbox_records ADD COLUMN IF NOT EXISTS
+    created timestamptz NOT NULL DEFAULT now();
 CREATE INDEX IF NOT EXISTS p2phost_inbox_records_free
     ON p2phost_inbox_records (inbox, id) WHERE NOT leased;
 """
@@ -188,6 +190,44 @@ class PostgresMedium(Medium):
             if len(rows) < _BATCH:
                 async for _ in connection.notifies(timeout=_POLL, stop_after=1):
                     break
+
+    async def _execute(self, query: str, args: tuple[Any, ...]) -> Any:
+        try:
+            return await (await self._write_connection()).execute(query, args)
+        except psycopg.OperationalError as exc:
+            raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
+
+    async def create_inbox(self, name: str) -> None:
+        """Register the inbox: records inserted before the node first runs wait there."""
+        await self._execute("INSERT INTO p2phost_inboxes (name) VALUES (%s) "
+                            "ON CONFLICT DO NOTHING", (name,))
+
+    async def inbox_stats(self, name: str) -> dict[str, Any]:
+        """Rows and their bytes."""
+        cursor = await self._execute(
+            "SELECT (SELECT count(*) FROM p2phost_inboxes WHERE name = %s), count(*), "
+            "coalesce(sum(octet_length(body)), 0) FROM p2phost_inbox_records "
+            "WHERE inbox = %s", (name, name))
+        exists, records, size = await cursor.fetchone()
+        return {"exists": bool(exists), "records": int(records), "bytes": int(size)}
+
+    async def peek(self, name: str, limit: int) -> list[tuple[bytes, float | None]]:
+        """The oldest rows, with the time each was inserted."""
+        cursor = await self._execute(
+            "SELECT body, extract(epoch FROM created)::float8 FROM p2phost_inbox_records "
+            "WHERE inbox = %s ORDER BY id LIMIT %s", (name, limit))
+        return [(bytes(body), float(when)) for body, when in await cursor.fetchall()]
+
+    async def purge_inbox(self, name: str) -> int | None:
+        """Delete the inbox's rows (not those leased by its running reader)."""
+        cursor = await self._execute(
+            "DELETE FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased", (name,))
+        return int(cursor.rowcount)
+
+    async def delete_inbox(self, name: str) -> bool:
+        """Delete the inbox and its rows."""
+        cursor = await self._execute("DELETE FROM p2phost_inboxes WHERE name = %s", (name,))
+        return bool(cursor.rowcount)
 
     async def append(self, name: str, records: Sequence[bytes]) -> None:
         """Insert the records in order and notify the inbox, in one statement."""

@@ -172,6 +172,15 @@ class RedisMedium(Medium):
             raise _unavailable(self.url, exc) from exc
         return {"exists": exists, "records": records, "bytes": int(size or 0)}
 
+    async def peek(self, name: str, limit: int) -> list[tuple[bytes, float | None]]:
+        """``XRANGE`` from the start; an entry id's first part is its time in ms."""
+        try:
+            entries: Any = await self._client.xrange(inbox_key(name), count=limit)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise _unavailable(self.url, exc) from exc
+        return [(fields.get(_FIELD, b""), int(entry_id.split(b"-")[0]) / 1000)
+                for entry_id, fields in entries]
+
     async def purge_inbox(self, name: str) -> int | None:
         """``XTRIM MAXLEN 0``: every record goes, the stream and its group stay."""
         try:
