@@ -19,7 +19,7 @@ import tomlkit
 
 from tests.brokers.conftest import DURABLE, MEDIA, Ledger, Node, NodeMaker, ProjectMaker
 from tests.conftest import run_cli
-from tests.runtime.processes import RunningNode
+from tests.runtime.processes import RunningNode, free_port
 
 SENDER = Path(__file__).resolve().parent / "offline_sender.py"
 
@@ -281,3 +281,34 @@ def test_inbox_commands_show_purge_and_delete_what_waits(
     assert cli_json("list")[0]["exists"] is False  # type: ignore[index]
     done = run_cli("inbox", "stats", "nats://127.0.0.1:4222", cwd=bob.root)
     assert done.returncode != 0 and "has no inbox on" in done.stderr and "fix:" in done.stderr
+
+
+@pytest.mark.services
+def test_bad_input_to_a_stored_send_is_one_clear_error(make_project: ProjectMaker) -> None:
+    from p2phost_sdk import peer_id_from_public_key
+
+    MEDIA["redis"].require()
+    MEDIA["nats"].require()
+    root = make_project("alice", MEDIA["redis"], transport={"connect-timeout": 1.0,
+                                                             "send-timeout": 1.0})
+    manifest = root / "p2phost.toml"
+    doc = tomlkit.parse(manifest.read_text())
+    doc["node"]["max-frame-size"] = 2048  # type: ignore[index]
+    manifest.write_text(tomlkit.dumps(doc))
+    someone = run_cli("id", cwd=make_project("someone", MEDIA["redis"])).stdout.strip()
+    url = MEDIA["redis"].url
+
+    code, out = send(root, f"{url}#{someone[:-1]}", "note", {})
+    assert code != 0 and "is not a peer id" in out, out
+    not_a_key = peer_id_from_public_key(b"\xff" * 32)
+    code, out = send(root, f"{url}#{not_a_key}", "note", {})
+    assert code != 0 and "not a usable public key" in out and "(stored for" not in out, out
+    code, out = send(root, f"{url}#{someone}", "note", {"pad": "x" * 4096})
+    assert code != 0 and "over the maximum frame size" in out and "(stored for" not in out, out
+    down = f"redis://127.0.0.1:{free_port()}/0#{someone}"
+    code, out = send(root, down, "note", {})
+    assert code != 0 and "cannot reach" in out and "(stored for" not in out, out
+
+    nats = make_project("natty", MEDIA["nats"])
+    code, out = send(nats, f"{MEDIA['nats'].url}#{someone}", "note", {})
+    assert code != 0 and "durable = true" in out and "(stored for" not in out, out

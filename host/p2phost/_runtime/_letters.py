@@ -29,6 +29,7 @@ from p2phost_sdk import (
     Codec,
     CodecError,
     DeliveryMode,
+    HandshakeError,
     PeerInfo,
     PeerUnavailable,
     Transport,
@@ -198,8 +199,12 @@ class Letters:
         inner = bytes((self.mode_byte(envelope.topic),)) + envelope.to_frame()
         session = self._sessions.get(channel.peer_id)
         if session is None:
-            session = self._sessions[channel.peer_id] = _Session(
-                *self.sealer.session_to(channel.peer_id))
+            try:
+                keys = self.sealer.session_to(channel.peer_id)
+            except HandshakeError as exc:
+                raise PeerUnavailable(f"{exc} (the peer id after '#' is not a usable "
+                                      "public key: check the address)") from None
+            session = self._sessions[channel.peer_id] = _Session(*keys)
         counter, session.counter = session.counter, session.counter + 1
         sealed = self.sealer.seal(inner, session.public, session.recipient, session.cipher,
                                   counter)
