@@ -312,3 +312,27 @@ def test_bad_input_to_a_stored_send_is_one_clear_error(make_project: ProjectMake
     nats = make_project("natty", MEDIA["nats"])
     code, out = send(nats, f"{MEDIA['nats'].url}#{someone}", "note", {})
     assert code != 0 and "durable = true" in out and "(stored for" not in out, out
+
+
+@pytest.mark.services
+def test_retention_refuses_a_full_inbox_and_counts_what_expired(
+        make_node: NodeMaker, make_project: ProjectMaker) -> None:
+    over = MEDIA["redis"]
+    over.require()
+    bob = make_node("bob", over, transport={"max-messages": 100})
+    assert bob.process.stop(signal.SIGTERM) == 0
+    alice = make_project("alice", over)
+    assert store_many(alice, bob.address, 100, ["note"]) == "100"
+    code, out = send(alice, bob.address, "note", {"n": 100})
+    assert code != 0 and "is full (max-messages = 100 waiting records)" in out, out
+    assert "(stored for" not in out
+
+    carol = make_node("carol", over, transport={"max-age": 1.0})
+    assert carol.process.stop(signal.SIGTERM) == 0
+    assert store_many(alice, carol.address, 5, ["note"]) == "5"
+    time.sleep(1.5)
+    carol.restart(signal.SIGTERM)  # its first read expires them
+    done = run_cli("inbox", "stats", "--json", cwd=carol.root)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["expired"] == 5
+    assert carol.ledger.notes() == []

@@ -21,10 +21,12 @@ from ._endpoint import InboxOptions, backoff
 from ._letters import Letter, LetterHandler
 from ._medium import (
     Deliver,
+    InboxFull,
     Medium,
     MediumError,
     MediumRefused,
     MediumUnavailable,
+    Retention,
     UnknownInbox,
     stop_if_cancelled,
 )
@@ -36,6 +38,7 @@ __all__ = [
     "Deliver",
     "ForeignRecord",
     "InboxConnection",
+    "InboxFull",
     "InboxListener",
     "InboxOptions",
     "InboxTransport",
@@ -46,6 +49,7 @@ __all__ = [
     "MediumError",
     "MediumRefused",
     "MediumUnavailable",
+    "Retention",
     "UnknownInbox",
     "backoff",
     "stop_if_cancelled",

@@ -16,7 +16,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import ConnectionClosed, TransportError
@@ -25,7 +25,14 @@ from .._transport import AcceptHandler
 from ._connection import InboxConnection
 from ._journal import Journal, Resumable
 from ._letters import Letter, LetterHandler, LetterJournal, letter_finisher
-from ._medium import Medium, MediumError, MediumUnavailable, UnknownInbox, stop_if_cancelled
+from ._medium import (
+    Medium,
+    MediumError,
+    MediumUnavailable,
+    Retention,
+    UnknownInbox,
+    stop_if_cancelled,
+)
 from ._record import OVERHEAD, ForeignRecord, Record, RecordType, decode, valid_inbox
 
 log = logging.getLogger("p2phost.transport")
@@ -46,6 +53,8 @@ class InboxOptions:
     send_timeout: float = 30.0
     #: Seconds a missing frame may be awaited before the connection is given up.
     gap_timeout: float = 30.0
+    #: What this node's inbox keeps at most (``max-age``, ``max-messages``, ``max-bytes``).
+    retention: Retention = field(default_factory=Retention)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> InboxOptions:
@@ -57,6 +66,9 @@ class InboxOptions:
             connect_timeout=float(config.get("connect-timeout", default.connect_timeout)),
             send_timeout=float(config.get("send-timeout", default.send_timeout)),
             gap_timeout=float(config.get("gap-timeout", default.gap_timeout)),
+            retention=Retention(max_age=float(config.get("max-age", 0.0)),
+                                max_messages=int(config.get("max-messages", 0)),
+                                max_bytes=int(config.get("max-bytes", 0))),
         )
 
 
@@ -177,16 +189,21 @@ class Endpoint:
             raise ConnectionClosed(f"{connection.remote_address} is gone: its inbox was "
                                    "removed (the node closed it)") from None
 
-    async def append(self, inbox: str, records: list[bytes], *, within: float) -> None:
+    async def append(self, inbox: str, records: list[bytes], *, within: float,
+                     stored: bool = False) -> None:
         """Append to ``inbox``, retrying for ``within`` seconds while the medium is
-        unreachable (a record appended twice is dropped by its reader)."""
+        unreachable (a record appended twice is dropped by its reader); ``stored``:
+        records stored for the peer (its retention limits apply)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + within
         attempt = 0
         while True:
             try:
                 async with asyncio.timeout(min(_ATTEMPT_TIMEOUT, max(0.1, give_up - loop.time()))):
-                    await self.medium.append(inbox, records)
+                    if stored:
+                        await self.medium.store(inbox, records)
+                    else:
+                        await self.medium.append(inbox, records)
                 stop_if_cancelled()
                 return
             except (MediumUnavailable, TimeoutError) as exc:
@@ -230,6 +247,8 @@ class Endpoint:
         self._spawn(self._watch_gaps(), "gaps")
         if self.reads:
             self.letter_journal.load()
+            if self.inbox == self.peer_id:
+                self.medium.retention = self.options.retention
             await self.medium.open_inbox(self.inbox, self._deliver)
 
     def listen(self, accept: AcceptHandler) -> None:
@@ -375,7 +394,8 @@ class Endpoint:
                 self._known.clear()
             self._known.add(peer_inbox)
         try:
-            await self.append(peer_inbox, [record], within=self.options.send_timeout)
+            await self.append(peer_inbox, [record], within=self.options.send_timeout,
+                              stored=True)
             return
         except UnknownInbox:
             if not create:
@@ -386,7 +406,7 @@ class Endpoint:
         except TimeoutError:
             raise TransportError(f"cannot reach {self.medium.url}: creating the inbox of "
                                  f"{peer_inbox} got no answer") from None
-        await self.append(peer_inbox, [record], within=self.options.send_timeout)
+        await self.append(peer_inbox, [record], within=self.options.send_timeout, stored=True)
 
     def _ignore_foreign(self, exc: ForeignRecord) -> None:
         self._foreign += 1

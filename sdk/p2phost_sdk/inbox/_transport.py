@@ -293,8 +293,8 @@ class InboxTransport(Transport):
 
         answer = await self._on_medium(address, look)
         counts = read_counts(self._journal_path(parsed))
-        answer.update({k: counts.get(k, 0) for k in ("handled", "rejected", "copies",
-                                                      "expired")})
+        answer.update({k: counts.get(k, 0) for k in ("handled", "rejected", "copies")})
+        answer["expired"] = counts.get("expired", 0) + int(answer.get("expired") or 0)
         return {"medium": parsed.public, "inbox": self.peer_id, **answer}
 
     async def purge_inbox(self, address: str) -> int | None:
