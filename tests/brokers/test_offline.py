@@ -315,9 +315,10 @@ def test_bad_input_to_a_stored_send_is_one_clear_error(make_project: ProjectMake
 
 
 @pytest.mark.services
+@pytest.mark.parametrize("medium", ["redis", "postgresql"])
 def test_retention_refuses_a_full_inbox_and_counts_what_expired(
-        make_node: NodeMaker, make_project: ProjectMaker) -> None:
-    over = MEDIA["redis"]
+        medium: str, make_node: NodeMaker, make_project: ProjectMaker) -> None:
+    over = MEDIA[medium]
     over.require()
     bob = make_node("bob", over, transport={"max-messages": 100})
     assert bob.process.stop(signal.SIGTERM) == 0

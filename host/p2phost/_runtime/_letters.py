@@ -133,6 +133,7 @@ class Letters:
         self.tasks = TaskSet()
         self.rejected = 0
         self._sessions: dict[str, _Session] = {}
+        self._refusals: dict[str, str] = {}
 
     def attach(self) -> None:
         """Take the letters of every inbox this node reads (before it listens)."""
@@ -154,10 +155,17 @@ class Letters:
         transport = self._transport(address)
         if transport is None:
             return None
+        medium = address.split("#", 1)[0]
+        known = self._refusals.get(medium)
+        if known is not None:
+            return known
         try:
-            return transport.make_medium(transport.parse(address)).cannot_store
+            known = transport.make_medium(transport.parse(medium)).cannot_store
         except TransportError:
             return ""  # the address is wrong: storing it says so
+        if len(self._refusals) < 1024:
+            self._refusals[medium] = known
+        return known
 
     def channel(self, address: str) -> LetterChannel:
         """A channel that stores letters for the peer of ``address``."""

@@ -109,6 +109,15 @@ class InboxTransport(Transport):
 
     def parse(self, address: str) -> MediumAddress:
         """Take ``address`` apart; TransportError says what is wrong with it."""
+        cache = self.__dict__.setdefault("_parsed", {})
+        known: MediumAddress | None = cache.get(address)
+        if known is None:
+            known = self._parse(address)
+            if len(cache) < 1024:  # a stored send parses its address a few times
+                cache[address] = known
+        return known
+
+    def _parse(self, address: str) -> MediumAddress:
         scheme = address.split("://", 1)[0] if "://" in address else ""
         example = self.address_example or f"{self.schemes[0]}://HOST:PORT"
         if scheme not in self.schemes:

@@ -27,6 +27,7 @@ from psycopg import sql
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
     Deliver,
+    InboxFull,
     InboxTransport,
     Medium,
     MediumAddress,
@@ -56,6 +57,11 @@ CREATE TABLE IF NOT EXISTS p2phost_inbox_records (
 );
 ALTER TABLE p2phost_inbox_records ADD COLUMN IF NOT EXISTS
     created timestamptz NOT NULL DEFAULT now();
+ALTER TABLE p2phost_inboxes
+    ADD COLUMN IF NOT EXISTS max_age float8 NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS max_messages bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS max_bytes bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS expired bigint NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS p2phost_inbox_records_free
     ON p2phost_inbox_records (inbox, id) WHERE NOT leased;
 """
@@ -132,11 +138,18 @@ class PostgresMedium(Medium):
     async def open_inbox(self, name: str, deliver: Deliver) -> None:
         """Register the inbox and start reading it."""
         self._inbox = name
+        retention = self.retention
         try:
             await (await self._write_connection()).execute(
                 "INSERT INTO p2phost_inboxes (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+            await (await self._write_connection()).execute(
+                "UPDATE p2phost_inboxes SET max_age = %s, max_messages = %s, max_bytes = %s "
+                "WHERE name = %s", (retention.max_age, retention.max_messages,
+                                    retention.max_bytes, name))
         except psycopg.OperationalError as exc:
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
+        if retention.max_age:
+            await self.store(name, [])  # expire what is old before reading
         reader = await self._listen()
         self._reader = asyncio.get_running_loop().create_task(
             self._read(reader, deliver), name=f"postgres reader {name[:12]}")
@@ -197,6 +210,53 @@ class PostgresMedium(Medium):
         except psycopg.OperationalError as exc:
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
 
+    async def store(self, name: str, records: Sequence[bytes]) -> None:
+        """In one transaction: expire the inbox's rows older than its ``max_age``
+        (counted), refuse if the records would pass ``max_messages`` or ``max_bytes``,
+        else insert them and notify the reader."""
+        full = ""
+        try:
+            connection = await self._write_connection()
+            async with connection.transaction():
+                cursor = await connection.execute(
+                    "SELECT max_age, max_messages, max_bytes FROM p2phost_inboxes "
+                    "WHERE name = %s FOR UPDATE", (name,))
+                row = await cursor.fetchone()
+                if row is None:
+                    raise UnknownInbox(f"no inbox {name} on {self.url}")
+                max_age, max_messages, max_bytes = row
+                if max_age:
+                    gone = await connection.execute(
+                        "DELETE FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased "
+                        "AND created < now() - make_interval(secs => %s)", (name, max_age))
+                    if gone.rowcount:
+                        await connection.execute(
+                            "UPDATE p2phost_inboxes SET expired = expired + %s "
+                            "WHERE name = %s", (gone.rowcount, name))
+                if records and (max_messages or max_bytes):
+                    cursor = await connection.execute(
+                        "SELECT count(*), coalesce(sum(octet_length(body)), 0) "
+                        "FROM p2phost_inbox_records WHERE inbox = %s", (name,))
+                    count, size = await cursor.fetchone()  # type: ignore[misc]
+                    if max_messages and count + len(records) > max_messages:
+                        full = f"max-messages = {max_messages} waiting records"
+                    elif max_bytes and size + sum(map(len, records)) > max_bytes:
+                        full = f"max-bytes = {max_bytes} bytes"
+                if records and not full:
+                    await connection.execute(_APPEND, {
+                        "inbox": name, "bodies": list(records),
+                        "channel": notify_channel(name)})
+        except psycopg.OperationalError as exc:
+            raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
+        except psycopg.Error as exc:
+            raise TransportError(f"PostgreSQL at {self.url} refused records: "
+                                 f"{str(exc).strip()}") from exc
+        if full:
+            raise InboxFull(f"the inbox of {name} on {self.url} is full ({full}): nothing "
+                            "was stored; it empties as that node runs (its operator can "
+                            "raise the limit in [config.postgres-transport], or `p2phost "
+                            "inbox purge`)")
+
     async def create_inbox(self, name: str) -> None:
         """Register the inbox: records inserted before the node first runs wait there."""
         await self._execute("INSERT INTO p2phost_inboxes (name) VALUES (%s) "
@@ -206,10 +266,12 @@ class PostgresMedium(Medium):
         """Rows and their bytes."""
         cursor = await self._execute(
             "SELECT (SELECT count(*) FROM p2phost_inboxes WHERE name = %s), count(*), "
-            "coalesce(sum(octet_length(body)), 0) FROM p2phost_inbox_records "
-            "WHERE inbox = %s", (name, name))
-        exists, records, size = await cursor.fetchone()
-        return {"exists": bool(exists), "records": int(records), "bytes": int(size)}
+            "coalesce(sum(octet_length(body)), 0), "
+            "(SELECT coalesce(max(expired), 0) FROM p2phost_inboxes WHERE name = %s) "
+            "FROM p2phost_inbox_records WHERE inbox = %s", (name, name, name))
+        exists, records, size, expired = await cursor.fetchone()
+        return {"exists": bool(exists), "records": int(records), "bytes": int(size),
+                "expired": int(expired)}
 
     async def peek(self, name: str, limit: int) -> list[tuple[bytes, float | None]]:
         """The oldest rows, with the time each was inserted."""
