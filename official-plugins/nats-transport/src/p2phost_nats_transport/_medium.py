@@ -28,12 +28,20 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
-from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
 
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
     Deliver,
+    InboxFull,
     InboxTransport,
     Medium,
     MediumAddress,
@@ -192,10 +200,46 @@ class NatsMedium(Medium):
             raise MediumUnavailable(f"NATS at {self.url}: {exc}") from exc
         return True
 
+    async def store(self, name: str, records: Sequence[bytes]) -> None:
+        """Publish and wait for each ack; the stream's own limits (``discard = new``)
+        refuse what passes them. (One at a time: nats-py's publish_async never settles
+        a refused publish.)"""
+        if self._js is None:
+            await self.append(name, records)
+            return
+        subject = inbox_subject(name)
+        try:
+            for record in records:
+                await self._js.publish(subject, record)
+        except NoStreamResponseError:
+            raise UnknownInbox(f"no inbox {name} on {self.url}") from None
+        except APIError as exc:
+            if "maximum" not in str(exc.description or "").lower():
+                raise TransportError(f"NATS at {self.url} refused a record: {exc}") from exc
+            raise InboxFull(
+                f"the inbox of {name} on {self.url} is full ({exc.description}): nothing "
+                "was stored; it empties as that node runs (its operator can raise the "
+                "limit in [config.nats-transport], or `p2phost inbox purge`)") from None
+        except (NatsError, OSError) as exc:
+            raise MediumUnavailable(f"NATS at {self.url}: {exc or type(exc).__name__}") from exc
+
+    async def _limit(self, js: JetStreamContext, name: str) -> None:
+        # The node's retention, as the stream's own limits: publishes past a count or
+        # size are refused (discard new); records past max_age are removed by the server.
+        retention = self.retention
+        await js.update_stream(StreamConfig(
+            name=inbox_stream(name), subjects=[inbox_subject(name)],
+            retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+            max_msgs=retention.max_messages or -1, max_bytes=retention.max_bytes or -1,
+            max_age=retention.max_age or None,
+            discard=DiscardPolicy.NEW if retention else DiscardPolicy.OLD))
+
     async def _open_stream(self, js: JetStreamContext, name: str) -> None:
         stream = inbox_stream(name)
         try:
             await self._add_stream(js, name)
+            if "-" not in name:
+                await self._limit(js, name)
             # A fresh consumer redelivers at once what an earlier run left unacknowledged
             # (an old one would wait for the ack deadline first).
             with contextlib.suppress(NotFoundError):
