@@ -341,3 +341,27 @@ def test_retention_refuses_a_full_inbox_and_counts_what_expired(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["expired"] == 5
     assert carol.ledger.notes() == []
+
+
+@pytest.mark.services
+async def test_letters_stored_concurrently_arrive_out_of_order_and_all_are_handled(
+        make_project: ProjectMaker) -> None:
+    import asyncio
+
+    from p2phost._project import Project
+    from p2phost._runtime._assemble import node_for_project
+
+    over = MEDIA["redis"]
+    over.require()
+    bob = make_project("bob", over)
+    bob_id = run_cli("id", cwd=bob).stdout.strip()
+    alice = node_for_project(Project(make_project("alice", over)), client=True)
+    async with alice:
+        await asyncio.gather(*(alice.store(f"{over.url}#{bob_id}", "note", {"n": n})
+                               for n in range(50)))
+    process = RunningNode(bob)
+    try:
+        got = Ledger(bob / "ledger.jsonl").wait(None, 50, 30)
+        assert sorted(n["n"] for n in got) == list(range(50)), process.stderr
+    finally:
+        process.stop()

@@ -55,6 +55,8 @@ _MODES = {DeliveryMode.AT_MOST_ONCE: 0, DeliveryMode.AT_LEAST_ONCE: 1,
 #: Letters sealed longer ago than this are refused: the receiver forgets letter
 #: sessions after as long (the SDK's LETTER_MAX_AGE), so an older one could be a replay.
 MAX_AGE = 7 * 24 * 3600.0
+#: Seconds a node stores for an address whose dial failed before it dials it again.
+RETRY_DIAL = 30.0
 
 
 @dataclass
@@ -64,7 +66,8 @@ class _Session:
     public: bytes
     recipient: bytes
     cipher: Any
-    counter: int = 0
+    #: From 1: the receiver's letter journal counts seq 0 as done (its watermark).
+    counter: int = 1
 
 
 class LetterChannel(Channel):
@@ -134,6 +137,8 @@ class Letters:
         self.rejected = 0
         self._sessions: dict[str, _Session] = {}
         self._refusals: dict[str, str] = {}
+        # address -> until when (monotonic) a dial there is not tried again
+        self._unreachable: dict[str, float] = {}
 
     def attach(self) -> None:
         """Take the letters of every inbox this node reads (before it listens)."""
@@ -180,6 +185,23 @@ class Letters:
             raise PeerUnavailable("a node cannot send to itself")
         return LetterChannel(self, peer_id=parsed.peer_id, address=address,
                              codec=self.codecs[0], reply_inbox=None, answering=False)
+
+    def worth_dialling(self, address: str) -> bool:
+        """Whether to try a connection before storing: a node that reads an inbox on the
+        medium is a peer there (a running peer gets a session, as before); a pure
+        producer or the CLI never dials; an address that did not answer lately is not
+        dialled again for :data:`RETRY_DIAL` seconds."""
+        transport = self._transport(address)
+        if self.client or transport is None or not transport.reads_on(address):
+            return False
+        until = self._unreachable.get(address)
+        return until is None or until < time.monotonic()
+
+    def unreachable(self, address: str) -> None:
+        """A dial to ``address`` failed: store for it without dialling for a while."""
+        if len(self._unreachable) > 4096:
+            self._unreachable.clear()
+        self._unreachable[address] = time.monotonic() + RETRY_DIAL
 
     def check_request(self, address: str) -> None:
         """A request needs an inbox for its reply: a pure producer has none."""

@@ -518,6 +518,21 @@ class Node:
         except TransportError as exc:
             raise PeerUnavailable(str(exc)) from exc
 
+    async def _stores(self, address: str) -> bool:
+        """Whether a message to ``address`` is stored rather than sent on a connection:
+        a running peer gets a session first when this node is a peer on that medium."""
+        if "://" not in address or not self.stores_letters(address):
+            return False
+        if not self._letters.worth_dialling(address):
+            return True
+        try:
+            await self.connect(address)
+        except PeerUnavailable as exc:
+            log.info("storing messages for %s (no connection: %s)", address, exc)
+            self._letters.unreachable(address)
+            return True
+        return False
+
     async def _request_stored(self, address: str, topic: str, body: Any,
                               timeout: float) -> Any:
         self._letters.check_request(address)
@@ -536,7 +551,7 @@ class Node:
         """Deliver ``body`` on ``topic`` to ``peer`` (a peer id or an address), no reply
         (through the outbox on acknowledged topics: see :class:`p2phost_sdk.Messenger`;
         stored in the peer's inbox for an inbox address whose peer is not connected)."""
-        if "://" in peer and self.stores_letters(peer):
+        if await self._stores(peer):
             await self.store(peer, topic, body, key=key)
             return
         if topic in self._acked_topics and await self._reliable.send(peer, topic, body, key):
@@ -545,7 +560,7 @@ class Node:
 
     async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
         """Send a request and return the reply body (see :class:`p2phost_sdk.Messenger`)."""
-        if "://" in peer and self.stores_letters(peer):
+        if await self._stores(peer):
             return await self._request_stored(peer, topic, body, timeout)
         channel = self._usable(peer) or await self._reach(peer)
         return await self._dispatch.request(channel, topic, body, timeout)

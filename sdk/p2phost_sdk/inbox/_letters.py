@@ -36,7 +36,7 @@ class Letter:
     sender: str
     #: The inbox answers go to; None: the sender has no inbox (a pure producer).
     reply_inbox: str | None
-    #: The sender's letter session (16 bytes) and this letter's place in it.
+    #: The sender's letter session (16 bytes) and this letter's place in it (from 1).
     session: bytes
     seq: int
     payload: bytes
