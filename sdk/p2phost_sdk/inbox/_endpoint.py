@@ -120,6 +120,7 @@ class Endpoint:
         self.letters: LetterHandler | None = None
         self.letter_journal = letter_journal or LetterJournal(None)
         self._known: set[str] = set()
+        self._creating = asyncio.Lock()
 
     # -- what connections ask --------------------------------------------------------
 
@@ -382,17 +383,20 @@ class Endpoint:
         if create and self.medium.cannot_store:
             raise TransportError(self.medium.cannot_store)
         if create and peer_inbox not in self._known:
-            # Media whose appends cannot tell (MQTT) say here whether the inbox exists.
-            try:
-                async with asyncio.timeout(_ATTEMPT_TIMEOUT):
-                    if await self.medium.probe(peer_inbox) is False:
-                        await self.medium.create_inbox(peer_inbox)
-            except TimeoutError:
-                raise TransportError(f"cannot reach {self.medium.url}: no answer within "
-                                     f"{_ATTEMPT_TIMEOUT:g}s") from None
-            if len(self._known) > 4096:
-                self._known.clear()
-            self._known.add(peer_inbox)
+            # Media whose appends cannot tell (MQTT) say here whether the inbox exists;
+            # one at a time, so concurrent first sends create it once.
+            async with self._creating:
+                if peer_inbox not in self._known:
+                    try:
+                        async with asyncio.timeout(_ATTEMPT_TIMEOUT):
+                            if await self.medium.probe(peer_inbox) is False:
+                                await self.medium.create_inbox(peer_inbox)
+                    except TimeoutError:
+                        raise TransportError(f"cannot reach {self.medium.url}: no answer "
+                                             f"within {_ATTEMPT_TIMEOUT:g}s") from None
+                    if len(self._known) > 4096:
+                        self._known.clear()
+                    self._known.add(peer_inbox)
         try:
             await self.append(peer_inbox, [record], within=self.options.send_timeout,
                               stored=True)
@@ -401,7 +405,7 @@ class Endpoint:
             if not create:
                 raise
         try:
-            async with asyncio.timeout(_ATTEMPT_TIMEOUT):
+            async with self._creating, asyncio.timeout(_ATTEMPT_TIMEOUT):
                 await self.medium.create_inbox(peer_inbox)
         except TimeoutError:
             raise TransportError(f"cannot reach {self.medium.url}: creating the inbox of "
