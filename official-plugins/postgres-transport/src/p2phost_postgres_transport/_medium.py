@@ -101,6 +101,8 @@ class PostgresMedium(Medium):
         self.url = address.public
         self._connect_url = address.url
         self._writer: psycopg.AsyncConnection[Any] | None = None
+        self._storer: psycopg.AsyncConnection[Any] | None = None
+        self._store_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._inbox = ""
 
@@ -216,36 +218,9 @@ class PostgresMedium(Medium):
         else insert them and notify the reader."""
         full = ""
         try:
-            connection = await self._write_connection()
-            async with connection.transaction():
-                cursor = await connection.execute(
-                    "SELECT max_age, max_messages, max_bytes FROM p2phost_inboxes "
-                    "WHERE name = %s FOR UPDATE", (name,))
-                row = await cursor.fetchone()
-                if row is None:
-                    raise UnknownInbox(f"no inbox {name} on {self.url}")
-                max_age, max_messages, max_bytes = row
-                if max_age:
-                    gone = await connection.execute(
-                        "DELETE FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased "
-                        "AND created < now() - make_interval(secs => %s)", (name, max_age))
-                    if gone.rowcount:
-                        await connection.execute(
-                            "UPDATE p2phost_inboxes SET expired = expired + %s "
-                            "WHERE name = %s", (gone.rowcount, name))
-                if records and (max_messages or max_bytes):
-                    cursor = await connection.execute(
-                        "SELECT count(*), coalesce(sum(octet_length(body)), 0) "
-                        "FROM p2phost_inbox_records WHERE inbox = %s", (name,))
-                    count, size = await cursor.fetchone()  # type: ignore[misc]
-                    if max_messages and count + len(records) > max_messages:
-                        full = f"max-messages = {max_messages} waiting records"
-                    elif max_bytes and size + sum(map(len, records)) > max_bytes:
-                        full = f"max-bytes = {max_bytes} bytes"
-                if records and not full:
-                    await connection.execute(_APPEND, {
-                        "inbox": name, "bodies": list(records),
-                        "channel": notify_channel(name)})
+            # One transaction at a time on the writer connection (concurrent sends).
+            async with self._store_lock:
+                full = await self._store(name, records)
         except psycopg.OperationalError as exc:
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
         except psycopg.Error as exc:
@@ -256,6 +231,44 @@ class PostgresMedium(Medium):
                             "was stored; it empties as that node runs (its operator can "
                             "raise the limit in [config.postgres-transport], or `p2phost "
                             "inbox purge`)")
+
+    async def _store(self, name: str, records: Sequence[bytes]) -> str:
+        full = ""
+        # A connection of its own: a statement of another task on the writer's must not
+        # run inside (and roll back with) this transaction.
+        if self._storer is None or self._storer.closed or self._storer.broken:
+            self._storer = await self._connect()
+        connection = self._storer
+        async with connection.transaction():
+            cursor = await connection.execute(
+                "SELECT max_age, max_messages, max_bytes FROM p2phost_inboxes "
+                "WHERE name = %s FOR UPDATE", (name,))
+            row = await cursor.fetchone()
+            if row is None:
+                raise UnknownInbox(f"no inbox {name} on {self.url}")
+            max_age, max_messages, max_bytes = row
+            if max_age:
+                gone = await connection.execute(
+                    "DELETE FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased "
+                    "AND created < now() - make_interval(secs => %s)", (name, max_age))
+                if gone.rowcount:
+                    await connection.execute(
+                        "UPDATE p2phost_inboxes SET expired = expired + %s "
+                        "WHERE name = %s", (gone.rowcount, name))
+            if records and (max_messages or max_bytes):
+                cursor = await connection.execute(
+                    "SELECT count(*), coalesce(sum(octet_length(body)), 0) "
+                    "FROM p2phost_inbox_records WHERE inbox = %s", (name,))
+                count, size = await cursor.fetchone()  # type: ignore[misc]
+                if max_messages and count + len(records) > max_messages:
+                    full = f"max-messages = {max_messages} waiting records"
+                elif max_bytes and size + sum(map(len, records)) > max_bytes:
+                    full = f"max-bytes = {max_bytes} bytes"
+            if records and not full:
+                await connection.execute(_APPEND, {
+                    "inbox": name, "bodies": list(records),
+                    "channel": notify_channel(name)})
+        return full
 
     async def create_inbox(self, name: str) -> None:
         """Register the inbox: records inserted before the node first runs wait there."""
@@ -327,9 +340,10 @@ class PostgresMedium(Medium):
         except (psycopg.Error, MediumUnavailable, MediumRefused) as exc:
             log.debug("could not delete the inbox on %s: %s", self.url, exc)
         finally:
-            if self._writer is not None:
-                with contextlib.suppress(psycopg.Error):
-                    await self._writer.close()
+            for connection in (self._writer, self._storer):
+                if connection is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await connection.close()
 
 
 class PostgresTransport(InboxTransport):
