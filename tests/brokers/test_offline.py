@@ -18,7 +18,7 @@ import pytest
 import tomlkit
 
 from tests.brokers.conftest import DURABLE, MEDIA, Ledger, Node, NodeMaker, ProjectMaker
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_project
 from tests.runtime.processes import RunningNode, free_port
 
 SENDER = Path(__file__).resolve().parent / "offline_sender.py"
@@ -41,20 +41,31 @@ def store_many(root: Path, address: str, count: int, topics: list[str]) -> str:
 
 @pytest.mark.services
 def test_chat_sent_to_a_stopped_redis_node_arrives_after_it_restarts(
-        make_node: NodeMaker, make_project: ProjectMaker) -> None:
+        tmp_path: Path, official_wheels: dict[str, Path], make_project: ProjectMaker) -> None:
     over = MEDIA["redis"]
     over.require()
-    bob = make_node("bob", over)
-    address = bob.address
-    assert bob.process.stop(signal.SIGTERM) == 0
+    plugins = ["redis-transport", "json-codec", "chat"]
+    bob = write_project(tmp_path / "chatter", plugins, listen=[over.url],
+                        wheels=[official_wheels[p] for p in plugins])
+    first = RunningNode(bob)
+    address, peer_id = first.address, first.peer_id
+    assert first.stop(signal.SIGTERM) == 0
     alice = make_project("alice", over)
     for n in range(20):
-        code, out = send(alice, address, "note", {"text": f"offline-{n}"})
+        code, out = send(alice, address, "chat", {"text": f"offline-{n}"})
         assert code == 0, out
-        assert f"(stored for {bob.peer_id} on redis://127.0.0.1:6379/0)" in out, out
-    bob.restart(signal.SIGTERM)
-    got = bob.ledger.wait(None, 20, 30)
-    assert got == [{"text": f"offline-{n}"} for n in range(20)], bob.process.stderr
+        assert f"(stored for {peer_id} on redis://127.0.0.1:6379/0)" in out, out
+    again = RunningNode(bob)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            said = [line.split(": ", 1)[1] for line in again.lines if line.startswith("[chat]")]
+            if len(said) >= 20:
+                break
+            time.sleep(0.1)
+        assert said == [f"offline-{n}" for n in range(20)], again.stderr
+    finally:
+        again.stop()
 
 
 COUNT = 1000
