@@ -64,11 +64,6 @@ STREAMS = ["tcp", "quic", "websocket"]
 DURABLE = ["redis", "nats-jetstream", "mqtt", "amqp", "postgresql"]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """The scenario tests that take minutes are marked ``slow``."""
-    config.addinivalue_line("markers", "slow: a long scenario test (minutes)")
-
-
 @pytest.fixture(scope="session")
 def ledger_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ledger test app, built once."""
