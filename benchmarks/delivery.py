@@ -104,6 +104,18 @@ async def serve(medium: str, state: Path) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
+LAGS: list[float] = []
+
+
+async def lag_probe(stop: asyncio.Event) -> None:
+    """The sender's event-loop lag: how late a 1 ms sleep wakes, while the modes run."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        before = loop.time()
+        await asyncio.sleep(0.001)
+        LAGS.append(loop.time() - before - 0.001)
+
+
 async def one_mode(node: Any, peer: str, mode: str, count: int) -> float:
     """Messages/s of ``count`` sends on the topic of ``mode``, handled (and acknowledged)."""
     before = await node.request(peer, "count", None, timeout=60)
@@ -136,11 +148,15 @@ async def run_medium(medium: str, count: int, rounds: int) -> dict[str, float]:
                 peer = await node.connect(address)
                 await one_mode(node, peer, "at-least-once", min(count, 200))  # warm up
                 figures: dict[str, list[float]] = {mode: [] for mode in MODES}
+                stop = asyncio.Event()
+                probe = asyncio.create_task(lag_probe(stop))
                 for number in range(rounds):
                     for mode in MODES:
                         figures[mode].append(await one_mode(node, peer, mode, count))
                     print(f"  [{medium} round {number + 1}] " + ", ".join(
                         f"{mode} {figures[mode][-1]:,.0f}/s" for mode in MODES), flush=True)
+                stop.set()
+                await probe
         finally:
             server.stdin.close()
             try:
@@ -170,6 +186,11 @@ def report(results: dict[str, dict[str, float]]) -> None:
         amo, alo, eo = (figures[m] for m in MODES)
         print(f"{medium:<11}{amo:>12,.0f}/s{alo:>13,.0f}/s{eo:>16,.0f}/s"
               f"{alo / amo:>9.2f}{eo / amo:>8.2f}")
+    if LAGS:
+        lags = sorted(LAGS)
+        p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+        print(f"sender's loop lag under load: p50 {lags[len(lags) // 2] * 1000:.2f} ms, "
+              f"p99 {p99 * 1000:.2f} ms, max {lags[-1] * 1000:.1f} ms ({len(lags):,} probes)")
 
 
 def main() -> None:

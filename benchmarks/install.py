@@ -1,21 +1,31 @@
-"""``p2phost plugin install`` of one plugin beside pip and uv installing the same wheel.
+"""``p2phost plugin install`` beside pip and uv installing the same wheels; a node's size.
 
     python benchmarks/install.py [--runs 7] [--plugin json-codec]
 
+Part 1, from a local registry:
 A real ``p2phost registry serve`` is seeded with one official plugin. In the same run,
 each tool installs that plugin's wheel from it into a fresh target, cold (empty
 caches) and warm (its cache filled by a previous run):
 
 - ``p2phost plugin install NAME --yes`` in a fresh project (the JSON API, the download
   cache, the atomic generation switch, manifest and lock written);
-- ``pip install --no-deps --target DIR --index-url REGISTRY/simple/ NAME``;
-- ``uv pip install --no-deps --target DIR --index-url REGISTRY/simple/ NAME``.
+- ``pip install --no-deps --target DIR --index-url REGISTRY/simple/ p2phost-NAME``;
+- ``uv pip install --no-deps --target DIR --index-url REGISTRY/simple/ p2phost-NAME``.
 
 pip and uv run with their configuration files disabled so that only the registry's
 simple index is asked. Medians of RUNS runs are printed, with ratios to p2phost.
 The project's own packages are byte-compiled first: under PYTHONDONTWRITEBYTECODE=1
 (set on the CI machine) every start would otherwise recompile them from source, which
 measures the interpreter, not the installer (pip's own files are compiled by pip).
+
+Part 2, from the built distributions (scripts/dist, built into a temporary folder):
+
+- the install size of a node's environment, p2phost from its wheels plus the default
+  plugins, beside the environment every node needed before the split (the host, the SDK and
+  the registry's dependencies, which ``p2phost[registry]`` installs today);
+- ``p2phost plugin install`` of the default plugins and chat from the built-in source, in a
+  fresh project with an empty download cache, beside ``pip`` and ``uv pip install --no-deps
+  --target DIR --no-index --find-links FOLDER`` of the same wheels (empty caches).
 """
 
 from __future__ import annotations
@@ -81,11 +91,12 @@ def main() -> None:
                 {"P2PHOST_CACHE_DIR": str(cache), "P2PHOST_REGISTRY": url}),
             "pip install --target": lambda target, cache: (
                 [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
-                 str(target), "--index-url", index, "--cache-dir", str(cache), args.plugin], {}),
+                 str(target), "--index-url", index, "--cache-dir", str(cache),
+                 f"p2phost-{args.plugin}"], {}),
             "uv pip install --target": lambda target, cache: (
                 [str(BIN / "uv"), "pip", "install", "-q", "--no-deps", "--target", str(target),
                  "--index-url", index, "--cache-dir", str(cache), "--python", sys.executable,
-                 args.plugin], {}),
+                 f"p2phost-{args.plugin}"], {}),
         }
         results: dict[str, dict[str, list[float]]] = {}
         filled: set[str] = set()
@@ -124,6 +135,87 @@ def main() -> None:
         print(f"{name:26} {cold * 1000:9.0f} {warm * 1000:9.0f} {cold / ours['cold']:8.2f} "
               f"{warm / ours['warm']:8.2f}")
     print("(x: time relative to p2phost plugin install; above 1 means slower than p2phost)")
+    builtin_part(args.runs)
+
+
+#: What ``p2phost init`` declares, and chat: the plugins of the README's demo.
+NODE_PLUGINS = ("tcp-transport", "noise-security", "json-codec", "static-discovery", "echo",
+                "chat")
+
+
+def size_mb(*paths: Path) -> float:
+    """The bytes of every file under ``paths``, in MB."""
+    return sum(f.stat().st_size for p in paths for f in p.rglob("*") if f.is_file()) / 1e6
+
+
+def venv_with(root: Path, dist: Path, requirement: str) -> Path:
+    """A fresh venv with ``requirement`` installed from ``dist`` (and uv's cache)."""
+    uv = [sys.executable, "-m", "uv"]
+    subprocess.run([*uv, "venv", "-q", "--python", sys.executable, str(root)], check=True,
+                   capture_output=True)
+    subprocess.run([*uv, "pip", "install", "-q", "--offline", "--compile-bytecode", "--python",
+                    str(root / "bin" / "python"), "--find-links", str(dist), requirement],
+                   check=True, capture_output=True)
+    return root
+
+
+def builtin_part(runs: int) -> None:
+    """Node environment sizes, and installs from the built-in source beside pip and uv."""
+    from p2phost._keys import create_key
+
+    with tempfile.TemporaryDirectory(prefix="p2phost-bench-dist-") as tmp:
+        root = Path(tmp)
+        create_key(root / "release.key")
+        dist = root / "dist"
+        subprocess.run([sys.executable, str(REPO / "scripts" / "_dist.py"), "--out", str(dist)],
+                       check=True, capture_output=True,
+                       env={**os.environ, "P2PHOST_RELEASE_KEY": str(root / "release.key")})
+        node = venv_with(root / "node", dist, "p2phost")
+        before = venv_with(root / "before", dist, "p2phost[registry]")
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("P2PHOST_REGISTRY", "P2PHOST_BUILTIN_DIR")}
+        env.update(PIP_CONFIG_FILE=os.devnull, UV_NO_CONFIG="1")
+        for key in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL"):
+            env.pop(key, None)
+        wheels = [next((dist / "plugins").glob(f"p2phost_{p.replace('-', '_')}-*.whl"))
+                  for p in NODE_PLUGINS]
+        names = [f"p2phost-{p}" for p in NODE_PLUGINS]
+        p2phost = str(node / "bin" / "p2phost")
+        times: dict[str, list[float]] = {}
+        sizes: dict[str, float] = {}
+        for run in range(runs):
+            work = root / f"run-{run}"
+            subprocess.run([p2phost, "init", str(work / "project")], check=True,
+                           capture_output=True, env=env)
+            times.setdefault("p2phost plugin install", []).append(timed(
+                [p2phost, "plugin", "install", "--yes", *NODE_PLUGINS], work / "project",
+                {**env, "P2PHOST_CACHE_DIR": str(work / "p2phost-cache")}))
+            times.setdefault("pip install --find-links", []).append(timed(
+                [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                 "--target", str(work / "pip"), "--find-links", str(dist / "plugins"),
+                 "--cache-dir", str(work / "pip-cache"), *names], work, env))
+            times.setdefault("uv pip install --find-links", []).append(timed(
+                [str(BIN / "uv"), "pip", "install", "-q", "--no-deps", "--no-index",
+                 "--target", str(work / "uv"), "--find-links", str(dist / "plugins"),
+                 "--cache-dir", str(work / "uv-cache"), "--python", sys.executable, *names],
+                work, env))
+            if run == 0:
+                plugins = size_mb(work / "project" / ".p2phost" / "env")
+                sizes = {"p2phost + default plugins (now)": size_mb(node) + plugins,
+                         "p2phost[registry] + plugins (all a node had before)":
+                             size_mb(before) + plugins}
+    print(f"\nnode environment size (venv + plugin environment; {len(wheels)} plugins)")
+    now = sizes["p2phost + default plugins (now)"]
+    for label, mb in sizes.items():
+        print(f"{label:55} {mb:7.1f} MB  x{mb / now:5.2f}")
+    ours = statistics.median(times["p2phost plugin install"])
+    print(f"\ninstall of {len(NODE_PLUGINS)} official plugins, cold caches, median of {runs} runs")
+    print(f"{'tool':32} {'ms':>8} {'x':>6}")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:32} {median * 1000:8.0f} {median / ours:6.2f}")
+    print("(x: relative to p2phost plugin install from the built-in source, which also checks "
+          "each wheel's release-key signature and writes the manifest and the lock)")
 
 
 if __name__ == "__main__":

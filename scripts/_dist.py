@@ -1,6 +1,6 @@
 """Build every distribution into one folder (``scripts/dist`` runs this in the dev venv).
 
-    OUT/p2phost_sdk-*.whl  OUT/p2phost-*.whl  OUT/p2phost_registry-*.whl
+    OUT/p2phost_sdk-*.whl  OUT/p2phost-*.whl  OUT/p2phost_registry-*.whl  (each with WHEEL.sig)
     OUT/plugins/           the built-in source: each official plugin's wheel and p2phost-sdk's,
                            each with its signature (WHEEL.sig, made with the release key), and
                            release-key.pub
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     built.append(host)
     check_host_wheel(host, plugins)
     for wheel in built:
+        sign(identity, wheel)  # `registry seed --data D dist/` publishes them signed
         print(f"   {wheel.name}")
     print(f"== built into {out}")
     return 0

@@ -16,11 +16,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Message
 
+from p2phost_sdk import is_valid_name, normalize_name
+
 from ._errors import BadRequest, NotFound, PayloadTooLarge
 from ._openapi import OPENAPI
 from ._records import PluginRecord, PublishResult, VersionRecord
 from ._search import search
 from ._state import UPLOAD_TIMEOUT, registry_of
+from ._tokens import TokenInfo
 
 JSON = "application/json"
 #: Room for the multipart envelope and the small fields around the file.
@@ -47,6 +50,9 @@ def version_json(version: VersionRecord) -> dict[str, Any]:
         "yanked": version.yanked,
         "yanked_reason": version.yanked_reason,
         "uploaded": version.uploaded,
+        "downloads": version.downloads,
+        "license": version.license,
+        "urls": [{"label": label, "url": url} for label, url in version.urls],
         "files": [
             {
                 "filename": f.filename,
@@ -56,6 +62,7 @@ def version_json(version: VersionRecord) -> dict[str, Any]:
                 "packagetype": f.packagetype,
                 "uploaded": f.uploaded,
                 "signature_url": f.url + ".sig" if f.has_signature else None,
+                "signed": f.publisher_key is not None,
                 "publisher_key": f.publisher_key,
             }
             for f in version.files
@@ -115,9 +122,9 @@ async def version_info(request: Request) -> Response:
     epoch = reg.epoch
     plugin = await reg.call(reg.store.plugin, request.path_params["name"])
     wanted = request.path_params["version"]
-    for version in plugin.versions:
-        if version.version == wanted:
-            return reg.cached(request, epoch, plugin.name, _dumps(version_json(version)), JSON)
+    version = plugin.version(wanted)
+    if version is not None:
+        return reg.cached(request, epoch, plugin.name, _dumps(version_json(version)), JSON)
     known = ", ".join(v.version for v in plugin.versions) or "none"
     raise NotFound(f"{plugin.name} has no version {wanted} (versions: {known})")
 
@@ -235,9 +242,9 @@ async def yank(request: Request) -> Response:
         raise BadRequest('"reason" must be a string')
     yanking = request.url.path.endswith("/yank")
     name, version = request.path_params["name"], request.path_params["version"]
-    await reg.call(reg.store.set_yanked, actor, name, version, reason, yanking)
+    stored = await reg.call(reg.store.set_yanked, actor, name, version, reason, yanking)
     reg.changed()
-    return JSONResponse({"name": name, "version": version, "yanked": yanking,
+    return JSONResponse({"name": normalize_name(name), "version": stored, "yanked": yanking,
                          "yanked_reason": reason if yanking else None})
 
 
@@ -246,12 +253,52 @@ async def add_owner(request: Request) -> Response:
     reg = registry_of(request)
     actor = await reg.actor(request)
     owner = (await _json_body(request)).get("owner")
-    if not isinstance(owner, str) or not owner:
-        raise BadRequest('send {"owner": "NAME"}')
+    if not isinstance(owner, str) or not is_valid_name(owner):
+        raise BadRequest('send {"owner": "NAME"}: letters, digits, "-", "_" and "."')
     await reg.call(reg.store.add_owner, actor, request.path_params["name"], owner)
     reg.changed()
     plugin = await reg.call(reg.store.plugin, request.path_params["name"])
     return JSONResponse({"name": plugin.name, "owners": list(plugin.owners)})
+
+
+async def remove_owner(request: Request) -> Response:
+    """DELETE /api/v1/plugins/{name}/owners/{owner}"""
+    reg = registry_of(request)
+    actor = await reg.actor(request)
+    name, owner = request.path_params["name"], request.path_params["owner"]
+    owners = await reg.call(reg.store.remove_owner, actor, name, owner)
+    reg.changed()
+    return JSONResponse({"name": normalize_name(name), "owners": list(owners)})
+
+
+def _token_json(info: TokenInfo) -> dict[str, Any]:
+    return {"prefix": info.prefix, "owner": info.owner, "scopes": list(info.scopes),
+            "created": info.created, "expires": info.expires, "revoked": info.revoked,
+            "last_used": info.last_used, "state": info.state}
+
+
+async def tokens(request: Request) -> Response:
+    """GET /api/v1/tokens: the tokens of the calling token's owner (never their secrets)."""
+    reg = registry_of(request)
+    actor = await reg.actor(request)
+    found = await reg.call(reg.store.tokens, actor.owner)
+    return JSONResponse({"owner": actor.owner, "tokens": [_token_json(t) for t in found]})
+
+
+async def end_token(request: Request) -> Response:
+    """POST /api/v1/tokens/{prefix}/revoke, or .../expire {"days": N}: one of the owner's."""
+    reg = registry_of(request)
+    actor = await reg.actor(request)
+    prefix = request.path_params["prefix"]
+    if request.url.path.endswith("/revoke"):
+        info = await reg.call(reg.store.revoke_token, prefix, actor.owner)
+    else:
+        days = (await _json_body(request)).get("days")
+        if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
+            raise BadRequest('send {"days": N}, N >= 0 (0: expire now)')
+        info = await reg.call(reg.store.expire_token, prefix, float(days), actor.owner)
+    reg.changed()
+    return JSONResponse(_token_json(info))
 
 
 async def publisher_key(request: Request) -> Response:
@@ -284,6 +331,10 @@ ROUTES = [
     Route("/api/v1/plugins/{name}", plugin_info),
     Route("/api/v1/plugins/{name}/audit", audit_log),
     Route("/api/v1/plugins/{name}/owners", add_owner, methods=["POST"]),
+    Route("/api/v1/plugins/{name}/owners/{owner}", remove_owner, methods=["DELETE"]),
+    Route("/api/v1/tokens", tokens),
+    Route("/api/v1/tokens/{prefix}/revoke", end_token, methods=["POST"]),
+    Route("/api/v1/tokens/{prefix}/expire", end_token, methods=["POST"]),
     Route("/api/v1/plugins/{name}/{version}", version_info),
     Route("/api/v1/plugins/{name}/{version}/yank", yank, methods=["POST"]),
     Route("/api/v1/plugins/{name}/{version}/unyank", yank, methods=["POST"]),

@@ -12,16 +12,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
-from . import _api, _index, _web
-from ._cache import FastPath
+from . import _api, _index, _pypi_json, _web
+from ._cache import PAGE_TTL, PageCache
 from ._errors import RegistryError
-from ._state import Registry
+from ._fastpath import FastPath
+from ._state import DEFAULT_PUBLIC_URL, Registry
 from ._store import Store
 
 
 def _wants_json(request: Request) -> bool:
     path = request.url.path
-    return path.startswith(("/api/", "/legacy", "/simple/", "/files/"))
+    return path.startswith(("/api/", "/legacy", "/simple/", "/files/", "/pypi/"))
 
 
 async def _registry_error(request: Request, exc: Exception) -> Response:
@@ -34,34 +35,45 @@ async def _registry_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = exc.detail if exc.status_code != 404 else f"nothing at {request.url.path}"
+    if exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    headers = dict(exc.headers or {})
     if _wants_json(request):
-        return JSONResponse({"error": message}, status_code=exc.status_code)
-    return _web.error_page(exc.status_code, message)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=headers)
+    response = _web.error_page(exc.status_code, message)
+    response.headers.update(headers)
+    return response
 
 
-def create_app(store: Store, *, watch: bool = True) -> ASGIApp:
-    """The registry application over ``store``.
+def create_app(
+    store: Store, *, watch: bool = True, public_url: str = DEFAULT_PUBLIC_URL,
+    page_ttl: float = PAGE_TTL,
+) -> ASGIApp:
+    """The registry application over ``store``, showing ``public_url`` as its address.
 
-    With ``watch``, a background task (owned by the app's lifespan) drops the page cache
-    when another process changes the store.
+    Background tasks owned by the app's lifespan write download counts (at most once a
+    second) and, with ``watch``, drop the page cache when another process changes the store.
     """
-    registry = Registry(store)
+    registry = Registry(store, PageCache(page_ttl), public_url=public_url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        watcher = asyncio.create_task(registry.watch()) if watch else None
+        tasks = [asyncio.create_task(registry.downloads.flush_forever(registry.write_downloads))]
+        if watch:
+            tasks.append(asyncio.create_task(registry.watch()))
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                    await task
 
     app = Starlette(
-        routes=[*_index.ROUTES, *_api.ROUTES, *_web.ROUTES],
+        routes=[*_index.ROUTES, *_api.ROUTES, *_pypi_json.ROUTES, *_web.ROUTES],
         exception_handlers={RegistryError: _registry_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
     app.state.registry = registry
-    return FastPath(app, registry.cache)
+    return FastPath(app, registry.cache, registry.files, registry.downloads)

@@ -1,16 +1,17 @@
 """Rendered pages kept in memory and served before the framework sees the request.
 
 Reads outnumber writes by orders of magnitude, so every GET that renders a page stores
-the bytes here; any write (here or, through the store's generation, in another process)
-drops them. The fast path answers a cached GET or HEAD straight from the ASGI scope.
+the bytes here; any change (here or, through LISTEN/NOTIFY or the store's generation, in
+another process) drops them. A page lives at most :data:`PAGE_TTL` seconds, which is how
+download counts (never an invalidation) reach the pages. A page depends only on its key:
+path, query string and negotiated content type; never on other request headers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
-
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._simple import negotiate
 
@@ -18,6 +19,8 @@ from ._simple import negotiate
 MAX_ENTRIES = 20_000
 _NEGOTIATED_MAX = 256
 NOT_ACCEPTABLE = "406"
+#: Seconds a rendered page is served before it is rendered again (fresh download counts).
+PAGE_TTL = 60.0
 
 
 @dataclass(frozen=True)
@@ -27,12 +30,38 @@ class Page:
     body: bytes
     headers: tuple[tuple[bytes, bytes], ...]
     etag: bytes
+    expires: float = 0.0
+
+
+def make_page(body: bytes, content_type: str, ttl: float = PAGE_TTL) -> Page:
+    """A page for ``body`` with its ETag and caching headers."""
+    etag = b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
+    headers = (
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"etag", etag),
+        (b"vary", b"Accept"),
+        (b"cache-control", b"max-age=10, public"),
+    )
+    return Page(body, headers, etag, time.monotonic() + ttl)
+
+
+def etag_matches(if_none_match: bytes | None, etag: bytes) -> bool:
+    """Whether an If-None-Match header matches ``etag`` (weak comparison, ``*`` matches)."""
+    if if_none_match is None:
+        return False
+    for candidate in if_none_match.split(b","):
+        candidate = candidate.strip()
+        if candidate == b"*" or candidate.removeprefix(b"W/") == etag:
+            return True
+    return False
 
 
 class PageCache:
     """Rendered pages keyed by path, query string and negotiated content type."""
 
-    def __init__(self) -> None:
+    def __init__(self, ttl: float = PAGE_TTL) -> None:
+        self.ttl = ttl
         self._pages: dict[tuple[str, bytes, str], Page] = {}
         self._tags: dict[str, set[tuple[str, bytes, str]]] = {}
         self._negotiated: dict[bytes, str] = {}
@@ -49,31 +78,22 @@ class PageCache:
         return found
 
     def get(self, path: str, query: bytes, variant: str) -> Page | None:
-        """The cached page, if any."""
-        return self._pages.get((path, query, variant))
+        """The cached page, if any and not expired."""
+        page = self._pages.get((path, query, variant))
+        if page is not None and page.expires < time.monotonic():
+            return None
+        return page
 
-    def put(
-        self, path: str, query: bytes, variant: str, tag: str, body: bytes, content_type: str
-    ) -> Page:
+    def put(self, path: str, query: bytes, variant: str, tag: str, page: Page) -> None:
         """Store a rendered page; ``tag`` (a plugin name or "") lets :meth:`drop` find it."""
         if len(self._pages) >= MAX_ENTRIES:
             self.clear()
-        etag = b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
-        headers = (
-            (b"content-type", content_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"etag", etag),
-            (b"vary", b"Accept"),
-            (b"cache-control", b"max-age=10, public"),
-        )
-        page = Page(body, headers, etag)
         key = (path, query, variant)
         self._pages[key] = page
         self._tags.setdefault(tag, set()).add(key)
-        return page
 
     def drop(self, tag: str) -> None:
-        """Forget the pages of one plugin (a download changed its count)."""
+        """Forget the pages of one plugin."""
         for key in self._tags.pop(tag, set()):
             self._pages.pop(key, None)
 
@@ -81,36 +101,3 @@ class PageCache:
         """Forget every page."""
         self._pages.clear()
         self._tags.clear()
-
-
-class FastPath:
-    """ASGI middleware: answer cached GET/HEAD requests without touching the app."""
-
-    def __init__(self, app: ASGIApp, cache: PageCache) -> None:
-        self.app = app
-        self.cache = cache
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        accept = b""
-        if_none_match = None
-        for key, value in scope["headers"]:
-            if key == b"accept":
-                accept = value
-            elif key == b"if-none-match":
-                if_none_match = value
-        path = scope["path"]
-        page = self.cache.get(path, scope["query_string"], self.cache.variant(path, accept))
-        if page is None:
-            await self.app(scope, receive, send)
-            return
-        if if_none_match is not None and page.etag in if_none_match:
-            await send({"type": "http.response.start", "status": 304,
-                        "headers": [(b"etag", page.etag), (b"vary", b"Accept")]})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": page.headers})
-        body = b"" if scope["method"] == "HEAD" else page.body
-        await send({"type": "http.response.body", "body": body})

@@ -7,6 +7,7 @@ write SQL with ``?`` placeholders; the PostgreSQL side rewrites them to ``%s``.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -33,9 +34,10 @@ def now_iso() -> str:
 class Tx:
     """The cursor of one transaction."""
 
-    def __init__(self, conn: Any, postgres: bool) -> None:
+    def __init__(self, conn: Any, postgres: bool, channel: str = "") -> None:
         self._conn = conn
         self._postgres = postgres
+        self.channel = channel
 
     def _execute(self, sql: str, params: Sequence[Any]) -> Any:
         if self._postgres:
@@ -50,6 +52,16 @@ class Tx:
         except sqlite3.IntegrityError as exc:
             raise DuplicateKey(str(exc)) from exc
 
+    def files_lock(self, *, exclusive: bool) -> None:
+        """Hold the files directory for this transaction: shared to publish, exclusive to
+        clean up orphans (so a cleanup never removes a file another server is committing).
+
+        SQLite needs nothing: BEGIN IMMEDIATE already serialises every writer.
+        """
+        if self._postgres:
+            lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+            self._execute(f"SELECT {lock}(8471)", ())
+
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Every row of a query."""
         return [tuple(r) for r in self._execute(sql, params).fetchall()]
@@ -62,6 +74,20 @@ class Tx:
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; the number of rows it changed."""
         return int(self._execute(sql, params).rowcount)
+
+
+def bump_generation(tx: Tx) -> None:
+    """Record that published data changed: other processes drop their cached pages.
+
+    On PostgreSQL the commit also notifies every server listening on the store's channel,
+    so they drop them at once; SQLite servers see the generation within a second.
+    """
+    tx.run(
+        "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
+        "WHERE key = 'generation'"
+    )
+    if tx.channel:
+        tx.one("SELECT pg_notify(?, '')", (tx.channel,))
 
 
 class Database:
@@ -81,6 +107,8 @@ class Database:
             self._sqlite_path = Path(url.removeprefix("sqlite:///"))
         self._lock = threading.RLock()
         self._conn: Any = None
+        #: The LISTEN/NOTIFY channel of this database and schema (PostgreSQL only).
+        self.channel = ""
         self._connect()
         self._migrate()
 
@@ -95,11 +123,17 @@ class Database:
 
             try:
                 self._conn = psycopg.connect(str(self.url), connect_timeout=10)
+                where = self._conn.execute(
+                    "SELECT current_database() || '.' || current_schema()").fetchone()
+                self._conn.commit()
             except psycopg.OperationalError as exc:
                 raise StoreError(
                     f"cannot connect to the database {self.url}: {str(exc).strip()}; "
                     "check that PostgreSQL runs and the URL names an existing database"
                 ) from exc
+            # One channel per database and schema: stores side by side never wake each other.
+            digest = hashlib.blake2b(str(where[0]).encode(), digest_size=8).hexdigest()
+            self.channel = f"p2phost_registry_{digest}"
             return
         try:
             self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +157,7 @@ class Database:
                 if self._conn.closed or self._conn.broken:
                     self._connect()
                 with self._conn.transaction():
-                    yield Tx(self._conn, True)
+                    yield Tx(self._conn, True, self.channel)
                 return
             self._conn.execute("BEGIN IMMEDIATE")
             try:

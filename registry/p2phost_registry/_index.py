@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -9,8 +11,10 @@ from starlette.routing import Route
 from p2phost_sdk import normalize_name
 
 from . import _simple
-from ._cache import NOT_ACCEPTABLE
+from ._cache import NOT_ACCEPTABLE, etag_matches
 from ._errors import NotFound, RegistryError
+from ._fastpath import client_address
+from ._files import MAX_FILE, ServedFile, file_headers
 from ._state import registry_of
 
 
@@ -61,28 +65,54 @@ def _content_type(variant: str) -> str:
 
 
 async def files(request: Request) -> Response:
-    """GET /files/{name}/{filename}, its ``.metadata`` sidecar and its ``.sig`` signature."""
+    """GET /files/{name}/{filename}, its ``.metadata`` sidecar and its ``.sig`` signature.
+
+    Each is served only under its own plugin's path, with a strong ETag; a file read once
+    is kept in memory (files are immutable) and served by the fast path from then on.
+    """
     reg = registry_of(request)
     name, filename = normalize_name(request.path_params["name"]), request.path_params["filename"]
-    if filename.endswith(".metadata"):
-        epoch = reg.epoch
-        text = await reg.call(reg.store.core_metadata, filename.removesuffix(".metadata"))
-        return reg.cached(request, epoch, name, text.encode(), "text/plain; charset=utf-8")
-    signature = filename.endswith(".sig")
-    record, path = await reg.call(reg.store.file, filename.removesuffix(".sig"))
-    if record.plugin != name or (signature and not record.has_signature):
+    sidecar = next((s for s in (".metadata", ".sig") if filename.endswith(s)), "")
+    record, path = await reg.call(reg.store.file, filename.removesuffix(sidecar) if sidecar
+                                  else filename)
+    if record.plugin != name:
         raise NotFound(f"no file {filename} for {name}")
-    if signature:
-        return FileResponse(path.with_name(path.name + ".sig"),
-                            media_type="application/octet-stream")
-    if request.method == "GET" and request.headers.get("range", "bytes=0-") == "bytes=0-":
-        await reg.call(reg.store.count_download, name)
-        reg.downloaded(name)
-    return FileResponse(
-        path,
-        media_type="application/octet-stream",
-        headers={"etag": f'"{record.sha256}"', "cache-control": "max-age=31536000, immutable"},
-    )
+    if sidecar == ".metadata":
+        if record.core_metadata_sha256 is None:
+            raise NotFound(f"no metadata for {record.filename}")
+        body = (await reg.call(reg.store.core_metadata, record.filename)).encode()
+        etag, content_type = record.core_metadata_sha256, "text/plain; charset=utf-8"
+    elif sidecar == ".sig":
+        if not record.has_signature:
+            raise NotFound(f"no file {filename} for {name}")
+        body = await reg.call(path.with_name(path.name + ".sig").read_bytes)
+        etag, content_type = hashlib.sha256(body).hexdigest(), "application/octet-stream"
+    else:
+        etag, content_type = record.sha256, "application/octet-stream"
+        body = b""
+    tag = f'"{etag}"'.encode()
+    counted = not sidecar and request.method == "GET" and request.headers.get(
+        "range", "bytes=0-") == "bytes=0-"
+    if_none_match = request.headers.get("if-none-match")
+    if etag_matches(if_none_match.encode("latin-1") if if_none_match else None, tag):
+        return Response(status_code=304, headers={"etag": tag.decode()})
+    if counted:
+        reg.downloads.count(client_address(request.scope), record.plugin, record.version,
+                            record.filename)
+    if not sidecar and record.size > MAX_FILE:
+        return FileResponse(path, media_type=content_type, headers=dict(
+            (k.decode(), v.decode()) for k, v in file_headers(content_type, record.size, tag)
+            if k != b"content-length"))
+    if not sidecar:
+        body = await reg.call(path.read_bytes)
+    served = ServedFile(body, file_headers(content_type, len(body), tag), tag, record.plugin,
+                        record.version, record.filename, counted=not sidecar)
+    if sidecar != ".sig":  # signatures are read from storage each time: rarely fetched
+        reg.files.put(request.scope["path"], served)
+    if "range" in request.headers and not sidecar:
+        return FileResponse(path, media_type=content_type, headers={"etag": tag.decode()})
+    headers = {k.decode(): v.decode() for k, v in served.headers if k != b"content-length"}
+    return Response(body, headers=headers)
 
 
 async def robots(request: Request) -> Response:

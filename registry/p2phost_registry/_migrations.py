@@ -103,6 +103,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "PEP 440 identity of versions and files, per-version downloads, links, token expiry",
+        (
+            # canonical: packaging's canonicalize_version, so 0.1 and 0.1.0 are one version;
+            # rows from before are filled in by the store at start (see Store._backfill).
+            "ALTER TABLE versions ADD COLUMN canonical TEXT",
+            "CREATE UNIQUE INDEX versions_canonical ON versions (plugin, canonical)",
+            "ALTER TABLE versions ADD COLUMN downloads BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE versions ADD COLUMN license TEXT",
+            "ALTER TABLE versions ADD COLUMN urls TEXT",
+            # dist_key: one sdist per version, one wheel per version, build and tags.
+            "ALTER TABLE files ADD COLUMN dist_key TEXT",
+            "CREATE UNIQUE INDEX files_dist_key ON files (plugin, dist_key)",
+            "ALTER TABLE tokens ADD COLUMN expires TEXT",
+            "ALTER TABLE tokens ADD COLUMN revoked TEXT",
+            "ALTER TABLE tokens ADD COLUMN last_used TEXT",
+            "CREATE INDEX tokens_by_prefix ON tokens (prefix)",
+        ),
+    ),
 )
 
 #: The schema version this code reads and writes.

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from p2phost_sdk import KINDS
+
+from ._search import SORTS
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -25,9 +29,18 @@ _ERRORS = {
         (422, "a signed upload uses another key than its owner's publisher key"),
     )
 }
-_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+#: What is_valid_name accepts (PEP 508 names): an owner, a scope, a plugin name.
+NAME_PATTERN = "^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$"
+_NAME_SCHEMA = {"type": "string", "minLength": 1, "pattern": NAME_PATTERN}
+_NAME = {"name": "name", "in": "path", "required": True, "schema": _NAME_SCHEMA,
          "description": "plugin name, any spelling (normalised as PEP 503)"}
-_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+_VERSION = {"name": "version", "in": "path", "required": True,
+            "schema": {"type": "string", "minLength": 1},
+            "description": "a PEP 440 version; any equal spelling finds it (1.0 finds 1.0.0)"}
+_OWNER = {"name": "owner", "in": "path", "required": True, "schema": _NAME_SCHEMA}
+_PREFIX = {"name": "prefix", "in": "path", "required": True,
+           "schema": {"type": "string", "minLength": 8},
+           "description": "the token's first characters, as GET /api/v1/tokens lists them"}
 _BEARER: list[dict[str, list[str]]] = [{"token": []}]
 
 _FILE = {"type": "object", "properties": {
@@ -36,6 +49,7 @@ _FILE = {"type": "object", "properties": {
     "packagetype": {"type": "string", "enum": ["bdist_wheel", "sdist"]},
     "uploaded": {"type": "string", "format": "date-time"},
     "signature_url": {"type": ["string", "null"]},
+    "signed": {"type": "boolean", "description": "a p2phost signature the registry checked"},
     "publisher_key": {"type": ["string", "null"],
                       "description": "ed25519:BASE64 key of the file's p2phost signature"},
 }}
@@ -49,6 +63,9 @@ _VERSION_SCHEMA = {"type": "object", "properties": {
     "requires_python": {"type": ["string", "null"]},
     "yanked": {"type": "boolean"}, "yanked_reason": {"type": ["string", "null"]},
     "uploaded": {"type": "string", "format": "date-time"},
+    "downloads": {"type": "integer"}, "license": {"type": ["string", "null"]},
+    "urls": {"type": "array", "items": {"type": "object", "properties": {
+        "label": {"type": "string"}, "url": {"type": "string"}}}},
     "files": {"type": "array", "items": _ref("File")},
 }}
 _PLUGIN = {"type": "object", "properties": {
@@ -75,9 +92,18 @@ _MULTIPART = {"content": {"multipart/form-data": {"schema": {
 }}}}
 
 
-def _query(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
-            "description": description}
+def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False,
+            "schema": {"type": "string", **schema}, "description": description}
+
+
+_TOKEN = {"type": "object", "properties": {
+    "prefix": {"type": "string"}, "owner": {"type": "string"},
+    "scopes": {"type": "array", "items": {"type": "string"}},
+    "created": {"type": "string"}, "expires": {"type": ["string", "null"]},
+    "revoked": {"type": ["string", "null"]}, "last_used": {"type": ["string", "null"]},
+    "state": {"type": "string", "enum": ["active", "expired", "revoked"]},
+}}
 
 
 OPENAPI: dict[str, Any] = {
@@ -88,16 +114,20 @@ OPENAPI: dict[str, Any] = {
     "components": {
         "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
         "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "string"}}},
-                    "File": _FILE, "Version": _VERSION_SCHEMA, "Plugin": _PLUGIN, "Hit": _HIT},
+                    "File": _FILE, "Version": _VERSION_SCHEMA, "Plugin": _PLUGIN, "Hit": _HIT,
+                    "Token": _TOKEN},
     },
     "paths": {
         "/api/v1/plugins": {"get": {
             "summary": "Search plugins",
             "parameters": [
                 _query("q", "words matched against name and summary"),
-                _query("kind", "transport, discovery, codec, security or app"),
-                _query("host_api", "only plugins with a version compatible with this HOST_API"),
-                _query("sort", "relevance (default), downloads, newest or name"),
+                _query("kind", "one kind (empty: any)", enum=["", *KINDS]),
+                _query("host_api", "only plugins with a version compatible with this HOST_API "
+                       "(a release number such as 1.0; empty: any)",
+                       pattern=r"^([0-9]+(\.[0-9]+)*)?$"),
+                _query("sort", "the order (default relevance)", enum=list(SORTS),
+                       default="relevance"),
             ],
             "responses": {"200": _json({"type": "object", "properties": {
                 "plugins": {"type": "array", "items": _ref("Hit")}}}, "matches"),
@@ -139,8 +169,45 @@ OPENAPI: dict[str, Any] = {
             "summary": "An owner adds an owner", "security": _BEARER, "parameters": [_NAME],
             "requestBody": {"content": {"application/json": {"schema": {
                 "type": "object", "required": ["owner"],
-                "properties": {"owner": {"type": "string"}}}}}},
+                "properties": {"owner": _NAME_SCHEMA}}}}},
             "responses": {"200": _json({"type": "object"}, "the owners now"), **_ERRORS},
+        }},
+        "/api/v1/plugins/{name}/owners/{owner}": {"delete": {
+            "summary": "An owner removes an owner (never the last)", "security": _BEARER,
+            "parameters": [_NAME, _OWNER],
+            "responses": {"200": _json({"type": "object"}, "the owners now"), **_ERRORS},
+        }},
+        "/api/v1/tokens": {"get": {
+            "summary": "The tokens of the calling token's owner (prefixes, never secrets)",
+            "security": _BEARER,
+            "responses": {"200": _json({"type": "object", "properties": {
+                "owner": {"type": "string"},
+                "tokens": {"type": "array", "items": _ref("Token")}}}, "the tokens"),
+                "401": _ERRORS["401"]},
+        }},
+        "/api/v1/tokens/{prefix}/revoke": {"post": {
+            "summary": "Revoke one of the owner's tokens, on every server at once",
+            "security": _BEARER, "parameters": [_PREFIX],
+            "responses": {"200": _json(_ref("Token"), "the token now"), **_ERRORS},
+        }},
+        "/api/v1/tokens/{prefix}/expire": {"post": {
+            "summary": "Make one of the owner's tokens expire in N days (0: now)",
+            "security": _BEARER, "parameters": [_PREFIX],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["days"],
+                "properties": {"days": {"type": "number", "minimum": 0}}}}}},
+            "responses": {"200": _json(_ref("Token"), "the token now"), **_ERRORS},
+        }},
+        "/pypi/{name}/json": {"get": {
+            "summary": "PyPI's JSON API: the latest version and every release",
+            "parameters": [_NAME],
+            "responses": {"200": _json({"type": "object"}, "as pypi.org answers"),
+                          "404": _ERRORS["404"]},
+        }},
+        "/pypi/{name}/{version}/json": {"get": {
+            "summary": "PyPI's JSON API for one version", "parameters": [_NAME, _VERSION],
+            "responses": {"200": _json({"type": "object"}, "as pypi.org answers"),
+                          "404": _ERRORS["404"]},
         }},
         "/api/v1/publisher-key": {"post": {
             "summary": "Register the token owner's publisher key (a token without scopes)",

@@ -62,6 +62,10 @@ class VersionRecord:
     files: tuple[FileRecord, ...] = ()
     readme: str = ""
     readme_type: str = "text/plain"
+    downloads: int = 0
+    license: str | None = None
+    #: (label, URL) pairs: the home page and the Project-URLs of the metadata.
+    urls: tuple[tuple[str, str], ...] = ()
 
     @property
     def kinds(self) -> list[str]:
@@ -85,14 +89,25 @@ class PluginRecord:
     owners: tuple[str, ...]
     versions: tuple[VersionRecord, ...] = field(default_factory=tuple)
 
+    def version(self, wanted: str) -> VersionRecord | None:
+        """The version PEP 440-equal to ``wanted`` (``1.0`` finds ``1.0.0``), if any."""
+        try:
+            target = Version(wanted)
+        except InvalidVersion:
+            return None
+        for version in self.versions:
+            try:
+                if Version(version.version) == target:
+                    return version
+            except InvalidVersion:
+                continue
+        return None
+
     def latest(self, host_api: str | None = None) -> VersionRecord | None:
         """The newest unyanked version (compatible with ``host_api`` when given).
 
         With every version yanked and no ``host_api``, the newest yanked one stands in.
         """
-        from packaging.version import Version
-
-
         wanted: Version | None = None
         if host_api is not None:
             try:

@@ -1,4 +1,4 @@
-"""What every request handler shares: the store, the page cache and how to use them."""
+"""What every request handler shares: the store, the caches, the download counter."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import base64
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -13,28 +14,43 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ._cache import PageCache
+from ._cache import PageCache, etag_matches, make_page
+from ._downloads import DownloadCounter, Key
+from ._files import FileCache
 from ._records import Actor, PluginRecord
 from ._store import Store
 
 T = TypeVar("T")
 log = logging.getLogger("p2phost.registry")
-#: How often a server looks for changes made by other processes (seed, another server).
+#: How often a server looks for changes made by other processes (seed, another server);
+#: on PostgreSQL, LISTEN/NOTIFY tells it at once and this is only the safety net.
 WATCH_INTERVAL = 1.0
+#: The address pages show when no --public-url is configured.
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8470"
 DB_TIMEOUT = 10.0
 #: Copying, validating and fsyncing a large upload may take longer than a query.
 UPLOAD_TIMEOUT = 300.0
 
 
 class Registry:
-    """The store, the page cache, and the epoch that keeps stale renders out of the cache."""
+    """The store, the caches, and the epoch that keeps stale renders out of the page cache.
 
-    def __init__(self, store: Store, cache: PageCache | None = None) -> None:
+    ``public_url`` is configuration, never the request's Host header: a page must not
+    depend on a header that is not part of its cache key.
+    """
+
+    def __init__(
+        self, store: Store, cache: PageCache | None = None,
+        public_url: str = DEFAULT_PUBLIC_URL,
+    ) -> None:
         self.store = store
         self.cache = cache or PageCache()
+        self.files = FileCache()
+        self.downloads = DownloadCounter()
+        self.public_url = public_url.rstrip("/")
         # Bumped on every change; a page rendered across a change is not cached.
         self.epoch = 0
-        self._plugins: tuple[int, list[PluginRecord]] | None = None
+        self._plugins: tuple[int, float, list[PluginRecord]] | None = None
 
     async def call(
         self, fn: Callable[..., T], *args: Any, timeout: float = DB_TIMEOUT, **kwargs: Any
@@ -51,18 +67,17 @@ class Registry:
     async def plugins(self) -> list[PluginRecord]:
         """Every plugin (no READMEs), loaded once per epoch: each new search query reuses it."""
         epoch = self.epoch
-        if self._plugins is not None and self._plugins[0] == epoch:
-            return self._plugins[1]
+        if (self._plugins is not None and self._plugins[0] == epoch
+                and self._plugins[1] > time.monotonic()):
+            return self._plugins[2]
         plugins = await self.call(self.store.plugins)
         if epoch == self.epoch:
-            self._plugins = (epoch, plugins)
+            self._plugins = (epoch, time.monotonic() + self.cache.ttl, plugins)
         return plugins
 
-    def downloaded(self, name: str) -> None:
-        """A file of ``name`` was downloaded: drop the pages that show its count."""
-        self._plugins = None
-        self.cache.drop(name)
-        self.cache.drop("")
+    async def write_downloads(self, batch: dict[Key, int]) -> None:
+        """Write a batch of download counts (the counter's flush)."""
+        await self.call(self.store.add_downloads, batch)
 
     def changed(self) -> None:
         """Published data changed: drop every cached page."""
@@ -80,17 +95,26 @@ class Registry:
         variant: str = "",
     ) -> Response:
         """A response for ``body``, kept in the cache when nothing changed while rendering."""
-        query = request.scope["query_string"]
+        page = make_page(body, content_type, self.cache.ttl)
         if epoch == self.epoch:
-            page = self.cache.put(request.url.path, query, variant, tag, body, content_type)
-            headers = {k.decode(): v.decode() for k, v in page.headers}
-        else:
-            headers = {"content-type": content_type, "vary": "Accept"}
+            self.cache.put(request.url.path, request.scope["query_string"], variant, tag, page)
+        headers = {k.decode(): v.decode() for k, v in page.headers}
         headers.pop("content-length", None)
+        if epoch != self.epoch:
+            headers["cache-control"] = "no-cache"
+        inm = request.headers.get("if-none-match")
+        if etag_matches(inm.encode("latin-1") if inm else None, page.etag):
+            return Response(status_code=304, headers={"etag": headers["etag"], "vary": "Accept"})
         return Response(body, headers=headers)
 
     async def watch(self) -> None:
-        """Drop the cache whenever another process changes the store. Runs until cancelled."""
+        """Drop the caches whenever another process changes the store, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._poll())
+            if self.store.db.channel:
+                group.create_task(self._listen())
+
+    async def _poll(self) -> None:
         known = await self.call(self.store.generation)
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
@@ -102,6 +126,24 @@ class Registry:
             if current != known:
                 known = current
                 self.changed()
+
+    async def _listen(self) -> None:
+        """LISTEN on the store's channel; every notification is a change somewhere."""
+        import psycopg
+
+        db = self.store.db
+        while True:
+            try:
+                conn = await asyncio.wait_for(
+                    psycopg.AsyncConnection.connect(str(db.url), autocommit=True), DB_TIMEOUT)
+                async with conn:
+                    await conn.execute(f'LISTEN "{db.channel}"')
+                    self.changed()  # whatever happened while not listening
+                    async for _ in conn.notifies():
+                        self.changed()
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                log.warning("lost the change notifications (%s); listening again in 1s", exc)
+                await asyncio.sleep(1.0)
 
 
 def registry_of(request: Request) -> Registry:

@@ -15,13 +15,14 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import InvalidVersion
 
 from p2phost_sdk import is_valid_name, normalize_name
 
-from ._db import Database, DuplicateKey, Tx, now_iso
+from ._db import Database, DuplicateKey, Tx, bump_generation, now_iso
 from ._distributions import check_distribution, distributions, plugin_of
-from ._errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from ._errors import BadRequest, Conflict, Forbidden, NotFound
+from ._identity import backfill, canonical_version, sort_key
 from ._names import suggestions, too_close
 from ._records import (
     Actor,
@@ -32,27 +33,24 @@ from ._records import (
     VersionRecord,
 )
 from ._signatures import check_signature, hold_to_key, register_key
+from ._tokens import (
+    TokenInfo,
+    authenticate,
+    create_token,
+    expiry_in,
+    list_tokens,
+    set_token_end,
+)
 from ._validate import Inspected, inspect_upload
 
 #: Uploads larger than this are refused unless the store is opened with another limit.
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
-TOKEN_PREFIX = "p2ph_"
 _FILE_COLUMNS = (
     "filename, plugin, version, packagetype, sha256, size, uploaded, "
     "core_metadata_sha256, has_signature, publisher_key"
 )
 
 
-def _sort_key(version: str) -> tuple[int, Version | str]:
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        return (0, version)
-
-
-def _token_hash(token: str) -> str:
-    # Tokens carry 256 random bits, so a plain hash is enough: no dictionary to attack.
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Store:
@@ -73,6 +71,7 @@ class Store:
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(database, data_dir)
+        backfill(self.db)
         if recover:
             self.recover()
 
@@ -85,21 +84,24 @@ class Store:
     def recover(self) -> None:
         """Drop what an interrupted upload left: its temp file and an uncommitted file.
 
-        The server runs this at start; short-lived commands do not, since a server
-        may be between renaming a file into place and committing its row.
+        The server runs this at start, under a lock that waits for publishes in flight on
+        other servers sharing the store (a file renamed into place, its row not yet committed).
         """
         for part in self.tmp_dir.glob("*.part"):
             pid = part.name.split("-", 1)[0]
             if not pid.isdigit() or not _alive(int(pid)) or int(pid) == os.getpid():
                 part.unlink(missing_ok=True)
         with self.db.transaction() as tx:
+            # Another server sharing the store may be between renaming a file into place
+            # and committing its row: wait for it, and hold new publishes off meanwhile.
+            tx.files_lock(exclusive=True)
             known = {r[0] for r in tx.all("SELECT filename FROM files")}
             signed = {r[0] for r in tx.all("SELECT filename FROM files WHERE has_signature = 1")}
-        for path in self.files_dir.glob("*/*"):
-            name = path.name
-            keep = name in known or (name.endswith(".sig") and name[:-4] in signed)
-            if not keep:
-                path.unlink(missing_ok=True)
+            for path in self.files_dir.glob("*/*"):
+                name = path.name
+                keep = name in known or (name.endswith(".sig") and name[:-4] in signed)
+                if not keep:
+                    path.unlink(missing_ok=True)
 
     def new_upload_path(self) -> Path:
         """A fresh temp path for an incoming upload (removed at start if the process died)."""
@@ -107,40 +109,28 @@ class Store:
 
     # -- tokens ----------------------------------------------------------------------------
 
-    def create_token(self, owner: str, scopes: list[str] | tuple[str, ...] = ()) -> str:
+    def create_token(
+        self, owner: str, scopes: list[str] | tuple[str, ...] = (),
+        expires_in_days: float | None = None,
+    ) -> str:
         """Create a publishing token for ``owner`` limited to ``scopes``; returns the secret."""
-        if not is_valid_name(owner):
-            raise BadRequest(f"owner {owner!r}: use letters, digits, '-', '_' and '.'")
-        for scope in scopes:
-            if not is_valid_name(scope):
-                raise BadRequest(f"scope {scope!r} is not a valid plugin name")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        normal = sorted({normalize_name(s) for s in scopes})
-        with self.db.transaction() as tx:
-            tx.run(
-                "INSERT INTO tokens (token_hash, prefix, owner, scopes, created) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (_token_hash(token), token[:12], owner, json.dumps(normal), now_iso()),
-            )
-        return token
+        return create_token(self.db, owner, scopes, expiry_in(expires_in_days))
 
     def authenticate(self, token: str | None) -> Actor:
-        """The actor a token stands for; :class:`Unauthorized` when missing or unknown."""
-        if not token:
-            raise Unauthorized(
-                "no token: send `Authorization: Bearer TOKEN` (or basic auth __token__:TOKEN); "
-                "create one with `p2phost registry token create --owner NAME`"
-            )
-        with self.db.transaction() as tx:
-            row = tx.one(
-                "SELECT owner, scopes FROM tokens WHERE token_hash = ?", (_token_hash(token),)
-            )
-        if row is None:
-            raise Unauthorized(
-                "the token is not valid for this registry; create one with "
-                "`p2phost registry token create --owner NAME`"
-            )
-        return Actor(owner=row[0], scopes=tuple(json.loads(row[1])))
+        """The actor a token stands for; :class:`Unauthorized` when missing, unknown or dead."""
+        return authenticate(self.db, token)
+
+    def tokens(self, owner: str | None = None) -> list[TokenInfo]:
+        """Every token (of ``owner``), oldest first, without secrets."""
+        return list_tokens(self.db, owner)
+
+    def revoke_token(self, prefix: str, owner: str | None = None) -> TokenInfo:
+        """Revoke a token by its prefix (only ``owner``'s when given)."""
+        return set_token_end(self.db, prefix, revoke=True, owner=owner)
+
+    def expire_token(self, prefix: str, days: float, owner: str | None = None) -> TokenInfo:
+        """Make a token expire ``days`` from now (0: now)."""
+        return set_token_end(self.db, prefix, expires=expiry_in(days), owner=owner)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -181,6 +171,7 @@ class Store:
         moved = signed = False
         try:
             with self.db.transaction() as tx:
+                tx.files_lock(exclusive=False)
                 created = self._claim_name(tx, actor, info)
                 check_distribution(tx, info.name, info.filename)
                 if publisher_key is not None and hold_to_key(tx, actor.owner, publisher_key):
@@ -195,28 +186,26 @@ class Store:
                         "bump the version and publish again"
                     )
                 now = now_iso()
-                if tx.one(
-                    "SELECT 1 FROM versions WHERE plugin = ? AND version = ?",
-                    (info.name, info.version),
-                ) is None:
-                    tx.run(
-                        "INSERT INTO versions (plugin, version, summary, metadata, readme, "
-                        "readme_type, requires_python, uploaded, uploader) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (info.name, info.version, info.metadata.summary,
-                         json.dumps(info.metadata.to_table()), info.readme, info.readme_type,
-                         info.requires_python, now, actor.owner),
-                    )
+                self._claim_version(tx, actor, info, now)
                 core_sha = (
                     hashlib.sha256(info.core_metadata.encode()).hexdigest()
                     if info.core_metadata is not None else None
                 )
+                same_kind = tx.one("SELECT filename FROM files WHERE plugin = ? AND dist_key = ?",
+                                   (info.name, info.dist_key))
+                if same_kind:
+                    raise Conflict(
+                        f"{info.filename}: {same_kind[0]} is already the "
+                        f"{'sdist' if info.packagetype == 'sdist' else 'wheel for these tags'}"
+                        f" of {info.name} {info.version}; published files are immutable: "
+                        "bump the version"
+                    )
                 tx.run(
-                    f"INSERT INTO files ({_FILE_COLUMNS}, core_metadata) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO files ({_FILE_COLUMNS}, core_metadata, dist_key) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (info.filename, info.name, info.version, info.packagetype, info.sha256,
                      info.size, now, core_sha, int(signature is not None), publisher_key,
-                     info.core_metadata),
+                     info.core_metadata, info.dist_key),
                 )
                 _audit(tx, actor.owner, "publish", info.name, info.version, info.filename)
                 final.parent.mkdir(parents=True, exist_ok=True)
@@ -241,6 +230,33 @@ class Store:
                 sig_final.unlink(missing_ok=True)
             raise
         return PublishResult(info.name, info.version, info.filename, created)
+
+    def _claim_version(self, tx: Tx, actor: Actor, info: Inspected, now: str) -> None:
+        """Add the version row, or check the upload spells an existing version the same way."""
+        canonical = canonical_version(info.version)
+        row = tx.one("SELECT version FROM versions WHERE plugin = ? AND canonical = ?",
+                     (info.name, canonical))
+        if row is None:
+            # Two uploads of one new version (a wheel and an sdist, or two servers) race
+            # here: the loser's insert does nothing and it joins the winner's row.
+            tx.run(
+                "INSERT INTO versions (plugin, version, summary, metadata, readme, "
+                "readme_type, requires_python, uploaded, uploader, canonical, license, urls) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (info.name, info.version, info.metadata.summary,
+                 json.dumps(info.metadata.to_table()), info.readme, info.readme_type,
+                 info.requires_python, now, actor.owner, canonical, info.license,
+                 json.dumps([list(u) for u in info.urls])),
+            )
+            row = tx.one("SELECT version FROM versions WHERE plugin = ? AND canonical = ?",
+                         (info.name, canonical))
+        if row is None or row[0] != info.version:
+            existing = row[0] if row else "?"
+            raise Conflict(
+                f"{info.filename}: version {info.version} is the same PEP 440 version as the "
+                f"published {info.name} {existing}; upload files named {existing}, or bump "
+                "the version"
+            )
 
     def _claim_name(self, tx: Tx, actor: Actor, info: Inspected) -> bool:
         """Check the actor may publish ``info.name``; register the name if it is new."""
@@ -288,19 +304,35 @@ class Store:
                 f"(owners: {', '.join(sorted(owners))}); use a token of an owner scoped to it"
             )
 
-    def set_yanked(self, actor: Actor, name: str, version: str, reason: str, yanked: bool) -> None:
-        """Yank (or un-yank) every file of a version, with a reason shown to installers."""
+    def set_yanked(self, actor: Actor, name: str, version: str, reason: str, yanked: bool) -> str:
+        """Yank (or un-yank) every file of a version (any PEP 440 spelling); its stored one."""
         name = normalize_name(name)
         with self.db.transaction() as tx:
             self._require_owner(tx, actor, name)
-            changed = tx.run(
+            stored = self._version_row(tx, name, version)
+            tx.run(
                 "UPDATE versions SET yanked = ?, yanked_reason = ? "
                 "WHERE plugin = ? AND version = ?",
-                (int(yanked), reason if yanked else None, name, version),
+                (int(yanked), reason if yanked else None, name, stored),
             )
-            if not changed:
-                raise NotFound(f"{name} has no version {version}")
-            _audit(tx, actor.owner, "yank" if yanked else "unyank", name, version, reason)
+            _audit(tx, actor.owner, "yank" if yanked else "unyank", name, stored, reason)
+        return stored
+
+    def _version_row(self, tx: Tx, name: str, version: str) -> str:
+        """The stored spelling of the version PEP 440-equal to ``version``."""
+        try:
+            canonical = canonical_version(version)
+        except InvalidVersion as exc:
+            raise BadRequest(f"{version!r} is not a PEP 440 version such as 1.0.0") from exc
+        row = tx.one("SELECT version FROM versions WHERE plugin = ? AND canonical = ?",
+                     (name, canonical))
+        if row is None:
+            known = [r[0] for r in tx.all("SELECT version FROM versions WHERE plugin = ?",
+                                          (name,))]
+            known.sort(key=sort_key, reverse=True)
+            raise NotFound(f"{name} has no version {version} (versions: "
+                           f"{', '.join(known) or 'none'})")
+        return str(row[0])
 
     def add_owner(self, actor: Actor, name: str, owner: str) -> None:
         """An owner of ``name`` adds ``owner``."""
@@ -316,6 +348,22 @@ class Store:
                 (name, owner, now_iso()),
             )
             _audit(tx, actor.owner, "add-owner", name, None, owner)
+
+    def remove_owner(self, actor: Actor, name: str, owner: str) -> tuple[str, ...]:
+        """An owner of ``name`` removes ``owner`` (never the last one); the owners left."""
+        name = normalize_name(name)
+        with self.db.transaction() as tx:
+            self._require_owner(tx, actor, name)
+            owners = [r[0] for r in tx.all("SELECT owner FROM owners WHERE plugin = ? "
+                                           "ORDER BY added", (name,))]
+            if owner not in owners:
+                raise NotFound(f"{owner} does not own {name} (owners: {', '.join(owners)})")
+            if len(owners) == 1:
+                raise Conflict(f"{owner} is the last owner of {name}; add another owner "
+                               "first, then remove this one")
+            tx.run("DELETE FROM owners WHERE plugin = ? AND owner = ?", (name, owner))
+            _audit(tx, actor.owner, "remove-owner", name, None, owner)
+        return tuple(o for o in owners if o != owner)
 
     def register_publisher_key(self, actor: Actor, key: str, proof: bytes) -> str | None:
         """Make ``key`` the actor's publisher key (needs an unscoped token); the previous one."""
@@ -334,10 +382,21 @@ class Store:
                            f"publisher key of {actor.owner}: {previous or 'none'} -> {key}")
         return previous
 
-    def count_download(self, name: str) -> None:
-        """Count one download of one of ``name``'s files."""
+    def add_downloads(self, counts: dict[tuple[str, str], int]) -> None:
+        """Add counted downloads per (plugin, version) in one transaction.
+
+        Counts do not bump the generation: they never invalidate cached pages.
+        """
+        if not counts:
+            return
         with self.db.transaction() as tx:
-            tx.run("UPDATE plugins SET downloads = downloads + 1 WHERE name = ?", (name,))
+            per_plugin: dict[str, int] = {}
+            for (plugin, version), n in sorted(counts.items()):
+                tx.run("UPDATE versions SET downloads = downloads + ? "
+                       "WHERE plugin = ? AND version = ?", (n, plugin, version))
+                per_plugin[plugin] = per_plugin.get(plugin, 0) + n
+            for plugin, n in sorted(per_plugin.items()):
+                tx.run("UPDATE plugins SET downloads = downloads + ? WHERE name = ?", (n, plugin))
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -433,20 +492,23 @@ class Store:
         versions: dict[str, list[VersionRecord]] = {}
         for row in tx.all(
             "SELECT plugin, version, summary, metadata, yanked, yanked_reason, uploaded, "
-            f"requires_python{readme_cols} FROM versions " + where.format(col="plugin"), params,
+            f"requires_python, downloads, license, urls{readme_cols} FROM versions "
+            + where.format(col="plugin"), params,
         ):
-            extra: dict[str, Any] = {"readme": row[8], "readme_type": row[9]} if name else {}
+            extra: dict[str, Any] = {"readme": row[11], "readme_type": row[12]} if name else {}
             versions.setdefault(row[0], []).append(VersionRecord(
                 plugin=row[0], version=row[1], summary=row[2], metadata=json.loads(row[3]),
                 yanked=bool(row[4]), yanked_reason=row[5], uploaded=row[6],
-                requires_python=row[7], files=tuple(files.get((row[0], row[1]), ())), **extra,
+                requires_python=row[7], files=tuple(files.get((row[0], row[1]), ())),
+                downloads=int(row[8]), license=row[9],
+                urls=tuple((str(a), str(b)) for a, b in json.loads(row[10] or "[]")), **extra,
             ))
         return [
             PluginRecord(
                 name=p, display_name=display, created=created, downloads=int(downloads),
                 owners=tuple(owners.get(p, ())),
                 versions=tuple(sorted(
-                    versions.get(p, ()), key=lambda v: _sort_key(v.version), reverse=True
+                    versions.get(p, ()), key=lambda v: sort_key(v.version), reverse=True
                 )),
             )
             for p, display, created, downloads in sorted(plugin_rows)
@@ -467,10 +529,7 @@ def _audit(tx: Tx, actor: str, action: str, plugin: str, version: str | None, de
         (now_iso(), actor, action, plugin, version, detail),
     )
     # Every audited change changes what readers see: other processes drop their caches.
-    tx.run(
-        "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
-        "WHERE key = 'generation'"
-    )
+    bump_generation(tx)
 
 
 def _alive(pid: int) -> bool:

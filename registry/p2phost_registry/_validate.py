@@ -1,22 +1,24 @@
 """Upload validation: a file is inspected whole before anything is stored.
 
 A wheel or sdist is accepted only when it is a well-formed archive whose name and version
-agree with its file name and its own metadata, with every member inside the archive root
-and no links, and with valid p2phost plugin metadata.
+agree with its file name and its own metadata, whose file name starts with the normalised
+distribution name, with every member inside the archive root, no links, no member twice, a
+RECORD that matches every member (wheels), an expansion bounded before it happens (see
+:mod:`._archive`), and valid p2phost plugin metadata.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import stat
 import tarfile
 import tomllib
 import zipfile
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import HeaderParser, Parser
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -28,8 +30,10 @@ from packaging.version import Version
 
 from p2phost_sdk import PluginMetadata, PluginMetadataError, normalize_name
 
+from ._archive import scan_sdist, scan_wheel
 from ._distributions import SUPPORT_DISTRIBUTIONS
 from ._errors import BadRequest, PayloadTooLarge
+from ._identity import dist_key_of
 
 #: An archive may expand to at most this many times the upload limit (zip bombs).
 EXPANSION_FACTOR = 10
@@ -53,6 +57,12 @@ class Inspected:
     requires_python: str | None
     sha256: str
     size: int
+    #: One file per version and kind: ``sdist`` or the wheel's build and tags (PEP 440
+    #: equal versions share it, so ``x-0.1`` beside ``x-0.1.0`` clashes).
+    dist_key: str = ""
+    license: str | None = None
+    #: (label, URL) of the home page and Project-URLs, http(s) only.
+    urls: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
 def file_sha256(path: Path) -> str:
@@ -62,15 +72,6 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _safe_member(filename: str, member: str) -> PurePosixPath:
-    if member.startswith("/") or "\\" in member or re.match(r"^[A-Za-z]:", member):
-        raise BadRequest(f"{filename}: member {member!r} has an absolute path; refused")
-    path = PurePosixPath(member)
-    if ".." in path.parts:
-        raise BadRequest(f"{filename}: member {member!r} points outside the archive root; refused")
-    return path
 
 
 def _check_name_version(
@@ -137,37 +138,47 @@ def inspect_upload(path: Path, filename: str, max_size: int) -> Inspected:
     )
 
 
+
+def _check_filename_name(filename: str, raw: str) -> None:
+    # PEP 427/625: the file name carries the normalised name with '_' for separators.
+    expected = normalize_name(raw).replace("-", "_")
+    if raw != expected:
+        raise BadRequest(
+            f"{filename}: the file name must start with the normalised distribution name "
+            f"{expected!r}, not {raw!r}; rebuild it with a current build backend "
+            "(p2phost plugin build)"
+        )
+
+
+def _license_and_urls(headers: Message) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    license_text = headers.get("License-Expression") or headers.get("License") or ""
+    license_line = str(license_text).strip().splitlines()[0][:200] if license_text.strip() else None
+    urls: list[tuple[str, str]] = []
+    home = str(headers.get("Home-page") or "").strip()
+    if home:
+        urls.append(("Homepage", home))
+    for value in headers.get_all("Project-URL") or []:
+        label, _, url = str(value).partition(",")
+        urls.append((label.strip()[:60] or "Link", url.strip()))
+    # Only plain web links reach the page: no javascript:, data: or relative tricks.
+    safe = tuple((label, url) for label, url in urls
+                 if re.fullmatch(r"https?://[^\s\"'<>]+", url))
+    return license_line, safe[:20]
+
+
 def _inspect_wheel(path: Path, filename: str, size: int, max_size: int) -> Inspected:
     try:
         name, version, _, _ = parse_wheel_filename(filename)
     except InvalidWheelFilename as exc:
         raise BadRequest(f"{filename}: not a valid wheel file name ({exc})") from exc
+    _check_filename_name(filename, filename.split("-", 1)[0])
     try:
-        with zipfile.ZipFile(path) as wheel:
-            infos = wheel.infolist()
-            expanded = 0
-            for info in infos:
-                _safe_member(filename, info.filename)
-                if stat.S_ISLNK(info.external_attr >> 16):
-                    raise BadRequest(f"{filename}: member {info.filename!r} is a symlink; refused")
-                expanded += info.file_size
-            if expanded > max_size * EXPANSION_FACTOR:
-                raise BadRequest(f"{filename}: expands to {expanded} bytes; refused")
-            bad = wheel.testzip()
-            if bad is not None:
-                raise BadRequest(f"{filename}: member {bad!r} is corrupt (CRC mismatch)")
-            names = {i.filename for i in infos}
-            dist_infos = {n.split("/", 1)[0] for n in names if "/" in n}
-            dist_infos = {d for d in dist_infos if d.endswith(".dist-info")}
-            if len(dist_infos) != 1:
-                raise BadRequest(f"{filename}: expected exactly one .dist-info directory")
-            info_dir = dist_infos.pop()
-            for required in ("METADATA", "WHEEL", "RECORD"):
-                if f"{info_dir}/{required}" not in names:
-                    raise BadRequest(f"{filename}: {info_dir}/{required} is missing")
-            core = wheel.read(f"{info_dir}/METADATA").decode("utf-8")
+        _, kept = scan_wheel(path, filename, max_size * EXPANSION_FACTOR, keep=("METADATA",))
+        core = kept["METADATA"].decode("utf-8")
+    except (zlib.error, EOFError, OSError) as exc:
+        raise BadRequest(f"{filename}: not a wheel (corrupt archive: {exc})") from exc
     except zipfile.BadZipFile as exc:
-        raise BadRequest(f"{filename}: not a wheel (not a zip archive: {exc})") from exc
+        raise BadRequest(f"{filename}: member is corrupt ({exc})") from exc
     except UnicodeDecodeError as exc:
         raise BadRequest(f"{filename}: METADATA is not UTF-8") from exc
     headers = HeaderParser().parsestr(core)
@@ -181,11 +192,14 @@ def _inspect_wheel(path: Path, filename: str, size: int, max_size: int) -> Inspe
         meta = PluginMetadata(name=normalize_name(name), version=str(version), kinds=(),
                               host_api="", summary=str(headers.get("Summary") or ""))
     readme, readme_type, _ = _readme(filename, core)
+    license_line, urls = _license_and_urls(headers)
     return Inspected(
         filename=filename, name=meta.name, display_name=_display_name(meta, headers),
         version=str(version), packagetype="bdist_wheel", metadata=meta, core_metadata=core,
         readme=readme, readme_type=readme_type,
         requires_python=headers.get("Requires-Python"), sha256=file_sha256(path), size=size,
+        dist_key=dist_key_of(filename),
+        license=license_line, urls=urls,
     )
 
 
@@ -195,25 +209,19 @@ def _inspect_sdist(path: Path, filename: str, size: int, max_size: int) -> Inspe
     except InvalidSdistFilename as exc:
         raise BadRequest(f"{filename}: not a valid sdist file name ({exc})") from exc
     root = filename.removesuffix(".tar.gz")
+    _check_filename_name(filename, root.rsplit("-", 1)[0])
     try:
-        with tarfile.open(path, "r:gz") as tar:
-            members = tar.getmembers()
-            expanded = 0
-            for member in members:
-                parts = _safe_member(filename, member.name).parts
-                if member.issym() or member.islnk():
-                    raise BadRequest(f"{filename}: member {member.name!r} is a link; refused")
-                if not (member.isfile() or member.isdir()):
-                    raise BadRequest(f"{filename}: member {member.name!r} is not a regular file")
-                if not parts or parts[0] != root:
-                    raise BadRequest(f"{filename}: member {member.name!r} is outside {root}/")
-                expanded += member.size
-            if expanded > max_size * EXPANSION_FACTOR:
-                raise BadRequest(f"{filename}: expands to {expanded} bytes; refused")
-            pkg_info = _read_member(tar, f"{root}/PKG-INFO", filename)
-            pyproject = _read_member(tar, f"{root}/pyproject.toml", filename)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+        kept = scan_sdist(path, filename, root, max_size * EXPANSION_FACTOR,
+                          keep=("PKG-INFO", "pyproject.toml"))
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise BadRequest(f"{filename}: not an sdist (not a gzip tar archive: {exc})") from exc
+    for required in ("PKG-INFO", "pyproject.toml"):
+        if required not in kept:
+            raise BadRequest(f"{filename}: {root}/{required} is missing")
+    try:
+        pkg_info, pyproject = (kept[k].decode("utf-8") for k in ("PKG-INFO", "pyproject.toml"))
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"{filename}: PKG-INFO or pyproject.toml is not UTF-8") from exc
     readme, readme_type, headers = _readme(filename, pkg_info)
     _check_name_version(filename, "its PKG-INFO", headers, name, version)
     try:
@@ -230,22 +238,11 @@ def _inspect_sdist(path: Path, filename: str, size: int, max_size: int) -> Inspe
         )
     except PluginMetadataError as exc:
         raise _metadata_error(exc) from exc
+    license_line, urls = _license_and_urls(headers)
     return Inspected(
         filename=filename, name=meta.name, display_name=_display_name(meta, headers),
         version=str(version), packagetype="sdist", metadata=meta, core_metadata=None,
         readme=readme, readme_type=readme_type,
         requires_python=headers.get("Requires-Python"), sha256=file_sha256(path), size=size,
+        dist_key=dist_key_of(filename), license=license_line, urls=urls,
     )
-
-
-def _read_member(tar: tarfile.TarFile, member: str, filename: str) -> str:
-    try:
-        fh = tar.extractfile(member)
-    except KeyError as exc:
-        raise BadRequest(f"{filename}: {member} is missing") from exc
-    if fh is None:
-        raise BadRequest(f"{filename}: {member} is not a file")
-    try:
-        return fh.read().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"{filename}: {member} is not UTF-8") from exc

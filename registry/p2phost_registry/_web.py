@@ -59,7 +59,7 @@ async def plugin_page(request: Request) -> Response:
     wanted = request.path_params.get("version")
     shown = plugin.latest()
     if wanted is not None:
-        shown = next((v for v in plugin.versions if v.version == wanted), None)
+        shown = plugin.version(wanted)
         if shown is None:
             raise NotFound(f"{plugin.name} has no version {wanted}")
     body = render(
@@ -69,7 +69,7 @@ async def plugin_page(request: Request) -> Response:
         readme=Markup(render_readme(shown.readme, shown.readme_type)) if shown else "",
         host_api=str(HOST_API),
         compatible=host_api_compatible(shown.host_api) if shown else False,
-        base=str(request.base_url).rstrip("/"),
+        base=reg.public_url,
     )
     return reg.cached(request, epoch, plugin.name, body, HTML)
 

@@ -7,22 +7,34 @@ config schemas, identities, the errors shared with the host, and ``HOST_API``.
 Conformance kits for each kind live in :mod:`p2phost_sdk.testing`.
 """
 
+from ._aio import (
+    Backoff,
+    TaskOwner,
+    cancel_and_wait,
+    close_within,
+    plugin_name,
+    with_timeout,
+)
 from ._app import App, Handler, Message, MessageKind, Messenger, PeerInfo, handler
 from ._authorization import Allow, allow, permission_of
 from ._codec import Codec
 from ._config import FIELD_TYPES, ConfigField, ConfigSchema
 from ._context import PluginContext
-from ._delivery import Delivery, DeliveryError, DeliveryMode, Store
+from ._delivery import Delivery, DeliveryMode, Store
 from ._discovery import Discovery, DiscoveryEvents, PeerRecord
 from ._errors import (
+    REJECT_REASONS,
+    AnnouncementError,
     CodecError,
     ConfigError,
     ConnectionClosed,
+    DeliveryError,
     FrameTooLarge,
     HandshakeError,
     P2PHostError,
     PeerUnavailable,
     PluginMetadataError,
+    PluginTimeout,
     RemoteError,
     RequestTimeout,
     TransportError,
@@ -47,8 +59,6 @@ from ._metadata import (
 from ._presence import (
     MAX_ADDRESS_LENGTH,
     MAX_ADDRESSES,
-    REJECT_REASONS,
-    AnnouncementError,
     PresenceTable,
     RejectLog,
     check_announcement,
@@ -83,6 +93,7 @@ __all__ = [
     "Allow",
     "AnnouncementError",
     "App",
+    "Backoff",
     "Codec",
     "CodecError",
     "ConfigError",
@@ -112,6 +123,7 @@ __all__ = [
     "PluginContext",
     "PluginMetadata",
     "PluginMetadataError",
+    "PluginTimeout",
     "PresenceBook",
     "PresenceSigner",
     "PresenceTable",
@@ -122,12 +134,15 @@ __all__ = [
     "Security",
     "SignedPresence",
     "Store",
+    "TaskOwner",
     "Transport",
     "TransportError",
     "allow",
+    "cancel_and_wait",
     "check_announcement",
     "check_frame_size",
     "check_scope",
+    "close_within",
     "handler",
     "hookimpl",
     "host_api_compatible",
@@ -139,10 +154,12 @@ __all__ = [
     "parse_specifier",
     "peer_id_from_public_key",
     "permission_of",
+    "plugin_name",
     "plugin_name_of",
     "presence_payload",
     "public_key_from_peer_id",
     "run_handshake",
     "verify",
     "with_host",
+    "with_timeout",
 ]

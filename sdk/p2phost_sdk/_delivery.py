@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
-from ._errors import P2PHostError
+from ._errors import DeliveryError
 
 
 class DeliveryMode(enum.StrEnum):
@@ -34,14 +34,6 @@ class DeliveryMode(enum.StrEnum):
     #: At least once, and the receiver keeps the ids it took in a durable dedupe
     #: window: within the window each message reaches a successful handler once.
     EFFECTIVELY_ONCE = "effectively-once"
-
-
-class DeliveryError(P2PHostError, ValueError):
-    """A delivery declaration (an app's or ``[delivery.TOPIC]``'s) is not valid."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
 
 
 #: Keys of ``[delivery.TOPIC]`` in p2phost.toml -> fields of :class:`Delivery`.

@@ -1,4 +1,27 @@
-"""Exceptions shared by the host and plugins. Each carries a message a user can act on."""
+"""Exceptions shared by the host and plugins. Each carries a message a user can act on.
+
+Every exception the SDK exports is here; the tree (``p2phost_sdk.inbox`` adds its own
+under ``TransportError``, see its ``_medium`` module)::
+
+    Exception
+    ├── P2PHostError                  every error p2phost raises on purpose
+    │   ├── ConfigError               [config.NAME] does not match the plugin's schema
+    │   ├── PluginMetadataError       [tool.p2phost.plugin] is missing or invalid
+    │   ├── CodecError                a value cannot be encoded, or bytes decoded
+    │   ├── TransportError            cannot listen, dial or move a frame
+    │   │   ├── ConnectionClosed      no more frames will come on this connection
+    │   │   ├── FrameTooLarge         a frame over the maximum
+    │   │   └── (inbox) MediumError   MediumRefused, MediumUnavailable, UnknownInbox,
+    │   │                             InboxFull; ForeignRecord
+    │   ├── HandshakeError            a peer did not prove who it is
+    │   ├── RemoteError               the remote handler raised (carries its message)
+    │   ├── PeerUnavailable           the peer is unknown or unreachable
+    │   ├── RequestTimeout            (also a TimeoutError) no reply in time
+    │   ├── PluginTimeout             (also a TimeoutError) a plugin hung; names it
+    │   └── DeliveryError             (also a ValueError) a delivery declaration is wrong
+    └── ValueError
+        └── AnnouncementError         a discovery announcement is malformed or hostile
+"""
 
 from __future__ import annotations
 
@@ -45,6 +68,32 @@ class HandshakeError(P2PHostError):
     """A peer did not complete the handshake, or could not prove its identity."""
 
 
+class DeliveryError(P2PHostError, ValueError):
+    """A delivery declaration (an app's or ``[delivery.TOPIC]``'s) is not valid."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+#: Why announcements are dropped: the counters of :class:`RejectLog` and ``p2phost peers``.
+REJECT_REASONS = ("malformed", "bad signature", "expired", "stale")
+
+
+class AnnouncementError(ValueError):
+    """An announcement from the network is malformed or hostile; ignore it.
+
+    A message starting with one of :data:`REJECT_REASONS` is counted under that reason,
+    any other under ``malformed``.
+    """
+
+    @property
+    def reason(self) -> str:
+        """The counter this rejection belongs under."""
+        text = str(self)
+        return next((r for r in REJECT_REASONS if text.startswith(r)), "malformed")
+
+
 class RemoteError(P2PHostError):
     """A request's handler on the remote peer raised; carries the remote message."""
 
@@ -59,3 +108,13 @@ class RequestTimeout(P2PHostError, TimeoutError):
 
 class PeerUnavailable(P2PHostError):
     """A message could not be delivered because the peer is unknown or unreachable."""
+
+
+class PluginTimeout(P2PHostError, TimeoutError):
+    """A plugin did not finish something (listen, open an inbox, close, start or stop
+    discovery) within its bound; names the plugin, so a hung broker is found at once."""
+
+    def __init__(self, plugin: str, doing: str, timeout: float, *, fix: str = "") -> None:
+        self.plugin, self.doing, self.timeout, self.fix = plugin, doing, timeout, fix
+        text = f"{plugin} did not finish {doing} within {timeout:g}s"
+        super().__init__(f"{text} (fix: {fix})" if fix else text)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ._discovery import PeerRecord
-from ._errors import ConfigError
+from ._errors import AnnouncementError, ConfigError
 from ._identity import is_peer_id
 
 #: Most addresses one announcement may carry.
@@ -29,24 +29,6 @@ MAX_ADDRESS_LENGTH = 255
 _SCOPE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]{0,31}$")
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
-
-
-#: Why announcements are dropped: the counters of :class:`RejectLog` and ``p2phost peers``.
-REJECT_REASONS = ("malformed", "bad signature", "expired", "stale")
-
-
-class AnnouncementError(ValueError):
-    """An announcement from the network is malformed or hostile; ignore it.
-
-    A message starting with one of :data:`REJECT_REASONS` is counted under that reason,
-    any other under ``malformed``.
-    """
-
-    @property
-    def reason(self) -> str:
-        """The counter this rejection belongs under."""
-        text = str(self)
-        return next((r for r in REJECT_REASONS if text.startswith(r)), "malformed")
 
 
 def check_scope(scope: object, plugin: str) -> str:

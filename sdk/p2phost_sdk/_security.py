@@ -27,6 +27,9 @@ class Security(ABC):
     #: The largest frame a secured connection carries each way (plugins set it from
     #: ``PluginContext.max_frame_size``); larger ones raise ``FrameTooLarge``.
     max_frame_size: int = 16 * 1024 * 1024
+    #: The largest frame the handshake sends or accepts on the raw connection: the host
+    #: refuses larger incoming frames until the handshake is done.
+    max_handshake_frame: ClassVar[int] = 65536
 
     @abstractmethod
     async def secure(

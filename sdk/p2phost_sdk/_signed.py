@@ -22,8 +22,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ._errors import REJECT_REASONS, AnnouncementError
 from ._identity import Identity, peer_id_from_public_key, public_key_from_peer_id, verify
-from ._presence import MAX_ADDRESS_LENGTH, MAX_ADDRESSES, REJECT_REASONS, AnnouncementError
+from ._presence import MAX_ADDRESS_LENGTH, MAX_ADDRESSES
 
 _DOMAIN = b"p2phost presence v1\x00"
 _FIELDS = struct.Struct("!QQB")

@@ -58,6 +58,15 @@ class Connection(ABC):
         """
         return False
 
+    def limit_incoming(self, size: int | None) -> None:
+        """Refuse incoming frames over ``size`` bytes (None: the transport's own maximum).
+
+        The host caps frames small until the handshake is done, so an unauthenticated
+        peer cannot make the node buffer a large first frame. Transports that read a
+        length before the frame (streams) must honour it; the default does nothing (for
+        media whose messages the medium itself limits).
+        """
+
     @abstractmethod
     async def recv(self) -> bytes:
         """The next frame. Raises ``ConnectionClosed`` when the other end is gone."""

@@ -11,7 +11,7 @@ import asyncio
 import sys
 
 from p2phost._project import Project
-from p2phost._runtime._assemble import node_for_project
+from p2phost._runtime.node._assemble import node_for_project
 
 
 async def main(address: str, count: int, topics: list[str]) -> int:

@@ -107,8 +107,16 @@ def test_a_broker_that_comes_up_while_retrying_is_used(
     port = free_port()
     root = make_project("late", over, url=with_port(over.url, port),
                         transport={"connect-timeout": 20.0})
-    # The broker appears (through a proxy on that port) while the node is retrying.
-    late = threading.Timer(1.5, proxy_to, (6379,), {"port": port})
+    # The broker appears (through a proxy on that port) once the node says it is retrying:
+    # a fixed delay raced a slow start on a loaded machine.
+    def when_retrying() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+                "cannot reach" in log.read_text() for log in root.glob("stderr-*.log")):
+            time.sleep(0.05)
+        proxy_to(6379, port=port)
+
+    late = threading.Thread(target=when_retrying)
     late.start()
     try:
         node = RunningNode(root)

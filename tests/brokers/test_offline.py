@@ -89,11 +89,21 @@ def with_modes(root: Path) -> Path:
     return root
 
 
-def check_once_in_order(node: Node, sender: str, count: int) -> None:
-    """Every note and entry from ``sender`` handled exactly once, in order per topic."""
+def check_once_in_order(node: Node, sender: str, count: int, *, kills: int = 0) -> None:
+    """Every note and entry from ``sender`` handled exactly once, in order per topic.
+
+    ``kills``: the node was SIGKILLed that many times. The ledger's line is written by the
+    handler, before the delivery database commits the outcome (in its writer thread), so
+    the one message in hand at each kill may be in the ledger twice, right after itself;
+    what a handler commits through ``message.store`` is never twice (the effectively-once
+    guarantee, checked by tests/delivery/test_recoverability.py)."""
     for topic in MODES:
         got = [n["body"]["n"] for n in node.ledger.notes()
                if n["from"] == sender and n.get("topic") == topic]
+        again = [i for i in range(1, len(got)) if got[i] == got[i - 1]]
+        assert len(again) <= kills, f"{topic}: handled again after a kill: {again[:10]}"
+        repeated = set(again)
+        got = [n for i, n in enumerate(got) if i not in repeated]
         twice = sorted({n for n in got if got.count(n) > 1})[:10]
         missing = sorted(set(range(count)) - set(got))[:10]
         assert got == list(range(count)), (
@@ -130,7 +140,7 @@ def test_stored_while_stopped_then_killed_midway_handled_once_in_order(
     bob.restart(signal.SIGKILL)  # killed while handling them
     assert wait_handled(bob, 2 * count, 180) >= 2 * count, bob.process.stderr[-3000:]
     time.sleep(1.0)  # anything handled twice would show now
-    check_once_in_order(bob, alice_id, count)
+    check_once_in_order(bob, alice_id, count, kills=1)
 
 
 @pytest.mark.slow
@@ -236,7 +246,7 @@ def test_a_request_to_a_stopped_node_fails_clearly_and_a_running_one_answers(
 async def test_a_pure_producer_stores_messages_and_cannot_make_requests(
         make_project: ProjectMaker) -> None:
     from p2phost._project import Project
-    from p2phost._runtime._assemble import node_for_project
+    from p2phost._runtime.node._assemble import node_for_project
     from p2phost_sdk import PeerUnavailable
 
     over = MEDIA["redis"]
@@ -360,7 +370,7 @@ async def test_letters_stored_concurrently_arrive_out_of_order_and_all_are_handl
     import asyncio
 
     from p2phost._project import Project
-    from p2phost._runtime._assemble import node_for_project
+    from p2phost._runtime.node._assemble import node_for_project
 
     over = MEDIA["redis"]
     over.require()

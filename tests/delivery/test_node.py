@@ -18,7 +18,7 @@ import pytest
 
 from p2phost._delivery_settings import DeliverySettings
 from p2phost._runtime import Kind, Node, decode, encode
-from p2phost._runtime._acks import ack_frame
+from p2phost._runtime.delivery._acks import ack_frame
 from p2phost_sdk import App, Delivery, Identity, Message, handler
 from p2phost_sdk.testing.discovery import wait_until
 from tests.runtime.conftest import MakeNode
@@ -174,7 +174,10 @@ async def test_the_receiver_decides_the_mode(make: Make,
     with caplog.at_level(logging.WARNING, "p2phost.delivery"):
         await sender.send(peer, "plain", "hi")
     await until(lambda: keeper.bodies == ["hi"])
-    assert sender.delivery.stats.get("plain", "sent") == 0
+    # Counted as sent at most once, never acknowledged: it did not go through the outbox.
+    assert sender.delivery.stats.get("plain", "sent") == 1
+    assert sender.delivery.stats.get("plain", "acked") == 0
+    assert sender.delivery.snapshot()["outbox"] == {}
     # A topic the peer acknowledges goes through the outbox without any declaration here.
     plain_sender = await make([], listen=[])
     peer = await plain_sender.connect(receiver.addresses[0])

@@ -44,6 +44,8 @@ def kill_and_restart(project: Project, handled: int) -> None:
 
 
 @pytest.mark.services
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # its own waits are budgeted per phase; a loaded machine needs them
 @pytest.mark.parametrize("name", list(DELIVERY_MEDIA))
 def test_nothing_lost_nothing_twice_through_kills(name: str, delivery_project: ProjectMaker,
                                                   tmp_path: Path) -> None:

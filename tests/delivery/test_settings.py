@@ -9,7 +9,7 @@ import pytest
 from p2phost._delivery_settings import DeliverySettings
 from p2phost._errors import ManifestError
 from p2phost._manifest import Manifest
-from p2phost._runtime._delivery import resolve_policies
+from p2phost._runtime.delivery._delivery import resolve_policies
 from p2phost_sdk import App, Delivery, DeliveryError, DeliveryMode, Message, handler
 
 MANIFEST = """\

@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from p2phost._runtime._backoff import Backoff
-from p2phost._runtime._targets import DialTargets
-from p2phost_sdk import Identity, PeerRecord, PeerUnavailable
+from p2phost._runtime.node._targets import DialTargets
+from p2phost_sdk import Backoff, Identity, PeerRecord, PeerUnavailable
 from p2phost_sdk.testing.discovery import wait_until
 
 PEER = Identity.generate().peer_id

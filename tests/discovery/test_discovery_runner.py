@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from p2phost._runtime._backoff import Backoff
-from p2phost._runtime._discovering import DiscoveryRunner
-from p2phost_sdk import Discovery, DiscoveryEvents, P2PHostError
+from p2phost._runtime.node._discovering import DiscoveryRunner
+from p2phost_sdk import Backoff, Discovery, DiscoveryEvents, P2PHostError
 from p2phost_sdk.testing.discovery import RecordingEvents, wait_until
 
 

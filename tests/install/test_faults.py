@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -114,14 +115,28 @@ def test_bad_download_installs_nothing(workspace: Make, stored_file: Callable[[s
     assert not list(ws.cache.rglob("beta-1.0.0-py3-none-any.whl"))  # never cached
 
 
+_EVIL_ERRORS = {
+    "escape": "refusing path outside the wheel", "symlink": "refusing symlink in wheel",
+    "bomb": "decompression bomb", "twice": "is in the wheel twice",
+}
+
+
 def _evil_wheel(kind: str) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as wheel:
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as wheel:
         wheel.writestr("evil/__init__.py", "")
         wheel.writestr("evil-1.0.0.dist-info/METADATA",
                        "Metadata-Version: 2.1\nName: evil\nVersion: 1.0.0\n")
         if kind == "escape":
             wheel.writestr("../../escaped.py", "print('owned')\n")
+        elif kind == "bomb":  # 128 MiB of zeros in ~130 kB: over 1000:1
+            with wheel.open("evil/zeros.bin", "w", force_zip64=True) as member:
+                for _ in range(128):
+                    member.write(bytes(1 << 20))
+        elif kind == "twice":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wheel.writestr("evil/__init__.py", "print('the other copy')\n")
         else:
             link = zipfile.ZipInfo("evil/passwd")
             link.external_attr = (stat.S_IFLNK | 0o777) << 16
@@ -129,7 +144,7 @@ def _evil_wheel(kind: str) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("kind", ["escape", "symlink"])
+@pytest.mark.parametrize("kind", ["escape", "symlink", "bomb", "twice"])
 def test_unsafe_wheel_is_refused(workspace: Make, kind: str) -> None:
     # The real registry refuses such uploads, so a hand-made registry serves this one.
     wheel = _evil_wheel(kind)
@@ -164,8 +179,7 @@ def test_unsafe_wheel_is_refused(workspace: Make, kind: str) -> None:
         server.shutdown()
         thread.join(timeout=5)
         server.server_close()
-    assert ("refusing path outside the wheel" if kind == "escape"
-            else "refusing symlink in wheel") in err
+    assert _EVIL_ERRORS[kind] in err
     assert ws.installed() == {} and ws.lock == ""
     assert not (ws.root / ".p2phost" / "escaped.py").exists()
     assert [p.name for p in (ws.root / ".p2phost" / "env").iterdir()] == []

@@ -6,10 +6,14 @@ traversal, symlinks, lies in METADATA) cannot be built, so they are written here
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
+import re
 import stat
 import tarfile
 import textwrap
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -59,18 +63,29 @@ def write_project(
     return project
 
 
+def _b64_sha256(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
 def make_wheel(
     out: Path, name: str, version: str, *, meta_name: str | None = None,
     meta_version: str | None = None, readme: str = "# hi\n", plugin_toml: str | None = None,
     extra: dict[str, bytes] | None = None, symlink: str | None = None,
-    filename: str | None = None,
+    filename: str | None = None, record: bytes | None = None,
+    twice: dict[str, bytes] | None = None, compression: int = zipfile.ZIP_STORED,
+    metadata_extra: str = "",
 ) -> Path:
-    """A wheel written by hand, valid unless told otherwise."""
-    dist = name.replace("-", "_")
+    """A wheel written by hand, valid unless told otherwise.
+
+    ``record`` replaces the correct RECORD; ``twice`` adds a second member under a name
+    already there (the ZIP-confusion pattern); ``metadata_extra`` adds METADATA headers.
+    """
+    dist = re.sub(r"[-_.]+", "_", name).lower()
     info = f"{dist}-{version}.dist-info"
     metadata = (
         f"Metadata-Version: 2.1\nName: {meta_name or name}\nVersion: {meta_version or version}\n"
-        f"Summary: hand-made {name}\nDescription-Content-Type: text/markdown\n\n{readme}"
+        f"Summary: hand-made {name}\nDescription-Content-Type: text/markdown\n"
+        f"{metadata_extra}\n{readme}"
     )
     toml = plugin_toml
     if toml is None:
@@ -80,22 +95,32 @@ def make_wheel(
         f"{info}/METADATA": metadata.encode(),
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
         b"Tag: py3-none-any\n",
-        f"{info}/RECORD": b"",
         **({f"{info}/extra_metadata/p2phost-plugin.toml": toml.encode()} if toml else {}),
         **(extra or {}),
     }
+    if record is None:
+        lines = [f"{m},sha256={_b64_sha256(d)},{len(d)}" for m, d in members.items()]
+        record = ("\n".join([*lines, f"{info}/RECORD,,"]) + "\n").encode()
+    members[f"{info}/RECORD"] = record
     path = out / (filename or f"{dist}-{version}-py3-none-any.whl")
-    with zipfile.ZipFile(path, "w") as zf:
-        for member, data in members.items():
-            zf.writestr(member, data)
-        if symlink:
-            link = zipfile.ZipInfo(f"{dist}/{symlink}")
-            link.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(link, "/etc/passwd")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate on purpose
+        with zipfile.ZipFile(path, "w", compression) as zf:
+            for member, data in members.items():
+                zf.writestr(member, data)
+            for member, data in (twice or {}).items():
+                zf.writestr(member, data)
+            if symlink:
+                link = zipfile.ZipInfo(f"{dist}/{symlink}")
+                link.external_attr = (stat.S_IFLNK | 0o777) << 16
+                zf.writestr(link, "/etc/passwd")
     return path
 
 
-def make_sdist(out: Path, name: str, version: str, *, link: bool = False) -> Path:
+def make_sdist(
+    out: Path, name: str, version: str, *, link: bool = False,
+    extra: dict[str, bytes] | None = None,
+) -> Path:
     """An sdist written by hand; with ``link`` it carries a symlink."""
     root = f"{name.replace('-', '_')}-{version}"
     path = out / f"{root}.tar.gz"
@@ -107,6 +132,10 @@ def make_sdist(out: Path, name: str, version: str, *, link: bool = False) -> Pat
     with tarfile.open(path, "w:gz") as tar:
         for rel, text in files.items():
             data = text.encode()
+            member = tarfile.TarInfo(f"{root}/{rel}")
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+        for rel, data in (extra or {}).items():
             member = tarfile.TarInfo(f"{root}/{rel}")
             member.size = len(data)
             tar.addfile(member, io.BytesIO(data))

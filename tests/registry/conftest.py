@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,8 +82,9 @@ def start_registry(
     data: Path, database: str | None = None, *extra: str, port: int = 0
 ) -> Registry:
     """Start the server as users do and wait for its ready line."""
+    # A short page lifetime so that flushed download counts show within a test.
     cmd = [sys.executable, "-m", "p2phost", "registry", "serve", "--port", str(port),
-           "--data", str(data), *extra]
+           "--data", str(data), "--page-ttl", "1", *extra]
     if database:
         cmd += ["--database", database]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -99,6 +100,15 @@ def start_registry(
     proc.kill()
     _, err = proc.communicate(timeout=10)
     raise AssertionError(f"the registry did not start: {line!r} {err}")
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for ``check`` to hold, failing with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from ._dists import make_wheel, write_project
-from .conftest import start_registry
+from .conftest import start_registry, wait_until
 
 
 def p2phost(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -71,3 +73,27 @@ def test_user_errors_are_one_clear_line(tmp_path: Path) -> None:
                      "--owner", "x", "--database", "mysql://nope")
     assert bad_db.returncode != 0 and "unsupported URL" in bad_db.stderr
     assert "Traceback" not in bad_db.stderr
+
+
+def test_serve_with_workers_on_one_store(tmp_path: Path) -> None:
+    server = start_registry(tmp_path / "data", None, "--workers", "2")
+    try:
+        wheel = make_wheel(tmp_path, "worker-app", "1.0.0")
+        token = server.token("wes")
+        with server.client() as client:
+            for _ in range(8):  # prime every worker's cache with the empty index
+                assert "worker-app" not in client.get("/simple/").text
+            created = client.post("/api/v1/upload",
+                                  files={"file": (wheel.name, wheel.read_bytes())},
+                                  headers={"Authorization": f"Bearer {token}"})
+            assert created.status_code == 201, created.text
+
+        def every_worker_lists_it() -> bool:
+            # New connections spread over the workers; each must serve the new plugin.
+            return all("worker-app" in httpx.get(server.url + "/simple/").text
+                       for _ in range(8))
+
+        wait_until("every worker serves the new plugin", every_worker_lists_it)
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import Registry
+from .conftest import Registry, wait_until
 
 
 def upload(reg: Registry, path: Path, token: str | None, **extra: bytes) -> httpx.Response:
@@ -52,7 +52,10 @@ def test_publish_then_read_everything_back(registry: Registry, built: dict[str, 
         import hashlib
 
         assert hashlib.sha256(downloaded).hexdigest() == wheel["sha256"]
-        assert client.get("/api/v1/plugins/demo-transport").json()["downloads"] == 1
+        wait_until("the download counted", lambda: client.get(
+            "/api/v1/plugins/demo-transport").json()["downloads"] == 1)
+        assert client.get("/api/v1/plugins/demo-transport").json()["versions"][0][
+            "downloads"] == 1
         older = client.get("/api/v1/plugins/demo-transport/1.0.0").json()
         assert {f["packagetype"] for f in older["files"]} == {"bdist_wheel", "sdist"}
         missing = client.get("/api/v1/plugins/demo-transport/9.9")

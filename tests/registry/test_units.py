@@ -72,3 +72,50 @@ def test_recover_drops_what_no_row_points_at(tmp_path: Path) -> None:
     live.write_bytes(b"x")
     Store(tmp_path, recover=True).close()
     assert not orphan.exists() and not dead.exists() and live.exists()
+
+
+def test_rows_from_before_schema_4_get_their_pep440_identity(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    with store.db.transaction() as tx:  # as an older p2phost stored them: twins apart
+        tx.run("INSERT INTO plugins (name, display_name, created) VALUES ('old', 'old', 'x')")
+        for n, version in enumerate(("0.1.0", "0.1", "0.2")):
+            tx.run("INSERT INTO versions (plugin, version, summary, metadata, readme, "
+                   "readme_type, uploaded, uploader) VALUES ('old', ?, '', '{}', '', "
+                   "'text/plain', ?, 'o')", (version, f"2026-01-0{n + 1}"))
+            tx.run("INSERT INTO files (filename, plugin, version, packagetype, sha256, size, "
+                   "uploaded) VALUES (?, 'old', ?, 'bdist_wheel', '', 0, 'x')",
+                   (f"old-{version}-py3-none-any.whl", version))
+    store.close()
+    store = Store(tmp_path)
+    try:
+        with store.db.transaction() as tx:
+            versions = dict(tx.all("SELECT version, canonical FROM versions"))
+            files = dict(tx.all("SELECT filename, dist_key FROM files"))
+    finally:
+        store.close()
+    assert versions == {"0.1.0": "0.1", "0.1": None, "0.2": "0.2"}
+    assert files["old-0.2-py3-none-any.whl"] == "0.2|wheel||py3-none-any"
+    assert sum(v is None for v in files.values()) == 1
+
+
+def test_download_counter_counts_each_address_once_per_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from p2phost_registry import _downloads
+
+    now = [0.0]
+    counter = _downloads.DownloadCounter(clock=lambda: now[0])
+    assert counter.count("10.0.0.1", "app", "1.0", "app-1.0.whl")
+    assert not counter.count("10.0.0.1", "app", "1.0", "app-1.0.whl")
+    assert counter.count("10.0.0.2", "app", "1.0", "app-1.0.whl")
+    assert counter.count("10.0.0.1", "app", "2.0", "app-2.0.whl")
+    now[0] = _downloads.CLIENT_WINDOW + 1
+    assert counter.count("10.0.0.1", "app", "1.0", "app-1.0.whl")
+    assert counter.take() == {("app", "1.0"): 3, ("app", "2.0"): 1}
+    assert counter.take() == {}
+    # Memory stays bounded however many addresses come by.
+    monkeypatch.setattr(_downloads, "MAX_CLIENTS", 100)
+    for n in range(1000):
+        counter.count(f"10.1.{n // 256}.{n % 256}", "app", "1.0", "app-1.0.whl")
+    assert len(counter._seen) <= 100
+    assert counter.take() == {("app", "1.0"): 1000}

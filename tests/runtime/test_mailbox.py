@@ -88,12 +88,13 @@ def test_size_must_be_positive() -> None:
         Mailbox("test", 0, lambda peer, item: asyncio.sleep(0))
 
 
-async def test_an_item_for_an_idle_peer_starts_at_once_and_a_waiting_one_keeps_its_turn(
-) -> None:
+async def test_each_item_runs_in_its_own_task_and_a_waiting_one_keeps_its_turn() -> None:
     gate = asyncio.Event()
     log: list[str] = []
+    tasks: set[asyncio.Task[object] | None] = set()
 
     async def process(peer: str, item: str) -> None:
+        tasks.add(asyncio.current_task())
         log.append(f"start {item}")
         if item == "waits":
             await gate.wait()
@@ -101,16 +102,17 @@ async def test_an_item_for_an_idle_peer_starts_at_once_and_a_waiting_one_keeps_i
 
     mailbox: Mailbox[str] = Mailbox("test", 10, process)
     assert mailbox.try_put("a", "quick")
-    assert log == ["start quick", "end quick"], "processed in the caller, no loop turn"
     assert mailbox.try_put("a", "waits")
     assert mailbox.try_put("a", "after")
     assert mailbox.try_put("b", "other peer")
     await asyncio.sleep(0.01)
-    assert log[2:] == ["start waits", "start other peer", "end other peer"]
+    assert log[:2] == ["start quick", "end quick"]
+    assert sorted(log[2:]) == sorted(["start waits", "start other peer", "end other peer"])
     assert len(mailbox) == 2, "the waiting item and the one behind it still hold room"
     gate.set()
     await mailbox.close(5)
     assert log[5:] == ["end waits", "start after", "end after"]
+    assert len(tasks) == 4 and asyncio.current_task() not in tasks
 
 
 async def test_closing_cancels_a_started_item_that_never_finishes() -> None:

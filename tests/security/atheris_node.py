@@ -31,7 +31,7 @@ with atheris.instrument_imports(include=["p2phost", "p2phost_sdk", "p2phost_nois
     from p2phost_noise_security import NoiseSecurity
 
     from p2phost._runtime import Node, NodeOptions
-    from p2phost._runtime._sealed import Sealer, SealError
+    from p2phost._runtime.wire._sealed import Sealer, SealError
     from p2phost_sdk import Identity, P2PHostError
 
 

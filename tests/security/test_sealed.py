@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2phost._runtime._sealed import (
+from p2phost._runtime.wire._sealed import (
     HEADER,
     OVERHEAD,
     ReplayGuard,

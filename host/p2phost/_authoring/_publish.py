@@ -131,6 +131,29 @@ class RegistryClient:
         path = f"/api/v1/plugins/{quote(normalize_name(name))}/{quote(version)}/yank"
         return self._call("POST", path, f"{name} {version}", json={"reason": reason})
 
+    def unyank(self, name: str, version: str) -> dict[str, Any]:
+        """Undo a yank of ``name`` ``version``; the registry's answer."""
+        path = f"/api/v1/plugins/{quote(normalize_name(name))}/{quote(version)}/unyank"
+        return self._call("POST", path, f"{name} {version}", json={})
+
+    def owners(self, name: str, owner: str, *, add: bool) -> dict[str, Any]:
+        """Add or remove an owner of ``name``; the registry's answer (the owners now)."""
+        base = f"/api/v1/plugins/{quote(normalize_name(name))}/owners"
+        if add:
+            return self._call("POST", base, f"owners of {name}", json={"owner": owner})
+        return self._call("DELETE", f"{base}/{quote(owner)}", f"owners of {name}")
+
+    def tokens(self) -> dict[str, Any]:
+        """The calling token's owner and its tokens (prefixes only)."""
+        return self._call("GET", "/api/v1/tokens", "the token list")
+
+    def end_token(self, prefix: str, days: float | None = None) -> dict[str, Any]:
+        """Revoke a token (``days`` None) or make it expire in ``days``."""
+        if days is None:
+            return self._call("POST", f"/api/v1/tokens/{quote(prefix)}/revoke", prefix)
+        return self._call("POST", f"/api/v1/tokens/{quote(prefix)}/expire", prefix,
+                          json={"days": days})
+
     def register_key(self, publisher_key: str, proof: str) -> dict[str, Any]:
         """Make ``publisher_key`` the token owner's key (``proof``: its base64 signature)."""
         return self._call("POST", "/api/v1/publisher-key", "the publisher key",

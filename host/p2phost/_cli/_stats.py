@@ -7,7 +7,8 @@ from typing import Any
 from ._output import console
 
 _COLUMNS = (("sent", "sent"), ("resent", "resent"), ("acked", "acked"),
-            ("handled", "handled"), ("retried", "retried"), ("dead_lettered", "dead-lettered"),
+            ("handled", "handled"), ("failed", "failed"), ("retried", "retried"),
+            ("dead_lettered", "dead-lettered"),
             ("duplicates", "duplicates"), ("dropped", "dropped"))
 
 
@@ -42,3 +43,12 @@ def print_stats(answer: dict[str, Any]) -> None:
                   f"{answer.get('unknown_acks', 0)}")
     for reason, count in sorted(answer.get("drop_reasons", {}).items()):
         console.print(f"dropped: {count} ({reason})")
+    for app, box in sorted(answer.get("mailboxes", {}).items()):
+        console.print(f"mailbox {app}: {box.get('queued', 0)} queued of {box.get('size', 0)} "
+                      f"({box.get('running', 0)} being handled)")
+    links = answer.get("connections")
+    if links:
+        console.print(f"connections: {links.get('peers', 0)} peers, {links.get('clients', 0)} "
+                      f"clients, {links.get('handshaking', 0)} in handshake; refused "
+                      f"{links.get('refused', 0)}, failed handshakes "
+                      f"{links.get('failed_handshakes', 0)}")

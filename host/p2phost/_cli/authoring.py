@@ -250,6 +250,21 @@ def yank(
     console.print(f"yanked {name} {version} on {url}" + (f": {reason}" if reason else ""))
 
 
+def unyank(
+    name: str = typer.Argument(..., help="The plugin's name."),
+    version: str = typer.Argument(..., help="The version to make installable again."),
+    registry: str | None = _REGISTRY,
+    token: str | None = _TOKEN,
+) -> None:
+    """Undo a yank: installers pick the version again."""
+    from .._authoring import RegistryClient
+
+    url = _registry_url(registry)
+    with RegistryClient(url, token) as client:
+        answer = client.unyank(name, version)
+    console.print(f"unyanked {name} {answer.get('version', version)} on {url}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the authoring commands to the ``plugin`` group (``app`` is unused: see plugin)."""
     plugin_app.command("new")(new)
@@ -257,3 +272,4 @@ def register(app: typer.Typer) -> None:
     plugin_app.command("build")(build)
     plugin_app.command("publish")(publish)
     plugin_app.command("yank")(yank)
+    plugin_app.command("unyank")(unyank)

@@ -23,7 +23,7 @@ from ._output import console
 from ._stats import print_columns
 
 if TYPE_CHECKING:
-    from .._runtime._deadletter import DeadLetter, DeadLetters
+    from .._runtime.delivery._deadletter import DeadLetter, DeadLetters
 
 dead_app = typer.Typer(help="Messages that could not be handled or sent: list, show, retry, "
                             "purge.", no_args_is_help=True)
@@ -37,8 +37,8 @@ _LIST_FIX = "p2phost dead list"
 @contextmanager
 def _store(project: Project, *, write: bool = False) -> Iterator[DeadLetters | None]:
     """The project's dead letters; None when the node never kept any."""
-    from .._runtime._deadletter import DeadLetters
-    from .._runtime._store import DATABASE_NAME, StoreError, open_database
+    from .._runtime.delivery._deadletter import DeadLetters
+    from .._runtime.delivery._store import DATABASE_NAME, StoreError, open_database
 
     path = project.state_dir / DATABASE_NAME
     if not path.exists():
@@ -146,9 +146,9 @@ def retry(ids: list[int] = typer.Argument(None, help="Dead letter ids (see dead 
           everything: bool = _ALL, topic: str | None = _TOPIC) -> None:
     """Send dead letters back to their handlers (or their peers), after a fix."""
     from .._runtime import query_control
-    from .._runtime._deadletter import DeadLetters
     from .._runtime._errors import NodeNotRunning
-    from .._runtime._store import transaction
+    from .._runtime.delivery._deadletter import DeadLetters
+    from .._runtime.delivery._store import transaction
 
     project = Project.find()
     with _store(project) as store:
@@ -178,8 +178,8 @@ def retry(ids: list[int] = typer.Argument(None, help="Dead letter ids (see dead 
 def purge(ids: list[int] = typer.Argument(None, help="Dead letter ids (see dead list)."),
           everything: bool = _ALL, topic: str | None = _TOPIC) -> None:
     """Delete dead letters for good."""
-    from .._runtime._deadletter import DeadLetters
-    from .._runtime._store import transaction
+    from .._runtime.delivery._deadletter import DeadLetters
+    from .._runtime.delivery._store import transaction
 
     project = Project.find()
     with _store(project, write=True) as store:

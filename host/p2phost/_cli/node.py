@@ -26,7 +26,7 @@ from .._errors import UserError
 from .._plugins import PluginManager, describe
 from .._project import Project
 from .._runtime import ControlServer, Node, query_control
-from .._runtime._assemble import node_for_project
+from .._runtime.node._assemble import node_for_project
 from ._discovery_status import discovery_lines
 from ._output import console
 from ._stats import print_stats

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from ._output import console, err_console
+from .registry_access import register_access
 
 #: Where the store lives when --data is not given (overridable by P2PHOST_REGISTRY_DATA).
 DEFAULT_DATA = Path(os.environ.get("P2PHOST_REGISTRY_DATA", "~/.p2phost/registry"))
@@ -33,6 +34,7 @@ def register(app: typer.Typer) -> None:
     tokens = typer.Typer(help="Publishing tokens.", no_args_is_help=True)
     group.add_typer(tokens, name="token")
     app.add_typer(group, name="registry")
+    register_access(group, tokens, _DATA, _DATABASE, _data_dir)
 
     @group.callback()
     def needs_server() -> None:
@@ -50,11 +52,26 @@ def register(app: typer.Typer) -> None:
         database: str | None = _DATABASE,
         max_upload_mb: float = typer.Option(20.0, "--max-upload-mb",
                                             help="Largest file accepted, in MiB."),
+        public_url: str | None = typer.Option(
+            None, "--public-url", metavar="URL",
+            help="The address users reach (shown in pages); default: the one listened on."),
+        forwarded_allow_ips: str | None = typer.Option(
+            None, "--forwarded-allow-ips", metavar="IPS",
+            help="Proxies whose X-Forwarded-For names the client (comma-separated)."),
+        page_ttl: float = typer.Option(
+            60.0, "--page-ttl", metavar="SECONDS",
+            help="How long a rendered page is served before download counts refresh it."),
+        workers: int = typer.Option(1, "--workers", help="Processes sharing the port."),
     ) -> None:
-        """Serve the registry: JSON API, /simple/ index and web marketplace."""
+        """Serve the registry: JSON API, /simple/ index and web marketplace.
+
+        Several servers may share one --database (PostgreSQL) and one --data directory.
+        """
         from p2phost_registry import serve as run_server
 
-        run_server(host, port, _data_dir(data), database, int(max_upload_mb * 1024 * 1024))
+        run_server(host, port, _data_dir(data), database, int(max_upload_mb * 1024 * 1024),
+                   public_url=public_url, forwarded_allow_ips=forwarded_allow_ips,
+                   page_ttl=page_ttl, workers=workers)
 
     @group.command("seed")
     def seed(
@@ -116,17 +133,20 @@ def register(app: typer.Typer) -> None:
         ),
         data: Path = _DATA,
         database: str | None = _DATABASE,
+        expires_in: float | None = typer.Option(None, "--expires-in", metavar="DAYS",
+                                                help="Expire after this many days."),
     ) -> None:
         """Create a publishing token and print it (the last word of the output)."""
         from p2phost_registry import Store
 
         store = Store(_data_dir(data), database)
         try:
-            token = store.create_token(owner, scope or [])
+            token = store.create_token(owner, scope or [], expires_in)
         finally:
             store.close()
         scopes = ", ".join(scope) if scope else "any plugin it owns or creates"
-        console.print(f"token for {owner} (may publish: {scopes}); keep it secret:")
+        until = f", expires in {expires_in:g} days" if expires_in is not None else ""
+        console.print(f"token for {owner} (may publish: {scopes}{until}); keep it secret:")
         console.print(token)
 
 

@@ -242,12 +242,12 @@ class Installer:
             assert isinstance(item, Release)
             wheel = item.wheel()
             assert wheel is not None  # the resolver only picks releases with a fitting wheel
-            path = self.cache.fetch(wheel.url, wheel.sha256, wheel.filename, self.fetcher,
-                                    self.progress, wheel.size)
-            signed = verify_download(item, wheel, self.fetcher)
-            check_pin(item, signed, locked, self.signing)
-            check_sdk(item.name, str(item.version), path)
             builtin = item.source == BUILTIN_SOURCE  # its file:// URL is this machine's only
+            path = self.cache.fetch(wheel.url, wheel.sha256, wheel.filename, self.fetcher,
+                                    None if builtin else self.progress, wheel.size)
+            signed = verify_download(item, wheel, self.fetcher)
+            check_pin(item, signed, locked or self._official_pin(item), self.signing)
+            check_sdk(item.name, str(item.version), path)
             plugins.append(LockedFile(
                 name=item.name, version=str(item.version), source=item.source,
                 filename=wheel.filename, sha256=wheel.sha256,
@@ -259,6 +259,24 @@ class Installer:
         before = sorted({d for p in self.lock.plugins for d in p.dependencies})
         packages = self.lock.packages if needs == before else resolve_packages(needs)
         return Lock(plugins=tuple(plugins), packages=packages)
+
+    def _official_pin(self, item: Release) -> LockedFile | None:
+        """For an official plugin (one the built-in source has), the release key as its pin.
+
+        So a registry's tcp-transport must be signed by the key that signed p2phost's own,
+        as if the lock had pinned it, unless the user accepts another with --trust-new-key.
+        """
+        builtin = self.client.builtin
+        try:
+            official = builtin.plugin(item.name) if builtin is not None else None
+        except UserError:
+            return None
+        if official is None or item.source == BUILTIN_SOURCE:
+            return None
+        newest = official.releases[0]
+        return LockedFile(name=item.name, version=f"{newest.version}, built into p2phost",
+                          source=BUILTIN_SOURCE, filename="", sha256="",
+                          publisher_key=builtin.release_key if builtin else None)
 
     def _file(self, entry: LockedFile, offline: bool) -> Path:
         hit = self.cache.get(entry.sha256, entry.filename)

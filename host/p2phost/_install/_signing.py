@@ -121,6 +121,14 @@ def check_pin(release: Release, signed: Signed | None, pinned: LockedFile | None
     if new == pinned.publisher_key:
         return
     now = f"is signed by {new}" if new else "is not signed at all"
+    if pinned.filename == "":  # an official plugin: held to the release key p2phost ships
+        raise PublisherKeyChanged(
+            f"{release.name} is an official p2phost plugin, signed by the release key "
+            f"{pinned.publisher_key} built into p2phost, but {release.name} {release.version} "
+            f"from {release.source} {now}. It may be an impostor; nothing was installed",
+            fix="ask the registry's operator to publish the signed official plugins "
+                f"(p2phost registry seed); to accept this one anyway: {policy.command} "
+                "--trust-new-key")
     raise PublisherKeyChanged(
         f"THE PUBLISHER KEY OF {release.name} HAS CHANGED: {release.name} {release.version} "
         f"{now}, but p2phost.lock pins {pinned.publisher_key} (from {release.name} "

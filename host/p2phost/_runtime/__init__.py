@@ -4,13 +4,15 @@
 format is specified in docs/wire.md.
 """
 
-from ._backoff import Backoff
-from ._control import ControlServer, query_control
-from ._envelope import VERSION, Envelope, Kind, decode, encode
+from p2phost_sdk import Backoff
+
 from ._errors import ListenError, NodeAlreadyRunning, NodeConfigError, NodeNotRunning, WireError
-from ._handshake import Hello, choose_codec
-from ._mailbox import Mailbox
-from ._node import INSECURE_WARNING, Node, NodeOptions
+from .messaging._mailbox import Mailbox
+from .node._control import ControlServer, query_control
+from .node._node import INSECURE_WARNING, Node
+from .node._options import NodeOptions
+from .wire._envelope import VERSION, Envelope, Kind, decode, encode
+from .wire._handshake import Hello, choose_codec
 
 __all__ = [
     "INSECURE_WARNING",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import secrets
 import time
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._aio import Backoff, TaskOwner, plugin_name, with_timeout
 from .._errors import ConnectionClosed, TransportError
 from .._identity import is_peer_id
 from .._transport import AcceptHandler
@@ -75,8 +75,7 @@ class InboxOptions:
 def backoff(attempt: int, initial: float = 0.1, maximum: float = 2.0) -> float:
     """Seconds to wait before retry ``attempt`` (0 = the first): doubling from
     ``initial`` up to ``maximum``, a random point in the upper half (no lockstep)."""
-    ceiling = min(maximum, initial * 2.0 ** min(attempt, 30))
-    return ceiling / 2 + random.random() * ceiling / 2
+    return Backoff(initial, maximum).delay(attempt)
 
 
 class Endpoint:
@@ -109,7 +108,7 @@ class Endpoint:
         self._ack_wake = asyncio.Event()
         self._controls: list[tuple[str, bytes]] = []  # (inbox, record)
         self._control_wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner(f"inbox {medium.url}", logger=log)
         self._foreign = 0
         self._foreign_logged = 0.0
         self._closed = False
@@ -250,7 +249,10 @@ class Endpoint:
             self.letter_journal.load()
             if self.inbox == self.peer_id:
                 self.medium.retention = self.options.retention
-            await self.medium.open_inbox(self.inbox, self._deliver)
+            await with_timeout(self.medium.open_inbox(self.inbox, self._deliver),
+                               _ATTEMPT_TIMEOUT, plugin=plugin_name(self.medium),
+                               doing=f"opening its inbox on {self.medium.url}",
+                               fix="check that the broker or database there answers")
 
     def listen(self, accept: AcceptHandler) -> None:
         """Accept connections from now on (and resume those the journal knows)."""
@@ -260,14 +262,7 @@ class Endpoint:
         self.ephemeral = False
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(work, name=f"{name} {self.medium.url}")
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %r failed", task.get_name(), exc_info=task.exception())
+        self._tasks.spawn(work, f"{name} {self.medium.url}")
 
     async def close(self) -> None:
         """Give up every connection, flush acknowledgements, disconnect. Idempotent."""
@@ -277,11 +272,7 @@ class Endpoint:
         self.accept = None
         for connection in list(self.connections.values()):
             connection.lost(f"the transport for {self.medium.url} is closing")
-        while self._tasks:
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close(_CLOSE_TIMEOUT)
         # Short waits from here on: the medium may be the reason the node is stopping.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_CLOSE_TIMEOUT):

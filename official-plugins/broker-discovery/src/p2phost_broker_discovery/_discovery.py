@@ -29,6 +29,7 @@ from p2phost_sdk import (
     PresenceBook,
     RejectLog,
     SignedPresence,
+    cancel_and_wait,
     check_announcement,
     check_scope,
     is_wildcard,
@@ -76,12 +77,13 @@ class BrokerSettings:
         return "nats" if urlsplit(self.url).scheme in ("nats", "tls") else "redis"
 
 
-async def cancel_surely(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for it, cancelling again if a client library swallowed it."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
-    await asyncio.gather(task, return_exceptions=True)
+async def cancel_surely(task: asyncio.Task[Any], timeout: float = 5.0) -> None:
+    """Cancel ``task`` and wait for it, cancelling again if a client library swallowed
+    it; after ``timeout`` seconds it is left to end on its own (and logged)."""
+    for _ in range(max(1, int(timeout / 0.1))):
+        if await cancel_and_wait(task, 0.1):
+            return
+    log.error("%s did not stop within %gs of being cancelled", task.get_name(), timeout)
 
 
 class BrokerDiscovery(Discovery):

@@ -18,6 +18,7 @@ from p2phost_sdk import (
     ConnectionClosed,
     FrameTooLarge,
     Listener,
+    TaskOwner,
     Transport,
     TransportError,
 )
@@ -138,7 +139,7 @@ class _MemoryListener(Listener):
         self.accept = accept
         self.transport = transport
         self.addresses = [f"mem://{name}"]
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks = TaskOwner(f"listener {self.addresses[0]}")
 
     def connect(self, dialer: MemoryTransport) -> MemoryConnection:
         # Each direction's capacity is set by its receiver, who pays for the buffering.
@@ -148,9 +149,7 @@ class _MemoryListener(Listener):
                                       self.addresses[0], client_name)
         client_end = MemoryConnection(to_client, to_server, dialer.max_frame_size,
                                       client_name, self.addresses[0])
-        task = asyncio.get_running_loop().create_task(self._accept(server_end))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks.spawn(self._accept(server_end), f"accept {client_name}")
         return client_end
 
     async def _accept(self, connection: MemoryConnection) -> None:
@@ -159,9 +158,7 @@ class _MemoryListener(Listener):
     async def close(self) -> None:
         if _listeners.get(self.name) is self:
             del _listeners[self.name]
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.tasks.close()
 
 
 class MemoryTransport(Transport):

@@ -23,7 +23,7 @@ from p2phost_sdk import (
 )
 
 from ._connection import NoiseConnection
-from ._noise import HandshakeState, NoiseError, public_bytes
+from ._noise import MAX_MESSAGE, HandshakeState, NoiseError, public_bytes
 
 #: Mixed into the handshake hash, so that only p2phost noise peers agree on keys.
 PROLOGUE = b"p2phost-noise/1"
@@ -37,6 +37,8 @@ class NoiseSecurity(Security):
     """``noise``: ``Noise_XX_25519_ChaChaPoly_SHA256`` proving each side's peer id."""
 
     protocol = "noise"
+    #: A Noise message is at most 65535 bytes, so no handshake frame is larger.
+    max_handshake_frame = MAX_MESSAGE
 
     def __init__(self, *, max_frame_size: int = 16 * 1024 * 1024) -> None:
         if max_frame_size < 1024:

@@ -72,6 +72,8 @@ class TcpConnection(Connection):
         self._reader = reader
         self._writer = writer
         self._max = max_frame_size
+        #: The largest frame accepted now: small until the host's handshake is done.
+        self._limit = max_frame_size
         self._read_size = read_size
         self._frames: deque[bytes] = deque()
         # Bytes of a frame that straddles reads, and how many the frame needs in all.
@@ -123,6 +125,10 @@ class TcpConnection(Connection):
         except (ConnectionError, OSError) as exc:
             raise ConnectionClosed(f"connection to {self.remote_address} lost: {exc}") from exc
 
+    def limit_incoming(self, size: int | None) -> None:
+        """Refuse incoming frames over ``size`` bytes (None: ``max_frame_size`` again)."""
+        self._limit = self._max if size is None else min(size, self._max)
+
     async def recv(self) -> bytes:
         """The next frame."""
         frames = self._frames
@@ -144,13 +150,14 @@ class TcpConnection(Connection):
         return frames.popleft()
 
     def _split(self, data: bytes) -> None:
-        offset, end, limit = 0, len(data), self._max
+        offset, end, limit = 0, len(data), self._limit
         while end - offset >= 4:
             (size,) = _LENGTH.unpack_from(data, offset)
             if size > limit:
                 raise FrameTooLarge(
                     f"{self.remote_address} sent a frame of {size} bytes, over the maximum "
-                    f"of {limit} bytes"
+                    f"of {limit} bytes" + ("" if limit == self._max else
+                                           " accepted before the handshake is done")
                 )
             stop = offset + 4 + size
             if stop > end:

@@ -30,6 +30,9 @@ from ._connection import TlsConnection, describe, flush
 
 #: The largest underlying frame the TLS byte stream is cut into.
 _CHUNK = 256 * 1024
+#: The largest frame of the handshake: its flights (a hello, a self-signed Ed25519
+#: certificate and a few small messages) are a few kilobytes.
+_HANDSHAKE_CHUNK = 64 * 1024
 
 
 @dataclass
@@ -70,6 +73,9 @@ class TlsSecurity(Security):
     """``tls``: TLS 1.3 with self-signed Ed25519 certificates proving each peer id."""
 
     protocol = "tls"
+    #: Handshake flights go in frames of at most 64 KiB; a hello after them (64 KiB at
+    #: most) gains some record overhead.
+    max_handshake_frame = _HANDSHAKE_CHUNK + 4096
 
     def __init__(self, *, max_frame_size: int = 16 * 1024 * 1024) -> None:
         if max_frame_size < 1024:
@@ -131,12 +137,12 @@ class TlsSecurity(Security):
                 finished = False
             except SSL.Error as exc:
                 try:  # tell the peer why (the alert), when the medium still takes it
-                    await flush(tls, connection, self._chunk)
+                    await flush(tls, connection, min(self._chunk, _HANDSHAKE_CHUNK))
                 except TransportError:
                     pass
                 reason = attempt.refusal or describe(exc)
                 raise HandshakeError(f"tls handshake with {where} refused: {reason}") from None
-            await flush(tls, connection, self._chunk)
+            await flush(tls, connection, min(self._chunk, _HANDSHAKE_CHUNK))
             if finished:
                 break
             data = await connection.recv()

@@ -1,0 +1,222 @@
+"""DHT lookups: dht-discovery beside the ``kademlia`` package (PyPI), same machine, one run.
+
+    python benchmarks/overlay.py [--sizes 50,100,200] [--lookups 200]
+
+For each size N, both DHTs run N nodes in this process on UDP over loopback (kademlia's
+own rpcudp; dht-discovery's core over a small JSON-over-UDP Rpc, so neither has a p2phost
+node's connections and security under it), joined one after the other through node 0.
+Then ``--lookups`` times a random node looks up a random other node's id:
+
+- dht-discovery: ``find_peer``, which stops when the target's signed record arrives (and
+  verifies it); 0 hops when the asker's table already holds the target;
+- kademlia: its ``find_node`` never returns the id asked for, so a peer is found the way
+  its users do it: every node stores its address under its own id (``set_digest``), and a
+  lookup is the value crawl ``get`` runs (``ValueSpiderCrawl``), stopping at the value;
+  0 hops when the asker stores it itself;
+- hops: request rounds of the lookup; time: wall time until it returned.
+
+The rows print both and the ratios dht-discovery / kademlia (below 1 is better for us).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "official-plugins" / "dht-discovery" / "src"))
+
+from p2phost_dht_discovery import Dht, DhtSettings  # noqa: E402
+
+from p2phost_sdk import Identity, PresenceSigner, SignedPresence  # noqa: E402
+
+
+class UdpRpc(asyncio.DatagramProtocol):
+    """DHT requests as JSON datagrams: {"id", "request"} -> {"id", "reply"|"error"}."""
+
+    def __init__(self) -> None:
+        self.dht: Dht | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count()
+        self._answering: set[asyncio.Future[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        message = json.loads(data)
+        if "request" in message:
+            task = asyncio.ensure_future(self._answer(message, addr))
+            self._answering.add(task)  # owned until done, so it is not collected mid-way
+            task.add_done_callback(self._answering.discard)
+            return
+        future = self._pending.pop(message["id"], None)
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    async def _answer(self, message: dict[str, Any], addr: tuple[str, int]) -> None:
+        assert self.dht is not None and self.transport is not None
+        # UDP proves nothing: the sender's id comes from its own record (benchmark only;
+        # in a node the security plugin proves it).
+        sender = str(message["request"].get("from", {}).get("id", ""))
+        try:
+            out = {"id": message["id"], "reply": await self.dht.handle(sender,
+                                                                       message["request"])}
+        except Exception as exc:
+            out = {"id": message["id"], "error": str(exc)}
+        self.transport.sendto(json.dumps(out).encode(), addr)
+
+    async def call(self, peer_id: str, addresses: Sequence[str],
+                   request: dict[str, Any]) -> dict[str, Any]:
+        assert self.transport is not None
+        host, _, port = addresses[0].removeprefix("udp://").rpartition(":")
+        number = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[number] = future
+        self.transport.sendto(json.dumps({"id": number, "request": request}).encode(),
+                              (host, int(port)))
+        try:
+            answer = await future
+        finally:
+            self._pending.pop(number, None)
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        reply: dict[str, Any] = answer["reply"]
+        return reply
+
+
+async def ours(size: int, lookups: int, rng: random.Random) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    nodes: list[Dht] = []
+    rpcs: list[UdpRpc] = []
+    started = time.perf_counter()
+    for _ in range(size):
+        identity = Identity.generate()
+        signer = PresenceSigner(identity)
+        transport, rpc = await loop.create_datagram_endpoint(UdpRpc, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+
+        def sign(scope: str, addresses: Sequence[str], lifetime: float,
+                 signer: PresenceSigner = signer) -> SignedPresence:
+            return signer.sign(scope, addresses, lifetime=lifetime)
+
+        node = Dht(identity.peer_id, sign, rpc, DhtSettings(request_timeout=5.0),
+                   addresses=[f"udp://127.0.0.1:{port}"])
+        rpc.dht = node
+        nodes.append(node)
+        rpcs.append(rpc)
+    for node in nodes[1:]:
+        await node.join([(nodes[0].peer_id, nodes[0].addresses)])
+    built = time.perf_counter() - started
+    hops, times, found = [], [], 0
+    for _ in range(lookups):
+        asker, target = rng.sample(nodes, 2)
+        begin = time.perf_counter()
+        result = await asker.find_peer_result(target.peer_id)
+        times.append(time.perf_counter() - begin)
+        if result.found is not None:
+            found += 1
+            hops.append(result.hops)
+    for rpc in rpcs:
+        assert rpc.transport is not None
+        rpc.transport.close()
+    return summary(hops, times, found, lookups, built)
+
+
+async def theirs(size: int, lookups: int, rng: random.Random) -> dict[str, float]:
+    from kademlia.crawling import ValueSpiderCrawl
+    from kademlia.network import Server
+    from kademlia.node import Node
+
+    class Counting(ValueSpiderCrawl):  # type: ignore[misc]
+        rounds = 0
+
+        async def _nodes_found(self, responses: dict[Any, Any]) -> Any:
+            self.rounds += 1
+            return await super()._nodes_found(responses)
+
+    servers: list[Any] = []
+    ports: list[int] = []
+    started = time.perf_counter()
+    for _ in range(size):
+        server = Server(ksize=20, alpha=3)
+        await server.listen(0, interface="127.0.0.1")
+        servers.append(server)
+        ports.append(server.transport.get_extra_info("sockname")[1])
+    for server in servers[1:]:
+        await server.bootstrap([("127.0.0.1", ports[0])])
+    # kademlia's find_node never returns the id asked for, so a peer is found the way its
+    # users do: each node stores its address under its own id, and a lookup gets it.
+    for server, port in zip(servers, ports, strict=True):
+        await server.set_digest(server.node.id, f"udp://127.0.0.1:{port}")
+    built = time.perf_counter() - started
+    hops, times, found = [], [], 0
+    for _ in range(lookups):
+        a, b = rng.sample(range(size), 2)
+        asker, target = servers[a], servers[b]
+        begin = time.perf_counter()
+        value = asker.storage.get(target.node.id)
+        rounds = 0
+        if value is None:
+            node = Node(target.node.id)
+            nearest = asker.protocol.router.find_neighbors(node)
+            crawl = Counting(asker.protocol, node, nearest, asker.ksize, asker.alpha)
+            value = await crawl.find()
+            rounds = crawl.rounds
+        times.append(time.perf_counter() - begin)
+        if value == f"udp://127.0.0.1:{ports[b]}":
+            found += 1
+            hops.append(rounds)
+    for server in servers:
+        server.stop()
+    return summary(hops, times, found, lookups, built)
+
+
+def summary(hops: list[int], times: list[float], found: int, lookups: int,
+            built: float) -> dict[str, float]:
+    times.sort()
+    return {"found": found / lookups, "hops_median": statistics.median(hops or [0]),
+            "hops_mean": statistics.fmean(hops or [0]), "hops_max": max(hops or [0]),
+            "ms_median": statistics.median(times) * 1000,
+            "ms_p90": times[int(len(times) * 0.9)] * 1000, "build_s": built}
+
+
+async def main(sizes: list[int], lookups: int) -> None:
+    import logging
+
+    logging.getLogger("kademlia").setLevel(logging.ERROR)
+    print(f"{'N':>4} {'':12} {'found':>6} {'hops p50':>8} {'mean':>5} {'max':>4} "
+          f"{'ms p50':>8} {'ms p90':>8} {'build s':>8}")
+    for size in sizes:
+        a = await ours(size, lookups, random.Random(size))
+        b = await theirs(size, lookups, random.Random(size))
+        for name, row in (("dht-discovery", a), ("kademlia", b)):
+            print(f"{size:>4} {name:12} {row['found']:>6.1%} {row['hops_median']:>8.1f} "
+                  f"{row['hops_mean']:>5.2f} {row['hops_max']:>4.0f} {row['ms_median']:>8.2f} "
+                  f"{row['ms_p90']:>8.2f} {row['build_s']:>8.2f}")
+        print(f"{size:>4} {'ratio':12} {'':>6} {ratio(a, b, 'hops_median'):>8} "
+              f"{ratio(a, b, 'hops_mean'):>5} {'':>4} {ratio(a, b, 'ms_median'):>8} "
+              f"{ratio(a, b, 'ms_p90'):>8} {ratio(a, b, 'build_s'):>8}")
+
+
+def ratio(a: dict[str, float], b: dict[str, float], name: str) -> str:
+    """dht-discovery / kademlia for one column ("-" when kademlia's is 0)."""
+    return f"{a[name] / b[name]:.2f}" if b[name] else "-"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="50,100,200")
+    parser.add_argument("--lookups", type=int, default=200)
+    options = parser.parse_args()
+    asyncio.run(main([int(s) for s in options.sizes.split(",")], options.lookups))

@@ -1,0 +1,75 @@
+"""The receiver's dedupe window: which messages, by (sender, message id), it took already.
+
+A message is *busy* from the moment it is taken until its outcome is committed (its
+handler succeeded, it was put aside for a delayed retry, or dead-lettered), then *done*.
+A copy that arrives while the first is busy is dropped (the first one's acknowledgement
+answers both); a copy of a done message is acknowledged again and dropped (the sender
+missed the first acknowledgement).
+
+Done ids stay in memory for the most recent ones; for effectively-once topics they are
+also written to the delivery database, in the transaction that commits the outcome,
+and kept there for ``[delivery] dedupe-window`` seconds, across restarts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import OrderedDict
+
+from ._store import sql_id
+
+Key = tuple[str, int]
+BUSY = "busy"
+DONE = "done"
+
+
+class Dedupe:
+    """Busy and done message ids of one node."""
+
+    def __init__(self, db: sqlite3.Connection, *, window: float, memory: int = 100_000) -> None:
+        self.db = db
+        self.window = window
+        self.memory = memory
+        self._busy: set[Key] = set()
+        self._done: OrderedDict[Key, None] = OrderedDict()
+
+    def seen(self, key: Key, *, durable: bool) -> str | None:
+        """BUSY, DONE, or None for a message not taken yet (``durable``: look in the
+        database too)."""
+        if key in self._busy:
+            return BUSY
+        if key in self._done:
+            return DONE
+        if durable and self.db.execute("SELECT 1 FROM dedupe WHERE sender = ? AND id = ?",
+                                       (key[0], sql_id(key[1]))).fetchone():
+            self._remember(key)
+            return DONE
+        return None
+
+    def take(self, key: Key) -> None:
+        """``key`` is being handled."""
+        self._busy.add(key)
+
+    def release(self, key: Key, *, done: bool) -> None:
+        """``key``'s outcome is committed (``done``), or it was given up and may come again."""
+        self._busy.discard(key)
+        if done:
+            self._remember(key)
+
+    def _remember(self, key: Key) -> None:
+        self._done[key] = None
+        if len(self._done) > self.memory:
+            self._done.popitem(last=False)
+
+    @staticmethod
+    def mark(db: sqlite3.Connection, key: Key) -> None:
+        """Write ``key`` to the durable window (inside the caller's transaction)."""
+        db.execute("INSERT OR IGNORE INTO dedupe (sender, id, at) VALUES (?, ?, ?)",
+                   (key[0], sql_id(key[1]), time.time()))
+
+    def prune(self, db: sqlite3.Connection) -> int:
+        """Forget durable ids older than the window (a write: the committer runs it);
+        how many were forgotten."""
+        cursor = db.execute("DELETE FROM dedupe WHERE at < ?", (time.time() - self.window,))
+        return cursor.rowcount

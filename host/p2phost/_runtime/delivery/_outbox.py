@@ -1,0 +1,349 @@
+"""The sender's durable outbox: messages of acknowledged topics, kept until acknowledged.
+
+``send`` on an acknowledged topic writes the encoded message to the outbox (in the
+delivery database) and returns once that is committed; a *pump* per peer sends what
+the outbox holds for it whenever the peer is connected, in order, with at most
+``[delivery] window`` messages unacknowledged. An ACK deletes the message. When the
+connection changes, or no acknowledgement came within ``ack-timeout``, the pump goes
+back and sends every unacknowledged message again (the receiver drops the copies it
+has). So a message survives the sender being killed, the receiver being killed, and
+the connection being lost in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from p2phost_sdk import Codec, CodecError, ConnectionClosed, FrameTooLarge, TaskOwner
+
+from ..._delivery_settings import DeliverySettings
+from ..messaging._stats import DeliveryStats
+from ..wire._channel import Channel
+from ..wire._envelope import Kind, encode
+from ._deadletter import DeadLetter, DeadLetters
+from ._store import Committer, sql_id, wire_id
+
+log = logging.getLogger("p2phost.delivery")
+_PAGE = 256
+_RECENT = 65_536
+#: Rows handed from ``put`` to a caught-up pump before it reads the database instead.
+_FRESH = 4096
+
+
+def key_id(key: str) -> int:
+    """The message id of an idempotency key: stable, and apart from counted ids (which
+    stay below 2**62)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") & ((1 << 62) - 1)) | (1 << 62)
+
+
+class _Row(NamedTuple):
+    seq: int
+    id: int
+    topic: str
+    content_type: str
+    body: bytes
+
+
+@dataclass
+class _Pump:
+    peer: str
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    channel: Channel | None = None
+    #: The outbox position sent up to on ``channel``.
+    cursor: int = 0
+    #: Message id -> when it was sent, in the order sent.
+    inflight: dict[int, float] = field(default_factory=dict)
+    #: Acknowledged, deletion not yet committed: not to be sent again.
+    acked: set[int] = field(default_factory=set)
+    #: Sent at least once by this run (a further send counts as a resend).
+    sent: set[int] = field(default_factory=set)
+    #: Whether the last read found every row up to the end (then new rows come in
+    #: ``fresh``, straight from ``put``, with no read of the database).
+    caught_up: bool = False
+    fresh: deque[_Row] = field(default_factory=deque)
+
+
+class Outbox:
+    """The outbox of one node and a pump per peer."""
+
+    def __init__(self, *, committer: Committer, dead: DeadLetters, stats: DeliveryStats,
+                 settings: DeliverySettings, codecs: Mapping[str, Codec],
+                 usable: Callable[[str], Channel | None],
+                 acknowledged_by: Callable[[Channel, str], bool]) -> None:
+        self.committer = committer
+        self.db = committer.db
+        self.dead = dead
+        self.stats = stats
+        self.settings = settings
+        self.codecs = codecs
+        self._usable = usable
+        self._acknowledged_by = acknowledged_by
+        self._pumps: dict[str, _Pump] = {}
+        self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._warned: set[tuple[str, str]] = set()
+        self._tasks = TaskOwner('delivery', logger=log)
+
+    # -- putting messages in ---------------------------------------------------------
+
+    async def put(self, dest: str, topic: str, data: bytes, content_type: str,
+                  message_id: int) -> None:
+        """Keep an encoded message for ``dest`` (a peer id, or an address while its peer
+        is unknown); returns once it is committed."""
+        row = (dest, sql_id(message_id), topic, content_type, data, time.time())
+
+        def insert(db: Any) -> int | None:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO outbox (dest, id, topic, content_type, body, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)", row)
+            return int(cursor.lastrowid) if cursor.rowcount == 1 else None
+
+        seq = await self.committer.write(insert)
+        pump = self._pumps.get(dest)
+        if pump is not None:
+            if seq is not None and pump.caught_up:
+                if len(pump.fresh) < _FRESH:
+                    pump.fresh.append(_Row(seq, message_id, topic, content_type, data))
+                else:  # far behind: read from the database again
+                    pump.caught_up = False
+                    pump.fresh.clear()
+            pump.wake.set()
+
+    def destinations(self) -> list[str]:
+        """Every destination that has messages waiting."""
+        return [d for (d,) in self.db.execute("SELECT DISTINCT dest FROM outbox")]
+
+    def waiting(self) -> int:
+        """How many messages wait in the outbox."""
+        return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    # -- peers coming and going ------------------------------------------------------
+
+    def connected(self, peer: str, addresses: list[str]) -> None:
+        """A channel to ``peer`` opened: its messages (also those sent to one of its
+        ``addresses`` before it was known) go out now."""
+        pump = self._pumps.get(peer)
+        if pump is None:
+            pump = self._pumps[peer] = _Pump(peer)
+            self._tasks.spawn(self._pump(pump), f"outbox {peer[:12]}")
+        pump.wake.set()
+        if addresses:
+            # Rows claimed from the addresses keep their places: once they are the
+            # pump's, it looks from the start again (what is in flight is not resent).
+            def rescan() -> None:
+                pump.cursor, pump.caught_up = 0, False
+                pump.fresh.clear()
+                pump.wake.set()
+
+            self.committer.submit(lambda db: _claim(db, peer, addresses), rescan)
+
+    def wake(self, peer: str) -> None:
+        """Something changed for ``peer`` (a channel ended, messages came back from the
+        dead-letter store): its pump looks again."""
+        pump = self._pumps.get(peer)
+        if pump is not None:
+            pump.caught_up = False  # rows may have come by another way: read again
+            pump.fresh.clear()
+            pump.wake.set()
+
+    # -- acknowledgements ------------------------------------------------------------
+
+    def acked(self, peer: str, ids: list[int]) -> None:
+        """``peer`` acknowledged ``ids``: delete them from the outbox."""
+        pump = self._pumps.get(peer)
+        if pump is not None:
+            for message_id in ids:
+                pump.inflight.pop(message_id, None)
+                pump.acked.add(message_id)
+        topics: list[str | None] = []
+
+        def op(db: Any) -> None:
+            for message_id in ids:
+                row = db.execute("DELETE FROM outbox WHERE dest = ? AND id = ? RETURNING topic",
+                                 (peer, sql_id(message_id))).fetchone()
+                topics.append(None if row is None else row[0])
+
+        def then() -> None:
+            for message_id, topic in zip(ids, topics, strict=True):
+                self._acked_one(peer, message_id, topic, pump)
+            if pump is not None:
+                pump.wake.set()
+
+        # Nobody waits for it: it rides with the next send's transaction.
+        self.committer.submit(op, then, lazy=True)
+
+    def _acked_one(self, peer: str, message_id: int, topic: str | None,
+                   pump: _Pump | None) -> None:
+        key = (peer, message_id)
+        if pump is not None:
+            pump.acked.discard(message_id)
+            pump.sent.discard(message_id)
+        if topic is not None:
+            self.stats.add(topic, "acked")
+            self._recent[key] = None
+            if len(self._recent) > _RECENT:
+                self._recent.popitem(last=False)
+        elif key not in self._recent:  # a repeated ACK of a recent message is normal
+            self.stats.unknown_acks += 1
+            log.info("ignored an acknowledgement from %s for message %016x, which this node "
+                     "is not waiting for", peer, message_id)
+
+    # -- the pump --------------------------------------------------------------------
+
+    async def _pump(self, pump: _Pump) -> None:
+        window, timeout = self.settings.window, self.settings.ack_timeout
+        while True:
+            pump.wake.clear()
+            channel = self._usable(pump.peer)
+            if channel is not pump.channel:  # another connection: all unacknowledged again
+                pump.channel, pump.cursor, pump.caught_up = channel, 0, False
+                pump.fresh.clear()
+                pump.inflight.clear()
+            now = time.monotonic()
+            if pump.inflight and next(iter(pump.inflight.values())) + timeout <= now:
+                log.info("no acknowledgement from %s within %gs for %d messages: sending "
+                         "them again", pump.peer, timeout, len(pump.inflight))
+                pump.cursor, pump.caught_up = 0, False
+                pump.fresh.clear()
+                pump.inflight.clear()
+            room = min(window - len(pump.inflight), _PAGE) if channel else 0
+            rows = self._page(pump, room)
+            for row in rows:
+                pump.cursor = row.seq
+                if row.id not in pump.acked and row.id not in pump.inflight:
+                    await self._send(pump, channel, row)  # type: ignore[arg-type]
+                if pump.channel is not None and pump.channel.ended:
+                    break
+            if len(rows) == room > 0:
+                continue  # there may be more; a short page means the outbox is sent
+            wait = next(iter(pump.inflight.values())) + timeout - time.monotonic() \
+                if pump.inflight else None
+            try:
+                async with asyncio.timeout(wait):
+                    await pump.wake.wait()
+            except TimeoutError:
+                pass
+
+    def _page(self, pump: _Pump, room: int) -> list[_Row]:
+        if room <= 0:
+            return []
+        if pump.caught_up:
+            fresh, rows = pump.fresh, list[_Row]()
+            while fresh and len(rows) < room:
+                row = fresh.popleft()
+                if row.seq > pump.cursor:  # else read already, before it was handed over
+                    rows.append(row)
+            return rows
+        found = self.db.execute(
+            "SELECT seq, id, topic, content_type, body FROM outbox WHERE dest = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?", (pump.peer, pump.cursor, room)).fetchall()
+        if len(found) < room:
+            pump.caught_up = True
+            pump.fresh.clear()
+        return [_Row(seq, wire_id(i), t, c, b) for seq, i, t, c, b in found]
+
+    async def _send(self, pump: _Pump, channel: Channel, row: _Row) -> None:
+        if row.topic not in channel.topics:
+            self._dead_out(pump.peer, row, f"the peer does not handle topic {row.topic!r} "
+                                           f"(its topics: {', '.join(sorted(channel.topics))})")
+            return
+        frame = self._frame(pump.peer, channel, row)
+        if frame is None:
+            return
+        if not channel.try_post(frame):
+            try:
+                await channel.send(frame)
+            except ConnectionClosed:
+                return  # sent again on the next connection
+        self.stats.add(row.topic, "resent" if row.id in pump.sent else "sent")
+        if self._acknowledged_by(channel, row.topic):
+            pump.sent.add(row.id)
+            pump.inflight[row.id] = time.monotonic()
+            return
+        if (pump.peer, row.topic) not in self._warned:
+            self._warned.add((pump.peer, row.topic))
+            log.warning("%s handles topic %r without acknowledgements (at-most-once): "
+                        "messages from the outbox go to it once, unacknowledged",
+                        pump.peer, row.topic)
+        self.committer.submit(lambda db: db.execute("DELETE FROM outbox WHERE seq = ?",
+                                                    (row.seq,)))
+
+    def _frame(self, peer: str, channel: Channel, row: _Row) -> bytes | None:
+        data = row.body
+        if row.content_type != channel.codec.content_type:
+            codec = self.codecs.get(row.content_type)
+            try:
+                if codec is None:
+                    raise CodecError(f"no codec for {row.content_type} is loaded")
+                data = channel.codec.encode(codec.decode(data))
+            except CodecError as exc:
+                self._dead_out(peer, row, f"cannot re-encode it from {row.content_type} to "
+                                          f"{channel.codec.content_type}, the peer's codec: {exc}")
+                return None
+        frame = encode(Kind.MESSAGE, row.id, row.topic.encode(), data)
+        if len(frame) > channel.frame_limit:
+            error = FrameTooLarge(f"{len(frame)} bytes, over the maximum frame size of "
+                                  f"{channel.frame_limit} ({channel.frame_limit_source})")
+            self._dead_out(peer, row, f"too large for the connection: {error}")
+            return None
+        return frame
+
+    def _dead_out(self, peer: str, row: _Row, reason: str) -> None:
+        now = time.time()
+        letter = DeadLetter(0, "out", peer, row.id, row.topic, row.content_type, row.body, 0,
+                            reason, "", "", now, now)
+        outcome: list[tuple[int, list[DeadLetter]]] = []
+
+        def op(db: Any) -> None:
+            db.execute("DELETE FROM outbox WHERE seq = ?", (row.seq,))
+            outcome.append(self.dead.add(db, letter))
+
+        def then() -> None:
+            letter_id, dropped = outcome[0]
+            if letter_id:
+                log.error("message %016x to %s on %r went to the dead-letter store as #%d: %s",
+                          row.id, peer, row.topic, letter_id, reason)
+            for lost in dropped:
+                log.error("%s", self.dead.full_message(lost))
+                self.stats.drop(lost.topic, "dead-letter store full")
+            self.stats.add(row.topic, "dead_lettered")
+
+        self.committer.submit(op, then)
+
+    # -- shutdown --------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for connected peers to acknowledge what they
+        were sent; returns how many messages still wait in the outbox."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            busy = [p for p in self._pumps.values()
+                    if self._usable(p.peer) is not None and (p.inflight or self._has_rows(p))]
+            if not busy:
+                break
+            await asyncio.sleep(0.02)
+        return self.waiting()
+
+    def _has_rows(self, pump: _Pump) -> bool:
+        return self.db.execute("SELECT 1 FROM outbox WHERE dest = ? LIMIT 1",
+                               (pump.peer,)).fetchone() is not None
+
+    async def close(self) -> None:
+        """Stop every pump (what is left stays in the outbox)."""
+        await self._tasks.close()
+
+
+def _claim(db: Any, peer: str, addresses: list[str]) -> None:
+    marks = ", ".join("?" * len(addresses))
+    db.execute(f"UPDATE OR IGNORE outbox SET dest = ? WHERE dest IN ({marks})",
+               (peer, *addresses))
+    # What is left was also sent to the peer id with the same key: the same message.
+    db.execute(f"DELETE FROM outbox WHERE dest IN ({marks})", addresses)

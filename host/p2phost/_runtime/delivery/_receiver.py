@@ -1,0 +1,358 @@
+"""The receiving side of acknowledged delivery: dedupe, retries, delayed retries, dead letters.
+
+A message of an acknowledged topic goes through the app's mailbox like any other
+(per-peer order, one at a time, backpressure). Its handler runs up to
+``1 + immediate_retries`` times; then the message is put aside in the delivery
+database for a delayed retry (exponential back-off), or, after the last round, goes to
+the dead-letter store. A body the codec cannot decode goes to the dead-letter store at
+once. The message is acknowledged (to its sender with an ACK frame, and to the medium
+that carried it) only once one of these outcomes is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from p2phost_sdk import Codec, CodecError, Delivery, DeliveryMode, Message, MessageKind, TaskOwner
+
+from ..messaging._routes import Route, Work
+from ..messaging._stats import DeliveryStats
+from ..wire._channel import Ack, Channel
+from ..wire._envelope import Envelope
+from ._appstate import AppState, Session
+from ._deadletter import DeadLetter, DeadLetters
+from ._dedupe import BUSY, DONE, Dedupe
+from ._store import Committer, StoreError, sql_id, wire_id
+
+log = logging.getLogger("p2phost.delivery")
+#: Acknowledge ``message_id`` to ``peer`` (on ``channel`` if still open).
+Acknowledge = Callable[[str, int, Channel | None], None]
+_RETRY_SOON = 1.0
+_PRUNE_EVERY = 3600.0
+
+
+@dataclass(slots=True)
+class Job:
+    """One message of an acknowledged topic on its way to the handler."""
+
+    peer: str
+    message_id: int
+    topic: str
+    content_type: str
+    body: bytes
+    #: Whether the sender waits for an ACK (False once it has one: a delayed retry).
+    acknowledge: bool = True
+    channel: Channel | None = None
+    medium_ack: Ack | None = None
+    attempts: int = 0
+    rounds: int = 0
+    #: Its row in the delayed-retry queue, if it came from there.
+    delayed_key: int | None = None
+    first_at: float = field(default_factory=time.time)
+    error: str = ""
+    traceback: str = ""
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(sender, message id)."""
+        return self.peer, self.message_id
+
+
+class Receiver:
+    """Acknowledged messages of one node, from the wire or the delayed queue to an outcome."""
+
+    def __init__(self, *, committer: Committer, dedupe: Dedupe, state: AppState,
+                 dead: DeadLetters, stats: DeliveryStats, policies: Mapping[str, Delivery],
+                 apps: Mapping[str, str], routes: Mapping[str, Route],
+                 codecs: Mapping[str, Codec], acknowledge: Acknowledge) -> None:
+        self.committer = committer
+        self.db = committer.db
+        self.dedupe = dedupe
+        self.state = state
+        self.dead = dead
+        self.stats = stats
+        self.policies = policies
+        self.apps = apps
+        self.routes = routes
+        self.codecs = codecs
+        self.acknowledge = acknowledge
+        self._due: list[tuple[float, int]] = []
+        self._scheduled: set[int] = set()
+        self._wake = asyncio.Event()
+        self._tasks = TaskOwner('delivery', logger=log)
+
+    # -- from the wire ---------------------------------------------------------------
+
+    def receive(self, channel: Channel, envelope: Envelope, medium_ack: Ack | None,
+                route: Route) -> Awaitable[None] | None:
+        """A MESSAGE of an acknowledged topic this node handles (the dispatcher's seam)."""
+        topic, peer = envelope.topic, channel.peer_id
+        key = (peer, envelope.message_id)
+        seen = self.dedupe.seen(key, durable=self._durable(topic))
+        if seen is not None:
+            self.stats.add(topic, "duplicates")
+            log.debug("dropping a copy of message %016x from %s (%s)", key[1], peer, seen)
+            if seen is DONE:
+                self.acknowledge(peer, envelope.message_id, channel)
+            if medium_ack is not None:
+                medium_ack()
+            return None
+        codec = channel.codec
+        job = Job(peer, envelope.message_id, topic, codec.content_type, envelope.body,
+                  channel=channel, medium_ack=medium_ack)
+        self.dedupe.take(key)
+        try:
+            body = codec.decode(envelope.body)
+        except CodecError as exc:
+            self._dead(job, f"poison message: the body cannot be decoded as "
+                            f"{codec.content_type}: {exc}")
+            return None
+        return self._enqueue(job, body, route)
+
+    def refuse(self, channel: Channel, envelope: Envelope, medium_ack: Ack,
+               reason: str) -> None:
+        """Straight to the dead-letter store with ``reason``, no handler, no ACK frame."""
+        job = Job(channel.peer_id, envelope.message_id, envelope.topic,
+                  channel.codec.content_type, envelope.body, acknowledge=False,
+                  channel=channel, medium_ack=medium_ack)
+        self._dead(job, reason)
+
+    def _durable(self, topic: str) -> bool:
+        policy = self.policies.get(topic)
+        return policy is not None and policy.mode is DeliveryMode.EFFECTIVELY_ONCE
+
+    def _enqueue(self, job: Job, body: Any, route: Route) -> Awaitable[None] | None:
+        message = Message(format(job.message_id, "016x"), MessageKind.MESSAGE, job.peer,
+                          job.topic, body, None, job.content_type)
+        item = Work(functools.partial(self._run, job, route.handler), message, job.message_id,
+                    channel=job.channel, counted=True)
+        if route.mailbox.try_put(job.peer, item):
+            return None
+        return route.mailbox.put(job.peer, item)
+
+    # -- running the handler ---------------------------------------------------------
+
+    async def _run(self, job: Job, handler: Callable[[Message], Awaitable[Any]],
+                   message: Message) -> None:
+        policy = self.policies.get(job.topic) or Delivery(DeliveryMode.AT_LEAST_ONCE)
+        app = self.apps.get(job.topic, "")
+        settled = False
+        try:
+            for _ in range(policy.immediate_retries + 1):
+                if job.attempts:
+                    self.stats.add(job.topic, "retried")
+                job.attempts += 1
+                session = self.state.session(app)
+                try:
+                    await handler(replace(message, attempt=job.attempts, store=session))
+                except Exception as exc:
+                    self._failed(job, exc, policy)
+                    continue
+                settled = True
+                self._succeeded(job, session)
+                return
+            settled = True
+            if job.rounds < policy.delayed_retries:
+                self._park(job, policy)
+            else:
+                self._dead(job, f"the handler failed all {job.attempts} attempts")
+        finally:
+            if not settled:  # cancelled (shutdown): not acknowledged, so it comes again
+                self.dedupe.release(job.key, done=False)
+
+    def _failed(self, job: Job, exc: Exception, policy: Delivery) -> None:
+        job.error = f"{type(exc).__name__}: {exc}"
+        job.traceback = "".join(traceback.format_exception(exc))
+        log.warning("the %r handler failed on message %016x from %s (attempt %d of %d): %s",
+                    job.topic, job.message_id, job.peer, job.attempts, policy.attempts,
+                    job.error)
+
+    def _succeeded(self, job: Job, session: Session) -> None:
+        durable = self._durable(job.topic)
+        if not (session.writes or durable or job.delayed_key is not None):
+            self._settled(job, "handled")
+            return
+        write, settle = self.state.commit(session)
+
+        def op(db: Any) -> None:
+            write(db)
+            self._close_out(db, job, durable)
+
+        def then() -> None:
+            settle()
+            self._settled(job, "handled")
+
+        def failed() -> None:
+            settle()
+            self._given_up(job)
+
+        self.committer.submit(op, then, failed)
+
+    def _close_out(self, db: Any, job: Job, durable: bool) -> None:
+        """The writes every outcome shares: off the delayed queue, into the dedupe window."""
+        if job.delayed_key is not None:
+            db.execute("DELETE FROM delayed WHERE key = ?", (job.delayed_key,))
+        if durable:
+            Dedupe.mark(db, job.key)
+
+    def _settled(self, job: Job, counter: str | None) -> None:
+        self.dedupe.release(job.key, done=True)
+        if job.acknowledge:
+            self.acknowledge(job.peer, job.message_id, job.channel)
+        if job.medium_ack is not None:
+            job.medium_ack()
+        if counter is not None:
+            self.stats.add(job.topic, counter)
+
+    def _given_up(self, job: Job) -> None:
+        # The outcome was not committed: not acknowledged, so the sender (or the
+        # delayed queue) brings the message again.
+        self.dedupe.release(job.key, done=False)
+        if job.delayed_key is not None:
+            self._schedule(job.delayed_key, time.time() + _RETRY_SOON)
+
+    # -- outcomes other than success -------------------------------------------------
+
+    def _park(self, job: Job, policy: Delivery) -> None:
+        delay = policy.delay(job.rounds)
+        due, rounds = time.time() + delay, job.rounds + 1
+        durable = self._durable(job.topic)
+        keys: list[int] = []
+
+        def op(db: Any) -> None:
+            if job.delayed_key is None:
+                cursor = db.execute(
+                    "INSERT INTO delayed (sender, id, topic, content_type, body, attempts, "
+                    "rounds, due, first_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job.peer, sql_id(job.message_id), job.topic, job.content_type, job.body,
+                     job.attempts, rounds, due, job.first_at))
+                keys.append(int(cursor.lastrowid))
+            else:
+                db.execute("UPDATE delayed SET attempts = ?, rounds = ?, due = ? WHERE key = ?",
+                           (job.attempts, rounds, due, job.delayed_key))
+                keys.append(job.delayed_key)
+            if durable:
+                Dedupe.mark(db, job.key)
+
+        def then() -> None:
+            log.warning("message %016x from %s on %r: the handler failed %d times; retrying "
+                        "in %gs (delayed retry %d of %d)", job.message_id, job.peer, job.topic,
+                        job.attempts, delay, rounds, policy.delayed_retries)
+            self._schedule(keys[0], due)
+            self._settled(job, None)  # safe in the delayed queue: the sender may forget it
+
+        self.committer.submit(op, then, lambda: self._given_up(job))
+
+    def _dead(self, job: Job, reason: str) -> None:
+        letter = DeadLetter(0, "in", job.peer, job.message_id, job.topic, job.content_type,
+                            job.body, job.attempts, reason, job.error, job.traceback,
+                            job.first_at, time.time())
+        durable = self._durable(job.topic)
+        outcome: list[tuple[int, list[DeadLetter]]] = []
+
+        def op(db: Any) -> None:
+            outcome.append(self.dead.add(db, letter))
+            self._close_out(db, job, durable)
+
+        def then() -> None:
+            letter_id, dropped = outcome[0]
+            if letter_id:
+                log.error("message %016x from %s on %r went to the dead-letter store as #%d: "
+                          "%s%s (see `p2phost dead show %d`)", job.message_id, job.peer,
+                          job.topic, letter_id, reason,
+                          f"; last error: {job.error}" if job.error else "", letter_id)
+            for lost in dropped:
+                log.error("%s", self.dead.full_message(lost))
+                self.stats.drop(lost.topic, "dead-letter store full")
+            self._settled(job, "dead_lettered")
+
+        self.committer.submit(op, then, lambda: self._given_up(job))
+
+    # -- the delayed-retry queue -----------------------------------------------------
+
+    def start(self) -> None:
+        """Schedule what the delayed queue holds (from an earlier run, or requeued dead
+        letters), and start the task that brings each back when it is due."""
+        self.rescan()
+        self._tasks.spawn(self._bring_back(), "delayed retries")
+        self._tasks.spawn(self._prune(), "dedupe window")
+
+    def rescan(self) -> int:
+        """Schedule rows of the delayed queue not scheduled yet; how many."""
+        rows = self.db.execute("SELECT key, due FROM delayed").fetchall()
+        new = [(due, key) for key, due in rows if key not in self._scheduled]
+        for due, key in new:
+            self._schedule(key, due)
+        return len(new)
+
+    def _schedule(self, key: int, due: float) -> None:
+        self._scheduled.add(key)
+        heapq.heappush(self._due, (due, key))
+        self._wake.set()
+
+    async def _bring_back(self) -> None:
+        while True:
+            self._wake.clear()
+            while self._due and self._due[0][0] <= time.time():
+                _, key = heapq.heappop(self._due)
+                self._scheduled.discard(key)
+                await self._retry(key)
+            wait = self._due[0][0] - time.time() if self._due else None
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _retry(self, key: int) -> None:
+        row = self.db.execute("SELECT sender, id, topic, content_type, body, attempts, rounds, "
+                              "first_at FROM delayed WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return  # purged meanwhile
+        sender, stored_id, topic, content_type, body, attempts, rounds, first_at = row
+        job = Job(sender, wire_id(stored_id), topic, content_type, body, acknowledge=False,
+                  attempts=attempts, rounds=rounds, delayed_key=key, first_at=first_at)
+        if self.dedupe.seen(job.key, durable=False) is BUSY:
+            self._schedule(key, time.time() + _RETRY_SOON)  # a copy is being handled now
+            return
+        route, codec = self.routes.get(topic), self.codecs.get(content_type)
+        self.dedupe.take(job.key)
+        if route is None:
+            self._dead(job, f"no app on this node handles topic {topic!r} any more")
+            return
+        if codec is None:
+            self._dead(job, f"no codec for {content_type} is loaded any more")
+            return
+        try:
+            value = codec.decode(body)
+        except CodecError as exc:
+            self._dead(job, f"poison message: the body cannot be decoded as {content_type}: "
+                            f"{exc}")
+            return
+        waiting = self._enqueue(job, value, route)
+        if waiting is not None:
+            await waiting
+
+    async def _prune(self) -> None:
+        while True:
+            # In the writer thread, beside the other writes: a week of ids is no stall.
+            try:
+                forgotten = await self.committer.write(self.dedupe.prune)
+            except StoreError as exc:
+                log.warning("could not forget old message ids (will try again): %s", exc)
+                forgotten = 0
+            if forgotten:
+                log.debug("forgot %d message ids older than the dedupe window", forgotten)
+            await asyncio.sleep(min(self.dedupe.window / 10, _PRUNE_EVERY))
+
+    async def close(self) -> None:
+        """Stop bringing messages back (they stay in the delayed queue for the next run)."""
+        await self._tasks.close()

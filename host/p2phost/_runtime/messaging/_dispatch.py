@@ -1,0 +1,382 @@
+"""App messaging on top of channels: frames out, mailboxes and handlers in, replies matched.
+
+The node picks the channel; this module turns an app's ``send``/``request``/``publish``
+into frames, routes incoming messages by topic into the owning app's mailbox, runs the
+handler and answers a request with its result (or with the error it raised), and hands
+replies back to the request waiting for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+from p2phost_sdk import (
+    App,
+    CodecError,
+    ConnectionClosed,
+    FrameTooLarge,
+    Message,
+    MessageKind,
+    PeerUnavailable,
+    RemoteError,
+    RequestTimeout,
+    permission_of,
+)
+
+from .._errors import NodeConfigError, WireError
+from ..wire._channel import Channel
+from ..wire._envelope import MAX_FIELD, Envelope, Kind, encode
+from ._mailbox import Mailbox
+from ._routes import Route, Work
+from ._stats import DeliveryStats
+
+log = logging.getLogger("p2phost.node")
+
+#: The channel to answer ``peer`` on when the request's own channel is gone, if any.
+ReplyChannel = Callable[[str], Channel | None]
+
+
+class AckedDelivery(Protocol):
+    """Acknowledged delivery, as the dispatcher sees it: its messages and ACKs go there."""
+
+    @property
+    def acknowledged(self) -> frozenset[str]:
+        """The topics whose MESSAGEs go to :meth:`receive`."""
+
+    def receive(self, channel: Channel, envelope: Envelope, ack: Callable[[], None] | None,
+                route: Route) -> Awaitable[None] | None:
+        """A MESSAGE on an acknowledged topic (an awaitable when the mailbox is full)."""
+
+    def on_ack(self, channel: Channel, envelope: Envelope) -> None:
+        """An ACK frame."""
+
+
+class Dispatcher:
+    """Messages between the node's channels and its apps."""
+
+    def __init__(self, apps: Sequence[App], *, local_peer_id: str, max_frame_size: int,
+                 reply_channel: ReplyChannel, ids: Iterator[int], stats: DeliveryStats,
+                 delivery: AckedDelivery | None = None) -> None:
+        self.local_peer_id = local_peer_id
+        self.max_frame_size = max_frame_size
+        self._reply_channel = reply_channel
+        self._apps: list[tuple[App, Mailbox[Work]]] = []
+        self.routes = self._route(apps)
+        self._ids = ids
+        self.stats = stats
+        # message id -> (peer, topic, reply, loop time it is due, timeout)
+        self._pending: dict[int, tuple[str, str, asyncio.Future[Any], float, float]] = {}
+        # One timer for all requests, set for the earliest that is due (see _expire_due).
+        self._timer: asyncio.TimerHandle | None = None
+        self._topic_bytes: dict[str, bytes] = {}
+        self._warned: set[tuple[str, str]] = set()
+        # Acknowledged delivery: its messages take their own path from on_message, and
+        # ACKs go to it.
+        self._delivery = delivery
+        self._acknowledged = delivery.acknowledged if delivery is not None else frozenset()
+
+    def _route(self, apps: Iterable[App]) -> dict[str, Route]:
+        routes: dict[str, Route] = {}
+        owners: dict[str, str] = {}
+        for app in apps:
+            name = type(app).name or type(app).__name__
+            mailbox: Mailbox[Work] = Mailbox(name, app.mailbox_size, self._process)
+            self._apps.append((app, mailbox))
+            for topic, handler in app.handlers().items():
+                if topic in routes:
+                    raise NodeConfigError(
+                        f"topic {topic!r} is handled by two apps: {owners[topic]!r} and "
+                        f"{name!r}", fix="remove one of the two app plugins from p2phost.toml")
+                routes[topic] = Route(handler, mailbox, permission_of(handler))
+                owners[topic] = name
+        return routes
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics this node's apps handle."""
+        return sorted(self.routes)
+
+    def mailboxes(self) -> dict[str, dict[str, int]]:
+        """Each app's mailbox: messages queued or being handled, and its size."""
+        return {box.name: {"queued": len(box), "running": box.running, "size": box.size}
+                for _, box in self._apps}
+
+    # -- out -------------------------------------------------------------------------
+
+    def frame(self, channel: Channel, kind: Kind, message_id: int, topic: str, body: Any,
+              deadline: int = 0) -> bytes:
+        """An app message as a frame for ``channel`` (its codec, its size limit)."""
+        topic_bytes = self._topic_bytes.get(topic)
+        if topic_bytes is None:
+            topic_bytes = topic.encode()
+            if len(topic_bytes) > MAX_FIELD:
+                raise WireError(f"topic {topic[:40]!r}... is longer than {MAX_FIELD} bytes")
+            if len(self._topic_bytes) < 4096:
+                self._topic_bytes[topic] = topic_bytes
+        frame = encode(kind, message_id, topic_bytes, channel.codec.encode(body),
+                       deadline=deadline)
+        if len(frame) > channel.frame_limit:
+            raise FrameTooLarge(
+                f"a message on {topic!r} is {len(frame)} bytes, over the maximum frame size "
+                f"of {channel.frame_limit} ({channel.frame_limit_source})")
+        return frame
+
+    async def send(self, channel: Channel, topic: str, body: Any) -> None:
+        """One message, no reply."""
+        frame = self.frame(channel, Kind.MESSAGE, next(self._ids), topic, body)
+        if not channel.try_post(frame):
+            try:
+                await channel.send(frame)
+            except ConnectionClosed as exc:
+                raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
+        self.stats.add(topic, "sent")
+
+    async def request(self, channel: Channel, topic: str, body: Any, timeout: float) -> Any:
+        """One request; the reply's body, or RequestTimeout / RemoteError / PeerUnavailable."""
+        message_id = next(self._ids)
+        deadline = int((time.time() + timeout) * 1000)
+        frame = self.frame(channel, Kind.REQUEST, message_id, topic, body, deadline)
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        due = loop.time() + timeout
+        self._pending[message_id] = (channel.peer_id, topic, reply, due, timeout)
+        timer = self._timer
+        if timer is None or due < timer.when():
+            self._arm(loop, due)
+        try:
+            if not channel.try_post(frame):
+                await channel.send(frame)
+            return await reply
+        except ConnectionClosed as exc:
+            raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
+        finally:
+            self._pending.pop(message_id, None)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._expire_due, loop)
+
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A timer per request costs more than the request itself on a fast path (the
+        # loop's heap fills with cancelled timers); one timer, re-aimed at the earliest
+        # outstanding deadline when it fires, scans only the requests still waiting.
+        self._timer = None
+        now, nearest = loop.time() + 0.001, None
+        for message_id, (peer, topic, reply, due, timeout) in list(self._pending.items()):
+            if due <= now:
+                del self._pending[message_id]
+                if not reply.done():
+                    reply.set_exception(RequestTimeout(
+                        f"no reply from {peer} to a {topic!r} request within {timeout:g}s"))
+            elif nearest is None or due < nearest:
+                nearest = due
+        if nearest is not None:
+            self._arm(loop, nearest)
+
+    async def publish(self, channels: Iterable[Channel], topic: str, body: Any) -> int:
+        """One message to each channel whose peer handles ``topic``; how many were sent."""
+        message_id, sent = next(self._ids), 0
+        frames: dict[tuple[str, int], bytes] = {}
+        for channel in channels:
+            if topic not in channel.topics:
+                continue
+            key = (channel.codec.content_type, channel.frame_limit)
+            frame = frames.get(key)
+            if frame is None:
+                frame = frames[key] = self.frame(channel, Kind.MESSAGE, message_id, topic, body)
+            if not channel.try_post(frame):
+                try:
+                    await channel.send(frame)
+                except ConnectionClosed:
+                    continue
+            sent += 1
+        if sent:
+            self.stats.add(topic, "sent", sent)
+        return sent
+
+    def fail_pending(self, peer_id: str | None, reason: str) -> None:
+        """Fail the requests waiting on ``peer_id`` (every request when None)."""
+        if peer_id is None and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for message_id, (peer, _, reply, _, _) in list(self._pending.items()):
+            if peer_id is None or peer == peer_id:
+                del self._pending[message_id]
+                if not reply.done():
+                    reply.set_exception(PeerUnavailable(f"peer {peer}: {reason}"))
+
+    # -- in --------------------------------------------------------------------------
+
+    def on_message(self, channel: Channel, envelope: Envelope,
+                   ack: Callable[[], None] | None) -> Awaitable[None] | None:
+        """A MESSAGE or REQUEST: into the owning app's mailbox (an awaitable when full)."""
+        peer = channel.peer_id
+        if envelope.sender and envelope.sender != peer:
+            raise WireError(f"envelope sender {envelope.sender} is not the connection's peer")
+        if envelope.recipient and envelope.recipient != self.local_peer_id:
+            raise WireError(f"envelope recipient {envelope.recipient} is not this node")
+        route = self.routes.get(envelope.topic)
+        if route is None or (route.allow is not None and not _allowed(route, peer)):
+            self._unrouted(channel, envelope, route is not None)
+            if ack is not None:
+                ack()
+            return None
+        if envelope.topic in self._acknowledged and envelope.kind is Kind.MESSAGE:
+            assert self._delivery is not None
+            return self._delivery.receive(channel, envelope, ack, route)
+        request = envelope.kind is Kind.REQUEST
+        message = Message(
+            format(envelope.message_id, "016x"),
+            MessageKind.REQUEST if request else MessageKind.MESSAGE,
+            peer, envelope.topic, channel.codec.decode(envelope.body), None,
+            channel.codec.content_type,
+        )
+        item = Work(route.handler, message, envelope.message_id, envelope.deadline, channel,
+                    ack)
+        if route.mailbox.try_put(peer, item):
+            return None
+        return route.mailbox.put(peer, item)
+
+    def _unrouted(self, channel: Channel, envelope: Envelope, forbidden: bool = False) -> None:
+        if forbidden:
+            text = (f"peer {channel.peer_id} is not allowed to call topic {envelope.topic!r} "
+                    "on this node (the app's handler(allow=...))")
+        else:
+            text = f"no app on this node handles topic {envelope.topic!r}"
+        self.stats.drop(envelope.topic, "the sender is not allowed" if forbidden
+                        else "no app handles the topic")
+        if envelope.kind is Kind.REQUEST:
+            channel.post(encode(Kind.ERROR, next(self._ids), body=text.encode(),
+                                correlation_id=envelope.message_id))
+        elif (channel.peer_id, envelope.topic) not in self._warned:
+            self._warned.add((channel.peer_id, envelope.topic))
+            log.warning("dropping messages from %s: %s", channel.peer_id, text)
+
+    def on_reply(self, channel: Channel, envelope: Envelope) -> None:
+        """A REPLY or ERROR: to the request waiting for it; an ACK to acknowledged delivery."""
+        if envelope.kind is Kind.ACK:
+            if self._delivery is not None:
+                self._delivery.on_ack(channel, envelope)
+            return
+        entry = self._pending.pop(envelope.correlation_id, None)
+        if entry is None or entry[0] != channel.peer_id:
+            log.debug("a reply from %s matches no waiting request (late?)", channel.peer_id)
+            return
+        peer, topic, reply, _, _ = entry
+        if reply.done():
+            return
+        if envelope.kind is Kind.ERROR:
+            reply.set_exception(RemoteError(peer, topic, envelope.body.decode(errors="replace")))
+            return
+        try:
+            reply.set_result(channel.codec.decode(envelope.body))
+        except CodecError as exc:
+            reply.set_exception(CodecError(f"the reply from {peer} is not valid: {exc}"))
+            raise
+
+    def lifecycle(self, peer_id: str, method: str, *args: Any) -> None:
+        """Call ``App.method(*args)`` through each app's mailbox, in order with the
+        peer's messages (``on_peer_connected`` first, ``on_peer_lost`` last)."""
+        for app, mailbox in self._apps:
+            call = functools.partial(getattr(app, method), *args)
+            mailbox.put_nowait(peer_id, Work(call))
+
+    def peer_gone(self, peer_id: str, reason: str) -> None:
+        """The peer's last channel ended."""
+        self.fail_pending(peer_id, f"the connection was lost: {reason}")
+        for _, mailbox in self._apps:
+            mailbox.peer_gone(peer_id)
+
+    async def drain(self, timeout: float) -> None:
+        """Handle what the mailboxes hold (up to ``timeout`` each), then stop them."""
+        for _, mailbox in self._apps:
+            left = await mailbox.close(timeout)
+            if left:
+                log.warning("app %s: %d messages were not handled within the %gs drain "
+                            "timeout", mailbox.name, left, timeout)
+
+    async def _process(self, peer: str, item: Work) -> None:
+        func, message, deadline, ack = item.call, item.message, item.deadline, item.ack
+        try:
+            if message is None:
+                await self._lifecycle_call(func)
+            elif deadline and deadline < time.time() * 1000:
+                log.debug("skipping an expired %r request from %s", message.topic, peer)
+                self.stats.drop(message.topic, "request expired before its handler")
+            else:
+                await self._handle(peer, func, message, item.message_id, item.channel, item.counted)
+        finally:
+            if ack is not None:
+                ack()  # done with it: a medium that redelivers may now forget it
+
+    @staticmethod
+    async def _lifecycle_call(func: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await func()
+        except Exception:
+            log.exception("app lifecycle call %r failed", func)
+
+    async def _handle(self, peer: str, func: Callable[[Message], Awaitable[Any]],
+                      message: Message, message_id: int, channel: Channel | None,
+                      counted: bool = False) -> None:
+        try:
+            result = await func(message)
+        except Exception as exc:
+            log.warning("the %r handler failed on a message from %s: %s: %s",
+                        message.topic, peer, type(exc).__name__, exc,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
+            if not counted:
+                self.stats.add(message.topic, "failed")
+            if message.kind is MessageKind.REQUEST:
+                await self._reply(peer, channel, message_id, Kind.ERROR, _describe(exc))
+            return
+        if not counted:
+            self.stats.add(message.topic, "handled")
+        if message.kind is MessageKind.REQUEST:
+            await self._reply(peer, channel, message_id, Kind.REPLY, result)
+
+    async def _reply(self, peer: str, channel: Channel | None, message_id: int, kind: Kind,
+                     value: Any) -> None:
+        if channel is None or channel.ended:
+            channel = self._reply_channel(peer)
+            if channel is None:
+                log.debug("dropping a reply to %s: the peer is gone", peer)
+                return
+        try:
+            body = channel.codec.encode(value) if kind is Kind.REPLY else str(value).encode()
+        except CodecError as exc:
+            kind, body = Kind.ERROR, f"the handler's result cannot be encoded: {exc}".encode()
+        frame = encode(kind, next(self._ids), body=body, correlation_id=message_id)
+        if len(frame) > channel.frame_limit:
+            frame = encode(Kind.ERROR, next(self._ids), correlation_id=message_id,
+                           body=f"the reply is {len(frame)} bytes, over the maximum frame "
+                                f"size of {channel.frame_limit}".encode())
+        if channel.try_post(frame):
+            return
+        try:
+            await channel.send(frame)
+        except ConnectionClosed:
+            log.debug("dropping a reply to %s: the connection closed", peer)
+
+
+def _describe(exc: Exception) -> str:
+    """What the requester's RemoteError says about a handler's failure."""
+    text = str(exc)
+    if isinstance(exc, TimeoutError) and not text:
+        text = "the handler timed out (an asyncio.timeout in it expired)"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _allowed(route: Route, peer: str) -> bool:
+    assert route.allow is not None
+    try:
+        return bool(route.allow(peer))
+    except Exception:
+        log.exception("an app's allow= predicate failed; refusing %s", peer)
+        return False

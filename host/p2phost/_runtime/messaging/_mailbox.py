@@ -1,0 +1,192 @@
+"""An app's bounded mailbox: per-peer order, each item in its own task, one bound for all.
+
+Items from one peer are processed in the order they arrived, one at a time, so an app's
+per-peer state needs no locks; different peers are processed concurrently. An item
+counts against the bound until it has been processed, and a producer that finds the
+mailbox full waits for room (the node's reader for that connection then stops reading,
+which slows the sender through the transport): nothing is dropped.
+
+Each item runs in a task of its own, owned by the mailbox: ``asyncio.timeout``,
+cancellation and context variables inside a handler behave as anywhere else in asyncio,
+and nothing a handler does reaches the connection's reader. When an item's task ends,
+the next item of that peer starts (on Python 3.12+ eagerly: up to its first wait in the
+same step). ``close`` cancels the tasks still running after its timeout, and waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("p2phost.node")
+_EAGER = sys.version_info >= (3, 12)
+
+
+class _PeerQueue(Generic[T]):
+    __slots__ = ("items", "task")
+
+    def __init__(self) -> None:
+        #: Waiting behind the running item.
+        self.items: deque[T] = deque()
+        #: The task processing this peer's current item, if any.
+        self.task: asyncio.Task[None] | None = None
+
+
+class Mailbox(Generic[T]):
+    """Bounded per-app mailbox; ``process(peer, item)`` is called for each item in turn."""
+
+    def __init__(self, name: str, size: int,
+                 process: Callable[[str, T], Coroutine[Any, Any, None]]) -> None:
+        if size < 1:
+            raise ValueError(f"mailbox of {name!r}: size must be at least 1, got {size}")
+        self.name = name
+        self.size = size
+        self._process = process
+        self._queues: dict[str, _PeerQueue[T]] = {}
+        self._count = 0
+        self._room: deque[asyncio.Future[None]] = deque()
+        self._empty: asyncio.Event | None = None
+        self._closed = False
+
+    def __len__(self) -> int:
+        """Items queued or being processed."""
+        return self._count
+
+    @property
+    def running(self) -> int:
+        """Items being processed now (one per peer at most)."""
+        return sum(1 for q in self._queues.values() if q.task is not None)
+
+    def try_put(self, peer: str, item: T) -> bool:
+        """Queue ``item`` unless the mailbox is full (then the caller should ``put``)."""
+        if self._count >= self.size:
+            return False
+        self._append(peer, item)
+        return True
+
+    async def put(self, peer: str, item: T) -> None:
+        """Queue ``item``, waiting while the mailbox is full."""
+        while self._count >= self.size and not self._closed:
+            waiter = asyncio.get_running_loop().create_future()
+            self._room.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                # Pass our turn on: the room we were woken for must not go unused.
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()
+                raise
+        self._append(peer, item)
+
+    def put_nowait(self, peer: str, item: T) -> None:
+        """Queue ``item`` even when full: for the few lifecycle events per connection."""
+        self._append(peer, item)
+
+    def _append(self, peer: str, item: T) -> None:
+        if self._closed:
+            log.debug("mailbox %s is closed: dropping an item from %s", self.name, peer)
+            return
+        queue = self._queues.get(peer)
+        if queue is None:
+            queue = self._queues[peer] = _PeerQueue()
+        self._count += 1
+        if queue.task is None:
+            self._start(peer, queue, item)
+        else:
+            queue.items.append(item)
+
+    def _start(self, peer: str, queue: _PeerQueue[T], item: T) -> None:
+        loop = asyncio.get_running_loop()
+        name = f"mailbox {self.name} <- {peer[:12]}"
+        while True:
+            coro = self._guarded(peer, item)
+            task: asyncio.Task[None]
+            if _EAGER:
+                task = asyncio.Task(coro, loop=loop, name=name,  # type: ignore[call-arg,unused-ignore]
+                                    eager_start=True)
+            else:
+                task = loop.create_task(coro, name=name)
+            if not task.done():
+                queue.task = task
+                task.add_done_callback(functools.partial(self._finished, peer, queue))
+                return
+            # Finished eagerly, without waiting: on to the next (a loop, not recursion).
+            self._processed()
+            if not queue.items or self._closed:
+                self._forget(peer, queue)
+                return
+            item = queue.items.popleft()
+
+    async def _guarded(self, peer: str, item: T) -> None:
+        try:
+            await self._process(peer, item)
+        except Exception:  # process handles handler errors; this is a bug guard
+            log.exception("mailbox %s: processing a message from %s failed", self.name, peer)
+
+    def _finished(self, peer: str, queue: _PeerQueue[T], task: asyncio.Task[None]) -> None:
+        queue.task = None
+        self._processed()
+        if queue.items and not self._closed:
+            self._start(peer, queue, queue.items.popleft())
+        else:
+            self._forget(peer, queue)
+
+    def _forget(self, peer: str, queue: _PeerQueue[T]) -> None:
+        if not queue.items and queue.task is None and self._queues.get(peer) is queue:
+            del self._queues[peer]
+
+    def _processed(self) -> None:
+        self._count -= 1
+        if self._room:
+            self._wake_one()
+        if self._count == 0 and self._empty is not None:
+            self._empty.set()
+
+    def peer_gone(self, peer: str) -> None:
+        """The peer disconnected: what it sent is still processed (nothing to stop: a
+        peer's queue goes away by itself once it is empty)."""
+
+    def _wake_one(self) -> None:
+        while self._room:
+            waiter = self._room.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def close(self, timeout: float) -> int:
+        """Process what is queued (up to ``timeout`` seconds), then cancel what still runs.
+
+        Items that arrive while closing are processed too; after ``close`` returns,
+        new items are dropped. Returns how many items were left unprocessed.
+        """
+        if self._count:
+            self._empty = asyncio.Event()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._empty.wait()
+            except TimeoutError:
+                pass
+        self._closed = True
+        left = self._count
+        tasks = [q.task for q in self._queues.values() if q.task is not None]
+        for task in tasks:
+            task.cancel()
+        # A handler that swallows its cancellation gets one more bounded wait, then
+        # is left to finish on its own (it can no longer start anything here).
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(timeout, 1.0))
+        for queue in self._queues.values():
+            queue.items.clear()
+        self._queues.clear()
+        self._count = 0
+        for waiter in self._room:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._room.clear()
+        return left

@@ -1,0 +1,40 @@
+"""What an app's mailbox holds, and where a topic's messages go."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from p2phost_sdk import Message
+
+from ..wire._channel import Channel
+from ._mailbox import Mailbox
+
+
+@dataclass(slots=True)
+class Work:
+    """One item of an app's mailbox: a message for its handler, or a lifecycle call."""
+
+    #: The handler (called with ``message``), or a lifecycle call (no arguments).
+    call: Callable[..., Awaitable[Any]]
+    message: Message | None = None
+    message_id: int = 0
+    #: The request's deadline (ms since the epoch), 0 for none.
+    deadline: int = 0
+    #: The channel it came on (replies go back on it while it is open).
+    channel: Channel | None = None
+    #: The medium's acknowledgement, called once the item is processed.
+    ack: Callable[[], None] | None = None
+    #: Acknowledged delivery's: it counts the outcome itself.
+    counted: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    """The handler of one topic and the mailbox of the app that owns it."""
+
+    handler: Callable[[Message], Awaitable[Any]]
+    mailbox: Mailbox[Work]
+    #: Who may call the topic (``handler(allow=...)``); None: anyone.
+    allow: Callable[[str], bool] | None = None

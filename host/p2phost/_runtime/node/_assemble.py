@@ -1,0 +1,50 @@
+"""Build a node from a project: its manifest, identity and loaded plugins."""
+
+from __future__ import annotations
+
+from ..._plugins import PluginManager
+from ..._project import Project
+from ..._trust import KNOWN_PEERS, KnownPeers, TrustPolicy
+from ._node import Node
+from ._options import NodeOptions
+
+
+def node_for_project(project: Project, *, client: bool = False) -> Node:
+    """The project's node, from the plugins its manifest declares.
+
+    A *client* node (``p2phost send`` and ``ping``) listens nowhere, dials nothing on
+    its own and runs no apps. It speaks with the project's identity, so that peers
+    whose trust policy admits the project admit its commands too; its hello says it is a
+    client, so the node it reaches keeps it apart from the project's running node (even
+    when that is the node it reaches), and on inbox media it reads a reply inbox of its
+    own, never the node's.
+    """
+    settings = project.manifest.node
+    trust = project.manifest.trust
+    identity = project.identity()
+    loaded = PluginManager(project).load()
+    parts = loaded.build(identity.peer_id, settings.max_frame_size)
+    options = NodeOptions(
+        name=settings.name,
+        listen=() if client else tuple(settings.listen),
+        connect=() if client else tuple(settings.connect),
+        max_frame_size=settings.max_frame_size,
+        peer_limit=settings.peer_limit,
+        client=client,
+        replay_window=trust.replay_window,
+        # A client keeps no outbox on disk: it waits for acknowledgements before it exits.
+        state_dir=None if client else project.state_dir,
+        delivery=project.manifest.delivery,
+    )
+    return Node(
+        identity,
+        transports=parts.transports,
+        codecs=parts.codecs,
+        discovery=() if client else parts.discovery,
+        security=parts.security,
+        apps=() if client else parts.apps,
+        options=options,
+        hooks=None if client else loaded.hook,
+        admit=None if trust.policy == "open" else TrustPolicy(
+            trust, KnownPeers(project.state_dir / KNOWN_PEERS)).check,
+    )

@@ -1,0 +1,156 @@
+"""Dialling: the peers a node keeps connected to, and ``connect``.
+
+Dial targets come from ``[node] connect``, from discovery, and from sends to an address
+before its peer was known; :class:`~._targets.DialTargets` keeps one redial loop per
+target for as long as a record lists it. Discovery finds may wait for room while
+``[node] peer-limit`` is reached; a peer leaving lets them in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from p2phost_sdk import (
+    Backoff,
+    Connection,
+    HandshakeError,
+    PeerRecord,
+    PeerUnavailable,
+    TaskOwner,
+    Transport,
+    TransportError,
+)
+
+from .._errors import NodeConfigError
+from ._targets import DialTargets
+
+if TYPE_CHECKING:
+    from ..messaging._peers import PeerTable
+    from ..wire._channel import Channel
+
+log = logging.getLogger("p2phost.node")
+#: Handshake an outgoing connection: (connection, address, inbox, expected peer id).
+OpenOutgoing = Callable[[Connection, str, bool, "str | None"], Awaitable["Channel"]]
+
+
+class Dialler:
+    """The dial targets of one node, the finds waiting for room, and ``connect``."""
+
+    def __init__(self, *, local_peer_id: str, table: PeerTable, tasks: TaskOwner,
+                 transport_for: Callable[[str], Transport], open_outgoing: OpenOutgoing,
+                 own_addresses: Callable[[], list[str]], peer_limit: int,
+                 dial_timeout: float, backoff: Backoff) -> None:
+        self.local_peer_id = local_peer_id
+        self._table = table
+        self._transport_for = transport_for
+        self._open = open_outgoing
+        self.peer_limit = peer_limit
+        self.dial_timeout = dial_timeout
+        self._locks: dict[str, asyncio.Lock] = {}
+        #: Address -> the peer id last reached there.
+        self.address_peers: dict[str, str] = {}
+        #: Discovery finds waiting for room under the peer limit.
+        self.waiting: dict[str, PeerRecord] = {}
+        # Dial targets live while a discovery record lists them (_targets.py).
+        self.targets = DialTargets(connect=self._dial_one, gone=self._gone, spawn=tasks.spawn,
+                                   backoff=backoff, own_addresses=own_addresses)
+        self.closing = False
+
+    def usable(self, peer_id: str) -> Channel | None:
+        """The channel to send new messages to ``peer_id`` on, if connected."""
+        peer = self._table.peers.get(peer_id)
+        return peer.best() if peer is not None else None
+
+    # -- discovery -------------------------------------------------------------------
+
+    def peer_found(self, record: PeerRecord) -> None:
+        """Keep a connection to a found peer (while the peer limit allows)."""
+        if record.peer_id == self.local_peer_id:
+            return
+        if not self._room_for(record):
+            self.waiting[record.peer_id or record.addresses[0]] = record
+            return
+        # The handshake must prove the id discovery announced (the target expects it).
+        self.targets.update(record)
+
+    def peer_lost(self, record: PeerRecord) -> None:
+        """Stop redialling a lost peer (an open connection stays)."""
+        self.waiting.pop(record.peer_id or record.addresses[0], None)
+        self.targets.lost(record)
+
+    def _room_for(self, record: PeerRecord) -> bool:
+        if record.peer_id in self._table.peers:
+            return True
+        busy = set(self._table.peers) | self.targets.busy()
+        return len(busy) < self.peer_limit
+
+    def dial_waiting(self) -> None:
+        """A peer left: dial peers that discovery found while the node was full."""
+        while self.waiting and not self.closing:
+            key = next(iter(self.waiting))
+            record = self.waiting.pop(key)
+            if not self._room_for(record):
+                self.waiting[key] = record
+                return
+            self.peer_found(record)
+
+    # -- targets ---------------------------------------------------------------------
+
+    def keep_connected(self, address: str) -> None:
+        """Stay connected to ``address`` ([node] connect, static peers, the outbox)."""
+        if not self.closing:
+            self.targets.update(PeerRecord((address,), source="connect"))
+
+    def stop(self) -> None:
+        """The node is stopping: no new dials, redial loops cancelled."""
+        self.closing = True
+        self.targets.close()
+
+    async def _dial_one(self, address: str, expected_peer_id: str | None) -> str:
+        try:
+            return await self.connect(address, expected_peer_id=expected_peer_id)
+        except NodeConfigError as exc:
+            raise PeerUnavailable(str(exc)) from exc
+
+    def _gone(self, peer_id: str) -> asyncio.Event | None:
+        peer = self._table.get(peer_id)
+        return None if peer is None else peer.gone
+
+    async def connect(self, address: str, *, expected_peer_id: str | None = None) -> str:
+        """Dial ``address`` (or reuse the connection to it); returns the peer id."""
+        lock = self._locks.setdefault(address, asyncio.Lock())
+        async with lock:
+            known = self.address_peers.get(address)
+            if known is not None and self.usable(known) is not None:
+                return known
+            if self.closing:
+                raise PeerUnavailable("the node is shutting down")
+            transport = self._transport_for(address)
+            try:
+                connection = await transport.dial(address, timeout=self.dial_timeout)
+            except TransportError as exc:
+                raise PeerUnavailable(str(exc)) from exc
+            try:
+                channel = await self._open(connection, address, transport.inbox_based,
+                                           expected_peer_id)
+            except HandshakeError as exc:
+                raise PeerUnavailable(f"{address}: handshake failed: {exc}") from exc
+            self.address_peers[address] = channel.peer_id
+            return channel.peer_id
+
+
+class Link(Dialler):
+    """The dialler, as acknowledged delivery's link to the node."""
+
+    def reply_channel(self, peer_id: str) -> Channel | None:
+        peer = self._table.get(peer_id)
+        return peer.any_open() if peer is not None else None
+
+    def peer_at(self, address: str) -> str | None:
+        return self.address_peers.get(address)
+
+    def check_address(self, address: str) -> None:
+        self._transport_for(address)

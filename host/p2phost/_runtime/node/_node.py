@@ -1,0 +1,530 @@
+"""The node: listeners, accepting and handshaking connections, channels to peers, and the
+messaging API apps use. Dialling is the :class:`~._dialler.Dialler`'s, messages the
+:class:`~._dispatch.Dispatcher`'s, acknowledged delivery the :class:`~._delivery.Reliable`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from p2phost_sdk import (
+    App,
+    Codec,
+    Connection,
+    Discovery,
+    HandshakeError,
+    Identity,
+    PeerInfo,
+    PeerRecord,
+    PeerUnavailable,
+    PluginTimeout,
+    PresenceSigner,
+    Security,
+    SignedPresence,
+    TaskOwner,
+    Transport,
+    TransportError,
+    close_within,
+    plugin_name,
+    with_timeout,
+)
+
+from .._errors import ListenError, NodeConfigError
+from ..delivery._delivery import Reliable
+from ..delivery._store import DATABASE_NAME
+from ..messaging._dispatch import Dispatcher
+from ..messaging._peers import PeerTable
+from ..messaging._stats import DeliveryStats
+from ..wire._channel import Channel
+from ..wire._handshake import Admit, Hello, handshake, refuse
+from ..wire._sealed import Sealer
+from ._admission import HandshakeGate, RateLimitedLog
+from ._dialler import Link
+from ._discovering import DiscoveryRunner
+from ._letters import Letters
+from ._options import NodeOptions
+
+log = logging.getLogger("p2phost.node")
+
+INSECURE_WARNING = "no security plugin: connections are NOT authenticated or encrypted"
+_LISTEN_FIX = ("pick another address in [node] listen of p2phost.toml (port 0 picks a free "
+               "port), or stop the process that uses it")
+# A shared medium (broker, database) is not ours to pick a port on: its URL, or the
+# service behind it, is what is wrong.
+_MEDIUM_FIX = ("check the URL in [node] listen of p2phost.toml, and that the broker or "
+               "database runs there and accepts those credentials")
+
+
+class Node:
+    """A running p2phost node; apps see it as their :class:`p2phost_sdk.Messenger`."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        transports: Mapping[str, Transport],
+        codecs: Mapping[str, Codec],
+        discovery: Sequence[Discovery] = (),
+        security: Sequence[Security] = (),
+        apps: Sequence[App] = (),
+        options: NodeOptions = NodeOptions(),
+        hooks: Any = None,
+        admit: Admit | None = None,
+    ) -> None:
+        if not codecs:
+            raise NodeConfigError("no codec plugin is loaded: a node needs one to encode "
+                                  "messages", fix="p2phost plugin install json-codec")
+        self.identity = identity
+        self.options = options
+        self._transports = dict(transports)
+        self._codecs = dict(codecs)
+        self._discovery = DiscoveryRunner(
+            discovery, timeout=min(options.dial_timeout, options.plugin_timeout))
+        self._signer = PresenceSigner(identity)
+        self._security = security[0] if security else None
+        if len(security) > 1:
+            log.warning("several security plugins are loaded; using %r",
+                        type(self._security).__name__)
+        # Secure nodes seal every frame on inbox media (no stream to secure there).
+        self._sealer = None if self._security is None else Sealer(
+            identity, replay_window=options.replay_window)
+        self._admit = admit
+        self._apps = list(apps)
+        self._hooks = hooks
+        self._table = PeerTable(identity.peer_id)
+        self._tasks = TaskOwner("node", logger=log)
+        self._listeners: list[tuple[Transport, Any]] = []
+        self._addresses: list[str] = []
+        self._dialler = Link(
+            local_peer_id=identity.peer_id, table=self._table, tasks=self._tasks,
+            transport_for=self._transport_for, open_outgoing=self._open_outgoing,
+            own_addresses=lambda: self._addresses, peer_limit=options.peer_limit,
+            dial_timeout=options.dial_timeout, backoff=options.reconnect)
+        # Random start: ids stay unique across restarts, for receivers that dedupe.
+        ids = itertools.count(secrets.randbits(62) + 1)
+        self._stats = DeliveryStats()
+        # Acknowledged delivery (docs/delivery.md): sends on its topics divert to it.
+        self._reliable = Reliable(
+            self._dialler, ids=ids, apps=self._apps, codecs=self._codecs,
+            settings=options.delivery, stats=self._stats,
+            max_frame_size=options.max_frame_size,
+            path=options.state_dir / DATABASE_NAME if options.state_dir else None)
+        self._dispatch = Dispatcher(self._apps, local_peer_id=identity.peer_id,
+                                    max_frame_size=options.max_frame_size,
+                                    reply_channel=self._dialler.reply_channel, ids=ids,
+                                    stats=self._stats, delivery=self._reliable)
+        self._acked_topics = self._reliable.topics
+        # Stored messages on inbox media (docs/transports.md, "Peers that are not running").
+        self._letters = Letters(identity=identity, dispatch=self._dispatch,
+                                reliable=self._reliable, link=self._dialler, ids=ids,
+                                codecs=self._codecs, transports=self._transports, admit=admit,
+                                client=options.client, frame_limit=options.max_frame_size)
+        self._session = secrets.token_hex(8)
+        self._gate = HandshakeGate(total=options.handshake_limit,
+                                   per_source=options.handshake_limit_per_source)
+        self._accepting = 0
+        self._clients: set[Channel] = set()
+        self._refusals = RateLimitedLog(log, "refused connections")
+        self._failures = RateLimitedLog(log, "failed handshakes")
+        self._started = False
+        self._closing = False
+
+    # -- what apps and discovery see -------------------------------------------------
+
+    @property
+    def peer_id(self) -> str:
+        """This node's peer id."""
+        return self.identity.peer_id
+
+    @property
+    def delivery(self) -> Reliable:
+        """Acknowledged delivery: its counters, dead letters and operator commands."""
+        return self._reliable
+
+    @property
+    def addresses(self) -> list[str]:
+        """The addresses this node really listens on (port 0 resolved)."""
+        return list(self._addresses)
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics this node's apps handle."""
+        return self._dispatch.topics
+
+    def peers(self) -> list[PeerInfo]:
+        """The peers connected now."""
+        infos = []
+        for peer in self._table.peers.values():
+            channel = peer.any_open()
+            if channel is not None:
+                infos.append(channel.info)
+        return infos
+
+    def peer_found(self, record: PeerRecord) -> None:
+        """Discovery found a peer: keep a connection to it (while [node] peer-limit allows)."""
+        self._dialler.peer_found(record)
+
+    def peer_lost(self, record: PeerRecord) -> None:
+        """Discovery lost a peer: stop redialling it (an open connection stays)."""
+        self._dialler.peer_lost(record)
+
+    def sign_presence(self, scope: str, addresses: Sequence[str], *, lifetime: float,
+                      goodbye: bool = False) -> SignedPresence:
+        """This node's presence record, signed (for discovery plugins to announce)."""
+        return self._signer.sign(scope, addresses, lifetime=lifetime, goodbye=goodbye)
+
+    def discovery_status(self) -> dict[str, Any]:
+        """Each discovery plugin (up or down, why, its counters) and the dial counters."""
+        return {"plugins": self._discovery.status(),
+                "dialling": self._dialler.targets.snapshot()}
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of every mode, mailboxes and connections, as JSON data."""
+        answer = self._reliable.snapshot()
+        answer["mailboxes"] = self._dispatch.mailboxes()
+        answer["connections"] = {
+            "peers": len(self._table), "clients": len(self._clients),
+            "handshaking": len(self._gate), "refused": self._refusals.count,
+            "failed_handshakes": self._failures.count,
+        }
+        return answer
+
+    # -- lifetime --------------------------------------------------------------------
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start apps, listen, start discovery, dial ``options.connect``."""
+        if self._started:
+            return
+        self._started = True
+        bound = self.options.plugin_timeout
+        try:
+            self._reliable.start(self._dispatch.routes)
+            self._letters.attach()
+            for app in self._apps:
+                await with_timeout(app.start(self), bound, plugin=plugin_name(app),
+                                   doing="starting its app")
+            for address in self.options.listen:
+                await self._listen(address)
+            if self._security is None:
+                log.warning(INSECURE_WARNING)
+                if self._admit is not None:
+                    log.warning("the trust policy sees peer ids that no security plugin "
+                                "proves: install one (p2phost plugin install noise-security)")
+            self._tasks.spawn(self._keepalive(), "keepalive")
+            await self._discovery.start(self)
+            for address in self.options.connect:
+                self._dialler.keep_connected(address)
+        except BaseException:
+            await self.close()
+            raise
+        self._notify("p2phost_node_started", peer_id=self.peer_id, addresses=self.addresses)
+
+    async def _listen(self, address: str) -> None:
+        transport = self._transport_for(address)
+        fix = _MEDIUM_FIX if transport.inbox_based else _LISTEN_FIX
+        try:
+            listener = await with_timeout(
+                transport.listen(address, functools.partial(self._accept, transport)),
+                self.options.plugin_timeout, plugin=plugin_name(transport),
+                doing=f"listening on {address}")
+        except PluginTimeout as exc:
+            raise ListenError(str(exc), fix=fix) from exc
+        except TransportError as exc:
+            raise ListenError(str(exc), fix=fix) from exc
+        self._listeners.append((transport, listener))
+        self._addresses.extend(listener.addresses)
+
+    async def close(self) -> None:
+        """Graceful shutdown: stop dialling and listening, say goodbye to every peer,
+        drain every mailbox (replies still go out), then close everything. Every wait
+        on a plugin is bounded; one that hangs is named in the log."""
+        if self._closing:
+            return
+        self._closing = True
+        self._notify("p2phost_node_stopping", peer_id=self.peer_id)
+        timeout, bound = self.options.drain_timeout, self.options.plugin_timeout
+        await self._reliable.drain(timeout)
+        self._dialler.stop()
+        await self._discovery.stop()
+        for transport, listener in self._listeners:
+            await close_within(listener.close(), bound, plugin=plugin_name(transport),
+                               doing="closing its listener", logger=log)
+        channels = [c for p in self._table.peers.values() for c in p.channels]
+        channels.extend(self._clients)
+        for channel in channels:
+            channel.goodbye("the node is shutting down")
+        await self._peers_done(channels, timeout)
+        await self._dispatch.drain(timeout)
+        await self._reliable.close()
+        for channel in channels:
+            await channel.flush(1.0)
+            await close_within(channel.close("the node shut down"), bound,
+                               plugin=plugin_name(channel.connection),
+                               doing=f"closing the connection to {channel.peer_id}", logger=log)
+        for app in self._apps:
+            await close_within(app.stop(), bound, plugin=plugin_name(app),
+                               doing="stopping its app", logger=log)
+        await self._tasks.close(bound)
+        await self._letters.close(bound)
+        for transport in set(self._transports.values()):
+            await close_within(transport.close(), bound, plugin=plugin_name(transport),
+                               doing="closing", logger=log)
+        self._dispatch.fail_pending(None, "the node shut down")
+        self._refusals.flush()
+        self._failures.flush()
+
+    @staticmethod
+    async def _peers_done(channels: list[Channel], timeout: float) -> None:
+        # After the peers' goodbyes no new message can arrive; a peer that never answers
+        # costs the timeout, nothing more.
+        try:
+            async with asyncio.timeout(timeout):
+                for channel in channels:
+                    await channel.peer_done.wait()
+        except TimeoutError:
+            log.debug("not every peer said goodbye within %gs", timeout)
+
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        if self._hooks is None:
+            return
+        try:
+            getattr(self._hooks, hook)(**kwargs)
+        except Exception:
+            log.exception("a plugin's %s hook failed", hook)
+
+    # -- connections -----------------------------------------------------------------
+
+    def _transport_for(self, address: str) -> Transport:
+        scheme = address.split("://", 1)[0] if "://" in address else ""
+        transport = self._transports.get(scheme)
+        if transport is None:
+            have = ", ".join(f"{s}://" for s in sorted(self._transports)) or "none"
+            raise NodeConfigError(
+                f"no transport plugin serves {address!r} (loaded transports: {have})",
+                fix=f"install one for {scheme or 'this'}://, e.g. p2phost plugin install "
+                    "tcp-transport")
+        return transport
+
+    def _admitted(self) -> int:
+        """Connections counted against [node] peer-limit: peers, clients, and accepted
+        connections still in their handshake."""
+        return len(self._table) + len(self._clients) + self._accepting
+
+    async def _accept(self, transport: Transport, connection: Connection) -> None:
+        address = connection.remote_address
+        if self._closing:
+            await connection.close()
+            return
+        reason = None
+        if self._admitted() >= self.options.peer_limit:
+            reason = f"peer limit reached ({self.options.peer_limit})"
+        else:
+            reason = self._gate.enter(address)
+        if reason is not None:
+            self._refusals.warning("refused a connection from %s: %s", address, reason)
+            self._tasks.spawn(refuse(connection, reason), "refuse")
+            return
+        self._accepting += 1
+        self._tasks.spawn(self._accept_one(transport, connection), "handshake")
+
+    async def _accept_one(self, transport: Transport, connection: Connection) -> None:
+        address = connection.remote_address
+        try:
+            await self._open(connection, initiator=False, address=address,
+                             inbox=transport.inbox_based)
+        except HandshakeError as exc:
+            self._failures.warning("closed connection from %s: handshake failed: %s",
+                                   address, exc)
+        finally:
+            self._accepting -= 1
+            self._gate.leave(address)
+
+    async def _open_outgoing(self, connection: Connection, address: str, inbox: bool,
+                             expected_peer_id: str | None) -> Channel:
+        return await self._open(connection, initiator=True, address=address, inbox=inbox,
+                                expected_peer_id=expected_peer_id)
+
+    async def _open(self, connection: Connection, *, initiator: bool, address: str,
+                    inbox: bool, expected_peer_id: str | None = None) -> Channel:
+        """Handshake (securing stream connections), then serve the channel."""
+        nonce = secrets.token_hex(8)
+        hello = Hello(peer_id=self.peer_id, codecs=tuple(self._codecs), topics=tuple(self.topics),
+                      listen=tuple(self._addresses), session=self._session, nonce=nonce,
+                      name=self.options.name, max_frame_size=self.options.max_frame_size,
+                      extra={**self._reliable.hello_extra(),
+                             **({"client": True} if self.options.client else {})})
+        done = await handshake(
+            connection, hello=hello, codecs=self._codecs, identity=self.identity,
+            # Inbox media carry no stream to secure: they get message-level security.
+            security=self._sealer if inbox else self._security, initiator=initiator,
+            expected_peer_id=expected_peer_id,
+            timeout=self.options.handshake_timeout,
+            admit=self._admit, client=self.options.client,
+        )
+        client = not initiator and done.hello.extra.get("client") is True
+        if self._closing:
+            await refuse(done.connection, "the node is shutting down")
+            raise HandshakeError("the node is shutting down")
+        if not initiator and (client or self._table.get(done.hello.peer_id) is None) \
+                and len(self._table) + len(self._clients) >= self.options.peer_limit:
+            # Checked again now that the peer is known, in the same step as it is added.
+            reason = f"peer limit reached ({self.options.peer_limit})"
+            await refuse(done.connection, reason)
+            raise HandshakeError(reason)
+        channel = Channel(done, address=address, initiator=initiator, local_nonce=nonce,
+                          on_message=self._dispatch.on_message,
+                          on_reply=self._dispatch.on_reply,
+                          outbox_limit=self.options.outbox_limit,
+                          max_frame_size=self.options.max_frame_size,
+                          write_timeout=self.options.keepalive_timeout)
+        if client:
+            # A client may share a peer's id (its project's): kept out of the peer table,
+            # it neither replaces nor duplicates that peer's connection, and goes with
+            # its last reply.
+            self._clients.add(channel)
+            self._tasks.spawn(self._serve_client(channel), f"client {channel.peer_id[:12]}")
+            return channel
+        peer, new, retire = self._table.add(channel)
+        self._reliable.connected(channel)
+        self._tasks.spawn(self._serve(channel), f"channel {channel.peer_id[:12]}")
+        for loser, reason, mutual in retire:
+            self._tasks.spawn(self._retire(loser, reason, mutual), "retire")
+        if new:
+            log.info("connected to %s (%s, codec %s)", channel.peer_id, address,
+                     channel.codec.content_type)
+            self._dispatch.lifecycle(peer.peer_id, "on_peer_connected", channel.info)
+            self._notify("p2phost_peer_connected", peer=channel.info)
+        return channel
+
+    async def _serve_client(self, channel: Channel) -> None:
+        try:
+            await channel.run()
+        finally:
+            self._clients.discard(channel)
+
+    async def _serve(self, channel: Channel) -> None:
+        reason = "the node shut down"
+        try:
+            reason = await channel.run()
+        finally:
+            # Runs even if this task is cancelled: a peer entry never outlives its channel.
+            self._reliable.disconnected(channel)
+            log.debug("connection to %s (%s) ended: %s", channel.peer_id, channel.address,
+                      reason)
+            peer = self._table.remove(channel)
+            if peer is not None:
+                log.info("disconnected from %s (%s): %s", peer.peer_id, channel.address,
+                         reason)
+                self._dispatch.lifecycle(peer.peer_id, "on_peer_lost", channel.info, reason)
+                self._dispatch.peer_gone(peer.peer_id, reason)
+                self._notify("p2phost_peer_lost", peer=channel.info, reason=reason)
+                self._dialler.dial_waiting()
+
+    async def _retire(self, channel: Channel, reason: str, mutual: bool) -> None:
+        log.debug("retiring connection to %s (%s): %s", channel.peer_id, channel.address, reason)
+        channel.goodbye(reason)
+        if mutual:  # both ends retire it: each closes once the other said goodbye
+            try:
+                async with asyncio.timeout(self.options.handshake_timeout):
+                    await channel.peer_done.wait()
+            except TimeoutError:
+                pass
+        await channel.flush(1.0)
+        await channel.close(reason)
+
+    async def connect(self, address: str, *, expected_peer_id: str | None = None) -> str:
+        """Dial ``address`` (or reuse the connection to it); returns the peer id.
+
+        With ``expected_peer_id`` (what discovery announced), a peer that cannot prove
+        that id fails the handshake.
+        """
+        try:
+            return await self._dialler.connect(address, expected_peer_id=expected_peer_id)
+        except PeerUnavailable as exc:
+            raise self._letters.explain(address, exc) from exc.__cause__
+
+    async def _keepalive(self) -> None:
+        interval, timeout = self.options.keepalive_interval, self.options.keepalive_timeout
+        while True:
+            await asyncio.sleep(min(interval, timeout) / 2)
+            self._refusals.tick()
+            self._failures.tick()
+            now = time.monotonic()
+            for peer in list(self._table.peers.values()):
+                for channel in list(peer.channels):
+                    idle = now - channel.last_seen
+                    if channel.stalled or channel.ended:
+                        continue
+                    if idle >= timeout:
+                        log.warning("peer %s (%s) sent nothing for %.0fs: closing the "
+                                    "connection (keepalive timeout)", peer.peer_id,
+                                    channel.address, idle)
+                        self._tasks.spawn(channel.close(f"keepalive timeout ({idle:.0f}s "
+                                                        "without traffic)"), "close")
+                    elif idle >= interval:
+                        channel.ping()
+
+    # -- messaging (Messenger) -------------------------------------------------------
+
+    async def _reach(self, peer: str) -> Channel:
+        if "://" in peer:
+            peer = await self.connect(peer)
+            channel = self._dialler.usable(peer)
+            if channel is not None:
+                return channel
+        if peer == self.peer_id:
+            raise PeerUnavailable("a node cannot send to itself")
+        raise PeerUnavailable(f"peer {peer} is not connected")
+
+    def stores_letters(self, address: str) -> bool:
+        """Whether a message to ``address`` is stored in the peer's inbox rather than
+        sent on a connection (an inbox address, its peer not connected now)."""
+        return self._letters.stores(address)
+
+    async def store(self, address: str, topic: str, body: Any, *,
+                    key: str | None = None) -> str:
+        """Store a message for the peer of ``address`` (``MEDIUM#PEERID``) in its inbox,
+        whether it runs or not; returns the medium's URL once it has the message."""
+        return await self._letters.store(address, topic, body, key)
+
+    async def send(self, peer: str, topic: str, body: Any, *, key: str | None = None) -> None:
+        """Deliver ``body`` on ``topic`` to ``peer`` (a peer id or an address), no reply
+        (through the outbox on acknowledged topics: see :class:`p2phost_sdk.Messenger`;
+        stored in the peer's inbox for an inbox address whose peer is not connected)."""
+        if await self._letters.storing(peer):
+            await self._letters.store(peer, topic, body, key)
+            return
+        if topic in self._acked_topics and await self._reliable.send(peer, topic, body, key):
+            return
+        await self._dispatch.send(self._dialler.usable(peer) or await self._reach(peer), topic,
+                                  body)
+
+    async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
+        """Send a request and return the reply body (see :class:`p2phost_sdk.Messenger`)."""
+        if await self._letters.storing(peer):
+            return await self._letters.request(peer, topic, body, timeout)
+        channel = self._dialler.usable(peer) or await self._reach(peer)
+        return await self._dispatch.request(channel, topic, body, timeout)
+
+    async def publish(self, topic: str, body: Any) -> int:
+        """Send to every connected peer that handles ``topic``; returns how many."""
+        channels = [c for c in (p.best() for p in list(self._table.peers.values()))
+                    if c is not None]
+        count = 0
+        if topic in self._acked_topics:
+            count, channels = await self._reliable.publish(channels, topic, body)
+        return count + (await self._dispatch.publish(channels, topic, body) if channels else 0)

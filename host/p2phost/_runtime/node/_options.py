@@ -1,0 +1,49 @@
+"""How a node runs: ``[node]`` of p2phost.toml, and tuning with safe defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from p2phost_sdk import Backoff
+
+from ..._delivery_settings import DeliverySettings
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """How a node runs. ``listen``, ``connect``, ``max_frame_size`` and ``peer_limit``
+    come from ``[node]`` in p2phost.toml; the rest are tuning with safe defaults."""
+
+    name: str = "node"
+    listen: Sequence[str] = ()
+    #: Addresses dialled at start and kept connected (reconnect with backoff).
+    connect: Sequence[str] = ()
+    max_frame_size: int = 16 * 1024 * 1024
+    #: Peers (and clients) admitted at once; counted when a connection is accepted.
+    peer_limit: int = 64
+    #: Handshakes in progress at once, in all and from one source host.
+    handshake_limit: int = 128
+    handshake_limit_per_source: int = 8
+    dial_timeout: float = 5.0
+    handshake_timeout: float = 5.0
+    keepalive_interval: float = 5.0
+    keepalive_timeout: float = 15.0
+    reconnect: Backoff = field(default_factory=Backoff)
+    #: How long shutdown waits for peers' goodbyes, and then for mailboxes to drain.
+    drain_timeout: float = 10.0
+    #: How long a plugin may take to listen, start, stop or close before the node
+    #: gives up on it (naming it).
+    plugin_timeout: float = 10.0
+    #: Bytes queued per connection before senders wait (backpressure).
+    outbox_limit: int = 1024 * 1024
+    #: A short-lived client (``p2phost send``/``ping``) with its project's identity: its
+    #: hello says so, and the node it talks to keeps its channel apart from the peers.
+    client: bool = False
+    #: Seconds a sealed frame (inbox media) stays acceptable: ``[trust] replay-window``.
+    replay_window: float = 600.0
+    #: Where the delivery database lives (``.p2phost``); None keeps it in memory.
+    state_dir: Path | None = None
+    #: ``[delivery]`` of p2phost.toml (docs/delivery.md).
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)

@@ -1,0 +1,175 @@
+"""Dial targets that belong to discovery records.
+
+A target is a peer some current record lists (or an address with no peer id: static
+peers, ``[node] connect``, the outbox). It lives exactly as long as a record does: when
+every plugin that reported the peer has lost it, the target, its redial loop and its
+backoff are gone. One loop per peer tries the peer's addresses in turn and, once
+connected, waits until the peer is gone; an address where another peer answers ("expected
+peer A, reached B") is dropped at once and counted, never redialled, until a record with
+new addresses arrives. Several plugins reporting one peer merge: the union of their
+addresses is dialled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2phost_sdk import Backoff, PeerRecord, PeerUnavailable
+
+log = logging.getLogger("p2phost.node")
+
+#: The names of :attr:`DialTargets.counters`.
+COUNTERS = ("dials", "unreachable", "wrong_peer", "connected")
+
+
+def is_wrong_peer(error: Exception) -> bool:
+    """Whether a failed dial reached a peer other than the one the record announced
+    (this node itself included)."""
+    text = str(error)
+    return "handshake failed: expected peer " in text or "handshake failed: connected to " \
+        "itself" in text
+
+
+@dataclass
+class _Target:
+    peer_id: str | None
+    records: dict[str, PeerRecord] = field(default_factory=dict)
+    #: Addresses where another peer answered; skipped until the records change.
+    wrong: set[str] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+    #: The peer an id-less target turned out to be.
+    learned: str | None = None
+
+    def addresses(self) -> list[str]:
+        listed = [a for r in self.records.values() for a in r.addresses]
+        return [a for a in dict.fromkeys(listed) if a not in self.wrong]
+
+
+class DialTargets:
+    """Which peers to keep connected, from which records; one redial loop per peer."""
+
+    def __init__(
+        self,
+        *,
+        connect: Callable[[str, str | None], Awaitable[str]],
+        gone: Callable[[str], asyncio.Event | None],
+        spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]],
+        backoff: Backoff,
+        own_addresses: Callable[[], list[str]],
+    ) -> None:
+        self._connect = connect
+        self._gone = gone
+        self._spawn = spawn
+        self._backoff = backoff
+        self._own = own_addresses
+        self._targets: dict[str, _Target] = {}
+        self.counters: Counter[str] = Counter()
+        self.closed = False
+
+    @staticmethod
+    def keys(record: PeerRecord) -> list[str]:
+        """The targets ``record`` feeds: its peer, or one per address when id-less."""
+        return [record.peer_id] if record.peer_id else [f"address {a}" for a in record.addresses]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._targets
+
+    def busy(self) -> set[str]:
+        """Every peer being dialled or kept connected (``address ADDR`` while unknown)."""
+        return {t.peer_id or t.learned or key for key, t in self._targets.items()}
+
+    def update(self, record: PeerRecord) -> None:
+        """A plugin found (or re-found) ``record``: it replaces that plugin's last one."""
+        if self.closed:
+            return
+        own = set(self._own())
+        for key in self.keys(record):
+            addresses = tuple(a for a in record.addresses if a not in own)
+            if record.peer_id is None:
+                addresses = tuple(a for a in addresses if key == f"address {a}")
+            if not addresses:
+                continue
+            target = self._targets.get(key)
+            if target is None:
+                target = self._targets[key] = _Target(record.peer_id)
+            previous = target.records.get(record.source)
+            target.records[record.source] = PeerRecord(addresses, record.peer_id, record.source)
+            if previous is None or previous.addresses != addresses:
+                target.wrong.clear()  # new addresses: each gets one honest try
+            if target.task is None or target.task.done():
+                target.task = self._spawn(self._supervise(key, target), f"dial {key[:20]}")
+
+    def lost(self, record: PeerRecord) -> None:
+        """A plugin lost ``record``'s peer: its record no longer feeds the target."""
+        for key in self.keys(record):
+            target = self._targets.get(key)
+            if target is None:
+                continue
+            target.records.pop(record.source, None)
+            if not target.records:
+                self._drop(key)
+
+    def close(self) -> None:
+        """Stop every redial loop (the node is closing)."""
+        self.closed = True
+        for key in list(self._targets):
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        target = self._targets.pop(key)
+        if target.task is not None:
+            target.task.cancel()
+
+    def snapshot(self) -> dict[str, object]:
+        """Targets and counters, for ``p2phost peers``."""
+        return {"targets": len(self._targets),
+                **{name: self.counters[name] for name in COUNTERS}}
+
+    async def _supervise(self, key: str, target: _Target) -> None:
+        failures = 0
+        peer_id = target.peer_id
+        while True:
+            gone = self._gone(peer_id) if peer_id else None
+            if gone is not None:  # connected (by us, by them, through another plugin)
+                await gone.wait()
+                await asyncio.sleep(self._backoff.delay(0))
+                continue
+            addresses = target.addresses()
+            if not addresses:  # every listed address reached someone else
+                log.warning("no address left to dial %s (every one reached another peer); "
+                            "waiting for a new record", key)
+                target.task = None
+                return
+            errors: list[str] = []
+            for address in addresses:
+                self.counters["dials"] += 1
+                try:
+                    peer_id = await self._connect(address, target.peer_id)
+                except PeerUnavailable as exc:
+                    if target.peer_id and is_wrong_peer(exc):
+                        target.wrong.add(address)
+                        self.counters["wrong_peer"] += 1
+                        log.warning("dropped address %s of %s: %s", address, target.peer_id,
+                                    exc)
+                    else:
+                        self.counters["unreachable"] += 1
+                        errors.append(str(exc))
+                    continue
+                self.counters["connected"] += 1
+                target.learned = peer_id
+                if failures:
+                    log.info("reconnected to %s after %d failed attempts", address, failures)
+                failures = 0
+                break
+            else:
+                if errors and (failures == 0 or failures % 10 == 9):
+                    log.warning("cannot connect to %s (will retry): %s", ", ".join(addresses),
+                                errors[-1])
+                if errors:
+                    await asyncio.sleep(self._backoff.delay(failures))
+                    failures += 1

@@ -1,0 +1,325 @@
+"""A channel: one handshaken connection to a peer, with its reader and batched writer.
+
+Senders append encoded frames to the channel's outbox and return at once; one writer
+task hands everything queued to the transport in a single ``send_many``, so a burst of
+small messages costs one write. The outbox is bounded in bytes: when the transport
+cannot keep up (the peer reads slowly), senders wait for room.
+
+The reader never lets this node's answers pile up: when what waits to go out to the
+peer (PONGs, ERRORs, replies) is over the limit, it stops reading until there is room,
+and a peer that reads nothing for ``write_timeout`` seconds is disconnected with that
+reason. Frames queued without waiting (``post``) are bounded too: a channel whose queue
+would pass twice its limit is closed, not grown.
+
+Goodbye: a node that closes a channel on purpose first sends GOODBYE (after everything
+already queued), meaning "no new messages or requests from me"; replies may still
+follow. The side that said goodbye first closes the connection when its work is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from p2phost_sdk import (
+    Codec,
+    CodecError,
+    Connection,
+    ConnectionClosed,
+    P2PHostError,
+    PeerInfo,
+    TransportError,
+)
+
+from .._errors import WireError
+from ._envelope import Envelope, Kind, decode, encode
+from ._handshake import Handshaken
+
+log = logging.getLogger("p2phost.node")
+
+#: A frame's acknowledgement, for media that redeliver what was not acknowledged.
+Ack = Callable[[], None]
+#: Called for MESSAGE and REQUEST envelopes (with the frame's ack, to call once handled);
+#: returns an awaitable when the reader must wait (the app's mailbox is full), None when
+#: the envelope was taken at once.
+OnMessage = Callable[["Channel", Envelope, Ack | None], Awaitable[None] | None]
+#: Called for REPLY, ERROR and ACK envelopes.
+OnReply = Callable[["Channel", Envelope], None]
+
+_PING = encode(Kind.PING, 0)
+_PONG = encode(Kind.PONG, 0)
+_FLUSH_GRACE = 1.0
+
+
+class Channel:
+    """A live connection to one peer, after the handshake."""
+
+    def __init__(
+        self,
+        done: Handshaken,
+        *,
+        address: str,
+        initiator: bool,
+        local_nonce: str,
+        on_message: OnMessage,
+        on_reply: OnReply,
+        outbox_limit: int,
+        max_frame_size: int,
+        write_timeout: float = 15.0,
+    ) -> None:
+        self.connection: Connection = done.connection
+        self.hello = done.hello
+        self.peer_id = done.hello.peer_id
+        self.codec: Codec = done.codec
+        self.topics = frozenset(done.hello.topics)
+        #: The address this channel was dialled at, or where the peer came from.
+        self.address = address
+        self.initiator = initiator
+        self.local_nonce = local_nonce
+        self.info = PeerInfo(self.peer_id, address, self.topics, self.codec.content_type)
+        medium_limit = getattr(self.connection, "max_frame_size", None)
+        if medium_limit is not None and medium_limit < max_frame_size:
+            self.frame_limit = int(medium_limit)
+            self.frame_limit_source = f"the message size limit of the medium at {address}"
+        else:
+            self.frame_limit = max_frame_size
+            self.frame_limit_source = "max-frame-size in [node] of p2phost.toml"
+        self.last_seen = time.monotonic()
+        #: True while the reader waits for room in a full mailbox (the peer is not dead).
+        self.stalled = False
+        #: We said goodbye: no new messages or requests go out on this channel.
+        self.closing = False
+        #: The peer sends no new messages: it said goodbye, or the connection ended.
+        self.peer_done = asyncio.Event()
+        #: Why the peer said goodbye ("" until it does).
+        self.remote_reason = ""
+        self.ended = False
+        self._on_message = on_message
+        self._on_reply = on_reply
+        self._limit = outbox_limit
+        # What post() may queue without waiting: room for the control frames and
+        # replies already on their way when the outbox fills.
+        self._hard_limit = 2 * outbox_limit + 65536
+        self._write_timeout = write_timeout
+        self._reader: asyncio.Task[None] | None = None
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._writing = False
+        self._wrote_directly = False
+        self._loop = asyncio.get_running_loop()
+        self._try_send = self.connection.try_send
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._flushed = asyncio.Event()
+        self._flushed.set()
+        self._close_reason: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether new messages and requests may be sent on this channel."""
+        return not (self.closing or self.peer_done.is_set())
+
+    # -- sending ---------------------------------------------------------------------
+
+    def post(self, frame: bytes) -> None:
+        """Queue a frame without waiting (control frames and replies); a peer that lets
+        the queue pass twice its limit is disconnected."""
+        if self.ended:
+            return
+        if self._outbox_bytes + len(frame) > self._hard_limit:
+            self._overflow()
+            return
+        # The first frame of a loop turn goes straight to the transport when nothing is
+        # queued before it (a lone request or reply: no wait for the writer task). The
+        # frames that follow in the same turn (a burst, the replies to a batch of
+        # requests) go through the outbox, and the writer joins them into one write.
+        if not (self._outbox or self._writing or self._wrote_directly) \
+                and self._try_send(frame):
+            self._wrote_directly = True
+            self._loop.call_soon(self._turn_over)
+            return
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
+        self._flushed.clear()
+        self._wake.set()
+
+    def _overflow(self) -> None:
+        if self._close_reason is not None:
+            return
+        self._close_reason = (f"the peer does not read: {self._outbox_bytes} bytes wait to "
+                              f"go to it, over twice the outbox limit of {self._limit}")
+        log.warning("closing connection to %s (%s): %s", self.peer_id, self.address,
+                    self._close_reason)
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def _await_room(self) -> None:
+        """Stop reading while this node's answers to the peer fill the outbox."""
+        try:
+            async with asyncio.timeout(self._write_timeout):
+                while self._outbox_bytes >= self._limit and not self.ended:
+                    self._room.clear()
+                    await self._room.wait()
+        except TimeoutError:
+            if self._close_reason is None:
+                self._close_reason = (f"the peer does not read: nothing it was sent for "
+                                      f"{self._write_timeout:g}s was taken "
+                                      f"({self._outbox_bytes} bytes wait)")
+                log.warning("closing connection to %s (%s): %s", self.peer_id, self.address,
+                            self._close_reason)
+            raise ConnectionClosed(self._close_reason) from None
+
+    def _turn_over(self) -> None:
+        self._wrote_directly = False
+
+    def try_post(self, frame: bytes) -> bool:
+        """Queue a frame if the outbox has room."""
+        if self._outbox_bytes >= self._limit or self.ended:
+            return False
+        self.post(frame)
+        return True
+
+    async def send(self, frame: bytes) -> None:
+        """Queue a frame, waiting for room; ConnectionClosed once the channel ended."""
+        while self._outbox_bytes >= self._limit and not self.ended:
+            self._room.clear()
+            await self._room.wait()
+        if self.ended:
+            raise ConnectionClosed(f"connection to {self.peer_id} is closed")
+        self.post(frame)
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until everything queued was handed to the transport; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._flushed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def ping(self) -> None:
+        """Send a keepalive ping."""
+        self.post(_PING)
+
+    def goodbye(self, reason: str) -> None:
+        """Say goodbye (once): no new messages or requests will go out on this channel."""
+        if self.closing:
+            return
+        self.closing = True
+        self.post(encode(Kind.GOODBYE, 0, body=reason.encode()))
+
+    async def _write_loop(self) -> None:
+        connection, wake = self.connection, self._wake
+        while True:
+            await wake.wait()
+            wake.clear()
+            self._writing = True
+            try:
+                while self._outbox:
+                    frames, self._outbox, self._outbox_bytes = self._outbox, [], 0
+                    self._room.set()
+                    if len(frames) == 1:
+                        await connection.send(frames[0])
+                    else:
+                        await connection.send_many(frames)
+            finally:
+                self._writing = False
+            self._flushed.set()
+
+    # -- receiving -------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        recv, on_message, on_reply = self.connection.recv, self._on_message, self._on_reply
+        monotonic = time.monotonic
+        while True:
+            frame = await recv()
+            self.last_seen = monotonic()
+            # Media that redeliver (brokers) hand DeliveredFrames carrying an ack.
+            ack: Ack | None = None if type(frame) is bytes else getattr(frame, "ack", None)
+            envelope = decode(frame)
+            kind = envelope.kind
+            if kind <= Kind.REQUEST:
+                # A request (and a ping) is answered without waiting: read no more of
+                # them while the answers pile up.
+                if kind is Kind.REQUEST and self._outbox_bytes >= self._limit:
+                    await self._await_room()
+                waiting = on_message(self, envelope, ack)
+                if waiting is not None:
+                    self.stalled = True
+                    try:
+                        await waiting
+                    finally:
+                        self.stalled = False
+                continue
+            if kind is Kind.PING and self._outbox_bytes >= self._limit:
+                await self._await_room()
+            if ack is not None:
+                ack()
+            if kind <= Kind.ACK:
+                on_reply(self, envelope)
+            elif kind is Kind.PING:
+                self.post(_PONG)
+            elif kind is Kind.GOODBYE:
+                self.remote_reason = envelope.body.decode(errors="replace") or "goodbye"
+                log.debug("%s said goodbye: %s", self.peer_id, self.remote_reason)
+                self.peer_done.set()
+                self.goodbye("goodbye")
+            elif kind is Kind.HELLO:
+                raise WireError("a second hello on an open connection")
+
+    # -- lifetime --------------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Read and write until the connection ends; returns why it ended."""
+        writer = asyncio.get_running_loop().create_task(self._write_loop(),
+                                                        name=f"writer {self.peer_id[:12]}")
+        reader = self._reader = asyncio.get_running_loop().create_task(
+            self._read_loop(), name=f"reader {self.peer_id[:12]}")
+        reason = ""
+        try:
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            failed = done.pop()
+            exc = None if failed.cancelled() else failed.exception()
+            if isinstance(exc, ConnectionClosed):
+                reason = self._close_reason or (
+                    f"the peer said goodbye ({self.remote_reason})"
+                    if self.remote_reason else str(exc))
+            elif isinstance(exc, (WireError, CodecError, TransportError, P2PHostError)):
+                reason = f"protocol error: {exc}"
+                log.warning("closing connection to %s (%s): %s", self.peer_id, self.address,
+                            reason)
+                if failed is reader and not writer.done():
+                    # Tell the peer why, so its log says it too.
+                    self.closing = True
+                    self.post(encode(Kind.GOODBYE, 0, body=reason.encode()))
+                    await self.flush(_FLUSH_GRACE)
+            elif exc is not None:
+                reason = f"internal error: {type(exc).__name__}: {exc}"
+                log.error("connection to %s failed", self.peer_id, exc_info=exc)
+            else:
+                reason = self._close_reason or "closed"
+        finally:
+            self._end()
+            for task in (reader, writer):
+                task.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
+            with contextlib.suppress(P2PHostError, OSError):
+                await self.connection.close()
+        return reason
+
+    def _end(self) -> None:
+        self.ended = True
+        self.peer_done.set()
+        self._room.set()
+        self._flushed.set()
+
+    async def close(self, reason: str) -> None:
+        """Close the connection now; ``run`` then returns ``reason``."""
+        if self._close_reason is None:
+            self._close_reason = reason
+        with contextlib.suppress(P2PHostError, OSError):
+            await self.connection.close()

@@ -1,0 +1,140 @@
+"""The envelope: a compact binary header in front of every frame's body (docs/wire.md).
+
+Layout, big-endian, 30 fixed bytes then four short strings, then the body::
+
+    u8  version          1
+    u8  kind             Kind
+    u64 message id       unique per sender and session
+    u64 correlation id   the request a reply/error/ack answers; 0 = none
+    u64 deadline         Unix time in ms after which the sender stops waiting; 0 = none
+    u8  sender length    then the four strings, UTF-8, in this order:
+    u8  recipient length   sender, recipient, topic, content type
+    u8  topic length     (sender, recipient and content type may be empty on a stream
+    u8  content type length  connection: they are then the connection's own)
+    ...  body            codec-encoded (UTF-8 text for ERROR and GOODBYE, JSON for HELLO)
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from p2phost_sdk import MessageKind
+
+from .._errors import WireError
+
+#: The envelope format version this node writes and reads.
+VERSION = 1
+HEADER = struct.Struct("!BBQQQBBBB")
+#: The most bytes a sender, recipient, topic or content type may take.
+MAX_FIELD = 255
+
+
+class Kind(enum.IntEnum):
+    """What an envelope is for. App kinds first; the rest keep the connection going."""
+
+    MESSAGE = 0
+    REQUEST = 1
+    REPLY = 2
+    ERROR = 3
+    ACK = 4
+    HELLO = 16
+    PING = 17
+    PONG = 18
+    GOODBYE = 19
+
+
+#: Wire kind -> the kind an app sees.
+MESSAGE_KINDS = {
+    Kind.MESSAGE: MessageKind.MESSAGE,
+    Kind.REQUEST: MessageKind.REQUEST,
+    Kind.REPLY: MessageKind.REPLY,
+    Kind.ERROR: MessageKind.ERROR,
+    Kind.ACK: MessageKind.ACK,
+}
+_KINDS = {int(k): k for k in Kind}
+
+
+def encode(
+    kind: Kind,
+    message_id: int,
+    topic: bytes = b"",
+    body: bytes = b"",
+    *,
+    correlation_id: int = 0,
+    deadline: int = 0,
+    sender: bytes = b"",
+    recipient: bytes = b"",
+    content_type: bytes = b"",
+) -> bytes:
+    """One frame. Strings are passed encoded so hot callers can cache them."""
+    try:
+        head = HEADER.pack(VERSION, kind, message_id, correlation_id, deadline, len(sender),
+                           len(recipient), len(topic), len(content_type))
+    except struct.error as exc:
+        raise WireError(f"cannot encode envelope: a field is out of range ({exc})") from exc
+    if sender or recipient or content_type:
+        return b"".join((head, sender, recipient, topic, content_type, body))
+    return head + topic + body
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A decoded frame."""
+
+    kind: Kind
+    message_id: int
+    topic: str
+    body: bytes
+    correlation_id: int = 0
+    deadline: int = 0
+    sender: str = ""
+    recipient: str = ""
+    content_type: str = ""
+
+    def to_frame(self) -> bytes:
+        """This envelope as one frame."""
+        return encode(
+            self.kind, self.message_id, self.topic.encode(), self.body,
+            correlation_id=self.correlation_id, deadline=self.deadline,
+            sender=self.sender.encode(), recipient=self.recipient.encode(),
+            content_type=self.content_type.encode(),
+        )
+
+
+def decode(frame: bytes) -> Envelope:
+    """Parse one frame; raises :class:`WireError` saying what is wrong with it."""
+    if len(frame) < HEADER.size:
+        if frame and frame[0] != VERSION:
+            raise WireError(f"unknown envelope version {frame[0]} (this node speaks {VERSION})")
+        raise WireError(f"frame of {len(frame)} bytes is shorter than the "
+                        f"{HEADER.size}-byte envelope header")
+    version, kind, mid, corr, deadline, ls, lr, lt, lc = HEADER.unpack_from(frame)
+    if version != VERSION:
+        raise WireError(f"unknown envelope version {version} (this node speaks {VERSION})")
+    known = _KINDS.get(kind)
+    if known is None:
+        raise WireError(f"unknown envelope kind {kind}")
+    start = HEADER.size
+    end = start + ls + lr + lt + lc
+    if end > len(frame):
+        raise WireError("envelope header says its strings are longer than the frame")
+    try:
+        if ls or lr or lc:
+            sender, recipient, topic, content_type = _split(frame, start, ls, lr, lt, lc)
+        else:
+            sender = recipient = content_type = ""
+            topic = frame[start:end].decode()
+    except UnicodeDecodeError as exc:
+        raise WireError(f"envelope string is not UTF-8: {exc}") from exc
+    return Envelope(known, mid, topic, frame[end:], corr, deadline, sender, recipient,
+                    content_type)
+
+
+def _split(frame: bytes, start: int, *lengths: int) -> tuple[str, str, str, str]:
+    out = []
+    for length in lengths:
+        out.append(frame[start:start + length].decode())
+        start += length
+    return out[0], out[1], out[2], out[3]

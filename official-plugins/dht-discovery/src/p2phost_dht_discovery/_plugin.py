@@ -1,0 +1,269 @@
+"""The DHT inside a node: an app answering the ``dht`` topic, and a discovery plugin.
+
+One :class:`DhtService` per node holds the :class:`~._dht.Dht`; its app half gets the
+node's :class:`~p2phost_sdk.Messenger` (requests travel over the node's own connections,
+through its security plugin) and its discovery half gets the node's
+:class:`~p2phost_sdk.DiscoveryEvents` (to sign this node's records, and to report the
+peers it was asked to find). The discovery half owns the one background task: join,
+then look up, provide and refresh on their intervals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from p2phost_sdk import (
+    App,
+    ConfigError,
+    Discovery,
+    DiscoveryEvents,
+    Message,
+    Messenger,
+    PeerRecord,
+    PeerUnavailable,
+    SignedPresence,
+    handler,
+    is_peer_id,
+    is_wildcard,
+)
+
+from ._dht import Dht, DhtSettings
+from ._routing import TableLimits
+
+#: The app topic DHT requests travel on (docs/wire.md).
+TOPIC = "dht"
+log = logging.getLogger("p2phost.plugin.dht-discovery")
+
+
+def settings_of(name: str, config: Mapping[str, Any]) -> DhtSettings:
+    """The DHT's settings from ``[config.dht-discovery]``; ConfigError naming a bad one."""
+    for field in ("k", "alpha", "prefix-per-bucket", "prefix-per-table"):
+        if int(config.get(field, 1)) < 1:
+            raise ConfigError(name, field, "a whole number of at least 1", config[field])
+    for field in ("request-timeout", "lookup-timeout", "refresh-interval", "lookup-interval",
+                  "record-lifetime", "requests-per-second"):
+        if float(config.get(field, 1.0)) <= 0:
+            raise ConfigError(name, field, "a positive number of seconds", config[field])
+    for peer_id in config.get("find", []):
+        if not is_peer_id(peer_id):
+            raise ConfigError(name, "find", "peer ids (as `p2phost id` prints them)", peer_id)
+    for address in config.get("bootstrap", []):
+        if "://" not in address:
+            raise ConfigError(name, "bootstrap", "addresses such as tcp://203.0.113.5:7400",
+                              address)
+    rate = float(config.get("requests-per-second", 50.0))
+    return DhtSettings(
+        k=int(config.get("k", 20)), alpha=int(config.get("alpha", 3)),
+        request_timeout=float(config.get("request-timeout", 5.0)),
+        lookup_timeout=float(config.get("lookup-timeout", 30.0)),
+        refresh_interval=float(config.get("refresh-interval", 600.0)),
+        record_lifetime=float(config.get("record-lifetime", 3600.0)),
+        requests_per_second=rate, request_burst=rate * 4,
+        limits=TableLimits(prefix_per_bucket=int(config.get("prefix-per-bucket", 2)),
+                           prefix_per_table=int(config.get("prefix-per-table", 10))))
+
+
+class NodeRpc:
+    """DHT requests as requests on the node's ``dht`` topic, dialling when need be."""
+
+    def __init__(self, service: DhtService) -> None:
+        self._service = service
+
+    async def call(self, peer_id: str, addresses: Sequence[str],
+                   request: dict[str, Any]) -> dict[str, Any]:
+        """Ask ``peer_id``; dial its first answering address when not connected."""
+        node = self._service.node
+        timeout = self._service.settings.request_timeout
+        if not any(p.peer_id == peer_id for p in node.peers()):
+            for address in addresses[:4]:
+                try:
+                    async with asyncio.timeout(timeout):
+                        answered = await node.connect(address)
+                except Exception as exc:  # PeerUnavailable, TimeoutError, HandshakeError
+                    log.debug("dialling %s for the DHT failed: %s", address, exc)
+                    continue
+                if answered != peer_id:
+                    raise PeerUnavailable(f"{address} is {answered}, not {peer_id}")
+                break
+            else:
+                raise PeerUnavailable(f"no address of {peer_id} answered")
+        reply = await node.request(peer_id, TOPIC, request, timeout=timeout)
+        if not isinstance(reply, dict):
+            raise PeerUnavailable(f"{peer_id} answered the DHT with {type(reply).__name__}")
+        return reply
+
+
+class DhtService:
+    """Everything one node's DHT needs, shared by its app and discovery halves."""
+
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        self.name = name
+        self.settings = settings_of(name, config)
+        self.bootstrap = tuple(config.get("bootstrap", []))
+        self.find = tuple(config.get("find", []))
+        self.provide = tuple(config.get("provide", []))
+        self.rendezvous = tuple(config.get("rendezvous", []))
+        self.advertise = tuple(config.get("advertise", []))
+        self.lookup_interval = float(config.get("lookup-interval", 30.0))
+        self.app = DhtApp(self)
+        self.discovery = DhtDiscovery(self)
+        self._node: Messenger | None = None
+        self.dht: Dht | None = None
+        self._events: DiscoveryEvents | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._reported: dict[str, PeerRecord] = {}
+
+    @property
+    def node(self) -> Messenger:
+        """The node (set when the app half starts, before discovery starts)."""
+        if self._node is None:
+            raise PeerUnavailable("the DHT app has not started")
+        return self._node
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    def attach(self, node: Messenger) -> None:
+        """The app half started: requests can go out through ``node``."""
+        self._node = node
+
+    async def start(self, events: DiscoveryEvents) -> None:
+        """The discovery half started: the node listens, so its record can be signed."""
+        self._events = events
+        addresses = self.advertise or tuple(a for a in events.addresses if not is_wildcard(a))
+
+        def sign(scope: str, listed: Sequence[str], lifetime: float) -> SignedPresence:
+            return events.sign_presence(scope, listed, lifetime=lifetime)
+
+        self.dht = Dht(events.peer_id, sign, NodeRpc(self), self.settings, addresses)
+        self._task = asyncio.create_task(self._run(), name="dht-discovery")
+
+    async def stop(self) -> None:
+        """Cancel and await the background task."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def handle(self, message: Message) -> dict[str, Any]:
+        """Answer one DHT request from a peer."""
+        if self.dht is None:
+            raise PeerUnavailable("the DHT is starting; ask again in a moment")
+        return await self.dht.handle(message.sender, message.body)
+
+    # -- the background task -----------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self.dht is not None
+        next_refresh = next_provide = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if not len(self.dht.table):
+                    await self._join()
+                now = loop.time()
+                if now >= next_refresh and len(self.dht.table):
+                    if next_refresh:
+                        await self.dht.refresh()
+                    next_refresh = now + self.settings.refresh_interval
+                if now >= next_provide and len(self.dht.table):
+                    for topic in self.provide:
+                        stored = await self.dht.provide(topic)
+                        log.info("provided %r: %d DHT nodes stored the record", topic, stored)
+                    next_provide = now + min(self.settings.refresh_interval,
+                                             self.settings.record_lifetime / 2)
+                await self._look_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not end discovery: log, wait, go on
+                log.exception("DHT upkeep failed; retrying in %g s", self.lookup_interval)
+            await asyncio.sleep(self.lookup_interval if len(self.dht.table) else
+                                min(self.lookup_interval, 5.0))
+
+    async def _join(self) -> None:
+        assert self.dht is not None
+        contacts: list[tuple[str, Sequence[str]]] = []
+        for address in self.bootstrap:
+            try:
+                async with asyncio.timeout(self.settings.request_timeout):
+                    peer_id = await self.node.connect(address)
+            except Exception as exc:
+                log.info("DHT bootstrap %s unreachable: %s", address, exc)
+                continue
+            if peer_id != self.dht.peer_id:
+                contacts.append((peer_id, (address,)))
+        if contacts and await self.dht.join(contacts):
+            log.info("joined the DHT: %d contacts", len(self.dht.table))
+
+    async def _look_up(self) -> None:
+        assert self.dht is not None and self._events is not None
+        connected = {p.peer_id for p in self.node.peers()}
+        wanted: dict[str, SignedPresence | None] = {}
+        for peer_id in self.find:
+            if peer_id != self.dht.peer_id:
+                wanted[peer_id] = await self.dht.find_peer(peer_id)
+        for topic in self.rendezvous:
+            for record in await self.dht.find_providers(topic):
+                if record.peer_id != self.dht.peer_id:
+                    wanted[record.peer_id] = record
+        for peer_id, found in wanted.items():
+            previous = self._reported.get(peer_id)
+            if found is not None and found.addresses:
+                report = PeerRecord(found.addresses, peer_id, self.name)
+                if report != previous:
+                    self._reported[peer_id] = report
+                    self._events.peer_found(report)
+            elif previous is not None and peer_id not in connected:
+                del self._reported[peer_id]  # gone from the DHT and from us
+                self._events.peer_lost(previous)
+
+
+class DhtApp(App):
+    """The DHT's app half: answers requests on the ``dht`` topic."""
+
+    name = "dht"
+
+    def __init__(self, service: DhtService) -> None:
+        self.service = service
+
+    async def start(self, node: Messenger) -> None:
+        """Keep the node: DHT requests go out through it."""
+        self.node = node
+        self.service.attach(node)
+
+    @handler(TOPIC)
+    async def rpc(self, message: Message) -> dict[str, Any]:
+        """One DHT request (PING, FIND_NODE, GET_PROVIDERS, ADD_PROVIDER): docs/wire.md."""
+        return await self.service.handle(message)
+
+
+class DhtDiscovery(Discovery):
+    """The DHT's discovery half: reports the peers of ``find`` and ``rendezvous``."""
+
+    def __init__(self, service: DhtService) -> None:
+        self.service = service
+
+    async def start(self, events: DiscoveryEvents) -> None:
+        """Sign this node's record and start joining (returns at once)."""
+        await self.service.start(events)
+
+    async def stop(self) -> None:
+        """Stop every lookup and refresh."""
+        await self.service.stop()
+
+    def counters(self) -> dict[str, int]:
+        """Contacts, lookups, records accepted and refused, requests refused."""
+        dht = self.service.dht
+        return {} if dht is None else dht.stats()
+
+    def health(self) -> str:
+        """Why the DHT has no contacts, and the fix, or ""."""
+        dht = self.service.dht
+        if dht is None or len(dht.table) or not self.service.bootstrap:
+            return ""
+        return ("no DHT bootstrap peer answered; fix: check [config.dht-discovery] bootstrap "
+                "in p2phost.toml, and that a node runs there")

@@ -1,0 +1,196 @@
+"""The routing table: k-buckets by shared key prefix, replacement caches, flooding caps.
+
+Every bucket holds at most ``k`` live contacts and ``k`` replacements, so the table is
+bounded whatever the network sends. A new contact never pushes out a live one (old
+contacts that keep answering are the most likely to stay up, and an attacker cannot
+flush them); it waits in the replacement cache until an entry fails. Contacts from one
+address prefix are capped per bucket and per table, as hardened Kademlia implementations
+do, so one network cannot fill the table with ids it generated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from p2phost_sdk import SignedPresence
+
+from ._keys import KEY_BITS, address_prefix, bucket_index, peer_key
+
+
+@dataclass
+class Entry:
+    """One contact: its newest signed record, when it last answered, failures since."""
+
+    record: SignedPresence
+    key: int
+    prefix: str | None
+    last_seen: float
+    failures: int = 0
+
+    @property
+    def peer_id(self) -> str:
+        """The contact's peer id."""
+        return self.record.peer_id
+
+
+@dataclass
+class Bucket:
+    """Live entries (least recently seen first) and a replacement cache (newest last)."""
+
+    entries: list[Entry] = field(default_factory=list)
+    replacements: list[Entry] = field(default_factory=list)
+    #: When a lookup last touched this bucket's range.
+    refreshed: float = 0.0
+
+
+@dataclass
+class TableLimits:
+    """The bounds of a routing table."""
+
+    k: int = 20
+    #: Most contacts from one address prefix in one bucket.
+    prefix_per_bucket: int = 2
+    #: Most contacts from one address prefix in the whole table.
+    prefix_per_table: int = 10
+    #: Failed requests in a row after which a contact is evicted.
+    max_failures: int = 2
+
+
+class RoutingTable:
+    """The contacts of one node, by distance from its key."""
+
+    def __init__(self, own_id: str, limits: TableLimits | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.own_id = own_id
+        self.own_key = peer_key(own_id)
+        self.limits = limits or TableLimits()
+        self.clock = clock
+        self.buckets = [Bucket() for _ in range(KEY_BITS + 1)]
+        self._prefixes: Counter[str] = Counter()
+        self._live: dict[str, Entry] = {}
+        #: Contacts refused, by reason ("prefix cap", ...), and evicted.
+        self.counters: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __contains__(self, peer_id: object) -> bool:
+        return isinstance(peer_id, str) and self.get(peer_id) is not None
+
+    def get(self, peer_id: str) -> Entry | None:
+        """The live entry of ``peer_id``."""
+        return self._live.get(peer_id)
+
+    def add(self, record: SignedPresence, *, alive: bool) -> bool:
+        """Note a verified ``record``; ``alive`` when its peer just answered or asked us
+        something. True when it is (now) a live entry."""
+        if record.peer_id == self.own_id or record.goodbye:
+            return False
+        key = peer_key(record.peer_id)
+        bucket = self.buckets[bucket_index(self.own_key, key)]
+        now = self.clock()
+        for entry in bucket.entries:
+            if entry.peer_id == record.peer_id:
+                if record.sequence > entry.record.sequence:
+                    self._reprefix(entry, record)
+                if alive:
+                    entry.last_seen, entry.failures = now, 0
+                    bucket.entries.remove(entry)
+                    bucket.entries.append(entry)
+                return True
+        prefix = address_prefix(record.addresses)
+        for entry in bucket.replacements:
+            if entry.peer_id == record.peer_id:
+                bucket.replacements.remove(entry)
+                break
+        if not self._prefix_room(bucket, prefix):
+            self.counters["prefix cap"] += 1
+            return False
+        entry = Entry(record, key, prefix, now if alive else 0.0)
+        if len(bucket.entries) < self.limits.k and alive:
+            bucket.entries.append(entry)
+            self._live[entry.peer_id] = entry
+            if prefix is not None:
+                self._prefixes[prefix] += 1
+            return True
+        # Full (or not proven alive): wait for a slot; the oldest replacement goes first.
+        bucket.replacements.append(entry)
+        if len(bucket.replacements) > self.limits.k:
+            del bucket.replacements[0]
+        return False
+
+    def _prefix_room(self, bucket: Bucket, prefix: str | None) -> bool:
+        if prefix is None:
+            return True
+        if self._prefixes[prefix] >= self.limits.prefix_per_table:
+            return False
+        same = sum(1 for e in bucket.entries if e.prefix == prefix)
+        return same < self.limits.prefix_per_bucket
+
+    def _reprefix(self, entry: Entry, record: SignedPresence) -> None:
+        # A contact that moved networks counts against its new prefix.
+        prefix = address_prefix(record.addresses)
+        if entry.prefix is not None:
+            self._prefixes[entry.prefix] -= 1
+        if prefix is not None:
+            self._prefixes[prefix] += 1
+        entry.record, entry.prefix = record, prefix
+
+    def failed(self, peer_id: str) -> bool:
+        """A request to ``peer_id`` failed; True when that evicted it."""
+        entry = self.get(peer_id)
+        if entry is None:
+            return False
+        entry.failures += 1
+        if entry.failures < self.limits.max_failures:
+            return False
+        self.remove(peer_id)
+        return True
+
+    def remove(self, peer_id: str) -> None:
+        """Evict ``peer_id``; the newest replacement of its bucket takes its place."""
+        bucket = self.buckets[bucket_index(self.own_key, peer_key(peer_id))]
+        for entry in bucket.entries:
+            if entry.peer_id == peer_id:
+                bucket.entries.remove(entry)
+                del self._live[peer_id]
+                if entry.prefix is not None:
+                    self._prefixes[entry.prefix] -= 1
+                self.counters["evicted"] += 1
+                break
+        while bucket.replacements and len(bucket.entries) < self.limits.k:
+            spare = bucket.replacements.pop()
+            if self._prefix_room(bucket, spare.prefix):
+                bucket.entries.insert(0, spare)  # unproven: first in line to be checked
+                self._live[spare.peer_id] = spare
+                if spare.prefix is not None:
+                    self._prefixes[spare.prefix] += 1
+
+    def closest(self, key: int, count: int | None = None,
+                exclude: frozenset[str] = frozenset()) -> list[SignedPresence]:
+        """The ``count`` (default k) live contacts closest to ``key``."""
+        entries = [e for p, e in self._live.items() if p not in exclude]
+        entries.sort(key=lambda e: e.key ^ key)
+        return [e.record for e in entries[: count or self.limits.k]]
+
+    def entries(self) -> list[Entry]:
+        """Every live entry."""
+        return list(self._live.values())
+
+    def stale_buckets(self, older_than: float) -> list[int]:
+        """Indexes of non-empty buckets no lookup touched for ``older_than`` seconds."""
+        limit = self.clock() - older_than
+        return [i for i, b in enumerate(self.buckets)
+                if (b.entries or b.replacements) and b.refreshed < limit]
+
+    def touched(self, key: int) -> None:
+        """A lookup for ``key`` just ran: its bucket is fresh."""
+        self.buckets[bucket_index(self.own_key, key)].refreshed = self.clock()
+
+    def occupied_range(self) -> int:
+        """One more than the deepest occupied bucket (buckets beyond hold nobody)."""
+        deepest = max((i for i, b in enumerate(self.buckets) if b.entries), default=-1)
+        return deepest + 1

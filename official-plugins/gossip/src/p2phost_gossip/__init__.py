@@ -1,0 +1,41 @@
+"""Gossip pub/sub for p2phost: a mesh per topic carrying an epidemic broadcast tree."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from p2phost_sdk import App, PluginContext, hookimpl
+
+from ._cache import MessageCache, SeenCache
+from ._messages import InvalidFrame, check_message, make_message, message_id
+from ._plugin import TOPIC, GossipApp, Subscriber, gossip_of, settings_of
+from ._router import GossipMessage, Router, Validator, Wire
+from ._score import PeerScores
+from ._settings import GossipSettings
+
+__all__ = [
+    "TOPIC",
+    "GossipApp",
+    "GossipMessage",
+    "GossipSettings",
+    "InvalidFrame",
+    "MessageCache",
+    "PeerScores",
+    "Router",
+    "SeenCache",
+    "Subscriber",
+    "Validator",
+    "Wire",
+    "check_message",
+    "gossip_of",
+    "make_message",
+    "message_id",
+    "p2phost_apps",
+    "settings_of",
+]
+
+
+@hookimpl
+def p2phost_apps(context: PluginContext) -> Sequence[App]:
+    """The gossip app, configured by ``[config.gossip]``."""
+    return [GossipApp(context.config, plugin=context.name, peer_id=context.peer_id)]

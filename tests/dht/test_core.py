@@ -1,0 +1,135 @@
+"""The DHT's parts without a network: routing table bounds, flooding caps, record checks."""
+
+from __future__ import annotations
+
+import time
+
+from p2phost_sdk import Identity, PresenceSigner, SignedPresence
+from tests.dht.network import MemoryNetwork  # noqa: F401 - puts the plugin on sys.path
+
+from p2phost_dht_discovery import (  # isort: skip
+    PEER_SCOPE, RecordGate, RoutingTable, TableLimits, encode, peer_key, provider_scope,
+)
+from p2phost_dht_discovery._keys import address_prefix, bucket_index  # isort: skip
+from p2phost_dht_discovery._limits import RateLimit  # isort: skip
+from p2phost_dht_discovery._records import ProviderStore  # isort: skip
+
+
+def record(address: str = "tcp://198.51.100.7:4001", *, identity: Identity | None = None,
+           lifetime: float = 60.0, scope: str = PEER_SCOPE) -> SignedPresence:
+    signer = PresenceSigner(identity or Identity.generate())
+    return signer.sign(scope, [address], lifetime=lifetime)
+
+
+def test_buckets_hold_k_and_the_rest_wait_as_replacements() -> None:
+    table = RoutingTable(Identity.generate().peer_id, TableLimits(k=4))
+    records = [record(f"tcp://10.{i}.0.1:1") for i in range(200)]
+    for r in records:
+        table.add(r, alive=True)
+    for bucket in table.buckets:
+        assert len(bucket.entries) <= 4 and len(bucket.replacements) <= 4
+    full = next(b for b in table.buckets if b.replacements)
+    victim = full.entries[-1].peer_id
+    spare = full.replacements[-1].peer_id
+    assert not table.failed(victim)  # one failure is not enough
+    assert table.failed(victim)
+    assert victim not in table and spare in table
+    assert table.counters["evicted"] == 1
+
+
+def test_a_flood_of_ids_from_one_prefix_is_capped() -> None:
+    table = RoutingTable(Identity.generate().peer_id)
+    for i in range(1000):
+        table.add(record(f"tcp://203.0.113.{i % 250}:4001"), alive=True)
+    assert len(table) == 10  # prefix_per_table
+    assert table.counters["prefix cap"] >= 900
+    per_bucket = [sum(1 for e in b.entries) for b in table.buckets]
+    assert max(per_bucket) <= 2
+    # Honest peers elsewhere still get in.
+    assert table.add(record("tcp://192.0.2.1:4001"), alive=True)
+
+
+def test_prefixes() -> None:
+    assert address_prefix(["tcp://203.0.113.9:1"]) == "203.0.113.0/24"
+    assert address_prefix(["tcp://[2001:db8:1:2::5]:1"]) == "2001:db8:1::/48"
+    assert address_prefix(["tcp://127.0.0.1:1"]) is None
+    assert address_prefix(["mem://alice"]) == "alice"
+
+
+def test_bucket_index_is_the_shared_prefix_length() -> None:
+    assert bucket_index(0b1000 << 252, 0) == 0
+    assert bucket_index(5, 5 ^ 1) == 255
+
+
+def test_a_forged_record_is_refused_and_counted() -> None:
+    gate = RecordGate()
+    victim, attacker = Identity.generate(), Identity.generate()
+    genuine = record(identity=victim)
+    forged = encode(record("tcp://203.0.113.66:1", identity=attacker))
+    forged["id"] = victim.peer_id  # the attacker's signature under the victim's id
+    assert gate.peer(forged) is None
+    assert gate.counters()["bad signature"] == 1
+    assert gate.peer(encode(genuine)) == genuine
+    tampered = {**encode(genuine), "addrs": ["tcp://203.0.113.66:1"]}
+    # Same sequence, other addresses: refused (counted as conflicting with the newest),
+    # and what the caller gets is the genuine record, never the tampered addresses.
+    assert gate.peer(tampered) == genuine
+    assert gate.counters()["stale"] == 1
+    tampered["seq"] += 1
+    assert gate.peer(tampered) is None
+    assert gate.counters()["bad signature"] >= 2
+
+
+def test_expired_and_replayed_records_are_refused() -> None:
+    identity = Identity.generate()
+    signer = PresenceSigner(identity)
+    old = signer.sign(PEER_SCOPE, ["tcp://198.51.100.7:1"], lifetime=60)
+    new = signer.sign(PEER_SCOPE, ["tcp://198.51.100.8:1"], lifetime=60)
+    later = RecordGate(clock=lambda: time.time() + 3600)
+    assert later.peer(encode(old)) is None
+    assert later.counters()["expired"] == 1
+    gate = RecordGate()
+    assert gate.peer(encode(new)) == new
+    assert gate.peer(encode(old)) == new  # an older copy yields the newest known
+    assert gate.counters()["stale"] == 1
+    other_scope = signer.sign("lan", ["tcp://198.51.100.7:1"], lifetime=60)
+    assert gate.peer(encode(other_scope)) is None
+    assert gate.counters()["wrong scope or peer"] == 1
+
+
+def test_provider_records_are_bounded_and_bound_to_their_key() -> None:
+    store = ProviderStore(max_keys=2, max_per_key=3)
+    key = peer_key("some topic")
+    good = [record(scope=provider_scope(key)) for _ in range(4)]
+    assert [store.add(key, encode(r)) for r in good] == [True, True, True, False]
+    assert store.counters["key full"] == 1
+    assert not store.add(key + 1, encode(good[0]))  # a record for another key
+    assert store.add(key + 2, encode(record(scope=provider_scope(key + 2))))
+    assert not store.add(key + 3, encode(record(scope=provider_scope(key + 3))))
+    assert store.counters["store full"] == 1
+    assert len(store.get(key)) == 3
+
+
+def test_rate_limit_per_peer() -> None:
+    now = [0.0]
+    limit = RateLimit(10, 5, peers=2, clock=lambda: now[0])
+    assert [limit.allow("a") for _ in range(6)] == [True] * 5 + [False]
+    assert limit.allow("b")
+    now[0] = 0.5
+    assert sum(limit.allow("a") for _ in range(10)) == 5
+    assert limit.refused == 6
+
+
+def test_config_mistakes_name_the_field() -> None:
+    import pytest
+    from p2phost_dht_discovery._plugin import settings_of
+
+    from p2phost_sdk import ConfigError
+
+    settings = settings_of("dht-discovery", {"k": 8, "prefix-per-table": 3})
+    assert settings.k == 8 and settings.limits.prefix_per_table == 3
+    for bad in ({"find": ["not-a-peer-id"]}, {"bootstrap": ["203.0.113.5:7400"]},
+                {"alpha": 0}, {"request-timeout": 0.0}):
+        with pytest.raises(ConfigError) as caught:
+            settings_of("dht-discovery", bad)
+        assert next(iter(bad)) in str(caught.value)

@@ -1,0 +1,138 @@
+"""Hundreds of DHT nodes in one process over an in-memory Rpc: lookups, churn, hostile peers."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from typing import Any
+
+from p2phost_sdk import Identity, PresenceSigner
+from tests.dht.network import MemoryNetwork, build
+
+from p2phost_dht_discovery import Dht, encode  # isort: skip
+
+
+async def lookups(nodes: list[Dht], targets: list[Dht], per_node: int,
+                  rng: random.Random) -> tuple[int, int, list[int]]:
+    """Every node in ``nodes`` looks up ``per_node`` random others of ``targets``:
+    (found with the genuine record, attempted, hops of each)."""
+    found = attempted = 0
+    hops: list[int] = []
+    for node in nodes:
+        others = [t for t in targets if t is not node]
+        for target in rng.sample(others, per_node):
+            result = await node.find_peer_result(target.peer_id)
+            attempted += 1
+            if result.found is not None and result.found == target.record():
+                found += 1
+                hops.append(result.hops)
+    return found, attempted, hops
+
+
+async def test_200_nodes_find_each_other_and_survive_20_percent_dying() -> None:
+    rng = random.Random(7)
+    network, nodes = await build(200)
+    found, attempted, hops = await lookups(nodes, nodes, 20, rng)
+    assert found == attempted == 4000
+    assert statistics.median(hops) <= math.log2(200) + 1
+    assert max(len(n.table) for n in nodes) <= 20 * 256
+
+    for node in rng.sample(nodes[1:], 40):
+        network.kill(node.peer_id)
+    alive = network.alive()
+    for node in alive:
+        await node.refresh(all_buckets=True)
+    assert all(not set(n.table._live) & network.dead for n in alive)
+    found, attempted, _ = await lookups(alive, alive, 20, rng)
+    assert found >= 0.99 * attempted
+
+
+async def test_a_peer_answering_every_lookup_with_itself_captures_nothing() -> None:
+    rng = random.Random(3)
+    _network, nodes = await build(60)
+    liars = nodes[1:7]
+    for liar in liars:
+        signer_key = Identity.generate()  # not the target's key: forgeries cannot verify
+
+        async def lie(sender: str, request: Any, liar: Dht = liar,
+                      key: Identity = signer_key) -> dict[str, Any]:
+            reply = await Dht.handle(liar, sender, request)
+            if isinstance(request, dict) and request.get("op") == "find_node":
+                # Claim to be every peer asked for, at the liar's address, and know nobody.
+                forged = encode(PresenceSigner(key).sign("dht", liar.addresses, lifetime=60))
+                forged["id"] = "aaaa"
+                reply["nodes"] = [reply["self"], forged]
+            return reply
+        liar.handle = lie  # type: ignore[method-assign]
+    # Liars are in everyone's table (they joined and answered), so lookups meet them.
+    assert sum(any(lr.peer_id in n.table for lr in liars) for n in nodes) > 30
+    honest = [n for n in nodes if n not in liars]
+    found, attempted, _ = await lookups(honest, honest, 10, rng)
+    assert found == attempted
+    refused = sum(n.gate.counters().get("malformed", 0) for n in honest)
+    assert refused > 0
+
+
+async def test_a_forged_record_in_an_answer_is_refused_and_counted() -> None:
+    network, nodes = await build(30)
+    victim, honest, liar = nodes[5], nodes[10], nodes[15]
+    impostor = PresenceSigner(Identity.generate())
+
+    async def forge(sender: str, request: Any) -> dict[str, Any]:
+        reply = await Dht.handle(liar, sender, request)
+        fake = encode(impostor.sign("dht", ["tcp://203.0.113.66:4001"], lifetime=600))
+        fake["id"] = victim.peer_id  # the victim's id, signed by another key
+        reply["nodes"] = [fake, encode(honest.record())]
+        return reply
+    liar.handle = forge  # type: ignore[method-assign]
+    asker = network.add()
+    await asker.ping(liar.peer_id, liar.addresses)  # the liar is all the asker knows
+    result = await asker.find_peer_result(victim.peer_id)
+    assert result.found == victim.record()  # through the honest peer the liar named
+    assert result.hops == 2
+    assert asker.gate.counters()["bad signature"] == 1
+    assert "tcp://203.0.113.66:4001" not in {a for e in asker.table.entries()
+                                             for a in e.record.addresses}
+
+
+async def test_a_flood_of_ids_from_one_prefix_is_capped_at_the_victim() -> None:
+    network, nodes = await build(20)
+    victim = nodes[3]
+    for i in range(300):
+        fake = network.add(address=f"tcp://203.0.113.{i % 250}:4001")
+        await fake.ping(victim.peer_id, victim.addresses)  # its "from" record is offered
+    flooded = [e for e in victim.table.entries() if e.record.addresses[0].startswith(
+        "tcp://203.0.113.")]
+    assert len(flooded) <= 10
+    assert victim.table.counters["prefix cap"] >= 250
+    # The honest contacts are all still there.
+    assert all(n.peer_id in victim.table for n in nodes if n is not victim)
+
+
+async def test_topic_providers_are_found_by_anyone() -> None:
+    _network, nodes = await build(50)
+    providers = nodes[10:13]
+    for node in providers:
+        assert await node.provide("chat/room-1") >= 1
+    found = await nodes[40].find_providers("chat/room-1")
+    assert {r.peer_id for r in found} == {n.peer_id for n in providers}
+    assert all(r.addresses == n.addresses for r in found for n in providers
+               if n.peer_id == r.peer_id)
+    assert await nodes[41].find_providers("nobody/provides") == []
+
+
+async def test_requests_beyond_the_rate_limit_are_refused() -> None:
+    network = MemoryNetwork()
+    a, b = network.add(), network.add()
+    b.rate.rate, b.rate.burst = 0.001, 5
+    b.rate._buckets.clear()
+    answered = 0
+    for _ in range(10):
+        try:
+            await a.ping(b.peer_id, b.addresses)
+            answered += 1
+        except Exception:
+            pass
+    assert answered == 5
+    assert b.counters["rate limited"] == 5

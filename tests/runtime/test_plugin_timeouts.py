@@ -1,0 +1,105 @@
+"""Every wait on a plugin is bounded: a plugin that hangs is named, and the node starts
+or stops anyway within its bound."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from p2phost._runtime import ListenError, Node, NodeOptions
+from p2phost_sdk import (
+    AcceptHandler,
+    Connection,
+    Discovery,
+    DiscoveryEvents,
+    Identity,
+    Listener,
+    Transport,
+)
+from tests.runtime.conftest import CODECS
+
+
+class _Listener(Listener):
+    def __init__(self, hang: bool) -> None:
+        self.addresses = ["hang://here"]
+        self.hang = hang
+
+    async def close(self) -> None:
+        if self.hang:
+            await asyncio.Event().wait()
+
+
+class HangingTransport(Transport):
+    """``hang://``: its listen, its listener's close, or its close never return."""
+
+    schemes = ("hang",)
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    async def listen(self, address: str, accept: AcceptHandler) -> Listener:
+        if self.where == "listen":
+            await asyncio.Event().wait()
+        return _Listener(self.where == "listener")
+
+    async def dial(self, address: str, *, timeout: float) -> Connection:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        if self.where == "close":
+            await asyncio.Event().wait()
+
+
+class HangingDiscovery(Discovery):
+    """Its start or its stop never returns."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    async def start(self, events: DiscoveryEvents) -> None:
+        if self.where == "start":
+            await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        if self.where == "stop":
+            await asyncio.Event().wait()
+
+
+def node(transport: Transport, discovery: list[Discovery] | None = None) -> Node:
+    return Node(Identity.generate(), transports={"hang": transport},
+                codecs={"application/json": CODECS["application/json"]()},
+                discovery=discovery or [],
+                options=NodeOptions(listen=["hang://here"], plugin_timeout=0.5))
+
+
+async def test_a_listen_that_never_returns_fails_start_up_naming_the_plugin() -> None:
+    started = time.monotonic()
+    with pytest.raises(ListenError, match=r"HangingTransport did not finish listening on "
+                                          r"hang://here within 0\.5s"):
+        await asyncio.wait_for(node(HangingTransport("listen")).start(), 10)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("where", ["listener", "close"])
+async def test_a_close_that_never_returns_is_named_and_shutdown_finishes(
+    where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = node(HangingTransport(where))
+    await running.start()
+    started = time.monotonic()
+    await asyncio.wait_for(running.close(), 10)
+    assert time.monotonic() - started < 5
+    assert "HangingTransport did not finish closing" in caplog.text
+
+
+@pytest.mark.parametrize("where", ["start", "stop"])
+async def test_a_discovery_that_hangs_is_named_and_the_node_carries_on(
+    where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = node(HangingTransport(""), [HangingDiscovery(where)])
+    await asyncio.wait_for(running.start(), 10)
+    await asyncio.wait_for(running.close(), 10)
+    doing = "starting" if where == "start" else "stopping"
+    assert f"HangingDiscovery did not finish {doing} discovery within" in caplog.text
