@@ -11,8 +11,8 @@ under ``TransportError``, see its ``_medium`` module)::
     │   ├── TransportError            cannot listen, dial or move a frame
     │   │   ├── ConnectionClosed      no more frames will come on this connection
     │   │   ├── FrameTooLarge         a frame over the maximum
-    │   │   └── (inbox) MediumError   MediumRefused, MediumUnavailable, UnknownInbox;
-    │   │                             ForeignRecord
+    │   │   └── (inbox) MediumError   MediumRefused, MediumUnavailable, UnknownInbox,
+    │   │                             InboxFull; ForeignRecord
     │   ├── HandshakeError            a peer did not prove who it is
     │   ├── RemoteError               the remote handler raised (carries its message)
     │   ├── PeerUnavailable           the peer is unknown or unreachable

@@ -216,7 +216,7 @@ async def test_a_killed_listener_resumes_its_connections(tmp_path: Path) -> None
     # Killed: no CLOSE, no acknowledgement of what it held; the same node starts again.
     broker.crash(server.peer_id)
     for endpoint in server._endpoints.values():
-        for task in [*endpoint._tasks, endpoint.medium.reader]:  # type: ignore[attr-defined]
+        for task in [*endpoint._tasks._tasks, endpoint.medium.reader]:  # type: ignore[attr-defined]
             task.cancel()
     again = transport(broker, tmp_path, peer_id=server.peer_id)
     accepted_again: asyncio.Queue[Any] = asyncio.Queue()

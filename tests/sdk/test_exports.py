@@ -29,10 +29,10 @@ EXPORTS: dict[str, set[str]] = {
     "public_key_from_peer_id", "run_handshake", "verify", "with_host", "with_timeout",
     },
     "p2phost_sdk.inbox": {
-    "Deliver", "ForeignRecord", "InboxConnection", "InboxListener", "InboxOptions",
-    "InboxTransport", "Medium", "MediumAddress", "MediumError", "MediumRefused",
-    "MediumUnavailable", "OVERHEAD", "UnknownInbox", "backoff", "stop_if_cancelled",
-    "valid_inbox",
+    "Deliver", "ForeignRecord", "InboxConnection", "InboxFull", "InboxListener",
+    "InboxOptions", "InboxTransport", "Letter", "LetterHandler", "Medium", "MediumAddress",
+    "MediumError", "MediumRefused", "MediumUnavailable", "OVERHEAD", "Retention",
+    "UnknownInbox", "backoff", "stop_if_cancelled", "valid_inbox",
     },
     "p2phost_sdk.testing": {
     "KITS", "Kit", "MemoryNetwork", "PipeConnection", "PluginUnderTest", "memory_pipe",

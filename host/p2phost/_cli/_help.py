@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "dead": (("dead",), "Messages that could not be handled or sent: list, show, retry, "
                         "purge."),
     "trust": (("trust",), "The peers this project's node accepts ([trust] in p2phost.toml)."),
+    "inbox": (("inbox",), "This node's durable inboxes on brokers and databases: list, stats, "
+                          "purge, delete."),
     "completion": (("completion",), "Print the shell completion script for bash, zsh or fish."),
 }
 

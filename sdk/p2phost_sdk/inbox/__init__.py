@@ -18,12 +18,15 @@ The records on the medium are described in docs/transports.md.
 
 from ._connection import InboxConnection
 from ._endpoint import InboxOptions, backoff
+from ._letters import Letter, LetterHandler
 from ._medium import (
     Deliver,
+    InboxFull,
     Medium,
     MediumError,
     MediumRefused,
     MediumUnavailable,
+    Retention,
     UnknownInbox,
     stop_if_cancelled,
 )
@@ -35,14 +38,18 @@ __all__ = [
     "Deliver",
     "ForeignRecord",
     "InboxConnection",
+    "InboxFull",
     "InboxListener",
     "InboxOptions",
     "InboxTransport",
+    "Letter",
+    "LetterHandler",
     "Medium",
     "MediumAddress",
     "MediumError",
     "MediumRefused",
     "MediumUnavailable",
+    "Retention",
     "UnknownInbox",
     "backoff",
     "stop_if_cancelled",

@@ -15,7 +15,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._aio import Backoff, TaskOwner, plugin_name, with_timeout
@@ -24,7 +24,15 @@ from .._identity import is_peer_id
 from .._transport import AcceptHandler
 from ._connection import InboxConnection
 from ._journal import Journal, Resumable
-from ._medium import Medium, MediumError, MediumUnavailable, UnknownInbox, stop_if_cancelled
+from ._letters import Letter, LetterHandler, LetterJournal, letter_finisher
+from ._medium import (
+    Medium,
+    MediumError,
+    MediumUnavailable,
+    Retention,
+    UnknownInbox,
+    stop_if_cancelled,
+)
 from ._record import OVERHEAD, ForeignRecord, Record, RecordType, decode, valid_inbox
 
 log = logging.getLogger("p2phost.transport")
@@ -45,6 +53,8 @@ class InboxOptions:
     send_timeout: float = 30.0
     #: Seconds a missing frame may be awaited before the connection is given up.
     gap_timeout: float = 30.0
+    #: What this node's inbox keeps at most (``max-age``, ``max-messages``, ``max-bytes``).
+    retention: Retention = field(default_factory=Retention)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> InboxOptions:
@@ -56,6 +66,9 @@ class InboxOptions:
             connect_timeout=float(config.get("connect-timeout", default.connect_timeout)),
             send_timeout=float(config.get("send-timeout", default.send_timeout)),
             gap_timeout=float(config.get("gap-timeout", default.gap_timeout)),
+            retention=Retention(max_age=float(config.get("max-age", 0.0)),
+                                max_messages=int(config.get("max-messages", 0)),
+                                max_bytes=int(config.get("max-bytes", 0))),
         )
 
 
@@ -69,7 +82,8 @@ class Endpoint:
     """This node's inbox on one medium and the connections through it."""
 
     def __init__(self, medium: Medium, *, peer_id: str, inbox: str, max_frame_size: int,
-                 options: InboxOptions, journal: Journal | None) -> None:
+                 options: InboxOptions, journal: Journal | None,
+                 letter_journal: LetterJournal | None = None, reads: bool = True) -> None:
         self.medium = medium
         self.peer_id = peer_id
         #: This node's inbox on the medium: its peer id when listening (peers find it
@@ -98,6 +112,14 @@ class Endpoint:
         self._foreign = 0
         self._foreign_logged = 0.0
         self._closed = False
+        #: Whether the endpoint reads an inbox (False: a pure producer's, append only).
+        self.reads = reads
+        #: Where letters (stored records, outside connections) go; None: left unread
+        #: on the medium until a node that takes them runs.
+        self.letters: LetterHandler | None = None
+        self.letter_journal = letter_journal or LetterJournal(None)
+        self._known: set[str] = set()
+        self._creating = asyncio.Lock()
 
     # -- what connections ask --------------------------------------------------------
 
@@ -167,16 +189,21 @@ class Endpoint:
             raise ConnectionClosed(f"{connection.remote_address} is gone: its inbox was "
                                    "removed (the node closed it)") from None
 
-    async def append(self, inbox: str, records: list[bytes], *, within: float) -> None:
+    async def append(self, inbox: str, records: list[bytes], *, within: float,
+                     stored: bool = False) -> None:
         """Append to ``inbox``, retrying for ``within`` seconds while the medium is
-        unreachable (a record appended twice is dropped by its reader)."""
+        unreachable (a record appended twice is dropped by its reader); ``stored``:
+        records stored for the peer (its retention limits apply)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + within
         attempt = 0
         while True:
             try:
                 async with asyncio.timeout(min(_ATTEMPT_TIMEOUT, max(0.1, give_up - loop.time()))):
-                    await self.medium.append(inbox, records)
+                    if stored:
+                        await self.medium.store(inbox, records)
+                    else:
+                        await self.medium.append(inbox, records)
                 stop_if_cancelled()
                 return
             except (MediumUnavailable, TimeoutError) as exc:
@@ -218,10 +245,14 @@ class Endpoint:
         self._spawn(self._ack_loop(), "acks")
         self._spawn(self._control_loop(), "controls")
         self._spawn(self._watch_gaps(), "gaps")
-        await with_timeout(self.medium.open_inbox(self.inbox, self._deliver), _ATTEMPT_TIMEOUT,
-                           plugin=plugin_name(self.medium), doing=f"opening its inbox on "
-                           f"{self.medium.url}", fix="check that the broker or database "
-                           "there answers")
+        if self.reads:
+            self.letter_journal.load()
+            if self.inbox == self.peer_id:
+                self.medium.retention = self.options.retention
+            await with_timeout(self.medium.open_inbox(self.inbox, self._deliver),
+                               _ATTEMPT_TIMEOUT, plugin=plugin_name(self.medium),
+                               doing=f"opening its inbox on {self.medium.url}",
+                               fix="check that the broker or database there answers")
 
     def listen(self, accept: AcceptHandler) -> None:
         """Accept connections from now on (and resume those the journal knows)."""
@@ -246,11 +277,10 @@ class Endpoint:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await self._flush_acks()
-        # A listening inbox goes too when nothing in it waits for the node (a clean
-        # stop): peers dialling it later learn at once that nobody is there. After a
-        # crash (or with frames not done) it stays, and the next run takes it up.
-        # (Records whose acknowledgement failed were done: losing them loses nothing.)
-        delete = self.ephemeral or self.outstanding == 0
+        # A listening inbox is durable: it stays across clean stops and crashes, and
+        # holds what is stored for the node until it runs again (only `p2phost inbox
+        # delete` or its retention removes it). A short-lived reply inbox goes.
+        delete = self.ephemeral and self.reads
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await self.medium.close(delete_inbox=delete)
@@ -258,6 +288,7 @@ class Endpoint:
             log.warning("closing %s: %s", self.medium.url, exc)
         if self.journal is not None:
             self.journal.close()
+        self.letter_journal.close()
 
     # -- dialling --------------------------------------------------------------------
 
@@ -304,6 +335,9 @@ class Endpoint:
             self._ignore_foreign(exc)
             self.ack([token])
             return
+        if record.type is RecordType.LETTER:
+            await self._letter(record, token)
+            return
         connection = self.connections.get((record.connection, not record.from_dialler))
         if connection is not None:
             connection.receive(record, token)
@@ -320,6 +354,54 @@ class Endpoint:
             # Never answer CLOSE, RESET, REFUSE or CREDIT: two sides that both forgot a
             # connection must not bounce records forever.
             self._answer(record, RecordType.RESET)
+
+    async def _letter(self, record: Record, token: Any) -> None:
+        handler = self.letters
+        if handler is None:
+            return  # not acknowledged: it waits for a run of the node that takes letters
+        if self.letter_journal.seen(record.sender, record.connection, record.seq):
+            self.letter_journal.count("copies")
+            self.ack([token])
+            return
+        letter = Letter(record.sender, None if record.no_reply else record.reply_inbox,
+                        record.connection, record.seq, record.payload, self.medium.url,
+                        letter_finisher(self.letter_journal, self.ack, token))
+        await handler(letter)
+
+    async def post(self, peer_inbox: str, record: bytes, *, create: bool) -> None:
+        """Append a letter to ``peer_inbox``, creating the inbox when ``create`` and it
+        does not exist yet (a peer that never ran); retries for ``send-timeout``."""
+        if create and self.medium.cannot_store:
+            raise TransportError(self.medium.cannot_store)
+        if create and peer_inbox not in self._known:
+            # Media whose appends cannot tell (MQTT) say here whether the inbox exists;
+            # one at a time, so concurrent first sends create it once.
+            async with self._creating:
+                if peer_inbox not in self._known:
+                    try:
+                        async with asyncio.timeout(_ATTEMPT_TIMEOUT):
+                            if await self.medium.probe(peer_inbox) is False:
+                                await self.medium.create_inbox(peer_inbox)
+                    except TimeoutError:
+                        raise TransportError(f"cannot reach {self.medium.url}: no answer "
+                                             f"within {_ATTEMPT_TIMEOUT:g}s") from None
+                    if len(self._known) > 4096:
+                        self._known.clear()
+                    self._known.add(peer_inbox)
+        try:
+            await self.append(peer_inbox, [record], within=self.options.send_timeout,
+                              stored=True)
+            return
+        except UnknownInbox:
+            if not create:
+                raise
+        try:
+            async with self._creating, asyncio.timeout(_ATTEMPT_TIMEOUT):
+                await self.medium.create_inbox(peer_inbox)
+        except TimeoutError:
+            raise TransportError(f"cannot reach {self.medium.url}: creating the inbox of "
+                                 f"{peer_inbox} got no answer") from None
+        await self.append(peer_inbox, [record], within=self.options.send_timeout, stored=True)
 
     def _ignore_foreign(self, exc: ForeignRecord) -> None:
         self._foreign += 1

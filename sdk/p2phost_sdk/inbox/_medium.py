@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .._errors import TransportError
@@ -45,6 +46,25 @@ class MediumRefused(MediumError):
     useless until the configuration changes."""
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How much this node's inbox keeps for it (``max-age``, ``max-messages``,
+    ``max-bytes`` in the transport's config; 0: no limit). An append beyond a count or
+    size limit is refused (:class:`InboxFull`), never dropped; records older than the
+    age limit are removed unread and counted as expired."""
+
+    max_age: float = 0.0
+    max_messages: int = 0
+    max_bytes: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.max_age or self.max_messages or self.max_bytes)
+
+
+class InboxFull(MediumError):
+    """The inbox appended to is at its retention limit: the records were not stored."""
+
+
 class UnknownInbox(MediumError):
     """The inbox appended to does not exist: no node with that peer id uses this medium."""
 
@@ -59,6 +79,13 @@ class Medium(ABC):
     #: Whether records wait on the medium for an absent reader and are redelivered until
     #: acknowledged (a node killed while reading loses nothing).
     durable: bool = True
+
+    #: This node's inbox limits, set before :meth:`open_inbox` (media that enforce them
+    #: record them with the inbox, where senders' appends see them).
+    retention: Retention = Retention()
+    #: Why this medium cannot store records for a peer that is not reading (core NATS:
+    #: nothing is held), with the fix; "" when it can (:meth:`create_inbox` works).
+    cannot_store: str = ""
 
     @abstractmethod
     async def connect(self) -> None:
@@ -81,6 +108,37 @@ class Medium(ABC):
         them (as durably as it can). Raises :class:`UnknownInbox` when there is no such
         inbox, :class:`MediumUnavailable` when the medium is unreachable (the transport
         retries: appending a record twice is harmless)."""
+
+    async def store(self, name: str, records: Sequence[bytes]) -> None:
+        """Append records stored for a peer: as :meth:`append`, and refused with
+        :class:`InboxFull` when the inbox is at its retention limit (media that enforce
+        one)."""
+        await self.append(name, records)
+
+    async def create_inbox(self, name: str) -> None:
+        """Create the inbox ``name`` if it does not exist (without reading it), so that
+        records appended to it wait for a node that has never run. Idempotent."""
+        raise MediumError(self.cannot_store or f"{self.url} cannot create inboxes for others")
+
+    async def inbox_stats(self, name: str) -> dict[str, Any]:
+        """What the inbox ``name`` holds now: ``records`` waiting, ``bytes`` (None when
+        the medium cannot tell), ``exists``."""
+        return {"exists": await self.probe(name), "records": None, "bytes": None}
+
+    async def peek(self, name: str, limit: int) -> list[tuple[bytes, float | None]]:
+        """Up to ``limit`` records of the inbox ``name`` from its oldest, left in place,
+        each with the Unix time the medium took it (None: unknown); [] when the medium
+        cannot look without taking."""
+        return []
+
+    async def purge_inbox(self, name: str) -> int | None:
+        """Remove every record waiting in the inbox ``name`` (it stays); how many (None:
+        unknown)."""
+        raise MediumError(f"{self.url} cannot purge an inbox")
+
+    async def delete_inbox(self, name: str) -> bool:
+        """Remove the inbox ``name`` and what it holds; whether it existed."""
+        raise MediumError(f"{self.url} cannot delete an inbox")
 
     async def probe(self, name: str) -> bool | None:
         """Whether the inbox ``name`` exists, for media whose appends cannot tell (a

@@ -6,7 +6,8 @@ A record is a 37-byte header, the sender's peer id and inbox, and a payload
     4s  magic             b"p2pI": anything else on an inbox is foreign and ignored
     u8  version           1
     u8  type              RecordType
-    u8  flags             bit 0: sent by the connection's dialler
+    u8  flags             bit 0: sent by the connection's dialler; bit 1: no reply
+                          inbox (a LETTER from a sender that reads none)
     16s connection id     random, chosen by the dialler
     u32 epoch             random per sending side and incarnation of the connection
     u64 seq               position in the sender's direction (0: OPEN, ACCEPT, REOPEN)
@@ -28,6 +29,7 @@ MAGIC = b"p2pI"
 VERSION = 1
 HEADER = struct.Struct("!4sBBB16sIQBB")
 _FROM_DIALLER = 1
+_NO_REPLY = 2
 _INBOX = re.compile(r"[a-z2-7]{52}(-[0-9a-f]{8})?")
 
 
@@ -59,6 +61,10 @@ class RecordType(enum.IntEnum):
     #: Either way: the connection a record was for is unknown here (closed, or this side
     #: restarted without it): the other side must give it up.
     RESET = 8
+    #: A stored message, outside any connection (the recipient may not be running):
+    #: connection id = the sender's letter session, seq = its place there, payload =
+    #: the runtime's sealed message.
+    LETTER = 9
 
 
 class ForeignRecord(TransportError):
@@ -78,6 +84,8 @@ class Record:
     payload: bytes = b""
     #: The inbox the sender reads, when it is not named by its peer id.
     inbox: str = ""
+    #: The sender reads no inbox on this medium: nothing can be answered.
+    no_reply: bool = False
 
     @property
     def reply_inbox(self) -> str:
@@ -87,8 +95,9 @@ class Record:
     def encode(self) -> bytes:
         """The record as bytes for the medium."""
         sender, inbox = self.sender.encode(), self.inbox.encode()
-        head = HEADER.pack(MAGIC, VERSION, self.type, _FROM_DIALLER if self.from_dialler else 0,
-                           self.connection, self.epoch, self.seq, len(sender), len(inbox))
+        flags = (_FROM_DIALLER if self.from_dialler else 0) | (_NO_REPLY if self.no_reply else 0)
+        head = HEADER.pack(MAGIC, VERSION, self.type, flags, self.connection, self.epoch,
+                           self.seq, len(sender), len(inbox))
         return b"".join((head, sender, inbox, self.payload))
 
 
@@ -118,4 +127,4 @@ def decode(data: bytes) -> Record:
     except UnicodeDecodeError as exc:
         raise ForeignRecord(f"inbox record sender or inbox is not UTF-8: {exc}") from exc
     return Record(known, bool(flags & _FROM_DIALLER), connection, epoch, seq, sender,
-                  bytes(data[end:]), inbox)
+                  bytes(data[end:]), inbox, bool(flags & _NO_REPLY))

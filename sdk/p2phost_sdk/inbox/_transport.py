@@ -11,9 +11,10 @@ import asyncio
 import hashlib
 import secrets
 from abc import abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from .._context import PluginContext
@@ -22,7 +23,13 @@ from .._identity import is_peer_id
 from .._transport import AcceptHandler, Connection, Listener, Transport
 from ._endpoint import Endpoint, InboxOptions
 from ._journal import Journal
-from ._medium import Medium
+from ._letters import LetterHandler, LetterJournal, read_counts
+from ._medium import Medium, UnknownInbox
+from ._record import ForeignRecord, Record, RecordType, decode
+
+T = TypeVar("T")
+#: Records ``inbox stats`` looks at to name the senders.
+PEEK = 10_000
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,17 @@ class InboxTransport(Transport):
         # (medium URL, listening) -> endpoint; a node that only dials gets its own
         # reply inbox, so it never disturbs the inbox it listens on.
         self._endpoints: dict[tuple[str, bool], Endpoint] = {}
+        # Append-only endpoints of a node that sends letters where it reads nothing.
+        self._producers: dict[str, Endpoint] = {}
         self._lock = asyncio.Lock()
+        self._letters: LetterHandler | None = None
+
+    def on_letters(self, handler: LetterHandler) -> None:
+        """Hand every letter (stored record) this node's inboxes take to ``handler``,
+        in order per inbox. Without one, letters stay on the medium unread."""
+        self._letters = handler
+        for endpoint in self._endpoints.values():
+            endpoint.letters = handler
 
     @classmethod
     def from_context(cls, context: PluginContext, **settings: Any) -> Self:
@@ -92,6 +109,15 @@ class InboxTransport(Transport):
 
     def parse(self, address: str) -> MediumAddress:
         """Take ``address`` apart; TransportError says what is wrong with it."""
+        cache = self.__dict__.setdefault("_parsed", {})
+        known: MediumAddress | None = cache.get(address)
+        if known is None:
+            known = self._parse(address)
+            if len(cache) < 1024:  # a stored send parses its address a few times
+                cache[address] = known
+        return known
+
+    def _parse(self, address: str) -> MediumAddress:
         scheme = address.split("://", 1)[0] if "://" in address else ""
         example = self.address_example or f"{self.schemes[0]}://HOST:PORT"
         if scheme not in self.schemes:
@@ -125,13 +151,15 @@ class InboxTransport(Transport):
                 return endpoint
             inbox = self.peer_id if listening else f"{self.peer_id}-{secrets.token_hex(4)}"
             medium = self.make_medium(address)
-            journal = None
+            journal, letters = None, None
             if listening and medium.durable and self.state_dir is not None:
                 digest = hashlib.sha256(f"{address.public}#{self.peer_id}".encode()).hexdigest()
                 journal = Journal(self.state_dir / f"inbox-{digest[:16]}.journal")
+                letters = LetterJournal(self.state_dir / f"inbox-{digest[:16]}.letters")
             endpoint = Endpoint(medium, peer_id=self.peer_id, inbox=inbox,
                                 max_frame_size=self.max_frame_size, options=self.options,
-                                journal=journal)
+                                journal=journal, letter_journal=letters)
+            endpoint.letters = self._letters
             if accept is not None:
                 endpoint.listen(accept)
             try:
@@ -180,9 +208,133 @@ class InboxTransport(Transport):
                                      f"{timeout:g}s") from None
         return await endpoint.dial(parsed.peer_id, max(0.1, timeout - (loop.time() - started)))
 
+    def reads_on(self, address: str) -> bool:
+        """Whether this node listens on the medium of ``address``."""
+        return (self.parse(address).public, True) in self._endpoints
+
+    async def post(self, address: str, payload: bytes, *, session: bytes, seq: int,
+                   reply: bool, inbox: str | None = None) -> str:
+        """Store ``payload`` as a letter for the peer of ``address`` (``MEDIUM#PEERID``),
+        offline, never run, or running; return once the medium acknowledged the append.
+
+        ``session`` (16 bytes) and ``seq`` name the letter (the receiver takes each
+        once). With ``reply``, the letter names an inbox of this node for answers (its
+        listening inbox there, or a short-lived one); otherwise it names the inbox this
+        node reads there, if any. ``inbox``: append to that inbox of the peer (a reply
+        inbox named by a letter it sent) instead of its own, never creating it.
+        Raises TransportError when the medium cannot store letters (core NATS) or is
+        unreachable for ``send-timeout`` seconds.
+        """
+        parsed = self.parse(address)
+        if parsed.peer_id is None:
+            raise TransportError(f"bad address {address!r}: it names no peer (expected "
+                                 f"{self.address_example}#PEERID, as `p2phost run` of that "
+                                 "node prints it)")
+        timeout = self.options.connect_timeout
+        endpoint = self._endpoints.get((parsed.public, True))
+        if endpoint is None and (reply or inbox is not None):
+            endpoint = self._endpoints.get((parsed.public, False))
+            if endpoint is None:
+                endpoint = await self._endpoint(parsed, listening=False, accept=None,
+                                                retry_for=timeout)
+        if endpoint is None:
+            endpoint = await self._producer(parsed, timeout)
+        if len(payload) > endpoint.frame_limit:
+            raise TransportError(f"a message of {len(payload)} bytes is too large for "
+                                 f"{parsed.public} {endpoint.limit_reason}")
+        record = Record(RecordType.LETTER, True, session, 0, seq, self.peer_id, payload,
+                        "" if endpoint.inbox == self.peer_id or not endpoint.reads
+                        else endpoint.inbox, no_reply=not endpoint.reads)
+        if inbox is None:
+            await endpoint.post(parsed.peer_id, record.encode(), create=True)
+            return parsed.public
+        try:
+            await endpoint.post(inbox, record.encode(), create=False)
+        except UnknownInbox:
+            raise TransportError(f"the reply inbox {inbox} on {parsed.public} is gone (its "
+                                 "reader stopped waiting)") from None
+        return parsed.public
+
+    # -- operators (``p2phost inbox ...``) -------------------------------------------
+
+    def _journal_path(self, address: MediumAddress) -> Path | None:
+        if self.state_dir is None:
+            return None
+        digest = hashlib.sha256(f"{address.public}#{self.peer_id}".encode()).hexdigest()
+        return self.state_dir / f"inbox-{digest[:16]}.letters"
+
+    async def _on_medium(self, address: str, work: Callable[[Medium, str], Awaitable[T]]) -> T:
+        parsed = self.parse(address)
+        endpoint = Endpoint(self.make_medium(parsed), peer_id=self.peer_id, inbox=self.peer_id,
+                            max_frame_size=self.max_frame_size, options=self.options,
+                            journal=None, reads=False)
+        try:
+            await endpoint.start(retry_for=self.options.connect_timeout)
+            return await work(endpoint.medium, self.peer_id)
+        finally:
+            await endpoint.close()
+
+    async def inbox_stats(self, address: str) -> dict[str, Any]:
+        """What this node's inbox at ``address`` holds and what became of its letters:
+        ``exists``, ``records``, ``bytes``, ``oldest`` (Unix time), ``senders`` (peer
+        id -> records waiting; None when the medium cannot look), and the counts of
+        letters ``handled``, ``rejected`` (altered, forged, stale) and ``copies``."""
+        parsed = self.parse(address)
+
+        async def look(medium: Medium, name: str) -> dict[str, Any]:
+            answer = await medium.inbox_stats(name)
+            peeked = await medium.peek(name, PEEK)
+            senders: dict[str, int] | None = None
+            oldest = answer.get("oldest")
+            if peeked:
+                senders = {}
+                for data, when in peeked:
+                    try:
+                        sender = decode(data).sender
+                    except ForeignRecord:
+                        sender = "(foreign)"
+                    senders[sender] = senders.get(sender, 0) + 1
+                    if when is not None and (oldest is None or when < oldest):
+                        oldest = when
+            elif answer.get("records") == 0:
+                senders = {}
+            return {**answer, "oldest": oldest, "senders": senders}
+
+        answer = await self._on_medium(address, look)
+        counts = read_counts(self._journal_path(parsed))
+        answer.update({k: counts.get(k, 0) for k in ("handled", "rejected", "copies")})
+        answer["expired"] = counts.get("expired", 0) + int(answer.get("expired") or 0)
+        return {"medium": parsed.public, "inbox": self.peer_id, **answer}
+
+    async def purge_inbox(self, address: str) -> int | None:
+        """Remove what waits in this node's inbox at ``address`` (it stays); how many."""
+        return await self._on_medium(address, lambda medium, name: medium.purge_inbox(name))
+
+    async def delete_inbox(self, address: str) -> bool:
+        """Remove this node's inbox at ``address`` and what it holds (its next run makes
+        a new, empty one); whether there was one."""
+        return await self._on_medium(address, lambda medium, name: medium.delete_inbox(name))
+
+    async def _producer(self, address: MediumAddress, timeout: float) -> Endpoint:
+        async with self._lock:
+            endpoint = self._producers.get(address.public)
+            if endpoint is None:
+                endpoint = Endpoint(self.make_medium(address), peer_id=self.peer_id,
+                                    inbox=self.peer_id, max_frame_size=self.max_frame_size,
+                                    options=self.options, journal=None, reads=False)
+                try:
+                    await endpoint.start(retry_for=timeout)
+                except BaseException:
+                    await endpoint.close()
+                    raise
+                self._producers[address.public] = endpoint
+            return endpoint
+
     async def close(self) -> None:
         """Close every endpoint: give up connections, remove short-lived inboxes."""
         async with self._lock:
             endpoints, self._endpoints = list(self._endpoints.values()), {}
+            endpoints.extend(self._producers.values())
+            self._producers = {}
         for endpoint in endpoints:
             await endpoint.close()

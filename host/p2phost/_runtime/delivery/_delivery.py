@@ -293,6 +293,12 @@ class Reliable:
         assert self._receiver is not None, "the node is not started"
         return self._receiver.receive(channel, envelope, ack, route)
 
+    def refuse(self, channel: Channel, envelope: Envelope, ack: Ack, reason: str) -> None:
+        """Dead-letter a message the node will not handle (a stored one from a peer the
+        trust policy refuses, or one no codec reads), then acknowledge it to the medium."""
+        assert self._receiver is not None, "the node is not started"
+        self._receiver.refuse(channel, envelope, ack, reason)
+
     def on_ack(self, channel: Channel, envelope: Envelope) -> None:
         """An ACK frame from ``channel``'s peer."""
         ids = acked_ids(envelope)

@@ -117,6 +117,14 @@ class Receiver:
             return None
         return self._enqueue(job, body, route)
 
+    def refuse(self, channel: Channel, envelope: Envelope, medium_ack: Ack,
+               reason: str) -> None:
+        """Straight to the dead-letter store with ``reason``, no handler, no ACK frame."""
+        job = Job(channel.peer_id, envelope.message_id, envelope.topic,
+                  channel.codec.content_type, envelope.body, acknowledge=False,
+                  channel=channel, medium_ack=medium_ack)
+        self._dead(job, reason)
+
     def _durable(self, topic: str) -> bool:
         policy = self.policies.get(topic)
         return policy is not None and policy.mode is DeliveryMode.EFFECTIVELY_ONCE

@@ -48,6 +48,7 @@ from ..wire._sealed import Sealer
 from ._admission import HandshakeGate, RateLimitedLog
 from ._dialler import Link
 from ._discovering import DiscoveryRunner
+from ._letters import Letters
 from ._options import NodeOptions
 
 log = logging.getLogger("p2phost.node")
@@ -120,6 +121,11 @@ class Node:
                                     reply_channel=self._dialler.reply_channel, ids=ids,
                                     stats=self._stats, delivery=self._reliable)
         self._acked_topics = self._reliable.topics
+        # Stored messages on inbox media (docs/transports.md, "Peers that are not running").
+        self._letters = Letters(identity=identity, dispatch=self._dispatch,
+                                reliable=self._reliable, link=self._dialler, ids=ids,
+                                codecs=self._codecs, transports=self._transports, admit=admit,
+                                client=options.client, frame_limit=options.max_frame_size)
         self._session = secrets.token_hex(8)
         self._gate = HandshakeGate(total=options.handshake_limit,
                                    per_source=options.handshake_limit_per_source)
@@ -207,6 +213,7 @@ class Node:
         bound = self.options.plugin_timeout
         try:
             self._reliable.start(self._dispatch.routes)
+            self._letters.attach()
             for app in self._apps:
                 await with_timeout(app.start(self), bound, plugin=plugin_name(app),
                                    doing="starting its app")
@@ -272,6 +279,7 @@ class Node:
             await close_within(app.stop(), bound, plugin=plugin_name(app),
                                doing="stopping its app", logger=log)
         await self._tasks.close(bound)
+        await self._letters.close(bound)
         for transport in set(self._transports.values()):
             await close_within(transport.close(), bound, plugin=plugin_name(transport),
                                doing="closing", logger=log)
@@ -444,7 +452,10 @@ class Node:
         With ``expected_peer_id`` (what discovery announced), a peer that cannot prove
         that id fails the handshake.
         """
-        return await self._dialler.connect(address, expected_peer_id=expected_peer_id)
+        try:
+            return await self._dialler.connect(address, expected_peer_id=expected_peer_id)
+        except PeerUnavailable as exc:
+            raise self._letters.explain(address, exc) from exc.__cause__
 
     async def _keepalive(self) -> None:
         interval, timeout = self.options.keepalive_interval, self.options.keepalive_timeout
@@ -479,9 +490,24 @@ class Node:
             raise PeerUnavailable("a node cannot send to itself")
         raise PeerUnavailable(f"peer {peer} is not connected")
 
+    def stores_letters(self, address: str) -> bool:
+        """Whether a message to ``address`` is stored in the peer's inbox rather than
+        sent on a connection (an inbox address, its peer not connected now)."""
+        return self._letters.stores(address)
+
+    async def store(self, address: str, topic: str, body: Any, *,
+                    key: str | None = None) -> str:
+        """Store a message for the peer of ``address`` (``MEDIUM#PEERID``) in its inbox,
+        whether it runs or not; returns the medium's URL once it has the message."""
+        return await self._letters.store(address, topic, body, key)
+
     async def send(self, peer: str, topic: str, body: Any, *, key: str | None = None) -> None:
         """Deliver ``body`` on ``topic`` to ``peer`` (a peer id or an address), no reply
-        (through the outbox on acknowledged topics: see :class:`p2phost_sdk.Messenger`)."""
+        (through the outbox on acknowledged topics: see :class:`p2phost_sdk.Messenger`;
+        stored in the peer's inbox for an inbox address whose peer is not connected)."""
+        if await self._letters.storing(peer):
+            await self._letters.store(peer, topic, body, key)
+            return
         if topic in self._acked_topics and await self._reliable.send(peer, topic, body, key):
             return
         await self._dispatch.send(self._dialler.usable(peer) or await self._reach(peer), topic,
@@ -489,6 +515,8 @@ class Node:
 
     async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
         """Send a request and return the reply body (see :class:`p2phost_sdk.Messenger`)."""
+        if await self._letters.storing(peer):
+            return await self._letters.request(peer, topic, body, timeout)
         channel = self._dialler.usable(peer) or await self._reach(peer)
         return await self._dispatch.request(channel, topic, body, timeout)
 

@@ -201,6 +201,15 @@ class Sealer(Security):
 
     def open(self, sealed: bytes, sender_id: str) -> bytes:
         """The frame inside ``sealed`` from ``sender_id``; SealError says what is wrong."""
+        frame, session, counter, sealed_at = self.unseal(sealed, sender_id)
+        reason = self.guard.admit(sender_id, session, counter, sealed_at, time.time())
+        if reason is not None:
+            raise SealError(f"refused a sealed frame from {sender_id}: {reason}")
+        return frame
+
+    def unseal(self, sealed: bytes, sender_id: str) -> tuple[bytes, bytes, int, float]:
+        """(frame, session, counter, sealed at) of ``sealed`` from ``sender_id``, checked
+        for authenticity but not for freshness; SealError says what is wrong."""
         if len(sealed) < OVERHEAD or sealed[0] != SEALED_VERSION:
             hint = (" (it is a plaintext envelope: does the peer run without a security "
                     "plugin?)") if sealed[:1] == b"\x01" else ""
@@ -220,10 +229,7 @@ class Sealer(Security):
         except (InvalidSignature, ValueError):
             raise SealError(f"a sealed frame is not signed by {sender_id}, who it claims "
                             "to come from") from None
-        reason = self.guard.admit(sender_id, session, counter, sealed_ms / 1000, time.time())
-        if reason is not None:
-            raise SealError(f"refused a sealed frame from {sender_id}: {reason}")
-        return frame
+        return frame, session, counter, sealed_ms / 1000
 
     def _sender(self, sender_id: str) -> Ed25519PublicKey:
         key = self._senders.get(sender_id)

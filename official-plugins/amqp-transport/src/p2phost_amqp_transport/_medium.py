@@ -122,6 +122,55 @@ class AmqpMedium(Medium):
             await asyncio.sleep(backoff(failures))
             failures += 1
 
+    async def _on_channel(self, name: str, work: str) -> Any:
+        # A declaration the broker refuses closes its channel: one of its own each.
+        if self._connection is None:
+            raise MediumUnavailable(f"AMQP broker at {self.url}: not connected")
+        try:
+            channel = await self._connection.channel()
+            try:
+                if work == "create":
+                    return await channel.declare_queue(inbox_queue(name), durable=True)
+                try:
+                    queue = await channel.declare_queue(inbox_queue(name), passive=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    return None
+                if work == "purge":
+                    return await queue.purge()
+                if work == "delete":
+                    return await queue.delete(if_unused=False, if_empty=False)
+                return queue
+            finally:
+                with contextlib.suppress(*_LOST, aiormq.exceptions.AMQPError):
+                    await channel.close()
+        except _LOST as exc:
+            raise MediumUnavailable(f"AMQP broker at {self.url}: {exc}") from exc
+        except aiormq.exceptions.AMQPError as exc:
+            raise MediumRefused(f"the AMQP broker at {self.url} refused the inbox queue "
+                                f"{inbox_queue(name)}: {exc}") from exc
+
+    async def create_inbox(self, name: str) -> None:
+        """Declare the durable queue: what is published before the node first runs
+        waits there."""
+        await self._on_channel(name, "create")
+
+    async def inbox_stats(self, name: str) -> dict[str, Any]:
+        """The queue's ready message count (bytes: the broker does not say here)."""
+        queue = await self._on_channel(name, "stats")
+        if queue is None:
+            return {"exists": False, "records": 0, "bytes": None}
+        count = queue.declaration_result.message_count
+        return {"exists": True, "records": count, "bytes": None}
+
+    async def purge_inbox(self, name: str) -> int | None:
+        """``queue.purge``: the ready messages go, the queue stays."""
+        result = await self._on_channel(name, "purge")
+        return None if result is None else int(result.message_count or 0)
+
+    async def delete_inbox(self, name: str) -> bool:
+        """``queue.delete``."""
+        return await self._on_channel(name, "delete") is not None
+
     async def append(self, name: str, records: Sequence[bytes]) -> None:
         """Publish persistent messages in order and wait for every confirm."""
         channel = self._publisher

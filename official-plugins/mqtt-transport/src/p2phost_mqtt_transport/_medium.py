@@ -49,6 +49,15 @@ def inbox_topic(name: str) -> str:
     return f"p2phost/inbox/{name}"
 
 
+def marker_topic(name: str) -> str:
+    """Where a retained message says that inbox ``name`` has a persistent session (MQTT
+    cannot tell otherwise, and a broker drops QoS 1 messages nobody's session wants)."""
+    return f"p2phost/inboxes/{name}"
+
+
+_PROBE_WAIT = 0.5
+
+
 class MqttMedium(Medium):
     """One node's link to one MQTT broker."""
 
@@ -106,6 +115,8 @@ class MqttMedium(Medium):
         """Connect the inbox's client, subscribe with QoS 1, and start reading."""
         self._inbox = name
         self._subscriber = await self._subscribe()
+        if self._persistent:
+            await self._mark(name, b"1")
         self._reader = asyncio.get_running_loop().create_task(
             self._read(deliver), name=f"mqtt reader {name[:12]}")
 
@@ -147,6 +158,52 @@ class MqttMedium(Medium):
             stop_if_cancelled()
             await asyncio.sleep(backoff(failures))
             failures += 1
+
+    async def _mark(self, name: str, value: bytes) -> None:
+        async with self._publisher_lock:
+            client = self._publisher or await self._connect_publisher()
+        try:
+            await client.publish(marker_topic(name), value, qos=1, retain=True)
+        except aiomqtt.MqttError as exc:
+            raise self._error(exc) from exc
+
+    async def probe(self, name: str) -> bool | None:
+        """Whether the inbox's retained marker is there (reply inboxes: cannot say)."""
+        if "-" in name:
+            return None
+        try:
+            async with self._client(f"p2phost-probe-{secrets.token_hex(8)}", clean=True) as client:
+                await client.subscribe(marker_topic(name), qos=1)
+                try:
+                    async with asyncio.timeout(_PROBE_WAIT):
+                        async for message in client.messages:
+                            return bool(message.payload)
+                except TimeoutError:
+                    return False
+        except aiomqtt.MqttError as exc:
+            raise self._error(exc) from exc
+        return False
+
+    async def create_inbox(self, name: str) -> None:
+        """Start the inbox's persistent session (subscribed with QoS 1), as the node's
+        first run would: the broker queues what is published before it runs."""
+        try:
+            async with self._client(f"p2phost-{name}", clean=False) as client:
+                await client.subscribe(inbox_topic(name), qos=1)
+        except aiomqtt.MqttError as exc:
+            raise self._error(exc) from exc
+        await self._mark(name, b"1")
+
+    async def delete_inbox(self, name: str) -> bool:
+        """Drop the session (and what it queued) and the marker."""
+        existed = await self.probe(name)
+        await self._mark(name, b"")
+        try:
+            async with self._client(f"p2phost-{name}", clean=True):
+                pass
+        except aiomqtt.MqttError as exc:
+            raise self._error(exc) from exc
+        return bool(existed)
 
     async def append(self, name: str, records: Sequence[bytes]) -> None:
         """Publish with QoS 1, in order, and wait for every PUBACK."""
@@ -192,6 +249,8 @@ class MqttMedium(Medium):
                     await client.__aexit__(None, None, None)
         self._subscriber = self._publisher = None
         if delete_inbox and self._persistent and self._inbox:
+            with contextlib.suppress(MediumUnavailable, MediumRefused):
+                await self._mark(self._inbox, b"")
             # Connecting once with a clean session makes the broker drop the old one.
             with contextlib.suppress(aiomqtt.MqttError):
                 async with self._client(f"p2phost-{self._inbox}", clean=True):

@@ -28,15 +28,24 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
-from nats.js.errors import NoStreamResponseError, NotFoundError
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
 
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
     Deliver,
+    InboxFull,
     InboxTransport,
     Medium,
     MediumAddress,
+    MediumError,
     MediumRefused,
     MediumUnavailable,
     UnknownInbox,
@@ -70,6 +79,11 @@ class NatsMedium(Medium):
                                  "(no path or query)")
         self.url = address.public
         self.durable = durable
+        if not durable:
+            self.cannot_store = (
+                f"core NATS at {self.url} cannot hold messages for a peer that is not "
+                "running (nothing is stored there); use JetStream: set durable = true under "
+                "[config.nats-transport] in p2phost.toml, on the sender and the receiver")
         self._connect_url = address.url
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -131,11 +145,101 @@ class NatsMedium(Medium):
         self._reader = asyncio.get_running_loop().create_task(
             work, name=f"nats reader {name[:12]}")
 
+    async def create_inbox(self, name: str) -> None:
+        """The work-queue stream: what is published before the node first runs waits
+        there for its consumer."""
+        if self._js is None:
+            raise MediumError(self.cannot_store)
+        try:
+            await self._add_stream(self._js, name)
+        except (NatsError, OSError) as exc:
+            raise MediumUnavailable(f"NATS at {self.url}: cannot create the inbox stream "
+                                    f"{inbox_stream(name)}: {exc}") from exc
+
+    async def _add_stream(self, js: JetStreamContext, name: str) -> None:
+        with contextlib.suppress(BadRequestError):  # exists already (maybe with limits)
+            await js.add_stream(name=inbox_stream(name), subjects=[inbox_subject(name)],
+                                retention=RetentionPolicy.WORK_QUEUE,
+                                storage=StorageType.FILE)
+
+    async def inbox_stats(self, name: str) -> dict[str, Any]:
+        """The stream's message and byte counts."""
+        if self._js is None:
+            return await super().inbox_stats(name)
+        try:
+            info = await self._js.stream_info(inbox_stream(name))
+        except NotFoundError:
+            return {"exists": False, "records": 0, "bytes": 0}
+        except (NatsError, OSError) as exc:
+            raise MediumUnavailable(f"NATS at {self.url}: {exc}") from exc
+        state = info.state
+        return {"exists": True, "records": state.messages, "bytes": state.bytes}
+
+    async def purge_inbox(self, name: str) -> int | None:
+        """Purge the stream (it and its consumer stay)."""
+        if self._js is None:
+            raise MediumError(self.cannot_store)
+        before = (await self.inbox_stats(name))["records"]
+        try:
+            await self._js.purge_stream(inbox_stream(name))
+        except NotFoundError:
+            return 0
+        except (NatsError, OSError) as exc:
+            raise MediumUnavailable(f"NATS at {self.url}: {exc}") from exc
+        return int(before or 0)
+
+    async def delete_inbox(self, name: str) -> bool:
+        """Delete the stream."""
+        if self._js is None:
+            raise MediumError(self.cannot_store)
+        try:
+            await self._js.delete_stream(inbox_stream(name))
+        except NotFoundError:
+            return False
+        except (NatsError, OSError) as exc:
+            raise MediumUnavailable(f"NATS at {self.url}: {exc}") from exc
+        return True
+
+    async def store(self, name: str, records: Sequence[bytes]) -> None:
+        """Publish and wait for each ack; the stream's own limits (``discard = new``)
+        refuse what passes them. (One at a time: nats-py's publish_async never settles
+        a refused publish.)"""
+        if self._js is None:
+            await self.append(name, records)
+            return
+        subject = inbox_subject(name)
+        try:
+            for record in records:
+                await self._js.publish(subject, record)
+        except NoStreamResponseError:
+            raise UnknownInbox(f"no inbox {name} on {self.url}") from None
+        except APIError as exc:
+            if "maximum" not in str(exc.description or "").lower():
+                raise TransportError(f"NATS at {self.url} refused a record: {exc}") from exc
+            raise InboxFull(
+                f"the inbox of {name} on {self.url} is full ({exc.description}): nothing "
+                "was stored; it empties as that node runs (its operator can raise the "
+                "limit in [config.nats-transport], or `p2phost inbox purge`)") from None
+        except (NatsError, OSError) as exc:
+            raise MediumUnavailable(f"NATS at {self.url}: {exc or type(exc).__name__}") from exc
+
+    async def _limit(self, js: JetStreamContext, name: str) -> None:
+        # The node's retention, as the stream's own limits: publishes past a count or
+        # size are refused (discard new); records past max_age are removed by the server.
+        retention = self.retention
+        await js.update_stream(StreamConfig(
+            name=inbox_stream(name), subjects=[inbox_subject(name)],
+            retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+            max_msgs=retention.max_messages or -1, max_bytes=retention.max_bytes or -1,
+            max_age=retention.max_age or None,
+            discard=DiscardPolicy.NEW if retention else DiscardPolicy.OLD))
+
     async def _open_stream(self, js: JetStreamContext, name: str) -> None:
         stream = inbox_stream(name)
         try:
-            await js.add_stream(name=stream, subjects=[inbox_subject(name)],
-                                retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE)
+            await self._add_stream(js, name)
+            if "-" not in name:
+                await self._limit(js, name)
             # A fresh consumer redelivers at once what an earlier run left unacknowledged
             # (an old one would wait for the ack deadline first).
             with contextlib.suppress(NotFoundError):

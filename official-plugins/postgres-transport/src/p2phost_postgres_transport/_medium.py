@@ -27,6 +27,7 @@ from psycopg import sql
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
     Deliver,
+    InboxFull,
     InboxTransport,
     Medium,
     MediumAddress,
@@ -54,6 +55,13 @@ CREATE TABLE IF NOT EXISTS p2phost_inbox_records (
     body bytea NOT NULL,
     leased boolean NOT NULL DEFAULT false
 );
+ALTER TABLE p2phost_inbox_records ADD COLUMN IF NOT EXISTS
+    created timestamptz NOT NULL DEFAULT now();
+ALTER TABLE p2phost_inboxes
+    ADD COLUMN IF NOT EXISTS max_age float8 NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS max_messages bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS max_bytes bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS expired bigint NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS p2phost_inbox_records_free
     ON p2phost_inbox_records (inbox, id) WHERE NOT leased;
 """
@@ -93,6 +101,8 @@ class PostgresMedium(Medium):
         self.url = address.public
         self._connect_url = address.url
         self._writer: psycopg.AsyncConnection[Any] | None = None
+        self._storer: psycopg.AsyncConnection[Any] | None = None
+        self._store_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._inbox = ""
 
@@ -130,11 +140,18 @@ class PostgresMedium(Medium):
     async def open_inbox(self, name: str, deliver: Deliver) -> None:
         """Register the inbox and start reading it."""
         self._inbox = name
+        retention = self.retention
         try:
             await (await self._write_connection()).execute(
                 "INSERT INTO p2phost_inboxes (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+            await (await self._write_connection()).execute(
+                "UPDATE p2phost_inboxes SET max_age = %s, max_messages = %s, max_bytes = %s "
+                "WHERE name = %s", (retention.max_age, retention.max_messages,
+                                    retention.max_bytes, name))
         except psycopg.OperationalError as exc:
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
+        if retention.max_age:
+            await self.store(name, [])  # expire what is old before reading
         reader = await self._listen()
         self._reader = asyncio.get_running_loop().create_task(
             self._read(reader, deliver), name=f"postgres reader {name[:12]}")
@@ -189,6 +206,104 @@ class PostgresMedium(Medium):
                 async for _ in connection.notifies(timeout=_POLL, stop_after=1):
                     break
 
+    async def _execute(self, query: str, args: tuple[Any, ...]) -> Any:
+        try:
+            return await (await self._write_connection()).execute(query, args)
+        except psycopg.OperationalError as exc:
+            raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
+
+    async def store(self, name: str, records: Sequence[bytes]) -> None:
+        """In one transaction: expire the inbox's rows older than its ``max_age``
+        (counted), refuse if the records would pass ``max_messages`` or ``max_bytes``,
+        else insert them and notify the reader."""
+        full = ""
+        try:
+            # One transaction at a time on the writer connection (concurrent sends).
+            async with self._store_lock:
+                full = await self._store(name, records)
+        except psycopg.OperationalError as exc:
+            raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
+        except psycopg.Error as exc:
+            raise TransportError(f"PostgreSQL at {self.url} refused records: "
+                                 f"{str(exc).strip()}") from exc
+        if full:
+            raise InboxFull(f"the inbox of {name} on {self.url} is full ({full}): nothing "
+                            "was stored; it empties as that node runs (its operator can "
+                            "raise the limit in [config.postgres-transport], or `p2phost "
+                            "inbox purge`)")
+
+    async def _store(self, name: str, records: Sequence[bytes]) -> str:
+        full = ""
+        # A connection of its own: a statement of another task on the writer's must not
+        # run inside (and roll back with) this transaction.
+        if self._storer is None or self._storer.closed or self._storer.broken:
+            self._storer = await self._connect()
+        connection = self._storer
+        async with connection.transaction():
+            cursor = await connection.execute(
+                "SELECT max_age, max_messages, max_bytes FROM p2phost_inboxes "
+                "WHERE name = %s FOR UPDATE", (name,))
+            row = await cursor.fetchone()
+            if row is None:
+                raise UnknownInbox(f"no inbox {name} on {self.url}")
+            max_age, max_messages, max_bytes = row
+            if max_age:
+                gone = await connection.execute(
+                    "DELETE FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased "
+                    "AND created < now() - make_interval(secs => %s)", (name, max_age))
+                if gone.rowcount:
+                    await connection.execute(
+                        "UPDATE p2phost_inboxes SET expired = expired + %s "
+                        "WHERE name = %s", (gone.rowcount, name))
+            if records and (max_messages or max_bytes):
+                cursor = await connection.execute(
+                    "SELECT count(*), coalesce(sum(octet_length(body)), 0) "
+                    "FROM p2phost_inbox_records WHERE inbox = %s", (name,))
+                count, size = await cursor.fetchone()  # type: ignore[misc]
+                if max_messages and count + len(records) > max_messages:
+                    full = f"max-messages = {max_messages} waiting records"
+                elif max_bytes and size + sum(map(len, records)) > max_bytes:
+                    full = f"max-bytes = {max_bytes} bytes"
+            if records and not full:
+                await connection.execute(_APPEND, {
+                    "inbox": name, "bodies": list(records),
+                    "channel": notify_channel(name)})
+        return full
+
+    async def create_inbox(self, name: str) -> None:
+        """Register the inbox: records inserted before the node first runs wait there."""
+        await self._execute("INSERT INTO p2phost_inboxes (name) VALUES (%s) "
+                            "ON CONFLICT DO NOTHING", (name,))
+
+    async def inbox_stats(self, name: str) -> dict[str, Any]:
+        """Rows and their bytes."""
+        cursor = await self._execute(
+            "SELECT (SELECT count(*) FROM p2phost_inboxes WHERE name = %s), count(*), "
+            "coalesce(sum(octet_length(body)), 0), "
+            "(SELECT coalesce(max(expired), 0) FROM p2phost_inboxes WHERE name = %s) "
+            "FROM p2phost_inbox_records WHERE inbox = %s", (name, name, name))
+        exists, records, size, expired = await cursor.fetchone()
+        return {"exists": bool(exists), "records": int(records), "bytes": int(size),
+                "expired": int(expired)}
+
+    async def peek(self, name: str, limit: int) -> list[tuple[bytes, float | None]]:
+        """The oldest rows, with the time each was inserted."""
+        cursor = await self._execute(
+            "SELECT body, extract(epoch FROM created)::float8 FROM p2phost_inbox_records "
+            "WHERE inbox = %s ORDER BY id LIMIT %s", (name, limit))
+        return [(bytes(body), float(when)) for body, when in await cursor.fetchall()]
+
+    async def purge_inbox(self, name: str) -> int | None:
+        """Delete the inbox's rows (not those leased by its running reader)."""
+        cursor = await self._execute(
+            "DELETE FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased", (name,))
+        return int(cursor.rowcount)
+
+    async def delete_inbox(self, name: str) -> bool:
+        """Delete the inbox and its rows."""
+        cursor = await self._execute("DELETE FROM p2phost_inboxes WHERE name = %s", (name,))
+        return bool(cursor.rowcount)
+
     async def append(self, name: str, records: Sequence[bytes]) -> None:
         """Insert the records in order and notify the inbox, in one statement."""
         try:
@@ -225,9 +340,10 @@ class PostgresMedium(Medium):
         except (psycopg.Error, MediumUnavailable, MediumRefused) as exc:
             log.debug("could not delete the inbox on %s: %s", self.url, exc)
         finally:
-            if self._writer is not None:
-                with contextlib.suppress(psycopg.Error):
-                    await self._writer.close()
+            for connection in (self._writer, self._storer):
+                if connection is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await connection.close()
 
 
 class PostgresTransport(InboxTransport):

@@ -31,6 +31,7 @@ from redis.exceptions import (
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
     Deliver,
+    InboxFull,
     InboxTransport,
     Medium,
     MediumAddress,
@@ -53,6 +54,47 @@ _DEFAULT_MAX = 512 * 1024 * 1024  # Redis's proto-max-bulk-len default
 def inbox_key(name: str) -> str:
     """The stream that holds inbox ``name``."""
     return f"p2phost:inbox:{name}"
+
+
+def limits_key(name: str) -> str:
+    """The hash of inbox ``name``'s retention limits (``age`` ms, ``messages``,
+    ``bytes``), written by its node, read by every stored append."""
+    return f"p2phost:inbox-limits:{name}"
+
+
+def expired_key(name: str) -> str:
+    """How many records of inbox ``name`` expired unread."""
+    return f"p2phost:inbox-expired:{name}"
+
+
+# A stored append, atomic in Redis: records older than the age limit are trimmed first
+# (XTRIM MINID, counted as expired), then the append is refused if it would pass the
+# count or size limit, else XADDed. No stream: the inbox does not exist (NOMKSTREAM).
+_STORE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOINBOX') end
+local limits = redis.call('HMGET', KEYS[2], 'age', 'messages', 'bytes')
+local age, messages, bytes = tonumber(limits[1] or 0), tonumber(limits[2] or 0),
+    tonumber(limits[3] or 0)
+if age > 0 then
+  local now = redis.call('TIME')
+  local cut = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - age
+  local gone = redis.call('XTRIM', KEYS[1], 'MINID', cut)
+  if gone > 0 then redis.call('INCRBY', KEYS[3], gone) end
+end
+if #ARGV == 0 then return 0 end
+if messages > 0 and redis.call('XLEN', KEYS[1]) + #ARGV > messages then
+  return redis.error_reply('FULL max-messages = ' .. messages .. ' waiting records')
+end
+if bytes > 0 then
+  local size = 0
+  for _, record in ipairs(ARGV) do size = size + #record end
+  if (redis.call('MEMORY', 'USAGE', KEYS[1]) or 0) + size > bytes then
+    return redis.error_reply('FULL max-bytes = ' .. bytes .. ' bytes')
+  end
+end
+for _, record in ipairs(ARGV) do redis.call('XADD', KEYS[1], '*', 'r', record) end
+return #ARGV
+"""
 
 
 def _unavailable(url: str, exc: Exception) -> MediumUnavailable:
@@ -78,6 +120,7 @@ class RedisMedium(Medium):
             address.url, socket_timeout=_BLOCK_MS / 1000 + 5.0, **options)
         self._reader: asyncio.Task[None] | None = None
         self._inbox = ""
+        self._store = self._client.register_script(_STORE)
 
     async def connect(self) -> None:
         """PING the server; learn its largest bulk string."""
@@ -100,6 +143,17 @@ class RedisMedium(Medium):
         """Create the stream and its group (if new) and start reading."""
         self._inbox = name
         await self._create_group(inbox_key(name))
+        retention = self.retention
+        try:
+            if retention:
+                await self._client.hset(limits_key(name), mapping={
+                    "age": int(retention.max_age * 1000), "messages": retention.max_messages,
+                    "bytes": retention.max_bytes})
+                await self._store(keys=self._keys(name), args=[])  # expire what is old
+            else:
+                await self._client.delete(limits_key(name))
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise _unavailable(self.url, exc) from exc
         self._reader = asyncio.get_running_loop().create_task(
             self._read(inbox_key(name), deliver), name=f"redis reader {name[:12]}")
 
@@ -155,6 +209,71 @@ class RedisMedium(Medium):
             if start == ">" or not entries:
                 return
             last = entries[-1][0]
+
+    @staticmethod
+    def _keys(name: str) -> list[str]:
+        return [inbox_key(name), limits_key(name), expired_key(name)]
+
+    async def store(self, name: str, records: Sequence[bytes]) -> None:
+        """The stored append script: limits checked and the records added atomically."""
+        try:
+            await self._store(keys=self._keys(name), args=list(records))
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise _unavailable(self.url, exc) from exc
+        except ResponseError as exc:
+            text = str(exc)
+            if "NOINBOX" in text:
+                raise UnknownInbox(f"no inbox {name} on {self.url}") from None
+            if "FULL" in text:
+                limit = text.split("FULL", 1)[1].strip()
+                raise InboxFull(
+                    f"the inbox of {name} on {self.url} is full ({limit}): nothing was "
+                    "stored; it empties as that node runs (its operator can raise the "
+                    "limit in [config.redis-transport], or `p2phost inbox purge`)") from None
+            raise TransportError(f"Redis at {self.url} refused a record: {exc}") from exc
+
+    async def create_inbox(self, name: str) -> None:
+        """The stream and its group, read from the start: what is appended before the
+        node first runs waits for it."""
+        await self._create_group(inbox_key(name))
+
+    async def inbox_stats(self, name: str) -> dict[str, Any]:
+        """``XLEN`` and ``MEMORY USAGE`` of the stream."""
+        key = inbox_key(name)
+        try:
+            exists = bool(await self._client.exists(key))
+            records = int(await self._client.xlen(key)) if exists else 0
+            size: Any = await self._client.memory_usage(key) if exists else 0
+            expired = int(await self._client.get(expired_key(name)) or 0)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise _unavailable(self.url, exc) from exc
+        return {"exists": exists, "records": records, "bytes": int(size or 0),
+                "expired": expired}
+
+    async def peek(self, name: str, limit: int) -> list[tuple[bytes, float | None]]:
+        """``XRANGE`` from the start; an entry id's first part is its time in ms."""
+        try:
+            entries: Any = await self._client.xrange(inbox_key(name), count=limit)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise _unavailable(self.url, exc) from exc
+        return [(fields.get(_FIELD, b""), int(entry_id.split(b"-")[0]) / 1000)
+                for entry_id, fields in entries]
+
+    async def purge_inbox(self, name: str) -> int | None:
+        """``XTRIM MAXLEN 0``: every record goes, the stream and its group stay."""
+        try:
+            return int(await self._client.xtrim(inbox_key(name), maxlen=0, approximate=False))
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise _unavailable(self.url, exc) from exc
+
+    async def delete_inbox(self, name: str) -> bool:
+        """Remove the stream (and what it holds); whether it existed."""
+        try:
+            existed = bool(await self._client.delete(inbox_key(name)))
+            await self._client.delete(limits_key(name), expired_key(name))
+            return existed
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise _unavailable(self.url, exc) from exc
 
     async def append(self, name: str, records: Sequence[bytes]) -> None:
         """``XADD NOMKSTREAM`` each record, pipelined in order."""
