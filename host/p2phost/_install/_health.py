@@ -112,13 +112,16 @@ def environment_gaps(lock: Lock, env: PluginEnvironment) -> list[Gap]:
 def requirement_gaps(installed: dict[str, Distribution]) -> list[Gap]:
     """Requirements of the installed plugins and packages that nothing provides."""
     host = {n: d.version for n, d in host_distributions().items()}
+    # Keyed by distribution name: that is what Requires-Dist names (plugins are installed
+    # under their plugin name, p2phost-NAME distributions under NAME).
+    by_dist = {canonicalize_name(d.metadata["Name"]): d for d in installed.values()}
     needers: dict[str, list[str]] = {}
     for name, dist in sorted(installed.items()):
         for requirement in _requirements(dist.requires or ()):
             needed = canonicalize_name(requirement.name)
             if needed in HOST_DISTRIBUTIONS:  # the loader checks the host API itself
                 continue
-            have = installed.get(needed)
+            have = by_dist.get(needed)
             version = have.version if have is not None else host.get(needed)
             if version is None or not _fits(requirement, version):
                 needers.setdefault(needed, []).append(f"{name} {dist.version} needs "
