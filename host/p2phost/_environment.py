@@ -41,7 +41,8 @@ class PluginEnvironment:
 
     def installed(self) -> dict[str, Distribution]:
         """Installed distributions: plugins by plugin name, other packages by normalised name."""
-        return {plugin_name_of(d): d for d in self.distributions()}
+        # A .dist-info left without its METADATA (a half-removed package) is not installed.
+        return {plugin_name_of(d): d for d in self.distributions() if d.metadata["Name"]}
 
     def stage(self, *, copy_current: bool = False) -> Path:
         """A new, empty (or copied) generation directory to fill, not yet active."""

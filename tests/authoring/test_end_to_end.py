@@ -84,7 +84,7 @@ def author(kind: str, generated: dict[str, Path], registry: RunningRegistry, tok
     publish = run_cli("plugin", "publish", "--registry", registry.url, cwd=project,
                       env={"P2PHOST_TOKEN": token}, timeout=60)
     assert publish.returncode == 0, publish.stderr
-    assert publish.stdout.strip().endswith(f"/plugins/{plugin_name(kind)}/0.1.0")
+    assert publish.stdout.strip().endswith(f"/plugins/{plugin_name(kind)}/1.0.0")
     return plugin_name(kind)
 
 

@@ -20,10 +20,21 @@ def test_every_kind_makes_a_complete_plugin_project(kind: str, generated: dict[s
                                                     ) -> None:
     root = generated[kind]
     meta = PluginMetadata.from_pyproject(root)
-    assert (meta.name, meta.version, meta.kinds) == (plugin_name(kind), "0.1.0", (kind,))
+    assert (meta.name, meta.version, meta.kinds) == (plugin_name(kind), "1.0.0", (kind,))
     pyproject = tomllib.loads((root / "pyproject.toml").read_text())
     package = plugin_name(kind).replace("-", "_")
+    # pip installs p2phost-NAME; nodes name the plugin NAME, its entry point's name.
+    assert pyproject["project"]["name"] == f"p2phost-{meta.name}"
     assert pyproject["project"]["entry-points"]["p2phost.plugins"] == {meta.name: package}
+    # The SDK with the range of the plugin's host-api, for pip and uv as for the host.
+    assert pyproject["project"]["dependencies"] == [f"p2phost-sdk{meta.host_api}"]
+    assert pyproject["project"]["optional-dependencies"]["test"][0] == \
+        f"p2phost-sdk[testing]{meta.host_api}"
+    assert ("p2phost" in pyproject["project"]["optional-dependencies"]["test"]) == \
+        (kind == "app")  # the app kit runs apps on real nodes; the other kits need no host
+    license_text = (root / "LICENSE").read_text()
+    assert license_text.startswith("MIT License\n\nCopyright (c) ")
+    assert "Ada Lovelace" in license_text.splitlines()[2]
     assert pyproject["project"]["authors"] == [{"name": "Ada Lovelace"}]
     extra = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["extra-metadata"]
     assert extra == {"pyproject.toml": "p2phost-plugin.toml"}
@@ -49,10 +60,46 @@ def test_answers_shape_the_project(tmp_path: Path) -> None:
     module = ast.parse((tmp_path / "p/src/loud/__init__.py").read_text())
     assert ast.get_docstring(module) == meta.summary
     assert "class LoudCodec(Codec)" in (tmp_path / "p/src/loud/_codec.py").read_text()
+    assert "Apache License\n                           Version 2.0" in \
+        (tmp_path / "p/LICENSE").read_text()
+
+
+@pytest.mark.parametrize(("license", "first_words"), [
+    ("MIT", "MIT License"),
+    ("Apache-2.0", "Apache License"),
+    ("BSD-3-Clause", "BSD 3-Clause License"),
+    ("MPL-2.0", "Mozilla Public License Version 2.0"),
+    ("LGPL-3.0-or-later", "GNU LESSER GENERAL PUBLIC LICENSE"),
+    ("GPL-3.0-or-later", "GNU GENERAL PUBLIC LICENSE"),
+    ("LicenseRef-Proprietary", "Copyright (c) 1999 Ada. All rights reserved."),
+])
+def test_the_license_asked_for_is_the_license_file(tmp_path: Path, license: str,
+                                                   first_words: str) -> None:
+    result = run_cli("plugin", "new", "app", "x", "--no-input", "--dir", str(tmp_path / "p"),
+                     "--set", f"license={license}", "--set", "author=Ada", "--set", "year=1999")
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "p/LICENSE").read_text()
+    assert text.strip().startswith(first_words)
+    assert tomllib.loads((tmp_path / "p/pyproject.toml").read_text())["project"]["license"] \
+        == license
+    if license in ("MIT", "BSD-3-Clause"):
+        assert "Copyright (c) 1999" in text and "Ada" in text
+    if license == "LGPL-3.0-or-later":  # it adds to the GPL: both texts
+        assert "GNU GENERAL PUBLIC LICENSE\n                       Version 3" in text
+
+
+def test_the_distribution_name_can_be_chosen(tmp_path: Path) -> None:
+    result = run_cli("plugin", "new", "codec", "loud", "--no-input", "--dir", str(tmp_path / "p"),
+                     "--set", "distribution=acme-loud", "--set", "version=0.3.0")
+    assert result.returncode == 0, result.stderr
+    meta = PluginMetadata.from_pyproject(tmp_path / "p")
+    assert (meta.name, meta.version) == ("loud", "0.3.0")
+    assert tomllib.loads((tmp_path / "p/pyproject.toml").read_text())["project"]["name"] == \
+        "acme-loud"
 
 
 def test_an_invalid_answer_is_asked_again(tmp_path: Path) -> None:
-    answers = ["", "", "not an e-mail", "ada@example.org", "", "one", "1.0.0", "", "",
+    answers = ["", "", "", "not an e-mail", "ada@example.org", "", "one", "1.0.0", "", "",
                "nonsense", "application/x-ok"]
     result = run_cli("plugin", "new", "codec", "asked", "--dir", str(tmp_path / "p"),
                      input="\n".join(answers) + "\n")
@@ -87,7 +134,7 @@ def test_bad_answers_with_no_input_are_one_clear_error(tmp_path: Path, args: lis
 def test_input_that_ends_early_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("plugin", "new", "app", "x", "--dir", str(tmp_path / "p"), input="\n")
     assert result.returncode == 2
-    assert "no answer to 'author': input ended" in result.stderr
+    assert "no answer to 'description': input ended" in result.stderr
     assert "--no-input" in result.stderr
 
 

@@ -19,7 +19,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_cli("plugin", "build", str(root), "--no-isolation", timeout=120)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (root / "dist").iterdir()) == [
-        "pub_test-0.1.0-py3-none-any.whl", "pub_test-0.1.0.tar.gz"]
+        "p2phost_pub_test-1.0.0-py3-none-any.whl", "p2phost_pub_test-1.0.0.tar.gz"]
     return root
 
 
@@ -45,27 +45,27 @@ def test_publish_refusals_and_success(built: Path, authoring_registry: RunningRe
     other = _token(authoring_registry, "mallory", "something-else")
     wrong = run_cli("plugin", "publish", str(built), "--registry", url, "--token", other)
     assert wrong.returncode == 2
-    assert "refused pub_test-0.1.0-py3-none-any.whl (403)" in wrong.stderr
+    assert "refused p2phost_pub_test-1.0.0-py3-none-any.whl (403)" in wrong.stderr
     assert "--scope" in wrong.stderr
 
     token = _token(authoring_registry, "ada", "pub-test")
     ok = run_cli("plugin", "publish", str(built), "--registry", url,
                  env={"P2PHOST_TOKEN": token})
     assert ok.returncode == 0, ok.stderr
-    assert "published pub_test-0.1.0-py3-none-any.whl" in ok.stdout
-    assert "published pub_test-0.1.0.tar.gz" in ok.stdout
+    assert "published p2phost_pub_test-1.0.0-py3-none-any.whl" in ok.stdout
+    assert "published p2phost_pub_test-1.0.0.tar.gz" in ok.stdout
     page = ok.stdout.strip().splitlines()[-1].split()[-1]
-    assert page == f"{url}/plugins/pub-test/0.1.0"
+    assert page == f"{url}/plugins/pub-test/1.0.0"
     with urllib.request.urlopen(page, timeout=10) as reply:
         assert reply.status == 200
-    assert [v["version"] for v in _versions(authoring_registry, "pub-test")] == ["0.1.0"]
+    assert [v["version"] for v in _versions(authoring_registry, "pub-test")] == ["1.0.0"]
 
-    again = run_cli("plugin", "publish", str(built / "dist" / "pub_test-0.1.0.tar.gz"),
+    again = run_cli("plugin", "publish", str(built / "dist" / "p2phost_pub_test-1.0.0.tar.gz"),
                     "--registry", url, "--token", token)
     assert again.returncode == 2
     assert "(409)" in again.stderr and "raise [project] version" in again.stderr
 
-    yanked = run_cli("plugin", "yank", "pub-test", "0.1.0", "--reason", "greets rudely",
+    yanked = run_cli("plugin", "yank", "pub-test", "1.0.0", "--reason", "greets rudely",
                      "--registry", url, "--token", token)
     assert yanked.returncode == 0, yanked.stderr
     (version,) = _versions(authoring_registry, "pub-test")
@@ -85,7 +85,7 @@ def test_publish_needs_built_files(tmp_path: Path) -> None:
                    str(tmp_path / "p")).returncode == 0
     result = run_cli("plugin", "publish", str(tmp_path / "p"), "--token", "t")
     assert result.returncode == 2
-    assert "no built files of unbuilt 0.1.0" in result.stderr
+    assert "no built files of p2phost-unbuilt 1.0.0" in result.stderr
     assert f"p2phost plugin build {tmp_path / 'p'}" in result.stderr
     (tmp_path / "notes.txt").write_text("x")
     not_a_wheel = run_cli("plugin", "publish", str(tmp_path / "notes.txt"), "--token", "t")
@@ -93,7 +93,7 @@ def test_publish_needs_built_files(tmp_path: Path) -> None:
 
 
 def test_yank_without_a_token(authoring_registry: RunningRegistry) -> None:
-    result = run_cli("plugin", "yank", "pub-test", "0.1.0", "--registry",
+    result = run_cli("plugin", "yank", "pub-test", "1.0.0", "--registry",
                      authoring_registry.url, env={"P2PHOST_TOKEN": ""})
     assert result.returncode == 2 and "no registry token" in result.stderr
 

@@ -158,3 +158,20 @@ def test_a_conflict_keeps_the_old_base_until_it_is_resolved(
     assert "<<<<<<<" not in (project / APP_CODE).read_text()
     last = _cli(templates, "plugin", "new", "--update", "--dir", str(project))
     assert last.returncode == 0 and "nothing to change" in last.stdout
+
+
+def test_a_project_made_before_distribution_names_keeps_its_own(
+        project: Path, templates: Path) -> None:
+    # As `plugin new` wrote it before it asked for a distribution name: pyproject's name
+    # was the plugin's, and the answers file has no "distribution".
+    _edit(project / "pyproject.toml", 'name = "p2phost-greeter"', 'name = "greeter"')
+    answers = Answers.load(project)
+    del answers.answers["distribution"]
+    answers.base["pyproject.toml"] = answers.base["pyproject.toml"].replace(
+        'name = "p2phost-greeter"', 'name = "greeter"')
+    answers.save(project)
+    result = _cli(templates, "plugin", "new", "--update", "--dir", str(project))
+    assert result.returncode == 0, result.stderr
+    assert 'name = "greeter"' in (project / "pyproject.toml").read_text()
+    assert Answers.load(project).answers["distribution"] == "greeter"
+    assert (project / "LICENSE").read_text().startswith("MIT License")  # new: created

@@ -27,6 +27,8 @@ class Spec:
     #: Bytes of incompressible data shipped in the package (slow downloads, big unpacks).
     payload: int = 0
     summary: str = ""
+    #: Modules the plugin imports when loaded (its dependencies must be installed).
+    imports: tuple[str, ...] = ()
 
 
 PLUGINS = (
@@ -40,6 +42,9 @@ PLUGINS = (
     Spec("cyc-a", "1.0.0", requires={"cyc-b": ">=1"}),
     Spec("cyc-b", "1.0.0", requires={"cyc-a": ">=1"}),
     Spec("pydep", "1.0.0", dependencies=("six>=1", "msgpack>=1", "p2phost-sdk>=0.1")),
+    # tinycbor is built by tests/install/test_lock_travels.py, never published here.
+    Spec("cbor-codec", "1.0.0", kind="codec", dependencies=("tinycbor>=1",),
+         imports=("tinycbor",)),
     Spec("bulky", "1.0.0", capabilities=("filesystem",), payload=3 << 20),
     Spec("bulky", "1.1.0", capabilities=("filesystem",), payload=3 << 20),
 )
@@ -56,7 +61,9 @@ def write_projects(root: Path, specs: tuple[Spec, ...] = PLUGINS) -> list[Path]:
         package = project / module
         package.mkdir(parents=True)
         (package / "__init__.py").write_text(
-            f'"""{spec.name} {spec.version}: a test plugin."""\n\nfrom p2phost_sdk import hookimpl'
+            f'"""{spec.name} {spec.version}: a test plugin."""\n\n'
+            + "".join(f"import {m}  # noqa: F401\n" for m in spec.imports)
+            + 'from p2phost_sdk import hookimpl'
             f'\n\nVERSION = "{spec.version}"\n\n\n@hookimpl\ndef p2phost_apps(context):\n'
             '    return []\n')
         if spec.payload:

@@ -69,9 +69,9 @@ def verify_wheel(wheel: Path, project: PluginProject | None = None) -> PluginMet
             f"{wheel.name} is not a p2phost plugin wheel: {'; '.join(exc.problems)}",
             fix='add to pyproject.toml: [tool.hatch.build.targets.wheel.extra-metadata] '
                 '"pyproject.toml" = "p2phost-plugin.toml"') from None
-    if project is not None and (meta.name, meta.version) != (normalize_name(project.name),
-                                                             project.version):
-        raise BuildError(f"{wheel.name} is {meta.name} {meta.version}, but pyproject.toml says "
-                         f"{project.name} {project.version}",
+    if project is not None and (meta.dist_name, meta.version) != (normalize_name(project.name),
+                                                                  project.version):
+        raise BuildError(f"{wheel.name} is {meta.dist_name} {meta.version}, but pyproject.toml "
+                         f"says {project.name} {project.version}",
                          fix="remove stale files from dist/ and build again")
     return meta

@@ -6,6 +6,7 @@ the author's files before touching any of them.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -74,7 +75,7 @@ def _render_string(env: jinja2.Environment, text: str, context: Mapping[str, Any
 def base_context(template: Template) -> dict[str, Any]:
     """What every template sees besides the answers."""
     return {"kind": template.kind, "host_api": str(HOST_API), "p2phost_version": __version__,
-            "host_api_major": HOST_API.major}
+            "host_api_major": HOST_API.major, "this_year": datetime.date.today().year}
 
 
 def resolve_answers(template: Template, given: Mapping[str, str], ask: Asker | None
@@ -103,7 +104,7 @@ def resolve_answers(template: Template, given: Mapping[str, str], ask: Asker | N
         context = {**base_context(template), **answers}
         default = _render_string(env, question.default, context,
                                  f"{template.kind} template, default of {question.name}")
-        if ask is None:
+        if ask is None or not question.ask:
             try:
                 answers[question.name] = question.parse(default)
             except AnswerError as exc:

@@ -81,6 +81,10 @@ def update(directory: Path, given: Mapping[str, str], ask: Asker | None,
     template = Template.load(old.kind) if template is None else template
     # Earlier answers still hold; --set overrides them; new questions are asked.
     previous = {k: _as_text(v) for k, v in old.answers.items() if template.question(k)}
+    if "distribution" not in old.answers and "name" in old.answers:
+        # Made before the question existed: it was published under its plugin name, and a
+        # release under another distribution name would be a different package to pip.
+        previous["distribution"] = _as_text(old.answers["name"])
     answers = resolve_answers(template, {**previous, **given}, ask)
     theirs = render(template, answers)
     ours = read_tree(directory, set(old.base) | set(theirs))

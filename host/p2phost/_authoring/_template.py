@@ -97,6 +97,8 @@ class Question:
     pattern_help: str = ""
     check: str | None = None
     help: str = ""
+    #: False: never asked, its default is taken (``--set`` still changes it).
+    ask: bool = True
 
     def parse(self, raw: str) -> Any:
         """The answer ``raw`` (text) converted and validated; raises :class:`AnswerError`."""

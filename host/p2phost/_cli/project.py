@@ -131,9 +131,15 @@ def doctor(
         return
     report(True, f"{MANIFEST_NAME} declares {len(manifest.plugins)} plugins")
     project.__dict__["manifest"] = manifest  # already validated: do not read it twice
+    gaps = []
     try:
         lock = Lock.load(project.lock_path)
         report(True, f"{project.lock_path.name}: {len(lock.plugins)} plugins locked")
+        from .._install._health import gaps as environment_gaps
+
+        gaps = environment_gaps(lock, project.environment)
+        for gap in gaps:
+            report(False, gap.message, gap.fix)
     except UserError as exc:
         report(False, exc.message, exc.fix)
     _check_leftovers(project, report)
@@ -145,7 +151,7 @@ def doctor(
     metadata = [m for _, _, m, _ in resolved]
     _check_schemes(project, metadata, report)
     _check_security(metadata, report)
-    if not plugin_problems:
+    if not plugin_problems and not gaps:  # importing would only fail on the same gap
         try:
             loaded = manager.load()
             names = ", ".join(f"{p.metadata.name} {p.metadata.version}" for p in loaded.plugins)

@@ -32,6 +32,7 @@ from .._wheel import unpack_wheel
 from ._builtin import BUILTIN_SOURCE
 from ._cache import DownloadCache, ProgressFactory
 from ._errors import InstallError
+from ._health import lock_gaps, lost_files, requirement_gaps
 from ._http import Fetcher
 from ._pydeps import resolve_packages
 from ._registry import PluginInfo, RegistryClient, Release
@@ -237,19 +238,45 @@ class Installer:
                             fix="p2phost plugin install (resolves and writes it)")
         with self._exclusive():
             lock = Lock.load(self.project.lock_path)
+            relocked = False
+            if lock_gaps(lock):  # a plugin's own requirement is not in the lock
+                lock, relocked = self._relock(lock, offline), True
             changes = self._drift(lock)
             check_lock(lock, self.signing, self.warnings.append,
                        frozenset(c.name for c in changes if c.new))
             if changes:
                 self._commit(self._stage(lock, offline=offline))
+            if requirement_gaps(self.env.installed()):  # ... nor one of theirs
+                lock, relocked = self._relock(lock, offline), True
+                more = self._drift(lock)
+                if more:
+                    self._commit(self._stage(lock, offline=offline))
+                changes += [c for c in more if c.name not in {d.name for d in changes}]
+            if relocked:
+                lock.save(self.project.lock_path)
+                self.lock = lock
             self.removed_leftovers = self.env.collect_garbage()
             return changes
 
+    def _relock(self, lock: Lock, offline: bool) -> Lock:
+        """``lock`` with its Python packages resolved again from the plugins' requirements."""
+        if offline:
+            gaps = lock_gaps(lock) or requirement_gaps(self.env.installed())
+            raise UserError(f"{', '.join(g.name for g in gaps)}: needed by the plugins but "
+                            "not in p2phost.lock, and --offline cannot resolve them",
+                            fix="p2phost plugin sync (without --offline)")
+        needs = sorted({d for p in lock.plugins for d in p.dependencies})
+        return Lock(plugins=lock.plugins, packages=resolve_packages(needs), extra=lock.extra)
+
     def _drift(self, lock: Lock) -> list[Change]:
-        """How the installed distributions differ from ``lock`` (empty: they match)."""
-        have = {n: d.version for n, d in self.env.installed().items()}
+        """How the installed distributions differ from ``lock`` (empty: they match).
+
+        A distribution that lost files counts as missing, so it is installed again.
+        """
+        installed = self.env.installed()
+        have = {n: d.version for n, d in installed.items() if not lost_files(d)}
         want = {f.name: f.version for f in lock.files}
-        return [Change(n, have.get(n), want.get(n)) for n in sorted({*have, *want})
+        return [Change(n, have.get(n), want.get(n)) for n in sorted({*have, *want, *installed})
                 if have.get(n) != want.get(n)]
 
     def _target_lock(self, plan: Plan) -> Lock:
@@ -279,8 +306,10 @@ class Installer:
                 publisher_key=signed.publisher_key if signed else None))
         needs = sorted({d for p in plugins for d in p.dependencies})
         before = sorted({d for p in self.lock.plugins for d in p.dependencies})
-        packages = self.lock.packages if needs == before else resolve_packages(needs)
-        return Lock(plugins=tuple(plugins), packages=packages)
+        kept = Lock(plugins=tuple(plugins), packages=self.lock.packages)
+        if needs == before and not lock_gaps(kept):
+            return kept
+        return Lock(plugins=tuple(plugins), packages=resolve_packages(needs))
 
     def _official_pin(self, item: Release) -> LockedFile | None:
         """For an official plugin (one the built-in source has), the release key as its pin.

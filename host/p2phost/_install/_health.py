@@ -1,0 +1,146 @@
+"""Whether a plugin environment really holds what its plugins need.
+
+Three gaps, each fixed by ``p2phost plugin sync``:
+
+- the lock lacks a package a locked plugin requires (a lock written by a host that left
+  it to its own venv, or edited by hand): ``sync`` locks the plugins' requirements again;
+- a locked distribution is absent from the plugin environment, at another version, or
+  missing files (deleted by hand, a disk restored from an old backup): ``sync`` reinstalls;
+- an installed distribution requires a package that neither the plugin environment nor
+  the host provides: ``sync`` locks again and installs.
+
+``doctor`` reports them; ``sync`` uses them so that its "nothing to do" is true.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib.metadata import Distribution
+from pathlib import Path, PurePosixPath
+
+from packaging.markers import UndefinedEnvironmentName
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion
+
+from .._environment import PluginEnvironment
+from .._lock import Lock
+from ._hostdists import host_distributions
+from ._wheels import HOST_DISTRIBUTIONS
+
+FIX = "p2phost plugin sync"
+
+
+@dataclass(frozen=True)
+class Gap:
+    """One thing the plugin environment lacks, said so a user can act on it."""
+
+    #: The distribution that is missing, stale or damaged (normalised).
+    name: str
+    message: str
+    fix: str = FIX
+
+
+def _requirements(lines: Iterable[str]) -> list[Requirement]:
+    out = []
+    for line in lines:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        try:
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                out.append(requirement)
+        except UndefinedEnvironmentName:
+            continue
+    return out
+
+
+def _fits(requirement: Requirement, version: str) -> bool:
+    try:
+        return requirement.specifier.contains(version, prereleases=True)
+    except InvalidVersion:
+        return False
+
+
+def gaps(lock: Lock, env: PluginEnvironment) -> list[Gap]:
+    """Everything ``plugin sync`` would repair (for ``doctor``), one gap per distribution."""
+    found = lock_gaps(lock)
+    named = {g.name for g in found}
+    return found + [g for g in environment_gaps(lock, env) if g.name not in named]
+
+
+def lock_gaps(lock: Lock) -> list[Gap]:
+    """Requirements of locked plugins that neither the lock's packages nor the host meet."""
+    locked = {p.name: p.version for p in lock.packages}
+    host = {n: d.version for n, d in host_distributions().items()}
+    needers: dict[str, list[str]] = {}
+    for plugin in lock.plugins:
+        for requirement in _requirements(plugin.dependencies):
+            name = canonicalize_name(requirement.name)
+            version = locked.get(name) or host.get(name)
+            if version is None or not _fits(requirement, version):
+                needers.setdefault(name, []).append(
+                    f"{plugin.name} {plugin.version} needs {requirement}")
+    return [Gap(name, f"p2phost.lock has no {name} that fits ({'; '.join(why)})")
+            for name, why in sorted(needers.items())]
+
+
+def environment_gaps(lock: Lock, env: PluginEnvironment) -> list[Gap]:
+    """Locked distributions the plugin environment lacks, has at another version, or lost
+    files of; then requirements of installed distributions that nothing provides."""
+    installed = env.installed()
+    gaps = []
+    for entry in lock.files:
+        dist = installed.get(entry.name)
+        if dist is None:
+            gaps.append(Gap(entry.name, f"{entry.name} {entry.version} is in p2phost.lock but "
+                                        "not in the plugin environment"))
+        elif dist.version != entry.version:
+            gaps.append(Gap(entry.name, f"the plugin environment has {entry.name} "
+                                        f"{dist.version}, p2phost.lock says {entry.version}"))
+        elif lost := lost_files(dist):
+            shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
+            gaps.append(Gap(entry.name, f"{entry.name} {entry.version} in the plugin "
+                                        f"environment lacks {shown}"))
+    reported = {g.name for g in gaps}
+    gaps += [g for g in requirement_gaps(installed) if g.name not in reported]
+    return gaps
+
+
+def requirement_gaps(installed: dict[str, Distribution]) -> list[Gap]:
+    """Requirements of the installed plugins and packages that nothing provides."""
+    host = {n: d.version for n, d in host_distributions().items()}
+    # Keyed by distribution name: that is what Requires-Dist names (plugins are installed
+    # under their plugin name, p2phost-NAME distributions under NAME).
+    by_dist = {canonicalize_name(d.metadata["Name"]): d for d in installed.values()}
+    needers: dict[str, list[str]] = {}
+    for name, dist in sorted(installed.items()):
+        for requirement in _requirements(dist.requires or ()):
+            needed = canonicalize_name(requirement.name)
+            if needed in HOST_DISTRIBUTIONS:  # the loader checks the host API itself
+                continue
+            have = by_dist.get(needed)
+            version = have.version if have is not None else host.get(needed)
+            if version is None or not _fits(requirement, version):
+                needers.setdefault(needed, []).append(f"{name} {dist.version} needs "
+                                                      f"{requirement}")
+    return [Gap(name, f"{name} is missing from the plugin environment ({'; '.join(why)})")
+            for name, why in sorted(needers.items())]
+
+
+def lost_files(dist: Distribution) -> list[str]:
+    """Files the distribution's RECORD lists that are no longer there (installed layout)."""
+    lost = []
+    for file in dist.files or ():
+        parts = PurePosixPath(str(file)).parts
+        if not parts or parts[0] == ".." or file.suffix == ".pyc":
+            continue
+        if parts[0].endswith(".data"):  # unpack_wheel moved purelib/platlib to the top
+            if len(parts) < 3 or parts[1] not in ("purelib", "platlib"):
+                continue
+            parts = parts[2:]
+        if not Path(str(dist.locate_file(PurePosixPath(*parts)))).exists():
+            lost.append(PurePosixPath(*parts).as_posix())
+    return lost
