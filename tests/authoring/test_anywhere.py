@@ -8,15 +8,12 @@ Where packages come from, honestly: pip's configuration is the null device; its 
 index is the test registry's ``/simple/`` (``scripts/dist`` built p2phost-sdk and p2phost,
 ``registry seed`` put them there), and a wheelhouse stands in for PyPI for third-party
 packages (pytest, hatchling, httpx...). The wheelhouse holds no p2phost distribution, so
-those can only come from the registry. It is filled once per machine with ``pip download``
-from pip's usual configuration and kept in pytest's cache; everything after that is
-loopback only.
+those can only come from the registry. ``scripts/test`` fills it before pytest runs
+(``scripts/_wheelhouse.py``, set-up like the dev tools), so these tests reach only loopback.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import os
 import shlex
 import subprocess
@@ -27,9 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
 
 from p2phost._keys import create_key
+from scripts import _wheelhouse
 from tests.conftest import REPO, RunningRegistry, run_cli, start_registry, stop_registry
 
 from .conftest import KINDS, plugin_name
@@ -37,41 +34,16 @@ from .conftest import KINDS, plugin_name
 # Builds every distribution once, then makes two venvs per kind: minutes, not seconds.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-#: Third-party packages a generated project's install, tests, check and build need.
-TOOLS = ("hatchling>=1.24", "build>=1.2", "pytest>=8", "pytest-asyncio>=0.23",
-         "hypothesis>=6", "editables>=0.5")
-
-
-def _third_party_requirements() -> list[str]:
-    """What p2phost-sdk[testing] and p2phost require from elsewhere, and the tools."""
-    wanted = set(TOOLS)
-    for dist, extras in (("p2phost-sdk", ("", "testing")), ("p2phost", ("",))):
-        for line in importlib.metadata.requires(dist) or []:
-            requirement = Requirement(line)
-            if requirement.name.startswith("p2phost"):
-                continue
-            if requirement.marker is None or any(
-                    requirement.marker.evaluate({"extra": e}) for e in extras):
-                requirement.marker = None
-                wanted.add(str(requirement))
-    return sorted(wanted)
-
-
 @pytest.fixture(scope="module")
-def wheelhouse(request: pytest.FixtureRequest) -> Path:
-    """Third-party wheels (no p2phost distribution), downloaded once and cached."""
-    requirements = _third_party_requirements()
-    key = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:12]
-    folder = Path(request.config.cache.mkdir(f"p2phost-wheelhouse-{key}"))
+def wheelhouse() -> Path:
+    """Third-party wheels (no p2phost distribution), filled by ``scripts/test``."""
+    folder = _wheelhouse.folder()
     if not (folder / ".complete").exists():
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--only-binary", ":all:",
-             "-d", str(folder), *requirements], capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, f"cannot fill the wheelhouse:\n{done.stderr}"
-        (folder / ".complete").write_text("\n".join(requirements))
-    for wheel in folder.glob("*.whl"):
-        if wheel.name.startswith("p2phost"):
-            wheel.unlink()  # never from here: only the registry may provide them
+        message = (f"no wheelhouse at {folder}: run ./scripts/test, which fills it "
+                   "(or python scripts/_wheelhouse.py)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     return folder
 
 
