@@ -338,38 +338,37 @@ def send(
     async def deliver(node: Node, peer: str) -> Any:
         _require_topic(node, peer, address, topic,
                        f"install the app plugin for {topic!r} in that node's project")
-        try:
-            if request:
-                return await node.request(peer, topic, value, timeout=timeout)
-            await node.send(peer, topic, value)
-            if node.delivery.acknowledged_to(peer, topic):
-                if await node.delivery.settle(timeout):
-                    raise Unreachable(f"{address} did not acknowledge the message within "
-                                      f"{timeout:g}s",
-                                      fix="check that node's log, or give it more --timeout")
-                return "acknowledged"
-        except RemoteError as exc:
-            raise Unreachable(f"{address} answered with an error: {exc.remote_message}",
-                              fix=f"check the body against what the {topic!r} app expects"
-                              ) from exc
-        except (RequestTimeout, PeerUnavailable) as exc:
-            raise Unreachable(str(exc), fix=_REACH_FIX) from exc
+        if request:
+            return await node.request(peer, topic, value, timeout=timeout)
+        await node.send(peer, topic, value)
+        if node.delivery.acknowledged_to(peer, topic):
+            if await node.delivery.settle(timeout):
+                raise Unreachable(f"{address} did not acknowledge the message within "
+                                  f"{timeout:g}s",
+                                  fix="check that node's log, or give it more --timeout")
+            return "acknowledged"
         return None
 
     async def store(node: Node) -> Any:
-        try:
-            if request:
-                return await node.request(address, topic, value, timeout=timeout)
-            medium = await node.store(address, topic, value)
-        except RemoteError as exc:
-            raise Unreachable(f"{address} answered with an error: {exc.remote_message}",
-                              fix=f"check the body against what the {topic!r} app expects"
-                              ) from exc
-        except (RequestTimeout, PeerUnavailable) as exc:
-            raise Unreachable(str(exc), fix=_REACH_FIX) from exc
+        if request:
+            return await node.request(address, topic, value, timeout=timeout)
+        medium = await node.store(address, topic, value)
         return f"stored for {address.rsplit('#', 1)[-1]} on {medium}"
 
-    reply = asyncio.run(_as_client(project, address, deliver, stored=store))
+    def answered(work: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        # Connected or stored, a failure reads the same to the user.
+        async def run(*args: Any) -> Any:
+            try:
+                return await work(*args)
+            except RemoteError as exc:
+                raise Unreachable(f"{address} answered with an error: {exc.remote_message}",
+                                  fix=f"check the body against what the {topic!r} app expects"
+                                  ) from exc
+            except (RequestTimeout, PeerUnavailable) as exc:
+                raise Unreachable(str(exc), fix=_REACH_FIX) from exc
+        return run
+
+    reply = asyncio.run(_as_client(project, address, answered(deliver), stored=answered(store)))
     if request:
         _say(json.dumps(reply))
     else:
