@@ -22,6 +22,9 @@ def project(tmp_path: Path, fixture_wheels: dict[str, Path]) -> Iterator[Make]:
     """A project declaring ``declared`` with the fixture plugins ``installed``."""
     saved_path = list(sys.path)
     saved_modules = set(sys.modules)
+    # In-process nodes of earlier tests left their plugin environments on sys.path; this
+    # test's project must see only its own plugins (and the host venv's).
+    sys.path[:] = [entry for entry in sys.path if ".p2phost" not in Path(entry).parts]
 
     def make(declared: dict[str, str] | list[str], installed: list[str],
              config: dict[str, dict[str, Any]] | None = None) -> Project:
