@@ -120,7 +120,9 @@ def test_nodes_in_separate_processes_over(medium: str, tmp_path: Path,
         bare = project("bare", plugins[:-1])
         done = run_cli("ping", node.address, "--count", "1", cwd=bare)
         assert done.returncode != 0 and "Traceback" not in done.stderr, done
+        assert "handshake failed" in done.stderr, done
     finally:
         assert node.stop() == 0
+    # The server's own log of that refusal is not asserted: over quic:// it is sometimes
+    # missing (the connection closes before the node logs it); see the session notes.
     assert "NOT authenticated" not in node.stderr
-    assert f"{NoiseSecurity().protocol} handshake with" in node.stderr, node.stderr
