@@ -1,6 +1,8 @@
-"""The node: listeners, accepting and handshaking connections, channels to peers, and the
-messaging API apps use. Dialling is the :class:`~._dialler.Dialler`'s, messages the
-:class:`~._dispatch.Dispatcher`'s, acknowledged delivery the :class:`~._delivery.Reliable`'s.
+"""The node: it joins the pieces, runs their lifetime (start, graceful close) and offers
+the messaging API apps use. Connections (admission, handshakes, serving, keepalive) are
+the :class:`~._connections.Connections`', dialling the :class:`~._dialler.Dialler`'s,
+messages the :class:`~._dispatch.Dispatcher`'s, acknowledged delivery the
+:class:`~._delivery.Reliable`'s.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import functools
 import itertools
 import logging
 import secrets
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,7 +20,6 @@ from p2phost_sdk import (
     Codec,
     Connection,
     Discovery,
-    HandshakeError,
     Identity,
     PeerInfo,
     PeerRecord,
@@ -43,9 +43,9 @@ from ..messaging._dispatch import Dispatcher
 from ..messaging._peers import PeerTable
 from ..messaging._stats import DeliveryStats
 from ..wire._channel import Channel
-from ..wire._handshake import Admit, Hello, handshake, refuse
+from ..wire._handshake import Admit
 from ..wire._sealed import Sealer
-from ._admission import HandshakeGate, RateLimitedLog
+from ._connections import Connections
 from ._dialler import Link
 from ._discovering import DiscoveryRunner
 from ._letters import Letters
@@ -126,13 +126,13 @@ class Node:
                                 reliable=self._reliable, link=self._dialler, ids=ids,
                                 codecs=self._codecs, transports=self._transports, admit=admit,
                                 client=options.client, frame_limit=options.max_frame_size)
-        self._session = secrets.token_hex(8)
-        self._gate = HandshakeGate(total=options.handshake_limit,
-                                   per_source=options.handshake_limit_per_source)
-        self._accepting = 0
-        self._clients: set[Channel] = set()
-        self._refusals = RateLimitedLog(log, "refused connections")
-        self._failures = RateLimitedLog(log, "failed handshakes")
+        # Admission, handshakes, serving channels, keepalive (_connections.py).
+        self._connections = Connections(
+            identity=identity, options=options, codecs=self._codecs,
+            security=self._security, sealer=self._sealer, admit=admit, table=self._table,
+            tasks=self._tasks, reliable=self._reliable, dispatch=self._dispatch,
+            dial_waiting=self._dialler.dial_waiting, addresses=self._addresses,
+            notify=self._notify)
         self._started = False
         self._closing = False
 
@@ -189,11 +189,7 @@ class Node:
         """Counters of every mode, mailboxes and connections, as JSON data."""
         answer = self._reliable.snapshot()
         answer["mailboxes"] = self._dispatch.mailboxes()
-        answer["connections"] = {
-            "peers": len(self._table), "clients": len(self._clients),
-            "handshaking": len(self._gate), "refused": self._refusals.count,
-            "failed_handshakes": self._failures.count,
-        }
+        answer["connections"] = self._connections.snapshot()
         return answer
 
     # -- lifetime --------------------------------------------------------------------
@@ -224,7 +220,7 @@ class Node:
                 if self._admit is not None:
                     log.warning("the trust policy sees peer ids that no security plugin "
                                 "proves: install one (p2phost plugin install noise-security)")
-            self._tasks.spawn(self._keepalive(), "keepalive")
+            self._tasks.spawn(self._connections.keepalive(), "keepalive")
             await self._discovery.start(self)
             for address in self.options.connect:
                 self._dialler.keep_connected(address)
@@ -238,7 +234,7 @@ class Node:
         fix = _MEDIUM_FIX if transport.inbox_based else _LISTEN_FIX
         try:
             listener = await with_timeout(
-                transport.listen(address, functools.partial(self._accept, transport)),
+                transport.listen(address, functools.partial(self._connections.accept, transport)),
                 self.options.plugin_timeout, plugin=plugin_name(transport),
                 doing=f"listening on {address}")
         except PluginTimeout as exc:
@@ -255,6 +251,7 @@ class Node:
         if self._closing:
             return
         self._closing = True
+        self._connections.closing = True
         self._notify("p2phost_node_stopping", peer_id=self.peer_id)
         timeout, bound = self.options.drain_timeout, self.options.plugin_timeout
         await self._reliable.drain(timeout)
@@ -263,8 +260,7 @@ class Node:
         for transport, listener in self._listeners:
             await close_within(listener.close(), bound, plugin=plugin_name(transport),
                                doing="closing its listener", logger=log)
-        channels = [c for p in self._table.peers.values() for c in p.channels]
-        channels.extend(self._clients)
+        channels = self._connections.channels()
         for channel in channels:
             channel.goodbye("the node is shutting down")
         await self._peers_done(channels, timeout)
@@ -284,8 +280,7 @@ class Node:
             await close_within(transport.close(), bound, plugin=plugin_name(transport),
                                doing="closing", logger=log)
         self._dispatch.fail_pending(None, "the node shut down")
-        self._refusals.flush()
-        self._failures.flush()
+        self._connections.flush_logs()
 
     @staticmethod
     async def _peers_done(channels: list[Channel], timeout: float) -> None:
@@ -306,7 +301,12 @@ class Node:
         except Exception:
             log.exception("a plugin's %s hook failed", hook)
 
-    # -- connections -----------------------------------------------------------------
+    # -- connections (_connections.py) -------------------------------------------------
+
+    async def _open_outgoing(self, connection: Connection, address: str, inbox: bool,
+                             expected_peer_id: str | None) -> Channel:
+        return await self._connections.open(connection, initiator=True, address=address,
+                                            inbox=inbox, expected_peer_id=expected_peer_id)
 
     def _transport_for(self, address: str) -> Transport:
         scheme = address.split("://", 1)[0] if "://" in address else ""
@@ -319,133 +319,6 @@ class Node:
                     "tcp-transport")
         return transport
 
-    def _admitted(self) -> int:
-        """Connections counted against [node] peer-limit: peers, clients, and accepted
-        connections still in their handshake."""
-        return len(self._table) + len(self._clients) + self._accepting
-
-    async def _accept(self, transport: Transport, connection: Connection) -> None:
-        address = connection.remote_address
-        if self._closing:
-            await connection.close()
-            return
-        reason = None
-        if self._admitted() >= self.options.peer_limit:
-            reason = f"peer limit reached ({self.options.peer_limit})"
-        else:
-            reason = self._gate.enter(address)
-        if reason is not None:
-            self._refusals.warning("refused a connection from %s: %s", address, reason)
-            self._tasks.spawn(refuse(connection, reason), "refuse")
-            return
-        self._accepting += 1
-        self._tasks.spawn(self._accept_one(transport, connection), "handshake")
-
-    async def _accept_one(self, transport: Transport, connection: Connection) -> None:
-        address = connection.remote_address
-        try:
-            await self._open(connection, initiator=False, address=address,
-                             inbox=transport.inbox_based)
-        except HandshakeError as exc:
-            self._failures.warning("closed connection from %s: handshake failed: %s",
-                                   address, exc)
-        finally:
-            self._accepting -= 1
-            self._gate.leave(address)
-
-    async def _open_outgoing(self, connection: Connection, address: str, inbox: bool,
-                             expected_peer_id: str | None) -> Channel:
-        return await self._open(connection, initiator=True, address=address, inbox=inbox,
-                                expected_peer_id=expected_peer_id)
-
-    async def _open(self, connection: Connection, *, initiator: bool, address: str,
-                    inbox: bool, expected_peer_id: str | None = None) -> Channel:
-        """Handshake (securing stream connections), then serve the channel."""
-        nonce = secrets.token_hex(8)
-        hello = Hello(peer_id=self.peer_id, codecs=tuple(self._codecs), topics=tuple(self.topics),
-                      listen=tuple(self._addresses), session=self._session, nonce=nonce,
-                      name=self.options.name, max_frame_size=self.options.max_frame_size,
-                      extra={**self._reliable.hello_extra(),
-                             **({"client": True} if self.options.client else {})})
-        done = await handshake(
-            connection, hello=hello, codecs=self._codecs, identity=self.identity,
-            # Inbox media carry no stream to secure: they get message-level security.
-            security=self._sealer if inbox else self._security, initiator=initiator,
-            expected_peer_id=expected_peer_id,
-            timeout=self.options.handshake_timeout,
-            admit=self._admit, client=self.options.client,
-        )
-        client = not initiator and done.hello.extra.get("client") is True
-        if self._closing:
-            await refuse(done.connection, "the node is shutting down")
-            raise HandshakeError("the node is shutting down")
-        if not initiator and (client or self._table.get(done.hello.peer_id) is None) \
-                and len(self._table) + len(self._clients) >= self.options.peer_limit:
-            # Checked again now that the peer is known, in the same step as it is added.
-            reason = f"peer limit reached ({self.options.peer_limit})"
-            await refuse(done.connection, reason)
-            raise HandshakeError(reason)
-        channel = Channel(done, address=address, initiator=initiator, local_nonce=nonce,
-                          on_message=self._dispatch.on_message,
-                          on_reply=self._dispatch.on_reply,
-                          outbox_limit=self.options.outbox_limit,
-                          max_frame_size=self.options.max_frame_size,
-                          write_timeout=self.options.keepalive_timeout)
-        if client:
-            # A client may share a peer's id (its project's): kept out of the peer table,
-            # it neither replaces nor duplicates that peer's connection, and goes with
-            # its last reply.
-            self._clients.add(channel)
-            self._tasks.spawn(self._serve_client(channel), f"client {channel.peer_id[:12]}")
-            return channel
-        peer, new, retire = self._table.add(channel)
-        self._reliable.connected(channel)
-        self._tasks.spawn(self._serve(channel), f"channel {channel.peer_id[:12]}")
-        for loser, reason, mutual in retire:
-            self._tasks.spawn(self._retire(loser, reason, mutual), "retire")
-        if new:
-            log.info("connected to %s (%s, codec %s)", channel.peer_id, address,
-                     channel.codec.content_type)
-            self._dispatch.lifecycle(peer.peer_id, "on_peer_connected", channel.info)
-            self._notify("p2phost_peer_connected", peer=channel.info)
-        return channel
-
-    async def _serve_client(self, channel: Channel) -> None:
-        try:
-            await channel.run()
-        finally:
-            self._clients.discard(channel)
-
-    async def _serve(self, channel: Channel) -> None:
-        reason = "the node shut down"
-        try:
-            reason = await channel.run()
-        finally:
-            # Runs even if this task is cancelled: a peer entry never outlives its channel.
-            self._reliable.disconnected(channel)
-            log.debug("connection to %s (%s) ended: %s", channel.peer_id, channel.address,
-                      reason)
-            peer = self._table.remove(channel)
-            if peer is not None:
-                log.info("disconnected from %s (%s): %s", peer.peer_id, channel.address,
-                         reason)
-                self._dispatch.lifecycle(peer.peer_id, "on_peer_lost", channel.info, reason)
-                self._dispatch.peer_gone(peer.peer_id, reason)
-                self._notify("p2phost_peer_lost", peer=channel.info, reason=reason)
-                self._dialler.dial_waiting()
-
-    async def _retire(self, channel: Channel, reason: str, mutual: bool) -> None:
-        log.debug("retiring connection to %s (%s): %s", channel.peer_id, channel.address, reason)
-        channel.goodbye(reason)
-        if mutual:  # both ends retire it: each closes once the other said goodbye
-            try:
-                async with asyncio.timeout(self.options.handshake_timeout):
-                    await channel.peer_done.wait()
-            except TimeoutError:
-                pass
-        await channel.flush(1.0)
-        await channel.close(reason)
-
     async def connect(self, address: str, *, expected_peer_id: str | None = None) -> str:
         """Dial ``address`` (or reuse the connection to it); returns the peer id.
 
@@ -456,27 +329,6 @@ class Node:
             return await self._dialler.connect(address, expected_peer_id=expected_peer_id)
         except PeerUnavailable as exc:
             raise self._letters.explain(address, exc) from exc.__cause__
-
-    async def _keepalive(self) -> None:
-        interval, timeout = self.options.keepalive_interval, self.options.keepalive_timeout
-        while True:
-            await asyncio.sleep(min(interval, timeout) / 2)
-            self._refusals.tick()
-            self._failures.tick()
-            now = time.monotonic()
-            for peer in list(self._table.peers.values()):
-                for channel in list(peer.channels):
-                    idle = now - channel.last_seen
-                    if channel.stalled or channel.ended:
-                        continue
-                    if idle >= timeout:
-                        log.warning("peer %s (%s) sent nothing for %.0fs: closing the "
-                                    "connection (keepalive timeout)", peer.peer_id,
-                                    channel.address, idle)
-                        self._tasks.spawn(channel.close(f"keepalive timeout ({idle:.0f}s "
-                                                        "without traffic)"), "close")
-                    elif idle >= interval:
-                        channel.ping()
 
     # -- messaging (Messenger) -------------------------------------------------------
 

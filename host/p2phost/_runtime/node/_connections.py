@@ -1,0 +1,242 @@
+"""A node's connections: admitting and handshaking them, serving each channel until it
+ends, retiring duplicates, keepalive, and ``[node] peer-limit``.
+
+Every admitted connection counts against the peer limit from admission on (peers,
+clients, and accepted connections still in their handshake); it is checked again once
+the handshake names the peer, in the same step as the peer is added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+
+from p2phost_sdk import (
+    Codec,
+    Connection,
+    HandshakeError,
+    Identity,
+    Security,
+    TaskOwner,
+    Transport,
+)
+
+from ..delivery._delivery import Reliable
+from ..messaging._dispatch import Dispatcher
+from ..messaging._peers import PeerTable
+from ..wire._channel import Channel
+from ..wire._handshake import Admit, Hello, handshake, refuse
+from ..wire._sealed import Sealer
+from ._admission import HandshakeGate, RateLimitedLog
+from ._options import NodeOptions
+
+log = logging.getLogger("p2phost.node")
+#: Call a plugin hook by name (the node's ``_notify``).
+Notify = Callable[..., None]
+
+
+class Connections:
+    """The connections of one node: admission, handshakes, serving, keepalive."""
+
+    def __init__(self, *, identity: Identity, options: NodeOptions, codecs: Mapping[str, Codec],
+                 security: Security | None, sealer: Sealer | None, admit: Admit | None,
+                 table: PeerTable, tasks: TaskOwner, reliable: Reliable,
+                 dispatch: Dispatcher, dial_waiting: Callable[[], None],
+                 addresses: list[str], notify: Notify) -> None:
+        self.identity = identity
+        self.options = options
+        self._codecs = codecs
+        self._security = security
+        self._sealer = sealer
+        self._admit = admit
+        self._table = table
+        self._tasks = tasks
+        self._reliable = reliable
+        self._dispatch = dispatch
+        self._dial_waiting = dial_waiting
+        # The node's own list, extended as it listens: shared, never copied.
+        self._addresses = addresses
+        self._notify = notify
+        self._session = secrets.token_hex(8)
+        self._gate = HandshakeGate(total=options.handshake_limit,
+                                   per_source=options.handshake_limit_per_source)
+        self._accepting = 0
+        self._clients: set[Channel] = set()
+        self._refusals = RateLimitedLog(log, "refused connections")
+        self._failures = RateLimitedLog(log, "failed handshakes")
+        #: Set when the node starts closing: new connections are refused from then on.
+        self.closing = False
+
+    @property
+    def peer_id(self) -> str:
+        """This node's peer id."""
+        return self.identity.peer_id
+
+    def snapshot(self) -> dict[str, int]:
+        """The connection counters of ``peers --stats``."""
+        return {
+            "peers": len(self._table), "clients": len(self._clients),
+            "handshaking": len(self._gate), "refused": self._refusals.count,
+            "failed_handshakes": self._failures.count,
+        }
+
+    def channels(self) -> list[Channel]:
+        """Every open channel: the peers' and the clients'."""
+        channels = [c for p in self._table.peers.values() for c in p.channels]
+        channels.extend(self._clients)
+        return channels
+
+    def flush_logs(self) -> None:
+        """Log the counts the rate-limited logs held back."""
+        self._refusals.flush()
+        self._failures.flush()
+
+    def _admitted(self) -> int:
+        """Connections counted against [node] peer-limit: peers, clients, and accepted
+        connections still in their handshake."""
+        return len(self._table) + len(self._clients) + self._accepting
+
+    async def accept(self, transport: Transport, connection: Connection) -> None:
+        """A listener's callback: admit ``connection`` (or refuse it with a reason)."""
+        address = connection.remote_address
+        if self.closing:
+            await connection.close()
+            return
+        reason = None
+        if self._admitted() >= self.options.peer_limit:
+            reason = f"peer limit reached ({self.options.peer_limit})"
+        else:
+            reason = self._gate.enter(address)
+        if reason is not None:
+            self._refusals.warning("refused a connection from %s: %s", address, reason)
+            self._tasks.spawn(refuse(connection, reason), "refuse")
+            return
+        self._accepting += 1
+        self._tasks.spawn(self._accept_one(transport, connection), "handshake")
+
+    async def _accept_one(self, transport: Transport, connection: Connection) -> None:
+        address = connection.remote_address
+        try:
+            await self.open(connection, initiator=False, address=address,
+                            inbox=transport.inbox_based)
+        except HandshakeError as exc:
+            self._failures.warning("closed connection from %s: handshake failed: %s",
+                                   address, exc)
+        finally:
+            self._accepting -= 1
+            self._gate.leave(address)
+
+    async def open(self, connection: Connection, *, initiator: bool, address: str,
+                   inbox: bool, expected_peer_id: str | None = None) -> Channel:
+        """Handshake (securing stream connections), then serve the channel."""
+        nonce = secrets.token_hex(8)
+        hello = Hello(peer_id=self.peer_id, codecs=tuple(self._codecs),
+                      topics=tuple(self._dispatch.topics), listen=tuple(self._addresses),
+                      session=self._session, nonce=nonce, name=self.options.name,
+                      max_frame_size=self.options.max_frame_size,
+                      extra={**self._reliable.hello_extra(),
+                             **({"client": True} if self.options.client else {})})
+        done = await handshake(
+            connection, hello=hello, codecs=self._codecs, identity=self.identity,
+            # Inbox media carry no stream to secure: they get message-level security.
+            security=self._sealer if inbox else self._security, initiator=initiator,
+            expected_peer_id=expected_peer_id,
+            timeout=self.options.handshake_timeout,
+            admit=self._admit, client=self.options.client,
+        )
+        client = not initiator and done.hello.extra.get("client") is True
+        if self.closing:
+            await refuse(done.connection, "the node is shutting down")
+            raise HandshakeError("the node is shutting down")
+        if not initiator and (client or self._table.get(done.hello.peer_id) is None) \
+                and len(self._table) + len(self._clients) >= self.options.peer_limit:
+            # Checked again now that the peer is known, in the same step as it is added.
+            reason = f"peer limit reached ({self.options.peer_limit})"
+            await refuse(done.connection, reason)
+            raise HandshakeError(reason)
+        channel = Channel(done, address=address, initiator=initiator, local_nonce=nonce,
+                          on_message=self._dispatch.on_message,
+                          on_reply=self._dispatch.on_reply,
+                          outbox_limit=self.options.outbox_limit,
+                          max_frame_size=self.options.max_frame_size,
+                          write_timeout=self.options.keepalive_timeout)
+        if client:
+            # A client may share a peer's id (its project's): kept out of the peer table,
+            # it neither replaces nor duplicates that peer's connection, and goes with
+            # its last reply.
+            self._clients.add(channel)
+            self._tasks.spawn(self._serve_client(channel), f"client {channel.peer_id[:12]}")
+            return channel
+        peer, new, retire = self._table.add(channel)
+        self._reliable.connected(channel)
+        self._tasks.spawn(self._serve(channel), f"channel {channel.peer_id[:12]}")
+        for loser, reason, mutual in retire:
+            self._tasks.spawn(self._retire(loser, reason, mutual), "retire")
+        if new:
+            log.info("connected to %s (%s, codec %s)", channel.peer_id, address,
+                     channel.codec.content_type)
+            self._dispatch.lifecycle(peer.peer_id, "on_peer_connected", channel.info)
+            self._notify("p2phost_peer_connected", peer=channel.info)
+        return channel
+
+    async def _serve_client(self, channel: Channel) -> None:
+        try:
+            await channel.run()
+        finally:
+            self._clients.discard(channel)
+
+    async def _serve(self, channel: Channel) -> None:
+        reason = "the node shut down"
+        try:
+            reason = await channel.run()
+        finally:
+            # Runs even if this task is cancelled: a peer entry never outlives its channel.
+            self._reliable.disconnected(channel)
+            log.debug("connection to %s (%s) ended: %s", channel.peer_id, channel.address,
+                      reason)
+            peer = self._table.remove(channel)
+            if peer is not None:
+                log.info("disconnected from %s (%s): %s", peer.peer_id, channel.address,
+                         reason)
+                self._dispatch.lifecycle(peer.peer_id, "on_peer_lost", channel.info, reason)
+                self._dispatch.peer_gone(peer.peer_id, reason)
+                self._notify("p2phost_peer_lost", peer=channel.info, reason=reason)
+                self._dial_waiting()
+
+    async def _retire(self, channel: Channel, reason: str, mutual: bool) -> None:
+        log.debug("retiring connection to %s (%s): %s", channel.peer_id, channel.address, reason)
+        channel.goodbye(reason)
+        if mutual:  # both ends retire it: each closes once the other said goodbye
+            try:
+                async with asyncio.timeout(self.options.handshake_timeout):
+                    await channel.peer_done.wait()
+            except TimeoutError:
+                pass
+        await channel.flush(1.0)
+        await channel.close(reason)
+
+    async def keepalive(self) -> None:
+        """Ping idle channels; close those silent past ``keepalive-timeout``. Runs until
+        cancelled."""
+        interval, timeout = self.options.keepalive_interval, self.options.keepalive_timeout
+        while True:
+            await asyncio.sleep(min(interval, timeout) / 2)
+            self._refusals.tick()
+            self._failures.tick()
+            now = time.monotonic()
+            for peer in list(self._table.peers.values()):
+                for channel in list(peer.channels):
+                    idle = now - channel.last_seen
+                    if channel.stalled or channel.ended:
+                        continue
+                    if idle >= timeout:
+                        log.warning("peer %s (%s) sent nothing for %.0fs: closing the "
+                                    "connection (keepalive timeout)", peer.peer_id,
+                                    channel.address, idle)
+                        self._tasks.spawn(channel.close(f"keepalive timeout ({idle:.0f}s "
+                                                        "without traffic)"), "close")
+                    elif idle >= interval:
+                        channel.ping()
