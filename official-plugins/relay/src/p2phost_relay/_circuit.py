@@ -1,0 +1,141 @@
+"""One end of a relayed circuit, as a :class:`~p2phost_sdk.Connection` the host handshakes.
+
+Frames go out as ``data`` messages to the relay (base64 in the codec's body) and come in
+from the relay app's handler through :meth:`Circuit.feed`. What the relay carries is
+whatever the host writes on the connection: its security plugin's handshake and then
+ciphertext, so the relay never sees a message in clear when both ends run one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from p2phost_sdk import Connection, ConnectionClosed, check_frame_size
+
+#: Sends one relay-topic body to the relay (the node's ``send`` to the relay peer).
+Post = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Circuit(Connection):
+    """A connection to a peer through a relay, named by ``(relay peer, circuit id)``."""
+
+    def __init__(self, relay_peer: str, circuit_id: str, post: Post, *,
+                 local_address: str, remote_address: str, remote_peer_id: str | None,
+                 max_frame_size: int, buffer_bytes: int, timeout: float,
+                 on_close: Callable[[Circuit], None]) -> None:
+        self.relay_peer = relay_peer
+        self.circuit_id = circuit_id
+        self.local_address = local_address
+        self.remote_address = remote_address
+        self.remote_peer_id = remote_peer_id
+        self._post = post
+        self._max_frame = max_frame_size
+        self._incoming_limit = max_frame_size
+        self._buffer_bytes = buffer_bytes
+        self._timeout = timeout
+        self._on_close = on_close
+        self._frames: deque[bytes] = deque()
+        self._buffered = 0
+        self._changed = asyncio.Event()
+        #: Why the circuit ended (None while open).
+        self.ended: str | None = None
+        #: Frames and bytes carried, for counters.
+        self.frames_in = self.frames_out = 0
+
+    # -- the host's side -----------------------------------------------------------------
+
+    async def send(self, frame: bytes) -> None:
+        """Forward one frame to the relay; ConnectionClosed once the circuit ended."""
+        if self.ended is not None:
+            raise ConnectionClosed(f"relayed circuit closed: {self.ended}")
+        check_frame_size(frame, self._max_frame)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._post({"op": "data", "circuit": self.circuit_id,
+                                  "data": base64.b64encode(frame).decode()})
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            self.end(f"the relay did not take a frame: {exc or 'timed out'}")
+            raise ConnectionClosed(f"relayed circuit closed: {self.ended}") from exc
+        except Exception as exc:  # PeerUnavailable: the connection to the relay is gone
+            self.end(f"the relay is gone: {exc}")
+            raise ConnectionClosed(f"relayed circuit closed: {self.ended}") from exc
+        self.frames_out += 1
+
+    def limit_incoming(self, size: int | None) -> None:
+        """Refuse incoming frames over ``size`` (the host's cap before the handshake)."""
+        self._incoming_limit = self._max_frame if size is None else size
+
+    async def recv(self) -> bytes:
+        """The next frame from the other end; ConnectionClosed once the circuit ended."""
+        while not self._frames:
+            if self.ended is not None:
+                raise ConnectionClosed(f"relayed circuit closed: {self.ended}")
+            self._changed.clear()
+            await self._changed.wait()
+        frame = self._frames.popleft()
+        self._buffered -= len(frame)
+        self._changed.set()  # room for a waiting feed
+        return frame
+
+    async def close(self) -> None:
+        """Close both ends: the relay is told, and tells the other end. Idempotent."""
+        if self.ended is not None:
+            return
+        self.end("closed by this end")
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(min(self._timeout, 2.0)):
+                await self._post({"op": "close", "circuit": self.circuit_id,
+                                  "reason": "closed by the other end"})
+
+    # -- the relay app's side ------------------------------------------------------------
+
+    async def feed(self, data: str) -> None:
+        """A ``data`` message from the relay: queue its frame for :meth:`recv`.
+
+        Waits while ``buffer_bytes`` are unread (which slows the relay, and so the
+        sender); a reader that stays behind for ``timeout`` ends the circuit, as does a
+        frame over the incoming limit or data that is not base64.
+        """
+        if self.ended is not None:
+            return
+        try:
+            frame = base64.b64decode(data, validate=True)
+        except ValueError:
+            await self._fail("the relay sent data that is not base64")
+            return
+        if len(frame) > self._incoming_limit:
+            await self._fail(f"a frame of {len(frame)} bytes is over the limit of "
+                             f"{self._incoming_limit}")
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                while self._buffered >= self._buffer_bytes and self.ended is None:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            await self._fail(f"the reader left {self._buffered} bytes unread for "
+                             f"{self._timeout:g}s")
+            return
+        self._frames.append(frame)
+        self._buffered += len(frame)
+        self.frames_in += 1
+        self._changed.set()
+
+    def end(self, reason: str) -> None:
+        """The circuit is over (either end, or the relay, said so): wake the reader."""
+        if self.ended is None:
+            self.ended = reason
+            self._changed.set()
+            self._on_close(self)
+
+    async def _fail(self, reason: str) -> None:
+        self.end(reason)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(min(self._timeout, 2.0)):
+                await self._post({"op": "close", "circuit": self.circuit_id,
+                                  "reason": reason})

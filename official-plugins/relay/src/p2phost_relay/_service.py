@@ -1,0 +1,348 @@
+"""One node's relay: its circuits as a client, and (with ``serve``) the relay's own side.
+
+The relay protocol (docs/wire.md section 7) runs on the ``relay`` app topic over the
+node's own connections, so the hop to the relay is authenticated and encrypted by the
+node's security plugin and every request's sender is a proven peer id. Circuits are then
+handshaken by the host like any connection, end to end, through the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Awaitable
+from typing import Any
+
+from p2phost_sdk import (
+    AcceptHandler,
+    Backoff,
+    Messenger,
+    PeerUnavailable,
+    PluginContext,
+    RemoteError,
+    TaskOwner,
+)
+
+from ._address import RelayAddress, parse
+from ._circuit import Circuit
+from ._errors import RelayError, RelayRefused
+from ._hop import Closed, End, Hop
+from ._settings import RelaySettings, settings_of
+
+#: The app topic the relay protocol travels on (docs/wire.md section 7).
+TOPIC = "relay"
+log = logging.getLogger("p2phost.plugin.relay")
+_MAX_ID = 32
+_BACKOFF = Backoff(initial=0.5, maximum=30.0)
+
+
+# The host asks for transports and for apps separately; both faces of one node's relay
+# share one service, keyed by the node's peer id (nodes of one process stay apart).
+_services: dict[str, RelayService] = {}
+
+
+def relay_of(context: PluginContext) -> RelayService:
+    """The relay service of the node ``context`` belongs to (made on first use, and
+    forgotten when its app stops, so a node opened again starts afresh)."""
+    service = _services.get(context.peer_id)
+    if service is None:
+        service = _services[context.peer_id] = RelayService(
+            context.peer_id, settings_of(context.name, context.config),
+            context.max_frame_size)
+    return service
+
+
+class Reservation:
+    """A listen address on a relay: the slot this node keeps there, renewed while open."""
+
+    def __init__(self, address: RelayAddress, accept: AcceptHandler) -> None:
+        self.address = address
+        self.accept = accept
+        #: The relay's peer id while the reservation holds, else None.
+        self.relay_peer: str | None = None
+        self.lost = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class RelayService:
+    """Everything one node's relay plugin holds; shared by its transport and its app."""
+
+    def __init__(self, peer_id: str, settings: RelaySettings, max_frame_size: int) -> None:
+        self.peer_id = peer_id
+        self.settings = settings
+        self.max_frame_size = max_frame_size
+        self.hop = Hop(settings.limits)
+        self.counters: Counter[str] = Counter()
+        self.circuits: dict[tuple[str, str], Circuit] = {}
+        self.reservations: list[Reservation] = []
+        self.tasks = TaskOwner("relay", logger=log)
+        self._node: Messenger | None = None
+        #: Called with every frame the relay forwards (tests read what a relay sees).
+        self.tap: list[Any] = []
+
+    @property
+    def node(self) -> Messenger:
+        """The node, once the relay app started."""
+        if self._node is None:
+            raise RelayError("the relay app is not running in this node: relayed addresses "
+                             "need a running node (p2phost run); fix: add relay = \"*\" "
+                             "under [plugins] in p2phost.toml")
+        return self._node
+
+    def attach(self, node: Messenger) -> None:
+        """The app started: circuits can be opened through ``node``."""
+        self._node = node
+
+    async def detach(self) -> None:
+        """The app stopped: end every task, and let a node opened again start afresh."""
+        await self.tasks.close(5.0)
+        for circuit in list(self.circuits.values()):
+            circuit.end("the node stopped")
+        if _services.get(self.peer_id) is self:
+            del _services[self.peer_id]
+
+    # -- this node as a client: dialling through a relay -----------------------------------
+
+    async def dial(self, address: str, timeout: float) -> Circuit:
+        """A circuit to the peer named in ``address``, through its relay."""
+        where = parse(address, target=True)
+        assert where.target is not None
+        node = self.node
+        try:
+            async with asyncio.timeout(timeout):
+                relay = await node.connect(where.relay)
+        except TimeoutError:
+            raise RelayError(f"{address}: the relay {where.relay} did not answer within "
+                             f"{timeout:g}s") from None
+        except PeerUnavailable as exc:
+            raise RelayError(f"{address}: cannot reach the relay: {exc}") from exc
+        circuit_id = secrets.token_hex(8)
+        # Registered before asking: the target's first frame may come before the answer.
+        circuit = self._circuit(relay, circuit_id, local=f"{where.relay}{'/p2p-circuit'}",
+                                remote=str(where), peer=where.target)
+        try:
+            await node.request(relay, TOPIC, {"op": "connect", "target": where.target,
+                                              "circuit": circuit_id},
+                               timeout=min(timeout, self.settings.request_timeout))
+        except RemoteError as exc:
+            circuit.end("refused")
+            raise RelayRefused(f"{address}: the relay refused: {_reason(exc)}") from exc
+        except Exception as exc:  # RequestTimeout, PeerUnavailable
+            circuit.end("no answer")
+            raise RelayError(f"{address}: the relay did not open the circuit: {exc}") from exc
+        self.counters["circuits dialled"] += 1
+        return circuit
+
+    def _circuit(self, relay: str, circuit_id: str, *, local: str, remote: str,
+                 peer: str | None) -> Circuit:
+        async def post(body: dict[str, Any]) -> None:
+            await self.node.send(relay, TOPIC, body)
+
+        circuit = Circuit(relay, circuit_id, post, local_address=local, remote_address=remote,
+                          remote_peer_id=peer, max_frame_size=self.max_frame_size,
+                          buffer_bytes=self.settings.buffer_bytes,
+                          timeout=self.settings.forward_timeout, on_close=self._forget)
+        self.circuits[(relay, circuit_id)] = circuit
+        return circuit
+
+    def _forget(self, circuit: Circuit) -> None:
+        self.circuits.pop((circuit.relay_peer, circuit.circuit_id), None)
+
+    # -- this node as a client: listening through a relay ----------------------------------
+
+    def reserve(self, reservation: Reservation) -> None:
+        """Keep ``reservation`` on its relay while it is open (a task owned here)."""
+        self.reservations.append(reservation)
+        reservation.task = self.tasks.spawn(self._keep(reservation),
+                                            f"relay reservation {reservation.address}")
+
+    async def unreserve(self, reservation: Reservation) -> None:
+        """Stop renewing; circuits already accepted stay until they end."""
+        if reservation in self.reservations:
+            self.reservations.remove(reservation)
+        task, reservation.task = reservation.task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5)
+
+    async def _keep(self, reservation: Reservation) -> None:
+        attempt, relay_at = 0, reservation.address.relay
+        while True:
+            try:
+                node = self.node
+                async with asyncio.timeout(self.settings.request_timeout):
+                    relay = await node.connect(relay_at)
+                answer = await node.request(relay, TOPIC, {"op": "reserve"},
+                                            timeout=self.settings.request_timeout)
+                ttl = float(answer["ttl"]) if isinstance(answer, dict) else 0.0
+                if not ttl > 0:
+                    raise RelayError(f"the relay answered the reservation with {answer!r}")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reservation.relay_peer = None
+                self.counters["reservation failed"] += 1
+                delay = _BACKOFF.delay(attempt)
+                attempt += 1
+                log.warning("no reservation on the relay %s (retrying in %.1fs): %s",
+                            relay_at, delay, _reason(exc))
+                await asyncio.sleep(delay)
+                continue
+            if reservation.relay_peer is None:
+                log.info("reachable through the relay %s as %s", relay_at,
+                         reservation.address.of(self.peer_id))
+            reservation.relay_peer, attempt = relay, 0
+            self.counters["reservations made"] += 1
+            reservation.lost.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ttl / 2):
+                    await reservation.lost.wait()  # renew at half-life, or at once when lost
+
+    async def on_incoming(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The relay brings a circuit from a dialler: hand it to the host as accepted."""
+        circuit_id, dialler = body.get("circuit"), body.get("from")
+        if not _is_id(circuit_id) or not isinstance(dialler, str) or len(dialler) > 128:
+            raise self._malformed("incoming")
+        assert isinstance(circuit_id, str)
+        held = [r for r in self.reservations if r.relay_peer == sender]
+        if not held:
+            self.counters["refused: no reservation"] += 1
+            raise RelayRefused("no reservation: this node holds no reservation with you")
+        where = held[0].address
+        circuit = self._circuit(sender, circuit_id, local=str(where.of(self.peer_id)),
+                                remote=str(where.of(dialler)), peer=None)
+        # The host's accept handshakes at once; this handler must return first, so the
+        # relay's next messages (the handshake's frames) reach the circuit.
+        self.tasks.spawn(_run(held[0].accept(circuit)), f"relay accept {circuit_id}")
+        self.counters["circuits accepted"] += 1
+        return {"ok": True}
+
+    # -- this node as a relay ([config.relay] serve = true) --------------------------------
+
+    def on_reserve(self, sender: str) -> dict[str, Any]:
+        """A peer reserves a slot (or renews it): it becomes reachable through us."""
+        self._serving("reserve")
+        return {"ttl": self.hop.reserve(sender)}
+
+    async def on_connect(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A dialler asks for a circuit to a peer holding a reservation here."""
+        self._serving("connect")
+        circuit_id, target = body.get("circuit"), body.get("target")
+        if not _is_id(circuit_id) or not isinstance(target, str) or len(target) > 128:
+            raise self._malformed("connect")
+        assert isinstance(circuit_id, str)
+        circuit = self.hop.open(End(sender, circuit_id), target)
+        try:
+            await self.node.request(target, TOPIC, {"op": "incoming", "from": sender,
+                                                    "circuit": circuit.target.circuit},
+                                    timeout=self.settings.request_timeout)
+        except Exception as exc:
+            self.hop.close(circuit.dialler, "refused by the target")
+            self.hop.counters["refused: by the target"] += 1
+            raise RelayRefused(f"refused by the target: {_reason(exc)}") from exc
+        return {"ok": True}
+
+    def sweep(self) -> None:
+        """Close circuits past their time (both ends told); forget lapsed reservations."""
+        self.hop.active_reservations()
+        for ends in self.hop.overdue():
+            for end in ends:
+                self.tasks.spawn(self._tell(end, "time limit"), "relay close")
+
+    def _serving(self, op: str) -> None:
+        if not self.settings.serve:
+            self.hop.counters["refused: not a relay"] += 1
+            raise RelayRefused(f"not a relay: this node does not relay ({op}); fix on the "
+                               "relay: serve = true under [config.relay]")
+
+    # -- frames, closes and lost peers, for both roles --------------------------------------
+
+    async def on_data(self, sender: str, body: dict[str, Any]) -> None:
+        """A frame of a circuit: ours (queue it) or one we relay (forward it)."""
+        circuit_id, data = body.get("circuit"), body.get("data")
+        limit = self.max_frame_size * 4 // 3 + 4
+        if not _is_id(circuit_id) or not isinstance(data, str) or len(data) > limit:
+            self._malformed("data")
+            return
+        assert isinstance(circuit_id, str)
+        mine = self.circuits.get((sender, circuit_id))
+        if mine is not None:
+            await mine.feed(data)
+            return
+        end = End(sender, circuit_id)
+        try:
+            other = self.hop.route(end, len(data) * 3 // 4)
+        except KeyError:
+            self.counters["unknown circuit"] += 1
+            return
+        if isinstance(other, Closed):  # a limit: the hop already forgot the circuit
+            await self._tell(end, other.reason)
+            await self._tell(other.other, other.reason)
+            return
+        for tap in self.tap:
+            tap(data)
+        try:
+            async with asyncio.timeout(self.settings.forward_timeout):
+                await self.node.send(other.peer, TOPIC, {"op": "data", "circuit": other.circuit,
+                                                         "data": data})
+        except Exception as exc:  # the other end is gone or never reads
+            reason = f"could not forward within {self.settings.forward_timeout:g}s: " \
+                     f"{exc or 'timed out'}"
+            self.hop.close(end, "forward failed")
+            for each in (end, other):
+                await self._tell(each, reason)
+
+    async def on_close(self, sender: str, body: dict[str, Any]) -> None:
+        """An end (or the relay) closed a circuit."""
+        circuit_id, reason = body.get("circuit"), body.get("reason", "")
+        if not _is_id(circuit_id):
+            self._malformed("close")
+            return
+        assert isinstance(circuit_id, str)
+        reason = reason[:200] if isinstance(reason, str) else ""
+        mine = self.circuits.get((sender, circuit_id))
+        if mine is not None:
+            mine.end(f"closed by the relay: {reason}" if reason else "closed by the relay")
+            return
+        other = self.hop.close(End(sender, circuit_id), "closed by an end")
+        await self._tell(other, "closed by the other end")
+
+    def peer_lost(self, peer: str) -> None:
+        """``peer``'s connection ended: circuits through it end, reservations renew."""
+        for circuit in [c for c in self.circuits.values() if c.relay_peer == peer]:
+            circuit.end("the connection to the relay ended")
+        for reservation in self.reservations:
+            if reservation.relay_peer == peer:
+                reservation.relay_peer = None
+                reservation.lost.set()
+        for other in self.hop.peer_gone(peer):
+            self.tasks.spawn(self._tell(other, "the other end's connection to the relay "
+                                        "ended"), "relay close")
+
+    async def _tell(self, end: End | None, reason: str) -> None:
+        if end is None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(min(self.settings.forward_timeout, 2.0)):
+                await self.node.send(end.peer, TOPIC, {"op": "close", "circuit": end.circuit,
+                                                       "reason": reason})
+
+    def _malformed(self, op: str) -> RelayError:
+        self.counters[f"malformed {op}"] += 1
+        return RelayError(f"malformed request: bad {op} message")
+
+
+async def _run(work: Awaitable[None]) -> None:
+    await work
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= _MAX_ID
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).split("\n")[0][:300]

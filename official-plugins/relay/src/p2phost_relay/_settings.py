@@ -1,0 +1,57 @@
+"""The relay's settings, from ``[config.relay]``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2phost_sdk import ConfigError
+
+from ._hop import HopLimits
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """What this node does as a relay, and how its circuits behave."""
+
+    serve: bool = False
+    limits: HopLimits = field(default_factory=HopLimits)
+    forward_timeout: float = 5.0
+    buffer_bytes: int = 4 * 1024 * 1024
+    request_timeout: float = 10.0
+
+
+_INTS = {"reservations": "reservations", "circuits": "circuits",
+         "circuits-per-peer": "circuits_per_peer", "circuit-bytes": "circuit_bytes"}
+_SECONDS = {"reservation-ttl": "reservation_ttl", "circuit-seconds": "circuit_seconds"}
+
+
+def settings_of(name: str, config: Mapping[str, Any]) -> RelaySettings:
+    """The settings in ``config``; ConfigError naming the first bad field."""
+    limits: dict[str, Any] = {}
+    for key, attr in _INTS.items():
+        if key in config:
+            value = config[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, key, "a whole number of at least 1", value)
+            limits[attr] = value
+    for key, attr in _SECONDS.items():
+        if key in config:
+            limits[attr] = _seconds(name, key, config[key])
+    buffer_bytes = config.get("buffer-bytes", 4 * 1024 * 1024)
+    if isinstance(buffer_bytes, bool) or not isinstance(buffer_bytes, int) or buffer_bytes < 1:
+        raise ConfigError(name, "buffer-bytes", "a whole number of at least 1", buffer_bytes)
+    serve = config.get("serve", False)
+    if not isinstance(serve, bool):
+        raise ConfigError(name, "serve", "true or false", serve)
+    return RelaySettings(
+        serve=serve, limits=HopLimits(**limits), buffer_bytes=buffer_bytes,
+        forward_timeout=_seconds(name, "forward-timeout", config.get("forward-timeout", 5.0)),
+        request_timeout=_seconds(name, "request-timeout", config.get("request-timeout", 10.0)))
+
+
+def _seconds(name: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(name, key, "a positive number of seconds", value)
+    return float(value)

@@ -1,0 +1,56 @@
+"""Real p2phost nodes in one process on the memory transport, with the relay plugin."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from p2phost._runtime import Node, NodeOptions
+from p2phost_sdk import Identity, PluginContext
+from tests.discovery.plugins import use_plugin_source
+
+for _name in ("relay", "memory-transport", "json-codec", "noise-security", "echo"):
+    use_plugin_source(_name)
+
+from p2phost_echo import EchoApp  # noqa: E402
+from p2phost_json_codec import JsonCodec  # noqa: E402
+from p2phost_memory_transport import MemoryTransport  # noqa: E402
+from p2phost_noise_security import NoiseSecurity  # noqa: E402
+from p2phost_relay import RelayApp, RelayService, RelayTransport, relay_of  # noqa: E402
+
+Make = Callable[..., "asyncio.Future[tuple[Node, RelayService]]"]
+
+
+@asynccontextmanager
+async def relay_network() -> AsyncIterator[Callable[..., Any]]:
+    """``await make(config, listen=[...], secure=True)``: a started node and its relay."""
+    nodes: list[Node] = []
+    memory = MemoryTransport()
+
+    async def make(config: dict[str, Any] | None = None, *, listen: tuple[str, ...] = (),
+                   secure: bool = True, mem: bool = True,
+                   peer_limit: int = 64) -> tuple[Node, RelayService]:
+        identity = Identity.generate()
+        context = PluginContext(name="relay", config=config or {}, peer_id=identity.peer_id,
+                                state_dir=None)  # type: ignore[arg-type]
+        service = relay_of(context)
+        name = f"mem://relay-test-{uuid.uuid4().hex[:10]}"
+        transports: dict[str, Any] = {s: RelayTransport(service) for s in RelayTransport.schemes}
+        transports["mem"] = memory
+        node = Node(identity, transports=transports, codecs={"application/json": JsonCodec()},
+                    security=[NoiseSecurity()] if secure else [],
+                    apps=[RelayApp(service), EchoApp()],
+                    options=NodeOptions(name=name, listen=((name,) if mem else ()) + listen,
+                                        drain_timeout=2.0, peer_limit=peer_limit))
+        await asyncio.wait_for(node.start(), 10)
+        nodes.append(node)
+        return node, service
+
+    try:
+        yield make
+    finally:
+        await asyncio.gather(*(asyncio.wait_for(n.close(), 15) for n in nodes),
+                             return_exceptions=True)
