@@ -119,6 +119,11 @@ class RelayApp(App):
                 raise error
         return None
 
+    async def on_peer_connected(self, peer: PeerInfo) -> None:
+        """A circuit dialled for one peer id must reach that peer: a relay that handed us
+        another (who proved its own id) loses the circuit."""
+        await self.service.check_reached(peer.peer_id, peer.address)
+
     async def on_peer_lost(self, peer: PeerInfo, reason: str) -> None:
         """Circuits through a lost relay end; a lost peer's reservation and circuits go."""
         with contextlib.suppress(Exception):

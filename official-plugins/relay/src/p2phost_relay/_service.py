@@ -87,9 +87,10 @@ class RelayService:
     def node(self) -> Messenger:
         """The node, once the relay app started."""
         if self._node is None:
-            raise RelayError("the relay app is not running in this node: relayed addresses "
-                             "need a running node (p2phost run); fix: add relay = \"*\" "
-                             "under [plugins] in p2phost.toml")
+            raise RelayError("relayed addresses are dialled by a running node: the circuit "
+                             "rides its relay app, which `p2phost send` and `ping` do not "
+                             "run; fix: `p2phost run` with relay = \"*\" under [plugins] "
+                             "and reach the peer from there ([node] connect, an app)")
         return self._node
 
     def attach(self, node: Messenger) -> None:
@@ -147,6 +148,16 @@ class RelayService:
                           timeout=self.settings.forward_timeout, on_close=self._forget)
         self.circuits[(relay, circuit_id)] = circuit
         return circuit
+
+    async def check_reached(self, peer_id: str, address: str) -> None:
+        """Close a dialled circuit on which a peer other than the one asked for answered."""
+        for circuit in list(self.circuits.values()):
+            if circuit.remote_address == address and circuit.remote_peer_id is not None \
+                    and circuit.remote_peer_id != peer_id and circuit.ended is None:
+                self.counters["wrong peer reached"] += 1
+                log.warning("the relay for %s connected us to %s instead: closed", address,
+                            peer_id)
+                await circuit.close()
 
     def _forget(self, circuit: Circuit) -> None:
         self.circuits.pop((circuit.relay_peer, circuit.circuit_id), None)
