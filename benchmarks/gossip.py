@@ -33,12 +33,12 @@ REPO = Path(__file__).resolve().parent.parent
 for _plugin in ("gossip", "memory-transport", "json-codec"):
     sys.path.insert(0, str(REPO / "official-plugins" / _plugin / "src"))
 
-from p2phost_gossip import GossipApp, GossipMessage  # noqa: E402
+from p2phost_gossip import SIGNING_NAME, GossipApp, GossipMessage  # noqa: E402
 from p2phost_json_codec import JsonCodec  # noqa: E402
 from p2phost_memory_transport import MemoryTransport  # noqa: E402
 
 from p2phost._runtime import Node, NodeOptions  # noqa: E402
-from p2phost_sdk import App, Identity, Message, handler  # noqa: E402
+from p2phost_sdk import App, Identity, Message, handler, plugin_payload  # noqa: E402
 
 TOPIC = "bench"
 
@@ -84,7 +84,11 @@ async def gossip_run(count: int, messages: int, rng: random.Random) -> dict[str,
     transport, codecs = MemoryTransport(), {"application/json": JsonCodec()}
     latencies = Tally(messages * (count - 1))
     sent_bytes = [0]
-    apps = [GossipApp({"heartbeat": 0.2, "graft-timeout": 0.1}) for _ in range(count)]
+    identities = [Identity.generate() for _ in range(count)]
+    # Messages signed by their origin and checked by every receiver, as the plugin runs.
+    apps = [GossipApp({"heartbeat": 0.2, "graft-timeout": 0.1}, peer_id=identity.peer_id,
+                      sign=lambda d, i=identity: i.sign(plugin_payload(SIGNING_NAME, d)))
+            for identity in identities]
     for app in apps:
         original = app._outbox.send
 
@@ -93,9 +97,9 @@ async def gossip_run(count: int, messages: int, rng: random.Random) -> dict[str,
             original(peer_id, frame)
         app._outbox.send = counting  # type: ignore[method-assign]
     tag = rng.randrange(10**9)
-    nodes = [Node(Identity.generate(), transports={"mem": transport}, codecs=codecs,
+    nodes = [Node(identity, transports={"mem": transport}, codecs=codecs,
                   apps=[app], options=NodeOptions(listen=[f"mem://g{tag}-{i}"]))
-             for i, app in enumerate(apps)]
+             for i, (identity, app) in enumerate(zip(identities, apps, strict=True))]
     async with contextlib.AsyncExitStack() as stack:
         for node in nodes:
             await stack.enter_async_context(node)

@@ -10,6 +10,7 @@ the command that fixes them.
 
 from __future__ import annotations
 
+import functools
 import graphlib
 import logging
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from p2phost_sdk import (
     Codec,
     Discovery,
     HookSpecs,
+    Identity,
     PluginContext,
     PluginMetadata,
     PluginMetadataError,
@@ -37,6 +39,7 @@ from p2phost_sdk import (
     normalize_name,
     parse_specifier,
     plugin_name_of,
+    plugin_payload,
 )
 from p2phost_sdk._hooks import PROJECT_NAME
 
@@ -70,6 +73,12 @@ class NodeParts:
     apps: list[App] = field(default_factory=list)
 
 
+def _signer(identity: Identity, plugin: str) -> Callable[[bytes], bytes]:
+    def sign(data: bytes) -> bytes:
+        return identity.sign(plugin_payload(plugin, data))
+    return sign
+
+
 def _install_fix(name: str, spec: str) -> str:
     return f"p2phost plugin install {name}" if spec.strip() in ("", "*") \
         else f"p2phost plugin install '{name}{spec}'"
@@ -89,7 +98,8 @@ class LoadedPlugins:
         """The pluggy hook relay, for lifecycle notifications (``hook.p2phost_peer_lost``)."""
         return self.manager.hook
 
-    def _each(self, hook_name: str, peer_id: str, max_frame_size: int) -> list[tuple[str, Any]]:
+    def _each(self, hook_name: str, peer_id: str, max_frame_size: int,
+              identity: Identity | None = None) -> list[tuple[str, Any]]:
         """Call a factory hook once per plugin, with that plugin's own context."""
         results: list[tuple[str, Any]] = []
         for plugin in self.plugins:
@@ -104,6 +114,7 @@ class LoadedPlugins:
                 state_dir=self.state_dir / "state" / name,
                 max_frame_size=max_frame_size,
                 logger=logging.getLogger(f"p2phost.plugin.{name}"),
+                sign=None if identity is None else _signer(identity, name),
             )
             try:
                 for made in caller(context=context):
@@ -115,10 +126,14 @@ class LoadedPlugins:
                 ) from exc
         return results
 
-    def build(self, peer_id: str, max_frame_size: int) -> NodeParts:
-        """Ask every plugin for its transports, codecs, discovery, security and apps."""
+    def build(self, peer_id: str, max_frame_size: int,
+              identity: Identity | None = None) -> NodeParts:
+        """Ask every plugin for its transports, codecs, discovery, security and apps
+        (with ``identity``, each plugin may sign with the node's key: PluginContext.sign)."""
         parts = NodeParts()
-        for owner, transport in self._each("p2phost_transports", peer_id, max_frame_size):
+        each = functools.partial(self._each, peer_id=peer_id, max_frame_size=max_frame_size,
+                                 identity=identity)
+        for owner, transport in each("p2phost_transports"):
             for scheme in type(transport).schemes:
                 if scheme in parts.transports:
                     raise PluginLoadError(
@@ -126,11 +141,11 @@ class LoadedPlugins:
                         fix="remove one of them from [plugins] in p2phost.toml",
                     )
                 parts.transports[scheme] = transport
-        for _, codec in self._each("p2phost_codecs", peer_id, max_frame_size):
+        for _, codec in each("p2phost_codecs"):
             parts.codecs.setdefault(type(codec).content_type, codec)
-        parts.discovery = [d for _, d in self._each("p2phost_discovery", peer_id, max_frame_size)]
-        parts.security = [s for _, s in self._each("p2phost_security", peer_id, max_frame_size)]
-        parts.apps = [a for _, a in self._each("p2phost_apps", peer_id, max_frame_size)]
+        parts.discovery = [d for _, d in each("p2phost_discovery")]
+        parts.security = [s for _, s in each("p2phost_security")]
+        parts.apps = [a for _, a in each("p2phost_apps")]
         return parts
 
 

@@ -44,6 +44,7 @@ from ._identity import (
     Identity,
     is_peer_id,
     peer_id_from_public_key,
+    plugin_payload,
     public_key_from_peer_id,
     verify,
 )
@@ -156,6 +157,7 @@ __all__ = [
     "permission_of",
     "plugin_name",
     "plugin_name_of",
+    "plugin_payload",
     "presence_payload",
     "public_key_from_peer_id",
     "run_handshake",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,3 +24,8 @@ class PluginContext:
     #: The largest frame the node accepts or sends, in bytes.
     max_frame_size: int = 16 * 1024 * 1024
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("p2phost.plugin"))
+    #: Signs bytes with this node's key, for this plugin: the signature covers
+    #: ``plugin_payload(name, data)``, so peers check it with
+    #: ``verify(peer_id, signature, plugin_payload(name, data))``. None where the host
+    #: lends no key (a conformance kit, an older host).
+    sign: Callable[[bytes], bytes] | None = None

@@ -48,6 +48,20 @@ def is_peer_id(text: str) -> bool:
     return True
 
 
+_PLUGIN_DOMAIN = b"p2phost plugin signature v1\x00"
+
+
+def plugin_payload(plugin: str, data: bytes) -> bytes:
+    """The bytes a plugin's signature over ``data`` covers (``PluginContext.sign``): a
+    domain string and the plugin's name first, so it is never mistaken for another
+    plugin's signature nor for the node's own (handshakes, presence records).
+
+    Check one with ``verify(peer_id, signature, plugin_payload(plugin, data))``.
+    """
+    raw = plugin.encode()
+    return _PLUGIN_DOMAIN + bytes([len(raw)]) + raw + data
+
+
 def verify(peer_id: str, signature: bytes, data: bytes) -> bool:
     """Whether ``signature`` over ``data`` was made by the key of ``peer_id``."""
     try:

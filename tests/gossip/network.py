@@ -67,7 +67,10 @@ class GossipNetwork:
         def on_message(message: GossipMessage) -> None:
             delivered.add(message.id)
 
-        router = Router(peer_id, MemoryWire(self, peer_id), settings or GossipSettings(),
+        # Simulated ids carry no keys: the routing is measured here, signatures in
+        # tests/gossip/test_signed.py.
+        settings = settings or GossipSettings(require_signatures=False)
+        router = Router(peer_id, MemoryWire(self, peer_id), settings,
                         on_message=on_message, clock=self.clock,
                         rng=random.Random(self.rng.random()))
         others = [p for p in self.routers if p not in self.dead]

@@ -29,7 +29,7 @@ def test_the_message_cache_forgets_after_history_heartbeats() -> None:
 
 def test_ids_are_content_addressed() -> None:
     frame = make_message("t", "origin", 7, {"a": 1})
-    assert check_message(frame, 1000) == frame["id"]
+    assert check_message(frame, 1000)[0] == frame["id"]
     frame["data"] = {"a": 2}
     try:
         check_message(frame, 1000)

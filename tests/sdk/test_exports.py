@@ -25,7 +25,7 @@ EXPORTS: dict[str, set[str]] = {
     "check_announcement", "check_frame_size", "check_scope", "close_within", "handler",
     "hookimpl", "host_api_compatible", "is_peer_id", "is_valid_name", "is_wildcard",
     "link_addresses", "normalize_name", "parse_specifier", "peer_id_from_public_key",
-    "permission_of", "plugin_name", "plugin_name_of", "presence_payload",
+    "permission_of", "plugin_name", "plugin_name_of", "plugin_payload", "presence_payload",
     "public_key_from_peer_id", "run_handshake", "verify", "with_host", "with_timeout",
     },
     "p2phost_sdk.inbox": {

@@ -7,13 +7,22 @@ from collections.abc import Sequence
 from p2phost_sdk import App, PluginContext, hookimpl
 
 from ._cache import MessageCache, SeenCache
-from ._messages import InvalidFrame, check_message, make_message, message_id
+from ._messages import (
+    SIGNING_NAME,
+    InvalidFrame,
+    Signer,
+    check_message,
+    check_signature,
+    make_message,
+    message_id,
+)
 from ._plugin import TOPIC, GossipApp, Subscriber, gossip_of, settings_of
 from ._router import GossipMessage, Router, Validator, Wire
 from ._score import PeerScores
 from ._settings import GossipSettings
 
 __all__ = [
+    "SIGNING_NAME",
     "TOPIC",
     "GossipApp",
     "GossipMessage",
@@ -23,10 +32,12 @@ __all__ = [
     "PeerScores",
     "Router",
     "SeenCache",
+    "Signer",
     "Subscriber",
     "Validator",
     "Wire",
     "check_message",
+    "check_signature",
     "gossip_of",
     "make_message",
     "message_id",
@@ -38,4 +49,5 @@ __all__ = [
 @hookimpl
 def p2phost_apps(context: PluginContext) -> Sequence[App]:
     """The gossip app, configured by ``[config.gossip]``."""
-    return [GossipApp(context.config, plugin=context.name, peer_id=context.peer_id)]
+    return [GossipApp(context.config, plugin=context.name, peer_id=context.peer_id,
+                      sign=context.sign)]

@@ -17,6 +17,7 @@ from typing import Any
 
 from p2phost_sdk import App, ConfigError, Message, Messenger, PeerInfo, PeerUnavailable, handler
 
+from ._messages import Signer
 from ._router import GossipMessage, Router
 from ._settings import GossipSettings
 
@@ -53,7 +54,10 @@ def settings_of(name: str, config: Mapping[str, Any]) -> GossipSettings:
                 values[attr] = kind(config[key])
             except (TypeError, ValueError):
                 raise ConfigError(name, key, f"a {kind.__name__}", config[key]) from None
-    settings = GossipSettings(**values)
+    required = config.get("require-signatures", True)
+    if not isinstance(required, bool):
+        raise ConfigError(name, "require-signatures", "true or false", required)
+    settings = GossipSettings(**values, require_signatures=required)
     for field, expected in settings.check():
         raise ConfigError(name, field, expected, config.get(field, getattr(
             settings, field.replace("-", "_"), None)))
@@ -97,13 +101,14 @@ class GossipApp(App):
 
     def __init__(self, config: Mapping[str, Any] | None = None, *,
                  plugin: str = "gossip", peer_id: str | None = None,
-                 outbox: int = 4096) -> None:
+                 sign: Signer | None = None, outbox: int = 4096) -> None:
         config = config or {}
         self.settings = settings_of(plugin, config)
         self.configured = tuple(config.get("topics", []))
         self._outbox = _Outbox(outbox)
         self._subscribers: defaultdict[str, list[Subscriber]] = defaultdict(list)
         self._router: Router | None = None
+        self._sign = sign
         self._tasks: list[asyncio.Task[None]] = []
         if peer_id is not None:
             # Known from the plugin context: other apps of the node may subscribe and
@@ -111,7 +116,11 @@ class GossipApp(App):
             self._make_router(peer_id)
 
     def _make_router(self, peer_id: str) -> None:
-        self._router = Router(peer_id, self._outbox, self.settings, on_message=self._deliver)
+        if self._sign is None and self.settings.require_signatures:
+            log.warning("gossip has no key to sign with (an older host?): its messages are "
+                        "unsigned, and peers requiring signatures refuse them")
+        self._router = Router(peer_id, self._outbox, self.settings, on_message=self._deliver,
+                              sign=self._sign)
         _running[peer_id] = self
 
     @property

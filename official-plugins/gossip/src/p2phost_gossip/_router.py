@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._cache import MessageCache, SeenCache
-from ._messages import InvalidFrame, check_frame, check_message, make_message
+from ._messages import (
+    InvalidFrame,
+    Signer,
+    check_frame,
+    check_message,
+    check_signature,
+    make_message,
+)
 from ._score import PeerScores
 from ._settings import GossipSettings
 
@@ -71,12 +78,14 @@ class Router:
     def __init__(self, peer_id: str, wire: Wire, settings: GossipSettings | None = None, *,
                  on_message: Callable[[GossipMessage], None] | None = None,
                  validate: Validator | None = None,
+                 sign: Signer | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
         self.peer_id = peer_id
         self.settings = s = settings or GossipSettings()
         self.on_message = on_message
         self.validate = validate
+        self.sign = sign
         self._wire, self._clock = wire, clock
         self._rng = rng or random.Random()
         self.topics: set[str] = set()
@@ -151,7 +160,7 @@ class Router:
         A subscriber publishes into its mesh; a node not subscribed uses a fan-out set of
         D subscribers it knows (kept for ``fanout_ttl`` seconds after its last use).
         """
-        frame = make_message(topic, self.peer_id, next(self._seq), data)
+        frame = make_message(topic, self.peer_id, next(self._seq), data, self.sign)
         message_id: str = frame["id"]
         self.seen.add(message_id)
         self.cache.put(message_id, frame)
@@ -216,15 +225,21 @@ class Router:
         self.counters["received"] += 1
         topic = frame["topic"]
         try:
-            message_id = check_message(frame, self.settings.max_data)
+            message_id, digest = check_message(frame, self.settings.max_data)
+        except InvalidFrame as exc:
+            self._invalid(sender, str(exc))
+            return
+        if message_id in self.seen:  # a copy of one already checked: no signature check
+            self._duplicate(sender, topic)
+            return
+        try:
+            check_signature(frame, digest, required=self.settings.require_signatures)
             if self.validate is not None and not self.validate(topic, frame.get("data")):
                 raise InvalidFrame("refused by the topic's validator")
         except InvalidFrame as exc:
             self._invalid(sender, str(exc))
             return
-        if not self.seen.add(message_id):
-            self._duplicate(sender, topic)
-            return
+        self.seen.add(message_id)
         self._missing.pop(message_id, None)
         if topic not in self.topics:
             self.counters["not subscribed"] += 1

@@ -39,6 +39,8 @@ class GossipSettings:
     graylist_threshold: float = -80.0
     #: Each heartbeat a score moves this fraction of the way back to 0.
     decay: float = 0.05
+    #: Refuse messages their origin did not sign (a forwarder cannot forge or alter one).
+    require_signatures: bool = True
 
     def check(self) -> list[tuple[str, str]]:
         """(field, what it must be) for each bad field; empty when all are fine."""
