@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,14 @@ def free_port() -> int:
 class RunningNode:
     """One ``p2phost run`` process of the project at ``root``."""
 
-    def __init__(self, root: Path, timeout: float = 30) -> None:
+    def __init__(self, root: Path, timeout: float = 30, *,
+                 prefix: Sequence[str] = ()) -> None:
+        """Start it (``prefix``: e.g. ``ip netns exec NS`` to run it in a namespace)."""
         self.root = root
         self.stderr_path = root / f"stderr-{time.monotonic_ns()}.log"
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "p2phost", "run"], cwd=root, text=True,
+            [*prefix, sys.executable, "-m", "p2phost", "run"], cwd=root, text=True,
             stdout=subprocess.PIPE, stderr=self.stderr_path.open("w"),
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
