@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Install the command-line tools some tests use, once (idempotent): dig (bind9-dnsutils) for
-# tests/discovery/test_dns_sd_interop.py. The tests skip without them, except under CI=true.
+# tests/discovery/test_dns_sd_interop.py; iptables and tcpdump for tests/relay/test_netns.py
+# (a node behind NAT, a capture on the relay). The tests skip without them, except under
+# CI=true.
 set -euo pipefail
-if command -v dig >/dev/null 2>&1; then
+missing=()
+command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
+if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
-  echo "dig is missing; install it with: sudo apt-get install -y bind9-dnsutils" >&2
+  echo "missing tools; install them with: sudo apt-get install -y ${missing[*]}" >&2
   exit 0
 fi
-echo "== installing bind9-dnsutils (dig, for tests/discovery/test_dns_sd_interop.py)"
+echo "== installing ${missing[*]} (for the DNS-SD interop and the relay namespace tests)"
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
