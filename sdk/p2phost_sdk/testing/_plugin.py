@@ -96,4 +96,10 @@ class PluginUnderTest:
             )
         if kind == "codec":
             return self.make("codec")[index]
-        return lambda: self.make(kind)[index]
+        def factory() -> Any:
+            return self.make(kind)[index]
+
+        # Directed discovery (``directed = true`` under [tool.p2phost.check]): the kit
+        # skips the tests that expect instances told nothing to find each other.
+        factory.directed = bool(self.check.get("directed", False))  # type: ignore[attr-defined]
+        return factory
