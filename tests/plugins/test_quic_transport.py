@@ -190,3 +190,19 @@ async def test_handshakes_in_progress_are_capped_per_listener() -> None:
             dialled = await transport.dial(address, timeout=TIMEOUT)
             assert await accepted.get()
         await dialled.close()
+
+
+async def test_an_end_that_never_wrote_a_frame_closes_at_once_when_the_peer_is_gone() -> None:
+    # A refused handshake closes before writing anything: no wait for a vanished peer's
+    # acknowledgement, so the node's report of the refusal is not held back.
+    async with listening(QuicTransport()) as (address, accepted):
+        client = await QuicTransport().dial(address, timeout=TIMEOUT)
+        await client.send(b"a first handshake message the server refuses")
+        server = await asyncio.wait_for(accepted.get(), TIMEOUT)
+        assert await asyncio.wait_for(server.recv(), TIMEOUT)
+        assert client.udp is not None
+        client.udp.close()  # the peer vanishes without a word (its process was killed)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await server.close()
+        assert loop.time() - started < 1.0

@@ -55,6 +55,7 @@ class QuicStreamConnection(Connection):
         self._consumed = 0  # stream bytes handed to the reader (the preamble included)
         self._granted = window
         self._written = 0
+        self._preamble_sent = 0  # of ``_written``: the preamble, not a frame
         self._preamble = on_ready is not None  # an accepted connection waits for it
         self._on_ready = on_ready
         self._waiters: list[asyncio.Future[None]] = []
@@ -180,6 +181,7 @@ class QuicStreamConnection(Connection):
     def open_stream(self) -> None:
         """The dialler's side: open stream 0 with the preamble."""
         self._write(PREAMBLE)
+        self._preamble_sent = len(PREAMBLE)
         self.protocol.transmit()
 
     def _write(self, data: bytes) -> None:
@@ -238,8 +240,12 @@ class QuicStreamConnection(Connection):
             return
         self._closed = True
         # Both ends end their side and wait for its acknowledgement, so neither sends the
-        # connection close before the other has everything.
-        if not self._ended and self._error is None:
+        # connection close before the other has everything. An end that never wrote a frame
+        # (a refused handshake: the security plugin failed on the peer's first message) has
+        # nothing to deliver: it closes at once. Waiting there for a peer that is gone held
+        # the host's report of the failed handshake back up to 2 s, and a node stopped
+        # meanwhile never logged it.
+        if not self._ended and self._error is None and self._written > self._preamble_sent:
             try:
                 self.quic.send_stream_data(STREAM, b"", end_stream=True)
                 self.protocol.transmit()
