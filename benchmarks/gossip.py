@@ -1,9 +1,10 @@
 """Gossip propagation beside p2phost's own full-mesh ``publish``, real nodes, one run.
 
-    python benchmarks/gossip.py [--nodes 50] [--messages 50]
+    python benchmarks/gossip.py [--nodes 50] [--messages 50] [--over mem|tcp]
 
-Both runs use N p2phost nodes in this process on the memory transport with the JSON codec
-(no security plugin, so the figures are the pub/sub's own cost):
+Both runs use N p2phost nodes in this process with the JSON codec, on the memory transport
+with no security plugin (``--over mem``, the pub/sub's own cost) or on TCP loopback with
+noise-security (``--over tcp``, as benchmarks/overlay.py runs it beside py-libp2p):
 
 - gossip: every node runs the gossip app and dials 6 random earlier nodes; node 0 publishes
   (not subscribed: fan-out), the others subscribe;
@@ -13,8 +14,9 @@ Both runs use N p2phost nodes in this process on the memory transport with the J
 Each message carries its send time; a node records when it got it. Printed per run:
 delivered, propagation p50/p99 (ms, over every node and message), body bytes sent per
 delivered message (JSON of the frames or bodies sent, all nodes), most connections any
-node holds; and the ratios gossip / full mesh. Not here: py-libp2p's GossipSub (not a
-dependency yet).
+node holds; and the ratios gossip / full mesh. Gossip messages are signed by their origin
+and checked by every receiver, as the plugin runs. py-libp2p's GossipSub beside them:
+benchmarks/overlay.py.
 """
 
 from __future__ import annotations
@@ -30,17 +32,37 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-for _plugin in ("gossip", "memory-transport", "json-codec"):
+for _plugin in ("gossip", "memory-transport", "json-codec", "tcp-transport", "noise-security"):
     sys.path.insert(0, str(REPO / "official-plugins" / _plugin / "src"))
 
 from p2phost_gossip import SIGNING_NAME, GossipApp, GossipMessage  # noqa: E402
 from p2phost_json_codec import JsonCodec  # noqa: E402
 from p2phost_memory_transport import MemoryTransport  # noqa: E402
+from p2phost_noise_security import NoiseSecurity  # noqa: E402
+from p2phost_tcp_transport import TcpTransport  # noqa: E402
 
 from p2phost._runtime import Node, NodeOptions  # noqa: E402
-from p2phost_sdk import App, Identity, Message, handler, plugin_payload  # noqa: E402
+from p2phost_sdk import (  # noqa: E402
+    App,
+    Identity,
+    Message,
+    Security,
+    Transport,
+    handler,
+    plugin_payload,
+)
 
 TOPIC = "bench"
+#: Where the nodes talk: ``mem`` (in-process, no security: the pub/sub's own cost) or
+#: ``tcp`` (loopback with noise-security, as py-libp2p runs in benchmarks/overlay.py).
+MEDIA = ("mem", "tcp")
+
+
+def medium(name: str, tag: int) -> tuple[dict[str, Transport], list[Security], Any]:
+    """Transports, security and a listen-address maker for ``name``."""
+    if name == "tcp":
+        return {"tcp": TcpTransport()}, [NoiseSecurity()], lambda i: "tcp://127.0.0.1:0"
+    return {"mem": MemoryTransport()}, [], lambda i: f"mem://b{tag}-{i}"
 
 
 class Tally(list[float]):
@@ -80,8 +102,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def gossip_run(count: int, messages: int, rng: random.Random) -> dict[str, float]:
-    transport, codecs = MemoryTransport(), {"application/json": JsonCodec()}
+async def gossip_run(count: int, messages: int, rng: random.Random,
+                     over: str = "mem") -> dict[str, float]:
+    codecs = {"application/json": JsonCodec()}
     latencies = Tally(messages * (count - 1))
     sent_bytes = [0]
     identities = [Identity.generate() for _ in range(count)]
@@ -96,16 +119,16 @@ async def gossip_run(count: int, messages: int, rng: random.Random) -> dict[str,
             sent_bytes[0] += len(json.dumps(frame))
             original(peer_id, frame)
         app._outbox.send = counting  # type: ignore[method-assign]
-    tag = rng.randrange(10**9)
-    nodes = [Node(identity, transports={"mem": transport}, codecs=codecs,
-                  apps=[app], options=NodeOptions(listen=[f"mem://g{tag}-{i}"]))
+    transports, security, listen = medium(over, rng.randrange(10**9))
+    nodes = [Node(identity, transports=transports, codecs=codecs, security=security,
+                  apps=[app], options=NodeOptions(listen=[listen(i)]))
              for i, (identity, app) in enumerate(zip(identities, apps, strict=True))]
     async with contextlib.AsyncExitStack() as stack:
         for node in nodes:
             await stack.enter_async_context(node)
         for i, node in enumerate(nodes[1:], 1):
             for j in rng.sample(range(i), min(6, i)):
-                await asyncio.wait_for(node.connect(f"mem://g{tag}-{j}"), 10)
+                await asyncio.wait_for(node.connect(nodes[j].addresses[0]), 10)
 
         def record(message: GossipMessage) -> None:
             latencies.add(time.perf_counter() - message.data["t"])
@@ -121,20 +144,21 @@ async def gossip_run(count: int, messages: int, rng: random.Random) -> dict[str,
     return summary(latencies, messages * (count - 1), sent_bytes[0], links)
 
 
-async def full_mesh_run(count: int, messages: int, rng: random.Random) -> dict[str, float]:
-    transport, codecs = MemoryTransport(), {"application/json": JsonCodec()}
+async def full_mesh_run(count: int, messages: int, rng: random.Random,
+                        over: str = "mem") -> dict[str, float]:
+    codecs = {"application/json": JsonCodec()}
     latencies = Tally(messages * (count - 1))
-    tag = rng.randrange(10**9)
-    nodes = [Node(Identity.generate(), transports={"mem": transport}, codecs=codecs,
+    transports, security, listen = medium(over, rng.randrange(10**9))
+    nodes = [Node(Identity.generate(), transports=transports, codecs=codecs, security=security,
                   apps=[] if i == 0 else [Receiver(latencies)],
-                  options=NodeOptions(listen=[f"mem://f{tag}-{i}"], peer_limit=count + 8))
+                  options=NodeOptions(listen=[listen(i)], peer_limit=count + 8))
              for i in range(count)]
     sent = 0
     async with contextlib.AsyncExitStack() as stack:
         for node in nodes:
             await stack.enter_async_context(node)
         for i in range(1, count):
-            await asyncio.wait_for(nodes[0].connect(f"mem://f{tag}-{i}"), 10)
+            await asyncio.wait_for(nodes[0].connect(nodes[i].addresses[0]), 10)
         await asyncio.sleep(0.5)
         for _ in range(messages):
             body = {"t": time.perf_counter(), "pad": "x" * 200}
@@ -155,10 +179,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=50)
     parser.add_argument("--messages", type=int, default=50)
+    parser.add_argument("--over", choices=MEDIA, default="mem")
     args = parser.parse_args()
     rng = random.Random(1)
-    gossip = await gossip_run(args.nodes, args.messages, rng)
-    full = await full_mesh_run(args.nodes, args.messages, rng)
+    gossip = await gossip_run(args.nodes, args.messages, rng, args.over)
+    full = await full_mesh_run(args.nodes, args.messages, rng, args.over)
     print(f"{args.nodes} nodes, {args.messages} messages")
     print(f"{'':10} {'delivered':>9} {'p50 ms':>8} {'p99 ms':>8} {'bytes/msg':>9} {'links':>5}")
     for name, row in (("gossip", gossip), ("full mesh", full)):

@@ -1,7 +1,24 @@
-"""DHT lookups: dht-discovery beside the ``kademlia`` package (PyPI), same machine, one run.
+"""The overlay beside its baselines, same machine, one run: DHT lookups beside the
+``kademlia`` package (PyPI); gossip propagation beside py-libp2p's GossipSub and beside
+p2phost's own full-mesh ``publish``.
 
-    python benchmarks/overlay.py [--sizes 50,100,200] [--lookups 200]
+    python benchmarks/overlay.py [--parts dht,gossip] [--sizes 50,100,200] [--lookups 200]
+        [--gossip-nodes 50] [--messages 50] [--libp2p-python VENV/bin/python]
 
+**Gossip.** 50 nodes in one process each, TCP on loopback with Noise for all three:
+p2phost's gossip plugin (D = 8, heartbeat 0.2 s, origin-signed messages) and p2phost's
+full-mesh ``publish`` (benchmarks/gossip.py ``--over tcp``), and py-libp2p's GossipSub
+(benchmarks/_libp2p_gossip.py: D = 8, heartbeat 1 s, strict signing), which runs in its own
+venv, as py-libp2p's dependencies are not the project's: make it once with
+``python3.11 -m venv /tmp/libp2p-venv && /tmp/libp2p-venv/bin/pip install libp2p`` and pass
+``--libp2p-python /tmp/libp2p-venv/bin/python`` (or set ``LIBP2P_PYTHON``). Each node dials
+6 random earlier ones; node 0 publishes 50 messages of ~230 bytes, 20 ms apart, not
+subscribed (fan-out); the 49 others subscribe. Printed: delivered, propagation p50/p99 in
+ms, bytes the pub/sub wrote per delivered message (p2phost: JSON of gossip frames or
+bodies; py-libp2p: protobuf RPCs; neither counts framing or encryption), most connections
+of one node; ratios p2phost gossip / py-libp2p (below 1 is better for us).
+
+**DHT.**
 For each size N, both DHTs run N nodes in this process on UDP over loopback (kademlia's
 own rpcudp; dht-discovery's core over a small JSON-over-UDP Rpc, so neither has a p2phost
 node's connections and security under it), joined one after the other through node 0.
@@ -24,8 +41,10 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -209,6 +228,48 @@ async def main(sizes: list[int], lookups: int) -> None:
               f"{ratio(a, b, 'ms_p90'):>8} {ratio(a, b, 'build_s'):>8}")
 
 
+async def gossip(nodes: int, messages: int, libp2p_python: str | None) -> None:
+    """p2phost gossip and full mesh over tcp + noise, beside py-libp2p's GossipSub."""
+    import logging
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import gossip as ours_gossip  # benchmarks/gossip.py
+
+    logging.getLogger("p2phost").setLevel(logging.ERROR)
+    rows: dict[str, dict[str, float]] = {}
+    rows["p2phost gossip"] = await ours_gossip.gossip_run(nodes, messages, random.Random(1),
+                                                          "tcp")
+    rows["p2phost full mesh"] = await ours_gossip.full_mesh_run(nodes, messages,
+                                                                random.Random(1), "tcp")
+    if libp2p_python:  # alone on the loop: nothing of ours runs meanwhile
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [libp2p_python, str(REPO / "benchmarks" / "_libp2p_gossip.py"), "--nodes",
+             str(nodes), "--messages", str(messages)], capture_output=True, text=True,
+            timeout=900, cwd="/")
+        try:
+            rows["py-libp2p gossipsub"] = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            print(f"py-libp2p run failed:\n{done.stderr[-2000:]}")
+    print(f"\ngossip: {nodes} nodes, {messages} messages, tcp loopback + noise, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{'':20} {'delivered':>9} {'p50 ms':>8} {'p99 ms':>8} {'bytes/msg':>9} "
+          f"{'links':>5}")
+    for name, row in rows.items():
+        print(f"{name:20} {row['delivered']:9.1%} {row['p50']:8.2f} {row['p99']:8.2f} "
+              f"{row['bytes']:9.0f} {row['links']:5.0f}")
+    base = rows.get("py-libp2p gossipsub")
+    if base is None:
+        print("py-libp2p: not run; make its venv: python3.11 -m venv /tmp/libp2p-venv && "
+              "/tmp/libp2p-venv/bin/pip install libp2p; then --libp2p-python "
+              "/tmp/libp2p-venv/bin/python")
+        return
+    ours_row = rows["p2phost gossip"]
+    print(f"{'ratio gossip/libp2p':20} {'':9} " + " ".join(
+        f"{ratio(ours_row, base, k):>8}" for k in ("p50", "p99")) +
+        f" {ratio(ours_row, base, 'bytes'):>9} {ratio(ours_row, base, 'links'):>5}")
+
+
 def ratio(a: dict[str, float], b: dict[str, float], name: str) -> str:
     """dht-discovery / kademlia for one column ("-" when kademlia's is 0)."""
     return f"{a[name] / b[name]:.2f}" if b[name] else "-"
@@ -216,7 +277,15 @@ def ratio(a: dict[str, float], b: dict[str, float], name: str) -> str:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default="dht,gossip")
     parser.add_argument("--sizes", default="50,100,200")
     parser.add_argument("--lookups", type=int, default=200)
+    parser.add_argument("--gossip-nodes", type=int, default=50)
+    parser.add_argument("--messages", type=int, default=50)
+    parser.add_argument("--libp2p-python", default=os.environ.get("LIBP2P_PYTHON"))
     options = parser.parse_args()
-    asyncio.run(main([int(s) for s in options.sizes.split(",")], options.lookups))
+    parts = options.parts.split(",")
+    if "dht" in parts:
+        asyncio.run(main([int(s) for s in options.sizes.split(",")], options.lookups))
+    if "gossip" in parts:
+        asyncio.run(gossip(options.gossip_nodes, options.messages, options.libp2p_python))
