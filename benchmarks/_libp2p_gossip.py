@@ -69,13 +69,19 @@ async def run(count: int, messages: int, rng: random.Random) -> dict[str, float]
                     await host.connect(info_from_p2p_addr(addr))
             for pubsub in pubsubs[1:]:
                 nursery.start_soon(receive, await pubsub.subscribe(TOPIC))
-            await trio.sleep(3.0)  # meshes form on the heartbeats
+            # Meshes form on the heartbeats: wait (60 s at most) until every subscriber
+            # has mesh peers and the publisher knows subscribers to fan out to.
+            with trio.move_on_after(60):
+                while not (all(r.mesh.get(TOPIC) for r in routers[1:])
+                           and pubsubs[0].peer_topics.get(TOPIC)):
+                    await trio.sleep(0.2)
+            await trio.sleep(1.0)
             written[0] = 0
             for _ in range(messages):
                 body = json.dumps({"t": time.perf_counter(), "pad": "x" * 200}).encode()
                 await pubsubs[0].publish(TOPIC, body)
                 await trio.sleep(0.02)
-            with trio.move_on_after(20):
+            with trio.move_on_after(60):
                 await done.wait()
             links = max(len(h.get_network().connections) for h in hosts)
             nursery.cancel_scope.cancel()
