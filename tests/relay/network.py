@@ -32,10 +32,11 @@ async def relay_network() -> AsyncIterator[Callable[..., Any]]:
 
     async def make(config: dict[str, Any] | None = None, *, listen: tuple[str, ...] = (),
                    secure: bool = True, mem: bool = True,
-                   peer_limit: int = 64) -> tuple[Node, RelayService]:
+                   peer_limit: int = 64,
+                   max_frame_size: int = 16 * 1024 * 1024) -> tuple[Node, RelayService]:
         identity = Identity.generate()
         context = PluginContext(name="relay", config=config or {}, peer_id=identity.peer_id,
-                                state_dir=None)  # type: ignore[arg-type]
+                                state_dir=None, max_frame_size=max_frame_size)  # type: ignore[arg-type]
         service = relay_of(context)
         name = f"mem://relay-test-{uuid.uuid4().hex[:10]}"
         transports: dict[str, Any] = {s: RelayTransport(service) for s in RelayTransport.schemes}
@@ -44,7 +45,8 @@ async def relay_network() -> AsyncIterator[Callable[..., Any]]:
                     security=[NoiseSecurity()] if secure else [],
                     apps=[RelayApp(service), EchoApp()],
                     options=NodeOptions(name=name, listen=((name,) if mem else ()) + listen,
-                                        drain_timeout=2.0, peer_limit=peer_limit))
+                                        drain_timeout=2.0, peer_limit=peer_limit,
+                                        max_frame_size=max_frame_size))
         await asyncio.wait_for(node.start(), 10)
         nodes.append(node)
         return node, service

@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from p2phost_sdk import PeerUnavailable
+from p2phost_sdk import PeerUnavailable, RemoteError
 from p2phost_sdk.testing.discovery import wait_until
 from tests.relay.network import relay_network
 
@@ -36,6 +36,8 @@ async def test_a_node_that_listens_nowhere_is_reached_through_the_relay(secure: 
         assert await dialler.connect(address) == target.peer_id
         reply = await dialler.request(target.peer_id, "echo", {"text": SECRET}, timeout=10)
         assert reply == {"text": SECRET}
+        big = {"pad": "x" * 1_000_000}  # a large frame fits a circuit, base64 and all
+        assert await dialler.request(target.peer_id, "echo", big, timeout=30) == big
         [peer] = [p for p in dialler.peers() if p.peer_id == target.peer_id]
         assert peer.address == address
         assert peer.security == ("noise" if secure else "none")
@@ -85,3 +87,28 @@ async def test_a_node_that_does_not_relay_refuses_with_the_fix() -> None:
         dialler, _ = await make()
         with pytest.raises(PeerUnavailable, match="serve = true"):
             await dialler.connect(f"relay+{plain.addresses[0]}/p2p-circuit/{plain.peer_id}")
+
+
+async def test_malformed_and_stray_relay_messages_are_dropped_and_counted() -> None:
+    async with relay_network() as make:
+        relay, hop = await make({"serve": True}, max_frame_size=64 * 1024)
+        attacker, _ = await make(max_frame_size=64 * 1024)
+        await attacker.connect(relay.addresses[0])
+        with pytest.raises(RemoteError, match="malformed"):
+            await attacker.request(relay.peer_id, "relay", {"op": "nonsense"}, timeout=5)
+        with pytest.raises(RemoteError, match="malformed"):
+            await attacker.request(relay.peer_id, "relay",
+                                   {"op": "connect", "target": 7, "circuit": "c"}, timeout=5)
+        oversized = "A" * (hop.circuit_frame * 4 // 3 + 8)  # still fits one message
+        for body in ({"op": "data", "circuit": "x" * 100, "data": ""},
+                     {"op": "data", "circuit": "c1", "data": oversized},
+                     {"op": "data", "circuit": "nobody", "data": "AAAA"},
+                     {"op": "close", "circuit": 5}):
+            await attacker.send(relay.peer_id, "relay", body)
+        await wait_until(lambda: hop.counters["malformed data"] == 2
+                         and hop.counters["unknown circuit"] == 1
+                         and hop.counters["malformed close"] == 1, 10, "all counted")
+        assert hop.hop.active_circuits() == 0
+        # The relay still serves honest peers.
+        _, behind = await make(listen=("relay+" + relay.addresses[0],), mem=False)
+        await reserved(behind)

@@ -33,6 +33,8 @@ class Circuit(Connection):
         self.local_address = local_address
         self.remote_address = remote_address
         self.remote_peer_id = remote_peer_id
+        #: Below the node's own: a frame crosses each hop as base64 in one message.
+        self.max_frame_size = max_frame_size
         self._post = post
         self._max_frame = max_frame_size
         self._incoming_limit = max_frame_size

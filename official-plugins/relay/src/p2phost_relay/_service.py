@@ -36,6 +36,7 @@ from ._settings import RelaySettings, settings_of
 TOPIC = "relay"
 log = logging.getLogger("p2phost.plugin.relay")
 _MAX_ID = 32
+_ENVELOPE_ROOM = 1024
 _BACKOFF = Backoff(initial=0.5, maximum=30.0)
 
 
@@ -74,6 +75,9 @@ class RelayService:
         self.peer_id = peer_id
         self.settings = settings
         self.max_frame_size = max_frame_size
+        # A circuit's frame crosses each hop as base64 in a message of at most the node's
+        # max-frame-size, envelope and JSON included.
+        self.circuit_frame = (max_frame_size - _ENVELOPE_ROOM) * 3 // 4
         self.hop = Hop(settings.limits)
         self.counters: Counter[str] = Counter()
         self.circuits: dict[tuple[str, str], Circuit] = {}
@@ -143,7 +147,7 @@ class RelayService:
             await self.node.send(relay, TOPIC, body)
 
         circuit = Circuit(relay, circuit_id, post, local_address=local, remote_address=remote,
-                          remote_peer_id=peer, max_frame_size=self.max_frame_size,
+                          remote_peer_id=peer, max_frame_size=self.circuit_frame,
                           buffer_bytes=self.settings.buffer_bytes,
                           timeout=self.settings.forward_timeout, on_close=self._forget)
         self.circuits[(relay, circuit_id)] = circuit
@@ -275,7 +279,7 @@ class RelayService:
     async def on_data(self, sender: str, body: dict[str, Any]) -> None:
         """A frame of a circuit: ours (queue it) or one we relay (forward it)."""
         circuit_id, data = body.get("circuit"), body.get("data")
-        limit = self.max_frame_size * 4 // 3 + 4
+        limit = 4 * ((self.circuit_frame + 2) // 3)  # its base64
         if not _is_id(circuit_id) or not isinstance(data, str) or len(data) > limit:
             self._malformed("data")
             return
