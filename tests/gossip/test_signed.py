@@ -106,3 +106,22 @@ async def test_signed_messages_reach_everyone_and_forgeries_are_refused() -> Non
         later = gossip_of(bystander.peer_id).publish("news", {"text": "later"})
         await wait_until(lambda: any(m.id == later for m in got[victim.peer_id]), 10,
                          "an honest message after the attack")
+
+
+def test_the_host_lends_each_plugin_the_node_key_under_its_own_name(tmp_path: Any) -> None:
+    from p2phost_gossip import p2phost_apps
+
+    from p2phost._plugins import _signer
+    from p2phost_sdk import PluginContext, verify
+
+    identity = Identity.generate()
+    sign = _signer(identity, SIGNING_NAME)
+    signature = sign(b"digest")
+    assert verify(identity.peer_id, signature, plugin_payload(SIGNING_NAME, b"digest"))
+    assert not verify(identity.peer_id, signature, plugin_payload("other", b"digest"))
+    assert not verify(identity.peer_id, signature, b"digest")  # never a bare signature
+    [app] = p2phost_apps(PluginContext(name="gossip", config={}, peer_id=identity.peer_id,
+                                       state_dir=tmp_path, sign=sign))
+    assert isinstance(app, GossipApp)
+    frame = make_message("news", identity.peer_id, 1, "x", sign=app.router.sign)
+    assert "sig" in frame
