@@ -122,9 +122,12 @@ def test_twelve_nodes_in_three_subnets_and_one_behind_nat(
                       config={"dht-discovery": {**fast, "advertise": [
                           f"tcp://{boot_at[0]}:{PORT}"]}, "relay": {"serve": True}})
         relay_at = f"relay+tcp://{boot_at[2]}:{PORT}"
+        # upgrade = false: the others stay on the relay (else the natted node dials each
+        # of them directly, out through its NAT, and the circuits close: tests/relay).
         write_project(roots["nat"], PLUGINS, wheels=wheels, name="nat", listen=[relay_at],
                       config={"dht-discovery": {**fast,
-                                                "bootstrap": [f"tcp://{boot_at[2]}:{PORT}"]}})
+                                                "bootstrap": [f"tcp://{boot_at[2]}:{PORT}"]},
+                              "relay": {"upgrade": False}})
         everyone = [ids[n] for n in roots if n != "boot"]
         for i, (_ns, address, subnet) in enumerate(hosts):  # type: ignore[misc]
             write_project(roots[f"n{i}"], PLUGINS, wheels=wheels, name=f"n{i}",

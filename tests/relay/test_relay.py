@@ -25,7 +25,9 @@ async def test_a_node_that_listens_nowhere_is_reached_through_the_relay(secure: 
         relay, hop = await make({"serve": True}, secure=secure)
         relay_at = "relay+" + relay.addresses[0]
         # The target listens nowhere but on the relay: nobody can dial it directly.
-        target, behind = await make(listen=(relay_at,), mem=False, secure=secure)
+        # No upgrade here: this test reads what crosses the relay.
+        target, behind = await make({"upgrade": False}, listen=(relay_at,), mem=False,
+                                    secure=secure)
         await reserved(behind)
         [address] = [a for a in target.addresses if a.startswith("relay+")]
         assert address == f"{relay_at}/p2p-circuit/{target.peer_id}"
@@ -55,7 +57,7 @@ async def test_the_relay_refuses_what_its_limits_do_not_allow_and_counts_it() ->
     async with relay_network() as make:
         relay, hop = await make({"serve": True, "reservations": 1, "circuit-bytes": 20_000})
         relay_at = "relay+" + relay.addresses[0]
-        first, first_service = await make(listen=(relay_at,), mem=False)
+        first, first_service = await make({"upgrade": False}, listen=(relay_at,), mem=False)
         await reserved(first_service)
         second, second_service = await make(listen=(relay_at,), mem=False)
         await wait_until(lambda: second_service.counters["reservation failed"] >= 1, 10,
@@ -112,3 +114,26 @@ async def test_malformed_and_stray_relay_messages_are_dropped_and_counted() -> N
         # The relay still serves honest peers.
         _, behind = await make(listen=("relay+" + relay.addresses[0],), mem=False)
         await reserved(behind)
+
+
+async def test_a_relayed_peer_that_can_dial_the_dialler_upgrades_to_a_direct_connection(
+) -> None:
+    async with relay_network() as make:
+        relay, hop = await make({"serve": True})
+        relay_at = "relay+" + relay.addresses[0]
+        target, behind = await make(listen=(relay_at,), mem=False)
+        await reserved(behind)
+        dialler, _ = await make()  # listens on mem://: dialable
+        relayed = f"{relay_at}/p2p-circuit/{target.peer_id}"
+        assert await dialler.connect(relayed) == target.peer_id
+
+        def direct() -> bool:
+            found = [p for p in dialler.peers() if p.peer_id == target.peer_id]
+            return bool(found) and found[0].address.startswith("mem://")
+        await wait_until(direct, 15, "the direct connection")
+        await wait_until(lambda: hop.hop.active_circuits() == 0, 10, "the circuit closed")
+        await wait_until(lambda: behind.counters["upgraded to direct"] == 1, 10, "counted")
+        reply = await dialler.request(target.peer_id, "echo", {"text": "direct"}, timeout=10)
+        assert reply == {"text": "direct"}
+        [peer] = [p for p in dialler.peers() if p.peer_id == target.peer_id]
+        assert peer.address.startswith("mem://") and peer.security == "noise"

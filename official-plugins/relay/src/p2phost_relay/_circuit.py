@@ -46,6 +46,8 @@ class Circuit(Connection):
         self._changed = asyncio.Event()
         #: Why the circuit ended (None while open).
         self.ended: str | None = None
+        #: Where the other end offered to be dialled directly (an accepted circuit).
+        self.upgrade_to: list[str] = []
         #: Frames and bytes carried, for counters.
         self.frames_in = self.frames_out = 0
 

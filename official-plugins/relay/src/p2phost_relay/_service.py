@@ -31,6 +31,7 @@ from ._circuit import Circuit
 from ._errors import RelayError, RelayRefused
 from ._hop import Closed, End, Hop
 from ._settings import RelaySettings, settings_of
+from ._upgrade import offered, own_addresses, upgrade
 
 #: The app topic the relay protocol travels on (docs/wire.md section 7).
 TOPIC = "relay"
@@ -130,7 +131,8 @@ class RelayService:
                                 remote=str(where), peer=where.target)
         try:
             await node.request(relay, TOPIC, {"op": "connect", "target": where.target,
-                                              "circuit": circuit_id},
+                                              "circuit": circuit_id,
+                                              "addrs": own_addresses(node)},
                                timeout=min(timeout, self.settings.request_timeout))
         except RemoteError as exc:
             circuit.end("refused")
@@ -154,14 +156,24 @@ class RelayService:
         return circuit
 
     async def check_reached(self, peer_id: str, address: str) -> None:
-        """Close a dialled circuit on which a peer other than the one asked for answered."""
+        """Close a dialled circuit on which a peer other than the one asked for answered;
+        try to upgrade an accepted one whose dialler offered direct addresses."""
         for circuit in list(self.circuits.values()):
+            if circuit.remote_address == address and circuit.upgrade_to and self.settings.upgrade:
+                addresses, circuit.upgrade_to = circuit.upgrade_to, []
+                self.tasks.spawn(self._upgrade(circuit, peer_id, addresses),
+                                 f"relay upgrade {peer_id[:12]}")
             if circuit.remote_address == address and circuit.remote_peer_id is not None \
                     and circuit.remote_peer_id != peer_id and circuit.ended is None:
                 self.counters["wrong peer reached"] += 1
                 log.warning("the relay for %s connected us to %s instead: closed", address,
                             peer_id)
                 await circuit.close()
+
+    async def _upgrade(self, circuit: Circuit, peer_id: str, addresses: list[str]) -> None:
+        if await upgrade(self.node, circuit, peer_id, addresses,
+                         self.settings.request_timeout):
+            self.counters["upgraded to direct"] += 1
 
     def _forget(self, circuit: Circuit) -> None:
         self.circuits.pop((circuit.relay_peer, circuit.circuit_id), None)
@@ -230,6 +242,7 @@ class RelayService:
         where = held[0].address
         circuit = self._circuit(sender, circuit_id, local=str(where.of(self.peer_id)),
                                 remote=str(where.of(dialler)), peer=None)
+        circuit.upgrade_to = offered(body.get("addrs"))
         # The host's accept handshakes at once; this handler must return first, so the
         # relay's next messages (the handshake's frames) reach the circuit.
         self.tasks.spawn(_run(held[0].accept(circuit)), f"relay accept {circuit_id}")
@@ -253,7 +266,8 @@ class RelayService:
         circuit = self.hop.open(End(sender, circuit_id), target)
         try:
             await self.node.request(target, TOPIC, {"op": "incoming", "from": sender,
-                                                    "circuit": circuit.target.circuit},
+                                                    "circuit": circuit.target.circuit,
+                                                    "addrs": offered(body.get("addrs"))},
                                     timeout=self.settings.request_timeout)
         except Exception as exc:
             self.hop.close(circuit.dialler, "refused by the target")

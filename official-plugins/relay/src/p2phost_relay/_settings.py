@@ -20,6 +20,8 @@ class RelaySettings:
     forward_timeout: float = 5.0
     buffer_bytes: int = 4 * 1024 * 1024
     request_timeout: float = 10.0
+    #: Dial a relayed peer directly when it offers addresses, and close the circuit.
+    upgrade: bool = True
 
 
 _INTS = {"reservations": "reservations", "circuits": "circuits",
@@ -42,11 +44,12 @@ def settings_of(name: str, config: Mapping[str, Any]) -> RelaySettings:
     buffer_bytes = config.get("buffer-bytes", 4 * 1024 * 1024)
     if isinstance(buffer_bytes, bool) or not isinstance(buffer_bytes, int) or buffer_bytes < 1:
         raise ConfigError(name, "buffer-bytes", "a whole number of at least 1", buffer_bytes)
-    serve = config.get("serve", False)
-    if not isinstance(serve, bool):
-        raise ConfigError(name, "serve", "true or false", serve)
+    serve, upgrade = config.get("serve", False), config.get("upgrade", True)
+    for key, value in (("serve", serve), ("upgrade", upgrade)):
+        if not isinstance(value, bool):
+            raise ConfigError(name, key, "true or false", value)
     return RelaySettings(
-        serve=serve, limits=HopLimits(**limits), buffer_bytes=buffer_bytes,
+        serve=serve, upgrade=upgrade, limits=HopLimits(**limits), buffer_bytes=buffer_bytes,
         forward_timeout=_seconds(name, "forward-timeout", config.get("forward-timeout", 5.0)),
         request_timeout=_seconds(name, "request-timeout", config.get("request-timeout", 10.0)))
 
