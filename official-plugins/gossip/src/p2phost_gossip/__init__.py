@@ -9,15 +9,18 @@ from p2phost_sdk import App, PluginContext, hookimpl
 from ._cache import MessageCache, SeenCache
 from ._messages import (
     SIGNING_NAME,
+    GossipMessage,
     InvalidFrame,
     Signer,
+    Validator,
+    Wire,
     check_message,
     check_signature,
     make_message,
     message_id,
 )
 from ._plugin import TOPIC, GossipApp, Subscriber, gossip_of, settings_of
-from ._router import GossipMessage, Router, Validator, Wire
+from ._router import Router
 from ._score import PeerScores
 from ._settings import GossipSettings
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -55,3 +57,60 @@ class MessageCache:
             for message_id in self._windows[0]:
                 self._frames.pop(message_id, None)
         self._windows.append([])
+
+
+@dataclass
+class Missing:
+    """A message announced (IHAVE) but not received yet: by whom, since when, how
+    many times asked for."""
+
+    topic: str
+    since: float
+    announcers: list[str] = field(default_factory=list)
+    tries: int = 0
+
+
+class WaitList:
+    """Messages announced but not received, bounded (``size`` ids, 16 announcers each)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._missing: dict[str, Missing] = {}
+
+    def __len__(self) -> int:
+        return len(self._missing)
+
+    def announced(self, message_id: str, topic: str, announcer: str, now: float) -> None:
+        """``announcer`` has ``message_id`` (an IHAVE); the first announcement starts its
+        timer."""
+        missing = self._missing.get(message_id)
+        if missing is None:
+            if len(self._missing) >= self.size:
+                return
+            missing = self._missing[message_id] = Missing(topic, now)
+        if announcer not in missing.announcers and len(missing.announcers) < 16:
+            missing.announcers.append(announcer)
+
+    def arrived(self, message_id: str) -> None:
+        """The message came: stop waiting for it."""
+        self._missing.pop(message_id, None)
+
+    def due(self, now: float, timeout: float,
+            alive: Callable[[str], bool]) -> tuple[list[tuple[str, str, str]], int]:
+        """(announcer to ask, message id, topic) for each message waited for longer than
+        ``timeout``, the next live announcer each round (3 rounds each); and how many
+        were given up."""
+        asks, gave_up = [], 0
+        for message_id, missing in list(self._missing.items()):
+            if now - missing.since < timeout:
+                continue
+            live = [p for p in missing.announcers if alive(p)]
+            if not live or missing.tries >= 3 * len(live):
+                del self._missing[message_id]
+                gave_up += 1
+                continue
+            announcer = live[missing.tries % len(live)]
+            missing.tries += 1
+            missing.since = now
+            asks.append((announcer, message_id, missing.topic))
+        return asks, gave_up

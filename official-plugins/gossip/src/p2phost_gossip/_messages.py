@@ -8,7 +8,8 @@ import binascii
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from p2phost_sdk import is_peer_id, plugin_payload, verify
 
@@ -102,3 +103,28 @@ def check_signature(frame: dict[str, Any], digest: bytes, *, required: bool) -> 
         raise InvalidFrame("origin is not a peer id")
     if not verify(origin, signature, plugin_payload(SIGNING_NAME, digest)):
         raise InvalidFrame("bad origin signature")
+
+
+class Wire(Protocol):
+    """Sends one frame to a connected peer without waiting (it may drop it, bounded)."""
+
+    def send(self, peer_id: str, frame: dict[str, Any]) -> None:
+        """Queue ``frame`` for ``peer_id``."""
+        ...
+
+
+@dataclass(frozen=True)
+class GossipMessage:
+    """A message delivered to this node's subscribers."""
+
+    topic: str
+    origin: str
+    seq: int
+    data: Any
+    id: str
+    #: The peer it arrived from (the origin itself, or a relaying peer).
+    sender: str
+
+
+#: Says whether ``data`` is a valid message of ``topic``; an invalid one costs its sender.
+Validator = Callable[[str, Any], bool]

@@ -17,8 +17,8 @@ from typing import Any
 
 from p2phost_sdk import App, ConfigError, Message, Messenger, PeerInfo, PeerUnavailable, handler
 
-from ._messages import Signer
-from ._router import GossipMessage, Router
+from ._messages import GossipMessage, Signer
+from ._router import Router
 from ._settings import GossipSettings
 
 #: The app topic gossip frames travel on (docs/wire.md section 6).

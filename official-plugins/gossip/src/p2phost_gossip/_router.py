@@ -21,13 +21,15 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from ._cache import MessageCache, SeenCache
+from ._cache import MessageCache, SeenCache, WaitList
 from ._messages import (
+    GossipMessage,
     InvalidFrame,
     Signer,
+    Validator,
+    Wire,
     check_frame,
     check_message,
     check_signature,
@@ -37,39 +39,6 @@ from ._score import PeerScores
 from ._settings import GossipSettings
 
 log = logging.getLogger("p2phost.plugin.gossip")
-
-
-class Wire(Protocol):
-    """Sends one frame to a connected peer without waiting (it may drop it, bounded)."""
-
-    def send(self, peer_id: str, frame: dict[str, Any]) -> None:
-        """Queue ``frame`` for ``peer_id``."""
-        ...
-
-
-@dataclass(frozen=True)
-class GossipMessage:
-    """A message delivered to this node's subscribers."""
-
-    topic: str
-    origin: str
-    seq: int
-    data: Any
-    id: str
-    #: The peer it arrived from (the origin itself, or a relaying peer).
-    sender: str
-
-
-#: Says whether ``data`` is a valid message of ``topic``; an invalid one costs its sender.
-Validator = Callable[[str, Any], bool]
-
-
-@dataclass
-class _Missing:
-    topic: str
-    since: float
-    announcers: list[str] = field(default_factory=list)
-    tries: int = 0
 
 
 class Router:
@@ -99,7 +68,7 @@ class Router:
         self._lazy_sent: dict[tuple[str, str], float] = {}
         self._ihave: defaultdict[str, defaultdict[str, list[str]]] = defaultdict(
             lambda: defaultdict(list))
-        self._missing: dict[str, _Missing] = {}
+        self._missing = WaitList(s.seen_size)
         self.seen = SeenCache(s.seen_size)
         self.cache = MessageCache(s.history)
         self.scores = PeerScores(s.prune_threshold, s.graylist_threshold, s.decay)
@@ -240,7 +209,7 @@ class Router:
             self._invalid(sender, str(exc))
             return
         self.seen.add(message_id)
-        self._missing.pop(message_id, None)
+        self._missing.arrived(message_id)
         if topic not in self.topics:
             self.counters["not subscribed"] += 1
             return
@@ -272,15 +241,8 @@ class Router:
             return
         now = self._clock()
         for message_id in ids:
-            if message_id in self.seen:
-                continue
-            missing = self._missing.get(message_id)
-            if missing is None:
-                if len(self._missing) >= self.settings.seen_size:
-                    continue
-                missing = self._missing[message_id] = _Missing(topic, now)
-            if sender not in missing.announcers and len(missing.announcers) < 16:
-                missing.announcers.append(sender)
+            if message_id not in self.seen:
+                self._missing.announced(message_id, topic, sender, now)
 
     def _on_iwant(self, sender: str, ids: list[str]) -> None:
         for message_id in ids:
@@ -350,22 +312,15 @@ class Router:
     def _repair(self, now: float) -> None:
         s = self.settings
         wants: defaultdict[str, list[str]] = defaultdict(list)
-        for message_id, missing in list(self._missing.items()):
-            if now - missing.since < s.graft_timeout:
-                continue
-            alive = [p for p in missing.announcers if p in self.peers]
-            if not alive or missing.tries >= 3 * len(alive):
-                del self._missing[message_id]
-                self.counters["repair gave up"] += 1
-                continue
-            announcer = alive[missing.tries % len(alive)]
-            missing.tries += 1
-            missing.since = now
+        asks, gave_up = self._missing.due(now, s.graft_timeout, lambda p: p in self.peers)
+        if gave_up:
+            self.counters["repair gave up"] += gave_up
+        for announcer, message_id, topic in asks:
             wants[announcer].append(message_id)
-            links = self.mesh.get(missing.topic)
+            links = self.mesh.get(topic)
             if links is not None and announcer in links:
                 links[announcer] = True
-                self._lazy_sent.pop((missing.topic, announcer), None)
+                self._lazy_sent.pop((topic, announcer), None)
         for peer_id, ids in wants.items():
             self.counters["iwant sent"] += 1
             self._send(peer_id, {"op": "iwant", "ids": ids[:s.max_ids]})
