@@ -62,7 +62,9 @@ async def test_an_invalid_flood_through_a_real_node_is_refused_and_counted(
     await wait_until(lambda: app.counters().get("invalid", 0)
                      + app.counters().get("graylisted", 0) == 30, 10, "flood handled")
     assert app.counters().get("delivered", 0) == 0
-    assert app.router.scores.graylisted(attacker.peer_id)
+    # Graylisted after 9 (what followed was dropped unread); the score decays back
+    # on the 0.1 s heartbeats, so the state itself is not asserted.
+    assert app.counters().get("graylisted", 0) >= 1
     assert attacker.peer_id not in app.router.mesh["news"]
 
 

@@ -99,7 +99,9 @@ async def test_signed_messages_reach_everyone_and_forgeries_are_refused() -> Non
                 "news", origin.peer_id, seq, {"text": "flood"}, sign=signer(forger.identity)))
         await wait_until(lambda: app.counters().get("invalid", 0)
                          + app.counters().get("graylisted", 0) == 34, 10, "the flood handled")
-        assert app.router.scores.graylisted(forger.peer_id)
+        # Graylisted after 9 (what followed was dropped unread); the score decays
+        # back on the 0.1 s heartbeats, so the state itself is not asserted.
+        assert app.counters().get("graylisted", 0) >= 1
         assert forger.peer_id not in app.router.mesh["news"]
 
         # Honest traffic still flows.
