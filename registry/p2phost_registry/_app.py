@@ -16,7 +16,7 @@ from . import _api, _index, _pypi_json, _web
 from ._cache import PAGE_TTL, PageCache
 from ._errors import RegistryError
 from ._fastpath import FastPath
-from ._state import DEFAULT_PUBLIC_URL, Registry
+from ._state import DEFAULT_PUBLIC_URL, WATCH_INTERVAL, Registry
 from ._store import Store
 
 
@@ -47,14 +47,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(
     store: Store, *, watch: bool = True, public_url: str = DEFAULT_PUBLIC_URL,
-    page_ttl: float = PAGE_TTL,
+    page_ttl: float = PAGE_TTL, watch_interval: float = WATCH_INTERVAL,
 ) -> ASGIApp:
     """The registry application over ``store``, showing ``public_url`` as its address.
 
     Background tasks owned by the app's lifespan write download counts (at most once a
-    second) and, with ``watch``, drop the page cache when another process changes the store.
+    second) and, with ``watch``, drop the page cache when another process changes the store
+    (told at once through LISTEN/NOTIFY on PostgreSQL; found by reading the store's
+    generation every ``watch_interval`` seconds, on SQLite, or as the safety net).
     """
-    registry = Registry(store, PageCache(page_ttl), public_url=public_url)
+    registry = Registry(store, PageCache(page_ttl), public_url=public_url,
+                        watch_interval=watch_interval)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

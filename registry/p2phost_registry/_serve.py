@@ -16,6 +16,7 @@ from uvicorn.supervisors import Multiprocess
 from ._app import create_app
 from ._cache import PAGE_TTL
 from ._errors import StoreError
+from ._state import WATCH_INTERVAL
 from ._store import DEFAULT_MAX_UPLOAD, Store
 
 READY_LINE = "p2phost registry listening on http://{host}:{port}"
@@ -40,7 +41,8 @@ def worker_app() -> ASGIApp:
     """The app of one worker process: its own store connection and caches."""
     settings = json.loads(os.environ[_WORKER_ENV])
     store = Store(Path(settings["data"]), settings["database"], settings["max_upload"])
-    return create_app(store, public_url=settings["public_url"], page_ttl=settings["page_ttl"])
+    return create_app(store, public_url=settings["public_url"], page_ttl=settings["page_ttl"],
+                      watch_interval=settings["watch_interval"])
 
 
 def serve(
@@ -54,6 +56,7 @@ def serve(
     forwarded_allow_ips: str | None = None,
     page_ttl: float = PAGE_TTL,
     workers: int = 1,
+    watch_interval: float = WATCH_INTERVAL,
 ) -> None:
     """Serve the registry until SIGINT or SIGTERM; ``port`` 0 picks a free port.
 
@@ -62,10 +65,12 @@ def serve(
     X-Forwarded-For is trusted as the client address (download counting). With
     ``workers`` above 1, that many processes share the socket, each with its own
     connection and caches, kept fresh as separate servers are (LISTEN/NOTIFY on
-    PostgreSQL; within a second on SQLite).
+    PostgreSQL; within ``watch_interval`` seconds on SQLite).
     """
     if workers < 1:
         raise StoreError(f"--workers {workers}: give 1 or more")
+    if watch_interval <= 0:
+        raise StoreError(f"--watch-interval {watch_interval}: give a number of seconds above 0")
     store = Store(data, database, max_upload, recover=True)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -100,13 +105,14 @@ def serve(
     try:
         if workers == 1:
             config = uvicorn.Config(
-                create_app(store, public_url=public_url, page_ttl=page_ttl), **options)
+                create_app(store, public_url=public_url, page_ttl=page_ttl,
+                           watch_interval=watch_interval), **options)
             _Server(config, line).run(sockets=[sock])
             return
         store.close()  # each worker opens its own
         os.environ[_WORKER_ENV] = json.dumps({
             "data": str(data), "database": database, "max_upload": max_upload,
-            "public_url": public_url, "page_ttl": page_ttl})
+            "public_url": public_url, "page_ttl": page_ttl, "watch_interval": watch_interval})
         config = uvicorn.Config("p2phost_registry._serve:worker_app", factory=True,
                                 workers=workers, **options)
         # The socket listens already: connections wait in its backlog for the workers.

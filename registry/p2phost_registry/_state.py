@@ -41,9 +41,10 @@ class Registry:
 
     def __init__(
         self, store: Store, cache: PageCache | None = None,
-        public_url: str = DEFAULT_PUBLIC_URL,
+        public_url: str = DEFAULT_PUBLIC_URL, watch_interval: float = WATCH_INTERVAL,
     ) -> None:
         self.store = store
+        self.watch_interval = watch_interval
         self.cache = cache or PageCache()
         self.files = FileCache()
         self.downloads = DownloadCounter()
@@ -117,7 +118,7 @@ class Registry:
     async def _poll(self) -> None:
         known = await self.call(self.store.generation)
         while True:
-            await asyncio.sleep(WATCH_INTERVAL)
+            await asyncio.sleep(self.watch_interval)
             try:
                 current = await self.call(self.store.generation)
             except Exception as exc:  # a database hiccup must not stop the watcher

@@ -33,9 +33,12 @@ def pair(tmp_path_factory: pytest.TempPathFactory, pg_schema_factory: Callable[[
          ) -> Iterator[Pair]:
     database = pg_schema_factory()
     data = tmp_path_factory.mktemp("shared")
-    # Pages live 60 s: only an invalidation (not expiry) can show a change in a test.
-    a = start_registry(data, database, "--page-ttl", "60")
-    b = start_registry(data, database, "--page-ttl", "60")
+    # Pages live 60 s and the safety-net poll runs every 10 minutes: within a test, only a
+    # LISTEN/NOTIFY invalidation (not expiry, not the poll) can show one server's change on
+    # the other.
+    slow = ("--page-ttl", "60", "--watch-interval", "600")
+    a = start_registry(data, database, *slow)
+    b = start_registry(data, database, *slow)
     yield Pair(a, b)
     a.stop()
     b.stop()

@@ -62,6 +62,10 @@ def register(app: typer.Typer) -> None:
             60.0, "--page-ttl", metavar="SECONDS",
             help="How long a rendered page is served before download counts refresh it."),
         workers: int = typer.Option(1, "--workers", help="Processes sharing the port."),
+        watch_interval: float = typer.Option(
+            1.0, "--watch-interval", metavar="SECONDS",
+            help="How often to look for changes made by other servers; on PostgreSQL they "
+                 "arrive at once through LISTEN/NOTIFY and this is only the safety net."),
     ) -> None:
         """Serve the registry: JSON API, /simple/ index and web marketplace.
 
@@ -71,7 +75,7 @@ def register(app: typer.Typer) -> None:
 
         run_server(host, port, _data_dir(data), database, int(max_upload_mb * 1024 * 1024),
                    public_url=public_url, forwarded_allow_ips=forwarded_allow_ips,
-                   page_ttl=page_ttl, workers=workers)
+                   page_ttl=page_ttl, workers=workers, watch_interval=watch_interval)
 
     @group.command("seed")
     def seed(
