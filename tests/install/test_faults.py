@@ -39,6 +39,13 @@ def test_unknown_plugin_suggests_close_names(workspace: Make) -> None:
     assert "no plugin named 'alpah'" in err and "did you mean alpha" in err
 
 
+def test_a_plugins_distribution_name_points_at_the_plugin(workspace: Make) -> None:
+    # Registry pages and pip show p2phost-<plugin>; the manifest names the plugin.
+    err = workspace().fails("plugin", "install", "p2phost-alpha", "--yes")
+    assert "p2phost-alpha is the Python distribution of the plugin 'alpha'" in err
+    assert "fix: p2phost plugin install alpha" in err
+
+
 def test_version_that_does_not_fit_this_host_says_what_would(workspace: Make) -> None:
     ws = workspace()
     err = ws.fails("plugin", "install", "alpha>=2", "--yes")

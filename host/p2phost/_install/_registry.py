@@ -183,8 +183,23 @@ class RegistryClient:
                     "source (a development install)"
             fix = "run scripts/dist and export P2PHOST_BUILTIN_DIR=dist/plugins, or name a " \
                   "registry with --registry URL"
-        raise UnknownPlugin(f"no plugin named {name!r} in {where}"
-                            + (f"; {first_miss[hint:]}" if hint >= 0 else ""), fix=fix)
+        message = f"no plugin named {name!r} in {where}"
+        if plugin := self._plugin_of_distribution(norm):
+            # Registry pages and pip show the distribution, ``p2phost-<plugin>``.
+            raise UnknownPlugin(f"{message}; {name} is the Python distribution of the plugin "
+                                f"{plugin!r}", fix=f"p2phost plugin install {plugin}")
+        raise UnknownPlugin(message + (f"; {first_miss[hint:]}" if hint >= 0 else ""), fix=fix)
+
+    def _plugin_of_distribution(self, norm: str) -> str | None:
+        """The plugin whose distribution is named ``norm`` (``p2phost-echo``: ``echo``)."""
+        plugin = norm.removeprefix("p2phost-")
+        if plugin == norm or not plugin:
+            return None
+        try:
+            self.plugin(plugin)
+        except (RegistryError, UnknownPlugin, IntegrityError):
+            return None
+        return plugin
 
     def _skip(self, base: str, exc: RegistryError) -> None:
         if base in self._down:
