@@ -139,7 +139,11 @@ def test_a_new_plugin_is_developed_and_checked_in_clean_venvs(
     assert "P2PHOST_INDEX_URL: ${{ vars.P2PHOST_INDEX_URL }}" in workflow
     steps = run_steps(workflow)
     assert any("pytest" in s for s in steps) and "p2phost plugin check" in steps
-    assert all("P2PHOST_INDEX_URL" in s for s in steps if "pip install" in s)
+    # p2phost's distributions come from the registry alone, first: never --extra-index-url,
+    # with which a higher version on another index would win.
+    pip_steps = [s for s in steps if "pip install" in s]
+    assert '--index-url "$P2PHOST_INDEX_URL" --no-deps' in pip_steps[0]
+    assert not any("--extra-index-url" in s for s in steps)
     ci = _clean_env(_venv(tmp_path / "venv-ci"), seeded, wheelhouse)
     outputs = [_sh(step, project, ci) for step in steps]
     check = outputs[steps.index("p2phost plugin check")]
