@@ -253,6 +253,8 @@ class Endpoint:
                                _ATTEMPT_TIMEOUT, plugin=plugin_name(self.medium),
                                doing=f"opening its inbox on {self.medium.url}",
                                fix="check that the broker or database there answers")
+            if self.medium.expired_at_open:
+                self.letter_journal.count("expired", self.medium.expired_at_open)
 
     def listen(self, accept: AcceptHandler) -> None:
         """Accept connections from now on (and resume those the journal knows)."""

@@ -81,9 +81,10 @@ class LetterJournal:
         self._fd = -1
         self._lines = 0
 
-    def count(self, kind: str) -> None:
-        """One more letter of ``kind``; rejections are saved at once (they are rare)."""
-        self.counts[kind] = self.counts.get(kind, 0) + 1
+    def count(self, kind: str, number: int = 1) -> None:
+        """``number`` more letters of ``kind``; all but handled ones are saved at once
+        (they are rare)."""
+        self.counts[kind] = self.counts.get(kind, 0) + number
         if kind != "handled":
             self.save_counts()
 

@@ -86,6 +86,10 @@ class Medium(ABC):
     #: Why this medium cannot store records for a peer that is not reading (core NATS:
     #: nothing is held), with the fix; "" when it can (:meth:`create_inbox` works).
     cannot_store: str = ""
+    #: Records of this node's inbox that expired unread while it was away and that the
+    #: medium stops counting once :meth:`open_inbox` has run (it sets this): the node
+    #: adds them to its own counts (``p2phost inbox stats``, "expired unread").
+    expired_at_open: int = 0
 
     @abstractmethod
     async def connect(self) -> None:

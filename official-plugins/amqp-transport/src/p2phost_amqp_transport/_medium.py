@@ -7,6 +7,11 @@ no queue fails at once (the broker returns it unroutable). The node consumes wit
 manual acknowledgements and a prefetch window; a message is acknowledged once the node
 is done with it, and the broker requeues what a lost connection (or a killed node) left
 unacknowledged. The connection is aio-pika's robust one: it reconnects by itself.
+
+Retention is the queue's own: ``x-max-length`` / ``x-max-length-bytes`` with
+``x-overflow = reject-publish`` (the broker nacks a publish to a full queue: the sender
+gets :class:`InboxFull`), and ``x-message-ttl`` with a dead-letter route to the queue
+``p2phost.inbox-expired.NAME``, which the node empties and counts when it starts.
 """
 
 from __future__ import annotations
@@ -29,11 +34,13 @@ from aio_pika.abc import (
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
     Deliver,
+    InboxFull,
     InboxTransport,
     Medium,
     MediumAddress,
     MediumRefused,
     MediumUnavailable,
+    Retention,
     UnknownInbox,
     backoff,
     stop_if_cancelled,
@@ -50,6 +57,32 @@ _LOST = (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalid
 def inbox_queue(name: str) -> str:
     """The queue of inbox ``name``."""
     return f"p2phost.inbox.{name}"
+
+
+def expired_queue(name: str) -> str:
+    """Where the broker dead-letters the records of inbox ``name`` that passed its
+    ``x-message-ttl`` (counted as expired unread)."""
+    return f"p2phost.inbox-expired.{name}"
+
+
+def queue_arguments(name: str, retention: Retention) -> dict[str, Any]:
+    """The inbox queue's arguments for ``retention`` (RabbitMQ enforces them)."""
+    arguments: dict[str, Any] = {}
+    if retention.max_messages:
+        arguments["x-max-length"] = retention.max_messages
+    if retention.max_bytes:
+        arguments["x-max-length-bytes"] = retention.max_bytes
+    if arguments:
+        arguments["x-overflow"] = "reject-publish"
+    if retention.max_age:
+        arguments["x-message-ttl"] = max(1, int(retention.max_age * 1000))
+        arguments["x-dead-letter-exchange"] = ""
+        arguments["x-dead-letter-routing-key"] = expired_queue(name)
+    return arguments
+
+
+class _Inequivalent(MediumRefused):
+    """The queue exists with other arguments (PRECONDITION_FAILED)."""
 
 
 class AmqpMedium(Medium):
@@ -91,11 +124,14 @@ class AmqpMedium(Medium):
     async def open_inbox(self, name: str, deliver: Deliver) -> None:
         """Declare the queue (durable unless it is a reply inbox) and start consuming."""
         assert self._connection is not None
+        durable = "-" not in name
+        if durable:
+            await self._declare_limited(name)
         try:
             self._consumer = await self._connection.channel()
             await self._consumer.set_qos(prefetch_count=_PREFETCH)
             self._queue = await self._consumer.declare_queue(
-                inbox_queue(name), durable="-" not in name)
+                inbox_queue(name), durable=durable, passive=durable)
         except _LOST as exc:
             raise MediumUnavailable(f"AMQP broker at {self.url}: cannot declare the inbox "
                                     f"queue: {exc}") from exc
@@ -104,6 +140,30 @@ class AmqpMedium(Medium):
                                 f"{exc}") from exc
         self._reader = asyncio.get_running_loop().create_task(
             self._read(self._queue, deliver), name=f"amqp reader {name[:12]}")
+
+    async def _declare_limited(self, name: str) -> None:
+        """Declare the inbox queue with this node's retention, and take the count of
+        what expired while the node was away."""
+        arguments = queue_arguments(name, self.retention)
+        if "x-message-ttl" in arguments:  # before anything can expire into it
+            await self._on_channel(name, "create", queue=expired_queue(name))
+        try:
+            await self._on_channel(name, "create", arguments=arguments)
+        except _Inequivalent:
+            # Declared earlier with other limits (by a sender before this node first
+            # ran, or by a run with other settings): the broker cannot change a queue's
+            # arguments, so an empty one is declared anew; a queue that holds records
+            # keeps its old limits until it is empty.
+            queue = await self._on_channel(name, "stats")
+            if queue is not None and queue.declaration_result.message_count == 0:
+                await self._on_channel(name, "delete-empty")
+                await self._on_channel(name, "create", arguments=arguments)
+            else:
+                log.warning("the inbox queue %s on %s holds records and was declared with "
+                            "other limits: the new retention applies once it is empty (next "
+                            "start)", inbox_queue(name), self.url)
+        purged = await self._on_channel(name, "purge", queue=expired_queue(name))
+        self.expired_at_open = 0 if purged is None else int(purged.message_count or 0)
 
     async def _read(self, queue: AbstractQueue, deliver: Deliver) -> None:
         failures = 0
@@ -122,27 +182,33 @@ class AmqpMedium(Medium):
             await asyncio.sleep(backoff(failures))
             failures += 1
 
-    async def _on_channel(self, name: str, work: str) -> Any:
+    async def _on_channel(self, name: str, work: str, *, queue: str | None = None,
+                          arguments: dict[str, Any] | None = None) -> Any:
         # A declaration the broker refuses closes its channel: one of its own each.
         if self._connection is None:
             raise MediumUnavailable(f"AMQP broker at {self.url}: not connected")
+        queue_name = queue or inbox_queue(name)
         try:
             channel = await self._connection.channel()
             try:
                 if work == "create":
-                    return await channel.declare_queue(inbox_queue(name), durable=True)
+                    return await channel.declare_queue(queue_name, durable=True,
+                                                       arguments=arguments)
                 try:
-                    queue = await channel.declare_queue(inbox_queue(name), passive=True)
+                    found = await channel.declare_queue(queue_name, passive=True)
                 except aiormq.exceptions.ChannelNotFoundEntity:
                     return None
                 if work == "purge":
-                    return await queue.purge()
-                if work == "delete":
-                    return await queue.delete(if_unused=False, if_empty=False)
-                return queue
+                    return await found.purge()
+                if work in ("delete", "delete-empty"):
+                    return await found.delete(if_unused=False, if_empty=work != "delete")
+                return found
             finally:
                 with contextlib.suppress(*_LOST, aiormq.exceptions.AMQPError):
                     await channel.close()
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise _Inequivalent(f"the AMQP broker at {self.url} refused the inbox queue "
+                                f"{queue_name}: {exc}") from exc
         except _LOST as exc:
             raise MediumUnavailable(f"AMQP broker at {self.url}: {exc}") from exc
         except aiormq.exceptions.AMQPError as exc:
@@ -151,16 +217,19 @@ class AmqpMedium(Medium):
 
     async def create_inbox(self, name: str) -> None:
         """Declare the durable queue: what is published before the node first runs
-        waits there."""
-        await self._on_channel(name, "create")
+        waits there. A queue that exists with its node's limits is left as it is."""
+        with contextlib.suppress(_Inequivalent):
+            await self._on_channel(name, "create")
 
     async def inbox_stats(self, name: str) -> dict[str, Any]:
         """The queue's ready message count (bytes: the broker does not say here)."""
         queue = await self._on_channel(name, "stats")
+        expired = await self._on_channel(name, "stats", queue=expired_queue(name))
+        gone = 0 if expired is None else int(expired.declaration_result.message_count or 0)
         if queue is None:
-            return {"exists": False, "records": 0, "bytes": None}
+            return {"exists": False, "records": 0, "bytes": None, "expired": gone}
         count = queue.declaration_result.message_count
-        return {"exists": True, "records": count, "bytes": None}
+        return {"exists": True, "records": count, "bytes": None, "expired": gone}
 
     async def purge_inbox(self, name: str) -> int | None:
         """``queue.purge``: the ready messages go, the queue stays."""
@@ -168,7 +237,8 @@ class AmqpMedium(Medium):
         return None if result is None else int(result.message_count or 0)
 
     async def delete_inbox(self, name: str) -> bool:
-        """``queue.delete``."""
+        """``queue.delete`` (and of its expired records' queue)."""
+        await self._on_channel(name, "delete", queue=expired_queue(name))
         return await self._on_channel(name, "delete") is not None
 
     async def append(self, name: str, records: Sequence[bytes]) -> None:
@@ -189,6 +259,13 @@ class AmqpMedium(Medium):
         for result in results:
             if isinstance(result, aiormq.exceptions.PublishError):
                 raise UnknownInbox(f"no inbox {name} on {self.url}")
+            if isinstance(result, aiormq.exceptions.DeliveryError):  # nacked: reject-publish
+                raise InboxFull(
+                    f"the inbox of {name} on {self.url} is full (the broker refused the "
+                    "message: its queue is at x-max-length or x-max-length-bytes, the "
+                    "node's max-messages or max-bytes): nothing was stored; it empties as "
+                    "that node runs (its operator can raise the limit in "
+                    "[config.amqp-transport], or `p2phost inbox purge`)")
             if isinstance(result, (*_LOST, TimeoutError)):
                 raise MediumUnavailable(f"AMQP broker at {self.url}: {result}")
             if isinstance(result, BaseException):

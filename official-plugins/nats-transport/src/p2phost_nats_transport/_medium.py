@@ -10,6 +10,12 @@ Each node's inbox is the subject ``p2phost.inbox.NAME``.
   acknowledged. A new run recreates the consumer, so what the last run left
   unacknowledged is delivered again at once. Publishing to a peer id without a stream
   fails at once (no stream answers).
+
+  Retention is the stream's own (``max_age``, ``max_msgs``, ``max_bytes``, discard new).
+  The server removes what passed ``max_age`` without counting it; the node counts it
+  from sequence numbers: what left the stream (below its first sequence) that the
+  node's durable consumer was never given expired unread (``inbox purge`` starts the
+  consumer afresh, so purged records are not counted).
 """
 
 from __future__ import annotations
@@ -173,7 +179,31 @@ class NatsMedium(Medium):
         except (NatsError, OSError) as exc:
             raise MediumUnavailable(f"NATS at {self.url}: {exc}") from exc
         state = info.state
-        return {"exists": True, "records": state.messages, "bytes": state.bytes}
+        return {"exists": True, "records": state.messages, "bytes": state.bytes,
+                "expired": await self._expired(self._js, name, state.first_seq)}
+
+    async def _expired(self, js: JetStreamContext, name: str, first: int | None = None) -> int:
+        """Records of inbox ``name`` removed unread: below the stream's first sequence
+        and past what its consumer was given (nothing: no consumer ever ran)."""
+        stream = inbox_stream(name)
+        if first is None:
+            first = (await js.stream_info(stream)).state.first_seq
+        try:
+            given = (await js.consumer_info(stream, _CONSUMER)).delivered.stream_seq or 0
+        except NotFoundError:
+            given = 0
+        return max(0, first - 1 - given)
+
+    async def _fresh_consumer(self, js: JetStreamContext, name: str) -> None:
+        # Deliver-all from the stream's first record: what an earlier run left
+        # unacknowledged comes again at once (an old consumer would wait for the ack
+        # deadline first), and what was removed before it is not counted as expired.
+        stream = inbox_stream(name)
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(stream, _CONSUMER)
+        await js.add_consumer(stream, ConsumerConfig(
+            durable_name=_CONSUMER, ack_policy=AckPolicy.EXPLICIT, ack_wait=_ACK_WAIT,
+            max_ack_pending=-1))
 
     async def purge_inbox(self, name: str) -> int | None:
         """Purge the stream (it and its consumer stay)."""
@@ -182,6 +212,7 @@ class NatsMedium(Medium):
         before = (await self.inbox_stats(name))["records"]
         try:
             await self._js.purge_stream(inbox_stream(name))
+            await self._fresh_consumer(self._js, name)  # purged is not expired
         except NotFoundError:
             return 0
         except (NatsError, OSError) as exc:
@@ -240,13 +271,8 @@ class NatsMedium(Medium):
             await self._add_stream(js, name)
             if "-" not in name:
                 await self._limit(js, name)
-            # A fresh consumer redelivers at once what an earlier run left unacknowledged
-            # (an old one would wait for the ack deadline first).
-            with contextlib.suppress(NotFoundError):
-                await js.delete_consumer(stream, _CONSUMER)
-            await js.add_consumer(stream, ConsumerConfig(
-                durable_name=_CONSUMER, ack_policy=AckPolicy.EXPLICIT, ack_wait=_ACK_WAIT,
-                max_ack_pending=-1))
+                self.expired_at_open = await self._expired(js, name)
+            await self._fresh_consumer(js, name)
         except (NatsError, OSError) as exc:
             raise MediumUnavailable(f"NATS at {self.url}: cannot open the inbox stream "
                                     f"{stream}: {exc}") from exc
