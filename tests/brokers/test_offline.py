@@ -199,6 +199,26 @@ def test_an_allowlisted_node_dead_letters_a_strangers_stored_messages(
 
 
 @pytest.mark.services
+def test_a_tofu_node_records_a_sender_first_seen_through_stored_messages(
+        make_node: NodeMaker, make_project: ProjectMaker) -> None:
+    over = MEDIA["redis"]
+    over.require()
+    bob = make_node("bob", over)
+    manifest = bob.root / "p2phost.toml"
+    doc = tomlkit.parse(manifest.read_text())
+    doc["trust"] = {"policy": "tofu"}
+    manifest.write_text(tomlkit.dumps(doc))
+    assert bob.process.stop(signal.SIGTERM) == 0
+    alice = make_project("alice", over)
+    alice_id = run_cli("id", cwd=alice).stdout.strip()
+    assert send(alice, bob.address, "note", {"n": 0})[0] == 0
+    bob.restart(signal.SIGTERM)
+    assert bob.ledger.wait(None, 1, 30) == [{"n": 0}], bob.process.stderr
+    known = run_cli("trust", "list", cwd=bob.root)
+    assert alice_id in known.stdout and "tofu" in known.stdout, known.stdout + known.stderr
+
+
+@pytest.mark.services
 def test_a_record_altered_on_the_medium_is_rejected_and_the_others_handled(
         make_node: NodeMaker, make_project: ProjectMaker) -> None:
     import redis

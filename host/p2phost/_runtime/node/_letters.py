@@ -332,7 +332,9 @@ class Letters:
             letter.reject(f"a stored {envelope.kind.name} cannot be handled")
             return
         if self.admit is not None and letter.sender != self.peer_id:
-            reason = self.admit(letter.sender, None)
+            # Twice, as for a connection's peer: the proven id, then the id with its
+            # name, which under tofu records a new sender (a letter names no node name).
+            reason = self.admit(letter.sender, None) or self.admit(letter.sender, "")
             if reason is not None:
                 self.reliable.refuse(channel, envelope, letter.done,
                                      f"refused by the trust policy: {reason}")
