@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -82,6 +83,19 @@ class Ledger:
             return []
         lines = self.path.read_text().split("\n")[:-1]
         return [json.loads(line) for line in lines]
+
+    def entries(self) -> list[dict[str, Any]]:
+        """What the app recorded in its store for ``entry`` messages of an acknowledged
+        topic, in the order handled: committed with each message's outcome, so a
+        message is there once however often its handler ran."""
+        database = self.path.parent / ".p2phost" / "delivery.db"
+        if not database.exists():
+            return []
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True,
+                                                timeout=10)) as db:
+            rows = dict(db.execute("SELECT key, value FROM app_state WHERE app = 'ledger'"))
+        count = int(json.loads(rows.get("entries", "0")))
+        return [json.loads(rows[f"entry-{k}"]) for k in range(count)]
 
     def bodies(self, sender: str) -> list[Any]:
         """The bodies ``sender`` sent, in the order they were handled."""

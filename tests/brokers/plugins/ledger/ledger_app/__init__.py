@@ -1,6 +1,8 @@
 """A test app whose record survives SIGKILL: each handled note is one line written with
-one unbuffered ``os.write`` before the handler returns. It also sends bursts, publishes
-and asks other nodes on request, so tests can drive a node from the command line."""
+one unbuffered ``os.write`` before the handler returns (and an ``entry`` of an
+acknowledged topic is also recorded in the app's store, committed with its outcome).
+It also sends bursts, publishes and asks other nodes on request, so tests can drive a
+node from the command line."""
 
 from __future__ import annotations
 
@@ -39,7 +41,14 @@ class Ledger(App):
 
     @handler("entry")
     async def entry(self, message: Message) -> None:
-        """As ``note``: a second topic, for a second delivery mode."""
+        """As ``note``: a second topic, for a second delivery mode. On an acknowledged
+        topic it also records the message in ``message.store`` (key ``entry-K``, K
+        counting from 0 in ``entries``), committed with its outcome: an exact ledger."""
+        store = message.store
+        if store is not None:
+            count = int(store.get("entries", 0))
+            store.put("entries", count + 1)
+            store.put(f"entry-{count}", {"from": message.sender, "body": message.body})
         await self.note(message)
 
     @handler("burst")
