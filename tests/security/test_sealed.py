@@ -95,7 +95,7 @@ def test_replays_within_the_window_and_stale_or_future_frames_are_refused() -> N
     assert "replayed" in (guard.admit("a", b"s", 1, now, now) or "")
     # An idle session is forgotten once the window passed; its frames are stale by then.
     assert guard.admit("b", b"t", 0, now + 61, now + 61) is None
-    assert ("a", b"s") not in guard._sessions
+    assert ("a", b"s") not in guard.sessions
 
 
 def test_a_plaintext_envelope_is_named_as_such() -> None:

@@ -9,6 +9,7 @@ the broker or the database could.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -233,3 +234,44 @@ def test_a_sealed_connection_resumes_after_the_receiver_is_killed(
         bob.stop()
     assert got == [{"n": n} for n in range(notes)], bob.stderr
     assert "resuming the connection from" in bob.stderr
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("sender", ["redis"], indirect=True)
+async def test_a_frame_replayed_after_the_receiver_restarted_is_refused_and_counted(
+        sender: Node, tmp_path: Path, official_wheels: dict[str, Path],
+        ledger_wheel: Path) -> None:  # noqa: F811
+    """The replay guard outlives the process: a copy of a message the receiver took,
+    renumbered to fit the connection its next run resumes, is refused there too."""
+    medium = MEDIA["redis"]
+    service_or_skip(medium.service, medium.port)
+    plugins = [medium.plugin, "json-codec", "noise-security", "echo", "ledger"]
+    root = tmp_path / "receiver"
+    write_project(root, plugins, name="receiver", listen=[medium.url],
+                  config={"ledger": {"path": str(root / "ledger.jsonl")}},
+                  wheels=[*(official_wheels[p] for p in plugins[:-1]), ledger_wheel])
+    receiver = RunningNode(root)
+    ledger, tap = Ledger(root / "ledger.jsonl"), medium.tap()
+    inbox, me = receiver.peer_id, sender.peer_id
+    try:
+        peer = await sender.connect(receiver.address)
+        os.kill(receiver.process.pid, signal.SIGSTOP)  # a copy before they are taken
+        for n in range(3):
+            await sender.send(peer, "note", {"n": n})
+        await eventually(lambda: len(_data_from(tap, inbox, me)) >= 3)
+        stored = _data_from(tap, inbox, me)
+        os.kill(receiver.process.pid, signal.SIGCONT)
+        assert ledger.wait(me, 3, 30) == [{"n": n} for n in range(3)], receiver.stderr
+        receiver.stop(signal.SIGKILL)  # its connection is resumed by the next run
+        _, _, old = stored[-1]
+        old.seq = max(record.seq for _, _, record in stored) + 1
+        tap.append(inbox, old.encode())
+        receiver = RunningNode(root)
+        with contextlib.suppress(AssertionError):
+            await eventually(lambda: "replayed" in receiver.stderr, 20)
+        assert f"refused a sealed frame from {me}: replayed" in receiver.stderr, receiver.stderr
+        assert ledger.wait(me, 4, 1.0) == [{"n": n} for n in range(3)]
+        done = run_cli("inbox", "stats", "--json", cwd=root)
+        assert json.loads(done.stdout)[0]["frames_refused"] == {"replayed": 1}, done.stderr
+    finally:
+        assert receiver.stop() == 0

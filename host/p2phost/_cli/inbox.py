@@ -102,8 +102,15 @@ def list_inboxes(as_json: bool = _JSON) -> None:
 
 def stats(medium: str | None = _MEDIUM, as_json: bool = _JSON) -> None:
     """What each inbox holds (records, bytes, oldest, senders) and what became of the
-    letters stored in it (handled, rejected, skipped copies, expired unread)."""
+    letters stored in it (handled, rejected, skipped copies, expired unread); and the
+    sealed connection frames this node refused (replayed, altered, forged, stale)."""
+    from .._runtime.wire._guardfile import GUARD_NAME, read_counts
+
     answers = _each(medium, lambda url, t: t.inbox_stats(url))
+    # Node-wide: sealed connection frames refused (replayed, altered, forged, stale).
+    refused = read_counts(Project.find().state_dir / GUARD_NAME)
+    for answer in answers:
+        answer["frames_refused"] = refused
     if as_json:
         print(json.dumps(answers, indent=2))
         return
@@ -121,6 +128,8 @@ def stats(medium: str | None = _MEDIUM, as_json: bool = _JSON) -> None:
             ("rejected", str(answer.get("rejected", 0))),
             ("copies skipped", str(answer.get("copies", 0))),
             ("expired unread", str(answer.get("expired", 0))),
+            ("frames refused", ", ".join(f"{k} {n}" for k, n in sorted(refused.items()))
+             or "none"),
         ):
             console.print(f"  {label:<16} {value}")
 

@@ -43,6 +43,7 @@ from ..messaging._dispatch import Dispatcher
 from ..messaging._peers import PeerTable
 from ..messaging._stats import DeliveryStats
 from ..wire._channel import Channel
+from ..wire._guardfile import GUARD_NAME
 from ..wire._handshake import Admit
 from ..wire._sealed import Sealer
 from ._connections import Connections
@@ -94,7 +95,8 @@ class Node:
                         type(self._security).__name__)
         # Secure nodes seal every frame on inbox media (no stream to secure there).
         self._sealer = None if self._security is None else Sealer(
-            identity, replay_window=options.replay_window)
+            identity, replay_window=options.replay_window,
+            path=options.state_dir / GUARD_NAME if options.state_dir else None)
         self._admit = admit
         self._apps = list(apps)
         self._hooks = hooks
@@ -279,6 +281,8 @@ class Node:
         for transport in set(self._transports.values()):
             await close_within(transport.close(), bound, plugin=plugin_name(transport),
                                doing="closing", logger=log)
+        if self._sealer is not None:
+            self._sealer.close()
         self._dispatch.fail_pending(None, "the node shut down")
         self._connections.flush_logs()
 

@@ -20,7 +20,8 @@ ephemeral-static Diffie-Hellman per connection direction (a *session*). A sealed
 The signature binds the frame to its header and its recipient, so it cannot be moved into
 another session or re-encrypted to someone else. A receiver accepts a frame once: frames
 sealed longer ago than the replay window (or from too far in the future) are refused, and
-within it a :class:`ReplayGuard` remembers the counters of every session.
+within it a :class:`ReplayGuard` remembers the counters of every session; a node with a
+state directory keeps the frames it took across restarts (``_guardfile.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ import logging
 import struct
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -50,6 +54,7 @@ from p2phost_sdk import (
 )
 
 from .._errors import WireError
+from ._guardfile import GuardFile
 
 log = logging.getLogger("p2phost.node")
 
@@ -68,6 +73,12 @@ CLOCK_SKEW = 120.0
 _WINDOW_BITS = 1024
 _RAW = serialization.Encoding.Raw
 _RAW_PUB = serialization.PublicFormat.Raw
+
+
+#: Words of a refusal -> the reason it is counted under.
+_KINDS = (("replayed", "replayed"), ("fails authentication", "altered"),
+          ("not signed by", "forged"), ("replay window", "stale"), ("future", "stale"),
+          ("not sealed", "not sealed"))
 
 
 class SealError(WireError):
@@ -112,8 +123,24 @@ class ReplayGuard:
 
     window: float
     limit: int = 100_000
-    _sessions: OrderedDict[tuple[str, bytes], _Seen] = field(default_factory=OrderedDict)
+    sessions: OrderedDict[tuple[str, bytes], _Seen] = field(default_factory=OrderedDict)
     _warned: bool = False
+
+    def restore(self, sender: str, session: bytes, highest: int, bits: int, last: float,
+                now: float) -> None:
+        """Remember a session as a saved guard describes it (unless it left the window)."""
+        if last >= now - self.window:
+            self.sessions[(sender, session)] = _Seen(highest, bits & ((1 << _WINDOW_BITS) - 1),
+                                                     last)
+
+    def seen(self, sender: str, session: bytes, counter: int) -> bool:
+        """Whether that frame was admitted (or is too far behind its session's newest to
+        tell), without admitting it."""
+        seen = self.sessions.get((sender, session))
+        if seen is None or counter > seen.highest:
+            return False
+        behind = seen.highest - counter
+        return behind >= _WINDOW_BITS or bool(seen.bits >> behind & 1)
 
     def admit(self, sender: str, session: bytes, counter: int, sealed_at: float,
               now: float) -> str | None:
@@ -123,13 +150,13 @@ class ReplayGuard:
                     f"{self.window:g}s ([trust] replay-window)")
         if sealed_at > now + CLOCK_SKEW:
             return f"sealed {sealed_at - now:.0f}s in the future (is the sender's clock right?)"
-        self._expire(now)
+        self.expire(now)
         key = (sender, session)
-        seen = self._sessions.get(key)
+        seen = self.sessions.get(key)
         if seen is None:
-            self._sessions[key] = _Seen(counter, 1, sealed_at)
+            self.sessions[key] = _Seen(counter, 1, sealed_at)
             return None
-        self._sessions.move_to_end(key)
+        self.sessions.move_to_end(key)
         seen.last = max(seen.last, sealed_at)
         if counter > seen.highest:
             shift = counter - seen.highest
@@ -142,10 +169,10 @@ class ReplayGuard:
         seen.bits |= 1 << behind
         return None
 
-    def _expire(self, now: float) -> None:
-        # A session idle for the whole window can be forgotten: anything replayed from
-        # it is older than the window and refused for that.
-        sessions = self._sessions
+    def expire(self, now: float) -> None:
+        """Forget sessions idle for the whole window (anything replayed from them is
+        older than the window and refused for that), and the oldest beyond the limit."""
+        sessions = self.sessions
         while sessions:
             key, seen = next(iter(sessions.items()))
             if seen.last >= now - self.window and len(sessions) < self.limit:
@@ -162,8 +189,15 @@ class Sealer(Security):
 
     protocol = "sealed"
 
-    def __init__(self, identity: Identity, *, replay_window: float) -> None:
+    def __init__(self, identity: Identity, *, replay_window: float,
+                 path: Path | None = None) -> None:
         self.identity = identity
+        #: The frames taken, on disk at ``path`` (None: remembered for this run only).
+        self.file: GuardFile | None = None
+        if path is not None:
+            self.file = GuardFile(path, ReplayGuard(replay_window))
+            self.file.load()
+        #: The frames admitted in this run (taken or not).
         self.guard = ReplayGuard(replay_window)
         self._private = x25519_private_of(identity)
         self._public = identity.public_key
@@ -201,11 +235,46 @@ class Sealer(Security):
 
     def open(self, sealed: bytes, sender_id: str) -> bytes:
         """The frame inside ``sealed`` from ``sender_id``; SealError says what is wrong."""
-        frame, session, counter, sealed_at = self.unseal(sealed, sender_id)
-        reason = self.guard.admit(sender_id, session, counter, sealed_at, time.time())
+        return self.open_frame(sealed, sender_id)[0]
+
+    def open_frame(self, sealed: bytes, sender_id: str, *,
+                   resumed: bool = False) -> tuple[bytes, bytes, int, float]:
+        """(frame, session, counter, sealed at) of a genuine, fresh frame; SealError says
+        what is wrong (and the refusal is counted). ``resumed``: the frame comes from
+        this node's own journal (a resumed connection's opening frame), not the medium:
+        taken before the restart, and not a replay for that."""
+        try:
+            opened = self.unseal(sealed, sender_id)
+        except SealError as exc:
+            self.refused(str(exc))
+            raise
+        reason = self.guard.admit(sender_id, opened[1], opened[2], opened[3], time.time())
+        if (reason is None and not resumed and self.file is not None
+                and self.file.taken.seen(sender_id, opened[1], opened[2])):
+            reason = (f"replayed (frame {opened[2]} of this session was taken before this "
+                      "node restarted)")
         if reason is not None:
+            self.refused(reason)
             raise SealError(f"refused a sealed frame from {sender_id}: {reason}")
-        return frame
+        return opened
+
+    def refused(self, why: str) -> None:
+        """Count a refused frame under its reason (with a state directory, on disk)."""
+        if self.file is not None:
+            self.file.refused(next((kind for words, kind in _KINDS if words in why), "other"))
+
+    def taken(self, sender_id: str, session: bytes, counter: int, sealed_at: float,
+              ack: Callable[[], None] | None = None) -> None:
+        """The node finished that frame: remember it across restarts, then ``ack`` it."""
+        if self.file is not None:
+            self.file.take(sender_id, session, counter, sealed_at)
+        if ack is not None:
+            ack()
+
+    def close(self) -> None:
+        """Write what is pending of the guard file. Idempotent."""
+        if self.file is not None:
+            self.file.close()
 
     def unseal(self, sealed: bytes, sender_id: str) -> tuple[bytes, bytes, int, float]:
         """(frame, session, counter, sealed at) of ``sealed`` from ``sender_id``, checked
@@ -270,6 +339,8 @@ class SealedConnection(SecureConnection):
         self._sealer = sealer
         self._session, self._recipient, self._cipher = sealer.session_to(peer_id)
         self._counter = 0
+        # A connection resumed after a restart: its first frame comes from the journal.
+        self._resumed = bool(getattr(inner, "swallow_first_frame", False))
 
     def _seal(self, frame: bytes) -> bytes:
         counter, self._counter = self._counter, self._counter + 1
@@ -288,14 +359,25 @@ class SealedConnection(SecureConnection):
         forgets it) when it is not a genuine, fresh frame from the peer."""
         sealed = await self.inner.recv()
         ack = getattr(sealed, "ack", None)
-        assert self.remote_peer_id is not None
+        peer = self.remote_peer_id
+        assert peer is not None
+        resumed, self._resumed = self._resumed and ack is None, False
         try:
-            frame = self._sealer.open(sealed, self.remote_peer_id)
+            frame, session, counter, sealed_at = self._sealer.open_frame(sealed, peer,
+                                                                         resumed=resumed)
         except SealError:
             if ack is not None:
                 ack()
             raise
-        return frame if ack is None else DeliveredFrame(frame, ack)
+        if self._sealer.file is None:
+            return frame if ack is None else DeliveredFrame(frame, ack)
+        if ack is None:  # a medium that never delivers it again: taken now
+            self._sealer.taken(peer, session, counter, sealed_at)
+            return frame
+        # Remembered as taken when the node is done with it (and only then: one read
+        # but not finished comes again after a restart, and must be taken then).
+        return DeliveredFrame(frame, partial(self._sealer.taken, peer, session, counter,
+                                             sealed_at, ack))
 
     async def close(self) -> None:
         """Close the inbox connection."""
