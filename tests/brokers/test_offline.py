@@ -365,7 +365,7 @@ def inbox_stats(root: Path) -> dict[str, Any]:
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("medium", ["redis", "postgresql", "nats-jetstream", "amqp"])
+@pytest.mark.parametrize("medium", ["redis", "postgresql", "nats-jetstream", "amqp", "mqtt"])
 def test_retention_refuses_a_full_inbox_and_counts_what_expired(
         medium: str, make_node: NodeMaker, make_project: ProjectMaker) -> None:
     over = MEDIA[medium]
@@ -376,9 +376,17 @@ def test_retention_refuses_a_full_inbox_and_counts_what_expired(
     assert store_many(alice, bob.address, 100, ["note"]) == "100"
     code, out = send(alice, bob.address, "note", {"n": 100})
     assert code != 0 and "is full (" in out and "nothing was stored" in out, out
-    if medium in ("redis", "postgresql"):
-        assert "(max-messages = 100 waiting records)" in out, out
+    if medium in ("redis", "postgresql", "mqtt"):
+        assert "(max-messages = 100 waiting records" in out, out
     assert "(stored for" not in out
+    if medium == "mqtt":
+        # No max-age there (the broker would drop expired records uncounted), and no
+        # limit above what the broker queues per absent session (it drops the rest).
+        wide = make_project("wide", over, transport={"max-messages": 5000})
+        done = run_cli("run", cwd=wide, timeout=60)
+        assert done.returncode != 0, done.stdout
+        assert "max-messages = 5000" in done.stderr and "broker-queue-limit" in done.stderr
+        return
 
     carol = make_node("carol", over, transport={"max-age": 1.0})
     assert carol.process.stop(signal.SIGTERM) == 0

@@ -14,4 +14,5 @@ __all__ = ["MqttMedium", "MqttTransport", "inbox_topic", "p2phost_transports"]
 @hookimpl
 def p2phost_transports(context: PluginContext) -> Sequence[Transport]:
     """The MQTT transport, configured from ``[config.mqtt-transport]``."""
-    return [MqttTransport.from_context(context)]
+    return [MqttTransport.from_context(
+        context, broker_limit=int(context.config.get("broker-queue-limit", 1000)))]

@@ -9,6 +9,9 @@ clean session, publishes (QoS 1: each publish waits for the broker's PUBACK).
 
 MQTT cannot tell whether anybody reads a topic, so a dialler learns of an unknown peer
 id only when its OPEN gets no answer in time.
+
+The broker drops what passes its queue limit for an absent session without telling
+anyone; stored sends count what waits there and are refused before that (``_counts``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +30,7 @@ from aiomqtt.exceptions import MqttConnectError
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
     Deliver,
+    InboxFull,
     InboxTransport,
     Medium,
     MediumAddress,
@@ -34,6 +39,8 @@ from p2phost_sdk.inbox import (
     backoff,
     stop_if_cancelled,
 )
+
+from ._counts import Watch, is_letter, marker, marker_topic, stored_topic, taken_topic
 
 log = logging.getLogger("p2phost.transport.mqtt")
 # paho and aiomqtt report every lost socket as an error, and every forced disconnect as
@@ -49,13 +56,10 @@ def inbox_topic(name: str) -> str:
     return f"p2phost/inbox/{name}"
 
 
-def marker_topic(name: str) -> str:
-    """Where a retained message says that inbox ``name`` has a persistent session (MQTT
-    cannot tell otherwise, and a broker drops QoS 1 messages nobody's session wants)."""
-    return f"p2phost/inboxes/{name}"
-
-
 _PROBE_WAIT = 0.5
+#: Mosquitto's default ``max_queued_messages``.
+BROKER_QUEUE_LIMIT = 1000
+_TAKEN_EVERY = 0.2  # seconds between updates of the retained taken count
 
 
 class MqttMedium(Medium):
@@ -63,7 +67,8 @@ class MqttMedium(Medium):
 
     max_record_size = _MAX_PACKET - 1024  # room for the topic and the packet header
 
-    def __init__(self, address: MediumAddress) -> None:
+    def __init__(self, address: MediumAddress, *, peer_id: str = "",
+                 broker_limit: int = BROKER_QUEUE_LIMIT) -> None:
         if address.parts.path not in ("", "/") or address.parts.query:
             raise TransportError(f"bad address {address.public!r}: expected mqtt://HOST:PORT "
                                  "(no path or query)")
@@ -78,6 +83,13 @@ class MqttMedium(Medium):
         self._subscriber: aiomqtt.Client | None = None
         self._inbox = ""
         self._persistent = True
+        self._peer_id = peer_id
+        #: What the broker queues at most per absent session (0: no limit).
+        self.broker_limit = broker_limit
+        self._watch = Watch(lambda: self._client(f"p2phost-watch-{secrets.token_hex(8)}",
+                                                 clean=True))
+        self._taken = self._taken_sent = 0
+        self._taken_at = 0.0
 
     def _client(self, identifier: str, *, clean: bool, manual_ack: bool = False) -> aiomqtt.Client:
         client = aiomqtt.Client(self._host, self._port, username=self._user,
@@ -114,9 +126,13 @@ class MqttMedium(Medium):
     async def open_inbox(self, name: str, deliver: Deliver) -> None:
         """Connect the inbox's client, subscribe with QoS 1, and start reading."""
         self._inbox = name
+        if "-" not in name:
+            limit = self._limit()
+            _, _, self._taken = await self._look(name)
+            self._taken_sent = self._taken
+            await self._mark(name, marker(limit))
+            await self._mark(taken_topic(name), str(self._taken).encode(), topic=True)
         self._subscriber = await self._subscribe()
-        if self._persistent:
-            await self._mark(name, b"1")
         self._reader = asyncio.get_running_loop().create_task(
             self._read(deliver), name=f"mqtt reader {name[:12]}")
 
@@ -146,7 +162,7 @@ class MqttMedium(Medium):
                 async for message in client.messages:
                     payload = message.payload
                     data = payload if isinstance(payload, bytes) else b""
-                    await deliver(data, (client, message.mid))
+                    await deliver(data, (client, message.mid, is_letter(data)))
                 raise aiomqtt.MqttError("the broker closed the connection")
             except (aiomqtt.MqttError, MediumUnavailable) as exc:
                 if failures == 0:
@@ -159,11 +175,30 @@ class MqttMedium(Medium):
             await asyncio.sleep(backoff(failures))
             failures += 1
 
-    async def _mark(self, name: str, value: bytes) -> None:
+    def _limit(self) -> int:
+        """This node's inbox limit: ``max-messages``, at most the broker's queue limit."""
+        wanted, broker = self.retention.max_messages, self.broker_limit
+        if broker and wanted > broker:
+            raise MediumRefused(
+                f"max-messages = {wanted} in [config.mqtt-transport] is above the MQTT "
+                f"broker's queue limit (broker-queue-limit = {broker}): the broker at "
+                f"{self.url} would drop what passes {broker} without telling anyone (fix: "
+                "lower max-messages, or raise max_queued_messages in mosquitto.conf and set "
+                "broker-queue-limit to the same value)")
+        return wanted or broker
+
+    async def _look(self, name: str) -> tuple[int, int, int]:
+        try:
+            return await self._watch.look(name)
+        except aiomqtt.MqttError as exc:
+            raise self._error(exc) from exc
+
+    async def _mark(self, name: str, value: bytes, *, topic: bool = False) -> None:
         async with self._publisher_lock:
             client = self._publisher or await self._connect_publisher()
         try:
-            await client.publish(marker_topic(name), value, qos=1, retain=True)
+            await client.publish(name if topic else marker_topic(name), value, qos=1,
+                                 retain=True)
         except aiomqtt.MqttError as exc:
             raise self._error(exc) from exc
 
@@ -193,10 +228,43 @@ class MqttMedium(Medium):
         except aiomqtt.MqttError as exc:
             raise self._error(exc) from exc
         await self._mark(name, b"1")
+        _, stored, _ = await self._look(name)  # it starts with what was stored before
+        await self._mark(taken_topic(name), str(stored).encode(), topic=True)
+
+    async def inbox_stats(self, name: str) -> dict[str, Any]:
+        """Whether the marker is there, and the letters waiting as the counts say."""
+        exists = await self.probe(name)
+        _, stored, taken = await self._look(name)
+        return {"exists": exists, "records": max(0, stored - taken), "bytes": None}
+
+    async def store(self, name: str, records: Sequence[bytes]) -> None:
+        """Refused when the letters waiting in the inbox (as the retained counts say) and
+        these would pass its limit, which the broker would silently enforce; else the
+        sender's count goes up first (a sender killed between the two overcounts), then
+        the records are published."""
+        if "-" in name:  # a reply inbox: answers while its reader waits
+            await self.append(name, records)
+            return
+        limit, stored, taken = await self._look(name)
+        cap = min((x for x in (limit, self.broker_limit) if x), default=0)
+        waiting = max(0, stored - taken)
+        if cap and waiting + len(records) > cap:
+            raise InboxFull(
+                f"the inbox of {name} on {self.url} is full (max-messages = {cap} waiting "
+                f"records, {waiting} now): nothing was stored (the MQTT broker would drop "
+                "what passes it); it empties as that node runs")
+        mine = stored_topic(name, self._peer_id)
+        count = self._watch.count(mine) + len(records)
+        self._watch.note(mine, count)
+        await self._mark(mine, str(count).encode(), topic=True)
+        await self.append(name, records)
 
     async def delete_inbox(self, name: str) -> bool:
         """Drop the session (and what it queued) and the marker."""
         existed = await self.probe(name)
+        await self._look(name)
+        for topic in [*self._watch.senders(name), taken_topic(name)]:
+            await self._mark(topic, b"", topic=True)
         await self._mark(name, b"")
         try:
             async with self._client(f"p2phost-{name}", clean=True):
@@ -231,9 +299,18 @@ class MqttMedium(Medium):
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         """PUBACK the messages (those of a lost connection come again: skip them)."""
         current = self._subscriber
-        for client, mid in tokens:
+        for client, mid, letter in tokens:
             if current is not None and client is current:
                 current._client.ack(mid, 1)
+                self._taken += letter
+        if self._taken != self._taken_sent and time.monotonic() - self._taken_at > _TAKEN_EVERY:
+            await self._send_taken()
+
+    async def _send_taken(self) -> None:
+        # Senders count what waits from it: behind by at most the last few letters (they
+        # then refuse a little early, never late).
+        self._taken_at, self._taken_sent = time.monotonic(), self._taken
+        await self._mark(taken_topic(self._inbox), str(self._taken).encode(), topic=True)
 
     async def close(self, *, delete_inbox: bool) -> None:
         """Stop reading; forget a deleted inbox's session; disconnect."""
@@ -241,6 +318,10 @@ class MqttMedium(Medium):
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
+        await self._watch.close()
+        if self._taken != self._taken_sent and not delete_inbox:
+            with contextlib.suppress(MediumUnavailable, MediumRefused):
+                await self._send_taken()
         for client in (self._subscriber, self._publisher):
             if client is not None:
                 with contextlib.suppress(aiomqtt.MqttError):
@@ -264,6 +345,10 @@ class MqttTransport(InboxTransport):
     default_port = 1883
     address_example = "mqtt://HOST:PORT"
 
+    def __init__(self, *, broker_limit: int = BROKER_QUEUE_LIMIT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.broker_limit = broker_limit
+
     def make_medium(self, address: MediumAddress) -> Medium:
         """An MQTT medium for ``address``."""
-        return MqttMedium(address)
+        return MqttMedium(address, peer_id=self.peer_id, broker_limit=self.broker_limit)

@@ -1,0 +1,161 @@
+"""Counting what waits in an absent node's MQTT session, so that a stored send is refused
+before the broker would drop it.
+
+An MQTT broker keeps a bounded queue per absent persistent session (Mosquitto:
+``max_queued_messages``, 1,000 by default) and drops what passes it without telling the
+publisher (its PUBACK says success). Nobody can ask the broker how full a session's queue
+is, so the counts are kept beside it, as retained messages:
+
+    p2phost/inboxes/NAME                      the inbox's marker: {"max-messages": L}
+    p2phost/inbox-count/NAME/stored/SENDER    letters SENDER ever stored there (by SENDER)
+    p2phost/inbox-count/NAME/taken            letters the node ever took (by the node)
+
+What waits is the sum of the stored counts minus the taken count; a sender refuses a
+store that would bring it past L. One :class:`Watch` per medium keeps the counts of the
+inboxes it stored to current (one subscribed client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import Callable
+
+import aiomqtt
+
+log = logging.getLogger("p2phost.transport.mqtt")
+#: A record's magic and the type of a LETTER (docs/transports.md, "The records on the
+#: medium"): only letters are counted (connection records need a running reader).
+_MAGIC = b"p2pI"
+_LETTER = 9
+#: Seconds to wait for an inbox's retained counts the first time they are looked at.
+_FIRST_LOOK = 5.0
+
+
+def is_letter(record: bytes) -> bool:
+    """Whether ``record`` is a LETTER (a message stored for a peer)."""
+    return len(record) > 5 and record[:4] == _MAGIC and record[5] == _LETTER
+
+
+def marker_topic(name: str) -> str:
+    """Where a retained message says that inbox ``name`` has a persistent session (MQTT
+    cannot tell otherwise, and a broker drops QoS 1 messages nobody's session wants),
+    with its limit."""
+    return f"p2phost/inboxes/{name}"
+
+
+def counts_topic(name: str) -> str:
+    """The prefix of inbox ``name``'s retained counts."""
+    return f"p2phost/inbox-count/{name}/"
+
+
+def stored_topic(name: str, sender: str) -> str:
+    """Letters ``sender`` ever stored in inbox ``name``."""
+    return f"{counts_topic(name)}stored/{sender}"
+
+
+def taken_topic(name: str) -> str:
+    """Letters the node of inbox ``name`` ever took from it."""
+    return f"{counts_topic(name)}taken"
+
+
+def marker(limit: int) -> bytes:
+    """The marker's payload for a node whose inbox holds at most ``limit`` (0: no limit)."""
+    return json.dumps({"max-messages": limit}).encode()
+
+
+def _number(payload: bytes) -> int:
+    try:
+        return max(0, int(payload or b"0"))
+    except ValueError:
+        return 0
+
+
+class Watch:
+    """The retained counts of the inboxes this node looked at, kept current."""
+
+    def __init__(self, make_client: Callable[[], aiomqtt.Client]) -> None:
+        self._make_client = make_client
+        self._client: aiomqtt.Client | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._values: dict[str, bytes] = {}
+        self._watched: set[str] = set()
+        self._pings: dict[str, asyncio.Event] = {}
+
+    async def look(self, name: str) -> tuple[int, int, int]:
+        """(the inbox's advertised limit, 0 if none; letters stored; letters taken)."""
+        async with self._lock:
+            if name not in self._watched:
+                await self._watch(name)
+        values = self._values
+        limit = 0
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            limit = int(json.loads(values.get(marker_topic(name)) or b"{}")
+                        .get("max-messages", 0))
+        prefix = f"{counts_topic(name)}stored/"
+        stored = sum(_number(v) for k, v in values.items() if k.startswith(prefix))
+        return limit, stored, _number(values.get(taken_topic(name), b""))
+
+    def senders(self, name: str) -> list[str]:
+        """The stored-count topics of inbox ``name`` seen so far."""
+        prefix = f"{counts_topic(name)}stored/"
+        return [k for k in self._values if k.startswith(prefix)]
+
+    def count(self, topic: str) -> int:
+        """The count at ``topic`` as last seen (0: none)."""
+        return _number(self._values.get(topic, b""))
+
+    def note(self, topic: str, count: int) -> None:
+        """What this node itself publishes (before the broker echoes it)."""
+        self._values[topic] = str(count).encode()
+
+    async def _watch(self, name: str) -> None:
+        if self._client is None:
+            client = self._make_client()
+            await client.__aenter__()
+            self._client = client
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read(client), name="mqtt counts")
+        await self._client.subscribe([(marker_topic(name), 1), (f"{counts_topic(name)}#", 1)])
+        self._watched.add(name)
+        # The broker sends the retained messages of a subscription before it routes this
+        # client's next publish: once this comes back, every count is here.
+        ping = f"{counts_topic(name)}ping/{secrets.token_hex(8)}"
+        arrived = self._pings[ping] = asyncio.Event()
+        try:
+            await self._client.publish(ping, b"", qos=1)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_FIRST_LOOK):
+                    await arrived.wait()
+        finally:
+            self._pings.pop(ping, None)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        try:
+            async for message in client.messages:
+                topic, payload = str(message.topic), message.payload
+                if topic in self._pings:
+                    self._pings[topic].set()
+                elif "/ping/" not in topic:
+                    self._values[topic] = payload if isinstance(payload, bytes) else b""
+        except aiomqtt.MqttError as exc:
+            log.debug("the counts subscription ended: %s", exc)
+        # Lost: look again afresh next time.
+        self._client = None
+        self._watched.clear()
+
+    async def close(self) -> None:
+        """Stop watching. Idempotent."""
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        if self._client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.__aexit__(None, None, None)
+            self._client = None
+
