@@ -176,16 +176,23 @@ def dead_letters(root: Path) -> list[dict[str, object]]:
     return list(json.loads(done.stdout))
 
 
-@pytest.mark.services
-def test_an_allowlisted_node_dead_letters_a_strangers_stored_messages(
-        make_node: NodeMaker, make_project: ProjectMaker) -> None:
-    over = MEDIA["redis"]
+def trusting(make_node: NodeMaker, over: Any, trust: dict[str, Any]) -> Node:
+    """A running node "bob" on ``over`` whose manifest now has ``[trust]`` = ``trust``
+    (it applies from its next run)."""
     over.require()
     bob = make_node("bob", over)
     manifest = bob.root / "p2phost.toml"
     doc = tomlkit.parse(manifest.read_text())
-    doc["trust"] = {"policy": "allowlist", "peers": []}
+    doc["trust"] = trust
     manifest.write_text(tomlkit.dumps(doc))
+    return bob
+
+
+@pytest.mark.services
+def test_an_allowlisted_node_dead_letters_a_strangers_stored_messages(
+        make_node: NodeMaker, make_project: ProjectMaker) -> None:
+    over = MEDIA["redis"]
+    bob = trusting(make_node, over, {"policy": "allowlist", "peers": []})
     bob.restart(signal.SIGTERM)  # now with the allowlist
     stranger = make_project("stranger", over)
     for n in range(3):
@@ -204,12 +211,7 @@ def test_an_allowlisted_node_dead_letters_a_strangers_stored_messages(
 def test_a_tofu_node_records_a_sender_first_seen_through_stored_messages(
         make_node: NodeMaker, make_project: ProjectMaker) -> None:
     over = MEDIA["redis"]
-    over.require()
-    bob = make_node("bob", over)
-    manifest = bob.root / "p2phost.toml"
-    doc = tomlkit.parse(manifest.read_text())
-    doc["trust"] = {"policy": "tofu"}
-    manifest.write_text(tomlkit.dumps(doc))
+    bob = trusting(make_node, over, {"policy": "tofu"})
     assert bob.process.stop(signal.SIGTERM) == 0
     alice = make_project("alice", over)
     alice_id = run_cli("id", cwd=alice).stdout.strip()

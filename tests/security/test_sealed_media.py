@@ -139,18 +139,25 @@ def _data_from(tap: Tap, inbox: str, sender: str) -> list[tuple[Any, bytes, Reco
     return found
 
 
-@pytest.mark.services
-@pytest.mark.parametrize("sender", list(MEDIA), indirect=True)
-async def test_the_medium_holds_only_ciphertext_and_refuses_altered_and_replayed_messages(
-        sender: Node, request: pytest.FixtureRequest, tmp_path: Path,
-        official_wheels: dict[str, Path], ledger_wheel: Path) -> None:  # noqa: F811
-    medium = MEDIA[request.node.callspec.params["sender"]]
+def receiver_project(tmp_path: Path, medium: Medium, official_wheels: dict[str, Path],
+                     ledger_wheel: Path) -> Path:  # noqa: F811
+    """A secure node's project listening on ``medium``, with the ledger app."""
     service_or_skip(medium.service, medium.port)
     plugins = [medium.plugin, "json-codec", "noise-security", "echo", "ledger"]
     root = tmp_path / "receiver"
     write_project(root, plugins, name="receiver", listen=[medium.url],
                   config={"ledger": {"path": str(root / "ledger.jsonl")}},
                   wheels=[*(official_wheels[p] for p in plugins[:-1]), ledger_wheel])
+    return root
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("sender", list(MEDIA), indirect=True)
+async def test_the_medium_holds_only_ciphertext_and_refuses_altered_and_replayed_messages(
+        sender: Node, request: pytest.FixtureRequest, tmp_path: Path,
+        official_wheels: dict[str, Path], ledger_wheel: Path) -> None:  # noqa: F811
+    medium = MEDIA[request.node.callspec.params["sender"]]
+    root = receiver_project(tmp_path, medium, official_wheels, ledger_wheel)
     receiver = RunningNode(root)
     ledger = Ledger(root / "ledger.jsonl")
     tap = medium.tap()
@@ -244,12 +251,7 @@ async def test_a_frame_replayed_after_the_receiver_restarted_is_refused_and_coun
     """The replay guard outlives the process: a copy of a message the receiver took,
     renumbered to fit the connection its next run resumes, is refused there too."""
     medium = MEDIA["redis"]
-    service_or_skip(medium.service, medium.port)
-    plugins = [medium.plugin, "json-codec", "noise-security", "echo", "ledger"]
-    root = tmp_path / "receiver"
-    write_project(root, plugins, name="receiver", listen=[medium.url],
-                  config={"ledger": {"path": str(root / "ledger.jsonl")}},
-                  wheels=[*(official_wheels[p] for p in plugins[:-1]), ledger_wheel])
+    root = receiver_project(tmp_path, medium, official_wheels, ledger_wheel)
     receiver = RunningNode(root)
     ledger, tap = Ledger(root / "ledger.jsonl"), medium.tap()
     inbox, me = receiver.peer_id, sender.peer_id
