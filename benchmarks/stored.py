@@ -12,7 +12,8 @@ For every durable medium (Redis Streams, NATS JetStream, MQTT, AMQP, PostgreSQL)
 
 Run ``python benchmarks/stored.py`` (``--quick``, ``--only redis``, ``--json FILE``). The
 services must be up. Mosquitto keeps at most ``max_queued_messages`` (1,000 by default)
-for an absent session, so the MQTT drain stores 1,000.
+for an absent session and p2phost refuses stored sends beyond it, so MQTT stores and
+drains 1,000.
 """
 
 from __future__ import annotations
@@ -198,8 +199,11 @@ async def baseline_store(medium: str, count: int, size: int) -> float:
 async def run(media: list[str], count: int, drain: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for medium in media:
-        ours, size = await p2phost_store(medium, count)
-        base = await baseline_store(medium, count, size)
+        # MQTT: no more than the broker queues for an absent session (p2phost refuses the
+        # rest; the broker would drop it).
+        stored = min(count, DRAIN_CAP.get(medium, count))
+        ours, size = await p2phost_store(medium, stored)
+        base = await baseline_store(medium, stored, size)
         drained = min(drain, DRAIN_CAP.get(medium, drain))
         seconds = await p2phost_drain(medium, drained)
         results[medium] = {"stored_per_s": round(ours), "baseline_per_s": round(base),

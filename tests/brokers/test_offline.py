@@ -251,6 +251,7 @@ def test_a_record_altered_on_the_medium_is_rejected_and_the_others_handled(
     while "rejected a stored record" not in bob.process.stderr and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "fails authentication" in bob.process.stderr, bob.process.stderr
+    assert inbox_stats(bob.root)["rejected"] == 1
 
 
 @pytest.mark.services
@@ -354,6 +355,7 @@ def test_bad_input_to_a_stored_send_is_one_clear_error(make_project: ProjectMake
     down = f"redis://127.0.0.1:{free_port()}/0#{someone}"
     code, out = send(root, down, "note", {})
     assert code != 0 and "cannot reach" in out and "(stored for" not in out, out
+    assert "retried for 1s" in out, out  # send-timeout, then a clear failure
 
     nats = make_project("natty", MEDIA["nats"])
     code, out = send(nats, f"{MEDIA['nats'].url}#{someone}", "note", {})

@@ -154,16 +154,25 @@ class AmqpMedium(Medium):
             # ran, or by a run with other settings): the broker cannot change a queue's
             # arguments, so an empty one is declared anew; a queue that holds records
             # keeps its old limits until it is empty.
-            queue = await self._on_channel(name, "stats")
-            if queue is not None and queue.declaration_result.message_count == 0:
-                await self._on_channel(name, "delete-empty")
-                await self._on_channel(name, "create", arguments=arguments)
-            else:
+            if not await self._redeclare_empty(name, arguments):
                 log.warning("the inbox queue %s on %s holds records and was declared with "
                             "other limits: the new retention applies once it is empty (next "
                             "start)", inbox_queue(name), self.url)
         purged = await self._on_channel(name, "purge", queue=expired_queue(name))
         self.expired_at_open = 0 if purged is None else int(purged.message_count or 0)
+
+    async def _redeclare_empty(self, name: str, arguments: dict[str, Any]) -> bool:
+        """Declare the inbox queue anew with ``arguments`` if it is empty; whether it
+        was (a sender that publishes meanwhile declares it again, without them)."""
+        queue = await self._on_channel(name, "stats")
+        if queue is None or queue.declaration_result.message_count:
+            return False
+        try:
+            await self._on_channel(name, "delete-empty")
+            await self._on_channel(name, "create", arguments=arguments)
+        except _Inequivalent:  # a sender declared it again meanwhile: it stays as is
+            return False
+        return True
 
     async def _read(self, queue: AbstractQueue, deliver: Deliver) -> None:
         failures = 0
