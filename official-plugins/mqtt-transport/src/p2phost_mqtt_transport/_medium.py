@@ -60,6 +60,7 @@ _PROBE_WAIT = 0.5
 #: Mosquitto's default ``max_queued_messages``.
 BROKER_QUEUE_LIMIT = 1000
 _TAKEN_EVERY = 0.2  # seconds between updates of the retained taken count
+_CLAIM = 32  # places a sender claims at a time in an absent node's queue
 
 
 class MqttMedium(Medium):
@@ -90,6 +91,9 @@ class MqttMedium(Medium):
                                                  clean=True))
         self._taken = self._taken_sent = 0
         self._taken_at = 0.0
+        # inbox -> letters this sender stored there / places it claimed (the count shown)
+        self._stored: dict[str, int] = {}
+        self._claims: dict[str, int] = {}
 
     def _client(self, identifier: str, *, clean: bool, manual_ack: bool = False) -> aiomqtt.Client:
         client = aiomqtt.Client(self._host, self._port, username=self._user,
@@ -239,25 +243,45 @@ class MqttMedium(Medium):
 
     async def store(self, name: str, records: Sequence[bytes]) -> None:
         """Refused when the letters waiting in the inbox (as the retained counts say) and
-        these would pass its limit, which the broker would silently enforce; else the
-        sender's count goes up first (a sender killed between the two overcounts), then
-        the records are published."""
+        these would pass its limit, which the broker would silently enforce. A sender
+        claims places :data:`_CLAIM` at a time: its retained count goes up before the
+        records it covers are published (in the same round trip), and down to what it
+        really stored when it closes (a sender killed meanwhile makes the inbox look
+        fuller than it is by the rest of its claim)."""
         if "-" in name:  # a reply inbox: answers while its reader waits
             await self.append(name, records)
             return
         limit, stored, taken = await self._look(name)
         cap = min((x for x in (limit, self.broker_limit) if x), default=0)
-        waiting = max(0, stored - taken)
+        mine = stored_topic(name, self._peer_id)
+        seen = self._watch.count(mine)
+        actual = self._stored.setdefault(name, seen)
+        waiting = max(0, stored - seen + actual - taken)
         if cap and waiting + len(records) > cap:
             raise InboxFull(
                 f"the inbox of {name} on {self.url} is full (max-messages = {cap} waiting "
                 f"records, {waiting} now): nothing was stored (the MQTT broker would drop "
                 "what passes it); it empties as that node runs")
-        mine = stored_topic(name, self._peer_id)
-        count = self._watch.count(mine) + len(records)
-        self._watch.note(mine, count)
-        await self._mark(mine, str(count).encode(), topic=True)
-        await self.append(name, records)
+        actual = self._stored[name] = actual + len(records)
+        claim = self._claims.get(name, 0)
+        if actual <= claim:
+            await self.append(name, records)
+            return
+        room = cap - waiting - len(records) if cap else _CLAIM
+        claim = self._claims[name] = actual + max(0, min(_CLAIM - 1, room))
+        self._watch.note(mine, claim)
+        # Both in flight at once, the count's packet first (each publish hands its packet
+        # to the client before its first wait): one round trip.
+        await asyncio.gather(self._mark(mine, str(claim).encode(), topic=True),
+                             self.append(name, records))
+
+    async def _settle_claims(self) -> None:
+        # What this sender really stored, in place of its claims.
+        for name, claim in self._claims.items():
+            if claim > self._stored[name]:
+                await self._mark(stored_topic(name, self._peer_id),
+                                 str(self._stored[name]).encode(), topic=True)
+        self._claims.clear()
 
     async def delete_inbox(self, name: str) -> bool:
         """Drop the session (and what it queued) and the marker."""
@@ -319,8 +343,9 @@ class MqttMedium(Medium):
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
         await self._watch.close()
-        if self._taken != self._taken_sent and not delete_inbox:
-            with contextlib.suppress(MediumUnavailable, MediumRefused):
+        with contextlib.suppress(MediumUnavailable, MediumRefused):
+            await self._settle_claims()
+            if self._taken != self._taken_sent and not delete_inbox:
                 await self._send_taken()
         for client in (self._subscriber, self._publisher):
             if client is not None:
