@@ -380,6 +380,7 @@ def test_retention_refuses_a_full_inbox_and_counts_what_expired(
     assert store_many(alice, bob.address, 100, ["note"]) == "100"
     code, out = send(alice, bob.address, "note", {"n": 100})
     assert code != 0 and "is full (" in out and "nothing was stored" in out, out
+    assert "fix: wait until that node has run" in out, out
     if medium in ("redis", "postgresql", "mqtt"):
         assert "(max-messages = 100 waiting records" in out, out
     assert "(stored for" not in out

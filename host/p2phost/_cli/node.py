@@ -216,6 +216,9 @@ def _unreachable(project: Project, address: str, exc: Exception) -> Unreachable:
                            "how to secure the connection",
                            fix=f"{_offers(project)}; run `p2phost run --check` in the "
                                "node's project and declare the same security plugin in both")
+    if " is full (" in text and "nothing was stored" in text:
+        return Unreachable(text, fix="wait until that node has run and taken what waits, or ask "
+                                     "its operator to raise the limit in its p2phost.toml")
     if "handshake failed" in text:
         return Unreachable(text, fix="the node answers but refused the handshake (see above); "
                                      "`p2phost run --check` in both projects shows what each "
@@ -365,7 +368,7 @@ def send(
                                   fix=f"check the body against what the {topic!r} app expects"
                                   ) from exc
             except (RequestTimeout, PeerUnavailable) as exc:
-                raise Unreachable(str(exc), fix=_REACH_FIX) from exc
+                raise _unreachable(project, address, exc) from exc
         return run
 
     reply = asyncio.run(_as_client(project, address, answered(deliver), stored=answered(store)))
