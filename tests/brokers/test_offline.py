@@ -369,7 +369,9 @@ def inbox_stats(root: Path) -> dict[str, Any]:
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("medium", ["redis", "postgresql", "nats-jetstream", "amqp", "mqtt"])
+@pytest.mark.parametrize("medium", [
+    "redis", "postgresql", "nats-jetstream",
+    pytest.param("amqp", marks=pytest.mark.slow), pytest.param("mqtt", marks=pytest.mark.slow)])
 def test_retention_refuses_a_full_inbox_and_counts_what_expired(
         medium: str, make_node: NodeMaker, make_project: ProjectMaker) -> None:
     over = MEDIA[medium]

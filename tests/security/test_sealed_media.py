@@ -243,6 +243,7 @@ def test_a_sealed_connection_resumes_after_the_receiver_is_killed(
     assert "resuming the connection from" in bob.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.services
 @pytest.mark.parametrize("sender", ["redis"], indirect=True)
 async def test_a_frame_replayed_after_the_receiver_restarted_is_refused_and_counted(
