@@ -19,6 +19,7 @@ from p2phost_sdk import is_valid_name, normalize_name, parse_specifier
 
 from ._delivery_settings import DeliverySettings, read_delivery
 from ._errors import ManifestError
+from ._observability._settings import MetricsSettings, read_metrics
 from ._suggest import close_names, did_you_mean
 from ._toml_lines import decode_error_line, find_line
 from ._trust import TrustSettings, read_trust
@@ -27,7 +28,7 @@ MANIFEST_NAME = "p2phost.toml"
 #: The registry used when nothing else names one.
 DEFAULT_REGISTRY = "http://127.0.0.1:8470"
 
-TOP_LEVEL_KEYS = ("node", "registry", "plugins", "config", "delivery", "trust")
+TOP_LEVEL_KEYS = ("node", "registry", "plugins", "config", "delivery", "trust", "metrics")
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 
 
@@ -78,6 +79,8 @@ class Manifest:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     #: ``[trust]``: which peers this node accepts (see p2phost._trust).
     trust: TrustSettings = field(default_factory=TrustSettings)
+    #: ``[metrics]``: where the node serves Prometheus metrics (docs/operations.md).
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -147,9 +150,10 @@ class _Reader:
             require_signed = False
         delivery = read_delivery(self.table(data, "delivery"), self.problem)
         trust = read_trust(self.table(data, "trust"), self.problem)
+        metrics = read_metrics(self.table(data, "metrics"), self.problem)
         manifest = Manifest(self.path, self.text, node, registries, plugins, config,
                             require_signed, delivery,
-                            trust=trust)
+                            trust=trust, metrics=metrics)
         return manifest, self.problems
 
     def table(self, data: dict[str, Any], name: str) -> dict[str, Any]:

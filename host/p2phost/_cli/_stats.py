@@ -6,7 +6,8 @@ from typing import Any
 
 from ._output import console
 
-_COLUMNS = (("sent", "sent"), ("resent", "resent"), ("acked", "acked"),
+_COLUMNS = (("sent", "sent"), ("resent", "resent"), ("received", "received"),
+            ("acked", "acked"),
             ("handled", "handled"), ("failed", "failed"), ("retried", "retried"),
             ("dead_lettered", "dead-lettered"),
             ("duplicates", "duplicates"), ("dropped", "dropped"))

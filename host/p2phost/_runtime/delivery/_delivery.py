@@ -16,6 +16,7 @@ Parts: the :class:`~._outbox.Outbox` (sending), the :class:`~._receiver.Receiver
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -313,8 +314,11 @@ class Reliable:
         """Counters and queue sizes, as JSON data."""
         answer = self.stats.snapshot()
         if self.db is not None:
-            answer["outbox"] = dict(self.db.execute(
-                "SELECT topic, COUNT(*) FROM outbox GROUP BY topic").fetchall())
+            rows = self.db.execute(
+                "SELECT topic, COUNT(*), MIN(created) FROM outbox GROUP BY topic").fetchall()
+            answer["outbox"] = {topic: count for topic, count, _ in rows}
+            answer["outbox_oldest"] = {topic: max(0.0, time.time() - oldest)
+                                       for topic, _, oldest in rows}
             answer["delayed"] = dict(self.db.execute(
                 "SELECT topic, COUNT(*) FROM delayed GROUP BY topic").fetchall())
             answer["dead"] = dict(self.db.execute(

@@ -186,7 +186,7 @@ class Outbox:
             pump.acked.discard(message_id)
             pump.sent.discard(message_id)
         if topic is not None:
-            self.stats.add(topic, "acked")
+            self.stats.add(topic, "acked", 1, peer)
             self._recent[key] = None
             if len(self._recent) > _RECENT:
                 self._recent.popitem(last=False)
@@ -262,7 +262,7 @@ class Outbox:
                 await channel.send(frame)
             except ConnectionClosed:
                 return  # sent again on the next connection
-        self.stats.add(row.topic, "resent" if row.id in pump.sent else "sent")
+        self.stats.add(row.topic, "resent" if row.id in pump.sent else "sent", 1, pump.peer)
         if self._acknowledged_by(channel, row.topic):
             pump.sent.add(row.id)
             pump.inflight[row.id] = time.monotonic()
@@ -313,7 +313,7 @@ class Outbox:
             for lost in dropped:
                 log.error("%s", self.dead.full_message(lost))
                 self.stats.drop(lost.topic, "dead-letter store full")
-            self.stats.add(row.topic, "dead_lettered")
+            self.stats.add(row.topic, "dead_lettered", 1, peer)
 
         self.committer.submit(op, then)
 

@@ -98,7 +98,7 @@ class Receiver:
         key = (peer, envelope.message_id)
         seen = self.dedupe.seen(key, durable=self._durable(topic))
         if seen is not None:
-            self.stats.add(topic, "duplicates")
+            self.stats.add(topic, "duplicates", 1, peer)
             log.debug("dropping a copy of message %016x from %s (%s)", key[1], peer, seen)
             if seen is DONE:
                 self.acknowledge(peer, envelope.message_id, channel)
@@ -148,7 +148,7 @@ class Receiver:
         try:
             for _ in range(policy.immediate_retries + 1):
                 if job.attempts:
-                    self.stats.add(job.topic, "retried")
+                    self.stats.add(job.topic, "retried", 1, job.peer)
                 job.attempts += 1
                 session = self.state.session(app)
                 try:
@@ -210,7 +210,7 @@ class Receiver:
         if job.medium_ack is not None:
             job.medium_ack()
         if counter is not None:
-            self.stats.add(job.topic, counter)
+            self.stats.add(job.topic, counter, 1, job.peer)
 
     def _given_up(self, job: Job) -> None:
         # The outcome was not committed: not acknowledged, so the sender (or the

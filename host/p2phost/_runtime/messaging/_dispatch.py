@@ -134,7 +134,7 @@ class Dispatcher:
                 await channel.send(frame)
             except ConnectionClosed as exc:
                 raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
-        self.stats.add(topic, "sent")
+        self.stats.message_out(topic, channel.peer_id, len(frame))
 
     async def request(self, channel: Channel, topic: str, body: Any, timeout: float) -> Any:
         """One request; the reply's body, or RequestTimeout / RemoteError / PeerUnavailable."""
@@ -151,6 +151,7 @@ class Dispatcher:
         try:
             if not channel.try_post(frame):
                 await channel.send(frame)
+            self.stats.message_out(topic, channel.peer_id, len(frame))
             return await reply
         except ConnectionClosed as exc:
             raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
@@ -196,8 +197,7 @@ class Dispatcher:
                 except ConnectionClosed:
                     continue
             sent += 1
-        if sent:
-            self.stats.add(topic, "sent", sent)
+            self.stats.message_out(topic, channel.peer_id, len(frame))
         return sent
 
     def fail_pending(self, peer_id: str | None, reason: str) -> None:
@@ -217,6 +217,7 @@ class Dispatcher:
                    ack: Callable[[], None] | None) -> Awaitable[None] | None:
         """A MESSAGE or REQUEST: into the owning app's mailbox (an awaitable when full)."""
         peer = channel.peer_id
+        self.stats.message_in(envelope.topic, peer, len(envelope.body))
         if envelope.sender and envelope.sender != peer:
             raise WireError(f"envelope sender {envelope.sender} is not the connection's peer")
         if envelope.recipient and envelope.recipient != self.local_peer_id:
@@ -250,7 +251,7 @@ class Dispatcher:
         else:
             text = f"no app on this node handles topic {envelope.topic!r}"
         self.stats.drop(envelope.topic, "the sender is not allowed" if forbidden
-                        else "no app handles the topic")
+                        else "no app handles the topic", channel.peer_id)
         if envelope.kind is Kind.REQUEST:
             channel.post(encode(Kind.ERROR, next(self._ids), body=text.encode(),
                                 correlation_id=envelope.message_id))
@@ -308,7 +309,7 @@ class Dispatcher:
                 await self._lifecycle_call(func)
             elif deadline and deadline < time.time() * 1000:
                 log.debug("skipping an expired %r request from %s", message.topic, peer)
-                self.stats.drop(message.topic, "request expired before its handler")
+                self.stats.drop(message.topic, "request expired before its handler", peer)
             else:
                 await self._handle(peer, func, message, item.message_id, item.channel, item.counted)
         finally:
@@ -332,12 +333,12 @@ class Dispatcher:
                         message.topic, peer, type(exc).__name__, exc,
                         exc_info=log.isEnabledFor(logging.DEBUG))
             if not counted:
-                self.stats.add(message.topic, "failed")
+                self.stats.add(message.topic, "failed", 1, peer)
             if message.kind is MessageKind.REQUEST:
                 await self._reply(peer, channel, message_id, Kind.ERROR, _describe(exc))
             return
         if not counted:
-            self.stats.add(message.topic, "handled")
+            self.stats.add(message.topic, "handled", 1, peer)
         if message.kind is MessageKind.REQUEST:
             await self._reply(peer, channel, message_id, Kind.REPLY, result)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from p2phost_sdk import Message
@@ -28,6 +29,8 @@ class Work:
     ack: Callable[[], None] | None = None
     #: Acknowledged delivery's: it counts the outcome itself.
     counted: bool = False
+    #: When it was queued (``time.monotonic``): the mailbox wait in the metrics.
+    queued: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,12 @@
-"""Delivery counters per topic, for ``p2phost peers --stats`` (and the node's metrics).
+"""Delivery counters per topic and peer, for ``p2phost peers --stats``, ``p2phost top``
+and the node's Prometheus metrics (docs/operations.md): one set of figures for all three.
 
 Every message a node gives up on is counted under ``dropped`` with its reason (and
 logged by whoever dropped it): nothing is dropped silently.
+
+Label cardinality is bounded: the first ``peer_labels`` peers and ``topic_labels`` topics
+seen are counted under their own names, later ones under ``other`` (a hostile peer
+inventing topic names or peer ids cannot grow the tables).
 """
 
 from __future__ import annotations
@@ -10,42 +15,104 @@ from collections import Counter
 from typing import Any
 
 #: The counters of a topic, in the order ``peers --stats`` shows them.
-COUNTERS = ("sent", "resent", "acked", "handled", "failed", "retried", "dead_lettered",
-            "duplicates", "dropped")
+COUNTERS = ("sent", "resent", "received", "acked", "handled", "failed", "retried",
+            "dead_lettered", "duplicates", "dropped")
+#: Body bytes of app messages, counted beside the messages.
+BYTES = ("bytes_sent", "bytes_received")
+#: What folded peers and topics are counted under.
+OTHER = "other"
 
 
 class DeliveryStats:
-    """Counters by topic, plus node-wide ones (acknowledgements for unknown messages)."""
+    """Counters by topic and peer, plus node-wide ones (acknowledgements for unknown
+    messages). A counter added without a peer is counted under the peer ``""``."""
 
-    def __init__(self) -> None:
-        self._topics: dict[str, Counter[str]] = {}
+    def __init__(self, *, peer_labels: int = 32, topic_labels: int = 256) -> None:
+        self.peer_labels, self.topic_labels = peer_labels, topic_labels
+        self._counts: dict[tuple[str, str], Counter[str]] = {}
+        self._peer_names: set[str] = set()
+        self._topic_names: set[str] = set()
         #: Why messages were dropped, by reason.
         self.drop_reasons: Counter[str] = Counter()
+        #: Dropped messages by (topic, peer, reason), labels folded as the counters are.
+        self.drops: Counter[tuple[str, str, str]] = Counter()
         #: Acknowledgements for message ids this node is not waiting for (ignored).
         self.unknown_acks = 0
 
-    def add(self, topic: str, counter: str, count: int = 1) -> None:
-        """Add ``count`` to ``counter`` of ``topic``."""
-        counters = self._topics.get(topic)
+    def add(self, topic: str, counter: str, count: int = 1, peer: str = "") -> None:
+        """Add ``count`` to ``counter`` of ``topic`` (and ``peer``)."""
+        counters = self._counts.get((topic, peer))
         if counters is None:
-            counters = self._topics[topic] = Counter()
+            counters = self._slot(topic, peer)
         counters[counter] += count
 
-    def drop(self, topic: str, reason: str) -> None:
+    def _label(self, topic: str, peer: str) -> tuple[str, str]:
+        if topic not in self._topic_names:
+            if len(self._topic_names) >= self.topic_labels:
+                topic = OTHER
+            else:
+                self._topic_names.add(topic)
+        if peer and peer not in self._peer_names:
+            if len(self._peer_names) >= self.peer_labels:
+                peer = OTHER
+            else:
+                self._peer_names.add(peer)
+        return topic, peer
+
+    def _slot(self, topic: str, peer: str) -> Counter[str]:
+        # The first count of a (topic, peer) pair; folded pairs come here every time
+        # (never cached under their own names, so the table stays bounded).
+        key = self._label(topic, peer)
+        counters = self._counts.get(key)
+        if counters is None:
+            counters = self._counts[key] = Counter()
+        return counters
+
+    def message_out(self, topic: str, peer: str, size: int) -> None:
+        """One app message of ``size`` body bytes sent to ``peer``."""
+        counters = self._counts.get((topic, peer))
+        if counters is None:
+            counters = self._slot(topic, peer)
+        counters["sent"] += 1
+        counters["bytes_sent"] += size
+
+    def message_in(self, topic: str, peer: str, size: int) -> None:
+        """One app message of ``size`` body bytes received from ``peer``."""
+        counters = self._counts.get((topic, peer))
+        if counters is None:
+            counters = self._slot(topic, peer)
+        counters["received"] += 1
+        counters["bytes_received"] += size
+
+    def drop(self, topic: str, reason: str, peer: str = "") -> None:
         """Count one message of ``topic`` dropped for ``reason`` (the caller logs it)."""
-        self.add(topic, "dropped")
+        self.add(topic, "dropped", 1, peer)
         self.drop_reasons[reason] += 1
+        label_topic, label_peer = self._label(topic, peer)
+        self.drops[(label_topic, label_peer, reason)] += 1
 
     def get(self, topic: str, counter: str) -> int:
-        """The value of ``counter`` of ``topic``."""
-        counters = self._topics.get(topic)
-        return 0 if counters is None else counters[counter]
+        """The value of ``counter`` of ``topic`` (all peers)."""
+        return sum(c[counter] for (t, _), c in self._counts.items() if t == topic)
 
     def snapshot(self) -> dict[str, Any]:
-        """Every counter, as JSON data."""
+        """Every counter, as JSON data: by topic, and by peer and topic (peer ``""``:
+        counted where the peer is not known)."""
+        topics: dict[str, Counter[str]] = {}
+        peers: dict[str, dict[str, dict[str, int]]] = {}
+        for (topic, peer), counters in sorted(self._counts.items()):
+            topics.setdefault(topic, Counter()).update(counters)
+            peers.setdefault(peer, {})[topic] = {
+                name: counters[name] for name in (*COUNTERS, *BYTES) if counters[name]}
+        drops: dict[str, dict[str, int]] = {}
+        for (topic, _, reason), count in sorted(self.drops.items()):
+            by_reason = drops.setdefault(topic, {})
+            by_reason[reason] = by_reason.get(reason, 0) + count
         return {
-            "topics": {topic: {name: counters[name] for name in COUNTERS}
-                       for topic, counters in sorted(self._topics.items())},
+            "topics": {topic: {name: counters[name] for name in (*COUNTERS, *BYTES)}
+                       for topic, counters in topics.items()},
+            "by_peer": peers,
             "unknown_acks": self.unknown_acks,
             "drop_reasons": dict(self.drop_reasons),
+            "drops": drops,
         }

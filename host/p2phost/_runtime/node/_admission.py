@@ -72,10 +72,13 @@ class RateLimitedLog:
         self._suppressed = 0
         #: Every event, logged or not.
         self.count = 0
+        #: Events by their short reason (a metric label: keep the set small).
+        self.reasons: Counter[str] = Counter()
 
-    def warning(self, message: str, *args: object) -> None:
+    def warning(self, message: str, *args: object, reason: str = "other") -> None:
         """One event: logged while the window's burst lasts, counted after."""
         self.count += 1
+        self.reasons[reason] += 1
         now = self.clock()
         if now - self._start >= self.window:
             self.flush()

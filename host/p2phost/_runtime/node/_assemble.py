@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..._observability import MetricsSettings
 from ..._plugins import PluginManager
 from ..._project import Project
 from ..._trust import KNOWN_PEERS, KnownPeers, TrustPolicy
@@ -35,6 +36,8 @@ def node_for_project(project: Project, *, client: bool = False) -> Node:
         # A client keeps no outbox on disk: it waits for acknowledgements before it exits.
         state_dir=None if client else project.state_dir,
         delivery=project.manifest.delivery,
+        # A client serves no metrics (the running node of the project may).
+        metrics=MetricsSettings() if client else project.manifest.metrics,
     )
     return Node(
         identity,

@@ -24,6 +24,7 @@ from p2phost_sdk import (
     Transport,
 )
 
+from ..._observability._links import handshake_reason
 from ..delivery._delivery import Reliable
 from ..messaging._dispatch import Dispatcher
 from ..messaging._peers import PeerTable
@@ -83,6 +84,10 @@ class Connections:
             "failed_handshakes": self._failures.count,
         }
 
+    def failure_reasons(self) -> dict[str, int]:
+        """Failed handshakes by their short reason (the metrics' label)."""
+        return dict(self._failures.reasons)
+
     def channels(self) -> list[Channel]:
         """Every open channel: the peers' and the clients'."""
         channels = [c for p in self._table.peers.values() for c in p.channels]
@@ -124,7 +129,7 @@ class Connections:
                             inbox=transport.inbox_based)
         except HandshakeError as exc:
             self._failures.warning("closed connection from %s: handshake failed: %s",
-                                   address, exc)
+                                   address, exc, reason=handshake_reason(exc))
         finally:
             self._accepting -= 1
             self._gate.leave(address)

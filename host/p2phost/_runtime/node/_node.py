@@ -13,7 +13,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from p2phost_sdk import (
     App,
@@ -36,6 +36,7 @@ from p2phost_sdk import (
     with_timeout,
 )
 
+from ..._observability._links import link_rows
 from .._errors import ListenError, NodeConfigError
 from ..delivery._delivery import Reliable
 from ..delivery._store import DATABASE_NAME
@@ -51,6 +52,9 @@ from ._dialler import Link
 from ._discovering import DiscoveryRunner
 from ._letters import Letters
 from ._options import NodeOptions
+
+if TYPE_CHECKING:
+    from ..._observability._metrics import NodeMetrics
 
 log = logging.getLogger("p2phost.node")
 
@@ -111,7 +115,8 @@ class Node:
             dial_timeout=options.dial_timeout, backoff=options.reconnect)
         # Random start: ids stay unique across restarts, for receivers that dedupe.
         ids = itertools.count(secrets.randbits(62) + 1)
-        self._stats = DeliveryStats()
+        self._stats = DeliveryStats(peer_labels=options.metrics.peer_labels,
+                                    topic_labels=options.metrics.topic_labels)
         # Acknowledged delivery (docs/delivery.md): sends on its topics divert to it.
         self._reliable = Reliable(
             self._dialler, ids=ids, apps=self._apps, codecs=self._codecs,
@@ -123,6 +128,13 @@ class Node:
                                     reply_channel=self._dialler.reply_channel, ids=ids,
                                     stats=self._stats, delivery=self._reliable)
         self._acked_topics = self._reliable.topics
+        # Metrics (docs/operations.md): handlers timed before acknowledged delivery
+        # takes its routes; the endpoint listens from start() on.
+        self.metrics: NodeMetrics | None = None
+        if options.metrics.listen:
+            from ..._observability._metrics import NodeMetrics
+            self.metrics = NodeMetrics(options.metrics, self._observed)
+            self.metrics.timings.instrument(self._dispatch.routes)
         # Stored messages on inbox media (docs/transports.md, "Peers that are not running").
         self._letters = Letters(identity=identity, dispatch=self._dispatch,
                                 reliable=self._reliable, link=self._dialler, ids=ids,
@@ -192,7 +204,12 @@ class Node:
         answer = self._reliable.snapshot()
         answer["mailboxes"] = self._dispatch.mailboxes()
         answer["connections"] = self._connections.snapshot()
+        answer["links"] = link_rows(c for p in self._table.peers.values() for c in p.channels)
+        answer["handshake_failures"] = self._connections.failure_reasons()
         return answer
+
+    async def _observed(self) -> dict[str, Any]:
+        return {**self.stats(), "discovery": self.discovery_status()}
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -217,6 +234,8 @@ class Node:
                                    doing="starting its app")
             for address in self.options.listen:
                 await self._listen(address)
+            if self.metrics is not None:
+                await self.metrics.start()
             if self._security is None:
                 log.warning(INSECURE_WARNING)
                 if self._admit is not None:
@@ -285,6 +304,8 @@ class Node:
             self._sealer.close()
         self._dispatch.fail_pending(None, "the node shut down")
         self._connections.flush_logs()
+        if self.metrics is not None:
+            await self.metrics.close()
 
     @staticmethod
     async def _peers_done(channels: list[Channel], timeout: float) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from p2phost_sdk import Backoff
 
 from ..._delivery_settings import DeliverySettings
+from ..._observability._settings import MetricsSettings
 
 
 @dataclass(frozen=True)
@@ -47,3 +48,5 @@ class NodeOptions:
     state_dir: Path | None = None
     #: ``[delivery]`` of p2phost.toml (docs/delivery.md).
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    #: ``[metrics]`` of p2phost.toml (docs/operations.md).
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)

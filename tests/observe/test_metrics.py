@@ -1,0 +1,123 @@
+"""A node's /metrics, scraped while it is busy: the counters match what was sent and
+handled per topic, and drops and dead letters match their causes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from p2phost._observability import MetricsSettings
+from p2phost_sdk import App, Delivery, Message, handler
+from p2phost_sdk.testing.discovery import wait_until
+from tests.runtime.conftest import MakeNode
+from tests.runtime.conftest import make_node as make_node  # the fixture
+
+FAST = Delivery("at-least-once", immediate_retries=1, delayed_retries=0)
+SENT, FAILING, STRAY, BAD = 300, 20, 7, 3
+
+
+class Worker(App):
+    """``work`` succeeds, ``flaky`` raises every other time, ``poison`` always (and is
+    acknowledged: it ends as a dead letter)."""
+
+    name = "worker"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @handler("work")
+    async def work(self, message: Message) -> int:
+        return int(message.body)
+
+    @handler("flaky")
+    async def flaky(self, message: Message) -> None:
+        self.calls += 1
+        if self.calls % 2:
+            raise ValueError("odd call")
+
+    @handler("poison", delivery=FAST)
+    async def poison(self, message: Message) -> None:
+        raise ValueError("never")
+
+
+class Caller(App):
+    """Sends ``poison`` acknowledged (the receiver decides, the sender agrees)."""
+
+    name = "caller"
+    delivery = {"poison": FAST}
+
+
+@pytest.fixture
+def kind() -> str:
+    """Over real TCP."""
+    return "tcp"
+
+
+def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the endpoint: (name, sorted labels) -> value."""
+    text = httpx.get(f"http://{address}/metrics", timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def total(samples: dict[Any, float], name: str, **labels: str) -> float:
+    """The sum of ``name`` over the samples whose labels include ``labels``."""
+    return sum(v for (n, ls), v in samples.items()
+               if n == name and all(dict(ls).get(k) == w for k, w in labels.items()))
+
+
+async def test_counters_match_what_was_sent_and_handled(make_node: MakeNode) -> None:
+    receiver = await make_node([Worker()], metrics=MetricsSettings(listen="127.0.0.1:0"),
+                               drain_timeout=3.0)
+    sender = await make_node([Caller()], metrics=MetricsSettings(listen="127.0.0.1:0"))
+    assert receiver.metrics is not None and sender.metrics is not None
+    peer = await sender.connect(receiver.addresses[0])
+
+    async def load() -> None:
+        for i in range(SENT):
+            if i % 3:
+                await sender.send(peer, "work", i)
+            else:
+                assert await sender.request(peer, "work", i) == i
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+
+    busy = asyncio.create_task(load())
+    during = await asyncio.to_thread(scrape, receiver.metrics.address)  # under load
+    await busy
+    for _ in range(FAILING):
+        await sender.send(peer, "flaky", None)
+    for _ in range(STRAY):
+        await sender.send(peer, "nobody-handles-this", None)
+    for _ in range(BAD):
+        await sender.send(peer, "poison", None)
+    await wait_until(lambda: receiver.delivery.stats.get("poison", "dead_lettered") == BAD
+                     and receiver.delivery.stats.get("flaky", "failed") == FAILING // 2
+                     and receiver.delivery.stats.get("work", "handled") == SENT, 20,
+                     "every message handled, failed or dead-lettered")
+
+    got = await asyncio.to_thread(scrape, receiver.metrics.address)
+    assert total(during, "p2phost_messages_received_total", topic="work") <= SENT
+    assert total(got, "p2phost_messages_received_total", topic="work",
+                 peer=sender.peer_id) == SENT
+    assert total(got, "p2phost_messages_handled_total", topic="work") == SENT
+    assert total(got, "p2phost_messages_handled_total", topic="flaky") == FAILING // 2
+    assert total(got, "p2phost_messages_failed_total", topic="flaky") == FAILING // 2
+    assert total(got, "p2phost_messages_dropped_total", topic="nobody-handles-this",
+                 reason="no app handles the topic") == STRAY
+    assert total(got, "p2phost_messages_dead_lettered_total", topic="poison") == BAD
+    assert total(got, "p2phost_messages_retried_total", topic="poison") == BAD
+    assert total(got, "p2phost_dead_letters", topic="poison") == BAD
+    assert total(got, "p2phost_handler_duration_seconds_count", topic="work") == SENT
+    assert total(got, "p2phost_mailbox_wait_seconds_count", app="worker") >= SENT
+    assert total(got, "p2phost_connections", transport="tcp") == 1
+    assert total(got, "process_resident_memory_bytes") > 0
+
+    sent = await asyncio.to_thread(scrape, sender.metrics.address)
+    assert total(sent, "p2phost_messages_sent_total", topic="work", peer=receiver.peer_id) == SENT
+    assert total(sent, "p2phost_message_bytes_sent_total", topic="work") > SENT * 30
+    assert total(sent, "p2phost_messages_acked_total", topic="poison") == BAD
