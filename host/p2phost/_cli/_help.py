@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "trust": (("trust",), "The peers this project's node accepts ([trust] in p2phost.toml)."),
     "inbox": (("inbox",), "This node's durable inboxes on brokers and databases: list, stats, "
                           "purge, delete."),
+    "top": (("top",), "Live view of the running node: peers, topics, mailboxes, outbox, "
+                      "dead letters."),
     "completion": (("completion",), "Print the shell completion script for bash, zsh or fish."),
 }
 
