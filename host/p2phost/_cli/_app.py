@@ -84,11 +84,17 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help=OPTIONS["--version"]),
     debug: bool = typer.Option(False, "--debug", help=OPTIONS["--debug"]),
+    log_format: str = typer.Option("text", "--log-format", metavar="FORMAT",
+                                   show_default=False, help=OPTIONS["--log-format FORMAT"]),
 ) -> None:
     """p2phost: run a peer-to-peer messaging node whose parts are versioned plugins."""
     import logging
 
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .._observability._logs import FORMATS, configure
+
+    if log_format not in FORMATS:
+        raise typer.BadParameter(f"{log_format!r} is not one of {', '.join(FORMATS)}",
+                                 param_hint="--log-format")
+    configure(logging.DEBUG if debug else logging.WARNING, log_format)
 
 

@@ -16,6 +16,8 @@ SUMMARY = "p2phost: run a peer-to-peer messaging node whose parts are versioned 
 OPTIONS = {
     "--version": "Print the version and exit.",
     "--debug": "Show tracebacks and debug logs.",
+    "--log-format FORMAT": "Logs as text (default) or json: one object per line with node, "
+                    "peer, topic and message id where known.",
     "-h, --help": "Show this message and exit.",
 }
 

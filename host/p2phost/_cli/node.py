@@ -99,6 +99,7 @@ def _say(line: str) -> None:
 
 
 async def _serve(project: Project) -> None:
+    from .._observability._logs import bind
     from .._runtime import ControlServer
     from .._runtime.node._assemble import node_for_project
 
@@ -114,6 +115,7 @@ async def _serve(project: Project) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    bind(node=node.options.name, node_id=node.peer_id)  # in every log line of --log-format json
     async with ControlServer(node, project.control_socket), node:
         _say(f"peer id: {node.peer_id}")
         for address in node.addresses:

@@ -37,6 +37,7 @@ from p2phost_sdk import (
 )
 
 from ..._observability._links import link_rows
+from ..._observability._logs import json_enabled, with_context
 from .._errors import ListenError, NodeConfigError
 from ..delivery._delivery import Reliable
 from ..delivery._store import DATABASE_NAME
@@ -135,6 +136,8 @@ class Node:
             from ..._observability._metrics import NodeMetrics
             self.metrics = NodeMetrics(options.metrics, self._observed)
             self.metrics.timings.instrument(self._dispatch.routes)
+        if json_enabled():  # --log-format json: lines name the message being handled
+            with_context(self._dispatch.routes)
         # Stored messages on inbox media (docs/transports.md, "Peers that are not running").
         self._letters = Letters(identity=identity, dispatch=self._dispatch,
                                 reliable=self._reliable, link=self._dialler, ids=ids,

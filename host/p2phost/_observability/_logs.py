@@ -1,0 +1,126 @@
+"""Logs for machines and for bad days: ``--log-format json`` (one object per line, with
+the node, peer, topic and message id where known) and repeated warnings rate-limited with
+a count, in both formats.
+
+What a line is about comes from a context variable: the node's name is bound where the
+node runs, and each handler's task binds its message's peer, topic and id (every handler
+runs in a task of its own, so a binding never leaks to another message).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import functools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CLI imports this module first thing: keep it light
+    from p2phost_sdk import Message
+
+    from .._runtime.messaging._routes import Route
+
+#: What the current log lines are about (node, peer, topic, message_id, trace_id).
+_CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
+    "p2phost_log_context", default={})  # noqa: B039  (never mutated: bind() replaces it)
+FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def bind(**fields: str) -> None:
+    """Add ``fields`` to what this task's (and its children's) log lines are about."""
+    _CONTEXT.set({**_CONTEXT.get(), **fields})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, the bound fields, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(), "logger": record.name,
+            "message": record.getMessage(), **_CONTEXT.get(),
+        }
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class RepeatLimit(logging.Filter):
+    """Lets the first ``burst`` warnings of one kind (logger and message template) through
+    each ``window`` seconds; the rest are counted and reported in one line with their
+    count when that kind comes up again after the window (or at exit: :meth:`flush`)."""
+
+    def __init__(self, burst: int = 10, window: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.burst, self.window, self.clock = burst, window, clock
+        # (logger, template) -> [window start, passed, suppressed]
+        self._kinds: dict[tuple[str, str], list[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or getattr(record, "summary", False):
+            return True
+        key = (record.name, str(record.msg))
+        now = self.clock()
+        state = self._kinds.get(key)
+        if state is None or now - state[0] >= self.window:
+            if state is not None and state[2]:
+                self._report(key, int(state[2]))
+            if len(self._kinds) >= 1024:  # bounded: forget the oldest kinds
+                self._kinds.pop(next(iter(self._kinds)))
+            state = self._kinds[key] = [now, 0, 0]
+        if state[1] < self.burst:
+            state[1] += 1
+            return True
+        state[2] += 1
+        return False
+
+    def _report(self, key: tuple[str, str], count: int) -> None:
+        logging.getLogger(key[0]).warning(
+            "%d more warnings like %r in %gs were not logged", count, key[1][:120],
+            self.window, extra={"summary": True, "repeated": count})
+
+    def flush(self) -> None:
+        """Report every kind whose warnings were held back."""
+        for key, state in list(self._kinds.items()):
+            count, state[2] = int(state[2]), 0
+            if count:
+                self._report(key, count)
+
+
+def configure(level: int, fmt: str) -> RepeatLimit:
+    """The CLI's logging: ``fmt`` is ``text`` or ``json``; repeats limited in both."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    limit = RepeatLimit()
+    handler.addFilter(limit)
+    logging.basicConfig(level=level, handlers=[handler])
+    atexit.register(limit.flush)  # runs before logging's own exit hook (registered first)
+    return limit
+
+
+def with_context(routes: dict[str, Route]) -> None:
+    """Bind each message's peer, topic and id in its handler's task (json logs only)."""
+    for topic, route in routes.items():
+        routes[topic] = replace(route, handler=_bound(route.handler))
+
+
+def _bound(handler: Callable[[Message], Awaitable[Any]]) -> Callable[[Message], Awaitable[Any]]:
+    @functools.wraps(handler)
+    async def bound(message: Message) -> Any:
+        _CONTEXT.set({**_CONTEXT.get(), "peer": message.sender, "topic": message.topic,
+                      "message_id": message.id})
+        return await handler(message)
+
+    return bound
+
+
+def json_enabled() -> bool:
+    """Whether the root logger writes JSON (the node then binds handler context)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)

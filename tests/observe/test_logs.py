@@ -1,0 +1,79 @@
+"""``--log-format json``: one object per line naming the node, peer, topic and message id
+of the message being handled; repeated warnings are held back and reported with a count."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from p2phost._observability._logs import JsonFormatter, RepeatLimit, bind
+from p2phost_sdk import App, Message, handler
+from p2phost_sdk.testing.discovery import wait_until
+from tests.runtime.conftest import MakeNode
+from tests.runtime.conftest import make_node as make_node  # the fixture
+
+FAILURES = 12
+
+
+class Failing(App):
+    name = "failing"
+
+    @handler("fail")
+    async def fail(self, message: Message) -> None:
+        raise ValueError(f"no {message.body}")
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def kind() -> str:
+    """Over real TCP."""
+    return "tcp"
+
+
+@pytest.fixture
+def json_logs() -> Iterator[tuple[io.StringIO, RepeatLimit, Clock]]:
+    out, clock = io.StringIO(), Clock()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    limit = RepeatLimit(burst=3, window=10.0, clock=clock)
+    handler.addFilter(limit)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield out, limit, clock
+    finally:
+        root.removeHandler(handler)
+
+
+async def test_json_lines_name_the_message_and_repeats_are_counted(
+        make_node: MakeNode, json_logs: tuple[io.StringIO, RepeatLimit, Clock]) -> None:
+    out, limit, clock = json_logs
+    bind(node="alice")
+    receiver = await make_node([Failing()])
+    sender = await make_node([])
+    peer = await sender.connect(receiver.addresses[0])
+    for i in range(FAILURES):
+        await sender.send(peer, "fail", i)
+    await wait_until(lambda: receiver.delivery.stats.get("fail", "failed") == FAILURES, 10,
+                     "every message failed")
+    clock.now += 11
+    limit.flush()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    failed = [li for li in lines if li["message"].startswith("the 'fail' handler failed")]
+    assert len(failed) == 3, lines
+    for line in failed:
+        assert line["node"] == "alice" and line["level"] == "warning"
+        assert line["peer"] == sender.peer_id and line["topic"] == "fail"
+        assert len(line["message_id"]) == 16
+    (summary,) = [li for li in lines if "were not logged" in li["message"]]
+    assert summary["message"].startswith(f"{FAILURES - 3} more warnings like")
