@@ -32,7 +32,7 @@ from .._errors import NodeConfigError, WireError
 from ..wire._channel import Channel
 from ..wire._envelope import MAX_FIELD, Envelope, Kind, encode
 from ._mailbox import Mailbox
-from ._routes import Route, Work
+from ._routes import Route, TraceHook, Work
 from ._stats import DeliveryStats
 
 log = logging.getLogger("p2phost.node")
@@ -79,6 +79,8 @@ class Dispatcher:
         # ACKs go to it.
         self._delivery = delivery
         self._acknowledged = delivery.acknowledged if delivery is not None else frozenset()
+        #: Traces (docs/operations.md), set by the node when OpenTelemetry is on.
+        self.tracer: TraceHook | None = None
 
     def _route(self, apps: Iterable[App]) -> dict[str, Route]:
         routes: dict[str, Route] = {}
@@ -119,7 +121,8 @@ class Dispatcher:
             if len(self._topic_bytes) < 4096:
                 self._topic_bytes[topic] = topic_bytes
         frame = encode(kind, message_id, topic_bytes, channel.codec.encode(body),
-                       deadline=deadline)
+                       deadline=deadline,
+                       trace=b"" if self.tracer is None else self.tracer.outgoing(channel))
         if len(frame) > channel.frame_limit:
             raise FrameTooLarge(
                 f"a message on {topic!r} is {len(frame)} bytes, over the maximum frame size "
@@ -218,6 +221,8 @@ class Dispatcher:
         """A MESSAGE or REQUEST: into the owning app's mailbox (an awaitable when full)."""
         peer = channel.peer_id
         self.stats.message_in(envelope.topic, peer, len(envelope.body))
+        if envelope.trace and self.tracer is not None:
+            self.tracer.incoming(peer, envelope)
         if envelope.sender and envelope.sender != peer:
             raise WireError(f"envelope sender {envelope.sender} is not the connection's peer")
         if envelope.recipient and envelope.recipient != self.local_peer_id:

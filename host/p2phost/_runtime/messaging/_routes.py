@@ -5,12 +5,25 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from p2phost_sdk import Message
 
 from ..wire._channel import Channel
 from ._mailbox import Mailbox
+
+if TYPE_CHECKING:
+    from ..wire._envelope import Envelope
+
+
+class TraceHook(Protocol):
+    """Traces, as the dispatcher sees them (p2phost._observability._otel.Tracing)."""
+
+    def outgoing(self, channel: Channel) -> bytes:
+        """The trace context to put in a frame to ``channel`` (empty: none)."""
+
+    def incoming(self, peer: str, envelope: Envelope) -> None:
+        """An envelope that carries a trace context arrived from ``peer``."""
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from p2phost_sdk import (
 )
 
 from ..._observability._links import handshake_reason
+from ..._observability._tracing import HELLO_KEY as TRACE_HELLO
 from ..delivery._delivery import Reliable
 from ..messaging._dispatch import Dispatcher
 from ..messaging._peers import PeerTable
@@ -143,6 +144,8 @@ class Connections:
                       session=self._session, nonce=nonce, name=self.options.name,
                       max_frame_size=self.options.max_frame_size,
                       extra={**self._reliable.hello_extra(),
+                             # Peers send trace contexts only to nodes that read them.
+                             **({TRACE_HELLO: 1} if self._dispatch.tracer is not None else {}),
                              **({"client": True} if self.options.client else {})})
         done = await handshake(
             connection, hello=hello, codecs=self._codecs, identity=self.identity,

@@ -38,6 +38,7 @@ from p2phost_sdk import (
 
 from ..._observability._links import link_rows
 from ..._observability._logs import json_enabled, with_context
+from ..._observability._tracing import open_tracing
 from .._errors import ListenError, NodeConfigError
 from ..delivery._delivery import Reliable
 from ..delivery._store import DATABASE_NAME
@@ -138,6 +139,10 @@ class Node:
             self.metrics.timings.instrument(self._dispatch.routes)
         if json_enabled():  # --log-format json: lines name the message being handled
             with_context(self._dispatch.routes)
+        # Traces (the otel extra and OTEL_TRACES_EXPORTER): no import of it otherwise.
+        self._tracing = open_tracing(options.name)
+        if self._tracing is not None:
+            self._tracing.instrument(self._dispatch, self)
         # Stored messages on inbox media (docs/transports.md, "Peers that are not running").
         self._letters = Letters(identity=identity, dispatch=self._dispatch,
                                 reliable=self._reliable, link=self._dialler, ids=ids,
@@ -309,6 +314,8 @@ class Node:
         self._connections.flush_logs()
         if self.metrics is not None:
             await self.metrics.close()
+        if self._tracing is not None:
+            await self._tracing.close()
 
     @staticmethod
     async def _peers_done(channels: list[Channel], timeout: float) -> None:

@@ -12,6 +12,10 @@ Layout, big-endian, 30 fixed bytes then four short strings, then the body::
     u8  topic length     (sender, recipient and content type may be empty on a stream
     u8  content type length  connection: they are then the connection's own)
     ...  body            codec-encoded (UTF-8 text for ERROR and GOODBYE, JSON for HELLO)
+
+A kind with its high bit set (``TRACED``) carries a trace context of ``TRACE_SIZE`` bytes
+between the strings and the body (W3C trace context, binary: trace id, span id, flags).
+It is sent only to peers whose hello says ``"trace": 1``, so older peers never see it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ VERSION = 1
 HEADER = struct.Struct("!BBQQQBBBB")
 #: The most bytes a sender, recipient, topic or content type may take.
 MAX_FIELD = 255
+#: Set in the kind byte when a trace context follows the strings.
+TRACED = 0x80
+#: The trace context: 16-byte trace id, 8-byte parent span id, 1 byte of trace flags.
+TRACE_SIZE = 25
 
 
 class Kind(enum.IntEnum):
@@ -67,15 +75,19 @@ def encode(
     sender: bytes = b"",
     recipient: bytes = b"",
     content_type: bytes = b"",
+    trace: bytes = b"",
 ) -> bytes:
     """One frame. Strings are passed encoded so hot callers can cache them."""
     try:
-        head = HEADER.pack(VERSION, kind, message_id, correlation_id, deadline, len(sender),
-                           len(recipient), len(topic), len(content_type))
+        head = HEADER.pack(VERSION, kind | TRACED if trace else kind, message_id,
+                           correlation_id, deadline, len(sender), len(recipient), len(topic),
+                           len(content_type))
     except struct.error as exc:
         raise WireError(f"cannot encode envelope: a field is out of range ({exc})") from exc
-    if sender or recipient or content_type:
-        return b"".join((head, sender, recipient, topic, content_type, body))
+    if sender or recipient or content_type or trace:
+        if trace and len(trace) != TRACE_SIZE:
+            raise WireError(f"a trace context is {TRACE_SIZE} bytes, not {len(trace)}")
+        return b"".join((head, sender, recipient, topic, content_type, trace, body))
     return head + topic + body
 
 
@@ -92,6 +104,8 @@ class Envelope:
     sender: str = ""
     recipient: str = ""
     content_type: str = ""
+    #: The sender's trace context (``TRACE_SIZE`` bytes), or empty.
+    trace: bytes = b""
 
     def to_frame(self) -> bytes:
         """This envelope as one frame."""
@@ -99,7 +113,7 @@ class Envelope:
             self.kind, self.message_id, self.topic.encode(), self.body,
             correlation_id=self.correlation_id, deadline=self.deadline,
             sender=self.sender.encode(), recipient=self.recipient.encode(),
-            content_type=self.content_type.encode(),
+            content_type=self.content_type.encode(), trace=self.trace,
         )
 
 
@@ -114,11 +128,15 @@ def decode(frame: bytes) -> Envelope:
     if version != VERSION:
         raise WireError(f"unknown envelope version {version} (this node speaks {VERSION})")
     known = _KINDS.get(kind)
+    trace_size = 0
     if known is None:
-        raise WireError(f"unknown envelope kind {kind}")
+        known = _KINDS.get(kind & ~TRACED) if kind & TRACED else None
+        if known is None:
+            raise WireError(f"unknown envelope kind {kind}")
+        trace_size = TRACE_SIZE
     start = HEADER.size
     end = start + ls + lr + lt + lc
-    if end > len(frame):
+    if end + trace_size > len(frame):
         raise WireError("envelope header says its strings are longer than the frame")
     try:
         if ls or lr or lc:
@@ -128,6 +146,9 @@ def decode(frame: bytes) -> Envelope:
             topic = frame[start:end].decode()
     except UnicodeDecodeError as exc:
         raise WireError(f"envelope string is not UTF-8: {exc}") from exc
+    if trace_size:
+        return Envelope(known, mid, topic, frame[end + trace_size:], corr, deadline, sender,
+                        recipient, content_type, frame[end:end + trace_size])
     return Envelope(known, mid, topic, frame[end:], corr, deadline, sender, recipient,
                     content_type)
 

@@ -1,0 +1,127 @@
+"""Traces across three ``p2phost`` processes: A asks B over tcp, B's handler asks C over
+Redis; each exports its spans to a file, and the spans of the one request share one trace
+id and nest in order. Without OpenTelemetry nothing imports it and the node runs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomlkit
+
+from tests.conftest import build_wheels, run_cli, service_or_skip
+from tests.runtime.processes import RunningNode
+
+FORWARDER = Path(__file__).resolve().parent / "plugins" / "forwarder"
+
+
+def otel_env(monkeypatch: pytest.MonkeyPatch, path: Path) -> dict[str, str]:
+    env = {"OTEL_TRACES_EXPORTER": "jsonl", "P2PHOST_TRACES_FILE": str(path),
+           "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)  # RunningNode starts with os.environ
+    return env
+
+
+def spans(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def add_to_manifest(root: Path, **node: Any) -> None:
+    manifest = root / "p2phost.toml"
+    doc = tomlkit.parse(manifest.read_text())
+    for key, value in node.items():
+        doc["node"][key] = value  # type: ignore[index]
+    manifest.write_text(tomlkit.dumps(doc))
+
+
+@pytest.mark.slow
+def test_one_request_is_one_trace_across_three_nodes(
+        make_project: Callable[..., Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    service_or_skip("Redis", 6379)
+    forwarder = build_wheels([FORWARDER], tmp_path / "wheels")["forwarder"]
+    files = {name: tmp_path / f"{name}.jsonl" for name in "abc"}
+    otel_env(monkeypatch, files["c"])
+    c = RunningNode(make_project(["redis-transport", "json-codec", "echo"], name="c",
+                                 listen=["redis://127.0.0.1:6379/0"]))
+    try:
+        otel_env(monkeypatch, files["b"])
+        b_root = make_project(["tcp-transport", "redis-transport", "json-codec", "forwarder"],
+                              name="b", extra_wheels=[forwarder],
+                              listen=["tcp://127.0.0.1:0", "redis://127.0.0.1:6379/0"],
+                              config={"forwarder": {"to": c.address}})
+        add_to_manifest(b_root, connect=[c.address])
+        b = RunningNode(b_root)
+        try:
+            a_root = make_project(["tcp-transport", "json-codec"], name="a", listen=[])
+            done = run_cli("send", b.address, "forward", '"hello"', "--request",
+                           cwd=a_root, env=otel_env(monkeypatch, files["a"]), timeout=60)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "hello" in done.stdout
+        finally:
+            assert b.stop() == 0, b.stderr
+    finally:
+        assert c.stop() == 0, c.stderr
+
+    by_node = {name: spans(path) for name, path in files.items()}
+    everything = [s for found in by_node.values() for s in found]
+    (root,) = [s for s in by_node["a"] if s["name"] == "request forward"]
+    trace_id = root["context"]["trace_id"]
+    ours = {s["name"]: s for s in everything if s["context"]["trace_id"] == trace_id}
+    chain = ["request forward", "receive forward", "handle forward", "request echo",
+             "receive echo", "handle echo"]
+    assert set(chain) | {"reply echo", "reply forward"} <= set(ours), sorted(ours)
+    for parent, child in itertools.pairwise(chain):
+        assert ours[child]["parent_id"] == ours[parent]["context"]["span_id"], (parent, child)
+        assert ours[child]["start_time"] >= ours[parent]["start_time"], (parent, child)
+    assert ours["reply echo"]["parent_id"] == ours["receive echo"]["context"]["span_id"]
+    assert ours["reply forward"]["parent_id"] == ours["receive forward"]["context"]["span_id"]
+    assert ours["reply echo"]["start_time"] >= ours["handle echo"]["end_time"]
+    assert ours["receive forward"]["end_time"] >= ours["reply forward"]["end_time"]
+    assert {s["name"] for s in by_node["c"]} >= {"receive echo", "handle echo", "reply echo"}
+
+
+def test_without_opentelemetry_nothing_imports_it_and_the_node_runs(
+        make_project: Callable[..., Path], tmp_path: Path) -> None:
+    root = make_project(["tcp-transport", "json-codec", "echo"], name="plain")
+    script = textwrap.dedent("""
+        import asyncio, sys
+        from importlib.abc import MetaPathFinder
+
+        class Uninstalled(MetaPathFinder):  # as if the otel extra were not installed
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "opentelemetry":
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+                return None
+
+        sys.meta_path.insert(0, Uninstalled())
+        from p2phost._project import Project
+        from p2phost._runtime.node._assemble import node_for_project
+
+        async def main():
+            async with node_for_project(Project.find()) as node:
+                client = node_for_project(Project.find(), client=True)
+                async with client:
+                    assert await client.request(node.addresses[0], "echo", "hi") == "hi"
+            assert not [m for m in sys.modules if m.startswith("opentelemetry")]
+            print("ran without opentelemetry")
+
+        asyncio.run(main())
+    """)
+    for exporter in ("", "jsonl"):  # asked for or not, it is not there
+        done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                              text=True, timeout=60,
+                              env={**os.environ, "OTEL_TRACES_EXPORTER": exporter})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "ran without opentelemetry" in done.stdout
+        if exporter:
+            assert "OpenTelemetry is not installed" in done.stderr
