@@ -17,7 +17,11 @@ from typing import Any
 import pytest
 import tomlkit
 
+from p2phost_sdk.testing.discovery import wait_until
 from tests.conftest import build_wheels, run_cli, service_or_skip
+from tests.observe.test_metrics import Caller, Worker
+from tests.runtime.conftest import MakeNode
+from tests.runtime.conftest import make_node as make_node  # the fixture
 from tests.runtime.processes import RunningNode
 
 FORWARDER = Path(__file__).resolve().parent / "plugins" / "forwarder"
@@ -125,3 +129,35 @@ def test_without_opentelemetry_nothing_imports_it_and_the_node_runs(
         assert "ran without opentelemetry" in done.stdout
         if exporter:
             assert "OpenTelemetry is not installed" in done.stderr
+
+
+@pytest.fixture
+def kind() -> str:
+    """In-process nodes over real TCP."""
+    return "tcp"
+
+
+async def test_a_retried_and_dead_lettered_message_stays_in_its_senders_trace(
+        make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "spans.jsonl"
+    otel_env(monkeypatch, path)
+    receiver = await make_node([Worker()], drain_timeout=3.0)
+    sender = await make_node([Caller()])
+    peer = await sender.connect(receiver.addresses[0])
+    await sender.send(peer, "poison", "x")
+    await wait_until(lambda: receiver.delivery.stats.get("poison", "dead_lettered") == 1, 20,
+                     "the message dead-lettered")
+    await sender.close()
+    await receiver.close()
+    found = spans(path)
+    (sent,) = [s for s in found if s["name"] == "send poison"]
+    runs = sorted((s for s in found if s["name"] == "receive poison"),
+                  key=lambda s: s["attributes"]["p2phost.attempt"])
+    assert [s["attributes"]["p2phost.attempt"] for s in runs] == [1, 2]  # tried, retried
+    for run in runs:
+        assert run["context"]["trace_id"] == sent["context"]["trace_id"]
+        assert run["parent_id"] == sent["context"]["span_id"]
+        assert run["status"]["status_code"] == "ERROR"
+        (handled,) = [s for s in found if s["name"] == "handle poison"
+                      and s["parent_id"] == run["context"]["span_id"]]
+        assert handled["events"][0]["name"] == "exception"

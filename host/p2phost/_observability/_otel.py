@@ -57,6 +57,7 @@ from . import _logs
 from ._tracing import HELLO_KEY
 
 if TYPE_CHECKING:
+    from .._runtime.delivery._delivery import Reliable
     from .._runtime.messaging._dispatch import Dispatcher
     from .._runtime.wire._channel import Channel
     from .._runtime.wire._envelope import Envelope
@@ -67,6 +68,15 @@ _PARENTS = 4096
 #: The receipt span of the request this task handles, ended by its reply.
 _RECEIPT: contextvars.ContextVar[tuple[Span, str] | None] = contextvars.ContextVar(
     "p2phost_receipt", default=None)
+
+
+def _current() -> bytes:
+    """The current span's context as the envelope carries it (empty: no span)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return b""
+    return (context.trace_id.to_bytes(16, "big") + context.span_id.to_bytes(8, "big")
+            + bytes((int(context.trace_flags),)))
 
 
 class TracingError(Exception):
@@ -126,6 +136,7 @@ class Tracing:
             self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("p2phost")
         self._parents: OrderedDict[tuple[str, int], NonRecordingSpan] = OrderedDict()
+        self._sent: OrderedDict[int, bytes] = OrderedDict()
         self._logs = _logs.json_enabled()
 
     # -- the envelope ------------------------------------------------------------------
@@ -133,11 +144,25 @@ class Tracing:
     def outgoing(self, channel: Channel) -> bytes:
         """The current span's context for a frame to ``channel`` (empty when there is no
         span, or the peer did not say it reads trace contexts)."""
-        context = trace.get_current_span().get_span_context()
-        if not context.is_valid or channel.hello.extra.get(HELLO_KEY) != 1:
+        if channel.hello.extra.get(HELLO_KEY) != 1:
             return b""
-        return (context.trace_id.to_bytes(16, "big") + context.span_id.to_bytes(8, "big")
-                + bytes((int(context.trace_flags),)))
+        return _current()
+
+    def remember(self, message_id: int) -> None:
+        """Keep the current context for an acknowledged message: the outbox sends it
+        later (and again), from its own task. Kept in memory: a message sent after a
+        restart starts a trace of its own."""
+        data = _current()
+        if data:
+            self._sent[message_id] = data
+            if len(self._sent) > _PARENTS:
+                self._sent.popitem(last=False)
+
+    def recall(self, message_id: int, channel: Channel) -> bytes:
+        """What :meth:`remember` kept, for a frame to ``channel``."""
+        if channel.hello.extra.get(HELLO_KEY) != 1:
+            return b""
+        return self._sent.get(message_id, b"")
 
     def incoming(self, peer: str, envelope: Envelope) -> None:
         """Remember the sender's context until the message's handler runs."""
@@ -155,10 +180,10 @@ class Tracing:
 
     # -- spans ---------------------------------------------------------------------------
 
-    def instrument(self, dispatch: Dispatcher, messenger: Any) -> None:
+    def instrument(self, dispatch: Dispatcher, delivery: Reliable, messenger: Any) -> None:
         """Trace the dispatcher's handlers and replies and the messenger's sends (before
         the node starts: acknowledged delivery takes its routes from the same table)."""
-        dispatch.tracer = self
+        dispatch.tracer = delivery.tracer = self
         for topic, route in dispatch.routes.items():
             dispatch.routes[topic] = replace(route, handler=self._receipt(topic, route.handler))
         # The reply is the dispatcher's own step after the handler, in the same task.

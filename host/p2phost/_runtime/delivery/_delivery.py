@@ -32,7 +32,7 @@ from p2phost_sdk import (
 )
 
 from ..._delivery_settings import DeliverySettings
-from ..messaging._routes import Route
+from ..messaging._routes import Route, TraceHook
 from ..messaging._stats import DeliveryStats
 from ..wire._channel import Ack, Channel
 from ..wire._envelope import HEADER, Envelope
@@ -116,6 +116,8 @@ class Reliable:
         self._outbox: Outbox | None = None
         self._receiver: Receiver | None = None
         self._acks: AckSender | None = None
+        #: Traces, set by the node when OpenTelemetry is on (passed on to the outbox).
+        self.tracer: TraceHook | None = None
 
     def hello_extra(self) -> dict[str, Any]:
         """What the hello says about this node's acknowledged topics."""
@@ -142,6 +144,7 @@ class Reliable:
         self._outbox = Outbox(committer=committer, dead=self.dead, stats=self.stats,
                               settings=self.settings, codecs=self.codecs,
                               usable=self.link.usable, acknowledged_by=self.acknowledged_by)
+        self._outbox.tracer = self.tracer
         self._receiver = Receiver(committer=committer, dedupe=dedupe, state=AppState(db),
                                   dead=self.dead, stats=self.stats, policies=self.handled,
                                   apps=self.apps, routes=routes,

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from p2phost_sdk import Codec, CodecError, ConnectionClosed, FrameTooLarge, TaskOwner
 
 from ..._delivery_settings import DeliverySettings
+from ..messaging._routes import TraceHook
 from ..messaging._stats import DeliveryStats
 from ..wire._channel import Channel
 from ..wire._envelope import Kind, encode
@@ -90,6 +91,8 @@ class Outbox:
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._warned: set[tuple[str, str]] = set()
         self._tasks = TaskOwner('delivery', logger=log)
+        #: Traces: the sender's context goes with each message (docs/operations.md).
+        self.tracer: TraceHook | None = None
 
     # -- putting messages in ---------------------------------------------------------
 
@@ -98,6 +101,8 @@ class Outbox:
         """Keep an encoded message for ``dest`` (a peer id, or an address while its peer
         is unknown); returns once it is committed."""
         row = (dest, sql_id(message_id), topic, content_type, data, time.time())
+        if self.tracer is not None:
+            self.tracer.remember(message_id)
 
         def insert(db: Any) -> int | None:
             cursor = db.execute(
@@ -287,7 +292,8 @@ class Outbox:
                 self._dead_out(peer, row, f"cannot re-encode it from {row.content_type} to "
                                           f"{channel.codec.content_type}, the peer's codec: {exc}")
                 return None
-        frame = encode(Kind.MESSAGE, row.id, row.topic.encode(), data)
+        frame = encode(Kind.MESSAGE, row.id, row.topic.encode(), data,
+                       trace=b"" if self.tracer is None else self.tracer.recall(row.id, channel))
         if len(frame) > channel.frame_limit:
             error = FrameTooLarge(f"{len(frame)} bytes, over the maximum frame size of "
                                   f"{channel.frame_limit} ({channel.frame_limit_source})")

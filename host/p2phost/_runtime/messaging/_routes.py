@@ -25,6 +25,12 @@ class TraceHook(Protocol):
     def incoming(self, peer: str, envelope: Envelope) -> None:
         """An envelope that carries a trace context arrived from ``peer``."""
 
+    def remember(self, message_id: int) -> None:
+        """Keep the current trace context for a message the outbox sends later."""
+
+    def recall(self, message_id: int, channel: Channel) -> bytes:
+        """The trace context kept for ``message_id``, for a frame to ``channel``."""
+
 
 @dataclass(slots=True)
 class Work:

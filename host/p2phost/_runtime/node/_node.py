@@ -142,7 +142,7 @@ class Node:
         # Traces (the otel extra and OTEL_TRACES_EXPORTER): no import of it otherwise.
         self._tracing = open_tracing(options.name)
         if self._tracing is not None:
-            self._tracing.instrument(self._dispatch, self)
+            self._tracing.instrument(self._dispatch, self._reliable, self)
         # Stored messages on inbox media (docs/transports.md, "Peers that are not running").
         self._letters = Letters(identity=identity, dispatch=self._dispatch,
                                 reliable=self._reliable, link=self._dialler, ids=ids,
