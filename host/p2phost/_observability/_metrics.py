@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from .._runtime.messaging._stats import COUNTERS
 from ._errors import MetricsError
-from ._instrument import Timings
+from ._instrument import Timings, timing_families
 from ._settings import MetricsSettings
 
 log = logging.getLogger("p2phost.node")
@@ -88,6 +88,7 @@ def families(data: dict[str, Any]) -> list[Metric]:
     out.extend(_queues(data))
     out.extend(_connections(data))
     out.extend(_discovery(data.get("discovery", {})))
+    out.extend(timing_families(data.get("timings", {})))
     return out
 
 
@@ -171,8 +172,8 @@ class NodeMetrics:
     def __init__(self, settings: MetricsSettings, snapshot: Snapshot) -> None:
         self.settings = settings
         self.registry = CollectorRegistry()
-        self.timings = Timings(self.registry)
-        self._snapshot = snapshot
+        self.timings = Timings()
+        self._node_snapshot = snapshot
         self._server: Any = None
         self._thread: Any = None
         #: The address the endpoint listens on (port 0 resolved), once started.
@@ -193,6 +194,9 @@ class NodeMetrics:
         self.address = f"{bound[0]}:{bound[1]}" if ":" not in bound[0] else \
             f"[{bound[0]}]:{bound[1]}"
         log.info("serving Prometheus metrics on http://%s/metrics", self.address)
+
+    async def _snapshot(self) -> dict[str, Any]:
+        return {**await self._node_snapshot(), "timings": self.timings.snapshot()}
 
     async def close(self) -> None:
         """Stop serving (a scrape in progress is answered or fails; nothing waits on it)."""

@@ -1,0 +1,191 @@
+"""What seeing a node costs: p2phost messaging with metrics on, with tracing on (100 %
+sampled), and with both off, in one run.
+
+The server node runs in its own process, the client node here, over tcp-transport and
+msgpack-codec on 127.0.0.1 (as benchmarks/messaging.py). Per configuration:
+
+* one-way messages/s (64 B bodies), until the server has handled them all;
+* sequential request/reply round trips (p50, microseconds) and requests/s.
+
+``metrics``: both nodes serve /metrics (``[metrics] listen``) and a scraper reads the
+server's every second (Prometheus usually scrapes every 15 s). ``tracing``: both nodes
+trace every message (OTEL_TRACES_EXPORTER=jsonl, the default parent-based always-on
+sampler), spans batched to a file. Each configuration runs once per round, in a rotating
+order; the median of the rounds is reported beside ``off`` as a ratio. The aims (issue
+20): metrics cost <= 5 %, tracing <= 30 %. Run ``python benchmarks/observability.py``
+(``--quick`` for a short run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+for _plugin in ("tcp-transport", "msgpack-codec"):
+    sys.path.insert(0, str(REPO / "official-plugins" / _plugin / "src"))
+
+CONFIGS = ("off", "metrics", "tracing")
+TRACE_ENV = {"OTEL_TRACES_EXPORTER": "jsonl", "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+
+
+def make_node(config: str, port: int | None, apps: list[Any]) -> Any:
+    from p2phost_msgpack_codec import MsgpackCodec
+    from p2phost_tcp_transport import TcpTransport
+
+    from p2phost._observability import MetricsSettings
+    from p2phost._runtime import Node, NodeOptions
+    from p2phost_sdk import Identity
+
+    metrics = MetricsSettings(listen="127.0.0.1:0" if config == "metrics" else "")
+    return Node(Identity.generate(), transports={"tcp": TcpTransport()},
+                codecs={"application/msgpack": MsgpackCodec()}, apps=apps,
+                options=NodeOptions(listen=[f"tcp://127.0.0.1:{port}"] if port else [],
+                                    metrics=metrics,
+                                    # A traced server takes long over a burst: no
+                                    # keepalive timeout in the middle of a measurement.
+                                    keepalive_interval=60.0, keepalive_timeout=300.0))
+
+
+async def serve(config: str) -> None:
+    """The server node; prints its address (and its /metrics address) when ready."""
+    from p2phost_sdk import App, Message, handler
+
+    class Bench(App):
+        name = "bench"
+        handled = 0
+
+        @handler("sink")
+        async def sink(self, message: Message) -> None:
+            self.handled += 1
+
+        @handler("echo")
+        async def echo(self, message: Message) -> Any:
+            return self.handled if message.body == b"count" else message.body
+
+    async with make_node(config, _free_port(), [Bench()]) as node:
+        print(node.addresses[0], node.metrics.address if node.metrics else "-", flush=True)
+        await asyncio.Event().wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def one_way(node: Any, peer: str, count: int) -> float:
+    body = os.urandom(64)
+    before = int(await node.request(peer, "echo", b"count"))
+    started = time.perf_counter()
+    for _ in range(count):
+        await node.send(peer, "sink", body)
+    handled = int(await node.request(peer, "echo", b"count")) - before
+    elapsed = time.perf_counter() - started
+    assert handled == count, f"{handled} of {count} handled"
+    return count / elapsed
+
+
+async def round_trips(node: Any, peer: str, count: int) -> tuple[float, float]:
+    body, times = os.urandom(64), []
+    started = time.perf_counter()
+    for _ in range(count):
+        sent = time.perf_counter()
+        assert await node.request(peer, "echo", body) == body
+        times.append((time.perf_counter() - sent) * 1e6)
+    return statistics.median(times), count / (time.perf_counter() - started)
+
+
+def scraper(address: str, stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as answer:
+            answer.read()
+
+
+def start_server(config: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """The server node's process, started with ``env``."""
+    return subprocess.Popen([sys.executable, __file__, "--serve", config],
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+async def run_config(config: str, scale: float, spans: Path) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for key in TRACE_ENV:
+        env.pop(key, None)
+        os.environ.pop(key, None)
+    if config == "tracing":
+        env.update(TRACE_ENV, P2PHOST_TRACES_FILE=str(spans.with_suffix(".server")))
+        os.environ.update(TRACE_ENV, P2PHOST_TRACES_FILE=str(spans.with_suffix(".client")))
+    server = start_server(config, env)
+    stop = threading.Event()
+    try:
+        assert server.stdout is not None
+        address, metrics = server.stdout.readline().split()
+        if metrics != "-":
+            threading.Thread(target=scraper, args=(metrics, stop), daemon=True).start()
+        async with make_node(config, None, []) as client:
+            peer = await client.connect(address)
+            await one_way(client, peer, int(5_000 * scale))  # warm up
+            figures = {"one-way 64 B (msg/s)": await one_way(client, peer, int(20_000 * scale))}
+            p50, rate = await round_trips(client, peer, int(4_000 * scale))
+            figures["round trip p50 (us)"] = p50
+            figures["requests/s (sequential)"] = rate
+            return figures
+    finally:
+        stop.set()
+        server.kill()
+        server.wait(10)
+
+
+async def run(rounds: int, scale: float) -> dict[str, dict[str, float]]:
+    seen: dict[str, dict[str, list[float]]] = {c: {} for c in CONFIGS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for number in range(rounds):
+            shift = number % len(CONFIGS)
+            for config in CONFIGS[shift:] + CONFIGS[:shift]:
+                figures = await run_config(config, scale, Path(tmp) / f"spans-{number}")
+                print(f"[round {number + 1}] {config}: " + ", ".join(
+                    f"{k} {v:,.0f}" for k, v in figures.items()), file=sys.stderr, flush=True)
+                for metric, value in figures.items():
+                    seen[config].setdefault(metric, []).append(value)
+    return {c: {m: statistics.median(v) for m, v in ms.items()} for c, ms in seen.items()}
+
+
+def report(results: dict[str, dict[str, float]]) -> None:
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{'':28}{'off':>12}{'metrics':>12}{'ratio':>8}{'tracing':>12}{'ratio':>8}")
+    for metric, base in results["off"].items():
+        on, traced = results["metrics"][metric], results["tracing"][metric]
+        print(f"{metric:28}{base:12,.0f}{on:12,.0f}{on / base:8.2f}{traced:12,.0f}"
+              f"{traced / base:8.2f}")
+    print("ratio = configuration / off (round trips: lower is better). Aims: metrics cost "
+          "<= 5 %, tracing <= 30 %.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--serve", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of every configuration; the median is reported")
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.serve))
+        return
+    report(asyncio.run(run(max(1, args.rounds), 0.1 if args.quick else 1.0)))
+
+
+if __name__ == "__main__":
+    main()
