@@ -217,6 +217,11 @@ class Tracing:
         async def receipt(message: Message) -> Any:
             # get, not pop: a retried message's runs all belong to its sender's trace.
             parent = parents.get((message.sender, int(message.id, 16)))
+            if parent is not None and not parent.get_span_context().trace_flags.sampled:
+                # The sender's trace is not recorded: make no spans, but pass its context
+                # on to what the handler sends, so that none of it is recorded either.
+                with trace.use_span(parent):
+                    return await handler(message)
             request = message.kind is MessageKind.REQUEST
             span = tracer.start_span(
                 f"receive {topic}", context=trace.set_span_in_context(parent) if parent
@@ -224,6 +229,9 @@ class Tracing:
                 attributes={"messaging.system": "p2phost", "messaging.destination.name": topic,
                             "messaging.message.id": message.id, "p2phost.peer": message.sender,
                             "p2phost.attempt": message.attempt})
+            if not span.is_recording():  # this node's sampler said no: no children either
+                with trace.use_span(span):
+                    return await handler(message)
             if self._logs:
                 _logs.bind(trace_id=format(span.get_span_context().trace_id, "032x"))
             if request:
@@ -240,20 +248,25 @@ class Tracing:
 
         return receipt
 
-    def _replied(self, reply: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    def _replied(self, reply: Callable[..., Awaitable[None] | None]
+                 ) -> Callable[..., Awaitable[None]]:
         tracer = self.tracer
 
         @functools.wraps(reply)
         async def replied(*args: Any, **kwargs: Any) -> None:
             receipt = _RECEIPT.get()
             if receipt is None:
-                await reply(*args, **kwargs)
+                waiting = reply(*args, **kwargs)
+                if waiting is not None:  # the reply waits for room in the outbox
+                    await waiting
                 return
             _RECEIPT.set(None)
             span, topic = receipt
             try:
                 with trace.use_span(span), tracer.start_as_current_span(f"reply {topic}"):
-                    await reply(*args, **kwargs)
+                    waiting = reply(*args, **kwargs)
+                    if waiting is not None:
+                        await waiting
             finally:
                 span.end()
 
