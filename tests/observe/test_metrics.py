@@ -10,7 +10,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from p2phost._manifest import Manifest
 from p2phost._observability import MetricsSettings
+from p2phost._runtime.messaging._stats import DeliveryStats
 from p2phost_sdk import App, Delivery, Message, handler
 from p2phost_sdk.testing.discovery import wait_until
 from tests.runtime.conftest import MakeNode
@@ -121,3 +123,30 @@ async def test_counters_match_what_was_sent_and_handled(make_node: MakeNode) -> 
     assert total(sent, "p2phost_messages_sent_total", topic="work", peer=receiver.peer_id) == SENT
     assert total(sent, "p2phost_message_bytes_sent_total", topic="work") > SENT * 30
     assert total(sent, "p2phost_messages_acked_total", topic="poison") == BAD
+
+
+@pytest.mark.parametrize(("table", "words"), [
+    ('listen = "9464"', "is not HOST:PORT"),
+    ("listen = 9464", "expected a string HOST:PORT"),
+    ("peer-labels = -1", "expected a number >= 0"),
+    ("port = 1", "unknown key"),
+])
+def test_a_bad_metrics_table_is_named_with_its_line(tmp_path: Any, table: str,
+                                                    words: str) -> None:
+    manifest = tmp_path / "p2phost.toml"
+    manifest.write_text(f'[node]\nname = "x"\n\n[metrics]\n{table}\n')
+    _, problems = Manifest.check(manifest)
+    (problem,) = problems
+    assert words in str(problem) and "p2phost.toml:5" in str(problem), str(problem)
+
+
+def test_peers_beyond_the_label_limit_are_counted_as_other() -> None:
+    stats = DeliveryStats(peer_labels=2, topic_labels=1)
+    for peer in ("a", "b", "c", "d"):
+        stats.message_in("t", peer, 10)
+    stats.message_in("another-topic", "a", 1)
+    by_peer = stats.snapshot()["by_peer"]
+    assert sorted(by_peer) == ["a", "b", "other"]
+    assert by_peer["other"]["t"]["received"] == 2
+    assert by_peer["a"]["other"]["received"] == 1  # topics fold too
+    assert stats.get("t", "received") == 4

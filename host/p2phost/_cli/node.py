@@ -122,6 +122,8 @@ async def _serve(project: Project) -> None:
             _say(f"listening on {address}")
         if not node.addresses:
             _say("listening nowhere ([node] listen is empty): dialling out only")
+        if node.metrics is not None:
+            _say(f"metrics on http://{node.metrics.address}/metrics")
         await stop.wait()
         print("stopping: draining mailboxes and closing connections", file=sys.stderr,
               flush=True)
