@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import tomlkit
 
+from p2phost._runtime import Kind, WireError, decode, encode
+from p2phost._runtime.wire._envelope import HEADER, TRACE_SIZE, TRACED
 from p2phost_sdk.testing.discovery import wait_until
 from tests.conftest import build_wheels, run_cli, service_or_skip
 from tests.observe.test_metrics import Caller, Worker
@@ -161,3 +163,38 @@ async def test_a_retried_and_dead_lettered_message_stays_in_its_senders_trace(
         (handled,) = [s for s in found if s["name"] == "handle poison"
                       and s["parent_id"] == run["context"]["span_id"]]
         assert handled["events"][0]["name"] == "exception"
+
+
+def test_the_trace_field_round_trips_and_a_truncated_one_is_refused() -> None:
+    context = bytes(range(1, TRACE_SIZE + 1))
+    frame = encode(Kind.REQUEST, 7, b"topic", b"body", trace=context)
+    assert frame[1] == Kind.REQUEST | TRACED
+    envelope = decode(frame)
+    assert (envelope.kind, envelope.topic, envelope.body, envelope.trace) == (
+        Kind.REQUEST, "topic", b"body", context)
+    assert decode(envelope.to_frame()) == envelope
+    assert decode(encode(Kind.MESSAGE, 7, b"topic", b"body")).trace == b""
+    with pytest.raises(WireError, match="longer than the frame"):
+        decode(frame[:HEADER.size + len(b"topic") + TRACE_SIZE - 1])
+    with pytest.raises(WireError, match="unknown envelope kind"):
+        decode(bytes([1, TRACED | 15]) + frame[2:])
+
+
+async def test_a_peer_that_does_not_trace_gets_no_trace_context(
+        make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = await make_node([Worker()])  # as an older peer: its hello says nothing of traces
+    seen: list[bytes] = []
+    on_message = plain._dispatch.on_message
+
+    def recording(channel: Any, envelope: Any, ack: Any) -> Any:
+        seen.append(envelope.trace)
+        return on_message(channel, envelope, ack)
+
+    monkeypatch.setattr(plain._dispatch, "on_message", recording)
+    otel_env(monkeypatch, tmp_path / "spans.jsonl")
+    traced = await make_node([])
+    peer = await traced.connect(plain.addresses[0])
+    assert await traced.request(peer, "work", 41) == 41
+    assert seen == [b""]
+    await traced.close()
+    assert [s["name"] for s in spans(tmp_path / "spans.jsonl")] == ["request work"]
