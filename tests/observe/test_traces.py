@@ -14,8 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import tomlkit
+from prometheus_client.parser import text_string_to_metric_families
 
 from p2phost._runtime import Kind, WireError, decode, encode
 from p2phost._runtime.wire._envelope import HEADER, TRACE_SIZE, TRACED
@@ -57,8 +59,11 @@ def test_one_request_is_one_trace_across_three_nodes(
     forwarder = build_wheels([FORWARDER], tmp_path / "wheels")["forwarder"]
     files = {name: tmp_path / f"{name}.jsonl" for name in "abc"}
     otel_env(monkeypatch, files["c"])
-    c = RunningNode(make_project(["redis-transport", "json-codec", "echo"], name="c",
-                                 listen=["redis://127.0.0.1:6379/0"]))
+    c_root = make_project(["redis-transport", "json-codec", "echo"], name="c",
+                          listen=["redis://127.0.0.1:6379/0"])
+    with (c_root / "p2phost.toml").open("a") as manifest:
+        manifest.write('\n[metrics]\nlisten = "127.0.0.1:0"\n')
+    c = RunningNode(c_root)
     try:
         otel_env(monkeypatch, files["b"])
         b_root = make_project(["tcp-transport", "redis-transport", "json-codec", "forwarder"],
@@ -73,6 +78,13 @@ def test_one_request_is_one_trace_across_three_nodes(
                            cwd=a_root, env=otel_env(monkeypatch, files["a"]), timeout=60)
             assert done.returncode == 0, done.stdout + done.stderr
             assert "hello" in done.stdout
+            # C's inbox on Redis is in its metrics (what `p2phost inbox stats` shows)
+            metrics = c.wait_for("metrics on ").split()[-1]
+            text = httpx.get(metrics, timeout=10).text
+            waiting = [s for f in text_string_to_metric_families(text) for s in f.samples
+                       if s.name == "p2phost_inbox_records"]
+            assert [s.labels["medium"] for s in waiting] == ["redis://127.0.0.1:6379/0"]
+            assert waiting[0].value >= 0
         finally:
             assert b.stop() == 0, b.stderr
     finally:

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from .._runtime.messaging._stats import COUNTERS
 from ._errors import MetricsError
+from ._inboxes import InboxWatch
 from ._instrument import Timings, timing_families
 from ._settings import MetricsSettings
 
@@ -89,7 +90,22 @@ def families(data: dict[str, Any]) -> list[Metric]:
     out.extend(_connections(data))
     out.extend(_discovery(data.get("discovery", {})))
     out.extend(timing_families(data.get("timings", {})))
+    out.extend(_inboxes(data.get("inboxes", {})))
     return out
+
+
+def _inboxes(inboxes: dict[str, dict[str, Any]]) -> list[Metric]:
+    records = GaugeMetricFamily("p2phost_inbox_records", "Records waiting in this node's "
+                                "inbox on a broker or database (asked every 10 s).",
+                                labels=["medium"])
+    oldest = GaugeMetricFamily("p2phost_inbox_oldest_age_seconds", "Age of the oldest "
+                               "record waiting in this node's inbox.", labels=["medium"])
+    for medium, inbox in inboxes.items():
+        if inbox.get("records") is not None:
+            records.add_metric([medium], inbox["records"])
+        if inbox.get("oldest_age") is not None:
+            oldest.add_metric([medium], inbox["oldest_age"])
+    return [records, oldest]
 
 
 def _gauge(name: str, text: str, label: str, values: dict[str, Any]) -> GaugeMetricFamily:
@@ -173,6 +189,8 @@ class NodeMetrics:
         self.settings = settings
         self.registry = CollectorRegistry()
         self.timings = Timings()
+        #: Records waiting in the node's inboxes on brokers and databases.
+        self.inboxes = InboxWatch()
         self._node_snapshot = snapshot
         self._server: Any = None
         self._thread: Any = None

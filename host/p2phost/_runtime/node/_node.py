@@ -217,7 +217,9 @@ class Node:
         return answer
 
     async def _observed(self) -> dict[str, Any]:
-        return {**self.stats(), "discovery": self.discovery_status()}
+        assert self.metrics is not None
+        return {**self.stats(), "discovery": self.discovery_status(),
+                "inboxes": await self.metrics.inboxes.waiting(self._listeners)}
 
     # -- lifetime --------------------------------------------------------------------
 
