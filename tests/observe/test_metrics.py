@@ -4,6 +4,7 @@ handled per topic, and drops and dead letters match their causes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import httpx
@@ -150,3 +151,23 @@ def test_peers_beyond_the_label_limit_are_counted_as_other() -> None:
     assert by_peer["other"]["t"]["received"] == 2
     assert by_peer["a"]["other"]["received"] == 1  # topics fold too
     assert stats.get("t", "received") == 4
+
+
+async def test_a_busy_peer_gets_a_round_trip_time(make_node: MakeNode) -> None:
+    receiver = await make_node([Worker()], keepalive_interval=0.2)
+    sender = await make_node([], keepalive_interval=0.2)
+    peer = await sender.connect(receiver.addresses[0])
+
+    async def busy() -> None:  # never idle: the keepalive must ping it anyway
+        for i in range(400):
+            await sender.send(peer, "work", i)
+            await asyncio.sleep(0.005)
+
+    load = asyncio.create_task(busy())
+    await wait_until(lambda: all(link["rtt_ms"] for link in receiver.stats()["links"]), 10,
+                     "a round trip measured")
+    load.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await load
+    (link,) = receiver.stats()["links"]
+    assert link["peer_id"] == sender.peer_id and 0 < link["rtt_ms"] < 5000

@@ -22,7 +22,7 @@ from tests.conftest import run_cli
 from tests.runtime.conftest import build_node
 from tests.runtime.processes import RunningNode
 
-RATE = 150.0  # messages per second the load sends
+RATE = 120.0  # messages per second the load sends
 
 
 @pytest.fixture
@@ -58,9 +58,11 @@ async def paced(client: Node, peer: str, seconds: float) -> float:
 async def test_top_once_json_rates_match_the_send_rate(
         node: RunningNode, sender: tuple[Node, str]) -> None:
     client, peer = sender
-    load = asyncio.create_task(paced(client, peer, 4.0))
+    # A window of 3 s well inside 5 s of steady load: a busy machine that delays the
+    # node's reads by a few tens of milliseconds moves the rate by ~1 %, not 20 %.
+    load = asyncio.create_task(paced(client, peer, 5.0))
     await asyncio.sleep(0.8)
-    done = await asyncio.to_thread(run_cli, "top", "--once", "--json", "--interval", "2",
+    done = await asyncio.to_thread(run_cli, "top", "--once", "--json", "--interval", "3",
                                    cwd=node.root, timeout=60)
     measured = await load
     assert done.returncode == 0, done.stdout + done.stderr

@@ -45,5 +45,6 @@ def link_rows(channels: Iterable[Channel]) -> list[dict[str, Any]]:
         scheme = channel.address.split("://", 1)[0] if "://" in channel.address else ""
         rows.append({"peer_id": channel.peer_id, "address": channel.address,
                      "transport": scheme, "security": channel.info.security or "none",
-                     "codec": channel.codec.content_type})
+                     "codec": channel.codec.content_type,
+                     "rtt_ms": None if channel.rtt is None else round(channel.rtt * 1000, 3)})
     return rows

@@ -26,8 +26,8 @@ def view(before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[
         peers.append({
             "peer_id": peer, "address": link.get("address", ""),
             "transport": link.get("transport", ""), "security": link.get("security", ""),
-            # Round trips are not measured yet on a running node (`p2phost ping` does).
-            "rtt_ms": None,
+            # The last keepalive round trip (PING to PONG, behind what was queued).
+            "rtt_ms": link.get("rtt_ms"),
             "in_per_s": _rate(_sum(new, "received"), _sum(old, "received"), seconds),
             "out_per_s": _rate(_sum(new, "sent"), _sum(old, "sent"), seconds),
         })

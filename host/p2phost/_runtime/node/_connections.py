@@ -246,5 +246,6 @@ class Connections:
                                     channel.address, idle)
                         self._tasks.spawn(channel.close(f"keepalive timeout ({idle:.0f}s "
                                                         "without traffic)"), "close")
-                    elif idle >= interval:
+                    elif idle >= interval or now - channel.pinged >= interval:
+                        # Busy channels too, now and then: their round trip for `top`.
                         channel.ping()

@@ -89,6 +89,10 @@ class Channel:
             self.frame_limit = max_frame_size
             self.frame_limit_source = "max-frame-size in [node] of p2phost.toml"
         self.last_seen = time.monotonic()
+        #: The last keepalive round trip in seconds (None until a PONG came back), and
+        #: when the last PING went out (``p2phost top`` shows the round trip).
+        self.rtt: float | None = None
+        self.pinged = 0.0
         #: True while the reader waits for room in a full mailbox (the peer is not dead).
         self.stalled = False
         #: We said goodbye: no new messages or requests go out on this channel.
@@ -204,6 +208,7 @@ class Channel:
 
     def ping(self) -> None:
         """Send a keepalive ping."""
+        self.pinged = time.monotonic()
         self.post(_PING)
 
     def goodbye(self, reason: str) -> None:
@@ -264,6 +269,8 @@ class Channel:
                 on_reply(self, envelope)
             elif kind is Kind.PING:
                 self.post(_PONG)
+            elif kind is Kind.PONG and self.pinged:
+                self.rtt = monotonic() - self.pinged
             elif kind is Kind.GOODBYE:
                 self.remote_reason = envelope.body.decode(errors="replace") or "goodbye"
                 log.debug("%s said goodbye: %s", self.peer_id, self.remote_reason)
