@@ -42,11 +42,11 @@ async def sender(node: RunningNode) -> AsyncIterator[tuple[Node, str]]:
     await client.close()
 
 
-async def paced(client: Node, peer: str, seconds: float) -> float:
-    """Send ``echo`` messages at RATE per second for ``seconds``; the rate achieved."""
+async def paced(client: Node, peer: str, until: asyncio.Event) -> float:
+    """Send ``echo`` messages at RATE per second until ``until`` is set; the rate achieved."""
     start = time.monotonic()
     sent = 0
-    while (elapsed := time.monotonic() - start) < seconds:
+    while not until.is_set() and (elapsed := time.monotonic() - start) < 60:
         due = int(elapsed * RATE) + 1
         while sent < due:
             await client.send(peer, "echo", sent)
@@ -58,12 +58,14 @@ async def paced(client: Node, peer: str, seconds: float) -> float:
 async def test_top_once_json_rates_match_the_send_rate(
         node: RunningNode, sender: tuple[Node, str]) -> None:
     client, peer = sender
-    # A window of 3 s well inside 5 s of steady load: a busy machine that delays the
-    # node's reads by a few tens of milliseconds moves the rate by ~1 %, not 20 %.
-    load = asyncio.create_task(paced(client, peer, 5.0))
+    # Steady load from before top starts until after it ends, over a window of 3 s: a
+    # busy machine that delays the node's reads by tens of milliseconds moves it ~1 %.
+    stop = asyncio.Event()
+    load = asyncio.create_task(paced(client, peer, stop))
     await asyncio.sleep(0.8)
     done = await asyncio.to_thread(run_cli, "top", "--once", "--json", "--interval", "3",
                                    cwd=node.root, timeout=60)
+    stop.set()
     measured = await load
     assert done.returncode == 0, done.stdout + done.stderr
     shown = json.loads(done.stdout)
