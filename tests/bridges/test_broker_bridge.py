@@ -1,0 +1,74 @@
+"""broker-bridge against the real brokers: in, out, no loops, foreign payloads dead-lettered.
+
+Each test maps one fresh external name (a uuid in it) both ways to one fresh topic on a
+bridge node, with a sink node handling the topic: a plain client's publish reaches the
+sink; the sink's publish reaches a plain subscriber once, marked, and never comes back
+into p2phost; a payload that is not JSON lands in the bridge node's dead letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.bridges.conftest import eventually
+from tests.bridges.plain import BROKERS, plain_client
+
+pytestmark = pytest.mark.services
+
+
+@pytest.mark.parametrize("key", list(BROKERS))
+async def test_both_ways_without_loops_and_foreign_payloads_dead_lettered(
+        key: str, bridge_pair: Any) -> None:
+    broker = BROKERS[key]
+    name, topic = broker.unique_name(), f"orders-{uuid.uuid4().hex[:8]}"
+    inbound = broker.mapping("in", name, topic)
+    outbound = broker.mapping("out", name, topic)
+    async with plain_client(broker, inbound) as plain:
+        pair = await bridge_pair({"mappings": {"in": inbound, "out": outbound}}, [topic],
+                                 broker.acknowledged)
+        await eventually("the bridge to subscribe", lambda: pair.app.counts is not None and
+                         _subscribed(pair))
+        await plain.subscribe()
+
+        await plain.publish(json.dumps({"n": 1}).encode())
+        await eventually("the sink to get the broker's message",
+                         lambda: pair.sink_app.bodies() == [{"n": 1}])
+
+        assert await pair.sink.publish(topic, {"n": 2}) == 1
+        await eventually("the plain subscriber to get the node's message",
+                         lambda: {"n": 2} in _decoded(plain.seen.payloads()))
+        await eventually("the bridge to drop its own message coming back",
+                         lambda: pair.app.counts.looped == 1)
+
+        await plain.publish(b"not json {")
+        await eventually("the foreign payload in the dead letters",
+                         lambda: len(pair.dead_letters()) == 1)
+        await asyncio.sleep(0.3)  # time for a loop to show, were there one
+    assert pair.sink_app.bodies() == [{"n": 1}], "a bridged message came back"
+    peer, dead_topic, body, reason = pair.dead_letters()[0]
+    assert (dead_topic, body) == (topic, b"not json {")
+    assert name in peer and "does not decode" in reason
+    marks = [marked for payload, marked in plain.seen.items if _decoded([payload]) == [{"n": 2}]]
+    assert len(marks) == 1
+    if key not in ("redis-channel", "postgres"):  # media without headers
+        assert marks == [True]
+    assert pair.app.counts.bridged_in == 1 and pair.app.counts.bridged_out == 1
+
+
+def _subscribed(pair: Any) -> bool:
+    return any(id(e) in pair.app._opened for m, e in pair.app._endpoints if m.direction == "in")
+
+
+def _decoded(payloads: list[bytes]) -> list[Any]:
+    found = []
+    for payload in payloads:
+        try:
+            found.append(json.loads(payload))
+        except ValueError:
+            found.append(payload)
+    return found
