@@ -62,21 +62,21 @@ class RedisEndpoint(Endpoint):
                     data = bytes(message["data"])
                     yield Incoming(data, self.echo.echo(data))
         group, consumer = m.durable_name(self.peer_id), m.durable_name(self.peer_id)
-        start = "0"  # first what this consumer was given and never acknowledged
+        start: str | bytes = "0"  # first what this consumer was given and never acked
         while True:
             answer = await self._redis.xreadgroup(group, consumer, {m.name: start},
                                                   count=min(self.queue, _BATCH), block=1000)
             entries = answer[0][1] if answer else []
-            if start == "0" and not entries:
-                start = ">"
-                continue
+            if start != ">":
+                if not entries:
+                    start = ">"
+                    continue
+                start = entries[-1][0]
             for entry_id, fields in entries:
                 payload = fields.get(m.field.encode())
                 yield Incoming(b"" if payload is None else bytes(payload),
                                MARKER.encode() in fields, _acker(self._redis, m.name, group,
                                                                  entry_id))
-            if start == "0" and entries:
-                start = entries[-1][0]
 
     async def close(self) -> None:
         if self._pubsub is not None:
