@@ -105,6 +105,7 @@ class BridgeSettings:
 
 def _mapping(key: str, entry: Any) -> BridgeMapping:
     at = f"mappings.{key}"
+    table = f"[config.{PLUGIN}.{at}]"
     if not isinstance(entry, Mapping):
         raise MappingError(at, "a table", entry,
                            f"write it as [config.{PLUGIN}.mappings.{key}] with direction, "
@@ -112,16 +113,16 @@ def _mapping(key: str, entry: Any) -> BridgeMapping:
     unknown = sorted(set(entry) - set(_KEYS))
     if unknown:
         raise MappingError(f"{at}.{unknown[0]}", "one of " + ", ".join(_KEYS), unknown[0],
-                           f"remove {unknown[0]} from [config.{PLUGIN}.{at}]")
+                           f"remove {unknown[0]} from {table}")
     for required in ("direction", "broker", "name", "topic"):
         if not isinstance(entry.get(required), str) or not entry[required]:
             raise MappingError(f"{at}.{required}", "a non-empty string", entry.get(required),
-                               f'add {required} = "..." to [config.{PLUGIN}.{at}] '
+                               f'add {required} = "..." to {table} '
                                "(docs/bridges.md has an example per broker)")
     direction = entry["direction"]
     if direction not in ("in", "out"):
         raise MappingError(f"{at}.direction", '"in" (broker -> topic) or "out" '
-                           "(topic -> broker)", direction, f'set direction = "in" in {at}')
+                           "(topic -> broker)", direction, f'set direction = "in" in {table}')
     scheme = urlsplit(entry["broker"]).scheme
     if scheme not in SCHEMES:
         raise MappingError(f"{at}.broker", "a URL nats://, mqtt://, redis://, amqp:// or "
@@ -144,17 +145,17 @@ def _mapping(key: str, entry: Any) -> BridgeMapping:
         better = {"nats": 'kind = "jetstream"', "redis": 'kind = "stream"'}.get(
             family, "acknowledged = false (PostgreSQL NOTIFY keeps nothing for a consumer)")
         raise MappingError(f"{at}.acknowledged", f"false: {kind} {entry['name']!r} cannot "
-                           "be acknowledged by a consumer", True, f"set {better} in {at}")
+                           "be acknowledged by a consumer", True, f"set {better} in {table}")
     stream = entry.get("stream", "")
     if family == "nats" and kind == "jetstream" and not stream:
         raise MappingError(f"{at}.stream", "the JetStream stream holding the subject", None,
-                           f'add stream = "{_SAFE.sub("_", key).upper()}" to {at} (created '
+                           f'add stream = "{_SAFE.sub("_", key).upper()}" to {table} (created '
                            "over the subject when missing)")
     peers = entry.get("peers", [])
     if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers) \
             or (peers and direction == "out"):
         raise MappingError(f"{at}.peers", "for direction in, a list of peer ids or "
-                           "addresses", peers, f"remove peers from {at} to publish to every "
+                           "addresses", peers, f"remove peers from {table} to publish to every "
                            "peer handling the topic")
     redeliver = entry.get("redeliver-after", 10.0)
     if isinstance(redeliver, bool) or not isinstance(redeliver, int | float) or redeliver <= 0:
@@ -163,7 +164,7 @@ def _mapping(key: str, entry: Any) -> BridgeMapping:
     for text in ("exchange", "exchange-type", "field", "stream"):
         if text in entry and not isinstance(entry[text], str):
             raise MappingError(f"{at}.{text}", "a string", entry[text],
-                               f'set {text} = "..." in {at}')
+                               f'set {text} = "..." in {table}')
     return BridgeMapping(
         key=key, direction=direction, broker=entry["broker"], family=family, kind=kind,
         name=entry["name"], topic=entry["topic"], codec=CODECS[codec_name],
