@@ -14,9 +14,11 @@ acknowledges the message) only once the broker confirmed; a failure is raised, s
 node retries, then dead-letters it.
 
 Loops: what the bridge publishes on a broker carries a marker (see :mod:`._endpoint`)
-and is never bridged in; on the p2phost side the bridge tells its peers which topics it
-bridges in (a topic ``broker-bridge/in/TOPIC`` in its hello), and a bridge never bridges
-out a message on TOPIC from a peer that bridges TOPIC in.
+and is never bridged in; on the p2phost side the bridge tells its peers what it bridges
+in (a topic ``broker-bridge/in/TOPIC/ORIGIN`` in its hello, ORIGIN a digest of the
+external name), and a bridge never bridges a message on TOPIC from such a peer out to
+that same external name. (To another name it does: a NATS subject can feed an MQTT topic
+through two bridges.)
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class BridgeApp(App):
         found: dict[str, Handler] = {t: functools.partial(self._forward, t) for t in self._out}
         for m in self.settings.mappings:
             if m.direction == "in":
-                found[INJECTS + m.topic] = self._marker
+                found[f"{INJECTS}{m.topic}/{m.origin}"] = self._marker
         return found
 
     def deliveries(self) -> dict[str, Delivery]:
@@ -129,8 +131,8 @@ class BridgeApp(App):
                  c.dead_lettered, c.dropped)
 
     async def _marker(self, message: Message) -> Any:
-        raise ValueError(f"{message.topic} only says that this node bridges "
-                         f"{message.topic.removeprefix(INJECTS)!r} in; it takes no messages")
+        raise ValueError(f"{message.topic} only says what this node bridges in; it takes "
+                         "no messages")
 
     # -- in: broker -> p2phost --------------------------------------------------------
 
@@ -204,10 +206,11 @@ class BridgeApp(App):
     # -- out: p2phost -> broker -------------------------------------------------------
 
     async def _forward(self, topic: str, message: Message) -> None:
-        if self._injected_by(message.sender, topic):
-            self.counts.looped += 1
-            return
+        brought = self._brought_in_by(message.sender)
         for m, endpoint in self._out[topic]:
+            if f"{INJECTS}{topic}/{m.origin}" in brought:
+                self.counts.looped += 1
+                continue
             payload = m.codec.encode(message.body)  # CodecError: retried, then dead-lettered
             try:
                 await with_timeout(self._publish(m, endpoint, payload), self.settings.timeout,
@@ -237,7 +240,9 @@ class BridgeApp(App):
                                    doing=f"connecting to {m.where}")
                 self._opened.add(id(endpoint))
 
-    def _injected_by(self, sender: str, topic: str) -> bool:
-        """Whether ``sender`` bridges ``topic`` in (so the message came from a broker)."""
-        marker = INJECTS + topic
-        return any(p.peer_id == sender and marker in p.topics for p in self.node.peers())
+    def _brought_in_by(self, sender: str) -> frozenset[str]:
+        """The marker topics of what ``sender`` bridges in (none: not a bridge)."""
+        for peer in self.node.peers():
+            if peer.peer_id == sender:
+                return frozenset(t for t in peer.topics if t.startswith(INJECTS))
+        return frozenset()

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,6 +75,15 @@ class BridgeMapping:
             host = f"{host}:{parts.port}"
         public = urlunsplit(parts._replace(netloc=host, query="", fragment=""))
         return f"{self.kind} {self.name!r} on {public}"
+
+    @property
+    def origin(self) -> str:
+        """A short digest of the external name (broker, kind, exchange, name): the same
+        for an in and an out mapping of one name, whichever node holds them."""
+        parts = urlsplit(self.broker)
+        where = f"{self.family}|{parts.hostname}:{parts.port}{parts.path.rstrip('/')}|" \
+                f"{self.kind}|{self.exchange if self.family == 'amqp' else ''}|{self.name}"
+        return hashlib.blake2b(where.encode(), digest_size=5).hexdigest()
 
     def durable_name(self, peer_id: str) -> str:
         """The broker-side name of this mapping's consumer (JetStream durable, Redis
