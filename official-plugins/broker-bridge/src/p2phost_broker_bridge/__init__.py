@@ -37,6 +37,5 @@ __all__ = [
 
 @hookimpl
 def p2phost_apps(context: PluginContext) -> Sequence[App]:
-    """The bridge, configured by ``[config.broker-bridge]`` (none without mappings)."""
-    settings = BridgeSettings.from_config(context.config)
-    return [BridgeApp(settings, peer_id=context.peer_id)] if settings.mappings else []
+    """The bridge, configured by ``[config.broker-bridge]`` (idle without mappings)."""
+    return [BridgeApp(BridgeSettings.from_config(context.config), peer_id=context.peer_id)]

@@ -113,6 +113,9 @@ class BridgeApp(App):
     async def start(self, node: Messenger) -> None:
         """Start a pump per in mapping (each connects, and reconnects, by itself)."""
         self.node = node
+        if not self._endpoints:
+            log.warning("%s has no mappings: add [config.%s.mappings.NAME] tables to "
+                        "p2phost.toml (docs/bridges.md)", PLUGIN, PLUGIN)
         for m, endpoint in self._endpoints:
             if m.direction == "in":
                 self._tasks.spawn(self._pump(m, endpoint), f"{PLUGIN} {m.key}")
