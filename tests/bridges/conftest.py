@@ -52,10 +52,11 @@ class Sink(App):
 def node(apps: list[App], state: Path | None = None,
          identity: Identity | None = None) -> Node:
     """An in-process node over mem:// (not started)."""
-    return Node(identity or Identity.generate(), transports={"mem": MemoryTransport()},
+    return Node(identity or Identity.generate(),
+                transports={"mem": MemoryTransport(max_frame_size=1 << 20)},
                 codecs={"application/json": JsonCodec()}, apps=apps,
                 options=NodeOptions(listen=[f"mem://bridge-{next(_names)}-{time.time_ns()}"],
-                                    state_dir=state))
+                                    state_dir=state, max_frame_size=1 << 20))
 
 
 async def eventually(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:

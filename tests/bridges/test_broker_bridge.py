@@ -109,3 +109,20 @@ async def test_a_message_one_bridge_brought_in_is_not_taken_back_by_another() ->
                 await n.close()
     assert (x_app.counts.bridged_in, y_app.counts.looped, y_app.counts.bridged_out) == (1, 1, 1)
     assert plain.seen.payloads() == [b'{"n": 1}'], "it was bridged back"
+
+
+async def test_a_payload_too_large_for_the_node_is_dead_lettered_and_the_rest_go_on(
+        bridge_pair: Any) -> None:
+    """A payload over the node's frame limit is dead-lettered, not held (an acknowledged
+    mapping would otherwise stall on it), and the next one passes."""
+    broker = BROKERS["redis-stream"]
+    name, topic = broker.unique_name(), f"raw-{uuid.uuid4().hex[:8]}"
+    inbound = broker.mapping("in", name, topic, codec="text")
+    async with plain_client(broker, inbound) as plain:
+        pair = await bridge_pair({"mappings": {"in": inbound}}, [topic], True)
+        await eventually("the bridge to subscribe", lambda: _subscribed(pair))
+        await plain.publish(b"x" * (2 << 20))  # 2 MiB: over the 1 MiB frames here
+        await plain.publish(b"small")
+        await eventually("the next one to pass", lambda: pair.sink_app.bodies() == ["small"])
+        await eventually("the big one in the dead letters", lambda: len(pair.dead_letters()) == 1)
+    assert "too large" in pair.dead_letters()[0][3]

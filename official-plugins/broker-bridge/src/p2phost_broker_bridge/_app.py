@@ -35,6 +35,7 @@ from p2phost_sdk import (
     CodecError,
     Delivery,
     DeliveryMode,
+    FrameTooLarge,
     Handler,
     Message,
     Messenger,
@@ -169,16 +170,15 @@ class BridgeApp(App):
         try:
             body = m.codec.decode(item.payload)
         except CodecError as exc:
-            await with_timeout(
-                self.node.dead_letter(m.topic, item.payload, source=m.where,
-                                      reason=f"a payload from outside does not decode: {exc}",
-                                      content_type=m.codec.content_type),
-                self.settings.timeout, plugin=PLUGIN, doing="storing a dead letter")
-            self.counts.dead_lettered += 1
+            await self._bury(m, item, f"a payload from outside does not decode: {exc}")
             return
         attempt = 0
         while True:
-            taken = await self._deliver(m, body)
+            try:
+                taken = await self._deliver(m, body)
+            except (CodecError, FrameTooLarge) as exc:  # never deliverable: no retry
+                await self._bury(m, item, f"the node cannot carry it: {exc}")
+                return
             if taken or not m.acknowledged:
                 break
             if attempt == 0:
@@ -191,6 +191,13 @@ class BridgeApp(App):
         else:
             self.counts.dropped += 1
 
+    async def _bury(self, m: BridgeMapping, item: Incoming, reason: str) -> None:
+        await with_timeout(
+            self.node.dead_letter(m.topic, item.payload, source=m.where, reason=reason,
+                                  content_type=m.codec.content_type),
+            self.settings.timeout, plugin=PLUGIN, doing="storing a dead letter")
+        self.counts.dead_lettered += 1
+
     async def _deliver(self, m: BridgeMapping, body: Any) -> int:
         """How many peers took ``body`` (on an acknowledged mapping: durably)."""
         doing = f"handing a message of {m.where} to topic {m.topic!r}"
@@ -202,6 +209,8 @@ class BridgeApp(App):
                 await with_timeout(self.node.send(peer, m.topic, body), self.settings.timeout,
                                    plugin=PLUGIN, doing=doing)
             return len(m.peers)
+        except (CodecError, FrameTooLarge):
+            raise
         except P2PHostError as exc:
             log.debug("%s: %s: %s", PLUGIN, doing, exc)
             return 0
