@@ -43,12 +43,16 @@ class MqttEndpoint(Endpoint):
         connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if durable:
             connect.SessionExpiryInterval = _SESSION_EXPIRY
+            # The broker sends at most this many unacknowledged messages: that bounds
+            # aiomqtt's queue, which must never be full (it would discard a message that
+            # then comes again only after a reconnect).
+            connect.ReceiveMaximum = self.queue
         client = aiomqtt.Client(
             parts.hostname or "127.0.0.1", parts.port or 1883, username=parts.username,
             password=parts.password, identifier=identifier,
             protocol=aiomqtt.ProtocolVersion.V5, clean_start=not durable, properties=connect,
             keepalive=15, timeout=self.timeout, logger=_client_log,
-            max_queued_incoming_messages=self.queue)
+            max_queued_incoming_messages=None if durable else self.queue)
         if durable:
             client._client.manual_ack_set(True)  # aiomqtt has no API for it
         try:
