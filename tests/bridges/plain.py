@@ -163,7 +163,7 @@ class _Redis(_Plain):
     async def subscribe(self) -> None:
         if self.broker.kind == "stream":
             async def read_stream() -> None:
-                last = "$"
+                last = "0-0"  # the name is fresh: from its first entry, with no gap
                 while True:
                     answer = await self.redis.xread({self.name: last}, block=500)
                     for _, entries in answer or []:
@@ -172,7 +172,6 @@ class _Redis(_Plain):
                             self.seen.items.append((fields.get(b"data", b""),
                                                     MARKER.encode() in fields))
             self.task = asyncio.get_running_loop().create_task(read_stream())
-            await asyncio.sleep(0.2)  # XREAD $ is from when it is first called
             return
         pubsub = self.redis.pubsub()
         await pubsub.subscribe(self.name)
