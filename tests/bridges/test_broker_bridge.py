@@ -126,3 +126,23 @@ async def test_a_payload_too_large_for_the_node_is_dead_lettered_and_the_rest_go
         await eventually("the next one to pass", lambda: pair.sink_app.bodies() == ["small"])
         await eventually("the big one in the dead letters", lambda: len(pair.dead_letters()) == 1)
     assert "too large" in pair.dead_letters()[0][3]
+
+
+async def test_an_acknowledged_out_mapping_does_not_take_a_message_the_broker_refused(
+        bridge_pair: Any) -> None:
+    """The reverse of an acknowledged in mapping: the bridge acknowledges a p2phost message
+    only once the broker has it; with the broker unreachable the message is retried, then
+    kept in the bridge node's dead letters (never acknowledged and lost)."""
+    topic = f"receipts-{uuid.uuid4().hex[:8]}"
+    outbound = {"direction": "out", "broker": "redis://127.0.0.1:1/0", "kind": "stream",
+                "name": "nowhere", "topic": topic, "acknowledged": True}
+    pair = await bridge_pair({"mappings": {"out": outbound}, "timeout": 2.0}, [], False)
+    await eventually("the sink to see the bridge's topic",
+                     lambda: any(topic in p.topics for p in pair.sink.peers()))
+    assert await pair.sink.publish(topic, {"n": 1}) == 1
+    await eventually("the message in the bridge's dead letters",
+                     lambda: len(pair.dead_letters()) == 1, timeout=30)
+    _, dead_topic, body, reason = pair.dead_letters()[0]
+    assert dead_topic == topic and json.loads(body) == {"n": 1}
+    assert "failed all" in reason, reason
+    assert pair.app.counts.bridged_out == 0
