@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from p2phost_sdk import App, PluginContext, hookimpl
 
-from ._app import INJECTS, BridgeApp, BridgeCounts
+from ._app import INJECTS, STATUS_TOPIC, BridgeApp, BridgeCounts
 from ._codecs import CODECS, ExternalCodec
 from ._endpoint import MARKER, EchoFilter, Incoming
 from ._errors import BrokerUnavailable, MappingError
@@ -22,6 +22,7 @@ __all__ = [
     "CODECS",
     "INJECTS",
     "MARKER",
+    "STATUS_TOPIC",
     "BridgeApp",
     "BridgeCounts",
     "BridgeMapping",

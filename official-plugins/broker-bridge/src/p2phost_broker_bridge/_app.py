@@ -24,6 +24,7 @@ through two bridges.)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ from ._settings import HEADERLESS, BridgeMapping, BridgeSettings
 log = logging.getLogger("p2phost.plugin.broker-bridge")
 #: The prefix of the topics that say which topics a node bridges in (origin tracking).
 INJECTS = "broker-bridge/in/"
+#: A request here answers with the bridge's mappings and counters.
+STATUS_TOPIC = "broker-bridge/status"
 
 
 @dataclass
@@ -99,8 +102,9 @@ class BridgeApp(App):
     # -- what the node sees ---------------------------------------------------------
 
     def handlers(self) -> dict[str, Handler]:
-        """A handler per out topic, and a marker topic per in topic."""
+        """A handler per out topic, a marker topic per in topic, and the status."""
         found: dict[str, Handler] = {t: functools.partial(self._forward, t) for t in self._out}
+        found[STATUS_TOPIC] = self._status
         for m in self.settings.mappings:
             if m.direction == "in":
                 found[f"{INJECTS}{m.topic}/{m.origin}"] = self._marker
@@ -133,6 +137,14 @@ class BridgeApp(App):
         log.info("%s: %d bridged in, %d bridged out, %d loops stopped, %d dead-lettered, "
                  "%d dropped", PLUGIN, c.bridged_in, c.bridged_out, c.looped,
                  c.dead_lettered, c.dropped)
+
+    async def _status(self, message: Message) -> Any:
+        """``p2phost send ADDR broker-bridge/status null --request``: mappings, counters."""
+        return {"mappings": [{"name": m.key, "direction": m.direction, "external": m.where,
+                              "topic": m.topic, "codec": m.codec.name,
+                              "acknowledged": m.acknowledged}
+                             for m in self.settings.mappings],
+                "counts": dataclasses.asdict(self.counts)}
 
     async def _marker(self, message: Message) -> Any:
         raise ValueError(f"{message.topic} only says what this node bridges in; it takes "
