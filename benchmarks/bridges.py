@@ -130,6 +130,8 @@ async def hand_rate(key: str, count: int) -> float:
     from p2phost_broker_bridge import BridgeSettings, EchoFilter
     from p2phost_broker_bridge._endpoint import make_endpoint
 
+    from p2phost_sdk import cancel_and_wait, close_within
+
     inbound, outbound, _ = _mappings(key)
     settings = BridgeSettings.from_config({"mappings": {"in": inbound, "out": outbound}})
     source, sink = (make_endpoint(m, "hand-forwarder", timeout=10.0, queue=256,
@@ -150,10 +152,10 @@ async def hand_rate(key: str, count: int) -> float:
         try:
             yield
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await source.close()
-            await sink.close()
+            # redis-py's blocking XREADGROUP may not end at once when cancelled: bounded.
+            await cancel_and_wait(task, 5.0)
+            for endpoint in (source, sink):
+                await close_within(endpoint.close(), 5.0, plugin="hand forwarder")
 
     return await _pump_through(key, count, forward, inbound, outbound)
 
