@@ -96,6 +96,14 @@ class Messenger(Protocol):
         """Send to every connected peer that handles ``topic``; returns how many."""
         ...
 
+    async def dead_letter(self, topic: str, body: bytes, *, source: str, reason: str,
+                          content_type: str = "") -> int:
+        """Keep ``body``, a payload that never became a message (one from outside the
+        network that does not decode), in the node's dead-letter store for ``topic``,
+        where ``p2phost dead`` shows it; ``source`` says where it came from. Returns its
+        id once it is committed (0 when the full store dropped it)."""
+        ...
+
 
 Handler = Callable[[Message], Awaitable[Any]]
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])

@@ -38,7 +38,7 @@ from ..wire._channel import Ack, Channel
 from ..wire._envelope import HEADER, Envelope
 from ._acks import AckSender, acked_ids
 from ._appstate import AppState
-from ._deadletter import DeadLetters
+from ._deadletter import DeadLetter, DeadLetters
 from ._dedupe import Dedupe
 from ._outbox import Outbox, key_id
 from ._receiver import Receiver
@@ -288,6 +288,27 @@ class Reliable:
                                    message_id)
             count += 1
         return count, plain
+
+    async def bury(self, topic: str, body: bytes, *, source: str, reason: str,
+                   content_type: str = "") -> int:
+        """Store a payload that never became a message (a bridge's foreign payload that
+        does not decode) in the dead-letter store; its id once committed (0: the full
+        store dropped it)."""
+        if self.dead is None or self._committer is None:
+            raise PeerUnavailable("the node is not running")
+        now = time.time()
+        letter = DeadLetter(0, "in", source, next(self._ids), topic, content_type, body, 0,
+                            reason, "", "", now, now)
+        dead = self.dead
+        letter_id, dropped = await self._committer.write(lambda db: dead.add(db, letter))
+        for lost in dropped:
+            log.error("%s", dead.full_message(lost))
+            self.stats.drop(lost.topic, "dead-letter store full")
+        if letter_id:
+            log.error("a payload from %s for %r went to the dead-letter store as #%d: %s "
+                      "(see `p2phost dead show %d`)", source, topic, letter_id, reason,
+                      letter_id)
+        return int(letter_id)
 
     # -- receiving (the dispatcher's seams) ------------------------------------------
 

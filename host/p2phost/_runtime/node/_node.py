@@ -417,3 +417,10 @@ class Node:
         if topic in self._acked_topics:
             count, channels = await self._reliable.publish(channels, topic, body)
         return count + (await self._dispatch.publish(channels, topic, body) if channels else 0)
+
+    async def dead_letter(self, topic: str, body: bytes, *, source: str, reason: str,
+                          content_type: str = "") -> int:
+        """Keep a payload that never became a message in the dead-letter store (see
+        :class:`p2phost_sdk.Messenger`); its id."""
+        return await self._reliable.bury(topic, body, source=source, reason=reason,
+                                         content_type=content_type)
