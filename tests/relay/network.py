@@ -25,25 +25,28 @@ Make = Callable[..., "asyncio.Future[tuple[Node, RelayService]]"]
 
 
 @asynccontextmanager
-async def relay_network() -> AsyncIterator[Callable[..., Any]]:
+async def relay_network(capacity: int = 1024) -> AsyncIterator[Callable[..., Any]]:
     """``await make(config, listen=[...], secure=True)``: a started node and its relay."""
     nodes: list[Node] = []
-    memory = MemoryTransport()
+    memory = MemoryTransport(capacity=capacity)  # frames in flight per pipe direction
 
     async def make(config: dict[str, Any] | None = None, *, listen: tuple[str, ...] = (),
                    secure: bool = True, mem: bool = True,
                    peer_limit: int = 64,
-                   max_frame_size: int = 16 * 1024 * 1024) -> tuple[Node, RelayService]:
+                   max_frame_size: int = 16 * 1024 * 1024,
+                   mailbox_size: int | None = None) -> tuple[Node, RelayService]:
         identity = Identity.generate()
         context = PluginContext(name="relay", config=config or {}, peer_id=identity.peer_id,
                                 state_dir=None, max_frame_size=max_frame_size)  # type: ignore[arg-type]
         service = relay_of(context)
         name = f"mem://relay-test-{uuid.uuid4().hex[:10]}"
+        app_type: type[RelayApp] = RelayApp if mailbox_size is None else \
+            type("SmallRelayApp", (RelayApp,), {"mailbox_size": mailbox_size})
         transports: dict[str, Any] = {s: RelayTransport(service) for s in RelayTransport.schemes}
         transports["mem"] = memory
         node = Node(identity, transports=transports, codecs={"application/json": JsonCodec()},
                     security=[NoiseSecurity()] if secure else [],
-                    apps=[RelayApp(service), EchoApp()],
+                    apps=[app_type(service), EchoApp()],
                     options=NodeOptions(name=name, listen=((name,) if mem else ()) + listen,
                                         drain_timeout=2.0, peer_limit=peer_limit,
                                         max_frame_size=max_frame_size))

@@ -67,6 +67,8 @@ class Hop:
     #: Counters: ``reserved``, ``circuits opened``, ``bytes relayed``, ``refused: REASON``,
     #: ``closed: REASON``.
     counters: Counter[str] = field(default_factory=Counter)
+    #: Called with each circuit as it is forgotten (the app stops its forwarding).
+    on_close: Callable[[HopCircuit], None] | None = None
     _reservations: dict[str, float] = field(default_factory=dict)
     _circuits: dict[End, HopCircuit] = field(default_factory=dict)
     _per_peer: Counter[str] = field(default_factory=Counter)
@@ -152,6 +154,8 @@ class Hop:
             if self._per_peer[peer] <= 0:
                 del self._per_peer[peer]
         self.counters[f"closed: {reason}"] += 1
+        if self.on_close is not None:
+            self.on_close(circuit)
         return other
 
     def peer_gone(self, peer: str) -> list[End]:

@@ -135,4 +135,5 @@ class RelayApp(App):
         return {**self.service.counters, **hop.counters,
                 "reservations": hop.active_reservations(),
                 "circuits": hop.active_circuits(),
+                "bytes queued": self.service.forwards.queued(),
                 "own circuits": len(self.service.circuits)}

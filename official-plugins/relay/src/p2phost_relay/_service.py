@@ -29,6 +29,7 @@ from p2phost_sdk import (
 from ._address import RelayAddress, parse
 from ._circuit import Circuit
 from ._errors import RelayError, RelayRefused
+from ._forward import Forwards
 from ._hop import Closed, End, Hop
 from ._settings import RelaySettings, settings_of
 from ._upgrade import offered, own_addresses, upgrade
@@ -79,11 +80,16 @@ class RelayService:
         # A circuit's frame crosses each hop as base64 in a message of at most the node's
         # max-frame-size, envelope and JSON included.
         self.circuit_frame = (max_frame_size - _ENVELOPE_ROOM) * 3 // 4
-        self.hop = Hop(settings.limits)
+        self.tasks = TaskOwner("relay", logger=log)
+        # A circuit's direction buffers what its far end has not taken: up to buffer-bytes
+        # and one frame, then the circuit fails (a far end that does not read).
+        self.forwards = Forwards(self._send_to, limit=settings.buffer_bytes + self.circuit_frame,
+                                 timeout=settings.forward_timeout, tasks=self.tasks,
+                                 on_fail=self._forward_failed)
+        self.hop = Hop(settings.limits, on_close=self.forwards.closed)
         self.counters: Counter[str] = Counter()
         self.circuits: dict[tuple[str, str], Circuit] = {}
         self.reservations: list[Reservation] = []
-        self.tasks = TaskOwner("relay", logger=log)
         self._node: Messenger | None = None
         #: Called with every frame the relay forwards (tests read what a relay sees).
         self.tap: list[Any] = []
@@ -280,7 +286,7 @@ class RelayService:
         self.hop.active_reservations()
         for ends in self.hop.overdue():
             for end in ends:
-                self.tasks.spawn(self._tell(end, "time limit"), "relay close")
+                self._tell_later(end, "time limit")
 
     def _serving(self, op: str) -> None:
         if not self.settings.serve:
@@ -303,27 +309,28 @@ class RelayService:
             await mine.feed(data)
             return
         end = End(sender, circuit_id)
+        size = len(data) * 3 // 4
         try:
-            other = self.hop.route(end, len(data) * 3 // 4)
+            other = self.hop.route(end, size)
         except KeyError:
             self.counters["unknown circuit"] += 1
             return
         if isinstance(other, Closed):  # a limit: the hop already forgot the circuit
-            await self._tell(end, other.reason)
-            await self._tell(other.other, other.reason)
+            self._tell_later(end, other.reason)
+            self._tell_later(other.other, other.reason)
             return
         for tap in self.tap:
             tap(data)
-        try:
-            async with asyncio.timeout(self.settings.forward_timeout):
-                await self.node.send(other.peer, TOPIC, {"op": "data", "circuit": other.circuit,
-                                                         "data": data})
-        except Exception as exc:  # the other end is gone or never reads
-            reason = f"could not forward within {self.settings.forward_timeout:g}s: " \
-                     f"{exc or 'timed out'}"
-            self.hop.close(end, "forward failed")
-            for each in (end, other):
-                await self._tell(each, reason)
+        # Queued for the circuit's own task: this handler never waits for the far end, so
+        # the app's mailbox (shared by every peer) keeps moving for the other circuits.
+        self.forwards.put(end, other, {"op": "data", "circuit": other.circuit, "data": data},
+                          size)
+
+    def _forward_failed(self, end: End, why: str, reason: str) -> None:
+        other = self.hop.close(end, why)  # counted as "closed: WHY"
+        log.info("closed a relayed circuit of %s: %s", end.peer, reason)
+        self._tell_later(end, reason)
+        self._tell_later(other, reason)
 
     async def on_close(self, sender: str, body: dict[str, Any]) -> None:
         """An end (or the relay) closed a circuit."""
@@ -337,8 +344,16 @@ class RelayService:
         if mine is not None:
             mine.end(f"closed by the relay: {reason}" if reason else "closed by the relay")
             return
-        other = self.hop.close(End(sender, circuit_id), "closed by an end")
-        await self._tell(other, "closed by the other end")
+        end = End(sender, circuit_id)
+        forward = self.forwards.pop(end)
+        other = self.hop.close(end, "closed by an end")
+        if other is None:
+            return
+        close = {"op": "close", "circuit": other.circuit, "reason": "closed by the other end"}
+        if forward is not None:
+            forward.finish(close)  # after the frames still queued for the other end
+        else:
+            self._tell_later(other, "closed by the other end")
 
     def peer_lost(self, peer: str) -> None:
         """``peer``'s connection ended: circuits through it end, reservations renew."""
@@ -349,8 +364,14 @@ class RelayService:
                 reservation.relay_peer = None
                 reservation.lost.set()
         for other in self.hop.peer_gone(peer):
-            self.tasks.spawn(self._tell(other, "the other end's connection to the relay "
-                                        "ended"), "relay close")
+            self._tell_later(other, "the other end's connection to the relay ended")
+
+    async def _send_to(self, peer: str, body: dict[str, Any]) -> None:
+        await self.node.send(peer, TOPIC, body)
+
+    def _tell_later(self, end: End | None, reason: str) -> None:
+        if end is not None:
+            self.tasks.spawn(self._tell(end, reason), "relay close")
 
     async def _tell(self, end: End | None, reason: str) -> None:
         if end is None:

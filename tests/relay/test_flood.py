@@ -1,0 +1,104 @@
+"""A hostile pair floods a circuit whose far end never reads: the relay closes that circuit
+(counted), its memory stays bounded, and another circuit through it keeps answering."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ctypes
+import time
+from pathlib import Path
+from typing import Any
+
+from p2phost_sdk.testing.discovery import wait_until
+from tests.relay.network import relay_network
+
+#: Kept well under the old stall (forward-timeout, 10 s here) and the keepalive (15 s).
+ROUND_TRIP_BOUND = 2.0
+FRAMES, FLOOD_SECONDS = 20_000, 4.0
+
+
+def rss() -> int:
+    """This process's resident memory, after handing freed heap back to the system (so
+    what is measured is what is held, not what the allocator keeps for later)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def reserved(service: Any) -> None:
+    await wait_until(lambda: any(r.relay_peer for r in service.reservations), 10,
+                     "the reservation on the relay")
+
+
+async def test_a_circuit_whose_far_end_never_reads_does_not_hold_up_the_others() -> None:
+    async with relay_network(capacity=16) as make:
+        relay, hop = await make({"serve": True, "forward-timeout": 10.0,
+                                 "buffer-bytes": 256 * 1024})
+        relay_at = "relay+" + relay.addresses[0]
+        # The sink reads nothing once its circuit is open (a small mailbox, then its
+        # connection to the relay stops being read); the flooder pushes into that circuit.
+        sink, sink_relay = await make({"upgrade": False}, listen=(relay_at,), mem=False,
+                                      mailbox_size=16)
+        honest, honest_relay = await make({"upgrade": False}, listen=(relay_at,), mem=False)
+        await reserved(sink_relay)
+        await reserved(honest_relay)
+        flooder, flooder_relay = await make()
+        caller, _ = await make()
+        assert await flooder.connect(f"{relay_at}/p2p-circuit/{sink.peer_id}") == sink.peer_id
+        assert await caller.connect(f"{relay_at}/p2p-circuit/{honest.peer_id}") \
+            == honest.peer_id
+        [(_, circuit_id)] = list(flooder_relay.circuits)
+
+        never = asyncio.Event()
+
+        async def read_nothing(sender: str, body: dict[str, Any]) -> None:
+            await never.wait()  # released when the test ends
+        sink_relay.on_data = read_nothing  # type: ignore[method-assign]
+
+        before = rss()
+        samples: list[int] = []
+        times: list[float] = []
+
+        async def flood() -> int:
+            frame = base64.b64encode(b"\0" * 2048).decode()
+            deadline, sent = time.monotonic() + FLOOD_SECONDS, 0
+            while sent < FRAMES and time.monotonic() < deadline:
+                await flooder.send(relay.peer_id, "relay",
+                                   {"op": "data", "circuit": circuit_id, "data": frame})
+                sent += 1
+                if sent % 2000 == 0:
+                    samples.append(rss() - before)
+            return sent
+
+        async def round_trips() -> None:
+            deadline = time.monotonic() + FLOOD_SECONDS + 1
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                reply = await caller.request(honest.peer_id, "echo", {"n": len(times)},
+                                             timeout=15)
+                assert reply == {"n": len(times)}
+                times.append(time.monotonic() - started)
+                await asyncio.sleep(0.05)
+
+        sent, _ = await asyncio.gather(flood(), round_trips())
+        await wait_until(lambda: hop.hop.counters["closed: not read"]
+                         + hop.hop.counters["closed: forward failed"] == 1, 10,
+                         "the flooded circuit closed")
+        never.set()
+        print(f"sent {sent} frames; RSS growth (MiB) {[s >> 20 for s in samples]}; "
+              f"round trips {len(times)}, slowest {max(times):.3f}s")
+        assert hop.hop.counters["closed: not read"] == 1, dict(hop.hop.counters)
+        assert len(times) >= 10 and max(times) < ROUND_TRIP_BOUND, (len(times), max(times))
+        assert sent > 6_000  # the flood was real: more than the relay may hold
+        # Bounded: the relay holds its mailbox and one circuit's buffer, whatever the flood
+        # (every node of the test is in this process: the figure is for all of them).
+        assert max(samples) < 48 * 1024 * 1024, samples
+        assert samples[-1] < samples[len(samples) // 2] + 8 * 1024 * 1024, samples  # flat
+        assert hop.hop.active_circuits() == 1  # the honest circuit stays
+        assert await caller.request(honest.peer_id, "echo", {"end": 1}, timeout=5) == {"end": 1}
