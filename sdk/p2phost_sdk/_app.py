@@ -139,6 +139,10 @@ class App:
     #: Delivery of topics by name, for topics this app sends to (its handlers' own
     #: ``delivery=`` wins for the topics it handles).
     delivery: ClassVar[Mapping[str, Delivery | str]] = {}
+    #: Also run in short-lived client nodes (``p2phost send``/``ping``), which reach peers
+    #: but are never reached and receive only replies: for the app part of a transport's
+    #: dialling (a relay). Apps are left out of client nodes otherwise.
+    client: ClassVar[bool] = False
 
     node: Messenger
 

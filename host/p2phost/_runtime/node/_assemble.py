@@ -14,11 +14,11 @@ def node_for_project(project: Project, *, client: bool = False) -> Node:
     """The project's node, from the plugins its manifest declares.
 
     A *client* node (``p2phost send`` and ``ping``) listens nowhere, dials nothing on
-    its own and runs no apps. It speaks with the project's identity, so that peers
-    whose trust policy admits the project admit its commands too; its hello says it is a
-    client, so the node it reaches keeps it apart from the project's running node (even
-    when that is the node it reaches), and on inbox media it reads a reply inbox of its
-    own, never the node's.
+    its own and runs no apps but those a transport's dialling needs (``App.client``). It
+    speaks with the project's identity, so that peers whose trust policy admits the
+    project admit its commands too; its hello says it is a client, so the node it reaches
+    keeps it apart from the project's running node (even when that is the node it
+    reaches), and on inbox media it reads a reply inbox of its own, never the node's.
     """
     settings = project.manifest.node
     trust = project.manifest.trust
@@ -45,7 +45,7 @@ def node_for_project(project: Project, *, client: bool = False) -> Node:
         codecs=parts.codecs,
         discovery=() if client else parts.discovery,
         security=parts.security,
-        apps=() if client else parts.apps,
+        apps=[a for a in parts.apps if type(a).client] if client else parts.apps,
         options=options,
         hooks=None if client else loaded.hook,
         admit=None if trust.policy == "open" else TrustPolicy(

@@ -15,8 +15,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from p2phost_sdk import Connection, ConnectionClosed, check_frame_size
+from p2phost_sdk import Connection, ConnectionClosed, Messenger, check_frame_size
 
+#: Seconds between a client's pulls: after frames, and at most while idle.
+PULL_MIN, PULL_MAX = 0.005, 0.2
 #: Sends one relay-topic body to the relay (the node's ``send`` to the relay peer).
 Post = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -143,3 +145,30 @@ class Circuit(Connection):
             async with asyncio.timeout(min(self._timeout, 2.0)):
                 await self._post({"op": "close", "circuit": self.circuit_id,
                                   "reason": reason})
+
+
+async def pull_frames(node: Messenger, relay: str, circuit: Circuit, timeout: float) -> None:
+    """Feed ``circuit`` with the frames its relay keeps for it, asked for with ``pull``
+    requests (a client node is sent only replies), until the circuit ends."""
+    idle = PULL_MIN
+    while circuit.ended is None:
+        try:
+            answer = await node.request(relay, "relay", {"op": "pull",
+                                                         "circuit": circuit.circuit_id},
+                                        timeout=timeout)
+        except Exception as exc:  # the relay is gone or refuses
+            circuit.end(f"the relay did not answer a pull: {exc}")
+            return
+        frames = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(frames, list):
+            circuit.end("the relay answered a pull with something else")
+            return
+        for data in frames:
+            if isinstance(data, str):
+                await circuit.feed(data)
+        if isinstance(answer.get("closed"), str):
+            circuit.end(f"closed by the relay: {answer['closed'][:200]}")
+            return
+        # Soon again after frames (a reply is likely coming), slower while idle.
+        idle = PULL_MIN if frames else min(idle * 2, PULL_MAX)
+        await asyncio.sleep(idle)

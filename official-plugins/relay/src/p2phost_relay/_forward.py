@@ -19,7 +19,7 @@ from p2phost_sdk import TaskOwner
 
 from ._hop import End, HopCircuit
 
-#: Sends one relay-topic body to the far end.
+#: Sends one relay-topic body to the far end (None: the far end pulls its frames).
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: Sends one relay-topic body to a peer.
 SendTo = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -40,6 +40,9 @@ class Forwards:
         self._tasks = tasks
         self._on_fail = on_fail
         self._forwards: dict[End, Forward] = {}
+        #: Ends that take their frames with ``pull`` requests (a client node, which is
+        #: never sent messages, only replies).
+        self.pullers: set[End] = set()
 
     def put(self, end: End, other: End, body: dict[str, Any], size: int) -> None:
         """Queue a frame from ``end`` for ``other`` (failing the circuit past the bound)."""
@@ -49,10 +52,16 @@ class Forwards:
                 await self._send(other.peer, body)
 
             forward = self._forwards[end] = Forward(
-                send, limit=self._limit, timeout=self._timeout, tasks=self._tasks,
+                None if other in self.pullers else send, limit=self._limit,
+                timeout=self._timeout, tasks=self._tasks,
                 name=f"relay forward {end.circuit}",
                 on_fail=lambda why, reason: self._on_fail(end, why, reason))
         forward.put(body, size)
+
+    def take(self, end: End) -> list[str]:
+        """The frames (base64) queued from ``end`` for a puller, no longer queued."""
+        forward = self._forwards.get(end)
+        return [] if forward is None else forward.take()
 
     def pop(self, end: End) -> Forward | None:
         """The forwarding of frames from ``end``, no longer kept here."""
@@ -65,6 +74,7 @@ class Forwards:
     def closed(self, circuit: HopCircuit) -> None:
         """The hop forgot ``circuit``: stop forwarding it both ways."""
         for end in (circuit.dialler, circuit.target):
+            self.pullers.discard(end)
             forward = self._forwards.pop(end, None)
             if forward is not None:
                 forward.stop()
@@ -73,7 +83,7 @@ class Forwards:
 class Forward:
     """Frames from one end of a circuit to the other, in order, within ``limit`` bytes."""
 
-    def __init__(self, send: Send, *, limit: int, timeout: float, tasks: TaskOwner,
+    def __init__(self, send: Send | None, *, limit: int, timeout: float, tasks: TaskOwner,
                  name: str, on_fail: Callable[[str, str], None]) -> None:
         self._send = send
         self._limit = limit
@@ -99,15 +109,22 @@ class Forward:
             return False
         self._queue.append((body, size))
         self.queued += size
-        if self._task is None:
+        if self._task is None and self._send is not None:
             self._task = self._tasks.spawn(self._run(), self._name)
         return True
+
+    def take(self) -> list[str]:
+        """What a puller takes: every queued frame's data, in order (sent by no task)."""
+        taken = [body["data"] for body, _ in self._queue if body.get("op") == "data"]
+        self._queue.clear()
+        self.queued = 0
+        return taken
 
     def finish(self, body: dict[str, Any]) -> None:
         """Send ``body`` (a close) after what is queued, then stop."""
         if not self._stopped:
             self._queue.append((body, 0))
-            if self._task is None:
+            if self._task is None and self._send is not None:
                 self._task = self._tasks.spawn(self._run(), self._name)
             self._stopped = True
 
@@ -121,6 +138,7 @@ class Forward:
             task.cancel()
 
     async def _run(self) -> None:
+        assert self._send is not None
         try:
             while self._queue:
                 body, size = self._queue[0]

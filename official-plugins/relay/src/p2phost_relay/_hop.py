@@ -142,6 +142,12 @@ class Hop:
         self.counters["bytes relayed"] += size
         return circuit.other(end)
 
+    def other(self, end: End) -> End | None:
+        """The other end of ``end``'s circuit; None if the circuit is not (or no longer)
+        known."""
+        circuit = self._circuits.get(end)
+        return None if circuit is None else circuit.other(end)
+
     def close(self, end: End, reason: str) -> End | None:
         """Forget the circuit of ``end``; the other end (to tell), None if unknown."""
         circuit = self._circuits.pop(end, None)

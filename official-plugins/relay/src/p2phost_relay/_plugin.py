@@ -22,7 +22,8 @@ from p2phost_sdk import (
 )
 
 from ._address import SCHEMES, parse
-from ._service import TOPIC, RelayService, Reservation, log
+from ._reservation import Reservation
+from ._service import TOPIC, RelayService, log
 
 #: Seconds between the relay's sweeps of circuits past their time.
 SWEEP = 5.0
@@ -71,6 +72,8 @@ class RelayApp(App):
     of this node's own circuits."""
 
     name = "relay"
+    #: Client nodes (`p2phost ping`/`send`) dial relayed addresses too.
+    client = True
     #: Frames wait here while circuit ends read; a relay serves many peers.
     mailbox_size = 4096
 
@@ -107,6 +110,8 @@ class RelayApp(App):
             await service.on_data(sender, body)
         elif op == "close" and not request:
             await service.on_close(sender, body)
+        elif op == "pull" and request:
+            return service.on_pull(sender, body)
         elif op == "reserve" and request:
             return service.on_reserve(sender)
         elif op == "connect" and request:

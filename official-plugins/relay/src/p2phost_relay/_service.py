@@ -17,8 +17,6 @@ from collections.abc import Awaitable
 from typing import Any
 
 from p2phost_sdk import (
-    AcceptHandler,
-    Backoff,
     Messenger,
     PeerUnavailable,
     PluginContext,
@@ -26,11 +24,12 @@ from p2phost_sdk import (
     TaskOwner,
 )
 
-from ._address import RelayAddress, parse
-from ._circuit import Circuit
+from ._address import parse
+from ._circuit import Circuit, pull_frames
 from ._errors import RelayError, RelayRefused
 from ._forward import Forwards
 from ._hop import Closed, End, Hop
+from ._reservation import Reservation, keep, reason_of
 from ._settings import RelaySettings, settings_of
 from ._upgrade import offered, own_addresses, upgrade
 
@@ -39,7 +38,6 @@ TOPIC = "relay"
 log = logging.getLogger("p2phost.plugin.relay")
 _MAX_ID = 32
 _ENVELOPE_ROOM = 1024
-_BACKOFF = Backoff(initial=0.5, maximum=30.0)
 
 
 # The host asks for transports and for apps separately; both faces of one node's relay
@@ -56,18 +54,6 @@ def relay_of(context: PluginContext) -> RelayService:
             context.peer_id, settings_of(context.name, context.config),
             context.max_frame_size)
     return service
-
-
-class Reservation:
-    """A listen address on a relay: the slot this node keeps there, renewed while open."""
-
-    def __init__(self, address: RelayAddress, accept: AcceptHandler) -> None:
-        self.address = address
-        self.accept = accept
-        #: The relay's peer id while the reservation holds, else None.
-        self.relay_peer: str | None = None
-        self.lost = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
 
 
 class RelayService:
@@ -98,10 +84,10 @@ class RelayService:
     def node(self) -> Messenger:
         """The node, once the relay app started."""
         if self._node is None:
-            raise RelayError("relayed addresses are dialled by a running node: the circuit "
-                             "rides its relay app, which `p2phost send` and `ping` do not "
-                             "run; fix: `p2phost run` with relay = \"*\" under [plugins] "
-                             "and reach the peer from there ([node] connect, an app)")
+            raise RelayError("relayed addresses are dialled once the node runs: the circuit "
+                             "rides the relay app, which starts with the node; fix: "
+                             "start the node first (`p2phost run`, or open it in a "
+                             "library) and dial from there")
         return self._node
 
     def attach(self, node: Messenger) -> None:
@@ -135,18 +121,24 @@ class RelayService:
         # Registered before asking: the target's first frame may come before the answer.
         circuit = self._circuit(relay, circuit_id, local=f"{where.relay}{'/p2p-circuit'}",
                                 remote=str(where), peer=where.target)
+        # A client node (`p2phost ping`/`send`) is sent only replies: it pulls its frames.
+        pull = getattr(getattr(node, "options", None), "client", False) is True
         try:
             await node.request(relay, TOPIC, {"op": "connect", "target": where.target,
                                               "circuit": circuit_id,
-                                              "addrs": own_addresses(node)},
+                                              "addrs": own_addresses(node),
+                                              **({"pull": True} if pull else {})},
                                timeout=min(timeout, self.settings.request_timeout))
         except RemoteError as exc:
             circuit.end("refused")
-            raise RelayRefused(f"{address}: the relay refused: {_reason(exc)}") from exc
+            raise RelayRefused(f"{address}: the relay refused: {reason_of(exc)}") from exc
         except Exception as exc:  # RequestTimeout, PeerUnavailable
             circuit.end("no answer")
             raise RelayError(f"{address}: the relay did not open the circuit: {exc}") from exc
         self.counters["circuits dialled"] += 1
+        if pull:
+            self.tasks.spawn(pull_frames(node, relay, circuit, self.settings.request_timeout),
+                             f"relay pull {circuit_id}")
         return circuit
 
     def _circuit(self, relay: str, circuit_id: str, *, local: str, remote: str,
@@ -189,7 +181,7 @@ class RelayService:
     def reserve(self, reservation: Reservation) -> None:
         """Keep ``reservation`` on its relay while it is open (a task owned here)."""
         self.reservations.append(reservation)
-        reservation.task = self.tasks.spawn(self._keep(reservation),
+        reservation.task = self.tasks.spawn(keep(self, reservation),
                                             f"relay reservation {reservation.address}")
 
     async def unreserve(self, reservation: Reservation) -> None:
@@ -201,39 +193,6 @@ class RelayService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
-
-    async def _keep(self, reservation: Reservation) -> None:
-        attempt, relay_at = 0, reservation.address.relay
-        while True:
-            try:
-                node = self.node
-                async with asyncio.timeout(self.settings.request_timeout):
-                    relay = await node.connect(relay_at)
-                answer = await node.request(relay, TOPIC, {"op": "reserve"},
-                                            timeout=self.settings.request_timeout)
-                ttl = float(answer["ttl"]) if isinstance(answer, dict) else 0.0
-                if not ttl > 0:
-                    raise RelayError(f"the relay answered the reservation with {answer!r}")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                reservation.relay_peer = None
-                self.counters["reservation failed"] += 1
-                delay = _BACKOFF.delay(attempt)
-                attempt += 1
-                log.warning("no reservation on the relay %s (retrying in %.1fs): %s",
-                            relay_at, delay, _reason(exc))
-                await asyncio.sleep(delay)
-                continue
-            if reservation.relay_peer is None:
-                log.info("reachable through the relay %s as %s", relay_at,
-                         reservation.address.of(self.peer_id))
-            reservation.relay_peer, attempt = relay, 0
-            self.counters["reservations made"] += 1
-            reservation.lost.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(ttl / 2):
-                    await reservation.lost.wait()  # renew at half-life, or at once when lost
 
     async def on_incoming(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:
         """The relay brings a circuit from a dialler: hand it to the host as accepted."""
@@ -270,6 +229,8 @@ class RelayService:
             raise self._malformed("connect")
         assert isinstance(circuit_id, str)
         circuit = self.hop.open(End(sender, circuit_id), target)
+        if body.get("pull") is True:
+            self.forwards.pullers.add(circuit.dialler)
         try:
             await self.node.request(target, TOPIC, {"op": "incoming", "from": sender,
                                                     "circuit": circuit.target.circuit,
@@ -278,8 +239,20 @@ class RelayService:
         except Exception as exc:
             self.hop.close(circuit.dialler, "refused by the target")
             self.hop.counters["refused: by the target"] += 1
-            raise RelayRefused(f"refused by the target: {_reason(exc)}") from exc
+            raise RelayRefused(f"refused by the target: {reason_of(exc)}") from exc
         return {"ok": True}
+
+    def on_pull(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A dialler that is sent only replies (a client node) takes its circuit's frames."""
+        circuit_id = body.get("circuit")
+        if not _is_id(circuit_id):
+            raise self._malformed("pull")
+        assert isinstance(circuit_id, str)
+        end = End(sender, circuit_id)
+        other = self.hop.other(end)
+        if other is None or end not in self.forwards.pullers:
+            return {"data": [], "closed": "the circuit is closed"}
+        return {"data": self.forwards.take(other)}
 
     def sweep(self) -> None:
         """Close circuits past their time (both ends told); forget lapsed reservations."""
@@ -392,7 +365,3 @@ async def _run(work: Awaitable[None]) -> None:
 
 def _is_id(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= _MAX_ID
-
-
-def _reason(exc: BaseException) -> str:
-    return str(exc).split("\n")[0][:300]

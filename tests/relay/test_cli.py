@@ -1,0 +1,56 @@
+"""`p2phost ping` and `send` reach a node through a relay: the CLI's short-lived client
+node runs the relay's app (App.client), and takes its frames with `pull` requests, since a
+relay sends a client only replies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from p2phost._project import Project
+from p2phost._runtime.node._control import query_control
+from tests.conftest import write_project
+from tests.runtime.processes import RunningNode
+
+PLUGINS = ["tcp-transport", "noise-security", "json-codec", "echo", "relay"]
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "p2phost", *args], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_ping_and_send_reach_a_node_through_a_relay(
+        tmp_path: Path, official_wheels: dict[str, Path]) -> None:
+    wheels = [official_wheels[p] for p in PLUGINS]
+    roots = {name: tmp_path / name for name in ("relay", "behind", "me")}
+    write_project(roots["relay"], PLUGINS, wheels=wheels, config={"relay": {"serve": True}})
+    relay = RunningNode(roots["relay"])
+    try:
+        relay_at = "relay+" + relay.address
+        write_project(roots["behind"], PLUGINS, wheels=wheels, listen=[relay_at])
+        behind = RunningNode(roots["behind"])
+        try:
+            address = f"{relay_at}/p2p-circuit/{behind.peer_id}"
+            assert behind.address == address
+            write_project(roots["me"], PLUGINS, wheels=wheels, listen=[])
+            done = cli(roots["me"], "ping", address, "--count", "3", "--interval", "0",
+                       "--wait", "15", "--json")
+            assert done.returncode == 0, done.stderr
+            summary = json.loads(done.stdout.strip().splitlines()[-1])
+            assert summary.get("received", summary.get("replies")) == 3, summary
+            text = "through the relay, end to end"
+            done = cli(roots["me"], "send", address, "echo", json.dumps({"text": text}),
+                       "--request")
+            assert done.returncode == 0, done.stderr
+            assert text in done.stdout
+            # The relay forwarded both circuits and forgot them as the clients left.
+            answer = query_control(Project(roots["relay"]).control_socket, "stats",
+                                   timeout=10)
+            assert answer["topics"]["relay"]["handled"] > 0, answer
+        finally:
+            behind.stop()
+    finally:
+        relay.stop()
