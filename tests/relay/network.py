@@ -34,7 +34,8 @@ async def relay_network(capacity: int = 1024) -> AsyncIterator[Callable[..., Any
                    secure: bool = True, mem: bool = True,
                    peer_limit: int = 64,
                    max_frame_size: int = 16 * 1024 * 1024,
-                   mailbox_size: int | None = None) -> tuple[Node, RelayService]:
+                   mailbox_size: int | None = None,
+                   client: bool = False) -> tuple[Node, RelayService]:
         identity = Identity.generate()
         context = PluginContext(name="relay", config=config or {}, peer_id=identity.peer_id,
                                 state_dir=None, max_frame_size=max_frame_size)  # type: ignore[arg-type]
@@ -49,6 +50,7 @@ async def relay_network(capacity: int = 1024) -> AsyncIterator[Callable[..., Any
                     apps=[app_type(service), EchoApp()],
                     options=NodeOptions(name=name, listen=((name,) if mem else ()) + listen,
                                         drain_timeout=2.0, peer_limit=peer_limit,
+                                        client=client,
                                         max_frame_size=max_frame_size))
         await asyncio.wait_for(node.start(), 10)
         nodes.append(node)

@@ -3,6 +3,7 @@ that sees only ciphertext, and the relay's limits hold."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
@@ -137,3 +138,31 @@ async def test_a_relayed_peer_that_can_dial_the_dialler_upgrades_to_a_direct_con
         assert reply == {"text": "direct"}
         [peer] = [p for p in dialler.peers() if p.peer_id == target.peer_id]
         assert peer.address.startswith("mem://") and peer.security == "noise"
+
+
+async def test_a_client_node_pulls_its_frames_and_a_client_that_stops_is_forgotten(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import p2phost_relay._plugin as relay_plugin  # its path is set by tests/relay/network.py
+
+    monkeypatch.setattr(relay_plugin, "SWEEP", 0.2)
+    async with relay_network() as make:
+        relay, hop = await make({"serve": True, "request-timeout": 1.0})
+        relay_at = "relay+" + relay.addresses[0]
+        target, behind = await make(listen=(relay_at,), mem=False)
+        await reserved(behind)
+        # A client node (p2phost ping/send) is sent only replies: it pulls.
+        client, _ = await make(mem=False, client=True)
+        assert await client.connect(f"{relay_at}/p2p-circuit/{target.peer_id}") \
+            == target.peer_id
+        for n in range(3):
+            assert await client.request(target.peer_id, "echo", {"n": n}, timeout=10) \
+                == {"n": n}
+        assert len(hop.forwards.pullers) == 1
+        # A client killed mid-way says nothing (a relay is not told a client left): the
+        # relay forgets its circuit once it stops pulling.
+        for task in asyncio.all_tasks():
+            if task.get_name().startswith("relay pull"):
+                task.cancel()
+        await wait_until(lambda: hop.hop.counters["closed: puller gone"] == 1, 10,
+                         "the circuit of a client that stopped pulling closed")
+        assert hop.hop.active_circuits() == 0 and not hop.forwards.pullers

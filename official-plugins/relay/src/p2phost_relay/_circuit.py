@@ -50,6 +50,8 @@ class Circuit(Connection):
         self.ended: str | None = None
         #: Where the other end offered to be dialled directly (an accepted circuit).
         self.upgrade_to: list[str] = []
+        #: Set on each frame sent: a client's pull loop asks again soon (a reply is due).
+        self.wrote = asyncio.Event()
         #: Frames and bytes carried, for counters.
         self.frames_in = self.frames_out = 0
 
@@ -71,6 +73,7 @@ class Circuit(Connection):
             self.end(f"the relay is gone: {exc}")
             raise ConnectionClosed(f"relayed circuit closed: {self.ended}") from exc
         self.frames_out += 1
+        self.wrote.set()
 
     def limit_incoming(self, size: int | None) -> None:
         """Refuse incoming frames over ``size`` (the host's cap before the handshake)."""
@@ -169,6 +172,10 @@ async def pull_frames(node: Messenger, relay: str, circuit: Circuit, timeout: fl
         if isinstance(answer.get("closed"), str):
             circuit.end(f"closed by the relay: {answer['closed'][:200]}")
             return
-        # Soon again after frames (a reply is likely coming), slower while idle.
-        idle = PULL_MIN if frames else min(idle * 2, PULL_MAX)
-        await asyncio.sleep(idle)
+        # Soon again after frames in either direction (a reply is likely coming), slower
+        # while idle.
+        idle = PULL_MIN if frames or circuit.wrote.is_set() else min(idle * 2, PULL_MAX)
+        circuit.wrote.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(idle):
+                await circuit.wrote.wait()

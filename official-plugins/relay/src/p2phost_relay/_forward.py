@@ -41,8 +41,8 @@ class Forwards:
         self._on_fail = on_fail
         self._forwards: dict[End, Forward] = {}
         #: Ends that take their frames with ``pull`` requests (a client node, which is
-        #: never sent messages, only replies).
-        self.pullers: set[End] = set()
+        #: never sent messages, only replies), with when each last pulled (loop time).
+        self.pullers: dict[End, float] = {}
 
     def put(self, end: End, other: End, body: dict[str, Any], size: int) -> None:
         """Queue a frame from ``end`` for ``other`` (failing the circuit past the bound)."""
@@ -58,14 +58,21 @@ class Forwards:
                 on_fail=lambda why, reason: self._on_fail(end, why, reason))
         forward.put(body, size)
 
-    def take(self, end: End) -> list[str]:
-        """The frames (base64) queued from ``end`` for a puller, no longer queued."""
+    def take(self, end: End, puller: End) -> list[str]:
+        """The frames (base64) queued from ``end`` for ``puller``, no longer queued."""
+        self.pullers[puller] = asyncio.get_running_loop().time()
         forward = self._forwards.get(end)
         return [] if forward is None else forward.take()
 
     def pop(self, end: End) -> Forward | None:
         """The forwarding of frames from ``end``, no longer kept here."""
         return self._forwards.pop(end, None)
+
+    def gone(self, after: float) -> list[End]:
+        """Pullers that have not pulled for ``after`` seconds (a client that died: a relay
+        is not told when a client's connection ends)."""
+        now = asyncio.get_running_loop().time()
+        return [end for end, last in self.pullers.items() if now - last > after]
 
     def queued(self) -> int:
         """Bytes waiting for far ends, over every circuit."""
@@ -74,7 +81,7 @@ class Forwards:
     def closed(self, circuit: HopCircuit) -> None:
         """The hop forgot ``circuit``: stop forwarding it both ways."""
         for end in (circuit.dialler, circuit.target):
-            self.pullers.discard(end)
+            self.pullers.pop(end, None)
             forward = self._forwards.pop(end, None)
             if forward is not None:
                 forward.stop()

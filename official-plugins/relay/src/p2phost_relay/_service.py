@@ -230,7 +230,7 @@ class RelayService:
         assert isinstance(circuit_id, str)
         circuit = self.hop.open(End(sender, circuit_id), target)
         if body.get("pull") is True:
-            self.forwards.pullers.add(circuit.dialler)
+            self.forwards.pullers[circuit.dialler] = asyncio.get_running_loop().time()
         try:
             await self.node.request(target, TOPIC, {"op": "incoming", "from": sender,
                                                     "circuit": circuit.target.circuit,
@@ -252,7 +252,7 @@ class RelayService:
         other = self.hop.other(end)
         if other is None or end not in self.forwards.pullers:
             return {"data": [], "closed": "the circuit is closed"}
-        return {"data": self.forwards.take(other)}
+        return {"data": self.forwards.take(other, end)}
 
     def sweep(self) -> None:
         """Close circuits past their time (both ends told); forget lapsed reservations."""
@@ -260,6 +260,9 @@ class RelayService:
         for ends in self.hop.overdue():
             for end in ends:
                 self._tell_later(end, "time limit")
+        for end in self.forwards.gone(2 * self.settings.request_timeout):
+            self._tell_later(self.hop.close(end, "puller gone"), "the other end stopped "
+                             "asking for its frames (its client ended)")
 
     def _serving(self, op: str) -> None:
         if not self.settings.serve:
