@@ -261,6 +261,8 @@ class RelayService:
             for end in ends:
                 self._tell_later(end, "time limit")
         for end in self.forwards.gone(2 * self.settings.request_timeout):
+            log.info("closed a circuit of %s: it stopped pulling its frames (a client that "
+                     "ended)", end.peer)
             self._tell_later(self.hop.close(end, "puller gone"), "the other end stopped "
                              "asking for its frames (its client ended)")
 
