@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from p2phost_sdk.testing.discovery import wait_until
 from tests.relay.network import relay_network
 
@@ -105,3 +107,40 @@ async def test_a_circuit_whose_far_end_never_reads_does_not_hold_up_the_others()
             assert samples[-1] < samples[len(samples) // 2] + 8 * 1024 * 1024, samples
         assert hop.hop.active_circuits() == 1  # the honest circuit stays
         assert await caller.request(honest.peer_id, "echo", {"end": 1}, timeout=5) == {"end": 1}
+
+
+async def test_a_target_slow_to_accept_holds_up_nothing_but_its_own_circuit() -> None:
+    async with relay_network() as make:
+        relay, hop = await make({"serve": True, "request-timeout": 6.0})
+        relay_at = "relay+" + relay.addresses[0]
+        slow, slow_relay = await make(listen=(relay_at,), mem=False)
+        honest, honest_relay = await make({"upgrade": False}, listen=(relay_at,), mem=False)
+        await reserved(slow_relay)
+        await reserved(honest_relay)
+        never = asyncio.Event()
+
+        async def never_answer(sender: str, body: dict[str, Any]) -> dict[str, Any]:
+            await never.wait()
+            return {}
+        slow_relay.on_incoming = never_answer  # type: ignore[method-assign]
+
+        dialler, _ = await make({"upgrade": False})
+        stuck = asyncio.ensure_future(
+            dialler.connect(f"{relay_at}/p2p-circuit/{slow.peer_id}"))
+        await asyncio.sleep(0.2)  # the relay is waiting for the slow target's answer
+        # The same dialler's next circuit is not queued behind that wait (it used to be,
+        # for up to request-timeout, and with it the relay's mailbox for everyone).
+        started = time.monotonic()
+        assert await dialler.connect(f"{relay_at}/p2p-circuit/{honest.peer_id}") \
+            == honest.peer_id
+        assert await dialler.request(honest.peer_id, "echo", {"x": 1}, timeout=5) == {"x": 1}
+        assert time.monotonic() - started < 3.0
+        # The stuck circuit fails: the host's handshake timeout (5 s) or the relay's refusal
+        # once the target has not answered within request-timeout, whichever comes first.
+        with pytest.raises(Exception, match=r"refused by the target|did not finish"):
+            await asyncio.wait_for(stuck, 20)
+        # Gone from the relay (closed by the dialler, or refused: counted either way).
+        await wait_until(lambda: hop.hop.active_circuits() == 1, 10, "the stuck circuit gone")
+        assert hop.hop.counters["closed: closed by an end"] \
+            + hop.hop.counters["refused: by the target"] == 1
+        never.set()

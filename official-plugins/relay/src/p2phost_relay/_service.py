@@ -28,7 +28,7 @@ from ._address import parse
 from ._circuit import Circuit, pull_frames
 from ._errors import RelayError, RelayRefused
 from ._forward import Forwards
-from ._hop import Closed, End, Hop
+from ._hop import Closed, End, Hop, HopCircuit
 from ._reservation import Reservation, keep, reason_of
 from ._settings import RelaySettings, settings_of
 from ._upgrade import offered, own_addresses, upgrade
@@ -231,16 +231,23 @@ class RelayService:
         circuit = self.hop.open(End(sender, circuit_id), target)
         if body.get("pull") is True:
             self.forwards.pullers[circuit.dialler] = asyncio.get_running_loop().time()
+        # The target is asked by a task of its own: this handler does not wait for it, so
+        # a target slow to answer holds up neither the dialler's later messages nor, through
+        # them, the app's shared mailbox. A refusal closes the circuit, with the reason.
+        self.tasks.spawn(self._ask_target(circuit, offered(body.get("addrs"))),
+                         f"relay incoming {circuit_id}")
+        return {"ok": True}
+
+    async def _ask_target(self, circuit: HopCircuit, addrs: list[str]) -> None:
         try:
-            await self.node.request(target, TOPIC, {"op": "incoming", "from": sender,
-                                                    "circuit": circuit.target.circuit,
-                                                    "addrs": offered(body.get("addrs"))},
+            await self.node.request(circuit.target.peer, TOPIC,
+                                    {"op": "incoming", "from": circuit.dialler.peer,
+                                     "circuit": circuit.target.circuit, "addrs": addrs},
                                     timeout=self.settings.request_timeout)
         except Exception as exc:
-            self.hop.close(circuit.dialler, "refused by the target")
-            self.hop.counters["refused: by the target"] += 1
-            raise RelayRefused(f"refused by the target: {reason_of(exc)}") from exc
-        return {"ok": True}
+            if self.hop.close(circuit.dialler, "refused by the target") is not None:
+                self.hop.counters["refused: by the target"] += 1
+                await self._tell(circuit.dialler, f"refused by the target: {reason_of(exc)}")
 
     def on_pull(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:
         """A dialler that is sent only replies (a client node) takes its circuit's frames."""
