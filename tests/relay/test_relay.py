@@ -158,6 +158,16 @@ async def test_a_client_node_pulls_its_frames_and_a_client_that_stops_is_forgott
             assert await client.request(target.peer_id, "echo", {"n": n}, timeout=10) \
                 == {"n": n}
         assert len(hop.forwards.pullers) == 1
+        # A refusal reaches a client with its reason, by its next pull.
+        other, other_relay = await make(listen=(relay_at,), mem=False)
+        await reserved(other_relay)
+
+        async def refuse(sender: str, body: dict[str, object]) -> dict[str, object]:
+            raise RuntimeError("not taking calls")
+        other_relay.on_incoming = refuse  # type: ignore[method-assign]
+        with pytest.raises(PeerUnavailable, match=r"refused by the target: .*not taking calls"):
+            await client.connect(f"{relay_at}/p2p-circuit/{other.peer_id}")
+        await wait_until(lambda: len(hop.forwards.pullers) == 1, 10, "the refused one gone")
         # A client killed mid-way says nothing (a relay is not told a client left): the
         # relay forgets its circuit once it stops pulling.
         for task in asyncio.all_tasks():

@@ -21,6 +21,8 @@ from ._hop import End, HopCircuit
 
 #: Sends one relay-topic body to the far end (None: the far end pulls its frames).
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+#: Closed circuits of pullers whose reason a relay keeps for their next pull.
+ENDED_KEPT = 256
 #: Sends one relay-topic body to a peer.
 SendTo = Callable[[str, dict[str, Any]], Awaitable[None]]
 #: Called when a circuit fails: the end whose frames failed, the counter's reason, and the
@@ -43,6 +45,8 @@ class Forwards:
         #: Ends that take their frames with ``pull`` requests (a client node, which is
         #: never sent messages, only replies), with when each last pulled (loop time).
         self.pullers: dict[End, float] = {}
+        #: Why the circuits of pullers ended, for their next pull (the latest few).
+        self.ended: dict[End, str] = {}
 
     def put(self, end: End, other: End, body: dict[str, Any], size: int) -> None:
         """Queue a frame from ``end`` for ``other`` (failing the circuit past the bound)."""
@@ -81,7 +85,10 @@ class Forwards:
     def closed(self, circuit: HopCircuit) -> None:
         """The hop forgot ``circuit``: stop forwarding it both ways."""
         for end in (circuit.dialler, circuit.target):
-            self.pullers.pop(end, None)
+            if self.pullers.pop(end, None) is not None:
+                self.ended[end] = "the circuit is closed"
+                while len(self.ended) > ENDED_KEPT:
+                    del self.ended[next(iter(self.ended))]
             forward = self._forwards.pop(end, None)
             if forward is not None:
                 forward.stop()

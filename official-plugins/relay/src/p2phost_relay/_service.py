@@ -258,7 +258,7 @@ class RelayService:
         end = End(sender, circuit_id)
         other = self.hop.other(end)
         if other is None or end not in self.forwards.pullers:
-            return {"data": [], "closed": "the circuit is closed"}
+            return {"data": [], "closed": self.forwards.ended.pop(end, "the circuit is closed")}
         return {"data": self.forwards.take(other, end)}
 
     def sweep(self) -> None:
@@ -360,6 +360,9 @@ class RelayService:
 
     async def _tell(self, end: End | None, reason: str) -> None:
         if end is None:
+            return
+        if end in self.forwards.ended:  # a puller: told by its next pull
+            self.forwards.ended[end] = reason
             return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(min(self.settings.forward_timeout, 2.0)):
