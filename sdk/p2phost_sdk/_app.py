@@ -28,9 +28,14 @@ class MessageKind(enum.StrEnum):
     ACK = "ack"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Message:
-    """A message as a handler sees it."""
+    """A message as a handler sees it (each handler call gets its own: treat it as read-only).
+
+    Not a frozen dataclass: a node builds one per received message, and a frozen
+    dataclass costs five times as much to build (it sets every field through
+    ``object.__setattr__``).
+    """
 
     id: str
     kind: MessageKind

@@ -71,6 +71,14 @@ class Connection(ABC):
     async def recv(self) -> bytes:
         """The next frame. Raises ``ConnectionClosed`` when the other end is gone."""
 
+    async def recv_many(self) -> list[bytes]:
+        """The next frames: at least one, in order, all that arrived together.
+
+        Streams override it to hand over every whole frame of one read at once, so the
+        host handles a burst in one pass; the default wraps :meth:`recv`.
+        """
+        return [await self.recv()]
+
     @abstractmethod
     async def close(self) -> None:
         """Close both directions. Idempotent."""

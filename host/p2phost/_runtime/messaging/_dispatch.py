@@ -39,6 +39,7 @@ log = logging.getLogger("p2phost.node")
 
 #: The channel to answer ``peer`` on when the request's own channel is gone, if any.
 ReplyChannel = Callable[[str], Channel | None]
+_MESSAGE, _REQUEST = MessageKind.MESSAGE, MessageKind.REQUEST
 
 
 class AckedDelivery(Protocol):
@@ -216,6 +217,27 @@ class Dispatcher:
 
     # -- in --------------------------------------------------------------------------
 
+    def received(self, channel: Channel, kind: int, message_id: int, deadline: int,
+                 topic: str, body: bytes, ack: Callable[[], None] | None
+                 ) -> Awaitable[None] | None:
+        """A MESSAGE or REQUEST as the channel's reader unpacked it (no sender, recipient
+        or content type in it): into the owning app's mailbox (an awaitable when full)."""
+        route = self.routes.get(topic)
+        if route is None or route.allow is not None or topic in self._acknowledged:
+            return self.on_message(channel, Envelope(
+                Kind.REQUEST if kind else Kind.MESSAGE, message_id, topic, body,
+                deadline=deadline), ack)
+        peer = channel.peer_id
+        self.stats.message_in(topic, peer, len(body))
+        codec = channel.codec
+        item = Work(route.handler, Message(
+            format(message_id, "016x"), _REQUEST if kind else _MESSAGE, peer, topic,
+            codec.decode(body), None, codec.content_type,
+        ), message_id, deadline, channel, ack)
+        if route.mailbox.try_put(peer, item):
+            return None
+        return route.mailbox.put(peer, item)
+
     def on_message(self, channel: Channel, envelope: Envelope,
                    ack: Callable[[], None] | None) -> Awaitable[None] | None:
         """A MESSAGE or REQUEST: into the owning app's mailbox (an awaitable when full)."""
@@ -270,18 +292,22 @@ class Dispatcher:
             if self._delivery is not None:
                 self._delivery.on_ack(channel, envelope)
             return
-        entry = self._pending.pop(envelope.correlation_id, None)
+        self.replied(channel, envelope.kind, envelope.correlation_id, envelope.body)
+
+    def replied(self, channel: Channel, kind: int, correlation_id: int, body: bytes) -> None:
+        """A REPLY (or an ERROR when ``kind`` says so) to the request waiting for it."""
+        entry = self._pending.pop(correlation_id, None)
         if entry is None or entry[0] != channel.peer_id:
             log.debug("a reply from %s matches no waiting request (late?)", channel.peer_id)
             return
         peer, topic, reply, _, _ = entry
         if reply.done():
             return
-        if envelope.kind is Kind.ERROR:
-            reply.set_exception(RemoteError(peer, topic, envelope.body.decode(errors="replace")))
+        if kind == Kind.ERROR:
+            reply.set_exception(RemoteError(peer, topic, body.decode(errors="replace")))
             return
         try:
-            reply.set_result(channel.codec.decode(envelope.body))
+            reply.set_result(channel.codec.decode(body))
         except CodecError as exc:
             reply.set_exception(CodecError(f"the reply from {peer} is not valid: {exc}"))
             raise
@@ -308,15 +334,36 @@ class Dispatcher:
                             "timeout", mailbox.name, left, timeout)
 
     async def _process(self, peer: str, item: Work) -> None:
-        func, message, deadline, ack = item.call, item.message, item.deadline, item.ack
+        # One coroutine between the mailbox's task and the handler: the hot path.
+        message, ack = item.message, item.ack
         try:
             if message is None:
-                await self._lifecycle_call(func)
-            elif deadline and deadline < time.time() * 1000:
+                await self._lifecycle_call(item.call)
+                return
+            if item.deadline and item.deadline < time.time() * 1000:
                 log.debug("skipping an expired %r request from %s", message.topic, peer)
                 self.stats.drop(message.topic, "request expired before its handler", peer)
-            else:
-                await self._handle(peer, func, message, item.message_id, item.channel, item.counted)
+                return
+            try:
+                result = await item.call(message)
+            except Exception as exc:
+                log.warning("the %r handler failed on a message from %s: %s: %s",
+                            message.topic, peer, type(exc).__name__, exc,
+                            exc_info=log.isEnabledFor(logging.DEBUG))
+                if not item.counted:
+                    self.stats.add(message.topic, "failed", 1, peer)
+                if message.kind is MessageKind.REQUEST:
+                    waiting = self._reply(peer, item.channel, item.message_id, Kind.ERROR,
+                                          _describe(exc))
+                    if waiting is not None:
+                        await waiting
+                return
+            if not item.counted:
+                self.stats.add(message.topic, "handled", 1, peer)
+            if message.kind is MessageKind.REQUEST:
+                waiting = self._reply(peer, item.channel, item.message_id, Kind.REPLY, result)
+                if waiting is not None:
+                    await waiting
         finally:
             if ack is not None:
                 ack()  # done with it: a medium that redelivers may now forget it
@@ -328,32 +375,14 @@ class Dispatcher:
         except Exception:
             log.exception("app lifecycle call %r failed", func)
 
-    async def _handle(self, peer: str, func: Callable[[Message], Awaitable[Any]],
-                      message: Message, message_id: int, channel: Channel | None,
-                      counted: bool = False) -> None:
-        try:
-            result = await func(message)
-        except Exception as exc:
-            log.warning("the %r handler failed on a message from %s: %s: %s",
-                        message.topic, peer, type(exc).__name__, exc,
-                        exc_info=log.isEnabledFor(logging.DEBUG))
-            if not counted:
-                self.stats.add(message.topic, "failed", 1, peer)
-            if message.kind is MessageKind.REQUEST:
-                await self._reply(peer, channel, message_id, Kind.ERROR, _describe(exc))
-            return
-        if not counted:
-            self.stats.add(message.topic, "handled", 1, peer)
-        if message.kind is MessageKind.REQUEST:
-            await self._reply(peer, channel, message_id, Kind.REPLY, result)
-
-    async def _reply(self, peer: str, channel: Channel | None, message_id: int, kind: Kind,
-                     value: Any) -> None:
+    def _reply(self, peer: str, channel: Channel | None, message_id: int, kind: Kind,
+               value: Any) -> Awaitable[None] | None:
+        """Answer a request: at once when the outbox has room, else an awaitable."""
         if channel is None or channel.ended:
             channel = self._reply_channel(peer)
             if channel is None:
                 log.debug("dropping a reply to %s: the peer is gone", peer)
-                return
+                return None
         try:
             body = channel.codec.encode(value) if kind is Kind.REPLY else str(value).encode()
         except CodecError as exc:
@@ -364,11 +393,15 @@ class Dispatcher:
                            body=f"the reply is {len(frame)} bytes, over the maximum frame "
                                 f"size of {channel.frame_limit}".encode())
         if channel.try_post(frame):
-            return
-        try:
-            await channel.send(frame)
-        except ConnectionClosed:
-            log.debug("dropping a reply to %s: the connection closed", peer)
+            return None
+        return _send_reply(channel, frame, peer)
+
+
+async def _send_reply(channel: Channel, frame: bytes, peer: str) -> None:
+    try:
+        await channel.send(frame)
+    except ConnectionClosed:
+        log.debug("dropping a reply to %s: the connection closed", peer)
 
 
 def _describe(exc: Exception) -> str:

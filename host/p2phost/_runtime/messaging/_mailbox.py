@@ -8,15 +8,16 @@ which slows the sender through the transport): nothing is dropped.
 
 Each item runs in a task of its own, owned by the mailbox: ``asyncio.timeout``,
 cancellation and context variables inside a handler behave as anywhere else in asyncio,
-and nothing a handler does reaches the connection's reader. When an item's task ends,
-the next item of that peer starts (on Python 3.12+ eagerly: up to its first wait in the
-same step). ``close`` cancels the tasks still running after its timeout, and waits for them.
+and nothing a handler does reaches the connection's reader. An item's task, as it ends,
+starts the next item of that peer (the first item of an idle peer starts on Python 3.12+
+eagerly: up to its first wait in the same step). ``close`` cancels the tasks still
+running after its timeout, and waits for them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextvars
 import logging
 import sys
 from collections import deque
@@ -29,13 +30,17 @@ _EAGER = sys.version_info >= (3, 12)
 
 
 class _PeerQueue(Generic[T]):
-    __slots__ = ("items", "task")
+    __slots__ = ("context", "items", "name", "task")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         #: Waiting behind the running item.
         self.items: deque[T] = deque()
         #: The task processing this peer's current item, if any.
         self.task: asyncio.Task[None] | None = None
+        #: What each item's task starts from (a copy each): the context the first
+        #: item of the peer was put in, as a task created there would have had.
+        self.context = contextvars.copy_context()
 
 
 class Mailbox(Generic[T]):
@@ -94,7 +99,7 @@ class Mailbox(Generic[T]):
             return
         queue = self._queues.get(peer)
         if queue is None:
-            queue = self._queues[peer] = _PeerQueue()
+            queue = self._queues[peer] = _PeerQueue(f"mailbox {self.name} <- {peer[:12]}")
         self._count += 1
         if queue.task is None:
             self._start(peer, queue, item)
@@ -102,40 +107,37 @@ class Mailbox(Generic[T]):
             queue.items.append(item)
 
     def _start(self, peer: str, queue: _PeerQueue[T], item: T) -> None:
-        loop = asyncio.get_running_loop()
-        name = f"mailbox {self.name} <- {peer[:12]}"
-        while True:
-            coro = self._guarded(peer, item)
-            task: asyncio.Task[None]
-            if _EAGER:
-                task = asyncio.Task(coro, loop=loop, name=name,  # type: ignore[call-arg,unused-ignore]
-                                    eager_start=True)
-            else:
-                task = loop.create_task(coro, name=name)
-            if not task.done():
-                queue.task = task
-                task.add_done_callback(functools.partial(self._finished, peer, queue))
-                return
-            # Finished eagerly, without waiting: on to the next (a loop, not recursion).
-            self._processed()
-            if not queue.items or self._closed:
-                self._forget(peer, queue)
-                return
-            item = queue.items.popleft()
+        # The peer's queue was empty: its item starts now (on 3.12+ eagerly, so a
+        # handler that never waits is done before this returns; the items behind it
+        # then start from _run, not eagerly, so a long queue never nests).
+        coro = self._run(peer, queue, item)
+        task: asyncio.Task[None]
+        if _EAGER:
+            task = asyncio.Task(coro, loop=asyncio.get_running_loop(),  # type: ignore[call-arg,unused-ignore]
+                                name=queue.name, eager_start=True)
+        else:
+            task = asyncio.get_running_loop().create_task(coro, name=queue.name)
+        if not task.done():
+            queue.task = task
 
-    async def _guarded(self, peer: str, item: T) -> None:
+    async def _run(self, peer: str, queue: _PeerQueue[T], item: T) -> None:
+        # One task per item. The task that ends starts the next item of its peer itself
+        # (rather than from a done callback, which costs a loop turn and a handle per
+        # item); the next one gets a fresh copy of the peer's context, so a context
+        # variable a handler sets stays in that handler.
         try:
             await self._process(peer, item)
         except Exception:  # process handles handler errors; this is a bug guard
             log.exception("mailbox %s: processing a message from %s failed", self.name, peer)
-
-    def _finished(self, peer: str, queue: _PeerQueue[T], task: asyncio.Task[None]) -> None:
-        queue.task = None
-        self._processed()
-        if queue.items and not self._closed:
-            self._start(peer, queue, queue.items.popleft())
-        else:
-            self._forget(peer, queue)
+        finally:
+            queue.task = None
+            self._processed()
+            if queue.items and not self._closed:
+                queue.task = asyncio.get_running_loop().create_task(
+                    self._run(peer, queue, queue.items.popleft()), name=queue.name,
+                    context=queue.context.copy())
+            else:
+                self._forget(peer, queue)
 
     def _forget(self, peer: str, queue: _PeerQueue[T]) -> None:
         if not queue.items and queue.task is None and self._queues.get(peer) is queue:

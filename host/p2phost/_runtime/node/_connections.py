@@ -168,6 +168,8 @@ class Connections:
         channel = Channel(done, address=address, initiator=initiator, local_nonce=nonce,
                           on_message=self._dispatch.on_message,
                           on_reply=self._dispatch.on_reply,
+                          on_fields=self._dispatch.received,
+                          on_replied=self._dispatch.replied,
                           outbox_limit=self.options.outbox_limit,
                           max_frame_size=self.options.max_frame_size,
                           write_timeout=self.options.keepalive_timeout)

@@ -113,6 +113,21 @@ class NoiseConnection(SecureConnection):
             return
         await self.send_many([frame])
 
+    def try_send(self, frame: bytes) -> bool:
+        """Encrypt and hand over one small frame at once when nothing is being sent."""
+        if self._send_lock.locked() or len(frame) + _HEADER.size > self._room \
+                or self._send_nonce >= MAX_NONCE:
+            return False
+        nonce = self._send_nonce
+        self._send_nonce = nonce + 1
+        message = self._encrypt(pack_nonce(nonce), _HEADER.pack(len(frame)) + frame, None)
+        if self._inner.try_send(message):
+            return True
+        # Not sent: the message never left this process, so its nonce is used again by
+        # the next message (no two messages on the wire share a nonce).
+        self._send_nonce = nonce
+        return False
+
     async def send_many(self, frames: list[bytes]) -> None:
         """Encrypt and send several frames, packed into as few messages as fit."""
         plaintexts = self._plaintexts(frames)  # raises FrameTooLarge before sending any
@@ -123,9 +138,22 @@ class NoiseConnection(SecureConnection):
 
     async def recv(self) -> bytes:
         """The next frame, decrypted and authenticated."""
+        while not self._frames:
+            await self._open(await self._inner.recv_many())
+        return self._frames.popleft()
+
+    async def recv_many(self) -> list[bytes]:
+        """Every frame of the messages that arrived together, decrypted, in order."""
         frames = self._frames
         while not frames:
-            message = await self._inner.recv()
+            await self._open(await self._inner.recv_many())
+        out = list(frames)
+        frames.clear()
+        return out
+
+    async def _open(self, messages: list[bytes]) -> None:
+        frames = self._frames
+        for message in messages:
             nonce = self._recv_nonce
             self._recv_nonce = nonce + 1
             try:
@@ -139,7 +167,6 @@ class NoiseConnection(SecureConnection):
                 frames.append(plaintext[_HEADER.size :])  # the common case: one whole frame
             else:
                 await self._split(plaintext)
-        return frames.popleft()
 
     async def _split(self, plaintext: bytes) -> None:
         offset, end = 0, len(plaintext)

@@ -131,6 +131,19 @@ class TcpConnection(Connection):
 
     async def recv(self) -> bytes:
         """The next frame."""
+        if not self._frames:
+            await self._fill()
+        return self._frames.popleft()
+
+    async def recv_many(self) -> list[bytes]:
+        """Every whole frame that has arrived (at least one), in order."""
+        if not self._frames:
+            await self._fill()
+        frames = list(self._frames)
+        self._frames.clear()
+        return frames
+
+    async def _fill(self) -> None:
         frames = self._frames
         while not frames:
             try:
@@ -147,7 +160,6 @@ class TcpConnection(Connection):
                 data = bytes(partial)
                 partial.clear()
             self._split(data)
-        return frames.popleft()
 
     def _split(self, data: bytes) -> None:
         offset, end, limit = 0, len(data), self._limit

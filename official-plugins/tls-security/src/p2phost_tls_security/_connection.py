@@ -101,9 +101,21 @@ class TlsConnection(SecureConnection):
 
     async def recv(self) -> bytes:
         """The next frame, decrypted and authenticated."""
+        while not self._frames:
+            await self._read()
+        return self._frames.popleft()
+
+    async def recv_many(self) -> list[bytes]:
+        """Every frame decrypted from what arrived together, in order."""
         frames = self._frames
         while not frames:
-            data = await self._inner.recv()
+            await self._read()
+        out = list(frames)
+        frames.clear()
+        return out
+
+    async def _read(self) -> None:
+        for data in await self._inner.recv_many():
             if not data:  # carries no TLS bytes (and OpenSSL refuses to take none)
                 continue
             self._tls.bio_write(data)
@@ -120,8 +132,7 @@ class TlsConnection(SecureConnection):
                     f"sent bytes that failed TLS ({describe(exc)}: altered, replayed, "
                     "reordered or dropped in transit, or the peer refused us)"
                 )
-            await self._split()
-        return frames.popleft()
+        await self._split()
 
     async def _split(self) -> None:
         buffer = self._buffer
