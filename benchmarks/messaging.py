@@ -10,16 +10,26 @@ Each system runs its server in a separate process and its client here, over TCP 
 * requests/s with 64 requests in flight on one connection.
 
 p2phost runs tcp-transport and msgpack-codec (bodies are ``bytes``), on the node's real
-path: envelope, mailbox, handler, reply. Raw asyncio is length-prefixed frames with
-``readexactly`` and a dict of futures for the replies; pyzmq is its asyncio API with a
-DEALER/ROUTER pair. Run ``python benchmarks/messaging.py`` (``--quick`` for a short run,
-``--json FILE`` to keep the figures).
+path: envelope, mailbox, handler, reply; ``p2phost+noise`` adds noise-security on both
+nodes. Raw asyncio is length-prefixed frames with ``readexactly`` and a dict of futures
+for the replies; pyzmq is its asyncio API with a DEALER/ROUTER pair. Every system runs
+on the default asyncio event loop, and p2phost and raw asyncio again on uvloop (server
+and client alike). Beside the rates it prints the server's CPU time per one-way message
+and per request (from ``/proc/PID/schedstat``): on a busy machine that figure holds
+where wall-clock rates swing with the other load.
+
+Each round runs every system once; the figures are the medians of the rounds, and each
+ratio is taken within a round (both systems measured minutes apart at most) and printed
+as its median with the lowest and highest round's in brackets. The load average is
+printed before and after. Run ``python benchmarks/messaging.py`` (``--quick`` for a
+short run, ``--json FILE`` to keep the figures).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -33,13 +43,17 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-for _plugin in ("tcp-transport", "msgpack-codec"):
+for _plugin in ("tcp-transport", "msgpack-codec", "noise-security"):
     sys.path.insert(0, str(REPO / "official-plugins" / _plugin / "src"))
 
 LENGTH = struct.Struct("!I")
 ID = struct.Struct("!Q")
 SIZES = {"64 B": 64, "1 KiB": 1024, "64 KiB": 65536}
 IN_FLIGHT = 64
+LOOPS = ("asyncio", "uvloop")
+#: The systems run on each event loop (pyzmq's asyncio API is measured on asyncio's).
+SYSTEMS = {"asyncio": ["p2phost", "p2phost+noise", "raw", "zmq"],
+           "uvloop": ["p2phost", "p2phost+noise", "raw"]}
 
 
 # -- servers (each runs in its own process) ---------------------------------------------
@@ -88,7 +102,14 @@ async def serve_zmq(port: int) -> None:
             [peer, request_id, str(handled).encode() if body == b"count" else body])
 
 
-def bench_node(port: int) -> Any:
+def security(secure: bool) -> list[Any]:
+    """noise-security when ``secure``, else none."""
+    from p2phost_noise_security import NoiseSecurity
+
+    return [NoiseSecurity()] if secure else []
+
+
+def bench_node(port: int, secure: bool = False) -> Any:
     """A node with one app: ``sink`` counts messages, ``echo`` answers with the body."""
     from p2phost_msgpack_codec import MsgpackCodec
     from p2phost_tcp_transport import TcpTransport
@@ -110,12 +131,13 @@ def bench_node(port: int) -> Any:
 
     return Node(Identity.generate(), transports={"tcp": TcpTransport()},
                 codecs={"application/msgpack": MsgpackCodec()}, apps=[Bench()],
+                security=security(secure),
                 options=NodeOptions(listen=[f"tcp://127.0.0.1:{port}"]))
 
 
-async def serve_p2phost(port: int) -> None:
+async def serve_p2phost(port: int, secure: bool = False) -> None:
     """The p2phost server: :func:`bench_node` until killed."""
-    async with bench_node(port):
+    async with bench_node(port, secure):
         print("ready", flush=True)
         await asyncio.Event().wait()
 
@@ -205,7 +227,7 @@ class P2PClient(Client):
         self.node, self.peer = node, peer
 
     @classmethod
-    async def open(cls, port: int) -> P2PClient:
+    async def open(cls, port: int, secure: bool = False) -> P2PClient:
         from p2phost_msgpack_codec import MsgpackCodec
         from p2phost_tcp_transport import TcpTransport
 
@@ -213,7 +235,8 @@ class P2PClient(Client):
         from p2phost_sdk import Identity
 
         node = Node(Identity.generate(), transports={"tcp": TcpTransport()},
-                    codecs={"application/msgpack": MsgpackCodec()})
+                    codecs={"application/msgpack": MsgpackCodec()},
+                    security=security(secure))
         await node.start()
         return cls(node, await node.connect(f"tcp://127.0.0.1:{port}"))
 
@@ -267,7 +290,15 @@ async def in_flight(client: Client, count: int) -> float:
     return (count // IN_FLIGHT) * IN_FLIGHT / (time.perf_counter() - started)
 
 
-async def measure(open_client: Callable[[], Awaitable[Client]], scale: float
+def cpu_seconds(pid: int) -> float:
+    """CPU time ``pid`` has used so far (scheduler statistics: nanoseconds, not ticks)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+async def measure(open_client: Callable[[], Awaitable[Client]], scale: float, server: int
                   ) -> dict[str, float]:
     client = await open_client()
     try:
@@ -276,9 +307,16 @@ async def measure(open_client: Callable[[], Awaitable[Client]], scale: float
         figures: dict[str, float] = {}
         counts = {"64 B": 200_000, "1 KiB": 100_000, "64 KiB": 5_000}
         for label, size in SIZES.items():
-            figures[f"one-way {label} (msg/s)"] = await one_way(
-                client, size, max(1000, int(counts[label] * scale)))
-        p50, p99 = await round_trips(client, max(1000, int(10_000 * scale)))
+            count = max(1000, int(counts[label] * scale))
+            before = cpu_seconds(server)
+            figures[f"one-way {label} (msg/s)"] = await one_way(client, size, count)
+            if label == "64 B":
+                figures["server CPU per 64 B msg (us)"] = (
+                    cpu_seconds(server) - before) / count * 1e6
+        count = max(1000, int(10_000 * scale))
+        before = cpu_seconds(server)
+        p50, p99 = await round_trips(client, count)
+        figures["server CPU per request (us)"] = (cpu_seconds(server) - before) / count * 1e6
         figures["round trip p50 (us)"] = p50
         figures["round trip p99 (us)"] = p99
         figures[f"requests/s, {IN_FLIGHT} in flight"] = await in_flight(
@@ -288,9 +326,10 @@ async def measure(open_client: Callable[[], Awaitable[Client]], scale: float
         await client.close()
 
 
-def start_server(system: str, port: int, cpu: int = 1) -> subprocess.Popen[str]:
+def start_server(system: str, port: int, loop: str, cpu: int = 1) -> subprocess.Popen[str]:
     process = subprocess.Popen([sys.executable, __file__, "--serve", system, "--port",
-                                str(port), "--cpu", str(cpu)], stdout=subprocess.PIPE, text=True,
+                                str(port), "--cpu", str(cpu), "--loop", loop],
+                               stdout=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert process.stdout is not None
     if process.stdout.readline().strip() != "ready":
@@ -312,21 +351,22 @@ def opener(system: str, port: int) -> Callable[[], Awaitable[Client]]:
         "raw": lambda: RawClient.open(port),
         "zmq": lambda: _zmq(port),
         "p2phost": lambda: P2PClient.open(port),
+        "p2phost+noise": lambda: P2PClient.open(port, secure=True),
     }[system]
 
 
-async def run_system(system: str, scale: float) -> dict[str, float]:
+async def run_system(system: str, loop: str, scale: float) -> dict[str, float]:
     port = free_port()
-    server = start_server(system, port)
+    server = start_server(system, port, loop)
     try:
-        figures = await measure(opener(system, port), scale)
+        figures = await measure(opener(system, port), scale, server.pid)
     finally:
         server.kill()
         server.wait()
     # Round trips again with both processes on one CPU: the software's own cost, without
     # the wake-up of an idle second CPU (on a VM that alone varies 2x from run to run).
     port = free_port()
-    server = start_server(system, port, cpu=0)
+    server = start_server(system, port, loop, cpu=0)
     try:
         client = await opener(system, port)()
         await round_trips(client, 1000)
@@ -343,24 +383,40 @@ async def _zmq(port: int) -> Client:
     return ZmqClient(port)
 
 
-async def run_rounds(systems: list[str], rounds: int, scale: float
-                     ) -> dict[str, dict[str, float]]:
-    """Every system once per round, in a rotating order; the median of the rounds.
+#: Per loop, per system, per metric: the figure of every round.
+Seen = dict[str, dict[str, dict[str, list[float]]]]
+
+
+def new_loop(loop: str) -> asyncio.AbstractEventLoop:
+    """A fresh event loop of the kind ``loop`` names."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run_rounds(loops: list[str], only: list[str] | None, rounds: int, scale: float
+               ) -> Seen:
+    """Every system once per round, in a rotating order, on each event loop.
 
     Other work on the machine comes and goes; interleaving the systems spreads it over
     all of them, and the median drops the rounds it hit hardest.
     """
-    seen: dict[str, dict[str, list[float]]] = {s: {} for s in systems}
+    seen: Seen = {}
     for round_number in range(rounds):
-        shift = round_number % len(systems)
-        for system in systems[shift:] + systems[:shift]:
-            figures = await run_system(system, scale)
-            print(f"[round {round_number + 1}] {system}: " + ", ".join(
-                f"{k} {v:,.0f}" for k, v in figures.items()), file=sys.stderr, flush=True)
-            for metric, value in figures.items():
-                seen[system].setdefault(metric, []).append(value)
-    return {s: {m: statistics.median(v) for m, v in metrics.items()}
-            for s, metrics in seen.items()}
+        for loop in loops:
+            systems = [s for s in SYSTEMS[loop] if not only or s in only]
+            shift = round_number % len(systems)
+            for system in systems[shift:] + systems[:shift]:
+                with asyncio.Runner(loop_factory=functools.partial(new_loop, loop)) as runner:
+                    figures = runner.run(run_system(system, loop, scale))
+                print(f"[round {round_number + 1}] {system} on {loop}: " + ", ".join(
+                    f"{k} {v:,.1f}" for k, v in figures.items()), file=sys.stderr, flush=True)
+                for metric, value in figures.items():
+                    seen.setdefault(loop, {}).setdefault(system, {}).setdefault(
+                        metric, []).append(value)
+    return seen
 
 
 async def profile_p2phost(scale: float) -> None:
@@ -386,15 +442,48 @@ async def profile_p2phost(scale: float) -> None:
         await client.close()
 
 
-def report(results: dict[str, dict[str, float]]) -> None:
-    names = {"p2phost": "p2phost", "raw": "raw asyncio", "zmq": "pyzmq asyncio"}
-    print(f"{'':34}{names['p2phost']:>14}{names['raw']:>14}{'ratio':>8}"
-          f"{names['zmq']:>16}{'ratio':>8}")
-    for metric, mine in results["p2phost"].items():
-        raw, zmq = results["raw"][metric], results["zmq"][metric]
-        print(f"{metric:34}{mine:14,.0f}{raw:14,.0f}{mine / raw:8.2f}{zmq:16,.0f}"
-              f"{mine / zmq:8.2f}")
-    print("ratio = p2phost / baseline (for round trips lower is better: ratio < 1 is faster)")
+def ratio(seen: dict[str, dict[str, list[float]]], mine: str, base: str, metric: str
+          ) -> str:
+    """``mine / base`` for ``metric``: the median of the rounds' ratios, [lowest-highest]."""
+    ratios = sorted(a / b for a, b in zip(seen[mine][metric], seen[base][metric], strict=True)
+                    if b)
+    if not ratios:
+        return "-"
+    spread = f" [{ratios[0]:.2f}-{ratios[-1]:.2f}]" if len(ratios) > 1 else ""
+    return f"{statistics.median(ratios):.2f}{spread}"
+
+
+def table(seen: dict[str, dict[str, list[float]]], mine: str, bases: list[str],
+          title: str) -> None:
+    """``mine`` beside each of ``bases``: medians of the rounds, and the ratios."""
+    bases = [b for b in bases if b in seen]
+    if mine not in seen or not bases:
+        return
+    print(f"\n{title}")
+    print(f"{'':34}{mine:>14}" + "".join(f"{b:>16}{'ratio':>18}" for b in bases))
+    for metric, values in seen[mine].items():
+        print(f"{metric:34}{statistics.median(values):14,.1f}" + "".join(
+            f"{statistics.median(seen[b][metric]):16,.1f}{ratio(seen, mine, b, metric):>18}"
+            for b in bases))
+
+
+def report(seen: Seen, rounds: int) -> None:
+    print(f"{rounds} rounds; figures are medians; ratio = first system / the one before it, "
+          "median of the rounds' ratios [lowest-highest round]")
+    print("(for round trips and CPU per message lower is better: ratio < 1 is faster)")
+    for loop in seen:
+        table(seen[loop], "p2phost", ["raw", "zmq"], f"== {loop} event loop")
+        table(seen[loop], "p2phost+noise", ["p2phost"],
+              f"== {loop} event loop: noise-security beside plaintext p2phost")
+    if "asyncio" in seen and "uvloop" in seen:
+        both = {f"{s} on {loop}": seen[loop][s] for loop in ("uvloop", "asyncio")
+                for s in ("p2phost", "raw") if s in seen[loop]}
+        table(both, "p2phost on uvloop", ["p2phost on asyncio"],
+              "== uvloop beside asyncio's own loop (p2phost)")
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def pin(cpu: int) -> None:
@@ -407,33 +496,40 @@ def pin(cpu: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--serve", choices=["raw", "zmq", "p2phost"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["raw", "zmq", "p2phost", "p2phost+noise"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--loop", choices=LOOPS, action="append",
+                        help="run on this event loop only (default: asyncio and uvloop)")
     parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
-    parser.add_argument("--only", choices=["raw", "zmq", "p2phost"], action="append",
+    parser.add_argument("--only", choices=SYSTEMS["asyncio"], action="append",
                         help="run only these systems")
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="rounds of every system; the median is reported (default 5)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of every system; the median is reported (default 3)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--profile", action="store_true",
                         help="profile p2phost's two nodes in one process instead")
     args = parser.parse_args()
     pin(args.cpu if args.serve else 0)
+    loops = args.loop or list(LOOPS)
     if args.serve:
-        server = {"raw": serve_raw, "zmq": serve_zmq, "p2phost": serve_p2phost}[args.serve]
-        asyncio.run(server(args.port))
+        server = {"raw": serve_raw, "zmq": serve_zmq, "p2phost": serve_p2phost,
+                  "p2phost+noise": functools.partial(serve_p2phost, secure=True)}[args.serve]
+        with asyncio.Runner(loop_factory=functools.partial(new_loop, loops[0])) as runner:
+            runner.run(server(args.port))
         return
     scale = 0.1 if args.quick else 1.0
     if args.profile:
         asyncio.run(profile_p2phost(scale))
         return
-    systems = args.only or ["p2phost", "raw", "zmq"]
-    results = asyncio.run(run_rounds(systems, max(1, args.rounds), scale))
-    if set(results) == {"p2phost", "raw", "zmq"}:
-        report(results)
+    print(f"load average before: {load_average()}", flush=True)
+    seen = run_rounds(loops, args.only, max(1, args.rounds), scale)
+    print(f"load average after: {load_average()} "
+          f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
+    report(seen, max(1, args.rounds))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.write_text(json.dumps(seen, indent=2) + "\n")
 
 
 if __name__ == "__main__":

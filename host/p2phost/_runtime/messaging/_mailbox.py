@@ -30,10 +30,11 @@ _EAGER = sys.version_info >= (3, 12)
 
 
 class _PeerQueue(Generic[T]):
-    __slots__ = ("context", "items", "name", "task")
+    __slots__ = ("context", "items", "loop", "name", "task")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.loop = asyncio.get_running_loop()
         #: Waiting behind the running item.
         self.items: deque[T] = deque()
         #: The task processing this peer's current item, if any.
@@ -52,6 +53,7 @@ class Mailbox(Generic[T]):
             raise ValueError(f"mailbox of {name!r}: size must be at least 1, got {size}")
         self.name = name
         self.size = size
+        self._low_water = size - max(1, size // 4)
         self._process = process
         self._queues: dict[str, _PeerQueue[T]] = {}
         self._count = 0
@@ -113,10 +115,10 @@ class Mailbox(Generic[T]):
         coro = self._run(peer, queue, item)
         task: asyncio.Task[None]
         if _EAGER:
-            task = asyncio.Task(coro, loop=asyncio.get_running_loop(),  # type: ignore[call-arg,unused-ignore]
+            task = asyncio.Task(coro, loop=queue.loop,  # type: ignore[call-arg,unused-ignore]
                                 name=queue.name, eager_start=True)
         else:
-            task = asyncio.get_running_loop().create_task(coro, name=queue.name)
+            task = queue.loop.create_task(coro, name=queue.name)
         if not task.done():
             queue.task = task
 
@@ -133,7 +135,7 @@ class Mailbox(Generic[T]):
             queue.task = None
             self._processed()
             if queue.items and not self._closed:
-                queue.task = asyncio.get_running_loop().create_task(
+                queue.task = queue.loop.create_task(
                     self._run(peer, queue, queue.items.popleft()), name=queue.name,
                     context=queue.context.copy())
             else:
@@ -145,8 +147,14 @@ class Mailbox(Generic[T]):
 
     def _processed(self) -> None:
         self._count -= 1
-        if self._room:
-            self._wake_one()
+        # Producers waiting for room are woken once a quarter of the mailbox is free,
+        # not at every item: a reader then takes a run of frames per wake-up rather
+        # than one (a loop turn and a future each).
+        if self._room and self._count <= self._low_water:
+            for _ in range(self.size - self._count):
+                if not self._room:
+                    break
+                self._wake_one()
         if self._count == 0 and self._empty is not None:
             self._empty.set()
 

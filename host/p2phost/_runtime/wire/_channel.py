@@ -255,7 +255,8 @@ class Channel:
     # -- receiving -------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        recv_many = self.connection.recv_many
+        recv_many, on_fields, on_replied = (self.connection.recv_many, self._on_fields,
+                                            self._on_replied)
         monotonic, unpack, start = time.monotonic, HEADER.unpack_from, HEADER.size
         while True:
             frames = await recv_many()
@@ -283,14 +284,14 @@ class Channel:
                             # them while the answers pile up.
                             if kind and self._outbox_bytes >= self._limit:
                                 await self._await_room()
-                            waiting = self._on_fields(self, kind, message_id, deadline,
-                                                      topic, frame[end:], ack)
+                            waiting = on_fields(self, kind, message_id, deadline, topic,
+                                                frame[end:], ack)
                             if waiting is not None:
                                 await self._stall(waiting)
                         else:
                             if ack is not None:
                                 ack()
-                            self._on_replied(self, kind, correlation_id, frame[end:])
+                            on_replied(self, kind, correlation_id, frame[end:])
                         continue
                 await self._general(decode(frame), ack)
 
