@@ -41,6 +41,8 @@ class NodeSettings:
     connect: list[str] = field(default_factory=list)
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     peer_limit: int = 64
+    #: ``p2phost run``'s event loop: "auto" (uvloop where installed), "uvloop", "asyncio".
+    event_loop: str = "auto"
 
 
 # [node] key -> (attribute, expected type name, check)
@@ -50,7 +52,9 @@ _NODE_FIELDS: dict[str, tuple[str, str]] = {
     "connect": ("connect", "list[str]"),
     "max-frame-size": ("max_frame_size", "int"),
     "peer-limit": ("peer_limit", "int"),
+    "event-loop": ("event_loop", "str"),
 }
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 
 def _type_ok(expected: str, value: Any) -> bool:
@@ -174,6 +178,10 @@ class _Reader:
                 self.problem("node", key, f"expected {expected}, got {value!r}")
             else:
                 values[spec[0]] = value
+        if values.get("event_loop", "auto") not in EVENT_LOOPS:
+            self.problem("node", "event-loop", f"expected one of {', '.join(EVENT_LOOPS)}, "
+                         f"got {values.pop('event_loop')!r}",
+                         fix='event-loop = "auto" (uvloop where it is installed)')
         for address in values.get("listen", []) + values.get("connect", []):
             if "://" not in address:
                 self.problem("node", "listen" if address in values.get("listen", []) else

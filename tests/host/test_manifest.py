@@ -44,6 +44,19 @@ def test_reads_the_design_example(tmp_path: Path) -> None:
     assert m.config == {"static-discovery": {"peers": ["tcp://127.0.0.1:7401"]}}
 
 
+def test_event_loop_is_uvloop_where_installed_unless_the_manifest_says_asyncio(
+    tmp_path: Path
+) -> None:
+    from p2phost._runtime._loop import loop_factory
+
+    assert Manifest.load(write(tmp_path, GOOD)).node.event_loop == "auto"
+    chosen = Manifest.load(write(tmp_path, GOOD.replace(
+        '[node]\n', '[node]\nevent-loop = "asyncio"\n'))).node.event_loop
+    assert loop_factory(chosen) == ("asyncio", None)
+    kind, factory = loop_factory("auto")
+    assert kind == "uvloop" and factory is not None  # uvloop is one of p2phost's requirements
+
+
 def test_several_registries_in_order(tmp_path: Path) -> None:
     text = GOOD.replace('url = "http://127.0.0.1:8470"',
                         'url = ["http://a.example:1/", "https://b.example"]')
@@ -65,6 +78,7 @@ def test_several_registries_in_order(tmp_path: Path) -> None:
         (GOOD.replace('listen = ["tcp://0.0.0.0:7400"]', 'listen = ["localhost:7400"]'), 4,
          "not an address URL"),
         (GOOD.replace('[node]\n', '[node]\nspeed = 3\n'), 3, "unknown key"),
+        (GOOD.replace('[node]\n', '[node]\nevent-loop = "fast"\n'), 3, "auto, uvloop, asyncio"),
     ],
 )
 def test_bad_input_gives_file_line_and_field(tmp_path: Path, text: str, line: int,

@@ -145,8 +145,14 @@ def run(
     node_log = logging.getLogger("p2phost")
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
         node_log.setLevel(logging.INFO)  # connects and disconnects are worth seeing
+    from .._runtime._loop import loop_factory
+    from .._runtime._loop import run as run_on
+
+    kind, factory = loop_factory(project.manifest.node.event_loop)
+    node_log.info("event loop: %s ([node] event-loop = %r)", kind,
+                   project.manifest.node.event_loop)
     try:
-        asyncio.run(_serve(project))
+        run_on(_serve(project), factory)
     except asyncio.CancelledError:
         sys.exit(130)
 

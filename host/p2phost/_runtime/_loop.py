@@ -1,0 +1,43 @@
+"""The event loop ``p2phost run`` runs a node on: uvloop where it is installed, else asyncio's.
+
+uvloop is asyncio's event loop written over libuv in C: the same asyncio API, with the
+loop's own work per turn (polling, scheduling callbacks, socket reads and writes) done
+outside Python. benchmarks/messaging.py measures p2phost on both, in one run; on uvloop
+a node spends less CPU per message and per request (docs/performance.md has the
+figures). ``[node] event-loop`` in p2phost.toml chooses: ``"auto"`` (the default: uvloop
+when it can be imported, which p2phost's own requirements arrange on Linux and macOS),
+``"uvloop"`` (required: an error when missing) or ``"asyncio"`` (the standard loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ._errors import NodeConfigError
+
+T = TypeVar("T")
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def loop_factory(choice: str = "auto") -> tuple[str, LoopFactory | None]:
+    """The loop ``choice`` names, as (what it is, a factory; None for asyncio's own)."""
+    if choice == "asyncio":
+        return "asyncio", None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise NodeConfigError(
+                '[node] event-loop = "uvloop" in p2phost.toml, but uvloop is not installed',
+                fix='pip install uvloop (or event-loop = "auto" to fall back to asyncio\'s '
+                    "loop)") from None
+        return "asyncio", None
+    return "uvloop", uvloop.new_event_loop
+
+
+def run(main: Coroutine[Any, Any, T], factory: LoopFactory | None) -> T:
+    """Run ``main`` to completion on a new loop from ``factory`` (asyncio's when None)."""
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
