@@ -85,3 +85,15 @@ def test_hello_round_trip_and_codec_choice() -> None:
 def test_bad_hellos_say_what_is_wrong(body: bytes, message: str) -> None:
     with pytest.raises(HandshakeError, match=message):
         Hello.from_envelope(Envelope(Kind.HELLO, 0, "", body))
+
+
+@given(kind=st.sampled_from([Kind.MESSAGE, Kind.REQUEST]), message_id=st.integers(0, 2**64 - 1),
+       deadline=st.integers(0, 2**64 - 1), topic=st.text(max_size=60), body=st.binary())
+def test_the_senders_cached_header_makes_the_same_bytes(
+    kind: Kind, message_id: int, deadline: int, topic: str, body: bytes
+) -> None:
+    from p2phost._runtime.wire._envelope import app_frame, encode, header_parts
+
+    parts = header_parts(kind, topic.encode())
+    assert app_frame(parts, message_id, deadline, body) == encode(
+        kind, message_id, topic.encode(), body, deadline=deadline)

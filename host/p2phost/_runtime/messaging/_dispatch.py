@@ -30,7 +30,7 @@ from p2phost_sdk import (
 
 from .._errors import NodeConfigError, WireError
 from ..wire._channel import Channel
-from ..wire._envelope import MAX_FIELD, Envelope, Kind, encode
+from ..wire._envelope import Envelope, Kind, app_frame, encode, header_parts
 from ._mailbox import Mailbox
 from ._routes import Route, TraceHook, Work
 from ._stats import DeliveryStats
@@ -74,7 +74,8 @@ class Dispatcher:
         self._pending: dict[int, tuple[str, str, asyncio.Future[Any], float, float]] = {}
         # One timer for all requests, set for the earliest that is due (see _expire_due).
         self._timer: asyncio.TimerHandle | None = None
-        self._topic_bytes: dict[str, bytes] = {}
+        # (kind, topic) -> the frame's header around its ids, packed once.
+        self._headers: dict[tuple[Kind, str], tuple[bytes, bytes]] = {}
         self._warned: set[tuple[str, str]] = set()
         # Acknowledged delivery: its messages take their own path from on_message, and
         # ACKs go to it.
@@ -114,16 +115,17 @@ class Dispatcher:
     def frame(self, channel: Channel, kind: Kind, message_id: int, topic: str, body: Any,
               deadline: int = 0) -> bytes:
         """An app message as a frame for ``channel`` (its codec, its size limit)."""
-        topic_bytes = self._topic_bytes.get(topic)
-        if topic_bytes is None:
-            topic_bytes = topic.encode()
-            if len(topic_bytes) > MAX_FIELD:
-                raise WireError(f"topic {topic[:40]!r}... is longer than {MAX_FIELD} bytes")
-            if len(self._topic_bytes) < 4096:
-                self._topic_bytes[topic] = topic_bytes
-        frame = encode(kind, message_id, topic_bytes, channel.codec.encode(body),
-                       deadline=deadline,
-                       trace=b"" if self.tracer is None else self.tracer.outgoing(channel))
+        parts = self._headers.get((kind, topic))
+        if parts is None:
+            parts = header_parts(kind, topic.encode())
+            if len(self._headers) < 4096:
+                self._headers[kind, topic] = parts
+        trace = b"" if self.tracer is None else self.tracer.outgoing(channel)
+        if trace:  # traced: the trace context goes between the strings and the body
+            frame = encode(kind, message_id, topic.encode(), channel.codec.encode(body),
+                           deadline=deadline, trace=trace)
+        else:
+            frame = app_frame(parts, message_id, deadline, channel.codec.encode(body))
         if len(frame) > channel.frame_limit:
             raise FrameTooLarge(
                 f"a message on {topic!r} is {len(frame)} bytes, over the maximum frame size "
