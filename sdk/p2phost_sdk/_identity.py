@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -39,8 +40,10 @@ def public_key_from_peer_id(peer_id: str) -> bytes:
     return raw
 
 
+@functools.lru_cache(maxsize=4096)
 def is_peer_id(text: str) -> bool:
-    """Whether ``text`` is a well-formed peer id."""
+    """Whether ``text`` is a well-formed peer id (cached: inbox media check the sender
+    of every record, and the same few peers send them all)."""
     try:
         public_key_from_peer_id(text)
     except ValueError:
