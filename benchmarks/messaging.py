@@ -308,11 +308,13 @@ async def measure(open_client: Callable[[], Awaitable[Client]], scale: float, se
         counts = {"64 B": 200_000, "1 KiB": 100_000, "64 KiB": 5_000}
         for label, size in SIZES.items():
             count = max(1000, int(counts[label] * scale))
-            before = cpu_seconds(server)
+            before, mine = cpu_seconds(server), time.process_time()
             figures[f"one-way {label} (msg/s)"] = await one_way(client, size, count)
             if label == "64 B":
                 figures["server CPU per 64 B msg (us)"] = (
                     cpu_seconds(server) - before) / count * 1e6
+                figures["client CPU per 64 B msg (us)"] = (
+                    time.process_time() - mine) / count * 1e6
         count = max(1000, int(10_000 * scale))
         before = cpu_seconds(server)
         p50, p99 = await round_trips(client, count)
