@@ -461,12 +461,14 @@ def table(seen: dict[str, dict[str, list[float]]], mine: str, bases: list[str],
     bases = [b for b in bases if b in seen]
     if mine not in seen or not bases:
         return
+    width = {name: max(14, len(name)) + 2 for name in [mine, *bases]}
     print(f"\n{title}")
-    print(f"{'':34}{mine:>14}" + "".join(f"{b:>16}{'ratio':>18}" for b in bases))
+    print(f"{'':32}{mine:>{width[mine]}}" + "".join(
+        f"{b:>{width[b]}}{'ratio':>22}" for b in bases))
     for metric, values in seen[mine].items():
-        print(f"{metric:34}{statistics.median(values):14,.1f}" + "".join(
-            f"{statistics.median(seen[b][metric]):16,.1f}{ratio(seen, mine, b, metric):>18}"
-            for b in bases))
+        print(f"{metric:32}{statistics.median(values):{width[mine]},.1f}" + "".join(
+            f"{statistics.median(seen[b][metric]):{width[b]},.1f}"
+            f"{ratio(seen, mine, b, metric):>22}" for b in bases))
 
 
 def report(seen: Seen, rounds: int) -> None:

@@ -29,8 +29,13 @@ log = logging.getLogger("p2phost.node")
 _EAGER = sys.version_info >= (3, 12)
 
 
+#: Idle peer queues a mailbox keeps (a peer that sends again soon, as a requester does,
+#: reuses its queue); past this many, an idle queue is dropped at once.
+_KEEP_IDLE = 256
+
+
 class _PeerQueue(Generic[T]):
-    __slots__ = ("context", "items", "loop", "name", "task")
+    __slots__ = ("context", "gone", "items", "loop", "name", "task")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -39,9 +44,11 @@ class _PeerQueue(Generic[T]):
         self.items: deque[T] = deque()
         #: The task processing this peer's current item, if any.
         self.task: asyncio.Task[None] | None = None
-        #: What each item's task starts from (a copy each): the context the first
-        #: item of the peer was put in, as a task created there would have had.
-        self.context = contextvars.copy_context()
+        #: What each item's task starts from (a copy each): the context the item that
+        #: found the queue idle was put in, as a task created there would have had.
+        self.context = contextvars.Context()
+        #: The peer disconnected: forget the queue once it is idle.
+        self.gone = False
 
 
 class Mailbox(Generic[T]):
@@ -113,12 +120,15 @@ class Mailbox(Generic[T]):
         # handler that never waits is done before this returns; the items behind it
         # then start from _run, not eagerly, so a long queue never nests).
         coro = self._run(peer, queue, item)
+        queue.context = contextvars.copy_context()
         task: asyncio.Task[None]
         if _EAGER:
             task = asyncio.Task(coro, loop=queue.loop,  # type: ignore[call-arg,unused-ignore]
-                                name=queue.name, eager_start=True)
+                                name=queue.name, eager_start=True,
+                                context=queue.context.copy())
         else:
-            task = queue.loop.create_task(coro, name=queue.name)
+            task = queue.loop.create_task(coro, name=queue.name,
+                                          context=queue.context.copy())
         if not task.done():
             queue.task = task
 
@@ -142,7 +152,8 @@ class Mailbox(Generic[T]):
                 self._forget(peer, queue)
 
     def _forget(self, peer: str, queue: _PeerQueue[T]) -> None:
-        if not queue.items and queue.task is None and self._queues.get(peer) is queue:
+        if not queue.items and queue.task is None and self._queues.get(peer) is queue \
+                and (queue.gone or len(self._queues) > _KEEP_IDLE):
             del self._queues[peer]
 
     def _processed(self) -> None:
@@ -159,8 +170,12 @@ class Mailbox(Generic[T]):
             self._empty.set()
 
     def peer_gone(self, peer: str) -> None:
-        """The peer disconnected: what it sent is still processed (nothing to stop: a
-        peer's queue goes away by itself once it is empty)."""
+        """The peer disconnected: what it sent is still processed; its queue goes away
+        once it is empty."""
+        queue = self._queues.get(peer)
+        if queue is not None:
+            queue.gone = True
+            self._forget(peer, queue)
 
     def _wake_one(self) -> None:
         while self._room:
