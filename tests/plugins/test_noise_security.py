@@ -163,3 +163,50 @@ def _noise() -> Security:
 class TestNoiseOnTheWire(SecurityOnTheWire):
     make = staticmethod(_noise)
     plugin = "noise-security"
+
+
+class _Gate(Connection):
+    """A memory-pipe end whose ``try_send`` hands a frame over only while ``open``."""
+
+    def __init__(self, inner: Connection) -> None:
+        self.inner, self.open = inner, False
+
+    async def send(self, frame: bytes) -> None:
+        await self.inner.send(frame)
+
+    async def send_many(self, frames: list[bytes]) -> None:
+        await self.inner.send_many(frames)
+
+    def try_send(self, frame: bytes) -> bool:
+        if not self.open:
+            return False
+        outbound = self.inner._outbound  # type: ignore[attr-defined]  # the pipe's queue
+        outbound.frames.append(frame)
+        outbound.readable.set()
+        return True
+
+    async def recv(self) -> bytes:
+        return await self.inner.recv()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_a_lone_frame_goes_out_at_once_and_a_refused_one_costs_no_nonce() -> None:
+    a, b = memory_pipe()
+    gate = _Gate(a)
+    alice, bob = await asyncio.gather(
+        NoiseSecurity().secure(gate, identity=ALICE, initiator=True, expected_peer_id=None,
+                               timeout=5),
+        NoiseSecurity().secure(b, identity=BOB, initiator=False, expected_peer_id=None,
+                               timeout=5))
+    assert not alice.try_send(b"refused")  # the transport would have to wait
+    await alice.send(b"sent")  # under the nonce the refused frame did not use
+    assert await asyncio.wait_for(bob.recv(), 5) == b"sent"
+    gate.open = True
+    assert alice.try_send(b"at once")
+    await alice.send(b"after it")
+    assert [await asyncio.wait_for(bob.recv(), 5) for _ in range(2)] == [b"at once",
+                                                                          b"after it"]
+    await alice.close()
+    await bob.close()

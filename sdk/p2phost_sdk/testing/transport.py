@@ -177,6 +177,23 @@ class TransportConformance:
             await sending
             assert got == frames
 
+    async def test_recv_many_hands_over_whole_frames_in_order(
+        self, transport_kit: TransportKit
+    ) -> None:
+        frames = _frames(500, seed=12)
+        async with transport_kit.pair() as (client, server), asyncio.timeout(_TIMEOUT):
+            sending = asyncio.ensure_future(client.send_many(frames))
+            got: list[bytes] = []
+            while len(got) < len(frames):
+                batch = await server.recv_many()
+                assert batch, "recv_many returned no frame"
+                for frame in batch:
+                    if isinstance(frame, DeliveredFrame):
+                        frame.ack()
+                    got.append(bytes(frame))
+            await sending
+            assert got == frames
+
     async def test_a_frame_of_the_maximum_size_passes(self, transport_kit: TransportKit) -> None:
         limit = 256 * 1024
         frame = random.Random(3).randbytes(limit)
