@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from p2phost_sdk import (
     App,
@@ -32,7 +32,7 @@ from .._errors import NodeConfigError, WireError
 from ..wire._channel import Channel
 from ..wire._envelope import Envelope, Kind, app_frame, encode, header_parts
 from ._mailbox import Mailbox
-from ._routes import Route, TraceHook, Work
+from ._routes import AckedDelivery, Route, TraceHook, Work, allowed
 from ._stats import DeliveryStats
 
 log = logging.getLogger("p2phost.node")
@@ -40,21 +40,6 @@ log = logging.getLogger("p2phost.node")
 #: The channel to answer ``peer`` on when the request's own channel is gone, if any.
 ReplyChannel = Callable[[str], Channel | None]
 _MESSAGE, _REQUEST = MessageKind.MESSAGE, MessageKind.REQUEST
-
-
-class AckedDelivery(Protocol):
-    """Acknowledged delivery, as the dispatcher sees it: its messages and ACKs go there."""
-
-    @property
-    def acknowledged(self) -> frozenset[str]:
-        """The topics whose MESSAGEs go to :meth:`receive`."""
-
-    def receive(self, channel: Channel, envelope: Envelope, ack: Callable[[], None] | None,
-                route: Route) -> Awaitable[None] | None:
-        """A MESSAGE on an acknowledged topic (an awaitable when the mailbox is full)."""
-
-    def on_ack(self, channel: Channel, envelope: Envelope) -> None:
-        """An ACK frame."""
 
 
 class Dispatcher:
@@ -252,7 +237,7 @@ class Dispatcher:
         if envelope.recipient and envelope.recipient != self.local_peer_id:
             raise WireError(f"envelope recipient {envelope.recipient} is not this node")
         route = self.routes.get(envelope.topic)
-        if route is None or (route.allow is not None and not _allowed(route, peer)):
+        if route is None or (route.allow is not None and not allowed(route, peer)):
             self._unrouted(channel, envelope, route is not None)
             if ack is not None:
                 ack()
@@ -412,12 +397,3 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, TimeoutError) and not text:
         text = "the handler timed out (an asyncio.timeout in it expired)"
     return f"{type(exc).__name__}: {text}"
-
-
-def _allowed(route: Route, peer: str) -> bool:
-    assert route.allow is not None
-    try:
-        return bool(route.allow(peer))
-    except Exception:
-        log.exception("an app's allow= predicate failed; refusing %s", peer)
-        return False

@@ -1,7 +1,9 @@
-"""What an app's mailbox holds, and where a topic's messages go."""
+"""What an app's mailbox holds, and where a topic's messages go (who may call it, and
+acknowledged delivery as the dispatcher sees it)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,6 +16,8 @@ from ._mailbox import Mailbox
 
 if TYPE_CHECKING:
     from ..wire._envelope import Envelope
+
+log = logging.getLogger("p2phost.node")
 
 
 class TraceHook(Protocol):
@@ -60,3 +64,28 @@ class Route:
     mailbox: Mailbox[Work]
     #: Who may call the topic (``handler(allow=...)``); None: anyone.
     allow: Callable[[str], bool] | None = None
+
+
+class AckedDelivery(Protocol):
+    """Acknowledged delivery, as the dispatcher sees it: its messages and ACKs go there."""
+
+    @property
+    def acknowledged(self) -> frozenset[str]:
+        """The topics whose MESSAGEs go to :meth:`receive`."""
+
+    def receive(self, channel: Channel, envelope: Envelope, ack: Callable[[], None] | None,
+                route: Route) -> Awaitable[None] | None:
+        """A MESSAGE on an acknowledged topic (an awaitable when the mailbox is full)."""
+
+    def on_ack(self, channel: Channel, envelope: Envelope) -> None:
+        """An ACK frame."""
+
+
+def allowed(route: Route, peer: str) -> bool:
+    """Whether ``peer`` may call the route's topic (its ``handler(allow=...)``)."""
+    assert route.allow is not None
+    try:
+        return bool(route.allow(peer))
+    except Exception:
+        log.exception("an app's allow= predicate failed; refusing %s", peer)
+        return False
