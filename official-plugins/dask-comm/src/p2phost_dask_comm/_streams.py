@@ -1,0 +1,214 @@
+"""One Dask comm carried over p2phost messages: what it sends, and what it holds unread.
+
+Every message on topic ``dask-comm`` is a MessagePack list (the body; the node's
+msgpack codec carries ``bytes`` as they are)::
+
+    ["o", sid, name]            request: open stream sid to the listener NAME; reply "ok"
+    ["m", sid, opener, frames]  one whole Dask message (its frames), when it fits a chunk
+    ["h", sid, opener, sizes]   a larger Dask message: its frame sizes; its parts follow
+    ["p", sid, opener, data]    the next part (at most chunk-size bytes) of that message
+    ["c", sid, opener, reason]  the sender closed the stream
+
+``opener`` is 1 when the sender is the side that opened the stream, so the two sides'
+stream ids never collide. Frames are Dask's own (``to_frames``): nothing here looks
+into them. A large frame is sent as slices of itself (no joined copy) and received
+into one buffer of its final size (one copy, no re-joining).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from p2phost_sdk import ConnectionClosed, P2PHostError
+
+#: How one stream sends a body to its peer (the node's ``send`` on topic dask-comm).
+Send = Callable[[list[Any]], Awaitable[None]]
+
+OPEN, MESSAGE, HEAD, PART, CLOSE = "o", "m", "h", "p", "c"
+
+Frame = bytes | bytearray | memoryview
+
+
+class Stream:
+    """The p2phost side of one Dask comm: ordered whole Dask messages, both ways."""
+
+    def __init__(self, peer: str, sid: int, *, mine: bool, send: Send, chunk: int,
+                 limit: int, on_closed: Callable[[Stream, str, bool], None]) -> None:
+        self.peer, self.sid, self.mine = peer, sid, mine
+        self._send, self._chunk, self._limit = send, chunk, limit
+        self._on_closed = on_closed
+        self._ready: collections.deque[list[Frame]] = collections.deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._write_lock = asyncio.Lock()
+        #: Why the stream ended (the peer closed it, the peer was lost, ...), or None.
+        self.ended: str | None = None
+        self._closed = False  # closed by this side: no more reads or writes
+        # The large message being received: its frame sizes and the frames done so far.
+        self._sizes: list[int] | None = None
+        self._frames: list[Frame] = []
+        self._filling: bytearray | None = None
+        self._offset = 0
+
+    @property
+    def key(self) -> tuple[str, int, bool]:
+        """How the app finds this stream: (peer, stream id, opened by this side)."""
+        return (self.peer, self.sid, self.mine)
+
+    def closed(self) -> bool:
+        """Whether nothing more can be read: closed here, or ended with nothing unread."""
+        return self._closed or (self.ended is not None and not self._ready)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def feed(self, op: str, payload: Any) -> None:
+        """Take one message of the peer's (``op`` and what follows the opener flag)."""
+        if self._closed or self.ended is not None:
+            return
+        if op == MESSAGE:
+            if self._sizes is not None or not isinstance(payload, list):
+                raise ValueError("dask-comm: a whole message inside a large one")
+            self._deliver([_frame(f) for f in payload])
+        elif op == HEAD:
+            self._begin(payload)
+        elif op == PART:
+            self._part(_frame(payload))
+        elif op == CLOSE:
+            self.end(f"the peer closed the comm ({payload})" if payload else
+                     "the peer closed the comm")
+        else:
+            raise ValueError(f"dask-comm: unknown message kind {op!r}")
+
+    def _begin(self, sizes: Any) -> None:
+        if self._sizes is not None:
+            raise ValueError("dask-comm: a large message began inside another")
+        if not isinstance(sizes, list) or not all(isinstance(s, int) and s >= 0 for s in sizes):
+            raise ValueError("dask-comm: frame sizes are not a list of sizes")
+        total = sum(sizes)
+        if total > self._limit:
+            # Refused before any buffer is allocated: a peer cannot make us reserve it.
+            self._abort(f"a Dask message of {total} bytes is over stream-buffer "
+                        f"({self._limit} bytes); fix: raise [config.dask-comm] "
+                        "stream-buffer in p2phost.toml")
+            return
+        self._sizes, self._frames = list(sizes), []
+        self._next_frame()
+
+    def _next_frame(self) -> None:
+        assert self._sizes is not None
+        while len(self._frames) < len(self._sizes) and self._sizes[len(self._frames)] == 0:
+            self._frames.append(b"")
+        if len(self._frames) == len(self._sizes):
+            frames, self._sizes, self._frames = self._frames, None, []
+            self._deliver(frames)
+
+    def _part(self, data: Frame) -> None:
+        if self._sizes is None:
+            raise ValueError("dask-comm: a part outside a large message")
+        size = self._sizes[len(self._frames)]
+        if self._filling is None and len(data) == size:
+            self._frames.append(data)  # a frame in one part: kept as it came, no copy
+            self._next_frame()
+            return
+        if self._filling is None:
+            self._filling, self._offset = bytearray(size), 0
+        end = self._offset + len(data)
+        if end > size:
+            raise ValueError("dask-comm: a part runs past its frame")
+        self._filling[self._offset:end] = data
+        self._offset = end
+        if end == size:
+            self._frames.append(self._filling)
+            self._filling = None
+            self._next_frame()
+
+    def _deliver(self, frames: list[Frame]) -> None:
+        self._ready.append(frames)
+        self._buffered += sum(len(f) for f in frames)
+        if self._buffered > self._limit and len(self._ready) > 1:
+            self._abort(f"{self._buffered} bytes of Dask messages were left unread, over "
+                        f"stream-buffer ({self._limit} bytes)")
+            return
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def read(self) -> list[Frame]:
+        """The frames of the next Dask message; ``ConnectionClosed`` once it ended."""
+        while not self._ready:
+            if self._closed or self.ended is not None:
+                raise ConnectionClosed(self.ended or "the comm was closed")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self._closed:
+            raise ConnectionClosed("the comm was closed")
+        frames = self._ready.popleft()
+        self._buffered -= sum(len(f) for f in frames)
+        return frames
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def write(self, frames: Sequence[memoryview]) -> int:
+        """Send one Dask message (its frames, as byte views); the bytes sent."""
+        total = sum(f.nbytes for f in frames)
+        opener = int(self.mine)
+        async with self._write_lock:  # the parts of two messages must not interleave
+            self._check_open()
+            try:
+                if total <= self._chunk:
+                    await self._send([MESSAGE, self.sid, opener, list(frames)])
+                    return total
+                await self._send([HEAD, self.sid, opener, [f.nbytes for f in frames]])
+                chunk = self._chunk
+                for frame in frames:
+                    for start in range(0, frame.nbytes, chunk):
+                        self._check_open()
+                        await self._send([PART, self.sid, opener, frame[start:start + chunk]])
+            except P2PHostError as exc:
+                if isinstance(exc, ConnectionClosed):
+                    raise
+                self.end(f"sending failed: {exc}")
+                raise ConnectionClosed(f"the comm to {self.peer} broke: {exc}") from exc
+        return total
+
+    def _check_open(self) -> None:
+        if self._closed or self.ended is not None:
+            raise ConnectionClosed(self.ended or "the comm was closed")
+
+    # -- ending ------------------------------------------------------------------------
+
+    def end(self, reason: str, *, tell: bool = False) -> None:
+        """The stream is over: what was received can still be read, then reads end.
+        ``tell``: this side ended it, so the peer is sent a close."""
+        if self.ended is None:
+            self.ended = reason
+            self._filling, self._sizes = None, None
+            self._on_closed(self, reason, tell)
+        self._wake()
+
+    def _abort(self, reason: str) -> None:
+        self._closed = True
+        self._ready.clear()
+        self._buffered = 0
+        self.end(reason, tell=True)
+
+    def close(self) -> None:
+        """Close this side at once (unread messages are dropped); the peer is told."""
+        self._closed = True
+        self._ready.clear()
+        self._buffered = 0
+        self.end("", tell=True)
+
+
+def _frame(value: Any) -> Frame:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise ValueError("dask-comm: a frame is not bytes")
+    return value
