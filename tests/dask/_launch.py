@@ -12,9 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "official-plugins/dask-comm/src"))
 
-from distributed.comm.registry import backends  # noqa: E402
-
-from p2phost_dask_comm import P2PHostBackend  # noqa: E402
+from distributed.comm.registry import backends
+from p2phost_dask_comm import P2PHostBackend
 
 backends["p2phost"] = P2PHostBackend()
 

@@ -59,6 +59,7 @@ class DaskCommApp(App):
         self._ids = itertools.count(1)
         self._names = itertools.count(1)
         self._tasks = TaskOwner("dask-comm", logger=log)
+        self._arrivals: dict[str, set[asyncio.Future[None]]] = {}
         self.dropped = 0  # messages for streams that no longer exist
 
     # -- listeners ---------------------------------------------------------------------
@@ -111,6 +112,26 @@ class DaskCommApp(App):
     def address_of(self, peer: str) -> str:
         """The transport address of the connection to ``peer`` ("" when none)."""
         return next((p.address for p in self.node.peers() if p.peer_id == peer), "")
+
+    async def wait_connected(self, peer: str) -> None:
+        """Wait until the node is connected to ``peer`` (its discovery dials it); the
+        caller bounds the wait (Dask's ``connect`` does, and retries)."""
+        while not self.connected(peer):
+            arrival = asyncio.get_running_loop().create_future()
+            waiting = self._arrivals.setdefault(peer, set())
+            waiting.add(arrival)
+            try:
+                await arrival
+            finally:
+                waiting.discard(arrival)
+                if not waiting:
+                    self._arrivals.pop(peer, None)
+
+    async def on_peer_connected(self, peer: PeerInfo) -> None:
+        """Wake the connects waiting for this peer."""
+        for arrival in self._arrivals.get(peer.peer_id, ()):
+            if not arrival.done():
+                arrival.set_result(None)
 
     async def open(self, peer: str, name: str) -> Stream:
         """Open a stream to the Dask listener ``name`` of ``peer`` (connected already)."""

@@ -64,9 +64,9 @@ class P2PHostComm(Comm):
             self._release()
             raise CommClosedError(f"in {self!r}: {exc}") from None
         try:
-            return await from_frames(frames, deserialize=self.deserialize,
-                                     deserializers=deserializers,
-                                     allow_offload=self.allow_offload)
+            return await from_frames(  # type: ignore[no-untyped-call]
+                frames, deserialize=self.deserialize, deserializers=deserializers,
+                allow_offload=self.allow_offload)
         except EOFError:
             self.abort()
             raise CommClosedError("aborted stream on truncated data") from None
@@ -75,7 +75,7 @@ class P2PHostComm(Comm):
         """Send ``msg``, serialized by Dask; the bytes written."""
         if self._stream.closed():
             raise CommClosedError(f"in {self!r}: closed")
-        frames = await to_frames(
+        frames = await to_frames(  # type: ignore[no-untyped-call]
             msg, allow_offload=self.allow_offload, serializers=serializers,
             on_error=on_error,
             context={"sender": self.local_info, "recipient": self.remote_info,

@@ -15,7 +15,6 @@ from ._node import OpenNode, open_dask_node
 #: Seconds the node stays open after its last comm closed: Dask closes and reopens
 #: comms often, and a node's start (discovery, handshakes) costs far more than that.
 LINGER = 2.0
-_POLL = 0.02
 
 
 class NodeHolder:
@@ -97,10 +96,8 @@ class NodeHolder:
         app = self.app
         if app is None:
             raise PeerNotReached("the p2phost node is not open")
-        if peer == app.node.peer_id:
-            return
-        while not app.connected(peer):
-            await asyncio.sleep(_POLL)
+        if peer != app.node.peer_id:
+            await app.wait_connected(peer)
 
     async def aclose(self) -> None:
         """Close the node now (tests and benchmarks that end their loop)."""

@@ -1,0 +1,95 @@
+"""A Dask comm's stream over p2phost messages: whole messages, large frames in parts
+received into one buffer each, bounds against a peer that sends too much, addresses."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2phost_sdk import ConnectionClosed, Identity
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "official-plugins/dask-comm/src"))
+
+from p2phost_dask_comm import Address, BadAddress
+from p2phost_dask_comm._streams import CLOSE, HEAD, MESSAGE, PART, Stream
+
+PEER = Identity.generate().peer_id
+
+
+def pair(chunk: int = 4, limit: int = 64) -> tuple[Stream, Stream, list[tuple[str, bool]]]:
+    """A sender whose bodies are fed straight into a receiver; the closes each told."""
+    told: list[tuple[str, bool]] = []
+    receiver = Stream(PEER, 1, mine=False, send=_never, chunk=chunk, limit=limit,
+                      on_closed=lambda s, reason, tell: told.append((reason, tell)))
+
+    async def send(body: list[Any]) -> None:
+        receiver.feed(body[0], body[3])
+
+    sender = Stream(PEER, 1, mine=True, send=send, chunk=chunk, limit=limit,
+                    on_closed=lambda s, reason, tell: None)
+    return sender, receiver, told
+
+
+async def _never(body: list[Any]) -> None:
+    raise AssertionError("the receiver sends nothing here")
+
+
+async def test_small_and_large_messages_arrive_whole_and_in_order() -> None:
+    sender, receiver, _ = pair()
+    await sender.write([memoryview(b"ab")])
+    await sender.write([memoryview(b"head"), memoryview(b""), memoryview(b"0123456789")])
+    assert [bytes(f) for f in await receiver.read()] == [b"ab"]
+    assert [bytes(f) for f in await receiver.read()] == [b"head", b"", b"0123456789"]
+
+
+async def test_what_was_sent_before_the_close_is_read_then_the_stream_ends() -> None:
+    _, receiver, _ = pair()
+    receiver.feed(MESSAGE, [b"last"])
+    receiver.feed(CLOSE, "bye")
+    assert await receiver.read() == [b"last"]
+    with pytest.raises(ConnectionClosed, match="bye"):
+        await receiver.read()
+
+
+async def test_a_message_over_the_buffer_is_refused_before_any_allocation() -> None:
+    _, receiver, told = pair(limit=64)
+    receiver.feed(HEAD, [10**12])
+    assert told and told[0][1] and "stream-buffer" in told[0][0]
+    with pytest.raises(ConnectionClosed):
+        await receiver.read()
+
+
+async def test_unread_messages_past_the_buffer_close_the_stream() -> None:
+    _, receiver, told = pair(limit=8)
+    for _ in range(3):
+        receiver.feed(MESSAGE, [b"12345"])
+    assert told and told[0][1] and "left unread" in told[0][0]
+
+
+def test_parts_that_run_past_their_frame_are_refused() -> None:
+    _, receiver, _ = pair()
+    receiver.feed(HEAD, [6])
+    receiver.feed(PART, b"1234")
+    with pytest.raises(ValueError, match="past its frame"):
+        receiver.feed(PART, b"5678")
+
+
+def test_addresses() -> None:
+    assert str(Address.parse(PEER)) == f"p2phost://{PEER}"
+    assert Address.parse(f"{PEER}/2") == Address(PEER, "2")
+    assert Address.listening(":8786") == Address("", "")
+    with pytest.raises(BadAddress, match="fix:"):
+        Address.parse("127.0.0.1:8786")
+
+
+def test_the_plugin_exports_exactly_its_intended_names() -> None:
+    import p2phost_dask_comm
+
+    assert set(p2phost_dask_comm.__all__) == {
+        "DASK_TOPIC", "KEY_ENV", "PROJECT_ENV", "SCHEME", "Address", "BadAddress",
+        "DaskCommApp", "DaskCommError", "NoListener", "NoProject", "NodeHolder",
+        "P2PHostBackend", "P2PHostComm", "P2PHostConnector", "P2PHostListener",
+        "PeerNotReached", "p2phost_apps"}
