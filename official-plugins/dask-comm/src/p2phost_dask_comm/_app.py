@@ -36,7 +36,7 @@ DASK_TOPIC = "dask-comm"
 #: Called with every stream a peer opens to a listener; it owns the stream from then on.
 Accept = Callable[[Stream], None]
 
-DEFAULT_CHUNK = 1024 * 1024
+DEFAULT_CHUNK = MAX_CHUNK = 1024 * 1024
 DEFAULT_BUFFER = 256 * 1024 * 1024
 _OPEN_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 5.0
@@ -51,8 +51,11 @@ class DaskCommApp(App):
 
     def __init__(self, *, chunk_size: int = DEFAULT_CHUNK,
                  stream_buffer: int = DEFAULT_BUFFER) -> None:
-        if chunk_size < 1024:
-            raise ValueError("[config.dask-comm] chunk-size must be at least 1024 bytes")
+        # A node's connection queues about 1 MiB before senders wait, and refuses a
+        # frame that would take it past twice that: a part must fit in the slack.
+        if not 1024 <= chunk_size <= MAX_CHUNK:
+            raise ValueError(f"[config.dask-comm] chunk-size must be 1024 to {MAX_CHUNK} "
+                             f"bytes, not {chunk_size}")
         self.chunk_size, self.stream_buffer = chunk_size, stream_buffer
         self._streams: dict[tuple[str, int, bool], Stream] = {}
         self._listeners: dict[str, Accept] = {}
