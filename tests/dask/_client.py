@@ -2,8 +2,8 @@
 
 Prints one JSON line. ``compute``: a dask.array reduction and a futures map of 1,000
 tasks, on the p2phost cluster and on Dask's own TCP comm (an in-process LocalCluster),
-both answers. ``kill``: 1,000 tasks, one worker SIGKILLed once some are done; the
-answers and which worker was killed.
+both answers. ``kill`` then also runs 1,000 more tasks and SIGKILLs one worker once a
+quarter of them are done: their answers, which worker was killed, which are left.
 """
 
 from __future__ import annotations
@@ -45,13 +45,8 @@ def main() -> None:
     with Client(scheduler_file=scheduler_file, timeout=60) as client:
         client.wait_for_workers(2, timeout=60)
         workers = client.run(os.getpid)
-        if mode == "compute":
-            out = {"p2phost": compute(client),
-                   "workers": sorted(workers)}
-            with LocalCluster(n_workers=2, processes=False, protocol="tcp://",
-                              dashboard_address=None) as cluster, Client(cluster) as tcp:
-                out["tcp"] = compute(tcp)
-        else:
+        out: dict[str, object] = {"p2phost": compute(client), "workers": sorted(workers)}
+        if mode == "kill":
             futures = client.map(slow_square, range(TASKS), pure=False)
             victim = sorted(workers)[0]
             done, killed = {}, False
@@ -60,8 +55,11 @@ def main() -> None:
                 if not killed and len(done) >= TASKS // 4:
                     os.kill(workers[victim], signal.SIGKILL)
                     killed = True
-            out = {"map": sorted(done.values()), "killed": victim,
-                   "left": sorted(client.scheduler_info()["workers"])}
+            out["kill"] = {"map": sorted(done.values()), "killed": victim,
+                           "left": sorted(client.scheduler_info()["workers"])}
+    with LocalCluster(n_workers=2, processes=False, protocol="tcp://",
+                      dashboard_address=None) as cluster, Client(cluster) as tcp:
+        out["tcp"] = compute(tcp)
     print(json.dumps(out), flush=True)
 
 

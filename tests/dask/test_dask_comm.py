@@ -120,23 +120,20 @@ def _same_as_tcp(answer: dict[str, object]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.services
-def test_dask_over_tcp_noise_answers_as_on_tcp(tcp_noise: Cluster) -> None:
-    _same_as_tcp(tcp_noise.client("compute", timeout=150))
+def test_dask_over_tcp_noise_answers_as_on_tcp_and_recovers_from_a_killed_worker(
+        tcp_noise: Cluster) -> None:
+    answer = tcp_noise.client("kill", timeout=150)
+    _same_as_tcp(answer)
+    killed = answer["kill"]
+    assert isinstance(killed, dict)
+    assert killed["map"] == sorted(i * i for i in range(1000))
+    assert killed["killed"] not in killed["left"] and len(killed["left"]) == 1
 
 
 @pytest.mark.slow
 @pytest.mark.services
 def test_dask_over_redis_answers_as_on_tcp(over_redis: Cluster) -> None:
     _same_as_tcp(over_redis.client("compute", timeout=150))
-
-
-@pytest.mark.slow
-@pytest.mark.services
-def test_a_killed_worker_is_recovered_from(tcp_noise: Cluster) -> None:
-    answer = tcp_noise.client("kill", timeout=150)
-    assert answer["map"] == sorted(i * i for i in range(1000))
-    left = answer["left"]
-    assert isinstance(left, list) and answer["killed"] not in left and len(left) == 1
 
 
 def test_the_wheel_registers_the_backend_with_dask(wheels: dict[str, Path]) -> None:
