@@ -38,6 +38,8 @@ Accept = Callable[[Stream], None]
 
 DEFAULT_CHUNK = MAX_CHUNK = 1024 * 1024
 DEFAULT_BUFFER = 256 * 1024 * 1024
+#: Comms one peer may hold open to this node (Dask pools a few dozen per peer).
+MAX_STREAMS_PER_PEER = 1024
 _OPEN_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 5.0
 
@@ -168,7 +170,11 @@ class DaskCommApp(App):
         if stream is None:
             self.dropped += 1
             return None
-        stream.feed(op, body[3])
+        try:
+            stream.feed(op, body[3])
+        except ValueError as exc:  # the peer broke the protocol: this comm cannot go on
+            stream.end(str(exc), tell=True)
+            raise
         return None
 
     def _accept(self, peer: str, sid: int, name: Any) -> str:
@@ -177,6 +183,9 @@ class DaskCommApp(App):
             raise LookupError(f"no Dask listener named {name!r} on this node")
         if (peer, sid, False) in self._streams:
             raise ValueError(f"dask-comm: stream {sid} is open already")
+        if sum(1 for s in self._streams.values() if s.peer == peer) >= MAX_STREAMS_PER_PEER:
+            raise LookupError(f"{MAX_STREAMS_PER_PEER} Dask comms with this peer are open "
+                              "already")
         accept(self._stream(peer, sid, mine=False))
         return "ok"
 

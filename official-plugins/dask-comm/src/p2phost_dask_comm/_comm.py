@@ -116,29 +116,31 @@ class P2PHostListener(BaseListener):
         self._wanted = Address.listening(loc)
         self._handle_comm = handle_comm
         self._deserialize, self._allow_offload = deserialize, allow_offload
-        self._holder = NodeHolder.current()
+        self._holder: NodeHolder | None = None  # the running loop's, once started
         self._name: str | None = None
         self._address = ""
 
     async def start(self) -> None:
         """Open this process's node (if not open yet) and serve a listener name on it."""
-        app = await self._holder.acquire()
+        holder = self._holder = NodeHolder.current()
+        app = await holder.acquire()
         try:
-            own = self._holder.peer_id
+            own = holder.peer_id
             if self._wanted.peer and self._wanted.peer != own:
                 raise OSError(f"cannot listen on {self._wanted}: this process's p2phost "
                               f"node is {own}")
             self._name = app.add_listener(self._wanted.name, self._accept)
         except BaseException:
-            self._holder.release()
+            holder.release()
             raise
         self._address = str(Address(own, self._name))
 
     def _accept(self, stream: Stream) -> None:
-        app = self._holder.app
-        assert app is not None
-        self._holder.hold()
-        comm = P2PHostComm(stream, self._holder, self._address,
+        holder = self._holder
+        assert holder is not None and holder.app is not None
+        app = holder.app
+        holder.hold()
+        comm = P2PHostComm(stream, holder, self._address,
                            str(Address(stream.peer, "")), self._deserialize)
         comm.allow_offload = self._allow_offload
         app.spawn(self._serve(comm), f"dask comm {stream.sid} from {stream.peer[:12]}")
@@ -154,11 +156,11 @@ class P2PHostListener(BaseListener):
 
     def stop(self) -> None:
         """Stop accepting (open comms stay open)."""
-        app = self._holder.app
-        if self._name is not None and app is not None:
-            app.remove_listener(self._name)
+        holder = self._holder
+        if self._name is not None and holder is not None and holder.app is not None:
+            holder.app.remove_listener(self._name)
             self._name = None
-            self._holder.release()
+            holder.release()
 
     @property
     def listen_address(self) -> str:

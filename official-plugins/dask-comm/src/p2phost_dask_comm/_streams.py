@@ -51,6 +51,7 @@ class Stream:
         self._sizes: list[int] | None = None
         self._frames: list[Frame] = []
         self._filling: bytearray | None = None
+        self._view = memoryview(b"")  # of _filling: slice assignment without resize checks
         self._offset = 0
 
     @property
@@ -115,13 +116,15 @@ class Stream:
             return
         if self._filling is None:
             self._filling, self._offset = bytearray(size), 0
+            self._view = memoryview(self._filling)
         end = self._offset + len(data)
         if end > size:
             raise ValueError("dask-comm: a part runs past its frame")
-        self._filling[self._offset:end] = data
+        self._view[self._offset:end] = data
         self._offset = end
         if end == size:
             self._frames.append(self._filling)
+            self._view.release()
             self._filling = None
             self._next_frame()
 
