@@ -93,3 +93,13 @@ def test_the_plugin_exports_exactly_its_intended_names() -> None:
         "DaskCommApp", "DaskCommError", "NoListener", "NoProject", "NodeHolder",
         "P2PHostBackend", "P2PHostComm", "P2PHostConnector", "P2PHostListener",
         "PeerNotReached", "p2phost_apps"}
+
+
+async def test_a_process_without_a_project_is_told_how_to_name_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2phost_dask_comm import NoProject
+    from p2phost_dask_comm._node import open_dask_node
+
+    monkeypatch.setenv("P2PHOST_PROJECT", str(tmp_path))
+    with pytest.raises(NoProject, match="fix: export P2PHOST_PROJECT=DIR"):
+        await open_dask_node()

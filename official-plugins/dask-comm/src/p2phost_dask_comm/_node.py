@@ -69,7 +69,7 @@ def _identity() -> Identity:
 async def open_dask_node() -> OpenNode:
     """Start this process's node from the project (see the module's docstring)."""
     try:
-        from p2phost._errors import UserError
+        from p2phost._errors import ProjectNotFound, UserError
         from p2phost._plugins import PluginManager
         from p2phost._project import Project
         from p2phost._runtime import Node, NodeOptions
@@ -85,7 +85,9 @@ async def open_dask_node() -> OpenNode:
         loaded = PluginManager(project).load()
         parts = loaded.build(identity.peer_id, manifest.node.max_frame_size)
     except UserError as exc:
-        fix = getattr(exc, "fix", "") or f"set {PROJECT_ENV} to a p2phost project (p2phost init)"
+        fix = (f"export {PROJECT_ENV}=DIR, the p2phost project Dask's nodes open from "
+               "(p2phost init DIR makes one)") if isinstance(exc, ProjectNotFound) \
+            else exc.fix or "p2phost doctor"
         raise NoProject(f"cannot open the p2phost node for Dask from {start}: {exc.message}",
                         fix=fix) from exc
     if _MSGPACK not in parts.codecs:
