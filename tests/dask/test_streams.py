@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from p2phost_sdk import ConnectionClosed, Identity
+from p2phost_sdk import ConnectionClosed, FrameTooLarge, Identity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "official-plugins/dask-comm/src"))
 
@@ -103,3 +103,20 @@ async def test_a_process_without_a_project_is_told_how_to_name_one(
     monkeypatch.setenv("P2PHOST_PROJECT", str(tmp_path))
     with pytest.raises(NoProject, match="fix: export P2PHOST_PROJECT=DIR"):
         await open_dask_node()
+
+
+async def test_a_medium_that_carries_less_than_a_chunk_gets_smaller_parts() -> None:
+    sender, receiver, _ = pair(chunk=8192, limit=1 << 20)
+    inner = sender._send
+
+    async def small_medium(body: list[Any]) -> None:
+        size = {MESSAGE: lambda: sum(len(x) for x in body[3]),
+                PART: lambda: len(body[3])}.get(body[0], lambda: 0)()
+        if size > 3000:
+            raise FrameTooLarge("over the medium's 3000 bytes")
+        await inner(body)
+
+    sender._send = small_medium
+    data = bytes(range(256)) * 30
+    await sender.write([memoryview(b"x"), memoryview(data)])
+    assert [bytes(f) for f in await receiver.read()] == [b"x", data]

@@ -22,7 +22,7 @@ import collections
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from p2phost_sdk import ConnectionClosed, P2PHostError
+from p2phost_sdk import ConnectionClosed, FrameTooLarge, P2PHostError
 
 #: How one stream sends a body to its peer (the node's ``send`` on topic dask-comm).
 Send = Callable[[list[Any]], Awaitable[None]]
@@ -30,6 +30,7 @@ Send = Callable[[list[Any]], Awaitable[None]]
 OPEN, MESSAGE, HEAD, PART, CLOSE = "o", "m", "h", "p", "c"
 
 Frame = bytes | bytearray | memoryview
+_MIN_CHUNK = 1024
 
 
 class Stream:
@@ -167,20 +168,40 @@ class Stream:
             self._check_open()
             try:
                 if total <= self._chunk:
-                    await self._send([MESSAGE, self.sid, opener, list(frames)])
-                    return total
+                    try:
+                        await self._send([MESSAGE, self.sid, opener, list(frames)])
+                        return total
+                    except FrameTooLarge:
+                        self._shrink()  # nothing was sent: send it in parts instead
                 await self._send([HEAD, self.sid, opener, [f.nbytes for f in frames]])
-                chunk = self._chunk
                 for frame in frames:
-                    for start in range(0, frame.nbytes, chunk):
-                        self._check_open()
-                        await self._send([PART, self.sid, opener, frame[start:start + chunk]])
+                    await self._send_parts(frame, opener)
             except P2PHostError as exc:
                 if isinstance(exc, ConnectionClosed):
                     raise
                 self.end(f"sending failed: {exc}")
                 raise ConnectionClosed(f"the comm to {self.peer} broke: {exc}") from exc
         return total
+
+    async def _send_parts(self, frame: memoryview, opener: int) -> None:
+        start = 0
+        while start < frame.nbytes:
+            self._check_open()
+            part = frame[start:start + self._chunk]
+            try:
+                await self._send([PART, self.sid, opener, part])
+            except FrameTooLarge:
+                self._shrink()  # the receiver counts bytes, not parts: go on smaller
+                continue
+            start += part.nbytes
+
+    def _shrink(self) -> None:
+        # A medium that carries less than a chunk (NATS: its max_payload, 1 MB by
+        # default) refuses the message before sending it; smaller parts then fit.
+        if self._chunk <= _MIN_CHUNK:
+            raise FrameTooLarge(f"the connection to {self.peer} carries less than "
+                                f"{_MIN_CHUNK}-byte parts")
+        self._chunk = max(_MIN_CHUNK, self._chunk // 2)
 
     def _check_open(self) -> None:
         if self._closed or self.ended is not None:
