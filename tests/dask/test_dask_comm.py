@@ -136,6 +136,35 @@ def test_dask_over_redis_answers_as_on_tcp(over_redis: Cluster) -> None:
     _same_as_tcp(over_redis.client("compute", timeout=150))
 
 
+LOCAL_CLUSTER = """
+import json, _launch
+import dask.array as da
+from distributed import Client, LocalCluster
+with LocalCluster(n_workers=2, processes=False, protocol="p2phost://",
+                  dashboard_address=None) as cluster, Client(cluster) as client:
+    print(json.dumps({"scheduler": cluster.scheduler_address,
+                      "workers": sorted(client.scheduler_info()["workers"]),
+                      "sum": float(da.arange(100_000, chunks=10_000).sum().compute()),
+                      "map": client.gather(client.map(abs, range(-50, 0)))}))
+"""
+
+
+def test_a_local_cluster_in_one_process_shares_one_node(
+        tmp_path: Path, wheels: dict[str, Path]) -> None:
+    plugins = ["tcp-transport", "msgpack-codec"]
+    project = write_project(tmp_path / "project", plugins,
+                            wheels=[wheels[p] for p in plugins])
+    done = subprocess.run([sys.executable, "-c", LOCAL_CLUSTER], cwd=HERE, timeout=90,
+                          capture_output=True, text=True,
+                          env={**os.environ, "P2PHOST_PROJECT": str(project)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    scheduler = answer["scheduler"]
+    assert answer["workers"] == [f"{scheduler}/1", f"{scheduler}/2"]
+    assert answer["sum"] == sum(range(100_000))
+    assert answer["map"] == list(range(50, 0, -1))
+
+
 def test_the_wheel_registers_the_backend_with_dask(wheels: dict[str, Path]) -> None:
     with zipfile.ZipFile(wheels["dask-comm"]) as wheel:
         name = next(n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt"))

@@ -92,8 +92,12 @@ class DaskCommApp(App):
         async def send(body: list[Any]) -> None:
             await self.node.send(peer, DASK_TOPIC, body)
 
-        stream = Stream(peer, sid, mine=mine, send=send, chunk=self.chunk_size,
-                        limit=self.stream_buffer, on_closed=self._closed)
+        async def here(body: list[Any]) -> None:
+            self._route(peer, body)
+
+        stream = Stream(peer, sid, mine=mine, send=here if peer == self.node.peer_id else send,
+                        chunk=self.chunk_size, limit=self.stream_buffer,
+                        on_closed=self._closed)
         self._streams[stream.key] = stream
         return stream
 
@@ -103,10 +107,13 @@ class DaskCommApp(App):
             self._tasks.spawn(self._tell_closed(stream, reason), f"close {stream.sid}")
 
     async def _tell_closed(self, stream: Stream, reason: str) -> None:
+        body = [CLOSE, stream.sid, int(stream.mine), reason]
+        if stream.peer == self.node.peer_id:
+            self._route(stream.peer, body)
+            return
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
-                await self.node.send(stream.peer, DASK_TOPIC,
-                                     [CLOSE, stream.sid, int(stream.mine), reason])
+                await self.node.send(stream.peer, DASK_TOPIC, body)
         except (P2PHostError, TimeoutError) as exc:
             log.debug("could not tell %s that comm %d closed: %s", stream.peer, stream.sid, exc)
 
@@ -139,8 +146,20 @@ class DaskCommApp(App):
                 arrival.set_result(None)
 
     async def open(self, peer: str, name: str) -> Stream:
-        """Open a stream to the Dask listener ``name`` of ``peer`` (connected already)."""
+        """Open a stream to the Dask listener ``name`` of ``peer`` (connected already).
+
+        A stream to this node itself (Dask's scheduler and workers in one process) never
+        leaves the process: the two ends feed each other."""
         stream = self._stream(peer, next(self._ids), mine=True)
+        if peer == self.node.peer_id:
+            try:
+                self._accept(peer, stream.sid, name)
+            except LookupError as exc:
+                stream.end(str(exc))
+                raise NoListener(f"p2phost://{peer}: {exc}",
+                                 fix="check the address the Dask scheduler or worker "
+                                     "printed") from exc
+            return stream
         try:
             await self.node.request(peer, DASK_TOPIC, [OPEN, stream.sid, name],
                                     timeout=_OPEN_TIMEOUT)
@@ -165,17 +184,20 @@ class DaskCommApp(App):
             return self._accept(message.sender, sid, body[2])
         if len(body) != 4:
             raise ValueError("dask-comm: not a dask-comm message")
+        self._route(message.sender, body)
+        return None
+
+    def _route(self, sender: str, body: list[Any]) -> None:
         # The sender's opener flag says whose stream id it is.
-        stream = self._streams.get((message.sender, sid, not body[2]))
+        stream = self._streams.get((sender, body[1], not body[2]))
         if stream is None:
             self.dropped += 1
-            return None
+            return
         try:
-            stream.feed(op, body[3])
+            stream.feed(body[0], body[3])
         except ValueError as exc:  # the peer broke the protocol: this comm cannot go on
             stream.end(str(exc), tell=True)
             raise
-        return None
 
     def _accept(self, peer: str, sid: int, name: Any) -> str:
         accept = self._listeners.get(name) if isinstance(name, str) else None
