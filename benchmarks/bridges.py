@@ -12,8 +12,12 @@
   delivery is in A's outbox (a SQLite commit), B acknowledges to A once the broker
   confirmed its publish.
 
+* Dask over p2phost (``benchmarks/bridges_dask.py``, run after the brokers): 1,000 small
+  tasks and a 100 MB array transfer over p2phost beside Dask's own TCP comm.
+
 Run ``python benchmarks/bridges.py`` (``--quick`` for a short run, ``--only KIND,...``,
-``--json FILE`` to keep the figures). The services of scripts/services.sh must be up.
+``dask`` among the kinds for the Dask part, ``--json FILE`` to keep the figures). The
+services of scripts/services.sh must be up.
 """
 
 from __future__ import annotations
@@ -193,16 +197,25 @@ async def broker_bridge(kinds: list[str], count: int) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages")
-    parser.add_argument("--only", default="", help="comma-separated broker kinds")
+    parser.add_argument("--only", default="",
+                        help="comma-separated broker kinds and/or dask (bridges_dask.py)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-    kinds = [k for k in args.only.split(",") if k] or BRIDGE_KINDS
+    only = [k for k in args.only.split(",") if k]
+    kinds = [k for k in only if k != "dask"] or ([] if only else BRIDGE_KINDS)
     count = 300 if args.quick else 2000
+    figures: dict[str, Any] = {}
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    rows = asyncio.run(broker_bridge(kinds, count))
+    if kinds:
+        figures["broker_bridge"] = asyncio.run(broker_bridge(kinds, count))
+    if not only or "dask" in only:
+        from bridges_dask import report, run_dask  # the Dask part: its own module
+
+        figures["dask"] = run_dask(1 if args.quick else 5)
+        report(figures["dask"])
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
-        args.json.write_text(json.dumps({"broker_bridge": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ p2phost / TCP (higher is better; the issue's aim is 0.7). The load average is pr
 with the figures: the machine is shared.
 
 Run ``python benchmarks/bridges_dask.py`` (``--quick`` for one round, ``--json FILE`` to
-keep the figures). ``benchmarks/bridges.py`` calls :func:`run_dask` for its Dask part.
+keep the figures); ``benchmarks/bridges.py`` runs it after the broker bridges
+(``--only dask`` for this part alone).
 """
 
 from __future__ import annotations
