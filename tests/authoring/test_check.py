@@ -98,7 +98,7 @@ def test_hooks_must_match_kinds(codec_copy: Path) -> None:
     assert "kinds lists 'app' but shout_codec has no p2phost_apps hook" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["echo", "chat", "broker-bridge"])
+@pytest.mark.parametrize("name", ["echo", "chat", "broker-bridge", "dask-comm"])
 def test_the_official_apps_pass_the_app_kit(name: str) -> None:
     result = run_cli("plugin", "check", str(OFFICIAL / name), timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
