@@ -8,7 +8,9 @@ value is the reply to a request; an exception becomes an error reply, never a cr
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -16,6 +18,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from ._authorization import Allow
 from ._authorization import allow as _allow
 from ._delivery import Delivery, Store
+from ._models import Contract, contract_of, to_builtins
 
 
 class MessageKind(enum.StrEnum):
@@ -115,23 +118,44 @@ _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
 def handler(topic: str, *, delivery: Delivery | str | None = None,
-            allow: Allow | None = None) -> Callable[[_F], _F]:
+            allow: Allow | None = None, model: type | None = None) -> Callable[[_F], _F]:
     """Mark ``async def method(self, message)`` of an :class:`App` as the handler of ``topic``.
 
     ``delivery`` is the topic's :class:`~p2phost_sdk.Delivery` (or just a mode's name,
     e.g. ``"at-least-once"``); at-most-once when not given. ``allow`` (peer ids, or a
     predicate over the caller's peer id) lets only those peers call it: see
-    :func:`p2phost_sdk.allow`.
+    :func:`p2phost_sdk.allow`. ``model`` (a dataclass, msgspec Struct or pydantic model)
+    is the body's contract: the handler gets ``message.body`` as an instance of it, a
+    body that does not fit is refused naming the field (:class:`BodyInvalid`), and the
+    node advertises the model's JSON Schema; raises :class:`ModelError` for another kind.
     """
     policy = None if delivery is None else Delivery.of(delivery)
     guard = None if allow is None else _allow(allow)
+    contract = None if model is None else contract_of(model)
 
     def mark(func: _F) -> _F:
+        if contract is not None:
+            func = typed(func, contract, topic)
         func.__p2phost_topic__ = topic  # type: ignore[attr-defined]
         func.__p2phost_delivery__ = policy  # type: ignore[attr-defined]
         return func if guard is None else guard(func)
 
     return mark
+
+
+def typed(func: _F, contract: Contract, topic: str) -> _F:
+    """``func`` (a handler, its last argument the message) with its body checked against
+    ``contract`` and converted first, and a model instance it returns made plain data."""
+
+    @functools.wraps(func)
+    async def checked(*args: Any) -> Any:
+        *head, message = args
+        body = contract.load(topic, message.body)
+        result = await func(*head, dataclasses.replace(message, body=body))
+        return to_builtins(result)
+
+    checked.__p2phost_contract__ = contract  # type: ignore[attr-defined]
+    return checked  # type: ignore[return-value]
 
 
 class App:

@@ -18,7 +18,9 @@ under ``TransportError``, see its ``_medium`` module)::
     │   ├── PeerUnavailable           the peer is unknown or unreachable
     │   ├── RequestTimeout            (also a TimeoutError) no reply in time
     │   ├── PluginTimeout             (also a TimeoutError) a plugin hung; names it
-    │   └── DeliveryError             (also a ValueError) a delivery declaration is wrong
+    │   ├── DeliveryError             (also a ValueError) a delivery declaration is wrong
+    │   ├── ModelError                (also a TypeError) handler(model=) of an unknown kind
+    │   └── BodyInvalid               (also a ValueError) a body does not fit its model
     └── ValueError
         └── AnnouncementError         a discovery announcement is malformed or hostile
 """
@@ -118,3 +120,16 @@ class PluginTimeout(P2PHostError, TimeoutError):
         self.plugin, self.doing, self.timeout, self.fix = plugin, doing, timeout, fix
         text = f"{plugin} did not finish {doing} within {timeout:g}s"
         super().__init__(f"{text} (fix: {fix})" if fix else text)
+
+
+class ModelError(P2PHostError, TypeError):
+    """A ``model=`` is not a kind the SDK knows (a dataclass, msgspec Struct or pydantic
+    model), or the library that converts it is not installed."""
+
+
+class BodyInvalid(P2PHostError, ValueError):
+    """A message body does not fit its handler's model; names the field path."""
+
+    def __init__(self, topic: str, model: str, detail: str) -> None:
+        self.topic, self.model, self.detail = topic, model, detail
+        super().__init__(f"the body of a {topic!r} message does not fit {model}: {detail}")

@@ -17,6 +17,7 @@ from typing import Any
 
 from p2phost_sdk import (
     App,
+    BodyInvalid,
     CodecError,
     ConnectionClosed,
     FrameTooLarge,
@@ -337,7 +338,10 @@ class Dispatcher:
                 log.warning("the %r handler failed on a message from %s: %s: %s",
                             message.topic, peer, type(exc).__name__, exc,
                             exc_info=log.isEnabledFor(logging.DEBUG))
-                if not item.counted:
+                if isinstance(exc, BodyInvalid):  # refused by the handler's model=
+                    self.stats.drop(message.topic, "the body does not fit the handler's model",
+                                    peer)
+                elif not item.counted:
                     self.stats.add(message.topic, "failed", 1, peer)
                 if message.kind is MessageKind.REQUEST:
                     waiting = self._reply(peer, item.channel, item.message_id, Kind.ERROR,

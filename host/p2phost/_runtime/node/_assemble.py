@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from p2phost_sdk import App
+
 from ..._observability import MetricsSettings
 from ..._plugins import PluginManager
 from ..._project import Project
@@ -10,7 +14,8 @@ from ._node import Node
 from ._options import NodeOptions
 
 
-def node_for_project(project: Project, *, client: bool = False) -> Node:
+def node_for_project(project: Project, *, client: bool = False,
+                     apps: Sequence[App] = ()) -> Node:
     """The project's node, from the plugins its manifest declares.
 
     A *client* node (``p2phost send`` and ``ping``) listens nowhere, dials nothing on
@@ -19,6 +24,8 @@ def node_for_project(project: Project, *, client: bool = False) -> Node:
     project admit its commands too; its hello says it is a client, so the node it reaches
     keeps it apart from the project's running node (even when that is the node it
     reaches), and on inbox media it reads a reply inbox of its own, never the node's.
+    ``apps`` run beside the app plugins (a program's own, through
+    :func:`p2phost.open_node`).
     """
     settings = project.manifest.node
     trust = project.manifest.trust
@@ -45,7 +52,7 @@ def node_for_project(project: Project, *, client: bool = False) -> Node:
         codecs=parts.codecs,
         discovery=() if client else parts.discovery,
         security=parts.security,
-        apps=[a for a in parts.apps if type(a).client] if client else parts.apps,
+        apps=[a for a in parts.apps if type(a).client] if client else [*parts.apps, *apps],
         options=options,
         hooks=None if client else loaded.hook,
         admit=None if trust.policy == "open" else TrustPolicy(

@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from p2phost_sdk import (
     Codec,
@@ -71,6 +72,8 @@ class Connections:
         self._failures = RateLimitedLog(log, "failed handshakes")
         #: Set when the node starts closing: new connections are refused from then on.
         self.closing = False
+        #: The hello's ``schemas`` fields (node/_schemas.py), set by the node.
+        self.schemas: dict[str, Any] = {}
 
     @property
     def peer_id(self) -> str:
@@ -143,7 +146,7 @@ class Connections:
                       topics=tuple(self._dispatch.topics), listen=tuple(self._addresses),
                       session=self._session, nonce=nonce, name=self.options.name,
                       max_frame_size=self.options.max_frame_size,
-                      extra={**self._reliable.hello_extra(),
+                      extra={**self._reliable.hello_extra(), **self.schemas,
                              # Peers send trace contexts only to nodes that read them.
                              **({TRACE_HELLO: 1} if self._dispatch.tracer is not None else {}),
                              **({"client": True} if self.options.client else {})})

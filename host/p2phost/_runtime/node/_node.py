@@ -47,13 +47,14 @@ from ..messaging._peers import PeerTable
 from ..messaging._stats import DeliveryStats
 from ..wire._channel import Channel
 from ..wire._guardfile import GUARD_NAME
-from ..wire._handshake import Admit
+from ..wire._handshake import Admit, Hello
 from ..wire._sealed import Sealer
 from ._connections import Connections
 from ._dialler import Link
 from ._discovering import DiscoveryRunner
 from ._letters import Letters
 from ._options import NodeOptions
+from ._schemas import hello_schemas
 
 if TYPE_CHECKING:
     from ..._observability._metrics import NodeMetrics
@@ -155,6 +156,8 @@ class Node:
             tasks=self._tasks, reliable=self._reliable, dispatch=self._dispatch,
             dial_waiting=self._dialler.dial_waiting, addresses=self._addresses,
             notify=self._notify)
+        # The JSON Schemas of topics whose handlers declare a model (docs/wire.md).
+        self._connections.schemas = hello_schemas(self._dispatch.routes)
         self._started = False
         self._closing = False
 
@@ -179,6 +182,11 @@ class Node:
     def topics(self) -> list[str]:
         """The topics this node's apps handle."""
         return self._dispatch.topics
+
+    def hello_of(self, peer_id: str) -> Hello | None:
+        """What the connected peer ``peer_id`` said about itself (None: not connected)."""
+        channel = self._dialler.usable(peer_id)
+        return None if channel is None else channel.hello
 
     def peers(self) -> list[PeerInfo]:
         """The peers connected now."""

@@ -1,0 +1,252 @@
+"""A project's node in any asyncio program: :func:`open_node` and :class:`AsyncNode`.
+
+The node is the one ``p2phost run`` builds (``node_for_project``: the manifest's plugins,
+the project's identity, trust and state), with the program's handlers as one more app.
+Opening it starts it as ``run`` does, control socket included (so ``p2phost peers``
+sees it); closing drains it as ``run`` does on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomlkit
+
+from p2phost_sdk import Allow, App, Delivery, PeerInfo, to_builtins
+
+from .._manifest import MANIFEST_NAME
+from .._project import Project
+from .._runtime import ControlServer, Node
+from ._errors import HandlerError, IdentityInUse, LibraryError, NodeClosed
+from ._handlers import HandlerFunc, InProcessApp
+
+log = logging.getLogger("p2phost.library")
+_F = TypeVar("_F", bound=HandlerFunc)
+_CONTROL_PATH_MAX = 107
+
+# Peer ids of the nodes open in this process: a second node of one identity would make
+# its peers drop one connection for the other, back and forth.
+_open_ids: dict[str, str] = {}
+_open_lock = threading.Lock()
+
+
+def project_of(project: str | os.PathLike[str] | None, manifest: Mapping[str, Any] | None,
+               state_dir: str | os.PathLike[str] | None) -> Project:
+    """The project a node is opened from: a directory (or a parent holding its
+    p2phost.toml), or a manifest mapping written into ``state_dir``."""
+    if manifest is None:
+        if state_dir is not None:
+            raise LibraryError("state_dir goes with manifest=: a project directory keeps its "
+                               "state in its own .p2phost/",
+                               fix="open_node(PROJECT_DIR), or open_node(manifest={...}, "
+                                   "state_dir=DIR)")
+        return Project.find(Path(project) if project is not None else None)
+    if project is not None or state_dir is None:
+        raise LibraryError("a manifest mapping needs a state_dir (where the node keeps its "
+                           "identity and state) and no project directory",
+                           fix="open_node(manifest={...}, state_dir=DIR)")
+    root = Path(state_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        text = tomlkit.dumps(dict(manifest))
+    except Exception as exc:  # tomlkit refuses values TOML cannot hold
+        raise LibraryError(f"the manifest mapping cannot be written as TOML: {exc}",
+                           fix="use only strings, numbers, booleans, lists and tables") from exc
+    # Written as a file, the manifest is checked (and its errors placed) like any other.
+    (root / MANIFEST_NAME).write_text(text, encoding="utf-8")
+    return Project(root)
+
+
+class AsyncNode:
+    """A p2phost node opened by a program (``async with open_node(...) as node``).
+
+    Register handlers (``@node.handler``) and apps (``node.add_app``) before it opens,
+    then send, request and publish as an app does. Every method that touches the network
+    raises :class:`NodeClosed` before ``open`` and after ``close``.
+    """
+
+    def __init__(self, project: Project, *, apps: Sequence[App] = (),
+                 control: bool = True) -> None:
+        self.project = project
+        self._handlers = InProcessApp()
+        self._apps: list[App] = [*apps]
+        self._control_wanted = control
+        self._control: ControlServer | None = None
+        self._node: Node | None = None
+        self._state = "new"
+        self._peer_id: str | None = None
+
+    # -- before it opens -----------------------------------------------------------
+
+    def handler(self, topic: str, *, delivery: Delivery | str | None = None,
+                allow: Allow | None = None, model: type | None = None
+                ) -> Callable[[_F], _F]:
+        """Decorate ``async def f(message)`` (or a plain ``def``: it runs in a thread) as
+        the handler of ``topic``, with the options of :func:`p2phost_sdk.handler`:
+        ``delivery`` mode, ``allow`` (who may call), ``model`` (the body's contract)."""
+        def register(func: _F) -> _F:
+            self._before_open("register a handler")
+            self._handlers.add(topic, func, delivery=delivery, allow=allow, model=model)
+            return func
+        return register
+
+    def add_app(self, app: App) -> App:
+        """Run ``app`` (an :class:`p2phost_sdk.App`, as a plugin would give) in this node."""
+        self._before_open("add an app")
+        if not isinstance(app, App):
+            raise HandlerError(f"{app!r} is not a p2phost_sdk.App",
+                               fix="subclass p2phost_sdk.App and pass an instance")
+        self._apps.append(app)
+        return app
+
+    def _before_open(self, doing: str) -> None:
+        if self._state != "new":
+            raise HandlerError(
+                f"cannot {doing} on a node that is {self._state}: handlers and apps are "
+                "part of the node's hello, fixed when it opens",
+                fix="register them first: node = p2phost.open_node(...); "
+                    "@node.handler(...); then `async with node:`")
+
+    # -- lifetime ------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncNode:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Load the plugins, start the node (listen, discovery, apps)."""
+        if self._state != "new":
+            raise NodeClosed(f"this node is {self._state}; a node opens once",
+                             fix="open a new one with p2phost.open_node(...)")
+        self._state = "opening"
+        try:
+            await self._open()
+        except BaseException:
+            await self.close()
+            raise
+        self._state = "open"
+
+    async def _open(self) -> None:
+        from .._runtime.node._assemble import node_for_project
+
+        apps = [*self._apps, self._handlers] if self._handlers.handlers() else self._apps
+        # Reading the manifest and loading plugins touches the disk: off the loop.
+        identity = await asyncio.to_thread(self.project.identity)
+        self._claim(identity.peer_id)
+        self._node = await asyncio.to_thread(node_for_project, self.project, apps=apps)
+        path = self.project.control_socket
+        if self._control_wanted and len(os.fsencode(path)) <= _CONTROL_PATH_MAX:
+            self._control = ControlServer(self._node, path)
+            await self._control.start()
+        elif self._control_wanted:
+            log.warning("no control socket (its path %s is too long): `p2phost peers` will "
+                        "not see this node", path)
+        await self._node.start()
+
+    def _claim(self, peer_id: str) -> None:
+        with _open_lock:
+            if peer_id in _open_ids:
+                raise IdentityInUse(peer_id, _open_ids[peer_id])
+            _open_ids[peer_id] = str(self.project.root)
+            self._peer_id = peer_id
+
+    async def close(self) -> None:
+        """Drain and close as ``p2phost run`` does on SIGTERM: goodbyes to peers, every
+        mailbox handled (replies still go out), acknowledged messages flushed."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        try:
+            if self._node is not None:
+                await self._node.close()
+        finally:
+            if self._control is not None:
+                await self._control.close()
+            if self._peer_id is not None:
+                with _open_lock:
+                    _open_ids.pop(self._peer_id, None)
+
+    @property
+    def running(self) -> Node:
+        """The runtime node (raises :class:`NodeClosed` unless open)."""
+        if self._state != "open" or self._node is None:
+            raise NodeClosed(
+                "the node is closed" if self._state == "closed" else
+                f"the node is not open ({self._state})",
+                fix="use it inside `async with p2phost.open_node(...) as node:`")
+        return self._node
+
+    # -- what a program asks -------------------------------------------------------
+
+    @property
+    def peer_id(self) -> str:
+        """This node's peer id (the project's identity)."""
+        return self._peer_id or self.project.identity().peer_id
+
+    @property
+    def addresses(self) -> list[str]:
+        """The addresses the node really listens on (port 0 and inboxes resolved)."""
+        return self.running.addresses
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics this node handles (its handlers' and its apps')."""
+        return self.running.topics
+
+    def peers(self) -> list[PeerInfo]:
+        """The peers connected now."""
+        return self.running.peers()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters per topic (sent, handled, failed, dropped...), mailboxes, connections."""
+        return self.running.stats()
+
+    async def connect(self, address: str) -> str:
+        """Dial ``address`` (or reuse the connection to it); returns the peer id."""
+        return await self.running.connect(address)
+
+    async def send(self, peer: str, topic: str, body: Any, *, key: str | None = None) -> None:
+        """Deliver ``body`` (data or a model instance) on ``topic`` to ``peer`` (a peer id
+        or an address), no reply; on acknowledged topics, once it is in the outbox."""
+        await self.running.send(peer, topic, to_builtins(body), key=key)
+
+    async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0,
+                      model: type | None = None) -> Any:
+        """Send a request, return the reply (as ``model`` when given). Raises
+        ``RequestTimeout``, ``RemoteError`` (the handler failed; names a body's bad field)
+        or ``PeerUnavailable``."""
+        reply = await self.running.request(peer, topic, to_builtins(body), timeout=timeout)
+        if model is None:
+            return reply
+        from p2phost_sdk import contract_of
+
+        return contract_of(model).load(topic, reply)
+
+    async def publish(self, topic: str, body: Any) -> int:
+        """Send to every connected peer that handles ``topic``; returns how many."""
+        return await self.running.publish(topic, to_builtins(body))
+
+
+def open_node(project: str | os.PathLike[str] | None = None, *,
+              manifest: Mapping[str, Any] | None = None,
+              state_dir: str | os.PathLike[str] | None = None,
+              apps: Sequence[App] = (), control: bool = True) -> AsyncNode:
+    """The node of a project directory (``open_node(".")``), or of a manifest mapping
+    kept in ``state_dir`` (``open_node(manifest={...}, state_dir=DIR)``); not open yet.
+
+    Use it as ``async with open_node(...) as node:``; register handlers before that
+    (``node = open_node(...)``, ``@node.handler(...)``). ``apps`` are app objects run
+    beside the manifest's app plugins. ``control=False`` serves no control socket.
+    Raises the errors ``p2phost run`` raises for the project (a missing plugin names
+    the command that installs it) when the node opens.
+    """
+    return AsyncNode(project_of(project, manifest, state_dir), apps=apps, control=control)

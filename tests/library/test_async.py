@@ -1,0 +1,114 @@
+"""The async API: open_node, handlers in-process, send/request/publish, close, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+import p2phost
+from p2phost import Message
+from p2phost_sdk import App, RemoteError, handler
+from tests.library.conftest import StateDir, manifest, mem_address
+
+
+class Counter(App):
+    name = "counter"
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    @handler("count")
+    async def count(self, message: Message) -> int:
+        self.seen.append(message.body)
+        return len(self.seen)
+
+
+async def test_two_nodes_in_one_process_send_request_and_publish(state_dir: StateDir) -> None:
+    got: asyncio.Queue[object] = asyncio.Queue(10)
+    server = p2phost.open_node(manifest=manifest([mem_address()], name="server"),
+                               state_dir=state_dir("server"))
+
+    @server.handler("echo")
+    async def echo(message: Message) -> object:
+        return {"echo": message.body}
+
+    @server.handler("note")
+    def note(message: Message) -> None:  # a plain function runs in a worker thread
+        got.put_nowait(message.body)
+
+    app = server.add_app(Counter())
+    async with server, p2phost.open_node(manifest=manifest(name="client"),
+                                         state_dir=state_dir("client")) as client:
+        assert server.topics == ["count", "echo", "note"]
+        peer = await client.connect(server.addresses[0])
+        assert peer == server.peer_id
+        assert await client.request(peer, "echo", {"x": 1}) == {"echo": {"x": 1}}
+        await client.send(peer, "note", "hello")
+        assert await asyncio.wait_for(got.get(), 5) == "hello"
+        assert await client.publish("count", 7) == 1
+        assert await client.request(peer, "count", 8) == 2
+        assert isinstance(app, Counter) and app.seen == [7, 8]
+        assert [p.peer_id for p in client.peers()] == [server.peer_id]
+        with pytest.raises(RemoteError, match="no app on this node handles"):
+            await client.request(peer, "nothing", {})
+    with pytest.raises(p2phost.NodeClosed):
+        await client.request(peer, "echo", {})
+    with pytest.raises(p2phost.NodeClosed):
+        _ = server.addresses
+
+
+async def test_close_drains_the_mailbox_like_run(state_dir: StateDir) -> None:
+    handled: list[int] = []
+    server = p2phost.open_node(manifest=manifest([mem_address()]), state_dir=state_dir("s"))
+
+    @server.handler("slow")
+    async def slow(message: Message) -> None:
+        await asyncio.sleep(0.01)
+        handled.append(message.body)
+
+    async with p2phost.open_node(manifest=manifest(), state_dir=state_dir("c")) as client:
+        await server.open()
+        peer = await client.connect(server.addresses[0])
+        for i in range(20):
+            await client.send(peer, "slow", i)
+        await client.request(peer, "slow", 20)  # everything before it is in the mailbox
+        await server.close()
+    assert handled == list(range(21))
+
+
+async def test_one_identity_opens_once_per_process(state_dir: StateDir) -> None:
+    root = state_dir("same")
+    async with p2phost.open_node(manifest=manifest(), state_dir=root, control=False) as first:
+        second = p2phost.open_node(manifest=manifest(), state_dir=root, control=False)
+        with pytest.raises(p2phost.IdentityInUse, match=first.peer_id):
+            await second.open()
+    # Closed: the identity may open again.
+    async with p2phost.open_node(manifest=manifest(), state_dir=root) as again:
+        assert again.peer_id == first.peer_id
+
+
+async def test_missing_plugins_fail_as_run_does(tmp_path: Path) -> None:
+    node = p2phost.open_node(manifest=manifest(plugins=["no-such-transport", "json-codec"]),
+                             state_dir=tmp_path / "n")
+    with pytest.raises(p2phost.UserError, match=r"'no-such-transport'.*is not installed") as exc:
+        await node.open()
+    assert exc.value.fix == "p2phost plugin install no-such-transport"
+
+
+async def test_handlers_are_registered_before_the_node_opens(state_dir: StateDir) -> None:
+    async with p2phost.open_node(manifest=manifest(), state_dir=state_dir("n")) as node:
+        with pytest.raises(p2phost.HandlerError, match="register them first"):
+            node.handler("late")(lambda message: None)
+    node = p2phost.open_node(manifest=manifest(), state_dir=state_dir("m"))
+    node.handler("twice")(lambda message: None)
+    with pytest.raises(p2phost.HandlerError, match="already"):
+        node.handler("twice")(lambda message: None)
+
+
+def test_open_node_arguments_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(p2phost.LibraryError, match="state_dir"):
+        p2phost.open_node(manifest={"plugins": {}})
+    with pytest.raises(p2phost.UserError, match=r"no p2phost\.toml"):
+        p2phost.open_node(tmp_path)
