@@ -97,10 +97,19 @@ async def test_missing_plugins_fail_as_run_does(tmp_path: Path) -> None:
     assert exc.value.fix == "p2phost plugin install no-such-transport"
 
 
-async def test_handlers_are_registered_before_the_node_opens(state_dir: StateDir) -> None:
-    async with p2phost.open_node(manifest=manifest(), state_dir=state_dir("n")) as node:
-        with pytest.raises(p2phost.HandlerError, match="register them first"):
-            node.handler("late")(lambda message: None)
+async def test_a_handler_registered_while_the_node_runs(state_dir: StateDir) -> None:
+    server = p2phost.open_node(manifest=manifest([mem_address()]), state_dir=state_dir("s"))
+    async with server, p2phost.open_node(manifest=manifest(), state_dir=state_dir("c")) as c:
+        @server.handler("late")
+        async def late(message: Message) -> str:
+            return "late"
+
+        assert "late" in server.topics
+        assert await c.request(await c.connect(server.addresses[0]), "late", None) == "late"
+        with pytest.raises(p2phost.HandlerError, match="register it first"):
+            server.handler("acked", delivery="at-least-once")(late)
+        with pytest.raises(p2phost.HandlerError, match="already"):
+            server.handler("late")(late)
     node = p2phost.open_node(manifest=manifest(), state_dir=state_dir("m"))
     node.handler("twice")(lambda message: None)
     with pytest.raises(p2phost.HandlerError, match="already"):

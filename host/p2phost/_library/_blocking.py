@@ -45,8 +45,17 @@ class BlockingNode:
     def handler(self, topic: str, *, delivery: Delivery | str | None = None,
                 allow: Allow | None = None, model: type | None = None
                 ) -> Callable[[_F], _F]:
-        """As :meth:`AsyncNode.handler`; register before the node opens."""
-        return self.node.handler(topic, delivery=delivery, allow=allow, model=model)
+        """As :meth:`AsyncNode.handler`; ``func`` may be a plain function (it runs in a
+        worker thread)."""
+        register = self.node.handler(topic, delivery=delivery, allow=allow, model=model)
+        if self._portal is None:
+            return register
+
+        def on_the_loop(func: _F) -> _F:  # the node's state is its loop's alone
+            async def registered() -> _F:
+                return register(func)
+            return self._call(registered)
+        return on_the_loop
 
     def add_app(self, app: App) -> App:
         """As :meth:`AsyncNode.add_app`; before the node opens."""

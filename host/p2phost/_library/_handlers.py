@@ -61,6 +61,11 @@ class InProcessApp(App):
             self._deliveries[topic] = policy
         return marked
 
+    def remove(self, topic: str) -> None:
+        """Forget ``topic``'s handler (its registration failed)."""
+        self._handlers.pop(topic, None)
+        self._deliveries.pop(topic, None)
+
     def handlers(self) -> dict[str, Handler]:
         """The registered handlers, by topic."""
         return dict(self._handlers)

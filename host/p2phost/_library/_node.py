@@ -20,6 +20,7 @@ import tomlkit
 
 from p2phost_sdk import Allow, App, Delivery, PeerInfo, to_builtins
 
+from .._errors import UserError
 from .._manifest import MANIFEST_NAME
 from .._project import Project
 from .._runtime import ControlServer, Node
@@ -67,8 +68,11 @@ class AsyncNode:
     """A p2phost node opened by a program (``async with open_node(...) as node``).
 
     Register handlers (``@node.handler``) and apps (``node.add_app``) before it opens,
-    then send, request and publish as an app does. Every method that touches the network
-    raises :class:`NodeClosed` before ``open`` and after ``close``.
+    then send, request and publish as an app does. A handler registered while it runs
+    (at-most-once only) reaches the peers that connect from then on: peers connected
+    already do not know the topic, so their ``publish`` passes this node by. Every
+    method that touches the network raises :class:`NodeClosed` before ``open`` and after
+    ``close``.
     """
 
     def __init__(self, project: Project, *, apps: Sequence[App] = (),
@@ -91,8 +95,22 @@ class AsyncNode:
         the handler of ``topic``, with the options of :func:`p2phost_sdk.handler`:
         ``delivery`` mode, ``allow`` (who may call), ``model`` (the body's contract)."""
         def register(func: _F) -> _F:
-            self._before_open("register a handler")
-            self._handlers.add(topic, func, delivery=delivery, allow=allow, model=model)
+            if self._state == "new":
+                self._handlers.add(topic, func, delivery=delivery, allow=allow, model=model)
+                return func
+            node = self.running
+            if delivery is not None and Delivery.of(delivery).acknowledged:
+                raise HandlerError(
+                    f"an acknowledged topic ({topic!r}) is part of the node's delivery "
+                    "state, fixed when it opens",
+                    fix="register it first: node = p2phost.open_node(...); "
+                        "@node.handler(...); then `async with node:`")
+            marked = self._handlers.add(topic, func, delivery=None, allow=allow, model=model)
+            try:
+                node.add_handler(self._handlers, topic, marked)
+            except UserError as exc:
+                self._handlers.remove(topic)
+                raise HandlerError(exc.message, fix=exc.fix) from None
             return func
         return register
 
@@ -138,7 +156,8 @@ class AsyncNode:
     async def _open(self) -> None:
         from .._runtime.node._assemble import node_for_project
 
-        apps = [*self._apps, self._handlers] if self._handlers.handlers() else self._apps
+        # The handlers' app is there even without handlers: ones registered later join it.
+        apps = [*self._apps, self._handlers]
         # Reading the manifest and loading plugins touches the disk: off the loop.
         identity = await asyncio.to_thread(self.project.identity)
         self._claim(identity.peer_id)

@@ -86,6 +86,16 @@ class Dispatcher:
                 owners[topic] = name
         return routes
 
+    def add_route(self, app: App, topic: str, handler: Callable[[Message], Awaitable[Any]]
+                  ) -> None:
+        """Route ``topic`` to ``handler`` through ``app``'s mailbox while the node runs (a
+        library program's handler registered late; at-most-once only)."""
+        if topic in self.routes:
+            raise NodeConfigError(f"topic {topic!r} has a handler on this node already",
+                                  fix="register one handler per topic")
+        mailbox = next(box for owner, box in self._apps if owner is app)
+        self.routes[topic] = Route(handler, mailbox, permission_of(handler))
+
     @property
     def topics(self) -> list[str]:
         """The topics this node's apps handle."""

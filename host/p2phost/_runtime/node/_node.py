@@ -183,6 +183,12 @@ class Node:
         """The topics this node's apps handle."""
         return self._dispatch.topics
 
+    def add_handler(self, app: App, topic: str, handler: Any) -> None:
+        """Handle ``topic`` with ``handler`` in ``app`` (one of this node's) from now on:
+        peers that connect later see it in the hello (at-most-once topics only)."""
+        self._dispatch.add_route(app, topic, handler)
+        self._schemas = hello_schemas(self._dispatch.routes)
+
     def hello_of(self, peer_id: str) -> Hello | None:
         """What the connected peer ``peer_id`` said about itself (None: not connected)."""
         channel = self._dialler.usable(peer_id)

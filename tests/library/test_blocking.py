@@ -1,0 +1,62 @@
+"""The blocking API: the node's loop in a background thread, called from plain code, from
+several threads at once and from inside a running event loop (as a Jupyter cell is)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import p2phost
+from p2phost import Message
+from tests.library.conftest import StateDir, manifest, mem_address
+
+
+def _echo_server(state_dir: StateDir) -> p2phost.BlockingNode:
+    server = p2phost.connect(manifest=manifest([mem_address()], name="server"),
+                             state_dir=state_dir("server"))
+
+    @server.handler("echo")
+    def echo(message: Message) -> object:  # plain function: runs in a worker thread
+        return {"echo": message.body, "thread": threading.current_thread().name}
+
+    return server
+
+
+def test_blocking_calls_from_several_threads(state_dir: StateDir) -> None:
+    with _echo_server(state_dir) as server, \
+            p2phost.connect(manifest=manifest(), state_dir=state_dir("client")) as client:
+        peer = client.connect(server.addresses[0])
+        reply = client.request(peer, "echo", 1)
+        assert reply["echo"] == 1 and reply["thread"] != threading.current_thread().name
+
+        def ask(i: int) -> object:
+            return client.request(peer, "echo", i)["echo"]
+
+        with ThreadPoolExecutor(8) as pool:
+            assert sorted(pool.map(ask, range(64))) == list(range(64))
+        assert client.publish("echo", "all") == 1
+        assert [p.peer_id for p in client.peers()] == [server.peer_id]
+    with pytest.raises(p2phost.NodeClosed):
+        client.request(peer, "echo", 1)
+    client.close()  # closing twice is fine
+
+
+def test_blocking_calls_from_inside_a_running_loop(state_dir: StateDir) -> None:
+    async def cell() -> object:  # what a notebook cell runs: a loop is running already
+        with _echo_server(state_dir) as server, \
+                p2phost.connect(manifest=manifest(), state_dir=state_dir("c")) as client:
+            return client.request(client.connect(server.addresses[0]), "echo", "hi")["echo"]
+
+    assert asyncio.run(cell()) == "hi"
+
+
+def test_a_blocking_call_from_the_nodes_own_loop_is_refused(state_dir: StateDir) -> None:
+    with p2phost.connect(manifest=manifest([mem_address()]), state_dir=state_dir("s")) as node:
+        async def inside() -> None:
+            node.stats()
+
+        with pytest.raises(p2phost.LibraryError, match="wait for itself"):
+            node._call(inside)  # what an async handler calling the blocking node does
