@@ -148,7 +148,10 @@ def test_peers_and_ping_of_a_running_node(
                         cwd=root, env=env)
         answer = output("peers", "--json", cwd=root, env=env)
         stats = output("peers", "--stats", "--json", cwd=root, env=env)
+        described = output("describe", address, "--json", cwd=root, env=env)
     check("p2phost ping ADDR --json", pinged)
+    check("p2phost describe ADDR --json", described)
+    assert [t["topic"] for t in described["topics"]] == ["echo"]
     assert pinged["sent"] == 2 and pinged["received"] == 2 and len(pinged["rtt_ms"]) == 2
     check("p2phost peers --json", answer)
     assert address in answer["addresses"]

@@ -17,8 +17,8 @@ from tests.conftest import run_cli
 HEAVY = ("p2phost_sdk", "p2phost._runtime", "p2phost._install", "p2phost._plugins",
          "p2phost._authoring", "pluggy", "httpx", "rich", "tomlkit", "nacl", "asyncio", "pydantic",
          "jinja2")
-COMMAND_MODULES = ("project", "node", "plugin", "authoring", "keys", "registry", "dead",
-                   "trust", "completion")
+COMMAND_MODULES = ("project", "node", "describe", "plugin", "authoring", "keys", "registry",
+                   "dead", "trust", "completion")
 
 
 def _imported_by(*args: str, cwd: Path | None = None) -> set[str]:

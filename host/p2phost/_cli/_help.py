@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "id": (("node",), "Print this project's peer id (the key is created on first use)."),
     "ping": (("node",), "Round trips to a node's echo app, with timings."),
     "send": (("node",), "Send one message (or one request, printing the reply) to a node."),
+    "describe": (("describe",), "A peer's topics, delivery modes and message schemas (from "
+                                "its hello)."),
     "peers": (("node",), "The peers of this project's running node (or, with --stats, its "
                          "delivery counters)."),
     "doctor": (("project",), "What is installed, what the manifest needs, what is wrong and "

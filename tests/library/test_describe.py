@@ -1,0 +1,54 @@
+"""``p2phost describe ADDR`` against a running node: its topics, delivery modes, schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+
+import tomlkit
+
+import p2phost
+from p2phost import Message
+from tests.conftest import run_cli
+from tests.library.conftest import StateDir, manifest
+
+TCP = ("tcp-transport", "json-codec", "noise-security")
+
+
+@dataclasses.dataclass
+class Order:
+    id: int
+    qty: int
+
+
+async def test_describe_shows_topics_modes_and_a_models_schema(state_dir: StateDir) -> None:
+    server = p2phost.open_node(manifest=manifest(["tcp://127.0.0.1:0"], plugins=TCP,
+                                                 name="shop"), state_dir=state_dir("shop"))
+
+    @server.handler("orders", model=Order, delivery="at-least-once")
+    async def orders(message: Message) -> None:
+        pass
+
+    @server.handler("status")
+    async def status(message: Message) -> str:
+        return "ok"
+
+    cli = state_dir("cli")
+    (cli / "p2phost.toml").write_text(tomlkit.dumps(manifest(plugins=TCP, name="cli")))
+    async with server:
+        address = server.addresses[0]
+        as_json = await asyncio.to_thread(run_cli, "describe", address, "--json", cwd=cli)
+        text = await asyncio.to_thread(run_cli, "describe", address, cwd=cli)
+    assert as_json.returncode == 0, as_json.stderr
+    answer = json.loads(as_json.stdout)
+    assert answer["peer_id"] == server.peer_id and answer["name"] == "shop"
+    assert answer["security"] == "noise"
+    topics = {t["topic"]: t for t in answer["topics"]}
+    assert topics["orders"]["delivery"] == "at-least-once"
+    assert topics["orders"]["schema"]["$defs"]["Order"]["properties"]["qty"] == {
+        "type": "integer"}
+    assert topics["status"] == {"topic": "status", "delivery": "at-most-once", "schema": None}
+    assert text.returncode == 0, text.stderr
+    assert "orders  at-least-once     schema below" in text.stdout
+    assert "schema of orders:" in text.stdout and '"qty"' in text.stdout
