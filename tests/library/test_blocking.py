@@ -60,3 +60,27 @@ def test_a_blocking_call_from_the_nodes_own_loop_is_refused(state_dir: StateDir)
 
         with pytest.raises(p2phost.LibraryError, match="wait for itself"):
             node._call(inside)  # what an async handler calling the blocking node does
+
+
+def test_closing_under_calls_from_other_threads_leaves_none_hanging(
+        state_dir: StateDir) -> None:
+    with _echo_server(state_dir) as server:
+        client = p2phost.connect(manifest=manifest(), state_dir=state_dir("c"))
+        client.open()
+        peer = client.connect(server.addresses[0])
+        outcomes: list[str] = []
+
+        def keep_asking() -> None:
+            try:
+                for i in range(10_000):
+                    client.request(peer, "echo", i)
+            except (p2phost.NodeClosed, p2phost.PeerUnavailable) as exc:
+                outcomes.append(type(exc).__name__)
+
+        threads = [threading.Thread(target=keep_asking) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        client.close()
+        for thread in threads:
+            thread.join(20)
+        assert not any(t.is_alive() for t in threads) and len(outcomes) == 4

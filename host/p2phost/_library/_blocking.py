@@ -8,11 +8,12 @@ cell), whose loop is never the node's.
 
 from __future__ import annotations
 
+import _thread
+import asyncio
 import contextlib
-import functools
 import os
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -39,7 +40,11 @@ class BlockingNode:
         self.node = node
         self._stack: contextlib.ExitStack | None = None
         self._portal: BlockingPortal | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._lock = threading.Lock()
+        # Calls waiting for the loop: (their lock, their outcome), by the lock's id.
+        self._waiting: dict[int, tuple[Any, list[Any]]] = {}
         self._closed = False
 
     def handler(self, topic: str, *, delivery: Delivery | str | None = None,
@@ -48,7 +53,7 @@ class BlockingNode:
         """As :meth:`AsyncNode.handler`; ``func`` may be a plain function (it runs in a
         worker thread)."""
         register = self.node.handler(topic, delivery=delivery, allow=allow, model=model)
-        if self._portal is None:
+        if self._loop is None:
             return register
 
         def on_the_loop(func: _F) -> _F:  # the node's state is its loop's alone
@@ -81,6 +86,8 @@ class BlockingNode:
                 "asyncio", name=f"p2phost-node-{self.node.project.root.name}"))
             try:
                 portal.call(self.node.open)
+                self._loop = portal.call(asyncio.get_running_loop)
+                self._loop_thread = portal.call(threading.get_ident)
             except BaseException:
                 stack.close()
                 raise
@@ -94,31 +101,74 @@ class BlockingNode:
             self._closed = True
             stack, portal = self._stack, self._portal
             self._stack = self._portal = None
+            self._loop = None
         if portal is not None and stack is not None:
             try:
                 portal.call(self.node.close)
             finally:
                 stack.close()
+                # A call that reached the loop as it stopped never finishes: free its caller.
+                with self._lock:
+                    for done, outcome in self._waiting.values():
+                        if not outcome:
+                            outcome.append(_closed())
+                            done.release()
+                    self._waiting.clear()
 
-    def _call(self, func: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
-        portal = self._portal
-        if portal is None:
+    def _call(self, func: Callable[..., Coroutine[Any, Any, _T]], *args: Any,
+              **kwargs: Any) -> _T:
+        loop = self._loop
+        if loop is None:
             raise NodeClosed("the node is closed" if self._closed else "the node is not open",
                              fix="use it inside `with p2phost.connect(...) as node:`")
+        if threading.get_ident() == self._loop_thread:
+            raise LibraryError(
+                "a blocking call from the node's own loop would wait for itself",
+                fix="in an async handler, await the AsyncNode (blocking_node.node) instead")
+        # The portal runs the loop; each call hops onto it with a bare lock, not through
+        # portal.call: a round trip costs a third of what the portal's machinery does.
+        done = _thread.allocate_lock()
+        done.acquire()
+        outcome: list[asyncio.Task[_T] | BaseException] = []
+
+        def finished(task: asyncio.Task[_T]) -> None:
+            outcome.append(task)
+            done.release()
+
+        def begin() -> None:
+            try:
+                task: asyncio.Task[_T] = loop.create_task(func(*args, **kwargs))
+            except BaseException as exc:  # the call itself failed (wrong arguments)
+                outcome.append(exc)
+                done.release()
+                return
+            started.append(task)
+            task.add_done_callback(finished)
+
+        started: list[asyncio.Task[_T]] = []
+        with self._lock:
+            self._waiting[id(done)] = (done, outcome)
         try:
-            return portal.call(functools.partial(func, *args, **kwargs))
-        except RuntimeError as exc:
-            text = str(exc)
-            if "event loop thread" in text:
-                raise LibraryError(
-                    "a blocking call from the node's own loop would wait for itself",
-                    fix="in an async handler, await the AsyncNode (blocking_node.node) "
-                        "instead") from None
-            if "not running" in text:
-                raise NodeClosed("the node is closed",
-                                 fix="use it inside `with p2phost.connect(...) as node:`"
-                                 ) from None
-            raise
+            try:
+                loop.call_soon_threadsafe(begin)
+            except RuntimeError:  # the loop stopped: the node was closed meanwhile
+                raise _closed() from None
+            try:
+                done.acquire()
+            except BaseException:  # Ctrl-C (a notebook's interrupt): stop the call, go
+                if started:
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(started[0].cancel)
+                raise
+        finally:
+            with self._lock:
+                self._waiting.pop(id(done), None)
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        if result.cancelled():  # the loop stopped under it
+            raise _closed()
+        return result.result()
 
     def _get(self, func: Callable[[], _T]) -> _T:
         async def get() -> _T:
@@ -167,6 +217,11 @@ class BlockingNode:
     def publish(self, topic: str, body: Any) -> int:
         """As :meth:`AsyncNode.publish`; returns how many peers it went to."""
         return self._call(self.node.publish, topic, body)
+
+
+def _closed() -> NodeClosed:
+    return NodeClosed("the node is closed",
+                      fix="use it inside `with p2phost.connect(...) as node:`")
 
 
 def connect(project: str | os.PathLike[str] | None = None, *,
