@@ -6,10 +6,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import tomlkit
 
 import p2phost
 from p2phost import Message
 from p2phost_sdk import App, RemoteError, handler
+from tests.conftest import run_cli
 from tests.library.conftest import StateDir, manifest, mem_address
 
 
@@ -90,11 +92,22 @@ async def test_one_identity_opens_once_per_process(state_dir: StateDir) -> None:
 
 
 async def test_missing_plugins_fail_as_run_does(tmp_path: Path) -> None:
-    node = p2phost.open_node(manifest=manifest(plugins=["no-such-transport", "json-codec"]),
-                             state_dir=tmp_path / "n")
-    with pytest.raises(p2phost.UserError, match=r"'no-such-transport'.*is not installed") as exc:
-        await node.open()
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "p2phost.toml").write_text(tomlkit.dumps(
+        manifest(plugins=["no-such-transport", "json-codec"])))
+    with pytest.raises(p2phost.UserError) as exc:
+        await p2phost.open_node(project).open()
+    run = await asyncio.to_thread(run_cli, "run", cwd=project)
+    assert run.returncode != 0
+    assert f"error: {exc.value.message}" in run.stderr and f"fix: {exc.value.fix}" in run.stderr
     assert exc.value.fix == "p2phost plugin install no-such-transport"
+    # Without a project, the fix says where the plugin may come from too.
+    node = p2phost.open_node(manifest=manifest(plugins=["no-such-transport"]),
+                             state_dir=tmp_path / "n")
+    with pytest.raises(p2phost.UserError, match="is not installed") as exc:
+        await node.open()
+    assert "pip install" in str(exc.value.fix) and str(tmp_path / "n") in str(exc.value.fix)
 
 
 async def test_a_handler_registered_while_the_node_runs(state_dir: StateDir) -> None:

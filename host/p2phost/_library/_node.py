@@ -20,7 +20,7 @@ import tomlkit
 
 from p2phost_sdk import Allow, App, Delivery, PeerInfo, to_builtins
 
-from .._errors import UserError
+from .._errors import PluginLoadError, UserError
 from .._manifest import MANIFEST_NAME
 from .._project import Project
 from .._runtime import ControlServer, Node
@@ -76,8 +76,9 @@ class AsyncNode:
     """
 
     def __init__(self, project: Project, *, apps: Sequence[App] = (),
-                 control: bool = True) -> None:
+                 control: bool = True, from_mapping: bool = False) -> None:
         self.project = project
+        self._from_mapping = from_mapping
         self._handlers = InProcessApp()
         self._apps: list[App] = [*apps]
         self._control_wanted = control
@@ -148,6 +149,14 @@ class AsyncNode:
         self._state = "opening"
         try:
             await self._open()
+        except PluginLoadError as exc:
+            await self.close()
+            if not self._from_mapping or exc.fix is None:
+                raise
+            # A program without a project: its plugins may come from its own environment.
+            raise PluginLoadError(exc.message, fix=f"pip install the plugin's distribution "
+                                  f"(p2phost-NAME) into this program's environment, or "
+                                  f"cd {self.project.root} && {exc.fix}") from exc
         except BaseException:
             await self.close()
             raise
@@ -268,4 +277,5 @@ def open_node(project: str | os.PathLike[str] | None = None, *,
     Raises the errors ``p2phost run`` raises for the project (a missing plugin names
     the command that installs it) when the node opens.
     """
-    return AsyncNode(project_of(project, manifest, state_dir), apps=apps, control=control)
+    return AsyncNode(project_of(project, manifest, state_dir), apps=apps, control=control,
+                     from_mapping=manifest is not None)
