@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,11 @@ from p2phost import Message
 from p2phost_sdk import App, RemoteError, handler
 from tests.conftest import run_cli
 from tests.library.conftest import StateDir, manifest, mem_address
+
+
+@dataclasses.dataclass
+class Note:
+    text: str
 
 
 class Counter(App):
@@ -113,12 +119,15 @@ async def test_missing_plugins_fail_as_run_does(tmp_path: Path) -> None:
 async def test_a_handler_registered_while_the_node_runs(state_dir: StateDir) -> None:
     server = p2phost.open_node(manifest=manifest([mem_address()]), state_dir=state_dir("s"))
     async with server, p2phost.open_node(manifest=manifest(), state_dir=state_dir("c")) as c:
-        @server.handler("late")
+        @server.handler("late", model=Note)
         async def late(message: Message) -> str:
-            return "late"
+            return message.body.text
 
         assert "late" in server.topics
-        assert await c.request(await c.connect(server.addresses[0]), "late", None) == "late"
+        peer = await c.connect(server.addresses[0])
+        assert await c.request(peer, "late", {"text": "late"}) == "late"
+        hello = c.running.hello_of(peer)  # connected after: the hello has the schema
+        assert hello is not None and "late" in hello.extra["schemas"]
         with pytest.raises(p2phost.HandlerError, match="register it first"):
             server.handler("acked", delivery="at-least-once")(late)
         with pytest.raises(p2phost.HandlerError, match="already"):

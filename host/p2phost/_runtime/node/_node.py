@@ -187,7 +187,7 @@ class Node:
         """Handle ``topic`` with ``handler`` in ``app`` (one of this node's) from now on:
         peers that connect later see it in the hello (at-most-once topics only)."""
         self._dispatch.add_route(app, topic, handler)
-        self._schemas = hello_schemas(self._dispatch.routes)
+        self._connections.schemas = hello_schemas(self._dispatch.routes)
 
     def hello_of(self, peer_id: str) -> Hello | None:
         """What the connected peer ``peer_id`` said about itself (None: not connected)."""
