@@ -32,7 +32,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from messaging import (
     REPO,
-    Client,
     P2PClient,
     free_port,
     measure,
@@ -128,30 +127,17 @@ def start(kind: str, port: int, env: Path | None = None, cpu: int = 1
 
 # -- clients ---------------------------------------------------------------------------------
 
-class LibraryClient(Client):
-    """messaging.py's client interface over an ``open_node`` node."""
-
-    def __init__(self, node: Any, peer: str) -> None:
-        self.node, self.peer = node, peer
+class LibraryClient(P2PClient):
+    """messaging.py's p2phost client, its node opened with ``open_node``."""
 
     @classmethod
-    async def open(cls, port: int, env: Path) -> LibraryClient:
+    async def open_library(cls, port: int, env: Path) -> LibraryClient:
         import p2phost
 
         node = p2phost.open_node(manifest=manifest([]), state_dir=state_dir(env, "client"),
                                  control=False)
         await node.open()
         return cls(node, await node.connect(f"tcp://127.0.0.1:{port}"))
-
-    async def send(self, body: bytes) -> None:
-        await self.node.send(self.peer, "sink", body)
-
-    async def request(self, body: bytes) -> bytes:
-        reply: bytes = await self.node.request(self.peer, "echo", body)
-        return reply
-
-    async def close(self) -> None:
-        await self.node.close()
 
 
 def blocking_p2phost(port: int, env: Path, count: int) -> float:
@@ -205,7 +191,7 @@ async def run_async(kind: str, env: Path, scale: float) -> dict[str, float]:
     try:
         if kind == "runtime":
             return await measure(lambda: P2PClient.open(port), scale)
-        return await measure(lambda: LibraryClient.open(port, env), scale)
+        return await measure(lambda: LibraryClient.open_library(port, env), scale)
     finally:
         server.kill()
         server.wait()

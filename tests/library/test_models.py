@@ -95,3 +95,31 @@ def test_a_model_of_another_kind_is_refused_at_registration(state_dir: StateDir)
         node.handler("orders", model=Plain)(lambda message: None)
     with pytest.raises(p2phost.ModelError):
         node.handler("orders", model=dict)(lambda message: None)
+
+
+class Shop(p2phost.App):
+    """An app as a plugin writes it: the SDK's handler(model=) works there too."""
+
+    name = "shop"
+
+    @p2phost.handler("buy", model=OrderStruct)
+    async def buy(self, message: Message) -> Any:
+        return {"lines": len(message.body.lines)}
+
+
+async def test_an_app_with_a_model_and_a_schema_too_large_for_the_hello(
+        state_dir: StateDir) -> None:
+    huge = msgspec.defstruct("Huge", [(f"field_{i:05d}_{'x' * 40}", int)
+                                      for i in range(1000)])
+    server = p2phost.open_node(manifest=manifest([mem_address()]), state_dir=state_dir("s"))
+    server.add_app(Shop())
+    server.handler("huge", model=huge)(lambda message: None)
+    async with server, p2phost.open_node(manifest=manifest(), state_dir=state_dir("c")) as c:
+        peer = await c.connect(server.addresses[0])
+        assert await c.request(peer, "buy", GOOD) == {"lines": 1}
+        with pytest.raises(RemoteError, match="missing required field `id`"):
+            await c.request(peer, "buy", {"lines": []})
+        hello = c.running.hello_of(peer)
+        assert hello is not None
+        assert set(hello.extra["schemas"]) == {"buy"}
+        assert hello.extra["schemas_omitted"] == ["huge"]
