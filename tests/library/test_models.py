@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -123,3 +124,21 @@ async def test_an_app_with_a_model_and_a_schema_too_large_for_the_hello(
         assert hello is not None
         assert set(hello.extra["schemas"]) == {"buy"}
         assert hello.extra["schemas_omitted"] == ["huge"]
+
+
+async def test_a_bad_body_on_an_acknowledged_topic_is_dead_lettered_at_once(
+        state_dir: StateDir) -> None:
+    server = p2phost.open_node(manifest=manifest([mem_address()]), state_dir=state_dir("s"))
+    server.handler("orders", model=Order, delivery="at-least-once")(lambda message: None)
+    async with server, p2phost.open_node(manifest=manifest(), state_dir=state_dir("c")) as c:
+        peer = await c.connect(server.addresses[0])
+        await c.send(peer, "orders", BAD)
+        await c.send(peer, "orders", GOOD)
+        counters: dict[str, int] = {}
+        for _ in range(200):  # until both are settled (bounded: 10 s)
+            counters = server.stats()["topics"].get("orders", {})
+            if counters.get("handled", 0) + counters.get("dead_lettered", 0) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert counters["dead_lettered"] == 1 and counters["retried"] == 0
+        assert counters["handled"] == 1

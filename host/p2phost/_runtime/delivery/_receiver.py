@@ -4,9 +4,9 @@ A message of an acknowledged topic goes through the app's mailbox like any other
 (per-peer order, one at a time, backpressure). Its handler runs up to
 ``1 + immediate_retries`` times; then the message is put aside in the delivery
 database for a delayed retry (exponential back-off), or, after the last round, goes to
-the dead-letter store. A body the codec cannot decode goes to the dead-letter store at
-once. The message is acknowledged (to its sender with an ACK frame, and to the medium
-that carried it) only once one of these outcomes is committed.
+the dead-letter store. A body the codec cannot decode (or the handler's model refuses)
+goes to the dead-letter store at once. The message is acknowledged (to its sender with an
+ACK frame, and to the medium that carried it) only once one of these outcomes is committed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from p2phost_sdk import Codec, CodecError, Delivery, DeliveryMode, Message, MessageKind, TaskOwner
+from p2phost_sdk import (
+    BodyInvalid,
+    Codec,
+    CodecError,
+    Delivery,
+    DeliveryMode,
+    Message,
+    MessageKind,
+    TaskOwner,
+)
 
 from ..messaging._routes import Route, Work
 from ..messaging._stats import DeliveryStats
@@ -153,6 +162,11 @@ class Receiver:
                 session = self.state.session(app)
                 try:
                     await handler(replace(message, attempt=job.attempts, store=session))
+                except BodyInvalid as exc:  # handler(model=) refused it: no retry can help
+                    self._failed(job, exc, policy)
+                    settled = True
+                    self._dead(job, f"poison message: {exc}")
+                    return
                 except Exception as exc:
                     self._failed(job, exc, policy)
                     continue
