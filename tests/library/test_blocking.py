@@ -84,3 +84,10 @@ def test_closing_under_calls_from_other_threads_leaves_none_hanging(
         for thread in threads:
             thread.join(20)
         assert not any(t.is_alive() for t in threads) and len(outcomes) == 4
+
+
+def test_a_plain_handler_registered_on_an_open_blocking_node(state_dir: StateDir) -> None:
+    with p2phost.connect(manifest=manifest([mem_address()]), state_dir=state_dir("s")) as s:
+        s.handler("late")(lambda message: f"late {message.body}")
+        with p2phost.connect(manifest=manifest(), state_dir=state_dir("c")) as client:
+            assert client.request(client.connect(s.addresses[0]), "late", 1) == "late 1"
