@@ -117,8 +117,12 @@ async def test_missing_plugins_fail_as_run_does(tmp_path: Path) -> None:
 
 
 async def test_a_handler_registered_while_the_node_runs(state_dir: StateDir) -> None:
-    server = p2phost.open_node(manifest=manifest([mem_address()]), state_dir=state_dir("s"))
+    server = p2phost.open_node(manifest=manifest([mem_address()], delivery={
+        "acked": {"mode": "at-least-once"}}), state_dir=state_dir("s"))
     async with server, p2phost.open_node(manifest=manifest(), state_dir=state_dir("c")) as c:
+        with pytest.raises(p2phost.HandlerError, match=r"\[delivery\.acked\]"):
+            server.handler("acked")(lambda message: None)  # acknowledged by the manifest
+
         @server.handler("late", model=Note)
         async def late(message: Message) -> str:
             return message.body.text

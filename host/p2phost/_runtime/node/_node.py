@@ -156,8 +156,7 @@ class Node:
             tasks=self._tasks, reliable=self._reliable, dispatch=self._dispatch,
             dial_waiting=self._dialler.dial_waiting, addresses=self._addresses,
             notify=self._notify)
-        # The JSON Schemas of topics whose handlers declare a model (docs/wire.md).
-        self._connections.schemas = hello_schemas(self._dispatch.routes)
+        self._connections.schemas = hello_schemas(self._dispatch.routes)  # models' (wire.md)
         self._started = False
         self._closing = False
 
@@ -184,8 +183,12 @@ class Node:
         return self._dispatch.topics
 
     def add_handler(self, app: App, topic: str, handler: Any) -> None:
-        """Handle ``topic`` with ``handler`` in ``app`` (one of this node's) from now on:
-        peers that connect later see it in the hello (at-most-once topics only)."""
+        """Handle ``topic`` with ``handler`` in ``app`` (one of this node's) from now on
+        (at-most-once topics only); peers that connect later see it in the hello."""
+        if topic in self._reliable.policies:
+            raise NodeConfigError(f"topic {topic!r} is acknowledged ([delivery.{topic}] or an "
+                                  "app's delivery): its handler must be there at start",
+                                  fix="register the handler before the node opens")
         self._dispatch.add_route(app, topic, handler)
         self._connections.schemas = hello_schemas(self._dispatch.routes)
 
