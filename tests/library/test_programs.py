@@ -1,5 +1,6 @@
 """Two programs (not ``p2phost run``), one on the async API and one on the blocking API,
-exchange sends, requests, publishes and acknowledged messages over tcp+noise and redis."""
+exchange sends, requests, publishes and acknowledged messages over tcp+noise and redis; and
+a script asks a node that ``p2phost run`` runs."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomlkit
 
+import p2phost
 from tests.conftest import service_or_skip
-from tests.library.conftest import StateDir
+from tests.library.conftest import StateDir, manifest
+from tests.runtime.processes import RunningNode
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 MEDIA = {
@@ -49,3 +53,18 @@ def test_an_async_program_and_a_blocking_script_talk(state_dir: StateDir, medium
             assert server.wait(30) == 0
         finally:
             server.kill()
+
+
+def test_a_script_asks_a_node_that_p2phost_run_runs(state_dir: StateDir) -> None:
+    plugins = (*MEDIA["tcp+noise"][1], "echo")
+    root = state_dir("runner")
+    (root / "p2phost.toml").write_text(tomlkit.dumps(
+        manifest(["tcp://127.0.0.1:0"], plugins=plugins, name="runner")))
+    node = RunningNode(root)
+    try:
+        with p2phost.connect(manifest=manifest(plugins=plugins),
+                             state_dir=state_dir("script")) as script:
+            assert script.connect(node.address) == node.peer_id
+            assert script.request(node.peer_id, "echo", {"n": 1}) == {"n": 1}
+    finally:
+        assert node.stop() == 0
