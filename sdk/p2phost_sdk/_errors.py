@@ -130,6 +130,8 @@ class ModelError(P2PHostError, TypeError):
 class BodyInvalid(P2PHostError, ValueError):
     """A message body does not fit its handler's model; names the field path."""
 
-    def __init__(self, topic: str, model: str, detail: str) -> None:
-        self.topic, self.model, self.detail = topic, model, detail
-        super().__init__(f"the body of a {topic!r} message does not fit {model}: {detail}")
+    def __init__(self, topic: str, model: str, detail: str, *, reply: bool = False) -> None:
+        self.topic, self.model, self.detail, self.reply = topic, model, detail, reply
+        what = f"the reply to a {topic!r} request" if reply else \
+            f"the body of a {topic!r} message"
+        super().__init__(f"{what} does not fit {model}: {detail}")

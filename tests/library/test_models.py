@@ -58,6 +58,8 @@ async def test_a_body_is_checked_converted_and_its_schema_advertised(
         # send/request take model instances; the reply can come back as one.
         sent = model(id=2, lines=[Line("b", 3)])
         assert await c.request(peer, "orders", sent, model=model) == sent
+        with pytest.raises(p2phost.BodyInvalid, match="the reply to a 'orders' request"):
+            await c.request(peer, "orders", GOOD, model=OrderModel)
         with pytest.raises(RemoteError, match=r"\$\.lines\[0\]\.qty") as failed:
             await c.request(peer, "orders", BAD)
         assert "BodyInvalid" in failed.value.remote_message

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import tomlkit
 
-from p2phost_sdk import Allow, App, Delivery, PeerInfo, to_builtins
+from p2phost_sdk import Allow, App, BodyInvalid, Delivery, PeerInfo, contract_of, to_builtins
 
 from .._errors import PluginLoadError, UserError
 from .._manifest import MANIFEST_NAME
@@ -255,9 +255,10 @@ class AsyncNode:
         reply = await self.running.request(peer, topic, to_builtins(body), timeout=timeout)
         if model is None:
             return reply
-        from p2phost_sdk import contract_of
-
-        return contract_of(model).load(topic, reply)
+        try:
+            return contract_of(model).load(topic, reply)
+        except BodyInvalid as exc:
+            raise BodyInvalid(topic, exc.model, exc.detail, reply=True) from None
 
     async def publish(self, topic: str, body: Any) -> int:
         """Send to every connected peer that handles ``topic``; returns how many."""
