@@ -6,14 +6,17 @@ import asyncio
 import dataclasses
 import json
 
+import pytest
 import tomlkit
 
 import p2phost
 from p2phost import Message
-from tests.conftest import run_cli
+from tests.conftest import run_cli, service_or_skip
 from tests.library.conftest import StateDir, manifest
 
-TCP = ("tcp-transport", "json-codec", "noise-security")
+MEDIA = {"tcp": ("tcp://127.0.0.1:0", ("tcp-transport", "json-codec", "noise-security")),
+         "redis": ("redis://127.0.0.1:6379/0",
+                   ("redis-transport", "json-codec", "noise-security"))}
 
 
 @dataclasses.dataclass
@@ -22,9 +25,14 @@ class Order:
     qty: int
 
 
-async def test_describe_shows_topics_modes_and_a_models_schema(state_dir: StateDir) -> None:
-    server = p2phost.open_node(manifest=manifest(["tcp://127.0.0.1:0"], plugins=TCP,
-                                                 name="shop"), state_dir=state_dir("shop"))
+@pytest.mark.parametrize("medium", sorted(MEDIA))
+async def test_describe_shows_topics_modes_and_a_models_schema(state_dir: StateDir,
+                                                               medium: str) -> None:
+    listen, plugins = MEDIA[medium]
+    if medium == "redis":
+        service_or_skip("Redis", 6379)
+    server = p2phost.open_node(manifest=manifest([listen], plugins=plugins, name="shop"),
+                               state_dir=state_dir("shop"))
 
     @server.handler("orders", model=Order, delivery="at-least-once")
     async def orders(message: Message) -> None:
@@ -35,7 +43,7 @@ async def test_describe_shows_topics_modes_and_a_models_schema(state_dir: StateD
         return "ok"
 
     cli = state_dir("cli")
-    (cli / "p2phost.toml").write_text(tomlkit.dumps(manifest(plugins=TCP, name="cli")))
+    (cli / "p2phost.toml").write_text(tomlkit.dumps(manifest(plugins=plugins, name="cli")))
     async with server:
         address = server.addresses[0]
         as_json = await asyncio.to_thread(run_cli, "describe", address, "--json", cwd=cli)
@@ -43,7 +51,7 @@ async def test_describe_shows_topics_modes_and_a_models_schema(state_dir: StateD
     assert as_json.returncode == 0, as_json.stderr
     answer = json.loads(as_json.stdout)
     assert answer["peer_id"] == server.peer_id and answer["name"] == "shop"
-    assert answer["security"] == "noise"
+    assert answer["security"] == ("noise" if medium == "tcp" else "sealed")
     topics = {t["topic"]: t for t in answer["topics"]}
     assert topics["orders"]["delivery"] == "at-least-once"
     assert topics["orders"]["schema"]["$defs"]["Order"]["properties"]["qty"] == {
