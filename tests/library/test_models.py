@@ -63,7 +63,7 @@ async def test_a_body_is_checked_converted_and_its_schema_advertised(
         with pytest.raises(RemoteError, match=r"\$\.lines\[0\]\.qty") as failed:
             await c.request(peer, "orders", BAD)
         assert "BodyInvalid" in failed.value.remote_message
-        assert server.stats()["topics"]["orders"]["dropped"] == 1
+        assert server.stats()["topics"]["orders"]["failed"] == 1
         hello = c.running.hello_of(peer)
         assert hello is not None
         schema = hello.extra["schemas"]["orders"]

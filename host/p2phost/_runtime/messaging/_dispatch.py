@@ -17,7 +17,6 @@ from typing import Any
 
 from p2phost_sdk import (
     App,
-    BodyInvalid,
     CodecError,
     ConnectionClosed,
     FrameTooLarge,
@@ -85,16 +84,6 @@ class Dispatcher:
                 routes[topic] = Route(handler, mailbox, permission_of(handler))
                 owners[topic] = name
         return routes
-
-    def add_route(self, app: App, topic: str, handler: Callable[[Message], Awaitable[Any]]
-                  ) -> None:
-        """Route ``topic`` to ``handler`` through ``app``'s mailbox while the node runs (a
-        library program's handler registered late; at-most-once only)."""
-        if topic in self.routes:
-            raise NodeConfigError(f"topic {topic!r} has a handler on this node already",
-                                  fix="register one handler per topic")
-        mailbox = next(box for owner, box in self._apps if owner is app)
-        self.routes[topic] = Route(handler, mailbox, permission_of(handler))
 
     @property
     def topics(self) -> list[str]:
@@ -348,10 +337,7 @@ class Dispatcher:
                 log.warning("the %r handler failed on a message from %s: %s: %s",
                             message.topic, peer, type(exc).__name__, exc,
                             exc_info=log.isEnabledFor(logging.DEBUG))
-                if isinstance(exc, BodyInvalid):  # refused by the handler's model=
-                    self.stats.drop(message.topic, "the body does not fit the handler's model",
-                                    peer)
-                elif not item.counted:
+                if not item.counted:
                     self.stats.add(message.topic, "failed", 1, peer)
                 if message.kind is MessageKind.REQUEST:
                     waiting = self._reply(peer, item.channel, item.message_id, Kind.ERROR,

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from p2phost_sdk import Message
+from p2phost_sdk import App, Message, permission_of
 
+from .._errors import NodeConfigError
 from ..wire._channel import Channel
 from ._mailbox import Mailbox
 
@@ -89,3 +90,14 @@ def allowed(route: Route, peer: str) -> bool:
     except Exception:
         log.exception("an app's allow= predicate failed; refusing %s", peer)
         return False
+
+
+def add_route(routes: dict[str, Route], apps: Sequence[tuple[App, Mailbox[Work]]], app: App,
+              topic: str, handler: Callable[[Message], Awaitable[Any]]) -> None:
+    """Route ``topic`` to ``handler`` through ``app``'s mailbox (``apps``: the dispatcher's
+    apps and mailboxes) while the node runs: a library program's late handler."""
+    if topic in routes:
+        raise NodeConfigError(f"topic {topic!r} has a handler on this node already",
+                              fix="register one handler per topic")
+    mailbox = next(box for owner, box in apps if owner is app)
+    routes[topic] = Route(handler, mailbox, permission_of(handler))
