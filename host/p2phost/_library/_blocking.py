@@ -27,7 +27,8 @@ from ._node import AsyncNode, open_node
 
 _T = TypeVar("_T")
 # The node's own loop: uvloop where it is installed (p2phost depends on it off Windows)
-# wakes for each blocking call in about two thirds of the time asyncio's loop takes.
+# wakes for each blocking call in about two thirds of the time asyncio's loop takes;
+# [node] event-loop = "asyncio" in the manifest keeps asyncio's.
 _HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 _F = TypeVar("_F", bound=HandlerFunc)
 
@@ -85,9 +86,12 @@ class BlockingNode:
             if self._stack is not None or self._closed:
                 raise NodeClosed("this node was opened already; a node opens once",
                                  fix="open a new one with p2phost.connect(...)")
+            # [node] event-loop, as `p2phost run` reads it (auto: uvloop where installed).
+            wanted = self.node.project.manifest.node.event_loop
+            uvloop = wanted == "uvloop" or (wanted == "auto" and _HAS_UVLOOP)
             stack = contextlib.ExitStack()
             portal = stack.enter_context(start_blocking_portal(
-                "asyncio", {"use_uvloop": _HAS_UVLOOP},
+                "asyncio", {"use_uvloop": uvloop},
                 name=f"p2phost-node-{self.node.project.root.name}"))
             try:
                 portal.call(self.node.open)
