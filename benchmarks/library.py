@@ -112,8 +112,8 @@ def serve_zmq_rep(port: int) -> None:
 
 def start(kind: str, port: int, env: Path | None = None, cpu: int = 1
           ) -> subprocess.Popen[str]:
-    if kind == "p2phost":  # messaging.py's runtime node
-        return start_server("p2phost", port, cpu)
+    if kind == "p2phost":  # messaging.py's runtime node, on the loop the library's get
+        return start_server("p2phost", port, "asyncio", cpu)
     args = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--cpu", str(cpu)]
     if env is not None:
         args += ["--env", str(env)]
@@ -190,8 +190,8 @@ async def run_async(kind: str, env: Path, scale: float) -> dict[str, float]:
     server = start(kind if kind != "runtime" else "p2phost", port, env)
     try:
         if kind == "runtime":
-            return await measure(lambda: P2PClient.open(port), scale)
-        return await measure(lambda: LibraryClient.open_library(port, env), scale)
+            return await measure(lambda: P2PClient.open(port), scale, server.pid)
+        return await measure(lambda: LibraryClient.open_library(port, env), scale, server.pid)
     finally:
         server.kill()
         server.wait()
