@@ -97,6 +97,21 @@ def test_expired_and_replayed_records_are_refused() -> None:
     assert gate.counters()["wrong scope or peer"] == 1
 
 
+def test_a_record_verified_once_is_not_verified_again_until_it_expires() -> None:
+    now = [time.time()]
+    gate = RecordGate(clock=lambda: now[0])
+    genuine = record(lifetime=60)
+    assert gate.peer(encode(genuine)) == genuine
+    assert gate.known(encode(genuine)) == genuine  # the repeat: no decoding, no verifying
+    assert gate.known({**encode(genuine), "addrs": ["tcp://203.0.113.66:1"]}) is None
+    assert gate.known({**encode(genuine), "seq": genuine.sequence + 1}) is None
+    now[0] += 3600  # the remembered record expired: no path may still hand it out
+    assert gate.known(encode(genuine)) is None
+    assert gate.peer(encode(genuine)) is None
+    assert gate.check(genuine) is None
+    assert gate.counters()["expired"] == 2
+
+
 def test_provider_records_are_bounded_and_bound_to_their_key() -> None:
     store = ProviderStore(max_keys=2, max_per_key=3)
     key = peer_key("some topic")

@@ -175,8 +175,9 @@ class Dht:
             return []
         out = []
         for raw in nodes[: self.settings.k]:
-            try:  # verified by the lookup if and when it is used
-                record = decode(raw)
+            record = self.gate.known(raw)  # a record we verified: no decoding
+            try:  # any other is verified by the lookup if and when it is used
+                record = record or decode(raw)
             except AnnouncementError:
                 self.gate.refused["malformed"] += 1
                 continue

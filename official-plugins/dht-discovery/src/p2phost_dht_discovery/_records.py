@@ -9,13 +9,14 @@ before anything else sees it: a forged, expired or replayed record is dropped an
 from __future__ import annotations
 
 import base64
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2phost_sdk import AnnouncementError, PresenceBook, SignedPresence, is_peer_id
+from p2phost_sdk import CLOCK_SKEW, AnnouncementError, PresenceBook, SignedPresence, is_peer_id
 
 from ._keys import key_hex
 
@@ -30,6 +31,13 @@ def provider_scope(key: int) -> str:
 
 def encode(record: SignedPresence) -> dict[str, Any]:
     """A record as a JSON-able mapping (docs/wire.md, the DHT section)."""
+    wire = _encoded(record)
+    return {**wire, "addrs": list(wire["addrs"])}  # the caller's own copy
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded(record: SignedPresence) -> dict[str, Any]:
+    # A node sends the same few hundred records in every answer: encode each once.
     return {"id": record.peer_id, "scope": record.scope, "addrs": list(record.addresses),
             "seq": record.sequence, "exp": record.expires,
             "sig": base64.b64encode(record.signature).decode()}
@@ -68,18 +76,34 @@ class RecordGate:
     def peer(self, raw: object, *, expect: str | None = None) -> SignedPresence | None:
         """The verified peer record in ``raw`` (the newest known when ``raw`` is older),
         or None, counted, when it is forged, expired, malformed or not ``expect``'s."""
-        if isinstance(raw, dict):  # the same record again: no decoding, no verifying
-            seen = self._wire.get(raw.get("id"))  # type: ignore[arg-type]
-            if seen is not None and seen[0] == raw.get("sig") and (
-                    expect is None or expect == seen[1].peer_id) and seen[1] == (
-                    self.book.newest(seen[1].peer_id)) and raw == encode(seen[1]):
-                return seen[1]
+        seen = self.known(raw)
+        if seen is not None and (expect is None or expect == seen.peer_id):
+            return seen
         try:
             record = decode(raw)
         except AnnouncementError:
             self.refused["malformed"] += 1
             return None
         return self.check(record, expect=expect, raw_signature=raw["sig"])  # type: ignore[index]
+
+    def known(self, raw: object) -> SignedPresence | None:
+        """The record ``raw`` is, byte for byte, when this gate already verified it and it
+        is still its peer's newest and current; else None (decode and :meth:`check` it).
+        No decoding, no verifying: an answer repeats records this node mostly knows."""
+        if not isinstance(raw, dict):
+            return None
+        seen = self._wire.get(raw.get("id"))  # type: ignore[arg-type]
+        if seen is None or seen[0] != raw.get("sig"):
+            return None
+        record = seen[1]
+        if (record is not self.book.newest(record.peer_id) or not self._current(record)
+                or raw != _encoded(record)):
+            return None
+        return record
+
+    def _current(self, record: SignedPresence) -> bool:
+        # A repeat is not verified again, but a record that expired since must not count.
+        return record.expires + CLOCK_SKEW * 1000 >= self.clock() * 1000
 
     def check(self, record: SignedPresence, *, expect: str | None = None,
               raw_signature: str | None = None) -> SignedPresence | None:
@@ -88,14 +112,20 @@ class RecordGate:
             self.refused["wrong scope or peer"] += 1
             return None
         newest = self.book.newest(record.peer_id)
+        if newest is not None and not self._current(newest):
+            # The book repeats its newest without a second look: make sure it still counts.
+            if newest == record:
+                self.book.rejected["expired"] += 1
+                return None
+            newest = None
         if newest is not None and newest == record:
             return newest
         try:
             self.book.accept(record)
         except AnnouncementError as exc:
-            if exc.reason == "stale":
+            if exc.reason == "stale" and newest is not None:
                 # An older copy relayed by a third peer: not an attack; use the newest.
-                return self.book.newest(record.peer_id)
+                return newest
             return None
         if len(self._wire) > 4096:
             self._wire.clear()
