@@ -21,7 +21,14 @@ from p2phost_sdk import AnnouncementError, SignedPresence
 from ._keys import KEY_BITS, key_hex, parse_key, peer_key, topic_key
 from ._limits import RateLimit
 from ._lookup import LookupResult, lookup
-from ._records import PEER_SCOPE, ProviderStore, RecordGate, decode, encode, provider_scope
+from ._records import (
+    PEER_SCOPE,
+    ProviderStore,
+    RecordGate,
+    decode,
+    encode,
+    provider_scope,
+)
 from ._routing import RoutingTable, TableLimits
 
 log = logging.getLogger("p2phost.plugin.dht-discovery")
@@ -77,6 +84,7 @@ class Dht:
         self.counters: Counter[str] = Counter()
         self._addresses = tuple(addresses)
         self._record: SignedPresence | None = None
+        self._record_wire: tuple[SignedPresence, dict[str, Any]] | None = None
         self._provided: dict[str, SignedPresence] = {}
 
     # -- this node's own record --------------------------------------------------------
@@ -96,6 +104,13 @@ class Dht:
             self._record = self._sign(PEER_SCOPE, self._addresses, self.settings.record_lifetime)
         return self._record
 
+    def _own_wire(self) -> dict[str, Any]:
+        # Sent in every request and answer: encoded once per signing.
+        record = self.record()
+        if self._record_wire is None or self._record_wire[0] is not record:
+            self._record_wire = (record, encode(record))
+        return self._record_wire[1]
+
     def _half_spent(self, record: SignedPresence) -> bool:
         return (record.expires - self._clock() * 1000) < self.settings.record_lifetime * 500
 
@@ -114,7 +129,7 @@ class Dht:
             record = self.gate.peer(request["from"], expect=sender)
             if record is not None:
                 self.table.add(record, alive=True)
-        reply: dict[str, Any] = {"self": encode(self.record())}
+        reply: dict[str, Any] = {"self": self._own_wire()}
         try:
             if op == "ping":
                 pass
@@ -139,13 +154,13 @@ class Dht:
     def _closest_for(self, key: int, asker: str) -> list[dict[str, Any]]:
         # The asker already has our own record ("self" of the reply).
         records = self.table.closest(key, self.settings.k, exclude=frozenset({asker}))
-        return [encode(r) for r in records]
+        return [self.gate.wire_form(r) for r in records]
 
     # -- asking ------------------------------------------------------------------------
 
     async def _ask(self, peer_id: str, addresses: Sequence[str],
                    request: dict[str, Any]) -> dict[str, Any]:
-        request = {**request, "from": encode(self.record())}
+        request = {**request, "from": self._own_wire()}
         try:
             async with asyncio.timeout(self.settings.request_timeout):
                 reply = await self._rpc.call(peer_id, addresses, request)

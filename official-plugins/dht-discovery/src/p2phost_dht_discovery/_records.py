@@ -9,7 +9,6 @@ before anything else sees it: a forged, expired or replayed record is dropped an
 from __future__ import annotations
 
 import base64
-import functools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,13 +30,6 @@ def provider_scope(key: int) -> str:
 
 def encode(record: SignedPresence) -> dict[str, Any]:
     """A record as a JSON-able mapping (docs/wire.md, the DHT section)."""
-    wire = _encoded(record)
-    return {**wire, "addrs": list(wire["addrs"])}  # the caller's own copy
-
-
-@functools.lru_cache(maxsize=4096)
-def _encoded(record: SignedPresence) -> dict[str, Any]:
-    # A node sends the same few hundred records in every answer: encode each once.
     return {"id": record.peer_id, "scope": record.scope, "addrs": list(record.addresses),
             "seq": record.sequence, "exp": record.expires,
             "sig": base64.b64encode(record.signature).decode()}
@@ -66,7 +58,8 @@ class RecordGate:
 
     clock: Callable[[], float] = time.time
     book: PresenceBook = field(init=False)
-    _wire: dict[str, tuple[str, SignedPresence]] = field(default_factory=dict)
+    #: The newest verified record of each peer, beside its wire form (encoded once).
+    _wire: dict[str, tuple[SignedPresence, dict[str, Any]]] = field(default_factory=dict)
     #: Records refused for a reason the book does not count (wrong scope, wrong peer).
     refused: Counter[str] = field(default_factory=Counter)
 
@@ -84,7 +77,7 @@ class RecordGate:
         except AnnouncementError:
             self.refused["malformed"] += 1
             return None
-        return self.check(record, expect=expect, raw_signature=raw["sig"])  # type: ignore[index]
+        return self.check(record, expect=expect)
 
     def known(self, raw: object) -> SignedPresence | None:
         """The record ``raw`` is, byte for byte, when this gate already verified it and it
@@ -93,20 +86,28 @@ class RecordGate:
         if not isinstance(raw, dict):
             return None
         seen = self._wire.get(raw.get("id"))  # type: ignore[arg-type]
-        if seen is None or seen[0] != raw.get("sig"):
+        if seen is None or seen[1]["sig"] != raw.get("sig"):
             return None
-        record = seen[1]
+        record, wire = seen
         if (record is not self.book.newest(record.peer_id) or not self._current(record)
-                or raw != _encoded(record)):
+                or raw != wire):
             return None
         return record
+
+    def wire_form(self, record: SignedPresence) -> dict[str, Any]:
+        """:func:`encode` of ``record``, shared when it is a record this gate verified: read
+        it or send it, never change it. A node sends the same records in every answer."""
+        seen = self._wire.get(record.peer_id)
+        if seen is not None and seen[0] is record:  # the same object: the same fields
+            return seen[1]
+        return encode(record)
 
     def _current(self, record: SignedPresence) -> bool:
         # A repeat is not verified again, but a record that expired since must not count.
         return record.expires + CLOCK_SKEW * 1000 >= self.clock() * 1000
 
-    def check(self, record: SignedPresence, *, expect: str | None = None,
-              raw_signature: str | None = None) -> SignedPresence | None:
+    def check(self, record: SignedPresence, *,
+              expect: str | None = None) -> SignedPresence | None:
         """``record`` (decoded, not yet verified) if it verifies: see :meth:`peer`."""
         if record.scope != PEER_SCOPE or (expect is not None and record.peer_id != expect):
             self.refused["wrong scope or peer"] += 1
@@ -129,8 +130,7 @@ class RecordGate:
             return None
         if len(self._wire) > 4096:
             self._wire.clear()
-        signature = raw_signature or base64.b64encode(record.signature).decode()
-        self._wire[record.peer_id] = (signature, record)
+        self._wire[record.peer_id] = (record, encode(record))
         return record
 
     def counters(self) -> dict[str, int]:
