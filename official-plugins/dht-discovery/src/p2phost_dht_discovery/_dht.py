@@ -184,12 +184,22 @@ class Dht:
         record: SignedPresence = reply["self"]
         return record
 
-    def _offered(self, reply: dict[str, Any]) -> list[SignedPresence]:
+    def _offered(self, reply: dict[str, Any], target: str | None = None) -> list[SignedPresence]:
         nodes = reply.get("nodes")
         if not isinstance(nodes, list):
             return []
+        nodes = nodes[: self.settings.k]
+        offered = next((raw for raw in nodes if isinstance(raw, dict)
+                        and raw.get("id") == target), None) if target else None
+        if offered is not None:
+            # The lookup stops at the target's valid record: verify it first, and only if
+            # it is forged decode the others (without it: refused once is enough).
+            found = self.gate.peer(offered, expect=target)
+            if found is not None:
+                return [found]
+            nodes = [raw for raw in nodes if raw is not offered]
         out = []
-        for raw in nodes[: self.settings.k]:
+        for raw in nodes:
             record = self.gate.known(raw)  # a record we verified: no decoding
             try:  # any other is verified by the lookup if and when it is used
                 record = record or decode(raw)
@@ -205,7 +215,7 @@ class Dht:
         async def query(contact: SignedPresence) -> list[SignedPresence]:
             reply = await self._ask(contact.peer_id, contact.addresses,
                                     {"op": "find_node", "key": key_hex(key)})
-            return self._offered(reply)
+            return self._offered(reply, target)
 
         self.table.touched(key)
         result = await lookup(key, self.table.closest(key, self.settings.k), query,
