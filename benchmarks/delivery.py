@@ -11,6 +11,11 @@ one after another (``await send`` each time, as an app would), on a topic of eac
   i.e. every message was handled and acknowledged (the effectively-once handler also
   commits its dedupe mark and a store write per message).
 
+The acknowledged modes run a second time with the same messages sent by ``SENDERS``
+tasks at once (each awaiting its own sends, as concurrent handlers or clients would):
+their sends share commits (group commit), which one sequential sender cannot, since
+each ``send()`` returns only once its message is committed.
+
 It prints messages/s per mode and the ratio to at-most-once on the same medium. Run
 ``python benchmarks/delivery.py`` (``--quick`` for a short run, ``--only tcp`` for one
 medium, ``--json FILE`` to keep the figures). Media whose service is down are skipped.
@@ -42,6 +47,11 @@ MEDIA: dict[str, tuple[str, str, dict[str, Any], int]] = {
     "postgresql": ("postgres-transport", "postgresql://127.0.0.1:5432/test", {}, 5432),
 }
 MODES = ("at-most-once", "at-least-once", "effectively-once")
+#: Concurrent senders in the second run of the acknowledged modes.
+SENDERS = 16
+#: Each run: (label, mode, concurrent senders).
+RUNS = (*((mode, mode, 1) for mode in MODES),
+        *((f"{mode} x{SENDERS}", mode, SENDERS) for mode in MODES[1:]))
 TOPICS = {"at-most-once": "amo", "at-least-once": "alo", "effectively-once": "eo"}
 BODY = {"payload": "x" * 40}  # about 64 bytes encoded
 
@@ -116,13 +126,19 @@ async def lag_probe(stop: asyncio.Event) -> None:
         LAGS.append(loop.time() - before - 0.001)
 
 
-async def one_mode(node: Any, peer: str, mode: str, count: int) -> float:
-    """Messages/s of ``count`` sends on the topic of ``mode``, handled (and acknowledged)."""
+async def one_mode(node: Any, peer: str, mode: str, count: int, senders: int = 1) -> float:
+    """Messages/s of ``count`` sends on the topic of ``mode`` by ``senders`` tasks at once,
+    handled (and acknowledged)."""
     before = await node.request(peer, "count", None, timeout=60)
     topic = TOPICS[mode]
+
+    async def sender(share: int) -> None:
+        for _ in range(share):
+            await node.send(peer, topic, BODY)
+
     started = time.perf_counter()
-    for _ in range(count):
-        await node.send(peer, topic, BODY)
+    await asyncio.gather(*(sender(count // senders + (n < count % senders))
+                           for n in range(senders)))
     if mode == "at-most-once":
         handled = await node.request(peer, "count", None, timeout=300)
         assert handled - before == count, f"{handled - before} of {count} handled"
@@ -147,14 +163,15 @@ async def run_medium(medium: str, count: int, rounds: int) -> dict[str, float]:
             async with node:
                 peer = await node.connect(address)
                 await one_mode(node, peer, "at-least-once", min(count, 200))  # warm up
-                figures: dict[str, list[float]] = {mode: [] for mode in MODES}
+                figures: dict[str, list[float]] = {label: [] for label, _, _ in RUNS}
                 stop = asyncio.Event()
                 probe = asyncio.create_task(lag_probe(stop))
                 for number in range(rounds):
-                    for mode in MODES:
-                        figures[mode].append(await one_mode(node, peer, mode, count))
+                    for label, mode, senders in RUNS:
+                        figures[label].append(await one_mode(node, peer, mode, count, senders))
                     print(f"  [{medium} round {number + 1}] " + ", ".join(
-                        f"{mode} {figures[mode][-1]:,.0f}/s" for mode in MODES), flush=True)
+                        f"{label} {figures[label][-1]:,.0f}/s" for label, _, _ in RUNS),
+                        flush=True)
                 stop.set()
                 await probe
         finally:
@@ -179,13 +196,16 @@ def service_up(port: int) -> bool:
 
 
 def report(results: dict[str, dict[str, float]]) -> None:
-    """One row per medium: messages/s of each mode, and the ratios to at-most-once."""
+    """One row per medium: messages/s of each mode, and the ratios to at-most-once (one
+    sender, then ``SENDERS`` at once)."""
+    x = f"x{SENDERS}"
     print(f"\n{'medium':<11}{'at-most-once':>14}{'at-least-once':>15}{'effectively-once':>18}"
-          f"{'alo/amo':>9}{'eo/amo':>8}")
+          f"{'alo/amo':>9}{'eo/amo':>8}{'alo' + x + '/amo':>13}{'eo' + x + '/amo':>12}")
     for medium, figures in results.items():
         amo, alo, eo = (figures[m] for m in MODES)
+        alo_n, eo_n = (figures[f"{m} {x}"] for m in MODES[1:])
         print(f"{medium:<11}{amo:>12,.0f}/s{alo:>13,.0f}/s{eo:>16,.0f}/s"
-              f"{alo / amo:>9.2f}{eo / amo:>8.2f}")
+              f"{alo / amo:>9.2f}{eo / amo:>8.2f}{alo_n / amo:>13.2f}{eo_n / amo:>12.2f}")
     if LAGS:
         lags = sorted(LAGS)
         p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]

@@ -29,8 +29,8 @@ def test_dead_letters_with_the_node_stopped_and_running(delivery_project: Projec
     assert node.node.stop() == 0
 
     # Stopped: the store is read and changed directly.
-    code, out, _ = node.cli("dead", "list", "--topic", "doomed")
-    assert code == 0 and "2 shown, 2 kept of at most 10000" in out
+    code, out, err = node.cli("dead", "list", "--topic", "doomed")
+    assert code == 0 and "2 shown, 2 kept of at most 10000" in out, out + err
     assert out.count("the handler failed all 6 attempts") == 2
     first, second = (d["id"] for d in node.cli_json("dead", "list"))
     code, out, _ = node.cli("dead", "show", str(first))

@@ -38,11 +38,12 @@ from ..wire._channel import Ack, Channel
 from ..wire._envelope import HEADER, Envelope
 from ._acks import AckSender, acked_ids
 from ._appstate import AppState
+from ._committer import Committer
 from ._deadletter import DeadLetter, DeadLetters
 from ._dedupe import Dedupe
 from ._outbox import Outbox, key_id
 from ._receiver import Receiver
-from ._store import Committer, open_pair
+from ._store import open_connections
 
 if TYPE_CHECKING:
     import sqlite3
@@ -134,9 +135,9 @@ class Reliable:
 
     def start(self, routes: Mapping[str, Route]) -> None:
         """Open the delivery database and start the outbox and the delayed retries."""
-        db, writer = open_pair(self.path)
+        db, writer, quick = open_connections(self.path)
         self.db = db
-        committer = self._committer = Committer(db, writer)
+        committer = self._committer = Committer(db, writer, quick)
         self.dead = DeadLetters(db, limit=self.settings.dead_letter_limit,
                                 keep=self.settings.dead_letter_keep)
         dedupe = Dedupe(db, window=self.settings.dedupe_window)

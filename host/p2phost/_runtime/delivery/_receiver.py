@@ -37,9 +37,10 @@ from ..messaging._stats import DeliveryStats
 from ..wire._channel import Ack, Channel
 from ..wire._envelope import Envelope
 from ._appstate import AppState, Session
+from ._committer import Committer
 from ._deadletter import DeadLetter, DeadLetters
 from ._dedupe import BUSY, DONE, Dedupe
-from ._store import Committer, StoreError, sql_id, wire_id
+from ._store import StoreError, sql_id, wire_id
 
 log = logging.getLogger("p2phost.delivery")
 #: Acknowledge ``message_id`` to ``peer`` (on ``channel`` if still open).
@@ -208,7 +209,7 @@ class Receiver:
             settle()
             self._given_up(job)
 
-        self.committer.submit(op, then, failed)
+        self.committer.submit(op, then, failed, quick=True)
 
     def _close_out(self, db: Any, job: Job, durable: bool) -> None:
         """The writes every outcome shares: off the delayed queue, into the dedupe window."""
