@@ -15,8 +15,9 @@ Where the transaction runs:
   tens of microseconds, far less than the two thread hand-offs it saves. Its
   connection never waits for a lock (another process's ``p2phost dead purge``: the
   batch goes to the thread instead) and never checkpoints (that fsyncs: the thread
-  does it). A loop commit that takes over a millisecond sends every batch to the
-  thread for a second;
+  does it). Loop commits that take over a millisecond (the median of a few), or one
+  over five (a busy machine preempting the loop), send every batch to the thread for
+  a second;
 * everything else (a dedupe prune, claiming rows, requeued dead letters) and any batch
   submitted while the thread is busy is committed by the writer thread, with a
   connection of its own.
@@ -37,15 +38,13 @@ from ._store import Op, StoreError, transaction
 
 log = logging.getLogger("p2phost.delivery")
 #: Seconds a lazy write waits for a transaction to ride with.
-_LAZY = 0.02
+LAZY = 0.02
 #: At most this many quick writes are committed on the loop at once...
 _LOOP_OPS = 32
-#: ...and loop commits slower than this (seconds: the median of each this many) send
-#: every batch to the thread...
-_LOOP_LIMIT = 0.001
-_LOOP_SAMPLE = 16
-#: A loop commit that waits this long (seconds) on the disk pauses them too.
-_LOOP_STALL = 0.05
+#: ...and loop commits slower than _LOOP_LIMIT seconds (the median of each _LOOP_SAMPLE),
+#: or one slower than _LOOP_STALL (the disk, or a busy machine preempting the loop
+#: mid-commit), send every batch to the thread...
+_LOOP_LIMIT, _LOOP_SAMPLE, _LOOP_STALL = 0.001, 16, 0.005
 #: ...for this long (seconds).
 _LOOP_PAUSE = 1.0
 #: Loop commits between two checkpoints (by the writer thread).
@@ -87,6 +86,8 @@ class Committer:
         self._ops: list[_Entry] = []
         self._handle: asyncio.Handle | None = None
         self._later: asyncio.TimerHandle | None = None
+        # When the earliest write that may wait is due (loop time; None: no such write).
+        self._due: float | None = None
         self._busy = False
         self._urgent = False
         self._idle: asyncio.Event | None = None
@@ -98,29 +99,44 @@ class Committer:
         self.loop_commits = 0
 
     def submit(self, op: Op, then: Callable[[], None] | None = None,
-               failed: Callable[[], None] | None = None, *, lazy: bool = False,
+               failed: Callable[[], None] | None = None, *, wait: float = 0.0,
                quick: bool = False) -> None:
         """Run ``op`` in the next transaction, then ``then`` (or ``failed``).
 
-        A ``lazy`` write (one nobody waits for, like deleting an acknowledged message)
-        starts no transaction of its own for a moment: it rides with the next one. A
-        ``quick`` write is a few rows by key: the loop may commit it itself.
+        A write nobody waits for at once (deleting an acknowledged message: :data:`LAZY`;
+        a handler's outcome, whose ACK may wait a millisecond) starts no transaction of
+        its own for ``wait`` seconds: it rides with the next one, or with the writes
+        that come meanwhile. A ``quick`` write is a few rows by key: the loop may commit
+        it itself.
         """
         if self._closed:
             if failed is not None:
                 failed()
             return
         self._ops.append(_Entry(op, then, failed, quick))
-        if not lazy:
+        loop = asyncio.get_running_loop()
+        if wait <= 0:
             self._urgent = True
+        elif self._due is None or loop.time() + wait < self._due:
+            self._due = loop.time() + wait
         if self._busy:
             return
-        if lazy:
-            if self._handle is None and self._later is None:
-                self._later = asyncio.get_running_loop().call_later(_LAZY, self._start)
+        if wait > 0:
+            self._wait_for_company()
         elif self._handle is None:
             # Wait for the rest of this loop turn: its writes join the same transaction.
             self._handle = asyncio.get_running_loop().call_soon(self._start)
+
+    def _wait_for_company(self) -> None:
+        """Start the next transaction when the earliest waiting write is due (unless an
+        urgent one starts it sooner)."""
+        if self._handle is not None or self._due is None:
+            return
+        if self._later is not None:
+            if self._later.when() <= self._due:
+                return
+            self._later.cancel()
+        self._later = asyncio.get_running_loop().call_at(self._due, self._start)
 
     def write(self, op: Op, *, quick: bool = False) -> asyncio.Future[Any]:
         """Run ``op`` in the next transaction; the future has its result once committed."""
@@ -150,7 +166,7 @@ class Committer:
         if self._busy or not self._ops:
             return
         ops, self._ops = self._ops, []
-        self._urgent = False
+        self._urgent, self._due = False, None
         if self._on_loop(ops):
             return
         self._busy = True
@@ -256,9 +272,8 @@ class Committer:
         if self._ops and (self._urgent or self._idle is not None):
             if self._handle is None:
                 self._handle = asyncio.get_running_loop().call_soon(self._start)
-        elif self._ops:  # only lazy writes: they wait for company a moment
-            if self._later is None and self._handle is None:
-                self._later = asyncio.get_running_loop().call_later(_LAZY, self._start)
+        elif self._ops:  # only writes that may wait: they wait for company a moment
+            self._wait_for_company()
         elif self._idle is not None:
             self._idle.set()
 

@@ -28,7 +28,7 @@ from ..messaging._routes import TraceHook
 from ..messaging._stats import DeliveryStats
 from ..wire._channel import Channel
 from ..wire._envelope import Kind, encode
-from ._committer import Committer
+from ._committer import LAZY, Committer
 from ._deadletter import DeadLetter, DeadLetters
 from ._store import sql_id, wire_id
 
@@ -188,7 +188,7 @@ class Outbox:
                 pump.wake.set()
 
         # Nobody waits for it: it rides with the next send's transaction.
-        self.committer.submit(op, then, lazy=True, quick=True)
+        self.committer.submit(op, then, wait=LAZY, quick=True)
 
     def _acked_one(self, peer: str, message_id: int, topic: str | None,
                    pump: _Pump | None) -> None:

@@ -43,6 +43,8 @@ from ._dedupe import BUSY, DONE, Dedupe
 from ._store import StoreError, sql_id, wire_id
 
 log = logging.getLogger("p2phost.delivery")
+#: Seconds a handler's outcome waits for others to share its commit.
+_OUTCOME_WAIT = 0.001
 #: Acknowledge ``message_id`` to ``peer`` (on ``channel`` if still open).
 Acknowledge = Callable[[str, int, Channel | None], None]
 _RETRY_SOON = 1.0
@@ -209,7 +211,8 @@ class Receiver:
             settle()
             self._given_up(job)
 
-        self.committer.submit(op, then, failed, quick=True)
+        # Nobody waits for it but the ACK: the outcomes of a burst share one commit.
+        self.committer.submit(op, then, failed, wait=_OUTCOME_WAIT, quick=True)
 
     def _close_out(self, db: Any, job: Job, durable: bool) -> None:
         """The writes every outcome shares: off the delayed queue, into the dedupe window."""
