@@ -16,14 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._errors import StoreError
+from ._errors import DuplicateKey, StoreError
 from ._migrations import MIGRATIONS, SCHEMA_VERSION
 
 Row = tuple[Any, ...]
-
-
-class DuplicateKey(Exception):
-    """An INSERT hit a primary key or unique constraint (another writer got there first)."""
 
 
 def now_iso() -> str:

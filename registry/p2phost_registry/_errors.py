@@ -1,8 +1,31 @@
-"""Errors the registry raises on purpose: each maps to one HTTP status and an actionable message."""
+"""Errors the registry raises on purpose: each maps to one HTTP status and an actionable
+message. Every exception of the registry is here (the package exports all but those
+marked "internal")::
+
+    Exception
+    └── DuplicateKey                         (internal) an INSERT hit a unique constraint:
+                                             another writer got there first
+    p2phost_sdk.P2PHostError
+    └── RegistryError                   400  base; ``status`` is the HTTP status answered
+        ├── BadRequest                  400  malformed request or upload; nothing stored
+        ├── Unauthorized                401  no token, or one the registry does not know
+        ├── Forbidden                   403  a valid token that may not do this
+        ├── NotFound                    404  no such plugin, version or file
+        ├── NotAcceptable               406  (internal) no Accept type the index serves
+        ├── Conflict                    409  a file that exists, a name too close to another
+        ├── PayloadTooLarge             413  an upload over the registry's limit
+        ├── PublisherKeyMismatch        422  (internal) signed with another key than the
+        │                                    owner's registered publisher key
+        └── StoreError                  500  the store cannot be opened or migrated
+"""
 
 from __future__ import annotations
 
 from p2phost_sdk import P2PHostError
+
+
+class DuplicateKey(Exception):
+    """An INSERT hit a primary key or unique constraint (another writer got there first)."""
 
 
 class RegistryError(P2PHostError):
@@ -35,6 +58,12 @@ class NotFound(RegistryError):
     status = 404
 
 
+class NotAcceptable(RegistryError):
+    """The client accepts none of the simple API's content types."""
+
+    status = 406
+
+
 class Conflict(RegistryError):
     """The change would break an invariant: a file that exists, a name too close to another."""
 
@@ -45,6 +74,12 @@ class PayloadTooLarge(RegistryError):
     """An upload is larger than the registry accepts."""
 
     status = 413
+
+
+class PublisherKeyMismatch(RegistryError):
+    """A signed upload uses another key than its owner's registered publisher key."""
+
+    status = 422
 
 
 class StoreError(RegistryError):

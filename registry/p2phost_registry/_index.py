@@ -14,18 +14,12 @@ from p2phost_sdk import normalize_name
 
 from . import _simple
 from ._cache import NOT_ACCEPTABLE, etag_matches
-from ._errors import NotFound, RegistryError
+from ._errors import NotAcceptable, NotFound
 from ._fastpath import client_address
 from ._files import MAX_FILE, ServedFile, file_headers
 from ._state import registry_of
 
 log = logging.getLogger("p2phost.registry")
-
-
-class NotAcceptable(RegistryError):
-    """The client accepts none of the simple API's content types."""
-
-    status = 406
 
 
 def _variant(request: Request) -> str:

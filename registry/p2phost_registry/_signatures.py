@@ -18,16 +18,10 @@ from p2phost_sdk.signing import (
 )
 
 from ._db import Tx, now_iso
-from ._errors import BadRequest, RegistryError
+from ._errors import BadRequest, PublisherKeyMismatch
 from ._validate import Inspected
 
 _RESIGN = "sign it again: p2phost plugin publish FILE --sign --key KEYFILE"
-
-
-class PublisherKeyMismatch(RegistryError):
-    """A signed upload uses another key than its owner's registered publisher key."""
-
-    status = 422
 
 
 def check_signature(data: bytes | None, info: Inspected) -> PluginSignature | None:

@@ -19,9 +19,9 @@ from packaging.version import InvalidVersion
 
 from p2phost_sdk import is_valid_name, normalize_name
 
-from ._db import Database, DuplicateKey, Tx, bump_generation, now_iso
+from ._db import Database, Tx, bump_generation, now_iso
 from ._distributions import check_distribution, distributions, plugin_of
-from ._errors import BadRequest, Conflict, Forbidden, NotFound
+from ._errors import BadRequest, Conflict, DuplicateKey, Forbidden, NotFound
 from ._identity import backfill, canonical_version, sort_key
 from ._names import suggestions, too_close
 from ._records import (

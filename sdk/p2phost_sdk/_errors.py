@@ -1,7 +1,8 @@
 """Exceptions shared by the host and plugins. Each carries a message a user can act on.
 
-Every exception the SDK exports is here; the tree (``p2phost_sdk.inbox`` adds its own
-under ``TransportError``, see its ``_medium`` module)::
+Every exception the SDK exports is here, ``p2phost_sdk.inbox``'s and
+``p2phost_sdk.signing``'s included (marked "inbox" and "signing": exported from there
+only)::
 
     Exception
     ├── P2PHostError                  every error p2phost raises on purpose
@@ -11,13 +12,18 @@ under ``TransportError``, see its ``_medium`` module)::
     │   ├── TransportError            cannot listen, dial or move a frame
     │   │   ├── ConnectionClosed      no more frames will come on this connection
     │   │   ├── FrameTooLarge         a frame over the maximum
-    │   │   └── (inbox) MediumError   MediumRefused, MediumUnavailable, UnknownInbox,
-    │   │                             InboxFull; ForeignRecord
+    │   │   ├── MediumError           (inbox) a broker or database failed
+    │   │   │   ├── MediumUnavailable (inbox) unreachable now: worth retrying
+    │   │   │   ├── MediumRefused     (inbox) credentials, permissions: fix the config
+    │   │   │   ├── InboxFull         (inbox) at its retention limit: not stored
+    │   │   │   └── UnknownInbox      (inbox) no node has that inbox on the medium
+    │   │   └── ForeignRecord         (inbox) bytes on an inbox that are no p2phost record
     │   ├── HandshakeError            a peer did not prove who it is
     │   ├── RemoteError               the remote handler raised (carries its message)
     │   ├── PeerUnavailable           the peer is unknown or unreachable
     │   ├── RequestTimeout            (also a TimeoutError) no reply in time
     │   ├── PluginTimeout             (also a TimeoutError) a plugin hung; names it
+    │   ├── SignatureFormatError      (signing) a publisher key or signature is malformed
     │   ├── DeliveryError             (also a ValueError) a delivery declaration is wrong
     │   ├── ModelError                (also a TypeError) handler(model=) of an unknown kind
     │   └── BodyInvalid               (also a ValueError) a body does not fit its model
@@ -66,8 +72,38 @@ class FrameTooLarge(TransportError):
     """A frame is larger than the configured maximum."""
 
 
+class MediumError(TransportError):
+    """An inbox transport's medium (broker, database) failed; the message says what and
+    how to fix it."""
+
+
+class MediumUnavailable(MediumError):
+    """The medium cannot be reached right now (down, connection lost): worth retrying."""
+
+
+class MediumRefused(MediumError):
+    """The medium refused us (credentials, permissions, no such database): retrying is
+    useless until the configuration changes."""
+
+
+class InboxFull(MediumError):
+    """The inbox appended to is at its retention limit: the records were not stored."""
+
+
+class UnknownInbox(MediumError):
+    """The inbox appended to does not exist: no node with that peer id uses this medium."""
+
+
+class ForeignRecord(TransportError):
+    """Bytes on an inbox that are not a p2phost record (or not one this version reads)."""
+
+
 class HandshakeError(P2PHostError):
     """A peer did not complete the handshake, or could not prove its identity."""
+
+
+class SignatureFormatError(P2PHostError):
+    """A publisher key or signature document is malformed (not merely wrong)."""
 
 
 class DeliveryError(P2PHostError, ValueError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,11 @@ EXPORTS: dict[str, set[str]] = {
     "InboxOptions", "InboxTransport", "Letter", "LetterHandler", "Medium", "MediumAddress",
     "MediumError", "MediumRefused", "MediumUnavailable", "OVERHEAD", "Retention",
     "UnknownInbox", "backoff", "stop_if_cancelled", "valid_inbox",
+    },
+    "p2phost_sdk.signing": {
+    "FORMAT", "KEY_PROOF_DOMAIN", "MAX_SIGNATURE_SIZE", "PluginSignature",
+    "SignatureFormatError", "format_publisher_key", "key_proof_message",
+    "parse_publisher_key", "signed_message", "verify_with_key",
     },
     "p2phost_sdk.testing": {
     "KITS", "Kit", "MemoryNetwork", "PipeConnection", "PluginUnderTest", "memory_pipe",
@@ -76,18 +82,45 @@ def _exceptions(package: str) -> dict[str, type[BaseException]]:
     return found
 
 
-def test_exceptions_are_defined_in_errors_modules() -> None:
-    for package in ("p2phost_sdk", "p2phost_registry"):
-        for name, exc in _exceptions(package).items():
-            assert exc.__module__ == f"{package}._errors", f"{package}.{name} is defined " \
-                f"in {exc.__module__}, not in {package}._errors"
+ERRORS_MODULES = {"p2phost_sdk": "p2phost_sdk._errors",
+                  "p2phost_sdk.inbox": "p2phost_sdk._errors",
+                  "p2phost_sdk.signing": "p2phost_sdk._errors",
+                  "p2phost_registry": "p2phost_registry._errors"}
 
 
-def test_the_sdk_errors_docstring_draws_every_exception() -> None:
-    tree = importlib.import_module("p2phost_sdk._errors").__doc__ or ""
-    for package in ("p2phost_sdk", "p2phost_sdk.inbox"):
-        for name in _exceptions(package):
-            assert name in tree, f"{package}.{name} is not in the tree of p2phost_sdk._errors"
+@pytest.mark.parametrize("package", sorted(ERRORS_MODULES))
+def test_exceptions_are_defined_in_errors_modules(package: str) -> None:
+    errors = ERRORS_MODULES[package]
+    for name, exc in _exceptions(package).items():
+        assert exc.__module__ == errors, f"{package}.{name} is defined in " \
+            f"{exc.__module__}, not in {errors}"
+
+
+@pytest.mark.parametrize("errors", sorted(set(ERRORS_MODULES.values())))
+def test_an_errors_module_draws_every_exception_it_defines(errors: str) -> None:
+    module = importlib.import_module(errors)
+    tree = module.__doc__ or ""
+    defined = [name for name, value in vars(module).items() if inspect.isclass(value)
+               and issubclass(value, BaseException) and value.__module__ == errors]
+    assert defined
+    for name in defined:
+        assert f" {name} " in tree, f"{name} is not drawn in the tree of {errors}"
+
+
+@pytest.mark.parametrize("package", ["p2phost_sdk", "p2phost_registry"])
+def test_a_package_defines_exceptions_only_in_its_errors_module(package: str) -> None:
+    root = importlib.import_module(package)
+    errors = ERRORS_MODULES[package]
+    for path in sorted(Path(root.__file__ or "").parent.rglob("*.py")):
+        name = ".".join((package, *path.relative_to(Path(root.__file__ or "").parent)
+                         .with_suffix("").parts)).removesuffix(".__init__")
+        if name == errors:
+            continue
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if inspect.isclass(value) and issubclass(value, BaseException):
+                assert value.__module__ != name, f"{name} defines {value.__name__}: move it " \
+                    f"to {errors}"
 
 
 def test_no_two_exported_exceptions_share_a_name() -> None:

@@ -16,21 +16,19 @@ The records on the medium are described in docs/transports.md.
             return RedisMedium(address)
 """
 
-from ._connection import InboxConnection
-from ._endpoint import InboxOptions, backoff
-from ._letters import Letter, LetterHandler
-from ._medium import (
-    Deliver,
+from .._errors import (
+    ForeignRecord,
     InboxFull,
-    Medium,
     MediumError,
     MediumRefused,
     MediumUnavailable,
-    Retention,
     UnknownInbox,
-    stop_if_cancelled,
 )
-from ._record import OVERHEAD, ForeignRecord, valid_inbox
+from ._connection import InboxConnection
+from ._letters import Letter, LetterHandler
+from ._medium import Deliver, Medium, Retention, stop_if_cancelled
+from ._options import InboxOptions, backoff
+from ._record import OVERHEAD, valid_inbox
 from ._transport import InboxListener, InboxTransport, MediumAddress
 
 __all__ = [

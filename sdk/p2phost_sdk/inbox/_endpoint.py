@@ -1,9 +1,9 @@
 """A node's presence on one medium: its inbox, and every connection that runs through it.
 
-The endpoint reads the inbox (through the :class:`Medium`), routes each record to its
-connection, opens connections for OPENs while listening, resumes connections after a
-restart from the journal, answers records of unknown connections with RESET, and owns
-the tasks that acknowledge records and send control records.
+The endpoint connects to the medium (through the :class:`Medium`), opens its inbox and
+hands what it reads to its :class:`~._routing.Router`, dials, appends records (retrying
+while the medium is unreachable), stores letters in peers' inboxes, and owns the tasks
+that acknowledge records and send control records.
 """
 
 from __future__ import annotations
@@ -13,69 +13,29 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from .._aio import Backoff, TaskOwner, plugin_name, with_timeout
-from .._errors import ConnectionClosed, TransportError
-from .._identity import is_peer_id
+from .._aio import TaskOwner, plugin_name, with_timeout
+from .._errors import (
+    ConnectionClosed,
+    MediumError,
+    MediumUnavailable,
+    TransportError,
+    UnknownInbox,
+)
 from .._transport import AcceptHandler
 from ._connection import InboxConnection
 from ._journal import Journal, Resumable
-from ._letters import Letter, LetterHandler, LetterJournal, letter_finisher
-from ._medium import (
-    Medium,
-    MediumError,
-    MediumUnavailable,
-    Retention,
-    UnknownInbox,
-    stop_if_cancelled,
-)
-from ._record import OVERHEAD, ForeignRecord, Record, RecordType, decode, valid_inbox
+from ._letters import LetterHandler, LetterJournal
+from ._medium import Medium, stop_if_cancelled
+from ._options import InboxOptions, backoff
+from ._record import OVERHEAD, RecordType
+from ._routing import Router
 
 log = logging.getLogger("p2phost.transport")
 _ATTEMPT_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 3.0
-_FOREIGN_LOG_EVERY = 10.0
-
-
-@dataclass(frozen=True)
-class InboxOptions:
-    """Tuning shared by every inbox transport (plugins expose some as config)."""
-
-    #: Frames a sender may have on the medium beyond what the receiver has taken.
-    window: int = 256
-    #: Seconds ``listen`` keeps retrying a medium that is down before it gives up.
-    connect_timeout: float = 10.0
-    #: Seconds a send keeps retrying while the medium is unreachable.
-    send_timeout: float = 30.0
-    #: Seconds a missing frame may be awaited before the connection is given up.
-    gap_timeout: float = 30.0
-    #: What this node's inbox keeps at most (``max-age``, ``max-messages``, ``max-bytes``).
-    retention: Retention = field(default_factory=Retention)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> InboxOptions:
-        """Options from a plugin's ``[config.NAME]`` (keys ``window``, ``connect-timeout``,
-        ``send-timeout``, ``gap-timeout``; missing ones keep their defaults)."""
-        default = cls()
-        return cls(
-            window=int(config.get("window", default.window)),
-            connect_timeout=float(config.get("connect-timeout", default.connect_timeout)),
-            send_timeout=float(config.get("send-timeout", default.send_timeout)),
-            gap_timeout=float(config.get("gap-timeout", default.gap_timeout)),
-            retention=Retention(max_age=float(config.get("max-age", 0.0)),
-                                max_messages=int(config.get("max-messages", 0)),
-                                max_bytes=int(config.get("max-bytes", 0))),
-        )
-
-
-def backoff(attempt: int, initial: float = 0.1, maximum: float = 2.0) -> float:
-    """Seconds to wait before retry ``attempt`` (0 = the first): doubling from
-    ``initial`` up to ``maximum``, a random point in the upper half (no lockstep)."""
-    return Backoff(initial, maximum).delay(attempt)
 
 
 class Endpoint:
@@ -102,15 +62,12 @@ class Endpoint:
         #: Frames handed to the node and not yet done, over all connections.
         self.outstanding = 0
         self.connections: dict[tuple[bytes, bool], InboxConnection] = {}
-        self._resumable: dict[bytes, Resumable] = {}
-        self._reset: OrderedDict[bytes, None] = OrderedDict()
+        self._router = Router(self)
         self._acks: list[Any] = []
         self._ack_wake = asyncio.Event()
         self._controls: list[tuple[str, bytes]] = []  # (inbox, record)
         self._control_wake = asyncio.Event()
         self._tasks = TaskOwner(f"inbox {medium.url}", logger=log)
-        self._foreign = 0
-        self._foreign_logged = 0.0
         self._closed = False
         #: Whether the endpoint reads an inbox (False: a pure producer's, append only).
         self.reads = reads
@@ -167,7 +124,11 @@ class Endpoint:
 
     def control(self, connection: InboxConnection, record: bytes) -> None:
         """Send a control record (CREDIT) to the connection's peer, soon."""
-        self._controls.append((connection.peer_inbox, record))
+        self.control_to(connection.peer_inbox, record)
+
+    def control_to(self, inbox: str, record: bytes) -> None:
+        """Send a control record (CREDIT, RESET, REFUSE) to ``inbox``, soon."""
+        self._controls.append((inbox, record))
         self._control_wake.set()
 
     def remove(self, connection: InboxConnection) -> None:
@@ -242,14 +203,14 @@ class Endpoint:
                                 retry_for, exc)
             await asyncio.sleep(delay)
             attempt += 1
-        self._spawn(self._ack_loop(), "acks")
-        self._spawn(self._control_loop(), "controls")
-        self._spawn(self._watch_gaps(), "gaps")
+        self.spawn(self._ack_loop(), "acks")
+        self.spawn(self._control_loop(), "controls")
+        self.spawn(self._watch_gaps(), "gaps")
         if self.reads:
             self.letter_journal.load()
             if self.inbox == self.peer_id:
                 self.medium.retention = self.options.retention
-            await with_timeout(self.medium.open_inbox(self.inbox, self._deliver),
+            await with_timeout(self.medium.open_inbox(self.inbox, self._router.deliver),
                                _ATTEMPT_TIMEOUT, plugin=plugin_name(self.medium),
                                doing=f"opening its inbox on {self.medium.url}",
                                fix="check that the broker or database there answers")
@@ -260,10 +221,11 @@ class Endpoint:
         """Accept connections from now on (and resume those the journal knows)."""
         self.accept = accept
         if self.ephemeral and self.journal is not None:
-            self._resumable = self.journal.load()
+            self._router.resumable = self.journal.load()
         self.ephemeral = False
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in a task the endpoint owns (cancelled when it closes)."""
         self._tasks.spawn(work, f"{name} {self.medium.url}")
 
     async def close(self) -> None:
@@ -325,51 +287,6 @@ class Endpoint:
             raise
         return connection
 
-    # -- reading the inbox -----------------------------------------------------------
-
-    async def _deliver(self, data: bytes, token: Any) -> None:
-        try:
-            record = decode(data)
-            if not is_peer_id(record.sender) or (record.inbox and not valid_inbox(record.inbox)):
-                raise ForeignRecord(f"sender {record.sender[:60]!r} or its inbox "
-                                    f"{record.inbox[:60]!r} is not valid")
-        except ForeignRecord as exc:
-            self._ignore_foreign(exc)
-            self.ack([token])
-            return
-        if record.type is RecordType.LETTER:
-            await self._letter(record, token)
-            return
-        connection = self.connections.get((record.connection, not record.from_dialler))
-        if connection is not None:
-            connection.receive(record, token)
-            return
-        kind = record.type
-        if (record.from_dialler and kind in (RecordType.DATA, RecordType.CLOSE)
-                and record.connection in self._resumable):
-            self._resume(record, token)
-            return
-        self.ack([token])
-        if kind is RecordType.OPEN and record.from_dialler:
-            self._open(record)
-        elif kind in (RecordType.DATA, RecordType.ACCEPT, RecordType.REOPEN):
-            # Never answer CLOSE, RESET, REFUSE or CREDIT: two sides that both forgot a
-            # connection must not bounce records forever.
-            self._answer(record, RecordType.RESET)
-
-    async def _letter(self, record: Record, token: Any) -> None:
-        handler = self.letters
-        if handler is None:
-            return  # not acknowledged: it waits for a run of the node that takes letters
-        if self.letter_journal.seen(record.sender, record.connection, record.seq):
-            self.letter_journal.count("copies")
-            self.ack([token])
-            return
-        letter = Letter(record.sender, None if record.no_reply else record.reply_inbox,
-                        record.connection, record.seq, record.payload, self.medium.url,
-                        letter_finisher(self.letter_journal, self.ack, token))
-        await handler(letter)
-
     async def post(self, peer_inbox: str, record: bytes, *, create: bool) -> None:
         """Append a letter to ``peer_inbox``, creating the inbox when ``create`` and it
         does not exist yet (a peer that never ran); retries for ``send-timeout``."""
@@ -404,81 +321,6 @@ class Endpoint:
             raise TransportError(f"cannot reach {self.medium.url}: creating the inbox of "
                                  f"{peer_inbox} got no answer") from None
         await self.append(peer_inbox, [record], within=self.options.send_timeout, stored=True)
-
-    def _ignore_foreign(self, exc: ForeignRecord) -> None:
-        self._foreign += 1
-        now = time.monotonic()
-        if now - self._foreign_logged >= _FOREIGN_LOG_EVERY:
-            self._foreign_logged = now
-            log.warning("ignored %d foreign message(s) on this node's inbox at %s: %s",
-                        self._foreign, self.address, exc)
-            self._foreign = 0
-
-    def _answer(self, record: Record, kind: RecordType, payload: bytes = b"") -> None:
-        if kind is RecordType.RESET:
-            if record.connection in self._reset:
-                return  # once per connection is enough
-            self._reset[record.connection] = None
-            if len(self._reset) > 1024:
-                self._reset.popitem(last=False)
-        answer = Record(kind, not record.from_dialler, record.connection, 0, 0, self.peer_id,
-                        payload, self.inbox_field)
-        self._controls.append((record.reply_inbox, answer.encode()))
-        self._control_wake.set()
-
-    def _open(self, record: Record) -> None:
-        if self.accept is None:
-            self._answer(record, RecordType.REFUSE,
-                         b"the node does not listen on this medium (its listener is closed)")
-            return
-        deadline = int.from_bytes(record.payload[:8], "big") if len(record.payload) >= 8 else 0
-        if deadline and deadline < time.time() * 1000:
-            log.debug("ignoring an OPEN from %s whose dial deadline passed", record.sender)
-            return
-        connection = InboxConnection(self, connection_id=record.connection, dialler=False,
-                                     peer_id=record.sender, peer_inbox=record.reply_inbox,
-                                     in_epoch=record.epoch)
-        self.connections[(record.connection, False)] = connection
-        self._spawn(self._accepted(connection, connection.record(RecordType.ACCEPT)), "accept")
-
-    def _resume(self, record: Record, token: Any) -> None:
-        entry = self._resumable.pop(record.connection)
-        if self.accept is None or entry.done.watermark < 1 or record.epoch != entry.epoch:
-            self.ack([token])
-            if self.journal is not None:
-                self.journal.closed(record.connection)
-            self._answer(record, RecordType.RESET)
-            return
-        connection = InboxConnection(self, connection_id=entry.connection, dialler=False,
-                                     peer_id=entry.sender, peer_inbox=entry.inbox,
-                                     in_epoch=entry.epoch, next_seq=entry.done.watermark + 1)
-        connection.skip = set(entry.done.above)
-        # The node's new run handshakes as on a new connection: it gets the dialler's
-        # hello again, and its own hello is not sent (the dialler is past its handshake).
-        connection.replay(entry.opening)
-        connection.swallow_first_frame = True
-        self.connections[(entry.connection, False)] = connection
-        if self.journal is not None:
-            self.journal.opened(entry)
-        log.info("resuming the connection from %s after a restart (from frame %d)",
-                 connection.remote_address, entry.done.watermark + 1)
-        connection.receive(record, token)
-        self._spawn(self._accepted(connection, connection.record(RecordType.REOPEN)), "resume")
-
-    async def _accepted(self, connection: InboxConnection, first: bytes) -> None:
-        try:
-            async with connection.send_lock:
-                await self.append_to_peer(connection, [first])
-        except TransportError as exc:
-            log.warning("could not answer %s: %s", connection.remote_address, exc)
-            connection.lost(str(exc))
-            await connection.close()
-            return
-        accept = self.accept
-        if accept is None:
-            await connection.close()
-        else:
-            await accept(connection)
 
     # -- background work -------------------------------------------------------------
 

@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import TransportError
+from .._errors import (
+    MediumError,
+)
 
 #: Called by the medium with each record of its inbox, in order, and the token that
 #: acknowledges it (None on media that do not redeliver). Awaiting it is backpressure.
@@ -33,19 +35,6 @@ def stop_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
-class MediumError(TransportError):
-    """The medium failed; the message says what and how to fix it."""
-
-
-class MediumUnavailable(MediumError):
-    """The medium cannot be reached right now (down, connection lost): worth retrying."""
-
-
-class MediumRefused(MediumError):
-    """The medium refused us (credentials, permissions, no such database): retrying is
-    useless until the configuration changes."""
-
-
 @dataclass(frozen=True)
 class Retention:
     """How much this node's inbox keeps for it (``max-age``, ``max-messages``,
@@ -59,14 +48,6 @@ class Retention:
 
     def __bool__(self) -> bool:
         return bool(self.max_age or self.max_messages or self.max_bytes)
-
-
-class InboxFull(MediumError):
-    """The inbox appended to is at its retention limit: the records were not stored."""
-
-
-class UnknownInbox(MediumError):
-    """The inbox appended to does not exist: no node with that peer id uses this medium."""
 
 
 class Medium(ABC):

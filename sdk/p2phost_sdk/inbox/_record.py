@@ -23,7 +23,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from .._errors import TransportError
+from .._errors import ForeignRecord
 
 MAGIC = b"p2pI"
 VERSION = 1
@@ -65,10 +65,6 @@ class RecordType(enum.IntEnum):
     #: connection id = the sender's letter session, seq = its place there, payload =
     #: the runtime's sealed message.
     LETTER = 9
-
-
-class ForeignRecord(TransportError):
-    """Bytes on an inbox that are not a p2phost record (or not one this version reads)."""
 
 
 @dataclass(slots=True)

@@ -18,14 +18,15 @@ from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from .._context import PluginContext
-from .._errors import TransportError
+from .._errors import ForeignRecord, TransportError, UnknownInbox
 from .._identity import is_peer_id
 from .._transport import AcceptHandler, Connection, Listener, Transport
-from ._endpoint import Endpoint, InboxOptions
+from ._endpoint import Endpoint
 from ._journal import Journal
 from ._letters import LetterHandler, LetterJournal, read_counts
-from ._medium import Medium, UnknownInbox
-from ._record import ForeignRecord, Record, RecordType, decode
+from ._medium import Medium
+from ._options import InboxOptions
+from ._record import Record, RecordType, decode
 
 T = TypeVar("T")
 #: Records ``inbox stats`` looks at to name the senders.
