@@ -94,7 +94,7 @@ class LoadedPlugins:
         self.state_dir = state_dir
 
     @property
-    def hook(self) -> Any:
+    def hook(self) -> pluggy.HookRelay:
         """The pluggy hook relay, for lifecycle notifications (``hook.p2phost_peer_lost``)."""
         return self.manager.hook
 

@@ -31,9 +31,9 @@ PROJECT_NAME = "p2phost"
 #: The entry point group plugins register under.
 ENTRY_POINT_GROUP = "p2phost.plugins"
 
-hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookspec: pluggy.HookspecMarker = pluggy.HookspecMarker(PROJECT_NAME)
 #: Marks a function of a plugin as the implementation of one of the host's hooks.
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+hookimpl: pluggy.HookimplMarker = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 class HookSpecs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import pytest
 
@@ -18,6 +19,7 @@ from p2phost_sdk import (
     Listener,
     Transport,
 )
+from p2phost_sdk.inbox import Deliver, InboxTransport, Medium, MediumAddress
 from tests.runtime.conftest import CODECS
 
 
@@ -67,8 +69,36 @@ class HangingDiscovery(Discovery):
             await asyncio.Event().wait()
 
 
-def node(transport: Transport, discovery: list[Discovery] | None = None) -> Node:
-    return Node(Identity.generate(), transports={"hang": transport},
+class HangingMedium(Medium):
+    """A broker that takes the connection but never answers opening the inbox."""
+
+    async def connect(self) -> None:
+        pass
+
+    async def open_inbox(self, name: str, deliver: Deliver) -> None:
+        await asyncio.Event().wait()
+
+    async def append(self, name: str, records: Sequence[bytes]) -> None:
+        pass
+
+    async def close(self, *, delete_inbox: bool) -> None:
+        pass
+
+
+class HangingInboxTransport(InboxTransport):
+    """``hang://`` over a medium whose ``open_inbox`` never returns."""
+
+    schemes = ("hang",)
+    default_port = 1
+    address_example = "hang://HOST"
+
+    def make_medium(self, address: MediumAddress) -> Medium:
+        return HangingMedium()
+
+
+def node(transport: Transport, discovery: list[Discovery] | None = None,
+         identity: Identity | None = None) -> Node:
+    return Node(identity or Identity.generate(), transports={"hang": transport},
                 codecs={"application/json": CODECS["application/json"]()},
                 discovery=discovery or [],
                 options=NodeOptions(listen=["hang://here"], plugin_timeout=0.5))
@@ -79,6 +109,16 @@ async def test_a_listen_that_never_returns_fails_start_up_naming_the_plugin() ->
     with pytest.raises(ListenError, match=r"HangingTransport did not finish listening on "
                                           r"hang://here within 0\.5s"):
         await asyncio.wait_for(node(HangingTransport("listen")).start(), 10)
+    assert time.monotonic() - started < 5
+
+
+async def test_an_open_inbox_that_never_returns_fails_start_up_naming_the_plugin() -> None:
+    identity = Identity.generate()
+    hanging = HangingInboxTransport(peer_id=identity.peer_id)
+    started = time.monotonic()
+    with pytest.raises(ListenError, match=r"HangingInboxTransport did not finish listening "
+                                          r"on hang://here within 0\.5s"):
+        await asyncio.wait_for(node(hanging, identity=identity).start(), 10)
     assert time.monotonic() - started < 5
 
 

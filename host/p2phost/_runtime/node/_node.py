@@ -58,6 +58,8 @@ from ._options import NodeOptions
 from ._schemas import hello_schemas
 
 if TYPE_CHECKING:
+    import pluggy
+
     from ..._observability._metrics import NodeMetrics
 
 log = logging.getLogger("p2phost.node")
@@ -84,7 +86,7 @@ class Node:
         security: Sequence[Security] = (),
         apps: Sequence[App] = (),
         options: NodeOptions = NodeOptions(),
-        hooks: Any = None,
+        hooks: pluggy.HookRelay | None = None,
         admit: Admit | None = None,
     ) -> None:
         if not codecs:

@@ -23,7 +23,7 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +41,7 @@ from p2phost_sdk import (
     PeerRecord,
     PresenceBook,
     RejectLog,
+    TaskOwner,
     check_scope,
     link_addresses,
 )
@@ -131,7 +132,7 @@ class MdnsDiscovery(Discovery):
         self._dormant: set[str] = set()
         self._resolving: set[str] = set()
         self._misses: dict[str, int] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner("mdns-discovery", logger=self.log)
 
     async def start(self, events: DiscoveryEvents) -> None:
         """Register this node's service and start browsing and checking peers."""
@@ -148,19 +149,16 @@ class MdnsDiscovery(Discovery):
             await self._close_sockets()
             raise MdnsError(f"cannot open the mDNS socket on {', '.join(ips)}: {exc}") from exc
         # Announcing takes a moment; start() must not wait for it.
-        for _, responder, info in self._responders:
-            self._spawn(self._register(responder, info))
+        for ip, responder, info in self._responders:
+            self._spawn(self._register(responder, info), f"register on {ip}")
         self._browser = AsyncServiceBrowser(self._zc.zeroconf, [SERVICE_TYPE],
                                             handlers=[self._on_change])
-        self._spawn(self._check_peers())
-        self._spawn(self._resign())
+        self._spawn(self._check_peers(), "check peers")
+        self._spawn(self._resign(), "sign again")
 
     async def stop(self) -> None:
         """Send goodbye packets, cancel every task and close the sockets."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._tasks.close()
         if self._browser is not None:
             await self._browser.async_cancel()
             self._browser = None
@@ -198,10 +196,8 @@ class MdnsDiscovery(Discovery):
                 self._responders[index] = (ip, responder, info)
                 await responder.async_update_service(info)
 
-    def _spawn(self, work: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        self._tasks.spawn(work, name)
 
     def _service_info(self, events: DiscoveryEvents, ip: str) -> AsyncServiceInfo:
         """The service as announced on the link of ``ip``: its address, its TXT record."""
@@ -225,9 +221,9 @@ class MdnsDiscovery(Discovery):
         self._resolving.add(name)
         if state_change is ServiceStateChange.Removed:
             # A goodbye carries no signature: anyone can send one. Ask the peer instead.
-            self._spawn(self._confirm_goodbye(name))
+            self._spawn(self._confirm_goodbye(name), f"goodbye of {name}")
         else:
-            self._spawn(self._resolve(name))
+            self._spawn(self._resolve(name), f"resolve {name}")
 
     async def _confirm_goodbye(self, name: str) -> None:
         # The goodbye leaves the records in the cache for one more second (RFC 6762 10.1).
