@@ -37,6 +37,8 @@ _PAGE = 256
 _RECENT = 65_536
 #: Rows handed from ``put`` to a caught-up pump before it reads the database instead.
 _FRESH = 4096
+#: Rows a pump sends in one loop turn at most.
+_TURN = 32
 #: Seconds a pump that just sent lets new rows gather before it sends again: one write
 #: for many messages of a sequential sender, instead of a system call each.
 _CORK = 0.002
@@ -232,10 +234,12 @@ class Outbox:
             rows = self._page(pump, room)
             if rows and pump.caught_up:
                 pump.sent_at = now
-            for row in rows:
+            for number, row in enumerate(rows, 1):
                 pump.cursor = row.seq
                 if row.id not in pump.acked and row.id not in pump.inflight:
                     await self._send(pump, channel, row)  # type: ignore[arg-type]
+                if number % _TURN == 0:
+                    await asyncio.sleep(0)  # a page is long work: let the loop breathe
                 if pump.channel is not None and pump.channel.ended:
                     break
             if len(rows) == room > 0:
