@@ -1,0 +1,95 @@
+"""What apps see of a node as their :class:`p2phost_sdk.Messenger`: connect, send,
+request, publish, store and dead-letter, each routed to the piece that does it (the
+dialler, the dispatcher, acknowledged delivery, stored letters)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from p2phost_sdk import Identity, PeerUnavailable
+
+from ..delivery._delivery import Reliable
+from ..messaging._dispatch import Dispatcher
+from ..messaging._peers import PeerTable
+from ..wire._channel import Channel
+from ._dialler import Link
+from ._letters import Letters
+
+
+class MessagingAPI:
+    """The messaging half of :class:`~._node.Node` (which builds what it uses)."""
+
+    identity: Identity
+    _dialler: Link
+    _dispatch: Dispatcher
+    _reliable: Reliable
+    _letters: Letters
+    _table: PeerTable
+    _acked_topics: set[str]
+
+    async def connect(self, address: str, *, expected_peer_id: str | None = None) -> str:
+        """Dial ``address`` (or reuse the connection to it); returns the peer id.
+
+        With ``expected_peer_id`` (what discovery announced), a peer that cannot prove
+        that id fails the handshake.
+        """
+        try:
+            return await self._dialler.connect(address, expected_peer_id=expected_peer_id)
+        except PeerUnavailable as exc:
+            raise self._letters.explain(address, exc) from exc.__cause__
+
+    async def _reach(self, peer: str) -> Channel:
+        if "://" in peer:
+            peer = await self.connect(peer)
+            channel = self._dialler.usable(peer)
+            if channel is not None:
+                return channel
+        if peer == self.identity.peer_id:
+            raise PeerUnavailable("a node cannot send to itself")
+        raise PeerUnavailable(f"peer {peer} is not connected")
+
+    def stores_letters(self, address: str) -> bool:
+        """Whether a message to ``address`` is stored in the peer's inbox rather than
+        sent on a connection (an inbox address, its peer not connected now)."""
+        return self._letters.stores(address)
+
+    async def store(self, address: str, topic: str, body: Any, *,
+                    key: str | None = None) -> str:
+        """Store a message for the peer of ``address`` (``MEDIUM#PEERID``) in its inbox,
+        whether it runs or not; returns the medium's URL once it has the message."""
+        return await self._letters.store(address, topic, body, key)
+
+    async def send(self, peer: str, topic: str, body: Any, *, key: str | None = None) -> None:
+        """Deliver ``body`` on ``topic`` to ``peer`` (a peer id or an address), no reply
+        (through the outbox on acknowledged topics: see :class:`p2phost_sdk.Messenger`;
+        stored in the peer's inbox for an inbox address whose peer is not connected)."""
+        if await self._letters.storing(peer):
+            await self._letters.store(peer, topic, body, key)
+            return
+        if topic in self._acked_topics and await self._reliable.send(peer, topic, body, key):
+            return
+        await self._dispatch.send(self._dialler.usable(peer) or await self._reach(peer), topic,
+                                  body)
+
+    async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
+        """Send a request and return the reply body (see :class:`p2phost_sdk.Messenger`)."""
+        if await self._letters.storing(peer):
+            return await self._letters.request(peer, topic, body, timeout)
+        channel = self._dialler.usable(peer) or await self._reach(peer)
+        return await self._dispatch.request(channel, topic, body, timeout)
+
+    async def publish(self, topic: str, body: Any) -> int:
+        """Send to every connected peer that handles ``topic``; returns how many."""
+        channels = [c for c in (p.best() for p in list(self._table.peers.values()))
+                    if c is not None]
+        count = 0
+        if topic in self._acked_topics:
+            count, channels = await self._reliable.publish(channels, topic, body)
+        return count + (await self._dispatch.publish(channels, topic, body) if channels else 0)
+
+    async def dead_letter(self, topic: str, body: bytes, *, source: str, reason: str,
+                          content_type: str = "") -> int:
+        """Keep a payload that never became a message in the dead-letter store (see
+        :class:`p2phost_sdk.Messenger`); its id."""
+        return await self._reliable.bury(topic, body, source=source, reason=reason,
+                                         content_type=content_type)
