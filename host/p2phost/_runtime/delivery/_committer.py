@@ -86,6 +86,7 @@ class Committer:
         self._ops: list[_Entry] = []
         self._handle: asyncio.Handle | None = None
         self._later: asyncio.TimerHandle | None = None
+        self._later_at = 0.0
         # When the earliest write that may wait is due (loop time; None: no such write).
         self._due: float | None = None
         self._busy = False
@@ -133,9 +134,11 @@ class Committer:
         if self._handle is not None or self._due is None:
             return
         if self._later is not None:
-            if self._later.when() <= self._due:
+            if self._later_at <= self._due:
                 return
             self._later.cancel()
+        # uvloop's timer handles have no when(): the time is kept here.
+        self._later_at = self._due
         self._later = asyncio.get_running_loop().call_at(self._due, self._start)
 
     def write(self, op: Op, *, quick: bool = False) -> asyncio.Future[Any]:
