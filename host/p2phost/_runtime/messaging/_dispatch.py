@@ -58,7 +58,9 @@ class Dispatcher:
         # message id -> (peer, topic, reply, loop time it is due, timeout)
         self._pending: dict[int, tuple[str, str, asyncio.Future[Any], float, float]] = {}
         # One timer for all requests, set for the earliest that is due (see _expire_due).
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        # uvloop's handle for a time already past has no when(): the time is kept here.
+        self._timer_at = 0.0
         # (kind, topic) -> the frame's header around its ids, packed once.
         self._headers: dict[tuple[Kind, str], tuple[bytes, bytes]] = {}
         self._warned: set[tuple[str, str]] = set()
@@ -136,8 +138,7 @@ class Dispatcher:
         reply: asyncio.Future[Any] = loop.create_future()
         due = loop.time() + timeout
         self._pending[message_id] = (channel.peer_id, topic, reply, due, timeout)
-        timer = self._timer
-        if timer is None or due < timer.when():
+        if self._timer is None or due < self._timer_at:
             self._arm(loop, due)
         try:
             if not channel.try_post(frame):
@@ -153,6 +154,7 @@ class Dispatcher:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = loop.call_at(when, self._expire_due, loop)
+        self._timer_at = when
 
     def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
         # A timer per request costs more than the request itself on a fast path (the

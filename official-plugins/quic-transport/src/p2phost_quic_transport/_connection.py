@@ -280,6 +280,12 @@ class _Protocol(QuicConnectionProtocol):
         self.on_event: Callable[[events.QuicEvent], None] | None = None
         self._soon: asyncio.Handle | None = None
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """A dialled connection's socket is connected: send without naming the peer."""
+        if transport.get_extra_info("peername") is not None:
+            transport = _ConnectedDatagrams(transport)  # type: ignore[assignment]
+        super().connection_made(transport)
+
     def quic_event_received(self, event: events.QuicEvent) -> None:
         """Each event goes to the connection (and the listener, for connection ids)."""
         self.owner.event(event)
@@ -302,3 +308,21 @@ class _Protocol(QuicConnectionProtocol):
     def error_received(self, exc: Exception) -> None:
         """ICMP errors on a dialled (connected) socket: nothing listens there."""
         self.owner.unreachable(exc)
+
+
+class _ConnectedDatagrams:
+    """A connected datagram transport whose ``sendto`` leaves the address out.
+
+    aioquic names the peer on every send; asyncio accepts that on a connected socket, but
+    uvloop (libuv) refuses it with EISCONN, so a dialled connection could never start there.
+    """
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def sendto(self, data: bytes, addr: object = None) -> None:
+        """Send ``data`` to the connected peer."""
+        self._transport.sendto(data)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
