@@ -52,7 +52,8 @@ def test_wildcards_take_the_sender_host() -> None:
     (PEER, ["just words"], "not a URL"),
     (PEER, ["tcp://a:70000"], "out of range"),
     (PEER, ["tcp://0.0.0.0:1"], "no dialable address"),
-])
+], ids=["bad-id", "no-id", "not-a-list", "empty", "too-many", "not-text", "too-long",
+        "control", "not-url", "bad-port", "not-dialable"])  # stable ids: PEER is random
 def test_bad_announcements_say_why(peer_id: object, addresses: object, why: str) -> None:
     with pytest.raises(AnnouncementError, match=why):
         check_announcement(peer_id, addresses, source="t")
