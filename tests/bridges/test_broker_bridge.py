@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -146,3 +148,20 @@ async def test_an_acknowledged_out_mapping_does_not_take_a_message_the_broker_re
     assert dead_topic == topic and json.loads(body) == {"n": 1}
     assert "failed all" in reason, reason
     assert pair.app.counts.bridged_out == 0
+
+
+async def test_a_huge_foreign_payload_keeps_at_most_a_frame_in_the_dead_letters(
+        tmp_path: Path) -> None:
+    """A broker entry can be far larger than a message: what the store keeps is bounded."""
+    bridge = node([], tmp_path)
+    await bridge.start()
+    try:
+        letter = await bridge.dead_letter("t", b"x" * (3 << 20), source="redis://h/0 s",
+                                          reason="not JSON")
+    finally:
+        await bridge.close()
+    assert letter > 0
+    with sqlite3.connect(tmp_path / "delivery.db") as db:
+        body, reason = db.execute("SELECT body, reason FROM dead").fetchone()
+    assert len(body) == 1 << 20
+    assert reason == f"not JSON (first {1 << 20} of {3 << 20} bytes kept)"

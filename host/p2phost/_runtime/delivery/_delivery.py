@@ -297,6 +297,11 @@ class Reliable:
         store dropped it)."""
         if self.dead is None or self._committer is None:
             raise PeerUnavailable("the node is not running")
+        if len(body) > self.max_frame_size:
+            # A foreign broker's payload may be far larger than any message: keep what a
+            # message could hold, so a hostile publisher cannot grow the store per letter.
+            reason = f"{reason} (first {self.max_frame_size} of {len(body)} bytes kept)"
+            body = body[:self.max_frame_size]
         now = time.time()
         letter = DeadLetter(0, "in", source, next(self._ids), topic, content_type, body, 0,
                             reason, "", "", now, now)
