@@ -143,10 +143,12 @@ def _connections(data: dict[str, Any]) -> list[Metric]:
         counts[key] = counts.get(key, 0) + 1
     for (transport, security), count in sorted(counts.items()):
         by_kind.add_metric([transport, security], count)
-    failures = CounterMetricFamily("p2phost_handshake_failures", "Accepted connections "
-                                   "whose handshake failed, by reason.", labels=["reason"])
-    for reason, count in data.get("handshake_failures", {}).items():
-        failures.add_metric([reason], count)
+    failures = CounterMetricFamily("p2phost_handshake_failures", "Connections whose "
+                                   "handshake failed, by side (accepted, dialled) and "
+                                   "reason.", labels=["side", "reason"])
+    for side, reasons in data.get("handshake_failures", {}).items():
+        for reason, count in reasons.items():
+            failures.add_metric([side, reason], count)
     return [
         by_kind, failures,
         GaugeMetricFamily("p2phost_peers", "Peers connected.", value=links.get("peers", 0)),

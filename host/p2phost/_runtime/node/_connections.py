@@ -12,6 +12,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -70,6 +71,9 @@ class Connections:
         self._clients: set[Channel] = set()
         self._refusals = RateLimitedLog(log, "refused connections")
         self._failures = RateLimitedLog(log, "failed handshakes")
+        # Handshakes this node dialled that failed, by reason (the dialler reports the
+        # error to whoever dialled; only counted here).
+        self._dial_failures: Counter[str] = Counter()
         #: Set when the node starts closing: new connections are refused from then on.
         self.closing = False
         #: The hello's ``schemas`` fields (node/_schemas.py), set by the node.
@@ -85,12 +89,14 @@ class Connections:
         return {
             "peers": len(self._table), "clients": len(self._clients),
             "handshaking": len(self._gate), "refused": self._refusals.count,
-            "failed_handshakes": self._failures.count,
+            "failed_handshakes": self._failures.count + self._dial_failures.total(),
         }
 
-    def failure_reasons(self) -> dict[str, int]:
-        """Failed handshakes by their short reason (the metrics' label)."""
-        return dict(self._failures.reasons)
+    def failure_reasons(self) -> dict[str, dict[str, int]]:
+        """Failed handshakes by side (``accepted``, ``dialled``) and short reason (the
+        metrics' labels)."""
+        return {"accepted": dict(self._failures.reasons),
+                "dialled": dict(self._dial_failures)}
 
     def channels(self) -> list[Channel]:
         """Every open channel: the peers' and the clients'."""
@@ -141,6 +147,18 @@ class Connections:
     async def open(self, connection: Connection, *, initiator: bool, address: str,
                    inbox: bool, expected_peer_id: str | None = None) -> Channel:
         """Handshake (securing stream connections), then serve the channel."""
+        if not initiator:
+            return await self._open(connection, initiator=False, address=address,
+                                    inbox=inbox, expected_peer_id=expected_peer_id)
+        try:
+            return await self._open(connection, initiator=True, address=address, inbox=inbox,
+                                    expected_peer_id=expected_peer_id)
+        except HandshakeError as exc:
+            self._dial_failures[handshake_reason(exc)] += 1
+            raise
+
+    async def _open(self, connection: Connection, *, initiator: bool, address: str,
+                    inbox: bool, expected_peer_id: str | None) -> Channel:
         nonce = secrets.token_hex(8)
         hello = Hello(peer_id=self.peer_id, codecs=tuple(self._codecs),
                       topics=tuple(self._dispatch.topics), listen=tuple(self._addresses),
@@ -172,6 +190,7 @@ class Connections:
                           on_message=self._dispatch.on_message,
                           on_reply=self._dispatch.on_reply,
                           on_fields=self._dispatch.received,
+                          on_traced=self._dispatch.received_traced,
                           on_replied=self._dispatch.replied,
                           outbox_limit=self.options.outbox_limit,
                           max_frame_size=self.options.max_frame_size,
