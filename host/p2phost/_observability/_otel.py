@@ -14,9 +14,13 @@ above it that is less indented)::
     C            reply echo
     B      reply forward
 
-Each node has its own TracerProvider (several nodes in one process keep their service
-names); spans made by app code with the global provider nest under the node's, since
-the current span is a context variable either way.
+The node's spans are not SDK ``Span`` objects: each is recorded once, when it ends, as a
+tuple (``_spans``), and a thread exports them; the SDK's span costs more than a message.
+Sampling follows the standard ``OTEL_TRACES_SAMPLER`` (and ``_ARG``): a message whose
+trace is not sampled costs a lookup and the context passed on, nothing is recorded.
+While a handler runs, its span is OpenTelemetry's current span, so spans made by app
+code with the global provider nest under it, and a span of the app's around a send is
+that send's parent.
 """
 
 from __future__ import annotations
@@ -24,56 +28,57 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import json
 import os
-import threading
+import random
+import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from importlib.metadata import entry_points
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
-from opentelemetry.sdk.util import ns_to_iso_str
-from opentelemetry.trace import (
-    NonRecordingSpan,
-    Span,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-)
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from p2phost_sdk import Message, MessageKind
 
 from .._runtime.wire._envelope import TRACE_SIZE
 from . import _logs
+from ._spans import Batcher, Spec, TracingError, exception_event, exporters
 from ._tracing import HELLO_KEY
 
 if TYPE_CHECKING:
     from .._runtime.delivery._delivery import Reliable
     from .._runtime.messaging._dispatch import Dispatcher
     from .._runtime.wire._channel import Channel
-    from .._runtime.wire._envelope import Envelope
 
-#: Remote parents kept for messages not yet handled (bounded: a peer that sends traced
-#: messages nobody handles cannot grow it).
+__all__ = ["Tracing", "TracingError"]
+
+#: Remote parents kept for messages not yet handled, and specs kept per topic and peer
+#: (bounded: a peer that sends traced messages nobody handles cannot grow them).
 _PARENTS = 4096
-#: The receipt span of the request this task handles, ended by its reply.
-_RECEIPT: contextvars.ContextVar[tuple[Span, str] | None] = contextvars.ContextVar(
+#: The trace context a send in progress puts in its frames (see :func:`_current`).
+_SENDING: contextvars.ContextVar[bytes] = contextvars.ContextVar("p2phost_sending",
+                                                                 default=b"")
+#: The receipt of the request this task handles, ended by its reply: [trace id,
+#: receipt span id, parent id, start ns, spec, (message id, attempt), error].
+_RECEIPT: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "p2phost_receipt", default=None)
+_FLAGS = (b"\x00", b"\x01")
+_SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
+_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
+_SAMPLERS = ("always_on", "always_off", "traceidratio")
 
 
 def _current() -> bytes:
-    """The current span's context as the envelope carries it (empty: no span)."""
+    """The trace context for a frame sent now (empty: no trace): the send's own span,
+    else OpenTelemetry's current span (a handler's, or app code's)."""
+    data = _SENDING.get()
+    if data:
+        return data
     context = trace.get_current_span().get_span_context()
     if not context.is_valid:
         return b""
@@ -81,98 +86,64 @@ def _current() -> bytes:
             + bytes((int(context.trace_flags),)))
 
 
-class TracingError(Exception):
-    """The OTEL_* variables name an exporter that cannot be loaded."""
+def _reads_traces(channel: Channel) -> bool:
+    """Whether a frame to ``channel`` may carry a trace context: its peer's hello says it
+    reads them, or it is a letter (node/_letters.py, a channel without a hello): a
+    stored record carries the context, as docs/wire.md says."""
+    hello = getattr(channel, "hello", None)
+    return hello is None or hello.extra.get(HELLO_KEY) == 1
 
 
-def span_line(span: ReadableSpan) -> str:
-    """One span as a JSON line: the fields (and formats) of the SDK's ``to_json``, the
-    resource reduced to its ``service.name`` (``to_json`` serialises and re-parses the
-    whole resource for every span, which costs more than the span itself)."""
-    context, parent = span.get_span_context(), span.parent
-    status: dict[str, str] = {"status_code": span.status.status_code.name}
-    if span.status.description:
-        status["description"] = span.status.description
-    return json.dumps({
-        "name": span.name,
-        "context": {"trace_id": f"0x{context.trace_id:032x}",
-                    "span_id": f"0x{context.span_id:016x}"} if context else None,
-        "kind": str(span.kind),
-        "parent_id": None if parent is None else f"0x{parent.span_id:016x}",
-        "start_time": ns_to_iso_str(span.start_time) if span.start_time else None,
-        "end_time": ns_to_iso_str(span.end_time) if span.end_time else None,
-        "status": status,
-        "attributes": dict(span.attributes or {}),
-        "events": [{"name": e.name, "timestamp": ns_to_iso_str(e.timestamp),
-                    "attributes": dict(e.attributes or {})} for e in span.events],
-        "service": span.resource.attributes.get("service.name"),
-    }, default=str)
-
-
-class JsonLinesExporter(SpanExporter):
-    """``OTEL_TRACES_EXPORTER=jsonl``: each span as one JSON line (:func:`span_line`)
-    appended to ``P2PHOST_TRACES_FILE`` (default ``traces.jsonl``)."""
-
-    def __init__(self, path: str | None = None) -> None:
-        self._path = path or os.environ.get("P2PHOST_TRACES_FILE", "traces.jsonl")
-        self._file: IO[str] | None = None
-        self._lock = threading.Lock()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        with self._lock:
-            if self._file is None:
-                self._file = open(self._path, "a", encoding="utf-8")
-            for span in spans:
-                self._file.write(span_line(span) + "\n")
-            self._file.flush()
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-
-
-def _exporters() -> list[SpanExporter]:
-    names = [n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")]
-    found = {e.name: e for e in entry_points(group="opentelemetry_traces_exporter")}
-    out: list[SpanExporter] = []
-    for name in filter(None, names):
-        if name == "jsonl":
-            out.append(JsonLinesExporter())
-        elif name in found:
-            out.append(found[name].load()())
-        else:
-            raise TracingError(
-                f"OTEL_TRACES_EXPORTER names {name!r}, which is not installed (known: "
-                f"{', '.join(sorted({'jsonl', *found}))}); fix: pip install "
-                "opentelemetry-exporter-otlp for otlp")
-    return out
+def sampling() -> tuple[bool, int]:
+    """``OTEL_TRACES_SAMPLER`` (the SDK's names and defaults) as (parent-based, bound):
+    a trace is recorded when its parent's is (parent-based, with a parent), else when
+    ``trace_id & TRACE_ID_LIMIT < bound`` (the SDK's TraceIdRatioBased rule)."""
+    name = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    rule = name.removeprefix("parentbased_")
+    if rule not in _SAMPLERS:
+        raise TracingError(f"OTEL_TRACES_SAMPLER={name!r} is not a sampler p2phost knows; "
+                           "fix: one of " + ", ".join(
+                               (*_SAMPLERS, *(f"parentbased_{s}" for s in _SAMPLERS))))
+    if rule == "always_on":
+        bound = _ID_LIMIT + 1
+    elif rule == "always_off":
+        bound = 0
+    else:
+        try:
+            rate = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "") or 1.0)
+        except ValueError as exc:
+            raise TracingError(f"OTEL_TRACES_SAMPLER_ARG is not a number between 0 and 1; "
+                               f"fix: OTEL_TRACES_SAMPLER_ARG=0.01 ({exc})") from exc
+        bound = TraceIdRatioBased(rate).bound
+    return name.startswith("parentbased_"), bound
 
 
 class Tracing:
-    """A node's tracer, what it puts in envelopes, and the wrappers that make spans."""
+    """A node's spans, what it puts in envelopes, and the wrappers that make spans."""
 
     def __init__(self, service: str) -> None:
-        exporters = _exporters()
+        found = exporters()
+        self._parent_based, self._bound = sampling()
         # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and lets OTEL_SERVICE_NAME win.
-        self.provider = TracerProvider(resource=Resource.create({"service.name": service}))
-        for exporter in exporters:
-            self.provider.add_span_processor(BatchSpanProcessor(exporter))
-        self.tracer = self.provider.get_tracer("p2phost")
-        self._parents: OrderedDict[tuple[str, int], NonRecordingSpan] = OrderedDict()
+        self._batcher = Batcher(found, Resource.create({"service.name": service}),
+                                InstrumentationScope("p2phost"))
+        # A dict keeps insertion order: the oldest entry is the first (cheaper than an
+        # OrderedDict on the receive path).
+        self._parents: dict[tuple[str, int], bytes] = {}
         self._sent: OrderedDict[int, bytes] = OrderedDict()
         self._logs = _logs.json_enabled()
+
+    def _recorded(self, trace_id: int, parent_flags: int | None) -> bool:
+        if parent_flags is not None and self._parent_based:
+            return bool(parent_flags & 1)
+        return (trace_id & _ID_LIMIT) < self._bound
 
     # -- the envelope ------------------------------------------------------------------
 
     def outgoing(self, channel: Channel) -> bytes:
         """The current span's context for a frame to ``channel`` (empty when there is no
         span, or the peer did not say it reads trace contexts)."""
-        if channel.hello.extra.get(HELLO_KEY) != 1:
-            return b""
-        return _current()
+        return _current() if _reads_traces(channel) else b""
 
     def remember(self, message_id: int) -> None:
         """Keep the current context for an acknowledged message: the outbox sends it
@@ -186,23 +157,16 @@ class Tracing:
 
     def recall(self, message_id: int, channel: Channel) -> bytes:
         """What :meth:`remember` kept, for a frame to ``channel``."""
-        if channel.hello.extra.get(HELLO_KEY) != 1:
-            return b""
-        return self._sent.get(message_id, b"")
+        return self._sent.get(message_id, b"") if _reads_traces(channel) else b""
 
-    def incoming(self, peer: str, envelope: Envelope) -> None:
+    def incoming(self, peer: str, message_id: int, trace: bytes) -> None:
         """Remember the sender's context until the message's handler runs."""
-        data = envelope.trace
-        if len(data) != TRACE_SIZE:
+        if len(trace) != TRACE_SIZE:
             return
-        parent = NonRecordingSpan(SpanContext(
-            int.from_bytes(data[:16], "big"), int.from_bytes(data[16:24], "big"),
-            is_remote=True, trace_flags=TraceFlags(data[24])))
-        if not parent.get_span_context().is_valid:
-            return
-        self._parents[(peer, envelope.message_id)] = parent
-        if len(self._parents) > _PARENTS:
-            self._parents.popitem(last=False)
+        parents = self._parents
+        parents[(peer, message_id)] = trace
+        if len(parents) > _PARENTS:
+            del parents[next(iter(parents))]
 
     # -- spans ---------------------------------------------------------------------------
 
@@ -214,69 +178,135 @@ class Tracing:
             dispatch.routes[topic] = replace(route, handler=self._receipt(topic, route.handler))
         # The reply is the dispatcher's own step after the handler, in the same task.
         dispatch._reply = self._replied(dispatch._reply)  # type: ignore[method-assign,assignment]
-        for name, kind in (("send", SpanKind.PRODUCER), ("request", SpanKind.CLIENT),
-                           ("publish", SpanKind.PRODUCER)):
-            setattr(messenger, name, self._sending(name, kind, getattr(messenger, name)))
+        # ``store`` (a message kept in an offline peer's inbox) is a send, as the spans
+        # of ``send`` to such a peer are.
+        for name, verb, kind in (("send", "send", SpanKind.PRODUCER),
+                                 ("store", "send", SpanKind.PRODUCER),
+                                 ("request", "request", SpanKind.CLIENT),
+                                 ("publish", "publish", SpanKind.PRODUCER)):
+            setattr(messenger, name, self._sending(verb, kind, getattr(messenger, name)))
 
     def _sending(self, verb: str, kind: SpanKind, call: Callable[..., Awaitable[Any]]
                  ) -> Callable[..., Awaitable[Any]]:
-        tracer = self.tracer
+        specs: dict[tuple[str, str], Spec] = {}
+        add, recorded, getrandbits = self._batcher.add, self._recorded, random.getrandbits
+        clock, current = time.time_ns, trace.get_current_span
 
-        @functools.wraps(call)
-        async def sending(*args: Any, **kwargs: Any) -> Any:
-            topic = args[1] if verb != "publish" else args[0]
+        def spec_of(topic: str, peer: str) -> Spec:
             attributes = {"messaging.system": "p2phost", "messaging.destination.name": topic,
                           "messaging.operation.type": "send"}
             if verb != "publish":
-                attributes["p2phost.peer"] = str(args[0])
-            with tracer.start_as_current_span(f"{verb} {topic}", kind=kind,
-                                              attributes=attributes):
+                attributes["p2phost.peer"] = peer
+            spec = Spec(f"{verb} {topic}", kind, attributes)
+            if len(specs) < _PARENTS:
+                specs[topic, peer] = spec
+            return spec
+
+        @functools.wraps(call)
+        async def sending(*args: Any, **kwargs: Any) -> Any:
+            parent = current().get_span_context()
+            if parent.is_valid:
+                trace_id, parent_id = parent.trace_id, parent.span_id
+                record = recorded(trace_id, parent.trace_flags)
+            else:
+                trace_id, parent_id = getrandbits(128) or 1, 0
+                record = recorded(trace_id, None)
+            span_id = getrandbits(64) or 1
+            token = _SENDING.set(trace_id.to_bytes(16, "big") + span_id.to_bytes(8, "big")
+                                 + _FLAGS[record])
+            if not record:  # context passed on, nothing recorded
+                try:
+                    return await call(*args, **kwargs)
+                finally:
+                    _SENDING.reset(token)
+            topic, peer = (args[0], "") if verb == "publish" else (args[1], str(args[0]))
+            spec = specs.get((topic, peer)) or spec_of(topic, peer)
+            start, error = clock(), None
+            try:
                 return await call(*args, **kwargs)
+            except Exception as exc:
+                error = (f"{type(exc).__name__}: {exc}", exception_event(exc), clock())
+                raise
+            finally:
+                _SENDING.reset(token)
+                add((spec, trace_id, span_id, parent_id, start, clock(), None, error))
 
         return sending
 
     def _receipt(self, topic: str, handler: Callable[[Message], Awaitable[Any]]
                  ) -> Callable[[Message], Awaitable[Any]]:
-        tracer, parents = self.tracer, self._parents
+        parents, add, recorded = self._parents, self._batcher.add, self._recorded
+        getrandbits, clock, logs = random.getrandbits, time.time_ns, self._logs
+        attach, detach, in_context = (otel_context.attach, otel_context.detach,
+                                      trace.set_span_in_context)
+        specs: dict[tuple[bool, str], Spec] = {}
+        handle = Spec(f"handle {topic}", SpanKind.INTERNAL, {})
+
+        def spec_of(request: bool, peer: str) -> Spec:
+            spec = Spec(f"receive {topic}", SpanKind.SERVER if request else SpanKind.CONSUMER,
+                        {"messaging.system": "p2phost", "messaging.destination.name": topic,
+                         "p2phost.peer": peer}, remote_parent=True)
+            if len(specs) < _PARENTS:
+                specs[request, peer] = spec
+            return spec
 
         @functools.wraps(handler)
-        async def receipt(message: Message) -> Any:
+        def receipt(message: Message) -> Awaitable[Any]:
             # get, not pop: a retried message's runs all belong to its sender's trace.
-            parent = parents.get((message.sender, int(message.id, 16)))
-            if parent is not None and not parent.get_span_context().trace_flags.sampled:
-                # The sender's trace is not recorded: make no spans, but pass its context
-                # on to what the handler sends, so that none of it is recorded either.
-                with trace.use_span(parent):
-                    return await handler(message)
+            data = parents.get((message.sender, int(message.id, 16)))
+            trace_id = parent_id = 0
+            if data is not None:
+                trace_id, parent_id = int.from_bytes(data[:16]), int.from_bytes(data[16:24])
+            if trace_id and parent_id:
+                record = recorded(trace_id, data[24])  # type: ignore[index]
+            else:
+                trace_id, parent_id = getrandbits(128) or 1, 0
+                record = recorded(trace_id, None)
+            if not record:
+                # Context passed on to what the handler sends, nothing recorded. Not
+                # detached: a handler runs in a task of its own (the mailbox's), whose
+                # context ends with it.
+                attach(in_context(NonRecordingSpan(SpanContext(
+                    trace_id, parent_id or getrandbits(64) or 1, bool(parent_id),
+                    _NOT_SAMPLED))))
+                return handler(message)
+            return recording(message, trace_id, parent_id)
+
+        async def recording(message: Message, trace_id: int, parent_id: int) -> Any:
             request = message.kind is MessageKind.REQUEST
-            span = tracer.start_span(
-                f"receive {topic}", context=trace.set_span_in_context(parent) if parent
-                else None, kind=SpanKind.SERVER if request else SpanKind.CONSUMER,
-                attributes={"messaging.system": "p2phost", "messaging.destination.name": topic,
-                            "messaging.message.id": message.id, "p2phost.peer": message.sender,
-                            "p2phost.attempt": message.attempt})
-            if not span.is_recording():  # this node's sampler said no: no children either
-                with trace.use_span(span):
-                    return await handler(message)
-            if self._logs:
-                _logs.bind(trace_id=format(span.get_span_context().trace_id, "032x"))
+            receive_id, handle_id = getrandbits(64) or 1, getrandbits(64) or 1
+            spec = specs.get((request, message.sender)) or spec_of(request, message.sender)
+            extra = (message.id, message.attempt)
+            if logs:
+                _logs.bind(trace_id=format(trace_id, "032x"))
+            start = clock()
+            receipt_state: list[Any] = [trace_id, receive_id, parent_id, start, spec, extra, None]
             if request:
-                _RECEIPT.set((span, topic))
+                _RECEIPT.set(receipt_state)
+            token = attach(in_context(NonRecordingSpan(SpanContext(
+                trace_id, handle_id, False, _SAMPLED))))
+            error = None
             try:
-                with trace.use_span(span), tracer.start_as_current_span(f"handle {topic}"):
-                    return await handler(message)
-            except BaseException as exc:
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                return await handler(message)
+            except Exception as exc:
+                described = f"{type(exc).__name__}: {exc}"
+                error = (described, exception_event(exc), clock())
+                receipt_state[6] = (described, None, 0)
                 raise
             finally:
+                detach(token)
+                end = clock()
+                add((handle, trace_id, handle_id, receive_id, start, end, None, error))
                 if not request:
-                    span.end()
+                    add((spec, trace_id, receive_id, parent_id, start, end, extra,
+                         receipt_state[6]))
 
         return receipt
 
     def _replied(self, reply: Callable[..., Awaitable[None] | None]
                  ) -> Callable[..., Awaitable[None]]:
-        tracer = self.tracer
+        add, getrandbits, clock = self._batcher.add, random.getrandbits, time.time_ns
+        specs: dict[str, Spec] = {}
 
         @functools.wraps(reply)
         async def replied(*args: Any, **kwargs: Any) -> None:
@@ -287,17 +317,30 @@ class Tracing:
                     await waiting
                 return
             _RECEIPT.set(None)
-            span, topic = receipt
+            trace_id, receive_id, parent_id, received, spec, extra, error = receipt
+            name = spec.name.removeprefix("receive ")
+            answer = specs.get(name)
+            if answer is None:
+                answer = Spec(f"reply {name}", SpanKind.INTERNAL, {})
+                if len(specs) < _PARENTS:
+                    specs[name] = answer
+            start = clock()
             try:
-                with trace.use_span(span), tracer.start_as_current_span(f"reply {topic}"):
-                    waiting = reply(*args, **kwargs)
-                    if waiting is not None:
-                        await waiting
+                waiting = reply(*args, **kwargs)
+                if waiting is not None:
+                    await waiting
             finally:
-                span.end()
+                end = clock()
+                add((answer, trace_id, getrandbits(64) or 1, receive_id, start, end, None,
+                     None))
+                add((spec, trace_id, receive_id, parent_id, received, end, extra, error))
 
         return replied
 
+    async def flush(self) -> None:
+        """Export what is queued (off the loop: exporters block)."""
+        await asyncio.to_thread(self._batcher.flush)
+
     async def close(self) -> None:
-        """Export what is buffered, then stop (off the loop: exporters block)."""
-        await asyncio.to_thread(self.provider.shutdown)
+        """Export what is queued, then stop (off the loop: exporters block)."""
+        await asyncio.to_thread(self._batcher.shutdown)

@@ -30,7 +30,7 @@ from p2phost_sdk import (
 
 from .._errors import NodeConfigError, WireError
 from ..wire._channel import Channel
-from ..wire._envelope import Envelope, Kind, app_frame, encode, header_parts
+from ..wire._envelope import TRACED, VERSION, Envelope, Kind, app_frame, encode, header_parts
 from ._mailbox import Mailbox
 from ._routes import AckedDelivery, Route, TraceHook, Work, allowed
 from ._stats import DeliveryStats
@@ -40,6 +40,8 @@ log = logging.getLogger("p2phost.node")
 #: The channel to answer ``peer`` on when the request's own channel is gone, if any.
 ReplyChannel = Callable[[str], Channel | None]
 _MESSAGE, _REQUEST = MessageKind.MESSAGE, MessageKind.REQUEST
+#: The first two bytes of a traced MESSAGE or REQUEST (the trace context follows the topic).
+_TRACED_HEADS = {kind: bytes((VERSION, kind | TRACED)) for kind in (Kind.MESSAGE, Kind.REQUEST)}
 
 
 class Dispatcher:
@@ -108,9 +110,9 @@ class Dispatcher:
             if len(self._headers) < 4096:
                 self._headers[kind, topic] = parts
         trace = b"" if self.tracer is None else self.tracer.outgoing(channel)
-        if trace:  # traced: the trace context goes between the strings and the body
-            frame = encode(kind, message_id, topic.encode(), channel.codec.encode(body),
-                           deadline=deadline, trace=trace)
+        if trace:  # traced: the trace context goes between the topic and the body
+            frame = app_frame((_TRACED_HEADS[kind], parts[1] + trace), message_id, deadline,
+                              channel.codec.encode(body))
         else:
             frame = app_frame(parts, message_id, deadline, channel.codec.encode(body))
         if len(frame) > channel.frame_limit:
@@ -227,13 +229,21 @@ class Dispatcher:
             return None
         return route.mailbox.put(peer, item)
 
+    def received_traced(self, channel: Channel, kind: int, message_id: int, deadline: int,
+                        topic: str, body: bytes, ack: Callable[[], None] | None,
+                        trace: bytes) -> Awaitable[None] | None:
+        """:meth:`received` for a message carrying the sender's trace context."""
+        if self.tracer is not None:
+            self.tracer.incoming(channel.peer_id, message_id, trace)
+        return self.received(channel, kind, message_id, deadline, topic, body, ack)
+
     def on_message(self, channel: Channel, envelope: Envelope,
                    ack: Callable[[], None] | None) -> Awaitable[None] | None:
         """A MESSAGE or REQUEST: into the owning app's mailbox (an awaitable when full)."""
         peer = channel.peer_id
         self.stats.message_in(envelope.topic, peer, len(envelope.body))
         if envelope.trace and self.tracer is not None:
-            self.tracer.incoming(peer, envelope)
+            self.tracer.incoming(peer, envelope.message_id, envelope.trace)
         if envelope.sender and envelope.sender != peer:
             raise WireError(f"envelope sender {envelope.sender} is not the connection's peer")
         if envelope.recipient and envelope.recipient != self.local_peer_id:

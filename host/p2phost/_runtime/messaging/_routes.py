@@ -27,8 +27,8 @@ class TraceHook(Protocol):
     def outgoing(self, channel: Channel) -> bytes:
         """The trace context to put in a frame to ``channel`` (empty: none)."""
 
-    def incoming(self, peer: str, envelope: Envelope) -> None:
-        """An envelope that carries a trace context arrived from ``peer``."""
+    def incoming(self, peer: str, message_id: int, trace: bytes) -> None:
+        """A message carrying the trace context ``trace`` arrived from ``peer``."""
 
     def remember(self, message_id: int) -> None:
         """Keep the current trace context for a message the outbox sends later."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,7 @@ from p2phost_sdk import (
 )
 
 from .._errors import WireError
-from ._envelope import HEADER, VERSION, Envelope, Kind, decode, encode
+from ._envelope import HEADER, TRACE_SIZE, TRACED, VERSION, Envelope, Kind, decode, encode
 from ._handshake import Handshaken
 
 log = logging.getLogger("p2phost.node")
@@ -55,8 +56,12 @@ OnFields = Callable[["Channel", int, int, int, str, bytes, Ack | None],
                     Awaitable[None] | None]
 #: The reader's fast path for a REPLY or ERROR: ``(channel, kind, correlation_id, body)``.
 OnReplied = Callable[["Channel", int, int, bytes], None]
+#: :data:`OnFields` for a MESSAGE or REQUEST carrying a trace context, given last.
+OnTraced = Callable[["Channel", int, int, int, str, bytes, Ack | None, bytes],
+                    Awaitable[None] | None]
 
 _REQUEST, _ERROR = int(Kind.REQUEST), int(Kind.ERROR)
+_TRACED_APP = (TRACED | Kind.MESSAGE, TRACED | Kind.REQUEST)
 
 _PING = encode(Kind.PING, 0)
 _PONG = encode(Kind.PONG, 0)
@@ -77,6 +82,7 @@ class Channel:
         on_reply: OnReply,
         on_fields: OnFields | None = None,
         on_replied: OnReplied | None = None,
+        on_traced: OnTraced | None = None,
         outbox_limit: int,
         max_frame_size: int,
         write_timeout: float = 15.0,
@@ -122,6 +128,7 @@ class Channel:
         self._on_replied: OnReplied = on_replied or (
             lambda channel, kind, correlation_id, body: on_reply(
                 channel, Envelope(Kind(kind), 0, "", body, correlation_id)))
+        self._on_traced = on_traced
         self._limit = outbox_limit
         # What post() may queue without waiting: room for the control frames and
         # replies already on their way when the outbox fills.
@@ -293,7 +300,38 @@ class Channel:
                                 ack()
                             on_replied(self, kind, correlation_id, frame[end:])
                         continue
+                    if kind in _TRACED_APP and version == VERSION and not (ls or lr or lc) \
+                            and end + TRACE_SIZE <= len(frame) and self._on_traced is not None:
+                        waiting = self._traced(frame, kind ^ TRACED, message_id, deadline, end,
+                                               ack)
+                        if waiting is not None:
+                            await waiting
+                        continue
                 await self._general(decode(frame), ack)
+
+    def _traced(self, frame: bytes, kind: int, message_id: int, deadline: int, end: int,
+                ack: Ack | None) -> Awaitable[None] | None:
+        # The fast path's fields for a MESSAGE or REQUEST whose trace context follows
+        # its topic (a traced node's common frame): no envelope object either; an
+        # awaitable only when the reader must wait.
+        try:
+            topic = frame[HEADER.size:end].decode()
+        except UnicodeDecodeError as exc:
+            raise WireError(f"envelope string is not UTF-8: {exc}") from exc
+        on_traced = self._on_traced
+        assert on_traced is not None
+        body, trace = frame[end + TRACE_SIZE:], frame[end:end + TRACE_SIZE]
+        if kind and self._outbox_bytes >= self._limit:  # as the fast path: room first
+            return self._traced_later(functools.partial(
+                on_traced, self, kind, message_id, deadline, topic, body, ack, trace))
+        waiting = on_traced(self, kind, message_id, deadline, topic, body, ack, trace)
+        return None if waiting is None else self._stall(waiting)
+
+    async def _traced_later(self, call: Callable[[], Awaitable[None] | None]) -> None:
+        await self._await_room()
+        waiting = call()
+        if waiting is not None:
+            await self._stall(waiting)
 
     async def _stall(self, waiting: Awaitable[None]) -> None:
         self.stalled = True

@@ -1,0 +1,184 @@
+"""The node's own spans: app spans nest under them, an unsampled trace records nothing
+but passes its context on, both export paths write the same line, a stored message
+keeps its sender's trace; and handshakes this node dialled are counted when they fail."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+from p2phost._observability import MetricsSettings
+from p2phost._observability._spans import (
+    JsonLinesExporter,
+    Spec,
+    exception_event,
+    readable,
+    span_line,
+)
+from p2phost_sdk import App, Identity, Message, PeerUnavailable, handler
+from p2phost_sdk.testing.discovery import wait_until
+from tests.conftest import run_cli, service_or_skip
+from tests.observe.test_metrics import scrape, total
+from tests.observe.test_traces import otel_env, spans
+from tests.runtime.conftest import MakeNode
+from tests.runtime.conftest import make_node as make_node  # the fixture
+from tests.runtime.processes import RunningNode
+
+#: The app's own tracer: a provider of its own (the global one can be set only once).
+APP_SPANS = InMemorySpanExporter()
+_provider = TracerProvider()
+_provider.add_span_processor(SimpleSpanProcessor(APP_SPANS))
+APP_TRACER = _provider.get_tracer("the app")
+
+
+class Seeing(App):
+    """Records the span context its handler runs in, and makes a span of its own."""
+
+    name = "seeing"
+
+    def __init__(self) -> None:
+        self.contexts: list[SpanContext] = []
+
+    @handler("look")
+    async def look(self, message: Message) -> None:
+        self.contexts.append(trace.get_current_span().get_span_context())
+        with APP_TRACER.start_as_current_span("app work"):
+            pass
+
+
+@pytest.fixture
+def kind() -> str:
+    """In-process nodes over real TCP."""
+    return "tcp"
+
+
+async def test_app_spans_nest_under_the_handler_and_parent_the_nodes_sends(
+        make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "spans.jsonl"
+    otel_env(monkeypatch, path)
+    APP_SPANS.clear()
+    app = Seeing()
+    receiver = await make_node([app])
+    sender = await make_node([])
+    peer = await sender.connect(receiver.addresses[0])
+    with APP_TRACER.start_as_current_span("app sends") as around:
+        await sender.send(peer, "look", "x")
+    await wait_until(lambda: app.contexts, 10, "the message handled")
+    await sender.close()
+    await receiver.close()
+    found = {s["name"]: s for s in spans(path)}
+    mine = {s.name: s for s in APP_SPANS.get_finished_spans()}
+    sent, handled = found["send look"], found["handle look"]
+    assert sent["parent_id"] == f"0x{around.get_span_context().span_id:016x}"
+    assert sent["context"]["trace_id"] == f"0x{around.get_span_context().trace_id:032x}"
+    assert found["receive look"]["parent_id"] == sent["context"]["span_id"]
+    assert handled["parent_id"] == found["receive look"]["context"]["span_id"]
+    work = mine["app work"]
+    assert work.parent is not None
+    assert f"0x{work.parent.span_id:016x}" == handled["context"]["span_id"]
+    assert f"0x{work.context.trace_id:032x}" == sent["context"]["trace_id"]
+
+
+async def test_an_unsampled_trace_records_nothing_and_passes_its_context_on(
+        make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "spans.jsonl"
+    otel_env(monkeypatch, path)
+    app = Seeing()
+    receiver = await make_node([app])
+    sender = await make_node([])
+    peer = await sender.connect(receiver.addresses[0])
+    # The caller's trace is not sampled (as a parent-based sampler decided upstream).
+    unsampled = SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.DEFAULT))
+    with trace.use_span(NonRecordingSpan(unsampled)):
+        await sender.send(peer, "look", "x")
+    await wait_until(lambda: app.contexts, 10, "the message handled")
+    await sender.close()
+    await receiver.close()
+    (seen,) = app.contexts
+    assert seen.trace_id == 0xABC and seen.is_valid and not seen.trace_flags.sampled
+    assert not path.exists() or not spans(path)
+
+
+def test_the_jsonl_line_of_a_record_is_the_sdk_line_of_its_span(tmp_path: Path) -> None:
+    spec = Spec('receive "odd" topic', SpanKind.CONSUMER,
+                {"messaging.system": "p2phost", "p2phost.peer": "12D3"}, remote_parent=True)
+    error = ("ValueError: no", exception_event(ValueError("no")), 1_764_000_000_500_000_000)
+    records: list[Any] = [
+        (spec, 0xABC, 0x1, 0x2, 1_764_000_000_123_456_000, 1_764_000_001_000_001_000,
+         ("00000000000000ff", 2), error),
+        (Spec("handle t", SpanKind.INTERNAL, {}), 0xABC, 0x3, 0, 1_764_000_000_000_000_000,
+         1_764_000_000_000_001_000, None, None),
+    ]
+    exporter = JsonLinesExporter(str(tmp_path / "records.jsonl"))
+    exporter.export_records(records, "svc")
+    exporter.shutdown()
+    ours = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    resource = Resource.create({"service.name": "svc"})
+    sdk = [json.loads(span_line(readable(r, resource, InstrumentationScope("p2phost"))))
+           for r in records]
+    assert ours == sdk
+    assert ours[0]["attributes"]["p2phost.attempt"] == 2
+    assert ours[0]["events"][0]["name"] == "exception"
+
+
+@pytest.mark.slow
+def test_a_stored_message_keeps_its_senders_trace(
+        make_project: Callable[..., Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    service_or_skip("Redis", 6379)
+    medium = "redis://127.0.0.1:6379/0"
+    files = {name: tmp_path / f"{name}.jsonl" for name in "ab"}
+    b_root = make_project(["redis-transport", "json-codec", "echo"], name="b", listen=[medium])
+    b_id = run_cli("id", cwd=b_root).stdout.strip()
+    a_root = make_project(["redis-transport", "json-codec"], name="a", listen=[])
+    done = run_cli("send", f"{medium}#{b_id}", "echo", '"stored"', cwd=a_root,
+                   env=otel_env(monkeypatch, files["a"]), timeout=60)
+    assert done.returncode == 0 and "stored for" in done.stdout + done.stderr, done.stderr
+    otel_env(monkeypatch, files["b"])
+    b = RunningNode(b_root)  # B runs only now, and takes the stored message
+    try:
+        wait_until_sync(lambda: files["b"].exists() and any(
+            s["name"] == "receive echo" for s in spans(files["b"])), 30)
+    finally:
+        assert b.stop() == 0, b.stderr
+    (sent,) = [s for s in spans(files["a"]) if s["name"] == "send echo"]
+    (received,) = [s for s in spans(files["b"]) if s["name"] == "receive echo"]
+    assert received["context"]["trace_id"] == sent["context"]["trace_id"]
+    assert received["parent_id"] == sent["context"]["span_id"]
+
+
+def wait_until_sync(condition: Callable[[], bool], timeout: float) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the stored message's spans did not appear"
+        time.sleep(0.1)
+
+
+async def test_a_handshake_this_node_dialled_is_counted_when_it_fails(
+        make_node: MakeNode) -> None:
+    receiver = await make_node([])
+    sender = await make_node([], metrics=MetricsSettings(listen="127.0.0.1:0"))
+    assert sender.metrics is not None
+    with pytest.raises(PeerUnavailable, match="handshake failed"):
+        await sender.connect(receiver.addresses[0],
+                             expected_peer_id=Identity.generate().peer_id)
+    got = await asyncio.to_thread(scrape, sender.metrics.address)  # the loop answers it
+    assert total(got, "p2phost_handshake_failures_total", side="dialled",
+                 reason="wrong-peer") == 1
+    assert sender.stats()["connections"]["failed_handshakes"] == 1
+    assert os.environ.get("OTEL_TRACES_EXPORTER") is None  # nothing leaks between tests
