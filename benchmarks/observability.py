@@ -200,7 +200,8 @@ async def run(rounds: int, scale: float) -> dict[str, dict[str, float]]:
             for config in CONFIGS[shift:] + CONFIGS[:shift]:
                 figures = await run_config(config, scale, Path(tmp) / f"spans-{number}")
                 print(f"[round {number + 1}] {config}: " + ", ".join(
-                    f"{k} {v:,.0f}" for k, v in figures.items()), file=sys.stderr, flush=True)
+                    f"{k} {v:,.2f}" if "CPU" in k else f"{k} {v:,.0f}"
+                    for k, v in figures.items()), file=sys.stderr, flush=True)
                 for metric, value in figures.items():
                     seen[config].setdefault(metric, []).append(value)
     return {c: {m: statistics.median(v) for m, v in ms.items()} for c, ms in seen.items()}
@@ -210,9 +211,10 @@ def report(results: dict[str, dict[str, float]]) -> None:
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'':28}{'off':>10}" + "".join(f"{c:>12}{'ratio':>7}" for c in CONFIGS[1:]))
     for metric, base in results["off"].items():
-        print(f"{metric:28}{base:10,.0f}" + "".join(
-            f"{results[c][metric]:12,.0f}" + (f"{results[c][metric] / base:7.2f}" if base
-                                              else f"{'-':>7}")
+        shown = ".2f" if "CPU" in metric else ",.0f"  # CPU: a few microseconds
+        print(f"{metric:28}{base:10{shown}}" + "".join(
+            f"{results[c][metric]:12{shown}}" + (f"{results[c][metric] / base:7.2f}" if base
+                                                 else f"{'-':>7}")
             for c in CONFIGS[1:]))
     print("ratio = configuration / off (round trips: lower is better). Aims: metrics cost "
           "<= 5 %, tracing (100 % sampled) <= 30 %; sampled = tracing at 1 %.")

@@ -77,3 +77,25 @@ async def test_json_lines_name_the_message_and_repeats_are_counted(
         assert len(line["message_id"]) == 16
     (summary,) = [li for li in lines if "were not logged" in li["message"]]
     assert summary["message"].startswith(f"{FAILURES - 3} more warnings like")
+
+
+async def test_a_library_nodes_repeated_warnings_are_counted_too(
+        make_node: MakeNode, caplog: pytest.LogCaptureFixture) -> None:
+    # No handler of the root logger limits repeats here (as in an app that logs its
+    # own way): the node puts the limit on p2phost's loggers when it starts.
+    caplog.set_level(logging.WARNING)
+    receiver = await make_node([Failing()])
+    sender = await make_node([])
+    peer = await sender.connect(receiver.addresses[0])
+    many = 25
+    for i in range(many):
+        await sender.send(peer, "fail", i)
+    await wait_until(lambda: receiver.delivery.stats.get("fail", "failed") == many, 10,
+                     "every message failed")
+    await receiver.close()  # reports what was held back
+    failed = [r for r in caplog.records if r.getMessage().startswith("the 'fail' handler")]
+    summaries = [r for r in caplog.records if "were not logged" in r.getMessage()
+                 and "handler failed" in r.getMessage()]
+    # At most 10 of a kind in 10 s (fewer if an earlier test's failures share the window).
+    assert len(failed) <= 10, len(failed)
+    assert sum(getattr(r, "repeated", 0) for r in summaries) >= many - len(failed)

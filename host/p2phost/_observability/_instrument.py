@@ -3,7 +3,8 @@ added to the hot path of a node whose metrics are off).
 
 The histograms are plain bucket counts updated on the node's loop (a bisect and two
 additions per message: prometheus-client's own histograms take a lock per bucket and
-cost several times more); the collector reads them on the loop at each scrape.
+cost several times more); the collector reads them on the loop at each scrape. Together
+the two cost about 0.3 µs per message (benchmarks/observability.py).
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ class Timings:
 
     def _timed(self, topic: str, handler: Callable[[Message], Awaitable[Any]]
                ) -> Callable[[Message], Awaitable[Any]]:
-        observe = self.handler.setdefault(topic, Buckets()).observe
-        clock = time.perf_counter
+        buckets = self.handler.setdefault(topic, Buckets())
+        counts, clock, bucket = buckets.counts, time.perf_counter, bisect.bisect_left
 
         @functools.wraps(handler)  # keeps what the handler decorator marked on it
         async def timed(message: Message) -> Any:
@@ -79,19 +80,25 @@ class Timings:
             try:
                 return await handler(message)
             finally:
-                observe(clock() - start)
+                took = clock() - start  # Buckets.observe, inline: once per message
+                counts[bucket(BUCKETS, took)] += 1
+                buckets.total += took
 
         return timed
 
     def _waited(self, app: str, process: Callable[[str, Work], Coroutine[Any, Any, None]]
                 ) -> Callable[[str, Work], Coroutine[Any, Any, None]]:
-        observe = self.wait.setdefault(app, Buckets()).observe
-        clock = time.monotonic
+        buckets = self.wait.setdefault(app, Buckets())
+        counts, clock, bucket = buckets.counts, time.monotonic, bisect.bisect_left
 
-        async def waited(peer: str, item: Work) -> None:
+        def waited(peer: str, item: Work) -> Coroutine[Any, Any, None]:
+            # Not a coroutine itself: the wait is known before processing starts, and a
+            # coroutine layer per message would cost more than the observation.
             if item.message is not None:
-                observe(clock() - item.queued)
-            await process(peer, item)
+                took = clock() - item.queued
+                counts[bucket(BUCKETS, took)] += 1
+                buckets.total += took
+            return process(peer, item)
 
         return waited
 

@@ -1,6 +1,7 @@
 """Logs for machines and for bad days: ``--log-format json`` (one object per line, with
 the node, peer, topic and message id where known) and repeated warnings rate-limited with
-a count, in both formats.
+a count, in both formats, for the CLI (:func:`configure`) and for nodes started from a
+library (:func:`limit_repeats`).
 
 What a line is about comes from a context variable: the node's name is bound where the
 node runs, and each handler's task binds its message's peer, topic and id (every handler
@@ -103,6 +104,39 @@ def configure(level: int, fmt: str) -> RepeatLimit:
     logging.basicConfig(level=level, handlers=[handler])
     atexit.register(limit.flush)  # runs before logging's own exit hook (registered first)
     return limit
+
+
+#: The repeat limit nodes put on p2phost's loggers when nothing at the root limits
+#: repeats (a library's node): one per process, as the loggers are.
+_NODE_LIMIT = RepeatLimit()
+_flush_at_exit = False
+
+
+def limit_repeats() -> None:
+    """Rate-limit the repeated warnings of every ``p2phost`` logger (the host's and its
+    plugins') for a node started from a library, whose logging is the app's: unless a
+    handler of the root logger limits repeats already (the CLI's :func:`configure`, or
+    the app's own :class:`RepeatLimit`), then it steps aside. A filter on a logger sees
+    only that logger's own records, so it goes on each; a logger made after the node
+    started (a plugin imported later) gets it at the next node's start."""
+    global _flush_at_exit
+    at_root = any(isinstance(f, RepeatLimit)
+                  for h in logging.getLogger().handlers for f in h.filters)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and (name == "p2phost"
+                                                   or name.startswith("p2phost.")):
+            if at_root:
+                logger.removeFilter(_NODE_LIMIT)
+            else:
+                logger.addFilter(_NODE_LIMIT)  # once: addFilter skips a filter it has
+    if not at_root and not _flush_at_exit:
+        atexit.register(_NODE_LIMIT.flush)
+        _flush_at_exit = True
+
+
+def flush_repeats() -> None:
+    """Report what :func:`limit_repeats` held back so far (a node closing)."""
+    _NODE_LIMIT.flush()
 
 
 def with_context(routes: dict[str, Route]) -> None:

@@ -36,7 +36,7 @@ from p2phost_sdk import (
 )
 
 from ..._observability._links import link_rows
-from ..._observability._logs import json_enabled, with_context
+from ..._observability._logs import flush_repeats, json_enabled, limit_repeats, with_context
 from ..._observability._tracing import open_tracing
 from .._errors import ListenError, NodeConfigError
 from ..delivery._delivery import Reliable
@@ -255,6 +255,7 @@ class Node(MessagingAPI):
         if self._started:
             return
         self._started = True
+        limit_repeats()  # a library's node: its repeated warnings are counted, not flooded
         bound = self.options.plugin_timeout
         try:
             self._reliable.start(self._dispatch.routes)
@@ -334,6 +335,7 @@ class Node(MessagingAPI):
             self._sealer.close()
         self._dispatch.fail_pending(None, "the node shut down")
         self._connections.flush_logs()
+        flush_repeats()
         if self.metrics is not None:
             await self.metrics.close()
         if self._tracing is not None:
