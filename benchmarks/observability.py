@@ -220,15 +220,78 @@ def report(results: dict[str, dict[str, float]]) -> None:
           "<= 5 %, tracing (100 % sampled) <= 30 %; sampled = tracing at 1 %.")
 
 
+def floor(count: int = 50_000) -> None:
+    """CPU microseconds per span in a bare loop, exporter thread and its file writes
+    included: the OpenTelemetry SDK's span (``start_as_current_span``, attributes set at
+    creation, BatchSpanProcessor), with an exporter that drops the spans and with the
+    jsonl one, beside one span of the node's own recorder (p2phost/_observability/_spans)
+    with the jsonl exporter. What a traced one-way message costs at least: three spans."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanKind
+
+    from p2phost._observability._spans import Batcher, JsonLinesExporter, Spec
+
+    class Dropping(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    attributes = {"messaging.system": "p2phost", "messaging.destination.name": "sink",
+                  "messaging.operation.type": "send", "p2phost.peer": "12D3KooW" * 6}
+    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(count + 1)  # nothing dropped
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, exporter in (("dropped", Dropping()),
+                                ("jsonl", JsonLinesExporter(f"{tmp}/sdk.jsonl"))):
+            provider = TracerProvider(resource=Resource.create({"service.name": "floor"}))
+            provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=count + 1))
+            tracer = provider.get_tracer("floor")
+            started = time.process_time()
+            for _ in range(count):
+                with tracer.start_as_current_span("send sink", kind=SpanKind.PRODUCER,
+                                                  attributes=attributes):
+                    pass
+            provider.force_flush()
+            took = time.process_time() - started
+            provider.shutdown()
+            print(f"OpenTelemetry SDK span, exporter {label:8} {took / count * 1e6:6.2f} "
+                  "us CPU per span")
+        batcher = Batcher([JsonLinesExporter(f"{tmp}/ours.jsonl")],
+                          Resource.create({"service.name": "floor"}),
+                          InstrumentationScope("p2phost"))
+        spec, getrandbits, clock = Spec("send sink", SpanKind.PRODUCER, attributes), \
+            __import__("random").getrandbits, time.time_ns
+        started = time.process_time()
+        for _ in range(count):
+            start = clock()
+            batcher.add((spec, getrandbits(128), getrandbits(64), 0, start, clock(), None,
+                         None))
+        batcher.flush()
+        took = time.process_time() - started
+        batcher.shutdown()
+        print(f"p2phost's recorded span, exporter jsonl  {took / count * 1e6:6.2f} us CPU "
+              f"per span (load average {os.getloadavg()[0]:.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--serve", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true",
+                        help="only the CPU per span of a bare loop: the SDK's and p2phost's")
     parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
     parser.add_argument("--rounds", type=int, default=5,
                         help="rounds of every configuration; the median is reported")
     args = parser.parse_args()
     if args.serve:
         asyncio.run(serve(args.serve))
+        return
+    if args.floor:
+        floor()
         return
     report(asyncio.run(run(max(1, args.rounds), 0.1 if args.quick else 1.0)))
 

@@ -127,9 +127,11 @@ class Tracing:
         # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and lets OTEL_SERVICE_NAME win.
         self._batcher = Batcher(found, Resource.create({"service.name": service}),
                                 InstrumentationScope("p2phost"))
-        # A dict keeps insertion order: the oldest entry is the first (cheaper than an
-        # OrderedDict on the receive path).
+        # The senders' contexts of messages not yet handled, in two generations: the
+        # newer fills to _PARENTS, then becomes the older (the oldest are forgotten in
+        # one step; evicting one entry per message from a dict costs far more).
         self._parents: dict[tuple[str, int], bytes] = {}
+        self._older: dict[tuple[str, int], bytes] = {}
         self._sent: OrderedDict[int, bytes] = OrderedDict()
         self._logs = _logs.json_enabled()
 
@@ -163,10 +165,14 @@ class Tracing:
         """Remember the sender's context until the message's handler runs."""
         if len(trace) != TRACE_SIZE:
             return
-        parents = self._parents
-        parents[(peer, message_id)] = trace
-        if len(parents) > _PARENTS:
-            del parents[next(iter(parents))]
+        self._parents[(peer, message_id)] = trace
+        if len(self._parents) >= _PARENTS:
+            self._older, self._parents = self._parents, {}
+
+    def _parent(self, key: tuple[str, int]) -> bytes | None:
+        # get, not pop: a retried message's runs all belong to its sender's trace.
+        found = self._parents.get(key)
+        return self._older.get(key) if found is None else found
 
     # -- spans ---------------------------------------------------------------------------
 
@@ -235,7 +241,7 @@ class Tracing:
 
     def _receipt(self, topic: str, handler: Callable[[Message], Awaitable[Any]]
                  ) -> Callable[[Message], Awaitable[Any]]:
-        parents, add, recorded = self._parents, self._batcher.add, self._recorded
+        parent_of, add, recorded = self._parent, self._batcher.add, self._recorded
         getrandbits, clock, logs = random.getrandbits, time.time_ns, self._logs
         attach, detach, in_context = (otel_context.attach, otel_context.detach,
                                       trace.set_span_in_context)
@@ -252,8 +258,7 @@ class Tracing:
 
         @functools.wraps(handler)
         def receipt(message: Message) -> Awaitable[Any]:
-            # get, not pop: a retried message's runs all belong to its sender's trace.
-            data = parents.get((message.sender, int(message.id, 16)))
+            data = parent_of((message.sender, int(message.id, 16)))
             trace_id = parent_id = 0
             if data is not None:
                 trace_id, parent_id = int.from_bytes(data[:16]), int.from_bytes(data[16:24])
