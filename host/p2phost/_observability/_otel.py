@@ -68,6 +68,7 @@ _SENDING: contextvars.ContextVar[bytes] = contextvars.ContextVar("p2phost_sendin
 _RECEIPT: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "p2phost_receipt", default=None)
 _FLAGS = (b"\x00", b"\x01")
+_REQUEST = MessageKind.REQUEST
 _SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
 _ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
 _SAMPLERS = ("always_on", "always_off", "traceidratio")
@@ -278,33 +279,36 @@ class Tracing:
             return recording(message, trace_id, parent_id)
 
         async def recording(message: Message, trace_id: int, parent_id: int) -> Any:
-            request = message.kind is MessageKind.REQUEST
+            request = message.kind is _REQUEST
             receive_id, handle_id = getrandbits(64) or 1, getrandbits(64) or 1
             spec = specs.get((request, message.sender)) or spec_of(request, message.sender)
             extra = (message.id, message.attempt)
             if logs:
                 _logs.bind(trace_id=format(trace_id, "032x"))
             start = clock()
-            receipt_state: list[Any] = [trace_id, receive_id, parent_id, start, spec, extra, None]
+            # A request's receipt is ended by its reply (_replied), in this task.
+            receipt_state: list[Any] | None = None
             if request:
+                receipt_state = [trace_id, receive_id, parent_id, start, spec, extra, None]
                 _RECEIPT.set(receipt_state)
             token = attach(in_context(NonRecordingSpan(SpanContext(
                 trace_id, handle_id, False, _SAMPLED))))
-            error = None
+            error = failed = None
             try:
                 return await handler(message)
             except Exception as exc:
                 described = f"{type(exc).__name__}: {exc}"
                 error = (described, exception_event(exc), clock())
-                receipt_state[6] = (described, None, 0)
+                failed = (described, None, 0)
+                if receipt_state is not None:
+                    receipt_state[6] = failed
                 raise
             finally:
                 detach(token)
                 end = clock()
                 add((handle, trace_id, handle_id, receive_id, start, end, None, error))
                 if not request:
-                    add((spec, trace_id, receive_id, parent_id, start, end, extra,
-                         receipt_state[6]))
+                    add((spec, trace_id, receive_id, parent_id, start, end, extra, failed))
 
         return receipt
 
