@@ -35,12 +35,6 @@ class Clock:
 
 
 @pytest.fixture
-def kind() -> str:
-    """Over real TCP."""
-    return "tcp"
-
-
-@pytest.fixture
 def json_logs() -> Iterator[tuple[io.StringIO, RepeatLimit, Clock]]:
     out, clock = io.StringIO(), Clock()
     handler = logging.StreamHandler(out)

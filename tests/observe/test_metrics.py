@@ -54,12 +54,6 @@ class Caller(App):
     delivery = {"poison": FAST}
 
 
-@pytest.fixture
-def kind() -> str:
-    """Over real TCP."""
-    return "tcp"
-
-
 def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of the endpoint: (name, sorted labels) -> value."""
     text = httpx.get(f"http://{address}/metrics", timeout=10).text

@@ -59,12 +59,6 @@ class Seeing(App):
             pass
 
 
-@pytest.fixture
-def kind() -> str:
-    """In-process nodes over real TCP."""
-    return "tcp"
-
-
 async def test_app_spans_nest_under_the_handler_and_parent_the_nodes_sends(
         make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "spans.jsonl"

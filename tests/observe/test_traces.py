@@ -145,12 +145,6 @@ def test_without_opentelemetry_nothing_imports_it_and_the_node_runs(
             assert "OpenTelemetry is not installed" in done.stderr
 
 
-@pytest.fixture
-def kind() -> str:
-    """In-process nodes over real TCP."""
-    return "tcp"
-
-
 async def test_a_retried_and_dead_lettered_message_stays_in_its_senders_trace(
         make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "spans.jsonl"
