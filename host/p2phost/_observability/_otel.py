@@ -226,7 +226,11 @@ class Tracing:
                     return await call(*args, **kwargs)
                 finally:
                     _SENDING.reset(token)
-            topic, peer = (args[0], "") if verb == "publish" else (args[1], str(args[0]))
+            if verb == "publish":
+                topic, peer = args[0] if args else kwargs.get("topic", ""), ""
+            else:  # (peer or address, topic, ...), positional or named
+                topic = args[1] if len(args) > 1 else kwargs.get("topic", "")
+                peer = str(args[0] if args else kwargs.get("peer", kwargs.get("address", "")))
             spec = specs.get((topic, peer)) or spec_of(topic, peer)
             start, error = clock(), None
             try:
