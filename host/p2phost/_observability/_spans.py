@@ -16,6 +16,7 @@ BatchSpanProcessor does.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import json
 import logging
@@ -253,6 +254,8 @@ class Batcher:
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="p2phost-spans", daemon=True)
         self._thread.start()
+        # A node never closed still exports what it queued when the process exits.
+        atexit.register(self.shutdown)
 
     def add(self, record: Record) -> None:
         """Queue one finished span (on the loop)."""
@@ -299,7 +302,10 @@ class Batcher:
                 self._idle.wait(0.1)
 
     def shutdown(self) -> None:
-        """Export what is queued, then stop the thread and the exporters (blocks)."""
+        """Export what is queued, then stop the thread and the exporters (blocks; once)."""
+        if self._stopping:
+            return
+        atexit.unregister(self.shutdown)
         self._stopping = True
         self._wake.set()
         self._thread.join(30)
