@@ -30,7 +30,10 @@ Then ``--lookups`` times a random node looks up a random other node's id:
   its users do it: every node stores its address under its own id (``set_digest``), and a
   lookup is the value crawl ``get`` runs (``ValueSpiderCrawl``), stopping at the value;
   0 hops when the asker stores it itself;
-- hops: request rounds of the lookup; time: wall time until it returned.
+- hops: request rounds of the lookup; time: wall time until it returned; cpu ms: CPU time
+  of the whole process over all lookups, divided by their number (the askers' and the
+  answerers' work: every node runs in this process), steadier than wall time on a busy
+  machine; load: the 1-minute load average when the row was printed.
 
 The rows print both and the ratios dht-discovery / kademlia (below 1 is better for us).
 """
@@ -87,7 +90,7 @@ class UdpRpc(asyncio.DatagramProtocol):
         assert self.dht is not None and self.transport is not None
         # UDP proves nothing: the sender's id comes from its own record (benchmark only;
         # in a node the security plugin proves it).
-        sender = str(message["request"].get("from", {}).get("id", ""))
+        sender = str(message["request"].get("from", ""))[:52]
         try:
             out = {"id": message["id"], "reply": await self.dht.handle(sender,
                                                                        message["request"])}
@@ -138,6 +141,7 @@ async def ours(size: int, lookups: int, rng: random.Random) -> dict[str, float]:
         await node.join([(nodes[0].peer_id, nodes[0].addresses)])
     built = time.perf_counter() - started
     hops, times, found = [], [], 0
+    cpu = time.process_time()
     for _ in range(lookups):
         asker, target = rng.sample(nodes, 2)
         begin = time.perf_counter()
@@ -146,10 +150,11 @@ async def ours(size: int, lookups: int, rng: random.Random) -> dict[str, float]:
         if result.found is not None:
             found += 1
             hops.append(result.hops)
+    cpu = time.process_time() - cpu
     for rpc in rpcs:
         assert rpc.transport is not None
         rpc.transport.close()
-    return summary(hops, times, found, lookups, built)
+    return summary(hops, times, found, lookups, built, cpu)
 
 
 async def theirs(size: int, lookups: int, rng: random.Random) -> dict[str, float]:
@@ -180,6 +185,7 @@ async def theirs(size: int, lookups: int, rng: random.Random) -> dict[str, float
         await server.set_digest(server.node.id, f"udp://127.0.0.1:{port}")
     built = time.perf_counter() - started
     hops, times, found = [], [], 0
+    cpu = time.process_time()
     for _ in range(lookups):
         a, b = rng.sample(range(size), 2)
         asker, target = servers[a], servers[b]
@@ -196,18 +202,20 @@ async def theirs(size: int, lookups: int, rng: random.Random) -> dict[str, float
         if value == f"udp://127.0.0.1:{ports[b]}":
             found += 1
             hops.append(rounds)
+    cpu = time.process_time() - cpu
     for server in servers:
         server.stop()
-    return summary(hops, times, found, lookups, built)
+    return summary(hops, times, found, lookups, built, cpu)
 
 
 def summary(hops: list[int], times: list[float], found: int, lookups: int,
-            built: float) -> dict[str, float]:
+            built: float, cpu: float) -> dict[str, float]:
     times.sort()
     return {"found": found / lookups, "hops_median": statistics.median(hops or [0]),
             "hops_mean": statistics.fmean(hops or [0]), "hops_max": max(hops or [0]),
             "ms_median": statistics.median(times) * 1000,
-            "ms_p90": times[int(len(times) * 0.9)] * 1000, "build_s": built}
+            "ms_p90": times[int(len(times) * 0.9)] * 1000, "cpu_ms": cpu / lookups * 1000,
+            "build_s": built}
 
 
 async def main(sizes: list[int], lookups: int) -> None:
@@ -215,17 +223,19 @@ async def main(sizes: list[int], lookups: int) -> None:
 
     logging.getLogger("kademlia").setLevel(logging.ERROR)
     print(f"{'N':>4} {'':12} {'found':>6} {'hops p50':>8} {'mean':>5} {'max':>4} "
-          f"{'ms p50':>8} {'ms p90':>8} {'build s':>8}")
+          f"{'ms p50':>8} {'ms p90':>8} {'cpu ms':>7} {'build s':>8} {'load':>5}")
     for size in sizes:
         a = await ours(size, lookups, random.Random(size))
         b = await theirs(size, lookups, random.Random(size))
         for name, row in (("dht-discovery", a), ("kademlia", b)):
             print(f"{size:>4} {name:12} {row['found']:>6.1%} {row['hops_median']:>8.1f} "
                   f"{row['hops_mean']:>5.2f} {row['hops_max']:>4.0f} {row['ms_median']:>8.2f} "
-                  f"{row['ms_p90']:>8.2f} {row['build_s']:>8.2f}")
+                  f"{row['ms_p90']:>8.2f} {row['cpu_ms']:>7.3f} {row['build_s']:>8.2f} "
+                  f"{os.getloadavg()[0]:>5.1f}")
         print(f"{size:>4} {'ratio':12} {'':>6} {ratio(a, b, 'hops_median'):>8} "
               f"{ratio(a, b, 'hops_mean'):>5} {'':>4} {ratio(a, b, 'ms_median'):>8} "
-              f"{ratio(a, b, 'ms_p90'):>8} {ratio(a, b, 'build_s'):>8}")
+              f"{ratio(a, b, 'ms_p90'):>8} {ratio(a, b, 'cpu_ms'):>7} "
+              f"{ratio(a, b, 'build_s'):>8}")
 
 
 async def gossip(nodes: int, messages: int, libp2p_python: str | None) -> None:

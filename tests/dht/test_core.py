@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from p2phost_sdk import Identity, PresenceSigner, SignedPresence
 from tests.dht.network import MemoryNetwork  # noqa: F401 - puts the plugin on sys.path
@@ -65,19 +66,23 @@ def test_a_forged_record_is_refused_and_counted() -> None:
     gate = RecordGate()
     victim, attacker = Identity.generate(), Identity.generate()
     genuine = record(identity=victim)
-    forged = encode(record("tcp://203.0.113.66:1", identity=attacker))
-    forged["id"] = victim.peer_id  # the attacker's signature under the victim's id
+    # The attacker's signature under the victim's id.
+    forged = victim.peer_id + encode(record("tcp://203.0.113.66:1", identity=attacker))[52:]
     assert gate.peer(forged) is None
     assert gate.counters()["bad signature"] == 1
+    assert gate.peer(forged) is None  # a repeat is refused again (from memory) and counted
+    assert gate.counters()["bad signature"] == 2
     assert gate.peer(encode(genuine)) == genuine
-    tampered = {**encode(genuine), "addrs": ["tcp://203.0.113.66:1"]}
+    tampered = replace(genuine, addresses=("tcp://203.0.113.66:1",))
     # Same sequence, other addresses: refused (counted as conflicting with the newest),
     # and what the caller gets is the genuine record, never the tampered addresses.
-    assert gate.peer(tampered) == genuine
+    assert gate.peer(encode(tampered)) == genuine
     assert gate.counters()["stale"] == 1
-    tampered["seq"] += 1
-    assert gate.peer(tampered) is None
-    assert gate.counters()["bad signature"] >= 2
+    assert gate.peer(encode(replace(tampered, sequence=genuine.sequence + 1))) is None
+    assert gate.counters()["bad signature"] == 3
+    assert gate.peer(encode(genuine)[:-8]) is None  # truncated
+    assert gate.peer({"id": victim.peer_id}) is None  # version 1's form
+    assert gate.counters()["malformed"] == 2
 
 
 def test_expired_and_replayed_records_are_refused() -> None:
@@ -93,7 +98,10 @@ def test_expired_and_replayed_records_are_refused() -> None:
     assert gate.peer(encode(old)) == new  # an older copy yields the newest known
     assert gate.counters()["stale"] == 1
     other_scope = signer.sign("lan", ["tcp://198.51.100.7:1"], lifetime=60)
+    # The scope is not sent: a record signed for another one does not verify as "dht".
     assert gate.peer(encode(other_scope)) is None
+    assert gate.counters()["bad signature"] == 1
+    assert gate.peer(encode(new), expect=Identity.generate().peer_id) is None
     assert gate.counters()["wrong scope or peer"] == 1
 
 
@@ -103,8 +111,8 @@ def test_a_record_verified_once_is_not_verified_again_until_it_expires() -> None
     genuine = record(lifetime=60)
     assert gate.peer(encode(genuine)) == genuine
     assert gate.known(encode(genuine)) == genuine  # the repeat: no decoding, no verifying
-    assert gate.known({**encode(genuine), "addrs": ["tcp://203.0.113.66:1"]}) is None
-    assert gate.known({**encode(genuine), "seq": genuine.sequence + 1}) is None
+    assert gate.known(encode(replace(genuine, addresses=("tcp://203.0.113.66:1",)))) is None
+    assert gate.known(encode(replace(genuine, sequence=genuine.sequence + 1))) is None
     now[0] += 3600  # the remembered record expired: no path may still hand it out
     assert gate.known(encode(genuine)) is None
     assert gate.peer(encode(genuine)) is None
@@ -148,3 +156,28 @@ def test_config_mistakes_name_the_field() -> None:
         with pytest.raises(ConfigError) as caught:
             settings_of("dht-discovery", bad)
         assert next(iter(bad)) in str(caught.value)
+
+
+def test_a_replacement_kept_unverified_is_verified_before_it_is_promoted() -> None:
+    gate = RecordGate()
+    own = Identity.generate().peer_id
+    table = RoutingTable(own, TableLimits(k=1), check=gate.check)
+    genuine: list[SignedPresence] = []
+    while len(genuine) < 3:  # three peers in the far half of the key space: one bucket
+        candidate = record(f"tcp://10.{len(genuine)}.0.1:1")
+        if bucket_index(peer_key(own), peer_key(candidate.peer_id)) == 0:
+            genuine.append(candidate)
+    first, second, third = genuine
+    assert table.add(first, alive=True)
+    assert not table.wants(second.peer_id)  # the bucket is full: no need to verify now
+    assert not table.add(third, alive=True, verified=False)
+    assert gate.counters()["accepted"] == 0  # nothing verified yet
+    table.remove(first.peer_id)
+    assert third.peer_id in table  # the replacement, verified on promotion
+    assert gate.counters()["accepted"] == 1
+    forged = replace(second, addresses=("tcp://203.0.113.66:1",))
+    assert not table.add(forged, alive=True, verified=False)
+    table.remove(third.peer_id)
+    assert forged.peer_id not in table  # refused on promotion, never served
+    assert table.counters["replacement refused"] == 1
+    assert gate.counters()["bad signature"] == 1

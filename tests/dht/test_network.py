@@ -7,10 +7,12 @@ import random
 import statistics
 from typing import Any
 
+import pytest
+
 from p2phost_sdk import Identity, PresenceSigner
 from tests.dht.network import MemoryNetwork, build
 
-from p2phost_dht_discovery import Dht, encode  # isort: skip
+from p2phost_dht_discovery import Dht, DhtError, encode  # isort: skip
 
 
 async def lookups(nodes: list[Dht], targets: list[Dht], per_node: int,
@@ -61,8 +63,7 @@ async def test_a_peer_answering_every_lookup_with_itself_captures_nothing() -> N
             if isinstance(request, dict) and request.get("op") == "find_node":
                 # Claim to be every peer asked for, at the liar's address, and know nobody.
                 forged = encode(PresenceSigner(key).sign("dht", liar.addresses, lifetime=60))
-                forged["id"] = "aaaa"
-                reply["nodes"] = [reply["self"], forged]
+                reply["nodes"] = [reply["self"], "aaaa" + forged[52:]]
             return reply
         liar.handle = lie  # type: ignore[method-assign]
     # Liars are in everyone's table (they joined and answered), so lookups meet them.
@@ -82,8 +83,8 @@ async def test_a_forged_record_in_an_answer_is_refused_and_counted() -> None:
     async def forge(sender: str, request: Any) -> dict[str, Any]:
         reply = await Dht.handle(liar, sender, request)
         fake = encode(impostor.sign("dht", ["tcp://203.0.113.66:4001"], lifetime=600))
-        fake["id"] = victim.peer_id  # the victim's id, signed by another key
-        reply["nodes"] = [fake, encode(honest.record())]
+        # The victim's id, signed by another key.
+        reply["nodes"] = [victim.peer_id + fake[52:], encode(honest.record())]
         return reply
     liar.handle = forge  # type: ignore[method-assign]
     asker = network.add()
@@ -136,3 +137,45 @@ async def test_requests_beyond_the_rate_limit_are_refused() -> None:
             pass
     assert answered == 5
     assert b.counters["rate limited"] == 5
+
+
+async def test_a_lookup_verifies_only_the_records_it_uses() -> None:
+    network, nodes = await build(30)
+    asker, answerer, target = nodes[5], nodes[10], nodes[15]
+    impostor = PresenceSigner(Identity.generate())
+    strangers = [encode(impostor.sign("dht", ["tcp://203.0.113.66:4001"], lifetime=600))
+                 for _ in range(19)]
+    strangers = [Identity.generate().peer_id + fake[52:] for fake in strangers]
+
+    async def answer(sender: str, request: Any) -> dict[str, Any]:
+        reply = await Dht.handle(answerer, sender, request)
+        if isinstance(request, dict) and request.get("op") == "find_node":
+            reply["nodes"] = [*strangers, encode(target.record())]  # 19 forgeries, then it
+        return reply
+    answerer.handle = answer  # type: ignore[method-assign]
+    fresh = network.add()
+    await fresh.ping(answerer.peer_id, answerer.addresses)
+    result = await fresh.find_peer_result(target.peer_id)
+    assert result.found == target.record()
+    # The forgeries were never dialled or served, so never verified: no cost, no count.
+    assert fresh.gate.counters()["bad signature"] == 0
+    assert not {s[:52] for s in strangers} & {e.peer_id for e in fresh.table.entries()}
+    assert asker.peer_id not in fresh.table
+
+
+async def test_a_peer_speaking_another_wire_version_is_refused_clearly() -> None:
+    network = MemoryNetwork()
+    new, old = network.add(), network.add()
+    version_1 = {"id": old.peer_id, "scope": "dht", "addrs": list(old.addresses), "seq": 1,
+                 "exp": 2, "sig": "AA=="}
+    with pytest.raises(DhtError, match=r"unsupported version.*version 2.*fix:"):
+        await new.handle(old.peer_id, {"op": "ping", "from": version_1})
+    assert new.counters["refused: other wire version"] == 1
+
+    async def answer_as_version_1(sender: str, request: Any) -> dict[str, Any]:
+        return {"self": version_1}  # what a version 1 node answers: no "v"
+    old.handle = answer_as_version_1  # type: ignore[method-assign]
+    with pytest.raises(DhtError, match=r"answered in DHT wire version 1.*fix:"):
+        await new.ping(old.peer_id, old.addresses)
+    assert new.counters["peers on another wire version"] == 1
+    assert old.peer_id not in new.table

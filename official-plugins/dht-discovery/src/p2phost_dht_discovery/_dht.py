@@ -20,14 +20,16 @@ from p2phost_sdk import AnnouncementError, SignedPresence
 
 from ._keys import KEY_BITS, key_hex, parse_key, peer_key, topic_key
 from ._limits import RateLimit
-from ._lookup import LookupResult, lookup
+from ._lookup import LookupResult, Offer, lookup
 from ._records import (
     PEER_SCOPE,
+    WIRE_VERSION,
     ProviderStore,
     RecordGate,
     decode,
     encode,
     provider_scope,
+    wire_peer,
 )
 from ._routing import RoutingTable, TableLimits
 
@@ -77,14 +79,16 @@ class Dht:
         self.settings = s = settings or DhtSettings()
         s.limits.k = s.k
         self._sign, self._rpc, self._clock = sign, rpc, clock
-        self.table = RoutingTable(peer_id, s.limits)
         self.gate = RecordGate(clock=clock)
+        self.table = RoutingTable(peer_id, s.limits, check=self.gate.check)
         self.providers = ProviderStore(max_per_key=s.k, clock=clock)
         self.rate = RateLimit(s.requests_per_second, s.request_burst)
         self.counters: Counter[str] = Counter()
         self._addresses = tuple(addresses)
         self._record: SignedPresence | None = None
-        self._record_wire: tuple[SignedPresence, dict[str, Any]] | None = None
+        self._record_wire: tuple[SignedPresence, str] | None = None
+        #: Peers already warned about for speaking another wire version (bounded).
+        self._other_versions: set[str] = set()
         self._provided: dict[str, SignedPresence] = {}
 
     # -- this node's own record --------------------------------------------------------
@@ -104,7 +108,7 @@ class Dht:
             self._record = self._sign(PEER_SCOPE, self._addresses, self.settings.record_lifetime)
         return self._record
 
-    def _own_wire(self) -> dict[str, Any]:
+    def _own_wire(self) -> str:
         # Sent in every request and answer: encoded once per signing.
         record = self.record()
         if self._record_wire is None or self._record_wire[0] is not record:
@@ -125,17 +129,26 @@ class Dht:
             self.counters["malformed request"] += 1
             raise DhtError("malformed request: expected {\"op\": ...}")
         op = request["op"]
+        version = request.get("v", 1)
+        if version != WIRE_VERSION:
+            self.counters["refused: other wire version"] += 1
+            raise DhtError(f"unsupported version: this node speaks DHT wire version "
+                           f"{WIRE_VERSION}, the request is version {str(version)[:8]}; fix: "
+                           f"run the same dht-discovery version (1.1 or later) on every node")
         if "from" in request:  # the asker's own record: it just proved it is alive
-            record = self.gate.peer(request["from"], expect=sender)
-            if record is not None:
-                self.table.add(record, alive=True)
-        reply: dict[str, Any] = {"self": self._own_wire()}
+            self._heard_from(sender, request["from"])
+        reply: dict[str, Any] = {"v": WIRE_VERSION, "self": self._own_wire()}
         try:
             if op == "ping":
                 pass
             elif op == "find_node":
                 key = parse_key(request.get("key"))
-                reply["nodes"] = self._closest_for(key, sender)
+                exact = self.table.at(key) if request.get("exact") is True else None
+                if exact is not None and exact.peer_id != sender:
+                    # A peer lookup ends at the peer's record: the rest would go unread.
+                    reply["nodes"] = [self.gate.wire_form(exact.record)]
+                else:
+                    reply["nodes"] = self._closest_for(key, sender)
             elif op == "get_providers":
                 key = parse_key(request.get("key"))
                 reply["providers"] = [encode(r) for r in self.providers.get(key)]
@@ -151,7 +164,25 @@ class Dht:
         self.counters[f"answered {op}"] += 1
         return reply
 
-    def _closest_for(self, key: int, asker: str) -> list[dict[str, Any]]:
+    def _heard_from(self, sender: str, raw: object) -> None:
+        record = self.gate.known(raw)
+        if record is None and not self.table.wants(sender):
+            # Its bucket is full: it can only wait as a replacement, so it is verified if
+            # and when it is promoted, not on every request of every stranger.
+            try:
+                record = decode(raw)
+            except AnnouncementError:
+                self.gate.refused["malformed"] += 1
+                return
+            if record.peer_id == sender:
+                self.table.add(record, alive=True, verified=False)
+            return
+        if record is None or record.peer_id != sender:
+            record = self.gate.peer(raw, expect=sender)
+        if record is not None:
+            self.table.add(record, alive=True)
+
+    def _closest_for(self, key: int, asker: str) -> list[str]:
         # The asker already has our own record ("self" of the reply).
         records = self.table.closest(key, self.settings.k, exclude=frozenset({asker}))
         return [self.gate.wire_form(r) for r in records]
@@ -160,12 +191,14 @@ class Dht:
 
     async def _ask(self, peer_id: str, addresses: Sequence[str],
                    request: dict[str, Any]) -> dict[str, Any]:
-        request = {**request, "from": self._own_wire()}
+        request = {"v": WIRE_VERSION, **request, "from": self._own_wire()}
         try:
             async with asyncio.timeout(self.settings.request_timeout):
                 reply = await self._rpc.call(peer_id, addresses, request)
             if not isinstance(reply, dict):
                 raise DhtError("malformed reply")
+            if reply.get("v", 1) != WIRE_VERSION:
+                raise self._other_version(peer_id, reply.get("v", 1))
             record = self.gate.peer(reply.get("self"), expect=peer_id)
             if record is None:
                 raise DhtError(f"{peer_id} answered without a valid record of itself")
@@ -184,43 +217,46 @@ class Dht:
         record: SignedPresence = reply["self"]
         return record
 
-    def _offered(self, reply: dict[str, Any], target: str | None = None) -> list[SignedPresence]:
+    def _other_version(self, peer_id: str, version: object) -> DhtError:
+        self.counters["peers on another wire version"] += 1
+        text = (f"{peer_id} answered in DHT wire version {str(version)[:8]}, this node "
+                f"speaks {WIRE_VERSION}; fix: run the same dht-discovery version (1.1 or "
+                f"later) on every node")
+        if peer_id not in self._other_versions and len(self._other_versions) < 256:
+            self._other_versions.add(peer_id)
+            log.warning("%s", text)
+        return DhtError(text)
+
+    def _offered(self, reply: dict[str, Any]) -> list[Offer]:
+        # Neither decoded nor verified here: the lookup verifies the records it uses.
         nodes = reply.get("nodes")
         if not isinstance(nodes, list):
             return []
-        nodes = nodes[: self.settings.k]
-        offered = next((raw for raw in nodes if isinstance(raw, dict)
-                        and raw.get("id") == target), None) if target else None
-        if offered is not None:
-            # The lookup stops at the target's valid record: verify it first, and only if
-            # it is forged decode the others (without it: refused once is enough).
-            found = self.gate.peer(offered, expect=target)
-            if found is not None:
-                return [found]
-            nodes = [raw for raw in nodes if raw is not offered]
         out = []
-        for raw in nodes:
-            record = self.gate.known(raw)  # a record we verified: no decoding
-            try:  # any other is verified by the lookup if and when it is used
-                record = record or decode(raw)
-            except AnnouncementError:
+        for raw in nodes[: self.settings.k]:
+            peer = wire_peer(raw)
+            if peer is None:
                 self.gate.refused["malformed"] += 1
-                continue
-            if record.peer_id != self.peer_id:
-                out.append(record)
+            elif peer != self.peer_id:
+                out.append(Offer(peer, raw))
         return out
+
+    def _check_offer(self, offer: Offer) -> SignedPresence | None:
+        return self.gate.peer(offer.wire, expect=offer.peer_id)
 
     async def lookup_key(self, key: int, *, target: str | None = None) -> LookupResult:
         """The k closest live contacts to ``key`` (stops early when ``target`` is found)."""
-        async def query(contact: SignedPresence) -> list[SignedPresence]:
-            reply = await self._ask(contact.peer_id, contact.addresses,
-                                    {"op": "find_node", "key": key_hex(key)})
-            return self._offered(reply, target)
+        request: dict[str, Any] = {"op": "find_node", "key": key_hex(key)}
+        if target is not None:
+            request["exact"] = True
+
+        async def query(contact: SignedPresence) -> list[Offer]:
+            return self._offered(await self._ask(contact.peer_id, contact.addresses, request))
 
         self.table.touched(key)
         result = await lookup(key, self.table.closest(key, self.settings.k), query,
                               k=self.settings.k, alpha=self.settings.alpha, target=target,
-                              deadline=self.settings.lookup_timeout, check=self.gate.check)
+                              deadline=self.settings.lookup_timeout, check=self._check_offer)
         self.counters["lookups"] += 1
         return result
 
@@ -267,7 +303,7 @@ class Dht:
         key = topic_key(topic)
         found: dict[str, SignedPresence] = {r.peer_id: r for r in self.providers.get(key)}
 
-        async def query(contact: SignedPresence) -> list[SignedPresence]:
+        async def query(contact: SignedPresence) -> list[Offer]:
             reply = await self._ask(contact.peer_id, contact.addresses,
                                     {"op": "get_providers", "key": key_hex(key)})
             raw = reply.get("providers")
@@ -279,15 +315,12 @@ class Dht:
 
         await lookup(key, self.table.closest(key, self.settings.k), query, k=self.settings.k,
                      alpha=self.settings.alpha, deadline=self.settings.lookup_timeout,
-                     stop_when=lambda: len(found) >= limit, check=self.gate.check)
+                     stop_when=lambda: len(found) >= limit, check=self._check_offer)
         return list(found.values())[:limit]
 
     def _provider(self, key: int, raw: object) -> SignedPresence | None:
-        try:
-            record = decode(raw)
-            if record.scope != provider_scope(key):
-                raise ValueError
-            return record.check(now=self._clock())
+        try:  # signed for another key, it does not verify in this key's scope
+            return decode(raw, provider_scope(key)).check(now=self._clock())
         except ValueError:  # AnnouncementError is one
             self.counters["provider records refused"] += 1
             return None

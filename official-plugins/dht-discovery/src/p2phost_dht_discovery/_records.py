@@ -2,18 +2,27 @@
 
 Peer records are :class:`p2phost_sdk.SignedPresence` in scope ``dht``; provider records
 are the same, in scope ``dht-provider:KEY`` (so a node's record for one topic cannot be
-replayed as a record for another). Every record a peer sends passes :class:`RecordGate`
-before anything else sees it: a forged, expired or replayed record is dropped and counted.
+replayed as a record for another). On the wire a record is one compact string (docs/wire.md,
+the DHT section): the peer id, then base64 of the signed fields. The scope is not sent:
+where the record travels says it, and the signature covers it, so a record moved to
+another scope does not verify.
+
+Every record a peer sends passes :class:`RecordGate` before anything trusts it: a forged,
+expired or replayed record is dropped and counted. The gate knows the records it verified
+by their exact string, so a record repeated in answer after answer costs one dictionary
+look-up, and a record no lookup uses is never decoded at all.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import re
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from p2phost_sdk import CLOCK_SKEW, AnnouncementError, PresenceBook, SignedPresence, is_peer_id
 
@@ -21,6 +30,15 @@ from ._keys import key_hex
 
 #: The scope of peer records.
 PEER_SCOPE = "dht"
+#: The version of the DHT's messages (docs/wire.md): every request and reply says it, and a
+#: node answers only its own (version 1, JSON records, said none).
+WIRE_VERSION = 2
+#: Characters of a peer id (base32 of a 32-byte key), the head of every wire record.
+PEER_ID_LENGTH = 52
+#: The longest wire record accepted (16 addresses of 255 bytes, in base64, and the rest).
+MAX_RECORD_LENGTH = 6000
+_FIXED = struct.Struct("!QQB")  # sequence, expiry, number of addresses
+_PEER_ID_SHAPE = re.compile(f"[a-z2-7]{{{PEER_ID_LENGTH}}}")
 
 
 def provider_scope(key: int) -> str:
@@ -28,28 +46,49 @@ def provider_scope(key: int) -> str:
     return f"dht-provider:{key_hex(key)}"
 
 
-def encode(record: SignedPresence) -> dict[str, Any]:
-    """A record as a JSON-able mapping (docs/wire.md, the DHT section)."""
-    return {"id": record.peer_id, "scope": record.scope, "addrs": list(record.addresses),
-            "seq": record.sequence, "exp": record.expires,
-            "sig": base64.b64encode(record.signature).decode()}
+def encode(record: SignedPresence) -> str:
+    """A record as its wire string: the peer id, then base64 of sequence, expiry (8 bytes
+    each), the addresses (a count byte, then a length byte and UTF-8 each) and the 64-byte
+    signature. The scope is left out (see the module's docstring)."""
+    body = bytearray(_FIXED.pack(record.sequence, record.expires, len(record.addresses)))
+    for address in record.addresses:
+        raw = address.encode()
+        body += bytes([len(raw)]) + raw
+    body += record.signature
+    return record.peer_id + base64.b64encode(bytes(body)).decode()
 
 
-def decode(raw: object) -> SignedPresence:
-    """A record from the wire, not yet verified; AnnouncementError when malformed."""
+def wire_peer(raw: object) -> str | None:
+    """The peer id a wire record names (shaped like one; not verified, not decoded), or
+    None when ``raw`` is not shaped like a wire record."""
+    if (isinstance(raw, str) and PEER_ID_LENGTH < len(raw) <= MAX_RECORD_LENGTH
+            and _PEER_ID_SHAPE.match(raw) is not None):
+        return raw[:PEER_ID_LENGTH]
+    return None
+
+
+def decode(raw: object, scope: str = PEER_SCOPE) -> SignedPresence:
+    """A record in ``scope`` from its wire string, not yet verified; AnnouncementError
+    when malformed."""
     try:
-        assert isinstance(raw, dict)
-        peer_id, scope, addrs = raw["id"], raw["scope"], raw["addrs"]
-        seq, exp, sig = raw["seq"], raw["exp"], raw["sig"]
-        assert isinstance(peer_id, str) and is_peer_id(peer_id)
-        assert isinstance(scope, str) and len(scope) < 128
-        assert isinstance(addrs, list) and all(isinstance(a, str) for a in addrs)
-        assert isinstance(seq, int) and isinstance(exp, int) and 0 <= seq < 2**63
-        assert 0 <= exp < 2**63 and isinstance(sig, str) and len(sig) < 100
-        signature = base64.b64decode(sig, validate=True)
-    except (AssertionError, KeyError, ValueError, TypeError) as exc:
+        peer_id = wire_peer(raw)
+        assert peer_id is not None and is_peer_id(peer_id)
+        assert isinstance(raw, str)
+        body = base64.b64decode(raw[PEER_ID_LENGTH:], validate=True)
+        sequence, expires, count = _FIXED.unpack_from(body)
+        offset, addresses = _FIXED.size, []
+        for _ in range(count):
+            length = body[offset]
+            address = body[offset + 1:offset + 1 + length]
+            assert len(address) == length
+            addresses.append(address.decode())
+            offset += 1 + length
+        signature = body[offset:]
+        assert len(signature) == 64 and sequence < 2**63 and expires < 2**63
+    except (AssertionError, IndexError, ValueError, struct.error, binascii.Error) as exc:
         raise AnnouncementError("malformed: not a DHT record") from exc
-    return SignedPresence(peer_id, scope, tuple(addrs), seq, exp, False, signature)
+    return SignedPresence(peer_id, scope, tuple(addresses), sequence, expires, False,
+                          signature)
 
 
 @dataclass
@@ -57,9 +96,14 @@ class RecordGate:
     """Verifies peer records once each, keeps the newest per peer, counts the rest."""
 
     clock: Callable[[], float] = time.time
+    #: Most records remembered as verified, and as refused.
+    remember: int = 4096
     book: PresenceBook = field(init=False)
-    #: The newest verified record of each peer, beside its wire form (encoded once).
-    _wire: dict[str, tuple[SignedPresence, dict[str, Any]]] = field(default_factory=dict)
+    #: The newest verified record of each peer, beside its wire string (encoded once).
+    _wire: dict[str, tuple[SignedPresence, str]] = field(default_factory=dict)
+    #: Wire strings this gate verified, and ones it refused as forged (not checked twice).
+    _verified: dict[str, SignedPresence] = field(default_factory=dict)
+    _forged: set[str] = field(default_factory=set)
     #: Records refused for a reason the book does not count (wrong scope, wrong peer).
     refused: Counter[str] = field(default_factory=Counter)
 
@@ -72,31 +116,33 @@ class RecordGate:
         seen = self.known(raw)
         if seen is not None and (expect is None or expect == seen.peer_id):
             return seen
+        if isinstance(raw, str) and raw in self._forged:
+            self.book.rejected["bad signature"] += 1
+            return None
         try:
             record = decode(raw)
         except AnnouncementError:
             self.refused["malformed"] += 1
             return None
-        return self.check(record, expect=expect)
+        forged = self.book.rejected["bad signature"]
+        checked = self.check(record, expect=expect)
+        if checked is None and self.book.rejected["bad signature"] > forged:
+            self._remember(self._forged, raw)  # a repeat costs a look-up, not a verify
+        return checked
 
     def known(self, raw: object) -> SignedPresence | None:
-        """The record ``raw`` is, byte for byte, when this gate already verified it and it
-        is still its peer's newest and current; else None (decode and :meth:`check` it).
+        """The record ``raw`` is, string for string, when this gate already verified it and
+        it is still its peer's newest and current; else None (decode and :meth:`check` it).
         No decoding, no verifying: an answer repeats records this node mostly knows."""
-        if not isinstance(raw, dict):
-            return None
-        seen = self._wire.get(raw.get("id"))  # type: ignore[arg-type]
-        if seen is None or seen[1]["sig"] != raw.get("sig"):
-            return None
-        record, wire = seen
-        if (record is not self.book.newest(record.peer_id) or not self._current(record)
-                or raw != wire):
+        record = self._verified.get(raw) if isinstance(raw, str) else None
+        if (record is None or record is not self.book.newest(record.peer_id)
+                or not self._current(record)):
             return None
         return record
 
-    def wire_form(self, record: SignedPresence) -> dict[str, Any]:
-        """:func:`encode` of ``record``, shared when it is a record this gate verified: read
-        it or send it, never change it. A node sends the same records in every answer."""
+    def wire_form(self, record: SignedPresence) -> str:
+        """:func:`encode` of ``record``, encoded once when it is a record this gate
+        verified: a node sends the same records in every answer."""
         seen = self._wire.get(record.peer_id)
         if seen is not None and seen[0] is record:  # the same object: the same fields
             return seen[1]
@@ -128,10 +174,24 @@ class RecordGate:
                 # An older copy relayed by a third peer: not an attack; use the newest.
                 return newest
             return None
-        if len(self._wire) > 4096:
+        if len(self._wire) > self.remember:
             self._wire.clear()
-        self._wire[record.peer_id] = (record, encode(record))
+        wire = encode(record)
+        self._wire[record.peer_id] = (record, wire)
+        self._remember(self._verified, wire, record)
         return record
+
+    def _remember(self, memory: dict[str, SignedPresence] | set[str], wire: object,
+                  record: SignedPresence | None = None) -> None:
+        if not isinstance(wire, str):
+            return
+        if len(memory) >= self.remember:
+            memory.clear()  # cheap and bounded; what is still in use comes back at once
+        if isinstance(memory, dict):
+            assert record is not None
+            memory[wire] = record
+        else:
+            memory.add(wire)
 
     def counters(self) -> dict[str, int]:
         """Records accepted and refused by reason."""
@@ -151,11 +211,10 @@ class ProviderStore:
     _providers: dict[int, dict[str, SignedPresence]] = field(default_factory=dict)
 
     def add(self, key: int, raw: object) -> bool:
-        """Store the provider record ``raw`` under ``key``; False (counted) when refused."""
+        """Store the provider record ``raw`` under ``key``; False (counted) when refused
+        (a record signed for another key does not verify in this key's scope)."""
         try:
-            record = decode(raw)
-            if record.scope != provider_scope(key):
-                raise AnnouncementError("malformed: provider record for another key")
+            record = decode(raw, provider_scope(key))
             record.check(now=self.clock())
         except AnnouncementError as exc:
             self.counters[exc.reason] += 1

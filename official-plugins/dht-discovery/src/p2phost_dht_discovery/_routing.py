@@ -29,6 +29,8 @@ class Entry:
     prefix: str | None
     last_seen: float
     failures: int = 0
+    #: False for a replacement whose record is kept unverified until it is promoted.
+    verified: bool = True
 
     @property
     def peer_id(self) -> str:
@@ -63,14 +65,19 @@ class RoutingTable:
     """The contacts of one node, by distance from its key."""
 
     def __init__(self, own_id: str, limits: TableLimits | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 check: Callable[[SignedPresence], SignedPresence | None] = lambda r: r,
+                 ) -> None:
         self.own_id = own_id
+        #: Verifies a replacement's record when it is promoted (see :meth:`add`).
+        self.check = check
         self.own_key = peer_key(own_id)
         self.limits = limits or TableLimits()
         self.clock = clock
         self.buckets = [Bucket() for _ in range(KEY_BITS + 1)]
         self._prefixes: Counter[str] = Counter()
         self._live: dict[str, Entry] = {}
+        self._by_key: dict[int, Entry] = {}
         #: Contacts refused, by reason ("prefix cap", ...), and evicted.
         self.counters: Counter[str] = Counter()
 
@@ -84,23 +91,36 @@ class RoutingTable:
         """The live entry of ``peer_id``."""
         return self._live.get(peer_id)
 
-    def add(self, record: SignedPresence, *, alive: bool) -> bool:
-        """Note a verified ``record``; ``alive`` when its peer just answered or asked us
-        something. True when it is (now) a live entry."""
+    def wants(self, peer_id: str) -> bool:
+        """Whether a record of ``peer_id`` would be a live entry (it is one, or its bucket
+        has room): only then is it worth verifying now, see :meth:`add`."""
+        if peer_id in self._live:
+            return True
+        bucket = self.buckets[bucket_index(self.own_key, peer_key(peer_id))]
+        return len(bucket.entries) < self.limits.k
+
+    def add(self, record: SignedPresence, *, alive: bool, verified: bool = True) -> bool:
+        """Note ``record``; ``alive`` when its peer just answered or asked us something.
+        True when it is (now) a live entry. An unverified record (``verified=False``,
+        only when :meth:`wants` says no) can only wait as a replacement, and is verified
+        with :attr:`check` if it is ever promoted: most never are."""
         if record.peer_id == self.own_id or record.goodbye:
+            return False
+        if not verified and self.wants(record.peer_id):
             return False
         key = peer_key(record.peer_id)
         bucket = self.buckets[bucket_index(self.own_key, key)]
         now = self.clock()
-        for entry in bucket.entries:
-            if entry.peer_id == record.peer_id:
-                if record.sequence > entry.record.sequence:
-                    self._reprefix(entry, record)
-                if alive:
-                    entry.last_seen, entry.failures = now, 0
-                    bucket.entries.remove(entry)
-                    bucket.entries.append(entry)
-                return True
+        live = self._live.get(record.peer_id)
+        if live is not None:
+            if record.sequence > live.record.sequence:
+                self._reprefix(live, record)
+            if alive:
+                live.last_seen, live.failures = now, 0
+                if bucket.entries[-1] is not live:  # most recently seen last
+                    bucket.entries.remove(live)
+                    bucket.entries.append(live)
+            return True
         prefix = address_prefix(record.addresses)
         for entry in bucket.replacements:
             if entry.peer_id == record.peer_id:
@@ -109,10 +129,10 @@ class RoutingTable:
         if not self._prefix_room(bucket, prefix):
             self.counters["prefix cap"] += 1
             return False
-        entry = Entry(record, key, prefix, now if alive else 0.0)
+        entry = Entry(record, key, prefix, now if alive else 0.0, verified=verified)
         if len(bucket.entries) < self.limits.k and alive:
             bucket.entries.append(entry)
-            self._live[entry.peer_id] = entry
+            self._live[entry.peer_id] = self._by_key[key] = entry
             if prefix is not None:
                 self._prefixes[prefix] += 1
             return True
@@ -156,18 +176,29 @@ class RoutingTable:
         for entry in bucket.entries:
             if entry.peer_id == peer_id:
                 bucket.entries.remove(entry)
-                del self._live[peer_id]
+                del self._live[peer_id], self._by_key[entry.key]
                 if entry.prefix is not None:
                     self._prefixes[entry.prefix] -= 1
                 self.counters["evicted"] += 1
                 break
         while bucket.replacements and len(bucket.entries) < self.limits.k:
             spare = bucket.replacements.pop()
+            if not spare.verified:
+                checked = self.check(spare.record)
+                if checked is None:
+                    self.counters["replacement refused"] += 1
+                    continue
+                spare.record, spare.verified = checked, True
+                spare.prefix = address_prefix(checked.addresses)
             if self._prefix_room(bucket, spare.prefix):
                 bucket.entries.insert(0, spare)  # unproven: first in line to be checked
-                self._live[spare.peer_id] = spare
+                self._live[spare.peer_id] = self._by_key[spare.key] = spare
                 if spare.prefix is not None:
                     self._prefixes[spare.prefix] += 1
+
+    def at(self, key: int) -> Entry | None:
+        """The live entry whose key is ``key`` (the peer a peer lookup is for)."""
+        return self._by_key.get(key)
 
     def closest(self, key: int, count: int | None = None,
                 exclude: frozenset[str] = frozenset()) -> list[SignedPresence]:
