@@ -104,6 +104,12 @@ class Messenger(Protocol):
         """Send to every connected peer that handles ``topic``; returns how many."""
         ...
 
+    async def disconnect(self, peer: str, *, reason: str = "closed by an app") -> bool:
+        """Close the connections to ``peer`` (a peer id) after a goodbye that gives
+        ``reason``, and what was queued on them is sent first; False when none was open.
+        A peer that discovery or ``[node] connect`` keeps connected is dialled again."""
+        ...
+
     async def dead_letter(self, topic: str, body: bytes, *, source: str, reason: str,
                           content_type: str = "") -> int:
         """Keep ``body``, a payload that never became a message (one from outside the

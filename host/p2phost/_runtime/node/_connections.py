@@ -238,6 +238,10 @@ class Connections:
                 self._notify("p2phost_peer_lost", peer=channel.info, reason=reason)
                 self._dial_waiting()
 
+    async def retire(self, channel: Channel, reason: str) -> None:
+        """Say goodbye on ``channel``, send what is queued (1 s at most), close it."""
+        await self._retire(channel, reason, mutual=False)
+
     async def _retire(self, channel: Channel, reason: str, mutual: bool) -> None:
         log.debug("retiring connection to %s (%s): %s", channel.peer_id, channel.address, reason)
         channel.goodbye(reason)

@@ -4,7 +4,8 @@ dialler, the dispatcher, acknowledged delivery, stored letters)."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import TYPE_CHECKING, Any
 
 from p2phost_sdk import Identity, PeerUnavailable
 
@@ -14,6 +15,9 @@ from ..messaging._peers import PeerTable
 from ..wire._channel import Channel
 from ._dialler import Link
 from ._letters import Letters
+
+if TYPE_CHECKING:
+    from ._connections import Connections
 
 
 class MessagingAPI:
@@ -26,6 +30,7 @@ class MessagingAPI:
     _letters: Letters
     _table: PeerTable
     _acked_topics: set[str]
+    _connections: Connections
 
     async def connect(self, address: str, *, expected_peer_id: str | None = None) -> str:
         """Dial ``address`` (or reuse the connection to it); returns the peer id.
@@ -37,6 +42,14 @@ class MessagingAPI:
             return await self._dialler.connect(address, expected_peer_id=expected_peer_id)
         except PeerUnavailable as exc:
             raise self._letters.explain(address, exc) from exc.__cause__
+
+    async def disconnect(self, peer: str, *, reason: str = "closed by an app") -> bool:
+        """Close the connections to ``peer`` after a goodbye giving ``reason`` (see
+        :class:`p2phost_sdk.Messenger`); False when none was open."""
+        entry = self._table.get(peer)
+        channels = [] if entry is None else [c for c in entry.channels if not c.ended]
+        await asyncio.gather(*(self._connections.retire(c, reason) for c in channels))
+        return bool(channels)
 
     async def _reach(self, peer: str) -> Channel:
         if "://" in peer:

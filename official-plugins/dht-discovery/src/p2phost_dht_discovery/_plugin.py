@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from p2phost_sdk import (
@@ -48,6 +49,9 @@ def settings_of(name: str, config: Mapping[str, Any]) -> DhtSettings:
                   "record-lifetime", "requests-per-second"):
         if float(config.get(field, 1.0)) <= 0:
             raise ConfigError(name, field, "a positive number of seconds", config[field])
+    if float(config.get("idle-timeout", 1.0)) < 0:
+        raise ConfigError(name, "idle-timeout", "a number of seconds (0: never close)",
+                          config["idle-timeout"])
     for peer_id in config.get("find", []):
         if not is_peer_id(peer_id):
             raise ConfigError(name, "find", "peer ids (as `p2phost id` prints them)", peer_id)
@@ -68,16 +72,63 @@ def settings_of(name: str, config: Mapping[str, Any]) -> DhtSettings:
 
 
 class NodeRpc:
-    """DHT requests as requests on the node's ``dht`` topic, dialling when need be."""
+    """DHT requests as requests on the node's ``dht`` topic, dialling when need be.
+
+    It remembers the connections it dialled itself (the DHT's own, opened for a lookup,
+    a refresh or joining) and when the DHT last used each, in either direction, so that
+    :meth:`close_idle` can close them once idle. Connections the node had anyway, or that
+    a peer dialled, are never its to close.
+    """
 
     def __init__(self, service: DhtService) -> None:
         self._service = service
+        #: Peer id -> when the DHT last used the connection it dialled (loop time).
+        self.opened: dict[str, float] = {}
+        self._in_flight: Counter[str] = Counter()
+
+    def used(self, peer_id: str) -> None:
+        """The DHT just used the connection to ``peer_id`` (a request from it, too)."""
+        if peer_id in self.opened:
+            self.opened[peer_id] = asyncio.get_running_loop().time()
+
+    def dialled(self, peer_id: str) -> None:
+        """The DHT dialled ``peer_id`` itself (joining does, through ``connect``)."""
+        self.opened[peer_id] = asyncio.get_running_loop().time()
+
+    async def close_idle(self, idle: float, keep: Collection[str] = ()) -> int:
+        """Close the connections this Rpc dialled that the DHT has not used for ``idle``
+        seconds and that no request is using, except to peers in ``keep`` (discovery
+        reported them: the node keeps those connected). Returns how many it closed."""
+        node = self._service.node
+        disconnect = getattr(node, "disconnect", None)  # a host without it keeps them
+        now = asyncio.get_running_loop().time()
+        idle_peers = [p for p, at in self.opened.items()
+                      if now - at >= idle and not self._in_flight[p]]
+        closed = 0
+        for peer_id in idle_peers:
+            del self.opened[peer_id]
+            if peer_id in keep or disconnect is None:
+                continue
+            if await disconnect(peer_id, reason="idle DHT connection"):
+                closed += 1
+        return closed
 
     async def call(self, peer_id: str, addresses: Sequence[str],
                    request: dict[str, Any]) -> dict[str, Any]:
         """Ask ``peer_id``; dial its first answering address when not connected."""
         node = self._service.node
         timeout = self._service.settings.request_timeout
+        self._in_flight[peer_id] += 1
+        try:
+            return await self._call(node, peer_id, addresses, request, timeout)
+        finally:
+            self._in_flight[peer_id] -= 1
+            if not self._in_flight[peer_id]:
+                del self._in_flight[peer_id]
+            self.used(peer_id)
+
+    async def _call(self, node: Messenger, peer_id: str, addresses: Sequence[str],
+                    request: dict[str, Any], timeout: float) -> dict[str, Any]:
         if not any(p.peer_id == peer_id for p in node.peers()):
             for address in addresses[:4]:
                 try:
@@ -88,6 +139,7 @@ class NodeRpc:
                     continue
                 if answered != peer_id:
                     raise PeerUnavailable(f"{address} is {answered}, not {peer_id}")
+                self.dialled(peer_id)
                 break
             else:
                 raise PeerUnavailable(f"no address of {peer_id} answered")
@@ -109,12 +161,15 @@ class DhtService:
         self.rendezvous = tuple(config.get("rendezvous", []))
         self.advertise = tuple(config.get("advertise", []))
         self.lookup_interval = float(config.get("lookup-interval", 30.0))
+        self.idle_timeout = float(config.get("idle-timeout", 60.0))
+        self.rpc = NodeRpc(self)
         self.app = DhtApp(self)
         self.discovery = DhtDiscovery(self)
         self._node: Messenger | None = None
         self.dht: Dht | None = None
         self._events: DiscoveryEvents | None = None
         self._task: asyncio.Task[None] | None = None
+        self._idle_task: asyncio.Task[None] | None = None
         self._reported: dict[str, PeerRecord] = {}
 
     @property
@@ -138,14 +193,18 @@ class DhtService:
         def sign(scope: str, listed: Sequence[str], lifetime: float) -> SignedPresence:
             return events.sign_presence(scope, listed, lifetime=lifetime)
 
-        self.dht = Dht(events.peer_id, sign, NodeRpc(self), self.settings, addresses)
+        self.dht = Dht(events.peer_id, sign, self.rpc, self.settings, addresses)
         self._task = asyncio.create_task(self._run(), name="dht-discovery")
+        if self.idle_timeout:
+            self._idle_task = asyncio.create_task(self._close_idle(), name="dht-idle")
 
     async def stop(self) -> None:
-        """Cancel and await the background task."""
-        task, self._task = self._task, None
-        if task is not None:
+        """Cancel and await the background tasks."""
+        tasks = [t for t in (self._task, self._idle_task) if t is not None]
+        self._task = self._idle_task = None
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
@@ -153,6 +212,7 @@ class DhtService:
         """Answer one DHT request from a peer."""
         if self.dht is None:
             raise PeerUnavailable("the DHT is starting; ask again in a moment")
+        self.rpc.used(message.sender)
         return await self.dht.handle(message.sender, message.body)
 
     # -- the background task -----------------------------------------------------------
@@ -184,6 +244,21 @@ class DhtService:
             await asyncio.sleep(self.lookup_interval if len(self.dht.table) else
                                 min(self.lookup_interval, 5.0))
 
+    async def _close_idle(self) -> None:
+        # Lookups dial peers they never talk to again: each connection costs both ends a
+        # socket, keepalives and, through a relay, a circuit. The routing table keeps the
+        # peers' records, so a later request (a refresh's ping) dials again.
+        while True:
+            await asyncio.sleep(self.idle_timeout / 2)
+            try:
+                closed = await self.rpc.close_idle(self.idle_timeout, keep=self._reported)
+            except Exception:  # a bug must not end the sweep: log, go on
+                log.exception("closing idle DHT connections failed")
+                continue
+            if closed and self.dht is not None:
+                self.dht.counters["idle connections closed"] += closed
+                log.debug("closed %d idle DHT connections", closed)
+
     async def _join(self) -> None:
         assert self.dht is not None
         contacts: list[tuple[str, Sequence[str]]] = []
@@ -195,6 +270,7 @@ class DhtService:
                 log.info("DHT bootstrap %s unreachable: %s", address, exc)
                 continue
             if peer_id != self.dht.peer_id:
+                self.rpc.dialled(peer_id)
                 contacts.append((peer_id, (address,)))
         if contacts and await self.dht.join(contacts):
             log.info("joined the DHT: %d contacts", len(self.dht.table))
