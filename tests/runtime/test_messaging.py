@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 
@@ -144,6 +145,26 @@ async def test_lifecycle_events_reach_the_app_in_order(make_node: MakeNode) -> N
     await wait_until(lambda: len(recorder.events) == 2, 5, "connected then lost")
     assert recorder.events == [("connected", client.peer_id), ("lost", client.peer_id)]
     assert server.peers() == []
+
+
+async def test_disconnect_says_goodbye_and_both_ends_see_the_peer_leave(
+    make_node: MakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="p2phost.node")
+    recorder = Recorder()
+    server = await make_node([recorder])
+    client = await make_node(listen=[])
+    peer = await client.connect(server.addresses[0])
+    await client.send(peer, "record", 1)  # queued before the goodbye: still delivered
+    assert await client.disconnect(peer, reason="done with it")
+    assert client.peers() == []
+    await wait_until(lambda: not server.peers() and len(recorder.events) == 2, 5,
+                     "the server sees the client leave")
+    assert recorder.records[client.peer_id] == [1]
+    assert recorder.events == [("connected", client.peer_id), ("lost", client.peer_id)]
+    assert "done with it" in caplog.text
+    assert not await client.disconnect(peer)  # nothing left to close
+    assert await client.request(server.addresses[0], "record", 2) == 2  # dials again
 
 
 async def test_the_codec_is_the_first_of_the_diallers_that_both_have(

@@ -5,6 +5,7 @@ dialler, the dispatcher, acknowledged delivery, stored letters)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from p2phost_sdk import Identity, PeerUnavailable
@@ -47,8 +48,13 @@ class MessagingAPI:
         """Close the connections to ``peer`` after a goodbye giving ``reason`` (see
         :class:`p2phost_sdk.Messenger`); False when none was open."""
         entry = self._table.get(peer)
-        channels = [] if entry is None else [c for c in entry.channels if not c.ended]
+        if entry is None:
+            return False
+        channels = [c for c in entry.channels if not c.ended]
         await asyncio.gather(*(self._connections.retire(c, reason) for c in channels))
+        with contextlib.suppress(TimeoutError):  # gone from peers() when this returns
+            async with asyncio.timeout(2.0):
+                await entry.gone.wait()
         return bool(channels)
 
     async def _reach(self, peer: str) -> Channel:
