@@ -30,10 +30,11 @@ Then ``--lookups`` times a random node looks up a random other node's id:
   its users do it: every node stores its address under its own id (``set_digest``), and a
   lookup is the value crawl ``get`` runs (``ValueSpiderCrawl``), stopping at the value;
   0 hops when the asker stores it itself;
-- hops: request rounds of the lookup; time: wall time until it returned; cpu ms: CPU time
-  of the whole process over all lookups, divided by their number (the askers' and the
-  answerers' work: every node runs in this process), steadier than wall time on a busy
-  machine; load: the 1-minute load average when the row was printed.
+- hops: request rounds of the lookup; time: wall time until it returned; cpu p50: the
+  median of the process's CPU time during one lookup; cpu ms: CPU time of the process over
+  all lookups, divided by their number (both count the askers' and the answerers' work:
+  every node runs in this process, and both are steadier than wall time on a busy
+  machine); load: the 1-minute load average when the row was printed.
 
 The rows print both and the ratios dht-discovery / kademlia (below 1 is better for us).
 """
@@ -140,13 +141,14 @@ async def ours(size: int, lookups: int, rng: random.Random) -> dict[str, float]:
     for node in nodes[1:]:
         await node.join([(nodes[0].peer_id, nodes[0].addresses)])
     built = time.perf_counter() - started
-    hops, times, found = [], [], 0
+    hops, times, cpus, found = [], [], [], 0
     cpu = time.process_time()
     for _ in range(lookups):
         asker, target = rng.sample(nodes, 2)
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         result = await asker.find_peer_result(target.peer_id)
         times.append(time.perf_counter() - begin)
+        cpus.append(time.process_time() - begin_cpu)
         if result.found is not None:
             found += 1
             hops.append(result.hops)
@@ -154,7 +156,7 @@ async def ours(size: int, lookups: int, rng: random.Random) -> dict[str, float]:
     for rpc in rpcs:
         assert rpc.transport is not None
         rpc.transport.close()
-    return summary(hops, times, found, lookups, built, cpu)
+    return summary(hops, times, cpus, found, lookups, built, cpu)
 
 
 async def theirs(size: int, lookups: int, rng: random.Random) -> dict[str, float]:
@@ -184,12 +186,12 @@ async def theirs(size: int, lookups: int, rng: random.Random) -> dict[str, float
     for server, port in zip(servers, ports, strict=True):
         await server.set_digest(server.node.id, f"udp://127.0.0.1:{port}")
     built = time.perf_counter() - started
-    hops, times, found = [], [], 0
+    hops, times, cpus, found = [], [], [], 0
     cpu = time.process_time()
     for _ in range(lookups):
         a, b = rng.sample(range(size), 2)
         asker, target = servers[a], servers[b]
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         value = asker.storage.get(target.node.id)
         rounds = 0
         if value is None:
@@ -199,22 +201,24 @@ async def theirs(size: int, lookups: int, rng: random.Random) -> dict[str, float
             value = await crawl.find()
             rounds = crawl.rounds
         times.append(time.perf_counter() - begin)
+        cpus.append(time.process_time() - begin_cpu)
         if value == f"udp://127.0.0.1:{ports[b]}":
             found += 1
             hops.append(rounds)
     cpu = time.process_time() - cpu
     for server in servers:
         server.stop()
-    return summary(hops, times, found, lookups, built, cpu)
+    return summary(hops, times, cpus, found, lookups, built, cpu)
 
 
-def summary(hops: list[int], times: list[float], found: int, lookups: int,
-            built: float, cpu: float) -> dict[str, float]:
+def summary(hops: list[int], times: list[float], cpus: list[float], found: int,
+            lookups: int, built: float, cpu: float) -> dict[str, float]:
     times.sort()
     return {"found": found / lookups, "hops_median": statistics.median(hops or [0]),
             "hops_mean": statistics.fmean(hops or [0]), "hops_max": max(hops or [0]),
             "ms_median": statistics.median(times) * 1000,
             "ms_p90": times[int(len(times) * 0.9)] * 1000, "cpu_ms": cpu / lookups * 1000,
+            "cpu_p50": statistics.median(cpus) * 1000,
             "build_s": built}
 
 
@@ -223,18 +227,21 @@ async def main(sizes: list[int], lookups: int) -> None:
 
     logging.getLogger("kademlia").setLevel(logging.ERROR)
     print(f"{'N':>4} {'':12} {'found':>6} {'hops p50':>8} {'mean':>5} {'max':>4} "
-          f"{'ms p50':>8} {'ms p90':>8} {'cpu ms':>7} {'build s':>8} {'load':>5}")
+          f"{'ms p50':>8} {'ms p90':>8} {'cpu p50':>7} {'cpu ms':>7} {'build s':>8} "
+          f"{'load':>5}")
     for size in sizes:
         a = await ours(size, lookups, random.Random(size))
         b = await theirs(size, lookups, random.Random(size))
         for name, row in (("dht-discovery", a), ("kademlia", b)):
             print(f"{size:>4} {name:12} {row['found']:>6.1%} {row['hops_median']:>8.1f} "
                   f"{row['hops_mean']:>5.2f} {row['hops_max']:>4.0f} {row['ms_median']:>8.2f} "
-                  f"{row['ms_p90']:>8.2f} {row['cpu_ms']:>7.3f} {row['build_s']:>8.2f} "
+                  f"{row['ms_p90']:>8.2f} {row['cpu_p50']:>7.3f} {row['cpu_ms']:>7.3f} "
+                  f"{row['build_s']:>8.2f} "
                   f"{os.getloadavg()[0]:>5.1f}")
         print(f"{size:>4} {'ratio':12} {'':>6} {ratio(a, b, 'hops_median'):>8} "
               f"{ratio(a, b, 'hops_mean'):>5} {'':>4} {ratio(a, b, 'ms_median'):>8} "
-              f"{ratio(a, b, 'ms_p90'):>8} {ratio(a, b, 'cpu_ms'):>7} "
+              f"{ratio(a, b, 'ms_p90'):>8} {ratio(a, b, 'cpu_p50'):>7} "
+              f"{ratio(a, b, 'cpu_ms'):>7} "
               f"{ratio(a, b, 'build_s'):>8}")
 
 

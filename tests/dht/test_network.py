@@ -61,9 +61,10 @@ async def test_a_peer_answering_every_lookup_with_itself_captures_nothing() -> N
                       key: Identity = signer_key) -> dict[str, Any]:
             reply = await Dht.handle(liar, sender, request)
             if isinstance(request, dict) and request.get("op") == "find_node":
-                # Claim to be every peer asked for, at the liar's address, and know nobody.
+                # Claim to be every peer asked for, at the liar's address, and know nobody
+                # (a record under another key, and one cut short: malformed at once).
                 forged = encode(PresenceSigner(key).sign("dht", liar.addresses, lifetime=60))
-                reply["nodes"] = [reply["self"], "aaaa" + forged[52:]]
+                reply["nodes"] = [reply["self"], forged, "aaaa" + forged[52:60]]
             return reply
         liar.handle = lie  # type: ignore[method-assign]
     # Liars are in everyone's table (they joined and answered), so lookups meet them.

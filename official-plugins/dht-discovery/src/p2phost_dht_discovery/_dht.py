@@ -232,12 +232,12 @@ class Dht:
         nodes = reply.get("nodes")
         if not isinstance(nodes, list):
             return []
-        out = []
+        out, own = [], self.peer_id
         for raw in nodes[: self.settings.k]:
             peer = wire_peer(raw)
             if peer is None:
                 self.gate.refused["malformed"] += 1
-            elif peer != self.peer_id:
+            elif peer != own:
                 out.append(Offer(peer, raw))
         return out
 

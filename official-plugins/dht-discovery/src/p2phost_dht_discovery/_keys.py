@@ -49,10 +49,14 @@ def address_prefix(addresses: Sequence[str]) -> str | None:
     """The network a peer's first address is in (IPv4 /24, IPv6 /48), the unit of the
     flooding caps; None for loopback (one machine: nothing to spread over). A host name
     is its own prefix."""
-    if not addresses:
-        return ""
+    return _prefix(addresses[0]) if addresses else ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefix(address: str) -> str | None:
+    # Cached: every record a table takes is placed by it, and parsing is not cheap.
     try:
-        host = urlsplit(addresses[0]).hostname or ""
+        host = urlsplit(address).hostname or ""
     except ValueError:
         return ""
     try:

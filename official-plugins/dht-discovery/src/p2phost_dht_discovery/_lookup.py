@@ -25,9 +25,10 @@ from ._keys import peer_key
 MAX_COPIES = 4
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Offer:
-    """A contact an answer named: its peer id and its record's wire string, unverified."""
+    """A contact an answer named: its peer id and its record's wire string, unverified
+    (read it, never change it; not frozen, as frozen ones cost twice as much to make)."""
 
     peer_id: str
     wire: str
