@@ -26,7 +26,8 @@ Make = Callable[..., "asyncio.Future[tuple[Node, RelayService]]"]
 
 @asynccontextmanager
 async def relay_network(capacity: int = 1024) -> AsyncIterator[Callable[..., Any]]:
-    """``await make(config, listen=[...], secure=True)``: a started node and its relay."""
+    """``await make(config, listen=[...], secure=True, apps=(...))``: a started node (with
+    the relay and echo apps, and ``apps``) and its relay service."""
     nodes: list[Node] = []
     memory = MemoryTransport(capacity=capacity)  # frames in flight per pipe direction
 
@@ -35,7 +36,8 @@ async def relay_network(capacity: int = 1024) -> AsyncIterator[Callable[..., Any
                    peer_limit: int = 64,
                    max_frame_size: int = 16 * 1024 * 1024,
                    mailbox_size: int | None = None,
-                   client: bool = False) -> tuple[Node, RelayService]:
+                   client: bool = False,
+                   apps: tuple[Any, ...] = ()) -> tuple[Node, RelayService]:
         identity = Identity.generate()
         context = PluginContext(name="relay", config=config or {}, peer_id=identity.peer_id,
                                 state_dir=None, max_frame_size=max_frame_size)  # type: ignore[arg-type]
@@ -47,7 +49,7 @@ async def relay_network(capacity: int = 1024) -> AsyncIterator[Callable[..., Any
         transports["mem"] = memory
         node = Node(identity, transports=transports, codecs={"application/json": JsonCodec()},
                     security=[NoiseSecurity()] if secure else [],
-                    apps=[app_type(service), EchoApp()],
+                    apps=[app_type(service), EchoApp(), *apps],
                     options=NodeOptions(name=name, listen=((name,) if mem else ()) + listen,
                                         drain_timeout=2.0, peer_limit=peer_limit,
                                         client=client,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from p2phost_sdk import App, Message, handler
 from p2phost_sdk.testing.discovery import wait_until
 from tests.relay.network import relay_network
 
@@ -107,6 +108,77 @@ async def test_a_circuit_whose_far_end_never_reads_does_not_hold_up_the_others()
             assert samples[-1] < samples[len(samples) // 2] + 8 * 1024 * 1024, samples
         assert hop.hop.active_circuits() == 1  # the honest circuit stays
         assert await caller.request(honest.peer_id, "echo", {"end": 1}, timeout=5) == {"end": 1}
+
+
+class SlowReader(App):
+    """Takes its messages slowly: its mailbox fills and its node stops reading."""
+
+    name = "slow-reader"
+    mailbox_size = 8
+
+    def __init__(self) -> None:
+        self.got = 0
+
+    @handler("slow")
+    async def slow(self, message: Message) -> None:
+        self.got += 1
+        if self.got % 50 == 0:
+            await asyncio.sleep(0.05)
+
+
+async def test_a_sender_faster_than_its_reader_is_slowed_and_keeps_its_circuit() -> None:
+    async with relay_network(capacity=16) as make:
+        # Buffers far smaller than what is sent: the relay's, and each circuit end's.
+        # (Frames of up to 64 KiB, as Noise writes them, fit its max-frame-size.)
+        relay, hop = await make({"serve": True, "buffer-bytes": 64 * 1024},
+                                max_frame_size=256 * 1024)
+        relay_at = "relay+" + relay.addresses[0]
+        reader = SlowReader()
+        sink, sink_relay = await make({"upgrade": False, "buffer-bytes": 128 * 1024},
+                                      listen=(relay_at,), mem=False, apps=(reader,),
+                                      mailbox_size=16)
+        await reserved(sink_relay)
+        sender, sender_relay = await make({"buffer-bytes": 128 * 1024})
+        assert await sender.connect(f"{relay_at}/p2p-circuit/{sink.peer_id}") == sink.peer_id
+        body = {"pad": "x" * 2048}
+        count = 3000  # about 6 MiB: 100 times the relay's buffer
+        started = time.monotonic()
+        for _ in range(count):
+            await sender.send(sink.peer_id, "slow", body)  # waits while the window is full
+        # Without flow control the circuit was lost ("closed: not read", or its reader's
+        # end gave up), and with it the rest of the messages.
+        await wait_until(lambda: reader.got == count or not hop.hop.active_circuits(), 60,
+                         "every message read")
+        print(f"{count} messages in {time.monotonic() - started:.2f}s; relay counters "
+              f"{dict(hop.hop.counters)}")
+        assert hop.hop.counters["closed: not read"] == 0
+        assert hop.hop.active_circuits() == 1
+        assert sender_relay.counters["credit waits"] > 0  # the sender was slowed
+        assert await sender.request(sink.peer_id, "echo", {"end": 1}, timeout=5) == {"end": 1}
+
+
+async def test_without_flow_control_at_the_dialler_a_circuit_works_as_before() -> None:
+    async with relay_network() as make:
+        relay, hop = await make({"serve": True})
+        relay_at = "relay+" + relay.addresses[0]
+        target, target_relay = await make({"upgrade": False}, listen=(relay_at,), mem=False)
+        await reserved(target_relay)
+        serving = hop.on_connect
+
+        async def as_before(sender: str, body: dict[str, Any]) -> dict[str, Any]:
+            body.pop("credit", None)  # a dialler from before flow control asks without it
+            return await serving(sender, body)
+        hop.on_connect = as_before  # type: ignore[method-assign]
+        dialler, dialler_relay = await make()
+        assert await dialler.connect(f"{relay_at}/p2p-circuit/{target.peer_id}") \
+            == target.peer_id
+        for n in range(50):
+            assert await dialler.request(target.peer_id, "echo", {"n": n}, timeout=5) \
+                == {"n": n}
+        [circuit] = target_relay.circuits.values()
+        assert circuit._window is None and circuit._send_limit is None  # nobody granted
+        for service in (hop, target_relay, dialler_relay):
+            assert "malformed credit" not in service.counters
 
 
 async def test_a_target_slow_to_accept_holds_up_nothing_but_its_own_circuit() -> None:

@@ -18,7 +18,8 @@ from ._circuit import Circuit
 from ._errors import RelayError, RelayRefused
 from ._hop import Hop, HopLimits
 from ._plugin import RelayApp, RelayListener, RelayTransport
-from ._service import TOPIC, RelayService, relay_of
+from ._service import RelayService, relay_of
+from ._serving import TOPIC
 from ._settings import RelaySettings, settings_of
 
 __all__ = [

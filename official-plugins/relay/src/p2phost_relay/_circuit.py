@@ -4,6 +4,15 @@ Frames go out as ``data`` messages to the relay (base64 in the codec's body) and
 from the relay app's handler through :meth:`Circuit.feed`. What the relay carries is
 whatever the host writes on the connection: its security plugin's handshake and then
 ciphertext, so the relay never sees a message in clear when both ends run one.
+
+Flow control (when the relay and both ends speak it, docs/wire.md section 7): each end
+grants the other a *window*, the bytes of frames it may send that this end has not read
+yet, as a running total (``credit`` messages: "you may send up to byte N"). A sender that
+used its window waits in :meth:`Circuit.send`, so the host stops writing that connection,
+and the app sending on it waits, as over TCP; the reader grants more as it reads. So a
+fast sender never has more in flight than the relay and the reader buffer, its circuit
+is not closed for it, and no other circuit waits: the relay's and the reader's buffers
+never fill.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,7 +38,9 @@ class Circuit(Connection):
     def __init__(self, relay_peer: str, circuit_id: str, post: Post, *,
                  local_address: str, remote_address: str, remote_peer_id: str | None,
                  max_frame_size: int, buffer_bytes: int, timeout: float,
-                 on_close: Callable[[Circuit], None]) -> None:
+                 on_close: Callable[[Circuit], None],
+                 grant: Callable[[int], None] = lambda limit: None,
+                 counters: Counter[str] | None = None) -> None:
         self.relay_peer = relay_peer
         self.circuit_id = circuit_id
         self.local_address = local_address
@@ -54,6 +65,15 @@ class Circuit(Connection):
         self.wrote = asyncio.Event()
         #: Frames and bytes carried, for counters.
         self.frames_in = self.frames_out = 0
+        # Flow control (off until :meth:`flow_control`): what we read and granted, what
+        # we sent and may send (None: the other end grants nothing, so no limit).
+        self._grant, self._counters = grant, counters if counters is not None else Counter()
+        self._window: int | None = None
+        self._granting = False
+        self._read = self._granted = 0
+        self._sent = 0
+        self._send_limit: int | None = None
+        self._credit = asyncio.Event()
 
     # -- the host's side -----------------------------------------------------------------
 
@@ -62,6 +82,8 @@ class Circuit(Connection):
         if self.ended is not None:
             raise ConnectionClosed(f"relayed circuit closed: {self.ended}")
         check_frame_size(frame, self._max_frame)
+        if self._send_limit is not None and self._sent >= self._send_limit:
+            await self._wait_for_credit()
         try:
             async with asyncio.timeout(self._timeout):
                 await self._post({"op": "data", "circuit": self.circuit_id,
@@ -73,7 +95,19 @@ class Circuit(Connection):
             self.end(f"the relay is gone: {exc}")
             raise ConnectionClosed(f"relayed circuit closed: {self.ended}") from exc
         self.frames_out += 1
+        self._sent += len(frame)
         self.wrote.set()
+
+    async def _wait_for_credit(self) -> None:
+        # No timeout, as a TCP write has none: a reader that never reads is the host's
+        # keepalive's to find, and closing the connection ends this wait.
+        self._counters["credit waits"] += 1
+        while (self._send_limit is not None and self._sent >= self._send_limit
+               and self.ended is None):
+            self._credit.clear()
+            await self._credit.wait()
+        if self.ended is not None:
+            raise ConnectionClosed(f"relayed circuit closed: {self.ended}")
 
     def limit_incoming(self, size: int | None) -> None:
         """Refuse incoming frames over ``size`` (the host's cap before the handshake)."""
@@ -89,7 +123,39 @@ class Circuit(Connection):
         frame = self._frames.popleft()
         self._buffered -= len(frame)
         self._changed.set()  # room for a waiting feed
+        self._read += len(frame)
+        window = self._window
+        if self._granting and window is not None \
+                and self._read + window - self._granted >= window // 2:
+            self._give_credit()
         return frame
+
+    # -- flow control --------------------------------------------------------------------
+
+    def flow_control(self, window: int, *, grant_now: bool) -> None:
+        """Grant the other end ``window`` bytes beyond what this end has read, from now
+        (``grant_now``: the target, told that the dialler speaks it) or once the other end
+        granted us some (the dialler, which cannot know whether the target speaks it)."""
+        self._window = max(1, window)
+        if grant_now:
+            self._granting = True
+            self._give_credit()
+
+    def credit(self, limit: int) -> None:
+        """The other end grants sending up to ``limit`` bytes in all (a ``credit``)."""
+        if self._send_limit is None or limit > self._send_limit:
+            self._send_limit = limit
+            self._credit.set()
+        if not self._granting and self._window is not None:
+            self._granting = True  # it speaks flow control: grant it ours
+            self._give_credit()
+
+    def _give_credit(self) -> None:
+        assert self._window is not None
+        limit = self._read + self._window
+        if limit > self._granted and self.ended is None:
+            self._granted = limit
+            self._grant(limit)
 
     async def close(self) -> None:
         """Close both ends: the relay is told, and tells the other end. Idempotent."""
@@ -140,6 +206,7 @@ class Circuit(Connection):
         if self.ended is None:
             self.ended = reason
             self._changed.set()
+            self._credit.set()
             self._on_close(self)
 
     async def _fail(self, reason: str) -> None:

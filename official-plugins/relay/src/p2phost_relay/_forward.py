@@ -117,8 +117,9 @@ class Forward:
         if self._stopped:
             return False
         if self._queue and self.queued + size > self._limit:
+            queued = self.queued
             self.stop()
-            self._on_fail("not read", f"the far end did not take {self.queued} bytes "
+            self._on_fail("not read", f"the far end did not take {queued} bytes "
                           f"(the relay buffers at most {self._limit} per circuit)")
             return False
         self._queue.append((body, size))

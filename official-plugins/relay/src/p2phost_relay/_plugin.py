@@ -23,7 +23,8 @@ from p2phost_sdk import (
 
 from ._address import SCHEMES, parse
 from ._reservation import Reservation
-from ._service import TOPIC, RelayService, log
+from ._service import RelayService
+from ._serving import TOPIC, log
 
 #: Seconds between the relay's sweeps of circuits past their time.
 SWEEP = 5.0
@@ -110,6 +111,8 @@ class RelayApp(App):
             await service.on_data(sender, body)
         elif op == "close" and not request:
             await service.on_close(sender, body)
+        elif op == "credit" and not request:
+            await service.on_credit(sender, body)
         elif op == "pull" and request:
             return service.on_pull(sender, body)
         elif op == "reserve" and request:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import secrets
 from collections import Counter
-from collections.abc import Awaitable
 from typing import Any
 
 from p2phost_sdk import (
@@ -28,15 +26,12 @@ from ._address import parse
 from ._circuit import Circuit, pull_frames
 from ._errors import RelayError, RelayRefused
 from ._forward import Forwards
-from ._hop import Closed, End, Hop, HopCircuit
+from ._hop import Closed, End, Hop
 from ._reservation import Reservation, keep, reason_of
+from ._serving import _CREDIT_SIZE, TOPIC, Serving, _is_id, _is_size, _run, log
 from ._settings import RelaySettings, settings_of
 from ._upgrade import offered, own_addresses, upgrade
 
-#: The app topic the relay protocol travels on (docs/wire.md section 7).
-TOPIC = "relay"
-log = logging.getLogger("p2phost.plugin.relay")
-_MAX_ID = 32
 _ENVELOPE_ROOM = 1024
 
 
@@ -56,7 +51,7 @@ def relay_of(context: PluginContext) -> RelayService:
     return service
 
 
-class RelayService:
+class RelayService(Serving):
     """Everything one node's relay plugin holds; shared by its transport and its app."""
 
     def __init__(self, peer_id: str, settings: RelaySettings, max_frame_size: int) -> None:
@@ -124,11 +119,11 @@ class RelayService:
         # A client node (`p2phost ping`/`send`) is sent only replies: it pulls its frames.
         pull = getattr(getattr(node, "options", None), "client", False) is True
         try:
-            await node.request(relay, TOPIC, {"op": "connect", "target": where.target,
-                                              "circuit": circuit_id,
-                                              "addrs": own_addresses(node),
-                                              **({"pull": True} if pull else {})},
-                               timeout=min(timeout, self.settings.request_timeout))
+            answer = await node.request(
+                relay, TOPIC, {"op": "connect", "target": where.target, "circuit": circuit_id,
+                               "addrs": own_addresses(node),
+                               **({"pull": True} if pull else {"credit": True})},
+                timeout=min(timeout, self.settings.request_timeout))
         except RemoteError as exc:
             circuit.end("refused")
             raise RelayRefused(f"{address}: the relay refused: {reason_of(exc)}") from exc
@@ -136,6 +131,10 @@ class RelayService:
             circuit.end("no answer")
             raise RelayError(f"{address}: the relay did not open the circuit: {exc}") from exc
         self.counters["circuits dialled"] += 1
+        buffer = answer.get("buffer") if isinstance(answer, dict) else None
+        if _is_size(buffer) and not pull:  # the relay speaks flow control
+            assert isinstance(buffer, int)
+            circuit.flow_control(min(self.settings.buffer_bytes, buffer), grant_now=False)
         if pull:
             self.tasks.spawn(pull_frames(node, relay, circuit, self.settings.request_timeout),
                              f"relay pull {circuit_id}")
@@ -146,10 +145,19 @@ class RelayService:
         async def post(body: dict[str, Any]) -> None:
             await self.node.send(relay, TOPIC, body)
 
+        async def post_credit(limit: int) -> None:
+            with contextlib.suppress(Exception):  # the circuit's end tells the rest
+                async with asyncio.timeout(self.settings.forward_timeout):
+                    await post({"op": "credit", "circuit": circuit_id, "limit": limit})
+
+        def grant(limit: int) -> None:
+            self.tasks.spawn(post_credit(limit), f"relay credit {circuit_id}")
+
         circuit = Circuit(relay, circuit_id, post, local_address=local, remote_address=remote,
                           remote_peer_id=peer, max_frame_size=self.circuit_frame,
                           buffer_bytes=self.settings.buffer_bytes,
-                          timeout=self.settings.forward_timeout, on_close=self._forget)
+                          timeout=self.settings.forward_timeout, on_close=self._forget,
+                          grant=grant, counters=self.counters)
         self.circuits[(relay, circuit_id)] = circuit
         return circuit
 
@@ -208,76 +216,15 @@ class RelayService:
         circuit = self._circuit(sender, circuit_id, local=str(where.of(self.peer_id)),
                                 remote=str(where.of(dialler)), peer=None)
         circuit.upgrade_to = offered(body.get("addrs"))
+        buffer = body.get("buffer")
+        if body.get("credit") is True and _is_size(buffer):  # the relay and dialler speak it
+            assert isinstance(buffer, int)
+            circuit.flow_control(min(self.settings.buffer_bytes, buffer), grant_now=True)
         # The host's accept handshakes at once; this handler must return first, so the
         # relay's next messages (the handshake's frames) reach the circuit.
         self.tasks.spawn(_run(held[0].accept(circuit)), f"relay accept {circuit_id}")
         self.counters["circuits accepted"] += 1
         return {"ok": True}
-
-    # -- this node as a relay ([config.relay] serve = true) --------------------------------
-
-    def on_reserve(self, sender: str) -> dict[str, Any]:
-        """A peer reserves a slot (or renews it): it becomes reachable through us."""
-        self._serving("reserve")
-        return {"ttl": self.hop.reserve(sender)}
-
-    async def on_connect(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A dialler asks for a circuit to a peer holding a reservation here."""
-        self._serving("connect")
-        circuit_id, target = body.get("circuit"), body.get("target")
-        if not _is_id(circuit_id) or not isinstance(target, str) or len(target) > 128:
-            raise self._malformed("connect")
-        assert isinstance(circuit_id, str)
-        circuit = self.hop.open(End(sender, circuit_id), target)
-        if body.get("pull") is True:
-            self.forwards.pullers[circuit.dialler] = asyncio.get_running_loop().time()
-        # The target is asked by a task of its own: this handler does not wait for it, so
-        # a target slow to answer holds up neither the dialler's later messages nor, through
-        # them, the app's shared mailbox. A refusal closes the circuit, with the reason.
-        self.tasks.spawn(self._ask_target(circuit, offered(body.get("addrs"))),
-                         f"relay incoming {circuit_id}")
-        return {"ok": True}
-
-    async def _ask_target(self, circuit: HopCircuit, addrs: list[str]) -> None:
-        try:
-            await self.node.request(circuit.target.peer, TOPIC,
-                                    {"op": "incoming", "from": circuit.dialler.peer,
-                                     "circuit": circuit.target.circuit, "addrs": addrs},
-                                    timeout=self.settings.request_timeout)
-        except Exception as exc:
-            if self.hop.close(circuit.dialler, "refused by the target") is not None:
-                self.hop.counters["refused: by the target"] += 1
-                await self._tell(circuit.dialler, f"refused by the target: {reason_of(exc)}")
-
-    def on_pull(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A dialler that is sent only replies (a client node) takes its circuit's frames."""
-        circuit_id = body.get("circuit")
-        if not _is_id(circuit_id):
-            raise self._malformed("pull")
-        assert isinstance(circuit_id, str)
-        end = End(sender, circuit_id)
-        other = self.hop.other(end)
-        if other is None or end not in self.forwards.pullers:
-            return {"data": [], "closed": self.forwards.ended.pop(end, "the circuit is closed")}
-        return {"data": self.forwards.take(other, end)}
-
-    def sweep(self) -> None:
-        """Close circuits past their time (both ends told); forget lapsed reservations."""
-        self.hop.active_reservations()
-        for ends in self.hop.overdue():
-            for end in ends:
-                self._tell_later(end, "time limit")
-        for end in self.forwards.gone(2 * self.settings.request_timeout):
-            log.info("closed a circuit of %s: it stopped pulling its frames (a client that "
-                     "ended)", end.peer)
-            self._tell_later(self.hop.close(end, "puller gone"), "the other end stopped "
-                             "asking for its frames (its client ended)")
-
-    def _serving(self, op: str) -> None:
-        if not self.settings.serve:
-            self.hop.counters["refused: not a relay"] += 1
-            raise RelayRefused(f"not a relay: this node does not relay ({op}); fix on the "
-                               "relay: serve = true under [config.relay]")
 
     # -- frames, closes and lost peers, for both roles --------------------------------------
 
@@ -310,6 +257,26 @@ class RelayService:
         # the app's mailbox (shared by every peer) keeps moving for the other circuits.
         self.forwards.put(end, other, {"op": "data", "circuit": other.circuit, "data": data},
                           size)
+
+    async def on_credit(self, sender: str, body: dict[str, Any]) -> None:
+        """A window grant of a circuit: for ours (we may send more) or one we relay (passed
+        on to the other end, in order with that end's frames)."""
+        circuit_id, limit = body.get("circuit"), body.get("limit")
+        if not _is_id(circuit_id) or not _is_size(limit):
+            self._malformed("credit")
+            return
+        assert isinstance(circuit_id, str) and isinstance(limit, int)
+        mine = self.circuits.get((sender, circuit_id))
+        if mine is not None:
+            mine.credit(limit)
+            return
+        end = End(sender, circuit_id)
+        other = self.hop.other(end)
+        if other is None:
+            self.counters["unknown circuit"] += 1
+            return
+        self.forwards.put(end, other, {"op": "credit", "circuit": other.circuit,
+                                       "limit": limit}, _CREDIT_SIZE)
 
     def _forward_failed(self, end: End, why: str, reason: str) -> None:
         other = self.hop.close(end, why)  # counted as "closed: WHY"
@@ -372,11 +339,3 @@ class RelayService:
     def _malformed(self, op: str) -> RelayError:
         self.counters[f"malformed {op}"] += 1
         return RelayError(f"malformed request: bad {op} message")
-
-
-async def _run(work: Awaitable[None]) -> None:
-    await work
-
-
-def _is_id(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= _MAX_ID
