@@ -181,6 +181,24 @@ async def test_without_flow_control_at_the_dialler_a_circuit_works_as_before() -
             assert "malformed credit" not in service.counters
 
 
+async def test_a_frame_too_large_for_the_relay_closes_its_circuit_with_the_reason() -> None:
+    async with relay_network() as make:
+        # Noise writes messages of up to 64 KiB: more than this relay carries in one frame.
+        relay, hop = await make({"serve": True}, max_frame_size=32 * 1024)
+        relay_at = "relay+" + relay.addresses[0]
+        target, target_relay = await make({"upgrade": False}, listen=(relay_at,), mem=False)
+        await reserved(target_relay)
+        dialler, _ = await make()
+        assert await dialler.connect(f"{relay_at}/p2p-circuit/{target.peer_id}") \
+            == target.peer_id
+        with pytest.raises(Exception):  # noqa: B017 - whichever way the host reports it
+            await dialler.request(target.peer_id, "echo", {"pad": "x" * 100_000}, timeout=5)
+        await wait_until(lambda: hop.hop.counters["closed: frame too large"] == 1, 10,
+                         "the circuit closed for its frame")
+        await wait_until(lambda: target.peer_id not in {p.peer_id for p in dialler.peers()},
+                         10, "the dialler told")
+
+
 async def test_a_target_slow_to_accept_holds_up_nothing_but_its_own_circuit() -> None:
     async with relay_network() as make:
         relay, hop = await make({"serve": True, "request-timeout": 6.0})

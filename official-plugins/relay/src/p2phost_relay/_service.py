@@ -234,6 +234,9 @@ class RelayService(Serving):
         limit = 4 * ((self.circuit_frame + 2) // 3)  # its base64
         if not _is_id(circuit_id) or not isinstance(data, str) or len(data) > limit:
             self._malformed("data")
+            if _is_id(circuit_id) and isinstance(data, str):  # a frame too large for us
+                assert isinstance(circuit_id, str)
+                self._too_large(End(sender, circuit_id), len(data) * 3 // 4)
             return
         assert isinstance(circuit_id, str)
         mine = self.circuits.get((sender, circuit_id))
@@ -257,6 +260,23 @@ class RelayService(Serving):
         # the app's mailbox (shared by every peer) keeps moving for the other circuits.
         self.forwards.put(end, other, {"op": "data", "circuit": other.circuit, "data": data},
                           size)
+
+    def _too_large(self, end: End, size: int) -> None:
+        # Dropping one frame would break the circuit's stream (its security plugin sees a
+        # message missing): close the circuit, saying why, rather than leave it corrupt.
+        reason = (f"a frame of {size} bytes is over this relay's limit of "
+                  f"{self.circuit_frame} (from its max-frame-size); fix: raise max-frame-size "
+                  "in [node] of the relay's p2phost.toml")
+        mine = self.circuits.get((end.peer, end.circuit))
+        if mine is not None:
+            mine.end(reason)
+            self._tell_later(end, reason)
+            return
+        other = self.hop.close(end, "frame too large")  # counted as "closed: ..."
+        if other is not None:
+            log.info("closed a relayed circuit of %s: %s", end.peer, reason)
+            self._tell_later(end, reason)
+            self._tell_later(other, reason)
 
     async def on_credit(self, sender: str, body: dict[str, Any]) -> None:
         """A window grant of a circuit: for ours (we may send more) or one we relay (passed
