@@ -68,11 +68,17 @@ def plugin_payload(plugin: str, data: bytes) -> bytes:
 def verify(peer_id: str, signature: bytes, data: bytes) -> bool:
     """Whether ``signature`` over ``data`` was made by the key of ``peer_id``."""
     try:
-        key = Ed25519PublicKey.from_public_bytes(public_key_from_peer_id(peer_id))
-        key.verify(signature, data)
+        _verifier(peer_id).verify(signature, data)
     except (ValueError, InvalidSignature):
         return False
     return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _verifier(peer_id: str) -> Ed25519PublicKey:
+    # Cached: the same few peers sign most of what a node checks (gossip origins, DHT
+    # records), and decoding the id and loading the key is an eighth of a verification.
+    return Ed25519PublicKey.from_public_bytes(public_key_from_peer_id(peer_id))
 
 
 @dataclass(frozen=True)
