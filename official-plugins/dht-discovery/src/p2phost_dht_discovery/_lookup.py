@@ -20,9 +20,10 @@ from p2phost_sdk import SignedPresence
 
 from ._keys import peer_key
 
-#: Copies of one peer's record a lookup tries, so a forged first copy cannot hide the
-#: genuine one, and a flood of copies cannot cost more than this many verifications.
-MAX_COPIES = 4
+#: Copies of one peer's record a lookup keeps and tries: each answer adds at most one, so
+#: a forged copy cannot hide the genuine one another peer offers, and copies cannot cost
+#: more than this many verifications.
+MAX_COPIES = 20
 
 
 @dataclass(slots=True)
@@ -156,7 +157,11 @@ async def lookup(key: int, start: list[SignedPresence], query: Query, *, k: int 
                 answered.append(record.peer_id)
                 hop = known.depth[record.peer_id] + 1
                 result.hops = max(result.hops, hop) if result.found is None else result.hops
+                named: set[str] = set()
                 for offer in offered[: k * 2]:
+                    if offer.peer_id in named:  # one copy of a peer per answer
+                        continue
+                    named.add(offer.peer_id)
                     fresh = known.offer(offer, hop)
                     peer = offer.peer_id
                     if fresh and peer in refused:
