@@ -85,6 +85,8 @@ class NodeRpc:
         #: Peer id -> when the DHT last used the connection it dialled (loop time).
         self.opened: dict[str, float] = {}
         self._in_flight: Counter[str] = Counter()
+        #: Peers whose connection is being closed: a request meanwhile dials afresh.
+        self._closing: set[str] = set()
 
     def used(self, peer_id: str) -> None:
         """The DHT just used the connection to ``peer_id`` (a request from it, too)."""
@@ -101,16 +103,22 @@ class NodeRpc:
         reported them: the node keeps those connected). Returns how many it closed."""
         node = self._service.node
         disconnect = getattr(node, "disconnect", None)  # a host without it keeps them
-        now = asyncio.get_running_loop().time()
-        idle_peers = [p for p, at in self.opened.items()
-                      if now - at >= idle and not self._in_flight[p]]
+        loop = asyncio.get_running_loop()
         closed = 0
-        for peer_id in idle_peers:
+        for peer_id in list(self.opened):
+            # Checked again for each: a request may have used it while one closed.
+            at = self.opened.get(peer_id)
+            if at is None or loop.time() - at < idle or self._in_flight[peer_id]:
+                continue
             del self.opened[peer_id]
             if peer_id in keep or disconnect is None:
                 continue
-            if await disconnect(peer_id, reason="idle DHT connection"):
-                closed += 1
+            self._closing.add(peer_id)
+            try:
+                if await disconnect(peer_id, reason="idle DHT connection"):
+                    closed += 1
+            finally:
+                self._closing.discard(peer_id)
         return closed
 
     async def call(self, peer_id: str, addresses: Sequence[str],
@@ -129,7 +137,7 @@ class NodeRpc:
 
     async def _call(self, node: Messenger, peer_id: str, addresses: Sequence[str],
                     request: dict[str, Any], timeout: float) -> dict[str, Any]:
-        if not any(p.peer_id == peer_id for p in node.peers()):
+        if peer_id in self._closing or not any(p.peer_id == peer_id for p in node.peers()):
             for address in addresses[:4]:
                 try:
                     async with asyncio.timeout(timeout):
