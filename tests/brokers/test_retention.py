@@ -37,3 +37,75 @@ def test_jetstream_counts_records_handed_to_a_killed_node_that_then_expired(
     # Handled and killed before its ack: that one is not finished either, and counts.
     assert 5 - handled <= inbox_stats(bob.root)["expired"] <= 5 - handled + 1
     assert inbox_stats(bob.root)["records"] == 0
+
+
+@pytest.mark.services
+def test_an_amqp_queue_a_sender_declared_before_the_first_run_gets_the_nodes_limits(
+        make_project: ProjectMaker) -> None:
+    from tests.brokers.conftest import Ledger, Node
+    from tests.conftest import run_cli
+    from tests.runtime.processes import RunningNode
+
+    over = MEDIA["amqp"]
+    over.require()
+    bob = make_project("bob", over, transport={"max-messages": 5}, ledger={"delay": 0.3})
+    bob_id = run_cli("id", cwd=bob).stdout.strip()
+    alice = make_project("alice", over)
+    address = f"{over.url}#{bob_id}"
+    # Declared by the first send, without limits: 12 fit.
+    assert store_many(alice, address, 12, ["note"]) == "12"
+    node = Node(bob, RunningNode(bob), Ledger(bob / "ledger.jsonl"))
+    node.runs.append(node.process)
+    try:
+        # Its first start moves them aside and declares the queue with its limits.
+        node.process.stop(signal.SIGTERM)
+        # (RabbitMQ counts only ready records against x-max-length: a running node
+        # holds up to its prefetch more.)
+        assert store_many(alice, address, 5, ["note"]) == "5"
+        code, out = send(alice, address, "note", {"n": 5})
+        assert code != 0 and "is full (" in out and "nothing was stored" in out, out
+        node.restart(signal.SIGTERM)
+        got = node.ledger.wait(None, 17, 60)
+        ids = {n["id"]: n["body"]["n"] for n in node.ledger.notes()}  # first of each
+        assert len(got) >= 17 and list(ids.values()) == [*range(12), *range(5)], (ids,
+            node.process.stderr[-3000:])
+    finally:
+        for run in node.runs:
+            run.stop()
+
+
+@pytest.mark.services
+def test_mqtt_max_bytes_refuses_a_send_and_max_age_is_refused_at_start(
+        make_node: NodeMaker, make_project: ProjectMaker) -> None:
+    from tests.conftest import run_cli
+
+    over = MEDIA["mqtt"]
+    over.require()
+    bob = make_node("bob", over, transport={"max-bytes": 3000})
+    assert bob.process.stop(signal.SIGTERM) == 0
+    alice = make_project("alice", over)
+    assert store_many(alice, bob.address, 4, ["note"]) == "4"
+    stats = inbox_stats(bob.root)
+    assert stats["records"] == 4 and 4 * 300 < stats["bytes"] <= 3000, stats
+    sent, out = 4, ""
+    while sent < 12:
+        code, out = send(alice, bob.address, "note", {"n": sent})
+        if code != 0:
+            break
+        sent += 1
+    assert sent < 12 and "is full (max-bytes = 3000 bytes" in out, out
+    assert "nothing was stored" in out and "(stored for" not in out, out
+    assert inbox_stats(bob.root)["bytes"] <= 3000
+    bob.restart(signal.SIGTERM)
+    got = bob.ledger.wait(None, sent, 30)
+    assert [n["n"] for n in got] == list(range(sent)), bob.process.stderr
+    deadline = time.monotonic() + 10
+    while inbox_stats(bob.root)["records"] and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert inbox_stats(bob.root)["records"] == 0 and inbox_stats(bob.root)["bytes"] == 0
+
+    aged = make_project("aged", over, transport={"max-age": 60})
+    done = run_cli("run", cwd=aged, timeout=60)
+    # Not a setting there (docs/transports.md says why): refused, never ignored.
+    assert done.returncode != 0 and "mqtt-transport.max-age" in done.stderr, done.stderr
+    assert "fix:" in done.stderr, done.stderr

@@ -12,6 +12,9 @@ Retention is the queue's own: ``x-max-length`` / ``x-max-length-bytes`` with
 ``x-overflow = reject-publish`` (the broker nacks a publish to a full queue: the sender
 gets :class:`InboxFull`), and ``x-message-ttl`` with a dead-letter route to the queue
 ``p2phost.inbox-expired.NAME``, which the node empties and counts when it starts.
+RabbitMQ cannot change a queue's arguments: a queue declared with others (by a sender
+before the node first ran, or by a run with other settings) has its records moved to the
+backlog queue ``p2phost.inbox-backlog.NAME``, read first, and is declared anew.
 """
 
 from __future__ import annotations
@@ -65,6 +68,16 @@ def expired_queue(name: str) -> str:
     return f"p2phost.inbox-expired.{name}"
 
 
+def backlog_queue(name: str) -> str:
+    """Where the records of inbox ``name`` wait that were stored while its queue had
+    other limits (handled before the queue's own)."""
+    return f"p2phost.inbox-backlog.{name}"
+
+
+_MOVE_ATTEMPTS = 5
+_MOVE_BATCH = 256
+
+
 def queue_arguments(name: str, retention: Retention) -> dict[str, Any]:
     """The inbox queue's arguments for ``retention`` (RabbitMQ enforces them)."""
     arguments: dict[str, Any] = {}
@@ -101,6 +114,7 @@ class AmqpMedium(Medium):
         self._consumer: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._backlog = False
 
     async def connect(self) -> None:
         """Open a robust connection and a confirming publisher channel."""
@@ -139,7 +153,7 @@ class AmqpMedium(Medium):
             raise MediumRefused(f"the AMQP broker at {self.url} refused the inbox queue: "
                                 f"{exc}") from exc
         self._reader = asyncio.get_running_loop().create_task(
-            self._read(self._queue, deliver), name=f"amqp reader {name[:12]}")
+            self._read(name, self._queue, deliver), name=f"amqp reader {name[:12]}")
 
     async def _declare_limited(self, name: str) -> None:
         """Declare the inbox queue with this node's retention, and take the count of
@@ -150,34 +164,80 @@ class AmqpMedium(Medium):
         try:
             await self._on_channel(name, "create", arguments=arguments)
         except _Inequivalent:
-            # Declared earlier with other limits (by a sender before this node first
-            # ran, or by a run with other settings): the broker cannot change a queue's
-            # arguments, so an empty one is declared anew; a queue that holds records
-            # keeps its old limits until it is empty.
-            if not await self._redeclare_empty(name, arguments):
-                log.warning("the inbox queue %s on %s holds records and was declared with "
-                            "other limits: the new retention applies once it is empty (next "
-                            "start)", inbox_queue(name), self.url)
+            if not await self._redeclare(name, arguments):
+                log.warning("the inbox queue %s on %s was declared with other limits and "
+                            "senders kept declaring it again: the new retention applies "
+                            "from the next start", inbox_queue(name), self.url)
+        backlog = await self._on_channel(name, "stats", queue=backlog_queue(name))
+        if backlog is not None and not backlog.declaration_result.message_count:
+            # Emptied by an earlier run (what a killed one left unacknowledged is back).
+            with contextlib.suppress(_Inequivalent):
+                await self._on_channel(name, "delete-empty", queue=backlog_queue(name))
+            backlog = None
+        self._backlog = backlog is not None
         purged = await self._on_channel(name, "purge", queue=expired_queue(name))
         self.expired_at_open = 0 if purged is None else int(purged.message_count or 0)
 
-    async def _redeclare_empty(self, name: str, arguments: dict[str, Any]) -> bool:
-        """Declare the inbox queue anew with ``arguments`` if it is empty; whether it
-        was (a sender that publishes meanwhile declares it again, without them)."""
-        queue = await self._on_channel(name, "stats")
-        if queue is None or queue.declaration_result.message_count:
-            return False
-        try:
-            await self._on_channel(name, "delete-empty")
-            await self._on_channel(name, "create", arguments=arguments)
-        except _Inequivalent:  # a sender declared it again meanwhile: it stays as is
-            return False
-        return True
+    async def _redeclare(self, name: str, arguments: dict[str, Any]) -> bool:
+        """Declare the inbox queue anew with ``arguments``: it was declared with other
+        limits (by a sender before this node first ran, or by a run with other
+        settings), and the broker cannot change a queue's arguments. Its records move to
+        the backlog queue first (read before the inbox's own), then the empty queue is
+        deleted and declared again; a sender that publishes in between finds no queue
+        (its publish comes back unroutable and it declares the queue itself, without
+        limits), so this repeats a few times. Whether it worked."""
+        for _ in range(_MOVE_ATTEMPTS):
+            await self._move_to_backlog(name)
+            try:
+                await self._on_channel(name, "delete-empty")
+                await self._on_channel(name, "create", arguments=arguments)
+            except _Inequivalent:  # not empty any more, or declared again meanwhile
+                continue
+            return True
+        return False
 
-    async def _read(self, queue: AbstractQueue, deliver: Deliver) -> None:
+    async def _move_to_backlog(self, name: str) -> None:
+        # Publish (persistent, confirmed) before acking: a node killed meanwhile leaves
+        # copies in both, and the second is dropped as a copy when it is read.
+        if self._connection is None:
+            raise MediumUnavailable(f"AMQP broker at {self.url}: not connected")
+        try:
+            channel = await self._connection.channel(publisher_confirms=True)
+            try:
+                await channel.declare_queue(backlog_queue(name), durable=True)
+                source = await channel.declare_queue(inbox_queue(name), passive=True)
+                moved = 0
+                while True:
+                    batch: list[AbstractIncomingMessage] = []
+                    while len(batch) < _MOVE_BATCH:
+                        message = await source.get(no_ack=False, fail=False)
+                        if message is None:
+                            break
+                        batch.append(message)
+                    if not batch:
+                        break
+                    await asyncio.gather(*(channel.default_exchange.publish(
+                        aio_pika.Message(m.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                        routing_key=backlog_queue(name)) for m in batch))
+                    await batch[-1].ack(multiple=True)
+                    moved += len(batch)
+                if moved:
+                    log.info("moved %d records stored under other limits to %s on %s",
+                             moved, backlog_queue(name), self.url)
+            finally:
+                with contextlib.suppress(*_LOST, aiormq.exceptions.AMQPError):
+                    await channel.close()
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return
+        except _LOST as exc:
+            raise MediumUnavailable(f"AMQP broker at {self.url}: {exc}") from exc
+
+    async def _read(self, name: str, queue: AbstractQueue, deliver: Deliver) -> None:
         failures = 0
         while True:
             try:
+                if self._backlog:
+                    await self._read_backlog(name, deliver)
                 async with queue.iterator() as messages:
                     if failures:
                         log.info("consuming again from the AMQP broker at %s", self.url)
@@ -190,6 +250,18 @@ class AmqpMedium(Medium):
             stop_if_cancelled()
             await asyncio.sleep(backoff(failures))
             failures += 1
+
+    async def _read_backlog(self, name: str, deliver: Deliver) -> None:
+        # Everything in it was stored before anything in the inbox queue: it comes
+        # first, one get at a time, until it is empty (it gets nothing new).
+        assert self._consumer is not None
+        backlog = await self._consumer.declare_queue(backlog_queue(name), passive=True)
+        while True:
+            message = await backlog.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            await deliver(message.body, message)
+        self._backlog = False
 
     async def _on_channel(self, name: str, work: str, *, queue: str | None = None,
                           arguments: dict[str, Any] | None = None) -> Any:
@@ -234,20 +306,27 @@ class AmqpMedium(Medium):
         """The queue's ready message count (bytes: the broker does not say here)."""
         queue = await self._on_channel(name, "stats")
         expired = await self._on_channel(name, "stats", queue=expired_queue(name))
+        backlog = await self._on_channel(name, "stats", queue=backlog_queue(name))
         gone = 0 if expired is None else int(expired.declaration_result.message_count or 0)
+        older = 0 if backlog is None else int(backlog.declaration_result.message_count or 0)
         if queue is None:
-            return {"exists": False, "records": 0, "bytes": None, "expired": gone}
-        count = queue.declaration_result.message_count
+            return {"exists": False, "records": older, "bytes": None, "expired": gone}
+        count = int(queue.declaration_result.message_count or 0) + older
         return {"exists": True, "records": count, "bytes": None, "expired": gone}
 
     async def purge_inbox(self, name: str) -> int | None:
-        """``queue.purge``: the ready messages go, the queue stays."""
+        """``queue.purge`` (and of its backlog): the ready messages go, the queue stays."""
+        older = await self._on_channel(name, "purge", queue=backlog_queue(name))
         result = await self._on_channel(name, "purge")
-        return None if result is None else int(result.message_count or 0)
+        if result is None:
+            return None
+        return int(result.message_count or 0) + (0 if older is None else
+                                                  int(older.message_count or 0))
 
     async def delete_inbox(self, name: str) -> bool:
-        """``queue.delete`` (and of its expired records' queue)."""
+        """``queue.delete`` (and of its backlog and expired records' queues)."""
         await self._on_channel(name, "delete", queue=expired_queue(name))
+        await self._on_channel(name, "delete", queue=backlog_queue(name))
         return await self._on_channel(name, "delete") is not None
 
     async def append(self, name: str, records: Sequence[bytes]) -> None:
