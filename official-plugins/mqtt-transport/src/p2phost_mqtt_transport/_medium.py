@@ -40,7 +40,16 @@ from p2phost_sdk.inbox import (
     stop_if_cancelled,
 )
 
-from ._counts import Watch, is_letter, marker, marker_topic, stored_topic, taken_topic
+from ._counts import (
+    Count,
+    Limits,
+    Watch,
+    is_letter,
+    marker,
+    marker_topic,
+    stored_topic,
+    taken_topic,
+)
 
 log = logging.getLogger("p2phost.transport.mqtt")
 # paho and aiomqtt report every lost socket as an error, and every forced disconnect as
@@ -89,10 +98,11 @@ class MqttMedium(Medium):
         self.broker_limit = broker_limit
         self._watch = Watch(lambda: self._client(f"p2phost-watch-{secrets.token_hex(8)}",
                                                  clean=True))
-        self._taken = self._taken_sent = 0
+        self._taken = self._taken_sent = Count()
         self._taken_at = 0.0
+        self._taken_later: asyncio.Task[None] | None = None
         # inbox -> letters this sender stored there / places it claimed (the count shown)
-        self._stored: dict[str, int] = {}
+        self._stored: dict[str, Count] = {}
         self._claims: dict[str, int] = {}
 
     def _client(self, identifier: str, *, clean: bool, manual_ack: bool = False) -> aiomqtt.Client:
@@ -134,8 +144,8 @@ class MqttMedium(Medium):
             limit = self._limit()
             _, _, self._taken = await self._look(name)
             self._taken_sent = self._taken
-            await self._mark(name, marker(limit))
-            await self._mark(taken_topic(name), str(self._taken).encode(), topic=True)
+            await self._mark(name, marker(limit, self.retention.max_bytes))
+            await self._mark(taken_topic(name), self._taken.payload(), topic=True)
         self._subscriber = await self._subscribe()
         self._reader = asyncio.get_running_loop().create_task(
             self._read(deliver), name=f"mqtt reader {name[:12]}")
@@ -166,7 +176,7 @@ class MqttMedium(Medium):
                 async for message in client.messages:
                     payload = message.payload
                     data = payload if isinstance(payload, bytes) else b""
-                    await deliver(data, (client, message.mid, is_letter(data)))
+                    await deliver(data, (client, message.mid, is_letter(data), len(data)))
                 raise aiomqtt.MqttError("the broker closed the connection")
             except (aiomqtt.MqttError, MediumUnavailable) as exc:
                 if failures == 0:
@@ -191,7 +201,7 @@ class MqttMedium(Medium):
                 "broker-queue-limit to the same value)")
         return wanted or broker
 
-    async def _look(self, name: str) -> tuple[int, int, int]:
+    async def _look(self, name: str) -> tuple[Limits, Count, Count]:
         try:
             return await self._watch.look(name)
         except aiomqtt.MqttError as exc:
@@ -233,13 +243,14 @@ class MqttMedium(Medium):
             raise self._error(exc) from exc
         await self._mark(name, b"1")
         _, stored, _ = await self._look(name)  # it starts with what was stored before
-        await self._mark(taken_topic(name), str(stored).encode(), topic=True)
+        await self._mark(taken_topic(name), stored.payload(), topic=True)
 
     async def inbox_stats(self, name: str) -> dict[str, Any]:
         """Whether the marker is there, and the letters waiting as the counts say."""
         exists = await self.probe(name)
         _, stored, taken = await self._look(name)
-        return {"exists": exists, "records": max(0, stored - taken), "bytes": None}
+        waiting = stored - taken
+        return {"exists": exists, "records": waiting.n, "bytes": waiting.b}
 
     async def store(self, name: str, records: Sequence[bytes]) -> None:
         """Refused when the letters waiting in the inbox (as the retained counts say) and
@@ -251,36 +262,45 @@ class MqttMedium(Medium):
         if "-" in name:  # a reply inbox: answers while its reader waits
             await self.append(name, records)
             return
-        limit, stored, taken = await self._look(name)
-        cap = min((x for x in (limit, self.broker_limit) if x), default=0)
+        limits, stored, taken = await self._look(name)
+        cap = min((x for x in (limits.messages, self.broker_limit) if x), default=0)
         mine = stored_topic(name, self._peer_id)
         seen = self._watch.count(mine)
         actual = self._stored.setdefault(name, seen)
-        waiting = max(0, stored - seen + actual - taken)
-        if cap and waiting + len(records) > cap:
+        waiting = stored - seen + actual - taken
+        size = sum(map(len, records))
+        full = ""
+        if cap and waiting.n + len(records) > cap:
+            full = f"max-messages = {cap} waiting records, {waiting.n} now"
+        elif limits.bytes and waiting.b + size > limits.bytes:
+            full = f"max-bytes = {limits.bytes} bytes, {waiting.b} now"
+        if full:
             raise InboxFull(
-                f"the inbox of {name} on {self.url} is full (max-messages = {cap} waiting "
-                f"records, {waiting} now): nothing was stored (the MQTT broker would drop "
-                "what passes it); it empties as that node runs")
-        actual = self._stored[name] = actual + len(records)
+                f"the inbox of {name} on {self.url} is full ({full}): nothing was stored "
+                "(the MQTT broker would drop what passes it); it empties as that node runs")
+        actual = self._stored[name] = actual + Count(len(records), size)
         claim = self._claims.get(name, 0)
-        if actual <= claim:
+        if actual.n <= claim:
             await self.append(name, records)
             return
-        room = cap - waiting - len(records) if cap else _CLAIM
-        claim = self._claims[name] = actual + max(0, min(_CLAIM - 1, room))
-        self._watch.note(mine, claim)
+        # Places are claimed ahead only where the count alone is limited: bytes are
+        # known once stored, so under max-bytes each store writes its count.
+        batch = 1 if limits.bytes else _CLAIM
+        room = cap - waiting.n - len(records) if cap else batch
+        claim = self._claims[name] = actual.n + max(0, min(batch - 1, room))
+        shown = Count(claim, actual.b)
+        self._watch.note(mine, shown)
         # Both in flight at once, the count's packet first (each publish hands its packet
         # to the client before its first wait): one round trip.
-        await asyncio.gather(self._mark(mine, str(claim).encode(), topic=True),
+        await asyncio.gather(self._mark(mine, shown.payload(), topic=True),
                              self.append(name, records))
 
     async def _settle_claims(self) -> None:
         # What this sender really stored, in place of its claims.
         for name, claim in self._claims.items():
-            if claim > self._stored[name]:
+            if claim > self._stored[name].n:
                 await self._mark(stored_topic(name, self._peer_id),
-                                 str(self._stored[name]).encode(), topic=True)
+                                 self._stored[name].payload(), topic=True)
         self._claims.clear()
 
     async def delete_inbox(self, name: str) -> bool:
@@ -323,18 +343,31 @@ class MqttMedium(Medium):
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         """PUBACK the messages (those of a lost connection come again: skip them)."""
         current = self._subscriber
-        for client, mid, letter in tokens:
+        for client, mid, letter, size in tokens:
             if current is not None and client is current:
                 current._client.ack(mid, 1)
-                self._taken += letter
-        if self._taken != self._taken_sent and time.monotonic() - self._taken_at > _TAKEN_EVERY:
-            await self._send_taken()
+                if letter:
+                    self._taken += Count(1, size)
+        if self._taken != self._taken_sent:
+            wait = self._taken_at + _TAKEN_EVERY - time.monotonic()
+            if wait <= 0:
+                await self._send_taken()
+            elif self._taken_later is None or self._taken_later.done():
+                # The last letters of a burst are counted too, once the node is idle.
+                self._taken_later = asyncio.get_running_loop().create_task(
+                    self._send_taken_later(wait), name="mqtt taken count")
+
+    async def _send_taken_later(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        if self._taken != self._taken_sent:
+            with contextlib.suppress(MediumUnavailable, MediumRefused):
+                await self._send_taken()
 
     async def _send_taken(self) -> None:
         # Senders count what waits from it: behind by at most the last few letters (they
         # then refuse a little early, never late).
         self._taken_at, self._taken_sent = time.monotonic(), self._taken
-        await self._mark(taken_topic(self._inbox), str(self._taken).encode(), topic=True)
+        await self._mark(taken_topic(self._inbox), self._taken.payload(), topic=True)
 
     async def close(self, *, delete_inbox: bool) -> None:
         """Stop reading; forget a deleted inbox's session; disconnect."""
@@ -343,6 +376,9 @@ class MqttMedium(Medium):
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
         await self._watch.close()
+        if self._taken_later is not None:
+            self._taken_later.cancel()
+            await asyncio.gather(self._taken_later, return_exceptions=True)
         with contextlib.suppress(MediumUnavailable, MediumRefused):
             await self._settle_claims()
             if self._taken != self._taken_sent and not delete_inbox:
