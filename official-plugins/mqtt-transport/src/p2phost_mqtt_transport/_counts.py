@@ -6,17 +6,18 @@ An MQTT broker keeps a bounded queue per absent persistent session (Mosquitto:
 publisher (its PUBACK says success). Nobody can ask the broker how full a session's queue
 is, so the counts are kept beside it, as retained messages:
 
-    p2phost/inboxes/NAME                      the inbox's marker:
-                                              {"max-messages": L, "max-bytes": B}
-    p2phost/inbox-count/NAME/stored/SENDER    {"n": letters, "b": their bytes} SENDER
-                                              ever stored there (written by SENDER)
-    p2phost/inbox-count/NAME/taken            {"n": ..., "b": ...} the node ever took
-                                              (written by the node)
+    p2phost/inboxes/NAME                      the inbox's marker: {"max-messages": L,
+                                              "max-bytes": B, "max-age": A}
+    p2phost/inbox-count/NAME/stored/SENDER    {"n": letters, "b": their bytes, ...}
+                                              SENDER ever stored there (by SENDER)
+    p2phost/inbox-count/NAME/taken            the same, for the letters the node ever
+                                              took (by the node)
 
-What waits is the sum of the stored counts minus the taken count; a sender refuses a
-store that would bring it past L letters or B bytes (of records). A count written by an
-older version is a bare number of letters. One :class:`Watch` per medium keeps the
-counts of the inboxes it stored to current (one subscribed client).
+What waits is the sum of the stored counts minus the taken count, less what expired
+(``_tally``); a sender refuses a store that would bring it past L letters or B bytes (of
+records). A count written by an older version is a bare number of letters. One
+:class:`Watch` per medium keeps the counts of the inboxes it stored to current (one
+subscribed client).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import aiomqtt
+
+from ._tally import Inbox, Tally, parse
 
 log = logging.getLogger("p2phost.transport.mqtt")
 #: A record's magic and the type of a LETTER (docs/transports.md, "The records on the
@@ -67,47 +69,11 @@ def taken_topic(name: str) -> str:
     return f"{counts_topic(name)}taken"
 
 
-def marker(limit: int, max_bytes: int = 0) -> bytes:
-    """The marker's payload for a node whose inbox holds at most ``limit`` letters and
-    ``max_bytes`` bytes of records (0: no limit)."""
-    return json.dumps({"max-messages": limit, "max-bytes": max_bytes}).encode()
-
-
-@dataclass(frozen=True)
-class Count:
-    """Letters and their bytes (of records), as one retained count says."""
-
-    n: int = 0
-    b: int = 0
-
-    def __add__(self, other: Count) -> Count:
-        return Count(self.n + other.n, self.b + other.b)
-
-    def __sub__(self, other: Count) -> Count:
-        return Count(max(0, self.n - other.n), max(0, self.b - other.b))
-
-    def payload(self) -> bytes:
-        """The retained message's payload."""
-        return json.dumps({"n": self.n, "b": self.b}).encode()
-
-
-def parse(payload: bytes) -> Count:
-    """A retained count (JSON, or an older bare number of letters); nothing: zero."""
-    try:
-        value = json.loads(payload or b"0")
-        if isinstance(value, int):
-            return Count(max(0, value))
-        return Count(max(0, int(value.get("n", 0))), max(0, int(value.get("b", 0))))
-    except (ValueError, TypeError, AttributeError):
-        return Count()
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What an inbox's marker says it holds at most (0: no limit)."""
-
-    messages: int = 0
-    bytes: int = 0
+def marker(limit: int, max_bytes: int = 0, max_age: float = 0.0) -> bytes:
+    """The marker's payload for a node whose inbox holds at most ``limit`` letters,
+    ``max_bytes`` bytes of records, and letters for ``max_age`` seconds (0: no limit)."""
+    return json.dumps({"max-messages": limit, "max-bytes": max_bytes,
+                       "max-age": max_age}).encode()
 
 
 class Watch:
@@ -122,32 +88,33 @@ class Watch:
         self._watched: set[str] = set()
         self._pings: dict[str, asyncio.Event] = {}
 
-    async def look(self, name: str) -> tuple[Limits, Count, Count]:
-        """(the inbox's advertised limits; letters stored; letters taken)."""
+    async def look(self, name: str) -> Inbox:
+        """Inbox ``name``'s advertised limits and its counts, as last seen."""
         async with self._lock:
             if name not in self._watched:
                 await self._watch(name)
         values = self._values
-        limits = Limits()
+        said: dict[str, float] = {}
         with contextlib.suppress(ValueError, TypeError, AttributeError):
-            said = json.loads(values.get(marker_topic(name)) or b"{}")
-            limits = Limits(int(said.get("max-messages", 0)), int(said.get("max-bytes", 0)))
+            said = dict(json.loads(values.get(marker_topic(name)) or b"{}"))
         prefix = f"{counts_topic(name)}stored/"
-        stored = sum((parse(v) for k, v in values.items() if k.startswith(prefix)), Count())
-        return limits, stored, parse(values.get(taken_topic(name), b""))
+        return Inbox(int(said.get("max-messages", 0)), int(said.get("max-bytes", 0)),
+                     float(said.get("max-age", 0.0)),
+                     tuple(parse(v) for k, v in values.items() if k.startswith(prefix)),
+                     parse(values.get(taken_topic(name), b"")))
 
     def senders(self, name: str) -> list[str]:
         """The stored-count topics of inbox ``name`` seen so far."""
         prefix = f"{counts_topic(name)}stored/"
         return [k for k in self._values if k.startswith(prefix)]
 
-    def count(self, topic: str) -> Count:
+    def count(self, topic: str) -> Tally:
         """The count at ``topic`` as last seen (zero: none)."""
         return parse(self._values.get(topic, b""))
 
-    def note(self, topic: str, count: Count) -> None:
+    def note(self, topic: str, payload: bytes) -> None:
         """What this node itself publishes (before the broker echoes it)."""
-        self._values[topic] = count.payload()
+        self._values[topic] = payload
 
     async def _watch(self, name: str) -> None:
         if self._client is None:

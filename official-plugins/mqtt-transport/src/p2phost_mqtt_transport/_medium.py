@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ from typing import Any
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
@@ -40,16 +43,8 @@ from p2phost_sdk.inbox import (
     stop_if_cancelled,
 )
 
-from ._counts import (
-    Count,
-    Limits,
-    Watch,
-    is_letter,
-    marker,
-    marker_topic,
-    stored_topic,
-    taken_topic,
-)
+from ._counts import Watch, is_letter, marker, marker_topic, stored_topic, taken_topic
+from ._tally import Count, Inbox, Tally, bucket_of
 
 log = logging.getLogger("p2phost.transport.mqtt")
 # paho and aiomqtt report every lost socket as an error, and every forced disconnect as
@@ -61,7 +56,8 @@ _REFUSED_CODES = {4, 5}  # CONNACK: bad user name or password; not authorised
 
 
 def inbox_topic(name: str) -> str:
-    """The topic of inbox ``name``."""
+    """The topic of inbox ``name`` (a node reads it and its subtopics: letters with an
+    expiry come on ``.../x/BUCKET``, the node's own marks on ``.../mark/BUCKET``)."""
     return f"p2phost/inbox/{name}"
 
 
@@ -70,6 +66,7 @@ _PROBE_WAIT = 0.5
 BROKER_QUEUE_LIMIT = 1000
 _TAKEN_EVERY = 0.2  # seconds between updates of the retained taken count
 _CLAIM = 32  # places a sender claims at a time in an absent node's queue
+_MARK_EVERY = 10.0  # seconds between the node's marks of how far it has read
 
 
 class MqttMedium(Medium):
@@ -98,18 +95,24 @@ class MqttMedium(Medium):
         self.broker_limit = broker_limit
         self._watch = Watch(lambda: self._client(f"p2phost-watch-{secrets.token_hex(8)}",
                                                  clean=True))
-        self._taken = self._taken_sent = Count()
+        self._taken = Tally()
+        self._taken_sent = b""
         self._taken_at = 0.0
         self._taken_later: asyncio.Task[None] | None = None
+        self._marks: asyncio.Task[None] | None = None
         # inbox -> letters this sender stored there / places it claimed (the count shown)
-        self._stored: dict[str, Count] = {}
+        self._stored: dict[str, Tally] = {}
         self._claims: dict[str, int] = {}
 
-    def _client(self, identifier: str, *, clean: bool, manual_ack: bool = False) -> aiomqtt.Client:
+    def _client(self, identifier: str, *, clean: bool, manual_ack: bool = False,
+                v5: bool = False) -> aiomqtt.Client:
+        # The publisher speaks MQTT 5 for the Message Expiry Interval; the inbox's own
+        # session stays 3.1.1 (its persistence does not hang on a session expiry).
         client = aiomqtt.Client(self._host, self._port, username=self._user,
                                 password=self._password, identifier=identifier,
-                                clean_session=clean, keepalive=15, timeout=10.0,
-                                logger=_client_log)
+                                clean_session=None if v5 else clean, keepalive=15,
+                                timeout=10.0, logger=_client_log,
+                                protocol=aiomqtt.ProtocolVersion.V5 if v5 else None)
         client.pending_calls_threshold = 1 << 30  # a window of publishes in flight is normal
         if manual_ack:
             # aiomqtt has no API for it; paho-mqtt 2 acknowledges on our word only.
@@ -129,7 +132,7 @@ class MqttMedium(Medium):
             await self._connect_publisher()
 
     async def _connect_publisher(self) -> aiomqtt.Client:
-        client = self._client(f"p2phost-pub-{secrets.token_hex(8)}", clean=True)
+        client = self._client(f"p2phost-pub-{secrets.token_hex(8)}", clean=True, v5=True)
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
@@ -141,14 +144,26 @@ class MqttMedium(Medium):
         """Connect the inbox's client, subscribe with QoS 1, and start reading."""
         self._inbox = name
         if "-" not in name:
-            limit = self._limit()
-            _, _, self._taken = await self._look(name)
-            self._taken_sent = self._taken
-            await self._mark(name, marker(limit, self.retention.max_bytes))
-            await self._mark(taken_topic(name), self._taken.payload(), topic=True)
+            limit, retention = self._limit(), self.retention
+            self._taken = (await self._look(name)).taken
+            self._taken_sent = self._taken.payload()
+            await self._mark(name, marker(limit, retention.max_bytes, retention.max_age))
+            await self._mark(taken_topic(name), self._taken_sent, topic=True)
         self._subscriber = await self._subscribe()
-        self._reader = asyncio.get_running_loop().create_task(
-            self._read(deliver), name=f"mqtt reader {name[:12]}")
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read(deliver), name=f"mqtt reader {name[:12]}")
+        if self._persistent and self.retention.max_age:
+            self._marks = loop.create_task(self._mark_reading(), name="mqtt marks")
+
+    async def _mark_reading(self) -> None:
+        # A mark goes through the session's queue like a letter: once it comes back,
+        # everything stored before it was delivered or dropped (``_tally``, "passed").
+        while True:
+            bucket = bucket_of(time.time(), self.retention.max_age)
+            with contextlib.suppress(MediumUnavailable, MediumRefused):
+                await self._mark(f"{inbox_topic(self._inbox)}/mark/{bucket}", b"", topic=True,
+                                 retain=False)
+            await asyncio.sleep(_MARK_EVERY)
 
     async def _subscribe(self) -> aiomqtt.Client:
         # A reply inbox lives as long as this process: its session need not outlive it.
@@ -157,7 +172,13 @@ class MqttMedium(Medium):
                               manual_ack=True)
         try:
             await client.__aenter__()
-            await client.subscribe(inbox_topic(self._inbox), qos=1)
+            if self._persistent:
+                # Letters with an expiry come on subtopics (their bucket): the whole
+                # tree, and not the bare topic as well (a message would come twice).
+                await client.subscribe(f"{inbox_topic(self._inbox)}/#", qos=1)
+                await client.unsubscribe(inbox_topic(self._inbox))
+            else:
+                await client.subscribe(inbox_topic(self._inbox), qos=1)
         except aiomqtt.MqttError as exc:
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.__aexit__(None, None, None)
@@ -176,7 +197,15 @@ class MqttMedium(Medium):
                 async for message in client.messages:
                     payload = message.payload
                     data = payload if isinstance(payload, bytes) else b""
-                    await deliver(data, (client, message.mid, is_letter(data), len(data)))
+                    kind, _, bucket = str(message.topic).rpartition("/")
+                    if kind.endswith("/mark"):  # how far this node has read
+                        client._client.ack(message.mid, 1)
+                        self._taken.passed = max(self._taken.passed, _int(bucket))
+                        self._taken_changed()
+                        continue
+                    expiry = _int(bucket) if kind.endswith("/x") else None
+                    await deliver(data, (client, message.mid, is_letter(data), len(data),
+                                         expiry))
                 raise aiomqtt.MqttError("the broker closed the connection")
             except (aiomqtt.MqttError, MediumUnavailable) as exc:
                 if failures == 0:
@@ -201,18 +230,19 @@ class MqttMedium(Medium):
                 "broker-queue-limit to the same value)")
         return wanted or broker
 
-    async def _look(self, name: str) -> tuple[Limits, Count, Count]:
+    async def _look(self, name: str) -> Inbox:
         try:
             return await self._watch.look(name)
         except aiomqtt.MqttError as exc:
             raise self._error(exc) from exc
 
-    async def _mark(self, name: str, value: bytes, *, topic: bool = False) -> None:
+    async def _mark(self, name: str, value: bytes, *, topic: bool = False,
+                    retain: bool = True) -> None:
         async with self._publisher_lock:
             client = self._publisher or await self._connect_publisher()
         try:
             await client.publish(name if topic else marker_topic(name), value, qos=1,
-                                 retain=True)
+                                 retain=retain)
         except aiomqtt.MqttError as exc:
             raise self._error(exc) from exc
 
@@ -238,19 +268,23 @@ class MqttMedium(Medium):
         first run would: the broker queues what is published before it runs."""
         try:
             async with self._client(f"p2phost-{name}", clean=False) as client:
-                await client.subscribe(inbox_topic(name), qos=1)
+                await client.subscribe(f"{inbox_topic(name)}/#", qos=1)
         except aiomqtt.MqttError as exc:
             raise self._error(exc) from exc
         await self._mark(name, b"1")
-        _, stored, _ = await self._look(name)  # it starts with what was stored before
-        await self._mark(taken_topic(name), stored.payload(), topic=True)
+        taken = Tally()  # it starts with what was stored before (the broker dropped it)
+        for stored in (await self._look(name)).stored:
+            taken.merge(stored)
+        await self._mark(taken_topic(name), taken.payload(), topic=True)
 
     async def inbox_stats(self, name: str) -> dict[str, Any]:
-        """Whether the marker is there, and the letters waiting as the counts say."""
+        """Whether the marker is there, and the letters waiting and expired unread as
+        the counts say."""
         exists = await self.probe(name)
-        _, stored, taken = await self._look(name)
-        waiting = stored - taken
-        return {"exists": exists, "records": waiting.n, "bytes": waiting.b}
+        inbox, now = await self._look(name), time.time()
+        waiting = inbox.waiting(now)
+        return {"exists": exists, "records": waiting.n, "bytes": waiting.b,
+                "expired": inbox.expired(now).n}
 
     async def store(self, name: str, records: Sequence[bytes]) -> None:
         """Refused when the letters waiting in the inbox (as the retained counts say) and
@@ -262,43 +296,48 @@ class MqttMedium(Medium):
         if "-" in name:  # a reply inbox: answers while its reader waits
             await self.append(name, records)
             return
-        limits, stored, taken = await self._look(name)
-        cap = min((x for x in (limits.messages, self.broker_limit) if x), default=0)
+        inbox, now = await self._look(name), time.time()
+        cap = min((x for x in (inbox.max_messages, self.broker_limit) if x), default=0)
         mine = stored_topic(name, self._peer_id)
-        seen = self._watch.count(mine)
-        actual = self._stored.setdefault(name, seen)
-        waiting = stored - seen + actual - taken
+        shown = self._watch.count(mine)
+        actual = self._stored.setdefault(name, shown)
+        # This sender's own places claimed and not used yet are its own to use.
+        waiting = (inbox.waiting(now) - Count(max(0, shown.total.n - actual.total.n))).floor()
         size = sum(map(len, records))
         full = ""
         if cap and waiting.n + len(records) > cap:
             full = f"max-messages = {cap} waiting records, {waiting.n} now"
-        elif limits.bytes and waiting.b + size > limits.bytes:
-            full = f"max-bytes = {limits.bytes} bytes, {waiting.b} now"
+        elif inbox.max_bytes and waiting.b + size > inbox.max_bytes:
+            full = f"max-bytes = {inbox.max_bytes} bytes, {waiting.b} now"
         if full:
             raise InboxFull(
                 f"the inbox of {name} on {self.url} is full ({full}): nothing was stored "
                 "(the MQTT broker would drop what passes it); it empties as that node runs")
-        actual = self._stored[name] = actual + Count(len(records), size)
+        bucket = bucket_of(now, inbox.max_age) if inbox.max_age else None
+        actual.add(Count(len(records), size), bucket)
         claim = self._claims.get(name, 0)
-        if actual.n <= claim:
-            await self.append(name, records)
+        if actual.total.n <= claim:
+            await self._publish(name, records, bucket, inbox.max_age)
             return
-        # Places are claimed ahead only where the count alone is limited: bytes are
-        # known once stored, so under max-bytes each store writes its count.
-        batch = 1 if limits.bytes else _CLAIM
+        # Places are claimed ahead only where the count alone is limited: bytes and
+        # expiry buckets are known once stored, so then each store writes its count.
+        batch = 1 if inbox.max_bytes or inbox.max_age else _CLAIM
         room = cap - waiting.n - len(records) if cap else batch
-        claim = self._claims[name] = actual.n + max(0, min(batch - 1, room))
-        shown = Count(claim, actual.b)
-        self._watch.note(mine, shown)
+        claim = self._claims[name] = actual.total.n + max(0, min(batch - 1, room))
+        actual.fold(now, inbox.taken.passed)
+        published = actual.copy()
+        published.total = Count(claim, actual.total.b)
+        payload = published.payload()
+        self._watch.note(mine, payload)
         # Both in flight at once, the count's packet first (each publish hands its packet
         # to the client before its first wait): one round trip.
-        await asyncio.gather(self._mark(mine, shown.payload(), topic=True),
-                             self.append(name, records))
+        await asyncio.gather(self._mark(mine, payload, topic=True),
+                             self._publish(name, records, bucket, inbox.max_age))
 
     async def _settle_claims(self) -> None:
         # What this sender really stored, in place of its claims.
         for name, claim in self._claims.items():
-            if claim > self._stored[name].n:
+            if claim > self._stored[name].total.n:
                 await self._mark(stored_topic(name, self._peer_id),
                                  self._stored[name].payload(), topic=True)
         self._claims.clear()
@@ -319,13 +358,24 @@ class MqttMedium(Medium):
 
     async def append(self, name: str, records: Sequence[bytes]) -> None:
         """Publish with QoS 1, in order, and wait for every PUBACK."""
+        await self._publish(name, records)
+
+    async def _publish(self, name: str, records: Sequence[bytes], bucket: int | None = None,
+                       max_age: float = 0.0) -> None:
         async with self._publisher_lock:
             client = self._publisher or await self._connect_publisher()
-        topic = inbox_topic(name)
+        topic, properties = inbox_topic(name), None
+        if bucket is not None:
+            # The broker drops it unread after max-age (MQTT 5's Message Expiry
+            # Interval); its topic tells the node its bucket.
+            topic = f"{topic}/x/{bucket}"
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = max(1, math.ceil(max_age))
         # Each publish hands its packet to paho before its first await, so starting them
         # in order sends them in order.
         results = await asyncio.gather(
-            *(client.publish(topic, record, qos=1) for record in records),
+            *(client.publish(topic, record, qos=1, properties=properties)
+              for record in records),
             return_exceptions=True)
         stop_if_cancelled()
         failure = next((r for r in results if isinstance(r, BaseException)), None)
@@ -343,31 +393,37 @@ class MqttMedium(Medium):
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         """PUBACK the messages (those of a lost connection come again: skip them)."""
         current = self._subscriber
-        for client, mid, letter, size in tokens:
+        for client, mid, letter, size, expiry in tokens:
             if current is not None and client is current:
                 current._client.ack(mid, 1)
                 if letter:
-                    self._taken += Count(1, size)
-        if self._taken != self._taken_sent:
-            wait = self._taken_at + _TAKEN_EVERY - time.monotonic()
-            if wait <= 0:
-                await self._send_taken()
-            elif self._taken_later is None or self._taken_later.done():
-                # The last letters of a burst are counted too, once the node is idle.
-                self._taken_later = asyncio.get_running_loop().create_task(
-                    self._send_taken_later(wait), name="mqtt taken count")
+                    self._taken.add(Count(1, size), expiry)
+        self._taken_changed()
+
+    def _taken_changed(self) -> None:
+        # Written at most every 0.2 s, and 0.2 s after the last change (the last
+        # letters of a burst, a mark of how far the node has read). A reply inbox has
+        # no count: nothing is stored there for an absent reader.
+        if not self._persistent:
+            return
+        if self._taken_later is None or self._taken_later.done():
+            wait = max(0.0, self._taken_at + _TAKEN_EVERY - time.monotonic())
+            self._taken_later = asyncio.get_running_loop().create_task(
+                self._send_taken_later(wait), name="mqtt taken count")
 
     async def _send_taken_later(self, wait: float) -> None:
         await asyncio.sleep(wait)
-        if self._taken != self._taken_sent:
-            with contextlib.suppress(MediumUnavailable, MediumRefused):
-                await self._send_taken()
+        with contextlib.suppress(MediumUnavailable, MediumRefused):
+            await self._send_taken()
 
     async def _send_taken(self) -> None:
         # Senders count what waits from it: behind by at most the last few letters (they
         # then refuse a little early, never late).
-        self._taken_at, self._taken_sent = time.monotonic(), self._taken
-        await self._mark(taken_topic(self._inbox), self._taken.payload(), topic=True)
+        self._taken.fold(time.time(), self._taken.passed)
+        payload = self._taken.payload()
+        if payload != self._taken_sent:
+            self._taken_at, self._taken_sent = time.monotonic(), payload
+            await self._mark(taken_topic(self._inbox), payload, topic=True)
 
     async def close(self, *, delete_inbox: bool) -> None:
         """Stop reading; forget a deleted inbox's session; disconnect."""
@@ -376,12 +432,14 @@ class MqttMedium(Medium):
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
         await self._watch.close()
-        if self._taken_later is not None:
-            self._taken_later.cancel()
-            await asyncio.gather(self._taken_later, return_exceptions=True)
+        for task in (self._taken_later, self._marks):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._marks = None
         with contextlib.suppress(MediumUnavailable, MediumRefused):
             await self._settle_claims()
-            if self._taken != self._taken_sent and not delete_inbox:
+            if self._inbox and self._persistent and not delete_inbox:
                 await self._send_taken()
         for client in (self._subscriber, self._publisher):
             if client is not None:
@@ -397,6 +455,13 @@ class MqttMedium(Medium):
             with contextlib.suppress(aiomqtt.MqttError):
                 async with self._client(f"p2phost-{self._inbox}", clean=True):
                     pass
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 0
 
 
 class MqttTransport(InboxTransport):
