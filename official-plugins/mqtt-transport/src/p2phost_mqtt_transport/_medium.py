@@ -413,8 +413,14 @@ class MqttMedium(Medium):
 
     async def _send_taken_later(self, wait: float) -> None:
         await asyncio.sleep(wait)
-        with contextlib.suppress(MediumUnavailable, MediumRefused):
-            await self._send_taken()
+        while True:
+            with contextlib.suppress(MediumUnavailable, MediumRefused):
+                await self._send_taken()
+            # Letters taken while that was on its way (or a broker that was away) are
+            # written next: none is left uncounted once the node is idle.
+            if self._taken.payload() == self._taken_sent:
+                return
+            await asyncio.sleep(_TAKEN_EVERY)
 
     async def _send_taken(self) -> None:
         # Senders count what waits from it: behind by at most the last few letters (they
