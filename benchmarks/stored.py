@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
 import sys
 import time
@@ -209,11 +210,14 @@ async def run(media: list[str], count: int, drain: int) -> dict[str, Any]:
         results[medium] = {"stored_per_s": round(ours), "baseline_per_s": round(base),
                            "ratio": round(ours / base, 2), "record_bytes": size,
                            "drained": drained, "drain_s": round(seconds, 2),
-                           "drain_per_s": round(drained / seconds)}
+                           "drain_per_s": round(drained / seconds),
+                           "load": round(os.getloadavg()[0], 1)}
         row = results[medium]
+        # The machine is shared: a figure means little without the load beside it.
         print(f"{medium:15} stored {row['stored_per_s']:>6}/s  baseline "
               f"{row['baseline_per_s']:>6}/s  ratio {row['ratio']:>5}  ({size} B)  "
-              f"drain {drained} in {row['drain_s']} s ({row['drain_per_s']}/s)", flush=True)
+              f"drain {drained} in {row['drain_s']} s ({row['drain_per_s']}/s)  "
+              f"load {row['load']}", flush=True)
     return results
 
 
