@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from p2phost_sdk import PluginContext, Transport, hookimpl
 
-from ._medium import MqttMedium, MqttTransport, inbox_topic
+from ._medium import MqttMedium, MqttTransport
+from ._stores import inbox_topic
 
 __all__ = ["MqttMedium", "MqttTransport", "inbox_topic", "p2phost_transports"]
 

@@ -33,7 +33,6 @@ from paho.mqtt.properties import Properties
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
     Deliver,
-    InboxFull,
     InboxTransport,
     Medium,
     MediumAddress,
@@ -43,8 +42,9 @@ from p2phost_sdk.inbox import (
     stop_if_cancelled,
 )
 
-from ._counts import Watch, is_letter, marker, marker_topic, stored_topic, taken_topic
-from ._tally import Count, Inbox, Tally, bucket_of
+from ._counts import Watch, is_letter, marker, marker_topic, taken_topic
+from ._stores import CountedMedium, inbox_topic
+from ._tally import Count, Inbox, Tally
 
 log = logging.getLogger("p2phost.transport.mqtt")
 # paho and aiomqtt report every lost socket as an error, and every forced disconnect as
@@ -55,21 +55,12 @@ _MAX_PACKET = 268_435_455  # the largest MQTT packet
 _REFUSED_CODES = {4, 5}  # CONNACK: bad user name or password; not authorised
 
 
-def inbox_topic(name: str) -> str:
-    """The topic of inbox ``name`` (a node reads it and its subtopics: letters with an
-    expiry come on ``.../x/BUCKET``, the node's own marks on ``.../mark/BUCKET``)."""
-    return f"p2phost/inbox/{name}"
-
-
 _PROBE_WAIT = 0.5
 #: Mosquitto's default ``max_queued_messages``.
 BROKER_QUEUE_LIMIT = 1000
-_TAKEN_EVERY = 0.2  # seconds between updates of the retained taken count
-_CLAIM = 32  # places a sender claims at a time in an absent node's queue
-_MARK_EVERY = 10.0  # seconds between the node's marks of how far it has read
 
 
-class MqttMedium(Medium):
+class MqttMedium(CountedMedium):
     """One node's link to one MQTT broker."""
 
     max_record_size = _MAX_PACKET - 1024  # room for the topic and the packet header
@@ -88,21 +79,9 @@ class MqttMedium(Medium):
         self._publisher_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._subscriber: aiomqtt.Client | None = None
-        self._inbox = ""
-        self._persistent = True
-        self._peer_id = peer_id
-        #: What the broker queues at most per absent session (0: no limit).
-        self.broker_limit = broker_limit
+        super().__init__(peer_id, broker_limit)
         self._watch = Watch(lambda: self._client(f"p2phost-watch-{secrets.token_hex(8)}",
                                                  clean=True))
-        self._taken = Tally()
-        self._taken_sent = b""
-        self._taken_at = 0.0
-        self._taken_later: asyncio.Task[None] | None = None
-        self._marks: asyncio.Task[None] | None = None
-        # inbox -> letters this sender stored there / places it claimed (the count shown)
-        self._stored: dict[str, Tally] = {}
-        self._claims: dict[str, int] = {}
 
     def _client(self, identifier: str, *, clean: bool, manual_ack: bool = False,
                 v5: bool = False) -> aiomqtt.Client:
@@ -154,16 +133,6 @@ class MqttMedium(Medium):
         self._reader = loop.create_task(self._read(deliver), name=f"mqtt reader {name[:12]}")
         if self._persistent and self.retention.max_age:
             self._marks = loop.create_task(self._mark_reading(), name="mqtt marks")
-
-    async def _mark_reading(self) -> None:
-        # A mark goes through the session's queue like a letter: once it comes back,
-        # everything stored before it was delivered or dropped (``_tally``, "passed").
-        while True:
-            bucket = bucket_of(time.time(), self.retention.max_age)
-            with contextlib.suppress(MediumUnavailable, MediumRefused):
-                await self._mark(f"{inbox_topic(self._inbox)}/mark/{bucket}", b"", topic=True,
-                                 retain=False)
-            await asyncio.sleep(_MARK_EVERY)
 
     async def _subscribe(self) -> aiomqtt.Client:
         # A reply inbox lives as long as this process: its session need not outlive it.
@@ -286,62 +255,6 @@ class MqttMedium(Medium):
         return {"exists": exists, "records": waiting.n, "bytes": waiting.b,
                 "expired": inbox.expired(now).n}
 
-    async def store(self, name: str, records: Sequence[bytes]) -> None:
-        """Refused when the letters waiting in the inbox (as the retained counts say) and
-        these would pass its limit, which the broker would silently enforce. A sender
-        claims places :data:`_CLAIM` at a time: its retained count goes up before the
-        records it covers are published (in the same round trip), and down to what it
-        really stored when it closes (a sender killed meanwhile makes the inbox look
-        fuller than it is by the rest of its claim)."""
-        if "-" in name:  # a reply inbox: answers while its reader waits
-            await self.append(name, records)
-            return
-        inbox, now = await self._look(name), time.time()
-        cap = min((x for x in (inbox.max_messages, self.broker_limit) if x), default=0)
-        mine = stored_topic(name, self._peer_id)
-        shown = self._watch.count(mine)
-        actual = self._stored.setdefault(name, shown)
-        # This sender's own places claimed and not used yet are its own to use.
-        waiting = (inbox.waiting(now) - Count(max(0, shown.total.n - actual.total.n))).floor()
-        size = sum(map(len, records))
-        full = ""
-        if cap and waiting.n + len(records) > cap:
-            full = f"max-messages = {cap} waiting records, {waiting.n} now"
-        elif inbox.max_bytes and waiting.b + size > inbox.max_bytes:
-            full = f"max-bytes = {inbox.max_bytes} bytes, {waiting.b} now"
-        if full:
-            raise InboxFull(
-                f"the inbox of {name} on {self.url} is full ({full}): nothing was stored "
-                "(the MQTT broker would drop what passes it); it empties as that node runs")
-        bucket = bucket_of(now, inbox.max_age) if inbox.max_age else None
-        actual.add(Count(len(records), size), bucket)
-        claim = self._claims.get(name, 0)
-        if actual.total.n <= claim:
-            await self._publish(name, records, bucket, inbox.max_age)
-            return
-        # Places are claimed ahead only where the count alone is limited: bytes and
-        # expiry buckets are known once stored, so then each store writes its count.
-        batch = 1 if inbox.max_bytes or inbox.max_age else _CLAIM
-        room = cap - waiting.n - len(records) if cap else batch
-        claim = self._claims[name] = actual.total.n + max(0, min(batch - 1, room))
-        actual.fold(now, inbox.taken.passed)
-        published = actual.copy()
-        published.total = Count(claim, actual.total.b)
-        payload = published.payload()
-        self._watch.note(mine, payload)
-        # Both in flight at once, the count's packet first (each publish hands its packet
-        # to the client before its first wait): one round trip.
-        await asyncio.gather(self._mark(mine, payload, topic=True),
-                             self._publish(name, records, bucket, inbox.max_age))
-
-    async def _settle_claims(self) -> None:
-        # What this sender really stored, in place of its claims.
-        for name, claim in self._claims.items():
-            if claim > self._stored[name].total.n:
-                await self._mark(stored_topic(name, self._peer_id),
-                                 self._stored[name].payload(), topic=True)
-        self._claims.clear()
-
     async def delete_inbox(self, name: str) -> bool:
         """Drop the session (and what it queued) and the marker."""
         existed = await self.probe(name)
@@ -399,37 +312,6 @@ class MqttMedium(Medium):
                 if letter:
                     self._taken.add(Count(1, size), expiry)
         self._taken_changed()
-
-    def _taken_changed(self) -> None:
-        # Written at most every 0.2 s, and 0.2 s after the last change (the last
-        # letters of a burst, a mark of how far the node has read). A reply inbox has
-        # no count: nothing is stored there for an absent reader.
-        if not self._persistent:
-            return
-        if self._taken_later is None or self._taken_later.done():
-            wait = max(0.0, self._taken_at + _TAKEN_EVERY - time.monotonic())
-            self._taken_later = asyncio.get_running_loop().create_task(
-                self._send_taken_later(wait), name="mqtt taken count")
-
-    async def _send_taken_later(self, wait: float) -> None:
-        await asyncio.sleep(wait)
-        while True:
-            with contextlib.suppress(MediumUnavailable, MediumRefused):
-                await self._send_taken()
-            # Letters taken while that was on its way (or a broker that was away) are
-            # written next: none is left uncounted once the node is idle.
-            if self._taken.payload() == self._taken_sent:
-                return
-            await asyncio.sleep(_TAKEN_EVERY)
-
-    async def _send_taken(self) -> None:
-        # Senders count what waits from it: behind by at most the last few letters (they
-        # then refuse a little early, never late).
-        self._taken.fold(time.time(), self._taken.passed)
-        payload = self._taken.payload()
-        if payload != self._taken_sent:
-            self._taken_at, self._taken_sent = time.monotonic(), payload
-            await self._mark(taken_topic(self._inbox), payload, topic=True)
 
     async def close(self, *, delete_inbox: bool) -> None:
         """Stop reading; forget a deleted inbox's session; disconnect."""
