@@ -75,6 +75,9 @@ async def test_a_context_variable_set_by_a_handler_stays_in_that_handler(
     peer = await client.connect(server.addresses[0])
     assert await client.request(peer, "set-var", "first") == "nobody"
     assert await client.request(peer, "set-var", "second") == "nobody"
+    # Requests that arrive together wait in the peer's queue together: the same holds.
+    assert await asyncio.gather(*(client.request(peer, "set-var", str(i)) for i in range(20))
+                                ) == ["nobody"] * 20
 
 
 async def test_a_handler_cancelled_at_shutdown_does_not_break_the_drain(

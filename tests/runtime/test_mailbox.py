@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import pytest
 
@@ -88,7 +89,7 @@ def test_size_must_be_positive() -> None:
         Mailbox("test", 0, lambda peer, item: asyncio.sleep(0))
 
 
-async def test_each_item_runs_in_its_own_task_and_a_waiting_one_keeps_its_turn() -> None:
+async def test_items_run_in_the_mailboxs_tasks_and_a_waiting_one_keeps_its_turn() -> None:
     gate = asyncio.Event()
     log: list[str] = []
     tasks: set[asyncio.Task[object] | None] = set()
@@ -112,7 +113,9 @@ async def test_each_item_runs_in_its_own_task_and_a_waiting_one_keeps_its_turn()
     gate.set()
     await mailbox.close(5)
     assert log[5:] == ["end waits", "start after", "end after"]
-    assert len(tasks) == 4 and asyncio.current_task() not in tasks
+    assert asyncio.current_task() not in tasks
+    # Peer a's items changed nothing a task would show, so one task ran all three.
+    assert len(tasks) == 2
 
 
 async def test_closing_cancels_a_started_item_that_never_finishes() -> None:
@@ -129,3 +132,115 @@ async def test_closing_cancels_a_started_item_that_never_finishes() -> None:
     mailbox.try_put("a", 1)
     assert await mailbox.close(0.1) == 1
     assert cancelled == [1]
+
+
+_seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
+
+
+async def test_a_context_variable_set_by_one_item_is_not_seen_by_the_item_queued_behind() -> None:
+    seen: list[str] = []
+    tasks: list[asyncio.Task[object] | None] = []
+
+    async def process(peer: str, item: str) -> None:
+        tasks.append(asyncio.current_task())
+        seen.append(_seen.get())
+        if item == "sets":
+            _seen.set("set by the first item")
+
+    mailbox: Mailbox[str] = Mailbox("test", 10, process)
+    for item in ("sets", "reads", "reads too"):  # queued together, before any runs
+        assert mailbox.try_put("a", item)
+    assert await mailbox.close(5) == 0
+    assert seen == ["unset", "unset", "unset"]
+    assert tasks[0] is not tasks[1], "the next item starts from a fresh task"
+    assert tasks[1] is tasks[2]
+
+
+async def test_a_timeout_in_one_item_leaves_the_next_items_timeouts_working() -> None:
+    outcomes: list[str] = []
+
+    async def process(peer: str, item: str) -> None:
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(5 if item.startswith("slow") else 0.001)
+            outcomes.append(f"{item}: done")
+        except TimeoutError:
+            outcomes.append(f"{item}: timed out")
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
+
+    mailbox: Mailbox[str] = Mailbox("test", 10, process)
+    for item in ("slow 1", "quick", "slow 2", "quick again"):
+        assert mailbox.try_put("a", item)
+    assert await mailbox.close(5) == 0
+    assert outcomes == ["slow 1: timed out", "quick: done", "slow 2: timed out",
+                        "quick again: done"]
+
+
+async def test_an_item_that_swallows_its_cancellation_leaves_a_clean_task_to_the_next() -> None:
+    started = asyncio.Event()
+    outcomes: list[str] = []
+    tasks: list[asyncio.Task[object] | None] = []
+
+    async def process(peer: str, item: str) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.append(task)
+        if item == "swallows":
+            started.set()
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                outcomes.append("swallowed")  # and returns as if nothing happened
+            return
+        outcomes.append(f"{item}: cancelling {task.cancelling()}")
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            outcomes.append(f"{item}: timed out")
+
+    mailbox: Mailbox[str] = Mailbox("test", 10, process)
+    assert mailbox.try_put("a", "swallows")
+    assert mailbox.try_put("a", "next")
+    await asyncio.wait_for(started.wait(), 5)
+    tasks[0].cancel()
+    assert await mailbox.close(5) == 0
+    assert outcomes == ["swallowed", "next: cancelling 0", "next: timed out"]
+    assert tasks[0] is not tasks[1]
+
+
+async def test_a_cancelled_item_does_not_stop_the_items_behind_it() -> None:
+    started = asyncio.Event()
+    done: list[str] = []
+    tasks: list[asyncio.Task[object] | None] = []
+
+    async def process(peer: str, item: str) -> None:
+        tasks.append(asyncio.current_task())
+        if item == "cancelled":
+            started.set()
+            await asyncio.sleep(5)
+        done.append(item)
+
+    mailbox: Mailbox[str] = Mailbox("test", 10, process)
+    for item in ("cancelled", "next", "last"):
+        assert mailbox.try_put("a", item)
+    await asyncio.wait_for(started.wait(), 5)
+    tasks[0].cancel()
+    assert await mailbox.close(5) == 0
+    assert done == ["next", "last"]
+
+
+async def test_a_long_run_from_one_peer_lets_another_peers_items_in_between() -> None:
+    order: list[str] = []
+
+    async def process(peer: str, item: int) -> None:
+        order.append(peer)  # never waits: only the mailbox can let the others run
+
+    mailbox: Mailbox[int] = Mailbox("test", 1000, process)
+    for i in range(500):
+        assert mailbox.try_put("busy", i)
+    assert mailbox.try_put("other", 0)
+    assert await mailbox.close(5) == 0
+    assert order.count("busy") == 500
+    assert order.index("other") < 200, "the busy peer held the loop for its whole queue"
