@@ -37,6 +37,33 @@ ALICE, BOB = Identity.generate(), Identity.generate()
 TIMEOUT = 10.0
 
 
+class Gate(Connection):
+    """A memory-pipe end whose ``try_send`` hands a frame over only while ``open``."""
+
+    def __init__(self, inner: Connection) -> None:
+        self.inner, self.open = inner, False
+
+    async def send(self, frame: bytes) -> None:
+        await self.inner.send(frame)
+
+    async def send_many(self, frames: list[bytes]) -> None:
+        await self.inner.send_many(frames)
+
+    def try_send(self, frame: bytes) -> bool:
+        if not self.open:
+            return False
+        outbound = self.inner._outbound  # type: ignore[attr-defined]  # the pipe's queue
+        outbound.frames.append(frame)
+        outbound.readable.set()
+        return True
+
+    async def recv(self) -> bytes:
+        return await self.inner.recv()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 class Recorder(Connection):
     """Passes frames through to ``inner`` and keeps a copy of every frame sent."""
 

@@ -17,7 +17,7 @@ from p2phost_sdk.testing import memory_pipe
 from p2phost_sdk.testing.security import SecurityConformance
 from tests.discovery.plugins import use_plugin_source
 
-from .security_support import ALICE, BOB, Recorder, SecurityOnTheWire
+from .security_support import ALICE, BOB, Gate, Recorder, SecurityOnTheWire
 
 use_plugin_source("noise-security")
 
@@ -165,36 +165,9 @@ class TestNoiseOnTheWire(SecurityOnTheWire):
     plugin = "noise-security"
 
 
-class _Gate(Connection):
-    """A memory-pipe end whose ``try_send`` hands a frame over only while ``open``."""
-
-    def __init__(self, inner: Connection) -> None:
-        self.inner, self.open = inner, False
-
-    async def send(self, frame: bytes) -> None:
-        await self.inner.send(frame)
-
-    async def send_many(self, frames: list[bytes]) -> None:
-        await self.inner.send_many(frames)
-
-    def try_send(self, frame: bytes) -> bool:
-        if not self.open:
-            return False
-        outbound = self.inner._outbound  # type: ignore[attr-defined]  # the pipe's queue
-        outbound.frames.append(frame)
-        outbound.readable.set()
-        return True
-
-    async def recv(self) -> bytes:
-        return await self.inner.recv()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
 async def test_a_lone_frame_goes_out_at_once_and_a_refused_one_costs_no_nonce() -> None:
     a, b = memory_pipe()
-    gate = _Gate(a)
+    gate = Gate(a)
     alice, bob = await asyncio.gather(
         NoiseSecurity().secure(gate, identity=ALICE, initiator=True, expected_peer_id=None,
                                timeout=5),

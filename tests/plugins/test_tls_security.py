@@ -24,7 +24,7 @@ from p2phost_sdk.testing import memory_pipe
 from p2phost_sdk.testing.security import SecurityConformance, assert_refused
 from tests.discovery.plugins import use_plugin_source
 
-from .security_support import ALICE, BOB, TIMEOUT, SecurityOnTheWire
+from .security_support import ALICE, BOB, TIMEOUT, Gate, SecurityOnTheWire
 
 use_plugin_source("tls-security")
 
@@ -55,6 +55,36 @@ def _tls() -> Security:
 class TestTlsOnTheWire(SecurityOnTheWire):
     make = staticmethod(_tls)
     plugin = "tls-security"
+
+
+async def test_a_lone_frame_goes_out_at_once_and_a_refused_one_still_goes_out_in_order(
+) -> None:
+    a, b = memory_pipe()
+    gate = Gate(a)
+    alice, bob = await asyncio.gather(
+        TlsSecurity().secure(gate, identity=ALICE, initiator=True, expected_peer_id=None,
+                             timeout=TIMEOUT),
+        TlsSecurity().secure(b, identity=BOB, initiator=False, expected_peer_id=None,
+                             timeout=TIMEOUT))
+    gate.open = True
+    assert alice.try_send(b"at once")
+    assert await asyncio.wait_for(bob.recv(), TIMEOUT) == b"at once"
+    # TLS has numbered the record before the transport refuses it: it still goes out,
+    # ahead of what is sent after it, and nothing else is tried at once meanwhile.
+    gate.open = False
+    assert alice.try_send(b"refused by the transport")
+    assert not alice.try_send(b"not while one waits")
+    await alice.send(b"after it")
+    assert alice.try_send(b"big" * 100_000) is False  # more than one record's worth
+    assert [await asyncio.wait_for(bob.recv(), TIMEOUT) for _ in range(2)] == [
+        b"refused by the transport", b"after it"]
+    gate.open = True
+    assert alice.try_send(b"at once again")
+    assert alice.try_send(b"and again")
+    assert [await asyncio.wait_for(bob.recv(), TIMEOUT) for _ in range(2)] == [
+        b"at once again", b"and again"]
+    await alice.close()
+    await bob.close()
 
 
 # -- certificates -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ connection is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from collections import deque
 from typing import NoReturn
@@ -22,6 +23,7 @@ from p2phost_sdk import (
     Connection,
     ConnectionClosed,
     FrameTooLarge,
+    P2PHostError,
     SecureConnection,
     check_frame_size,
 )
@@ -67,12 +69,57 @@ class TlsConnection(SecureConnection):
         self._max = max_frame_size
         self._chunk = chunk
         self._send_lock = asyncio.Lock()
+        # TLS bytes that try_send made but the underlying connection did not take at
+        # once: they go out first, under the lock, before any later record.
+        self._unsent: list[bytes] = []
+        self._flusher: asyncio.Task[None] | None = None
+        # try_send takes frames whose record fits in one underlying frame (a TLS 1.3
+        # record adds 22 bytes to what it carries).
+        self._lone = chunk - _HEADER.size - 64
         self._frames: deque[bytes] = deque()
         self._buffer = bytearray()
         self.remote_peer_id = remote_peer_id
         self.local_address = inner.local_address
         self.remote_address = inner.remote_address
 
+    def try_send(self, frame: bytes) -> bool:
+        """Encrypt and hand over one small frame at once when nothing is being sent.
+
+        A lone frame (a request, a reply) then skips the caller's writer task and the
+        lock. Once TLS has numbered the record it must go out: if the underlying
+        connection cannot take it at once, it is sent by a task of this connection,
+        before anything sent later.
+        """
+        if self._send_lock.locked() or self._unsent or len(frame) > self._lone:
+            return False
+        tls = self._tls
+        try:
+            tls.sendall(_HEADER.pack(len(frame)) + frame)
+        except SSL.Error:
+            return False  # send() reports it
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunks.append(tls.bio_read(self._chunk))
+            except SSL.WantReadError:
+                break
+        if len(chunks) == 1 and self._inner.try_send(chunks[0]):
+            return True
+        self._unsent = chunks
+        self._flusher = asyncio.get_running_loop().create_task(
+            self._send_unsent(), name=f"tls flush {self.remote_address}")
+        return True
+
+    async def _send_unsent(self) -> None:
+        with contextlib.suppress(P2PHostError, OSError):
+            async with self._send_lock:
+                await self._flush_unsent()
+
+    async def _flush_unsent(self) -> None:
+        # Under the send lock.
+        if self._unsent:
+            chunks, self._unsent = self._unsent, []
+            await self._inner.send_many(chunks)
 
     async def send(self, frame: bytes) -> None:
         """Encrypt and send one frame."""
@@ -91,6 +138,7 @@ class TlsConnection(SecureConnection):
     async def _write(self, data: bytes) -> None:
         # Records must reach the wire in the order TLS numbered them.
         async with self._send_lock:
+            await self._flush_unsent()
             try:
                 self._tls.sendall(data)
             except SSL.Error as exc:
@@ -161,4 +209,6 @@ class TlsConnection(SecureConnection):
 
     async def close(self) -> None:
         """Close the underlying connection. Idempotent."""
+        if self._flusher is not None:
+            self._flusher.cancel()
         await self._inner.close()
