@@ -20,7 +20,6 @@ from p2phost_sdk import (
     CodecError,
     ConnectionClosed,
     FrameTooLarge,
-    Message,
     MessageKind,
     PeerUnavailable,
     RemoteError,
@@ -32,6 +31,7 @@ from .._errors import NodeConfigError, WireError
 from ..wire._channel import Channel
 from ..wire._envelope import TRACED, VERSION, Envelope, Kind, app_frame, encode, header_parts
 from ._mailbox import Mailbox
+from ._received import Received
 from ._routes import AckedDelivery, Route, TraceHook, Work, allowed
 from ._stats import DeliveryStats
 
@@ -221,9 +221,9 @@ class Dispatcher:
         peer = channel.peer_id
         self.stats.message_in(topic, peer, len(body))
         codec = channel.codec
-        item = Work(route.handler, Message(
-            format(message_id, "016x"), _REQUEST if kind else _MESSAGE, peer, topic,
-            codec.decode(body), None, codec.content_type,
+        item = Work(route.handler, Received(
+            message_id, _REQUEST if kind else _MESSAGE, peer, topic, codec.decode(body),
+            None, codec.content_type,
         ), message_id, deadline, channel, ack)
         if route.mailbox.try_put(peer, item):
             return None
@@ -258,8 +258,8 @@ class Dispatcher:
             assert self._delivery is not None
             return self._delivery.receive(channel, envelope, ack, route)
         request = envelope.kind is Kind.REQUEST
-        message = Message(
-            format(envelope.message_id, "016x"),
+        message = Received(
+            envelope.message_id,
             MessageKind.REQUEST if request else MessageKind.MESSAGE,
             peer, envelope.topic, channel.codec.decode(envelope.body), None,
             channel.codec.content_type,

@@ -1,0 +1,34 @@
+"""A received message formats its id only when asked, and is a Message in every other way."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+
+from p2phost._runtime.messaging._received import Received
+from p2phost_sdk import Message, MessageKind
+
+
+def _received() -> Received:
+    return Received(0xABC, MessageKind.REQUEST, "peer", "topic", b"body", None, "ct")
+
+
+def test_the_id_is_the_frames_number_as_16_hex_digits() -> None:
+    message = _received()
+    assert isinstance(message, Message)
+    assert message.id == "0000000000000abc" and message.id == "0000000000000abc"
+    message.id = "mine"
+    assert message.id == "mine"
+    assert Received("given", MessageKind.MESSAGE, "p", "t", None).id == "given"
+
+
+def test_it_shows_compares_copies_and_pickles_as_a_message() -> None:
+    message = _received()
+    assert repr(message).startswith("Message(id='0000000000000abc', kind=")
+    assert message == _received() and hash(message) == hash(_received())
+    changed = dataclasses.replace(message, body=b"other")
+    assert (changed.id, changed.body) == ("0000000000000abc", b"other")
+    for twin in (copy.copy(message), pickle.loads(pickle.dumps(message))):
+        assert type(twin) is Message
+        assert dataclasses.astuple(twin) == dataclasses.astuple(message)
