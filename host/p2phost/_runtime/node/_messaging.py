@@ -82,7 +82,8 @@ class MessagingAPI:
         """Deliver ``body`` on ``topic`` to ``peer`` (a peer id or an address), no reply
         (through the outbox on acknowledged topics: see :class:`p2phost_sdk.Messenger`;
         stored in the peer's inbox for an inbox address whose peer is not connected)."""
-        if await self._letters.storing(peer):
+        # An inbox address has "://": a peer id skips the check (and its coroutine).
+        if "://" in peer and await self._letters.storing(peer):
             await self._letters.store(peer, topic, body, key)
             return
         if topic in self._acked_topics and await self._reliable.send(peer, topic, body, key):
@@ -92,7 +93,7 @@ class MessagingAPI:
 
     async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
         """Send a request and return the reply body (see :class:`p2phost_sdk.Messenger`)."""
-        if await self._letters.storing(peer):
+        if "://" in peer and await self._letters.storing(peer):
             return await self._letters.request(peer, topic, body, timeout)
         channel = self._dialler.usable(peer) or await self._reach(peer)
         return await self._dispatch.request(channel, topic, body, timeout)
