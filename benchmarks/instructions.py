@@ -1,0 +1,106 @@
+"""Instructions per message under callgrind: p2phost beside raw asyncio, deterministic.
+
+Wall-clock rates on a shared 2-CPU machine swing with the other load; the number of
+instructions a fixed workload executes does not (to within a few per cent). Each
+workload runs the server and the client in one process (both sides' instructions are
+counted) under ``valgrind --tool=callgrind``, twice: with N units and with 2N. The
+difference divided by N is the cost of one unit without start-up, imports and warm-up:
+
+* ``oneway``: one 64 B message sent and handled;
+* ``rtt``: one request/reply round trip, one at a time;
+* ``flight``: one request/reply with 64 in flight.
+
+Run ``python benchmarks/instructions.py`` (valgrind must be on PATH; about 10 minutes;
+``--only rtt`` for one workload). p2phost runs on asyncio's loop with tcp-transport and
+msgpack-codec, as in ``benchmarks/messaging.py``, whose workloads and raw asyncio
+baseline it reuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import messaging as m
+
+#: Units per workload in the smaller run (the larger has twice as many).
+UNITS = {"oneway": 10_000, "rtt": 1_000, "flight": 1_000}
+
+
+async def _request(self: Any, body: bytes) -> bytes:
+    # Under callgrind a backlog takes far longer than the default 10 s request timeout.
+    reply: bytes = await self.node.request(self.peer, "echo", body, timeout=600)
+    return reply
+
+
+async def workload(system: str, what: str, units: int) -> None:
+    """Warm up, then run ``units`` of ``what`` against ``system``, both in this process."""
+    port = m.free_port()
+    if system == "raw":
+        server: Any = asyncio.ensure_future(m.serve_raw(port))
+        await asyncio.sleep(0.1)
+        client: m.Client = await m.RawClient.open(port)
+    else:
+        m.P2PClient.request = _request  # type: ignore[method-assign]
+        server = m.bench_node(port)
+        await server.start()
+        client = await m.P2PClient.open(port)
+    await m.one_way(client, 64, 2000)
+    await m.round_trips(client, 200)
+    if what == "oneway":
+        await m.one_way(client, 64, units)
+    elif what == "rtt":
+        await m.round_trips(client, units)
+    else:
+        await m.in_flight(client, units)
+    await client.close()
+    if system == "raw":
+        server.cancel()
+    else:
+        await server.close()
+
+
+def instructions(system: str, what: str, units: int) -> int:
+    """Instructions callgrind counts for one whole run of the workload."""
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable,
+             __file__, "--run", system, what, str(units)],
+            capture_output=True, text=True, check=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise SystemExit(f"callgrind printed no count:\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=list(UNITS), action="append")
+    parser.add_argument("--run", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        system, what, units = args.run
+        asyncio.run(workload(system, what, int(units)))
+        return
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          "(instruction counts do not depend on it)")
+    print(f"{'instructions per unit':28}{'p2phost':>12}{'raw':>12}{'ratio':>8}")
+    for what in args.only or list(UNITS):
+        units = UNITS[what]
+        per = {system: (instructions(system, what, 2 * units)
+                        - instructions(system, what, units)) / units
+               for system in ("p2phost", "raw")}
+        print(f"{what:28}{per['p2phost']:>12,.0f}{per['raw']:>12,.0f}"
+              f"{per['p2phost'] / per['raw']:>8.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
