@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import re
 import subprocess
@@ -41,6 +42,21 @@ async def _request(self: Any, body: bytes) -> bytes:
     return reply
 
 
+def _patient_nodes() -> None:
+    """Nodes that wait as long as callgrind needs: a client whose server works through a
+    backlog hears nothing for longer than the keepalive timeout (15 s)."""
+    import p2phost._runtime as runtime
+
+    class Patient(runtime.Node):
+        def __init__(self, *args: Any, options: Any = None, **kwargs: Any) -> None:
+            options = dataclasses.replace(options or runtime.NodeOptions(),
+                                          keepalive_interval=600.0, keepalive_timeout=3600.0)
+            super().__init__(*args, options=options, **kwargs)
+
+    runtime.Node = Patient  # type: ignore[misc]  # bench_node and P2PClient import it
+    m.P2PClient.request = _request  # type: ignore[method-assign]
+
+
 async def workload(system: str, what: str, units: int) -> None:
     """Warm up, then run ``units`` of ``what`` against ``system``, both in this process."""
     port = m.free_port()
@@ -49,7 +65,7 @@ async def workload(system: str, what: str, units: int) -> None:
         await asyncio.sleep(0.1)
         client: m.Client = await m.RawClient.open(port)
     else:
-        m.P2PClient.request = _request  # type: ignore[method-assign]
+        _patient_nodes()
         server = m.bench_node(port)
         await server.start()
         client = await m.P2PClient.open(port)
