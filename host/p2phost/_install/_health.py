@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib.metadata import Distribution
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from packaging.markers import UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
@@ -28,6 +28,9 @@ from .._environment import PluginEnvironment
 from .._lock import Lock
 from ._hostdists import host_distributions
 from ._wheels import HOST_DISTRIBUTIONS
+
+if TYPE_CHECKING:
+    from importlib.metadata import Distribution
 
 FIX = "p2phost plugin sync"
 
@@ -73,16 +76,19 @@ def gaps(lock: Lock, env: PluginEnvironment) -> list[Gap]:
 
 def lock_gaps(lock: Lock) -> list[Gap]:
     """Requirements of locked plugins that neither the lock's packages nor the host meet."""
+    needs = [(plugin, requirement) for plugin in lock.plugins
+             for requirement in _requirements(plugin.dependencies)]
+    if not needs:  # the commonest case: then the host's venv need not be read at all
+        return []
     locked = {p.name: p.version for p in lock.packages}
     host = {n: d.version for n, d in host_distributions().items()}
     needers: dict[str, list[str]] = {}
-    for plugin in lock.plugins:
-        for requirement in _requirements(plugin.dependencies):
-            name = canonicalize_name(requirement.name)
-            version = locked.get(name) or host.get(name)
-            if version is None or not _fits(requirement, version):
-                needers.setdefault(name, []).append(
-                    f"{plugin.name} {plugin.version} needs {requirement}")
+    for plugin, requirement in needs:
+        name = canonicalize_name(requirement.name)
+        version = locked.get(name) or host.get(name)
+        if version is None or not _fits(requirement, version):
+            needers.setdefault(name, []).append(
+                f"{plugin.name} {plugin.version} needs {requirement}")
     return [Gap(name, f"p2phost.lock has no {name} that fits ({'; '.join(why)})")
             for name, why in sorted(needers.items())]
 

@@ -9,8 +9,8 @@ else the host's venv happens to hold: that is what makes a lock the same on any 
 
 from __future__ import annotations
 
-import importlib.metadata
 from functools import cache
+from typing import TYPE_CHECKING
 
 from packaging.markers import UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
@@ -18,10 +18,15 @@ from packaging.utils import canonicalize_name
 
 from ._wheels import HOST_DISTRIBUTIONS
 
+if TYPE_CHECKING:
+    import importlib.metadata
+
 
 @cache
 def host_distributions() -> dict[str, importlib.metadata.Distribution]:
     """The host's requirement closure that is installed here, by normalised name."""
+    import importlib.metadata  # reads every METADATA file of the venv: only when asked
+
     found: dict[str, importlib.metadata.Distribution] = {}
     visited: dict[str, frozenset[str]] = {}
     stack: list[tuple[str, frozenset[str]]] = [(n, frozenset()) for n in sorted(HOST_DISTRIBUTIONS)]
