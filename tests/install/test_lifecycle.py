@@ -180,3 +180,20 @@ def test_a_scripted_install_loads_neither_typer_nor_rich(workspace: Make) -> Non
     assert not {m for m in loaded if m.split(".")[0] in
                 {"typer", "click", "rich", "tomlkit", "asyncio", "pluggy", "cryptography"}}
 
+
+def test_a_no_op_install_asks_no_registry(workspace: Make) -> None:
+    ws = workspace(plugins={"alpha": "<1.2"})
+    ws.ok("plugin", "install", "--yes")
+    assert ws.installed() == {"alpha": "1.1.0"}
+    generation = (ws.root / ".p2phost/env/current").resolve()
+    lock = ws.lock
+    gone = {"P2PHOST_REGISTRY": "http://127.0.0.1:9"}  # nothing listens there
+    done = ws.cli("plugin", "install", "--yes", env=gone)
+    assert done.returncode == 0, done.stderr
+    assert "nothing to do: the plugins already match" in done.stdout
+    assert (ws.root / ".p2phost/env/current").resolve() == generation and ws.lock == lock
+    # A specifier the locked version no longer meets is resolved again, so asks.
+    (ws.root / "p2phost.toml").write_text(ws.manifest.replace('"<1.2"', '"<1.1"'))
+    assert "did not answer" in ws.fails("plugin", "install", "--yes", env=gone)
+    ws.ok("plugin", "install", "--yes")
+    assert ws.installed() == {"alpha": "1.0.0"}

@@ -31,6 +31,7 @@ from .._suggest import close_names, did_you_mean
 from .._wheel import unpack_wheel
 from ._builtin import BUILTIN_SOURCE
 from ._cache import DownloadCache, ProgressFactory
+from ._current import lock_satisfies
 from ._errors import InstallError
 from ._health import lock_gaps, lost_files, requirement_gaps
 from ._http import Fetcher
@@ -103,7 +104,13 @@ class Installer:
     # -- planning ---------------------------------------------------------------------
 
     def plan_install(self, requests: Mapping[str, str]) -> Plan:
-        """Add or change ``requests`` (name -> specifier, "" = keep/any) on top of the manifest."""
+        """Add or change ``requests`` (name -> specifier, "" = keep/any) on top of the manifest.
+
+        With no requests and a lock that already satisfies the manifest, the lock is the
+        plan: nothing is resolved and no registry is asked (see ``_current``).
+        """
+        if not requests and lock_satisfies(self.project, self.lock):
+            return Plan(self.lock.plugins, ())
         declared = dict(self.project.manifest.plugins)
         wanted = dict(declared)
         for name, spec in requests.items():
