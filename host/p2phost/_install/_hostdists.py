@@ -12,14 +12,14 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
-from packaging.markers import UndefinedEnvironmentName
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+from p2phost_sdk import normalize_name
 
 from ._wheels import HOST_DISTRIBUTIONS
 
 if TYPE_CHECKING:
     import importlib.metadata
+
+    from packaging.requirements import Requirement
 
 
 @cache
@@ -27,12 +27,14 @@ def host_distributions() -> dict[str, importlib.metadata.Distribution]:
     """The host's requirement closure that is installed here, by normalised name."""
     import importlib.metadata  # reads every METADATA file of the venv: only when asked
 
+    from packaging.requirements import InvalidRequirement, Requirement
+
     found: dict[str, importlib.metadata.Distribution] = {}
     visited: dict[str, frozenset[str]] = {}
     stack: list[tuple[str, frozenset[str]]] = [(n, frozenset()) for n in sorted(HOST_DISTRIBUTIONS)]
     while stack:
         name, extras = stack.pop()
-        key = canonicalize_name(name)
+        key = normalize_name(name)
         before = visited.get(key)
         if before is not None and extras <= before:
             continue
@@ -53,6 +55,8 @@ def host_distributions() -> dict[str, importlib.metadata.Distribution]:
 
 
 def _applies(requirement: Requirement, extras: frozenset[str]) -> bool:
+    from packaging.markers import UndefinedEnvironmentName
+
     if requirement.marker is None:
         return True
     try:
@@ -63,5 +67,5 @@ def _applies(requirement: Requirement, extras: frozenset[str]) -> bool:
 
 def host_version(name: str) -> str | None:
     """The version the host runs with, when ``name`` is one of its own distributions."""
-    dist = host_distributions().get(canonicalize_name(name))
+    dist = host_distributions().get(normalize_name(name))
     return dist.version if dist is not None else None

@@ -35,7 +35,6 @@ from ._current import lock_satisfies
 from ._errors import InstallError
 from ._health import lock_gaps, lost_files, requirement_gaps
 from ._http import Fetcher
-from ._pydeps import resolve_packages
 from ._registry import PluginInfo, RegistryClient, Release
 from ._resolver import Requirement, resolve, usable
 from ._signing import SigningPolicy, check_lock, check_pin, verify_download
@@ -272,6 +271,8 @@ class Installer:
             raise UserError(f"{', '.join(g.name for g in gaps)}: needed by the plugins but "
                             "not in p2phost.lock, and --offline cannot resolve them",
                             fix="p2phost plugin sync (without --offline)")
+        from ._pydeps import resolve_packages  # runs pip: only plugins with requirements
+
         needs = sorted({d for p in lock.plugins for d in p.dependencies})
         return Lock(plugins=lock.plugins, packages=resolve_packages(needs), extra=lock.extra)
 
@@ -316,6 +317,8 @@ class Installer:
         kept = Lock(plugins=tuple(plugins), packages=self.lock.packages)
         if needs == before and not lock_gaps(kept):
             return kept
+        from ._pydeps import resolve_packages
+
         return Lock(plugins=tuple(plugins), packages=resolve_packages(needs))
 
     def _official_pin(self, item: Release) -> LockedFile | None:
