@@ -12,10 +12,13 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from importlib.metadata import Distribution, distributions
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from p2phost_sdk import plugin_name_of
+
+if TYPE_CHECKING:
+    from importlib.metadata import Distribution
 
 _PREFIX = "gen-"
 
@@ -37,6 +40,8 @@ class PluginEnvironment:
         """The distributions installed in this environment (not the host's own)."""
         site = self.site_dir
         if site is not None and site.is_dir():
+            from importlib.metadata import distributions  # with email.*: only when needed
+
             yield from distributions(path=[str(site)])
 
     def installed(self) -> dict[str, Distribution]:

@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomlkit
 from packaging.version import InvalidVersion, Version
 
 from p2phost_sdk import is_valid_name, normalize_name
@@ -90,27 +89,40 @@ class Lock:
         )
 
     def dumps(self) -> str:
-        """The lock as TOML text; stable for the same contents (sorted by name)."""
-        doc = tomlkit.document()
-        doc.add(tomlkit.comment(_HEADER.strip("# \n")))
-        doc["version"] = LOCK_VERSION
+        """The lock as TOML text; stable for the same contents (sorted by name).
+
+        Written by hand (strings and lists of strings only), byte for byte as tomlkit
+        writes it (tests/install/test_lock_travels.py compares), without importing tomlkit.
+        """
+        out = [_HEADER, f"version = {LOCK_VERSION}\n"]
         for key, entries in (("plugin", self.plugins), ("package", self.packages)):
-            array = tomlkit.aot()
             for entry in sorted(entries, key=lambda e: e.name):
-                row = {k: v for k, v in asdict(entry).items() if v not in (None, ())}
-                for list_key in ("requires", "dependencies"):
-                    if list_key in row:
-                        row[list_key] = list(row[list_key])
-                array.append(tomlkit.item(row))
-            if entries:
-                doc[key] = array
-        return tomlkit.dumps(doc)
+                out.append(f"\n[[{key}]]\n")
+                for name, value in asdict(entry).items():
+                    if value in (None, ()):
+                        continue
+                    text = ", ".join(map(_toml_string, value)) if isinstance(value, tuple) \
+                        else None
+                    out.append(f"{name} = [{text}]\n" if text is not None
+                               else f"{name} = {_toml_string(value)}\n")
+        return "".join(out)
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash leaves the old or the new lock, never half of one."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(self.dumps(), encoding="utf-8")
         tmp.replace(path)
+
+
+_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"',
+            "\\": "\\\\"}
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string, escaped as tomlkit escapes it."""
+    return '"' + _NEEDS_ESCAPE.sub(
+        lambda m: _ESCAPES.get(m.group(), f"\\u{ord(m.group()):04x}"), value) + '"'
 
 
 def _line_of(text: str, value: str) -> int | None:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomlkit
 from packaging.specifiers import InvalidSpecifier
 
 from p2phost_sdk import is_valid_name, normalize_name, parse_specifier
@@ -253,11 +252,15 @@ class ManifestEditor:
     """Edits ``p2phost.toml`` in place, keeping comments and layout."""
 
     def __init__(self, path: Path) -> None:
+        import tomlkit  # only commands that edit the manifest pay for it
+
         self.path = path
         self.document = tomlkit.parse(path.read_text(encoding="utf-8"))
 
     def _plugins(self) -> Any:
         if "plugins" not in self.document:
+            import tomlkit
+
             self.document["plugins"] = tomlkit.table()
         return self.document["plugins"]
 
@@ -288,5 +291,5 @@ class ManifestEditor:
     def save(self) -> None:
         """Write the file atomically."""
         tmp = self.path.with_suffix(".toml.tmp")
-        tmp.write_text(tomlkit.dumps(self.document), encoding="utf-8")
+        tmp.write_text(self.document.as_string(), encoding="utf-8")
         tmp.replace(self.path)

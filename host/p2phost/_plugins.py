@@ -41,7 +41,7 @@ from p2phost_sdk import (
     plugin_name_of,
     plugin_payload,
 )
-from p2phost_sdk._hooks import PROJECT_NAME
+from p2phost_sdk._names import PROJECT_NAME
 
 from ._errors import ManifestError, PluginLoadError, UserError
 from ._project import Project

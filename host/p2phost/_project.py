@@ -6,13 +6,15 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-
-from p2phost_sdk import Identity
+from typing import TYPE_CHECKING
 
 from ._environment import PluginEnvironment
 from ._errors import ProjectNotFound
 from ._lock import LOCK_NAME
 from ._manifest import MANIFEST_NAME, Manifest
+
+if TYPE_CHECKING:
+    from p2phost_sdk import Identity
 
 STATE_DIR_NAME = ".p2phost"
 IDENTITY_FILE = "identity.key"
@@ -66,6 +68,8 @@ class Project:
 
     def identity(self) -> Identity:
         """This project's node identity, created (owner-only) on first use."""
+        from p2phost_sdk import Identity  # the crypto libraries: only for commands that sign
+
         path = self.state_dir / IDENTITY_FILE
         if path.exists():
             return Identity.from_seed(bytes.fromhex(path.read_text().strip()))

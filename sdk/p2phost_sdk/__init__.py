@@ -7,81 +7,80 @@ config schemas, identities, the errors shared with the host, and ``HOST_API``.
 Conformance kits for each kind live in :mod:`p2phost_sdk.testing`.
 """
 
-from ._aio import (
-    Backoff,
-    TaskOwner,
-    cancel_and_wait,
-    close_within,
-    plugin_name,
-    with_timeout,
-)
-from ._app import App, Handler, Message, MessageKind, Messenger, PeerInfo, handler
-from ._authorization import Allow, allow, permission_of
-from ._codec import Codec
-from ._config import FIELD_TYPES, ConfigField, ConfigSchema
-from ._context import PluginContext
-from ._delivery import Delivery, DeliveryMode, Store
-from ._discovery import Discovery, DiscoveryEvents, PeerRecord
-from ._errors import (
-    REJECT_REASONS,
-    AnnouncementError,
-    BodyInvalid,
-    CodecError,
-    ConfigError,
-    ConnectionClosed,
-    DeliveryError,
-    FrameTooLarge,
-    HandshakeError,
-    ModelError,
-    P2PHostError,
-    PeerUnavailable,
-    PluginMetadataError,
-    PluginTimeout,
-    RemoteError,
-    RequestTimeout,
-    TransportError,
-)
-from ._hooks import ENTRY_POINT_GROUP, HookSpecs, hookimpl
-from ._identity import (
-    Identity,
-    is_peer_id,
-    peer_id_from_public_key,
-    plugin_payload,
-    public_key_from_peer_id,
-    verify,
-)
-from ._metadata import (
-    CAPABILITIES,
-    KINDS,
-    PluginMetadata,
-    is_valid_name,
-    normalize_name,
-    parse_specifier,
-    plugin_name_of,
-)
-from ._models import MODEL_KINDS, Contract, contract_of, contract_of_handler, to_builtins
-from ._presence import (
-    MAX_ADDRESS_LENGTH,
-    MAX_ADDRESSES,
-    PresenceTable,
-    RejectLog,
-    check_announcement,
-    check_scope,
-    is_wildcard,
-    link_addresses,
-    with_host,
-)
-from ._security import SecureConnection, Security, run_handshake
-from ._signed import CLOCK_SKEW, PresenceBook, PresenceSigner, SignedPresence, presence_payload
-from ._transport import (
-    AcceptHandler,
-    Connection,
-    DeliveredFrame,
-    Listener,
-    Transport,
-    check_frame_size,
-)
-from ._version import HOST_API, host_api_compatible
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:  # what type checkers and IDEs read; at run time, __getattr__ below
+    from ._aio import (
+        Backoff,
+        TaskOwner,
+        cancel_and_wait,
+        close_within,
+        plugin_name,
+        with_timeout,
+    )
+    from ._app import App, Handler, Message, MessageKind, Messenger, PeerInfo, handler
+    from ._authorization import Allow, allow, permission_of
+    from ._codec import Codec
+    from ._config import FIELD_TYPES, ConfigField, ConfigSchema
+    from ._context import PluginContext
+    from ._delivery import Delivery, DeliveryMode, Store
+    from ._discovery import Discovery, DiscoveryEvents, PeerRecord
+    from ._errors import (
+        REJECT_REASONS,
+        AnnouncementError,
+        BodyInvalid,
+        CodecError,
+        ConfigError,
+        ConnectionClosed,
+        DeliveryError,
+        FrameTooLarge,
+        HandshakeError,
+        ModelError,
+        P2PHostError,
+        PeerUnavailable,
+        PluginMetadataError,
+        PluginTimeout,
+        RemoteError,
+        RequestTimeout,
+        TransportError,
+    )
+    from ._hooks import HookSpecs, hookimpl
+    from ._identity import Identity, plugin_payload, verify
+    from ._metadata import (
+        CAPABILITIES,
+        KINDS,
+        PluginMetadata,
+        is_valid_name,
+        normalize_name,
+        parse_specifier,
+        plugin_name_of,
+    )
+    from ._models import MODEL_KINDS, Contract, contract_of, contract_of_handler, to_builtins
+    from ._names import ENTRY_POINT_GROUP
+    from ._peer_ids import is_peer_id, peer_id_from_public_key, public_key_from_peer_id
+    from ._presence import (
+        MAX_ADDRESS_LENGTH,
+        MAX_ADDRESSES,
+        PresenceTable,
+        RejectLog,
+        check_announcement,
+        check_scope,
+        is_wildcard,
+        link_addresses,
+        with_host,
+    )
+    from ._security import SecureConnection, Security, run_handshake
+    from ._signed import CLOCK_SKEW, PresenceBook, PresenceSigner, SignedPresence, presence_payload
+    from ._transport import (
+        AcceptHandler,
+        Connection,
+        DeliveredFrame,
+        Listener,
+        Transport,
+        check_frame_size,
+    )
+    from ._version import HOST_API, host_api_compatible
 
 __all__ = [
     "CAPABILITIES",
@@ -175,3 +174,55 @@ __all__ = [
     "with_host",
     "with_timeout",
 ]
+
+#: The private module that defines each public name (the imports above, as data;
+#: tests/sdk/test_exports.py checks that the two agree).
+_DEFINED_IN: dict[str, tuple[str, ...]] = {
+    "._aio": ("Backoff", "TaskOwner", "cancel_and_wait", "close_within", "plugin_name",
+        "with_timeout"),
+    "._app": ("App", "Handler", "Message", "MessageKind", "Messenger", "PeerInfo", "handler"),
+    "._authorization": ("Allow", "allow", "permission_of"),
+    "._codec": ("Codec",),
+    "._config": ("FIELD_TYPES", "ConfigField", "ConfigSchema"),
+    "._context": ("PluginContext",),
+    "._delivery": ("Delivery", "DeliveryMode", "Store"),
+    "._discovery": ("Discovery", "DiscoveryEvents", "PeerRecord"),
+    "._errors": ("REJECT_REASONS", "AnnouncementError", "BodyInvalid", "CodecError",
+        "ConfigError", "ConnectionClosed", "DeliveryError", "FrameTooLarge", "HandshakeError",
+        "ModelError", "P2PHostError", "PeerUnavailable", "PluginMetadataError", "PluginTimeout",
+        "RemoteError", "RequestTimeout", "TransportError"),
+    "._hooks": ("HookSpecs", "hookimpl"),
+    "._identity": ("Identity", "plugin_payload", "verify"),
+    "._metadata": ("CAPABILITIES", "KINDS", "PluginMetadata", "is_valid_name", "normalize_name",
+        "parse_specifier", "plugin_name_of"),
+    "._names": ("ENTRY_POINT_GROUP",),
+    "._peer_ids": ("is_peer_id", "peer_id_from_public_key", "public_key_from_peer_id"),
+    "._models": ("MODEL_KINDS", "Contract", "contract_of", "contract_of_handler", "to_builtins"),
+    "._presence": ("MAX_ADDRESS_LENGTH", "MAX_ADDRESSES", "PresenceTable", "RejectLog",
+        "check_announcement", "check_scope", "is_wildcard", "link_addresses", "with_host"),
+    "._security": ("SecureConnection", "Security", "run_handshake"),
+    "._signed": ("CLOCK_SKEW", "PresenceBook", "PresenceSigner", "SignedPresence",
+        "presence_payload"),
+    "._transport": ("AcceptHandler", "Connection", "DeliveredFrame", "Listener", "Transport",
+        "check_frame_size"),
+    "._version": ("HOST_API", "host_api_compatible"),
+}
+_MODULE_OF = {name: module for module, names in _DEFINED_IN.items() for name in names}
+
+# Hidden from type checkers (they read the imports above), so that a misspelt name stays an
+# error there rather than an ``object`` from ``__getattr__``.
+if not _typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        # PEP 562: a name is imported from its module on first use, so ``from p2phost_sdk
+        # import normalize_name`` (the installer, the CLI) does not load asyncio, pluggy and
+        # the crypto libraries that only a running node needs.
+        module = _MODULE_OF.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(_importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

@@ -24,12 +24,9 @@ from ._app import App, PeerInfo
 from ._codec import Codec
 from ._context import PluginContext
 from ._discovery import Discovery
+from ._names import PROJECT_NAME
 from ._security import Security
 from ._transport import Transport
-
-PROJECT_NAME = "p2phost"
-#: The entry point group plugins register under.
-ENTRY_POINT_GROUP = "p2phost.plugins"
 
 hookspec: pluggy.HookspecMarker = pluggy.HookspecMarker(PROJECT_NAME)
 #: Marks a function of a plugin as the implementation of one of the host's hooks.

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import re
 import tomllib
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.parser import HeaderParser
-from importlib.metadata import Distribution
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from ._config import ConfigSchema
 from ._errors import PluginMetadataError
-from ._hooks import ENTRY_POINT_GROUP
+from ._names import ENTRY_POINT_GROUP
+
+if TYPE_CHECKING:
+    from importlib.metadata import Distribution
 
 #: The plugin kinds.
 KINDS = ("transport", "discovery", "codec", "security", "app")
@@ -236,6 +236,9 @@ class PluginMetadata:
     @classmethod
     def from_wheel(cls, path: Path) -> PluginMetadata:
         """Read a wheel file's plugin metadata without installing it."""
+        import zipfile
+        from email.parser import HeaderParser
+
         try:
             with zipfile.ZipFile(path) as wheel:
                 names = set(wheel.namelist())

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from ._discovery import PeerRecord
 from ._errors import AnnouncementError, ConfigError
-from ._identity import is_peer_id
+from ._peer_ids import is_peer_id
 
 #: Most addresses one announcement may carry.
 MAX_ADDRESSES = 16

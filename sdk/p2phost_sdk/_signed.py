@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ._errors import REJECT_REASONS, AnnouncementError
-from ._identity import Identity, peer_id_from_public_key, public_key_from_peer_id, verify
+from ._identity import Identity, verify
+from ._peer_ids import peer_id_from_public_key, public_key_from_peer_id
 from ._presence import MAX_ADDRESS_LENGTH, MAX_ADDRESSES
 
 _DOMAIN = b"p2phost presence v1\x00"

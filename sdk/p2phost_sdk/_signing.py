@@ -8,10 +8,13 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import SignatureFormatError
-from ._identity import Identity, peer_id_from_public_key, verify
+from ._peer_ids import peer_id_from_public_key
+
+if TYPE_CHECKING:
+    from ._identity import Identity
 
 #: The format name inside every signature document, and the signing domain.
 FORMAT = "p2phost-plugin-signature-v1"
@@ -56,6 +59,8 @@ def verify_with_key(publisher_key: str, signature: bytes, data: bytes) -> bool:
         peer_id = peer_id_from_public_key(parse_publisher_key(publisher_key))
     except SignatureFormatError:
         return False
+    from ._identity import verify  # the crypto libraries: only once there is a signature
+
     return verify(peer_id, signature, data)
 
 

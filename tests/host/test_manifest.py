@@ -126,6 +126,41 @@ def test_lock_round_trip_is_stable(tmp_path: Path) -> None:
     assert again.dumps() == lock.dumps()
 
 
+def _tomlkit_dumps(lock: Lock) -> str:
+    """How p2phost.lock was written with tomlkit (before the writer needed no tomlkit)."""
+    import dataclasses
+
+    import tomlkit
+
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("Written by p2phost; do not edit. `p2phost plugin sync` installs "
+                            "exactly this."))
+    doc["version"] = 1
+    for key, entries in (("plugin", lock.plugins), ("package", lock.packages)):
+        array = tomlkit.aot()
+        for entry in entries:
+            row = {k: list(v) if isinstance(v, tuple) else v
+                   for k, v in dataclasses.asdict(entry).items() if v not in (None, ())}
+            array.append(tomlkit.item(row))
+        if entries:
+            doc[key] = array
+    return tomlkit.dumps(doc)
+
+
+def test_the_lock_is_written_byte_for_byte_as_tomlkit_writes_it(tmp_path: Path) -> None:
+    odd = 'quote " backslash \\ tab \t newline \n bell \x07 del \x7f é 😀 \u2028'
+    plugin = LockedFile("a-plugin", "1.0.0", odd, "a-1.0.0-py3-none-any.whl", "ab" * 32,
+                        requires=("b", "c"), signature="c2ln", publisher_key=odd,
+                        url="http://x/a.whl", dependencies=('x; python_version < "3.12"', odd))
+    package = LockedFile("x", "2.0", "https://pypi.org/simple/", "x-2.0-py3-none-any.whl",
+                         "cd" * 32, url="https://files/x.whl")
+    for lock in (Lock(), Lock(plugins=(plugin,)), Lock(packages=(package,)),
+                 Lock(plugins=(plugin, package), packages=(package,))):
+        assert lock.dumps() == _tomlkit_dumps(lock)
+        lock.save(tmp_path / "p2phost.lock")
+        assert Lock.load(tmp_path / "p2phost.lock") == lock
+
+
 def test_lock_edited_into_nonsense_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "p2phost.lock"
     path.write_text("version = 1\n[[plugin]]\nname = 'x'\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable
+from pathlib import Path
 
 from .conftest import Workspace
 
@@ -138,3 +139,61 @@ def test_search_and_info_from_the_registry(workspace: Make) -> None:
     assert "needs host-api >=2, this host is 1.0" in info
     assert "yanked: breaks framing" in info
     assert "no plugin matches" in ws.ok("plugin", "search", "zzzz-nothing")
+
+
+def test_scripted_forms_print_and_write_what_typer_would(workspace: Make,
+                                                        tmp_path: Path) -> None:
+    """``plugin install --yes`` and ``plugin sync`` run without typer (main.scripted); a
+    root option sends the same command through typer. Both must do the same."""
+    fast = workspace("fast", cache_dir=tmp_path / "fast-cache")
+    slow = workspace("slow", cache_dir=tmp_path / "slow-cache")
+    for args in (("plugin", "install", "beta", "-y"), ("plugin", "install", "--yes"),
+                 ("plugin", "install", "--yes", "nosuch"), ("plugin", "install", "--yes", "b@d"),
+                 ("plugin", "sync"), ("plugin", "sync", "--offline")):
+        one = fast.cli(*args)
+        two = slow.cli("--log-format", "text", *args)
+        assert (one.returncode, one.stdout, one.stderr) == \
+            (two.returncode, two.stdout.replace("slow", "fast"),
+             two.stderr.replace("slow", "fast")), args
+        assert fast.lock == slow.lock and fast.manifest == slow.manifest.replace("slow", "fast")
+    assert fast.installed() == slow.installed() == {"alpha": "1.1.0", "beta": "1.0.0"}
+
+
+def test_a_scripted_install_loads_neither_typer_nor_rich(workspace: Make) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    ws = workspace(plugins={"alpha": "*"})
+    code = ("import atexit, json, sys\n"
+            "atexit.register(lambda: print('MODULES=' + json.dumps(sorted(sys.modules))))\n"
+            "from p2phost._cli.main import run\n"
+            "run(['plugin', 'install', '--yes'])\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ws.root, capture_output=True,
+                          text=True, timeout=60, check=True,
+                          env={**os.environ, "P2PHOST_REGISTRY": ws.registry,
+                               "P2PHOST_CACHE_DIR": str(ws.cache)})
+    assert "installed 1 plugin(s): alpha" in done.stdout
+    line = next(li for li in done.stdout.splitlines() if li.startswith("MODULES="))
+    loaded = set(json.loads(line.removeprefix("MODULES=")))
+    assert not {m for m in loaded if m.split(".")[0] in
+                {"typer", "click", "rich", "tomlkit", "asyncio", "pluggy", "cryptography"}}
+
+
+def test_a_no_op_install_asks_no_registry(workspace: Make) -> None:
+    ws = workspace(plugins={"alpha": "<1.2"})
+    ws.ok("plugin", "install", "--yes")
+    assert ws.installed() == {"alpha": "1.1.0"}
+    generation = (ws.root / ".p2phost/env/current").resolve()
+    lock = ws.lock
+    gone = {"P2PHOST_REGISTRY": "http://127.0.0.1:9"}  # nothing listens there
+    done = ws.cli("plugin", "install", "--yes", env=gone)
+    assert done.returncode == 0, done.stderr
+    assert "nothing to do: the plugins already match" in done.stdout
+    assert (ws.root / ".p2phost/env/current").resolve() == generation and ws.lock == lock
+    # A specifier the locked version no longer meets is resolved again, so asks.
+    (ws.root / "p2phost.toml").write_text(ws.manifest.replace('"<1.2"', '"<1.1"'))
+    assert "did not answer" in ws.fails("plugin", "install", "--yes", env=gone)
+    ws.ok("plugin", "install", "--yes")
+    assert ws.installed() == {"alpha": "1.0.0"}

@@ -131,3 +131,44 @@ def test_no_two_exported_exceptions_share_a_name() -> None:
             assert name not in seen or seen[name][1] is exc, \
                 f"{name} is exported by {seen[name][0]} and {package}"
             seen[name] = (package, exc)
+
+
+def test_the_sdk_root_loads_each_name_from_the_module_type_checkers_are_told() -> None:
+    """``p2phost_sdk`` imports its names on first use (PEP 562); type checkers read the
+    ``if TYPE_CHECKING:`` imports instead. Both must say the same."""
+    import ast
+
+    import p2phost_sdk
+
+    tree = ast.parse(Path(p2phost_sdk.__file__ or "").read_text())
+    told: dict[str, tuple[str, ...]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING") \
+                and not isinstance(node.test, ast.UnaryOp):
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom)
+                told["." + (imp.module or "")] = tuple(a.name for a in imp.names)
+    loaded = p2phost_sdk._DEFINED_IN  # type: ignore[attr-defined]
+    assert {m: set(n) for m, n in told.items()} == {m: set(n) for m, n in loaded.items()}
+    assert {n for names in told.values() for n in names} == set(p2phost_sdk.__all__)
+    for module, names in loaded.items():
+        defined = importlib.import_module(module, "p2phost_sdk")
+        for name in names:
+            assert getattr(p2phost_sdk, name) is getattr(defined, name)
+
+
+def test_light_sdk_names_do_not_load_the_runtime() -> None:
+    """What the installer and the CLI take from the SDK loads neither asyncio, pluggy nor
+    the crypto libraries (a node's, not an install's, cost)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from p2phost_sdk import (P2PHostError, is_peer_id, is_valid_name, "
+            "normalize_name, parse_specifier, plugin_name_of, PluginMetadata, HOST_API)\n"
+            "from p2phost_sdk.signing import PluginSignature, parse_publisher_key\n"
+            "print(sorted(m for m in ('asyncio', 'pluggy', 'cryptography') "
+            "if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]"

@@ -16,7 +16,7 @@ from typing import Any
 import pluggy
 
 from p2phost_sdk import App, Codec, Discovery, HookSpecs, Security, Transport
-from p2phost_sdk._hooks import PROJECT_NAME
+from p2phost_sdk._names import PROJECT_NAME
 from p2phost_sdk.testing import KITS, PluginUnderTest
 
 #: The base class of each kind, and the ``provides`` key listing what its objects serve.

@@ -224,7 +224,7 @@ def publish(
     url = _registry_url(registry)
     with RegistryClient(url, token) as client, \
             Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                     console=console, transient=True, disable=not console.is_terminal) as bar:
+                     console=console.rich, transient=True, disable=not console.is_terminal) as bar:
         for path in files:
             task = bar.add_task(f"uploading {path.name}", total=path.stat().st_size)
             signature = sign_file(signer, path).to_bytes() if signer else None

@@ -1,10 +1,14 @@
 """The ``p2phost`` entry point: ``--version`` answers before anything heavy is imported;
-everything else goes to the typer app of ``_app``."""
+everything else goes to the typer app of ``_app``, except the scripted lifecycle commands
+(``plugin install --yes``, ``plugin sync``), which need no option parser and run without
+building it."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from collections.abc import Callable
 
 from .. import __version__
 
@@ -42,6 +46,49 @@ def _host_api() -> str:
     return str(sdk.HOST_API)
 
 
+def scripted(args: list[str]) -> Callable[[], None] | None:
+    """The command ``args`` ask for, when they are one of the forms scripts and CI use that
+    need no option parsing: ``plugin install --yes [NAME[SPEC]...]`` (``-y`` too, anywhere)
+    and ``plugin sync [--offline]``. Anything else (another option, ``--help``, no
+    ``--yes``, so a prompt) goes through typer: None.
+
+    Building the typer app costs more than such an install from a warm cache does
+    (docs/performance.md); tests/cli/test_startup.py checks both ways print the same.
+    """
+    if len(args) < 2 or args[0] != "plugin" or os.environ.get("_P2PHOST_COMPLETE"):
+        return None
+    command, rest = args[1], args[2:]
+    flags = {a for a in rest if a.startswith("-")}
+    names = [a for a in rest if not a.startswith("-")]
+    if command == "install" and flags and flags <= {"--yes", "-y"}:
+        from . import _lifecycle
+
+        return lambda: _lifecycle.install(names, yes=True)
+    if command == "sync" and not names and flags <= {"--offline"}:
+        from . import _lifecycle
+
+        return lambda: _lifecycle.sync(offline=bool(flags))
+    return None
+
+
+def _run_scripted(command: Callable[[], None]) -> None:
+    """Run ``command`` as typer's root callback and click's standalone mode would."""
+    import logging
+
+    from .._observability._logs import configure
+
+    configure(logging.WARNING, "text")
+    try:
+        command()
+    except (EOFError, KeyboardInterrupt):
+        sys.stderr.write("\nAborted!\n")
+        sys.exit(1)
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:  # a closed pipe (``| head``): quietly, as click does
+            raise
+        sys.exit(1)
+
+
 def run(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning p2phost errors into one clear message."""
     args = sys.argv[1:] if argv is None else argv
@@ -55,6 +102,9 @@ def run(argv: list[str] | None = None) -> None:
         return
     debug = "--debug" in args
     try:
+        if (command := scripted(args)) is not None:
+            _run_scripted(command)
+            return
         from ._app import app, enable_completion
 
         if os.environ.get("_P2PHOST_COMPLETE"):

@@ -1,28 +1,22 @@
 """``p2phost plugin ...``: install, upgrade, remove, sync and inspect this project's plugins.
 
-Heavy modules (the installer, rich tables and progress bars, pluggy) are imported inside
-the commands that use them: every ``p2phost`` invocation imports this module.
+The lifecycle commands' work is in :mod:`._lifecycle` (which the fast path of ``main``
+calls without typer). Heavy modules (the installer, rich tables, pluggy) are imported
+inside the commands that use them.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import shlex
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
 from .._errors import UserError
 from .._project import Project
-from ._output import console, err_console
+from . import _lifecycle
+from ._output import console
 from .completion import plugin_names
-
-if TYPE_CHECKING:
-    from .._install import Change, Installer, SigningPolicy
 
 plugin_app = typer.Typer(help="Install, inspect and author plugins.", no_args_is_help=True)
 
@@ -38,121 +32,6 @@ _TRUST_NEW_KEY = typer.Option(False, "--trust-new-key",
                                    "one p2phost.lock pins, and pin the new key.")
 _JSON = typer.Option(False, "--json", help="Print the answer as JSON (shape: docs/cli.md).")
 _NAMES_HELP = "Plugins to upgrade (none: all)."
-_REQUEST = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*?)\s*$")
-
-
-def _parse_request(text: str) -> tuple[str, str]:
-    """``NAME[SPEC]`` -> (name, spec); spec "" when none was given."""
-    from packaging.specifiers import InvalidSpecifier
-
-    from p2phost_sdk import is_valid_name, parse_specifier
-
-    match = _REQUEST.match(text)
-    if match is None or not is_valid_name(match.group(1)):
-        raise UserError(f"{text!r} is not a plugin name", fix="p2phost plugin search TEXT")
-    name, spec = match.groups()
-    try:
-        parse_specifier(spec)
-    except InvalidSpecifier:
-        raise UserError(f"{text!r}: {spec!r} is not a PEP 440 version specifier",
-                        fix=f"p2phost plugin install '{name}>=1.0,<2'") from None
-    return name, spec
-
-
-@contextmanager
-def _installer(registry: str | None, *, require_signed: bool = False,
-               trust_new_key: bool = False, command: str = "") -> Iterator[Installer]:
-    """An installer for the project here, with a progress bar on a terminal.
-
-    Its warnings (unsigned plugins) are printed when the block ends without an error.
-    """
-    from .._install import SigningPolicy, plugin_sources
-
-    project = Project.find()
-    urls = plugin_sources(registry, project.manifest.registries)
-    signing = SigningPolicy(require_signed or project.manifest.require_signed, trust_new_key,
-                            command or "p2phost plugin install")
-    with _installer_for(project, urls, signing) as installer:
-        yield installer
-    for warning in installer.warnings:
-        err_console.print(warning)
-
-
-@contextmanager
-def _installer_for(project: Project, urls: list[str], signing: SigningPolicy,
-                   ) -> Iterator[Installer]:
-    from .._install import Installer
-
-    if not console.is_terminal:
-        def announce(label: str, total: int | None) -> Callable[[int], None]:
-            size = f" ({total / 1024:.0f} KiB)" if total else ""
-            console.print(f"downloading {label}{size}")
-            return lambda n: None
-        yield Installer(project, urls, progress=announce, signing=signing)
-        return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=console, transient=True) as bar:
-        def start(label: str, total: int | None) -> Callable[[int], None]:
-            task = bar.add_task(label, total=total)
-            return lambda n: bar.advance(task, n)
-        yield Installer(project, urls, progress=start, signing=signing)
-
-
-def _show_and_confirm(changes: Sequence[Change], yes: bool) -> None:
-    """Print what changes, with each new release's publisher and capabilities; ask once."""
-    for change in changes:
-        line = change.describe()
-        if change.release is not None:
-            kinds = ", ".join(change.release.kinds)
-            owners = ", ".join(change.info.owners) if change.info else ""
-            caps = ", ".join(change.release.capabilities) or "none"
-            line += f"  [{kinds}]  publisher: {owners or 'unknown'}  capabilities: {caps}"
-            wheel = change.release.wheel()
-            line += f"  signed by: {wheel.publisher_key}" if wheel and wheel.publisher_key \
-                else "  unsigned"
-        console.print(line, markup=False)
-    if yes or not any(c.release is not None for c in changes):
-        return
-    _confirm("Install these plugins?", yes)
-
-
-def _confirm(question: str, yes: bool, doing: str = "installing") -> None:
-    """Ask ``question`` on a terminal; without one, only ``--yes`` goes ahead."""
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise UserError(f"{doing} plugins needs a confirmation, and there is no terminal to "
-                        "ask on", fix="re-run with --yes")
-    if not typer.confirm(question, default=True):
-        raise typer.Exit(1)
-
-
-def _refuse_if_addresses_break(project: Project, removing: Sequence[str]) -> None:
-    """Refuse to remove the transport that a ``[node]`` listen/connect address needs."""
-    from .._plugins import PluginManager
-    from .._schemes import scheme_of, served_by
-
-    resolved, _ = PluginManager(project).resolve()
-    served = served_by(m for _, _, m, _ in resolved)
-    node = project.manifest.node
-    for key, addresses in (("listen", node.listen), ("connect", node.connect)):
-        for address in addresses:
-            owner = served.get(scheme_of(address))
-            if owner in removing:
-                raise UserError(f"cannot remove {owner}: [node] {key} has {address!r}, and "
-                                f"{owner} is the transport that serves it",
-                                fix=f"change [node] {key} in p2phost.toml first, or "
-                                    f"p2phost plugin remove --force {owner}")
-
-
-def _summary(changes: Sequence[Change], verb: str, what: str = "plugin(s)") -> None:
-    if not changes:
-        console.print("nothing to do: the plugins already match")
-        return
-    console.print(f"{verb} {len(changes)} {what}: "
-                  + ", ".join(f"{c.name} {c.new or c.old}" for c in changes), markup=False)
 
 
 @plugin_app.command("install")
@@ -165,14 +44,7 @@ def install(
     trust_new_key: bool = _TRUST_NEW_KEY,
 ) -> None:
     """Resolve, download, verify and install plugins; record them in p2phost.toml and the lock."""
-    wanted = dict(_parse_request(r) for r in requests or [])
-    command = shlex.join(["p2phost", "plugin", "install", *(requests or [])])
-    with _installer(registry, require_signed=require_signed, trust_new_key=trust_new_key,
-                    command=command) as installer:
-        plan = installer.plan_install(wanted)
-        _show_and_confirm(plan.changes, yes)
-        installer.apply(plan)
-    _summary(plan.changes, "installed")
+    _lifecycle.install(requests or [], registry, yes, require_signed, trust_new_key)
 
 
 @plugin_app.command("upgrade")
@@ -188,20 +60,7 @@ def upgrade(
     trust_new_key: bool = _TRUST_NEW_KEY,
 ) -> None:
     """Upgrade plugins to the newest versions p2phost.toml's specifiers allow."""
-    command = shlex.join(["p2phost", "plugin", "upgrade", *(["--latest"] if latest else []),
-                          *(names or [])])
-    with _installer(registry, require_signed=require_signed, trust_new_key=trust_new_key,
-                    command=command) as installer:
-        plan = installer.plan_upgrade(names or [], latest=latest)
-        _show_and_confirm(plan.changes, yes)
-        installer.apply(plan)
-        beyond = [] if latest else [r for r in installer.outdated()
-                                    if r[3] != r[2] and (not names or r[0] in names)]
-    _summary(plan.changes, "upgraded")
-    for name, _, wanted, newest in beyond:
-        console.print(f"{name} {newest} is out of the range p2phost.toml allows (newest "
-                      f"within it: {wanted}); take it with: p2phost plugin upgrade --latest "
-                      f"{name}", markup=False)
+    _lifecycle.upgrade(names or [], latest, registry, yes, require_signed, trust_new_key)
 
 
 @plugin_app.command("remove")
@@ -215,15 +74,7 @@ def remove(
                              "scripts)."),
 ) -> None:
     """Remove plugins from p2phost.toml, the lock and the plugin environment."""
-    with _installer(None) as installer:
-        plan = installer.plan_remove(names, force=force)
-        if not force:
-            _refuse_if_addresses_break(installer.project, plan.undeclare)
-        for change in plan.changes:
-            console.print(change.describe(), markup=False)
-        _confirm("Remove these plugins?", yes, "removing")
-        installer.apply(plan)
-    console.print(f"removed {', '.join(plan.undeclare)}")
+    _lifecycle.remove(names, force, yes)
 
 
 @plugin_app.command("sync")
@@ -233,19 +84,7 @@ def sync(
     require_signed: bool = _REQUIRE_SIGNED,
 ) -> None:
     """Make the plugin environment match p2phost.lock exactly (signatures checked)."""
-    with _installer(None, require_signed=require_signed) as installer:
-        changes = installer.sync(offline=offline)
-        missing = [n for n in installer.project.manifest.plugins
-                   if installer.lock.plugin(n) is None]
-    for path, size in installer.removed_leftovers:
-        console.print(f"removed {path} ({size / 2**20:.1f} MiB), left by an interrupted "
-                      "install", markup=False)
-    for change in changes:
-        console.print(change.describe(), markup=False)
-    _summary(changes, "synced", "distribution(s)")
-    if missing:
-        console.print(f"warning: p2phost.toml declares {', '.join(missing)}, which "
-                      "p2phost.lock does not have: run `p2phost plugin install`")
+    _lifecycle.sync(offline, require_signed)
 
 
 @plugin_app.command("outdated")
@@ -253,7 +92,7 @@ def outdated(registry: str | None = _REGISTRY, as_json: bool = _JSON) -> None:
     """Installed plugins with newer versions: within the manifest's specifier, and at all."""
     from rich.table import Table
 
-    with _installer(registry) as installer:
+    with _lifecycle.installer(registry) as installer:
         rows = installer.outdated()
     if as_json:
         print(json.dumps({"outdated": [dict(zip(("name", "installed", "wanted", "latest"), row,

@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
             )
         store = Store(_data_dir(data), database)
         try:
-            with Progress(console=console, transient=True) as progress:
+            with Progress(console=console.rich, transient=True) as progress:
                 task = progress.add_task("building and publishing", total=len(projects))
                 seen: set[Path] = set()
 

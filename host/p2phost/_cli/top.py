@@ -79,7 +79,7 @@ def top(
             console.print(_tables(shown))
         return
     try:
-        with Live(console=console, auto_refresh=False, screen=False) as live:
+        with Live(console=console.rich, auto_refresh=False, screen=False) as live:
             while True:
                 time.sleep(interval)
                 after, now = _sample(path)

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib.metadata import Distribution
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from packaging.markers import UndefinedEnvironmentName
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion
+from p2phost_sdk import normalize_name
 
 from .._environment import PluginEnvironment
 from .._lock import Lock
 from ._hostdists import host_distributions
 from ._wheels import HOST_DISTRIBUTIONS
+
+if TYPE_CHECKING:
+    from importlib.metadata import Distribution
+
+    from packaging.requirements import Requirement
 
 FIX = "p2phost plugin sync"
 
@@ -43,6 +45,13 @@ class Gap:
 
 
 def _requirements(lines: Iterable[str]) -> list[Requirement]:
+    lines = list(lines)
+    if not lines:
+        return []
+    # packaging.requirements loads its marker and tag machinery: only when there is a line.
+    from packaging.markers import UndefinedEnvironmentName
+    from packaging.requirements import InvalidRequirement, Requirement
+
     out = []
     for line in lines:
         try:
@@ -58,6 +67,8 @@ def _requirements(lines: Iterable[str]) -> list[Requirement]:
 
 
 def _fits(requirement: Requirement, version: str) -> bool:
+    from packaging.version import InvalidVersion
+
     try:
         return requirement.specifier.contains(version, prereleases=True)
     except InvalidVersion:
@@ -73,16 +84,19 @@ def gaps(lock: Lock, env: PluginEnvironment) -> list[Gap]:
 
 def lock_gaps(lock: Lock) -> list[Gap]:
     """Requirements of locked plugins that neither the lock's packages nor the host meet."""
+    needs = [(plugin, requirement) for plugin in lock.plugins
+             for requirement in _requirements(plugin.dependencies)]
+    if not needs:  # the commonest case: then the host's venv need not be read at all
+        return []
     locked = {p.name: p.version for p in lock.packages}
     host = {n: d.version for n, d in host_distributions().items()}
     needers: dict[str, list[str]] = {}
-    for plugin in lock.plugins:
-        for requirement in _requirements(plugin.dependencies):
-            name = canonicalize_name(requirement.name)
-            version = locked.get(name) or host.get(name)
-            if version is None or not _fits(requirement, version):
-                needers.setdefault(name, []).append(
-                    f"{plugin.name} {plugin.version} needs {requirement}")
+    for plugin, requirement in needs:
+        name = normalize_name(requirement.name)
+        version = locked.get(name) or host.get(name)
+        if version is None or not _fits(requirement, version):
+            needers.setdefault(name, []).append(
+                f"{plugin.name} {plugin.version} needs {requirement}")
     return [Gap(name, f"p2phost.lock has no {name} that fits ({'; '.join(why)})")
             for name, why in sorted(needers.items())]
 
@@ -114,11 +128,11 @@ def requirement_gaps(installed: dict[str, Distribution]) -> list[Gap]:
     host = {n: d.version for n, d in host_distributions().items()}
     # Keyed by distribution name: that is what Requires-Dist names (plugins are installed
     # under their plugin name, p2phost-NAME distributions under NAME).
-    by_dist = {canonicalize_name(d.metadata["Name"]): d for d in installed.values()}
+    by_dist = {normalize_name(d.metadata["Name"]): d for d in installed.values()}
     needers: dict[str, list[str]] = {}
     for name, dist in sorted(installed.items()):
         for requirement in _requirements(dist.requires or ()):
-            needed = canonicalize_name(requirement.name)
+            needed = normalize_name(requirement.name)
             if needed in HOST_DISTRIBUTIONS:  # the loader checks the host API itself
                 continue
             have = by_dist.get(needed)

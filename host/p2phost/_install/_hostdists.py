@@ -9,25 +9,32 @@ else the host's venv happens to hold: that is what makes a lock the same on any 
 
 from __future__ import annotations
 
-import importlib.metadata
 from functools import cache
+from typing import TYPE_CHECKING
 
-from packaging.markers import UndefinedEnvironmentName
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+from p2phost_sdk import normalize_name
 
 from ._wheels import HOST_DISTRIBUTIONS
+
+if TYPE_CHECKING:
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
 
 
 @cache
 def host_distributions() -> dict[str, importlib.metadata.Distribution]:
     """The host's requirement closure that is installed here, by normalised name."""
+    import importlib.metadata  # reads every METADATA file of the venv: only when asked
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
     found: dict[str, importlib.metadata.Distribution] = {}
     visited: dict[str, frozenset[str]] = {}
     stack: list[tuple[str, frozenset[str]]] = [(n, frozenset()) for n in sorted(HOST_DISTRIBUTIONS)]
     while stack:
         name, extras = stack.pop()
-        key = canonicalize_name(name)
+        key = normalize_name(name)
         before = visited.get(key)
         if before is not None and extras <= before:
             continue
@@ -48,6 +55,8 @@ def host_distributions() -> dict[str, importlib.metadata.Distribution]:
 
 
 def _applies(requirement: Requirement, extras: frozenset[str]) -> bool:
+    from packaging.markers import UndefinedEnvironmentName
+
     if requirement.marker is None:
         return True
     try:
@@ -58,5 +67,5 @@ def _applies(requirement: Requirement, extras: frozenset[str]) -> bool:
 
 def host_version(name: str) -> str | None:
     """The version the host runs with, when ``name`` is one of its own distributions."""
-    dist = host_distributions().get(canonicalize_name(name))
+    dist = host_distributions().get(normalize_name(name))
     return dist.version if dist is not None else None

@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .. import __version__
 from ._errors import RegistryError, Unreachable
+
+if TYPE_CHECKING:
+    import urllib.error
 
 #: Seconds to wait for a connection or a read; ``P2PHOST_TIMEOUT`` overrides it.
 DEFAULT_TIMEOUT = 10.0
@@ -53,6 +54,9 @@ class Fetcher:
     @contextmanager
     def open(self, url: str, *, accept: str = "*/*") -> Iterator[IO[bytes]]:
         """The body of ``url`` as a stream; retried when the server is down or busy."""
+        import urllib.error  # with http.client and ssl: only once something is fetched
+        import urllib.request
+
         request = urllib.request.Request(
             url, headers={"User-Agent": f"p2phost/{__version__}", "Accept": accept})
         last, answered = "", False

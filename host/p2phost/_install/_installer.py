@@ -31,10 +31,10 @@ from .._suggest import close_names, did_you_mean
 from .._wheel import unpack_wheel
 from ._builtin import BUILTIN_SOURCE
 from ._cache import DownloadCache, ProgressFactory
+from ._current import lock_satisfies
 from ._errors import InstallError
 from ._health import lock_gaps, lost_files, requirement_gaps
 from ._http import Fetcher
-from ._pydeps import resolve_packages
 from ._registry import PluginInfo, RegistryClient, Release
 from ._resolver import Requirement, resolve, usable
 from ._signing import SigningPolicy, check_lock, check_pin, verify_download
@@ -103,7 +103,13 @@ class Installer:
     # -- planning ---------------------------------------------------------------------
 
     def plan_install(self, requests: Mapping[str, str]) -> Plan:
-        """Add or change ``requests`` (name -> specifier, "" = keep/any) on top of the manifest."""
+        """Add or change ``requests`` (name -> specifier, "" = keep/any) on top of the manifest.
+
+        With no requests and a lock that already satisfies the manifest, the lock is the
+        plan: nothing is resolved and no registry is asked (see ``_current``).
+        """
+        if not requests and lock_satisfies(self.project, self.lock):
+            return Plan(self.lock.plugins, ())
         declared = dict(self.project.manifest.plugins)
         wanted = dict(declared)
         for name, spec in requests.items():
@@ -265,6 +271,8 @@ class Installer:
             raise UserError(f"{', '.join(g.name for g in gaps)}: needed by the plugins but "
                             "not in p2phost.lock, and --offline cannot resolve them",
                             fix="p2phost plugin sync (without --offline)")
+        from ._pydeps import resolve_packages  # runs pip: only plugins with requirements
+
         needs = sorted({d for p in lock.plugins for d in p.dependencies})
         return Lock(plugins=lock.plugins, packages=resolve_packages(needs), extra=lock.extra)
 
@@ -309,6 +317,8 @@ class Installer:
         kept = Lock(plugins=tuple(plugins), packages=self.lock.packages)
         if needs == before and not lock_gaps(kept):
             return kept
+        from ._pydeps import resolve_packages
+
         return Lock(plugins=tuple(plugins), packages=resolve_packages(needs))
 
     def _official_pin(self, item: Release) -> LockedFile | None:

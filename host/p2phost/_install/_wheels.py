@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from email.parser import HeaderParser
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from p2phost_sdk import normalize_name
 
 from ._errors import IntegrityError
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 #: Provided by the host to every plugin: never installed into a plugin environment.
 HOST_DISTRIBUTIONS = frozenset({"p2phost", "p2phost-sdk"})
 #: The distribution plugins depend on, with the range of their host-api.
 SDK_DISTRIBUTION = "p2phost-sdk"
 _PURE = ("py3-none-any", "py2.py3-none-any")
+
+
+#: ``NAME OP VERSION[, OP VERSION]...`` and nothing else (no extras, marker or URL): how
+#: every plugin requires p2phost-sdk.
+_PLAIN_REQUIREMENT = re.compile(
+    r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*"
+    r"((?:~=|==|!=|<=|>=|<|>|===)\s*[A-Za-z0-9_.*+!-]+"
+    r"(?:\s*,\s*(?:~=|==|!=|<=|>=|<|>|===)\s*[A-Za-z0-9_.*+!-]+)*)?\s*$")
 
 
 @cache
@@ -31,6 +45,8 @@ def wheel_fits(filename: str) -> bool:
     """Whether this interpreter can install the wheel called ``filename``."""
     if filename.endswith(tuple(f"-{tag}.whl" for tag in _PURE)):
         return True
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
     try:
         _, _, _, tags = parse_wheel_filename(filename)
     except InvalidWheelFilename:
@@ -40,8 +56,11 @@ def wheel_fits(filename: str) -> bool:
 
 def python_requirements(wheel: Path) -> tuple[str, ...]:
     """The wheel's own ``Requires-Dist`` lines, without the host's distributions."""
+    plain = _plain_requirements(wheel)
+    if plain is not None and all(name in HOST_DISTRIBUTIONS for name, _ in plain):
+        return ()
     return tuple(str(r) for r in _requirements(wheel)
-                 if canonicalize_name(r.name) not in HOST_DISTRIBUTIONS)
+                 if normalize_name(r.name) not in HOST_DISTRIBUTIONS)
 
 
 def check_sdk(name: str, version: str, wheel: Path) -> None:
@@ -53,19 +72,48 @@ def check_sdk(name: str, version: str, wheel: Path) -> None:
         have = installed_version(SDK_DISTRIBUTION)
     except PackageNotFoundError:  # a source tree on sys.path: HOST_API is checked anyway
         return
-    for requirement in _requirements(wheel):
-        if canonicalize_name(requirement.name) != SDK_DISTRIBUTION or requirement.marker:
+    for required, specifier, marker in _sdk_requirements(wheel):
+        if required != SDK_DISTRIBUTION or marker:
             continue
-        if not requirement.specifier.contains(have, prereleases=True):
+        if not specifier.contains(have, prereleases=True):
             raise IntegrityError(
-                f"{name} {version} needs {SDK_DISTRIBUTION}{requirement.specifier}, but this "
+                f"{name} {version} needs {SDK_DISTRIBUTION}{specifier}, but this "
                 f"host has {SDK_DISTRIBUTION} {have}; nothing was installed",
                 fix=f"upgrade p2phost (pip install -U p2phost), or install an older {name}: "
                     f"p2phost plugin install '{name}<{version}'")
 
 
+def _sdk_requirements(wheel: Path) -> list[tuple[str, SpecifierSet, bool]]:
+    """(name, specifier, has a marker) of each ``Requires-Dist`` line naming a host
+    distribution."""
+    plain = _plain_requirements(wheel)
+    if plain is not None:
+        return [(name, specifier, False) for name, specifier in plain
+                if name in HOST_DISTRIBUTIONS]
+    return [(normalize_name(r.name), r.specifier, r.marker is not None)
+            for r in _requirements(wheel) if normalize_name(r.name) in HOST_DISTRIBUTIONS]
+
+
 @cache
-def _requirements(wheel: Path) -> tuple[Requirement, ...]:
+def _plain_requirements(wheel: Path) -> list[tuple[str, SpecifierSet]] | None:
+    """(normalised name, specifier) of each ``Requires-Dist`` line, when every line is a
+    plain ``NAME SPECIFIER`` (as plugins require p2phost-sdk); else None, and the caller
+    parses them in full. packaging.requirements, with its marker and tag machinery, costs
+    more to load than the rest of a warm-cache install."""
+    out = []
+    for line in _requires_dist(wheel):
+        match = _PLAIN_REQUIREMENT.match(line)
+        if match is None:
+            return None
+        try:
+            out.append((normalize_name(match.group(1)), SpecifierSet(match.group(2) or "")))
+        except InvalidSpecifier:
+            return None  # the full parse says what is wrong
+    return out
+
+
+@cache
+def _requires_dist(wheel: Path) -> tuple[str, ...]:
     try:
         with zipfile.ZipFile(wheel) as archive:
             infos = [n for n in archive.namelist()
@@ -75,8 +123,15 @@ def _requirements(wheel: Path) -> tuple[Requirement, ...]:
             metadata = HeaderParser().parsestr(archive.read(infos[0]).decode("utf-8"))
     except (zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise IntegrityError(f"{wheel.name}: not a readable wheel ({exc})") from exc
+    return tuple(metadata.get_all("Requires-Dist") or [])
+
+
+@cache
+def _requirements(wheel: Path) -> tuple[Requirement, ...]:
+    from packaging.requirements import InvalidRequirement, Requirement
+
     out = []
-    for line in metadata.get_all("Requires-Dist") or []:
+    for line in _requires_dist(wheel):
         try:
             out.append(Requirement(line))
         except InvalidRequirement:

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ForeignRecord, TransportError
-from .._identity import is_peer_id
+from .._peer_ids import is_peer_id
 from ._connection import InboxConnection
 from ._journal import Resumable
 from ._letters import Letter, letter_finisher

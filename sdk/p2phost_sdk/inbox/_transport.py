@@ -19,7 +19,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from .._context import PluginContext
 from .._errors import ForeignRecord, TransportError, UnknownInbox
-from .._identity import is_peer_id
+from .._peer_ids import is_peer_id
 from .._transport import AcceptHandler, Connection, Listener, Transport
 from ._endpoint import Endpoint
 from ._journal import Journal

@@ -1,0 +1,204 @@
+"""What ``plugin install | upgrade | remove | sync`` do, without typer.
+
+The typer commands in :mod:`.plugin` parse options and call these functions; so does the
+fast path of :mod:`.main` for the scripted forms (``plugin install --yes``, ``plugin sync``),
+which skips building the typer app. Whatever prints here prints the same either way.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from .._errors import UserError
+from .._project import Project
+from ._output import console, err_console
+
+if TYPE_CHECKING:
+    from .._install import Change, Installer, SigningPolicy
+
+_REQUEST = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*?)\s*$")
+
+
+def parse_request(text: str) -> tuple[str, str]:
+    """``NAME[SPEC]`` -> (name, spec); spec "" when none was given."""
+    from packaging.specifiers import InvalidSpecifier
+
+    from p2phost_sdk import is_valid_name, parse_specifier
+
+    match = _REQUEST.match(text)
+    if match is None or not is_valid_name(match.group(1)):
+        raise UserError(f"{text!r} is not a plugin name", fix="p2phost plugin search TEXT")
+    name, spec = match.groups()
+    try:
+        parse_specifier(spec)
+    except InvalidSpecifier:
+        raise UserError(f"{text!r}: {spec!r} is not a PEP 440 version specifier",
+                        fix=f"p2phost plugin install '{name}>=1.0,<2'") from None
+    return name, spec
+
+
+@contextmanager
+def installer(registry: str | None, *, require_signed: bool = False,
+              trust_new_key: bool = False, command: str = "") -> Iterator[Installer]:
+    """An installer for the project here, with a progress bar on a terminal.
+
+    Its warnings (unsigned plugins) are printed when the block ends without an error.
+    """
+    from .._install._registry import plugin_sources
+    from .._install._signing import SigningPolicy
+
+    project = Project.find()
+    urls = plugin_sources(registry, project.manifest.registries)
+    signing = SigningPolicy(require_signed or project.manifest.require_signed, trust_new_key,
+                            command or "p2phost plugin install")
+    with _installer_for(project, urls, signing) as made:
+        yield made
+    for warning in made.warnings:
+        err_console.print(warning)
+
+
+@contextmanager
+def _installer_for(project: Project, urls: list[str], signing: SigningPolicy,
+                   ) -> Iterator[Installer]:
+    from .._install._installer import Installer
+
+    if not console.is_terminal:
+        def announce(label: str, total: int | None) -> Callable[[int], None]:
+            size = f" ({total / 1024:.0f} KiB)" if total else ""
+            console.print(f"downloading {label}{size}")
+            return lambda n: None
+        yield Installer(project, urls, progress=announce, signing=signing)
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=console.rich, transient=True) as bar:
+        def start(label: str, total: int | None) -> Callable[[int], None]:
+            task = bar.add_task(label, total=total)
+            return lambda n: bar.advance(task, n)
+        yield Installer(project, urls, progress=start, signing=signing)
+
+
+def show_and_confirm(changes: Sequence[Change], yes: bool) -> None:
+    """Print what changes, with each new release's publisher and capabilities; ask once."""
+    for change in changes:
+        line = change.describe()
+        if change.release is not None:
+            kinds = ", ".join(change.release.kinds)
+            owners = ", ".join(change.info.owners) if change.info else ""
+            caps = ", ".join(change.release.capabilities) or "none"
+            line += f"  [{kinds}]  publisher: {owners or 'unknown'}  capabilities: {caps}"
+            wheel = change.release.wheel()
+            line += f"  signed by: {wheel.publisher_key}" if wheel and wheel.publisher_key \
+                else "  unsigned"
+        console.print(line, markup=False)
+    if yes or not any(c.release is not None for c in changes):
+        return
+    confirm("Install these plugins?", yes)
+
+
+def confirm(question: str, yes: bool, doing: str = "installing") -> None:
+    """Ask ``question`` on a terminal; without one, only ``--yes`` goes ahead."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UserError(f"{doing} plugins needs a confirmation, and there is no terminal to "
+                        "ask on", fix="re-run with --yes")
+    import typer  # only a person at a terminal is asked: the fast path never gets here
+
+    if not typer.confirm(question, default=True):
+        raise typer.Exit(1)
+
+
+def refuse_if_addresses_break(project: Project, removing: Sequence[str]) -> None:
+    """Refuse to remove the transport that a ``[node]`` listen/connect address needs."""
+    from .._plugins import PluginManager
+    from .._schemes import scheme_of, served_by
+
+    resolved, _ = PluginManager(project).resolve()
+    served = served_by(m for _, _, m, _ in resolved)
+    node = project.manifest.node
+    for key, addresses in (("listen", node.listen), ("connect", node.connect)):
+        for address in addresses:
+            owner = served.get(scheme_of(address))
+            if owner in removing:
+                raise UserError(f"cannot remove {owner}: [node] {key} has {address!r}, and "
+                                f"{owner} is the transport that serves it",
+                                fix=f"change [node] {key} in p2phost.toml first, or "
+                                    f"p2phost plugin remove --force {owner}")
+
+
+def summary(changes: Sequence[Change], verb: str, what: str = "plugin(s)") -> None:
+    """``VERB N plugin(s): name version, ...``, or that there was nothing to do."""
+    if not changes:
+        console.print("nothing to do: the plugins already match")
+        return
+    console.print(f"{verb} {len(changes)} {what}: "
+                  + ", ".join(f"{c.name} {c.new or c.old}" for c in changes), markup=False)
+
+
+def install(requests: Sequence[str], registry: str | None = None, yes: bool = False,
+            require_signed: bool = False, trust_new_key: bool = False) -> None:
+    """``p2phost plugin install [NAME[SPEC]...]``."""
+    wanted = dict(parse_request(r) for r in requests)
+    command = shlex.join(["p2phost", "plugin", "install", *requests])
+    with installer(registry, require_signed=require_signed, trust_new_key=trust_new_key,
+                   command=command) as made:
+        plan = made.plan_install(wanted)
+        show_and_confirm(plan.changes, yes)
+        made.apply(plan)
+    summary(plan.changes, "installed")
+
+
+def upgrade(names: Sequence[str], latest: bool = False, registry: str | None = None,
+            yes: bool = False, require_signed: bool = False,
+            trust_new_key: bool = False) -> None:
+    """``p2phost plugin upgrade [--latest] [NAME...]``."""
+    command = shlex.join(["p2phost", "plugin", "upgrade", *(["--latest"] if latest else []),
+                          *names])
+    with installer(registry, require_signed=require_signed, trust_new_key=trust_new_key,
+                   command=command) as made:
+        plan = made.plan_upgrade(names, latest=latest)
+        show_and_confirm(plan.changes, yes)
+        made.apply(plan)
+        beyond = [] if latest else [r for r in made.outdated()
+                                    if r[3] != r[2] and (not names or r[0] in names)]
+    summary(plan.changes, "upgraded")
+    for name, _, wanted, newest in beyond:
+        console.print(f"{name} {newest} is out of the range p2phost.toml allows (newest "
+                      f"within it: {wanted}); take it with: p2phost plugin upgrade --latest "
+                      f"{name}", markup=False)
+
+
+def remove(names: Sequence[str], force: bool = False, yes: bool = False) -> None:
+    """``p2phost plugin remove NAME...``."""
+    with installer(None) as made:
+        plan = made.plan_remove(names, force=force)
+        if not force:
+            refuse_if_addresses_break(made.project, plan.undeclare)
+        for change in plan.changes:
+            console.print(change.describe(), markup=False)
+        confirm("Remove these plugins?", yes, "removing")
+        made.apply(plan)
+    console.print(f"removed {', '.join(plan.undeclare)}")
+
+
+def sync(offline: bool = False, require_signed: bool = False) -> None:
+    """``p2phost plugin sync``."""
+    with installer(None, require_signed=require_signed) as made:
+        changes = made.sync(offline=offline)
+        missing = [n for n in made.project.manifest.plugins if made.lock.plugin(n) is None]
+    for path, size in made.removed_leftovers:
+        console.print(f"removed {path} ({size / 2**20:.1f} MiB), left by an interrupted "
+                      "install", markup=False)
+    for change in changes:
+        console.print(change.describe(), markup=False)
+    summary(changes, "synced", "distribution(s)")
+    if missing:
+        console.print(f"warning: p2phost.toml declares {', '.join(missing)}, which "
+                      "p2phost.lock does not have: run `p2phost plugin install`")
