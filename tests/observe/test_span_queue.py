@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -14,7 +15,13 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind
 
-from p2phost._observability._spans import Batcher, JsonLinesExporter, Spec
+from p2phost._observability._spans import (
+    Batcher,
+    JsonLinesExporter,
+    Spec,
+    TracingError,
+    exporters,
+)
 
 
 class Stuck(SpanExporter):
@@ -61,7 +68,7 @@ def test_a_stuck_exporter_drops_spans_and_says_so_while_running(
 def test_a_full_disk_says_what_failed_and_the_fix(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="p2phost.node")
+    caplog.set_level(logging.WARNING, logger="p2phost.node")
     batcher = Batcher([JsonLinesExporter("/dev/full")], Resource.create({}),
                       InstrumentationScope("t"))
     try:
@@ -71,3 +78,29 @@ def test_a_full_disk_says_what_failed_and_the_fix(
         batcher.shutdown()
     failed = [r for r in caplog.records if "spans failed" in r.getMessage()]
     assert failed and "fix:" in failed[0].getMessage()
+
+
+def test_a_traces_file_that_cannot_be_opened_is_said_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "jsonl")
+    monkeypatch.setenv("P2PHOST_TRACES_FILE", str(tmp_path / "no such dir" / "t.jsonl"))
+    with pytest.raises(TracingError, match=r"P2PHOST_TRACES_FILE.*no such dir.*fix:"):
+        exporters()
+
+
+def test_an_export_failing_on_the_disk_is_one_line_not_a_traceback(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="p2phost.node")
+    batcher = Batcher([JsonLinesExporter("/dev/full")], Resource.create({}),
+                      InstrumentationScope("t"))
+    try:
+        batcher.add((SPEC, 1, 1, 0, 1, 2, None, None))
+        batcher.flush(5)
+    finally:
+        batcher.shutdown()
+    failed = [r for r in caplog.records if "spans failed" in r.getMessage()]
+    assert failed and failed[0].exc_info is None
+    assert "No space left on device" in failed[0].getMessage()
+    assert "/dev/full" in failed[0].getMessage()

@@ -43,6 +43,10 @@ class TracingError(Exception):
     """The OTEL_* variables name an exporter that cannot be loaded."""
 
 
+class ExportFailed(Exception):
+    """An exporter could not write (a full disk): said in one line, no traceback."""
+
+
 class Spec:
     """What the spans of one name share (made once per topic and peer, not per span):
     name, kind, the attributes known before the message, whether the parent is remote,
@@ -159,6 +163,12 @@ class JsonLinesExporter(SpanExporter):
     def __init__(self, path: str | None = None) -> None:
         self._path = path or os.environ.get("P2PHOST_TRACES_FILE", "traces.jsonl")
         self._file: IO[str] | None = None
+        try:  # a path that cannot be written is said at start, not at every batch
+            self._file = open(self._path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise TracingError(
+                f"P2PHOST_TRACES_FILE={self._path!r} cannot be written ({exc.strerror}); "
+                "fix: a file in an existing directory this process may write") from exc
         self._lock = threading.Lock()
         self._iso = _Iso()
 
@@ -169,11 +179,11 @@ class JsonLinesExporter(SpanExporter):
             try:
                 self._file.write("".join(lines))
                 self._file.flush()
-            except OSError:
+            except OSError as exc:
                 # A full disk: what the buffer holds is lost, not written half later;
                 # the next batch opens the file again.
                 self._discard()
-                raise
+                raise ExportFailed(f"{self._path}: {exc.strerror or exc}") from exc
 
     def _discard(self) -> None:
         file, self._file = self._file, None
@@ -307,10 +317,13 @@ class Batcher:
                     else:
                         exporter.export([readable(r, self._resource, self._scope)
                                          for r in batch])
+                except ExportFailed as exc:
+                    log.warning("exporting %d spans failed, they are lost: %s (fix: free "
+                                "space, or another P2PHOST_TRACES_FILE)", len(batch), exc)
                 except Exception:  # an exporter's failure must not stop the others
                     log.exception("exporting %d spans failed, they are lost (fix: check "
-                                  "OTEL_TRACES_EXPORTER's endpoint, or the disk of "
-                                  "P2PHOST_TRACES_FILE for jsonl)", len(batch))
+                                  "the endpoint of OTEL_TRACES_EXPORTER's exporter)",
+                                  len(batch))
         self._busy = False
 
     def flush(self, timeout: float = 30.0) -> None:
