@@ -37,6 +37,7 @@ async def relay_network(capacity: int = 1024) -> AsyncIterator[Callable[..., Any
                    max_frame_size: int = 16 * 1024 * 1024,
                    mailbox_size: int | None = None,
                    client: bool = False,
+                   keepalive_timeout: float = 15.0, keepalive_interval: float = 5.0,
                    apps: tuple[Any, ...] = ()) -> tuple[Node, RelayService]:
         identity = Identity.generate()
         context = PluginContext(name="relay", config=config or {}, peer_id=identity.peer_id,
@@ -52,7 +53,8 @@ async def relay_network(capacity: int = 1024) -> AsyncIterator[Callable[..., Any
                     apps=[app_type(service), EchoApp(), *apps],
                     options=NodeOptions(name=name, listen=((name,) if mem else ()) + listen,
                                         drain_timeout=2.0, peer_limit=peer_limit,
-                                        client=client,
+                                        client=client, keepalive_timeout=keepalive_timeout,
+                                        keepalive_interval=keepalive_interval,
                                         max_frame_size=max_frame_size))
         await asyncio.wait_for(node.start(), 10)
         nodes.append(node)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from p2phost_sdk import App, Message, handler
+from p2phost_sdk import App, Message, PeerUnavailable, handler
 from p2phost_sdk.testing.discovery import wait_until
 from tests.relay.network import relay_network
 
@@ -155,6 +155,35 @@ async def test_a_sender_faster_than_its_reader_is_slowed_and_keeps_its_circuit()
         assert hop.hop.active_circuits() == 1
         assert sender_relay.counters["credit waits"] > 0  # the sender was slowed
         assert await sender.request(sink.peer_id, "echo", {"end": 1}, timeout=5) == {"end": 1}
+
+
+async def test_a_far_end_that_stops_granting_but_keeps_talking_loses_its_circuit() -> None:
+    async with relay_network(capacity=16) as make:
+        relay, _ = await make({"serve": True, "buffer-bytes": 64 * 1024},
+                              max_frame_size=256 * 1024)
+        relay_at = "relay+" + relay.addresses[0]
+        sink, sink_relay = await make({"upgrade": False, "buffer-bytes": 64 * 1024},
+                                      listen=(relay_at,), mem=False,
+                                      keepalive_timeout=600.0, keepalive_interval=0.5)
+        await reserved(sink_relay)
+        sender, _ = await make({"buffer-bytes": 64 * 1024}, keepalive_timeout=3.0,
+                               keepalive_interval=1.0)
+        assert await sender.connect(f"{relay_at}/p2p-circuit/{sink.peer_id}") == sink.peer_id
+        for circuit in sink_relay.circuits.values():
+            # It reads, and pings often (so the sender's keepalive always hears it), but
+            # never grants a window again, and never gives up on a silent peer itself.
+            circuit._grant = lambda limit: None
+        started, outcome = time.monotonic(), "sent everything"
+        try:
+            async with asyncio.timeout(30):
+                for _ in range(2000):
+                    await sender.send(sink.peer_id, "echo", {"pad": "x" * 4096})
+        except PeerUnavailable:
+            outcome = "gave up on the peer"
+        except TimeoutError:
+            outcome = "still waiting after 30 s"
+        assert outcome == "gave up on the peer", outcome
+        assert time.monotonic() - started < 20
 
 
 async def test_without_flow_control_at_the_dialler_a_circuit_works_as_before() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -40,6 +41,10 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 class TracingError(Exception):
     """The OTEL_* variables name an exporter that cannot be loaded."""
+
+
+class ExportFailed(Exception):
+    """An exporter could not write (a full disk): said in one line, no traceback."""
 
 
 class Spec:
@@ -158,6 +163,12 @@ class JsonLinesExporter(SpanExporter):
     def __init__(self, path: str | None = None) -> None:
         self._path = path or os.environ.get("P2PHOST_TRACES_FILE", "traces.jsonl")
         self._file: IO[str] | None = None
+        try:  # a path that cannot be written is said at start, not at every batch
+            self._file = open(self._path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise TracingError(
+                f"P2PHOST_TRACES_FILE={self._path!r} cannot be written ({exc.strerror}); "
+                "fix: a file in an existing directory this process may write") from exc
         self._lock = threading.Lock()
         self._iso = _Iso()
 
@@ -165,8 +176,20 @@ class JsonLinesExporter(SpanExporter):
         with self._lock:
             if self._file is None:
                 self._file = open(self._path, "a", encoding="utf-8")
-            self._file.write("".join(lines))
-            self._file.flush()
+            try:
+                self._file.write("".join(lines))
+                self._file.flush()
+            except OSError as exc:
+                # A full disk: what the buffer holds is lost, not written half later;
+                # the next batch opens the file again.
+                self._discard()
+                raise ExportFailed(f"{self._path}: {exc.strerror or exc}") from exc
+
+    def _discard(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self._write([span_line(span) + "\n" for span in spans])
@@ -202,9 +225,7 @@ class JsonLinesExporter(SpanExporter):
 
     def shutdown(self) -> None:
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            self._discard()  # a failed last write was reported by the exporting thread
 
 
 def exporters() -> list[SpanExporter]:
@@ -252,6 +273,7 @@ class Batcher:
         self._busy = False
         #: Spans dropped because the queue was full (the exporter fell behind).
         self.dropped = 0
+        self._warn_at = 1
         self._thread = threading.Thread(target=self._run, name="p2phost-spans", daemon=True)
         self._thread.start()
         # A node never closed still exports what it queued when the process exits.
@@ -262,6 +284,12 @@ class Batcher:
         queue = self._queue
         if len(queue) >= self._max_queue:
             self.dropped += 1
+            if self.dropped >= self._warn_at:  # 1, 10, 100...: said while it runs
+                self._warn_at *= 10
+                log.warning("%d spans were dropped so far: the span exporter fell behind "
+                            "or is stuck, and its queue of %d is full (fix: check the "
+                            "exporter's endpoint or file, a larger OTEL_BSP_MAX_QUEUE_SIZE, "
+                            "or sample fewer traces)", self.dropped, self._max_queue)
             return
         queue.append(record)
         if len(queue) == self._batch:
@@ -289,8 +317,13 @@ class Batcher:
                     else:
                         exporter.export([readable(r, self._resource, self._scope)
                                          for r in batch])
+                except ExportFailed as exc:
+                    log.warning("exporting %d spans failed, they are lost: %s (fix: free "
+                                "space, or another P2PHOST_TRACES_FILE)", len(batch), exc)
                 except Exception:  # an exporter's failure must not stop the others
-                    log.exception("exporting %d spans failed", len(batch))
+                    log.exception("exporting %d spans failed, they are lost (fix: check "
+                                  "the endpoint of OTEL_TRACES_EXPORTER's exporter)",
+                                  len(batch))
         self._busy = False
 
     def flush(self, timeout: float = 30.0) -> None:
@@ -310,7 +343,11 @@ class Batcher:
         self._wake.set()
         self._thread.join(30)
         for exporter in self._exporters:
-            exporter.shutdown()
+            try:
+                exporter.shutdown()
+            except Exception:  # closing the node must not fail for its traces
+                log.exception("closing the span exporter %s failed",
+                              type(exporter).__name__)
         if self.dropped:
             log.warning("%d spans were dropped: the exporter fell behind (fix: a larger "
                         "OTEL_BSP_MAX_QUEUE_SIZE, or sample fewer traces)", self.dropped)

@@ -250,10 +250,21 @@ class Channel:
                 while self._outbox:
                     frames, self._outbox, self._outbox_bytes = self._outbox, [], 0
                     self._room.set()
-                    if len(frames) == 1:
-                        await connection.send(frames[0])
-                    else:
-                        await connection.send_many(frames)
+                    # Bounded as the answers' wait is (_await_room): a peer that takes
+                    # nothing for write_timeout is gone, even one that keeps talking (so
+                    # the keepalive hears it) while every send to it would wait forever.
+                    async with asyncio.timeout(self._write_timeout):
+                        if len(frames) == 1:
+                            await connection.send(frames[0])
+                        else:
+                            await connection.send_many(frames)
+            except TimeoutError:
+                if self._close_reason is None:
+                    self._close_reason = (f"the peer does not read: a write to it was not "
+                                          f"taken for {self._write_timeout:g}s")
+                    log.warning("closing connection to %s (%s): %s", self.peer_id,
+                                self.address, self._close_reason)
+                raise ConnectionClosed(self._close_reason) from None
             finally:
                 self._writing = False
                 self._wrote_directly = False

@@ -99,8 +99,9 @@ class Circuit(Connection):
         self.wrote.set()
 
     async def _wait_for_credit(self) -> None:
-        # No timeout, as a TCP write has none: a reader that never reads is the host's
-        # keepalive's to find, and closing the connection ends this wait.
+        # No timeout of its own: the host bounds every write of a connection (a peer
+        # that takes nothing for keepalive-timeout is disconnected), and closing the
+        # connection ends this wait.
         self._counters["credit waits"] += 1
         while (self._send_limit is not None and self._sent >= self._send_limit
                and self.ended is None):
