@@ -3,6 +3,11 @@
 A frame on the wire is a 4-byte big-endian length and that many bytes. Reads ask the
 socket for a large chunk and split every whole frame out of it at once, so a burst of
 small frames costs one read; writes of several frames are joined into one write.
+
+Large frames (``LARGE`` bytes and over: parts of a Dask array, files) are never joined:
+a write hands the length and the frame to the socket as they are, and a read fills one
+buffer of the frame's size, allocated once its length passed the size limit; the
+socket reads the rest of the frame straight into it (``_direct``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import errno
 import socket
 import struct
 from collections import deque
+from typing import NoReturn, cast
 from urllib.parse import urlsplit
 
 from p2phost_sdk import (
@@ -26,8 +32,12 @@ from p2phost_sdk import (
     check_frame_size,
 )
 
+from ._direct import DirectProtocol, open_direct, serve_direct
+
 _LENGTH = struct.Struct("!I")
 _CLOSE_TIMEOUT = 2.0
+#: Frames from this size on are written without a joined copy and read into one buffer.
+LARGE = 65536
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -79,6 +89,14 @@ class TcpConnection(Connection):
         # Bytes of a frame that straddles reads, and how many the frame needs in all.
         self._partial = bytearray()
         self._need = 0
+        # A large frame being read into its own buffer, and how many bytes it has.
+        self._large: bytearray | None = None
+        self._got = 0
+        # The protocol that can read a large frame into place, and how many bytes this
+        # connection took from the stream reader (the protocol counts what it fed it).
+        protocol = writer.transport.get_protocol()
+        self._direct = protocol if isinstance(protocol, DirectProtocol) else None
+        self._taken = 0
         self._closed = False
         self.local_address = local_address or _peer_address(writer, "sockname")
         self.remote_address = _peer_address(writer, "peername")
@@ -96,6 +114,9 @@ class TcpConnection(Connection):
     async def send(self, frame: bytes) -> None:
         """Send one frame."""
         check_frame_size(frame, self._max)
+        if len(frame) >= LARGE:
+            await self._write_parts([_LENGTH.pack(len(frame)), frame])
+            return
         await self._write(_LENGTH.pack(len(frame)) + frame)
 
     def try_send(self, frame: bytes) -> bool:
@@ -110,17 +131,28 @@ class TcpConnection(Connection):
     async def send_many(self, frames: list[bytes]) -> None:
         """Send several frames with one write."""
         parts: list[bytes] = []
+        total = 0
         for frame in frames:
             check_frame_size(frame, self._max)
             parts.append(_LENGTH.pack(len(frame)))
             parts.append(frame)
+            total += len(frame)
+        if total >= LARGE:  # the socket takes the pieces as they are: no joined copy
+            await self._write_parts(parts)
+            return
         await self._write(b"".join(parts))
 
-    async def _write(self, data: bytes) -> None:
+    async def _write_parts(self, parts: list[bytes]) -> None:
+        await self._write(b"", parts)
+
+    async def _write(self, data: bytes, parts: list[bytes] | None = None) -> None:
         if self._closed or self._writer.is_closing():
             raise ConnectionClosed(f"connection to {self.remote_address} is closed")
         try:
-            self._writer.write(data)
+            if parts is None:
+                self._writer.write(data)
+            else:
+                self._writer.writelines(parts)
             await self._writer.drain()
         except (ConnectionError, OSError) as exc:
             raise ConnectionClosed(f"connection to {self.remote_address} lost: {exc}") from exc
@@ -146,20 +178,53 @@ class TcpConnection(Connection):
     async def _fill(self) -> None:
         frames = self._frames
         while not frames:
-            try:
-                data = await self._reader.read(self._read_size)
-            except (ConnectionError, OSError) as exc:
-                raise ConnectionClosed(f"connection to {self.remote_address} lost: {exc}") from exc
-            if not data:
-                self._eof()
+            if self._large is not None:
+                await self._fill_large()
+                continue
+            data = await self._read(self._read_size)
             partial = self._partial
             if partial:
                 partial += data
                 if len(partial) < self._need:
-                    continue  # a large frame is still arriving: copy it once, when whole
+                    continue  # the rest of a frame header, or of a small frame
                 data = bytes(partial)
                 partial.clear()
             self._split(data)
+
+    async def _read(self, size: int) -> bytes:
+        """Up to ``size`` bytes from the stream reader (at least one)."""
+        try:
+            data = await self._reader.read(size)
+        except (ConnectionError, OSError) as exc:
+            raise ConnectionClosed(f"connection to {self.remote_address} lost: {exc}") from exc
+        if not data:
+            self._eof()
+        self._taken += len(data)
+        return data
+
+    async def _fill_large(self) -> None:
+        """Read the rest of a large frame straight into its buffer."""
+        large = self._large
+        assert large is not None
+        view, size, direct = memoryview(large), len(large), self._direct
+        while self._got < size:
+            if direct is not None and (direct.filling or direct.fed == self._taken):
+                # The stream reader holds nothing more of it: the socket reads the
+                # rest into place.
+                if not direct.filling:
+                    direct.read_into(view[self._got:])
+                self._got += await direct.wait_filled()
+                if self._got < size:
+                    self._eof()
+                break
+            data = await self._read(min(self._read_size, size - self._got))
+            got = self._got
+            view[got : got + len(data)] = data
+            self._got = got + len(data)
+        view.release()
+        self._large = None
+        # A bytearray: bytes-like for every reader of frames, and not copied again.
+        self._frames.append(cast(bytes, large))
 
     def _split(self, data: bytes) -> None:
         offset, end, limit = 0, len(data), self._limit
@@ -173,6 +238,13 @@ class TcpConnection(Connection):
                 )
             stop = offset + 4 + size
             if stop > end:
+                if size >= LARGE:
+                    # Its size passed the limit: one buffer for all of it, filled as
+                    # it arrives (no growing copy, no joined copy at the end).
+                    self._large = bytearray(size)
+                    self._got = end - offset - 4
+                    self._large[: self._got] = memoryview(data)[offset + 4 :]
+                    return
                 break
             self._frames.append(data[offset + 4 : stop])
             offset = stop
@@ -180,11 +252,13 @@ class TcpConnection(Connection):
             self._partial += memoryview(data)[offset:]
             self._need = 4 + _LENGTH.unpack_from(data, offset)[0] if end - offset >= 4 else 4
 
-    def _eof(self) -> None:
-        if self._partial:  # not a clean close: a protocol error
+    def _eof(self) -> NoReturn:
+        if self._partial or self._large is not None:  # not a clean close: a protocol error
+            got, need = ((self._got, len(self._large)) if self._large is not None
+                         else (len(self._partial), self._need))
             raise TransportError(
                 f"{self.remote_address} closed the connection in the middle of a frame "
-                f"(truncated frame: {len(self._partial)} of {self._need} bytes)"
+                f"(truncated frame: {got} of {need} bytes)"
             )
         raise ConnectionClosed(f"{self.remote_address} closed the connection")
 
@@ -247,9 +321,7 @@ class TcpTransport(Transport):
             await accept(self._connection(reader, writer, listen_address))
 
         try:
-            server = await asyncio.start_server(
-                on_client, host, port, limit=self.read_size, reuse_address=True
-            )
+            server = await serve_direct(on_client, host, port, self.read_size)
         except OSError as exc:
             in_use = exc.errno == errno.EADDRINUSE
             reason = "address already in use" if in_use else (exc.strerror or str(exc))
@@ -266,7 +338,7 @@ class TcpTransport(Transport):
         host, port = parse_address(address)
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port, limit=self.read_size)
+                reader, writer, _ = await open_direct(host, port, self.read_size)
         except TimeoutError:
             raise TransportError(f"cannot reach {address}: no answer within {timeout:g}s") from None
         except ConnectionRefusedError as exc:
