@@ -53,7 +53,9 @@ class NoiseConnection(SecureConnection):
         self._room = min(MAX_MESSAGE, max_frame_size) - TAGLEN
         self._send_lock = asyncio.Lock()
         self._frames: deque[bytes] = deque()
-        self._partial = bytearray()
+        # The pieces of a frame that spans several messages, and their bytes so far.
+        self._pieces: list[memoryview] = []
+        self._assembled = 0
         self._assembling = False
         self.remote_peer_id = remote_peer_id
         self.local_address = inner.local_address
@@ -182,23 +184,26 @@ class NoiseConnection(SecureConnection):
             if offset > end:
                 await self._fail("carried a record longer than its message")
             if length & _MORE or self._assembling:
-                await self._assemble(plaintext[start:offset], bool(length & _MORE))
+                await self._assemble(memoryview(plaintext)[start:offset], bool(length & _MORE))
             else:
                 append(plaintext[start:offset])
 
-    async def _assemble(self, piece: bytes, more: bool) -> None:
-        """Add a piece of a frame that spans several messages."""
-        self._partial += piece
+    async def _assemble(self, piece: memoryview, more: bool) -> None:
+        """Add a piece of a frame that spans several messages (kept as a view of its
+        plaintext; the frame is joined once, at its last piece)."""
+        self._pieces.append(piece)
+        self._assembled += len(piece)
         self._assembling = more
-        if len(self._partial) > self._max:
+        if self._assembled > self._max:
             await self._inner.close()
             raise FrameTooLarge(
                 f"{self.remote_address} sent a frame of more than {self._max} bytes, "
                 "the maximum; connection closed"
             )
         if not more:
-            self._frames.append(bytes(self._partial))
-            self._partial.clear()
+            self._frames.append(b"".join(self._pieces))
+            self._pieces.clear()
+            self._assembled = 0
 
     async def _fail(self, problem: str) -> NoReturn:
         await self._inner.close()
