@@ -159,7 +159,9 @@ class Channel:
         the queue pass twice its limit is disconnected."""
         if self.ended:
             return
-        if self._outbox_bytes + len(frame) > self._hard_limit:
+        # (A frame into an empty outbox always fits: one frame may be larger than the
+        # limits, up to the frame size limit, and then waits for nothing else.)
+        if self._outbox_bytes + len(frame) > self._hard_limit and self._outbox_bytes:
             self._overflow()
             return
         # A lone frame (a request, a reply) goes straight to the transport when nothing
@@ -205,14 +207,20 @@ class Channel:
 
     def try_post(self, frame: bytes) -> bool:
         """Queue a frame if the outbox has room."""
-        if self._outbox_bytes >= self._limit or self.ended:
+        if self._outbox_bytes >= self._limit or self.ended or self._over(len(frame)):
             return False
         self.post(frame)
         return True
 
+    def _over(self, size: int) -> bool:
+        # A frame larger than the slack (up to the frame size limit) waits for an
+        # empty outbox rather than pass twice the limit.
+        return self._outbox_bytes + size > self._hard_limit and self._outbox_bytes > 0
+
     async def send(self, frame: bytes) -> None:
         """Queue a frame, waiting for room; ConnectionClosed once the channel ended."""
-        while self._outbox_bytes >= self._limit and not self.ended:
+        while (self._outbox_bytes >= self._limit or self._over(len(frame))) \
+                and not self.ended:
             self._room.clear()
             await self._room.wait()
         if self.ended:
