@@ -70,6 +70,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs read; at run time, __ge
         link_addresses,
         with_host,
     )
+    from ._raw import RAW_CONTENT_TYPE, Raw
     from ._security import SecureConnection, Security, run_handshake
     from ._signed import CLOCK_SKEW, PresenceBook, PresenceSigner, SignedPresence, presence_payload
     from ._transport import (
@@ -92,6 +93,7 @@ __all__ = [
     "MAX_ADDRESSES",
     "MAX_ADDRESS_LENGTH",
     "MODEL_KINDS",
+    "RAW_CONTENT_TYPE",
     "REJECT_REASONS",
     "AcceptHandler",
     "Allow",
@@ -134,6 +136,7 @@ __all__ = [
     "PresenceBook",
     "PresenceSigner",
     "PresenceTable",
+    "Raw",
     "RejectLog",
     "RemoteError",
     "RequestTimeout",
@@ -200,6 +203,7 @@ _DEFINED_IN: dict[str, tuple[str, ...]] = {
     "._models": ("MODEL_KINDS", "Contract", "contract_of", "contract_of_handler", "to_builtins"),
     "._presence": ("MAX_ADDRESS_LENGTH", "MAX_ADDRESSES", "PresenceTable", "RejectLog",
         "check_announcement", "check_scope", "is_wildcard", "link_addresses", "with_host"),
+    "._raw": ("RAW_CONTENT_TYPE", "Raw"),
     "._security": ("SecureConnection", "Security", "run_handshake"),
     "._signed": ("CLOCK_SKEW", "PresenceBook", "PresenceSigner", "SignedPresence",
         "presence_payload"),

@@ -22,6 +22,7 @@ from p2phost_sdk import (
     FrameTooLarge,
     MessageKind,
     PeerUnavailable,
+    Raw,
     RemoteError,
     RequestTimeout,
     permission_of,
@@ -29,7 +30,17 @@ from p2phost_sdk import (
 
 from .._errors import NodeConfigError, WireError
 from ..wire._channel import Channel
-from ..wire._envelope import TRACED, VERSION, Envelope, Kind, app_frame, encode, header_parts
+from ..wire._envelope import (
+    RAW,
+    RAW_HELLO,
+    TRACED,
+    VERSION,
+    Envelope,
+    Kind,
+    app_frame,
+    encode,
+    header_parts,
+)
 from ._mailbox import Mailbox
 from ._received import Received
 from ._routes import AckedDelivery, Route, TraceHook, Work, allowed
@@ -42,6 +53,7 @@ ReplyChannel = Callable[[str], Channel | None]
 _MESSAGE, _REQUEST = MessageKind.MESSAGE, MessageKind.REQUEST
 #: The first two bytes of a traced MESSAGE or REQUEST (the trace context follows the topic).
 _TRACED_HEADS = {kind: bytes((VERSION, kind | TRACED)) for kind in (Kind.MESSAGE, Kind.REQUEST)}
+RAW_TYPE = RAW.decode()
 
 
 class Dispatcher:
@@ -104,6 +116,10 @@ class Dispatcher:
     def frame(self, channel: Channel, kind: Kind, message_id: int, topic: str, body: Any,
               deadline: int = 0) -> bytes:
         """An app message as a frame for ``channel`` (its codec, its size limit)."""
+        if type(body) is Raw:
+            if channel.hello.extra.get(RAW_HELLO) == 1:
+                return self._raw_frame(channel, kind, message_id, topic, body, deadline)
+            body = body.tobytes()  # a peer that reads codec bodies only: bytes through it
         parts = self._headers.get((kind, topic))
         if parts is None:
             parts = header_parts(kind, topic.encode())
@@ -120,6 +136,19 @@ class Dispatcher:
                 f"a message on {topic!r} is {len(frame)} bytes, over the maximum frame size "
                 f"of {channel.frame_limit} ({channel.frame_limit_source})")
         return frame
+
+    def _raw_frame(self, channel: Channel, kind: Kind, message_id: int, topic: str,
+                   body: Raw, deadline: int) -> bytes:
+        # The envelope, then the parts as they are: one copy in all, no codec's.
+        size = body.nbytes + 64 + len(topic)
+        if size > channel.frame_limit:  # refused before anything is joined
+            raise FrameTooLarge(
+                f"a raw message on {topic!r} is {body.nbytes} bytes, over the maximum frame "
+                f"size of {channel.frame_limit} ({channel.frame_limit_source})")
+        trace = b"" if self.tracer is None else self.tracer.outgoing(channel)
+        head = encode(kind, message_id, topic.encode(), deadline=deadline, content_type=RAW,
+                      trace=trace)
+        return b"".join((head, *body.parts))
 
     async def send(self, channel: Channel, topic: str, body: Any) -> None:
         """One message, no reply."""
@@ -178,11 +207,12 @@ class Dispatcher:
     async def publish(self, channels: Iterable[Channel], topic: str, body: Any) -> int:
         """One message to each channel whose peer handles ``topic``; how many were sent."""
         message_id, sent = next(self._ids), 0
-        frames: dict[tuple[str, int], bytes] = {}
+        frames: dict[tuple[str, int, bool], bytes] = {}
         for channel in channels:
             if topic not in channel.topics:
                 continue
-            key = (channel.codec.content_type, channel.frame_limit)
+            key = (channel.codec.content_type, channel.frame_limit,
+                   bool(channel.hello.extra.get(RAW_HELLO) == 1))
             frame = frames.get(key)
             if frame is None:
                 frame = frames[key] = self.frame(channel, Kind.MESSAGE, message_id, topic, body)
@@ -258,11 +288,14 @@ class Dispatcher:
             assert self._delivery is not None
             return self._delivery.receive(channel, envelope, ack, route)
         request = envelope.kind is Kind.REQUEST
+        if envelope.content_type == RAW_TYPE:  # a raw body: handed over as it came
+            body, content_type = envelope.body, RAW_TYPE
+        else:
+            body, content_type = channel.codec.decode(envelope.body), channel.codec.content_type
         message = Received(
             envelope.message_id,
             MessageKind.REQUEST if request else MessageKind.MESSAGE,
-            peer, envelope.topic, channel.codec.decode(envelope.body), None,
-            channel.codec.content_type,
+            peer, envelope.topic, body, None, content_type,
         )
         item = Work(route.handler, message, envelope.message_id, envelope.deadline, channel,
                     ack)

@@ -32,6 +32,7 @@ from ..delivery._delivery import Reliable
 from ..messaging._dispatch import Dispatcher
 from ..messaging._peers import PeerTable
 from ..wire._channel import Channel
+from ..wire._envelope import RAW_HELLO
 from ..wire._handshake import Admit, Hello, handshake, refuse
 from ..wire._sealed import Sealer
 from ._admission import HandshakeGate, RateLimitedLog
@@ -165,6 +166,7 @@ class Connections:
                       session=self._session, nonce=nonce, name=self.options.name,
                       max_frame_size=self.options.max_frame_size,
                       extra={**self._reliable.hello_extra(), **self.schemas,
+                             RAW_HELLO: 1,  # this node reads raw bodies (p2phost_sdk.Raw)
                              # Peers send trace contexts only to nodes that read them.
                              **({TRACE_HELLO: 1} if self._dispatch.tracer is not None else {}),
                              **({"client": True} if self.options.client else {})})

@@ -16,6 +16,11 @@ Layout, big-endian, 30 fixed bytes then four short strings, then the body::
 A kind with its high bit set (``TRACED``) carries a trace context of ``TRACE_SIZE`` bytes
 between the strings and the body (W3C trace context, binary: trace id, span id, flags).
 It is sent only to peers whose hello says ``"trace": 1``, so older peers never see it.
+
+Content type ``application/octet-stream`` (:data:`RAW`) marks a raw body: bytes an app
+sent as they are (``p2phost_sdk.Raw``), not through the codec. It is sent only to peers
+whose hello says ``"raw": 1``; the body is decoded as a memoryview of the frame (a large
+frame's buffer is not copied again).
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ MAX_FIELD = 255
 TRACED = 0x80
 #: The trace context: 16-byte trace id, 8-byte parent span id, 1 byte of trace flags.
 TRACE_SIZE = 25
+#: The content type of a raw body, and the hello key of the nodes that read them.
+RAW = b"application/octet-stream"
+RAW_HELLO = "raw"
 
 
 class Kind(enum.IntEnum):
@@ -63,6 +71,7 @@ MESSAGE_KINDS = {
     Kind.ACK: MessageKind.ACK,
 }
 _KINDS = {int(k): k for k in Kind}
+_RAW_TYPE = RAW.decode()
 
 
 def encode(
@@ -173,6 +182,10 @@ def decode(frame: bytes) -> Envelope:
             topic = frame[start:end].decode()
     except UnicodeDecodeError as exc:
         raise WireError(f"envelope string is not UTF-8: {exc}") from exc
+    if lc == len(RAW) and content_type == _RAW_TYPE:  # raw bytes: a view, not a copy
+        return Envelope(known, mid, topic, memoryview(frame)[end + trace_size:],  # type: ignore[arg-type]
+                        corr, deadline, sender, recipient, content_type,
+                        bytes(frame[end:end + trace_size]))
     if trace_size:
         return Envelope(known, mid, topic, frame[end + trace_size:], corr, deadline, sender,
                         recipient, content_type, frame[end:end + trace_size])
