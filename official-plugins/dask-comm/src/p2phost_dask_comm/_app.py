@@ -20,6 +20,7 @@ from p2phost_sdk import (
     P2PHostError,
     PeerInfo,
     PeerUnavailable,
+    Raw,
     RemoteError,
     RequestTimeout,
     TaskOwner,
@@ -27,7 +28,7 @@ from p2phost_sdk import (
 )
 
 from ._errors import NoListener, PeerNotReached
-from ._streams import CLOSE, OPEN, Stream
+from ._streams import CLOSE, OPEN, PART, Stream, parse_part
 
 log = logging.getLogger("p2phost.plugin.dask-comm")
 
@@ -89,10 +90,13 @@ class DaskCommApp(App):
     # -- streams -----------------------------------------------------------------------
 
     def _stream(self, peer: str, sid: int, *, mine: bool) -> Stream:
-        async def send(body: list[Any]) -> None:
+        async def send(body: list[Any] | Raw) -> None:
             await self.node.send(peer, DASK_TOPIC, body)
 
-        async def here(body: list[Any]) -> None:
+        async def here(body: list[Any] | Raw) -> None:
+            if isinstance(body, Raw):  # a part: its view goes across as it is
+                sid, opener, _ = parse_part(memoryview(body.parts[0]))
+                body = [PART, sid, opener, body.parts[1]]
             self._route(peer, body)
 
         stream = Stream(peer, sid, mine=mine, send=here if peer == self.node.peer_id else send,
@@ -177,6 +181,10 @@ class DaskCommApp(App):
     async def on_message(self, message: Message) -> Any:
         """A stream's message from a peer (or a request to open one)."""
         body = message.body
+        if isinstance(body, memoryview | bytes):  # a raw part of a large message
+            sid, opener, data = parse_part(body)
+            self._route(message.sender, [PART, sid, opener, data])
+            return None
         if not isinstance(body, list) or len(body) < 3 or not isinstance(body[1], int):
             raise ValueError("dask-comm: not a dask-comm message")
         op, sid = body[0], body[1]

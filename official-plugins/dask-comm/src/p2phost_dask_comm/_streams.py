@@ -6,31 +6,51 @@ msgpack codec carries ``bytes`` as they are)::
     ["o", sid, name]            request: open stream sid to the listener NAME; reply "ok"
     ["m", sid, opener, frames]  one whole Dask message (its frames), when it fits a chunk
     ["h", sid, opener, sizes]   a larger Dask message: its frame sizes; its parts follow
-    ["p", sid, opener, data]    the next part (at most chunk-size bytes) of that message
     ["c", sid, opener, reason]  the sender closed the stream
+
+and the parts of a larger message (at most chunk-size bytes each) are raw bodies
+(``p2phost_sdk.Raw``: no codec, no copy into a MessagePack body): a 9-byte head, the
+stream id (u64) and the opener flag (u8), then the bytes.
 
 ``opener`` is 1 when the sender is the side that opened the stream, so the two sides'
 stream ids never collide. Frames are Dask's own (``to_frames``): nothing here looks
 into them. A large frame is sent as slices of itself (no joined copy) and received
-into one buffer of its final size (one copy, no re-joining).
+into one buffer of its final size (one copy, no re-joining): Dask's own receive buffer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from p2phost_sdk import ConnectionClosed, FrameTooLarge, P2PHostError
+from distributed.protocol.utils import host_array
+
+from p2phost_sdk import ConnectionClosed, FrameTooLarge, P2PHostError, Raw
 
 #: How one stream sends a body to its peer (the node's ``send`` on topic dask-comm).
-Send = Callable[[list[Any]], Awaitable[None]]
+Send = Callable[[list[Any] | Raw], Awaitable[None]]
 
 OPEN, MESSAGE, HEAD, PART, CLOSE = "o", "m", "h", "p", "c"
 
 Frame = bytes | bytearray | memoryview
 _MIN_CHUNK = 1024
+_PART_HEAD = struct.Struct("!QB")
+
+
+def part_body(sid: int, opener: int, data: memoryview) -> Raw:
+    """The raw body of one part of a large message."""
+    return Raw(_PART_HEAD.pack(sid, opener), data)
+
+
+def parse_part(body: Frame) -> tuple[int, int, memoryview]:
+    """``(sid, opener, data)`` of a part's raw body; ValueError when it is not one."""
+    if len(body) < _PART_HEAD.size:
+        raise ValueError("dask-comm: a part is shorter than its head")
+    sid, opener = _PART_HEAD.unpack_from(body)
+    return sid, opener, memoryview(body)[_PART_HEAD.size:]
 
 
 class Stream:
@@ -51,8 +71,7 @@ class Stream:
         # The large message being received: its frame sizes and the frames done so far.
         self._sizes: list[int] | None = None
         self._frames: list[Frame] = []
-        self._filling: bytearray | None = None
-        self._view = memoryview(b"")  # of _filling: slice assignment without resize checks
+        self._filling: memoryview | None = None  # the large frame being received
         self._offset = 0
 
     @property
@@ -116,16 +135,16 @@ class Stream:
             self._next_frame()
             return
         if self._filling is None:
-            self._filling, self._offset = bytearray(size), 0
-            self._view = memoryview(self._filling)
+            # Dask's own receive buffer (as its TCP comm's): writable, and not filled
+            # with zeros first; a zeroed bytearray cost more than the copy into it.
+            self._filling, self._offset = host_array(size), 0
         end = self._offset + len(data)
         if end > size:
             raise ValueError("dask-comm: a part runs past its frame")
-        self._view[self._offset:end] = data
+        self._filling[self._offset:end] = data
         self._offset = end
         if end == size:
             self._frames.append(self._filling)
-            self._view.release()
             self._filling = None
             self._next_frame()
 
@@ -189,7 +208,7 @@ class Stream:
             self._check_open()
             part = frame[start:start + self._chunk]
             try:
-                await self._send([PART, self.sid, opener, part])
+                await self._send(part_body(self.sid, opener, part))
             except FrameTooLarge:
                 self._shrink()  # the receiver counts bytes, not parts: go on smaller
                 continue
