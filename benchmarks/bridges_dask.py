@@ -15,6 +15,11 @@ without a security plugin (the same plaintext as the baseline) and with noise-se
 p2phost / TCP (higher is better; the issue's aim is 0.7). The load average is printed
 with the figures: the machine is shared.
 
+Beside each rate it prints the CPU time the phase cost in all (the scheduler's and both
+workers' threads, from ``/proc/PID/task/*/schedstat``, plus this process), as the ratio
+TCP's CPU ÷ p2phost's (higher is better, as for the rates): on a busy machine, where
+wall-clock rates swing with the other load, the CPU a transfer costs holds.
+
 Run ``python benchmarks/bridges_dask.py`` (``--quick`` for one round, ``--json FILE`` to
 keep the figures); ``benchmarks/bridges.py`` runs it after the broker bridges
 (``--only dask`` for this part alone).
@@ -107,8 +112,21 @@ class Cluster:
                 process.wait(5)
 
 
-async def measure(scheduler_file: Path) -> dict[str, float]:
-    """One round over one cluster: tasks/s, MB/s worker to worker and to the client."""
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time used so far by every thread of ``pids`` and of this process."""
+    total = time.process_time()
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(task.read_text().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                pass  # a thread that ended meanwhile
+    return total
+
+
+async def measure(scheduler_file: Path, pids: list[int]) -> dict[str, float]:
+    """One round over one cluster: tasks/s, MB/s worker to worker and to the client,
+    and the CPU seconds each phase cost (see :func:`cpu_seconds`)."""
     from distributed import Client
     from p2phost_dask_comm import NodeHolder
 
@@ -117,22 +135,26 @@ async def measure(scheduler_file: Path) -> dict[str, float]:
         await client.wait_for_workers(2, timeout=60)
         first, second = sorted(client.scheduler_info()["workers"])
         await client.gather(client.map(_inc, range(100), pure=False))  # warm the comms
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds(pids)
         await client.gather(client.map(_inc, range(TASKS), pure=False))
         tasks = TASKS / (time.perf_counter() - start)
+        tasks_cpu = cpu_seconds(pids) - cpu
 
         array = client.submit(_make, ARRAY_BYTES, workers=[first], pure=False)
         await array
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds(pids)
         assert await client.submit(_size, array, workers=[second]) == ARRAY_BYTES // 8 * 8
         between = ARRAY_BYTES / 1e6 / (time.perf_counter() - start)
-        start = time.perf_counter()
+        between_cpu = cpu_seconds(pids) - cpu
+        start, cpu = time.perf_counter(), cpu_seconds(pids)
         got = await array
         to_client = ARRAY_BYTES / 1e6 / (time.perf_counter() - start)
+        to_client_cpu = cpu_seconds(pids) - cpu
         assert got.nbytes == ARRAY_BYTES // 8 * 8
     await NodeHolder.current().aclose()
     return {"tasks_per_s": tasks, "worker_to_worker_mb_s": between,
-            "to_client_mb_s": to_client}
+            "to_client_mb_s": to_client, "tasks_cpu_s": tasks_cpu,
+            "worker_to_worker_cpu_s": between_cpu, "to_client_cpu_s": to_client_cpu}
 
 
 def _projects(home: Path) -> dict[str, Path]:
@@ -170,7 +192,8 @@ def run_dask(rounds: int = 5) -> dict[str, dict[str, float]]:
                 for comm, cluster in clusters.items():
                     if comm in projects:  # the client's own node opens from it too
                         os.environ["P2PHOST_PROJECT"] = str(projects[comm])
-                    rows[comm].append(asyncio.run(measure(cluster.file)))
+                    rows[comm].append(asyncio.run(measure(
+                        cluster.file, [p.pid for p in cluster.processes])))
         finally:
             for cluster in clusters.values():
                 cluster.stop()
@@ -179,7 +202,11 @@ def run_dask(rounds: int = 5) -> dict[str, dict[str, float]]:
     base = results["tcp"]
     for comm in COMMS:
         for key in list(base):
-            results[comm][f"{key}_ratio"] = results[comm][key] / base[key]
+            mine = results[comm][key]
+            # Rates: p2phost ÷ TCP; CPU seconds: TCP ÷ p2phost (both: higher is better).
+            results[comm][f"{key}_ratio"] = (base[key] / mine if key.endswith("_cpu_s")
+                                             else mine / base[key]) if mine and base[key] \
+                else float("nan")
     return results
 
 
@@ -195,6 +222,17 @@ def report(results: dict[str, dict[str, float]]) -> None:
         print(f"{comm:<20}{r['tasks_per_s']:>10.0f}{ratio('tasks_per_s'):>7}"
               f"{r['worker_to_worker_mb_s']:>11.0f}{ratio('worker_to_worker_mb_s'):>7}"
               f"{r['to_client_mb_s']:>15.0f}{ratio('to_client_mb_s'):>7}")
+    print("CPU seconds per phase, all processes (ratio: TCP's CPU ÷ p2phost's)")
+    print(f"{'comm':<20}{'tasks s':>10}{'ratio':>7}{'w->w s':>11}{'ratio':>7}"
+          f"{'->client s':>15}{'ratio':>7}")
+    for comm, r in results.items():
+        def cpu(key: str, r: dict[str, float] = r) -> str:
+            return f"{r[key + '_ratio']:.2f}" if key + "_ratio" in r else "1.00"
+        print(f"{comm:<20}{r['tasks_cpu_s']:>10.3f}{cpu('tasks_cpu_s'):>7}"
+              f"{r['worker_to_worker_cpu_s']:>11.3f}{cpu('worker_to_worker_cpu_s'):>7}"
+              f"{r['to_client_cpu_s']:>15.3f}{cpu('to_client_cpu_s'):>7}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"(load average after: {load})")
 
 
 def _role(role: str, args: list[str]) -> None:
@@ -213,9 +251,10 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round instead of five")
+    parser.add_argument("--rounds", type=int, help="rounds to run (default 5)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    results = run_dask(1 if args.quick else 5)
+    results = run_dask(args.rounds or (1 if args.quick else 5))
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
