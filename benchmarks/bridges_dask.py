@@ -210,27 +210,26 @@ def run_dask(rounds: int = 5) -> dict[str, dict[str, float]]:
     return results
 
 
+def _table(results: dict[str, dict[str, float]], heads: list[str], keys: list[str],
+           form: str) -> None:
+    print(f"{'comm':<20}{heads[0]:>10}{'ratio':>7}{heads[1]:>11}{'ratio':>7}"
+          f"{heads[2]:>15}{'ratio':>7}")
+    for comm, r in results.items():
+        cells = [(format(r[k], form), f"{r[k + '_ratio']:.2f}" if k + "_ratio" in r
+                  else "1.00") for k in keys]
+        print(f"{comm:<20}{cells[0][0]:>10}{cells[0][1]:>7}{cells[1][0]:>11}"
+              f"{cells[1][1]:>7}{cells[2][0]:>15}{cells[2][1]:>7}")
+
+
 def report(results: dict[str, dict[str, float]]) -> None:
-    """The figures as a table, with the load average."""
+    """The figures as tables, with the load average before and after."""
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"Dask over p2phost vs Dask's TCP comm (load average {load})")
-    print(f"{'comm':<20}{'tasks/s':>10}{'ratio':>7}{'w->w MB/s':>11}{'ratio':>7}"
-          f"{'->client MB/s':>15}{'ratio':>7}")
-    for comm, r in results.items():
-        def ratio(key: str, r: dict[str, float] = r) -> str:
-            return f"{r[key + '_ratio']:.2f}" if key + "_ratio" in r else "1.00"
-        print(f"{comm:<20}{r['tasks_per_s']:>10.0f}{ratio('tasks_per_s'):>7}"
-              f"{r['worker_to_worker_mb_s']:>11.0f}{ratio('worker_to_worker_mb_s'):>7}"
-              f"{r['to_client_mb_s']:>15.0f}{ratio('to_client_mb_s'):>7}")
+    _table(results, ["tasks/s", "w->w MB/s", "->client MB/s"],
+           ["tasks_per_s", "worker_to_worker_mb_s", "to_client_mb_s"], ".0f")
     print("CPU seconds per phase, all processes (ratio: TCP's CPU ÷ p2phost's)")
-    print(f"{'comm':<20}{'tasks s':>10}{'ratio':>7}{'w->w s':>11}{'ratio':>7}"
-          f"{'->client s':>15}{'ratio':>7}")
-    for comm, r in results.items():
-        def cpu(key: str, r: dict[str, float] = r) -> str:
-            return f"{r[key + '_ratio']:.2f}" if key + "_ratio" in r else "1.00"
-        print(f"{comm:<20}{r['tasks_cpu_s']:>10.3f}{cpu('tasks_cpu_s'):>7}"
-              f"{r['worker_to_worker_cpu_s']:>11.3f}{cpu('worker_to_worker_cpu_s'):>7}"
-              f"{r['to_client_cpu_s']:>15.3f}{cpu('to_client_cpu_s'):>7}")
+    _table(results, ["tasks s", "w->w s", "->client s"],
+           ["tasks_cpu_s", "worker_to_worker_cpu_s", "to_client_cpu_s"], ".3f")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"(load average after: {load})")
 
