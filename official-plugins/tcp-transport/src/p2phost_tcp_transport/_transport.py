@@ -125,6 +125,10 @@ class TcpConnection(Connection):
         if self._closed or len(frame) > self._max or transport.is_closing() \
                 or transport.get_write_buffer_size():
             return False
+        if len(frame) >= LARGE:  # the length, then the frame as it is: no joined copy
+            transport.write(_LENGTH.pack(len(frame)))
+            transport.write(frame)
+            return True
         transport.write(_LENGTH.pack(len(frame)) + frame)
         return True
 
