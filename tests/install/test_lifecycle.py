@@ -197,3 +197,21 @@ def test_a_no_op_install_asks_no_registry(workspace: Make) -> None:
     assert "did not answer" in ws.fails("plugin", "install", "--yes", env=gone)
     ws.ok("plugin", "install", "--yes")
     assert ws.installed() == {"alpha": "1.0.0"}
+
+
+def test_a_registry_changed_in_the_manifest_is_asked_again(workspace: Make) -> None:
+    """A lock whose plugins came from a registry p2phost.toml no longer names is stale: the
+    no-op install must not keep it (``plugin sync`` elsewhere would fetch from the old one)."""
+    ws = workspace(plugins={"alpha": "<1.2"})
+    (ws.root / "p2phost.toml").write_text(f'[registry]\nurl = "{ws.registry}"\n\n' + ws.manifest)
+    from_manifest = {"P2PHOST_REGISTRY": ""}  # the manifest's registry, not the override
+    done = ws.cli("plugin", "install", "--yes", env=from_manifest)
+    assert done.returncode == 0, done.stderr
+    lock = ws.lock
+    again = ws.cli("plugin", "install", "--yes", env=from_manifest)
+    assert "nothing to do" in again.stdout and ws.lock == lock  # unchanged: still a no-op
+    moved = ws.manifest.replace(ws.registry, "http://127.0.0.1:9")  # nothing listens there
+    (ws.root / "p2phost.toml").write_text(moved)
+    err = ws.fails("plugin", "install", "--yes", env=from_manifest)
+    assert "did not answer" in err and "nothing to do" not in err
+    assert ws.lock == lock

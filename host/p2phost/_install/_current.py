@@ -4,11 +4,15 @@ Then ``p2phost plugin install`` (no names) has nothing to resolve: it asks no re
 changes nothing, as ``uv sync`` does with a lock that satisfies the project. A registry is
 asked again as soon as anything differs: a plugin declared or dropped by hand, a specifier
 its locked version no longer meets, a locked plugin missing from the environment or one
-this host's API no longer fits (after upgrading p2phost). ``plugin upgrade`` and
+this host's API no longer fits (after upgrading p2phost), a locked plugin from a registry
+that ``[registry] url`` no longer names (the lock would send ``plugin sync`` elsewhere to
+the old one). ``plugin upgrade`` and
 ``plugin outdated`` always ask; that is how newer releases and yanks are seen.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from packaging.version import InvalidVersion, Version
 
@@ -22,14 +26,22 @@ from p2phost_sdk import (
 
 from .._lock import Lock
 from .._project import Project
+from ._builtin import BUILTIN_SOURCE
 from ._health import lock_gaps
 
 
-def lock_satisfies(project: Project, lock: Lock) -> bool:
+def lock_satisfies(project: Project, lock: Lock, registries: Collection[str] = ()) -> bool:
     """Whether ``lock`` holds exactly the declared plugins (each at a version its specifier
-    allows) and what they require, and the environment has each, fit for this host."""
+    allows) and what they require, from the registries the manifest names (or this run's
+    ``registries``), and the environment has each, fit for this host."""
     declared = {normalize_name(n): s for n, s in project.manifest.plugins.items()}
     if not declared or lock_gaps(lock):
+        return False
+    named = project.manifest.registries
+    # Only a manifest that names registries pins where plugins come from: without one,
+    # P2PHOST_REGISTRY or --registry is this run's choice, and the lock's source stands.
+    if named and any(p.source not in {*named, *registries, BUILTIN_SOURCE}
+                     for p in lock.plugins):
         return False
     for name, spec in declared.items():
         locked = lock.plugin(name)

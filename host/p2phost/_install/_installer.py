@@ -88,6 +88,8 @@ class Installer:
                  progress: ProgressFactory | None = None,
                  signing: SigningPolicy | None = None) -> None:
         self.project = project
+        #: The registries this run asks (an option or P2PHOST_REGISTRY, else the manifest's).
+        self.registries = tuple(registries)
         self.signing = signing or SigningPolicy()
         #: Warnings for the user (unsigned plugins), in the order they arose.
         self.warnings: list[str] = []
@@ -108,7 +110,7 @@ class Installer:
         With no requests and a lock that already satisfies the manifest, the lock is the
         plan: nothing is resolved and no registry is asked (see ``_current``).
         """
-        if not requests and lock_satisfies(self.project, self.lock):
+        if not requests and lock_satisfies(self.project, self.lock, self.registries):
             return Plan(self.lock.plugins, ())
         declared = dict(self.project.manifest.plugins)
         wanted = dict(declared)
