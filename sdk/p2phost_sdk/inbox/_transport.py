@@ -99,9 +99,9 @@ class InboxTransport(Transport):
     def from_context(cls, context: PluginContext, **settings: Any) -> Self:
         """The transport of a node, from its plugin context (``[config.NAME]`` gives the
         :class:`InboxOptions`; ``settings`` go to the subclass)."""
+        options = InboxOptions.from_config(context.config, context.name)
         return cls(peer_id=context.peer_id, max_frame_size=context.max_frame_size,
-                   state_dir=context.state_dir, options=InboxOptions.from_config(context.config),
-                   **settings)
+                   state_dir=context.state_dir, options=options, **settings)
 
     @abstractmethod
     def make_medium(self, address: MediumAddress) -> Medium:
