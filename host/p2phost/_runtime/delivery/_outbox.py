@@ -190,7 +190,7 @@ class Outbox:
                 pump.wake.set()
 
         # Nobody waits for it: it rides with the next send's transaction.
-        self.committer.submit(op, then, wait=LAZY, quick=True)
+        self.committer.submit(op, then, wait=LAZY, quick=True, rows=len(ids))
 
     def _acked_one(self, peer: str, message_id: int, topic: str | None,
                    pump: _Pump | None) -> None:
