@@ -16,10 +16,11 @@ Where the transaction runs:
   connection never waits for a lock (another process's ``p2phost dead purge``: the
   batch goes to the thread instead) and never checkpoints (that fsyncs: the thread
   does it). Loop commits that take over a millisecond (the median of a few), or two
-  of a few over five milliseconds during which the loop's thread blocked (on the
-  disk), send every batch to the thread for a second. A commit that was slow only because a busy
-  machine preempted the loop does not: the thread would be preempted just the same,
-  and a hand-off costs several times the commit;
+  of a few over five milliseconds (the disk, or a machine so busy that it preempts
+  the loop mid-commit again and again), send every batch to the thread for a second.
+  One such commit does not: on a machine that is merely busy the hand-offs would cost
+  the sender more than the commits (35 to 60 µs of CPU per message, where the commit
+  is about 20);
 * everything else (a dedupe prune, claiming rows, requeued dead letters) and any batch
   submitted while the thread is busy is committed by the writer thread, with a
   connection of its own.
@@ -38,11 +39,6 @@ from typing import Any, NamedTuple
 
 from ._store import Op, StoreError, transaction
 
-try:
-    import resource
-except ImportError:  # pragma: no cover - not a Unix
-    resource = None  # type: ignore[assignment]
-
 log = logging.getLogger("p2phost.delivery")
 #: Seconds a lazy write waits for a transaction to ride with.
 LAZY = 0.02
@@ -50,25 +46,12 @@ LAZY = 0.02
 #: (a row by key is a few microseconds)...
 _LOOP_ROWS = 256
 #: ...and loop commits slower than _LOOP_LIMIT seconds (the median of each _LOOP_SAMPLE),
-#: or two of a sample slower than _LOOP_STALL in which the loop's thread waited (for
-#: the disk), send every batch to the thread...
+#: or two of a sample slower than _LOOP_STALL, send every batch to the thread...
 _LOOP_LIMIT, _LOOP_SAMPLE, _LOOP_STALL = 0.001, 16, 0.005
 #: ...for this long (seconds).
 _LOOP_PAUSE = 1.0
 #: Loop commits between two checkpoints (by the writer thread).
 _CHECKPOINT_EVERY = 500
-
-
-def _blocked() -> int:
-    """How often this thread has waited (voluntary context switches: the disk, a lock),
-    as opposed to being preempted; -1 where that is not known (then every long commit
-    counts as a wait)."""
-    if _RUSAGE_THREAD is None:
-        return -1
-    return int(resource.getrusage(_RUSAGE_THREAD).ru_nvcsw)
-
-
-_RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)
 
 
 class _Entry(NamedTuple):
@@ -209,7 +192,6 @@ class Committer:
         started = time.perf_counter()
         if started < self._quick_after:
             return False
-        blocked_before = _blocked()
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:  # another process writes: the thread waits for it, not us
@@ -224,7 +206,7 @@ class Committer:
             error = exc
             with suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-        self._loop_took(started, blocked_before)
+        self._loop_took(started)
         if error is None:
             self.loop_commits += 1
             self._since_checkpoint += 1
@@ -241,18 +223,14 @@ class Committer:
         self._finish(ops, error)
         return True
 
-    def _loop_took(self, started: float, blocked_before: int) -> None:
+    def _loop_took(self, started: float) -> None:
         """Pause loop commits when they cost the loop too much: the median of the last
         few over the limit (a median, so a commit preempted by a busy machine does not
-        count), or long stalls in which the thread waited (for the disk: a commit that
-        was only preempted is no reason to pay for thread hand-offs, which cost several
-        times the commit)."""
+        count), or long stalls more than once in a few."""
         took = time.perf_counter() - started
         costs = self._loop_costs
         costs.append(took)
-        if took > _LOOP_STALL and (blocked_before < 0 or _blocked() != blocked_before):
-            # Once could be the GIL, wanted by the writer thread at that moment; twice
-            # in a sample is the disk.
+        if took > _LOOP_STALL:
             self._loop_stalls += 1
         slow = self._loop_stalls >= 2
         if len(costs) == _LOOP_SAMPLE:
