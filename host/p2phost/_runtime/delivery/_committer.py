@@ -44,7 +44,7 @@ log = logging.getLogger("p2phost.delivery")
 LAZY = 0.02
 #: Quick writes touching at most this many rows are committed on the loop at once
 #: (a row by key is a few microseconds)...
-_LOOP_ROWS = 256
+_LOOP_ROWS = 32
 #: ...and loop commits slower than _LOOP_LIMIT seconds (the median of each _LOOP_SAMPLE),
 #: or two of a sample slower than _LOOP_STALL, send every batch to the thread...
 _LOOP_LIMIT, _LOOP_SAMPLE, _LOOP_STALL = 0.001, 16, 0.005
