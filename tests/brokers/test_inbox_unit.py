@@ -233,6 +233,54 @@ async def test_a_killed_listener_resumes_its_connections(tmp_path: Path) -> None
     await again.close()
 
 
+@pytest.mark.parametrize("order", ["in order", "one left unfinished"])
+async def test_a_resumed_listener_gives_back_the_room_its_killed_run_used(
+        tmp_path: Path, order: str) -> None:
+    """The dialler's window was full of frames the listener finished before it was killed,
+    and the credit for them was lost with the process (the journal is written at once,
+    credits and acknowledgements go out a moment later). The resumed connection takes
+    none of them again (nor, but one, when one was left unfinished): it must still give
+    the dialler its room back, or the dialler waits for credit forever (and a node behind
+    it for acknowledgements it cannot ask for again)."""
+    broker = Broker()
+    server, client = transport(broker, tmp_path, window=8), transport(broker, window=8)
+    dialled, accepted, _ = await pair(server, client)
+    (endpoint,) = server._endpoints.values()
+    first = [b"first", b"note 0", b"note 1", b"note 2"]
+    await dialled.send_many(first)
+    assert await take(accepted, 4) == first
+    await asyncio.sleep(0.1)  # the credit for those four arrives
+    # From now on the listener's credits and medium acknowledgements never leave it,
+    # as when it is killed before its background tasks sent them.
+    endpoint.control_to = lambda inbox, record: None  # type: ignore[method-assign]
+    endpoint.ack = lambda tokens: None  # type: ignore[method-assign]
+    notes = [f"note {n}".encode() for n in range(3, 11)]
+    await dialled.send_many(notes)  # the window's worth
+    frames = [await asyncio.wait_for(accepted.recv(), 2) for _ in notes]
+    assert [bytes(f) for f in frames] == notes
+    unfinished = frames[0] if order == "one left unfinished" else None
+    for frame in frames:
+        if frame is not unfinished:
+            frame.ack()  # done: in the journal
+    sending = asyncio.ensure_future(dialled.send(b"after the restart"))
+    await asyncio.sleep(0.1)
+    assert not sending.done(), "the window is full: the dialler waits for credit"
+
+    broker.crash(server.peer_id)
+    for task in [*endpoint._tasks._tasks, endpoint.medium.reader]:  # type: ignore[attr-defined]
+        task.cancel()
+    again = transport(broker, tmp_path, peer_id=server.peer_id, window=8)
+    accepted_again: asyncio.Queue[Any] = asyncio.Queue()
+    await again.listen("fake://medium", accepted_again.put)
+    resumed = await asyncio.wait_for(accepted_again.get(), 2)
+    expected = [b"first", *([b"note 3"] if unfinished else []), b"after the restart"]
+    assert await take(resumed, len(expected) - 1) == expected[:-1]
+    await asyncio.wait_for(sending, 2)
+    assert await take(resumed, 1) == expected[-1:]
+    await client.close()
+    await again.close()
+
+
 def test_the_journal_keeps_what_was_done_across_a_compaction(tmp_path: Path) -> None:
     done = DoneSet()
     for seq in (1, 2, 4, 3, 7):

@@ -219,3 +219,35 @@ async def test_publish_goes_through_the_outbox_to_peers_that_acknowledge(make: M
     await until(lambda: all(k.bodies == ["news"] for k in keepers))
     await until(lambda: sender.delivery.stats.get("kept", "acked") == 2)
     assert await plain.publish("kept", "nobody") == 0
+
+
+class Slow(App):
+    """Handles ``kept`` (at-least-once) only once ``release`` is set."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.bodies: list[Any] = []
+
+    @handler("kept", delivery="at-least-once")
+    async def kept(self, message: Message) -> None:
+        await self.release.wait()
+        self.bodies.append(message.body)
+
+
+async def test_a_slow_receiver_is_not_buried_in_copies(make: Make) -> None:
+    slow = Slow()
+    receiver = await make([slow])
+    sender = await make([Sender()], ack_timeout=0.1)
+    peer = await sender.connect(receiver.addresses[0])
+    for number in range(5):
+        await sender.send(peer, "kept", number)
+    await asyncio.sleep(1.5)
+    # Each timeout doubles the next wait (0.1, 0.2, 0.4, 0.8 s...): 3 or 4 rounds of 5
+    # copies in 1.5 s, where a fixed wait sent all 5 again every 0.1 s (15 rounds).
+    resent = sender.delivery.stats.get("kept", "resent")
+    assert 5 <= resent <= 20, resent
+    slow.release.set()
+    assert await sender.delivery.settle(10) == 0
+    assert sorted(slow.bodies) == list(range(5))

@@ -220,6 +220,8 @@ class InboxConnection(Connection):
         if seq in self.skip:
             self.skip.discard(seq)
             self._endpoint.ack(tokens)
+            if not self._ready:  # taken before the restart: the dialler gets its room back
+                self._took(key)
         elif record.type is RecordType.CLOSE:
             self._endpoint.frame_done(self, seq, tokens)
             self._remote_reason = record.payload.decode(errors="replace") or "closed"
@@ -259,11 +261,10 @@ class InboxConnection(Connection):
         self._ready.popleft()
         seq = key[1]
         if seq:
-            self._taken = seq
-            if self._taken - self._credit_sent >= max(1, self._window // 2):
-                self._credit_sent = self._taken
-                self._endpoint.control(self, self.record(RecordType.CREDIT, seq,
-                                                         epoch=key[0]))
+            # Frames after it that the node finished before a restart were skipped:
+            # once nothing else waits, they count as taken too.
+            last = self._next - 1 if not self._ready and key[0] == self.in_epoch else seq
+            self._took((key[0], max(seq, last)))
         if len(frame) > self._endpoint.max_frame_size:
             self.done(key)
             raise FrameTooLarge(
@@ -275,6 +276,25 @@ class InboxConnection(Connection):
             self.done(key)
             return frame
         return DeliveredFrame(frame, lambda: self.done(key))
+
+    def _took(self, key: _Key, *, now: bool = False) -> None:
+        """Frames up to ``key`` are taken: credit the peer for them every half window
+        (``now``: at once)."""
+        self._taken = key[1]
+        if now or self._taken - self._credit_sent >= max(1, self._window // 2):
+            self._credit_sent = self._taken
+            self._endpoint.control(self, self.record(RecordType.CREDIT, key[1], epoch=key[0]))
+
+    def resumed(self) -> None:
+        """A resumed listener's connection: credit the frames its killed run took.
+
+        Its journal was written as each was done, its credits were sent a moment later,
+        so the last may have died with the process; and those frames, done, are not taken
+        again. Without this a dialler whose window they filled would wait for credit
+        forever.
+        """
+        if self.in_epoch is not None and self._next > 1:
+            self._took((self.in_epoch, self._next - 1), now=True)
 
     def done(self, key: _Key) -> None:
         """The node is done with the frame ``key``: acknowledge it on the medium."""

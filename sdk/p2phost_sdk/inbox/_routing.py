@@ -144,6 +144,7 @@ class Router:
             endpoint.journal.opened(entry)
         log.info("resuming the connection from %s after a restart (from frame %d)",
                  connection.remote_address, entry.done.watermark + 1)
+        connection.resumed()
         connection.receive(record, token)
         endpoint.spawn(self._accepted(connection, connection.record(RecordType.REOPEN)),
                        "resume")

@@ -15,9 +15,12 @@ Where the transaction runs:
   tens of microseconds, far less than the two thread hand-offs it saves. Its
   connection never waits for a lock (another process's ``p2phost dead purge``: the
   batch goes to the thread instead) and never checkpoints (that fsyncs: the thread
-  does it). Loop commits that take over a millisecond (the median of a few), or one
-  over five (a busy machine preempting the loop), send every batch to the thread for
-  a second;
+  does it). Loop commits that take over a millisecond (the median of a few), or two
+  of a few over five milliseconds (the disk, or a machine so busy that it preempts
+  the loop mid-commit again and again), send every batch to the thread for a second.
+  One such commit does not: on a machine that is merely busy the hand-offs would cost
+  the sender more than the commits (35 to 60 µs of CPU per message, where the commit
+  is about 20);
 * everything else (a dedupe prune, claiming rows, requeued dead letters) and any batch
   submitted while the thread is busy is committed by the writer thread, with a
   connection of its own.
@@ -39,11 +42,11 @@ from ._store import Op, StoreError, transaction
 log = logging.getLogger("p2phost.delivery")
 #: Seconds a lazy write waits for a transaction to ride with.
 LAZY = 0.02
-#: At most this many quick writes are committed on the loop at once...
-_LOOP_OPS = 32
+#: Quick writes touching at most this many rows are committed on the loop at once
+#: (a row by key is a few microseconds)...
+_LOOP_ROWS = 32
 #: ...and loop commits slower than _LOOP_LIMIT seconds (the median of each _LOOP_SAMPLE),
-#: or one slower than _LOOP_STALL (the disk, or a busy machine preempting the loop
-#: mid-commit), send every batch to the thread...
+#: or two of a sample slower than _LOOP_STALL, send every batch to the thread...
 _LOOP_LIMIT, _LOOP_SAMPLE, _LOOP_STALL = 0.001, 16, 0.005
 #: ...for this long (seconds).
 _LOOP_PAUSE = 1.0
@@ -56,6 +59,7 @@ class _Entry(NamedTuple):
     then: Callable[[], None] | None
     failed: Callable[[], None] | None
     quick: bool
+    rows: int
 
 
 class Committer:
@@ -81,6 +85,7 @@ class Committer:
             quick.execute("PRAGMA wal_autocheckpoint=0")
         self._quick_after = 0.0
         self._loop_costs: list[float] = []
+        self._loop_stalls = 0
         self._since_checkpoint = 0
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="p2phost-delivery-writer")
         self._ops: list[_Entry] = []
@@ -101,20 +106,20 @@ class Committer:
 
     def submit(self, op: Op, then: Callable[[], None] | None = None,
                failed: Callable[[], None] | None = None, *, wait: float = 0.0,
-               quick: bool = False) -> None:
+               quick: bool = False, rows: int = 1) -> None:
         """Run ``op`` in the next transaction, then ``then`` (or ``failed``).
 
         A write nobody waits for at once (deleting an acknowledged message: :data:`LAZY`;
         a handler's outcome, whose ACK may wait a millisecond) starts no transaction of
         its own for ``wait`` seconds: it rides with the next one, or with the writes
-        that come meanwhile. A ``quick`` write is a few rows by key: the loop may commit
-        it itself.
+        that come meanwhile. A ``quick`` write is ``rows`` rows by key: the loop may
+        commit it itself.
         """
         if self._closed:
             if failed is not None:
                 failed()
             return
-        self._ops.append(_Entry(op, then, failed, quick))
+        self._ops.append(_Entry(op, then, failed, quick, rows))
         loop = asyncio.get_running_loop()
         if wait <= 0:
             self._urgent = True
@@ -181,7 +186,8 @@ class Committer:
         """Commit a small batch of quick writes right here; False to leave it to the
         thread (not all quick, too many, loop commits paused, or the database locked)."""
         db = self._quick
-        if db is None or len(ops) > _LOOP_OPS or not all(entry.quick for entry in ops):
+        if db is None or not all(entry.quick for entry in ops) \
+                or sum(entry.rows for entry in ops) > _LOOP_ROWS:
             return False
         started = time.perf_counter()
         if started < self._quick_after:
@@ -206,32 +212,47 @@ class Committer:
             self._since_checkpoint += 1
             if self._since_checkpoint >= _CHECKPOINT_EVERY:
                 self._since_checkpoint = 0
-                self._thread.submit(self._checkpoint)
+                # With nobody writing meanwhile (the writes wait, the loop does not), so
+                # the checkpoint catches up and the next write starts the WAL afresh: a
+                # checkpoint running beside a steady stream of loop commits never does,
+                # and the WAL (and every read, which searches it) would grow without end.
+                self._busy = True
+                checkpoint = asyncio.get_running_loop().run_in_executor(
+                    self._thread, self._checkpoint)
+                checkpoint.add_done_callback(self._checkpointed)
         self._finish(ops, error)
         return True
 
     def _loop_took(self, started: float) -> None:
         """Pause loop commits when they cost the loop too much: the median of the last
         few over the limit (a median, so a commit preempted by a busy machine does not
-        count), or one long stall."""
+        count), or long stalls more than once in a few."""
         took = time.perf_counter() - started
         costs = self._loop_costs
         costs.append(took)
-        slow = took > _LOOP_STALL
+        if took > _LOOP_STALL:
+            self._loop_stalls += 1
+        slow = self._loop_stalls >= 2
         if len(costs) == _LOOP_SAMPLE:
             slow = slow or sorted(costs)[_LOOP_SAMPLE // 2] > _LOOP_LIMIT
             costs.clear()
+            self._loop_stalls = 0
         if slow:
             self._quick_after = started + took + _LOOP_PAUSE
             costs.clear()
+            self._loop_stalls = 0
 
     def _checkpoint(self) -> None:
         """In the writer thread: move the loop's commits from the WAL into the database
-        (PASSIVE: it waits for nobody, and nobody waits for it)."""
+        (PASSIVE: it waits for no reader)."""
         try:
             self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as exc:
             log.debug("a checkpoint of the delivery database failed: %s", exc)
+
+    def _checkpointed(self, future: asyncio.Future[None]) -> None:
+        self._busy = False
+        self._next()
 
     def _commit(self, ops: list[_Entry]) -> BaseException | None:
         """In the writer thread: one transaction for ``ops``."""
@@ -270,7 +291,11 @@ class Committer:
                         entry.then()
                     except Exception:  # one caller's bug must not keep the others waiting
                         log.exception("after a delivery commit")
-        if self._busy:  # a callback started the next batch already
+        self._next()
+
+    def _next(self) -> None:
+        """Start the next batch, now, or when its writes are due."""
+        if self._busy:  # a callback started the next batch already, or a checkpoint runs
             return
         if self._ops and (self._urgent or self._idle is not None):
             if self._handle is None:

@@ -8,6 +8,12 @@ connection changes, or no acknowledgement came within ``ack-timeout``, the pump 
 back and sends every unacknowledged message again (the receiver drops the copies it
 has). So a message survives the sender being killed, the receiver being killed, and
 the connection being lost in between.
+
+A receiver that is slow, not gone, would be buried in copies if every ``ack-timeout``
+sent the whole window again (and the more copies, the slower it gets): so each
+timeout doubles the next wait, up to :data:`_MAX_BACKOFF` times ``ack-timeout``, until
+a message sent only once since is acknowledged (copies' acknowledgements say nothing
+about how long the receiver takes now) or the connection changes.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ _TURN = 32
 #: Seconds a pump that just sent lets new rows gather before it sends again: one write
 #: for many messages of a sequential sender, instead of a system call each.
 _CORK = 0.002
+#: The wait for acknowledgements doubles after each timeout, up to this many times
+#: ``ack-timeout``.
+_MAX_BACKOFF = 8
 
 
 def key_id(key: str) -> int:
@@ -78,6 +87,10 @@ class _Pump:
     fresh: deque[_Row] = field(default_factory=deque)
     #: When it last sent fresh rows (monotonic seconds).
     sent_at: float = 0.0
+    #: Sent again by a timeout, not acknowledged since.
+    resent: set[int] = field(default_factory=set)
+    #: ``ack-timeout`` times this is the wait for acknowledgements now.
+    backoff: int = 1
 
 
 class Outbox:
@@ -173,7 +186,10 @@ class Outbox:
         pump = self._pumps.get(peer)
         if pump is not None:
             for message_id in ids:
-                pump.inflight.pop(message_id, None)
+                if pump.inflight.pop(message_id, None) is not None \
+                        and message_id not in pump.resent:
+                    pump.backoff = 1  # the receiver answers in time again
+                pump.resent.discard(message_id)
                 pump.acked.add(message_id)
         topics: list[str | None] = []
 
@@ -190,7 +206,7 @@ class Outbox:
                 pump.wake.set()
 
         # Nobody waits for it: it rides with the next send's transaction.
-        self.committer.submit(op, then, wait=LAZY, quick=True)
+        self.committer.submit(op, then, wait=LAZY, quick=True, rows=len(ids))
 
     def _acked_one(self, peer: str, message_id: int, topic: str | None,
                    pump: _Pump | None) -> None:
@@ -219,10 +235,16 @@ class Outbox:
                 pump.channel, pump.cursor, pump.caught_up = channel, 0, False
                 pump.fresh.clear()
                 pump.inflight.clear()
+                pump.resent.clear()
+                pump.backoff = 1
             now = time.monotonic()
-            if pump.inflight and next(iter(pump.inflight.values())) + timeout <= now:
+            waited = timeout * pump.backoff
+            if pump.inflight and next(iter(pump.inflight.values())) + waited <= now:
+                pump.backoff = min(2 * pump.backoff, _MAX_BACKOFF)
                 log.info("no acknowledgement from %s within %gs for %d messages: sending "
-                         "them again", pump.peer, timeout, len(pump.inflight))
+                         "them again (and waiting up to %gs for the next)", pump.peer,
+                         waited, len(pump.inflight), timeout * pump.backoff)
+                pump.resent.update(pump.inflight)
                 pump.cursor, pump.caught_up = 0, False
                 pump.fresh.clear()
                 pump.inflight.clear()
@@ -244,8 +266,8 @@ class Outbox:
                     break
             if len(rows) == room > 0:
                 continue  # there may be more; a short page means the outbox is sent
-            wait = next(iter(pump.inflight.values())) + timeout - time.monotonic() \
-                if pump.inflight else None
+            wait = next(iter(pump.inflight.values())) + timeout * pump.backoff \
+                - time.monotonic() if pump.inflight else None
             try:
                 async with asyncio.timeout(wait):
                     await pump.wake.wait()
