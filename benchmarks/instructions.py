@@ -10,6 +10,9 @@ difference divided by N is the cost of one unit without start-up, imports and wa
 * ``rtt``: one request/reply round trip, one at a time;
 * ``flight``: one request/reply with 64 in flight.
 
+``--metrics`` adds p2phost with ``[metrics] listen`` on both nodes, as a ratio to p2phost
+without: what counting and timing cost per message.
+
 Run ``python benchmarks/instructions.py`` (valgrind must be on PATH; about 10 minutes;
 ``--only rtt`` for one workload). p2phost runs on asyncio's loop with tcp-transport and
 msgpack-codec, as in ``benchmarks/messaging.py``, whose workloads and raw asyncio
@@ -42,14 +45,18 @@ async def _request(self: Any, body: bytes) -> bytes:
     return reply
 
 
-def _patient_nodes() -> None:
+def _patient_nodes(metrics: bool) -> None:
     """Nodes that wait as long as callgrind needs: a client whose server works through a
-    backlog hears nothing for longer than the keepalive timeout (15 s)."""
+    backlog hears nothing for longer than the keepalive timeout (15 s). With ``metrics``,
+    both serve /metrics (``[metrics] listen``), not scraped: what counting costs."""
     import p2phost._runtime as runtime
+    from p2phost._observability import MetricsSettings
+
+    served = MetricsSettings(listen="127.0.0.1:0" if metrics else "")
 
     class Patient(runtime.Node):
         def __init__(self, *args: Any, options: Any = None, **kwargs: Any) -> None:
-            options = dataclasses.replace(options or runtime.NodeOptions(),
+            options = dataclasses.replace(options or runtime.NodeOptions(), metrics=served,
                                           keepalive_interval=600.0, keepalive_timeout=3600.0)
             super().__init__(*args, options=options, **kwargs)
 
@@ -65,7 +72,7 @@ async def workload(system: str, what: str, units: int) -> None:
         await asyncio.sleep(0.1)
         client: m.Client = await m.RawClient.open(port)
     else:
-        _patient_nodes()
+        _patient_nodes(metrics=system == "metrics")
         server = m.bench_node(port)
         await server.start()
         client = await m.P2PClient.open(port)
@@ -100,6 +107,9 @@ def instructions(system: str, what: str, units: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=list(UNITS), action="append")
+    parser.add_argument("--metrics", action="store_true",
+                        help="also p2phost with [metrics] listen on both nodes (issue 20's "
+                             "aim: <= 5 %% more than without)")
     parser.add_argument("--run", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
@@ -108,14 +118,18 @@ def main() -> None:
         return
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(instruction counts do not depend on it)")
-    print(f"{'instructions per unit':28}{'p2phost':>12}{'raw':>12}{'ratio':>8}")
+    systems = ("p2phost", "raw", "metrics") if args.metrics else ("p2phost", "raw")
+    print(f"{'instructions per unit':28}{'p2phost':>12}{'raw':>12}{'ratio':>8}"
+          + (f"{'metrics':>12}{'/p2phost':>9}" if args.metrics else ""))
     for what in args.only or list(UNITS):
         units = UNITS[what]
         per = {system: (instructions(system, what, 2 * units)
                         - instructions(system, what, units)) / units
-               for system in ("p2phost", "raw")}
+               for system in systems}
         print(f"{what:28}{per['p2phost']:>12,.0f}{per['raw']:>12,.0f}"
-              f"{per['p2phost'] / per['raw']:>8.2f}", flush=True)
+              f"{per['p2phost'] / per['raw']:>8.2f}" + (
+                  f"{per['metrics']:>12,.0f}{per['metrics'] / per['p2phost']:>9.3f}"
+                  if args.metrics else ""), flush=True)
 
 
 if __name__ == "__main__":

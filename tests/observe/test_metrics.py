@@ -110,6 +110,9 @@ async def test_counters_match_what_was_sent_and_handled(make_node: MakeNode) -> 
     assert total(got, "p2phost_messages_retried_total", topic="poison") == BAD
     assert total(got, "p2phost_dead_letters", topic="poison") == BAD
     assert total(got, "p2phost_handler_duration_seconds_count", topic="work") == SENT
+    # Failures are timed too; an acknowledged handler once per run (its retry included).
+    assert total(got, "p2phost_handler_duration_seconds_count", topic="flaky") == FAILING
+    assert total(got, "p2phost_handler_duration_seconds_count", topic="poison") == 2 * BAD
     assert total(got, "p2phost_mailbox_wait_seconds_count", app="worker") >= SENT
     assert total(got, "p2phost_connections", transport="tcp") == 1
     assert total(got, "process_resident_memory_bytes") > 0

@@ -1,10 +1,11 @@
-"""Timing handlers and mailbox waits, by wrapping what the dispatcher calls (nothing is
-added to the hot path of a node whose metrics are off).
+"""Timing handlers and mailbox waits: the dispatcher calls one observer per handled
+message (nothing is added to the hot path of a node whose metrics are off).
 
 The histograms are plain bucket counts updated on the node's loop (a bisect and two
-additions per message: prometheus-client's own histograms take a lock per bucket and
-cost several times more); the collector reads them on the loop at each scrape. Together
-the two cost about 0.3 µs per message (benchmarks/observability.py).
+additions per series: prometheus-client's own histograms take a lock per bucket and
+cost several times more); the collector reads them on the loop at each scrape. No
+wrapper around the handler: the dispatcher reads the clock around the handler itself
+(a coroutine layer per message cost more than the observations, benchmarks/instructions.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import bisect
 import functools
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +21,7 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 
 from p2phost_sdk import Message
 
-from .._runtime.messaging._routes import Route, Work
+from .._runtime.messaging._dispatch import Dispatcher, Observe
 
 #: Bucket bounds (seconds) for handler durations and mailbox waits: 100 µs to 10 s.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -57,22 +58,26 @@ class Timings:
         self.handler: dict[str, Buckets] = {}
         self.wait: dict[str, Buckets] = {}
 
-    def instrument(self, routes: dict[str, Route]) -> None:
+    def instrument(self, dispatch: Dispatcher) -> None:
         """Time every route's handler and every mailbox's waits (before the node starts:
         acknowledged delivery takes its routes from the same table)."""
-        boxes = {}
-        for topic, route in routes.items():
-            routes[topic] = replace(route, handler=self._timed(topic, route.handler))
-            boxes[id(route.mailbox)] = route.mailbox
-        for box in boxes.values():
-            # The mailbox's process callback is the one seam that sees each item as it
-            # leaves the queue; wrapping it keeps the mailbox itself unchanged.
-            box._process = self._waited(box.name, box._process)
+        timed: dict[str, Observe] = {}
+        for topic, route in dispatch.routes.items():
+            wait = self.wait.setdefault(route.mailbox.name, Buckets())
+            if topic in dispatch.acknowledged:
+                # Acknowledged delivery runs the handler inside its own work (retries,
+                # the store's commit): only a wrapper sees the handler alone there.
+                dispatch.routes[topic] = replace(
+                    route, handler=self._timed(topic, route.handler))
+                timed[topic] = _observer(wait, None)
+            else:
+                timed[topic] = _observer(wait, self.handler.setdefault(topic, Buckets()))
+        dispatch.timed = timed
 
     def _timed(self, topic: str, handler: Callable[[Message], Awaitable[Any]]
                ) -> Callable[[Message], Awaitable[Any]]:
         buckets = self.handler.setdefault(topic, Buckets())
-        counts, clock, bucket = buckets.counts, time.perf_counter, bisect.bisect_left
+        clock = time.monotonic
 
         @functools.wraps(handler)  # keeps what the handler decorator marked on it
         async def timed(message: Message) -> Any:
@@ -80,32 +85,38 @@ class Timings:
             try:
                 return await handler(message)
             finally:
-                took = clock() - start  # Buckets.observe, inline: once per message
-                counts[bucket(BUCKETS, took)] += 1
-                buckets.total += took
+                buckets.observe(clock() - start)
 
         return timed
-
-    def _waited(self, app: str, process: Callable[[str, Work], Coroutine[Any, Any, None]]
-                ) -> Callable[[str, Work], Coroutine[Any, Any, None]]:
-        buckets = self.wait.setdefault(app, Buckets())
-        counts, clock, bucket = buckets.counts, time.monotonic, bisect.bisect_left
-
-        def waited(peer: str, item: Work) -> Coroutine[Any, Any, None]:
-            # Not a coroutine itself: the wait is known before processing starts, and a
-            # coroutine layer per message would cost more than the observation.
-            if item.message is not None:
-                took = clock() - item.queued
-                counts[bucket(BUCKETS, took)] += 1
-                buckets.total += took
-            return process(peer, item)
-
-        return waited
 
     def snapshot(self) -> dict[str, dict[str, tuple[list[tuple[str, float]], float]]]:
         """Every series' cumulative buckets and sum (taken on the node's loop)."""
         return {"handler": {t: b.cumulative() for t, b in self.handler.items()},
                 "wait": {a: b.cumulative() for a, b in self.wait.items()}}
+
+
+def _observer(wait: Buckets, handler: Buckets | None) -> Observe:
+    """What the dispatcher calls once per handled message of a topic."""
+    wait_counts, bucket = wait.counts, bisect.bisect_left
+    if handler is None:
+        def waited(queued: float, started: float, ended: float) -> None:
+            took = started - queued
+            wait_counts[bucket(BUCKETS, took)] += 1
+            wait.total += took
+
+        return waited
+    counts = handler.counts
+
+    def observe(queued: float, started: float, ended: float) -> None:
+        # Buckets.observe twice, inline: once per message.
+        took = started - queued
+        wait_counts[bucket(BUCKETS, took)] += 1
+        wait.total += took
+        took = ended - started
+        counts[bucket(BUCKETS, took)] += 1
+        handler.total += took
+
+    return observe
 
 
 def timing_families(data: dict[str, dict[str, tuple[list[tuple[str, float]], float]]]

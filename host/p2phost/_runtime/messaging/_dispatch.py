@@ -47,9 +47,12 @@ from ._routes import AckedDelivery, Route, TraceHook, Work, allowed
 from ._stats import DeliveryStats
 
 log = logging.getLogger("p2phost.node")
+_monotonic = time.monotonic
 
 #: The channel to answer ``peer`` on when the request's own channel is gone, if any.
 ReplyChannel = Callable[[str], Channel | None]
+#: Records one handled message's mailbox wait and handler duration.
+Observe = Callable[[float, float, float], None]
 _MESSAGE, _REQUEST = MessageKind.MESSAGE, MessageKind.REQUEST
 #: The first two bytes of a traced MESSAGE or REQUEST (the trace context follows the topic).
 _TRACED_HEADS = {kind: bytes((VERSION, kind | TRACED)) for kind in (Kind.MESSAGE, Kind.REQUEST)}
@@ -84,6 +87,10 @@ class Dispatcher:
         self._acknowledged = delivery.acknowledged if delivery is not None else frozenset()
         #: Traces (docs/operations.md), set by the node when OpenTelemetry is on.
         self.tracer: TraceHook | None = None
+        #: Metrics on: topic -> what observes a handled message (queued, started, ended:
+        #: ``time.monotonic``), called by :meth:`_process` itself (a wrapper around each
+        #: handler would cost a coroutine per message). None while metrics are off.
+        self.timed: dict[str, Observe] | None = None
 
     def _route(self, apps: Iterable[App]) -> dict[str, Route]:
         routes: dict[str, Route] = {}
@@ -105,6 +112,11 @@ class Dispatcher:
     def topics(self) -> list[str]:
         """The topics this node's apps handle."""
         return sorted(self.routes)
+
+    @property
+    def acknowledged(self) -> frozenset[str]:
+        """The topics acknowledged delivery takes (their messages do not come here)."""
+        return self._acknowledged
 
     def mailboxes(self) -> dict[str, dict[str, int]]:
         """Each app's mailbox: messages queued or being handled, and its size."""
@@ -376,9 +388,14 @@ class Dispatcher:
                 log.debug("skipping an expired %r request from %s", message.topic, peer)
                 self.stats.drop(message.topic, "request expired before its handler", peer)
                 return
+            timed = self.timed
+            observe = None if timed is None else timed.get(message.topic)
+            started = 0.0 if observe is None else _monotonic()
             try:
                 result = await item.call(message)
             except Exception as exc:
+                if observe is not None:
+                    observe(item.queued, started, _monotonic())
                 log.warning("the %r handler failed on a message from %s: %s: %s",
                             message.topic, peer, type(exc).__name__, exc,
                             exc_info=log.isEnabledFor(logging.DEBUG))
@@ -390,6 +407,8 @@ class Dispatcher:
                     if waiting is not None:
                         await waiting
                 return
+            if observe is not None:
+                observe(item.queued, started, _monotonic())
             if not item.counted:
                 self.stats.add(message.topic, "handled", 1, peer)
             if message.kind is MessageKind.REQUEST:

@@ -140,7 +140,7 @@ class Node(MessagingAPI):
         if options.metrics.listen:
             from ..._observability._metrics import NodeMetrics
             self.metrics = NodeMetrics(options.metrics, self._observed)
-            self.metrics.timings.instrument(self._dispatch.routes)
+            self.metrics.timings.instrument(self._dispatch)
         if json_enabled():  # --log-format json: lines name the message being handled
             with_context(self._dispatch.routes)
         # Traces (the otel extra and OTEL_TRACES_EXPORTER): no import of it otherwise.
