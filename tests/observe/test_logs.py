@@ -3,10 +3,12 @@ of the message being handled; repeated warnings are held back and reported with 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -93,3 +95,47 @@ async def test_a_library_nodes_repeated_warnings_are_counted_too(
     # At most 10 of a kind in 10 s (fewer if an earlier test's failures share the window).
     assert len(failed) <= 10, len(failed)
     assert sum(getattr(r, "repeated", 0) for r in summaries) >= many - len(failed)
+
+
+class Noting(App):
+    """Logs a line naming what it handles, then binds a field of its own."""
+
+    name = "noting"
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any] | None] = set()
+        self.handled = 0
+
+    @handler("note")
+    async def note(self, message: Message) -> None:
+        self.tasks.add(asyncio.current_task())
+        _notes.info("note %s", message.body)
+        bind(mine=str(message.body))  # must not reach the next message's lines
+        await asyncio.sleep(0)  # the next items queue behind this one
+        self.handled += 1
+
+
+_notes = logging.getLogger("tests.observe.notes")
+
+
+async def test_json_context_is_reset_after_each_message_and_a_burst_shares_tasks(
+        make_node: MakeNode, json_logs: tuple[io.StringIO, RepeatLimit, Clock]) -> None:
+    out, _, _ = json_logs
+    _notes.setLevel(logging.INFO)
+    app = Noting()
+    receiver = await make_node([app])
+    sender = await make_node([])
+    peer = await sender.connect(receiver.addresses[0])
+    burst = 200
+    for i in range(burst):
+        await sender.send(peer, "note", i)
+    await wait_until(lambda: app.handled == burst, 10, "every message handled")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    notes = [li for li in lines if li["logger"] == "tests.observe.notes"]
+    assert len(notes) == burst
+    for line in notes:
+        assert line["topic"] == "note" and line["peer"] == sender.peer_id
+        assert "mine" not in line, line  # the previous handler's binding did not leak
+    # The dispatcher's binding is reset after each message, so the mailbox runs a
+    # peer's queued messages in a row in one task rather than one task each.
+    assert len(app.tasks) < burst // 4, len(app.tasks)

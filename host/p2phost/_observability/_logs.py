@@ -4,27 +4,26 @@ a count, in both formats, for the CLI (:func:`configure`) and for nodes started 
 library (:func:`limit_repeats`).
 
 What a line is about comes from a context variable: the node's name is bound where the
-node runs, and each handler's task binds its message's peer, topic and id (every handler
-runs in a task of its own, so a binding never leaks to another message).
+node runs, and the dispatcher binds each message's peer, topic and id while it processes
+it (handler, reply and the lines about both), then resets the variable, so a binding
+never leaks to another message.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextvars
-import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the CLI imports this module first thing: keep it light
-    from p2phost_sdk import Message
 
-    from .._runtime.messaging._routes import Route
+    from .._runtime.messaging._dispatch import Dispatcher, Process
+    from .._runtime.messaging._routes import Work
 
 #: What the current log lines are about (node, peer, topic, message_id, trace_id).
 _CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
@@ -139,18 +138,25 @@ def flush_repeats() -> None:
     _NODE_LIMIT.flush()
 
 
-def with_context(routes: dict[str, Route]) -> None:
-    """Bind each message's peer, topic and id in its handler's task (json logs only)."""
-    for topic, route in routes.items():
-        routes[topic] = replace(route, handler=_bound(route.handler))
+def with_context(dispatch: Dispatcher) -> None:
+    """Bind each message's peer, topic and id while it is processed (json logs only)."""
+    dispatch.wrap_processing(_bound)
 
 
-def _bound(handler: Callable[[Message], Awaitable[Any]]) -> Callable[[Message], Awaitable[Any]]:
-    @functools.wraps(handler)
-    async def bound(message: Message) -> Any:
-        _CONTEXT.set({**_CONTEXT.get(), "peer": message.sender, "topic": message.topic,
-                      "message_id": message.id})
-        return await handler(message)
+def _bound(process: Process) -> Process:
+    async def bound(peer: str, item: Work) -> None:
+        message = item.message
+        if message is None:  # a lifecycle call
+            return await process(peer, item)
+        # Reset afterwards, even what the handler bound itself: the task's context is
+        # then as it was, so the mailbox may run the peer's next item in the same task
+        # (it starts a fresh task for each item whose handler left a change behind).
+        token = _CONTEXT.set({**_CONTEXT.get(), "peer": message.sender,
+                              "topic": message.topic, "message_id": message.id})
+        try:
+            return await process(peer, item)
+        finally:
+            _CONTEXT.reset(token)
 
     return bound
 

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any
 
 from p2phost_sdk import (
@@ -53,6 +53,8 @@ _monotonic = time.monotonic
 ReplyChannel = Callable[[str], Channel | None]
 #: Records one handled message's mailbox wait and handler duration.
 Observe = Callable[[float, float, float], None]
+#: What an app's mailbox runs for each item: ``process(peer, item)``.
+Process = Callable[[str, Work], Coroutine[Any, Any, None]]
 _MESSAGE, _REQUEST = MessageKind.MESSAGE, MessageKind.REQUEST
 #: The first two bytes of a traced MESSAGE or REQUEST (the trace context follows the topic).
 _TRACED_HEADS = {kind: bytes((VERSION, kind | TRACED)) for kind in (Kind.MESSAGE, Kind.REQUEST)}
@@ -117,6 +119,12 @@ class Dispatcher:
     def acknowledged(self) -> frozenset[str]:
         """The topics acknowledged delivery takes (their messages do not come here)."""
         return self._acknowledged
+
+    def wrap_processing(self, wrap: Callable[[Process], Process]) -> None:
+        """Put ``wrap(process)`` in place of what each app's mailbox runs per item: for
+        what must see the whole of it (the handler, the reply, the failure's log line)."""
+        for _, mailbox in self._apps:
+            mailbox._process = wrap(mailbox._process)
 
     def mailboxes(self) -> dict[str, dict[str, int]]:
         """Each app's mailbox: messages queued or being handled, and its size."""

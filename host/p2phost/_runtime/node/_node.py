@@ -142,7 +142,7 @@ class Node(MessagingAPI):
             self.metrics = NodeMetrics(options.metrics, self._observed)
             self.metrics.timings.instrument(self._dispatch)
         if json_enabled():  # --log-format json: lines name the message being handled
-            with_context(self._dispatch.routes)
+            with_context(self._dispatch)
         # Traces (the otel extra and OTEL_TRACES_EXPORTER): no import of it otherwise.
         self._tracing = open_tracing(options.name)
         if self._tracing is not None:
