@@ -4,6 +4,7 @@ id and nest in order. Without OpenTelemetry nothing imports it and the node runs
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from p2phost._runtime import Kind, WireError, decode, encode
 from p2phost._runtime.wire._envelope import HEADER, TRACE_SIZE, TRACED
+from p2phost_sdk import App, Message, handler
 from p2phost_sdk.testing.discovery import wait_until
 from tests.conftest import build_wheels, run_cli, service_or_skip
 from tests.observe.test_metrics import Caller, Worker
@@ -211,3 +213,42 @@ async def test_a_peer_that_does_not_trace_gets_no_trace_context(
     assert seen == [b""]
     await traced.close()
     assert [s["name"] for s in spans(tmp_path / "spans.jsonl")] == ["request work"]
+
+
+class Spanned(App):
+    """Notes each message's task and the trace of OpenTelemetry's current span."""
+
+    name = "spanned"
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any] | None] = set()
+        self.traces: list[int] = []
+
+    @handler("note")
+    async def note(self, message: Message) -> None:
+        from opentelemetry import trace  # the otel extra: only where tracing is on
+
+        self.tasks.add(asyncio.current_task())
+        self.traces.append(trace.get_current_span().get_span_context().trace_id)
+        await asyncio.sleep(0)  # the next items queue behind this one
+
+
+@pytest.mark.parametrize("sampler", ["parentbased_always_on", "always_off"])
+async def test_traced_messages_from_one_peer_share_tasks_and_each_has_its_own_span(
+        make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        sampler: str) -> None:
+    otel_env(monkeypatch, tmp_path / "spans.jsonl")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    app = Spanned()
+    receiver = await make_node([app])
+    sender = await make_node([])
+    peer = await sender.connect(receiver.addresses[0])
+    burst = 200
+    for i in range(burst):
+        await sender.send(peer, "note", i)
+    await wait_until(lambda: len(app.traces) == burst, 10, "every message handled")
+    # Each handler sees its own message's trace (sampled or not), never the one before.
+    assert len(set(app.traces)) == burst and 0 not in app.traces
+    # The handler's span is reset after each message, so the mailbox runs a peer's
+    # queued messages in a row in one task rather than one task each.
+    assert len(app.tasks) < burst // 4, len(app.tasks)

@@ -20,7 +20,8 @@ Sampling follows the standard ``OTEL_TRACES_SAMPLER`` (and ``_ARG``): a message 
 trace is not sampled costs a lookup and the context passed on, nothing is recorded.
 While a handler runs, its span is OpenTelemetry's current span, so spans made by app
 code with the global provider nest under it, and a span of the app's around a send is
-that send's parent.
+that send's parent. After each message the task's context is reset as it was (see
+:func:`_scoped`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ from ._tracing import HELLO_KEY
 
 if TYPE_CHECKING:
     from .._runtime.delivery._delivery import Reliable
-    from .._runtime.messaging._dispatch import Dispatcher
+    from .._runtime.messaging._dispatch import Dispatcher, Process
+    from .._runtime.messaging._routes import Work
     from .._runtime.wire._channel import Channel
 
 __all__ = ["Tracing", "TracingError"]
@@ -183,6 +185,7 @@ class Tracing:
         dispatch.tracer = delivery.tracer = self
         for topic, route in dispatch.routes.items():
             dispatch.routes[topic] = replace(route, handler=self._receipt(topic, route.handler))
+        dispatch.wrap_processing(_scoped)
         # The reply is the dispatcher's own step after the handler, in the same task.
         dispatch._reply = self._replied(dispatch._reply)  # type: ignore[method-assign,assignment]
         # ``store`` (a message kept in an offline peer's inbox) is a send, as the spans
@@ -274,8 +277,7 @@ class Tracing:
                 record = recorded(trace_id, None)
             if not record:
                 # Context passed on to what the handler sends, nothing recorded. Not
-                # detached: a handler runs in a task of its own (the mailbox's), whose
-                # context ends with it.
+                # detached here: _scoped resets it once the message is processed.
                 attach(in_context(NonRecordingSpan(SpanContext(
                     trace_id, parent_id or getrandbits(64) or 1, bool(parent_id),
                     _NOT_SAMPLED))))
@@ -357,3 +359,21 @@ class Tracing:
     async def close(self) -> None:
         """Export what is queued, then stop (off the loop: exporters block)."""
         await asyncio.to_thread(self._batcher.shutdown)
+
+
+def _scoped(process: Process) -> Process:
+    """Leaves the task's context as it found it after each item: the handler's current
+    span (attached, not detached, for a trace not sampled) and the request's receipt are
+    reset, so the mailbox may run the peer's next item in the same task (it starts a
+    fresh task after a handler that left a change of its own behind)."""
+    attach, detach, current = otel_context.attach, otel_context.detach, otel_context.get_current
+
+    async def scoped(peer: str, item: Work) -> None:
+        span, receipt = attach(current()), _RECEIPT.set(None)
+        try:
+            await process(peer, item)
+        finally:
+            _RECEIPT.reset(receipt)
+            detach(span)
+
+    return scoped
