@@ -13,7 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from p2phost._manifest import Manifest
 from p2phost._observability import MetricsSettings
-from p2phost._observability._instrument import BUCKETS, Buckets, Rows
 from p2phost._runtime.messaging._stats import DeliveryStats
 from p2phost_sdk import App, Delivery, Message, handler
 from p2phost_sdk.testing.discovery import wait_until
@@ -169,16 +168,3 @@ async def test_a_busy_peer_gets_a_round_trip_time(make_node: MakeNode) -> None:
         await load
     (link,) = receiver.stats()["links"]
     assert link["peer_id"] == sender.peer_id and 0 < link["rtt_ms"] < 5000
-
-
-def test_timed_rows_fold_into_the_buckets_they_fall_in() -> None:
-    wait, handler = Buckets(), Buckets()
-    rows = Rows(wait, handler)
-    # (queued, started, ended): waits 0.00005 and 0.3 s, handler runs 0.002 and 20 s.
-    rows.extend([(1.0, 1.00005, 1.00205), (2.0, 2.3, 22.3)])
-    rows.fold()
-    assert not rows
-    assert wait.counts[BUCKETS.index(0.0001)] == 1 and wait.counts[BUCKETS.index(0.5)] == 1
-    assert handler.counts[BUCKETS.index(0.0025)] == 1 and handler.counts[-1] == 1
-    assert wait.total == pytest.approx(0.30005) and handler.total == pytest.approx(20.002)
-    assert sum(wait.counts) == sum(handler.counts) == 2

@@ -1,22 +1,18 @@
-"""Timing handlers and mailbox waits: the dispatcher appends each handled message's
-times to its topic's rows (nothing is added to the hot path of a node whose metrics are
-off).
+"""Timing handlers and mailbox waits: the dispatcher calls one observer per handled
+message (nothing is added to the hot path of a node whose metrics are off).
 
-The hot path is one tuple appended to a list, two clock readings and no Python call:
-the rows are folded into plain bucket counts (no lock: prometheus-client's own
-histograms take one per bucket) every few thousand messages and at each scrape, by
-``map``, ``bisect`` and ``Counter`` running in C. No wrapper around the handler: the
-dispatcher reads the clock around the handler itself (a coroutine layer per message cost
-more than the observations). benchmarks/instructions.py ``--metrics`` counts what it costs.
+The histograms are plain bucket counts updated on the node's loop (a bisect and two
+additions per series: prometheus-client's own histograms take a lock per bucket and
+cost several times more); the collector reads them on the loop at each scrape. No
+wrapper around the handler: the dispatcher reads the clock around the handler itself
+(a coroutine layer per message cost more than the observations, benchmarks/instructions.py).
 """
 
 from __future__ import annotations
 
 import bisect
 import functools
-import operator
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -25,13 +21,11 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 
 from p2phost_sdk import Message
 
-from .._runtime.messaging._dispatch import Dispatcher
+from .._runtime.messaging._dispatch import Dispatcher, Observe
 
 #: Bucket bounds (seconds) for handler durations and mailbox waits: 100 µs to 10 s.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
            0.5, 1.0, 2.5, 5.0, 10.0)
-_bucket = functools.partial(bisect.bisect_left, BUCKETS)
-_queued, _started, _ended = (operator.itemgetter(i) for i in range(3))
 
 
 class Buckets:
@@ -63,11 +57,11 @@ class Timings:
     def __init__(self) -> None:
         self.handler: dict[str, Buckets] = {}
         self.wait: dict[str, Buckets] = {}
-        self._rows: list[Rows] = []
 
     def instrument(self, dispatch: Dispatcher) -> None:
         """Time every route's handler and every mailbox's waits (before the node starts:
         acknowledged delivery takes its routes from the same table)."""
+        timed: dict[str, Observe] = {}
         for topic, route in dispatch.routes.items():
             wait = self.wait.setdefault(route.mailbox.name, Buckets())
             if topic in dispatch.acknowledged:
@@ -75,10 +69,10 @@ class Timings:
                 # the store's commit): only a wrapper sees the handler alone there.
                 dispatch.routes[topic] = replace(
                     route, handler=self._timed(topic, route.handler))
-                self._rows.append(Rows(wait, None))
+                timed[topic] = _observer(wait, None)
             else:
-                self._rows.append(Rows(wait, self.handler.setdefault(topic, Buckets())))
-            dispatch.timed[topic] = self._rows[-1]
+                timed[topic] = _observer(wait, self.handler.setdefault(topic, Buckets()))
+        dispatch.timed = timed
 
     def _timed(self, topic: str, handler: Callable[[Message], Awaitable[Any]]
                ) -> Callable[[Message], Awaitable[Any]]:
@@ -97,36 +91,32 @@ class Timings:
 
     def snapshot(self) -> dict[str, dict[str, tuple[list[tuple[str, float]], float]]]:
         """Every series' cumulative buckets and sum (taken on the node's loop)."""
-        for rows in self._rows:
-            rows.fold()
         return {"handler": {t: b.cumulative() for t, b in self.handler.items()},
                 "wait": {a: b.cumulative() for a, b in self.wait.items()}}
 
 
-class Rows(list[tuple[float, float, float]]):
-    """A topic's handled messages not yet counted: (queued, started, ended) each, in
-    ``time.monotonic`` seconds. The dispatcher appends; :meth:`fold` counts them."""
+def _observer(wait: Buckets, handler: Buckets | None) -> Observe:
+    """What the dispatcher calls once per handled message of a topic."""
+    wait_counts, bucket = wait.counts, bisect.bisect_left
+    if handler is None:
+        def waited(queued: float, started: float, ended: float) -> None:
+            took = started - queued
+            wait_counts[bucket(BUCKETS, took)] += 1
+            wait.total += took
 
-    __slots__ = ("handler", "wait")
+        return waited
+    counts = handler.counts
 
-    def __init__(self, wait: Buckets, handler: Buckets | None) -> None:
-        super().__init__()
-        self.wait, self.handler = wait, handler
+    def observe(queued: float, started: float, ended: float) -> None:
+        # Buckets.observe twice, inline: once per message.
+        took = started - queued
+        wait_counts[bucket(BUCKETS, took)] += 1
+        wait.total += took
+        took = ended - started
+        counts[bucket(BUCKETS, took)] += 1
+        handler.total += took
 
-    def fold(self) -> None:
-        """Count the rows into their histograms and forget them (all in C but the
-        loop over the two series)."""
-        series = [(self.wait, list(map(operator.sub, map(_started, self),
-                                       map(_queued, self))))]
-        if self.handler is not None:
-            series.append((self.handler, list(map(operator.sub, map(_ended, self),
-                                                   map(_started, self)))))
-        self.clear()
-        for buckets, values in series:
-            counts = buckets.counts
-            for index, count in Counter(map(_bucket, values)).items():
-                counts[index] += count
-            buckets.total += sum(values)
+    return observe
 
 
 def timing_families(data: dict[str, dict[str, tuple[list[tuple[str, float]], float]]]

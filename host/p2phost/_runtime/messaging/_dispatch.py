@@ -51,8 +51,8 @@ _monotonic = time.monotonic
 
 #: The channel to answer ``peer`` on when the request's own channel is gone, if any.
 ReplyChannel = Callable[[str], Channel | None]
-#: Rows (handled messages' times) a topic keeps before they are counted (each is three floats).
-_TIMED_ROWS = 4096
+#: Records one handled message's mailbox wait and handler duration.
+Observe = Callable[[float, float, float], None]
 #: What an app's mailbox runs for each item: ``process(peer, item)``.
 Process = Callable[[str, Work], Coroutine[Any, Any, None]]
 _MESSAGE, _REQUEST = MessageKind.MESSAGE, MessageKind.REQUEST
@@ -89,11 +89,10 @@ class Dispatcher:
         self._acknowledged = delivery.acknowledged if delivery is not None else frozenset()
         #: Traces (docs/operations.md), set by the node when OpenTelemetry is on.
         self.tracer: TraceHook | None = None
-        #: Metrics on: topic -> its handled messages' (queued, started, ended) times
-        #: (``time.monotonic``), appended by :meth:`_process` itself (a wrapper around
-        #: each handler would cost a coroutine per message) and folded into histograms
-        #: by ``fold()``. Empty while metrics are off.
-        self.timed: dict[str, Any] = {}
+        #: Metrics on: topic -> what observes a handled message (queued, started, ended:
+        #: ``time.monotonic``), called by :meth:`_process` itself (a wrapper around each
+        #: handler would cost a coroutine per message). None while metrics are off.
+        self.timed: dict[str, Observe] | None = None
 
     def _route(self, apps: Iterable[App]) -> dict[str, Route]:
         routes: dict[str, Route] = {}
@@ -397,13 +396,14 @@ class Dispatcher:
                 log.debug("skipping an expired %r request from %s", message.topic, peer)
                 self.stats.drop(message.topic, "request expired before its handler", peer)
                 return
-            rows = self.timed.get(message.topic)
-            started = 0.0 if rows is None else _monotonic()
+            timed = self.timed
+            observe = None if timed is None else timed.get(message.topic)
+            started = 0.0 if observe is None else _monotonic()
             try:
                 result = await item.call(message)
             except Exception as exc:
-                if rows is not None:
-                    self._timed(rows, item.queued, started)
+                if observe is not None:
+                    observe(item.queued, started, _monotonic())
                 log.warning("the %r handler failed on a message from %s: %s: %s",
                             message.topic, peer, type(exc).__name__, exc,
                             exc_info=log.isEnabledFor(logging.DEBUG))
@@ -415,10 +415,8 @@ class Dispatcher:
                     if waiting is not None:
                         await waiting
                 return
-            if rows is not None:
-                rows.append((item.queued, started, _monotonic()))
-                if len(rows) >= _TIMED_ROWS:
-                    rows.fold()
+            if observe is not None:
+                observe(item.queued, started, _monotonic())
             if not item.counted:
                 self.stats.add(message.topic, "handled", 1, peer)
             if message.kind is MessageKind.REQUEST:
@@ -428,12 +426,6 @@ class Dispatcher:
         finally:
             if ack is not None:
                 ack()  # done with it: a medium that redelivers may now forget it
-
-    @staticmethod
-    def _timed(rows: Any, queued: float, started: float) -> None:
-        rows.append((queued, started, _monotonic()))
-        if len(rows) >= _TIMED_ROWS:
-            rows.fold()
 
     @staticmethod
     async def _lifecycle_call(func: Callable[[], Awaitable[Any]]) -> None:
