@@ -3,12 +3,13 @@ JetStream."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from p2phost_sdk import Identity
-from p2phost_sdk.testing.transport import TransportCase, TransportConformance
+from p2phost_sdk.testing.transport import TransportCase, TransportConformance, TransportKit
 from tests.conftest import service_or_skip
 from tests.discovery.plugins import use_plugin_source
 
@@ -34,3 +35,98 @@ class TestNatsTransport(TransportConformance):
             unknown_peer_address=f"{URL}#{Identity.generate().peer_id}",
             dial_within=3.0,
         )
+
+
+# -- batches (several records to one core NATS message) -----------------------------------
+
+import nats  # noqa: E402
+from nats.aio.msg import Msg  # noqa: E402
+from p2phost_nats_transport._batches import BATCH_MAGIC, batch, unbatch  # noqa: E402
+from p2phost_nats_transport._medium import NatsMedium, inbox_subject  # noqa: E402
+
+
+def test_batches_keep_records_whole_and_in_order() -> None:
+    records = [bytes([i]) * size for i, size in enumerate([10, 0, 30, 200, 5, 60, 61])]
+    messages = batch(records, limit=100)
+    assert all(len(m) <= 100 for m in messages if m[:4] == BATCH_MAGIC)
+    assert records[3] in messages, "a record too large to share a message goes alone"
+    got = [r for m in messages for r in (unbatch(m) if m[:4] == BATCH_MAGIC else [m])]
+    assert got == records
+    assert unbatch(messages[0][:-1]) == unbatch(messages[0])[:-1], "a cut tail is dropped"
+
+
+@pytest.mark.parametrize("welcome", [b"batch", b""], ids=["batching reader", "older reader"])
+async def test_records_go_batched_only_to_a_reader_that_said_it_takes_them(
+        welcome: bytes) -> None:
+    from urllib.parse import urlsplit
+
+    from p2phost_sdk.inbox import MediumAddress
+
+    service_or_skip("NATS", 4222)
+    name = Identity.generate().peer_id
+    reader = await nats.connect(URL)
+    got: list[bytes] = []
+    records = [b"p2pI" + bytes([i]) * 40 for i in range(5)]
+    all_there = asyncio.Event()
+
+    async def read(message: Msg) -> None:
+        if message.reply and not message.data:
+            await message.respond(welcome)
+            return
+        got.append(message.data)
+        if sum(len(unbatch(m)) if m[:4] == BATCH_MAGIC else 1 for m in got) >= len(records):
+            all_there.set()
+
+    await reader.subscribe(inbox_subject(name), cb=read)
+    await reader.flush()
+    medium = NatsMedium(MediumAddress(URL, URL, urlsplit(URL), None), durable=False)
+    await medium.connect()
+    try:
+        assert await medium.probe(name) is True
+        await medium.append(name, records)
+        await asyncio.wait_for(all_there.wait(), 5)
+        if welcome:
+            assert got == batch(records, 1 << 20)
+        else:
+            assert got == records
+    finally:
+        await medium.close(delete_inbox=False)
+        await reader.close()
+
+
+async def test_a_reader_that_does_not_read_holds_the_sender_to_its_window() -> None:
+    """Backpressure with batches and without flushes: what reaches the reader's inbox
+    stays within the window however much the sender has to send."""
+    from p2phost_sdk.inbox import InboxOptions
+
+    service_or_skip("NATS", 4222)
+    window = 32
+    make = lambda limit: NatsTransport(  # noqa: E731
+        peer_id=Identity.generate().peer_id, max_frame_size=limit,
+        options=InboxOptions(window=window))
+    case = TransportCase(make=make, listen_address=lambda: URL,
+                         unreachable_address="nats://127.0.0.1:1", bad_address="",
+                         unknown_peer_address="")
+    frames = [i.to_bytes(4, "big") * 256 for i in range(2000)]  # 1 KiB each
+    watcher = await nats.connect(URL)
+    seen = 0
+    try:
+        async with TransportKit(case).pair() as (client, server):
+            async def count(message: Msg) -> None:
+                nonlocal seen
+                data = message.data
+                seen += len(unbatch(data)) if data[:4] == BATCH_MAGIC else bool(data)
+
+            inbox = server.local_address.rsplit("#", 1)[1]
+            await watcher.subscribe(inbox_subject(inbox), cb=count)
+            await watcher.flush()
+            sending = asyncio.ensure_future(client.send_many(frames))
+            await asyncio.sleep(1.5)
+            assert not sending.done(), "the sender waits for the reader"
+            assert seen <= window, f"{seen} records reached a reader that read nothing"
+            async with asyncio.timeout(30):
+                got = [await server.recv() for _ in frames]
+                await sending
+            assert got == frames
+    finally:
+        await watcher.close()

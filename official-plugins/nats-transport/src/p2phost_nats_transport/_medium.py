@@ -5,6 +5,7 @@ Each node's inbox is the subject ``p2phost.inbox.NAME``.
 - Core NATS delivers at most once and holds nothing for an absent reader: a node reads
   its subject with a plain subscription, and answers an empty request on it (a probe)
   so that a dialler learns at once from NATS's *no responders* when nobody reads it.
+  A probe answered ``batch`` lets records travel several to a message (``_batches``).
 - With JetStream (``durable``), the inbox is the work-queue stream ``p2phost-inbox-NAME``
   read by one durable pull consumer: records wait for an absent node, and stay until
   acknowledged. A new run recreates the consumer, so what the last run left
@@ -59,12 +60,14 @@ from p2phost_sdk.inbox import (
 )
 
 from ._accounts import Accounts
+from ._batches import BATCH_MAGIC, BATCHES_WELCOME, batch, unbatch
 
 log = logging.getLogger("p2phost.transport.nats")
 _CONSUMER = "node"
 _BATCH = 256
 _ACK_WAIT = 5.0  # a message lost in flight (a cut connection) comes again after this
 _PROBE_TIMEOUT = 2.0
+_KNOWN_LIMIT = 4096  # inboxes whose batch support is remembered (then forgotten at once)
 
 
 def inbox_subject(name: str) -> str:
@@ -100,6 +103,7 @@ class NatsMedium(Medium):
         self._inbox = ""
         self._closing = False
         self._accounts: Accounts | None = None
+        self._takes_batches: dict[str, bool] = {}
 
     @property
     def _client(self) -> Client:
@@ -144,10 +148,14 @@ class NatsMedium(Medium):
             work = self._pull(self._js, name, deliver)
         else:
             async def on_message(message: Msg) -> None:
-                if message.reply and not message.data:
-                    await message.respond(b"")  # a probe: someone reads this inbox
-                    return
-                await deliver(message.data, None)
+                data = message.data
+                if data[:4] == BATCH_MAGIC:
+                    for record in unbatch(data):
+                        await deliver(record, None)
+                elif message.reply and not data:
+                    await message.respond(BATCHES_WELCOME)  # a probe: someone reads it
+                else:
+                    await deliver(data, None)
 
             try:
                 # Subscribed (and known to the server) before anyone may dial us. A
@@ -335,16 +343,20 @@ class NatsMedium(Medium):
         if self._js is not None:
             return None
         try:
-            await self._client.request(inbox_subject(name), b"", timeout=_PROBE_TIMEOUT)
+            answer = await self._client.request(inbox_subject(name), b"",
+                                                timeout=_PROBE_TIMEOUT)
         except NoRespondersError:
             return False
         except (NatsError, OSError):
             return None
+        if len(self._takes_batches) >= _KNOWN_LIMIT:
+            self._takes_batches.clear()
+        self._takes_batches[name] = answer.data == BATCHES_WELCOME
         return True
 
     async def append(self, name: str, records: Sequence[bytes]) -> None:
-        """Publish in order; JetStream: wait for every stream acknowledgement; core: wait
-        until the server has them (a flush)."""
+        """Publish in order; JetStream: wait for every stream acknowledgement; core: hand
+        them to nats-py's bounded write buffer (core NATS acknowledges nothing)."""
         subject = inbox_subject(name)
         try:
             if self._js is not None:
@@ -352,9 +364,18 @@ class NatsMedium(Medium):
                 await asyncio.gather(*acks)
             else:
                 client = self._client
-                for record in records:
-                    await client.publish(subject, record)
-                await client.flush(timeout=10)
+                batches = self._takes_batches.get(name)
+                if batches is None and len(records) > 1:
+                    # A burst to an inbox never probed (a dialler's): probe it once.
+                    self._takes_batches[name] = False  # until (unless) it answers ``batch``
+                    await self.probe(name)
+                    batches = self._takes_batches.get(name, False)
+                # No flush (PING/PONG) per append: nats-py writes the PING ahead of the
+                # publishes still pending, so the PONG never proved the server had them,
+                # and it cost a round trip. A dead connection fails the publish once
+                # nats-py's bounded buffer is full.
+                for payload in (batch(records, client.max_payload) if batches else records):
+                    await client.publish(subject, payload)
         except NoStreamResponseError:
             raise UnknownInbox(f"no inbox {name} on {self.url}") from None
         except (NatsError, OSError) as exc:
