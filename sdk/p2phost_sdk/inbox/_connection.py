@@ -296,6 +296,18 @@ class InboxConnection(Connection):
         if self.in_epoch is not None and self._next > 1:
             self._took((self.in_epoch, self._next - 1), now=True)
 
+    async def recv_many(self) -> list[bytes]:
+        """The frames ready now (at least one, at most a window), in order, so the node
+        handles a burst in one pass rather than one ``recv`` per frame."""
+        frames = [await self.recv()]
+        ready, limit, most = self._ready, self._endpoint.max_frame_size, self._window
+        while ready and len(frames) < most:
+            frame = ready[0][1]
+            if frame is None or len(frame) > limit:
+                break  # the peer's CLOSE, or a frame refused: the next call raises it
+            frames.append(await self.recv())
+        return frames
+
     def done(self, key: _Key) -> None:
         """The node is done with the frame ``key``: acknowledge it on the medium."""
         tokens = self._pending.pop(key, None)
