@@ -22,6 +22,7 @@ from p2phost_sdk.inbox import (
     UnknownInbox,
 )
 from p2phost_sdk.inbox._journal import DoneSet, Journal, Resumable
+from p2phost_sdk.inbox._record import Record, RecordType, data_records, decode
 
 
 class Broker:
@@ -303,3 +304,13 @@ def test_the_journal_keeps_what_was_done_across_a_compaction(tmp_path: Path) -> 
     assert (again.opening, again.epoch, again.done.watermark, again.done.above) == (
         b"opening frame", 7, 19_999, {20_005})
     assert len((tmp_path / "inbox.journal").read_text().splitlines()) < 10, "compacted"
+
+
+@pytest.mark.parametrize("inbox", ["", "reply-inbox"])
+def test_data_records_are_the_bytes_record_encode_makes(inbox: str) -> None:
+    payloads = [b"a", b"", b"x" * 300]
+    sender = Identity.generate().peer_id
+    records = data_records(True, b"c" * 16, 7, 41, sender, inbox, payloads)
+    assert records == [Record(RecordType.DATA, True, b"c" * 16, 7, 41 + i, sender, payload,
+                              inbox).encode() for i, payload in enumerate(payloads)]
+    assert [decode(r).seq for r in records] == [41, 42, 43]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ConnectionClosed, FrameTooLarge, TransportError
 from .._transport import Connection, DeliveredFrame
-from ._record import Record, RecordType
+from ._record import Record, RecordType, data_records
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
@@ -127,11 +127,12 @@ class InboxConnection(Connection):
             sent = 0
             while sent < len(frames):
                 room = await self._room()
-                records = []
-                for frame in frames[sent:sent + room]:
-                    self._out_seq += 1
-                    records.append(self.record(RecordType.DATA, self._out_seq, frame))
-                await self._endpoint.append_to_peer(self, records)
+                endpoint = self._endpoint
+                records = data_records(self.dialler, self.connection_id, self.out_epoch,
+                                       self._out_seq + 1, endpoint.peer_id,
+                                       endpoint.inbox_field, frames[sent:sent + room])
+                self._out_seq += len(records)
+                await endpoint.append_to_peer(self, records)
                 sent += len(records)
 
     async def _room(self) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._errors import ForeignRecord
@@ -95,6 +96,19 @@ class Record:
         head = HEADER.pack(MAGIC, VERSION, self.type, flags, self.connection, self.epoch,
                            self.seq, len(sender), len(inbox))
         return b"".join((head, sender, inbox, self.payload))
+
+
+def data_records(from_dialler: bool, connection: bytes, epoch: int, first_seq: int,
+                 sender: str, inbox: str, payloads: Sequence[bytes]) -> list[bytes]:
+    """DATA records numbered from ``first_seq``, encoded as :meth:`Record.encode` would
+    (without a ``Record`` per frame: this is the send path of every message)."""
+    sender_bytes, inbox_bytes = sender.encode(), inbox.encode()
+    tail, ls, li = sender_bytes + inbox_bytes, len(sender_bytes), len(inbox_bytes)
+    flags = _FROM_DIALLER if from_dialler else 0
+    pack, kind = HEADER.pack, RecordType.DATA
+    return [b"".join((pack(MAGIC, VERSION, kind, flags, connection, epoch, seq, ls, li), tail,
+                      payload))
+            for seq, payload in enumerate(payloads, first_seq)]
 
 
 #: Bytes a record adds to its payload at most: the header, a peer id and an inbox name.
