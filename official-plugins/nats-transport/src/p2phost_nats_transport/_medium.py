@@ -355,8 +355,8 @@ class NatsMedium(Medium):
         return True
 
     async def append(self, name: str, records: Sequence[bytes]) -> None:
-        """Publish in order; JetStream: wait for every stream acknowledgement; core: hand
-        them to nats-py's bounded write buffer (core NATS acknowledges nothing)."""
+        """Publish in order; JetStream: wait for every stream acknowledgement; core: wait
+        for the server's PONG after them (a flush)."""
         subject = inbox_subject(name)
         try:
             if self._js is not None:
@@ -370,12 +370,11 @@ class NatsMedium(Medium):
                     self._takes_batches[name] = False  # until (unless) it answers ``batch``
                     await self.probe(name)
                     batches = self._takes_batches.get(name, False)
-                # No flush (PING/PONG) per append: nats-py writes the PING ahead of the
-                # publishes still pending, so the PONG never proved the server had them,
-                # and it cost a round trip. A dead connection fails the publish once
-                # nats-py's bounded buffer is full.
                 for payload in (batch(records, client.max_payload) if batches else records):
                     await client.publish(subject, payload)
+                # The PONG fails when the connection was cut under what was written:
+                # the append is retried (the reader drops what it got twice).
+                await client.flush(timeout=10)
         except NoStreamResponseError:
             raise UnknownInbox(f"no inbox {name} on {self.url}") from None
         except (NatsError, OSError) as exc:
