@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,6 +19,17 @@ if TYPE_CHECKING:
 
 STATE_DIR_NAME = ".p2phost"
 IDENTITY_FILE = "identity.key"
+#: sun_path is 108 bytes on Linux (104 on the BSDs and macOS), the terminating NUL included.
+CONTROL_PATH_MAX = 103
+
+
+def runtime_dir() -> Path:
+    """The user's private directory for the control sockets of deep projects:
+    ``$XDG_RUNTIME_DIR/p2phost`` when that is short, else ``/tmp/p2phost-UID``."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+    if xdg.startswith("/") and len(os.fsencode(xdg)) <= 40:
+        return Path(xdg) / "p2phost"
+    return Path("/tmp") / f"p2phost-{os.getuid()}"
 
 
 @dataclass
@@ -53,8 +65,14 @@ class Project:
 
     @property
     def control_socket(self) -> Path:
-        """The running node's local control socket."""
-        return self.state_dir / "control.sock"
+        """The running node's local control socket: ``.p2phost/control.sock``, or, when
+        that path is too long for a Unix socket (a deep project directory), a socket named
+        by a hash of the project's path in the user's ``runtime_dir()``."""
+        path = self.state_dir / "control.sock"
+        if len(os.fsencode(path)) <= CONTROL_PATH_MAX:
+            return path
+        digest = hashlib.sha256(os.fsencode(self.state_dir.resolve())).hexdigest()[:24]
+        return runtime_dir() / f"{digest}.sock"
 
     @cached_property
     def manifest(self) -> Manifest:

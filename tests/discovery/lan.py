@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from p2phost._project import Project
 from p2phost._runtime import NodeNotRunning, query_control
 
 from .netns import Lan
@@ -65,7 +66,7 @@ class LanNode:
     def peers(self) -> set[str]:
         """Peer ids the node is connected to now (empty if it does not answer)."""
         try:
-            answer = query_control(self.root / ".p2phost" / "control.sock", "peers", 2.0)
+            answer = query_control(Project(self.root).control_socket, "peers", 2.0)
         except NodeNotRunning:
             return set()
         return {p["peer_id"] for p in answer.get("peers", [])}
@@ -73,7 +74,7 @@ class LanNode:
     def discovery(self) -> dict[str, Any]:
         """The node's discovery plugins (state, counters) and dial counters."""
         try:
-            answer = query_control(self.root / ".p2phost" / "control.sock", "peers", 2.0)
+            answer = query_control(Project(self.root).control_socket, "peers", 2.0)
         except NodeNotRunning:
             return {}
         return dict(answer.get("discovery") or {})

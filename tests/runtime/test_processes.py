@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from p2phost._project import Project, runtime_dir
 from p2phost._runtime import Node
 from p2phost_sdk import RemoteError
 from p2phost_sdk.testing.discovery import wait_until
@@ -156,6 +157,27 @@ def test_a_port_in_use_is_a_clear_error_and_sigterm_stops_cleanly(
         assert first.stop(signal.SIGTERM) == 0
     assert "stopping: draining mailboxes" in first.stderr
     assert not (first.root / ".p2phost" / "control.sock").exists()
+
+
+def test_a_deep_project_still_answers_on_a_short_control_socket(
+    tmp_path: Path, official_wheels: dict[str, Path],
+) -> None:
+    # .p2phost/control.sock under this directory is longer than a Unix socket address.
+    deep = tmp_path.joinpath(*["a-deep-directory-name"] * 6) / "alice"
+    root = write_project(deep, BASIC, name="alice",
+                         wheels=[official_wheels[p] for p in BASIC])
+    socket_path = Project(root).control_socket
+    assert len(str(root / ".p2phost" / "control.sock")) > 108
+    assert socket_path.parent == runtime_dir() and len(str(socket_path)) < 100
+    node = RunningNode(root)
+    try:
+        peers = run_cli("peers", cwd=root, timeout=30)
+        assert peers.returncode == 0, peers.stderr
+        assert node.peer_id in peers.stdout
+        assert runtime_dir().stat().st_mode & 0o777 == 0o700
+    finally:
+        assert node.stop(signal.SIGTERM) == 0
+    assert not socket_path.exists()
 
 
 def test_publish_reaches_every_subscribed_process(project: ProjectMaker) -> None:

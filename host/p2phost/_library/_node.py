@@ -29,7 +29,6 @@ from ._handlers import HandlerFunc, InProcessApp
 
 log = logging.getLogger("p2phost.library")
 _F = TypeVar("_F", bound=HandlerFunc)
-_CONTROL_PATH_MAX = 107
 
 # Peer ids of the nodes open in this process: a second node of one identity would make
 # its peers drop one connection for the other, back and forth.
@@ -171,13 +170,9 @@ class AsyncNode:
         identity = await asyncio.to_thread(self.project.identity)
         self._claim(identity.peer_id)
         self._node = await asyncio.to_thread(node_for_project, self.project, apps=apps)
-        path = self.project.control_socket
-        if self._control_wanted and len(os.fsencode(path)) <= _CONTROL_PATH_MAX:
-            self._control = ControlServer(self._node, path)
+        if self._control_wanted:
+            self._control = ControlServer(self._node, self.project.control_socket)
             await self._control.start()
-        elif self._control_wanted:
-            log.warning("no control socket (its path %s is too long): `p2phost peers` will "
-                        "not see this node", path)
         await self._node.start()
 
     def _claim(self, peer_id: str) -> None:

@@ -1,6 +1,8 @@
 """The control socket: how ``p2phost peers`` asks the project's running node.
 
-A Unix socket at ``.p2phost/control.sock``, owner-only. A client sends one JSON line
+A Unix socket at ``.p2phost/control.sock``, owner-only; when the project lies so deep that
+this path does not fit a Unix socket address, one named by a hash of the project's path in
+the user's private runtime directory (``Project.control_socket``). A client sends one JSON line
 ``{"command": "peers"}`` and reads one JSON line back; the server then closes. A socket
 file left behind by a killed node is noticed (nothing answers) and replaced.
 """
@@ -12,15 +14,16 @@ import contextlib
 import json
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
+from ..._project import CONTROL_PATH_MAX, runtime_dir
 from .._errors import NodeAlreadyRunning, NodeConfigError, NodeNotRunning
 from ..delivery._delivery import CONTROL_COMMANDS
 from ._node import Node
 
 _TIMEOUT = 5.0
-_MAX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
 
 def _describe(node: Node) -> dict[str, Any]:
@@ -54,10 +57,12 @@ class ControlServer:
 
     async def start(self) -> None:
         """Listen; refuses when another node of the project already answers."""
-        if len(os.fsencode(self.path)) > _MAX_PATH:
+        if len(os.fsencode(self.path)) > CONTROL_PATH_MAX:
             raise NodeConfigError(
-                f"the control socket path {self.path} is longer than {_MAX_PATH} bytes",
-                fix="move the project to a shorter path")
+                f"the control socket path {self.path} is longer than {CONTROL_PATH_MAX} "
+                "bytes", fix="give a shorter path (Project.control_socket makes one)")
+        if self.path.parent == runtime_dir():
+            _private_dir(self.path.parent)
         if self.path.exists() or self.path.is_symlink():
             try:
                 await asyncio.to_thread(query_control, self.path, "peers", 1.0)
@@ -111,6 +116,20 @@ class ControlServer:
             with contextlib.suppress(ConnectionError, TimeoutError):
                 async with asyncio.timeout(_TIMEOUT):
                     await writer.wait_closed()
+
+
+def _private_dir(path: Path) -> None:
+    """Make ``path`` (a shared place like /tmp) ours alone, or refuse: another user could
+    otherwise put a socket there that answers for our node."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = path.lstat()
+    if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+            or info.st_mode & 0o077):
+        raise NodeConfigError(
+            f"{path} (where the control socket of a deep project goes) is not a directory "
+            "that only this user can use",
+            fix="remove it (another user may have made it), or set XDG_RUNTIME_DIR")
 
 
 def query_control(path: Path, command: str, timeout: float = _TIMEOUT,
