@@ -34,8 +34,8 @@ EXPORTS: dict[str, set[str]] = {
     },
     "p2phost_sdk.inbox": {
     "Deliver", "ForeignRecord", "InboxConnection", "InboxFull", "InboxListener",
-    "InboxOptions", "InboxTransport", "Letter", "LetterHandler", "Medium", "MediumAddress",
-    "MediumError", "MediumRefused", "MediumUnavailable", "OVERHEAD", "Retention",
+    "InboxOptions", "InboxTransport", "JournalFile", "Letter", "LetterHandler", "Medium",
+    "MediumAddress", "MediumError", "MediumRefused", "MediumUnavailable", "OVERHEAD", "Retention",
     "UnknownInbox", "backoff", "stop_if_cancelled", "valid_inbox",
     },
     "p2phost_sdk.signing": {

@@ -14,6 +14,9 @@ The records on the medium are described in docs/transports.md.
 
         def make_medium(self, address: MediumAddress) -> Medium:
             return RedisMedium(address)
+
+:class:`JournalFile` is how this package keeps state across a kill (an append-only file of
+lines, rewritten compactly now and then); a medium with state of its own may use it too.
 """
 
 from .._errors import (
@@ -25,6 +28,7 @@ from .._errors import (
     UnknownInbox,
 )
 from ._connection import InboxConnection
+from ._journalfile import JournalFile
 from ._letters import Letter, LetterHandler
 from ._medium import Deliver, Medium, Retention, stop_if_cancelled
 from ._options import InboxOptions, backoff
@@ -40,6 +44,7 @@ __all__ = [
     "InboxListener",
     "InboxOptions",
     "InboxTransport",
+    "JournalFile",
     "Letter",
     "LetterHandler",
     "Medium",

@@ -5,18 +5,19 @@ For every connection this node accepted, the journal holds the dialler's first f
 the node is done with. A record done but not yet acknowledged on the medium when the node
 was killed comes again after the restart; the journal is how the new run knows to skip
 it, so an app handles it once. Lines are appended with one unbuffered ``write`` each
-(a killed process loses none); the file is rewritten compactly now and then.
+(a killed process loses none); the file is rewritten compactly now and then
+(:class:`JournalFile`).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ._journalfile import JournalFile
 
 log = logging.getLogger("p2phost.transport")
 
@@ -64,21 +65,13 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.live: dict[bytes, Resumable] = {}
-        self._fd = -1
-        self._lines = 0
+        self._file = JournalFile(path, "journal", log)
 
     def load(self) -> dict[bytes, Resumable]:
         """Read the journal (dropping what is too old or unreadable), compact it, and
         return the connections a new run may resume."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.live = {}
-        with contextlib.suppress(FileNotFoundError):
-            text = self.path.read_text(encoding="ascii", errors="replace")
-            for number, line in enumerate(text.splitlines(), 1):
-                try:
-                    self._apply(line.split(" "))
-                except (ValueError, IndexError, KeyError):
-                    log.warning("%s:%d: ignoring an unreadable journal line", self.path, number)
+        self._file.read(self._apply)
         cutoff = time.time() - MAX_AGE
         self.live = {c: r for c, r in self.live.items() if r.opened >= cutoff}
         self._compact()
@@ -101,11 +94,9 @@ class Journal:
             self.live.pop(connection, None)
 
     def _write(self, line: str) -> None:
-        if self._fd < 0:
-            return  # closed: the endpoint is gone, and the medium will redeliver
-        os.write(self._fd, line.encode("ascii"))
-        self._lines += 1
-        if self._lines > 10_000 + 4 * len(self.live):
+        # Once closed, nothing: the endpoint is gone, and the medium will redeliver.
+        self._file.append(line)
+        if self._file.lines > 10_000 + 4 * len(self.live):
             self._compact()
 
     def _compact(self) -> None:
@@ -116,13 +107,7 @@ class Journal:
             lines.append(self._open_line(entry))
             lines.append(f"W {entry.connection.hex()} {entry.done.watermark}\n")
             lines.extend(f"D {entry.connection.hex()} {seq}\n" for seq in sorted(entry.done.above))
-        staged = self.path.with_name(self.path.name + ".new")
-        staged.write_text("".join(lines), encoding="ascii")
-        os.replace(staged, self.path)
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._lines = len(lines)
+        self._file.rewrite(lines)
 
     @staticmethod
     def _open_line(entry: Resumable) -> str:
@@ -150,6 +135,4 @@ class Journal:
 
     def close(self) -> None:
         """Close the file. Idempotent."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._file.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._journal import DoneSet
+from ._journalfile import JournalFile
 
 log = logging.getLogger("p2phost.transport")
 
@@ -78,8 +78,7 @@ class LetterJournal:
         #: Letters handled, rejected (altered, forged, stale) and skipped as copies, over
         #: every run: ``p2phost inbox stats`` shows them.
         self.counts: dict[str, int] = read_counts(path)
-        self._fd = -1
-        self._lines = 0
+        self._file = None if path is None else JournalFile(path, "letter journal", log)
 
     def count(self, kind: str, number: int = 1) -> None:
         """``number`` more letters of ``kind``; all but handled ones are saved at once
@@ -96,25 +95,19 @@ class LetterJournal:
 
     def load(self) -> None:
         """Read the journal (dropping sessions older than :data:`LETTER_MAX_AGE`)."""
-        if self.path is None:
+        if self._file is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            text = self.path.read_text(encoding="ascii", errors="replace")
-            for number, line in enumerate(text.splitlines(), 1):
-                try:
-                    kind, sender, session, value, when = line.split(" ")
-                    entry = self.sessions.setdefault((sender, bytes.fromhex(session)),
-                                                     _Session(last=0.0))
-                    entry.last = max(entry.last, float(when))
-                    if kind == "W":
-                        entry.done.watermark = max(entry.done.watermark, int(value))
-                    else:
-                        entry.done.add(int(value))
-                except ValueError:
-                    log.warning("%s:%d: ignoring an unreadable letter journal line",
-                                self.path, number)
+        self._file.read(self._apply)
         self._compact()
+
+    def _apply(self, words: list[str]) -> None:
+        kind, sender, session, value, when = words
+        entry = self.sessions.setdefault((sender, bytes.fromhex(session)), _Session(last=0.0))
+        entry.last = max(entry.last, float(when))
+        if kind == "W":
+            entry.done.watermark = max(entry.done.watermark, int(value))
+        else:
+            entry.done.add(int(value))
 
     def seen(self, sender: str, session: bytes, seq: int) -> bool:
         """Whether that letter was finished already."""
@@ -126,36 +119,28 @@ class LetterJournal:
         entry = self.sessions.setdefault((sender, session), _Session())
         entry.last = now = time.time()
         entry.done.add(seq)
-        if self.path is not None and self._fd >= 0:
-            os.write(self._fd, f"D {sender} {session.hex()} {seq} {now:.0f}\n".encode("ascii"))
-            self._lines += 1
-            if self._lines > 10_000 + 4 * len(self.sessions):
+        if self._file is not None:
+            self._file.append(f"D {sender} {session.hex()} {seq} {now:.0f}\n")
+            if self._file.lines > 10_000 + 4 * len(self.sessions):
                 self._compact()
 
     def _compact(self) -> None:
         cutoff = time.time() - LETTER_MAX_AGE
         self.sessions = {k: s for k, s in self.sessions.items() if s.last >= cutoff}
-        if self.path is None:
+        if self._file is None:
             return
         lines = []
         for (sender, session), entry in self.sessions.items():
             head = f"{sender} {session.hex()}"
             lines.append(f"W {head} {entry.done.watermark} {entry.last:.0f}\n")
             lines.extend(f"D {head} {seq} {entry.last:.0f}\n" for seq in sorted(entry.done.above))
-        staged = self.path.with_name(self.path.name + ".new")
-        staged.write_text("".join(lines), encoding="ascii")
-        os.replace(staged, self.path)
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._lines = len(lines)
+        self._file.rewrite(lines)
 
     def close(self) -> None:
         """Close the file (saving the counts). Idempotent."""
         self.save_counts()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._file is not None:
+            self._file.close()
 
 
 def counts_path(journal: Path) -> Path:

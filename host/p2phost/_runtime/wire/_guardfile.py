@@ -21,10 +21,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from p2phost_sdk.inbox import JournalFile
 
 if TYPE_CHECKING:
     from ._sealed import ReplayGuard
@@ -58,29 +59,24 @@ class GuardFile:
         #: Only what was taken (the live guard also holds frames read and not finished).
         self.taken = taken
         self.counts = read_counts(path)
-        self._fd = -1
-        self._lines = 0
+        self._file = JournalFile(path, "replay guard", log)
         self._pending: list[str] = []
 
     def load(self) -> None:
         """Read the file into :attr:`taken` (dropping what left the window), compact it."""
         now = time.time()
-        with contextlib.suppress(FileNotFoundError):
-            text = self.path.read_text(encoding="ascii", errors="replace")
-            for number, line in enumerate(text.splitlines(), 1):
-                try:
-                    kind, sender, session_hex, first, *rest = line.split(" ")
-                    session = bytes.fromhex(session_hex)
-                    if kind == "S":
-                        bits, last = rest
-                        self.taken.restore(sender, session, int(first), int(bits, 16),
-                                           int(last) / 1000, now)
-                    else:
-                        self.taken.admit(sender, session, int(first), int(rest[0]) / 1000,
-                                         now)
-                except ValueError:
-                    log.warning("%s:%d: ignoring an unreadable replay guard line", self.path,
-                                number)
+
+        def apply(words: list[str]) -> None:
+            kind, sender, session_hex, first, *rest = words
+            session = bytes.fromhex(session_hex)
+            if kind == "S":
+                bits, last = rest
+                self.taken.restore(sender, session, int(first), int(bits, 16),
+                                   int(last) / 1000, now)
+            else:
+                self.taken.admit(sender, session, int(first), int(rest[0]) / 1000, now)
+
+        self._file.read(apply)
         self._compact()
 
     def take(self, sender: str, session: bytes, counter: int, sealed_at: float) -> None:
@@ -95,16 +91,15 @@ class GuardFile:
 
     def flush(self) -> None:
         """Write what was taken since the last flush."""
-        if not self._pending or self._fd < 0:
+        if not self._pending or not self._file.is_open:
             self._pending.clear()
             return
         lines, self._pending = self._pending, []
         try:
-            os.write(self._fd, "".join(lines).encode("ascii"))
+            self._file.append("".join(lines), len(lines))
         except OSError as exc:
             log.warning("cannot write the replay guard %s: %s", self.path, exc)
-        self._lines += len(lines)
-        if self._lines > _COMPACT_EVERY + 2 * len(self.taken.sessions):
+        if self._file.lines > _COMPACT_EVERY + 2 * len(self.taken.sessions):
             self._compact()
 
     def refused(self, reason: str) -> None:
@@ -120,22 +115,13 @@ class GuardFile:
                  f"{int(seen.last * 1000)}\n"
                  for (sender, session), seen in self.taken.sessions.items()]
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            staged = self.path.with_name(self.path.name + ".new")
-            staged.write_text("".join(lines), encoding="ascii")
-            os.replace(staged, self.path)
-            if self._fd >= 0:
-                os.close(self._fd)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._file.rewrite(lines)
         except OSError as exc:
             log.warning("cannot write the replay guard %s (frames taken now are not "
                         "remembered across a restart): %s", self.path, exc)
-            self._fd = -1
-        self._lines = len(lines)
+            self._file.close()
 
     def close(self) -> None:
         """Write what is pending and close the file. Idempotent."""
         self.flush()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._file.close()
