@@ -97,3 +97,11 @@ def test_serve_with_workers_on_one_store(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert server.proc.returncode == 0
+
+
+def test_a_watch_interval_of_zero_is_a_usage_error(tmp_path: Path) -> None:
+    done = p2phost("registry", "serve", "--port", "0", "--data", str(tmp_path / "data"),
+                   "--watch-interval", "0")
+    assert done.returncode == 2, done.stderr
+    assert "--watch-interval" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything was made

@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
             help="How long a rendered page is served before download counts refresh it."),
         workers: int = typer.Option(1, "--workers", help="Processes sharing the port."),
         watch_interval: float = typer.Option(
-            1.0, "--watch-interval", metavar="SECONDS",
+            1.0, "--watch-interval", metavar="SECONDS", min=0.001,
             help="How often to look for changes made by other servers; on PostgreSQL they "
                  "arrive at once through LISTEN/NOTIFY and this is only the safety net."),
     ) -> None:
