@@ -109,13 +109,16 @@ def security(secure: bool) -> list[Any]:
     return [NoiseSecurity()] if secure else []
 
 
-def bench_node(port: int, secure: bool = False) -> Any:
-    """A node with one app: ``sink`` counts messages, ``echo`` answers with the body."""
-    from p2phost_msgpack_codec import MsgpackCodec
-    from p2phost_tcp_transport import TcpTransport
+def bench_app(answers: dict[bytes, Callable[[], Awaitable[Any]]] | None = None) -> Any:
+    """The server's app: ``sink`` counts messages; ``echo`` answers ``b"count"`` with that
+    count, a body in ``answers`` with what its function returns (``b"cpu"`` by default:
+    this process's CPU seconds so far), anything else with itself."""
+    from p2phost_sdk import App, Message, handler
 
-    from p2phost._runtime import Node, NodeOptions
-    from p2phost_sdk import App, Identity, Message, handler
+    async def cpu() -> float:
+        return time.process_time()
+
+    special = {b"cpu": cpu, **(answers or {})}
 
     class Bench(App):
         name = "bench"
@@ -127,10 +130,24 @@ def bench_node(port: int, secure: bool = False) -> Any:
 
         @handler("echo")
         async def echo(self, message: Message) -> Any:
-            return self.handled if message.body == b"count" else message.body
+            if message.body == b"count":
+                return self.handled
+            answer = special.get(message.body)
+            return message.body if answer is None else await answer()
+
+    return Bench()
+
+
+def bench_node(port: int, secure: bool = False) -> Any:
+    """A node with :func:`bench_app`."""
+    from p2phost_msgpack_codec import MsgpackCodec
+    from p2phost_tcp_transport import TcpTransport
+
+    from p2phost._runtime import Node, NodeOptions
+    from p2phost_sdk import Identity
 
     return Node(Identity.generate(), transports={"tcp": TcpTransport()},
-                codecs={"application/msgpack": MsgpackCodec()}, apps=[Bench()],
+                codecs={"application/msgpack": MsgpackCodec()}, apps=[bench_app()],
                 security=security(secure),
                 options=NodeOptions(listen=[f"tcp://127.0.0.1:{port}"]))
 

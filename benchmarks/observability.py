@@ -39,9 +39,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-for _plugin in ("tcp-transport", "msgpack-codec"):
-    sys.path.insert(0, str(REPO / "official-plugins" / _plugin / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from messaging import bench_app, free_port  # also puts the plugins on sys.path
 
 CONFIGS = ("off", "metrics", "tracing", "sampled")
 TRACE_ENV = {"OTEL_TRACES_EXPORTER": "jsonl", "OTEL_TRACES_SAMPLER": "parentbased_always_on",
@@ -71,27 +70,20 @@ def make_node(config: str, port: int | None, apps: list[Any]) -> Any:
 
 
 async def serve(config: str) -> None:
-    """The server node; prints its address (and its /metrics address) when ready."""
-    from p2phost_sdk import App, Message, handler
+    """The server node (benchmarks/messaging.py's app); prints its address (and its
+    /metrics address) when ready."""
+    nodes: list[Any] = []
 
-    class Bench(App):
-        name = "bench"
-        handled = 0
+    async def cpu() -> float:  # this process's CPU seconds so far, spans exported
+        await flush(nodes[0])
+        return time.process_time()
 
-        @handler("sink")
-        async def sink(self, message: Message) -> None:
-            self.handled += 1
+    async def spans_dropped() -> int:
+        return dropped(nodes[0])
 
-        @handler("echo")
-        async def echo(self, message: Message) -> Any:
-            if message.body == b"cpu":  # this process's CPU seconds so far, spans exported
-                await flush(node)
-                return time.process_time()
-            if message.body == b"dropped":
-                return dropped(node)
-            return self.handled if message.body == b"count" else message.body
-
-    async with make_node(config, _free_port(), [Bench()]) as node:
+    app = bench_app({b"cpu": cpu, b"dropped": spans_dropped})
+    async with make_node(config, free_port(), [app]) as node:
+        nodes.append(node)
         print(node.addresses[0], node.metrics.address if node.metrics else "-", flush=True)
         await asyncio.Event().wait()
 
@@ -105,14 +97,6 @@ async def flush(node: Any) -> None:
 def dropped(node: Any) -> int:
     """Spans a node dropped because its exporter fell behind (not paid for: reported)."""
     return 0 if node._tracing is None else int(node._tracing._batcher.dropped)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def one_way(node: Any, peer: str, count: int) -> tuple[float, float]:
