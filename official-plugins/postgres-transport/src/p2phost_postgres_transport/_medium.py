@@ -65,6 +65,17 @@ ALTER TABLE p2phost_inboxes
 CREATE INDEX IF NOT EXISTS p2phost_inbox_records_free
     ON p2phost_inbox_records (inbox, id) WHERE NOT leased;
 """
+# Whether the tables are as _SCHEMA makes them. Read from the catalogs, it takes no lock
+# on the tables: _SCHEMA's ALTER TABLE takes an exclusive one even when it changes nothing,
+# and would queue every other node's reads and writes behind any open transaction.
+_SCHEMA_CURRENT = """
+SELECT to_regclass('p2phost_inbox_records_free') IS NOT NULL
+   AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('p2phost_inbox_records')
+               AND attname = 'created' AND NOT attisdropped)
+   AND (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('p2phost_inboxes')
+        AND attname IN ('max_age', 'max_messages', 'max_bytes', 'expired')
+        AND NOT attisdropped) = 4
+"""
 _APPEND = """
 WITH added AS (
     INSERT INTO p2phost_inbox_records (inbox, body)
@@ -125,9 +136,13 @@ class PostgresMedium(Medium):
         return self._writer
 
     async def connect(self) -> None:
-        """Connect, and create the tables if this database has none yet."""
+        """Connect, and create (or bring up to date) the tables if they are not yet."""
         connection = await self._write_connection()
         try:
+            cursor = await connection.execute(_SCHEMA_CURRENT)
+            row = await cursor.fetchone()
+            if row is not None and row[0]:
+                return
             async with connection.transaction():
                 await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 await connection.execute(_SCHEMA)
