@@ -44,6 +44,18 @@ def build_wheels(projects: Iterable[Path], out: Path) -> dict[str, Path]:
     return wheels
 
 
+@pytest.fixture(autouse=True)
+def _fresh_repeat_limit() -> Iterable[None]:
+    """Each test starts with nothing held back by the repeat limit on p2phost's loggers, as
+    a new process would: the limit is per process, and one xdist worker runs many tests,
+    so warnings a test checks for could be held back for what earlier tests logged."""
+    from p2phost._observability import _logs
+
+    _logs._NODE_LIMIT._kinds.clear()
+    yield
+    _logs._NODE_LIMIT._kinds.clear()
+
+
 @pytest.fixture(scope="session")
 def official_wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every official plugin built once per test session, by normalised name."""
