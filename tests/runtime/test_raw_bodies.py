@@ -71,3 +71,26 @@ async def test_a_peer_that_reads_codec_bodies_only_gets_bytes(
     peer = await client.connect(server.addresses[0])
     await client.send(peer, "blob", Raw(b"ab", b"cd"))
     assert await asyncio.wait_for(sink.got.get(), 10) == (b"abcd", "application/msgpack")
+
+
+WIDE = "ü" * 100  # 100 characters, 200 bytes of topic in the frame
+
+
+class WideSink(App):
+    name = "wide"
+
+    @handler(WIDE)
+    async def wide(self, message: Message) -> int:
+        return len(message.body)
+
+
+async def test_a_raw_body_that_fits_only_without_its_envelope_is_refused(
+        make_node: MakeNode) -> None:
+    # The header, the topic's bytes and the content type count against the limit too.
+    limit = 1 << 20
+    server = await make_node([WideSink()], max_frame_size=limit)
+    client = await make_node(listen=[], max_frame_size=limit)
+    peer = await client.connect(server.addresses[0])
+    with pytest.raises(FrameTooLarge, match="raw message on"):
+        await client.send(peer, WIDE, Raw(bytes(limit - 200)))
+    assert await client.request(peer, WIDE, Raw(b"still fine")) == 10

@@ -160,14 +160,15 @@ class Dispatcher:
     def _raw_frame(self, channel: Channel, kind: Kind, message_id: int, topic: str,
                    body: Raw, deadline: int) -> bytes:
         # The envelope, then the parts as they are: one copy in all, no codec's.
-        size = body.nbytes + 64 + len(topic)
-        if size > channel.frame_limit:  # refused before anything is joined
-            raise FrameTooLarge(
-                f"a raw message on {topic!r} is {body.nbytes} bytes, over the maximum frame "
-                f"size of {channel.frame_limit} ({channel.frame_limit_source})")
         trace = b"" if self.tracer is None else self.tracer.outgoing(channel)
         head = encode(kind, message_id, topic.encode(), deadline=deadline, content_type=RAW,
                       trace=trace)
+        # The exact size (header, topic bytes, content type, trace), refused before the
+        # body is joined: a frame over the limit would cost the peer its connection.
+        if len(head) + body.nbytes > channel.frame_limit:
+            raise FrameTooLarge(
+                f"a raw message on {topic!r} is {body.nbytes} bytes, over the maximum frame "
+                f"size of {channel.frame_limit} ({channel.frame_limit_source})")
         return b"".join((head, *body.parts))
 
     async def send(self, channel: Channel, topic: str, body: Any) -> None:
