@@ -32,7 +32,6 @@ from .._errors import NodeConfigError, WireError
 from ..wire._channel import Channel
 from ..wire._envelope import (
     RAW,
-    RAW_HELLO,
     TRACED,
     VERSION,
     Envelope,
@@ -137,7 +136,7 @@ class Dispatcher:
               deadline: int = 0) -> bytes:
         """An app message as a frame for ``channel`` (its codec, its size limit)."""
         if type(body) is Raw:
-            if channel.hello.extra.get(RAW_HELLO) == 1:
+            if channel.reads_raw:
                 return self._raw_frame(channel, kind, message_id, topic, body, deadline)
             body = body.tobytes()  # a peer that reads codec bodies only: bytes through it
         parts = self._headers.get((kind, topic))
@@ -232,8 +231,7 @@ class Dispatcher:
         for channel in channels:
             if topic not in channel.topics:
                 continue
-            key = (channel.codec.content_type, channel.frame_limit,
-                   bool(channel.hello.extra.get(RAW_HELLO) == 1))
+            key = (channel.codec.content_type, channel.frame_limit, channel.reads_raw)
             frame = frames.get(key)
             if frame is None:
                 frame = frames[key] = self.frame(channel, Kind.MESSAGE, message_id, topic, body)

@@ -36,7 +36,17 @@ from p2phost_sdk import (
 )
 
 from .._errors import WireError
-from ._envelope import HEADER, TRACE_SIZE, TRACED, VERSION, Envelope, Kind, decode, encode
+from ._envelope import (
+    HEADER,
+    RAW_HELLO,
+    TRACE_SIZE,
+    TRACED,
+    VERSION,
+    Envelope,
+    Kind,
+    decode,
+    encode,
+)
 from ._handshake import Handshaken
 
 log = logging.getLogger("p2phost.node")
@@ -92,6 +102,8 @@ class Channel:
         self.peer_id = done.hello.peer_id
         self.codec: Codec = done.codec
         self.topics = frozenset(done.hello.topics)
+        #: The peer reads raw bodies (``p2phost_sdk.Raw``): its hello says so, once.
+        self.reads_raw = done.hello.extra.get(RAW_HELLO) == 1
         #: The address this channel was dialled at, or where the peer came from.
         self.address = address
         self.initiator = initiator
