@@ -109,6 +109,19 @@ class Dispatcher:
                 owners[topic] = name
         return routes
 
+    def add_route(self, app: App, topic: str,
+                  handler: Callable[[Any], Awaitable[Any]]) -> None:
+        """Route ``topic`` to ``handler`` through ``app``'s mailbox while the node runs
+        (a library program's late handler)."""
+        if topic in self.routes:
+            raise NodeConfigError(f"topic {topic!r} has a handler on this node already",
+                                  fix="register one handler per topic")
+        mailbox = next((box for owner, box in self._apps if owner is app), None)
+        if mailbox is None:
+            raise NodeConfigError(f"app {type(app).__name__} is not one of this node's",
+                                  fix="add the app before the node opens")
+        self.routes[topic] = Route(handler, mailbox, permission_of(handler))
+
     @property
     def topics(self) -> list[str]:
         """The topics this node's apps handle."""

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from p2phost_sdk import App, Message, permission_of
+from p2phost_sdk import Message
 
-from .._errors import NodeConfigError
 from ..wire._channel import Channel
 from ._mailbox import Mailbox
 
@@ -91,13 +90,3 @@ def allowed(route: Route, peer: str) -> bool:
         log.exception("an app's allow= predicate failed; refusing %s", peer)
         return False
 
-
-def add_route(routes: dict[str, Route], apps: Sequence[tuple[App, Mailbox[Work]]], app: App,
-              topic: str, handler: Callable[[Message], Awaitable[Any]]) -> None:
-    """Route ``topic`` to ``handler`` through ``app``'s mailbox (``apps``: the dispatcher's
-    apps and mailboxes) while the node runs: a library program's late handler."""
-    if topic in routes:
-        raise NodeConfigError(f"topic {topic!r} has a handler on this node already",
-                              fix="register one handler per topic")
-    mailbox = next(box for owner, box in apps if owner is app)
-    routes[topic] = Route(handler, mailbox, permission_of(handler))

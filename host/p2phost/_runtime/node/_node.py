@@ -43,7 +43,6 @@ from ..delivery._delivery import Reliable
 from ..delivery._store import DATABASE_NAME
 from ..messaging._dispatch import Dispatcher
 from ..messaging._peers import PeerTable
-from ..messaging._routes import add_route
 from ..messaging._stats import DeliveryStats
 from ..wire._channel import Channel
 from ..wire._guardfile import GUARD_NAME
@@ -192,7 +191,7 @@ class Node(MessagingAPI):
             raise NodeConfigError(f"topic {topic!r} is acknowledged ([delivery.{topic}] or an "
                                   "app's delivery): its handler must be there at start",
                                   fix="register the handler before the node opens")
-        add_route(self._dispatch.routes, self._dispatch._apps, app, topic, handler)
+        self._dispatch.add_route(app, topic, handler)
         self._connections.schemas = hello_schemas(self._dispatch.routes)
 
     def hello_of(self, peer_id: str) -> Hello | None:
