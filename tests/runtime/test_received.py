@@ -6,7 +6,7 @@ import copy
 import dataclasses
 import pickle
 
-from p2phost._runtime.messaging._received import Received
+from p2phost._runtime.messaging._received import Received, number_of
 from p2phost_sdk import Message, MessageKind
 
 
@@ -32,3 +32,12 @@ def test_it_shows_compares_copies_and_pickles_as_a_message() -> None:
     for twin in (copy.copy(message), pickle.loads(pickle.dumps(message))):
         assert type(twin) is Message
         assert dataclasses.astuple(twin) == dataclasses.astuple(message)
+
+
+def test_number_of_reads_the_frames_number_without_the_hex_string() -> None:
+    message = _received()
+    assert number_of(message) == 0xABC
+    message.id = "00000000000000ff"  # an id set later is the one that counts
+    assert number_of(message) == 0xFF
+    plain = Message("0000000000000010", MessageKind.MESSAGE, "p", "t", None)
+    assert number_of(plain) == 0x10

@@ -46,6 +46,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 
 from p2phost_sdk import Message, MessageKind
 
+from .._runtime.messaging._received import number_of
 from .._runtime.wire._envelope import TRACE_SIZE
 from . import _logs
 from ._spans import Batcher, Spec, TracingError, exception_event, exporters
@@ -266,7 +267,7 @@ class Tracing:
 
         @functools.wraps(handler)
         def receipt(message: Message) -> Awaitable[Any]:
-            data = parent_of((message.sender, int(message.id, 16)))
+            data = parent_of((message.sender, number_of(message)))
             trace_id = parent_id = 0
             if data is not None:
                 trace_id, parent_id = int.from_bytes(data[:16]), int.from_bytes(data[16:24])
