@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
@@ -181,3 +185,24 @@ def test_a_replacement_kept_unverified_is_verified_before_it_is_promoted() -> No
     assert forged.peer_id not in table  # refused on promotion, never served
     assert table.counters["replacement refused"] == 1
     assert gate.counters()["bad signature"] == 1
+
+
+def test_malformed_records_are_refused_with_asserts_stripped_too() -> None:
+    # decode parses what any peer sends: its checks must hold under ``python -O``.
+    wire = encode(record())
+    body = base64.b64decode(wire[52:])
+    short_signature = wire[:52] + base64.b64encode(body[:-4]).decode()
+    bad_peer = "!" * 52 + wire[52:]
+    code = ("import sys\n"
+            "from p2phost_sdk import AnnouncementError\n"
+            "from p2phost_dht_discovery._records import decode\n"
+            "for raw in sys.argv[1:]:\n"
+            "    try:\n"
+            "        decode(raw)\n"
+            "    except AnnouncementError:\n"
+            "        continue\n"
+            "    sys.exit('accepted: ' + raw[:60])\n")
+    done = subprocess.run([sys.executable, "-O", "-c", code, short_signature, bad_peer],
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr

@@ -67,22 +67,26 @@ def wire_peer(raw: object) -> str | None:
 def decode(raw: object, scope: str = PEER_SCOPE) -> SignedPresence:
     """A record in ``scope`` from its wire string, not yet verified; AnnouncementError
     when malformed."""
+    # Explicit checks, not asserts: this parses what any peer sends, and ``python -O``
+    # would strip asserts.
     try:
         peer_id = wire_peer(raw)
-        assert peer_id is not None and is_peer_id(peer_id)
-        assert isinstance(raw, str)
+        if peer_id is None or not is_peer_id(peer_id) or not isinstance(raw, str):
+            raise ValueError("no peer id")
         body = base64.b64decode(raw[PEER_ID_LENGTH:], validate=True)
         sequence, expires, count = _FIXED.unpack_from(body)
         offset, addresses = _FIXED.size, []
         for _ in range(count):
             length = body[offset]
             address = body[offset + 1:offset + 1 + length]
-            assert len(address) == length
+            if len(address) != length:
+                raise ValueError("an address ends early")
             addresses.append(address.decode())
             offset += 1 + length
         signature = body[offset:]
-        assert len(signature) == 64 and sequence < 2**63 and expires < 2**63
-    except (AssertionError, IndexError, ValueError, struct.error, binascii.Error) as exc:
+        if len(signature) != 64 or sequence >= 2**63 or expires >= 2**63:
+            raise ValueError("bad signature length, sequence or expiry")
+    except (IndexError, ValueError, struct.error, binascii.Error) as exc:
         raise AnnouncementError("malformed: not a DHT record") from exc
     return SignedPresence(peer_id, scope, tuple(addresses), sequence, expires, False,
                           signature)

@@ -230,7 +230,6 @@ class NatsMedium(Medium):
         """Purge the stream (it and its consumer stay)."""
         if self._js is None:
             raise MediumError(self.cannot_store)
-        before = (await self.inbox_stats(name))["records"]
         try:
             purged = await self._account.get(name, "purged")
             state = (await self._js.stream_info(inbox_stream(name))).state
@@ -244,7 +243,7 @@ class NatsMedium(Medium):
             return 0
         except (NatsError, OSError) as exc:
             raise MediumUnavailable(f"NATS at {self.url}: {exc}") from exc
-        return int(before or 0)
+        return int(state.messages or 0)
 
     async def delete_inbox(self, name: str) -> bool:
         """Delete the stream."""
