@@ -47,20 +47,29 @@ def _table(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _shown(value: object) -> str:
+    """``value`` as text safe for a terminal: a peer chose its name, topics and modes, and
+    an escape sequence among them would drive the user's terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+
+
 def _print(answer: dict[str, Any]) -> None:
-    name = f" ({answer['name']})" if answer.get("name") else ""
+    name = f" ({_shown(answer['name'])})" if answer.get("name") else ""
     print(f"peer id: {answer['peer_id']}{name}")
     print(f"address: {answer['address']}  codec: {answer['codec']}  "
-          f"security: {answer['security']}  host-api: {answer['host_api']}")
+          f"security: {answer['security']}  host-api: {_shown(answer['host_api'])}")
     topics = answer["topics"]
     if not topics:
         print("topics: none (no app handles a topic there)")
         return
+    topics = [{**t, "topic": _shown(t["topic"]), "delivery": _shown(t["delivery"])}
+              for t in topics]
+    omitted = {_shown(t) for t in answer["schemas_omitted"]}
     width = max(len(t["topic"]) for t in topics)
     print("topics:")
     for t in topics:
         schema = "schema below" if t["schema"] is not None else (
-            "schema not sent (too large)" if t["topic"] in answer["schemas_omitted"]
+            "schema not sent (too large)" if t["topic"] in omitted
             else "no model")
         print(f"  {t['topic']:<{width}}  {t['delivery']:<16}  {schema}")
     for t in topics:

@@ -27,6 +27,11 @@ DEFAULT_TIMEOUT = 10.0
 #: How many times a GET is tried before giving up.
 ATTEMPTS = 3
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: Most bytes of a JSON answer read (a plugin's page or a search is a few KiB): a registry
+#: that sends more is not believed, rather than held in memory whole.
+MAX_JSON = 64 * 2**20
+#: Most bytes of an error response read for its message.
+_MAX_ERROR = 64 * 2**10
 
 
 class NotFound(RegistryError):
@@ -91,7 +96,10 @@ class Fetcher:
         """GET ``url`` and parse its JSON body."""
         try:
             with self.open(url, accept="application/json") as body:
-                return json.loads(body.read())
+                data = body.read(MAX_JSON + 1)
+            if len(data) > MAX_JSON:
+                raise ValueError(f"more than {MAX_JSON // 2**20} MiB")
+            return json.loads(data)
         except (ValueError, OSError) as exc:
             raise RegistryError(f"{url} answered something that is not JSON ({exc})",
                                 fix="check that --registry points at a p2phost registry") from exc
@@ -107,7 +115,7 @@ class Fetcher:
 def _error_message(exc: urllib.error.HTTPError) -> str:
     """The ``{"error": ...}`` message a p2phost registry puts in error responses."""
     try:
-        data = json.loads(exc.read() or b"null")
+        data = json.loads(exc.read(_MAX_ERROR) or b"null")
     except (ValueError, OSError):
         return ""
     return str(data.get("error", "")) if isinstance(data, dict) else ""

@@ -94,7 +94,8 @@ class Journal:
             self.live.pop(connection, None)
 
     def _write(self, line: str) -> None:
-        # Once closed, nothing: the endpoint is gone, and the medium will redeliver.
+        if not self._file.is_open:
+            return  # closed: the endpoint is gone, and the medium will redeliver
         self._file.append(line)
         if self._file.lines > 10_000 + 4 * len(self.live):
             self._compact()

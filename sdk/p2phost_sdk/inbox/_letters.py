@@ -119,7 +119,7 @@ class LetterJournal:
         entry = self.sessions.setdefault((sender, session), _Session())
         entry.last = now = time.time()
         entry.done.add(seq)
-        if self._file is not None:
+        if self._file is not None and self._file.is_open:
             self._file.append(f"D {sender} {session.hex()} {seq} {now:.0f}\n")
             if self._file.lines > 10_000 + 4 * len(self.sessions):
                 self._compact()
