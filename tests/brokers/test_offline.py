@@ -40,6 +40,17 @@ def store_many(root: Path, address: str, count: int, topics: list[str]) -> str:
     return done.stdout.strip()
 
 
+def stopped_with_sender(make_node: NodeMaker, make_project: ProjectMaker, medium: str,
+                        **project: Any) -> tuple[Node, Path]:
+    """Bob run once over ``medium`` and stopped cleanly (his inbox stays), and a project
+    alice that sends to him: (bob, alice)."""
+    over = MEDIA[medium]
+    over.require()
+    bob = make_node("bob", over, **project)
+    assert bob.process.stop(signal.SIGTERM) == 0
+    return bob, make_project("alice", over)
+
+
 @pytest.mark.services
 def test_chat_sent_to_a_stopped_redis_node_arrives_after_it_restarts(
         tmp_path: Path, official_wheels: dict[str, Path], make_project: ProjectMaker) -> None:
@@ -303,10 +314,7 @@ async def test_a_pure_producer_stores_messages_and_cannot_make_requests(
 def test_inbox_commands_show_purge_and_delete_what_waits(
         make_node: NodeMaker, make_project: ProjectMaker) -> None:
     over = MEDIA["redis"]
-    over.require()
-    bob = make_node("bob", over)
-    assert bob.process.stop(signal.SIGTERM) == 0
-    alice = make_project("alice", over)
+    bob, alice = stopped_with_sender(make_node, make_project, "redis")
     alice_id = run_cli("id", cwd=alice).stdout.strip()
     for n in range(5):
         assert send(alice, bob.address, "note", {"n": n})[0] == 0

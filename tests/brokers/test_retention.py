@@ -13,19 +13,16 @@ import time
 import pytest
 
 from tests.brokers.conftest import MEDIA, NodeMaker, ProjectMaker
-from tests.brokers.test_offline import inbox_stats, send, store_many
+from tests.brokers.test_offline import inbox_stats, send, stopped_with_sender, store_many
 from tests.conftest import run_cli
 
 
 @pytest.mark.services
 def test_jetstream_counts_records_handed_to_a_killed_node_that_then_expired(
         make_node: NodeMaker, make_project: ProjectMaker) -> None:
-    over = MEDIA["nats-jetstream"]
-    over.require()
     # Each note takes 1.5 s to handle: the node holds all five when it is killed.
-    bob = make_node("bob", over, transport={"max-age": 4.0}, ledger={"delay": 1.5})
-    assert bob.process.stop(signal.SIGTERM) == 0
-    alice = make_project("alice", over)
+    bob, alice = stopped_with_sender(make_node, make_project, "nats-jetstream",
+                                     transport={"max-age": 4.0}, ledger={"delay": 1.5})
     assert store_many(alice, bob.address, 5, ["note"]) == "5"
     bob.restart(signal.SIGTERM)
     assert len(bob.ledger.wait(None, 1, 30)) >= 1, bob.process.stderr
@@ -84,11 +81,8 @@ def test_an_amqp_queue_a_sender_declared_before_the_first_run_gets_the_nodes_lim
 @pytest.mark.services
 def test_mqtt_max_bytes_refuses_a_send_that_would_pass_it(
         make_node: NodeMaker, make_project: ProjectMaker) -> None:
-    over = MEDIA["mqtt"]
-    over.require()
-    bob = make_node("bob", over, transport={"max-bytes": 3000})
-    assert bob.process.stop(signal.SIGTERM) == 0
-    alice = make_project("alice", over)
+    bob, alice = stopped_with_sender(make_node, make_project, "mqtt",
+                                     transport={"max-bytes": 3000})
     assert store_many(alice, bob.address, 4, ["note"]) == "4"
     stats = inbox_stats(bob.root)
     assert stats["records"] == 4 and 4 * 300 < stats["bytes"] <= 3000, stats
@@ -113,12 +107,9 @@ def test_mqtt_max_bytes_refuses_a_send_that_would_pass_it(
 @pytest.mark.services
 def test_mqtt_max_age_expires_letters_and_counts_them_killed_node_included(
         make_node: NodeMaker, make_project: ProjectMaker) -> None:
-    over = MEDIA["mqtt"]
-    over.require()
     # Buckets of 1 s: a letter counts as expired 2 to 4 s after it was stored.
-    bob = make_node("bob", over, transport={"max-age": 2.0}, ledger={"delay": 2.5})
-    assert bob.process.stop(signal.SIGTERM) == 0
-    alice = make_project("alice", over)
+    bob, alice = stopped_with_sender(make_node, make_project, "mqtt",
+                                     transport={"max-age": 2.0}, ledger={"delay": 2.5})
     assert store_many(alice, bob.address, 5, ["note"]) == "5"
     deadline = time.monotonic() + 15
     while inbox_stats(bob.root)["expired"] < 5 and time.monotonic() < deadline:

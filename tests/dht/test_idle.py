@@ -13,7 +13,7 @@ from p2phost._runtime import Node, NodeOptions
 from p2phost_sdk import Identity
 from p2phost_sdk.testing.discovery import wait_until
 from tests.dht.network import MemoryNetwork  # noqa: F401 - puts the plugin on sys.path
-from tests.discovery.plugins import use_plugin_source
+from tests.discovery.plugins import started_nodes, use_plugin_source
 
 for _name in ("memory-transport", "json-codec", "noise-security"):
     use_plugin_source(_name)
@@ -27,7 +27,6 @@ from p2phost_noise_security import NoiseSecurity  # noqa: E402
 @asynccontextmanager
 async def dht_nodes() -> AsyncIterator[Callable[..., Any]]:
     """``await make(config)``: a started node running dht-discovery, and its service."""
-    nodes: list[Node] = []
     memory = MemoryTransport()
 
     async def make(config: dict[str, Any]) -> tuple[Node, DhtService]:
@@ -38,15 +37,11 @@ async def dht_nodes() -> AsyncIterator[Callable[..., Any]]:
                     codecs={"application/json": JsonCodec()}, security=[NoiseSecurity()],
                     apps=[service.app], discovery=[service.discovery],
                     options=NodeOptions(name=name, listen=(name,), drain_timeout=2.0))
-        await asyncio.wait_for(node.start(), 10)
-        nodes.append(node)
+        await start(node)
         return node, service
 
-    try:
+    async with started_nodes() as start:
         yield make
-    finally:
-        await asyncio.gather(*(asyncio.wait_for(n.close(), 15) for n in nodes),
-                             return_exceptions=True)
 
 
 def connected(node: Node) -> set[str]:

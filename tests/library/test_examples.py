@@ -61,7 +61,6 @@ def test_worker_pool(state_dir: StateDir) -> None:
 
 
 def test_fastapi_gateway(state_dir: StateDir, echo_peer: str) -> None:
-    pytest.importorskip("fastapi")
     port = free_port()
     env = {**os.environ, "P2PHOST_PROJECT": str(_project(state_dir, "gateway")),
            "P2PHOST_PEER": echo_peer}

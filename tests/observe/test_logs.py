@@ -15,6 +15,7 @@ import pytest
 from p2phost._observability._logs import JsonFormatter, RepeatLimit, bind
 from p2phost_sdk import App, Message, handler
 from p2phost_sdk.testing.discovery import wait_until
+from tests.observe.conftest import send_burst
 from tests.runtime.conftest import MakeNode
 from tests.runtime.conftest import make_node as make_node  # the fixture
 
@@ -123,13 +124,8 @@ async def test_json_context_is_reset_after_each_message_and_a_burst_shares_tasks
     out, _, _ = json_logs
     _notes.setLevel(logging.INFO)
     app = Noting()
-    receiver = await make_node([app])
-    sender = await make_node([])
-    peer = await sender.connect(receiver.addresses[0])
     burst = 200
-    for i in range(burst):
-        await sender.send(peer, "note", i)
-    await wait_until(lambda: app.handled == burst, 10, "every message handled")
+    sender = await send_burst(make_node, app, burst, lambda: app.handled)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     notes = [li for li in lines if li["logger"] == "tests.observe.notes"]
     assert len(notes) == burst

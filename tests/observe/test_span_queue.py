@@ -65,9 +65,8 @@ def test_a_stuck_exporter_drops_spans_and_says_so_while_running(
         batcher.shutdown()
 
 
-def test_a_full_disk_says_what_failed_and_the_fix(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def failed_on_a_full_disk(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """One span exported to /dev/full: the "spans failed" warnings it logged."""
     caplog.set_level(logging.WARNING, logger="p2phost.node")
     batcher = Batcher([JsonLinesExporter("/dev/full")], Resource.create({}),
                       InstrumentationScope("t"))
@@ -77,7 +76,13 @@ def test_a_full_disk_says_what_failed_and_the_fix(
     finally:
         batcher.shutdown()
     failed = [r for r in caplog.records if "spans failed" in r.getMessage()]
-    assert failed and "fix:" in failed[0].getMessage()
+    assert failed, "nothing said the export failed"
+    return failed
+
+
+def test_a_full_disk_says_what_failed_and_the_fix(caplog: pytest.LogCaptureFixture) -> None:
+    failed = failed_on_a_full_disk(caplog)
+    assert "fix:" in failed[0].getMessage()
 
 
 def test_a_traces_file_that_cannot_be_opened_is_said_at_start(
@@ -92,15 +97,7 @@ def test_a_traces_file_that_cannot_be_opened_is_said_at_start(
 def test_an_export_failing_on_the_disk_is_one_line_not_a_traceback(
     caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="p2phost.node")
-    batcher = Batcher([JsonLinesExporter("/dev/full")], Resource.create({}),
-                      InstrumentationScope("t"))
-    try:
-        batcher.add((SPEC, 1, 1, 0, 1, 2, None, None))
-        batcher.flush(5)
-    finally:
-        batcher.shutdown()
-    failed = [r for r in caplog.records if "spans failed" in r.getMessage()]
-    assert failed and failed[0].exc_info is None
+    failed = failed_on_a_full_disk(caplog)
+    assert failed[0].exc_info is None
     assert "No space left on device" in failed[0].getMessage()
     assert "/dev/full" in failed[0].getMessage()

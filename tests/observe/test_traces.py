@@ -25,6 +25,7 @@ from p2phost._runtime.wire._envelope import HEADER, TRACE_SIZE, TRACED
 from p2phost_sdk import App, Message, handler
 from p2phost_sdk.testing.discovery import wait_until
 from tests.conftest import build_wheels, run_cli, service_or_skip
+from tests.observe.conftest import send_burst
 from tests.observe.test_metrics import Caller, Worker
 from tests.runtime.conftest import MakeNode
 from tests.runtime.conftest import make_node as make_node  # the fixture
@@ -240,13 +241,8 @@ async def test_traced_messages_from_one_peer_share_tasks_and_each_has_its_own_sp
     otel_env(monkeypatch, tmp_path / "spans.jsonl")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
     app = Spanned()
-    receiver = await make_node([app])
-    sender = await make_node([])
-    peer = await sender.connect(receiver.addresses[0])
     burst = 200
-    for i in range(burst):
-        await sender.send(peer, "note", i)
-    await wait_until(lambda: len(app.traces) == burst, 10, "every message handled")
+    await send_burst(make_node, app, burst, lambda: len(app.traces))
     # Each handler sees its own message's trace (sampled or not), never the one before.
     assert len(set(app.traces)) == burst and 0 not in app.traces
     # The handler's span is reset after each message, so the mailbox runs a peer's

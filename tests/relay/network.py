@@ -10,7 +10,7 @@ from typing import Any
 
 from p2phost._runtime import Node, NodeOptions
 from p2phost_sdk import Identity, PluginContext
-from tests.discovery.plugins import use_plugin_source
+from tests.discovery.plugins import started_nodes, use_plugin_source
 
 for _name in ("relay", "memory-transport", "json-codec", "noise-security", "echo"):
     use_plugin_source(_name)
@@ -28,7 +28,6 @@ Make = Callable[..., "asyncio.Future[tuple[Node, RelayService]]"]
 async def relay_network(capacity: int = 1024) -> AsyncIterator[Callable[..., Any]]:
     """``await make(config, listen=[...], secure=True, apps=(...))``: a started node (with
     the relay and echo apps, and ``apps``) and its relay service."""
-    nodes: list[Node] = []
     memory = MemoryTransport(capacity=capacity)  # frames in flight per pipe direction
 
     async def make(config: dict[str, Any] | None = None, *, listen: tuple[str, ...] = (),
@@ -56,12 +55,8 @@ async def relay_network(capacity: int = 1024) -> AsyncIterator[Callable[..., Any
                                         client=client, keepalive_timeout=keepalive_timeout,
                                         keepalive_interval=keepalive_interval,
                                         max_frame_size=max_frame_size))
-        await asyncio.wait_for(node.start(), 10)
-        nodes.append(node)
+        await start(node)
         return node, service
 
-    try:
+    async with started_nodes() as start:
         yield make
-    finally:
-        await asyncio.gather(*(asyncio.wait_for(n.close(), 15) for n in nodes),
-                             return_exceptions=True)
