@@ -45,17 +45,25 @@ def test_nodes_carry_on_after_their_broker_connections_are_cut(
         assert burst.returncode == 0 and json.loads(out) == NOTES, err
 
     # Afterwards (on core NATS once the broken connection was replaced): all of it again.
-    deadline = time.monotonic() + 30
+    # Core NATS holds nothing: a burst sent on the cut connection before the receiver saw
+    # its gap (and replaced the connection) is lost with it, so there it is sent again
+    # until one arrives whole; a durable medium must deliver the first one.
+    expected = [{"tag": "after", "n": n} for n in range(50)]
+    deadline = time.monotonic() + 45
     while True:
+        before = len(bob.ledger.bodies(alice.peer_id))
         code, out, err = alice.cli("send", alice.address, "burst", json.dumps(
             {"to": bob.peer_id, "count": 50, "tag": "after"}), "--request")
-        if code == 0 or time.monotonic() > deadline:
+        if code == 0:
+            got = bob.ledger.wait(alice.peer_id, before + 50, 20 if medium in DURABLE else 10)
+            after = [b for b in got if "tag" in b]
+            if medium in DURABLE or after[-50:] == expected or time.monotonic() > deadline:
+                break
+        elif time.monotonic() > deadline:
             break
-        time.sleep(0.5)
+        else:
+            time.sleep(0.5)
     assert code == 0, out + err
-    after = [b for b in bob.ledger.wait(alice.peer_id, NOTES + 50, 20) if "tag" in b]
-    if medium not in DURABLE and len(after) < 50:
-        after = [b for b in bob.ledger.wait(alice.peer_id, 10**6, 10) if "tag" in b]
-    assert after[-50:] == [{"tag": "after", "n": n} for n in range(50)], bob.process.stderr
+    assert after[-50:] == expected, bob.process.stderr
     code, out, err = alice.cli("ping", bob.address, "--count", "2", "--interval", "0")
     assert code == 0, out + err
