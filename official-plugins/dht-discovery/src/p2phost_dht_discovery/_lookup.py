@@ -13,6 +13,7 @@ of the alpha slots once per lookup.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -67,14 +68,24 @@ class _Candidates:
     depth: dict[str, int]
     copies: dict[str, list[Offer]] = field(default_factory=dict)
     tried: dict[str, int] = field(default_factory=dict)
+    #: Each candidate's distance to the key, computed once (the lookup sorts by it often).
+    distance: dict[str, int] = field(default_factory=dict)
 
-    def distance(self, peer_id: str) -> int:
-        return peer_key(peer_id) ^ self.key
+    def __post_init__(self) -> None:
+        for peer in self.depth:
+            self.distance[peer] = peer_key(peer) ^ self.key
+
+    def closest(self, failed: set[str], k: int) -> list[str]:
+        """The ``k`` closest candidates not ``failed``."""
+        return sorted((p for p in self.distance if p not in failed),
+                      key=self.distance.__getitem__)[:k]
 
     def offer(self, offer: Offer, hop: int) -> bool:
         """Note ``offer``; True when it is a copy not seen before of an unverified peer."""
         peer = offer.peer_id
-        self.depth.setdefault(peer, hop)
+        if peer not in self.depth:
+            self.depth[peer] = hop
+            self.distance[peer] = peer_key(peer) ^ self.key
         if peer in self.verified:
             return False
         copies = self.copies.setdefault(peer, [])
@@ -117,38 +128,33 @@ async def lookup(key: int, start: list[SignedPresence], query: Query, *, k: int 
     if target is not None and target in known.verified:
         result.found = known.verified[target]
         return result
-
-    async def ask(record: SignedPresence) -> tuple[SignedPresence, list[Offer] | None]:
-        try:
-            return record, await query(record)
-        except Exception:
-            return record, None
-
     loop = asyncio.get_running_loop()
+    # Each request is a task (the Rpc is a coroutine) that hands its answer over and
+    # wakes the lookup itself: the lookup runs in the loop turn after an answer, where
+    # waiting on the tasks' completion (asyncio.wait) takes two more.
+    running: dict[str, asyncio.Task[None]] = {}
+    answers: deque[tuple[SignedPresence, list[Offer] | None]] = deque()
+    wake: list[asyncio.Future[None]] = []
+
+    def woken() -> None:
+        if wake and not wake[0].done():
+            wake[0].set_result(None)
+
+    async def ask(record: SignedPresence) -> None:
+        try:
+            answers.append((record, await query(record)))
+        except Exception:
+            answers.append((record, None))
+        finally:
+            running.pop(record.peer_id, None)
+            woken()
+
     end = loop.time() + deadline
-    running: set[asyncio.Task[tuple[SignedPresence, list[Offer] | None]]] = set()
+    timer = loop.call_at(end, woken)
     try:
         while True:
-            live = sorted((p for p in known.depth if p not in failed), key=known.distance)[:k]
-            pending = [p for p in live if p not in asked]
-            while pending and len(running) < alpha:
-                peer = pending.pop(0)
-                asked.add(peer)
-                record = known.record(peer)  # its addresses are dialled: verify it first
-                if record is None:
-                    failed.add(peer)
-                    refused.add(peer)
-                    continue
-                running.add(asyncio.ensure_future(ask(record)))
-            if not running or stop_when():
-                break
-            timeout = end - loop.time()
-            if timeout <= 0:
-                break
-            done, running = await asyncio.wait(running, timeout=timeout,
-                                               return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                record, offered = task.result()
+            while answers and result.found is None:  # every answer in, before asking more
+                record, offered = answers.popleft()
                 result.queried += 1
                 if offered is None:
                     failed.add(record.peer_id)
@@ -156,32 +162,64 @@ async def lookup(key: int, start: list[SignedPresence], query: Query, *, k: int 
                     continue
                 answered.append(record.peer_id)
                 hop = known.depth[record.peer_id] + 1
-                result.hops = max(result.hops, hop) if result.found is None else result.hops
-                named: set[str] = set()
-                for offer in offered[: k * 2]:
-                    if offer.peer_id in named:  # one copy of a peer per answer
-                        continue
-                    named.add(offer.peer_id)
-                    fresh = known.offer(offer, hop)
-                    peer = offer.peer_id
-                    if fresh and peer in refused:
-                        # A forged copy failed it; this other copy may be the genuine one.
-                        refused.discard(peer)
-                        failed.discard(peer)
-                        asked.discard(peer)
-                    if peer == target and result.found is None:
-                        found = known.record(peer)
-                        if found is not None:
-                            result.found, result.hops = found, hop
-            if result.found is not None:
+                result.hops = max(result.hops, hop)
+                if _learn(known, offered[: k * 2], hop, refused, failed, asked, target):
+                    result.found, result.hops = known.verified[target or ""], hop
+            if result.found is not None or stop_when() or loop.time() >= end:
                 break
+            pending = [p for p in known.closest(failed, k) if p not in asked]
+            while pending and len(running) < alpha:
+                peer = pending.pop(0)
+                asked.add(peer)
+                contact = known.record(peer)  # its addresses are dialled: verify it first
+                if contact is None:
+                    failed.add(peer)
+                    refused.add(peer)
+                    continue
+                running[peer] = asyncio.ensure_future(ask(contact))
+            if not running:
+                break
+            wake[:] = [loop.create_future()]
+            await wake[0]
     finally:
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
+        timer.cancel()
+        await _cancel(running)
     ok = set(answered)
-    result.closest = sorted((known.verified[p] for p in ok),
-                            key=lambda r: known.distance(r.peer_id))[:k]
+    result.closest = [known.verified[p] for p in sorted(ok, key=known.distance.__getitem__)[:k]]
     result.responders = answered
     return result
+
+
+def _learn(known: _Candidates, offered: list[Offer], hop: int, refused: set[str],
+           failed: set[str], asked: set[str], target: str | None) -> bool:
+    """Add one answer's offers to ``known``; True when it held a valid record of
+    ``target`` (verified now: ``known.verified[target]``)."""
+    named: set[str] = set()
+    for offer in offered:
+        peer = offer.peer_id
+        if peer in named:  # one copy of a peer per answer
+            continue
+        named.add(peer)
+        if known.offer(offer, hop) and peer in refused:
+            # A forged copy failed it; this other copy may be the genuine one.
+            refused.discard(peer)
+            failed.discard(peer)
+            asked.discard(peer)
+        if peer == target and known.record(peer) is not None:
+            return True
+    return False
+
+
+async def _cancel(running: dict[str, asyncio.Task[None]]) -> None:
+    """Cancel the requests still in flight and wait until they are all done."""
+    if not running:
+        return
+    tasks = list(running.values())
+    for task in tasks:
+        task.cancel()
+    # One turn is enough for a request that was waiting for its answer; wait for any
+    # that still is not done (a cancelled Rpc may await its own clean-up).
+    await asyncio.sleep(0)
+    pending = [task for task in tasks if not task.done()]
+    if pending:
+        await asyncio.wait(pending)

@@ -20,9 +20,10 @@ from p2phost_sdk import SignedPresence
 from ._keys import KEY_BITS, address_prefix, bucket_index, peer_key
 
 
-@dataclass
+@dataclass(eq=False)
 class Entry:
-    """One contact: its newest signed record, when it last answered, failures since."""
+    """One contact: its newest signed record, when it last answered, failures since.
+    Compared by identity: a bucket finds and removes its own entry objects."""
 
     record: SignedPresence
     key: int
@@ -203,9 +204,15 @@ class RoutingTable:
     def closest(self, key: int, count: int | None = None,
                 exclude: frozenset[str] = frozenset()) -> list[SignedPresence]:
         """The ``count`` (default k) live contacts closest to ``key``."""
-        entries = [e for p, e in self._live.items() if p not in exclude]
-        entries.sort(key=lambda e: e.key ^ key)
-        return [e.record for e in entries[: count or self.limits.k]]
+        count = count or self.limits.k
+        # Distances by C calls (xor, sort), not a Python key function per contact; a
+        # distance xor the key is the contact's key again.
+        by_key = self._by_key
+        nearest = sorted(map(key.__xor__, by_key))[:count + len(exclude)]
+        records = [by_key[d ^ key].record for d in nearest]
+        if exclude:
+            records = [r for r in records if r.peer_id not in exclude]
+        return records[:count]
 
     def entries(self) -> list[Entry]:
         """Every live entry."""
