@@ -22,6 +22,8 @@ from ._keys import KEY_BITS, key_hex, parse_key, peer_key, topic_key
 from ._limits import RateLimit
 from ._lookup import LookupResult, Offer, lookup
 from ._records import (
+    MAX_RECORD_LENGTH,
+    PEER_ID_LENGTH,
     PEER_SCOPE,
     WIRE_VERSION,
     ProviderStore,
@@ -29,7 +31,6 @@ from ._records import (
     decode,
     encode,
     provider_scope,
-    wire_peer,
 )
 from ._routing import RoutingTable, TableLimits
 
@@ -185,7 +186,7 @@ class Dht:
     def _closest_for(self, key: int, asker: str) -> list[str]:
         # The asker already has our own record ("self" of the reply).
         records = self.table.closest(key, self.settings.k, exclude=frozenset({asker}))
-        return [self.gate.wire_form(r) for r in records]
+        return self.gate.wire_forms(records)
 
     # -- asking ------------------------------------------------------------------------
 
@@ -229,16 +230,18 @@ class Dht:
 
     def _offered(self, reply: dict[str, Any]) -> list[Offer]:
         # Neither decoded nor verified here: the lookup verifies the records it uses.
+        # (wire_peer's test, inline: this runs for every record of every answer.)
         nodes = reply.get("nodes")
         if not isinstance(nodes, list):
             return []
-        out, own = [], self.peer_id
+        out, own, malformed = [], self.peer_id, 0
         for raw in nodes[: self.settings.k]:
-            peer = wire_peer(raw)
-            if peer is None:
-                self.gate.refused["malformed"] += 1
-            elif peer != own:
+            if type(raw) is not str or not PEER_ID_LENGTH < len(raw) <= MAX_RECORD_LENGTH:
+                malformed += 1
+            elif (peer := raw[:PEER_ID_LENGTH]) != own:
                 out.append(Offer(peer, raw))
+        if malformed:
+            self.gate.refused["malformed"] += malformed
         return out
 
     def _check_offer(self, offer: Offer) -> SignedPresence | None:

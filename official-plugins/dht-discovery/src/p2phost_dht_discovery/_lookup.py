@@ -86,10 +86,14 @@ class _Candidates:
         if peer not in self.depth:
             self.depth[peer] = hop
             self.distance[peer] = peer_key(peer) ^ self.key
-        if peer in self.verified:
+        elif peer in self.verified:
             return False
-        copies = self.copies.setdefault(peer, [])
-        if offer in copies or len(copies) + self.tried.get(peer, 0) >= MAX_COPIES:
+        copies = self.copies.get(peer)
+        if copies is None:
+            copies = self.copies[peer] = []
+        elif offer in copies:
+            return False
+        if len(copies) + self.tried.get(peer, 0) >= MAX_COPIES:
             return False
         copies.append(offer)
         return True

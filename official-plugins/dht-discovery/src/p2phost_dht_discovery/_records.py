@@ -20,7 +20,7 @@ import binascii
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from p2phost_sdk import CLOCK_SKEW, AnnouncementError, PresenceBook, SignedPresence, is_peer_id
@@ -144,10 +144,16 @@ class RecordGate:
     def wire_form(self, record: SignedPresence) -> str:
         """:func:`encode` of ``record``, encoded once when it is a record this gate
         verified: a node sends the same records in every answer."""
-        seen = self._wire.get(record.peer_id)
-        if seen is not None and seen[0] is record:  # the same object: the same fields
-            return seen[1]
-        return encode(record)
+        return self.wire_forms((record,))[0]
+
+    def wire_forms(self, records: Iterable[SignedPresence]) -> list[str]:
+        """:meth:`wire_form` of each of ``records`` (an answer's k in one call)."""
+        known, out = self._wire, []
+        for record in records:
+            seen = known.get(record.peer_id)
+            # The same object: the same fields, so the same string.
+            out.append(seen[1] if seen is not None and seen[0] is record else encode(record))
+        return out
 
     def _current(self, record: SignedPresence) -> bool:
         # A repeat is not verified again, but a record that expired since must not count.
