@@ -32,6 +32,11 @@ async def lookups(nodes: list[Dht], targets: list[Dht], per_node: int,
     return found, attempted, hops
 
 
+# All CPU, no waiting (about 6 s of it: building 200 nodes, 7,200 lookups, 160 refreshes),
+# so its wall time is that CPU time stretched by the machine's load: at load 25-40 on 2
+# cores, past the suite's 120 s. The waits inside stay bounded by the DHT's own timeouts
+# (request 30 s, lookup 120 s, in loop time); only the bound on the whole test is larger.
+@pytest.mark.timeout(900)
 async def test_200_nodes_find_each_other_and_survive_20_percent_dying() -> None:
     rng = random.Random(7)
     network, nodes = await build(200)
