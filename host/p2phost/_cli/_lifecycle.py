@@ -44,9 +44,11 @@ def parse_request(text: str) -> tuple[str, str]:
 
 @contextmanager
 def installer(registry: str | None, *, require_signed: bool = False,
-              trust_new_key: bool = False, command: str = "") -> Iterator[Installer]:
+              trust_new_key: bool = False, command: str = "", refresh: bool = False
+              ) -> Iterator[Installer]:
     """An installer for the project here, with a progress bar on a terminal.
 
+    ``refresh``: revalidate every kept registry answer instead of using it while fresh.
     Its warnings (unsigned plugins) are printed when the block ends without an error.
     """
     from .._install._registry import plugin_sources
@@ -56,7 +58,7 @@ def installer(registry: str | None, *, require_signed: bool = False,
     urls = plugin_sources(registry, project.manifest.registries)
     signing = SigningPolicy(require_signed or project.manifest.require_signed, trust_new_key,
                             command or "p2phost plugin install")
-    with _installer_for(project, urls, signing) as made:
+    with _installer_for(project, urls, signing, refresh) as made:
         yield made
     for warning in made.warnings:
         err_console.print(warning)
@@ -64,7 +66,7 @@ def installer(registry: str | None, *, require_signed: bool = False,
 
 @contextmanager
 def _installer_for(project: Project, urls: list[str], signing: SigningPolicy,
-                   ) -> Iterator[Installer]:
+                   refresh: bool) -> Iterator[Installer]:
     from .._install._installer import Installer
 
     if not console.is_terminal:
@@ -72,7 +74,7 @@ def _installer_for(project: Project, urls: list[str], signing: SigningPolicy,
             size = f" ({total / 1024:.0f} KiB)" if total else ""
             console.print(f"downloading {label}{size}")
             return lambda n: None
-        yield Installer(project, urls, progress=announce, signing=signing)
+        yield Installer(project, urls, progress=announce, signing=signing, refresh=refresh)
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -81,7 +83,7 @@ def _installer_for(project: Project, urls: list[str], signing: SigningPolicy,
         def start(label: str, total: int | None) -> Callable[[int], None]:
             task = bar.add_task(label, total=total)
             return lambda n: bar.advance(task, n)
-        yield Installer(project, urls, progress=start, signing=signing)
+        yield Installer(project, urls, progress=start, signing=signing, refresh=refresh)
 
 
 def show_and_confirm(changes: Sequence[Change], yes: bool) -> None:
@@ -143,12 +145,13 @@ def summary(changes: Sequence[Change], verb: str, what: str = "plugin(s)") -> No
 
 
 def install(requests: Sequence[str], registry: str | None = None, yes: bool = False,
-            require_signed: bool = False, trust_new_key: bool = False) -> None:
+            require_signed: bool = False, trust_new_key: bool = False,
+            refresh: bool = False) -> None:
     """``p2phost plugin install [NAME[SPEC]...]``."""
     wanted = dict(parse_request(r) for r in requests)
     command = shlex.join(["p2phost", "plugin", "install", *requests])
     with installer(registry, require_signed=require_signed, trust_new_key=trust_new_key,
-                   command=command) as made:
+                   command=command, refresh=refresh) as made:
         plan = made.plan_install(wanted)
         show_and_confirm(plan.changes, yes)
         made.apply(plan)
@@ -161,8 +164,9 @@ def upgrade(names: Sequence[str], latest: bool = False, registry: str | None = N
     """``p2phost plugin upgrade [--latest] [NAME...]``."""
     command = shlex.join(["p2phost", "plugin", "upgrade", *(["--latest"] if latest else []),
                           *names])
+    # Looking for newer releases: every kept registry answer is revalidated (304s).
     with installer(registry, require_signed=require_signed, trust_new_key=trust_new_key,
-                   command=command) as made:
+                   command=command, refresh=True) as made:
         plan = made.plan_upgrade(names, latest=latest)
         show_and_confirm(plan.changes, yes)
         made.apply(plan)

@@ -48,8 +48,8 @@ def _host_api() -> str:
 
 def scripted(args: list[str]) -> Callable[[], None] | None:
     """The command ``args`` ask for, when they are one of the forms scripts and CI use that
-    need no option parsing: ``plugin install --yes [NAME[SPEC]...]`` (``-y`` too, anywhere)
-    and ``plugin sync [--offline]``. Anything else (another option, ``--help``, no
+    need no option parsing: ``plugin install --yes [--refresh] [NAME[SPEC]...]`` (``-y``
+    too, anywhere) and ``plugin sync [--offline]``. Anything else (another option, ``--help``, no
     ``--yes``, so a prompt) goes through typer: None.
 
     Building the typer app costs more than such an install from a warm cache does
@@ -60,10 +60,10 @@ def scripted(args: list[str]) -> Callable[[], None] | None:
     command, rest = args[1], args[2:]
     flags = {a for a in rest if a.startswith("-")}
     names = [a for a in rest if not a.startswith("-")]
-    if command == "install" and flags and flags <= {"--yes", "-y"}:
+    if command == "install" and flags & {"--yes", "-y"} and flags <= {"--yes", "-y", "--refresh"}:
         from . import _lifecycle
 
-        return lambda: _lifecycle.install(names, yes=True)
+        return lambda: _lifecycle.install(names, yes=True, refresh="--refresh" in flags)
     if command == "sync" and not names and flags <= {"--offline"}:
         from . import _lifecycle
 

@@ -42,9 +42,13 @@ def install(
     yes: bool = _YES,
     require_signed: bool = _REQUIRE_SIGNED,
     trust_new_key: bool = _TRUST_NEW_KEY,
+    refresh: bool = typer.Option(False, "--refresh",
+                                 help="Ask the registries again even where their last answer "
+                                      "is still fresh (they say for how long: 10 s for a "
+                                      "p2phost registry)."),
 ) -> None:
     """Resolve, download, verify and install plugins; record them in p2phost.toml and the lock."""
-    _lifecycle.install(requests or [], registry, yes, require_signed, trust_new_key)
+    _lifecycle.install(requests or [], registry, yes, require_signed, trust_new_key, refresh)
 
 
 @plugin_app.command("upgrade")
@@ -92,7 +96,8 @@ def outdated(registry: str | None = _REGISTRY, as_json: bool = _JSON) -> None:
     """Installed plugins with newer versions: within the manifest's specifier, and at all."""
     from rich.table import Table
 
-    with _lifecycle.installer(registry) as installer:
+    # Looking for newer releases: every kept registry answer is revalidated (304s).
+    with _lifecycle.installer(registry, refresh=True) as installer:
         rows = installer.outdated()
     if as_json:
         print(json.dumps({"outdated": [dict(zip(("name", "installed", "wanted", "latest"), row,

@@ -13,7 +13,8 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .. import __version__
@@ -21,6 +22,8 @@ from ._errors import RegistryError, Unreachable
 
 if TYPE_CHECKING:
     import urllib.error
+
+    from ._responses import ResponseCache
 
 #: Seconds to wait for a connection or a read; ``P2PHOST_TIMEOUT`` overrides it.
 DEFAULT_TIMEOUT = 10.0
@@ -38,6 +41,14 @@ class NotFound(RegistryError):
     """The server answered 404; ``message`` is its own explanation when it gave one."""
 
 
+class _NotModified(Exception):
+    """The server answered 304 to a conditional GET: the kept answer is still current."""
+
+    def __init__(self, headers: Any) -> None:
+        super().__init__("304 Not Modified")
+        self.headers = headers
+
+
 @dataclass(frozen=True)
 class Fetcher:
     """GETs with a timeout on every wait and a bounded number of retries."""
@@ -45,25 +56,45 @@ class Fetcher:
     timeout: float = DEFAULT_TIMEOUT
     attempts: int = ATTEMPTS
     backoff: float = 0.2
+    #: Where JSON answers are kept with their caching headers (None: nothing is kept).
+    responses: ResponseCache | None = None
+    #: Treat every kept answer as stale: revalidate it before use (``--refresh``).
+    refresh: bool = False
 
     @classmethod
-    def from_env(cls) -> Fetcher:
-        """A fetcher honouring ``P2PHOST_TIMEOUT`` (seconds)."""
+    def from_env(cls, cache_dir: Path | None = None, *, refresh: bool = False) -> Fetcher:
+        """A fetcher honouring ``P2PHOST_TIMEOUT`` (seconds) that keeps JSON answers under
+        ``cache_dir/http`` (default: the download cache's directory)."""
+        from ._cache import default_cache_dir
+        from ._responses import ResponseCache
+
         raw = os.environ.get("P2PHOST_TIMEOUT")
         try:
-            return cls(timeout=float(raw)) if raw else cls()
+            timeout = float(raw) if raw else DEFAULT_TIMEOUT
         except ValueError:
             raise RegistryError(f"P2PHOST_TIMEOUT={raw!r} is not a number of seconds",
                                 fix="export P2PHOST_TIMEOUT=10") from None
+        responses = ResponseCache((cache_dir or default_cache_dir()) / "http")
+        return cls(timeout=timeout, responses=responses, refresh=refresh)
+
+    def refreshing(self) -> Fetcher:
+        """This fetcher, revalidating every kept answer before use."""
+        return replace(self, refresh=True)
 
     @contextmanager
-    def open(self, url: str, *, accept: str = "*/*") -> Iterator[IO[bytes]]:
-        """The body of ``url`` as a stream; retried when the server is down or busy."""
+    def open(self, url: str, *, accept: str = "*/*", etag: str | None = None
+             ) -> Iterator[IO[bytes]]:
+        """The body of ``url`` as a stream; retried when the server is down or busy.
+
+        With ``etag``, the GET is conditional: a 304 raises :class:`_NotModified`.
+        """
         import urllib.error  # with http.client and ssl: only once something is fetched
         import urllib.request
 
-        request = urllib.request.Request(
-            url, headers={"User-Agent": f"p2phost/{__version__}", "Accept": accept})
+        headers = {"User-Agent": f"p2phost/{__version__}", "Accept": accept}
+        if etag:
+            headers["If-None-Match"] = etag
+        request = urllib.request.Request(url, headers=headers)
         last, answered = "", False
         for attempt in range(self.attempts):
             if attempt:
@@ -71,6 +102,8 @@ class Fetcher:
             try:
                 response = urllib.request.urlopen(request, timeout=self.timeout)
             except urllib.error.HTTPError as exc:
+                if exc.code == 304 and etag:
+                    raise _NotModified(exc.headers) from None
                 detail = _error_message(exc)
                 answered = True
                 if exc.code == 404:
@@ -93,13 +126,29 @@ class Fetcher:
                                 "or choose another with --registry URL")
 
     def json(self, url: str) -> Any:
-        """GET ``url`` and parse its JSON body."""
+        """GET ``url`` and parse its JSON body: a kept answer while fresh (module
+        :mod:`._responses`), else asked for, conditionally when one is kept."""
+        accept = "application/json"
+        cache, key = self.responses, f"{accept} {url}"
+        kept = cache.get(key) if cache is not None else None
         try:
-            with self.open(url, accept="application/json") as body:
-                data = body.read(MAX_JSON + 1)
+            if cache is not None and kept is not None and not self.refresh \
+                    and kept.fresh(time.time()):
+                cache.fresh_hits += 1
+                return json.loads(kept.body)
+            try:
+                with self.open(url, accept=accept, etag=kept.etag if kept else None) as body:
+                    data = body.read(MAX_JSON + 1)
+                    headers = body.headers  # type: ignore[attr-defined]
+            except _NotModified as exc:
+                assert cache is not None and kept is not None
+                return json.loads(cache.confirm(key, kept, exc.headers).body)
             if len(data) > MAX_JSON:
                 raise ValueError(f"more than {MAX_JSON // 2**20} MiB")
-            return json.loads(data)
+            parsed = json.loads(data)
+            if cache is not None:
+                cache.put(key, data, headers)
+            return parsed
         except (ValueError, OSError) as exc:
             raise RegistryError(f"{url} answered something that is not JSON ({exc})",
                                 fix="check that --registry points at a p2phost registry") from exc

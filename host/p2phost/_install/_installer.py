@@ -32,7 +32,7 @@ from .._wheel import unpack_wheel
 from ._builtin import BUILTIN_SOURCE
 from ._cache import DownloadCache, ProgressFactory
 from ._current import lock_satisfies
-from ._errors import InstallError
+from ._errors import InstallError, ResolutionError, UnknownPlugin
 from ._health import lock_gaps, lost_files, requirement_gaps
 from ._http import Fetcher
 from ._registry import PluginInfo, RegistryClient, Release
@@ -86,7 +86,7 @@ class Installer:
     def __init__(self, project: Project, registries: list[str], *,
                  cache: DownloadCache | None = None, fetcher: Fetcher | None = None,
                  progress: ProgressFactory | None = None,
-                 signing: SigningPolicy | None = None) -> None:
+                 signing: SigningPolicy | None = None, refresh: bool = False) -> None:
         self.project = project
         #: The registries this run asks (an option or P2PHOST_REGISTRY, else the manifest's).
         self.registries = tuple(registries)
@@ -97,7 +97,7 @@ class Installer:
         self.removed_leftovers: list[tuple[Path, int]] = []
         self.env = project.environment
         self.cache = cache or DownloadCache()
-        self.fetcher = fetcher or Fetcher.from_env()
+        self.fetcher = fetcher or Fetcher.from_env(self.cache.root, refresh=refresh)
         self.client = RegistryClient(registries, self.fetcher, notify=self.warnings.append)
         self.progress = progress
         self.lock = Lock.load(project.lock_path)
@@ -152,9 +152,24 @@ class Installer:
                      if norms and p.name not in norms}
         return self._plan(dict(self.project.manifest.plugins), preferred)
 
+    def refresh(self) -> None:
+        """Revalidate every registry answer from now on (``--refresh``), asking again."""
+        self.fetcher = self.fetcher.refreshing()
+        self.client = RegistryClient(list(self.registries), self.fetcher,
+                                     notify=self.warnings.append)
+
     def _plan(self, wanted: Mapping[str, str], preferred: Mapping[str, str]) -> Plan:
         reqs = [Requirement.parse(name, spec) for name, spec in wanted.items()]
-        resolution = resolve(self.client, reqs, preferred)
+        try:
+            resolution = resolve(self.client, reqs, preferred)
+        except (ResolutionError, UnknownPlugin):
+            # Fresh kept answers may predate a release the request needs: a failure is
+            # only reported once the registries have been asked again.
+            responses = self.fetcher.responses
+            if self.fetcher.refresh or responses is None or not responses.fresh_hits:
+                raise
+            self.refresh()
+            resolution = resolve(self.client, reqs, preferred)
         old = {p.name: p.version for p in self.lock.plugins}
         changes = [Change(r.name, old.get(r.name), str(r.version), r, resolution.infos[r.name])
                    for r in resolution.releases if old.get(r.name) != str(r.version)]

@@ -1,0 +1,143 @@
+"""The registries' JSON answers kept on disk with their caching headers (RFC 9111, private).
+
+A registry says how long an answer stays fresh (``Cache-Control: max-age=N``; a p2phost
+registry says 10 s) and names its version (``ETag``). While an answer is fresh the
+installer uses it without asking; once stale it asks again with ``If-None-Match``, and a
+304 makes the kept answer fresh again with no body sent. ``--refresh`` (and every
+``plugin upgrade`` or ``outdated``) treats every kept answer as stale. An answer with
+``no-store`` is never kept; one with ``no-cache`` or no ``max-age`` is kept only to be
+revalidated. Answers are keyed by their URL, so another registry URL never sees them.
+
+One file per URL: a line of JSON with the headers that matter, then the body as sent.
+A file that cannot be read or parsed is a miss; one that cannot be written is not kept
+(the cache only saves requests, it never decides an answer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Directives of ``Cache-Control`` that forbid using a kept answer without asking.
+_REVALIDATE = frozenset({"no-cache"})
+
+
+@dataclass(frozen=True)
+class Kept:
+    """One kept answer: its body, its ETag, when it was received and how long it is fresh."""
+
+    body: bytes
+    etag: str | None
+    #: ``time.time()`` when the answer (or the 304 that confirmed it) was received.
+    received: float
+    #: Seconds fresh from its creation (``max-age``); 0: revalidate before each use.
+    max_age: float
+    #: The ``Age`` the sender gave it (seconds it had already spent in caches).
+    age: float = 0.0
+
+    def fresh(self, now: float) -> bool:
+        """Whether the answer may be used without asking (RFC 9111 4.2)."""
+        resident = now - self.received
+        return resident >= 0 and self.age + resident < self.max_age
+
+
+def freshness(cache_control: str | None) -> float | None:
+    """Seconds of freshness ``Cache-Control`` grants (0: revalidate), None for ``no-store``."""
+    max_age = 0.0
+    for directive in (cache_control or "").lower().split(","):
+        name, _, value = directive.strip().partition("=")
+        if name == "no-store":
+            return None
+        if name in _REVALIDATE:
+            return 0.0
+        if name == "max-age":
+            try:
+                max_age = max(0.0, float(int(value.strip().strip('"'))))
+            except ValueError:
+                return 0.0  # a malformed max-age is stale (RFC 9111 4.2.1)
+    return max_age
+
+
+def _seconds(value: str | None) -> float:
+    try:
+        return max(0.0, float(int(value))) if value else 0.0
+    except ValueError:
+        return 0.0
+
+
+class ResponseCache:
+    """Kept answers under ``root`` (``CACHE/http``), with counts of what was used how."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        #: Answers used without asking, and answers a 304 confirmed, this run.
+        self.fresh_hits = 0
+        self.revalidated = 0
+
+    def _path(self, key: str) -> Path:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self.root / digest[:2] / f"{digest}.json"
+
+    def get(self, key: str) -> Kept | None:
+        """The kept answer for ``key`` (URL and Accept), or None."""
+        try:
+            with open(self._path(key), "rb") as handle:
+                head = json.loads(handle.readline())
+                body = handle.read()
+            if head.get("key") != key:
+                return None
+            return Kept(body, head.get("etag"), float(head["received"]),
+                        float(head["max_age"]), float(head.get("age", 0.0)))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def put(self, key: str, body: bytes, headers: Any, now: float | None = None) -> None:
+        """Keep a 200 answer with its ``headers`` (a mapping with ``get``), if they allow."""
+        max_age = freshness(headers.get("Cache-Control"))
+        etag = headers.get("ETag")
+        if max_age is None or (max_age == 0 and not etag):
+            self.forget(key)
+            return
+        self._write(key, Kept(body, etag, time.time() if now is None else now, max_age,
+                              _seconds(headers.get("Age"))))
+
+    def confirm(self, key: str, kept: Kept, headers: Any) -> Kept:
+        """A 304 confirmed ``kept``: fresh again from now, with any headers the 304 updates."""
+        control = headers.get("Cache-Control")
+        max_age = kept.max_age if control is None else freshness(control)
+        if max_age is None:
+            self.forget(key)
+            return kept
+        renewed = Kept(kept.body, headers.get("ETag") or kept.etag, time.time(), max_age,
+                       _seconds(headers.get("Age")))
+        self._write(key, renewed)
+        self.revalidated += 1
+        return renewed
+
+    def forget(self, key: str) -> None:
+        """Drop the kept answer for ``key``, if any."""
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    def _write(self, key: str, kept: Kept) -> None:
+        path = self._path(key)
+        head = {"key": key, "etag": kept.etag, "received": kept.received,
+                "max_age": kept.max_age, "age": kept.age}
+        part = path.with_name(f"{path.name}.{os.getpid()}.part")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(part, "wb") as out:
+                out.write(json.dumps(head).encode() + b"\n" + kept.body)
+            os.replace(part, path)  # a reader sees the old answer or the new, never half
+        except OSError:
+            try:
+                part.unlink(missing_ok=True)
+            except OSError:
+                pass
