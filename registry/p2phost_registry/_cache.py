@@ -21,6 +21,9 @@ _NEGOTIATED_MAX = 256
 NOT_ACCEPTABLE = "406"
 #: Seconds a rendered page is served before it is rendered again (fresh download counts).
 PAGE_TTL = 60.0
+#: How long clients may use a page without asking again: the staleness window of a new
+#: release or a yank for ``p2phost plugin install``, pip and uv (docs/registry.md).
+PAGE_CACHE_CONTROL = b"max-age=10, public"
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ def make_page(body: bytes, content_type: str, ttl: float = PAGE_TTL) -> Page:
         (b"content-length", str(len(body)).encode()),
         (b"etag", etag),
         (b"vary", b"Accept"),
-        (b"cache-control", b"max-age=10, public"),
+        (b"cache-control", PAGE_CACHE_CONTROL),
     )
     return Page(body, headers, etag, time.monotonic() + ttl)
 

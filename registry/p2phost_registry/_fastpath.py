@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._cache import PageCache, etag_matches
+from ._cache import PAGE_CACHE_CONTROL, PageCache, etag_matches
 from ._downloads import DownloadCounter
 from ._files import FileCache
 
@@ -22,9 +22,12 @@ def client_address(scope: Scope) -> str:
     return str(client[0]) if client else ""
 
 
-async def send_not_modified(send: Send, etag: bytes, vary: bool) -> None:
-    """A 304 for a representation whose ETag the client holds."""
-    headers = [(b"etag", etag), *([_VARY] if vary else [])]
+async def send_not_modified(send: Send, etag: bytes, vary: bool,
+                            cache_control: bytes | None = None) -> None:
+    """A 304 for a representation whose ETag the client holds, with the Cache-Control a 200
+    would carry (RFC 9110 15.4.5: the client's copy is fresh again for that long)."""
+    headers = [(b"etag", etag), *([_VARY] if vary else []),
+               *([(b"cache-control", cache_control)] if cache_control else [])]
     await send({"type": "http.response.start", "status": 304, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
 
@@ -78,7 +81,7 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         if etag_matches(if_none_match, page.etag):
-            await send_not_modified(send, page.etag, vary=True)
+            await send_not_modified(send, page.etag, vary=True, cache_control=PAGE_CACHE_CONTROL)
             return
         await send({"type": "http.response.start", "status": 200, "headers": page.headers})
         body = b"" if scope["method"] == "HEAD" else page.body

@@ -105,7 +105,9 @@ class Registry:
             headers["cache-control"] = "no-cache"
         inm = request.headers.get("if-none-match")
         if etag_matches(inm.encode("latin-1") if inm else None, page.etag):
-            return Response(status_code=304, headers={"etag": headers["etag"], "vary": "Accept"})
+            return Response(status_code=304, headers={
+                "etag": headers["etag"], "vary": "Accept",
+                "cache-control": headers["cache-control"]})
         return Response(body, headers=headers)
 
     async def watch(self) -> None:

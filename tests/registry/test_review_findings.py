@@ -248,8 +248,11 @@ def test_conditional_requests_allow_and_openapi(reg: Registry, tmp_path: Path) -
                     ).raise_for_status()
         again = client.get("/simple/etag-app/", headers={"If-None-Match": etag})
         assert again.status_code == 304 and again.headers["etag"] == etag
+        # A 304 says how long the client's copy is fresh again, as the 200 did.
+        assert again.headers["cache-control"] == first.headers["cache-control"]
         cached = client.get("/simple/etag-app/", headers={"If-None-Match": f'W/{etag}, "x"'})
         assert cached.status_code == 304
+        assert cached.headers["cache-control"] == first.headers["cache-control"]
         assert client.get("/simple/etag-app/", headers={"If-None-Match": "*"}).status_code == 304
         assert client.get("/simple/etag-app/", headers={"If-None-Match": '"x"'}
                           ).status_code == 200
