@@ -1,0 +1,224 @@
+"""Registry answers kept with their caching headers: used while fresh, revalidated when stale.
+
+Between the CLI and a real registry sits a counting proxy: it records every request
+(path, If-None-Match, status) and can shorten the registry's ``max-age`` so staleness
+comes in seconds.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunningRegistry, run_cli, start_registry, stop_registry
+
+from ._projects import Spec, write_projects
+from .conftest import Workspace
+
+Make = Callable[..., Workspace]
+
+
+class Proxy(http.server.ThreadingHTTPServer):
+    """Forwards GETs to ``upstream``; ``seen`` lists (path, If-None-Match, status)."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Forward)
+        self.upstream = upstream
+        self.seen: list[tuple[str, str | None, int]] = []
+        #: When set, the ``Cache-Control`` of every answer becomes ``max-age=N``.
+        self.max_age: int | None = None
+
+    @property
+    def url(self) -> str:
+        """Where clients reach the proxy."""
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def api(self) -> list[tuple[str, str | None, int]]:
+        """The plugin-page requests seen (files and signatures left out)."""
+        return [s for s in self.seen if s[0].startswith("/api/")]
+
+
+class _Forward(http.server.BaseHTTPRequestHandler):
+    server: Proxy
+
+    def do_GET(self) -> None:
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() in ("accept", "if-none-match", "user-agent")}
+        request = urllib.request.Request(self.server.upstream + self.path, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                status, got, body = answer.status, answer.headers, answer.read()
+        except urllib.error.HTTPError as exc:
+            status, got, body = exc.code, exc.headers, exc.read()
+        self.server.seen.append((self.path, self.headers.get("If-None-Match"), status))
+        self.send_response(status)
+        for key, value in got.items():
+            if key.lower() in ("content-type", "etag", "vary", "cache-control"):
+                if key.lower() == "cache-control" and self.server.max_age is not None:
+                    value = f"max-age={self.server.max_age}"
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def proxy_to() -> Iterator[Callable[[str], Proxy]]:
+    """``proxy_to(url)``: a counting proxy in front of the registry at ``url``."""
+    started: list[Proxy] = []
+
+    def start(upstream: str) -> Proxy:
+        proxy = Proxy(upstream)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        started.append(proxy)
+        return proxy
+    yield start
+    for proxy in started:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def through(ws: Workspace, proxy: Proxy) -> Workspace:
+    """``ws`` asking the registry through ``proxy``."""
+    return Workspace(ws.root, proxy.url, ws.cache)
+
+
+def test_a_fresh_answer_is_used_without_asking(workspace: Make, registry: RunningRegistry,
+                                               proxy_to: Callable[[str], Proxy]) -> None:
+    proxy = proxy_to(registry.url)
+    first = through(workspace("first"), proxy)
+    first.ok("plugin", "install", "beta", "--yes")
+    assert sorted(p for p, _, _ in proxy.api()) == ["/api/v1/plugins/alpha",
+                                                    "/api/v1/plugins/beta"]
+    proxy.seen.clear()
+    second = through(workspace("second"), proxy)  # same download cache, new project
+    out = second.ok("plugin", "install", "beta", "--yes")
+    assert "+ beta 1.0.0" in out and "+ alpha 1.1.0" in out
+    assert proxy.seen == []  # the pages were fresh and the wheels in the download cache
+    assert second.installed() == {"alpha": "1.1.0", "beta": "1.0.0"}
+    # Another registry URL never sees those answers: it is asked.
+    other = proxy_to(registry.url)
+    third = through(workspace("third"), other)
+    third.ok("plugin", "install", "beta", "--yes")
+    assert sorted(p for p, inm, _ in other.api() if inm is None) == [
+        "/api/v1/plugins/alpha", "/api/v1/plugins/beta"]
+
+
+def test_a_stale_answer_is_revalidated_and_fresh_again(
+        workspace: Make, registry: RunningRegistry,
+        proxy_to: Callable[[str], Proxy]) -> None:
+    proxy = proxy_to(registry.url)
+    proxy.max_age = 4
+    through(workspace("first"), proxy).ok("plugin", "install", "alpha", "--yes")
+    (_, inm, status), = proxy.api()
+    assert inm is None and status == 200
+    time.sleep(4.5)
+    proxy.seen.clear()
+    second = through(workspace("second"), proxy)
+    started = time.monotonic()
+    second.ok("plugin", "install", "alpha", "--yes")
+    (path, inm, status), = proxy.api()
+    assert path == "/api/v1/plugins/alpha" and inm and status == 304
+    if time.monotonic() - started < 3:  # the 304 made it fresh for 4 s more (a loaded
+        proxy.seen.clear()              # machine may take longer to get here)
+        through(workspace("third"), proxy).ok("plugin", "install", "alpha", "--yes")
+        assert proxy.api() == []
+
+
+def test_refresh_revalidates_a_fresh_answer(workspace: Make, registry: RunningRegistry,
+                                            proxy_to: Callable[[str], Proxy]) -> None:
+    proxy = proxy_to(registry.url)
+    through(workspace("first"), proxy).ok("plugin", "install", "alpha", "--yes")
+    # Another option sends the command through typer instead of the scripted fast path.
+    for name, extra in (("scripted", ()), ("typer", ("--registry", proxy.url))):
+        proxy.seen.clear()
+        through(workspace(name), proxy).ok("plugin", "install", "alpha", "--yes", "--refresh",
+                                           *extra)
+        assert [(p, bool(inm), s) for p, inm, s in proxy.api()] == [
+            ("/api/v1/plugins/alpha", True, 304)], name
+
+
+def _serves(registry: RunningRegistry, name: str, version: str, yanked: bool = False) -> None:
+    """Wait until the registry itself lists ``name version`` (yanked or not)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{registry.url}/api/v1/plugins/{name}", timeout=10) as r:
+            rows = json.load(r)["versions"]
+        if any(v["version"] == version and v["yanked"] == yanked for v in rows):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the registry never served {name} {version} (yanked={yanked})")
+
+
+def test_new_and_yanked_releases_show_after_max_age(
+        workspace: Make, tmp_path: Path, proxy_to: Callable[[str], Proxy]) -> None:
+    projects = tmp_path / "projects"
+    own = start_registry(tmp_path / "data", write_projects(projects, (
+        Spec("fresh", "1.0.0"), Spec("fresh", "1.1.0"))))
+    try:
+        proxy = proxy_to(own.url)
+        proxy.max_age = 3600
+        first = through(workspace("first", plugins={"fresh": "*"}), proxy)
+        first.ok("plugin", "install", "--yes")
+        assert first.installed() == {"fresh": "1.1.0"}
+        # A release published while the kept answer is fresh: not seen (HTTP semantics) ...
+        run_cli("registry", "seed", "--data", str(own.data),
+                *map(str, write_projects(tmp_path / "more", (Spec("fresh", "1.2.0"),))),
+                check=True, timeout=120)
+        _serves(own, "fresh", "1.2.0")
+        proxy.seen.clear()
+        second = through(workspace("second", plugins={"fresh": "*"}), proxy)
+        second.ok("plugin", "install", "--yes")
+        assert second.installed() == {"fresh": "1.1.0"} and proxy.api() == []
+        # ... unless the request needs it: a resolution failing on kept answers asks again.
+        proxy.max_age = 2
+        second.ok("plugin", "install", "fresh>=1.2", "--yes")
+        assert second.installed() == {"fresh": "1.2.0"}
+        assert [(bool(inm), s) for _, inm, s in proxy.api()] == [(True, 200)]
+        # A yank, once the answer is stale, is seen: a new project locks 1.1.0.
+        own.yank("fresh", "1.2.0", "broken")
+        _serves(own, "fresh", "1.2.0", yanked=True)
+        time.sleep(2.5)
+        third = through(workspace("third", plugins={"fresh": "*"}), proxy)
+        third.ok("plugin", "install", "--yes")
+        assert third.installed() == {"fresh": "1.1.0"}
+        # And so is a new release.
+        run_cli("registry", "seed", "--data", str(own.data),
+                *map(str, write_projects(tmp_path / "newer", (Spec("fresh", "1.3.0"),))),
+                check=True, timeout=120)
+        _serves(own, "fresh", "1.3.0")
+        time.sleep(2.5)
+        fourth = through(workspace("fourth", plugins={"fresh": "*"}), proxy)
+        fourth.ok("plugin", "install", "--yes")
+        assert fourth.installed() == {"fresh": "1.3.0"}
+    finally:
+        stop_registry(own)
+
+
+def test_cache_control_decides_what_is_kept_and_for_how_long(tmp_path: Path) -> None:
+    from p2phost._install._responses import ResponseCache, freshness
+
+    assert freshness("no-store, max-age=60") is None
+    assert freshness("max-age=60, no-cache") == 0 and freshness("max-age=x") == 0
+    assert freshness("public, max-age=10") == 10 and freshness(None) == 0
+    cache = ResponseCache(tmp_path / "http")
+    cache.put("k", b"{}", {"Cache-Control": "no-store", "ETag": '"a"'})
+    assert cache.get("k") is None
+    cache.put("k", b"{}", {"ETag": '"a"'})  # no max-age: kept only to revalidate
+    kept = cache.get("k")
+    assert kept is not None and not kept.fresh(time.time()) and kept.etag == '"a"'
+    cache.put("k", b"{}", {"Cache-Control": "max-age=10", "Age": "9"}, now=100.0)
+    kept = cache.get("k")
+    assert kept is not None and kept.fresh(100.5) and not kept.fresh(101.0)
+    assert not kept.fresh(99.0)  # a clock set back: not trusted
