@@ -8,10 +8,13 @@ bytes actually written are counted against the same cap, since a ZIP header can 
 from __future__ import annotations
 
 import stat
-import zipfile
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from ._errors import UserError
+
+if TYPE_CHECKING:
+    import zipfile
 
 #: A wheel may unpack to at most this many times its own size ...
 MAX_RATIO = 100
@@ -71,6 +74,8 @@ def unpack_wheel(wheel_path: Path, target: Path) -> None:
     ``*.data/platlib`` contents are moved to the top; other ``.data`` schemes
     (scripts, headers) are not installed into a plugin environment.
     """
+    import zipfile  # only when a wheel is unpacked (once, into the download cache)
+
     cap = unpack_cap(wheel_path.stat().st_size)
     written = 0
     try:

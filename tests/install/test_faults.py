@@ -8,6 +8,7 @@ import io
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import stat
@@ -189,7 +190,11 @@ def test_unsafe_wheel_is_refused(workspace: Make, kind: str) -> None:
     assert _EVIL_ERRORS[kind] in err
     assert ws.installed() == {} and ws.lock == ""
     assert not (ws.root / ".p2phost" / "escaped.py").exists()
-    assert [p.name for p in (ws.root / ".p2phost" / "env").iterdir()] == []
+    env = ws.root / ".p2phost" / "env"  # refused before a generation was staged
+    assert not env.exists() or [p.name for p in env.iterdir()] == []
+    # Wheels are unpacked once into the download cache: nothing of this one stays there.
+    assert not any(p.is_file() for p in (ws.cache / "unpacked").rglob("*"))
+    assert not list(ws.cache.rglob("escaped.py"))
 
 
 def test_lock_edited_into_nonsense(workspace: Make) -> None:
@@ -219,16 +224,20 @@ def test_disk_full_while_unpacking_keeps_the_previous_state(workspace: Make) -> 
     before = snapshot(ws)
     other = workspace("other")
     other.ok("plugin", "install", "bulky==1.1.0", "--yes")  # the wheel is now in the cache
+    # Generations link the files of wheels unpacked once in the cache: forget those, so
+    # this install unpacks again.
+    shutil.rmtree(ws.cache / "unpacked")
     # Files may not grow past 1 MiB: unpacking bulky's 3 MiB payload fails like a full disk.
     done = subprocess.run(
         [sys.executable, "-m", "p2phost", "plugin", "install", "bulky==1.1.0", "--yes"],
         cwd=ws.root, capture_output=True, text=True, timeout=60, preexec_fn=_limited(1 << 20),
         env={**os.environ, "P2PHOST_CACHE_DIR": str(ws.cache), "P2PHOST_REGISTRY": ws.registry})
     assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert "cannot write the plugin environment" in done.stderr
+    assert "cannot unpack bulky-1.1.0-py3-none-any.whl into the download cache" in done.stderr
     assert "File too large" in done.stderr and "nothing was changed" in done.stderr
     assert snapshot(ws) == before
     assert len(list((ws.root / ".p2phost/env").glob("gen-*"))) == 1  # no half generation left
+    assert not list((ws.cache / "unpacked").rglob("*.part"))  # nor a half tree in the cache
 
 
 def test_sigkill_at_any_moment_then_sync(workspace: Make) -> None:

@@ -215,3 +215,20 @@ def test_a_registry_changed_in_the_manifest_is_asked_again(workspace: Make) -> N
     err = ws.fails("plugin", "install", "--yes", env=from_manifest)
     assert "did not answer" in err and "nothing to do" not in err
     assert ws.lock == lock
+
+
+def test_generations_link_the_files_of_wheels_unpacked_once(workspace: Make) -> None:
+    first = workspace("first")
+    first.ok("plugin", "install", "alpha", "--yes")
+    installed = first.root / ".p2phost/env/current/alpha/__init__.py"
+    kept, = (first.cache / "unpacked").glob("*/*/alpha/__init__.py")
+    assert installed.stat().st_ino == kept.stat().st_ino  # a link, not a copy
+    assert not installed.stat().st_mode & 0o222  # read-only: shared with other projects
+    # A tree that lost a file (a cache cleaned by hand) is unpacked again, not linked short.
+    kept.unlink()
+    second = workspace("second")
+    second.ok("plugin", "install", "alpha", "--yes")
+    assert (second.root / ".p2phost/env/current/alpha/__init__.py").read_text() == \
+        installed.read_text()
+    assert second.installed() == {"alpha": "1.1.0"}
+    assert "ok   plugins load: alpha 1.1.0" in second.cli("doctor").stdout

@@ -28,7 +28,6 @@ from .._lock import Lock, LockedFile
 from .._manifest import ManifestEditor
 from .._project import Project
 from .._suggest import close_names, did_you_mean
-from .._wheel import unpack_wheel
 from ._builtin import BUILTIN_SOURCE
 from ._cache import DownloadCache, ProgressFactory
 from ._current import lock_satisfies
@@ -38,6 +37,7 @@ from ._http import Fetcher
 from ._registry import PluginInfo, RegistryClient, Release
 from ._resolver import Requirement, resolve, usable
 from ._signing import SigningPolicy, check_lock, check_pin, verify_download
+from ._unpacked import link_wheel, unpacked
 from ._wheels import check_sdk, python_requirements
 
 #: How long to wait for another p2phost command working on the same project.
@@ -321,12 +321,13 @@ class Installer:
                                     None if builtin else self.progress, wheel.size)
             signed = verify_download(item, wheel, self.fetcher)
             check_pin(item, signed, locked or self._official_pin(item), self.signing)
-            check_sdk(item.name, str(item.version), path)
+            tree = unpacked(self.cache.root, wheel.sha256, path)  # staging links its files
+            check_sdk(item.name, str(item.version), tree)
             plugins.append(LockedFile(
                 name=item.name, version=str(item.version), source=item.source,
                 filename=wheel.filename, sha256=wheel.sha256,
                 requires=tuple(sorted(item.requires)), url=None if builtin else wheel.url,
-                dependencies=python_requirements(path),
+                dependencies=python_requirements(tree),
                 signature=signed.signature if signed else None,
                 publisher_key=signed.publisher_key if signed else None))
         needs = sorted({d for p in plugins for d in p.dependencies})
@@ -379,12 +380,12 @@ class Installer:
 
     def _stage(self, lock: Lock, *, offline: bool) -> Path:
         """A new generation holding exactly ``lock``'s files, not yet active."""
-        wheels = [self._file(entry, offline) for entry in lock.files]
+        wheels = [(entry.sha256, self._file(entry, offline)) for entry in lock.files]
         staged: Path | None = None
         try:
             staged = self.env.stage()
-            for wheel in wheels:
-                unpack_wheel(wheel, staged)
+            for sha256, wheel in wheels:
+                link_wheel(self.cache.root, sha256, wheel, staged)
             return staged
         except BaseException as exc:
             if staged is not None:

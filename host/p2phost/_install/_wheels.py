@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import zipfile
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -127,6 +126,17 @@ def _plain_requirements(wheel: Path) -> list[tuple[str, SpecifierSet]] | None:
 
 @cache
 def _requires_dist(wheel: Path) -> tuple[str, ...]:
+    """The ``Requires-Dist`` lines of ``wheel``: a wheel file, or its unpacked tree."""
+    if wheel.is_dir():
+        found = list(wheel.glob("*.dist-info/METADATA"))
+        if len(found) != 1:
+            raise IntegrityError(f"{wheel.name}: expected one .dist-info/METADATA")
+        try:
+            return header_values(found[0].read_text("utf-8"), "Requires-Dist")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise IntegrityError(f"{wheel.name}: unreadable metadata ({exc})") from exc
+    import zipfile
+
     try:
         with zipfile.ZipFile(wheel) as archive:
             infos = [n for n in archive.namelist()
