@@ -237,7 +237,6 @@ class PluginMetadata:
     def from_wheel(cls, path: Path) -> PluginMetadata:
         """Read a wheel file's plugin metadata without installing it."""
         import zipfile
-        from email.parser import HeaderParser
 
         try:
             with zipfile.ZipFile(path) as wheel:
@@ -247,13 +246,14 @@ class PluginMetadata:
                 if len(dist_infos) != 1:
                     raise PluginMetadataError(path.name, ["expected exactly one .dist-info"])
                 info = dist_infos.pop()
-                headers = HeaderParser().parsestr(wheel.read(f"{info}/METADATA").decode())
+                metadata = wheel.read(f"{info}/METADATA").decode()
+                name, version, summary = (next(iter(header_values(metadata, key)), None)
+                                          for key in ("Name", "Version", "Summary"))
                 for rel in METADATA_FILES:
                     if f"{info}/{rel}" in names:
                         text = wheel.read(f"{info}/{rel}").decode("utf-8")
                         return cls._parse_carried(
-                            text, headers["Name"], headers["Version"], path.name,
-                            headers.get("Summary") or "",
+                            text, name, version, path.name, summary or "",  # type: ignore[arg-type]
                         )
         except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
             raise PluginMetadataError(path.name, [f"not a readable wheel: {exc}"]) from exc
@@ -286,3 +286,27 @@ class PluginMetadata:
             "config": self.config.to_table(),
             "capabilities": list(self.capabilities),
         }
+
+
+def header_values(text: str, name: str) -> tuple[str, ...]:
+    """Every value of the header ``name`` in core metadata (RFC 822 style headers, ending at
+    the first empty line; a line starting with whitespace continues the one before).
+
+    What ``email.parser.HeaderParser`` reads, without importing the email package (with
+    socket, calendar and locale: more than the rest of reading a wheel costs); the host's
+    installer reads ``Requires-Dist`` with it too.
+    """
+    wanted, values, current = name.lower(), [], None
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        if line[0] in " \t":
+            if current is not None:
+                values[current] += " " + line.strip()
+            continue
+        key, colon, value = line.partition(":")
+        current = None
+        if colon and key.strip().lower() == wanted:
+            values.append(value.strip())
+            current = len(values) - 1
+    return tuple(values)

@@ -7,7 +7,8 @@ from ._builtin import BUILTIN_SOURCE, BuiltinSource
 from ._cache import DownloadCache, default_cache_dir
 from ._errors import InstallError, IntegrityError, RegistryError, ResolutionError, UnknownPlugin
 from ._http import Fetcher
-from ._installer import Change, Installer, Plan, default_specifier
+from ._installer import Installer
+from ._plan import Change, Plan, default_specifier
 from ._registry import (
     PluginInfo,
     RegistryClient,

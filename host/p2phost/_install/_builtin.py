@@ -63,6 +63,8 @@ class BuiltinSource:
     root: Path
     #: Wheels refused (changed after signing, unreadable, unsigned), by distribution name.
     refused: dict[str, str] = field(default_factory=dict)
+    #: Each wheel checked so far: the wheel, or None when refused.
+    _memo: dict[Path, BuiltinWheel | None] = field(default_factory=dict, repr=False)
 
     @classmethod
     def find(cls) -> BuiltinSource | None:
@@ -84,14 +86,47 @@ class BuiltinSource:
         return key
 
     @cached_property
-    def wheels(self) -> dict[str, list[BuiltinWheel]]:
-        """Every intact built-in wheel, by plugin name."""
-        found: dict[str, list[BuiltinWheel]] = {}
+    def _paths(self) -> dict[str, list[Path]]:
+        """Every built-in wheel file, by its distribution's normalised name (not checked)."""
+        found: dict[str, list[Path]] = {}
         for path in sorted(self.root.glob("*.whl")):
-            checked = self._check(path)
-            if checked is not None:
+            found.setdefault(normalize_name(path.name.split("-", 1)[0]), []).append(path)
+        return found
+
+    @cached_property
+    def wheels(self) -> dict[str, list[BuiltinWheel]]:
+        """Every intact built-in wheel, by plugin name (all checked: for search)."""
+        found: dict[str, list[BuiltinWheel]] = {}
+        for dist in self._paths:
+            for checked in self._checked(dist):
                 found.setdefault(checked.metadata.name, []).append(checked)
         return found
+
+    def _checked(self, dist: str) -> list[BuiltinWheel]:
+        """The intact wheels of distribution ``dist``, each checked once."""
+        out = []
+        for path in self._paths.get(dist, ()):
+            if path not in self._memo:
+                self._memo[path] = self._check(path)
+            if (checked := self._memo[path]) is not None:
+                out.append(checked)
+        return out
+
+    def _of_plugin(self, norm: str) -> list[BuiltinWheel]:
+        """The intact wheels of plugin ``norm``: only its own distribution's are checked
+        (``p2phost-NAME`` or ``NAME``, as ``scripts/dist`` names them), or, for a plugin
+        not found so, all of them."""
+        if "wheels" not in self.__dict__:
+            own = [w for dist in (f"p2phost-{norm}", norm) for w in self._checked(dist)
+                   if w.metadata.name == norm]
+            if own:
+                return own
+        return self.wheels.get(norm, [])
+
+    def checked(self, filename: str) -> BuiltinWheel | None:
+        """The built-in wheel called ``filename``, checked, if this source has it intact."""
+        dist = normalize_name(filename.split("-", 1)[0])
+        return next((w for w in self._checked(dist) if w.path.name == filename), None)
 
     def _check(self, path: Path) -> BuiltinWheel | None:
         dist = normalize_name(path.name.split("-", 1)[0])
@@ -130,7 +165,7 @@ class BuiltinSource:
     def plugin(self, name: str) -> PluginInfo | None:
         """Every built-in release of ``name``; raises IntegrityError for a refused wheel."""
         norm = normalize_name(name)
-        wheels = self.wheels.get(norm)
+        wheels = self._of_plugin(norm)
         if not wheels:
             why = self.refusal(norm)
             if why is not None:
@@ -159,11 +194,8 @@ class BuiltinSource:
 
     def file(self, filename: str) -> Path | None:
         """The built-in wheel called ``filename``, if this source has it intact."""
-        for wheels in self.wheels.values():
-            for wheel in wheels:
-                if wheel.path.name == filename:
-                    return wheel.path
-        return None
+        checked = self.checked(filename)
+        return checked.path if checked is not None else None
 
     def search(self, query: str, kind: str | None) -> list[dict[str, Any]]:
         """Search rows (as a registry's) of the built-in plugins matching ``query``."""

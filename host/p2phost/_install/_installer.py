@@ -16,7 +16,6 @@ import shutil
 import time
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.version import Version
@@ -34,50 +33,15 @@ from ._current import lock_satisfies
 from ._errors import InstallError, ResolutionError, UnknownPlugin
 from ._health import lock_gaps, lost_files, requirement_gaps
 from ._http import Fetcher
-from ._registry import PluginInfo, RegistryClient, Release
+from ._plan import Change, Plan, default_specifier
+from ._registry import RegistryClient, Release, RemoteFile
 from ._resolver import Requirement, resolve, usable
-from ._signing import SigningPolicy, check_lock, check_pin, verify_download
+from ._signing import Signed, SigningPolicy, check_lock, check_pin, verify_download
 from ._unpacked import link_wheel, unpacked
 from ._wheels import check_sdk, python_requirements
 
 #: How long to wait for another p2phost command working on the same project.
 LOCK_WAIT = 30.0
-
-
-@dataclass(frozen=True)
-class Change:
-    """One plugin whose installed version changes (None: not installed before/after)."""
-
-    name: str
-    old: str | None
-    new: str | None
-    release: Release | None = None
-    info: PluginInfo | None = None
-
-    def describe(self) -> str:
-        """``+ name 1.0``, ``- name 1.0`` or ``name 1.0 -> 1.1``."""
-        if self.old is None:
-            return f"+ {self.name} {self.new}"
-        if self.new is None:
-            return f"- {self.name} {self.old}"
-        return f"  {self.name} {self.old} -> {self.new}"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What an operation will do: the plugins to lock and the manifest edits."""
-
-    plugins: tuple[Release | LockedFile, ...]
-    changes: tuple[Change, ...]
-    declare: Mapping[str, str] = field(default_factory=dict)
-    undeclare: tuple[str, ...] = ()
-
-
-def default_specifier(version: str) -> str:
-    """What ``install NAME`` records: this version up to the next breaking one."""
-    v = Version(version)
-    upper = f"{v.major + 1}" if v.major else f"0.{v.minor + 1}"
-    return f">={version},<{upper}"
 
 
 class Installer:
@@ -319,7 +283,8 @@ class Installer:
             builtin = item.source == BUILTIN_SOURCE  # its file:// URL is this machine's only
             path = self.cache.fetch(wheel.url, wheel.sha256, wheel.filename, self.fetcher,
                                     None if builtin else self.progress, wheel.size)
-            signed = verify_download(item, wheel, self.fetcher)
+            signed = self._builtin_signature(item, wheel) if builtin \
+                else verify_download(item, wheel, self.fetcher)
             check_pin(item, signed, locked or self._official_pin(item), self.signing)
             tree = unpacked(self.cache.root, wheel.sha256, path)  # staging links its files
             check_sdk(item.name, str(item.version), tree)
@@ -338,6 +303,15 @@ class Installer:
         from ._pydeps import resolve_packages
 
         return Lock(plugins=tuple(plugins), packages=resolve_packages(needs))
+
+    def _builtin_signature(self, item: Release, wheel: RemoteFile) -> Signed | None:
+        """A built-in wheel's signature: checked against the release key (and the file's
+        sha256) when the built-in source read it, so neither fetched nor verified again."""
+        source = self.client.builtin
+        checked = source.checked(wheel.filename) if source is not None else None
+        if checked is None:  # not this p2phost's own: verified like any download
+            return verify_download(item, wheel, self.fetcher)
+        return Signed(checked.signature.publisher_key, checked.signature.signature)
 
     def _official_pin(self, item: Release) -> LockedFile | None:
         """For an official plugin (one the built-in source has), the release key as its pin.

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from p2phost_sdk import normalize_name
+from p2phost_sdk._metadata import header_values
 
 from ._errors import IntegrityError
 
@@ -147,29 +148,6 @@ def _requires_dist(wheel: Path) -> tuple[str, ...]:
     except (zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise IntegrityError(f"{wheel.name}: not a readable wheel ({exc})") from exc
     return header_values(text, "Requires-Dist")
-
-
-def header_values(text: str, name: str) -> tuple[str, ...]:
-    """Every value of the header ``name`` in core metadata (RFC 822 style headers, ending at
-    the first empty line; a line starting with whitespace continues the one before).
-
-    What ``email.parser.HeaderParser`` reads, without importing the email package (with
-    socket, calendar and locale: more than the rest of reading a wheel costs).
-    """
-    wanted, values, current = name.lower(), [], None
-    for line in text.splitlines():
-        if not line.strip():
-            break
-        if line[0] in " \t":
-            if current is not None:
-                values[current] += " " + line.strip()
-            continue
-        key, colon, value = line.partition(":")
-        current = None
-        if colon and key.strip().lower() == wanted:
-            values.append(value.strip())
-            current = len(values) - 1
-    return tuple(values)
 
 
 @cache
