@@ -232,3 +232,19 @@ def test_generations_link_the_files_of_wheels_unpacked_once(workspace: Make) -> 
         installed.read_text()
     assert second.installed() == {"alpha": "1.1.0"}
     assert "ok   plugins load: alpha 1.1.0" in second.cli("doctor").stdout
+
+
+def test_a_tree_half_unpacked_by_a_dead_install_is_removed(workspace: Make) -> None:
+    import shutil
+    import subprocess
+
+    first = workspace("first")
+    first.ok("plugin", "install", "alpha", "--yes")
+    tree, = (p for p in (first.cache / "unpacked").glob("*/*") if p.is_dir())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    shutil.rmtree(tree)  # as if killed (kill -9) half way through unpacking
+    part = tree.with_name(f"{tree.name}.{dead.pid}.part")
+    (part / "alpha").mkdir(parents=True)
+    workspace("second").ok("plugin", "install", "alpha", "--yes")
+    assert tree.is_dir() and not part.exists()

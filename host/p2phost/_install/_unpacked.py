@@ -33,7 +33,7 @@ def unpacked(root: Path, sha256: str, wheel: Path) -> Path:
     if tree.is_dir():
         return tree
     part = tree.with_name(f"{sha256}.{os.getpid()}.part")
-    shutil.rmtree(part, ignore_errors=True)
+    _drop_abandoned(tree.parent, sha256)
     try:
         part.parent.mkdir(parents=True, exist_ok=True)
         unpack_wheel(wheel, part)
@@ -56,6 +56,22 @@ def unpacked(root: Path, sha256: str, wheel: Path) -> Path:
     finally:
         shutil.rmtree(part, ignore_errors=True)
     return tree
+
+
+def _drop_abandoned(parent: Path, sha256: str) -> None:
+    """Remove the half trees of this wheel left by installs that died while unpacking (and
+    one of ours: the same pid again). Another live process's is left alone."""
+    for part in parent.glob(f"{sha256}.*.part") if parent.is_dir() else ():
+        pid = part.name[len(sha256) + 1:-len(".part")]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # still unpacking
+            except ProcessLookupError:
+                pass
+            except OSError:  # alive, someone else's
+                continue
+        shutil.rmtree(part, ignore_errors=True)
 
 
 def _count_file(tree: Path) -> Path:
