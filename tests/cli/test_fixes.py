@@ -239,11 +239,11 @@ def test_upgrade_tells_about_a_release_outside_the_range_and_latest_takes_it(
 _KILLED_WHILE_STAGING = """\
 import os, signal, sys
 import p2phost._install._installer as installer
-unpack = installer.unpack_wheel
-def unpack_then_die(wheel, target):
-    unpack(wheel, target)
+link = installer.link_wheel
+def link_then_die(root, sha256, wheel, target):
+    link(root, sha256, wheel, target)
     os.kill(os.getpid(), signal.SIGKILL)  # kill -9 with the new generation half built
-installer.unpack_wheel = unpack_then_die
+installer.link_wheel = link_then_die
 from p2phost._cli.main import run
 run(sys.argv[1:])
 """

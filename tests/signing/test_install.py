@@ -187,3 +187,36 @@ def test_unsigned_warns_and_is_refused_when_signatures_are_required(
     (synced.root / "p2phost.lock").write_text(ws.lock)
     err = synced.fails("plugin", "sync", "--offline")
     assert "plain 1.0.0: not signed" in err and synced.installed() == {}
+
+
+def test_a_kept_signature_is_verified_again_without_asking(
+        wheels: Wheels, publisher: MakePublisher, project: MakeProject,
+        registry_server: Registry) -> None:
+    import threading
+
+    from tests.install.test_response_cache import Proxy, through
+
+    ada = publisher("ada")
+    ada.published(wheels["inked", "1.0.0"])
+    first = project("first")
+    first.ok("plugin", "install", "inked==1.0.0", "--yes", "--require-signed")
+    kept, = first.cache.rglob("inked-1.0.0-*.whl.sig")  # beside the wheel
+    # Asked through another URL (so the plugin's page is asked for again), the wheel and
+    # its signature come from the download cache: only the page is requested.
+    proxy = Proxy(registry_server.url)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        second = through(project("second"), proxy)
+        second.ok("plugin", "install", "inked==1.0.0", "--yes", "--require-signed")
+        assert [p for p, _, _ in proxy.seen] == ["/api/v1/plugins/inked"]
+        assert _locked(second, "inked")["signature"] == _locked(first, "inked")["signature"]
+        # A kept signature that no longer verifies is fetched again, not trusted.
+        kept.write_bytes(kept.read_bytes().replace(b'"signature": "', b'"signature": "AA'))
+        proxy.seen.clear()
+        through(project("third"), proxy).ok("plugin", "install", "inked==1.0.0", "--yes",
+                                            "--require-signed")
+        assert [p for p, _, _ in proxy.seen if p.endswith(".sig")] != []
+        assert PluginSignature.parse(kept.read_bytes()) is not None
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

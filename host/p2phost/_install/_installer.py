@@ -284,7 +284,7 @@ class Installer:
             path = self.cache.fetch(wheel.url, wheel.sha256, wheel.filename, self.fetcher,
                                     None if builtin else self.progress, wheel.size)
             signed = self._builtin_signature(item, wheel) if builtin \
-                else verify_download(item, wheel, self.fetcher)
+                else verify_download(item, wheel, self.fetcher, path.with_name(path.name + ".sig"))
             check_pin(item, signed, locked or self._official_pin(item), self.signing)
             tree = unpacked(self.cache.root, wheel.sha256, path)  # staging links its files
             check_sdk(item.name, str(item.version), tree)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from p2phost_sdk.signing import (
     MAX_SIGNATURE_SIZE,
@@ -62,10 +64,13 @@ class Signed:
     signature: str
 
 
-def verify_download(release: Release, wheel: RemoteFile, fetcher: Fetcher) -> Signed | None:
+def verify_download(release: Release, wheel: RemoteFile, fetcher: Fetcher,
+                    kept: Path | None = None) -> Signed | None:
     """The verified signature of a downloaded ``wheel`` (whose sha256 already matched).
 
-    None when the registry reports no p2phost signature for it.
+    None when the registry reports no p2phost signature for it. ``kept``: where the
+    signature is kept once fetched (beside the wheel in the download cache); a kept one
+    is verified like a fetched one, and fetched again if it does not verify.
     """
     label = f"{release.name} {release.version} ({wheel.filename})"
     if wheel.publisher_key is None:
@@ -75,6 +80,12 @@ def verify_download(release: Release, wheel: RemoteFile, fetcher: Fetcher) -> Si
                                f"{wheel.publisher_key} but serves no signature; nothing was "
                                "installed", fix="tell the registry's operator")
     url = urllib.parse.urljoin(release.source + "/", wheel.signature_url)
+    if kept is not None and kept.is_file():
+        try:
+            with open(kept, "rb") as handle:
+                return _verified(label, url, wheel, handle.read(MAX_SIGNATURE_SIZE + 1))
+        except (OSError, SignatureRefused):
+            kept.unlink(missing_ok=True)  # damaged: the registry's copy decides
     try:
         with fetcher.open(url) as body:
             data = body.read(MAX_SIGNATURE_SIZE + 1)
@@ -82,6 +93,19 @@ def verify_download(release: Release, wheel: RemoteFile, fetcher: Fetcher) -> Si
         raise SignatureRefused(f"{release.source} says {label} is signed but has no signature "
                                f"at {url}; nothing was installed",
                                fix="tell the registry's operator") from None
+    signed = _verified(label, url, wheel, data)
+    if kept is not None:
+        part = kept.with_name(f"{kept.name}.{os.getpid()}.part")
+        try:
+            part.write_bytes(data)
+            os.replace(part, kept)
+        except OSError:  # not kept: fetched again next time
+            part.unlink(missing_ok=True)
+    return signed
+
+
+def _verified(label: str, url: str, wheel: RemoteFile, data: bytes) -> Signed:
+    """``data``, the signature document of ``wheel`` from ``url``, checked and verified."""
     signature, problem = None, "it is not a p2phost signature"
     if len(data) > MAX_SIGNATURE_SIZE:
         problem = f"it is larger than {MAX_SIGNATURE_SIZE} bytes"
