@@ -24,6 +24,7 @@ SPECS = tuple(
         "plain": ("1.0.0",),
         "doctored": ("1.0.0",),
         "forged": ("1.0.0",),
+        "kept": ("1.0.0",),
     }.items()
     for version in versions
 )

@@ -196,24 +196,23 @@ def test_a_kept_signature_is_verified_again_without_asking(
 
     from tests.install.test_response_cache import Proxy, through
 
-    ada = publisher("ada")
-    ada.published(wheels["inked", "1.0.0"])
+    publisher("kim").published(wheels["kept", "1.0.0"])
     first = project("first")
-    first.ok("plugin", "install", "inked==1.0.0", "--yes", "--require-signed")
-    kept, = first.cache.rglob("inked-1.0.0-*.whl.sig")  # beside the wheel
+    first.ok("plugin", "install", "kept==1.0.0", "--yes", "--require-signed")
+    kept, = first.cache.rglob("kept-1.0.0-*.whl.sig")  # beside the wheel
     # Asked through another URL (so the plugin's page is asked for again), the wheel and
     # its signature come from the download cache: only the page is requested.
     proxy = Proxy(registry_server.url)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
         second = through(project("second"), proxy)
-        second.ok("plugin", "install", "inked==1.0.0", "--yes", "--require-signed")
-        assert [p for p, _, _ in proxy.seen] == ["/api/v1/plugins/inked"]
-        assert _locked(second, "inked")["signature"] == _locked(first, "inked")["signature"]
+        second.ok("plugin", "install", "kept==1.0.0", "--yes", "--require-signed")
+        assert [p for p, _, _ in proxy.seen] == ["/api/v1/plugins/kept"]
+        assert _locked(second, "kept")["signature"] == _locked(first, "kept")["signature"]
         # A kept signature that no longer verifies is fetched again, not trusted.
         kept.write_bytes(kept.read_bytes().replace(b'"signature": "', b'"signature": "AA'))
         proxy.seen.clear()
-        through(project("third"), proxy).ok("plugin", "install", "inked==1.0.0", "--yes",
+        through(project("third"), proxy).ok("plugin", "install", "kept==1.0.0", "--yes",
                                             "--require-signed")
         assert [p for p, _, _ in proxy.seen if p.endswith(".sig")] != []
         assert PluginSignature.parse(kept.read_bytes()) is not None
