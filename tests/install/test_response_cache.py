@@ -179,24 +179,36 @@ def _serves(registry: RunningRegistry, name: str, version: str, yanked: bool = F
     raise AssertionError(f"the registry never served {name} {version} (yanked={yanked})")
 
 
+def _publish(registry: RunningRegistry, root: Path, version: str) -> None:
+    """Publish ``fresh VERSION`` into the running registry and wait until it serves it."""
+    run_cli("registry", "seed", "--data", str(registry.data),
+            *map(str, write_projects(root / version, (Spec("fresh", version),))),
+            check=True, timeout=120)
+    _serves(registry, "fresh", version)
+
+
+def _installs(ws: Workspace, *args: str) -> dict[str, str]:
+    """``plugin install ARGS --yes`` in ``ws``; what is installed then."""
+    ws.ok("plugin", "install", *args, "--yes")
+    return ws.installed()
+
+
 def test_new_and_yanked_releases_show_after_max_age(
         workspace: Make, tmp_path: Path, proxy_to: Callable[..., Proxy]) -> None:
-    projects = tmp_path / "projects"
-    own = start_registry(tmp_path / "data", write_projects(projects, (
+    own = start_registry(tmp_path / "data", write_projects(tmp_path / "projects", (
         Spec("fresh", "1.0.0"), Spec("fresh", "1.1.0"))))
     try:
         proxy = proxy_to(own.url)
         proxy.max_age = 3600
-        first = through(workspace("first", plugins={"fresh": "*"}), proxy)
-        first.ok("plugin", "install", "--yes")
-        assert first.installed() == {"fresh": "1.1.0"}
+
+        def project(name: str) -> Workspace:
+            return through(workspace(name, plugins={"fresh": "*"}), proxy)
+
+        assert _installs(project("first")) == {"fresh": "1.1.0"}
         # A release published while the kept answer is fresh: not seen (HTTP semantics) ...
-        run_cli("registry", "seed", "--data", str(own.data),
-                *map(str, write_projects(tmp_path / "more", (Spec("fresh", "1.2.0"),))),
-                check=True, timeout=120)
-        _serves(own, "fresh", "1.2.0")
+        _publish(own, tmp_path, "1.2.0")
         proxy.seen.clear()
-        second = through(workspace("second", plugins={"fresh": "*"}), proxy)
+        second = project("second")
         second.ok("plugin", "install", "--yes")
         assert second.installed() == {"fresh": "1.1.0"} and proxy.api() == []
         # ... unless the request needs it: a resolution failing on kept answers asks again.
@@ -208,18 +220,11 @@ def test_new_and_yanked_releases_show_after_max_age(
         own.yank("fresh", "1.2.0", "broken")
         _serves(own, "fresh", "1.2.0", yanked=True)
         time.sleep(2.5)
-        third = through(workspace("third", plugins={"fresh": "*"}), proxy)
-        third.ok("plugin", "install", "--yes")
-        assert third.installed() == {"fresh": "1.1.0"}
+        assert _installs(project("third")) == {"fresh": "1.1.0"}
         # And so is a new release.
-        run_cli("registry", "seed", "--data", str(own.data),
-                *map(str, write_projects(tmp_path / "newer", (Spec("fresh", "1.3.0"),))),
-                check=True, timeout=120)
-        _serves(own, "fresh", "1.3.0")
+        _publish(own, tmp_path, "1.3.0")
         time.sleep(2.5)
-        fourth = through(workspace("fourth", plugins={"fresh": "*"}), proxy)
-        fourth.ok("plugin", "install", "--yes")
-        assert fourth.installed() == {"fresh": "1.3.0"}
+        assert _installs(project("fourth")) == {"fresh": "1.3.0"}
     finally:
         stop_registry(own)
 
