@@ -131,6 +131,15 @@ def test_a_fresh_answer_is_used_without_asking(workspace: Make, registry: Runnin
     third.ok("plugin", "install", "beta", "--yes")
     assert sorted(p for p, inm, _ in other.api() if inm is None) == [
         "/api/v1/plugins/alpha", "/api/v1/plugins/beta"]
+    # A damaged cache file is not an answer: the registry is asked again.
+    for kept in (first.cache / "http").rglob("*.json"):
+        head = kept.read_bytes().partition(b"\n")[0]
+        kept.write_bytes(head + b"\n{not json")
+    proxy.seen.clear()
+    fourth = through(workspace("fourth"), proxy)
+    fourth.ok("plugin", "install", "beta", "--yes")
+    assert sorted(p for p, inm, _ in proxy.api() if inm is None) == [
+        "/api/v1/plugins/alpha", "/api/v1/plugins/beta"]
 
 
 def test_a_stale_answer_is_revalidated_and_fresh_again(

@@ -131,18 +131,25 @@ class Fetcher:
         accept = "application/json"
         cache, key = self.responses, f"{accept} {url}"
         kept = cache.get(key) if cache is not None else None
+        if cache is not None and kept is not None:
+            try:
+                parsed = json.loads(kept.body)
+            except ValueError:  # a damaged cache file: the registry's answer decides
+                cache.forget(key)
+                kept = None
+            else:
+                if not self.refresh and kept.fresh(time.time()):
+                    cache.fresh_hits += 1
+                    return parsed
         try:
-            if cache is not None and kept is not None and not self.refresh \
-                    and kept.fresh(time.time()):
-                cache.fresh_hits += 1
-                return json.loads(kept.body)
             try:
                 with self.open(url, accept=accept, etag=kept.etag if kept else None) as body:
                     data = body.read(MAX_JSON + 1)
                     headers = body.headers  # type: ignore[attr-defined]
             except _NotModified as exc:
                 assert cache is not None and kept is not None
-                return json.loads(cache.confirm(key, kept, exc.headers).body)
+                cache.confirm(key, kept, exc.headers)
+                return parsed
             if len(data) > MAX_JSON:
                 raise ValueError(f"more than {MAX_JSON // 2**20} MiB")
             parsed = json.loads(data)
