@@ -71,12 +71,13 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs read; at run time, __ge
         with_host,
     )
     from ._raw import RAW_CONTENT_TYPE, Raw
-    from ._security import SecureConnection, Security, run_handshake
+    from ._security import LayeredConnection, SecureConnection, Security, run_handshake
     from ._signed import CLOCK_SKEW, PresenceBook, PresenceSigner, SignedPresence, presence_payload
     from ._transport import (
         AcceptHandler,
         Connection,
         DeliveredFrame,
+        FrameSink,
         Listener,
         Transport,
         check_frame_size,
@@ -115,11 +116,13 @@ __all__ = [
     "DeliveryMode",
     "Discovery",
     "DiscoveryEvents",
+    "FrameSink",
     "FrameTooLarge",
     "Handler",
     "HandshakeError",
     "HookSpecs",
     "Identity",
+    "LayeredConnection",
     "Listener",
     "Message",
     "MessageKind",
@@ -204,11 +207,11 @@ _DEFINED_IN: dict[str, tuple[str, ...]] = {
     "._presence": ("MAX_ADDRESS_LENGTH", "MAX_ADDRESSES", "PresenceTable", "RejectLog",
         "check_announcement", "check_scope", "is_wildcard", "link_addresses", "with_host"),
     "._raw": ("RAW_CONTENT_TYPE", "Raw"),
-    "._security": ("SecureConnection", "Security", "run_handshake"),
+    "._security": ("LayeredConnection", "SecureConnection", "Security", "run_handshake"),
     "._signed": ("CLOCK_SKEW", "PresenceBook", "PresenceSigner", "SignedPresence",
         "presence_payload"),
-    "._transport": ("AcceptHandler", "Connection", "DeliveredFrame", "Listener", "Transport",
-        "check_frame_size"),
+    "._transport": ("AcceptHandler", "Connection", "DeliveredFrame", "FrameSink", "Listener",
+        "Transport", "check_frame_size"),
     "._version": ("HOST_API", "host_api_compatible"),
 }
 _MODULE_OF = {name: module for module, names in _DEFINED_IN.items() for name in names}

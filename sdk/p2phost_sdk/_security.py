@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Awaitable
 from typing import ClassVar
 
 from ._errors import HandshakeError, TransportError
 from ._identity import Identity
-from ._transport import Connection
+from ._transport import Connection, FrameSink
 
 
 class SecureConnection(Connection, ABC):
@@ -17,6 +18,98 @@ class SecureConnection(Connection, ABC):
 
     #: The proven peer id of the other end.
     remote_peer_id: str | None = None
+
+
+class LayeredConnection(SecureConnection):
+    """A secure connection over another one: each of its frames is opened (decrypted,
+    authenticated) into this connection's frames by :meth:`_open`.
+
+    It reads with the inner connection's ``recv_many``, or in push mode (when the inner
+    connection has it) opens each read in the inner connection's callback and hands the
+    frames on, with pauses passed through. A subclass implements :meth:`_open` and the
+    sending side; an error :meth:`_open` raises closes the connection.
+    """
+
+    def __init__(self, inner: Connection) -> None:
+        self._inner = inner
+        #: Opened frames not yet handed over.
+        self._frames: deque[bytes] = deque()
+        self._sink: FrameSink | None = None
+        self._sink_ended = False
+        self.local_address = inner.local_address
+        self.remote_address = inner.remote_address
+
+    @abstractmethod
+    def _open(self, frames: list[bytes]) -> None:
+        """Open the inner connection's ``frames`` into ``self._frames``, in order; raise
+        a ``TransportError`` (``ConnectionClosed``, ``FrameTooLarge``) for one that fails."""
+
+    async def recv(self) -> bytes:
+        """The next frame, opened."""
+        while not self._frames:
+            await self._receive()
+        return self._frames.popleft()
+
+    async def recv_many(self) -> list[bytes]:
+        """Every frame opened from what arrived together, in order."""
+        frames = self._frames
+        while not frames:
+            await self._receive()
+        out = list(frames)
+        frames.clear()
+        return out
+
+    async def _receive(self) -> None:
+        frames = await self._inner.recv_many()
+        try:
+            self._open(frames)
+        except TransportError:
+            await self._inner.close()
+            raise
+
+    def push(self, sink: FrameSink) -> bool:
+        """Push mode through the inner connection, when it has one (see
+        ``Connection.push``); False while opened frames wait for ``recv``."""
+        if self._frames or self._sink is not None:
+            return False
+        self._sink = sink
+        if self._inner.push(self):
+            return True
+        self._sink = None
+        return False
+
+    def pause_reading(self) -> None:
+        """Stop the inner connection's reads."""
+        self._inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Let the inner connection read again."""
+        self._inner.resume_reading()
+
+    def frames_received(self, frames: list[bytes]) -> None:
+        """Push mode: the inner connection's frames, opened and handed on (those
+        before one that fails, then the failure)."""
+        sink = self._sink
+        if sink is None or self._sink_ended:
+            return
+        failure: TransportError | None = None
+        try:
+            self._open(frames)
+        except TransportError as exc:
+            failure = exc
+            self._inner.pause_reading()
+        if self._frames:
+            out = list(self._frames)
+            self._frames.clear()
+            sink.frames_received(out)
+        if failure is not None:
+            self.connection_ended(failure)
+
+    def connection_ended(self, error: Exception) -> None:
+        """Push mode: the inner connection ended, so this one did."""
+        if self._sink is not None and not self._sink_ended:
+            self._sink_ended = True
+            self._sink.connection_ended(error)
 
 
 class Security(ABC):

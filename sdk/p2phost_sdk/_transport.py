@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from ._errors import FrameTooLarge
 
@@ -24,6 +24,23 @@ def check_frame_size(frame: bytes, maximum: int) -> None:
 
 #: Called by a listener for every accepted connection; the host owns it from then on.
 AcceptHandler = Callable[["Connection"], Awaitable[None]]
+
+
+class FrameSink(Protocol):
+    """Where a connection in push mode hands its frames (see :meth:`Connection.push`).
+
+    The host implements it. Both methods are called from the event loop's own callbacks
+    (a protocol's ``data_received``), never from inside :meth:`Connection.push`, and
+    never raise.
+    """
+
+    def frames_received(self, frames: list[bytes]) -> None:
+        """Every whole frame of one read, in order (at least one)."""
+
+    def connection_ended(self, error: Exception) -> None:
+        """The connection ended (called once, after every frame before the end):
+        ``ConnectionClosed`` for a close, another ``TransportError`` for a protocol
+        error such as an oversized or truncated frame."""
 
 
 class Connection(ABC):
@@ -78,6 +95,28 @@ class Connection(ABC):
         host handles a burst in one pass; the default wraps :meth:`recv`.
         """
         return [await self.recv()]
+
+    def push(self, sink: FrameSink) -> bool:
+        """Hand every later frame to ``sink`` from the transport's own callback.
+
+        An optional fast path (the default says False, and the host reads with
+        :meth:`recv_many`): a stream transport hands each read's frames to
+        ``sink.frames_received`` from its protocol's ``data_received``, which saves the
+        loop turn between that callback and a task waiting in ``recv_many``. It says
+        False while it holds received frames that ``recv_many`` must hand over first
+        (the host asks again after its next read). Once it said True, ``recv`` and
+        ``recv_many`` are no longer called, and the host stops and restarts the flow
+        with :meth:`pause_reading` and :meth:`resume_reading` (its backpressure), so a
+        transport that says True must honour them.
+        """
+        return False
+
+    def pause_reading(self) -> None:
+        """Push mode: hand over no more frames until :meth:`resume_reading` (stop reading
+        the socket, so the sender is slowed by the medium's own flow control)."""
+
+    def resume_reading(self) -> None:
+        """Push mode: hand over frames again after :meth:`pause_reading`."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -121,6 +121,34 @@ def _frames(count: int, seed: int = 7) -> list[bytes]:
     return [bytes([i % 256]) * rng.choice(sizes) + i.to_bytes(4, "big") for i in range(count)]
 
 
+class _Sink:
+    """A :class:`p2phost_sdk.FrameSink` that keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.calls_after_end = 0
+        self.ended: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+        self._more = asyncio.Event()
+
+    def frames_received(self, frames: list[bytes]) -> None:
+        assert frames, "frames_received was handed no frame"
+        if self.ended.done():
+            self.calls_after_end += 1
+        self.frames.extend(bytes(frame) for frame in frames)
+        self._more.set()
+
+    def connection_ended(self, error: Exception) -> None:
+        if self.ended.done():
+            self.calls_after_end += 1
+            return
+        self.ended.set_result(error)
+
+    async def until(self, count: int) -> None:
+        while len(self.frames) < count:
+            self._more.clear()
+            await self._more.wait()
+
+
 class TransportConformance:
     """The conformance tests every transport must pass. Needs a ``transport_case``."""
 
@@ -193,6 +221,44 @@ class TransportConformance:
                     got.append(bytes(frame))
             await sending
             assert got == frames
+
+    async def test_push_mode_hands_over_frames_in_order_and_honours_pauses(
+        self, transport_kit: TransportKit
+    ) -> None:
+        frames = _frames(300, seed=13)
+        async with transport_kit.pair() as (client, server), asyncio.timeout(_TIMEOUT):
+            sink = _Sink()
+            if not server.push(sink):
+                pytest.skip("no push mode here: the host reads with recv_many")
+            await client.send_many(frames[:100])
+            await sink.until(100)
+            server.pause_reading()
+            paused_at = len(sink.frames)
+            sending = asyncio.ensure_future(client.send_many(frames[100:]))
+            await asyncio.sleep(0.2)
+            assert len(sink.frames) == paused_at, "frames were handed over while paused"
+            server.resume_reading()
+            await sink.until(len(frames))
+            await sending
+            assert sink.frames == frames
+            if transport_kit.case.propagates_close:
+                await client.close()
+                assert isinstance(await sink.ended, ConnectionClosed)
+                await asyncio.sleep(0.05)
+                assert sink.calls_after_end == 0, "the sink was called after the end"
+
+    async def test_push_mode_ends_on_an_oversized_frame_after_the_frames_before_it(
+        self, transport_kit: TransportKit
+    ) -> None:
+        async with transport_kit.pair(server_max=1024, client_max=1 << 20) as (client, server):
+            sink = _Sink()
+            if not server.push(sink):
+                pytest.skip("no push mode here: the host reads with recv_many")
+            async with asyncio.timeout(_TIMEOUT):
+                await client.send_many([b"first", b"y" * 4096])
+                error = await sink.ended
+            assert isinstance(error, FrameTooLarge), repr(error)
+            assert sink.frames == [b"first"]
 
     async def test_a_frame_of_the_maximum_size_passes(self, transport_kit: TransportKit) -> None:
         limit = 256 * 1024

@@ -9,13 +9,15 @@ and a frame larger than a Noise message (65535 bytes) spans several.
 
 Nonces are implicit and in order: a message that was altered, replayed, reordered,
 dropped or cut fails authentication, and the connection is closed.
+
+In push mode (``Connection.push``, through ``LayeredConnection``) each read's messages
+are decrypted in the underlying connection's callback and their frames handed on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
-from collections import deque
 from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
@@ -25,7 +27,7 @@ from p2phost_sdk import (
     Connection,
     ConnectionClosed,
     FrameTooLarge,
-    SecureConnection,
+    LayeredConnection,
     check_frame_size,
 )
 
@@ -36,14 +38,14 @@ _MORE = 0x8000_0000
 _LENGTH = 0x7FFF_FFFF
 
 
-class NoiseConnection(SecureConnection):
+class NoiseConnection(LayeredConnection):
     """Frames protected by the transport keys of a finished Noise handshake."""
 
     def __init__(
         self, inner: Connection, *, send_cipher: ChaCha20Poly1305,
         recv_cipher: ChaCha20Poly1305, remote_peer_id: str, max_frame_size: int,
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._encrypt = send_cipher.encrypt
         self._decrypt = recv_cipher.decrypt
         self._send_nonce = 0
@@ -52,14 +54,11 @@ class NoiseConnection(SecureConnection):
         # Plaintext per message: what fits in a Noise message and in an underlying frame.
         self._room = min(MAX_MESSAGE, max_frame_size) - TAGLEN
         self._send_lock = asyncio.Lock()
-        self._frames: deque[bytes] = deque()
         # The pieces of a frame that spans several messages, and their bytes so far.
         self._pieces: list[memoryview] = []
         self._assembled = 0
         self._assembling = False
         self.remote_peer_id = remote_peer_id
-        self.local_address = inner.local_address
-        self.remote_address = inner.remote_address
 
     # -- sending -----------------------------------------------------------------------
 
@@ -136,24 +135,10 @@ class NoiseConnection(SecureConnection):
         async with self._send_lock:
             await self._inner.send_many([self._seal(p) for p in plaintexts])
 
-    # -- receiving ---------------------------------------------------------------------
+    # -- receiving: LayeredConnection reads (or takes pushed reads) and calls _open -----
 
-    async def recv(self) -> bytes:
-        """The next frame, decrypted and authenticated."""
-        while not self._frames:
-            await self._open(await self._inner.recv_many())
-        return self._frames.popleft()
-
-    async def recv_many(self) -> list[bytes]:
-        """Every frame of the messages that arrived together, decrypted, in order."""
-        frames = self._frames
-        while not frames:
-            await self._open(await self._inner.recv_many())
-        out = list(frames)
-        frames.clear()
-        return out
-
-    async def _open(self, messages: list[bytes]) -> None:
+    def _open(self, messages: list[bytes]) -> None:
+        """Decrypt and authenticate ``messages`` into frames."""
         frames = self._frames
         for message in messages:
             nonce = self._recv_nonce
@@ -161,41 +146,40 @@ class NoiseConnection(SecureConnection):
             try:
                 plaintext = self._decrypt(pack_nonce(nonce), message, None)
             except InvalidTag:
-                await self._fail(
+                self._fail(
                     "failed authentication (altered, replayed, reordered or dropped in transit)"
                 )
             size = len(plaintext) - _HEADER.size
             if size >= 0 and _HEADER.unpack_from(plaintext)[0] == size and not self._assembling:
                 frames.append(plaintext[_HEADER.size :])  # the common case: one whole frame
             else:
-                await self._split(plaintext)
+                self._split(plaintext)
 
-    async def _split(self, plaintext: bytes) -> None:
+    def _split(self, plaintext: bytes) -> None:
         offset, end = 0, len(plaintext)
         if end == 0:
-            await self._fail("carried an empty message")
+            self._fail("carried an empty message")
         unpack, header, append = _HEADER.unpack_from, _HEADER.size, self._frames.append
         while offset < end:
             if end - offset < header:
-                await self._fail("carried a cut record header")
+                self._fail("carried a cut record header")
             (length,) = unpack(plaintext, offset)
             start = offset + header
             offset = start + (length & _LENGTH)
             if offset > end:
-                await self._fail("carried a record longer than its message")
+                self._fail("carried a record longer than its message")
             if length & _MORE or self._assembling:
-                await self._assemble(memoryview(plaintext)[start:offset], bool(length & _MORE))
+                self._assemble(memoryview(plaintext)[start:offset], bool(length & _MORE))
             else:
                 append(plaintext[start:offset])
 
-    async def _assemble(self, piece: memoryview, more: bool) -> None:
+    def _assemble(self, piece: memoryview, more: bool) -> None:
         """Add a piece of a frame that spans several messages (kept as a view of its
         plaintext; the frame is joined once, at its last piece)."""
         self._pieces.append(piece)
         self._assembled += len(piece)
         self._assembling = more
         if self._assembled > self._max:
-            await self._inner.close()
             raise FrameTooLarge(
                 f"{self.remote_address} sent a frame of more than {self._max} bytes, "
                 "the maximum; connection closed"
@@ -205,8 +189,7 @@ class NoiseConnection(SecureConnection):
             self._pieces.clear()
             self._assembled = 0
 
-    async def _fail(self, problem: str) -> NoReturn:
-        await self._inner.close()
+    def _fail(self, problem: str) -> NoReturn:
         raise ConnectionClosed(
             f"a Noise message from {self.remote_address} {problem}; connection closed"
         )

@@ -10,6 +10,9 @@ asyncio's own event loop honours the protocol's buffers (Dask runs its processes
 it). uvloop reads into buffers only for protocols that are not also plain protocols,
 as a stream reader's is: on uvloop the frame's buffer is filled from the stream reader,
 one copy more, as before.
+
+In push mode (``push``) the bytes go to the connection's callback instead of the stream
+reader, and a large frame's direct read reports its end to a callback, not a future.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 _Connected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]
+#: Push mode: what a read brought, and the end of the connection (its error, if any).
+Received = Callable[[bytes], None]
+Ended = Callable[[BaseException | None], None]
 # One scratch buffer per thread (per event loop), shared by its connections: what a
 # read put there is copied out before the loop reads anything else, and a node with
 # many idle (or hostile) connections holds no read buffer for each.
@@ -43,8 +49,15 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
                  connected: _Connected | None = None) -> None:
         super().__init__(reader, connected)
         self._read_size = min(read_size, SMALL_READ)
-        #: Bytes handed to the stream reader so far (the connection counts what it read).
+        #: Bytes read into the scratch buffer so far (the connection counts what it read).
         self.fed = 0
+        #: Bytes handed to the stream reader so far (all of them: on every loop).
+        self.received = 0
+        #: Whether the loop reads into this protocol's buffers (asyncio's own loop does).
+        self.buffered = False
+        self._received: Received | None = None
+        self._on_end: Ended | None = None
+        self._on_filled: Callable[[int], None] | None = None
         self._target: memoryview | None = None
         self._filled = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -54,6 +67,7 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """The rest of the large frame when one is being read, else the scratch buffer."""
+        self.buffered = True
         target = self._target
         return _scratch(self._read_size) if target is None else target[self._filled:]
 
@@ -69,25 +83,54 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
             self._target = None
             self._wake()
 
+    def data_received(self, data: bytes) -> None:
+        """To the connection in push mode, else to the stream reader."""
+        received = self._received
+        if received is not None:
+            received(data)
+            return
+        self.received += len(data)
+        super().data_received(data)
+
     def eof_received(self) -> bool:
         """The peer closed: a frame being read directly ends short."""
         self._end(EOFError())
-        return bool(super().eof_received())
+        keep_open = bool(super().eof_received())
+        self._ended_push(None)
+        return keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The connection is gone: a frame being read directly ends short."""
         self._end(exc or EOFError())
         super().connection_lost(exc)
+        self._ended_push(exc)
+
+    def _ended_push(self, exc: BaseException | None) -> None:
+        on_end = self._on_end
+        if on_end is not None:
+            self._on_end = None
+            on_end(exc)
 
     # -- the connection's side ---------------------------------------------------------
 
-    def read_into(self, target: memoryview) -> None:
+    def push(self, received: Received, ended: Ended) -> None:
+        """Hand what is read to ``received`` from now on (not to the stream reader,
+        which must hold nothing), and the connection's end to ``ended``, once."""
+        self._received = received
+        self._on_end = ended
+
+    def read_into(self, target: memoryview,
+                  filled: Callable[[int], None] | None = None) -> None:
         """Read the next ``len(target)`` bytes into ``target`` (the reader holds none
-        of them: every byte fed to it was read)."""
+        of them: every byte fed to it was read). Push mode passes ``filled``, called
+        with the bytes it got once the target is full or the connection ended."""
         self._filled = 0
         if self._ended is not None:
             return
         self._target = target
+        if filled is not None:
+            self._on_filled = filled
+            return
         self._waiter = asyncio.get_running_loop().create_future()
 
     async def wait_filled(self) -> int:
@@ -100,9 +143,13 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
     @property
     def filling(self) -> bool:
         """Whether a target is being filled (a cancelled read left one)."""
-        return self._waiter is not None
+        return self._waiter is not None or self._on_filled is not None
 
     def _wake(self) -> None:
+        filled = self._on_filled
+        if filled is not None:
+            self._on_filled = None
+            filled(self._filled)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 

@@ -8,6 +8,10 @@ Large frames (``LARGE`` bytes and over: parts of a Dask array, files) are never 
 a write hands the length and the frame to the socket as they are, and a read fills one
 buffer of the frame's size, allocated once its length passed the size limit; the
 socket reads the rest of the frame straight into it (``_direct``).
+
+In push mode (``Connection.push``) the protocol hands each read to the connection in
+its ``data_received``, which splits it the same way and hands the whole frames to the
+host's sink there and then: no task waits for them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from p2phost_sdk import (
     AcceptHandler,
     Connection,
     ConnectionClosed,
+    FrameSink,
     FrameTooLarge,
     Listener,
     Transport,
@@ -98,6 +103,9 @@ class TcpConnection(Connection):
         self._direct = protocol if isinstance(protocol, DirectProtocol) else None
         self._taken = 0
         self._closed = False
+        # Push mode: where whole frames go, and whether it was told of the end.
+        self._sink: FrameSink | None = None
+        self._sink_ended = False
         self.local_address = local_address or _peer_address(writer, "sockname")
         self.remote_address = _peer_address(writer, "peername")
         if hasattr(writer.transport, "max_size"):
@@ -256,7 +264,112 @@ class TcpConnection(Connection):
             self._partial += memoryview(data)[offset:]
             self._need = 4 + _LENGTH.unpack_from(data, offset)[0] if end - offset >= 4 else 4
 
-    def _eof(self) -> NoReturn:
+    # -- push mode ---------------------------------------------------------------------
+
+    def push(self, sink: FrameSink) -> bool:
+        """Hand each read's whole frames to ``sink`` from the protocol's callback.
+
+        Not while the pull path holds frames or unread bytes (the host reads on and
+        asks again), nor on a stream this transport did not open.
+        """
+        direct, reader = self._direct, self._reader
+        if direct is None or self._closed or self._sink is not None or self._frames \
+                or direct.filling or direct.received != self._taken or reader.at_eof() \
+                or reader.exception() is not None:
+            return False
+        self._sink = sink
+        direct.push(self._pushed, self._push_ended)
+        if self._large is not None:
+            self._read_large()
+        return True
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (the peer's sends then wait on TCP's window)."""
+        transport = cast(asyncio.Transport, self._writer.transport)
+        if not transport.is_closing():
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read the socket again."""
+        transport = cast(asyncio.Transport, self._writer.transport)
+        if not transport.is_closing():
+            transport.resume_reading()
+
+    def _pushed(self, data: bytes) -> None:
+        # Push mode: one read, from the protocol's data_received.
+        sink, frames = self._sink, self._frames
+        if sink is None or self._sink_ended:
+            return
+        failure: TransportError | None = None
+        try:
+            while data:
+                if self._large is not None:  # the rest of a large frame, copied in
+                    data = self._fill_large_from(data)
+                    continue
+                partial = self._partial
+                if partial:
+                    partial += data
+                    if len(partial) < self._need:
+                        break
+                    data = bytes(partial)
+                    partial.clear()
+                self._split(data)
+                break
+            if self._large is not None:
+                self._read_large()
+        except TransportError as exc:  # after the frames before it
+            self.pause_reading()
+            failure = exc
+        if frames:
+            out = list(frames)
+            frames.clear()
+            sink.frames_received(out)
+        if failure is not None:
+            self._push_ended(failure)
+
+    def _fill_large_from(self, data: bytes) -> bytes:
+        large = self._large
+        assert large is not None
+        take = min(len(large) - self._got, len(data))
+        large[self._got : self._got + take] = memoryview(data)[:take]
+        self._got += take
+        if self._got == len(large):
+            self._large = None
+            self._frames.append(cast(bytes, large))
+        return data[take:]
+
+    def _read_large(self) -> None:
+        # Where the loop reads into buffers, the socket reads the rest of a large frame
+        # straight into it (as the pull path does); elsewhere _pushed copies it in.
+        direct, large = self._direct, self._large
+        if direct is not None and large is not None and direct.buffered \
+                and not direct.filling:
+            direct.read_into(memoryview(large)[self._got :], self._large_filled)
+
+    def _large_filled(self, got: int) -> None:
+        large, sink = self._large, self._sink
+        assert large is not None and sink is not None
+        self._got += got
+        if self._got < len(large):  # cut short: _push_ended says so
+            return
+        self._large = None
+        if not self._sink_ended:
+            sink.frames_received([cast(bytes, large)])
+
+    def _push_ended(self, error: BaseException | None) -> None:
+        sink = self._sink
+        if sink is None or self._sink_ended:
+            return
+        self._sink_ended = True
+        if not isinstance(error, TransportError):
+            try:
+                self._eof(error)
+            except TransportError as exc:
+                error = exc
+        assert isinstance(error, TransportError)
+        sink.connection_ended(error)
+
+    def _eof(self, error: BaseException | None = None) -> NoReturn:
         if self._partial or self._large is not None:  # not a clean close: a protocol error
             got, need = ((self._got, len(self._large)) if self._large is not None
                          else (len(self._partial), self._need))
@@ -264,6 +377,8 @@ class TcpConnection(Connection):
                 f"{self.remote_address} closed the connection in the middle of a frame "
                 f"(truncated frame: {got} of {need} bytes)"
             )
+        if error is not None and not isinstance(error, EOFError):
+            raise ConnectionClosed(f"connection to {self.remote_address} lost: {error}")
         raise ConnectionClosed(f"{self.remote_address} closed the connection")
 
     async def close(self) -> None:

@@ -6,7 +6,8 @@ boundaries do not matter), and inside the session each of our frames is a 4-byte
 big-endian length and that many bytes. Frames sent together become one TLS write, so
 small ones share records. Record sequence numbers are implicit: bytes altered,
 replayed, reordered, dropped or cut fail the record's authentication, and the
-connection is closed.
+connection is closed. In push mode (``Connection.push``, through ``LayeredConnection``)
+each read is decrypted in the underlying connection's callback.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections import deque
 from typing import NoReturn
 
 from OpenSSL import SSL
@@ -23,8 +23,8 @@ from p2phost_sdk import (
     Connection,
     ConnectionClosed,
     FrameTooLarge,
+    LayeredConnection,
     P2PHostError,
-    SecureConnection,
     check_frame_size,
 )
 
@@ -57,14 +57,14 @@ async def flush(tls: SSL.Connection, inner: Connection, chunk: int) -> None:
         await inner.send_many(chunks)
 
 
-class TlsConnection(SecureConnection):
+class TlsConnection(LayeredConnection):
     """Frames protected by a finished TLS 1.3 session."""
 
     def __init__(
         self, inner: Connection, tls: SSL.Connection, *, remote_peer_id: str,
         max_frame_size: int, chunk: int,
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._tls = tls
         self._max = max_frame_size
         self._chunk = chunk
@@ -76,11 +76,8 @@ class TlsConnection(SecureConnection):
         # try_send takes frames whose record fits in one underlying frame (a TLS 1.3
         # record adds 22 bytes to what it carries).
         self._lone = chunk - _HEADER.size - 64
-        self._frames: deque[bytes] = deque()
         self._buffer = bytearray()
         self.remote_peer_id = remote_peer_id
-        self.local_address = inner.local_address
-        self.remote_address = inner.remote_address
 
     def try_send(self, frame: bytes) -> bool:
         """Encrypt and hand over one small frame at once when nothing is being sent.
@@ -147,42 +144,30 @@ class TlsConnection(SecureConnection):
                 ) from None
             await flush(self._tls, self._inner, self._chunk)
 
-    async def recv(self) -> bytes:
-        """The next frame, decrypted and authenticated."""
-        while not self._frames:
-            await self._read()
-        return self._frames.popleft()
+    # -- receiving: LayeredConnection reads (or takes pushed reads) and calls _open -----
 
-    async def recv_many(self) -> list[bytes]:
-        """Every frame decrypted from what arrived together, in order."""
-        frames = self._frames
-        while not frames:
-            await self._read()
-        out = list(frames)
-        frames.clear()
-        return out
-
-    async def _read(self) -> None:
-        for data in await self._inner.recv_many():
+    def _open(self, frames: list[bytes]) -> None:
+        """Feed the underlying frames' TLS bytes to the session; split out our frames."""
+        buffer, tls = self._buffer, self._tls
+        for data in frames:
             if not data:  # carries no TLS bytes (and OpenSSL refuses to take none)
                 continue
-            self._tls.bio_write(data)
-            buffer = self._buffer
+            tls.bio_write(data)
             try:
                 while True:
-                    buffer += self._tls.recv(_READ_SIZE)
+                    buffer += tls.recv(_READ_SIZE)
             except SSL.WantReadError:
                 pass
             except SSL.ZeroReturnError:
-                await self._fail("ended the TLS session")
+                self._fail("ended the TLS session")
             except SSL.Error as exc:
-                await self._fail(
+                self._fail(
                     f"sent bytes that failed TLS ({describe(exc)}: altered, replayed, "
                     "reordered or dropped in transit, or the peer refused us)"
                 )
-        await self._split()
+        self._split()
 
-    async def _split(self) -> None:
+    def _split(self) -> None:
         buffer = self._buffer
         offset, end = 0, len(buffer)
         with memoryview(buffer) as view:
@@ -197,14 +182,12 @@ class TlsConnection(SecureConnection):
                 offset = stop
         del buffer[:offset]
         if len(buffer) >= _HEADER.size and _HEADER.unpack_from(buffer)[0] > self._max:
-            await self._inner.close()
             raise FrameTooLarge(
                 f"{self.remote_address} sent a frame of {_HEADER.unpack_from(buffer)[0]} "
                 f"bytes, over the maximum of {self._max} bytes; connection closed"
             )
 
-    async def _fail(self, problem: str) -> NoReturn:
-        await self._inner.close()
+    def _fail(self, problem: str) -> NoReturn:
         raise ConnectionClosed(f"{self.remote_address} {problem}; connection closed")
 
     async def close(self) -> None:

@@ -1,0 +1,145 @@
+"""Push-mode receive: frames taken in the transport's callback keep every guarantee.
+
+Over tcp-transport (and noise-security or tls-security on it, which decrypt each read in
+that callback) a node takes each read's frames in the protocol's ``data_received``: a
+full mailbox must pause the socket's reading and resume it once there is room, a peer's
+messages must keep their order, and a handler's failure or timeout must leave the
+connection alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import pytest
+
+from p2phost._runtime import Node, NodeOptions
+from p2phost._runtime.wire._channel import Channel
+from p2phost_sdk import App, Identity, Message, RemoteError, Security, handler
+from p2phost_sdk.testing.discovery import wait_until
+from tests.discovery.plugins import use_plugin_source
+
+for _name in ("tcp-transport", "msgpack-codec", "noise-security", "tls-security"):
+    use_plugin_source(_name)
+
+from p2phost_msgpack_codec import MsgpackCodec  # noqa: E402
+from p2phost_noise_security import NoiseSecurity  # noqa: E402
+from p2phost_tcp_transport import TcpConnection, TcpTransport  # noqa: E402
+from p2phost_tls_security import TlsSecurity  # noqa: E402
+
+SECURITY: dict[str, Callable[[], Sequence[Security]]] = {
+    "plain": lambda: (), "noise": lambda: (NoiseSecurity(),), "tls": lambda: (TlsSecurity(),),
+}
+
+
+class Gated(App):
+    """Records bodies per sender; ``gated`` waits for the gate, ``late`` times out."""
+
+    name = "gated"
+
+    def __init__(self, mailbox_size: int) -> None:
+        self.mailbox_size = mailbox_size  # type: ignore[misc]
+        self.gate = asyncio.Event()
+        self.records: list[Any] = []
+
+    @handler("gated")
+    async def gated(self, message: Message) -> None:
+        await self.gate.wait()
+        self.records.append(message.body)
+
+    @handler("late")
+    async def late(self, message: Message) -> str:
+        async with asyncio.timeout(0.01):  # the handler's own timeout, in its own task
+            await asyncio.sleep(10)
+        return "never"
+
+    @handler("echo")
+    async def echo(self, message: Message) -> Any:
+        return message.body
+
+
+@pytest.fixture(params=sorted(SECURITY))
+async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Node, Node, Gated]]:
+    """A server with a :class:`Gated` app of mailbox 8, and a client connected to it."""
+    app = Gated(mailbox_size=8)
+    made: list[Node] = []
+    for apps, listen in (([app], ["tcp://127.0.0.1:0"]), ([], [])):
+        node = Node(Identity.generate(), transports={"tcp": TcpTransport(read_size=65536)},
+                    codecs={"application/msgpack": MsgpackCodec()},
+                    security=SECURITY[request.param](), apps=apps,
+                    options=NodeOptions(listen=listen))
+        await node.start()
+        made.append(node)
+    server, client = made
+    await client.connect(server.addresses[0])
+    yield server, client, app
+    for node in reversed(made):
+        await node.close()
+
+
+def channel_of(node: Node, peer_id: str) -> Channel:
+    peer = node._table.get(peer_id)
+    assert peer is not None
+    (channel,) = [c for c in peer.channels if not c.ended]
+    return channel
+
+
+def tcp_of(channel: Channel) -> TcpConnection:
+    connection = channel.connection
+    while not isinstance(connection, TcpConnection):  # a security plugin's wraps it
+        connection = connection._inner  # type: ignore[attr-defined]
+    return connection
+
+
+def reading(channel: Channel) -> bool:
+    return bool(tcp_of(channel)._writer.transport.is_reading())  # type: ignore[attr-defined]
+
+
+async def test_both_ends_take_frames_in_push_mode(nodes: tuple[Node, Node, Gated]) -> None:
+    server, client, _ = nodes
+    for node, other in ((server, client), (client, server)):
+        channel = channel_of(node, other.peer_id)
+        assert tcp_of(channel)._sink is not None, "the channel reads with recv_many"
+        assert await client.request(server.peer_id, "echo", b"hi", timeout=5) == b"hi"
+
+
+async def test_a_full_mailbox_pauses_reading_and_order_holds(
+    nodes: tuple[Node, Node, Gated],
+) -> None:
+    server, client, app = nodes
+    channel = channel_of(server, client.peer_id)
+    body = b"x" * 2048
+    sending = asyncio.ensure_future(asyncio.gather(
+        *(client.send(server.peer_id, "gated", [i, body]) for i in range(400))))
+    # The mailbox holds 8; the rest waits behind a paused socket, not in memory here.
+    await wait_until(lambda: channel.stalled, 10, "the reader waits for mailbox room")
+    assert not reading(channel), "a full mailbox did not pause the socket's reading"
+    app.gate.set()
+    await asyncio.wait_for(sending, 20)
+    await wait_until(lambda: len(app.records) == 400, 20, "all 400 handled")
+    assert [r[0] for r in app.records] == list(range(400))
+    assert reading(channel), "reading was not resumed once the mailbox had room"
+    assert await client.request(server.peer_id, "echo", b"after", timeout=5) == b"after"
+
+
+async def test_a_handler_timeout_leaves_the_connection_alone(
+    nodes: tuple[Node, Node, Gated],
+) -> None:
+    server, client, _ = nodes
+    before = channel_of(server, client.peer_id)
+    for _ in range(3):
+        with pytest.raises(RemoteError, match="TimeoutError"):
+            await client.request(server.peer_id, "late", None, timeout=5)
+        assert await client.request(server.peer_id, "echo", [1, 2], timeout=5) == [1, 2]
+    assert channel_of(server, client.peer_id) is before and not before.ended
+
+
+async def test_a_burst_of_requests_is_answered_in_order(
+    nodes: tuple[Node, Node, Gated],
+) -> None:
+    server, client, _ = nodes
+    replies = await asyncio.gather(
+        *(client.request(server.peer_id, "echo", i, timeout=10) for i in range(500)))
+    assert replies == list(range(500))
