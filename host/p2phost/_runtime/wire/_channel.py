@@ -23,8 +23,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 from p2phost_sdk import (
     Codec,
@@ -38,49 +37,32 @@ from p2phost_sdk import (
 
 from .._errors import WireError
 from ._envelope import (
-    HEADER,
     RAW_HELLO,
-    TRACE_SIZE,
-    TRACED,
-    VERSION,
     Envelope,
     Kind,
-    decode,
     encode,
 )
 from ._handshake import Handshaken
+from ._reader import (
+    Ack,
+    OnFields,
+    OnMessage,
+    OnReplied,
+    OnReply,
+    OnTraced,
+    Reader,
+)
+
+__all__ = ["Ack", "Channel", "OnFields", "OnMessage", "OnReplied", "OnReply", "OnTraced"]
 
 log = logging.getLogger("p2phost.node")
 
-#: A frame's acknowledgement, for media that redeliver what was not acknowledged.
-Ack = Callable[[], None]
-#: Called for MESSAGE and REQUEST envelopes (with the frame's ack, to call once handled);
-#: returns an awaitable when the reader must wait (the app's mailbox is full), None when
-#: the envelope was taken at once.
-OnMessage = Callable[["Channel", Envelope, Ack | None], Awaitable[None] | None]
-#: Called for REPLY, ERROR and ACK envelopes.
-OnReply = Callable[["Channel", Envelope], None]
-#: The reader's fast path for the common MESSAGE or REQUEST (no sender, recipient or
-#: content type in its header): ``(channel, kind, message_id, deadline, topic, body,
-#: ack)``, the header's fields as locals; otherwise as :data:`OnMessage`.
-OnFields = Callable[["Channel", int, int, int, str, bytes, Ack | None],
-                    Awaitable[None] | None]
-#: The reader's fast path for a REPLY or ERROR: ``(channel, kind, correlation_id, body)``.
-OnReplied = Callable[["Channel", int, int, bytes], None]
-#: :data:`OnFields` for a MESSAGE or REQUEST carrying a trace context, given last.
-OnTraced = Callable[["Channel", int, int, int, str, bytes, Ack | None, bytes],
-                    Awaitable[None] | None]
-
-_REQUEST, _ERROR = int(Kind.REQUEST), int(Kind.ERROR)
-_TRACED_APP = (TRACED | Kind.MESSAGE, TRACED | Kind.REQUEST)
-
-_START, _unpack, _monotonic = HEADER.size, HEADER.unpack_from, time.monotonic
 _PING = encode(Kind.PING, 0)
 _PONG = encode(Kind.PONG, 0)
 _FLUSH_GRACE = 1.0
 
 
-class Channel:
+class Channel(Reader):
     """A live connection to one peer, after the handshake."""
 
     def __init__(
@@ -160,12 +142,7 @@ class Channel:
         self._flushed = asyncio.Event()
         self._flushed.set()
         self._close_reason: str | None = None
-        # Push mode: frames taken from the transport's callback wait here behind one
-        # that could not be taken at once; the reader task waits on ``_blocked``.
-        self._backlog: deque[bytes] = deque()
-        self._blocked: asyncio.Future[Awaitable[None]] | None = None
-        self._failure: Exception | None = None
-        self._stopped = False
+        self._start_reader(self)
 
     @property
     def usable(self) -> bool:
@@ -299,148 +276,6 @@ class Channel:
             self._flushed.set()
 
     # -- receiving -------------------------------------------------------------------
-
-    async def _read_loop(self) -> None:
-        # Push mode where the transport has it (frames from its protocol's callback, no
-        # loop turn between the read and this node's handling); recv_many until then:
-        # a transport holding frames that recv_many must hand over first says no.
-        connection, take = self.connection, self._take
-        while not connection.push(self):
-            frames = await connection.recv_many()
-            self.last_seen = time.monotonic()
-            # A new loop turn: the next frame this node answers may go out directly.
-            self._wrote_directly = False
-            for frame in frames:
-                waiting = take(frame)
-                if waiting is not None:
-                    await waiting
-        await self._pushed()
-
-    def frames_received(self, frames: list[bytes]) -> None:
-        """Push mode: the frames of one read, from the transport's callback.
-
-        Each is taken at once (a handler's task is created, a reply's future is set)
-        until one must wait (a full mailbox or outbox): then reading is paused, and the
-        reader task waits, takes the rest in order and resumes reading. Nothing here
-        raises into the transport: an error ends the channel through the reader task.
-        """
-        if self._stopped:
-            return
-        self.last_seen = _monotonic()
-        self._wrote_directly = False
-        blocked = self._blocked
-        if blocked is None or blocked.done():  # the reader task has frames to take first
-            self._backlog.extend(frames)
-            return
-        take, rest = self._take, iter(frames)
-        try:
-            for frame in rest:
-                waiting = take(frame)
-                if waiting is not None:
-                    self._backlog.extend(rest)
-                    self.connection.pause_reading()
-                    blocked.set_result(waiting)
-                    return
-        except Exception as exc:  # a protocol error: the reader task raises it
-            self.connection_ended(exc)
-
-    def connection_ended(self, error: Exception) -> None:
-        """Push mode: the connection ended (after the frames before it were taken)."""
-        if self._stopped:
-            return
-        self._stopped = True
-        blocked = self._blocked
-        if blocked is not None and not blocked.done():
-            blocked.set_exception(error)
-        else:  # raised once the reader task has taken what came before
-            self._failure = error
-
-    async def _pushed(self) -> None:
-        # The reader task in push mode: it waits only when a frame could not be taken
-        # at once, takes the frames behind it in order, then lets reading go on.
-        loop, backlog, take = asyncio.get_running_loop(), self._backlog, self._take
-        while True:
-            if self._failure is not None:
-                raise self._failure
-            self._blocked = blocked = loop.create_future()
-            try:
-                waiting = await blocked
-            finally:
-                self._blocked = None
-            await waiting
-            while backlog:
-                waiting = take(backlog.popleft())
-                if waiting is not None:
-                    await waiting
-            if self._failure is None:
-                self.connection.resume_reading()
-
-    def _take(self, frame: bytes) -> Awaitable[None] | None:
-        """Hand one received frame on; None when it was taken at once, else what to
-        wait for (room in the mailbox or the outbox) before the next frame."""
-        # Media that redeliver (brokers) hand DeliveredFrames carrying an ack.
-        ack: Ack | None = None if type(frame) is bytes else getattr(frame, "ack", None)
-        # The common frame in one pass: the header unpacked into locals, no envelope
-        # object; anything else (control frames, frames naming their sender or
-        # recipient, bad ones) takes the general path.
-        if len(frame) >= _START:
-            version, kind, message_id, correlation_id, deadline, ls, lr, lt, lc = \
-                _unpack(frame)
-            end = _START + lt
-            if version == VERSION and kind <= _ERROR and not (ls or lr or lc) \
-                    and end <= len(frame):
-                try:
-                    topic = frame[_START:end].decode()
-                except UnicodeDecodeError as exc:
-                    raise WireError(f"envelope string is not UTF-8: {exc}") from exc
-                if kind > _REQUEST:
-                    if ack is not None:
-                        ack()
-                    self._on_replied(self, kind, correlation_id, frame[end:])
-                    return None
-                # A request is answered without waiting: read no more of them while
-                # the answers pile up.
-                if kind and self._outbox_bytes >= self._limit:
-                    return self._later(functools.partial(
-                        self._on_fields, self, kind, message_id, deadline, topic,
-                        frame[end:], ack))
-                waiting = self._on_fields(self, kind, message_id, deadline, topic,
-                                          frame[end:], ack)
-                return None if waiting is None else self._stall(waiting)
-            if kind in _TRACED_APP and version == VERSION and not (ls or lr or lc) \
-                    and end + TRACE_SIZE <= len(frame) and self._on_traced is not None:
-                return self._traced(frame, kind ^ TRACED, message_id, deadline, end, ack)
-        return self._general(decode(frame), ack)
-
-    def _traced(self, frame: bytes, kind: int, message_id: int, deadline: int, end: int,
-                ack: Ack | None) -> Awaitable[None] | None:
-        # The fast path's fields for a MESSAGE or REQUEST whose trace context follows
-        # its topic (a traced node's common frame): no envelope object either.
-        try:
-            topic = frame[_START:end].decode()
-        except UnicodeDecodeError as exc:
-            raise WireError(f"envelope string is not UTF-8: {exc}") from exc
-        on_traced = self._on_traced
-        assert on_traced is not None
-        body, trace = frame[end + TRACE_SIZE:], frame[end:end + TRACE_SIZE]
-        if kind and self._outbox_bytes >= self._limit:  # as the fast path: room first
-            return self._later(functools.partial(
-                on_traced, self, kind, message_id, deadline, topic, body, ack, trace))
-        waiting = on_traced(self, kind, message_id, deadline, topic, body, ack, trace)
-        return None if waiting is None else self._stall(waiting)
-
-    async def _later(self, call: Callable[[], Awaitable[None] | None]) -> None:
-        await self._await_room()
-        waiting = call()
-        if waiting is not None:
-            await self._stall(waiting)
-
-    async def _stall(self, waiting: Awaitable[None]) -> None:
-        self.stalled = True
-        try:
-            await waiting
-        finally:
-            self.stalled = False
 
     def _general(self, envelope: Envelope, ack: Ack | None) -> Awaitable[None] | None:
         kind = envelope.kind
