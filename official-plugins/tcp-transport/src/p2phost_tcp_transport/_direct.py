@@ -76,7 +76,9 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         target = self._target
         if target is None:
             self.fed += nbytes
-            self.data_received(bytes(_local.scratch[:nbytes]))
+            received = self._received  # push mode: straight to the connection
+            (self.data_received if received is None else received)(
+                bytes(_local.scratch[:nbytes]))
             return
         self._filled += nbytes
         if self._filled == len(target):
