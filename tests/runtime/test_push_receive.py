@@ -111,8 +111,12 @@ async def test_a_full_mailbox_pauses_reading_and_order_holds(
     server, client, app = nodes
     channel = channel_of(server, client.peer_id)
     body = b"x" * 2048
-    sending = asyncio.ensure_future(asyncio.gather(
-        *(client.send(server.peer_id, "gated", [i, body]) for i in range(400))))
+
+    async def flood() -> None:
+        for i in range(400):
+            await client.send(server.peer_id, "gated", [i, body])
+
+    sending = asyncio.ensure_future(flood())
     # The mailbox holds 8; the rest waits behind a paused socket, not in memory here.
     await wait_until(lambda: channel.stalled, 10, "the reader waits for mailbox room")
     assert not reading(channel), "a full mailbox did not pause the socket's reading"

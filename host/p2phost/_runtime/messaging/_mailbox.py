@@ -9,8 +9,9 @@ which slows the sender through the transport): nothing is dropped.
 Handlers run in tasks owned by the mailbox, never in the reader: ``asyncio.timeout``,
 cancellation and context variables inside a handler behave as anywhere else in asyncio,
 and nothing a handler does reaches the connection's reader. The first item of an idle
-peer starts a task (on Python 3.12+ eagerly: up to its first wait in the same step),
-which starts from a copy of the context the item was put in.
+peer starts a task (on Python 3.12+ eagerly, up to its first wait in the same step, when
+it was put from a task; never inside a transport's callback, where push-mode receive puts
+items), which starts from a copy of the context the item was put in.
 
 The rule for the items queued behind it: a task that finishes an item runs the peer's
 next queued item itself, in the same step, when that item could not tell the difference
@@ -142,7 +143,9 @@ class Mailbox(Generic[T]):
         coro = self._run(peer, queue, item)
         queue.context = contextvars.copy_context()
         task: asyncio.Task[None]
-        if _EAGER:
+        # Eagerly only from a task (a reader's): an item put from a transport's callback
+        # (push-mode receive) must not run handler code inside that callback.
+        if _EAGER and asyncio.current_task(queue.loop) is not None:
             task = asyncio.Task(coro, loop=queue.loop,  # type: ignore[call-arg,unused-ignore]
                                 name=queue.name, eager_start=True,
                                 context=queue.context.copy())
