@@ -147,3 +147,27 @@ async def test_a_burst_of_requests_is_answered_in_order(
     replies = await asyncio.gather(
         *(client.request(server.peer_id, "echo", i, timeout=10) for i in range(500)))
     assert replies == list(range(500))
+
+
+async def test_a_peer_that_leaves_while_reading_is_paused_leaves_cleanly(
+    nodes: tuple[Node, Node, Gated], recwarn: pytest.WarningsRecorder,
+) -> None:
+    server, client, app = nodes
+    channel = channel_of(server, client.peer_id)
+
+    async def flood() -> None:
+        for i in range(400):
+            await client.send(server.peer_id, "gated", [i, b"y" * 2048])
+
+    sending = asyncio.ensure_future(flood())
+    await wait_until(lambda: channel.stalled, 10, "the reader waits for mailbox room")
+    sending.cancel()
+    closing = asyncio.ensure_future(client.close())
+    await asyncio.sleep(0.2)
+    # The server reads on (and so sees the end) once its mailbox has room again.
+    app.gate.set()
+    await asyncio.wait_for(closing, 20)
+    await wait_until(lambda: channel.ended, 10, "the server ends the channel")
+    got = [r[0] for r in app.records]
+    assert len(got) > 8 and got == list(range(len(got))), "not handled in order"
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]

@@ -71,7 +71,7 @@ class Reader:
     # Push mode: frames taken from the transport's callback wait here behind one that
     # could not be taken at once; the reader task waits on ``_blocked``.
     _backlog: deque[bytes]
-    _blocked: asyncio.Future[Awaitable[None]] | None
+    _blocked: asyncio.Future[asyncio.Future[None]] | None
     _failure: Exception | None
     _stopped: bool
 
@@ -129,7 +129,10 @@ class Reader:
                 if waiting is not None:
                     self._backlog.extend(rest)
                     self.connection.pause_reading()
-                    blocked.set_result(waiting)
+                    # In a task from now (a rare step: a full mailbox or outbox), so that
+                    # it runs, or is cancelled, even if the channel ends before the
+                    # reader task takes it up.
+                    blocked.set_result(asyncio.ensure_future(waiting))
                     return
         except Exception as exc:  # a protocol error: the reader task raises it
             self.connection_ended(exc)
@@ -155,6 +158,11 @@ class Reader:
             self._blocked = blocked = loop.create_future()
             try:
                 waiting = await blocked
+            except asyncio.CancelledError:  # the channel ends: so does what it waited for
+                if blocked.done() and not blocked.cancelled() \
+                        and blocked.exception() is None:
+                    blocked.result().cancel()
+                raise
             finally:
                 self._blocked = None
             await waiting
