@@ -171,3 +171,18 @@ def test_frame_buffers_are_reused_once_nothing_holds_them() -> None:
     del first, second, third, view
     assert id(frame_buffer(100_000)) in held
     assert len(frame_buffer(100_001)) == 100_001
+
+
+def test_a_close_lets_a_large_frame_being_written_finish() -> None:
+    async def main() -> None:
+        sender, receiver = await pair()
+        big = bytes(range(256)) * 30_000
+        writing = asyncio.ensure_future(sender.send(big))
+        await asyncio.sleep(0.05)
+        writing.cancel()  # as the node's writer is when the connection closes
+        receiving = asyncio.ensure_future(receiver.recv())
+        await sender.close()
+        assert bytes(await receiving) == big
+        await receiver.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -277,9 +277,13 @@ class TcpConnection(Connection):
         if self._closed:
             return
         self._closed = True
-        self._writer.close()
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
+                try:
+                    if self._direct is not None:  # a large frame being written goes first
+                        await self._direct.settle()
+                finally:
+                    self._writer.close()
                 await self._writer.wait_closed()
         except (TimeoutError, ConnectionError, OSError):
             self._writer.transport.abort()
