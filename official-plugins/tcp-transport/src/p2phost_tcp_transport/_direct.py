@@ -44,9 +44,10 @@ MAX_PIECES = 64
 
 
 #: Large-frame buffers a thread keeps for reuse, and the size up to which it keeps them
-#: (a Dask array crosses as 1 MiB parts: a few buffers serve every part).
+#: (a Dask array crosses as 1 MiB parts: a few buffers serve every part; a thread holds
+#: at most about 8 MiB for them).
 POOLED = 4
-POOLED_SIZE = 4 * 1024 * 1024 + 65536
+POOLED_SIZE = 2 * 1024 * 1024 + 65536
 
 
 def frame_buffer(size: int) -> bytearray:
@@ -190,7 +191,7 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
             await self._emptied()
         if transport.is_closing():
             return False
-        unsent = [memoryview(p) for p in parts]
+        unsent = [memoryview(p).cast("B") for p in parts]  # lengths in bytes
         if _writev(self._fd, unsent):
             return True
         self._unsent = unsent
