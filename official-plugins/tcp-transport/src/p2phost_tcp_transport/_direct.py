@@ -147,6 +147,7 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
             sent.set_result(None)
         else:
             sent.set_exception(exc)
+            sent.exception()  # a writer that was cancelled is not there to take it
 
     def eof_received(self) -> bool:
         """The peer closed: a frame being read directly ends short."""
