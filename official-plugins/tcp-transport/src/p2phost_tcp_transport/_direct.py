@@ -227,6 +227,11 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
                 transport.set_write_buffer_limits(high=high, low=low)
 
     @property
+    def writes_in_place(self) -> bool:
+        """Whether large frames are written from their own buffers (asyncio's loop)."""
+        return self._fd >= 0
+
+    @property
     def writing(self) -> bool:
         """Whether a large frame is being written from its own buffers."""
         return self._sent is not None

@@ -124,7 +124,8 @@ class TcpConnection(Connection):
         transport, direct = self._writer.transport, self._direct
         if self._closed or len(frame) > self._max or transport.is_closing() \
                 or transport.get_write_buffer_size() \
-                or (direct is not None and (direct.writing or len(frame) >= LARGE)):
+                or (direct is not None and (direct.writing or (
+                    len(frame) >= LARGE and direct.writes_in_place))):
             return False  # (a large frame goes from its own buffer: see send)
         if len(frame) >= LARGE:  # the length, then the frame as it is: no joined copy
             transport.write(_LENGTH.pack(len(frame)))
