@@ -76,7 +76,7 @@ def test_parts_that_run_past_their_frame_are_refused() -> None:
     _, receiver, _ = pair()
     receiver.feed(HEAD, [6])
     receiver.feed(PART, b"1234")
-    with pytest.raises(ValueError, match="past its frame"):
+    with pytest.raises(ValueError, match="past its message"):
         receiver.feed(PART, b"5678")
 
 
@@ -123,3 +123,19 @@ async def test_a_medium_that_carries_less_than_a_chunk_gets_smaller_parts() -> N
     data = bytes(range(256)) * 30
     await sender.write([memoryview(b"x"), memoryview(data)])
     assert [bytes(f) for f in await receiver.read()] == [b"x", data]
+
+
+async def test_a_large_message_arrives_in_one_buffer_dask_merges_without_a_copy() -> None:
+    # Dask splits a large array into shards (frames of 64 MiB): it joins them again
+    # without a copy only when they are adjacent slices of one buffer, as its TCP
+    # comm reads them.
+    from distributed.protocol.utils import merge_memoryviews
+
+    sender, receiver, _ = pair(chunk=4, limit=1 << 20)
+    shards = [b"0123456789", b"abcdefg", b"XYZ"]
+    await sender.write([memoryview(b"header"), *map(memoryview, shards)])
+    frames = await receiver.read()
+    assert [bytes(f) for f in frames] == [b"header", *shards]
+    merged = merge_memoryviews(frames[1:])  # ValueError unless one buffer holds them
+    assert bytes(merged) == b"".join(shards)
+    assert merged.obj is frames[1].obj

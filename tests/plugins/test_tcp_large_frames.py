@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from p2phost_sdk import Connection, TransportError
+from p2phost_sdk import Connection, ConnectionClosed, TransportError
 from tests.discovery.plugins import use_plugin_source
 
 use_plugin_source("tcp-transport")
@@ -77,3 +77,112 @@ def test_a_large_frame_cut_short_is_a_truncated_frame(loop: str) -> None:
         await listener.close()
 
     run(loop, main)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_large_frames_a_slow_reader_takes_late_arrive_whole_and_after_what_went_before(
+        loop: str) -> None:
+    # The socket takes part of each large frame (the peer does not read yet): the rest
+    # is written as the peer takes it, and nothing written meanwhile overtakes it.
+    async def main() -> None:
+        sender, receiver = await pair()
+        frames = [bytes([n]) * 3_000_000 for n in range(4)]
+        writing = asyncio.ensure_future(asyncio.gather(
+            *(sender.send(f) for f in frames), sender.send(b"after")))
+        await asyncio.sleep(0.2)
+        assert not sender.try_send(b"overtaking")  # a large frame is being written
+        got: list[bytes] = []
+        while len(got) < len(frames) + 1:
+            got += [bytes(f) for f in await receiver.recv_many()]
+        await writing
+        assert got == [*frames, b"after"]
+        await sender.close()
+        await receiver.close()
+
+    run(loop, main)
+
+
+def test_a_large_write_cancelled_midway_still_goes_whole_before_the_next() -> None:
+    async def main() -> None:
+        sender, receiver = await pair()
+        big = bytes(range(256)) * 30_000  # 7.68 MB: more than the socket takes at once
+        writing = asyncio.ensure_future(sender.send(big))
+        await asyncio.sleep(0.05)
+        writing.cancel()
+
+        async def receive() -> list[bytes]:
+            got: list[bytes] = []
+            while len(got) < 2:
+                got += [bytes(f) for f in await receiver.recv_many()]
+            return got
+
+        receiving = asyncio.ensure_future(receive())
+        await sender.send(b"next")
+        assert await receiving == [big, b"next"]
+        await sender.close()
+        await receiver.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_large_write_to_a_peer_that_goes_away_fails_instead_of_hanging() -> None:
+    async def main() -> None:
+        sender, receiver = await pair()
+        writing = asyncio.ensure_future(sender.send(BIG))
+        await asyncio.sleep(0.1)
+        await receiver.close()  # unread data: the sender's socket is reset
+        with pytest.raises(ConnectionClosed):
+            await writing
+            await sender.send(BIG)  # (the first write may have fitted the socket)
+        await sender.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_frame_still_held_is_not_reused_for_the_next_one() -> None:
+    async def main() -> None:
+        sender, receiver = await pair()
+        first, second = b"a" * 200_000, b"b" * 200_000
+        await sender.send(first)
+        held = await receiver.recv()
+        view = memoryview(held)[10:]
+        del held
+        for _ in range(6):  # more frames of that size than the pool keeps
+            await sender.send(second)
+            assert bytes(await receiver.recv()) == second
+        assert bytes(view) == first[10:]  # the view kept its frame's bytes
+        await sender.close()
+        await receiver.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_frame_buffers_are_reused_once_nothing_holds_them() -> None:
+    from p2phost_tcp_transport._direct import frame_buffer
+
+    first = frame_buffer(100_000)
+    view = memoryview(first)[5:]
+    second = frame_buffer(100_000)
+    assert second is not first  # a view of it is alive
+    view.release()
+    third = frame_buffer(100_000)
+    assert third is not first and third is not second  # names hold them
+    held = {id(first), id(second), id(third)}
+    del first, second, third, view
+    assert id(frame_buffer(100_000)) in held
+    assert len(frame_buffer(100_001)) == 100_001
+
+
+def test_a_close_lets_a_large_frame_being_written_finish() -> None:
+    async def main() -> None:
+        sender, receiver = await pair()
+        big = bytes(range(256)) * 30_000
+        writing = asyncio.ensure_future(sender.send(big))
+        await asyncio.sleep(0.05)
+        writing.cancel()  # as the node's writer is when the connection closes
+        receiving = asyncio.ensure_future(receiver.recv())
+        await sender.close()
+        assert bytes(await receiving) == big
+        await receiver.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))

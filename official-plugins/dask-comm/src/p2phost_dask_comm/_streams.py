@@ -14,8 +14,11 @@ stream id (u64) and the opener flag (u8), then the bytes.
 
 ``opener`` is 1 when the sender is the side that opened the stream, so the two sides'
 stream ids never collide. Frames are Dask's own (``to_frames``): nothing here looks
-into them. A large frame is sent as slices of itself (no joined copy) and received
-into one buffer of its final size (one copy, no re-joining): Dask's own receive buffer.
+into them. A large frame is sent as slices of itself (no joined copy). A large message
+is received into one buffer of its total size (Dask's own receive buffer, as its TCP
+comm reads one): each part is copied into place once, and its frames are slices of
+that buffer, so the shards Dask split a large array into (64 MiB each) are merged
+again without a copy.
 """
 
 from __future__ import annotations
@@ -68,10 +71,10 @@ class Stream:
         #: Why the stream ended (the peer closed it, the peer was lost, ...), or None.
         self.ended: str | None = None
         self._closed = False  # closed by this side: no more reads or writes
-        # The large message being received: its frame sizes and the frames done so far.
+        # The large message being received: its frame sizes, its buffer and how many
+        # bytes of it arrived.
         self._sizes: list[int] | None = None
-        self._frames: list[Frame] = []
-        self._filling: memoryview | None = None  # the large frame being received
+        self._filling: memoryview | None = None
         self._offset = 0
 
     @property
@@ -115,38 +118,35 @@ class Stream:
                         f"({self._limit} bytes); fix: raise [config.dask-comm] "
                         "stream-buffer in p2phost.toml")
             return
-        self._sizes, self._frames = list(sizes), []
-        self._next_frame()
-
-    def _next_frame(self) -> None:
-        assert self._sizes is not None
-        while len(self._frames) < len(self._sizes) and self._sizes[len(self._frames)] == 0:
-            self._frames.append(b"")
-        if len(self._frames) == len(self._sizes):
-            frames, self._sizes, self._frames = self._frames, None, []
-            self._deliver(frames)
+        # Dask's own receive buffer (as its TCP comm's): writable, and not filled with
+        # zeros first; one for the whole message, as Dask merges a split array's frames
+        # without a copy only when they are adjacent slices of one buffer.
+        self._sizes, self._filling, self._offset = list(sizes), host_array(total), 0
+        self._complete()
 
     def _part(self, data: Frame) -> None:
-        if self._sizes is None:
+        filling = self._filling
+        if filling is None:
             raise ValueError("dask-comm: a part outside a large message")
-        size = self._sizes[len(self._frames)]
-        if self._filling is None and len(data) == size:
-            self._frames.append(data)  # a frame in one part: kept as it came, no copy
-            self._next_frame()
-            return
-        if self._filling is None:
-            # Dask's own receive buffer (as its TCP comm's): writable, and not filled
-            # with zeros first; a zeroed bytearray cost more than the copy into it.
-            self._filling, self._offset = host_array(size), 0
         end = self._offset + len(data)
-        if end > size:
-            raise ValueError("dask-comm: a part runs past its frame")
-        self._filling[self._offset:end] = data
+        if end > len(filling):
+            raise ValueError("dask-comm: a part runs past its message")
+        filling[self._offset:end] = data
         self._offset = end
-        if end == size:
-            self._frames.append(self._filling)
-            self._filling = None
-            self._next_frame()
+        self._complete()
+
+    def _complete(self) -> None:
+        filling, sizes = self._filling, self._sizes
+        assert filling is not None and sizes is not None
+        if self._offset < len(filling):
+            return
+        frames: list[Frame] = []
+        start = 0
+        for size in sizes:
+            frames.append(filling[start:start + size])
+            start += size
+        self._filling, self._sizes = None, None
+        self._deliver(frames)
 
     def _deliver(self, frames: list[Frame]) -> None:
         self._ready.append(frames)

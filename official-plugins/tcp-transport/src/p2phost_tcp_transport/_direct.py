@@ -13,14 +13,24 @@ one copy more, as before.
 
 In push mode (``push``) the bytes go to the connection's callback instead of the stream
 reader, and a large frame's direct read reports its end to a callback, not a future.
+
+Writes of large frames go the other way round: asyncio's socket transport (before
+Python 3.12) joins what ``writelines`` is given and copies what the socket did not take
+into its own buffer. On asyncio's loop, once the transport holds nothing, the protocol
+writes a large frame's pieces from their own buffers with ``os.writev`` instead, and
+waits for the socket to take the rest (the transport is not written to meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import os
+import sys
 import threading
-from collections.abc import Callable
-from typing import Any
+from asyncio import selector_events
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 _Connected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]
 #: Push mode: what a read brought, and the end of the connection (its error, if any).
@@ -33,6 +43,36 @@ _local = threading.local()
 #: What one read of small frames takes at most: as asyncio's own transports read for a
 #: plain protocol here before (a flood of small frames is read, and answered, in steps).
 SMALL_READ = 65536
+#: asyncio's own socket transport (the one whose socket a large frame is written to).
+_SOCKET_TRANSPORT = getattr(selector_events, "_SelectorSocketTransport", None)
+#: Pieces one write of a large frame takes from their buffers (more are joined).
+MAX_PIECES = 64
+
+
+#: Large-frame buffers a thread keeps for reuse, and the size up to which it keeps them
+#: (a Dask array crosses as 1 MiB parts: a few buffers serve every part; a thread holds
+#: at most about 8 MiB for them).
+POOLED = 4
+POOLED_SIZE = 2 * 1024 * 1024 + 65536
+
+
+def frame_buffer(size: int) -> bytearray:
+    """A buffer of ``size`` bytes for a large frame: one an earlier frame of that size
+    had, once nothing but the thread's pool holds it (no fresh pages for the kernel to
+    zero, no zeros written, and likely still in the CPU's cache), else a new one."""
+    if size > POOLED_SIZE:
+        return bytearray(size)
+    pool: collections.deque[bytearray] | None = getattr(_local, "pool", None)
+    if pool is None:
+        pool = _local.pool = collections.deque(maxlen=POOLED)
+    for buffer in pool:
+        # Three references: the pool's, this loop's and the call's own. No frame, view
+        # or app holds it any more: it can be filled again.
+        if len(buffer) == size and sys.getrefcount(buffer) == 3:
+            return buffer
+    buffer = bytearray(size)
+    pool.append(buffer)  # (the oldest leaves the pool; whoever holds it keeps it)
+    return buffer
 
 
 def _scratch(size: int) -> memoryview:
@@ -62,6 +102,21 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         self._filled = 0
         self._waiter: asyncio.Future[None] | None = None
         self._ended: BaseException | None = None
+        # The socket's descriptor when the transport is asyncio's own (else -1), and
+        # the pieces of a large frame the socket has not taken yet.
+        self._fd = -1
+        self._unsent: list[memoryview] = []
+        self._sent: asyncio.Future[None] | None = None
+        # Writers waiting for the transport's buffer to empty, and its limits before.
+        self._emptying = 0
+        self._limits = (0, 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Note whether large frames can be written from their own buffers."""
+        if type(transport) is _SOCKET_TRANSPORT:
+            self._fd = transport.get_extra_info("socket").fileno()
+        self._writes_to = cast(asyncio.WriteTransport, transport)
+        super().connection_made(transport)
 
     # -- the transport's side ----------------------------------------------------------
 
@@ -94,6 +149,31 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         self.received += len(data)
         super().data_received(data)
 
+    def _write_ready(self) -> None:
+        """The socket has room: write more of the frame; done once it took all."""
+        sent = self._sent
+        assert sent is not None
+        try:
+            if not _writev(self._fd, self._unsent):
+                return
+        except OSError as exc:
+            self._stop_writing(exc)
+            return
+        self._stop_writing(None)
+
+    def _stop_writing(self, exc: BaseException | None) -> None:
+        sent, self._sent, self._unsent = self._sent, None, []
+        if sent is None:
+            return
+        self._loop._remove_writer(self._fd)  # type: ignore[attr-defined]
+        if sent.done():
+            return
+        if exc is None:
+            sent.set_result(None)
+        else:
+            sent.set_exception(exc)
+            sent.exception()  # a writer that was cancelled is not there to take it
+
     def eof_received(self) -> bool:
         """The peer closed: a frame being read directly ends short."""
         self._end(EOFError())
@@ -102,8 +182,10 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         return keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """The connection is gone: a frame being read directly ends short."""
+        """The connection is gone: a frame being read (or written) directly ends short."""
         self._end(exc or EOFError())
+        # Before the transport closes the socket: its descriptor may be reused next.
+        self._stop_writing(exc or ConnectionResetError("the connection was closed"))
         super().connection_lost(exc)
         self._ended_push(exc)
 
@@ -142,6 +224,63 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
             self._waiter = None
         return self._filled
 
+    async def write_large(self, parts: Sequence[bytes | memoryview]) -> bool:
+        """Write ``parts`` (large frames and their lengths) from their own buffers, after
+        what the transport holds: no joined copy, none into the transport's buffer.
+        False, having written nothing, where that cannot be done (not asyncio's own
+        socket transport, too many pieces); OSError when the connection broke."""
+        transport = self._writes_to
+        if self._fd < 0 or len(parts) > MAX_PIECES:
+            return False
+        while self._sent is not None or transport.get_write_buffer_size():
+            await self.settle()
+            await self._emptied()
+        if transport.is_closing():
+            return False
+        unsent = [memoryview(p).cast("B") for p in parts]  # lengths in bytes
+        if _writev(self._fd, unsent):
+            return True
+        self._unsent = unsent
+        sent = self._sent = asyncio.get_running_loop().create_future()
+        self._loop._add_writer(self._fd, self._write_ready)  # type: ignore[attr-defined]
+        await asyncio.shield(sent)  # a cancelled writer leaves the rest going
+        return True
+
+    async def settle(self) -> None:
+        """Wait until no large frame is being written (a writer that was cancelled
+        leaves its frame going: what is written next goes after it)."""
+        while self._sent is not None:
+            await asyncio.shield(self._sent)
+
+    async def _emptied(self) -> None:
+        # Flow control pauses the writer until the transport's buffer is below its low
+        # mark: with both marks at 0, until it is empty (the first waiter lowers them,
+        # the last one puts them back).
+        transport = self._writes_to
+        if not transport.get_write_buffer_size():
+            return
+        if not self._emptying:
+            self._limits = transport.get_write_buffer_limits()
+            transport.set_write_buffer_limits(high=0, low=0)
+        self._emptying += 1
+        try:
+            await self._drain_helper()  # type: ignore[attr-defined]
+        finally:
+            self._emptying -= 1
+            if not self._emptying:
+                low, high = self._limits
+                transport.set_write_buffer_limits(high=high, low=low)
+
+    @property
+    def writes_in_place(self) -> bool:
+        """Whether large frames are written from their own buffers (asyncio's loop)."""
+        return self._fd >= 0
+
+    @property
+    def writing(self) -> bool:
+        """Whether a large frame is being written from its own buffers."""
+        return self._sent is not None
+
     @property
     def filling(self) -> bool:
         """Whether a target is being filled (a cancelled read left one)."""
@@ -160,6 +299,19 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
             self._ended = exc
         self._target = None
         self._wake()
+
+
+def _writev(fd: int, unsent: list[memoryview]) -> bool:
+    """Write what the socket takes of ``unsent`` (dropping what went); True once all did."""
+    try:
+        n = os.writev(fd, unsent)
+    except (BlockingIOError, InterruptedError):
+        return False
+    while unsent and n >= len(unsent[0]):
+        n -= len(unsent.pop(0))
+    if n:
+        unsent[0] = unsent[0][n:]
+    return not unsent  # (after a short write the socket is full: wait until it is not)
 
 
 async def open_direct(host: str, port: int, read_size: int

@@ -37,7 +37,7 @@ from p2phost_sdk import (
     check_frame_size,
 )
 
-from ._direct import DirectProtocol, open_direct, serve_direct
+from ._direct import DirectProtocol, frame_buffer, open_direct, serve_direct
 
 _LENGTH = struct.Struct("!I")
 _CLOSE_TIMEOUT = 2.0
@@ -129,10 +129,12 @@ class TcpConnection(Connection):
 
     def try_send(self, frame: bytes) -> bool:
         """Write at once when the socket's send buffer in user space is empty."""
-        transport = self._writer.transport
+        transport, direct = self._writer.transport, self._direct
         if self._closed or len(frame) > self._max or transport.is_closing() \
-                or transport.get_write_buffer_size():
-            return False
+                or transport.get_write_buffer_size() \
+                or (direct is not None and (direct.writing or (
+                    len(frame) >= LARGE and direct.writes_in_place))):
+            return False  # (a large frame goes from its own buffer: see send)
         if len(frame) >= LARGE:  # the length, then the frame as it is: no joined copy
             transport.write(_LENGTH.pack(len(frame)))
             transport.write(frame)
@@ -160,7 +162,12 @@ class TcpConnection(Connection):
     async def _write(self, data: bytes, parts: list[bytes] | None = None) -> None:
         if self._closed or self._writer.is_closing():
             raise ConnectionClosed(f"connection to {self.remote_address} is closed")
+        direct = self._direct
         try:
+            if direct is not None:
+                await direct.settle()  # what is being written goes first
+                if parts is not None and await direct.write_large(parts):
+                    return  # written from the parts' own buffers
             if parts is None:
                 self._writer.write(data)
             else:
@@ -253,7 +260,7 @@ class TcpConnection(Connection):
                 if size >= LARGE:
                     # Its size passed the limit: one buffer for all of it, filled as
                     # it arrives (no growing copy, no joined copy at the end).
-                    self._large = bytearray(size)
+                    self._large = frame_buffer(size)
                     self._got = end - offset - 4
                     self._large[: self._got] = memoryview(data)[offset + 4 :]
                     return
@@ -386,9 +393,13 @@ class TcpConnection(Connection):
         if self._closed:
             return
         self._closed = True
-        self._writer.close()
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
+                try:
+                    if self._direct is not None:  # a large frame being written goes first
+                        await self._direct.settle()
+                finally:
+                    self._writer.close()
                 await self._writer.wait_closed()
         except (TimeoutError, ConnectionError, OSError):
             self._writer.transport.abort()
