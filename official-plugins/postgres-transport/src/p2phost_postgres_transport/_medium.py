@@ -79,7 +79,7 @@ SELECT to_regclass('p2phost_inbox_records_free') IS NOT NULL
 _APPEND = """
 WITH added AS (
     INSERT INTO p2phost_inbox_records (inbox, body)
-    SELECT %(inbox)s, body FROM unnest(%(bodies)s::bytea[]) WITH ORDINALITY AS r(body, n)
+    SELECT %(inbox)s, body FROM unnest(%(bodies)b::bytea[]) WITH ORDINALITY AS r(body, n)
     ORDER BY n
     RETURNING 1
 )
@@ -113,15 +113,24 @@ class PostgresMedium(Medium):
         self._connect_url = address.url
         self._writer: psycopg.AsyncConnection[Any] | None = None
         self._storer: psycopg.AsyncConnection[Any] | None = None
+        #: Acknowledgements (DELETEs) and flow-control credits, on a connection of their
+        #: own whose commits do not wait for the disk (see _listen): frames never queue
+        #: behind them.
+        self._unflushed: psycopg.AsyncConnection[Any] | None = None
         self._store_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._inbox = ""
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+    async def _connect(self, *, flushed: bool = True) -> psycopg.AsyncConnection[Any]:
+        """A new connection; ``flushed=False``: its commits do not wait for the WAL to
+        reach the disk (for leases and deletes only, see :meth:`_listen`)."""
         try:
-            return await psycopg.AsyncConnection.connect(
+            connection = await psycopg.AsyncConnection.connect(
                 self._connect_url, autocommit=True, connect_timeout=5,
                 application_name="p2phost")
+            if not flushed:
+                await connection.execute("SET synchronous_commit = off")
+            return connection
         except psycopg.OperationalError as exc:
             # A refusal at connect time carries no SQLSTATE here: the server's FATAL says it.
             text = str(exc).strip()
@@ -129,6 +138,11 @@ class PostgresMedium(Medium):
                 raise MediumRefused(f"PostgreSQL at {self.url} refused the connection: "
                                     f"{text.splitlines()[-1]}") from exc
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {text}") from exc
+
+    async def _unflushed_connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._unflushed is None or self._unflushed.closed or self._unflushed.broken:
+            self._unflushed = await self._connect(flushed=False)
+        return self._unflushed
 
     async def _write_connection(self) -> psycopg.AsyncConnection[Any]:
         if self._writer is None or self._writer.closed or self._writer.broken:
@@ -172,7 +186,14 @@ class PostgresMedium(Medium):
             self._read(reader, deliver), name=f"postgres reader {name[:12]}")
 
     async def _listen(self) -> psycopg.AsyncConnection[Any]:
-        connection = await self._connect()
+        # Leases (the claiming UPDATE), acknowledgements (DELETE) and credits need not
+        # be on disk when they return: a lease lost with a crash of the server is one
+        # this reset makes anyway, a deleted record that comes back is delivered again
+        # and dropped as a copy (the connection's sequence numbers, the journal), and
+        # credits are sent again after the reconnect that follows (``reconnects``). Not
+        # waiting for the WAL flush takes disk writes off each record's way (appends of
+        # frames and letters, which must be durable, still wait for theirs).
+        connection = await self._connect(flushed=False)
         try:
             await connection.execute(sql.SQL("LISTEN {}").format(
                 sql.Identifier(notify_channel(self._inbox))))
@@ -194,6 +215,7 @@ class PostgresMedium(Medium):
                 try:
                     if connection is None:
                         connection = await self._listen()
+                        self.reconnects += 1
                         log.info("reconnected to PostgreSQL at %s", self.url)
                     failures = 0
                     await self._drain(connection, deliver)
@@ -212,7 +234,8 @@ class PostgresMedium(Medium):
 
     async def _drain(self, connection: psycopg.AsyncConnection[Any], deliver: Deliver) -> None:
         while True:
-            cursor = await connection.execute(_CLAIM, (self._inbox, _BATCH))
+            # Binary results: the bodies come as they are, not hex-escaped.
+            cursor = await connection.execute(_CLAIM, (self._inbox, _BATCH), binary=True)
             rows = sorted(await cursor.fetchall())
             stop_if_cancelled()
             for row_id, body in rows:
@@ -321,8 +344,15 @@ class PostgresMedium(Medium):
 
     async def append(self, name: str, records: Sequence[bytes]) -> None:
         """Insert the records in order and notify the inbox, in one statement."""
+        await self._append(await self._write_connection(), name, records)
+
+    async def append_credits(self, name: str, records: Sequence[bytes]) -> None:
+        """As :meth:`append`, on the connection that does not wait for the disk."""
+        await self._append(await self._unflushed_connection(), name, records)
+
+    async def _append(self, connection: psycopg.AsyncConnection[Any], name: str,
+                      records: Sequence[bytes]) -> None:
         try:
-            connection = await self._write_connection()
             await connection.execute(_APPEND, {"inbox": name, "bodies": list(records),
                                                "channel": notify_channel(name)})
         except psycopg.errors.ForeignKeyViolation:
@@ -336,9 +366,8 @@ class PostgresMedium(Medium):
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         """Delete the records: done."""
         try:
-            connection = await self._write_connection()
-            await connection.execute("DELETE FROM p2phost_inbox_records WHERE id = ANY(%s)",
-                                     (list(tokens),))
+            await (await self._unflushed_connection()).execute(
+                "DELETE FROM p2phost_inbox_records WHERE id = ANY(%b)", (list(tokens),))
         except psycopg.OperationalError as exc:
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
 
@@ -355,7 +384,7 @@ class PostgresMedium(Medium):
         except (psycopg.Error, MediumUnavailable, MediumRefused) as exc:
             log.debug("could not delete the inbox on %s: %s", self.url, exc)
         finally:
-            for connection in (self._writer, self._storer):
+            for connection in (self._writer, self._storer, self._unflushed):
                 if connection is not None:
                     with contextlib.suppress(psycopg.Error):
                         await connection.close()
