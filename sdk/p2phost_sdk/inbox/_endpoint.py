@@ -36,6 +36,7 @@ from ._routing import Router
 log = logging.getLogger("p2phost.transport")
 _ATTEMPT_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 3.0
+_ACK_TURNS = 8  # loop turns the ack loop waits at most for a burst's acks to come in
 
 
 class Endpoint:
@@ -332,6 +333,14 @@ class Endpoint:
     async def _ack_loop(self) -> None:
         while True:
             await self._ack_wake.wait()
+            # The node finishes a burst over a few loop turns (its mailbox hands over
+            # every so many messages): wait while acks keep coming, a turn at a time,
+            # so the burst is acknowledged in one call rather than one per turn.
+            for _ in range(_ACK_TURNS):
+                waiting = len(self._acks)
+                await asyncio.sleep(0)
+                if len(self._acks) == waiting:
+                    break
             self._ack_wake.clear()
             await self._flush_acks()
 

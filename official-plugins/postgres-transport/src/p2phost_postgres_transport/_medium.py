@@ -39,7 +39,10 @@ from p2phost_sdk.inbox import (
 )
 
 log = logging.getLogger("p2phost.transport.postgres")
-_BATCH = 256
+# Rows one claim takes at most: above the 256 frames a sender has in flight at most with
+# the default window, so a sender's full window is claimed at once and then waits for
+# the next notification, not a second claim that finds nothing.
+_BATCH = 512
 _POLL = 1.0
 _REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry",
              "permission denied", "password")
@@ -84,6 +87,18 @@ WITH added AS (
     RETURNING 1
 )
 SELECT pg_notify(%(channel)s, '')
+"""
+# Credits: each is also the payload of its notification (hex), so a sender waiting for
+# room reads it there, without waiting for a claim; the row is the copy that survives a
+# reader that was not listening (taken as usual, then dropped as a duplicate credit).
+_APPEND_CREDITS = """
+WITH added AS (
+    INSERT INTO p2phost_inbox_records (inbox, body)
+    SELECT %(inbox)s, body FROM unnest(%(bodies)b::bytea[]) AS r(body)
+    RETURNING body
+)
+SELECT pg_notify(%(channel)s, CASE WHEN octet_length(body) <= 3000
+                                   THEN encode(body, 'hex') ELSE '' END) FROM added
 """
 _CLAIM = """
 UPDATE p2phost_inbox_records SET leased = true
@@ -241,8 +256,13 @@ class PostgresMedium(Medium):
             for row_id, body in rows:
                 await deliver(bytes(body), row_id)
             if len(rows) < _BATCH:
-                async for _ in connection.notifies(timeout=_POLL, stop_after=1):
-                    break
+                async for notify in connection.notifies(timeout=_POLL, stop_after=1):
+                    if notify.payload:  # a credit (_APPEND_CREDITS), delivered at once
+                        try:
+                            record = bytes.fromhex(notify.payload)
+                        except ValueError:
+                            continue  # not ours: whoever may NOTIFY here may write rows too
+                        await deliver(record, None)
 
     async def _execute(self, query: str, args: tuple[Any, ...]) -> Any:
         try:
@@ -344,16 +364,17 @@ class PostgresMedium(Medium):
 
     async def append(self, name: str, records: Sequence[bytes]) -> None:
         """Insert the records in order and notify the inbox, in one statement."""
-        await self._append(await self._write_connection(), name, records)
+        await self._append(await self._write_connection(), name, records, _APPEND)
 
     async def append_credits(self, name: str, records: Sequence[bytes]) -> None:
         """As :meth:`append`, on the connection that does not wait for the disk."""
-        await self._append(await self._unflushed_connection(), name, records)
+        await self._append(await self._unflushed_connection(), name, records,
+                           _APPEND_CREDITS)
 
     async def _append(self, connection: psycopg.AsyncConnection[Any], name: str,
-                      records: Sequence[bytes]) -> None:
+                      records: Sequence[bytes], query: str) -> None:
         try:
-            await connection.execute(_APPEND, {"inbox": name, "bodies": list(records),
+            await connection.execute(query, {"inbox": name, "bodies": list(records),
                                                "channel": notify_channel(name)})
         except psycopg.errors.ForeignKeyViolation:
             raise UnknownInbox(f"no inbox {name} on {self.url}") from None
