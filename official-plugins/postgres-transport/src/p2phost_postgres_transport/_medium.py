@@ -38,76 +38,17 @@ from p2phost_sdk.inbox import (
     stop_if_cancelled,
 )
 
+from ._sql import APPEND, APPEND_CREDITS, CLAIM, SCHEMA, SCHEMA_CURRENT, SCHEMA_LOCK
+
 log = logging.getLogger("p2phost.transport.postgres")
 # Rows one claim takes at most: above the 256 frames a sender has in flight at most with
 # the default window, so a sender's full window is claimed at once and then waits for
 # the next notification, not a second claim that finds nothing.
 _BATCH = 512
 _POLL = 1.0
+_CREDIT_WAKES = 64  # wake-ups with only credits before the reader claims their rows anyway
 _REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry",
              "permission denied", "password")
-_SCHEMA_LOCK = 0x70327068  # an advisory lock id: one node creates the tables at a time
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS p2phost_inboxes (
-    name text PRIMARY KEY,
-    created timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS p2phost_inbox_records (
-    id bigserial PRIMARY KEY,
-    inbox text NOT NULL REFERENCES p2phost_inboxes (name) ON DELETE CASCADE,
-    body bytea NOT NULL,
-    leased boolean NOT NULL DEFAULT false
-);
-ALTER TABLE p2phost_inbox_records ADD COLUMN IF NOT EXISTS
-    created timestamptz NOT NULL DEFAULT now();
-ALTER TABLE p2phost_inboxes
-    ADD COLUMN IF NOT EXISTS max_age float8 NOT NULL DEFAULT 0,
-    ADD COLUMN IF NOT EXISTS max_messages bigint NOT NULL DEFAULT 0,
-    ADD COLUMN IF NOT EXISTS max_bytes bigint NOT NULL DEFAULT 0,
-    ADD COLUMN IF NOT EXISTS expired bigint NOT NULL DEFAULT 0;
-CREATE INDEX IF NOT EXISTS p2phost_inbox_records_free
-    ON p2phost_inbox_records (inbox, id) WHERE NOT leased;
-"""
-# Whether the tables are as _SCHEMA makes them. Read from the catalogs, it takes no lock
-# on the tables: _SCHEMA's ALTER TABLE takes an exclusive one even when it changes nothing,
-# and would queue every other node's reads and writes behind any open transaction.
-_SCHEMA_CURRENT = """
-SELECT to_regclass('p2phost_inbox_records_free') IS NOT NULL
-   AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('p2phost_inbox_records')
-               AND attname = 'created' AND NOT attisdropped)
-   AND (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('p2phost_inboxes')
-        AND attname IN ('max_age', 'max_messages', 'max_bytes', 'expired')
-        AND NOT attisdropped) = 4
-"""
-_APPEND = """
-WITH added AS (
-    INSERT INTO p2phost_inbox_records (inbox, body)
-    SELECT %(inbox)s, body FROM unnest(%(bodies)b::bytea[]) WITH ORDINALITY AS r(body, n)
-    ORDER BY n
-    RETURNING 1
-)
-SELECT pg_notify(%(channel)s, '')
-"""
-# Credits: each is also the payload of its notification (hex), so a sender waiting for
-# room reads it there, without waiting for a claim; the row is the copy that survives a
-# reader that was not listening (taken as usual, then dropped as a duplicate credit).
-_APPEND_CREDITS = """
-WITH added AS (
-    INSERT INTO p2phost_inbox_records (inbox, body)
-    SELECT %(inbox)s, body FROM unnest(%(bodies)b::bytea[]) AS r(body)
-    RETURNING body
-)
-SELECT pg_notify(%(channel)s, CASE WHEN octet_length(body) <= 3000
-                                   THEN encode(body, 'hex') ELSE '' END) FROM added
-"""
-_CLAIM = """
-UPDATE p2phost_inbox_records SET leased = true
-WHERE id IN (
-    SELECT id FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased
-    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
-)
-RETURNING id, body
-"""
 
 
 def notify_channel(name: str) -> str:
@@ -168,13 +109,13 @@ class PostgresMedium(Medium):
         """Connect, and create (or bring up to date) the tables if they are not yet."""
         connection = await self._write_connection()
         try:
-            cursor = await connection.execute(_SCHEMA_CURRENT)
+            cursor = await connection.execute(SCHEMA_CURRENT)
             row = await cursor.fetchone()
             if row is not None and row[0]:
                 return
             async with connection.transaction():
-                await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                await connection.execute(_SCHEMA)
+                await connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                await connection.execute(SCHEMA)
         except psycopg.OperationalError as exc:
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
         except psycopg.Error as exc:
@@ -250,19 +191,37 @@ class PostgresMedium(Medium):
     async def _drain(self, connection: psycopg.AsyncConnection[Any], deliver: Deliver) -> None:
         while True:
             # Binary results: the bodies come as they are, not hex-escaped.
-            cursor = await connection.execute(_CLAIM, (self._inbox, _BATCH), binary=True)
+            cursor = await connection.execute(CLAIM, (self._inbox, _BATCH), binary=True)
             rows = sorted(await cursor.fetchall())
             stop_if_cancelled()
             for row_id, body in rows:
                 await deliver(bytes(body), row_id)
             if len(rows) < _BATCH:
-                async for notify in connection.notifies(timeout=_POLL, stop_after=1):
-                    if notify.payload:  # a credit (_APPEND_CREDITS), delivered at once
-                        try:
-                            record = bytes.fromhex(notify.payload)
-                        except ValueError:
-                            continue  # not ours: whoever may NOTIFY here may write rows too
-                        await deliver(record, None)
+                # Wake-ups that brought nothing but credits (taken from the payloads)
+                # need no claim: their rows wait for the next one (at most so many
+                # wake-ups later, or the poll), which takes and drops them.
+                for _ in range(_CREDIT_WAKES):
+                    if not await self._notified(connection, deliver):
+                        break
+
+    @staticmethod
+    async def _notified(connection: psycopg.AsyncConnection[Any], deliver: Deliver) -> bool:
+        """Wait for notifications (up to ``_POLL``); deliver the credits in their
+        payloads. True if some came and each was a credit."""
+        credits_only = False
+        # Closed on the way out: the generator holds the connection's lock.
+        async with contextlib.aclosing(connection.notifies(timeout=_POLL,
+                                                           stop_after=1)) as notifies:
+            async for notify in notifies:
+                credits_only = True
+                if not notify.payload:
+                    return False  # records were appended: claim them
+                try:
+                    record = bytes.fromhex(notify.payload)
+                except ValueError:
+                    continue  # not ours: whoever may NOTIFY here may write rows too
+                await deliver(record, None)
+        return credits_only
 
     async def _execute(self, query: str, args: tuple[Any, ...]) -> Any:
         try:
@@ -323,7 +282,7 @@ class PostgresMedium(Medium):
                 elif max_bytes and size + sum(map(len, records)) > max_bytes:
                     full = f"max-bytes = {max_bytes} bytes"
             if records and not full:
-                await connection.execute(_APPEND, {
+                await connection.execute(APPEND, {
                     "inbox": name, "bodies": list(records),
                     "channel": notify_channel(name)})
         return full
@@ -364,12 +323,12 @@ class PostgresMedium(Medium):
 
     async def append(self, name: str, records: Sequence[bytes]) -> None:
         """Insert the records in order and notify the inbox, in one statement."""
-        await self._append(await self._write_connection(), name, records, _APPEND)
+        await self._append(await self._write_connection(), name, records, APPEND)
 
     async def append_credits(self, name: str, records: Sequence[bytes]) -> None:
         """As :meth:`append`, on the connection that does not wait for the disk."""
         await self._append(await self._unflushed_connection(), name, records,
-                           _APPEND_CREDITS)
+                           APPEND_CREDITS)
 
     async def _append(self, connection: psycopg.AsyncConnection[Any], name: str,
                       records: Sequence[bytes], query: str) -> None:
