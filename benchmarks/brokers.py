@@ -15,6 +15,10 @@ JetStream publish with acks, pull consumer, ack), aiomqtt (QoS 1), aio-pika (pub
 confirms, manual acks), psycopg (INSERT and NOTIFY, a claiming UPDATE, DELETE). Ratios are
 p2phost / baseline (throughput: higher is better; latency: lower is better).
 
+Beside each rate, ``cpu`` is this process's CPU time per one-way message (both nodes,
+or the baseline's sender and receiver, run here; the broker's own CPU is not in it): on
+a machine shared with other work it moves far less than the wall-clock rates do.
+
 Run ``python benchmarks/brokers.py`` (``--quick`` for a short run, ``--only redis`` for
 one medium, ``--json FILE`` to keep the figures). The services must be up
 (``scripts/services.sh``).
@@ -27,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 import sys
 import time
@@ -101,20 +106,20 @@ async def p2phost_pair(medium: str) -> AsyncIterator[tuple[Any, Any, Any]]:
         await b.close()
 
 
-async def p2phost_run(medium: str, count: int, asks: int) -> tuple[float, list[float]]:
+async def p2phost_run(medium: str, count: int, asks: int) -> tuple[float, float, list[float]]:
     async with p2phost_pair(medium) as (node, peer, sink):
         sink.target = count
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             await node.send(peer, "sink", BODY)
         await asyncio.wait_for(sink.done.wait(), 120)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         times = []
         for _ in range(asks):
             started = time.perf_counter()
             await node.request(peer, "echo", BODY)
             times.append(time.perf_counter() - started)
-    return count / elapsed, times
+    return count / elapsed, cpu / count, times
 
 
 # -- baselines: each broker's own client ------------------------------------------------
@@ -419,16 +424,16 @@ BASELINES: dict[str, type[Baseline]] = {
     "mqtt": MqttBaseline, "amqp": AmqpBaseline, "postgresql": PostgresBaseline}
 
 
-async def baseline_run(medium: str, count: int, asks: int) -> tuple[float, list[float]]:
+async def baseline_run(medium: str, count: int, asks: int) -> tuple[float, float, list[float]]:
     base = BASELINES[medium]()
     await base.open()
     try:
         base.target = count
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for first in range(0, count, BATCH):
             await base.send_many([BODY] * min(BATCH, count - first))
         await asyncio.wait_for(base.done.wait(), 120)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         times = []
         for _ in range(asks):
             started = time.perf_counter()
@@ -436,7 +441,7 @@ async def baseline_run(medium: str, count: int, asks: int) -> tuple[float, list[
             times.append(time.perf_counter() - started)
     finally:
         await base.close()
-    return count / elapsed, times
+    return count / elapsed, cpu / count, times
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -452,8 +457,9 @@ async def run(media: list[str], count: int, asks: int) -> dict[str, Any]:
     for medium in media:
         row: dict[str, Any] = {}
         for who, bench in (("baseline", baseline_run), ("p2phost", p2phost_run)):
-            rate, times = await bench(medium, count, asks)
-            row[who] = {"msgs_per_s": round(rate), "p50_ms": round(quantile(times, 0.5), 3),
+            rate, cpu, times = await bench(medium, count, asks)
+            row[who] = {"msgs_per_s": round(rate), "cpu_us_per_msg": round(cpu * 1e6, 2),
+                        "p50_ms": round(quantile(times, 0.5), 3),
                         "p99_ms": round(quantile(times, 0.99), 3)}
         row["throughput_ratio"] = round(row["p2phost"]["msgs_per_s"] /
                                         row["baseline"]["msgs_per_s"], 2)
@@ -463,7 +469,8 @@ async def run(media: list[str], count: int, asks: int) -> dict[str, Any]:
               f"p50 {row['baseline']['p50_ms']:>6.2f} ms | p2phost "
               f"{row['p2phost']['msgs_per_s']:>7}/s p50 {row['p2phost']['p50_ms']:>6.2f} ms "
               f"(p99 {row['p2phost']['p99_ms']:.2f}) | throughput x{row['throughput_ratio']}"
-              f", latency x{row['latency_ratio']}", flush=True)
+              f", latency x{row['latency_ratio']} | cpu {row['baseline']['cpu_us_per_msg']:.1f}"
+              f" / {row['p2phost']['cpu_us_per_msg']:.1f} us/msg", flush=True)
     return results
 
 
@@ -476,8 +483,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # "no security plugin" and the like: known
     count, asks = (1000, 100) if args.quick else (5000, 300)
-    print(f"{count} one-way messages of {len(BODY)} B, {asks} requests one at a time")
+    print(f"{count} one-way messages of {len(BODY)} B, {asks} requests one at a time "
+          f"(load average {os.getloadavg()[0]:.1f})")
     results = asyncio.run(run(args.only or list(PLUGINS), count, asks))
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -33,6 +33,9 @@ class Broker:
         self.readers: dict[str, asyncio.Queue[int]] = {}
         self.twice, self.swap, self.lose = twice, swap, lose
         self.appended = 0
+        #: Credits are taken and then lost (as a crash of the medium loses what it had
+        #: not written to disk).
+        self.lose_credits = False
 
     def append(self, name: str, records: Sequence[bytes]) -> None:
         if name not in self.inboxes:
@@ -89,6 +92,10 @@ class FakeMedium(Medium):
 
     async def append(self, name: str, records: Sequence[bytes]) -> None:
         self.broker.append(name, records)
+
+    async def append_credits(self, name: str, records: Sequence[bytes]) -> None:
+        if not self.broker.lose_credits:
+            self.broker.append(name, records)
 
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         for index in tokens:
@@ -167,6 +174,43 @@ async def test_a_slow_reader_holds_the_sender_to_its_window() -> None:
     assert not sending.done()
     await take(accepted, 40)
     await asyncio.wait_for(sending, 2)
+    await client.close()
+    await server.close()
+
+
+async def test_a_burst_is_handed_over_at_once_in_order() -> None:
+    broker = Broker(twice=True, swap=True)
+    server, client = transport(broker, window=64), transport(broker, window=64)
+    dialled, accepted, _ = await pair(server, client)
+    frames = [f"frame {n}".encode() for n in range(200)]
+    sending = asyncio.ensure_future(dialled.send_many(frames))
+    got: list[bytes] = []
+    while len(got) < len(frames):
+        burst = await asyncio.wait_for(accepted.recv_many(), 5)
+        assert 1 <= len(burst) <= 64, "at least one frame, at most a window"
+        for frame in burst:
+            frame.ack()
+        got.extend(bytes(frame) for frame in burst)
+    assert got == frames, "each frame once, in order, through duplicates and swaps"
+    await asyncio.wait_for(sending, 5)
+    await client.close()
+    await server.close()
+
+
+async def test_credits_the_medium_lost_are_sent_again_after_it_reconnects() -> None:
+    broker = Broker()
+    server, client = transport(broker, window=8), transport(broker, window=8)
+    dialled, accepted, _ = await pair(server, client)
+    broker.lose_credits = True
+    sending = asyncio.ensure_future(dialled.send_many([b"x"] * 12))
+    assert len(await take(accepted, 8)) == 8
+    await asyncio.sleep(0.3)
+    assert not sending.done(), "the credit for the window was lost: the sender waits"
+    broker.lose_credits = False
+    (endpoint,) = server._endpoints.values()
+    endpoint.medium.reconnects += 1  # as a medium does once it has its reader back
+    assert len(await take(accepted, 4)) == 4
+    await asyncio.wait_for(sending, 3)
     await client.close()
     await server.close()
 
@@ -253,6 +297,7 @@ async def test_a_resumed_listener_gives_back_the_room_its_killed_run_used(
     await asyncio.sleep(0.1)  # the credit for those four arrives
     # From now on the listener's credits and medium acknowledgements never leave it,
     # as when it is killed before its background tasks sent them.
+    endpoint.control = lambda connection, record: None  # type: ignore[method-assign]
     endpoint.control_to = lambda inbox, record: None  # type: ignore[method-assign]
     endpoint.ack = lambda tokens: None  # type: ignore[method-assign]
     notes = [f"note {n}".encode() for n in range(3, 11)]

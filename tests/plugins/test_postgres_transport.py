@@ -60,3 +60,48 @@ async def test_a_node_connects_while_another_holds_a_transaction_on_the_tables(
         await other.rollback()
         await other.close()
         await transport.close()
+
+
+async def test_credits_come_with_their_notification_and_junk_there_is_ignored() -> None:
+    """A small window needs a credit every few frames: each comes in its notification's
+    payload as well as in its row. Payloads that are not records (anyone who may NOTIFY
+    on the channel) are ignored, and every frame arrives once, in order."""
+    import psycopg
+    from p2phost_postgres_transport._medium import notify_channel
+
+    from p2phost_sdk.inbox import InboxOptions
+    from p2phost_sdk.testing.transport import TransportKit
+
+    service_or_skip("PostgreSQL", 5432)
+    make = lambda limit: PostgresTransport(  # noqa: E731
+        peer_id=Identity.generate().peer_id, max_frame_size=limit,
+        options=InboxOptions(window=4))
+    case = TransportCase(make=make, listen_address=lambda: URL, unreachable_address="",
+                         bad_address="", unknown_peer_address="")
+    frames = [n.to_bytes(4, "big") for n in range(200)]
+    noise = await psycopg.AsyncConnection.connect(URL, autocommit=True)
+    try:
+        async with TransportKit(case).pair() as (client, server):
+            # The dialler's inbox (where the credits go) and the listener's.
+            inboxes = [c._endpoint.inbox for c in (client, server)]  # type: ignore[attr-defined]
+
+            async def junk() -> None:
+                while True:
+                    for inbox in inboxes:
+                        for payload in ("not hex", "00ff", "70327049" + "00" * 60):
+                            await noise.execute("SELECT pg_notify(%s, %s)",
+                                                (notify_channel(inbox), payload))
+                    await asyncio.sleep(0.01)
+
+            noising = asyncio.ensure_future(junk())
+            try:
+                async with asyncio.timeout(60):
+                    sending = asyncio.ensure_future(client.send_many(frames))
+                    got = [bytes(await server.recv()) for _ in frames]
+                    await sending
+            finally:
+                noising.cancel()
+                await asyncio.gather(noising, return_exceptions=True)
+            assert got == frames
+    finally:
+        await noise.close()

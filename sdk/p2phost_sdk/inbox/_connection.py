@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import time
 from collections import deque
@@ -170,6 +171,21 @@ class InboxConnection(Connection):
         else:
             self._in_order(record, [token])
 
+    def take_data(self, epoch: int, seq: int, payload: bytes, token: Any) -> bool:
+        """Take a DATA record if it is simply the next frame (the router's fast path for
+        every message); False, having changed nothing, for anything else: a gap, a copy,
+        another epoch, a resumed or opening frame take :meth:`receive`'s path."""
+        if seq != self._next or epoch != self.in_epoch or self._early or self.skip \
+                or (seq == 1 and not self.dialler):
+            return False
+        key = (epoch, seq)
+        self._next = seq + 1
+        self._pending[key] = [token]
+        self._endpoint.outstanding += 1
+        self._ready.append((key, payload))
+        self._wake.set()
+        return True
+
     def _control(self, record: Record) -> None:
         if record.type is RecordType.REFUSE:
             reason = record.payload.decode(errors="replace")
@@ -286,6 +302,11 @@ class InboxConnection(Connection):
             self._credit_sent = self._taken
             self._endpoint.control(self, self.record(RecordType.CREDIT, key[1], epoch=key[0]))
 
+    def credit_again(self) -> None:
+        """Send the peer its credit again (the medium may have lost the last one)."""
+        if self.in_epoch is not None and self._taken:
+            self._took((self.in_epoch, self._taken), now=True)
+
     def resumed(self) -> None:
         """A resumed listener's connection: credit the frames its killed run took.
 
@@ -299,14 +320,32 @@ class InboxConnection(Connection):
 
     async def recv_many(self) -> list[bytes]:
         """The frames ready now (at least one, at most a window), in order, so the node
-        handles a burst in one pass rather than one ``recv`` per frame."""
+        handles a burst in one pass rather than one ``recv`` per frame. The peer is
+        credited once for the burst."""
         frames = [await self.recv()]
-        ready, limit, most = self._ready, self._endpoint.max_frame_size, self._window
-        while ready and len(frames) < most:
-            frame = ready[0][1]
-            if frame is None or len(frame) > limit:
-                break  # the peer's CLOSE, or a frame refused: the next call raises it
-            frames.append(await self.recv())
+        ready = self._ready
+        if not ready:
+            return frames
+        limit, room = self._endpoint.max_frame_size, self._window - 1
+        acknowledges = self._endpoint.acknowledges
+        done, epoch, last = self.done, ready[0][0][0], 0
+        while ready and room:
+            key, frame = ready[0]
+            if frame is None or len(frame) > limit or key[0] != epoch or not key[1]:
+                break  # the peer's CLOSE, a frame refused, a new epoch: the next recv's
+            ready.popleft()
+            room -= 1
+            last = key[1]
+            if acknowledges:
+                frames.append(DeliveredFrame(frame, functools.partial(done, key)))
+            else:
+                done(key)
+                frames.append(frame)
+        if last:
+            # As recv: frames skipped after the last (done before a restart) count too.
+            if not ready and epoch == self.in_epoch:
+                last = max(last, self._next - 1)
+            self._took((epoch, last))
         return frames
 
     def done(self, key: _Key) -> None:

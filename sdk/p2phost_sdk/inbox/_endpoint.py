@@ -36,6 +36,7 @@ from ._routing import Router
 log = logging.getLogger("p2phost.transport")
 _ATTEMPT_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 3.0
+_ACK_TURNS = 8  # loop turns the ack loop waits at most for a burst's acks to come in
 
 
 class Endpoint:
@@ -65,7 +66,8 @@ class Endpoint:
         self._router = Router(self)
         self._acks: list[Any] = []
         self._ack_wake = asyncio.Event()
-        self._controls: list[tuple[str, bytes]] = []  # (inbox, record)
+        self._controls: list[tuple[str, bytes, bool]] = []  # (inbox, record, is a credit)
+        self._reconnects = 0  # the medium's count when credits were last sent again
         self._control_wake = asyncio.Event()
         self._tasks = TaskOwner(f"inbox {medium.url}", logger=log)
         self._closed = False
@@ -123,12 +125,13 @@ class Endpoint:
                                           connection.peer_inbox, connection.in_epoch, frame))
 
     def control(self, connection: InboxConnection, record: bytes) -> None:
-        """Send a control record (CREDIT) to the connection's peer, soon."""
-        self.control_to(connection.peer_inbox, record)
+        """Send a CREDIT to the connection's peer, soon."""
+        self._controls.append((connection.peer_inbox, record, True))
+        self._control_wake.set()
 
     def control_to(self, inbox: str, record: bytes) -> None:
-        """Send a control record (CREDIT, RESET, REFUSE) to ``inbox``, soon."""
-        self._controls.append((inbox, record))
+        """Send a control record (RESET, REFUSE) to ``inbox``, soon."""
+        self._controls.append((inbox, record, False))
         self._control_wake.set()
 
     def remove(self, connection: InboxConnection) -> None:
@@ -151,10 +154,11 @@ class Endpoint:
                                    "removed (the node closed it)") from None
 
     async def append(self, inbox: str, records: list[bytes], *, within: float,
-                     stored: bool = False) -> None:
+                     stored: bool = False, credits: bool = False) -> None:
         """Append to ``inbox``, retrying for ``within`` seconds while the medium is
         unreachable (a record appended twice is dropped by its reader); ``stored``:
-        records stored for the peer (its retention limits apply)."""
+        records stored for the peer (its retention limits apply); ``credits``: CREDIT
+        records only (:meth:`Medium.append_credits`)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + within
         attempt = 0
@@ -163,6 +167,8 @@ class Endpoint:
                 async with asyncio.timeout(min(_ATTEMPT_TIMEOUT, max(0.1, give_up - loop.time()))):
                     if stored:
                         await self.medium.store(inbox, records)
+                    elif credits:
+                        await self.medium.append_credits(inbox, records)
                     else:
                         await self.medium.append(inbox, records)
                 stop_if_cancelled()
@@ -327,6 +333,14 @@ class Endpoint:
     async def _ack_loop(self) -> None:
         while True:
             await self._ack_wake.wait()
+            # The node finishes a burst over a few loop turns (its mailbox hands over
+            # every so many messages): wait while acks keep coming, a turn at a time,
+            # so the burst is acknowledged in one call rather than one per turn.
+            for _ in range(_ACK_TURNS):
+                waiting = len(self._acks)
+                await asyncio.sleep(0)
+                if len(self._acks) == waiting:
+                    break
             self._ack_wake.clear()
             await self._flush_acks()
 
@@ -351,12 +365,13 @@ class Endpoint:
             self._control_wake.clear()
             while self._controls:
                 batch, self._controls = self._controls, []
-                by_inbox: dict[str, list[bytes]] = {}
-                for inbox, record in batch:
-                    by_inbox.setdefault(inbox, []).append(record)
-                for inbox, records in by_inbox.items():
+                by_inbox: dict[tuple[str, bool], list[bytes]] = {}
+                for inbox, record, credit in batch:
+                    by_inbox.setdefault((inbox, credit), []).append(record)
+                for (inbox, credit), records in by_inbox.items():
                     try:
-                        await self.append(inbox, records, within=self.options.send_timeout)
+                        await self.append(inbox, records, within=self.options.send_timeout,
+                                          credits=credit)
                     except TransportError as exc:
                         log.debug("a control record to inbox %s was not sent: %s", inbox, exc)
                     stop_if_cancelled()
@@ -364,5 +379,9 @@ class Endpoint:
     async def _watch_gaps(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            again, self._reconnects = (self.medium.reconnects != self._reconnects,
+                                       self.medium.reconnects)
             for connection in list(self.connections.values()):
                 connection.check_gap(self.options.gap_timeout)
+                if again:  # the medium may have lost credits it had taken: send them again
+                    connection.credit_again()

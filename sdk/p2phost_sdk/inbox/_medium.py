@@ -71,6 +71,10 @@ class Medium(ABC):
     #: medium stops counting once :meth:`open_inbox` has run (it sets this): the node
     #: adds them to its own counts (``p2phost inbox stats``, "expired unread").
     expired_at_open: int = 0
+    #: How many times the medium has connected its inbox reader again after losing it.
+    #: A medium whose :meth:`append_credits` may lose records in a crash counts them:
+    #: the transport then sends every connection's flow-control credit again.
+    reconnects: int = 0
 
     @abstractmethod
     async def connect(self) -> None:
@@ -93,6 +97,12 @@ class Medium(ABC):
         them (as durably as it can). Raises :class:`UnknownInbox` when there is no such
         inbox, :class:`MediumUnavailable` when the medium is unreachable (the transport
         retries: appending a record twice is harmless)."""
+
+    async def append_credits(self, name: str, records: Sequence[bytes]) -> None:
+        """Append flow-control credits (control records that say how far a receiver
+        got): as :meth:`append`, but a medium may return before they are on disk. One
+        lost in a crash of the medium is sent again once :attr:`reconnects` grows."""
+        await self.append(name, records)
 
     async def store(self, name: str, records: Sequence[bytes]) -> None:
         """Append records stored for a peer: as :meth:`append`, and refused with

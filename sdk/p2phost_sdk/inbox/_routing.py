@@ -18,13 +18,16 @@ from .._peer_ids import is_peer_id
 from ._connection import InboxConnection
 from ._journal import Resumable
 from ._letters import Letter, letter_finisher
-from ._record import Record, RecordType, decode, valid_inbox
+from ._record import HEADER, MAGIC, VERSION, Record, RecordType, decode, valid_inbox
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
 
 log = logging.getLogger("p2phost.transport")
 _FOREIGN_LOG_EVERY = 10.0
+_SENDERS_KNOWN = 1024  # (sender, inbox) fields checked once, then forgotten all at once
+_DATA, _FROM_DIALLER = int(RecordType.DATA), 1
+_HEAD, _unpack = HEADER.size, HEADER.unpack_from
 
 
 class Router:
@@ -37,9 +40,29 @@ class Router:
         self._reset: OrderedDict[bytes, None] = OrderedDict()
         self._foreign = 0
         self._foreign_logged = 0.0
+        #: The raw sender and inbox fields of records whose names were found valid.
+        self._senders: set[bytes] = set()
 
     async def deliver(self, data: bytes, token: Any) -> None:
         """The medium's :data:`~._medium.Deliver` callback for the endpoint's inbox."""
+        if not self.take(data, token):
+            await self._route(data, token)
+
+    def take(self, data: bytes, token: Any) -> bool:
+        """The common record, a connection's next DATA frame, taken without a
+        :class:`Record` (every message over a broker comes this way); False for any
+        other, which :meth:`deliver` takes."""
+        if data[:4] != MAGIC or len(data) < _HEAD:
+            return False
+        _, version, kind, flags, connection_id, epoch, seq, ls, li = _unpack(data)
+        end = _HEAD + ls + li
+        if kind != _DATA or version != VERSION or end > len(data) \
+                or data[_HEAD:end] not in self._senders:
+            return False
+        connection = self._endpoint.connections.get((connection_id, not flags & _FROM_DIALLER))
+        return connection is not None and connection.take_data(epoch, seq, data[end:], token)
+
+    async def _route(self, data: bytes, token: Any) -> None:
         endpoint = self._endpoint
         try:
             record = decode(data)
@@ -50,6 +73,9 @@ class Router:
             self._ignore_foreign(exc)
             endpoint.ack([token])
             return
+        if len(self._senders) >= _SENDERS_KNOWN:
+            self._senders.clear()
+        self._senders.add(data[_HEAD:_HEAD + len(record.sender) + len(record.inbox)])
         if record.type is RecordType.LETTER:
             await self._letter(record, token)
             return

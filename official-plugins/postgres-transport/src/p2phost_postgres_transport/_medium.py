@@ -38,61 +38,17 @@ from p2phost_sdk.inbox import (
     stop_if_cancelled,
 )
 
+from ._sql import APPEND, APPEND_CREDITS, CLAIM, SCHEMA, SCHEMA_CURRENT, SCHEMA_LOCK
+
 log = logging.getLogger("p2phost.transport.postgres")
-_BATCH = 256
+# Rows one claim takes at most: above the 256 frames a sender has in flight at most with
+# the default window, so a sender's full window is claimed at once and then waits for
+# the next notification, not a second claim that finds nothing.
+_BATCH = 512
 _POLL = 1.0
+_CREDIT_WAKES = 64  # wake-ups with only credits before the reader claims their rows anyway
 _REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry",
              "permission denied", "password")
-_SCHEMA_LOCK = 0x70327068  # an advisory lock id: one node creates the tables at a time
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS p2phost_inboxes (
-    name text PRIMARY KEY,
-    created timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS p2phost_inbox_records (
-    id bigserial PRIMARY KEY,
-    inbox text NOT NULL REFERENCES p2phost_inboxes (name) ON DELETE CASCADE,
-    body bytea NOT NULL,
-    leased boolean NOT NULL DEFAULT false
-);
-ALTER TABLE p2phost_inbox_records ADD COLUMN IF NOT EXISTS
-    created timestamptz NOT NULL DEFAULT now();
-ALTER TABLE p2phost_inboxes
-    ADD COLUMN IF NOT EXISTS max_age float8 NOT NULL DEFAULT 0,
-    ADD COLUMN IF NOT EXISTS max_messages bigint NOT NULL DEFAULT 0,
-    ADD COLUMN IF NOT EXISTS max_bytes bigint NOT NULL DEFAULT 0,
-    ADD COLUMN IF NOT EXISTS expired bigint NOT NULL DEFAULT 0;
-CREATE INDEX IF NOT EXISTS p2phost_inbox_records_free
-    ON p2phost_inbox_records (inbox, id) WHERE NOT leased;
-"""
-# Whether the tables are as _SCHEMA makes them. Read from the catalogs, it takes no lock
-# on the tables: _SCHEMA's ALTER TABLE takes an exclusive one even when it changes nothing,
-# and would queue every other node's reads and writes behind any open transaction.
-_SCHEMA_CURRENT = """
-SELECT to_regclass('p2phost_inbox_records_free') IS NOT NULL
-   AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('p2phost_inbox_records')
-               AND attname = 'created' AND NOT attisdropped)
-   AND (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('p2phost_inboxes')
-        AND attname IN ('max_age', 'max_messages', 'max_bytes', 'expired')
-        AND NOT attisdropped) = 4
-"""
-_APPEND = """
-WITH added AS (
-    INSERT INTO p2phost_inbox_records (inbox, body)
-    SELECT %(inbox)s, body FROM unnest(%(bodies)s::bytea[]) WITH ORDINALITY AS r(body, n)
-    ORDER BY n
-    RETURNING 1
-)
-SELECT pg_notify(%(channel)s, '')
-"""
-_CLAIM = """
-UPDATE p2phost_inbox_records SET leased = true
-WHERE id IN (
-    SELECT id FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased
-    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
-)
-RETURNING id, body
-"""
 
 
 def notify_channel(name: str) -> str:
@@ -113,15 +69,24 @@ class PostgresMedium(Medium):
         self._connect_url = address.url
         self._writer: psycopg.AsyncConnection[Any] | None = None
         self._storer: psycopg.AsyncConnection[Any] | None = None
+        #: Acknowledgements (DELETEs) and flow-control credits, on a connection of their
+        #: own whose commits do not wait for the disk (see _listen): frames never queue
+        #: behind them.
+        self._unflushed: psycopg.AsyncConnection[Any] | None = None
         self._store_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._inbox = ""
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+    async def _connect(self, *, flushed: bool = True) -> psycopg.AsyncConnection[Any]:
+        """A new connection; ``flushed=False``: its commits do not wait for the WAL to
+        reach the disk (for leases and deletes only, see :meth:`_listen`)."""
         try:
-            return await psycopg.AsyncConnection.connect(
+            connection = await psycopg.AsyncConnection.connect(
                 self._connect_url, autocommit=True, connect_timeout=5,
                 application_name="p2phost")
+            if not flushed:
+                await connection.execute("SET synchronous_commit = off")
+            return connection
         except psycopg.OperationalError as exc:
             # A refusal at connect time carries no SQLSTATE here: the server's FATAL says it.
             text = str(exc).strip()
@@ -129,6 +94,11 @@ class PostgresMedium(Medium):
                 raise MediumRefused(f"PostgreSQL at {self.url} refused the connection: "
                                     f"{text.splitlines()[-1]}") from exc
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {text}") from exc
+
+    async def _unflushed_connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._unflushed is None or self._unflushed.closed or self._unflushed.broken:
+            self._unflushed = await self._connect(flushed=False)
+        return self._unflushed
 
     async def _write_connection(self) -> psycopg.AsyncConnection[Any]:
         if self._writer is None or self._writer.closed or self._writer.broken:
@@ -139,13 +109,13 @@ class PostgresMedium(Medium):
         """Connect, and create (or bring up to date) the tables if they are not yet."""
         connection = await self._write_connection()
         try:
-            cursor = await connection.execute(_SCHEMA_CURRENT)
+            cursor = await connection.execute(SCHEMA_CURRENT)
             row = await cursor.fetchone()
             if row is not None and row[0]:
                 return
             async with connection.transaction():
-                await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                await connection.execute(_SCHEMA)
+                await connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                await connection.execute(SCHEMA)
         except psycopg.OperationalError as exc:
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
         except psycopg.Error as exc:
@@ -172,7 +142,14 @@ class PostgresMedium(Medium):
             self._read(reader, deliver), name=f"postgres reader {name[:12]}")
 
     async def _listen(self) -> psycopg.AsyncConnection[Any]:
-        connection = await self._connect()
+        # Leases (the claiming UPDATE), acknowledgements (DELETE) and credits need not
+        # be on disk when they return: a lease lost with a crash of the server is one
+        # this reset makes anyway, a deleted record that comes back is delivered again
+        # and dropped as a copy (the connection's sequence numbers, the journal), and
+        # credits are sent again after the reconnect that follows (``reconnects``). Not
+        # waiting for the WAL flush takes disk writes off each record's way (appends of
+        # frames and letters, which must be durable, still wait for theirs).
+        connection = await self._connect(flushed=False)
         try:
             await connection.execute(sql.SQL("LISTEN {}").format(
                 sql.Identifier(notify_channel(self._inbox))))
@@ -194,6 +171,7 @@ class PostgresMedium(Medium):
                 try:
                     if connection is None:
                         connection = await self._listen()
+                        self.reconnects += 1
                         log.info("reconnected to PostgreSQL at %s", self.url)
                     failures = 0
                     await self._drain(connection, deliver)
@@ -212,14 +190,38 @@ class PostgresMedium(Medium):
 
     async def _drain(self, connection: psycopg.AsyncConnection[Any], deliver: Deliver) -> None:
         while True:
-            cursor = await connection.execute(_CLAIM, (self._inbox, _BATCH))
+            # Binary results: the bodies come as they are, not hex-escaped.
+            cursor = await connection.execute(CLAIM, (self._inbox, _BATCH), binary=True)
             rows = sorted(await cursor.fetchall())
             stop_if_cancelled()
             for row_id, body in rows:
                 await deliver(bytes(body), row_id)
             if len(rows) < _BATCH:
-                async for _ in connection.notifies(timeout=_POLL, stop_after=1):
-                    break
+                # Wake-ups that brought nothing but credits (taken from the payloads)
+                # need no claim: their rows wait for the next one (at most so many
+                # wake-ups later, or the poll), which takes and drops them.
+                for _ in range(_CREDIT_WAKES):
+                    if not await self._notified(connection, deliver):
+                        break
+
+    @staticmethod
+    async def _notified(connection: psycopg.AsyncConnection[Any], deliver: Deliver) -> bool:
+        """Wait for notifications (up to ``_POLL``); deliver the credits in their
+        payloads. True if some came and each was a credit."""
+        credits_only = False
+        # Closed on the way out: the generator holds the connection's lock.
+        async with contextlib.aclosing(connection.notifies(timeout=_POLL,
+                                                           stop_after=1)) as notifies:
+            async for notify in notifies:
+                credits_only = True
+                if not notify.payload:
+                    return False  # records were appended: claim them
+                try:
+                    record = bytes.fromhex(notify.payload)
+                except ValueError:
+                    continue  # not ours: whoever may NOTIFY here may write rows too
+                await deliver(record, None)
+        return credits_only
 
     async def _execute(self, query: str, args: tuple[Any, ...]) -> Any:
         try:
@@ -280,7 +282,7 @@ class PostgresMedium(Medium):
                 elif max_bytes and size + sum(map(len, records)) > max_bytes:
                     full = f"max-bytes = {max_bytes} bytes"
             if records and not full:
-                await connection.execute(_APPEND, {
+                await connection.execute(APPEND, {
                     "inbox": name, "bodies": list(records),
                     "channel": notify_channel(name)})
         return full
@@ -321,9 +323,17 @@ class PostgresMedium(Medium):
 
     async def append(self, name: str, records: Sequence[bytes]) -> None:
         """Insert the records in order and notify the inbox, in one statement."""
+        await self._append(await self._write_connection(), name, records, APPEND)
+
+    async def append_credits(self, name: str, records: Sequence[bytes]) -> None:
+        """As :meth:`append`, on the connection that does not wait for the disk."""
+        await self._append(await self._unflushed_connection(), name, records,
+                           APPEND_CREDITS)
+
+    async def _append(self, connection: psycopg.AsyncConnection[Any], name: str,
+                      records: Sequence[bytes], query: str) -> None:
         try:
-            connection = await self._write_connection()
-            await connection.execute(_APPEND, {"inbox": name, "bodies": list(records),
+            await connection.execute(query, {"inbox": name, "bodies": list(records),
                                                "channel": notify_channel(name)})
         except psycopg.errors.ForeignKeyViolation:
             raise UnknownInbox(f"no inbox {name} on {self.url}") from None
@@ -336,9 +346,8 @@ class PostgresMedium(Medium):
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         """Delete the records: done."""
         try:
-            connection = await self._write_connection()
-            await connection.execute("DELETE FROM p2phost_inbox_records WHERE id = ANY(%s)",
-                                     (list(tokens),))
+            await (await self._unflushed_connection()).execute(
+                "DELETE FROM p2phost_inbox_records WHERE id = ANY(%b)", (list(tokens),))
         except psycopg.OperationalError as exc:
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
 
@@ -355,7 +364,7 @@ class PostgresMedium(Medium):
         except (psycopg.Error, MediumUnavailable, MediumRefused) as exc:
             log.debug("could not delete the inbox on %s: %s", self.url, exc)
         finally:
-            for connection in (self._writer, self._storer):
+            for connection in (self._writer, self._storer, self._unflushed):
                 if connection is not None:
                     with contextlib.suppress(psycopg.Error):
                         await connection.close()

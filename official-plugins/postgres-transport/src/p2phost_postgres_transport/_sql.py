@@ -1,0 +1,67 @@
+"""The statements of the PostgreSQL medium: the tables, appends and the claim."""
+
+from __future__ import annotations
+
+SCHEMA_LOCK = 0x70327068  # an advisory lock id: one node creates the tables at a time
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS p2phost_inboxes (
+    name text PRIMARY KEY,
+    created timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS p2phost_inbox_records (
+    id bigserial PRIMARY KEY,
+    inbox text NOT NULL REFERENCES p2phost_inboxes (name) ON DELETE CASCADE,
+    body bytea NOT NULL,
+    leased boolean NOT NULL DEFAULT false
+);
+ALTER TABLE p2phost_inbox_records ADD COLUMN IF NOT EXISTS
+    created timestamptz NOT NULL DEFAULT now();
+ALTER TABLE p2phost_inboxes
+    ADD COLUMN IF NOT EXISTS max_age float8 NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS max_messages bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS max_bytes bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS expired bigint NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS p2phost_inbox_records_free
+    ON p2phost_inbox_records (inbox, id) WHERE NOT leased;
+"""
+# Whether the tables are as SCHEMA makes them. Read from the catalogs, it takes no lock
+# on the tables: SCHEMA's ALTER TABLE takes an exclusive one even when it changes nothing,
+# and would queue every other node's reads and writes behind any open transaction.
+SCHEMA_CURRENT = """
+SELECT to_regclass('p2phost_inbox_records_free') IS NOT NULL
+   AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('p2phost_inbox_records')
+               AND attname = 'created' AND NOT attisdropped)
+   AND (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('p2phost_inboxes')
+        AND attname IN ('max_age', 'max_messages', 'max_bytes', 'expired')
+        AND NOT attisdropped) = 4
+"""
+APPEND = """
+WITH added AS (
+    INSERT INTO p2phost_inbox_records (inbox, body)
+    SELECT %(inbox)s, body FROM unnest(%(bodies)b::bytea[]) WITH ORDINALITY AS r(body, n)
+    ORDER BY n
+    RETURNING 1
+)
+SELECT pg_notify(%(channel)s, '')
+"""
+# Credits: each is also the payload of its notification (hex), so a sender waiting for
+# room reads it there, without waiting for a claim; the row is the copy that survives a
+# reader that was not listening (taken as usual, then dropped as a duplicate credit).
+APPEND_CREDITS = """
+WITH added AS (
+    INSERT INTO p2phost_inbox_records (inbox, body)
+    SELECT %(inbox)s, body FROM unnest(%(bodies)b::bytea[]) AS r(body)
+    RETURNING body
+)
+SELECT pg_notify(%(channel)s, CASE WHEN octet_length(body) <= 3000
+                                   THEN encode(body, 'hex') ELSE '' END) FROM added
+"""
+CLAIM = """
+UPDATE p2phost_inbox_records SET leased = true
+WHERE id IN (
+    SELECT id FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased
+    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+)
+RETURNING id, body
+"""
+
