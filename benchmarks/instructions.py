@@ -11,7 +11,10 @@ difference divided by N is the cost of one unit without start-up, imports and wa
 * ``flight``: one request/reply with 64 in flight.
 
 ``--metrics`` adds p2phost with ``[metrics] listen`` on both nodes, as a ratio to p2phost
-without: what counting and timing cost per message.
+without: what counting and timing cost per message. ``--tracing`` adds p2phost with both
+nodes tracing every message (``OTEL_TRACES_EXPORTER=jsonl``, the default parent-based
+always-on sampler; the exporter thread's instructions and its file writes are counted, as
+closing the nodes exports what they queued).
 
 Run ``python benchmarks/instructions.py`` (valgrind must be on PATH; about 10 minutes;
 ``--only rtt`` for one workload). p2phost runs on asyncio's loop with tcp-transport and
@@ -64,6 +67,11 @@ def _patient_nodes(metrics: bool) -> None:
     m.P2PClient.request = _request  # type: ignore[method-assign]
 
 
+#: The environment of ``--tracing``'s runs (the traces file is set per run).
+TRACE_ENV = {"OTEL_TRACES_EXPORTER": "jsonl", "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+             "OTEL_BSP_MAX_QUEUE_SIZE": "1000000"}  # none dropped: all are paid for
+
+
 async def workload(system: str, what: str, units: int) -> None:
     """Warm up, then run ``units`` of ``what`` against ``system``, both in this process."""
     port = m.free_port()
@@ -73,6 +81,7 @@ async def workload(system: str, what: str, units: int) -> None:
         client: m.Client = await m.RawClient.open(port)
     else:
         _patient_nodes(metrics=system == "metrics")
+        assert (system == "tracing") == ("OTEL_TRACES_EXPORTER" in os.environ)
         server = m.bench_node(port)
         await server.start()
         client = await m.P2PClient.open(port)
@@ -93,11 +102,14 @@ async def workload(system: str, what: str, units: int) -> None:
 
 def instructions(system: str, what: str, units: int) -> int:
     """Instructions callgrind counts for one whole run of the workload."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
     with tempfile.TemporaryDirectory() as tmp:
+        if system == "tracing":
+            env.update(TRACE_ENV, P2PHOST_TRACES_FILE=f"{tmp}/spans.jsonl")
         done = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable,
              __file__, "--run", system, what, str(units)],
-            capture_output=True, text=True, check=True)
+            capture_output=True, text=True, check=True, env=env)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
         raise SystemExit(f"callgrind printed no count:\n{done.stderr[-2000:]}")
@@ -110,6 +122,9 @@ def main() -> None:
     parser.add_argument("--metrics", action="store_true",
                         help="also p2phost with [metrics] listen on both nodes (issue 20's "
                              "aim: <= 5 %% more than without)")
+    parser.add_argument("--tracing", action="store_true",
+                        help="also p2phost with both nodes tracing every message (issue 20's "
+                             "aim: <= 30 %% more than without)")
     parser.add_argument("--run", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
@@ -118,18 +133,19 @@ def main() -> None:
         return
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(instruction counts do not depend on it)")
-    systems = ("p2phost", "raw", "metrics") if args.metrics else ("p2phost", "raw")
+    extra = [s for s, wanted in (("metrics", args.metrics), ("tracing", args.tracing)) if wanted]
+    systems = ("p2phost", "raw", *extra)
     print(f"{'instructions per unit':28}{'p2phost':>12}{'raw':>12}{'ratio':>8}"
-          + (f"{'metrics':>12}{'/p2phost':>9}" if args.metrics else ""))
+          + "".join(f"{system:>12}{'/p2phost':>9}" for system in extra))
     for what in args.only or list(UNITS):
         units = UNITS[what]
         per = {system: (instructions(system, what, 2 * units)
                         - instructions(system, what, units)) / units
                for system in systems}
         print(f"{what:28}{per['p2phost']:>12,.0f}{per['raw']:>12,.0f}"
-              f"{per['p2phost'] / per['raw']:>8.2f}" + (
-                  f"{per['metrics']:>12,.0f}{per['metrics'] / per['p2phost']:>9.3f}"
-                  if args.metrics else ""), flush=True)
+              f"{per['p2phost'] / per['raw']:>8.2f}" + "".join(
+                  f"{per[system]:>12,.0f}{per[system] / per['p2phost']:>9.3f}"
+                  for system in extra), flush=True)
 
 
 if __name__ == "__main__":

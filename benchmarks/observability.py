@@ -253,8 +253,8 @@ def floor(count: int = 50_000) -> None:
         started = time.process_time()
         for _ in range(count):
             start = clock()
-            batcher.add((spec, getrandbits(128), getrandbits(64), 0, start, clock(), None,
-                         None))
+            batcher.add((spec, getrandbits(192).to_bytes(24), b"", start, clock(), None, None,
+                         ()))
         batcher.flush()
         took = time.process_time() - started
         batcher.shutdown()

@@ -21,12 +21,13 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from p2phost._observability import MetricsSettings
+from p2phost._observability._jsonl import span_line
 from p2phost._observability._spans import (
     JsonLinesExporter,
     Spec,
     exception_event,
+    flat,
     readable,
-    span_line,
 )
 from p2phost_sdk import App, Identity, Message, PeerUnavailable, handler
 from p2phost_sdk.testing.discovery import wait_until
@@ -107,25 +108,36 @@ async def test_an_unsampled_trace_records_nothing_and_passes_its_context_on(
 
 
 def test_the_jsonl_line_of_a_record_is_the_sdk_line_of_its_span(tmp_path: Path) -> None:
-    spec = Spec('receive "odd" topic', SpanKind.CONSUMER,
+    spec = Spec('receive "odd" 100% topic', SpanKind.CONSUMER,
                 {"messaging.system": "p2phost", "p2phost.peer": "12D3"}, remote_parent=True)
     error = ("ValueError: no", exception_event(ValueError("no")), 1_764_000_000_500_000_000)
+    trace = (0xABC).to_bytes(16)
     records: list[Any] = [
-        (spec, 0xABC, 0x1, 0x2, 1_764_000_000_123_456_000, 1_764_000_001_000_001_000,
-         ("00000000000000ff", 2), error),
-        (Spec("handle t", SpanKind.INTERNAL, {}), 0xABC, 0x3, 0, 1_764_000_000_000_000_000,
-         1_764_000_000_000_001_000, None, None),
+        # A receipt with its handler's span inside (failed), and a reply at other times.
+        (spec, trace + (1).to_bytes(8), (2).to_bytes(8), 1_764_000_000_123_456_000,
+         1_764_000_001_000_001_000, (0xFF, 2), ("ValueError: no", None, 0), (
+             (Spec("handle t", SpanKind.INTERNAL, {}), (3).to_bytes(8),
+              1_764_000_000_123_456_000, 1_764_000_001_000_001_000, error),
+             (Spec("reply t", SpanKind.INTERNAL, {}), (4).to_bytes(8),
+              1_764_000_001_000_000_000, 1_764_000_001_000_001_000, None))),
+        (Spec("send t", SpanKind.PRODUCER, {"a": "%s"}), trace + (5).to_bytes(8), b"",
+         1_764_000_000_000_000_000, 1_764_000_000_000_001_000, ("not-hex", 1), None, ()),
     ]
     exporter = JsonLinesExporter(str(tmp_path / "records.jsonl"))
     exporter.export_records(records, "svc")
     exporter.shutdown()
     ours = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     resource = Resource.create({"service.name": "svc"})
-    sdk = [json.loads(span_line(readable(r, resource, InstrumentationScope("p2phost"))))
-           for r in records]
+    sdk = [json.loads(span_line(readable(span, resource, InstrumentationScope("p2phost"))))
+           for record in records for span in flat(record)]
     assert ours == sdk
+    assert [s["name"] for s in ours] == ['receive "odd" 100% topic', "handle t", "reply t",
+                                         "send t"]
     assert ours[0]["attributes"]["p2phost.attempt"] == 2
-    assert ours[0]["events"][0]["name"] == "exception"
+    assert ours[0]["attributes"]["messaging.message.id"] == "00000000000000ff"
+    assert ours[1]["events"][0]["name"] == "exception"
+    assert {s["parent_id"] for s in ours[1:3]} == {ours[0]["context"]["span_id"]}
+    assert ours[0]["parent_id"] == f"0x{2:016x}" and ours[3]["parent_id"] is None
 
 
 @pytest.mark.slow

@@ -14,14 +14,20 @@ above it that is less indented)::
     C            reply echo
     B      reply forward
 
-The node's spans are not SDK ``Span`` objects: each is recorded once, when it ends, as a
-tuple (``_spans``), and a thread exports them; the SDK's span costs more than a message.
+The node's spans are not SDK ``Span`` objects: each side of a message is recorded once,
+when it is done, as one tuple (``_spans``: the receipt with its handle and reply spans
+inside), and a thread exports them; the SDK's span costs more than a message. Ids are
+kept as the bytes the envelope carries (one random draw gives a new trace its trace and
+span ids), so nothing is converted on the loop.
 Sampling follows the standard ``OTEL_TRACES_SAMPLER`` (and ``_ARG``): a message whose
 trace is not sampled costs a lookup and the context passed on, nothing is recorded.
 While a handler runs, its span is OpenTelemetry's current span, so spans made by app
 code with the global provider nest under it, and a span of the app's around a send is
-that send's parent. After each message the task's context is reset as it was (see
-:func:`_scoped`).
+that send's parent. That span is a ``NonRecordingSpan`` whose ``SpanContext`` is made
+only when app code asks for it, set straight in OpenTelemetry's context variable (its
+``attach`` and ``detach`` cost more than the rest of a receipt), and reset after the
+handler, as the request's receipt is after its reply: a peer's queued messages then
+share the mailbox's task.
 """
 
 from __future__ import annotations
@@ -38,24 +44,25 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from p2phost_sdk import Message, MessageKind
 
-from .._runtime.messaging._received import number_of
 from .._runtime.wire._envelope import TRACE_SIZE
 from . import _logs
-from ._spans import Batcher, Spec, TracingError, exception_event, exporters
+from ._jsonl import TracingError
+from ._spans import Batcher, Spec, exception_event, exporters
 from ._tracing import HELLO_KEY
 
 if TYPE_CHECKING:
     from .._runtime.delivery._delivery import Reliable
-    from .._runtime.messaging._dispatch import Dispatcher, Process
-    from .._runtime.messaging._routes import Work
+    from .._runtime.messaging._dispatch import Dispatcher
     from .._runtime.wire._channel import Channel
 
 __all__ = ["Tracing", "TracingError"]
@@ -66,28 +73,83 @@ _PARENTS = 4096
 #: The trace context a send in progress puts in its frames (see :func:`_current`).
 _SENDING: contextvars.ContextVar[bytes] = contextvars.ContextVar("p2phost_sending",
                                                                  default=b"")
-#: The receipt of the request this task handles, ended by its reply: [trace id,
-#: receipt span id, parent id, start ns, spec, (message id, attempt), error].
+#: The receipt of the request this task handles, ended by its reply: [spec, trace id
+#: and receipt span id, parent id, start ns, (message id, attempt), the handle span,
+#: error, the token that resets this variable].
 _RECEIPT: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "p2phost_receipt", default=None)
 _FLAGS = (b"\x00", b"\x01")
 _REQUEST = MessageKind.REQUEST
-_SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
 _ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
+#: OR-ed into random draws so that no id is zero (W3C: all zeros is invalid): the lowest
+#: bit of a new trace's upper half (its lower half, which sampling reads, stays random)
+#: and of its span id; of both span ids of a receipt.
+_NEW_TRACE, _TWO_SPANS = (1 << 128) | 1, (1 << 64) | 1
+_ZEROS = bytes(16)
 _SAMPLERS = ("always_on", "always_off", "traceidratio")
+
+
+def _runtime_context() -> tuple[Callable[[], Context], Callable[[Context], Any],
+                              Callable[[Any], None]]:
+    """Get, set and reset OpenTelemetry's current context: its context variable itself
+    when the runtime context is the default one, else ``attach`` and ``detach``."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    if isinstance(runtime, ContextVarsRuntimeContext):
+        var = runtime._current_context
+        return var.get, var.set, var.reset
+    return otel_context.get_current, otel_context.attach, otel_context.detach
+
+
+_get_context, _set_context, _reset_context = _runtime_context()
+
+
+class _Handling(NonRecordingSpan):
+    """A handler's span as OpenTelemetry's current span: its trace context as the
+    envelope carries it (trace id, span id, flags: 25 bytes), made into a
+    ``SpanContext`` only when app code asks for one."""
+
+    def __init__(self, data: bytes, remote: bool = False) -> None:
+        # NonRecordingSpan's __init__ takes the SpanContext this span makes on demand.
+        self.data, self._remote = data, remote
+        self._made: SpanContext | None = None
+
+    def get_span_context(self) -> SpanContext:
+        """The span's context (made once)."""
+        if self._made is None:
+            data = self.data
+            self._made = SpanContext(int.from_bytes(data[:16]), int.from_bytes(data[16:24]),
+                                     self._remote, TraceFlags(data[24]))
+        return self._made
+
+    def __repr__(self) -> str:
+        return f"NonRecordingSpan({self.get_span_context()!r})"
+
+
+def _in_context(span: NonRecordingSpan) -> Context:
+    """OpenTelemetry's current context with ``span`` as its span."""
+    values = _get_context()
+    return Context({**values, _SPAN_KEY: span}) if values else Context({_SPAN_KEY: span})
+
+
+def _span_data() -> bytes:
+    """OpenTelemetry's current span as an envelope's trace context (empty: none)."""
+    values = _get_context()
+    span: Any = values.get(_SPAN_KEY) if values else None
+    if span is None:
+        return b""
+    if type(span) is _Handling:
+        return span.data
+    context = span.get_span_context()
+    if not context.is_valid:
+        return b""
+    return bytes(context.trace_id.to_bytes(16, "big") + context.span_id.to_bytes(8, "big")
+            + bytes((int(context.trace_flags) & 0xFF,)))
 
 
 def _current() -> bytes:
     """The trace context for a frame sent now (empty: no trace): the send's own span,
     else OpenTelemetry's current span (a handler's, or app code's)."""
-    data = _SENDING.get()
-    if data:
-        return data
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return b""
-    return (context.trace_id.to_bytes(16, "big") + context.span_id.to_bytes(8, "big")
-            + bytes((int(context.trace_flags),)))
+    return _SENDING.get() or _span_data()
 
 
 def _reads_traces(channel: Channel) -> bool:
@@ -127,7 +189,9 @@ class Tracing:
 
     def __init__(self, service: str) -> None:
         found = exporters()
-        self._parent_based, self._bound = sampling()
+        self._parent_based, bound = sampling()
+        self._always = bound > _ID_LIMIT
+        self._bound = bound
         # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and lets OTEL_SERVICE_NAME win.
         self._batcher = Batcher(found, Resource.create({"service.name": service}),
                                 InstrumentationScope("p2phost"))
@@ -139,10 +203,11 @@ class Tracing:
         self._sent: OrderedDict[int, bytes] = OrderedDict()
         self._logs = _logs.json_enabled()
 
-    def _recorded(self, trace_id: int, parent_flags: int | None) -> bool:
+    def _recorded(self, ids: bytes, parent_flags: int | None) -> bool:
+        """Whether the trace whose id starts ``ids`` is recorded (the SDK's rule)."""
         if parent_flags is not None and self._parent_based:
             return bool(parent_flags & 1)
-        return (trace_id & _ID_LIMIT) < self._bound
+        return self._always or int.from_bytes(ids[8:16]) < self._bound
 
     # -- the envelope ------------------------------------------------------------------
 
@@ -166,8 +231,10 @@ class Tracing:
         return self._sent.get(message_id, b"") if _reads_traces(channel) else b""
 
     def incoming(self, peer: str, message_id: int, trace: bytes) -> None:
-        """Remember the sender's context until the message's handler runs."""
-        if len(trace) != TRACE_SIZE:
+        """Remember the sender's context until the message's handler runs (a context
+        of the wrong size, or with a zero trace or span id, is ignored)."""
+        if len(trace) != TRACE_SIZE or trace.startswith(_ZEROS) \
+                or trace.startswith(_ZEROS[:8], 16):
             return
         self._parents[(peer, message_id)] = trace
         if len(self._parents) >= _PARENTS:
@@ -186,9 +253,8 @@ class Tracing:
         dispatch.tracer = delivery.tracer = self
         for topic, route in dispatch.routes.items():
             dispatch.routes[topic] = replace(route, handler=self._receipt(topic, route.handler))
-        dispatch.wrap_processing(_scoped)
         # The reply is the dispatcher's own step after the handler, in the same task.
-        dispatch._reply = self._replied(dispatch._reply)  # type: ignore[method-assign,assignment]
+        dispatch._reply = self._replied(dispatch._reply)  # type: ignore[method-assign]
         # ``store`` (a message kept in an offline peer's inbox) is a send, as the spans
         # of ``send`` to such a peer are.
         for name, verb, kind in (("send", "send", SpanKind.PRODUCER),
@@ -201,7 +267,7 @@ class Tracing:
                  ) -> Callable[..., Awaitable[Any]]:
         specs: dict[tuple[str, str], Spec] = {}
         add, recorded, getrandbits = self._batcher.add, self._recorded, random.getrandbits
-        clock, current = time.time_ns, trace.get_current_span
+        clock = time.time_ns
 
         def spec_of(topic: str, peer: str) -> Spec:
             attributes = {"messaging.system": "p2phost", "messaging.destination.name": topic,
@@ -215,16 +281,14 @@ class Tracing:
 
         @functools.wraps(call)
         async def sending(*args: Any, **kwargs: Any) -> Any:
-            parent = current().get_span_context()
-            if parent.is_valid:
-                trace_id, parent_id = parent.trace_id, parent.span_id
-                record = recorded(trace_id, parent.trace_flags)
-            else:
-                trace_id, parent_id = getrandbits(128) or 1, 0
-                record = recorded(trace_id, None)
-            span_id = getrandbits(64) or 1
-            token = _SENDING.set(trace_id.to_bytes(16, "big") + span_id.to_bytes(8, "big")
-                                 + _FLAGS[record])
+            parent = _span_data()
+            if parent:
+                ids = parent[:16] + (getrandbits(64) | 1).to_bytes(8, "big")
+                parent_id, record = parent[16:24], recorded(ids, parent[24])
+            else:  # a new trace: its trace id and the span's id in one draw
+                ids = (getrandbits(192) | _NEW_TRACE).to_bytes(24, "big")
+                parent_id, record = b"", recorded(ids, None)
+            token = _SENDING.set(ids + _FLAGS[record])
             if not record:  # context passed on, nothing recorded
                 try:
                     return await call(*args, **kwargs)
@@ -244,7 +308,7 @@ class Tracing:
                 raise
             finally:
                 _SENDING.reset(token)
-                add((spec, trace_id, span_id, parent_id, start, clock(), None, error))
+                add((spec, ids, parent_id, start, clock(), None, error, ()))
 
         return sending
 
@@ -252,8 +316,7 @@ class Tracing:
                  ) -> Callable[[Message], Awaitable[Any]]:
         parent_of, add, recorded = self._parent, self._batcher.add, self._recorded
         getrandbits, clock, logs = random.getrandbits, time.time_ns, self._logs
-        attach, detach, in_context = (otel_context.attach, otel_context.detach,
-                                      trace.set_span_in_context)
+        get_context, set_context, reset_context = _get_context, _set_context, _reset_context
         specs: dict[tuple[bool, str], Spec] = {}
         handle = Spec(f"handle {topic}", SpanKind.INTERNAL, {})
 
@@ -267,39 +330,50 @@ class Tracing:
 
         @functools.wraps(handler)
         def receipt(message: Message) -> Awaitable[Any]:
-            data = parent_of((message.sender, number_of(message)))
-            trace_id = parent_id = 0
+            try:
+                number: int | str = message._number  # type: ignore[attr-defined]
+            except AttributeError:  # not from a frame: a redelivered or stored message
+                number = message.id
+            data = parent_of((message.sender, number if isinstance(number, int)
+                              else int(number, 16)))
             if data is not None:
-                trace_id, parent_id = int.from_bytes(data[:16]), int.from_bytes(data[16:24])
-            if trace_id and parent_id:
-                record = recorded(trace_id, data[24])  # type: ignore[index]
+                trace, parent, record = data[:16], data[16:24], recorded(data, data[24])
             else:
-                trace_id, parent_id = getrandbits(128) or 1, 0
-                record = recorded(trace_id, None)
+                trace = (getrandbits(128) | _NEW_TRACE >> 64).to_bytes(16, "big")
+                parent, record = b"", recorded(trace, None)
             if not record:
-                # Context passed on to what the handler sends, nothing recorded. Not
-                # detached here: _scoped resets it once the message is processed.
-                attach(in_context(NonRecordingSpan(SpanContext(
-                    trace_id, parent_id or getrandbits(64) or 1, bool(parent_id),
-                    _NOT_SAMPLED))))
-                return handler(message)
-            return recording(message, trace_id, parent_id)
+                # Context passed on to what the handler sends, nothing recorded.
+                return unsampled(message, trace + (
+                    parent or (getrandbits(64) | 1).to_bytes(8, "big")) + b"\x00",
+                    bool(parent))
+            return recording(message, trace, parent, number)
 
-        async def recording(message: Message, trace_id: int, parent_id: int) -> Any:
-            request = message.kind is _REQUEST
-            receive_id, handle_id = getrandbits(64) or 1, getrandbits(64) or 1
-            spec = specs.get((request, message.sender)) or spec_of(request, message.sender)
-            extra = (message.id, message.attempt)
+        async def unsampled(message: Message, data: bytes, remote: bool) -> Any:
+            token = set_context(_in_context(_Handling(data, remote)))
+            try:
+                return await handler(message)
+            finally:
+                reset_context(token)
+
+        async def recording(message: Message, trace: bytes, parent: bytes,
+                            number: int | str) -> Any:
+            request, sender = message.kind is _REQUEST, message.sender
+            ids = (getrandbits(128) | _TWO_SPANS).to_bytes(16, "big")
+            receive, handle_id = trace + ids[:8], ids[8:]
+            spec = specs.get((request, sender)) or spec_of(request, sender)
+            extra = (number, message.attempt)
             if logs:
-                _logs.bind(trace_id=format(trace_id, "032x"))
-            start = clock()
+                _logs.bind(trace_id=trace.hex())
+            span = _Handling(trace + handle_id + b"\x01")
+            values = get_context()
+            token = set_context(Context({**values, _SPAN_KEY: span}) if values
+                                else Context({_SPAN_KEY: span}))
             # A request's receipt is ended by its reply (_replied), in this task.
-            receipt_state: list[Any] | None = None
+            state: list[Any] | None = None
             if request:
-                receipt_state = [trace_id, receive_id, parent_id, start, spec, extra, None]
-                _RECEIPT.set(receipt_state)
-            token = attach(in_context(NonRecordingSpan(SpanContext(
-                trace_id, handle_id, False, _SAMPLED))))
+                state = [spec, receive, parent, 0, extra, None, None, None]
+                state[7] = _RECEIPT.set(state)
+            start = clock()
             error = failed = None
             try:
                 return await handler(message)
@@ -307,49 +381,64 @@ class Tracing:
                 described = f"{type(exc).__name__}: {exc}"
                 error = (described, exception_event(exc), clock())
                 failed = (described, None, 0)
-                if receipt_state is not None:
-                    receipt_state[6] = failed
                 raise
             finally:
-                detach(token)
                 end = clock()
-                add((handle, trace_id, handle_id, receive_id, start, end, None, error))
-                if not request:
-                    add((spec, trace_id, receive_id, parent_id, start, end, extra, failed))
+                reset_context(token)
+                handled = (handle, handle_id, start, end, error)
+                if state is None:
+                    add((spec, receive, parent, start, end, extra, failed, (handled,)))
+                else:
+                    state[3], state[5], state[6] = start, handled, failed
 
         return receipt
 
     def _replied(self, reply: Callable[..., Awaitable[None] | None]
-                 ) -> Callable[..., Awaitable[None]]:
+                 ) -> Callable[..., Awaitable[None] | None]:
         add, getrandbits, clock = self._batcher.add, random.getrandbits, time.time_ns
         specs: dict[str, Spec] = {}
 
-        @functools.wraps(reply)
-        async def replied(*args: Any, **kwargs: Any) -> None:
-            receipt = _RECEIPT.get()
-            if receipt is None:
-                waiting = reply(*args, **kwargs)
-                if waiting is not None:  # the reply waits for room in the outbox
-                    await waiting
-                return
-            _RECEIPT.set(None)
-            trace_id, receive_id, parent_id, received, spec, extra, error = receipt
+        def answer_of(spec: Spec) -> Spec:
             name = spec.name.removeprefix("receive ")
             answer = specs.get(name)
             if answer is None:
                 answer = Spec(f"reply {name}", SpanKind.INTERNAL, {})
                 if len(specs) < _PARENTS:
                     specs[name] = answer
+            return answer
+
+        def done(state: list[Any], start: int) -> None:
+            spec, receive, parent, received, extra, handled, error, _ = state
+            end = clock()
+            add((spec, receive, parent, received, end, extra, error, (
+                handled, (answer_of(spec), (getrandbits(64) | 1).to_bytes(8, "big"), start,
+                          end, None))))
+
+        async def waited(waiting: Awaitable[None], state: list[Any], start: int) -> None:
+            try:
+                await waiting
+            finally:
+                done(state, start)
+
+        @functools.wraps(reply)
+        def replied(*args: Any, **kwargs: Any) -> Awaitable[None] | None:
+            state = _RECEIPT.get()
+            if state is None or state[5] is None:  # not a recorded receipt's reply
+                return reply(*args, **kwargs)
+            try:
+                _RECEIPT.reset(state[7])  # the task's context as it was
+            except ValueError:  # set in another context (not by this task's handler)
+                _RECEIPT.set(None)
             start = clock()
             try:
                 waiting = reply(*args, **kwargs)
-                if waiting is not None:
-                    await waiting
-            finally:
-                end = clock()
-                add((answer, trace_id, getrandbits(64) or 1, receive_id, start, end, None,
-                     None))
-                add((spec, trace_id, receive_id, parent_id, received, end, extra, error))
+            except BaseException:
+                done(state, start)
+                raise
+            if waiting is None:
+                done(state, start)
+                return None
+            return waited(waiting, state, start)  # the reply waits for room in the outbox
 
         return replied
 
@@ -360,21 +449,3 @@ class Tracing:
     async def close(self) -> None:
         """Export what is queued, then stop (off the loop: exporters block)."""
         await asyncio.to_thread(self._batcher.shutdown)
-
-
-def _scoped(process: Process) -> Process:
-    """Leaves the task's context as it found it after each item: the handler's current
-    span (attached, not detached, for a trace not sampled) and the request's receipt are
-    reset, so the mailbox may run the peer's next item in the same task (it starts a
-    fresh task after a handler that left a change of its own behind)."""
-    attach, detach, current = otel_context.attach, otel_context.detach, otel_context.get_current
-
-    async def scoped(peer: str, item: Work) -> None:
-        span, receipt = attach(current()), _RECEIPT.set(None)
-        try:
-            await process(peer, item)
-        finally:
-            _RECEIPT.reset(receipt)
-            detach(span)
-
-    return scoped

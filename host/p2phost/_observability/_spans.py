@@ -1,78 +1,99 @@
 """Finished spans as plain tuples, exported in batches by a thread of their own.
 
 The OpenTelemetry SDK's ``Span`` costs 9-15 µs of CPU to start and end (its locks,
-attribute copies, the span processor), more than a whole p2phost message (about 8 µs).
+attribute copies, the span processor), more than a whole p2phost message (about 4 µs).
 The node's own spans (send, receive, handle, reply) are therefore recorded on the loop
-as a tuple each (:data:`Record`, well under a microsecond), and this module's thread
-turns them into what the exporters take: SDK ``ReadableSpan`` objects for any exporter
-named by ``OTEL_TRACES_EXPORTER`` (otlp, console...), or straight into lines for
-p2phost's ``jsonl`` exporter. The thread's CPU is the process's: the benchmark
-(benchmarks/observability.py) counts it.
+as one tuple per message and side (:data:`Record`): a send is one span; a receipt is
+the receive span with its handle (and reply) spans inside it, recorded once when the
+message is done, with the ids as the bytes the envelope carries. This module's thread
+expands a record into spans: SDK ``ReadableSpan`` objects for any exporter named by
+``OTEL_TRACES_EXPORTER`` (otlp, console...), or for p2phost's ``jsonl`` exporter
+straight into lines (``_jsonl``: a template per span name, no SDK object: building
+``ReadableSpan`` objects costs more than the message). The thread's CPU is the
+process's: the benchmark (benchmarks/observability.py) counts it.
 
 Batching follows the standard ``OTEL_BSP_*`` variables (schedule delay, queue size,
-batch size); spans beyond a full queue are dropped and counted, as the SDK's
-BatchSpanProcessor does.
+batch size, counted in records); records beyond a full queue are dropped and their
+spans counted, as the SDK's BatchSpanProcessor does.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
-import contextlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator
 from importlib.metadata import entry_points
-from typing import IO, Any
+from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.util import ns_to_iso_str
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from ._jsonl import ExportFailed, JsonLinesExporter, TracingError
+
+__all__ = ["Batcher", "JsonLinesExporter", "Record", "Spec", "TracingError", "exception_event",
+           "exporters", "flat", "readable"]
 
 log = logging.getLogger("p2phost.node")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
-class TracingError(Exception):
-    """The OTEL_* variables name an exporter that cannot be loaded."""
-
-
-class ExportFailed(Exception):
-    """An exporter could not write (a full disk): said in one line, no traceback."""
-
-
 class Spec:
     """What the spans of one name share (made once per topic and peer, not per span):
     name, kind, the attributes known before the message, whether the parent is remote,
-    and for the jsonl exporter the JSON of those."""
+    and for the jsonl exporter the line templates made from those."""
 
-    __slots__ = ("_json", "attributes", "kind", "name", "remote_parent")
+    __slots__ = ("_lines", "attributes", "kind", "name", "remote_parent")
 
     def __init__(self, name: str, kind: SpanKind, attributes: dict[str, Any],
                  remote_parent: bool = False) -> None:
         self.name, self.kind, self.attributes = name, kind, attributes
         self.remote_parent = remote_parent
-        self._json: tuple[str, str, str] | None = None
+        self._lines: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
-    def json_parts(self) -> tuple[str, str, str]:
-        """The span's name, kind and attributes (without the closing brace) as JSON."""
-        if self._json is None:
-            self._json = (json.dumps(self.name), json.dumps(str(self.kind)),
-                          json.dumps(self.attributes, default=str)[:-1])
-        return self._json
+    def lines(self, service: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The span's JSON line as its constant pieces, without and with the message's
+        attributes, to put between: trace id, span id, parent, start, end, status[,
+        message id, attempt], events (made once: the exporter joins them with an
+        f-string, four times cheaper than a ``%`` template)."""
+        if self._lines is None:
+            def dumped(value: Any) -> str:
+                return json.dumps(value, default=str)
+
+            attributes = dumped(self.attributes)[:-1]
+            head = [f'{{"name": {dumped(self.name)}, "context": {{"trace_id": "0x',
+                    '", "span_id": "0x', f'"}}, "kind": {dumped(str(self.kind))}, '
+                    '"parent_id": ', ', "start_time": "', 'Z", "end_time": "',
+                    'Z", "status": ']
+            tail = '}, "events": ', f', "service": {dumped(service)}}}\n'
+            message = (f"{attributes}, " if len(attributes) > 1 else "{") + \
+                '"messaging.message.id": '
+            self._lines = ((*head, ', "attributes": ' + attributes + tail[0], tail[1]),
+                           (*head, ', "attributes": ' + message, ', "p2phost.attempt": ',
+                            tail[0], tail[1]))
+        return self._lines
 
 
-#: One finished span: (spec, trace id, span id, parent span id (0: none), start ns,
-#: end ns, (message id, attempt) or None, error or None). An error is (status
-#: description, the exception event's attributes or None, the event's time in ns).
-Record = tuple[Spec, int, int, int, int, int, "tuple[str, int] | None",
-               "tuple[str, dict[str, Any] | None, int] | None"]
+#: A span ended with the error it failed with: (status description, the exception
+#: event's attributes or None, the event's time in ns).
+Error = tuple[str, "dict[str, Any] | None", int]
+#: A span inside a record's span, finished with it: (spec, span id (8 bytes), start ns,
+#: end ns, error or None). Its parent is the record's span.
+Child = tuple[Spec, bytes, int, int, "Error | None"]
+#: What the loop records per message and side: (spec, trace id and span id (16 + 8
+#: bytes, as the envelope carries them), parent span id (8 bytes; empty: none), start
+#: ns, end ns, (message number or id, attempt) or None, error or None, children).
+Record = tuple[Spec, bytes, bytes, int, int, "tuple[int | str, int] | None", "Error | None",
+               "tuple[Child, ...]"]
+#: One span of a record, ids as numbers (parent 0: none).
+Flat = tuple[Spec, int, int, int, int, int, "tuple[int | str, int] | None", "Error | None"]
 
 
 def exception_event(exc: BaseException) -> dict[str, Any]:
@@ -88,15 +109,32 @@ def exception_event(exc: BaseException) -> dict[str, Any]:
             "exception.escaped": "False"}
 
 
-def _attributes(spec: Spec, extra: tuple[str, int] | None) -> dict[str, Any]:
+def message_id(number: int | str) -> str:
+    """A record's message id as the attribute says it: 16 hex digits."""
+    return format(number, "016x") if type(number) is int else str(number)
+
+
+def flat(record: Record) -> Iterator[Flat]:
+    """The spans of one record: its own, then its children's."""
+    spec, ids, parent, start, end, extra, error, children = record
+    trace_id, span_id = int.from_bytes(ids[:16]), int.from_bytes(ids[16:24])
+    yield (spec, trace_id, span_id, int.from_bytes(parent) if parent else 0, start, end,
+           extra, error)
+    for child, child_id, child_start, child_end, child_error in children:
+        yield (child, trace_id, int.from_bytes(child_id), span_id, child_start, child_end,
+               None, child_error)
+
+
+def _attributes(spec: Spec, extra: tuple[int | str, int] | None) -> dict[str, Any]:
     if extra is None:
         return spec.attributes
-    return {**spec.attributes, "messaging.message.id": extra[0], "p2phost.attempt": extra[1]}
+    return {**spec.attributes, "messaging.message.id": message_id(extra[0]),
+            "p2phost.attempt": extra[1]}
 
 
-def readable(record: Record, resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
-    """A record as the SDK's exporters take it."""
-    spec, trace_id, span_id, parent_id, start, end, extra, error = record
+def readable(span: Flat, resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
+    """One span of a record as the SDK's exporters take it."""
+    spec, trace_id, span_id, parent_id, start, end, extra, error = span
     status, events = Status(StatusCode.UNSET), ()
     if error is not None:
         status = Status(StatusCode.ERROR, error[0])
@@ -109,123 +147,6 @@ def readable(record: Record, resource: Resource, scope: InstrumentationScope) ->
         resource=resource, attributes=_attributes(spec, extra), events=events,
         kind=spec.kind, status=status, start_time=start, end_time=end,
         instrumentation_scope=scope)
-
-
-class _Iso:
-    """``ns_to_iso_str``'s text (to the microsecond, truncated), with the date and time
-    to the second made once a second: datetime formatting costs more than the rest of a
-    span's line. A time in nanoseconds has 19 digits from 2001 to 2286, the first 10 the
-    seconds: the microseconds are cut from its text."""
-
-    def __init__(self) -> None:
-        self._second, self._prefix = "", ""
-
-    def __call__(self, ns: int) -> str:
-        text = str(ns)
-        if len(text) != 19:
-            second, rest = divmod(ns, 1_000_000_000)
-            return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(second))}." \
-                   f"{rest // 1000:06d}Z"
-        if text[:10] != self._second:
-            self._second = text[:10]
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(int(text[:10])))
-        return f"{self._prefix}{text[10:16]}Z"
-
-
-def span_line(span: ReadableSpan) -> str:
-    """One SDK span as a JSON line (the fields and formats of the SDK's ``to_json``, the
-    resource reduced to its ``service.name``)."""
-    context, parent = span.get_span_context(), span.parent
-    status: dict[str, str] = {"status_code": span.status.status_code.name}
-    if span.status.description:
-        status["description"] = span.status.description
-    return json.dumps({
-        "name": span.name,
-        "context": {"trace_id": f"0x{context.trace_id:032x}",
-                    "span_id": f"0x{context.span_id:016x}"} if context else None,
-        "kind": str(span.kind),
-        "parent_id": None if parent is None else f"0x{parent.span_id:016x}",
-        "start_time": ns_to_iso_str(span.start_time) if span.start_time else None,
-        "end_time": ns_to_iso_str(span.end_time) if span.end_time else None,
-        "status": status,
-        "attributes": dict(span.attributes or {}),
-        "events": [{"name": e.name, "timestamp": ns_to_iso_str(e.timestamp),
-                    "attributes": dict(e.attributes or {})} for e in span.events],
-        "service": span.resource.attributes.get("service.name"),
-    }, default=str)
-
-
-class JsonLinesExporter(SpanExporter):
-    """``OTEL_TRACES_EXPORTER=jsonl``: each span as one JSON line appended to
-    ``P2PHOST_TRACES_FILE`` (default ``traces.jsonl``); the same line for the node's
-    records (:meth:`export_records`) as for SDK spans (:func:`span_line`)."""
-
-    def __init__(self, path: str | None = None) -> None:
-        self._path = path or os.environ.get("P2PHOST_TRACES_FILE", "traces.jsonl")
-        self._file: IO[str] | None = None
-        try:  # a path that cannot be written is said at start, not at every batch
-            self._file = open(self._path, "a", encoding="utf-8")
-        except OSError as exc:
-            raise TracingError(
-                f"P2PHOST_TRACES_FILE={self._path!r} cannot be written ({exc.strerror}); "
-                "fix: a file in an existing directory this process may write") from exc
-        self._lock = threading.Lock()
-        self._iso = _Iso()
-
-    def _write(self, lines: list[str]) -> None:
-        with self._lock:
-            if self._file is None:
-                self._file = open(self._path, "a", encoding="utf-8")
-            try:
-                self._file.write("".join(lines))
-                self._file.flush()
-            except OSError as exc:
-                # A full disk: what the buffer holds is lost, not written half later;
-                # the next batch opens the file again.
-                self._discard()
-                raise ExportFailed(f"{self._path}: {exc.strerror or exc}") from exc
-
-    def _discard(self) -> None:
-        file, self._file = self._file, None
-        if file is not None:
-            with contextlib.suppress(OSError):
-                file.close()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self._write([span_line(span) + "\n" for span in spans])
-        return SpanExportResult.SUCCESS
-
-    def export_records(self, records: Sequence[Record], service: str) -> None:
-        """The node's records, formatted from pre-made JSON parts."""
-        iso, tail = self._iso, f', "service": {json.dumps(service)}}}\n'
-        lines = []
-        for spec, trace_id, span_id, parent_id, start, end, extra, error in records:
-            name, kind, attributes = spec.json_parts()
-            if extra is not None:
-                attributes = (f'{attributes}, "messaging.message.id": "{extra[0]}", '
-                              f'"p2phost.attempt": {extra[1]}' if len(attributes) > 1 else
-                              f'{{"messaging.message.id": "{extra[0]}", '
-                              f'"p2phost.attempt": {extra[1]}')
-            if error is None:
-                status, events = '{"status_code": "UNSET"}', "[]"
-            else:
-                status = json.dumps({"status_code": "ERROR", "description": error[0]})
-                events = "[]" if error[1] is None else json.dumps(
-                    [{"name": "exception", "timestamp": iso(error[2]),
-                      "attributes": error[1]}], default=str)
-            # bytes.hex: half the cost of a padded hex format
-            parent = f'"0x{parent_id.to_bytes(8).hex()}"' if parent_id else "null"
-            lines.append(
-                f'{{"name": {name}, "context": {{"trace_id": "0x{trace_id.to_bytes(16).hex()}", '
-                f'"span_id": "0x{span_id.to_bytes(8).hex()}"}}, "kind": {kind}, '
-                f'"parent_id": {parent}, '
-                f'"start_time": "{iso(start)}", "end_time": "{iso(end)}", "status": '
-                f'{status}, "attributes": {attributes}}}, "events": {events}{tail}')
-        self._write(lines)
-
-    def shutdown(self) -> None:
-        with self._lock:
-            self._discard()  # a failed last write was reported by the exporting thread
 
 
 def exporters() -> list[SpanExporter]:
@@ -280,10 +201,10 @@ class Batcher:
         atexit.register(self.shutdown)
 
     def add(self, record: Record) -> None:
-        """Queue one finished span (on the loop)."""
+        """Queue one finished record (on the loop)."""
         queue = self._queue
         if len(queue) >= self._max_queue:
-            self.dropped += 1
+            self.dropped += 1 + len(record[7])
             if self.dropped >= self._warn_at:  # 1, 10, 100...: said while it runs
                 self._warn_at *= 10
                 log.warning("%d spans were dropped so far: the span exporter fell behind "
@@ -315,14 +236,15 @@ class Batcher:
                     if isinstance(exporter, JsonLinesExporter):
                         exporter.export_records(batch, self._service)
                     else:
-                        exporter.export([readable(r, self._resource, self._scope)
-                                         for r in batch])
+                        exporter.export([readable(span, self._resource, self._scope)
+                                         for record in batch for span in flat(record)])
                 except ExportFailed as exc:
-                    log.warning("exporting %d spans failed, they are lost: %s (fix: free "
-                                "space, or another P2PHOST_TRACES_FILE)", len(batch), exc)
+                    log.warning("exporting %d records of spans failed, they are lost: %s "
+                                "(fix: free space, or another P2PHOST_TRACES_FILE)",
+                                len(batch), exc)
                 except Exception:  # an exporter's failure must not stop the others
-                    log.exception("exporting %d spans failed, they are lost (fix: check "
-                                  "the endpoint of OTEL_TRACES_EXPORTER's exporter)",
+                    log.exception("exporting %d records of spans failed, they are lost (fix: "
+                                  "check the endpoint of OTEL_TRACES_EXPORTER's exporter)",
                                   len(batch))
         self._busy = False
 

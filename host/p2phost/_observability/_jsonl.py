@@ -1,0 +1,187 @@
+"""p2phost's ``jsonl`` span exporter: each span as one JSON line in a file.
+
+The node's records (``_spans.Record``) are written without any SDK object: each span
+name has the constant pieces of its line made once (``Spec.lines``), so a span costs
+one f-string with its ids in hex and its two times. Building the SDK's ``ReadableSpan`` and
+its JSON for each span cost about 3 µs, more than the message it describes; the lines
+are the same (a test compares them), and SDK spans still take :func:`span_line`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import ns_to_iso_str
+
+if TYPE_CHECKING:
+    from ._spans import Record
+
+_LINES_PER_WRITE = 100
+_UNSET, _NO_EVENTS = '{"status_code": "UNSET"}', "[]"
+
+
+class TracingError(Exception):
+    """The OTEL_* variables name an exporter that cannot be loaded."""
+
+
+class ExportFailed(Exception):
+    """An exporter could not write (a full disk): said in one line, no traceback."""
+
+
+class _Iso:
+    """``ns_to_iso_str``'s text (to the microsecond, truncated) without its ``Z``, with
+    the date and time to the second made once a second: datetime formatting costs more
+    than the rest of a span's line. A time in nanoseconds has 19 digits from 2001 to
+    2286, the first 10 the seconds: the microseconds are cut from its text (the
+    exporter does that itself for a time in :attr:`second`)."""
+
+    def __init__(self) -> None:
+        #: The seconds (10 digits) whose date and time :attr:`prefix` is, with its dot.
+        self.second, self.prefix = "", ""
+
+    def __call__(self, ns: int) -> str:
+        text = str(ns)
+        if len(text) != 19:
+            second, rest = divmod(ns, 1_000_000_000)
+            return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(second))}." \
+                   f"{rest // 1000:06d}"
+        if text[:10] != self.second:
+            self.second = text[:10]
+            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(int(text[:10])))
+        return f"{self.prefix}{text[10:16]}"
+
+
+def span_line(span: ReadableSpan) -> str:
+    """One SDK span as a JSON line (the fields and formats of the SDK's ``to_json``, the
+    resource reduced to its ``service.name``)."""
+    context, parent = span.get_span_context(), span.parent
+    status: dict[str, str] = {"status_code": span.status.status_code.name}
+    if span.status.description:
+        status["description"] = span.status.description
+    return json.dumps({
+        "name": span.name,
+        "context": {"trace_id": f"0x{context.trace_id:032x}",
+                    "span_id": f"0x{context.span_id:016x}"} if context else None,
+        "kind": str(span.kind),
+        "parent_id": None if parent is None else f"0x{parent.span_id:016x}",
+        "start_time": ns_to_iso_str(span.start_time) if span.start_time else None,
+        "end_time": ns_to_iso_str(span.end_time) if span.end_time else None,
+        "status": status,
+        "attributes": dict(span.attributes or {}),
+        "events": [{"name": e.name, "timestamp": ns_to_iso_str(e.timestamp),
+                    "attributes": dict(e.attributes or {})} for e in span.events],
+        "service": span.resource.attributes.get("service.name"),
+    }, default=str)
+
+
+class JsonLinesExporter(SpanExporter):
+    """``OTEL_TRACES_EXPORTER=jsonl``: each span as one JSON line appended to
+    ``P2PHOST_TRACES_FILE`` (default ``traces.jsonl``); the same line for the node's
+    records (:meth:`export_records`) as for SDK spans (:func:`span_line`)."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self._path = path or os.environ.get("P2PHOST_TRACES_FILE", "traces.jsonl")
+        # Unbuffered bytes: a batch is one write (a text file's encoder and buffer cost
+        # as much as making the lines).
+        self._file: IO[bytes] | None = None
+        try:  # a path that cannot be written is said at start, not at every batch
+            self._file = open(self._path, "ab", buffering=0)
+        except OSError as exc:
+            raise TracingError(
+                f"P2PHOST_TRACES_FILE={self._path!r} cannot be written ({exc.strerror}); "
+                "fix: a file in an existing directory this process may write") from exc
+        self._lock = threading.Lock()
+        self._iso = _Iso()
+
+    def _write(self, lines: list[str]) -> None:
+        with self._lock:
+            if self._file is None:
+                self._file = open(self._path, "ab", buffering=0)
+            try:
+                # In pieces of about 40 kB: a string of a whole batch's lines is large
+                # enough for malloc to map and unmap it each time (page faults: more CPU
+                # than the writes).
+                for at in range(0, len(lines), _LINES_PER_WRITE):
+                    data = memoryview("".join(lines[at:at + _LINES_PER_WRITE]).encode())
+                    while data:  # a raw write may take part of it
+                        data = data[self._file.write(data) or 0:]
+            except OSError as exc:
+                # A full disk: what the buffer holds is lost, not written half later;
+                # the next batch opens the file again.
+                self._discard()
+                raise ExportFailed(f"{self._path}: {exc.strerror or exc}") from exc
+
+    def _discard(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self._write([span_line(span) + "\n" for span in spans])
+        return SpanExportResult.SUCCESS
+
+    def export_records(self, records: Sequence[Record], service: str) -> None:
+        """The node's records, each span a line joined from its name's pieces."""
+        iso, lines = self._iso, list[str]()
+        append, second, prefix = lines.append, iso.second, iso.prefix
+        for spec, ids, parent, start, end, extra, error, children in records:
+            trace, span_id = ids[:16].hex(), ids[16:24].hex()
+            # _Iso's common case inline: a time in the second of the one before.
+            text = str(start)
+            if text[:10] != second or len(text) != 19:
+                started = iso(start)
+                second, prefix = iso.second, iso.prefix
+            else:
+                started = f"{prefix}{text[10:16]}"
+            text = str(end)
+            if text[:10] != second or len(text) != 19:
+                ended = iso(end)
+                second, prefix = iso.second, iso.prefix
+            else:
+                ended = f"{prefix}{text[10:16]}"
+            status, events = (_UNSET, _NO_EVENTS) if error is None else _outcome(error, iso)
+            up = f'"0x{parent.hex()}"' if parent else "null"
+            if extra is None:
+                a, b, c, d, e, f, g, h = spec.lines(service)[0]
+                append(f"{a}{trace}{b}{span_id}{c}{up}{d}{started}{e}{ended}{f}{status}{g}"
+                       f"{events}{h}")
+            else:
+                a, b, c, d, e, f, g, h, i, j = spec.lines(service)[1]
+                number = extra[0]
+                number = f'"{number:016x}"' if type(number) is int else json.dumps(number)
+                append(f"{a}{trace}{b}{span_id}{c}{up}{d}{started}{e}{ended}{f}{status}{g}"
+                       f"{number}{h}{extra[1]}{i}{events}{j}")
+            for child, child_id, child_start, child_end, child_error in children:
+                status, events = (_UNSET, _NO_EVENTS) if child_error is None else \
+                    _outcome(child_error, iso)
+                a, b, c, d, e, f, g, h = child.lines(service)[0]
+                # A handler's span starts and ends with its receipt's (one-way messages).
+                append(f"{a}{trace}{b}{child_id.hex()}{c}\"0x{span_id}\"{d}"
+                       f"{started if child_start == start else iso(child_start)}{e}"
+                       f"{ended if child_end == end else iso(child_end)}{f}{status}{g}"
+                       f"{events}{h}")
+            second, prefix = iso.second, iso.prefix
+        self._write(lines)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._discard()  # a failed last write was reported by the exporting thread
+
+
+def _outcome(error: tuple[str, dict[str, object] | None, int], iso: _Iso
+             ) -> tuple[str, str]:
+    """A failed span's status and events as JSON."""
+    status = json.dumps({"status_code": "ERROR", "description": error[0]})
+    events = _NO_EVENTS if error[1] is None else json.dumps(
+        [{"name": "exception", "timestamp": iso(error[2]) + "Z", "attributes": error[1]}],
+        default=str)
+    return status, events
