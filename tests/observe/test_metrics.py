@@ -168,3 +168,20 @@ async def test_a_busy_peer_gets_a_round_trip_time(make_node: MakeNode) -> None:
         await load
     (link,) = receiver.stats()["links"]
     assert link["peer_id"] == sender.peer_id and 0 < link["rtt_ms"] < 5000
+
+
+def test_the_dispatchers_observer_buckets_as_the_histogram_does() -> None:
+    from p2phost._observability._instrument import BUCKETS, Buckets, _observer
+
+    durations = [0.0, 0.00005, BUCKETS[0], 0.00011, 0.003, 1.0, 10.0, 11.0]
+    wait, handler, expected = Buckets(), Buckets(), Buckets()
+    observe = _observer(wait, handler)
+    for took in durations:
+        expected.observe(took)
+        observe(0.0, took, 2 * took)  # wait and handler each `took`, exactly
+    for series in (wait, handler):
+        assert series.counts == expected.counts
+        assert series.total == pytest.approx(expected.total)
+    buckets, _ = expected.cumulative()
+    assert buckets[0] == (str(BUCKETS[0]), 3.0)  # le: equal to the bound counts in it
+    assert buckets[-1] == ("+Inf", float(len(durations)))

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import os
 import random
 import time
 from collections import OrderedDict
@@ -43,22 +42,32 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
-from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace import SpanKind
 
 from p2phost_sdk import Message, MessageKind
 
 from .._runtime.wire._envelope import TRACE_SIZE
 from . import _logs
+from ._context import (
+    ID_LIMIT,
+    SENDING,
+    SPAN_KEY,
+    Handling,
+    current,
+    get_context,
+    in_context,
+    reads_traces,
+    reset_context,
+    sampling,
+    set_context,
+    span_data,
+)
 from ._jsonl import TracingError
 from ._spans import Batcher, Spec, exception_event, exporters
-from ._tracing import HELLO_KEY
+from ._tracing import HELLO_KEY as _HELLO_KEY
 
 if TYPE_CHECKING:
     from .._runtime.delivery._delivery import Reliable
@@ -70,9 +79,6 @@ __all__ = ["Tracing", "TracingError"]
 #: Remote parents kept for messages not yet handled, and specs kept per topic and peer
 #: (bounded: a peer that sends traced messages nobody handles cannot grow them).
 _PARENTS = 4096
-#: The trace context a send in progress puts in its frames (see :func:`_current`).
-_SENDING: contextvars.ContextVar[bytes] = contextvars.ContextVar("p2phost_sending",
-                                                                 default=b"")
 #: The receipt of the request this task handles, ended by its reply: [spec, trace id
 #: and receipt span id, parent id, start ns, (message id, attempt), the handle span,
 #: error, the token that resets this variable].
@@ -80,108 +86,12 @@ _RECEIPT: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "p2phost_receipt", default=None)
 _FLAGS = (b"\x00", b"\x01")
 _REQUEST = MessageKind.REQUEST
-_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
 #: OR-ed into random draws so that no id is zero (W3C: all zeros is invalid): the lowest
 #: bit of a new trace's upper half (its lower half, which sampling reads, stays random)
 #: and of its span id; of both span ids of a receipt.
 _NEW_TRACE, _TWO_SPANS = (1 << 128) | 1, (1 << 64) | 1
 _ZEROS = bytes(16)
-_SAMPLERS = ("always_on", "always_off", "traceidratio")
-
-
-def _runtime_context() -> tuple[Callable[[], Context], Callable[[Context], Any],
-                              Callable[[Any], None]]:
-    """Get, set and reset OpenTelemetry's current context: its context variable itself
-    when the runtime context is the default one, else ``attach`` and ``detach``."""
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    if isinstance(runtime, ContextVarsRuntimeContext):
-        var = runtime._current_context
-        return var.get, var.set, var.reset
-    return otel_context.get_current, otel_context.attach, otel_context.detach
-
-
-_get_context, _set_context, _reset_context = _runtime_context()
-
-
-class _Handling(NonRecordingSpan):
-    """A handler's span as OpenTelemetry's current span: its trace context as the
-    envelope carries it (trace id, span id, flags: 25 bytes), made into a
-    ``SpanContext`` only when app code asks for one."""
-
-    def __init__(self, data: bytes, remote: bool = False) -> None:
-        # NonRecordingSpan's __init__ takes the SpanContext this span makes on demand.
-        self.data, self._remote = data, remote
-        self._made: SpanContext | None = None
-
-    def get_span_context(self) -> SpanContext:
-        """The span's context (made once)."""
-        if self._made is None:
-            data = self.data
-            self._made = SpanContext(int.from_bytes(data[:16]), int.from_bytes(data[16:24]),
-                                     self._remote, TraceFlags(data[24]))
-        return self._made
-
-    def __repr__(self) -> str:
-        return f"NonRecordingSpan({self.get_span_context()!r})"
-
-
-def _in_context(span: NonRecordingSpan) -> Context:
-    """OpenTelemetry's current context with ``span`` as its span."""
-    values = _get_context()
-    return Context({**values, _SPAN_KEY: span}) if values else Context({_SPAN_KEY: span})
-
-
-def _span_data() -> bytes:
-    """OpenTelemetry's current span as an envelope's trace context (empty: none)."""
-    values = _get_context()
-    span: Any = values.get(_SPAN_KEY) if values else None
-    if span is None:
-        return b""
-    if type(span) is _Handling:
-        return span.data
-    context = span.get_span_context()
-    if not context.is_valid:
-        return b""
-    return bytes(context.trace_id.to_bytes(16, "big") + context.span_id.to_bytes(8, "big")
-            + bytes((int(context.trace_flags) & 0xFF,)))
-
-
-def _current() -> bytes:
-    """The trace context for a frame sent now (empty: no trace): the send's own span,
-    else OpenTelemetry's current span (a handler's, or app code's)."""
-    return _SENDING.get() or _span_data()
-
-
-def _reads_traces(channel: Channel) -> bool:
-    """Whether a frame to ``channel`` may carry a trace context: its peer's hello says it
-    reads them, or it is a letter (node/_letters.py, a channel without a hello): a
-    stored record carries the context, as docs/wire.md says."""
-    hello = getattr(channel, "hello", None)
-    return hello is None or hello.extra.get(HELLO_KEY) == 1
-
-
-def sampling() -> tuple[bool, int]:
-    """``OTEL_TRACES_SAMPLER`` (the SDK's names and defaults) as (parent-based, bound):
-    a trace is recorded when its parent's is (parent-based, with a parent), else when
-    ``trace_id & TRACE_ID_LIMIT < bound`` (the SDK's TraceIdRatioBased rule)."""
-    name = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
-    rule = name.removeprefix("parentbased_")
-    if rule not in _SAMPLERS:
-        raise TracingError(f"OTEL_TRACES_SAMPLER={name!r} is not a sampler p2phost knows; "
-                           "fix: one of " + ", ".join(
-                               (*_SAMPLERS, *(f"parentbased_{s}" for s in _SAMPLERS))))
-    if rule == "always_on":
-        bound = _ID_LIMIT + 1
-    elif rule == "always_off":
-        bound = 0
-    else:
-        try:
-            rate = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "") or 1.0)
-        except ValueError as exc:
-            raise TracingError(f"OTEL_TRACES_SAMPLER_ARG is not a number between 0 and 1; "
-                               f"fix: OTEL_TRACES_SAMPLER_ARG=0.01 ({exc})") from exc
-        bound = TraceIdRatioBased(rate).bound
-    return name.startswith("parentbased_"), bound
+_new = object.__new__
 
 
 class Tracing:
@@ -190,7 +100,7 @@ class Tracing:
     def __init__(self, service: str) -> None:
         found = exporters()
         self._parent_based, bound = sampling()
-        self._always = bound > _ID_LIMIT
+        self._always = bound > ID_LIMIT
         self._bound = bound
         # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and lets OTEL_SERVICE_NAME win.
         self._batcher = Batcher(found, Resource.create({"service.name": service}),
@@ -203,24 +113,22 @@ class Tracing:
         self._sent: OrderedDict[int, bytes] = OrderedDict()
         self._logs = _logs.json_enabled()
 
-    def _recorded(self, ids: bytes, parent_flags: int | None) -> bool:
-        """Whether the trace whose id starts ``ids`` is recorded (the SDK's rule)."""
-        if parent_flags is not None and self._parent_based:
-            return bool(parent_flags & 1)
-        return self._always or int.from_bytes(ids[8:16]) < self._bound
-
     # -- the envelope ------------------------------------------------------------------
 
     def outgoing(self, channel: Channel) -> bytes:
         """The current span's context for a frame to ``channel`` (empty when there is no
         span, or the peer did not say it reads trace contexts)."""
-        return _current() if _reads_traces(channel) else b""
+        data = SENDING.get() or span_data()
+        if not data:
+            return b""
+        hello = getattr(channel, "hello", None)  # reads_traces, inline: once per frame
+        return data if hello is None or hello.extra.get(_HELLO_KEY) == 1 else b""
 
     def remember(self, message_id: int) -> None:
         """Keep the current context for an acknowledged message: the outbox sends it
         later (and again), from its own task. Kept in memory: a message sent after a
         restart starts a trace of its own."""
-        data = _current()
+        data = current()
         if data:
             self._sent[message_id] = data
             if len(self._sent) > _PARENTS:
@@ -228,7 +136,7 @@ class Tracing:
 
     def recall(self, message_id: int, channel: Channel) -> bytes:
         """What :meth:`remember` kept, for a frame to ``channel``."""
-        return self._sent.get(message_id, b"") if _reads_traces(channel) else b""
+        return self._sent.get(message_id, b"") if reads_traces(channel) else b""
 
     def incoming(self, peer: str, message_id: int, trace: bytes) -> None:
         """Remember the sender's context until the message's handler runs (a context
@@ -239,11 +147,6 @@ class Tracing:
         self._parents[(peer, message_id)] = trace
         if len(self._parents) >= _PARENTS:
             self._older, self._parents = self._parents, {}
-
-    def _parent(self, key: tuple[str, int]) -> bytes | None:
-        # get, not pop: a retried message's runs all belong to its sender's trace.
-        found = self._parents.get(key)
-        return self._older.get(key) if found is None else found
 
     # -- spans ---------------------------------------------------------------------------
 
@@ -266,8 +169,8 @@ class Tracing:
     def _sending(self, verb: str, kind: SpanKind, call: Callable[..., Awaitable[Any]]
                  ) -> Callable[..., Awaitable[Any]]:
         specs: dict[tuple[str, str], Spec] = {}
-        add, recorded, getrandbits = self._batcher.add, self._recorded, random.getrandbits
-        clock = time.time_ns
+        add, getrandbits, clock = self._batcher.add, random.getrandbits, time.time_ns
+        parent_based, always, bound = self._parent_based, self._always, self._bound
 
         def spec_of(topic: str, peer: str) -> Spec:
             attributes = {"messaging.system": "p2phost", "messaging.destination.name": topic,
@@ -281,19 +184,21 @@ class Tracing:
 
         @functools.wraps(call)
         async def sending(*args: Any, **kwargs: Any) -> Any:
-            parent = _span_data()
+            parent = span_data() if get_context() else b""
             if parent:
                 ids = parent[:16] + (getrandbits(64) | 1).to_bytes(8, "big")
-                parent_id, record = parent[16:24], recorded(ids, parent[24])
+                parent_id = parent[16:24]
+                record = parent[24] & 1 if parent_based else \
+                    always or int.from_bytes(ids[8:16]) < bound
             else:  # a new trace: its trace id and the span's id in one draw
                 ids = (getrandbits(192) | _NEW_TRACE).to_bytes(24, "big")
-                parent_id, record = b"", recorded(ids, None)
-            token = _SENDING.set(ids + _FLAGS[record])
+                parent_id, record = b"", always or int.from_bytes(ids[8:16]) < bound
+            token = SENDING.set(ids + _FLAGS[record])
             if not record:  # context passed on, nothing recorded
                 try:
                     return await call(*args, **kwargs)
                 finally:
-                    _SENDING.reset(token)
+                    SENDING.reset(token)
             if verb == "publish":
                 topic, peer = args[0] if args else kwargs.get("topic", ""), ""
             else:  # (peer or address, topic, ...), positional or named
@@ -307,16 +212,16 @@ class Tracing:
                 error = (f"{type(exc).__name__}: {exc}", exception_event(exc), clock())
                 raise
             finally:
-                _SENDING.reset(token)
+                SENDING.reset(token)
                 add((spec, ids, parent_id, start, clock(), None, error, ()))
 
         return sending
 
     def _receipt(self, topic: str, handler: Callable[[Message], Awaitable[Any]]
                  ) -> Callable[[Message], Awaitable[Any]]:
-        parent_of, add, recorded = self._parent, self._batcher.add, self._recorded
+        add = self._batcher.add
         getrandbits, clock, logs = random.getrandbits, time.time_ns, self._logs
-        get_context, set_context, reset_context = _get_context, _set_context, _reset_context
+        parent_based, always, bound = self._parent_based, self._always, self._bound
         specs: dict[tuple[bool, str], Spec] = {}
         handle = Spec(f"handle {topic}", SpanKind.INTERNAL, {})
 
@@ -329,34 +234,29 @@ class Tracing:
             return spec
 
         @functools.wraps(handler)
-        def receipt(message: Message) -> Awaitable[Any]:
+        async def receipt(message: Message) -> Any:
             try:
                 number: int | str = message._number  # type: ignore[attr-defined]
             except AttributeError:  # not from a frame: a redelivered or stored message
                 number = message.id
-            data = parent_of((message.sender, number if isinstance(number, int)
-                              else int(number, 16)))
+            # get, not pop: a retried message's runs all belong to its sender's trace.
+            key = (message.sender, number if isinstance(number, int) else int(number, 16))
+            data = self._parents.get(key) or self._older.get(key)
             if data is not None:
-                trace, parent, record = data[:16], data[16:24], recorded(data, data[24])
+                trace, parent = data[:16], data[16:24]
+                record = data[24] & 1 if parent_based else \
+                    always or int.from_bytes(trace[8:16]) < bound
             else:
                 trace = (getrandbits(128) | _NEW_TRACE >> 64).to_bytes(16, "big")
-                parent, record = b"", recorded(trace, None)
-            if not record:
-                # Context passed on to what the handler sends, nothing recorded.
-                return unsampled(message, trace + (
+                parent, record = b"", always or int.from_bytes(trace[8:16]) < bound
+            if not record:  # context passed on to what the handler sends, nothing recorded
+                token = set_context(in_context(trace + (
                     parent or (getrandbits(64) | 1).to_bytes(8, "big")) + b"\x00",
-                    bool(parent))
-            return recording(message, trace, parent, number)
-
-        async def unsampled(message: Message, data: bytes, remote: bool) -> Any:
-            token = set_context(_in_context(_Handling(data, remote)))
-            try:
-                return await handler(message)
-            finally:
-                reset_context(token)
-
-        async def recording(message: Message, trace: bytes, parent: bytes,
-                            number: int | str) -> Any:
+                    bool(parent)))
+                try:
+                    return await handler(message)
+                finally:
+                    reset_context(token)
             request, sender = message.kind is _REQUEST, message.sender
             ids = (getrandbits(128) | _TWO_SPANS).to_bytes(16, "big")
             receive, handle_id = trace + ids[:8], ids[8:]
@@ -364,10 +264,11 @@ class Tracing:
             extra = (number, message.attempt)
             if logs:
                 _logs.bind(trace_id=trace.hex())
-            span = _Handling(trace + handle_id + b"\x01")
+            span = _new(Handling)
+            span.data = trace + handle_id + b"\x01"
             values = get_context()
-            token = set_context(Context({**values, _SPAN_KEY: span}) if values
-                                else Context({_SPAN_KEY: span}))
+            token = set_context(Context({**values, SPAN_KEY: span}) if values
+                                else Context({SPAN_KEY: span}))
             # A request's receipt is ended by its reply (_replied), in this task.
             state: list[Any] | None = None
             if request:
