@@ -151,11 +151,11 @@ class JsonLinesExporter(SpanExporter):
             status, events = (_UNSET, _NO_EVENTS) if error is None else _outcome(error, iso)
             up = f'"0x{parent.hex()}"' if parent else "null"
             if extra is None:
-                a, b, c, d, e, f, g, h = spec.lines(service)[0]
+                a, b, c, d, e, f, g, h = (spec.pieces or spec.lines(service))[0]
                 append(f"{a}{trace}{b}{span_id}{c}{up}{d}{started}{e}{ended}{f}{status}{g}"
                        f"{events}{h}")
             else:
-                a, b, c, d, e, f, g, h, i, j = spec.lines(service)[1]
+                a, b, c, d, e, f, g, h, i, j = (spec.pieces or spec.lines(service))[1]
                 number = extra[0]
                 number = f'"{number:016x}"' if type(number) is int else json.dumps(number)
                 append(f"{a}{trace}{b}{span_id}{c}{up}{d}{started}{e}{ended}{f}{status}{g}"
@@ -163,7 +163,7 @@ class JsonLinesExporter(SpanExporter):
             for child, child_id, child_start, child_end, child_error in children:
                 status, events = (_UNSET, _NO_EVENTS) if child_error is None else \
                     _outcome(child_error, iso)
-                a, b, c, d, e, f, g, h = child.lines(service)[0]
+                a, b, c, d, e, f, g, h = (child.pieces or child.lines(service))[0]
                 # A handler's span starts and ends with its receipt's (one-way messages).
                 append(f"{a}{trace}{b}{child_id.hex()}{c}\"0x{span_id}\"{d}"
                        f"{started if child_start == start else iso(child_start)}{e}"

@@ -50,20 +50,21 @@ class Spec:
     name, kind, the attributes known before the message, whether the parent is remote,
     and for the jsonl exporter the line templates made from those."""
 
-    __slots__ = ("_lines", "attributes", "kind", "name", "remote_parent")
+    __slots__ = ("attributes", "kind", "name", "pieces", "remote_parent")
 
     def __init__(self, name: str, kind: SpanKind, attributes: dict[str, Any],
                  remote_parent: bool = False) -> None:
         self.name, self.kind, self.attributes = name, kind, attributes
         self.remote_parent = remote_parent
-        self._lines: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        #: What :meth:`lines` made (None until then).
+        self.pieces: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     def lines(self, service: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The span's JSON line as its constant pieces, without and with the message's
         attributes, to put between: trace id, span id, parent, start, end, status[,
         message id, attempt], events (made once: the exporter joins them with an
         f-string, four times cheaper than a ``%`` template)."""
-        if self._lines is None:
+        if self.pieces is None:
             def dumped(value: Any) -> str:
                 return json.dumps(value, default=str)
 
@@ -75,10 +76,10 @@ class Spec:
             tail = '}, "events": ', f', "service": {dumped(service)}}}\n'
             message = (f"{attributes}, " if len(attributes) > 1 else "{") + \
                 '"messaging.message.id": '
-            self._lines = ((*head, ', "attributes": ' + attributes + tail[0], tail[1]),
+            self.pieces = ((*head, ', "attributes": ' + attributes + tail[0], tail[1]),
                            (*head, ', "attributes": ' + message, ', "p2phost.attempt": ',
                             tail[0], tail[1]))
-        return self._lines
+        return self.pieces
 
 
 #: A span ended with the error it failed with: (status description, the exception
