@@ -248,3 +248,46 @@ async def test_traced_messages_from_one_peer_share_tasks_and_each_has_its_own_sp
     # The handler's span is reset after each message, so the mailbox runs a peer's
     # queued messages in a row in one task rather than one task each.
     assert len(app.tasks) < burst // 4, len(app.tasks)
+
+
+class Answering(Spanned):
+    """Answers ``ask`` with its body, noting the task as :class:`Spanned` does."""
+
+    @handler("ask")
+    async def ask(self, message: Message) -> Any:
+        self.tasks.add(asyncio.current_task())
+        await asyncio.sleep(0)
+        return message.body
+
+
+async def test_traced_requests_share_tasks_and_each_receipt_holds_its_handle_and_reply(
+        make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "spans.jsonl"
+    otel_env(monkeypatch, path)
+    app = Answering()
+    receiver = await make_node([app])
+    sender = await make_node([])
+    peer = await sender.connect(receiver.addresses[0])
+    count = 60
+    answers = await asyncio.gather(*(sender.request(peer, "ask", i) for i in range(count)))
+    assert answers == list(range(count))
+    # The request's receipt is reset after its reply: the queued ones share tasks.
+    assert len(app.tasks) < count // 4, len(app.tasks)
+    await sender.close()
+    await receiver.close()
+    found = spans(path)
+    by_id = {s["context"]["span_id"]: s for s in found}
+    receipts = [s for s in found if s["name"] == "receive ask"]
+    assert len(receipts) == count
+    assert len({s["context"]["trace_id"] for s in receipts}) == count
+    for receipt in receipts:
+        asked = by_id[receipt["parent_id"]]
+        assert asked["name"] == "request ask"
+        assert asked["context"]["trace_id"] == receipt["context"]["trace_id"]
+        inside = {s["name"]: s for s in found
+                  if s["parent_id"] == receipt["context"]["span_id"]}
+        assert set(inside) == {"handle ask", "reply ask"}
+        assert inside["reply ask"]["start_time"] >= inside["handle ask"]["end_time"]
+        assert receipt["end_time"] >= inside["reply ask"]["end_time"]
+        assert receipt["attributes"]["p2phost.attempt"] == 1
+        assert len(receipt["attributes"]["messaging.message.id"]) == 16

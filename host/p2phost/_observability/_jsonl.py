@@ -134,20 +134,16 @@ class JsonLinesExporter(SpanExporter):
         iso, lines = self._iso, list[str]()
         append, second, prefix = lines.append, iso.second, iso.prefix
         for spec, ids, parent, start, end, extra, error, children in records:
-            trace, span_id = ids[:16].hex(), ids[16:24].hex()
-            # _Iso's common case inline: a time in the second of the one before.
+            hexed = ids.hex()
+            trace, span_id = hexed[:32], hexed[32:]
+            # _Iso's common case inline: a time in the second of the one before (a time
+            # in another second goes to iso, and the next record sees its second).
             text = str(start)
-            if text[:10] != second or len(text) != 19:
-                started = iso(start)
-                second, prefix = iso.second, iso.prefix
-            else:
-                started = f"{prefix}{text[10:16]}"
+            started = f"{prefix}{text[10:16]}" if text[:10] == second and len(text) == 19 \
+                else iso(start)
             text = str(end)
-            if text[:10] != second or len(text) != 19:
-                ended = iso(end)
-                second, prefix = iso.second, iso.prefix
-            else:
-                ended = f"{prefix}{text[10:16]}"
+            ended = f"{prefix}{text[10:16]}" if text[:10] == second and len(text) == 19 \
+                else iso(end)
             status, events = (_UNSET, _NO_EVENTS) if error is None else _outcome(error, iso)
             up = f'"0x{parent.hex()}"' if parent else "null"
             if extra is None:

@@ -203,7 +203,9 @@ class Tracing:
                 topic, peer = args[0] if args else kwargs.get("topic", ""), ""
             else:  # (peer or address, topic, ...), positional or named
                 topic = args[1] if len(args) > 1 else kwargs.get("topic", "")
-                peer = str(args[0] if args else kwargs.get("peer", kwargs.get("address", "")))
+                peer = args[0] if args else kwargs.get("peer", kwargs.get("address", ""))
+                if type(peer) is not str:
+                    peer = str(peer)
             spec = specs.get((topic, peer)) or spec_of(topic, peer)
             start, error = clock(), None
             try:
