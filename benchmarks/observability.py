@@ -253,8 +253,7 @@ def floor(count: int = 50_000) -> None:
         started = time.process_time()
         for _ in range(count):
             start = clock()
-            batcher.add((spec, getrandbits(192).to_bytes(24), b"", start, clock(), None, None,
-                         ()))
+            batcher.add((spec, getrandbits(192).to_bytes(24), b"", start, clock(), None))
         batcher.flush()
         took = time.process_time() - started
         batcher.shutdown()

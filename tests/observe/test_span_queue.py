@@ -55,10 +55,10 @@ def test_a_stuck_exporter_drops_spans_and_says_so_while_running(
     batcher = Batcher([stuck], Resource.create({}), InstrumentationScope("t"))
     try:
         for i in range(4):
-            batcher.add((SPEC, ids(i + 1), b"", 1, 2, None, None, ()))
+            batcher.add((SPEC, ids(i + 1), b"", 1, 2, None))
         assert stuck.entered.wait(5)  # the thread is inside the export, stuck
         for i in range(10_000):  # a traced flood meanwhile
-            batcher.add((SPEC, ids(i + 1), b"", 1, 2, None, None, ()))
+            batcher.add((SPEC, ids(i + 1), b"", 1, 2, None))
         assert len(batcher._queue) <= 8
         assert batcher.dropped >= 10_000 - 8
         warned = [r for r in caplog.records if "dropped" in r.getMessage()]
@@ -76,7 +76,7 @@ def failed_on_a_full_disk(caplog: pytest.LogCaptureFixture) -> list[logging.LogR
     batcher = Batcher([JsonLinesExporter("/dev/full")], Resource.create({}),
                       InstrumentationScope("t"))
     try:
-        batcher.add((SPEC, ids(1), b"", 1, 2, None, None, ()))
+        batcher.add((SPEC, ids(1), b"", 1, 2, None))
         batcher.flush(5)
     finally:
         batcher.shutdown()

@@ -115,24 +115,32 @@ def test_the_jsonl_line_of_a_record_is_the_sdk_line_of_its_span(tmp_path: Path) 
     records: list[Any] = [
         # A receipt with its handler's span inside (failed), and a reply at other times.
         (spec, trace + (1).to_bytes(8), (2).to_bytes(8), 1_764_000_000_123_456_000,
-         1_764_000_001_000_001_000, (0xFF, 2), ("ValueError: no", None, 0), (
-             (Spec("handle t", SpanKind.INTERNAL, {}), (3).to_bytes(8),
-              1_764_000_000_123_456_000, 1_764_000_001_000_001_000, error),
-             (Spec("reply t", SpanKind.INTERNAL, {}), (4).to_bytes(8),
-              1_764_000_001_000_000_000, 1_764_000_001_000_001_000, None))),
+         1_764_000_001_000_001_000, ("ValueError: no", None, 0), 0xFF, 2,
+         Spec("handle t", SpanKind.INTERNAL, {}), (3).to_bytes(8),
+         1_764_000_000_123_456_000, 1_764_000_001_000_001_000, error,
+         Spec("reply t", SpanKind.INTERNAL, {}), (4).to_bytes(8),
+         1_764_000_001_000_000_000, 1_764_000_001_000_001_000),
+        # A send, and a receipt of a message whose id is not a number (its specs numbered).
         (Spec("send t", SpanKind.PRODUCER, {"a": "%s"}), trace + (5).to_bytes(8), b"",
-         1_764_000_000_000_000_000, 1_764_000_000_000_001_000, ("not-hex", 1), None, ()),
+         1_764_000_000_000_000_000, 1_764_000_000_000_001_000, None),
+        (0, trace + (6).to_bytes(8), (5).to_bytes(8), 1_764_000_000_000_002_000,
+         1_764_000_000_000_003_000, None, "not-hex", 1, 1, (7).to_bytes(8),
+         1_764_000_000_000_002_000, 1_764_000_000_000_003_000, None),
     ]
+    numbered = [Spec("receive t", SpanKind.CONSUMER, {}, remote_parent=True),
+                Spec("handle t", SpanKind.INTERNAL, {})]
     exporter = JsonLinesExporter(str(tmp_path / "records.jsonl"))
-    exporter.export_records(records, "svc")
+    exporter.export_records(records, "svc", numbered)
     exporter.shutdown()
     ours = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     resource = Resource.create({"service.name": "svc"})
     sdk = [json.loads(span_line(readable(span, resource, InstrumentationScope("p2phost"))))
-           for record in records for span in flat(record)]
+           for record in records for span in flat(record, numbered)]
     assert ours == sdk
     assert [s["name"] for s in ours] == ['receive "odd" 100% topic', "handle t", "reply t",
-                                         "send t"]
+                                         "send t", "receive t", "handle t"]
+    assert ours[4]["attributes"]["messaging.message.id"] == "not-hex"
+    assert ours[5]["parent_id"] == ours[4]["context"]["span_id"]
     assert ours[0]["attributes"]["p2phost.attempt"] == 2
     assert ours[0]["attributes"]["messaging.message.id"] == "00000000000000ff"
     assert ours[1]["events"][0]["name"] == "exception"

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util import ns_to_iso_str
 
 if TYPE_CHECKING:
-    from ._spans import Record
+    from ._spans import Record, Spec
 
 _LINES_PER_WRITE = 100
 _UNSET, _NO_EVENTS = '{"status_code": "UNSET"}', "[]"
@@ -129,11 +129,15 @@ class JsonLinesExporter(SpanExporter):
         self._write([span_line(span) + "\n" for span in spans])
         return SpanExportResult.SUCCESS
 
-    def export_records(self, records: Sequence[Record], service: str) -> None:
-        """The node's records, each span a line joined from its name's pieces."""
+    def export_records(self, records: Sequence[Record], service: str,
+                       specs: Sequence[Spec] = ()) -> None:
+        """The node's records (their specs numbered in ``specs``), each span a line
+        joined from its name's pieces."""
         iso, lines = self._iso, list[str]()
         append, second, prefix = lines.append, iso.second, iso.prefix
-        for spec, ids, parent, start, end, extra, error, children in records:
+        for record in records:
+            ref, ids, parent, start, end, error = record[:6]
+            spec = specs[ref] if isinstance(ref, int) else ref
             hexed = ids.hex()
             trace, span_id = hexed[:32], hexed[32:]
             # _Iso's common case inline: a time in the second of the one before (a time
@@ -146,22 +150,27 @@ class JsonLinesExporter(SpanExporter):
                 else iso(end)
             status, events = (_UNSET, _NO_EVENTS) if error is None else _outcome(error, iso)
             up = f'"0x{parent.hex()}"' if parent else "null"
-            if extra is None:
+            if len(record) == 6:  # a send
                 a, b, c, d, e, f, g, h = (spec.pieces or spec.lines(service))[0]
                 append(f"{a}{trace}{b}{span_id}{c}{up}{d}{started}{e}{ended}{f}{status}{g}"
                        f"{events}{h}")
-            else:
-                a, b, c, d, e, f, g, h, i, j = (spec.pieces or spec.lines(service))[1]
-                number = extra[0]
-                number = f'"{number:016x}"' if type(number) is int else json.dumps(number)
-                append(f"{a}{trace}{b}{span_id}{c}{up}{d}{started}{e}{ended}{f}{status}{g}"
-                       f"{number}{h}{extra[1]}{i}{events}{j}")
-            for child, child_id, child_start, child_end, child_error in children:
+                second, prefix = iso.second, iso.prefix
+                continue
+            a, b, c, d, e, f, g, h, i, j = (spec.pieces or spec.lines(service))[1]
+            number = record[6]
+            number = f'"{number:016x}"' if type(number) is int else json.dumps(number)
+            append(f"{a}{trace}{b}{span_id}{c}{up}{d}{started}{e}{ended}{f}{status}{g}"
+                   f"{number}{h}{record[7]}{i}{events}{j}")
+            up = f'"0x{span_id}"'  # the parent of the handle and reply spans
+            for at in (8, 13) if len(record) > 13 else (8,):
+                ref, child_id, child_start, child_end = record[at:at + 4]
+                child = specs[ref] if isinstance(ref, int) else ref
+                child_error = record[12] if at == 8 else None
                 status, events = (_UNSET, _NO_EVENTS) if child_error is None else \
                     _outcome(child_error, iso)
                 a, b, c, d, e, f, g, h = (child.pieces or child.lines(service))[0]
                 # A handler's span starts and ends with its receipt's (one-way messages).
-                append(f"{a}{trace}{b}{child_id.hex()}{c}\"0x{span_id}\"{d}"
+                append(f"{a}{trace}{b}{child_id.hex()}{c}{up}{d}"
                        f"{started if child_start == start else iso(child_start)}{e}"
                        f"{ended if child_end == end else iso(child_end)}{f}{status}{g}"
                        f"{events}{h}")

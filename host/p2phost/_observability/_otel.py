@@ -80,8 +80,8 @@ __all__ = ["Tracing", "TracingError"]
 #: (bounded: a peer that sends traced messages nobody handles cannot grow them).
 _PARENTS = 4096
 #: The receipt of the request this task handles, ended by its reply: [spec, trace id
-#: and receipt span id, parent id, start ns, (message id, attempt), the handle span,
-#: error, the token that resets this variable].
+#: and receipt span id, parent id, start ns, message number or id, attempt, the handle
+#: span's fields (once the handler ran), error, the token that resets this variable].
 _RECEIPT: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "p2phost_receipt", default=None)
 _FLAGS = (b"\x00", b"\x01")
@@ -168,19 +168,21 @@ class Tracing:
 
     def _sending(self, verb: str, kind: SpanKind, call: Callable[..., Awaitable[Any]]
                  ) -> Callable[..., Awaitable[Any]]:
-        specs: dict[tuple[str, str], Spec] = {}
+        specs: dict[tuple[str, str], int | Spec] = {}
         add, getrandbits, clock = self._batcher.add, random.getrandbits, time.time_ns
         parent_based, always, bound = self._parent_based, self._always, self._bound
+        known = self._batcher.known
 
-        def spec_of(topic: str, peer: str) -> Spec:
+        def spec_of(topic: str, peer: str) -> int | Spec:
             attributes = {"messaging.system": "p2phost", "messaging.destination.name": topic,
                           "messaging.operation.type": "send"}
             if verb != "publish":
                 attributes["p2phost.peer"] = peer
             spec = Spec(f"{verb} {topic}", kind, attributes)
-            if len(specs) < _PARENTS:
-                specs[topic, peer] = spec
-            return spec
+            if len(specs) >= _PARENTS:
+                return spec
+            number = specs[topic, peer] = known(spec)
+            return number
 
         @functools.wraps(call)
         async def sending(*args: Any, **kwargs: Any) -> Any:
@@ -215,7 +217,7 @@ class Tracing:
                 raise
             finally:
                 SENDING.reset(token)
-                add((spec, ids, parent_id, start, clock(), None, error, ()))
+                add((spec, ids, parent_id, start, clock(), error))
 
         return sending
 
@@ -224,16 +226,18 @@ class Tracing:
         add = self._batcher.add
         getrandbits, clock, logs = random.getrandbits, time.time_ns, self._logs
         parent_based, always, bound = self._parent_based, self._always, self._bound
-        specs: dict[tuple[bool, str], Spec] = {}
-        handle = Spec(f"handle {topic}", SpanKind.INTERNAL, {})
+        specs: dict[tuple[bool, str], int | Spec] = {}
+        known = self._batcher.known
+        handle = known(Spec(f"handle {topic}", SpanKind.INTERNAL, {}))
 
-        def spec_of(request: bool, peer: str) -> Spec:
+        def spec_of(request: bool, peer: str) -> int | Spec:
             spec = Spec(f"receive {topic}", SpanKind.SERVER if request else SpanKind.CONSUMER,
                         {"messaging.system": "p2phost", "messaging.destination.name": topic,
                          "p2phost.peer": peer}, remote_parent=True)
-            if len(specs) < _PARENTS:
-                specs[request, peer] = spec
-            return spec
+            if len(specs) >= _PARENTS:
+                return spec
+            number = specs[request, peer] = known(spec)
+            return number
 
         @functools.wraps(handler)
         async def receipt(message: Message) -> Any:
@@ -263,7 +267,6 @@ class Tracing:
             ids = (getrandbits(128) | _TWO_SPANS).to_bytes(16, "big")
             receive, handle_id = trace + ids[:8], ids[8:]
             spec = specs.get((request, sender)) or spec_of(request, sender)
-            extra = (number, message.attempt)
             if logs:
                 _logs.bind(trace_id=trace.hex())
             span = _new(Handling)
@@ -274,8 +277,8 @@ class Tracing:
             # A request's receipt is ended by its reply (_replied), in this task.
             state: list[Any] | None = None
             if request:
-                state = [spec, receive, parent, 0, extra, None, None, None]
-                state[7] = _RECEIPT.set(state)
+                state = [spec, receive, parent, 0, number, message.attempt, None, None, None]
+                state[8] = _RECEIPT.set(state)
             start = clock()
             error = failed = None
             try:
@@ -288,34 +291,35 @@ class Tracing:
             finally:
                 end = clock()
                 reset_context(token)
-                handled = (handle, handle_id, start, end, error)
                 if state is None:
-                    add((spec, receive, parent, start, end, extra, failed, (handled,)))
+                    add((spec, receive, parent, start, end, failed, number, message.attempt,
+                         handle, handle_id, start, end, error))
                 else:
-                    state[3], state[5], state[6] = start, handled, failed
+                    state[3], state[6], state[7] = start, (handle, handle_id, start, end,
+                                                           error), failed
 
         return receipt
 
     def _replied(self, reply: Callable[..., Awaitable[None] | None]
                  ) -> Callable[..., Awaitable[None] | None]:
         add, getrandbits, clock = self._batcher.add, random.getrandbits, time.time_ns
-        specs: dict[str, Spec] = {}
+        table, known = self._batcher.specs, self._batcher.known
+        specs: dict[str, int | Spec] = {}
 
-        def answer_of(spec: Spec) -> Spec:
-            name = spec.name.removeprefix("receive ")
+        def answer_of(ref: int | Spec) -> int | Spec:
+            name = (table[ref] if isinstance(ref, int) else ref).name.removeprefix("receive ")
             answer = specs.get(name)
             if answer is None:
                 answer = Spec(f"reply {name}", SpanKind.INTERNAL, {})
                 if len(specs) < _PARENTS:
-                    specs[name] = answer
+                    answer = specs[name] = known(answer)
             return answer
 
         def done(state: list[Any], start: int) -> None:
-            spec, receive, parent, received, extra, handled, error, _ = state
+            spec, receive, parent, received, number, attempt, handled, error, _ = state
             end = clock()
-            add((spec, receive, parent, received, end, extra, error, (
-                handled, (answer_of(spec), (getrandbits(64) | 1).to_bytes(8, "big"), start,
-                          end, None))))
+            add((spec, receive, parent, received, end, error, number, attempt, *handled,
+                 answer_of(spec), (getrandbits(64) | 1).to_bytes(8, "big"), start, end))
 
         async def waited(waiting: Awaitable[None], state: list[Any], start: int) -> None:
             try:
@@ -326,10 +330,10 @@ class Tracing:
         @functools.wraps(reply)
         def replied(*args: Any, **kwargs: Any) -> Awaitable[None] | None:
             state = _RECEIPT.get()
-            if state is None or state[5] is None:  # not a recorded receipt's reply
+            if state is None or state[6] is None:  # not a recorded receipt's reply
                 return reply(*args, **kwargs)
             try:
-                _RECEIPT.reset(state[7])  # the task's context as it was
+                _RECEIPT.reset(state[8])  # the task's context as it was
             except ValueError:  # set in another context (not by this task's handler)
                 _RECEIPT.set(None)
             start = clock()

@@ -26,9 +26,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeAlias
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -39,9 +39,11 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from ._jsonl import ExportFailed, JsonLinesExporter, TracingError
 
 __all__ = ["Batcher", "JsonLinesExporter", "Record", "Spec", "TracingError", "exception_event",
-           "exporters", "flat", "readable"]
+           "exporters", "flat", "readable", "spans_in"]
 
 log = logging.getLogger("p2phost.node")
+#: Specs a batcher numbers at most (its callers cache theirs, 4096 each at most).
+_SPECS = 65536
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
@@ -85,14 +87,22 @@ class Spec:
 #: A span ended with the error it failed with: (status description, the exception
 #: event's attributes or None, the event's time in ns).
 Error = tuple[str, "dict[str, Any] | None", int]
-#: A span inside a record's span, finished with it: (spec, span id (8 bytes), start ns,
-#: end ns, error or None). Its parent is the record's span.
-Child = tuple[Spec, bytes, int, int, "Error | None"]
-#: What the loop records per message and side: (spec, trace id and span id (16 + 8
-#: bytes, as the envelope carries them), parent span id (8 bytes; empty: none), start
-#: ns, end ns, (message number or id, attempt) or None, error or None, children).
-Record = tuple[Spec, bytes, bytes, int, int, "tuple[int | str, int] | None", "Error | None",
-               "tuple[Child, ...]"]
+#: A record's spec: its number in the batcher's table (:meth:`Batcher.known`), or the
+#: spec itself.
+SpecRef: TypeAlias = "int | Spec"
+#: What the loop records per message and side, one flat tuple: a send's span is
+#: (spec, trace id and span id (16 + 8 bytes, as the envelope carries them), parent
+#: span id (8 bytes; empty: none), start ns, end ns, error or None); a receipt's adds
+#: (message number or id, attempt) and its handle span's (spec, span id, start, end,
+#: error), and a request's receipt its reply span's (spec, span id, start, end): the
+#: handle and reply spans are children of the receive span. One tuple of plain values
+#: (the spec by its number) while nothing failed: the garbage collector stops tracking
+#: it at its first look, and it counts once towards the next collection while it waits
+#: for the exporter (a tuple per span and one for the message's id made the young
+#: collections three times as frequent, and moved more of what a busy node holds to
+#: the old generation, whose full collections cost a traced node a microsecond a
+#: message).
+Record = tuple[Any, ...]
 #: One span of a record, ids as numbers (parent 0: none).
 Flat = tuple[Spec, int, int, int, int, int, "tuple[int | str, int] | None", "Error | None"]
 
@@ -115,15 +125,30 @@ def message_id(number: int | str) -> str:
     return format(number, "016x") if type(number) is int else str(number)
 
 
-def flat(record: Record) -> Iterator[Flat]:
-    """The spans of one record: its own, then its children's."""
-    spec, ids, parent, start, end, extra, error, children = record
+def spans_in(record: Record) -> int:
+    """How many spans a record holds (1: a send, 2: a receipt, 3: with a reply)."""
+    return 1 + (len(record) - 6) // 4
+
+
+def flat(record: Record, specs: Sequence[Spec] = ()) -> Iterator[Flat]:
+    """The spans of one record (its specs numbered in ``specs``): its own, then its
+    children's."""
+    def spec(ref: SpecRef) -> Spec:
+        return specs[ref] if isinstance(ref, int) else ref
+
+    ref, ids, parent, start, end, error = record[:6]
     trace_id, span_id = int.from_bytes(ids[:16]), int.from_bytes(ids[16:24])
-    yield (spec, trace_id, span_id, int.from_bytes(parent) if parent else 0, start, end,
-           extra, error)
-    for child, child_id, child_start, child_end, child_error in children:
-        yield (child, trace_id, int.from_bytes(child_id), span_id, child_start, child_end,
-               None, child_error)
+    extra = None if len(record) == 6 else (record[6], record[7])
+    yield (spec(ref), trace_id, span_id, int.from_bytes(parent) if parent else 0, start,
+           end, extra, error)
+    if len(record) > 6:
+        ref, child_id, child_start, child_end, child_error = record[8:13]
+        yield (spec(ref), trace_id, int.from_bytes(child_id), span_id, child_start,
+               child_end, None, child_error)
+    if len(record) > 13:
+        ref, child_id, child_start, child_end = record[13:17]
+        yield (spec(ref), trace_id, int.from_bytes(child_id), span_id, child_start,
+               child_end, None, None)
 
 
 def _attributes(spec: Spec, extra: tuple[int | str, int] | None) -> dict[str, Any]:
@@ -193,6 +218,8 @@ class Batcher:
         self._idle = threading.Condition()
         self._stopping = False
         self._busy = False
+        #: The specs records name by number (:meth:`known`).
+        self.specs: list[Spec] = []
         #: Spans dropped because the queue was full (the exporter fell behind).
         self.dropped = 0
         self._warn_at = 1
@@ -201,11 +228,20 @@ class Batcher:
         # A node never closed still exports what it queued when the process exits.
         atexit.register(self.shutdown)
 
+    def known(self, spec: Spec) -> int | Spec:
+        """What records name ``spec`` by: its number here (appended on the loop, read by
+        the thread only for records queued after), or ``spec`` itself once the table is
+        full (the callers keep what this returns, so it fills only with their caches)."""
+        if len(self.specs) >= _SPECS:
+            return spec
+        self.specs.append(spec)
+        return len(self.specs) - 1
+
     def add(self, record: Record) -> None:
         """Queue one finished record (on the loop)."""
         queue = self._queue
         if len(queue) >= self._max_queue:
-            self.dropped += 1 + len(record[7])
+            self.dropped += spans_in(record)
             if self.dropped >= self._warn_at:  # 1, 10, 100...: said while it runs
                 self._warn_at *= 10
                 log.warning("%d spans were dropped so far: the span exporter fell behind "
@@ -235,10 +271,11 @@ class Batcher:
             for exporter in self._exporters:
                 try:
                     if isinstance(exporter, JsonLinesExporter):
-                        exporter.export_records(batch, self._service)
+                        exporter.export_records(batch, self._service, self.specs)
                     else:
                         exporter.export([readable(span, self._resource, self._scope)
-                                         for record in batch for span in flat(record)])
+                                         for record in batch
+                                         for span in flat(record, self.specs)])
                 except ExportFailed as exc:
                     log.warning("exporting %d records of spans failed, they are lost: %s "
                                 "(fix: free space, or another P2PHOST_TRACES_FILE)",
