@@ -196,3 +196,20 @@ async def test_a_handshake_this_node_dialled_is_counted_when_it_fails(
                  reason="wrong-peer") == 1
     assert sender.stats()["connections"]["failed_handshakes"] == 1
     assert os.environ.get("OTEL_TRACES_EXPORTER") is None  # nothing leaks between tests
+
+
+def test_a_peers_trace_context_with_a_zero_id_or_the_wrong_size_is_ignored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2phost._observability._otel import Tracing
+
+    otel_env(monkeypatch, tmp_path / "spans.jsonl")
+    tracing = Tracing("t")
+    try:
+        good = bytes(range(1, 26))  # trace id, span id, flags
+        tracing.incoming("p", 1, good)
+        tracing.incoming("p", 2, bytes(16) + good[16:])  # zero trace id (W3C: invalid)
+        tracing.incoming("p", 3, good[:16] + bytes(8) + b"\x01")  # zero span id
+        tracing.incoming("p", 4, good[:24])  # truncated
+        assert list(tracing._parents) == [("p", 1)]
+    finally:
+        tracing._batcher.shutdown()

@@ -91,6 +91,7 @@ _REQUEST = MessageKind.REQUEST
 #: and of its span id; of both span ids of a receipt.
 _NEW_TRACE, _TWO_SPANS = (1 << 128) | 1, (1 << 64) | 1
 _ZEROS = bytes(16)
+_ZEROS_8 = bytes(8)
 _new = object.__new__
 
 
@@ -142,7 +143,7 @@ class Tracing:
         """Remember the sender's context until the message's handler runs (a context
         of the wrong size, or with a zero trace or span id, is ignored)."""
         if len(trace) != TRACE_SIZE or trace.startswith(_ZEROS) \
-                or trace.startswith(_ZEROS[:8], 16):
+                or trace.startswith(_ZEROS_8, 16):
             return
         self._parents[(peer, message_id)] = trace
         if len(self._parents) >= _PARENTS:
