@@ -118,8 +118,10 @@ def environment_gaps(lock: Lock, env: PluginEnvironment) -> list[Gap]:
                                         f"{dist.version}, p2phost.lock says {entry.version}"))
         elif lost := lost_files(dist):
             shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
+            verb = "has lost or changed" if any(f.endswith(" (changed)") for f in lost) \
+                else "lacks"
             gaps.append(Gap(entry.name, f"{entry.name} {entry.version} in the plugin "
-                                        f"environment lacks {shown}"))
+                                        f"environment {verb} {shown}"))
     reported = {g.name for g in gaps}
     gaps += [g for g in requirement_gaps(installed) if g.name not in reported]
     return gaps
