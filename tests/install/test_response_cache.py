@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import shutil
 import threading
 import time
 import urllib.error
@@ -254,3 +255,28 @@ def test_cache_control_decides_what_is_kept_and_for_how_long(tmp_path: Path) -> 
     kept = cache.get("k")
     assert kept is not None and kept.fresh(100.5) and not kept.fresh(101.0)
     assert not kept.fresh(99.0)  # a clock set back: not trusted
+
+
+def test_a_file_replaced_since_the_kept_answer_is_asked_about_again(
+        workspace: Make, tmp_path: Path, proxy_to: Callable[..., Proxy]) -> None:
+    # Two registries with a different file for fresh 1.0.0: the one behind the proxy is
+    # replaced (a store seeded again, a registry moved) while the kept answer is fresh.
+    first, second = (start_registry(tmp_path / f"data-{name}", write_projects(
+        tmp_path / f"projects-{name}", (Spec("fresh", "1.0.0", summary=name),)))
+        for name in ("one", "two"))
+    try:
+        proxy = proxy_to(first.url)
+        proxy.max_age = 3600
+        one = through(workspace("one", plugins={"fresh": "*"}), proxy)
+        assert _installs(one) == {"fresh": "1.0.0"}
+        proxy.upstream = second.url
+        for kept in ("files", "unpacked"):  # the file itself must be downloaded again
+            shutil.rmtree(one.cache / kept)
+        proxy.seen.clear()
+        two = through(workspace("two", plugins={"fresh": "*"}), proxy)
+        assert _installs(two) == {"fresh": "1.0.0"}  # not "tampered or truncated download"
+        assert [(bool(inm), s) for _, inm, s in proxy.api()] == [(True, 200)]
+        assert two.lock != one.lock  # the lock has the file the registry serves now
+    finally:
+        stop_registry(first)
+        stop_registry(second)

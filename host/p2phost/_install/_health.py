@@ -5,7 +5,8 @@ Three gaps, each fixed by ``p2phost plugin sync``:
 - the lock lacks a package a locked plugin requires (a lock written by a host that left
   it to its own venv, or edited by hand): ``sync`` locks the plugins' requirements again;
 - a locked distribution is absent from the plugin environment, at another version, or
-  missing files (deleted by hand, a disk restored from an old backup): ``sync`` reinstalls;
+  missing files (deleted by hand, a disk restored from an old backup) or has files of
+  another size than its RECORD says (written to): ``sync`` reinstalls;
 - an installed distribution requires a package that neither the plugin environment nor
   the host provides: ``sync`` locks again and installs.
 
@@ -14,9 +15,10 @@ Three gaps, each fixed by ``p2phost plugin sync``:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from p2phost_sdk import normalize_name
@@ -116,8 +118,10 @@ def environment_gaps(lock: Lock, env: PluginEnvironment) -> list[Gap]:
                                         f"{dist.version}, p2phost.lock says {entry.version}"))
         elif lost := lost_files(dist):
             shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
+            verb = "has lost or changed" if any(f.endswith(" (changed)") for f in lost) \
+                else "lacks"
             gaps.append(Gap(entry.name, f"{entry.name} {entry.version} in the plugin "
-                                        f"environment lacks {shown}"))
+                                        f"environment {verb} {shown}"))
     reported = {g.name for g in gaps}
     gaps += [g for g in requirement_gaps(installed) if g.name not in reported]
     return gaps
@@ -145,7 +149,8 @@ def requirement_gaps(installed: dict[str, Distribution]) -> list[Gap]:
 
 
 def lost_files(dist: Distribution) -> list[str]:
-    """Files the distribution's RECORD lists that are no longer there (installed layout)."""
+    """Files the distribution's RECORD lists that are no longer there, or not at the size
+    it gives (installed layout)."""
     lost = []
     for file in dist.files or ():
         parts = PurePosixPath(str(file)).parts
@@ -155,6 +160,12 @@ def lost_files(dist: Distribution) -> list[str]:
             if len(parts) < 3 or parts[1] not in ("purelib", "platlib"):
                 continue
             parts = parts[2:]
-        if not Path(str(dist.locate_file(PurePosixPath(*parts)))).exists():
-            lost.append(PurePosixPath(*parts).as_posix())
+        shown = PurePosixPath(*parts).as_posix()
+        try:
+            size = os.stat(str(dist.locate_file(PurePosixPath(*parts)))).st_size
+        except OSError:
+            lost.append(shown)
+            continue
+        if file.size is not None and size != file.size:  # written to since it was installed
+            lost.append(f"{shown} (changed)")
     return lost

@@ -30,9 +30,9 @@ from .._suggest import close_names, did_you_mean
 from ._builtin import BUILTIN_SOURCE
 from ._cache import DownloadCache, ProgressFactory
 from ._current import lock_satisfies
-from ._errors import InstallError, ResolutionError, UnknownPlugin
+from ._errors import InstallError, IntegrityError, ResolutionError, UnknownPlugin
 from ._health import lock_gaps, lost_files, requirement_gaps
-from ._http import Fetcher
+from ._http import Fetcher, NotFound
 from ._plan import Change, Plan, default_specifier
 from ._registry import RegistryClient, Release, RemoteFile
 from ._resolver import Requirement, resolve, usable
@@ -122,6 +122,22 @@ class Installer:
         self.client = RegistryClient(list(self.registries), self.fetcher,
                                      notify=self.warnings.append)
 
+    def _used_kept_answers(self) -> bool:
+        """Whether this run used a kept registry answer without asking (while fresh)."""
+        responses = self.fetcher.responses
+        return not self.fetcher.refresh and responses is not None and responses.fresh_hits > 0
+
+    def _asked_again(self, item: Release) -> tuple[Release, RemoteFile] | None:
+        """``item`` and its wheel as its registry describes them now, when ``item`` may
+        come from a kept answer (a file since replaced or removed); else None."""
+        if item.source == BUILTIN_SOURCE or not self._used_kept_answers():
+            return None
+        self.refresh()
+        now = next((r for r in self.client.plugin(item.name).releases
+                    if r.version == item.version and r.source == item.source), None)
+        wheel = now.wheel() if now is not None else None
+        return (now, wheel) if now is not None and wheel is not None else None
+
     def _plan(self, wanted: Mapping[str, str], preferred: Mapping[str, str]) -> Plan:
         reqs = [Requirement.parse(name, spec) for name, spec in wanted.items()]
         try:
@@ -129,8 +145,7 @@ class Installer:
         except (ResolutionError, UnknownPlugin):
             # Fresh kept answers may predate a release the request needs: a failure is
             # only reported once the registries have been asked again.
-            responses = self.fetcher.responses
-            if self.fetcher.refresh or responses is None or not responses.fresh_hits:
+            if not self._used_kept_answers():
                 raise
             self.refresh()
             resolution = resolve(self.client, reqs, preferred)
@@ -281,8 +296,13 @@ class Installer:
             wheel = item.wheel()
             assert wheel is not None  # the resolver only picks releases with a fitting wheel
             builtin = item.source == BUILTIN_SOURCE  # its file:// URL is this machine's only
-            path = self.cache.fetch(wheel.url, wheel.sha256, wheel.filename, self.fetcher,
-                                    None if builtin else self.progress, wheel.size)
+            try:
+                path = self._download(wheel, builtin)
+            except (IntegrityError, NotFound):
+                if (renewed := self._asked_again(item)) is None:
+                    raise
+                item, wheel = renewed  # the registry changed the file since its kept answer
+                path = self._download(wheel, builtin)
             signed = self._builtin_signature(item, wheel) if builtin \
                 else verify_download(item, wheel, self.fetcher, path.with_name(path.name + ".sig"))
             check_pin(item, signed, locked or self._official_pin(item), self.signing)
@@ -303,6 +323,10 @@ class Installer:
         from ._pydeps import resolve_packages
 
         return Lock(plugins=tuple(plugins), packages=resolve_packages(needs))
+
+    def _download(self, wheel: RemoteFile, builtin: bool) -> Path:
+        return self.cache.fetch(wheel.url, wheel.sha256, wheel.filename, self.fetcher,
+                                None if builtin else self.progress, wheel.size)
 
     def _builtin_signature(self, item: Release, wheel: RemoteFile) -> Signed | None:
         """A built-in wheel's signature: checked against the release key (and the file's

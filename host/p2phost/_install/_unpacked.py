@@ -7,14 +7,17 @@ the wheel again: no decompression and no copy, as uv does on Linux. Where the ca
 the project are on different file systems (or links are refused) the files are copied.
 
 The links share their file with the cache: a plugin that writes to its own installed
-files would change them for every project. That is why they are read-only; the
-directories are the generation's own, so ``__pycache__`` is written there as before.
-Beside each tree, ``SHA256.files`` holds how many files it has: a tree that lost one (a
-cache cleaned by hand) is unpacked again rather than linked short.
+files changes them in the cache too. They are read-only, but that stops neither root nor
+a plugin that makes a file writable first; so each tree's ``.p2phost-stamps.json`` holds
+each file's size and modification time as unpacked, and a tree whose files differ (one
+written through a link, or lost: a cache cleaned by hand) is unpacked again from its
+verified wheel before it is linked, never linked as it is. The directories are the
+generation's own, so ``__pycache__`` is written there as before.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -24,30 +27,35 @@ from .._wheel import unpack_wheel
 from ._errors import InstallError
 
 _READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+#: In each tree's top directory (never linked): every file's size and mtime as unpacked.
+_STAMPS = ".p2phost-stamps.json"
 
 
 def unpacked(root: Path, sha256: str, wheel: Path) -> Path:
     """The tree of ``wheel`` (whose sha256 is ``sha256``, already verified) under ``root``,
-    unpacked now if it is not there yet."""
+    unpacked now if it is not there yet, or again if its files changed since."""
     tree = root / "unpacked" / sha256[:2] / sha256
     if tree.is_dir():
-        return tree
+        if _intact(tree):
+            return tree
+        shutil.rmtree(tree, ignore_errors=True)  # changed or lost files: unpack afresh
     part = tree.with_name(f"{sha256}.{os.getpid()}.part")
     _drop_abandoned(tree.parent, sha256)
     try:
         part.parent.mkdir(parents=True, exist_ok=True)
         unpack_wheel(wheel, part)
-        count = 0
+        stamps = {}
         for directory, _, files in os.walk(part):
             for name in files:
-                os.chmod(os.path.join(directory, name), _READ_ONLY)
-                count += 1
-        _count_file(tree).write_text(str(count))
+                path = os.path.join(directory, name)
+                os.chmod(path, _READ_ONLY)
+                stamps[path[len(str(part)) + 1:]] = _stamp(os.stat(path))
+        (part / _STAMPS).write_text(json.dumps(stamps))  # renamed with the tree
         try:
             part.rename(tree)
         except OSError:
-            if not tree.is_dir():  # else another install unpacked it first: use theirs
-                raise
+            if not (tree.is_dir() and _intact(tree)):  # else another install unpacked it
+                raise                                    # first: use theirs
     except OSError as exc:
         raise InstallError(f"cannot unpack {wheel.name} into the download cache {root}: "
                            f"{exc.strerror or exc}; nothing was changed",
@@ -74,34 +82,42 @@ def _drop_abandoned(parent: Path, sha256: str) -> None:
         shutil.rmtree(part, ignore_errors=True)
 
 
-def _count_file(tree: Path) -> Path:
-    return tree.with_name(tree.name + ".files")
+def _stamp(info: os.stat_result) -> list[int]:
+    """What a write changes: size and modification time (not ctime: linking changes it)."""
+    return [info.st_size, info.st_mtime_ns]
+
+
+def _intact(tree: Path) -> bool:
+    """Whether every file of ``tree`` has the size and mtime it was unpacked with, and
+    no file was added or lost."""
+    try:
+        expected = json.loads((tree / _STAMPS).read_text())
+        base = len(str(tree)) + 1
+        found = {path[base:]: _stamp(os.stat(path))
+                 for directory, _, files in os.walk(tree) for name in files
+                 if (path := os.path.join(directory, name)) != str(tree / _STAMPS)}
+    except (OSError, ValueError):
+        return False
+    return bool(found == expected)
 
 
 def link_wheel(root: Path, sha256: str, wheel: Path, target: Path) -> None:
     """Put the files of ``wheel`` (verified, sha256 ``sha256``) into ``target``, linked from
-    its tree under ``root``."""
-    tree = unpacked(root, sha256, wheel)
-    try:
-        expected = int(_count_file(tree).read_text())
-    except (OSError, ValueError):
-        expected = -1
-    if link_tree(tree, target) != expected:  # files lost from the cache: unpack afresh
-        shutil.rmtree(tree, ignore_errors=True)
-        link_tree(unpacked(root, sha256, wheel), target)
+    its tree under ``root`` (checked intact first)."""
+    link_tree(unpacked(root, sha256, wheel), target)
 
 
-def link_tree(tree: Path, target: Path) -> int:
+def link_tree(tree: Path, target: Path) -> None:
     """Hard-link every file of ``tree`` into ``target`` (copying where links fail); a file
-    already there (two wheels with one path) is replaced, as unpacking over it would.
-    Returns how many files there were."""
-    copy, count = False, 0
+    already there (two wheels with one path) is replaced, as unpacking over it would."""
+    copy = False
     base = len(str(tree))
     for directory, _, files in os.walk(tree):
         into = str(target) + directory[base:]
         os.makedirs(into, exist_ok=True)
         for name in files:
-            count += 1
+            if name == _STAMPS and directory == str(tree):
+                continue
             source, dest = os.path.join(directory, name), os.path.join(into, name)
             if os.path.lexists(dest):
                 os.unlink(dest)
@@ -112,4 +128,3 @@ def link_tree(tree: Path, target: Path) -> int:
                 except OSError:  # another file system, or links refused: copy from now on
                     copy = True
             shutil.copyfile(source, dest)
-    return count
