@@ -54,6 +54,10 @@ _LOOP_PAUSE = 1.0
 _CHECKPOINT_EVERY = 500
 
 
+#: What :attr:`Committer.gather` returns: a write, its callbacks, and its rows.
+Gathered = tuple[Op, Callable[[], None], Callable[[], None], int]
+
+
 class _Entry(NamedTuple):
     op: Op
     then: Callable[[], None] | None
@@ -103,6 +107,9 @@ class Committer:
         self.writes = 0
         #: Of those transactions, how many the loop committed itself.
         self.loop_commits = 0
+        #: Called on the loop as each transaction starts: a write to put first in it
+        #: (the outbox journal's fold: ``(op, then, failed, rows)``), or None.
+        self.gather: Callable[[], Gathered | None] | None = None
 
     def submit(self, op: Op, then: Callable[[], None] | None = None,
                failed: Callable[[], None] | None = None, *, wait: float = 0.0,
@@ -175,6 +182,11 @@ class Committer:
             return
         ops, self._ops = self._ops, []
         self._urgent, self._due = False, None
+        if self.gather is not None:
+            first = self.gather()
+            if first is not None:
+                op, then, failed, rows = first
+                ops.insert(0, _Entry(op, then, failed, rows <= _LOOP_ROWS, rows))
         if self._on_loop(ops):
             return
         self._busy = True

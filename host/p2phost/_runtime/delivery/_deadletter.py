@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from ._store import sql_id, wire_id
@@ -132,10 +132,12 @@ class DeadLetters:
         db.executemany("DELETE FROM dead WHERE id = ?", [(d.id,) for d in letters])
 
     @staticmethod
-    def requeue(db: sqlite3.Connection, letters: Iterable[DeadLetter]) -> None:
+    def requeue(db: sqlite3.Connection, letters: Iterable[DeadLetter],
+                seqs: Iterator[int] | None = None) -> None:
         """Put ``letters`` back where they failed, with a fresh retry policy (inside the
         caller's transaction): received ones to the delayed-retry queue, due now; unsent
-        ones to the outbox of their peer."""
+        ones to the outbox of their peer (numbered from ``seqs``, the running node's
+        outbox numbers, if given)."""
         now = time.time()
         for d in letters:
             if d.direction == "in":
@@ -144,7 +146,8 @@ class DeadLetters:
                            (d.peer, sql_id(d.message_id), d.topic, d.content_type, d.body,
                             now, now))
             else:
-                db.execute("INSERT OR IGNORE INTO outbox (dest, id, topic, content_type, body, "
-                           "created) VALUES (?, ?, ?, ?, ?, ?)",
-                           (d.peer, sql_id(d.message_id), d.topic, d.content_type, d.body, now))
+                db.execute("INSERT OR IGNORE INTO outbox (seq, dest, id, topic, content_type, "
+                           "body, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (None if seqs is None else next(seqs), d.peer, sql_id(d.message_id),
+                            d.topic, d.content_type, d.body, now))
             db.execute("DELETE FROM dead WHERE id = ?", (d.id,))

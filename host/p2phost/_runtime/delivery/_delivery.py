@@ -41,7 +41,9 @@ from ._appstate import AppState
 from ._committer import Committer
 from ._deadletter import DeadLetter, DeadLetters
 from ._dedupe import Dedupe
+from ._journal import JOURNAL_NAME, Journal
 from ._outbox import Outbox, key_id
+from ._outjournal import JournalRows
 from ._receiver import Receiver
 from ._store import open_connections
 
@@ -117,6 +119,7 @@ class Reliable:
         self._outbox: Outbox | None = None
         self._receiver: Receiver | None = None
         self._acks: AckSender | None = None
+        self._journal: JournalRows | None = None
         #: Traces, set by the node when OpenTelemetry is on (passed on to the outbox).
         self.tracer: TraceHook | None = None
 
@@ -136,15 +139,31 @@ class Reliable:
     def start(self, routes: Mapping[str, Route]) -> None:
         """Open the delivery database and start the outbox and the delayed retries."""
         db, writer, quick = open_connections(self.path)
+        journal = None
+        if self.path is not None:
+            try:
+                journal = Journal(self.path.with_name(JOURNAL_NAME))
+                replayed = JournalRows.replay(journal, writer)
+            except BaseException:
+                if journal is not None:
+                    journal.close()
+                for connection in (db, writer, quick):
+                    connection.close()
+                raise
+            if replayed:
+                log.info("%d messages sent before the last stop were replayed from the "
+                         "outbox journal", replayed)
         self.db = db
         committer = self._committer = Committer(db, writer, quick)
+        self._journal = None if journal is None else JournalRows(journal, committer)
         self.dead = DeadLetters(db, limit=self.settings.dead_letter_limit,
                                 keep=self.settings.dead_letter_keep)
         dedupe = Dedupe(db, window=self.settings.dedupe_window)
         self._acks = AckSender(self._ids.__next__, self.link.reply_channel)
         self._outbox = Outbox(committer=committer, dead=self.dead, stats=self.stats,
                               settings=self.settings, codecs=self.codecs,
-                              usable=self.link.usable, acknowledged_by=self.acknowledged_by)
+                              usable=self.link.usable, acknowledged_by=self.acknowledged_by,
+                              journal=self._journal)
         self._outbox.tracer = self.tracer
         self._receiver = Receiver(committer=committer, dedupe=dedupe, state=AppState(db),
                                   dead=self.dead, stats=self.stats, policies=self.handled,
@@ -182,6 +201,9 @@ class Reliable:
             await self._outbox.close()
         if self._committer is not None:
             await self._committer.close()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         if self._acks is not None:
             self._acks.close()
         if self.db is not None:
@@ -343,12 +365,11 @@ class Reliable:
     def snapshot(self) -> dict[str, Any]:
         """Counters and queue sizes, as JSON data."""
         answer = self.stats.snapshot()
-        if self.db is not None:
-            rows = self.db.execute(
-                "SELECT topic, COUNT(*), MIN(created) FROM outbox GROUP BY topic").fetchall()
-            answer["outbox"] = {topic: count for topic, count, _ in rows}
+        if self.db is not None and self._outbox is not None:
+            rows = self._outbox.by_topic()
+            answer["outbox"] = {topic: count for topic, (count, _) in rows.items()}
             answer["outbox_oldest"] = {topic: max(0.0, time.time() - oldest)
-                                       for topic, _, oldest in rows}
+                                       for topic, (_, oldest) in rows.items()}
             answer["delayed"] = dict(self.db.execute(
                 "SELECT topic, COUNT(*) FROM delayed GROUP BY topic").fetchall())
             answer["dead"] = dict(self.db.execute(
@@ -363,7 +384,9 @@ class Reliable:
             return 0
         letters = self.dead.select(ids, topic)
         if letters:
-            await self._committer.write(lambda db: DeadLetters.requeue(db, letters))
+            # From the outbox's own numbers: journalled messages hold some not in the table yet.
+            seqs = None if self._journal is None else self._journal.seqs
+            await self._committer.write(lambda db: DeadLetters.requeue(db, letters, seqs))
         assert self._receiver is not None and self._outbox is not None
         self._receiver.rescan()
         for letter in letters:

@@ -36,6 +36,7 @@ from ..wire._channel import Channel
 from ..wire._envelope import Kind, encode
 from ._committer import LAZY, Committer
 from ._deadletter import DeadLetter, DeadLetters
+from ._outjournal import Held, JournalRows
 from ._store import sql_id, wire_id
 
 log = logging.getLogger("p2phost.delivery")
@@ -48,6 +49,8 @@ _TURN = 32
 #: Seconds a pump that just sent lets new rows gather before it sends again: one write
 #: for many messages of a sequential sender, instead of a system call each.
 _CORK = 0.002
+#: Journalled sends between two yields to the loop.
+_YIELD = 16
 #: The wait for acknowledgements doubles after each timeout, up to this many times
 #: ``ack-timeout``.
 _MAX_BACKOFF = 8
@@ -99,7 +102,8 @@ class Outbox:
     def __init__(self, *, committer: Committer, dead: DeadLetters, stats: DeliveryStats,
                  settings: DeliverySettings, codecs: Mapping[str, Codec],
                  usable: Callable[[str], Channel | None],
-                 acknowledged_by: Callable[[Channel, str], bool]) -> None:
+                 acknowledged_by: Callable[[Channel, str], bool],
+                 journal: JournalRows | None = None) -> None:
         self.committer = committer
         self.db = committer.db
         self.dead = dead
@@ -108,6 +112,9 @@ class Outbox:
         self.codecs = codecs
         self._usable = usable
         self._acknowledged_by = acknowledged_by
+        #: Where sends are made durable first (None: straight to the database).
+        self.journal = journal
+        self._puts = 0
         self._pumps: dict[str, _Pump] = {}
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._warned: set[tuple[str, str]] = set()
@@ -120,18 +127,27 @@ class Outbox:
     async def put(self, dest: str, topic: str, data: bytes, content_type: str,
                   message_id: int) -> None:
         """Keep an encoded message for ``dest`` (a peer id, or an address while its peer
-        is unknown); returns once it is committed."""
-        row = (dest, sql_id(message_id), topic, content_type, data, time.time())
+        is unknown); returns once it is durable (in the journal, or committed)."""
         if self.tracer is not None:
             self.tracer.remember(message_id)
+        rows = self.journal
+        if rows is not None and message_id >= 1 << 62 and self._kept(dest, message_id):
+            return  # sent with this key before, and not acknowledged: the same message
+        held = None if rows is None else rows.append(dest, topic, data, content_type,
+                                                     message_id)
+        if held is not None:
+            seq: int | None = held.seq
+        else:
+            row = (None if rows is None else next(rows.seqs), dest, sql_id(message_id),
+                   topic, content_type, data, time.time())
 
-        def insert(db: Any) -> int | None:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO outbox (dest, id, topic, content_type, body, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)", row)
-            return int(cursor.lastrowid) if cursor.rowcount == 1 else None
+            def insert(db: Any) -> int | None:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO outbox (seq, dest, id, topic, content_type, body, "
+                    "created) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                return int(cursor.lastrowid) if cursor.rowcount == 1 else None
 
-        seq = await self.committer.write(insert, quick=True)
+            seq = await self.committer.write(insert, quick=True)
         pump = self._pumps.get(dest)
         if pump is not None:
             if seq is not None and pump.caught_up:
@@ -141,14 +157,42 @@ class Outbox:
                     pump.caught_up = False
                     pump.fresh.clear()
             pump.wake.set()
+        if held is not None:
+            self._puts += 1
+            if self._puts % _YIELD == 0:
+                # Nothing above waits: a sender sending in a loop would never let the
+                # pumps (or anything else) run.
+                await asyncio.sleep(0)
+
+    def _kept(self, dest: str, message_id: int) -> bool:
+        assert self.journal is not None
+        key = (dest, message_id)
+        return key in self.journal.pending or key in self.journal.folding or \
+            self.db.execute("SELECT 1 FROM outbox WHERE dest = ? AND id = ?",
+                            (dest, sql_id(message_id))).fetchone() is not None
 
     def destinations(self) -> list[str]:
         """Every destination that has messages waiting."""
-        return [d for (d,) in self.db.execute("SELECT DISTINCT dest FROM outbox")]
+        found = {d for (d,) in self.db.execute("SELECT DISTINCT dest FROM outbox")}
+        return sorted(found.union(h.dest for h in self._held()))
 
     def waiting(self) -> int:
-        """How many messages wait in the outbox."""
-        return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        """How many messages wait in the outbox (at the end of a fold, those it folded
+        may be counted twice for a moment)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]) \
+            + len(self._held())
+
+    def by_topic(self) -> dict[str, tuple[int, float]]:
+        """Per topic: messages waiting, and when the oldest was sent (epoch seconds)."""
+        found = {topic: (count, oldest) for topic, count, oldest in self.db.execute(
+            "SELECT topic, COUNT(*), MIN(created) FROM outbox GROUP BY topic")}
+        for held in self._held():
+            count, oldest = found.get(held.topic, (0, held.created))
+            found[held.topic] = (count + 1, min(oldest, held.created))
+        return found
+
+    def _held(self, dest: str | None = None) -> list[Held]:
+        return [] if self.journal is None else self.journal.held(dest)
 
     # -- peers coming and going ------------------------------------------------------
 
@@ -191,6 +235,14 @@ class Outbox:
                     pump.backoff = 1  # the receiver answers in time again
                 pump.resent.discard(message_id)
                 pump.acked.add(message_id)
+        if self.journal is not None:
+            settled, ids = self.journal.acked(peer, ids)
+            for held in settled:
+                self._acked_one(peer, held.id, held.topic, pump)
+            if pump is not None and settled:
+                pump.wake.set()
+            if not ids:
+                return
         topics: list[str | None] = []
 
         def op(db: Any) -> None:
@@ -284,13 +336,23 @@ class Outbox:
                 if row.seq > pump.cursor:  # else read already, before it was handed over
                     rows.append(row)
             return rows
-        found = self.db.execute(
+        found = [_Row(seq, wire_id(i), t, c, b) for seq, i, t, c, b in self.db.execute(
             "SELECT seq, id, topic, content_type, body FROM outbox WHERE dest = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?", (pump.peer, pump.cursor, room)).fetchall()
-        if len(found) < room:
+            "ORDER BY seq LIMIT ?", (pump.peer, pump.cursor, room))]
+        held = self._held(pump.peer)
+        if held:  # in the journal, perhaps not in the database yet: both, once each
+            got = {row.seq for row in found}
+            found.extend(_Row(h.seq, h.id, h.topic, h.content_type, h.body) for h in held
+                         if h.seq > pump.cursor and h.seq not in got)
+            found.sort()
+            full = len(found) >= room
+            found = found[:room]
+        else:
+            full = len(found) >= room
+        if not full:
             pump.caught_up = True
             pump.fresh.clear()
-        return [_Row(seq, wire_id(i), t, c, b) for seq, i, t, c, b in found]
+        return found
 
     async def _send(self, pump: _Pump, channel: Channel, row: _Row) -> None:
         if row.topic not in channel.topics:
@@ -377,12 +439,14 @@ class Outbox:
         return self.waiting()
 
     def _has_rows(self, pump: _Pump) -> bool:
-        return self.db.execute("SELECT 1 FROM outbox WHERE dest = ? LIMIT 1",
-                               (pump.peer,)).fetchone() is not None
+        return bool(self._held(pump.peer)) or self.db.execute(
+            "SELECT 1 FROM outbox WHERE dest = ? LIMIT 1", (pump.peer,)).fetchone() is not None
 
     async def close(self) -> None:
-        """Stop every pump (what is left stays in the outbox)."""
+        """Stop every pump (what is left stays in the outbox, or the journal)."""
         await self._tasks.close()
+        if self.journal is not None:
+            self.journal.fold(urgent=True)  # so the next start has little to replay
 
 
 def _claim(db: Any, peer: str, addresses: list[str]) -> None:

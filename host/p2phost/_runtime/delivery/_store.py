@@ -38,6 +38,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL NOT NULL,
     UNIQUE (dest, id)
 );
+CREATE TABLE IF NOT EXISTS journal_mark (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    folded INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dedupe (
     sender TEXT NOT NULL,
     id INTEGER NOT NULL,
