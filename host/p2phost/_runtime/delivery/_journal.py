@@ -157,12 +157,10 @@ class Journal:
         end = offset + _RECORD.size + len(payload)
         if end > self.segment:
             return None
-        at = index * self.segment + offset
         epoch = self._epochs[index]
-        # The payload first, then the header that makes it valid.
-        self._map[at + _RECORD.size:at + _RECORD.size + len(payload)] = payload
-        self._map[at:at + _RECORD.size] = _RECORD.pack(
-            epoch, len(payload), zlib.crc32(payload, epoch & 0xFFFFFFFF))
+        # One copy: a kill in the middle of it leaves a record whose CRC fails.
+        self._map[index * self.segment + offset:index * self.segment + end] = _RECORD.pack(
+            epoch, len(payload), zlib.crc32(payload, epoch & 0xFFFFFFFF)) + payload
         self._end[index] = _aligned(end)
         if counted:
             self.open[index] += 1

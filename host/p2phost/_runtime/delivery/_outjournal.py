@@ -27,8 +27,9 @@ from ._journal import Journal
 from ._store import sql_id, transaction, wire_id
 
 log = logging.getLogger("p2phost.delivery")
-_PUT = struct.Struct("<cqqdHHH")  # b"P", seq, id, created, then the lengths of dest,
-#                                    topic, content type; those strings; the body
+_PUT = struct.Struct("<cqqd")  # b"P", seq, id, created; then the lengths of dest, topic,
+#                                 content type (H each); those strings; the body
+_NAMES = struct.Struct("<HHH")
 _ACK = struct.Struct("<cH")  # b"A", length of dest; dest; ids (q each)
 _ID = struct.Struct("<q")
 #: Seconds pending messages wait to be folded at most (most are acknowledged sooner,
@@ -78,6 +79,8 @@ class JournalRows:
         self.folding: dict[Key, Held] = {}
         self._asked = False
         self._urgent = False
+        # (dest, topic, content type) -> their lengths and bytes, as records hold them.
+        self._names: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
         db = committer.db
         top = db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
         seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
@@ -99,8 +102,9 @@ class JournalRows:
         top = folded
         for payload in journal.replay():
             if payload[:1] == b"P":
-                _, seq, stored, created, a, b, c = _PUT.unpack_from(payload)
-                at = _PUT.size
+                _, seq, stored, created = _PUT.unpack_from(payload)
+                a, b, c = _NAMES.unpack_from(payload, _PUT.size)
+                at = _PUT.size + _NAMES.size
                 dest = payload[at:at + a].decode()
                 topic = payload[at + a:at + a + b].decode()
                 content_type = payload[at + a + b:at + a + b + c].decode()
@@ -132,19 +136,29 @@ class JournalRows:
                message_id: int) -> Held | None:
         """Journal a message (durable when this returns); None when it is too large for
         the journal or the journal is full (then the caller inserts it itself)."""
-        if len(data) > self.journal.segment // _LARGE:
+        journal = self.journal
+        if len(data) > journal.segment // _LARGE:
             return None
         seq, created = next(self.seqs), time.time()
-        parts = (dest.encode(), topic.encode(), content_type.encode())
-        record = b"".join((_PUT.pack(b"P", seq, sql_id(message_id), created,
-                                     *map(len, parts)), *parts, data))
-        segment = self.journal.append(record)
+        names = self._names.get((dest, topic, content_type))
+        if names is None:
+            if len(self._names) > 1024:
+                self._names.clear()
+            parts = (dest.encode(), topic.encode(), content_type.encode())
+            names = self._names[(dest, topic, content_type)] = (
+                _NAMES.pack(*map(len, parts)), b"".join(parts))
+        segment = journal.append(b"".join((_PUT.pack(b"P", seq, sql_id(message_id), created),
+                                           names[0], names[1], data)))
         if segment is None:
             self.fold(urgent=True)
             return None
         held = self.pending[(dest, message_id)] = Held(seq, dest, message_id, topic,
                                                        content_type, data, created, segment)
-        self.fold(urgent=self.journal.room() < _FOLD_FULL)
+        if not self._asked or (not self.folding and not self._urgent
+                               and journal.room() < _FOLD_FULL):
+            # Urgent when the segment fills, unless a fold is under way (its commit
+            # lets the next one switch segments).
+            self.fold(urgent=not self.folding and journal.room() < _FOLD_FULL)
         return held
 
     def acked(self, dest: str, ids: list[int]) -> tuple[list[Held], list[int]]:
@@ -176,9 +190,10 @@ class JournalRows:
     def fold(self, *, urgent: bool = False) -> None:
         """Ask for a transaction to fold the pending messages: within :data:`FOLD_WAIT`,
         or at once."""
-        if urgent and not self._urgent:
-            self._urgent = True
-            self.committer.submit(_nothing, quick=True, rows=0)
+        if urgent:
+            if not self._urgent:
+                self._urgent = self._asked = True
+                self.committer.submit(_nothing, quick=True, rows=0)
         elif not self._asked:
             self._asked = True
             self.committer.submit(_nothing, wait=FOLD_WAIT, quick=True, rows=0)
