@@ -9,6 +9,12 @@ missed the first acknowledgement).
 Done ids stay in memory for the most recent ones; for effectively-once topics they are
 also written to the delivery database, in the transaction that commits the outcome,
 and kept there for ``[delivery] dedupe-window`` seconds, across restarts.
+
+A new message would cost a look-up in the database. But a sender numbers its messages
+upwards from a random start each run, so for each sender the receiver keeps a *gap*:
+two stored ids with none committed between them (read once, with two indexed
+queries); an id inside it is new without a look-up. Committing an id inside the gap
+moves its lower end up to that id, so the gap stays true (the prune only deletes).
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from collections import OrderedDict
 from ._store import sql_id
 
 Key = tuple[str, int]
+#: Senders whose gap is kept at most.
+_GAPS = 4096
+_LOWEST, _HIGHEST = -(1 << 63) - 1, 1 << 63
 BUSY = "busy"
 DONE = "done"
 
@@ -33,6 +42,8 @@ class Dedupe:
         self.memory = memory
         self._busy: set[Key] = set()
         self._done: OrderedDict[Key, None] = OrderedDict()
+        # Per sender: (low, high), stored ids with none committed strictly between.
+        self._gaps: dict[str, tuple[int, int]] = {}
 
     def seen(self, key: Key, *, durable: bool) -> str | None:
         """BUSY, DONE, or None for a message not taken yet (``durable``: look in the
@@ -41,10 +52,26 @@ class Dedupe:
             return BUSY
         if key in self._done:
             return DONE
-        if durable and self.db.execute("SELECT 1 FROM dedupe WHERE sender = ? AND id = ?",
-                                       (key[0], sql_id(key[1]))).fetchone():
+        if not durable:
+            return None
+        sender, stored = key[0], sql_id(key[1])
+        gap = self._gaps.get(sender)
+        if gap is not None and gap[0] < stored < gap[1]:
+            return None  # no id there was ever committed: no look-up
+        if self.db.execute("SELECT 1 FROM dedupe WHERE sender = ? AND id = ?",
+                           (sender, stored)).fetchone():
             self._remember(key)
             return DONE
+        # The ids of a sender's run count up: find the gap around this one once, and
+        # its next messages fall into it.
+        below = self.db.execute("SELECT MAX(id) FROM dedupe WHERE sender = ? AND id < ?",
+                                (sender, stored)).fetchone()[0]
+        above = self.db.execute("SELECT MIN(id) FROM dedupe WHERE sender = ? AND id > ?",
+                                (sender, stored)).fetchone()[0]
+        if len(self._gaps) >= _GAPS:
+            self._gaps.clear()
+        self._gaps[sender] = (_LOWEST if below is None else below,
+                              _HIGHEST if above is None else above)
         return None
 
     def take(self, key: Key) -> None:
@@ -58,6 +85,11 @@ class Dedupe:
             self._remember(key)
 
     def _remember(self, key: Key) -> None:
+        gap = self._gaps.get(key[0])
+        if gap is not None:
+            stored = sql_id(key[1])
+            if gap[0] < stored < gap[1]:  # now committed: the gap is what lies above it
+                self._gaps[key[0]] = (stored, gap[1])
         self._done[key] = None
         if len(self._done) > self.memory:
             self._done.popitem(last=False)

@@ -21,10 +21,12 @@ Layout: two segments of :data:`SEGMENT` bytes. Each starts with a header (magic,
 segment's epoch); records follow, 8-byte aligned: ``epoch u64, length u32, crc32 u32,
 payload``, the CRC over the payload seeded with the epoch, so a record torn by a kill,
 or left from an earlier epoch, ends the segment. Appends go to the *active* segment.
-When the other one is clean, the active one is *sealed* at a fold (its records are
-then all acknowledged or in that fold) and the other becomes active with the next
-epoch; a sealed segment whose records are all settled (folded and committed, or
-acknowledged) is reset. Replay reads the segments in epoch order.
+When the active one is half full and the other is clean, the active one is *sealed*
+and the other becomes active with the next epoch (also at each fold); a sealed
+segment whose records are all settled (acknowledged, or folded and committed) is
+reset. So a sender whose receiver keeps up never writes to SQLite at all; one that
+runs more than about a segment ahead has its backlog folded into the database.
+Replay reads the segments in epoch order.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from ._store import StoreError
 
 JOURNAL_NAME = "outbox.journal"
 #: Bytes per segment (two segments: the file is twice this).
-SEGMENT = 2 * 1024 * 1024
+SEGMENT = 4 * 1024 * 1024
 _MAGIC = b"P2PJRNL1"
 _HEADER = struct.Struct("<8sQ")  # magic, epoch (0: empty)
 _RECORD = struct.Struct("<QII")  # epoch, payload length, crc32

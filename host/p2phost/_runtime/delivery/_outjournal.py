@@ -34,8 +34,9 @@ _ACK = struct.Struct("<cH")  # b"A", length of dest; dest; ids (q each)
 _ID = struct.Struct("<q")
 #: Seconds pending messages wait to be folded at most (most are acknowledged sooner,
 #: and never need folding)...
-FOLD_WAIT = 1.0
-#: ...unless the active segment is fuller than this share.
+FOLD_WAIT = 10.0
+#: ...unless the active segment is fuller than this share and the other one cannot
+#: take over (it still holds messages not acknowledged).
 _FOLD_FULL = 0.5
 #: A message larger than this share of a segment goes straight to the database.
 _LARGE = 8
@@ -154,11 +155,12 @@ class JournalRows:
             return None
         held = self.pending[(dest, message_id)] = Held(seq, dest, message_id, topic,
                                                        content_type, data, created, segment)
-        if not self._asked or (not self.folding and not self._urgent
-                               and journal.room() < _FOLD_FULL):
-            # Urgent when the segment fills, unless a fold is under way (its commit
-            # lets the next one switch segments).
-            self.fold(urgent=not self.folding and journal.room() < _FOLD_FULL)
+        if journal.room() < _FOLD_FULL and not journal.seal() and not self.folding:
+            # Filling, and the other segment still holds unsettled records: fold them
+            # all now, so it can be reset (unless a fold is under way already).
+            self.fold(urgent=True)
+        elif not self._asked:
+            self.fold()
         return held
 
     def acked(self, dest: str, ids: list[int]) -> tuple[list[Held], list[int]]:
@@ -177,8 +179,10 @@ class JournalRows:
             if self.journal.append(record, counted=False) is None:
                 return [], ids  # no room: fold them and delete them in the database
             found = [self.pending.pop((dest, i)) for i in settled]
-            for held in found:
-                self.journal.settled(held.segment)
+            for segment in (0, 1):
+                count = sum(1 for held in found if held.segment == segment)
+                if count:
+                    self.journal.settled(segment, count)
             return found, rest
         return [], rest
 
@@ -213,9 +217,13 @@ class JournalRows:
             db.execute(_MARK, (top,))
 
         def then() -> None:
+            counts = [0, 0]
             for key, held in batch.items():
                 del self.folding[key]
-                self.journal.settled(held.segment)
+                counts[held.segment] += 1
+            for segment, count in enumerate(counts):
+                if count:
+                    self.journal.settled(segment, count)
 
         def failed() -> None:
             for key in batch:

@@ -18,7 +18,7 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from p2phost_sdk import (
@@ -96,6 +96,9 @@ class Receiver:
         self.routes = routes
         self.codecs = codecs
         self.acknowledge = acknowledge
+        self._durable_topics = frozenset(
+            topic for topic, policy in policies.items()
+            if policy.mode is DeliveryMode.EFFECTIVELY_ONCE)
         self._due: list[tuple[float, int]] = []
         self._scheduled: set[int] = set()
         self._wake = asyncio.Event()
@@ -138,8 +141,7 @@ class Receiver:
         self._dead(job, reason)
 
     def _durable(self, topic: str) -> bool:
-        policy = self.policies.get(topic)
-        return policy is not None and policy.mode is DeliveryMode.EFFECTIVELY_ONCE
+        return topic in self._durable_topics
 
     def _enqueue(self, job: Job, body: Any, route: Route) -> Awaitable[None] | None:
         message = Message(format(job.message_id, "016x"), MessageKind.MESSAGE, job.peer,
@@ -157,14 +159,20 @@ class Receiver:
         policy = self.policies.get(job.topic) or Delivery(DeliveryMode.AT_LEAST_ONCE)
         app = self.apps.get(job.topic, "")
         settled = False
+        first = job.attempts + 1  # the message built for this run is not shared yet
         try:
             for _ in range(policy.immediate_retries + 1):
                 if job.attempts:
                     self.stats.add(job.topic, "retried", 1, job.peer)
                 job.attempts += 1
                 session = self.state.session(app)
+                if job.attempts > first:  # each run gets its own message
+                    message = Message(message.id, message.kind, message.sender, message.topic,
+                                      message.body, message.correlation_id,
+                                      message.content_type)
+                message.attempt, message.store = job.attempts, session
                 try:
-                    await handler(replace(message, attempt=job.attempts, store=session))
+                    await handler(message)
                 except BodyInvalid as exc:  # handler(model=) refused it: no retry can help
                     self._failed(job, exc, policy)
                     settled = True
