@@ -11,7 +11,8 @@ also written to the delivery database, in the transaction that commits the outco
 and kept there for ``[delivery] dedupe-window`` seconds, across restarts.
 
 A new message would cost a look-up in the database. But a sender numbers its messages
-upwards from a random start each run, so for each sender the receiver keeps a *gap*:
+upwards from a random start each run (ids of idempotency keys aside: they are looked
+up each time), so for each sender the receiver keeps a *gap*:
 two stored ids with none committed between them (read once, with two indexed
 queries); an id inside it is new without a look-up. Committing an id inside the gap
 moves its lower end up to that id, so the gap stays true (the prune only deletes).
@@ -29,6 +30,8 @@ Key = tuple[str, int]
 #: Senders whose gap is kept at most.
 _GAPS = 4096
 _LOWEST, _HIGHEST = -(1 << 63) - 1, 1 << 63
+#: Ids from here up are derived from idempotency keys (``send(..., key=)``).
+_KEYED = 1 << 62
 BUSY = "busy"
 DONE = "done"
 
@@ -62,6 +65,8 @@ class Dedupe:
                            (sender, stored)).fetchone():
             self._remember(key)
             return DONE
+        if not 0 <= stored < _KEYED:
+            return None  # an idempotency key's id: they do not count up
         # The ids of a sender's run count up: find the gap around this one once, and
         # its next messages fall into it.
         below = self.db.execute("SELECT MAX(id) FROM dedupe WHERE sender = ? AND id < ?",
