@@ -22,7 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from p2phost._runtime.delivery._appstate import AppState
+from p2phost._runtime.delivery._committer import Committer
+from p2phost._runtime.delivery._dedupe import Dedupe
+from p2phost._runtime.delivery._injournal import INBOX_JOURNAL, OutcomeJournal
 from p2phost._runtime.delivery._journal import JOURNAL_NAME, Journal, JournalCorrupt
+from p2phost._runtime.delivery._store import open_connections, open_database
 from p2phost_sdk import Identity
 from tests.delivery.test_node import Keeper, Make, Sender, kind, make, until
 from tests.runtime.processes import free_port
@@ -171,3 +176,40 @@ async def test_sends_are_durable_before_any_commit(make: Make, tmp_path: Path) -
         await node.send(Identity.generate().peer_id, "kept", n)
     assert committer.commits == before
     await asyncio.sleep(0)
+
+
+async def test_outcomes_in_the_inbox_journal_are_replayed_once(tmp_path: Path) -> None:
+    """A handler's store writes and dedupe mark, journalled and acknowledged but not yet
+    folded when the receiver dies, are in the database after the next start; those
+    already folded are not applied again (a later write to the same key wins)."""
+    path = tmp_path / "delivery.db"
+    db, writer, quick = open_connections(path)
+    committer = Committer(db, writer, quick)
+    dedupe = Dedupe(db, window=3600)
+    state = AppState(db)
+    outcomes = OutcomeJournal(Journal(tmp_path / INBOX_JOURNAL), committer, dedupe)
+    outcomes.journal.restart()
+
+    def handled(message_id: int, total: int) -> None:
+        session = state.session("app")
+        session.put("total", total)
+        write, settle = state.commit(session)
+        assert outcomes.append(("alice", message_id), True, "app", session.writes, write,
+                               settle)
+
+    handled(1, 10)
+    await committer.write(lambda db: None)  # folds the first outcome
+    handled(2, 20)  # then the process dies: only the journal has this one
+    assert dedupe.seen(("alice", 2), durable=True) == "done"
+    assert db.execute("SELECT COUNT(*) FROM dedupe").fetchone()[0] == 1
+    outcomes.close()
+    for connection in (db, writer, quick):
+        connection.close()
+
+    fresh = open_database(path)
+    journal = Journal(tmp_path / INBOX_JOURNAL)
+    assert OutcomeJournal.replay(journal, fresh) == 1
+    assert fresh.execute("SELECT value FROM app_state").fetchall() == [("20",)]
+    assert sorted(fresh.execute("SELECT id FROM dedupe").fetchall()) == [(1,), (2,)]
+    journal.close()
+    fresh.close()

@@ -107,9 +107,9 @@ class Committer:
         self.writes = 0
         #: Of those transactions, how many the loop committed itself.
         self.loop_commits = 0
-        #: Called on the loop as each transaction starts: a write to put first in it
-        #: (the outbox journal's fold: ``(op, then, failed, rows)``), or None.
-        self.gather: Callable[[], Gathered | None] | None = None
+        #: Called on the loop as each transaction starts, in order: a write to put first
+        #: in it (a journal's fold: ``(op, then, failed, rows)``), or None.
+        self.gathers: list[Callable[[], Gathered | None]] = []
 
     def submit(self, op: Op, then: Callable[[], None] | None = None,
                failed: Callable[[], None] | None = None, *, wait: float = 0.0,
@@ -182,11 +182,10 @@ class Committer:
             return
         ops, self._ops = self._ops, []
         self._urgent, self._due = False, None
-        if self.gather is not None:
-            first = self.gather()
-            if first is not None:
-                op, then, failed, rows = first
-                ops.insert(0, _Entry(op, then, failed, rows <= _LOOP_ROWS, rows))
+        if self.gathers:
+            folds = [_Entry(op, then, failed, rows <= _LOOP_ROWS, rows)
+                     for op, then, failed, rows in filter(None, (g() for g in self.gathers))]
+            ops[:0] = folds
         if self._on_loop(ops):
             return
         self._busy = True

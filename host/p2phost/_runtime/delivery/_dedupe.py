@@ -45,6 +45,9 @@ class Dedupe:
         self.memory = memory
         self._busy: set[Key] = set()
         self._done: OrderedDict[Key, None] = OrderedDict()
+        #: Done, with its mark in the inbox journal and not yet in the database (never
+        #: forgotten before it is: :mod:`._injournal`).
+        self.pinned: set[Key] = set()
         # Per sender: (low, high), stored ids with none committed strictly between.
         self._gaps: dict[str, tuple[int, int]] = {}
 
@@ -53,7 +56,7 @@ class Dedupe:
         database too)."""
         if key in self._busy:
             return BUSY
-        if key in self._done:
+        if key in self._done or key in self.pinned:
             return DONE
         if not durable:
             return None

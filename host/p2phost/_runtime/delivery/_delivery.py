@@ -41,6 +41,7 @@ from ._appstate import AppState
 from ._committer import Committer
 from ._deadletter import DeadLetter, DeadLetters
 from ._dedupe import Dedupe
+from ._injournal import INBOX_JOURNAL, OutcomeJournal
 from ._journal import JOURNAL_NAME, Journal
 from ._outbox import Outbox, key_id
 from ._outjournal import JournalRows
@@ -120,6 +121,7 @@ class Reliable:
         self._receiver: Receiver | None = None
         self._acks: AckSender | None = None
         self._journal: JournalRows | None = None
+        self._outcomes: OutcomeJournal | None = None
         #: Traces, set by the node when OpenTelemetry is on (passed on to the outbox).
         self.tracer: TraceHook | None = None
 
@@ -139,26 +141,30 @@ class Reliable:
     def start(self, routes: Mapping[str, Route]) -> None:
         """Open the delivery database and start the outbox and the delayed retries."""
         db, writer, quick = open_connections(self.path)
-        journal = None
+        journals: list[Journal] = []
         if self.path is not None:
             try:
-                journal = Journal(self.path.with_name(JOURNAL_NAME))
-                replayed = JournalRows.replay(journal, writer)
+                for name in (JOURNAL_NAME, INBOX_JOURNAL):
+                    journals.append(Journal(self.path.with_name(name)))
+                sent = JournalRows.replay(journals[0], writer)
+                taken = OutcomeJournal.replay(journals[1], writer)
             except BaseException:
-                if journal is not None:
+                for journal in journals:
                     journal.close()
                 for connection in (db, writer, quick):
                     connection.close()
                 raise
-            if replayed:
-                log.info("%d messages sent before the last stop were replayed from the "
-                         "outbox journal", replayed)
+            if sent or taken:
+                log.info("replayed from the journals: %d messages sent and %d outcomes "
+                         "committed before the last stop", sent, taken)
         self.db = db
         committer = self._committer = Committer(db, writer, quick)
-        self._journal = None if journal is None else JournalRows(journal, committer)
         self.dead = DeadLetters(db, limit=self.settings.dead_letter_limit,
                                 keep=self.settings.dead_letter_keep)
         dedupe = Dedupe(db, window=self.settings.dedupe_window)
+        if journals:
+            self._journal = JournalRows(journals[0], committer)
+            self._outcomes = OutcomeJournal(journals[1], committer, dedupe)
         self._acks = AckSender(self._ids.__next__, self.link.reply_channel)
         self._outbox = Outbox(committer=committer, dead=self.dead, stats=self.stats,
                               settings=self.settings, codecs=self.codecs,
@@ -169,6 +175,7 @@ class Reliable:
                                   dead=self.dead, stats=self.stats, policies=self.handled,
                                   apps=self.apps, routes=routes,
                                   codecs=self.codecs, acknowledge=self._acks.add)
+        self._receiver.outcomes = self._outcomes
         self._receiver.start()
         waiting = self._outbox.destinations()
         for dest in waiting:
@@ -201,9 +208,10 @@ class Reliable:
             await self._outbox.close()
         if self._committer is not None:
             await self._committer.close()
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+        for journal in (self._journal, self._outcomes):
+            if journal is not None:
+                journal.close()
+        self._journal = self._outcomes = None
         if self._acks is not None:
             self._acks.close()
         if self.db is not None:

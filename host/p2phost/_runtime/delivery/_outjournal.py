@@ -89,7 +89,7 @@ class JournalRows:
         #: Outbox sequence numbers: every insert into the outbox takes one.
         self.seqs = itertools.count(max(top, seq[0] if seq else 0,
                                         mark[0] if mark else 0) + 1)
-        committer.gather = self._gather
+        committer.gathers.append(self._gather)
 
     # -- start -----------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from ._appstate import AppState, Session
 from ._committer import Committer
 from ._deadletter import DeadLetter, DeadLetters
 from ._dedupe import BUSY, DONE, Dedupe
+from ._injournal import OutcomeJournal
 from ._store import StoreError, sql_id, wire_id
 
 log = logging.getLogger("p2phost.delivery")
@@ -96,6 +97,8 @@ class Receiver:
         self.routes = routes
         self.codecs = codecs
         self.acknowledge = acknowledge
+        #: Where successful outcomes are made durable first (None: the database).
+        self.outcomes: OutcomeJournal | None = None
         self._durable_topics = frozenset(
             topic for topic, policy in policies.items()
             if policy.mode is DeliveryMode.EFFECTIVELY_ONCE)
@@ -206,6 +209,10 @@ class Receiver:
             self._settled(job, "handled")
             return
         write, settle = self.state.commit(session)
+        if job.delayed_key is None and self.outcomes is not None and self.outcomes.append(
+                job.key, durable, session.app, session.writes, write, settle):
+            self._settled(job, "handled")  # durable in the journal: acknowledged now
+            return
 
         def op(db: Any) -> None:
             write(db)

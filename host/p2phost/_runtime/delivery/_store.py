@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (dest, id)
 );
 CREATE TABLE IF NOT EXISTS journal_mark (
-    id INTEGER PRIMARY KEY CHECK (id = 0),
+    id INTEGER PRIMARY KEY CHECK (id IN (0, 1)),  -- the outbox's, the inbox's journal
     folded INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dedupe (
