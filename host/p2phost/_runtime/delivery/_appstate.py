@@ -18,6 +18,9 @@ from p2phost_sdk import CodecError
 
 from ._store import Op
 
+# One encoder for every write: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
 
 class AppState:
     """Every app's state in the delivery database, with the writes not yet committed."""
@@ -83,7 +86,7 @@ class Session:
     def put(self, key: str, value: Any) -> None:
         """Set ``key`` when the handler succeeds (``value`` must be JSON data)."""
         try:
-            self.writes[key] = json.dumps(value, allow_nan=False, separators=(",", ":"))
+            self.writes[key] = _JSON.encode(value)
         except (TypeError, ValueError) as exc:
             raise CodecError(f"store value for {key!r} is not JSON data: {exc}") from exc
 
