@@ -140,6 +140,11 @@ class Committer:
             # Wait for the rest of this loop turn: its writes join the same transaction.
             self._handle = asyncio.get_running_loop().call_soon(self._start)
 
+    def want(self, wait: float = 0.0) -> None:
+        """Start a transaction within ``wait`` seconds even if nothing else is written
+        (for the folds of :attr:`gathers`)."""
+        self.submit(_nothing, wait=wait, quick=True, rows=0)
+
     def _wait_for_company(self) -> None:
         """Start the next transaction when the earliest waiting write is due (unless an
         urgent one starts it sooner)."""
@@ -339,3 +344,7 @@ class Committer:
         if self._quick is not None:
             self._quick.close()
         self._writer.close()
+
+
+def _nothing(db: sqlite3.Connection) -> None:
+    """A write that only starts a transaction (the folds ride first in it)."""

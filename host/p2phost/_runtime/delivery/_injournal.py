@@ -43,7 +43,6 @@ _MARK = ("INSERT INTO journal_mark (id, folded) VALUES (?, ?) "
          "ON CONFLICT (id) DO UPDATE SET folded = max(folded, excluded.folded)")
 #: An outcome larger than this share of a segment goes straight to the database.
 _LARGE = 8
-_FOLD_FULL = 0.5
 #: Seconds outcomes wait to be folded at most (with no other write to ride with).
 _FOLD_WAIT = 1.0
 
@@ -138,16 +137,16 @@ class OutcomeJournal:
         journal = self.journal
         segment = None if len(record) > journal.segment // _LARGE else journal.append(record)
         if segment is None:
-            self.committer.submit(_nothing, quick=True, rows=0)  # fold, to make room
+            self.committer.want()  # fold, to make room
             return False
         self._pending.append(_Outcome(seq, key, durable, write, settle, segment))
         if durable:
             self.dedupe.pinned.add(key)
-        if journal.room() < _FOLD_FULL and not journal.seal() and not self._folding:
-            self.committer.submit(_nothing, quick=True, rows=0)
+        if journal.crowded() and not self._folding:
+            self.committer.want()
         elif not self._asked:
             self._asked = True
-            self.committer.submit(_nothing, wait=_FOLD_WAIT, quick=True, rows=0)
+            self.committer.want(_FOLD_WAIT)
         return True
 
     def _gather(self) -> Gathered | None:
@@ -180,15 +179,10 @@ class OutcomeJournal:
         def failed() -> None:
             self._folding = False
             self._pending[:0] = batch
-            self.committer.submit(_nothing, wait=_FOLD_WAIT, quick=True, rows=0)
+            self.committer.want(_FOLD_WAIT)
 
         return op, then, failed, len(batch)
 
     def close(self) -> None:
         """Unmap the journal (what it holds is replayed by the next start)."""
         self.journal.close()
-
-
-
-def _nothing(db: sqlite3.Connection) -> None:
-    """A write that only starts a transaction (the fold rides first in it)."""

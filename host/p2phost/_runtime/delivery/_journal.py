@@ -168,9 +168,10 @@ class Journal:
             self.open[index] += 1
         return index
 
-    def room(self) -> float:
-        """The share of the active segment still free."""
-        return 1.0 - self._end[self.active] / self.segment
+    def crowded(self) -> bool:
+        """Whether it is time to fold: the active segment is half full and the other
+        cannot take over (it still holds unsettled records); when it can, it does."""
+        return self._end[self.active] > self.segment // 2 and not self.seal()
 
     def settled(self, index: int, count: int = 1) -> None:
         """``count`` records of segment ``index`` are settled (acknowledged, or folded

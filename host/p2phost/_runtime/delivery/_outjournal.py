@@ -33,11 +33,8 @@ _NAMES = struct.Struct("<HHH")
 _ACK = struct.Struct("<cH")  # b"A", length of dest; dest; ids (q each)
 _ID = struct.Struct("<q")
 #: Seconds pending messages wait to be folded at most (most are acknowledged sooner,
-#: and never need folding)...
+#: and never need folding), unless the journal is crowded.
 FOLD_WAIT = 10.0
-#: ...unless the active segment is fuller than this share and the other one cannot
-#: take over (it still holds messages not acknowledged).
-_FOLD_FULL = 0.5
 #: A message larger than this share of a segment goes straight to the database.
 _LARGE = 8
 
@@ -155,7 +152,7 @@ class JournalRows:
             return None
         held = self.pending[(dest, message_id)] = Held(seq, dest, message_id, topic,
                                                        content_type, data, created, segment)
-        if journal.room() < _FOLD_FULL and not journal.seal() and not self.folding:
+        if journal.crowded() and not self.folding:
             # Filling, and the other segment still holds unsettled records: fold them
             # all now, so it can be reset (unless a fold is under way already).
             self.fold(urgent=True)
@@ -197,10 +194,10 @@ class JournalRows:
         if urgent:
             if not self._urgent:
                 self._urgent = self._asked = True
-                self.committer.submit(_nothing, quick=True, rows=0)
+                self.committer.want()
         elif not self._asked:
             self._asked = True
-            self.committer.submit(_nothing, wait=FOLD_WAIT, quick=True, rows=0)
+            self.committer.want(FOLD_WAIT)
 
     def _gather(self) -> Gathered | None:
         self._asked = self._urgent = False
@@ -237,8 +234,3 @@ class JournalRows:
     def close(self) -> None:
         """Unmap the journal (what it holds is replayed by the next start)."""
         self.journal.close()
-
-
-def _nothing(db: sqlite3.Connection) -> None:
-    """A write that only starts a transaction (the fold rides first in it)."""
-
