@@ -16,7 +16,9 @@ tasks at once (each awaiting its own sends, as concurrent handlers or clients wo
 their sends share commits (group commit), which one sequential sender cannot, since
 each ``send()`` returns only once its message is committed.
 
-It prints messages/s per mode and the ratio to at-most-once on the same medium. Run
+It prints messages/s per mode and the ratio to at-most-once on the same medium, and
+each round the CPU time per message of the sender and the receiver process in each mode
+(one sender): on a loaded machine those compare where the rates swing. Run
 ``python benchmarks/delivery.py`` (``--quick`` for a short run, ``--only tcp`` for one
 medium, ``--json FILE`` to keep the figures). Media whose service is down are skipped.
 """
@@ -27,6 +29,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
 import socket
 import statistics
 import sys
@@ -167,11 +170,17 @@ async def run_medium(medium: str, count: int, rounds: int) -> dict[str, float]:
                 stop = asyncio.Event()
                 probe = asyncio.create_task(lag_probe(stop))
                 for number in range(rounds):
+                    cpu: list[str] = []
                     for label, mode, senders in RUNS:
+                        before = time.process_time(), process_cpu(server.pid)
                         figures[label].append(await one_mode(node, peer, mode, count, senders))
+                        if senders == 1:
+                            cpu.append(f"{mode} {cpu_per_message(before, server.pid, count)}")
                     print(f"  [{medium} round {number + 1}] " + ", ".join(
                         f"{label} {figures[label][-1]:,.0f}/s" for label, _, _ in RUNS),
                         flush=True)
+                    print("    CPU per message, sender/receiver: " + ", ".join(cpu),
+                          flush=True)
                 stop.set()
                 await probe
         finally:
@@ -182,6 +191,24 @@ async def run_medium(medium: str, count: int, rounds: int) -> dict[str, float]:
                 server.kill()
                 await server.wait()
     return {mode: statistics.median(values) for mode, values in figures.items()}
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) the process ``pid`` used so far (Linux /proc; 0
+    elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_message(before: tuple[float, float], receiver: int, count: int) -> str:
+    """The sender's (this process) and the receiver's CPU per message since ``before``,
+    in microseconds (the receiver's to the clock tick: 10 ms over ``count``)."""
+    sender = (time.process_time() - before[0]) / count * 1e6
+    other = (process_cpu(receiver) - before[1]) / count * 1e6
+    return f"{sender:.1f}/{other:.1f} us"
 
 
 def service_up(port: int) -> bool:

@@ -42,8 +42,10 @@ from ._store import sql_id, wire_id
 log = logging.getLogger("p2phost.delivery")
 _PAGE = 256
 _RECENT = 65_536
-#: Rows handed from ``put`` to a caught-up pump before it reads the database instead.
-_FRESH = 4096
+#: Rows handed from ``put`` to a caught-up pump before it reads the database instead
+#: (a caught-up pump's rows are mostly in the journal's memory anyway: the journal's
+#: size bounds them; the database read merges those in, at a cost per row held).
+_FRESH = 32_768
 #: Rows a pump sends in one loop turn at most.
 _TURN = 32
 #: Seconds a pump that just sent lets new rows gather before it sends again: one write
