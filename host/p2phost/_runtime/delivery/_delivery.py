@@ -41,7 +41,7 @@ from ._appstate import AppState
 from ._committer import Committer
 from ._deadletter import DeadLetter, DeadLetters
 from ._dedupe import Dedupe
-from ._injournal import INBOX_JOURNAL, OutcomeJournal
+from ._injournal import INBOX_JOURNAL, INBOX_SEGMENT, OutcomeJournal
 from ._journal import JOURNAL_NAME, Journal
 from ._outbox import Outbox, key_id
 from ._outjournal import JournalRows
@@ -143,11 +143,14 @@ class Reliable:
         db, writer, quick = open_connections(self.path)
         journals: list[Journal] = []
         if self.path is not None:
+            inbox = self.path.with_name(INBOX_JOURNAL)
             try:
-                for name in (JOURNAL_NAME, INBOX_JOURNAL):
-                    journals.append(Journal(self.path.with_name(name)))
+                journals.append(Journal(self.path.with_name(JOURNAL_NAME)))
                 sent = JournalRows.replay(journals[0], writer)
-                taken = OutcomeJournal.replay(journals[1], writer)
+                taken = 0
+                if self.handled or inbox.exists():  # (an earlier run's, to replay)
+                    journals.append(Journal(inbox, INBOX_SEGMENT))
+                    taken = OutcomeJournal.replay(journals[1], writer)
             except BaseException:
                 for journal in journals:
                     journal.close()
@@ -164,7 +167,11 @@ class Reliable:
         dedupe = Dedupe(db, window=self.settings.dedupe_window)
         if journals:
             self._journal = JournalRows(journals[0], committer)
-            self._outcomes = OutcomeJournal(journals[1], committer, dedupe)
+        if len(journals) == 2:
+            if self.handled:
+                self._outcomes = OutcomeJournal(journals[1], committer, dedupe)
+            else:  # replayed; this node takes no acknowledged messages
+                journals[1].close()
         self._acks = AckSender(self._ids.__next__, self.link.reply_channel)
         self._outbox = Outbox(committer=committer, dead=self.dead, stats=self.stats,
                               settings=self.settings, codecs=self.codecs,

@@ -33,6 +33,8 @@ from ._journal import Journal
 from ._store import Op, sql_id, transaction, wire_id
 
 INBOX_JOURNAL = "inbox.journal"
+#: Its segments' size: outcome records are small (about 100 bytes and the store writes).
+INBOX_SEGMENT = 1024 * 1024
 # b"O", seq, message id, when, effectively-once, lengths of sender and app; those;
 # then each write: key length, value length (_DELETED: a deletion), key, value.
 _OUTCOME = struct.Struct("<cqqdBHH")

@@ -42,7 +42,7 @@ from ._store import StoreError
 
 JOURNAL_NAME = "outbox.journal"
 #: Bytes per segment (two segments: the file is twice this).
-SEGMENT = 4 * 1024 * 1024
+SEGMENT = 2 * 1024 * 1024
 _MAGIC = b"P2PJRNL1"
 _HEADER = struct.Struct("<8sQ")  # magic, epoch (0: empty)
 _RECORD = struct.Struct("<QII")  # epoch, payload length, crc32

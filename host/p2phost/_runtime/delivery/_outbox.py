@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import time
 from collections import OrderedDict, deque
@@ -181,8 +182,9 @@ class Outbox:
     def waiting(self) -> int:
         """How many messages wait in the outbox (at the end of a fold, those it folded
         may be counted twice for a moment)."""
-        return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]) \
-            + len(self._held())
+        held = 0 if self.journal is None else \
+            len(self.journal.pending) + len(self.journal.folding)
+        return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]) + held
 
     def by_topic(self) -> dict[str, tuple[int, float]]:
         """Per topic: messages waiting, and when the oldest was sent (epoch seconds)."""
@@ -441,7 +443,11 @@ class Outbox:
         return self.waiting()
 
     def _has_rows(self, pump: _Pump) -> bool:
-        return bool(self._held(pump.peer)) or self.db.execute(
+        journal = self.journal
+        if journal is not None and any(held.dest == pump.peer for held in itertools.chain(
+                journal.folding.values(), journal.pending.values())):
+            return True
+        return self.db.execute(
             "SELECT 1 FROM outbox WHERE dest = ? LIMIT 1", (pump.peer,)).fetchone() is not None
 
     async def close(self) -> None:
