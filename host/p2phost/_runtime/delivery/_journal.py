@@ -53,6 +53,19 @@ def _aligned(size: int) -> int:
     return (size + 7) & ~7
 
 
+def _allocate(fd: int, size: int) -> None:
+    """Give the new file its blocks now: a write through the mapping to a block the
+    disk cannot provide would kill the process (SIGBUS), where this fails at start."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+        return
+    except (AttributeError, OSError):  # not on this system, or not on this file system
+        pass
+    zeros = bytes(1 << 20)
+    for start in range(0, size, len(zeros)):
+        os.pwrite(fd, zeros[:size - start], start)
+
+
 class JournalCorrupt(StoreError):
     """The journal file is damaged in a way a kill cannot explain."""
 
@@ -63,8 +76,11 @@ class Journal:
     def __init__(self, path: Path, segment: int = SEGMENT) -> None:
         self.path = path
         self.segment = segment
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open the journal {path}: {exc}") from exc
         try:
             size = os.fstat(fd).st_size
             if size not in (0, 2 * segment):
@@ -73,9 +89,12 @@ class Journal:
                     f"or not p2phost's.\nfix: stop the node and move {path} aside (messages "
                     "sent but not yet acknowledged that it held are then not sent)")
             if size == 0:
-                os.posix_fallocate(fd, 0, 2 * segment)
+                _allocate(fd, 2 * segment)
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
             self._map = mmap.mmap(fd, 2 * segment, flags=flags)
+        except OSError as exc:
+            raise StoreError(f"cannot set up the journal {path} ({2 * segment} bytes): {exc} "
+                             "(is the disk full?)") from exc
         finally:
             os.close(fd)
         self._epochs = [self._epoch_of(0), self._epoch_of(1)]
