@@ -30,7 +30,7 @@ from typing import NamedTuple
 from ._committer import Committer, Gathered
 from ._dedupe import Dedupe, Key
 from ._journal import Journal
-from ._store import Op, sql_id, transaction, wire_id
+from ._store import sql_id, transaction, wire_id
 
 INBOX_JOURNAL = "inbox.journal"
 #: Its segments' size: outcome records are small (about 100 bytes and the store writes).
@@ -53,7 +53,8 @@ class _Outcome(NamedTuple):
     seq: int
     key: Key
     durable: bool
-    write: Op
+    app: str
+    writes: Mapping[str, str | None]
     settle: Callable[[], None]
     segment: int
 
@@ -131,7 +132,7 @@ class OutcomeJournal:
         return applied
 
     def append(self, key: Key, durable: bool, app: str, writes: Mapping[str, str | None],
-               write: Op, settle: Callable[[], None]) -> bool:
+               settle: Callable[[], None]) -> bool:
         """Journal a handler's outcome (durable when this returns True); False when it
         does not fit (the caller commits it in the database)."""
         seq = next(self._seqs)
@@ -141,7 +142,7 @@ class OutcomeJournal:
         if segment is None:
             self.committer.want()  # fold, to make room
             return False
-        self._pending.append(_Outcome(seq, key, durable, write, settle, segment))
+        self._pending.append(_Outcome(seq, key, durable, app, dict(writes), settle, segment))
         if durable:
             self.dedupe.pinned.add(key)
         if journal.crowded() and not self._folding:
@@ -161,10 +162,17 @@ class OutcomeJournal:
         top = batch[-1].seq
 
         def op(db: sqlite3.Connection) -> None:
-            for outcome in batch:
-                outcome.write(db)
-                if outcome.durable:
-                    Dedupe.mark(db, outcome.key)
+            # One transaction: only each key's last value is ever seen, so only it is
+            # written (a counter a handler updates per message is one row per fold).
+            final = {(o.app, k): v for o in batch for k, v in o.writes.items()}
+            db.executemany("INSERT OR REPLACE INTO app_state (app, key, value) VALUES "
+                           "(?, ?, ?)", ((a, k, v) for (a, k), v in final.items()
+                                         if v is not None))
+            db.executemany("DELETE FROM app_state WHERE app = ? AND key = ?",
+                           (key for key, v in final.items() if v is None))
+            now = time.time()
+            db.executemany("INSERT OR IGNORE INTO dedupe (sender, id, at) VALUES (?, ?, ?)",
+                           ((o.key[0], sql_id(o.key[1]), now) for o in batch if o.durable))
             db.execute(_MARK, (_MARK_ID, top))
 
         def then() -> None:

@@ -210,7 +210,7 @@ class Receiver:
             return
         write, settle = self.state.commit(session)
         if job.delayed_key is None and self.outcomes is not None and self.outcomes.append(
-                job.key, durable, session.app, session.writes, write, settle):
+                job.key, durable, session.app, session.writes, settle):
             self._settled(job, "handled")  # durable in the journal: acknowledged now
             return
 
