@@ -29,6 +29,7 @@ from p2phost._runtime.delivery._injournal import INBOX_JOURNAL, OutcomeJournal
 from p2phost._runtime.delivery._journal import JOURNAL_NAME, Journal, JournalCorrupt
 from p2phost._runtime.delivery._store import open_connections, open_database
 from p2phost_sdk import Identity
+from tests.delivery.conftest import DELIVERY_MEDIA, ProjectMaker
 from tests.delivery.test_node import Keeper, Make, Sender, kind, make, until
 from tests.runtime.processes import free_port
 
@@ -212,3 +213,20 @@ async def test_outcomes_in_the_inbox_journal_are_replayed_once(tmp_path: Path) -
     assert sorted(fresh.execute("SELECT id FROM dedupe").fetchall()) == [(1,), (2,)]
     journal.close()
     fresh.close()
+
+
+@pytest.mark.timeout(180)
+def test_p2phost_run_with_a_damaged_journal_says_how_to_go_on(
+        delivery_project: ProjectMaker) -> None:
+    """The user's view: `p2phost run` stops with the error and its fix, no traceback."""
+    receiver = delivery_project("receiver", DELIVERY_MEDIA["tcp"])
+    receiver.start()
+    assert receiver.node.stop() == 0
+    journal = receiver.root / ".p2phost" / JOURNAL_NAME
+    journal.write_bytes(journal.read_bytes()[:4096])
+    done = subprocess.run([sys.executable, "-m", "p2phost", "run"], cwd=receiver.root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert f"{journal} is 4096 bytes" in done.stderr, done.stderr
+    assert "fix: stop the node and move" in done.stderr
+    assert "Traceback" not in done.stderr
