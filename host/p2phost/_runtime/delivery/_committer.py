@@ -24,6 +24,10 @@ Where the transaction runs:
 * everything else (a dedupe prune, claiming rows, requeued dead letters) and any batch
   submitted while the thread is busy is committed by the writer thread, with a
   connection of its own.
+
+Each transaction starts with the folds of the journals (:attr:`Committer.gathers`):
+what they made durable since the last one, so every write submitted after a send or a
+handler's outcome is committed after it.
 """
 
 from __future__ import annotations

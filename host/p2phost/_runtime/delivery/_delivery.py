@@ -41,8 +41,9 @@ from ._appstate import AppState
 from ._committer import Committer
 from ._deadletter import DeadLetter, DeadLetters
 from ._dedupe import Dedupe
-from ._injournal import INBOX_JOURNAL, INBOX_SEGMENT, OutcomeJournal
-from ._journal import JOURNAL_NAME, Journal
+from ._injournal import OutcomeJournal
+from ._journal import Journal
+from ._journals import open_journals
 from ._outbox import Outbox, key_id
 from ._outjournal import JournalRows
 from ._receiver import Receiver
@@ -141,37 +142,23 @@ class Reliable:
     def start(self, routes: Mapping[str, Route]) -> None:
         """Open the delivery database and start the outbox and the delayed retries."""
         db, writer, quick = open_connections(self.path)
-        journals: list[Journal] = []
+        journals: tuple[Journal, Journal | None] | None = None
         if self.path is not None:
-            inbox = self.path.with_name(INBOX_JOURNAL)
             try:
-                journals.append(Journal(self.path.with_name(JOURNAL_NAME)))
-                sent = JournalRows.replay(journals[0], writer)
-                taken = 0
-                if self.handled or inbox.exists():  # (an earlier run's, to replay)
-                    journals.append(Journal(inbox, INBOX_SEGMENT))
-                    taken = OutcomeJournal.replay(journals[1], writer)
+                journals = open_journals(self.path, writer, handles=bool(self.handled))
             except BaseException:
-                for journal in journals:
-                    journal.close()
                 for connection in (db, writer, quick):
                     connection.close()
                 raise
-            if sent or taken:
-                log.info("replayed from the journals: %d messages sent and %d outcomes "
-                         "committed before the last stop", sent, taken)
         self.db = db
         committer = self._committer = Committer(db, writer, quick)
         self.dead = DeadLetters(db, limit=self.settings.dead_letter_limit,
                                 keep=self.settings.dead_letter_keep)
         dedupe = Dedupe(db, window=self.settings.dedupe_window)
-        if journals:
+        if journals is not None:
             self._journal = JournalRows(journals[0], committer)
-        if len(journals) == 2:
-            if self.handled:
+            if journals[1] is not None:
                 self._outcomes = OutcomeJournal(journals[1], committer, dedupe)
-            else:  # replayed; this node takes no acknowledged messages
-                journals[1].close()
         self._acks = AckSender(self._ids.__next__, self.link.reply_channel)
         self._outbox = Outbox(committer=committer, dead=self.dead, stats=self.stats,
                               settings=self.settings, codecs=self.codecs,
@@ -184,13 +171,13 @@ class Reliable:
                                   codecs=self.codecs, acknowledge=self._acks.add)
         self._receiver.outcomes = self._outcomes
         self._receiver.start()
-        waiting = self._outbox.destinations()
+        waiting = self._outbox.queries.destinations()
         for dest in waiting:
             if "://" in dest:  # sent before its peer was known: keep dialling it
                 self.link.keep_connected(dest)
         if waiting:
             log.info("the outbox holds %d messages for %d peers: they go out as the peers "
-                     "connect", self._outbox.waiting(), len(waiting))
+                     "connect", self._outbox.queries.count(), len(waiting))
 
     async def drain(self, timeout: float) -> None:
         """At shutdown: give connected peers time to acknowledge what they were sent (up
@@ -381,7 +368,7 @@ class Reliable:
         """Counters and queue sizes, as JSON data."""
         answer = self.stats.snapshot()
         if self.db is not None and self._outbox is not None:
-            rows = self._outbox.by_topic()
+            rows = self._outbox.queries.by_topic()
             answer["outbox"] = {topic: count for topic, (count, _) in rows.items()}
             answer["outbox_oldest"] = {topic: max(0.0, time.time() - oldest)
                                        for topic, (_, oldest) in rows.items()}

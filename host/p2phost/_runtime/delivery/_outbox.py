@@ -1,7 +1,8 @@
 """The sender's durable outbox: messages of acknowledged topics, kept until acknowledged.
 
-``send`` on an acknowledged topic writes the encoded message to the outbox (in the
-delivery database) and returns once that is committed; a *pump* per peer sends what
+``send`` on an acknowledged topic appends the encoded message to the outbox journal
+(:mod:`._outjournal`; the delivery database itself on a node without a state
+directory) and returns once it is durable; a *pump* per peer sends what
 the outbox holds for it whenever the peer is connected, in order, with at most
 ``[delivery] window`` messages unacknowledged. An ACK deletes the message. When the
 connection changes, or no acknowledgement came within ``ack-timeout``, the pump goes
@@ -20,13 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from p2phost_sdk import Codec, CodecError, ConnectionClosed, FrameTooLarge, TaskOwner
 
@@ -37,7 +36,8 @@ from ..wire._channel import Channel
 from ..wire._envelope import Kind, encode
 from ._committer import LAZY, Committer
 from ._deadletter import DeadLetter, DeadLetters
-from ._outjournal import Held, JournalRows
+from ._outjournal import JournalRows, Waiting
+from ._pumpstate import Pump, Row
 from ._store import sql_id, wire_id
 
 log = logging.getLogger("p2phost.delivery")
@@ -66,37 +66,6 @@ def key_id(key: str) -> int:
     return (int.from_bytes(digest, "big") & ((1 << 62) - 1)) | (1 << 62)
 
 
-class _Row(NamedTuple):
-    seq: int
-    id: int
-    topic: str
-    content_type: str
-    body: bytes
-
-
-@dataclass
-class _Pump:
-    peer: str
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    channel: Channel | None = None
-    #: The outbox position sent up to on ``channel``.
-    cursor: int = 0
-    #: Message id -> when it was sent, in the order sent.
-    inflight: dict[int, float] = field(default_factory=dict)
-    #: Acknowledged, deletion not yet committed: not to be sent again.
-    acked: set[int] = field(default_factory=set)
-    #: Sent at least once by this run (a further send counts as a resend).
-    sent: set[int] = field(default_factory=set)
-    #: Whether the last read found every row up to the end (then new rows come in
-    #: ``fresh``, straight from ``put``, with no read of the database).
-    caught_up: bool = False
-    fresh: deque[_Row] = field(default_factory=deque)
-    #: When it last sent fresh rows (monotonic seconds).
-    sent_at: float = 0.0
-    #: Sent again by a timeout, not acknowledged since.
-    resent: set[int] = field(default_factory=set)
-    #: ``ack-timeout`` times this is the wait for acknowledgements now.
-    backoff: int = 1
 
 
 class Outbox:
@@ -117,8 +86,10 @@ class Outbox:
         self._acknowledged_by = acknowledged_by
         #: Where sends are made durable first (None: straight to the database).
         self.journal = journal
+        #: What waits in the outbox (the table and the journal).
+        self.queries = Waiting(self.db, journal)
         self._puts = 0
-        self._pumps: dict[str, _Pump] = {}
+        self._pumps: dict[str, Pump] = {}
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._warned: set[tuple[str, str]] = set()
         self._tasks = TaskOwner('delivery', logger=log)
@@ -134,7 +105,7 @@ class Outbox:
         if self.tracer is not None:
             self.tracer.remember(message_id)
         rows = self.journal
-        if rows is not None and message_id >= 1 << 62 and self._kept(dest, message_id):
+        if rows is not None and message_id >= 1 << 62 and self.queries.kept(dest, message_id):
             return  # sent with this key before, and not acknowledged: the same message
         held = None if rows is None else rows.append(dest, topic, data, content_type,
                                                      message_id)
@@ -155,7 +126,7 @@ class Outbox:
         if pump is not None:
             if seq is not None and pump.caught_up:
                 if len(pump.fresh) < _FRESH:
-                    pump.fresh.append(_Row(seq, message_id, topic, content_type, data))
+                    pump.fresh.append(Row(seq, message_id, topic, content_type, data))
                 else:  # far behind: read from the database again
                     pump.caught_up = False
                     pump.fresh.clear()
@@ -167,37 +138,6 @@ class Outbox:
                 # pumps (or anything else) run.
                 await asyncio.sleep(0)
 
-    def _kept(self, dest: str, message_id: int) -> bool:
-        assert self.journal is not None
-        key = (dest, message_id)
-        return key in self.journal.pending or key in self.journal.folding or \
-            self.db.execute("SELECT 1 FROM outbox WHERE dest = ? AND id = ?",
-                            (dest, sql_id(message_id))).fetchone() is not None
-
-    def destinations(self) -> list[str]:
-        """Every destination that has messages waiting."""
-        found = {d for (d,) in self.db.execute("SELECT DISTINCT dest FROM outbox")}
-        return sorted(found.union(h.dest for h in self._held()))
-
-    def waiting(self) -> int:
-        """How many messages wait in the outbox (at the end of a fold, those it folded
-        may be counted twice for a moment)."""
-        held = 0 if self.journal is None else \
-            len(self.journal.pending) + len(self.journal.folding)
-        return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]) + held
-
-    def by_topic(self) -> dict[str, tuple[int, float]]:
-        """Per topic: messages waiting, and when the oldest was sent (epoch seconds)."""
-        found = {topic: (count, oldest) for topic, count, oldest in self.db.execute(
-            "SELECT topic, COUNT(*), MIN(created) FROM outbox GROUP BY topic")}
-        for held in self._held():
-            count, oldest = found.get(held.topic, (0, held.created))
-            found[held.topic] = (count + 1, min(oldest, held.created))
-        return found
-
-    def _held(self, dest: str | None = None) -> list[Held]:
-        return [] if self.journal is None else self.journal.held(dest)
-
     # -- peers coming and going ------------------------------------------------------
 
     def connected(self, peer: str, addresses: list[str]) -> None:
@@ -205,7 +145,7 @@ class Outbox:
         ``addresses`` before it was known) go out now."""
         pump = self._pumps.get(peer)
         if pump is None:
-            pump = self._pumps[peer] = _Pump(peer)
+            pump = self._pumps[peer] = Pump(peer)
             self._tasks.spawn(self._pump(pump), f"outbox {peer[:12]}")
         pump.wake.set()
         if addresses:
@@ -265,7 +205,7 @@ class Outbox:
         self.committer.submit(op, then, wait=LAZY, quick=True, rows=len(ids))
 
     def _acked_one(self, peer: str, message_id: int, topic: str | None,
-                   pump: _Pump | None) -> None:
+                   pump: Pump | None) -> None:
         key = (peer, message_id)
         if pump is not None:
             pump.acked.discard(message_id)
@@ -282,7 +222,7 @@ class Outbox:
 
     # -- the pump --------------------------------------------------------------------
 
-    async def _pump(self, pump: _Pump) -> None:
+    async def _pump(self, pump: Pump) -> None:
         window, timeout = self.settings.window, self.settings.ack_timeout
         while True:
             pump.wake.clear()
@@ -330,23 +270,23 @@ class Outbox:
             except TimeoutError:
                 pass
 
-    def _page(self, pump: _Pump, room: int) -> list[_Row]:
+    def _page(self, pump: Pump, room: int) -> list[Row]:
         if room <= 0:
             return []
         if pump.caught_up:
-            fresh, rows = pump.fresh, list[_Row]()
+            fresh, rows = pump.fresh, list[Row]()
             while fresh and len(rows) < room:
                 row = fresh.popleft()
                 if row.seq > pump.cursor:  # else read already, before it was handed over
                     rows.append(row)
             return rows
-        found = [_Row(seq, wire_id(i), t, c, b) for seq, i, t, c, b in self.db.execute(
+        found = [Row(seq, wire_id(i), t, c, b) for seq, i, t, c, b in self.db.execute(
             "SELECT seq, id, topic, content_type, body FROM outbox WHERE dest = ? AND seq > ? "
             "ORDER BY seq LIMIT ?", (pump.peer, pump.cursor, room))]
-        held = self._held(pump.peer)
+        held = self.queries.held(pump.peer)
         if held:  # in the journal, perhaps not in the database yet: both, once each
             got = {row.seq for row in found}
-            found.extend(_Row(h.seq, h.id, h.topic, h.content_type, h.body) for h in held
+            found.extend(Row(h.seq, h.id, h.topic, h.content_type, h.body) for h in held
                          if h.seq > pump.cursor and h.seq not in got)
             found.sort()
             full = len(found) >= room
@@ -358,7 +298,7 @@ class Outbox:
             pump.fresh.clear()
         return found
 
-    async def _send(self, pump: _Pump, channel: Channel, row: _Row) -> None:
+    async def _send(self, pump: Pump, channel: Channel, row: Row) -> None:
         if row.topic not in channel.topics:
             self._dead_out(pump.peer, row, f"the peer does not handle topic {row.topic!r} "
                                            f"(its topics: {', '.join(sorted(channel.topics))})")
@@ -384,7 +324,7 @@ class Outbox:
         self.committer.submit(lambda db: db.execute("DELETE FROM outbox WHERE seq = ?",
                                                     (row.seq,)), quick=True)
 
-    def _frame(self, peer: str, channel: Channel, row: _Row) -> bytes | None:
+    def _frame(self, peer: str, channel: Channel, row: Row) -> bytes | None:
         data = row.body
         if row.content_type != channel.codec.content_type:
             codec = self.codecs.get(row.content_type)
@@ -405,7 +345,7 @@ class Outbox:
             return None
         return frame
 
-    def _dead_out(self, peer: str, row: _Row, reason: str) -> None:
+    def _dead_out(self, peer: str, row: Row, reason: str) -> None:
         now = time.time()
         letter = DeadLetter(0, "out", peer, row.id, row.topic, row.content_type, row.body, 0,
                             reason, "", "", now, now)
@@ -435,20 +375,12 @@ class Outbox:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
-            busy = [p for p in self._pumps.values()
-                    if self._usable(p.peer) is not None and (p.inflight or self._has_rows(p))]
+            busy = [p for p in self._pumps.values() if self._usable(p.peer) is not None
+                    and (p.inflight or self.queries.has_rows(p.peer))]
             if not busy:
                 break
             await asyncio.sleep(0.02)
-        return self.waiting()
-
-    def _has_rows(self, pump: _Pump) -> bool:
-        journal = self.journal
-        if journal is not None and any(held.dest == pump.peer for held in itertools.chain(
-                journal.folding.values(), journal.pending.values())):
-            return True
-        return self.db.execute(
-            "SELECT 1 FROM outbox WHERE dest = ? LIMIT 1", (pump.peer,)).fetchone() is not None
+        return self.queries.count()
 
     async def close(self) -> None:
         """Stop every pump (what is left stays in the outbox, or the journal)."""

@@ -234,3 +234,53 @@ class JournalRows:
     def close(self) -> None:
         """Unmap the journal (what it holds is replayed by the next start)."""
         self.journal.close()
+
+
+class Waiting:
+    """What waits in an outbox: rows of the table, and messages the journal holds."""
+
+    def __init__(self, db: sqlite3.Connection, journal: JournalRows | None) -> None:
+        self.db = db
+        self.journal = journal
+
+    def held(self, dest: str | None = None) -> list[Held]:
+        """Messages (for ``dest``) the journal holds, perhaps not in the table yet."""
+        return [] if self.journal is None else self.journal.held(dest)
+
+    def destinations(self) -> list[str]:
+        """Every destination that has messages waiting."""
+        found = {d for (d,) in self.db.execute("SELECT DISTINCT dest FROM outbox")}
+        return sorted(found.union(h.dest for h in self.held()))
+
+    def count(self) -> int:
+        """How many messages wait (at the end of a fold, those it folded may be counted
+        twice for a moment)."""
+        journal = self.journal
+        held = 0 if journal is None else len(journal.pending) + len(journal.folding)
+        return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]) + held
+
+    def by_topic(self) -> dict[str, tuple[int, float]]:
+        """Per topic: messages waiting, and when the oldest was sent (epoch seconds)."""
+        found = {topic: (count, oldest) for topic, count, oldest in self.db.execute(
+            "SELECT topic, COUNT(*), MIN(created) FROM outbox GROUP BY topic")}
+        for held in self.held():
+            count, oldest = found.get(held.topic, (0, held.created))
+            found[held.topic] = (count + 1, min(oldest, held.created))
+        return found
+
+    def has_rows(self, dest: str) -> bool:
+        """Whether anything waits for ``dest``."""
+        journal = self.journal
+        if journal is not None and any(held.dest == dest for held in itertools.chain(
+                journal.folding.values(), journal.pending.values())):
+            return True
+        return self.db.execute("SELECT 1 FROM outbox WHERE dest = ? LIMIT 1",
+                               (dest,)).fetchone() is not None
+
+    def kept(self, dest: str, message_id: int) -> bool:
+        """Whether message ``message_id`` for ``dest`` waits already (a key sent again)."""
+        journal = self.journal
+        key = (dest, message_id)
+        return (journal is not None and (key in journal.pending or key in journal.folding)) \
+            or self.db.execute("SELECT 1 FROM outbox WHERE dest = ? AND id = ?",
+                               (dest, sql_id(message_id))).fetchone() is not None

@@ -6,7 +6,9 @@ receiver's dedupe window, messages waiting for a delayed retry, the dead letters
 the apps' durable state. WAL mode with ``synchronous=NORMAL``: a committed transaction
 survives the process being killed (not a power cut: docs/delivery.md).
 
-Writes go through the :class:`~._committer.Committer` (group commit, a writer thread).
+Writes go through the :class:`~._committer.Committer` (group commit, a writer thread);
+sends and handlers' outcomes reach it through the journals (:mod:`._journal`), which
+make them durable first.
 The loop reads through its own connection: in WAL mode a reader never waits for a
 writer (another process's ``p2phost dead purge`` included).
 """
