@@ -59,11 +59,12 @@ class _Outcome(NamedTuple):
     segment: int
 
 
-def _encode(seq: int, key: Key, durable: bool, app: str,
+_HEAD = struct.Struct("<cqqdB")  # _OUTCOME up to the lengths (which _names caches)
+
+
+def _encode(seq: int, key: Key, durable: bool, names: bytes,
             writes: Mapping[str, str | None]) -> bytes:
-    sender, name = key[0].encode(), app.encode()
-    parts = [_OUTCOME.pack(b"O", seq, sql_id(key[1]), time.time(), durable, len(sender),
-                           len(name)), sender, name]
+    parts = [_HEAD.pack(b"O", seq, sql_id(key[1]), time.time(), durable), names]
     for k, value in writes.items():
         encoded_key = k.encode()
         encoded = b"" if value is None else value.encode()
@@ -105,6 +106,8 @@ class OutcomeJournal:
         self._pending: list[_Outcome] = []
         self._folding = False
         self._asked = False
+        # (sender, app) -> their lengths and bytes, as records hold them.
+        self._names: dict[tuple[str, str], bytes] = {}
         mark = committer.db.execute("SELECT folded FROM journal_mark WHERE id = ?",
                                     (_MARK_ID,)).fetchone()
         self._seqs = itertools.count((mark[0] if mark else 0) + 1)
@@ -136,7 +139,14 @@ class OutcomeJournal:
         """Journal a handler's outcome (durable when this returns True); False when it
         does not fit (the caller commits it in the database)."""
         seq = next(self._seqs)
-        record = _encode(seq, key, durable, app, writes)
+        names = self._names.get((key[0], app))
+        if names is None:
+            if len(self._names) > 1024:
+                self._names.clear()
+            sender, name = key[0].encode(), app.encode()
+            names = self._names[(key[0], app)] = b"".join(
+                (struct.pack("<HH", len(sender), len(name)), sender, name))
+        record = _encode(seq, key, durable, names, writes)
         journal = self.journal
         segment = None if len(record) > journal.segment // _LARGE else journal.append(record)
         if segment is None:
