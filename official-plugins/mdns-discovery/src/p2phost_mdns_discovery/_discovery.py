@@ -18,6 +18,7 @@ when it does not answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -29,8 +30,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import ifaddr
-from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
+from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf, current_time_millis
+from zeroconf._dns import DNSText
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zeroconf.const import _CLASS_IN, _TYPE_TXT
 
 from p2phost_sdk import (
     AnnouncementError,
@@ -46,7 +49,14 @@ from p2phost_sdk import (
     link_addresses,
 )
 
-from ._records import SERVICE_TYPE, instance_name, parse_presence, to_record, txt_properties
+from ._records import (
+    SERVICE_TYPE,
+    instance_name,
+    parse_presence,
+    to_record,
+    txt_items,
+    txt_properties,
+)
 
 log = logging.getLogger("p2phost.plugin.mdns-discovery")
 #: Most dormant (lost) peers remembered for re-checking.
@@ -242,13 +252,35 @@ class MdnsDiscovery(Discovery):
             if not await info.async_request(self._zc.zeroconf,
                                             self.settings.query_timeout * 1000,
                                             question_type=DNSQuestionType.QM):
-                return False
+                return self._heard(name)
             # Answered, even if by a forger whose records failed: a forged answer must
             # not make the real peer look gone. Its own record lapsing does (below).
             self._found(name, info)
             return True
         finally:
             self._resolving.discard(name)
+
+    def _heard(self, name: str) -> bool:
+        """Whether the cache holds a live TXT record of ``name`` that is its peer's newest
+        signed one.
+
+        A request resolves a name through one SRV record of the cache, and a forger's
+        (with the cache-flush bit, anyone's records of a name replace the others) can
+        linger there after its goodbye: the request then asks for the forger's host and
+        times out although the peer answered. Its signed record is what says it is there.
+        """
+        record, zc = self._known.get(name), self._zc
+        newest = self.book.newest(record.peer_id or "") if record is not None else None
+        if newest is None or zc is None:
+            return False
+        now = current_time_millis()
+        for txt in zc.zeroconf.cache.async_all_by_details(name, _TYPE_TXT, _CLASS_IN):
+            if not isinstance(txt, DNSText) or txt.is_expired(now):
+                continue
+            with contextlib.suppress(AnnouncementError):  # a forger's: counted already
+                if parse_presence(name, txt.text, txt_items(txt.text)) == newest:
+                    return True
+        return False
 
     def _found(self, name: str, info: AsyncServiceInfo) -> bool:
         """Report the peer a resolved service announces; False when it is not a valid one."""

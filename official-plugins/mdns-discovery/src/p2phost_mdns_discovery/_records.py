@@ -42,6 +42,20 @@ def txt_properties(record: SignedPresence) -> dict[str, str]:
     return props
 
 
+def txt_items(text: bytes) -> dict[bytes, bytes | None]:
+    """The key/value pairs of a TXT record's wire form (RFC 6763 section 6: strings of
+    ``key=value``, each behind its length; the first of a key counts)."""
+    items: dict[bytes, bytes | None] = {}
+    offset = 0
+    while offset < len(text):
+        item = text[offset + 1 : offset + 1 + text[offset]]
+        offset += 1 + text[offset]
+        key, equals, value = item.partition(b"=")
+        if key and key not in items:
+            items[key] = value if equals else None
+    return items
+
+
 def _text(value: bytes | None, key: str) -> str:
     if value is None:
         raise AnnouncementError(f"TXT key {key!r} has no value")
