@@ -4,6 +4,8 @@ letters in another process, beside a node handling effectively-once messages."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -33,6 +35,27 @@ PURGE = textwrap.dedent("""
 """)
 
 
+class CpuWait:
+    """Seconds this process's threads spent runnable but waiting for a CPU (Linux
+    schedstat), summed over its threads.
+
+    On a loaded machine most of a loop's lag is that wait: the OS running other
+    processes, either the loop's own thread or a thread holding the GIL the loop needs.
+    That says nothing about what the loop itself does. Lag minus this wait is the loop's
+    own stall: its callbacks' CPU time and any wait it blocked in (a lock, a file).
+    Without /proc (not Linux) it reads 0, and lag is taken raw.
+    """
+
+    def __call__(self) -> float:
+        total = 0
+        with contextlib.suppress(OSError):
+            for thread in os.listdir("/proc/self/task"):
+                with contextlib.suppress(OSError, IndexError, ValueError), \
+                        open(f"/proc/self/task/{thread}/schedstat", "rb") as stats:
+                    total += int(stats.read().split()[1])
+        return total / 1e9
+
+
 def fill(path: Path, count: int) -> None:
     db = open_database(path)
     store = DeadLetters(db, limit=100_000, keep="newest")
@@ -55,15 +78,19 @@ async def test_dead_purge_of_10000_letters_does_not_stall_the_loop(make: Make,
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     lags: list[float] = []
+    raw: list[float] = []
+    waited = CpuWait()
 
     async def probe() -> None:
         # Bounded: ends with the purge, and after 60 s (20,000 turns) at the most.
         for _ in range(20_000):
             if stop.is_set():
                 return
-            before = loop.time()
+            before, queued = loop.time(), waited()
             await asyncio.sleep(0.003)
-            lags.append(loop.time() - before - 0.003)
+            lag = loop.time() - before - 0.003
+            raw.append(lag)
+            lags.append(lag - min(lag, waited() - queued))
 
     async def traffic() -> int:
         sent = 0
@@ -87,8 +114,10 @@ async def test_dead_purge_of_10000_letters_does_not_stall_the_loop(make: Make,
     await until(lambda: len(keeper.bodies) == sent, 30)
     assert receiver.delivery.dead is not None and receiver.delivery.dead.count() == 0
     lags.sort()
+    raw.sort()
     p99, worst = lags[int(len(lags) * 0.99)], lags[-1]
-    assert p99 < 0.05, f"the loop's lag p99 was {p99 * 1000:.0f} ms"
-    # On a loaded machine the OS alone may hold the process back for a tenth of a second
-    # now and then; waiting for the purge's lock would have stalled it for a second.
-    assert worst < 0.5, f"the loop stalled for {worst * 1000:.0f} ms"
+    seen = (f"{len(lags)} probes; lag p99 {raw[int(len(raw) * 0.99)] * 1000:.0f} ms, "
+            f"worst {raw[-1] * 1000:.0f} ms, before taking out the waits for a CPU")
+    assert p99 < 0.05, f"the loop's own lag p99 was {p99 * 1000:.0f} ms ({seen})"
+    # Waiting for the purge's lock would have stalled the loop for a second.
+    assert worst < 0.5, f"the loop stalled for {worst * 1000:.0f} ms ({seen})"
