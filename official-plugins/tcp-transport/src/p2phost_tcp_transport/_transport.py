@@ -6,8 +6,11 @@ small frames costs one read; writes of several frames are joined into one write.
 
 Large frames (``LARGE`` bytes and over: parts of a Dask array, files) are never joined:
 a write hands the length and the frame to the socket as they are, and a read fills one
-buffer of the frame's size, allocated once its length passed the size limit; the
-socket reads the rest of the frame straight into it (``_direct``).
+buffer for the frame, allocated once its length passed the size limit; the socket
+reads the rest of the frame straight into it (``_direct``). Frames up to ``POOLED_SIZE``
+get a pooled buffer of their size; a larger one's buffer starts at ``GROW_FROM`` and
+doubles as it fills, so a peer that announces large frames and sends little of them
+holds little memory.
 
 In push mode (``Connection.push``) the protocol hands each read to the connection in
 its ``data_received``, which splits it the same way and hands the whole frames to the
@@ -37,12 +40,15 @@ from p2phost_sdk import (
     check_frame_size,
 )
 
-from ._direct import DirectProtocol, frame_buffer, open_direct, serve_direct
+from ._direct import POOLED_SIZE, DirectProtocol, frame_buffer, open_direct, serve_direct
 
 _LENGTH = struct.Struct("!I")
 _CLOSE_TIMEOUT = 2.0
 #: Frames from this size on are written without a joined copy and read into one buffer.
 LARGE = 65536
+#: A large frame's buffer starts this big (or the frame's size, if smaller) and doubles
+#: whenever what arrived fills it, so it is never more than twice what the peer sent.
+GROW_FROM = 1024 * 1024
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -94,9 +100,9 @@ class TcpConnection(Connection):
         # Bytes of a frame that straddles reads, and how many the frame needs in all.
         self._partial = bytearray()
         self._need = 0
-        # A large frame being read into its own buffer, and how many bytes it has.
+        # A large frame being read into its own buffer, how many bytes it has, its size.
         self._large: bytearray | None = None
-        self._got = 0
+        self._got = self._large_size = 0
         # The protocol that can read a large frame into place, and how many bytes this
         # connection took from the stream reader (the protocol counts what it fed it).
         protocol = writer.transport.get_protocol()
@@ -225,22 +231,24 @@ class TcpConnection(Connection):
         """Read the rest of a large frame straight into its buffer."""
         large = self._large
         assert large is not None
-        view, size, direct = memoryview(large), len(large), self._direct
+        size, direct = self._large_size, self._direct
         while self._got < size:
-            if direct is not None and (direct.filling or direct.fed == self._taken):
-                # The stream reader holds nothing more of it: the socket reads the
-                # rest into place.
-                if not direct.filling:
-                    direct.read_into(view[self._got:])
-                self._got += await direct.wait_filled()
-                if self._got < size:
-                    self._eof()
-                break
-            data = await self._read(min(self._read_size, size - self._got))
-            got = self._got
-            view[got : got + len(data)] = data
-            self._got = got + len(data)
-        view.release()
+            if self._got == len(large):
+                _grow(large, size)
+            with memoryview(large) as view:
+                if direct is not None and (direct.filling or direct.fed == self._taken):
+                    # The stream reader holds nothing more of it: the socket reads the
+                    # rest of the buffer into place.
+                    if not direct.filling:
+                        direct.read_into(view[self._got:])
+                    self._got += await direct.wait_filled()
+                    if self._got < len(large):
+                        self._eof()
+                    continue
+                data = await self._read(min(self._read_size, len(large) - self._got))
+                got = self._got
+                view[got : got + len(data)] = data
+                self._got = got + len(data)
         self._large = None
         # A bytearray: bytes-like for every reader of frames, and not copied again.
         self._frames.append(cast(bytes, large))
@@ -258,10 +266,14 @@ class TcpConnection(Connection):
             stop = offset + 4 + size
             if stop > end:
                 if size >= LARGE:
-                    # Its size passed the limit: one buffer for all of it, filled as
-                    # it arrives (no growing copy, no joined copy at the end).
-                    self._large = frame_buffer(size)
+                    # Its size passed the limit: one buffer for it, filled as it
+                    # arrives (no joined copy at the end). Over POOLED_SIZE it grows
+                    # with what arrived (_grow): a peer that announces a 16 MiB frame
+                    # and trickles costs what it sent, not 16 MiB per connection.
                     self._got = end - offset - 4
+                    self._large = frame_buffer(size) if size <= POOLED_SIZE \
+                        else bytearray(max(GROW_FROM, self._got))
+                    self._large_size = size
                     self._large[: self._got] = memoryview(data)[offset + 4 :]
                     return
                 break
@@ -337,10 +349,12 @@ class TcpConnection(Connection):
     def _fill_large_from(self, data: bytes) -> bytes:
         large = self._large
         assert large is not None
+        if self._got == len(large):
+            _grow(large, self._large_size)
         take = min(len(large) - self._got, len(data))
         large[self._got : self._got + take] = memoryview(data)[:take]
         self._got += take
-        if self._got == len(large):
+        if self._got == self._large_size:
             self._large = None
             self._frames.append(cast(bytes, large))
         return data[take:]
@@ -350,7 +364,7 @@ class TcpConnection(Connection):
         # straight into it (as the pull path does); elsewhere _pushed copies it in.
         direct, large = self._direct, self._large
         if direct is not None and large is not None and direct.buffered \
-                and not direct.filling:
+                and not direct.filling and self._got < len(large):
             direct.read_into(memoryview(large)[self._got :], self._large_filled)
 
     def _large_filled(self, got: int) -> None:
@@ -358,6 +372,10 @@ class TcpConnection(Connection):
         assert large is not None and sink is not None
         self._got += got
         if self._got < len(large):  # cut short: _push_ended says so
+            return
+        if self._got < self._large_size:
+            # Full, not whole: it grows with the next read (not here, where the
+            # socket's read still holds a view of it).
             return
         self._large = None
         if not self._sink_ended:
@@ -378,7 +396,7 @@ class TcpConnection(Connection):
 
     def _eof(self, error: BaseException | None = None) -> NoReturn:
         if self._partial or self._large is not None:  # not a clean close: a protocol error
-            got, need = ((self._got, len(self._large)) if self._large is not None
+            got, need = ((self._got, self._large_size) if self._large is not None
                          else (len(self._partial), self._need))
             raise TransportError(
                 f"{self.remote_address} closed the connection in the middle of a frame "
@@ -403,6 +421,12 @@ class TcpConnection(Connection):
                 await self._writer.wait_closed()
         except (TimeoutError, ConnectionError, OSError):
             self._writer.transport.abort()
+
+
+def _grow(buffer: bytearray, size: int) -> None:
+    """Double ``buffer`` (a large frame's, full), up to the frame's ``size``. In place:
+    a large block is remapped, not copied, and only the added part is written."""
+    buffer.extend(bytes(min(size, 2 * len(buffer)) - len(buffer)))
 
 
 class TcpListener(Listener):
