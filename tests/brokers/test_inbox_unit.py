@@ -164,16 +164,34 @@ async def test_duplicates_and_swaps_reach_the_node_once_in_order(
     await server.close()
 
 
-async def test_a_slow_reader_holds_the_sender_to_its_window() -> None:
-    broker = Broker()
-    server, client = transport(broker, window=8), transport(broker, window=8)
+@pytest.mark.parametrize("windows", [(8, 8), (8, 64), (64, 8)])
+async def test_a_slow_reader_holds_the_sender_to_the_smaller_window(
+        windows: tuple[int, int]) -> None:
+    broker = Broker(swap=True)
+    server, client = transport(broker, window=windows[0]), transport(broker, window=windows[1])
     dialled, accepted, _ = await pair(server, client)
     sending = asyncio.ensure_future(dialled.send_many([b"x"] * 40))
     await asyncio.sleep(0.1)
-    assert broker.appended <= 1 + 8 + 1, "OPEN, a window of frames, and the ACCEPT"
+    assert broker.appended <= 1 + 8 + 1, "OPEN, a window of frames (the smaller), the ACCEPT"
     assert not sending.done()
-    await take(accepted, 40)
+    await take(accepted, 40)  # and none of them counts as past the window
     await asyncio.wait_for(sending, 2)
+    back = asyncio.ensure_future(accepted.send_many([b"y"] * 40))
+    assert await take(dialled, 40) == [b"y"] * 40
+    await asyncio.wait_for(back, 2)
+    await client.close()
+    await server.close()
+
+
+async def test_a_sender_past_the_window_is_cut_off() -> None:
+    broker = Broker()
+    server, client = transport(broker, window=8), transport(broker, window=8)
+    dialled, accepted, _ = await pair(server, client)
+    # Frames 1 to 20 without waiting for credit, as a sender that ignores it would.
+    broker.append(server.peer_id, data_records(True, dialled.connection_id, dialled.out_epoch,
+                                               1, client.peer_id, "", [b"z"] * 20))
+    with pytest.raises(TransportError, match="sent more than its flow-control window"):
+        await take(accepted, 9)
     await client.close()
     await server.close()
 

@@ -6,6 +6,12 @@ duplicates (a medium redelivers what was not acknowledged), and acknowledges a r
 only once the node is done with its frame. Flow control: the sender keeps at most
 ``window`` frames beyond what the receiver has taken; the receiver says how far it got
 with CREDIT records, so a slow reader slows the sender and the medium holds little.
+
+Both ends use the smaller of their two windows: each announces its own in OPEN (the
+dialler) or ACCEPT/REOPEN (the listener). A frame numbered past the last credit sent
+plus that window came from a sender that ignores credit: the connection is closed with
+that reason, so the frames a receiver holds stay within one window whatever the peer
+does. (A peer too old to announce a window is held to this end's.)
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import secrets
+import struct
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -28,6 +35,16 @@ if TYPE_CHECKING:
 
 _CLOSE_TIMEOUT = 2.0
 _Key = tuple[int, int]  # (epoch, seq) of a received frame
+#: A window as OPEN (after its dial deadline), ACCEPT and REOPEN carry it.
+WINDOW = struct.Struct("!I")
+
+
+def announced_window(payload: bytes) -> int | None:
+    """The window at the start of ``payload`` (ACCEPT, REOPEN; OPEN's after its first 8
+    bytes), or None when the peer announced none (an older peer) or announced 0."""
+    if len(payload) < WINDOW.size:
+        return None
+    return WINDOW.unpack_from(payload)[0] or None
 
 
 class InboxConnection(Connection):
@@ -35,7 +52,7 @@ class InboxConnection(Connection):
 
     def __init__(self, endpoint: Endpoint, *, connection_id: bytes, dialler: bool,
                  peer_id: str, peer_inbox: str, in_epoch: int | None = None,
-                 next_seq: int = 1) -> None:
+                 next_seq: int = 1, peer_window: int | None = None) -> None:
         self._endpoint = endpoint
         self.connection_id = connection_id
         #: The inbox the peer reads (its peer id, or a short-lived reply inbox).
@@ -48,7 +65,10 @@ class InboxConnection(Connection):
         self._limit = endpoint.frame_limit
         if endpoint.frame_limit < endpoint.max_frame_size:
             self.max_frame_size = endpoint.frame_limit
-        self._window = endpoint.window
+        self._window = min(endpoint.window, peer_window or endpoint.window)
+        #: A listener resumed after a restart no longer knows the credit its killed run
+        #: gave: frames in order are not held to the window on such a connection.
+        self.resumed_run = False
         # Sending side.
         self.out_epoch = secrets.randbits(32)
         self._out_seq = 0
@@ -145,6 +165,10 @@ class InboxConnection(Connection):
             self._credit.clear()
             await self._credit.wait()
 
+    def announce(self, kind: RecordType) -> bytes:
+        """ACCEPT or REOPEN, announcing this end's window."""
+        return self.record(kind, payload=WINDOW.pack(self._endpoint.window))
+
     def record(self, kind: RecordType, seq: int = 0, payload: bytes = b"",
                epoch: int | None = None) -> bytes:
         """An encoded record of this connection from this side."""
@@ -176,8 +200,8 @@ class InboxConnection(Connection):
         every message); False, having changed nothing, for anything else: a gap, a copy,
         another epoch, a resumed or opening frame take :meth:`receive`'s path."""
         if seq != self._next or epoch != self.in_epoch or self._early or self.skip \
-                or (seq == 1 and not self.dialler):
-            return False
+                or (seq == 1 and not self.dialler) or seq > self._credit_sent + self._window:
+            return False  # (past the window: receive refuses it, see _in_order)
         key = (epoch, seq)
         self._next = seq + 1
         self._pending[key] = [token]
@@ -195,6 +219,9 @@ class InboxConnection(Connection):
             self._fail(ConnectionClosed(f"{self.remote_address} does not know this connection "
                                         "any more (it restarted or closed it)"))
             return
+        window = announced_window(record.payload)
+        if window is not None:
+            self._window = min(self._endpoint.window, window)
         if record.epoch != self.in_epoch:
             # A new epoch of the other side (ACCEPT, or REOPEN after it restarted and
             # resumed): its records are numbered afresh.
@@ -213,14 +240,20 @@ class InboxConnection(Connection):
             else:
                 self._endpoint.ack(tokens)
             return
+        if seq > self._credit_sent + self._window * (2 if self.resumed_run else 1):
+            # Past the credit we gave (a resumed run allows early frames up to two
+            # windows, and does not know the credit its killed run gave in order).
+            if seq > self._next or not self.resumed_run:
+                self._endpoint.ack(tokens)
+                self._fail(TransportError(
+                    f"{self.remote_address} sent more than its flow-control window "
+                    f"({self._window} frames): frame {seq} with credit given up to "
+                    f"{self._credit_sent}; closing the connection"))
+                return
         if seq > self._next:
             early = self._early.get(seq)
             if early is not None:
                 early[1].extend(tokens)
-            elif len(self._early) >= 2 * self._window:
-                self._endpoint.ack(tokens)
-                self._fail(TransportError(f"{self.remote_address} sent more than its "
-                                          f"flow-control window ({self._window} frames)"))
             else:
                 if not self._early:
                     self._gap_since = time.monotonic()

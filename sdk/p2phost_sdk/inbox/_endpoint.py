@@ -25,7 +25,7 @@ from .._errors import (
     UnknownInbox,
 )
 from .._transport import AcceptHandler
-from ._connection import InboxConnection
+from ._connection import WINDOW, InboxConnection
 from ._journal import Journal, Resumable
 from ._letters import LetterHandler, LetterJournal
 from ._medium import Medium, stop_if_cancelled
@@ -276,7 +276,8 @@ class Endpoint:
                 raise UnknownInbox(peer_id)
             async with connection.send_lock:
                 await self.append(peer_id, [connection.record(
-                    RecordType.OPEN, 0, deadline.to_bytes(8, "big"))], within=timeout)
+                    RecordType.OPEN, 0, deadline.to_bytes(8, "big") + WINDOW.pack(self.window))],
+                    within=timeout)
             await connection.wait_accepted(max(0.0, timeout - (time.monotonic() - started)))
         except UnknownInbox:
             self.remove(connection)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ForeignRecord, TransportError
 from .._peer_ids import is_peer_id
-from ._connection import InboxConnection
+from ._connection import InboxConnection, announced_window
 from ._journal import Resumable
 from ._letters import Letter, letter_finisher
 from ._record import HEADER, MAGIC, VERSION, Record, RecordType, decode, valid_inbox
@@ -143,9 +143,10 @@ class Router:
             return
         connection = InboxConnection(endpoint, connection_id=record.connection, dialler=False,
                                      peer_id=record.sender, peer_inbox=record.reply_inbox,
-                                     in_epoch=record.epoch)
+                                     in_epoch=record.epoch,
+                                     peer_window=announced_window(record.payload[8:]))
         endpoint.connections[(record.connection, False)] = connection
-        endpoint.spawn(self._accepted(connection, connection.record(RecordType.ACCEPT)),
+        endpoint.spawn(self._accepted(connection, connection.announce(RecordType.ACCEPT)),
                        "accept")
 
     def _resume(self, record: Record, token: Any) -> None:
@@ -161,6 +162,7 @@ class Router:
                                      peer_id=entry.sender, peer_inbox=entry.inbox,
                                      in_epoch=entry.epoch, next_seq=entry.done.watermark + 1)
         connection.skip = set(entry.done.above)
+        connection.resumed_run = True
         # The node's new run handshakes as on a new connection: it gets the dialler's
         # hello again, and its own hello is not sent (the dialler is past its handshake).
         connection.replay(entry.opening)
@@ -172,7 +174,7 @@ class Router:
                  connection.remote_address, entry.done.watermark + 1)
         connection.resumed()
         connection.receive(record, token)
-        endpoint.spawn(self._accepted(connection, connection.record(RecordType.REOPEN)),
+        endpoint.spawn(self._accepted(connection, connection.announce(RecordType.REOPEN)),
                        "resume")
 
     async def _accepted(self, connection: InboxConnection, first: bytes) -> None:
