@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import subprocess
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +86,38 @@ def workspace(tmp_path: Path, registry: RunningRegistry) -> Callable[..., Worksp
         (root / "p2phost.toml").write_text(MANIFEST.format(name=name, plugins=lines))
         return Workspace(root, registry.url, cache_dir or cache)
     return make
+
+
+@contextlib.contextmanager
+def hand_made_registry(pages: Mapping[str, bytes | Callable[[], Iterator[bytes]]]
+                       ) -> Iterator[str]:
+    """A registry serving ``pages`` by path (what the real one would refuse to hold); a
+    callable page is streamed, without a length, until it ends or the client leaves.
+    Yields its URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = pages.get(self.path)
+            self.send_response(200 if body else 404)
+            if callable(body):
+                self.end_headers()
+                with contextlib.suppress(ConnectionError):
+                    for chunk in body():
+                        self.wfile.write(chunk)
+                return
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+        server.server_close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import os
@@ -14,7 +13,6 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 import warnings
 import zipfile
@@ -25,7 +23,7 @@ import pytest
 
 from tests.conftest import RunningRegistry
 
-from .conftest import Workspace
+from .conftest import Workspace, hand_made_registry
 
 Make = Callable[..., Workspace]
 
@@ -164,29 +162,9 @@ def test_unsafe_wheel_is_refused(workspace: Make, kind: str) -> None:
     pages = {"/api/v1/plugins/evil": json.dumps({"name": "evil", "owners": ["mallory"],
                                                   "versions": [release]}).encode(),
              "/files/evil.whl": wheel}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = pages.get(self.path)
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        ws = workspace()
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    ws = workspace()
+    with hand_made_registry(pages) as url:
         err = ws.fails("plugin", "install", "evil", "--yes", "--registry", url)
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
-        server.server_close()
     assert _EVIL_ERRORS[kind] in err
     assert ws.installed() == {} and ws.lock == ""
     assert not (ws.root / ".p2phost" / "escaped.py").exists()

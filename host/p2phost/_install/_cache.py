@@ -16,6 +16,9 @@ from pathlib import Path
 from ._errors import InstallError, IntegrityError, RegistryError
 from ._http import Fetcher
 
+#: Most bytes of one wheel downloaded when its source published no size (PyPI's own
+#: largest files are about this); with a size, that size is the cap.
+MAX_DOWNLOAD = 2**30
 #: Called once per downloaded chunk with its size (a progress bar's ``advance``).
 Advance = Callable[[int], None]
 #: Starts a progress display for one download: (label, total bytes or None) -> advance.
@@ -61,7 +64,9 @@ class DownloadCache:
         """The verified file: from the cache, else downloaded from ``url``.
 
         ``sha256`` None means the source published no hash (a local find-links
-        directory): the file's own hash is then recorded and checked from then on.
+        directory): the file's own hash is then recorded and checked from then on. The
+        download stops at ``size`` bytes when the source published it (else at
+        ``MAX_DOWNLOAD``): a source that sends more is refused, not stored.
         """
         if sha256 and (hit := self.get(sha256, filename)):
             return hit
@@ -71,8 +76,13 @@ class DownloadCache:
             part = staging / f"{filename}.{os.getpid()}.part"
             digest = hashlib.sha256()
             advance = progress(filename, size) if progress else None
+            cap, got_bytes = MAX_DOWNLOAD if size is None else size, 0
 
             def on_chunk(chunk: bytes) -> None:
+                nonlocal got_bytes
+                got_bytes += len(chunk)
+                if got_bytes > cap:
+                    raise _oversized(filename, url, size, cap)
                 digest.update(chunk)
                 if advance:
                     advance(len(chunk))
@@ -80,7 +90,7 @@ class DownloadCache:
             try:
                 with open(part, "wb") as out:
                     fetcher.copy(url, out, on_chunk)
-            except RegistryError:
+            except (RegistryError, IntegrityError):
                 part.unlink(missing_ok=True)
                 raise
             except OSError as exc:
@@ -104,3 +114,12 @@ class DownloadCache:
             raise InstallError(f"cannot write the download cache {self.root}: {exc}",
                                fix="free disk space or set P2PHOST_CACHE_DIR to a writable "
                                    "directory") from exc
+
+
+def _oversized(filename: str, url: str, size: int | None, cap: int) -> IntegrityError:
+    said = (f"the {size} bytes its source published" if size is not None
+            else f"{cap} bytes, the most p2phost downloads for one wheel")
+    return IntegrityError(f"{filename} from {url} is larger than {said}; the download was "
+                          "stopped and nothing was installed",
+                          fix="retry; if it persists, tell the registry's operator (its "
+                              "file or its published size is wrong)")

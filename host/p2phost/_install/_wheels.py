@@ -24,6 +24,8 @@ HOST_DISTRIBUTIONS = frozenset({"p2phost", "p2phost-sdk"})
 #: The distribution plugins depend on, with the range of their host-api.
 SDK_DISTRIBUTION = "p2phost-sdk"
 _PURE = ("py3-none-any", "py2.py3-none-any")
+#: Most bytes of a wheel's METADATA read (the registry refuses uploads over this too).
+MAX_METADATA = 1024 * 1024
 
 
 #: ``NAME OP VERSION[, OP VERSION]...`` and nothing else (no extras, marker or URL): how
@@ -125,6 +127,15 @@ def _plain_requirements(wheel: Path) -> list[tuple[str, SpecifierSet]] | None:
     return out
 
 
+def _metadata_text(data: bytes, where: str) -> str:
+    """A METADATA read up to one byte over ``MAX_METADATA``: refused when it is over."""
+    if len(data) > MAX_METADATA:
+        raise IntegrityError(
+            f"{where} is over {MAX_METADATA} bytes; refusing to read it",
+            fix="install a wheel from a source you trust, or ask its publisher to rebuild it")
+    return data.decode("utf-8")
+
+
 @cache
 def _requires_dist(wheel: Path) -> tuple[str, ...]:
     """The ``Requires-Dist`` lines of ``wheel``: a wheel file, or its unpacked tree."""
@@ -133,7 +144,10 @@ def _requires_dist(wheel: Path) -> tuple[str, ...]:
         if len(found) != 1:
             raise IntegrityError(f"{wheel.name}: expected one .dist-info/METADATA")
         try:
-            return header_values(found[0].read_text("utf-8"), "Requires-Dist")
+            with open(found[0], "rb") as member:
+                text = _metadata_text(member.read(MAX_METADATA + 1),
+                                      f"{found[0].parent.name}/METADATA")
+            return header_values(text, "Requires-Dist")
         except (OSError, UnicodeDecodeError) as exc:
             raise IntegrityError(f"{wheel.name}: unreadable metadata ({exc})") from exc
     import zipfile
@@ -144,7 +158,8 @@ def _requires_dist(wheel: Path) -> tuple[str, ...]:
                      if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
             if len(infos) != 1:
                 raise IntegrityError(f"{wheel.name}: expected one .dist-info/METADATA")
-            text = archive.read(infos[0]).decode("utf-8")
+            with archive.open(infos[0]) as member:
+                text = _metadata_text(member.read(MAX_METADATA + 1), f"{wheel.name}: {infos[0]}")
     except (zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise IntegrityError(f"{wheel.name}: not a readable wheel ({exc})") from exc
     return header_values(text, "Requires-Dist")
