@@ -42,6 +42,9 @@ class NodeSettings:
     peer_limit: int = 64
     #: ``p2phost run``'s event loop: "auto" (uvloop where installed), "uvloop", "asyncio".
     event_loop: str = "auto"
+    #: Seconds a peer may send nothing, or take nothing written to it, before its
+    #: connection is closed.
+    keepalive_timeout: float = 15.0
 
 
 # [node] key -> (attribute, expected type name, check)
@@ -52,8 +55,11 @@ _NODE_FIELDS: dict[str, tuple[str, str]] = {
     "max-frame-size": ("max_frame_size", "int"),
     "peer-limit": ("peer_limit", "int"),
     "event-loop": ("event_loop", "str"),
+    "keepalive-timeout": ("keepalive_timeout", "number"),
 }
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+#: The range of ``keepalive-timeout`` (seconds): the keepalive pings at a third of it.
+KEEPALIVE_TIMEOUTS = (2.0, 3600.0)
 
 
 def _type_ok(expected: str, value: Any) -> bool:
@@ -61,6 +67,8 @@ def _type_ok(expected: str, value: Any) -> bool:
         return isinstance(value, str)
     if expected == "int":
         return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    if expected == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
@@ -173,7 +181,8 @@ class _Reader:
             if spec is None:
                 self.problem("node", key, f"unknown key (known: {', '.join(_NODE_FIELDS)})")
             elif not _type_ok(spec[1], value):
-                expected = "a positive int" if spec[1] == "int" else spec[1]
+                expected = {"int": "a positive int", "number": "a number of seconds"}.get(
+                    spec[1], spec[1])
                 self.problem("node", key, f"expected {expected}, got {value!r}")
             else:
                 values[spec[0]] = value
@@ -181,6 +190,11 @@ class _Reader:
             self.problem("node", "event-loop", f"expected one of {', '.join(EVENT_LOOPS)}, "
                          f"got {values.pop('event_loop')!r}",
                          fix='event-loop = "auto" (uvloop where it is installed)')
+        low, high = KEEPALIVE_TIMEOUTS
+        if not low <= values.get("keepalive_timeout", low) <= high:  # nan fails too
+            self.problem("node", "keepalive-timeout", f"expected seconds from {low:g} to "
+                         f"{high:g}, got {values.pop('keepalive_timeout')!r}",
+                         fix="keepalive-timeout = 15")
         for address in values.get("listen", []) + values.get("connect", []):
             if "://" not in address:
                 self.problem("node", "listen" if address in values.get("listen", []) else

@@ -66,6 +66,18 @@ class Connection(ABC):
         for frame in frames:
             await self.send(frame)
 
+    def unsent(self) -> int | None:
+        """Bytes of frames already handed to :meth:`send` or :meth:`send_many` that the
+        transport still holds (not yet taken by the operating system), or None when it
+        cannot tell (the default).
+
+        A transport that answers promises that a send cancelled while it waited for the
+        peer keeps its frames queued, in order. The host's write timeout then counts time
+        without progress, so a peer that reads slowly but steadily is not cut off; with
+        None, a whole write must be taken within the timeout.
+        """
+        return None
+
     def try_send(self, frame: bytes) -> bool:
         """Hand ``frame`` over at once if that needs no waiting; False otherwise.
 

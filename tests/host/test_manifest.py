@@ -57,6 +57,12 @@ def test_event_loop_is_uvloop_where_installed_unless_the_manifest_says_asyncio(
     assert kind == "uvloop" and factory is not None  # uvloop is one of p2phost's requirements
 
 
+def test_keepalive_timeout_is_a_setting(tmp_path: Path) -> None:
+    assert Manifest.load(write(tmp_path, GOOD)).node.keepalive_timeout == 15.0
+    text = GOOD.replace('[node]\n', '[node]\nkeepalive-timeout = 60\n')
+    assert Manifest.load(write(tmp_path, text)).node.keepalive_timeout == 60
+
+
 def test_several_registries_in_order(tmp_path: Path) -> None:
     text = GOOD.replace('url = "http://127.0.0.1:8470"',
                         'url = ["http://a.example:1/", "https://b.example"]')
@@ -79,6 +85,10 @@ def test_several_registries_in_order(tmp_path: Path) -> None:
          "not an address URL"),
         (GOOD.replace('[node]\n', '[node]\nspeed = 3\n'), 3, "unknown key"),
         (GOOD.replace('[node]\n', '[node]\nevent-loop = "fast"\n'), 3, "auto, uvloop, asyncio"),
+        (GOOD.replace('[node]\n', '[node]\nkeepalive-timeout = 0.5\n'), 3, "from 2 to 3600"),
+        (GOOD.replace('[node]\n', '[node]\nkeepalive-timeout = nan\n'), 3, "from 2 to 3600"),
+        (GOOD.replace('[node]\n', '[node]\nkeepalive-timeout = "15"\n'), 3,
+         "a number of seconds"),
     ],
 )
 def test_bad_input_gives_file_line_and_field(tmp_path: Path, text: str, line: int,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import struct
+import time
 from typing import Any
 
 from p2phost._runtime import Kind, decode, encode
@@ -59,3 +61,54 @@ async def test_announced_16_mib_frames_trickled_cost_what_was_sent(start_node: A
         for _, writer in peers:
             writer.close()
     assert "Traceback" not in node.stop()
+
+
+async def test_a_slow_but_steady_reader_is_served_and_a_stopped_one_cut(
+    start_node: Any
+) -> None:
+    node = start_node(keepalive_timeout=2.0, keepalive_interval=0.6)
+
+    async def slow_reader() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        sock = socket.socket()
+        # Small buffers, fixed before connecting: the node's writes wait for our reads.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (node.host, node.port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=16384)
+        writer.write(framed(hello()))
+        size = struct.unpack("!I", await asyncio.wait_for(reader.readexactly(4), 20))[0]
+        assert decode(await reader.readexactly(size)).kind is Kind.HELLO
+        writer.write(framed(encode(Kind.PING, 0)))  # answered: the handshake is done
+        size = struct.unpack("!I", await asyncio.wait_for(reader.readexactly(4), 20))[0]
+        assert decode(await reader.readexactly(size)).kind is Kind.PONG
+        return reader, writer
+
+    body = json.dumps("z" * (4 * MB)).encode()
+    request = framed(encode(Kind.REQUEST, 1, b"echo", body))
+    # Steady: 4 MiB at about 400 KB/s, ten seconds for a reply when the timeout is 2 s.
+    reader, writer = await slow_reader()
+    writer.write(request)
+    header = await asyncio.wait_for(reader.readexactly(4), 20)
+    got = bytearray(header)
+    size = struct.unpack("!I", header)[0]
+    started = time.monotonic()
+    while len(got) < 4 + size:
+        got += await asyncio.wait_for(reader.read(min(16384, 4 + size - len(got))), 10)
+        await asyncio.sleep(0.04)
+    took = time.monotonic() - started
+    reply = decode(bytes(got[4:]))
+    assert reply.kind is Kind.REPLY and reply.body == body
+    print(f"a 4 MiB reply read steadily in {took:.1f}s with a 2 s timeout")
+    assert took > 4, "the reader was not slow: the test proves nothing"
+    writer.close()
+    log = node.stderr
+    assert "does not read" not in log and "keepalive timeout" not in log, log
+    # Stopped: half a reply read, then nothing. Cut within a few timeouts, with the reason.
+    reader, writer = await slow_reader()
+    writer.write(request)
+    await asyncio.wait_for(reader.readexactly(2 * MB), 30)
+    await asyncio.sleep(8)
+    writer.close()
+    log = node.stop()[len(log):]
+    assert "took nothing sent to it, for" in log or "the peer does not read" in log, log
+    assert "Traceback" not in log

@@ -38,6 +38,8 @@ def node_for_project(project: Project, *, client: bool = False,
         connect=() if client else tuple(settings.connect),
         max_frame_size=settings.max_frame_size,
         peer_limit=settings.peer_limit,
+        keepalive_timeout=settings.keepalive_timeout,
+        keepalive_interval=min(5.0, settings.keepalive_timeout / 3),
         client=client,
         replay_window=trust.replay_window,
         # A client keeps no outbox on disk: it waits for acknowledgements before it exits.

@@ -267,13 +267,15 @@ class Connections:
             now = time.monotonic()
             for peer in list(self._table.peers.values()):
                 for channel in list(peer.channels):
-                    idle = now - channel.last_seen
+                    # A peer that takes what we write is alive, even while it sends
+                    # nothing (its PONG waits behind a large reply it reads slowly).
+                    idle = now - max(channel.last_seen, channel.progress_at)
                     if channel.stalled or channel.ended:
                         continue
-                    if idle >= timeout:
-                        log.warning("peer %s (%s) sent nothing for %.0fs: closing the "
-                                    "connection (keepalive timeout)", peer.peer_id,
-                                    channel.address, idle)
+                    if idle >= timeout and not channel.writing and not channel.peer_took():
+                        log.warning("peer %s (%s) sent nothing, and took nothing sent to "
+                                    "it, for %.0fs: closing the connection (keepalive "
+                                    "timeout)", peer.peer_id, channel.address, idle)
                         self._tasks.spawn(channel.close(f"keepalive timeout ({idle:.0f}s "
                                                         "without traffic)"), "close")
                     elif idle >= interval or now - channel.pinged >= interval:

@@ -7,9 +7,11 @@ cannot keep up (the peer reads slowly), senders wait for room.
 
 The reader never lets this node's answers pile up: when what waits to go out to the
 peer (PONGs, ERRORs, replies) is over the limit, it stops reading until there is room,
-and a peer that reads nothing for ``write_timeout`` seconds is disconnected with that
-reason. Frames queued without waiting (``post``) are bounded too: a channel whose queue
-would pass twice its limit is closed, not grown.
+and a peer that takes nothing written to it for ``write_timeout`` seconds is
+disconnected with that reason (progress counts, not how long a whole write takes: a
+reader that is slow but steady is served, where the transport can tell its progress).
+Frames queued without waiting (``post``) are bounded too: a channel whose queue would
+pass twice its limit is closed, not grown.
 
 Goodbye: a node that closes a channel on purpose first sends GOODBYE (after everything
 already queued), meaning "no new messages or requests from me"; replies may still
@@ -102,6 +104,9 @@ class Channel(Reader):
             self.frame_limit = max_frame_size
             self.frame_limit_source = "max-frame-size in [node] of p2phost.toml"
         self.last_seen = time.monotonic()
+        #: When the peer was last seen taking bytes written to it (``peer_took``: on
+        #: transports that report their unsent bytes): a peer that reads is alive.
+        self.progress_at = self.last_seen
         #: The last keepalive round trip in seconds (None until a PONG came back), and
         #: when the last PING went out (``p2phost top`` shows the round trip).
         self.rtt: float | None = None
@@ -136,6 +141,9 @@ class Channel(Reader):
         self._writing = False
         self._wrote_directly = False
         self._try_send = self.connection.try_send
+        # Bytes handed to the connection so far, and the most of them seen taken by the
+        # peer (handed minus what the transport still holds): progress, see peer_took.
+        self._handed = self._taken = 0
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -170,6 +178,7 @@ class Channel(Reader):
         if not (self._outbox or self._writing or self._wrote_directly) \
                 and self._try_send(frame):
             self._wrote_directly = True
+            self._handed += len(frame)
             return
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
@@ -188,11 +197,20 @@ class Channel(Reader):
 
     async def _await_room(self) -> None:
         """Stop reading while this node's answers to the peer fill the outbox."""
+        loop, since = asyncio.get_running_loop(), time.monotonic()
         try:
-            async with asyncio.timeout(self._write_timeout):
-                while self._outbox_bytes >= self._limit and not self.ended:
-                    self._room.clear()
-                    await self._room.wait()
+            while self._outbox_bytes >= self._limit and not self.ended:
+                self._room.clear()
+                # Until write_timeout passes from the start of the wait, or from the
+                # peer's last progress, with nothing taken (and a quarter more: the
+                # writer samples its own write's progress at write_timeout).
+                deadline = loop.time() + self._write_timeout * 1.25 \
+                    - (time.monotonic() - max(since, self.progress_at))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await self._room.wait()
+                if deadline <= loop.time() and not self.peer_took():
+                    raise TimeoutError
         except TimeoutError:
             if self._close_reason is None:
                 self._close_reason = (f"the peer does not read: nothing it was sent for "
@@ -258,11 +276,15 @@ class Channel(Reader):
                     # Bounded as the answers' wait is (_await_room): a peer that takes
                     # nothing for write_timeout is gone, even one that keeps talking (so
                     # the keepalive hears it) while every send to it would wait forever.
-                    async with asyncio.timeout(self._write_timeout):
-                        if len(frames) == 1:
-                            await connection.send(frames[0])
-                        else:
-                            await connection.send_many(frames)
+                    self._handed += sum(map(len, frames))
+                    try:
+                        async with asyncio.timeout(self._write_timeout):
+                            if len(frames) == 1:
+                                await connection.send(frames[0])
+                            else:
+                                await connection.send_many(frames)
+                    except TimeoutError:
+                        await self._taken_slowly()
             except TimeoutError:
                 if self._close_reason is None:
                     self._close_reason = (f"the peer does not read: a write to it was not "
@@ -274,6 +296,38 @@ class Channel(Reader):
                 self._writing = False
                 self._wrote_directly = False
             self._flushed.set()
+
+    @property
+    def writing(self) -> bool:
+        """Whether a write to the peer is under way (its own timeout judges the peer)."""
+        return self._writing
+
+    def peer_took(self) -> bool:
+        """Whether the peer took bytes written to it since the last look (then
+        ``progress_at`` is now). False when the transport cannot tell
+        (``Connection.unsent``): a write that ends is no proof when the kernel's buffer
+        took it."""
+        unsent = self.connection.unsent()
+        if unsent is None or self._handed - unsent <= self._taken:
+            return False
+        self._taken, self.progress_at = self._handed - unsent, time.monotonic()
+        return True
+
+    async def _taken_slowly(self) -> None:
+        """A write was not taken whole within write_timeout: wait on while the peer takes
+        some of what the transport holds (a slow but steady reader); TimeoutError once
+        nothing moved for write_timeout, or at once when the transport cannot tell. A
+        peer that takes nothing is so cut off after one to two write_timeouts."""
+        if self.connection.unsent() is None:
+            raise TimeoutError
+        self.peer_took()
+        since = time.monotonic()
+        while self.connection.unsent():
+            await asyncio.sleep(self._write_timeout / 8)
+            if self.peer_took():
+                since = self.progress_at
+            elif time.monotonic() - since >= self._write_timeout:
+                raise TimeoutError
 
     # -- receiving -------------------------------------------------------------------
 

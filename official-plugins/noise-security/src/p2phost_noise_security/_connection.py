@@ -114,6 +114,11 @@ class NoiseConnection(LayeredConnection):
             return
         await self.send_many([frame])
 
+    def unsent(self) -> int | None:
+        """What the raw connection still holds (sealed frames are handed to it whole, so a
+        cancelled send leaves them there, in order)."""
+        return self._inner.unsent()
+
     def try_send(self, frame: bytes) -> bool:
         """Encrypt and hand over one small frame at once when nothing is being sent."""
         if self._send_lock.locked() or len(frame) + _HEADER.size > self._room \

@@ -24,6 +24,7 @@ import contextlib
 import errno
 import socket
 import struct
+import sys
 from collections import deque
 from typing import NoReturn, cast
 from urllib.parse import urlsplit
@@ -44,6 +45,15 @@ from ._direct import POOLED_SIZE, DirectProtocol, frame_buffer, open_direct, ser
 
 _LENGTH = struct.Struct("!I")
 _CLOSE_TIMEOUT = 2.0
+#: The ioctl that reads a TCP socket's unacknowledged send queue (Linux), and its answer.
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ
+else:
+    _OUTQ = None
+_INT = struct.Struct("i")
 #: Frames from this size on are written without a joined copy and read into one buffer.
 LARGE = 65536
 #: A large frame's buffer starts this big (or the frame's size, if smaller) and doubles
@@ -181,6 +191,19 @@ class TcpConnection(Connection):
             await self._writer.drain()
         except (ConnectionError, OSError) as exc:
             raise ConnectionClosed(f"connection to {self.remote_address} lost: {exc}") from exc
+
+    def unsent(self) -> int:
+        """Bytes the transport holds for the socket, and on Linux those in the socket's
+        send queue not yet acknowledged by the peer (``SIOCOUTQ``): a peer that reads
+        slowly takes from the kernel's buffer (megabytes) long before the transport's
+        own moves. A cancelled write leaves its frames in the transport, in order."""
+        transport = self._writer.transport
+        held = int(transport.get_write_buffer_size())
+        sock = transport.get_extra_info("socket")
+        if _OUTQ is not None and sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                held += _INT.unpack(fcntl.ioctl(sock.fileno(), _OUTQ, bytes(4)))[0]
+        return held
 
     def limit_incoming(self, size: int | None) -> None:
         """Refuse incoming frames over ``size`` bytes (None: ``max_frame_size`` again)."""
