@@ -303,14 +303,17 @@ class Channel(Reader):
         return self._writing
 
     def peer_took(self) -> bool:
-        """Whether the peer took bytes written to it since the last look (then
-        ``progress_at`` is now). False when the transport cannot tell
-        (``Connection.unsent``): a write that ends is no proof when the kernel's buffer
-        took it."""
+        """Whether the peer took bytes written to it since the last look while more still
+        wait for it (then ``progress_at`` is now): a slow reader, whose answers may wait
+        behind what it reads. False when everything went (a peer that says nothing then
+        is silent, not slow) or the transport cannot tell (``Connection.unsent``)."""
         unsent = self.connection.unsent()
         if unsent is None or self._handed - unsent <= self._taken:
             return False
-        self._taken, self.progress_at = self._handed - unsent, time.monotonic()
+        self._taken = self._handed - unsent
+        if not unsent:
+            return False
+        self.progress_at = time.monotonic()
         return True
 
     async def _taken_slowly(self) -> None:
