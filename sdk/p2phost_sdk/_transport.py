@@ -71,10 +71,10 @@ class Connection(ABC):
         transport still holds (not yet taken by the operating system), or None when it
         cannot tell (the default).
 
-        A transport that answers promises that a send cancelled while it waited for the
-        peer keeps its frames queued, in order. The host's write timeout then counts time
-        without progress, so a peer that reads slowly but steadily is not cut off; with
-        None, a whole write must be taken within the timeout.
+        The host's write timeout then counts time without progress, so a peer that reads
+        slowly but steadily is not cut off; with None, a whole write must be taken within
+        the timeout. (A write is cancelled only when the peer took nothing for the
+        timeout, and the connection is then closed.)
         """
         return None
 

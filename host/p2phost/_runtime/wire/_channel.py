@@ -141,9 +141,12 @@ class Channel(Reader):
         self._writing = False
         self._wrote_directly = False
         self._try_send = self.connection.try_send
-        # Bytes handed to the connection so far, and the most of them seen taken by the
-        # peer (handed minus what the transport still holds): progress, see peer_took.
-        self._handed = self._taken = 0
+        # Bytes handed to the connection so far, the most of them seen taken by the peer
+        # (handed minus what the transport still holds), and what waited for it at the
+        # last look: progress, see peer_took.
+        self._handed = self._taken = self._waiting = 0
+        #: The look at a slow write's progress, once the first (``_watch_write``) is due.
+        self._watch: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -209,7 +212,7 @@ class Channel(Reader):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout_at(deadline):
                         await self._room.wait()
-                if deadline <= loop.time() and not self.peer_took():
+                if deadline <= loop.time() and not self.peer_took(pending=True):
                     raise TimeoutError
         except TimeoutError:
             if self._close_reason is None:
@@ -265,6 +268,7 @@ class Channel(Reader):
 
     async def _write_loop(self) -> None:
         connection, wake = self.connection, self._wake
+        loop, timeout = asyncio.get_running_loop(), self._write_timeout
         while True:
             await wake.wait()
             wake.clear()
@@ -276,15 +280,21 @@ class Channel(Reader):
                     # Bounded as the answers' wait is (_await_room): a peer that takes
                     # nothing for write_timeout is gone, even one that keeps talking (so
                     # the keepalive hears it) while every send to it would wait forever.
+                    # Cancelled only once the peer took nothing for write_timeout (a
+                    # write cancelled earlier could lose frames not handed over yet).
                     self._handed += sum(map(len, frames))
-                    try:
-                        async with asyncio.timeout(self._write_timeout):
+                    async with asyncio.timeout(None) as limit:
+                        watch = loop.call_later(timeout, self._watch_write, limit)
+                        try:
                             if len(frames) == 1:
                                 await connection.send(frames[0])
                             else:
                                 await connection.send_many(frames)
-                    except TimeoutError:
-                        await self._taken_slowly()
+                        finally:
+                            watch.cancel()
+                            if self._watch is not None:
+                                self._watch.cancel()
+                                self._watch = None
             except TimeoutError:
                 if self._close_reason is None:
                     self._close_reason = (f"the peer does not read: a write to it was not "
@@ -302,35 +312,34 @@ class Channel(Reader):
         """Whether a write to the peer is under way (its own timeout judges the peer)."""
         return self._writing
 
-    def peer_took(self) -> bool:
-        """Whether the peer took bytes written to it since the last look while more still
-        wait for it (then ``progress_at`` is now): a slow reader, whose answers may wait
-        behind what it reads. False when everything went (a peer that says nothing then
-        is silent, not slow) or the transport cannot tell (``Connection.unsent``)."""
+    def peer_took(self, *, pending: bool = False) -> bool:
+        """Whether the peer took some of what waited for it at the last look (or, with
+        ``pending``, of a write still under way): then ``progress_at`` is now. A slow
+        reader, whose answers wait behind what it reads. Bytes that went when nothing
+        waited are no sign (a peer's kernel takes a few while the peer reads nothing),
+        nor is anything where the transport cannot tell (``Connection.unsent``)."""
         unsent = self.connection.unsent()
-        if unsent is None or self._handed - unsent <= self._taken:
+        if unsent is None:
             return False
-        self._taken = self._handed - unsent
-        if not unsent:
+        taken, waited, self._waiting = self._handed - unsent, self._waiting, unsent
+        if taken <= self._taken:
+            return False
+        self._taken = taken
+        if not (waited or pending):
             return False
         self.progress_at = time.monotonic()
         return True
 
-    async def _taken_slowly(self) -> None:
-        """A write was not taken whole within write_timeout: wait on while the peer takes
-        some of what the transport holds (a slow but steady reader); TimeoutError once
-        nothing moved for write_timeout, or at once when the transport cannot tell. A
-        peer that takes nothing is so cut off after one to two write_timeouts."""
-        if self.connection.unsent() is None:
-            raise TimeoutError
-        self.peer_took()
-        since = time.monotonic()
-        while self.connection.unsent():
-            await asyncio.sleep(self._write_timeout / 8)
-            if self.peer_took():
-                since = self.progress_at
-            elif time.monotonic() - since >= self._write_timeout:
-                raise TimeoutError
+    def _watch_write(self, limit: asyncio.Timeout) -> None:
+        """write_timeout into a write: on while the peer takes some of it (a slow but
+        steady reader, looked at every write_timeout), else the write times out (at
+        once where the transport cannot tell). A peer that takes nothing is so cut off
+        one to two write_timeouts after it stopped."""
+        if self.peer_took(pending=True):
+            self._watch = asyncio.get_running_loop().call_later(
+                self._write_timeout, self._watch_write, limit)
+        else:
+            limit.reschedule(asyncio.get_running_loop().time())
 
     # -- receiving -------------------------------------------------------------------
 

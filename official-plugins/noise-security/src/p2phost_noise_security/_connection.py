@@ -115,8 +115,7 @@ class NoiseConnection(LayeredConnection):
         await self.send_many([frame])
 
     def unsent(self) -> int | None:
-        """What the raw connection still holds (sealed frames are handed to it whole, so a
-        cancelled send leaves them there, in order)."""
+        """What the raw connection still holds (sealed frames, handed to it whole)."""
         return self._inner.unsent()
 
     def try_send(self, frame: bytes) -> bool:

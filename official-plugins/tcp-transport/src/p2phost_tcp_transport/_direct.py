@@ -282,6 +282,11 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         return self._sent is not None
 
     @property
+    def unsent(self) -> int:
+        """Bytes of the large frame being written that the socket has not taken yet."""
+        return sum(len(piece) for piece in self._unsent)
+
+    @property
     def filling(self) -> bool:
         """Whether a target is being filled (a cancelled read left one)."""
         return self._waiter is not None or self._on_filled is not None

@@ -193,12 +193,12 @@ class TcpConnection(Connection):
             raise ConnectionClosed(f"connection to {self.remote_address} lost: {exc}") from exc
 
     def unsent(self) -> int:
-        """Bytes the transport holds for the socket, and on Linux those in the socket's
-        send queue not yet acknowledged by the peer (``SIOCOUTQ``): a peer that reads
-        slowly takes from the kernel's buffer (megabytes) long before the transport's
-        own moves. A cancelled write leaves its frames in the transport, in order."""
-        transport = self._writer.transport
-        held = int(transport.get_write_buffer_size())
+        """Bytes the transport (and a large frame written in place) holds for the socket,
+        and on Linux those in the socket's send queue not yet acknowledged by the peer
+        (``SIOCOUTQ``): a peer that reads slowly takes from the kernel's buffer
+        (megabytes) long before the transport's own moves."""
+        transport, direct = self._writer.transport, self._direct
+        held = int(transport.get_write_buffer_size()) + (direct.unsent if direct else 0)
         sock = transport.get_extra_info("socket")
         if _OUTQ is not None and sock is not None:
             with contextlib.suppress(OSError, ValueError):
