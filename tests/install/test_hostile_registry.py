@@ -100,6 +100,7 @@ def test_a_huge_metadata_is_refused_without_reading_it_whole(workspace: Make) ->
     assert code != 0 and "Traceback" not in err
     assert "huge-1.0.0.dist-info/METADATA is over 1048576 bytes" in err, err
     assert "fix: " in err
-    # Read whole, 60 MB of METADATA is held as bytes, as text and as its lines.
-    assert peak < 120 * MB, f"the installer peaked at {peak // MB} MB"
+    # Read whole, 60 MB of METADATA is held as bytes, as text and as its lines: the
+    # installer peaked at 1.8 GB. Capped: about 60 MB alone, 150 MB seen beside 3 workers.
+    assert peak < 400 * MB, f"the installer peaked at {peak // MB} MB"
     assert ws.installed() == {} and ws.lock == ""
