@@ -27,7 +27,8 @@ class LayeredConnection(SecureConnection):
     It reads with the inner connection's ``recv_many``, or in push mode (when the inner
     connection has it) opens each read in the inner connection's callback and hands the
     frames on, with pauses passed through. A subclass implements :meth:`_open` and the
-    sending side; an error :meth:`_open` raises closes the connection.
+    sending side; an error :meth:`_open` raises closes the connection, after the
+    frames it opened before the error are handed over (they were authenticated).
     """
 
     def __init__(self, inner: Connection) -> None:
@@ -36,6 +37,9 @@ class LayeredConnection(SecureConnection):
         self._frames: deque[bytes] = deque()
         self._sink: FrameSink | None = None
         self._sink_ended = False
+        # A failure that came after frames opened in the same read: raised once they
+        # were handed over (recv, recv_many), as push mode hands them on first.
+        self._failure: TransportError | None = None
         self.local_address = inner.local_address
         self.remote_address = inner.remote_address
 
@@ -60,12 +64,16 @@ class LayeredConnection(SecureConnection):
         return out
 
     async def _receive(self) -> None:
+        if self._failure is not None:
+            raise self._failure
         frames = await self._inner.recv_many()
         try:
             self._open(frames)
-        except TransportError:
+        except TransportError as exc:
             await self._inner.close()
-            raise
+            if not self._frames:
+                raise
+            self._failure = exc
 
     def push(self, sink: FrameSink) -> bool:
         """Push mode through the inner connection, when it has one (see

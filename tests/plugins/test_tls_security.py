@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
-from p2phost_sdk import Connection, HandshakeError, Identity, Security
+from p2phost_sdk import Connection, ConnectionClosed, HandshakeError, Identity, Security
 from p2phost_sdk.testing import memory_pipe
 from p2phost_sdk.testing.security import SecurityConformance, assert_refused
 from tests.discovery.plugins import use_plugin_source
@@ -34,6 +34,7 @@ from p2phost_tls_security import (  # noqa: E402
     make_certificate,
     peer_id_of,
 )
+from p2phost_tls_security._connection import flush  # noqa: E402
 from p2phost_tls_security._security import _verify  # noqa: E402
 
 
@@ -242,3 +243,24 @@ async def test_a_standard_tls_13_client_interoperates(tmp_path: Path) -> None:
         await server.send(b"welcome")
         assert await client == ("TLSv1.3", b"welcome")
     await server.close()
+
+
+async def test_frames_before_a_close_notify_in_the_same_read_are_handed_over() -> None:
+    # A peer's last frames and its close_notify arrive in one underlying frame: the
+    # frames are authenticated, so they are handed over before the end is.
+    a, b = memory_pipe()
+    alice, bob = await asyncio.gather(
+        TlsSecurity().secure(a, identity=ALICE, initiator=True, expected_peer_id=None,
+                             timeout=TIMEOUT),
+        TlsSecurity().secure(b, identity=BOB, initiator=False, expected_peer_id=None,
+                             timeout=TIMEOUT))
+    frames = [b"frame %d" % i for i in range(50)]
+    tls = alice._tls  # type: ignore[attr-defined]
+    tls.sendall(b"".join(struct.pack("!I", len(f)) + f for f in frames))
+    tls.shutdown()
+    await flush(tls, a, 1 << 20)
+    got: list[bytes] = []
+    with pytest.raises(ConnectionClosed, match="ended the TLS session"):
+        while len(got) <= len(frames):
+            got += await asyncio.wait_for(bob.recv_many(), TIMEOUT)
+    assert got == frames

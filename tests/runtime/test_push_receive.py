@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from p2phost._runtime import Node, NodeOptions
+from p2phost._runtime import Hello, Kind, Node, NodeOptions, decode, encode
 from p2phost._runtime.wire._channel import Channel
 from p2phost_sdk import App, Identity, Message, RemoteError, Security, handler
 from p2phost_sdk.testing.discovery import wait_until
@@ -28,6 +28,7 @@ from p2phost_msgpack_codec import MsgpackCodec  # noqa: E402
 from p2phost_noise_security import NoiseSecurity  # noqa: E402
 from p2phost_tcp_transport import TcpConnection, TcpTransport  # noqa: E402
 from p2phost_tls_security import TlsSecurity  # noqa: E402
+from p2phost_tls_security._connection import flush  # noqa: E402
 
 SECURITY: dict[str, Callable[[], Sequence[Security]]] = {
     "plain": lambda: (), "noise": lambda: (NoiseSecurity(),), "tls": lambda: (TlsSecurity(),),
@@ -171,3 +172,33 @@ async def test_a_peer_that_leaves_while_reading_is_paused_leaves_cleanly(
     got = [r[0] for r in app.records]
     assert len(got) > 8 and got == list(range(len(got))), "not handled in order"
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+async def test_a_tls_peers_last_frames_before_its_close_notify_are_handled() -> None:
+    # Its last messages and its close_notify in one read: each of those messages is
+    # handled (in order) before the connection ends.
+    app = Gated(mailbox_size=8)
+    app.gate.set()
+    server = Node(Identity.generate(), transports={"tcp": TcpTransport()},
+                  codecs={"application/msgpack": MsgpackCodec()}, security=[TlsSecurity()],
+                  apps=[app], options=NodeOptions(listen=["tcp://127.0.0.1:0"]))
+    await server.start()
+    try:
+        identity, codec = Identity.generate(), MsgpackCodec()
+        raw = await TcpTransport().dial(server.addresses[0], timeout=5)
+        secured = await TlsSecurity().secure(raw, identity=identity, initiator=True,
+                                             expected_peer_id=None, timeout=5)
+        await secured.send(Hello(peer_id=identity.peer_id, codecs=(codec.content_type,),
+                                 session="raw", nonce="raw").to_frame())
+        assert decode(await asyncio.wait_for(secured.recv(), 5)).kind is Kind.HELLO
+        frames = [encode(Kind.MESSAGE, i + 1, b"gated", codec.encode(i)) for i in range(100)]
+        tls = secured._tls  # type: ignore[attr-defined]
+        tls.sendall(b"".join(len(f).to_bytes(4, "big") + f for f in frames))
+        tls.shutdown()
+        await flush(tls, raw, 1 << 20)  # one tcp frame: the records, then close_notify
+        await wait_until(lambda: len(app.records) == 100, 10,
+                         f"100 messages handled (got {len(app.records)})")
+        assert app.records == list(range(100))
+        await secured.close()
+    finally:
+        await server.close()

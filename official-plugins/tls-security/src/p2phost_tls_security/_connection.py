@@ -159,8 +159,10 @@ class TlsConnection(LayeredConnection):
             except SSL.WantReadError:
                 pass
             except SSL.ZeroReturnError:
+                self._split()  # the frames it sent before its close_notify count
                 self._fail("ended the TLS session")
             except SSL.Error as exc:
+                self._split()  # as those before a bad record: they were authenticated
                 self._fail(
                     f"sent bytes that failed TLS ({describe(exc)}: altered, replayed, "
                     "reordered or dropped in transit, or the peer refused us)"
