@@ -100,10 +100,12 @@ class LayeredConnection(SecureConnection):
         sink = self._sink
         if sink is None or self._sink_ended:
             return
-        failure: TransportError | None = None
+        failure: Exception | None = None
         try:
             self._open(frames)
-        except TransportError as exc:
+        except Exception as exc:
+            # A bug in _open too ends this connection only, through the sink (raised
+            # into the transport's callback, it would reach the event loop's handler).
             failure = exc
             self._inner.pause_reading()
         if self._frames:

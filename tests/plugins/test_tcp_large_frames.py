@@ -186,3 +186,34 @@ def test_a_close_lets_a_large_frame_being_written_finish() -> None:
         await receiver.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+async def test_a_sink_that_raises_in_push_mode_leaves_close_quiet() -> None:
+    # What a sink raises in the protocol's callback reaches asyncio's handler, which
+    # closes the transport with it; close() then still just closes (the stream's
+    # wait_closed re-raises that error).
+    class Raising:
+        ended: list[Exception] = []
+
+        def frames_received(self, frames: list[bytes]) -> None:
+            raise RuntimeError("a bug in the sink")
+
+        def connection_ended(self, error: Exception) -> None:
+            self.ended.append(error)
+
+    a, b = await pair()
+    sink = Raising()
+    assert b.push(sink)
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: None)  # asyncio's log of it
+    try:
+        await a.send(b"frame")
+        for _ in range(100):
+            if sink.ended:
+                break
+            await asyncio.sleep(0.02)
+        assert sink.ended, "the connection did not end"
+        await asyncio.wait_for(b.close(), 5)
+    finally:
+        loop.set_exception_handler(None)
+        await a.close()

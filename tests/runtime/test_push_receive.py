@@ -10,6 +10,7 @@ connection alone.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ for _name in ("tcp-transport", "msgpack-codec", "noise-security", "tls-security"
 
 from p2phost_msgpack_codec import MsgpackCodec  # noqa: E402
 from p2phost_noise_security import NoiseSecurity  # noqa: E402
+from p2phost_noise_security._connection import NoiseConnection  # noqa: E402
 from p2phost_tcp_transport import TcpConnection, TcpTransport  # noqa: E402
 from p2phost_tls_security import TlsSecurity  # noqa: E402
 from p2phost_tls_security._connection import flush  # noqa: E402
@@ -202,3 +204,43 @@ async def test_a_tls_peers_last_frames_before_its_close_notify_are_handled() -> 
         await secured.close()
     finally:
         await server.close()
+
+
+async def test_a_security_plugin_bug_in_push_mode_ends_only_that_connection_and_says_why(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # _open raising something other than a TransportError, in the transport's callback:
+    # the connection ends with the error logged as its reason (not asyncio's "Fatal
+    # error", not "the node shut down"), and the node serves its other peers.
+    caplog.set_level(logging.INFO, logger="p2phost.node")
+    made: list[Node] = []
+    for listen in (["tcp://127.0.0.1:0"], [], []):
+        node = Node(Identity.generate(), transports={"tcp": TcpTransport()},
+                    codecs={"application/msgpack": MsgpackCodec()},
+                    security=[NoiseSecurity()], apps=[Gated(8)] if listen else [],
+                    options=NodeOptions(listen=listen))
+        await node.start()
+        made.append(node)
+    server, buggy, other = made
+    try:
+        for client in (buggy, other):
+            await client.connect(server.addresses[0])
+        opened = NoiseConnection._open
+
+        def open_or_fail(self: NoiseConnection, messages: list[bytes]) -> None:
+            if self.remote_peer_id == buggy.peer_id:
+                raise RuntimeError("a bug in the plugin")
+            opened(self, messages)
+
+        monkeypatch.setattr(NoiseConnection, "_open", open_or_fail)
+        await buggy.send(server.peer_id, "gated", 1)
+        await wait_until(lambda: buggy.peer_id not in {p.peer_id for p in server.peers()},
+                         10, "the server drops the connection")
+        assert await other.request(server.peer_id, "echo", 2, timeout=5) == 2
+    finally:
+        for node in reversed(made):
+            await node.close()
+    text = caplog.text
+    assert "Fatal error" not in text and "task 'channel" not in text
+    gone = [line for line in text.splitlines() if f"disconnected from {buggy.peer_id}" in line]
+    assert gone and "internal error: RuntimeError: a bug in the plugin" in gone[0], gone

@@ -442,7 +442,9 @@ class TcpConnection(Connection):
                 finally:
                     self._writer.close()
                 await self._writer.wait_closed()
-        except (TimeoutError, ConnectionError, OSError):
+        except Exception:
+            # A timeout, or what the stream ended with (a reset, or an error a callback
+            # raised, reported where it happened): closed either way.
             self._writer.transport.abort()
 
 
