@@ -1,0 +1,56 @@
+"""The journal file itself: one node at a time, and its blocks really allocated.
+
+A write through a shared mapping into a block the file system cannot provide kills the
+process with SIGBUS, so the journal must own its blocks before the node starts; and a
+second node opening the same journal would replay it and start it afresh beneath the
+first one's appends.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from p2phost._runtime.delivery import _journal
+from p2phost._runtime.delivery._journal import JOURNAL_NAME, Journal
+from p2phost._runtime.delivery._store import StoreError
+
+SEGMENT = 64 * 1024
+
+
+def test_a_second_opener_of_a_journal_in_use_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_NAME
+    first = Journal(path, SEGMENT)
+    try:
+        with pytest.raises(StoreError, match=r"in use by another node.*\nfix: stop the other"):
+            Journal(path, SEGMENT)
+    finally:
+        first.close()
+    Journal(path, SEGMENT).close()  # closed: the lock went with it
+
+
+def test_a_sparse_journal_left_by_a_copy_is_allocated_at_start(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_NAME
+    with open(path, "wb") as handle:  # a valid, empty journal with no blocks (a hole)
+        handle.truncate(2 * SEGMENT)
+    if os.stat(path).st_blocks * 512 >= 2 * SEGMENT:
+        pytest.skip("this file system makes no sparse files")
+    Journal(path, SEGMENT).close()
+    assert os.stat(path).st_blocks * 512 >= 2 * SEGMENT
+
+
+def test_a_disk_too_full_for_the_journal_leaves_no_part_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / JOURNAL_NAME
+
+    def full(fd: int, offset: int, size: int) -> None:
+        os.pwrite(fd, bytes(size // 2), 0)  # part of it, as a real full disk leaves
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_journal.os, "posix_fallocate", full)
+    for _ in range(2):  # the same clear error each time, never "the file is damaged"
+        with pytest.raises(StoreError, match=r"No space left on device.*disk full"):
+            Journal(path, SEGMENT)
+        assert path.stat().st_size == 0
