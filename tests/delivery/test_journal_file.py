@@ -8,14 +8,20 @@ first one's appends.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import pytest
 
-from p2phost._runtime.delivery import _journal
+from p2phost._runtime.delivery import _journal, _journals
 from p2phost._runtime.delivery._journal import JOURNAL_NAME, Journal
 from p2phost._runtime.delivery._store import StoreError
+from p2phost_sdk import Identity
+from tests.delivery.test_node import Keeper, Make, Sender, kind, make, until
+from tests.runtime.processes import free_port
+
+__all__ = ["kind", "make"]  # the fixtures, shared with test_node
 
 SEGMENT = 64 * 1024
 
@@ -54,3 +60,28 @@ def test_a_disk_too_full_for_the_journal_leaves_no_part_file(
         with pytest.raises(StoreError, match=r"No space left on device.*disk full"):
             Journal(path, SEGMENT)
         assert path.stat().st_size == 0
+
+
+async def test_a_journal_that_fills_with_the_receiver_down_loses_nothing(
+        make: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sends far beyond a small journal (bodies small, larger than a record may be,
+    larger than a segment), the receiver down: every one kept, in order, once."""
+    monkeypatch.setattr(_journals, "Journal", functools.partial(Journal, segment=16 * 1024))
+    receiver_id = Identity.generate()
+    state = tmp_path / "sender"
+    sender = await make([Sender()], state=state, listen=[])
+    sizes = [10, 10, 10, 1500, 3000, 10, 20_000]
+    count = 700
+    for n in range(count):
+        await sender.send(receiver_id.peer_id, "kept", {"n": n, "pad": "x" * sizes[n % 7]})
+    assert sender.delivery.snapshot()["outbox"].get("kept", 0) == count
+    await sender.close()
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    keeper = Keeper()
+    await make([keeper], listen=[address], identity=receiver_id)
+    sender = await make([Sender()], state=state, listen=[])
+    await sender.connect(address)
+    await until(lambda: len(keeper.bodies) >= count, timeout=60)
+    assert [body["n"] for body in keeper.bodies] == list(range(count))
+    await until(lambda: sender.delivery.snapshot()["outbox"] == {})
