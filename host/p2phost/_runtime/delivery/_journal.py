@@ -31,6 +31,8 @@ Replay reads the segments in epoch order.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import mmap
 import os
 import struct
@@ -53,14 +55,21 @@ def _aligned(size: int) -> int:
     return (size + 7) & ~7
 
 
-def _allocate(fd: int, size: int) -> None:
-    """Give the new file its blocks now: a write through the mapping to a block the
-    disk cannot provide would kill the process (SIGBUS), where this fails at start."""
+def _allocate(fd: int, size: int, *, fresh: bool) -> None:
+    """Give the file its blocks now: a write through the mapping to a block the disk
+    cannot provide would kill the process (SIGBUS), where this fails at start. A file
+    already there is allocated too (a copy or a restore may have made it sparse):
+    ``posix_fallocate`` keeps what a file holds; zeros are written only into a new one."""
     try:
         os.posix_fallocate(fd, 0, size)
         return
-    except (AttributeError, OSError):  # not on this system, or not on this file system
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise
+    except AttributeError:  # not on this system; otherwise not on this file system
         pass
+    if not fresh:
+        return  # its blocks cannot be checked here; zeros would overwrite its records
     zeros = bytes(1 << 20)
     for start in range(0, size, len(zeros)):
         os.pwrite(fd, zeros[:size - start], start)
@@ -82,21 +91,36 @@ class Journal:
         except OSError as exc:
             raise StoreError(f"cannot open the journal {path}: {exc}") from exc
         try:
+            # One node per journal: a second one (another `p2phost run` of the project,
+            # an embedded node) would replay it and start it afresh under the first.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(
+                f"{path} is in use by another node of this project (a node keeps its "
+                f"journal locked while it runs): {exc}.\nfix: stop the other node first, "
+                "or give this one a project of its own") from exc
+        size = 0
+        try:
             size = os.fstat(fd).st_size
             if size not in (0, 2 * segment):
                 raise JournalCorrupt(
                     f"{path} is {size} bytes, not a journal of {2 * segment}: it is damaged "
                     f"or not p2phost's.\nfix: stop the node and move {path} aside (messages "
                     "sent but not yet acknowledged that it held are then not sent)")
-            if size == 0:
-                _allocate(fd, 2 * segment)
+            _allocate(fd, 2 * segment, fresh=size == 0)
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
             self._map = mmap.mmap(fd, 2 * segment, flags=flags)
-        except OSError as exc:
-            raise StoreError(f"cannot set up the journal {path} ({2 * segment} bytes): {exc} "
-                             "(is the disk full?)") from exc
-        finally:
+        except BaseException as exc:
+            if size == 0:  # never leave a part-allocated file that reads as damaged
+                os.ftruncate(fd, 0)
             os.close(fd)
+            if isinstance(exc, OSError):
+                raise StoreError(f"cannot set up the journal {path} ({2 * segment} bytes): "
+                                 f"{exc} (is the disk full?)") from exc
+            raise
+        #: Held open while the node runs: the lock lives as long as it.
+        self._fd = fd
         self._epochs = [self._epoch_of(0), self._epoch_of(1)]
         # Epochs only grow: a record left from an earlier one never reads as valid.
         self._last = max(self._epochs)
@@ -232,5 +256,8 @@ class Journal:
             _HEADER.pack(_MAGIC, 0)
 
     def close(self) -> None:
-        """Unmap (what was appended stays in the file)."""
+        """Unmap and unlock (what was appended stays in the file)."""
         self._map.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
