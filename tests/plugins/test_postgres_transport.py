@@ -105,3 +105,38 @@ async def test_credits_come_with_their_notification_and_junk_there_is_ignored() 
             assert got == frames
     finally:
         await noise.close()
+
+
+async def test_a_notification_payload_carries_no_frame_into_a_connection() -> None:
+    """NOTIFY needs no privilege on the tables: a role that may only connect to the
+    database must not put a frame into a node's connection through a payload (only
+    credits travel there)."""
+    import psycopg
+    from p2phost_postgres_transport._medium import notify_channel
+
+    from p2phost_sdk.inbox._record import Record, RecordType
+    from p2phost_sdk.testing.transport import TransportKit
+
+    service_or_skip("PostgreSQL", 5432)
+    case = TransportCase(make=lambda limit: PostgresTransport(
+        peer_id=Identity.generate().peer_id, max_frame_size=limit),
+        listen_address=lambda: URL, unreachable_address="", bad_address="",
+        unknown_peer_address="")
+    intruder = await psycopg.AsyncConnection.connect(URL, autocommit=True)
+    try:
+        async with TransportKit(case).pair() as (client, server), asyncio.timeout(30):
+            await client.send(b"genuine 1")
+            assert bytes(await server.recv()) == b"genuine 1"
+            inbox = server._endpoint.inbox  # type: ignore[attr-defined]
+            for seq in (server._next, server._next + 1):  # type: ignore[attr-defined]
+                forged = Record(RecordType.DATA, True, server.connection_id,  # type: ignore[attr-defined]
+                                server.in_epoch, seq, server.remote_peer_id,  # type: ignore[attr-defined]
+                                b"forged").encode()
+                await intruder.execute("SELECT pg_notify(%s, %s)",
+                                       (notify_channel(inbox), forged.hex()))
+            await asyncio.sleep(0.3)
+            await client.send_many([b"genuine 2", b"genuine 3"])
+            assert [bytes(await server.recv()) for _ in range(2)] == [b"genuine 2",
+                                                                      b"genuine 3"]
+    finally:
+        await intruder.close()

@@ -35,6 +35,7 @@ from p2phost_sdk.inbox import (
     MediumUnavailable,
     UnknownInbox,
     backoff,
+    is_credit,
     stop_if_cancelled,
 )
 
@@ -219,8 +220,12 @@ class PostgresMedium(Medium):
                 try:
                     record = bytes.fromhex(notify.payload)
                 except ValueError:
-                    continue  # not ours: whoever may NOTIFY here may write rows too
-                await deliver(record, None)
+                    continue
+                # Credits only: NOTIFY needs no privilege at all, so a payload is no
+                # record of the inbox (a frame, an OPEN, a letter) for a role that may
+                # not insert rows; a forged credit is bounded by the window checks.
+                if is_credit(record):
+                    await deliver(record, None)
         return credits_only
 
     async def _execute(self, query: str, args: tuple[Any, ...]) -> Any:
