@@ -70,6 +70,11 @@ class InboxConnection(Connection):
         self.skip: set[int] = set()
         self._taken = 0
         self._credit_sent = 0
+        # How far past its last credit a sender may number a frame before the connection
+        # fails: an honest one stays within a window; twice that is the margin. A resumed
+        # connection's dialler may hold credit from the killed run beyond what the
+        # journal says was done, so there only the out-of-order bound applies.
+        self._overrun = 2 * self._window if next_seq == 1 else 1 << 64
         self._opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not dialler:
             self._opened.set_result(None)  # a listener's end is open once it exists
@@ -160,7 +165,9 @@ class InboxConnection(Connection):
         if kind is RecordType.CREDIT:
             self._endpoint.ack([token])
             if record.epoch == self.out_epoch and record.seq > self._credited:
-                self._credited = record.seq
+                # Never beyond what was sent: a forged credit (anyone who may write to
+                # the medium) must not lift the window for frames not yet numbered.
+                self._credited = min(record.seq, self._out_seq)
                 self._credit.set()
         elif kind in (RecordType.ACCEPT, RecordType.REOPEN, RecordType.REFUSE,
                       RecordType.RESET):
@@ -176,7 +183,7 @@ class InboxConnection(Connection):
         every message); False, having changed nothing, for anything else: a gap, a copy,
         another epoch, a resumed or opening frame take :meth:`receive`'s path."""
         if seq != self._next or epoch != self.in_epoch or self._early or self.skip \
-                or (seq == 1 and not self.dialler):
+                or (seq == 1 and not self.dialler) or seq - self._credit_sent > self._overrun:
             return False
         key = (epoch, seq)
         self._next = seq + 1
@@ -212,6 +219,12 @@ class InboxConnection(Connection):
                 extra.extend(tokens)  # acknowledged with the first copy, once done
             else:
                 self._endpoint.ack(tokens)
+            return
+        if seq - self._credit_sent > self._overrun:
+            self._endpoint.ack(tokens)
+            self._fail(TransportError(f"{self.remote_address} sent past its flow-control "
+                                      f"window ({self._window} frames beyond the last "
+                                      "credit): closing the connection"))
             return
         if seq > self._next:
             early = self._early.get(seq)
