@@ -140,3 +140,55 @@ async def test_a_notification_payload_carries_no_frame_into_a_connection() -> No
                                                                       b"genuine 3"]
     finally:
         await intruder.close()
+
+
+async def test_a_claim_of_large_rows_holds_one_large_body_at_a_time() -> None:
+    """A claim takes up to 512 rows: anyone who may insert rows into a node's inbox must
+    not make one claim bring 512 large bodies into the node's memory at once (large
+    bodies come one by one as they are delivered)."""
+    import psycopg
+    from p2phost_postgres_transport._medium import notify_channel
+
+    service_or_skip("PostgreSQL", 5432)
+    peer_id = Identity.generate().peer_id
+    transport = PostgresTransport(peer_id=peer_id, max_frame_size=1 << 20)
+    listener = await transport.listen(URL, lambda connection: None)  # type: ignore[arg-type,return-value]
+    (endpoint,) = transport._endpoints.values()  # type: ignore[attr-defined]
+    intruder = await psycopg.AsyncConnection.connect(URL, autocommit=True)
+    try:
+        # Swap the reader's callback: restart the reading with the measuring one.
+        medium = endpoint.medium
+        medium._reader.cancel()
+        await asyncio.gather(medium._reader, return_exceptions=True)
+        bodies = [bytes([n]) * (4 << 20) for n in range(24)]  # 96 MiB, not records
+        await intruder.execute("INSERT INTO p2phost_inbox_records (inbox, body) "
+                               "SELECT %s, unnest(%s::bytea[])", (peer_id, bodies))
+        sizes: list[int] = []
+        all_in = asyncio.Event()
+
+        async def measure(data: bytes, token: object) -> None:
+            sizes.append(_rss_mib())
+            await endpoint._router.deliver(data, token)
+            if len(sizes) == len(bodies):
+                all_in.set()
+
+        base = _rss_mib()
+        medium._reader = asyncio.get_running_loop().create_task(
+            medium._read(await medium._listen(), measure))
+        await intruder.execute("SELECT pg_notify(%s, '')", (notify_channel(peer_id),))
+        await asyncio.wait_for(all_in.wait(), 60)
+        assert max(sizes) - base < 48, (
+            f"the node's RSS grew by {max(sizes) - base} MiB while delivering 24 rows of "
+            "4 MiB (all of them held at once)")
+    finally:
+        await intruder.close()
+        await listener.close()
+        await transport.close()
+
+
+def _rss_mib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
