@@ -377,3 +377,65 @@ def test_data_records_are_the_bytes_record_encode_makes(inbox: str) -> None:
     assert records == [Record(RecordType.DATA, True, b"c" * 16, 7, 41 + i, sender, payload,
                               inbox).encode() for i, payload in enumerate(payloads)]
     assert [decode(r).seq for r in records] == [41, 42, 43]
+
+
+def forged_credit(dialled: Any, seq: int) -> bytes:
+    """A CREDIT for the dialler's frames, as anyone who may append to its inbox can make
+    (the connection id and epoch are in every record's header on the medium)."""
+    return Record(RecordType.CREDIT, False, dialled.connection_id, dialled.out_epoch, seq,
+                  dialled.remote_peer_id).encode()
+
+
+async def test_a_forged_credit_beyond_what_was_sent_does_not_lift_the_window() -> None:
+    broker = Broker()
+    server, client = transport(broker, window=8), transport(broker, window=8)
+    dialled, accepted, _ = await pair(server, client)
+    broker.append(dialled._endpoint.inbox, [forged_credit(dialled, 10**12)])
+    await asyncio.sleep(0.05)
+    sending = asyncio.ensure_future(dialled.send_many([b"x"] * 100))
+    await asyncio.sleep(0.2)
+    assert broker.appended <= 1 + 1 + 1 + 8, "OPEN, ACCEPT, the forgery, a window"
+    assert not sending.done()
+    assert len(await take(accepted, 100)) == 100
+    await asyncio.wait_for(sending, 3)
+    await client.close()
+    await server.close()
+
+
+async def test_forged_credits_cannot_make_a_sender_overrun_a_slow_receiver() -> None:
+    # A third party credits every frame the dialler sent while the listener's node reads
+    # none: the dialler goes on sending, and the listener must not hold it all.
+    broker = Broker()
+    server, client = transport(broker, window=8), transport(broker, window=8)
+    dialled, accepted, _ = await pair(server, client)
+    sending = asyncio.ensure_future(dialled.send_many([b"y" * 1000] * 2000))
+    for _ in range(300):
+        broker.append(dialled._endpoint.inbox, [forged_credit(dialled, dialled._out_seq)])
+        await asyncio.sleep(0.001)
+        if sending.done():
+            break
+    assert len(accepted._ready) + len(accepted._early) <= 2 * 8 + 1, \
+        "the receiver holds at most twice its window of frames"
+    with pytest.raises(TransportError, match="flow-control window"):
+        await take(accepted, 2000)
+    sending.cancel()
+    await asyncio.gather(sending, return_exceptions=True)
+    await client.close()
+    await server.close()
+
+
+async def test_a_peer_that_ignores_its_window_fails_its_connection() -> None:
+    # A hostile peer appends its frames in order past every credit, straight to the inbox.
+    broker = Broker()
+    server, client = transport(broker, window=8), transport(broker, window=8)
+    dialled, accepted, _ = await pair(server, client)
+    await dialled.send(b"hello")
+    records = data_records(True, dialled.connection_id, dialled.out_epoch, 2,
+                           client.peer_id, dialled._endpoint.inbox_field, [b"z"] * 500)
+    broker.append(server.peer_id, records)
+    await asyncio.sleep(0.1)
+    assert len(accepted._ready) <= 2 * 8 + 1
+    with pytest.raises(TransportError, match="flow-control window"):
+        await take(accepted, 501)
+    await client.close()
+    await server.close()

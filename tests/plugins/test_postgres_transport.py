@@ -105,3 +105,90 @@ async def test_credits_come_with_their_notification_and_junk_there_is_ignored() 
             assert got == frames
     finally:
         await noise.close()
+
+
+async def test_a_notification_payload_carries_no_frame_into_a_connection() -> None:
+    """NOTIFY needs no privilege on the tables: a role that may only connect to the
+    database must not put a frame into a node's connection through a payload (only
+    credits travel there)."""
+    import psycopg
+    from p2phost_postgres_transport._medium import notify_channel
+
+    from p2phost_sdk.inbox._record import Record, RecordType
+    from p2phost_sdk.testing.transport import TransportKit
+
+    service_or_skip("PostgreSQL", 5432)
+    case = TransportCase(make=lambda limit: PostgresTransport(
+        peer_id=Identity.generate().peer_id, max_frame_size=limit),
+        listen_address=lambda: URL, unreachable_address="", bad_address="",
+        unknown_peer_address="")
+    intruder = await psycopg.AsyncConnection.connect(URL, autocommit=True)
+    try:
+        async with TransportKit(case).pair() as (client, server), asyncio.timeout(30):
+            await client.send(b"genuine 1")
+            assert bytes(await server.recv()) == b"genuine 1"
+            inbox = server._endpoint.inbox  # type: ignore[attr-defined]
+            for seq in (server._next, server._next + 1):  # type: ignore[attr-defined]
+                forged = Record(RecordType.DATA, True, server.connection_id,  # type: ignore[attr-defined]
+                                server.in_epoch, seq, server.remote_peer_id,  # type: ignore[attr-defined]
+                                b"forged").encode()
+                await intruder.execute("SELECT pg_notify(%s, %s)",
+                                       (notify_channel(inbox), forged.hex()))
+            await asyncio.sleep(0.3)
+            await client.send_many([b"genuine 2", b"genuine 3"])
+            assert [bytes(await server.recv()) for _ in range(2)] == [b"genuine 2",
+                                                                      b"genuine 3"]
+    finally:
+        await intruder.close()
+
+
+async def test_a_claim_of_large_rows_holds_one_large_body_at_a_time() -> None:
+    """A claim takes up to 512 rows: anyone who may insert rows into a node's inbox must
+    not make one claim bring 512 large bodies into the node's memory at once (large
+    bodies come one by one as they are delivered)."""
+    import psycopg
+    from p2phost_postgres_transport._medium import notify_channel
+
+    service_or_skip("PostgreSQL", 5432)
+    peer_id = Identity.generate().peer_id
+    transport = PostgresTransport(peer_id=peer_id, max_frame_size=1 << 20)
+    listener = await transport.listen(URL, lambda connection: None)  # type: ignore[arg-type,return-value]
+    (endpoint,) = transport._endpoints.values()  # type: ignore[attr-defined]
+    intruder = await psycopg.AsyncConnection.connect(URL, autocommit=True)
+    try:
+        # Swap the reader's callback: restart the reading with the measuring one.
+        medium = endpoint.medium
+        medium._reader.cancel()
+        await asyncio.gather(medium._reader, return_exceptions=True)
+        bodies = [bytes([n]) * (4 << 20) for n in range(24)]  # 96 MiB, not records
+        await intruder.execute("INSERT INTO p2phost_inbox_records (inbox, body) "
+                               "SELECT %s, unnest(%s::bytea[])", (peer_id, bodies))
+        sizes: list[int] = []
+        all_in = asyncio.Event()
+
+        async def measure(data: bytes, token: object) -> None:
+            sizes.append(_rss_mib())
+            await endpoint._router.deliver(data, token)
+            if len(sizes) == len(bodies):
+                all_in.set()
+
+        base = _rss_mib()
+        medium._reader = asyncio.get_running_loop().create_task(
+            medium._read(await medium._listen(), measure))
+        await intruder.execute("SELECT pg_notify(%s, '')", (notify_channel(peer_id),))
+        await asyncio.wait_for(all_in.wait(), 60)
+        assert max(sizes) - base < 48, (
+            f"the node's RSS grew by {max(sizes) - base} MiB while delivering 24 rows of "
+            "4 MiB (all of them held at once)")
+    finally:
+        await intruder.close()
+        await listener.close()
+        await transport.close()
+
+
+def _rss_mib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0

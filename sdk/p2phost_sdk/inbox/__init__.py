@@ -32,7 +32,7 @@ from ._journalfile import JournalFile
 from ._letters import Letter, LetterHandler
 from ._medium import Deliver, Medium, Retention, stop_if_cancelled
 from ._options import InboxOptions, backoff
-from ._record import OVERHEAD, valid_inbox
+from ._record import OVERHEAD, is_credit, valid_inbox
 from ._transport import InboxListener, InboxTransport, MediumAddress
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "Retention",
     "UnknownInbox",
     "backoff",
+    "is_credit",
     "stop_if_cancelled",
     "valid_inbox",
 ]

@@ -184,7 +184,9 @@ class InboxConnection(Connection):
         if kind is RecordType.CREDIT:
             self._endpoint.ack([token])
             if record.epoch == self.out_epoch and record.seq > self._credited:
-                self._credited = record.seq
+                # Never beyond what was sent: a forged credit (anyone who may write to
+                # the medium) must not lift the window for frames not yet numbered.
+                self._credited = min(record.seq, self._out_seq)
                 self._credit.set()
         elif kind in (RecordType.ACCEPT, RecordType.REOPEN, RecordType.REFUSE,
                       RecordType.RESET):

@@ -111,6 +111,13 @@ def data_records(from_dialler: bool, connection: bytes, epoch: int, first_seq: i
             for seq, payload in enumerate(payloads, first_seq)]
 
 
+def is_credit(data: bytes) -> bool:
+    """Whether ``data`` has the header of a CREDIT record: what a medium may accept from a
+    side channel that anyone can write to without the right to append to inboxes (a
+    PostgreSQL notification's payload), where no other record may come from."""
+    return len(data) >= HEADER.size and data[:4] == MAGIC and data[5] == RecordType.CREDIT
+
+
 #: Bytes a record adds to its payload at most: the header, a peer id and an inbox name.
 OVERHEAD = HEADER.size + 64 + 96
 _TYPES = {int(t): t for t in RecordType}

@@ -35,16 +35,21 @@ from p2phost_sdk.inbox import (
     MediumUnavailable,
     UnknownInbox,
     backoff,
+    is_credit,
     stop_if_cancelled,
 )
 
-from ._sql import APPEND, APPEND_CREDITS, CLAIM, SCHEMA, SCHEMA_CURRENT, SCHEMA_LOCK
+from ._sql import APPEND, APPEND_CREDITS, BODY, CLAIM, SCHEMA, SCHEMA_CURRENT, SCHEMA_LOCK
 
 log = logging.getLogger("p2phost.transport.postgres")
 # Rows one claim takes at most: above the 256 frames a sender has in flight at most with
 # the default window, so a sender's full window is claimed at once and then waits for
 # the next notification, not a second claim that finds nothing.
 _BATCH = 512
+# Bodies up to this size come with the claim (512 of them: 32 MiB at most); a larger one
+# is fetched alone when it is delivered, so rows that anyone may insert into the inbox
+# never bring 512 large bodies into the node's memory at once.
+_CLAIMED_BODY = 64 * 1024
 _POLL = 1.0
 _CREDIT_WAKES = 64  # wake-ups with only credits before the reader claims their rows anyway
 _REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry",
@@ -191,10 +196,17 @@ class PostgresMedium(Medium):
     async def _drain(self, connection: psycopg.AsyncConnection[Any], deliver: Deliver) -> None:
         while True:
             # Binary results: the bodies come as they are, not hex-escaped.
-            cursor = await connection.execute(CLAIM, (self._inbox, _BATCH), binary=True)
-            rows = sorted(await cursor.fetchall())
+            cursor = await connection.execute(CLAIM, (self._inbox, _BATCH, _CLAIMED_BODY),
+                                              binary=True)
+            rows = sorted(await cursor.fetchall(), key=lambda row: row[0])
             stop_if_cancelled()
             for row_id, body in rows:
+                if body is None:
+                    cursor = await connection.execute(BODY, (row_id,), binary=True)
+                    row = await cursor.fetchone()
+                    if row is None:
+                        continue  # removed meanwhile (`p2phost inbox purge`)
+                    body = row[0]
                 await deliver(bytes(body), row_id)
             if len(rows) < _BATCH:
                 # Wake-ups that brought nothing but credits (taken from the payloads)
@@ -219,8 +231,12 @@ class PostgresMedium(Medium):
                 try:
                     record = bytes.fromhex(notify.payload)
                 except ValueError:
-                    continue  # not ours: whoever may NOTIFY here may write rows too
-                await deliver(record, None)
+                    continue
+                # Credits only: NOTIFY needs no privilege at all, so a payload is no
+                # record of the inbox (a frame, an OPEN, a letter) for a role that may
+                # not insert rows; a forged credit is bounded by the window checks.
+                if is_credit(record):
+                    await deliver(record, None)
         return credits_only
 
     async def _execute(self, query: str, args: tuple[Any, ...]) -> Any:

@@ -56,12 +56,16 @@ WITH added AS (
 SELECT pg_notify(%(channel)s, CASE WHEN octet_length(body) <= 3000
                                    THEN encode(body, 'hex') ELSE '' END) FROM added
 """
+# A body larger than the third parameter is not returned (NULL; octet_length reads only
+# the stored size): :data:`BODY` fetches it when its turn comes, so a claim holds at most
+# so many small bodies and one large one.
 CLAIM = """
 UPDATE p2phost_inbox_records SET leased = true
 WHERE id IN (
     SELECT id FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased
     ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
 )
-RETURNING id, body
+RETURNING id, CASE WHEN octet_length(body) <= %s THEN body END
 """
+BODY = "SELECT body FROM p2phost_inbox_records WHERE id = %s"
 
