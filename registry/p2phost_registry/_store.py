@@ -9,7 +9,6 @@ committed. A crash before the commit leaves at most an orphan file that no row p
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 from pathlib import Path
@@ -19,11 +18,11 @@ from packaging.version import InvalidVersion
 from p2phost_sdk import is_valid_name, normalize_name
 
 from ._catalog import FILE_COLUMNS, Catalog
-from ._db import Database, Tx, bump_generation, now_iso
+from ._claims import audit, claim_name, claim_version
+from ._db import Database, Tx, now_iso
 from ._distributions import check_distribution
 from ._errors import BadRequest, Conflict, DuplicateKey, Forbidden, NotFound
 from ._identity import backfill, canonical_version, sort_key
-from ._names import too_close
 from ._records import Actor, PublishResult
 from ._signatures import check_signature, hold_to_key, register_key
 from ._tokens import (
@@ -160,10 +159,10 @@ class Store(Catalog):
         try:
             with self.db.transaction() as tx:
                 tx.files_lock(exclusive=False)
-                created = self._claim_name(tx, actor, info)
+                created = claim_name(tx, actor, info)
                 check_distribution(tx, info.name, info.filename)
                 if publisher_key is not None and hold_to_key(tx, actor.owner, publisher_key):
-                    _audit(tx, actor.owner, "publisher-key", info.name, info.version,
+                    audit(tx, actor.owner, "publisher-key", info.name, info.version,
                            f"first publisher key of {actor.owner}: {publisher_key}")
                 clash = tx.one(
                     "SELECT filename FROM files WHERE lower(filename) = lower(?)", (info.filename,)
@@ -174,7 +173,7 @@ class Store(Catalog):
                         "bump the version and publish again"
                     )
                 now = now_iso()
-                self._claim_version(tx, actor, info, now)
+                claim_version(tx, actor, info, now)
                 core_sha = (
                     hashlib.sha256(info.core_metadata.encode()).hexdigest()
                     if info.core_metadata is not None else None
@@ -195,7 +194,7 @@ class Store(Catalog):
                      info.size, now, core_sha, int(signature is not None), publisher_key,
                      info.core_metadata, info.dist_key),
                 )
-                _audit(tx, actor.owner, "publish", info.name, info.version, info.filename)
+                audit(tx, actor.owner, "publish", info.name, info.version, info.filename)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 if signature is not None:
                     sig_tmp = self.new_upload_path()
@@ -219,69 +218,6 @@ class Store(Catalog):
             raise
         return PublishResult(info.name, info.version, info.filename, created)
 
-    def _claim_version(self, tx: Tx, actor: Actor, info: Inspected, now: str) -> None:
-        """Add the version row, or check the upload spells an existing version the same way."""
-        canonical = canonical_version(info.version)
-        row = tx.one("SELECT version FROM versions WHERE plugin = ? AND canonical = ?",
-                     (info.name, canonical))
-        if row is None:
-            # Two uploads of one new version (a wheel and an sdist, or two servers) race
-            # here: the loser's insert does nothing and it joins the winner's row.
-            tx.run(
-                "INSERT INTO versions (plugin, version, summary, metadata, readme, "
-                "readme_type, requires_python, uploaded, uploader, canonical, license, urls) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (info.name, info.version, info.metadata.summary,
-                 json.dumps(info.metadata.to_table()), info.readme, info.readme_type,
-                 info.requires_python, now, actor.owner, canonical, info.license,
-                 json.dumps([list(u) for u in info.urls])),
-            )
-            row = tx.one("SELECT version FROM versions WHERE plugin = ? AND canonical = ?",
-                         (info.name, canonical))
-        if row is None or row[0] != info.version:
-            existing = row[0] if row else "?"
-            raise Conflict(
-                f"{info.filename}: version {info.version} is the same PEP 440 version as the "
-                f"published {info.name} {existing}; upload files named {existing}, or bump "
-                "the version"
-            )
-
-    def _claim_name(self, tx: Tx, actor: Actor, info: Inspected) -> bool:
-        """Check the actor may publish ``info.name``; register the name if it is new."""
-        owners = [r[0] for r in tx.all("SELECT owner FROM owners WHERE plugin = ?", (info.name,))]
-        if owners:
-            if actor.owner not in owners:
-                raise Forbidden(
-                    f"{info.name} is owned by {', '.join(sorted(owners))}, not {actor.owner}; "
-                    "ask an owner to add you (POST /api/v1/plugins/NAME/owners)"
-                )
-            return False
-        others = [
-            r[0] for r in tx.all(
-                "SELECT name FROM plugins p WHERE NOT EXISTS "
-                "(SELECT 1 FROM owners o WHERE o.plugin = p.name AND o.owner = ?)",
-                (actor.owner,),
-            )
-        ]
-        close = too_close(info.name, others)
-        if close is not None:
-            raise Conflict(
-                f"the name {info.display_name!r} is too close to the existing plugin "
-                f"{close!r} of another owner and could be mistaken for it; choose a clearly "
-                "different name"
-            )
-        now = now_iso()
-        tx.run(
-            "INSERT INTO plugins (name, display_name, created) VALUES (?, ?, ?)",
-            (info.name, info.display_name, now),
-        )
-        tx.run(
-            "INSERT INTO owners (plugin, owner, added) VALUES (?, ?, ?)",
-            (info.name, actor.owner, now),
-        )
-        _audit(tx, actor.owner, "create", info.name, None, f"first publisher {actor.owner}")
-        return True
-
     def _require_owner(self, tx: Tx, actor: Actor, name: str) -> None:
         owners = [r[0] for r in tx.all("SELECT owner FROM owners WHERE plugin = ?", (name,))]
         if not owners:
@@ -303,7 +239,7 @@ class Store(Catalog):
                 "WHERE plugin = ? AND version = ?",
                 (int(yanked), reason if yanked else None, name, stored),
             )
-            _audit(tx, actor.owner, "yank" if yanked else "unyank", name, stored, reason)
+            audit(tx, actor.owner, "yank" if yanked else "unyank", name, stored, reason)
         return stored
 
     def _version_row(self, tx: Tx, name: str, version: str) -> str:
@@ -335,7 +271,7 @@ class Store(Catalog):
                 "INSERT INTO owners (plugin, owner, added) VALUES (?, ?, ?)",
                 (name, owner, now_iso()),
             )
-            _audit(tx, actor.owner, "add-owner", name, None, owner)
+            audit(tx, actor.owner, "add-owner", name, None, owner)
 
     def remove_owner(self, actor: Actor, name: str, owner: str) -> tuple[str, ...]:
         """An owner of ``name`` removes ``owner`` (never the last one); the owners left."""
@@ -350,7 +286,7 @@ class Store(Catalog):
                 raise Conflict(f"{owner} is the last owner of {name}; add another owner "
                                "first, then remove this one")
             tx.run("DELETE FROM owners WHERE plugin = ? AND owner = ?", (name, owner))
-            _audit(tx, actor.owner, "remove-owner", name, None, owner)
+            audit(tx, actor.owner, "remove-owner", name, None, owner)
         return tuple(o for o in owners if o != owner)
 
     def register_publisher_key(self, actor: Actor, key: str, proof: bytes) -> str | None:
@@ -366,7 +302,7 @@ class Store(Catalog):
                 owned = [r[0] for r in tx.all("SELECT plugin FROM owners WHERE owner = ?",
                                               (actor.owner,))]
                 for plugin in owned:
-                    _audit(tx, actor.owner, "publisher-key", plugin, None,
+                    audit(tx, actor.owner, "publisher-key", plugin, None,
                            f"publisher key of {actor.owner}: {previous or 'none'} -> {key}")
         return previous
 
@@ -385,15 +321,6 @@ class Store(Catalog):
                 per_plugin[plugin] = per_plugin.get(plugin, 0) + n
             for plugin, n in sorted(per_plugin.items()):
                 tx.run("UPDATE plugins SET downloads = downloads + ? WHERE name = ?", (n, plugin))
-
-
-def _audit(tx: Tx, actor: str, action: str, plugin: str, version: str | None, detail: str) -> None:
-    tx.run(
-        "INSERT INTO audit (at, actor, action, plugin, version, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        (now_iso(), actor, action, plugin, version, detail),
-    )
-    # Every audited change changes what readers see: other processes drop their caches.
-    bump_generation(tx)
 
 
 def _alive(pid: int) -> bool:

@@ -42,7 +42,8 @@ class TestNatsTransport(TransportConformance):
 import nats  # noqa: E402
 from nats.aio.msg import Msg  # noqa: E402
 from p2phost_nats_transport._batches import BATCH_MAGIC, batch, unbatch  # noqa: E402
-from p2phost_nats_transport._medium import NatsMedium, inbox_subject  # noqa: E402
+from p2phost_nats_transport._medium import NatsMedium  # noqa: E402
+from p2phost_nats_transport._streams import inbox_subject  # noqa: E402
 
 
 def test_batches_keep_records_whole_and_in_order() -> None:

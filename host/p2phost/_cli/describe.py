@@ -90,12 +90,12 @@ def describe(
     """A peer's topics, delivery modes and message schemas (from its hello)."""
     import asyncio
 
-    from .node import _as_client
+    from ._client import as_client
 
     async def ask(node: Node, peer: str) -> dict[str, Any]:
         return report(node, peer, address)
 
-    answer = asyncio.run(_as_client(Project.find(), address, ask, wait=wait))
+    answer = asyncio.run(as_client(Project.find(), address, ask, wait=wait))
     if as_json:
         print(json.dumps(answer), flush=True)
     else:

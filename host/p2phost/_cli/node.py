@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -24,6 +24,7 @@ from p2phost_sdk import PeerUnavailable, RemoteError, RequestTimeout
 
 from .._errors import UserError
 from .._project import Project
+from ._client import REACH_FIX, Unreachable, as_client, require_topic, unreachable
 from ._discovery_status import discovery_lines
 from ._output import console
 from ._stats import print_stats
@@ -34,14 +35,6 @@ if TYPE_CHECKING:
 
 # The node runtime and the plugin loader are imported by the commands that use them:
 # ``p2phost id`` needs neither.
-T = TypeVar("T")
-_REACH_FIX = "check the address, and that a node runs there (`p2phost run` in its project)"
-
-
-class Unreachable(UserError):
-    """The peer could not be reached or did not answer: a runtime failure (exit 1)."""
-
-    exit_code = 1
 
 
 def check_report(project: Project) -> dict[str, Any]:
@@ -168,112 +161,6 @@ def node_id(as_json: bool = typer.Option(False, "--json", help="Print the answer
     print(peer_id)
 
 
-def _require_transport(project: Project, address: str) -> None:
-    """Refuse an address no declared transport serves, naming the plugin that would."""
-    from .._install import plugin_sources
-    from .._plugins import PluginManager
-    from .._schemes import no_transport, scheme_of, served_by
-
-    if "://" not in address:
-        return  # a peer id, found by discovery
-    resolved, _ = PluginManager(project).resolve()
-    served = served_by(m for _, _, m, _ in resolved)
-    if scheme_of(address) in served:
-        return
-    from p2phost_sdk import PluginMetadata
-
-    installed = []
-    for dist in PluginManager(project).available().values():
-        try:
-            installed.append(PluginMetadata.from_distribution(dist))
-        except UserError:
-            continue
-    raise no_transport(address, "this project", served, installed,
-                       plugin_sources(None, project.manifest.registries))
-
-
-def _offers(project: Project) -> str:
-    """What this side offers in a handshake: its security and codec plugins."""
-    from .._plugins import PluginManager
-
-    resolved, _ = PluginManager(project).resolve()
-    security = [m.name for _, _, m, _ in resolved if "security" in m.kinds]
-    codecs = [m.name for _, _, m, _ in resolved if "codec" in m.kinds]
-    return (f"this project offers security {', '.join(security) or 'none'} and codecs "
-            f"{', '.join(codecs) or 'none'}")
-
-
-#: What a handshake failure says when the two sides secure connections differently: the
-#: security plugins' own errors ("noise handshake with ... failed"), or a peer that reads
-#: the other's handshake as a broken hello.
-_SECURITY_MISMATCH = (" handshake with ", "expected a hello", "hello is not",
-                      "handshake did not finish")
-
-
-def _unreachable(project: Project, address: str, exc: Exception) -> Unreachable:
-    """Why ``address`` failed: unreachable, or reached but the two sides disagree."""
-    text = str(exc)
-    if "trust policy" in text:
-        return Unreachable(f"{text}; the node runs, but does not trust this project",
-                           fix="in the node's project: p2phost trust add "
-                               f"{project.identity().peer_id}")
-    if "no codec in common" in text:
-        return Unreachable(f"{text}; the node runs, but no codec is on both sides",
-                           fix=f"{_offers(project)}: install a codec the node has, e.g. "
-                               "p2phost plugin install json-codec (in one of the projects)")
-    if any(sign in text for sign in _SECURITY_MISMATCH):
-        return Unreachable(f"{text}; the node answers, but the two sides do not agree on "
-                           "how to secure the connection",
-                           fix=f"{_offers(project)}; run `p2phost run --check` in the "
-                               "node's project and declare the same security plugin in both")
-    if " is full (" in text and "nothing was stored" in text:
-        return Unreachable(text, fix="wait until that node has run and taken what waits, or ask "
-                                     "its operator to raise the limit in its p2phost.toml")
-    if "handshake failed" in text:
-        return Unreachable(text, fix="the node answers but refused the handshake (see above); "
-                                     "`p2phost run --check` in both projects shows what each "
-                                     "side runs")
-    return Unreachable(text, fix=_REACH_FIX)
-
-
-async def _as_client(project: Project, address: str,
-                     work: Callable[[Node, str], Awaitable[T]], *, wait: float = 0.0,
-                     stored: Callable[[Node], Awaitable[T]] | None = None) -> T:
-    from .._runtime.node._assemble import node_for_project
-
-    _require_transport(project, address)
-    node = node_for_project(project, client=True)
-    async with node:
-        if stored is not None and node.stores_letters(address):
-            # An inbox on a medium that holds messages: no handshake, the peer may not run.
-            return await stored(node)
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                peer = await node.connect(address)
-                break
-            except PeerUnavailable as exc:
-                # --wait: a node that is starting refuses connections for a moment; a node
-                # that answers but disagrees (a failed handshake) will not change its mind.
-                if time.monotonic() >= deadline or "handshake" in str(exc):
-                    raise _unreachable(project, address, exc) from exc
-                await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-        return await work(node, peer)
-
-
-def _topics_of(node: Node, peer: str) -> frozenset[str]:
-    return next((p.topics for p in node.peers() if p.peer_id == peer), frozenset())
-
-
-def _require_topic(node: Node, peer: str, address: str, topic: str, fix: str) -> None:
-    topics = _topics_of(node, peer)
-    if topic not in topics:
-        has = ", ".join(sorted(topics)) or "none"
-        raise UserError(f"the node at {address} has no app for topic {topic!r} "
-                        f"(its topics: {has})",
-                        fix=fix)
-
-
 def ping(
     address: str = typer.Argument(..., help="The node to ping, e.g. tcp://127.0.0.1:7400.",
                                   autocompletion=peer_addresses),
@@ -294,7 +181,7 @@ def ping(
     reached: list[str] = []
 
     async def pings(node: Node, peer: str) -> list[float]:
-        _require_topic(node, peer, address, "echo",
+        require_topic(node, peer, address, "echo",
                        "in that node's project: p2phost plugin install echo")
         reached.append(peer)
         say(f"PING {address} ({peer})")
@@ -309,12 +196,12 @@ def ping(
                 say(f"seq={seq}: no reply within {timeout:g}s")
                 continue
             except PeerUnavailable as exc:
-                raise Unreachable(str(exc), fix=_REACH_FIX) from exc
+                raise Unreachable(str(exc), fix=REACH_FIX) from exc
             times.append((time.perf_counter() - started) * 1000)
             say(f"reply from {peer[:12]}: seq={seq} time={times[-1]:.3f} ms")
         return times
 
-    times = asyncio.run(_as_client(project, address, pings, wait=wait))
+    times = asyncio.run(as_client(project, address, pings, wait=wait))
     lost = count - len(times)
     if as_json:
         _say(json.dumps({"address": address, "peer_id": reached[0] if reached else None,
@@ -323,7 +210,7 @@ def ping(
     else:
         _say(f"--- {address}: {count} sent, {len(times)} replies, {lost} lost")
     if not times:
-        raise Unreachable(f"no reply from {address}", fix=_REACH_FIX)
+        raise Unreachable(f"no reply from {address}", fix=REACH_FIX)
     say(f"rtt min/median/max = {min(times):.3f}/{statistics.median(times):.3f}/"
         f"{max(times):.3f} ms")
     if lost:
@@ -349,7 +236,7 @@ def send(
     project = Project.find()
 
     async def deliver(node: Node, peer: str) -> Any:
-        _require_topic(node, peer, address, topic,
+        require_topic(node, peer, address, topic,
                        f"install the app plugin for {topic!r} in that node's project")
         if request:
             return await node.request(peer, topic, value, timeout=timeout)
@@ -378,10 +265,10 @@ def send(
                                   fix=f"check the body against what the {topic!r} app expects"
                                   ) from exc
             except (RequestTimeout, PeerUnavailable) as exc:
-                raise _unreachable(project, address, exc) from exc
+                raise unreachable(project, address, exc) from exc
         return run
 
-    reply = asyncio.run(_as_client(project, address, answered(deliver), stored=answered(store)))
+    reply = asyncio.run(as_client(project, address, answered(deliver), stored=answered(store)))
     if request:
         _say(json.dumps(reply))
     else:

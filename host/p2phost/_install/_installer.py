@@ -10,12 +10,8 @@ plugin is always installed); when removing, the reverse.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import shutil
-import time
-from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from packaging.version import Version
@@ -33,15 +29,14 @@ from ._current import lock_satisfies
 from ._errors import InstallError, IntegrityError, ResolutionError, UnknownPlugin
 from ._health import lock_gaps, lost_files, requirement_gaps
 from ._http import Fetcher, NotFound
+from ._official import builtin_signature, official_pin
 from ._plan import Change, Plan, default_specifier
+from ._projectlock import exclusive
 from ._registry import RegistryClient, Release, RemoteFile
 from ._resolver import Requirement, resolve, usable
-from ._signing import Signed, SigningPolicy, check_lock, check_pin, verify_download
+from ._signing import SigningPolicy, check_lock, check_pin, verify_download
 from ._unpacked import link_wheel, unpacked
 from ._wheels import check_sdk, python_requirements
-
-#: How long to wait for another p2phost command working on the same project.
-LOCK_WAIT = 30.0
 
 
 class Installer:
@@ -213,7 +208,7 @@ class Installer:
 
     def apply(self, plan: Plan) -> Lock:
         """Fetch, verify, stage and switch to ``plan``; then record it. Returns the new lock."""
-        with self._exclusive():
+        with exclusive(self.project):
             lock = self._target_lock(plan)
             adding = not plan.undeclare
             if adding:
@@ -238,7 +233,7 @@ class Installer:
         if not self.project.lock_path.exists():
             raise UserError(f"no {self.project.lock_path.name} in {self.project.root}",
                             fix="p2phost plugin install (resolves and writes it)")
-        with self._exclusive():
+        with exclusive(self.project):
             lock = Lock.load(self.project.lock_path)
             relocked = False
             if lock_gaps(lock):  # a plugin's own requirement is not in the lock
@@ -303,9 +298,9 @@ class Installer:
                     raise
                 item, wheel = renewed  # the registry changed the file since its kept answer
                 path = self._download(wheel, builtin)
-            signed = self._builtin_signature(item, wheel) if builtin \
+            signed = builtin_signature(self.client, self.fetcher, item, wheel) if builtin \
                 else verify_download(item, wheel, self.fetcher, path.with_name(path.name + ".sig"))
-            check_pin(item, signed, locked or self._official_pin(item), self.signing)
+            check_pin(item, signed, locked or official_pin(self.client, item), self.signing)
             tree = unpacked(self.cache.root, wheel.sha256, path)  # staging links its files
             check_sdk(item.name, str(item.version), tree)
             plugins.append(LockedFile(
@@ -327,33 +322,6 @@ class Installer:
     def _download(self, wheel: RemoteFile, builtin: bool) -> Path:
         return self.cache.fetch(wheel.url, wheel.sha256, wheel.filename, self.fetcher,
                                 None if builtin else self.progress, wheel.size)
-
-    def _builtin_signature(self, item: Release, wheel: RemoteFile) -> Signed | None:
-        """A built-in wheel's signature: checked against the release key (and the file's
-        sha256) when the built-in source read it, so neither fetched nor verified again."""
-        source = self.client.builtin
-        checked = source.checked(wheel.filename) if source is not None else None
-        if checked is None:  # not this p2phost's own: verified like any download
-            return verify_download(item, wheel, self.fetcher)
-        return Signed(checked.signature.publisher_key, checked.signature.signature)
-
-    def _official_pin(self, item: Release) -> LockedFile | None:
-        """For an official plugin (one the built-in source has), the release key as its pin.
-
-        So a registry's tcp-transport must be signed by the key that signed p2phost's own,
-        as if the lock had pinned it, unless the user accepts another with --trust-new-key.
-        """
-        builtin = self.client.builtin
-        try:
-            official = builtin.plugin(item.name) if builtin is not None else None
-        except UserError:
-            return None
-        if official is None or item.source == BUILTIN_SOURCE:
-            return None
-        newest = official.releases[0]
-        return LockedFile(name=item.name, version=f"{newest.version}, built into p2phost",
-                          source=BUILTIN_SOURCE, filename="", sha256="",
-                          publisher_key=builtin.release_key if builtin else None)
 
     def _file(self, entry: LockedFile, offline: bool) -> Path:
         hit = self.cache.get(entry.sha256, entry.filename)
@@ -413,30 +381,3 @@ class Installer:
         for name in plan.undeclare:
             editor.remove_plugin(name)
         editor.save()
-
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """One lifecycle command per project at a time (the OS drops the lock if we die)."""
-        try:
-            self.project.state_dir.mkdir(parents=True, exist_ok=True)
-            handle = open(self.project.state_dir / "install.lock", "a+")
-        except OSError as exc:
-            raise InstallError(f"cannot write {self.project.state_dir}: {exc.strerror}",
-                               fix="fix the directory's permissions, then retry") from exc
-        with handle:
-            deadline = time.monotonic() + LOCK_WAIT
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise UserError(
-                            f"another p2phost command is changing the plugins of "
-                            f"{self.project.root} (waited {LOCK_WAIT:g} s)",
-                            fix="wait for it to finish, then retry") from None
-                    time.sleep(0.1)
-            handle.truncate(0)
-            handle.write(str(os.getpid()))
-            handle.flush()
-            yield

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the CLI imports this module first thing: keep it light
-
-    from .._runtime.messaging._dispatch import Dispatcher, Process
+    from .._runtime.messaging._apps import Process
+    from .._runtime.messaging._dispatch import Dispatcher
     from .._runtime.messaging._routes import Work
 
 #: What the current log lines are about (node, peer, topic, message_id, trace_id).

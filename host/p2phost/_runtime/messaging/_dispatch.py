@@ -9,10 +9,9 @@ replies back to the request waiting for them.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from p2phost_sdk import (
@@ -24,11 +23,9 @@ from p2phost_sdk import (
     PeerUnavailable,
     Raw,
     RemoteError,
-    RequestTimeout,
-    permission_of,
 )
 
-from .._errors import NodeConfigError, WireError
+from .._errors import WireError
 from ..wire._channel import Channel
 from ..wire._envelope import (
     RAW,
@@ -40,9 +37,10 @@ from ..wire._envelope import (
     encode,
     header_parts,
 )
-from ._mailbox import Mailbox
+from ._apps import AppMailboxes, Process, lifecycle_call
+from ._pending import PendingRequests
 from ._received import Received
-from ._routes import AckedDelivery, Route, TraceHook, Work, allowed
+from ._routes import AckedDelivery, TraceHook, Work, allowed
 from ._stats import DeliveryStats
 
 log = logging.getLogger("p2phost.node")
@@ -52,15 +50,13 @@ _monotonic = time.monotonic
 ReplyChannel = Callable[[str], Channel | None]
 #: Records one handled message's mailbox wait and handler duration.
 Observe = Callable[[float, float, float], None]
-#: What an app's mailbox runs for each item: ``process(peer, item)``.
-Process = Callable[[str, Work], Coroutine[Any, Any, None]]
 _MESSAGE, _REQUEST = MessageKind.MESSAGE, MessageKind.REQUEST
 #: The first two bytes of a traced MESSAGE or REQUEST (the trace context follows the topic).
 _TRACED_HEADS = {kind: bytes((VERSION, kind | TRACED)) for kind in (Kind.MESSAGE, Kind.REQUEST)}
 RAW_TYPE = RAW.decode()
 
 
-class Dispatcher:
+class Dispatcher(PendingRequests):
     """Messages between the node's channels and its apps."""
 
     def __init__(self, apps: Sequence[App], *, local_peer_id: str, max_frame_size: int,
@@ -68,17 +64,12 @@ class Dispatcher:
                  delivery: AckedDelivery | None = None) -> None:
         self.local_peer_id = local_peer_id
         self.max_frame_size = max_frame_size
+        super().__init__()
         self._reply_channel = reply_channel
-        self._apps: list[tuple[App, Mailbox[Work]]] = []
-        self.routes = self._route(apps)
+        self._apps = AppMailboxes(apps, self._process)
+        self.routes = self._apps.routes  # the same dict: read per message, no call between
         self._ids = ids
         self.stats = stats
-        # message id -> (peer, topic, reply, loop time it is due, timeout)
-        self._pending: dict[int, tuple[str, str, asyncio.Future[Any], float, float]] = {}
-        # One timer for all requests, set for the earliest that is due (see _expire_due).
-        self._timer: asyncio.Handle | None = None
-        # uvloop's handle for a time already past has no when(): the time is kept here.
-        self._timer_at = 0.0
         # (kind, topic) -> the frame's header around its ids, packed once.
         self._headers: dict[tuple[Kind, str], tuple[bytes, bytes]] = {}
         self._warned: set[tuple[str, str]] = set()
@@ -93,34 +84,11 @@ class Dispatcher:
         #: handler would cost a coroutine per message). None while metrics are off.
         self.timed: dict[str, Observe] | None = None
 
-    def _route(self, apps: Iterable[App]) -> dict[str, Route]:
-        routes: dict[str, Route] = {}
-        owners: dict[str, str] = {}
-        for app in apps:
-            name = type(app).name or type(app).__name__
-            mailbox: Mailbox[Work] = Mailbox(name, app.mailbox_size, self._process)
-            self._apps.append((app, mailbox))
-            for topic, handler in app.handlers().items():
-                if topic in routes:
-                    raise NodeConfigError(
-                        f"topic {topic!r} is handled by two apps: {owners[topic]!r} and "
-                        f"{name!r}", fix="remove one of the two app plugins from p2phost.toml")
-                routes[topic] = Route(handler, mailbox, permission_of(handler))
-                owners[topic] = name
-        return routes
-
     def add_route(self, app: App, topic: str,
                   handler: Callable[[Any], Awaitable[Any]]) -> None:
         """Route ``topic`` to ``handler`` through ``app``'s mailbox while the node runs
         (a library program's late handler)."""
-        if topic in self.routes:
-            raise NodeConfigError(f"topic {topic!r} has a handler on this node already",
-                                  fix="register one handler per topic")
-        mailbox = next((box for owner, box in self._apps if owner is app), None)
-        if mailbox is None:
-            raise NodeConfigError(f"app {type(app).__name__} is not one of this node's",
-                                  fix="add the app before the node opens")
-        self.routes[topic] = Route(handler, mailbox, permission_of(handler))
+        self._apps.add_route(app, topic, handler)
 
     @property
     def topics(self) -> list[str]:
@@ -135,13 +103,11 @@ class Dispatcher:
     def wrap_processing(self, wrap: Callable[[Process], Process]) -> None:
         """Put ``wrap(process)`` in place of what each app's mailbox runs per item: for
         what must see the whole of it (the handler, the reply, the failure's log line)."""
-        for _, mailbox in self._apps:
-            mailbox._process = wrap(mailbox._process)
+        self._apps.wrap_processing(wrap)
 
     def mailboxes(self) -> dict[str, dict[str, int]]:
         """Each app's mailbox: messages queued or being handled, and its size."""
-        return {box.name: {"queued": len(box), "running": box.running, "size": box.size}
-                for _, box in self._apps}
+        return self._apps.sizes()
 
     # -- out -------------------------------------------------------------------------
 
@@ -214,29 +180,6 @@ class Dispatcher:
         finally:
             self._pending.pop(message_id, None)
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = loop.call_at(when, self._expire_due, loop)
-        self._timer_at = when
-
-    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
-        # A timer per request costs more than the request itself on a fast path (the
-        # loop's heap fills with cancelled timers); one timer, re-aimed at the earliest
-        # outstanding deadline when it fires, scans only the requests still waiting.
-        self._timer = None
-        now, nearest = loop.time() + 0.001, None
-        for message_id, (peer, topic, reply, due, timeout) in list(self._pending.items()):
-            if due <= now:
-                del self._pending[message_id]
-                if not reply.done():
-                    reply.set_exception(RequestTimeout(
-                        f"no reply from {peer} to a {topic!r} request within {timeout:g}s"))
-            elif nearest is None or due < nearest:
-                nearest = due
-        if nearest is not None:
-            self._arm(loop, nearest)
-
     async def publish(self, channels: Iterable[Channel], topic: str, body: Any) -> int:
         """One message to each channel whose peer handles ``topic``; how many were sent."""
         message_id, sent = next(self._ids), 0
@@ -256,17 +199,6 @@ class Dispatcher:
             sent += 1
             self.stats.message_out(topic, channel.peer_id, len(frame))
         return sent
-
-    def fail_pending(self, peer_id: str | None, reason: str) -> None:
-        """Fail the requests waiting on ``peer_id`` (every request when None)."""
-        if peer_id is None and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for message_id, (peer, _, reply, _, _) in list(self._pending.items()):
-            if peer_id is None or peer == peer_id:
-                del self._pending[message_id]
-                if not reply.done():
-                    reply.set_exception(PeerUnavailable(f"peer {peer}: {reason}"))
 
     # -- in --------------------------------------------------------------------------
 
@@ -379,30 +311,23 @@ class Dispatcher:
     def lifecycle(self, peer_id: str, method: str, *args: Any) -> None:
         """Call ``App.method(*args)`` through each app's mailbox, in order with the
         peer's messages (``on_peer_connected`` first, ``on_peer_lost`` last)."""
-        for app, mailbox in self._apps:
-            call = functools.partial(getattr(app, method), *args)
-            mailbox.put_nowait(peer_id, Work(call))
+        self._apps.lifecycle(peer_id, method, *args)
 
     def peer_gone(self, peer_id: str, reason: str) -> None:
         """The peer's last channel ended."""
         self.fail_pending(peer_id, f"the connection was lost: {reason}")
-        for _, mailbox in self._apps:
-            mailbox.peer_gone(peer_id)
+        self._apps.peer_gone(peer_id)
 
     async def drain(self, timeout: float) -> None:
         """Handle what the mailboxes hold (up to ``timeout`` each), then stop them."""
-        for _, mailbox in self._apps:
-            left = await mailbox.close(timeout)
-            if left:
-                log.warning("app %s: %d messages were not handled within the %gs drain "
-                            "timeout", mailbox.name, left, timeout)
+        await self._apps.drain(timeout)
 
     async def _process(self, peer: str, item: Work) -> None:
         # One coroutine between the mailbox's task and the handler: the hot path.
         message, ack = item.message, item.ack
         try:
             if message is None:
-                await self._lifecycle_call(item.call)
+                await lifecycle_call(item.call)
                 return
             if item.deadline and item.deadline < time.time() * 1000:
                 log.debug("skipping an expired %r request from %s", message.topic, peer)
@@ -438,13 +363,6 @@ class Dispatcher:
         finally:
             if ack is not None:
                 ack()  # done with it: a medium that redelivers may now forget it
-
-    @staticmethod
-    async def _lifecycle_call(func: Callable[[], Awaitable[Any]]) -> None:
-        try:
-            await func()
-        except Exception:
-            log.exception("app lifecycle call %r failed", func)
 
     def _reply(self, peer: str, channel: Channel | None, message_id: int, kind: Kind,
                value: Any) -> Awaitable[None] | None:

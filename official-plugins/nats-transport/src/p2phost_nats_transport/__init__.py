@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from p2phost_sdk import PluginContext, Transport, hookimpl
 
-from ._medium import NatsMedium, NatsTransport, inbox_stream, inbox_subject
+from ._medium import NatsMedium, NatsTransport
+from ._streams import inbox_stream, inbox_subject
 
 __all__ = ["NatsMedium", "NatsTransport", "inbox_stream", "inbox_subject", "p2phost_transports"]
 

@@ -34,15 +34,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DiscardPolicy,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
-from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
@@ -55,29 +47,15 @@ from p2phost_sdk.inbox import (
     MediumRefused,
     MediumUnavailable,
     UnknownInbox,
-    backoff,
-    stop_if_cancelled,
 )
 
 from ._accounts import Accounts
 from ._batches import BATCH_MAGIC, BATCHES_WELCOME, batch, unbatch
+from ._streams import add_stream, fresh_consumer, inbox_stream, inbox_subject, limit_stream, pull
 
 log = logging.getLogger("p2phost.transport.nats")
-_CONSUMER = "node"
-_BATCH = 256
-_ACK_WAIT = 5.0  # a message lost in flight (a cut connection) comes again after this
 _PROBE_TIMEOUT = 2.0
 _KNOWN_LIMIT = 4096  # inboxes whose batch support is remembered (then forgotten at once)
-
-
-def inbox_subject(name: str) -> str:
-    """The subject of inbox ``name``."""
-    return f"p2phost.inbox.{name}"
-
-
-def inbox_stream(name: str) -> str:
-    """The JetStream stream of inbox ``name``."""
-    return f"p2phost-inbox-{name}"
 
 
 class NatsMedium(Medium):
@@ -145,7 +123,7 @@ class NatsMedium(Medium):
         self._inbox = name
         if self._js is not None:
             await self._open_stream(self._js, name)
-            work = self._pull(self._js, name, deliver)
+            work = pull(self._js, name, deliver, self.url)
         else:
             async def on_message(message: Msg) -> None:
                 data = message.data
@@ -179,16 +157,10 @@ class NatsMedium(Medium):
         if self._js is None:
             raise MediumError(self.cannot_store)
         try:
-            await self._add_stream(self._js, name)
+            await add_stream(self._js, name)
         except (NatsError, OSError) as exc:
             raise MediumUnavailable(f"NATS at {self.url}: cannot create the inbox stream "
                                     f"{inbox_stream(name)}: {exc}") from exc
-
-    async def _add_stream(self, js: JetStreamContext, name: str) -> None:
-        with contextlib.suppress(BadRequestError):  # exists already (maybe with limits)
-            await js.add_stream(name=inbox_stream(name), subjects=[inbox_subject(name)],
-                                retention=RetentionPolicy.WORK_QUEUE,
-                                storage=StorageType.FILE)
 
     async def inbox_stats(self, name: str) -> dict[str, Any]:
         """The stream's message and byte counts."""
@@ -215,17 +187,6 @@ class NatsMedium(Medium):
             self._accounts = Accounts(self._js)
         return self._accounts
 
-    async def _fresh_consumer(self, js: JetStreamContext, name: str) -> None:
-        # Deliver-all from the stream's first record: what an earlier run left
-        # unacknowledged comes again at once (an old consumer would wait for the ack
-        # deadline first), and what was removed before it is not counted as expired.
-        stream = inbox_stream(name)
-        with contextlib.suppress(NotFoundError):
-            await js.delete_consumer(stream, _CONSUMER)
-        await js.add_consumer(stream, ConsumerConfig(
-            durable_name=_CONSUMER, ack_policy=AckPolicy.EXPLICIT, ack_wait=_ACK_WAIT,
-            max_ack_pending=-1))
-
     async def purge_inbox(self, name: str) -> int | None:
         """Purge the stream (it and its consumer stay)."""
         if self._js is None:
@@ -238,7 +199,7 @@ class NatsMedium(Medium):
             # stored between the two calls is counted as purged twice at worst, never
             # as expired.)
             await self._account.put(name, "purged", purged + (state.messages or 0))
-            await self._fresh_consumer(self._js, name)
+            await fresh_consumer(self._js, name)
         except NotFoundError:
             return 0
         except (NatsError, OSError) as exc:
@@ -281,23 +242,12 @@ class NatsMedium(Medium):
         except (NatsError, OSError) as exc:
             raise MediumUnavailable(f"NATS at {self.url}: {exc or type(exc).__name__}") from exc
 
-    async def _limit(self, js: JetStreamContext, name: str) -> None:
-        # The node's retention, as the stream's own limits: publishes past a count or
-        # size are refused (discard new); records past max_age are removed by the server.
-        retention = self.retention
-        await js.update_stream(StreamConfig(
-            name=inbox_stream(name), subjects=[inbox_subject(name)],
-            retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
-            max_msgs=retention.max_messages or -1, max_bytes=retention.max_bytes or -1,
-            max_age=retention.max_age or None,
-            discard=DiscardPolicy.NEW if retention else DiscardPolicy.OLD))
-
     async def _open_stream(self, js: JetStreamContext, name: str) -> None:
         stream = inbox_stream(name)
         try:
-            await self._add_stream(js, name)
+            await add_stream(js, name)
             if "-" not in name:
-                await self._limit(js, name)
+                await limit_stream(js, name, self.retention)
                 # What expired while the node was away becomes the node's own count,
                 # and the account starts again from here.
                 stats = await self.inbox_stats(name)
@@ -306,35 +256,10 @@ class NatsMedium(Medium):
                 account.start(await account.get(name, "acked"))
                 account.acked += self.expired_at_open
                 await account.write_acked(name)
-            await self._fresh_consumer(js, name)
+            await fresh_consumer(js, name)
         except (NatsError, OSError) as exc:
             raise MediumUnavailable(f"NATS at {self.url}: cannot open the inbox stream "
                                     f"{stream}: {exc}") from exc
-
-    async def _pull(self, js: JetStreamContext, name: str, deliver: Deliver) -> None:
-        failures = 0
-        subscription: JetStreamContext.PullSubscription | None = None
-        while True:
-            try:
-                if subscription is None:
-                    subscription = await js.pull_subscribe_bind(
-                        durable=_CONSUMER, stream=inbox_stream(name))
-                try:
-                    messages = await subscription.fetch(_BATCH, timeout=1.0)
-                except nats.errors.TimeoutError:
-                    messages = []
-                stop_if_cancelled()
-                failures = 0
-                for message in messages:
-                    await deliver(message.data, message)
-                continue
-            except (NatsError, OSError) as exc:
-                if failures == 0:
-                    log.warning("reading the inbox stream on %s failed (retrying): %s: %s",
-                                self.url, type(exc).__name__, exc)
-            stop_if_cancelled()
-            await asyncio.sleep(backoff(failures))
-            failures += 1
 
     async def probe(self, name: str) -> bool | None:
         """Core NATS: an empty request on the inbox subject; *no responders* means nobody

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 from p2phost_sdk import PluginContext, Transport, hookimpl
 
-from ._transport import TcpConnection, TcpListener, TcpTransport, parse_address
+from ._address import parse_address
+from ._connection import TcpConnection
+from ._transport import TcpListener, TcpTransport
 
 __all__ = ["TcpConnection", "TcpListener", "TcpTransport", "p2phost_transports", "parse_address"]
 

@@ -1,0 +1,137 @@
+"""A short-lived client node talking to one address, and why reaching it failed.
+
+What ``ping``, ``send`` and ``describe`` share: start a *client* node (the project's
+identity, no listeners, no apps), connect to ADDR (retrying with ``--wait``), check the
+peer serves a topic, and turn a failed connection into an error naming its likely cause
+(unreachable, untrusted, no codec or security in common) with the fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from p2phost_sdk import PeerUnavailable
+
+from .._errors import UserError
+from .._project import Project
+
+if TYPE_CHECKING:
+    from .._runtime import Node
+
+T = TypeVar("T")
+REACH_FIX = "check the address, and that a node runs there (`p2phost run` in its project)"
+
+
+class Unreachable(UserError):
+    """The peer could not be reached or did not answer: a runtime failure (exit 1)."""
+
+    exit_code = 1
+
+
+def _require_transport(project: Project, address: str) -> None:
+    """Refuse an address no declared transport serves, naming the plugin that would."""
+    from .._install import plugin_sources
+    from .._plugins import PluginManager
+    from .._schemes import no_transport, scheme_of, served_by
+
+    if "://" not in address:
+        return  # a peer id, found by discovery
+    resolved, _ = PluginManager(project).resolve()
+    served = served_by(m for _, _, m, _ in resolved)
+    if scheme_of(address) in served:
+        return
+    from p2phost_sdk import PluginMetadata
+
+    installed = []
+    for dist in PluginManager(project).available().values():
+        try:
+            installed.append(PluginMetadata.from_distribution(dist))
+        except UserError:
+            continue
+    raise no_transport(address, "this project", served, installed,
+                       plugin_sources(None, project.manifest.registries))
+
+
+def _offers(project: Project) -> str:
+    """What this side offers in a handshake: its security and codec plugins."""
+    from .._plugins import PluginManager
+
+    resolved, _ = PluginManager(project).resolve()
+    security = [m.name for _, _, m, _ in resolved if "security" in m.kinds]
+    codecs = [m.name for _, _, m, _ in resolved if "codec" in m.kinds]
+    return (f"this project offers security {', '.join(security) or 'none'} and codecs "
+            f"{', '.join(codecs) or 'none'}")
+
+
+#: What a handshake failure says when the two sides secure connections differently: the
+#: security plugins' own errors ("noise handshake with ... failed"), or a peer that reads
+#: the other's handshake as a broken hello.
+_SECURITY_MISMATCH = (" handshake with ", "expected a hello", "hello is not",
+                      "handshake did not finish")
+
+
+def unreachable(project: Project, address: str, exc: Exception) -> Unreachable:
+    """Why ``address`` failed: unreachable, or reached but the two sides disagree."""
+    text = str(exc)
+    if "trust policy" in text:
+        return Unreachable(f"{text}; the node runs, but does not trust this project",
+                           fix="in the node's project: p2phost trust add "
+                               f"{project.identity().peer_id}")
+    if "no codec in common" in text:
+        return Unreachable(f"{text}; the node runs, but no codec is on both sides",
+                           fix=f"{_offers(project)}: install a codec the node has, e.g. "
+                               "p2phost plugin install json-codec (in one of the projects)")
+    if any(sign in text for sign in _SECURITY_MISMATCH):
+        return Unreachable(f"{text}; the node answers, but the two sides do not agree on "
+                           "how to secure the connection",
+                           fix=f"{_offers(project)}; run `p2phost run --check` in the "
+                               "node's project and declare the same security plugin in both")
+    if " is full (" in text and "nothing was stored" in text:
+        return Unreachable(text, fix="wait until that node has run and taken what waits, or ask "
+                                     "its operator to raise the limit in its p2phost.toml")
+    if "handshake failed" in text:
+        return Unreachable(text, fix="the node answers but refused the handshake (see above); "
+                                     "`p2phost run --check` in both projects shows what each "
+                                     "side runs")
+    return Unreachable(text, fix=REACH_FIX)
+
+
+async def as_client(project: Project, address: str,
+                     work: Callable[[Node, str], Awaitable[T]], *, wait: float = 0.0,
+                     stored: Callable[[Node], Awaitable[T]] | None = None) -> T:
+    from .._runtime.node._assemble import node_for_project
+
+    _require_transport(project, address)
+    node = node_for_project(project, client=True)
+    async with node:
+        if stored is not None and node.stores_letters(address):
+            # An inbox on a medium that holds messages: no handshake, the peer may not run.
+            return await stored(node)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                peer = await node.connect(address)
+                break
+            except PeerUnavailable as exc:
+                # --wait: a node that is starting refuses connections for a moment; a node
+                # that answers but disagrees (a failed handshake) will not change its mind.
+                if time.monotonic() >= deadline or "handshake" in str(exc):
+                    raise unreachable(project, address, exc) from exc
+                await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        return await work(node, peer)
+
+
+def _topics_of(node: Node, peer: str) -> frozenset[str]:
+    return next((p.topics for p in node.peers() if p.peer_id == peer), frozenset())
+
+
+def require_topic(node: Node, peer: str, address: str, topic: str, fix: str) -> None:
+    topics = _topics_of(node, peer)
+    if topic not in topics:
+        has = ", ".join(sorted(topics)) or "none"
+        raise UserError(f"the node at {address} has no app for topic {topic!r} "
+                        f"(its topics: {has})",
+                        fix=fix)

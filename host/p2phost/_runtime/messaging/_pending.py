@@ -1,0 +1,57 @@
+"""The requests this node sent that wait for a reply, and the one timer that expires them.
+
+A timer per request costs more than the request itself on a fast path (the loop's heap
+fills with cancelled timers): one timer, re-aimed at the earliest outstanding deadline
+when it fires, scans only the requests still waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from p2phost_sdk import PeerUnavailable, RequestTimeout
+
+
+class PendingRequests:
+    """The dispatcher's table of waiting requests (a base class: the per-request path
+    reads ``_pending`` and the timer as its own attributes, with no call in between)."""
+
+    def __init__(self) -> None:
+        # message id -> (peer, topic, reply, loop time it is due, timeout)
+        self._pending: dict[int, tuple[str, str, asyncio.Future[Any], float, float]] = {}
+        # One timer for all requests, set for the earliest that is due (see _expire_due).
+        self._timer: asyncio.Handle | None = None
+        # uvloop's handle for a time already past has no when(): the time is kept here.
+        self._timer_at = 0.0
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._expire_due, loop)
+        self._timer_at = when
+
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now, nearest = loop.time() + 0.001, None
+        for message_id, (peer, topic, reply, due, timeout) in list(self._pending.items()):
+            if due <= now:
+                del self._pending[message_id]
+                if not reply.done():
+                    reply.set_exception(RequestTimeout(
+                        f"no reply from {peer} to a {topic!r} request within {timeout:g}s"))
+            elif nearest is None or due < nearest:
+                nearest = due
+        if nearest is not None:
+            self._arm(loop, nearest)
+
+    def fail_pending(self, peer_id: str | None, reason: str) -> None:
+        """Fail the requests waiting on ``peer_id`` (every request when None)."""
+        if peer_id is None and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for message_id, (peer, _, reply, _, _) in list(self._pending.items()):
+            if peer_id is None or peer == peer_id:
+                del self._pending[message_id]
+                if not reply.done():
+                    reply.set_exception(PeerUnavailable(f"peer {peer}: {reason}"))
