@@ -85,3 +85,22 @@ async def test_a_journal_that_fills_with_the_receiver_down_loses_nothing(
     await until(lambda: len(keeper.bodies) >= count, timeout=60)
     assert [body["n"] for body in keeper.bodies] == list(range(count))
     await until(lambda: sender.delivery.snapshot()["outbox"] == {})
+
+
+def test_a_database_of_the_journals_is_refused_by_a_p2phost_that_would_not_replay_them(
+        tmp_path: Path) -> None:
+    # A database from before the journals opens and is marked as theirs; one marked
+    # newer than this p2phost is refused (as a version-1 p2phost refuses a version 2).
+    import sqlite3
+
+    from p2phost._runtime.delivery._store import open_database
+
+    path = tmp_path / "delivery.db"
+    with sqlite3.connect(path) as old:
+        old.execute("PRAGMA user_version=1")
+    open_database(path).close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        db.execute("PRAGMA user_version=3")
+    with pytest.raises(StoreError, match="written by a newer p2phost"):
+        open_database(path)

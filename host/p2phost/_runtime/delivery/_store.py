@@ -28,7 +28,10 @@ from p2phost_sdk import P2PHostError
 log = logging.getLogger("p2phost.delivery")
 
 DATABASE_NAME = "delivery.db"
-_VERSION = 1
+# 2: sends and outcomes may wait in the journals beside the database (``_journal``); a
+# p2phost that reads only version 1 would not replay them, so it refuses the database
+# instead of losing what they hold.
+_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
