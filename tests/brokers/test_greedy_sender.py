@@ -3,7 +3,10 @@
 It opens a connection as a dialler would, sends a valid hello, then thousands of
 requests to a slow handler without waiting for a single credit. The node must close
 the connection once the sender is past its window (with that reason), not hold every
-frame: its memory is measured from /proc.
+frame: its memory is measured from /proc, and the records it holds unacknowledged on
+Redis. Its reader fills the 1,024-message mailbox first (crediting what it takes), so the
+cut-off comes past that, and is logged once the handlers have made room for the frames
+bob was handed before it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import secrets
 import struct
 import time
+from typing import Any
 
 import pytest
 
@@ -32,13 +36,19 @@ def rss(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+def unread(client: Any, inbox: str) -> int:
+    """How many records of stream ``inbox`` the node's group has not read yet."""
+    groups = client.xinfo_groups(inbox)
+    return sum(int(group.get("lag") or 0) for group in groups)
+
+
 @pytest.mark.services
 def test_a_sender_past_its_window_is_cut_off_not_buffered(make_node: NodeMaker) -> None:
     import redis
 
     over = MEDIA["redis"]
     over.require()
-    bob = make_node("bob", over, ledger={"delay": 30})  # handlers that hold the mailbox
+    bob = make_node("bob", over, ledger={"delay": 0.02})  # 50 notes/s: the mailbox fills
     pid = bob.process.process.pid
     bob.cli("ping", bob.address, "--count", "1", "--interval", "0")  # warmed up
     before = rss(pid)
@@ -61,17 +71,29 @@ def test_a_sender_past_its_window_is_cut_off_not_buffered(make_node: NodeMaker) 
                                            frames[start:start + 250]):
                     pipe.xadd(inbox, {"r": record})
                 pipe.execute()
-            deadline_s = time.monotonic() + 20
+            # Measured once bob has read the whole flood, while its handlers still hold
+            # the mailbox: frames it kept are in its memory now.
+            deadline_s = time.monotonic() + 30
+            while unread(client, inbox) and time.monotonic() < deadline_s:
+                time.sleep(0.2)
+            time.sleep(1)
+            grown = rss(pid) - before
+            held = int(client.xpending(inbox, "p2phost")["pending"])
+            # The cut-off is logged when bob's reader asks for the frame after those it was
+            # handed (the frames before a failure come first): once the handlers have
+            # worked through the mailbox it filled, about 30 s.
+            deadline_s = time.monotonic() + 90
             while "flow-control window" not in bob.process.stderr \
                     and time.monotonic() < deadline_s:
                 time.sleep(0.2)
-            time.sleep(2)  # what the medium still delivers after the close
-            grown = rss(pid) - before
         finally:
             client.delete(f"p2phost:inbox:{me}")
     print(f"5,000 frames of 20 KB past the window: the node grew by {grown / MB:.0f} MB")
-    # 5,000 frames held would be over 100 MB; a window of them is about 5 MB.
+    # 5,000 frames held would be over 100 MB; a full mailbox (1,024) and a window about 25.
     assert grown < 40 * MB, f"the node grew by {grown / MB:.0f} MB"
+    # Not acknowledged, so held: the mailbox (and the frame waiting for room in it), then
+    # frames up to twice the window past the credit it gave; the rest were dropped.
+    assert held <= 1 + 1024 + 1 + 2 * 256, f"bob held {held} of the 5,000 frames"
     assert "sent more than its flow-control window (256 frames)" in bob.process.stderr
     code, out, err = bob.cli("ping", bob.address, "--count", "1", "--interval", "0")
     assert code == 0, out + err  # and the node still serves
