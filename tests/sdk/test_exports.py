@@ -37,7 +37,7 @@ EXPORTS: dict[str, set[str]] = {
     "Deliver", "ForeignRecord", "InboxConnection", "InboxFull", "InboxListener",
     "InboxOptions", "InboxTransport", "JournalFile", "Letter", "LetterHandler", "Medium",
     "MediumAddress", "MediumError", "MediumRefused", "MediumUnavailable", "OVERHEAD", "Retention",
-    "UnknownInbox", "backoff", "stop_if_cancelled", "valid_inbox",
+    "UnknownInbox", "backoff", "is_credit", "stop_if_cancelled", "valid_inbox",
     },
     "p2phost_sdk.signing": {
     "FORMAT", "KEY_PROOF_DOMAIN", "MAX_SIGNATURE_SIZE", "PluginSignature",
