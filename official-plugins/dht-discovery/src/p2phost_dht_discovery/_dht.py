@@ -36,6 +36,9 @@ from ._routing import RoutingTable, TableLimits
 
 log = logging.getLogger("p2phost.plugin.dht-discovery")
 
+#: Most buckets a join refreshes (see DhtSettings.join_refresh): 2^32 nodes' worth.
+JOIN_BUCKETS = 32
+
 #: Signs this node's record: (scope, addresses, lifetime seconds) -> record.
 Signer = Callable[[str, Sequence[str], float], SignedPresence]
 
@@ -65,6 +68,10 @@ class DhtSettings:
     refresh_interval: float = 600.0
     #: Seconds this node's signed records stay valid (re-signed at half-life).
     record_lifetime: float = 3600.0
+    #: Joining looks up a random key in every bucket farther than the closest contact's
+    #: (Kademlia's join): the table then holds contacts at every distance, and they know
+    #: this node, so later lookups take fewer rounds and more are answered from the table.
+    join_refresh: bool = True
     requests_per_second: float = 50.0
     request_burst: float = 200.0
     limits: TableLimits = field(default_factory=TableLimits)
@@ -342,7 +349,18 @@ class Dht:
                 log.info("bootstrap peer %s did not answer: %s", peer_id[:12], exc)
         if len(self.table):
             await self.lookup_key(peer_key(self.peer_id))
+            if self.settings.join_refresh:
+                # One at a time: each starts from the contacts the ones before found. A
+                # bucket deeper than JOIN_BUCKETS is a ground id's (2^32 tries), not a
+                # network's: the lookups stop there.
+                for index in range(min(self.table.occupied_range() - 1, JOIN_BUCKETS)):
+                    await self.lookup_key(self._key_in_bucket(index))
         return answered
+
+    def _key_in_bucket(self, index: int) -> int:
+        # A random key sharing exactly `index` leading bits with ours.
+        bit = KEY_BITS - 1 - index
+        return (peer_key(self.peer_id) ^ (1 << bit)) & ~((1 << bit) - 1) | random.getrandbits(bit)
 
     async def refresh(self, *, all_buckets: bool = False) -> None:
         """Ping every contact (evicting the dead, promoting replacements), then look up a
@@ -366,15 +384,10 @@ class Dht:
             checked.update(e.peer_id for e in entries)
             await asyncio.gather(*(check(e.peer_id, e.record.addresses) for e in entries))
         older = -1.0 if all_buckets else self.settings.refresh_interval
-        own = peer_key(self.peer_id)
         for index in self.table.stale_buckets(older):
-            if index >= KEY_BITS:
-                continue
-            # A random key sharing exactly `index` leading bits with ours.
-            bit = KEY_BITS - 1 - index
-            key = (own ^ (1 << bit)) & ~((1 << bit) - 1) | random.getrandbits(bit)
-            await self.lookup_key(key)
-        await self.lookup_key(own)
+            if index < KEY_BITS:
+                await self.lookup_key(self._key_in_bucket(index))
+        await self.lookup_key(peer_key(self.peer_id))
         self.counters["refreshes"] += 1
 
     def stats(self) -> dict[str, int]:
