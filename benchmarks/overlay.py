@@ -21,7 +21,9 @@ of one node; ratios p2phost gossip / py-libp2p (below 1 is better for us).
 **DHT.**
 For each size N, both DHTs run N nodes in this process on UDP over loopback (kademlia's
 own rpcudp; dht-discovery's core over a small JSON-over-UDP Rpc, so neither has a p2phost
-node's connections and security under it), joined one after the other through node 0.
+node's connections and security under it), joined one after the other through node 0,
+each as its package joins by default (kademlia: its own id; dht-discovery: its own key, then
+one random key per bucket farther than its closest contact's, so its build takes longer).
 Then ``--lookups`` times a random node looks up a random other node's id:
 
 - dht-discovery: ``find_peer``, which stops when the target's signed record arrives (and
