@@ -67,7 +67,7 @@ async def test_credits_come_with_their_notification_and_junk_there_is_ignored() 
     payload as well as in its row. Payloads that are not records (anyone who may NOTIFY
     on the channel) are ignored, and every frame arrives once, in order."""
     import psycopg
-    from p2phost_postgres_transport._medium import notify_channel
+    from p2phost_postgres_transport import notify_channel
 
     from p2phost_sdk.inbox import InboxOptions
     from p2phost_sdk.testing.transport import TransportKit
@@ -112,7 +112,7 @@ async def test_a_notification_payload_carries_no_frame_into_a_connection() -> No
     database must not put a frame into a node's connection through a payload (only
     credits travel there)."""
     import psycopg
-    from p2phost_postgres_transport._medium import notify_channel
+    from p2phost_postgres_transport import notify_channel
 
     from p2phost_sdk.inbox._record import Record, RecordType
     from p2phost_sdk.testing.transport import TransportKit
@@ -147,7 +147,7 @@ async def test_a_claim_of_large_rows_holds_one_large_body_at_a_time() -> None:
     not make one claim bring 512 large bodies into the node's memory at once (large
     bodies come one by one as they are delivered)."""
     import psycopg
-    from p2phost_postgres_transport._medium import notify_channel
+    from p2phost_postgres_transport import notify_channel
 
     service_or_skip("PostgreSQL", 5432)
     peer_id = Identity.generate().peer_id
@@ -192,3 +192,28 @@ def _rss_mib() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) // 1024
     return 0
+
+
+@pytest.mark.parametrize("early", [True, False], ids=["flushed-after", "flushed-with"])
+async def test_frames_arrive_in_order_whether_or_not_the_role_may_flush_apart(
+        early: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appends make frames visible at once and then wait for the WAL flush (FLUSH); a
+    role that may not run FLUSH's function appends them flushed, in one statement."""
+    from p2phost_postgres_transport import _medium
+
+    from p2phost_sdk.testing.transport import TransportKit
+
+    service_or_skip("PostgreSQL", 5432)
+    if not early:
+        monkeypatch.setattr(_medium, "CAN_FLUSH", "SELECT false")
+    case = TransportCase(make=lambda limit: PostgresTransport(
+        peer_id=Identity.generate().peer_id, max_frame_size=limit),
+        listen_address=lambda: URL, unreachable_address="", bad_address="",
+        unknown_peer_address="")
+    frames = [n.to_bytes(4, "big") for n in range(700)]  # several windows
+    async with TransportKit(case).pair() as (client, server), asyncio.timeout(60):
+        assert client._endpoint.medium._early is early  # type: ignore[attr-defined]
+        sending = asyncio.ensure_future(client.send_many(frames))
+        got = [bytes(await server.recv()) for _ in frames]
+        await sending
+    assert got == frames

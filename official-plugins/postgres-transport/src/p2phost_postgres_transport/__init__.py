@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from p2phost_sdk import PluginContext, Transport, hookimpl
 
-from ._medium import PostgresMedium, PostgresTransport, notify_channel
+from ._inboxes import notify_channel
+from ._medium import PostgresMedium, PostgresTransport
 
 __all__ = ["PostgresMedium", "PostgresTransport", "notify_channel", "p2phost_transports"]
 

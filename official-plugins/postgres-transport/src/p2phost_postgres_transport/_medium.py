@@ -2,10 +2,11 @@
 
 Two tables (created on first use): ``p2phost_inboxes`` names the inboxes, and
 ``p2phost_inbox_records`` holds their records in ``id`` order. Appending inserts the
-records and ``pg_notify``-s the inbox's channel in one statement; a record for an inbox
-that does not exist violates the foreign key, so sending to an unknown peer id fails at
-once. The reader claims the oldest free records of its inbox with ``UPDATE ... WHERE id
-IN (SELECT ... FOR UPDATE SKIP LOCKED)`` (concurrent readers never take the same row),
+records and ``pg_notify``-s the inbox's channel in one statement (visible at once, then
+waiting for the WAL flush: see APPEND_EARLY); a record for an inbox that does not exist
+violates the foreign key, so sending to an unknown peer id fails at once. The reader
+claims the oldest free records of its inbox with ``UPDATE ... WHERE id IN (SELECT ...
+FOR UPDATE SKIP LOCKED)`` (concurrent readers never take the same row),
 marking them leased, and deletes each once the node is done with it. When it starts, and
 after a lost connection, it frees its inbox's leased rows: what the node had not finished
 is delivered again. Between notifications it looks again every second, so a missed one
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +27,6 @@ from psycopg import sql
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
     Deliver,
-    InboxFull,
     InboxTransport,
     Medium,
     MediumAddress,
@@ -39,7 +38,19 @@ from p2phost_sdk.inbox import (
     stop_if_cancelled,
 )
 
-from ._sql import APPEND, APPEND_CREDITS, BODY, CLAIM, SCHEMA, SCHEMA_CURRENT, SCHEMA_LOCK
+from ._inboxes import StoredRecords, notify_channel
+from ._sql import (
+    APPEND,
+    APPEND_CREDITS,
+    APPEND_EARLY,
+    BODY,
+    CAN_FLUSH,
+    CLAIM,
+    FLUSH,
+    SCHEMA,
+    SCHEMA_CURRENT,
+    SCHEMA_LOCK,
+)
 
 log = logging.getLogger("p2phost.transport.postgres")
 # Rows one claim takes at most: above the 256 frames a sender has in flight at most with
@@ -56,12 +67,7 @@ _REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry",
              "permission denied", "password")
 
 
-def notify_channel(name: str) -> str:
-    """The LISTEN/NOTIFY channel of inbox ``name`` (an identifier under 63 bytes)."""
-    return "p2phost_" + hashlib.sha256(name.encode()).hexdigest()[:24]
-
-
-class PostgresMedium(Medium):
+class PostgresMedium(StoredRecords, Medium):
     """One node's link to one PostgreSQL database."""
 
     max_record_size = (1 << 30) - 1  # bytea's limit
@@ -81,6 +87,9 @@ class PostgresMedium(Medium):
         self._store_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._inbox = ""
+        #: Whether appends make frames visible before they are on disk, then wait for
+        #: the flush (APPEND_EARLY and FLUSH; APPEND where this role may not FLUSH).
+        self._early = False
 
     async def _connect(self, *, flushed: bool = True) -> psycopg.AsyncConnection[Any]:
         """A new connection; ``flushed=False``: its commits do not wait for the WAL to
@@ -114,6 +123,9 @@ class PostgresMedium(Medium):
         """Connect, and create (or bring up to date) the tables if they are not yet."""
         connection = await self._write_connection()
         try:
+            cursor = await connection.execute(CAN_FLUSH)
+            row = await cursor.fetchone()
+            self._early = bool(row and row[0])
             cursor = await connection.execute(SCHEMA_CURRENT)
             row = await cursor.fetchone()
             if row is not None and row[0]:
@@ -245,101 +257,19 @@ class PostgresMedium(Medium):
         except psycopg.OperationalError as exc:
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
 
-    async def store(self, name: str, records: Sequence[bytes]) -> None:
-        """In one transaction: expire the inbox's rows older than its ``max_age``
-        (counted), refuse if the records would pass ``max_messages`` or ``max_bytes``,
-        else insert them and notify the reader."""
-        full = ""
+    async def append(self, name: str, records: Sequence[bytes]) -> None:
+        """Insert the records in order and notify the inbox, in one statement; return
+        once they are on disk."""
+        connection = await self._write_connection()
+        if not self._early or len(records) == 1:
+            # A lone record: one round trip, rather than two and a reader a flush ahead.
+            await self._append(connection, name, records, APPEND)
+            return
+        await self._append(connection, name, records, APPEND_EARLY)
         try:
-            # One transaction at a time on the writer connection (concurrent sends).
-            async with self._store_lock:
-                full = await self._store(name, records)
+            await connection.execute(FLUSH)
         except psycopg.OperationalError as exc:
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
-        except psycopg.Error as exc:
-            raise TransportError(f"PostgreSQL at {self.url} refused records: "
-                                 f"{str(exc).strip()}") from exc
-        if full:
-            raise InboxFull(f"the inbox of {name} on {self.url} is full ({full}): nothing "
-                            "was stored; it empties as that node runs (its operator can "
-                            "raise the limit in [config.postgres-transport], or `p2phost "
-                            "inbox purge`)")
-
-    async def _store(self, name: str, records: Sequence[bytes]) -> str:
-        full = ""
-        # A connection of its own: a statement of another task on the writer's must not
-        # run inside (and roll back with) this transaction.
-        if self._storer is None or self._storer.closed or self._storer.broken:
-            self._storer = await self._connect()
-        connection = self._storer
-        async with connection.transaction():
-            cursor = await connection.execute(
-                "SELECT max_age, max_messages, max_bytes FROM p2phost_inboxes "
-                "WHERE name = %s FOR UPDATE", (name,))
-            row = await cursor.fetchone()
-            if row is None:
-                raise UnknownInbox(f"no inbox {name} on {self.url}")
-            max_age, max_messages, max_bytes = row
-            if max_age:
-                gone = await connection.execute(
-                    "DELETE FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased "
-                    "AND created < now() - make_interval(secs => %s)", (name, max_age))
-                if gone.rowcount:
-                    await connection.execute(
-                        "UPDATE p2phost_inboxes SET expired = expired + %s "
-                        "WHERE name = %s", (gone.rowcount, name))
-            if records and (max_messages or max_bytes):
-                cursor = await connection.execute(
-                    "SELECT count(*), coalesce(sum(octet_length(body)), 0) "
-                    "FROM p2phost_inbox_records WHERE inbox = %s", (name,))
-                count, size = await cursor.fetchone()  # type: ignore[misc]
-                if max_messages and count + len(records) > max_messages:
-                    full = f"max-messages = {max_messages} waiting records"
-                elif max_bytes and size + sum(map(len, records)) > max_bytes:
-                    full = f"max-bytes = {max_bytes} bytes"
-            if records and not full:
-                await connection.execute(APPEND, {
-                    "inbox": name, "bodies": list(records),
-                    "channel": notify_channel(name)})
-        return full
-
-    async def create_inbox(self, name: str) -> None:
-        """Register the inbox: records inserted before the node first runs wait there."""
-        await self._execute("INSERT INTO p2phost_inboxes (name) VALUES (%s) "
-                            "ON CONFLICT DO NOTHING", (name,))
-
-    async def inbox_stats(self, name: str) -> dict[str, Any]:
-        """Rows and their bytes."""
-        cursor = await self._execute(
-            "SELECT (SELECT count(*) FROM p2phost_inboxes WHERE name = %s), count(*), "
-            "coalesce(sum(octet_length(body)), 0), "
-            "(SELECT coalesce(max(expired), 0) FROM p2phost_inboxes WHERE name = %s) "
-            "FROM p2phost_inbox_records WHERE inbox = %s", (name, name, name))
-        exists, records, size, expired = await cursor.fetchone()
-        return {"exists": bool(exists), "records": int(records), "bytes": int(size),
-                "expired": int(expired)}
-
-    async def peek(self, name: str, limit: int) -> list[tuple[bytes, float | None]]:
-        """The oldest rows, with the time each was inserted."""
-        cursor = await self._execute(
-            "SELECT body, extract(epoch FROM created)::float8 FROM p2phost_inbox_records "
-            "WHERE inbox = %s ORDER BY id LIMIT %s", (name, limit))
-        return [(bytes(body), float(when)) for body, when in await cursor.fetchall()]
-
-    async def purge_inbox(self, name: str) -> int | None:
-        """Delete the inbox's rows (not those leased by its running reader)."""
-        cursor = await self._execute(
-            "DELETE FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased", (name,))
-        return int(cursor.rowcount)
-
-    async def delete_inbox(self, name: str) -> bool:
-        """Delete the inbox and its rows."""
-        cursor = await self._execute("DELETE FROM p2phost_inboxes WHERE name = %s", (name,))
-        return bool(cursor.rowcount)
-
-    async def append(self, name: str, records: Sequence[bytes]) -> None:
-        """Insert the records in order and notify the inbox, in one statement."""
-        await self._append(await self._write_connection(), name, records, APPEND)
 
     async def append_credits(self, name: str, records: Sequence[bytes]) -> None:
         """As :meth:`append`, on the connection that does not wait for the disk."""

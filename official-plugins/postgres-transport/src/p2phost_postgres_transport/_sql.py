@@ -44,6 +44,30 @@ WITH added AS (
 )
 SELECT pg_notify(%(channel)s, '')
 """
+# Frames: visible (and notified) at once, their commit not waiting for the disk; the
+# append returns only after FLUSH, whose commit waits for the WAL through this one's.
+# The reader claims and hands on the records while the disk writes them, and the
+# database-wide lock that orders NOTIFY-ing commits is not held across that wait (it
+# would hold up every other inbox's notifications: the credits of this connection too).
+# A server crash in between loses records the reader may have handled: the append then
+# fails and is retried, and the reader drops the copies.
+APPEND_EARLY = """
+WITH added AS (
+    INSERT INTO p2phost_inbox_records (inbox, body)
+    SELECT %(inbox)s, body FROM unnest(%(bodies)b::bytea[]) WITH ORDINALITY AS r(body, n)
+    ORDER BY n
+    RETURNING 1
+)
+SELECT pg_notify(%(channel)s, ''), set_config('synchronous_commit', 'off', true)
+"""
+# A transaction that writes WAL (a logical-decoding message, which changes no table and
+# that decoders ignore unless asked for 'p2phost'), so its commit waits for the flush.
+FLUSH = "SELECT pg_logical_emit_message(true, 'p2phost', '')"
+# Whether this role may run FLUSH (granted to everyone unless revoked).
+CAN_FLUSH = """
+SELECT coalesce(has_function_privilege(
+    to_regprocedure('pg_logical_emit_message(boolean,text,text)'), 'EXECUTE'), false)
+"""
 # Credits: each is also the payload of its notification (hex), so a sender waiting for
 # room reads it there, without waiting for a claim; the row is the copy that survives a
 # reader that was not listening (taken as usual, then dropped as a duplicate credit).
