@@ -183,6 +183,32 @@ async def test_a_slow_reader_holds_the_sender_to_the_smaller_window(
     await server.close()
 
 
+async def test_a_medium_that_splits_the_window_gets_half_a_window_per_append(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The reader credits every half window: the second half goes in while it takes the first.
+    monkeypatch.setattr(FakeMedium, "split_window", True)
+    sizes: list[tuple[str, int]] = []
+    append = FakeMedium.append
+
+    async def counted(self: FakeMedium, name: str, records: Sequence[bytes]) -> None:
+        sizes.append((name, len(records)))
+        await append(self, name, records)
+
+    monkeypatch.setattr(FakeMedium, "append", counted)
+    broker = Broker(swap=True)
+    server, client = transport(broker, window=16), transport(broker, window=16)
+    dialled, accepted, _ = await pair(server, client)
+    frames = [f"frame {n}".encode() for n in range(100)]
+    sending = asyncio.ensure_future(dialled.send_many(frames))
+    assert await take(accepted, 100) == frames
+    await asyncio.wait_for(sending, 2)
+    to_server = [size for name, size in sizes if name == server.peer_id]
+    assert to_server[0] == 1 and sum(to_server[1:]) == 100, to_server  # the OPEN, the frames
+    assert max(to_server[1:]) == 8, "half the window (16) per append at most"
+    await client.close()
+    await server.close()
+
+
 async def test_a_sender_past_the_window_is_cut_off() -> None:
     broker = Broker()
     server, client = transport(broker, window=8), transport(broker, window=8)

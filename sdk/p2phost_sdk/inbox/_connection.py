@@ -149,6 +149,8 @@ class InboxConnection(Connection):
             while sent < len(frames):
                 room = await self._room()
                 endpoint = self._endpoint
+                if endpoint.medium.split_window:
+                    room = min(room, max(1, self._window // 2))
                 records = data_records(self.dialler, self.connection_id, self.out_epoch,
                                        self._out_seq + 1, endpoint.peer_id,
                                        endpoint.inbox_field, frames[sent:sent + room])

@@ -75,6 +75,12 @@ class Medium(ABC):
     #: A medium whose :meth:`append_credits` may lose records in a crash counts them:
     #: the transport then sends every connection's flow-control credit again.
     reconnects: int = 0
+    #: Whether a sender appends at most half its window at a time. The reader credits
+    #: every half window it takes, so the sender stores the second half while the
+    #: reader takes the first, instead of waiting for the whole window's round trip:
+    #: for media whose appends take long beside the reader's work (a database's insert
+    #: flushed to disk), where one append more per window costs less than the wait.
+    split_window: bool = False
 
     @abstractmethod
     async def connect(self) -> None:

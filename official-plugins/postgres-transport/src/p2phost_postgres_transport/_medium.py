@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -27,6 +28,7 @@ from psycopg import sql
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
     Deliver,
+    InboxOptions,
     InboxTransport,
     Medium,
     MediumAddress,
@@ -53,9 +55,12 @@ from ._sql import (
 )
 
 log = logging.getLogger("p2phost.transport.postgres")
-# Rows one claim takes at most: above the 256 frames a sender has in flight at most with
-# the default window, so a sender's full window is claimed at once and then waits for
-# the next notification, not a second claim that finds nothing.
+#: The default flow-control window: frames a sender may have stored beyond what the
+#: reader took. Twice the SDK's: a sender appends half a window at a time
+#: (``split_window``), 256 rows per insert flushed to disk, as with 256 unsplit.
+WINDOW = 512
+# Rows one claim takes at most: a sender's full default window, claimed at once, which
+# then waits for the next notification, not a second claim that finds nothing.
 _BATCH = 512
 # Bodies up to this size come with the claim (512 of them: 32 MiB at most); a larger one
 # is fetched alone when it is delivered, so rows that anyone may insert into the inbox
@@ -71,6 +76,9 @@ class PostgresMedium(StoredRecords, Medium):
     """One node's link to one PostgreSQL database."""
 
     max_record_size = (1 << 30) - 1  # bytea's limit
+    # A window's insert waits for the disk: the second half goes in while the reader
+    # takes the first (a claim takes both halves' rows at most: _BATCH).
+    split_window = True
 
     def __init__(self, address: MediumAddress) -> None:
         if not address.parts.path.strip("/"):
@@ -322,6 +330,11 @@ class PostgresTransport(InboxTransport):
     schemes = ("postgresql", "postgres")
     default_port = 5432
     address_example = "postgresql://USER@HOST:PORT/DATABASE"
+
+    def __init__(self, *, peer_id: str, max_frame_size: int = 16 * 1024 * 1024,
+                 state_dir: Path | None = None, options: InboxOptions | None = None) -> None:
+        super().__init__(peer_id=peer_id, max_frame_size=max_frame_size, state_dir=state_dir,
+                         options=options or InboxOptions(window=WINDOW))
 
     def make_medium(self, address: MediumAddress) -> Medium:
         """A PostgreSQL medium for ``address``."""
