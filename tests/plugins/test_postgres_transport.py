@@ -217,3 +217,28 @@ async def test_frames_arrive_in_order_whether_or_not_the_role_may_flush_apart(
         got = [bytes(await server.recv()) for _ in frames]
         await sending
     assert got == frames
+
+
+async def test_a_flush_refused_midway_is_retried_flushed_in_one_statement(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """EXECUTE on FLUSH's function revoked while the node runs: the append is retried
+    in one flushed statement, and the copies of what went in first are dropped."""
+    from p2phost_postgres_transport import _medium
+
+    from p2phost_sdk.testing.transport import TransportKit
+
+    service_or_skip("PostgreSQL", 5432)
+    case = TransportCase(make=lambda limit: PostgresTransport(
+        peer_id=Identity.generate().peer_id, max_frame_size=limit),
+        listen_address=lambda: URL, unreachable_address="", bad_address="",
+        unknown_peer_address="")
+    frames = [n.to_bytes(4, "big") for n in range(50)]
+    async with TransportKit(case).pair() as (client, server), asyncio.timeout(60):
+        medium = client._endpoint.medium  # type: ignore[attr-defined]
+        assert medium._early
+        monkeypatch.setattr(_medium, "FLUSH", "SELECT no_such_function()")
+        sending = asyncio.ensure_future(client.send_many(frames))
+        got = [bytes(await server.recv()) for _ in frames]
+        await sending
+        assert not medium._early
+    assert got == frames

@@ -278,6 +278,11 @@ class PostgresMedium(StoredRecords, Medium):
             await connection.execute(FLUSH)
         except psycopg.OperationalError as exc:
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
+        except psycopg.Error as exc:
+            # Refused since connect (EXECUTE revoked): the retry appends flushed in one
+            # statement, and the reader drops the copies of what just went in.
+            self._early = False
+            raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
 
     async def append_credits(self, name: str, records: Sequence[bytes]) -> None:
         """As :meth:`append`, on the connection that does not wait for the disk."""
