@@ -35,15 +35,15 @@ SELECT to_regclass('p2phost_inbox_records_free') IS NOT NULL
         AND attname IN ('max_age', 'max_messages', 'max_bytes', 'expired')
         AND NOT attisdropped) = 4
 """
-APPEND = """
+_INSERT = """
 WITH added AS (
     INSERT INTO p2phost_inbox_records (inbox, body)
     SELECT %(inbox)s, body FROM unnest(%(bodies)b::bytea[]) WITH ORDINALITY AS r(body, n)
     ORDER BY n
     RETURNING 1
 )
-SELECT pg_notify(%(channel)s, '')
 """
+APPEND = _INSERT + "SELECT pg_notify(%(channel)s, '')"
 # Frames: visible (and notified) at once, their commit not waiting for the disk; the
 # append returns only after FLUSH, whose commit waits for the WAL through this one's.
 # The reader claims and hands on the records while the disk writes them, and the
@@ -51,15 +51,8 @@ SELECT pg_notify(%(channel)s, '')
 # would hold up every other inbox's notifications: the credits of this connection too).
 # A server crash in between loses records the reader may have handled: the append then
 # fails and is retried, and the reader drops the copies.
-APPEND_EARLY = """
-WITH added AS (
-    INSERT INTO p2phost_inbox_records (inbox, body)
-    SELECT %(inbox)s, body FROM unnest(%(bodies)b::bytea[]) WITH ORDINALITY AS r(body, n)
-    ORDER BY n
-    RETURNING 1
-)
-SELECT pg_notify(%(channel)s, ''), set_config('synchronous_commit', 'off', true)
-"""
+APPEND_EARLY = (_INSERT + "SELECT pg_notify(%(channel)s, ''), "
+                "set_config('synchronous_commit', 'off', true)")
 # A transaction that writes WAL (a logical-decoding message, which changes no table and
 # that decoders ignore unless asked for 'p2phost'), so its commit waits for the flush.
 FLUSH = "SELECT pg_logical_emit_message(true, 'p2phost', '')"
