@@ -151,8 +151,9 @@ class Receiver:
                           job.topic, body, None, job.content_type)
         item = Work(functools.partial(self._run, job, route.handler), message, job.message_id,
                     channel=job.channel, counted=True)
-        if route.stamp is not None:
-            route.stamp(item)
+        stamp = route.stamp  # read apart: route.stamp(item) looks in the class first
+        if stamp is not None:
+            stamp(item)
         if route.mailbox.try_put(job.peer, item):
             return None
         return route.mailbox.put(job.peer, item)
