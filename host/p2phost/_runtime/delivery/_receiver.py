@@ -151,8 +151,7 @@ class Receiver:
                           job.topic, body, None, job.content_type)
         item = Work(functools.partial(self._run, job, route.handler), message, job.message_id,
                     channel=job.channel, counted=True)
-        stamp = route.stamp  # read apart: route.stamp(item) looks in the class first
-        if stamp is not None:
+        if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
             stamp(item)
         if route.mailbox.try_put(job.peer, item):
             return None

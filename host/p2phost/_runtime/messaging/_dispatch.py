@@ -220,8 +220,7 @@ class Dispatcher(PendingRequests):
             message_id, _REQUEST if kind else _MESSAGE, peer, topic, codec.decode(body),
             None, codec.content_type,
         ), message_id, deadline, channel, ack)
-        stamp = route.stamp  # read apart: route.stamp(item) looks in the class first
-        if stamp is not None:
+        if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
             stamp(item)
         if route.mailbox.try_put(peer, item):
             return None
@@ -267,8 +266,7 @@ class Dispatcher(PendingRequests):
         )
         item = Work(route.handler, message, envelope.message_id, envelope.deadline, channel,
                     ack)
-        stamp = route.stamp  # read apart: route.stamp(item) looks in the class first
-        if stamp is not None:
+        if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
             stamp(item)
         if route.mailbox.try_put(peer, item):
             return None
