@@ -68,7 +68,9 @@ def total(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 
 async def test_counters_match_what_was_sent_and_handled(make_node: MakeNode) -> None:
-    receiver = await make_node([Worker()], metrics=MetricsSettings(listen="127.0.0.1:0"),
+    # Every message timed (timing-sample = 1): the histograms' counts are exact here.
+    receiver = await make_node([Worker()], metrics=MetricsSettings(listen="127.0.0.1:0",
+                                                                   timing_sample=1),
                                drain_timeout=3.0)
     sender = await make_node([Caller()], metrics=MetricsSettings(listen="127.0.0.1:0"))
     assert receiver.metrics is not None and sender.metrics is not None
@@ -127,6 +129,7 @@ async def test_counters_match_what_was_sent_and_handled(make_node: MakeNode) -> 
     ('listen = "9464"', "is not HOST:PORT"),
     ("listen = 9464", "expected a string HOST:PORT"),
     ("peer-labels = -1", "expected a number >= 0"),
+    ("timing-sample = 0", "expected a number >= 1"),
     ("port = 1", "unknown key"),
 ])
 def test_a_bad_metrics_table_is_named_with_its_line(tmp_path: Any, table: str,
@@ -180,9 +183,48 @@ def test_the_dispatchers_observer_buckets_as_the_histogram_does() -> None:
         expected.observe(took)
         observe(0.0, took, 2 * took)  # wait and handler each `took`, exactly
     buckets, _ = expected.cumulative()
-    for series in (wait, handler):  # the first bucket and the sums kept in the observer
+    for series in (wait, handler):
         got, got_sum = series.cumulative()
         assert got == buckets
         assert got_sum == pytest.approx(expected.total)
     assert buckets[0] == (str(BUCKETS[0]), 3.0)  # le: equal to the bound counts in it
     assert buckets[-1] == ("+Inf", float(len(durations)))
+
+
+async def test_histograms_time_a_sample_and_the_counters_count_every_message(
+        make_node: MakeNode) -> None:
+    receiver = await make_node([Worker()], metrics=MetricsSettings(listen="127.0.0.1:0"))
+    sender = await make_node([])
+    assert receiver.metrics is not None
+    peer = await sender.connect(receiver.addresses[0])
+    for i in range(SENT):
+        await sender.send(peer, "work", i)
+    await wait_until(lambda: receiver.delivery.stats.get("work", "handled") == SENT, 20,
+                     "every message handled")
+    text = await asyncio.to_thread(
+        lambda: httpx.get(f"http://{receiver.metrics.address}/metrics", timeout=10).text)
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for family in text_string_to_metric_families(text) for s in family.samples}
+    assert total(got, "p2phost_messages_handled_total", topic="work") == SENT
+    timed = total(got, "p2phost_handler_duration_seconds_count", topic="work")
+    # About one in 16 (the gaps are 1 to 31 at random, the first message always timed).
+    assert SENT / 31 <= timed <= SENT / 4, timed
+    assert total(got, "p2phost_mailbox_wait_seconds_count", app="worker") == timed
+    assert "about one message in 16 of each topic is timed" in text
+
+
+def test_a_stamp_times_one_message_in_about_n() -> None:
+    from p2phost._observability._instrument import Timings
+    from p2phost._runtime.messaging._routes import Work
+
+    async def call() -> None:
+        pass
+
+    for sample, count in ((1, 100), (8, 80_000)):
+        stamp = Timings(sample)._stamp()
+        items = [Work(call) for _ in range(count)]
+        for item in items:
+            stamp(item)
+        timed = sum(1 for item in items if item.queued)
+        assert items[0].queued  # the first one always
+        assert timed == count if sample == 1 else abs(timed - count / sample) < count / 100

@@ -190,7 +190,7 @@ class NodeMetrics:
     def __init__(self, settings: MetricsSettings, snapshot: Snapshot) -> None:
         self.settings = settings
         self.registry = CollectorRegistry()
-        self.timings = Timings()
+        self.timings = Timings(settings.timing_sample)
         #: Records waiting in the node's inboxes on brokers and databases.
         self.inboxes = InboxWatch()
         self._node_snapshot = snapshot

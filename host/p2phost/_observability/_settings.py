@@ -21,6 +21,10 @@ class MetricsSettings:
     peer_labels: int = 32
     #: Topics counted under their own name; later ones are folded into ``other``.
     topic_labels: int = 256
+    #: The handler-duration and mailbox-wait histograms time about one message in this
+    #: many per topic, at random (the first of each topic always); 1: every message.
+    #: The message counters count every message whatever this is.
+    timing_sample: int = 16
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -46,13 +50,14 @@ def read_metrics(table: dict[str, Any], problem: Problem) -> MetricsSettings:
             else:
                 problem("metrics", key, f"expected a string HOST:PORT, got {value!r}",
                         'listen = "127.0.0.1:9464"')
-        elif key in ("peer-labels", "topic-labels"):
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        elif key in ("peer-labels", "topic-labels", "timing-sample"):
+            least = 1 if key == "timing-sample" else 0
+            if isinstance(value, int) and not isinstance(value, bool) and value >= least:
                 values[key.replace("-", "_")] = value
             else:
-                problem("metrics", key, f"expected a number >= 0, got {value!r}",
-                        f"{key} = 32")
+                problem("metrics", key, f"expected a number >= {least}, got {value!r}",
+                        f"{key} = {16 if least else 32}")
         else:
-            problem("metrics", key, "unknown key (known: listen, peer-labels, topic-labels)",
-                    None)
+            problem("metrics", key, "unknown key (known: listen, peer-labels, topic-labels, "
+                    "timing-sample)", None)
     return MetricsSettings(**values)

@@ -151,6 +151,8 @@ class Receiver:
                           job.topic, body, None, job.content_type)
         item = Work(functools.partial(self._run, job, route.handler), message, job.message_id,
                     channel=job.channel, counted=True)
+        if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
+            stamp(item)
         if route.mailbox.try_put(job.peer, item):
             return None
         return route.mailbox.put(job.peer, item)

@@ -79,10 +79,11 @@ class Dispatcher(PendingRequests):
         self._acknowledged = delivery.acknowledged if delivery is not None else frozenset()
         #: Traces (docs/operations.md), set by the node when OpenTelemetry is on.
         self.tracer: TraceHook | None = None
-        #: Metrics on: topic -> what observes a handled message (queued, started, ended:
+        #: Metrics on: topic -> what observes a timed message (queued, started, ended:
         #: ``time.monotonic``), called by :meth:`_process` itself (a wrapper around each
-        #: handler would cost a coroutine per message). None while metrics are off.
-        self.timed: dict[str, Observe] | None = None
+        #: handler would cost a coroutine per message) for the items the route's
+        #: ``stamp`` stamped (every route with a stamp has one here). Empty: metrics off.
+        self.timed: dict[str, Observe] = {}
 
     def add_route(self, app: App, topic: str,
                   handler: Callable[[Any], Awaitable[Any]]) -> None:
@@ -219,6 +220,8 @@ class Dispatcher(PendingRequests):
             message_id, _REQUEST if kind else _MESSAGE, peer, topic, codec.decode(body),
             None, codec.content_type,
         ), message_id, deadline, channel, ack)
+        if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
+            stamp(item)
         if route.mailbox.try_put(peer, item):
             return None
         return route.mailbox.put(peer, item)
@@ -263,6 +266,8 @@ class Dispatcher(PendingRequests):
         )
         item = Work(route.handler, message, envelope.message_id, envelope.deadline, channel,
                     ack)
+        if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
+            stamp(item)
         if route.mailbox.try_put(peer, item):
             return None
         return route.mailbox.put(peer, item)
@@ -333,14 +338,13 @@ class Dispatcher(PendingRequests):
                 log.debug("skipping an expired %r request from %s", message.topic, peer)
                 self.stats.drop(message.topic, "request expired before its handler", peer)
                 return
-            timed = self.timed
-            observe = None if timed is None else timed.get(message.topic)
-            started = 0.0 if observe is None else _monotonic()
+            queued = item.queued  # 0.0: not timed (metrics off, or not sampled)
+            started = _monotonic() if queued else 0.0
             try:
                 result = await item.call(message)
             except Exception as exc:
-                if observe is not None:
-                    observe(item.queued, started, _monotonic())
+                if queued:
+                    self.timed[message.topic](queued, started, _monotonic())
                 log.warning("the %r handler failed on a message from %s: %s: %s",
                             message.topic, peer, type(exc).__name__, exc,
                             exc_info=log.isEnabledFor(logging.DEBUG))
@@ -352,8 +356,8 @@ class Dispatcher(PendingRequests):
                     if waiting is not None:
                         await waiting
                 return
-            if observe is not None:
-                observe(item.queued, started, _monotonic())
+            if queued:
+                self.timed[message.topic](queued, started, _monotonic())
             if not item.counted:
                 self.stats.add(message.topic, "handled", 1, peer)
             if message.kind is MessageKind.REQUEST:

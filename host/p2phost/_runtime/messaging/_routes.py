@@ -4,9 +4,8 @@ acknowledged delivery as the dispatcher sees it)."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from p2phost_sdk import Message
@@ -52,8 +51,9 @@ class Work:
     ack: Callable[[], None] | None = None
     #: Acknowledged delivery's: it counts the outcome itself.
     counted: bool = False
-    #: When it was queued (``time.monotonic``): the mailbox wait in the metrics.
-    queued: float = field(default_factory=time.monotonic)
+    #: When it was queued (``time.monotonic``), set only on a message the metrics time
+    #: (the route's ``stamp``): its mailbox wait and handler duration are observed.
+    queued: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,9 @@ class Route:
     mailbox: Mailbox[Work]
     #: Who may call the topic (``handler(allow=...)``); None: anyone.
     allow: Callable[[str], bool] | None = None
+    #: Metrics on: called with each item put in the mailbox, it stamps ``queued`` on the
+    #: ones the metrics time (p2phost._observability._instrument). None: metrics off.
+    stamp: Callable[[Work], None] | None = None
 
 
 class AckedDelivery(Protocol):
