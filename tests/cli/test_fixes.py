@@ -335,3 +335,14 @@ def test_run_names_the_search_for_a_connect_scheme_it_cannot_serve(
     warning = next(li for li in seen if "cannot connect to ws://" in li)
     assert "fix: p2phost plugin search ws --kind transport" in warning
     assert "tcp-transport" not in warning.split("fix:")[1]
+
+
+def test_inbox_list_without_an_inbox_does_not_send_you_back_to_itself(
+        tmp_path: Path, official_registry: RunningRegistry) -> None:
+    root = new_project(tmp_path / "alice", official_registry)
+    env = cli_env(official_registry, tmp_path / "cache")
+    done = run_cli("inbox", "list", cwd=root, env=env)
+    assert done.returncode == 2
+    assert "this node has no inbox" in done.stderr
+    assert "fix: p2phost inbox list" not in done.stderr
+    assert "fix: add a broker or database URL to [node] listen" in done.stderr
