@@ -346,3 +346,19 @@ def test_inbox_list_without_an_inbox_does_not_send_you_back_to_itself(
     assert "this node has no inbox" in done.stderr
     assert "fix: p2phost inbox list" not in done.stderr
     assert "fix: add a broker or database URL to [node] listen" in done.stderr
+
+
+def test_install_of_a_plugin_whose_config_table_is_written_already(
+        tmp_path: Path, official_registry: RunningRegistry) -> None:
+    # As docs/overlay.md shows them: [plugins] and [config.NAME] pasted, then installed.
+    root = new_project(tmp_path / "alice", official_registry)
+    env = cli_env(official_registry, tmp_path / "cache")
+    with (root / "p2phost.toml").open("a") as manifest:
+        manifest.write('\n[config.chat]\n\n[config.memory-transport]\n')
+    partial = run_cli("plugin", "install", "chat", "--yes", cwd=root, env=env, timeout=120)
+    assert partial.returncode == 2  # memory-transport's table is still an error
+    assert "[config.memory-transport]: configures plugin 'memory-transport'" in partial.stderr
+    done = run_cli("plugin", "install", "chat", "memory-transport", "--yes", cwd=root, env=env,
+                   timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert run_cli("doctor", cwd=root, env=env).returncode == 0
