@@ -42,3 +42,7 @@ class ProjectNotFound(UserError):
 
 class PluginLoadError(UserError):
     """A declared plugin is missing, incompatible, or broken."""
+
+    #: The plugin that is not installed, when that is the problem (a fix may name its
+    #: distribution).
+    missing: str | None = None

@@ -192,11 +192,13 @@ class PluginManager:
             if dist is None:
                 # Only a near-certain typo: an uninstalled plugin is the common case.
                 close = close_names(name, available, prefixes=False) if declared else []
-                problems.append(PluginLoadError(
+                missing = PluginLoadError(
                     f"plugin {name!r} ({where}) is not installed"
                     + did_you_mean(name, close),
                     fix=f"rename {name} to {close[0]} at {self._declared_line(name)}, or "
-                        f"{_install_fix(name, spec)}" if close else _install_fix(name, spec)))
+                        f"{_install_fix(name, spec)}" if close else _install_fix(name, spec))
+                missing.missing = name
+                problems.append(missing)
                 continue
             try:
                 metadata = PluginMetadata.from_distribution(dist)

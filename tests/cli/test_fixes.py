@@ -300,3 +300,65 @@ def test_trust_remove_of_a_typo_says_did_you_mean(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "no trusted peer has the id or name 'boby'; did you mean 'bobby'?" in done.stderr
     assert "fix: p2phost trust remove bobby" in done.stderr
+
+
+# -- found by an outside user (session 6) ------------------------------------------------
+
+
+def test_an_address_without_a_scheme_is_told_to_be_a_url_not_to_install_tcp(
+        tmp_path: Path, official_registry: RunningRegistry) -> None:
+    root = new_project(tmp_path / "alice", official_registry)
+    env = cli_env(official_registry, tmp_path / "cache")
+    done = run_cli("ping", "127.0.0.1:7400", "--count", "1", cwd=root, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "fix: write the address as a URL, e.g. tcp://127.0.0.1:7400" in done.stderr
+    assert "plugin install tcp-transport" not in done.stderr
+
+
+def test_run_names_the_search_for_a_connect_scheme_it_cannot_serve(
+        tmp_path: Path, official_registry: RunningRegistry) -> None:
+    root = new_project(tmp_path / "alice", official_registry)
+    _set(root, "node", "connect", ["ws://127.0.0.1:9"])
+    process = subprocess.Popen([sys.executable, "-m", "p2phost", "run"], cwd=root,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 30
+        for line in process.stdout:  # the node logs the failed dial once it started
+            seen.append(line)
+            if "cannot connect to ws://" in line or time.monotonic() > deadline:
+                break
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    warning = next(li for li in seen if "cannot connect to ws://" in li)
+    assert "fix: p2phost plugin search ws --kind transport" in warning
+    assert "tcp-transport" not in warning.split("fix:")[1]
+
+
+def test_inbox_list_without_an_inbox_does_not_send_you_back_to_itself(
+        tmp_path: Path, official_registry: RunningRegistry) -> None:
+    root = new_project(tmp_path / "alice", official_registry)
+    env = cli_env(official_registry, tmp_path / "cache")
+    done = run_cli("inbox", "list", cwd=root, env=env)
+    assert done.returncode == 2
+    assert "this node has no inbox" in done.stderr
+    assert "fix: p2phost inbox list" not in done.stderr
+    assert "fix: add a broker or database URL to [node] listen" in done.stderr
+
+
+def test_install_of_a_plugin_whose_config_table_is_written_already(
+        tmp_path: Path, official_registry: RunningRegistry) -> None:
+    # As docs/overlay.md shows them: [plugins] and [config.NAME] pasted, then installed.
+    root = new_project(tmp_path / "alice", official_registry)
+    env = cli_env(official_registry, tmp_path / "cache")
+    with (root / "p2phost.toml").open("a") as manifest:
+        manifest.write('\n[config.chat]\n\n[config.memory-transport]\n')
+    partial = run_cli("plugin", "install", "chat", "--yes", cwd=root, env=env, timeout=120)
+    assert partial.returncode == 2  # memory-transport's table is still an error
+    assert "[config.memory-transport]: configures plugin 'memory-transport'" in partial.stderr
+    done = run_cli("plugin", "install", "chat", "memory-transport", "--yes", cwd=root, env=env,
+                   timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert run_cli("doctor", cwd=root, env=env).returncode == 0

@@ -137,6 +137,37 @@ def test_bash_completes_commands_plugin_names_and_peer_addresses(tmp_path: Path)
     assert _complete(tmp_path, "p2phost plugin remove ") == []
 
 
+def _bash_completes(cwd: Path, line: str, *words: str) -> list[str]:
+    """What the sourced ``p2phost completion bash`` script puts in COMPREPLY for ``line``,
+    given ``words`` as bash splits it (at blanks and at ':', COMP_WORDBREAKS)."""
+    script = run_cli("completion", "bash", check=True).stdout
+    quoted = " ".join("'" + w + "'" for w in words)
+    driver = (f"{script}\ncomplete -p p2phost >/dev/null || exit 3\n"
+              f"COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}; COMP_WORDS=({quoted});"
+              "COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ));"
+              "_p2phost_completion p2phost; printf '%s\\n' \"${COMPREPLY[@]}\"")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "--norc", "--noprofile", "-c", driver], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return [w for w in done.stdout.split("\n") if w]
+
+
+def test_bash_completes_an_address_begun_with_its_colons(tmp_path: Path) -> None:
+    (tmp_path / "p2phost.toml").write_text(
+        '[node]\nlisten = ["tcp://127.0.0.1:7400"]\n[plugins]\nstatic-discovery = "*"\n'
+        '[config.static-discovery]\npeers = ["tcp://127.0.0.1:7401"]\n')
+    both = ["tcp://127.0.0.1:7400", "tcp://127.0.0.1:7401"]
+    assert sorted(_bash_completes(tmp_path, "p2phost ping ", "p2phost", "ping", "")) == both
+    # Bash took "tcp://127.0.0.1:" as earlier words: it gets back only what replaces "74".
+    assert _bash_completes(tmp_path, "p2phost ping tcp://127.0.0.1:74", "p2phost", "ping",
+                           "tcp", ":", "//127.0.0.1", ":", "74") == ["7401", "7400"]
+    assert _bash_completes(tmp_path, "p2phost ping tcp:", "p2phost", "ping", "tcp",
+                           ":") == ["://127.0.0.1:7401", "://127.0.0.1:7400"]
+    assert _bash_completes(tmp_path, "p2phost plugin remove s", "p2phost", "plugin",
+                           "remove", "s") == ["static-discovery"]
+
+
 def test_every_command_module_is_registered() -> None:
     """A new ``_cli/NAME.py`` with ``register(app)`` is reachable only through COMMANDS."""
     import p2phost._cli as package

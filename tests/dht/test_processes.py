@@ -61,6 +61,7 @@ def test_a_node_finds_another_by_peer_id_through_the_dht_and_messages_it(
         dht = next(p for p in status["plugins"]  # type: ignore[index]
                    if "contacts" in p["counters"])
         assert dht["counters"]["contacts"] >= 2, dht
+        assert dht["name"] == "dht-discovery"  # the plugin's name, as static-discovery's
         assert dht["counters"]["records bad signature"] == 0
         assert status["dialling"]["targets"] >= 2  # type: ignore[index]
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from p2phost._keys import load_key, sign_file
-from tests.conftest import OFFICIAL, build_wheels, start_registry, stop_registry
+from tests.conftest import OFFICIAL, build_wheels, run_cli, start_registry, stop_registry
 from tests.dist.conftest import Built, RunningNode, Venv, copy_builtin, make_venv
 
 pytestmark = pytest.mark.slow
@@ -192,6 +192,21 @@ def test_a_tampered_or_missing_built_in_wheel_is_refused(
                                 env={"P2PHOST_BUILTIN_DIR": str(missing_dir)})
     assert missing.returncode != 0
     assert "no plugin named 'chat' in the built-in source" in missing.stderr
+
+
+def test_a_typo_of_a_built_in_plugin_says_did_you_mean(built: Built, tmp_path: Path) -> None:
+    # The built-in source alone (no registry, whose 404 says "did you mean" itself).
+    env = {"P2PHOST_BUILTIN_DIR": str(built.root / "plugins")}
+    run_cli("init", str(tmp_path / "typo"), check=True)
+    done = run_cli("plugin", "install", "tcp-transprt", "--yes", cwd=tmp_path / "typo", env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no plugin named 'tcp-transprt' in the built-in source; did you mean " \
+           "'tcp-transport'?" in done.stderr
+    assert "fix: p2phost plugin install tcp-transport" in done.stderr
+    far = run_cli("plugin", "install", "zzz-nothing-like", "--yes", cwd=tmp_path / "typo",
+                  env=env)
+    assert far.returncode == 2 and "did you mean" not in far.stderr
+    assert "fix: p2phost plugin search zzz-nothing-like" in far.stderr
 
 
 def test_an_official_plugin_from_a_registry_must_carry_the_release_key(

@@ -86,3 +86,23 @@ def test_a_python_requirement_the_host_cannot_meet_is_refused_not_shadowed() -> 
     with pytest.raises(ResolutionError) as info:
         _refuse_shadowing({"name": "msgpack", "version": "99.0"}, ["msgpack>=99"])
     assert f"this host provides msgpack {version('msgpack')}" in info.value.message
+    assert "upgrade msgpack in p2phost's environment (pip install -U msgpack)" in info.value.fix
+
+
+def test_a_host_package_capped_by_a_dependency_names_the_cap_and_a_downgrade() -> None:
+    # As aioquic's pyOpenSSL caps cryptography below the version p2phost's venv has.
+    from importlib.metadata import version
+
+    from p2phost._install._pydeps import _refuse_shadowing
+
+    have = version("msgpack")
+    planned = [{"name": "capper", "version": "2.0",
+                "requires_dist": [f"msgpack<{have}", 'msgpack<0.1; extra == "old"']},
+               {"name": "msgpack", "version": "0.0.1"}]
+    with pytest.raises(ResolutionError) as info:
+        _refuse_shadowing(planned[1], ["wants-capper>=1"], planned)
+    assert f"need msgpack 0.0.1 (capper 2.0 requires msgpack<{have}), but this host " \
+           f"provides msgpack {have}" in info.value.message
+    assert "downgrade msgpack in p2phost's environment (pip install 'msgpack==0.0.1')" \
+        in str(info.value.fix)
+    assert "-U" not in str(info.value.fix)

@@ -113,7 +113,9 @@ async def test_missing_plugins_fail_as_run_does(tmp_path: Path) -> None:
                              state_dir=tmp_path / "n")
     with pytest.raises(p2phost.UserError, match="is not installed") as exc:
         await node.open()
-    assert "pip install" in str(exc.value.fix) and str(tmp_path / "n") in str(exc.value.fix)
+    assert "pip install p2phost-no-such-transport into" in str(exc.value.fix)
+    assert f"cd {tmp_path / 'n'} && p2phost plugin install --yes" in str(exc.value.fix)
+    assert "NAME" not in str(exc.value.fix)
 
 
 async def test_a_handler_registered_while_the_node_runs(state_dir: StateDir) -> None:

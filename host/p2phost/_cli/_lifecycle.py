@@ -44,17 +44,21 @@ def parse_request(text: str) -> tuple[str, str]:
 
 @contextmanager
 def installer(registry: str | None, *, require_signed: bool = False,
-              trust_new_key: bool = False, command: str = "", refresh: bool = False
-              ) -> Iterator[Installer]:
+              trust_new_key: bool = False, command: str = "", refresh: bool = False,
+              declaring: Sequence[str] = ()) -> Iterator[Installer]:
     """An installer for the project here, with a progress bar on a terminal.
 
     ``refresh``: revalidate every kept registry answer instead of using it while fresh.
-    Its warnings (unsigned plugins) are printed when the block ends without an error.
+    ``declaring``: the plugins this command adds to ``[plugins]``, whose ``[config.NAME]``
+    may already be written. Its warnings (unsigned plugins) are printed when the block ends
+    without an error.
     """
     from .._install._registry import plugin_sources
     from .._install._signing import SigningPolicy
 
     project = Project.find()
+    if declaring:
+        _allow_config_of(project, declaring)
     urls = plugin_sources(registry, project.manifest.registries)
     signing = SigningPolicy(require_signed or project.manifest.require_signed, trust_new_key,
                             command or "p2phost plugin install")
@@ -62,6 +66,25 @@ def installer(registry: str | None, *, require_signed: bool = False,
         yield made
     for warning in made.warnings:
         err_console.print(warning)
+
+
+def _allow_config_of(project: Project, names: Sequence[str]) -> None:
+    """Take ``[config.NAME]`` of a plugin being installed as no error: a user who pasted a
+    page's ``[plugins]`` and ``[config.NAME]`` tables installs the plugin next, and the
+    error's own fix was this very command."""
+    from p2phost_sdk import normalize_name
+
+    from .._manifest import Manifest
+
+    manifest, problems = Manifest.check(project.manifest_path)
+    tables = {f"[config.{normalize_name(n)}]" for n in names}
+    left = [p for p in problems
+            if not (p.field.startswith("[config.") and
+                    f"[config.{normalize_name(p.field[8:-1])}]" in tables)]
+    if left:
+        raise left[0]
+    if manifest is not None:
+        project.__dict__["manifest"] = manifest  # Project.manifest is a cached_property
 
 
 @contextmanager
@@ -151,7 +174,7 @@ def install(requests: Sequence[str], registry: str | None = None, yes: bool = Fa
     wanted = dict(parse_request(r) for r in requests)
     command = shlex.join(["p2phost", "plugin", "install", *requests])
     with installer(registry, require_signed=require_signed, trust_new_key=trust_new_key,
-                   command=command, refresh=refresh) as made:
+                   command=command, refresh=refresh, declaring=list(wanted)) as made:
         plan = made.plan_install(wanted)
         show_and_confirm(plan.changes, yes)
         made.apply(plan)

@@ -75,7 +75,32 @@ def completion(shell: str = typer.Argument(..., metavar="SHELL",
     if shell not in SHELLS:
         raise UserError(f"no completion for the shell {shell!r}",
                         fix=f"p2phost completion {' | '.join(SHELLS)}")
+    if shell == "bash":
+        print(_BASH)
+        return
     print(get_completion_script(prog_name="p2phost", complete_var=COMPLETE_VAR, shell=shell))
+
+
+# Bash splits the word under the cursor at ':' (COMP_WORDBREAKS), so `tcp://127.0.0.1:74`
+# reaches a completer as five words and typer's script completes nothing once an address
+# is begun. This one sends the line up to the cursor as the shell would split it at
+# blanks, and hands bash back each answer without what bash already took as earlier words.
+_BASH = r"""_p2phost_completion() {
+    local IFS=$'\n' line="${COMP_LINE:0:COMP_POINT}" cur="${COMP_WORDS[COMP_CWORD]}" r
+    local -a words
+    IFS=$' \t' read -ra words <<< "$line"
+    local cword=$(( ${#words[@]} - 1 ))
+    [[ -z "$line" || "$line" =~ [[:space:]]$ ]] && cword=${#words[@]}
+    local typed="${words[cword]}"
+    local before="${typed%"$cur"}"
+    COMPREPLY=()
+    for r in $( env COMP_WORDS="$line" COMP_CWORD=$cword @VAR@=complete_bash $1 ); do
+        COMPREPLY+=("${r#"$before"}")
+    done
+    return 0
+}
+
+complete -o default -F _p2phost_completion p2phost""".replace("@VAR@", COMPLETE_VAR)
 
 
 def register(app: typer.Typer) -> None:

@@ -53,7 +53,11 @@ def _inboxes(project: Project, medium: str | None) -> list[tuple[str, InboxTrans
         which = f" on {medium}" if medium else ""
         raise UserError(f"this node has no inbox{which}: [node] listen in p2phost.toml names "
                         "no broker or database" + (" at that URL" if medium else ""),
-                        fix="p2phost inbox list")
+                        # `inbox list` names the inboxes there are; with none, only a
+                        # broker or database in [node] listen makes one.
+                        fix="p2phost inbox list" if medium else
+                        "add a broker or database URL to [node] listen in p2phost.toml, e.g. "
+                        "redis://127.0.0.1:6379/0, with its transport (docs/transports.md)")
     return found
 
 

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -76,7 +77,7 @@ def resolve_packages(requirements: list[str]) -> tuple[LockedFile, ...]:
         raise ResolutionError(f"pip's installation report is unreadable ({exc!r})",
                               fix="upgrade pip: python -m pip install -U pip") from exc
     for item in wanted:
-        _refuse_shadowing(item["metadata"], requirements)
+        _refuse_shadowing(item["metadata"], requirements, [w["metadata"] for w in wanted])
     return tuple(_locked(item) for item in wanted)
 
 
@@ -113,17 +114,49 @@ def _host_view(view: Path, pip_package: Path) -> None:
                                        f"Version: {dist.version}\n", encoding="utf-8")
 
 
-def _refuse_shadowing(metadata: dict[str, Any], requirements: list[str]) -> None:
+def _refuse_shadowing(metadata: dict[str, Any], requirements: list[str],
+                      planned: Sequence[dict[str, Any]] = ()) -> None:
     """pip only plans one of the host's own distributions when the host's version does not fit."""
     name, version = str(metadata["name"]), str(metadata["version"])
     provided = host_version(name)
     if provided is None:
         return
+    from packaging.version import InvalidVersion, Version
+
+    # Who excludes the host's version: often a package pip brought along (aioquic's
+    # pyOpenSSL caps cryptography), which the plugins' own requirements do not show.
+    capping = [f"{m['name']} {m['version']} requires {line}" for m in planned
+               for line in _excluding(m.get("requires_dist") or (), name, provided)]
+    try:
+        older = Version(version) < Version(provided)
+    except InvalidVersion:
+        older = False
+    change = f"pip install '{name}=={version}'" if older else f"pip install -U {name}"
     raise ResolutionError(
-        f"the plugins' Python requirements ({', '.join(requirements)}) need {name} {version}, "
-        f"but this host provides {name} {provided} to every plugin",
-        fix=f"upgrade p2phost's environment (pip install -U {name}), or pick another plugin "
-            "version with `p2phost plugin install NAME==VERSION`")
+        f"the plugins' Python requirements ({', '.join(requirements)}) need {name} {version}"
+        + (f" ({'; '.join(capping)})" if capping else "")
+        + f", but this host provides {name} {provided} to every plugin",
+        fix=f"{'downgrade' if older else 'upgrade'} {name} in p2phost's environment "
+            f"({change}), or pick another plugin version with "
+            "`p2phost plugin install NAME==VERSION`")
+
+
+def _excluding(lines: Any, name: str, provided: str) -> list[str]:
+    """The requirement lines among ``lines`` on ``name`` that ``provided`` does not meet."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    out = []
+    for line in lines:
+        try:
+            requirement = Requirement(str(line))
+        except InvalidRequirement:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue  # an extra nobody asked for
+        if canonicalize_name(requirement.name) == canonicalize_name(name) and \
+                not requirement.specifier.contains(provided, prereleases=True):
+            out.append(str(requirement))
+    return out
 
 
 def _locked(item: dict[str, Any]) -> LockedFile:

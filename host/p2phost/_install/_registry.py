@@ -188,7 +188,17 @@ class RegistryClient:
             # Registry pages and pip show the distribution, ``p2phost-<plugin>``.
             raise UnknownPlugin(f"{message}; {name} is the Python distribution of the plugin "
                                 f"{plugin!r}", fix=f"p2phost plugin install {plugin}")
-        raise UnknownPlugin(message + (f"; {first_miss[hint:]}" if hint >= 0 else ""), fix=fix)
+        if hint >= 0:
+            message += f"; {first_miss[hint:]}"
+        elif builtin is not None:
+            # A registry says "did you mean" in its 404; the built-in source must too.
+            from .._suggest import close_names, did_you_mean
+
+            close = close_names(norm, builtin.wheels)
+            message += did_you_mean(norm, close)
+            if close:
+                fix = f"p2phost plugin install {close[0]}"
+        raise UnknownPlugin(message, fix=fix)
 
     def _plugin_of_distribution(self, norm: str) -> str | None:
         """The plugin whose distribution is named ``norm`` (``p2phost-echo``: ``echo``)."""

@@ -150,12 +150,13 @@ class AsyncNode:
             await self._open()
         except PluginLoadError as exc:
             await self.close()
-            if not self._from_mapping or exc.fix is None:
+            if not self._from_mapping or exc.fix is None or exc.missing is None:
                 raise
-            # A program without a project: its plugins may come from its own environment.
-            raise PluginLoadError(exc.message, fix=f"pip install the plugin's distribution "
-                                  f"(p2phost-NAME) into this program's environment, or "
-                                  f"cd {self.project.root} && {exc.fix}") from exc
+            # A program without a project: its plugins may come from its own environment
+            # (official plugins are the distributions p2phost-NAME).
+            raise PluginLoadError(exc.message, fix=f"pip install p2phost-{exc.missing} into "
+                                  f"this program's environment, or cd {self.project.root} && "
+                                  f"p2phost plugin install --yes") from exc
         except BaseException:
             await self.close()
             raise

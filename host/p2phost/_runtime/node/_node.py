@@ -371,8 +371,12 @@ class Node(MessagingAPI):
         transport = self._transports.get(scheme)
         if transport is None:
             have = ", ".join(f"{s}://" for s in sorted(self._transports)) or "none"
+            # The node knows no plugin metadata (and asks no registry): name the search
+            # that finds the plugin for this scheme, never a fixed one (``relay+tcp``:
+            # the relay plugin).
+            fix = (f"p2phost plugin search {scheme.split('+')[0]} --kind transport" if scheme
+                   else f"write the address as a URL, e.g. tcp://{address}, or use a peer "
+                        "id that discovery found")
             raise NodeConfigError(
-                f"no transport plugin serves {address!r} (loaded transports: {have})",
-                fix=f"install one for {scheme or 'this'}://, e.g. p2phost plugin install "
-                    "tcp-transport")
+                f"no transport plugin serves {address!r} (loaded transports: {have})", fix=fix)
         return transport

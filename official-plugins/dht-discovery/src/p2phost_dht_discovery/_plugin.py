@@ -328,6 +328,9 @@ class DhtApp(App):
 class DhtDiscovery(Discovery):
     """The DHT's discovery half: reports the peers of ``find`` and ``rendezvous``."""
 
+    #: What ``p2phost peers`` and ``doctor`` call it (else the class name: "DhtDiscovery").
+    name = "dht-discovery"
+
     def __init__(self, service: DhtService) -> None:
         self.service = service
 
