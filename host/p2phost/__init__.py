@@ -10,8 +10,6 @@ The guide is docs/library.md. Names load on first use, so ``import p2phost`` (an
 CLI's start-up) stays cheap.
 """
 
-import importlib as _importlib
-
 # Not typing.TYPE_CHECKING: importing typing would cost the CLI's start-up (type checkers
 # know the name itself).
 TYPE_CHECKING = False
@@ -97,7 +95,9 @@ def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'p2phost' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
+    import importlib  # here: the CLI's start-up and warm install need none of these names
+
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .._errors import UserError
 from .._project import Project
-from ._output import console, err_console
+from ._output import console, err_console, plain
 
 if TYPE_CHECKING:
     from .._install import Change, Installer, SigningPolicy
@@ -109,19 +109,24 @@ def _installer_for(project: Project, urls: list[str], signing: SigningPolicy,
         yield Installer(project, urls, progress=start, signing=signing, refresh=refresh)
 
 
+def change_line(change: Change) -> str:
+    """What changes, with a new release's publisher and capabilities."""
+    line = change.describe()
+    if change.release is not None:
+        kinds = ", ".join(change.release.kinds)
+        owners = ", ".join(change.info.owners) if change.info else ""
+        caps = ", ".join(change.release.capabilities) or "none"
+        line += f"  [{kinds}]  publisher: {owners or 'unknown'}  capabilities: {caps}"
+        wheel = change.release.wheel()
+        line += f"  signed by: {wheel.publisher_key}" if wheel and wheel.publisher_key \
+            else "  unsigned"
+    return line
+
+
 def show_and_confirm(changes: Sequence[Change], yes: bool) -> None:
     """Print what changes, with each new release's publisher and capabilities; ask once."""
     for change in changes:
-        line = change.describe()
-        if change.release is not None:
-            kinds = ", ".join(change.release.kinds)
-            owners = ", ".join(change.info.owners) if change.info else ""
-            caps = ", ".join(change.release.capabilities) or "none"
-            line += f"  [{kinds}]  publisher: {owners or 'unknown'}  capabilities: {caps}"
-            wheel = change.release.wheel()
-            line += f"  signed by: {wheel.publisher_key}" if wheel and wheel.publisher_key \
-                else "  unsigned"
-        console.print(line, markup=False)
+        console.print(change_line(change), markup=False)
     if yes or not any(c.release is not None for c in changes):
         return
     confirm("Install these plugins?", yes)
@@ -158,27 +163,48 @@ def refuse_if_addresses_break(project: Project, removing: Sequence[str]) -> None
                                     f"p2phost plugin remove --force {owner}")
 
 
-def summary(changes: Sequence[Change], verb: str, what: str = "plugin(s)") -> None:
+def summary_line(changes: Sequence[Change], verb: str, what: str = "plugin(s)") -> str:
     """``VERB N plugin(s): name version, ...``, or that there was nothing to do."""
     if not changes:
-        console.print("nothing to do: the plugins already match")
-        return
-    console.print(f"{verb} {len(changes)} {what}: "
-                  + ", ".join(f"{c.name} {c.new or c.old}" for c in changes), markup=False)
+        return "nothing to do: the plugins already match"
+    return f"{verb} {len(changes)} {what}: " + ", ".join(f"{c.name} {c.new or c.old}"
+                                                        for c in changes)
+
+
+def summary(changes: Sequence[Change], verb: str, what: str = "plugin(s)") -> None:
+    """Print :func:`summary_line`."""
+    console.print(summary_line(changes, verb, what), markup=False)
 
 
 def install(requests: Sequence[str], registry: str | None = None, yes: bool = False,
             require_signed: bool = False, trust_new_key: bool = False,
             refresh: bool = False) -> None:
-    """``p2phost plugin install [NAME[SPEC]...]``."""
+    """``p2phost plugin install [NAME[SPEC]...]``.
+
+    The form ``plugin install --yes`` is recorded for ``p2phost._replay`` to do again while
+    nothing it depended on changes (with or without ``--refresh``: the answers it keeps
+    are the same).
+    """
+    from .._install import _record
+
     wanted = dict(parse_request(r) for r in requests)
     command = shlex.join(["p2phost", "plugin", "install", *requests])
+    replayable = yes and not (requests or registry or require_signed or trust_new_key)
+    start = _record.before() if replayable else None
     with installer(registry, require_signed=require_signed, trust_new_key=trust_new_key,
                    command=command, refresh=refresh, declaring=list(wanted)) as made:
+        if start is not None and _record.before() != start:
+            start = None  # changed while the installer read it
         plan = made.plan_install(wanted)
         show_and_confirm(plan.changes, yes)
         made.apply(plan)
     summary(plan.changes, "installed")
+    if start is not None:
+        output = [(0, change_line(c)) for c in plan.changes]
+        output += [(1, w) for w in made.warnings] + [(0, summary_line(plan.changes,
+                                                                     "installed"))]
+        if all(plain(text) for _, text in output):  # else rich changed them as it printed
+            _record.record(made, start, output)
 
 
 def upgrade(names: Sequence[str], latest: bool = False, registry: str | None = None,

@@ -54,7 +54,7 @@ class Output:
     def print(self, *objects: Any, **options: Any) -> None:
         """Print as ``rich.console.Console.print`` does."""
         if len(objects) == 1 and isinstance(objects[0], str) and not options.get("markup") \
-                and options.keys() <= {"markup"} and _plain(objects[0]) \
+                and options.keys() <= {"markup"} and plain(objects[0]) \
                 and not self.is_terminal:
             stream = self._stream()
             stream.write(objects[0] + "\n")
@@ -71,7 +71,8 @@ class Output:
         return sys.stderr if self.stderr else sys.stdout
 
 
-def _plain(text: str) -> bool:
+def plain(text: str) -> bool:
+    """Whether rich would print ``text`` unchanged (no markup, emoji codes, control codes)."""
     return _PLAIN.fullmatch(text) is not None and _EMOJI_LIKE.search(text) is None
 
 

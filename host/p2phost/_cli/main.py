@@ -1,16 +1,21 @@
 """The ``p2phost`` entry point: ``--version`` answers before anything heavy is imported;
 everything else goes to the typer app of ``_app``, except the scripted lifecycle commands
 (``plugin install --yes``, ``plugin sync``), which need no option parser and run without
-building it."""
+building it. ``plugin install --yes`` first tries to replay the last such install
+(``p2phost._replay``), importing next to nothing."""
 
 from __future__ import annotations
 
 import errno
 import os
 import sys
-from collections.abc import Callable
 
 from .. import __version__
+
+# Not typing.TYPE_CHECKING: the warm install (``_replay``) imports next to nothing.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def version_line() -> str:
@@ -71,6 +76,14 @@ def scripted(args: list[str]) -> Callable[[], None] | None:
     return None
 
 
+def _replayable(args: list[str]) -> bool:
+    """Whether ``args`` are ``plugin install --yes`` (``-y``) and nothing else: the form a
+    recorded install may be replayed for (``p2phost._replay``)."""
+    return (len(args) > 2 and args[:2] == ["plugin", "install"]
+            and all(a in ("--yes", "-y") for a in args[2:])
+            and not os.environ.get("_P2PHOST_COMPLETE"))
+
+
 def _run_scripted(command: Callable[[], None]) -> None:
     """Run ``command`` as typer's root callback and click's standalone mode would."""
     import logging
@@ -101,6 +114,16 @@ def run(argv: list[str] | None = None) -> None:
         sys.stdout.write(root_help())
         return
     debug = "--debug" in args
+    if _replayable(args):
+        from .._replay import replay
+
+        try:
+            if replay():
+                return
+        except OSError as exc:  # printing what it did
+            if exc.errno != errno.EPIPE:
+                raise
+            sys.exit(1)
     try:
         if (command := scripted(args)) is not None:
             _run_scripted(command)

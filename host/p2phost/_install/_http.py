@@ -140,6 +140,7 @@ class Fetcher:
             else:
                 if not self.refresh and kept.fresh(time.time()):
                     cache.fresh_hits += 1
+                    cache.serve(key, kept.body)
                     return parsed
         try:
             try:
@@ -149,16 +150,25 @@ class Fetcher:
             except _NotModified as exc:
                 assert cache is not None and kept is not None
                 cache.confirm(key, kept, exc.headers)
+                cache.serve(key, kept.body)
                 return parsed
             if len(data) > MAX_JSON:
                 raise ValueError(f"more than {MAX_JSON // 2**20} MiB")
             parsed = json.loads(data)
             if cache is not None:
                 cache.put(key, data, headers)
+                cache.serve(key, data)
             return parsed
-        except (ValueError, OSError) as exc:
-            raise RegistryError(f"{url} answered something that is not JSON ({exc})",
-                                fix="check that --registry points at a p2phost registry") from exc
+        except BaseException as exc:
+            # A 404 or an unreachable registry decides too (another registry's answer, the
+            # built-in source's): no replay may stand for this run (``_record``).
+            if cache is not None:
+                cache.doubt = True
+            if isinstance(exc, ValueError | OSError):
+                raise RegistryError(f"{url} answered something that is not JSON ({exc})",
+                                    fix="check that --registry points at a p2phost "
+                                        "registry") from exc
+            raise
 
     def copy(self, url: str, out: IO[bytes], on_chunk: Callable[[bytes], None]) -> None:
         """Stream ``url`` into ``out``, calling ``on_chunk`` with each chunk first."""

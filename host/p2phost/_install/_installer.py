@@ -60,6 +60,10 @@ class Installer:
         self.client = RegistryClient(registries, self.fetcher, notify=self.warnings.append)
         self.progress = progress
         self.lock = Lock.load(project.lock_path)
+        #: Whether this run's decision rests on more than the kept registry answers and
+        #: the project (pip's resolution, a file its registry replaced): then ``_record``
+        #: keeps no replay of it.
+        self.unrecordable = False
 
     # -- planning ---------------------------------------------------------------------
 
@@ -127,6 +131,7 @@ class Installer:
         come from a kept answer (a file since replaced or removed); else None."""
         if item.source == BUILTIN_SOURCE or not self._used_kept_answers():
             return None
+        self.unrecordable = True
         self.refresh()
         now = next((r for r in self.client.plugin(item.name).releases
                     if r.version == item.version and r.source == item.source), None)
@@ -317,6 +322,7 @@ class Installer:
             return kept
         from ._pydeps import resolve_packages
 
+        self.unrecordable = True  # pip asked its index
         return Lock(plugins=tuple(plugins), packages=resolve_packages(needs))
 
     def _download(self, wheel: RemoteFile, builtin: bool) -> Path:

@@ -78,6 +78,21 @@ class ResponseCache:
         #: Answers used without asking, and answers a 304 confirmed, this run.
         self.fresh_hits = 0
         self.revalidated = 0
+        #: The body of every answer used this run, by key: what a replay of this run's
+        #: install depends on (``_record``).
+        self.served: dict[str, bytes] = {}
+        #: Whether this run used an answer that was not kept (a 404, ``no-store``, an
+        #: error) or two answers to one question: then no replay may stand for it.
+        self.doubt = False
+
+    def serve(self, key: str, body: bytes) -> None:
+        """Note that this run used ``body`` as the answer for ``key``."""
+        if self.served.setdefault(key, body) != body:
+            self.doubt = True
+
+    def path(self, key: str) -> Path:
+        """The file that keeps the answer for ``key``."""
+        return self._path(key)
 
     def _path(self, key: str) -> Path:
         digest = hashlib.sha256(key.encode()).hexdigest()
@@ -101,6 +116,7 @@ class ResponseCache:
         max_age = freshness(headers.get("Cache-Control"))
         etag = headers.get("ETag")
         if max_age is None or (max_age == 0 and not etag):
+            self.doubt = True  # asked every time: a replay would not ask
             self.forget(key)
             return
         self._write(key, Kept(body, etag, time.time() if now is None else now, max_age,
@@ -111,6 +127,7 @@ class ResponseCache:
         control = headers.get("Cache-Control")
         max_age = kept.max_age if control is None else freshness(control)
         if max_age is None:
+            self.doubt = True
             self.forget(key)
             return kept
         renewed = Kept(kept.body, headers.get("ETag") or kept.etag, time.time(), max_age,

@@ -28,7 +28,7 @@ from ._errors import InstallError
 
 _READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 #: In each tree's top directory (never linked): every file's size and mtime as unpacked.
-_STAMPS = ".p2phost-stamps.json"
+STAMPS = ".p2phost-stamps.json"
 
 
 def unpacked(root: Path, sha256: str, wheel: Path) -> Path:
@@ -36,7 +36,7 @@ def unpacked(root: Path, sha256: str, wheel: Path) -> Path:
     unpacked now if it is not there yet, or again if its files changed since."""
     tree = root / "unpacked" / sha256[:2] / sha256
     if tree.is_dir():
-        if _intact(tree):
+        if intact(tree):
             return tree
         shutil.rmtree(tree, ignore_errors=True)  # changed or lost files: unpack afresh
     part = tree.with_name(f"{sha256}.{os.getpid()}.part")
@@ -50,11 +50,11 @@ def unpacked(root: Path, sha256: str, wheel: Path) -> Path:
                 path = os.path.join(directory, name)
                 os.chmod(path, _READ_ONLY)
                 stamps[path[len(str(part)) + 1:]] = _stamp(os.stat(path))
-        (part / _STAMPS).write_text(json.dumps(stamps))  # renamed with the tree
+        (part / STAMPS).write_text(json.dumps(stamps))  # renamed with the tree
         try:
             part.rename(tree)
         except OSError:
-            if not (tree.is_dir() and _intact(tree)):  # else another install unpacked it
+            if not (tree.is_dir() and intact(tree)):  # else another install unpacked it
                 raise                                    # first: use theirs
     except OSError as exc:
         raise InstallError(f"cannot unpack {wheel.name} into the download cache {root}: "
@@ -87,15 +87,15 @@ def _stamp(info: os.stat_result) -> list[int]:
     return [info.st_size, info.st_mtime_ns]
 
 
-def _intact(tree: Path) -> bool:
+def intact(tree: Path) -> bool:
     """Whether every file of ``tree`` has the size and mtime it was unpacked with, and
     no file was added or lost."""
     try:
-        expected = json.loads((tree / _STAMPS).read_text())
+        expected = json.loads((tree / STAMPS).read_text())
         base = len(str(tree)) + 1
         found = {path[base:]: _stamp(os.stat(path))
                  for directory, _, files in os.walk(tree) for name in files
-                 if (path := os.path.join(directory, name)) != str(tree / _STAMPS)}
+                 if (path := os.path.join(directory, name)) != str(tree / STAMPS)}
     except (OSError, ValueError):
         return False
     return bool(found == expected)
@@ -116,7 +116,7 @@ def link_tree(tree: Path, target: Path) -> None:
         into = str(target) + directory[base:]
         os.makedirs(into, exist_ok=True)
         for name in files:
-            if name == _STAMPS and directory == str(tree):
+            if name == STAMPS and directory == str(tree):
                 continue
             source, dest = os.path.join(directory, name), os.path.join(into, name)
             if os.path.lexists(dest):
