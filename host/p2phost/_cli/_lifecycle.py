@@ -193,7 +193,7 @@ def install(requests: Sequence[str], registry: str | None = None, yes: bool = Fa
     start = _record.before() if replayable else None
     with installer(registry, require_signed=require_signed, trust_new_key=trust_new_key,
                    command=command, refresh=refresh, declaring=list(wanted)) as made:
-        if start is not None and _record.before() != start:
+        if start is not None and not _record.unchanged(start):
             start = None  # changed while the installer read it
         plan = made.plan_install(wanted)
         show_and_confirm(plan.changes, yes)

@@ -40,6 +40,14 @@ def before() -> tuple[_replay.Snapshot, tuple[Any, ...]] | None:
         return None
 
 
+def unchanged(start: tuple[_replay.Snapshot, tuple[Any, ...]]) -> bool:
+    """Whether the project is still as :func:`before` saw it."""
+    try:
+        return _replay.snapshot(start[0][0]) == start[0]
+    except Exception:  # read again by the full installer, which says what is wrong
+        return False
+
+
 def record(
     made: Installer, start: tuple[_replay.Snapshot, tuple[Any, ...]], output: list[Line]
 ) -> None:
