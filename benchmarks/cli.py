@@ -20,6 +20,16 @@ after the last time, and each such run makes the kept answers fresh again. Runs 
 second apart, so the plain runs of both tools answer from their caches without asking the
 registry. Both paths of both tools are printed, and the ratios of like to like.
 
+A plain ``p2phost plugin install --yes`` whose answers are fresh replays what the full
+installer recorded the last time it installed that manifest (``p2phost._replay``: the
+untimed first run and each ``--refresh`` run record it); ``P2PHOST_REPLAY=0`` runs the full
+installer instead, printed as its own row.
+
+``--instructions`` also counts, once each under ``valgrind --tool=callgrind`` (which the
+load does not change), the instructions of ``python -c pass``, of the plain installs of both
+tools right after a ``--refresh`` (their answers fresh), of both with ``--refresh`` (for
+p2phost, the full installer), and of both no-ops.
+
 Ratios are to ``python -c pass`` (start-up) and to uv (install). The aims (docs/cli.md):
 ``--version`` and ``--help`` within 100 ms; install within 2x uv's time.
 """
@@ -91,6 +101,8 @@ def median_ms(times: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions under callgrind (valgrind on PATH)")
     args = parser.parse_args()
     # Under PYTHONDONTWRITEBYTECODE=1 every start would recompile the sources: measure the
     # command, not the compiler.
@@ -106,6 +118,7 @@ def main() -> None:
         proc, url = start_registry(root / "data")
         try:
             startup, install = measure(root, url, base, args.runs)
+            counts = instructions(root, url, base) if args.instructions else {}
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -130,6 +143,11 @@ def main() -> None:
     ours_asking = statistics.median(install["p2phost plugin install --yes --refresh"])
     print(f"like for like: from the caches {ours / uv:.2f}x uv, revalidating "
           f"(--refresh) {ours_asking / asks:.2f}x uv (aim: within 2x)")
+    if counts:
+        print("\ninstructions (callgrind, one run each; x uv: relative to uv pip install)")
+        print(f"{'command':44} {'instructions':>14} {'x uv':>7}")
+        for name, count in counts.items():
+            print(f"{name:44} {count:14,} {count / counts['uv pip install --target']:7.2f}")
 
 
 def measure(root: Path, url: str, base: dict[str, str], runs: int
@@ -154,6 +172,8 @@ def measure(root: Path, url: str, base: dict[str, str], runs: int
             [str(BIN / "p2phost"), "plugin", "install", "--yes"], env),
         "p2phost plugin install --yes --refresh": lambda target: (
             [str(BIN / "p2phost"), "plugin", "install", "--yes", "--refresh"], env),
+        "p2phost ... --yes, P2PHOST_REPLAY=0": lambda target: (
+            [str(BIN / "p2phost"), "plugin", "install", "--yes"], {**env, "P2PHOST_REPLAY": "0"}),
         "pip install --target": lambda target: (
             [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
              "--index-url", index, "--cache-dir", str(root / "pip-cache"), *DISTRIBUTIONS], base),
@@ -196,6 +216,52 @@ def measure(root: Path, url: str, base: dict[str, str], runs: int
         for name, (command, cwd, tool_env) in noop_commands.items():
             install.setdefault(name, []).append(timed(command, cwd, tool_env, name))
     return startup, install
+
+
+def _callgrind(command: list[str], cwd: Path, env: dict[str, str]) -> int:
+    """Instructions ``command`` executes (all its threads), counted by callgrind."""
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           *command], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed under callgrind:\n{done.stderr}")
+    refs = [line for line in done.stderr.splitlines() if "refs:" in line]
+    return int(refs[-1].split("refs:")[1].replace(",", "").strip())
+
+
+def instructions(root: Path, url: str, base: dict[str, str]) -> dict[str, int]:
+    """Instructions per command (see the module's docstring), in one fresh place each."""
+    env = {**base, "P2PHOST_REGISTRY": url, "P2PHOST_CACHE_DIR": str(root / "p2phost-cache")}
+    manifest = (root / "project" / "p2phost.toml").read_text()
+    uv = [str(BIN / "uv"), "pip", "install", "-q", "--no-deps", "--index-url", f"{url}/simple/",
+          "--cache-dir", str(root / "uv-cache"), "--python", sys.executable, *DISTRIBUTIONS]
+    ours = [str(BIN / "p2phost"), "plugin", "install", "--yes"]
+    places = iter(range(10**6))
+
+    def place() -> Path:
+        work = root / f"count-{next(places)}"
+        work.mkdir()
+        (work / "p2phost.toml").write_text(manifest)
+        return work
+
+    counts = {"python -c pass": _callgrind([sys.executable, "-c", "pass"], root, base)}
+    # Each plain install right after a --refresh of its tool: its answers are fresh.
+    timed([*uv[:3], "--target", str(place() / "t"), *uv[3:], "--refresh"], root, base)
+    counts["uv pip install --target"] = _callgrind(
+        [*uv[:3], "--target", str(place() / "t"), *uv[3:]], root, base)
+    timed([*ours, "--refresh"], place(), env)
+    counts["p2phost plugin install --yes"] = _callgrind(ours, place(), env)
+    counts["uv pip install --target --refresh"] = _callgrind(
+        [*uv[:3], "--target", str(place() / "t"), *uv[3:], "--refresh"], root, base)
+    counts["p2phost plugin install --yes --refresh"] = _callgrind([*ours, "--refresh"],
+                                                                  place(), env)
+    timed([*uv[:3], "--target", str(place() / "t"), *uv[3:], "--refresh"], root, base)
+    counts["uv pip install --target (no-op)"] = _callgrind(
+        [*uv[:3], "--target", str(root / "uv-noop"), *uv[3:]], root, base)
+    project = root / "project"
+    timed(ours, project, env)  # a no-op decided by the full installer once, then replayed
+    counts["p2phost plugin install --yes (no-op)"] = _callgrind(ours, project, env)
+    return counts
 
 
 if __name__ == "__main__":
