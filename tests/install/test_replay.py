@@ -272,3 +272,33 @@ def test_a_replay_killed_at_any_moment(fresh: Callable[..., Workspace]) -> None:
         assert done.returncode == 0, done.stderr
         assert project.installed() == first.installed() and project.lock == first.lock
         assert len(list((project.root / ".p2phost/env").glob("gen-*"))) == 1
+
+
+def test_a_refreshed_install_is_replayed_by_a_plain_one(fresh: Callable[..., Workspace]) -> None:
+    """``--refresh`` revalidates every answer and records what it did with them."""
+    first = fresh("first", plugins={"alpha": "*"})
+    assert ok(first)
+    refreshed = fresh("refreshed", first.manifest)
+    done = refreshed.cli("plugin", "install", "--yes", "--refresh")
+    assert done.returncode == 0, done.stderr
+    plain = fresh("plain", first.manifest)
+    assert not ok(plain)
+    assert plain.lock == refreshed.lock and plain.installed() == {"alpha": "1.1.0"}
+
+
+def test_a_project_another_command_holds_is_left_to_the_full_installer(
+    fresh: Callable[..., Workspace],
+) -> None:
+    import fcntl
+    import threading
+
+    first = fresh("first", plugins={"alpha": "*"})
+    assert ok(first)
+    held = fresh("held", first.manifest)
+    (held.root / ".p2phost").mkdir()
+    with open(held.root / ".p2phost/install.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        threading.Timer(3.0, fcntl.flock, (handle, fcntl.LOCK_UN)).start()
+        assert ok(held)  # the full installer, which waits for the lock
+    assert held.installed() == {"alpha": "1.1.0"}
+    assert not (held.root / ".p2phost/env/gen-000002").exists()
