@@ -4,7 +4,7 @@ A full install (``_install``) costs more in importing its modules (packaging, to
 dataclasses, the resolver...) than in its work when everything is cached. So after each
 successful ``plugin install --yes`` the full installer *records* what it decided
 (:mod:`p2phost._install._record`), keyed by everything the decision depended on, and the
-next ``plugin install --yes`` (no names, no other option; ``main.run`` calls
+next ``plugin install --yes [--refresh]`` (no names, no other option; ``main.run`` calls
 :func:`replay` before anything else) *replays* it when all of that is unchanged:
 
 - the bytes of ``p2phost.toml`` and ``p2phost.lock`` (or that there is no lock);
@@ -15,8 +15,10 @@ next ``plugin install --yes`` (no names, no other option; ``main.run`` calls
   ``sys.path`` directories (a package installed or removed), the built-in source's files,
   and the variables the installer reads (``P2PHOST_REGISTRY``...);
 - every registry answer the decision used: the same kept file (inode, size, mtime) and
-  still fresh by the freshness the registry gave it (RFC 9111, as ``_install._responses``
-  decides it); a stale one is asked again only by the full installer;
+  still fresh by the freshness the registry gave it (RFC 9111, ``_revalidate``, whose rules
+  the installer's response cache uses); a stale one is asked again only by the full
+  installer. With ``--refresh`` each is asked again first, conditionally, and the record
+  stands only if every one is Not Modified (the same answer);
 - every unpacked wheel it links: each file's inode, size and mtime and each directory's
   mtime as recorded (as ``_install._unpacked`` checks a tree before linking it), and the
   cached wheel and signature files unchanged (their ctime too, which no one can set back).
@@ -53,7 +55,7 @@ if TYPE_CHECKING:
     Snapshot: TypeAlias = tuple[str, bytes, bytes | None, Any]
 
 #: Changes whenever what a record holds or means changes: older records are then misses.
-FORMAT = 1
+FORMAT = 2
 MANIFEST = "p2phost.toml"
 LOCK = "p2phost.lock"
 STATE = ".p2phost"
@@ -261,12 +263,13 @@ def _load(path: str) -> dict[str, Any] | None:
 
 def _fresh(answers: list[tuple[Any, ...]], now: float) -> bool:
     """Whether each kept answer is the recorded file and still fresh (RFC 9111 4.2)."""
-    for path, inode, size, mtime, received, max_age, age in answers:
+    from ._revalidate import is_fresh
+
+    for path, inode, size, mtime, received, max_age, age, *_ in answers:
         info = os.stat(path)
         if (info.st_ino, info.st_size, info.st_mtime_ns) != (inode, size, mtime):
             return False
-        resident = now - received
-        if not (resident >= 0 and age + resident < max_age):
+        if not is_fresh(received, max_age, age, now):
             return False
     return True
 
@@ -359,10 +362,12 @@ def _build(record: dict[str, Any], snap: Snapshot) -> bool:
     return True
 
 
-def replay() -> bool:
+def replay(refresh: bool = False) -> bool:
     """Do what the last full ``plugin install --yes`` recorded, when nothing it depended
     on has changed, and print what it printed; False, having changed nothing, when the
-    full installer must run (see the module's docstring)."""
+    full installer must run (see the module's docstring). With ``refresh``
+    (``--refresh``), each answer the record rests on is asked for again first, and the
+    record stands only if every one is Not Modified (``_revalidate``)."""
     if os.environ.get("P2PHOST_REPLAY") == "0":
         return False
     try:
@@ -372,10 +377,19 @@ def replay() -> bool:
         snap = snapshot(root)
         if snap[3] is False:
             return False
-        record = _load(record_path(cache_dir(), snap))
+        path = record_path(cache_dir(), snap)
+        record = _load(path)
         if record is None or record.get("key") != key(snap, host_stamp()):
             return False
-        if not _fresh(record["answers"], time.time()):
+        if refresh:
+            from ._revalidate import revalidate
+
+            answers = revalidate(record["answers"])
+            if answers is None:
+                return False
+            record["answers"] = answers
+            write_record(path, record)  # fresh again: plain installs replay it too
+        elif not _fresh(record["answers"], time.time()):
             return False
         if snap[3] is None and not _build(record, snap):
             return False

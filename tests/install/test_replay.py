@@ -302,3 +302,54 @@ def test_a_project_another_command_holds_is_left_to_the_full_installer(
         assert ok(held)  # the full installer, which waits for the lock
     assert held.installed() == {"alpha": "1.1.0"}
     assert not (held.root / ".p2phost/env/gen-000002").exists()
+
+
+def test_a_refresh_is_replayed_when_every_answer_is_not_modified(
+    workspace: Make,
+    registry: RunningRegistry,
+    proxy_to: Callable[..., Proxy],  # noqa: F811
+) -> None:
+    proxy = proxy_to(registry.url, frozen=True)  # its pages change only when told (304s)
+    proxy.max_age = 600
+    first = through(workspace("first", plugins={"beta": "*"}), proxy)
+    assert ok(first)
+    reference = through(workspace("reference"), proxy)
+    (reference.root / "p2phost.toml").write_text(first.manifest)
+    full, ran_full = install(reference, env={"P2PHOST_REPLAY": "0"})
+    assert ran_full and full.returncode == 0
+    proxy.seen.clear()
+    second = through(workspace("second"), proxy)
+    (second.root / "p2phost.toml").write_text(first.manifest)
+    done = second.cli(
+        "plugin", "install", "--yes", "--refresh", env={"PYTHONPROFILEIMPORTTIME": "1"}
+    )
+    assert "p2phost._install._installer" not in done.stderr  # replayed
+    assert done.returncode == 0 and done.stdout == full.stdout
+    assert sorted((path, status) for path, inm, status in proxy.api() if inm) == [
+        ("/api/v1/plugins/alpha", 304),
+        ("/api/v1/plugins/beta", 304),
+    ]
+    assert second.lock == reference.lock and generation(second) == generation(reference)
+    # A page that changed (another ETag) is not the answer recorded: the full installer.
+    path = "/api/v1/plugins/alpha"
+    status, headers, body = proxy.frozen[path]  # type: ignore[index]
+    proxy.frozen[path] = (status, {**headers, "ETag": '"changed"'}, body)  # type: ignore[index]
+    third = through(workspace("third"), proxy)
+    (third.root / "p2phost.toml").write_text(first.manifest)
+    done = third.cli(
+        "plugin", "install", "--yes", "--refresh", env={"PYTHONPROFILEIMPORTTIME": "1"}
+    )
+    assert done.returncode == 0 and "p2phost._install._installer" in done.stderr
+    assert third.installed() == {"alpha": "1.1.0", "beta": "1.0.0"}
+    # Through a proxy (urllib's *_proxy variables), only the full installer asks.
+    fourth = through(workspace("fourth"), proxy)
+    (fourth.root / "p2phost.toml").write_text(first.manifest)
+    done = fourth.cli(
+        "plugin",
+        "install",
+        "--yes",
+        "--refresh",
+        env={"PYTHONPROFILEIMPORTTIME": "1", "no_proxy": "*"},
+    )
+    assert done.returncode == 0 and "p2phost._install._installer" in done.stderr
+    assert fourth.installed() == third.installed()

@@ -77,11 +77,11 @@ def scripted(args: list[str]) -> Callable[[], None] | None:
 
 
 def _replayable(args: list[str]) -> bool:
-    """Whether ``args`` are ``plugin install --yes`` (``-y``) and nothing else: the form a
-    recorded install may be replayed for (``p2phost._replay``)."""
-    return (len(args) > 2 and args[:2] == ["plugin", "install"]
-            and all(a in ("--yes", "-y") for a in args[2:])
-            and not os.environ.get("_P2PHOST_COMPLETE"))
+    """Whether ``args`` are ``plugin install --yes`` (``-y``), maybe ``--refresh``, and
+    nothing else: the forms a recorded install may be replayed for (``p2phost._replay``)."""
+    flags = set(args[2:])
+    return (args[:2] == ["plugin", "install"] and bool(flags & {"--yes", "-y"})
+            and flags <= {"--yes", "-y", "--refresh"} and not os.environ.get("_P2PHOST_COMPLETE"))
 
 
 def _run_scripted(command: Callable[[], None]) -> None:
@@ -118,7 +118,7 @@ def run(argv: list[str] | None = None) -> None:
         from .._replay import replay
 
         try:
-            if replay():
+            if replay(refresh="--refresh" in args):
                 return
         except OSError as exc:  # printing what it did
             if exc.errno != errno.EPIPE:

@@ -93,14 +93,16 @@ def _record(
 
 
 def _answers(responses: ResponseCache) -> list[tuple[Any, ...]] | None:
-    """(file, inode, size, mtime, received, max-age, age) of each kept answer this run
-    used, as kept now; None when one is no longer the answer used, or is never fresh."""
+    """(file, inode, size, mtime, received, max-age, age, key, ETag, bytes of the head
+    line) of each kept answer this run used, as kept now; None when one is no longer the
+    answer used, or is never fresh."""
     out = []
     for key, body in sorted(responses.served.items()):
         path = str(responses.path(key))
         with open(path, "rb") as handle:
             info = os.fstat(handle.fileno())
-            head = json.loads(handle.readline())
+            line = handle.readline()
+            head = json.loads(line)
             if head.get("key") != key or handle.read() != body:
                 return None
         max_age = float(head["max_age"])
@@ -115,6 +117,9 @@ def _answers(responses: ResponseCache) -> list[tuple[Any, ...]] | None:
                 float(head["received"]),
                 max_age,
                 float(head.get("age", 0.0)),
+                key,
+                head.get("etag"),
+                len(line),
             )
         )
     return out

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: Directives of ``Cache-Control`` that forbid using a kept answer without asking.
-_REVALIDATE = frozenset({"no-cache"})
+from .._revalidate import freshness, is_fresh, seconds
 
 
 @dataclass(frozen=True)
@@ -42,32 +41,7 @@ class Kept:
 
     def fresh(self, now: float) -> bool:
         """Whether the answer may be used without asking (RFC 9111 4.2)."""
-        resident = now - self.received
-        return resident >= 0 and self.age + resident < self.max_age
-
-
-def freshness(cache_control: str | None) -> float | None:
-    """Seconds of freshness ``Cache-Control`` grants (0: revalidate), None for ``no-store``."""
-    max_age = 0.0
-    for directive in (cache_control or "").lower().split(","):
-        name, _, value = directive.strip().partition("=")
-        if name == "no-store":
-            return None
-        if name in _REVALIDATE:
-            return 0.0
-        if name == "max-age":
-            try:
-                max_age = max(0.0, float(int(value.strip().strip('"'))))
-            except ValueError:
-                return 0.0  # a malformed max-age is stale (RFC 9111 4.2.1)
-    return max_age
-
-
-def _seconds(value: str | None) -> float:
-    try:
-        return max(0.0, float(int(value))) if value else 0.0
-    except ValueError:
-        return 0.0
+        return is_fresh(self.received, self.max_age, self.age, now)
 
 
 class ResponseCache:
@@ -120,7 +94,7 @@ class ResponseCache:
             self.forget(key)
             return
         self._write(key, Kept(body, etag, time.time() if now is None else now, max_age,
-                              _seconds(headers.get("Age"))))
+                              seconds(headers.get("Age"))))
 
     def confirm(self, key: str, kept: Kept, headers: Any) -> Kept:
         """A 304 confirmed ``kept``: fresh again from now, with any headers the 304 updates."""
@@ -131,7 +105,7 @@ class ResponseCache:
             self.forget(key)
             return kept
         renewed = Kept(kept.body, headers.get("ETag") or kept.etag, time.time(), max_age,
-                       _seconds(headers.get("Age")))
+                       seconds(headers.get("Age")))
         self._write(key, renewed)
         self.revalidated += 1
         return renewed
