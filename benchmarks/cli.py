@@ -22,13 +22,14 @@ registry. Both paths of both tools are printed, and the ratios of like to like.
 
 A plain ``p2phost plugin install --yes`` whose answers are fresh replays what the full
 installer recorded the last time it installed that manifest (``p2phost._replay``: the
-untimed first run and each ``--refresh`` run record it); ``P2PHOST_REPLAY=0`` runs the full
-installer instead, printed as its own row.
+untimed first run records it), and so does ``--refresh`` once each of its conditional
+requests is answered 304; ``P2PHOST_REPLAY=0`` runs the full installer instead, printed as
+its own row.
 
 ``--instructions`` also counts, once each under ``valgrind --tool=callgrind`` (which the
 load does not change), the instructions of ``python -c pass``, of the plain installs of both
-tools right after a ``--refresh`` (their answers fresh), of both with ``--refresh`` (for
-p2phost, the full installer), and of both no-ops.
+tools right after a ``--refresh`` (their answers fresh), of both with ``--refresh``, of
+p2phost's full installer with ``--refresh``, and of both no-ops.
 
 Ratios are to ``python -c pass`` (start-up) and to uv (install). The aims (docs/cli.md):
 ``--version`` and ``--help`` within 100 ms; install within 2x uv's time.
@@ -255,6 +256,8 @@ def instructions(root: Path, url: str, base: dict[str, str]) -> dict[str, int]:
         [*uv[:3], "--target", str(place() / "t"), *uv[3:], "--refresh"], root, base)
     counts["p2phost plugin install --yes --refresh"] = _callgrind([*ours, "--refresh"],
                                                                   place(), env)
+    counts["p2phost ... --refresh, P2PHOST_REPLAY=0"] = _callgrind(
+        [*ours, "--refresh"], place(), {**env, "P2PHOST_REPLAY": "0"})
     timed([*uv[:3], "--target", str(place() / "t"), *uv[3:], "--refresh"], root, base)
     counts["uv pip install --target (no-op)"] = _callgrind(
         [*uv[:3], "--target", str(root / "uv-noop"), *uv[3:]], root, base)
