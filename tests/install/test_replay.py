@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -72,16 +72,9 @@ def generation(ws: Workspace) -> dict[str, int]:
     }
 
 
-@pytest.fixture
-def fresh(
-    workspace: Make,
-    registry: RunningRegistry,
-    proxy_to: Callable[..., Proxy],  # noqa: F811
-) -> Iterator[Callable[..., Workspace]]:
-    """``fresh(name, manifest=None)``: a project whose registry answers stay fresh for 10
-    minutes (the registry's own 10 s can pass on a loaded machine), with ``manifest``."""
-    proxy = proxy_to(registry.url)
-    proxy.max_age = 600
+def _projects(workspace: Make, proxy: Proxy) -> Callable[..., Workspace]:
+    """``make(name, manifest=None, **workspace_options)``: a project asking through
+    ``proxy``, with ``manifest``."""
 
     def make(name: str, manifest: str | None = None, **kwargs: object) -> Workspace:
         ws = through(workspace(name, **kwargs), proxy)
@@ -89,7 +82,32 @@ def fresh(
             (ws.root / "p2phost.toml").write_text(manifest)
         return ws
 
-    yield make
+    return make
+
+
+@pytest.fixture
+def fresh(
+    workspace: Make,
+    registry: RunningRegistry,
+    proxy_to: Callable[..., Proxy],  # noqa: F811
+) -> Callable[..., Workspace]:
+    """Projects whose registry answers stay fresh for 10 minutes (the registry's own 10 s
+    can pass on a loaded machine)."""
+    proxy = proxy_to(registry.url)
+    proxy.max_age = 600
+    return _projects(workspace, proxy)
+
+
+@pytest.fixture
+def frozen(
+    workspace: Make,
+    registry: RunningRegistry,
+    proxy_to: Callable[..., Proxy],  # noqa: F811
+) -> tuple[Proxy, Callable[..., Workspace]]:
+    """A frozen proxy (its pages change only when a test changes them, so revalidations
+    are answered 304), and projects asking through it."""
+    proxy = proxy_to(registry.url, frozen=True)
+    return proxy, _projects(workspace, proxy)
 
 
 def test_a_replay_does_and_prints_what_the_full_installer_does(
@@ -176,18 +194,15 @@ def test_a_changed_cached_wheel_or_unpacked_file_is_decided_again(
 
 
 def test_a_stale_answer_is_asked_again(
-    workspace: Make,
-    registry: RunningRegistry,
-    proxy_to: Callable[..., Proxy],  # noqa: F811
+    frozen: tuple[Proxy, Callable[..., Workspace]],
 ) -> None:
-    proxy = proxy_to(registry.url, frozen=True)  # its pages change only when told (304s)
+    proxy, make = frozen
     proxy.max_age = 1
-    first = through(workspace("first", plugins={"alpha": "*"}), proxy)
+    first = make("first", plugins={"alpha": "*"})
     assert ok(first)
     time.sleep(1.5)  # the answers are now stale: only the full installer asks
     proxy.seen.clear()
-    second = through(workspace("second"), proxy)
-    (second.root / "p2phost.toml").write_text(first.manifest)
+    second = make("second", first.manifest)
     assert ok(second)
     assert [(path, status) for path, inm, status in proxy.api() if inm] == [
         ("/api/v1/plugins/alpha", 304)
@@ -305,21 +320,17 @@ def test_a_project_another_command_holds_is_left_to_the_full_installer(
 
 
 def test_a_refresh_is_replayed_when_every_answer_is_not_modified(
-    workspace: Make,
-    registry: RunningRegistry,
-    proxy_to: Callable[..., Proxy],  # noqa: F811
+    frozen: tuple[Proxy, Callable[..., Workspace]],
 ) -> None:
-    proxy = proxy_to(registry.url, frozen=True)  # its pages change only when told (304s)
+    proxy, make = frozen
     proxy.max_age = 600
-    first = through(workspace("first", plugins={"beta": "*"}), proxy)
+    first = make("first", plugins={"beta": "*"})
     assert ok(first)
-    reference = through(workspace("reference"), proxy)
-    (reference.root / "p2phost.toml").write_text(first.manifest)
+    reference = make("reference", first.manifest)
     full, ran_full = install(reference, env={"P2PHOST_REPLAY": "0"})
     assert ran_full and full.returncode == 0
     proxy.seen.clear()
-    second = through(workspace("second"), proxy)
-    (second.root / "p2phost.toml").write_text(first.manifest)
+    second = make("second", first.manifest)
     done = second.cli(
         "plugin", "install", "--yes", "--refresh", env={"PYTHONPROFILEIMPORTTIME": "1"}
     )
@@ -334,16 +345,14 @@ def test_a_refresh_is_replayed_when_every_answer_is_not_modified(
     path = "/api/v1/plugins/alpha"
     status, headers, body = proxy.frozen[path]  # type: ignore[index]
     proxy.frozen[path] = (status, {**headers, "ETag": '"changed"'}, body)  # type: ignore[index]
-    third = through(workspace("third"), proxy)
-    (third.root / "p2phost.toml").write_text(first.manifest)
+    third = make("third", first.manifest)
     done = third.cli(
         "plugin", "install", "--yes", "--refresh", env={"PYTHONPROFILEIMPORTTIME": "1"}
     )
     assert done.returncode == 0 and "p2phost._install._installer" in done.stderr
     assert third.installed() == {"alpha": "1.1.0", "beta": "1.0.0"}
     # Through a proxy (urllib's *_proxy variables), only the full installer asks.
-    fourth = through(workspace("fourth"), proxy)
-    (fourth.root / "p2phost.toml").write_text(first.manifest)
+    fourth = make("fourth", first.manifest)
     done = fourth.cli(
         "plugin",
         "install",
