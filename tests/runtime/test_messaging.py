@@ -270,6 +270,20 @@ async def test_unreachable_and_oversized(make_node: MakeNode, kind: str) -> None
     assert await client.request(peer, "record", "still fine") == 1
 
 
+async def test_a_message_over_the_peers_announced_limit_fails_only_its_sender(
+    make_node: MakeNode,
+) -> None:
+    # The server takes at most 64 KiB, the client would send 1 MiB: the client learns
+    # the server's limit from its hello and refuses the message, so the connection and
+    # the next request are unharmed.
+    server = await make_node([Recorder()], max_frame_size=64 * 1024)
+    client = await make_node(listen=[], max_frame_size=1 << 20)
+    peer = await client.connect(server.addresses[0])
+    with pytest.raises(FrameTooLarge, match=r"the peer at .* announced; fix: "):
+        await client.request(peer, "record", "x" * 200_000)
+    assert await client.request(peer, "record", "still fine") == 1
+
+
 async def test_the_peer_limit_refuses_more_peers(make_node: MakeNode) -> None:
     server = await make_node([Recorder()], peer_limit=1)
     first = await make_node(listen=[])

@@ -103,6 +103,14 @@ class Channel(Reader):
         else:
             self.frame_limit = max_frame_size
             self.frame_limit_source = "max-frame-size in [node] of p2phost.toml"
+        # The peer closes the connection on a frame over its own maximum: refuse such a
+        # message here, where only its sender fails, and say whose limit it is.
+        announced = done.hello.max_frame_size
+        if 0 < announced < self.frame_limit:
+            self.frame_limit = announced
+            self.frame_limit_source = (
+                f"the max-frame-size the peer at {address} announced; fix: send it in "
+                "smaller parts, or raise max-frame-size in [node] of that node's p2phost.toml")
         self.last_seen = time.monotonic()
         #: When the peer was last seen taking bytes written to it (``peer_took``: on
         #: transports that report their unsent bytes): a peer that reads is alive.

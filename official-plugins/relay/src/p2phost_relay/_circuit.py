@@ -24,7 +24,13 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from p2phost_sdk import Connection, ConnectionClosed, Messenger, check_frame_size
+from p2phost_sdk import (
+    Connection,
+    ConnectionClosed,
+    FrameTooLarge,
+    Messenger,
+    check_frame_size,
+)
 
 #: Seconds between a client's pulls: after frames, and at most while idle.
 PULL_MIN, PULL_MAX = 0.005, 0.2
@@ -91,6 +97,12 @@ class Circuit(Connection):
         except (TimeoutError, ConnectionError, OSError) as exc:
             self.end(f"the relay did not take a frame: {exc or 'timed out'}")
             raise ConnectionClosed(f"relayed circuit closed: {self.ended}") from exc
+        except FrameTooLarge as exc:
+            # Over the max-frame-size the relay announced: the frame never left, but the
+            # stream is broken without it (its security plugin would see one missing), so
+            # the circuit closes at both ends, saying why.
+            await self._fail(f"a frame of {len(frame)} bytes is too large for the relay: {exc}")
+            raise ConnectionClosed(f"relayed circuit closed: {self.ended}") from exc
         except Exception as exc:  # PeerUnavailable: the connection to the relay is gone
             self.end(f"the relay is gone: {exc}")
             raise ConnectionClosed(f"relayed circuit closed: {self.ended}") from exc
@@ -121,7 +133,14 @@ class Circuit(Connection):
                 raise ConnectionClosed(f"relayed circuit closed: {self.ended}")
             self._changed.clear()
             await self._changed.wait()
-        frame = self._frames.popleft()
+        frame = self._frames[0]
+        if len(frame) > self._incoming_limit:
+            # Checked when taken, not when it came: the handshake lifts its cap after
+            # taking the hello, and the peer may send a large message right behind it.
+            await self._fail(f"a frame of {len(frame)} bytes is over the limit of "
+                             f"{self._incoming_limit} accepted before the handshake is done")
+            raise ConnectionClosed(f"relayed circuit closed: {self.ended}")
+        self._frames.popleft()
         self._buffered -= len(frame)
         self._changed.set()  # room for a waiting feed
         self._read += len(frame)
@@ -184,9 +203,9 @@ class Circuit(Connection):
         except ValueError:
             await self._fail("the relay sent data that is not base64")
             return
-        if len(frame) > self._incoming_limit:
+        if len(frame) > self._max_frame:
             await self._fail(f"a frame of {len(frame)} bytes is over the limit of "
-                             f"{self._incoming_limit}")
+                             f"{self._max_frame}")
             return
         try:
             async with asyncio.timeout(self._timeout):
