@@ -217,3 +217,28 @@ async def test_a_sink_that_raises_in_push_mode_leaves_close_quiet() -> None:
     finally:
         loop.set_exception_handler(None)
         await a.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_large_frame_right_behind_the_hello_waits_for_the_handshake_to_lift_its_cap(
+    loop: str,
+) -> None:
+    # A peer may send a large message as soon as it has our hello: in one read with
+    # its own hello, it must not be refused by the cap the handshake still has on.
+    async def main() -> None:
+        for lifted in (True, False):
+            sender, receiver = await pair()
+            receiver.limit_incoming(65536)
+            await sender.send_many([b"hello", BIG[:200_000]])
+            await asyncio.sleep(0.05)  # both in the receiver's socket: one read
+            assert await receiver.recv() == b"hello"
+            if lifted:
+                receiver.limit_incoming(None)
+                assert bytes(await receiver.recv()) == BIG[:200_000]
+            else:  # the handshake asks for it: still over its cap
+                with pytest.raises(TransportError, match="before the handshake is done"):
+                    await receiver.recv()
+            await sender.close()
+            await receiver.close()
+
+    run(loop, main)

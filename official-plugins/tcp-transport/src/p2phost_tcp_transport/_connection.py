@@ -70,6 +70,10 @@ class TcpConnection(Connection):
         # Bytes of a frame that straddles reads, and how many the frame needs in all.
         self._partial = bytearray()
         self._need = 0
+        # What followed the last whole frame of a read when the next frame is over the
+        # handshake's cap: the handshake may lift the cap before it asks for that frame
+        # (a peer may send a large message as soon as it has our hello).
+        self._held = b""
         # A large frame being read into its own buffer, how many bytes it has, its size.
         self._large: bytearray | None = None
         self._got = self._large_size = 0
@@ -177,6 +181,10 @@ class TcpConnection(Connection):
             if self._large is not None:
                 await self._fill_large()
                 continue
+            if self._held:
+                data, self._held = self._held, b""
+                self._split(data)
+                continue
             data = await self._read(self._read_size)
             partial = self._partial
             if partial:
@@ -229,6 +237,9 @@ class TcpConnection(Connection):
         while end - offset >= 4:
             (size,) = _LENGTH.unpack_from(data, offset)
             if size > limit:
+                if limit != self._max and self._frames:
+                    self._held = data[offset:]
+                    return
                 raise FrameTooLarge(
                     f"{self.remote_address} sent a frame of {size} bytes, over the maximum "
                     f"of {limit} bytes" + ("" if limit == self._max else
@@ -264,8 +275,8 @@ class TcpConnection(Connection):
         """
         direct, reader = self._direct, self._reader
         if direct is None or self._closed or self._sink is not None or self._frames \
-                or direct.filling or direct.received != self._taken or reader.at_eof() \
-                or reader.exception() is not None:
+                or self._held or direct.filling or direct.received != self._taken \
+                or reader.at_eof() or reader.exception() is not None:
             return False
         self._sink = sink
         direct.push(self._pushed, self._push_ended)
