@@ -78,6 +78,23 @@ def test_id_ping_send_and_request(alice: RunningNode) -> None:
     assert (code, json.loads(out)) == (0, {"a": [1, 2]})
 
 
+def test_send_takes_a_body_larger_than_a_shell_argument(alice: RunningNode,
+                                                       tmp_path: Path) -> None:
+    # 200 KiB: over the 128 KiB a single argv string may hold on Linux.
+    big = {"a": "x" * 200_000}
+    done = run_cli("send", alice.address, "echo", "-", "--request", cwd=alice.root,
+                   input=json.dumps(big), timeout=30)
+    assert done.returncode == 0, done.stderr + alice.stderr
+    assert json.loads(done.stdout) == big
+    (tmp_path / "body.json").write_text(json.dumps(big))
+    code, out, err = cli(alice, "send", alice.address, "echo", f"@{tmp_path / 'body.json'}",
+                         "--request")
+    assert code == 0, err
+    assert json.loads(out) == big
+    code, _, err = cli(alice, "send", alice.address, "echo", f"@{tmp_path / 'nope.json'}")
+    assert code == 2 and "cannot read the body from" in err and "fix:" in err
+
+
 def test_cli_errors_are_one_clear_message(alice: RunningNode) -> None:
     code, _, err = cli(alice, "send", alice.address, "chat", '{"no": "text"}', "--request")
     assert code == 1 and "answered with an error: ValueError" in err

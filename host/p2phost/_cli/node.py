@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -217,11 +218,27 @@ def ping(
         sys.exit(1)
 
 
+def _body_text(body: str) -> str:
+    # A shell argument tops out near 128 KiB (MAX_ARG_STRLEN), so larger bodies come
+    # from standard input or a file, as with curl's "-d @FILE".
+    if body == "-":
+        return sys.stdin.read()
+    if body.startswith("@"):
+        try:
+            return Path(body[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read the body from {body[1:]!r}: {exc}",
+                            fix="give the path of a UTF-8 JSON file after @, e.g. @body.json"
+                            ) from exc
+    return body
+
+
 def send(
     address: str = typer.Argument(..., help="The node to send to, e.g. tcp://127.0.0.1:7400.",
                                   autocompletion=peer_addresses),
     topic: str = typer.Argument(..., help="The topic, e.g. chat."),
-    body: str = typer.Argument(..., help='The body as JSON, e.g. \'{"text": "hi"}\'.'),
+    body: str = typer.Argument(..., help='The body as JSON, e.g. \'{"text": "hi"}\'; '
+                              '"-" reads it from standard input, "@FILE" from a file.'),
     request: bool = typer.Option(False, "--request", help="Send a request; print the reply."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.001,
                                   help="Seconds to wait for the reply (with --request), or "
@@ -229,7 +246,7 @@ def send(
 ) -> None:
     """Send one message (or one request, printing the reply) to a node."""
     try:
-        value = json.loads(body)
+        value = json.loads(_body_text(body))
     except ValueError as exc:
         raise UserError(f"the body is not valid JSON: {exc}",
                         fix='quote it for the shell, e.g. \'{"text": "hi"}\'') from exc
