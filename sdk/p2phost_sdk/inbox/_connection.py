@@ -12,6 +12,14 @@ dialler) or ACCEPT/REOPEN (the listener). A frame numbered past the last credit 
 plus that window came from a sender that ignores credit: the connection is closed with
 that reason, so the frames a receiver holds stay within one window whatever the peer
 does. (A peer too old to announce a window is held to this end's.)
+
+Copies of a frame already held (early, or handed to the node and not done) keep their
+medium tokens, acknowledged with the first copy; at most ``COPIES_HELD`` per frame. More
+copies of an early frame come from a sender replaying records (a medium redelivers a
+frame a few times within the gap timeout, not thousands): the connection is closed and
+the copies let go. Copies past the bound of a frame the node is working on are
+acknowledged at once: a durable medium that redelivers on a timer (JetStream every 5 s)
+makes such copies for as long as a handler runs.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import secrets
 import struct
 import time
@@ -33,7 +42,10 @@ from ._record import Record, RecordType, data_records
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
 
+log = logging.getLogger("p2phost.transport")
 _CLOSE_TIMEOUT = 2.0
+#: The medium tokens kept per frame held (its first copy's and its copies').
+COPIES_HELD = 16
 _Key = tuple[int, int]  # (epoch, seq) of a received frame
 #: A window as OPEN (after its dial deadline), ACCEPT and REOPEN carry it.
 WINDOW = struct.Struct("!I")
@@ -82,6 +94,7 @@ class InboxConnection(Connection):
         self._next = next_seq
         self._early: dict[int, tuple[Record, list[Any]]] = {}
         self._gap_since = 0.0
+        self._replaying = False
         self._ready: deque[tuple[_Key, bytes | None]] = deque()
         self._wake = asyncio.Event()
         #: Frames handed on (or ready to be) but not yet done -> the tokens to ack then.
@@ -236,10 +249,13 @@ class InboxConnection(Connection):
             self._opened.set_result(None)
 
     def _in_order(self, record: Record, tokens: list[Any]) -> None:
+        if self._replaying:
+            self._endpoint.ack(tokens)  # cut off for replaying: hold nothing more
+            return
         seq = record.seq
         if seq < self._next:
             extra = self._pending.get((record.epoch, seq))
-            if extra is not None:
+            if extra is not None and len(extra) < COPIES_HELD:
                 extra.extend(tokens)  # acknowledged with the first copy, once done
             else:
                 self._endpoint.ack(tokens)
@@ -258,6 +274,8 @@ class InboxConnection(Connection):
             early = self._early.get(seq)
             if early is not None:
                 early[1].extend(tokens)
+                if len(early[1]) > COPIES_HELD:
+                    self._replayed(seq)
             else:
                 if not self._early:
                     self._gap_since = time.monotonic()
@@ -287,6 +305,21 @@ class InboxConnection(Connection):
             self._endpoint.outstanding += 1
             self._ready.append((key, record.payload))
         self._wake.set()
+
+    def _replayed(self, seq: int) -> None:
+        error = TransportError(
+            f"{self.remote_address} sent frame {seq} more than {COPIES_HELD} times while "
+            f"frame {self._next} was missing (a sender replaying records, not a medium "
+            "redelivering): closing the connection")
+        log.warning("%s", error)
+        self._replaying = True
+        self._let_early_go()
+        self._fail(error)
+
+    def _let_early_go(self) -> None:
+        """Acknowledge the early frames held: nobody will take them now."""
+        early, self._early, self._gap_since = self._early, {}, 0.0
+        self._endpoint.ack([token for _, tokens in early.values() for token in tokens])
 
     def check_gap(self, timeout: float) -> None:
         """Fail the connection if frames have been missing for ``timeout`` seconds."""
