@@ -216,6 +216,8 @@ class Endpoint:
             self.letter_journal.load()
             if self.inbox == self.peer_id:
                 self.medium.retention = self.options.retention
+            self.medium.max_read_size = self.max_frame_size + OVERHEAD
+            self.medium.too_large = self._router.too_large
             await with_timeout(self.medium.open_inbox(self.inbox, self._router.deliver),
                                _ATTEMPT_TIMEOUT, plugin=plugin_name(self.medium),
                                doing=f"opening its inbox on {self.medium.url}",

@@ -41,6 +41,7 @@ from p2phost_sdk.inbox import (
 )
 
 from ._inboxes import StoredRecords, notify_channel
+from ._refusals import Refusals
 from ._sql import (
     APPEND,
     APPEND_CREDITS,
@@ -98,6 +99,7 @@ class PostgresMedium(StoredRecords, Medium):
         #: Whether appends make frames visible before they are on disk, then wait for
         #: the flush (APPEND_EARLY and FLUSH; APPEND where this role may not FLUSH).
         self._early = False
+        self.refused = Refusals(log)
 
     async def _connect(self, *, flushed: bool = True) -> psycopg.AsyncConnection[Any]:
         """A new connection; ``flushed=False``: its commits do not wait for the WAL to
@@ -220,7 +222,10 @@ class PostgresMedium(StoredRecords, Medium):
                                               binary=True)
             rows = sorted(await cursor.fetchall(), key=lambda row: row[0])
             stop_if_cancelled()
-            for row_id, body in rows:
+            for row_id, body, size in rows:
+                if self.max_read_size and size > self.max_read_size:
+                    await self.refused.refuse(self, connection, row_id, size)
+                    continue
                 if body is None:
                     cursor = await connection.execute(BODY, (row_id,), binary=True)
                     row = await cursor.fetchone()
