@@ -1,4 +1,5 @@
-"""Records refused unread: a row of this node's inbox larger than the node reads.
+"""What guards a node's reader against its inbox table and its server: records refused
+unread (a row larger than the node reads), and the deadline of the reader's statements.
 
 Anyone who may insert rows into the inbox table can make a body as large as ``bytea``
 allows (1 GB). The claim returns each body's size (``octet_length`` reads only the
@@ -9,13 +10,16 @@ row is deleted). Refusals are counted; a flood of them logs a line every few sec
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 
-from p2phost_sdk.inbox import Medium
+from p2phost_sdk.inbox import Medium, MediumUnavailable
 
 from ._sql import DELETE, HEAD
 
@@ -49,3 +53,15 @@ class Refusals:
             medium.too_large(bytes(row[0]), size, row_id)
         elif row is not None:
             await connection.execute(DELETE, (row_id,))
+
+
+@contextlib.asynccontextmanager
+async def with_deadline(seconds: float, what: str) -> AsyncIterator[None]:
+    """Statements within ``seconds``, else :class:`MediumUnavailable` (the reader then
+    logs the loss and connects again): a server that vanished without closing the socket
+    (a killed host, a cut network) answers nothing, and TCP would wait for hours."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise MediumUnavailable(f"{what}: no answer within {seconds:g}s") from None
