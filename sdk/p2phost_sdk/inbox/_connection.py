@@ -29,15 +29,14 @@ import contextlib
 import functools
 import logging
 import secrets
-import struct
 import time
 from collections import deque
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConnectionClosed, FrameTooLarge, TransportError
-from .._transport import Connection, DeliveredFrame
-from ._record import Record, RecordType, data_records
+from .._transport import DeliveredFrame
+from ._record import Record, RecordType
+from ._sending import Sending, announced_window
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
@@ -47,19 +46,9 @@ _CLOSE_TIMEOUT = 2.0
 #: The medium tokens kept per frame held (its first copy's and its copies').
 COPIES_HELD = 16
 _Key = tuple[int, int]  # (epoch, seq) of a received frame
-#: A window as OPEN (after its dial deadline), ACCEPT and REOPEN carry it.
-WINDOW = struct.Struct("!I")
 
 
-def announced_window(payload: bytes) -> int | None:
-    """The window at the start of ``payload`` (ACCEPT, REOPEN; OPEN's after its first 8
-    bytes), or None when the peer announced none (an older peer) or announced 0."""
-    if len(payload) < WINDOW.size:
-        return None
-    return WINDOW.unpack_from(payload)[0] or None
-
-
-class InboxConnection(Connection):
+class InboxConnection(Sending):
     """A connection to one peer through its inbox; the peer answers through ours."""
 
     def __init__(self, endpoint: Endpoint, *, connection_id: bytes, dialler: bool,
@@ -123,73 +112,9 @@ class InboxConnection(Connection):
                 f"cannot reach {self.remote_address}: no answer within {timeout:g}s (no "
                 "node with that peer id is listening on this medium now)") from None
 
-    # -- sending ---------------------------------------------------------------------
-
-    def _check(self, frame: bytes) -> None:
-        if len(frame) > self._limit:
-            raise FrameTooLarge(
-                f"frame of {len(frame)} bytes is over the maximum of {self._limit} bytes "
-                f"{self._endpoint.limit_reason}")
-
-    def _check_open(self) -> None:
-        failure = self._failure
-        if failure is not None:
-            raise type(failure)(str(failure))
-        if self.closed:
-            raise ConnectionClosed(f"connection to {self.remote_address} is closed")
-        if self._remote_closed is not None:
-            raise ConnectionClosed(f"{self.remote_address} closed the connection "
-                                   f"({self._remote_closed})")
-
-    async def send(self, frame: bytes) -> None:
-        """Append one frame to the peer's inbox (waits for flow-control credit)."""
-        self._check(frame)
-        await self._send([frame])
-
-    async def send_many(self, frames: list[bytes]) -> None:
-        """Append several frames in order, in as few round trips as the window allows."""
-        for frame in frames:
-            self._check(frame)
-        await self._send(frames)
-
-    async def _send(self, frames: Sequence[bytes]) -> None:
-        self._check_open()
-        async with self.send_lock:
-            if self.swallow_first_frame and frames:
-                self.swallow_first_frame = False
-                frames = frames[1:]
-            sent = 0
-            while sent < len(frames):
-                room = await self._room()
-                endpoint = self._endpoint
-                if endpoint.medium.split_window:
-                    room = min(room, max(1, self._window // 2))
-                records = data_records(self.dialler, self.connection_id, self.out_epoch,
-                                       self._out_seq + 1, endpoint.peer_id,
-                                       endpoint.inbox_field, frames[sent:sent + room])
-                self._out_seq += len(records)
-                await endpoint.append_to_peer(self, records)
-                sent += len(records)
-
-    async def _room(self) -> int:
-        while True:
-            self._check_open()
-            room = self._window - (self._out_seq - self._credited)
-            if room > 0:
-                return room
-            self._credit.clear()
-            await self._credit.wait()
-
-    def announce(self, kind: RecordType) -> bytes:
-        """ACCEPT or REOPEN, announcing this end's window."""
-        return self.record(kind, payload=WINDOW.pack(self._endpoint.window))
-
-    def record(self, kind: RecordType, seq: int = 0, payload: bytes = b"",
-               epoch: int | None = None) -> bytes:
-        """An encoded record of this connection from this side."""
-        return Record(kind, self.dialler, self.connection_id,
-                      self.out_epoch if epoch is None else epoch, seq,
-                      self._endpoint.peer_id, payload, self._endpoint.inbox_field).encode()
+    async def append(self, records: list[bytes]) -> None:
+        """Append ``records`` to the peer's inbox (retrying while the medium is down)."""
+        await self._endpoint.append_to_peer(self, records)
 
     # -- receiving -------------------------------------------------------------------
 

@@ -25,13 +25,14 @@ from .._errors import (
     UnknownInbox,
 )
 from .._transport import AcceptHandler
-from ._connection import WINDOW, InboxConnection
+from ._connection import InboxConnection
 from ._journal import Journal, Resumable
 from ._letters import LetterHandler, LetterJournal
 from ._medium import Medium, stop_if_cancelled
 from ._options import InboxOptions, backoff
 from ._record import OVERHEAD, RecordType
 from ._routing import Router
+from ._sending import WINDOW
 
 log = logging.getLogger("p2phost.transport")
 _ATTEMPT_TIMEOUT = 10.0

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ForeignRecord, TransportError
 from .._peer_ids import is_peer_id
-from ._connection import InboxConnection, announced_window
+from ._connection import InboxConnection
 from ._journal import Resumable
 from ._letters import Letter, letter_finisher
 from ._record import HEADER, MAGIC, VERSION, Record, RecordType, Unread, decode, valid_inbox
+from ._sending import announced_window
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
