@@ -24,6 +24,7 @@ from tests.brokers.conftest import (
     ProxyMaker,
     with_port,
 )
+from tests.brokers.test_greedy_sender import rss
 from tests.conftest import run_cli
 from tests.runtime.processes import RunningNode, free_port
 
@@ -214,15 +215,6 @@ def _wait_log(node: Node, text: str, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
-def _peak_rss(pid: int) -> int:
-    """The peak resident memory of process ``pid`` so far (VmHWM), in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmHWM for {pid}")
-
-
 @pytest.mark.services
 def test_a_postgres_row_larger_than_the_node_reads_is_refused_unread(
     make_node: NodeMaker
@@ -234,7 +226,7 @@ def test_a_postgres_row_larger_than_the_node_reads_is_refused_unread(
     bob = make_node("bob", over)  # max-frame-size: the default 16 MiB
     code, out, err = bob.cli("ping", bob.address, "--count", "1", "--interval", "0")
     assert code == 0, out + err
-    before = _peak_rss(bob.process.process.pid)
+    before = rss(bob.process.process.pid, "VmHWM")
     size = 96 * 1024 * 1024
     with psycopg.connect(over.url, autocommit=True) as connection:
         # Made on the server (and compressed there): anyone who may insert rows can.
@@ -246,7 +238,7 @@ def test_a_postgres_row_larger_than_the_node_reads_is_refused_unread(
                                  "= %s", (bob.peer_id,)).fetchall() != [(0,)]:
             assert time.monotonic() < deadline, "the row is deleted, not left on the inbox"
             time.sleep(0.1)
-    grown = _peak_rss(bob.process.process.pid) - before
+    grown = rss(bob.process.process.pid, "VmHWM") - before
     print(f"a 96 MiB row: bob's peak memory grew by {grown / 2**20:.1f} MiB")
     # Fetched, it cost its size at least once (it was then dropped as foreign).
     assert grown < 16 * 2**20, f"bob's peak memory grew by {grown / 2**20:.0f} MiB"

@@ -31,13 +31,13 @@ from tests.brokers.conftest import MEDIA, NodeMaker
 MB = 1024 * 1024
 
 
-def rss(pid: int) -> int:
-    """The resident memory of process ``pid``, in bytes."""
+def rss(pid: int, field: str = "VmRSS") -> int:
+    """The resident memory of process ``pid`` in bytes (``VmHWM``: its peak so far)."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
+    raise AssertionError(f"no {field} for {pid}")
 
 
 def unread(client: Any, inbox: str) -> int:
