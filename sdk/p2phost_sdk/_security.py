@@ -133,6 +133,11 @@ class Security(ABC):
     #: The largest frame the handshake sends or accepts on the raw connection: the host
     #: refuses larger incoming frames until the handshake is done.
     max_handshake_frame: ClassVar[int] = 65536
+    #: The largest frame the secured connection sends or accepts on the raw connection
+    #: after the handshake, when the protocol bounds it below the node's max frame size
+    #: (a Noise message is at most 65535 bytes); None: no bound of its own. The host
+    #: keeps larger incoming frames refused at their length, never buffered.
+    max_transport_frame: ClassVar[int | None] = None
 
     @abstractmethod
     async def secure(

@@ -24,6 +24,7 @@ from tests.brokers.conftest import (
     ProxyMaker,
     with_port,
 )
+from tests.brokers.test_greedy_sender import rss
 from tests.conftest import run_cli
 from tests.runtime.processes import RunningNode, free_port
 
@@ -212,3 +213,36 @@ def _wait_log(node: Node, text: str, timeout: float = 10) -> None:
     while text not in node.process.stderr:
         assert time.monotonic() < deadline, node.process.stderr
         time.sleep(0.05)
+
+
+@pytest.mark.services
+def test_a_postgres_row_larger_than_the_node_reads_is_refused_unread(
+    make_node: NodeMaker
+) -> None:
+    import psycopg
+
+    over = MEDIA["postgresql"]
+    over.require()
+    bob = make_node("bob", over)  # max-frame-size: the default 16 MiB
+    code, out, err = bob.cli("ping", bob.address, "--count", "1", "--interval", "0")
+    assert code == 0, out + err
+    before = rss(bob.process.process.pid, "VmHWM")
+    size = 96 * 1024 * 1024
+    with psycopg.connect(over.url, autocommit=True) as connection:
+        # Made on the server (and compressed there): anyone who may insert rows can.
+        connection.execute("INSERT INTO p2phost_inbox_records (inbox, body) "
+                           "SELECT %s, convert_to(repeat('x', %s), 'UTF8')",
+                           (bob.peer_id, size))
+        deadline = time.monotonic() + 30
+        while connection.execute("SELECT count(*) FROM p2phost_inbox_records WHERE inbox "
+                                 "= %s", (bob.peer_id,)).fetchall() != [(0,)]:
+            assert time.monotonic() < deadline, "the row is deleted, not left on the inbox"
+            time.sleep(0.1)
+    grown = rss(bob.process.process.pid, "VmHWM") - before
+    print(f"a 96 MiB row: bob's peak memory grew by {grown / 2**20:.1f} MiB")
+    # Fetched, it cost its size at least once (it was then dropped as foreign).
+    assert grown < 16 * 2**20, f"bob's peak memory grew by {grown / 2**20:.0f} MiB"
+    _wait_log(bob, "refused a record of 100663296 bytes")
+    assert "fix: raise max-frame-size" in bob.process.stderr
+    code, out, err = bob.cli("ping", bob.address, "--count", "1", "--interval", "0")
+    assert code == 0, out + err

@@ -7,6 +7,10 @@ frame: its memory is measured from /proc, and the records it holds unacknowledge
 Redis. Its reader fills the 1,024-message mailbox first (crediting what it takes), so the
 cut-off comes past that, and is logged once the handlers have made room for the frames
 bob was handed before it.
+
+A sender replaying one early frame (a gap before it) thousands of times: the node holds
+at most a few copies' tokens (each copy stays pending on Redis until acknowledged), and
+closes the connection at once with a line that says why, not after the gap timeout.
 """
 
 from __future__ import annotations
@@ -27,19 +31,76 @@ from tests.brokers.conftest import MEDIA, NodeMaker
 MB = 1024 * 1024
 
 
-def rss(pid: int) -> int:
-    """The resident memory of process ``pid``, in bytes."""
+def rss(pid: int, field: str = "VmRSS") -> int:
+    """The resident memory of process ``pid`` in bytes (``VmHWM``: its peak so far)."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
+    raise AssertionError(f"no {field} for {pid}")
 
 
 def unread(client: Any, inbox: str) -> int:
     """How many records of stream ``inbox`` the node's group has not read yet."""
     groups = client.xinfo_groups(inbox)
     return sum(int(group.get("lag") or 0) for group in groups)
+
+
+@pytest.mark.services
+def open_raw(client: Any, inbox: str, me: str, connection: bytes, epoch: int) -> None:
+    """Open a connection to ``inbox`` as a dialler would, announcing a window of 256."""
+    deadline = int((time.time() + 30) * 1000).to_bytes(8, "big")
+    client.xadd(f"p2phost:inbox:{me}", {"r": b"-"})  # where the ACCEPT goes
+    client.xadd(inbox, {"r": Record(RecordType.OPEN, True, connection, epoch, 0, me,
+                                    deadline + struct.pack("!I", 256), "").encode()})
+
+
+@pytest.mark.services
+def test_a_sender_replaying_an_early_frame_is_cut_off_not_held(make_node: NodeMaker) -> None:
+    import redis
+
+    over = MEDIA["redis"]
+    over.require()
+    bob = make_node("bob", over)
+    pid = bob.process.process.pid
+    bob.cli("ping", bob.address, "--count", "1", "--interval", "0")  # warmed up
+    before = rss(pid)
+    me = Identity.generate().peer_id
+    connection, epoch = secrets.token_bytes(16), secrets.randbits(32)
+    hello = Hello(peer_id=me, codecs=("application/json",), session="raw",
+                  nonce="raw").to_frame()
+    note = encode(Kind.MESSAGE, 0, b"note", json.dumps("x" * 1_000).encode())
+    copies = 20_000
+    with redis.Redis() as client:
+        inbox = f"p2phost:inbox:{bob.peer_id}"
+        try:
+            open_raw(client, inbox, me, connection, epoch)
+            [first] = data_records(True, connection, epoch, 1, me, "", [hello])
+            [third] = data_records(True, connection, epoch, 3, me, "", [note])  # no 2
+            client.xadd(inbox, {"r": first})
+            started = time.monotonic()
+            for _ in range(0, copies, 1_000):
+                pipe = client.pipeline(transaction=False)
+                for _ in range(1_000):
+                    pipe.xadd(inbox, {"r": third})
+                pipe.execute()
+            deadline_s = time.monotonic() + 30
+            while unread(client, inbox) and time.monotonic() < deadline_s:
+                time.sleep(0.2)
+            time.sleep(1)  # the acks go out in batches
+            held = int(client.xpending(inbox, "p2phost")["pending"])
+            grown = rss(pid) - before
+            seen = time.monotonic() - started
+        finally:
+            client.delete(f"p2phost:inbox:{me}")
+    print(f"{copies:,} copies of one early frame: bob held {held} pending on Redis, "
+          f"grew by {grown / MB:.1f} MB, said so within {seen:.1f} s")
+    # Before the bound every copy stayed pending (20,001) until the 30 s gap timeout.
+    assert held <= 20, f"bob held {held} of the {copies:,} copies"
+    assert "more than 16 times while frame 2 was missing" in bob.process.stderr, \
+        bob.process.stderr[-2000:]
+    code, out, err = bob.cli("ping", bob.address, "--count", "1", "--interval", "0")
+    assert code == 0, out + err  # and the node still serves
 
 
 @pytest.mark.services

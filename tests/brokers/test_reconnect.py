@@ -9,6 +9,7 @@ holds nothing) the connection is given up and dialled again, and later messages 
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import pytest
@@ -67,3 +68,41 @@ def test_nodes_carry_on_after_their_broker_connections_are_cut(
     assert after[-50:] == expected, bob.process.stderr
     code, out, err = alice.cli("ping", bob.address, "--count", "2", "--interval", "0")
     assert code == 0, out + err
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("how", ["killed", "silent"])
+@pytest.mark.parametrize("medium", ["redis", "nats", "nats-jetstream", "mqtt", "amqp",
+                                    "postgresql"])
+def test_a_lost_broker_is_logged_within_its_keepalive(
+    medium: str, how: str, proxy_to: ProxyMaker, make_node: NodeMaker
+) -> None:
+    """The node says it lost its broker, naming it, soon after: at once when the socket
+    is closed (a killed server), within its keepalive when nothing answers any more (the
+    proxy stopped, as a killed host or a cut network: no FIN, no RST)."""
+    over = MEDIA[medium]
+    over.require()
+    assert over.service is not None
+    proxy = proxy_to(over.service[1])
+    url = proxy.url(over.url)
+    bob = make_node("bob", over, url=url)
+    code, out, err = bob.cli("ping", bob.address, "--count", "1", "--interval", "0")
+    assert code == 0, out + err
+    before = len(bob.process.stderr)
+    started = time.monotonic()
+    if how == "killed":
+        proxy.cut()
+    else:
+        assert proxy.process is not None
+        proxy.process.send_signal(signal.SIGSTOP)
+    within = 5.0 if how == "killed" else 40.0
+    try:
+        while not any("lost" in line and f"127.0.0.1:{proxy.port}" in line
+                      for line in bob.process.stderr[before:].splitlines()):
+            assert time.monotonic() - started < within, (
+                f"nothing said within {within:g}s:\n{bob.process.stderr[before:][-3000:]}")
+            time.sleep(0.1)
+    finally:
+        if proxy.process is not None:
+            proxy.process.send_signal(signal.SIGCONT)
+    print(f"{medium}, {how}: said lost after {time.monotonic() - started:.1f} s")

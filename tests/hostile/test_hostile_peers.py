@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from p2phost._runtime import Hello, Kind, decode, encode
-from p2phost_sdk import Identity
+from p2phost_sdk import Identity, TransportError
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
@@ -136,6 +136,48 @@ async def until_closed(reader: asyncio.StreamReader, timeout: float) -> bool:
 async def open_from(node: NodeProcess, source: str = "127.0.0.1"
                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(node.host, node.port, local_addr=(source, 0))
+
+
+async def test_after_a_noise_handshake_a_frame_over_a_noise_message_is_refused(
+        start_node: Any) -> None:
+    """Every frame of a noise connection is one Noise message (at most 65535 bytes): a
+    peer past the handshake (any key will do) must not make the node buffer 16 MiB."""
+    from tests.discovery.plugins import use_plugin_source
+
+    for name in ("tcp-transport", "noise-security"):
+        use_plugin_source(name)
+    from p2phost_noise_security import NoiseSecurity
+    from p2phost_tcp_transport import TcpTransport
+
+    node = start_node(security="noise")
+    before = node.rss()
+    transport, noise = TcpTransport(), NoiseSecurity()
+
+    async def attack() -> tuple[Any, asyncio.Future[None]]:
+        identity = Identity.generate()
+        raw = await transport.dial(node.address, timeout=10)
+        secured = await noise.secure(raw, identity=identity, initiator=True,
+                                     expected_peer_id=None, timeout=10)
+        await secured.send(Hello(peer_id=identity.peer_id, codecs=("application/json",),
+                                 session="raw", nonce="raw").to_frame())
+        assert decode(await secured.recv()).kind is Kind.HELLO  # the node's: in
+        # One raw frame of 16 MiB: within the node's max frame size, 256 Noise messages.
+        return secured, asyncio.ensure_future(raw.send(b"x" * (16 * MB - 64)))
+
+    attackers = await asyncio.gather(*(attack() for _ in range(8)))
+    await asyncio.sleep(2.0)
+    grown = node.rss() - before
+    for secured, sending in attackers:
+        with pytest.raises(TransportError):  # closed (after a GOODBYE, or without)
+            async with asyncio.timeout(10):
+                while True:
+                    await secured.recv()
+        await asyncio.gather(sending, return_exceptions=True)
+        await secured.close()
+    print(f"8 frames of 16 MiB after the handshake: the node grew by {grown / MB:.0f} MB")
+    assert grown < 40 * MB, f"the node grew by {grown / MB:.0f} MB"
+    log = node.stop()
+    assert "Traceback" not in log
 
 
 @pytest.mark.parametrize("security", [None, "noise", "tls"])

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from noise.connection import Keypair
 from noise.connection import NoiseConnection as ReferenceNoise
 
-from p2phost_sdk import Connection, HandshakeError, Identity, Security
+from p2phost_sdk import Connection, ConnectionClosed, HandshakeError, Identity, Security
 from p2phost_sdk.testing import memory_pipe
 from p2phost_sdk.testing.security import SecurityConformance
 from tests.discovery.plugins import use_plugin_source
@@ -181,5 +181,26 @@ async def test_a_lone_frame_goes_out_at_once_and_a_refused_one_costs_no_nonce() 
     await alice.send(b"after it")
     assert [await asyncio.wait_for(bob.recv(), 5) for _ in range(2)] == [b"at once",
                                                                           b"after it"]
+    await alice.close()
+    await bob.close()
+
+
+async def test_a_message_over_the_noise_maximum_is_refused_undecrypted() -> None:
+    """On a medium that does not cap frames at the raw connection (a broker's), a peer
+    past the handshake may still send a raw frame over 65535 bytes: refused, not
+    decrypted (Noise allows no such message)."""
+    from p2phost_noise_security._noise import MAX_MESSAGE, pack_nonce
+
+    a, b = memory_pipe()
+    alice, bob = await asyncio.gather(
+        NoiseSecurity().secure(a, identity=ALICE, initiator=True, expected_peer_id=None,
+                               timeout=5),
+        NoiseSecurity().secure(b, identity=BOB, initiator=False, expected_peer_id=None,
+                               timeout=5))
+    # Sealed properly, under the right nonce: only its size is wrong.
+    plaintext = (MAX_MESSAGE + 1).to_bytes(4, "big") + b"x" * (MAX_MESSAGE + 1)
+    await a.send(alice._encrypt(pack_nonce(0), plaintext, None))  # type: ignore[attr-defined]
+    with pytest.raises(ConnectionClosed, match="over the Noise maximum of 65535"):
+        await asyncio.wait_for(bob.recv(), 5)
     await alice.close()
     await bob.close()

@@ -12,6 +12,14 @@ dialler) or ACCEPT/REOPEN (the listener). A frame numbered past the last credit 
 plus that window came from a sender that ignores credit: the connection is closed with
 that reason, so the frames a receiver holds stay within one window whatever the peer
 does. (A peer too old to announce a window is held to this end's.)
+
+Copies of a frame already held (early, or handed to the node and not done) keep their
+medium tokens, acknowledged with the first copy; at most ``COPIES_HELD`` per frame. More
+copies of an early frame come from a sender replaying records (a medium redelivers a
+frame a few times within the gap timeout, not thousands): the connection is closed and
+the copies let go. Copies past the bound of a frame the node is working on are
+acknowledged at once: a durable medium that redelivers on a timer (JetStream every 5 s)
+makes such copies for as long as a handler runs.
 """
 
 from __future__ import annotations
@@ -19,35 +27,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import secrets
-import struct
 import time
 from collections import deque
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConnectionClosed, FrameTooLarge, TransportError
-from .._transport import Connection, DeliveredFrame
-from ._record import Record, RecordType, data_records
+from .._transport import DeliveredFrame
+from ._record import Record, RecordType
+from ._sending import Sending, announced_window
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
 
+log = logging.getLogger("p2phost.transport")
 _CLOSE_TIMEOUT = 2.0
+#: The medium tokens kept per frame held (its first copy's and its copies').
+COPIES_HELD = 16
 _Key = tuple[int, int]  # (epoch, seq) of a received frame
-#: A window as OPEN (after its dial deadline), ACCEPT and REOPEN carry it.
-WINDOW = struct.Struct("!I")
 
 
-def announced_window(payload: bytes) -> int | None:
-    """The window at the start of ``payload`` (ACCEPT, REOPEN; OPEN's after its first 8
-    bytes), or None when the peer announced none (an older peer) or announced 0."""
-    if len(payload) < WINDOW.size:
-        return None
-    return WINDOW.unpack_from(payload)[0] or None
-
-
-class InboxConnection(Connection):
+class InboxConnection(Sending):
     """A connection to one peer through its inbox; the peer answers through ours."""
 
     def __init__(self, endpoint: Endpoint, *, connection_id: bytes, dialler: bool,
@@ -82,6 +83,7 @@ class InboxConnection(Connection):
         self._next = next_seq
         self._early: dict[int, tuple[Record, list[Any]]] = {}
         self._gap_since = 0.0
+        self._replaying = False
         self._ready: deque[tuple[_Key, bytes | None]] = deque()
         self._wake = asyncio.Event()
         #: Frames handed on (or ready to be) but not yet done -> the tokens to ack then.
@@ -110,73 +112,9 @@ class InboxConnection(Connection):
                 f"cannot reach {self.remote_address}: no answer within {timeout:g}s (no "
                 "node with that peer id is listening on this medium now)") from None
 
-    # -- sending ---------------------------------------------------------------------
-
-    def _check(self, frame: bytes) -> None:
-        if len(frame) > self._limit:
-            raise FrameTooLarge(
-                f"frame of {len(frame)} bytes is over the maximum of {self._limit} bytes "
-                f"{self._endpoint.limit_reason}")
-
-    def _check_open(self) -> None:
-        failure = self._failure
-        if failure is not None:
-            raise type(failure)(str(failure))
-        if self.closed:
-            raise ConnectionClosed(f"connection to {self.remote_address} is closed")
-        if self._remote_closed is not None:
-            raise ConnectionClosed(f"{self.remote_address} closed the connection "
-                                   f"({self._remote_closed})")
-
-    async def send(self, frame: bytes) -> None:
-        """Append one frame to the peer's inbox (waits for flow-control credit)."""
-        self._check(frame)
-        await self._send([frame])
-
-    async def send_many(self, frames: list[bytes]) -> None:
-        """Append several frames in order, in as few round trips as the window allows."""
-        for frame in frames:
-            self._check(frame)
-        await self._send(frames)
-
-    async def _send(self, frames: Sequence[bytes]) -> None:
-        self._check_open()
-        async with self.send_lock:
-            if self.swallow_first_frame and frames:
-                self.swallow_first_frame = False
-                frames = frames[1:]
-            sent = 0
-            while sent < len(frames):
-                room = await self._room()
-                endpoint = self._endpoint
-                if endpoint.medium.split_window:
-                    room = min(room, max(1, self._window // 2))
-                records = data_records(self.dialler, self.connection_id, self.out_epoch,
-                                       self._out_seq + 1, endpoint.peer_id,
-                                       endpoint.inbox_field, frames[sent:sent + room])
-                self._out_seq += len(records)
-                await endpoint.append_to_peer(self, records)
-                sent += len(records)
-
-    async def _room(self) -> int:
-        while True:
-            self._check_open()
-            room = self._window - (self._out_seq - self._credited)
-            if room > 0:
-                return room
-            self._credit.clear()
-            await self._credit.wait()
-
-    def announce(self, kind: RecordType) -> bytes:
-        """ACCEPT or REOPEN, announcing this end's window."""
-        return self.record(kind, payload=WINDOW.pack(self._endpoint.window))
-
-    def record(self, kind: RecordType, seq: int = 0, payload: bytes = b"",
-               epoch: int | None = None) -> bytes:
-        """An encoded record of this connection from this side."""
-        return Record(kind, self.dialler, self.connection_id,
-                      self.out_epoch if epoch is None else epoch, seq,
-                      self._endpoint.peer_id, payload, self._endpoint.inbox_field).encode()
+    async def append(self, records: list[bytes]) -> None:
+        """Append ``records`` to the peer's inbox (retrying while the medium is down)."""
+        await self._endpoint.append_to_peer(self, records)
 
     # -- receiving -------------------------------------------------------------------
 
@@ -236,10 +174,13 @@ class InboxConnection(Connection):
             self._opened.set_result(None)
 
     def _in_order(self, record: Record, tokens: list[Any]) -> None:
+        if self._replaying:
+            self._endpoint.ack(tokens)  # cut off for replaying: hold nothing more
+            return
         seq = record.seq
         if seq < self._next:
             extra = self._pending.get((record.epoch, seq))
-            if extra is not None:
+            if extra is not None and len(extra) < COPIES_HELD:
                 extra.extend(tokens)  # acknowledged with the first copy, once done
             else:
                 self._endpoint.ack(tokens)
@@ -258,6 +199,8 @@ class InboxConnection(Connection):
             early = self._early.get(seq)
             if early is not None:
                 early[1].extend(tokens)
+                if len(early[1]) > COPIES_HELD:
+                    self._replayed(seq)
             else:
                 if not self._early:
                     self._gap_since = time.monotonic()
@@ -287,6 +230,21 @@ class InboxConnection(Connection):
             self._endpoint.outstanding += 1
             self._ready.append((key, record.payload))
         self._wake.set()
+
+    def _replayed(self, seq: int) -> None:
+        error = TransportError(
+            f"{self.remote_address} sent frame {seq} more than {COPIES_HELD} times while "
+            f"frame {self._next} was missing (a sender replaying records, not a medium "
+            "redelivering): closing the connection")
+        log.warning("%s", error)
+        self._replaying = True
+        self._let_early_go()
+        self._fail(error)
+
+    def _let_early_go(self) -> None:
+        """Acknowledge the early frames held: nobody will take them now."""
+        early, self._early, self._gap_since = self._early, {}, 0.0
+        self._endpoint.ack([token for _, tokens in early.values() for token in tokens])
 
     def check_gap(self, timeout: float) -> None:
         """Fail the connection if frames have been missing for ``timeout`` seconds."""

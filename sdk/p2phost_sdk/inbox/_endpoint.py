@@ -25,13 +25,14 @@ from .._errors import (
     UnknownInbox,
 )
 from .._transport import AcceptHandler
-from ._connection import WINDOW, InboxConnection
+from ._connection import InboxConnection
 from ._journal import Journal, Resumable
 from ._letters import LetterHandler, LetterJournal
 from ._medium import Medium, stop_if_cancelled
 from ._options import InboxOptions, backoff
 from ._record import OVERHEAD, RecordType
 from ._routing import Router
+from ._sending import WINDOW
 
 log = logging.getLogger("p2phost.transport")
 _ATTEMPT_TIMEOUT = 10.0
@@ -216,6 +217,8 @@ class Endpoint:
             self.letter_journal.load()
             if self.inbox == self.peer_id:
                 self.medium.retention = self.options.retention
+            self.medium.max_read_size = self.max_frame_size + OVERHEAD
+            self.medium.too_large = self._router.too_large
             await with_timeout(self.medium.open_inbox(self.inbox, self._router.deliver),
                                _ATTEMPT_TIMEOUT, plugin=plugin_name(self.medium),
                                doing=f"opening its inbox on {self.medium.url}",

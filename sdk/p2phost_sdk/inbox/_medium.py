@@ -21,6 +21,9 @@ from .._errors import (
 #: Called by the medium with each record of its inbox, in order, and the token that
 #: acknowledges it (None on media that do not redeliver). Awaiting it is backpressure.
 Deliver = Callable[[bytes, Any], Awaitable[None]]
+#: Called by a medium with a record it refused unread (over ``max_read_size``): its first
+#: bytes (at least the header, sender and inbox: 256 are enough), its size, its token.
+TooLarge = Callable[[bytes, int, Any], None]
 
 
 def stop_if_cancelled() -> None:
@@ -61,6 +64,15 @@ class Medium(ABC):
     #: acknowledged (a node killed while reading loses nothing).
     durable: bool = True
 
+    #: The largest record this node takes from its inbox (its max frame size and a
+    #: record's header), set before :meth:`open_inbox`; 0: no limit. A medium that can
+    #: see a record's size before it reads the record (a database row) refuses larger
+    #: ones unread: anyone who may write to the inbox could make one as large as the
+    #: medium allows.
+    max_read_size: int = 0
+    #: Where such a record goes instead of ``deliver`` (set with ``max_read_size``): the
+    #: connection it belongs to fails that frame in order as too large, as if read.
+    too_large: TooLarge | None = None
     #: This node's inbox limits, set before :meth:`open_inbox` (media that enforce them
     #: record them with the inbox, where senders' appends see them).
     retention: Retention = Retention()

@@ -111,6 +111,22 @@ def data_records(from_dialler: bool, connection: bytes, epoch: int, first_seq: i
             for seq, payload in enumerate(payloads, first_seq)]
 
 
+class Unread(bytes):
+    """The payload of a record the medium refused unread: empty, but its ``len`` is the
+    size it had, so the connection refuses it as too large where a read one would be."""
+
+    size: int
+
+    def __new__(cls, size: int) -> Unread:
+        """An unread payload of ``size`` bytes."""
+        unread = super().__new__(cls)
+        unread.size = size
+        return unread
+
+    def __len__(self) -> int:
+        return self.size
+
+
 def is_credit(data: bytes) -> bool:
     """Whether ``data`` has the header of a CREDIT record: what a medium may accept from a
     side channel that anyone can write to without the right to append to inboxes (a

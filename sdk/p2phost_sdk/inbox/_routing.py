@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ForeignRecord, TransportError
 from .._peer_ids import is_peer_id
-from ._connection import InboxConnection, announced_window
+from ._connection import InboxConnection
 from ._journal import Resumable
 from ._letters import Letter, letter_finisher
-from ._record import HEADER, MAGIC, VERSION, Record, RecordType, decode, valid_inbox
+from ._record import HEADER, MAGIC, VERSION, Record, RecordType, Unread, decode, valid_inbox
+from ._sending import announced_window
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
@@ -61,6 +62,25 @@ class Router:
             return False
         connection = self._endpoint.connections.get((connection_id, not flags & _FROM_DIALLER))
         return connection is not None and connection.take_data(epoch, seq, data[end:], token)
+
+    def too_large(self, head: bytes, size: int, token: Any) -> None:
+        """The medium's :data:`~._medium.TooLarge` callback: a DATA record of ``size``
+        bytes it did not read (``head``: its first bytes) goes to its connection with an
+        :class:`Unread` payload, refused there in order; anything else is dropped."""
+        endpoint = self._endpoint
+        try:
+            record = decode(head)
+        except ForeignRecord as exc:
+            self._ignore_foreign(exc)
+            endpoint.ack([token])
+            return
+        connection = endpoint.connections.get((record.connection, not record.from_dialler))
+        if connection is None or record.type is not RecordType.DATA \
+                or not is_peer_id(record.sender):
+            endpoint.ack([token])
+            return
+        record.payload = Unread(size - (len(head) - len(record.payload)))
+        connection.receive(record, token)
 
     async def _route(self, data: bytes, token: Any) -> None:
         endpoint = self._endpoint

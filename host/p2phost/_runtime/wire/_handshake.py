@@ -192,7 +192,8 @@ async def handshake(
                     f"no codec in common: the dialler offers {', '.join(dialler.codecs)}, "
                     f"the listener has {', '.join(listener.codecs)}"
                 )
-            raw.limit_incoming(None)
+            # (a Noise message's limit stays: its peer sends none larger)
+            raw.limit_incoming(getattr(security, "max_transport_frame", None))
             return Handshaken(connection, remote, codecs[chosen],
                               security.protocol if security is not None else "none")
     except TimeoutError:

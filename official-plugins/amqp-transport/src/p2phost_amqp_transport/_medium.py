@@ -49,6 +49,8 @@ from p2phost_sdk.inbox import (
     stop_if_cancelled,
 )
 
+from ._watch import HEARTBEAT, watch
+
 log = logging.getLogger("p2phost.transport.amqp")
 _PREFETCH = 1024
 _MAX_MESSAGE = 128 * 1024 * 1024  # RabbitMQ's default max_message_size
@@ -120,7 +122,8 @@ class AmqpMedium(Medium):
         """Open a robust connection and a confirming publisher channel."""
         try:
             connection = await aio_pika.connect_robust(self._connect_url, timeout=5.0,
-                                                       reconnect_interval=1.0)
+                                                       reconnect_interval=1.0,
+                                                       heartbeat=HEARTBEAT)
         except aiormq.exceptions.ProbableAuthenticationError as exc:
             raise MediumRefused(f"the AMQP broker at {self.url} refused the credentials: {exc} "
                                 "(fix the user and password in the address)") from exc
@@ -132,6 +135,7 @@ class AmqpMedium(Medium):
             raise MediumUnavailable(f"AMQP broker at {self.url}: "
                                     f"{exc or type(exc).__name__}") from exc
         self._connection = connection
+        watch(connection, self)
         self._publisher = await connection.channel(publisher_confirms=True,
                                                    on_return_raises=True)
 

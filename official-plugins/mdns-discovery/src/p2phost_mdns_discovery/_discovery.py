@@ -150,11 +150,16 @@ class MdnsDiscovery(Discovery):
         self._own = instance_name(events.peer_id)
         ips = interface_addresses(self.settings.interfaces)
         try:
-            self._zc = AsyncZeroconf(interfaces=ips, ip_version=IPVersion.V4Only)
             for ip in ips:
                 responder = AsyncZeroconf(interfaces=[ip], ip_version=IPVersion.V4Only)
                 self._responders.append((ip, responder, self._service_info(events, ip)))
                 _hear_only_own_link(responder)
+            # On one interface its responder browses too. A second instance would bind
+            # the same ip:5353 (SO_REUSEPORT): the kernel hands each unicast query (a
+            # legacy DNS-SD client's, such as dig's) to one of the two by its source
+            # port, and the browser's, holding no service, never answered half of them.
+            self._zc = self._responders[0][1] if len(ips) == 1 else \
+                AsyncZeroconf(interfaces=ips, ip_version=IPVersion.V4Only)
         except OSError as exc:
             await self._close_sockets()
             raise MdnsError(f"cannot open the mDNS socket on {', '.join(ips)}: {exc}") from exc
@@ -176,13 +181,15 @@ class MdnsDiscovery(Discovery):
         self._events = None
 
     async def _close_sockets(self) -> None:
+        browser, self._zc = self._zc, None
         for _, responder, _ in self._responders:
             await responder.async_unregister_all_services()  # the goodbye packets
             await responder.async_close()
+            if responder is browser:
+                browser = None  # (one interface: it browsed too)
         self._responders = []
-        if self._zc is not None:
-            await self._zc.async_close()
-            self._zc = None
+        if browser is not None:
+            await browser.async_close()
 
     def counters(self) -> dict[str, int]:
         """TXT records accepted, and rejected by reason."""

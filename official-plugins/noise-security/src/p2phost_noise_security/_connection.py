@@ -145,6 +145,8 @@ class NoiseConnection(LayeredConnection):
         """Decrypt and authenticate ``messages`` into frames."""
         frames = self._frames
         for message in messages:
+            if len(message) > MAX_MESSAGE:  # over Noise's limit: never decrypted
+                self._fail(f"is {len(message)} bytes, over the Noise maximum of {MAX_MESSAGE}")
             nonce = self._recv_nonce
             self._recv_nonce = nonce + 1
             try:

@@ -39,6 +39,8 @@ class NoiseSecurity(Security):
     protocol = "noise"
     #: A Noise message is at most 65535 bytes, so no handshake frame is larger.
     max_handshake_frame = MAX_MESSAGE
+    #: Each frame on the raw connection is one Noise message, so none is larger after it.
+    max_transport_frame = MAX_MESSAGE
 
     def __init__(self, *, max_frame_size: int = 16 * 1024 * 1024) -> None:
         if max_frame_size < 1024:

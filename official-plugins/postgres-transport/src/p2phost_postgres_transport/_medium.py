@@ -40,6 +40,7 @@ from p2phost_sdk.inbox import (
     stop_if_cancelled,
 )
 
+from ._guards import Refusals, with_deadline
 from ._inboxes import StoredRecords, notify_channel
 from ._sql import (
     APPEND,
@@ -67,6 +68,7 @@ _BATCH = 512
 # never bring 512 large bodies into the node's memory at once.
 _CLAIMED_BODY = 64 * 1024
 _POLL = 1.0
+_CLAIM_TIMEOUT = 10.0  # seconds a claim may take before the connection counts as lost
 _CREDIT_WAKES = 64  # wake-ups with only credits before the reader claims their rows anyway
 _REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry",
              "permission denied", "password")
@@ -98,6 +100,7 @@ class PostgresMedium(StoredRecords, Medium):
         #: Whether appends make frames visible before they are on disk, then wait for
         #: the flush (APPEND_EARLY and FLUSH; APPEND where this role may not FLUSH).
         self._early = False
+        self.refused = Refusals(log)
 
     async def _connect(self, *, flushed: bool = True) -> psycopg.AsyncConnection[Any]:
         """A new connection; ``flushed=False``: its commits do not wait for the WAL to
@@ -202,7 +205,9 @@ class PostgresMedium(StoredRecords, Medium):
                     await self._drain(connection, deliver)
                 except (psycopg.OperationalError, MediumUnavailable) as exc:
                     if failures == 0:
-                        log.warning("lost PostgreSQL at %s (reconnecting): %s", self.url, exc)
+                        log.warning("lost PostgreSQL at %s (reconnecting): %s\nfix: check that "
+                                    "the server runs there and the network to it", self.url,
+                                    exc)
                     if connection is not None:
                         await connection.close()
                     connection = None
@@ -215,12 +220,17 @@ class PostgresMedium(StoredRecords, Medium):
 
     async def _drain(self, connection: psycopg.AsyncConnection[Any], deliver: Deliver) -> None:
         while True:
-            # Binary results: the bodies come as they are, not hex-escaped.
-            cursor = await connection.execute(CLAIM, (self._inbox, _BATCH, _CLAIMED_BODY),
-                                              binary=True)
-            rows = sorted(await cursor.fetchall(), key=lambda row: row[0])
+            # Binary results: the bodies come as they are, not hex-escaped. Bounded: a
+            # server gone without closing the socket must show as lost (it runs each poll).
+            async with with_deadline(_CLAIM_TIMEOUT, f"PostgreSQL at {self.url}"):
+                cursor = await connection.execute(CLAIM, (self._inbox, _BATCH, _CLAIMED_BODY),
+                                                  binary=True)
+                rows = sorted(await cursor.fetchall(), key=lambda row: row[0])
             stop_if_cancelled()
-            for row_id, body in rows:
+            for row_id, body, size in rows:
+                if self.max_read_size and size > self.max_read_size:
+                    await self.refused.refuse(self, connection, row_id, size)
+                    continue
                 if body is None:
                     cursor = await connection.execute(BODY, (row_id,), binary=True)
                     row = await cursor.fetchone()

@@ -75,14 +75,19 @@ SELECT pg_notify(%(channel)s, CASE WHEN octet_length(body) <= 3000
 """
 # A body larger than the third parameter is not returned (NULL; octet_length reads only
 # the stored size): :data:`BODY` fetches it when its turn comes, so a claim holds at most
-# so many small bodies and one large one.
+# so many small bodies and one large one. Its size comes with it: a body larger than the
+# node reads is never fetched.
 CLAIM = """
 UPDATE p2phost_inbox_records SET leased = true
 WHERE id IN (
     SELECT id FROM p2phost_inbox_records WHERE inbox = %s AND NOT leased
     ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
 )
-RETURNING id, CASE WHEN octet_length(body) <= %s THEN body END
+RETURNING id, CASE WHEN octet_length(body) <= %s THEN body END, octet_length(body)
 """
 BODY = "SELECT body FROM p2phost_inbox_records WHERE id = %s"
+DELETE = "DELETE FROM p2phost_inbox_records WHERE id = %s"
+# A record's header, sender and inbox fit in its first 256 bytes (a body too large to
+# read is refused through them).
+HEAD = "SELECT substring(body FROM 1 FOR 256) FROM p2phost_inbox_records WHERE id = %s"
 
