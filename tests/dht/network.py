@@ -87,12 +87,12 @@ class MemoryRpc:
         return result
 
 
-async def build(size: int, *, seed: int = 1, network: MemoryNetwork | None = None
-                ) -> tuple[MemoryNetwork, list[Dht]]:
+async def build(size: int, *, seed: int = 1, network: MemoryNetwork | None = None,
+                settings: DhtSettings | None = None) -> tuple[MemoryNetwork, list[Dht]]:
     """``size`` nodes joined through the first one (the only bootstrap peer)."""
     random.seed(seed)
     network = network or MemoryNetwork()
-    nodes = [network.add() for _ in range(size)]
+    nodes = [network.add(settings=settings) for _ in range(size)]
     bootstrap = nodes[0]
     for node in nodes[1:]:
         await node.join([(bootstrap.peer_id, bootstrap.addresses)])

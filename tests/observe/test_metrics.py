@@ -228,3 +228,87 @@ def test_a_stamp_times_one_message_in_about_n() -> None:
         timed = sum(1 for item in items if item.queued)
         assert items[0].queued  # the first one always
         assert timed == count if sample == 1 else abs(timed - count / sample) < count / 100
+
+
+class Many(App):
+    """``TOPICS`` topics, each answering its number (handlers given as a dict)."""
+
+    name = "many"
+
+    def handlers(self) -> dict[str, Any]:
+        async def answer(message: Message) -> int:
+            await asyncio.sleep(0)  # handlers of several peers interleave
+            return int(message.body)
+        return {f"t{n}": answer for n in range(TOPICS)}
+
+
+TOPICS, SENDERS, EACH = 40, 4, 5
+
+
+async def test_many_topics_and_concurrent_senders_counted_exactly_first_of_each_timed(
+        make_node: MakeNode) -> None:
+    receiver = await make_node([Many()], metrics=MetricsSettings(listen="127.0.0.1:0"))
+    senders = [await make_node([]) for _ in range(SENDERS)]
+    assert receiver.metrics is not None
+    peers = [await s.connect(receiver.addresses[0]) for s in senders]
+
+    async def send_all(sender: Any, peer: str) -> None:
+        for n in range(TOPICS):
+            for i in range(EACH):
+                await sender.send(peer, f"t{n}", i)
+
+    await asyncio.gather(*(send_all(s, p) for s, p in zip(senders, peers, strict=True)))
+    expected = SENDERS * EACH
+    await wait_until(lambda: all(receiver.delivery.stats.get(f"t{n}", "handled") == expected
+                                 for n in range(TOPICS)), 30, "every message handled")
+    got = await asyncio.to_thread(scrape, receiver.metrics.address)
+    for n in range(TOPICS):
+        assert total(got, "p2phost_messages_handled_total", topic=f"t{n}") == expected
+        assert total(got, "p2phost_messages_received_total", topic=f"t{n}") == expected
+        # The first message of every topic is timed, whatever the others' draws.
+        assert total(got, "p2phost_handler_duration_seconds_count", topic=f"t{n}") >= 1
+    assert total(got, "p2phost_mailbox_wait_seconds_count", app="many") == sum(
+        total(got, "p2phost_handler_duration_seconds_count", topic=f"t{n}")
+        for n in range(TOPICS))
+
+
+async def test_a_handler_added_while_the_node_runs_is_timed_too(make_node: MakeNode) -> None:
+    # Node.add_handler builds its route after the metrics instrumented the others: it must
+    # get a stamp too, or its topic's histograms stay empty for good, silently.
+    worker = Worker()
+    receiver = await make_node([worker], metrics=MetricsSettings(listen="127.0.0.1:0"))
+    sender = await make_node([])
+    assert receiver.metrics is not None
+
+    async def late(message: Message) -> None:
+        pass
+    receiver.add_handler(worker, "late", late)
+    peer = await sender.connect(receiver.addresses[0])
+    for i in range(3):
+        await sender.send(peer, "late", i)
+    await wait_until(lambda: receiver.delivery.stats.get("late", "handled") == 3, 20,
+                     "the late topic's messages handled")
+    got = await asyncio.to_thread(scrape, receiver.metrics.address)
+    assert total(got, "p2phost_handler_duration_seconds_count", topic="late") >= 1
+
+
+async def test_no_clock_is_read_per_message_with_metrics_off(
+        make_node: MakeNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2phost._runtime.messaging import _dispatch
+
+    reads = 0
+    real = _dispatch._monotonic
+
+    def counted() -> float:
+        nonlocal reads
+        reads += 1
+        return real()
+    monkeypatch.setattr(_dispatch, "_monotonic", counted)
+    receiver = await make_node([Worker()])
+    sender = await make_node([])
+    peer = await sender.connect(receiver.addresses[0])
+    for i in range(50):
+        await sender.send(peer, "work", i)
+    await wait_until(lambda: receiver.delivery.stats.get("work", "handled") == 50, 20,
+                     "every message handled")
+    assert reads == 0

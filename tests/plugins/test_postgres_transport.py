@@ -221,9 +221,13 @@ async def test_frames_arrive_in_order_whether_or_not_the_role_may_flush_apart(
 
 
 async def test_a_flush_refused_midway_is_retried_flushed_in_one_statement(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """EXECUTE on FLUSH's function revoked while the node runs: the append is retried
-    in one flushed statement, and the copies of what went in first are dropped."""
+    in one flushed statement, and the copies of what went in first are dropped. No
+    outage: at once (no retry after a back-off), and the operator is told once why and
+    what to grant, not that the database cannot be reached."""
+    import logging
+
     from p2phost_postgres_transport import _medium
 
     from p2phost_sdk.testing.transport import TransportKit
@@ -234,6 +238,7 @@ async def test_a_flush_refused_midway_is_retried_flushed_in_one_statement(
         listen_address=lambda: URL, unreachable_address="", bad_address="",
         unknown_peer_address="")
     frames = [n.to_bytes(4, "big") for n in range(50)]
+    caplog.set_level(logging.WARNING)
     async with TransportKit(case).pair() as (client, server), asyncio.timeout(60):
         medium = client._endpoint.medium  # type: ignore[attr-defined]
         assert medium._early
@@ -243,3 +248,8 @@ async def test_a_flush_refused_midway_is_retried_flushed_in_one_statement(
         await sending
         assert not medium._early
     assert got == frames
+    texts = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [t for t in texts if "cannot reach" in t], texts
+    refused = [t for t in texts if "pg_logical_emit_message" in t]
+    assert len(refused) == 1 and "fix:" in refused[0], texts
+

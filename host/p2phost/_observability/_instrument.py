@@ -83,18 +83,23 @@ class Timings:
     def instrument(self, dispatch: Dispatcher) -> None:
         """Time every route's handler and every mailbox's waits, sampled (before the node
         starts: acknowledged delivery takes its routes from the same table)."""
-        for topic, route in dispatch.routes.items():
-            wait = self.wait.setdefault(route.mailbox.name, Buckets())
-            if topic in dispatch.acknowledged:
-                # Acknowledged delivery runs the handler inside its own work (retries,
-                # the store's commit): only a wrapper sees the handler alone there.
-                handler = self._timed(topic, route.handler)
-                dispatch.timed[topic] = _observer(wait, None)
-            else:
-                handler = route.handler
-                dispatch.timed[topic] = _observer(wait, self.handler.setdefault(topic,
-                                                                                Buckets()))
-            dispatch.routes[topic] = replace(route, handler=handler, stamp=self._stamp())
+        for topic in list(dispatch.routes):
+            self.instrument_topic(dispatch, topic)
+
+    def instrument_topic(self, dispatch: Dispatcher, topic: str) -> None:
+        """Time ``topic``'s route, sampled: at start, and for a route added later
+        (``Node.add_handler``: a route without a stamp is never timed)."""
+        route = dispatch.routes[topic]
+        wait = self.wait.setdefault(route.mailbox.name, Buckets())
+        if topic in dispatch.acknowledged:
+            # Acknowledged delivery runs the handler inside its own work (retries,
+            # the store's commit): only a wrapper sees the handler alone there.
+            handler = self._timed(topic, route.handler)
+            dispatch.timed[topic] = _observer(wait, None)
+        else:
+            handler = route.handler
+            dispatch.timed[topic] = _observer(wait, self.handler.setdefault(topic, Buckets()))
+        dispatch.routes[topic] = replace(route, handler=handler, stamp=self._stamp())
 
     def _stamp(self) -> Callable[[Work], None]:
         gap, clock = gaps(self.sample), time.monotonic

@@ -192,6 +192,8 @@ class Node(MessagingAPI):
                                   "app's delivery): its handler must be there at start",
                                   fix="register the handler before the node opens")
         self._dispatch.add_route(app, topic, handler)
+        if self.metrics is not None:  # timed as the routes of start are
+            self.metrics.timings.instrument_topic(self._dispatch, topic)
         self._connections.schemas = hello_schemas(self._dispatch.routes)
 
     def hello_of(self, peer_id: str) -> Hello | None:

@@ -254,8 +254,10 @@ class Dht:
     def _check_offer(self, offer: Offer) -> SignedPresence | None:
         return self.gate.peer(offer.wire, expect=offer.peer_id)
 
-    async def lookup_key(self, key: int, *, target: str | None = None) -> LookupResult:
-        """The k closest live contacts to ``key`` (stops early when ``target`` is found)."""
+    async def lookup_key(self, key: int, *, target: str | None = None,
+                         deadline: float | None = None) -> LookupResult:
+        """The k closest live contacts to ``key`` (stops early when ``target`` is found),
+        within ``deadline`` seconds (``lookup_timeout`` unless given)."""
         request: dict[str, Any] = {"op": "find_node", "key": key_hex(key)}
         if target is not None:
             request["exact"] = True
@@ -266,7 +268,8 @@ class Dht:
         self.table.touched(key)
         result = await lookup(key, self.table.closest(key, self.settings.k), query,
                               k=self.settings.k, alpha=self.settings.alpha, target=target,
-                              deadline=self.settings.lookup_timeout, check=self._check_offer)
+                              deadline=self.settings.lookup_timeout if deadline is None
+                              else deadline, check=self._check_offer)
         self.counters["lookups"] += 1
         return result
 
@@ -352,9 +355,18 @@ class Dht:
             if self.settings.join_refresh:
                 # One at a time: each starts from the contacts the ones before found. A
                 # bucket deeper than JOIN_BUCKETS is a ground id's (2^32 tries), not a
-                # network's: the lookups stop there.
+                # network's: the lookups stop there. They share one lookup-timeout: with
+                # contacts that never answer, each would run to its own deadline (33 of
+                # them), the node meanwhile neither providing nor looking anything up.
+                # The buckets left out fill as they do without join_refresh (lookups and
+                # requests through them; refresh() looks up the non-empty ones).
+                loop = asyncio.get_running_loop()
+                end = loop.time() + self.settings.lookup_timeout
                 for index in range(min(self.table.occupied_range() - 1, JOIN_BUCKETS)):
-                    await self.lookup_key(self._key_in_bucket(index))
+                    left = end - loop.time()
+                    if left <= 0:
+                        break
+                    await self.lookup_key(self._key_in_bucket(index), deadline=left)
         return answered
 
     def _key_in_bucket(self, index: int) -> int:

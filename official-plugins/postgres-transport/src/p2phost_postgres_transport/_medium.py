@@ -289,10 +289,17 @@ class PostgresMedium(StoredRecords, Medium):
         except psycopg.OperationalError as exc:
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
         except psycopg.Error as exc:
-            # Refused since connect (EXECUTE revoked): the retry appends flushed in one
-            # statement, and the reader drops the copies of what just went in.
+            # Refused since connect (EXECUTE revoked): no outage, so not MediumUnavailable
+            # (the endpoint would log "cannot reach" and retry after a back-off). Append
+            # again at once, flushed in one statement: the reader drops the copies of what
+            # just went in. This medium appends that way from now on.
             self._early = False
-            raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
+            log.warning("PostgreSQL at %s refused pg_logical_emit_message (%s): appends "
+                        "now wait for the disk before the reader sees them\nfix: GRANT "
+                        "EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) "
+                        "TO the node's role, then restart the node", self.url,
+                        str(exc).strip().splitlines()[0])
+            await self._append(connection, name, records, APPEND)
 
     async def append_credits(self, name: str, records: Sequence[bytes]) -> None:
         """As :meth:`append`, on the connection that does not wait for the disk."""
