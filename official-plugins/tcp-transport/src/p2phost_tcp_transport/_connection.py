@@ -237,12 +237,12 @@ class TcpConnection(Connection):
         while end - offset >= 4:
             (size,) = _LENGTH.unpack_from(data, offset)
             if size > limit:
-                if limit != self._max and self._frames:
-                    self._held = data[offset:]
+                if self._frames and self._sink is None and limit != self._max:
+                    self._held = data[offset:]  # pulled: the handshake may lift the cap
                     return
                 raise FrameTooLarge(
                     f"{self.remote_address} sent a frame of {size} bytes, over the maximum "
-                    f"of {limit} bytes" + ("" if limit == self._max else
+                    f"of {limit} bytes" + ("" if limit == self._max or self._sink else
                                            " accepted before the handshake is done")
                 )
             stop = offset + 4 + size
