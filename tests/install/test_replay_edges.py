@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 
 from .conftest import Workspace
-from .test_replay import frozen, ok  # noqa: F401 - a fixture
+from .test_replay import frozen, install, ok  # noqa: F401 - a fixture
 from .test_response_cache import Proxy, proxy_to  # noqa: F401 - a fixture
 
 Projects = tuple[Proxy, Callable[..., Workspace]]
@@ -72,3 +72,20 @@ def test_ctrl_c_during_a_replay_ends_as_in_the_full_installer(frozen: Projects) 
     replayed = _interrupted(make("replayed", first.manifest), proxy, {})
     assert full == (1, "", "\nAborted!\n")
     assert replayed == full
+
+
+def test_forced_colour_prints_what_the_full_installer_prints(frozen: Projects) -> None:  # noqa: F811
+    """With ``FORCE_COLOR`` (or ``TTY_COMPATIBLE``) rich treats a pipe as a terminal, and
+    the full installer's progress bar writes control codes there: no replay prints them."""
+    proxy, make = frozen
+    proxy.max_age = 600
+    first = make("first", plugins={"alpha": "*"})
+    assert ok(first)
+    for forcing in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        colour = {forcing: "1"}
+        reference = make(f"reference-{forcing}", first.manifest)
+        full, ran_full = install(reference, env={**colour, "P2PHOST_REPLAY": "0"})
+        assert ran_full and full.returncode == 0
+        second = make(f"second-{forcing}", first.manifest)
+        done, _ = install(second, env=colour)
+        assert (done.returncode, done.stdout, done.stderr) == (0, full.stdout, full.stderr)
