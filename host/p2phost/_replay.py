@@ -63,6 +63,9 @@ STATE = ".p2phost"
 VARIABLES = ("P2PHOST_REGISTRY", "P2PHOST_BUILTIN_DIR", "P2PHOST_TIMEOUT")
 #: What makes a directory on sys.path hold distributions (importlib.metadata's view).
 _DISTRIBUTIONS = (".dist-info", ".egg-info", ".pth")
+#: With these, rich may treat a pipe as a terminal (``_cli._output``), and the full
+#: installer's progress bar writes control codes there that a replay does not print.
+_FORCING = ("FORCE_COLOR", "TTY_COMPATIBLE")
 _MAGIC = b"p2phost-replay\n"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -368,7 +371,7 @@ def replay(refresh: bool = False) -> bool:
     full installer must run (see the module's docstring). With ``refresh``
     (``--refresh``), each answer the record rests on is asked for again first, and the
     record stands only if every one is Not Modified (``_revalidate``)."""
-    if os.environ.get("P2PHOST_REPLAY") == "0":
+    if os.environ.get("P2PHOST_REPLAY") == "0" or any(v in os.environ for v in _FORCING):
         return False
     try:
         root = find_root(os.getcwd())
