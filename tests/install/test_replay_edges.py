@@ -89,3 +89,18 @@ def test_forced_colour_prints_what_the_full_installer_prints(frozen: Projects) -
         second = make(f"second-{forcing}", first.manifest)
         done, _ = install(second, env=colour)
         assert (done.returncode, done.stdout, done.stderr) == (0, full.stdout, full.stderr)
+
+
+def test_a_record_others_may_write_is_not_replayed(frozen: Projects) -> None:  # noqa: F811
+    """A record is the replay's whole decision: one that another user could have written
+    (in a shared cache, say) is not trusted, and the full installer decides."""
+    proxy, make = frozen
+    proxy.max_age = 600
+    first = make("first", plugins={"alpha": "*"})
+    assert ok(first)
+    (record,) = (first.cache / "replay").glob("build-*")
+    record.chmod(0o666)
+    second = make("second", first.manifest)
+    assert ok(second)  # the full installer, which keeps a record of its own
+    assert not record.stat().st_mode & 0o022
+    assert not ok(make("third", first.manifest))
