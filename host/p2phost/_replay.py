@@ -30,8 +30,8 @@ the full installer runs. The replay never decides anything; it imports only ``os
 milliseconds. ``P2PHOST_REPLAY=0`` turns it off.
 
 Records live in ``CACHE/replay``: one file each, checked with a CRC, holding Python
-``marshal`` data. The cache is the user's own and is trusted as much as the unpacked wheels
-that every project links from it.
+``marshal`` data, written and read only when no one but their owner (this user) may write
+them; the cache is otherwise trusted as much as the unpacked wheels linked from it.
 """
 
 from __future__ import annotations
@@ -245,7 +245,8 @@ def write_record(path: str, record: dict[str, Any]) -> None:
     part = f"{path}.{os.getpid()}.part"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
-        with open(part, "wb") as out:
+        # Only its owner may write it, whatever the umask (_load trusts no other record).
+        with open(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
             out.write(_MAGIC + zlib.crc32(data).to_bytes(4, "big") + data)
         os.replace(part, path)
     finally:
@@ -254,8 +255,15 @@ def write_record(path: str, record: dict[str, Any]) -> None:
 
 
 def _load(path: str) -> dict[str, Any] | None:
-    blob = _read(path)
-    if blob is None or not blob.startswith(_MAGIC):
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            blob = handle.read()
+    except FileNotFoundError:
+        return None
+    # A record is the replay's whole decision (what to link, the lock to write): one that
+    # another user could have written, in a shared cache, is no decision of ours.
+    if info.st_uid != os.getuid() or info.st_mode & 0o022 or not blob.startswith(_MAGIC):
         return None
     body = blob[len(_MAGIC) + 4 :]
     if zlib.crc32(body).to_bytes(4, "big") != blob[len(_MAGIC) : len(_MAGIC) + 4]:
