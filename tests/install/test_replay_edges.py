@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from .conftest import Workspace
 from .test_replay import frozen, install, ok  # noqa: F401 - a fixture
@@ -104,3 +105,20 @@ def test_a_record_others_may_write_is_not_replayed(frozen: Projects) -> None:  #
     assert ok(second)  # the full installer, which keeps a record of its own
     assert not record.stat().st_mode & 0o022
     assert not ok(make("third", first.manifest))
+
+
+def test_two_hosts_sharing_a_cache_keep_a_record_each(
+    frozen: Projects,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Two interpreters or venvs (a CI matrix, tox) sharing one download cache: each
+    host's record stands beside the other's instead of replacing it."""
+    proxy, make = frozen
+    proxy.max_age = 600
+    other = {"PYTHONPATH": str(tmp_path / "elsewhere")}  # another sys.path: another host
+    (tmp_path / "elsewhere").mkdir()
+    first = make("first", plugins={"alpha": "*"})
+    assert ok(first)
+    assert ok(make("other", first.manifest), env=other)  # its own full install
+    assert not ok(make("second", first.manifest))  # the first host's record still stands
+    assert not ok(make("other-again", first.manifest), env=other)
