@@ -230,12 +230,13 @@ def key(snap: Snapshot, host: tuple[Any, ...]) -> tuple[Any, ...]:
     return (FORMAT, manifest, lock, env, host)
 
 
-def record_path(cache: str, snap: Snapshot) -> str:
-    """Where the record for ``snap`` is kept, one per manifest, lock and generation (a
-    CRC only names the file: the record holds its whole key)."""
+def record_path(cache: str, snap: Snapshot, host: tuple[Any, ...]) -> str:
+    """Where the record for ``snap`` on ``host`` is kept, one per manifest, lock,
+    generation and host (two venvs sharing a cache keep one each; a CRC only names the
+    file: the record holds its whole key)."""
     _, manifest, lock, env = snap
     kind = "build" if env is None else "noop"
-    named = manifest + b"\0" + (lock or b"") + b"\0" + repr(env).encode()
+    named = manifest + b"\0" + (lock or b"") + b"\0" + repr((env, host)).encode()
     return os.path.join(cache, "replay", f"{kind}-{zlib.crc32(named):08x}-{len(named)}")
 
 
@@ -388,9 +389,10 @@ def replay(refresh: bool = False) -> bool:
         snap = snapshot(root)
         if snap[3] is False:
             return False
-        path = record_path(cache_dir(), snap)
+        host = host_stamp()
+        path = record_path(cache_dir(), snap, host)
         record = _load(path)
-        if record is None or record.get("key") != key(snap, host_stamp()):
+        if record is None or record.get("key") != key(snap, host):
             return False
         if refresh:
             from ._revalidate import revalidate
