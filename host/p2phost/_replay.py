@@ -30,8 +30,8 @@ the full installer runs. The replay never decides anything; it imports only ``os
 milliseconds. ``P2PHOST_REPLAY=0`` turns it off.
 
 Records live in ``CACHE/replay``: one file each, checked with a CRC, holding Python
-``marshal`` data. The cache is the user's own and is trusted as much as the unpacked wheels
-that every project links from it.
+``marshal`` data, written and read only when no one but their owner (this user) may write
+them; the cache is otherwise trusted as much as the unpacked wheels linked from it.
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ STATE = ".p2phost"
 VARIABLES = ("P2PHOST_REGISTRY", "P2PHOST_BUILTIN_DIR", "P2PHOST_TIMEOUT")
 #: What makes a directory on sys.path hold distributions (importlib.metadata's view).
 _DISTRIBUTIONS = (".dist-info", ".egg-info", ".pth")
+#: With these, rich may treat a pipe as a terminal (``_cli._output``), and the full
+#: installer's progress bar writes control codes there that a replay does not print.
+_FORCING = ("FORCE_COLOR", "TTY_COMPATIBLE")
 _MAGIC = b"p2phost-replay\n"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -227,12 +230,13 @@ def key(snap: Snapshot, host: tuple[Any, ...]) -> tuple[Any, ...]:
     return (FORMAT, manifest, lock, env, host)
 
 
-def record_path(cache: str, snap: Snapshot) -> str:
-    """Where the record for ``snap`` is kept, one per manifest, lock and generation (a
-    CRC only names the file: the record holds its whole key)."""
+def record_path(cache: str, snap: Snapshot, host: tuple[Any, ...]) -> str:
+    """Where the record for ``snap`` on ``host`` is kept, one per manifest, lock,
+    generation and host (two venvs sharing a cache keep one each; a CRC only names the
+    file: the record holds its whole key)."""
     _, manifest, lock, env = snap
     kind = "build" if env is None else "noop"
-    named = manifest + b"\0" + (lock or b"") + b"\0" + repr(env).encode()
+    named = manifest + b"\0" + (lock or b"") + b"\0" + repr((env, host)).encode()
     return os.path.join(cache, "replay", f"{kind}-{zlib.crc32(named):08x}-{len(named)}")
 
 
@@ -242,7 +246,8 @@ def write_record(path: str, record: dict[str, Any]) -> None:
     part = f"{path}.{os.getpid()}.part"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
-        with open(part, "wb") as out:
+        # Only its owner may write it, whatever the umask (_load trusts no other record).
+        with open(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
             out.write(_MAGIC + zlib.crc32(data).to_bytes(4, "big") + data)
         os.replace(part, path)
     finally:
@@ -251,8 +256,15 @@ def write_record(path: str, record: dict[str, Any]) -> None:
 
 
 def _load(path: str) -> dict[str, Any] | None:
-    blob = _read(path)
-    if blob is None or not blob.startswith(_MAGIC):
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            blob = handle.read()
+    except FileNotFoundError:
+        return None
+    # A record is the replay's whole decision (what to link, the lock to write): one that
+    # another user could have written, in a shared cache, is no decision of ours.
+    if info.st_uid != os.getuid() or info.st_mode & 0o022 or not blob.startswith(_MAGIC):
         return None
     body = blob[len(_MAGIC) + 4 :]
     if zlib.crc32(body).to_bytes(4, "big") != blob[len(_MAGIC) : len(_MAGIC) + 4]:
@@ -368,7 +380,7 @@ def replay(refresh: bool = False) -> bool:
     full installer must run (see the module's docstring). With ``refresh``
     (``--refresh``), each answer the record rests on is asked for again first, and the
     record stands only if every one is Not Modified (``_revalidate``)."""
-    if os.environ.get("P2PHOST_REPLAY") == "0":
+    if os.environ.get("P2PHOST_REPLAY") == "0" or any(v in os.environ for v in _FORCING):
         return False
     try:
         root = find_root(os.getcwd())
@@ -377,9 +389,10 @@ def replay(refresh: bool = False) -> bool:
         snap = snapshot(root)
         if snap[3] is False:
             return False
-        path = record_path(cache_dir(), snap)
+        host = host_stamp()
+        path = record_path(cache_dir(), snap, host)
         record = _load(path)
-        if record is None or record.get("key") != key(snap, host_stamp()):
+        if record is None or record.get("key") != key(snap, host):
             return False
         if refresh:
             from ._revalidate import revalidate

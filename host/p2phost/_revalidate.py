@@ -53,6 +53,15 @@ def freshness(cache_control: str | None) -> float | None:
     return max_age
 
 
+def cache_control(headers: Any) -> str | None:
+    """Every ``Cache-Control`` line of ``headers`` (an ``http.client`` message) as one
+    list (RFC 9110 5.3): a ``no-store`` in any line counts, not only in the first."""
+    get_all = getattr(headers, "get_all", None)
+    lines = get_all("Cache-Control") if get_all is not None else [headers.get("Cache-Control")]
+    found = [line for line in lines or () if line is not None]
+    return ", ".join(found) if found else None
+
+
 def seconds(value: str | None) -> float:
     """An ``Age`` header's seconds (0 when absent or malformed)."""
     try:
@@ -104,12 +113,19 @@ def _ask(url: str, accept: str, etag: str, timeout: float) -> dict[str, str]:
     status = lines[0].split(" ", 2)
     if len(status) < 2 or not status[0].startswith("HTTP/1.") or status[1] != "304":
         raise _Refused(lines[0])
-    headers = {}
+    headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         if not colon:
             raise _Refused(line)
-        headers[name.strip().lower()] = value.strip()
+        name, value = name.strip().lower(), value.strip()
+        if name in headers:
+            # Cache-Control given twice is one list (RFC 9110 5.3), as cache_control()
+            # reads it for the installer; any other field twice is left to the installer.
+            if name != "cache-control":
+                raise _Refused(line)
+            value = f"{headers[name]}, {value}"
+        headers[name] = value
     return headers
 
 

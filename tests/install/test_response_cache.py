@@ -41,6 +41,11 @@ class Proxy(http.server.ThreadingHTTPServer):
         self.max_age: int | None = None
         #: Frozen: path -> (status, headers, body) of the first answer, served from then on.
         self.frozen: dict[str, tuple[int, dict[str, str], bytes]] | None = {} if frozen else None
+        #: Header lines sent first in every 304 (a field given twice, say).
+        self.head_304: list[tuple[str, str]] = []
+        #: When set, each request is seen (``asked``) and then answered only once it is clear.
+        self.hold: threading.Event | None = None
+        self.asked = threading.Event()
 
     @property
     def url(self) -> str:
@@ -70,7 +75,13 @@ class _Forward(http.server.BaseHTTPRequestHandler):
             if inm is not None and inm == got["ETag"]:
                 status, body = 304, b""
         self.server.seen.append((self.path, inm, status))
+        if self.server.hold is not None:
+            self.server.asked.set()
+            self.server.hold.wait(30)
         self.send_response(status)
+        if status == 304:
+            for key, value in self.server.head_304:
+                self.send_header(key, value)
         for key, value in got.items():
             if key.lower() in ("content-type", "etag", "vary", "cache-control"):
                 if key.lower() == "cache-control" and self.server.max_age is not None:

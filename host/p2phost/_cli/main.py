@@ -120,6 +120,9 @@ def run(argv: list[str] | None = None) -> None:
         try:
             if replay(refresh="--refresh" in args):
                 return
+        except KeyboardInterrupt:  # as _run_scripted ends the full installer's Ctrl-C
+            sys.stderr.write("\nAborted!\n")
+            sys.exit(1)
         except OSError as exc:  # printing what it did
             if exc.errno != errno.EPIPE:
                 raise

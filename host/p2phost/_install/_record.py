@@ -81,7 +81,7 @@ def _record(
         return None
     kept: dict[str, Any] = {"key": _replay.key(snap, host), "answers": answers, "output": output}
     if snap[3] is not None:  # the environment was there: only "nothing to do" is kept
-        return (_replay.record_path(cache, snap), kept) if after == snap else None
+        return (_replay.record_path(cache, snap, host), kept) if after == snap else None
     if not isinstance(after[3], tuple) or after[2] != made.lock.dumps().encode("utf-8"):
         return None
     generation, files = after[3]
@@ -89,7 +89,7 @@ def _record(
     if trees is None or _linked(trees) != files or os.sep in generation:
         return None
     kept.update(trees=trees, generation=generation, lock=after[2])
-    return _replay.record_path(cache, snap), kept
+    return _replay.record_path(cache, snap, host), kept
 
 
 def _answers(responses: ResponseCache) -> list[tuple[Any, ...]] | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._revalidate import freshness, is_fresh, seconds
+from .._revalidate import cache_control, freshness, is_fresh, seconds
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class ResponseCache:
 
     def put(self, key: str, body: bytes, headers: Any, now: float | None = None) -> None:
         """Keep a 200 answer with its ``headers`` (a mapping with ``get``), if they allow."""
-        max_age = freshness(headers.get("Cache-Control"))
+        max_age = freshness(cache_control(headers))
         etag = headers.get("ETag")
         if max_age is None or (max_age == 0 and not etag):
             self.doubt = True  # asked every time: a replay would not ask
@@ -98,7 +98,7 @@ class ResponseCache:
 
     def confirm(self, key: str, kept: Kept, headers: Any) -> Kept:
         """A 304 confirmed ``kept``: fresh again from now, with any headers the 304 updates."""
-        control = headers.get("Cache-Control")
+        control = cache_control(headers)
         max_age = kept.max_age if control is None else freshness(control)
         if max_age is None:
             self.doubt = True

@@ -1,0 +1,124 @@
+"""Where a replay of ``plugin install --yes`` (``p2phost._replay``) could part from the full
+installer: an answer a 304 says not to keep, and an install interrupted by the user."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .conftest import Workspace
+from .test_replay import frozen, install, ok  # noqa: F401 - a fixture
+from .test_response_cache import Proxy, proxy_to  # noqa: F401 - a fixture
+
+Projects = tuple[Proxy, Callable[..., Workspace]]
+
+
+def test_a_304_saying_no_store_twice_over_is_not_replayed(frozen: Projects) -> None:  # noqa: F811
+    """``Cache-Control`` given twice is one list (RFC 9110 5.3): ``no-store`` in either
+    line forbids keeping the answer, as the full installer reads it."""
+    proxy, make = frozen
+    proxy.max_age = 600
+    first = make("first", plugins={"alpha": "*"})
+    assert ok(first)
+    proxy.head_304 = [("Cache-Control", "no-store")]  # before the max-age=600 line
+    second = make("second", first.manifest)
+    done = second.cli(
+        "plugin", "install", "--yes", "--refresh", env={"PYTHONPROFILEIMPORTTIME": "1"}
+    )
+    assert done.returncode == 0, done.stderr
+    assert "p2phost._install._installer" in done.stderr  # the full installer decided
+    assert second.installed() == {"alpha": "1.1.0"}
+
+
+def _interrupted(ws: Workspace, proxy: Proxy, env: dict[str, str]) -> tuple[int, str, str]:
+    """``plugin install --yes --refresh`` in ``ws``, Ctrl-C'd while the registry holds its
+    answer: its exit code, stdout and stderr."""
+    proxy.hold, proxy.asked = threading.Event(), threading.Event()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "p2phost", "plugin", "install", "--yes", "--refresh"],
+        cwd=ws.root,
+        env={
+            **os.environ,
+            "P2PHOST_CACHE_DIR": str(ws.cache),
+            "P2PHOST_REGISTRY": ws.registry,
+            **env,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proxy.asked.wait(30)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        proxy.hold.set()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, out, err
+
+
+def test_ctrl_c_during_a_replay_ends_as_in_the_full_installer(frozen: Projects) -> None:  # noqa: F811
+    proxy, make = frozen
+    proxy.max_age = 600
+    first = make("first", plugins={"alpha": "*"})
+    assert ok(first)
+    full = _interrupted(make("full", first.manifest), proxy, {"P2PHOST_REPLAY": "0"})
+    replayed = _interrupted(make("replayed", first.manifest), proxy, {})
+    assert full == (1, "", "\nAborted!\n")
+    assert replayed == full
+
+
+def test_forced_colour_prints_what_the_full_installer_prints(frozen: Projects) -> None:  # noqa: F811
+    """With ``FORCE_COLOR`` (or ``TTY_COMPATIBLE``) rich treats a pipe as a terminal, and
+    the full installer's progress bar writes control codes there: no replay prints them."""
+    proxy, make = frozen
+    proxy.max_age = 600
+    first = make("first", plugins={"alpha": "*"})
+    assert ok(first)
+    for forcing in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        colour = {forcing: "1"}
+        reference = make(f"reference-{forcing}", first.manifest)
+        full, ran_full = install(reference, env={**colour, "P2PHOST_REPLAY": "0"})
+        assert ran_full and full.returncode == 0
+        second = make(f"second-{forcing}", first.manifest)
+        done, _ = install(second, env=colour)
+        assert (done.returncode, done.stdout, done.stderr) == (0, full.stdout, full.stderr)
+
+
+def test_a_record_others_may_write_is_not_replayed(frozen: Projects) -> None:  # noqa: F811
+    """A record is the replay's whole decision: one that another user could have written
+    (in a shared cache, say) is not trusted, and the full installer decides."""
+    proxy, make = frozen
+    proxy.max_age = 600
+    first = make("first", plugins={"alpha": "*"})
+    assert ok(first)
+    (record,) = (first.cache / "replay").glob("build-*")
+    record.chmod(0o666)
+    second = make("second", first.manifest)
+    assert ok(second)  # the full installer, which keeps a record of its own
+    assert not record.stat().st_mode & 0o022
+    assert not ok(make("third", first.manifest))
+
+
+def test_two_hosts_sharing_a_cache_keep_a_record_each(
+    frozen: Projects,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Two interpreters or venvs (a CI matrix, tox) sharing one download cache: each
+    host's record stands beside the other's instead of replacing it."""
+    proxy, make = frozen
+    proxy.max_age = 600
+    other = {"PYTHONPATH": str(tmp_path / "elsewhere")}  # another sys.path: another host
+    (tmp_path / "elsewhere").mkdir()
+    first = make("first", plugins={"alpha": "*"})
+    assert ok(first)
+    assert ok(make("other", first.manifest), env=other)  # its own full install
+    assert not ok(make("second", first.manifest))  # the first host's record still stands
+    assert not ok(make("other-again", first.manifest), env=other)
