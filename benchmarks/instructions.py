@@ -14,7 +14,8 @@ difference divided by N is the cost of one unit without start-up, imports and wa
 without: what counting and timing cost per message. ``--tracing`` adds p2phost with both
 nodes tracing every message (``OTEL_TRACES_EXPORTER=jsonl``, the default parent-based
 always-on sampler; the exporter thread's instructions and its file writes are counted, as
-closing the nodes exports what they queued).
+closing the nodes exports what they queued). ``--sampled`` adds the same at 1 %
+sampling (``parentbased_traceidratio``): what an unsampled message's context costs.
 
 Run ``python benchmarks/instructions.py`` (valgrind must be on PATH; about 10 minutes;
 ``--only rtt`` for one workload). p2phost runs on asyncio's loop with tcp-transport and
@@ -70,6 +71,9 @@ def _patient_nodes(metrics: bool) -> None:
 #: The environment of ``--tracing``'s runs (the traces file is set per run).
 TRACE_ENV = {"OTEL_TRACES_EXPORTER": "jsonl", "OTEL_TRACES_SAMPLER": "parentbased_always_on",
              "OTEL_BSP_MAX_QUEUE_SIZE": "1000000"}  # none dropped: all are paid for
+#: ``--sampled``: one trace in a hundred recorded, as docs/operations.md advises.
+SAMPLED_ENV = {**TRACE_ENV, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+               "OTEL_TRACES_SAMPLER_ARG": "0.01"}
 
 
 async def workload(system: str, what: str, units: int) -> None:
@@ -81,7 +85,7 @@ async def workload(system: str, what: str, units: int) -> None:
         client: m.Client = await m.RawClient.open(port)
     else:
         _patient_nodes(metrics=system == "metrics")
-        assert (system == "tracing") == ("OTEL_TRACES_EXPORTER" in os.environ)
+        assert (system in ("tracing", "sampled")) == ("OTEL_TRACES_EXPORTER" in os.environ)
         server = m.bench_node(port)
         await server.start()
         client = await m.P2PClient.open(port)
@@ -93,7 +97,7 @@ async def workload(system: str, what: str, units: int) -> None:
         await m.round_trips(client, units)
     else:
         await m.in_flight(client, units)
-    if system == "tracing":
+    if system in ("tracing", "sampled"):
         # Every span exported before the nodes close (closing waits 30 s at most, which
         # a long run under callgrind on a busy machine can pass: spans not exported are
         # not counted).
@@ -111,8 +115,9 @@ def instructions(system: str, what: str, units: int) -> int:
     """Instructions callgrind counts for one whole run of the workload."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
     with tempfile.TemporaryDirectory() as tmp:
-        if system == "tracing":
-            env.update(TRACE_ENV, P2PHOST_TRACES_FILE=f"{tmp}/spans.jsonl")
+        if system in ("tracing", "sampled"):
+            env.update(TRACE_ENV if system == "tracing" else SAMPLED_ENV,
+                       P2PHOST_TRACES_FILE=f"{tmp}/spans.jsonl")
         done = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable,
              __file__, "--run", system, what, str(units)],
@@ -132,6 +137,8 @@ def main() -> None:
     parser.add_argument("--tracing", action="store_true",
                         help="also p2phost with both nodes tracing every message (issue 20's "
                              "aim: <= 30 %% more than without)")
+    parser.add_argument("--sampled", action="store_true",
+                        help="also p2phost with both nodes tracing at 1 %% sampling")
     parser.add_argument("--run", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
@@ -140,7 +147,8 @@ def main() -> None:
         return
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(instruction counts do not depend on it)")
-    extra = [s for s, wanted in (("metrics", args.metrics), ("tracing", args.tracing)) if wanted]
+    extra = [s for s, wanted in (("metrics", args.metrics), ("tracing", args.tracing),
+                                          ("sampled", args.sampled)) if wanted]
     systems = ("p2phost", "raw", *extra)
     print(f"{'instructions per unit':28}{'p2phost':>12}{'raw':>12}{'ratio':>8}"
           + "".join(f"{system:>12}{'/p2phost':>9}" for system in extra))
