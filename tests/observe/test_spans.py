@@ -107,6 +107,56 @@ async def test_an_unsampled_trace_records_nothing_and_passes_its_context_on(
     assert not path.exists() or not spans(path)
 
 
+class Relaying(Seeing):
+    """Records its span context and sends each message on to ``onward``."""
+
+    onward: tuple[Any, str] | None = None
+
+    @handler("relay")
+    async def relay(self, message: Message) -> None:
+        self.contexts.append(trace.get_current_span().get_span_context())
+        assert self.onward is not None
+        node, peer = self.onward
+        await node.send(peer, "look", message.body)
+
+
+async def test_a_new_trace_not_sampled_passes_one_context_on_across_hops(
+        make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A sampler that samples no new trace: a send records nothing and sets no context,
+    # its frame carries a new unsampled context, which the next hops pass on as it is.
+    path = tmp_path / "spans.jsonl"
+    otel_env(monkeypatch, path)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    last, middle = Seeing(), Relaying()
+    end = await make_node([last])
+    relay = await make_node([middle])
+    sender = await make_node([])
+    middle.onward = (relay, await relay.connect(end.addresses[0]))
+    peer = await sender.connect(relay.addresses[0])
+    for _ in range(40):  # about half of them new traces not sampled
+        await sender.send(peer, "relay", "x")
+    await wait_until(lambda: len(last.contexts) == 40, 10, "the messages relayed")
+    for node in (sender, relay, end):
+        await node.close()
+    found = spans(path)
+    recorded = {int(s["context"]["trace_id"], 16) for s in found}
+    unsampled = [(first, then) for first, then in zip(middle.contexts, last.contexts,
+                                                         strict=True)
+                 if not first.trace_flags.sampled]
+    assert 5 < len(unsampled) < 35
+    for first, then in unsampled:
+        assert first.is_valid and then.trace_id == first.trace_id
+        assert not then.trace_flags.sampled and first.trace_id not in recorded
+        # Its lower half says "not sampled" to a ratio sampler downstream too.
+        assert first.trace_id & (2**64 - 1) >= 2**63
+    for first, then in zip(middle.contexts, last.contexts, strict=True):
+        if first.trace_flags.sampled:  # the sampled ones: one trace of 6 spans each
+            assert then.trace_flags.sampled and then.trace_id == first.trace_id
+            assert sum(int(s["context"]["trace_id"], 16) == first.trace_id
+                       for s in found) == 6
+
+
 def test_the_jsonl_line_of_a_record_is_the_sdk_line_of_its_span(tmp_path: Path) -> None:
     spec = Spec('receive "odd" 100% topic', SpanKind.CONSUMER,
                 {"messaging.system": "p2phost", "p2phost.peer": "12D3"}, remote_parent=True)

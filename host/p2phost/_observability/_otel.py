@@ -56,7 +56,6 @@ from ._context import (
     SENDING,
     SPAN_KEY,
     Handling,
-    current,
     get_context,
     in_context,
     reads_traces,
@@ -84,7 +83,6 @@ _PARENTS = 4096
 #: span's fields (once the handler ran), error, the token that resets this variable].
 _RECEIPT: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "p2phost_receipt", default=None)
-_FLAGS = (b"\x00", b"\x01")
 _REQUEST = MessageKind.REQUEST
 #: OR-ed into random draws so that no id is zero (W3C: all zeros is invalid): the lowest
 #: bit of a new trace's upper half (its lower half, which sampling reads, stays random)
@@ -93,6 +91,7 @@ _NEW_TRACE, _TWO_SPANS = (1 << 128) | 1, (1 << 64) | 1
 _ZEROS = bytes(16)
 _ZEROS_8 = bytes(8)
 _new = object.__new__
+getrandbits = random.getrandbits
 
 
 class Tracing:
@@ -103,6 +102,9 @@ class Tracing:
         self._parent_based, bound = sampling()
         self._always = bound > ID_LIMIT
         self._bound = bound
+        # OR-ed into a new unsampled trace's random ids (_root): no zero id, and for a
+        # rate up to one half the top bit of the trace id's lower half, above the bound.
+        self._unsampled = _NEW_TRACE | (1 << 127 if bound <= 1 << 63 else 0)
         # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and lets OTEL_SERVICE_NAME win.
         self._batcher = Batcher(found, Resource.create({"service.name": service}),
                                 InstrumentationScope("p2phost"))
@@ -119,17 +121,29 @@ class Tracing:
     def outgoing(self, channel: Channel) -> bytes:
         """The current span's context for a frame to ``channel`` (empty when there is no
         span, or the peer did not say it reads trace contexts)."""
-        data = SENDING.get() or span_data()
+        data = SENDING.get() or (span_data() if get_context() else b"") or self._root()
         if not data:
             return b""
         hello = getattr(channel, "hello", None)  # reads_traces, inline: once per frame
         return data if hello is None or hello.extra.get(_HELLO_KEY) == 1 else b""
 
+    def _root(self) -> bytes:
+        """The context of a new trace that is not sampled (empty when every new trace is:
+        a frame outside any send then carries none): a send that is not recorded sets
+        nothing, and its frame is made here. Its trace id's lower half is not below the
+        sampling bound, so a ratio sampler downstream does not record it either."""
+        if self._always:
+            return b""
+        ids = getrandbits(192) | self._unsampled
+        while (ids >> 64) & ID_LIMIT < self._bound:  # only for a rate over one half
+            ids = getrandbits(192) | self._unsampled
+        return ids.to_bytes(24, "big") + b"\x00"
+
     def remember(self, message_id: int) -> None:
         """Keep the current context for an acknowledged message: the outbox sends it
         later (and again), from its own task. Kept in memory: a message sent after a
         restart starts a trace of its own."""
-        data = current()
+        data = SENDING.get() or span_data() or self._root()
         if data:
             self._sent[message_id] = data
             if len(self._sent) > _PARENTS:
@@ -172,7 +186,7 @@ class Tracing:
         specs: dict[tuple[str, str], int | Spec] = {}
         add, getrandbits, clock = self._batcher.add, random.getrandbits, time.time_ns
         parent_based, always, bound = self._parent_based, self._always, self._bound
-        known = self._batcher.known
+        known, root = self._batcher.known, self._root
 
         def spec_of(topic: str, peer: str) -> int | Spec:
             attributes = {"messaging.system": "p2phost", "messaging.destination.name": topic,
@@ -185,23 +199,9 @@ class Tracing:
             number = specs[topic, peer] = known(spec)
             return number
 
-        @functools.wraps(call)
-        async def sending(*args: Any, **kwargs: Any) -> Any:
-            parent = span_data() if get_context() else b""
-            if parent:
-                ids = parent[:16] + (getrandbits(64) | 1).to_bytes(8, "big")
-                parent_id = parent[16:24]
-                record = parent[24] & 1 if parent_based else \
-                    always or int.from_bytes(ids[8:16]) < bound
-            else:  # a new trace: its trace id and the span's id in one draw
-                ids = (getrandbits(192) | _NEW_TRACE).to_bytes(24, "big")
-                parent_id, record = b"", always or int.from_bytes(ids[8:16]) < bound
-            token = SENDING.set(ids + _FLAGS[record])
-            if not record:  # context passed on, nothing recorded
-                try:
-                    return await call(*args, **kwargs)
-                finally:
-                    SENDING.reset(token)
+        async def recorded(ids: bytes, parent_id: bytes, args: tuple[Any, ...],
+                           kwargs: dict[str, Any]) -> Any:
+            # A recorded send: its span's context is in its frames (SENDING).
             if verb == "publish":
                 topic, peer = args[0] if args else kwargs.get("topic", ""), ""
             else:  # (peer or address, topic, ...), positional or named
@@ -210,6 +210,7 @@ class Tracing:
                 if type(peer) is not str:
                     peer = str(peer)
             spec = specs.get((topic, peer)) or spec_of(topic, peer)
+            token = SENDING.set(ids + b"\x01")
             start, error = clock(), None
             try:
                 return await call(*args, **kwargs)
@@ -220,6 +221,40 @@ class Tracing:
                 SENDING.reset(token)
                 add((spec, ids, parent_id, start, clock(), error))
 
+        async def passed(data: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            # Not recorded, with a context its frames must carry (SENDING): a publish's,
+            # or a sampler that is not parent-based decided against a sampled parent.
+            token = SENDING.set(data)
+            try:
+                return await call(*args, **kwargs)
+            finally:
+                SENDING.reset(token)
+
+        @functools.wraps(call)
+        def sending(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+            # Not a coroutine: a send that is not recorded is the call itself, with no
+            # context variable set; its frames take the context outgoing() finds.
+            parent = span_data() if get_context() else b""
+            if parent:
+                if parent_based:
+                    if not parent[24] & 1:  # the parent's context, as it is, in the frames
+                        return call(*args, **kwargs)
+                elif not always and int.from_bytes(parent[8:16]) >= bound:
+                    return passed(parent[:24] + b"\x00", args, kwargs) if parent[24] & 1 \
+                        else call(*args, **kwargs)
+                return recorded(parent[:16] + (getrandbits(64) | 1).to_bytes(8, "big"),
+                                parent[16:24], args, kwargs)
+            if always:  # a new trace: its trace id and the span's id in one draw
+                return recorded((getrandbits(192) | _NEW_TRACE).to_bytes(24, "big"), b"",
+                                args, kwargs)
+            low = getrandbits(64)  # the new trace id's lower half, which sampling reads
+            if low >= bound:  # not sampled: outgoing() makes the frame's context
+                # (a publish's frames, one per codec, share one)
+                return passed(root(), args, kwargs) if verb == "publish" \
+                    else call(*args, **kwargs)
+            return recorded((((getrandbits(64) | 1) << 128 | low << 64 | getrandbits(64) | 1)
+                             ).to_bytes(24, "big"), b"", args, kwargs)
+
         return sending
 
     def _receipt(self, topic: str, handler: Callable[[Message], Awaitable[Any]]
@@ -228,7 +263,7 @@ class Tracing:
         getrandbits, clock, logs = random.getrandbits, time.time_ns, self._logs
         parent_based, always, bound = self._parent_based, self._always, self._bound
         specs: dict[tuple[bool, str], int | Spec] = {}
-        known = self._batcher.known
+        known, root = self._batcher.known, self._root
         handle = known(Spec(f"handle {topic}", SpanKind.INTERNAL, {}))
 
         def spec_of(request: bool, peer: str) -> int | Spec:
@@ -250,20 +285,25 @@ class Tracing:
             key = (message.sender, number if isinstance(number, int) else int(number, 16))
             data = self._parents.get(key) or self._older.get(key)
             if data is not None:
-                trace, parent = data[:16], data[16:24]
                 record = data[24] & 1 if parent_based else \
-                    always or int.from_bytes(trace[8:16]) < bound
-            else:
-                trace = (getrandbits(128) | _NEW_TRACE >> 64).to_bytes(16, "big")
-                parent, record = b"", always or int.from_bytes(trace[8:16]) < bound
-            if not record:  # context passed on to what the handler sends, nothing recorded
-                token = set_context(in_context(trace + (
-                    parent or (getrandbits(64) | 1).to_bytes(8, "big")) + b"\x00",
-                    bool(parent)))
-                try:
-                    return await handler(message)
-                finally:
-                    reset_context(token)
+                    always or int.from_bytes(data[8:16]) < bound
+                if not record:  # the sender's context passed on as it came (if unsampled)
+                    token = set_context(in_context(data if not data[24] & 1
+                                                   else data[:24] + b"\x00", True))
+                    try:
+                        return await handler(message)
+                    finally:
+                        reset_context(token)
+                trace, parent = data[:16], data[16:24]
+            else:  # a new trace, sampled on its trace id's lower half (drawn first)
+                low = getrandbits(64)
+                if low >= bound:  # not recorded: its context passed on to the handler's sends
+                    token = set_context(in_context(root()))
+                    try:
+                        return await handler(message)
+                    finally:
+                        reset_context(token)
+                trace, parent = ((getrandbits(64) | 1) << 64 | low).to_bytes(16, "big"), b""
             request, sender = message.kind is _REQUEST, message.sender
             ids = (getrandbits(128) | _TWO_SPANS).to_bytes(16, "big")
             receive, handle_id = trace + ids[:8], ids[8:]
