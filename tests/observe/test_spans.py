@@ -199,6 +199,43 @@ def test_the_jsonl_line_of_a_record_is_the_sdk_line_of_its_span(tmp_path: Path) 
 
 
 @pytest.mark.slow
+def test_the_common_records_lines_are_the_sdk_lines_of_their_spans(tmp_path: Path) -> None:
+    # Records that nothing failed in, specs by number, times in one second and across
+    # the next: the exporter's quick path, and its way back to the general one. (Times
+    # in whole microseconds: the SDK rounds a float, the exporter truncates.)
+    numbered = [Spec("send t", SpanKind.PRODUCER, {"messaging.system": "p2phost"}),
+                Spec("receive t", SpanKind.SERVER, {"p2phost.peer": "12D3"},
+                     remote_parent=True),
+                Spec("handle t", SpanKind.INTERNAL, {}), Spec("reply t", SpanKind.INTERNAL, {})]
+    trace, second = (0xABC).to_bytes(16), 1_764_000_000_000_000_000
+    records: list[Any] = []
+    for n, at in enumerate((5_000, 7_123_000, 999_999_000, 999_998_000, 1_000_000_000,
+                            1_000_003_000)):
+        start = second + at
+        records += [
+            (0, trace + (10 * n + 1).to_bytes(8), b"" if n % 2 else (9).to_bytes(8), start,
+             start + 1_000, None),
+            # A one-way message's receipt (its handle span at the same times) ...
+            (1, trace + (10 * n + 2).to_bytes(8), (10 * n + 1).to_bytes(8), start + 10,
+             start + 2_000, None, 0xF << (4 * n), n + 1, 2, (10 * n + 3).to_bytes(8),
+             start + 10, start + 2_000, None),
+            # ... and a request's, with its handle span inside and its reply after.
+            (1, trace + (10 * n + 4).to_bytes(8), (10 * n + 1).to_bytes(8), start + 10,
+             start + 9_000, None, 2**63 + n, 1, 2, (10 * n + 5).to_bytes(8), start + 10,
+             start + 5_000, None, 3, (10 * n + 6).to_bytes(8), start + 5_100, start + 9_000),
+        ]
+    exporter = JsonLinesExporter(str(tmp_path / "records.jsonl"))
+    exporter.export_records(records[:9], "svc", numbered)
+    exporter.export_records(records[9:], "svc", numbered)
+    exporter.shutdown()
+    ours = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    resource = Resource.create({"service.name": "svc"})
+    sdk = [json.loads(span_line(readable(span, resource, InstrumentationScope("p2phost"))))
+           for record in records for span in flat(record, numbered)]
+    assert ours == sdk and len(ours) == 36
+    assert ours[1]["attributes"]["messaging.message.id"] == "000000000000000f"
+
+
 def test_a_stored_message_keeps_its_senders_trace(
         make_project: Callable[..., Path], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 _LINES_PER_WRITE = 100
 _UNSET, _NO_EVENTS = '{"status_code": "UNSET"}', "[]"
+#: Three digits each, for a time's microseconds (a 06d format spec costs twice as much).
+_D3 = tuple(f"{n:03d}" for n in range(1000))
+_BIT_64 = 1 << 64
 
 
 class TracingError(Exception):
@@ -39,24 +42,32 @@ class ExportFailed(Exception):
 class _Iso:
     """``ns_to_iso_str``'s text (to the microsecond, truncated) without its ``Z``, with
     the date and time to the second made once a second: datetime formatting costs more
-    than the rest of a span's line. A time in nanoseconds has 19 digits from 2001 to
-    2286, the first 10 the seconds: the microseconds are cut from its text (the
-    exporter does that itself for a time in :attr:`second`)."""
+    than the rest of a span's line. :attr:`base` is the microsecond that second starts
+    at, :attr:`prefix` its text with the dot: a time ``us`` microseconds after
+    the epoch with ``0 <= us - base < 1_000_000`` is ``f"{prefix}{us - base:06d}"``
+    (the exporter does that itself)."""
 
     def __init__(self) -> None:
-        #: The seconds (10 digits) whose date and time :attr:`prefix` is, with its dot.
-        self.second, self.prefix = "", ""
+        self.base, self.prefix = -(1 << 62), ""
 
     def __call__(self, ns: int) -> str:
-        text = str(ns)
-        if len(text) != 19:
-            second, rest = divmod(ns, 1_000_000_000)
-            return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(second))}." \
-                   f"{rest // 1000:06d}"
-        if text[:10] != self.second:
-            self.second = text[:10]
-            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(int(text[:10])))
-        return f"{self.prefix}{text[10:16]}"
+        us = ns // 1000
+        if not 0 <= us - self.base < 1_000_000:
+            second = us // 1_000_000
+            self.base = second * 1_000_000
+            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        return f"{self.prefix}{us - self.base:06d}"
+
+
+def _quick(pieces: tuple[tuple[str, ...], tuple[str, ...]]
+           ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A spec's line pieces (``Spec.lines``) for a span that did not fail: its status
+    and events joined to the pieces around them (a numbered message id's quotes
+    too), fewer pieces for the f-string."""
+    a, b, c, d, e, f, g, h = pieces[0]
+    one = (a, b, c, d, e, f"{f}{_UNSET}{g}{_NO_EVENTS}{h}")
+    a, b, c, d, e, f, g, h, i, j = pieces[1]
+    return one, (a, b, c, d, e, f'{f}{_UNSET}{g}"', f'"{h}', f"{i}{_NO_EVENTS}{j}")
 
 
 def span_line(span: ReadableSpan) -> str:
@@ -100,6 +111,9 @@ class JsonLinesExporter(SpanExporter):
                 "fix: a file in an existing directory this process may write") from exc
         self._lock = threading.Lock()
         self._iso = _Iso()
+        #: The specs table :attr:`_quick` holds the pieces of (by spec number).
+        self._quick_for: Sequence[Spec] | None = None
+        self._quick: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
 
     def _write(self, lines: list[str]) -> None:
         with self._lock:
@@ -132,50 +146,113 @@ class JsonLinesExporter(SpanExporter):
     def export_records(self, records: Sequence[Record], service: str,
                        specs: Sequence[Spec] = ()) -> None:
         """The node's records (their specs numbered in ``specs``), each span a line
-        joined from its name's pieces."""
-        iso, lines = self._iso, list[str]()
-        append, second, prefix = lines.append, iso.second, iso.prefix
+        joined from its name's pieces.
+
+        The common record (spec by number, nothing failed, a numbered message) takes one
+        f-string per span from pieces with the status and events already in them, and
+        its times as microseconds past the second of the batch's last time (integer
+        operations on small numbers: the decimal text of a time in nanoseconds costs
+        more); any other record takes :meth:`_record`."""
+        if self._quick_for is not specs:  # another table: its pieces are made anew
+            self._quick_for, self._quick = specs, []
+        quick, iso, lines = self._quick, self._iso, list[str]()
+        append, base, prefix = lines.append, iso.base, iso.prefix
         for record in records:
-            ref, ids, parent, start, end, error = record[:6]
-            spec = specs[ref] if isinstance(ref, int) else ref
+            ref = record[0]
+            if type(ref) is not int or record[5] is not None:
+                self._record(record, service, specs, append)
+                base, prefix = iso.base, iso.prefix
+                continue
+            while len(quick) <= ref:  # the table only grows: its new specs' pieces
+                quick.append(_quick(specs[len(quick)].lines(service)))
+            if len(record) == 6:  # a send
+                _, ids, parent, start, end, _ = record
+                hexed = ids.hex()
+                first = start // 1000 - base
+                last = end // 1000 - base
+                if not 0 <= first <= last < 1_000_000:  # another second: set by iso()
+                    self._record(record, service, specs, append)
+                    base, prefix = iso.base, iso.prefix
+                    continue
+                a, b, c, d, e, f = quick[ref][0]
+                up = f'"0x{parent.hex()}"' if parent else "null"
+                append(f"{a}{hexed[:32]}{b}{hexed[32:]}{c}{up}{d}{prefix}{_D3[first // 1000]}"
+                       f"{_D3[first % 1000]}{e}{prefix}{_D3[last // 1000]}{_D3[last % 1000]}{f}")
+                continue
+            # A receipt: its handle span's fields (and its reply span's) follow.
+            _, ids, parent, start, end, _, number, attempt, child, child_id, child_start, \
+                child_end, child_error = record[:13]
+            first = start // 1000 - base
+            last = end // 1000 - base
+            reply = record[13] if len(record) > 13 else child
+            if child_error is not None or type(number) is not int or type(child) is not int \
+                    or type(reply) is not int or not 0 <= first <= last < 1_000_000:
+                self._record(record, service, specs, append)
+                base, prefix = iso.base, iso.prefix
+                continue
+            while len(quick) <= max(child, reply):
+                quick.append(_quick(specs[len(quick)].lines(service)))
             hexed = ids.hex()
             trace, span_id = hexed[:32], hexed[32:]
-            # _Iso's common case inline: a time in the second of the one before (a time
-            # in another second goes to iso, and the next record sees its second).
-            text = str(start)
-            started = f"{prefix}{text[10:16]}" if text[:10] == second and len(text) == 19 \
-                else iso(start)
-            text = str(end)
-            ended = f"{prefix}{text[10:16]}" if text[:10] == second and len(text) == 19 \
-                else iso(end)
-            status, events = (_UNSET, _NO_EVENTS) if error is None else _outcome(error, iso)
+            a, b, c, d, e, f, g, h = quick[ref][1]
+            started = f"{prefix}{_D3[first // 1000]}{_D3[first % 1000]}"
+            ended = f"{prefix}{_D3[last // 1000]}{_D3[last % 1000]}"
             up = f'"0x{parent.hex()}"' if parent else "null"
-            if len(record) == 6:  # a send
-                a, b, c, d, e, f, g, h = (spec.pieces or spec.lines(service))[0]
-                append(f"{a}{trace}{b}{span_id}{c}{up}{d}{started}{e}{ended}{f}{status}{g}"
-                       f"{events}{h}")
-                second, prefix = iso.second, iso.prefix
-                continue
-            a, b, c, d, e, f, g, h, i, j = (spec.pieces or spec.lines(service))[1]
-            number = record[6]
-            number = f'"{number:016x}"' if type(number) is int else json.dumps(number)
-            append(f"{a}{trace}{b}{span_id}{c}{up}{d}{started}{e}{ended}{f}{status}{g}"
-                   f"{number}{h}{record[7]}{i}{events}{j}")
-            up = f'"0x{span_id}"'  # the parent of the handle and reply spans
-            for at in (8, 13) if len(record) > 13 else (8,):
-                ref, child_id, child_start, child_end = record[at:at + 4]
-                child = specs[ref] if isinstance(ref, int) else ref
-                child_error = record[12] if at == 8 else None
-                status, events = (_UNSET, _NO_EVENTS) if child_error is None else \
-                    _outcome(child_error, iso)
-                a, b, c, d, e, f, g, h = (child.pieces or child.lines(service))[0]
-                # A handler's span starts and ends with its receipt's (one-way messages).
-                append(f"{a}{trace}{b}{child_id.hex()}{c}{up}{d}"
-                       f"{started if child_start == start else iso(child_start)}{e}"
-                       f"{ended if child_end == end else iso(child_end)}{f}{status}{g}"
-                       f"{events}{h}")
-            second, prefix = iso.second, iso.prefix
+            # hex() of the number with a 65th bit set: its 16 digits, zeros kept, after "0x1"
+            # (a format spec such as 016x costs twice as much).
+            append(f"{a}{trace}{b}{span_id}{c}{up}{d}{started}{e}{ended}{f}"
+                   f"{hex(number | _BIT_64)[3:]}{g}{attempt}{h}")
+            # The handle span, a child of the receive span, has its times (a one-way
+            # message's; a request's ends before its reply).
+            a, b, c, d, e, f = quick[child][0]
+            up = f'"0x{span_id}"'
+            if child_start == start and child_end == end:
+                append(f"{a}{trace}{b}{child_id.hex()}{c}{up}{d}{started}{e}{ended}{f}")
+            else:
+                append(f"{a}{trace}{b}{child_id.hex()}{c}{up}{d}{iso(child_start)}{e}"
+                       f"{iso(child_end)}{f}")
+                base, prefix = iso.base, iso.prefix
+            if len(record) > 13:  # the reply span
+                _, _, _, _, _, _, _, _, _, _, _, _, _, child, child_id, child_start, \
+                    child_end = record
+                a, b, c, d, e, f = quick[child][0]
+                append(f"{a}{trace}{b}{child_id.hex()}{c}{up}{d}{iso(child_start)}{e}"
+                       f"{iso(child_end)}{f}")
+                base, prefix = iso.base, iso.prefix
         self._write(lines)
+
+    def _record(self, record: Record, service: str, specs: Sequence[Spec],
+                append: Callable[[str], None]) -> None:
+        """The lines of any record (a failure, a spec not numbered, a time in another
+        second...)."""
+        iso = self._iso
+        ref, ids, parent, start, end, error = record[:6]
+        spec = specs[ref] if isinstance(ref, int) else ref
+        hexed = ids.hex()
+        trace, span_id = hexed[:32], hexed[32:]
+        started, ended = iso(start), iso(end)
+        status, events = (_UNSET, _NO_EVENTS) if error is None else _outcome(error, iso)
+        up = f'"0x{parent.hex()}"' if parent else "null"
+        if len(record) == 6:  # a send
+            a, b, c, d, e, f, g, h = spec.lines(service)[0]
+            append(f"{a}{trace}{b}{span_id}{c}{up}{d}{started}{e}{ended}{f}{status}{g}"
+                   f"{events}{h}")
+            return
+        a, b, c, d, e, f, g, h, i, j = spec.lines(service)[1]
+        number = record[6]
+        number = f'"{number:016x}"' if type(number) is int else json.dumps(number)
+        append(f"{a}{trace}{b}{span_id}{c}{up}{d}{started}{e}{ended}{f}{status}{g}"
+               f"{number}{h}{record[7]}{i}{events}{j}")
+        up = f'"0x{span_id}"'  # the parent of the handle and reply spans
+        for at in (8, 13) if len(record) > 13 else (8,):
+            ref, child_id, child_start, child_end = record[at:at + 4]
+            child = specs[ref] if isinstance(ref, int) else ref
+            child_error = record[12] if at == 8 else None
+            status, events = (_UNSET, _NO_EVENTS) if child_error is None else \
+                _outcome(child_error, iso)
+            a, b, c, d, e, f, g, h = child.lines(service)[0]
+            append(f"{a}{trace}{b}{child_id.hex()}{c}{up}{d}{iso(child_start)}{e}"
+                   f"{iso(child_end)}{f}{status}{g}{events}{h}")
 
     def shutdown(self) -> None:
         with self._lock:
