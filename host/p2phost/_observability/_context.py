@@ -17,10 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    NonRecordingSpan,
+    SpanContext,
+    TraceFlags,
+    set_span_in_context,
+)
 
 from ._jsonl import TracingError
 from ._tracing import HELLO_KEY
@@ -31,7 +35,9 @@ if TYPE_CHECKING:
 #: The trace context a send in progress puts in its frames (see :func:`current`).
 SENDING: contextvars.ContextVar[bytes] = contextvars.ContextVar("p2phost_sending",
                                                                 default=b"")
-SPAN_KEY = _SPAN_KEY
+#: The key of the current span in OpenTelemetry's ``Context``, as its public
+#: ``set_span_in_context`` puts it (no private name imported).
+(SPAN_KEY,) = set_span_in_context(INVALID_SPAN, Context())
 ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
 _SAMPLERS = ("always_on", "always_off", "traceidratio")
 _new = object.__new__
@@ -39,11 +45,17 @@ _new = object.__new__
 
 def _runtime_context() -> tuple[Callable[[], Context], Callable[[Context], Any],
                                 Callable[[Any], None]]:
-    """Get, set and reset OpenTelemetry's current context: its context variable itself
-    when the runtime context is the default one, else ``attach`` and ``detach``."""
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    if isinstance(runtime, ContextVarsRuntimeContext):
-        var = runtime._current_context
+    """Get, set and reset OpenTelemetry's current context: the context variable that
+    holds it when there is one (found as the variable a public ``attach`` sets, no
+    private name read), else ``get_current``, ``attach`` and ``detach``."""
+    probe = Context()
+    token = otel_context.attach(probe)
+    try:
+        found = [var for var, value in contextvars.copy_context().items() if value is probe]
+    finally:
+        otel_context.detach(token)
+    if len(found) == 1:
+        var: contextvars.ContextVar[Context] = found[0]
         return var.get, var.set, var.reset
     return otel_context.get_current, otel_context.attach, otel_context.detach
 
@@ -82,13 +94,13 @@ def in_context(data: bytes, remote: bool = False) -> Context:
     span = _new(_Remote if remote else Handling)
     span.data = data
     values = get_context()
-    return Context({**values, _SPAN_KEY: span}) if values else Context({_SPAN_KEY: span})
+    return Context({**values, SPAN_KEY: span}) if values else Context({SPAN_KEY: span})
 
 
 def span_data() -> bytes:
     """OpenTelemetry's current span as an envelope's trace context (empty: none)."""
     values = get_context()
-    span: Any = values.get(_SPAN_KEY) if values else None
+    span: Any = values.get(SPAN_KEY) if values else None
     if span is None:
         return b""
     if isinstance(span, Handling):
