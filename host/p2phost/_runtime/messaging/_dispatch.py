@@ -39,7 +39,7 @@ from ..wire._envelope import (
 )
 from ._apps import AppMailboxes, Process, lifecycle_call
 from ._pending import PendingRequests
-from ._received import Received
+from ._received import Received, received
 from ._routes import AckedDelivery, TraceHook, Work, allowed
 from ._stats import DeliveryStats
 
@@ -70,6 +70,7 @@ class Dispatcher(PendingRequests):
         self.routes = self._apps.routes  # the same dict: read per message, no call between
         self._ids = ids
         self.stats = stats
+        self._tallies = stats.tallies
         # (kind, topic) -> the frame's header around its ids, packed once.
         self._headers: dict[tuple[Kind, str], tuple[bytes, bytes]] = {}
         self._warned: set[tuple[str, str]] = set()
@@ -214,11 +215,13 @@ class Dispatcher(PendingRequests):
                 Kind.REQUEST if kind else Kind.MESSAGE, message_id, topic, body,
                 deadline=deadline), ack)
         peer = channel.peer_id
-        self.stats.message_in(topic, peer, len(body))
+        tally = self._tallies.get((topic, peer)) or self.stats.tally(topic, peer)
+        tally.received += 1
+        tally.bytes_received += len(body)
         codec = channel.codec
-        item = Work(route.handler, Received(
+        item = Work(route.handler, received(
             message_id, _REQUEST if kind else _MESSAGE, peer, topic, codec.decode(body),
-            None, codec.content_type,
+            codec.content_type,
         ), message_id, deadline, channel, ack)
         if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
             stamp(item)
@@ -359,7 +362,8 @@ class Dispatcher(PendingRequests):
             if queued:
                 self.timed[message.topic](queued, started, _monotonic())
             if not item.counted:
-                self.stats.add(message.topic, "handled", 1, peer)
+                (self._tallies.get((message.topic, peer))
+                 or self.stats.tally(message.topic, peer)).handled += 1
             if message.kind is MessageKind.REQUEST:
                 waiting = self._reply(peer, item.channel, item.message_id, Kind.REPLY, result)
                 if waiting is not None:

@@ -102,6 +102,12 @@ class Mailbox(Generic[T]):
         """Queue ``item`` unless the mailbox is full (then the caller should ``put``)."""
         if self._count >= self.size:
             return False
+        # The common case of a burst, inline: the peer's task is running, queue behind it.
+        queue = self._queues.get(peer)
+        if queue is not None and queue.task is not None and not self._closed:
+            self._count += 1
+            queue.items.append(item)
+            return True
         self._append(peer, item)
         return True
 
