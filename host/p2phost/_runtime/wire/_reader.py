@@ -16,7 +16,7 @@ import asyncio
 import functools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from p2phost_sdk import Connection
@@ -96,14 +96,17 @@ class Reader:
         # a transport holding frames that recv_many must hand over first says no.
         connection, take = self.connection, self._take
         while not connection.push(self):
-            frames = await connection.recv_many()
+            frames: Sequence[bytes] = await connection.recv_many()
             self.last_seen = time.monotonic()
             # A new loop turn: the next frame this node answers may go out directly.
             self._wrote_directly = False
-            for frame in frames:
-                waiting = take(frame)
-                if waiting is not None:
-                    await waiting
+            while frames:
+                stopped = take(frames)
+                if stopped is None:
+                    break
+                taken, waiting = stopped
+                await waiting
+                frames = frames[taken:]
         await self._pushed()
 
     def frames_received(self, frames: list[bytes]) -> None:
@@ -122,18 +125,16 @@ class Reader:
         if blocked is None or blocked.done():  # the reader task has frames to take first
             self._backlog.extend(frames)
             return
-        take, rest = self._take, iter(frames)
         try:
-            for frame in rest:
-                waiting = take(frame)
-                if waiting is not None:
-                    self._backlog.extend(rest)
-                    self.connection.pause_reading()
-                    # In a task from now (a rare step: a full mailbox or outbox), so that
-                    # it runs, or is cancelled, even if the channel ends before the
-                    # reader task takes it up.
-                    blocked.set_result(asyncio.ensure_future(waiting))
-                    return
+            stopped = self._take(frames)
+            if stopped is not None:
+                taken, waiting = stopped
+                self._backlog.extend(frames[taken:])
+                self.connection.pause_reading()
+                # In a task from now (a rare step: a full mailbox or outbox), so that
+                # it runs, or is cancelled, even if the channel ends before the
+                # reader task takes it up.
+                blocked.set_result(asyncio.ensure_future(waiting))
         except Exception as exc:  # a protocol error: the reader task raises it
             self.connection_ended(exc)
 
@@ -167,44 +168,67 @@ class Reader:
                 self._blocked = None
             await waiting
             while backlog:
-                waiting = take(backlog.popleft())
-                if waiting is not None:
+                frames = list(backlog)
+                backlog.clear()
+                stopped = take(frames)
+                if stopped is not None:
+                    taken, waiting = stopped
+                    # (Back in front of what the transport may hand over meanwhile.)
+                    backlog.extendleft(reversed(frames[taken:]))
                     await waiting
             if self._failure is None:
                 self.connection.resume_reading()
 
-    def _take(self, frame: bytes) -> Awaitable[None] | None:
-        """Hand one received frame on; None when it was taken at once, else what to
-        wait for (room in the mailbox or the outbox) before the next frame."""
-        # Media that redeliver (brokers) hand DeliveredFrames carrying an ack.
-        ack: Ack | None = None if type(frame) is bytes else getattr(frame, "ack", None)
-        # The common frame in one pass: the header unpacked into locals, no envelope
-        # object; anything else (control frames, frames naming their sender or
-        # recipient, bad ones) takes the general path.
+    def _take(self, frames: Sequence[bytes]) -> tuple[int, Awaitable[None]] | None:
+        """Hand received frames on in order, in one pass: None when each was taken at
+        once, else how many were (the last of them the one that must wait) and what to
+        wait for (room in the mailbox or the outbox) before the next."""
+        channel, on_fields, on_replied = self._channel, self._on_fields, self._on_replied
+        taken = 0
+        for frame in frames:
+            taken += 1
+            # Media that redeliver (brokers) hand DeliveredFrames carrying an ack.
+            ack: Ack | None = None if type(frame) is bytes else getattr(frame, "ack", None)
+            # The common frame in one pass: the header unpacked into locals, no envelope
+            # object; anything else (control frames, traced frames, frames naming their
+            # sender or recipient, bad ones) takes _take_other.
+            if len(frame) >= _START:
+                version, kind, message_id, correlation_id, deadline, ls, lr, lt, lc = \
+                    _unpack(frame)
+                end = _START + lt
+                if kind <= _ERROR and version == VERSION and not (ls or lr or lc) \
+                        and end <= len(frame):
+                    try:
+                        topic = frame[_START:end].decode()
+                    except UnicodeDecodeError as exc:
+                        raise WireError(f"envelope string is not UTF-8: {exc}") from exc
+                    if kind > _REQUEST:
+                        if ack is not None:
+                            ack()
+                        on_replied(channel, kind, correlation_id, frame[end:])
+                        continue
+                    # A request is answered without waiting: read no more of them while
+                    # the answers pile up.
+                    if kind and self._outbox_bytes >= self._limit:
+                        return taken, self._later(functools.partial(
+                            on_fields, channel, kind, message_id, deadline, topic,
+                            frame[end:], ack))
+                    waiting = on_fields(channel, kind, message_id, deadline, topic,
+                                        frame[end:], ack)
+                    if waiting is not None:
+                        return taken, self._stall(waiting)
+                    continue
+            waiting = self._take_other(frame, ack)
+            if waiting is not None:
+                return taken, waiting
+        return None
+
+    def _take_other(self, frame: bytes, ack: Ack | None) -> Awaitable[None] | None:
+        """A frame that is not a plain app frame (see _take): None when it was taken at
+        once, else what to wait for before the next."""
         if len(frame) >= _START:
-            version, kind, message_id, correlation_id, deadline, ls, lr, lt, lc = \
-                _unpack(frame)
+            version, kind, message_id, _, deadline, ls, lr, lt, lc = _unpack(frame)
             end = _START + lt
-            if version == VERSION and kind <= _ERROR and not (ls or lr or lc) \
-                    and end <= len(frame):
-                try:
-                    topic = frame[_START:end].decode()
-                except UnicodeDecodeError as exc:
-                    raise WireError(f"envelope string is not UTF-8: {exc}") from exc
-                if kind > _REQUEST:
-                    if ack is not None:
-                        ack()
-                    self._on_replied(self._channel, kind, correlation_id, frame[end:])
-                    return None
-                # A request is answered without waiting: read no more of them while
-                # the answers pile up.
-                if kind and self._outbox_bytes >= self._limit:
-                    return self._later(functools.partial(
-                        self._on_fields, self._channel, kind, message_id, deadline, topic,
-                        frame[end:], ack))
-                waiting = self._on_fields(self._channel, kind, message_id, deadline, topic,
-                                          frame[end:], ack)
-                return None if waiting is None else self._stall(waiting)
             if kind in _TRACED_APP and version == VERSION and not (ls or lr or lc) \
                     and end + TRACE_SIZE <= len(frame) and self._on_traced is not None:
                 return self._traced(frame, kind ^ TRACED, message_id, deadline, end, ack)
