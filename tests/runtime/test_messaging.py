@@ -57,6 +57,28 @@ async def test_a_raising_handler_answers_with_an_error_and_the_node_keeps_runnin
     assert "the 'boom' handler failed" in caplog.text
 
 
+async def test_a_burst_of_one_way_messages_is_handled_in_order_and_counted_exactly(
+    make_node: MakeNode,
+) -> None:
+    # One-way messages take the mailbox's direct path (the handler's coroutine alone):
+    # each is still handled once, in order, and counted received and handled (or failed).
+    recorder = Recorder()
+    server = await make_node([recorder])
+    client = await make_node(listen=[])
+    peer = await client.connect(server.addresses[0])
+    for n in range(3000):
+        await client.send(peer, "record", n)
+    for n in range(5):
+        await client.send(peer, "boom", n)
+    assert await client.request(peer, "count", None) == 3000
+    assert recorder.records[client.peer_id] == list(range(3000))
+    stats = server.delivery.stats
+    await wait_until(lambda: stats.get("boom", "failed") == 5, 5, "the failures counted")
+    assert (stats.get("record", "received"), stats.get("record", "handled")) == (3000, 3000)
+    assert stats.get("boom", "handled") == 0
+    assert client.delivery.stats.get("record", "sent") == 3000
+
+
 async def test_unknown_topic_and_timeout(make_node: MakeNode) -> None:
     server = await make_node([Recorder(delay=1.0)])
     client = await make_node(listen=[])

@@ -15,7 +15,7 @@ from typing import Any
 from p2phost_sdk import App, permission_of
 
 from .._errors import NodeConfigError
-from ._mailbox import Mailbox
+from ._mailbox import Direct, Mailbox
 from ._routes import Route, Work
 
 log = logging.getLogger("p2phost.node")
@@ -27,14 +27,15 @@ Process = Callable[[str, Work], Coroutine[Any, Any, None]]
 class AppMailboxes:
     """Each app with its mailbox, and ``routes``: topic -> where its messages go."""
 
-    def __init__(self, apps: Iterable[App], process: Process) -> None:
+    def __init__(self, apps: Iterable[App], process: Process,
+                 direct: Direct[Work] | None = None) -> None:
         self._apps: list[tuple[App, Mailbox[Work]]] = []
         #: The dispatcher reads this very dict per message; :meth:`add_route` adds to it.
         self.routes: dict[str, Route] = {}
         owners: dict[str, str] = {}
         for app in apps:
             name = type(app).name or type(app).__name__
-            mailbox: Mailbox[Work] = Mailbox(name, app.mailbox_size, process)
+            mailbox: Mailbox[Work] = Mailbox(name, app.mailbox_size, process, direct)
             self._apps.append((app, mailbox))
             for topic, handler in app.handlers().items():
                 if topic in self.routes:
@@ -60,6 +61,7 @@ class AppMailboxes:
         """Put ``wrap(process)`` in place of what each mailbox runs per item."""
         for _, mailbox in self._apps:
             mailbox._process = wrap(mailbox._process)
+            mailbox.direct = None  # what wraps processing sees every item
 
     def sizes(self) -> dict[str, dict[str, int]]:
         """Each app's mailbox: messages queued or being handled, and its size."""

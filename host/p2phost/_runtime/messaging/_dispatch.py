@@ -66,7 +66,7 @@ class Dispatcher(PendingRequests):
         self.max_frame_size = max_frame_size
         super().__init__()
         self._reply_channel = reply_channel
-        self._apps = AppMailboxes(apps, self._process)
+        self._apps = AppMailboxes(apps, self._process, self)
         self.routes = self._apps.routes  # the same dict: read per message, no call between
         self._ids = ids
         self.stats = stats
@@ -222,7 +222,7 @@ class Dispatcher(PendingRequests):
         item = Work(route.handler, received(
             message_id, _REQUEST if kind else _MESSAGE, peer, topic, codec.decode(body),
             codec.content_type,
-        ), message_id, deadline, channel, ack)
+        ), message_id, deadline, channel, ack, False, 0.0, not kind and ack is None)
         if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
             stamp(item)
         if route.mailbox.try_put(peer, item):
@@ -330,6 +330,32 @@ class Dispatcher(PendingRequests):
         """Handle what the mailboxes hold (up to ``timeout`` each), then stop them."""
         await self._apps.drain(timeout)
 
+    def start(self, item: Work) -> Awaitable[Any] | None:
+        """A plain message's handler call, run by the mailbox with no coroutine of
+        :meth:`_process` around it (unless the metrics time this one: ``queued``)."""
+        if not item.plain or item.queued:
+            return None
+        try:
+            return item.call(item.message)
+        except Exception as exc:  # not an async def: the mailbox's finish reports it
+            return _raise(exc)
+
+    def finish(self, peer: str, item: Work, error: Exception | None) -> None:
+        """A started plain message's handler returned (or raised ``error``)."""
+        message = item.message
+        assert message is not None
+        if error is None:
+            (self._tallies.get((message.topic, peer))
+             or self.stats.tally(message.topic, peer)).handled += 1
+            return
+        self._failed(peer, message, error)
+        self.stats.add(message.topic, "failed", 1, peer)
+
+    def _failed(self, peer: str, message: Any, exc: Exception) -> None:
+        log.warning("the %r handler failed on a message from %s: %s: %s",
+                    message.topic, peer, type(exc).__name__, exc,
+                    exc_info=log.isEnabledFor(logging.DEBUG))
+
     async def _process(self, peer: str, item: Work) -> None:
         # One coroutine between the mailbox's task and the handler: the hot path.
         message, ack = item.message, item.ack
@@ -348,9 +374,7 @@ class Dispatcher(PendingRequests):
             except Exception as exc:
                 if queued:
                     self.timed[message.topic](queued, started, _monotonic())
-                log.warning("the %r handler failed on a message from %s: %s: %s",
-                            message.topic, peer, type(exc).__name__, exc,
-                            exc_info=log.isEnabledFor(logging.DEBUG))
+                self._failed(peer, message, exc)
                 if not item.counted:
                     self.stats.add(message.topic, "failed", 1, peer)
                 if message.kind is MessageKind.REQUEST:
@@ -399,6 +423,10 @@ async def _send_reply(channel: Channel, frame: bytes, peer: str) -> None:
         await channel.send(frame)
     except ConnectionClosed:
         log.debug("dropping a reply to %s: the connection closed", peer)
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
 
 
 def _describe(exc: Exception) -> str:

@@ -39,10 +39,11 @@ import contextvars
 import logging
 import sys
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 log = logging.getLogger("p2phost.node")
 _EAGER = sys.version_info >= (3, 12)
 
@@ -53,6 +54,18 @@ _KEEP_IDLE = 256
 #: Items of one peer a task runs in a row before it hands over to a fresh task: a peer
 #: whose handlers never wait lets the loop (other peers, the readers) run between runs.
 _INLINE = 64
+
+
+class Direct(Protocol[T_contra]):
+    """A plain item's handler run by the mailbox's task itself, with no coroutine of
+    ``process`` around it (the handler's coroutine is the only one per item)."""
+
+    def start(self, item: T_contra) -> Awaitable[Any] | None:
+        """The handler's awaitable for an item that needs nothing around it but
+        :meth:`finish` (else None: ``process`` takes it)."""
+
+    def finish(self, peer: str, item: T_contra, error: Exception | None) -> None:
+        """The started item's handler returned, or raised ``error``."""
 
 
 class _PeerQueue(Generic[T]):
@@ -76,13 +89,16 @@ class Mailbox(Generic[T]):
     """Bounded per-app mailbox; ``process(peer, item)`` is called for each item in turn."""
 
     def __init__(self, name: str, size: int,
-                 process: Callable[[str, T], Coroutine[Any, Any, None]]) -> None:
+                 process: Callable[[str, T], Coroutine[Any, Any, None]],
+                 direct: Direct[T] | None = None) -> None:
         if size < 1:
             raise ValueError(f"mailbox of {name!r}: size must be at least 1, got {size}")
         self.name = name
         self.size = size
         self._low_water = size - max(1, size // 4)
         self._process = process
+        #: Runs plain items without ``process`` (None once ``process`` is wrapped).
+        self.direct = direct
         self._queues: dict[str, _PeerQueue[T]] = {}
         self._count = 0
         self._room: deque[asyncio.Future[None]] = deque()
@@ -166,6 +182,7 @@ class Mailbox(Generic[T]):
         # module's docstring); the task that ends starts the next item itself (rather
         # than from a done callback, which costs a loop turn and a handle per item).
         items, process, context = queue.items, self._process, queue.context
+        direct = self.direct
         # Set here too: on 3.12+ the first item runs eagerly, before _start returns.
         task = queue.task = asyncio.current_task()
         assert task is not None
@@ -174,7 +191,15 @@ class Mailbox(Generic[T]):
             while True:
                 counted = False
                 try:
-                    await process(peer, item)
+                    if direct is not None and (call := direct.start(item)) is not None:
+                        try:
+                            await call
+                        except Exception as exc:
+                            direct.finish(peer, item, exc)
+                        else:
+                            direct.finish(peer, item, None)
+                    else:
+                        await process(peer, item)
                 except Exception:  # process handles handler errors; this is a bug guard
                     log.exception("mailbox %s: processing a message from %s failed",
                                   self.name, peer)
