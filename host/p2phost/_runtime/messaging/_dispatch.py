@@ -153,12 +153,29 @@ class Dispatcher(PendingRequests):
 
     async def send(self, channel: Channel, topic: str, body: Any) -> None:
         """One message, no reply."""
+        frame = self.try_send(channel, topic, body)
+        if frame is not None:
+            await self.send_frame(channel, topic, frame)
+
+    def try_send(self, channel: Channel, topic: str, body: Any) -> bytes | None:
+        """One message, no reply, queued at once if the outbox has room (None); else its
+        frame, for :meth:`send_frame` to wait with (the sender's one coroutine a message
+        while there is room)."""
         frame = self.frame(channel, Kind.MESSAGE, next(self._ids), topic, body)
         if not channel.try_post(frame):
-            try:
-                await channel.send(frame)
-            except ConnectionClosed as exc:
-                raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
+            return frame
+        tally = self._tallies.get((topic, channel.peer_id)) \
+            or self.stats.tally(topic, channel.peer_id)
+        tally.sent += 1
+        tally.bytes_sent += len(frame)
+        return None
+
+    async def send_frame(self, channel: Channel, topic: str, frame: bytes) -> None:
+        """Queue a message's frame that :meth:`try_send` found no room for, waiting."""
+        try:
+            await channel.send(frame)
+        except ConnectionClosed as exc:
+            raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
         self.stats.message_out(topic, channel.peer_id, len(frame))
 
     async def request(self, channel: Channel, topic: str, body: Any, timeout: float) -> Any:

@@ -88,8 +88,10 @@ class MessagingAPI:
             return
         if topic in self._acked_topics and await self._reliable.send(peer, topic, body, key):
             return
-        await self._dispatch.send(self._dialler.usable(peer) or await self._reach(peer), topic,
-                                  body)
+        channel = self._dialler.usable(peer) or await self._reach(peer)
+        frame = self._dispatch.try_send(channel, topic, body)
+        if frame is not None:  # (queued at once, with no coroutine more, while there is room)
+            await self._dispatch.send_frame(channel, topic, frame)
 
     async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
         """Send a request and return the reply body (see :class:`p2phost_sdk.Messenger`)."""

@@ -191,10 +191,14 @@ class Channel(Reader):
             self._wrote_directly = True
             self._handed += len(frame)
             return
-        self._outbox.append(frame)
+        outbox = self._outbox
+        if not outbox:
+            # The first frame of an empty outbox: the writer is woken, and flush waits,
+            # until it is empty again (the frames behind it find both done already).
+            self._flushed.clear()
+            self._wake.set()
+        outbox.append(frame)
         self._outbox_bytes += len(frame)
-        self._flushed.clear()
-        self._wake.set()
 
     def _overflow(self) -> None:
         if self._close_reason is not None:
@@ -233,7 +237,9 @@ class Channel(Reader):
 
     def try_post(self, frame: bytes) -> bool:
         """Queue a frame if the outbox has room."""
-        if self._outbox_bytes >= self._limit or self.ended or self._over(len(frame)):
+        waiting = self._outbox_bytes  # (and _over inline: one call less per message)
+        if waiting >= self._limit or self.ended \
+                or (waiting and waiting + len(frame) > self._hard_limit):
             return False
         self.post(frame)
         return True
