@@ -204,7 +204,10 @@ class Mailbox(Generic[T]):
                     log.exception("mailbox %s: processing a message from %s failed",
                                   self.name, peer)
                 counted = True
-                self._processed()
+                # _processed, inline: one call less per item.
+                self._count -= 1
+                if self._room or self._empty is not None:
+                    self._made_room()
                 run += 1
                 if run == _INLINE or not items or self._closed or task.cancelling() \
                         or contextvars.copy_context() != context:
@@ -228,6 +231,9 @@ class Mailbox(Generic[T]):
 
     def _processed(self) -> None:
         self._count -= 1
+        self._made_room()
+
+    def _made_room(self) -> None:
         # Producers waiting for room are woken once a quarter of the mailbox is free,
         # not at every item: a reader then takes a run of frames per wake-up rather
         # than one (a loop turn and a future each).
