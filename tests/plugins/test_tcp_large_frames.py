@@ -5,6 +5,7 @@ a large frame cut short by a close is a truncated frame, not a clean end."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -240,5 +241,52 @@ def test_a_large_frame_right_behind_the_hello_waits_for_the_handshake_to_lift_it
                     await receiver.recv()
             await sender.close()
             await receiver.close()
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_push_mode_takes_frames_whose_bytes_straddle_reads_anywhere(loop: str) -> None:
+    # A frame's length or body cut anywhere between reads, large frames among small
+    # ones: push mode joins only what completes the frame and splits the rest in place.
+    class Sink:
+        def __init__(self) -> None:
+            self.frames: list[bytes] = []
+            self.ended: list[Exception] = []
+
+        def frames_received(self, frames: list[bytes]) -> None:
+            self.frames += [bytes(f) for f in frames]
+
+        def connection_ended(self, error: Exception) -> None:
+            self.ended.append(error)
+
+    async def main() -> None:
+        transport = TcpTransport(max_frame_size=8 << 20)
+        accepted: asyncio.Queue[Connection] = asyncio.Queue()
+        listener = await transport.listen("tcp://127.0.0.1:0", accepted.put)
+        host, port = listener.addresses[0].removeprefix("tcp://").rsplit(":", 1)
+        _, writer = await asyncio.open_connection(host, int(port))
+        receiver = await accepted.get()
+        sink = Sink()
+        assert receiver.push(sink)  # type: ignore[arg-type]
+        sizes = [0, 1, 3, 4, 5, 1000, 1024, 3, 70_000, 2, 65_535, 7] * 3
+        frames = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+        stream = b"".join(struct.pack("!I", len(f)) + f for f in frames)
+        cuts = itertools.cycle([1, 2, 3, 5, 1001, 4096, 100_000, 6])
+        at = 0
+        while at < len(stream):
+            step = next(cuts)
+            writer.write(stream[at : at + step])
+            await writer.drain()
+            await asyncio.sleep(0.002)  # most cuts then fall between reads
+            at += step
+        for _ in range(500):
+            if len(sink.frames) >= len(frames):
+                break
+            await asyncio.sleep(0.01)
+        assert sink.frames == frames and not sink.ended
+        writer.close()
+        await receiver.close()
+        await listener.close()
 
     run(loop, main)
