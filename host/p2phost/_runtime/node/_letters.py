@@ -107,7 +107,9 @@ class LetterChannel(Channel):
         """Never at once: a letter is an append to the medium."""
         return False
 
-    async def send(self, frame: bytes) -> None:
+    try_queue = try_post
+
+    async def send(self, frame: bytes, *, burst: bool = False) -> None:
         """Seal ``frame`` to the peer and store it in its inbox."""
         if not self.answering:
             await self._letters.post(self, frame)
