@@ -130,6 +130,7 @@ class Channel(Reader):
         self.closing = False
         #: The peer sends no new messages: it said goodbye, or the connection ended.
         self.peer_done = asyncio.Event()
+        self._peer_gone = False  # peer_done is set (read per message sent: no call)
         #: Why the peer said goodbye ("" until it does).
         self.remote_reason = ""
         self.ended = False
@@ -172,7 +173,7 @@ class Channel(Reader):
     @property
     def usable(self) -> bool:
         """Whether new messages and requests may be sent on this channel."""
-        return not (self.closing or self.peer_done.is_set())
+        return not (self.closing or self._peer_gone)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -256,6 +257,11 @@ class Channel(Reader):
         if waiting >= self._batch or self.ended \
                 or (waiting and waiting + len(frame) > self._hard_limit):
             return False
+        outbox = self._outbox
+        if outbox:  # behind queued frames (most of a burst): post's last step only
+            outbox.append(frame)
+            self._outbox_bytes = waiting + len(frame)
+            return True
         self.post(frame)
         return True
 
@@ -396,6 +402,7 @@ class Channel(Reader):
         elif kind is Kind.GOODBYE:
             self.remote_reason = envelope.body.decode(errors="replace") or "goodbye"
             log.debug("%s said goodbye: %s", self.peer_id, self.remote_reason)
+            self._peer_gone = True
             self.peer_done.set()
             self.goodbye("goodbye")
         elif kind is Kind.HELLO:
@@ -445,6 +452,7 @@ class Channel(Reader):
     def _end(self) -> None:
         self.ended = True
         self._stopped = True
+        self._peer_gone = True
         self.peer_done.set()
         self._room.set()
         self._flushed.set()
