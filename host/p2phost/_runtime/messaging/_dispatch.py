@@ -162,7 +162,7 @@ class Dispatcher(PendingRequests):
         frame, for :meth:`send_frame` to wait with (the sender's one coroutine a message
         while there is room)."""
         frame = self.frame(channel, Kind.MESSAGE, next(self._ids), topic, body)
-        if not channel.try_queue(frame):
+        if not channel.try_post(frame):
             return frame
         tally = self._tallies.get((topic, channel.peer_id)) \
             or self.stats.tally(topic, channel.peer_id)
@@ -171,10 +171,9 @@ class Dispatcher(PendingRequests):
         return None
 
     async def send_frame(self, channel: Channel, topic: str, frame: bytes) -> None:
-        """Queue a message's frame that :meth:`try_send` found no room for, waiting
-        until the writer took the batch before it."""
+        """Queue a message's frame that :meth:`try_send` found no room for, waiting."""
         try:
-            await channel.send(frame, burst=True)
+            await channel.send(frame)
         except ConnectionClosed as exc:
             raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
         self.stats.message_out(topic, channel.peer_id, len(frame))

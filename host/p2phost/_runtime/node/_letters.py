@@ -107,9 +107,7 @@ class LetterChannel(Channel):
         """Never at once: a letter is an append to the medium."""
         return False
 
-    try_queue = try_post
-
-    async def send(self, frame: bytes, *, burst: bool = False) -> None:
+    async def send(self, frame: bytes) -> None:
         """Seal ``frame`` to the peer and store it in its inbox."""
         if not self.answering:
             await self._letters.post(self, frame)

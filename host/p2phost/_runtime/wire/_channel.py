@@ -62,11 +62,6 @@ log = logging.getLogger("p2phost.node")
 _PING = encode(Kind.PING, 0)
 _PONG = encode(Kind.PONG, 0)
 _FLUSH_GRACE = 1.0
-#: A burst's batch: a one-way sender that finds this many bytes queued waits until the
-#: writer took them (``try_queue``, ``send(burst=True)``), so the transport gets a burst
-#: in batches while the rest is made: an outbox filled to its limit before the first
-#: write would leave the peer idle meanwhile, and then the sender.
-BATCH = 65536
 
 
 class Channel(Reader):
@@ -145,7 +140,6 @@ class Channel(Reader):
                 channel, Envelope(Kind(kind), 0, "", body, correlation_id)))
         self._on_traced = on_traced
         self._limit = outbox_limit
-        self._batch = min(BATCH, outbox_limit)
         # What post() may queue without waiting: room for the control frames and
         # replies already on their way when the outbox fills.
         self._hard_limit = 2 * outbox_limit + 65536
@@ -248,15 +242,6 @@ class Channel(Reader):
         if waiting >= self._limit or self.ended \
                 or (waiting and waiting + len(frame) > self._hard_limit):
             return False
-        self.post(frame)
-        return True
-
-    def try_queue(self, frame: bytes) -> bool:
-        """:meth:`try_post` for a message of a burst: no once a batch waits (``BATCH``)."""
-        waiting = self._outbox_bytes
-        if waiting >= self._batch or self.ended \
-                or (waiting and waiting + len(frame) > self._hard_limit):
-            return False
         outbox = self._outbox
         if outbox:  # behind queued frames (most of a burst): post's last step only
             outbox.append(frame)
@@ -270,11 +255,9 @@ class Channel(Reader):
         # empty outbox rather than pass twice the limit.
         return self._outbox_bytes + size > self._hard_limit and self._outbox_bytes > 0
 
-    async def send(self, frame: bytes, *, burst: bool = False) -> None:
-        """Queue a frame, waiting for room (with ``burst``, until less than a batch
-        waits: see ``BATCH``); ConnectionClosed once the channel ended."""
-        limit = self._batch if burst else self._limit
-        while (self._outbox_bytes >= limit or self._over(len(frame))) \
+    async def send(self, frame: bytes) -> None:
+        """Queue a frame, waiting for room; ConnectionClosed once the channel ended."""
+        while (self._outbox_bytes >= self._limit or self._over(len(frame))) \
                 and not self.ended:
             self._room.clear()
             await self._room.wait()
