@@ -18,7 +18,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from .. import _replay
+from .. import _replay, _replay_key
 from ._unpacked import STAMPS, intact
 
 if TYPE_CHECKING:
@@ -30,26 +30,26 @@ if TYPE_CHECKING:
 Line = tuple[int, str]
 
 
-def before() -> tuple[_replay.Snapshot, tuple[Any, ...]] | None:
+def before() -> tuple[_replay_key.Snapshot, tuple[Any, ...]] | None:
     """The project here and the host before an install, as records are keyed (None when
     the replay cannot stand for it)."""
     try:
-        root = _replay.find_root(os.getcwd())
-        return None if root is None else (_replay.snapshot(root), _replay.host_stamp())
+        root = _replay_key.find_root(os.getcwd())
+        return None if root is None else (_replay_key.snapshot(root), _replay_key.host_stamp())
     except Exception:  # only the full installer says what is wrong
         return None
 
 
-def unchanged(start: tuple[_replay.Snapshot, tuple[Any, ...]]) -> bool:
+def unchanged(start: tuple[_replay_key.Snapshot, tuple[Any, ...]]) -> bool:
     """Whether the project is still as :func:`before` saw it."""
     try:
-        return _replay.snapshot(start[0][0]) == start[0]
+        return _replay_key.snapshot(start[0][0]) == start[0]
     except Exception:  # read again by the full installer, which says what is wrong
         return False
 
 
 def record(
-    made: Installer, start: tuple[_replay.Snapshot, tuple[Any, ...]], output: list[Line]
+    made: Installer, start: tuple[_replay_key.Snapshot, tuple[Any, ...]], output: list[Line]
 ) -> None:
     """Keep a record of the install ``made`` just finished, which started as ``start``
     (from :func:`before`) and printed ``output``, if a replay may stand for it."""
@@ -66,22 +66,26 @@ def record(
 
 
 def _record(
-    made: Installer, start: tuple[_replay.Snapshot, tuple[Any, ...]], output: list[Line]
+    made: Installer, start: tuple[_replay_key.Snapshot, tuple[Any, ...]], output: list[Line]
 ) -> tuple[str, dict[str, Any]] | None:
     snap, host = start
     responses = made.fetcher.responses
     if made.unrecordable or (responses is not None and responses.doubt):
         return None
     cache = os.path.normpath(str(made.cache.root))
-    if _replay.cache_dir() != cache or snap[3] is False:
+    if _replay_key.cache_dir() != cache or snap[3] is False:
         return None
     answers = _answers(responses) if responses is not None else []
-    after = _replay.snapshot(snap[0])
-    if answers is None or after[1] != snap[1] or _replay.host_stamp() != host:
+    after = _replay_key.snapshot(snap[0])
+    if answers is None or after[1] != snap[1] or _replay_key.host_stamp() != host:
         return None
-    kept: dict[str, Any] = {"key": _replay.key(snap, host), "answers": answers, "output": output}
+    kept: dict[str, Any] = {
+        "key": _replay_key.key(snap, host),
+        "answers": answers,
+        "output": output,
+    }
     if snap[3] is not None:  # the environment was there: only "nothing to do" is kept
-        return (_replay.record_path(cache, snap, host), kept) if after == snap else None
+        return (_replay_key.record_path(cache, snap, host), kept) if after == snap else None
     if not isinstance(after[3], tuple) or after[2] != made.lock.dumps().encode("utf-8"):
         return None
     generation, files = after[3]
@@ -89,7 +93,7 @@ def _record(
     if trees is None or _linked(trees) != files or os.sep in generation:
         return None
     kept.update(trees=trees, generation=generation, lock=after[2])
-    return _replay.record_path(cache, snap, host), kept
+    return _replay_key.record_path(cache, snap, host), kept
 
 
 def _answers(responses: ResponseCache) -> list[tuple[Any, ...]] | None:
@@ -162,7 +166,7 @@ def _trees(cache: str, lock: Lock) -> list[tuple[Any, ...]] | None:
 
 
 def _linked(trees: list[tuple[Any, ...]]) -> tuple[tuple[str, int, int, int], ...]:
-    """The files a generation linked from ``trees`` has, as ``_replay.file_stamps`` says."""
+    """The files a generation linked from ``trees`` has, as ``_replay_key.file_stamps`` says."""
     files: dict[str, tuple[str, int, int, int]] = {}
     for *_, layout in trees:
         for relative, _, found in layout:
