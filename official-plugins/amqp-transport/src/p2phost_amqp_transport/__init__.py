@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from p2phost_sdk import PluginContext, Transport, hookimpl
 
-from ._medium import AmqpMedium, AmqpTransport, inbox_queue
+from ._medium import AmqpMedium, AmqpTransport
+from ._queues import inbox_queue
 
 __all__ = ["AmqpMedium", "AmqpTransport", "inbox_queue", "p2phost_transports"]
 
