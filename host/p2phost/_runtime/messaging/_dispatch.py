@@ -33,6 +33,7 @@ from ..wire._envelope import (
     VERSION,
     Envelope,
     Kind,
+    answer_frame,
     app_frame,
     encode,
     header_parts,
@@ -183,7 +184,9 @@ class Dispatcher(PendingRequests):
         message_id = next(self._ids)
         deadline = int((time.time() + timeout) * 1000)
         frame = self.frame(channel, Kind.REQUEST, message_id, topic, body, deadline)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # looked up once: each lookup is a system call (getpid) on Linux
+            loop = self._loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         due = loop.time() + timeout
         self._pending[message_id] = (channel.peer_id, topic, reply, due, timeout)
@@ -402,13 +405,14 @@ class Dispatcher(PendingRequests):
                 return
             if queued:
                 self.timed[message.topic](queued, started, _monotonic())
+            # The reply first: counting it is not on the requester's round trip.
+            waiting = None if message.kind is not MessageKind.REQUEST else \
+                self._reply(peer, item.channel, item.message_id, Kind.REPLY, result)
             if not item.counted:
                 (self._tallies.get((message.topic, peer))
                  or self.stats.tally(message.topic, peer)).handled += 1
-            if message.kind is MessageKind.REQUEST:
-                waiting = self._reply(peer, item.channel, item.message_id, Kind.REPLY, result)
-                if waiting is not None:
-                    await waiting
+            if waiting is not None:
+                await waiting
         finally:
             if ack is not None:
                 ack()  # done with it: a medium that redelivers may now forget it
@@ -425,7 +429,7 @@ class Dispatcher(PendingRequests):
             body = channel.codec.encode(value) if kind is Kind.REPLY else str(value).encode()
         except CodecError as exc:
             kind, body = Kind.ERROR, f"the handler's result cannot be encoded: {exc}".encode()
-        frame = encode(kind, next(self._ids), body=body, correlation_id=message_id)
+        frame = answer_frame(kind, next(self._ids), message_id, body)
         if len(frame) > channel.frame_limit:
             frame = encode(Kind.ERROR, next(self._ids), correlation_id=message_id,
                            body=f"the reply is {len(frame)} bytes, over the maximum frame "

@@ -184,7 +184,8 @@ class Mailbox(Generic[T]):
         items, process, context = queue.items, self._process, queue.context
         direct = self.direct
         # Set here too: on 3.12+ the first item runs eagerly, before _start returns.
-        task = queue.task = asyncio.current_task()
+        # (With its loop: a lookup of the running loop is a system call, getpid, on Linux.)
+        task = queue.task = asyncio.current_task(queue.loop)
         assert task is not None
         run = 0
         try:

@@ -24,6 +24,8 @@ class PendingRequests:
         self._timer: asyncio.Handle | None = None
         # uvloop's handle for a time already past has no when(): the time is kept here.
         self._timer_at = 0.0
+        #: The node's loop, once a request looked it up (until the node shuts down).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
@@ -47,9 +49,11 @@ class PendingRequests:
 
     def fail_pending(self, peer_id: str | None, reason: str) -> None:
         """Fail the requests waiting on ``peer_id`` (every request when None)."""
-        if peer_id is None and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if peer_id is None:  # the node shuts down: it may run again on another loop
+            self._loop = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         for message_id, (peer, _, reply, _, _) in list(self._pending.items()):
             if peer_id is None or peer == peer_id:
                 del self._pending[message_id]

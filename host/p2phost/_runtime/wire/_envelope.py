@@ -127,6 +127,20 @@ def app_frame(parts: tuple[bytes, bytes], message_id: int, deadline: int, body: 
     return _join((parts[0], ids, parts[1], body))
 
 
+#: A REPLY's or ERROR's header: no topic, strings or deadline, so one pack makes it.
+_ANSWER = struct.Struct("!BBQQ12x")
+
+
+def answer_frame(kind: Kind, message_id: int, correlation_id: int, body: bytes,
+                 _pack: Callable[..., bytes] = _ANSWER.pack) -> bytes:
+    """A REPLY or ERROR frame: the same bytes :func:`encode` makes for it, with one pack
+    (the answer to a request is on the round trip's path)."""
+    try:
+        return _pack(VERSION, kind, message_id, correlation_id) + body
+    except struct.error as exc:
+        raise WireError(f"cannot encode envelope: a field is out of range ({exc})") from exc
+
+
 @dataclass(slots=True)
 class Envelope:
     """A decoded frame."""
