@@ -244,3 +244,125 @@ async def test_a_long_run_from_one_peer_lets_another_peers_items_in_between() ->
     assert await mailbox.close(5) == 0
     assert order.count("busy") == 500
     assert order.index("other") < 200, "the busy peer held the loop for its whole queue"
+
+
+async def test_a_peer_sending_one_at_a_time_keeps_one_task_that_waits_idle() -> None:
+    tasks: list[asyncio.Task[object] | None] = []
+    done = asyncio.Event()
+
+    async def process(peer: str, item: int) -> None:
+        tasks.append(asyncio.current_task())
+        done.set()
+
+    mailbox: Mailbox[int] = Mailbox("test", 10, process)
+    for i in range(5):
+        done.clear()
+        assert mailbox.try_put("a", i)
+        await asyncio.wait_for(done.wait(), 5)
+        await asyncio.sleep(0)  # the handler returned: its task waits for the next item
+        assert mailbox.running == 0 and len(mailbox) == 0
+    assert len(set(map(id, tasks))) == 1
+    idle = tasks[0]
+    assert idle is not None and not idle.done()
+    assert await mailbox.close(5) == 0
+    assert idle.done(), "close ends the tasks that wait idle"
+
+
+async def test_an_idle_task_ends_when_a_handler_changed_its_context_or_the_peer_went() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    tasks: list[asyncio.Task[object] | None] = []
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    async def process(peer: str, item: str) -> None:
+        tasks.append(asyncio.current_task())
+        seen.append(var.get())
+        if item == "sets":
+            var.set("leaked")
+        done.set()
+
+    mailbox: Mailbox[str] = Mailbox("test", 10, process)
+    for item in ("sets", "after", "last"):
+        done.clear()
+        assert mailbox.try_put("a", item)
+        await asyncio.wait_for(done.wait(), 5)
+        await asyncio.sleep(0)
+    assert seen == ["unset", "unset", "unset"]
+    assert tasks[0] is not tasks[1] and tasks[1] is tasks[2]
+    last = tasks[2]
+    assert last is not None and not last.done()
+    mailbox.peer_gone("a")
+    await asyncio.wait_for(last, 5)
+    assert mailbox._queues == {}, "a gone peer's queue is forgotten once its task ended"
+    await mailbox.close(5)
+
+
+async def test_an_item_put_in_another_context_starts_from_it_in_a_fresh_task() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    tasks: list[asyncio.Task[object] | None] = []
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    async def process(peer: str, item: int) -> None:
+        tasks.append(asyncio.current_task())
+        seen.append(var.get())
+        done.set()
+
+    mailbox: Mailbox[int] = Mailbox("test", 10, process)
+    assert mailbox.try_put("a", 0)
+    await asyncio.wait_for(done.wait(), 5)
+    await asyncio.sleep(0)
+    done.clear()
+    var.set("caller's")
+    assert mailbox.try_put("a", 1)
+    await asyncio.wait_for(done.wait(), 5)
+    assert seen == ["unset", "caller's"]
+    assert tasks[0] is not tasks[1]
+    assert await mailbox.close(5) == 0
+
+
+async def test_an_idle_task_cancelled_with_an_item_handed_to_it_loses_nothing() -> None:
+    tasks: list[asyncio.Task[object] | None] = []
+    done: list[int] = []
+
+    async def process(peer: str, item: int) -> None:
+        tasks.append(asyncio.current_task())
+        done.append(item)
+
+    mailbox: Mailbox[int] = Mailbox("test", 10, process)
+    assert mailbox.try_put("a", 0)
+    await _turns()
+    assert done == [0]
+    idle = tasks[0]
+    assert idle is not None
+    assert mailbox.try_put("a", 1)  # handed to the idle task, which has not run yet
+    idle.cancel()
+    assert await mailbox.close(5) == 0
+    assert done == [0, 1]
+
+
+async def test_only_so_many_tasks_wait_idle_the_longest_idle_ends_first() -> None:
+    from p2phost._runtime.messaging import _mailbox
+
+    tasks: dict[str, asyncio.Task[object] | None] = {}
+
+    async def process(peer: str, item: int) -> None:
+        tasks[peer] = asyncio.current_task()
+
+    mailbox: Mailbox[int] = Mailbox("test", 1000, process)
+    peers = [f"p{i}" for i in range(_mailbox._PARK + 1)]
+    for peer in peers:
+        assert mailbox.try_put(peer, 0)
+        await _turns()
+        assert peer in tasks
+    await _turns()
+    first = tasks[peers[0]]
+    assert first is not None and first.done()
+    assert all(not t.done() for p, t in tasks.items() if p != peers[0] and t is not None)
+    assert await mailbox.close(5) == 0
+
+
+async def _turns(count: int = 3) -> None:
+    """A few loop turns: a task started now has run to its first wait (no I/O here)."""
+    for _ in range(count):
+        await asyncio.sleep(0)

@@ -30,6 +30,12 @@ a burst from one peer now costs one task. What differs from a task per item: a h
 ``asyncio.current_task()`` may go on to run that peer's next handlers once it returns,
 so cancel a handler's task only while that handler runs. ``close`` cancels the tasks
 still running after its timeout, and waits for them.
+
+A task whose peer has nothing more queued waits for the peer's next item (on a future
+the next put sets) instead of ending, under the same rule, when that item is put in a
+context equal to the peer's: a requester that sends one request at a time costs a
+wake-up per request, not a new task and two context copies. Up to ``_PARK`` tasks of a
+mailbox wait so (past that the one idle longest ends), and one ends when its peer goes.
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ _KEEP_IDLE = 256
 #: Items of one peer a task runs in a row before it hands over to a fresh task: a peer
 #: whose handlers never wait lets the loop (other peers, the readers) run between runs.
 _INLINE = 64
+#: Tasks of a mailbox that may wait idle for their peer's next item (see the docstring).
+_PARK = 64
+#: Given to an idle task instead of an item: end now.
+_STOP: Any = object()
 
 
 class Direct(Protocol[T_contra]):
@@ -69,7 +79,7 @@ class Direct(Protocol[T_contra]):
 
 
 class _PeerQueue(Generic[T]):
-    __slots__ = ("context", "gone", "items", "loop", "name", "task")
+    __slots__ = ("context", "gone", "items", "loop", "name", "task", "waiter")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -83,6 +93,8 @@ class _PeerQueue(Generic[T]):
         self.context = contextvars.Context()
         #: The peer disconnected: forget the queue once it is idle.
         self.gone = False
+        #: Set while ``task`` waits idle for the peer's next item (it is given the item).
+        self.waiter: asyncio.Future[T] | None = None
 
 
 class Mailbox(Generic[T]):
@@ -100,6 +112,8 @@ class Mailbox(Generic[T]):
         #: Runs plain items without ``process`` (None once ``process`` is wrapped).
         self.direct = direct
         self._queues: dict[str, _PeerQueue[T]] = {}
+        #: The queues whose task waits idle for the next item, longest idle first.
+        self._idle: dict[str, _PeerQueue[T]] = {}
         self._count = 0
         self._room: deque[asyncio.Future[None]] = deque()
         self._empty: asyncio.Event | None = None
@@ -112,7 +126,7 @@ class Mailbox(Generic[T]):
     @property
     def running(self) -> int:
         """Items being processed now (one per peer at most)."""
-        return sum(1 for q in self._queues.values() if q.task is not None)
+        return sum(1 for q in self._queues.values() if q.task is not None and q.waiter is None)
 
     def try_put(self, peer: str, item: T) -> bool:
         """Queue ``item`` unless the mailbox is full (then the caller should ``put``)."""
@@ -154,6 +168,16 @@ class Mailbox(Generic[T]):
             queue = self._queues[peer] = _PeerQueue(f"mailbox {self.name} <- {peer[:12]}")
         self._count += 1
         if queue.task is None:
+            self._start(peer, queue, item)
+        elif queue.waiter is not None:  # its task waits idle: hand the item over
+            waiter, queue.waiter = queue.waiter, None
+            del self._idle[peer]
+            if contextvars.copy_context() == queue.context:
+                waiter.set_result(item)
+                return
+            # Put in another context: that task ends, a fresh one starts from this one.
+            waiter.set_result(_STOP)
+            queue.task = None
             self._start(peer, queue, item)
         else:
             queue.items.append(item)
@@ -210,20 +234,54 @@ class Mailbox(Generic[T]):
                 if self._room or self._empty is not None:
                     self._made_room()
                 run += 1
-                if run == _INLINE or not items or self._closed or task.cancelling() \
+                if run == _INLINE or self._closed or task.cancelling() \
                         or contextvars.copy_context() != context:
                     break
+                if not items:
+                    if queue.gone:
+                        break
+                    item = await self._idle_wait(peer, queue)
+                    if item is _STOP:
+                        break
+                    run = 0  # it waited: the loop ran in between
+                    continue
                 item = items.popleft()
         finally:
-            queue.task = None
             if not counted:
                 self._processed()
-            if items and not self._closed:
-                queue.task = queue.loop.create_task(
-                    self._run(peer, queue, items.popleft()), name=queue.name,
-                    context=context.copy())
-            else:
-                self._forget(peer, queue)
+            if queue.task is task:  # (else a fresh task took over: see _append)
+                queue.task = None
+                if items and not self._closed:
+                    queue.task = queue.loop.create_task(
+                        self._run(peer, queue, items.popleft()), name=queue.name,
+                        context=context.copy())
+                else:
+                    self._forget(peer, queue)
+
+    async def _idle_wait(self, peer: str, queue: _PeerQueue[T]) -> T:
+        """The peer's next item, or ``_STOP`` when this idle task is to end instead."""
+        if len(self._idle) >= _PARK:  # the longest idle gives its place up
+            self._stop_idle(next(iter(self._idle)))
+        waiter: asyncio.Future[T] = queue.loop.create_future()
+        queue.waiter = waiter
+        self._idle[peer] = queue
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if queue.waiter is waiter:
+                queue.waiter = None
+                del self._idle[peer]
+            elif waiter.done() and not waiter.cancelled() and waiter.result() is not _STOP:
+                # Cancelled with an item already handed over: it runs in a fresh task
+                # (_run's finally starts one for the items queued).
+                queue.items.appendleft(waiter.result())
+            raise
+
+    def _stop_idle(self, peer: str) -> None:
+        queue = self._idle.pop(peer)
+        waiter, queue.waiter = queue.waiter, None
+        assert waiter is not None
+        waiter.set_result(_STOP)
 
     def _forget(self, peer: str, queue: _PeerQueue[T]) -> None:
         if not queue.items and queue.task is None and self._queues.get(peer) is queue \
@@ -252,6 +310,8 @@ class Mailbox(Generic[T]):
         queue = self._queues.get(peer)
         if queue is not None:
             queue.gone = True
+            if queue.waiter is not None:  # its idle task ends, then forgets the queue
+                self._stop_idle(peer)
             self._forget(peer, queue)
 
     def _wake_one(self) -> None:
@@ -276,6 +336,8 @@ class Mailbox(Generic[T]):
                 pass
         self._closed = True
         left = self._count
+        for peer in list(self._idle):  # idle tasks end at once
+            self._stop_idle(peer)
         tasks = [q.task for q in self._queues.values() if q.task is not None]
         for task in tasks:
             task.cancel()
