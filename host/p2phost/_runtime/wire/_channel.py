@@ -238,6 +238,13 @@ class Channel(Reader):
 
     def try_post(self, frame: bytes) -> bool:
         """Queue a frame if the outbox has room."""
+        # A lone frame (a request, its reply) straight to the transport as post would
+        # send it, with no call in between: this is the round trip's path.
+        if not (self._outbox or self._writing or self._wrote_directly or self.ended) \
+                and self._try_send(frame):
+            self._wrote_directly = True
+            self._handed += len(frame)
+            return True
         waiting = self._outbox_bytes  # (and _over inline: one call less per message)
         if waiting >= self._limit or self.ended \
                 or (waiting and waiting + len(frame) > self._hard_limit):

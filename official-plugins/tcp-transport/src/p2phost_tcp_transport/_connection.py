@@ -62,6 +62,7 @@ class TcpConnection(Connection):
     ) -> None:
         self._reader = reader
         self._writer = writer
+        self._transport = writer.transport  # (a property: try_send reads it per frame)
         self._max = max_frame_size
         #: The largest frame accepted now: small until the host's handshake is done.
         self._limit = max_frame_size
@@ -101,7 +102,7 @@ class TcpConnection(Connection):
 
     def try_send(self, frame: bytes) -> bool:
         """Write at once when the socket's send buffer in user space is empty."""
-        transport, direct = self._writer.transport, self._direct
+        transport, direct = self._transport, self._direct
         if self._closed or len(frame) > self._max or transport.is_closing() \
                 or transport.get_write_buffer_size() \
                 or (direct is not None and (direct.writing or (
