@@ -51,6 +51,8 @@ ID = struct.Struct("!Q")
 SIZES = {"64 B": 64, "1 KiB": 1024, "64 KiB": 65536}
 IN_FLIGHT = 64
 LOOPS = ("asyncio", "uvloop")
+#: ``--round-trips``: the one-way workloads are left out (set by main).
+ROUND_TRIPS_ONLY = False
 #: The systems run on each event loop (pyzmq's asyncio API is measured on asyncio's).
 SYSTEMS = {"asyncio": ["p2phost", "p2phost+noise", "raw", "zmq"],
            "uvloop": ["p2phost", "p2phost+noise", "raw"]}
@@ -323,7 +325,7 @@ async def measure(open_client: Callable[[], Awaitable[Client]], scale: float, se
         await round_trips(client, 500)
         figures: dict[str, float] = {}
         counts = {"64 B": 200_000, "1 KiB": 100_000, "64 KiB": 5_000}
-        for label, size in SIZES.items():
+        for label, size in ({} if ROUND_TRIPS_ONLY else SIZES).items():
             count = max(1000, int(counts[label] * scale))
             before, mine = cpu_seconds(server), time.process_time()
             figures[f"one-way {label} (msg/s)"] = await one_way(client, size, count)
@@ -526,6 +528,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
     parser.add_argument("--only", choices=SYSTEMS["asyncio"], action="append",
                         help="run only these systems")
+    parser.add_argument("--round-trips", action="store_true",
+                        help="only the request/reply workloads (round trips on two CPUs and "
+                             "on one, requests in flight)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of every system; the median is reported (default 3)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -541,6 +546,8 @@ def main() -> None:
             runner.run(server(args.port))
         return
     scale = 0.1 if args.quick else 1.0
+    global ROUND_TRIPS_ONLY
+    ROUND_TRIPS_ONLY = args.round_trips
     if args.profile:
         asyncio.run(profile_p2phost(scale))
         return
