@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -257,7 +259,7 @@ async def test_a_peer_sending_one_at_a_time_keeps_one_task_that_waits_idle() -> 
     mailbox: Mailbox[int] = Mailbox("test", 10, process)
     for i in range(5):
         done.clear()
-        assert mailbox.try_put("a", i)
+        await _put(mailbox, "a", i)
         await asyncio.wait_for(done.wait(), 5)
         await asyncio.sleep(0)  # the handler returned: its task waits for the next item
         assert mailbox.running == 0 and len(mailbox) == 0
@@ -284,7 +286,7 @@ async def test_an_idle_task_ends_when_a_handler_changed_its_context_or_the_peer_
     mailbox: Mailbox[str] = Mailbox("test", 10, process)
     for item in ("sets", "after", "last"):
         done.clear()
-        assert mailbox.try_put("a", item)
+        await _put(mailbox, "a", item)
         await asyncio.wait_for(done.wait(), 5)
         await asyncio.sleep(0)
     assert seen == ["unset", "unset", "unset"]
@@ -309,12 +311,12 @@ async def test_an_item_put_in_another_context_starts_from_it_in_a_fresh_task() -
         done.set()
 
     mailbox: Mailbox[int] = Mailbox("test", 10, process)
-    assert mailbox.try_put("a", 0)
+    await _put(mailbox, "a", 0)
     await asyncio.wait_for(done.wait(), 5)
     await asyncio.sleep(0)
     done.clear()
     var.set("caller's")
-    assert mailbox.try_put("a", 1)
+    await _put(mailbox, "a", 1)
     await asyncio.wait_for(done.wait(), 5)
     assert seen == ["unset", "caller's"]
     assert tasks[0] is not tasks[1]
@@ -330,15 +332,34 @@ async def test_an_idle_task_cancelled_with_an_item_handed_to_it_loses_nothing() 
         done.append(item)
 
     mailbox: Mailbox[int] = Mailbox("test", 10, process)
-    assert mailbox.try_put("a", 0)
+    await _put(mailbox, "a", 0)
     await _turns()
     assert done == [0]
     idle = tasks[0]
     assert idle is not None
-    assert mailbox.try_put("a", 1)  # handed to the idle task, which has not run yet
-    idle.cancel()
-    assert await mailbox.close(5) == 0
+    await _in_callback(lambda: (mailbox.try_put("a", 1), idle.cancel()))  # handed, then
+    assert await mailbox.close(5) == 0  # cancelled before it ran
     assert done == [0, 1]
+
+
+async def test_an_item_for_an_idle_task_cancelled_before_it_ran_starts_a_fresh_one() -> None:
+    tasks: list[asyncio.Task[object] | None] = []
+    done: list[int] = []
+
+    async def process(peer: str, item: int) -> None:
+        tasks.append(asyncio.current_task())
+        done.append(item)
+
+    mailbox: Mailbox[int] = Mailbox("test", 10, process)
+    await _put(mailbox, "a", 0)
+    await _turns()
+    idle = tasks[0]
+    assert idle is not None
+    await _in_callback(lambda: (idle.cancel(), mailbox.try_put("a", 1)))
+    await _turns()
+    assert done == [0, 1] and tasks[1] is not idle and idle.cancelled()
+    await _in_callback(idle.cancel)  # and close() with a cancelled idle task
+    assert await mailbox.close(5) == 0
 
 
 async def test_only_so_many_tasks_wait_idle_the_longest_idle_ends_first() -> None:
@@ -352,7 +373,7 @@ async def test_only_so_many_tasks_wait_idle_the_longest_idle_ends_first() -> Non
     mailbox: Mailbox[int] = Mailbox("test", 1000, process)
     peers = [f"p{i}" for i in range(_mailbox._PARK + 1)]
     for peer in peers:
-        assert mailbox.try_put(peer, 0)
+        await _put(mailbox, peer, 0)
         await _turns()
         assert peer in tasks
     await _turns()
@@ -366,3 +387,16 @@ async def _turns(count: int = 3) -> None:
     """A few loop turns: a task started now has run to its first wait (no I/O here)."""
     for _ in range(count):
         await asyncio.sleep(0)
+
+
+async def _put(mailbox: Mailbox[Any], peer: str, item: Any) -> None:
+    """Put ``item`` as push-mode receive does, from a callback (never eagerly started)."""
+    assert await _in_callback(lambda: mailbox.try_put(peer, item))
+
+
+async def _in_callback(call: Callable[[], Any]) -> Any:
+    """What ``call`` returns when the loop calls it (not in a task)."""
+    loop = asyncio.get_running_loop()
+    result: asyncio.Future[Any] = loop.create_future()
+    loop.call_soon(lambda: result.set_result(call()))
+    return await result

@@ -34,7 +34,9 @@ still running after its timeout, and waits for them.
 A task whose peer has nothing more queued waits for the peer's next item (on a future
 the next put sets) instead of ending, under the same rule, when that item is put in a
 context equal to the peer's: a requester that sends one request at a time costs a
-wake-up per request, not a new task and two context copies. Up to ``_PARK`` tasks of a
+wake-up per request, not a new task and two context copies (where an item starts eagerly,
+on 3.12+ from a reader task, the task ends as before: an eager start costs no loop turn,
+a wake-up one). Up to ``_PARK`` tasks of a
 mailbox wait so (past that the one idle longest ends), and one ends when its peer goes.
 """
 
@@ -79,7 +81,7 @@ class Direct(Protocol[T_contra]):
 
 
 class _PeerQueue(Generic[T]):
-    __slots__ = ("context", "gone", "items", "loop", "name", "task", "waiter")
+    __slots__ = ("context", "eager", "gone", "items", "loop", "name", "task", "waiter")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -95,6 +97,9 @@ class _PeerQueue(Generic[T]):
         self.gone = False
         #: Set while ``task`` waits idle for the peer's next item (it is given the item).
         self.waiter: asyncio.Future[T] | None = None
+        #: Its task started eagerly (3.12+, put from a task): it never waits idle, as
+        #: the next item's eager start costs no loop turn where a wake-up costs one.
+        self.eager = False
 
 
 class Mailbox(Generic[T]):
@@ -170,13 +175,15 @@ class Mailbox(Generic[T]):
         if queue.task is None:
             self._start(peer, queue, item)
         elif queue.waiter is not None:  # its task waits idle: hand the item over
-            waiter, queue.waiter = queue.waiter, None
-            del self._idle[peer]
-            if contextvars.copy_context() == queue.context:
+            waiter = self._unidle(peer, queue)
+            if not waiter.done() and contextvars.copy_context() == queue.context \
+                    and not (_EAGER and asyncio.current_task(queue.loop) is not None):
                 waiter.set_result(item)
                 return
-            # Put in another context: that task ends, a fresh one starts from this one.
-            waiter.set_result(_STOP)
+            # Put in another context (or where it can start eagerly), or that task was
+            # cancelled: it ends, a fresh one starts from this item's context.
+            if not waiter.done():
+                waiter.set_result(_STOP)
             queue.task = None
             self._start(peer, queue, item)
         else:
@@ -191,7 +198,8 @@ class Mailbox(Generic[T]):
         task: asyncio.Task[None]
         # Eagerly only from a task (a reader's): an item put from a transport's callback
         # (push-mode receive) must not run handler code inside that callback.
-        if _EAGER and asyncio.current_task(queue.loop) is not None:
+        queue.eager = _EAGER and asyncio.current_task(queue.loop) is not None
+        if queue.eager:
             task = asyncio.Task(coro, loop=queue.loop,  # type: ignore[call-arg,unused-ignore]
                                 name=queue.name, eager_start=True,
                                 context=queue.context.copy())
@@ -238,7 +246,7 @@ class Mailbox(Generic[T]):
                         or contextvars.copy_context() != context:
                     break
                 if not items:
-                    if queue.gone:
+                    if queue.gone or queue.eager:
                         break
                     item = await self._idle_wait(peer, queue)
                     if item is _STOP:
@@ -269,19 +277,23 @@ class Mailbox(Generic[T]):
             return await waiter
         except asyncio.CancelledError:
             if queue.waiter is waiter:
-                queue.waiter = None
-                del self._idle[peer]
+                self._unidle(peer, queue)
             elif waiter.done() and not waiter.cancelled() and waiter.result() is not _STOP:
                 # Cancelled with an item already handed over: it runs in a fresh task
                 # (_run's finally starts one for the items queued).
                 queue.items.appendleft(waiter.result())
             raise
 
-    def _stop_idle(self, peer: str) -> None:
-        queue = self._idle.pop(peer)
+    def _unidle(self, peer: str, queue: _PeerQueue[T]) -> asyncio.Future[T]:
         waiter, queue.waiter = queue.waiter, None
         assert waiter is not None
-        waiter.set_result(_STOP)
+        del self._idle[peer]
+        return waiter
+
+    def _stop_idle(self, peer: str) -> None:
+        waiter = self._unidle(peer, self._idle[peer])
+        if not waiter.done():  # (done: its task was cancelled, and ends anyway)
+            waiter.set_result(_STOP)
 
     def _forget(self, peer: str, queue: _PeerQueue[T]) -> None:
         if not queue.items and queue.task is None and self._queues.get(peer) is queue \
