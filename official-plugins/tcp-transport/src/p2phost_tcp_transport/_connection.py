@@ -302,6 +302,11 @@ class TcpConnection(Connection):
         sink, frames = self._sink, self._frames
         if sink is None or self._sink_ended:
             return
+        # One whole frame and nothing else (a request, its reply): straight to the sink.
+        if not (self._partial or frames) and self._large is None and len(data) > 4 \
+                and _LENGTH.unpack_from(data)[0] == len(data) - 4 <= self._limit:
+            sink.frames_received([data[4:]])
+            return
         failure: TransportError | None = None
         try:
             while data:
