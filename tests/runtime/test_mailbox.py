@@ -323,7 +323,9 @@ async def test_an_item_put_in_another_context_starts_from_it_in_a_fresh_task() -
     assert await mailbox.close(5) == 0
 
 
-async def test_an_idle_task_cancelled_with_an_item_handed_to_it_loses_nothing() -> None:
+async def _idle_mailbox() -> tuple[Mailbox[int], list[asyncio.Task[object] | None],
+                                   list[int], asyncio.Task[object]]:
+    """A mailbox that records each item's task, with peer "a"'s task idle after item 0."""
     tasks: list[asyncio.Task[object] | None] = []
     done: list[int] = []
 
@@ -334,27 +336,20 @@ async def test_an_idle_task_cancelled_with_an_item_handed_to_it_loses_nothing() 
     mailbox: Mailbox[int] = Mailbox("test", 10, process)
     await _put(mailbox, "a", 0)
     await _turns()
-    assert done == [0]
     idle = tasks[0]
-    assert idle is not None
+    assert done == [0] and idle is not None and not idle.done()
+    return mailbox, tasks, done, idle
+
+
+async def test_an_idle_task_cancelled_with_an_item_handed_to_it_loses_nothing() -> None:
+    mailbox, _, done, idle = await _idle_mailbox()
     await _in_callback(lambda: (mailbox.try_put("a", 1), idle.cancel()))  # handed, then
     assert await mailbox.close(5) == 0  # cancelled before it ran
     assert done == [0, 1]
 
 
 async def test_an_item_for_an_idle_task_cancelled_before_it_ran_starts_a_fresh_one() -> None:
-    tasks: list[asyncio.Task[object] | None] = []
-    done: list[int] = []
-
-    async def process(peer: str, item: int) -> None:
-        tasks.append(asyncio.current_task())
-        done.append(item)
-
-    mailbox: Mailbox[int] = Mailbox("test", 10, process)
-    await _put(mailbox, "a", 0)
-    await _turns()
-    idle = tasks[0]
-    assert idle is not None
+    mailbox, tasks, done, idle = await _idle_mailbox()
     await _in_callback(lambda: (idle.cancel(), mailbox.try_put("a", 1)))
     await _turns()
     assert done == [0, 1] and tasks[1] is not idle and idle.cancelled()
