@@ -139,7 +139,8 @@ class Mailbox(Generic[T]):
             return False
         # The common case of a burst, inline: the peer's task is running, queue behind it.
         queue = self._queues.get(peer)
-        if queue is not None and queue.task is not None and not self._closed:
+        if queue is not None and queue.task is not None and queue.waiter is None \
+                and not self._closed:
             self._count += 1
             queue.items.append(item)
             return True
@@ -252,6 +253,8 @@ class Mailbox(Generic[T]):
                     if item is _STOP:
                         break
                     run = 0  # it waited: the loop ran in between
+                    # (and what runs the items may have been wrapped meanwhile)
+                    process, direct = self._process, self.direct
                     continue
                 item = items.popleft()
         finally:
