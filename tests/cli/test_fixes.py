@@ -117,6 +117,22 @@ def test_removing_the_transport_listen_needs_is_refused_and_doctor_sees_it(
     assert "no problems found" not in doctor.stdout
 
 
+def test_doctor_checks_the_schemes_of_static_discovery_peers(
+        tmp_path: Path, official_registry: RunningRegistry) -> None:
+    env = cli_env(official_registry, tmp_path / "cache")
+    root = new_project(tmp_path / "alice", official_registry)
+    manifest = root / "p2phost.toml"
+    text = manifest.read_text()
+    assert "\npeers = []\n" in text  # the project's own [config.static-discovery] table
+    manifest.write_text(text.replace(
+        "\npeers = []\n", '\npeers = ["tcp://127.0.0.1:7400", "ws://127.0.0.1:7401"]\n'))
+    doctor = run_cli("doctor", cwd=root, env=env)
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    assert "[config.static-discovery] peers tcp://127.0.0.1:7400: served by" in doctor.stdout
+    assert "[config.static-discovery] peers: no transport plugin serves ws://" in doctor.stdout
+    assert "fix: p2phost plugin search ws --kind transport" in doctor.stdout
+
+
 def test_remove_needs_yes_without_a_terminal(
         tmp_path: Path, official_registry: RunningRegistry) -> None:
     env = cli_env(official_registry, tmp_path / "cache")
