@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -104,10 +105,10 @@ async def test_items_run_in_the_mailboxs_tasks_and_a_waiting_one_keeps_its_turn(
         log.append(f"end {item}")
 
     mailbox: Mailbox[str] = Mailbox("test", 10, process)
-    assert mailbox.try_put("a", "quick")
-    assert mailbox.try_put("a", "waits")
-    assert mailbox.try_put("a", "after")
-    assert mailbox.try_put("b", "other peer")
+    # All queued before any runs: from a callback (from a task, on 3.12+ "quick" would
+    # start and end eagerly inside its put, in a task of its own).
+    for peer, item in (("a", "quick"), ("a", "waits"), ("a", "after"), ("b", "other peer")):
+        await _put(mailbox, peer, item)
     await asyncio.sleep(0.01)
     assert log[:2] == ["start quick", "end quick"]
     assert sorted(log[2:]) == sorted(["start waits", "start other peer", "end other peer"])
@@ -150,8 +151,10 @@ async def test_a_context_variable_set_by_one_item_is_not_seen_by_the_item_queued
             _seen.set("set by the first item")
 
     mailbox: Mailbox[str] = Mailbox("test", 10, process)
-    for item in ("sets", "reads", "reads too"):  # queued together, before any runs
-        assert mailbox.try_put("a", item)
+    # Queued together, before any runs (from a callback: from a task, on 3.12+ each
+    # item would run eagerly inside its put, each in a task of its own).
+    await _in_callback(lambda: [mailbox.try_put("a", item)
+                                for item in ("sets", "reads", "reads too")])
     assert await mailbox.close(5) == 0
     assert seen == ["unset", "unset", "unset"]
     assert tasks[0] is not tasks[1], "the next item starts from a fresh task"
@@ -240,9 +243,10 @@ async def test_a_long_run_from_one_peer_lets_another_peers_items_in_between() ->
         order.append(peer)  # never waits: only the mailbox can let the others run
 
     mailbox: Mailbox[int] = Mailbox("test", 1000, process)
-    for i in range(500):
-        assert mailbox.try_put("busy", i)
-    assert mailbox.try_put("other", 0)
+    # A queue to run: put from a callback (from a task, on 3.12+ each item would run
+    # eagerly inside its put, so the producer, not this queue, would hold the loop).
+    assert all(await _in_callback(
+        lambda: [mailbox.try_put("busy", i) for i in range(500)] + [mailbox.try_put("other", 0)]))
     assert await mailbox.close(5) == 0
     assert order.count("busy") == 500
     assert order.index("other") < 200, "the busy peer held the loop for its whole queue"
@@ -376,6 +380,26 @@ async def test_only_so_many_tasks_wait_idle_the_longest_idle_ends_first() -> Non
     assert first is not None and first.done()
     assert all(not t.done() for p, t in tasks.items() if p != peers[0] and t is not None)
     assert await mailbox.close(5) == 0
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="tasks start eagerly on 3.12+ only")
+async def test_from_a_task_an_item_starts_eagerly_and_its_peer_still_runs_one_at_a_time() -> None:
+    gate = asyncio.Event()
+    log: list[str] = []
+
+    async def process(peer: str, item: str) -> None:
+        log.append(f"start {item}")
+        if item == "waits":
+            await gate.wait()
+        log.append(f"end {item}")
+
+    mailbox: Mailbox[str] = Mailbox("test", 10, process)
+    assert mailbox.try_put("a", "quick") and log == ["start quick", "end quick"]
+    assert mailbox.try_put("a", "waits") and mailbox.try_put("a", "after")
+    assert log[2:] == ["start waits"] and mailbox.running == 1 and len(mailbox) == 2
+    gate.set()
+    assert await mailbox.close(5) == 0
+    assert log[3:] == ["end waits", "start after", "end after"]
 
 
 async def _turns(count: int = 3) -> None:
