@@ -1,0 +1,145 @@
+"""The send side of app messaging: an app's ``send``/``request``/``publish`` as frames.
+
+A message's frame is its envelope header (packed once per kind and topic), its id and
+deadline, and the body as the channel's codec encodes it (or a raw body's parts as they
+are); a frame over the channel's limit is refused here, before the peer would drop the
+connection for it. A request waits for its reply in :class:`PendingRequests`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from p2phost_sdk import ConnectionClosed, FrameTooLarge, PeerUnavailable, Raw
+
+from ..wire._channel import Channel
+from ..wire._envelope import RAW, TRACED, VERSION, Kind, app_frame, encode, header_parts
+from ._pending import PendingRequests
+from ._routes import TraceHook
+from ._stats import DeliveryStats, Tally
+
+#: The first two bytes of a traced MESSAGE or REQUEST (the trace context follows the topic).
+_TRACED_HEADS = {kind: bytes((VERSION, kind | TRACED)) for kind in (Kind.MESSAGE, Kind.REQUEST)}
+
+
+class Outgoing(PendingRequests):
+    """The dispatcher's send side (a base class of ``Dispatcher``: the per-message path
+    reads the dispatcher's attributes as its own, with no call in between)."""
+
+    # Set by Dispatcher.__init__.
+    _ids: Iterator[int]
+    stats: DeliveryStats
+    _tallies: dict[tuple[str, str], Tally]
+    _headers: dict[tuple[Kind, str], tuple[bytes, bytes]]
+    tracer: TraceHook | None
+
+    def frame(self, channel: Channel, kind: Kind, message_id: int, topic: str, body: Any,
+              deadline: int = 0) -> bytes:
+        """An app message as a frame for ``channel`` (its codec, its size limit)."""
+        if type(body) is Raw:
+            if channel.reads_raw:
+                return self._raw_frame(channel, kind, message_id, topic, body, deadline)
+            body = body.tobytes()  # a peer that reads codec bodies only: bytes through it
+        parts = self._headers.get((kind, topic))
+        if parts is None:
+            parts = header_parts(kind, topic.encode())
+            if len(self._headers) < 4096:
+                self._headers[kind, topic] = parts
+        trace = b"" if self.tracer is None else self.tracer.outgoing(channel)
+        if trace:  # traced: the trace context goes between the topic and the body
+            frame = app_frame((_TRACED_HEADS[kind], parts[1] + trace), message_id, deadline,
+                              channel.codec.encode(body))
+        else:
+            frame = app_frame(parts, message_id, deadline, channel.codec.encode(body))
+        if len(frame) > channel.frame_limit:
+            raise FrameTooLarge(
+                f"a message on {topic!r} is {len(frame)} bytes, over the maximum frame size "
+                f"of {channel.frame_limit} ({channel.frame_limit_source})")
+        return frame
+
+    def _raw_frame(self, channel: Channel, kind: Kind, message_id: int, topic: str,
+                   body: Raw, deadline: int) -> bytes:
+        # The envelope, then the parts as they are: one copy in all, no codec's.
+        trace = b"" if self.tracer is None else self.tracer.outgoing(channel)
+        head = encode(kind, message_id, topic.encode(), deadline=deadline, content_type=RAW,
+                      trace=trace)
+        # The exact size (header, topic bytes, content type, trace), refused before the
+        # body is joined: a frame over the limit would cost the peer its connection.
+        if len(head) + body.nbytes > channel.frame_limit:
+            raise FrameTooLarge(
+                f"a raw message on {topic!r} is {body.nbytes} bytes, over the maximum frame "
+                f"size of {channel.frame_limit} ({channel.frame_limit_source})")
+        return b"".join((head, *body.parts))
+
+    async def send(self, channel: Channel, topic: str, body: Any) -> None:
+        """One message, no reply."""
+        frame = self.try_send(channel, topic, body)
+        if frame is not None:
+            await self.send_frame(channel, topic, frame)
+
+    def try_send(self, channel: Channel, topic: str, body: Any) -> bytes | None:
+        """One message, no reply, queued at once if the outbox has room (None); else its
+        frame, for :meth:`send_frame` to wait with (the sender's one coroutine a message
+        while there is room)."""
+        frame = self.frame(channel, Kind.MESSAGE, next(self._ids), topic, body)
+        if not channel.try_post(frame):
+            return frame
+        tally = self._tallies.get((topic, channel.peer_id)) \
+            or self.stats.tally(topic, channel.peer_id)
+        tally.sent += 1
+        tally.bytes_sent += len(frame)
+        return None
+
+    async def send_frame(self, channel: Channel, topic: str, frame: bytes) -> None:
+        """Queue a message's frame that :meth:`try_send` found no room for, waiting."""
+        try:
+            await channel.send(frame)
+        except ConnectionClosed as exc:
+            raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
+        self.stats.message_out(topic, channel.peer_id, len(frame))
+
+    async def request(self, channel: Channel, topic: str, body: Any, timeout: float) -> Any:
+        """One request; the reply's body, or RequestTimeout / RemoteError / PeerUnavailable."""
+        message_id = next(self._ids)
+        deadline = int((time.time() + timeout) * 1000)
+        frame = self.frame(channel, Kind.REQUEST, message_id, topic, body, deadline)
+        loop = self._loop
+        if loop is None:  # looked up once: each lookup is a system call (getpid) on Linux
+            loop = self._loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        due = loop.time() + timeout
+        self._pending[message_id] = (channel.peer_id, topic, reply, due, timeout)
+        if self._timer is None or due < self._timer_at:
+            self._arm(loop, due)
+        try:
+            if not channel.try_post(frame):
+                await channel.send(frame)
+            self.stats.message_out(topic, channel.peer_id, len(frame))
+            return await reply
+        except ConnectionClosed as exc:
+            raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
+        finally:
+            self._pending.pop(message_id, None)
+
+    async def publish(self, channels: Iterable[Channel], topic: str, body: Any) -> int:
+        """One message to each channel whose peer handles ``topic``; how many were sent."""
+        message_id, sent = next(self._ids), 0
+        frames: dict[tuple[str, int, bool], bytes] = {}
+        for channel in channels:
+            if topic not in channel.topics:
+                continue
+            key = (channel.codec.content_type, channel.frame_limit, channel.reads_raw)
+            frame = frames.get(key)
+            if frame is None:
+                frame = frames[key] = self.frame(channel, Kind.MESSAGE, message_id, topic, body)
+            if not channel.try_post(frame):
+                try:
+                    await channel.send(frame)
+                except ConnectionClosed:
+                    continue
+            sent += 1
+            self.stats.message_out(topic, channel.peer_id, len(frame))
+        return sent
