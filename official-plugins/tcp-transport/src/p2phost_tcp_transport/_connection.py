@@ -1,33 +1,52 @@
 """TCP connections that move length-prefixed frames over asyncio streams.
 
-This module is the connection itself: its state, the write side, the pull path's reads
-and its close. How a read is split into frames is :mod:`._frames`'s (a base class), and
-push mode, where each read's frames go to the host's sink at once, :mod:`._push`'s.
+A frame on the wire is a 4-byte big-endian length and that many bytes. Reads ask the
+socket for a large chunk and split every whole frame out of it at once, so a burst of
+small frames costs one read; writes of several frames are joined into one write.
 
-Writes of several frames are joined into one write. Large frames (``LARGE`` bytes and
-over: parts of a Dask array, files) are never joined: a write hands the length and the
-frame to the socket as they are. A read of a large frame fills one buffer for it; the
-socket reads the rest of the frame straight into it (``_direct``).
+Large frames (``LARGE`` bytes and over: parts of a Dask array, files) are never joined:
+a write hands the length and the frame to the socket as they are, and a read fills one
+buffer for the frame, allocated once its length passed the size limit; the socket
+reads the rest of the frame straight into it (``_direct``). Frames up to ``POOLED_SIZE``
+get a pooled buffer of their size; a larger one's buffer starts at ``GROW_FROM`` and
+doubles as it fills, so a peer that announces large frames and sends little of them
+holds little memory.
+
+In push mode (``Connection.push``) the protocol hands each read to the connection in
+its ``data_received``, which splits it the same way and hands the whole frames to the
+host's sink there and then: no task waits for them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections import deque
-from typing import cast
+from typing import NoReturn, cast
 
-from p2phost_sdk import ConnectionClosed, FrameSink, check_frame_size
+from p2phost_sdk import (
+    Connection,
+    ConnectionClosed,
+    FrameSink,
+    FrameTooLarge,
+    TransportError,
+    check_frame_size,
+)
 
-from ._direct import DirectProtocol
-from ._frames import _LENGTH, LARGE, _grow
-from ._push import PushMode
+from ._direct import POOLED_SIZE, DirectProtocol, frame_buffer
 from ._sockets import kernel_unsent, peer_address, tune
 
+_LENGTH = struct.Struct("!I")
 #: How long closing a connection or a listener may wait for the other side.
 CLOSE_TIMEOUT = 2.0
+#: Frames from this size on are written without a joined copy and read into one buffer.
+LARGE = 65536
+#: A large frame's buffer starts this big (or the frame's size, if smaller) and doubles
+#: whenever what arrived fills it, so it is never more than twice what the peer sent.
+GROW_FROM = 1024 * 1024
 
 
-class TcpConnection(PushMode):
+class TcpConnection(Connection):
     """One TCP stream carrying frames both ways."""
 
     def __init__(
@@ -214,6 +233,176 @@ class TcpConnection(PushMode):
         # A bytearray: bytes-like for every reader of frames, and not copied again.
         self._frames.append(cast(bytes, large))
 
+    def _split(self, data: bytes, offset: int = 0) -> None:
+        end, limit = len(data), self._limit
+        while end - offset >= 4:
+            (size,) = _LENGTH.unpack_from(data, offset)
+            if size > limit:
+                if self._frames and self._sink is None and limit != self._max:
+                    self._held = data[offset:]  # pulled: the handshake may lift the cap
+                    return
+                raise FrameTooLarge(
+                    f"{self.remote_address} sent a frame of {size} bytes, over the maximum "
+                    f"of {limit} bytes" + ("" if limit == self._max or self._sink else
+                                           " accepted before the handshake is done")
+                )
+            stop = offset + 4 + size
+            if stop > end:
+                if size >= LARGE:
+                    # Its size passed the limit: one buffer for it, filled as it
+                    # arrives (no joined copy at the end). Over POOLED_SIZE it grows
+                    # with what arrived (_grow): a peer that announces a 16 MiB frame
+                    # and trickles costs what it sent, not 16 MiB per connection.
+                    self._got = end - offset - 4
+                    self._large = frame_buffer(size) if size <= POOLED_SIZE \
+                        else bytearray(max(GROW_FROM, self._got))
+                    self._large_size = size
+                    self._large[: self._got] = memoryview(data)[offset + 4 :]
+                    return
+                break
+            self._frames.append(data[offset + 4 : stop])
+            offset = stop
+        if offset < end:
+            self._partial += memoryview(data)[offset:]
+            self._need = 4 + _LENGTH.unpack_from(data, offset)[0] if end - offset >= 4 else 4
+
+    # -- push mode ---------------------------------------------------------------------
+
+    def push(self, sink: FrameSink) -> bool:
+        """Hand each read's whole frames to ``sink`` from the protocol's callback.
+
+        Not while the pull path holds frames or unread bytes (the host reads on and
+        asks again), nor on a stream this transport did not open.
+        """
+        direct, reader = self._direct, self._reader
+        if direct is None or self._closed or self._sink is not None or self._frames \
+                or self._held or direct.filling or direct.received != self._taken \
+                or reader.at_eof() or reader.exception() is not None:
+            return False
+        self._sink = sink
+        direct.push(self._pushed, self._push_ended)
+        if self._large is not None:
+            self._read_large()
+        return True
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (the peer's sends then wait on TCP's window)."""
+        transport = cast(asyncio.Transport, self._writer.transport)
+        if not transport.is_closing():
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read the socket again."""
+        transport = cast(asyncio.Transport, self._writer.transport)
+        if not transport.is_closing():
+            transport.resume_reading()
+
+    def _pushed(self, data: bytes) -> None:
+        # Push mode: one read, from the protocol's data_received.
+        sink, frames = self._sink, self._frames
+        if sink is None or self._sink_ended:
+            return
+        # One whole frame and nothing else (a request, its reply): straight to the sink.
+        if not (self._partial or frames) and self._large is None and len(data) > 4 \
+                and _LENGTH.unpack_from(data)[0] == len(data) - 4 <= self._limit:
+            sink.frames_received([data[4:]])
+            return
+        failure: TransportError | None = None
+        try:
+            while data:
+                if self._large is not None:  # the rest of a large frame, copied in
+                    data = self._fill_large_from(data)
+                    continue
+                partial, start = self._partial, 0
+                if partial:
+                    # Only what completes the frame (or its length) joins the partial
+                    # bytes: the rest of the read is split where it is, not copied
+                    # twice more (a read of uvloop's is 256 KiB).
+                    start = self._need - len(partial)
+                    if len(data) < start:
+                        partial += data
+                        break
+                    partial += memoryview(data)[:start]
+                    joined = bytes(partial)
+                    partial.clear()
+                    self._split(joined)
+                    if self._partial or self._large is not None:  # that was the length
+                        data = data[start:]
+                        continue
+                self._split(data, start)
+                break
+            if self._large is not None:
+                self._read_large()
+        except TransportError as exc:  # after the frames before it
+            self.pause_reading()
+            failure = exc
+        if frames:
+            out = list(frames)
+            frames.clear()
+            sink.frames_received(out)
+        if failure is not None:
+            self._push_ended(failure)
+
+    def _fill_large_from(self, data: bytes) -> bytes:
+        large = self._large
+        assert large is not None
+        if self._got == len(large):
+            _grow(large, self._large_size)
+        take = min(len(large) - self._got, len(data))
+        large[self._got : self._got + take] = memoryview(data)[:take]
+        self._got += take
+        if self._got == self._large_size:
+            self._large = None
+            self._frames.append(cast(bytes, large))
+        return data[take:]
+
+    def _read_large(self) -> None:
+        # Where the loop reads into buffers, the socket reads the rest of a large frame
+        # straight into it (as the pull path does); elsewhere _pushed copies it in.
+        direct, large = self._direct, self._large
+        if direct is not None and large is not None and direct.buffered \
+                and not direct.filling and self._got < len(large):
+            direct.read_into(memoryview(large)[self._got :], self._large_filled)
+
+    def _large_filled(self, got: int) -> None:
+        large, sink = self._large, self._sink
+        assert large is not None and sink is not None
+        self._got += got
+        if self._got < len(large):  # cut short: _push_ended says so
+            return
+        if self._got < self._large_size:
+            # Full, not whole: it grows with the next read (not here, where the
+            # socket's read still holds a view of it).
+            return
+        self._large = None
+        if not self._sink_ended:
+            sink.frames_received([cast(bytes, large)])
+
+    def _push_ended(self, error: BaseException | None) -> None:
+        sink = self._sink
+        if sink is None or self._sink_ended:
+            return
+        self._sink_ended = True
+        if not isinstance(error, TransportError):
+            try:
+                self._eof(error)
+            except TransportError as exc:
+                error = exc
+        assert isinstance(error, TransportError)
+        sink.connection_ended(error)
+
+    def _eof(self, error: BaseException | None = None) -> NoReturn:
+        if self._partial or self._large is not None:  # not a clean close: a protocol error
+            got, need = ((self._got, self._large_size) if self._large is not None
+                         else (len(self._partial), self._need))
+            raise TransportError(
+                f"{self.remote_address} closed the connection in the middle of a frame "
+                f"(truncated frame: {got} of {need} bytes)"
+            )
+        if error is not None and not isinstance(error, EOFError):
+            raise ConnectionClosed(f"connection to {self.remote_address} lost: {error}")
+        raise ConnectionClosed(f"{self.remote_address} closed the connection")
+
     async def close(self) -> None:
         """Close the stream; buffered output gets a short grace to flush."""
         if self._closed:
@@ -231,3 +420,9 @@ class TcpConnection(PushMode):
             # A timeout, or what the stream ended with (a reset, or an error a callback
             # raised, reported where it happened): closed either way.
             self._writer.transport.abort()
+
+
+def _grow(buffer: bytearray, size: int) -> None:
+    """Double ``buffer`` (a large frame's, full), up to the frame's ``size``. In place:
+    a large block is remapped, not copied, and only the added part is written."""
+    buffer.extend(bytes(min(size, 2 * len(buffer)) - len(buffer)))
