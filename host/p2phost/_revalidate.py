@@ -91,6 +91,8 @@ def _ask(url: str, accept: str, etag: str, timeout: float) -> dict[str, str]:
     host, _, port = hostport.partition(":")
     if not host or "@" in hostport or "[" in hostport or not (port or "80").isdigit():
         raise _Refused(url)
+    for value in (url, accept, etag):  # a CR or LF in a kept ETag would add header lines
+        _json_string(value)
     request = (
         f"GET /{path} HTTP/1.1\r\nAccept-Encoding: identity\r\nHost: {hostport}\r\n"
         f"User-Agent: p2phost/{__version__}\r\nAccept: {accept}\r\n"
@@ -102,9 +104,12 @@ def _ask(url: str, accept: str, etag: str, timeout: float) -> dict[str, str]:
         sock.connect((host, int(port or 80)))
         sock.sendall(request.encode("ascii"))
         head = b""
+        # The socket's timeout bounds each recv; a server trickling bytes must not hold
+        # the command longer than the whole timeout either.
+        deadline = time.monotonic() + timeout
         while b"\r\n\r\n" not in head:
             chunk = sock.recv(4096)
-            if not chunk or len(head) > _MAX_HEAD:
+            if not chunk or len(head) > _MAX_HEAD or time.monotonic() > deadline:
                 raise _Refused(url)
             head += chunk
     finally:
