@@ -71,16 +71,21 @@ def write_record(path: str, record: dict[str, Any]) -> None:
             os.unlink(part)
 
 
+#: A record names trees and a lock: kilobytes. Anything larger is no record of ours.
+_MAX_RECORD = 4 << 20
+
+
 def _load(path: str) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as handle:
             info = os.fstat(handle.fileno())
-            blob = handle.read()
+            blob = handle.read(_MAX_RECORD + 1)
     except FileNotFoundError:
         return None
     # A record is the replay's whole decision (what to link, the lock to write): one that
     # another user could have written, in a shared cache, is no decision of ours.
-    if info.st_uid != os.getuid() or info.st_mode & 0o022 or not blob.startswith(_MAGIC):
+    if info.st_uid != os.getuid() or info.st_mode & 0o022 or not blob.startswith(_MAGIC) \
+            or len(blob) > _MAX_RECORD:
         return None
     body = blob[len(_MAGIC) + 4 :]
     if zlib.crc32(body).to_bytes(4, "big") != blob[len(_MAGIC) : len(_MAGIC) + 4]:

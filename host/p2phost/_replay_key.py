@@ -36,7 +36,7 @@ STATE = ".p2phost"
 VARIABLES = ("P2PHOST_REGISTRY", "P2PHOST_BUILTIN_DIR", "P2PHOST_TIMEOUT")
 #: What makes a directory on sys.path hold distributions (importlib.metadata's view).
 _DISTRIBUTIONS = (".dist-info", ".egg-info", ".pth")
-_HERE = os.path.dirname(os.path.abspath(__file__))
+_HERE = os.path.dirname(os.path.realpath(__file__))  # as the installer resolves it
 
 
 class Doubt(Exception):
