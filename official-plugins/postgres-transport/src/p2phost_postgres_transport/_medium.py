@@ -288,7 +288,7 @@ class PostgresMedium(StoredRecords, Medium):
             await connection.execute(FLUSH)
         except psycopg.OperationalError as exc:
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {str(exc).strip()}") from exc
-        except psycopg.Error as exc:
+        except psycopg.ProgrammingError as exc:
             # Refused since connect (EXECUTE revoked): no outage, so not MediumUnavailable
             # (the endpoint would log "cannot reach" and retry after a back-off). Append
             # again at once, flushed in one statement: the reader drops the copies of what
