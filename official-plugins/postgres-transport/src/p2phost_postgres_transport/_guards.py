@@ -1,6 +1,11 @@
 """What guards a node's reader against its inbox table and its server: records refused
 unread (a row larger than the node reads), and the deadline of the reader's statements.
 
+Every statement of the reader has a deadline: ``statement-timeout`` seconds, plus
+``seconds-per-mib`` for each MiB it may bring (a claim: up to 32 MiB of small bodies; a
+large body fetched alone: its size). A legitimate large message on a slow link is not
+cut, and a server gone without closing the socket is still noticed.
+
 Anyone who may insert rows into the inbox table can make a body as large as ``bytea``
 allows (1 GB). The claim returns each body's size (``octet_length`` reads only the
 stored length), so such a row's body never leaves the server: its first bytes go to the
@@ -13,14 +18,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from p2phost_sdk import ConfigError
 from p2phost_sdk.inbox import Medium, MediumUnavailable
 
+from ._notifies import Notifications
 from ._sql import DELETE, HEAD
 
 _LOG_EVERY = 10.0  # seconds between log lines about refused records
@@ -35,8 +44,8 @@ class Refusals:
         self.count = 0
         self._logged = -_LOG_EVERY
 
-    async def refuse(self, medium: Medium, connection: psycopg.AsyncConnection[Any],
-                     row_id: int, size: int) -> None:
+    async def refuse(self, medium: Medium, reader: ReaderStatements, row_id: int,
+                     size: int) -> None:
         """Row ``row_id`` of ``size`` bytes is over ``medium.max_read_size``: hand its
         head to the medium's ``too_large`` (or delete it, when nobody takes it)."""
         self.count += 1
@@ -48,11 +57,58 @@ class Refusals:
                 "over the %d bytes it reads (%d refused so far)\n"
                 "fix: raise max-frame-size in [node] of p2phost.toml on this node if its "
                 "peers send such messages", size, medium.url, medium.max_read_size, self.count)
-        row = await (await connection.execute(HEAD, (row_id,), binary=True)).fetchone()
-        if row is not None and medium.too_large is not None:
-            medium.too_large(bytes(row[0]), size, row_id)
-        elif row is not None:
-            await connection.execute(DELETE, (row_id,))
+        rows = await reader.rows(HEAD, (row_id,))
+        if rows and medium.too_large is not None:
+            medium.too_large(bytes(rows[0][0]), size, row_id)
+        elif rows:
+            await reader.rows(DELETE, (row_id,))
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """How long a statement of the reader may take: ``floor`` seconds, plus ``per_mib``
+    for each MiB of the most it may bring (``statement-timeout``, ``seconds-per-mib``)."""
+
+    floor: float = 10.0
+    per_mib: float = 0.5
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], plugin: str) -> Deadline:
+        """From ``statement-timeout`` and ``seconds-per-mib`` (defaults when missing); a
+        value that bounds nothing (not finite, or not above 0) is a ConfigError."""
+        floor = float(config.get("statement-timeout", cls.floor))
+        per_mib = float(config.get("seconds-per-mib", cls.per_mib))
+        if not (math.isfinite(floor) and floor > 0):
+            raise ConfigError(plugin, "statement-timeout", "seconds above 0", floor)
+        if not (math.isfinite(per_mib) and per_mib >= 0):
+            raise ConfigError(plugin, "seconds-per-mib", "seconds from 0", per_mib)
+        return cls(floor, per_mib)
+
+    def seconds(self, size: int) -> float:
+        """The deadline of a statement that may bring ``size`` bytes."""
+        return self.floor + self.per_mib * size / (1 << 20)
+
+
+class ReaderStatements:
+    """The statements of the reader's connection: each within its :class:`Deadline`,
+    the notifications read meanwhile coalesced (:class:`~._notifies.Notifications`)."""
+
+    def __init__(self, connection: psycopg.AsyncConnection[Any], deadline: Deadline,
+                 url: str) -> None:
+        self.connection = connection
+        self.deadline = deadline
+        self.notifications = Notifications()
+        self._what = f"PostgreSQL at {url}"
+
+    async def rows(self, query: Any, args: tuple[Any, ...] = (), *,
+                   size: int = 0) -> list[Any]:
+        """Run ``query`` (binary results: bodies as they are, not hex-escaped); its
+        rows. ``size``: the most bytes its rows may bring (their deadline)."""
+        connection = self.connection
+        with self.notifications.during_statement(connection):
+            async with with_deadline(self.deadline.seconds(size), self._what):
+                cursor = await connection.execute(query, args, binary=True)
+                return await cursor.fetchall() if cursor.description else []
 
 
 @contextlib.asynccontextmanager

@@ -36,11 +36,10 @@ from p2phost_sdk.inbox import (
     MediumUnavailable,
     UnknownInbox,
     backoff,
-    is_credit,
     stop_if_cancelled,
 )
 
-from ._guards import Refusals, with_deadline
+from ._guards import Deadline, ReaderStatements, Refusals
 from ._inboxes import StoredRecords, notify_channel
 from ._sql import (
     APPEND,
@@ -68,7 +67,6 @@ _BATCH = 512
 # never bring 512 large bodies into the node's memory at once.
 _CLAIMED_BODY = 64 * 1024
 _POLL = 1.0
-_CLAIM_TIMEOUT = 10.0  # seconds a claim may take before the connection counts as lost
 _CREDIT_WAKES = 64  # wake-ups with only credits before the reader claims their rows anyway
 _REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry",
              "permission denied", "password")
@@ -82,7 +80,7 @@ class PostgresMedium(StoredRecords, Medium):
     # takes the first (a claim takes both halves' rows at most: _BATCH).
     split_window = True
 
-    def __init__(self, address: MediumAddress) -> None:
+    def __init__(self, address: MediumAddress, deadline: Deadline | None = None) -> None:
         if not address.parts.path.strip("/"):
             raise TransportError(f"bad address {address.public!r}: no database (expected "
                                  "postgresql://USER@HOST:PORT/DATABASE)")
@@ -97,6 +95,11 @@ class PostgresMedium(StoredRecords, Medium):
         self._store_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._inbox = ""
+        #: How long the reader's statements may take (``statement-timeout``,
+        #: ``seconds-per-mib``).
+        self.deadline = deadline or Deadline()
+        #: Claims so far (each a statement; a flood of notifications must not add any).
+        self.claims = 0
         #: Whether appends make frames visible before they are on disk, then wait for
         #: the flush (APPEND_EARLY and FLUSH; APPEND where this role may not FLUSH).
         self._early = False
@@ -169,7 +172,7 @@ class PostgresMedium(StoredRecords, Medium):
         self._reader = asyncio.get_running_loop().create_task(
             self._read(reader, deliver), name=f"postgres reader {name[:12]}")
 
-    async def _listen(self) -> psycopg.AsyncConnection[Any]:
+    async def _listen(self) -> ReaderStatements:
         # Leases (the claiming UPDATE), acknowledgements (DELETE) and credits need not
         # be on disk when they return: a lease lost with a crash of the server is one
         # this reset makes anyway, a deleted record that comes back is delivered again
@@ -178,96 +181,85 @@ class PostgresMedium(StoredRecords, Medium):
         # waiting for the WAL flush takes disk writes off each record's way (appends of
         # frames and letters, which must be durable, still wait for theirs).
         connection = await self._connect(flushed=False)
+        reader = ReaderStatements(connection, self.deadline, self.url)
         try:
-            await connection.execute(sql.SQL("LISTEN {}").format(
+            await reader.rows(sql.SQL("LISTEN {}").format(
                 sql.Identifier(notify_channel(self._inbox))))
             # One reader per inbox: what is leased now was taken by an earlier run of
             # this node (or by this one before its connection was lost). Deliver it again.
-            await connection.execute(
+            await reader.rows(
                 "UPDATE p2phost_inbox_records SET leased = false WHERE inbox = %s AND leased",
                 (self._inbox,))
-        except psycopg.Error as exc:
+        except (psycopg.Error, MediumUnavailable) as exc:
             await connection.close()
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
-        return connection
+        return reader
 
-    async def _read(self, connection: psycopg.AsyncConnection[Any] | None,
-                    deliver: Deliver) -> None:
+    async def _read(self, reader: ReaderStatements | None, deliver: Deliver) -> None:
         failures = 0
         try:
             while True:
                 try:
-                    if connection is None:
-                        connection = await self._listen()
+                    if reader is None:
+                        reader = await self._listen()
                         self.reconnects += 1
                         log.info("reconnected to PostgreSQL at %s", self.url)
                     failures = 0
-                    await self._drain(connection, deliver)
+                    await self._drain(reader, deliver)
                 except (psycopg.OperationalError, MediumUnavailable) as exc:
                     if failures == 0:
                         log.warning("lost PostgreSQL at %s (reconnecting): %s\nfix: check that "
-                                    "the server runs there and the network to it", self.url,
+                                    "the server runs there and the network to it (or raise "
+                                    "statement-timeout and seconds-per-mib in "
+                                    "[config.postgres-transport] for a slow one)", self.url,
                                     exc)
-                    if connection is not None:
-                        await connection.close()
-                    connection = None
+                    if reader is not None:
+                        await reader.connection.close()
+                    reader = None
                 stop_if_cancelled()
                 await asyncio.sleep(backoff(failures))
                 failures += 1
         finally:
-            if connection is not None:
-                await connection.close()
+            if reader is not None:
+                await reader.connection.close()
 
-    async def _drain(self, connection: psycopg.AsyncConnection[Any], deliver: Deliver) -> None:
+    async def _drain(self, reader: ReaderStatements, deliver: Deliver) -> None:
         while True:
-            # Binary results: the bodies come as they are, not hex-escaped. Bounded: a
-            # server gone without closing the socket must show as lost (it runs each poll).
-            async with with_deadline(_CLAIM_TIMEOUT, f"PostgreSQL at {self.url}"):
-                cursor = await connection.execute(CLAIM, (self._inbox, _BATCH, _CLAIMED_BODY),
-                                                  binary=True)
-                rows = sorted(await cursor.fetchall(), key=lambda row: row[0])
+            self.claims += 1
+            rows = sorted(await reader.rows(CLAIM, (self._inbox, _BATCH, _CLAIMED_BODY),
+                                            size=_BATCH * _CLAIMED_BODY),
+                          key=lambda row: row[0])
             stop_if_cancelled()
             for row_id, body, size in rows:
                 if self.max_read_size and size > self.max_read_size:
-                    await self.refused.refuse(self, connection, row_id, size)
+                    await self.refused.refuse(self, reader, row_id, size)
                     continue
                 if body is None:
-                    cursor = await connection.execute(BODY, (row_id,), binary=True)
-                    row = await cursor.fetchone()
-                    if row is None:
+                    found = await reader.rows(BODY, (row_id,), size=size)
+                    if not found:
                         continue  # removed meanwhile (`p2phost inbox purge`)
-                    body = row[0]
+                    body = found[0][0]
                 await deliver(bytes(body), row_id)
             if len(rows) < _BATCH:
                 # Wake-ups that brought nothing but credits (taken from the payloads)
                 # need no claim: their rows wait for the next one (at most so many
                 # wake-ups later, or the poll), which takes and drops them.
                 for _ in range(_CREDIT_WAKES):
-                    if not await self._notified(connection, deliver):
+                    if not await self._notified(reader, deliver):
                         break
 
     @staticmethod
-    async def _notified(connection: psycopg.AsyncConnection[Any], deliver: Deliver) -> bool:
-        """Wait for notifications (up to ``_POLL``); deliver the credits in their
-        payloads. True if some came and each was a credit."""
-        credits_only = False
-        # Closed on the way out: the generator holds the connection's lock.
-        async with contextlib.aclosing(connection.notifies(timeout=_POLL,
-                                                           stop_after=1)) as notifies:
-            async for notify in notifies:
-                credits_only = True
-                if not notify.payload:
-                    return False  # records were appended: claim them
-                try:
-                    record = bytes.fromhex(notify.payload)
-                except ValueError:
-                    continue
-                # Credits only: NOTIFY needs no privilege at all, so a payload is no
-                # record of the inbox (a frame, an OPEN, a letter) for a role that may
-                # not insert rows; a forged credit is bounded by the window checks.
-                if is_credit(record):
-                    await deliver(record, None)
-        return credits_only
+    async def _notified(reader: ReaderStatements, deliver: Deliver) -> bool:
+        """Wait for notifications (up to ``_POLL``) and take all those arrived; deliver
+        the credits in their payloads. True if some came and none said that records
+        were appended (however many did: one claim takes them all)."""
+        notifications = reader.notifications
+        before = notifications.received
+        await notifications.wait(reader.connection, _POLL)
+        appended, credits = notifications.take()
+        for record in credits:
+            await deliver(record, None)
+        return notifications.received > before and not appended
 
     async def _execute(self, query: str, args: tuple[Any, ...]) -> Any:
         try:
@@ -354,10 +346,12 @@ class PostgresTransport(InboxTransport):
     address_example = "postgresql://USER@HOST:PORT/DATABASE"
 
     def __init__(self, *, peer_id: str, max_frame_size: int = 16 * 1024 * 1024,
-                 state_dir: Path | None = None, options: InboxOptions | None = None) -> None:
+                 state_dir: Path | None = None, options: InboxOptions | None = None,
+                 deadline: Deadline | None = None) -> None:
         super().__init__(peer_id=peer_id, max_frame_size=max_frame_size, state_dir=state_dir,
                          options=options or InboxOptions(window=WINDOW))
+        self.deadline = deadline or Deadline()
 
     def make_medium(self, address: MediumAddress) -> Medium:
         """A PostgreSQL medium for ``address``."""
-        return PostgresMedium(address)
+        return PostgresMedium(address, self.deadline)

@@ -1,0 +1,255 @@
+"""postgres-transport's reader against what anyone on the database may do to it: flood
+its channel with notifications, insert rows it must not read. On the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import pytest
+
+from p2phost_sdk import ConfigError, FrameTooLarge, Identity
+from p2phost_sdk.testing.transport import TransportCase, TransportKit, receive
+from tests.conftest import service_or_skip
+from tests.discovery.plugins import use_plugin_source
+
+use_plugin_source("postgres-transport")
+
+from p2phost_postgres_transport import (  # noqa: E402
+    Deadline,
+    PostgresTransport,
+    _sql,
+    notify_channel,
+)
+
+URL = "postgresql://127.0.0.1:5432/test"
+# Transactions of the flood: each NOTIFYs twice, an empty payload ("records were
+# appended": a claim) and 2000 bytes of junk (memory, if kept).
+FLOOD = 25_000
+
+
+def _rss_mib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def _count_executes(monkeypatch: pytest.MonkeyPatch, query: str) -> list[int]:
+    """``[n]``: how many times ``query`` has run on any connection since."""
+    import psycopg
+
+    count = [0]
+    execute = psycopg.AsyncConnection.execute
+
+    async def counting(self: Any, sql: Any, *args: Any, **kwargs: Any) -> Any:
+        count[0] += sql == query
+        return await execute(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", counting)
+    return count
+
+
+def _case() -> TransportCase:
+    return TransportCase(make=lambda limit: PostgresTransport(
+        peer_id=Identity.generate().peer_id, max_frame_size=limit),
+        listen_address=lambda: URL, unreachable_address="", bad_address="",
+        unknown_peer_address="")
+
+
+async def test_a_flood_of_notifications_costs_neither_memory_nor_a_claim_each(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any role that may connect may NOTIFY a node's channel: 50,000 notifications
+    (half of them "records were appended", half 2000 bytes of junk) while frames flow.
+    The frames arrive in order, the node's memory stays flat, and its reader claims a
+    few times per wake-up, not once per notification."""
+    import psycopg
+
+    service_or_skip("PostgreSQL", 5432)
+    claims = _count_executes(monkeypatch, _sql.CLAIM)
+    flooder = await psycopg.AsyncConnection.connect(URL, autocommit=True)
+    frames = [n.to_bytes(4, "big") for n in range(3000)]
+    try:
+        async with TransportKit(_case()).pair() as (client, server), asyncio.timeout(90):
+            channel = notify_channel(server._endpoint.inbox)  # type: ignore[attr-defined]
+            await flooder.execute("SET synchronous_commit = off")
+            base, before = _rss_mib(), claims[0]
+            # One notification per transaction: PostgreSQL folds equal ones in one.
+            flood = asyncio.ensure_future(flooder.execute(
+                f"DO $$ BEGIN FOR i IN 1..{FLOOD} LOOP PERFORM pg_notify({_literal(channel)}, "
+                f"''); PERFORM pg_notify({_literal(channel)}, repeat('z', 2000)); COMMIT; "
+                "END LOOP; END $$"))
+            peak = base
+
+            async def sample() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, _rss_mib())
+                    await asyncio.sleep(0.02)
+
+            sampling = asyncio.ensure_future(sample())
+            try:
+                sending = asyncio.ensure_future(client.send_many(frames))
+                got = [bytes(await server.recv()) for _ in frames]
+                await sending
+                await flood
+                started = time.monotonic()
+                # The flood's tail, then the reader at rest.
+                await asyncio.sleep(3.0)
+                rested = time.monotonic() - started
+            finally:
+                sampling.cancel()
+                await asyncio.gather(sampling, return_exceptions=True)
+            taken = claims[0] - before
+    finally:
+        await flooder.close()
+    assert got == frames
+    assert peak - base < 24, (
+        f"the node's RSS grew by {peak - base} MiB under {2 * FLOOD} notifications "
+        f"(kept unread; {taken} claims)")
+    assert taken < FLOOD // 25, (
+        f"{taken} claims for {FLOOD} notifications saying records were appended "
+        f"(and {len(frames)} frames) within the flood and {rested:.1f}s after it")
+
+
+def _literal(text: str) -> str:
+    """``text`` (a channel name: letters, digits, _) as an SQL string literal."""
+    assert text.replace("_", "").isalnum()
+    return f"'{text}'"
+
+
+async def test_a_frame_over_the_limit_with_a_valid_header_is_refused_in_order_unread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer sends a frame larger than this node reads: its row is never fetched (only
+    its first 256 bytes, the record's header), the connection refuses that frame in
+    order as too large (FrameTooLarge, as if read), its row is deleted, and the frames
+    after it come as usual."""
+    import psycopg
+
+    service_or_skip("PostgreSQL", 5432)
+    bodies = _count_executes(monkeypatch, _sql.BODY)
+    async with TransportKit(_case()).pair(server_max=1 << 20) as (client, server), \
+            asyncio.timeout(30):
+        medium = server._endpoint.medium  # type: ignore[attr-defined]
+        await client.send_many([b"before", b"x" * (2 << 20), b"after"])
+        assert await receive(server) == b"before"
+        with pytest.raises(FrameTooLarge, match="2097152 bytes, over the maximum of 1048576"):
+            await server.recv()
+        assert await receive(server) == b"after"
+        assert medium.refused.count == 1
+        assert bodies[0] == 0, "the large body was fetched"
+        inbox = server._endpoint.inbox  # type: ignore[attr-defined]
+        async with await psycopg.AsyncConnection.connect(URL) as connection:
+            for _ in range(200):  # acknowledged, all three: deleted
+                cursor = await connection.execute(
+                    "SELECT count(*) FROM p2phost_inbox_records WHERE inbox = %s", (inbox,))
+                if await cursor.fetchone() == (0,):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("rows of the connection left in the inbox")
+
+
+class _Proxy:
+    """A TCP proxy to PostgreSQL in this loop; :meth:`blackhole` makes the connections
+    open so far answer nothing more, their sockets left open (a server host gone
+    without closing them), while new ones still pass."""
+
+    def __init__(self) -> None:
+        self._pumps: set[asyncio.Task[None]] = set()
+        self._held: list[asyncio.StreamWriter] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _Proxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.blackhole()
+        assert self._server is not None
+        self._server.close()
+        for writer in self._held:
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
+        self._held += [writer, up_writer]
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.ensure_future(self._pump(source, sink))
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    def blackhole(self) -> None:
+        """Stop forwarding on every connection so far (new ones still pass)."""
+        for task in list(self._pumps):
+            task.cancel()
+
+
+async def test_a_large_body_fetch_from_a_server_gone_silent_is_given_up_and_retried() -> None:
+    """The server stops answering (its host gone, the socket left open) while the
+    reader fetches a large body alone: the fetch is given up within its deadline (the
+    floor plus its size's allowance), the reader connects again, and the frame comes."""
+    import psycopg
+
+    service_or_skip("PostgreSQL", 5432)
+    peer_id = Identity.generate().peer_id
+    async with _Proxy() as proxy:
+        transport = PostgresTransport(peer_id=peer_id, max_frame_size=8 << 20,
+                                      deadline=Deadline(floor=1.0, per_mib=0.5))
+        listener = await transport.listen(f"postgresql://127.0.0.1:{proxy.port}/test",
+                                          lambda connection: None)  # type: ignore[arg-type,return-value]
+        (endpoint,) = transport._endpoints.values()  # type: ignore[attr-defined]
+        medium = endpoint.medium
+        medium._reader.cancel()
+        await asyncio.gather(medium._reader, return_exceptions=True)
+        got: list[bytes] = []
+        large = asyncio.Event()
+
+        async def deliver(data: bytes, token: object) -> None:
+            got.append(data)
+            if got == [b"small"]:
+                proxy.blackhole()  # the large body is fetched next, after this one
+            elif len(data) > 1 << 20:
+                large.set()
+
+        try:
+            async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as other:
+                await other.execute("INSERT INTO p2phost_inbox_records (inbox, body) "
+                                    "SELECT %s, unnest(%s::bytea[])",
+                                    (peer_id, [b"small", b"L" * (4 << 20)]))
+            medium._reader = asyncio.get_running_loop().create_task(
+                medium._read(await medium._listen(), deliver))
+            started = time.monotonic()
+            # 1 s + 4 MiB at 0.5 s: 3 s, then a reconnect (backoff) and the claim again.
+            await asyncio.wait_for(large.wait(), 15)
+            assert medium.reconnects >= 1
+            assert time.monotonic() - started < 10
+            assert got == [b"small", b"small", b"L" * (4 << 20)]  # delivered again
+        finally:
+            await listener.close()
+            await transport.close()
+
+
+def test_statement_deadlines_grow_with_what_they_may_bring() -> None:
+    deadline = Deadline.from_config({"statement-timeout": 5.0, "seconds-per-mib": 2.0},
+                                    "postgres-transport")
+    assert deadline.seconds(0) == 5.0
+    assert deadline.seconds(32 << 20) == 69.0
+    assert Deadline.from_config({}, "postgres-transport") == Deadline(10.0, 0.5)
+    for key, value in (("statement-timeout", 0), ("statement-timeout", float("inf")),
+                       ("seconds-per-mib", -1.0), ("seconds-per-mib", float("nan"))):
+        with pytest.raises(ConfigError, match=key):
+            Deadline.from_config({key: value}, "postgres-transport")
