@@ -465,3 +465,40 @@ async def test_a_peer_that_ignores_its_window_fails_its_connection() -> None:
         await take(accepted, 501)
     await client.close()
     await server.close()
+
+
+class RecordsMedium(FakeMedium):
+    """A medium that says which stored record a token settles (its index)."""
+
+    def record_of(self, token: Any) -> Any:
+        return token
+
+
+async def test_copies_past_those_held_never_settle_the_frame_before_it_is_done() -> None:
+    """Redeliveries of a frame the node still works on (JetStream's, every ack deadline)
+    past the copies it holds are let go unacknowledged: an ack would settle the record
+    itself. Repeated appends of it (records of their own) are acknowledged at once; the
+    frame's record is settled when the node is done."""
+    from p2phost_sdk.inbox._connection import COPIES_HELD
+
+    broker = Broker()
+    server, client = transport(broker), transport(broker)
+    server.make_medium = lambda address: RecordsMedium(broker, address.public)  # type: ignore[method-assign]
+    dialled, accepted, _ = await pair(server, client)
+    await dialled.send(b"slow")
+    frame = await asyncio.wait_for(accepted.recv(), 5)  # a handler runs: not done
+    inbox = broker.inboxes[server.peer_id]
+    index = next(i for i, r in enumerate(inbox) if r is not None and r.endswith(b"slow"))
+    record = inbox[index]
+    assert record is not None
+    for _ in range(COPIES_HELD * 3):  # redelivered: the same stored record
+        accepted.receive(decode(record), index)
+    broker.append(server.peer_id, [record] * (COPIES_HELD * 3))  # appended again
+    await asyncio.sleep(0.3)
+    assert inbox[index] is not None, "a copy's ack settled the frame in hand"
+    assert inbox[-1] is None, "a repeated append past the held copies was kept"
+    frame.ack()
+    await asyncio.sleep(0.3)
+    assert all(r is None for r in inbox[index:]), "the frame and its held copies acked"
+    await client.close()
+    await server.close()

@@ -131,3 +131,54 @@ async def test_a_reader_that_does_not_read_holds_the_sender_to_its_window() -> N
             assert got == frames
     finally:
         await watcher.close()
+
+
+# -- copies of a frame still in hand (JetStream redelivers it every ack deadline) --------
+
+
+async def test_redeliveries_past_the_copies_held_never_settle_a_frame_in_hand(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """JetStream redelivers a message whose handler runs past the ack deadline, again
+    and again. Past the copies the node holds (COPIES_HELD), acknowledging one would
+    settle the message itself: lost if the node then crashed. It stays pending until
+    the node is done with the frame; then the held copy's ack settles it (and every
+    redelivery) and they stop."""
+    from p2phost_nats_transport import _streams
+
+    from p2phost_sdk import DeliveredFrame
+    from p2phost_sdk.inbox import _connection
+
+    service_or_skip("NATS", 4222)
+    # Scaled down: a redelivery every 0.3 s, two copies held (5 s and 16 in the node).
+    monkeypatch.setattr(_streams, "_ACK_WAIT", 0.3)
+    monkeypatch.setattr(_connection, "COPIES_HELD", 2)
+    case = TransportCase(make=lambda limit: NatsTransport(
+        peer_id=Identity.generate().peer_id, max_frame_size=limit, durable=True),
+        listen_address=lambda: URL, unreachable_address="", bad_address="",
+        unknown_peer_address="")
+    observer = await nats.connect(URL)
+    try:
+        js = observer.jetstream()
+        async with TransportKit(case).pair() as (client, server), asyncio.timeout(30):
+            stream = _streams.inbox_stream(server._endpoint.inbox)  # type: ignore[attr-defined]
+            await client.send(b"slow")
+            frame = await server.recv()  # its handler runs: not done yet
+            assert isinstance(frame, DeliveredFrame) and bytes(frame) == b"slow"
+            await asyncio.sleep(3.0)
+            info = await js.consumer_info(stream, "node")
+            assert (info.num_redelivered or 0) >= 1 and (info.num_ack_pending or 0) == 1, info
+            assert (info.delivered.consumer_seq or 0) - (info.delivered.stream_seq or 0) >= 4, (
+                "fewer redeliveries than the test needs (past the copies held)", info)
+            frame.ack()
+            for _ in range(50):
+                info = await js.consumer_info(stream, "node")
+                if not info.num_ack_pending:
+                    break
+                await asyncio.sleep(0.1)
+            assert not info.num_ack_pending, info
+            delivered = info.delivered.consumer_seq
+            await asyncio.sleep(1.0)  # settled: no more redeliveries
+            assert (await js.consumer_info(stream, "node")).delivered.consumer_seq == delivered
+            assert (await js.stream_info(stream)).state.messages == 0
+    finally:
+        await observer.close()

@@ -17,9 +17,14 @@ Copies of a frame already held (early, or handed to the node and not done) keep 
 medium tokens, acknowledged with the first copy; at most ``COPIES_HELD`` per frame. More
 copies of an early frame come from a sender replaying records (a medium redelivers a
 frame a few times within the gap timeout, not thousands): the connection is closed and
-the copies let go. Copies past the bound of a frame the node is working on are
-acknowledged at once: a durable medium that redelivers on a timer (JetStream every 5 s)
-makes such copies for as long as a handler runs.
+the copies let go. Copies past the bound of a frame the node is working on are never
+acknowledged before the node is done with it: a durable medium that redelivers on a
+timer (JetStream every 5 s) makes such copies for as long as a handler runs, and
+acknowledging one would settle the record itself (lost if the node then crashed). Such a
+copy is let go unacknowledged (the held copy's acknowledgement settles it, or the medium
+delivers it again later and it is acknowledged then), unless the medium says it is a
+record of its own (:meth:`~._medium.Medium.record_of`: a sender's append repeated),
+acknowledged at once.
 """
 
 from __future__ import annotations
@@ -179,11 +184,13 @@ class InboxConnection(Sending):
             return
         seq = record.seq
         if seq < self._next:
-            extra = self._pending.get((record.epoch, seq))
-            if extra is not None and len(extra) < COPIES_HELD:
-                extra.extend(tokens)  # acknowledged with the first copy, once done
+            held = self._pending.get((record.epoch, seq))
+            if held is None:
+                self._endpoint.ack(tokens)  # a copy of a frame done with
+            elif len(held) < COPIES_HELD:
+                held.extend(tokens)  # acknowledged with the first copy, once done
             else:
-                self._endpoint.ack(tokens)
+                self._let_copies_go(held, tokens)
             return
         if seq > self._credit_sent + self._window * (2 if self.resumed_run else 1):
             # Past the credit we gave (a resumed run allows early frames up to two
@@ -230,6 +237,17 @@ class InboxConnection(Sending):
             self._endpoint.outstanding += 1
             self._ready.append((key, record.payload))
         self._wake.set()
+
+    def _let_copies_go(self, held: list[Any], tokens: list[Any]) -> None:
+        """Copies past ``COPIES_HELD`` of a frame the node works on: acknowledge only
+        those the medium says are records of their own, not deliveries of a held one
+        (whose acknowledgement would settle the frame before the node is done)."""
+        record_of = self._endpoint.medium.record_of
+        settled_with_held = {record_of(token) for token in held}
+        own = [token for token in tokens
+               if (stored := record_of(token)) is not None and stored not in settled_with_held]
+        if own:
+            self._endpoint.ack(own)
 
     def _replayed(self, seq: int) -> None:
         error = TransportError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,6 +156,16 @@ class Medium(ABC):
     async def probe(self, name: str) -> bool | None:
         """Whether the inbox ``name`` exists, for media whose appends cannot tell (a
         dialler then learns of an unknown peer at once); None: this medium cannot say."""
+        return None
+
+    def record_of(self, token: Any) -> Hashable | None:
+        """The stored record ``token`` would settle if acknowledged: tokens with the same
+        answer are deliveries of one record, and acknowledging any of them settles it
+        (a JetStream message's stream sequence, a row's id, a stream entry's id). None:
+        this medium cannot tell. A node working on a frame holds a few copies' tokens;
+        a copy past those is acknowledged at once only if it is a record of its own
+        (a sender's append repeated), else let go unacknowledged: acknowledging a
+        redelivery would settle the frame before the node is done with it."""
         return None
 
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import aio_pika
@@ -172,6 +172,13 @@ class AmqpMedium(InboxQueues, Medium):
             if isinstance(result, BaseException):
                 raise TransportError(f"the AMQP broker at {self.url} refused a message: "
                                      f"{result}") from result
+
+    def record_of(self, token: Any) -> Hashable | None:
+        """A first delivery is a message of its own (its delivery tag on its channel);
+        a redelivery (after a lost channel) may be one the node holds: None."""
+        if not isinstance(token, AbstractIncomingMessage) or token.redelivered:
+            return None
+        return (id(token.channel), token.delivery_tag)
 
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         """Acknowledge the deliveries (those of a lost channel were requeued: skip them)."""

@@ -22,7 +22,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import aiomqtt
@@ -302,6 +302,12 @@ class MqttMedium(CountedMedium):
             raise self._error(exc) from exc
         if failure is not None:
             raise failure
+
+    def record_of(self, token: Any) -> Hashable | None:
+        """A message's packet id: the broker sends a message it redelivers (after a
+        reconnect, in the persistent session) with its id, and gives no other one that
+        id while it waits for the PUBACK."""
+        return int(token[1])
 
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         """PUBACK the messages (those of a lost connection come again: skip them)."""

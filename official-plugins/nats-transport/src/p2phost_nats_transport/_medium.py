@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import nats
@@ -309,6 +309,14 @@ class NatsMedium(Medium):
             raise UnknownInbox(f"no inbox {name} on {self.url}") from None
         except (NatsError, OSError) as exc:
             raise MediumUnavailable(f"NATS at {self.url}: {exc or type(exc).__name__}") from exc
+
+    def record_of(self, token: Any) -> Hashable | None:
+        """A JetStream message's stream sequence: a redelivery (its ack deadline passed
+        while a handler ran) has it too, and acknowledging any delivery settles it."""
+        try:
+            return int(token.metadata.sequence.stream)
+        except (ValueError, IndexError, AttributeError, TypeError):
+            return None
 
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         """Acknowledge JetStream messages (core NATS has nothing to acknowledge)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +310,10 @@ class PostgresMedium(StoredRecords, Medium):
         except psycopg.Error as exc:
             raise TransportError(f"PostgreSQL at {self.url} refused records: "
                                  f"{str(exc).strip()}") from exc
+
+    def record_of(self, token: Any) -> Hashable | None:
+        """A row's id: every delivery of the row has it (one DELETE settles them all)."""
+        return token if isinstance(token, int) else None
 
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         """Delete the records: done."""

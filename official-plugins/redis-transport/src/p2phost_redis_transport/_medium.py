@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -289,6 +289,11 @@ class RedisMedium(Medium):
             raise TransportError(f"Redis at {self.url} refused a record: {exc}") from exc
         if any(entry_id is None for entry_id in ids):
             raise UnknownInbox(f"no inbox {name} on {self.url}")
+
+    def record_of(self, token: Any) -> Hashable | None:
+        """A stream entry's id: every delivery of the entry has it (one XACK settles
+        them all)."""
+        return token if isinstance(token, (bytes, str)) else None
 
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         """``XACK`` and ``XDEL`` the entries: done, and no longer kept."""
