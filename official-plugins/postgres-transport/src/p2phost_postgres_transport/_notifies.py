@@ -83,16 +83,16 @@ class Notifications:
 
     async def wait(self, connection: psycopg.AsyncConnection[Any], timeout: float) -> None:
         """Wait up to ``timeout`` seconds for a notification (not at all if one came
-        during the last statements), then take those already arrived, up to
-        ``_PER_WAKE``, without waiting more."""
-        start = self.received
+        during the last statements); while reads bring several (a flood), take those
+        already arrived too, up to ``_PER_WAKE``, without waiting more."""
+        start = before = self.received
         if not self.appended and not self._credits:
             await self._read(connection, timeout, stop_after=1)
-        while self.received - start < _PER_WAKE:
+        # A wake-up by one notification (records appended, or a credit) reads no more:
+        # one poll of the socket costs a turn of the event loop.
+        while self.received - before > 1 and self.received - start < _PER_WAKE:
             before = self.received
             await self._read(connection, 0.0, stop_after=_PER_WAKE)
-            if self.received == before:
-                break
 
     async def _read(self, connection: psycopg.AsyncConnection[Any], timeout: float,
                     stop_after: int) -> None:
