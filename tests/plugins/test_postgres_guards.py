@@ -4,7 +4,7 @@ its channel with notifications, insert rows it must not read. On the real Postgr
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
 import time
 from typing import Any
 
@@ -12,6 +12,8 @@ import pytest
 
 from p2phost_sdk import ConfigError, FrameTooLarge, Identity
 from p2phost_sdk.testing.transport import TransportCase, TransportKit, receive
+from tests.brokers.proxy import pump
+from tests.brokers.test_greedy_sender import rss
 from tests.conftest import service_or_skip
 from tests.discovery.plugins import use_plugin_source
 
@@ -31,11 +33,7 @@ FLOOD = 25_000
 
 
 def _rss_mib() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) // 1024
-    return 0
+    return rss(os.getpid()) >> 20
 
 
 def _count_executes(monkeypatch: pytest.MonkeyPatch, query: str) -> list[int]:
@@ -180,17 +178,9 @@ class _Proxy:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
         self._held += [writer, up_writer]
         for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.ensure_future(self._pump(source, sink))
+            task = asyncio.ensure_future(pump(source, sink))
             self._pumps.add(task)
             task.add_done_callback(self._pumps.discard)
-
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
 
     def blackhole(self) -> None:
         """Stop forwarding on every connection so far (new ones still pass)."""
