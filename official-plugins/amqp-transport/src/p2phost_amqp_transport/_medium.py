@@ -174,11 +174,12 @@ class AmqpMedium(InboxQueues, Medium):
                                      f"{result}") from result
 
     def record_of(self, token: Any) -> Hashable | None:
-        """A first delivery is a message of its own (its delivery tag on its channel);
-        a redelivery (after a lost channel) may be one the node holds: None."""
-        if not isinstance(token, AbstractIncomingMessage) or token.redelivered:
+        """A first delivery is a message of its own (this delivery, which the node
+        holds while it matters: its id is no other's); a redelivery (after a lost
+        channel) may be one the node holds: None."""
+        if not isinstance(token, AbstractIncomingMessage) or token.redelivered is not False:
             return None
-        return (id(token.channel), token.delivery_tag)
+        return id(token)
 
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         """Acknowledge the deliveries (those of a lost channel were requeued: skip them)."""

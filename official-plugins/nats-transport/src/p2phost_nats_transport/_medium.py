@@ -315,7 +315,7 @@ class NatsMedium(Medium):
         while a handler ran) has it too, and acknowledging any delivery settles it."""
         try:
             return int(token.metadata.sequence.stream)
-        except (ValueError, IndexError, AttributeError, TypeError):
+        except (NatsError, ValueError, IndexError, AttributeError, TypeError):
             return None
 
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
