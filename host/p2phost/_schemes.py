@@ -8,15 +8,31 @@ transports. Nothing is imported or started.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from p2phost_sdk import PluginMetadata
 
 from ._errors import UserError
 
+if TYPE_CHECKING:
+    from ._manifest import Manifest
+
 
 def scheme_of(address: str) -> str:
     """``tcp`` for ``tcp://127.0.0.1:7400``; "" when the address has no scheme."""
     return address.split("://", 1)[0].lower() if "://" in address else ""
+
+
+def manifest_addresses(manifest: Manifest) -> list[tuple[str, str]]:
+    """``(where, address)`` for every address ``p2phost.toml`` lists: ``[node] listen``
+    and ``connect``, and static discovery's peers (dialled like ``connect``)."""
+    peers = manifest.config.get("static-discovery", {}).get("peers", [])
+    static = [a for a in peers if isinstance(a, str)] if isinstance(peers, list) else []
+    return [(where, address)
+            for where, addresses in (("[node] listen", manifest.node.listen),
+                                     ("[node] connect", manifest.node.connect),
+                                     ("[config.static-discovery] peers", static))
+            for address in addresses]
 
 
 def served_by(metadata: Iterable[PluginMetadata]) -> dict[str, str]:

@@ -12,6 +12,7 @@ only)::
     │   ├── TransportError            cannot listen, dial or move a frame
     │   │   ├── ConnectionClosed      no more frames will come on this connection
     │   │   ├── FrameTooLarge         a frame over the maximum
+    │   │   ├── AddressError          (also a ValueError) an address is malformed: a usage error
     │   │   ├── MediumError           (inbox) a broker or database failed
     │   │   │   ├── MediumUnavailable (inbox) unreachable now: worth retrying
     │   │   │   ├── MediumRefused     (inbox) credentials, permissions: fix the config
@@ -70,6 +71,15 @@ class ConnectionClosed(TransportError):
 
 class FrameTooLarge(TransportError):
     """A frame is larger than the configured maximum."""
+
+
+class AddressError(TransportError, ValueError):
+    """An address is malformed for its transport: no dial or retry can succeed, so the
+    host reports it as a usage error (exit 2), naming the form ``expected``."""
+
+    def __init__(self, address: str, problem: str, *, expected: str) -> None:
+        self.address, self.problem, self.expected = address, problem, expected
+        super().__init__(f"bad address {address!r}: {problem}")
 
 
 class MediumError(TransportError):

@@ -183,5 +183,10 @@ class Transport(ABC):
         Raises ``TransportError`` with a clear reason when it cannot.
         """
 
+    def check_address(self, address: str) -> None:
+        """Raise ``AddressError`` when ``address`` is malformed for this transport,
+        before anything dials or listens on it (the host checks ``p2phost.toml``'s
+        addresses at start). The default accepts every address: ``dial`` finds out."""
+
     async def close(self) -> None:
         """Release what the transport holds (client pools, broker connections)."""

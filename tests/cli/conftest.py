@@ -19,7 +19,7 @@ from tests.conftest import OFFICIAL, RunningRegistry, run_cli, start_registry, s
 
 #: What ``p2phost init`` declares, and what the README tour adds.
 TOUR_PLUGINS = ("tcp-transport", "noise-security", "json-codec", "static-discovery", "echo",
-                "chat", "memory-transport", "tls-security", "msgpack-codec")
+                "chat", "memory-transport", "tls-security", "msgpack-codec", "relay")
 
 
 @pytest.fixture(scope="session")

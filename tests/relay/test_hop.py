@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from p2phost_sdk import AddressError
 from tests.discovery.plugins import use_plugin_source
 
 use_plugin_source("relay")
@@ -67,8 +68,9 @@ def test_addresses_say_what_is_wrong() -> None:
     assert parse("relay+ws://h:1/path", target=False).relay == "ws://h:1/path"
     for bad in ("tcp://1.2.3.4:7400", "relay+udp://x:1/p2p-circuit/" + peer,
                 "relay+tcp://x:1/p2p-circuit/notapeer"):
-        with pytest.raises(RelayError, match="relay address"):
+        with pytest.raises(RelayError, match="bad address") as raised:
             parse(bad, target=True)
+        assert isinstance(raised.value, AddressError)  # a usage error to the host
 
 
 async def test_a_reader_that_never_reads_ends_the_circuit_after_the_timeout() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 EXPORTS: dict[str, set[str]] = {
     "p2phost_sdk": {
-    "AcceptHandler", "Allow", "AnnouncementError", "App", "Backoff", "CAPABILITIES",
+    "AcceptHandler", "AddressError", "Allow", "AnnouncementError", "App", "Backoff", "CAPABILITIES",
     "CLOCK_SKEW", "Codec", "CodecError", "ConfigError", "ConfigField", "ConfigSchema",
     "Connection", "ConnectionClosed", "DeliveredFrame", "Delivery", "DeliveryError",
     "DeliveryMode", "Discovery", "DiscoveryEvents", "ENTRY_POINT_GROUP", "FIELD_TYPES",

@@ -193,26 +193,21 @@ def _check_leftovers(project: Project, report: _Report) -> None:
 def _check_schemes(project: Project, metadata: list[PluginMetadata], report: _Report) -> None:
     """Every [node] listen and connect address, and every static-discovery peer, has a
     declared transport for its scheme."""
-    from .._schemes import no_transport, scheme_of, served_by
+    from .._schemes import manifest_addresses, no_transport, scheme_of, served_by
 
     served = served_by(metadata)
-    node = project.manifest.node
     # Static discovery's peers are dialled like [node] connect: a peer no transport
     # serves is otherwise only a warning that `run` repeats on every round.
-    peers = project.manifest.config.get("static-discovery", {}).get("peers", [])
-    static = [a for a in peers if isinstance(a, str)] if isinstance(peers, list) else []
-    for key, addresses in (("[node] listen", node.listen), ("[node] connect", node.connect),
-                           ("[config.static-discovery] peers", static)):
-        for address in addresses:
-            scheme = scheme_of(address)
-            if scheme in served:
-                report(True, f"{key} {address}: served by {served[scheme]}")
-                continue
-            from .._install import plugin_sources
+    for key, address in manifest_addresses(project.manifest):
+        scheme = scheme_of(address)
+        if scheme in served:
+            report(True, f"{key} {address}: served by {served[scheme]}")
+            continue
+        from .._install import plugin_sources
 
-            error = no_transport(address, key, served, metadata,
-                                 plugin_sources(None, project.manifest.registries))
-            report(False, error.message, error.fix)
+        error = no_transport(address, key, served, metadata,
+                             plugin_sources(None, project.manifest.registries))
+        report(False, error.message, error.fix)
 
 
 def _check_security(metadata: list[PluginMetadata], report: _Report) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from p2phost_sdk import P2PHostError
+from p2phost_sdk import AddressError, P2PHostError
 
 from .._errors import UserError
 
@@ -25,3 +25,11 @@ class NodeAlreadyRunning(UserError):
 
 class NodeNotRunning(UserError):
     """No node of this project is running (nothing answers on its control socket)."""
+
+
+def bad_address(exc: AddressError, where: str | None = None) -> NodeConfigError:
+    """A malformed address as the usage error it is (exit 2), with the form to write;
+    ``where`` names the ``p2phost.toml`` key it came from, if it did."""
+    place = f"in {where} of p2phost.toml, " if where else ""
+    return NodeConfigError(f"{where}: {exc}" if where else str(exc),
+                           fix=f"{place}write the address as {exc.expected}")

@@ -9,6 +9,7 @@ from p2phost_sdk import App
 from ..._observability import MetricsSettings
 from ..._plugins import PluginManager
 from ..._project import Project
+from ..._schemes import manifest_addresses
 from ..._trust import KNOWN_PEERS, KnownPeers, TrustPolicy
 from ._node import Node
 from ._options import NodeOptions
@@ -48,7 +49,7 @@ def node_for_project(project: Project, *, client: bool = False,
         # A client serves no metrics (the running node of the project may).
         metrics=MetricsSettings() if client else project.manifest.metrics,
     )
-    return Node(
+    node = Node(
         identity,
         transports=parts.transports,
         codecs=parts.codecs,
@@ -60,3 +61,7 @@ def node_for_project(project: Project, *, client: bool = False,
         admit=None if trust.policy == "open" else TrustPolicy(
             trust, KnownPeers(project.state_dir / KNOWN_PEERS)).check,
     )
+    if not client:  # a malformed address in p2phost.toml is a usage error before start
+        for where, address in manifest_addresses(project.manifest):
+            node.check_address(address, where)
+    return node

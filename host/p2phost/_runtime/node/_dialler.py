@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from p2phost_sdk import (
+    AddressError,
     Backoff,
     Connection,
     HandshakeError,
@@ -24,7 +25,7 @@ from p2phost_sdk import (
     TransportError,
 )
 
-from .._errors import NodeConfigError
+from .._errors import NodeConfigError, bad_address
 from ._targets import DialTargets
 
 if TYPE_CHECKING:
@@ -131,6 +132,8 @@ class Dialler:
             transport = self._transport_for(address)
             try:
                 connection = await transport.dial(address, timeout=self.dial_timeout)
+            except AddressError as exc:  # no retry mends it: a usage error, as no transport is
+                raise bad_address(exc) from exc
             except TransportError as exc:
                 raise PeerUnavailable(str(exc)) from exc
             try:

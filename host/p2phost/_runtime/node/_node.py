@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from p2phost_sdk import (
+    AddressError,
     App,
     Codec,
     Connection,
@@ -38,7 +39,7 @@ from p2phost_sdk import (
 from ..._observability._links import link_rows
 from ..._observability._logs import flush_repeats, json_enabled, limit_repeats, with_context
 from ..._observability._tracing import open_tracing
-from .._errors import ListenError, NodeConfigError
+from .._errors import ListenError, NodeConfigError, bad_address
 from ..delivery._delivery import Reliable
 from ..delivery._store import DATABASE_NAME
 from ..messaging._dispatch import Dispatcher
@@ -210,6 +211,18 @@ class Node(MessagingAPI):
                 infos.append(channel.info)
         return infos
 
+    def check_address(self, address: str, where: str | None = None) -> None:
+        """NodeConfigError (a usage error) when the transport of ``address`` finds it
+        malformed. An address no transport serves passes: dialling it says so, and
+        ``p2phost doctor`` names the plugin to install."""
+        transport = self._transports.get(address.split("://", 1)[0] if "://" in address else "")
+        if transport is None:
+            return
+        try:
+            transport.check_address(address)
+        except AddressError as exc:
+            raise bad_address(exc, where) from exc
+
     def peer_found(self, record: PeerRecord) -> None:
         """Discovery found a peer: keep a connection to it (while [node] peer-limit allows)."""
         self._dialler.peer_found(record)
@@ -259,6 +272,10 @@ class Node(MessagingAPI):
         limit_repeats()  # a library's node: its repeated warnings are counted, not flooded
         bound = self.options.plugin_timeout
         try:
+            for where, addresses in (("[node] listen", self.options.listen),
+                                     ("[node] connect", self.options.connect)):
+                for address in addresses:
+                    self.check_address(address, where)
             self._reliable.start(self._dispatch.routes)
             self._letters.attach()
             for app in self._apps:
@@ -292,6 +309,8 @@ class Node(MessagingAPI):
                 doing=f"listening on {address}")
         except PluginTimeout as exc:
             raise ListenError(str(exc), fix=fix) from exc
+        except AddressError as exc:  # a transport without check_address finds out here
+            raise bad_address(exc, "[node] listen") from exc
         except TransportError as exc:
             raise ListenError(str(exc), fix=fix) from exc
         self._listeners.append((transport, listener))

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from p2phost_sdk import (
     AcceptHandler,
+    AddressError,
     Connection,
     ConnectionClosed,
     FrameTooLarge,
@@ -28,11 +29,12 @@ _dialer_numbers = itertools.count(1)
 
 
 def parse_address(address: str) -> str:
-    """The listener name in ``mem://NAME``; TransportError says what is wrong."""
+    """The listener name in ``mem://NAME``; AddressError says what is wrong."""
     parts = urlsplit(address)
     if parts.scheme != "mem" or not parts.netloc or parts.path not in ("", "/") \
             or parts.query or parts.fragment:
-        raise TransportError(f"bad address {address!r}: expected mem://NAME, e.g. mem://alice")
+        raise AddressError(address, "expected mem://NAME, e.g. mem://alice",
+                           expected="mem://NAME, e.g. mem://alice")
     return parts.netloc
 
 
@@ -169,6 +171,10 @@ class MemoryTransport(Transport):
     def __init__(self, *, max_frame_size: int = 16 * 1024 * 1024, capacity: int = 1024) -> None:
         self.max_frame_size = max_frame_size
         self.capacity = capacity
+
+    def check_address(self, address: str) -> None:
+        """AddressError unless ``address`` is ``mem://NAME``."""
+        parse_address(address)
 
     async def listen(self, address: str, accept: AcceptHandler) -> Listener:
         """Register ``mem://NAME`` in this process."""

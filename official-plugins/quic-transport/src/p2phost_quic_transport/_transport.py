@@ -206,6 +206,10 @@ class QuicTransport(Transport):
             self._server_configuration = configuration
         return self._server_configuration
 
+    def check_address(self, address: str) -> None:
+        """AddressError unless ``address`` is ``quic://HOST:PORT``."""
+        parse_address(address)
+
     async def listen(self, address: str, accept: AcceptHandler) -> Listener:
         """Listen on ``address``; port 0 picks a free port (see ``Listener.addresses``)."""
         host, port = parse_address(address)

@@ -15,7 +15,7 @@ from p2phost_sdk import App, PluginContext, Transport, hookimpl
 
 from ._address import SCHEMES, RelayAddress, parse
 from ._circuit import Circuit
-from ._errors import RelayError, RelayRefused
+from ._errors import RelayAddressError, RelayError, RelayRefused
 from ._hop import Hop, HopLimits
 from ._plugin import RelayApp, RelayListener, RelayTransport
 from ._service import RelayService, relay_of
@@ -29,6 +29,7 @@ __all__ = [
     "Hop",
     "HopLimits",
     "RelayAddress",
+    "RelayAddressError",
     "RelayApp",
     "RelayError",
     "RelayListener",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from p2phost_sdk import is_peer_id
 
-from ._errors import RelayError
+from ._errors import RelayAddressError
 
 PREFIX = "relay+"
 CIRCUIT = "/p2p-circuit"
@@ -39,19 +39,22 @@ class RelayAddress:
 
 
 def parse(address: str, *, target: bool) -> RelayAddress:
-    """``address`` split; RelayError saying what is wrong. ``target``: a peer is required."""
+    """``address`` split; RelayAddressError saying what is wrong. ``target``: a peer is
+    required."""
     if not address.startswith(PREFIX) or "://" not in address:
-        raise RelayError(f"bad relay address {address!r}: expected e.g. {_EXAMPLE}")
+        raise RelayAddressError(address, f"expected e.g. {_EXAMPLE}", expected=_EXAMPLE)
     inner, _, tail = address[len(PREFIX):].partition(CIRCUIT)
     scheme, _, rest = inner.partition("://")
     if PREFIX + scheme not in SCHEMES or not rest.strip("/"):
-        raise RelayError(f"bad relay address {address!r}: the relay's own address must be "
-                         f"one of {', '.join(s[len(PREFIX):] for s in SCHEMES)}://..., "
-                         f"e.g. {_EXAMPLE}")
+        raise RelayAddressError(
+            address, "the relay's own address must be one of "
+            f"{', '.join(s[len(PREFIX):] for s in SCHEMES)}://..., e.g. {_EXAMPLE}",
+            expected=_EXAMPLE)
     peer = tail.strip("/") or None
     if peer is not None and not is_peer_id(peer):
-        raise RelayError(f"bad relay address {address!r}: {peer!r} after {CIRCUIT}/ is not "
-                         "a peer id (as `p2phost id` prints it)")
+        raise RelayAddressError(address, f"{peer!r} after {CIRCUIT}/ is not a peer id (as "
+                                "`p2phost id` prints it)", expected=_EXAMPLE)
     if target and peer is None:
-        raise RelayError(f"relay address {address!r} names no peer: expected {_EXAMPLE}")
+        raise RelayAddressError(address, f"it names no peer after {CIRCUIT}/",
+                                expected=_EXAMPLE)
     return RelayAddress(inner.rstrip("/"), peer)

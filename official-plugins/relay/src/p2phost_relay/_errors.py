@@ -3,12 +3,13 @@ transport's::
 
     TransportError (p2phost_sdk)
      └── RelayError             a relay address is bad, or the relay cannot be used
+          ├── RelayAddressError (also AddressError) a relay address is malformed
           └── RelayRefused      the relay said no: no reservation, a limit, not a relay
 """
 
 from __future__ import annotations
 
-from p2phost_sdk import TransportError
+from p2phost_sdk import AddressError, TransportError
 
 
 class RelayError(TransportError):
@@ -17,3 +18,7 @@ class RelayError(TransportError):
 
 class RelayRefused(RelayError):
     """The relay refused a reservation or a circuit; the message starts with the reason."""
+
+
+class RelayAddressError(RelayError, AddressError):
+    """A relay address is malformed: the host reports it as a usage error (exit 2)."""

@@ -56,6 +56,11 @@ class RelayTransport(Transport):
     def __init__(self, service: RelayService) -> None:
         self.service = service
 
+    def check_address(self, address: str) -> None:
+        """AddressError unless ``address`` is a relay address (a peer after the circuit
+        is optional: a node listens on the relay's address alone)."""
+        parse(address, target=False)
+
     async def listen(self, address: str, accept: AcceptHandler) -> Listener:
         """Reserve a slot on the relay in ``address`` (renewed in the background)."""
         where = parse(address, target=False)

@@ -5,21 +5,27 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from p2phost_sdk import TransportError
+from p2phost_sdk import AddressError
+
+EXPECTED = "tcp://HOST:PORT, e.g. tcp://127.0.0.1:7400"
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """``tcp://HOST:PORT`` as ``(host, port)``; TransportError says what is wrong."""
-    problem = "expected tcp://HOST:PORT, e.g. tcp://127.0.0.1:7400"
-    parts = urlsplit(address)
+    """``tcp://HOST:PORT`` as ``(host, port)``; AddressError says what is wrong."""
+    problem = f"expected {EXPECTED}"
+    try:
+        parts = urlsplit(address)
+    except ValueError as exc:  # an unclosed [IPv6 bracket
+        raise AddressError(address, f"{exc} ({problem})", expected=EXPECTED) from None
     try:
         port = parts.port
     except ValueError:
-        raise TransportError(f"bad address {address!r}: the port is not 0-65535") from None
+        raise AddressError(address, "the port is not 0-65535", expected=EXPECTED) from None
     if parts.scheme != "tcp" or not parts.hostname or port is None:
-        raise TransportError(f"bad address {address!r}: {problem}")
+        raise AddressError(address, problem, expected=EXPECTED)
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise TransportError(f"bad address {address!r}: {problem} (no path, query or fragment)")
+        raise AddressError(address, f"{problem} (no path, query or fragment)",
+                           expected=EXPECTED)
     return parts.hostname, port
 
 

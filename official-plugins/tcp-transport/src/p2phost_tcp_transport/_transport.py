@@ -54,6 +54,10 @@ class TcpTransport(Transport):
             nodelay=self.nodelay, buffer_size=self.buffer_size, local_address=local,
         )
 
+    def check_address(self, address: str) -> None:
+        """AddressError unless ``address`` is ``tcp://HOST:PORT``."""
+        parse_address(address)
+
     async def listen(self, address: str, accept: AcceptHandler) -> Listener:
         """Listen on ``address``; port 0 picks a free port (see ``Listener.addresses``)."""
         host, port = parse_address(address)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from p2phost_sdk import TransportError
+from p2phost_sdk import AddressError
 
-_EXPECTED = "expected ws://HOST:PORT or ws://HOST:PORT/PATH, e.g. ws://127.0.0.1:7480"
+EXPECTED = "ws://HOST:PORT or ws://HOST:PORT/PATH, e.g. ws://127.0.0.1:7480"
+_EXPECTED = f"expected {EXPECTED}"
 
 
 @dataclass(frozen=True)
@@ -20,17 +21,20 @@ class WsAddress:
 
     @classmethod
     def parse(cls, address: str) -> WsAddress:
-        """The parts of ``address``; TransportError says what is wrong."""
-        parts = urlsplit(address)
+        """The parts of ``address``; AddressError says what is wrong."""
+        try:
+            parts = urlsplit(address)
+        except ValueError as exc:  # an unclosed [IPv6 bracket
+            raise AddressError(address, f"{exc} ({_EXPECTED})", expected=EXPECTED) from None
         try:
             port = parts.port
         except ValueError:
-            raise TransportError(f"bad address {address!r}: the port is not 0-65535") from None
+            raise AddressError(address, "the port is not 0-65535", expected=EXPECTED) from None
         if parts.scheme != "ws" or not parts.hostname or port is None:
-            raise TransportError(f"bad address {address!r}: {_EXPECTED}")
+            raise AddressError(address, _EXPECTED, expected=EXPECTED)
         if parts.query or parts.fragment or parts.username or parts.password:
-            raise TransportError(f"bad address {address!r}: {_EXPECTED} (no query, fragment "
-                                 "or user)")
+            raise AddressError(address, f"{_EXPECTED} (no query, fragment or user)",
+                               expected=EXPECTED)
         return cls(parts.hostname, port, parts.path or "/")
 
     def with_port(self, host: str, port: int) -> WsAddress:

@@ -169,6 +169,10 @@ class WebSocketTransport(Transport):
         self.handshake_timeout = handshake_timeout
         self._listeners: list[WebSocketListener] = []
 
+    def check_address(self, address: str) -> None:
+        """AddressError unless ``address`` is ``ws://HOST:PORT[/PATH]``."""
+        WsAddress.parse(address)
+
     async def listen(self, address: str, accept: AcceptHandler) -> Listener:
         """Listen on ``address``; port 0 picks a free port (see ``Listener.addresses``)."""
         where = WsAddress.parse(address)

@@ -1,0 +1,86 @@
+"""A malformed address (tcp or relay) is a usage error, wherever it is written: on the
+command line of ``send`` and ``ping``, in ``[node] listen`` or in static discovery's peers.
+It exits 2 with what is wrong and a ``fix:`` line naming the form to write, never 1 (a
+peer that did not answer) and never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import tomlkit
+
+from tests.conftest import RunningRegistry, run_cli
+
+from .conftest import cli_env, new_project
+
+PEER = "7zs5tg7pckxe2jtznjw3wveeucjuy4vpxh5xtugboim5ybyn7epq"
+
+#: address -> what the error says about it.
+MALFORMED = {
+    "tcp://nohost:": "expected tcp://HOST:PORT",
+    "tcp://[::1": "expected tcp://HOST:PORT",
+    "tcp://127.0.0.1:99999": "the port is not 0-65535",
+    "relay+tcp://": "the relay's own address must be",
+    "relay+tcp://127.0.0.1:1/p2p-circuit": "names no peer",
+    "relay+tcp://127.0.0.1:1/p2p-circuit/nobody": "is not a peer id",
+    f"relay+tcp://nohost:/p2p-circuit/{PEER}": "expected tcp://HOST:PORT",
+}
+
+
+def _usage_error(done: subprocess.CompletedProcess[str], says: str) -> None:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "bad address" in done.stderr and says in done.stderr, done.stderr
+    assert "\nfix: " in done.stderr and "write the address as" in done.stderr, done.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory,
+            official_registry: RunningRegistry) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("bad-addresses")
+    return (new_project(root / "alice", official_registry, "relay"),
+            cli_env(official_registry, root / "cache"))
+
+
+@pytest.mark.parametrize("address", list(MALFORMED))
+def test_send_to_a_malformed_address_is_a_usage_error(
+        project: tuple[Path, dict[str, str]], address: str) -> None:
+    root, env = project
+    _usage_error(run_cli("send", address, "echo", "{}", cwd=root, env=env), MALFORMED[address])
+
+
+def test_ping_a_malformed_address_is_a_usage_error(
+        project: tuple[Path, dict[str, str]]) -> None:
+    root, env = project
+    _usage_error(run_cli("ping", "tcp://nohost:", cwd=root, env=env), "tcp://HOST:PORT")
+
+
+@pytest.mark.parametrize(("table", "key", "address"), [
+    ("node", "listen", "tcp://nohost:"),
+    ("node", "listen", "relay+tcp://"),
+    ("node", "connect", "tcp://[::1"),
+    ("config.static-discovery", "peers", "tcp://[::1"),
+    ("config.static-discovery", "peers", "relay+tcp://127.0.0.1:1/p2p-circuit/nobody"),
+])
+def test_run_refuses_a_malformed_address_in_the_manifest(
+        tmp_path: Path, project: tuple[Path, dict[str, str]],
+        table: str, key: str, address: str) -> None:
+    root, env = project
+    manifest = root / "p2phost.toml"
+    kept = manifest.read_text()
+    doc = tomlkit.parse(kept)
+    section = doc
+    for part in table.split("."):
+        section = section.setdefault(part, tomlkit.table())  # type: ignore[assignment]
+    section[key] = [address]
+    manifest.write_text(tomlkit.dumps(doc))
+    try:
+        done = run_cli("run", cwd=root, env=env, timeout=30)
+    finally:
+        manifest.write_text(kept)
+    _usage_error(done, MALFORMED.get(address, "bad address"))
+    where = f"[{table}] {key}"
+    assert f"{where}: bad address" in done.stderr, done.stderr
+    assert f"in {where} of p2phost.toml" in done.stderr, done.stderr
