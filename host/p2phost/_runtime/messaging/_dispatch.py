@@ -29,7 +29,7 @@ from ._apps import AppMailboxes, Process, lifecycle_call
 from ._outgoing import Outgoing
 from ._received import Received, received
 from ._routes import AckedDelivery, TraceHook, Work, allowed
-from ._stats import DeliveryStats
+from ._stats import DeliveryStats, Tally
 
 log = logging.getLogger("p2phost.node")
 _monotonic = time.monotonic
@@ -198,6 +198,10 @@ class Dispatcher(Outgoing):
             log.debug("a reply from %s matches no waiting request (late?)", channel.peer_id)
             return
         peer, topic, reply, _, _ = entry
+        # Counted as a request's receiver counts it: a reply is a message received.
+        tally = self._tallies.get((topic, peer)) or self.stats.tally(topic, peer)
+        tally.received += 1
+        tally.bytes_received += len(body)
         if reply.done():
             return
         if kind == Kind.ERROR:
@@ -271,8 +275,8 @@ class Dispatcher(Outgoing):
                 if not item.counted:
                     self.stats.add(message.topic, "failed", 1, peer)
                 if message.kind is MessageKind.REQUEST:
-                    waiting = self._reply(peer, item.channel, item.message_id, Kind.ERROR,
-                                          _describe(exc))
+                    waiting = self._reply(peer, item.channel, item.message_id, message.topic,
+                                          Kind.ERROR, _describe(exc))
                     if waiting is not None:
                         await waiting
                 return
@@ -280,7 +284,8 @@ class Dispatcher(Outgoing):
                 self.timed[message.topic](queued, started, _monotonic())
             # The reply first: counting it is not on the requester's round trip.
             waiting = None if message.kind is not MessageKind.REQUEST else \
-                self._reply(peer, item.channel, item.message_id, Kind.REPLY, result)
+                self._reply(peer, item.channel, item.message_id, message.topic, Kind.REPLY,
+                            result)
             if not item.counted:
                 (self._tallies.get((message.topic, peer))
                  or self.stats.tally(message.topic, peer)).handled += 1
@@ -290,9 +295,10 @@ class Dispatcher(Outgoing):
             if ack is not None:
                 ack()  # done with it: a medium that redelivers may now forget it
 
-    def _reply(self, peer: str, channel: Channel | None, message_id: int, kind: Kind,
-               value: Any) -> Awaitable[None] | None:
-        """Answer a request: at once when the outbox has room, else an awaitable."""
+    def _reply(self, peer: str, channel: Channel | None, message_id: int, topic: str,
+               kind: Kind, value: Any) -> Awaitable[None] | None:
+        """Answer a request: at once when the outbox has room, else an awaitable. The
+        reply is counted as sent on the request's topic, as a message is."""
         if channel is None or channel.ended:
             channel = self._reply_channel(peer)
             if channel is None:
@@ -307,16 +313,22 @@ class Dispatcher(Outgoing):
             frame = encode(Kind.ERROR, next(self._ids), correlation_id=message_id,
                            body=f"the reply is {len(frame)} bytes, over the maximum frame "
                                 f"size of {channel.frame_limit}".encode())
+        tally = self._tallies.get((topic, peer)) or self.stats.tally(topic, peer)
         if channel.try_post(frame):
+            tally.sent += 1
+            tally.bytes_sent += len(frame)
             return None
-        return _send_reply(channel, frame, peer)
+        return _send_reply(channel, frame, peer, tally)
 
 
-async def _send_reply(channel: Channel, frame: bytes, peer: str) -> None:
+async def _send_reply(channel: Channel, frame: bytes, peer: str, tally: Tally) -> None:
     try:
         await channel.send(frame)
     except ConnectionClosed:
         log.debug("dropping a reply to %s: the connection closed", peer)
+        return
+    tally.sent += 1
+    tally.bytes_sent += len(frame)
 
 
 async def _raise(exc: Exception) -> None:

@@ -282,9 +282,11 @@ class Letters:
         message_id = key_id(key) if key is not None else next(self._ids)
         frame = self.dispatch.frame(channel, Kind.MESSAGE, message_id, topic, body)
         try:
-            return await self.post(channel, frame)
+            url = await self.post(channel, frame)
         except TransportError as exc:
             raise PeerUnavailable(str(exc)) from exc
+        self.dispatch.stats.message_out(topic, channel.peer_id, len(frame))  # as a sent one
+        return url
 
     async def request(self, address: str, topic: str, body: Any, timeout: float) -> Any:
         """Store a request; its reply comes as a letter to this node's inbox."""
