@@ -37,8 +37,10 @@ Then ``--lookups`` times a random node looks up a random other node's id:
   all lookups, divided by their number (both count the askers' and the answerers' work:
   every node runs in this process, and both are steadier than wall time on a busy
   machine); 1hop ms: the median wall time of the lookups that took exactly one round
-  (the cost of one round beside one round, whatever each table already held); load:
-  the 1-minute load average when the row was printed.
+  (the cost of one round beside one round, whatever each table already held); join
+  peers: how many distinct peers one node's join sent requests to, the mean and the most
+  over the joins (each a connection dialled, in a node); load: the 1-minute load average when the
+  row was printed.
 
 The rows print both and the ratios dht-discovery / kademlia (below 1 is better for us).
 """
@@ -76,6 +78,8 @@ class UdpRpc(asyncio.DatagramProtocol):
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count()
         self._answering: set[asyncio.Future[None]] = set()
+        #: The peers this node sent requests to (the join's, while it joins).
+        self.asked: set[str] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -106,6 +110,7 @@ class UdpRpc(asyncio.DatagramProtocol):
     async def call(self, peer_id: str, addresses: Sequence[str],
                    request: dict[str, Any]) -> dict[str, Any]:
         assert self.transport is not None
+        self.asked.add(peer_id)
         host, _, port = addresses[0].removeprefix("udp://").rpartition(":")
         number = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -142,8 +147,11 @@ async def ours(size: int, lookups: int, rng: random.Random) -> dict[str, float]:
         rpc.dht = node
         nodes.append(node)
         rpcs.append(rpc)
-    for node in nodes[1:]:
+    joined = []
+    for node, rpc in zip(nodes[1:], rpcs[1:], strict=True):
+        rpc.asked.clear()
         await node.join([(nodes[0].peer_id, nodes[0].addresses)])
+        joined.append(len(rpc.asked))
     built = time.perf_counter() - started
     hops, times, cpus, found = [], [], [], 0
     cpu = time.process_time()
@@ -160,7 +168,7 @@ async def ours(size: int, lookups: int, rng: random.Random) -> dict[str, float]:
     for rpc in rpcs:
         assert rpc.transport is not None
         rpc.transport.close()
-    return summary(hops, times, cpus, found, lookups, built, cpu)
+    return summary(hops, times, cpus, found, lookups, built, cpu, joined)
 
 
 async def theirs(size: int, lookups: int, rng: random.Random) -> dict[str, float]:
@@ -183,8 +191,20 @@ async def theirs(size: int, lookups: int, rng: random.Random) -> dict[str, float
         await server.listen(0, interface="127.0.0.1")
         servers.append(server)
         ports.append(server.transport.get_extra_info("sockname")[1])
+    joined = []
     for server in servers[1:]:
+        asked: set[Any] = set()
+        send = server.transport.sendto
+
+        def sendto(data: bytes, addr: Any, send: Any = send, asked: set[Any] = asked) -> None:
+            if data[:1] == b"\x00":  # rpcudp: a request (b"\x01": an answer)
+                asked.add(addr)
+            send(data, addr)
+
+        server.transport.sendto = sendto
         await server.bootstrap([("127.0.0.1", ports[0])])
+        server.transport.sendto = send
+        joined.append(len(asked))
     # kademlia's find_node never returns the id asked for, so a peer is found the way its
     # users do: each node stores its address under its own id, and a lookup gets it.
     for server, port in zip(servers, ports, strict=True):
@@ -212,11 +232,11 @@ async def theirs(size: int, lookups: int, rng: random.Random) -> dict[str, float
     cpu = time.process_time() - cpu
     for server in servers:
         server.stop()
-    return summary(hops, times, cpus, found, lookups, built, cpu)
+    return summary(hops, times, cpus, found, lookups, built, cpu, joined)
 
 
 def summary(hops: list[int], times: list[float], cpus: list[float], found: int,
-            lookups: int, built: float, cpu: float) -> dict[str, float]:
+            lookups: int, built: float, cpu: float, joined: list[int]) -> dict[str, float]:
     """One row: ``hops`` is each lookup's rounds, -1 when it did not find the peer."""
     one_hop = [t for h, t in zip(hops, times, strict=True) if h == 1] or [0.0]
     hops = [h for h in hops if h >= 0] or [0]
@@ -226,7 +246,8 @@ def summary(hops: list[int], times: list[float], cpus: list[float], found: int,
             "ms_median": statistics.median(times) * 1000,
             "ms_p90": times[int(len(times) * 0.9)] * 1000, "cpu_ms": cpu / lookups * 1000,
             "cpu_p50": statistics.median(cpus) * 1000,
-            "one_hop_ms": statistics.median(one_hop) * 1000, "build_s": built}
+            "one_hop_ms": statistics.median(one_hop) * 1000, "build_s": built,
+            "join_peers": statistics.fmean(joined or [0]), "join_max": max(joined or [0])}
 
 
 async def main(sizes: list[int], lookups: int) -> None:
@@ -235,7 +256,7 @@ async def main(sizes: list[int], lookups: int) -> None:
     logging.getLogger("kademlia").setLevel(logging.ERROR)
     print(f"{'N':>4} {'':12} {'found':>6} {'hops p50':>8} {'mean':>5} {'max':>4} "
           f"{'ms p50':>8} {'ms p90':>8} {'cpu p50':>7} {'cpu ms':>7} {'1hop ms':>7} "
-          f"{'build s':>8} {'load':>5}")
+          f"{'build s':>8} {'join peers':>10} {'load':>5}")
     for size in sizes:
         a = await ours(size, lookups, random.Random(size))
         b = await theirs(size, lookups, random.Random(size))
@@ -244,12 +265,12 @@ async def main(sizes: list[int], lookups: int) -> None:
                   f"{row['hops_mean']:>5.2f} {row['hops_max']:>4.0f} {row['ms_median']:>8.2f} "
                   f"{row['ms_p90']:>8.2f} {row['cpu_p50']:>7.3f} {row['cpu_ms']:>7.3f} "
                   f"{row['one_hop_ms']:>7.2f} {row['build_s']:>8.2f} "
-                  f"{os.getloadavg()[0]:>5.1f}")
+                  f"{row['join_peers']:>5.1f}/{row['join_max']:<4.0f} {os.getloadavg()[0]:>5.1f}")
         print(f"{size:>4} {'ratio':12} {'':>6} {ratio(a, b, 'hops_median'):>8} "
               f"{ratio(a, b, 'hops_mean'):>5} {'':>4} {ratio(a, b, 'ms_median'):>8} "
               f"{ratio(a, b, 'ms_p90'):>8} {ratio(a, b, 'cpu_p50'):>7} "
               f"{ratio(a, b, 'cpu_ms'):>7} {ratio(a, b, 'one_hop_ms'):>7} "
-              f"{ratio(a, b, 'build_s'):>8}")
+              f"{ratio(a, b, 'build_s'):>8} {ratio(a, b, 'join_peers'):>10}")
 
 
 async def gossip(nodes: int, messages: int, libp2p_python: str | None) -> None:

@@ -20,7 +20,7 @@ from p2phost_sdk import AnnouncementError, SignedPresence
 
 from ._keys import KEY_BITS, key_hex, parse_key, peer_key, topic_key
 from ._limits import RateLimit
-from ._lookup import LookupResult, Offer, lookup
+from ._lookup import DialBudget, LookupResult, Offer, lookup
 from ._records import (
     MAX_RECORD_LENGTH,
     PEER_ID_LENGTH,
@@ -72,6 +72,12 @@ class DhtSettings:
     #: (Kademlia's join): the table then holds contacts at every distance, and they know
     #: this node, so later lookups take fewer rounds and more are answered from the table.
     join_refresh: bool = True
+    #: Most distinct peers one join asks (dials), bootstrap contacts included; 0: alpha x
+    #: k (a lookup asks about k; a join's lookups, one after the other and alpha requests
+    #: at a time, may reach alpha times as many, and no more however large the network).
+    join_peers: int = 0
+    #: Seconds one refresh may take in all: its pings and every bucket's lookup.
+    refresh_timeout: float = 60.0
     requests_per_second: float = 50.0
     request_burst: float = 200.0
     limits: TableLimits = field(default_factory=TableLimits)
@@ -255,9 +261,11 @@ class Dht:
         return self.gate.peer(offer.wire, expect=offer.peer_id)
 
     async def lookup_key(self, key: int, *, target: str | None = None,
-                         deadline: float | None = None) -> LookupResult:
+                         deadline: float | None = None,
+                         budget: DialBudget | None = None) -> LookupResult:
         """The k closest live contacts to ``key`` (stops early when ``target`` is found),
-        within ``deadline`` seconds (``lookup_timeout`` unless given)."""
+        within ``deadline`` seconds (``lookup_timeout`` unless given), asking only the
+        peers ``budget`` allows, if given."""
         request: dict[str, Any] = {"op": "find_node", "key": key_hex(key)}
         if target is not None:
             request["exact"] = True
@@ -269,7 +277,7 @@ class Dht:
         result = await lookup(key, self.table.closest(key, self.settings.k), query,
                               k=self.settings.k, alpha=self.settings.alpha, target=target,
                               deadline=self.settings.lookup_timeout if deadline is None
-                              else deadline, check=self._check_offer)
+                              else deadline, check=self._check_offer, budget=budget)
         self.counters["lookups"] += 1
         return result
 
@@ -340,18 +348,28 @@ class Dht:
 
     # -- joining and upkeep ------------------------------------------------------------
 
+    @property
+    def join_budget(self) -> int:
+        """The most distinct peers one join asks (``join_peers``, or alpha x k)."""
+        return self.settings.join_peers or self.settings.alpha * self.settings.k
+
     async def join(self, contacts: Sequence[tuple[str, Sequence[str]]]) -> int:
         """Ping the bootstrap contacts, then look up our own key to fill the table;
-        returns how many bootstrap contacts answered."""
+        returns how many bootstrap contacts answered. At most :attr:`join_budget`
+        distinct peers are asked in all, alpha at a time."""
+        budget = DialBudget(self.join_budget)
         answered = 0
         for peer_id, addresses in contacts:
+            if not budget.allows(peer_id):
+                break
+            budget.spend(peer_id)
             try:
                 await self.ping(peer_id, addresses)
                 answered += 1
             except Exception as exc:
                 log.info("bootstrap peer %s did not answer: %s", peer_id[:12], exc)
         if len(self.table):
-            await self.lookup_key(peer_key(self.peer_id))
+            await self.lookup_key(peer_key(self.peer_id), budget=budget)
             if self.settings.join_refresh:
                 # One at a time: each starts from the contacts the ones before found. A
                 # bucket deeper than JOIN_BUCKETS is a ground id's (2^32 tries), not a
@@ -359,14 +377,18 @@ class Dht:
                 # contacts that never answer, each would run to its own deadline (33 of
                 # them), the node meanwhile neither providing nor looking anything up.
                 # The buckets left out fill as they do without join_refresh (lookups and
-                # requests through them; refresh() looks up the non-empty ones).
+                # requests through them; refresh() looks up the non-empty ones). Once
+                # the budget is spent, a bucket's lookup could only ask peers already in
+                # the table again: the join ends there.
                 loop = asyncio.get_running_loop()
                 end = loop.time() + self.settings.lookup_timeout
                 for index in range(min(self.table.occupied_range() - 1, JOIN_BUCKETS)):
                     left = end - loop.time()
-                    if left <= 0:
+                    if left <= 0 or budget.spent:
                         break
-                    await self.lookup_key(self._key_in_bucket(index), deadline=left)
+                    await self.lookup_key(self._key_in_bucket(index), deadline=left,
+                                          budget=budget)
+        self.counters["join peers asked"] = len(budget.asked)
         return answered
 
     def _key_in_bucket(self, index: int) -> int:
@@ -376,7 +398,33 @@ class Dht:
 
     async def refresh(self, *, all_buckets: bool = False) -> None:
         """Ping every contact (evicting the dead, promoting replacements), then look up a
-        random key in every bucket no lookup touched for ``refresh_interval``."""
+        random key in every bucket no lookup touched for ``refresh_interval``, and our
+        own key: all within one ``refresh_timeout`` (what is left undone waits for the
+        next refresh)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.settings.refresh_timeout
+        try:
+            async with asyncio.timeout_at(end):
+                await self._ping_contacts()
+        except TimeoutError:
+            self._cut_short("pinging its contacts")
+            return
+        older = -1.0 if all_buckets else self.settings.refresh_interval
+        keys = [self._key_in_bucket(i) for i in self.table.stale_buckets(older) if i < KEY_BITS]
+        for key in (peer_key(self.peer_id), *keys):  # its neighbourhood first
+            left = end - loop.time()
+            if left <= 0:
+                self._cut_short("looking up its buckets")
+                return
+            await self.lookup_key(key, deadline=left)
+        self.counters["refreshes"] += 1
+
+    def _cut_short(self, doing: str) -> None:
+        self.counters["refreshes cut short"] += 1
+        log.info("a refresh ran out of its %gs while %s; the next one goes on",
+                 self.settings.refresh_timeout, doing)
+
+    async def _ping_contacts(self) -> None:
         semaphore = asyncio.Semaphore(8)
 
         async def check(peer_id: str, addresses: Sequence[str]) -> None:
@@ -395,12 +443,6 @@ class Dht:
                 break
             checked.update(e.peer_id for e in entries)
             await asyncio.gather(*(check(e.peer_id, e.record.addresses) for e in entries))
-        older = -1.0 if all_buckets else self.settings.refresh_interval
-        for index in self.table.stale_buckets(older):
-            if index < KEY_BITS:
-                await self.lookup_key(self._key_in_bucket(index))
-        await self.lookup_key(peer_key(self.peer_id))
-        self.counters["refreshes"] += 1
 
     def stats(self) -> dict[str, int]:
         """Counters for ``p2phost peers``: table size, records, requests, refusals."""

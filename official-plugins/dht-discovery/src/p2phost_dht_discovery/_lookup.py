@@ -42,6 +42,28 @@ Query = Callable[[SignedPresence], Awaitable[list[Offer]]]
 Check = Callable[[Offer], SignedPresence | None]
 
 
+class DialBudget:
+    """The distinct peers a series of lookups (a join) may ask, at most ``total``: asking
+    a peer again is free (its connection is open), a new one spends one."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.asked: set[str] = set()
+
+    def allows(self, peer_id: str) -> bool:
+        """Whether ``peer_id`` may be asked."""
+        return peer_id in self.asked or len(self.asked) < self.total
+
+    def spend(self, peer_id: str) -> None:
+        """``peer_id`` is being asked."""
+        self.asked.add(peer_id)
+
+    @property
+    def spent(self) -> bool:
+        """No new peer may be asked any more."""
+        return len(self.asked) >= self.total
+
+
 @dataclass
 class LookupResult:
     """What a lookup found."""
@@ -115,12 +137,13 @@ class _Candidates:
 async def lookup(key: int, start: list[SignedPresence], query: Query, *, k: int = 20,
                  alpha: int = 3, target: str | None = None, deadline: float = 30.0,
                  stop_when: Callable[[], bool] = lambda: False,
-                 check: Check) -> LookupResult:
+                 check: Check, budget: DialBudget | None = None) -> LookupResult:
     """Look up ``key`` starting from ``start`` (our own closest contacts, verified).
 
     ``query`` raises (any exception) when a contact fails. With ``target`` (a peer id)
     the lookup stops as soon as a valid record of that peer is offered. Offered records
-    are verified with ``check`` only when used (asked, or the target's).
+    are verified with ``check`` only when used (asked, or the target's). With a
+    ``budget``, only the peers it allows are asked (the others are passed over).
     """
     known = _Candidates(key, check, {r.peer_id: r for r in start},
                         {r.peer_id: 0 for r in start})
@@ -174,12 +197,16 @@ async def lookup(key: int, start: list[SignedPresence], query: Query, *, k: int 
             pending = [p for p in known.closest(failed, k) if p not in asked]
             while pending and len(running) < alpha:
                 peer = pending.pop(0)
+                if budget is not None and not budget.allows(peer):
+                    continue
                 asked.add(peer)
                 contact = known.record(peer)  # its addresses are dialled: verify it first
                 if contact is None:
                     failed.add(peer)
                     refused.add(peer)
                     continue
+                if budget is not None:
+                    budget.spend(peer)
                 running[peer] = asyncio.ensure_future(ask(contact))
             if not running:
                 break

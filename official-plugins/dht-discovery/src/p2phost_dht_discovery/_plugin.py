@@ -45,8 +45,10 @@ def settings_of(name: str, config: Mapping[str, Any]) -> DhtSettings:
     for field in ("k", "alpha", "prefix-per-bucket", "prefix-per-table"):
         if int(config.get(field, 1)) < 1:
             raise ConfigError(name, field, "a whole number of at least 1", config[field])
+    if int(config.get("join-peers", 0)) < 0:
+        raise ConfigError(name, "join-peers", "a whole number (0: alpha x k)", config["join-peers"])
     for field in ("request-timeout", "lookup-timeout", "refresh-interval", "lookup-interval",
-                  "record-lifetime", "requests-per-second"):
+                  "record-lifetime", "requests-per-second", "refresh-timeout"):
         if float(config.get(field, 1.0)) <= 0:
             raise ConfigError(name, field, "a positive number of seconds", config[field])
     if float(config.get("idle-timeout", 1.0)) < 0:
@@ -65,6 +67,9 @@ def settings_of(name: str, config: Mapping[str, Any]) -> DhtSettings:
         request_timeout=float(config.get("request-timeout", 5.0)),
         lookup_timeout=float(config.get("lookup-timeout", 30.0)),
         refresh_interval=float(config.get("refresh-interval", 600.0)),
+        refresh_timeout=float(config.get("refresh-timeout", 60.0)),
+        join_refresh=bool(config.get("join-refresh", True)),
+        join_peers=int(config.get("join-peers", 0)),
         record_lifetime=float(config.get("record-lifetime", 3600.0)),
         requests_per_second=rate, request_burst=rate * 4,
         limits=TableLimits(prefix_per_bucket=int(config.get("prefix-per-bucket", 2)),
