@@ -275,30 +275,32 @@ class Dispatcher(Outgoing):
                 if not item.counted:
                     self.stats.add(message.topic, "failed", 1, peer)
                 if message.kind is MessageKind.REQUEST:
-                    waiting = self._reply(peer, item.channel, item.message_id, message.topic,
-                                          Kind.ERROR, _describe(exc))
+                    waiting = self._reply(peer, item.channel, item.message_id,
+                                          self.stats.tally(message.topic, peer), Kind.ERROR,
+                                          _describe(exc))
                     if waiting is not None:
                         await waiting
                 return
             if queued:
                 self.timed[message.topic](queued, started, _monotonic())
-            # The reply first: counting it is not on the requester's round trip.
+            # The reply first: counting it is not on the requester's round trip. One
+            # tally counts both: the reply sent and the message handled.
+            tally = self._tallies.get((message.topic, peer)) \
+                or self.stats.tally(message.topic, peer)
             waiting = None if message.kind is not MessageKind.REQUEST else \
-                self._reply(peer, item.channel, item.message_id, message.topic, Kind.REPLY,
-                            result)
+                self._reply(peer, item.channel, item.message_id, tally, Kind.REPLY, result)
             if not item.counted:
-                (self._tallies.get((message.topic, peer))
-                 or self.stats.tally(message.topic, peer)).handled += 1
+                tally.handled += 1
             if waiting is not None:
                 await waiting
         finally:
             if ack is not None:
                 ack()  # done with it: a medium that redelivers may now forget it
 
-    def _reply(self, peer: str, channel: Channel | None, message_id: int, topic: str,
+    def _reply(self, peer: str, channel: Channel | None, message_id: int, tally: Tally,
                kind: Kind, value: Any) -> Awaitable[None] | None:
         """Answer a request: at once when the outbox has room, else an awaitable. The
-        reply is counted as sent on the request's topic, as a message is."""
+        reply is counted as sent in ``tally``, the request's (its topic, its peer)."""
         if channel is None or channel.ended:
             channel = self._reply_channel(peer)
             if channel is None:
@@ -313,7 +315,6 @@ class Dispatcher(Outgoing):
             frame = encode(Kind.ERROR, next(self._ids), correlation_id=message_id,
                            body=f"the reply is {len(frame)} bytes, over the maximum frame "
                                 f"size of {channel.frame_limit}".encode())
-        tally = self._tallies.get((topic, peer)) or self.stats.tally(topic, peer)
         if channel.try_post(frame):
             tally.sent += 1
             tally.bytes_sent += len(frame)
