@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 _REVALIDATE = frozenset({"no-cache"})
 #: Most bytes of a 304's status line and headers read.
 _MAX_HEAD = 64 * 1024
+#: Longest one wait for the answer lasts (see :func:`_ask`).
+_WAKE_EVERY = 0.2
 
 
 def is_fresh(received: float, max_age: float, age: float, now: float) -> bool:
@@ -104,11 +106,19 @@ def _ask(url: str, accept: str, etag: str, timeout: float) -> dict[str, str]:
         sock.connect((host, int(port or 80)))
         sock.sendall(request.encode("ascii"))
         head = b""
-        # The socket's timeout bounds each recv; a server trickling bytes must not hold
-        # the command longer than the whole timeout either.
+        # A server trickling bytes must not hold the command longer than the whole
+        # timeout. Each wait lasts at most _WAKE_EVERY: a Ctrl-C that lands just before
+        # a wait begins does not interrupt it, and is acted on when the wait ends (as
+        # the installer's ``_http._wakeups``).
         deadline = time.monotonic() + timeout
+        sock.settimeout(min(timeout, _WAKE_EVERY))
         while b"\r\n\r\n" not in head:
-            chunk = sock.recv(4096)
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+                continue
             if not chunk or len(head) > _MAX_HEAD or time.monotonic() > deadline:
                 raise _Refused(url)
             head += chunk

@@ -3,13 +3,18 @@ installer: an answer a 304 says not to keep, and an install interrupted by the u
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from .conftest import Workspace
 from .test_replay import frozen, install, ok  # noqa: F401 - a fixture
@@ -35,9 +40,14 @@ def test_a_304_saying_no_store_twice_over_is_not_replayed(frozen: Projects) -> N
     assert second.installed() == {"alpha": "1.1.0"}
 
 
+#: The network timeout of an interrupted install: Ctrl-C must end it well before that.
+_TIMEOUT = 20.0
+
+
 def _interrupted(ws: Workspace, proxy: Proxy, env: dict[str, str]) -> tuple[int, str, str]:
     """``plugin install --yes --refresh`` in ``ws``, Ctrl-C'd while the registry holds its
-    answer: its exit code, stdout and stderr."""
+    answer: its exit code, stdout and stderr. It must exit at once, not when a wait for
+    the registry times out."""
     proxy.hold, proxy.asked = threading.Event(), threading.Event()
     process = subprocess.Popen(
         [sys.executable, "-m", "p2phost", "plugin", "install", "--yes", "--refresh"],
@@ -46,6 +56,7 @@ def _interrupted(ws: Workspace, proxy: Proxy, env: dict[str, str]) -> tuple[int,
             **os.environ,
             "P2PHOST_CACHE_DIR": str(ws.cache),
             "P2PHOST_REGISTRY": ws.registry,
+            "P2PHOST_TIMEOUT": str(_TIMEOUT),
             **env,
         },
         stdout=subprocess.PIPE,
@@ -55,7 +66,7 @@ def _interrupted(ws: Workspace, proxy: Proxy, env: dict[str, str]) -> tuple[int,
     try:
         assert proxy.asked.wait(30)
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=_TIMEOUT / 2)
     finally:
         proxy.hold.set()
         if process.poll() is None:
@@ -73,6 +84,54 @@ def test_ctrl_c_during_a_replay_ends_as_in_the_full_installer(frozen: Projects) 
     replayed = _interrupted(make("replayed", first.manifest), proxy, {})
     assert full == (1, "", "\nAborted!\n")
     assert replayed == full
+
+
+def _unanswered() -> tuple[str, threading.Event, socket.socket]:
+    """A server that reads one request and never answers: its URL, an event set once
+    the request was read, and its socket."""
+    server = socket.create_server(("127.0.0.1", 0))
+    asked = threading.Event()
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(65536)
+            asked.set()
+            connection.recv(1)  # until the client hangs up
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}/api/v1/plugins/alpha", asked, server
+
+
+# pytest-timeout's default method holds SIGALRM, which the installer then leaves alone.
+@pytest.mark.timeout(120, method="thread")
+@pytest.mark.parametrize("path", ["full", "replay"])
+def test_a_ctrl_c_landing_just_before_the_wait_for_the_registry_ends_it_at_once(
+    path: str,
+) -> None:
+    """A Ctrl-C that lands after Python last looked for signals and before a socket wait
+    begins does not interrupt that wait: it used to be acted on only when the wait timed
+    out (10 s, each attempt). ``_thread.interrupt_main`` leaves that very state (the
+    signal noted, the wait not interrupted), here while the installer (``_http``) or the
+    replay's revalidation (``_revalidate``) waits for an answer that never comes."""
+    from p2phost._install._http import Fetcher
+    from p2phost._revalidate import _ask
+
+    url, asked, server = _unanswered()
+    with server:
+        def interrupt() -> None:
+            if asked.wait(10):
+                time.sleep(0.3)  # the main thread waits for the answer by now
+                _thread.interrupt_main()
+
+        threading.Thread(target=interrupt, daemon=True).start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            if path == "full":
+                Fetcher(timeout=_TIMEOUT, attempts=1).json(url)
+            else:
+                _ask(url, "application/json", '"x"', _TIMEOUT)
+        assert time.monotonic() - start < _TIMEOUT / 2
 
 
 def test_forced_colour_prints_what_the_full_installer_prints(frozen: Projects) -> None:  # noqa: F811

@@ -35,6 +35,8 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_JSON = 64 * 2**20
 #: Most bytes of an error response read for its message.
 _MAX_ERROR = 64 * 2**10
+#: Longest a network wait of the main thread goes without a look at Ctrl-C (:func:`_wakeups`).
+WAKE_EVERY = 0.2
 
 
 class NotFound(RegistryError):
@@ -95,30 +97,32 @@ class Fetcher:
         if etag:
             headers["If-None-Match"] = etag
         request = urllib.request.Request(url, headers=headers)
-        last, answered = "", False
-        for attempt in range(self.attempts):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                response = urllib.request.urlopen(request, timeout=self.timeout)
-            except urllib.error.HTTPError as exc:
-                if exc.code == 304 and etag:
-                    raise _NotModified(exc.headers) from None
-                detail = _error_message(exc)
-                answered = True
-                if exc.code == 404:
-                    raise NotFound(detail or f"{url}: not found") from None
-                last = f"HTTP {exc.code}" + (f": {detail}" if detail else "")
-                if exc.code not in _RETRY_STATUS:
-                    break
-                continue
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                reason = getattr(exc, "reason", exc)
-                last = str(reason) or type(reason).__name__
-                continue
-            with response:
-                yield response
-            return
+        # Every wait here, and the caller's reads of the body, may be a long one.
+        with _wakeups():
+            last, answered = "", False
+            for attempt in range(self.attempts):
+                if attempt:
+                    time.sleep(self.backoff * 2 ** (attempt - 1))
+                try:
+                    response = urllib.request.urlopen(request, timeout=self.timeout)
+                except urllib.error.HTTPError as exc:
+                    if exc.code == 304 and etag:
+                        raise _NotModified(exc.headers) from None
+                    detail = _error_message(exc)
+                    answered = True
+                    if exc.code == 404:
+                        raise NotFound(detail or f"{url}: not found") from None
+                    last = f"HTTP {exc.code}" + (f": {detail}" if detail else "")
+                    if exc.code not in _RETRY_STATUS:
+                        break
+                    continue
+                except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                    reason = getattr(exc, "reason", exc)
+                    last = str(reason) or type(reason).__name__
+                    continue
+                with response:
+                    yield response
+                return
         error = RegistryError if answered else Unreachable
         raise error(f"{url} did not answer ({last}) after {self.attempts} attempts "
                             f"with a {self.timeout:g} s timeout",
@@ -176,6 +180,43 @@ class Fetcher:
             while chunk := body.read(1 << 16):
                 on_chunk(chunk)
                 out.write(chunk)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """The SIGALRM handler of :func:`_wakeups`: the wake-up is all it is for."""
+
+
+@contextmanager
+def _wakeups() -> Iterator[None]:
+    """Interrupt the main thread's network waits every :data:`WAKE_EVERY` seconds.
+
+    Ctrl-C interrupts a socket wait, and Python then raises KeyboardInterrupt; but a
+    Ctrl-C that lands after the interpreter last looked for signals and before the wait
+    began (a few microseconds, more on a loaded machine) interrupts nothing: it would be
+    acted on only when the wait ends, after the whole timeout (10 s; more when a
+    registry never answers). A SIGALRM that does nothing interrupts each wait that
+    often, and Python runs the pending Ctrl-C then. Only in the main thread (the only
+    one signals reach), and only while no one else uses SIGALRM or the real-time timer.
+    """
+    import signal
+    import threading
+
+    if (not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None)
+            or signal.getitimer(signal.ITIMER_REAL) != (0.0, 0.0)):
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _ignore)
+    signal.setitimer(signal.ITIMER_REAL, WAKE_EVERY, WAKE_EVERY)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        # A SIGALRM delivered before the timer stopped is handled at this call's start,
+        # while _ignore is still its handler (else Python reports it ignored).
+        _ignore(signal.SIGALRM, None)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _error_message(exc: urllib.error.HTTPError) -> str:
