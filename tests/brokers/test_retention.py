@@ -7,13 +7,23 @@ Senders are separate OS processes; receivers are ``p2phost run``.
 
 from __future__ import annotations
 
+import itertools
+import select
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from tests.brokers.conftest import MEDIA, NodeMaker, ProjectMaker
-from tests.brokers.test_offline import inbox_stats, send, stopped_with_sender, store_many
+from tests.brokers.test_offline import (
+    SENDER,
+    inbox_stats,
+    send,
+    stopped_with_sender,
+    store_many,
+)
 from tests.conftest import run_cli
 
 
@@ -125,11 +135,31 @@ def test_mqtt_max_age_expires_letters_and_counts_them_killed_node_included(
     assert stats["records"] == 0 and stats["expired"] == 5, stats
     assert bob.ledger.notes() == []
 
-    # Handed to the node, which is killed before it finishes them: they expire too.
-    assert store_many(alice, bob.address, 3, ["note"]) == "3"
-    assert len(bob.ledger.wait(None, 1, 20)) == 1, bob.process.stderr
-    bob.restart(signal.SIGKILL)
-    handled = len(bob.ledger.notes())
+    # Handed to the node, which is killed before it finishes them: they expire too. The
+    # node is killed once the three are stored and it handled the first, without waiting
+    # for the sender to exit: a sender slow to close (a loaded machine) would otherwise
+    # leave the node time to handle them all.
+    sender = subprocess.Popen([sys.executable, str(SENDER), bob.address, "3", "note"],
+                              cwd=alice, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert sender.stdout is not None
+        assert select.select([sender.stdout], [], [], 60)[0], "the sender stored nothing"
+        stored = sender.stdout.readline()  # printed once the last is stored
+        assert len(bob.ledger.wait(None, 1, 20)) >= 1, bob.process.stderr
+        bob.restart(signal.SIGKILL)
+        _, errors = sender.communicate(timeout=60)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+            sender.wait()
+    assert stored.strip() == "3" and sender.returncode == 0, errors
+    notes = bob.ledger.notes()
+    handled = len(notes)
+    assert handled < 3, notes  # at least one was in the node's hands when it was killed
+    # One peer's notes are handled one at a time, in order (each handler takes 2.5 s).
+    assert [n["body"]["n"] for n in notes] == list(range(handled))
+    assert all(a["ended"] <= b["started"] for a, b in itertools.pairwise(notes)), notes
     deadline = time.monotonic() + 15
     while inbox_stats(bob.root)["expired"] < 8 - handled and time.monotonic() < deadline:
         time.sleep(0.3)

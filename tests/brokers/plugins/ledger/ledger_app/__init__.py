@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from typing import Any
 
 from p2phost_sdk import App, Message, Messenger, handler, hookimpl
@@ -33,10 +34,13 @@ class Ledger(App):
 
     @handler("note")
     async def note(self, message: Message) -> None:
+        started = time.time()
         if self.delay:
             await asyncio.sleep(self.delay)
+        # When the handler started and ended (wall clock): tests check that one peer's
+        # notes never overlap, and time what follows from when they were handled.
         line = json.dumps({"from": message.sender, "id": message.id, "body": message.body,
-                           "topic": message.topic})
+                           "topic": message.topic, "started": started, "ended": time.time()})
         os.write(self.fd, (line + "\n").encode())
 
     @handler("entry")
