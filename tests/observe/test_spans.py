@@ -22,6 +22,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 
 from p2phost._observability import MetricsSettings
 from p2phost._observability._jsonl import span_line
+from p2phost._observability._otel import Tracing
 from p2phost._observability._spans import (
     JsonLinesExporter,
     Spec,
@@ -87,23 +88,47 @@ async def test_app_spans_nest_under_the_handler_and_parent_the_nodes_sends(
     assert f"0x{work.context.trace_id:032x}" == sent["context"]["trace_id"]
 
 
+def contexts_in(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, SpanContext]]:
+    """The (sending peer, context) of each traced message the nodes of this process
+    take from the wire, in order."""
+    seen: list[tuple[str, SpanContext]] = []
+    incoming = Tracing.incoming
+
+    def spy(self: Tracing, peer: str, message_id: int, data: bytes, keep: bool = False
+            ) -> bytes:
+        seen.append((peer, SpanContext(int.from_bytes(data[:16]), int.from_bytes(data[16:24]),
+                                       True, TraceFlags(data[24]))))
+        return incoming(self, peer, message_id, data, keep)
+
+    monkeypatch.setattr(Tracing, "incoming", spy)
+    return seen
+
+
 async def test_an_unsampled_trace_records_nothing_and_passes_its_context_on(
         make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A message whose trace is not sampled costs its receiver no span machinery: its
+    # handler runs bare (no OpenTelemetry span made current for it), and what the handler
+    # sends carries the sender's context on, still not sampled.
     path = tmp_path / "spans.jsonl"
     otel_env(monkeypatch, path)
-    app = Seeing()
-    receiver = await make_node([app])
+    wire = contexts_in(monkeypatch)
+    last, middle = Seeing(), Relaying()
+    end = await make_node([last])
+    relay = await make_node([middle])
     sender = await make_node([])
-    peer = await sender.connect(receiver.addresses[0])
+    middle.onward = (relay, await relay.connect(end.addresses[0]))
+    peer = await sender.connect(relay.addresses[0])
     # The caller's trace is not sampled (as a parent-based sampler decided upstream).
     unsampled = SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.DEFAULT))
     with trace.use_span(NonRecordingSpan(unsampled)):
-        await sender.send(peer, "look", "x")
-    await wait_until(lambda: app.contexts, 10, "the message handled")
-    await sender.close()
-    await receiver.close()
-    (seen,) = app.contexts
-    assert seen.trace_id == 0xABC and seen.is_valid and not seen.trace_flags.sampled
+        await sender.send(peer, "relay", "x")
+    await wait_until(lambda: last.contexts, 10, "the message relayed")
+    for node in (sender, relay, end):
+        await node.close()
+    assert not middle.contexts[0].is_valid and not last.contexts[0].is_valid
+    first, then = (context for _, context in wire)
+    assert (first.trace_id, first.span_id) == (0xABC, 0xDEF)
+    assert then.trace_id == 0xABC and not then.trace_flags.sampled
     assert not path.exists() or not spans(path)
 
 
@@ -128,6 +153,7 @@ async def test_a_new_trace_not_sampled_passes_one_context_on_across_hops(
     otel_env(monkeypatch, path)
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    wire = contexts_in(monkeypatch)
     last, middle = Seeing(), Relaying()
     end = await make_node([last])
     relay = await make_node([middle])
@@ -141,8 +167,9 @@ async def test_a_new_trace_not_sampled_passes_one_context_on_across_hops(
         await node.close()
     found = spans(path)
     recorded = {int(s["context"]["trace_id"], 16) for s in found}
-    unsampled = [(first, then) for first, then in zip(middle.contexts, last.contexts,
-                                                         strict=True)
+    hops = [[c for p, c in wire if p == node.peer_id] for node in (sender, relay)]
+    assert [len(hop) for hop in hops] == [40, 40]  # each hop carried a context
+    unsampled = [(first, then) for first, then in zip(*hops, strict=True)
                  if not first.trace_flags.sampled]
     assert 5 < len(unsampled) < 35
     for first, then in unsampled:
@@ -150,11 +177,14 @@ async def test_a_new_trace_not_sampled_passes_one_context_on_across_hops(
         assert not then.trace_flags.sampled and first.trace_id not in recorded
         # Its lower half says "not sampled" to a ratio sampler downstream too.
         assert first.trace_id & (2**64 - 1) >= 2**63
-    for first, then in zip(middle.contexts, last.contexts, strict=True):
+    for (first, then), seen in zip(zip(*hops, strict=True), middle.contexts, strict=True):
         if first.trace_flags.sampled:  # the sampled ones: one trace of 6 spans each
             assert then.trace_flags.sampled and then.trace_id == first.trace_id
+            assert seen.trace_id == first.trace_id  # its handler's span is current
             assert sum(int(s["context"]["trace_id"], 16) == first.trace_id
                        for s in found) == 6
+        else:
+            assert not seen.is_valid
 
 
 def test_the_jsonl_line_of_a_record_is_the_sdk_line_of_its_span(tmp_path: Path) -> None:

@@ -115,6 +115,9 @@ class Tracing:
         self._older: dict[tuple[str, int], bytes] = {}
         self._sent: OrderedDict[int, bytes] = OrderedDict()
         self._logs = _logs.json_enabled()
+        #: While the bare handler of a message not recorded runs: its sender's context
+        #: is what its sends carry (set and reset by the dispatcher, straight C calls).
+        self.enter, self.leave = SENDING.set, SENDING.reset
 
     # -- the envelope ------------------------------------------------------------------
 
@@ -153,15 +156,28 @@ class Tracing:
         """What :meth:`remember` kept, for a frame to ``channel``."""
         return self._sent.get(message_id, b"") if reads_traces(channel) else b""
 
-    def incoming(self, peer: str, message_id: int, trace: bytes) -> None:
-        """Remember the sender's context until the message's handler runs (a context
-        of the wrong size, or with a zero trace or span id, is ignored)."""
+    def incoming(self, peer: str, message_id: int, trace: bytes, keep: bool = False) -> bytes:
+        """The sampling decision for a message carrying its sender's context: a recorded
+        one's context is remembered until its receipt (the route's handler) looks it up,
+        and b"" returned; one not recorded costs nothing more, its context is returned
+        for the bare handler's sends to pass on (the dispatcher's ``enter``). ``keep``:
+        remembered either way (acknowledged delivery: each run looks it up). A context
+        of the wrong size, or with a zero trace or span id, is ignored (b"")."""
         if len(trace) != TRACE_SIZE or trace.startswith(_ZEROS) \
                 or trace.startswith(_ZEROS_8, 16):
-            return
+            return b""
+        if not keep:
+            if self._parent_based:
+                if not trace[24] & 1:
+                    return trace
+            elif not self._always and int.from_bytes(trace[8:16]) >= self._bound:
+                # A sampler that is not parent-based decided against it: passed on as
+                # not sampled, so that what follows is not recorded either.
+                return trace if not trace[24] & 1 else trace[:24] + b"\x00"
         self._parents[(peer, message_id)] = trace
         if len(self._parents) >= _PARENTS:
             self._older, self._parents = self._parents, {}
+        return b""
 
     # -- spans ---------------------------------------------------------------------------
 
@@ -170,7 +186,8 @@ class Tracing:
         the node starts: acknowledged delivery takes its routes from the same table)."""
         dispatch.tracer = delivery.tracer = self
         for topic, route in dispatch.routes.items():
-            dispatch.routes[topic] = replace(route, handler=self._receipt(topic, route.handler))
+            dispatch.routes[topic] = replace(route, handler=self._receipt(topic, route.handler),
+                                             bare=route.handler)
         # The reply is the dispatcher's own step after the handler, in the same task.
         dispatch._reply = self._replied(dispatch._reply)  # type: ignore[method-assign]
         # ``store`` (a message kept in an offline peer's inbox) is a send, as the spans
@@ -234,7 +251,8 @@ class Tracing:
         def sending(*args: Any, **kwargs: Any) -> Awaitable[Any]:
             # Not a coroutine: a send that is not recorded is the call itself, with no
             # context variable set; its frames take the context outgoing() finds.
-            parent = span_data() if get_context() else b""
+            # (SENDING: the context of a message not recorded, whose handler this is.)
+            parent = SENDING.get() or (span_data() if get_context() else b"")
             if parent:
                 if parent_based:
                     if not parent[24] & 1:  # the parent's context, as it is, in the frames

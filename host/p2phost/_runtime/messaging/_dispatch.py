@@ -98,10 +98,11 @@ class Dispatcher(Outgoing):
         return self._apps.sizes()
 
     def received(self, channel: Channel, kind: int, message_id: int, deadline: int,
-                 topic: str, body: bytes, ack: Callable[[], None] | None
-                 ) -> Awaitable[None] | None:
+                 topic: str, body: bytes, ack: Callable[[], None] | None,
+                 trace: bytes = b"") -> Awaitable[None] | None:
         """A MESSAGE or REQUEST as the channel's reader unpacked it (no sender, recipient
-        or content type in it): into the owning app's mailbox (an awaitable when full)."""
+        or content type in it): into the owning app's mailbox (an awaitable when full).
+        ``trace``: the context of a sender whose trace is not recorded (received_traced)."""
         route = self.routes.get(topic)
         if route is None or route.allow is not None or topic in self._acknowledged:
             return self.on_message(channel, Envelope(
@@ -116,6 +117,8 @@ class Dispatcher(Outgoing):
             message_id, _REQUEST if kind else _MESSAGE, peer, topic, codec.decode(body),
             codec.content_type,
         ), message_id, deadline, channel, ack, False, 0.0, not kind and ack is None)
+        if trace:  # not recorded: the bare handler runs, its sends pass the context on
+            item.call, item.trace = route.bare or route.handler, trace
         if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
             stamp(item)
         if route.mailbox.try_put(peer, item):
@@ -126,17 +129,20 @@ class Dispatcher(Outgoing):
                         topic: str, body: bytes, ack: Callable[[], None] | None,
                         trace: bytes) -> Awaitable[None] | None:
         """:meth:`received` for a message carrying the sender's trace context."""
-        if self.tracer is not None:
-            self.tracer.incoming(channel.peer_id, message_id, trace)
-        return self.received(channel, kind, message_id, deadline, topic, body, ack)
+        tracer, route = self.tracer, self.routes.get(topic)
+        if tracer is None or route is None or route.allow is not None \
+                or topic in self._acknowledged:  # the general path reads the envelope's
+            return self.on_message(channel, Envelope(
+                Kind.REQUEST if kind else Kind.MESSAGE, message_id, topic, body,
+                deadline=deadline, trace=trace), ack)
+        return self.received(channel, kind, message_id, deadline, topic, body, ack,
+                             tracer.incoming(channel.peer_id, message_id, trace))
 
     def on_message(self, channel: Channel, envelope: Envelope,
                    ack: Callable[[], None] | None) -> Awaitable[None] | None:
         """A MESSAGE or REQUEST: into the owning app's mailbox (an awaitable when full)."""
         peer = channel.peer_id
         self.stats.message_in(envelope.topic, peer, len(envelope.body))
-        if envelope.trace and self.tracer is not None:
-            self.tracer.incoming(peer, envelope.message_id, envelope.trace)
         if envelope.sender and envelope.sender != peer:
             raise WireError(f"envelope sender {envelope.sender} is not the connection's peer")
         if envelope.recipient and envelope.recipient != self.local_peer_id:
@@ -147,6 +153,11 @@ class Dispatcher(Outgoing):
             if ack is not None:
                 ack()
             return None
+        tracer, trace = self.tracer, b""
+        if envelope.trace and tracer is not None:
+            # Acknowledged delivery's runs (retries too) look the context up: kept.
+            acked = envelope.topic in self._acknowledged and envelope.kind is Kind.MESSAGE
+            trace = tracer.incoming(peer, envelope.message_id, envelope.trace, acked)
         if envelope.topic in self._acknowledged and envelope.kind is Kind.MESSAGE:
             assert self._delivery is not None
             return self._delivery.receive(channel, envelope, ack, route)
@@ -162,6 +173,8 @@ class Dispatcher(Outgoing):
         )
         item = Work(route.handler, message, envelope.message_id, envelope.deadline, channel,
                     ack)
+        if trace:  # not recorded: the bare handler runs, its sends pass the context on
+            item.call, item.trace = route.bare or route.handler, trace
         if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
             stamp(item)
         if route.mailbox.try_put(peer, item):
@@ -232,6 +245,8 @@ class Dispatcher(Outgoing):
         :meth:`_process` around it (unless the metrics time this one: ``queued``)."""
         if not item.plain or item.queued:
             return None
+        if item.trace:  # tracing: what the handler sends carries the sender's context
+            item.token = self.tracer.enter(item.trace)  # type: ignore[union-attr]
         try:
             return item.call(item.message)
         except Exception as exc:  # not an async def: the mailbox's finish reports it
@@ -239,6 +254,8 @@ class Dispatcher(Outgoing):
 
     def finish(self, peer: str, item: Work, error: Exception | None) -> None:
         """A started plain message's handler returned (or raised ``error``)."""
+        if item.token is not None:
+            self.tracer.leave(item.token)  # type: ignore[union-attr]
         message = item.message
         assert message is not None
         if error is None:
@@ -256,6 +273,8 @@ class Dispatcher(Outgoing):
     async def _process(self, peer: str, item: Work) -> None:
         # One coroutine between the mailbox's task and the handler: the hot path.
         message, ack = item.message, item.ack
+        # Tracing: what the handler (and its reply) sends carries the sender's context.
+        token = None if not item.trace else self.tracer.enter(item.trace)  # type: ignore[union-attr]
         try:
             if message is None:
                 await lifecycle_call(item.call)
@@ -294,6 +313,8 @@ class Dispatcher(Outgoing):
             if waiting is not None:
                 await waiting
         finally:
+            if token is not None:
+                self.tracer.leave(token)  # type: ignore[union-attr]
             if ack is not None:
                 ack()  # done with it: a medium that redelivers may now forget it
 

@@ -25,8 +25,18 @@ class TraceHook(Protocol):
     def outgoing(self, channel: Channel) -> bytes:
         """The trace context to put in a frame to ``channel`` (empty: none)."""
 
-    def incoming(self, peer: str, message_id: int, trace: bytes) -> None:
-        """A message carrying the trace context ``trace`` arrived from ``peer``."""
+    def incoming(self, peer: str, message_id: int, trace: bytes, keep: bool = False) -> bytes:
+        """A message carrying the trace context ``trace`` arrived from ``peer``: what its
+        handler's sends pass on when it is not recorded (empty: its receipt is recorded,
+        or the context is not valid, and the route's handler takes it as it comes).
+        ``keep``: kept for the route's handler whether recorded or not, nothing returned
+        (acknowledged delivery's runs)."""
+
+    def enter(self, trace: bytes, /) -> Any:
+        """Make ``trace`` what the handler about to run passes on (a token to reset)."""
+
+    def leave(self, token: Any, /) -> None:
+        """Undo :meth:`enter` once the handler is done."""
 
     def remember(self, message_id: int) -> None:
         """Keep the current trace context for a message the outbox sends later."""
@@ -58,6 +68,11 @@ class Work:
     #: deadline, no reply): the mailbox may run it directly (``Dispatcher.start``)
     #: unless the metrics time it (``queued``).
     plain: bool = False
+    #: Tracing: the context of a sender whose trace is not recorded, which the handler
+    #: (``call``: the route's bare one) passes on to what it sends, and nothing else.
+    trace: bytes = b""
+    #: Tracing: what resets the context ``trace`` was made with while the handler runs.
+    token: Any = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,9 @@ class Route:
     #: Metrics on: called with each item put in the mailbox, it stamps ``queued`` on the
     #: ones the metrics time (p2phost._observability._instrument). None: metrics off.
     stamp: Callable[[Work], None] | None = None
+    #: Tracing on: the handler without the tracer's receipt around it, for a message
+    #: whose trace is not recorded (``Work.trace``). None: ``handler`` is bare.
+    bare: Callable[[Message], Awaitable[Any]] | None = None
 
 
 class AckedDelivery(Protocol):
