@@ -115,6 +115,10 @@ class Tracing:
         self._older: dict[tuple[str, int], bytes] = {}
         self._sent: OrderedDict[int, bytes] = OrderedDict()
         self._logs = _logs.json_enabled()
+        #: The ids a send of a new trace not sampled drew, for its frame (outgoing: one
+        #: draw for both). Any frame of a new trace may take them: if another send's frame
+        #: does first (this one waited to connect), both are new unsampled traces anyway.
+        self._drawn = 0
         #: While the bare handler of a message not recorded runs: its sender's context
         #: is what its sends carry (set and reset by the dispatcher, straight C calls).
         self.enter, self.leave = SENDING.set, SENDING.reset
@@ -124,9 +128,16 @@ class Tracing:
     def outgoing(self, channel: Channel) -> bytes:
         """The current span's context for a frame to ``channel`` (empty when there is no
         span, or the peer did not say it reads trace contexts)."""
-        data = SENDING.get() or (span_data() if get_context() else b"") or self._root()
+        data = SENDING.get() or (span_data() if get_context() else b"")
         if not data:
-            return b""
+            # A new trace not sampled: the ids its send drew (_sending), else new ones.
+            ids, self._drawn = self._drawn, 0
+            if ids:
+                data = (ids << 8).to_bytes(25, "big")
+            else:
+                data = self._root()
+                if not data:
+                    return b""
         hello = getattr(channel, "hello", None)  # reads_traces, inline: once per frame
         return data if hello is None or hello.extra.get(_HELLO_KEY) == 1 else b""
 
@@ -203,7 +214,7 @@ class Tracing:
         specs: dict[tuple[str, str], int | Spec] = {}
         add, getrandbits, clock = self._batcher.add, random.getrandbits, time.time_ns
         parent_based, always, bound = self._parent_based, self._always, self._bound
-        known, root = self._batcher.known, self._root
+        known, root, tracing = self._batcher.known, self._root, self
 
         def spec_of(topic: str, peer: str) -> int | Spec:
             attributes = {"messaging.system": "p2phost", "messaging.destination.name": topic,
@@ -265,13 +276,15 @@ class Tracing:
             if always:  # a new trace: its trace id and the span's id in one draw
                 return recorded((getrandbits(192) | _NEW_TRACE).to_bytes(24, "big"), b"",
                                 args, kwargs)
-            low = getrandbits(64)  # the new trace id's lower half, which sampling reads
-            if low >= bound:  # not sampled: outgoing() makes the frame's context
-                # (a publish's frames, one per codec, share one)
-                return passed(root(), args, kwargs) if verb == "publish" \
-                    else call(*args, **kwargs)
-            return recorded((((getrandbits(64) | 1) << 128 | low << 64 | getrandbits(64) | 1)
-                             ).to_bytes(24, "big"), b"", args, kwargs)
+            # A new trace's ids (trace id, span id) in one draw; sampling reads the trace
+            # id's lower half.
+            ids = getrandbits(192) | _NEW_TRACE
+            if (ids >> 64) & ID_LIMIT >= bound:  # not sampled: the frame carries its ids
+                if verb == "publish":  # (its frames, one per codec, share one context)
+                    return passed(root(), args, kwargs)
+                tracing._drawn = ids
+                return call(*args, **kwargs)
+            return recorded(ids.to_bytes(24, "big"), b"", args, kwargs)
 
         return sending
 
