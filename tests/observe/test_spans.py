@@ -22,7 +22,6 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 
 from p2phost._observability import MetricsSettings
 from p2phost._observability._jsonl import span_line
-from p2phost._observability._otel import Tracing
 from p2phost._observability._spans import (
     JsonLinesExporter,
     Spec,
@@ -30,6 +29,7 @@ from p2phost._observability._spans import (
     flat,
     readable,
 )
+from p2phost._runtime.messaging._dispatch import Dispatcher
 from p2phost_sdk import App, Identity, Message, PeerUnavailable, handler
 from p2phost_sdk.testing.discovery import wait_until
 from tests.conftest import run_cli, service_or_skip
@@ -89,18 +89,19 @@ async def test_app_spans_nest_under_the_handler_and_parent_the_nodes_sends(
 
 
 def contexts_in(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, SpanContext]]:
-    """The (sending peer, context) of each traced message the nodes of this process
-    take from the wire, in order."""
+    """The (sending peer, context) of each traced frame the nodes of this process take
+    from the wire, in order."""
     seen: list[tuple[str, SpanContext]] = []
-    incoming = Tracing.incoming
+    taken = Dispatcher.received_traced
 
-    def spy(self: Tracing, peer: str, message_id: int, data: bytes, keep: bool = False
-            ) -> bytes:
-        seen.append((peer, SpanContext(int.from_bytes(data[:16]), int.from_bytes(data[16:24]),
-                                       True, TraceFlags(data[24]))))
-        return incoming(self, peer, message_id, data, keep)
+    def spy(self: Dispatcher, channel: Any, *fields: Any) -> Any:
+        data = fields[-1]
+        seen.append((channel.peer_id, SpanContext(
+            int.from_bytes(data[:16]), int.from_bytes(data[16:24]), True,
+            TraceFlags(data[24]))))
+        return taken(self, channel, *fields)
 
-    monkeypatch.setattr(Tracing, "incoming", spy)
+    monkeypatch.setattr(Dispatcher, "received_traced", spy)
     return seen
 
 

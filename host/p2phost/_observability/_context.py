@@ -32,7 +32,8 @@ from ._tracing import HELLO_KEY
 if TYPE_CHECKING:
     from .._runtime.wire._channel import Channel
 
-#: The trace context a send in progress puts in its frames (see :func:`current`).
+#: The trace context a send in progress puts in its frames (see :func:`current`); also,
+#: while the handler of a message not recorded runs, its sender's context, passed on.
 SENDING: contextvars.ContextVar[bytes] = contextvars.ContextVar("p2phost_sending",
                                                                 default=b"")
 #: The key of the current span in OpenTelemetry's ``Context``, as its public

@@ -19,12 +19,15 @@ when it is done, as one tuple (``_spans``: the receipt with its handle and reply
 inside), and a thread exports them; the SDK's span costs more than a message. Ids are
 kept as the bytes the envelope carries (one random draw gives a new trace its trace and
 span ids), so nothing is converted on the loop.
-Sampling follows the standard ``OTEL_TRACES_SAMPLER`` (and ``_ARG``): a message whose
-trace is not sampled costs a lookup and the context passed on, nothing is recorded.
-While a handler runs, its span is OpenTelemetry's current span, so spans made by app
-code with the global provider nest under it, and a span of the app's around a send is
-that send's parent. That span is a ``NonRecordingSpan`` whose ``SpanContext`` is made
-only when app code asks for it, set straight in OpenTelemetry's context variable (its
+Sampling follows the standard ``OTEL_TRACES_SAMPLER`` (and ``_ARG``), decided once at a
+trace's root and carried in the context's flags: a received message whose trace is not
+recorded runs its route's bare handler (:meth:`Tracing.incoming` decides when its frame
+is taken), with only ``SENDING`` set around it so that its handler's sends pass the
+context on; nothing is recorded, no OpenTelemetry context is made.
+While a recorded message's handler runs, its span is OpenTelemetry's current span, so
+spans made by app code with the global provider nest under it, and a span of the app's
+around a send is that send's parent. That span is a ``NonRecordingSpan`` whose
+``SpanContext`` is made only when app code asks for it, set straight in OpenTelemetry's context variable (its
 ``attach`` and ``detach`` cost more than the rest of a receipt), and reset after the
 handler, as the request's receipt is after its reply: a peer's queued messages then
 share the mailbox's task.
@@ -100,6 +103,9 @@ class Tracing:
     def __init__(self, service: str) -> None:
         found = exporters()
         self._parent_based, bound = sampling()
+        #: Whether this node's sampler decides on a trace its sender did not sample (else
+        #: the dispatcher passes such a context on without asking :meth:`incoming`).
+        self.decides = not self._parent_based
         self._always = bound > ID_LIMIT
         self._bound = bound
         # OR-ed into a new unsampled trace's random ids (_root): no zero id, and for a

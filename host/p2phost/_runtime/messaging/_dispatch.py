@@ -135,6 +135,8 @@ class Dispatcher(Outgoing):
             return self.on_message(channel, Envelope(
                 Kind.REQUEST if kind else Kind.MESSAGE, message_id, topic, body,
                 deadline=deadline, trace=trace), ack)
+        if not (trace[24] & 1 or tracer.decides):  # an unsampled sender's: passed on
+            return self.received(channel, kind, message_id, deadline, topic, body, ack, trace)
         return self.received(channel, kind, message_id, deadline, topic, body, ack,
                              tracer.incoming(channel.peer_id, message_id, trace))
 

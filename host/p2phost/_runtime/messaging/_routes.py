@@ -22,6 +22,11 @@ log = logging.getLogger("p2phost.node")
 class TraceHook(Protocol):
     """Traces, as the dispatcher sees them (p2phost._observability._otel.Tracing)."""
 
+    #: False when a trace its sender did not sample is never recorded here (a
+    #: parent-based sampler): such a message's context is passed on as it came, with no
+    #: call to :meth:`incoming` (which checks the context before recording anything).
+    decides: bool
+
     def outgoing(self, channel: Channel) -> bytes:
         """The trace context to put in a frame to ``channel`` (empty: none)."""
 
