@@ -27,10 +27,10 @@ context on; nothing is recorded, no OpenTelemetry context is made.
 While a recorded message's handler runs, its span is OpenTelemetry's current span, so
 spans made by app code with the global provider nest under it, and a span of the app's
 around a send is that send's parent. That span is a ``NonRecordingSpan`` whose
-``SpanContext`` is made only when app code asks for it, set straight in OpenTelemetry's context variable (its
-``attach`` and ``detach`` cost more than the rest of a receipt), and reset after the
-handler, as the request's receipt is after its reply: a peer's queued messages then
-share the mailbox's task.
+``SpanContext`` is made only when app code asks for it, set straight in OpenTelemetry's
+context variable (its ``attach`` and ``detach`` cost more than the rest of a receipt),
+and reset after the handler, as the request's receipt is after its reply: a peer's
+queued messages then share the mailbox's task.
 """
 
 from __future__ import annotations
