@@ -331,3 +331,38 @@ def test_a_peers_trace_context_with_a_zero_id_or_the_wrong_size_is_ignored(
         assert list(tracing._parents) == [("p", 1)]
     finally:
         tracing._batcher.shutdown()
+
+
+class Messenger:
+    """What a traced send wraps: notes each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any, str | None]] = []
+
+    async def send(self, peer: str, topic: str, body: Any, *, key: str | None = None) -> None:
+        self.calls.append((peer, topic, body, key))
+
+
+async def test_the_send_wrapper_passes_keys_and_named_arguments_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The positional fast path of a traced send forwards exactly what the app gave it,
+    # whether the send is recorded (always_on) or not (always_off).
+    from p2phost._observability._otel import Tracing
+
+    for sampler in ("parentbased_always_on", "parentbased_always_off"):
+        otel_env(monkeypatch, tmp_path / f"{sampler}.jsonl")
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+        messenger = Messenger()
+        tracing = Tracing("t")
+        try:
+            send = tracing._sending("send", SpanKind.PRODUCER, messenger.send)
+            await send("p", "t", 1)
+            await send("p", "t", 2, key="k")
+            await send(peer="p", topic="t", body=3, key="k")
+        finally:
+            await tracing.close()
+        assert messenger.calls == [("p", "t", 1, None), ("p", "t", 2, "k"),
+                                   ("p", "t", 3, "k")]
+        recorded = spans(tmp_path / f"{sampler}.jsonl") \
+            if (tmp_path / f"{sampler}.jsonl").exists() else []
+        assert [s["name"] for s in recorded] == (["send t"] * 3 if "on" in sampler else [])
