@@ -139,13 +139,22 @@ class Mailbox(Generic[T]):
         """Queue ``item`` unless the mailbox is full (then the caller should ``put``)."""
         if self._count >= self.size:
             return False
-        # The common case of a burst, inline: the peer's task is running, queue behind it.
+        # The common cases, inline (_append's, with no call): a burst's item queues behind
+        # the running one; a requester's next request goes to its idle task.
         queue = self._queues.get(peer)
-        if queue is not None and queue.task is not None and queue.waiter is None \
-                and not self._closed:
-            self._count += 1
-            queue.items.append(item)
-            return True
+        if queue is not None and queue.task is not None and not self._closed:
+            waiter = queue.waiter
+            if waiter is None:
+                self._count += 1
+                queue.items.append(item)
+                return True
+            if not waiter.done() and contextvars.copy_context() == queue.context \
+                    and not (_EAGER and asyncio.current_task(queue.loop) is not None):
+                queue.waiter = None
+                del self._idle[peer]
+                self._count += 1
+                waiter.set_result(item)
+                return True
         self._append(peer, item)
         return True
 

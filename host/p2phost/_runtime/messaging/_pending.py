@@ -8,6 +8,9 @@ when it fires, scans only the requests still waiting.
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
+from collections.abc import Callable
 from typing import Any
 
 from p2phost_sdk import PeerUnavailable, RequestTimeout
@@ -18,7 +21,7 @@ class PendingRequests:
     reads ``_pending`` and the timer as its own attributes, with no call in between)."""
 
     def __init__(self) -> None:
-        # message id -> (peer, topic, reply, loop time it is due, timeout)
+        # message id -> (peer, topic, reply, clock time it is due, timeout)
         self._pending: dict[int, tuple[str, str, asyncio.Future[Any], float, float]] = {}
         # One timer for all requests, set for the earliest that is due (see _expire_due).
         self._timer: asyncio.Handle | None = None
@@ -26,16 +29,36 @@ class PendingRequests:
         self._timer_at = 0.0
         #: The node's loop, once a request looked it up (until the node shuts down).
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The loop's clock and a new future of the loop (on asyncio's loop, what its
+        #: Python methods call, with no frame of theirs): set with ``_loop`` by
+        #: :meth:`_started`.
+        self._clock: Callable[[], float] | None = None
+        self._new_future: Callable[[], asyncio.Future[Any]] = _no_loop
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+    def _started(self) -> Callable[[], float]:
+        # The first request on this loop: looked up once (a lookup of the running loop
+        # is a system call, getpid, on Linux).
+        loop = self._loop = asyncio.get_running_loop()
+        if type(loop).time is _BASE.time and type(loop).create_future is _BASE.create_future:
+            # asyncio's own loop: what its Python methods would call, without them.
+            clock: Callable[[], float] = time.monotonic
+            self._new_future = functools.partial(asyncio.Future, loop=loop)
+        else:
+            clock, self._new_future = loop.time, loop.create_future
+        self._clock = clock
+        return clock
+
+    def _arm(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = loop.call_at(when, self._expire_due, loop)
+        assert self._loop is not None
+        self._timer = self._loop.call_at(when, self._expire_due)
         self._timer_at = when
 
-    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _expire_due(self) -> None:
         self._timer = None
-        now, nearest = loop.time() + 0.001, None
+        assert self._clock is not None
+        now, nearest = self._clock() + 0.001, None
         for message_id, (peer, topic, reply, due, timeout) in list(self._pending.items()):
             if due <= now:
                 del self._pending[message_id]
@@ -45,12 +68,13 @@ class PendingRequests:
             elif nearest is None or due < nearest:
                 nearest = due
         if nearest is not None:
-            self._arm(loop, nearest)
+            self._arm(nearest)
 
     def fail_pending(self, peer_id: str | None, reason: str) -> None:
         """Fail the requests waiting on ``peer_id`` (every request when None)."""
         if peer_id is None:  # the node shuts down: it may run again on another loop
-            self._loop = None
+            self._loop = self._clock = None
+            self._new_future = _no_loop
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -59,3 +83,11 @@ class PendingRequests:
                 del self._pending[message_id]
                 if not reply.done():
                     reply.set_exception(PeerUnavailable(f"peer {peer}: {reason}"))
+
+
+#: asyncio's own loop, whose ``time`` and ``create_future`` are Python methods.
+_BASE = asyncio.BaseEventLoop
+
+
+def _no_loop() -> asyncio.Future[Any]:
+    raise RuntimeError("no request was sent on this loop yet")
