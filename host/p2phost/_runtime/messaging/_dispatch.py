@@ -24,7 +24,7 @@ from p2phost_sdk import (
 
 from .._errors import WireError
 from ..wire._channel import Channel
-from ..wire._envelope import RAW, Envelope, Kind, answer_frame, encode
+from ..wire._envelope import ANSWER, RAW, VERSION, Envelope, Kind, encode
 from ._apps import AppMailboxes, Process, lifecycle_call
 from ._outgoing import Outgoing
 from ._received import Received, received
@@ -42,6 +42,7 @@ _MESSAGE, _REQUEST = MessageKind.MESSAGE, MessageKind.REQUEST
 # The wire kinds a reply takes, as constants: an enum member looked up on its class
 # costs a Python-level __getattr__ hook (EnumType's) each time, on the round trip's path.
 _REPLY_KIND, _ERROR_KIND = Kind.REPLY, Kind.ERROR
+_pack_answer = ANSWER.pack
 RAW_TYPE = RAW.decode()
 
 
@@ -317,7 +318,8 @@ class Dispatcher(Outgoing):
             body = channel.codec.encode(value) if kind is _REPLY_KIND else str(value).encode()
         except CodecError as exc:
             kind, body = Kind.ERROR, f"the handler's result cannot be encoded: {exc}".encode()
-        frame = answer_frame(kind, next(self._ids), message_id, body)
+        # (answer_frame, inline: the answer is on the round trip's path)
+        frame = _pack_answer(VERSION, kind, next(self._ids), message_id) + body
         if len(frame) > channel.frame_limit:
             frame = encode(Kind.ERROR, next(self._ids), correlation_id=message_id,
                            body=f"the reply is {len(frame)} bytes, over the maximum frame "

@@ -50,6 +50,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
+from .._loop import future_maker
+
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
 log = logging.getLogger("p2phost.node")
@@ -83,11 +85,14 @@ class Direct(Protocol[T_contra]):
 
 
 class _PeerQueue(Generic[T]):
-    __slots__ = ("context", "eager", "gone", "items", "loop", "name", "task", "waiter")
+    __slots__ = ("context", "eager", "gone", "items", "loop", "name", "new_future", "task",
+                 "waiter")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.loop = asyncio.get_running_loop()
+        #: ``loop.create_future``, or what it calls on asyncio's loop (one per idle wait).
+        self.new_future = future_maker(self.loop)
         #: Waiting behind the running item.
         self.items: deque[T] = deque()
         #: The task processing this peer's current item, if any.
@@ -266,7 +271,7 @@ class Mailbox(Generic[T]):
                     # its own: one per request a requester sends).
                     if len(self._idle) >= _PARK:  # the longest idle gives its place up
                         self._stop_idle(next(iter(self._idle)))
-                    waiter = queue.waiter = queue.loop.create_future()
+                    waiter = queue.waiter = queue.new_future()
                     self._idle[peer] = queue
                     try:
                         item = await waiter

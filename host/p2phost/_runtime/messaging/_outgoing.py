@@ -9,14 +9,16 @@ connection for it. A request waits for its reply in :class:`PendingRequests`.
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from p2phost_sdk import ConnectionClosed, FrameTooLarge, PeerUnavailable, Raw
 
+from .._errors import WireError
 from ..wire._channel import Channel
-from ..wire._envelope import RAW, TRACED, VERSION, Kind, app_frame, encode, header_parts
+from ..wire._envelope import IDS, RAW, TRACED, VERSION, Kind, encode, header_parts
 from ._pending import PendingRequests
 from ._routes import TraceHook
 from ._stats import DeliveryStats, Tally
@@ -25,7 +27,7 @@ from ._stats import DeliveryStats, Tally
 _TRACED_HEADS = {kind: bytes((VERSION, kind | TRACED)) for kind in (Kind.MESSAGE, Kind.REQUEST)}
 # As constants: an enum member looked up on its class costs EnumType's __getattr__ hook.
 _MESSAGE, _REQUEST = Kind.MESSAGE, Kind.REQUEST
-_time = time.time
+_time, _join, _pack_ids = time.time, b"".join, IDS.pack
 
 
 class Outgoing(PendingRequests):
@@ -53,10 +55,12 @@ class Outgoing(PendingRequests):
                 self._headers[kind, topic] = parts
         trace = b"" if self.tracer is None else self.tracer.outgoing(channel)
         if trace:  # traced: the trace context goes between the topic and the body
-            frame = app_frame((_TRACED_HEADS[kind], parts[1] + trace), message_id, deadline,
-                              channel.codec.encode(body))
-        else:
-            frame = app_frame(parts, message_id, deadline, channel.codec.encode(body))
+            parts = (_TRACED_HEADS[kind], parts[1] + trace)
+        body = channel.codec.encode(body)
+        try:  # (app_frame, inline: one call less per message)
+            frame = _join((parts[0], _pack_ids(message_id, 0, deadline), parts[1], body))
+        except struct.error as exc:
+            raise WireError(f"cannot encode envelope: a field is out of range ({exc})") from exc
         if len(frame) > channel.frame_limit:
             raise FrameTooLarge(
                 f"a message on {topic!r} is {len(frame)} bytes, over the maximum frame size "

@@ -8,12 +8,12 @@ when it fires, scans only the requests still waiting.
 from __future__ import annotations
 
 import asyncio
-import functools
-import time
 from collections.abc import Callable
 from typing import Any
 
 from p2phost_sdk import PeerUnavailable, RequestTimeout
+
+from .._loop import future_maker, loop_clock
 
 
 class PendingRequests:
@@ -29,9 +29,8 @@ class PendingRequests:
         self._timer_at = 0.0
         #: The node's loop, once a request looked it up (until the node shuts down).
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: The loop's clock and a new future of the loop (on asyncio's loop, what its
-        #: Python methods call, with no frame of theirs): set with ``_loop`` by
-        #: :meth:`_started`.
+        #: The loop's clock and a new future of the loop (``_loop.py``): set with
+        #: ``_loop`` by :meth:`_started`.
         self._clock: Callable[[], float] | None = None
         self._new_future: Callable[[], asyncio.Future[Any]] = _no_loop
 
@@ -39,13 +38,8 @@ class PendingRequests:
         # The first request on this loop: looked up once (a lookup of the running loop
         # is a system call, getpid, on Linux).
         loop = self._loop = asyncio.get_running_loop()
-        if type(loop).time is _BASE.time and type(loop).create_future is _BASE.create_future:
-            # asyncio's own loop: what its Python methods would call, without them.
-            clock: Callable[[], float] = time.monotonic
-            self._new_future = functools.partial(asyncio.Future, loop=loop)
-        else:
-            clock, self._new_future = loop.time, loop.create_future
-        self._clock = clock
+        self._new_future = future_maker(loop)
+        self._clock = clock = loop_clock(loop)
         return clock
 
     def _arm(self, when: float) -> None:
@@ -83,10 +77,6 @@ class PendingRequests:
                 del self._pending[message_id]
                 if not reply.done():
                     reply.set_exception(PeerUnavailable(f"peer {peer}: {reason}"))
-
-
-#: asyncio's own loop, whose ``time`` and ``create_future`` are Python methods.
-_BASE = asyncio.BaseEventLoop
 
 
 def _no_loop() -> asyncio.Future[Any]:
