@@ -97,3 +97,14 @@ def test_the_senders_cached_header_makes_the_same_bytes(
     parts = header_parts(kind, topic.encode())
     assert app_frame(parts, message_id, deadline, body) == encode(
         kind, message_id, topic.encode(), body, deadline=deadline)
+
+
+@given(kind=st.sampled_from([Kind.REPLY, Kind.ERROR]), message_id=st.integers(0, 2**64 - 1),
+       correlation_id=st.integers(0, 2**64 - 1), body=st.binary())
+def test_the_answers_one_pack_makes_the_same_bytes(
+    kind: Kind, message_id: int, correlation_id: int, body: bytes
+) -> None:
+    from p2phost._runtime.wire._envelope import ANSWER, VERSION, encode
+
+    assert ANSWER.pack(VERSION, kind, message_id, correlation_id) + body == encode(
+        kind, message_id, body=body, correlation_id=correlation_id)

@@ -12,6 +12,8 @@ when it can be imported, which p2phost's own requirements arrange on Linux and m
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -41,3 +43,24 @@ def run(main: Coroutine[Any, Any, T], factory: LoopFactory | None) -> T:
     """Run ``main`` to completion on a new loop from ``factory`` (asyncio's when None)."""
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
+
+
+# asyncio's own loop, whose ``time`` and ``create_future`` are Python methods around a
+# C call: a node calls them per request, so it calls what they call instead.
+_BASE = asyncio.BaseEventLoop
+
+
+def _is_base(loop: asyncio.AbstractEventLoop, name: str) -> bool:
+    return getattr(type(loop), name, None) is getattr(_BASE, name)
+
+
+def future_maker(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Future[Any]]:
+    """``loop.create_future``, or on asyncio's own loop what it calls (no Python frame)."""
+    if _is_base(loop, "create_future"):
+        return functools.partial(asyncio.Future, loop=loop)
+    return loop.create_future
+
+
+def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time``, or on asyncio's own loop what it calls: ``time.monotonic``."""
+    return time.monotonic if _is_base(loop, "time") else loop.time

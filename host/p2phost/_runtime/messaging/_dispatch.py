@@ -24,7 +24,7 @@ from p2phost_sdk import (
 
 from .._errors import WireError
 from ..wire._channel import Channel
-from ..wire._envelope import RAW, Envelope, Kind, answer_frame, encode
+from ..wire._envelope import ANSWER, RAW, VERSION, Envelope, Kind, encode
 from ._apps import AppMailboxes, Process, lifecycle_call
 from ._outgoing import Outgoing
 from ._received import Received, received
@@ -32,13 +32,17 @@ from ._routes import AckedDelivery, TraceHook, Work, allowed
 from ._stats import DeliveryStats, Tally
 
 log = logging.getLogger("p2phost.node")
-_monotonic = time.monotonic
+_monotonic, _time = time.monotonic, time.time
 
 #: The channel to answer ``peer`` on when the request's own channel is gone, if any.
 ReplyChannel = Callable[[str], Channel | None]
 #: Records one handled message's mailbox wait and handler duration.
 Observe = Callable[[float, float, float], None]
 _MESSAGE, _REQUEST = MessageKind.MESSAGE, MessageKind.REQUEST
+# The wire kinds a reply takes, as constants: an enum member looked up on its class
+# costs a Python-level __getattr__ hook (EnumType's) each time, on the round trip's path.
+_REPLY_KIND, _ERROR_KIND = Kind.REPLY, Kind.ERROR
+_pack_answer = ANSWER.pack
 RAW_TYPE = RAW.decode()
 
 
@@ -116,7 +120,7 @@ class Dispatcher(Outgoing):
         item = Work(route.handler, received(
             message_id, _REQUEST if kind else _MESSAGE, peer, topic, codec.decode(body),
             codec.content_type,
-        ), message_id, deadline, channel, ack, False, 0.0, not kind and ack is None)
+        ), message_id, deadline, channel, ack, False, 0.0, ack is None)
         if trace:  # not recorded: the bare handler runs, its sends pass the context on
             item.call, item.trace = route.bare or route.handler, trace
         if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
@@ -219,7 +223,7 @@ class Dispatcher(Outgoing):
         tally.bytes_received += len(body)
         if reply.done():
             return
-        if kind == Kind.ERROR:
+        if kind == _ERROR_KIND:
             reply.set_exception(RemoteError(peer, topic, body.decode(errors="replace")))
             return
         try:
@@ -243,29 +247,52 @@ class Dispatcher(Outgoing):
         await self._apps.drain(timeout)
 
     def start(self, item: Work) -> Awaitable[Any] | None:
-        """A plain message's handler call, run by the mailbox with no coroutine of
-        :meth:`_process` around it (unless the metrics time this one: ``queued``)."""
+        """A plain message's or request's handler call, run by the mailbox with no
+        coroutine of :meth:`_process` around it; None for anything else (lifecycle
+        calls, acknowledged or timed messages, an expired request: :meth:`_process`)."""
         if not item.plain or item.queued:
             return None
+        deadline = item.deadline
+        if deadline and deadline < _time() * 1000:
+            return None  # _process drops it, and says why
         if item.trace:  # tracing: what the handler sends carries the sender's context
             item.token = self.tracer.enter(item.trace)  # type: ignore[union-attr]
         try:
             return item.call(item.message)
-        except Exception as exc:  # not an async def: the mailbox's finish reports it
+        except Exception as exc:  # not an async def: finish reports it
             return _raise(exc)
 
-    def finish(self, peer: str, item: Work, error: Exception | None) -> None:
-        """A started plain message's handler returned (or raised ``error``)."""
-        if item.token is not None:
-            self.tracer.leave(item.token)  # type: ignore[union-attr]
+    def finish(self, peer: str, item: Work, result: Any,
+               error: Exception | None) -> Awaitable[None] | None:
+        """A started item's handler returned ``result`` (or raised ``error``): a
+        request answered (an awaitable while the outbox has no room), the outcome counted."""
+        if (token := item.token) is not None:
+            # Tracing: the reply carries the sender's context too; then it is left.
+            item.token = None
+            try:
+                return self.finish(peer, item, result, error)
+            finally:
+                self.tracer.leave(token)  # type: ignore[union-attr]
         message = item.message
         assert message is not None
         if error is None:
-            (self._tallies.get((message.topic, peer))
-             or self.stats.tally(message.topic, peer)).handled += 1
-            return
+            # The reply first: counting it is not on the requester's round trip. One
+            # tally counts both: the reply sent and the message handled.
+            tally = self._tallies.get((message.topic, peer)) \
+                or self.stats.tally(message.topic, peer)
+            waiting = None if message.kind is not _REQUEST else \
+                self._reply(peer, item.channel, item.message_id, tally, _REPLY_KIND, result)
+            if not item.counted:  # (acknowledged delivery counts its own)
+                tally.handled += 1
+            return waiting
         self._failed(peer, message, error)
-        self.stats.add(message.topic, "failed", 1, peer)
+        if not item.counted:
+            self.stats.add(message.topic, "failed", 1, peer)
+        if message.kind is _REQUEST:
+            return self._reply(peer, item.channel, item.message_id,
+                               self.stats.tally(message.topic, peer), _ERROR_KIND,
+                               _describe(error))
+        return None
 
     def _failed(self, peer: str, message: Any, exc: Exception) -> None:
         log.warning("the %r handler failed on a message from %s: %s: %s",
@@ -273,7 +300,8 @@ class Dispatcher(Outgoing):
                     exc_info=log.isEnabledFor(logging.DEBUG))
 
     async def _process(self, peer: str, item: Work) -> None:
-        # One coroutine between the mailbox's task and the handler: the hot path.
+        # What the mailbox runs for an item start() does not take: a lifecycle call,
+        # an expired request, an acknowledged or timed (metrics) message.
         message, ack = item.message, item.ack
         # Tracing: what the handler (and its reply) sends carries the sender's context.
         token = None if not item.trace else self.tracer.enter(item.trace)  # type: ignore[union-attr]
@@ -281,7 +309,7 @@ class Dispatcher(Outgoing):
             if message is None:
                 await lifecycle_call(item.call)
                 return
-            if item.deadline and item.deadline < time.time() * 1000:
+            if item.deadline and item.deadline < _time() * 1000:
                 log.debug("skipping an expired %r request from %s", message.topic, peer)
                 self.stats.drop(message.topic, "request expired before its handler", peer)
                 return
@@ -292,26 +320,11 @@ class Dispatcher(Outgoing):
             except Exception as exc:
                 if queued:
                     self.timed[message.topic](queued, started, _monotonic())
-                self._failed(peer, message, exc)
-                if not item.counted:
-                    self.stats.add(message.topic, "failed", 1, peer)
-                if message.kind is MessageKind.REQUEST:
-                    waiting = self._reply(peer, item.channel, item.message_id,
-                                          self.stats.tally(message.topic, peer), Kind.ERROR,
-                                          _describe(exc))
-                    if waiting is not None:
-                        await waiting
-                return
-            if queued:
-                self.timed[message.topic](queued, started, _monotonic())
-            # The reply first: counting it is not on the requester's round trip. One
-            # tally counts both: the reply sent and the message handled.
-            tally = self._tallies.get((message.topic, peer)) \
-                or self.stats.tally(message.topic, peer)
-            waiting = None if message.kind is not MessageKind.REQUEST else \
-                self._reply(peer, item.channel, item.message_id, tally, Kind.REPLY, result)
-            if not item.counted:
-                tally.handled += 1
+                waiting = self.finish(peer, item, None, exc)
+            else:
+                if queued:
+                    self.timed[message.topic](queued, started, _monotonic())
+                waiting = self.finish(peer, item, result, None)
             if waiting is not None:
                 await waiting
         finally:
@@ -330,10 +343,11 @@ class Dispatcher(Outgoing):
                 log.debug("dropping a reply to %s: the peer is gone", peer)
                 return None
         try:
-            body = channel.codec.encode(value) if kind is Kind.REPLY else str(value).encode()
+            body = channel.codec.encode(value) if kind is _REPLY_KIND else str(value).encode()
         except CodecError as exc:
             kind, body = Kind.ERROR, f"the handler's result cannot be encoded: {exc}".encode()
-        frame = answer_frame(kind, next(self._ids), message_id, body)
+        # (answer_frame, inline: the answer is on the round trip's path)
+        frame = _pack_answer(VERSION, kind, next(self._ids), message_id) + body
         if len(frame) > channel.frame_limit:
             frame = encode(Kind.ERROR, next(self._ids), correlation_id=message_id,
                            body=f"the reply is {len(frame)} bytes, over the maximum frame "

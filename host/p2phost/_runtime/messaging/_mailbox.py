@@ -50,6 +50,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
+from .._loop import future_maker
+
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
 log = logging.getLogger("p2phost.node")
@@ -76,16 +78,21 @@ class Direct(Protocol[T_contra]):
         """The handler's awaitable for an item that needs nothing around it but
         :meth:`finish` (else None: ``process`` takes it)."""
 
-    def finish(self, peer: str, item: T_contra, error: Exception | None) -> None:
-        """The started item's handler returned, or raised ``error``."""
+    def finish(self, peer: str, item: T_contra, result: Any,
+               error: Exception | None) -> Awaitable[None] | None:
+        """The started item's handler returned ``result``, or raised ``error``; what
+        to wait for before the next item, if anything (a reply waiting for room)."""
 
 
 class _PeerQueue(Generic[T]):
-    __slots__ = ("context", "eager", "gone", "items", "loop", "name", "task", "waiter")
+    __slots__ = ("context", "eager", "gone", "items", "loop", "name", "new_future", "task",
+                 "waiter")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.loop = asyncio.get_running_loop()
+        #: ``loop.create_future``, or what it calls on asyncio's loop (one per idle wait).
+        self.new_future = future_maker(self.loop)
         #: Waiting behind the running item.
         self.items: deque[T] = deque()
         #: The task processing this peer's current item, if any.
@@ -137,13 +144,22 @@ class Mailbox(Generic[T]):
         """Queue ``item`` unless the mailbox is full (then the caller should ``put``)."""
         if self._count >= self.size:
             return False
-        # The common case of a burst, inline: the peer's task is running, queue behind it.
+        # The common cases, inline (_append's, with no call): a burst's item queues behind
+        # the running one; a requester's next request goes to its idle task.
         queue = self._queues.get(peer)
-        if queue is not None and queue.task is not None and queue.waiter is None \
-                and not self._closed:
-            self._count += 1
-            queue.items.append(item)
-            return True
+        if queue is not None and queue.task is not None and not self._closed:
+            waiter = queue.waiter
+            if waiter is None:
+                self._count += 1
+                queue.items.append(item)
+                return True
+            if not waiter.done() and contextvars.copy_context() == queue.context \
+                    and not (_EAGER and asyncio.current_task(queue.loop) is not None):
+                queue.waiter = None
+                del self._idle[peer]
+                self._count += 1
+                waiter.set_result(item)
+                return True
         self._append(peer, item)
         return True
 
@@ -227,11 +243,13 @@ class Mailbox(Generic[T]):
                 try:
                     if direct is not None and (call := direct.start(item)) is not None:
                         try:
-                            await call
+                            result = await call
                         except Exception as exc:
-                            direct.finish(peer, item, exc)
+                            waiting = direct.finish(peer, item, None, exc)
                         else:
-                            direct.finish(peer, item, None)
+                            waiting = direct.finish(peer, item, result, None)
+                        if waiting is not None:
+                            await waiting
                     else:
                         await process(peer, item)
                 except Exception:  # process handles handler errors; this is a bug guard
@@ -249,7 +267,17 @@ class Mailbox(Generic[T]):
                 if not items:
                     if queue.gone or queue.eager:
                         break
-                    item = await self._idle_wait(peer, queue)
+                    # Idle: wait for the peer's next item (inline, not a coroutine of
+                    # its own: one per request a requester sends).
+                    if len(self._idle) >= _PARK:  # the longest idle gives its place up
+                        self._stop_idle(next(iter(self._idle)))
+                    waiter = queue.waiter = queue.new_future()
+                    self._idle[peer] = queue
+                    try:
+                        item = await waiter
+                    except asyncio.CancelledError:
+                        self._idle_cancelled(peer, queue, waiter)
+                        raise
                     if item is _STOP:
                         break
                     run = 0  # it waited: the loop ran in between
@@ -269,23 +297,15 @@ class Mailbox(Generic[T]):
                 else:
                     self._forget(peer, queue)
 
-    async def _idle_wait(self, peer: str, queue: _PeerQueue[T]) -> T:
-        """The peer's next item, or ``_STOP`` when this idle task is to end instead."""
-        if len(self._idle) >= _PARK:  # the longest idle gives its place up
-            self._stop_idle(next(iter(self._idle)))
-        waiter: asyncio.Future[T] = queue.loop.create_future()
-        queue.waiter = waiter
-        self._idle[peer] = queue
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if queue.waiter is waiter:
-                self._unidle(peer, queue)
-            elif waiter.done() and not waiter.cancelled() and waiter.result() is not _STOP:
-                # Cancelled with an item already handed over: it runs in a fresh task
-                # (_run's finally starts one for the items queued).
-                queue.items.appendleft(waiter.result())
-            raise
+    def _idle_cancelled(self, peer: str, queue: _PeerQueue[T], waiter: asyncio.Future[T]
+                        ) -> None:
+        # The idle task was cancelled while it waited for the peer's next item.
+        if queue.waiter is waiter:
+            self._unidle(peer, queue)
+        elif waiter.done() and not waiter.cancelled() and waiter.result() is not _STOP:
+            # Cancelled with an item already handed over: it runs in a fresh task
+            # (_run's finally starts one for the items queued).
+            queue.items.appendleft(waiter.result())
 
     def _unidle(self, peer: str, queue: _PeerQueue[T]) -> asyncio.Future[T]:
         waiter, queue.waiter = queue.waiter, None

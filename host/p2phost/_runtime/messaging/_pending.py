@@ -8,9 +8,12 @@ when it fires, scans only the requests still waiting.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from p2phost_sdk import PeerUnavailable, RequestTimeout
+
+from .._loop import future_maker, loop_clock
 
 
 class PendingRequests:
@@ -18,7 +21,7 @@ class PendingRequests:
     reads ``_pending`` and the timer as its own attributes, with no call in between)."""
 
     def __init__(self) -> None:
-        # message id -> (peer, topic, reply, loop time it is due, timeout)
+        # message id -> (peer, topic, reply, clock time it is due, timeout)
         self._pending: dict[int, tuple[str, str, asyncio.Future[Any], float, float]] = {}
         # One timer for all requests, set for the earliest that is due (see _expire_due).
         self._timer: asyncio.Handle | None = None
@@ -26,16 +29,30 @@ class PendingRequests:
         self._timer_at = 0.0
         #: The node's loop, once a request looked it up (until the node shuts down).
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The loop's clock and a new future of the loop (``_loop.py``): set with
+        #: ``_loop`` by :meth:`_started`.
+        self._clock: Callable[[], float] | None = None
+        self._new_future: Callable[[], asyncio.Future[Any]] = _no_loop
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+    def _started(self) -> Callable[[], float]:
+        # The first request on this loop: looked up once (a lookup of the running loop
+        # is a system call, getpid, on Linux).
+        loop = self._loop = asyncio.get_running_loop()
+        self._new_future = future_maker(loop)
+        self._clock = clock = loop_clock(loop)
+        return clock
+
+    def _arm(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = loop.call_at(when, self._expire_due, loop)
+        assert self._loop is not None
+        self._timer = self._loop.call_at(when, self._expire_due)
         self._timer_at = when
 
-    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _expire_due(self) -> None:
         self._timer = None
-        now, nearest = loop.time() + 0.001, None
+        assert self._clock is not None
+        now, nearest = self._clock() + 0.001, None
         for message_id, (peer, topic, reply, due, timeout) in list(self._pending.items()):
             if due <= now:
                 del self._pending[message_id]
@@ -45,12 +62,13 @@ class PendingRequests:
             elif nearest is None or due < nearest:
                 nearest = due
         if nearest is not None:
-            self._arm(loop, nearest)
+            self._arm(nearest)
 
     def fail_pending(self, peer_id: str | None, reason: str) -> None:
         """Fail the requests waiting on ``peer_id`` (every request when None)."""
         if peer_id is None:  # the node shuts down: it may run again on another loop
-            self._loop = None
+            self._loop = self._clock = None
+            self._new_future = _no_loop
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -59,3 +77,7 @@ class PendingRequests:
                 del self._pending[message_id]
                 if not reply.done():
                     reply.set_exception(PeerUnavailable(f"peer {peer}: {reason}"))
+
+
+def _no_loop() -> asyncio.Future[Any]:
+    raise RuntimeError("no request was sent on this loop yet")

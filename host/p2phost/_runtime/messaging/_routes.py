@@ -69,9 +69,9 @@ class Work:
     #: When it was queued (``time.monotonic``), set only on a message the metrics time
     #: (the route's ``stamp``): its mailbox wait and handler duration are observed.
     queued: float = 0.0
-    #: A MESSAGE with nothing to do around its handler but count it (no ack, no
-    #: deadline, no reply): the mailbox may run it directly (``Dispatcher.start``)
-    #: unless the metrics time it (``queued``).
+    #: A MESSAGE or REQUEST with nothing to do around its handler but check its
+    #: deadline, count it and answer a request (no ack): the mailbox may run it
+    #: directly (``Dispatcher.start``/``finish``) unless the metrics time it (``queued``).
     plain: bool = False
     #: Tracing: the context of a sender whose trace is not recorded, which the handler
     #: (``call``: the route's bare one) passes on to what it sends, and nothing else.

@@ -95,9 +95,13 @@ class MessagingAPI:
 
     async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
         """Send a request and return the reply body (see :class:`p2phost_sdk.Messenger`)."""
-        if "://" in peer and await self._letters.storing(peer):
-            return await self._letters.request(peer, topic, body, timeout)
-        channel = self._dialler.usable(peer) or await self._reach(peer)
+        # (Dialler.usable, inline; None for an address: no peer id has "://")
+        entry = self._table.peers.get(peer)
+        channel = entry.best() if entry is not None else None
+        if channel is None:
+            if "://" in peer and await self._letters.storing(peer):
+                return await self._letters.request(peer, topic, body, timeout)
+            channel = await self._reach(peer)
         return await self._dispatch.request(channel, topic, body, timeout)
 
     async def publish(self, topic: str, body: Any) -> int:

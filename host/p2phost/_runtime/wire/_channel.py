@@ -126,6 +126,10 @@ class Channel(Reader):
         #: The peer sends no new messages: it said goodbye, or the connection ended.
         self.peer_done = asyncio.Event()
         self._peer_gone = False  # peer_done is set (read per message sent: no call)
+        #: Whether new messages and requests may be sent on this channel: neither
+        #: ``closing`` nor ``peer_done`` (a plain attribute, read per message sent: it is
+        #: cleared wherever either is set).
+        self.usable = True
         #: Why the peer said goodbye ("" until it does).
         self.remote_reason = ""
         self.ended = False
@@ -163,11 +167,6 @@ class Channel(Reader):
         self._flushed.set()
         self._close_reason: str | None = None
         self._start_reader(self)
-
-    @property
-    def usable(self) -> bool:
-        """Whether new messages and requests may be sent on this channel."""
-        return not (self.closing or self._peer_gone)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -291,6 +290,7 @@ class Channel(Reader):
         if self.closing:
             return
         self.closing = True
+        self.usable = False
         self.post(encode(Kind.GOODBYE, 0, body=reason.encode()))
 
     async def _write_loop(self) -> None:
@@ -392,7 +392,7 @@ class Channel(Reader):
         elif kind is Kind.GOODBYE:
             self.remote_reason = envelope.body.decode(errors="replace") or "goodbye"
             log.debug("%s said goodbye: %s", self.peer_id, self.remote_reason)
-            self._peer_gone = True
+            self._peer_gone, self.usable = True, False
             self.peer_done.set()
             self.goodbye("goodbye")
         elif kind is Kind.HELLO:
@@ -423,6 +423,7 @@ class Channel(Reader):
                 if failed is reader and not writer.done():
                     # Tell the peer why, so its log says it too.
                     self.closing = True
+                    self.usable = False
                     self.post(encode(Kind.GOODBYE, 0, body=reason.encode()))
                     await self.flush(_FLUSH_GRACE)
             elif exc is not None:
@@ -442,7 +443,7 @@ class Channel(Reader):
     def _end(self) -> None:
         self.ended = True
         self._stopped = True
-        self._peer_gone = True
+        self._peer_gone, self.usable = True, False
         self.peer_done.set()
         self._room.set()
         self._flushed.set()

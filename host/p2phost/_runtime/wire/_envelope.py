@@ -101,7 +101,8 @@ def encode(
     return head + topic + body
 
 
-_IDS = struct.Struct("!QQQ")
+#: The ids and deadline of an app frame (see :func:`header_parts`).
+IDS = struct.Struct("!QQQ")
 
 
 def header_parts(kind: Kind, topic: bytes) -> tuple[bytes, bytes]:
@@ -118,7 +119,7 @@ def header_parts(kind: Kind, topic: bytes) -> tuple[bytes, bytes]:
 
 def app_frame(parts: tuple[bytes, bytes], message_id: int, deadline: int, body: bytes,
               _join: Callable[[Iterable[bytes]], bytes] = b"".join,
-              _pack: Callable[..., bytes] = _IDS.pack) -> bytes:
+              _pack: Callable[..., bytes] = IDS.pack) -> bytes:
     """A frame from :func:`header_parts`: the same bytes :func:`encode` makes."""
     try:
         ids = _pack(message_id, 0, deadline)
@@ -127,18 +128,9 @@ def app_frame(parts: tuple[bytes, bytes], message_id: int, deadline: int, body: 
     return _join((parts[0], ids, parts[1], body))
 
 
-#: A REPLY's or ERROR's header: no topic, strings or deadline, so one pack makes it.
-_ANSWER = struct.Struct("!BBQQ12x")
-
-
-def answer_frame(kind: Kind, message_id: int, correlation_id: int, body: bytes,
-                 _pack: Callable[..., bytes] = _ANSWER.pack) -> bytes:
-    """A REPLY or ERROR frame: the same bytes :func:`encode` makes for it, with one pack
-    (the answer to a request is on the round trip's path)."""
-    try:
-        return _pack(VERSION, kind, message_id, correlation_id) + body
-    except struct.error as exc:
-        raise WireError(f"cannot encode envelope: a field is out of range ({exc})") from exc
+#: A REPLY's or ERROR's header (version, kind, message id, correlation id): no topic,
+#: strings or deadline, so one pack makes it, the same bytes :func:`encode` makes.
+ANSWER = struct.Struct("!BBQQ12x")
 
 
 @dataclass(slots=True)

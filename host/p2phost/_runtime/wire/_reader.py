@@ -198,15 +198,15 @@ class Reader:
                 end = _START + lt
                 if kind <= _ERROR and version == VERSION and not (ls or lr or lc) \
                         and end <= len(frame):
-                    try:
-                        topic = frame[_START:end].decode()
-                    except UnicodeDecodeError as exc:
-                        raise WireError(f"envelope string is not UTF-8: {exc}") from exc
-                    if kind > _REQUEST:
+                    if kind > _REQUEST:  # a REPLY or ERROR: its topic (none) is not read
                         if ack is not None:
                             ack()
                         on_replied(channel, kind, correlation_id, frame[end:])
                         continue
+                    try:
+                        topic = frame[_START:end].decode()
+                    except UnicodeDecodeError as exc:
+                        raise WireError(f"envelope string is not UTF-8: {exc}") from exc
                     # A request is answered without waiting: read no more of them while
                     # the answers pile up.
                     if kind and self._outbox_bytes >= self._limit:

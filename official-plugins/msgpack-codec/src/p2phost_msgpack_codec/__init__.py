@@ -11,6 +11,8 @@ from p2phost_sdk import Codec, CodecError, PluginContext, hookimpl
 
 __all__ = ["MsgpackCodec", "p2phost_codecs"]
 
+_unpackb = msgpack.unpackb
+
 
 class MsgpackCodec(Codec):
     """Bodies as MessagePack: the JSON data model plus ``bytes``."""
@@ -31,7 +33,8 @@ class MsgpackCodec(Codec):
     def decode(self, data: bytes) -> Any:
         """The value of MessagePack ``data`` (exactly one object, nothing after it)."""
         try:
-            return msgpack.unpackb(data, raw=False, strict_map_key=False)
+            # (raw=False is msgpack's default since 1.0: one keyword less per body)
+            return _unpackb(data, strict_map_key=False)
         except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:
             raise CodecError(f"body is not valid MessagePack: {exc or type(exc).__name__}") from exc
 

@@ -102,17 +102,17 @@ class TcpConnection(Connection):
 
     def try_send(self, frame: bytes) -> bool:
         """Write at once when the socket's send buffer in user space is empty."""
-        transport, direct = self._transport, self._direct
-        if self._closed or len(frame) > self._max or transport.is_closing() \
+        transport, direct, size = self._transport, self._direct, len(frame)
+        if self._closed or size > self._max or transport.is_closing() \
                 or transport.get_write_buffer_size() \
-                or (direct is not None and (direct.writing or (
-                    len(frame) >= LARGE and direct.writes_in_place))):
+                or (direct is not None and (direct._sent is not None or (  # (writing)
+                    size >= LARGE and direct.writes_in_place))):
             return False  # (a large frame goes from its own buffer: see send)
-        if len(frame) >= LARGE:  # the length, then the frame as it is: no joined copy
-            transport.write(_LENGTH.pack(len(frame)))
+        if size >= LARGE:  # the length, then the frame as it is: no joined copy
+            transport.write(_LENGTH.pack(size))
             transport.write(frame)
             return True
-        transport.write(_LENGTH.pack(len(frame)) + frame)
+        transport.write(_LENGTH.pack(size) + frame)
         return True
 
     async def send_many(self, frames: list[bytes]) -> None:

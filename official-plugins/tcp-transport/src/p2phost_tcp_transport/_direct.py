@@ -100,6 +100,9 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         self._on_filled: Callable[[int], None] | None = None
         self._target: memoryview | None = None
         self._filled = 0
+        # The thread's scratch buffer as reads take it, once a read asked for it (a
+        # thread-local lookup and a slice per read cost a small read as much again).
+        self._scratch: memoryview | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._ended: BaseException | None = None
         # The socket's descriptor when the transport is asyncio's own (else -1), and
@@ -124,7 +127,12 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         """The rest of the large frame when one is being read, else the scratch buffer."""
         self.buffered = True
         target = self._target
-        return _scratch(self._read_size) if target is None else target[self._filled:]
+        if target is not None:
+            return target[self._filled:]
+        scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = _scratch(self._read_size)
+        return scratch
 
     def buffer_updated(self, nbytes: int) -> None:
         """Count what went into the frame, or hand the scratch's bytes to the reader."""
@@ -133,7 +141,7 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
             self.fed += nbytes
             received = self._received  # push mode: straight to the connection
             (self.data_received if received is None else received)(
-                bytes(_local.scratch[:nbytes]))
+                bytes(self._scratch[:nbytes]))  # type: ignore[index]  # (get_buffer's)
             return
         self._filled += nbytes
         if self._filled == len(target):
