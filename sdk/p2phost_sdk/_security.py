@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Awaitable
-from typing import ClassVar
+from collections.abc import Awaitable, Callable
+from typing import ClassVar, TypeVar
 
 from ._errors import HandshakeError, TransportError
 from ._identity import Identity
 from ._transport import Connection, FrameSink
+
+_T = TypeVar("_T")
 
 
 class SecureConnection(Connection, ABC):
@@ -100,9 +102,14 @@ class LayeredConnection(SecureConnection):
         sink = self._sink
         if sink is None or self._sink_ended:
             return
+        self._push_opened(sink, self._open, frames)
+
+    def _push_opened(self, sink: FrameSink, open_: Callable[[_T], None], data: _T) -> None:
+        """Push mode: ``open_(data)`` into ``self._frames``, then those frames handed to
+        ``sink`` (the ones opened before a failure, then the failure)."""
         failure: Exception | None = None
         try:
-            self._open(frames)
+            open_(data)
         except Exception as exc:
             # A bug in _open too ends this connection only, through the sink (raised
             # into the transport's callback, it would reach the event loop's handler).

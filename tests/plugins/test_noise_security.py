@@ -8,11 +8,19 @@ from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from noise.connection import Keypair
 from noise.connection import NoiseConnection as ReferenceNoise
 
-from p2phost_sdk import Connection, ConnectionClosed, HandshakeError, Identity, Security
+from p2phost_sdk import (
+    Connection,
+    ConnectionClosed,
+    FrameSink,
+    HandshakeError,
+    Identity,
+    Security,
+)
 from p2phost_sdk.testing import memory_pipe
 from p2phost_sdk.testing.security import SecurityConformance
 from tests.discovery.plugins import use_plugin_source
@@ -22,6 +30,7 @@ from .security_support import ALICE, BOB, Gate, Recorder, SecurityOnTheWire
 use_plugin_source("noise-security")
 
 from p2phost_noise_security import NoiseSecurity  # noqa: E402
+from p2phost_noise_security._connection import NoiseConnection  # noqa: E402
 from p2phost_noise_security._noise import (  # noqa: E402
     PROTOCOL_NAME,
     HandshakeState,
@@ -204,3 +213,97 @@ async def test_a_message_over_the_noise_maximum_is_refused_undecrypted() -> None
         await asyncio.wait_for(bob.recv(), 5)
     await alice.close()
     await bob.close()
+
+
+class _Pushing(Connection):
+    """An inner connection in push mode: the test hands its reads to ``sink``; what is
+    sent on it is kept in ``sent``."""
+
+    def __init__(self) -> None:
+        self.sink: FrameSink | None = None
+        self.sent: list[bytes] = []
+        self.paused = False
+
+    def push(self, sink: FrameSink) -> bool:
+        self.sink = sink
+        return True
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    async def send(self, frame: bytes) -> None:
+        self.sent.append(frame)
+
+    async def send_many(self, frames: list[bytes]) -> None:
+        self.sent.extend(frames)
+
+    async def recv(self) -> bytes:
+        raise AssertionError("push mode only")
+
+    async def close(self) -> None:
+        pass
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.ended: Exception | None = None
+
+    def frames_received(self, frames: list[bytes]) -> None:
+        self.frames.extend(frames)
+
+    def connection_ended(self, error: Exception) -> None:
+        self.ended = error
+
+
+def _pushed_pair() -> tuple[NoiseConnection, _Pushing, NoiseConnection, _Pushing, _Sink]:
+    key = b"k" * 32
+    out, into = _Pushing(), _Pushing()
+    sender = NoiseConnection(out, send_cipher=ChaCha20Poly1305(key),
+                             recv_cipher=ChaCha20Poly1305(key), remote_peer_id="b",
+                             max_frame_size=1 << 20)
+    receiver = NoiseConnection(into, send_cipher=ChaCha20Poly1305(key),
+                               recv_cipher=ChaCha20Poly1305(key), remote_peer_id="a",
+                               max_frame_size=1 << 20)
+    sink = _Sink()
+    assert receiver.push(sink)
+    return sender, out, receiver, into, sink
+
+
+async def test_push_mode_opens_lone_frames_bursts_and_large_frames_in_order() -> None:
+    sender, out, _, into, sink = _pushed_pair()
+    await sender.send(b"lone")
+    await sender.send_many([b"one", b"two", b"three"])  # one message, three records
+    large = bytes(range(256)) * 1000  # spans several messages
+    await sender.send(large)
+    await sender.send(b"after")
+    assert into.sink is not None
+    for message in out.sent:  # each read one message, as tcp hands a lone frame
+        into.sink.frames_received([message])
+    assert sink.frames == [b"lone", b"one", b"two", b"three", large, b"after"]
+    assert sink.ended is None
+
+
+async def test_push_mode_closes_on_an_altered_message_and_takes_nothing_after_it() -> None:
+    sender, out, _, into, sink = _pushed_pair()
+    for body in (b"first", b"second", b"third"):
+        await sender.send(body)
+    altered = bytearray(out.sent[1])
+    altered[-1] ^= 1
+    assert into.sink is not None
+    into.sink.frames_received([out.sent[0]])
+    into.sink.frames_received([bytes(altered)])
+    into.sink.frames_received([out.sent[2]])  # under the next nonce, yet refused
+    assert sink.frames == [b"first"]
+    assert isinstance(sink.ended, ConnectionClosed)
+    assert "failed authentication" in str(sink.ended) and into.paused
+
+
+async def test_push_mode_refuses_a_replayed_message() -> None:
+    sender, out, _, into, sink = _pushed_pair()
+    await sender.send(b"once")
+    assert into.sink is not None
+    into.sink.frames_received([out.sent[0]])
+    into.sink.frames_received([out.sent[0]])
+    assert sink.frames == [b"once"]
+    assert isinstance(sink.ended, ConnectionClosed)

@@ -53,7 +53,12 @@ class NoiseConnection(LayeredConnection):
         self._max = max_frame_size
         # Plaintext per message: what fits in a Noise message and in an underlying frame.
         self._room = min(MAX_MESSAGE, max_frame_size) - TAGLEN
+        # The largest frame that goes whole in one record of one message.
+        self._whole = self._room - _HEADER.size
         self._send_lock = asyncio.Lock()
+        # Sends under way (waiting for the lock or the inner connection): try_send
+        # leaves the wire to them, so nonces reach it in order.
+        self._sending = 0
         # The pieces of a frame that spans several messages, and their bytes so far.
         self._pieces: list[memoryview] = []
         self._assembled = 0
@@ -107,10 +112,14 @@ class NoiseConnection(LayeredConnection):
     async def send(self, frame: bytes) -> None:
         """Encrypt and send one frame."""
         check_frame_size(frame, self._max)
-        if len(frame) + _HEADER.size <= self._room:
+        if len(frame) <= self._whole:
             plaintext = _HEADER.pack(len(frame)) + frame
-            async with self._send_lock:  # nonces must reach the wire in order
-                await self._inner.send(self._seal(plaintext))
+            self._sending += 1
+            try:
+                async with self._send_lock:  # nonces must reach the wire in order
+                    await self._inner.send(self._seal(plaintext))
+            finally:
+                self._sending -= 1
             return
         await self.send_many([frame])
 
@@ -120,10 +129,9 @@ class NoiseConnection(LayeredConnection):
 
     def try_send(self, frame: bytes) -> bool:
         """Encrypt and hand over one small frame at once when nothing is being sent."""
-        if self._send_lock.locked() or len(frame) + _HEADER.size > self._room \
-                or self._send_nonce >= MAX_NONCE:
-            return False
         nonce = self._send_nonce
+        if self._sending or len(frame) > self._whole or nonce >= MAX_NONCE:
+            return False
         self._send_nonce = nonce + 1
         message = self._encrypt(pack_nonce(nonce), _HEADER.pack(len(frame)) + frame, None)
         if self._inner.try_send(message):
@@ -136,10 +144,37 @@ class NoiseConnection(LayeredConnection):
     async def send_many(self, frames: list[bytes]) -> None:
         """Encrypt and send several frames, packed into as few messages as fit."""
         plaintexts = self._plaintexts(frames)  # raises FrameTooLarge before sending any
-        async with self._send_lock:
-            await self._inner.send_many([self._seal(p) for p in plaintexts])
+        self._sending += 1
+        try:
+            async with self._send_lock:
+                await self._inner.send_many([self._seal(p) for p in plaintexts])
+        finally:
+            self._sending -= 1
 
     # -- receiving: LayeredConnection reads (or takes pushed reads) and calls _open -----
+
+    def frames_received(self, frames: list[bytes]) -> None:
+        """Push mode: the common read (one message holding one whole frame) opened and
+        handed on here, in one call; any other read as ``LayeredConnection`` does."""
+        sink = self._sink
+        if len(frames) == 1 and sink is not None and not (
+                self._sink_ended or self._frames or self._assembling) \
+                and len(message := frames[0]) <= MAX_MESSAGE:
+            nonce = self._recv_nonce
+            try:
+                plaintext = self._decrypt(pack_nonce(nonce), message, None)
+            except Exception:  # (an altered message: the general path fails it with
+                pass  # the same nonce and closes the connection)
+            else:
+                self._recv_nonce = nonce + 1
+                size = len(plaintext) - _HEADER.size
+                if size >= 0 and _HEADER.unpack_from(plaintext)[0] == size:
+                    sink.frames_received([plaintext[_HEADER.size :]])
+                    return
+                # Several records (or pieces of a larger frame): split as _open does.
+                self._push_opened(sink, self._split, plaintext)
+                return
+        super().frames_received(frames)
 
     def _open(self, messages: list[bytes]) -> None:
         """Decrypt and authenticate ``messages`` into frames."""
