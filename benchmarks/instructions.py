@@ -10,8 +10,10 @@ difference divided by N is the cost of one unit without start-up, imports and wa
 * ``rtt``: one request/reply round trip, one at a time;
 * ``flight``: one request/reply with 64 in flight.
 
-``--metrics`` adds p2phost with ``[metrics] listen`` on both nodes, as a ratio to p2phost
-without: what counting and timing cost per message. ``--tracing`` adds p2phost with both
+``--noise`` adds p2phost with noise-security on both nodes, as a ratio to plaintext
+p2phost (issue 16's aim for the round trip's time: <= 1.3x). ``--metrics`` adds p2phost
+with ``[metrics] listen`` on both nodes, as a ratio to p2phost without: what counting and
+timing cost per message. ``--tracing`` adds p2phost with both
 nodes tracing every message (``OTEL_TRACES_EXPORTER=jsonl``, the default parent-based
 always-on sampler; the exporter thread's instructions and its file writes are counted, as
 closing the nodes exports what they queued). ``--sampled`` adds the same at 1 %
@@ -86,9 +88,10 @@ async def workload(system: str, what: str, units: int) -> None:
     else:
         _patient_nodes(metrics=system == "metrics")
         assert (system in ("tracing", "sampled")) == ("OTEL_TRACES_EXPORTER" in os.environ)
-        server = m.bench_node(port)
+        secure = system == "noise"
+        server = m.bench_node(port, secure)
         await server.start()
-        client = await m.P2PClient.open(port)
+        client = await m.P2PClient.open(port, secure)
     await m.one_way(client, 64, 2000)
     await m.round_trips(client, 200)
     if what == "oneway":
@@ -131,6 +134,8 @@ def instructions(system: str, what: str, units: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=list(UNITS), action="append")
+    parser.add_argument("--noise", action="store_true",
+                        help="also p2phost with noise-security on both nodes")
     parser.add_argument("--metrics", action="store_true",
                         help="also p2phost with [metrics] listen on both nodes (issue 20's "
                              "aim: <= 5 %% more than without)")
@@ -147,8 +152,9 @@ def main() -> None:
         return
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(instruction counts do not depend on it)")
-    extra = [s for s, wanted in (("metrics", args.metrics), ("tracing", args.tracing),
-                                          ("sampled", args.sampled)) if wanted]
+    extra = [s for s, wanted in (("noise", args.noise), ("metrics", args.metrics),
+                                 ("tracing", args.tracing), ("sampled", args.sampled))
+             if wanted]
     systems = ("p2phost", "raw", *extra)
     print(f"{'instructions per unit':28}{'p2phost':>12}{'raw':>12}{'ratio':>8}"
           + "".join(f"{system:>12}{'/p2phost':>9}" for system in extra))
