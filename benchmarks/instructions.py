@@ -11,7 +11,10 @@ difference divided by N is the cost of one unit without start-up, imports and wa
 * ``flight``: one request/reply with 64 in flight.
 
 ``--noise`` adds p2phost with noise-security on both nodes, as a ratio to plaintext
-p2phost (issue 16's aim for the round trip's time: <= 1.3x). ``--metrics`` adds p2phost
+p2phost (issue 16's aim for the round trip's time: <= 1.3x), and ``noise-no-aead``: the
+same with the AEAD calls replaced by a copy and a blank tag (a diagnostic, never a
+configuration: what noise-security's own Python costs, apart from ``cryptography``).
+``--metrics`` adds p2phost
 with ``[metrics] listen`` on both nodes, as a ratio to p2phost without: what counting and
 timing cost per message. ``--tracing`` adds p2phost with both
 nodes tracing every message (``OTEL_TRACES_EXPORTER=jsonl``, the default parent-based
@@ -70,6 +73,22 @@ def _patient_nodes(metrics: bool) -> None:
     m.P2PClient.request = _request  # type: ignore[method-assign]
 
 
+def _without_aead() -> None:
+    """noise-security's connections with the AEAD calls swapped for a copy and a blank
+    tag (same sizes): the diagnostic ``noise-no-aead`` (both nodes run in this process)."""
+    from p2phost_noise_security import _connection
+
+    init = _connection.NoiseConnection.__init__
+    tag = bytes(16)
+
+    def blank(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._encrypt = lambda nonce, plaintext, ad: plaintext + tag
+        self._decrypt = lambda nonce, message, ad: message[:-16]
+
+    _connection.NoiseConnection.__init__ = blank  # type: ignore[method-assign]
+
+
 #: The environment of ``--tracing``'s runs (the traces file is set per run).
 TRACE_ENV = {"OTEL_TRACES_EXPORTER": "jsonl", "OTEL_TRACES_SAMPLER": "parentbased_always_on",
              "OTEL_BSP_MAX_QUEUE_SIZE": "1000000"}  # none dropped: all are paid for
@@ -88,7 +107,9 @@ async def workload(system: str, what: str, units: int) -> None:
     else:
         _patient_nodes(metrics=system == "metrics")
         assert (system in ("tracing", "sampled")) == ("OTEL_TRACES_EXPORTER" in os.environ)
-        secure = system == "noise"
+        secure = system.startswith("noise")
+        if system == "noise-no-aead":
+            _without_aead()
         server = m.bench_node(port, secure)
         await server.start()
         client = await m.P2PClient.open(port, secure)
@@ -152,12 +173,13 @@ def main() -> None:
         return
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(instruction counts do not depend on it)")
-    extra = [s for s, wanted in (("noise", args.noise), ("metrics", args.metrics),
+    extra = [s for s, wanted in (("noise", args.noise), ("noise-no-aead", args.noise),
+                                 ("metrics", args.metrics),
                                  ("tracing", args.tracing), ("sampled", args.sampled))
              if wanted]
     systems = ("p2phost", "raw", *extra)
     print(f"{'instructions per unit':28}{'p2phost':>12}{'raw':>12}{'ratio':>8}"
-          + "".join(f"{system:>12}{'/p2phost':>9}" for system in extra))
+          + "".join(f"{system:>14}{'/p2phost':>9}" for system in extra))
     for what in args.only or list(UNITS):
         units = UNITS[what]
         per = {system: (instructions(system, what, 2 * units)
@@ -165,7 +187,7 @@ def main() -> None:
                for system in systems}
         print(f"{what:28}{per['p2phost']:>12,.0f}{per['raw']:>12,.0f}"
               f"{per['p2phost'] / per['raw']:>8.2f}" + "".join(
-                  f"{per[system]:>12,.0f}{per[system] / per['p2phost']:>9.3f}"
+                  f"{per[system]:>14,.0f}{per[system] / per['p2phost']:>9.3f}"
                   for system in extra), flush=True)
 
 
