@@ -34,6 +34,8 @@ from p2phost_sdk import (
 from ._noise import MAX_MESSAGE, MAX_NONCE, TAGLEN, pack_nonce
 
 _HEADER = struct.Struct("!I")
+# (Module names for the per-message paths: no attribute look-up per frame.)
+_HSIZE, _pack_header, _unpack_header = _HEADER.size, _HEADER.pack, _HEADER.unpack_from
 _MORE = 0x8000_0000
 _LENGTH = 0x7FFF_FFFF
 
@@ -133,7 +135,7 @@ class NoiseConnection(LayeredConnection):
         if self._sending or len(frame) > self._whole or nonce >= MAX_NONCE:
             return False
         self._send_nonce = nonce + 1
-        message = self._encrypt(pack_nonce(nonce), _HEADER.pack(len(frame)) + frame, None)
+        message = self._encrypt(pack_nonce(nonce), _pack_header(len(frame)) + frame, None)
         if self._inner.try_send(message):
             return True
         # Not sent: the message never left this process, so its nonce is used again by
@@ -167,9 +169,9 @@ class NoiseConnection(LayeredConnection):
                 pass  # the same nonce and closes the connection)
             else:
                 self._recv_nonce = nonce + 1
-                size = len(plaintext) - _HEADER.size
-                if size >= 0 and _HEADER.unpack_from(plaintext)[0] == size:
-                    sink.frames_received([plaintext[_HEADER.size :]])
+                size = len(plaintext) - _HSIZE
+                if size >= 0 and _unpack_header(plaintext)[0] == size:
+                    sink.frames_received([plaintext[_HSIZE:]])
                     return
                 # Several records (or pieces of a larger frame): split as _open does.
                 self._push_opened(sink, self._split, plaintext)
