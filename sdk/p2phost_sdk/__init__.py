@@ -71,6 +71,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs read; at run time, __ge
         link_addresses,
         with_host,
     )
+    from ._ratelog import RateLimitedLog
     from ._raw import RAW_CONTENT_TYPE, Raw
     from ._security import LayeredConnection, SecureConnection, Security, run_handshake
     from ._signed import CLOCK_SKEW, PresenceBook, PresenceSigner, SignedPresence, presence_payload
@@ -141,6 +142,7 @@ __all__ = [
     "PresenceBook",
     "PresenceSigner",
     "PresenceTable",
+    "RateLimitedLog",
     "Raw",
     "RejectLog",
     "RemoteError",
@@ -208,6 +210,7 @@ _DEFINED_IN: dict[str, tuple[str, ...]] = {
     "._models": ("MODEL_KINDS", "Contract", "contract_of", "contract_of_handler", "to_builtins"),
     "._presence": ("MAX_ADDRESS_LENGTH", "MAX_ADDRESSES", "PresenceTable", "RejectLog",
         "check_announcement", "check_scope", "is_wildcard", "link_addresses", "with_host"),
+    "._ratelog": ("RateLimitedLog",),
     "._raw": ("RAW_CONTENT_TYPE", "Raw"),
     "._security": ("LayeredConnection", "SecureConnection", "Security", "run_handshake"),
     "._signed": ("CLOCK_SKEW", "PresenceBook", "PresenceSigner", "SignedPresence",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ForeignRecord, TransportError
 from .._peer_ids import is_peer_id
+from .._ratelog import RateLimitedLog
 from ._connection import InboxConnection
 from ._journal import Resumable
 from ._letters import Letter, letter_finisher
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from ._endpoint import Endpoint
 
 log = logging.getLogger("p2phost.transport")
-_FOREIGN_LOG_EVERY = 10.0
 _SENDERS_KNOWN = 1024  # (sender, inbox) fields checked once, then forgotten all at once
 _DATA, _FROM_DIALLER = int(RecordType.DATA), 1
 _HEAD, _unpack = HEADER.size, HEADER.unpack_from
@@ -39,8 +39,7 @@ class Router:
         #: Connections the journal knows from an earlier run, by connection id.
         self.resumable: dict[bytes, Resumable] = {}
         self._reset: OrderedDict[bytes, None] = OrderedDict()
-        self._foreign = 0
-        self._foreign_logged = 0.0
+        self._foreign = RateLimitedLog(log, "foreign messages", burst=1)
         #: The raw sender and inbox fields of records whose names were found valid.
         self._senders: set[bytes] = set()
 
@@ -131,13 +130,8 @@ class Router:
         await handler(letter)
 
     def _ignore_foreign(self, exc: ForeignRecord) -> None:
-        self._foreign += 1
-        now = time.monotonic()
-        if now - self._foreign_logged >= _FOREIGN_LOG_EVERY:
-            self._foreign_logged = now
-            log.warning("ignored %d foreign message(s) on this node's inbox at %s: %s",
-                        self._foreign, self._endpoint.address, exc)
-            self._foreign = 0
+        self._foreign.warning("ignored a foreign message on this node's inbox at %s: %s",
+                              self._endpoint.address, exc)
 
     def _answer(self, record: Record, kind: RecordType, payload: bytes = b"") -> None:
         if kind is RecordType.RESET:

@@ -1,5 +1,5 @@
-"""Who may start a handshake with this node, and a log of failed ones that a flood
-cannot fill.
+"""Who may start a handshake with this node (the log of failed ones that a flood cannot
+fill is the SDK's :class:`~p2phost_sdk.RateLimitedLog`).
 
 Unauthenticated connections are cheap to open and costly to serve, so the node bounds
 them by construction: at most ``total`` handshakes in progress, at most ``per_source``
@@ -9,10 +9,7 @@ no larger than the security plugin's largest handshake message (see ``handshake`
 
 from __future__ import annotations
 
-import logging
-import time
 from collections import Counter
-from collections.abc import Callable
 
 
 def source_of(address: str) -> str:
@@ -58,45 +55,3 @@ class HandshakeGate:
         if self._sources[source] <= 0:
             del self._sources[source]
 
-
-class RateLimitedLog:
-    """Logs the first ``burst`` events of each ``window`` seconds; the rest are counted
-    and reported in one line when the next window starts (and by ``flush``)."""
-
-    def __init__(self, logger: logging.Logger, what: str, *, burst: int = 5,
-                 window: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.logger, self.what = logger, what
-        self.burst, self.window, self.clock = burst, window, clock
-        self._start = -window
-        self._logged = 0
-        self._suppressed = 0
-        #: Every event, logged or not.
-        self.count = 0
-        #: Events by their short reason (a metric label: keep the set small).
-        self.reasons: Counter[str] = Counter()
-
-    def warning(self, message: str, *args: object, reason: str = "other") -> None:
-        """One event: logged while the window's burst lasts, counted after."""
-        self.count += 1
-        self.reasons[reason] += 1
-        now = self.clock()
-        if now - self._start >= self.window:
-            self.flush()
-            self._start, self._logged = now, 0
-        if self._logged < self.burst:
-            self._logged += 1
-            self.logger.warning(message, *args)
-        else:
-            self._suppressed += 1
-
-    def tick(self) -> None:
-        """Report what was not logged once its window is over (called now and then)."""
-        if self._suppressed and self.clock() - self._start >= self.window:
-            self.flush()
-
-    def flush(self) -> None:
-        """Report how many events were not logged, if any."""
-        if self._suppressed:
-            self.logger.warning("%d more %s in the last %gs were not logged (%d in all)",
-                                self._suppressed, self.what, self.window, self.count)
-            self._suppressed = 0

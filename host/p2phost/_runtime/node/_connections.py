@@ -21,6 +21,7 @@ from p2phost_sdk import (
     Connection,
     HandshakeError,
     Identity,
+    RateLimitedLog,
     Security,
     TaskOwner,
     Transport,
@@ -35,7 +36,7 @@ from ..wire._channel import Channel
 from ..wire._envelope import RAW_HELLO
 from ..wire._handshake import Admit, Hello, handshake, refuse
 from ..wire._sealed import Sealer
-from ._admission import HandshakeGate, RateLimitedLog
+from ._admission import HandshakeGate
 from ._options import NodeOptions
 
 log = logging.getLogger("p2phost.node")

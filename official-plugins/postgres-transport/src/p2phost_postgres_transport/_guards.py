@@ -10,7 +10,8 @@ Anyone who may insert rows into the inbox table can make a body as large as ``by
 allows (1 GB). The claim returns each body's size (``octet_length`` reads only the
 stored length), so such a row's body never leaves the server: its first bytes go to the
 connection it is for, which refuses the frame as too large (and acknowledges it: the
-row is deleted). Refusals are counted; a flood of them logs a line every few seconds.
+row is deleted). Refusals are counted; a flood of them logs a line every 10 seconds, and
+how many more there were.
 """
 
 from __future__ import annotations
@@ -19,44 +20,40 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from p2phost_sdk import ConfigError
+from p2phost_sdk import ConfigError, RateLimitedLog
 from p2phost_sdk.inbox import Medium, MediumUnavailable
 
 from ._notifies import Notifications
 from ._sql import DELETE, HEAD
 
-_LOG_EVERY = 10.0  # seconds between log lines about refused records
-
 
 class Refusals:
-    """How many records were refused for their size, logged at most every 10 s."""
+    """Records refused for their size: counted, and logged as a
+    :class:`~p2phost_sdk.RateLimitedLog` (a line every 10 s, then how many were not)."""
 
     def __init__(self, log: logging.Logger) -> None:
-        self._log = log
-        #: Records refused unread so far.
-        self.count = 0
-        self._logged = -_LOG_EVERY
+        self._log = RateLimitedLog(log, "refused records", burst=1)
+
+    @property
+    def count(self) -> int:
+        """Records refused unread so far."""
+        return self._log.count
 
     async def refuse(self, medium: Medium, reader: ReaderStatements, row_id: int,
                      size: int) -> None:
         """Row ``row_id`` of ``size`` bytes is over ``medium.max_read_size``: hand its
         head to the medium's ``too_large`` (or delete it, when nobody takes it)."""
-        self.count += 1
-        now = time.monotonic()
-        if now - self._logged >= _LOG_EVERY:
-            self._logged = now
-            self._log.warning(
-                "refused a record of %d bytes in this node's inbox on %s without reading it: "
-                "over the %d bytes it reads (%d refused so far)\n"
-                "fix: raise max-frame-size in [node] of p2phost.toml on this node if its "
-                "peers send such messages", size, medium.url, medium.max_read_size, self.count)
+        self._log.warning(
+            "refused a record of %d bytes in this node's inbox on %s without reading it: "
+            "over the %d bytes it reads\n"
+            "fix: raise max-frame-size in [node] of p2phost.toml on this node if its "
+            "peers send such messages", size, medium.url, medium.max_read_size)
         rows = await reader.rows(HEAD, (row_id,))
         if rows and medium.too_large is not None:
             medium.too_large(bytes(rows[0][0]), size, row_id)
