@@ -68,6 +68,8 @@ def test_nodes_carry_on_after_their_broker_connections_are_cut(
     assert after[-50:] == expected, bob.process.stderr
     code, out, err = alice.cli("ping", bob.address, "--count", "2", "--interval", "0")
     assert code == 0, out + err
+    if medium == "amqp":  # the connection's watcher and the inbox's reader both saw it
+        assert bob.process.stderr.count("lost the AMQP broker") == 1, bob.process.stderr
 
 
 @pytest.mark.services

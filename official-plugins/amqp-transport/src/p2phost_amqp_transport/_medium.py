@@ -10,7 +10,8 @@ unacknowledged. The connection is aio-pika's robust one: it reconnects by itself
 
 This module is the medium's connection, consuming and publishing. The queues' names, the
 arguments that enforce retention and their administration are in :mod:`._queues`; saying
-when the connection is lost and when it is back, in :mod:`._watch`.
+when the connection is lost and when it is back (once, though both the connection and
+the reader see it), in :mod:`._watch`.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from p2phost_sdk.inbox import (
 )
 
 from ._queues import LOST, InboxQueues, backlog_queue, inbox_queue
-from ._watch import HEARTBEAT, watch
+from ._watch import HEARTBEAT, Outage
 
 log = logging.getLogger("p2phost.transport.amqp")
 _PREFETCH = 1024
@@ -69,6 +70,7 @@ class AmqpMedium(InboxQueues, Medium):
         self._queue: AbstractQueue | None = None
         self._reader: asyncio.Task[None] | None = None
         self._backlog = False
+        self._outage = Outage(self)
 
     async def connect(self) -> None:
         """Open a robust connection and a confirming publisher channel."""
@@ -87,7 +89,7 @@ class AmqpMedium(InboxQueues, Medium):
             raise MediumUnavailable(f"AMQP broker at {self.url}: "
                                     f"{exc or type(exc).__name__}") from exc
         self._connection = connection
-        watch(connection, self)
+        self._outage.watch(connection)
         self._publisher = await connection.channel(publisher_confirms=True,
                                                    on_return_raises=True)
 
@@ -119,13 +121,12 @@ class AmqpMedium(InboxQueues, Medium):
                     await self._read_backlog(name, deliver)
                 async with queue.iterator() as messages:
                     if failures:
-                        log.info("consuming again from the AMQP broker at %s", self.url)
+                        self._outage.back()
                     failures = 0
                     async for message in messages:
                         await deliver(message.body, message)
             except LOST as exc:
-                if failures == 0:
-                    log.warning("lost the AMQP broker at %s (reconnecting): %s", self.url, exc)
+                self._outage.lost(exc)
             stop_if_cancelled()
             await asyncio.sleep(backoff(failures))
             failures += 1
