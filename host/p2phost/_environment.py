@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from p2phost_sdk import plugin_name_of
 
+from ._fileops import switch
+
 if TYPE_CHECKING:
     from importlib.metadata import Distribution
 
@@ -64,11 +66,8 @@ class PluginEnvironment:
 
     def commit(self, staged: Path) -> None:
         """Make ``staged`` the active generation in one atomic step, then tidy up."""
-        link = self.root / f".current-{os.getpid()}"
-        link.unlink(missing_ok=True)
-        link.symlink_to(staged.name)
         # fsync the files is overkill here; rename of the link is the atomic switch.
-        os.replace(link, self.current)
+        switch(str(self.root), staged.name)
         self.collect_garbage()
 
     def leftovers(self) -> list[tuple[Path, int]]:

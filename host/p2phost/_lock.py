@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -14,6 +13,7 @@ from packaging.version import InvalidVersion, Version
 from p2phost_sdk import is_valid_name, normalize_name
 
 from ._errors import ManifestError
+from ._fileops import replace_file
 
 LOCK_NAME = "p2phost.lock"
 LOCK_VERSION = 1
@@ -109,9 +109,7 @@ class Lock:
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash leaves the old or the new lock, never half of one."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(self.dumps(), encoding="utf-8")
-        tmp.replace(path)
+        replace_file(str(path), self.dumps().encode("utf-8"))
 
 
 _ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"',

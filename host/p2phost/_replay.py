@@ -26,7 +26,8 @@ next ``plugin install --yes [--refresh]`` (no names, no other option; ``main.run
 Anything else, or any doubt (a file that cannot be read, a record of another format,
 another command holding the project), and :func:`replay` does nothing and returns False:
 the full installer runs. The replay never decides anything; it imports only ``os``,
-``sys``, ``marshal`` and ``zlib`` (and ``fcntl`` to build), so it takes a few
+``sys``, ``marshal`` and ``zlib`` (and ``fcntl`` to build, through ``_fileops``, the
+installer's file operations), so it takes a few
 milliseconds. ``P2PHOST_REPLAY=0`` turns it off. What a record is keyed by is
 :mod:`p2phost._replay_key`'s; building its generation, :mod:`p2phost._replay_build`'s.
 
@@ -56,19 +57,19 @@ _FORCING = ("FORCE_COLOR", "TTY_COMPATIBLE")
 _MAGIC = b"p2phost-replay\n"
 
 
+def enabled() -> bool:
+    """Whether replaying is on (``P2PHOST_REPLAY=0`` turns it off, and recording with it)."""
+    return os.environ.get("P2PHOST_REPLAY") != "0"
+
+
 def write_record(path: str, record: dict[str, Any]) -> None:
     """Keep ``record`` at ``path`` (atomically: a reader sees the old one or the new)."""
+    from ._fileops import replace_file  # not for a plain replay: it writes nothing
+
     data = marshal.dumps(record)
-    part = f"{path}.{os.getpid()}.part"
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    try:
-        # Only its owner may write it, whatever the umask (_load trusts no other record).
-        with open(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-            out.write(_MAGIC + zlib.crc32(data).to_bytes(4, "big") + data)
-        os.replace(part, path)
-    finally:
-        if os.path.lexists(part):
-            os.unlink(part)
+    # Only its owner may write it, whatever the umask (_load trusts no other record).
+    replace_file(path, _MAGIC + zlib.crc32(data).to_bytes(4, "big") + data, 0o600)
 
 
 #: A record names trees and a lock: kilobytes. Anything larger is no record of ours.
@@ -113,7 +114,7 @@ def replay(refresh: bool = False) -> bool:
     full installer must run (see the module's docstring). With ``refresh``
     (``--refresh``), each answer the record rests on is asked for again first, and the
     record stands only if every one is Not Modified (``_revalidate``)."""
-    if os.environ.get("P2PHOST_REPLAY") == "0" or any(v in os.environ for v in _FORCING):
+    if not enabled() or any(v in os.environ for v in _FORCING):
         return False
     try:
         root = find_root(os.getcwd())

@@ -1,13 +1,15 @@
 """Building the generation a replay record (:mod:`p2phost._replay`) holds: linking the
 files of the recorded unpacked wheels into a new ``.p2phost/env`` generation, each checked
 as recorded, then switching to it and writing the recorded lock, under the project lock
-as the full installer does (``_install``). Imports only ``os`` (and ``fcntl`` to build).
+as the full installer does (``_install``), with its file operations
+(:mod:`p2phost._fileops`). Imports only ``os`` (and ``fcntl``, through that module).
 """
 
 from __future__ import annotations
 
 import os
 
+from ._fileops import link_files, lock_project, replace_file, switch
 from ._replay_key import LOCK, STATE, Doubt, snapshot
 
 # Not typing.TYPE_CHECKING: importing typing costs more than a replay.
@@ -41,17 +43,14 @@ def _link_trees(trees: list[tuple[Any, ...]], staged: str) -> None:
             source = os.path.join(tree, relative) if relative else tree
             if os.stat(source).st_mtime_ns != mtime:
                 raise Doubt(source)
-            into = os.path.join(staged, relative) if relative else staged
-            os.makedirs(into, exist_ok=True)
             for name, inode, size, file_mtime in files:
                 path = os.path.join(source, name)
                 info = os.stat(path)
                 if (info.st_ino, info.st_size, info.st_mtime_ns) != (inode, size, file_mtime):
                     raise Doubt(path)
-                dest = os.path.join(into, name)
-                if os.path.lexists(dest):
-                    os.unlink(dest)
-                os.link(path, dest)
+            # Never copied: the record holds a generation of links (_install._record).
+            link_files(source, os.path.join(staged, relative) if relative else staged,
+                       [name for name, *_ in files], fall_back=False)
 
 
 def _remove(top: str) -> None:
@@ -68,19 +67,12 @@ def build(record: dict[str, Any], snap: Snapshot) -> bool:
     """Build the recorded generation, switch to it and write the recorded lock, in the
     full installer's order and under its project lock; False (nothing changed) when the
     project changed meanwhile or another command holds it."""
-    import fcntl
-
     root = snap[0]
     state = os.path.join(root, STATE)
-    os.makedirs(state, exist_ok=True)
-    with open(os.path.join(state, "install.lock"), "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # the full installer waits for it
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
+    handle = lock_project(state, 0.0)
+    if handle is None:
+        return False  # the full installer waits for it
+    with handle:
         if snapshot(root) != snap:
             return False
         envdir = os.path.join(state, "env")
@@ -92,15 +84,6 @@ def build(record: dict[str, Any], snap: Snapshot) -> bool:
         except BaseException:
             _remove(envdir)  # as the installer drops a generation it could not stage
             raise
-        link = os.path.join(envdir, f".current-{os.getpid()}")
-        os.symlink(record["generation"], link)
-        os.replace(link, os.path.join(envdir, "current"))
-        part = os.path.join(root, f".{LOCK}.{os.getpid()}.tmp")
-        try:
-            with open(part, "wb") as out:
-                out.write(record["lock"])
-            os.replace(part, os.path.join(root, LOCK))
-        finally:
-            if os.path.lexists(part):  # not written: the full installer writes it
-                os.unlink(part)
+        switch(envdir, record["generation"])
+        replace_file(os.path.join(root, LOCK), record["lock"])
     return True

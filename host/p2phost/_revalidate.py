@@ -76,11 +76,11 @@ class _Refused(Exception):
     """Not a 304 this client can take: the full installer asks."""
 
 
-def _json_string(text: str) -> str:
+def _printable(text: str) -> str:
     # Printable ASCII only (URLs and ETags are): anything else is left to the installer.
     if not all(" " <= c <= "~" for c in text):
         raise _Refused(text)
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
 
 
 def _ask(url: str, accept: str, etag: str, timeout: float) -> dict[str, str]:
@@ -94,7 +94,7 @@ def _ask(url: str, accept: str, etag: str, timeout: float) -> dict[str, str]:
     if not host or "@" in hostport or "[" in hostport or not (port or "80").isdigit():
         raise _Refused(url)
     for value in (url, accept, etag):  # a CR or LF in a kept ETag would add header lines
-        _json_string(value)
+        _printable(value)
     request = (
         f"GET /{path} HTTP/1.1\r\nAccept-Encoding: identity\r\nHost: {hostport}\r\n"
         f"User-Agent: p2phost/{__version__}\r\nAccept: {accept}\r\n"
@@ -149,38 +149,25 @@ def _confirm(
 ) -> tuple[Any, ...]:
     """Keep the answer at ``path`` fresh from now, as ``ResponseCache.confirm`` does after a
     304; its new record entry."""
+    from ._fileops import head_line, replace_file  # not for a plain replay
+
     control = headers.get("cache-control")
     renewed = max_age if control is None else freshness(control)
     if renewed is None or renewed <= 0:
         raise _Refused("no-store")  # the installer drops it (or asks each time)
-    etag = headers.get("etag") or etag
+    etag = _printable(headers.get("etag") or etag)
     received, age = time.time(), seconds(headers.get("age"))
-    head = (
-        f'{{"key": {_json_string(key)}, "etag": {_json_string(etag)}, "received": '
-        f'{received!r}, "max_age": {renewed!r}, "age": {age!r}}}\n'
-    )
-    part = f"{path}.{os.getpid()}.part"
-    try:
-        with open(part, "wb") as out:
-            out.write(head.encode("ascii") + body)
-            out.flush()
-            info = os.fstat(out.fileno())
-        os.replace(part, path)
-    finally:
-        if os.path.lexists(part):
-            os.unlink(part)
-    return (
-        path,
-        info.st_ino,
-        info.st_size,
-        info.st_mtime_ns,
-        received,
-        renewed,
-        age,
-        key,
-        etag,
-        len(head),
-    )
+    head = head_line(key, etag, received, renewed, age)
+    info = replace_file(path, head + body)
+    return answer_entry(path, info, received, renewed, age, key, etag, len(head))
+
+
+def answer_entry(path: str, info: os.stat_result, received: float, max_age: float, age: float,
+          key: str, etag: str | None, head: int) -> tuple[Any, ...]:
+    """A kept answer as a replay record holds it: its file at ``path`` (with ``info``, its
+    stat, to know it again), its freshness, key and ETag, and the bytes of its head line."""
+    return (path, info.st_ino, info.st_size, info.st_mtime_ns, received, max_age, age, key,
+            etag, head)
 
 
 def revalidate(answers: list[tuple[Any, ...]]) -> list[tuple[Any, ...]] | None:

@@ -362,3 +362,12 @@ def test_a_refresh_is_replayed_when_every_answer_is_not_modified(
     )
     assert done.returncode == 0 and "p2phost._install._installer" in done.stderr
     assert fourth.installed() == third.installed()
+
+
+def test_with_replaying_off_nothing_is_recorded(fresh: Callable[..., Workspace]) -> None:
+    first = fresh("first", plugins={"alpha": "*"})
+    done, ran_full = install(first, env={"P2PHOST_REPLAY": "0"})
+    assert ran_full and done.returncode == 0
+    assert not (first.cache / "replay").exists()
+    assert ok(fresh("second", first.manifest))  # the full installer again, recording now
+    assert not ok(fresh("third", first.manifest))  # replayed

@@ -14,11 +14,12 @@ A record only saves time: failing to write one never fails an install.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
 from .. import _replay, _replay_key
+from .._fileops import read_head
+from .._revalidate import answer_entry
 from ._unpacked import STAMPS, intact
 
 if TYPE_CHECKING:
@@ -32,7 +33,9 @@ Line = tuple[int, str]
 
 def before() -> tuple[_replay_key.Snapshot, tuple[Any, ...]] | None:
     """The project here and the host before an install, as records are keyed (None when
-    the replay cannot stand for it)."""
+    the replay cannot stand for it, or is off: then nothing is recorded)."""
+    if not _replay.enabled():
+        return None
     try:
         root = _replay_key.find_root(os.getcwd())
         return None if root is None else (_replay_key.snapshot(root), _replay_key.host_stamp())
@@ -106,26 +109,12 @@ def _answers(responses: ResponseCache) -> list[tuple[Any, ...]] | None:
         with open(path, "rb") as handle:
             info = os.fstat(handle.fileno())
             line = handle.readline()
-            head = json.loads(line)
-            if head.get("key") != key or handle.read() != body:
+            kept, etag, received, max_age, age = read_head(line)
+            if kept != key or handle.read() != body:
                 return None
-        max_age = float(head["max_age"])
         if max_age <= 0:
             return None
-        out.append(
-            (
-                path,
-                info.st_ino,
-                info.st_size,
-                info.st_mtime_ns,
-                float(head["received"]),
-                max_age,
-                float(head.get("age", 0.0)),
-                key,
-                head.get("etag"),
-                len(line),
-            )
-        )
+        out.append(answer_entry(path, info, received, max_age, age, key, etag, len(line)))
     return out
 
 

@@ -8,7 +8,8 @@ installer uses it without asking; once stale it asks again with ``If-None-Match`
 ``no-store`` is never kept; one with ``no-cache`` or no ``max-age`` is kept only to be
 revalidated. Answers are keyed by their URL, so another registry URL never sees them.
 
-One file per URL: a line of JSON with the headers that matter, then the body as sent.
+One file per URL: a line of JSON with the headers that matter (``_fileops.head_line``,
+which the replay writes too), then the body as sent.
 A file that cannot be read or parsed is a miss; one that cannot be written is not kept
 (the cache only saves requests, it never decides an answer).
 """
@@ -16,13 +17,12 @@ A file that cannot be read or parsed is a miss; one that cannot be written is no
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._fileops import head_line, read_head, replace_file
 from .._revalidate import cache_control, freshness, is_fresh, seconds
 
 
@@ -76,12 +76,9 @@ class ResponseCache:
         """The kept answer for ``key`` (URL and Accept), or None."""
         try:
             with open(self._path(key), "rb") as handle:
-                head = json.loads(handle.readline())
+                kept, etag, received, max_age, age = read_head(handle.readline())
                 body = handle.read()
-            if head.get("key") != key:
-                return None
-            return Kept(body, head.get("etag"), float(head["received"]),
-                        float(head["max_age"]), float(head.get("age", 0.0)))
+            return Kept(body, etag, received, max_age, age) if kept == key else None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -119,16 +116,10 @@ class ResponseCache:
 
     def _write(self, key: str, kept: Kept) -> None:
         path = self._path(key)
-        head = {"key": key, "etag": kept.etag, "received": kept.received,
-                "max_age": kept.max_age, "age": kept.age}
-        part = path.with_name(f"{path.name}.{os.getpid()}.part")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(part, "wb") as out:
-                out.write(json.dumps(head).encode() + b"\n" + kept.body)
-            os.replace(part, path)  # a reader sees the old answer or the new, never half
+            # A reader sees the old answer or the new, never half.
+            replace_file(str(path), head_line(key, kept.etag, kept.received, kept.max_age,
+                                              kept.age) + kept.body)
         except OSError:
-            try:
-                part.unlink(missing_ok=True)
-            except OSError:
-                pass
+            pass

@@ -23,6 +23,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from .._fileops import link_files
 from .._wheel import unpack_wheel
 from ._errors import InstallError
 
@@ -111,20 +112,7 @@ def link_tree(tree: Path, target: Path) -> None:
     """Hard-link every file of ``tree`` into ``target`` (copying where links fail); a file
     already there (two wheels with one path) is replaced, as unpacking over it would."""
     copy = False
-    base = len(str(tree))
-    for directory, _, files in os.walk(tree):
-        into = str(target) + directory[base:]
-        os.makedirs(into, exist_ok=True)
-        for name in files:
-            if name == STAMPS and directory == str(tree):
-                continue
-            source, dest = os.path.join(directory, name), os.path.join(into, name)
-            if os.path.lexists(dest):
-                os.unlink(dest)
-            if not copy:
-                try:
-                    os.link(source, dest)
-                    continue
-                except OSError:  # another file system, or links refused: copy from now on
-                    copy = True
-            shutil.copyfile(source, dest)
+    top = str(tree)
+    for directory, _, files in os.walk(top):
+        names = [n for n in files if n != STAMPS] if directory == top else files
+        copy = link_files(directory, str(target) + directory[len(top):], names, copy=copy)
