@@ -123,13 +123,15 @@ def change_line(change: Change) -> str:
     return line
 
 
-def show_and_confirm(changes: Sequence[Change], yes: bool) -> None:
-    """Print what changes, with each new release's publisher and capabilities; ask once."""
-    for change in changes:
-        console.print(change_line(change), markup=False)
-    if yes or not any(c.release is not None for c in changes):
-        return
-    confirm("Install these plugins?", yes)
+def show_and_confirm(changes: Sequence[Change], yes: bool) -> list[str]:
+    """Print what changes, with each new release's publisher and capabilities; ask once.
+    The lines printed."""
+    lines = [change_line(change) for change in changes]
+    for line in lines:
+        console.print(line, markup=False)
+    if not yes and any(c.release is not None for c in changes):
+        confirm("Install these plugins?", yes)
+    return lines
 
 
 def confirm(question: str, yes: bool, doing: str = "installing") -> None:
@@ -171,9 +173,11 @@ def summary_line(changes: Sequence[Change], verb: str, what: str = "plugin(s)") 
                                                         for c in changes)
 
 
-def summary(changes: Sequence[Change], verb: str, what: str = "plugin(s)") -> None:
-    """Print :func:`summary_line`."""
-    console.print(summary_line(changes, verb, what), markup=False)
+def summary(changes: Sequence[Change], verb: str, what: str = "plugin(s)") -> str:
+    """Print :func:`summary_line`; the line printed."""
+    line = summary_line(changes, verb, what)
+    console.print(line, markup=False)
+    return line
 
 
 def install(requests: Sequence[str], registry: str | None = None, yes: bool = False,
@@ -196,13 +200,12 @@ def install(requests: Sequence[str], registry: str | None = None, yes: bool = Fa
         if start is not None and not _record.unchanged(start):
             start = None  # changed while the installer read it
         plan = made.plan_install(wanted)
-        show_and_confirm(plan.changes, yes)
+        shown = show_and_confirm(plan.changes, yes)
         made.apply(plan)
-    summary(plan.changes, "installed")
+    done = summary(plan.changes, "installed")
     if start is not None:
-        output = [(0, change_line(c)) for c in plan.changes]
-        output += [(1, w) for w in made.warnings] + [(0, summary_line(plan.changes,
-                                                                     "installed"))]
+        # What was printed, in order (``installer`` printed the warnings as it ended).
+        output = [(0, line) for line in shown] + [(1, w) for w in made.warnings] + [(0, done)]
         if all(plain(text) for _, text in output):  # else rich changed them as it printed
             _record.record(made, start, output)
 
