@@ -4,8 +4,9 @@ files of an unpacked wheel into a generation, switch ``.p2phost/env/current`` to
 replace a file atomically (``p2phost.lock``, a kept answer, a replay record), and write
 and read the head line of a kept registry answer.
 
-The replay must stay light: this imports only ``os`` and ``time`` (``fcntl`` to lock,
-``json`` to read a head line, ``shutil`` to copy where links fail: the replay does neither).
+The replay must stay light: this imports only ``os`` and ``time``, and when used ``fcntl``
+(to lock), ``json`` (to read a head line) and ``shutil`` (to copy where links fail); the
+replay never reads a head line nor copies.
 """
 
 from __future__ import annotations

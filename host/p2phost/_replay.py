@@ -26,9 +26,9 @@ next ``plugin install --yes [--refresh]`` (no names, no other option; ``main.run
 Anything else, or any doubt (a file that cannot be read, a record of another format,
 another command holding the project), and :func:`replay` does nothing and returns False:
 the full installer runs. The replay never decides anything; it imports only ``os``,
-``sys``, ``marshal`` and ``zlib`` (and ``fcntl`` to build, through ``_fileops``, the
-installer's file operations), so it takes a few
-milliseconds. ``P2PHOST_REPLAY=0`` turns it off. What a record is keyed by is
+``sys``, ``marshal`` and ``zlib`` (and ``fcntl`` to build, through :mod:`p2phost._fileops`,
+the file operations it shares with the installer), so it takes a few milliseconds.
+``P2PHOST_REPLAY=0`` turns it off (and the recording). What a record is keyed by is
 :mod:`p2phost._replay_key`'s; building its generation, :mod:`p2phost._replay_build`'s.
 
 Records live in ``CACHE/replay``: one file each, checked with a CRC, holding Python

@@ -28,8 +28,7 @@ def exclusive(project: Project) -> Iterator[None]:
         raise InstallError(f"cannot write {project.state_dir}: {exc.strerror}",
                            fix="fix the directory's permissions, then retry") from exc
     if handle is None:
-        raise UserError(f"another p2phost command is changing the plugins of "
-                        f"{project.root} (waited {LOCK_WAIT:g} s)",
-                        fix="wait for it to finish, then retry")
+        raise UserError(f"another p2phost command is changing the plugins of {project.root} "
+                        f"(waited {LOCK_WAIT:g} s)", fix="wait for it to finish, then retry")
     with handle:
         yield
