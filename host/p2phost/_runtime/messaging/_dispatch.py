@@ -113,6 +113,7 @@ class Dispatcher(Outgoing):
                 Kind.REQUEST if kind else Kind.MESSAGE, message_id, topic, body,
                 deadline=deadline), ack)
         peer = channel.peer_id
+        # stats.message_in inline: the call costs 3% of a one-way message (instructions.py).
         tally = self._tallies.get((topic, peer)) or self.stats.tally(topic, peer)
         tally.received += 1
         tally.bytes_received += len(body)
@@ -217,7 +218,8 @@ class Dispatcher(Outgoing):
             log.debug("a reply from %s matches no waiting request (late?)", channel.peer_id)
             return
         peer, topic, reply, _, _ = entry
-        # Counted as a request's receiver counts it: a reply is a message received.
+        # Counted as a request's receiver counts it: a reply is a message received (inline,
+        # as in received(): no call per reply).
         tally = self._tallies.get((topic, peer)) or self.stats.tally(topic, peer)
         tally.received += 1
         tally.bytes_received += len(body)
@@ -277,7 +279,8 @@ class Dispatcher(Outgoing):
         assert message is not None
         if error is None:
             # The reply first: counting it is not on the requester's round trip. One
-            # tally counts both: the reply sent and the message handled.
+            # tally counts both: the reply sent and the message handled (inline, as in
+            # received(): no call per message).
             tally = self._tallies.get((message.topic, peer)) \
                 or self.stats.tally(message.topic, peer)
             waiting = None if message.kind is not _REQUEST else \

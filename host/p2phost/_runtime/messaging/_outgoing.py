@@ -94,6 +94,7 @@ class Outgoing(PendingRequests):
         frame = self.frame(channel, _MESSAGE, next(self._ids), topic, body)
         if not channel.try_post(frame):
             return frame
+        # stats.message_out inline: the call costs 3% of a one-way message (instructions.py).
         tally = self._tallies.get((topic, channel.peer_id)) \
             or self.stats.tally(topic, channel.peer_id)
         tally.sent += 1
