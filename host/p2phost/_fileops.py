@@ -1,12 +1,11 @@
 """What the full installer (:mod:`p2phost._install`) and its replay (:mod:`p2phost._replay`)
 both do to files, written once so that both do it alike: take the project lock, link the
-files of an unpacked wheel into a generation, switch ``.p2phost/env/current`` to it,
-replace a file atomically (``p2phost.lock``, a kept answer, a replay record), and write
-and read the head line of a kept registry answer.
+files of an unpacked wheel into a generation, switch ``.p2phost/env/current`` to it, and
+replace a file atomically (``p2phost.lock``, a kept answer, a replay record). The head
+line of a kept registry answer, which both write, is :mod:`p2phost._revalidate`'s.
 
 The replay must stay light: this imports only ``os`` and ``time``, and when used ``fcntl``
-(to lock), ``json`` (to read a head line) and ``shutil`` (to copy where links fail); the
-replay never reads a head line nor copies.
+(to lock) and ``shutil`` (to copy where links fail, which the replay never does).
 """
 
 from __future__ import annotations
@@ -63,7 +62,8 @@ def link_files(source: str, into: str, names: Iterable[str], *, copy: bool = Fal
     else that OSError is raised. Returns whether files are being copied now."""
     os.makedirs(into, exist_ok=True)
     for name in names:
-        path, dest = os.path.join(source, name), os.path.join(into, name)
+        # Plain names (os.walk's, a record's): no os.path.join per file on the replay's path.
+        path, dest = f"{source}/{name}", f"{into}/{name}"
         if os.path.lexists(dest):
             os.unlink(dest)
         if not copy:
@@ -108,38 +108,3 @@ def replace_file(path: str, data: bytes, mode: int = 0o666) -> os.stat_result:
             os.unlink(part)
     return info
 
-
-def _json_string(text: str) -> str:
-    # JSON (RFC 8259) in ASCII, as json.dumps writes it, without importing json.
-    out = []
-    for char in text:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif " " <= char <= "~":
-            out.append(char)
-        elif ord(char) > 0xFFFF:
-            code = ord(char) - 0x10000
-            out.append(f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}")
-        else:
-            out.append(f"\\u{ord(char):04x}")
-    return '"' + "".join(out) + '"'
-
-
-def head_line(key: str, etag: str | None, received: float, max_age: float,
-              age: float) -> bytes:
-    """The first line of a kept registry answer (``_install._responses``): a line of JSON
-    with its key (Accept and URL), ETag, when it was received, its freshness and ``Age``;
-    the body follows as sent."""
-    tag = "null" if etag is None else _json_string(etag)
-    return (f'{{"key": {_json_string(key)}, "etag": {tag}, "received": {float(received)!r}, '
-            f'"max_age": {float(max_age)!r}, "age": {float(age)!r}}}\n').encode("ascii")
-
-
-def read_head(line: bytes) -> tuple[str, str | None, float, float, float]:
-    """(key, ETag, received, max-age, age) of a kept answer's :func:`head_line`; ValueError,
-    KeyError, TypeError or AttributeError when it is not one."""
-    import json
-
-    head = json.loads(line)
-    return (head["key"], head.get("etag"), float(head["received"]), float(head["max_age"]),
-            float(head.get("age", 0.0)))
