@@ -29,7 +29,7 @@ the full installer runs. The replay never decides anything; it imports only ``os
 ``sys``, ``marshal`` and ``zlib`` (and ``fcntl`` to build, through :mod:`p2phost._fileops`,
 the file operations it shares with the installer), so it takes a few milliseconds.
 ``P2PHOST_REPLAY=0`` turns it off (and the recording). What a record is keyed by is
-:mod:`p2phost._replay_key`'s; building its generation, :mod:`p2phost._replay_build`'s.
+:mod:`p2phost._replay_key`'s; building its generation, :mod:`p2phost._fileops`'s.
 
 Records live in ``CACHE/replay``: one file each, checked with a CRC, holding Python
 ``marshal`` data, written and read only when no one but their owner (this user) may write
@@ -139,9 +139,9 @@ def replay(refresh: bool = False) -> bool:
         elif not _fresh(record["answers"], time.time()):
             return False
         if snap[3] is None:  # only a build links files (a no-op replay imports no more)
-            from ._replay_build import build
+            from ._fileops import build_recorded
 
-            if not build(record, snap):
+            if not build_recorded(record, snap):
                 return False
     except Exception:  # any doubt: the full installer decides
         return False

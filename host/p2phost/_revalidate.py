@@ -1,9 +1,8 @@
-"""Kept registry answers: their freshness (RFC 9111), their head line, and asking again
-whether they are still current, without importing urllib, http.client, email or json
-(json only to read a head line, which only the installer does).
+"""Kept registry answers: their freshness (RFC 9111), and asking again whether they are
+still current, without importing urllib, http.client, email or json.
 
-The freshness rules and the head line here are the ones the installer's response cache
-uses (``_install._responses`` imports them); :func:`revalidate` lets a replay of
+The freshness rules here are the ones the installer's response cache uses
+(``_install._responses`` imports them); :func:`revalidate` lets a replay of
 ``plugin install --yes --refresh`` (``p2phost._replay``) ask each registry, as the
 installer would, with ``If-None-Match``: only when every answer is ``304 Not Modified``
 (each kept answer then fresh again, as the installer's 304 makes it) does the replay
@@ -71,43 +70,6 @@ def seconds(value: str | None) -> float:
         return max(0.0, float(int(value))) if value else 0.0
     except ValueError:
         return 0.0
-
-
-def _json_string(text: str) -> str:
-    # JSON (RFC 8259) in ASCII, as json.dumps writes it, without importing json.
-    out = []
-    for char in text:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif " " <= char <= "~":
-            out.append(char)
-        elif ord(char) > 0xFFFF:
-            code = ord(char) - 0x10000
-            out.append(f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}")
-        else:
-            out.append(f"\\u{ord(char):04x}")
-    return '"' + "".join(out) + '"'
-
-
-def head_line(key: str, etag: str | None, received: float, max_age: float,
-              age: float) -> bytes:
-    """The first line of a kept registry answer (``_install._responses``, and
-    :func:`revalidate` after a 304): a line of JSON
-    with its key (Accept and URL), ETag, when it was received, its freshness and ``Age``;
-    the body follows as sent."""
-    tag = "null" if etag is None else _json_string(etag)
-    return (f'{{"key": {_json_string(key)}, "etag": {tag}, "received": {float(received)!r}, '
-            f'"max_age": {float(max_age)!r}, "age": {float(age)!r}}}\n').encode("ascii")
-
-
-def read_head(line: bytes) -> tuple[str, str | None, float, float, float]:
-    """(key, ETag, received, max-age, age) of a kept answer's :func:`head_line`; ValueError,
-    KeyError, TypeError or AttributeError when it is not one."""
-    import json
-
-    head = json.loads(line)
-    return (head["key"], head.get("etag"), float(head["received"]), float(head["max_age"]),
-            float(head.get("age", 0.0)))
 
 
 class _Refused(Exception):
@@ -187,7 +149,7 @@ def _confirm(
 ) -> tuple[Any, ...]:
     """Keep the answer at ``path`` fresh from now, as ``ResponseCache.confirm`` does after a
     304; its new record entry."""
-    from ._fileops import replace_file  # not for a plain replay
+    from ._fileops import head_line, replace_file  # not for a plain replay
 
     control = headers.get("cache-control")
     renewed = max_age if control is None else freshness(control)

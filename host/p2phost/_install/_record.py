@@ -18,7 +18,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .. import _replay, _replay_key
-from .._revalidate import answer_entry, read_head
+from .._fileops import read_head
+from .._revalidate import answer_entry
 from ._unpacked import STAMPS, intact
 
 if TYPE_CHECKING:

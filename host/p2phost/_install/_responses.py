@@ -8,7 +8,7 @@ installer uses it without asking; once stale it asks again with ``If-None-Match`
 ``no-store`` is never kept; one with ``no-cache`` or no ``max-age`` is kept only to be
 revalidated. Answers are keyed by their URL, so another registry URL never sees them.
 
-One file per URL: a line of JSON with the headers that matter (``_revalidate.head_line``,
+One file per URL: a line of JSON with the headers that matter (``_fileops.head_line``,
 which the replay writes too), then the body as sent.
 A file that cannot be read or parsed is a miss; one that cannot be written is not kept
 (the cache only saves requests, it never decides an answer).
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._fileops import replace_file
-from .._revalidate import cache_control, freshness, head_line, is_fresh, read_head, seconds
+from .._fileops import head_line, read_head, replace_file
+from .._revalidate import cache_control, freshness, is_fresh, seconds
 
 
 @dataclass(frozen=True)
