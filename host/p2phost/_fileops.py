@@ -116,6 +116,8 @@ def replace_file(path: str, data: bytes, mode: int = 0o666) -> os.stat_result:
 
 def _json_string(text: str) -> str:
     # JSON (RFC 8259) in ASCII, as json.dumps writes it, without importing json.
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'  # URLs and ETags: no escape, no loop per character
     out = []
     for char in text:
         if char in '"\\':
