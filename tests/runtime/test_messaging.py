@@ -106,6 +106,33 @@ async def test_each_request_times_out_at_its_own_deadline(make_node: MakeNode) -
     assert 0.1 <= shorter < 0.25 and 0.3 <= longer < 0.45, (shorter, longer)
 
 
+async def test_a_reply_from_another_peer_leaves_the_request_waiting_for_its_own(
+    make_node: MakeNode
+) -> None:
+    """A peer that answers a request sent to someone else (an id it guessed: ids are a
+    counter) is ignored: the request keeps its timer and gets the real reply."""
+    from p2phost._runtime.wire._envelope import ANSWER, VERSION, Kind
+
+    server = await make_node([Recorder(delay=0.3)])
+    client = await make_node()
+    intruder = await make_node(listen=[])
+    peer = await client.connect(server.addresses[0])
+    towards_client = await intruder.connect(client.addresses[0])
+    request = asyncio.ensure_future(client.request(peer, "slow", 1, timeout=5.0))
+    await wait_until(lambda: bool(client._dispatch._pending), 5, "the request sent")
+    (waiting,) = list(client._dispatch._pending)
+    channel = intruder._table.peers[towards_client].best()
+    assert channel is not None
+    channel.post(ANSWER.pack(VERSION, Kind.REPLY, 999_999, waiting) + b"\xa4fake")
+    assert await asyncio.wait_for(request, 5) == 1  # the server's reply, not the forged one
+    with pytest.raises(RequestTimeout):  # and a request still times out after a forgery
+        second = asyncio.ensure_future(client.request(peer, "slow", 1, timeout=0.1))
+        await wait_until(lambda: bool(client._dispatch._pending), 5, "the request sent")
+        (waiting,) = list(client._dispatch._pending)
+        channel.post(ANSWER.pack(VERSION, Kind.REPLY, 1_000_000, waiting) + b"\xa4fake")
+        await asyncio.wait_for(second, 2)
+
+
 async def test_publish_reaches_every_subscriber_and_only_them(make_node: MakeNode) -> None:
     recorders = [Recorder() for _ in range(3)]
     subscribers = [await make_node([r]) for r in recorders]

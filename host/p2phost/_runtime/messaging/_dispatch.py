@@ -213,10 +213,13 @@ class Dispatcher(Outgoing):
 
     def replied(self, channel: Channel, kind: int, correlation_id: int, body: bytes) -> None:
         """A REPLY (or an ERROR when ``kind`` says so) to the request waiting for it."""
-        entry = self._pending.pop(correlation_id, None)
+        # Looked up before it is taken: a reply from another peer (forged, with an id it
+        # guessed) must leave the request waiting, and its timer running.
+        entry = self._pending.get(correlation_id)
         if entry is None or entry[0] != channel.peer_id:
             log.debug("a reply from %s matches no waiting request (late?)", channel.peer_id)
             return
+        del self._pending[correlation_id]
         peer, topic, reply, _, _ = entry
         # Counted as a request's receiver counts it: a reply is a message received (inline,
         # as in received(): no call per reply).
@@ -269,7 +272,7 @@ class Dispatcher(Outgoing):
         """A started item's handler returned ``result`` (or raised ``error``): a
         request answered (an awaitable while the outbox has no room), the outcome counted."""
         if (token := item.token) is not None:
-            # Tracing: the reply carries the sender's context too; then it is left.
+            # Tracing: the context the handler ran in is left once it is answered.
             item.token = None
             try:
                 return self.finish(peer, item, result, error)
