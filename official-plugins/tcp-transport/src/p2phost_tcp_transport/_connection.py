@@ -125,7 +125,7 @@ class TcpConnection(Connection):
         largest = max(sizes, default=0)
         if largest > self._max:
             check_frame_size(frames[sizes.index(largest)], self._max)
-        parts = list(_chain(zip(map(_LENGTH.pack, sizes), frames)))
+        parts = list(_chain(zip(map(_LENGTH.pack, sizes), frames, strict=True)))
         if sum(sizes) >= LARGE:  # the socket takes the pieces as they are: no joined copy
             await self._write_parts(parts)
             return
