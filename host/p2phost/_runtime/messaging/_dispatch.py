@@ -144,6 +144,7 @@ class Dispatcher(Outgoing):
         item.token = None
         if trace:  # not recorded: the bare handler runs, its sends pass the context on
             item.call, item.trace = route.bare or route.handler, trace
+        item.tally = tally
         if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
             stamp(item)
         if route.mailbox.try_put(peer, item):
@@ -301,7 +302,7 @@ class Dispatcher(Outgoing):
             # The reply first: counting it is not on the requester's round trip. One
             # tally counts both: the reply sent and the message handled (inline, as in
             # received(): no call per message).
-            tally = self._tallies.get((message.topic, peer)) \
+            tally = item.tally or self._tallies.get((message.topic, peer)) \
                 or self.stats.tally(message.topic, peer)
             waiting = None if message.kind is not _REQUEST else \
                 self._reply(peer, item.channel, item.message_id, tally, _REPLY_KIND, result)

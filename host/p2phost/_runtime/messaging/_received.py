@@ -5,6 +5,8 @@ handlers never read ``message.id``: formatting the 64-bit id as 16 hex digits fo
 one cost about a tenth of a small message's receive path. ``Received`` keeps the number
 and formats it on first use. It is a ``Message`` in every other way (same fields, same
 ``repr``, ``dataclasses.replace`` and equality with another received message work).
+The hot receive path (``Dispatcher.received``) builds one field by field, with no
+``__init__`` call: a field added to ``Message`` must be set there too.
 """
 
 from __future__ import annotations
