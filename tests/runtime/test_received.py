@@ -41,3 +41,18 @@ def test_number_of_reads_the_frames_number_without_the_hex_string() -> None:
     assert number_of(message) == 0xFF
     plain = Message("0000000000000010", MessageKind.MESSAGE, "p", "t", None)
     assert number_of(plain) == 0x10
+
+
+def test_the_hot_receive_path_sets_every_field_of_message_and_work() -> None:
+    # Dispatcher.received builds both without their __init__, field by field: a field
+    # added to either must be set there too (else reading it raises AttributeError).
+    import inspect
+
+    from p2phost._runtime.messaging._dispatch import Dispatcher
+    from p2phost._runtime.messaging._routes import Work
+
+    source = inspect.getsource(Dispatcher.received)
+    for name in (f.name for f in dataclasses.fields(Message) if f.name != "id"):
+        assert f"message.{name} = " in source, name
+    for name in (f.name for f in dataclasses.fields(Work)):
+        assert f"item.{name} = " in source, name

@@ -91,7 +91,22 @@ class Outgoing(PendingRequests):
         """One message, no reply, queued at once if the outbox has room (None); else its
         frame, for :meth:`send_frame` to wait with (the sender's one coroutine a message
         while there is room)."""
-        frame = self.frame(channel, _MESSAGE, next(self._ids), topic, body)
+        # frame(), inline for the common message (a codec's body, not traced, its header
+        # packed already): one call less per message sent.
+        parts = self._headers.get((_MESSAGE, topic)) \
+            if self.tracer is None and type(body) is not Raw else None
+        if parts is None:
+            frame = self.frame(channel, _MESSAGE, next(self._ids), topic, body)
+        else:
+            encoded = channel.codec.encode(body)
+            try:
+                frame = _join((parts[0], _pack_ids(next(self._ids), 0, 0), parts[1],
+                               encoded))
+            except struct.error as exc:
+                raise WireError(
+                    f"cannot encode envelope: a field is out of range ({exc})") from exc
+            if len(frame) > channel.frame_limit:  # (frame() says why)
+                frame = self.frame(channel, _MESSAGE, next(self._ids), topic, body)
         if not channel.try_post(frame):
             return frame
         # stats.message_out inline: the call costs 3% of a one-way message (instructions.py).

@@ -12,6 +12,7 @@ from p2phost_sdk import Message
 
 from ..wire._channel import Channel
 from ._mailbox import Mailbox
+from ._stats import Tally
 
 if TYPE_CHECKING:
     from ..wire._envelope import Envelope
@@ -52,7 +53,10 @@ class TraceHook(Protocol):
 
 @dataclass(slots=True)
 class Work:
-    """One item of an app's mailbox: a message for its handler, or a lifecycle call."""
+    """One item of an app's mailbox: a message for its handler, or a lifecycle call.
+
+    ``Dispatcher.received`` (the hot receive path) sets every field itself, without
+    this ``__init__``: a field added here must be set there too."""
 
     #: The handler (called with ``message``), or a lifecycle call (no arguments).
     call: Callable[..., Awaitable[Any]]
@@ -78,6 +82,9 @@ class Work:
     trace: bytes = b""
     #: Tracing: what resets the context ``trace`` was made with while the handler runs.
     token: Any = None
+    #: The counters of the message's topic and peer, as its receive path found them
+    #: (a ``Tally`` is never replaced: the handled count goes there with no lookup).
+    tally: Tally | None = None
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,14 @@ class Dialler:
     def usable(self, peer_id: str) -> Channel | None:
         """The channel to send new messages to ``peer_id`` on, if connected."""
         peer = self._table.peers.get(peer_id)
-        return peer.best() if peer is not None else None
+        if peer is None:
+            return None
+        # The common case inline (one call per message sent, not three): the current
+        # channel, still usable (Channel.usable, read as its fields).
+        current = peer.current
+        if current is not None and not (current.closing or current._peer_gone):
+            return current
+        return peer.best()
 
     # -- discovery -------------------------------------------------------------------
 

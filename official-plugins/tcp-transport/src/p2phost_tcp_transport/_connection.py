@@ -20,6 +20,7 @@ host's sink there and then: no task waits for them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 from collections import deque
 from typing import NoReturn, cast
@@ -37,6 +38,7 @@ from ._direct import POOLED_SIZE, DirectProtocol, frame_buffer
 from ._sockets import kernel_unsent, peer_address, tune
 
 _LENGTH = struct.Struct("!I")
+_unpack_length, _chain = _LENGTH.unpack_from, itertools.chain.from_iterable
 #: How long closing a connection or a listener may wait for the other side.
 CLOSE_TIMEOUT = 2.0
 #: Frames from this size on are written without a joined copy and read into one buffer.
@@ -117,14 +119,14 @@ class TcpConnection(Connection):
 
     async def send_many(self, frames: list[bytes]) -> None:
         """Send several frames with one write."""
-        parts: list[bytes] = []
-        total = 0
-        for frame in frames:
-            check_frame_size(frame, self._max)
-            parts.append(_LENGTH.pack(len(frame)))
-            parts.append(frame)
-            total += len(frame)
-        if total >= LARGE:  # the socket takes the pieces as they are: no joined copy
+        # Every step a loop in C (a burst is thousands of small frames): their sizes,
+        # the largest checked, each frame's length before it.
+        sizes = list(map(len, frames))
+        largest = max(sizes, default=0)
+        if largest > self._max:
+            check_frame_size(frames[sizes.index(largest)], self._max)
+        parts = list(_chain(zip(map(_LENGTH.pack, sizes), frames, strict=True)))
+        if sum(sizes) >= LARGE:  # the socket takes the pieces as they are: no joined copy
             await self._write_parts(parts)
             return
         await self._write(b"".join(parts))
@@ -235,8 +237,9 @@ class TcpConnection(Connection):
 
     def _split(self, data: bytes, offset: int = 0) -> None:
         end, limit = len(data), self._limit
+        append, unpack = self._frames.append, _unpack_length  # (locals: once per frame)
         while end - offset >= 4:
-            (size,) = _LENGTH.unpack_from(data, offset)
+            (size,) = unpack(data, offset)
             if size > limit:
                 if self._frames and self._sink is None and limit != self._max:
                     self._held = data[offset:]  # pulled: the handshake may lift the cap
@@ -260,7 +263,7 @@ class TcpConnection(Connection):
                     self._large[: self._got] = memoryview(data)[offset + 4 :]
                     return
                 break
-            self._frames.append(data[offset + 4 : stop])
+            append(data[offset + 4 : stop])
             offset = stop
         if offset < end:
             self._partial += memoryview(data)[offset:]
