@@ -208,8 +208,11 @@ async def test_a_large_body_fetch_from_a_server_gone_silent_is_given_up_and_retr
         got: list[bytes] = []
         large = asyncio.Event()
 
+        times: list[float] = []
+
         async def deliver(data: bytes, token: object) -> None:
             got.append(data)
+            times.append(time.monotonic())
             if got == [b"small"]:
                 proxy.blackhole()  # the large body is fetched next, after this one
             elif len(data) > 1 << 20:
@@ -222,12 +225,15 @@ async def test_a_large_body_fetch_from_a_server_gone_silent_is_given_up_and_retr
                                     (peer_id, [b"small", b"L" * (4 << 20)]))
             medium._reader = asyncio.get_running_loop().create_task(
                 medium._read(await medium._listen(), deliver))
-            started = time.monotonic()
             # 1 s + 4 MiB at 0.5 s: 3 s, then a reconnect (backoff) and the claim again.
             await asyncio.wait_for(large.wait(), 15)
             assert medium.reconnects >= 1
-            assert time.monotonic() - started < 10
             assert got == [b"small", b"small", b"L" * (4 << 20)]  # delivered again
+            # Given up at the deadline (3 s), not after psycopg's cancel request and its
+            # wait for the statement's end (5 s more): from the server's silence to the
+            # claim after the reconnect, with 3 s of margin for a loaded host.
+            took = times[1] - times[0]
+            assert took < 6.0, f"the claim came again {took:.1f}s after the server went silent"
         finally:
             await listener.close()
             await transport.close()
@@ -243,3 +249,129 @@ def test_statement_deadlines_grow_with_what_they_may_bring() -> None:
                        ("seconds-per-mib", -1.0), ("seconds-per-mib", float("nan"))):
         with pytest.raises(ConfigError, match=key):
             Deadline.from_config({key: value}, "postgres-transport")
+
+
+async def test_a_statement_past_its_deadline_is_given_up_at_the_deadline() -> None:
+    """The server goes silent during a statement: it fails at its deadline (the socket
+    is shut down), not seconds later after a cancel request psycopg would send."""
+    import psycopg
+    from p2phost_postgres_transport._guards import ReaderStatements
+
+    from p2phost_sdk.inbox import MediumUnavailable
+
+    service_or_skip("PostgreSQL", 5432)
+    async with _Proxy() as proxy:
+        async with await psycopg.AsyncConnection.connect(
+                f"postgresql://127.0.0.1:{proxy.port}/test", autocommit=True) as connection:
+            reader = ReaderStatements(connection, Deadline(floor=1.0, per_mib=0.0), URL)
+            assert await reader.rows("SELECT 1") == [(1,)]
+            proxy.blackhole()
+            started = time.monotonic()
+            with pytest.raises(MediumUnavailable, match="no answer within 1s"):
+                await reader.rows("SELECT 1")
+            took = time.monotonic() - started
+            assert took < 3.0, f"given up after {took:.1f}s, the deadline is 1s"
+            assert connection.broken or connection.closed
+
+
+def test_the_readers_connections_need_no_statement_before_their_deadlines(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``synchronous_commit = off`` goes with the connection's startup (the URL's own
+    options kept), so no statement runs on a new connection without a deadline."""
+    import psycopg
+    from p2phost_postgres_transport import PostgresMedium
+
+    service_or_skip("PostgreSQL", 5432)
+    sets = _count_executes(monkeypatch, "SET synchronous_commit = off")
+
+    async def main() -> None:
+        url = URL + "?options=-c%20work_mem%3D1234kB"
+        medium = PostgresMedium(PostgresTransport(peer_id=Identity.generate().peer_id)
+                                .parse(url))
+        connection = await medium._connect(flushed=False)
+        async with connection:
+            for name, value in (("synchronous_commit", "off"), ("work_mem", "1234kB")):
+                cursor = await connection.execute(psycopg.sql.SQL("SHOW {}").format(
+                    psycopg.sql.Identifier(name)))
+                assert await cursor.fetchone() == (value,)
+        assert sets[0] == 0
+
+    asyncio.run(main())
+
+
+async def test_a_notification_psycopg_cannot_decode_leaves_the_reader_reading() -> None:
+    """On a SQL_ASCII database any role may NOTIFY a payload with a byte over 0x7f, which
+    psycopg cannot decode as ASCII: the reader reads on (it decodes LATIN1 there), and
+    records appended after it are delivered."""
+    import psycopg
+    from p2phost_postgres_transport import PostgresMedium
+
+    service_or_skip("PostgreSQL", 5432)
+    database = f"p2phost_ascii_{os.getpid()}_{time.monotonic_ns()}"
+    url = f"postgresql://127.0.0.1:5432/{database}"
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
+        await admin.execute(f"CREATE DATABASE {database} ENCODING 'SQL_ASCII' "
+                            "TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+        try:
+            peer_id = Identity.generate().peer_id
+            medium = PostgresMedium(PostgresTransport(peer_id=peer_id).parse(url))
+            await medium.connect()
+            got: list[bytes] = []
+            came = asyncio.Event()
+
+            async def deliver(data: bytes, token: object) -> None:
+                got.append(data)
+                came.set()
+
+            await medium.open_inbox(peer_id, deliver)
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                        url, autocommit=True) as other:
+                    await other.execute("SELECT pg_notify(%s, E'\\xff')",
+                                        (notify_channel(peer_id),))
+                    await asyncio.sleep(0.5)
+                    await other.execute("INSERT INTO p2phost_inbox_records (inbox, body) "
+                                        "VALUES (%s, 'hello')", (peer_id,))
+                    await other.execute("SELECT pg_notify(%s, '')", (notify_channel(peer_id),))
+                    await asyncio.wait_for(came.wait(), 10)
+                assert got == [b"hello"]
+                assert medium.reconnects == 0
+            finally:
+                await medium.close(delete_inbox=True)
+        finally:
+            await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+@pytest.mark.parametrize("error", ["InsufficientPrivilege", "ReadOnlySqlTransaction",
+                                   "UnicodeDecodeError"])
+async def test_any_error_of_the_reader_is_a_lost_connection_it_reconnects_after(
+        error: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An error that is no lost socket (a privilege revoked, a server turned read-only,
+    a notification psycopg cannot decode) is logged once with a fix and the reader
+    connects again, instead of ending for good."""
+    import psycopg
+
+    service_or_skip("PostgreSQL", 5432)
+    from p2phost_postgres_transport import PostgresMedium
+
+    failed: list[str] = []
+    drain = PostgresMedium._drain
+
+    async def failing(self: Any, reader: Any, deliver: Any) -> None:
+        if not failed:
+            failed.append(error)
+            if error == "UnicodeDecodeError":
+                raise UnicodeDecodeError("ascii", b"\xff", 0, 1, "ordinal not in range")
+            raise getattr(psycopg.errors, error)("refused")
+        await drain(self, reader, deliver)
+
+    monkeypatch.setattr(PostgresMedium, "_drain", failing)
+    async with TransportKit(_case()).pair() as (client, server), asyncio.timeout(30):
+        medium = server._endpoint.medium  # type: ignore[attr-defined]
+        await client.send_many([b"one", b"two"])
+        assert await receive(server) == b"one"
+        assert await receive(server) == b"two"
+        assert failed == [error]
+        assert medium.reconnects == 1
+    (line,) = [r.getMessage() for r in caplog.records if "lost PostgreSQL" in r.getMessage()]
+    assert error in line and "\nfix: " in line

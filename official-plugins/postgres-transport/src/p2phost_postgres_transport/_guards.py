@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -103,18 +104,48 @@ class ReaderStatements:
         rows. ``size``: the most bytes its rows may bring (their deadline)."""
         connection = self.connection
         with self.notifications.during_statement(connection):
-            async with with_deadline(self.deadline.seconds(size), self._what):
+            async with with_deadline(connection, self.deadline.seconds(size), self._what):
                 cursor = await connection.execute(query, args, binary=True)
                 return await cursor.fetchall() if cursor.description else []
 
 
 @contextlib.asynccontextmanager
-async def with_deadline(seconds: float, what: str) -> AsyncIterator[None]:
-    """Statements within ``seconds``, else :class:`MediumUnavailable` (the reader then
-    logs the loss and connects again): a server that vanished without closing the socket
-    (a killed host, a cut network) answers nothing, and TCP would wait for hours."""
+async def with_deadline(connection: psycopg.AsyncConnection[Any], seconds: float,
+                        what: str) -> AsyncIterator[None]:
+    """Statements on ``connection`` within ``seconds``, else :class:`MediumUnavailable`
+    (the reader then logs the loss and connects again): a server that vanished without
+    closing the socket (a killed host, a cut network) answers nothing, and TCP would
+    wait for hours.
+
+    At the deadline the socket is shut down, which fails the statement at once (psycopg
+    reads the end of the stream). Cancelling the waiting task instead would make psycopg
+    send a cancel request and wait for the statement to end: up to 10 s more, and for
+    nothing when the server is gone. No task is left behind: a timer does it."""
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        _shut_down(connection)
+
+    timer = asyncio.get_running_loop().call_later(seconds, expire)
     try:
-        async with asyncio.timeout(seconds):
-            yield
-    except TimeoutError:
-        raise MediumUnavailable(f"{what}: no answer within {seconds:g}s") from None
+        yield
+    except (psycopg.Error, OSError) as exc:
+        if expired:
+            raise MediumUnavailable(f"{what}: no answer within {seconds:g}s") from exc
+        raise
+    finally:
+        timer.cancel()
+    if expired:  # the answer came as the socket was shut down: the connection is gone
+        raise MediumUnavailable(f"{what}: no answer within {seconds:g}s")
+
+
+def _shut_down(connection: psycopg.AsyncConnection[Any]) -> None:
+    """Shut ``connection``'s socket down both ways; its file stays psycopg's to close."""
+    with contextlib.suppress(OSError, psycopg.Error):
+        sock = socket.socket(fileno=connection.pgconn.socket)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.detach()

@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from p2phost_sdk import TransportError
 from p2phost_sdk.inbox import (
@@ -72,6 +73,21 @@ _REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry",
              "permission denied", "password")
 
 
+def _fix(exc: BaseException) -> str:
+    """The ``fix:`` line of the reader's "lost PostgreSQL" warning about ``exc``."""
+    if isinstance(exc, MediumUnavailable) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, UnicodeError):
+        return ("fix: none if it does not repeat: a notification on the inbox's channel "
+                "could not be decoded (any role that may connect may send one)")
+    if isinstance(exc, (psycopg.OperationalError, MediumUnavailable)):
+        return ("fix: check that the server runs there and the network to it (or raise "
+                "statement-timeout and seconds-per-mib in [config.postgres-transport] for a "
+                "slow one)")
+    return ("fix: GRANT SELECT, UPDATE, DELETE ON p2phost_inbox_records TO the node's role, "
+            "and point the node at a server that accepts writes (not a standby)")
+
+
 class PostgresMedium(StoredRecords, Medium):
     """One node's link to one PostgreSQL database."""
 
@@ -108,13 +124,15 @@ class PostgresMedium(StoredRecords, Medium):
     async def _connect(self, *, flushed: bool = True) -> psycopg.AsyncConnection[Any]:
         """A new connection; ``flushed=False``: its commits do not wait for the WAL to
         reach the disk (for leases and deletes only, see :meth:`_listen`)."""
+        url = self._connect_url
+        if not flushed:
+            # At connect time, not a statement after it: no round trip, and nothing
+            # that waits without a deadline once connected (the URL's options kept).
+            options = conninfo_to_dict(url).get("options") or ""
+            url = make_conninfo(url, options=f"{options} -c synchronous_commit=off".strip())
         try:
-            connection = await psycopg.AsyncConnection.connect(
-                self._connect_url, autocommit=True, connect_timeout=5,
-                application_name="p2phost")
-            if not flushed:
-                await connection.execute("SET synchronous_commit = off")
-            return connection
+            return await psycopg.AsyncConnection.connect(
+                url, autocommit=True, connect_timeout=5, application_name="p2phost")
         except psycopg.OperationalError as exc:
             # A refusal at connect time carries no SQLSTATE here: the server's FATAL says it.
             text = str(exc).strip()
@@ -183,6 +201,12 @@ class PostgresMedium(StoredRecords, Medium):
         connection = await self._connect(flushed=False)
         reader = ReaderStatements(connection, self.deadline, self.url)
         try:
+            if connection.info.parameter_status("server_encoding") == "SQL_ASCII":
+                # Such a database checks no text: a payload byte over 0x7f would fail
+                # psycopg's decoding (ASCII) of the notification, any role may send one,
+                # and it cannot be read past. In LATIN1 every byte decodes (the server
+                # converts nothing from SQL_ASCII); payloads that matter are hex.
+                await reader.rows("SET client_encoding = 'LATIN1'")
             await reader.rows(sql.SQL("LISTEN {}").format(
                 sql.Identifier(notify_channel(self._inbox))))
             # One reader per inbox: what is leased now was taken by an earlier run of
@@ -190,7 +214,7 @@ class PostgresMedium(StoredRecords, Medium):
             await reader.rows(
                 "UPDATE p2phost_inbox_records SET leased = false WHERE inbox = %s AND leased",
                 (self._inbox,))
-        except (psycopg.Error, MediumUnavailable) as exc:
+        except (psycopg.Error, UnicodeError, MediumUnavailable) as exc:
             await connection.close()
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
         return reader
@@ -206,13 +230,13 @@ class PostgresMedium(StoredRecords, Medium):
                         log.info("reconnected to PostgreSQL at %s", self.url)
                     failures = 0
                     await self._drain(reader, deliver)
-                except (psycopg.OperationalError, MediumUnavailable) as exc:
+                except (psycopg.Error, UnicodeError, MediumUnavailable, MediumRefused) as exc:
+                    # Any of them, not only a lost socket: a privilege revoked, a server
+                    # that became read-only (a failover) or a notification psycopg cannot
+                    # decode must not end the reader (nothing would read the inbox again).
                     if failures == 0:
-                        log.warning("lost PostgreSQL at %s (reconnecting): %s\nfix: check that "
-                                    "the server runs there and the network to it (or raise "
-                                    "statement-timeout and seconds-per-mib in "
-                                    "[config.postgres-transport] for a slow one)", self.url,
-                                    exc)
+                        log.warning("lost PostgreSQL at %s (reconnecting): %s: %s\n%s",
+                                    self.url, type(exc).__name__, exc, _fix(exc))
                     if reader is not None:
                         await reader.connection.close()
                     reader = None
