@@ -31,3 +31,17 @@ class TestMqttTransport(TransportConformance):
             unknown_peer_address=f"{URL}#{Identity.generate().peer_id}",
             dial_within=3.0,
         )
+
+
+def test_a_reply_inboxs_packet_ids_count_with_their_connection() -> None:
+    """A clean session (a reply inbox) numbers its packets afresh after a reconnect: the
+    same packet id on another connection is another message, not a redelivery. In a
+    persistent session (a node's inbox) it is the same message."""
+    transport = MqttTransport(peer_id=Identity.generate().peer_id)
+    medium = transport.make_medium(transport.parse("mqtt://127.0.0.1:1883"))
+    lost, live = object(), object()
+    medium._persistent = False  # type: ignore[attr-defined]
+    assert medium.record_of((lost, 1, False, 5, 0)) != medium.record_of((live, 1, False, 5, 0))
+    assert medium.record_of((live, 1, False, 5, 0)) == medium.record_of((live, 1, True, 9, 0))
+    medium._persistent = True  # type: ignore[attr-defined]
+    assert medium.record_of((lost, 1, False, 5, 0)) == medium.record_of((live, 1, False, 5, 0))

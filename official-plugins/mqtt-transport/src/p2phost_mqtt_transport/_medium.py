@@ -306,8 +306,13 @@ class MqttMedium(CountedMedium):
     def record_of(self, token: Any) -> Hashable | None:
         """A message's packet id: the broker sends a message it redelivers (after a
         reconnect, in the persistent session) with its id, and gives no other one that
-        id while it waits for the PUBACK."""
-        return int(token[1])
+        id while it waits for the PUBACK. A reply inbox's session is clean: after a
+        reconnect the broker numbers its packets afresh, and a new message may bear the
+        id of one held from the lost connection, so there the id counts with its
+        connection (the client: alive while a token holds it, so its ``id`` is unique)."""
+        if self._persistent:
+            return int(token[1])
+        return (id(token[0]), int(token[1]))
 
     async def ack(self, name: str, tokens: Sequence[Any]) -> None:
         """PUBACK the messages (those of a lost connection come again: skip them)."""
