@@ -502,3 +502,51 @@ async def test_copies_past_those_held_never_settle_the_frame_before_it_is_done()
     assert all(r is None for r in inbox[index:]), "the frame and its held copies acked"
     await client.close()
     await server.close()
+
+
+async def _frame_in_hand(broker: Broker) -> tuple[Any, Any, Any, Any, Any, int]:
+    """A pair whose accepting side's node works on frame ``slow``: (server, client,
+    the accepted connection, the frame, its record, the record's token)."""
+    server, client = transport(broker), transport(broker)
+    server.make_medium = lambda address: RecordsMedium(broker, address.public)  # type: ignore[method-assign]
+    dialled, accepted, _ = await pair(server, client)
+    await dialled.send(b"slow")
+    frame = await asyncio.wait_for(accepted.recv(), 5)  # a handler runs: not done
+    inbox = broker.inboxes[server.peer_id]
+    index = next(i for i, r in enumerate(inbox) if r is not None and r.endswith(b"slow"))
+    return server, client, accepted, frame, inbox[index], index
+
+
+async def test_a_connection_cut_off_for_replaying_never_settles_a_frame_in_hand() -> None:
+    """After a connection was cut off (a sender replaying records), redeliveries of a
+    frame the node still works on are let go unacknowledged, as copies past those held."""
+    broker = Broker()
+    server, client, accepted, frame, record, index = await _frame_in_hand(broker)
+    accepted._replaying = True
+    accepted.receive(decode(record), index)
+    await asyncio.sleep(0.3)
+    assert broker.inboxes[server.peer_id][index] is not None, "a copy's ack settled the frame"
+    frame.ack()
+    await asyncio.sleep(0.3)
+    assert broker.inboxes[server.peer_id][index] is None
+    await client.close()
+    await server.close()
+
+
+async def test_a_closed_connection_never_settles_a_frame_in_hand_with_a_copy() -> None:
+    """The node closes a connection while a handler still works on one of its frames:
+    a redelivery of that frame is not acknowledged (it would settle the frame); once
+    the frame is done it is, and later records of the connection are acked at once."""
+    broker = Broker()
+    server, client, accepted, frame, record, index = await _frame_in_hand(broker)
+    endpoint = accepted._endpoint
+    await accepted.close()
+    await endpoint._router.deliver(record, index)
+    await asyncio.sleep(0.3)
+    assert broker.inboxes[server.peer_id][index] is not None, "a copy's ack settled the frame"
+    frame.ack()
+    await asyncio.sleep(0.3)
+    assert broker.inboxes[server.peer_id][index] is None
+    assert not endpoint.closing, "a closed connection with all frames done is kept"
+    await client.close()
+    await server.close()

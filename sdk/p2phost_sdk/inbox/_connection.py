@@ -180,7 +180,10 @@ class InboxConnection(Sending):
 
     def _in_order(self, record: Record, tokens: list[Any]) -> None:
         if self._replaying:
-            self._endpoint.ack(tokens)  # cut off for replaying: hold nothing more
+            # Cut off for replaying: hold nothing more, but never settle a frame the
+            # node works on with a copy's acknowledgement.
+            if not self.let_copy_go(record, tokens):
+                self._endpoint.ack(tokens)
             return
         seq = record.seq
         if seq < self._next:
@@ -237,6 +240,16 @@ class InboxConnection(Sending):
             self._endpoint.outstanding += 1
             self._ready.append((key, record.payload))
         self._wake.set()
+
+    def let_copy_go(self, record: Record, tokens: list[Any]) -> bool:
+        """If ``record`` is a copy of a frame the node works on (after the connection
+        was cut off, or closed), let its ``tokens`` go as the copies past
+        ``COPIES_HELD``: True. False for any other record."""
+        held = self._pending.get((record.epoch, record.seq))
+        if held is None or record.type is not RecordType.DATA:
+            return False
+        self._let_copies_go(held, tokens)
+        return True
 
     def _let_copies_go(self, held: list[Any], tokens: list[Any]) -> None:
         """Copies past ``COPIES_HELD`` of a frame the node works on: acknowledge only

@@ -64,6 +64,9 @@ class Endpoint:
         #: Frames handed to the node and not yet done, over all connections.
         self.outstanding = 0
         self.connections: dict[tuple[bytes, bool], InboxConnection] = {}
+        #: Closed connections whose frames the node still works on: copies of those
+        #: frames go to them, not acknowledged at once (which would settle the frame).
+        self.closing: dict[tuple[bytes, bool], InboxConnection] = {}
         self._router = Router(self)
         self._acks: list[Any] = []
         self._ack_wake = asyncio.Event()
@@ -136,13 +139,19 @@ class Endpoint:
         self._control_wake.set()
 
     def remove(self, connection: InboxConnection) -> None:
-        """The connection is closed: route no more records to it."""
+        """The connection is closed: route no more records to it (but copies of the
+        frames the node still works on, until :meth:`forget`)."""
         key = (connection.connection_id, connection.dialler)
         if self.connections.get(key) is connection:
             del self.connections[key]
+            if connection.closed:
+                self.closing[key] = connection
 
     def forget(self, connection: InboxConnection) -> None:
         """The connection is closed and all its frames are done: drop it from the journal."""
+        key = (connection.connection_id, connection.dialler)
+        if self.closing.get(key) is connection:
+            del self.closing[key]
         if self.journal is not None and not connection.dialler:
             self.journal.closed(connection.connection_id)
 

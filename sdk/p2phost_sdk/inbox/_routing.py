@@ -98,9 +98,13 @@ class Router:
         if record.type is RecordType.LETTER:
             await self._letter(record, token)
             return
-        connection = endpoint.connections.get((record.connection, not record.from_dialler))
+        key = (record.connection, not record.from_dialler)
+        connection = endpoint.connections.get(key)
         if connection is not None:
             connection.receive(record, token)
+            return
+        closing = endpoint.closing.get(key)
+        if closing is not None and closing.let_copy_go(record, [token]):
             return
         kind = record.type
         if (record.from_dialler and kind in (RecordType.DATA, RecordType.CLOSE)
