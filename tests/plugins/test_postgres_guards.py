@@ -375,3 +375,41 @@ async def test_any_error_of_the_reader_is_a_lost_connection_it_reconnects_after(
         assert medium.reconnects == 1
     (line,) = [r.getMessage() for r in caplog.records if "lost PostgreSQL" in r.getMessage()]
     assert error in line and "\nfix: " in line
+
+
+async def test_a_stream_of_forged_credits_costs_few_claims() -> None:
+    """Anyone may NOTIFY credits (only their header is checked): a steady stream of
+    distinct ones, some arriving while a claim runs, makes no claim of its own; the
+    reader claims once per so many wake-ups (or its poll), not after every claim."""
+    import psycopg
+    from p2phost_postgres_transport import PostgresMedium
+
+    from p2phost_sdk.inbox._record import HEADER, MAGIC
+
+    service_or_skip("PostgreSQL", 5432)
+    peer_id = Identity.generate().peer_id
+    medium = PostgresMedium(PostgresTransport(peer_id=peer_id).parse(URL))
+    await medium.connect()
+    credits = 0
+
+    async def deliver(data: bytes, token: object) -> None:
+        nonlocal credits
+        credits += token is None
+
+    await medium.open_inbox(peer_id, deliver)
+    try:
+        async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as other:
+            await asyncio.sleep(0.3)
+            before, sent, started = medium.claims, 0, time.monotonic()
+            while time.monotonic() - started < 3.0:
+                record = HEADER.pack(MAGIC, 1, 6, 0, os.urandom(16), 1, sent, 0, 0)
+                await other.execute("SELECT pg_notify(%s, %s)",
+                                    (notify_channel(peer_id), record.hex()))
+                sent += 1
+            taken = medium.claims - before
+        assert credits > 0
+        # The poll alone claims about once a second; on main a claim per claim that saw
+        # credits arrive (about 45 a second).
+        assert taken < 15, f"{taken} claims for {sent} forged credits in 3 s"
+    finally:
+        await medium.close(delete_inbox=True)

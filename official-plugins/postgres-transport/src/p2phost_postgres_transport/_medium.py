@@ -278,7 +278,9 @@ class PostgresMedium(StoredRecords, Medium):
         the credits in their payloads. True if some came and none said that records
         were appended (however many did: one claim takes them all)."""
         notifications = reader.notifications
-        before = notifications.received
+        # Counted from the last wake-up, not from now: credits read during the claim
+        # since then are news too (else each claim that saw some would make the next).
+        before = notifications.taken
         await notifications.wait(reader.connection, _POLL)
         appended, credits = notifications.take()
         for record in credits:

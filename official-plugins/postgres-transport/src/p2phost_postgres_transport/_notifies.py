@@ -39,6 +39,9 @@ class Notifications:
         self.appended = False
         #: Notifications seen so far (for tests and stats).
         self.received = 0
+        #: ``received`` at the last :meth:`take`: those since are news, including
+        #: those read during the statements in between (a claim).
+        self.taken = 0
         self._credits: dict[bytes, None] = {}
 
     def note(self, notify: psycopg.Notify) -> None:
@@ -68,6 +71,7 @@ class Notifications:
         """Whether records were appended, and the credits; both forgotten."""
         appended, credits = self.appended, list(self._credits)
         self.appended = False
+        self.taken = self.received
         self._credits.clear()
         return appended, credits
 
