@@ -1,5 +1,5 @@
 """The notifications that wake a node's reader, coalesced: whatever their number, a wake
-costs one claim and holds a bounded amount of memory.
+costs one claim, and keeps a bounded amount of memory once they are read.
 
 Any role that may connect to the database may ``NOTIFY`` the reader's channel, as often
 as it likes. psycopg keeps every notification it reads while a statement runs in a
@@ -9,6 +9,11 @@ notifications go to :meth:`Notifications.note` instead (a handler registered onl
 the reader's own statements run), and each wake-up takes every notification already
 arrived: "records were appended" is one flag, credits (in their payloads) are kept once
 each and at most ``_CREDITS_KEPT`` of them (past that, the claim brings their rows).
+
+Not bounded: the notifications that arrive while a statement runs. The server sends
+them before the statement's answer and libpq parses them all into its own list before
+the first reaches ``note`` (a LISTEN connection of its own, running no statements,
+would leave them queued on the server instead).
 """
 
 from __future__ import annotations
