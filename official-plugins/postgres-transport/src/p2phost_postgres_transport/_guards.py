@@ -88,15 +88,31 @@ class Deadline:
 
 
 class ReaderStatements:
-    """The statements of the reader's connection: each within its :class:`Deadline`,
-    the notifications read meanwhile coalesced (:class:`~._notifies.Notifications`)."""
+    """The statements of the reader's connection, each within its :class:`Deadline`,
+    and the notifications of its ``listener`` (a connection of its own that runs no
+    statement but LISTEN: a statement's answer would come after every notification
+    queued meanwhile, all parsed into memory at once), coalesced
+    (:class:`~._notifies.Notifications`)."""
 
     def __init__(self, connection: psycopg.AsyncConnection[Any], deadline: Deadline,
-                 url: str) -> None:
+                 url: str, listener: psycopg.AsyncConnection[Any] | None = None) -> None:
         self.connection = connection
+        #: Where the notifications come (``connection`` when there is no other).
+        self.listener = listener or connection
         self.deadline = deadline
         self.notifications = Notifications()
         self._what = f"PostgreSQL at {url}"
+
+    async def listen(self, query: Any) -> None:
+        """Run ``query`` (LISTEN) on the listener, within the floor of the deadline."""
+        async with with_deadline(self.listener, self.deadline.seconds(0), self._what):
+            await self.listener.execute(query)
+
+    async def close(self) -> None:
+        """Close both connections."""
+        for connection in {self.connection, self.listener}:
+            with contextlib.suppress(psycopg.Error):
+                await connection.close()
 
     async def rows(self, query: Any, args: tuple[Any, ...] = (), *,
                    size: int = 0) -> list[Any]:

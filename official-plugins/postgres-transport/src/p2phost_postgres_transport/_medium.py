@@ -198,16 +198,24 @@ class PostgresMedium(StoredRecords, Medium):
         # credits are sent again after the reconnect that follows (``reconnects``). Not
         # waiting for the WAL flush takes disk writes off each record's way (appends of
         # frames and letters, which must be durable, still wait for theirs).
-        connection = await self._connect(flushed=False)
-        reader = ReaderStatements(connection, self.deadline, self.url)
+        # Notifications come on a connection of their own, which runs no statement: a
+        # flood backs up in the server's queue while the reader's statements run, and
+        # is read one socket read at a time (see ReaderStatements).
+        listener = await self._connect(flushed=False)
         try:
-            if connection.info.parameter_status("server_encoding") == "SQL_ASCII":
+            connection = await self._connect(flushed=False)
+        except BaseException:
+            await listener.close()
+            raise
+        reader = ReaderStatements(connection, self.deadline, self.url, listener)
+        try:
+            if listener.info.parameter_status("server_encoding") == "SQL_ASCII":
                 # Such a database checks no text: a payload byte over 0x7f would fail
                 # psycopg's decoding (ASCII) of the notification, any role may send one,
                 # and it cannot be read past. In LATIN1 every byte decodes (the server
                 # converts nothing from SQL_ASCII); payloads that matter are hex.
-                await reader.rows("SET client_encoding = 'LATIN1'")
-            await reader.rows(sql.SQL("LISTEN {}").format(
+                await reader.listen("SET client_encoding = 'LATIN1'")
+            await reader.listen(sql.SQL("LISTEN {}").format(
                 sql.Identifier(notify_channel(self._inbox))))
             # One reader per inbox: what is leased now was taken by an earlier run of
             # this node (or by this one before its connection was lost). Deliver it again.
@@ -215,7 +223,7 @@ class PostgresMedium(StoredRecords, Medium):
                 "UPDATE p2phost_inbox_records SET leased = false WHERE inbox = %s AND leased",
                 (self._inbox,))
         except (psycopg.Error, UnicodeError, MediumUnavailable) as exc:
-            await connection.close()
+            await reader.close()
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
         return reader
 
@@ -238,14 +246,14 @@ class PostgresMedium(StoredRecords, Medium):
                         log.warning("lost PostgreSQL at %s (reconnecting): %s: %s\n%s",
                                     self.url, type(exc).__name__, exc, _fix(exc))
                     if reader is not None:
-                        await reader.connection.close()
+                        await reader.close()
                     reader = None
                 stop_if_cancelled()
                 await asyncio.sleep(backoff(failures))
                 failures += 1
         finally:
             if reader is not None:
-                await reader.connection.close()
+                await reader.close()
 
     async def _drain(self, reader: ReaderStatements, deliver: Deliver) -> None:
         while True:
@@ -281,7 +289,7 @@ class PostgresMedium(StoredRecords, Medium):
         # Counted from the last wake-up, not from now: credits read during the claim
         # since then are news too (else each claim that saw some would make the next).
         before = notifications.taken
-        await notifications.wait(reader.connection, _POLL)
+        await notifications.wait(reader.listener, _POLL)
         appended, credits = notifications.take()
         for record in credits:
             await deliver(record, None)

@@ -1,19 +1,20 @@
 """The notifications that wake a node's reader, coalesced: whatever their number, a wake
-costs one claim, and keeps a bounded amount of memory once they are read.
+costs one claim and holds a bounded amount of memory.
 
 Any role that may connect to the database may ``NOTIFY`` the reader's channel, as often
 as it likes. psycopg keeps every notification it reads while a statement runs in a
 queue of its own (unbounded) and hands them out one by one; taking one per wake-up, a
 flood of N notifications cost N claims and their memory. Here a statement's
 notifications go to :meth:`Notifications.note` instead (a handler registered only while
-the reader's own statements run), and each wake-up takes every notification already
+statements run on the connection that listens), and each wake-up takes every notification already
 arrived: "records were appended" is one flag, credits (in their payloads) are kept once
 each and at most ``_CREDITS_KEPT`` of them (past that, the claim brings their rows).
 
-Not bounded: the notifications that arrive while a statement runs. The server sends
-them before the statement's answer and libpq parses them all into its own list before
-the first reaches ``note`` (a LISTEN connection of its own, running no statements,
-would leave them queued on the server instead).
+Notifications come on a connection of their own that runs no statements (see
+``ReaderStatements``): the server sends the notifications queued during a statement
+before its answer, and libpq would parse them all into its own list (unbounded) before
+the first reached ``note``. Read by ``notifies()`` alone, they come one socket read at
+a time, and a flood waits in the server's queue.
 """
 
 from __future__ import annotations
