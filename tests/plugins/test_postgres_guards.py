@@ -25,6 +25,7 @@ from p2phost_postgres_transport import (  # noqa: E402
     _sql,
     notify_channel,
 )
+from p2phost_postgres_transport._guards import ReaderStatements  # noqa: E402
 
 URL = "postgresql://127.0.0.1:5432/test"
 # Transactions of the flood: each NOTIFYs twice, an empty payload ("records were
@@ -417,3 +418,44 @@ async def test_a_stream_of_forged_credits_costs_few_claims() -> None:
             f"{taken} claims for {sent} forged credits in 3 s")
     finally:
         await medium.close(delete_inbox=True)
+
+
+async def test_a_flood_during_a_statement_waits_in_the_server_not_in_the_node() -> None:
+    """One transaction of large notifications commits while a reader's statement runs:
+    the node's memory does not take the flood in (its listener runs no statements: the
+    flood waits in the server's queue), and the reader still wakes for it after."""
+    import psycopg
+
+    service_or_skip("PostgreSQL", 5432)
+    channel = f"p2phost_flood_{os.getpid()}_{time.monotonic_ns()}"
+    connection = await psycopg.AsyncConnection.connect(URL, autocommit=True)
+    listener = await psycopg.AsyncConnection.connect(URL, autocommit=True)
+    reader = ReaderStatements(connection, Deadline(), URL, listener)
+    try:
+        await reader.listen(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+        async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as other:
+            base = peak = _rss_mib()
+
+            async def sample() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, _rss_mib())
+                    await asyncio.sleep(0.02)
+
+            sampling = asyncio.ensure_future(sample())
+            try:
+                statement = asyncio.ensure_future(reader.rows("SELECT pg_sleep(2)"))
+                await asyncio.sleep(0.3)
+                # 6000 notifications of 7900 bytes: 45 MiB, in one transaction.
+                await other.execute("SELECT pg_notify(%s, i::text || repeat('x', 7900)) "
+                                    "FROM generate_series(1, 6000) i", (channel,))
+                await statement
+                peak = max(peak, _rss_mib())
+            finally:
+                sampling.cancel()
+                await asyncio.gather(sampling, return_exceptions=True)
+        assert peak - base < 16, f"the node's RSS grew by {peak - base} MiB"
+        await reader.notifications.wait(reader.listener, 5.0)
+        assert reader.notifications.received > 0
+    finally:
+        await reader.close()
