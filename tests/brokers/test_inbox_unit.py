@@ -482,15 +482,8 @@ async def test_copies_past_those_held_never_settle_the_frame_before_it_is_done()
     from p2phost_sdk.inbox._connection import COPIES_HELD
 
     broker = Broker()
-    server, client = transport(broker), transport(broker)
-    server.make_medium = lambda address: RecordsMedium(broker, address.public)  # type: ignore[method-assign]
-    dialled, accepted, _ = await pair(server, client)
-    await dialled.send(b"slow")
-    frame = await asyncio.wait_for(accepted.recv(), 5)  # a handler runs: not done
+    server, client, accepted, frame, record, index = await _frame_in_hand(broker)
     inbox = broker.inboxes[server.peer_id]
-    index = next(i for i, r in enumerate(inbox) if r is not None and r.endswith(b"slow"))
-    record = inbox[index]
-    assert record is not None
     for _ in range(COPIES_HELD * 3):  # redelivered: the same stored record
         accepted.receive(decode(record), index)
     broker.append(server.peer_id, [record] * (COPIES_HELD * 3))  # appended again

@@ -4,8 +4,10 @@ its channel with notifications, insert rows it must not read. On the real Postgr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -35,6 +37,25 @@ FLOOD = 25_000
 
 def _rss_mib() -> int:
     return rss(os.getpid()) >> 20
+
+
+@contextlib.asynccontextmanager
+async def _peak_rss() -> AsyncIterator[list[int]]:
+    """``[MiB]``: the process's highest RSS while the block runs (sampled every 20 ms)."""
+    peak = [_rss_mib()]
+
+    async def sample() -> None:
+        while True:
+            peak[0] = max(peak[0], _rss_mib())
+            await asyncio.sleep(0.02)
+
+    sampling = asyncio.ensure_future(sample())
+    try:
+        yield peak
+    finally:
+        sampling.cancel()
+        await asyncio.gather(sampling, return_exceptions=True)
+        peak[0] = max(peak[0], _rss_mib())
 
 
 def _count_executes(monkeypatch: pytest.MonkeyPatch, query: str) -> list[int]:
@@ -81,16 +102,7 @@ async def test_a_flood_of_notifications_costs_neither_memory_nor_a_claim_each(
                 f"DO $$ BEGIN FOR i IN 1..{FLOOD} LOOP PERFORM pg_notify({_literal(channel)}, "
                 f"''); PERFORM pg_notify({_literal(channel)}, repeat('z', 2000)); COMMIT; "
                 "END LOOP; END $$"))
-            peak = base
-
-            async def sample() -> None:
-                nonlocal peak
-                while True:
-                    peak = max(peak, _rss_mib())
-                    await asyncio.sleep(0.02)
-
-            sampling = asyncio.ensure_future(sample())
-            try:
+            async with _peak_rss() as peak:
                 sending = asyncio.ensure_future(client.send_many(frames))
                 got = [bytes(await server.recv()) for _ in frames]
                 await sending
@@ -99,15 +111,12 @@ async def test_a_flood_of_notifications_costs_neither_memory_nor_a_claim_each(
                 # The flood's tail, then the reader at rest.
                 await asyncio.sleep(3.0)
                 rested = time.monotonic() - started
-            finally:
-                sampling.cancel()
-                await asyncio.gather(sampling, return_exceptions=True)
             taken = claims[0] - before
     finally:
         await flooder.close()
     assert got == frames
-    assert peak - base < 24, (
-        f"the node's RSS grew by {peak - base} MiB under {2 * FLOOD} notifications "
+    assert peak[0] - base < 24, (
+        f"the node's RSS grew by {peak[0] - base} MiB under {2 * FLOOD} notifications "
         f"(kept unread; {taken} claims)")
     assert taken < FLOOD // 25, (
         f"{taken} claims for {FLOOD} notifications saying records were appended "
@@ -434,27 +443,15 @@ async def test_a_flood_during_a_statement_waits_in_the_server_not_in_the_node() 
     try:
         await reader.listen(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
         async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as other:
-            base = peak = _rss_mib()
-
-            async def sample() -> None:
-                nonlocal peak
-                while True:
-                    peak = max(peak, _rss_mib())
-                    await asyncio.sleep(0.02)
-
-            sampling = asyncio.ensure_future(sample())
-            try:
+            base = _rss_mib()
+            async with _peak_rss() as peak:
                 statement = asyncio.ensure_future(reader.rows("SELECT pg_sleep(2)"))
                 await asyncio.sleep(0.3)
                 # 6000 notifications of 7900 bytes: 45 MiB, in one transaction.
                 await other.execute("SELECT pg_notify(%s, i::text || repeat('x', 7900)) "
                                     "FROM generate_series(1, 6000) i", (channel,))
                 await statement
-                peak = max(peak, _rss_mib())
-            finally:
-                sampling.cancel()
-                await asyncio.gather(sampling, return_exceptions=True)
-        assert peak - base < 16, f"the node's RSS grew by {peak - base} MiB"
+        assert peak[0] - base < 16, f"the node's RSS grew by {peak[0] - base} MiB"
         await reader.notifications.wait(reader.listener, 5.0)
         assert reader.notifications.received > 0
     finally:
