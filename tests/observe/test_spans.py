@@ -53,12 +53,14 @@ class Seeing(App):
 
     def __init__(self) -> None:
         self.contexts: list[SpanContext] = []
+        #: The context of the span the handler made (recorded or not).
+        self.work: list[SpanContext] = []
 
     @handler("look")
     async def look(self, message: Message) -> None:
         self.contexts.append(trace.get_current_span().get_span_context())
-        with APP_TRACER.start_as_current_span("app work"):
-            pass
+        with APP_TRACER.start_as_current_span("app work") as work:
+            self.work.append(work.get_span_context())
 
 
 async def test_app_spans_nest_under_the_handler_and_parent_the_nodes_sends(
@@ -108,10 +110,12 @@ def contexts_in(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, SpanContext]
 async def test_an_unsampled_trace_records_nothing_and_passes_its_context_on(
         make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A message whose trace is not sampled costs its receiver no span machinery: its
-    # handler runs bare (no OpenTelemetry span made current for it), and what the handler
-    # sends carries the sender's context on, still not sampled.
+    # handler runs bare, and what the handler sends carries the sender's context on,
+    # still not sampled. App code there still sees the sender's span as the current span
+    # (OpenTelemetry's semantics): a span it starts is in that trace, and not recorded.
     path = tmp_path / "spans.jsonl"
     otel_env(monkeypatch, path)
+    APP_SPANS.clear()
     wire = contexts_in(monkeypatch)
     last, middle = Seeing(), Relaying()
     end = await make_node([last])
@@ -126,11 +130,19 @@ async def test_an_unsampled_trace_records_nothing_and_passes_its_context_on(
     await wait_until(lambda: last.contexts, 10, "the message relayed")
     for node in (sender, relay, end):
         await node.close()
-    assert not middle.contexts[0].is_valid and not last.contexts[0].is_valid
     first, then = (context for _, context in wire)
     assert (first.trace_id, first.span_id) == (0xABC, 0xDEF)
     assert then.trace_id == 0xABC and not then.trace_flags.sampled
     assert not path.exists() or not spans(path)
+    # Each hop's handler: its sender's span is current, a remote parent not sampled.
+    assert (middle.contexts[0].trace_id, middle.contexts[0].span_id) == (0xABC, 0xDEF)
+    assert (last.contexts[0].trace_id, last.contexts[0].span_id) == (0xABC, then.span_id)
+    for seen in (middle.contexts[0], last.contexts[0], *middle.work, last.work[0]):
+        assert seen.is_valid and not seen.trace_flags.sampled
+    assert middle.contexts[0].is_remote and last.contexts[0].is_remote
+    # The app's spans: children in the sender's trace, not recorded (no orphan roots).
+    assert [w.trace_id for w in (*middle.work, *last.work)] == [0xABC, 0xABC]
+    assert not APP_SPANS.get_finished_spans()
 
 
 class Relaying(Seeing):
@@ -143,6 +155,8 @@ class Relaying(Seeing):
         self.contexts.append(trace.get_current_span().get_span_context())
         assert self.onward is not None
         node, peer = self.onward
+        with APP_TRACER.start_as_current_span("app relay") as work:
+            self.work.append(work.get_span_context())
         await node.send(peer, "look", message.body)
 
 
@@ -155,6 +169,7 @@ async def test_a_new_trace_not_sampled_passes_one_context_on_across_hops(
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
     wire = contexts_in(monkeypatch)
+    APP_SPANS.clear()
     last, middle = Seeing(), Relaying()
     end = await make_node([last])
     relay = await make_node([middle])
@@ -178,14 +193,28 @@ async def test_a_new_trace_not_sampled_passes_one_context_on_across_hops(
         assert not then.trace_flags.sampled and first.trace_id not in recorded
         # Its lower half says "not sampled" to a ratio sampler downstream too.
         assert first.trace_id & (2**64 - 1) >= 2**63
-    for (first, then), seen in zip(zip(*hops, strict=True), middle.contexts, strict=True):
+    mine = APP_SPANS.get_finished_spans()
+    handles = {int(s["context"]["span_id"], 16) for s in found if s["name"].startswith("handle")}
+    for (first, then), seen, at_end in zip(zip(*hops, strict=True), middle.contexts,
+                                           last.contexts, strict=True):
+        # Its handlers' current span is in the trace, at both hops, sampled or not.
+        assert seen.trace_id == at_end.trace_id == first.trace_id
+        assert seen.trace_flags.sampled == at_end.trace_flags.sampled \
+            == first.trace_flags.sampled
         if first.trace_flags.sampled:  # the sampled ones: one trace of 6 spans each
             assert then.trace_flags.sampled and then.trace_id == first.trace_id
-            assert seen.trace_id == first.trace_id  # its handler's span is current
             assert sum(int(s["context"]["trace_id"], 16) == first.trace_id
                        for s in found) == 6
+            # The app's spans at both hops: recorded, children of the handle spans.
+            ours = [s for s in mine if s.context.trace_id == first.trace_id]
+            assert sorted(s.name for s in ours) == ["app relay", "app work"]
+            assert all(s.parent is not None and s.parent.span_id in handles for s in ours)
         else:
-            assert not seen.is_valid
+            assert (seen.span_id, at_end.span_id) == (first.span_id, then.span_id)
+    # The app's spans in traces not sampled: in their trace, none recorded.
+    assert len(mine) == 2 * (40 - len(unsampled))
+    for work in (*middle.work, *last.work):
+        assert work.trace_id in {first.trace_id for first in hops[0]}
 
 
 def test_the_jsonl_line_of_a_record_is_the_sdk_line_of_its_span(tmp_path: Path) -> None:

@@ -5,7 +5,10 @@ sampler of ``OTEL_TRACES_SAMPLER`` (imported with ``_otel``, only when tracing i
 While a handler runs, its span is OpenTelemetry's current span (:class:`Handling`: a
 ``NonRecordingSpan`` whose ``SpanContext`` is made only when app code asks for it), set
 straight in OpenTelemetry's context variable: ``attach``, ``detach`` and the SDK's span
-context checks cost more than the rest of a message's receipt.
+context checks cost more than the rest of a message's receipt. The handler of a message
+not recorded sets no OpenTelemetry context at all, only ``SENDING``: the node's tasks run
+in a :class:`Passing` context (attached once, when the node starts), whose span is made
+from ``SENDING`` when app code asks for it.
 """
 
 from __future__ import annotations
@@ -88,6 +91,64 @@ class Handling(NonRecordingSpan):
 
 class _Remote(Handling):
     remote = True
+
+
+class Passing(Context):
+    """OpenTelemetry's context in the node's tasks (:func:`attach_passing`): the values of
+    the context it was attached in, and, while ``SENDING`` holds a trace context (the
+    handler of a message not recorded, or a send in progress), that context's span as
+    the current span. OpenTelemetry reads a value with ``get`` (``get_value``,
+    ``get_current_span``) and copies the context with ``copy`` into a plain ``Context``
+    (``set_value``, so a span the app starts here is a child of that span): both look
+    ``SENDING`` up, at the time of the call; nothing is made per message."""
+
+    __slots__ = ()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        """The value of ``key``; for the span key, ``SENDING``'s span first."""
+        if key == SPAN_KEY and (data := SENDING.get()):
+            return _passed(data)
+        return dict.get(self, key, default)
+
+    def __getitem__(self, key: str) -> object:
+        if key == SPAN_KEY and (data := SENDING.get()):
+            return _passed(data)
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return (key == SPAN_KEY and bool(SENDING.get())) or dict.__contains__(self, key)
+
+    def copy(self) -> dict[str, object]:  # type: ignore[override]
+        """A plain dict of the values, with ``SENDING``'s span if there is one."""
+        values = dict(self)
+        if data := SENDING.get():
+            values[SPAN_KEY] = _passed(data)
+        return values
+
+
+#: The last span :func:`_passed` made (an app asks for the current span more than once
+#: in a handler: the same span each time, as OpenTelemetry's context would give).
+_last: list[Any] = [b"", None]
+
+
+def _passed(data: bytes) -> Handling:
+    """``SENDING``'s context as a span: a remote parent when not sampled (the sender's,
+    passed on), else the node's own send in progress."""
+    if _last[0] is data or _last[0] == data:
+        return _last[1]  # type: ignore[no-any-return]
+    span = _new(Handling if data[24] & 1 else _Remote)
+    span.data = data
+    _last[:] = data, span
+    return span
+
+
+def attach_passing() -> None:
+    """Make the current context a :class:`Passing` one (once, where the node starts: the
+    tasks it creates from here on copy it), so that an app's handler of a message not
+    recorded sees its sender's span as OpenTelemetry's current span."""
+    values = get_context()
+    if type(values) is not Passing:
+        set_context(Passing(values or {}))
 
 
 def in_context(data: bytes, remote: bool = False) -> Context:

@@ -23,7 +23,10 @@ Sampling follows the standard ``OTEL_TRACES_SAMPLER`` (and ``_ARG``), decided on
 trace's root and carried in the context's flags: a received message whose trace is not
 recorded runs its route's bare handler (:meth:`Tracing.incoming` decides when its frame
 is taken), with only ``SENDING`` set around it so that its handler's sends pass the
-context on; nothing is recorded, no OpenTelemetry context is made.
+context on; nothing is recorded, no OpenTelemetry context is made for it: the node's
+tasks run in one attached when it starts (``_context.Passing``), whose current span is
+``SENDING``'s, made only when app code asks for it (a span the app starts there is a
+child of the sender's, not recorded, as OpenTelemetry's parent-based samplers decide).
 While a recorded message's handler runs, its span is OpenTelemetry's current span, so
 spans made by app code with the global provider nest under it, and a span of the app's
 around a send is that send's parent. That span is a ``NonRecordingSpan`` whose
@@ -59,6 +62,7 @@ from ._context import (
     SENDING,
     SPAN_KEY,
     Handling,
+    attach_passing,
     get_context,
     in_context,
     reads_traces,
@@ -128,6 +132,12 @@ class Tracing:
         #: While the bare handler of a message not recorded runs: its sender's context
         #: is what its sends carry (set and reset by the dispatcher, straight C calls).
         self.enter, self.leave = SENDING.set, SENDING.reset
+
+    def attach(self) -> None:
+        """Where the node starts (its tasks copy this context): OpenTelemetry's context
+        that makes the sender's span current in the handler of a message not recorded
+        (``_context.Passing``: looked up when app code asks, nothing done per message)."""
+        attach_passing()
 
     # -- the envelope ------------------------------------------------------------------
 

@@ -270,6 +270,8 @@ class Node(MessagingAPI):
             return
         self._started = True
         limit_repeats()  # a library's node: its repeated warnings are counted, not flooded
+        if self._tracing is not None:  # the tasks the node creates from here copy it
+            self._tracing.attach()
         bound = self.options.plugin_timeout
         try:
             for where, addresses in (("[node] listen", self.options.listen),
