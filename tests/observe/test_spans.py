@@ -5,6 +5,7 @@ keeps its sender's trace; and handshakes this node dialled are counted when they
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 from collections.abc import Callable
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -21,6 +23,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from p2phost._observability import MetricsSettings
+from p2phost._observability._context import SENDING, attach_passing
 from p2phost._observability._jsonl import span_line
 from p2phost._observability._spans import (
     JsonLinesExporter,
@@ -395,3 +398,33 @@ async def test_the_send_wrapper_passes_keys_and_named_arguments_on(
         recorded = spans(tmp_path / f"{sampler}.jsonl") \
             if (tmp_path / f"{sampler}.jsonl").exists() else []
         assert [s["name"] for s in recorded] == (["send t"] * 3 if "on" in sampler else [])
+
+
+def test_the_nodes_context_makes_a_passed_on_span_current_only_when_asked() -> None:
+    # _context.Passing, as OpenTelemetry's API reads it: get_current_span (get), a value
+    # set on it (copy: a plain Context that keeps the span), a task's copy of it, a span
+    # started in it; with no SENDING, no span.
+    def body() -> None:
+        attach_passing()
+        assert not trace.get_current_span().get_span_context().is_valid
+        token = SENDING.set((0xABC).to_bytes(16, "big") + (0xDEF).to_bytes(8, "big") + b"\0")
+        span = trace.get_current_span()
+        seen = span.get_span_context()
+        assert (seen.trace_id, seen.span_id, seen.is_remote, seen.trace_flags.sampled) \
+            == (0xABC, 0xDEF, True, False)
+        assert trace.get_current_span() is span  # the same span each time it is asked
+        with_baggage = baggage.set_baggage("k", "v")
+        assert type(with_baggage) is Context and trace.get_current_span(with_baggage) is span
+
+        async def in_a_task() -> int:
+            return trace.get_current_span().get_span_context().trace_id
+
+        assert asyncio.run(in_a_task()) == 0xABC
+        APP_SPANS.clear()
+        with APP_TRACER.start_as_current_span("app work") as work:
+            assert work.get_span_context().trace_id == 0xABC and not work.is_recording()
+        assert not APP_SPANS.get_finished_spans()
+        SENDING.reset(token)
+        assert not trace.get_current_span().get_span_context().is_valid
+
+    contextvars.copy_context().run(body)
