@@ -218,6 +218,14 @@ class Reader:
                     if waiting is not None:
                         return taken, self._stall(waiting)
                     continue
+                if kind in _TRACED_APP and version == VERSION and not (ls or lr or lc) \
+                        and end + TRACE_SIZE <= len(frame) and self._on_traced is not None:
+                    # A traced app frame (a tracing node's): its header is unpacked already.
+                    waiting = self._traced(frame, kind ^ TRACED, message_id, deadline, end,
+                                           ack)
+                    if waiting is not None:
+                        return taken, waiting
+                    continue
             waiting = self._take_other(frame, ack)
             if waiting is not None:
                 return taken, waiting
