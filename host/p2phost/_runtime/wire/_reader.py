@@ -190,8 +190,8 @@ class Reader:
             # Media that redeliver (brokers) hand DeliveredFrames carrying an ack.
             ack: Ack | None = None if type(frame) is bytes else getattr(frame, "ack", None)
             # The common frame in one pass: the header unpacked into locals, no envelope
-            # object; anything else (control frames, traced frames, frames naming their
-            # sender or recipient, bad ones) takes _take_other.
+            # object (a traced one's too, to _traced); anything else (control frames,
+            # frames naming their sender or recipient, bad ones) takes _take_other.
             if len(frame) >= _START:
                 version, kind, message_id, correlation_id, deadline, ls, lr, lt, lc = \
                     _unpack(frame)
