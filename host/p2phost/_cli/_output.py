@@ -12,6 +12,8 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
+from .._redact import redact
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -52,7 +54,9 @@ class Output:
             return False
 
     def print(self, *objects: Any, **options: Any) -> None:
-        """Print as ``rich.console.Console.print`` does."""
+        """Print as ``rich.console.Console.print`` does; a password in an address in text
+        is left out (docs/transports.md: passwords are never printed)."""
+        objects = tuple(redact(o) if isinstance(o, str) else o for o in objects)
         if len(objects) == 1 and isinstance(objects[0], str) and not options.get("markup") \
                 and options.keys() <= {"markup"} and plain(objects[0]) \
                 and not self.is_terminal:
@@ -81,8 +85,11 @@ err_console = Output(stderr=True)
 
 
 def print_error(message: str, fix: str | None = None) -> None:
-    """``error: message`` and, when known, ``fix: command`` on stderr."""
+    """``error: message`` and, when known, ``fix: command`` on stderr (passwords removed:
+    errors quote the addresses they are about)."""
     from rich.markup import escape
+
+    message, fix = redact(message), (redact(fix) if fix else fix)
 
     err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True)
     if fix:

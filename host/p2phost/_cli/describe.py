@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from .._project import Project
+from .._redact import redact
 from .completion import peer_addresses
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def _shown(value: object) -> str:
 def _print(answer: dict[str, Any]) -> None:
     name = f" ({_shown(answer['name'])})" if answer.get("name") else ""
     print(f"peer id: {answer['peer_id']}{name}")
-    print(f"address: {answer['address']}  codec: {answer['codec']}  "
+    print(f"address: {redact(str(answer['address']))}  codec: {answer['codec']}  "
           f"security: {answer['security']}  host-api: {_shown(answer['host_api'])}")
     topics = answer["topics"]
     if not topics:

@@ -17,6 +17,7 @@ import typer
 
 from .._errors import UserError
 from .._project import Project
+from .._redact import redact
 from ._output import console
 from ._stats import print_columns
 
@@ -96,7 +97,7 @@ def list_inboxes(as_json: bool = _JSON) -> None:
     answers = _each(None, lambda url, t: t.inbox_stats(url))
     if as_json:
         keys = ("medium", "inbox", "exists", "records", "bytes")
-        print(json.dumps([{k: a.get(k) for k in keys} for a in answers], indent=2))
+        print(redact(json.dumps([{k: a.get(k) for k in keys} for a in answers], indent=2)))
         return
     rows = [["MEDIUM", "INBOX", "EXISTS", "RECORDS", "BYTES"]]
     rows += [[a["medium"], a["inbox"][:12] + "...", "yes" if a.get("exists") else "no",
@@ -116,7 +117,7 @@ def stats(medium: str | None = _MEDIUM, as_json: bool = _JSON) -> None:
     for answer in answers:
         answer["frames_refused"] = refused
     if as_json:
-        print(json.dumps(answers, indent=2))
+        print(redact(json.dumps(answers, indent=2)))
         return
     for answer in answers:
         console.print(f"{answer['medium']}  inbox {answer['inbox']}"
@@ -167,7 +168,7 @@ def delete(medium: str | None = _MEDIUM, yes: bool = _YES, as_json: bool = _JSON
 
 
 async def _with_url(url: str, work: Awaitable[T]) -> tuple[str, T]:
-    return url, await work
+    return redact(url), await work  # printed: no broker password
 
 
 def register(app: typer.Typer) -> None:

@@ -25,6 +25,7 @@ from p2phost_sdk import PeerUnavailable, RemoteError, RequestTimeout
 
 from .._errors import UserError
 from .._project import Project
+from .._redact import redact
 from ._client import REACH_FIX, Unreachable, as_client, require_topic, unreachable
 from ._discovery_status import discovery_lines
 from ._output import console
@@ -113,7 +114,7 @@ async def _serve(project: Project) -> None:
     async with ControlServer(node, project.control_socket), node:
         _say(f"peer id: {node.peer_id}")
         for address in node.addresses:
-            _say(f"listening on {address}")
+            _say(redact(f"listening on {address}"))
         if not node.addresses:
             _say("listening nowhere ([node] listen is empty): dialling out only")
         if node.metrics is not None:
@@ -185,7 +186,7 @@ def ping(
         require_topic(node, peer, address, "echo",
                        "in that node's project: p2phost plugin install echo")
         reached.append(peer)
-        say(f"PING {address} ({peer})")
+        say(redact(f"PING {address} ({peer})"))
         times: list[float] = []
         for seq in range(count):
             if seq:
@@ -205,11 +206,11 @@ def ping(
     times = asyncio.run(as_client(project, address, pings, wait=wait))
     lost = count - len(times)
     if as_json:
-        _say(json.dumps({"address": address, "peer_id": reached[0] if reached else None,
+        _say(json.dumps({"address": redact(address), "peer_id": reached[0] if reached else None,
                          "sent": count, "received": len(times), "lost": lost,
                          "rtt_ms": [round(t, 3) for t in times]}))
     else:
-        _say(f"--- {address}: {count} sent, {len(times)} replies, {lost} lost")
+        _say(f"--- {redact(address)}: {count} sent, {len(times)} replies, {lost} lost")
     if not times:
         raise Unreachable(f"no reply from {address}", fix=REACH_FIX)
     say(f"rtt min/median/max = {min(times):.3f}/{statistics.median(times):.3f}/"
@@ -290,7 +291,7 @@ def send(
         _say(json.dumps(reply))
     else:
         said = f" ({reply})" if isinstance(reply, str) else ""
-        print(f"sent to {address}{said}", file=sys.stderr)
+        print(redact(f"sent to {address}{said}"), file=sys.stderr)
 
 
 def peers(
@@ -306,14 +307,14 @@ def peers(
         print_stats(answer)
         return
     if as_json:
-        _say(json.dumps(answer))
+        _say(redact(json.dumps(answer)))  # addresses, maybe with a broker's password
         return
     found = answer.get("peers", [])
     _say(f"peer id: {answer.get('peer_id')} ({len(found)} peers)")
     for peer in found:
         topics = ", ".join(peer.get("topics", [])) or "-"
-        _say(f"{peer.get('peer_id')}  {peer.get('address')}  {peer.get('codec')}  "
-             f"security: {peer.get('security') or '?'}  topics: {topics}")
+        _say(redact(f"{peer.get('peer_id')}  {peer.get('address')}  {peer.get('codec')}  "
+                    f"security: {peer.get('security') or '?'}  topics: {topics}"))
     for _, text, fix in discovery_lines(answer):
         _say(text + (f"\n  fix: {fix}" if fix else ""))
 

@@ -94,9 +94,19 @@ class RepeatLimit(logging.Filter):
                 self._report(key, count)
 
 
+class _Redacting(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler whose lines name no broker password (docs/transports.md)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from .._redact import redact
+
+        return redact(super().format(record))
+
+
 def configure(level: int, fmt: str) -> RepeatLimit:
-    """The CLI's logging: ``fmt`` is ``text`` or ``json``; repeats limited in both."""
-    handler = logging.StreamHandler()
+    """The CLI's logging: ``fmt`` is ``text`` or ``json``; repeats limited in both; a
+    password in an address is left out of every line."""
+    handler = _Redacting()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     limit = RepeatLimit()
     handler.addFilter(limit)
