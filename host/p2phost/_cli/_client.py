@@ -9,14 +9,17 @@ peer serves a topic, and turn a failed connection into an error naming its likel
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
 
 from p2phost_sdk import PeerUnavailable
 
 from .._errors import UserError
 from .._project import Project
+from .._schemes import scheme_of
 
 if TYPE_CHECKING:
     from .._runtime import Node
@@ -35,7 +38,7 @@ def _require_transport(project: Project, address: str) -> None:
     """Refuse an address no declared transport serves, naming the plugin that would."""
     from .._install import plugin_sources
     from .._plugins import PluginManager
-    from .._schemes import no_transport, scheme_of, served_by
+    from .._schemes import no_transport, served_by
 
     if "://" not in address:
         return  # a peer id, found by discovery
@@ -73,9 +76,42 @@ _SECURITY_MISMATCH = (" handshake with ", "expected a hello", "hello is not",
                       "handshake did not finish")
 
 
-def unreachable(project: Project, address: str, exc: Exception) -> Unreachable:
-    """Why ``address`` failed: unreachable, or reached but the two sides disagree."""
+#: What the services behind the inbox transports are called in a fix.
+_SERVICES = {"redis": "Redis", "nats": "the NATS server", "amqp": "the AMQP broker (RabbitMQ)",
+             "mqtt": "the MQTT broker", "postgresql": "PostgreSQL", "postgres": "PostgreSQL"}
+#: "cannot reach MEDIUM" (no "#PEERID" after it): the broker is down, not the peer.
+_MEDIUM_DOWN = re.compile(r"cannot reach [^\s#]+( \(|: )")
+
+
+def _broker_fix(address: str, text: str) -> str | None:
+    """The fix when the broker or database behind an inbox address is what failed."""
+    if "durable = true" in text:
+        return ("set durable = true under [config.nats-transport] in p2phost.toml, in this "
+                "project and the receiver's")
+    if "#" not in address or not _MEDIUM_DOWN.search(text):
+        return None
+    scheme = scheme_of(address)
+    parts = urlsplit(address)
+    try:
+        where = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    except ValueError:
+        where = str(parts.hostname)
+    service = _SERVICES.get(scheme, f"the {scheme} server")
+    return (f"check that {service} runs at {where} and accepts this project's connections "
+            "(the receiving node need not run: the broker keeps its messages)")
+
+
+def unreachable(project: Project, address: str, exc: Exception) -> UserError:
+    """Why ``address`` failed: a malformed address (exit 2), a broker that is down,
+    unreachable, or reached but the two sides disagree (exit 1)."""
     text = str(exc)
+    if text.startswith("bad address "):
+        # The transport's parse: as malformed as an address the CLI refuses itself.
+        return UserError(text, fix="write the address as `p2phost run` of that node prints "
+                                   "it (an inbox address ends in #PEERID)")
+    broker = _broker_fix(address, text)
+    if broker is not None:
+        return Unreachable(text, fix=broker)
     if "trust policy" in text:
         return Unreachable(f"{text}; the node runs, but does not trust this project",
                            fix="in the node's project: p2phost trust add "
