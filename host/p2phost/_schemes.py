@@ -16,6 +16,7 @@ from ._errors import UserError
 
 if TYPE_CHECKING:
     from ._manifest import Manifest
+    from ._project import Project
 
 
 def scheme_of(address: str) -> str:
@@ -33,6 +34,48 @@ def manifest_addresses(manifest: Manifest) -> list[tuple[str, str]]:
                                      ("[node] connect", manifest.node.connect),
                                      ("[config.static-discovery] peers", static))
             for address in addresses]
+
+
+#: The official transport for each scheme: what ``p2phost init --listen`` declares (no
+#: registry asked: init works offline). tests/cli/test_listen_schemes.py checks it against
+#: the official plugins' metadata.
+OFFICIAL_TRANSPORTS = {
+    "tcp": "tcp-transport", "quic": "quic-transport", "ws": "websocket-transport",
+    "mem": "memory-transport", "redis": "redis-transport", "nats": "nats-transport",
+    "amqp": "amqp-transport", "mqtt": "mqtt-transport", "postgresql": "postgres-transport",
+    "postgres": "postgres-transport",
+}
+
+
+def official_transports(scheme: str) -> list[str] | None:
+    """The official plugins that serve ``scheme`` (``relay+tcp``: the relay, and the
+    transport it is dialled over); None when no official plugin does."""
+    if scheme.startswith("relay+"):
+        inner = official_transports(scheme.removeprefix("relay+"))
+        return None if inner is None else [*inner, "relay"]
+    name = OFFICIAL_TRANSPORTS.get(scheme)
+    return None if name is None else [name]
+
+
+def unserved(project: Project, metadata: list[PluginMetadata], *,
+             static_peers: bool = True) -> list[tuple[str, str, UserError | None]]:
+    """``(where, address, error)`` for every address ``p2phost.toml`` lists (error None
+    when a declared transport serves it): the one check of ``run``, ``run --check`` and
+    ``doctor``, so all three say the same and give the same fix. ``static_peers``: also
+    static discovery's peers (``run`` only warns about those)."""
+    from ._install import plugin_sources
+
+    served = served_by(metadata)
+    found: list[tuple[str, str, UserError | None]] = []
+    for where, address in manifest_addresses(project.manifest):
+        if not static_peers and where.startswith("[config."):
+            continue
+        error = None
+        if scheme_of(address) not in served:
+            error = no_transport(address, where, served, metadata,
+                                 plugin_sources(None, project.manifest.registries))
+        found.append((where, address, error))
+    return found
 
 
 def served_by(metadata: Iterable[PluginMetadata]) -> dict[str, str]:

@@ -33,6 +33,8 @@ from ._stats import print_stats
 from .completion import peer_addresses
 
 if TYPE_CHECKING:
+    from p2phost_sdk import PluginMetadata
+
     from .._runtime import Node
 
 # The node runtime and the plugin loader are imported by the commands that use them:
@@ -47,6 +49,7 @@ def check_report(project: Project) -> dict[str, Any]:
     from .._plugins import PluginManager, describe
 
     loaded = PluginManager(project).load()
+    require_served(project, [p.metadata for p in loaded.plugins])
     parts = loaded.build(project.identity().peer_id, project.manifest.node.max_frame_size)
     security = [type(s).protocol or type(s).__name__ for s in parts.security]
     return {
@@ -62,6 +65,16 @@ def check_report(project: Project) -> dict[str, Any]:
         "security": {"in_use": security[0] if security else None, "unused": security[1:]},
         "lines": describe(loaded.plugins),
     }
+
+
+def require_served(project: Project, metadata: list[PluginMetadata]) -> None:
+    """Refuse a [node] listen or connect address no declared transport serves, with the
+    error and fix ``doctor`` gives (the same check: :func:`p2phost._schemes.unserved`)."""
+    from .._schemes import unserved
+
+    for _, _, error in unserved(project, metadata, static_peers=False):
+        if error is not None:
+            raise error
 
 
 def check_plugins(project: Project, as_json: bool = False) -> None:
@@ -137,6 +150,10 @@ def run(
     if as_json:
         raise UserError("--json goes with --check (a running node prints its addresses)",
                         fix="p2phost run --check --json")
+    from .._plugins import PluginManager
+
+    resolved, _ = PluginManager(project).resolve()
+    require_served(project, [m for _, _, m, _ in resolved])
     node_log = logging.getLogger("p2phost")
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
         node_log.setLevel(logging.INFO)  # connects and disconnects are worth seeing

@@ -56,8 +56,8 @@ def init(
         raise UserError(f"{manifest} already exists", fix="p2phost init --force to overwrite it")
     directory.mkdir(parents=True, exist_ok=True)
     node_name = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", directory.name) or "node"
-    manifest.write_text(DEFAULT_MANIFEST.format(name=node_name, listen=listen,
-                                                registry=DEFAULT_REGISTRY), encoding="utf-8")
+    text = DEFAULT_MANIFEST.format(name=node_name, listen=listen, registry=DEFAULT_REGISTRY)
+    manifest.write_text(_with_transport(text, listen), encoding="utf-8")
     ignore = directory / ".gitignore"
     if not ignore.exists():
         ignore.write_text(".p2phost/\n", encoding="utf-8")
@@ -65,6 +65,17 @@ def init(
     console.print(f"wrote {manifest}")
     console.print(f"peer id: {peer_id}")
     console.print("next: p2phost plugin install, then p2phost run")
+
+
+def _with_transport(text: str, listen: str) -> str:
+    """The default manifest ``text`` declaring the transport that serves ``listen``
+    (redis:// gets redis-transport, not tcp-transport); unchanged for tcp:// and for a
+    scheme no official plugin serves (``run`` then names the search that finds one)."""
+    from .._schemes import official_transports, scheme_of
+
+    names = official_transports(scheme_of(listen)) or ["tcp-transport"]
+    return text.replace('tcp-transport = ">=1.0,<2"\n',
+                        "".join(f'{name} = ">=1.0,<2"\n' for name in names), 1)
 
 
 class _Report:
@@ -193,21 +204,16 @@ def _check_leftovers(project: Project, report: _Report) -> None:
 def _check_schemes(project: Project, metadata: list[PluginMetadata], report: _Report) -> None:
     """Every [node] listen and connect address, and every static-discovery peer, has a
     declared transport for its scheme."""
-    from .._schemes import manifest_addresses, no_transport, scheme_of, served_by
+    from .._schemes import scheme_of, served_by, unserved
 
     served = served_by(metadata)
     # Static discovery's peers are dialled like [node] connect: a peer no transport
     # serves is otherwise only a warning that `run` repeats on every round.
-    for key, address in manifest_addresses(project.manifest):
-        scheme = scheme_of(address)
-        if scheme in served:
-            report(True, f"{key} {address}: served by {served[scheme]}")
-            continue
-        from .._install import plugin_sources
-
-        error = no_transport(address, key, served, metadata,
-                             plugin_sources(None, project.manifest.registries))
-        report(False, error.message, error.fix)
+    for key, address, error in unserved(project, metadata):
+        if error is None:
+            report(True, f"{key} {address}: served by {served[scheme_of(address)]}")
+        else:
+            report(False, error.message, error.fix)
 
 
 def _check_security(metadata: list[PluginMetadata], report: _Report) -> None:
