@@ -101,6 +101,32 @@ def _broker_fix(address: str, text: str) -> str | None:
             "(the receiving node need not run: the broker keeps its messages)")
 
 
+#: A first frame's length prefix (4 bytes, big-endian) that is text a known protocol starts
+#: with: "HTTP" is 1213486160 bytes, a Redis error line "-ERR" 759517778.
+_SPEAKERS = (("HTTP", "an HTTP server"), ("-ERR", "a Redis server"), ("-NOAUTH", "a Redis server"),
+             ("SSH-", "an SSH server"), ("AMQP", "an AMQP broker"), ("INFO", "a NATS server"),
+             ("220 ", "an SMTP or FTP server"))
+_FRAME = re.compile(r"sent a frame of (\d+) bytes")
+
+
+def _not_p2phost(text: str) -> str | None:
+    """How the other side answered when its first frame cannot be a p2phost hello: a
+    length prefix that reads as a known protocol's text, or one no handshake would send."""
+    match = _FRAME.search(text)
+    if match is None or ("handshake" not in text and int(match[1]) < 1 << 24):
+        return None
+    size = int(match[1])
+    if size >= 1 << 32:
+        return None
+    head = size.to_bytes(4, "big").decode("latin-1")
+    for start, who in _SPEAKERS:
+        if start.startswith(head) or head.startswith(start):
+            return f"it answered like {who}"
+    if head.isprintable() and head.isascii():
+        return f"it answered with text starting {head!r}, not a p2phost hello"
+    return f"its first frame claims {size} bytes, which no p2phost hello does"
+
+
 def unreachable(project: Project, address: str, exc: Exception) -> UserError:
     """Why ``address`` failed: a malformed address (exit 2), a broker that is down,
     unreachable, or reached but the two sides disagree (exit 1)."""
@@ -109,6 +135,18 @@ def unreachable(project: Project, address: str, exc: Exception) -> UserError:
         # The transport's parse: as malformed as an address the CLI refuses itself.
         return UserError(text, fix="write the address as `p2phost run` of that node prints "
                                    "it (an inbox address ends in #PEERID)")
+    stranger = _not_p2phost(text)
+    if stranger is not None:
+        return Unreachable(f"the other side at {address} is not a p2phost node ({stranger})",
+                           fix="check the address and port: `p2phost run` of the node prints "
+                               "the addresses it listens on")
+    if "handshake did not finish" in text:
+        return Unreachable(f"{text}; something accepts connections at {address} but did not "
+                           "answer the handshake: it may not be a p2phost node, or it secures "
+                           "connections differently",
+                           fix=f"check the address and port; if a p2phost node runs there: "
+                               f"{_offers(project)}, and `p2phost run --check` in its project "
+                               "shows what it offers")
     broker = _broker_fix(address, text)
     if broker is not None:
         return Unreachable(text, fix=broker)
