@@ -543,3 +543,19 @@ async def test_a_closed_connection_never_settles_a_frame_in_hand_with_a_copy() -
     assert not endpoint.closing, "a closed connection with all frames done is kept"
     await client.close()
     await server.close()
+
+
+async def test_handled_counts_reach_the_disk_while_the_node_runs(tmp_path: Path) -> None:
+    """`p2phost inbox stats` reads the counts file: a running node's handled letters are
+    there within COUNTS_DELAY, in one write (the outsider report, D3)."""
+    from p2phost_sdk.inbox._letters import COUNTS_DELAY, LetterJournal, read_counts
+
+    journal = LetterJournal(tmp_path / "inbox.letters")
+    for _ in range(3):
+        journal.count("handled")
+    assert read_counts(journal.path) == {}
+    await asyncio.sleep(COUNTS_DELAY + 0.3)
+    assert read_counts(journal.path) == {"handled": 3}
+    journal.count("handled")
+    journal.close()
+    assert read_counts(journal.path) == {"handled": 4}

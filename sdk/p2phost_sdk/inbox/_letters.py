@@ -9,6 +9,7 @@ it, keeps it in order, and remembers what was finished across restarts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -62,6 +63,10 @@ class Letter:
 LetterHandler = Callable[[Letter], Awaitable[None]]
 
 
+#: Seconds a handled letter's count may wait before it is written beside the journal.
+COUNTS_DELAY = 1.0
+
+
 @dataclass
 class _Session:
     done: DoneSet = field(default_factory=DoneSet)
@@ -79,16 +84,27 @@ class LetterJournal:
         #: every run: ``p2phost inbox stats`` shows them.
         self.counts: dict[str, int] = read_counts(path)
         self._file = None if path is None else JournalFile(path, "letter journal", log)
+        self._saving: asyncio.TimerHandle | None = None
 
     def count(self, kind: str, number: int = 1) -> None:
         """``number`` more letters of ``kind``; all but handled ones are saved at once
-        (they are rare)."""
+        (they are rare); handled ones within :data:`COUNTS_DELAY` seconds, in one write
+        however many there were, so ``p2phost inbox stats`` shows a running node's."""
         self.counts[kind] = self.counts.get(kind, 0) + number
         if kind != "handled":
             self.save_counts()
+        elif self._saving is None and self.path is not None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop (a tool reading the journal): saved at close
+            self._saving = loop.call_later(COUNTS_DELAY, self.save_counts)
 
     def save_counts(self) -> None:
         """Write the counts beside the journal."""
+        if self._saving is not None:
+            self._saving.cancel()
+            self._saving = None
         if self.path is not None:
             with contextlib.suppress(OSError):
                 counts_path(self.path).write_text(json.dumps(self.counts))
