@@ -378,3 +378,13 @@ def test_install_of_a_plugin_whose_config_table_is_written_already(
                    timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert run_cli("doctor", cwd=root, env=env).returncode == 0
+
+
+def test_plugin_info_of_an_unknown_name_never_suggests_installing_it(
+        tmp_path: Path, official_registry: RunningRegistry) -> None:
+    root = new_project(tmp_path / "alice", official_registry)
+    env = cli_env(official_registry, tmp_path / "cache")
+    done = run_cli("plugin", "info", "ech", cwd=root, env=env)
+    assert done.returncode == 2, done.stderr
+    fix = done.stderr.split("fix: ")[1]
+    assert "install ech" not in fix, done.stderr

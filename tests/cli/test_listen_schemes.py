@@ -54,3 +54,4 @@ def test_run_check_refuses_a_listen_scheme_no_transport_serves(
     assert said in check.stderr and said in run.stderr and said in doctor.stdout
     fix = check.stderr.split("fix: ")[1].strip()
     assert fix in run.stderr and fix in doctor.stdout, (fix, run.stderr, doctor.stdout)
+

@@ -203,9 +203,13 @@ def _remote_info(project: Project, name: str, registry: str | None,
     try:
         plugin = client.plugin(name)
     except (RegistryError, UnknownPlugin) as exc:
+        # Never suggest installing the name asked for: no source has it. A close name
+        # ("did you mean") is what to look at instead.
+        fix = exc.fix or f"p2phost plugin search {name}"
+        if fix.startswith("p2phost plugin install "):
+            fix = fix.replace("p2phost plugin install ", "p2phost plugin info ", 1)
         raise UserError(f"plugin {name!r} is not installed in this project, and {exc.message}",
-                        fix=f"p2phost plugin install {name} (once a source has it: "
-                            f"{exc.fix})") from exc
+                        fix=fix) from exc
     newest = plugin.newest_fitting()
     if as_json:
         print(json.dumps({
