@@ -58,17 +58,18 @@ def official_transports(scheme: str) -> list[str] | None:
 
 
 def unserved(project: Project, metadata: list[PluginMetadata], *,
-             static_peers: bool = True) -> list[tuple[str, str, UserError | None]]:
+             listen_only: bool = False) -> list[tuple[str, str, UserError | None]]:
     """``(where, address, error)`` for every address ``p2phost.toml`` lists (error None
     when a declared transport serves it): the one check of ``run``, ``run --check`` and
-    ``doctor``, so all three say the same and give the same fix. ``static_peers``: also
-    static discovery's peers (``run`` only warns about those)."""
+    ``doctor``, so all three say the same and give the same fix. ``listen_only``: only
+    ``[node] listen`` (what ``run`` cannot start without; a connect address or a static
+    peer it cannot dial is a warning it repeats, and a failure in ``doctor``)."""
     from ._install import plugin_sources
 
     served = served_by(metadata)
     found: list[tuple[str, str, UserError | None]] = []
     for where, address in manifest_addresses(project.manifest):
-        if not static_peers and where.startswith("[config."):
+        if listen_only and where != "[node] listen":
             continue
         error = None
         if scheme_of(address) not in served:

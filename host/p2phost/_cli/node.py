@@ -68,11 +68,11 @@ def check_report(project: Project) -> dict[str, Any]:
 
 
 def require_served(project: Project, metadata: list[PluginMetadata]) -> None:
-    """Refuse a [node] listen or connect address no declared transport serves, with the
+    """Refuse a [node] listen address no declared transport serves, with the
     error and fix ``doctor`` gives (the same check: :func:`p2phost._schemes.unserved`)."""
     from .._schemes import unserved
 
-    for _, _, error in unserved(project, metadata, static_peers=False):
+    for _, _, error in unserved(project, metadata, listen_only=True):
         if error is not None:
             raise error
 
