@@ -26,7 +26,7 @@ def _sample(path: Any) -> tuple[dict[str, Any], float]:
     return query_control(path, "stats"), time.monotonic()
 
 
-def _tables(shown: dict[str, Any]) -> Group:
+def _tables(shown: dict[str, Any], live: bool = True) -> Group:
     peers = Table(title="peers", title_justify="left", expand=False)
     for column in ("peer", "transport", "security", "rtt ms", "in/s", "out/s"):
         peers.add_column(column, justify="left" if column in ("peer", "transport",
@@ -35,10 +35,13 @@ def _tables(shown: dict[str, Any]) -> Group:
         rtt = "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}"
         peers.add_row(p["peer_id"][:16], p["transport"], p["security"], rtt,
                       f"{p['in_per_s']:.1f}", f"{p['out_per_s']:.1f}")
-    topics = Table(title="topics", title_justify="left")
+    # Two spaces between columns and no borders: the ten columns fit 80 columns with their
+    # headers whole ("failed/s" and "failed" were both cut to "fail…").
+    topics = Table(title="topics", title_justify="left", box=None, padding=(0, 1))
     for column in ("topic", "mode", "in/s", "out/s", "handled/s", "failed/s", "failed",
                    "dropped", "outbox", "dead"):
-        topics.add_column(column, justify="left" if column in ("topic", "mode") else "right")
+        topics.add_column(column, justify="left" if column in ("topic", "mode") else "right",
+                          min_width=len(column), no_wrap=True)
     for t in shown["topics"]:
         topics.add_row(t["topic"], t["mode"], f"{t['in_per_s']:.1f}", f"{t['out_per_s']:.1f}",
                        f"{t['handled_per_s']:.1f}", f"{t['failed_per_s']:.1f}",
@@ -51,8 +54,9 @@ def _tables(shown: dict[str, Any]) -> Group:
         boxes.add_row(b["app"], str(b.get("queued", 0)), str(b.get("running", 0)),
                       str(b.get("size", 0)))
     summary = (f"outbox: {shown['outbox']} waiting (oldest {shown['outbox_oldest_s']:.1f}s)"
-               f"   dead letters: {shown['dead_letters']}   refreshed every "
-               f"{shown['interval_s']:.1f}s (Ctrl-C quits)")
+               f"   dead letters: {shown['dead_letters']}")
+    if live:
+        summary += f"   refreshed every {shown['interval_s']:.1f}s (Ctrl-C quits)"
     return Group(peers, topics, boxes, summary)
 
 
@@ -76,7 +80,10 @@ def top(
         if as_json:
             print(json.dumps(shown), flush=True)
         else:
-            console.print(_tables(shown))
+            console.print(_tables(shown, live=False))
+        return
+    if not console.is_terminal:
+        _plain(path, before, then, interval)
         return
     try:
         with Live(console=console.rich, auto_refresh=False, screen=False) as live:
@@ -85,6 +92,23 @@ def top(
                 after, now = _sample(path)
                 live.update(_tables(view(before, after, now - then)), refresh=True)
                 before, then = after, now
+    except KeyboardInterrupt:
+        pass
+
+
+def _plain(path: Any, before: dict[str, Any], then: float, interval: float) -> None:
+    """Piped or redirected: one view per interval, each written (and flushed) whole, so
+    a log or ``tail -f`` shows them as they come and nothing waits for Ctrl-C."""
+    from .._observability._rates import view
+
+    try:
+        while True:
+            time.sleep(interval)
+            after, now = _sample(path)
+            console.rich.print(_tables(view(before, after, now - then), live=False))
+            console.rich.print(f"--- {time.strftime('%H:%M:%S')}")
+            console.rich.file.flush()
+            before, then = after, now
     except KeyboardInterrupt:
         pass
 
