@@ -6,17 +6,22 @@ import asyncio
 import logging
 import socket
 import time
+from typing import Any
 
 import pytest
 from recorder_app import Recorder
 
 from p2phost._runtime import Node
 from p2phost_sdk import (
+    App,
+    ConnectionClosed,
     FrameTooLarge,
     Identity,
+    Message,
     PeerUnavailable,
     RemoteError,
     RequestTimeout,
+    handler,
 )
 from p2phost_sdk.testing.discovery import wait_until
 from tests.runtime.conftest import MakeNode, build_node
@@ -340,3 +345,77 @@ async def test_the_peer_limit_refuses_more_peers(make_node: MakeNode) -> None:
     await first.connect(server.addresses[0])
     with pytest.raises(PeerUnavailable, match="peer limit reached"):
         await second.connect(server.addresses[0])
+
+
+class _Cancelling(App):
+    """Handlers that await a future someone else cancels, or that wait until closed."""
+
+    name = "cancelling"
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+        self.waiting = asyncio.Event()
+        self.ended: list[str] = []
+
+    @handler("victim")
+    async def victim(self, message: Message) -> str:
+        self.seen.append(message.body)
+        future = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(future.cancel)  # someone else cancels it
+        await future
+        return "unreachable"
+
+    @handler("next")
+    async def next(self, message: Message) -> Any:
+        self.seen.append(message.body)
+        return message.body
+
+    @handler("hang")
+    async def hang(self, message: Message) -> None:
+        self.waiting.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.ended.append("cancelled")
+            raise
+
+
+async def test_a_handler_failing_with_a_foreign_cancellation_is_answered_as_an_error(
+    make_node: MakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = _Cancelling()
+    server = await make_node([app])
+    client = await make_node(listen=[])
+    peer = await client.connect(server.addresses[0])
+    started = time.monotonic()
+    with pytest.raises(RemoteError) as failure:
+        await client.request(peer, "victim", 1, timeout=10)
+    assert time.monotonic() - started < 5  # answered, not timed out
+    assert "the handler was cancelled" in str(failure.value)
+    # The peer's mailbox task goes on: later requests, in order, then a one-way one.
+    assert [await client.request(peer, "next", n, timeout=5) for n in (2, 3)] == [2, 3]
+    await client.send(peer, "victim", 4)
+    assert await client.request(peer, "next", 5, timeout=5) == 5
+    assert app.seen == [1, 2, 3, 4, 5]
+    stats = server.delivery.stats
+    await wait_until(lambda: stats.get("victim", "failed") == 2, 5, "the failures counted")
+    assert stats.get("victim", "handled") == 0
+    assert "the 'victim' handler failed" in caplog.text
+
+
+async def test_closing_the_node_still_cancels_a_running_handler(
+    make_node: MakeNode, kind: str
+) -> None:
+    app = _Cancelling()
+    server = build_node(kind, [app], drain_timeout=0.3)
+    await server.start()
+    client = await make_node(listen=[])
+    peer = await client.connect(server.addresses[0])
+    pending = asyncio.ensure_future(client.request(peer, "hang", None, timeout=30))
+    await asyncio.wait_for(app.waiting.wait(), 5)
+    started = time.monotonic()
+    await server.close()
+    assert time.monotonic() - started < 5  # the drain timeout, then cancelled
+    assert app.ended == ["cancelled"]
+    with pytest.raises((PeerUnavailable, RemoteError, ConnectionClosed)):
+        await asyncio.wait_for(pending, 10)

@@ -9,6 +9,7 @@ to the request waiting for them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -289,7 +290,7 @@ class Dispatcher(Outgoing):
             return _raise(exc)
 
     def finish(self, peer: str, item: Work, result: Any,
-               error: Exception | None) -> Awaitable[None] | None:
+               error: Exception | asyncio.CancelledError | None) -> Awaitable[None] | None:
         """A started item's handler returned ``result`` (or raised ``error``): a
         request answered (an awaitable while the outbox has no room), the outcome counted."""
         if (token := item.token) is not None:
@@ -321,7 +322,8 @@ class Dispatcher(Outgoing):
                                _describe(error))
         return None
 
-    def _failed(self, peer: str, message: Any, exc: Exception) -> None:
+    def _failed(self, peer: str, message: Any,
+                exc: Exception | asyncio.CancelledError) -> None:
         log.warning("the %r handler failed on a message from %s: %s: %s",
                     message.topic, peer, type(exc).__name__, exc,
                     exc_info=log.isEnabledFor(logging.DEBUG))
@@ -348,6 +350,14 @@ class Dispatcher(Outgoing):
                 if queued:
                     self.timed[message.topic](queued, started, _monotonic())
                 waiting = self.finish(peer, item, None, exc)
+            except asyncio.CancelledError as cancelled:
+                # Not this task's cancellation (a close, a lost peer: those go on) but
+                # a future someone else cancelled: the handler failed (see _mailbox).
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+                if queued:
+                    self.timed[message.topic](queued, started, _monotonic())
+                waiting = self.finish(peer, item, None, cancelled)
             else:
                 if queued:
                     self.timed[message.topic](queued, started, _monotonic())
@@ -400,8 +410,11 @@ async def _raise(exc: Exception) -> None:
     raise exc
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: Exception | asyncio.CancelledError) -> str:
     """What the requester's RemoteError says about a handler's failure."""
+    if isinstance(exc, asyncio.CancelledError):
+        return ("CancelledError: the handler was cancelled (something it awaited was "
+                "cancelled while its own task was not; fix: catch that in the handler)")
     text = str(exc)
     if isinstance(exc, TimeoutError) and not text:
         text = "the handler timed out (an asyncio.timeout in it expired)"

@@ -21,7 +21,9 @@ from a fresh task, that is when the handler left
   the peer's context: a variable a handler sets never reaches the next handler),
 * no cancellation pending or swallowed (``Task.cancelling()`` is 0, so an
   ``asyncio.timeout`` in the next handler counts from a clean task), and
-* was not itself cancelled (its ``CancelledError`` ends the task).
+* was not itself cancelled (its ``CancelledError`` ends the task; a ``CancelledError``
+  out of a handler while its task is not being cancelled, ``Task.cancelling()`` 0, as
+  from a future someone else cancelled, is that handler's failure: answered as an error).
 
 Otherwise, and after every ``_INLINE`` items in a row (so one busy peer yields the loop
 to the others), the task ends and the next item starts in a fresh task with a fresh copy
@@ -79,8 +81,9 @@ class Direct(Protocol[T_contra]):
         :meth:`finish` (else None: ``process`` takes it)."""
 
     def finish(self, peer: str, item: T_contra, result: Any,
-               error: Exception | None) -> Awaitable[None] | None:
-        """The started item's handler returned ``result``, or raised ``error``; what
+               error: Exception | asyncio.CancelledError | None) -> Awaitable[None] | None:
+        """The started item's handler returned ``result``, or raised ``error`` (a
+        ``CancelledError`` only when the task itself was not being cancelled); what
         to wait for before the next item, if anything (a reply waiting for room)."""
 
 
@@ -245,6 +248,13 @@ class Mailbox(Generic[T]):
                         try:
                             result = await call
                         except Exception as exc:
+                            waiting = direct.finish(peer, item, None, exc)
+                        except asyncio.CancelledError as exc:
+                            # A future the handler awaited was cancelled by someone
+                            # else, not this task: a failure to answer, not our end
+                            # (a close or a lost peer cancels the task: that goes on).
+                            if task.cancelling():
+                                raise
                             waiting = direct.finish(peer, item, None, exc)
                         else:
                             waiting = direct.finish(peer, item, result, None)
