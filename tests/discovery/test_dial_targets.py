@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+from p2phost._cli._discovery_status import discovery_lines
 from p2phost._runtime.node._targets import DialTargets
 from p2phost_sdk import Backoff, Identity, PeerRecord, PeerUnavailable
 from p2phost_sdk.testing.discovery import wait_until
@@ -93,5 +94,30 @@ async def test_a_record_with_new_addresses_replaces_the_old_one() -> None:
     count = dialler.dials.count("tcp://old:1")
     await wait_until(lambda: PEER in dialler.connected, 2, "reconnecting")
     assert dialler.dials.count("tcp://old:1") == count
+    targets.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_refused_handshake_is_counted_refused_with_its_reason_not_unreachable() -> None:
+    reason = (f"tcp://r:1: handshake failed: the peer refused the connection: peer {PEER} "
+              "is refused by the trust policy: not in the allowlist")
+
+    class Refusing(Dialler):
+        async def connect(self, address: str, expected: str | None) -> str:
+            self.dials.append(address)
+            await asyncio.sleep(0)
+            raise PeerUnavailable(reason)
+
+    dialler = Refusing({})
+    tasks: set[asyncio.Task[None]] = set()
+    targets = targets_for(dialler, tasks)
+    targets.update(PeerRecord(("tcp://r:1",), None, "static-discovery"))
+    await wait_until(lambda: targets.counters["refused"] >= 2, 2, "redialling the refuser")
+    snapshot = targets.snapshot()
+    assert snapshot["unreachable"] == 0 and snapshot["refused_reason"] == reason
+    lines = discovery_lines({"discovery": {"plugins": [], "dialling": snapshot}})
+    assert [ok for ok, _, _ in lines] == [True, False]  # doctor reports it as a problem
+    assert "refused_reason" not in lines[0][1] and "not in the allowlist" in lines[1][1]
+    assert lines[1][2] is not None and "p2phost trust add" in lines[1][2]
     targets.close()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -8,6 +8,9 @@ from typing import Any
 
 #: One line per plugin: (healthy, text, fix or None).
 StatusLine = tuple[bool, str, str | None]
+#: The fix for dials the peer reached but whose handshake was refused (docs/security.md).
+REFUSED_FIX = ("on the refusing node, `p2phost trust add PEER-ID` with this node's id (or "
+               "its [trust] policy); if this node refuses them, the same here")
 
 
 def discovery_lines(answer: Mapping[str, Any]) -> list[StatusLine]:
@@ -24,10 +27,14 @@ def discovery_lines(answer: Mapping[str, Any]) -> list[StatusLine]:
                           plugin.get("fix") or None))
         else:
             lines.append((True, f"discovery {name} is {plugin.get('state')}: {shown}", None))
-    dialling = status.get("dialling") or {}
+    dialling = dict(status.get("dialling") or {})
+    reason = dialling.pop("refused_reason", "")
     if dialling:
         lines.append((True, "dialling: " + ", ".join(f"{k} {v}" for k, v in dialling.items()),
                       None))
+    if dialling.get("refused") and reason:  # reached, but the handshake was refused
+        lines.append((False, f"peers refused this node {dialling['refused']} times, the "
+                             f"last: {reason}", REFUSED_FIX))
     return lines
 
 

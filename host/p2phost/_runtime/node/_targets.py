@@ -24,7 +24,10 @@ from p2phost_sdk import Backoff, PeerRecord, PeerUnavailable
 log = logging.getLogger("p2phost.node")
 
 #: The names of :attr:`DialTargets.counters`.
-COUNTERS = ("dials", "unreachable", "wrong_peer", "connected")
+COUNTERS = ("dials", "unreachable", "refused", "wrong_peer", "connected")
+#: What a dial's error says when a peer was reached but the handshake was refused (by its
+#: trust policy or ours, its peer limit, its shutdown): not "unreachable".
+_REFUSALS = ("the peer refused the connection", "is refused by the trust policy")
 
 
 def is_wrong_peer(error: Exception) -> bool:
@@ -33,6 +36,12 @@ def is_wrong_peer(error: Exception) -> bool:
     text = str(error)
     return "handshake failed: expected peer " in text or "handshake failed: connected to " \
         "itself" in text
+
+
+def refusal(error: Exception) -> str:
+    """Why a failed dial's peer was reached and refused ("" when it was not reached)."""
+    text = str(error)
+    return text if any(r in text for r in _REFUSALS) else ""
 
 
 @dataclass
@@ -69,6 +78,8 @@ class DialTargets:
         self._own = own_addresses
         self._targets: dict[str, _Target] = {}
         self.counters: Counter[str] = Counter()
+        #: The last refusal's error (why), shown beside the counters.
+        self.refused_reason = ""
         self.closed = False
 
     @staticmethod
@@ -127,8 +138,11 @@ class DialTargets:
 
     def snapshot(self) -> dict[str, object]:
         """Targets and counters, for ``p2phost peers``."""
-        return {"targets": len(self._targets),
-                **{name: self.counters[name] for name in COUNTERS}}
+        answer: dict[str, object] = {"targets": len(self._targets),
+                                     **{name: self.counters[name] for name in COUNTERS}}
+        if self.refused_reason:
+            answer["refused_reason"] = self.refused_reason
+        return answer
 
     async def _supervise(self, key: str, target: _Target) -> None:
         failures = 0
@@ -156,6 +170,10 @@ class DialTargets:
                         self.counters["wrong_peer"] += 1
                         log.warning("dropped address %s of %s: %s", address, target.peer_id,
                                     exc)
+                    elif reason := refusal(exc):
+                        self.counters["refused"] += 1
+                        self.refused_reason = reason
+                        errors.append(reason)
                     else:
                         self.counters["unreachable"] += 1
                         errors.append(str(exc))

@@ -34,6 +34,10 @@ class StaticDiscovery(Discovery):
         for address in self.peers:
             events.peer_found(PeerRecord((address,), source=self.source))
 
+    def counters(self) -> dict[str, int]:
+        """The listed peers reported (``p2phost peers`` shows the dial counters beside)."""
+        return {"peers": len(self.peers) if self._events is not None else 0}
+
     async def stop(self) -> None:
         """Nothing runs in the background; forget the node."""
         self._events = None
