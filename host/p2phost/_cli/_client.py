@@ -127,6 +127,25 @@ def _not_p2phost(text: str) -> str | None:
     return f"its first frame claims {size} bytes, which no p2phost hello does"
 
 
+def too_large(exc: Exception) -> UserError:
+    """A body over a frame limit: say whose limit it is and which setting moves it (a
+    runtime failure like an unreachable peer: exit 1; the connection stays up)."""
+    text, _, fix = str(exc).partition("; fix: ")
+    if "announced" in text:
+        whose = "the peer's limit"
+        fix = fix or "send it in smaller parts, or raise max-frame-size in [node] of that " \
+                     "node's p2phost.toml"
+    elif "size limit of the medium" in text:
+        whose = "the medium's limit, not a setting"
+        fix = fix or "send it in smaller parts"
+    else:
+        text = text.replace("(max-frame-size in [node] of p2phost.toml)", "").rstrip()
+        whose = "this node's limit: max-frame-size in [node] of this project's p2phost.toml"
+        fix = "send it in smaller parts, or raise max-frame-size in [node] of this " \
+              "project's p2phost.toml (the peer's own limit must allow it too)"
+    return Unreachable(f"FrameTooLarge: {text} ({whose})", fix=fix)
+
+
 def unreachable(project: Project, address: str, exc: Exception) -> UserError:
     """Why ``address`` failed: a malformed address (exit 2), a broker that is down,
     unreachable, or reached but the two sides disagree (exit 1)."""

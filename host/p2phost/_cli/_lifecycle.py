@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 import shlex
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from .._errors import UserError
 from .._project import Project
+from ._output import confirm as ask_or_refuse
 from ._output import console, err_console, plain
 
 if TYPE_CHECKING:
@@ -136,15 +136,7 @@ def show_and_confirm(changes: Sequence[Change], yes: bool) -> list[str]:
 
 def confirm(question: str, yes: bool, doing: str = "installing") -> None:
     """Ask ``question`` on a terminal; without one, only ``--yes`` goes ahead."""
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise UserError(f"{doing} plugins needs a confirmation, and there is no terminal to "
-                        "ask on", fix="re-run with --yes")
-    import typer  # only a person at a terminal is asked: the fast path never gets here
-
-    if not typer.confirm(question, default=True):
-        raise typer.Exit(1)
+    ask_or_refuse(question, yes, f"{doing} plugins", default=True)
 
 
 def refuse_if_addresses_break(project: Project, removing: Sequence[str]) -> None:

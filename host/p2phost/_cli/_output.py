@@ -94,3 +94,20 @@ def print_error(message: str, fix: str | None = None) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True)
     if fix:
         err_console.print(f"[bold]fix:[/] {escape(fix)}", markup=True)
+
+
+def confirm(question: str, yes: bool, doing: str, *, default: bool = False) -> None:
+    """Ask ``question`` on a terminal; without one, only ``--yes`` goes ahead (a script
+    that did not say yes must not get a prompt that reads EOF and a bare ``Aborted!``).
+    ``doing`` names the change in the refusal, e.g. ``purging the inbox``."""
+    from .._errors import UserError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UserError(f"{doing} needs a confirmation, and there is no terminal to ask on",
+                        fix="re-run with --yes")
+    import typer  # only a person at a terminal is asked: the fast path never gets here
+
+    if not typer.confirm(question, default=default):
+        raise typer.Exit(1)

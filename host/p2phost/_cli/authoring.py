@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,7 +76,7 @@ def new(
     directory: Path | None = typer.Option(None, "--dir", help="Where to write the project "
                                           "(default: ./NAME; with --update: .)."),
     no_input: bool = typer.Option(False, "--no-input", help="Ask nothing: take --set values "
-                                  "and the defaults."),
+                                  "and the defaults (always so without a terminal)."),
     sets: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
                                    help="Answer a template question (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Write into a directory that is not "
@@ -87,7 +88,9 @@ def new(
     from .._authoring import Template, generate, update
 
     given = _parse_sets(sets)
-    ask = None if no_input else _ask
+    # Without a terminal (a script, a pasted README block) there is no one to ask: take the
+    # defaults, as --no-input does, rather than read EOF and fail.
+    ask = None if no_input or not sys.stdin.isatty() else _ask
     if update_:
         if kind or name:
             raise UserError("--update takes no KIND or NAME (they are in the project)",

@@ -19,7 +19,7 @@ import typer
 
 from .._errors import UserError
 from .._project import Project
-from ._output import console
+from ._output import confirm, console
 from ._stats import print_columns
 
 if TYPE_CHECKING:
@@ -176,14 +176,21 @@ def retry(ids: list[int] = typer.Argument(None, help="Dead letter ids (see dead 
 
 
 def purge(ids: list[int] = typer.Argument(None, help="Dead letter ids (see dead list)."),
-          everything: bool = _ALL, topic: str | None = _TOPIC) -> None:
-    """Delete dead letters for good."""
+          everything: bool = _ALL, topic: str | None = _TOPIC,
+          yes: bool = typer.Option(False, "--yes", "-y", help="With --all: do it without "
+                                   "asking.")) -> None:
+    """Delete dead letters for good (--all asks first, as `inbox purge` does)."""
     from .._runtime.delivery._deadletter import DeadLetters
     from .._runtime.delivery._store import transaction
 
     project = Project.find()
     with _store(project, write=True) as store:
         letters = _chosen(store, ids or [], everything, topic, "purge")
+        if everything and letters:
+            # Ids are a choice already made; --all is the sweeping one, asked like inbox purge.
+            on = f" on topic {topic!r}" if topic else ""
+            confirm(f"delete all {len(letters)} dead letters{on} for good?", yes,
+                    "purging every dead letter")
         if store is not None and letters:
             with transaction(store.db) as db:
                 DeadLetters.remove(db, letters)

@@ -18,7 +18,7 @@ import typer
 from .._errors import UserError
 from .._project import Project
 from .._redact import redact
-from ._output import console
+from ._output import confirm, console
 from ._stats import print_columns
 
 if TYPE_CHECKING:
@@ -63,9 +63,12 @@ def _inboxes(project: Project, medium: str | None) -> list[tuple[str, InboxTrans
 
 
 def _each(medium: str | None,
-          work: Callable[[str, InboxTransport], Awaitable[T]]) -> list[T]:
+          work: Callable[[str, InboxTransport], Awaitable[T]],
+          ask: Callable[[], None] | None = None) -> list[T]:
     project = Project.find()
     inboxes = _inboxes(project, medium)
+    if ask is not None:
+        ask()  # after _inboxes: a node with no inbox says so rather than asking
 
     async def run() -> list[T]:
         from p2phost_sdk import TransportError
@@ -139,15 +142,11 @@ def stats(medium: str | None = _MEDIUM, as_json: bool = _JSON) -> None:
             console.print(f"  {label:<16} {value}")
 
 
-def _confirm(what: str, yes: bool) -> None:
-    if not yes and not typer.confirm(what):
-        raise typer.Exit(1)
-
-
 def purge(medium: str | None = _MEDIUM, yes: bool = _YES, as_json: bool = _JSON) -> None:
     """Remove every record waiting in this node's inboxes (the inboxes stay)."""
-    _confirm("remove every record waiting in this node's inbox(es)?", yes)
-    removed = _each(medium, lambda url, t: _with_url(url, t.purge_inbox(url)))
+    removed = _each(medium, lambda url, t: _with_url(url, t.purge_inbox(url)),
+                    lambda: confirm("remove every record waiting in this node's inbox(es)?",
+                                    yes, "purging the inbox"))
     if as_json:
         print(json.dumps([{"medium": u, "purged": n} for u, n in removed], indent=2))
         return
@@ -158,8 +157,9 @@ def purge(medium: str | None = _MEDIUM, yes: bool = _YES, as_json: bool = _JSON)
 def delete(medium: str | None = _MEDIUM, yes: bool = _YES, as_json: bool = _JSON) -> None:
     """Remove this node's inboxes and what they hold (the next `p2phost run` makes new,
     empty ones; until then, messages to the node are stored in a new inbox)."""
-    _confirm("delete this node's inbox(es) and everything waiting there?", yes)
-    deleted = _each(medium, lambda url, t: _with_url(url, t.delete_inbox(url)))
+    deleted = _each(medium, lambda url, t: _with_url(url, t.delete_inbox(url)),
+                    lambda: confirm("delete this node's inbox(es) and everything waiting "
+                                    "there?", yes, "deleting the inbox"))
     if as_json:
         print(json.dumps([{"medium": u, "deleted": d} for u, d in deleted], indent=2))
         return

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from p2phost_sdk import PeerUnavailable, RemoteError, RequestTimeout
+from p2phost_sdk import FrameTooLarge, PeerUnavailable, RemoteError, RequestTimeout
 
 from .._errors import UserError
 from .._project import Project
 from .._redact import redact
-from ._client import REACH_FIX, Unreachable, as_client, require_topic, unreachable
+from ._client import REACH_FIX, Unreachable, as_client, require_topic, too_large, unreachable
 from ._discovery_status import discovery_lines
 from ._output import console
 from ._stats import print_stats
@@ -299,6 +299,8 @@ def send(
                 raise Unreachable(f"{address} answered with an error: {exc.remote_message}",
                                   fix=f"check the body against what the {topic!r} app expects"
                                   ) from exc
+            except FrameTooLarge as exc:
+                raise too_large(exc) from exc
             except (RequestTimeout, PeerUnavailable) as exc:
                 raise unreachable(project, address, exc) from exc
         return run
