@@ -114,3 +114,31 @@ def test_an_oversized_message_says_whose_limit_and_what_to_change(
     assert "FrameTooLarge" in theirs.stderr and "the peer's limit" in theirs.stderr
     assert "fix: send it in smaller parts, or raise max-frame-size in [node] of that " \
            "node's p2phost.toml" in theirs.stderr
+
+
+def test_run_with_json_logs_writes_only_json_lines_naming_the_node(
+        tmp_path: Path, official_registry: RunningRegistry) -> None:
+    """Outsider D6: the event-loop line had no node/node_id, the stopping line was text."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = new_project(tmp_path / "alice", official_registry)
+    process = subprocess.Popen([sys.executable, "-m", "p2phost", "--log-format", "json", "run"],
+                               cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=dict(os.environ))
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # the node prints its addresses, then runs
+            if line.startswith("listening on "):
+                break
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    lines = [json.loads(line) for line in err.splitlines()]  # each one JSON
+    messages = [line["message"] for line in lines]
+    assert any(m.startswith("event loop: ") for m in messages), messages
+    assert any(m.startswith("stopping: draining") for m in messages), messages
+    assert all(line.get("node") and line.get("node_id") for line in lines), lines

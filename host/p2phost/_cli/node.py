@@ -106,7 +106,7 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-async def _serve(project: Project) -> None:
+async def _serve(project: Project, loop_kind: str) -> None:
     from .._observability._logs import bind
     from .._runtime import ControlServer
     from .._runtime.node._assemble import node_for_project
@@ -124,6 +124,10 @@ async def _serve(project: Project) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     bind(node=node.options.name, node_id=node.peer_id)  # in every log line of --log-format json
+    node_log = logging.getLogger("p2phost")
+    # Logged once bound, so that with --log-format json this line has node and node_id too.
+    node_log.info("event loop: %s ([node] event-loop = %r)", loop_kind,
+                  project.manifest.node.event_loop)
     async with ControlServer(node, project.control_socket), node:
         _say(f"peer id: {node.peer_id}")
         for address in node.addresses:
@@ -133,8 +137,8 @@ async def _serve(project: Project) -> None:
         if node.metrics is not None:
             _say(f"metrics on http://{node.metrics.address}/metrics")
         await stop.wait()
-        print("stopping: draining mailboxes and closing connections", file=sys.stderr,
-              flush=True)
+        # A log line, not a print: with --log-format json every line of stderr is JSON.
+        node_log.info("stopping: draining mailboxes and closing connections")
 
 
 def run(
@@ -161,10 +165,8 @@ def run(
     from .._runtime._loop import run as run_on
 
     kind, factory = loop_factory(project.manifest.node.event_loop)
-    node_log.info("event loop: %s ([node] event-loop = %r)", kind,
-                   project.manifest.node.event_loop)
     try:
-        run_on(_serve(project), factory)
+        run_on(_serve(project, kind), factory)
     except asyncio.CancelledError:
         sys.exit(130)
 
