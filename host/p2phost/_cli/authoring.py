@@ -43,21 +43,47 @@ def _parse_sets(values: list[str]) -> dict[str, str]:
     return given
 
 
-def _ask(question: Question, default: str, problem: str | None) -> str:
-    """Ask on the terminal; say what was wrong with the last answer first."""
-    if problem:
-        err_console.print(f"  invalid: {problem}", style="red")
-    text = question.prompt
-    if question.choices:
-        text += f" ({', '.join(question.choices)})"
-    if question.help and problem:
-        text += f" [{question.help}]"
-    try:
-        return str(typer.prompt(text, default=default, show_default=bool(default)))
-    except (typer.Abort, EOFError):
-        raise UserError(f"no answer to {question.name!r}: input ended",
-                        fix="pass --no-input to take the defaults, or "
-                            f"--set {question.name}=VALUE") from None
+class _Asker:
+    """Asks on the terminal, or reads answers piped to stdin. Without a terminal, input
+    that is empty from the start (a script, a pasted README block) takes the defaults, as
+    --no-input does; input that ends part-way is an error (answers went missing)."""
+
+    def __init__(self) -> None:
+        self.answered = False
+        self.defaults = False
+
+    def __call__(self, question: Question, default: str, problem: str | None) -> str:
+        """The answer to ``question``; say what was wrong with the last answer first."""
+        if self.defaults and problem is None:
+            return default
+        if problem:
+            err_console.print(f"  invalid: {problem}", style="red")
+        text = question.prompt
+        if question.choices:
+            text += f" ({', '.join(question.choices)})"
+        if question.help and problem:
+            text += f" [{question.help}]"
+        try:
+            answer = self._read(text, default)
+        except (typer.Abort, EOFError):
+            if not self.answered and not self.defaults and not sys.stdin.isatty():
+                self.defaults = True
+                return default
+            raise UserError(f"no answer to {question.name!r}: input ended",
+                            fix="pass --no-input to take the defaults, or "
+                                f"--set {question.name}=VALUE") from None
+        self.answered = True
+        return answer
+
+    @staticmethod
+    def _read(text: str, default: str) -> str:
+        if sys.stdin.isatty():
+            return str(typer.prompt(text, default=default, show_default=bool(default)))
+        # Piped: no prompt (nobody reads it, and at EOF it would be left on a line of output).
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\r\n") or default
 
 
 def _show_changes(report: ScaffoldReport) -> None:
@@ -76,7 +102,7 @@ def new(
     directory: Path | None = typer.Option(None, "--dir", help="Where to write the project "
                                           "(default: ./NAME; with --update: .)."),
     no_input: bool = typer.Option(False, "--no-input", help="Ask nothing: take --set values "
-                                  "and the defaults (always so without a terminal)."),
+                                  "and the defaults (so does empty input without a terminal)."),
     sets: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
                                    help="Answer a template question (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Write into a directory that is not "
@@ -88,9 +114,7 @@ def new(
     from .._authoring import Template, generate, update
 
     given = _parse_sets(sets)
-    # Without a terminal (a script, a pasted README block) there is no one to ask: take the
-    # defaults, as --no-input does, rather than read EOF and fail.
-    ask = None if no_input or not sys.stdin.isatty() else _ask
+    ask = None if no_input else _Asker()
     if update_:
         if kind or name:
             raise UserError("--update takes no KIND or NAME (they are in the project)",
