@@ -31,7 +31,8 @@ def test_init_writes_a_manifest_and_an_identity(tmp_path: Path) -> None:
 
 def test_run_check_loads_declared_plugins(tmp_path: Path,
                                           fixture_wheels: dict[str, Path]) -> None:
-    root = write_project(tmp_path / "p", ["needs-hello"],
+    # No listen address: no transport plugin is declared here to serve one.
+    root = write_project(tmp_path / "p", ["needs-hello"], listen=(),
                          wheels=[fixture_wheels["hello-app"], fixture_wheels["needs-hello"]])
     result = run_cli("run", "--check", cwd=root)
     assert result.returncode == 0, result.stderr
@@ -88,4 +89,6 @@ def test_plugin_list_and_info(tmp_path: Path, fixture_wheels: dict[str, Path]) -
     assert "hello-app 1.2.0: A test plugin: hello-app" in info
     assert "greeting: str = 'hello'" in info
     missing = run_cli("plugin", "info", "nope", cwd=root)
-    assert missing.returncode == 2 and "p2phost plugin install nope" in missing.stderr
+    # A name no source knows: the fix does not suggest installing it.
+    assert missing.returncode == 2 and "plugin 'nope' is not installed" in missing.stderr
+    assert "fix:" in missing.stderr and "plugin install nope" not in missing.stderr
