@@ -44,6 +44,13 @@ def test_a_304_saying_no_store_twice_over_is_not_replayed(frozen: Projects) -> N
 _TIMEOUT = 20.0
 
 
+def _ctrl_c_reaches_python() -> None:
+    """In the child before exec: Ctrl-C's default action, which Python turns into
+    KeyboardInterrupt. A test run started in the background of a shell has SIGINT
+    ignored, and a child inherits that (Python then leaves it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupted(ws: Workspace, proxy: Proxy, env: dict[str, str]) -> tuple[int, str, str]:
     """``plugin install --yes --refresh`` in ``ws``, Ctrl-C'd while the registry holds its
     answer: its exit code, stdout and stderr. It must exit at once, not when a wait for
@@ -62,6 +69,7 @@ def _interrupted(ws: Workspace, proxy: Proxy, env: dict[str, str]) -> tuple[int,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ctrl_c_reaches_python,
     )
     try:
         assert proxy.asked.wait(30)
@@ -124,14 +132,20 @@ def test_a_ctrl_c_landing_just_before_the_wait_for_the_registry_ends_it_at_once(
                 time.sleep(0.3)  # the main thread waits for the answer by now
                 _thread.interrupt_main()
 
-        threading.Thread(target=interrupt, daemon=True).start()
-        start = time.monotonic()
-        with pytest.raises(KeyboardInterrupt):
-            if path == "full":
-                Fetcher(timeout=_TIMEOUT, attempts=1).json(url)
-            else:
-                _ask(url, "application/json", '"x"', _TIMEOUT)
-        assert time.monotonic() - start < _TIMEOUT / 2
+        # Python's Ctrl-C handler, whatever this run inherited (see _ctrl_c_reaches_python):
+        # interrupt_main does nothing while SIGINT is ignored.
+        inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            threading.Thread(target=interrupt, daemon=True).start()
+            start = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                if path == "full":
+                    Fetcher(timeout=_TIMEOUT, attempts=1).json(url)
+                else:
+                    _ask(url, "application/json", '"x"', _TIMEOUT)
+            assert time.monotonic() - start < _TIMEOUT / 2
+        finally:
+            signal.signal(signal.SIGINT, inherited)
 
 
 def test_forced_colour_prints_what_the_full_installer_prints(frozen: Projects) -> None:  # noqa: F811
