@@ -57,7 +57,7 @@ class Outgoing(PendingRequests):
         if trace:  # traced: the trace context goes between the topic and the body
             parts = (_TRACED_HEADS[kind], parts[1] + trace)
         body = channel.codec.encode(body)
-        try:  # (app_frame, inline: one call less per message)
+        try:  # (header_parts' layout, joined inline: no call per message)
             frame = _join((parts[0], _pack_ids(message_id, 0, deadline), parts[1], body))
         except struct.error as exc:
             raise WireError(f"cannot encode envelope: a field is out of range ({exc})") from exc

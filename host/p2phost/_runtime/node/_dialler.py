@@ -66,9 +66,9 @@ class Dialler:
         if peer is None:
             return None
         # The common case inline (one call per message sent, not three): the current
-        # channel, still usable (Channel.usable, read as its fields).
+        # channel, still usable.
         current = peer.current
-        if current is not None and not (current.closing or current._peer_gone):
+        if current is not None and current.usable:
             return current
         return peer.best()
 

@@ -125,7 +125,6 @@ class Channel(Reader):
         self.closing = False
         #: The peer sends no new messages: it said goodbye, or the connection ended.
         self.peer_done = asyncio.Event()
-        self._peer_gone = False  # peer_done is set (read per message sent: no call)
         #: Whether new messages and requests may be sent on this channel: neither
         #: ``closing`` nor ``peer_done`` (a plain attribute, read per message sent: it is
         #: cleared wherever either is set).
@@ -392,7 +391,7 @@ class Channel(Reader):
         elif kind is Kind.GOODBYE:
             self.remote_reason = envelope.body.decode(errors="replace") or "goodbye"
             log.debug("%s said goodbye: %s", self.peer_id, self.remote_reason)
-            self._peer_gone, self.usable = True, False
+            self.usable = False
             self.peer_done.set()
             self.goodbye("goodbye")
         elif kind is Kind.HELLO:
@@ -443,7 +442,7 @@ class Channel(Reader):
     def _end(self) -> None:
         self.ended = True
         self._stopped = True
-        self._peer_gone, self.usable = True, False
+        self.usable = False
         self.peer_done.set()
         self._room.set()
         self._flushed.set()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from p2phost_sdk import MessageKind
@@ -109,23 +108,12 @@ def header_parts(kind: Kind, topic: bytes) -> tuple[bytes, bytes]:
     """What an app frame of ``kind`` on ``topic`` has around its ids, packed once.
 
     For the hot senders: a frame with no sender, recipient or content type is
-    ``head + IDS.pack(message_id, correlation_id, deadline) + tail + body``
-    (see :func:`app_frame`); the head and tail depend on the kind and topic only.
+    ``head + IDS.pack(message_id, correlation_id, deadline) + tail + body``;
+    the head and tail depend on the kind and topic only.
     """
     if len(topic) > MAX_FIELD:
         raise WireError(f"topic {topic[:40]!r}... is longer than {MAX_FIELD} bytes")
     return bytes((VERSION, kind)), bytes((0, 0, len(topic), 0)) + topic
-
-
-def app_frame(parts: tuple[bytes, bytes], message_id: int, deadline: int, body: bytes,
-              _join: Callable[[Iterable[bytes]], bytes] = b"".join,
-              _pack: Callable[..., bytes] = IDS.pack) -> bytes:
-    """A frame from :func:`header_parts`: the same bytes :func:`encode` makes."""
-    try:
-        ids = _pack(message_id, 0, deadline)
-    except struct.error as exc:
-        raise WireError(f"cannot encode envelope: a field is out of range ({exc})") from exc
-    return _join((parts[0], ids, parts[1], body))
 
 
 #: A REPLY's or ERROR's header (version, kind, message id, correlation id): no topic,

@@ -107,7 +107,7 @@ class TcpConnection(Connection):
         transport, direct, size = self._transport, self._direct, len(frame)
         if self._closed or size > self._max or transport.is_closing() \
                 or transport.get_write_buffer_size() \
-                or (direct is not None and (direct._sent is not None or (  # (writing)
+                or (direct is not None and (direct._sent is not None or (  # (writing a large one)
                     size >= LARGE and direct.writes_in_place))):
             return False  # (a large frame goes from its own buffer: see send)
         if size >= LARGE:  # the length, then the frame as it is: no joined copy

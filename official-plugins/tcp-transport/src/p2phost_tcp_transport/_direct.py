@@ -285,11 +285,6 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         return self._fd >= 0
 
     @property
-    def writing(self) -> bool:
-        """Whether a large frame is being written from its own buffers."""
-        return self._sent is not None
-
-    @property
     def unsent(self) -> int:
         """Bytes of the large frame being written that the socket has not taken yet."""
         return sum(len(piece) for piece in self._unsent)
