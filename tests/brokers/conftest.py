@@ -143,9 +143,11 @@ class Node:
     #: Every process of this node so far (the fixture stops them after the test).
     runs: list[RunningNode] = field(default_factory=list)
 
-    def restart(self, sig: int = signal.SIGKILL) -> None:
-        """Stop the node with ``sig`` and run it again (same project, peer id, inbox)."""
+    def restart(self, sig: int = signal.SIGKILL, pause: float = 0.0) -> None:
+        """Stop the node with ``sig`` and, ``pause`` seconds later, run it again (same
+        project, peer id, inbox)."""
         self.process.stop(sig)
+        time.sleep(pause)
         self.process = RunningNode(self.root)
         self.runs.append(self.process)
 
