@@ -290,3 +290,48 @@ def test_push_mode_takes_frames_whose_bytes_straddle_reads_anywhere(loop: str) -
         await listener.close()
 
     run(loop, main)
+
+
+def test_push_mode_on_asyncio_reads_small_frames_plainly_and_large_ones_in_place() -> None:
+    # asyncio's loop: a push-mode connection's small reads come through data_received
+    # (no scratch buffer, no copy out of it per read), while the rest of a large frame is
+    # read straight into its buffer; the small frames behind it come plainly again.
+    got: list[bytes] = []
+
+    class Sink:
+        def frames_received(self, frames: list[bytes]) -> None:
+            got.extend(bytes(f) for f in frames)
+
+        def connection_ended(self, error: Exception) -> None:
+            pass
+
+    async def main() -> None:
+        sender, receiver = await pair()
+        direct = receiver._direct  # type: ignore[attr-defined]
+        into_scratch, into_frame = 0, 0
+        updated = direct.buffer_updated
+
+        def counting(nbytes: int) -> None:
+            nonlocal into_scratch, into_frame
+            if direct._target is None:
+                into_scratch += 1
+            else:
+                into_frame += 1
+            updated(nbytes)
+
+        direct.buffer_updated = counting
+        assert receiver.push(Sink())  # type: ignore[arg-type]
+        sent = [b"small", BIG, b"tail", b"x" * 1000]
+        for frame in sent:
+            await sender.send(frame)
+            await asyncio.sleep(0.01)
+        for _ in range(500):
+            if len(got) >= len(sent):
+                break
+            await asyncio.sleep(0.01)
+        assert got == sent
+        assert into_frame > 0 and into_scratch == 0
+        await sender.close()
+        await receiver.close()
+
+    run("asyncio", main)

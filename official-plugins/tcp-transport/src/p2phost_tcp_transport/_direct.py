@@ -12,7 +12,12 @@ as a stream reader's is: on uvloop the frame's buffer is filled from the stream 
 one copy more, as before.
 
 In push mode (``push``) the bytes go to the connection's callback instead of the stream
-reader, and a large frame's direct read reports its end to a callback, not a future.
+reader, and a large frame's direct read reports its end to a callback, not a future. On
+asyncio's loop a push-mode connection's small reads come as plain ``data_received``
+(one ``recv`` of at most ``SMALL_READ`` bytes: no ``get_buffer``, no ``buffer_updated``
+and no copy out of a scratch buffer per read; the bounded size keeps each read's bytes
+off ``mmap``, which asyncio's default 256 KiB takes per read); the socket reads into
+buffers only while a large frame's rest is being read.
 
 Writes of large frames go the other way round: asyncio's socket transport (before
 Python 3.12) joins what ``writelines`` is given and copies what the socket did not take
@@ -45,6 +50,9 @@ _local = threading.local()
 SMALL_READ = 65536
 #: asyncio's own socket transport (the one whose socket a large frame is written to).
 _SOCKET_TRANSPORT = getattr(selector_events, "_SelectorSocketTransport", None)
+#: What push mode sets on asyncio's socket transport to choose how it reads (_read_plainly).
+_READ_STEPS = ("_read_ready_cb", "_read_ready__data_received", "_read_ready__get_buffer",
+               "max_size")
 #: Pieces one write of a large frame takes from their buffers (more are joined).
 MAX_PIECES = 64
 
@@ -113,11 +121,15 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         # Writers waiting for the transport's buffer to empty, and its limits before.
         self._emptying = 0
         self._limits = (0, 0)
+        #: asyncio's own socket transport, whose way of reading push mode switches.
+        self._socket_transport: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Note whether large frames can be written from their own buffers."""
         if type(transport) is _SOCKET_TRANSPORT:
             self._fd = transport.get_extra_info("socket").fileno()
+            if all(hasattr(transport, name) for name in _READ_STEPS):
+                self._socket_transport = transport
         self._writes_to = cast(asyncio.WriteTransport, transport)
         super().connection_made(transport)
 
@@ -210,6 +222,24 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         which must hold nothing), and the connection's end to ``ended``, once."""
         self._received = received
         self._on_end = ended
+        transport = self._socket_transport
+        if transport is not None:
+            transport.max_size = self._read_size  # (an attribute of its class)
+            # Its reads straight to ``received``, with no call of data_received's between
+            # (uvloop keeps the method it found when the protocol was set: unchanged).
+            self.data_received = received  # type: ignore[method-assign,assignment]
+            self.buffered = True  # (the loop reads into buffers: the large frames' rest)
+            if self._target is None:
+                self._read_plainly(True)
+
+    def _read_plainly(self, plain: bool) -> None:
+        # Push mode on asyncio's socket transport: small reads through data_received,
+        # a large frame's rest into its buffer (the transport's read step, chosen per
+        # read; set_protocol would choose it by the protocol's class, once).
+        transport = self._socket_transport
+        if transport is not None and self._received is not None:
+            transport._read_ready_cb = (transport._read_ready__data_received if plain
+                                        else transport._read_ready__get_buffer)
 
     def read_into(self, target: memoryview,
                   filled: Callable[[int], None] | None = None) -> None:
@@ -222,6 +252,7 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         self._target = target
         if filled is not None:
             self._on_filled = filled
+            self._read_plainly(False)
             return
         self._waiter = asyncio.get_running_loop().create_future()
 
@@ -298,6 +329,7 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         filled = self._on_filled
         if filled is not None:
             self._on_filled = None
+            self._read_plainly(True)
             filled(self._filled)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
