@@ -128,7 +128,7 @@ class Dispatcher(Outgoing):
         message.topic = topic
         message.body = codec.decode(body)
         message.correlation_id = None
-        message.content_type = codec.content_type
+        message.content_type = channel.content_type
         message.attempt = 1
         message.store = None
         item = _new(Work)
@@ -284,8 +284,9 @@ class Dispatcher(Outgoing):
             return None  # _process drops it, and says why
         if item.trace:  # tracing: what the handler sends carries the sender's context
             item.token = self.tracer.enter(item.trace)  # type: ignore[union-attr]
+        call = item.call  # (a local: see Channel.try_post)
         try:
-            return item.call(item.message)
+            return call(item.message)
         except Exception as exc:  # not an async def: finish reports it
             return _raise(exc)
 

@@ -234,7 +234,7 @@ class Mailbox(Generic[T]):
         # module's docstring); the task that ends starts the next item itself (rather
         # than from a done callback, which costs a loop turn and a handle per item).
         items, process, context = queue.items, self._process, queue.context
-        direct = self.direct
+        direct, new_future = self.direct, queue.new_future
         # Set here too: on 3.12+ the first item runs eagerly, before _start returns.
         # (With its loop: a lookup of the running loop is a system call, getpid, on Linux.)
         task = queue.task = asyncio.current_task(queue.loop)
@@ -281,7 +281,7 @@ class Mailbox(Generic[T]):
                     # its own: one per request a requester sends).
                     if len(self._idle) >= _PARK:  # the longest idle gives its place up
                         self._stop_idle(next(iter(self._idle)))
-                    waiter = queue.waiter = queue.new_future()
+                    waiter = queue.waiter = new_future()
                     self._idle[peer] = queue
                     try:
                         item = await waiter

@@ -132,7 +132,8 @@ class Outgoing(PendingRequests):
         clock = self._clock
         if clock is None:
             clock = self._started()
-        reply: asyncio.Future[Any] = self._new_future()
+        new_future = self._new_future  # (a local: see Channel.try_post)
+        reply: asyncio.Future[Any] = new_future()
         due = clock() + timeout
         peer = channel.peer_id
         self._pending[message_id] = (peer, topic, reply, due, timeout)

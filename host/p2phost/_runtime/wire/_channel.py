@@ -87,6 +87,10 @@ class Channel(Reader):
         self.hello = done.hello
         self.peer_id = done.hello.peer_id
         self.codec: Codec = done.codec
+        #: The codec's content type, as an attribute of the channel's own: read per
+        #: message received (a class attribute read through an instance is a lookup
+        #: Python 3.11 does not specialize).
+        self.content_type: str = self.codec.content_type
         self.topics = frozenset(done.hello.topics)
         #: The peer reads raw bodies (``p2phost_sdk.Raw``): its hello says so, once.
         self.reads_raw = done.hello.extra.get(RAW_HELLO) == 1
@@ -238,8 +242,11 @@ class Channel(Reader):
         """Queue a frame if the outbox has room."""
         # A lone frame (a request, its reply) straight to the transport as post would
         # send it, with no call in between: this is the round trip's path.
+        # (The method as a local first: a call of an attribute that holds a bound method
+        # is a lookup Python 3.11 does not specialize.)
+        try_send = self._try_send
         if not (self._outbox or self._writing or self._wrote_directly or self.ended) \
-                and self._try_send(frame):
+                and try_send(frame):
             self._wrote_directly = True
             self._handed += len(frame)
             return True
