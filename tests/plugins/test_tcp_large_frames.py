@@ -335,3 +335,48 @@ def test_push_mode_on_asyncio_reads_small_frames_plainly_and_large_ones_in_place
         await receiver.close()
 
     run("asyncio", main)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_push_mode_hands_reads_to_the_connection_with_no_protocol_step_between(
+        loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each read of a push-mode connection goes from the loop's transport straight to the
+    # connection's callback (uvloop keeps the method it found when the protocol was set).
+    from p2phost_tcp_transport._direct import DirectProtocol
+
+    through_protocol = 0
+    original = DirectProtocol.data_received
+
+    def counting(self: DirectProtocol, data: bytes) -> None:
+        nonlocal through_protocol
+        through_protocol += 1
+        original(self, data)
+
+    monkeypatch.setattr(DirectProtocol, "data_received", counting)
+    got: list[bytes] = []
+
+    class Sink:
+        def frames_received(self, frames: list[bytes]) -> None:
+            got.extend(bytes(f) for f in frames)
+
+        def connection_ended(self, error: Exception) -> None:
+            pass
+
+    async def main() -> None:
+        nonlocal through_protocol
+        sender, receiver = await pair()
+        assert receiver.push(Sink())  # type: ignore[arg-type]
+        through_protocol = 0
+        sent = [b"one", b"two" * 100, b"three"]
+        for frame in sent:
+            await sender.send(frame)
+            await asyncio.sleep(0.01)
+        for _ in range(500):
+            if len(got) >= len(sent):
+                break
+            await asyncio.sleep(0.01)
+        assert got == sent and through_protocol == 0
+        await sender.close()
+        await receiver.close()
+
+    run(loop, main)

@@ -123,6 +123,8 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         self._limits = (0, 0)
         #: asyncio's own socket transport, whose way of reading push mode switches.
         self._socket_transport: Any = None
+        #: uvloop's tcp transport (push mode sets the protocol on it again).
+        self._on_uvloop = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Note whether large frames can be written from their own buffers."""
@@ -130,6 +132,8 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
             self._fd = transport.get_extra_info("socket").fileno()
             if all(hasattr(transport, name) for name in _READ_STEPS):
                 self._socket_transport = transport
+        kind = type(transport)
+        self._on_uvloop = (kind.__module__, kind.__name__) == ("uvloop.loop", "TCPTransport")
         self._writes_to = cast(asyncio.WriteTransport, transport)
         super().connection_made(transport)
 
@@ -226,11 +230,16 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         if transport is not None:
             transport.max_size = self._read_size  # (an attribute of its class)
             # Its reads straight to ``received``, with no call of data_received's between
-            # (uvloop keeps the method it found when the protocol was set: unchanged).
+            # (the transport looks the method up per read).
             self.data_received = received  # type: ignore[method-assign,assignment]
             self.buffered = True  # (the loop reads into buffers: the large frames' rest)
             if self._target is None:
                 self._read_plainly(True)
+        elif self._on_uvloop:
+            # The same on uvloop, which keeps the method it found when the protocol was
+            # set: set again, it takes ``received`` (once; it reads as before).
+            self.data_received = received  # type: ignore[method-assign,assignment]
+            self._writes_to.set_protocol(self)
 
     def _read_plainly(self, plain: bool) -> None:
         # Push mode on asyncio's socket transport: small reads through data_received,
