@@ -22,6 +22,12 @@ always-on sampler; the exporter thread's instructions and its file writes are co
 closing the nodes exports what they queued). ``--sampled`` adds the same at 1 %
 sampling (``parentbased_traceidratio``): what an unsampled message's context costs.
 
+``--server`` counts the server's process only, on asyncio's loop and on uvloop (the client
+runs outside callgrind; the server's counts are zeroed after the warm-up and dumped after
+N units and again after 2N more, with ``callgrind_control``): where a round trip's cost
+lies, beside raw asyncio's server on the same loop. Its run-to-run spread is about 1 %
+(the server runs with ``PYTHONHASHSEED=0``).
+
 Run ``python benchmarks/instructions.py`` (valgrind must be on PATH; about 10 minutes;
 ``--only rtt`` for one workload). p2phost runs on asyncio's loop with tcp-transport and
 msgpack-codec, as in ``benchmarks/messaging.py``, whose workloads and raw asyncio
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import os
 import re
 import subprocess
@@ -152,6 +159,63 @@ def instructions(system: str, what: str, units: int) -> int:
     return int(found.group(1))
 
 
+def serve(system: str, port: int, loop: str) -> None:
+    """``--serve``: the server of ``system`` (raw or p2phost, nodes as patient as
+    :func:`_patient_nodes` makes them) on ``loop``, until killed."""
+    if system != "raw":
+        _patient_nodes(metrics=False)
+    server = m.serve_raw if system == "raw" else m.serve_p2phost
+    with asyncio.Runner(loop_factory=functools.partial(m.new_loop, loop)) as runner:
+        runner.run(server(port))
+
+
+def _dumped(path: Path) -> int:
+    found = re.search(r"^(?:summary|totals): (\d+)", path.read_text(), re.MULTILINE)
+    if found is None:
+        raise SystemExit(f"callgrind wrote no total to {path}")
+    return int(found.group(1))
+
+
+def server_instructions(system: str, what: str, units: int, loop: str) -> float:
+    """Instructions of the server's process per unit of ``what``, the client outside
+    callgrind: the dump after 2N units less the one after N, over N."""
+    port = m.free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out",
+             sys.executable, __file__, "--serve", system, str(port), loop],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"})
+        try:
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+
+            def control(*args: str) -> None:
+                subprocess.run(["callgrind_control", *args, str(server.pid)], check=True,
+                               capture_output=True)
+
+            async def client() -> None:
+                peer = await (m.RawClient.open(port) if system == "raw"
+                              else m.P2PClient.open(port))
+                run = {"oneway": lambda n: m.one_way(peer, 64, n),
+                       "rtt": lambda n: m.round_trips(peer, n),
+                       "flight": lambda n: m.in_flight(peer, n)}[what]
+                await m.one_way(peer, 64, 2000)
+                await m.round_trips(peer, 200)
+                await asyncio.sleep(0.5)  # (the server done with what the warm-up left)
+                control("--zero")
+                for part in ("first", "second"):
+                    await run(units if part == "first" else 2 * units)  # (all handled)
+                    control("--dump", part)
+                await peer.close()
+
+            asyncio.run(client())
+        finally:
+            server.terminate()
+            server.wait()
+        first, second = (_dumped(Path(f"{tmp}/out.{n}")) for n in (1, 2))
+    return (second - first) / units
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=list(UNITS), action="append")
@@ -165,14 +229,32 @@ def main() -> None:
                              "aim: <= 30 %% more than without)")
     parser.add_argument("--sampled", action="store_true",
                         help="also p2phost with both nodes tracing at 1 %% sampling")
+    parser.add_argument("--server", action="store_true",
+                        help="count the server's process only (asyncio's loop and uvloop), "
+                             "the client outside callgrind")
     parser.add_argument("--run", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
         system, what, units = args.run
         asyncio.run(workload(system, what, int(units)))
         return
+    if args.serve:
+        system, port, loop = args.serve
+        serve(system, int(port), loop)
+        return
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(instruction counts do not depend on it)")
+    if args.server:
+        _patient_nodes(metrics=False)  # the client's too: its server is slow under callgrind
+        print(f"{'server instructions per unit':34}{'p2phost':>12}{'raw':>12}{'ratio':>8}")
+        for what in args.only or list(UNITS):
+            for loop in ("asyncio", "uvloop"):
+                per = {system: server_instructions(system, what, UNITS[what], loop)
+                       for system in ("p2phost", "raw")}
+                print(f"{f'{what} ({loop})':34}{per['p2phost']:>12,.0f}{per['raw']:>12,.0f}"
+                      f"{per['p2phost'] / per['raw']:>8.2f}", flush=True)
+        return
     extra = [s for s, wanted in (("noise", args.noise), ("noise-no-aead", args.noise),
                                  ("metrics", args.metrics),
                                  ("tracing", args.tracing), ("sampled", args.sampled))
