@@ -9,8 +9,9 @@ claims the oldest free records of its inbox with ``UPDATE ... WHERE id IN (SELEC
 FOR UPDATE SKIP LOCKED)`` (concurrent readers never take the same row),
 marking them leased, and deletes each once the node is done with it. When it starts, and
 after a lost connection, it frees its inbox's leased rows: what the node had not finished
-is delivered again. Between notifications it looks again every second, so a missed one
-delays nothing for long.
+is delivered again (after a lost connection, once the server process of the previous one
+is gone: a claim given up at its deadline must not commit after that). Between
+notifications it looks again every second, so a missed one delays nothing for long.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Hashable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ from ._sql import (
     BODY,
     CAN_FLUSH,
     CLAIM,
+    END_PREVIOUS,
     FLUSH,
     SCHEMA,
     SCHEMA_CURRENT,
@@ -120,6 +123,9 @@ class PostgresMedium(StoredRecords, Medium):
         #: the flush (APPEND_EARLY and FLUSH; APPEND where this role may not FLUSH).
         self._early = False
         self.refused = Refusals(log)
+        #: The server process of the latest reader connection: its pid and when it
+        #: started (see :meth:`_end_previous`).
+        self._backend: tuple[int | None, datetime | None] = (None, None)
 
     async def _connect(self, *, flushed: bool = True) -> psycopg.AsyncConnection[Any]:
         """A new connection; ``flushed=False``: its commits do not wait for the WAL to
@@ -217,6 +223,7 @@ class PostgresMedium(StoredRecords, Medium):
                 await reader.listen("SET client_encoding = 'LATIN1'")
             await reader.listen(sql.SQL("LISTEN {}").format(
                 sql.Identifier(notify_channel(self._inbox))))
+            await self._end_previous(reader)
             # One reader per inbox: what is leased now was taken by an earlier run of
             # this node (or by this one before its connection was lost). Deliver it again.
             await reader.rows(
@@ -226,6 +233,26 @@ class PostgresMedium(StoredRecords, Medium):
             await reader.close()
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
         return reader
+
+    async def _end_previous(self, reader: ReaderStatements) -> None:
+        """End the server process of the previous reader connection, if it still runs,
+        and wait for it to exit; then note this one's.
+
+        A statement given up at its deadline (the socket shut down) goes on in the
+        server, which notices the closed socket only when it writes the answer: after
+        its commit. A claim that ends after the reset below would lease rows to nobody
+        (freed by no one until the node restarts). Ending the process cuts such a claim
+        (its transaction rolls back) or waits for its commit, before the reset."""
+        pid, started = self._backend
+        wait = self.deadline.floor / 2
+        rows = await reader.rows(END_PREVIOUS, (round(wait * 1000), pid, started))
+        (now_started, ended), = rows
+        if not ended:
+            raise MediumUnavailable(
+                f"the server process of the previous reader connection (pid {pid}) did "
+                f"not exit within {wait:g}s of its termination: a claim there may still "
+                "lease rows, so they are not freed yet")
+        self._backend = (reader.connection.info.backend_pid, now_started)
 
     async def _read(self, reader: ReaderStatements | None, deliver: Deliver) -> None:
         failures = 0

@@ -1,0 +1,86 @@
+"""postgres-transport: a claim the reader gave up on at its deadline must not lease rows
+after the reconnect freed them. On the real PostgreSQL, in a schema of its own (the
+trigger that slows the claim touches no other test's tables)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from p2phost_sdk import Identity
+from tests.conftest import service_or_skip
+from tests.discovery.plugins import use_plugin_source
+
+use_plugin_source("postgres-transport")
+
+from p2phost_postgres_transport import Deadline, PostgresMedium, PostgresTransport  # noqa: E402
+
+URL = "postgresql://127.0.0.1:5432/test"
+# How long the first claim that takes rows runs on the server: well past the client's
+# deadline (1 s), so the reader gives up, reconnects and frees its leases meanwhile.
+SLOW = 4.0
+# A trigger after each claim (an UPDATE that leases rows): the first one sleeps, holding
+# its row locks, before its transaction commits. A sequence counts them (not a table: an
+# aborted claim must not make the next one slow again).
+SLOW_FIRST_CLAIM = f"""
+CREATE SEQUENCE slow_claims;
+CREATE FUNCTION slow_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM taken WHERE leased) AND nextval('slow_claims') = 1 THEN
+        PERFORM pg_sleep({SLOW});
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER slow_claim AFTER UPDATE ON p2phost_inbox_records
+    REFERENCING NEW TABLE AS taken FOR EACH STATEMENT EXECUTE FUNCTION slow_claim();
+"""
+
+
+async def test_a_claim_given_up_at_its_deadline_leases_nothing_after_the_reconnect() -> None:
+    """The server runs a claim past the reader's deadline (a loaded or locked-up server):
+    the reader gives up, reconnects and frees its inbox's leased rows; the claim must not
+    commit its leases after that (the rows would be leased to nobody, never delivered
+    until the node restarted). Every record is delivered within a few seconds."""
+    import psycopg
+
+    service_or_skip("PostgreSQL", 5432)
+    schema = f"p2phost_late_claim_{os.getpid()}_{time.monotonic_ns()}"
+    url = f"{URL}?options=-c%20search_path%3D{schema}"
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            peer_id = Identity.generate().peer_id
+            medium = PostgresMedium(PostgresTransport(peer_id=peer_id).parse(url),
+                                    Deadline(floor=1.0, per_mib=0.0))
+            await medium.connect()
+            await admin.execute(f"SET search_path = {schema}")
+            await admin.execute(SLOW_FIRST_CLAIM)
+            got: list[bytes] = []
+            all_came = asyncio.Event()
+            records = [b"one", b"two", b"three"]
+
+            async def deliver(data: bytes, token: object) -> None:
+                got.append(data)
+                if set(got) == set(records):
+                    all_came.set()
+
+            await medium.open_inbox(peer_id, deliver)
+            try:
+                await medium.store(peer_id, records)
+                # The slow claim, cut at 1 s, a reconnect; then the rows must come again
+                # at once, not be held by a claim committed after it.
+                try:
+                    await asyncio.wait_for(all_came.wait(), SLOW + 4.0)
+                except TimeoutError:
+                    cursor = await admin.execute(
+                        "SELECT body, leased FROM p2phost_inbox_records ORDER BY id")
+                    rows = [(bytes(body), leased) for body, leased in await cursor.fetchall()]
+                    raise AssertionError(
+                        f"delivered {got} after {medium.reconnects} reconnects; the rows: "
+                        f"{rows}") from None
+                assert medium.reconnects >= 1  # the slow claim was given up
+            finally:
+                await medium.close(delete_inbox=True)
+        finally:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
