@@ -28,6 +28,7 @@ peer id that nobody uses on the medium (``unknown_peer_address``).
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 
@@ -293,7 +294,8 @@ class TransportConformance:
         # lost to a pause.
         async with transport_kit.pair() as (client, server), asyncio.timeout(_TIMEOUT * 3):
             window = client.window if isinstance(client, InboxConnection) else None
-            chunk = max(1, (window or 256) // 4)
+            # A quarter window, so that the sends end exactly at the window.
+            chunk = math.gcd(window or 256, max(1, (window or 256) // 4))
             frames = [i.to_bytes(4, "big") * 256 for i in range(2 * (window or 512))]
             sent = [0]  # frames whose send returned, none read yet
             held = asyncio.Event()
