@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sys
 import time
+from pathlib import Path
 
 from p2phost_sdk import Identity
 from tests.conftest import service_or_skip
-from tests.discovery.plugins import use_plugin_source
+from tests.discovery.plugins import OFFICIAL, use_plugin_source
 
 use_plugin_source("postgres-transport")
 
@@ -23,12 +26,12 @@ SLOW = 4.0
 # A trigger after each claim (an UPDATE that leases rows): the first one sleeps, holding
 # its row locks, before its transaction commits. A sequence counts them (not a table: an
 # aborted claim must not make the next one slow again).
-SLOW_FIRST_CLAIM = f"""
+SLOW_FIRST_CLAIM = """
 CREATE SEQUENCE slow_claims;
 CREATE FUNCTION slow_claim() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM taken WHERE leased) AND nextval('slow_claims') = 1 THEN
-        PERFORM pg_sleep({SLOW});
+        PERFORM pg_sleep(%s);
     END IF;
     RETURN NULL;
 END $$;
@@ -55,7 +58,7 @@ async def test_a_claim_given_up_at_its_deadline_leases_nothing_after_the_reconne
                                     Deadline(floor=1.0, per_mib=0.0))
             await medium.connect()
             await admin.execute(f"SET search_path = {schema}")
-            await admin.execute(SLOW_FIRST_CLAIM)
+            await admin.execute(SLOW_FIRST_CLAIM % SLOW)
             got: list[bytes] = []
             all_came = asyncio.Event()
             records = [b"one", b"two", b"three"]
@@ -83,4 +86,87 @@ async def test_a_claim_given_up_at_its_deadline_leases_nothing_after_the_reconne
             finally:
                 await medium.close(delete_inbox=True)
         finally:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+# A node's reader in a process of its own (to be killed), with its state directory.
+READER = """
+import asyncio, sys
+from pathlib import Path
+from p2phost_postgres_transport import Deadline, PostgresMedium, PostgresTransport
+
+async def main(url, peer_id, state_dir):
+    medium = PostgresMedium(PostgresTransport(peer_id=peer_id).parse(url),
+                            Deadline(floor=30.0, per_mib=0.0), Path(state_dir))
+    await medium.connect()
+    async def deliver(data, token):
+        pass
+    await medium.open_inbox(peer_id, deliver)
+    await asyncio.sleep(60)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_claim_of_a_killed_run_leases_nothing_after_the_next_run_starts(
+        tmp_path: Path) -> None:
+    """A node is killed while the server runs its claim; it starts again (same state
+    directory) and frees its inbox's leased rows before that claim ends: the claim
+    must not commit its leases after that. Every record is delivered to the new run."""
+    import psycopg
+
+    service_or_skip("PostgreSQL", 5432)
+    schema = f"p2phost_killed_claim_{os.getpid()}_{time.monotonic_ns()}"
+    url = f"{URL}?options=-c%20search_path%3D{schema}"
+    peer_id = Identity.generate().peer_id
+    records = [b"one", b"two", b"three"]
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        killed = None
+        try:
+            medium = PostgresMedium(PostgresTransport(peer_id=peer_id).parse(url),
+                                    Deadline(floor=2.0, per_mib=0.0), tmp_path)
+            await medium.connect()
+            await admin.execute(f"SET search_path = {schema}")
+            await admin.execute(SLOW_FIRST_CLAIM % 6.0)
+            await medium.create_inbox(peer_id)
+            await medium.store(peer_id, records)
+            killed = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", READER, url, peer_id, str(tmp_path),
+                env={**os.environ, "PYTHONPATH": str(OFFICIAL / "postgres-transport" / "src")})
+            # Until the killed run's claim sleeps in the server (the trigger), rows locked.
+            for _ in range(300):
+                if await (await admin.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                        "AND query LIKE '%UPDATE p2phost_inbox_records SET leased = true%' "
+                        "AND datname = current_database()")).fetchall():
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the first run's claim never reached the server")
+            killed.send_signal(signal.SIGKILL)
+            await killed.wait()
+            got: list[bytes] = []
+            all_came = asyncio.Event()
+
+            async def deliver(data: bytes, token: object) -> None:
+                got.append(data)
+                if set(got) == set(records):
+                    all_came.set()
+
+            await medium.open_inbox(peer_id, deliver)
+            try:
+                try:
+                    await asyncio.wait_for(all_came.wait(), 6.0 + 4.0)
+                except TimeoutError:
+                    cursor = await admin.execute(
+                        "SELECT body, leased FROM p2phost_inbox_records ORDER BY id")
+                    rows = [(bytes(body), leased) for body, leased in await cursor.fetchall()]
+                    raise AssertionError(f"delivered {got}; the rows: {rows}") from None
+            finally:
+                await medium.close(delete_inbox=True)
+        finally:
+            if killed is not None and killed.returncode is None:
+                killed.kill()
+                await killed.wait()
             await admin.execute(f"DROP SCHEMA {schema} CASCADE")

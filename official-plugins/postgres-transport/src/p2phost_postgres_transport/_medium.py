@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Hashable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from p2phost_sdk.inbox import (
     stop_if_cancelled,
 )
 
+from ._backend import ReaderBackend
 from ._guards import Deadline, ReaderStatements, Refusals
 from ._inboxes import StoredRecords, notify_channel
 from ._sql import (
@@ -51,7 +52,6 @@ from ._sql import (
     BODY,
     CAN_FLUSH,
     CLAIM,
-    END_PREVIOUS,
     FLUSH,
     SCHEMA,
     SCHEMA_CURRENT,
@@ -99,7 +99,8 @@ class PostgresMedium(StoredRecords, Medium):
     # takes the first (a claim takes both halves' rows at most: _BATCH).
     split_window = True
 
-    def __init__(self, address: MediumAddress, deadline: Deadline | None = None) -> None:
+    def __init__(self, address: MediumAddress, deadline: Deadline | None = None,
+                 state_dir: Path | None = None) -> None:
         if not address.parts.path.strip("/"):
             raise TransportError(f"bad address {address.public!r}: no database (expected "
                                  "postgresql://USER@HOST:PORT/DATABASE)")
@@ -123,9 +124,10 @@ class PostgresMedium(StoredRecords, Medium):
         #: the flush (APPEND_EARLY and FLUSH; APPEND where this role may not FLUSH).
         self._early = False
         self.refused = Refusals(log)
-        #: The server process of the latest reader connection: its pid and when it
-        #: started (see :meth:`_end_previous`).
-        self._backend: tuple[int | None, datetime | None] = (None, None)
+        #: The server process of the latest reader connection (noted in ``state_dir``,
+        #: if given, when the inbox opens).
+        self.backend = ReaderBackend()
+        self._state_dir = state_dir
 
     async def _connect(self, *, flushed: bool = True) -> psycopg.AsyncConnection[Any]:
         """A new connection; ``flushed=False``: its commits do not wait for the WAL to
@@ -180,6 +182,9 @@ class PostgresMedium(StoredRecords, Medium):
     async def open_inbox(self, name: str, deliver: Deliver) -> None:
         """Register the inbox and start reading it."""
         self._inbox = name
+        if self._state_dir is not None:
+            digest = hashlib.sha256(f"{self.url}#{name}".encode()).hexdigest()
+            self.backend = ReaderBackend(self._state_dir / f"postgres-reader-{digest[:16]}")
         retention = self.retention
         try:
             await (await self._write_connection()).execute(
@@ -223,7 +228,8 @@ class PostgresMedium(StoredRecords, Medium):
                 await reader.listen("SET client_encoding = 'LATIN1'")
             await reader.listen(sql.SQL("LISTEN {}").format(
                 sql.Identifier(notify_channel(self._inbox))))
-            await self._end_previous(reader)
+            # The previous reader connection's claim must not commit after the reset.
+            await self.backend.end_previous(reader, self.deadline.floor / 2)
             # One reader per inbox: what is leased now was taken by an earlier run of
             # this node (or by this one before its connection was lost). Deliver it again.
             await reader.rows(
@@ -233,26 +239,6 @@ class PostgresMedium(StoredRecords, Medium):
             await reader.close()
             raise MediumUnavailable(f"PostgreSQL at {self.url}: {exc}") from exc
         return reader
-
-    async def _end_previous(self, reader: ReaderStatements) -> None:
-        """End the server process of the previous reader connection, if it still runs,
-        and wait for it to exit; then note this one's.
-
-        A statement given up at its deadline (the socket shut down) goes on in the
-        server, which notices the closed socket only when it writes the answer: after
-        its commit. A claim that ends after the reset below would lease rows to nobody
-        (freed by no one until the node restarts). Ending the process cuts such a claim
-        (its transaction rolls back) or waits for its commit, before the reset."""
-        pid, started = self._backend
-        wait = self.deadline.floor / 2
-        rows = await reader.rows(END_PREVIOUS, (round(wait * 1000), pid, started))
-        (now_started, ended), = rows
-        if not ended:
-            raise MediumUnavailable(
-                f"the server process of the previous reader connection (pid {pid}) did "
-                f"not exit within {wait:g}s of its termination: a claim there may still "
-                "lease rows, so they are not freed yet")
-        self._backend = (reader.connection.info.backend_pid, now_started)
 
     async def _read(self, reader: ReaderStatements | None, deliver: Deliver) -> None:
         failures = 0
@@ -392,6 +378,7 @@ class PostgresMedium(StoredRecords, Medium):
             self._reader = None
         try:
             if delete_inbox and self._inbox:
+                self.backend.forget()
                 await (await self._write_connection()).execute(
                     "DELETE FROM p2phost_inboxes WHERE name = %s", (self._inbox,))
         except (psycopg.Error, MediumUnavailable, MediumRefused) as exc:
@@ -419,4 +406,4 @@ class PostgresTransport(InboxTransport):
 
     def make_medium(self, address: MediumAddress) -> Medium:
         """A PostgreSQL medium for ``address``."""
-        return PostgresMedium(address, self.deadline)
+        return PostgresMedium(address, self.deadline, self.state_dir)
