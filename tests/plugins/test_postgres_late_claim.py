@@ -5,11 +5,13 @@ trigger that slows the claim touches no other test's tables)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from p2phost_sdk import Identity
 from tests.conftest import service_or_skip
@@ -17,7 +19,12 @@ from tests.discovery.plugins import OFFICIAL, use_plugin_source
 
 use_plugin_source("postgres-transport")
 
-from p2phost_postgres_transport import Deadline, PostgresMedium, PostgresTransport  # noqa: E402
+from p2phost_postgres_transport import (  # noqa: E402
+    Deadline,
+    PostgresMedium,
+    PostgresTransport,
+    _sql,
+)
 
 URL = "postgresql://127.0.0.1:5432/test"
 # How long the first claim that takes rows runs on the server: well past the client's
@@ -40,53 +47,74 @@ CREATE TRIGGER slow_claim AFTER UPDATE ON p2phost_inbox_records
 """
 
 
+@contextlib.asynccontextmanager
+async def slow_first_claim(seconds: float) -> AsyncIterator[tuple[Any, str]]:
+    """A schema of its own with the tables and :data:`SLOW_FIRST_CLAIM`: (a connection
+    there, the URL of a node's medium there); dropped on leaving."""
+    import psycopg
+
+    service_or_skip("PostgreSQL", 5432)
+    schema = f"p2phost_late_claim_{os.getpid()}_{time.monotonic_ns()}"
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            await admin.execute(f"SET search_path = {schema}")
+            await admin.execute(_sql.SCHEMA)
+            await admin.execute(SLOW_FIRST_CLAIM % seconds)
+            yield admin, f"{URL}?options=-c%20search_path%3D{schema}"
+        finally:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def receive_all(medium: PostgresMedium, admin: Any, peer_id: str,
+                      records: list[bytes], within: float) -> None:
+    """Open ``medium``'s inbox and wait up to ``within`` seconds for ``records`` (in any
+    order); else fail, showing the rows and their leases."""
+    got: list[bytes] = []
+    all_came = asyncio.Event()
+
+    async def deliver(data: bytes, token: object) -> None:
+        got.append(data)
+        if set(got) == set(records):
+            all_came.set()
+
+    await medium.open_inbox(peer_id, deliver)
+    try:
+        await asyncio.wait_for(all_came.wait(), within)
+    except TimeoutError:
+        cursor = await admin.execute("SELECT body, leased FROM p2phost_inbox_records "
+                                     "ORDER BY id")
+        rows = [(bytes(body), leased) for body, leased in await cursor.fetchall()]
+        raise AssertionError(f"delivered {got} after {medium.reconnects} reconnects; the "
+                             f"rows: {rows}") from None
+
+
+async def stored(url: str, peer_id: str, records: list[bytes],
+                 deadline: Deadline, state_dir: Path | None = None) -> PostgresMedium:
+    """A medium at ``url`` for ``peer_id``, its inbox holding ``records``."""
+    medium = PostgresMedium(PostgresTransport(peer_id=peer_id).parse(url), deadline,
+                            state_dir)
+    await medium.connect()
+    await medium.create_inbox(peer_id)
+    await medium.store(peer_id, records)
+    return medium
+
+
 async def test_a_claim_given_up_at_its_deadline_leases_nothing_after_the_reconnect() -> None:
     """The server runs a claim past the reader's deadline (a loaded or locked-up server):
     the reader gives up, reconnects and frees its inbox's leased rows; the claim must not
     commit its leases after that (the rows would be leased to nobody, never delivered
     until the node restarted). Every record is delivered within a few seconds."""
-    import psycopg
-
-    service_or_skip("PostgreSQL", 5432)
-    schema = f"p2phost_late_claim_{os.getpid()}_{time.monotonic_ns()}"
-    url = f"{URL}?options=-c%20search_path%3D{schema}"
-    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
-        await admin.execute(f"CREATE SCHEMA {schema}")
+    peer_id, records = Identity.generate().peer_id, [b"one", b"two", b"three"]
+    async with slow_first_claim(SLOW) as (admin, url):
+        medium = await stored(url, peer_id, records, Deadline(floor=1.0, per_mib=0.0))
         try:
-            peer_id = Identity.generate().peer_id
-            medium = PostgresMedium(PostgresTransport(peer_id=peer_id).parse(url),
-                                    Deadline(floor=1.0, per_mib=0.0))
-            await medium.connect()
-            await admin.execute(f"SET search_path = {schema}")
-            await admin.execute(SLOW_FIRST_CLAIM % SLOW)
-            got: list[bytes] = []
-            all_came = asyncio.Event()
-            records = [b"one", b"two", b"three"]
-
-            async def deliver(data: bytes, token: object) -> None:
-                got.append(data)
-                if set(got) == set(records):
-                    all_came.set()
-
-            await medium.open_inbox(peer_id, deliver)
-            try:
-                await medium.store(peer_id, records)
-                # The slow claim, cut at 1 s, a reconnect; then the rows must come again
-                # at once, not be held by a claim committed after it.
-                try:
-                    await asyncio.wait_for(all_came.wait(), SLOW + 4.0)
-                except TimeoutError:
-                    cursor = await admin.execute(
-                        "SELECT body, leased FROM p2phost_inbox_records ORDER BY id")
-                    rows = [(bytes(body), leased) for body, leased in await cursor.fetchall()]
-                    raise AssertionError(
-                        f"delivered {got} after {medium.reconnects} reconnects; the rows: "
-                        f"{rows}") from None
-                assert medium.reconnects >= 1  # the slow claim was given up
-            finally:
-                await medium.close(delete_inbox=True)
+            # The slow claim, cut at 1 s, a reconnect; then the rows must come again at
+            # once, not be held by a claim committed after it.
+            await receive_all(medium, admin, peer_id, records, SLOW + 4.0)
+            assert medium.reconnects >= 1  # the slow claim was given up
         finally:
-            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+            await medium.close(delete_inbox=True)
 
 
 # A node's reader in a process of its own (to be killed), with its state directory.
@@ -113,27 +141,14 @@ async def test_a_claim_of_a_killed_run_leases_nothing_after_the_next_run_starts(
     """A node is killed while the server runs its claim; it starts again (same state
     directory) and frees its inbox's leased rows before that claim ends: the claim
     must not commit its leases after that. Every record is delivered to the new run."""
-    import psycopg
-
-    service_or_skip("PostgreSQL", 5432)
-    schema = f"p2phost_killed_claim_{os.getpid()}_{time.monotonic_ns()}"
-    url = f"{URL}?options=-c%20search_path%3D{schema}"
-    peer_id = Identity.generate().peer_id
-    records = [b"one", b"two", b"three"]
-    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
-        await admin.execute(f"CREATE SCHEMA {schema}")
-        killed = None
+    peer_id, records = Identity.generate().peer_id, [b"one", b"two", b"three"]
+    async with slow_first_claim(6.0) as (admin, url):
+        medium = await stored(url, peer_id, records, Deadline(floor=2.0, per_mib=0.0),
+                              tmp_path)
+        killed = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", READER, url, peer_id, str(tmp_path),
+            env={**os.environ, "PYTHONPATH": str(OFFICIAL / "postgres-transport" / "src")})
         try:
-            medium = PostgresMedium(PostgresTransport(peer_id=peer_id).parse(url),
-                                    Deadline(floor=2.0, per_mib=0.0), tmp_path)
-            await medium.connect()
-            await admin.execute(f"SET search_path = {schema}")
-            await admin.execute(SLOW_FIRST_CLAIM % 6.0)
-            await medium.create_inbox(peer_id)
-            await medium.store(peer_id, records)
-            killed = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", READER, url, peer_id, str(tmp_path),
-                env={**os.environ, "PYTHONPATH": str(OFFICIAL / "postgres-transport" / "src")})
             # Until the killed run's claim sleeps in the server (the trigger), rows locked.
             for _ in range(300):
                 if await (await admin.execute(
@@ -144,29 +159,10 @@ async def test_a_claim_of_a_killed_run_leases_nothing_after_the_next_run_starts(
                 await asyncio.sleep(0.05)
             else:
                 raise AssertionError("the first run's claim never reached the server")
-            killed.send_signal(signal.SIGKILL)
-            await killed.wait()
-            got: list[bytes] = []
-            all_came = asyncio.Event()
-
-            async def deliver(data: bytes, token: object) -> None:
-                got.append(data)
-                if set(got) == set(records):
-                    all_came.set()
-
-            await medium.open_inbox(peer_id, deliver)
-            try:
-                try:
-                    await asyncio.wait_for(all_came.wait(), 6.0 + 4.0)
-                except TimeoutError:
-                    cursor = await admin.execute(
-                        "SELECT body, leased FROM p2phost_inbox_records ORDER BY id")
-                    rows = [(bytes(body), leased) for body, leased in await cursor.fetchall()]
-                    raise AssertionError(f"delivered {got}; the rows: {rows}") from None
-            finally:
-                await medium.close(delete_inbox=True)
         finally:
-            if killed is not None and killed.returncode is None:
-                killed.kill()
-                await killed.wait()
-            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+            killed.kill()
+            await killed.wait()
+        try:
+            await receive_all(medium, admin, peer_id, records, 6.0 + 4.0)
+        finally:
+            await medium.close(delete_inbox=True)
