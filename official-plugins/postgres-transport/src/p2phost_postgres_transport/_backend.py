@@ -10,11 +10,12 @@ claim (its transaction rolls back) or waits for its commit, and waits for it to 
 
 The process is named by its pid and when it started (a pid alone is reused). Noted in a
 file of the node's state directory, it is also ended after the node was killed and
-started again.
+started again. The file is read and written in a thread (nothing blocking on the loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import datetime
 from pathlib import Path
@@ -32,15 +33,29 @@ class ReaderBackend:
         self._file = file
         self._pid: int | None = None
         self._started: datetime | None = None
-        if file is not None:
-            with contextlib.suppress(OSError, ValueError):
-                pid, started = file.read_text().split()
-                self._pid, self._started = int(pid), datetime.fromisoformat(started)
+        self._read = file is None
+
+    def _load(self) -> None:
+        assert self._file is not None
+        with contextlib.suppress(OSError, ValueError):
+            pid, started = self._file.read_text().split()
+            self._pid, self._started = int(pid), datetime.fromisoformat(started)
+
+    def _note(self, text: str) -> None:
+        assert self._file is not None
+        # One small write; a torn one (a kill) reads as no process. Not written (a state
+        # directory gone read-only): only a restart is not covered.
+        with contextlib.suppress(OSError):
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            self._file.write_text(text)
 
     async def end_previous(self, reader: ReaderStatements, wait: float) -> None:
         """End the previous reader connection's server process, if it still runs, and
         wait up to ``wait`` seconds for it to exit (else :class:`MediumUnavailable`);
         then note ``reader``'s."""
+        if not self._read:
+            await asyncio.to_thread(self._load)
+            self._read = True
         rows = await reader.rows(END_PREVIOUS, (round(wait * 1000), self._pid, self._started))
         (started, ended), = rows
         if not ended:
@@ -50,14 +65,10 @@ class ReaderBackend:
                 "still lease rows, so they are not freed yet")
         self._pid, self._started = reader.connection.info.backend_pid, started
         if self._file is not None and started is not None:
-            # One small write; a torn one (a kill) reads as no process. Not written
-            # (a state directory gone read-only): only a restart is not covered.
-            with contextlib.suppress(OSError):
-                self._file.parent.mkdir(parents=True, exist_ok=True)
-                self._file.write_text(f"{self._pid} {started.isoformat()}\n")
+            await asyncio.to_thread(self._note, f"{self._pid} {started.isoformat()}\n")
 
-    def forget(self) -> None:
+    async def forget(self) -> None:
         """Remove the file (the inbox is deleted: no run will read it again)."""
         if self._file is not None:
             with contextlib.suppress(OSError):
-                self._file.unlink(missing_ok=True)
+                await asyncio.to_thread(self._file.unlink, missing_ok=True)

@@ -378,7 +378,7 @@ class PostgresMedium(StoredRecords, Medium):
             self._reader = None
         try:
             if delete_inbox and self._inbox:
-                self.backend.forget()
+                await self.backend.forget()
                 await (await self._write_connection()).execute(
                     "DELETE FROM p2phost_inboxes WHERE name = %s", (self._inbox,))
         except (psycopg.Error, MediumUnavailable, MediumRefused) as exc:
