@@ -50,6 +50,12 @@ class Sending(Connection):
     closed: bool
     _remote_closed: str | None
 
+    @property
+    def window(self) -> int:
+        """Frames this side may have appended beyond the peer's last credit: as far as a
+        peer that takes nothing lets it send (and the most its inbox holds of them)."""
+        return self._window
+
     async def append(self, records: list[bytes]) -> None:
         """Append ``records`` to the peer's inbox."""
         raise NotImplementedError

@@ -28,6 +28,7 @@ peer id that nobody uses on the medium (``unknown_peer_address``).
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 
@@ -35,6 +36,7 @@ import pytest
 
 from .._errors import ConnectionClosed, FrameTooLarge, TransportError
 from .._transport import Connection, DeliveredFrame
+from ..inbox import InboxConnection
 from ._transport_case import TIMEOUT as _TIMEOUT
 from ._transport_case import Sink as _Sink
 from ._transport_case import TransportCase, TransportKit, receive
@@ -283,15 +285,50 @@ class TransportConformance:
     async def test_a_slow_reader_slows_the_sender_and_loses_nothing(
         self, transport_kit: TransportKit
     ) -> None:
-        frames = [i.to_bytes(4, "big") * 256 for i in range(3000)]  # 1 KiB each
+        # The reader takes nothing until the sender is held: on an inbox transport
+        # (flow control by credit) exactly at its window, which is then also all its
+        # peer's inbox holds; then it reads, and every frame comes, in order. Two windows
+        # of frames, sent a quarter window per call: the sender must wait for credit,
+        # and no more round trips than that take. A stream is held by its buffers
+        # (bytes, the kernel's): the kit cannot tell when, so it checks that nothing is
+        # lost to a pause.
         async with transport_kit.pair() as (client, server), asyncio.timeout(_TIMEOUT * 3):
-            sending = asyncio.ensure_future(self._send_all(client, frames))
-            got = []
-            for i in range(len(frames)):
-                if i % 500 == 0:
-                    await asyncio.sleep(0.05)
-                got.append(await receive(server))
-            await sending
+            window = client.window if isinstance(client, InboxConnection) else None
+            # A quarter window, so that the sends end exactly at the window.
+            chunk = math.gcd(window or 256, max(1, (window or 256) // 4))
+            frames = [i.to_bytes(4, "big") * 256 for i in range(2 * (window or 512))]
+            sent = [0]  # frames whose send returned, none read yet
+            held = asyncio.Event()
+
+            async def send() -> None:
+                for start in range(0, len(frames), chunk):
+                    await client.send_many(frames[start:start + chunk])
+                    sent[0] = start + chunk
+                    if window is not None and not held.is_set():
+                        assert sent[0] <= window, (
+                            f"{sent[0]} frames sent to a reader that took none, over the "
+                            f"window of {window}")
+                        if sent[0] == window:
+                            held.set()
+
+            sending = asyncio.ensure_future(send())
+            try:
+                if window is not None:
+                    waiting = asyncio.ensure_future(held.wait())
+                    await asyncio.wait([sending, waiting], return_when=asyncio.FIRST_COMPLETED)
+                    waiting.cancel()
+                    if sending.done():
+                        sending.result()  # its overrun of the window, if it failed
+                    assert held.is_set(), f"the sender stopped at {sent[0]} frames"
+                # A moment more for a sender that ignores the window to overrun it.
+                await asyncio.sleep(0.2)
+                if window is not None:
+                    assert sent[0] == window, f"sent {sent[0]} frames, the window is {window}"
+                got = [await receive(server) for _ in frames]
+                await sending
+            finally:
+                sending.cancel()
+                await asyncio.gather(sending, return_exceptions=True)
             assert got == frames
 
     async def test_many_connections_at_once(self, transport_kit: TransportKit) -> None:

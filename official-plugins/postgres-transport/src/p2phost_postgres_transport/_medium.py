@@ -9,14 +9,16 @@ claims the oldest free records of its inbox with ``UPDATE ... WHERE id IN (SELEC
 FOR UPDATE SKIP LOCKED)`` (concurrent readers never take the same row),
 marking them leased, and deletes each once the node is done with it. When it starts, and
 after a lost connection, it frees its inbox's leased rows: what the node had not finished
-is delivered again. Between notifications it looks again every second, so a missed one
-delays nothing for long.
+is delivered again (after a lost connection, once the server process of the previous one
+is gone: a claim given up at its deadline must not commit after that). Between
+notifications it looks again every second, so a missed one delays nothing for long.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Hashable, Sequence
 from pathlib import Path
@@ -40,6 +42,7 @@ from p2phost_sdk.inbox import (
     stop_if_cancelled,
 )
 
+from ._backend import ReaderBackend
 from ._guards import Deadline, ReaderStatements, Refusals
 from ._inboxes import StoredRecords, notify_channel
 from ._sql import (
@@ -96,7 +99,8 @@ class PostgresMedium(StoredRecords, Medium):
     # takes the first (a claim takes both halves' rows at most: _BATCH).
     split_window = True
 
-    def __init__(self, address: MediumAddress, deadline: Deadline | None = None) -> None:
+    def __init__(self, address: MediumAddress, deadline: Deadline | None = None,
+                 state_dir: Path | None = None) -> None:
         if not address.parts.path.strip("/"):
             raise TransportError(f"bad address {address.public!r}: no database (expected "
                                  "postgresql://USER@HOST:PORT/DATABASE)")
@@ -120,6 +124,10 @@ class PostgresMedium(StoredRecords, Medium):
         #: the flush (APPEND_EARLY and FLUSH; APPEND where this role may not FLUSH).
         self._early = False
         self.refused = Refusals(log)
+        #: The server process of the latest reader connection (noted in ``state_dir``,
+        #: if given, when the inbox opens).
+        self.backend = ReaderBackend()
+        self._state_dir = state_dir
 
     async def _connect(self, *, flushed: bool = True) -> psycopg.AsyncConnection[Any]:
         """A new connection; ``flushed=False``: its commits do not wait for the WAL to
@@ -174,6 +182,9 @@ class PostgresMedium(StoredRecords, Medium):
     async def open_inbox(self, name: str, deliver: Deliver) -> None:
         """Register the inbox and start reading it."""
         self._inbox = name
+        if self._state_dir is not None:
+            digest = hashlib.sha256(f"{self.url}#{name}".encode()).hexdigest()
+            self.backend = ReaderBackend(self._state_dir / f"postgres-reader-{digest[:16]}")
         retention = self.retention
         try:
             await (await self._write_connection()).execute(
@@ -217,6 +228,8 @@ class PostgresMedium(StoredRecords, Medium):
                 await reader.listen("SET client_encoding = 'LATIN1'")
             await reader.listen(sql.SQL("LISTEN {}").format(
                 sql.Identifier(notify_channel(self._inbox))))
+            # The previous reader connection's claim must not commit after the reset.
+            await self.backend.end_previous(reader, self.deadline.floor / 2)
             # One reader per inbox: what is leased now was taken by an earlier run of
             # this node (or by this one before its connection was lost). Deliver it again.
             await reader.rows(
@@ -365,6 +378,7 @@ class PostgresMedium(StoredRecords, Medium):
             self._reader = None
         try:
             if delete_inbox and self._inbox:
+                await self.backend.forget()
                 await (await self._write_connection()).execute(
                     "DELETE FROM p2phost_inboxes WHERE name = %s", (self._inbox,))
         except (psycopg.Error, MediumUnavailable, MediumRefused) as exc:
@@ -392,4 +406,4 @@ class PostgresTransport(InboxTransport):
 
     def make_medium(self, address: MediumAddress) -> Medium:
         """A PostgreSQL medium for ``address``."""
-        return PostgresMedium(address, self.deadline)
+        return PostgresMedium(address, self.deadline, self.state_dir)
