@@ -7,6 +7,7 @@ counted) under ``valgrind --tool=callgrind``, twice: with N units and with 2N. T
 difference divided by N is the cost of one unit without start-up, imports and warm-up:
 
 * ``oneway``: one 64 B message sent and handled;
+* ``oneway1k``: one 1 KiB message sent and handled (where copies of the body show);
 * ``rtt``: one request/reply round trip, one at a time;
 * ``flight``: one request/reply with 64 in flight.
 
@@ -52,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import messaging as m
 
 #: Units per workload in the smaller run (the larger has twice as many).
-UNITS = {"oneway": 10_000, "rtt": 1_000, "flight": 1_000}
+UNITS = {"oneway": 10_000, "oneway1k": 10_000, "rtt": 1_000, "flight": 1_000}
 
 
 async def _request(self: Any, body: bytes) -> bytes:
@@ -122,8 +123,8 @@ async def workload(system: str, what: str, units: int) -> None:
         client = await m.P2PClient.open(port, secure)
     await m.one_way(client, 64, 2000)
     await m.round_trips(client, 200)
-    if what == "oneway":
-        await m.one_way(client, 64, units)
+    if what.startswith("oneway"):
+        await m.one_way(client, 1024 if what == "oneway1k" else 64, units)
     elif what == "rtt":
         await m.round_trips(client, units)
     else:
@@ -197,6 +198,7 @@ def server_instructions(system: str, what: str, units: int, loop: str) -> float:
                 peer = await (m.RawClient.open(port) if system == "raw"
                               else m.P2PClient.open(port))
                 run = {"oneway": lambda n: m.one_way(peer, 64, n),
+                       "oneway1k": lambda n: m.one_way(peer, 1024, n),
                        "rtt": lambda n: m.round_trips(peer, n),
                        "flight": lambda n: m.in_flight(peer, n)}[what]
                 await m.one_way(peer, 64, 2000)
