@@ -121,3 +121,22 @@ def hand_made_registry(pages: Mapping[str, bytes | Callable[[], Iterator[bytes]]
         server.shutdown()
         thread.join(timeout=5)
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def builtin_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A built-in source (the official plugins, signed), as ``scripts/dist`` ships it:
+    point ``P2PHOST_BUILTIN_DIR`` at it."""
+    import os
+    import sys
+
+    from p2phost._keys import create_key
+    from tests.conftest import REPO
+
+    root = tmp_path_factory.mktemp("dist")
+    key = root.parent / f"{root.name}-release.key"
+    create_key(key)
+    subprocess.run([sys.executable, str(REPO / "scripts" / "_dist.py"), "--out", str(root)],
+                   check=True, capture_output=True, text=True, timeout=600,
+                   env={**os.environ, "P2PHOST_RELEASE_KEY": str(key)})
+    return root / "plugins"
