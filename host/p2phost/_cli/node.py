@@ -47,10 +47,12 @@ def check_report(project: Project) -> dict[str, Any]:
     The shape is documented in docs/cli.md (``run --check --json``).
     """
     from .._plugins import PluginManager, describe
+    from .._runtime.node._node import check_manifest_addresses
 
     loaded = PluginManager(project).load()
     require_served(project, [p.metadata for p in loaded.plugins])
     parts = loaded.build(project.identity().peer_id, project.manifest.node.max_frame_size)
+    check_manifest_addresses(parts.transports, project.manifest)  # as a start would
     security = [type(s).protocol or type(s).__name__ for s in parts.security]
     return {
         "peer_id": project.identity().peer_id,
