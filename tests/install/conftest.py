@@ -89,16 +89,16 @@ def workspace(tmp_path: Path, registry: RunningRegistry) -> Callable[..., Worksp
 
 
 @contextlib.contextmanager
-def hand_made_registry(pages: Mapping[str, bytes | Callable[[], Iterator[bytes]]]
-                       ) -> Iterator[str]:
+def hand_made_registry(pages: Mapping[str, bytes | Callable[[], Iterator[bytes]]],
+                       missing: int = 404) -> Iterator[str]:
     """A registry serving ``pages`` by path (what the real one would refuse to hold); a
     callable page is streamed, without a length, until it ends or the client leaves.
-    Yields its URL."""
+    Any other path is answered ``missing`` (503: down behind its proxy). Yields its URL."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             body = pages.get(self.path)
-            self.send_response(200 if body else 404)
+            self.send_response(200 if body else missing)
             if callable(body):
                 self.end_headers()
                 with contextlib.suppress(ConnectionError):

@@ -4,14 +4,12 @@ for the registries' answers, must say it could not have them."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.install.conftest import Workspace
+from tests.install.conftest import Workspace, hand_made_registry
 
 Make = Callable[..., Workspace]
 
@@ -19,25 +17,8 @@ Make = Callable[..., Workspace]
 @pytest.fixture
 def unavailable() -> Iterator[str]:
     """A registry's proxy that answers 503 to everything (the registry behind it is down)."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
-        server.server_close()
+    with hand_made_registry({}, missing=503) as url:
+        yield url
 
 
 def _configured(ws: Workspace, url: str) -> None:
