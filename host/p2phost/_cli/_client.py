@@ -147,8 +147,9 @@ def too_large(exc: Exception) -> UserError:
 
 
 def unreachable(project: Project, address: str, exc: Exception) -> UserError:
-    """Why ``address`` failed: a malformed address (exit 2), a broker that is down,
-    unreachable, or reached but the two sides disagree (exit 1)."""
+    """Why ``address`` failed: a broker that is down, unreachable, or reached but the
+    two sides disagree (exit 1). A malformed address never gets here: ``as_client`` checks
+    it first with the transport's ``check_address`` (a usage error, exit 2)."""
     text = str(exc)
     stranger = _not_p2phost(text)
     if stranger is not None:
