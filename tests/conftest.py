@@ -177,7 +177,8 @@ def start_registry(data: Path, projects: Iterable[Path] = ()) -> RunningRegistry
         run_cli("registry", "seed", "--data", str(data), *map(str, projects), check=True,
                 timeout=120)
     process = subprocess.Popen(
-        [sys.executable, "-m", "p2phost", "registry", "serve", "--port", "0", "--data", str(data)],
+        [sys.executable, "-m", "p2phost", "registry", "serve", "--port", "0", "--create",
+         "--data", str(data)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     deadline = time.monotonic() + 30

@@ -129,6 +129,10 @@ def replay(refresh: bool = False) -> bool:
         if record is None or record.get("key") != key(snap, host):
             return False
         if refresh:
+            if not record["answers"]:
+                # A record that asked no registry (a kept lock, or a registry that was
+                # down): --refresh must ask the configured ones, which the installer knows.
+                return False
             from ._revalidate import revalidate
 
             answers = revalidate(record["answers"])

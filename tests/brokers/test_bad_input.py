@@ -52,9 +52,17 @@ def fails_clearly(root: Path, *args: str, timeout: float = 30) -> str:
 ])
 def test_a_wrong_url_is_one_clear_error(medium: str, url: str, says: str,
                                        make_project: ProjectMaker) -> None:
+    """Malformed in [node] listen: a usage error (exit 2) before anything connects, from
+    ``run --check`` too, with the form to write (the medium's ``check_address``)."""
     root = make_project("bad", MEDIA[medium], url=url)
-    out = fails_clearly(root, "run")
-    assert says in out and "fix:" in out
+    for args in (("run", "--check"), ("run",)):
+        done = run_cli(*args, cwd=root, timeout=30)
+        out = done.stdout + done.stderr
+        assert done.returncode == 2 and "Traceback" not in out, out
+        assert done.stderr.startswith("error: [node] listen: bad address"), out
+        assert says in out and "\nfix: in [node] listen of p2phost.toml, write the address " \
+            f"as {medium}" in out, out
+        assert "loaded " not in done.stdout, out
 
 
 @pytest.mark.services

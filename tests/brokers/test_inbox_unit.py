@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from p2phost_sdk import ConnectionClosed, DeliveredFrame, Identity, TransportError
+from p2phost_sdk import (
+    AddressError,
+    ConnectionClosed,
+    DeliveredFrame,
+    Identity,
+    TransportError,
+)
 from p2phost_sdk.inbox import (
     Deliver,
     InboxOptions,
@@ -559,3 +565,32 @@ async def test_handled_counts_reach_the_disk_while_the_node_runs(tmp_path: Path)
     journal.count("handled")
     journal.close()
     assert read_counts(journal.path) == {"handled": 4}
+
+
+class PickyTransport(FakeTransport):
+    """A medium that refuses a URL with a path, as media written before AddressError did."""
+
+    def make_medium(self, address: MediumAddress) -> Medium:
+        if address.parts.path not in ("", "/"):
+            raise TransportError(f"bad address {address.public!r}: expected fake://HOST "
+                                 "(no path)")
+        return super().make_medium(address)
+
+
+@pytest.mark.parametrize(("address", "says"), [
+    ("tcp://medium", "expected fake://HOST:PORT"),
+    ("fake://medium:notaport", "the port is not 0-65535"),
+    ("fake://", "no host"),
+    ("fake://medium#nobody", "'nobody' after '#' is not a peer id"),
+    ("fake://medium/a/path", "expected fake://HOST (no path)"),  # the medium's own check
+])
+def test_check_address_raises_address_error_before_anything_connects(
+        address: str, says: str) -> None:
+    picky = PickyTransport(peer_id=Identity.generate().peer_id, options=InboxOptions())
+    with pytest.raises(AddressError) as caught:
+        picky.check_address(address)
+    assert caught.value.address == address and says in str(caught.value)
+    assert str(caught.value).count("bad address") == 1
+    assert caught.value.expected.startswith("fake://")
+    picky.check_address("fake://medium")  # well formed: no error
+    picky.check_address(f"fake://medium#{Identity.generate().peer_id}")

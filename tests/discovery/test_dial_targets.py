@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
 from typing import Any
+
+import pytest
 
 from p2phost._cli._discovery_status import discovery_lines
 from p2phost._runtime.node._targets import DialTargets
@@ -122,3 +125,32 @@ async def test_a_refused_handshake_is_counted_refused_with_its_reason_not_unreac
     assert lines[1][2] is not None and "p2phost trust add" in lines[1][2]
     targets.close()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_peer_that_comes_up_and_refuses_is_logged_at_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A dialler started before its peer logs "connection refused" first; the trust
+    policy's refusal once the peer runs is logged at its first dial, not at the tenth
+    failure (~20 s of backoff later), and only once while it stays the same."""
+    reason = (f"tcp://r:1: handshake failed: the peer refused the connection: peer {PEER} "
+              "is refused by the trust policy: not in the allowlist")
+
+    class UpThenRefusing(Dialler):
+        async def connect(self, address: str, expected: str | None) -> str:
+            self.dials.append(address)
+            await asyncio.sleep(0)
+            if len(self.dials) <= 2:
+                raise PeerUnavailable(f"{address}: connection refused")
+            raise PeerUnavailable(reason)
+
+    dialler = UpThenRefusing({})
+    tasks: set[asyncio.Task[None]] = set()
+    targets = targets_for(dialler, tasks)
+    with caplog.at_level(logging.WARNING, logger="p2phost.node"):
+        targets.update(PeerRecord(("tcp://r:1",), None, "static-discovery"))
+        await wait_until(lambda: targets.counters["refused"] >= 5, 2, "redialling the refuser")
+    targets.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    logged = [r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert len(logged) == 2, logged  # the first failure, then the refusal at once
+    assert logged[0].endswith("connection refused") and logged[1].endswith(reason)

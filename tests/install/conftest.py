@@ -89,16 +89,16 @@ def workspace(tmp_path: Path, registry: RunningRegistry) -> Callable[..., Worksp
 
 
 @contextlib.contextmanager
-def hand_made_registry(pages: Mapping[str, bytes | Callable[[], Iterator[bytes]]]
-                       ) -> Iterator[str]:
+def hand_made_registry(pages: Mapping[str, bytes | Callable[[], Iterator[bytes]]],
+                       missing: int = 404) -> Iterator[str]:
     """A registry serving ``pages`` by path (what the real one would refuse to hold); a
     callable page is streamed, without a length, until it ends or the client leaves.
-    Yields its URL."""
+    Any other path is answered ``missing`` (503: down behind its proxy). Yields its URL."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             body = pages.get(self.path)
-            self.send_response(200 if body else 404)
+            self.send_response(200 if body else missing)
             if callable(body):
                 self.end_headers()
                 with contextlib.suppress(ConnectionError):
@@ -121,3 +121,22 @@ def hand_made_registry(pages: Mapping[str, bytes | Callable[[], Iterator[bytes]]
         server.shutdown()
         thread.join(timeout=5)
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def builtin_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A built-in source (the official plugins, signed), as ``scripts/dist`` ships it:
+    point ``P2PHOST_BUILTIN_DIR`` at it."""
+    import os
+    import sys
+
+    from p2phost._keys import create_key
+    from tests.conftest import REPO
+
+    root = tmp_path_factory.mktemp("dist")
+    key = root.parent / f"{root.name}-release.key"
+    create_key(key)
+    subprocess.run([sys.executable, str(REPO / "scripts" / "_dist.py"), "--out", str(root)],
+                   check=True, capture_output=True, text=True, timeout=600,
+                   env={**os.environ, "P2PHOST_RELEASE_KEY": str(key)})
+    return root / "plugins"

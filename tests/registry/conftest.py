@@ -84,7 +84,7 @@ def start_registry(
     """Start the server as users do and wait for its ready line."""
     # A short page lifetime so that flushed download counts show within a test.
     cmd = [sys.executable, "-m", "p2phost", "registry", "serve", "--port", str(port),
-           "--data", str(data), "--page-ttl", "1", *extra]
+           "--create", "--data", str(data), "--page-ttl", "1", *extra]
     if database:
         cmd += ["--database", database]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

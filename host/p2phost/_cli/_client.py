@@ -147,13 +147,10 @@ def too_large(exc: Exception) -> UserError:
 
 
 def unreachable(project: Project, address: str, exc: Exception) -> UserError:
-    """Why ``address`` failed: a malformed address (exit 2), a broker that is down,
-    unreachable, or reached but the two sides disagree (exit 1)."""
+    """Why ``address`` failed: a broker that is down, unreachable, or reached but the
+    two sides disagree (exit 1). A malformed address never gets here: ``as_client`` checks
+    it first with the transport's ``check_address`` (a usage error, exit 2)."""
     text = str(exc)
-    if text.startswith("bad address "):
-        # The transport's parse: as malformed as an address the CLI refuses itself.
-        return UserError(text, fix="write the address as `p2phost run` of that node prints "
-                                   "it (an inbox address ends in #PEERID)")
     stranger = _not_p2phost(text)
     if stranger is not None:
         return Unreachable(f"the other side at {address} is not a p2phost node ({stranger})",
@@ -199,6 +196,7 @@ async def as_client(project: Project, address: str,
 
     _require_transport(project, address)
     node = node_for_project(project, client=True)
+    node.check_address(address)  # malformed: a usage error (exit 2) before anything connects
     async with node:
         if stored is not None and node.stores_letters(address):
             # An inbox on a medium that holds messages: no handshake, the peer may not run.

@@ -53,7 +53,7 @@ def installer(registry: str | None, *, require_signed: bool = False,
     may already be written. Its warnings (unsigned plugins) are printed when the block ends
     without an error.
     """
-    from .._install._registry import plugin_sources
+    from .._install._registry import plugin_sources, sources_origin
     from .._install._signing import SigningPolicy
 
     project = Project.find()
@@ -62,7 +62,7 @@ def installer(registry: str | None, *, require_signed: bool = False,
     urls = plugin_sources(registry, project.manifest.registries)
     signing = SigningPolicy(require_signed or project.manifest.require_signed, trust_new_key,
                             command or "p2phost plugin install")
-    with _installer_for(project, urls, signing, refresh) as made:
+    with _installer_for(project, urls, signing, refresh, sources_origin(registry)) as made:
         yield made
     for warning in made.warnings:
         err_console.print(warning)
@@ -89,7 +89,7 @@ def _allow_config_of(project: Project, names: Sequence[str]) -> None:
 
 @contextmanager
 def _installer_for(project: Project, urls: list[str], signing: SigningPolicy,
-                   refresh: bool) -> Iterator[Installer]:
+                   refresh: bool, origin: str) -> Iterator[Installer]:
     from .._install._installer import Installer
 
     if not console.is_terminal:
@@ -97,7 +97,8 @@ def _installer_for(project: Project, urls: list[str], signing: SigningPolicy,
             size = f" ({total / 1024:.0f} KiB)" if total else ""
             console.print(f"downloading {label}{size}")
             return lambda n: None
-        yield Installer(project, urls, progress=announce, signing=signing, refresh=refresh)
+        yield Installer(project, urls, progress=announce, signing=signing, refresh=refresh,
+                        origin=origin)
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -106,7 +107,8 @@ def _installer_for(project: Project, urls: list[str], signing: SigningPolicy,
         def start(label: str, total: int | None) -> Callable[[int], None]:
             task = bar.add_task(label, total=total)
             return lambda n: bar.advance(task, n)
-        yield Installer(project, urls, progress=start, signing=signing, refresh=refresh)
+        yield Installer(project, urls, progress=start, signing=signing, refresh=refresh,
+                        origin=origin)
 
 
 def change_line(change: Change) -> str:

@@ -47,10 +47,12 @@ def check_report(project: Project) -> dict[str, Any]:
     The shape is documented in docs/cli.md (``run --check --json``).
     """
     from .._plugins import PluginManager, describe
+    from .._runtime.node._node import check_manifest_addresses
 
     loaded = PluginManager(project).load()
     require_served(project, [p.metadata for p in loaded.plugins])
     parts = loaded.build(project.identity().peer_id, project.manifest.node.max_frame_size)
+    check_manifest_addresses(parts.transports, project.manifest)  # as a start would
     security = [type(s).protocol or type(s).__name__ for s in parts.security]
     return {
         "peer_id": project.identity().peer_id,
@@ -147,7 +149,12 @@ def run(
                                  "(docs/cli.md)."),
 ) -> None:
     """Run the node of ./p2phost.toml until SIGINT/SIGTERM."""
+    from .._lock import Lock
+
     project = Project.find()
+    # A lock that cannot be read is refused before anything starts, with --check too: the
+    # plugin environment was installed from it, and `plugin sync` would fail on it.
+    Lock.load(project.lock_path)
     if check:
         check_plugins(project, as_json)
         return
@@ -242,15 +249,22 @@ def _body_text(body: str) -> str:
     # A shell argument tops out near 128 KiB (MAX_ARG_STRLEN), so larger bodies come
     # from standard input or a file, as with curl's "-d @FILE".
     if body == "-":
-        return sys.stdin.read()
-    if body.startswith("@"):
+        text, where = sys.stdin.read(), "read from standard input"
+    elif body.startswith("@"):
         try:
-            return Path(body[1:]).read_text(encoding="utf-8")
+            text = Path(body[1:]).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise UserError(f"cannot read the body from {body[1:]!r}: {exc}",
                             fix="give the path of a UTF-8 JSON file after @, e.g. @body.json"
                             ) from exc
-    return body
+        where = f"in {body[1:]}"
+    else:
+        text, where = body, "given"
+    if not text.strip():  # json.loads would say "Expecting value: line 1 column 1"
+        raise UserError(f"the body {where} is empty: a message's body is one JSON value",
+                        fix="send a JSON value, e.g. echo '{\"text\": \"hi\"}' | p2phost "
+                            "send ADDR TOPIC - (a message with no content: null)")
+    return text
 
 
 def send(
@@ -265,6 +279,11 @@ def send(
                                        "for the acknowledgement on acknowledged topics."),
 ) -> None:
     """Send one message (or one request, printing the reply) to a node."""
+    if not topic.strip():
+        # MESSAGE and REQUEST frames always name a topic (docs/wire.md): "" reaches no app.
+        raise UserError("the topic is empty: a message goes to the app that handles its "
+                        "topic", fix="name the topic, e.g. p2phost send ADDR echo '{}' "
+                                     "(p2phost describe ADDR lists a node's topics)")
     try:
         value = json.loads(_body_text(body))
     except ValueError as exc:

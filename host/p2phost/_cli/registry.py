@@ -28,13 +28,28 @@ def _data_dir(data: Path) -> Path:
     return data.expanduser()
 
 
+def _existing_store(data: Path, *, create: bool = False) -> Path:
+    """``--data`` of a command that uses a store: it must exist (a typo would otherwise
+    make an empty registry and serve or change that), unless ``create`` (``serve --create``;
+    ``seed`` always creates: it is how a registry is made)."""
+    from .._errors import UserError
+
+    path = _data_dir(data)
+    if not create and not path.is_dir():
+        raise UserError(f"no registry at {path}: the --data directory does not exist",
+                        fix=f"check the path; to make a registry there: p2phost registry seed "
+                            f"--data {path} (the official plugins), or p2phost registry serve "
+                            f"--create --data {path} (empty)")
+    return path
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``registry`` command group to ``app``."""
     group = typer.Typer(help="Run and fill a plugin registry.", no_args_is_help=True)
     tokens = typer.Typer(help="Publishing tokens.", no_args_is_help=True)
     group.add_typer(tokens, name="token")
     app.add_typer(group, name="registry")
-    register_access(group, tokens, _DATA, _DATABASE, _data_dir)
+    register_access(group, tokens, _DATA, _DATABASE, _existing_store)
 
     @group.callback()
     def needs_server() -> None:
@@ -62,6 +77,10 @@ def register(app: typer.Typer) -> None:
             60.0, "--page-ttl", metavar="SECONDS",
             help="How long a rendered page is served before download counts refresh it."),
         workers: int = typer.Option(1, "--workers", help="Processes sharing the port."),
+        create: bool = typer.Option(False, "--create",
+                                    help="Make an empty registry if --data does not exist "
+                                         "(else refused: a mistyped path would serve an "
+                                         "empty one)."),
         watch_interval: float = typer.Option(
             1.0, "--watch-interval", metavar="SECONDS", min=0.001,
             help="How often to look for changes made by other servers; on PostgreSQL they "
@@ -73,7 +92,8 @@ def register(app: typer.Typer) -> None:
         """
         from p2phost_registry import serve as run_server
 
-        run_server(host, port, _data_dir(data), database, int(max_upload_mb * 1024 * 1024),
+        run_server(host, port, _existing_store(data, create=create), database,
+                   int(max_upload_mb * 1024 * 1024),
                    public_url=public_url, forwarded_allow_ips=forwarded_allow_ips,
                    page_ttl=page_ttl, workers=workers, watch_interval=watch_interval)
 
@@ -143,7 +163,7 @@ def register(app: typer.Typer) -> None:
         """Create a publishing token and print it (the last word of the output)."""
         from p2phost_registry import Store
 
-        store = Store(_data_dir(data), database)
+        store = Store(_existing_store(data), database)
         try:
             token = store.create_token(owner, scope or [], expires_in)
         finally:

@@ -10,7 +10,8 @@ class RegistryError(UserError):
 
 
 class Unreachable(RegistryError):
-    """A registry did not answer at all (down, refused, timed out)."""
+    """A registry did not answer at all (down, refused, timed out), or only that it is
+    unavailable (429 or 5xx to every try: down behind its proxy)."""
 
 
 class UnknownPlugin(UserError):

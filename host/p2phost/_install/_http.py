@@ -99,7 +99,7 @@ class Fetcher:
         request = urllib.request.Request(url, headers=headers)
         # Every wait here, and the caller's reads of the body, may be a long one.
         with _wakeups():
-            last, answered = "", False
+            last, error = "", RegistryError
             for attempt in range(self.attempts):
                 if attempt:
                     time.sleep(self.backoff * 2 ** (attempt - 1))
@@ -109,7 +109,6 @@ class Fetcher:
                     if exc.code == 304 and etag:
                         raise _NotModified(exc.headers) from None
                     detail = _error_message(exc)
-                    answered = True
                     if exc.code == 404:
                         raise NotFound(detail or f"{url}: not found") from None
                     last = f"HTTP {exc.code}" + (f": {detail}" if detail else "")
@@ -123,7 +122,10 @@ class Fetcher:
                 with response:
                     yield response
                 return
-        error = RegistryError if answered else Unreachable
+            else:
+                # Every try failed to connect, timed out or was told 429/5xx (a registry
+                # down behind its proxy): unreachable. Only another status is an answer.
+                error = Unreachable
         raise error(f"{url} did not answer ({last}) after {self.attempts} attempts "
                             f"with a {self.timeout:g} s timeout",
                             fix="check that the registry is running (p2phost registry serve), "

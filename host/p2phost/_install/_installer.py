@@ -45,7 +45,8 @@ class Installer:
     def __init__(self, project: Project, registries: list[str], *,
                  cache: DownloadCache | None = None, fetcher: Fetcher | None = None,
                  progress: ProgressFactory | None = None,
-                 signing: SigningPolicy | None = None, refresh: bool = False) -> None:
+                 signing: SigningPolicy | None = None, refresh: bool = False,
+                 origin: str = "[registry] url in p2phost.toml") -> None:
         self.project = project
         #: The registries this run asks (an option or P2PHOST_REGISTRY, else the manifest's).
         self.registries = tuple(registries)
@@ -57,7 +58,10 @@ class Installer:
         self.env = project.environment
         self.cache = cache or DownloadCache()
         self.fetcher = fetcher or Fetcher.from_env(self.cache.root, refresh=refresh)
-        self.client = RegistryClient(registries, self.fetcher, notify=self.warnings.append)
+        #: ``--refresh``: every registry must answer (no built-in fallback, no kept lock).
+        self.strict = refresh
+        self.origin = origin
+        self.client = self._client()
         self.progress = progress
         self.lock = Lock.load(project.lock_path)
         #: Whether this run's decision rests on more than the kept registry answers and
@@ -71,9 +75,11 @@ class Installer:
         """Add or change ``requests`` (name -> specifier, "" = keep/any) on top of the manifest.
 
         With no requests and a lock that already satisfies the manifest, the lock is the
-        plan: nothing is resolved and no registry is asked (see ``_current``).
+        plan: nothing is resolved and no registry is asked (see ``_current``), unless this
+        run refreshes (``--refresh``) and registries are configured: then they are asked.
         """
-        if not requests and lock_satisfies(self.project, self.lock, self.registries):
+        asks = self.strict and self.registries
+        if not requests and not asks and lock_satisfies(self.project, self.lock, self.registries):
             return Plan(self.lock.plugins, ())
         declared = dict(self.project.manifest.plugins)
         wanted = dict(declared)
@@ -118,8 +124,11 @@ class Installer:
     def refresh(self) -> None:
         """Revalidate every registry answer from now on (``--refresh``), asking again."""
         self.fetcher = self.fetcher.refreshing()
-        self.client = RegistryClient(list(self.registries), self.fetcher,
-                                     notify=self.warnings.append)
+        self.client = self._client()
+
+    def _client(self) -> RegistryClient:
+        return RegistryClient(list(self.registries), self.fetcher, notify=self.warnings.append,
+                              strict=self.strict, origin=self.origin)
 
     def _used_kept_answers(self) -> bool:
         """Whether this run used a kept registry answer without asking (while fresh)."""

@@ -37,6 +37,15 @@ def plugin_sources(option: str | None, manifest_registries: list[str]) -> list[s
     return list(manifest_registries)
 
 
+def sources_origin(option: str | None) -> str:
+    """Where :func:`plugin_sources` found the registries, as a user would change it."""
+    if option:
+        return "--registry"
+    if os.environ.get("P2PHOST_REGISTRY"):
+        return "P2PHOST_REGISTRY"
+    return "[registry] url in p2phost.toml"
+
+
 def _find_builtin() -> BuiltinSource | None:
     from ._builtin import BuiltinSource
 
@@ -117,17 +126,22 @@ class RegistryClient:
     """Asks the configured registries, in order, then the built-in source about plugins.
 
     Answers are memoised. A registry that does not answer is skipped for the plugins the
-    built-in source has, and ``notify`` is told so once per registry.
+    built-in source has, and ``notify`` is told so once per registry, unless ``strict``
+    (``--refresh``: the user asked for the registries' answers, so one missing is an error).
+    ``origin`` says where the URLs were configured, for the fix.
     """
 
     def __init__(self, urls: list[str], fetcher: Fetcher | None = None, *,
                  builtin: BuiltinSource | bool | None = True,
-                 notify: Callable[[str], None] | None = None) -> None:
+                 notify: Callable[[str], None] | None = None, strict: bool = False,
+                 origin: str = "[registry] url in p2phost.toml") -> None:
         self.urls = urls
         self.fetcher = fetcher or Fetcher.from_env()
         #: The built-in source (True: this p2phost's own, found when first needed).
         self._builtin = builtin
         self.notify = notify
+        self.strict = strict
+        self.origin = origin
         self._down: dict[str, str] = {}
         self._plugins: dict[str, PluginInfo] = {}
 
@@ -163,6 +177,13 @@ class RegistryClient:
                 first_miss = first_miss or exc.message
                 continue
             except Unreachable as exc:
+                if self.strict:
+                    raise RegistryError(f"a refresh must ask {base}, and it did not "
+                                        f"answer: {exc.message}",
+                                        fix=f"start that registry, or remove it from "
+                                            f"{self.origin} (plugin install without "
+                                            "--refresh takes the official plugins from the "
+                                            "built-in source)") from None
                 if local is None:
                     raise refused or exc from None
                 self._skip(base, exc)
@@ -218,7 +239,8 @@ class RegistryClient:
         if self.notify is not None:
             self.notify(f"warning: {base} did not answer; installing the plugins it would "
                         "have given from the built-in source (the official plugins shipped "
-                        "with p2phost)")
+                        f"with p2phost)\nfix: start that registry, or remove it from "
+                        f"{self.origin}")
 
     def search(self, query: str, kind: str | None = None) -> list[dict[str, Any]]:
         """Search results from every registry (the first registry wins a duplicate name)."""

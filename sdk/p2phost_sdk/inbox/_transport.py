@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from .._context import PluginContext
-from .._errors import ForeignRecord, TransportError, UnknownInbox
+from .._errors import AddressError, ForeignRecord, TransportError, UnknownInbox
 from .._peer_ids import is_peer_id
 from .._transport import AcceptHandler, Connection, Listener, Transport
 from ._endpoint import Endpoint
@@ -105,11 +105,32 @@ class InboxTransport(Transport):
 
     @abstractmethod
     def make_medium(self, address: MediumAddress) -> Medium:
-        """A medium for ``address`` (not yet connected); TransportError if the URL is
-        wrong for this medium (say what form is expected)."""
+        """A medium for ``address`` (not yet connected, and cheap: ``check_address``
+        makes one to check the URL); ``AddressError`` if the URL is wrong for this medium
+        (naming the form expected)."""
+
+    def check_address(self, address: str) -> None:
+        """Raise ``AddressError`` when ``address`` is malformed for this medium (the
+        URL's form, then what the medium itself requires of it, e.g. a database), before
+        anything connects: the host checks ``p2phost.toml`` at start and ``run --check``."""
+        parsed = self.parse(address)
+        try:
+            self.make_medium(parsed)
+        except AddressError:
+            raise
+        except TransportError as exc:  # a medium written before AddressError: the same
+            problem = str(exc).removeprefix(f"bad address {parsed.public!r}: ")
+            raise AddressError(address, problem, expected=self.address_example
+                               or f"{self.schemes[0]}://HOST:PORT") from exc
+
+    def _no_peer(self, address: str) -> AddressError:
+        """A dial or a letter to ``address``, which names no peer (fine to listen on)."""
+        expected = f"{self.address_example}#PEERID"
+        return AddressError(address, f"it names no peer (expected {expected}, as `p2phost "
+                            "run` of that node prints it)", expected=expected)
 
     def parse(self, address: str) -> MediumAddress:
-        """Take ``address`` apart; TransportError says what is wrong with it."""
+        """Take ``address`` apart; ``AddressError`` says what is wrong with it."""
         cache = self.__dict__.setdefault("_parsed", {})
         known: MediumAddress | None = cache.get(address)
         if known is None:
@@ -122,19 +143,20 @@ class InboxTransport(Transport):
         scheme = address.split("://", 1)[0] if "://" in address else ""
         example = self.address_example or f"{self.schemes[0]}://HOST:PORT"
         if scheme not in self.schemes:
-            raise TransportError(f"bad address {address!r}: expected {example}")
+            raise AddressError(address, f"expected {example}", expected=example)
         parts = urlsplit(address)
         try:
             port = parts.port or self.default_port
         except ValueError:
-            raise TransportError(f"bad address {address!r}: the port is not 0-65535 (expected "
-                                 f"{example})") from None
+            raise AddressError(address, f"the port is not 0-65535 (expected {example})",
+                               expected=example) from None
         if not parts.hostname:
-            raise TransportError(f"bad address {address!r}: no host (expected {example})")
+            raise AddressError(address, f"no host (expected {example})", expected=example)
         peer_id = parts.fragment or None
         if peer_id is not None and not is_peer_id(peer_id):
-            raise TransportError(f"bad address {address!r}: {peer_id!r} after '#' is not a peer "
-                                 f"id (expected {example}#PEERID, as `p2phost run` prints it)")
+            raise AddressError(address, f"{peer_id!r} after '#' is not a peer id (expected "
+                               f"{example}#PEERID, as `p2phost run` prints it)",
+                               expected=f"{example}#PEERID")
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         user = f"{parts.username}@" if parts.username else ""
         secret = f"{parts.username or ''}:{parts.password}@" if parts.password is not None \
@@ -193,9 +215,7 @@ class InboxTransport(Transport):
         """Open a connection to the node whose peer id is the address's fragment."""
         parsed = self.parse(address)
         if parsed.peer_id is None:
-            raise TransportError(f"bad address {address!r}: it names no peer (expected "
-                                 f"{self.address_example}#PEERID, as `p2phost run` of that "
-                                 "node prints it)")
+            raise self._no_peer(address)
         loop = asyncio.get_running_loop()
         started = loop.time()
         endpoint = self._endpoints.get((parsed.public, True))
@@ -228,9 +248,7 @@ class InboxTransport(Transport):
         """
         parsed = self.parse(address)
         if parsed.peer_id is None:
-            raise TransportError(f"bad address {address!r}: it names no peer (expected "
-                                 f"{self.address_example}#PEERID, as `p2phost run` of that "
-                                 "node prints it)")
+            raise self._no_peer(address)
         timeout = self.options.connect_timeout
         endpoint = self._endpoints.get((parsed.public, True))
         if endpoint is None and (reply or inbox is not None):

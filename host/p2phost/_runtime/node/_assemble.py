@@ -9,9 +9,8 @@ from p2phost_sdk import App
 from ..._observability import MetricsSettings
 from ..._plugins import PluginManager
 from ..._project import Project
-from ..._schemes import manifest_addresses
 from ..._trust import KNOWN_PEERS, KnownPeers, TrustPolicy
-from ._node import Node
+from ._node import Node, check_manifest_addresses
 from ._options import NodeOptions
 
 
@@ -62,6 +61,5 @@ def node_for_project(project: Project, *, client: bool = False,
             trust, KnownPeers(project.state_dir / KNOWN_PEERS)).check,
     )
     if not client:  # a malformed address in p2phost.toml is a usage error before start
-        for where, address in manifest_addresses(project.manifest):
-            node.check_address(address, where)
+        check_manifest_addresses(parts.transports, project.manifest)
     return node

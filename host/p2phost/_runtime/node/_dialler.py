@@ -163,4 +163,7 @@ class Link(Dialler):
         return self.address_peers.get(address)
 
     def check_address(self, address: str) -> None:
-        self._transport_for(address)
+        try:
+            self._transport_for(address).check_address(address)
+        except AddressError as exc:
+            raise bad_address(exc) from exc

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from p2phost_sdk import (
+    AddressError,
     Codec,
     CodecError,
     DeliveryMode,
@@ -42,7 +43,7 @@ from p2phost_sdk import (
 )
 from p2phost_sdk.inbox import InboxTransport, Letter
 
-from .._errors import WireError
+from .._errors import WireError, bad_address
 from ..wire._channel import Channel
 from ..wire._envelope import Envelope, Kind, decode
 from ..wire._sealed import Sealer, SealError
@@ -186,9 +187,10 @@ class Letters:
         assert transport is not None
         parsed = transport.parse(address)
         if parsed.peer_id is None:
-            raise PeerUnavailable(f"bad address {address!r}: it names no peer (expected "
-                                  f"{transport.address_example}#PEERID, as `p2phost run` "
-                                  "of that node prints it)")
+            expected = f"{transport.address_example}#PEERID"
+            raise bad_address(AddressError(address, f"it names no peer (expected {expected}, "
+                                           "as `p2phost run` of that node prints it)",
+                                           expected=expected))
         if parsed.peer_id == self.peer_id and not self.client:
             raise PeerUnavailable("a node cannot send to itself")
         return LetterChannel(self, peer_id=parsed.peer_id, address=address,

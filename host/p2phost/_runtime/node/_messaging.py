@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from p2phost_sdk import Identity, PeerUnavailable
+from p2phost_sdk import Identity, PeerUnavailable, is_peer_id
 
 from ..delivery._delivery import Reliable
 from ..messaging._dispatch import Dispatcher
@@ -58,7 +58,8 @@ class MessagingAPI:
         return bool(channels)
 
     async def _reach(self, peer: str) -> Channel:
-        if "://" in peer:
+        # Not a peer id: an address, dialled (a malformed one is named as such).
+        if "://" in peer or not is_peer_id(peer):
             peer = await self.connect(peer)
             channel = self._dialler.usable(peer)
             if channel is not None:

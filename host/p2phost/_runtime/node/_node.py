@@ -60,6 +60,7 @@ from ._schemas import hello_schemas
 if TYPE_CHECKING:
     import pluggy
 
+    from ..._manifest import Manifest
     from ..._observability._metrics import NodeMetrics
 
 log = logging.getLogger("p2phost.node")
@@ -215,13 +216,7 @@ class Node(MessagingAPI):
         """NodeConfigError (a usage error) when the transport of ``address`` finds it
         malformed. An address no transport serves passes: dialling it says so, and
         ``p2phost doctor`` names the plugin to install."""
-        transport = self._transports.get(address.split("://", 1)[0] if "://" in address else "")
-        if transport is None:
-            return
-        try:
-            transport.check_address(address)
-        except AddressError as exc:
-            raise bad_address(exc, where) from exc
+        check_address(self._transports, address, where)
 
     def peer_found(self, record: PeerRecord) -> None:
         """Discovery found a peer: keep a connection to it (while [node] peer-limit allows)."""
@@ -398,8 +393,36 @@ class Node(MessagingAPI):
             # that finds the plugin for this scheme, never a fixed one (``relay+tcp``:
             # the relay plugin).
             fix = (f"p2phost plugin search {scheme.split('+')[0]} --kind transport" if scheme
-                   else f"write the address as a URL, e.g. tcp://{address}, or use a peer "
-                        "id that discovery found")
+                   else f"write the address as a URL, e.g. {_as_url(address)}, or use a "
+                        "peer id that discovery found")
             raise NodeConfigError(
                 f"no transport plugin serves {address!r} (loaded transports: {have})", fix=fix)
         return transport
+
+
+def _as_url(address: str) -> str:
+    """``address`` written as a URL: ``tcp:/h:1`` (a slash short) or ``h:1`` (no scheme)."""
+    scheme, slash, rest = address.partition(":/")
+    return f"{scheme}://{rest.lstrip('/')}" if slash and scheme.isalnum() else f"tcp://{address}"
+
+
+def check_address(transports: Mapping[str, Transport], address: str,
+                  where: str | None = None) -> None:
+    """NodeConfigError (a usage error) when the transport of ``address`` among
+    ``transports`` finds it malformed; ``where`` names the p2phost.toml key it is in."""
+    transport = transports.get(address.split("://", 1)[0] if "://" in address else "")
+    if transport is None:
+        return
+    try:
+        transport.check_address(address)
+    except AddressError as exc:
+        raise bad_address(exc, where) from exc
+
+
+def check_manifest_addresses(transports: Mapping[str, Transport], manifest: Manifest) -> None:
+    """:func:`check_address` for every address ``p2phost.toml`` lists (before a start,
+    and by ``p2phost run --check``)."""
+    from ..._schemes import manifest_addresses
+
+    for where, address in manifest_addresses(manifest):
+        check_address(transports, address, where)

@@ -38,7 +38,7 @@ def is_wrong_peer(error: Exception) -> bool:
         "itself" in text
 
 
-def refusal(error: Exception) -> str:
+def refusal(error: Exception | str) -> str:
     """Why a failed dial's peer was reached and refused ("" when it was not reached)."""
     text = str(error)
     return text if any(r in text for r in _REFUSALS) else ""
@@ -146,6 +146,7 @@ class DialTargets:
 
     async def _supervise(self, key: str, target: _Target) -> None:
         failures = 0
+        logged = ""  # the refusal last logged ("" none: the peer was not reached)
         peer_id = target.peer_id
         while True:
             gone = self._gone(peer_id) if peer_id else None
@@ -185,9 +186,14 @@ class DialTargets:
                 failures = 0
                 break
             else:
-                if errors and (failures == 0 or failures % 10 == 9):
+                # The first failure and every tenth are logged; so is, at once, a refusal
+                # other than the last logged: a peer that was down and now refuses us (its
+                # trust policy) says what to do, and backoff would hold it back ~20 s.
+                if errors and (failures == 0 or failures % 10 == 9
+                               or refusal(errors[-1]) != logged):
                     log.warning("cannot connect to %s (will retry): %s", ", ".join(addresses),
                                 errors[-1])
+                    logged = refusal(errors[-1])
                 if errors:
                     await asyncio.sleep(self._backoff.delay(failures))
                     failures += 1

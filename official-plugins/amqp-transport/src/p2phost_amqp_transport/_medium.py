@@ -31,7 +31,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from p2phost_sdk import TransportError
+from p2phost_sdk import AddressError, TransportError
 from p2phost_sdk.inbox import (
     Deliver,
     InboxFull,
@@ -60,8 +60,8 @@ class AmqpMedium(InboxQueues, Medium):
 
     def __init__(self, address: MediumAddress) -> None:
         if address.parts.query:
-            raise TransportError(f"bad address {address.public!r}: expected "
-                                 "amqp://USER:PASSWORD@HOST:PORT/VHOST (no query)")
+            form = "amqp://USER:PASSWORD@HOST:PORT/VHOST"
+            raise AddressError(address.public, f"expected {form} (no query)", expected=form)
         self.url = address.public
         self._connect_url = address.url
         self._connection: AbstractRobustConnection | None = None

@@ -30,7 +30,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from p2phost_sdk import TransportError
+from p2phost_sdk import AddressError
 from p2phost_sdk.inbox import (
     Deliver,
     InboxTransport,
@@ -68,8 +68,8 @@ class MqttMedium(CountedMedium):
     def __init__(self, address: MediumAddress, *, peer_id: str = "",
                  broker_limit: int = BROKER_QUEUE_LIMIT) -> None:
         if address.parts.path not in ("", "/") or address.parts.query:
-            raise TransportError(f"bad address {address.public!r}: expected mqtt://HOST:PORT "
-                                 "(no path or query)")
+            raise AddressError(address.public, "expected mqtt://HOST:PORT (no path or query)",
+                               expected="mqtt://HOST:PORT")
         self.url = address.public
         self._host = address.parts.hostname or ""
         self._port = address.parts.port or 1883

@@ -36,7 +36,7 @@ from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
-from p2phost_sdk import TransportError
+from p2phost_sdk import AddressError, TransportError
 from p2phost_sdk.inbox import (
     Deliver,
     InboxFull,
@@ -64,8 +64,8 @@ class NatsMedium(Medium):
 
     def __init__(self, address: MediumAddress, *, durable: bool) -> None:
         if address.parts.path not in ("", "/") or address.parts.query:
-            raise TransportError(f"bad address {address.public!r}: expected nats://HOST:PORT "
-                                 "(no path or query)")
+            raise AddressError(address.public, "expected nats://HOST:PORT (no path or query)",
+                               expected="nats://HOST:PORT")
         self.url = address.public
         self.durable = durable
         if not durable:

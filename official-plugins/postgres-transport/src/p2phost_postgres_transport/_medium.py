@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from p2phost_sdk import TransportError
+from p2phost_sdk import AddressError, TransportError
 from p2phost_sdk.inbox import (
     Deliver,
     InboxOptions,
@@ -102,8 +102,8 @@ class PostgresMedium(StoredRecords, Medium):
     def __init__(self, address: MediumAddress, deadline: Deadline | None = None,
                  state_dir: Path | None = None) -> None:
         if not address.parts.path.strip("/"):
-            raise TransportError(f"bad address {address.public!r}: no database (expected "
-                                 "postgresql://USER@HOST:PORT/DATABASE)")
+            form = "postgresql://USER@HOST:PORT/DATABASE"
+            raise AddressError(address.public, f"no database (expected {form})", expected=form)
         self.url = address.public
         self._connect_url = address.url
         self._writer: psycopg.AsyncConnection[Any] | None = None

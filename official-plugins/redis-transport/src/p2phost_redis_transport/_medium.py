@@ -28,7 +28,7 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-from p2phost_sdk import TransportError
+from p2phost_sdk import AddressError, TransportError
 from p2phost_sdk.inbox import (
     Deliver,
     InboxFull,
@@ -107,9 +107,9 @@ class RedisMedium(Medium):
     def __init__(self, address: MediumAddress) -> None:
         path = address.parts.path.strip("/") or "0"
         if not path.isdigit():
-            raise TransportError(f"bad address {address.public!r}: the path must be the database "
-                                 "number (expected redis://HOST:PORT/DB, e.g. "
-                                 "redis://127.0.0.1:6379/0)")
+            raise AddressError(address.public, "the path must be the database number "
+                               "(expected redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0)",
+                               expected="redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0")
         self.url = address.public
         options: dict[str, Any] = {
             "socket_connect_timeout": 5.0, "retry": Retry(NoBackoff(), 0),

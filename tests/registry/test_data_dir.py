@@ -1,0 +1,40 @@
+"""A ``--data`` directory that does not exist (a typo) is refused by the commands that use
+a store, with the commands that make one; ``seed`` and ``serve --create`` make it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("args", [
+    ("serve", "--port", "0"),
+    ("token", "create", "--owner", "alice"),
+    ("token", "list"),
+    ("token", "revoke", "p2p_0000"),
+])
+def test_a_missing_data_directory_is_refused_not_made(tmp_path: Path,
+                                                      args: tuple[str, ...]) -> None:
+    typo = tmp_path / "regsitry"
+    done = run_cli("registry", *args, "--data", str(typo), timeout=30)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: no registry at {typo}: the --data directory "
+                                  "does not exist"), done.stderr
+    assert f"\nfix: check the path; to make a registry there: p2phost registry seed --data " \
+           f"{typo}" in done.stderr and f"serve --create --data {typo}" in done.stderr
+    assert not typo.exists()
+
+
+def test_serve_create_makes_an_empty_registry(tmp_path: Path) -> None:
+    from tests.registry.conftest import start_registry  # passes --create
+
+    server = start_registry(tmp_path / "new")
+    try:
+        assert (tmp_path / "new").is_dir()
+    finally:
+        server.stop()
+    listed = run_cli("registry", "token", "list", "--data", str(tmp_path / "new"), timeout=30)
+    assert listed.returncode == 0 and "no tokens" in listed.stdout, listed.stderr
