@@ -234,7 +234,8 @@ class JsonLinesExporter(SpanExporter):
                     started, ended = iso(child_start), iso(child_end)
                     base, stamps = iso.base, self._stamps()
             append(f"{a}{trace}{_SEP}{child_id.hex()}{c}{up}{d}{started}{e}{ended}{f}")
-            if len(record) > 13:  # the reply span
+            if len(record) > 13:  # the reply span (its times as the handle span's above:
+                # a loop over both children cost a one-way receipt 5 % more)
                 _, _, _, _, _, _, _, _, _, _, _, _, _, child, child_id, child_start, \
                     child_end = record
                 a, c, d, e, f = quick[child][0]
