@@ -5,7 +5,8 @@ The server node runs in its own process, the client node here, over tcp-transpor
 msgpack-codec on 127.0.0.1 (as benchmarks/messaging.py). Per configuration:
 
 * one-way messages/s (64 B bodies), until the server has handled them all;
-* sequential request/reply round trips (p50, microseconds) and requests/s.
+* sequential request/reply round trips (p50, microseconds), requests/s, and the CPU
+  microseconds per request of both processes (as for one-way, spans exported).
 
 ``sampled``: tracing with OTEL_TRACES_SAMPLER=parentbased_traceidratio at 0.01.
 ``metrics``: both nodes serve /metrics (``[metrics] listen``) and a scraper reads the
@@ -19,9 +20,10 @@ order; the median of the rounds is reported beside ``off`` as a ratio. The aims 
 What is measured: ``one-way CPU us/msg`` is the CPU time (``time.process_time``: every
 thread of the process) of both nodes over the burst, divided by the messages, after each
 node has exported the spans it queued (the exporter thread's JSON and file writes are
-in it). The rates and round trips are wall time, which does not wait for the exporter
-thread. ``spans dropped``: spans both nodes dropped because their exporter fell behind
-(their export is then not paid for; 0 means every span was written).
+in it); ``request CPU us/req`` the same over the sequential requests. The rates and
+round trips are wall time, which does not wait for the exporter thread. ``spans
+dropped``: spans both nodes dropped because their exporter fell behind (their export is
+then not paid for; 0 means every span was written).
 """
 
 from __future__ import annotations
@@ -104,28 +106,37 @@ async def one_way(node: Any, peer: str, count: int) -> tuple[float, float]:
     less than wall time from the other work on a busy machine)."""
     body = os.urandom(64)
     before = int(await node.request(peer, "echo", b"count", timeout=300))
-    await flush(node)
-    cpu = time.process_time() + float(await node.request(peer, "echo", b"cpu", timeout=300))
+    cpu = await cpu_now(node, peer)
     started = time.perf_counter()
     for _ in range(count):
         await node.send(peer, "sink", body)
     handled = int(await node.request(peer, "echo", b"count", timeout=300)) - before
     elapsed = time.perf_counter() - started
-    await flush(node)
-    cpu = time.process_time() + float(await node.request(peer, "echo", b"cpu",
-                                                          timeout=300)) - cpu
+    cpu = await cpu_now(node, peer) - cpu
     assert handled == count, f"{handled} of {count} handled"
     return count / elapsed, cpu / count * 1e6
 
 
-async def round_trips(node: Any, peer: str, count: int) -> tuple[float, float]:
+async def cpu_now(node: Any, peer: str) -> float:
+    """CPU seconds so far of both processes, each after exporting the spans it queued."""
+    await flush(node)
+    return time.process_time() + float(await node.request(peer, "echo", b"cpu",
+                                                          timeout=300))
+
+
+async def round_trips(node: Any, peer: str, count: int) -> tuple[float, float, float]:
+    """Sequential requests: p50 round trip (us), requests/s, and CPU microseconds per
+    request of both processes (spans exported, as for one-way)."""
     body, times = os.urandom(64), []
+    cpu = await cpu_now(node, peer)
     started = time.perf_counter()
     for _ in range(count):
         sent = time.perf_counter()
         assert await node.request(peer, "echo", body) == body
         times.append((time.perf_counter() - sent) * 1e6)
-    return statistics.median(times), count / (time.perf_counter() - started)
+    rate = count / (time.perf_counter() - started)
+    cpu = await cpu_now(node, peer) - cpu
+    return statistics.median(times), rate, cpu / count * 1e6
 
 
 def scraper(address: str, stop: threading.Event) -> None:
@@ -164,9 +175,10 @@ async def run_config(config: str, scale: float, spans: Path) -> dict[str, float]
             await one_way(client, peer, int(5_000 * scale))  # warm up
             rate, cpu = await one_way(client, peer, int(20_000 * scale))
             figures = {"one-way 64 B (msg/s)": rate, "one-way CPU us/msg": cpu}
-            p50, rate = await round_trips(client, peer, int(4_000 * scale))
+            p50, rate, cpu = await round_trips(client, peer, int(4_000 * scale))
             figures["round trip p50 (us)"] = p50
             figures["requests/s (sequential)"] = rate
+            figures["request CPU us/req"] = cpu
             figures["spans dropped"] = dropped(client) + int(
                 await client.request(peer, "echo", b"dropped", timeout=300))
             return figures

@@ -3,12 +3,13 @@ span id, flags), OpenTelemetry's current span read and set without its helpers, 
 sampler of ``OTEL_TRACES_SAMPLER`` (imported with ``_otel``, only when tracing is on).
 
 While a handler runs, its span is OpenTelemetry's current span (:class:`Handling`: a
-``NonRecordingSpan`` whose ``SpanContext`` is made only when app code asks for it), set
-straight in OpenTelemetry's context variable: ``attach``, ``detach`` and the SDK's span
-context checks cost more than the rest of a message's receipt. The handler of a message
-not recorded sets no OpenTelemetry context at all, only ``SENDING``: the node's tasks run
-in a :class:`Passing` context (attached once, when the node starts), whose span is made
-from ``SENDING`` when app code asks for it.
+``NonRecordingSpan`` whose ``SpanContext`` is made only when app code asks for it), with
+no OpenTelemetry context made per message: ``attach``, ``detach``, a ``Context`` and the
+SDK's span context checks cost more than the rest of a message's receipt. The node's
+tasks run in a :class:`Passing` context (attached once, when the node starts), whose span
+is made when app code asks for it from ``SENDING`` (set around the handler of a message
+not recorded) or ``HANDLING`` (a recorded one's). A task outside that context gets its
+handler's span set straight in OpenTelemetry's context variable.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ if TYPE_CHECKING:
 #: while the handler of a message not recorded runs, its sender's context, passed on.
 SENDING: contextvars.ContextVar[bytes] = contextvars.ContextVar("p2phost_sending",
                                                                 default=b"")
+#: While the handler of a recorded message runs in the node's :class:`Passing` context:
+#: its handle span's context, that context's current span (a context variable set and
+#: reset: no OpenTelemetry ``Context`` made per message). A context the app attaches
+#: in the handler (a span of its own) is no ``Passing`` one, and its span comes first.
+HANDLING: contextvars.ContextVar[bytes] = contextvars.ContextVar("p2phost_handling",
+                                                                 default=b"")
 #: The key of the current span in OpenTelemetry's ``Context``, as its public
 #: ``set_span_in_context`` puts it (no private name imported).
 (SPAN_KEY,) = set_span_in_context(INVALID_SPAN, Context())
@@ -96,32 +103,36 @@ class _Remote(Handling):
 class Passing(Context):
     """OpenTelemetry's context in the node's tasks (:func:`attach_passing`): the values of
     the context it was attached in, and, while ``SENDING`` holds a trace context (the
-    handler of a message not recorded, or a send in progress), that context's span as
-    the current span. OpenTelemetry reads a value with ``get`` (``get_value``,
-    ``get_current_span``) and copies the context with ``copy`` into a plain ``Context``
-    (``set_value``, so a span the app starts here is a child of that span): both look
-    ``SENDING`` up, at the time of the call; nothing is made per message."""
+    handler of a message not recorded, or a send in progress) or else ``HANDLING`` (the
+    handler of a recorded one), that context's span as the current span. OpenTelemetry
+    reads a value with ``get`` (``get_value``, ``get_current_span``) and copies the
+    context with ``copy`` into a plain ``Context`` (``set_value``, so a span the app
+    starts here is a child of that span): both look ``SENDING`` and ``HANDLING`` up, at
+    the time of the call; nothing is made per message."""
 
     __slots__ = ()
 
     def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
-        """The value of ``key``; for the span key, ``SENDING``'s span first."""
-        if key == SPAN_KEY and (data := SENDING.get()):
+        """The value of ``key``; for the span key, ``SENDING``'s (``HANDLING``'s) span
+        first."""
+        if key == SPAN_KEY and (data := SENDING.get() or HANDLING.get()):
             return _passed(data)
         return dict.get(self, key, default)
 
     def __getitem__(self, key: str) -> object:
-        if key == SPAN_KEY and (data := SENDING.get()):
+        if key == SPAN_KEY and (data := SENDING.get() or HANDLING.get()):
             return _passed(data)
         return dict.__getitem__(self, key)
 
     def __contains__(self, key: object) -> bool:
-        return (key == SPAN_KEY and bool(SENDING.get())) or dict.__contains__(self, key)
+        return (key == SPAN_KEY and bool(SENDING.get() or HANDLING.get())) \
+            or dict.__contains__(self, key)
 
     def copy(self) -> dict[str, object]:  # type: ignore[override]
-        """A plain dict of the values, with ``SENDING``'s span if there is one."""
+        """A plain dict of the values, with ``SENDING``'s (``HANDLING``'s) span if there
+        is one."""
         values = dict(self)
-        if data := SENDING.get():
+        if data := SENDING.get() or HANDLING.get():
             values[SPAN_KEY] = _passed(data)
         return values
 
@@ -162,7 +173,7 @@ def in_context(data: bytes, remote: bool = False) -> Context:
 def span_data() -> bytes:
     """OpenTelemetry's current span as an envelope's trace context (empty: none)."""
     values = get_context()
-    span: Any = values.get(SPAN_KEY) if values else None
+    span: Any = values.get(SPAN_KEY) if values is not None else None
     if span is None:
         return b""
     if isinstance(span, Handling):

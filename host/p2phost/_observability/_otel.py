@@ -30,9 +30,10 @@ child of the sender's, not recorded, as OpenTelemetry's parent-based samplers de
 While a recorded message's handler runs, its span is OpenTelemetry's current span, so
 spans made by app code with the global provider nest under it, and a span of the app's
 around a send is that send's parent. That span is a ``NonRecordingSpan`` whose
-``SpanContext`` is made only when app code asks for it, set straight in OpenTelemetry's
-context variable (its ``attach`` and ``detach`` cost more than the rest of a receipt),
-and reset after the handler, as the request's receipt is after its reply: a peer's
+``SpanContext`` is made only when app code asks for it, from ``_context.HANDLING`` (a
+context variable the node's ``Passing`` context reads: no OpenTelemetry ``Context`` per
+message; its ``attach`` and ``detach`` cost more than the rest of a receipt), reset
+after the handler, as the request's receipt is after its reply: a peer's
 queued messages then share the mailbox's task.
 """
 
@@ -58,10 +59,12 @@ from p2phost_sdk import Message, MessageKind
 from .._runtime.wire._envelope import TRACE_SIZE
 from . import _logs
 from ._context import (
+    HANDLING,
     ID_LIMIT,
     SENDING,
     SPAN_KEY,
     Handling,
+    Passing,
     attach_passing,
     get_context,
     in_context,
@@ -144,7 +147,8 @@ class Tracing:
     def outgoing(self, channel: Channel) -> bytes:
         """The current span's context for a frame to ``channel`` (empty when there is no
         span, or the peer did not say it reads trace contexts)."""
-        data = SENDING.get() or (span_data() if get_context() else b"")
+        data = SENDING.get() or (HANDLING.get() if type(values := get_context()) is Passing
+                                 else b"") or (span_data() if values else b"")
         if not data:
             # A new trace not sampled: the ids its send drew (_sending), else new ones.
             ids, self._drawn = self._drawn, 0
@@ -279,7 +283,8 @@ class Tracing:
             # Not a coroutine: a send that is not recorded is the call itself, with no
             # context variable set; its frames take the context outgoing() finds.
             # (SENDING: the context of a message not recorded, whose handler this is.)
-            parent = SENDING.get() or (span_data() if get_context() else b"")
+            parent = SENDING.get() or (HANDLING.get() if type(values := get_context())
+                                       is Passing else b"") or (span_data() if values else b"")
             if parent:
                 if parent_based:
                     if not parent[24] & 1:  # the parent's context, as it is, in the frames
@@ -310,7 +315,8 @@ class Tracing:
             # ``sending`` for a send's usual call, positional: a call to it, and its own to
             # ``call``, take the interpreter's fast path (none with *args or keyword-only
             # parameters), a third of a message's cost of not being recorded.
-            parent = SENDING.get() or (span_data() if get_context() else b"")
+            parent = SENDING.get() or (HANDLING.get() if type(values := get_context())
+                                       is Passing else b"") or (span_data() if values else b"")
             if parent:
                 if not parent_based:
                     return sending(peer, topic, body, key=key)
@@ -383,11 +389,14 @@ class Tracing:
             spec = specs.get((request, sender)) or spec_of(request, sender)
             if logs:
                 _logs.bind(trace_id=trace.hex())
-            span = _new(Handling)
-            span.data = trace + handle_id + b"\x01"
             values = get_context()
-            token = set_context(Context({**values, SPAN_KEY: span}) if values
-                                else Context({SPAN_KEY: span}))
+            if type(values) is Passing:  # the node's tasks: HANDLING is its span
+                token, reset = HANDLING.set(trace + handle_id + b"\x01"), HANDLING.reset
+            else:  # a task outside it: the span set in OpenTelemetry's context
+                span = _new(Handling)
+                span.data = trace + handle_id + b"\x01"
+                token, reset = set_context(Context({**values, SPAN_KEY: span}) if values
+                                           else Context({SPAN_KEY: span})), reset_context
             # A request's receipt is ended by its reply (_replied), in this task.
             state: list[Any] | None = None
             if request:
@@ -404,7 +413,7 @@ class Tracing:
                 raise
             finally:
                 end = clock()
-                reset_context(token)
+                reset(token)
                 if state is None:
                     add((spec, receive, parent, start, end, failed, number, message.attempt,
                          handle, handle_id, start, end, error))
