@@ -74,7 +74,8 @@ class NoiseConnection(LayeredConnection):
         if nonce >= MAX_NONCE:
             raise ConnectionClosed("the Noise send nonce is exhausted; reconnect")
         self._send_nonce = nonce + 1
-        return self._encrypt(pack_nonce(nonce), plaintext, None)
+        encrypt = self._encrypt  # (a local: see try_send)
+        return encrypt(pack_nonce(nonce), plaintext, None)
 
 
     def _plaintexts(self, frames: list[bytes]) -> list[bytes]:
@@ -131,12 +132,14 @@ class NoiseConnection(LayeredConnection):
 
     def try_send(self, frame: bytes) -> bool:
         """Encrypt and hand over one small frame at once when nothing is being sent."""
-        nonce = self._send_nonce
-        if self._sending or len(frame) > self._whole or nonce >= MAX_NONCE:
+        size, nonce = len(frame), self._send_nonce
+        if self._sending or size > self._whole or nonce >= MAX_NONCE:
             return False
+        # The cipher's method through a local: called as ``self._encrypt(...)`` an
+        # instance attribute is looked up the slow way on every call (no specialisation).
+        encrypt = self._encrypt
         self._send_nonce = nonce + 1
-        message = self._encrypt(pack_nonce(nonce), _pack_header(len(frame)) + frame, None)
-        if self._inner.try_send(message):
+        if self._inner.try_send(encrypt(pack_nonce(nonce), _pack_header(size) + frame, None)):
             return True
         # Not sent: the message never left this process, so its nonce is used again by
         # the next message (no two messages on the wire share a nonce).
@@ -162,9 +165,9 @@ class NoiseConnection(LayeredConnection):
         if len(frames) == 1 and sink is not None and not (
                 self._sink_ended or self._frames or self._assembling) \
                 and len(message := frames[0]) <= MAX_MESSAGE:
-            nonce = self._recv_nonce
+            nonce, decrypt = self._recv_nonce, self._decrypt  # (a local: see try_send)
             try:
-                plaintext = self._decrypt(pack_nonce(nonce), message, None)
+                plaintext = decrypt(pack_nonce(nonce), message, None)
             except Exception:  # (an altered message: the general path fails it with
                 pass  # the same nonce and closes the connection)
             else:
@@ -180,14 +183,14 @@ class NoiseConnection(LayeredConnection):
 
     def _open(self, messages: list[bytes]) -> None:
         """Decrypt and authenticate ``messages`` into frames."""
-        frames = self._frames
+        frames, decrypt = self._frames, self._decrypt  # (a local: see try_send)
         for message in messages:
             if len(message) > MAX_MESSAGE:  # over Noise's limit: never decrypted
                 self._fail(f"is {len(message)} bytes, over the Noise maximum of {MAX_MESSAGE}")
             nonce = self._recv_nonce
             self._recv_nonce = nonce + 1
             try:
-                plaintext = self._decrypt(pack_nonce(nonce), message, None)
+                plaintext = decrypt(pack_nonce(nonce), message, None)
             except InvalidTag:
                 self._fail(
                     "failed authentication (altered, replayed, reordered or dropped in transit)"
