@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import sys
 import time
@@ -166,3 +167,35 @@ async def test_a_claim_of_a_killed_run_leases_nothing_after_the_next_run_starts(
             await receive_all(medium, admin, peer_id, records, 6.0 + 4.0)
         finally:
             await medium.close(delete_inbox=True)
+
+
+async def test_a_reader_file_naming_another_inboxs_reader_ends_nothing_there(
+        tmp_path: Path) -> None:
+    """A node's reader file (copied or corrupted) names the live reader process of
+    another node's inbox on the same database and role: starting, the node must not end
+    it (that node would lose its connection and deliver its claimed rows again)."""
+    import psycopg
+
+    first, second = Identity.generate().peer_id, Identity.generate().peer_id
+    async with slow_first_claim(0.0) as (admin, url):  # (no claim slowed)
+        other = await stored(url, second, [b"theirs"], Deadline(floor=2.0, per_mib=0.0),
+                             tmp_path / "other")
+        try:
+            await receive_all(other, admin, second, [b"theirs"], 5.0)
+            noted = next((tmp_path / "other").glob("postgres-reader-*")).read_text()
+            medium = await stored(url, first, [b"mine"], Deadline(floor=2.0, per_mib=0.0),
+                                  tmp_path / "mine")
+            (tmp_path / "mine").mkdir()
+            digest = hashlib.sha256(f"{medium.url}#{first}".encode()).hexdigest()[:16]
+            (tmp_path / "mine" / f"postgres-reader-{digest}").write_text(noted)
+            try:
+                await receive_all(medium, admin, first, [b"mine"], 5.0)
+            finally:
+                await medium.close(delete_inbox=True)
+            async with await psycopg.AsyncConnection.connect(URL) as check:
+                cursor = await check.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                             (int(noted.split()[0]),))
+                assert await cursor.fetchall(), "the other inbox's reader was ended"
+            assert other.reconnects == 0
+        finally:
+            await other.close(delete_inbox=True)

@@ -189,6 +189,26 @@ async def test_a_slow_handler_slows_the_sender_and_loses_nothing(make_node: Make
     assert in_flight < 200, f"the sender was not slowed: {in_flight} messages in flight"
 
 
+async def test_a_message_over_twice_the_outbox_limit_waits_for_a_slow_reader(
+        make_node: MakeNode) -> None:
+    # A frame larger than the outbox's slack waits alone in the outbox while the peer,
+    # its mailbox full, reads nothing: the keepalive pings posted behind it meanwhile
+    # must not count as a peer that does not read (the connection was closed, the send
+    # failed with PeerUnavailable).
+    recorder = Recorder(delay=0.05, mailbox_size=1)
+    small = {"capacity": 4, "outbox_limit": 16 * 1024, "buffer_size": 32 * 1024,
+             "keepalive_interval": 0.02}
+    server = await make_node([recorder], **small)
+    sender = await make_node(listen=[], **small)
+    peer = await sender.connect(server.addresses[0])
+    body = "x" * 150_000  # over 2 * 16 KiB + 64 KiB: alone in the outbox
+    for i in range(20):
+        await sender.send(peer, "slow", [i, body])
+    await wait_until(lambda: len(recorder.records.get(sender.peer_id, [])) == 20, 20,
+                     "all 20 handled")
+    assert [r[0] for r in recorder.records[sender.peer_id]] == list(range(20))
+
+
 async def test_lifecycle_events_reach_the_app_in_order(make_node: MakeNode) -> None:
     recorder = Recorder()
     server = await make_node([recorder])

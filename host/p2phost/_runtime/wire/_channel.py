@@ -180,7 +180,8 @@ class Channel(Reader):
             return
         # (A frame into an empty outbox always fits: one frame may be larger than the
         # limits, up to the frame size limit, and then waits for nothing else.)
-        if self._outbox_bytes + len(frame) > self._hard_limit and self._outbox_bytes:
+        if self._outbox_bytes + len(frame) > self._hard_limit and self._outbox_bytes \
+                and self._overflows(len(frame)):
             self._overflow()
             return
         # A lone frame (a request, a reply) goes straight to the transport when nothing
@@ -202,6 +203,16 @@ class Channel(Reader):
             self._wake.set()
         outbox.append(frame)
         self._outbox_bytes += len(frame)
+
+    def _overflows(self, size: int) -> bool:
+        # A frame over the limit that send() let into the empty outbox (a large message)
+        # waits at its front while the peer reads slowly (its mailbox full): the frames
+        # posted behind it (keepalive pings, replies) count without it, as into an empty
+        # outbox.
+        outbox, queued = self._outbox, self._outbox_bytes
+        if outbox and len(outbox[0]) > self._limit:
+            queued -= len(outbox[0])
+        return bool(queued) and queued + size > self._hard_limit
 
     def _overflow(self) -> None:
         if self._close_reason is not None:

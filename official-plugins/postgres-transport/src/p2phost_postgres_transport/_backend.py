@@ -8,9 +8,12 @@ until the next reset). So a new reader connection first ends its predecessor's p
 (``pg_terminate_backend``, allowed on a process of one's own role), which cuts such a
 claim (its transaction rolls back) or waits for its commit, and waits for it to exit.
 
-The process is named by its pid and when it started (a pid alone is reused). Noted in a
-file of the node's state directory, it is also ended after the node was killed and
-started again. The file is read and written in a thread (nothing blocking on the loop).
+The process is named by its pid and when it started (a pid alone is reused), and is
+ended only while it is still this inbox's reader: its connection's ``application_name``
+names the inbox (a file that names another node's reader, copied or corrupted, ends
+nothing there). Noted in a file of the node's state directory, it is also ended after
+the node was killed and started again. The file is read and written in a thread
+(nothing blocking on the loop).
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from ._sql import END_PREVIOUS
 class ReaderBackend:
     """The latest reader connection's server process (kept in ``file``, if given)."""
 
-    def __init__(self, file: Path | None = None) -> None:
+    def __init__(self, file: Path | None = None, name: str = "p2phost reader") -> None:
         self._file = file
+        #: The ``application_name`` of the inbox's reader connections.
+        self.name = name
         self._pid: int | None = None
         self._started: datetime | None = None
         self._read = file is None
@@ -56,7 +61,8 @@ class ReaderBackend:
         if not self._read:
             await asyncio.to_thread(self._load)
             self._read = True
-        rows = await reader.rows(END_PREVIOUS, (round(wait * 1000), self._pid, self._started))
+        rows = await reader.rows(END_PREVIOUS, (round(wait * 1000), self._pid, self._started,
+                                                self.name))
         (started, ended), = rows
         if not ended:
             raise MediumUnavailable(

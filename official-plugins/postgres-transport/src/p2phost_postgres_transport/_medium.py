@@ -129,9 +129,11 @@ class PostgresMedium(StoredRecords, Medium):
         self.backend = ReaderBackend()
         self._state_dir = state_dir
 
-    async def _connect(self, *, flushed: bool = True) -> psycopg.AsyncConnection[Any]:
-        """A new connection; ``flushed=False``: its commits do not wait for the WAL to
-        reach the disk (for leases and deletes only, see :meth:`_listen`)."""
+    async def _connect(self, *, flushed: bool = True, name: str = "p2phost"
+                       ) -> psycopg.AsyncConnection[Any]:
+        """A new connection (its ``application_name``: ``name``); ``flushed=False``: its
+        commits do not wait for the WAL to reach the disk (for leases and deletes only,
+        see :meth:`_listen`)."""
         url = self._connect_url
         if not flushed:
             # At connect time, not a statement after it: no round trip, and nothing
@@ -140,7 +142,7 @@ class PostgresMedium(StoredRecords, Medium):
             url = make_conninfo(url, options=f"{options} -c synchronous_commit=off".strip())
         try:
             return await psycopg.AsyncConnection.connect(
-                url, autocommit=True, connect_timeout=5, application_name="p2phost")
+                url, autocommit=True, connect_timeout=5, application_name=name)
         except psycopg.OperationalError as exc:
             # A refusal at connect time carries no SQLSTATE here: the server's FATAL says it.
             text = str(exc).strip()
@@ -182,9 +184,10 @@ class PostgresMedium(StoredRecords, Medium):
     async def open_inbox(self, name: str, deliver: Deliver) -> None:
         """Register the inbox and start reading it."""
         self._inbox = name
-        if self._state_dir is not None:
-            digest = hashlib.sha256(f"{self.url}#{name}".encode()).hexdigest()
-            self.backend = ReaderBackend(self._state_dir / f"postgres-reader-{digest[:16]}")
+        digest = hashlib.sha256(f"{self.url}#{name}".encode()).hexdigest()[:16]
+        self.backend = ReaderBackend(
+            None if self._state_dir is None else self._state_dir / f"postgres-reader-{digest}",
+            f"p2phost reader {digest}")
         retention = self.retention
         try:
             await (await self._write_connection()).execute(
@@ -214,7 +217,7 @@ class PostgresMedium(StoredRecords, Medium):
         # is read one socket read at a time (see ReaderStatements).
         listener = await self._connect(flushed=False)
         try:
-            connection = await self._connect(flushed=False)
+            connection = await self._connect(flushed=False, name=self.backend.name)
         except BaseException:
             await listener.close()
             raise

@@ -88,11 +88,12 @@ RETURNING id, CASE WHEN octet_length(body) <= %s THEN body END, octet_length(bod
 # The reader connection's server process (when it started: with its pid, it names the
 # process; a pid alone is reused), and whether the previous reader connection's is gone:
 # ended (the signal cuts a statement still running there, which rolls back), waiting up
-# to the first parameter (ms) for it to exit. True when there is no such process.
+# to the first parameter (ms) for it to exit. True when there is no such process, or
+# when it is not a reader of this inbox (its application_name, the last parameter).
 END_PREVIOUS = """
 SELECT (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
        coalesce((SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity
-                 WHERE pid = %s AND backend_start = %s), true)
+                 WHERE pid = %s AND backend_start = %s AND application_name = %s), true)
 """
 BODY = "SELECT body FROM p2phost_inbox_records WHERE id = %s"
 DELETE = "DELETE FROM p2phost_inbox_records WHERE id = %s"
