@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 
 from p2phost._manifest import Manifest
 from p2phost._trust import KNOWN_PEERS, KnownPeers, TrustPolicy, TrustSettings
-from p2phost_sdk import Identity, PeerUnavailable
+from p2phost_sdk import Backoff, Identity, PeerUnavailable
 from tests.conftest import run_cli, write_project
 from tests.runtime.processes import RunningNode
 
@@ -178,3 +180,28 @@ def test_a_client_with_its_projects_identity_is_kept_apart_from_its_running_node
         assert log.count("connected to") - log.count("disconnected from") <= 1, log
     # bob (tofu) learnt alice once, under her name.
     assert (bob_root / ".p2phost" / KNOWN_PEERS).read_text().count(alice_id) == 1
+
+
+@pytest.mark.parametrize("plugin", ["noise", None])
+async def test_a_name_known_under_another_key_is_a_refused_dial_with_backoff(
+        make_node: MakeNode, plugin: str | None, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Under tofu the listener refuses a known name with another key once it has read the
+    dialler's hello: the dialler must see a refused dial (counted, logged once, backed off),
+    not a connection that comes up and goes again ten times a second."""
+    known = KnownPeers(tmp_path / KNOWN_PEERS)
+    known.add(FRIEND.peer_id, "alice", how="tofu")
+    bob = await make_node(plugin, [Counter()], name="bob",
+                          admit=TrustPolicy(TrustSettings("tofu"), known).check)
+    caplog.set_level(logging.INFO, "p2phost")
+    impostor = await make_node(plugin, listen=False, name="alice",
+                               connect=[bob.addresses[0]], reconnect=Backoff(0.5, 10.0))
+    await asyncio.sleep(3.0)
+    dialling = impostor.discovery_status()["dialling"]
+    # Backoff 0.5 s doubling (waits 0.25-0.5, 0.5-1, 1-2 s): 4 dials in 3 s, not ~10.
+    assert 2 <= dialling["dials"] <= 5, dialling
+    assert (dialling["refused"], dialling["connected"]) == (dialling["dials"], 0), dialling
+    assert "'alice' is known as " + FRIEND.peer_id in dialling["refused_reason"]
+    assert f"connected to {bob.peer_id}" not in caplog.text
+    assert caplog.text.count("cannot connect to") == 1  # once, as the refusal is new
+    assert not bob.peers() and bob.stats()["connections"]["failed_handshakes"] >= 2
