@@ -232,7 +232,7 @@ class Connections:
             self._reliable.disconnected(channel)
             log.debug("connection to %s (%s) ended: %s", channel.peer_id, channel.address,
                       reason)
-            peer = self._table.remove(channel)
+            peer = self._table.remove(channel, reason)
             if peer is not None:
                 log.info("disconnected from %s (%s): %s", peer.peer_id, channel.address,
                          reason)
