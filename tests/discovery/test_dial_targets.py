@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -18,13 +20,21 @@ PEER = Identity.generate().peer_id
 OTHER = Identity.generate().peer_id
 
 
+@dataclass
+class Link:
+    """A connected peer: set ``gone`` (after ``reason``) to end its connection."""
+
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str = ""
+
+
 class Dialler:
     """Answers dials as scripted: each address is the peer it names, or unreachable."""
 
     def __init__(self, answers: dict[str, str | None]) -> None:
         self.answers = answers
         self.dials: list[str] = []
-        self.connected: dict[str, asyncio.Event] = {}
+        self.connected: dict[str, Link] = {}
 
     async def connect(self, address: str, expected: str | None) -> str:
         self.dials.append(address)
@@ -35,20 +45,22 @@ class Dialler:
         if expected is not None and peer != expected:
             raise PeerUnavailable(f"{address}: handshake failed: expected peer {expected}, "
                                   f"reached {peer}")
-        self.connected[peer] = asyncio.Event()
+        self.connected[peer] = Link()
         return peer
 
-    def gone(self, peer_id: str) -> asyncio.Event | None:
+    def gone(self, peer_id: str) -> Link | None:
         return self.connected.get(peer_id)
 
 
-def targets_for(dialler: Dialler, tasks: set[asyncio.Task[None]]) -> DialTargets:
+def targets_for(dialler: Dialler, tasks: set[asyncio.Task[None]],
+                backoff: Backoff | None = None) -> DialTargets:
     def spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
         tasks.add(task)
         return task
     return DialTargets(connect=dialler.connect, gone=dialler.gone, spawn=spawn,
-                       backoff=Backoff(0.01, 0.05), own_addresses=lambda: ["tcp://me:1"])
+                       backoff=backoff or Backoff(0.01, 0.05),
+                       own_addresses=lambda: ["tcp://me:1"])
 
 
 async def test_an_address_reaching_another_peer_is_dropped_at_once_and_counted() -> None:
@@ -59,7 +71,7 @@ async def test_an_address_reaching_another_peer_is_dropped_at_once_and_counted()
     await wait_until(lambda: PEER in dialler.connected, 2, "connecting at the right address")
     assert dialler.dials == ["tcp://a:1", "tcp://b:1"]  # never our own address
     assert targets.counters["wrong_peer"] == 1 and targets.counters["connected"] == 1
-    dialler.connected.pop(PEER).set()  # the peer goes away: redial, but never at tcp://a:1
+    dialler.connected.pop(PEER).gone.set()  # the peer goes away: redial, but never at tcp://a:1
     await wait_until(lambda: PEER in dialler.connected, 2, "reconnecting")
     assert dialler.dials == ["tcp://a:1", "tcp://b:1", "tcp://b:1"]
     targets.close()
@@ -94,7 +106,7 @@ async def test_a_record_with_new_addresses_replaces_the_old_one() -> None:
     await wait_until(lambda: "tcp://old:1" in dialler.dials, 2, "dialling the old address")
     targets.update(PeerRecord(("tcp://new:1",), PEER, "beacon"))  # it moved
     await wait_until(lambda: PEER in dialler.connected, 2, "connecting at the new address")
-    dialler.connected.pop(PEER).set()
+    dialler.connected.pop(PEER).gone.set()
     count = dialler.dials.count("tcp://old:1")
     await wait_until(lambda: PEER in dialler.connected, 2, "reconnecting")
     assert dialler.dials.count("tcp://old:1") == count
@@ -154,3 +166,38 @@ async def test_a_peer_that_comes_up_and_refuses_is_logged_at_once(
     logged = [r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage()]
     assert len(logged) == 2, logged  # the first failure, then the refusal at once
     assert logged[0].endswith("connection refused") and logged[1].endswith(reason)
+
+
+async def test_a_connection_refused_after_the_hellos_is_a_refused_dial_with_backoff(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A peer that ends each connection as it opens (an older listener refusing our hello
+    after sending its own, its peer limit reached meanwhile) is redialled with growing
+    backoff, counted refused with its reason, and logged once; not redialled at once."""
+    reason = (f"the peer said goodbye (peer {PEER} is refused by the trust policy: it calls "
+              "itself 'alice', but 'alice' is known as another key)")
+    dialler = Dialler({"tcp://r:1": PEER})
+    tasks: set[asyncio.Task[None]] = set()
+    targets = targets_for(dialler, tasks, Backoff(0.04, 10.0))
+
+    async def refuse_each_connection() -> None:
+        while True:
+            await wait_until(lambda: PEER in dialler.connected, 5, "a dial")
+            link = dialler.connected.pop(PEER)
+            link.reason = reason
+            link.gone.set()
+
+    refuser = asyncio.create_task(refuse_each_connection())
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="p2phost.node"):
+        targets.update(PeerRecord(("tcp://r:1",), PEER, "beacon"))
+        await asyncio.sleep(1.0)
+    targets.close()
+    refuser.cancel()
+    await asyncio.gather(refuser, *tasks, return_exceptions=True)
+    # Backoff 0.04 s doubling: waits of 0.02-0.04, 0.04-0.08, ... 0.32-0.64 s: ~6 dials in
+    # 1 s (at once, there would be one every 0.02-0.04 s: 25 or more).
+    assert 3 <= len(dialler.dials) <= 8, (len(dialler.dials), time.monotonic() - started)
+    assert targets.counters["refused"] >= len(dialler.dials) - 1
+    assert targets.refused_reason == reason
+    logged = [r.getMessage() for r in caplog.records if "as it opened" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].endswith(reason), logged

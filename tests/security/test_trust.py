@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -10,11 +12,11 @@ import pytest
 
 from p2phost._manifest import Manifest
 from p2phost._trust import KNOWN_PEERS, KnownPeers, TrustPolicy, TrustSettings
-from p2phost_sdk import Identity, PeerUnavailable
+from p2phost_sdk import Backoff, Identity, PeerUnavailable
 from tests.conftest import run_cli, write_project
 from tests.runtime.processes import RunningNode
 
-from .conftest import Counter, MakeNode
+from .conftest import Counter, MakeNode, eventually
 
 FRIEND, STRANGER = Identity.generate(), Identity.generate()
 
@@ -178,3 +180,43 @@ def test_a_client_with_its_projects_identity_is_kept_apart_from_its_running_node
         assert log.count("connected to") - log.count("disconnected from") <= 1, log
     # bob (tofu) learnt alice once, under her name.
     assert (bob_root / ".p2phost" / KNOWN_PEERS).read_text().count(alice_id) == 1
+
+
+@pytest.mark.parametrize("plugin", ["noise", None])
+@pytest.mark.parametrize("refuser", ["listener", "dialler"])
+async def test_a_name_known_under_another_key_is_a_refused_dial_with_backoff(
+        make_node: MakeNode, plugin: str | None, refuser: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Under tofu a node refuses a known name with another key once it has the peer's
+    hello. Either way round, the dialler sees a refused dial (counted, logged once, backed
+    off), not a connection that comes up and goes again ten times a second, and the
+    listener's log of it is rate-limited, not two lines per attempt."""
+    known = KnownPeers(tmp_path / KNOWN_PEERS)
+    known.add(FRIEND.peer_id, "alice", how="tofu")
+    tofu = TrustPolicy(TrustSettings("tofu"), known).check
+    # The listener calls itself alice when the dialler refuses it, and the other way round.
+    names = ("bob", "alice") if refuser == "listener" else ("alice", "bob")
+    listener = await make_node(plugin, [Counter()], name=names[0],
+                               admit=tofu if refuser == "listener" else None)
+    caplog.set_level(logging.INFO, "p2phost")
+    dialler = await make_node(plugin, listen=False, name=names[1],
+                              admit=tofu if refuser == "dialler" else None,
+                              connect=[listener.addresses[0]], reconnect=Backoff(0.5, 10.0))
+    await asyncio.sleep(3.0)
+    dials = dialler.discovery_status()["dialling"]["dials"]
+    # Backoff 0.5 s doubling (waits 0.25-0.5, 0.5-1, 1-2 s): 3-4 dials in 3 s, not ~10.
+    assert 2 <= dials <= 5, dials
+    # (a dial in flight at 3 s ends well before the next one may start, at 3.75 s)
+    await eventually(lambda: listener.stats()["connections"]["failed_handshakes"] >= dials
+                     and dialler.discovery_status()["dialling"]["refused"] >= dials, 0.7)
+    dialling = dialler.discovery_status()["dialling"]
+    assert (dialling["refused"], dialling["connected"]) == (dials, 0), dialling
+    assert "'alice' is known as " + FRIEND.peer_id in dialling["refused_reason"]
+    assert f"connected to {listener.peer_id}" not in caplog.text
+    assert caplog.text.count("cannot connect to") == 1  # once, as the refusal is new
+    assert not listener.peers()
+    assert listener.stats()["connections"]["failed_handshakes"] == dials
+    # The listener: one "connected" line at most (it learns of the refusal after it), and
+    # the refusals through its rate-limited log of failed handshakes.
+    assert caplog.text.count(f"connected to {dialler.peer_id}") <= 1
+    assert f"disconnected from {dialler.peer_id}" not in caplog.text

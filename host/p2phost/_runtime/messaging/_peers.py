@@ -22,6 +22,8 @@ class Peer:
     channels: list[Channel] = field(default_factory=list)
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     current: Channel | None = None
+    #: Why its last channel ended, set as ``gone`` is.
+    reason: str = ""
 
     def best(self) -> Channel | None:
         """The channel to send new messages on, or None while all are closing."""
@@ -84,8 +86,9 @@ class PeerTable:
             peer.current = next((c for c in peer.channels if id(c) not in losers), None)
         return peer, new, retire
 
-    def remove(self, channel: Channel) -> Peer | None:
-        """Drop an ended channel; returns the peer when it was its last channel."""
+    def remove(self, channel: Channel, reason: str = "") -> Peer | None:
+        """Drop a channel that ended (for ``reason``); returns the peer when it was its
+        last channel."""
         peer = self.peers.get(channel.peer_id)
         if peer is None or channel not in peer.channels:
             return None
@@ -95,5 +98,6 @@ class PeerTable:
         if peer.channels:
             return None
         del self.peers[channel.peer_id]
+        peer.reason = reason
         peer.gone.set()
         return peer

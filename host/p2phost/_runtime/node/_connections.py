@@ -38,8 +38,11 @@ from ..wire._handshake import Admit, Hello, handshake, refuse
 from ..wire._sealed import Sealer
 from ._admission import HandshakeGate
 from ._options import NodeOptions
+from ._targets import refusal
 
 log = logging.getLogger("p2phost.node")
+#: How many peers that refused this node's hello after dialling it are remembered.
+_REFUSERS = 256
 #: Call a plugin hook by name (the node's ``_notify``).
 Notify = Callable[..., None]
 
@@ -76,6 +79,9 @@ class Connections:
         # Handshakes this node dialled that failed, by reason (the dialler reports the
         # error to whoever dialled; only counted here).
         self._dial_failures: Counter[str] = Counter()
+        # Peers that dialled this node and refused its hello (their trust policy): each
+        # redial of theirs is a rate-limited failed handshake here, not two info lines.
+        self._refusers: dict[str, None] = {}
         #: Set when the node starts closing: new connections are refused from then on.
         self.closing = False
         #: The hello's ``schemas`` fields (node/_schemas.py), set by the node.
@@ -211,8 +217,9 @@ class Connections:
         for loser, reason, mutual in retire:
             self._tasks.spawn(self._retire(loser, reason, mutual), "retire")
         if new:
-            log.info("connected to %s (%s, codec %s)", channel.peer_id, address,
-                     channel.codec.content_type)
+            log.log(logging.DEBUG if channel.peer_id in self._refusers else logging.INFO,
+                    "connected to %s (%s, codec %s)", channel.peer_id, address,
+                    channel.codec.content_type)
             self._dispatch.lifecycle(peer.peer_id, "on_peer_connected", channel.info)
             self._notify("p2phost_peer_connected", peer=channel.info)
         return channel
@@ -232,10 +239,20 @@ class Connections:
             self._reliable.disconnected(channel)
             log.debug("connection to %s (%s) ended: %s", channel.peer_id, channel.address,
                       reason)
-            peer = self._table.remove(channel)
+            peer = self._table.remove(channel, reason)
             if peer is not None:
-                log.info("disconnected from %s (%s): %s", peer.peer_id, channel.address,
-                         reason)
+                refused = not channel.initiator and refusal(channel.remote_reason)
+                self._refusers.pop(peer.peer_id, None)
+                if refused:  # it dialled us, then refused our hello
+                    self._refusers[peer.peer_id] = None
+                    if len(self._refusers) > _REFUSERS:
+                        del self._refusers[next(iter(self._refusers))]
+                    self._failures.warning(
+                        "peer %s (%s) refused this node's hello: %s", peer.peer_id,
+                        channel.address, refused, reason=handshake_reason(
+                            HandshakeError(f"the peer refused the connection: {refused}")))
+                log.log(logging.DEBUG if refused else logging.INFO,
+                        "disconnected from %s (%s): %s", peer.peer_id, channel.address, reason)
                 self._dispatch.lifecycle(peer.peer_id, "on_peer_lost", channel.info, reason)
                 self._dispatch.peer_gone(peer.peer_id, reason)
                 self._notify("p2phost_peer_lost", peer=channel.info, reason=reason)

@@ -29,7 +29,7 @@ from .._errors import NodeConfigError, bad_address
 from ._targets import DialTargets
 
 if TYPE_CHECKING:
-    from ..messaging._peers import PeerTable
+    from ..messaging._peers import Peer, PeerTable
     from ..wire._channel import Channel
 
 log = logging.getLogger("p2phost.node")
@@ -123,9 +123,8 @@ class Dialler:
         except NodeConfigError as exc:
             raise PeerUnavailable(str(exc)) from exc
 
-    def _gone(self, peer_id: str) -> asyncio.Event | None:
-        peer = self._table.get(peer_id)
-        return None if peer is None else peer.gone
+    def _gone(self, peer_id: str) -> Peer | None:
+        return self._table.get(peer_id)
 
     async def connect(self, address: str, *, expected_peer_id: str | None = None) -> str:
         """Dial ``address`` (or reuse the connection to it); returns the peer id."""

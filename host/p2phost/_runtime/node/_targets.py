@@ -7,17 +7,20 @@ backoff are gone. One loop per peer tries the peer's addresses in turn and, once
 connected, waits until the peer is gone; an address where another peer answers ("expected
 peer A, reached B") is dropped at once and counted, never redialled, until a record with
 new addresses arrives. Several plugins reporting one peer merge: the union of their
-addresses is dialled.
+addresses is dialled. A connection that ends before it held for the backoff's maximum (a
+peer that refused us after the hellos, one that crashes at once) counts as a failed dial:
+the next dial backs off further, and a refusal is counted ``refused`` with its reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from p2phost_sdk import Backoff, PeerRecord, PeerUnavailable
 
@@ -27,7 +30,17 @@ log = logging.getLogger("p2phost.node")
 COUNTERS = ("dials", "unreachable", "refused", "wrong_peer", "connected")
 #: What a dial's error says when a peer was reached but the handshake was refused (by its
 #: trust policy or ours, its peer limit, its shutdown): not "unreachable".
-_REFUSALS = ("the peer refused the connection", "is refused by the trust policy")
+_REFUSALS = ("the peer refused the connection", "is refused by the trust policy",
+             "peer limit reached")
+
+
+class Connected(Protocol):
+    """A connected peer as a redial loop sees it (the peer table's ``Peer``)."""
+
+    #: Set when its last connection ended.
+    gone: asyncio.Event
+    #: Why its last connection ended ("" until it did).
+    reason: str
 
 
 def is_wrong_peer(error: Exception) -> bool:
@@ -66,7 +79,7 @@ class DialTargets:
         self,
         *,
         connect: Callable[[str, str | None], Awaitable[str]],
-        gone: Callable[[str], asyncio.Event | None],
+        gone: Callable[[str], Connected | None],
         spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]],
         backoff: Backoff,
         own_addresses: Callable[[], list[str]],
@@ -145,14 +158,31 @@ class DialTargets:
         return answer
 
     async def _supervise(self, key: str, target: _Target) -> None:
-        failures = 0
+        failures = 0  # failed dials and short-lived connections in a row: the backoff
+        dials_failed = 0  # failed dials since the last connection
         logged = ""  # the refusal last logged ("" none: the peer was not reached)
         peer_id = target.peer_id
         while True:
-            gone = self._gone(peer_id) if peer_id else None
-            if gone is not None:  # connected (by us, by them, through another plugin)
-                await gone.wait()
-                await asyncio.sleep(self._backoff.delay(0))
+            link = self._gone(peer_id) if peer_id else None
+            if link is not None:  # connected (by us, by them, through another plugin)
+                opened = time.monotonic()
+                await link.gone.wait()
+                if time.monotonic() - opened >= self._backoff.maximum:
+                    failures = 0  # it held: the next loss starts the backoff over
+                    await asyncio.sleep(self._backoff.delay(0))
+                    continue
+                # It went at once: a refusal after the hellos (a peer older than the
+                # listener's check before its hello, its peer limit reached meanwhile),
+                # or a peer that fails as it starts. Redialling at once would loop.
+                if reason := refusal(link.reason):
+                    self.counters["refused"] += 1
+                    self.refused_reason = reason
+                    if reason != logged:
+                        log.warning("peer %s ended the connection as it opened (will "
+                                    "retry): %s", peer_id, reason)
+                        logged = reason
+                await asyncio.sleep(self._backoff.delay(failures))
+                failures += 1
                 continue
             addresses = target.addresses()
             if not addresses:  # every listed address reached someone else
@@ -181,15 +211,16 @@ class DialTargets:
                     continue
                 self.counters["connected"] += 1
                 target.learned = peer_id
-                if failures:
-                    log.info("reconnected to %s after %d failed attempts", address, failures)
-                failures = 0
+                if dials_failed:
+                    log.info("reconnected to %s after %d failed attempts", address,
+                             dials_failed)
+                dials_failed = 0
                 break
             else:
                 # The first failure and every tenth are logged; so is, at once, a refusal
                 # other than the last logged: a peer that was down and now refuses us (its
                 # trust policy) says what to do, and backoff would hold it back ~20 s.
-                if errors and (failures == 0 or failures % 10 == 9
+                if errors and (dials_failed == 0 or dials_failed % 10 == 9
                                or refusal(errors[-1]) != logged):
                     log.warning("cannot connect to %s (will retry): %s", ", ".join(addresses),
                                 errors[-1])
@@ -197,3 +228,4 @@ class DialTargets:
                 if errors:
                     await asyncio.sleep(self._backoff.delay(failures))
                     failures += 1
+                    dials_failed += 1

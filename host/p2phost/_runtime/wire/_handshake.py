@@ -1,9 +1,12 @@
 """The handshake: secure the connection (when a security plugin is loaded), then hello.
 
-Both ends send a HELLO frame at once and read the other's, so the exchange costs one
-round trip. The HELLO body is JSON whatever the codecs (they are not agreed yet). The
-codec is the first one in the *dialler's* list that the listener also has, so both ends
-pick the same one without another round trip.
+The dialler sends its HELLO frame at once; the listener reads it, checks it (peer id,
+trust policy, host-api, codecs) and answers with its own HELLO, or with a GOODBYE naming
+why it refuses (so a refusal reaches the dialler before the connection is open). The
+exchange costs the dialler one round trip, as a simultaneous one would. The HELLO body is
+JSON whatever the codecs (they are not agreed yet). The codec is the first one in the
+*dialler's* list that the listener also has, so both ends pick the same one without
+another round trip.
 """
 
 from __future__ import annotations
@@ -169,7 +172,8 @@ async def handshake(
                     expected_peer_id=expected_peer_id, timeout=timeout,
                 )
                 _admit(admit, connection.remote_peer_id, None, identity)
-            await connection.send(hello.to_frame())
+            if initiator:
+                await connection.send(hello.to_frame())
             frame = await connection.recv()
             ack = getattr(frame, "ack", None)
             if ack is not None:
@@ -192,6 +196,11 @@ async def handshake(
                     f"no codec in common: the dialler offers {', '.join(dialler.codecs)}, "
                     f"the listener has {', '.join(listener.codecs)}"
                 )
+            if not initiator:
+                # The listener answers once it has checked the dialler's hello: a refusal
+                # goes out as a GOODBYE in place of its HELLO, so the dialler counts a
+                # refused dial (and backs off) instead of connecting, then losing the peer.
+                await connection.send(hello.to_frame())
             # (a Noise message's limit stays: its peer sends none larger)
             raw.limit_incoming(getattr(security, "max_transport_frame", None))
             return Handshaken(connection, remote, codecs[chosen],
