@@ -78,6 +78,9 @@ class Installer:
         #: the project (pip's resolution, a file its registry replaced): then ``_record``
         #: keeps no replay of it.
         self.unrecordable = False
+        #: What ``apply`` installed into the new generation, by name (the plan's changes
+        #: leave out plugins the lock already had: a fresh clone's).
+        self.rebuilt: list[Change] = []
 
     # -- planning ---------------------------------------------------------------------
 
@@ -239,7 +242,8 @@ class Installer:
             if adding:
                 check_lock(lock, self.signing, self.warnings.append,
                            frozenset(c.name for c in plan.changes if c.new))
-            if lock == self.lock and not self._drift(lock):
+            self.rebuilt = self._drift(lock)
+            if lock == self.lock and not self.rebuilt:
                 self._edit_manifest(plan)  # e.g. a new specifier the same version satisfies
                 return lock
             staged = self._stage(lock, offline=False)
@@ -311,9 +315,7 @@ class Installer:
         for item in plan.plugins:
             locked = item if isinstance(item, LockedFile) else self.lock.plugin(item.name)
             if locked is not None and locked.name not in self.doubted and (
-                    isinstance(item, LockedFile)
-                    or (locked.version == str(item.version)
-                        and locked.source == item.source)):
+                    isinstance(item, LockedFile) or _same_file(locked, item)):
                 plugins.append(locked)
                 continue
             assert isinstance(item, Release)
@@ -357,7 +359,9 @@ class Installer:
         hit = self.cache.get(entry.sha256, entry.filename)
         if hit is not None:
             return hit
-        builtin = self.client.builtin if entry.source == BUILTIN_SOURCE else None
+        # The built-in source may ship the file a registry was locked for (and that
+        # registry may be down): the sha256 check takes only the very file.
+        builtin = self.client.builtin
         local = builtin.file(entry.filename) if builtin is not None else None
         if local is not None:  # the sha256 check refuses a different file of the same name
             return self.cache.fetch(local.as_uri(), entry.sha256, entry.filename, self.fetcher)
@@ -420,3 +424,14 @@ def doubted(lock: Lock, env: PluginEnvironment) -> frozenset[str]:
     bad = {p.name for p in lock.plugins if p.signature and not lock_signature_ok(p)}
     return frozenset(bad | {entry.name for entry, _ in changed_hashes(lock, env)})
 
+
+def _same_file(locked: LockedFile, release: Release) -> bool:
+    """Whether ``locked`` may stand for ``release``: the same version from the same source,
+    or the very file the lock names, from the built-in source (its registry is down: the
+    lock keeps naming that registry, so ``sync`` still fetches from it)."""
+    if locked.version != str(release.version):
+        return False
+    if locked.source == release.source:
+        return True
+    wheel = release.wheel() if release.source == BUILTIN_SOURCE else None
+    return wheel is not None and wheel.sha256 == locked.sha256

@@ -152,6 +152,11 @@ class RegistryClient:
             self._builtin = _find_builtin()
         return self._builtin or None
 
+    @property
+    def down(self) -> list[str]:
+        """The registries that did not answer, whose plugins came from the built-in source."""
+        return list(self._down)
+
     def plugin(self, name: str) -> PluginInfo:
         """Every release of ``name``; raises :class:`UnknownPlugin` when no source has it.
 
