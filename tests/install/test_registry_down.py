@@ -80,3 +80,23 @@ def test_a_fresh_clone_installs_with_its_registry_down_and_keeps_the_lock(
         "answer)" in done.stdout
     assert ws.lock == lock and "echo" in ws.installed()
 
+
+@pytest.mark.parametrize("where", ["option", "env", "manifest"])
+def test_a_malformed_registry_url_is_refused_not_taken_for_a_down_one(
+        workspace: Make, builtin_plugins: Path, where: str) -> None:
+    ws = workspace(plugins={"echo": "*"})
+    env = {"P2PHOST_REGISTRY": "", "P2PHOST_BUILTIN_DIR": str(builtin_plugins),
+           "P2PHOST_TIMEOUT": "2"}
+    args = ["plugin", "install", "--yes"]
+    if where == "option":
+        args += ["--registry", "127.0.0.1:18470"]
+    elif where == "env":
+        env["P2PHOST_REGISTRY"] = "htp://127.0.0.1:18470"
+    else:
+        _configured(ws, "http://127.0.0.1:PORT")
+    done = ws.cli(*args, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "did not answer" not in done.stderr and "echo" not in ws.installed()
+    assert "is not a registry URL" in done.stderr or "expected an http(s) URL" in done.stderr
+    assert "fix: write it as" in done.stderr and "http://HOST:PORT" in done.stderr
+

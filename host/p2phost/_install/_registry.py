@@ -13,7 +13,8 @@ from packaging.version import InvalidVersion, Version
 
 from p2phost_sdk import HOST_API, host_api_compatible, normalize_name
 
-from .._manifest import DEFAULT_REGISTRY
+from .._errors import UserError
+from .._manifest import DEFAULT_REGISTRY, REGISTRY_URL_FORM, is_registry_url
 from ._errors import IntegrityError, RegistryError, UnknownPlugin, Unreachable
 from ._http import Fetcher, NotFound
 
@@ -23,17 +24,20 @@ if TYPE_CHECKING:
 
 def registry_urls(option: str | None, manifest_registries: list[str]) -> list[str]:
     """The registries to ask, in order: ``--registry``, ``$P2PHOST_REGISTRY``, manifest, default."""
-    for value in (option, os.environ.get("P2PHOST_REGISTRY")):
-        if value:
-            return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
-    return list(manifest_registries) or [DEFAULT_REGISTRY]
+    return plugin_sources(option, manifest_registries) or [DEFAULT_REGISTRY]
 
 
 def plugin_sources(option: str | None, manifest_registries: list[str]) -> list[str]:
     """The registries plugins come from, before the built-in source (none configured: [])."""
-    for value in (option, os.environ.get("P2PHOST_REGISTRY")):
+    for value, origin in ((option, "--registry"), (os.environ.get("P2PHOST_REGISTRY"),
+                                                   "P2PHOST_REGISTRY")):
         if value:
-            return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+            urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+            for url in urls:
+                if not is_registry_url(url):  # else it would be "down", and skipped
+                    raise UserError(f"{origin}: {url!r} is not a registry URL",
+                                    fix=f"write it as {REGISTRY_URL_FORM} (or https://HOST)")
+            return urls
     return list(manifest_registries)
 
 
