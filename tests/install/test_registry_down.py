@@ -100,3 +100,13 @@ def test_a_malformed_registry_url_is_refused_not_taken_for_a_down_one(
     assert "is not a registry URL" in done.stderr or "expected an http(s) URL" in done.stderr
     assert "fix: write it as" in done.stderr and "http://HOST:PORT" in done.stderr
 
+
+def test_a_typo_with_the_registry_down_suggests_a_built_in_name(
+        workspace: Make, builtin_plugins: Path) -> None:
+    ws = workspace(plugins={"echo": "*"})
+    _configured(ws, "http://127.0.0.1:9")
+    env = {"P2PHOST_REGISTRY": "", "P2PHOST_BUILTIN_DIR": str(builtin_plugins),
+           "P2PHOST_TIMEOUT": "2"}
+    error = ws.fails("plugin", "install", "tcp-transprt", "--yes", env=env)
+    assert "did not answer" in error and "did you mean 'tcp-transport'?" in error
+    assert "fix: p2phost plugin install tcp-transport (the built-in source has it)" in error, error

@@ -194,7 +194,7 @@ class RegistryClient:
                                             "--refresh takes the official plugins from the "
                                             "built-in source)") from None
                 if local is None:
-                    raise refused or exc from None
+                    raise refused or self._typo(norm, exc) or exc from None
                 self._skip(base, exc)
                 continue
             info = _with_builtin(_parse_plugin(base, norm, data), local)
@@ -229,6 +229,19 @@ class RegistryClient:
             if close:
                 fix = f"p2phost plugin install {close[0]}"
         raise UnknownPlugin(message, fix=fix)
+
+    def _typo(self, norm: str, exc: Unreachable) -> Unreachable | None:
+        """``exc`` saying "did you mean" the built-in source's nearest names, if any: while
+        a registry is down they are the names known here."""
+        from .._suggest import close_names, did_you_mean
+
+        close = close_names(norm, self.builtin.wheels) if self.builtin is not None else []
+        if not close:
+            return None
+        return Unreachable(exc.message + did_you_mean(norm, close),
+                           fix=f"p2phost plugin install {close[0]} (the built-in source has "
+                               f"it), or {exc.fix}" if exc.fix else
+                               f"p2phost plugin install {close[0]}")
 
     def _plugin_of_distribution(self, norm: str) -> str | None:
         """The plugin whose distribution is named ``norm`` (``p2phost-echo``: ``echo``)."""
