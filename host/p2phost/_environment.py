@@ -17,12 +17,15 @@ from typing import TYPE_CHECKING
 
 from p2phost_sdk import plugin_name_of
 
-from ._fileops import switch
+from ._fileops import replace_file, switch
 
 if TYPE_CHECKING:
     from importlib.metadata import Distribution
 
 _PREFIX = "gen-"
+#: Beside ``env/``: which generation the installer built last, from which files (sha256 per
+#: distribution), so ``doctor`` and ``run --check`` can tell a lock edited since.
+_BUILT = "installed.json"
 
 
 class PluginEnvironment:
@@ -69,6 +72,35 @@ class PluginEnvironment:
         # fsync the files is overkill here; rename of the link is the atomic switch.
         switch(str(self.root), staged.name)
         self.collect_garbage()
+
+    def remember(self, hashes: dict[str, str]) -> None:
+        """Record that the active generation was built from files with ``hashes``
+        (distribution name -> sha256). Only a hint for checks: failing to write is fine."""
+        site = self.site_dir
+        if site is None:
+            return
+        import json
+
+        try:
+            replace_file(str(self.state_dir / _BUILT),
+                         json.dumps({"generation": site.name, "sha256": hashes}).encode())
+        except OSError:
+            pass
+
+    def built_from(self) -> dict[str, str] | None:
+        """The hashes :meth:`remember` recorded for the active generation; None when
+        unknown (another generation is active: one a replay built, or an older p2phost's)."""
+        import json
+
+        site = self.site_dir
+        try:
+            data = json.loads((self.state_dir / _BUILT).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if site is None or not isinstance(data, dict) or data.get("generation") != site.name:
+            return None
+        hashes = data.get("sha256")
+        return hashes if isinstance(hashes, dict) else None
 
     def leftovers(self) -> list[tuple[Path, int]]:
         """What is not the active generation: (path, bytes) per generation or link that a

@@ -24,6 +24,22 @@ from ._toml_lines import decode_error_line, find_line
 from ._trust import TrustSettings, read_trust
 
 MANIFEST_NAME = "p2phost.toml"
+#: How a registry URL is written, for fixes.
+REGISTRY_URL_FORM = "http://HOST:PORT"
+
+
+def is_registry_url(url: str) -> bool:
+    """Whether ``url`` is an http(s) URL with a host (and a number for a port, if any)."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 #: The registry used when nothing else names one.
 DEFAULT_REGISTRY = "http://127.0.0.1:8470"
 
@@ -209,10 +225,10 @@ class _Reader:
             if key not in ("url", "require-signed"):
                 self.problem("registry", key, "unknown key (known: url, require-signed)")
         if not isinstance(urls, list) or not all(
-            isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls
+            isinstance(u, str) and is_registry_url(u) for u in urls
         ):
             self.problem("registry", "url", f"expected an http(s) URL or a list of them, "
-                         f"got {url!r}")
+                         f"got {url!r}", fix=f'write it as "{REGISTRY_URL_FORM}"')
             return []
         return [u.rstrip("/") for u in urls]
 

@@ -196,7 +196,10 @@ def install(requests: Sequence[str], registry: str | None = None, yes: bool = Fa
         plan = made.plan_install(wanted)
         shown = show_and_confirm(plan.changes, yes)
         made.apply(plan)
-    done = summary(plan.changes, "installed")
+    done = summary_line(plan.changes or made.rebuilt, "installed")
+    if made.client.down and (plan.changes or made.rebuilt):
+        done += f" (from the built-in source: {', '.join(made.client.down)} did not answer)"
+    console.print(done, markup=False)
     if start is not None:
         # What was printed, in order (``installer`` printed the warnings as it ended).
         output = [(0, line) for line in shown] + [(1, w) for w in made.warnings] + [(0, done)]

@@ -154,8 +154,13 @@ def run(
     project = Project.find()
     # A lock that cannot be read is refused before anything starts, with --check too: the
     # plugin environment was installed from it, and `plugin sync` would fail on it.
-    Lock.load(project.lock_path)
+    lock = Lock.load(project.lock_path)
     if check:
+        from .._install._health import disagreements
+
+        # What `doctor` reports too: a lock `plugin sync` would refuse or not reproduce.
+        for gap in disagreements(lock, project.environment, project.manifest.plugins):
+            raise UserError(gap.message, fix=gap.fix)
         check_plugins(project, as_json)
         return
     if as_json:

@@ -148,7 +148,7 @@ def doctor(
         report(True, f"{project.lock_path.name}: {len(lock.plugins)} plugins locked")
         from .._install._health import gaps as environment_gaps
 
-        gaps = environment_gaps(lock, project.environment)
+        gaps = environment_gaps(lock, project.environment, manifest.plugins)
         for gap in gaps:
             report(False, gap.message, gap.fix)
     except UserError as exc:

@@ -11,6 +11,11 @@ Three gaps, each fixed by ``p2phost plugin sync``:
   the host provides: ``sync`` locks again and installs.
 
 ``doctor`` reports them; ``sync`` uses them so that its "nothing to do" is true.
+
+And two ways the lock disagrees with the project, each fixed by ``p2phost plugin install
+--yes`` (``doctor`` and ``run --check`` report them): a declared plugin the lock lacks, and
+a locked file whose sha256 is not the one the active generation was built from (the lock
+edited or replaced since: ``sync`` would refuse its signature, or install another file).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import TYPE_CHECKING
 from p2phost_sdk import normalize_name
 
 from .._environment import PluginEnvironment
-from .._lock import Lock
+from .._lock import Lock, LockedFile
 from ._hostdists import host_distributions
 from ._wheels import HOST_DISTRIBUTIONS
 
@@ -77,11 +82,40 @@ def _fits(requirement: Requirement, version: str) -> bool:
         return False
 
 
-def gaps(lock: Lock, env: PluginEnvironment) -> list[Gap]:
-    """Everything ``plugin sync`` would repair (for ``doctor``), one gap per distribution."""
-    found = lock_gaps(lock)
+def gaps(lock: Lock, env: PluginEnvironment, declared: Iterable[str] = ()) -> list[Gap]:
+    """Everything ``plugin sync`` or ``install`` would repair (for ``doctor``), one gap
+    per distribution."""
+    found = disagreements(lock, env, declared)
+    found += [g for g in lock_gaps(lock) if g.name not in {f.name for f in found}]
     named = {g.name for g in found}
     return found + [g for g in environment_gaps(lock, env) if g.name not in named]
+
+
+def disagreements(lock: Lock, env: PluginEnvironment, declared: Iterable[str]) -> list[Gap]:
+    """Declared plugins ``lock`` lacks, then locked files other than the ones the active
+    generation was built from (no network: the installer's record of that generation)."""
+    found = [Gap(name, f"{name} is declared in p2phost.toml but has no entry in p2phost.lock",
+                 fix="p2phost plugin install --yes (locks it again)")
+             for name in sorted({normalize_name(n) for n in declared})
+             if lock.plugin(name) is None]
+    for entry, installed in changed_hashes(lock, env):
+        found.append(Gap(entry.name, f"p2phost.lock gives {entry.name} {entry.version} the "
+                         f"sha256 {entry.sha256[:16]}…, but the plugin environment was "
+                         f"installed from {installed[:16]}…: the lock was edited or replaced",
+                         fix="restore p2phost.lock from version control, or "
+                             f"p2phost plugin install {entry.name} --yes (fetches it again "
+                             "and locks the file it verifies)"))
+    return found
+
+
+def changed_hashes(lock: Lock, env: PluginEnvironment) -> list[tuple[LockedFile, str]]:
+    """Locked files (with the sha256 installed instead) whose version the active generation
+    holds but built from another file; empty when that is unknown."""
+    built = env.built_from()
+    if not built:
+        return []
+    return [(entry, built[entry.name]) for entry in lock.files
+            if built.get(entry.name) not in (None, entry.sha256)]
 
 
 def lock_gaps(lock: Lock) -> list[Gap]:

@@ -18,6 +18,7 @@ from packaging.version import Version
 
 from p2phost_sdk import normalize_name
 
+from .._environment import PluginEnvironment
 from .._errors import UserError
 from .._lock import Lock, LockedFile
 from .._manifest import ManifestEditor
@@ -27,14 +28,20 @@ from ._builtin import BUILTIN_SOURCE
 from ._cache import DownloadCache, ProgressFactory
 from ._current import lock_satisfies
 from ._errors import InstallError, IntegrityError, ResolutionError, UnknownPlugin
-from ._health import lock_gaps, lost_files, requirement_gaps
+from ._health import changed_hashes, lock_gaps, lost_files, requirement_gaps
 from ._http import Fetcher, NotFound
 from ._official import builtin_signature, official_pin
 from ._plan import Change, Plan, default_specifier
 from ._projectlock import exclusive
 from ._registry import RegistryClient, Release, RemoteFile
 from ._resolver import Requirement, resolve, usable
-from ._signing import SigningPolicy, check_lock, check_pin, verify_download
+from ._signing import (
+    SigningPolicy,
+    check_lock,
+    check_pin,
+    lock_signature_ok,
+    verify_download,
+)
 from ._unpacked import link_wheel, unpacked
 from ._wheels import check_sdk, python_requirements
 
@@ -64,10 +71,16 @@ class Installer:
         self.client = self._client()
         self.progress = progress
         self.lock = Lock.load(project.lock_path)
+        #: Locked plugins whose entry cannot be reused as it is (a signature that does not
+        #: verify, a file other than the one installed: an edited lock): fetched again.
+        self.doubted = doubted(self.lock, self.env)
         #: Whether this run's decision rests on more than the kept registry answers and
         #: the project (pip's resolution, a file its registry replaced): then ``_record``
         #: keeps no replay of it.
         self.unrecordable = False
+        #: What ``apply`` installed into the new generation, by name (the plan's changes
+        #: leave out plugins the lock already had: a fresh clone's).
+        self.rebuilt: list[Change] = []
 
     # -- planning ---------------------------------------------------------------------
 
@@ -79,7 +92,8 @@ class Installer:
         run refreshes (``--refresh``) and registries are configured: then they are asked.
         """
         asks = self.strict and self.registries
-        if not requests and not asks and lock_satisfies(self.project, self.lock, self.registries):
+        if not requests and not asks and not self.doubted \
+                and lock_satisfies(self.project, self.lock, self.registries):
             return Plan(self.lock.plugins, ())
         declared = dict(self.project.manifest.plugins)
         wanted = dict(declared)
@@ -228,14 +242,15 @@ class Installer:
             if adding:
                 check_lock(lock, self.signing, self.warnings.append,
                            frozenset(c.name for c in plan.changes if c.new))
-            if lock == self.lock and not self._drift(lock):
+            self.rebuilt = self._drift(lock)
+            if lock == self.lock and not self.rebuilt:
                 self._edit_manifest(plan)  # e.g. a new specifier the same version satisfies
                 return lock
             staged = self._stage(lock, offline=False)
             if not adding:
                 self._edit_manifest(plan)
                 lock.save(self.project.lock_path)
-            self._commit(staged)
+            self._commit(staged, lock)
             if adding:
                 lock.save(self.project.lock_path)
                 self._edit_manifest(plan)
@@ -256,12 +271,12 @@ class Installer:
             check_lock(lock, self.signing, self.warnings.append,
                        frozenset(c.name for c in changes if c.new))
             if changes:
-                self._commit(self._stage(lock, offline=offline))
+                self._commit(self._stage(lock, offline=offline), lock)
             if requirement_gaps(self.env.installed()):  # ... nor one of theirs
                 lock, relocked = self._relock(lock, offline), True
                 more = self._drift(lock)
                 if more:
-                    self._commit(self._stage(lock, offline=offline))
+                    self._commit(self._stage(lock, offline=offline), lock)
                 changes += [c for c in more if c.name not in {d.name for d in changes}]
             if relocked:
                 lock.save(self.project.lock_path)
@@ -284,10 +299,13 @@ class Installer:
     def _drift(self, lock: Lock) -> list[Change]:
         """How the installed distributions differ from ``lock`` (empty: they match).
 
-        A distribution that lost files counts as missing, so it is installed again.
+        A distribution that lost files, or was installed from another file than the
+        locked one, counts as missing, so it is installed again.
         """
         installed = self.env.installed()
-        have = {n: d.version for n, d in installed.items() if not lost_files(d)}
+        other = {entry.name for entry, _ in changed_hashes(lock, self.env)}
+        have = {n: d.version for n, d in installed.items()
+                if n not in other and not lost_files(d)}
         want = {f.name: f.version for f in lock.files}
         return [Change(n, have.get(n), want.get(n)) for n in sorted({*have, *want, *installed})
                 if have.get(n) != want.get(n)]
@@ -296,9 +314,8 @@ class Installer:
         plugins = []
         for item in plan.plugins:
             locked = item if isinstance(item, LockedFile) else self.lock.plugin(item.name)
-            if locked is not None and (isinstance(item, LockedFile)
-                                       or (locked.version == str(item.version)
-                                           and locked.source == item.source)):
+            if locked is not None and locked.name not in self.doubted and (
+                    isinstance(item, LockedFile) or _same_file(locked, item)):
                 plugins.append(locked)
                 continue
             assert isinstance(item, Release)
@@ -342,7 +359,9 @@ class Installer:
         hit = self.cache.get(entry.sha256, entry.filename)
         if hit is not None:
             return hit
-        builtin = self.client.builtin if entry.source == BUILTIN_SOURCE else None
+        # The built-in source may ship the file a registry was locked for (and that
+        # registry may be down): the sha256 check takes only the very file.
+        builtin = self.client.builtin
         local = builtin.file(entry.filename) if builtin is not None else None
         if local is not None:  # the sha256 check refuses a different file of the same name
             return self.cache.fetch(local.as_uri(), entry.sha256, entry.filename, self.fetcher)
@@ -378,9 +397,10 @@ class Installer:
                                        "then retry") from exc
             raise
 
-    def _commit(self, staged: Path) -> None:
+    def _commit(self, staged: Path, lock: Lock) -> None:
         try:
             self.env.commit(staged)
+            self.env.remember({f.name: f.sha256 for f in lock.files})
         except OSError as exc:
             shutil.rmtree(staged, ignore_errors=True)
             raise InstallError(f"cannot switch the plugin environment {self.env.root}: "
@@ -396,3 +416,22 @@ class Installer:
         for name in plan.undeclare:
             editor.remove_plugin(name)
         editor.save()
+
+
+def doubted(lock: Lock, env: PluginEnvironment) -> frozenset[str]:
+    """Locked plugins whose signature does not verify with their pinned key, or whose file
+    is not the one the active generation was built from."""
+    bad = {p.name for p in lock.plugins if p.signature and not lock_signature_ok(p)}
+    return frozenset(bad | {entry.name for entry, _ in changed_hashes(lock, env)})
+
+
+def _same_file(locked: LockedFile, release: Release) -> bool:
+    """Whether ``locked`` may stand for ``release``: the same version from the same source,
+    or the very file the lock names, from the built-in source (its registry is down: the
+    lock keeps naming that registry, so ``sync`` still fetches from it)."""
+    if locked.version != str(release.version):
+        return False
+    if locked.source == release.source:
+        return True
+    wheel = release.wheel() if release.source == BUILTIN_SOURCE else None
+    return wheel is not None and wheel.sha256 == locked.sha256

@@ -13,7 +13,8 @@ from packaging.version import InvalidVersion, Version
 
 from p2phost_sdk import HOST_API, host_api_compatible, normalize_name
 
-from .._manifest import DEFAULT_REGISTRY
+from .._errors import UserError
+from .._manifest import DEFAULT_REGISTRY, REGISTRY_URL_FORM, is_registry_url
 from ._errors import IntegrityError, RegistryError, UnknownPlugin, Unreachable
 from ._http import Fetcher, NotFound
 
@@ -23,17 +24,20 @@ if TYPE_CHECKING:
 
 def registry_urls(option: str | None, manifest_registries: list[str]) -> list[str]:
     """The registries to ask, in order: ``--registry``, ``$P2PHOST_REGISTRY``, manifest, default."""
-    for value in (option, os.environ.get("P2PHOST_REGISTRY")):
-        if value:
-            return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
-    return list(manifest_registries) or [DEFAULT_REGISTRY]
+    return plugin_sources(option, manifest_registries) or [DEFAULT_REGISTRY]
 
 
 def plugin_sources(option: str | None, manifest_registries: list[str]) -> list[str]:
     """The registries plugins come from, before the built-in source (none configured: [])."""
-    for value in (option, os.environ.get("P2PHOST_REGISTRY")):
+    for value, origin in ((option, "--registry"), (os.environ.get("P2PHOST_REGISTRY"),
+                                                   "P2PHOST_REGISTRY")):
         if value:
-            return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+            urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+            for url in urls:
+                if not is_registry_url(url):  # else it would be "down", and skipped
+                    raise UserError(f"{origin}: {url!r} is not a registry URL",
+                                    fix=f"write it as {REGISTRY_URL_FORM} (or https://HOST)")
+            return urls
     return list(manifest_registries)
 
 
@@ -152,6 +156,11 @@ class RegistryClient:
             self._builtin = _find_builtin()
         return self._builtin or None
 
+    @property
+    def down(self) -> list[str]:
+        """The registries that did not answer, whose plugins came from the built-in source."""
+        return list(self._down)
+
     def plugin(self, name: str) -> PluginInfo:
         """Every release of ``name``; raises :class:`UnknownPlugin` when no source has it.
 
@@ -185,7 +194,7 @@ class RegistryClient:
                                             "--refresh takes the official plugins from the "
                                             "built-in source)") from None
                 if local is None:
-                    raise refused or exc from None
+                    raise refused or self._typo(norm, exc) or exc from None
                 self._skip(base, exc)
                 continue
             info = _with_builtin(_parse_plugin(base, norm, data), local)
@@ -220,6 +229,19 @@ class RegistryClient:
             if close:
                 fix = f"p2phost plugin install {close[0]}"
         raise UnknownPlugin(message, fix=fix)
+
+    def _typo(self, norm: str, exc: Unreachable) -> Unreachable | None:
+        """``exc`` saying "did you mean" the built-in source's nearest names, if any: while
+        a registry is down they are the names known here."""
+        from .._suggest import close_names, did_you_mean
+
+        close = close_names(norm, self.builtin.wheels) if self.builtin is not None else []
+        if not close:
+            return None
+        return Unreachable(exc.message + did_you_mean(norm, close),
+                           fix=f"p2phost plugin install {close[0]} (the built-in source has "
+                               f"it), or {exc.fix}" if exc.fix else
+                               f"p2phost plugin install {close[0]}")
 
     def _plugin_of_distribution(self, norm: str) -> str | None:
         """The plugin whose distribution is named ``norm`` (``p2phost-echo``: ``echo``)."""

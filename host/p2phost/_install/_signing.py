@@ -173,13 +173,14 @@ def check_lock(lock: Lock, policy: SigningPolicy, warn: Callable[[str], None],
         if entry.publisher_key is None and entry.signature is None:
             unsigned.append(entry)
             continue
-        if not _lock_signature_ok(entry):
+        if not lock_signature_ok(entry):
             raise SignatureRefused(
                 f"p2phost.lock: the signature of {entry.name} {entry.version} "
                 f"({entry.filename}) does not verify with its pinned key "
                 f"{entry.publisher_key}; nothing was installed",
                 fix="restore p2phost.lock from version control, or run "
-                    f"`p2phost plugin install {entry.name}` to lock it again")
+                    f"`p2phost plugin install {entry.name} --yes` (fetches it again and "
+                    "locks the file it verifies)")
     if unsigned and policy.require_signed:
         names = ", ".join(f"{e.name} {e.version}" for e in unsigned)
         raise UnsignedRefused(
@@ -196,7 +197,8 @@ def check_lock(lock: Lock, policy: SigningPolicy, warn: Callable[[str], None],
              "they are what was published (refuse unsigned plugins with --require-signed)")
 
 
-def _lock_signature_ok(entry: LockedFile) -> bool:
+def lock_signature_ok(entry: LockedFile) -> bool:
+    """Whether ``entry``'s signature verifies with the publisher key it pins."""
     if entry.publisher_key is None or entry.signature is None:
         return False
     try:
