@@ -107,12 +107,13 @@ class Dispatcher(Outgoing):
                  trace: bytes = b"") -> Awaitable[None] | None:
         """A MESSAGE or REQUEST as the channel's reader unpacked it (no sender, recipient
         or content type in it): into the owning app's mailbox (an awaitable when full).
-        ``trace``: the context of a sender whose trace is not recorded (received_traced)."""
+        ``trace``: the sender's trace context (the reader's ``on_traced``, this method
+        too: one call per traced frame, not one more)."""
         route = self.routes.get(topic)
         if route is None or route.allow is not None or topic in self._acknowledged:
             return self.on_message(channel, Envelope(
                 Kind.REQUEST if kind else Kind.MESSAGE, message_id, topic, body,
-                deadline=deadline), ack)
+                deadline=deadline, trace=trace), ack)
         peer = channel.peer_id
         # stats.message_in inline: the call costs 3% of a one-way message (instructions.py).
         tally = self._tallies.get((topic, peer)) or self.stats.tally(topic, peer)
@@ -143,8 +144,11 @@ class Dispatcher(Outgoing):
         item.plain = ack is None
         item.trace = b""
         item.token = None
-        if trace:  # not recorded: the bare handler runs, its sends pass the context on
-            item.call, item.trace = route.bare or route.handler, trace
+        if trace and (tracer := self.tracer) is not None:
+            if trace[24] & 1 or tracer.decides:  # (else an unsampled sender's: passed on)
+                trace = tracer.incoming(peer, message_id, trace)  # b"": to be recorded
+            if trace:  # not recorded: the bare handler runs, its sends pass the context on
+                item.call, item.trace = route.bare or route.handler, trace
         item.tally = tally
         if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
             stamp(item)
@@ -152,20 +156,8 @@ class Dispatcher(Outgoing):
             return None
         return route.mailbox.put(peer, item)
 
-    def received_traced(self, channel: Channel, kind: int, message_id: int, deadline: int,
-                        topic: str, body: bytes, ack: Callable[[], None] | None,
-                        trace: bytes) -> Awaitable[None] | None:
-        """:meth:`received` for a message carrying the sender's trace context."""
-        tracer, route = self.tracer, self.routes.get(topic)
-        if tracer is None or route is None or route.allow is not None \
-                or topic in self._acknowledged:  # the general path reads the envelope's
-            return self.on_message(channel, Envelope(
-                Kind.REQUEST if kind else Kind.MESSAGE, message_id, topic, body,
-                deadline=deadline, trace=trace), ack)
-        if not (trace[24] & 1 or tracer.decides):  # an unsampled sender's: passed on
-            return self.received(channel, kind, message_id, deadline, topic, body, ack, trace)
-        return self.received(channel, kind, message_id, deadline, topic, body, ack,
-                             tracer.incoming(channel.peer_id, message_id, trace))
+    #: The reader's ``on_traced`` (a frame carrying its sender's trace context).
+    received_traced = received
 
     def on_message(self, channel: Channel, envelope: Envelope,
                    ack: Callable[[], None] | None) -> Awaitable[None] | None:
@@ -295,12 +287,10 @@ class Dispatcher(Outgoing):
         """A started item's handler returned ``result`` (or raised ``error``): a
         request answered (an awaitable while the outbox has no room), the outcome counted."""
         if (token := item.token) is not None:
-            # Tracing: the context the handler ran in is left once it is answered.
+            # Tracing: the context the handler ran in is left (nothing after the handler
+            # reads it: an answer carries no trace context).
             item.token = None
-            try:
-                return self.finish(peer, item, result, error)
-            finally:
-                self.tracer.leave(token)  # type: ignore[union-attr]
+            self.tracer.leave(token)  # type: ignore[union-attr]
         message = item.message
         assert message is not None
         if error is None:

@@ -91,17 +91,18 @@ class Outgoing(PendingRequests):
         """One message, no reply, queued at once if the outbox has room (None); else its
         frame, for :meth:`send_frame` to wait with (the sender's one coroutine a message
         while there is room)."""
-        # frame(), inline for the common message (a codec's body, not traced, its header
-        # packed already): one call less per message sent.
-        parts = self._headers.get((_MESSAGE, topic)) \
-            if self.tracer is None and type(body) is not Raw else None
+        # frame(), inline for the common message (a codec's body, its header packed
+        # already; traced or not): one call less per message sent.
+        parts = self._headers.get((_MESSAGE, topic)) if type(body) is not Raw else None
         if parts is None:
             frame = self.frame(channel, _MESSAGE, next(self._ids), topic, body)
         else:
+            head, tail = parts
+            if (tracer := self.tracer) is not None and (trace := tracer.outgoing(channel)):
+                head, tail = _TRACED_HEADS[_MESSAGE], tail + trace
             encoded = channel.codec.encode(body)
             try:
-                frame = _join((parts[0], _pack_ids(next(self._ids), 0, 0), parts[1],
-                               encoded))
+                frame = _join((head, _pack_ids(next(self._ids), 0, 0), tail, encoded))
             except struct.error as exc:
                 raise WireError(
                     f"cannot encode envelope: a field is out of range ({exc})") from exc

@@ -184,14 +184,15 @@ class Reader:
         once, else how many were (the last of them the one that must wait) and what to
         wait for (room in the mailbox or the outbox) before the next."""
         channel, on_fields, on_replied = self._channel, self._on_fields, self._on_replied
+        on_traced = self._on_traced
         taken = 0
         for frame in frames:
             taken += 1
             # Media that redeliver (brokers) hand DeliveredFrames carrying an ack.
             ack: Ack | None = None if type(frame) is bytes else getattr(frame, "ack", None)
             # The common frame in one pass: the header unpacked into locals, no envelope
-            # object (a traced one's too, to _traced); anything else (control frames,
-            # frames naming their sender or recipient, bad ones) takes _take_other.
+            # object (a traced one's too); anything else (control frames, frames naming
+            # their sender or recipient, bad ones) is decoded whole, for _general.
             if len(frame) >= _START:
                 version, kind, message_id, correlation_id, deadline, ls, lr, lt, lc = \
                     _unpack(frame)
@@ -219,45 +220,27 @@ class Reader:
                         return taken, self._stall(waiting)
                     continue
                 if kind in _TRACED_APP and version == VERSION and not (ls or lr or lc) \
-                        and end + TRACE_SIZE <= len(frame) and self._on_traced is not None:
-                    # A traced app frame (a tracing node's): its header is unpacked already.
-                    waiting = self._traced(frame, kind ^ TRACED, message_id, deadline, end,
-                                           ack)
+                        and (at := end + TRACE_SIZE) <= len(frame) and on_traced is not None:
+                    # A traced MESSAGE or REQUEST (a tracing node's common frame): the same
+                    # fields, the trace context last, with no call more per frame.
+                    try:
+                        topic = frame[_START:end].decode()
+                    except UnicodeDecodeError as exc:
+                        raise WireError(f"envelope string is not UTF-8: {exc}") from exc
+                    kind ^= TRACED
+                    if kind and self._outbox_bytes >= self._limit:  # (as above: room first)
+                        return taken, self._later(functools.partial(
+                            on_traced, channel, kind, message_id, deadline, topic, frame[at:],
+                            ack, frame[end:at]))
+                    waiting = on_traced(channel, kind, message_id, deadline, topic, frame[at:],
+                                        ack, frame[end:at])
                     if waiting is not None:
-                        return taken, waiting
+                        return taken, self._stall(waiting)
                     continue
-            waiting = self._take_other(frame, ack)
+            waiting = self._general(decode(frame), ack)
             if waiting is not None:
                 return taken, waiting
         return None
-
-    def _take_other(self, frame: bytes, ack: Ack | None) -> Awaitable[None] | None:
-        """A frame that is not a plain app frame (see _take): None when it was taken at
-        once, else what to wait for before the next."""
-        if len(frame) >= _START:
-            version, kind, message_id, _, deadline, ls, lr, lt, lc = _unpack(frame)
-            end = _START + lt
-            if kind in _TRACED_APP and version == VERSION and not (ls or lr or lc) \
-                    and end + TRACE_SIZE <= len(frame) and self._on_traced is not None:
-                return self._traced(frame, kind ^ TRACED, message_id, deadline, end, ack)
-        return self._general(decode(frame), ack)
-
-    def _traced(self, frame: bytes, kind: int, message_id: int, deadline: int, end: int,
-                ack: Ack | None) -> Awaitable[None] | None:
-        # The fast path's fields for a MESSAGE or REQUEST whose trace context follows
-        # its topic (a traced node's common frame): no envelope object either.
-        try:
-            topic = frame[_START:end].decode()
-        except UnicodeDecodeError as exc:
-            raise WireError(f"envelope string is not UTF-8: {exc}") from exc
-        on_traced = self._on_traced
-        assert on_traced is not None
-        body, trace = frame[end + TRACE_SIZE:], frame[end:end + TRACE_SIZE]
-        if kind and self._outbox_bytes >= self._limit:  # as the fast path: room first
-            return self._later(functools.partial(
-                on_traced, self._channel, kind, message_id, deadline, topic, body, ack, trace))
-        waiting = on_traced(self._channel, kind, message_id, deadline, topic, body, ack, trace)
-        return None if waiting is None else self._stall(waiting)
 
     async def _later(self, call: Callable[[], Awaitable[None] | None]) -> None:
         await self._await_room()
