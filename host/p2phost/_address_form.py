@@ -22,24 +22,28 @@ EXAMPLES = {
 }
 #: Schemes whose address must name its port (a broker's has a default one).
 _PORT_REQUIRED = {"tcp", "quic", "ws"}
+#: Schemes of a broker or database holding inboxes: a dial or a letter names the peer
+#: as the URL's fragment (``nats://HOST:PORT#PEERID``).
+_INBOX = {"redis", "nats", "amqp", "mqtt", "postgresql", "postgres"}
 
 
-def check_form(address: str) -> None:
+def check_form(address: str, *, peer: bool = False) -> None:
     """AddressError when ``address`` is malformed in a way no transport accepts
-    (whitespace, no ``scheme://``) or breaks the form of its official scheme."""
-    if address != address.strip() or any(c.isspace() for c in address):
-        raise AddressError(address, "it contains whitespace (remove it)",
-                           expected=suggest(address))
+    (whitespace, no ``scheme://``) or breaks the form of its official scheme. ``peer``:
+    the address is dialled (the fix of a broker's names the peer, ``#PEERID``)."""
+    fix = suggest(address, peer=peer)
+    if any(c.isspace() for c in address):
+        raise AddressError(address, "it contains whitespace (remove it)", expected=fix)
     if "://" not in address:
-        raise AddressError(address, "the address is malformed: `scheme://` expected, e.g. "
-                           f"{suggest(address)}", expected=suggest(address))
+        raise AddressError(address, f"the address is malformed: `scheme://` expected, e.g. "
+                           f"{fix}", expected=fix)
     scheme = address.split("://", 1)[0].lower()
     if scheme not in EXAMPLES or scheme == "mem":
         return  # another plugin's scheme (relay+tcp, ...): its transport checks it
     problem = _problem(scheme, address)
     if problem:
         raise AddressError(address, f"{problem} (expected e.g. {EXAMPLES[scheme]})",
-                           expected=suggest(address))
+                           expected=fix)
 
 
 def _problem(scheme: str, address: str) -> str:
@@ -64,9 +68,16 @@ def _problem(scheme: str, address: str) -> str:
     return ""
 
 
-def suggest(address: str) -> str:
+def suggest(address: str, *, peer: bool = False) -> str:
     """``address`` mended as far as it can be (``tcp:/x`` -> ``tcp://x:7400``): a form
-    :func:`check_form` accepts, else the scheme's example."""
+    :func:`check_form` accepts, else the scheme's example; ``peer``: a broker's address
+    ends in ``#PEERID`` (the placeholder for the peer id ``p2phost run`` prints)."""
+    mended = _mend(address)
+    scheme = mended.split("://", 1)[0]
+    return f"{mended}#PEERID" if peer and scheme in _INBOX and "#" not in mended else mended
+
+
+def _mend(address: str) -> str:
     text = "".join(address.split())
     scheme, sep, rest = text.partition(":/") if "://" not in text else text.partition("://")
     scheme = scheme.lower() if sep and scheme.replace("+", "").isalnum() else ""

@@ -32,5 +32,6 @@ async def test_send_and_request_name_a_malformed_address(
 
 def test_the_blocking_api_names_a_malformed_address(state_dir: StateDir) -> None:
     with p2phost.connect(manifest=manifest(), state_dir=state_dir("client")) as node, \
-            pytest.raises(p2phost.UserError, match=r"no transport plugin serves '127\.0\.0\.1:9'"):
+            pytest.raises(p2phost.UserError, match=r"bad address '127\.0\.0\.1:9': the address "
+                          r"is malformed: `scheme://` expected"):
         node.send("127.0.0.1:9", "echo", {})
