@@ -7,8 +7,10 @@ node meets about once a minute happen hundreds of times in two seconds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -22,6 +24,23 @@ import nats  # noqa: E402
 from p2phost_nats_transport import _streams  # noqa: E402
 
 URL = "nats://127.0.0.1:4222"
+
+
+@contextlib.asynccontextmanager
+async def reading(js: Any, name: str, deliver: Callable[[bytes, Any], Awaitable[None]],
+                  caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
+    """Inbox ``name``'s stream and consumer made, and its pull loop running meanwhile
+    (its warnings captured)."""
+    await _streams.add_stream(js, name)
+    await _streams.fresh_consumer(js, name)
+    with caplog.at_level(logging.WARNING, logger="p2phost.transport.nats"):
+        reader = asyncio.create_task(_streams.pull(js, name, deliver, URL))
+        try:
+            yield
+        finally:
+            reader.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reader
 
 
 async def test_an_idle_stream_is_read_without_warnings(
@@ -40,18 +59,10 @@ async def test_an_idle_stream_is_read_without_warnings(
         got.put_nowait(data)
 
     try:
-        await _streams.add_stream(js, name)
-        await _streams.fresh_consumer(js, name)
-        with caplog.at_level(logging.WARNING, logger="p2phost.transport.nats"):
-            reader = asyncio.create_task(_streams.pull(js, name, deliver, URL))
-            try:
-                await asyncio.sleep(2.0)
-                await js.publish(_streams.inbox_subject(name), b"still read")
-                assert await asyncio.wait_for(got.get(), 10) == b"still read"
-            finally:
-                reader.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await reader
+        async with reading(js, name, deliver, caplog):
+            await asyncio.sleep(2.0)
+            await js.publish(_streams.inbox_subject(name), b"still read")
+            assert await asyncio.wait_for(got.get(), 10) == b"still read"
         warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert warnings == [], warnings
     finally:
@@ -69,21 +80,13 @@ async def test_a_real_failure_is_still_logged_with_a_reason(
     async def deliver(data: bytes, message: Any) -> None:
         raise AssertionError("nothing to deliver")
 
-    await _streams.add_stream(js, name)
-    await _streams.fresh_consumer(js, name)
-    with caplog.at_level(logging.WARNING, logger="p2phost.transport.nats"):
-        reader = asyncio.create_task(_streams.pull(js, name, deliver, URL))
-        try:
-            await asyncio.sleep(0.2)
-            await nc.close()  # the connection is gone: a failure, not an idle stream
-            for _ in range(100):
-                if caplog.records:
-                    break
-                await asyncio.sleep(0.05)
-        finally:
-            reader.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await reader
+    async with reading(js, name, deliver, caplog):
+        await asyncio.sleep(0.2)
+        await nc.close()  # the connection is gone: a failure, not an idle stream
+        for _ in range(100):
+            if caplog.records:
+                break
+            await asyncio.sleep(0.05)
     [record] = caplog.records
     assert "reading the inbox stream" in record.getMessage(), record.getMessage()
     reason = record.getMessage().split("(retrying): ", 1)[1]
