@@ -95,7 +95,8 @@ def _mend(address: str) -> str:
         return example
     if not host:
         return example
-    netloc = parts.netloc if port is not None else f"{parts.netloc}:{defaults.port}"
+    netloc = parts.netloc if port is not None or defaults.port is None \
+        else f"{parts.netloc}:{defaults.port}"
     path = parts.path
     if scheme == "redis" and not path.strip("/").isdigit():
         path = defaults.path

@@ -133,7 +133,8 @@ def test_run_check_fixes_a_miswritten_listen_with_its_own_scheme(
 
 @pytest.mark.parametrize("address", ["tcp:/x", "redis:/bad", "nats:/h:4222", "h:1", "x",
                                      "tcp://h", "tcp://[::1", "redis://h/abc", " tcp://h:1",
-                                     "tcp://h:99999", f"nats:/h#{PEER}", "amqp:/u:p@h/"])
+                                     "tcp://h:99999", f"nats:/h#{PEER}", "amqp:/u:p@h/",
+                                     "mem:/bob"])
 def test_every_suggested_address_passes_the_check(address: str) -> None:
     for peer in (False, True):
         with pytest.raises(AddressError) as caught:
