@@ -16,6 +16,7 @@ from packaging.specifiers import InvalidSpecifier
 
 from p2phost_sdk import is_valid_name, normalize_name, parse_specifier
 
+from ._address_form import suggest
 from ._delivery_settings import DeliverySettings, read_delivery
 from ._errors import ManifestError
 from ._observability._settings import MetricsSettings, read_metrics
@@ -213,9 +214,11 @@ class _Reader:
                          fix="keepalive-timeout = 15")
         for address in values.get("listen", []) + values.get("connect", []):
             if "://" not in address:
-                self.problem("node", "listen" if address in values.get("listen", []) else
-                             "connect", f"{address!r} is not an address URL",
-                             fix='write it as a URL such as "tcp://127.0.0.1:7400"')
+                listen = address in values.get("listen", [])
+                fix = suggest(address, peer=not listen)  # redis:/x: of the scheme it meant
+                self.problem("node", "listen" if listen else "connect",
+                             f"bad address {address!r}: malformed, it is not an address URL: "
+                             "`scheme://` expected", fix=f"write the address as {fix}")
         return NodeSettings(**values)
 
     def read_registries(self, table: dict[str, Any]) -> list[str]:

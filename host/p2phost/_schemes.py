@@ -116,13 +116,19 @@ def no_transport(address: str, where: str, served: Mapping[str, str],
                  installed: Iterable[PluginMetadata], registries: list[str]) -> UserError:
     """The error for ``address`` (named by ``where``) when no loaded transport serves it."""
     scheme = scheme_of(address)
+    if not scheme:  # redis:/x, h:1: malformed, and its fix is of the scheme it meant
+        from p2phost_sdk import AddressError
+
+        from ._address_form import check_form
+
+        try:
+            check_form(address, peer=where != "[node] listen")
+        except AddressError as exc:
+            place = f"in {where} of p2phost.toml, " if where.startswith("[") else ""
+            return UserError(f"{where}: {exc}", fix=f"{place}write the address as {exc.expected}")
     have = ", ".join(f"{s}:// ({n})" for s, n in sorted(served.items())) or "none"
-    names = providers(scheme, installed, registries) if scheme else []
-    if names:
-        fix = f"p2phost plugin install {names[0]}"
-    elif scheme:
-        fix = f"p2phost plugin search {scheme} --kind transport"
-    else:
-        fix = "write the address as a URL, e.g. tcp://127.0.0.1:7400"
-    return UserError(f"{where}: no transport plugin serves {scheme or 'this'}:// in "
+    names = providers(scheme, installed, registries)
+    fix = f"p2phost plugin install {names[0]}" if names else \
+        f"p2phost plugin search {scheme} --kind transport"
+    return UserError(f"{where}: no transport plugin serves {scheme}:// in "
                      f"{address!r} (transports here: {have})", fix=fix)

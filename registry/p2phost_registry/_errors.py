@@ -86,3 +86,7 @@ class StoreError(RegistryError):
     """The store cannot be opened or migrated (bad URL, newer schema, unreachable database)."""
 
     status = 500
+
+
+class ListenFailed(StoreError):
+    """``serve`` cannot listen on its host and port (in use, not an address of this host)."""

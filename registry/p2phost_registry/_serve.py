@@ -15,7 +15,7 @@ from uvicorn.supervisors import Multiprocess
 
 from ._app import create_app
 from ._cache import PAGE_TTL
-from ._errors import StoreError
+from ._errors import ListenFailed, StoreError
 from ._state import WATCH_INTERVAL
 from ._store import DEFAULT_MAX_UPLOAD, Store
 
@@ -80,10 +80,7 @@ def serve(
     except OSError as exc:
         store.close()
         sock.close()
-        raise StoreError(
-            f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port "
-            "(or 0 for any free port)"
-        ) from exc
+        raise ListenFailed(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     sock.listen(2048)
     real_port = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host

@@ -39,6 +39,13 @@ from ._validate import Inspected, inspect_upload
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 
 
+def is_store(data_dir: Path, database: str | None = None) -> bool:
+    """Whether ``data_dir`` holds a registry's store: its ``files`` directory, and its
+    SQLite database unless the metadata lives in ``database`` (what :class:`Store` makes)."""
+    return (data_dir / "files").is_dir() and (
+        database is not None or (data_dir / "registry.sqlite3").is_file())
+
+
 class Store(Catalog):
     """The registry's store under ``data_dir`` (files) and ``database`` (default: SQLite there);
     its reads are the :class:`~._catalog.Catalog`'s."""

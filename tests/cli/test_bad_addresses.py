@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import tomlkit
 
+from p2phost._address_form import check_form
+from p2phost_sdk import AddressError
 from tests.conftest import RunningRegistry, run_cli
 
 from .conftest import cli_env, new_project
@@ -84,3 +86,57 @@ def test_run_refuses_a_malformed_address_in_the_manifest(
     where = f"[{table}] {key}"
     assert f"{where}: bad address" in done.stderr, done.stderr
     assert f"in {where} of p2phost.toml" in done.stderr, done.stderr
+
+
+#: a scheme separator short of a slash, or whitespace -> what the error says about it.
+MISWRITTEN = {"tcp:/x": "`scheme://` expected", "redis:/bad": "`scheme://` expected",
+              "nats:/h:4222": "`scheme://` expected",
+              "tcp://127.0.0.1:17400 ": "whitespace"}
+
+
+def _fixed_address(stderr: str) -> str:
+    """The address the ``fix:`` line says to write (a peer id in place of PEERID)."""
+    return stderr.split("write the address as ", 1)[1].split()[0].replace("PEERID", PEER)
+
+
+@pytest.mark.parametrize("address", list(MISWRITTEN))
+def test_send_to_a_miswritten_address_says_so_and_its_fix_passes(
+        project: tuple[Path, dict[str, str]], address: str) -> None:
+    root, env = project
+    done = run_cli("send", address, "echo", "{}", cwd=root, env=env)
+    _usage_error(done, MISWRITTEN[address])
+    assert "no transport plugin serves" not in done.stderr, done.stderr
+    fixed = _fixed_address(done.stderr)
+    assert fixed.split("://")[0] == address.split(":/")[0], fixed
+    if fixed.startswith("nats"):
+        assert fixed.endswith(f"#{PEER}"), fixed  # a letter to a broker names its peer
+    check_form(fixed, peer=True)
+
+
+def test_run_check_fixes_a_miswritten_listen_with_its_own_scheme(
+        project: tuple[Path, dict[str, str]]) -> None:
+    root, env = project
+    manifest = root / "p2phost.toml"
+    kept = manifest.read_text()
+    doc = tomlkit.parse(kept)
+    doc["node"]["listen"] = ["redis:/bad"]  # type: ignore[index]
+    manifest.write_text(tomlkit.dumps(doc))
+    try:
+        done = run_cli("run", "--check", cwd=root, env=env)
+    finally:
+        manifest.write_text(kept)
+    _usage_error(done, "`scheme://` expected")
+    fixed = _fixed_address(done.stderr)
+    assert fixed.startswith("redis://"), done.stderr
+    check_form(fixed)
+
+
+@pytest.mark.parametrize("address", ["tcp:/x", "redis:/bad", "nats:/h:4222", "h:1", "x",
+                                     "tcp://h", "tcp://[::1", "redis://h/abc", " tcp://h:1",
+                                     "tcp://h:99999", f"nats:/h#{PEER}", "amqp:/u:p@h/",
+                                     "mem:/bob"])
+def test_every_suggested_address_passes_the_check(address: str) -> None:
+    for peer in (False, True):
+        with pytest.raises(AddressError) as caught:
+            check_form(address, peer=peer)
+        check_form(caught.value.expected.replace("PEERID", PEER), peer=peer)

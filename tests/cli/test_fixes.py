@@ -327,7 +327,8 @@ def test_an_address_without_a_scheme_is_told_to_be_a_url_not_to_install_tcp(
     env = cli_env(official_registry, tmp_path / "cache")
     done = run_cli("ping", "127.0.0.1:7400", "--count", "1", cwd=root, env=env)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "fix: write the address as a URL, e.g. tcp://127.0.0.1:7400" in done.stderr
+    assert "`scheme://` expected" in done.stderr, done.stderr
+    assert "fix: write the address as tcp://127.0.0.1:7400" in done.stderr, done.stderr
     assert "plugin install tcp-transport" not in done.stderr
 
 

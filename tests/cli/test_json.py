@@ -168,7 +168,9 @@ def test_key_show(tmp_path: Path) -> None:
 
 def test_registry_token_list(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    data.mkdir()  # a registry's directory (a missing one is refused: tests/registry)
+    from p2phost_registry import Store
+
+    Store(data).close()  # a registry's directory (any other is refused: tests/registry)
     run_cli("registry", "token", "create", "--data", str(data), "--owner", "me", "--scope",
             "shout-codec", check=True)
     listed = output("registry", "token", "list", "--data", str(data), "--json", cwd=tmp_path,

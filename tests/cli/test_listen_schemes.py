@@ -55,3 +55,18 @@ def test_run_check_refuses_a_listen_scheme_no_transport_serves(
     fix = check.stderr.split("fix: ")[1].strip()
     assert fix in run.stderr and fix in doctor.stdout, (fix, run.stderr, doctor.stdout)
 
+
+
+@pytest.mark.parametrize("listen", ["redis:/bad", "127.0.0.1:7400", "tcp:/x",
+                                    "redis://127.0.0.1:6379/abc", "tcp://127.0.0.1:7400 ",
+                                    "tcp://nohost:"])
+def test_init_refuses_a_malformed_listen_address_and_writes_nothing(
+        tmp_path: Path, listen: str) -> None:
+    done = run_cli("init", str(tmp_path / "p"), "--listen", listen)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "bad address" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "p").exists()
+    fix = done.stderr.split("fix: ", 1)[1].split()
+    # The fix, followed, works: init takes the address it suggests.
+    assert fix[:2] == ["p2phost", "init"] and fix[3] == "--listen", fix
+    run_cli("init", str(tmp_path / "p"), "--listen", fix[4], check=True)

@@ -86,8 +86,9 @@ def test_ready_line_and_port_in_use(tmp_path: Path) -> None:
             [*server.proc.args[:-4], "--port", str(port), "--data", str(tmp_path / "b")],
             capture_output=True, text=True, timeout=30,
         )
-        assert clash.returncode != 0
+        assert clash.returncode == 2, clash.stderr  # a usage error, as a node's port in use
         assert f"cannot listen on 127.0.0.1:{port}" in clash.stderr
+        assert "\nfix: pick another --port" in clash.stderr, clash.stderr
         assert "Traceback" not in clash.stderr
     finally:
         server.stop()

@@ -38,3 +38,27 @@ def test_serve_create_makes_an_empty_registry(tmp_path: Path) -> None:
         server.stop()
     listed = run_cli("registry", "token", "list", "--data", str(tmp_path / "new"), timeout=30)
     assert listed.returncode == 0 and "no tokens" in listed.stdout, listed.stderr
+
+
+@pytest.mark.parametrize("args", [("serve", "--port", "0"), ("token", "create", "--owner",
+                                                             "alice"), ("token", "list")])
+def test_a_directory_that_is_not_a_registry_is_refused_not_turned_into_one(
+        tmp_path: Path, args: tuple[str, ...]) -> None:
+    other = tmp_path / "notreg"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine\n")
+    done = run_cli("registry", *args, "--data", str(other), timeout=30)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "exists but is not a registry" in done.stderr, done.stderr
+    assert "\nfix: " in done.stderr and "p2phost_" not in done.stdout, done.stdout
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+def test_a_data_path_that_is_a_file_is_named_as_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "registry.txt"
+    path.write_text("")
+    done = run_cli("registry", "token", "list", "--data", str(path), timeout=30)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "names a file, not a directory" in done.stderr, done.stderr
+    assert "does not exist" not in done.stderr and "\nfix: " in done.stderr
+

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-from p2phost_sdk import PeerUnavailable
+from p2phost_sdk import PeerUnavailable, is_peer_id
 
 from .._errors import UserError
 from .._project import Project
@@ -40,8 +40,8 @@ def _require_transport(project: Project, address: str) -> None:
     from .._plugins import PluginManager
     from .._schemes import no_transport, served_by
 
-    if "://" not in address:
-        return  # a peer id, found by discovery
+    if "://" not in address and (is_peer_id(address) or ":" not in address):
+        return  # a peer id, found by discovery (or a name it will say it never found)
     resolved, _ = PluginManager(project).resolve()
     served = served_by(m for _, _, m, _ in resolved)
     if scheme_of(address) in served:

@@ -50,6 +50,7 @@ def init(
     force: bool = typer.Option(False, "--force", help=f"Overwrite an existing {MANIFEST_NAME}."),
 ) -> None:
     """Write p2phost.toml (a working default: tcp + noise + json + static discovery + echo)."""
+    _check_listen(listen, directory)
     directory = directory.resolve()
     manifest = directory / MANIFEST_NAME
     if manifest.exists() and not force:
@@ -65,6 +66,20 @@ def init(
     console.print(f"wrote {manifest}")
     console.print(f"peer id: {peer_id}")
     console.print("next: p2phost plugin install, then p2phost run")
+
+
+def _check_listen(listen: str, directory: Path) -> None:
+    """Refuse a malformed ``--listen`` before anything is written (a usage error, exit 2):
+    no plugin is installed yet, so the form is checked without one."""
+    from p2phost_sdk import AddressError
+
+    from .._address_form import check_form
+
+    try:
+        check_form(listen)
+    except AddressError as exc:
+        raise UserError(f"--listen: {exc}",
+                        fix=f"p2phost init {directory} --listen {exc.expected}") from None
 
 
 def _with_transport(text: str, listen: str) -> str:

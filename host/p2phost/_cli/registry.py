@@ -28,19 +28,28 @@ def _data_dir(data: Path) -> Path:
     return data.expanduser()
 
 
-def _existing_store(data: Path, *, create: bool = False) -> Path:
-    """``--data`` of a command that uses a store: it must exist (a typo would otherwise
-    make an empty registry and serve or change that), unless ``create`` (``serve --create``;
-    ``seed`` always creates: it is how a registry is made)."""
+def _existing_store(data: Path, *, create: bool = False, database: str | None = None) -> Path:
+    """``--data`` of a command that uses a store: it must hold a registry (a typo would
+    otherwise make an empty registry and serve or change that), unless ``create``
+    (``serve --create``; ``seed`` always creates: it is how a registry is made)."""
+    from p2phost_registry._store import is_store
+
     from .._errors import UserError
 
     path = _data_dir(data)
-    if not create and not path.is_dir():
-        raise UserError(f"no registry at {path}: the --data directory does not exist",
-                        fix=f"check the path; to make a registry there: p2phost registry seed "
-                            f"--data {path} (the official plugins), or p2phost registry serve "
-                            f"--create --data {path} (empty)")
-    return path
+    make = (f"p2phost registry seed --data {path} (the official plugins), or p2phost "
+            f"registry serve --create --data {path} (empty)")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"no registry at {path}: --data names a file, not a directory",
+                        fix="give the registry's directory to --data")
+    if create or is_store(path, database):
+        return path
+    if path.is_dir():
+        raise UserError(f"no registry at {path}: the --data directory exists but is not a "
+                        "registry (no files/ and registry.sqlite3 in it)",
+                        fix=f"check the path; to make a registry in a new directory: {make}")
+    raise UserError(f"no registry at {path}: the --data directory does not exist",
+                    fix=f"check the path; to make a registry there: {make}")
 
 
 def register(app: typer.Typer) -> None:
@@ -91,11 +100,18 @@ def register(app: typer.Typer) -> None:
         Several servers may share one --database (PostgreSQL) and one --data directory.
         """
         from p2phost_registry import serve as run_server
+        from p2phost_registry._errors import ListenFailed
 
-        run_server(host, port, _existing_store(data, create=create), database,
-                   int(max_upload_mb * 1024 * 1024),
-                   public_url=public_url, forwarded_allow_ips=forwarded_allow_ips,
-                   page_ttl=page_ttl, workers=workers, watch_interval=watch_interval)
+        from .._errors import UserError
+
+        try:
+            run_server(host, port, _existing_store(data, create=create, database=database),
+                       database, int(max_upload_mb * 1024 * 1024),
+                       public_url=public_url, forwarded_allow_ips=forwarded_allow_ips,
+                       page_ttl=page_ttl, workers=workers, watch_interval=watch_interval)
+        except ListenFailed as exc:  # as the node says it: a usage error (exit 2), a fix
+            raise UserError(str(exc), fix="pick another --port (0 picks a free port), or "
+                                          "stop the process that uses it") from None
 
     @group.command("seed")
     def seed(

@@ -48,7 +48,7 @@ def register_access(group: typer.Typer, tokens: typer.Typer, data_option: Any,
     def _store(data: Path, database: str | None) -> Any:
         from p2phost_registry import Store
 
-        return Store(data_dir(data), database)
+        return Store(data_dir(data, database=database), database)
 
     def _client(registry: str, token: str | None) -> Any:
         from .._authoring import RegistryClient

@@ -241,6 +241,7 @@ class AsyncNode:
     async def send(self, peer: str, topic: str, body: Any, *, key: str | None = None) -> None:
         """Deliver ``body`` (data or a model instance) on ``topic`` to ``peer`` (a peer id
         or an address), no reply; on acknowledged topics, once it is in the outbox."""
+        _check_topic(topic, "send")
         await self.running.send(peer, topic, to_builtins(body), key=key)
 
     async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0,
@@ -248,6 +249,7 @@ class AsyncNode:
         """Send a request, return the reply (as ``model`` when given). Raises
         ``RequestTimeout``, ``RemoteError`` (the handler failed; names a body's bad field)
         or ``PeerUnavailable``."""
+        _check_topic(topic, "request")
         reply = await self.running.request(peer, topic, to_builtins(body), timeout=timeout)
         if model is None:
             return reply
@@ -258,6 +260,7 @@ class AsyncNode:
 
     async def publish(self, topic: str, body: Any) -> int:
         """Send to every connected peer that handles ``topic``; returns how many."""
+        _check_topic(topic, "publish")
         return await self.running.publish(topic, to_builtins(body))
 
 
@@ -276,3 +279,14 @@ def open_node(project: str | os.PathLike[str] | None = None, *,
     """
     return AsyncNode(project_of(project, manifest, state_dir), apps=apps, control=control,
                      from_mapping=manifest is not None)
+
+
+def _check_topic(topic: str, call: str) -> None:
+    """Refuse an empty topic here, as ``p2phost send`` does: no app handles "" (a
+    MESSAGE or REQUEST frame always names one, docs/wire.md), so the peer could only
+    answer with a RemoteError that carries no fix."""
+    if not topic.strip():
+        raise LibraryError(f"the topic of {call}() is empty: a message goes to the app that "
+                           "handles its topic", fix=f"name the topic, e.g. node.{call}(" +
+                           ("" if call == "publish" else "peer, ") + "\"echo\", {}) "
+                           "(node.topics lists this node's; p2phost describe ADDR a peer's)")

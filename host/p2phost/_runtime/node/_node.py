@@ -392,24 +392,30 @@ class Node(MessagingAPI):
             # The node knows no plugin metadata (and asks no registry): name the search
             # that finds the plugin for this scheme, never a fixed one (``relay+tcp``:
             # the relay plugin).
-            fix = (f"p2phost plugin search {scheme.split('+')[0]} --kind transport" if scheme
-                   else f"write the address as a URL, e.g. {_as_url(address)}, or use a "
-                        "peer id that discovery found")
+            if not scheme:  # tcp:/x, h:1: malformed, whichever transport it meant
+                from ..._address_form import check_form
+
+                try:
+                    check_form(address, peer=True)
+                except AddressError as exc:
+                    raise bad_address(exc) from exc
+            fix = f"p2phost plugin search {scheme.split('+')[0]} --kind transport"
             raise NodeConfigError(
                 f"no transport plugin serves {address!r} (loaded transports: {have})", fix=fix)
         return transport
-
-
-def _as_url(address: str) -> str:
-    """``address`` written as a URL: ``tcp:/h:1`` (a slash short) or ``h:1`` (no scheme)."""
-    scheme, slash, rest = address.partition(":/")
-    return f"{scheme}://{rest.lstrip('/')}" if slash and scheme.isalnum() else f"tcp://{address}"
 
 
 def check_address(transports: Mapping[str, Transport], address: str,
                   where: str | None = None) -> None:
     """NodeConfigError (a usage error) when the transport of ``address`` among
     ``transports`` finds it malformed; ``where`` names the p2phost.toml key it is in."""
+    if any(c.isspace() for c in address):  # 'tcp://h:1 ' is not a bad port: say what it is
+        from ..._address_form import check_form
+
+        try:
+            check_form(address)
+        except AddressError as exc:
+            raise bad_address(exc, where) from exc
     transport = transports.get(address.split("://", 1)[0] if "://" in address else "")
     if transport is None:
         return

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 
-import nats
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -30,6 +29,8 @@ log = logging.getLogger("p2phost.transport.nats")
 _CONSUMER = "node"
 _BATCH = 256
 _ACK_WAIT = 5.0  # a message lost in flight (a cut connection) comes again after this
+#: How long one fetch waits for records: on an idle stream every fetch times out after it.
+_FETCH_WAIT = 1.0
 
 
 def inbox_subject(name: str) -> str:
@@ -85,8 +86,12 @@ async def pull(js: JetStreamContext, name: str, deliver: Deliver, url: str) -> N
                 subscription = await js.pull_subscribe_bind(
                     durable=_CONSUMER, stream=inbox_stream(name))
             try:
-                messages = await subscription.fetch(_BATCH, timeout=1.0)
-            except nats.errors.TimeoutError:
+                messages = await subscription.fetch(_BATCH, timeout=_FETCH_WAIT)
+            except TimeoutError:
+                # Nothing came in time: an idle stream, not a failure. nats-py raises
+                # its own TimeoutError (a subclass), or a bare asyncio.TimeoutError when
+                # the wait ran out between its two pull requests: the builtin
+                # TimeoutError, an OSError, which the handler below took for a failure.
                 messages = []
             stop_if_cancelled()
             failures = 0
@@ -96,7 +101,7 @@ async def pull(js: JetStreamContext, name: str, deliver: Deliver, url: str) -> N
         except (NatsError, OSError) as exc:
             if failures == 0:
                 log.warning("reading the inbox stream on %s failed (retrying): %s: %s",
-                            url, type(exc).__name__, exc)
+                            url, type(exc).__name__, str(exc) or "(no reason given)")
         stop_if_cancelled()
         await asyncio.sleep(backoff(failures))
         failures += 1
