@@ -17,6 +17,7 @@ marked "internal")::
         ├── PublisherKeyMismatch        422  (internal) signed with another key than the
         │                                    owner's registered publisher key
         └── StoreError                  500  the store cannot be opened or migrated
+            └── ListenFailed                 ``serve`` cannot listen on its host and port
 """
 
 from __future__ import annotations

@@ -92,12 +92,15 @@ def gaps(lock: Lock, env: PluginEnvironment, declared: Iterable[str] = ()) -> li
 
 
 def disagreements(lock: Lock, env: PluginEnvironment, declared: Iterable[str]) -> list[Gap]:
-    """Declared plugins ``lock`` lacks, then locked files other than the ones the active
-    generation was built from (no network: the installer's record of that generation)."""
+    """Declared plugins ``lock`` lacks though the active generation was built with them,
+    then locked files other than the ones the active generation was built from (no
+    network: the installer's record of that generation). A declared plugin that was never
+    installed is the plugin manager's report ("not installed"), not a lock's."""
+    built = env.built_from() or {}
     found = [Gap(name, f"{name} is declared in p2phost.toml but has no entry in p2phost.lock",
                  fix="p2phost plugin install --yes (locks it again)")
              for name in sorted({normalize_name(n) for n in declared})
-             if lock.plugin(name) is None]
+             if name in built and lock.plugin(name) is None]
     for entry, installed in changed_hashes(lock, env):
         found.append(Gap(entry.name, f"p2phost.lock gives {entry.name} {entry.version} the "
                          f"sha256 {entry.sha256[:16]}…, but the plugin environment was "
