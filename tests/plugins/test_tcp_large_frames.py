@@ -27,6 +27,20 @@ def run(loop: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     (uvloop.run if loop == "uvloop" else asyncio.run)(asyncio.wait_for(main(), 30))
 
 
+class Sink:
+    """A push-mode sink that keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.ended: list[Exception] = []
+
+    def frames_received(self, frames: list[bytes]) -> None:
+        self.frames += [bytes(f) for f in frames]
+
+    def connection_ended(self, error: Exception) -> None:
+        self.ended.append(error)
+
+
 async def pair() -> tuple[Connection, Connection]:
     transport = TcpTransport(max_frame_size=8 << 20)
     accepted: asyncio.Queue[Connection] = asyncio.Queue()
@@ -249,16 +263,6 @@ def test_a_large_frame_right_behind_the_hello_waits_for_the_handshake_to_lift_it
 def test_push_mode_takes_frames_whose_bytes_straddle_reads_anywhere(loop: str) -> None:
     # A frame's length or body cut anywhere between reads, large frames among small
     # ones: push mode joins only what completes the frame and splits the rest in place.
-    class Sink:
-        def __init__(self) -> None:
-            self.frames: list[bytes] = []
-            self.ended: list[Exception] = []
-
-        def frames_received(self, frames: list[bytes]) -> None:
-            self.frames += [bytes(f) for f in frames]
-
-        def connection_ended(self, error: Exception) -> None:
-            self.ended.append(error)
 
     async def main() -> None:
         transport = TcpTransport(max_frame_size=8 << 20)
@@ -296,14 +300,8 @@ def test_push_mode_on_asyncio_reads_small_frames_plainly_and_large_ones_in_place
     # asyncio's loop: a push-mode connection's small reads come through data_received
     # (no scratch buffer, no copy out of it per read), while the rest of a large frame is
     # read straight into its buffer; the small frames behind it come plainly again.
-    got: list[bytes] = []
-
-    class Sink:
-        def frames_received(self, frames: list[bytes]) -> None:
-            got.extend(bytes(f) for f in frames)
-
-        def connection_ended(self, error: Exception) -> None:
-            pass
+    sink = Sink()
+    got = sink.frames
 
     async def main() -> None:
         sender, receiver = await pair()
@@ -320,7 +318,7 @@ def test_push_mode_on_asyncio_reads_small_frames_plainly_and_large_ones_in_place
             updated(nbytes)
 
         direct.buffer_updated = counting
-        assert receiver.push(Sink())  # type: ignore[arg-type]
+        assert receiver.push(sink)  # type: ignore[arg-type]
         sent = [b"small", BIG, b"tail", b"x" * 1000]
         for frame in sent:
             await sender.send(frame)
@@ -353,19 +351,13 @@ def test_push_mode_hands_reads_to_the_connection_with_no_protocol_step_between(
         original(self, data)
 
     monkeypatch.setattr(DirectProtocol, "data_received", counting)
-    got: list[bytes] = []
-
-    class Sink:
-        def frames_received(self, frames: list[bytes]) -> None:
-            got.extend(bytes(f) for f in frames)
-
-        def connection_ended(self, error: Exception) -> None:
-            pass
+    sink = Sink()
+    got = sink.frames
 
     async def main() -> None:
         nonlocal through_protocol
         sender, receiver = await pair()
-        assert receiver.push(Sink())  # type: ignore[arg-type]
+        assert receiver.push(sink)  # type: ignore[arg-type]
         through_protocol = 0
         sent = [b"one", b"two" * 100, b"three"]
         for frame in sent:
