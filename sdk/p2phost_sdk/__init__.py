@@ -11,6 +11,7 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:  # what type checkers and IDEs read; at run time, __getattr__ below
+    from ._address import format_host_port, parse_host_port
     from ._aio import (
         Backoff,
         TaskOwner,
@@ -42,6 +43,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs read; at run time, __ge
         PeerUnavailable,
         PluginMetadataError,
         PluginTimeout,
+        ProtocolViolation,
         RemoteError,
         RequestTimeout,
         TransportError,
@@ -75,6 +77,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs read; at run time, __ge
     from ._raw import RAW_CONTENT_TYPE, Raw
     from ._security import LayeredConnection, SecureConnection, Security, run_handshake
     from ._signed import CLOCK_SKEW, PresenceBook, PresenceSigner, SignedPresence, presence_payload
+    from ._trace import TraceContext
     from ._transport import (
         AcceptHandler,
         Connection,
@@ -142,6 +145,7 @@ __all__ = [
     "PresenceBook",
     "PresenceSigner",
     "PresenceTable",
+    "ProtocolViolation",
     "RateLimitedLog",
     "Raw",
     "RejectLog",
@@ -152,6 +156,7 @@ __all__ = [
     "SignedPresence",
     "Store",
     "TaskOwner",
+    "TraceContext",
     "Transport",
     "TransportError",
     "allow",
@@ -162,6 +167,7 @@ __all__ = [
     "close_within",
     "contract_of",
     "contract_of_handler",
+    "format_host_port",
     "handler",
     "hookimpl",
     "host_api_compatible",
@@ -170,6 +176,7 @@ __all__ = [
     "is_wildcard",
     "link_addresses",
     "normalize_name",
+    "parse_host_port",
     "parse_specifier",
     "peer_id_from_public_key",
     "permission_of",
@@ -188,6 +195,7 @@ __all__ = [
 #: The private module that defines each public name (the imports above, as data;
 #: tests/sdk/test_exports.py checks that the two agree).
 _DEFINED_IN: dict[str, tuple[str, ...]] = {
+    "._address": ("format_host_port", "parse_host_port"),
     "._aio": ("Backoff", "TaskOwner", "cancel_and_wait", "close_within", "plugin_name",
         "with_timeout"),
     "._app": ("App", "Handler", "Message", "MessageKind", "Messenger", "PeerInfo", "handler"),
@@ -200,7 +208,7 @@ _DEFINED_IN: dict[str, tuple[str, ...]] = {
     "._errors": ("REJECT_REASONS", "AddressError", "AnnouncementError", "BodyInvalid",
         "CodecError", "ConfigError", "ConnectionClosed", "DeliveryError", "FrameTooLarge",
         "HandshakeError", "ModelError", "P2PHostError", "PeerUnavailable", "PluginMetadataError",
-        "PluginTimeout", "RemoteError", "RequestTimeout", "TransportError"),
+        "PluginTimeout", "ProtocolViolation", "RemoteError", "RequestTimeout", "TransportError"),
     "._hooks": ("HookSpecs", "hookimpl"),
     "._identity": ("Identity", "plugin_payload", "verify"),
     "._metadata": ("CAPABILITIES", "KINDS", "PluginMetadata", "is_valid_name", "normalize_name",
@@ -215,6 +223,7 @@ _DEFINED_IN: dict[str, tuple[str, ...]] = {
     "._security": ("LayeredConnection", "SecureConnection", "Security", "run_handshake"),
     "._signed": ("CLOCK_SKEW", "PresenceBook", "PresenceSigner", "SignedPresence",
         "presence_payload"),
+    "._trace": ("TraceContext",),
     "._transport": ("AcceptHandler", "Connection", "DeliveredFrame", "FrameSink", "Listener",
         "Transport", "check_frame_size"),
     "._version": ("HOST_API", "host_api_compatible"),

@@ -19,6 +19,7 @@ from ._authorization import Allow
 from ._authorization import allow as _allow
 from ._delivery import Delivery, Store
 from ._models import Contract, contract_of, to_builtins
+from ._trace import TraceContext
 
 
 class MessageKind(enum.StrEnum):
@@ -108,6 +109,17 @@ class Messenger(Protocol):
         """Close the connections to ``peer`` (a peer id) after a goodbye that gives
         ``reason``, and what was queued on them is sent first; False when none was open.
         A peer that discovery or ``[node] connect`` keeps connected is dialled again."""
+        ...
+
+    def trace_context(self, root: str = "") -> TraceContext | None:
+        """The trace a send made here and now would continue (the running handler's
+        span, or a span app code made current), for a send made later from another task:
+        ``with context.carry(): await node.send(...)`` there continues it (a task the app
+        starts and feeds from its handlers, e.g. a batching or forwarding one, has no
+        handler's span of its own). ``root``: when there is no trace here, begin one with
+        a span of that name on this node (sampled as ``OTEL_TRACES_SAMPLER`` says), so
+        that the sends that follow share it. None when the node does not trace, or there
+        is no trace and no ``root``. Costs a call that returns None when not tracing."""
         ...
 
     async def dead_letter(self, topic: str, body: bytes, *, source: str, reason: str,

@@ -11,6 +11,7 @@ only)::
     │   ├── CodecError                a value cannot be encoded, or bytes decoded
     │   ├── TransportError            cannot listen, dial or move a frame
     │   │   ├── ConnectionClosed      no more frames will come on this connection
+    │   │   │   └── ProtocolViolation the peer broke the protocol (tampered, malformed)
     │   │   ├── FrameTooLarge         a frame over the maximum
     │   │   ├── AddressError          (also a ValueError) an address is malformed: a usage error
     │   │   ├── MediumError           (inbox) a broker or database failed
@@ -67,6 +68,12 @@ class TransportError(P2PHostError):
 
 class ConnectionClosed(TransportError):
     """The connection was closed; no more frames will arrive on it."""
+
+
+class ProtocolViolation(ConnectionClosed):
+    """The peer sent what the protocol forbids (a message that fails authentication, a
+    malformed record), so the connection was closed. The host logs it as a warning: a
+    peer misbehaving or an attack on the path, not a connection that merely ended."""
 
 
 class FrameTooLarge(TransportError):

@@ -45,6 +45,11 @@ class LayeredConnection(SecureConnection):
         self.local_address = inner.local_address
         self.remote_address = inner.remote_address
 
+    def partly_received(self) -> int | None:
+        """The inner connection's bytes of a frame under way (a subclass adds what it
+        assembled itself)."""
+        return self._inner.partly_received()
+
     @abstractmethod
     def _open(self, frames: list[bytes]) -> None:
         """Open the inner connection's ``frames`` into ``self._frames``, in order; raise

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from ._errors import FrameTooLarge
+
+if TYPE_CHECKING:  # (the SDK loads asyncio only where it is used)
+    import asyncio
 
 
 def check_frame_size(frame: bytes, maximum: int) -> None:
@@ -75,6 +78,17 @@ class Connection(ABC):
         slowly but steadily is not cut off; with None, a whole write must be taken within
         the timeout. (A write is cancelled only when the peer took nothing for the
         timeout, and the connection is then closed.)
+        """
+        return None
+
+    def partly_received(self) -> int | None:
+        """Bytes received so far of a frame not yet whole (0 when none is under way), or
+        None when the transport cannot tell (the default).
+
+        The host's keepalive asks it only of a connection that has handed over no frame
+        for a while: a large frame still arriving is traffic, so a slow but steady
+        sender is not cut off as silent. It must cost nothing per frame: report what
+        the transport's reassembly holds anyway.
         """
         return None
 
@@ -157,6 +171,10 @@ class Listener(ABC):
     """An open listening endpoint; ``addresses`` are the real ones (port 0 resolved)."""
 
     addresses: list[str]
+    #: For a listener whose addresses take connections only once something is granted
+    #: (a relay's reservation): an event it sets then, and the host says "listening on"
+    #: only when it is set. None (the default): they take connections at once.
+    serving: asyncio.Event | None = None
 
     @abstractmethod
     async def close(self) -> None:

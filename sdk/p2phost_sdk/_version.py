@@ -7,7 +7,7 @@ from packaging.version import Version
 
 #: The version of the interface between the host and its plugins (PEP 440).
 #: Minor versions only add to the API; a major version may remove or change.
-HOST_API = Version("1.0")
+HOST_API = Version("1.1")
 
 
 def host_api_compatible(specifier: str, host_api: Version = HOST_API) -> bool:

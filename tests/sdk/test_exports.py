@@ -21,15 +21,18 @@ EXPORTS: dict[str, set[str]] = {
     "Message", "MessageKind",
     "Messenger", "P2PHostError", "PeerInfo", "PeerRecord", "PeerUnavailable",
     "PluginContext", "PluginMetadata", "PluginMetadataError", "PluginTimeout",
+    "ProtocolViolation",
     "PresenceBook", "PresenceSigner", "PresenceTable", "RAW_CONTENT_TYPE", "RateLimitedLog",
     "Raw", "REJECT_REASONS", "RejectLog",
     "RemoteError", "RequestTimeout", "SecureConnection", "Security", "SignedPresence",
-    "Store", "TaskOwner", "BodyInvalid", "Contract", "MODEL_KINDS", "ModelError",
+    "Store", "TaskOwner", "TraceContext", "BodyInvalid", "Contract", "MODEL_KINDS", "ModelError",
     "contract_of", "contract_of_handler", "to_builtins", "Transport", "TransportError",
     "allow", "cancel_and_wait",
-    "check_announcement", "check_frame_size", "check_scope", "close_within", "handler",
+    "check_announcement", "check_frame_size", "check_scope", "close_within",
+    "format_host_port", "handler",
     "hookimpl", "host_api_compatible", "is_peer_id", "is_valid_name", "is_wildcard",
-    "link_addresses", "normalize_name", "parse_specifier", "peer_id_from_public_key",
+    "link_addresses", "normalize_name", "parse_host_port", "parse_specifier",
+    "peer_id_from_public_key",
     "permission_of", "plugin_name", "plugin_name_of", "plugin_payload", "presence_payload",
     "public_key_from_peer_id", "run_handshake", "verify", "with_host", "with_timeout",
     },
@@ -54,9 +57,10 @@ EXPORTS: dict[str, set[str]] = {
     "VersionRecord", "create_app", "serve",
     },
     "p2phost": {
-    "App", "AsyncNode", "BlockingNode", "BodyInvalid", "Delivery", "HandlerError",
-    "IdentityInUse", "LibraryError", "Message", "ModelError", "NodeClosed", "PeerInfo",
-    "PeerUnavailable", "RemoteError", "RequestTimeout", "UserError", "__version__",
+    "App", "AsyncNode", "BlockingNode", "BodyInvalid", "ConnectionRefusedByPeer", "Delivery",
+    "HandlerError", "IdentityInUse", "LibraryError", "Message", "ModelError", "NodeClosed",
+    "PeerInfo", "PeerNotTrusted", "PeerUnavailable", "RemoteError", "RequestTimeout",
+    "UserError", "__version__",
     "connect", "handler", "open_node",
     },
 }
@@ -174,3 +178,34 @@ def test_light_sdk_names_do_not_load_the_runtime() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+#: The SDK names HOST_API 1.1 added (docs/plugin-authoring.md, "The host API version"):
+#: a plugin importing one fails to load on a 1.0 host, so it must not claim 1.0.
+ADDED_IN_1_1 = {"ProtocolViolation", "TraceContext", "parse_host_port", "format_host_port"}
+
+
+def test_an_official_plugin_importing_a_1_1_name_declares_host_api_1_1() -> None:
+    import ast
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    from tests.conftest import OFFICIAL
+
+    wrong = []
+    for project in sorted(OFFICIAL.glob("*/pyproject.toml")):
+        used = {alias.name for source in project.parent.glob("src/**/*.py")
+                for node in ast.walk(ast.parse(source.read_text()))
+                if isinstance(node, ast.ImportFrom) and node.module == "p2phost_sdk"
+                for alias in node.names} & ADDED_IN_1_1
+        data = tomllib.loads(project.read_text())
+        host_api = data["tool"]["p2phost"]["plugin"]["host-api"]
+        sdk = next(Requirement(d) for d in data["project"]["dependencies"]
+                   if Requirement(d).name == "p2phost-sdk")
+        if used and ("1.0" in SpecifierSet(host_api) or "1.0" in sdk.specifier):
+            wrong.append(f"{project.parent.name} imports {sorted(used)} but declares "
+                         f"host-api {host_api!r}, {str(sdk)!r}")
+    assert not wrong, "fix: declare host-api >=1.1,<2 and p2phost-sdk>=1.1,<2 in: " \
+        + "; ".join(wrong)

@@ -19,12 +19,12 @@ copies of an early frame come from a sender replaying records (a medium redelive
 frame a few times within the gap timeout, not thousands): the connection is closed and
 the copies let go. Copies past the bound of a frame the node is working on are never
 acknowledged before the node is done with it: a durable medium that redelivers on a
-timer (JetStream every 5 s) makes such copies for as long as a handler runs, and
-acknowledging one would settle the record itself (lost if the node then crashed). Such a
-copy is let go unacknowledged (the held copy's acknowledgement settles it, or the medium
-delivers it again later and it is acknowledged then), unless the medium says it is a
-record of its own (:meth:`~._medium.Medium.record_of`: a sender's append repeated),
-acknowledged at once.
+timer (JetStream every 5 s, unless told the node is still working on it) makes such
+copies for as long as a handler runs, and acknowledging one would settle the record
+itself (lost if the node then crashed). Such a copy is let go unacknowledged (the held
+copy's acknowledgement settles it, or the medium delivers it again later and it is
+acknowledged then), unless the medium says it is a record of its own
+(:meth:`~._medium.Medium.record_of`: a sender's append repeated), acknowledged at once.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+from .._address import port_problem
 from .._context import PluginContext
 from .._errors import AddressError, ForeignRecord, TransportError, UnknownInbox
 from .._peer_ids import is_peer_id
@@ -140,16 +141,22 @@ class InboxTransport(Transport):
         return known
 
     def _parse(self, address: str) -> MediumAddress:
-        scheme = address.split("://", 1)[0] if "://" in address else ""
+        # Case-insensitive (RFC 3986), as the host picks the transport: NATS://... is
+        # nats://... (urlsplit lowers it in the parts, so ``public`` is lower case).
+        scheme = address.split("://", 1)[0].lower() if "://" in address else ""
         example = self.address_example or f"{self.schemes[0]}://HOST:PORT"
         if scheme not in self.schemes:
             raise AddressError(address, f"expected {example}", expected=example)
-        parts = urlsplit(address)
+        try:
+            parts = urlsplit(address)
+        except ValueError as exc:  # an unclosed [IPv6 bracket: an error, not a traceback
+            raise AddressError(address, f"{exc} (expected {example})",
+                               expected=example) from None
         try:
             port = parts.port or self.default_port
         except ValueError:
-            raise AddressError(address, f"the port is not 0-65535 (expected {example})",
-                               expected=example) from None
+            raise AddressError(address, f"{port_problem(parts.netloc, scheme)} (expected "
+                               f"{example})", expected=example) from None
         if not parts.hostname:
             raise AddressError(address, f"no host (expected {example})", expected=example)
         peer_id = parts.fragment or None
