@@ -66,6 +66,24 @@ def test_a_wrong_url_is_one_clear_error(medium: str, url: str, says: str,
 
 
 @pytest.mark.services
+def test_an_upper_case_scheme_is_served_and_its_inbox_found(
+        make_project: ProjectMaker) -> None:
+    """``REDIS://...`` in [node] listen: doctor finds it served, so ``run --check`` takes
+    it too (it said "expected redis://HOST:PORT"), and ``inbox`` finds the inbox there (it
+    said "this node has no inbox"), given either case."""
+    MEDIA["redis"].require()
+    url = MEDIA["redis"].url.replace("redis://", "REDIS://")
+    root = make_project("upper", MEDIA["redis"], url=url)
+    done = run_cli("run", "--check", cwd=root, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for medium in (url, MEDIA["redis"].url):
+        done = run_cli("inbox", "stats", medium, "--json", cwd=root, timeout=30)
+        assert done.returncode == 0, done.stdout + done.stderr
+        [row] = json.loads(done.stdout)
+        assert row["medium"].startswith("redis://127.0.0.1:6379"), row
+
+
+@pytest.mark.services
 def test_addresses_without_a_peer_or_with_a_bad_one(make_project: ProjectMaker) -> None:
     MEDIA["redis"].require()
     root = make_project("client", MEDIA["redis"])

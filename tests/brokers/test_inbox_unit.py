@@ -580,6 +580,8 @@ class PickyTransport(FakeTransport):
 @pytest.mark.parametrize(("address", "says"), [
     ("tcp://medium", "expected fake://HOST:PORT"),
     ("fake://medium:notaport", "the port is not 0-65535"),
+    ("fake://::1:7400", "an IPv6 host goes in brackets: fake://[::1]:7400"),
+    ("fake://[::1:7400", "Invalid IPv6 URL"),  # an error, not a traceback from urlsplit
     ("fake://", "no host"),
     ("fake://medium#nobody", "'nobody' after '#' is not a peer id"),
     ("fake://medium/a/path", "expected fake://HOST (no path)"),  # the medium's own check
@@ -594,3 +596,12 @@ def test_check_address_raises_address_error_before_anything_connects(
     assert caught.value.expected.startswith("fake://")
     picky.check_address("fake://medium")  # well formed: no error
     picky.check_address(f"fake://medium#{Identity.generate().peer_id}")
+
+
+def test_an_upper_case_scheme_is_the_same_medium() -> None:
+    # The host serves NATS://... with the nats transport (schemes are case-insensitive,
+    # as doctor reads them): the transport takes it, as the same medium, not as "expected
+    # nats://HOST:PORT" at start while doctor finds no problem.
+    picky = PickyTransport(peer_id=Identity.generate().peer_id, options=InboxOptions())
+    picky.check_address("FAKE://medium")
+    assert picky.parse("Fake://medium").public == picky.parse("fake://medium").public

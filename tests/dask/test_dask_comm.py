@@ -63,7 +63,10 @@ class Cluster:
             raise AssertionError(f"the Dask client did not finish in {timeout}s\n"
                                  f"{self.tails()}") from exc
         assert done.returncode == 0, f"{done.stderr[-3000:]}\n{self.tails()}"
-        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        # Its answer alone: p2phost's lines (a killed worker's "cannot connect to ... (will
+        # retry)") are log records, which go to stderr, never into a program's output.
+        (answer,) = done.stdout.strip().splitlines()
+        return json.loads(answer)  # type: ignore[no-any-return]
 
     def tails(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"

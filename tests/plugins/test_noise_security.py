@@ -19,6 +19,7 @@ from p2phost_sdk import (
     FrameSink,
     HandshakeError,
     Identity,
+    ProtocolViolation,
     Security,
 )
 from p2phost_sdk.testing import memory_pipe
@@ -256,15 +257,16 @@ class _Sink:
         self.ended = error
 
 
-def _pushed_pair() -> tuple[NoiseConnection, _Pushing, NoiseConnection, _Pushing, _Sink]:
+def _pushed_pair(sender_max: int = 1 << 20, receiver_max: int = 1 << 20
+                 ) -> tuple[NoiseConnection, _Pushing, NoiseConnection, _Pushing, _Sink]:
     key = b"k" * 32
     out, into = _Pushing(), _Pushing()
     sender = NoiseConnection(out, send_cipher=ChaCha20Poly1305(key),
                              recv_cipher=ChaCha20Poly1305(key), remote_peer_id="b",
-                             max_frame_size=1 << 20)
+                             max_frame_size=sender_max)
     receiver = NoiseConnection(into, send_cipher=ChaCha20Poly1305(key),
                                recv_cipher=ChaCha20Poly1305(key), remote_peer_id="a",
-                               max_frame_size=1 << 20)
+                               max_frame_size=receiver_max)
     sink = _Sink()
     assert receiver.push(sink)
     return sender, out, receiver, into, sink
@@ -307,3 +309,42 @@ async def test_push_mode_refuses_a_replayed_message() -> None:
     into.sink.frames_received([out.sent[0]])
     assert sink.frames == [b"once"]
     assert isinstance(sink.ended, ConnectionClosed)
+
+
+@pytest.mark.parametrize(("sender_max", "receiver_max"),
+                         [(1 << 20, 1 << 20), (1024, 4096), (4096, 4096), (1 << 20, 4096)])
+async def test_a_largest_frame_in_the_most_pieces_a_sender_makes_is_taken(
+        sender_max: int, receiver_max: int) -> None:
+    """The bound on pieces refuses no frame a sender makes: the largest one, starting
+    with a 1-byte piece at the end of a message, whatever the two maximums."""
+    sender, out, receiver, into, sink = _pushed_pair(sender_max, receiver_max)
+    before = b"a" * (sender._room - 2 * 4 - 1)  # leaves room for a header and one byte
+    largest = bytes(range(256)) * (min(sender_max, receiver_max) // 256)
+    await sender.send_many([before, largest])
+    assert into.sink is not None
+    for message in out.sent:
+        into.sink.frames_received([message])
+    assert sink.ended is None
+    assert sink.frames == [before, largest]
+    assert len(out.sent) >= receiver._most_pieces - 2  # the bound has little slack
+
+
+@pytest.mark.parametrize(("record", "problem"), [
+    (b"\x80\x00\x00\x00", "an empty piece of a frame"),  # length 0, more follows
+    (b"\x80\x00\x00\x01x", "a frame of the maximum size"),  # 1 byte, more follows
+])
+async def test_records_of_tiny_pieces_close_the_connection_holding_few_pieces(
+        record: bytes, problem: str) -> None:
+    """Each piece of an unfinished frame is kept: a peer sending pieces that carry
+    nothing (or one byte) made the receiver keep millions of them."""
+    _, _, receiver, into, sink = _pushed_pair()
+    assert into.sink is not None
+    most = 0
+    for _ in range(10):  # each message 13,000 records or more
+        into.sink.frames_received([receiver._encrypt(  # (one key each way: see _pushed_pair)
+            pack_nonce(receiver._send_nonce), record * (65519 // len(record)), None)])
+        receiver._send_nonce += 1
+        most = max(most, len(receiver._pieces))
+    assert isinstance(sink.ended, ProtocolViolation)
+    assert problem in str(sink.ended) and into.paused
+    assert most <= receiver._most_pieces == 3 + (1 << 20) // 65515

@@ -20,7 +20,7 @@ from tests.discovery.plugins import use_plugin_source
 
 use_plugin_source("quic-transport")
 
-from p2phost_quic_transport import PREAMBLE, QuicTransport  # noqa: E402
+from p2phost_quic_transport import PREAMBLE, QuicStreamConnection, QuicTransport  # noqa: E402
 
 TIMEOUT = 10.0
 
@@ -206,3 +206,91 @@ async def test_an_end_that_never_wrote_a_frame_closes_at_once_when_the_peer_is_g
         started = loop.time()
         await server.close()
         assert loop.time() - started < 1.0
+
+
+async def test_a_frame_over_the_hosts_cap_gets_no_credit_and_is_refused_when_taken() -> None:
+    # Before its handshake the host caps frames small (Connection.limit_incoming): a peer
+    # that announces 16 MiB gets no flow-control credit past its window for it, and
+    # the connection ends with a reason once the host asks for the frame.
+    window = 128 * 1024
+    transport = QuicTransport(window=window)
+    async with listening(transport) as (address, accepted):
+        client = await transport.dial(address, timeout=TIMEOUT)
+        server = await asyncio.wait_for(accepted.get(), TIMEOUT)
+        server.limit_incoming(65536)
+        sending = asyncio.ensure_future(client.send(bytes(16 * 1024 * 1024)))
+        with pytest.raises(TransportError, match="16777216 bytes, over the maximum of 65536"):
+            await asyncio.wait_for(server.recv(), TIMEOUT)
+        assert server.quic._streams[0].receiver.highest_offset <= window + len(PREAMBLE)
+        with pytest.raises(ConnectionClosed, match="over the maximum of 65536"):
+            await asyncio.wait_for(sending, TIMEOUT)
+        await client.close()
+        await server.close()
+
+
+async def test_a_large_frame_right_behind_the_hello_waits_for_the_cap_to_be_lifted() -> None:
+    # A peer may send a large message as soon as it has this node's hello: it must not
+    # be refused by the cap the handshake still has on when it arrives, only if the
+    # host asks for it with the cap still on.
+    big = bytes(range(256)) * 800
+    for lifted in (True, False):
+        transport = QuicTransport()
+        async with listening(transport) as (address, accepted):
+            client = await transport.dial(address, timeout=TIMEOUT)
+            server = await asyncio.wait_for(accepted.get(), TIMEOUT)
+            server.limit_incoming(65536)
+            await client.send_many([b"hello", big])
+            assert await asyncio.wait_for(server.recv(), TIMEOUT) == b"hello"
+            await asyncio.sleep(0.2)  # all of it here, behind the cap
+            if lifted:
+                server.limit_incoming(None)
+                assert await asyncio.wait_for(server.recv(), TIMEOUT) == big
+            else:
+                with pytest.raises(TransportError, match="over the maximum of 65536"):
+                    await asyncio.wait_for(server.recv(), TIMEOUT)
+            await client.close()
+            await server.close()
+
+
+async def test_a_large_frame_held_whole_behind_queued_frames_is_taken_once_the_cap_lifts() -> None:
+    # The cap is lifted while a small frame is still queued, the large one (under the
+    # window) already here whole behind it: no more bytes will come to split it out, so
+    # lifting the cap must (it waited for the peer's next bytes: a keepalive at best).
+    big = bytes(range(256)) * 800
+    transport = QuicTransport()
+    async with listening(transport) as (address, accepted):
+        client = await transport.dial(address, timeout=TIMEOUT)
+        server = await asyncio.wait_for(accepted.get(), TIMEOUT)
+        server.limit_incoming(65536)
+        await client.send_many([b"hello", b"ping", big])
+        assert await asyncio.wait_for(server.recv(), TIMEOUT) == b"hello"
+        await asyncio.sleep(0.2)  # all of it here: "ping" queued, the large one behind the cap
+        server.limit_incoming(None)
+        assert await asyncio.wait_for(server.recv(), TIMEOUT) == b"ping"
+        assert await asyncio.wait_for(server.recv(), TIMEOUT) == big
+        await client.close()
+        await server.close()
+
+
+async def test_before_the_cap_is_lifted_a_peer_gets_little_credit_then_the_window_opens() -> None:
+    # Before its handshake a peer can make the node hold hardly more than the handshake's
+    # cap (64 KiB, as on tcp), not a whole window (1 MiB). Once the node reads, with a
+    # cap still on (Noise's messages after its handshake), the window opens as it reads.
+    transport = QuicTransport()
+    async with listening(transport) as (address, accepted):
+        client = await transport.dial(address, timeout=TIMEOUT)
+        server = await asyncio.wait_for(accepted.get(), TIMEOUT)
+        assert isinstance(server, QuicStreamConnection)
+        server.limit_incoming(65536)
+        frames = [bytes([i]) * 60_000 for i in range(100)]
+        sending = asyncio.ensure_future(client.send_many(frames))
+        held = await settled(lambda: server.quic._streams[0].receiver.highest_offset)
+        assert held <= len(PREAMBLE) + 4 + 64 * 1024
+        server.limit_incoming(65535)
+        async with asyncio.timeout(TIMEOUT):
+            for frame in frames:
+                assert await server.recv() == frame
+            await sending
+        assert server.quic._streams[0].max_stream_data_local >= transport.window
+        await client.close()
+        await server.close()

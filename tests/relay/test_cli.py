@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from p2phost._project import Project
 from p2phost._runtime.node._control import query_control
 from tests.conftest import write_project
-from tests.runtime.processes import RunningNode
+from tests.runtime.processes import RunningNode, free_port
 
 PLUGINS = ["tcp-transport", "noise-security", "json-codec", "echo", "relay"]
 
@@ -54,3 +55,41 @@ def test_ping_and_send_reach_a_node_through_a_relay(
             behind.stop()
     finally:
         relay.stop()
+
+
+def _until_logged(node: RunningNode, words: str, times: int = 1, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while node.stderr.count(words) < times:
+        assert time.monotonic() < deadline, f"not logged {times}x: {words!r}\n{node.stderr}"
+        time.sleep(0.05)
+
+
+def test_a_relayed_address_is_said_once_the_relay_grants_the_reservation(
+        tmp_path: Path, official_wheels: dict[str, Path]) -> None:
+    # overlay.md: `p2phost run` prints the relayed address once the relay granted the
+    # reservation: not while a node that does not relay refuses it, nor while the relay
+    # is down, and then as soon as a relay comes up there and grants it.
+    wheels = [official_wheels[p] for p in PLUGINS]
+    relay_at = f"relay+tcp://127.0.0.1:{free_port()}"
+    roots = {name: tmp_path / name for name in ("relay", "behind")}
+    listen = [relay_at.removeprefix("relay+")]
+    write_project(roots["relay"], PLUGINS, wheels=wheels, listen=listen)
+    not_a_relay = RunningNode(roots["relay"])
+    write_project(roots["behind"], PLUGINS, wheels=wheels, listen=[relay_at])
+    behind = RunningNode(roots["behind"], listening=False)
+    try:
+        _until_logged(behind, "not a relay")
+        not_a_relay.stop()
+        _until_logged(behind, "no reservation on the relay", times=2)  # then down
+        assert not [line for line in behind.lines if line.startswith("listening on")], \
+            behind.lines
+        write_project(roots["relay"], PLUGINS, listen=listen, config={"relay": {"serve": True}})
+        relay = RunningNode(roots["relay"])
+        try:
+            line = behind.wait_for("listening on ", timeout=40)
+            assert line == f"listening on {relay_at}/p2p-circuit/{behind.peer_id}"
+            assert "reachable through the relay" in behind.stderr
+        finally:
+            relay.stop()
+    finally:
+        behind.stop()

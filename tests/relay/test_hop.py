@@ -66,6 +66,9 @@ def test_addresses_say_what_is_wrong() -> None:
     assert parse(f"relay+tcp://1.2.3.4:7400/p2p-circuit/{peer}", target=True).relay \
         == "tcp://1.2.3.4:7400"
     assert parse("relay+ws://h:1/path", target=False).relay == "ws://h:1/path"
+    # served by this plugin as the host reads schemes (case-insensitive), so parsed alike
+    assert parse(f"RELAY+TCP://1.2.3.4:7400/p2p-circuit/{peer}", target=True) \
+        == parse(f"relay+tcp://1.2.3.4:7400/p2p-circuit/{peer}", target=True)
     for bad in ("tcp://1.2.3.4:7400", "relay+udp://x:1/p2p-circuit/" + peer,
                 "relay+tcp://x:1/p2p-circuit/notapeer"):
         with pytest.raises(RelayError, match="bad address") as raised:

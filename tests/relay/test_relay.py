@@ -92,6 +92,26 @@ async def test_a_node_that_does_not_relay_refuses_with_the_fix() -> None:
             await dialler.connect(f"relay+{plain.addresses[0]}/p2p-circuit/{plain.peer_id}")
 
 
+async def test_a_relayed_listen_address_is_said_once_a_relay_grants_it() -> None:
+    # What `p2phost run` prints as "listening on": a node that does not relay grants no
+    # reservation, so its relayed address is never said; a relay that serves says it.
+    async with relay_network() as make:
+        plain, _ = await make()
+        refused, refused_service = await make(listen=("relay+" + plain.addresses[0],),
+                                              mem=False)
+        said: list[str] = []
+        refused.when_listening(said.append)
+        await wait_until(lambda: refused_service.counters["reservation failed"] >= 2, 10,
+                         "the reservation refused twice")
+        assert said == []
+        relay, _ = await make({"serve": True})
+        target, _ = await make(listen=("relay+" + relay.addresses[0],), mem=False)
+        target.when_listening(said.append)
+        await wait_until(lambda: said != [], 10, "the relayed address said")
+        assert said == target.addresses
+        assert said == [f"relay+{relay.addresses[0]}/p2p-circuit/{target.peer_id}"]
+
+
 async def test_malformed_and_stray_relay_messages_are_dropped_and_counted() -> None:
     async with relay_network() as make:
         relay, hop = await make({"serve": True}, max_frame_size=64 * 1024)

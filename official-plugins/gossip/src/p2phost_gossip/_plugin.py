@@ -15,7 +15,16 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from p2phost_sdk import App, ConfigError, Message, Messenger, PeerInfo, PeerUnavailable, handler
+from p2phost_sdk import (
+    App,
+    ConfigError,
+    Message,
+    Messenger,
+    PeerInfo,
+    PeerUnavailable,
+    TraceContext,
+    handler,
+)
 
 from ._messages import GossipMessage, Signer
 from ._router import Router
@@ -36,8 +45,8 @@ def gossip_of(peer_id: str) -> GossipApp:
     app = _running.get(peer_id)
     if app is None:
         raise PeerUnavailable(
-            "gossip is not running in this node; fix: add gossip = \"*\" under [plugins] in "
-            "p2phost.toml (`p2phost add gossip`), and publish from the app's start() or later")
+            "gossip is not running in this node; fix: p2phost plugin install gossip (it adds "
+            "gossip to [plugins] in p2phost.toml), and publish from the app's start() or later")
     return app
 
 
@@ -68,30 +77,47 @@ def settings_of(name: str, config: Mapping[str, Any]) -> GossipSettings:
 
 
 class _Outbox:
-    """The router's Wire: a bounded queue a sender task drains into ``node.send``."""
+    """The router's Wire: a bounded queue a sender task drains into ``node.send``.
+
+    Each frame keeps the trace context current where it was queued (the handler of the
+    message it forwards, or the publish), and the sender continues it: its send is then
+    a child of that handler's span, not a trace of its own (docs/operations.md)."""
 
     def __init__(self, size: int) -> None:
-        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(size)
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any], TraceContext | None]] = \
+            asyncio.Queue(size)
         self.dropped = 0
         self.failed = 0
+        #: The node's ``trace_context`` once the app started (a node that does not trace
+        #: returns None: one call per frame).
+        self.trace: Callable[..., TraceContext | None] = _untraced
 
     def send(self, peer_id: str, frame: dict[str, Any]) -> None:
         try:
-            self.queue.put_nowait((peer_id, frame))
+            self.queue.put_nowait((peer_id, frame, self.trace()))
         except asyncio.QueueFull:
             self.dropped += 1
 
     async def run(self, node: Messenger, timeout: float) -> None:
         while True:
-            peer_id, frame = await self.queue.get()
+            peer_id, frame, trace = await self.queue.get()
             try:
                 async with asyncio.timeout(timeout):
-                    await node.send(peer_id, TOPIC, frame)
+                    if trace is None:
+                        await node.send(peer_id, TOPIC, frame)
+                    else:
+                        with trace.carry():
+                            await node.send(peer_id, TOPIC, frame)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a closed connection: repair covers the lost frame
                 self.failed += 1
                 log.debug("gossip frame to %s lost: %s", peer_id, exc)
+
+
+def _untraced(root: str = "") -> TraceContext | None:
+    """`Messenger.trace_context` before the app started, or on a host without it."""
+    return None
 
 
 class GossipApp(App):
@@ -110,6 +136,7 @@ class GossipApp(App):
         self._router: Router | None = None
         self._sign = sign
         self._tasks: list[asyncio.Task[None]] = []
+        self._trace: Callable[..., TraceContext | None] = _untraced
         if peer_id is not None:
             # Known from the plugin context: other apps of the node may subscribe and
             # publish from their own start(), whichever app the host starts first.
@@ -135,9 +162,15 @@ class GossipApp(App):
     def publish(self, topic: str, data: Any) -> str:
         """Send ``data`` (anything the codec carries) to every subscriber of ``topic``.
 
-        Returns the message id at once; the frames leave through the outbox.
+        Returns the message id at once; the frames leave through the outbox. Traced, the
+        publish continues the trace current here (a handler's), else begins one with a
+        ``publish TOPIC`` span: every hop's spans of the message are in that trace.
         """
-        return self.router.publish(topic, data)
+        trace = self._trace(f"publish {topic}")
+        if trace is None:
+            return self.router.publish(topic, data)
+        with trace.carry():  # the frames queued now take it (_Outbox.send)
+            return self.router.publish(topic, data)
 
     def subscribe(self, topic: str, subscriber: Subscriber | None = None) -> None:
         """Receive and relay ``topic``; ``subscriber`` is called with each message."""
@@ -162,6 +195,8 @@ class GossipApp(App):
     async def start(self, node: Messenger) -> None:
         """Make the router, greet connected peers, subscribe ``topics``, start the tasks."""
         self.node = node
+        # A host older than Messenger.trace_context: no traces carried.
+        self._trace = self._outbox.trace = getattr(node, "trace_context", _untraced)
         if self._router is None:
             self._make_router(node.peer_id)
         for peer in node.peers():

@@ -36,7 +36,7 @@ from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
-from p2phost_sdk import AddressError, TransportError
+from p2phost_sdk import AddressError, TaskOwner, TransportError
 from p2phost_sdk.inbox import (
     Deliver,
     InboxFull,
@@ -49,8 +49,10 @@ from p2phost_sdk.inbox import (
     UnknownInbox,
 )
 
+from . import _streams
 from ._accounts import Accounts
 from ._batches import BATCH_MAGIC, BATCHES_WELCOME, batch, unbatch
+from ._progress import InProgress
 from ._streams import add_stream, fresh_consumer, inbox_stream, inbox_subject, limit_stream, pull
 
 log = logging.getLogger("p2phost.transport.nats")
@@ -76,7 +78,9 @@ class NatsMedium(Medium):
         self._connect_url = address.url
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._reader: asyncio.Task[None] | None = None
+        #: JetStream: the inbox's reader, and the task keeping what it read in progress.
+        self._tasks = TaskOwner(f"NATS at {self.url}", logger=log)
+        self.in_progress = InProgress(_streams.ACK_WAIT)
         #: Core NATS: the inbox's subscription (its callback runs in nats-py's task).
         self._subscription: Subscription | None = None
         self._inbox = ""
@@ -129,7 +133,7 @@ class NatsMedium(Medium):
         self._inbox = name
         if self._js is not None:
             await self._open_stream(self._js, name)
-            work = pull(self._js, name, deliver, self.url)
+            work = pull(self._js, name, deliver, self.url, self.in_progress)
         else:
             async def on_message(message: Msg) -> None:
                 data = message.data
@@ -154,8 +158,8 @@ class NatsMedium(Medium):
                 raise MediumUnavailable(f"NATS at {self.url}: cannot subscribe to the inbox: "
                                         f"{exc}") from exc
             return
-        self._reader = asyncio.get_running_loop().create_task(
-            work, name=f"nats reader {name[:12]}")
+        self._tasks.spawn(work, name=f"nats reader {name[:12]}")
+        self._tasks.spawn(self.in_progress.keep(), name=f"nats in progress {name[:12]}")
 
     async def create_inbox(self, name: str) -> None:
         """The work-queue stream: what is published before the node first runs waits
@@ -324,6 +328,7 @@ class NatsMedium(Medium):
             for message in tokens:
                 if isinstance(message, Msg):
                     await message.ack()
+                    self.in_progress.done(message)
                     self._account.note_acked(message)
             if self._accounts is not None and "-" not in name:
                 # After the acks: a node killed in between (a few ms) leaves this batch
@@ -336,10 +341,7 @@ class NatsMedium(Medium):
     async def close(self, *, delete_inbox: bool) -> None:
         """Stop reading; delete a short-lived inbox's stream; disconnect."""
         self._closing = True
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-            self._reader = None
+        await self._tasks.close()
         if self._subscription is not None:
             with contextlib.suppress(NatsError, OSError):
                 await self._subscription.unsubscribe()

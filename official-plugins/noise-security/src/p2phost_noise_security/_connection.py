@@ -7,8 +7,17 @@ piece's length, with the top bit set when the frame goes on in the next record. 
 small frames sent together share one message (one AEAD call, one underlying frame),
 and a frame larger than a Noise message (65535 bytes) spans several.
 
+A frame's pieces are never empty, and one of the maximum size needs at most
+``3 + max_frame_size // 65515`` of them (the first and last pieces may be small; each
+between them fills a message; a sender with a smaller maximum than 65535 bytes makes
+smaller messages, but then its frames need 3 at most), so a record that breaks either
+rule is malformed and the connection is closed (``ProtocolViolation``). Without the
+bound a peer could send millions of tiny pieces, each kept until the frame ends, at
+little cost per byte.
+
 Nonces are implicit and in order: a message that was altered, replayed, reordered,
-dropped or cut fails authentication, and the connection is closed.
+dropped or cut fails authentication, and the connection is closed (``ProtocolViolation``:
+the host logs it as a warning).
 
 In push mode (``Connection.push``, through ``LayeredConnection``) each read's messages
 are decrypted in the underlying connection's callback and their frames handed on.
@@ -28,6 +37,7 @@ from p2phost_sdk import (
     ConnectionClosed,
     FrameTooLarge,
     LayeredConnection,
+    ProtocolViolation,
     check_frame_size,
 )
 
@@ -63,6 +73,9 @@ class NoiseConnection(LayeredConnection):
         self._sending = 0
         # The pieces of a frame that spans several messages, and their bytes so far.
         self._pieces: list[memoryview] = []
+        # The most pieces a frame needs, whatever the sender's maximum (see the
+        # module's docstring): more is a malformed record, not a large frame.
+        self._most_pieces = 3 + max_frame_size // (MAX_MESSAGE - TAGLEN - _HSIZE)
         self._assembled = 0
         self._assembling = False
         self.remote_peer_id = remote_peer_id
@@ -129,6 +142,12 @@ class NoiseConnection(LayeredConnection):
     def unsent(self) -> int | None:
         """What the raw connection still holds (sealed frames, handed to it whole)."""
         return self._inner.unsent()
+
+    def partly_received(self) -> int | None:
+        """The pieces of a frame assembled so far, and the raw connection's part of the
+        next message."""
+        inner = self._inner.partly_received()
+        return None if inner is None else self._assembled + inner
 
     def try_send(self, frame: bytes) -> bool:
         """Encrypt and hand over one small frame at once when nothing is being sent."""
@@ -222,6 +241,13 @@ class NoiseConnection(LayeredConnection):
     def _assemble(self, piece: memoryview, more: bool) -> None:
         """Add a piece of a frame that spans several messages (kept as a view of its
         plaintext; the frame is joined once, at its last piece)."""
+        if not piece:  # a sender never makes one: it would cost a record and carry nothing
+            self._fail("carried an empty piece of a frame (a record of length 0 in a frame "
+                       "that spans several records)")
+        if len(self._pieces) >= self._most_pieces:
+            self._fail(f"carried piece {len(self._pieces) + 1} of a frame, over the "
+                       f"{self._most_pieces} a frame of the maximum size "
+                       f"({self._max} bytes) needs")
         self._pieces.append(piece)
         self._assembled += len(piece)
         self._assembling = more
@@ -236,7 +262,7 @@ class NoiseConnection(LayeredConnection):
             self._assembled = 0
 
     def _fail(self, problem: str) -> NoReturn:
-        raise ConnectionClosed(
+        raise ProtocolViolation(
             f"a Noise message from {self.remote_address} {problem}; connection closed"
         )
 

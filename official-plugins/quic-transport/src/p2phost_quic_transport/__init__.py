@@ -6,9 +6,15 @@ from collections.abc import Sequence
 
 from p2phost_sdk import PluginContext, Transport, hookimpl
 
-from ._address import format_address, parse_address
 from ._connection import PREAMBLE, QuicStreamConnection
-from ._transport import ALPN, MAX_PENDING, QuicListener, QuicTransport
+from ._transport import (
+    ALPN,
+    MAX_PENDING,
+    QuicListener,
+    QuicTransport,
+    format_address,
+    parse_address,
+)
 
 __all__ = [
     "ALPN",

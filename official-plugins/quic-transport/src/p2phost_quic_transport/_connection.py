@@ -35,6 +35,10 @@ _LENGTH = struct.Struct("!I")
 _CLOSE_TIMEOUT = 2.0
 # Bytes written but not yet sent before ``send`` waits (the sender's half of the bound).
 _SEND_BUFFER = 256 * 1024
+#: The flow-control credit a peer has before this node read anything (the QUIC transport
+#: parameters): the preamble and one frame of 64 KiB, the host's cap before its handshake.
+#: A peer that is not through the handshake can make the node hold little more.
+FIRST_CREDIT = len(PREAMBLE) + 4 + 64 * 1024
 
 
 class QuicStreamConnection(Connection):
@@ -48,12 +52,17 @@ class QuicStreamConnection(Connection):
         self.local_address = local_address
         self.remote_address = remote_address
         self._max = max_frame_size
+        #: The largest frame accepted now: small until the host's handshake is done.
+        self._limit = max_frame_size
         self._window = window
         self._frames: deque[bytes] = deque()
         self._buffer = bytearray()
         self._need = 4  # bytes the frame being assembled needs in all (header included)
         self._consumed = 0  # stream bytes handed to the reader (the preamble included)
-        self._granted = window
+        self._granted = FIRST_CREDIT
+        # The whole window at once: the host lifted its cap, or read without setting one.
+        self._whole = False
+        self._capped = False  # the host set a cap (``limit_incoming``)
         self._written = 0
         self._preamble_sent = 0  # of ``_written``: the preamble, not a frame
         self._preamble = on_ready is not None  # an accepted connection waits for it
@@ -126,13 +135,17 @@ class QuicStreamConnection(Connection):
         self.wake()
 
     def _split(self) -> None:
-        data, offset, limit = self._buffer, 0, self._max
+        data, offset, limit = self._buffer, 0, self._limit
         end = len(data)
         while end - offset >= 4:
             (size,) = _LENGTH.unpack_from(data, offset)
             if size > limit:
-                raise FrameTooLarge(f"{self.remote_address} sent a frame of {size} bytes, over "
-                                    f"the maximum of {limit} bytes")
+                if limit == self._max:
+                    raise self._too_large(size)
+                # Over the host's cap: judged when the host asks for it (``recv``), as
+                # the handshake may lift the cap first (a peer may send a large message
+                # as soon as it has this node's hello). Meanwhile it gets no more credit.
+                break
             stop = offset + 4 + size
             if stop > end:
                 break
@@ -140,6 +153,10 @@ class QuicStreamConnection(Connection):
             offset = stop
         del data[:offset]
         self._need = 4 + _LENGTH.unpack_from(data)[0] if len(data) >= 4 else 4
+
+    def _too_large(self, size: int) -> FrameTooLarge:
+        return FrameTooLarge(f"{self.remote_address} sent a frame of {size} bytes, over the "
+                             f"maximum of {self._limit} bytes")
 
     def _fail(self, error: TransportError) -> None:
         if self._error is None:
@@ -149,12 +166,22 @@ class QuicStreamConnection(Connection):
         self.wake()
 
     def _grant(self) -> None:
-        # A frame larger than the window still gets all the room it needs once it is
-        # the next one to read.
-        room = self._window if self._frames else max(self._window, self._need)
+        # The room beyond what was read grows with what the node has read (doubling each
+        # round trip while it reads), up to the window: the host reads only a few small
+        # frames of a peer not through its handshake, so such a peer can make the node
+        # hold little more than FIRST_CREDIT (tcp holds one capped frame), while a
+        # connection in use reaches the whole window within a few round trips.
+        room = self._window if self._whole \
+            else min(self._window, max(FIRST_CREDIT, self._consumed))
+        # The reader waits for the rest of a frame the peer has no credit to send (one
+        # larger than the room, or a smaller one the last grant cut): credit now, all
+        # the frame needs, if the host's cap lets it in.
+        waiting = not self._frames and self._need - 4 <= self._limit \
+            and self._consumed + self._need > self._granted
+        if waiting:
+            room = max(room, self._need)
         allowed = self._consumed + room
-        if allowed - self._granted >= self._window // 2 or (
-                allowed > self._granted and not self._frames and self._need > self._window):
+        if allowed - self._granted >= room // 2 or (waiting and allowed > self._granted):
             self._granted = allowed
             self.quic.grant(STREAM, allowed)
             self.protocol.transmit_soon()
@@ -217,6 +244,29 @@ class QuicStreamConnection(Connection):
         self._write(b"".join(parts))
         await self._drain()
 
+    def partly_received(self) -> int:
+        """Bytes of the frame being assembled (the stream's bytes after the last whole
+        frame)."""
+        return len(self._buffer)
+
+    def limit_incoming(self, size: int | None) -> None:
+        """Refuse incoming frames over ``size`` bytes (None: ``max_frame_size`` again,
+        and the whole window at once); a peer gets no flow-control credit beyond its
+        room for a frame over it."""
+        self._limit = self._max if size is None else min(size, self._max)
+        self._whole = size is None
+        self._capped = True
+        # Even with frames still queued: a frame held back whole behind them gets no
+        # more data to split it out, and would wait for the peer's next bytes.
+        if self._buffer and self._error is None:
+            try:  # a frame held back by the cap, and those behind it
+                self._split()
+            except FrameTooLarge as exc:
+                self._fail(exc)
+                return
+            self._grant()
+            self.wake()
+
     async def recv(self) -> bytes:
         """The next frame."""
         while not self._frames:
@@ -224,6 +274,9 @@ class QuicStreamConnection(Connection):
                 raise ConnectionClosed(f"connection to {self.remote_address} is closed")
             if self._error is not None:
                 raise self._error
+            if len(self._buffer) >= 4 and self._need - 4 > self._limit:
+                self._fail(self._too_large(self._need - 4))  # (the host asks for it)
+                continue
             if self._peer_done or self._ended:
                 raise ConnectionClosed(f"{self.remote_address} closed the connection"
                                        if self._peer_done or self._ended == "closed" else
@@ -231,6 +284,8 @@ class QuicStreamConnection(Connection):
             await self._wait()
         frame = self._frames.popleft()
         self._consumed += 4 + len(frame)
+        # A reader that never capped frames (not the host's handshake) wants the window.
+        self._whole = self._whole or not self._capped
         self._grant()
         return frame
 

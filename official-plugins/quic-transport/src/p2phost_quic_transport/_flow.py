@@ -4,9 +4,11 @@ aioquic hands every byte to the application as it arrives and doubles the peer's
 window whenever half of it is used, whether or not anything was read: a fast sender and
 a slow reader would grow the reader's memory without bound. Here the window a peer gets
 on a stream is exactly what the reader allows (:meth:`CreditedQuic.grant`): bytes read
-plus a fixed window. So a peer can never have more than ``window`` unread bytes (or one
-frame, if larger) in this node's memory, and a slow reader slows the sender, as TCP's
-receive window does.
+plus a room of at most ``window`` (small until the node has read, see
+``QuicStreamConnection._grant``). So a peer can never have more than ``window`` unread
+bytes (or one frame, if larger) in this node's memory, and a slow reader slows the
+sender, as TCP's receive window does. The connection's limit is the stream's plus the
+first credit (``max_stream_data``), for what a peer sends on streams it should not open.
 
 This overrides two private methods of ``aioquic.quic.connection.QuicConnection``; the
 plugin pins ``aioquic<2`` and its tests check the bound, so a change there is caught.

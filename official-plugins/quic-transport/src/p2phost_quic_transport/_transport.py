@@ -27,17 +27,36 @@ from aioquic.quic.packet import (
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from p2phost_sdk import AcceptHandler, Connection, Listener, Transport, TransportError
+from p2phost_sdk import (
+    AcceptHandler,
+    Connection,
+    Listener,
+    Transport,
+    TransportError,
+    format_host_port,
+    parse_host_port,
+)
 
-from ._address import format_address, parse_address
 from ._certificate import ephemeral_certificate
-from ._connection import QuicStreamConnection
+from ._connection import FIRST_CREDIT, QuicStreamConnection
 from ._flow import CreditedQuic
 
 #: The TLS ALPN protocol both ends name.
 ALPN = "p2phost"
 #: Incoming connections in their handshake at once, per listener, by default.
 MAX_PENDING = 256
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``quic://HOST:PORT`` as ``(host, port)``; AddressError says what is wrong."""
+    return parse_host_port(address, scheme="quic")
+
+
+def format_address(name: object) -> str:
+    """The URL of a socket address ``(host, port, ...)`` ("" for anything else)."""
+    if not isinstance(name, tuple) or len(name) < 2:
+        return ""
+    return format_host_port(str(name[0]), int(name[1]), scheme="quic")
 # A client's first datagram is at least this long (RFC 9000 14.1): smaller ones that do
 # not belong to a connection are not worth an answer.
 _MIN_INITIAL = 1200
@@ -189,8 +208,11 @@ class QuicTransport(Transport):
     def _configuration(self, *, is_client: bool) -> QuicConfiguration:
         return QuicConfiguration(
             is_client=is_client, alpn_protocols=[ALPN], idle_timeout=self.idle_timeout,
-            max_datagram_size=self.max_datagram_size, max_stream_data=self.window,
-            max_data=2 * self.window, congestion_control_algorithm=self.congestion_control,
+            # A peer's first credit is small (``FIRST_CREDIT``, on all streams together):
+            # it grows as the node reads (``QuicStreamConnection._grant``), so a peer
+            # not through the host's handshake cannot make the node hold a window.
+            max_datagram_size=self.max_datagram_size, max_stream_data=FIRST_CREDIT,
+            max_data=FIRST_CREDIT, congestion_control_algorithm=self.congestion_control,
             # Not for identity: the security plugin proves who the peer is (see README).
             verify_mode=ssl.CERT_NONE,
         )

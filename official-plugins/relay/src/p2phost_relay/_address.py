@@ -41,9 +41,13 @@ class RelayAddress:
 def parse(address: str, *, target: bool) -> RelayAddress:
     """``address`` split; RelayAddressError saying what is wrong. ``target``: a peer is
     required."""
-    if not address.startswith(PREFIX) or "://" not in address:
+    # A scheme is case-insensitive (RFC 3986), as the host reads it when it picks this
+    # plugin for RELAY+TCP://...: the relay's own address is dialled in lower case.
+    scheme, sep, rest = address.partition("://")
+    written = scheme.lower() + sep + rest
+    if not written.startswith(PREFIX) or not sep:
         raise RelayAddressError(address, f"expected e.g. {_EXAMPLE}", expected=_EXAMPLE)
-    inner, _, tail = address[len(PREFIX):].partition(CIRCUIT)
+    inner, _, tail = written[len(PREFIX):].partition(CIRCUIT)
     scheme, _, rest = inner.partition("://")
     if PREFIX + scheme not in SCHEMES or not rest.strip("/"):
         raise RelayAddressError(

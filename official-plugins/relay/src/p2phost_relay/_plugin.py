@@ -37,6 +37,8 @@ class RelayListener(Listener):
         self._service = service
         self._reservation = reservation
         self.addresses = [str(reservation.address.of(service.peer_id))]
+        # Circuits reach this address once the relay granted the reservation.
+        self.serving = reservation.granted
 
     @property
     def relay_peer(self) -> str | None:

@@ -30,6 +30,9 @@ class Reservation:
         #: The relay's peer id while the reservation holds, else None.
         self.relay_peer: str | None = None
         self.lost = asyncio.Event()
+        #: Set once the relay first granted the reservation: the listen address takes
+        #: connections from then on (the host says "listening on" then).
+        self.granted = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -62,6 +65,7 @@ async def keep(self: RelayService, reservation: Reservation) -> None:
             log.info("reachable through the relay %s as %s", relay_at,
                      reservation.address.of(self.peer_id))
         reservation.relay_peer, attempt = relay, 0
+        reservation.granted.set()
         self.counters["reservations made"] += 1
         reservation.lost.clear()
         with contextlib.suppress(TimeoutError):

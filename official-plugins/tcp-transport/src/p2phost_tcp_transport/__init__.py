@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 from p2phost_sdk import PluginContext, Transport, hookimpl
 
-from ._address import parse_address
 from ._connection import TcpConnection
-from ._transport import TcpListener, TcpTransport
+from ._transport import TcpListener, TcpTransport, parse_address
 
 __all__ = ["TcpConnection", "TcpListener", "TcpTransport", "p2phost_transports", "parse_address"]
 

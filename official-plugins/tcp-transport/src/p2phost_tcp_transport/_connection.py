@@ -160,6 +160,14 @@ class TcpConnection(Connection):
         held = int(transport.get_write_buffer_size()) + (direct.unsent if direct else 0)
         return held + kernel_unsent(transport.get_extra_info("socket"))
 
+    def partly_received(self) -> int:
+        """Bytes of the frame under way: a large one's (with what the socket has read
+        into its buffer so far), or a small one's that straddles reads."""
+        if self._large is None:
+            return len(self._partial)
+        direct = self._direct
+        return self._got + (direct.filled if direct is not None and direct.filling else 0)
+
     def limit_incoming(self, size: int | None) -> None:
         """Refuse incoming frames over ``size`` bytes (None: ``max_frame_size`` again)."""
         self._limit = self._max if size is None else min(size, self._max)
@@ -395,6 +403,8 @@ class TcpConnection(Connection):
         sink.connection_ended(error)
 
     def _eof(self, error: BaseException | None = None) -> NoReturn:
+        if self._closed:  # this end closed it (a keepalive timeout): not the peer's doing
+            raise ConnectionClosed(f"connection to {self.remote_address} closed by this end")
         if self._partial or self._large is not None:  # not a clean close: a protocol error
             got, need = ((self._got, self._large_size) if self._large is not None
                          else (len(self._partial), self._need))

@@ -330,6 +330,11 @@ class DirectProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
         return sum(len(piece) for piece in self._unsent)
 
     @property
+    def filled(self) -> int:
+        """Bytes read into the target so far (while :attr:`filling`)."""
+        return self._filled
+
+    @property
     def filling(self) -> bool:
         """Whether a target is being filled (a cancelled read left one)."""
         return self._waiter is not None or self._on_filled is not None

@@ -9,7 +9,7 @@ import socket
 import struct
 import sys
 
-from ._address import format_address
+from p2phost_sdk import format_host_port
 
 #: The ioctl that reads a TCP socket's unacknowledged send queue (Linux), and its answer.
 if sys.platform.startswith("linux"):
@@ -25,7 +25,7 @@ _INT = struct.Struct("i")
 def peer_address(writer: asyncio.StreamWriter, key: str) -> str:
     """The ``tcp://`` URL of the socket's ``sockname`` or ``peername`` ("" if none)."""
     name = writer.get_extra_info(key)
-    return format_address(name[0], name[1]) if isinstance(name, tuple) else ""
+    return format_host_port(name[0], name[1], scheme="tcp") if isinstance(name, tuple) else ""
 
 
 def tune(writer: asyncio.StreamWriter, *, nodelay: bool, buffer_size: int) -> None:

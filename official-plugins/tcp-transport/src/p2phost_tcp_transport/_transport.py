@@ -10,11 +10,23 @@ import asyncio
 import contextlib
 import errno
 
-from p2phost_sdk import AcceptHandler, Connection, Listener, Transport, TransportError
+from p2phost_sdk import (
+    AcceptHandler,
+    Connection,
+    Listener,
+    Transport,
+    TransportError,
+    format_host_port,
+    parse_host_port,
+)
 
-from ._address import format_address, parse_address
 from ._connection import CLOSE_TIMEOUT, TcpConnection
 from ._direct import open_direct, serve_direct
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``tcp://HOST:PORT`` as ``(host, port)``; AddressError says what is wrong."""
+    return parse_host_port(address, scheme="tcp")
 
 
 class TcpListener(Listener):
@@ -75,7 +87,7 @@ class TcpTransport(Transport):
         addresses = []
         for sock in server.sockets:
             name = sock.getsockname()
-            addresses.append(format_address(name[0], name[1]))
+            addresses.append(format_host_port(name[0], name[1], scheme="tcp"))
         listen_address = addresses[0]
         return TcpListener(server, addresses)
 

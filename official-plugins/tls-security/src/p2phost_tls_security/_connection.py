@@ -6,8 +6,9 @@ boundaries do not matter), and inside the session each of our frames is a 4-byte
 big-endian length and that many bytes. Frames sent together become one TLS write, so
 small ones share records. Record sequence numbers are implicit: bytes altered,
 replayed, reordered, dropped or cut fail the record's authentication, and the
-connection is closed. In push mode (``Connection.push``, through ``LayeredConnection``)
-each read is decrypted in the underlying connection's callback.
+connection is closed (``ProtocolViolation``: the host logs it as a warning). In push
+mode (``Connection.push``, through ``LayeredConnection``) each read is decrypted in the
+underlying connection's callback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from typing import NoReturn
 
 from OpenSSL import SSL
 
@@ -25,6 +25,7 @@ from p2phost_sdk import (
     FrameTooLarge,
     LayeredConnection,
     P2PHostError,
+    ProtocolViolation,
     check_frame_size,
 )
 
@@ -146,6 +147,12 @@ class TlsConnection(LayeredConnection):
 
     # -- receiving: LayeredConnection reads (or takes pushed reads) and calls _open -----
 
+    def partly_received(self) -> int | None:
+        """The decrypted bytes of a frame not yet whole, and the raw connection's part
+        of the next record's frame."""
+        inner = self._inner.partly_received()
+        return None if inner is None else len(self._buffer) + inner
+
     def _open(self, frames: list[bytes]) -> None:
         """Feed the underlying frames' TLS bytes to the session; split out our frames."""
         buffer, tls = self._buffer, self._tls
@@ -160,13 +167,16 @@ class TlsConnection(LayeredConnection):
                 pass
             except SSL.ZeroReturnError:
                 self._split()  # the frames it sent before its close_notify count
-                self._fail("ended the TLS session")
+                raise ConnectionClosed(
+                    f"{self.remote_address} ended the TLS session; connection closed"
+                ) from None
             except SSL.Error as exc:
                 self._split()  # as those before a bad record: they were authenticated
-                self._fail(
-                    f"sent bytes that failed TLS ({describe(exc)}: altered, replayed, "
-                    "reordered or dropped in transit, or the peer refused us)"
-                )
+                raise ProtocolViolation(
+                    f"{self.remote_address} sent bytes that failed TLS ({describe(exc)}: "
+                    "altered, replayed, reordered or dropped in transit, or the peer refused "
+                    "us); connection closed"
+                ) from None
         self._split()
 
     def _split(self) -> None:
@@ -188,9 +198,6 @@ class TlsConnection(LayeredConnection):
                 f"{self.remote_address} sent a frame of {_HEADER.unpack_from(buffer)[0]} "
                 f"bytes, over the maximum of {self._max} bytes; connection closed"
             )
-
-    def _fail(self, problem: str) -> NoReturn:
-        raise ConnectionClosed(f"{self.remote_address} {problem}; connection closed")
 
     async def close(self) -> None:
         """Close the underlying connection. Idempotent."""

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Literal
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.connection import Connection as WebSocket
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import (
     ConnectionClosed as WsClosed,
@@ -46,13 +45,18 @@ from p2phost_sdk import (
 )
 
 from ._address import WsAddress
+from ._limit import CappedClientConnection, CappedServerConnection, CappedWebSocket
 
 #: The WebSocket subprotocol both ends name: a plain WebSocket client is refused clearly.
 SUBPROTOCOL = Subprotocol("p2phost")
 _CLOSE_TIMEOUT = 2.0
-# websockets logs every refused upgrade (a wrong path, a browser page) at INFO/ERROR:
-# the node already says what matters.
+# websockets logs every connection opened and closed, and every refused upgrade (a
+# wrong path, a browser page), at INFO: one client could fill the node's log. The node
+# already says what matters; websockets' warnings and errors (its own bugs) still show.
 _QUIET = logging.getLogger("p2phost.websocket")
+_QUIET.setLevel(logging.WARNING)
+#: A close reason's room in a close frame (125 bytes, less the code).
+_REASON = 123
 
 
 def _host_port(name: object) -> tuple[str, int] | None:
@@ -64,7 +68,7 @@ def _host_port(name: object) -> tuple[str, int] | None:
 class WebSocketConnection(Connection):
     """One WebSocket carrying frames both ways, each as one binary message."""
 
-    def __init__(self, websocket: WebSocket, *, max_frame_size: int, local_address: str,
+    def __init__(self, websocket: CappedWebSocket, *, max_frame_size: int, local_address: str,
                  remote_address: str) -> None:
         self._ws = websocket
         self._max = max_frame_size
@@ -91,38 +95,58 @@ class WebSocketConnection(Connection):
         for frame in frames:
             await self.send(frame)
 
+    def partly_received(self) -> int:
+        """Bytes received so far of the message under way (0 when none is)."""
+        return self._ws.partly_received()
+
+    def limit_incoming(self, size: int | None) -> None:
+        """Refuse incoming frames over ``size`` bytes (None: ``max_frame_size`` again);
+        a frame in assembly is refused as soon as what arrived of it passes ``size``."""
+        self._ws.cap = None if size is None or size >= self._max else size
+
     async def recv(self) -> bytes:
         """The next frame."""
         if self._closed:
             raise ConnectionClosed(f"connection to {self.remote_address} is closed")
+        websocket = self._ws
+        websocket.take()
         try:
-            message = await self._ws.recv()
+            message = await websocket.recv()
         except WsClosed as exc:
             raise self._closed_error(exc) from exc
+        finally:
+            websocket.taking = False
         if isinstance(message, str):
             await self.close()
             raise TransportError(f"{self.remote_address} sent a text message; p2phost frames "
                                  "are binary messages (is that a p2phost node?)")
+        cap = websocket.cap
+        if cap is not None and len(message) > cap:  # (it came whole in one read)
+            reason = f"a frame of {len(message)} bytes, over the maximum of {cap} bytes"
+            await self.close(CloseCode.MESSAGE_TOO_BIG, reason)
+            raise FrameTooLarge(f"{self.remote_address} sent {reason}")
         return message
 
     def _closed_error(self, exc: WsClosed) -> TransportError:
         if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+            cap = self._ws.cap
             return FrameTooLarge(f"{self.remote_address} sent a frame over the maximum of "
-                                 f"{self._max} bytes")
+                                 f"{self._max if cap is None else cap} bytes")
         if isinstance(exc, ConnectionClosedOK):
             return ConnectionClosed(f"{self.remote_address} closed the connection")
         if isinstance(exc, ConnectionClosedError) and exc.rcvd is None and exc.sent is None:
             return ConnectionClosed(f"connection to {self.remote_address} lost")
         return ConnectionClosed(f"connection to {self.remote_address} closed: {exc}")
 
-    async def close(self) -> None:
-        """The closing handshake, or an abort if the other end does not answer in time."""
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """The closing handshake (``code`` and ``reason`` say why), or an abort if the
+        other end does not answer in time."""
         if self._closed:
             return
         self._closed = True
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
-                await self._ws.close()
+                await self._ws.close(code, reason.encode()[:_REASON].decode(errors="ignore"))
         except (TimeoutError, OSError):
             self._ws.transport.abort()
 
@@ -189,6 +213,7 @@ class WebSocketTransport(Transport):
             return None
 
         async def handler(websocket: ServerConnection) -> None:
+            assert isinstance(websocket, CappedServerConnection)
             remote = _host_port(websocket.remote_address)
             connection = WebSocketConnection(
                 websocket, max_frame_size=self.max_frame_size, local_address=local,
@@ -206,6 +231,7 @@ class WebSocketTransport(Transport):
                 open_timeout=self.handshake_timeout, ping_interval=None,
                 close_timeout=_CLOSE_TIMEOUT, max_size=self.max_frame_size,
                 max_queue=self.max_queue, logger=_QUIET, reuse_address=True,
+                create_connection=CappedServerConnection,
             )
         except OSError as exc:
             in_use = exc.errno == errno.EADDRINUSE
@@ -227,12 +253,12 @@ class WebSocketTransport(Transport):
         proxy: str | Literal[True] | None = True if self.proxy == "env" else (self.proxy or None)
         try:
             async with asyncio.timeout(timeout):
-                websocket: ClientConnection = await connect(
+                websocket = await connect(
                     where.url, subprotocols=[SUBPROTOCOL], compression=None,
                     proxy=proxy,
                     open_timeout=timeout, ping_interval=None, close_timeout=_CLOSE_TIMEOUT,
                     max_size=self.max_frame_size, max_queue=self.max_queue, logger=_QUIET,
-                    user_agent_header="p2phost",
+                    user_agent_header="p2phost", create_connection=CappedClientConnection,
                 )
         except TimeoutError:
             raise TransportError(f"cannot reach {address}: no answer within {timeout:g}s") from None
@@ -258,6 +284,7 @@ class WebSocketTransport(Transport):
             raise TransportError(f"cannot reach {address}: the server does not speak the "
                                  f"{SUBPROTOCOL!r} WebSocket subprotocol")
         local = _host_port(websocket.local_address)
+        assert isinstance(websocket, CappedClientConnection)
         return WebSocketConnection(
             websocket, max_frame_size=self.max_frame_size,
             local_address=WsAddress(*local).url if local else "", remote_address=address)
