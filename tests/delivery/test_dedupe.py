@@ -22,7 +22,7 @@ def test_gaps_never_hide_a_committed_id(tmp_path: Path) -> None:
     assert len(looked) == before, "an id inside the gap needed no look-up"
     # 15 is committed now (mark in the outcome's transaction, then released as done).
     Dedupe.mark(db, ("alice", 15))
-    dedupe.release(("alice", 15), done=True)
+    dedupe.remember(("alice", 15))
     assert dedupe.seen(("alice", 15), durable=True) == DONE
     assert dedupe.seen(("alice", 14), durable=True) is None  # below the gap: looked up
     assert dedupe.seen(("alice", 16), durable=True) is None

@@ -9,6 +9,7 @@ and the handler's store rolled back when it raises.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,11 +18,11 @@ from typing import Any
 import pytest
 
 from p2phost._delivery_settings import DeliverySettings
-from p2phost._runtime import Kind, Node, decode, encode
+from p2phost._runtime import Hello, Kind, Node, decode, encode
 from p2phost._runtime.delivery._acks import ack_frame
 from p2phost_sdk import App, Delivery, Identity, Message, handler
 from p2phost_sdk.testing.discovery import wait_until
-from tests.runtime.conftest import MakeNode
+from tests.runtime.conftest import MakeNode, TcpTransport
 from tests.runtime.processes import free_port
 from tests.runtime.rawpeer import RawPeer
 
@@ -136,6 +137,63 @@ async def test_a_full_dead_letter_store_says_so_and_keeps_as_configured(
     assert receiver.delivery.db.execute("SELECT COUNT(*) FROM app_state").fetchone()[0] == 0
 
 
+async def test_a_full_store_says_so_for_unsent_messages_and_buried_payloads(
+        make: Make, caplog: pytest.LogCaptureFixture) -> None:
+    """The outbox's dead letters and a bridge's buried payloads drop the oldest as the
+    receiver's do: each drop said once and counted."""
+    receiver = await make([Keeper()])
+    sender = await make([Sender()], listen=[], dead_letter_limit=1)
+    peer = await sender.connect(receiver.addresses[0])
+    with caplog.at_level(logging.ERROR, "p2phost.delivery"):
+        for n in (1, 2):  # the peer does not handle it: a dead letter of the outbox
+            await sender.send(peer, "elsewhere", n)
+            await until(functools.partial(dead_lettered, sender, n))
+        buried = await sender.delivery.bury("foreign", b"{", source="mqtt://h/t",
+                                            reason="not JSON")
+    assert sender.delivery.dead is not None
+    assert [d.id for d in sender.delivery.dead.entries()] == [buried]
+    assert sender.delivery.stats.drop_reasons == {"dead-letter store full": 2}
+    full = [r.message for r in caplog.records if "dead-letter store is full" in r.message]
+    assert len(full) == 2 and "topic 'elsewhere'" in full[0] and "to " in full[0]
+    assert "topic 'elsewhere'" in full[1], full
+
+
+def dead_lettered(node: Node, count: int) -> bool:
+    return node.delivery.stats.get("elsewhere", "dead_lettered") == count
+
+
+async def test_a_flood_of_failing_messages_logs_a_line_per_peer_topic_and_window(
+        make: Make, caplog: pytest.LogCaptureFixture) -> None:
+    receiver = await make([Keeper()])
+    senders = [await make([], listen=[]) for _ in range(2)]
+    many = 40
+    with caplog.at_level(logging.WARNING, "p2phost.delivery"):
+        for sender in senders:  # the second's lines are not hidden by the first's flood
+            peer = await sender.connect(receiver.addresses[0])
+            for n in range(many):
+                await sender.send(peer, "bad", n)
+        await until(lambda: receiver.delivery.stats.get("bad", "dead_lettered") == 2 * many)
+        # Every one counted: 2 runs each (FAST), 1 retry each, every message a dead letter.
+        assert receiver.delivery.stats.get("bad", "retried") == 2 * many
+        assert receiver.delivery.dead is not None
+        assert len(receiver.delivery.dead.entries()) == 2 * many
+        await receiver.close()  # reports what was held back
+    lines = [r for r in caplog.records if r.name == "p2phost.delivery"]
+    for sender in senders:
+        mine = [r for r in lines if sender.peer_id in r.getMessage()]
+        (failed,) = [r for r in mine if r.getMessage().startswith("the 'bad' handler")]
+        assert failed.exc_info is not None, "the first failure carries its traceback"
+        (dead,) = [r for r in mine if "went to the dead-letter store" in r.getMessage()]
+        assert dead.levelno == logging.ERROR and "ValueError: bad" in dead.getMessage()
+        counts = sorted(r.getMessage() for r in mine if "were not logged" in r.getMessage())
+        assert counts == [
+            f"{many - 1} more dead letters ({sender.peer_id}, bad) in the last 10s were not "
+            f"logged ({many} in all)",
+            f"{2 * many - 1} more handler failures ({sender.peer_id}, bad) in the last 10s "
+            f"were not logged ({2 * many} in all)"], counts
+    assert len(lines) <= 10, [r.getMessage() for r in lines]
+
+
 async def test_acks_for_unknown_messages_are_ignored_and_counted(make: Make) -> None:
     node = await make([Keeper()])
     raw = await RawPeer.connect("tcp", node.addresses[0])
@@ -147,6 +205,41 @@ async def test_acks_for_unknown_messages_are_ignored_and_counted(make: Make) -> 
     assert isinstance(keeper, Keeper)
     await until(lambda: keeper.bodies == ["after"])
     await raw.connection.close()
+
+
+async def test_a_flood_of_unknown_acks_logs_a_line_per_peer_and_window(
+        make: Make, caplog: pytest.LogCaptureFixture) -> None:
+    node = await make([Keeper()])
+    raw = await RawPeer.connect("tcp", node.addresses[0])
+    with caplog.at_level(logging.INFO, "p2phost.delivery"):
+        for frame in range(3):  # 3 frames of 8000 ids, none this node waits for
+            await raw.connection.send(ack_frame(1, list(range(frame * 8000 + 1,
+                                                              frame * 8000 + 8001))))
+        await until(lambda: node.delivery.stats.unknown_acks == 24000)
+    lines = [r.getMessage() for r in caplog.records if "acknowledgement" in r.getMessage()]
+    assert len(lines) == 1, lines[:5]
+    assert lines[0].startswith(f"ignored 8000 acknowledgements from {raw.identity.peer_id} ")
+    await raw.connection.close()
+
+
+async def test_made_up_topics_log_a_few_lines_per_peer_and_are_all_counted(
+        make: Make, caplog: pytest.LogCaptureFixture) -> None:
+    node = await make([Keeper()])
+    raw = await RawPeer.connect("tcp", node.addresses[0])
+    many = 50
+    with caplog.at_level(logging.WARNING, "p2phost.node"):
+        for n in range(many):  # a topic of its own each: the per-topic memory alone
+            await raw.connection.send(encode(Kind.MESSAGE, n + 1, f"made-up-{n}".encode(),
+                                             b'"x"'))
+        await until(lambda: node.delivery.stats.drop_reasons.get(
+            "no app handles the topic") == many)
+        await raw.connection.close()
+        await node.close()
+    lines = [r.getMessage() for r in caplog.records if raw.identity.peer_id in r.getMessage()]
+    dropping = [line for line in lines if line.startswith("dropping messages from")]
+    assert len(dropping) == 5, dropping
+    assert f"{many - 5} more dropped topics ({raw.identity.peer_id}, no app) in the last " \
+           f"10s were not logged ({many} in all)" in lines
 
 
 async def test_a_malformed_ack_closes_only_its_connection(make: Make) -> None:
@@ -251,3 +344,112 @@ async def test_a_slow_receiver_is_not_buried_in_copies(make: Make) -> None:
     slow.release.set()
     assert await sender.delivery.settle(10) == 0
     assert sorted(slow.bodies) == list(range(5))
+
+
+async def test_delivery_modes_of_peers_making_up_identities_are_forgotten(make: Make) -> None:
+    # A peer can make a new identity per connection and announce thousands of
+    # acknowledged topics in each hello: what the node keeps of them goes with the
+    # connection, and only topics the hello lists count.
+    node = await make([Keeper()])
+    own = set(node.delivery.topics)
+    assert own == {"kept", "bad"}
+    for round_ in range(20):
+        connection = await TcpTransport().dial(node.addresses[0], timeout=5)
+        listed = tuple(f"r{round_}/t{n}" for n in range(200))
+        modes = {topic: "at-least-once" for topic in listed}
+        modes.update({f"r{round_}/unlisted{n}": "effectively-once" for n in range(200)})
+        hello = Hello(peer_id=Identity.generate().peer_id, codecs=("application/json",),
+                      topics=listed, session="raw", nonce="raw", extra={"delivery": modes})
+        await connection.send(hello.to_frame())
+        assert decode(await connection.recv()).kind is Kind.HELLO
+        await until(lambda: len(node.peers()) == 1)
+        # While it is connected: its listed topics, none of those it does not list.
+        assert node.delivery.topics == own | set(listed)
+        await connection.close()
+        await until(lambda: not node.peers())
+        await until(lambda: node.delivery.topics == own)
+    assert node.delivery.topics == own and len(node.delivery._announced) == 0
+
+
+async def test_a_dead_letter_names_a_few_of_the_peers_topics(make: Make) -> None:
+    # A peer may list up to 64 KiB of topics (a hello's bound): the reason of a letter
+    # to it names a few, and counts the rest.
+    sender = await make([Sender()])
+    connection = await TcpTransport().dial(sender.addresses[0], timeout=5)
+    peer = Identity.generate().peer_id
+    topics = tuple(f"{n:04d}/" + "t" * 240 for n in range(250))
+    await connection.send(Hello(peer_id=peer, codecs=("application/json",), topics=topics,
+                                session="raw", nonce="raw").to_frame())
+    assert decode(await connection.recv()).kind is Kind.HELLO
+    await until(lambda: len(sender.peers()) == 1)
+    await sender.send(peer, "elsewhere", 1)
+    await until(lambda: sender.delivery.stats.get("elsewhere", "dead_lettered") == 1)
+    assert sender.delivery.dead is not None
+    reason = sender.delivery.dead.entries()[0].reason
+    assert reason.startswith("the peer does not handle topic 'elsewhere' (its topics: "
+                             f"{topics[0]}, {topics[1]}, ")
+    assert reason.endswith(f"{topics[4]} and 245 more)") and len(reason) < 1500
+    await connection.close()
+
+
+async def test_the_outbox_keeps_no_pump_for_a_gone_peer_it_owes_nothing(make: Make) -> None:
+    # A pump (and its task) per peer ever connected would grow with every identity a
+    # peer makes up; one that sent and waits for acknowledgements keeps its own.
+    keeper = Keeper()
+    receiver = await make([keeper], listen=[f"tcp://127.0.0.1:{free_port()}"])
+    sender = await make([Sender()])
+    outbox = sender.delivery._outbox
+    assert outbox is not None
+    for _ in range(20):
+        raw = await RawPeer.connect("tcp", sender.addresses[0])
+        await until(lambda: len(sender.peers()) == 1)
+        assert len(outbox._pumps) == 1
+        await raw.connection.close()
+        await until(lambda: not sender.peers() and not outbox._pumps)
+    assert len(outbox._tasks) == 0
+    # A real peer: its pump goes with it once everything is acknowledged, and comes back.
+    for n in range(2):
+        peer = await sender.connect(receiver.addresses[0])
+        await sender.send(peer, "kept", n)
+        await until(lambda n=n: sender.delivery.stats.get("kept", "acked") == n + 1)
+        assert await sender.disconnect(peer)
+        await until(lambda: not outbox._pumps)
+    assert keeper.bodies == [0, 1]
+
+
+async def test_the_peers_warned_about_are_bounded(make: Make,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    # One warning per peer and topic taken at-most-once: peers with a new identity each
+    # time must not grow what the node remembers of them.
+    sender = await make([Sender()])
+    sender.delivery._warned.most = 4
+    for _ in range(10):
+        connection = await TcpTransport().dial(sender.addresses[0], timeout=5)
+        peer = Identity.generate().peer_id
+        await connection.send(Hello(peer_id=peer, codecs=("application/json",),
+                                    topics=("kept",), session="raw", nonce="raw").to_frame())
+        assert decode(await connection.recv()).kind is Kind.HELLO
+        await until(lambda: len(sender.peers()) == 1)
+        with caplog.at_level(logging.WARNING, "p2phost.delivery"):
+            await sender.send(peer, "kept", 1)
+            await sender.send(peer, "kept", 2)  # (once per peer)
+        await connection.close()
+        await until(lambda: not sender.peers())
+        assert 0 < len(sender.delivery._warned) <= 4
+    warned = [r for r in caplog.records if "without acknowledgements" in r.getMessage()]
+    assert len(warned) == 10
+
+
+async def test_the_outbox_counts_the_frame_bytes_it_sends(make: Make) -> None:
+    # p2phost_message_bytes_sent_total is "frame bytes of app messages sent": acknowledged
+    # messages go out as the outbox's frames, and count as the plain path's do.
+    receiver = await make([Keeper()], listen=[f"tcp://127.0.0.1:{free_port()}"])
+    sender = await make([Sender()])
+    peer = await sender.connect(receiver.addresses[0])
+    for n in range(3):
+        await sender.send(peer, "kept", "x" * n)
+        await sender.send(peer, "plain", "x" * n)
+    await until(lambda: sender.delivery.stats.get("kept", "acked") == 3)
+    plain = sender.delivery.stats.get("plain", "bytes_sent")
+    kept = sender.delivery.stats.get("kept", "bytes_sent")
+    assert plain > 0 and kept == plain + 3 * (len("kept") - len("plain")), (kept, plain)

@@ -9,13 +9,17 @@ timeout counts time without progress, not the time a whole reply takes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
 import time
 from typing import Any
 
-from p2phost._runtime import Kind, decode, encode
+import pytest
+
+from p2phost._runtime import Hello, Kind, decode, encode
+from p2phost_sdk import Identity
 from tests.hostile.test_hostile_peers import MB, framed, hello, open_from, start_node
 
 __all__ = ["start_node"]
@@ -118,3 +122,127 @@ async def test_a_slow_but_steady_reader_is_served_and_a_stopped_one_cut(
     log = node.stop()[len(log):]
     assert "took nothing sent to it, for" in log or "the peer does not read" in log, log
     assert "Traceback" not in log
+
+
+async def send_slowly(writer: asyncio.StreamWriter, data: bytes, rate: int) -> None:
+    """``data`` at about ``rate`` bytes a second, in tenths of a second."""
+    step = rate // 10
+    for start in range(0, len(data), step):
+        writer.write(data[start:start + step])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+
+
+async def test_a_slow_but_steady_sender_of_a_large_frame_is_heard_and_a_stalled_one_cut(
+    start_node: Any
+) -> None:
+    node = start_node(keepalive_timeout=2.0, keepalive_interval=0.6)
+    body = json.dumps("s" * (4 * MB)).encode()
+    request = framed(encode(Kind.REQUEST, 1, b"echo", body))
+    # Steady: 4 MiB at about 400 KB/s, ten seconds for one frame when the timeout is 2 s.
+    reader, writer = await joined(node)
+    started = time.monotonic()
+    await send_slowly(writer, request, 400_000)
+    took = time.monotonic() - started
+    size = struct.unpack("!I", await asyncio.wait_for(reader.readexactly(4), 20))[0]
+    while (reply := decode(await reader.readexactly(size))).kind is Kind.PING:
+        size = struct.unpack("!I", await asyncio.wait_for(reader.readexactly(4), 20))[0]
+    assert reply.kind is Kind.REPLY and reply.body == body
+    print(f"a 4 MiB frame sent steadily in {took:.1f}s with a 2 s keepalive timeout")
+    assert took > 6, "the sender was not slow: the test proves nothing"
+    writer.close()
+    log = node.stderr
+    assert "keepalive timeout" not in log, log
+    # Stalled: 1 MiB of the frame, then a byte a second. Cut within a few timeouts, with
+    # the reason, and not blamed on the peer as a truncated frame.
+    reader, writer = await joined(node)
+    await send_slowly(writer, request[:MB], 4_000_000)
+    started = time.monotonic()
+    with contextlib.suppress(ConnectionError):
+        while not reader.at_eof() and time.monotonic() - started < 20:
+            writer.write(b"s")
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader.read(65536), 1)
+    cut = time.monotonic() - started
+    writer.close()
+    log = node.stop()[len(log):]
+    assert reader.at_eof() and cut < 8, f"not cut within 8 s ({cut:.1f}s): {log}"
+    assert log.count("bar a trickle of the frame it began") == 1, log  # said once
+    assert "truncated" not in log and "protocol error" not in log, log
+    assert "Traceback" not in log
+
+
+async def throttled_proxy(node: Any, rate: int) -> tuple[str, asyncio.Event, asyncio.Server]:
+    """A tcp:// address that forwards to ``node``: its way towards the node at ``rate``
+    bytes a second once the event returned is set (the handshake goes at full speed)."""
+    slow = asyncio.Event()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   throttled: bool) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(rate // 10 if throttled else 65536):
+                writer.write(data)
+                await writer.drain()
+                if throttled and slow.is_set():
+                    await asyncio.sleep(0.1)
+        writer.close()
+
+    async def forward(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        node_r, node_w = await asyncio.open_connection(node.host, node.port)
+        await asyncio.gather(pipe(client_r, node_w, True), pipe(node_r, client_w, False))
+
+    server = await asyncio.start_server(forward, "127.0.0.1", 0)
+    return f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}", slow, server
+
+
+@pytest.mark.parametrize(("transport", "security"), [
+    ("tcp", "noise"), ("tcp", "tls"), ("ws", ""), ("ws", "noise")])
+async def test_a_slow_sender_of_a_large_frame_is_heard_through_each_layer(
+        start_node: Any, transport: str, security: str) -> None:
+    """noise and tls assemble a large frame from records, websocket from a message's
+    bytes as they arrive: what each holds counts too."""
+    from tests.discovery.plugins import use_plugin_source
+
+    for name in ("tcp-transport", "websocket-transport", "noise-security", "tls-security"):
+        use_plugin_source(name)
+    from p2phost_noise_security import NoiseSecurity
+    from p2phost_tcp_transport import TcpTransport
+    from p2phost_tls_security import TlsSecurity
+    from p2phost_websocket_transport import WebSocketTransport
+
+    node = start_node(transport=transport, security=security or None,
+                      keepalive_timeout=2.0, keepalive_interval=0.6)
+    address, slow, proxy = await throttled_proxy(node, 400_000)
+    identity = Identity.generate()
+    if transport == "ws":
+        raw = await WebSocketTransport(proxy="").dial(address.replace("tcp:", "ws:"),
+                                                      timeout=10)
+    else:
+        raw = await TcpTransport().dial(address, timeout=10)
+    secured = raw if not security else await (
+        NoiseSecurity() if security == "noise" else TlsSecurity()
+    ).secure(raw, identity=identity, initiator=True, expected_peer_id=None, timeout=10)
+    await secured.send(Hello(peer_id=identity.peer_id, codecs=("application/json",),
+                             session="raw", nonce="raw").to_frame())
+    assert decode(await secured.recv()).kind is Kind.HELLO
+    slow.set()
+    body = json.dumps("n" * (4 * MB)).encode()
+    started = time.monotonic()
+    sending = asyncio.ensure_future(secured.send(encode(Kind.REQUEST, 1, b"echo", body)))
+    try:
+        async with asyncio.timeout(40):
+            while (reply := decode(await secured.recv())).kind is Kind.PING:
+                pass
+        took = time.monotonic() - started
+        heard = node.stderr
+    finally:
+        sending.cancel()
+        await secured.close()
+        proxy.close()
+    assert reply.kind is Kind.REPLY and reply.body == body, reply.kind
+    print(f"{transport}+{security or 'plain'}: a 4 MiB frame at 400 KB/s heard in "
+          f"{took:.1f}s, 2 s keepalive timeout")
+    assert took > 6, "the sender was not slow: the test proves nothing"
+    assert "keepalive timeout" not in heard, heard
+    assert "Traceback" not in node.stop()

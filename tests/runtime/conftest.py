@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 
 from p2phost._runtime import Node, NodeOptions
-from p2phost_sdk import App, Codec, Identity
+from p2phost._runtime.wire._channel import Channel
+from p2phost_sdk import App, Codec, Identity, Security
 from tests.conftest import build_wheels
 from tests.discovery.plugins import use_plugin_source
 
@@ -52,6 +54,36 @@ def build_node(kind: str, apps: Sequence[App] = (), *, listen: Sequence[str] | N
         options=NodeOptions(listen=[fresh_address(kind)] if listen is None else listen,
                             max_frame_size=max_frame_size, **options),
     )
+
+
+@contextlib.asynccontextmanager
+async def tcp_pair(app: App, security: Sequence[Security] = (),
+                   **transport: Any) -> AsyncIterator[tuple[Node, Node]]:
+    """A server running ``app`` over tcp with msgpack, and a client connected to it
+    (both with ``security``; ``transport``: tcp-transport's options)."""
+    made: list[Node] = []
+    try:
+        for apps, listen in (([app], ["tcp://127.0.0.1:0"]), ([], [])):
+            node = Node(Identity.generate(), transports={"tcp": TcpTransport(**transport)},
+                        codecs={"application/msgpack": MsgpackCodec()},
+                        security=list(security), apps=apps,
+                        options=NodeOptions(listen=listen))
+            made.append(node)
+            await node.start()
+        server, client = made
+        await client.connect(server.addresses[0])
+        yield server, client
+    finally:
+        for node in reversed(made):
+            await node.close()
+
+
+def channel_of(node: Node, peer_id: str) -> Channel:
+    """``node``'s one open channel to ``peer_id``."""
+    peer = node._table.get(peer_id)
+    assert peer is not None
+    (channel,) = [c for c in peer.channels if not c.ended]
+    return channel
 
 
 @pytest.fixture(params=["tcp", "mem"])

@@ -26,8 +26,9 @@ class RunningNode:
     """One ``p2phost run`` process of the project at ``root``."""
 
     def __init__(self, root: Path, timeout: float = 30, *,
-                 prefix: Sequence[str] = ()) -> None:
-        """Start it (``prefix``: e.g. ``ip netns exec NS`` to run it in a namespace)."""
+                 prefix: Sequence[str] = (), listening: bool = True) -> None:
+        """Start it (``prefix``: e.g. ``ip netns exec NS`` to run it in a namespace);
+        ``listening``: wait for its first "listening on" line (``address``, else "")."""
         self.root = root
         self.stderr_path = root / f"stderr-{time.monotonic_ns()}.log"
         self.lines: list[str] = []
@@ -39,7 +40,8 @@ class RunningNode:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.peer_id = self.wait_for("peer id: ", timeout).split(": ", 1)[1]
-        self.address = self.wait_for("listening on ", timeout).split(" on ", 1)[1]
+        self.address = self.wait_for("listening on ", timeout).split(" on ", 1)[1] \
+            if listening else ""
 
     def _read(self) -> None:
         assert self.process.stdout is not None

@@ -1,4 +1,5 @@
-"""Bad input closes that one connection, with a logged reason; every other peer is served."""
+"""Bad input closes that one connection, with a logged reason; every other peer is served.
+A malformed address in ``[node]`` stops the start, naming it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from recorder_app import Recorder
 
 from p2phost._runtime import Kind, Node, encode
+from p2phost._runtime._errors import NodeConfigError
 from tests.runtime.conftest import build_node
 from tests.runtime.rawpeer import closed_by_node, length_prefixed, raw_tcp
 
@@ -84,3 +86,29 @@ async def test_a_handshake_that_never_finishes_is_cut_off(
     assert b"did not finish within 0.5s" in said, "the node says why before closing"
     assert "handshake did not finish within 0.5s" in caplog.text
     writer.close()
+
+
+@pytest.mark.parametrize("key", ["listen", "connect"])
+@pytest.mark.parametrize("address", ["tcp:/127.0.0.1:7400", "127.0.0.1:7400",
+                                     "tcp://127.0.0.1:99999"])
+async def test_a_malformed_node_address_is_refused_at_start_naming_its_key(
+        key: str, address: str) -> None:
+    # One check of [node] listen and connect at start, whatever is wrong with the form (no
+    # scheme://, a bad port): the same message names the key and a fix that passes.
+    node = build_node("tcp", **{"listen": [], key: [address]})
+    with pytest.raises(NodeConfigError) as caught:
+        await node.start()
+    assert caught.value.message.startswith(f"[node] {key}: bad address {address!r}: ")
+    fix = caught.value.fix or ""
+    assert fix.startswith(f"in [node] {key} of p2phost.toml, write the address as tcp://"), fix
+    assert node.addresses == []
+
+
+async def test_an_uppercase_scheme_is_served_by_its_transport() -> None:
+    # Schemes are case-insensitive (RFC 3986), as `p2phost doctor` reads them.
+    node = build_node("tcp", listen=["TCP://127.0.0.1:0"])
+    await node.start()
+    try:
+        assert node.addresses[0].startswith("tcp://127.0.0.1:")
+    finally:
+        await node.close()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket
 import time
 from typing import Any
 
 import pytest
+from p2phost_json_codec import JsonCodec
 from recorder_app import Recorder
 
 from p2phost._runtime import Node
+from p2phost._runtime.node._connections import Connections
 from p2phost_sdk import (
     App,
     ConnectionClosed,
@@ -57,6 +60,11 @@ async def test_a_raising_handler_answers_with_an_error_and_the_node_keeps_runnin
     with pytest.raises(RemoteError) as failure:
         await client.request(peer, "boom", "x")
     assert "RuntimeError: boom on purpose ('x')" in str(failure.value)
+    # The peer's text is cut as any words a peer sends: one line, bounded.
+    with pytest.raises(RemoteError) as failure:
+        await client.request(peer, "boom", "\x1b[2J\n" * 10_000)
+    assert len(failure.value.remote_message) <= 300
+    assert failure.value.remote_message.isprintable()
     await client.send(peer, "boom", "one-way")  # no reply to send; the node logs it
     assert await client.request(peer, "record", 1) == 1
     assert "the 'boom' handler failed" in caplog.text
@@ -344,6 +352,28 @@ async def test_unreachable_and_oversized(make_node: MakeNode, kind: str) -> None
     assert await client.request(peer, "record", "still fine") == 1
 
 
+async def test_an_oversized_message_is_encoded_once(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The send path encodes the body, finds the frame too big and refuses it with that
+    # size: the codec is not asked to encode the same body again to say so.
+    server = await make_node([Recorder()], max_frame_size=64 * 1024)
+    client = await make_node(listen=[], max_frame_size=64 * 1024)
+    peer = await client.connect(server.addresses[0])
+    await client.send(peer, "record", "small")  # the topic's header is packed from now on
+    bodies: list[Any] = []
+    encode = JsonCodec.encode
+
+    def counted(self: JsonCodec, body: Any) -> bytes:
+        bodies.append(body)
+        return encode(self, body)
+
+    monkeypatch.setattr(JsonCodec, "encode", counted)
+    with pytest.raises(FrameTooLarge, match=r"a message on 'record' is 700\d\d bytes"):
+        await client.send(peer, "record", "x" * 70_000)
+    assert len(bodies) == 1
+
+
 async def test_a_message_over_the_peers_announced_limit_fails_only_its_sender(
     make_node: MakeNode,
 ) -> None:
@@ -365,6 +395,54 @@ async def test_the_peer_limit_refuses_more_peers(make_node: MakeNode) -> None:
     await first.connect(server.addresses[0])
     with pytest.raises(PeerUnavailable, match="peer limit reached"):
         await second.connect(server.addresses[0])
+
+
+async def test_a_peer_refused_for_the_limit_late_logs_one_refusal_and_never_connects(
+    make_node: MakeNode, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server admits the dialler (room for one), then dials a peer of its own while
+    # the dialler's hello is on its way: when the hello arrives the limit is reached.
+    # The dialler is refused in place of the server's hello, so neither side logs it as
+    # connected, then disconnected; the server logs and counts one refusal.
+    caplog.set_level(logging.INFO, logger="p2phost")
+    accepted, go_on = asyncio.Event(), asyncio.Event()
+    accept = Connections.accept
+
+    async def held(self: Connections, transport: Any, connection: Any) -> None:
+        recv = connection.recv
+
+        async def recv_after_the_dial() -> bytes:
+            connection.recv = recv
+            accepted.set()
+            await go_on.wait()
+            return bytes(await recv())
+
+        if not accepted.is_set():
+            connection.recv = recv_after_the_dial
+        await accept(self, transport, connection)
+
+    monkeypatch.setattr(Connections, "accept", held)
+    server = await make_node([Recorder()], peer_limit=1)
+    other = await make_node()
+    dialler = await make_node(listen=[])
+    dialling = asyncio.create_task(dialler.connect(server.addresses[0]))
+    await asyncio.wait_for(accepted.wait(), 10)
+    await server.connect(other.addresses[0])
+    caplog.clear()
+    go_on.set()
+    with pytest.raises(PeerUnavailable, match=r"peer limit reached \(1\)"):
+        await dialling
+    await asyncio.sleep(0.2)  # whatever the refusal would still log
+    lines = [r.getMessage() for r in caplog.records
+             if r.name.startswith("p2phost") and r.levelno >= logging.INFO]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("refused a connection from ")
+    assert lines[0].endswith(": peer limit reached (1)")
+    stats = server.stats()["connections"]
+    assert (stats["refused"], stats["failed_handshakes"], stats["peers"]) == (1, 0, 1)
+    assert server.stats()["handshake_failures"]["accepted"] == {}
+    assert dialler.stats()["handshake_failures"]["dialled"] == {"peer-limit": 1}
+    assert dialler.peers() == []
 
 
 class _Cancelling(App):
@@ -439,3 +517,15 @@ async def test_closing_the_node_still_cancels_a_running_handler(
     assert app.ended == ["cancelled"]
     with pytest.raises((PeerUnavailable, RemoteError, ConnectionClosed)):
         await asyncio.wait_for(pending, 10)
+
+
+def test_a_send_without_a_key_is_a_call_cpython_specializes() -> None:
+    """On CPython 3.11 a call of a function with keyword-only parameters never
+    specializes (``CALL_PY_WITH_DEFAULTS`` fills positional defaults only), so every
+    ``messenger.send(peer, topic, body)`` took the generic call: 0.6 % of a one-way
+    message's instructions (docs/performance.md). ``key`` stays optional; callers pass it
+    by name, as the SDK's :class:`~p2phost_sdk.Messenger` declares it."""
+    code = Node.send.__code__
+    assert not code.co_kwonlyargcount
+    assert not code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)
+    assert inspect.signature(Node.send).parameters["key"].default is None

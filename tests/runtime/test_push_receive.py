@@ -21,6 +21,7 @@ from p2phost._runtime.wire._channel import Channel
 from p2phost_sdk import App, Identity, Message, RemoteError, Security, handler
 from p2phost_sdk.testing.discovery import wait_until
 from tests.discovery.plugins import use_plugin_source
+from tests.runtime.conftest import channel_of, tcp_pair
 
 for _name in ("tcp-transport", "msgpack-codec", "noise-security", "tls-security"):
     use_plugin_source(_name)
@@ -67,26 +68,8 @@ class Gated(App):
 async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Node, Node, Gated]]:
     """A server with a :class:`Gated` app of mailbox 8, and a client connected to it."""
     app = Gated(mailbox_size=8)
-    made: list[Node] = []
-    for apps, listen in (([app], ["tcp://127.0.0.1:0"]), ([], [])):
-        node = Node(Identity.generate(), transports={"tcp": TcpTransport(read_size=65536)},
-                    codecs={"application/msgpack": MsgpackCodec()},
-                    security=SECURITY[request.param](), apps=apps,
-                    options=NodeOptions(listen=listen))
-        await node.start()
-        made.append(node)
-    server, client = made
-    await client.connect(server.addresses[0])
-    yield server, client, app
-    for node in reversed(made):
-        await node.close()
-
-
-def channel_of(node: Node, peer_id: str) -> Channel:
-    peer = node._table.get(peer_id)
-    assert peer is not None
-    (channel,) = [c for c in peer.channels if not c.ended]
-    return channel
+    async with tcp_pair(app, SECURITY[request.param](), read_size=65536) as (server, client):
+        yield server, client, app
 
 
 def tcp_of(channel: Channel) -> TcpConnection:
@@ -244,3 +227,11 @@ async def test_a_security_plugin_bug_in_push_mode_ends_only_that_connection_and_
     assert "Fatal error" not in text and "task 'channel" not in text
     gone = [line for line in text.splitlines() if f"disconnected from {buggy.peer_id}" in line]
     assert gone and "internal error: RuntimeError: a bug in the plugin" in gone[0], gone
+
+
+def test_a_channel_keeps_its_fields_in_slots() -> None:
+    """A channel's fields are read per frame sent and received; with its 50-odd fields in
+    an instance dict (more than CPython 3.11 keeps inline) each read cost more than a
+    slot's: 1.5 % of a server's instructions per request (docs/performance.md). A field
+    added to Channel or Reader must go in its ``__slots__``: no instance dict."""
+    assert Channel.__dictoffset__ == 0

@@ -52,7 +52,7 @@ def tcp_node(security: str | None, apps: Sequence[App] = (), *,
         codecs={"application/json": JsonCodec()},
         security=[SECURITY[security]()] if security else [], apps=apps,
         options=NodeOptions(listen=["tcp://127.0.0.1:0"] if listen else [],
-                            handshake_timeout=2.0, **options),
+                            **{"handshake_timeout": 2.0, **options}),
         admit=admit,
     )
 

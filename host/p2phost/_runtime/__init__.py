@@ -7,6 +7,7 @@ format is specified in docs/wire.md.
 from p2phost_sdk import Backoff
 
 from ._errors import ListenError, NodeAlreadyRunning, NodeConfigError, NodeNotRunning, WireError
+from .messaging._apps import check_topic
 from .messaging._mailbox import Mailbox
 from .node._control import ControlServer, query_control
 from .node._node import INSECURE_WARNING, Node
@@ -30,6 +31,7 @@ __all__ = [
     "NodeNotRunning",
     "NodeOptions",
     "WireError",
+    "check_topic",
     "choose_codec",
     "decode",
     "encode",

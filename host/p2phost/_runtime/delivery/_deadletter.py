@@ -12,12 +12,18 @@ oldest dead letter or the new one (``dead-letter-keep``), and says so at ERROR l
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
+from .._limited import LimitedLogs
 from ._store import sql_id, wire_id
+
+if TYPE_CHECKING:
+    from ..messaging._stats import DeliveryStats
 
 _COLUMNS = ("id, direction, peer, message_id, topic, content_type, body, attempts, reason, "
             "error, traceback, first_at, dead_at")
@@ -151,3 +157,19 @@ class DeadLetters:
                            (None if seqs is None else next(seqs), d.peer, sql_id(d.message_id),
                             d.topic, d.content_type, d.body, now))
             db.execute("DELETE FROM dead WHERE id = ?", (d.id,))
+
+
+class DeadLines(LimitedLogs):
+    """The lines of one part of the node (the receiver, the outbox, bridges' payloads)
+    about its dead letters: a peer can cause one per message (its codec, its frame limit,
+    a handler that always fails), so rate-limited per peer and topic, at ERROR level."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger, "dead letters", level=logging.ERROR)
+
+    def dropped(self, dead: DeadLetters, letters: Iterable[DeadLetter],
+                stats: DeliveryStats) -> None:
+        """Say and count each dead letter the full store ``dead`` dropped."""
+        for lost in letters:
+            self.log((lost.peer, lost.topic, "store full"), "%s", dead.full_message(lost))
+            stats.drop(lost.topic, "dead-letter store full")

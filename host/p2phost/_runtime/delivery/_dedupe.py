@@ -1,10 +1,12 @@
-"""The receiver's dedupe window: which messages, by (sender, message id), it took already.
+"""The receiver's dedupe window: which messages, by (sender, message id), it is done with.
 
 A message is *busy* from the moment it is taken until its outcome is committed (its
 handler succeeded, it was put aside for a delayed retry, or dead-lettered), then *done*.
-A copy that arrives while the first is busy is dropped (the first one's acknowledgement
-answers both); a copy of a done message is acknowledged again and dropped (the sender
-missed the first acknowledgement).
+The receiver keeps the busy ones (with the copies that wait for them): a copy that
+arrives while the first is busy is dropped (the first one's acknowledgement answers
+both; a letter copy is acknowledged to its medium with it, not before). This window
+keeps the done ones: a copy of a done message is acknowledged again and dropped (the
+sender missed the first acknowledgement).
 
 Done ids stay in memory for the most recent ones; for effectively-once topics they are
 also written to the delivery database, in the transaction that commits the outcome,
@@ -32,18 +34,16 @@ _GAPS = 4096
 _LOWEST, _HIGHEST = -(1 << 63) - 1, 1 << 63
 #: Ids from here up are derived from idempotency keys (``send(..., key=)``).
 _KEYED = 1 << 62
-BUSY = "busy"
 DONE = "done"
 
 
 class Dedupe:
-    """Busy and done message ids of one node."""
+    """Done message ids of one node."""
 
     def __init__(self, db: sqlite3.Connection, *, window: float, memory: int = 100_000) -> None:
         self.db = db
         self.window = window
         self.memory = memory
-        self._busy: set[Key] = set()
         self._done: OrderedDict[Key, None] = OrderedDict()
         #: Done, with its mark in the inbox journal and not yet in the database (never
         #: forgotten before it is: :mod:`._injournal`).
@@ -52,10 +52,8 @@ class Dedupe:
         self._gaps: dict[str, tuple[int, int]] = {}
 
     def seen(self, key: Key, *, durable: bool) -> str | None:
-        """BUSY, DONE, or None for a message not taken yet (``durable``: look in the
-        database too)."""
-        if key in self._busy:
-            return BUSY
+        """DONE, or None for a message not done (``durable``: look in the database
+        too)."""
         if key in self._done or key in self.pinned:
             return DONE
         if not durable:
@@ -66,7 +64,7 @@ class Dedupe:
             return None  # no id there was ever committed: no look-up
         if self.db.execute("SELECT 1 FROM dedupe WHERE sender = ? AND id = ?",
                            (sender, stored)).fetchone():
-            self._remember(key)
+            self.remember(key)
             return DONE
         if not 0 <= stored < _KEYED:
             return None  # an idempotency key's id: they do not count up
@@ -82,17 +80,8 @@ class Dedupe:
                               _HIGHEST if above is None else above)
         return None
 
-    def take(self, key: Key) -> None:
-        """``key`` is being handled."""
-        self._busy.add(key)
-
-    def release(self, key: Key, *, done: bool) -> None:
-        """``key``'s outcome is committed (``done``), or it was given up and may come again."""
-        self._busy.discard(key)
-        if done:
-            self._remember(key)
-
-    def _remember(self, key: Key) -> None:
+    def remember(self, key: Key) -> None:
+        """``key``'s outcome is committed: it is done."""
         gap = self._gaps.get(key[0])
         if gap is not None:
             stored = sql_id(key[1])

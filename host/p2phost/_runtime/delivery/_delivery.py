@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,6 +33,7 @@ from p2phost_sdk import (
 )
 
 from ..._delivery_settings import DeliverySettings
+from .._limited import WarnedOnce
 from ..messaging._routes import Route, TraceHook
 from ..messaging._stats import DeliveryStats
 from ..wire._channel import Ack, Channel
@@ -39,7 +41,7 @@ from ..wire._envelope import HEADER, Envelope
 from ._acks import AckSender, acked_ids
 from ._appstate import AppState
 from ._committer import Committer
-from ._deadletter import DeadLetter, DeadLetters
+from ._deadletter import DeadLetter, DeadLetters, DeadLines
 from ._dedupe import Dedupe
 from ._injournal import OutcomeJournal
 from ._journal import Journal
@@ -111,10 +113,17 @@ class Reliable:
         self.handled = {t: p for t, p in self.policies.items() if t in handled}
         self.apps = {topic: type(app).name or type(app).__name__
                      for app in apps for topic in app.handlers()}
-        #: Topics whose sends come here: this node's, and those peers announced.
+        #: Topics whose sends come here: this node's, and those its connected peers
+        #: announce acknowledged (the node tests this very set, so it changes in place).
         self.topics: set[str] = set(self.policies)
-        self._modes: dict[Channel, Mapping[str, str]] = {}
-        self._warned: set[tuple[str, str]] = set()
+        # Per open channel, the acknowledged topics its peer announced (only of the
+        # topics its hello lists, which are bounded); per topic, how many channels did.
+        # Forgotten when the channel ends: a peer making up identities holds nothing.
+        self._modes: dict[Channel, frozenset[str]] = {}
+        self._announced: Counter[str] = Counter()
+        self._warned = WarnedOnce()
+        # Payloads a foreign publisher sends that cannot be delivered: per source and topic.
+        self._dead_lines = DeadLines(log)
         self.db: sqlite3.Connection | None = None
         self.dead: DeadLetters | None = None
         self._committer: Committer | None = None
@@ -202,6 +211,11 @@ class Reliable:
             await self._outbox.close()
         if self._committer is not None:
             await self._committer.close()
+        # After the last commit: its outcomes' lines are in the counts.
+        for part in (self._receiver, self._outbox):
+            if part is not None:
+                part.flush_logs()
+        self._dead_lines.flush()
         for journal in (self._journal, self._outcomes):
             if journal is not None:
                 journal.close()
@@ -222,20 +236,34 @@ class Reliable:
             log.warning("%s announced malformed delivery modes (ignored): %.200r",
                         channel.peer_id, modes)
             modes = {}
-        self._modes[channel] = modes
-        self.topics.update(t for t, mode in modes.items() if mode in _ACKNOWLEDGED)
+        # A mode for a topic the hello does not list is of no use (nothing is sent to a
+        # peer on a topic it does not handle): left out, so the hello's bound holds.
+        listed = channel.topics
+        acked = frozenset(t for t, mode in modes.items() if mode in _ACKNOWLEDGED and t in listed)
+        self._forget(channel)
+        self._modes[channel] = acked
+        self._announced.update(acked)
+        self.topics.update(acked)
         if self._outbox is not None:
             self._outbox.connected(channel.peer_id, [channel.address, *channel.hello.listen])
 
     def disconnected(self, channel: Channel) -> None:
-        """A channel ended."""
-        self._modes.pop(channel, None)
+        """A channel ended: what its peer announced goes with it."""
+        self._forget(channel)
         if self._outbox is not None:
             self._outbox.wake(channel.peer_id)
 
+    def _forget(self, channel: Channel) -> None:
+        for topic in self._modes.pop(channel, ()):
+            self._announced[topic] -= 1
+            if not self._announced[topic]:
+                del self._announced[topic]
+                if topic not in self.policies:
+                    self.topics.discard(topic)
+
     def acknowledged_by(self, channel: Channel, topic: str) -> bool:
         """Whether the peer of ``channel`` handles ``topic`` with acknowledgements."""
-        return self._modes.get(channel, {}).get(topic) in _ACKNOWLEDGED
+        return topic in self._modes.get(channel, ())
 
     # -- sending ---------------------------------------------------------------------
 
@@ -288,8 +316,7 @@ class Reliable:
         return 0 if self._outbox is None else await self._outbox.drain(timeout)
 
     def _warn_unacknowledged(self, peer: str, topic: str) -> None:
-        if (peer, topic) not in self._warned:
-            self._warned.add((peer, topic))
+        if self._warned.first(peer, topic):
             log.warning("%s handles topic %r without acknowledgements (at-most-once): messages "
                         "to it go once, unacknowledged", peer, topic)
 
@@ -331,13 +358,12 @@ class Reliable:
                             reason, "", "", now, now)
         dead = self.dead
         letter_id, dropped = await self._committer.write(lambda db: dead.add(db, letter))
-        for lost in dropped:
-            log.error("%s", dead.full_message(lost))
-            self.stats.drop(lost.topic, "dead-letter store full")
+        self._dead_lines.dropped(dead, dropped, self.stats)
         if letter_id:
-            log.error("a payload from %s for %r went to the dead-letter store as #%d: %s "
-                      "(see `p2phost dead show %d`)", source, topic, letter_id, reason,
-                      letter_id)
+            self._dead_lines.log((source, topic),
+                                 "a payload from %s for %r went to the dead-letter store as "
+                                 "#%d: %s (see `p2phost dead show %d`)", source, topic,
+                                 letter_id, reason, letter_id)
         return int(letter_id)
 
     # -- receiving (the dispatcher's seams) ------------------------------------------

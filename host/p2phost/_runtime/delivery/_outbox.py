@@ -27,15 +27,23 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from p2phost_sdk import Codec, CodecError, ConnectionClosed, FrameTooLarge, TaskOwner
+from p2phost_sdk import (
+    Codec,
+    CodecError,
+    ConnectionClosed,
+    FrameTooLarge,
+    TaskOwner,
+)
 
 from ..._delivery_settings import DeliverySettings
+from .._limited import LimitedLogs, WarnedOnce
 from ..messaging._routes import TraceHook
 from ..messaging._stats import DeliveryStats
 from ..wire._channel import Channel
 from ..wire._envelope import Kind, encode
+from ..wire._said import named
 from ._committer import LAZY, Committer
-from ._deadletter import DeadLetter, DeadLetters
+from ._deadletter import DeadLetter, DeadLetters, DeadLines
 from ._outjournal import JournalRows, Waiting
 from ._pumpstate import Pump, Row
 from ._store import sql_id, wire_id
@@ -43,6 +51,8 @@ from ._store import sql_id, wire_id
 log = logging.getLogger("p2phost.delivery")
 _PAGE = 256
 _RECENT = 65_536
+#: Peers whose ignored acknowledgements are counted apart (the least recent forgotten).
+_ACK_LOGS = 256
 #: Rows handed from ``put`` to a caught-up pump before it reads the database instead
 #: (a caught-up pump's rows are mostly in the journal's memory anyway: the journal's
 #: size bounds them; the database read merges those in, at a cost per row held).
@@ -57,8 +67,6 @@ _YIELD = 16
 #: The wait for acknowledgements doubles after each timeout, up to this many times
 #: ``ack-timeout``.
 _MAX_BACKOFF = 8
-
-
 def key_id(key: str) -> int:
     """The message id of an idempotency key: stable, and apart from counted ids (which
     stay below 2**62)."""
@@ -91,7 +99,14 @@ class Outbox:
         self._puts = 0
         self._pumps: dict[str, Pump] = {}
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
-        self._warned: set[tuple[str, str]] = set()
+        # Per peer: one line per window for acknowledgements this node does not wait for
+        # (an ACK frame carries thousands: a line each would let a peer fill the log).
+        self._ack_logs = LimitedLogs(log, "ignored acknowledgement frames", level=logging.INFO,
+                                     keys=_ACK_LOGS)
+        # Per peer and topic: a peer's codec or frame limit can make every message to it
+        # a dead letter (the counters count each one).
+        self._dead_lines = DeadLines(log)
+        self._warned = WarnedOnce()
         self._tasks = TaskOwner('delivery', logger=log)
         #: Traces: the sender's context goes with each message (docs/operations.md).
         self.tracer: TraceHook | None = None
@@ -181,8 +196,8 @@ class Outbox:
                 pump.acked.add(message_id)
         if self.journal is not None:
             settled, ids = self.journal.acked(peer, ids)
-            for held in settled:
-                self._acked_one(peer, held.id, held.topic, pump)
+            self._ignored(peer, [held.id for held in settled
+                                 if not self._acked_one(peer, held.id, held.topic, pump)])
             if pump is not None and settled:
                 pump.wake.set()
             if not ids:
@@ -196,8 +211,9 @@ class Outbox:
                 topics.append(None if row is None else row[0])
 
         def then() -> None:
-            for message_id, topic in zip(ids, topics, strict=True):
-                self._acked_one(peer, message_id, topic, pump)
+            self._ignored(peer, [message_id for message_id, topic
+                                 in zip(ids, topics, strict=True)
+                                 if not self._acked_one(peer, message_id, topic, pump)])
             if pump is not None:
                 pump.wake.set()
 
@@ -205,7 +221,8 @@ class Outbox:
         self.committer.submit(op, then, wait=LAZY, quick=True, rows=len(ids))
 
     def _acked_one(self, peer: str, message_id: int, topic: str | None,
-                   pump: Pump | None) -> None:
+                   pump: Pump | None) -> bool:
+        """One acknowledged id; False when this node was not waiting for it."""
         key = (peer, message_id)
         if pump is not None:
             pump.acked.discard(message_id)
@@ -217,8 +234,16 @@ class Outbox:
                 self._recent.popitem(last=False)
         elif key not in self._recent:  # a repeated ACK of a recent message is normal
             self.stats.unknown_acks += 1
-            log.info("ignored an acknowledgement from %s for message %016x, which this node "
-                     "is not waiting for", peer, message_id)
+            return False
+        return True
+
+    def _ignored(self, peer: str, ids: list[int]) -> None:
+        """One line for an ACK frame's ids this node was not waiting for, rate-limited
+        per peer (the rest of a window counted in one line when the next begins)."""
+        if not ids:
+            return
+        self._ack_logs.log((peer,), "ignored %d acknowledgements from %s for messages this "
+                           "node is not waiting for (the first %016x)", len(ids), peer, ids[0])
 
     # -- the pump --------------------------------------------------------------------
 
@@ -227,6 +252,12 @@ class Outbox:
         while True:
             pump.wake.clear()
             channel = self._usable(pump.peer)
+            if channel is None and not pump.sent and not pump.acked:
+                # Its peer is gone, and no message sent to it waits for an acknowledgement:
+                # kept, the pumps would grow with every identity a peer makes up. What
+                # waits for it stays in the outbox; its next connection starts a pump.
+                del self._pumps[pump.peer]
+                return
             if channel is not pump.channel:  # another connection: all unacknowledged again
                 pump.channel, pump.cursor, pump.caught_up = channel, 0, False
                 pump.fresh.clear()
@@ -301,7 +332,7 @@ class Outbox:
     async def _send(self, pump: Pump, channel: Channel, row: Row) -> None:
         if row.topic not in channel.topics:
             self._dead_out(pump.peer, row, f"the peer does not handle topic {row.topic!r} "
-                                           f"(its topics: {', '.join(sorted(channel.topics))})")
+                                           f"(its topics: {named(channel.topics)})")
             return
         frame = self._frame(pump.peer, channel, row)
         if frame is None:
@@ -312,12 +343,12 @@ class Outbox:
             except ConnectionClosed:
                 return  # sent again on the next connection
         self.stats.add(row.topic, "resent" if row.id in pump.sent else "sent", 1, pump.peer)
+        self.stats.add(row.topic, "bytes_sent", len(frame), pump.peer)  # (every frame's)
         if self._acknowledged_by(channel, row.topic):
             pump.sent.add(row.id)
             pump.inflight[row.id] = time.monotonic()
             return
-        if (pump.peer, row.topic) not in self._warned:
-            self._warned.add((pump.peer, row.topic))
+        if self._warned.first(pump.peer, row.topic):
             log.warning("%s handles topic %r without acknowledgements (at-most-once): "
                         "messages from the outbox go to it once, unacknowledged",
                         pump.peer, row.topic)
@@ -358,11 +389,10 @@ class Outbox:
         def then() -> None:
             letter_id, dropped = outcome[0]
             if letter_id:
-                log.error("message %016x to %s on %r went to the dead-letter store as #%d: %s",
-                          row.id, peer, row.topic, letter_id, reason)
-            for lost in dropped:
-                log.error("%s", self.dead.full_message(lost))
-                self.stats.drop(lost.topic, "dead-letter store full")
+                self._dead_lines.log((peer, row.topic),
+                                     "message %016x to %s on %r went to the dead-letter store "
+                                     "as #%d: %s", row.id, peer, row.topic, letter_id, reason)
+            self._dead_lines.dropped(self.dead, dropped, self.stats)
             self.stats.add(row.topic, "dead_lettered", 1, peer)
 
         self.committer.submit(op, then)
@@ -387,6 +417,11 @@ class Outbox:
         await self._tasks.close()
         if self.journal is not None:
             self.journal.fold(urgent=True)  # so the next start has little to replay
+
+    def flush_logs(self) -> None:
+        """Log the counts the rate-limited lines held back (after the last commit)."""
+        self._ack_logs.flush()
+        self._dead_lines.flush()
 
 
 def _claim(db: Any, peer: str, addresses: list[str]) -> None:

@@ -7,6 +7,14 @@ database for a delayed retry (exponential back-off), or, after the last round, g
 the dead-letter store. A body the codec cannot decode (or the handler's model refuses)
 goes to the dead-letter store at once. The message is acknowledged (to its sender with an
 ACK frame, and to the medium that carried it) only once one of these outcomes is committed.
+
+A stored letter that comes again while its first delivery is busy is acknowledged to its
+medium with the first one's outcome, never before: a broker that delivers a stored record
+again while the first delivery waits in the mailbox (JetStream, after its ack wait)
+settles the record itself on the copy's acknowledgement, which a node killed before the
+outcome lost. Any other copy (a frame on a connection: a sender's resend, a record of its
+own; an inbox connection answers redeliveries of one frame itself) is acknowledged at
+once, as nothing else would settle it in this run.
 """
 
 from __future__ import annotations
@@ -32,18 +40,26 @@ from p2phost_sdk import (
     TaskOwner,
 )
 
+# Letters of a busy letter whose medium acknowledgements wait for its outcome: as many as
+# an inbox connection holds per frame; more are let go unacknowledged (redeliveries of its
+# record: its acknowledgement settles them).
+from p2phost_sdk.inbox._connection import COPIES_HELD
+
+from .._limited import LimitedLogs
 from ..messaging._routes import Route, Work
 from ..messaging._stats import DeliveryStats
 from ..wire._channel import Ack, Channel
 from ..wire._envelope import Envelope
 from ._appstate import AppState, Session
 from ._committer import Committer
-from ._deadletter import DeadLetter, DeadLetters
-from ._dedupe import BUSY, DONE, Dedupe
+from ._deadletter import DeadLetter, DeadLetters, DeadLines
+from ._dedupe import DONE, Dedupe
 from ._injournal import OutcomeJournal
 from ._store import StoreError, sql_id, wire_id
 
 log = logging.getLogger("p2phost.delivery")
+#: What a copy of a busy message is (a done one's: :data:`~._dedupe.DONE`).
+_BUSY = "busy"
 #: Seconds a handler's outcome waits for others to share its commit.
 _OUTCOME_WAIT = 0.001
 #: Acknowledge ``message_id`` to ``peer`` (on ``channel`` if still open).
@@ -72,6 +88,8 @@ class Job:
     first_at: float = field(default_factory=time.time)
     error: str = ""
     traceback: str = ""
+    #: The medium acknowledgements of copies that came while it was busy.
+    copies: list[Ack] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -102,10 +120,18 @@ class Receiver:
         self._durable_topics = frozenset(
             topic for topic, policy in policies.items()
             if policy.mode is DeliveryMode.EFFECTIVELY_ONCE)
+        #: Busy messages (taken, outcome not committed) by key: copies wait on them (the
+        #: dedupe window knows the done ones only).
+        self._busy: dict[tuple[str, int], Job] = {}
         self._due: list[tuple[float, int]] = []
         self._scheduled: set[int] = set()
         self._wake = asyncio.Event()
         self._tasks = TaskOwner('delivery', logger=log)
+        # A peer causes these once per message: rate-limited per peer and topic, the
+        # first of a window in full (the counters count every one).
+        self._failures = LimitedLogs(log, "handler failures")
+        self._parked = LimitedLogs(log, "delayed retries")
+        self._dead_lines = DeadLines(log)
 
     # -- from the wire ---------------------------------------------------------------
 
@@ -114,19 +140,22 @@ class Receiver:
         """A MESSAGE of an acknowledged topic this node handles (the dispatcher's seam)."""
         topic, peer = envelope.topic, channel.peer_id
         key = (peer, envelope.message_id)
-        seen = self.dedupe.seen(key, durable=self._durable(topic))
+        seen = _BUSY if key in self._busy else self.dedupe.seen(
+            key, durable=self._durable(topic))
         if seen is not None:
             self.stats.add(topic, "duplicates", 1, peer)
             log.debug("dropping a copy of message %016x from %s (%s)", key[1], peer, seen)
             if seen is DONE:
                 self.acknowledge(peer, envelope.message_id, channel)
-            if medium_ack is not None:
-                medium_ack()
+                if medium_ack is not None:
+                    medium_ack()
+            elif medium_ack is not None:
+                self._hold_copy(key, channel, medium_ack)
             return None
         codec = channel.codec
         job = Job(peer, envelope.message_id, topic, codec.content_type, envelope.body,
                   channel=channel, medium_ack=medium_ack)
-        self.dedupe.take(key)
+        self._take(job)
         try:
             body = codec.decode(envelope.body)
         except CodecError as exc:
@@ -196,14 +225,16 @@ class Receiver:
                 self._dead(job, f"the handler failed all {job.attempts} attempts")
         finally:
             if not settled:  # cancelled (shutdown): not acknowledged, so it comes again
-                self.dedupe.release(job.key, done=False)
+                self._release(job, done=False)
 
     def _failed(self, job: Job, exc: Exception, policy: Delivery) -> None:
         job.error = f"{type(exc).__name__}: {exc}"
         job.traceback = "".join(traceback.format_exception(exc))
-        log.warning("the %r handler failed on message %016x from %s (attempt %d of %d): %s",
-                    job.topic, job.message_id, job.peer, job.attempts, policy.attempts,
-                    job.error)
+        self._failures.log((job.peer, job.topic),
+                           "the %r handler failed on message %016x from %s (attempt %d of "
+                           "%d): %s", job.topic, job.message_id, job.peer, job.attempts,
+                           policy.attempts, job.error, exc_info=exc,
+                           fields=_fields(job))
 
     def _succeeded(self, job: Job, session: Session) -> None:
         durable = self._durable(job.topic)
@@ -238,19 +269,48 @@ class Receiver:
         if durable:
             Dedupe.mark(db, job.key)
 
+    def _take(self, job: Job) -> None:
+        self._busy[job.key] = job
+
+    def _hold_copy(self, key: tuple[str, int], channel: Channel, medium_ack: Ack) -> None:
+        """A copy of the busy message ``key``. One that may be the first one's stored record
+        delivered again (both letters: the medium redelivers a letter the node holds)
+        is acknowledged with the first one's outcome, as that acknowledgement settles the
+        record. Any other copy is a record of its own (a sender's resend is a new frame;
+        an inbox connection answers a frame's redeliveries itself): acknowledged now, or
+        nothing would ever settle it in this run."""
+        job = self._busy.get(key)
+        if job is None or not (_stored(channel) and _stored(job.channel)):
+            medium_ack()
+        elif len(job.copies) < COPIES_HELD:
+            job.copies.append(medium_ack)
+
+    def _release(self, job: Job, *, done: bool) -> list[Ack]:
+        """``job``'s outcome is committed (``done``), or it was given up; the medium
+        acknowledgements of its copies, for the caller to give with its own (a copy of a
+        message given up is let go, as the message is: both come again)."""
+        if self._busy.get(job.key) is job:  # not a refused one's: it was never taken
+            del self._busy[job.key]
+        if done:
+            self.dedupe.remember(job.key)
+        copies, job.copies = job.copies, []
+        return copies
+
     def _settled(self, job: Job, counter: str | None) -> None:
-        self.dedupe.release(job.key, done=True)
+        copies = self._release(job, done=True)
         if job.acknowledge:
             self.acknowledge(job.peer, job.message_id, job.channel)
         if job.medium_ack is not None:
             job.medium_ack()
+        for medium_ack in copies:
+            medium_ack()
         if counter is not None:
             self.stats.add(job.topic, counter, 1, job.peer)
 
     def _given_up(self, job: Job) -> None:
         # The outcome was not committed: not acknowledged, so the sender (or the
         # delayed queue) brings the message again.
-        self.dedupe.release(job.key, done=False)
+        self._release(job, done=False)
         if job.delayed_key is not None:
             self._schedule(job.delayed_key, time.time() + _RETRY_SOON)
 
@@ -278,9 +338,11 @@ class Receiver:
                 Dedupe.mark(db, job.key)
 
         def then() -> None:
-            log.warning("message %016x from %s on %r: the handler failed %d times; retrying "
-                        "in %gs (delayed retry %d of %d)", job.message_id, job.peer, job.topic,
-                        job.attempts, delay, rounds, policy.delayed_retries)
+            self._parked.log((job.peer, job.topic),
+                             "message %016x from %s on %r: the handler failed %d times; "
+                             "retrying in %gs (delayed retry %d of %d)", job.message_id,
+                             job.peer, job.topic, job.attempts, delay, rounds,
+                             policy.delayed_retries, fields=_fields(job))
             self._schedule(keys[0], due)
             self._settled(job, None)  # safe in the delayed queue: the sender may forget it
 
@@ -300,13 +362,14 @@ class Receiver:
         def then() -> None:
             letter_id, dropped = outcome[0]
             if letter_id:
-                log.error("message %016x from %s on %r went to the dead-letter store as #%d: "
-                          "%s%s (see `p2phost dead show %d`)", job.message_id, job.peer,
-                          job.topic, letter_id, reason,
-                          f"; last error: {job.error}" if job.error else "", letter_id)
-            for lost in dropped:
-                log.error("%s", self.dead.full_message(lost))
-                self.stats.drop(lost.topic, "dead-letter store full")
+                self._dead_lines.log(
+                    (job.peer, job.topic),
+                    "message %016x from %s on %r went to the dead-letter store as #%d: "
+                    "%s%s (see `p2phost dead show %d`)", job.message_id, job.peer,
+                    job.topic, letter_id, reason,
+                    f"; last error: {job.error}" if job.error else "", letter_id,
+                    fields=_fields(job))
+            self._dead_lines.dropped(self.dead, dropped, self.stats)
             self._settled(job, "dead_lettered")
 
         self.committer.submit(op, then, lambda: self._given_up(job))
@@ -355,11 +418,11 @@ class Receiver:
         sender, stored_id, topic, content_type, body, attempts, rounds, first_at = row
         job = Job(sender, wire_id(stored_id), topic, content_type, body, acknowledge=False,
                   attempts=attempts, rounds=rounds, delayed_key=key, first_at=first_at)
-        if self.dedupe.seen(job.key, durable=False) is BUSY:
+        if job.key in self._busy:
             self._schedule(key, time.time() + _RETRY_SOON)  # a copy is being handled now
             return
         route, codec = self.routes.get(topic), self.codecs.get(content_type)
-        self.dedupe.take(job.key)
+        self._take(job)
         if route is None:
             self._dead(job, f"no app on this node handles topic {topic!r} any more")
             return
@@ -391,3 +454,18 @@ class Receiver:
     async def close(self) -> None:
         """Stop bringing messages back (they stay in the delayed queue for the next run)."""
         await self._tasks.close()
+
+    def flush_logs(self) -> None:
+        """Log the counts the rate-limited lines held back (after the last commit)."""
+        for limited in (self._failures, self._parked, self._dead_lines):
+            limited.flush()
+
+
+def _stored(channel: Channel | None) -> bool:
+    return channel is not None and channel.stored
+
+
+def _fields(job: Job) -> dict[str, str]:
+    """What a line about ``job`` is about, for JSON logs (it may be logged outside the
+    handler's context: a commit's callback)."""
+    return {"peer": job.peer, "topic": job.topic, "message_id": format(job.message_id, "016x")}

@@ -15,6 +15,7 @@ from typing import Any
 from p2phost_sdk import App, permission_of
 
 from .._errors import NodeConfigError
+from ..wire._envelope import wire_name_problem
 from ._mailbox import Direct, Mailbox
 from ._routes import Route, Work
 
@@ -22,6 +23,19 @@ log = logging.getLogger("p2phost.node")
 
 #: What an app's mailbox runs for each item: ``process(peer, item)``.
 Process = Callable[[str, Work], Coroutine[Any, Any, None]]
+
+
+def check_topic(topic: str, app: str) -> None:
+    """Raise :class:`NodeConfigError` when ``topic`` of ``app`` cannot go on the wire:
+    peers leave such a topic out of this node's hello, so none would ever send to it."""
+    problem = wire_name_problem(topic)
+    if problem is not None:
+        shown = f"{topic[:60]!r}..." if len(topic) > 60 else repr(topic)
+        raise NodeConfigError(
+            f"app {app!r} handles topic {shown}, which peers cannot use: {problem}",
+            fix="rename the topic: printable characters only (no newline, tab or other "
+                "control character), not only spaces, at most 255 bytes in UTF-8, e.g. "
+                "'orders.created'")
 
 
 class AppMailboxes:
@@ -38,6 +52,7 @@ class AppMailboxes:
             mailbox: Mailbox[Work] = Mailbox(name, app.mailbox_size, process, direct)
             self._apps.append((app, mailbox))
             for topic, handler in app.handlers().items():
+                check_topic(topic, name)
                 if topic in self.routes:
                     raise NodeConfigError(
                         f"topic {topic!r} is handled by two apps: {owners[topic]!r} and "
@@ -48,6 +63,7 @@ class AppMailboxes:
     def add_route(self, app: App, topic: str,
                   handler: Callable[[Any], Awaitable[Any]]) -> None:
         """Route ``topic`` to ``handler`` through ``app``'s mailbox."""
+        check_topic(topic, type(app).name or type(app).__name__)
         if topic in self.routes:
             raise NodeConfigError(f"topic {topic!r} has a handler on this node already",
                                   fix="register one handler per topic")
@@ -58,7 +74,9 @@ class AppMailboxes:
         self.routes[topic] = Route(handler, mailbox, permission_of(handler))
 
     def wrap_processing(self, wrap: Callable[[Process], Process]) -> None:
-        """Put ``wrap(process)`` in place of what each mailbox runs per item."""
+        """Put ``wrap(process)`` in place of what each mailbox runs per item (before
+        any is queued: a message queued as its own item is for the mailbox's task)."""
+        assert not any(len(mailbox) for _, mailbox in self._apps), "wrapped too late"
         for _, mailbox in self._apps:
             mailbox._process = wrap(mailbox._process)
             mailbox.direct = None  # what wraps processing sees every item

@@ -24,8 +24,10 @@ from p2phost_sdk import (
 )
 
 from .._errors import WireError
+from .._limited import LimitedLogs, WarnedOnce
 from ..wire._channel import Channel
 from ..wire._envelope import ANSWER, RAW, VERSION, Envelope, Kind, encode
+from ..wire._said import said
 from ._apps import AppMailboxes, Process, lifecycle_call
 from ._outgoing import Outgoing
 from ._received import Received
@@ -58,13 +60,25 @@ class Dispatcher(Outgoing):
         super().__init__()
         self._reply_channel = reply_channel
         self._apps = AppMailboxes(apps, self._process, self)
+        #: The mailboxes run plain items themselves (see start): False once processing
+        #: is wrapped, and then no message is put in a mailbox as its own item.
+        self._direct = True
         self.routes = self._apps.routes  # the same dict: read per message, no call between
         self._ids = ids
         self.stats = stats
         self._tallies = stats.tallies
         # (kind, topic) -> the frame's header around its ids, packed once.
         self._headers: dict[tuple[Kind, str], tuple[bytes, bytes]] = {}
-        self._warned: set[tuple[str, str]] = set()
+        self._message_headers: dict[str, tuple[bytes, bytes]] = {}
+        # (peer, topic) pairs already said to be dropped, the most recent last (bounded:
+        # a peer making up topics must not grow it).
+        self._warned = WarnedOnce()
+        # A line per new pair, limited per peer and reason: made-up topics fill no log.
+        self._drops = LimitedLogs(log, "dropped topics", burst=5)
+        self._refusals = LimitedLogs(log, "allow= predicate failures", level=logging.ERROR)
+        # A peer causes one per message: rate-limited per peer and topic (the first of a
+        # window with its traceback; the "failed" counter counts every one).
+        self._failures = LimitedLogs(log, "handler failures")
         # Acknowledged delivery: its messages take their own path from on_message, and
         # ACKs go to it.
         self._delivery = delivery
@@ -95,8 +109,12 @@ class Dispatcher(Outgoing):
 
     def wrap_processing(self, wrap: Callable[[Process], Process]) -> None:
         """Put ``wrap(process)`` in place of what each app's mailbox runs per item: for
-        what must see the whole of it (the handler, the reply, the failure's log line)."""
+        what must see the whole of it (the handler, the reply, the failure's log line).
+        Before any message arrives (the node's constructor): from then on no message is
+        queued as its own item (a simple item: see :meth:`received`), which ``process``
+        could not take."""
         self._apps.wrap_processing(wrap)
+        self._direct = False
 
     def mailboxes(self) -> dict[str, dict[str, int]]:
         """Each app's mailbox: messages queued or being handled, and its size."""
@@ -115,8 +133,9 @@ class Dispatcher(Outgoing):
                 Kind.REQUEST if kind else Kind.MESSAGE, message_id, topic, body,
                 deadline=deadline, trace=trace), ack)
         peer = channel.peer_id
-        # stats.message_in inline: the call costs 3% of a one-way message (instructions.py).
-        tally = self._tallies.get((topic, peer)) or self.stats.tally(topic, peer)
+        # stats.message_in inline: the call costs 3% of a one-way message (instructions.py);
+        # the channel's tally of the topic: no (topic, peer) key to build and hash.
+        tally = channel.tallies.get(topic) or self.stats.tally_of(channel.tallies, topic, peer)
         tally.received += 1
         tally.bytes_received += len(body)
         codec = channel.codec
@@ -132,6 +151,23 @@ class Dispatcher(Outgoing):
         message.content_type = channel.content_type
         message.attempt = 1
         message.store = None
+        if trace:  # the sender's trace context
+            if (tracer := self.tracer) is None:
+                trace = b""  # not tracing here: nothing passes it on
+            elif trace[24] & 1 or tracer.decides:  # (else an unsampled sender's: passed on)
+                trace = tracer.incoming(peer, message_id, trace)  # b"": to be recorded
+        # Metrics on: the message's queued time when the metrics time it (about one in
+        # ``timing-sample``), else 0.0 (not route.stamp(None): an attribute read less).
+        queued = 0.0 if (stamp := route.stamp) is None else stamp(None)
+        if not (kind or deadline or trace or queued) and ack is None and self._direct:
+            # A simple item: the message is its own (no Work: nothing around its handler,
+            # which the mailbox's task calls and counts itself; see _mailbox.Direct). With
+            # metrics on too: only a timed message needs _process, which reads the clock.
+            message._call = route.handler
+            message._tally = tally
+            if route.mailbox.try_put(peer, message):  # type: ignore[arg-type]
+                return None
+            return route.mailbox.put(peer, message)  # type: ignore[arg-type]
         item = _new(Work)
         item.call = route.handler
         item.message = message
@@ -140,18 +176,13 @@ class Dispatcher(Outgoing):
         item.channel = channel
         item.ack = ack
         item.counted = False
-        item.queued = 0.0
+        item.queued = queued
         item.plain = ack is None
         item.trace = b""
         item.token = None
-        if trace and (tracer := self.tracer) is not None:
-            if trace[24] & 1 or tracer.decides:  # (else an unsampled sender's: passed on)
-                trace = tracer.incoming(peer, message_id, trace)  # b"": to be recorded
-            if trace:  # not recorded: the bare handler runs, its sends pass the context on
-                item.call, item.trace = route.bare or route.handler, trace
+        if trace:  # not recorded: the bare handler runs, its sends pass the context on
+            item.call, item.trace = route.bare or route.handler, trace
         item.tally = tally
-        if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
-            stamp(item)
         if route.mailbox.try_put(peer, item):
             return None
         return route.mailbox.put(peer, item)
@@ -169,7 +200,7 @@ class Dispatcher(Outgoing):
         if envelope.recipient and envelope.recipient != self.local_peer_id:
             raise WireError(f"envelope recipient {envelope.recipient} is not this node")
         route = self.routes.get(envelope.topic)
-        if route is None or (route.allow is not None and not allowed(route, peer)):
+        if route is None or (route.allow is not None and not allowed(route, peer, self._refusals)):
             self._unrouted(channel, envelope, route is not None)
             if ack is not None:
                 ack()
@@ -213,9 +244,9 @@ class Dispatcher(Outgoing):
         if envelope.kind is Kind.REQUEST:
             channel.post(encode(Kind.ERROR, next(self._ids), body=text.encode(),
                                 correlation_id=envelope.message_id))
-        elif (channel.peer_id, envelope.topic) not in self._warned:
-            self._warned.add((channel.peer_id, envelope.topic))
-            log.warning("dropping messages from %s: %s", channel.peer_id, text)
+        elif self._warned.first(channel.peer_id, envelope.topic):
+            self._drops.log((channel.peer_id, "not allowed" if forbidden else "no app"),
+                            "dropping messages from %s: %s", channel.peer_id, text)
 
     def on_reply(self, channel: Channel, envelope: Envelope) -> None:
         """A REPLY or ERROR: to the request waiting for it; an ACK to acknowledged delivery."""
@@ -243,7 +274,8 @@ class Dispatcher(Outgoing):
         if reply.done():
             return
         if kind == _ERROR_KIND:
-            reply.set_exception(RemoteError(peer, topic, body.decode(errors="replace")))
+            # The peer's words: shown by the caller and the CLI, so cut as any a peer sends.
+            reply.set_exception(RemoteError(peer, topic, said(body)))
             return
         try:
             reply.set_result(channel.codec.decode(body))
@@ -261,9 +293,26 @@ class Dispatcher(Outgoing):
         self.fail_pending(peer_id, f"the connection was lost: {reason}")
         self._apps.peer_gone(peer_id)
 
+    def flush_logs(self) -> None:
+        """Log the counts the rate-limited lines held back."""
+        for limited in (self._failures, self._drops, self._refusals):
+            limited.flush()
+
     async def drain(self, timeout: float) -> None:
         """Handle what the mailboxes hold (up to ``timeout`` each), then stop them."""
         await self._apps.drain(timeout)
+
+    #: A simple item's type (see _mailbox.Direct): a plain one-way message as its own
+    #: item, put by :meth:`received`.
+    simple = Received
+
+    def failed(self, peer: str, message: Received,
+               error: Exception | asyncio.CancelledError) -> Awaitable[None] | None:
+        """A simple item's handler raised ``error``: logged and counted (a one-way
+        message: no answer to wait for)."""
+        self._failed(peer, message, error)
+        self.stats.add(message.topic, "failed", 1, peer)
+        return None
 
     def start(self, item: Work) -> Awaitable[Any] | None:
         """A plain message's or request's handler call, run by the mailbox with no
@@ -315,9 +364,10 @@ class Dispatcher(Outgoing):
 
     def _failed(self, peer: str, message: Any,
                 exc: Exception | asyncio.CancelledError) -> None:
-        log.warning("the %r handler failed on a message from %s: %s: %s",
-                    message.topic, peer, type(exc).__name__, exc,
-                    exc_info=log.isEnabledFor(logging.DEBUG))
+        self._failures.log((peer, message.topic),
+                           "the %r handler failed on message %s from %s: %s: %s",
+                           message.topic, message.id, peer, type(exc).__name__, exc,
+                           exc_info=exc)
 
     async def _process(self, peer: str, item: Work) -> None:
         # What the mailbox runs for an item start() does not take: a lifecycle call,

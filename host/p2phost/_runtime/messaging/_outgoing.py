@@ -30,6 +30,13 @@ _MESSAGE, _REQUEST = Kind.MESSAGE, Kind.REQUEST
 _time, _join, _pack_ids = time.time, b"".join, IDS.pack
 
 
+def _too_large(channel: Channel, topic: str, size: int) -> FrameTooLarge:
+    """The error for a message frame of ``size`` bytes, over ``channel``'s limit."""
+    return FrameTooLarge(
+        f"a message on {topic!r} is {size} bytes, over the maximum frame size "
+        f"of {channel.frame_limit} ({channel.frame_limit_source})")
+
+
 class Outgoing(PendingRequests):
     """The dispatcher's send side (a base class of ``Dispatcher``: the per-message path
     reads the dispatcher's attributes as its own, with no call in between)."""
@@ -39,6 +46,9 @@ class Outgoing(PendingRequests):
     stats: DeliveryStats
     _tallies: dict[tuple[str, str], Tally]
     _headers: dict[tuple[Kind, str], tuple[bytes, bytes]]
+    #: A MESSAGE's header parts by topic alone (``_headers``' for that kind): what
+    #: try_send looks up per message, with no (kind, topic) key to build and hash.
+    _message_headers: dict[str, tuple[bytes, bytes]]
     tracer: TraceHook | None
 
     def frame(self, channel: Channel, kind: Kind, message_id: int, topic: str, body: Any,
@@ -53,6 +63,8 @@ class Outgoing(PendingRequests):
             parts = header_parts(kind, topic.encode())
             if len(self._headers) < 4096:
                 self._headers[kind, topic] = parts
+                if kind is _MESSAGE:
+                    self._message_headers[topic] = parts
         trace = b"" if self.tracer is None else self.tracer.outgoing(channel)
         if trace:  # traced: the trace context goes between the topic and the body
             parts = (_TRACED_HEADS[kind], parts[1] + trace)
@@ -62,9 +74,7 @@ class Outgoing(PendingRequests):
         except struct.error as exc:
             raise WireError(f"cannot encode envelope: a field is out of range ({exc})") from exc
         if len(frame) > channel.frame_limit:
-            raise FrameTooLarge(
-                f"a message on {topic!r} is {len(frame)} bytes, over the maximum frame size "
-                f"of {channel.frame_limit} ({channel.frame_limit_source})")
+            raise _too_large(channel, topic, len(frame))
         return frame
 
     def _raw_frame(self, channel: Channel, kind: Kind, message_id: int, topic: str,
@@ -93,7 +103,7 @@ class Outgoing(PendingRequests):
         while there is room)."""
         # frame(), inline for the common message (a codec's body, its header packed
         # already; traced or not): one call less per message sent.
-        parts = self._headers.get((_MESSAGE, topic)) if type(body) is not Raw else None
+        parts = self._message_headers.get(topic) if type(body) is not Raw else None
         if parts is None:
             frame = self.frame(channel, _MESSAGE, next(self._ids), topic, body)
         else:
@@ -106,13 +116,14 @@ class Outgoing(PendingRequests):
             except struct.error as exc:
                 raise WireError(
                     f"cannot encode envelope: a field is out of range ({exc})") from exc
-            if len(frame) > channel.frame_limit:  # (frame() says why)
-                frame = self.frame(channel, _MESSAGE, next(self._ids), topic, body)
+            if len(frame) > channel.frame_limit:  # refused as frame() does, not re-encoded
+                raise _too_large(channel, topic, len(frame))
         if not channel.try_post(frame):
             return frame
-        # stats.message_out inline: the call costs 3% of a one-way message (instructions.py).
-        tally = self._tallies.get((topic, channel.peer_id)) \
-            or self.stats.tally(topic, channel.peer_id)
+        # stats.message_out inline: the call costs 3% of a one-way message (instructions.py);
+        # the channel's tally of the topic: no (topic, peer) key to build and hash.
+        tally = channel.tallies.get(topic) \
+            or self.stats.tally_of(channel.tallies, topic, channel.peer_id)
         tally.sent += 1
         tally.bytes_sent += len(frame)
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from .._errors import ConnectionRefusedByPeer
 from ..wire._channel import Channel
 
 
@@ -24,6 +25,8 @@ class Peer:
     current: Channel | None = None
     #: Why its last channel ended, set as ``gone`` is.
     reason: str = ""
+    #: The peer's refusal that ended it, when its GOODBYE was one (set as ``gone`` is).
+    refusal: ConnectionRefusedByPeer | None = None
 
     def best(self) -> Channel | None:
         """The channel to send new messages on, or None while all are closing."""
@@ -86,9 +89,10 @@ class PeerTable:
             peer.current = next((c for c in peer.channels if id(c) not in losers), None)
         return peer, new, retire
 
-    def remove(self, channel: Channel, reason: str = "") -> Peer | None:
-        """Drop a channel that ended (for ``reason``); returns the peer when it was its
-        last channel."""
+    def remove(self, channel: Channel, reason: str = "",
+               refusal: ConnectionRefusedByPeer | None = None) -> Peer | None:
+        """Drop a channel that ended (for ``reason``, the peer's ``refusal`` if it was
+        one); returns the peer when it was its last channel."""
         peer = self.peers.get(channel.peer_id)
         if peer is None or channel not in peer.channels:
             return None
@@ -98,6 +102,6 @@ class PeerTable:
         if peer.channels:
             return None
         del self.peers[channel.peer_id]
-        peer.reason = reason
+        peer.reason, peer.refusal = reason, refusal
         peer.gone.set()
         return peer

@@ -11,18 +11,29 @@ The hot receive path (``Dispatcher.received``) builds one field by field, with n
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from p2phost_sdk import Message, MessageKind, Store
+
+if TYPE_CHECKING:
+    from ._stats import Tally
 
 # The dataclass's slot for ``id``, used under the property below.
 _ID: Any = Message.__dict__["id"]
 
 
 class Received(Message):
-    """A ``Message`` built from a frame: ``id`` may be given as the frame's number."""
+    """A ``Message`` built from a frame: ``id`` may be given as the frame's number.
 
-    __slots__ = ("_number",)
+    A plain one-way message is its own mailbox item (no ``Work`` around it: one object
+    per message, not two): ``_call`` is then its handler and ``_tally`` its topic's and
+    peer's counters (see ``Dispatcher.received`` and ``_mailbox.Direct``). Neither is a
+    field: a message a handler keeps holds no channel or acknowledgement through them."""
+
+    __slots__ = ("_call", "_number", "_tally")
+    _call: Callable[[Message], Awaitable[Any]]
+    _tally: Tally
 
     def __init__(self, id: str | int, kind: MessageKind, sender: str, topic: str,
                  body: Any, correlation_id: str | None = None, content_type: str = "",

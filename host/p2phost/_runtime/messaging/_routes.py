@@ -15,6 +15,7 @@ from ._mailbox import Mailbox
 from ._stats import Tally
 
 if TYPE_CHECKING:
+    from .._limited import LimitedLogs
     from ..wire._envelope import Envelope
 
 log = logging.getLogger("p2phost.node")
@@ -95,9 +96,11 @@ class Route:
     mailbox: Mailbox[Work]
     #: Who may call the topic (``handler(allow=...)``); None: anyone.
     allow: Callable[[str], bool] | None = None
-    #: Metrics on: called with each item put in the mailbox, it stamps ``queued`` on the
-    #: ones the metrics time (p2phost._observability._instrument). None: metrics off.
-    stamp: Callable[[Work], None] | None = None
+    #: Metrics on: called for each message put in the mailbox, it returns the time
+    #: (``time.monotonic``) for the ones the metrics time, 0.0 for the others, and stamps
+    #: it as ``queued`` on the item given, if any (a plain one-way message not timed is
+    #: put with no ``Work``: p2phost._observability._instrument). None: metrics off.
+    stamp: Callable[[Work | None], float] | None = None
     #: Tracing on: the handler without the tracer's receipt around it, for a message
     #: whose trace is not recorded (``Work.trace``). None: ``handler`` is bare.
     bare: Callable[[Message], Awaitable[Any]] | None = None
@@ -118,12 +121,15 @@ class AckedDelivery(Protocol):
         """An ACK frame."""
 
 
-def allowed(route: Route, peer: str) -> bool:
-    """Whether ``peer`` may call the route's topic (its ``handler(allow=...)``)."""
+def allowed(route: Route, peer: str, failures: LimitedLogs) -> bool:
+    """Whether ``peer`` may call the route's topic (its ``handler(allow=...)``); a failing
+    predicate refuses, and says so in ``failures`` (a node's: once per message a peer
+    sends, so a line per peer and window, the first with its traceback)."""
     assert route.allow is not None
     try:
         return bool(route.allow(peer))
-    except Exception:
-        log.exception("an app's allow= predicate failed; refusing %s", peer)
+    except Exception as exc:
+        failures.log((peer,), "an app's allow= predicate failed; refusing %s", peer,
+                     exc_info=exc)
         return False
 

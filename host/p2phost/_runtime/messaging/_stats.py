@@ -37,6 +37,9 @@ class Tally:
 
 #: The counters a :class:`Tally` holds.
 TALLIED = Tally.__slots__
+#: Topics whose tallies a channel keeps at hand (``Channel.tallies``); past this many
+#: a topic's tally is looked up in the stats per message (still counted, not kept).
+TALLIED_TOPICS = 256
 
 
 class DeliveryStats:
@@ -96,6 +99,16 @@ class DeliveryStats:
             tally = self.tallies.get(key)
             if tally is None:
                 tally = self.tallies[key] = Tally()
+        return tally
+
+    def tally_of(self, tallies: dict[str, Tally], topic: str, peer: str) -> Tally:
+        """:meth:`tally`, kept in ``tallies`` (a channel's to ``peer``, by topic) while it
+        has fewer than ``TALLIED_TOPICS``: the hot paths' ``tallies.get(topic) or
+        stats.tally_of(tallies, topic, peer)`` (a tally is never replaced, so one kept
+        is always the one the stats show)."""
+        tally = self.tally(topic, peer)
+        if len(tallies) < TALLIED_TOPICS:
+            tallies[topic] = tally
         return tally
 
     def message_out(self, topic: str, peer: str, size: int) -> None:

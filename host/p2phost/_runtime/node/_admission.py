@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..wire._refusal import BUSY
+
 
 def source_of(address: str) -> str:
     """The host part of a remote address (``tcp://1.2.3.4:5`` -> ``1.2.3.4``)."""
@@ -39,10 +41,10 @@ class HandshakeGate:
         source = source_of(address)
         if self._pending >= self.total:
             self.refused += 1
-            return f"too many handshakes in progress ({self.total})"
+            return f"{BUSY} ({self.total})"
         if self._sources[source] >= self.per_source:
             self.refused += 1
-            return f"too many handshakes in progress from {source} ({self.per_source})"
+            return f"{BUSY} from {source} ({self.per_source})"
         self._pending += 1
         self._sources[source] += 1
         return None

@@ -3,7 +3,9 @@ ends, retiring duplicates, keepalive, and ``[node] peer-limit``.
 
 Every admitted connection counts against the peer limit from admission on (peers,
 clients, and accepted connections still in their handshake); it is checked again once
-the handshake names the peer, in the same step as the peer is added.
+the dialler's hello names the peer (this node's own dials may have filled the limit
+meanwhile), before this node answers: a peer with no room is refused in place of the
+hello, so neither end takes it for connected.
 """
 
 from __future__ import annotations
@@ -29,16 +31,17 @@ from p2phost_sdk import (
 
 from ..._observability._links import handshake_reason
 from ..._observability._tracing import HELLO_KEY as TRACE_HELLO
+from .._errors import NodeConfigError, Refused
 from ..delivery._delivery import Reliable
 from ..messaging._dispatch import Dispatcher
 from ..messaging._peers import PeerTable
 from ..wire._channel import Channel
 from ..wire._envelope import RAW_HELLO
-from ..wire._handshake import Admit, Hello, handshake, refuse
+from ..wire._handshake import MAX_HELLO, MAX_HELLO_TOPICS, Admit, Hello, handshake, refuse
+from ..wire._refusal import PEER_LIMIT, refused_after_hellos
 from ..wire._sealed import Sealer
 from ._admission import HandshakeGate
 from ._options import NodeOptions
-from ._targets import refusal
 
 log = logging.getLogger("p2phost.node")
 #: How many peers that refused this node's hello after dialling it are remembered.
@@ -87,6 +90,36 @@ class Connections:
         #: The hello's ``schemas`` fields (node/_schemas.py), set by the node.
         self.schemas: dict[str, Any] = {}
 
+    def hello(self, nonce: str) -> Hello:
+        """This node's hello, as it goes out on a connection with ``nonce``."""
+        return Hello(peer_id=self.peer_id, codecs=tuple(self._codecs),
+                     topics=tuple(self._dispatch.topics), listen=tuple(self._addresses),
+                     session=self._session, nonce=nonce, name=self.options.name,
+                     max_frame_size=self.options.max_frame_size,
+                     extra={**self._reliable.hello_extra(), **self.schemas,
+                            RAW_HELLO: 1,  # this node reads raw bodies (p2phost_sdk.Raw)
+                            # Peers send trace contexts only to nodes that read them.
+                            **({TRACE_HELLO: 1} if self._dispatch.tracer is not None else {}),
+                            **({"client": True} if self.options.client else {})})
+
+    def check_hello(self) -> None:
+        """Raise :class:`NodeConfigError` when peers would not take this node's hello
+        whole: over ``MAX_HELLO`` bytes no peer could connect (the dialler's error names a
+        frame's size), past ``MAX_HELLO_TOPICS`` topics peers leave the rest out."""
+        hello = self.hello(secrets.token_hex(8))
+        count, fix = len(hello.topics), (
+            "handle fewer topics on this node (run some of its apps on another node), or "
+            "give them shorter names")
+        if count > MAX_HELLO_TOPICS:
+            raise NodeConfigError(f"this node handles {count} topics, over the "
+                                  f"{MAX_HELLO_TOPICS} a peer takes from a hello: peers "
+                                  "would not see the rest", fix=fix)
+        size = len(hello.to_frame())
+        if size > MAX_HELLO:
+            raise NodeConfigError(f"this node's hello would be {size} bytes long with its "
+                                  f"{count} topics, over the {MAX_HELLO} a peer takes: no "
+                                  "peer could connect to it", fix=fix)
+
     @property
     def peer_id(self) -> str:
         """This node's peer id."""
@@ -122,17 +155,27 @@ class Connections:
         connections still in their handshake."""
         return len(self._table) + len(self._clients) + self._accepting
 
+    def _full(self, count: int) -> str | None:
+        """Why ``count`` connections leave no room under [node] peer-limit (None: room)."""
+        limit = self.options.peer_limit
+        return f"{PEER_LIMIT} ({limit})" if count >= limit else None
+
+    def _room(self, peer_id: str, client: bool) -> str | None:
+        """The handshake's check of an accepted peer, once its hello names it: a new peer
+        or client needs room beside the peers and clients there are (this connection
+        was counted as handshaking); another connection of a known peer replaces or
+        joins it."""
+        if client or self._table.get(peer_id) is None:
+            return self._full(len(self._table) + len(self._clients))
+        return None
+
     async def accept(self, transport: Transport, connection: Connection) -> None:
         """A listener's callback: admit ``connection`` (or refuse it with a reason)."""
         address = connection.remote_address
         if self.closing:
             await connection.close()
             return
-        reason = None
-        if self._admitted() >= self.options.peer_limit:
-            reason = f"peer limit reached ({self.options.peer_limit})"
-        else:
-            reason = self._gate.enter(address)
+        reason = self._full(self._admitted()) or self._gate.enter(address)
         if reason is not None:
             self._refusals.warning("refused a connection from %s: %s", address, reason)
             self._tasks.spawn(refuse(connection, reason), "refuse")
@@ -145,6 +188,8 @@ class Connections:
         try:
             await self.open(connection, initiator=False, address=address,
                             inbox=transport.inbox_based)
+        except Refused as exc:  # no room once its hello named the peer
+            self._refusals.warning("refused a connection from %s: %s", address, exc)
         except HandshakeError as exc:
             self._failures.warning("closed connection from %s: handshake failed: %s",
                                    address, exc, reason=handshake_reason(exc))
@@ -168,33 +213,19 @@ class Connections:
     async def _open(self, connection: Connection, *, initiator: bool, address: str,
                     inbox: bool, expected_peer_id: str | None) -> Channel:
         nonce = secrets.token_hex(8)
-        hello = Hello(peer_id=self.peer_id, codecs=tuple(self._codecs),
-                      topics=tuple(self._dispatch.topics), listen=tuple(self._addresses),
-                      session=self._session, nonce=nonce, name=self.options.name,
-                      max_frame_size=self.options.max_frame_size,
-                      extra={**self._reliable.hello_extra(), **self.schemas,
-                             RAW_HELLO: 1,  # this node reads raw bodies (p2phost_sdk.Raw)
-                             # Peers send trace contexts only to nodes that read them.
-                             **({TRACE_HELLO: 1} if self._dispatch.tracer is not None else {}),
-                             **({"client": True} if self.options.client else {})})
+        hello = self.hello(nonce)
         done = await handshake(
             connection, hello=hello, codecs=self._codecs, identity=self.identity,
             # Inbox media carry no stream to secure: they get message-level security.
             security=self._sealer if inbox else self._security, initiator=initiator,
             expected_peer_id=expected_peer_id,
             timeout=self.options.handshake_timeout,
-            admit=self._admit, client=self.options.client,
+            admit=self._admit, client=self.options.client, room=self._room,
         )
         client = not initiator and done.hello.extra.get("client") is True
         if self.closing:
             await refuse(done.connection, "the node is shutting down")
             raise HandshakeError("the node is shutting down")
-        if not initiator and (client or self._table.get(done.hello.peer_id) is None) \
-                and len(self._table) + len(self._clients) >= self.options.peer_limit:
-            # Checked again now that the peer is known, in the same step as it is added.
-            reason = f"peer limit reached ({self.options.peer_limit})"
-            await refuse(done.connection, reason)
-            raise HandshakeError(reason)
         channel = Channel(done, address=address, initiator=initiator, local_nonce=nonce,
                           on_message=self._dispatch.on_message,
                           on_reply=self._dispatch.on_reply,
@@ -239,19 +270,20 @@ class Connections:
             self._reliable.disconnected(channel)
             log.debug("connection to %s (%s) ended: %s", channel.peer_id, channel.address,
                       reason)
-            peer = self._table.remove(channel, reason)
+            refusal = refused_after_hellos(channel.remote_reason)
+            peer = self._table.remove(channel, reason, refusal)
             if peer is not None:
-                refused = not channel.initiator and refusal(channel.remote_reason)
+                refused = None if channel.initiator else refusal
                 self._refusers.pop(peer.peer_id, None)
-                if refused:  # it dialled us, then refused our hello
+                if refused is not None:  # it dialled us, then refused our hello
                     self._refusers[peer.peer_id] = None
                     if len(self._refusers) > _REFUSERS:
                         del self._refusers[next(iter(self._refusers))]
                     self._failures.warning(
                         "peer %s (%s) refused this node's hello: %s", peer.peer_id,
-                        channel.address, refused, reason=handshake_reason(
-                            HandshakeError(f"the peer refused the connection: {refused}")))
-                log.log(logging.DEBUG if refused else logging.INFO,
+                        channel.address, channel.remote_reason,
+                        reason=handshake_reason(refused))
+                log.log(logging.DEBUG if refused is not None else logging.INFO,
                         "disconnected from %s (%s): %s", peer.peer_id, channel.address, reason)
                 self._dispatch.lifecycle(peer.peer_id, "on_peer_lost", channel.info, reason)
                 self._dispatch.peer_gone(peer.peer_id, reason)
@@ -288,12 +320,17 @@ class Connections:
                     # A peer that takes what we write is alive, even while it sends
                     # nothing (its PONG waits behind a large reply it reads slowly).
                     idle = now - max(channel.last_seen, channel.progress_at)
-                    if channel.stalled or channel.ended:
+                    if channel.stalled or channel.ended or channel.closed_here:
                         continue
-                    if idle >= timeout and not channel.writing and not channel.peer_took():
-                        log.warning("peer %s (%s) sent nothing, and took nothing sent to "
+                    # Nor is one whose large frame is still arriving, steadily.
+                    if idle >= timeout and not channel.writing and not channel.peer_took() \
+                            and not channel.peer_gave():
+                        partly = channel.connection.partly_received()
+                        log.warning("peer %s (%s) sent nothing%s, and took nothing sent to "
                                     "it, for %.0fs: closing the connection (keepalive "
-                                    "timeout)", peer.peer_id, channel.address, idle)
+                                    "timeout)", peer.peer_id, channel.address,
+                                    f" (bar a trickle of the frame it began: {partly} "
+                                    "bytes of it so far)" if partly else "", idle)
                         self._tasks.spawn(channel.close(f"keepalive timeout ({idle:.0f}s "
                                                         "without traffic)"), "close")
                     elif idle >= interval or now - channel.pinged >= interval:

@@ -43,6 +43,7 @@ from p2phost_sdk import (
 )
 from p2phost_sdk.inbox import InboxTransport, Letter
 
+from ..._schemes import scheme_of
 from .._errors import WireError, bad_address
 from ..wire._channel import Channel
 from ..wire._envelope import Envelope, Kind, decode
@@ -79,6 +80,8 @@ class _Session:
 class LetterChannel(Channel):
     """A channel to one peer through its inbox on one medium, without a connection."""
 
+    stored = True
+
     def __init__(self, letters: Letters, *, peer_id: str, address: str, codec: Codec,
                  reply_inbox: str | None, answering: bool) -> None:
         # No connection, reader or writer: only what the dispatcher uses of a channel.
@@ -86,6 +89,7 @@ class LetterChannel(Channel):
         self.codec = codec
         self.address = address
         self.topics: frozenset[str] = frozenset()
+        self.tallies: dict[str, Any] = {}
         self.info = PeerInfo(peer_id, address, self.topics, codec.content_type)
         self.frame_limit = letters.frame_limit
         self.frame_limit_source = f"the message size limit of the medium at {address}"
@@ -158,9 +162,7 @@ class Letters:
     # -- sending ---------------------------------------------------------------------
 
     def _transport(self, address: str) -> InboxTransport | None:
-        if "://" not in address:
-            return None
-        transport = self.transports.get(address.split("://", 1)[0])
+        transport = self.transports.get(scheme_of(address))
         return transport if isinstance(transport, InboxTransport) else None
 
     def refusal(self, address: str) -> str | None:

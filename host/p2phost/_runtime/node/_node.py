@@ -12,7 +12,7 @@ import functools
 import itertools
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from p2phost_sdk import (
@@ -22,6 +22,7 @@ from p2phost_sdk import (
     Connection,
     Discovery,
     Identity,
+    Listener,
     PeerInfo,
     PeerRecord,
     PluginTimeout,
@@ -36,9 +37,11 @@ from p2phost_sdk import (
     with_timeout,
 )
 
+from ..._address_form import check_form
 from ..._observability._links import link_rows
 from ..._observability._logs import flush_repeats, json_enabled, limit_repeats, with_context
 from ..._observability._tracing import open_tracing
+from ..._schemes import manifest_addresses, scheme_of
 from .._errors import ListenError, NodeConfigError, bad_address
 from ..delivery._delivery import Reliable
 from ..delivery._store import DATABASE_NAME
@@ -113,7 +116,7 @@ class Node(MessagingAPI):
         self._hooks = hooks
         self._table = PeerTable(identity.peer_id)
         self._tasks = TaskOwner("node", logger=log)
-        self._listeners: list[tuple[Transport, Any]] = []
+        self._listeners: list[tuple[Transport, Listener]] = []
         self._addresses: list[str] = []
         self._dialler = Link(
             local_peer_id=identity.peer_id, table=self._table, tasks=self._tasks,
@@ -177,9 +180,35 @@ class Node(MessagingAPI):
         return self._reliable
 
     @property
+    def apps(self) -> tuple[App, ...]:
+        """The apps this node runs: the manifest's app plugins and a program's own."""
+        return tuple(self._apps)
+
+    @property
     def addresses(self) -> list[str]:
         """The addresses this node really listens on (port 0 resolved)."""
         return list(self._addresses)
+
+    def when_listening(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback`` with each address this node listens on once it takes
+        connections: at once for most, and for a listener that waits to be granted
+        something (``Listener.serving``: a relay's reservation) once it is, however late
+        (a relay that was down and comes up)."""
+        for _, listener in self._listeners:
+            serving = listener.serving
+            if serving is None or serving.is_set():
+                for address in listener.addresses:
+                    callback(address)
+            else:
+                self._tasks.spawn(self._when_serving(listener, serving, callback),
+                                  "listening")
+
+    @staticmethod
+    async def _when_serving(listener: Listener, serving: asyncio.Event,
+                            callback: Callable[[str], None]) -> None:
+        await serving.wait()
+        for address in listener.addresses:
+            callback(address)
 
     @property
     def topics(self) -> list[str]:
@@ -194,9 +223,16 @@ class Node(MessagingAPI):
                                   "app's delivery): its handler must be there at start",
                                   fix="register the handler before the node opens")
         self._dispatch.add_route(app, topic, handler)
+        schemas = self._connections.schemas
+        self._connections.schemas = hello_schemas(self._dispatch.routes)
+        try:
+            self._connections.check_hello()
+        except NodeConfigError:  # as it was: peers still take its hello
+            del self._dispatch.routes[topic]
+            self._connections.schemas = schemas
+            raise
         if self.metrics is not None:  # timed as the routes of start are
             self.metrics.timings.instrument_topic(self._dispatch, topic)
-        self._connections.schemas = hello_schemas(self._dispatch.routes)
 
     def hello_of(self, peer_id: str) -> Hello | None:
         """What the connected peer ``peer_id`` said about itself (None: not connected)."""
@@ -280,6 +316,7 @@ class Node(MessagingAPI):
                                    doing="starting its app")
             for address in self.options.listen:
                 await self._listen(address)
+            self._connections.check_hello()  # (its addresses and every app's topics in it)
             if self.metrics is not None:
                 await self.metrics.start()
             if self._security is None:
@@ -352,6 +389,7 @@ class Node(MessagingAPI):
             self._sealer.close()
         self._dispatch.fail_pending(None, "the node shut down")
         self._connections.flush_logs()
+        self._dispatch.flush_logs()
         flush_repeats()
         if self.metrics is not None:
             await self.metrics.close()
@@ -385,7 +423,7 @@ class Node(MessagingAPI):
                                             inbox=inbox, expected_peer_id=expected_peer_id)
 
     def _transport_for(self, address: str) -> Transport:
-        scheme = address.split("://", 1)[0] if "://" in address else ""
+        scheme = scheme_of(address)
         transport = self._transports.get(scheme)
         if transport is None:
             have = ", ".join(f"{s}://" for s in sorted(self._transports)) or "none"
@@ -393,12 +431,7 @@ class Node(MessagingAPI):
             # that finds the plugin for this scheme, never a fixed one (``relay+tcp``:
             # the relay plugin).
             if not scheme:  # tcp:/x, h:1: malformed, whichever transport it meant
-                from ..._address_form import check_form
-
-                try:
-                    check_form(address, peer=True)
-                except AddressError as exc:
-                    raise bad_address(exc) from exc
+                check_address(self._transports, address)
             fix = f"p2phost plugin search {scheme.split('+')[0]} --kind transport"
             raise NodeConfigError(
                 f"no transport plugin serves {address!r} (loaded transports: {have})", fix=fix)
@@ -407,20 +440,18 @@ class Node(MessagingAPI):
 
 def check_address(transports: Mapping[str, Transport], address: str,
                   where: str | None = None) -> None:
-    """NodeConfigError (a usage error) when the transport of ``address`` among
-    ``transports`` finds it malformed; ``where`` names the p2phost.toml key it is in."""
-    if any(c.isspace() for c in address):  # 'tcp://h:1 ' is not a bad port: say what it is
-        from ..._address_form import check_form
-
-        try:
-            check_form(address)
-        except AddressError as exc:
-            raise bad_address(exc, where) from exc
-    transport = transports.get(address.split("://", 1)[0] if "://" in address else "")
-    if transport is None:
-        return
+    """NodeConfigError (a usage error) when ``address`` is malformed: no ``scheme://``,
+    or its transport among ``transports`` refuses it; ``where`` names the p2phost.toml
+    key it is in (None: an address to dial, given to a command or call). The one check of
+    an address's form: a start's, a dial's and ``p2phost run --check``'s say the same."""
+    scheme = scheme_of(address)
     try:
-        transport.check_address(address)
+        # 'tcp://h:1 ' is not a bad port, nor 'tcp:/h:1' an unserved scheme: say what it is
+        if not scheme or any(c.isspace() for c in address):
+            check_form(address, peer=where != "[node] listen")
+        transport = transports.get(scheme)
+        if transport is not None:
+            transport.check_address(address)
     except AddressError as exc:
         raise bad_address(exc, where) from exc
 
@@ -428,7 +459,5 @@ def check_address(transports: Mapping[str, Transport], address: str,
 def check_manifest_addresses(transports: Mapping[str, Transport], manifest: Manifest) -> None:
     """:func:`check_address` for every address ``p2phost.toml`` lists (before a start,
     and by ``p2phost run --check``)."""
-    from ..._schemes import manifest_addresses
-
     for where, address in manifest_addresses(manifest):
         check_address(transports, address, where)

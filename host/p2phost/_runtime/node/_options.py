@@ -14,8 +14,9 @@ from ..._observability._settings import MetricsSettings
 
 @dataclass(frozen=True)
 class NodeOptions:
-    """How a node runs. ``listen``, ``connect``, ``max_frame_size`` and ``peer_limit``
-    come from ``[node]`` in p2phost.toml; the rest are tuning with safe defaults."""
+    """How a node runs. ``listen``, ``connect``, ``max_frame_size``, ``peer_limit``,
+    ``handshake_limit_per_source`` and ``keepalive_timeout`` come from ``[node]`` in
+    p2phost.toml; the rest are tuning with safe defaults."""
 
     name: str = "node"
     listen: Sequence[str] = ()
@@ -24,7 +25,8 @@ class NodeOptions:
     max_frame_size: int = 16 * 1024 * 1024
     #: Peers (and clients) admitted at once; counted when a connection is accepted.
     peer_limit: int = 64
-    #: Handshakes in progress at once, in all and from one source host.
+    #: Handshakes in progress at once, in all and from one source host
+    #: (``[node] handshake-limit-per-source``); more are refused at once.
     handshake_limit: int = 128
     handshake_limit_per_source: int = 8
     dial_timeout: float = 5.0

@@ -24,14 +24,12 @@ from typing import Any, Protocol
 
 from p2phost_sdk import Backoff, PeerRecord, PeerUnavailable
 
+from .._errors import ConnectionRefusedByPeer, refusal_of, refused
+
 log = logging.getLogger("p2phost.node")
 
 #: The names of :attr:`DialTargets.counters`.
 COUNTERS = ("dials", "unreachable", "refused", "wrong_peer", "connected")
-#: What a dial's error says when a peer was reached but the handshake was refused (by its
-#: trust policy or ours, its peer limit, its shutdown): not "unreachable".
-_REFUSALS = ("the peer refused the connection", "is refused by the trust policy",
-             "peer limit reached")
 
 
 class Connected(Protocol):
@@ -41,6 +39,8 @@ class Connected(Protocol):
     gone: asyncio.Event
     #: Why its last connection ended ("" until it did).
     reason: str
+    #: The peer's refusal that ended it, if its GOODBYE was one.
+    refusal: ConnectionRefusedByPeer | None
 
 
 def is_wrong_peer(error: Exception) -> bool:
@@ -51,10 +51,11 @@ def is_wrong_peer(error: Exception) -> bool:
         "itself" in text
 
 
-def refusal(error: Exception | str) -> str:
-    """Why a failed dial's peer was reached and refused ("" when it was not reached)."""
-    text = str(error)
-    return text if any(r in text for r in _REFUSALS) else ""
+def refusal(error: Exception) -> str:
+    """Why a failed dial's peer was reached and the handshake refused, by it (its limits,
+    its trust policy, its shutdown) or by this node's trust policy: its error ("" when
+    the peer was not reached, or the handshake failed otherwise)."""
+    return str(error) if refused(error) else ""
 
 
 @dataclass
@@ -91,8 +92,11 @@ class DialTargets:
         self._own = own_addresses
         self._targets: dict[str, _Target] = {}
         self.counters: Counter[str] = Counter()
-        #: The last refusal's error (why), shown beside the counters.
+        #: The last refusal's error (why), shown beside the counters, and its fix when
+        #: it has its own (the peer's limits): the control socket's answer carries both,
+        #: so ``doctor`` need not read the fix out of the words.
         self.refused_reason = ""
+        self.refused_fix = ""
         self.closed = False
 
     @staticmethod
@@ -155,6 +159,8 @@ class DialTargets:
                                      **{name: self.counters[name] for name in COUNTERS}}
         if self.refused_reason:
             answer["refused_reason"] = self.refused_reason
+        if self.refused_fix:
+            answer["refused_fix"] = self.refused_fix
         return answer
 
     async def _supervise(self, key: str, target: _Target) -> None:
@@ -172,11 +178,15 @@ class DialTargets:
                     await asyncio.sleep(self._backoff.delay(0))
                     continue
                 # It went at once: a refusal after the hellos (a peer older than the
-                # listener's check before its hello, its peer limit reached meanwhile),
-                # or a peer that fails as it starts. Redialling at once would loop.
-                if reason := refusal(link.reason):
+                # listener's checks before its hello), or a peer that fails as it starts.
+                # Redialling at once would loop.
+                if link.refusal is not None:
+                    reason = link.reason
                     self.counters["refused"] += 1
+                    # Its fix with it (an older listener's peer limit has its own, not
+                    # the trust policy's that doctor gives a refusal without one).
                     self.refused_reason = reason
+                    self.refused_fix = link.refusal.fix or ""
                     if reason != logged:
                         log.warning("peer %s ended the connection as it opened (will "
                                     "retry): %s", peer_id, reason)
@@ -191,6 +201,7 @@ class DialTargets:
                 target.task = None
                 return
             errors: list[str] = []
+            last_refused = ""  # errors[-1] when it is a refusal
             for address in addresses:
                 self.counters["dials"] += 1
                 try:
@@ -204,10 +215,14 @@ class DialTargets:
                     elif reason := refusal(exc):
                         self.counters["refused"] += 1
                         self.refused_reason = reason
+                        by_peer = refusal_of(exc)
+                        self.refused_fix = (by_peer.fix or "") if by_peer else ""
                         errors.append(reason)
+                        last_refused = reason
                     else:
                         self.counters["unreachable"] += 1
                         errors.append(str(exc))
+                        last_refused = ""
                     continue
                 self.counters["connected"] += 1
                 target.learned = peer_id
@@ -221,10 +236,10 @@ class DialTargets:
                 # other than the last logged: a peer that was down and now refuses us (its
                 # trust policy) says what to do, and backoff would hold it back ~20 s.
                 if errors and (dials_failed == 0 or dials_failed % 10 == 9
-                               or refusal(errors[-1]) != logged):
+                               or last_refused != logged):
                     log.warning("cannot connect to %s (will retry): %s", ", ".join(addresses),
                                 errors[-1])
-                    logged = refusal(errors[-1])
+                    logged = last_refused
                 if errors:
                     await asyncio.sleep(self._backoff.delay(failures))
                     failures += 1

@@ -26,6 +26,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable
+from typing import Any, ClassVar
 
 from p2phost_sdk import (
     Codec,
@@ -34,6 +35,7 @@ from p2phost_sdk import (
     ConnectionClosed,
     P2PHostError,
     PeerInfo,
+    ProtocolViolation,
     TransportError,
 )
 
@@ -54,6 +56,7 @@ from ._reader import (
     OnTraced,
     Reader,
 )
+from ._said import said
 
 __all__ = ["Ack", "Channel", "OnFields", "OnMessage", "OnReplied", "OnReply", "OnTraced"]
 
@@ -62,10 +65,27 @@ log = logging.getLogger("p2phost.node")
 _PING = encode(Kind.PING, 0)
 _PONG = encode(Kind.PONG, 0)
 _FLUSH_GRACE = 1.0
+#: The least a frame still arriving must grow per keepalive timeout to count as traffic
+#: (``peer_gave``): a steady sender of 4.4 KB/s at the default 15 s gets a 16 MiB frame
+#: through (in an hour at most); a trickle of a byte now and then is cut off.
+MIN_GROWTH = 65536
 
 
 class Channel(Reader):
     """A live connection to one peer, after the handshake."""
+
+    # Slots, not a dict: read per frame sent and received, and with more fields than
+    # CPython 3.11 keeps inline (30) a dict's reads cost more than a slot's.
+    __slots__ = ("_close_reason", "_flushed", "_handed", "_hard_limit", "_on_message",
+                 "_on_reply", "_outbox", "_partly", "_partly_seen", "_reader", "_room",
+                 "_taken", "_try_send", "_waiting", "_wake", "_watch", "_write_timeout",
+                 "_writing", "address", "closing", "codec", "content_type", "ended",
+                 "frame_limit", "frame_limit_source", "hello", "info", "initiator",
+                 "local_nonce", "peer_done", "peer_id", "pinged", "progress_at",
+                 "reads_raw", "remote_reason", "rtt", "tallies", "topics", "usable")
+    #: Whether it carries letters (stored records a medium may deliver again while the
+    #: node holds them), not a connection's frames.
+    stored: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -94,6 +114,11 @@ class Channel(Reader):
         self.topics = frozenset(done.hello.topics)
         #: The peer reads raw bodies (``p2phost_sdk.Raw``): its hello says so, once.
         self.reads_raw = done.hello.extra.get(RAW_HELLO) == 1
+        #: The dispatcher's counters of this peer by topic (each ``DeliveryStats.tally``
+        #: of the topic and peer, kept here for up to ``TALLIED_TOPICS`` topics): found
+        #: by the topic alone per message sent and received, with no (topic, peer) key
+        #: to build and hash.
+        self.tallies: dict[str, Any] = {}
         #: The address this channel was dialled at, or where the peer came from.
         self.address = address
         self.initiator = initiator
@@ -161,6 +186,10 @@ class Channel(Reader):
         # (handed minus what the transport still holds), and what waited for it at the
         # last look: progress, see peer_took.
         self._handed = self._taken = self._waiting = 0
+        # A frame still arriving, at the last look (``peer_gave``): its bytes then, and
+        # ``last_seen`` then (a change means it was whole since, and a new one begun).
+        self._partly = 0
+        self._partly_seen = self.last_seen
         #: The look at a slow write's progress, once the first (``_watch_write``) is due.
         self._watch: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
@@ -253,23 +282,28 @@ class Channel(Reader):
         """Queue a frame if the outbox has room."""
         # A lone frame (a request, its reply) straight to the transport as post would
         # send it, with no call in between: this is the round trip's path.
-        # (The method as a local first: a call of an attribute that holds a bound method
-        # is a lookup Python 3.11 does not specialize.)
-        try_send = self._try_send
-        if not (self._outbox or self._writing or self._wrote_directly or self.ended) \
-                and try_send(frame):
-            self._wrote_directly = True
-            self._handed += len(frame)
-            return True
-        waiting = self._outbox_bytes  # (and _over inline: one call less per message)
-        if waiting >= self._limit or self.ended \
-                or (waiting and waiting + len(frame) > self._hard_limit):
-            return False
         outbox = self._outbox
         if outbox:  # behind queued frames (most of a burst): post's last step only
+            # (Room as _over has it, inline: one call less per message; frames are never
+            # empty, so bytes wait whenever frames do.)
+            waiting = self._outbox_bytes
+            if waiting >= self._limit or self.ended \
+                    or waiting + len(frame) > self._hard_limit:
+                return False
             outbox.append(frame)
             self._outbox_bytes = waiting + len(frame)
             return True
+        # (The method as a local first: a call of an attribute that holds a bound method
+        # is a lookup Python 3.11 does not specialize.)
+        try_send = self._try_send
+        if not (self._writing or self._wrote_directly or self.ended) and try_send(frame):
+            self._wrote_directly = True
+            self._handed += len(frame)
+            return True
+        waiting = self._outbox_bytes
+        if waiting >= self._limit or self.ended \
+                or (waiting and waiting + len(frame) > self._hard_limit):
+            return False
         self.post(frame)
         return True
 
@@ -352,6 +386,12 @@ class Channel(Reader):
             self._flushed.set()
 
     @property
+    def closed_here(self) -> bool:
+        """Whether this node began closing the connection (``close``, or a peer that
+        does not read): the keepalive leaves it to end."""
+        return self._close_reason is not None
+
+    @property
     def writing(self) -> bool:
         """Whether a write to the peer is under way (its own timeout judges the peer)."""
         return self._writing
@@ -372,6 +412,23 @@ class Channel(Reader):
         if not (waited or pending):
             return False
         self.progress_at = time.monotonic()
+        return True
+
+    def peer_gave(self) -> bool:
+        """Whether a frame still arriving grew by ``MIN_GROWTH`` bytes or more since the
+        last look (called about once per keepalive timeout): then ``last_seen`` is now.
+        A slow but steady sender of a large frame is alive; one that stalls, or trickles
+        a byte now and then, is not. Asked only of a silent channel, so it costs nothing
+        per frame; never where the transport cannot tell (``partly_received``)."""
+        got = self.connection.partly_received()
+        if got is None:
+            return False
+        since = self._partly if self._partly_seen == self.last_seen else 0
+        self._partly = got
+        if got - since < MIN_GROWTH:
+            self._partly_seen = self.last_seen
+            return False
+        self.last_seen = self._partly_seen = time.monotonic()
         return True
 
     def _watch_write(self, limit: asyncio.Timeout) -> None:
@@ -407,7 +464,8 @@ class Channel(Reader):
         elif kind is Kind.PONG and self.pinged:
             self.rtt = time.monotonic() - self.pinged
         elif kind is Kind.GOODBYE:
-            self.remote_reason = envelope.body.decode(errors="replace") or "goodbye"
+            # Cut here, once: the reason is logged, kept with the peer and shown (peers).
+            self.remote_reason = said(envelope.body) or "goodbye"
             log.debug("%s said goodbye: %s", self.peer_id, self.remote_reason)
             self.usable = False
             self.peer_done.set()
@@ -427,9 +485,25 @@ class Channel(Reader):
         reason = ""
         try:
             done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-            failed = done.pop()
+            # The reader's failure is the cause when it has one; a writer's error is kept
+            # when the reader ended cleanly beside it (review: it was dropped as "closed").
+            failed = reader if reader in done and (writer not in done or _raised(reader)) \
+                else writer
             exc = None if failed.cancelled() else failed.exception()
-            if isinstance(exc, ConnectionClosed):
+            if failed is writer and isinstance(exc, ConnectionClosed) \
+                    and self._close_reason is None and not reader.done():
+                # Closed under the writer, by no one here: by the reader, which says why
+                # at once (a security layer closes the connection on a tampered frame,
+                # then raises), or by the peer, which the reader hears as soon.
+                await asyncio.wait({reader}, timeout=_FLUSH_GRACE)
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                failed, exc = reader, reader.exception()  # the cause, not the symptom
+            # Closed by the peer, or by this node (the keepalive, say: a frame it cut short
+            # is not the peer's protocol error). A protocol violation closes it too, yet it
+            # is the peer's fault (or an attacker's on the path): a warning below, as any
+            # other protocol error.
+            if (isinstance(exc, ConnectionClosed) and not isinstance(exc, ProtocolViolation)) \
+                    or (self._close_reason is not None and isinstance(exc, TransportError)):
                 reason = self._close_reason or (
                     f"the peer said goodbye ({self.remote_reason})"
                     if self.remote_reason else str(exc))
@@ -471,3 +545,8 @@ class Channel(Reader):
             self._close_reason = reason
         with contextlib.suppress(P2PHostError, OSError):
             await self.connection.close()
+
+
+def _raised(task: asyncio.Task[object]) -> bool:
+    """Whether ``task`` (done) ended with an exception."""
+    return not task.cancelled() and task.exception() is not None

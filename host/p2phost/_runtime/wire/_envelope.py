@@ -193,3 +193,21 @@ def _split(frame: bytes, start: int, *lengths: int) -> tuple[str, str, str, str]
         out.append(frame[start:start + length].decode())
         start += length
     return out[0], out[1], out[2], out[3]
+
+
+def wire_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a topic (or codec) on the wire, or None when it can: a
+    printable line, not blank, that fits an envelope's field. Peers leave any other out
+    of a hello (cut short it would name another; no sender names a blank one), so
+    nothing would reach a handler of it."""
+    # Printable first: a lone surrogate (JSON's "\\ud800" in a peer's hello) is not, and
+    # UTF-8 cannot encode it.
+    if not name.isprintable():
+        bad = next(c for c in name if not c.isprintable())
+        return f"it has a character that is not printable ({bad!r})"
+    if not name.strip():  # (no frame names one: "empty for kinds that have none")
+        return "it is only spaces" if name else "it is empty"
+    size = len(name.encode())
+    if size > MAX_FIELD:
+        return f"it is {size} bytes long in UTF-8, over the {MAX_FIELD} a message's topic holds"
+    return None

@@ -55,6 +55,11 @@ _START, _unpack, _monotonic = HEADER.size, HEADER.unpack_from, time.monotonic
 class Reader:
     """The receiving half of :class:`~._channel.Channel` (which sets these fields)."""
 
+    # Slots, not a dict: the channel's fields are read per frame (see Channel).
+    __slots__ = ("_backlog", "_blocked", "_channel", "_failure", "_limit", "_on_fields",
+                 "_on_replied", "_on_traced", "_outbox_bytes", "_stopped", "_topic",
+                 "_topic_bytes", "_wrote_directly", "connection", "last_seen", "stalled")
+
     connection: Connection
     #: This reader's channel (itself), as the callbacks take it.
     _channel: Channel
@@ -74,6 +79,12 @@ class Reader:
     _blocked: asyncio.Future[asyncio.Future[None]] | None
     _failure: Exception | None
     _stopped: bool
+    # The topic of the last MESSAGE or REQUEST taken, as it came and as decoded: a frame
+    # on the same topic (most of a burst) reuses the string, its hash computed already,
+    # with no decode or hash of its own (a comparison of its bytes: bytes.startswith
+    # would save the slice but parses its arguments, for as much as it saves).
+    _topic_bytes: bytes
+    _topic: str
 
     def _start_reader(self, channel: Channel) -> None:
         self._channel = channel
@@ -81,6 +92,7 @@ class Reader:
         self._blocked = None
         self._failure = None
         self._stopped = False
+        self._topic_bytes, self._topic = b"", ""
 
     def _general(self, envelope: Envelope, ack: Ack | None) -> Awaitable[None] | None:
         """Any other frame (control frames, frames naming their sender...): the channel's."""
@@ -185,6 +197,8 @@ class Reader:
         wait for (room in the mailbox or the outbox) before the next."""
         channel, on_fields, on_replied = self._channel, self._on_fields, self._on_replied
         on_traced = self._on_traced
+        # (the last topic: b"" before the first, "" being its string too)
+        known, known_topic = self._topic_bytes, self._topic
         taken = 0
         for frame in frames:
             taken += 1
@@ -204,10 +218,11 @@ class Reader:
                             ack()
                         on_replied(channel, kind, correlation_id, frame[end:])
                         continue
-                    try:
-                        topic = frame[_START:end].decode()
-                    except UnicodeDecodeError as exc:
-                        raise WireError(f"envelope string is not UTF-8: {exc}") from exc
+                    if (raw := frame[_START:end]) == known:
+                        topic = known_topic
+                    else:
+                        topic = self._new_topic(raw)
+                        known, known_topic = self._topic_bytes, topic
                     # A request is answered without waiting: read no more of them while
                     # the answers pile up.
                     if kind and self._outbox_bytes >= self._limit:
@@ -223,10 +238,11 @@ class Reader:
                         and (at := end + TRACE_SIZE) <= len(frame) and on_traced is not None:
                     # A traced MESSAGE or REQUEST (a tracing node's common frame): the same
                     # fields, the trace context last, with no call more per frame.
-                    try:
-                        topic = frame[_START:end].decode()
-                    except UnicodeDecodeError as exc:
-                        raise WireError(f"envelope string is not UTF-8: {exc}") from exc
+                    if (raw := frame[_START:end]) == known:
+                        topic = known_topic
+                    else:
+                        topic = self._new_topic(raw)
+                        known, known_topic = self._topic_bytes, topic
                     kind ^= TRACED
                     if kind and self._outbox_bytes >= self._limit:  # (as above: room first)
                         return taken, self._later(functools.partial(
@@ -241,6 +257,15 @@ class Reader:
             if waiting is not None:
                 return taken, waiting
         return None
+
+    def _new_topic(self, raw: bytes) -> str:
+        """A frame's topic other than the last one's, decoded, and now the last one."""
+        try:
+            topic = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise WireError(f"envelope string is not UTF-8: {exc}") from exc
+        self._topic_bytes, self._topic = bytes(raw), topic
+        return topic
 
     async def _later(self, call: Callable[[], Awaitable[None] | None]) -> None:
         await self._await_room()
