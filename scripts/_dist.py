@@ -1,11 +1,13 @@
 """Build every distribution into one folder (``scripts/dist`` runs this in the dev venv).
 
     OUT/p2phost_sdk-*.whl  OUT/p2phost-*.whl  OUT/p2phost_registry-*.whl  (each with WHEEL.sig)
+                           (p2phost-registry's holds p2phost's wheel, for `registry seed`)
     OUT/plugins/           the built-in source: each official plugin's wheel and p2phost-sdk's,
                            each with its signature (WHEEL.sig, made with the release key), and
                            release-key.pub
 
-p2phost is built last, with OUT/plugins inside it as ``p2phost/_builtin``. Builds run
+p2phost is built with OUT/plugins inside it as ``p2phost/_builtin``, then p2phost-registry
+with p2phost's signed wheel inside it as ``p2phost_registry/_host``. Builds run
 hatchling in this process (no isolated build environments, no network).
 
 The release key is ``$P2PHOST_RELEASE_KEY`` (a key file, as ``p2phost key new`` writes
@@ -84,9 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     public = public_key_of(identity)
     print(f"== release key {public} ({key_path})")
 
-    print("== p2phost-sdk, p2phost-registry")
+    print("== p2phost-sdk")
     sdk = build(ROOT / "sdk", out)
-    built = [sdk, build(ROOT / "registry", out)]
     print(f"== the official plugins, signed, into {plugins}")
     for project in official_projects():
         wheel = build(project, plugins)
@@ -99,10 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     print("== p2phost, with the built-in source")
     os.environ["P2PHOST_BUILTIN_DIR"] = str(plugins)
     host = build(ROOT / "host", out)
-    built.append(host)
     check_host_wheel(host, plugins)
-    for wheel in built:
+    sign(identity, host)
+    # A wheel cannot hold itself: p2phost-registry carries p2phost's, for `registry seed`.
+    print("== p2phost-registry, with the p2phost wheel")
+    os.environ["P2PHOST_HOST_WHEEL"] = str(host)
+    registry = build(ROOT / "registry", out)
+    check_registry_wheel(registry, host)
+    for wheel in (sdk, registry):
         sign(identity, wheel)  # `registry seed --data D dist/` publishes them signed
+    for wheel in (sdk, host, registry):
         print(f"   {wheel.name}")
     print(f"== built into {out}")
     return 0
@@ -118,6 +125,15 @@ def check_host_wheel(host: Path, plugins: Path) -> None:
         missing.append("p2phost/_templates/")
     if missing:
         sys.exit(f"scripts/dist: {host.name} lacks {', '.join(missing)}")
+
+
+def check_registry_wheel(registry: Path, host: Path) -> None:
+    """Refuse a p2phost-registry wheel that lacks the p2phost wheel or its signature."""
+    with zipfile.ZipFile(registry) as archive:
+        names = set(archive.namelist())
+    wanted = [f"p2phost_registry/_host/{host.name}{end}" for end in ("", ".sig")]
+    if missing := [n for n in wanted if n not in names]:
+        sys.exit(f"scripts/dist: {registry.name} lacks {', '.join(missing)}")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         connect,
         open_node,
     )
+    from ._runtime._errors import ConnectionRefusedByPeer, PeerNotTrusted
 del TYPE_CHECKING
 
 #: Where each exported name lives (loaded on first use).
@@ -54,6 +55,9 @@ _LAZY = {
     "connect": "p2phost._library",
     "open_node": "p2phost._library",
     "UserError": "p2phost._errors",
+    # What a refused dial's PeerUnavailable was raised from (its __cause__).
+    "ConnectionRefusedByPeer": "p2phost._runtime._errors",
+    "PeerNotTrusted": "p2phost._runtime._errors",
     # What a program needs from the SDK to write handlers and catch failures.
     "App": "p2phost_sdk",
     "BodyInvalid": "p2phost_sdk",
@@ -72,6 +76,7 @@ __all__ = [
     "AsyncNode",
     "BlockingNode",
     "BodyInvalid",
+    "ConnectionRefusedByPeer",
     "Delivery",
     "HandlerError",
     "IdentityInUse",
@@ -80,6 +85,7 @@ __all__ = [
     "ModelError",
     "NodeClosed",
     "PeerInfo",
+    "PeerNotTrusted",
     "PeerUnavailable",
     "RemoteError",
     "RequestTimeout",

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from p2phost_sdk import AddressError, is_peer_id
+from p2phost_sdk import AddressError, is_peer_id, parse_host_port
+from p2phost_sdk._address import bracketed, port_problem
 
 #: A concrete address of each official scheme (every part filled in): the form a fix takes.
 EXAMPLES = {
@@ -20,8 +21,13 @@ EXAMPLES = {
     "mqtt": "mqtt://127.0.0.1:1883", "postgresql": "postgresql://postgres@127.0.0.1:5432/postgres",
     "postgres": "postgres://postgres@127.0.0.1:5432/postgres",
 }
-#: Schemes whose address must name its port (a broker's has a default one).
+#: Schemes whose address must name its port (a broker's has a default one): a socket's,
+#: which names no peer after '#' (their transports refuse any fragment).
 _PORT_REQUIRED = {"tcp", "quic", "ws"}
+#: Schemes whose address ends at the port (a websocket's may name a path, as
+#: websocket-transport takes it: ws://HOST:PORT/PATH): their transports read it with the
+#: SDK's ``parse_host_port``, which has the last word on them here.
+_NO_PATH = {"tcp", "quic"}
 #: Schemes of a broker or database holding inboxes: a dial or a letter names the peer
 #: as the URL's fragment (``nats://HOST:PORT#PEERID``).
 _INBOX = {"redis", "nats", "amqp", "mqtt", "postgresql", "postgres"}
@@ -42,8 +48,9 @@ def check_form(address: str, *, peer: bool = False) -> None:
         return  # another plugin's scheme (relay+tcp, ...): its transport checks it
     problem = _problem(scheme, address)
     if problem:
-        raise AddressError(address, f"{problem} (expected e.g. {EXAMPLES[scheme]})",
-                           expected=fix)
+        example = EXAMPLES[scheme]
+        told = problem if example in problem else f"{problem} (expected e.g. {example})"
+        raise AddressError(address, told, expected=fix)
 
 
 def _problem(scheme: str, address: str) -> str:
@@ -54,17 +61,29 @@ def _problem(scheme: str, address: str) -> str:
     try:
         port = parts.port
     except ValueError:
-        return "the port is not 0-65535"
+        return port_problem(parts.netloc, scheme)  # the transport's own words
     if not parts.hostname:
         return "no host"
     if port is None and scheme in _PORT_REQUIRED:
         return "no port"
-    if scheme in _PORT_REQUIRED and (parts.path not in ("", "/") or parts.query):
+    if scheme in _NO_PATH and parts.path not in ("", "/"):
+        return "no path or query is allowed"
+    if scheme in _PORT_REQUIRED and parts.query:
         return "no path or query is allowed"
     if scheme == "redis" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
         return "the path must be the database number, e.g. /0"
-    if parts.fragment and not is_peer_id(parts.fragment):
+    if parts.fragment and scheme not in _PORT_REQUIRED and not is_peer_id(parts.fragment):
         return f"{parts.fragment!r} after '#' is not a peer id"
+    if scheme == "ws" and (parts.fragment or parts.username or parts.password):
+        # websocket-transport's own rule: a peer id after '#' follows a broker's address
+        return "no query, fragment or user is allowed"
+    if scheme in _NO_PATH:
+        # What the words above leave out, the transport's own parser refuses (a peer id
+        # after '#' follows a broker's address, not a socket's): so it is refused here too.
+        try:
+            parse_host_port(address, scheme=scheme)
+        except AddressError as exc:
+            return exc.problem
     return ""
 
 
@@ -90,7 +109,14 @@ def _mend(address: str) -> str:
     defaults = urlsplit(example)
     try:
         parts = urlsplit(f"{scheme}://{rest}")
-        host, port = parts.hostname, parts.port
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError:  # tcp://::1:7400: the IPv6 host in brackets, if that is it
+            netloc = bracketed(parts.netloc)
+            if netloc is None or "PORT" in netloc:
+                return example
+            parts = urlsplit(f"{scheme}://{netloc}{parts.path}")
+            host, port = parts.hostname, parts.port
     except ValueError:
         return example
     if not host:
@@ -100,10 +126,12 @@ def _mend(address: str) -> str:
     path = parts.path
     if scheme == "redis" and not path.strip("/").isdigit():
         path = defaults.path
-    elif scheme in _PORT_REQUIRED:
+    elif scheme in _NO_PATH:
         path = ""
     elif not path:
         path = defaults.path
-    fragment = f"#{parts.fragment}" if parts.fragment and is_peer_id(parts.fragment) else ""
+    # A peer id after '#' is kept where it belongs: a broker's address, not a socket's.
+    peer = scheme not in _PORT_REQUIRED and is_peer_id(parts.fragment)
+    fragment = f"#{parts.fragment}" if peer else ""
     mended = f"{scheme}://{netloc}{path}{fragment}"
     return example if _problem(scheme, mended) else mended

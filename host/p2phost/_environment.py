@@ -17,15 +17,12 @@ from typing import TYPE_CHECKING
 
 from p2phost_sdk import plugin_name_of
 
-from ._fileops import replace_file, switch
+from ._fileops import BUILT_FILE, replace_file, switch
 
 if TYPE_CHECKING:
     from importlib.metadata import Distribution
 
 _PREFIX = "gen-"
-#: Beside ``env/``: which generation the installer built last, from which files (sha256 per
-#: distribution), so ``doctor`` and ``run --check`` can tell a lock edited since.
-_BUILT = "installed.json"
 
 
 class PluginEnvironment:
@@ -79,22 +76,19 @@ class PluginEnvironment:
         site = self.site_dir
         if site is None:
             return
-        import json
-
         try:
-            replace_file(str(self.state_dir / _BUILT),
-                         json.dumps({"generation": site.name, "sha256": hashes}).encode())
+            replace_file(str(self.state_dir / BUILT_FILE), built_record(site.name, hashes))
         except OSError:
             pass
 
     def built_from(self) -> dict[str, str] | None:
-        """The hashes :meth:`remember` recorded for the active generation; None when
-        unknown (another generation is active: one a replay built, or an older p2phost's)."""
+        """The hashes :meth:`remember` (or a replayed build) recorded for the active
+        generation; None when unknown (another generation is active: an older p2phost's)."""
         import json
 
         site = self.site_dir
         try:
-            data = json.loads((self.state_dir / _BUILT).read_text(encoding="utf-8"))
+            data = json.loads((self.state_dir / BUILT_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         if site is None or not isinstance(data, dict) or data.get("generation") != site.name:
@@ -132,6 +126,14 @@ class PluginEnvironment:
         site = self.site_dir
         if site is not None and str(site) not in sys.path:
             sys.path.insert(0, str(site))
+
+
+def built_record(generation: str, hashes: dict[str, str]) -> bytes:
+    """What ``installed.json`` holds for ``generation`` built from files with ``hashes``
+    (a replay record keeps these bytes to write them as the installer would)."""
+    import json
+
+    return json.dumps({"generation": generation, "sha256": hashes}).encode()
 
 
 def _size(path: Path) -> int:

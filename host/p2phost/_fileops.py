@@ -1,9 +1,9 @@
 """What the full installer (:mod:`p2phost._install`) and its replay (:mod:`p2phost._replay`)
 both do to files, written once so that both do it alike: take the project lock, link the
 files of an unpacked wheel into a generation, switch ``.p2phost/env/current`` to it,
-replace a file atomically (``p2phost.lock``, a kept answer, a replay record), and write
-and read the head line of a kept registry answer; and with them :func:`build_recorded`,
-the replay's building of the generation a record holds.
+replace a file atomically (``p2phost.lock``, ``installed.json``, a kept answer, a replay
+record), and write and read the head line of a kept registry answer; and with them
+:func:`build_recorded`, the replay's building of the generation a record holds.
 
 The replay must stay light (and a build import no module more than it needs): this
 imports only ``os`` and ``time``, and when used ``fcntl`` (to lock), ``json`` (to read a
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 #: The project lock's file in the project's state directory (``.p2phost``).
 LOCK_FILE = "install.lock"
+#: Beside ``env/``: which generation was built last, from which files (sha256 per
+#: distribution), so ``doctor`` and ``run --check`` can tell a lock edited since. Written
+#: by the installer (``PluginEnvironment.remember``) and by a replayed build alike.
+BUILT_FILE = "installed.json"
 
 
 def lock_project(state_dir: str, wait: float) -> IO[str] | None:
@@ -204,12 +208,14 @@ def _remove(top: str) -> None:
 
 
 def build_recorded(record: dict[str, Any], snap: Snapshot) -> bool:
-    """Build the recorded generation, switch to it and write the recorded lock, in the
-    full installer's order and under its project lock; False (nothing changed) when the
-    project changed meanwhile or another command holds it."""
+    """Build the recorded generation, switch to it, record the files it was built from
+    and write the recorded lock, in the full installer's order and under its project
+    lock; False (nothing changed) when the project changed meanwhile or another command
+    holds it."""
     from ._replay_key import LOCK, STATE, snapshot
 
     root = snap[0]
+    built = record["built"]  # read before anything changes: a record without it is no build
     state = os.path.join(root, STATE)
     handle = lock_project(state, 0.0)
     if handle is None:
@@ -227,5 +233,9 @@ def build_recorded(record: dict[str, Any], snap: Snapshot) -> bool:
             _remove(envdir)  # as the installer drops a generation it could not stage
             raise
         switch(envdir, record["generation"])
+        try:
+            replace_file(os.path.join(state, BUILT_FILE), built)
+        except OSError:
+            pass  # only a hint for checks, as the installer's (PluginEnvironment.remember)
         replace_file(os.path.join(root, LOCK), record["lock"])
     return True

@@ -57,6 +57,8 @@ class NodeSettings:
     connect: list[str] = field(default_factory=list)
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     peer_limit: int = 64
+    #: Handshakes in progress at once from one source host (more are refused at once).
+    handshake_limit_per_source: int = 8
     #: ``p2phost run``'s event loop: "auto" (uvloop where installed), "uvloop", "asyncio".
     event_loop: str = "auto"
     #: Seconds a peer may send nothing, or take nothing written to it, before its
@@ -71,6 +73,7 @@ _NODE_FIELDS: dict[str, tuple[str, str]] = {
     "connect": ("connect", "list[str]"),
     "max-frame-size": ("max_frame_size", "int"),
     "peer-limit": ("peer_limit", "int"),
+    "handshake-limit-per-source": ("handshake_limit_per_source", "int"),
     "event-loop": ("event_loop", "str"),
     "keepalive-timeout": ("keepalive_timeout", "number"),
 }
@@ -200,7 +203,10 @@ class _Reader:
             elif not _type_ok(spec[1], value):
                 expected = {"int": "a positive int", "number": "a number of seconds"}.get(
                     spec[1], spec[1])
-                self.problem("node", key, f"expected {expected}, got {value!r}")
+                # A number's fix is its default (the line as `p2phost init` would have it).
+                fix = f"{key} = {getattr(NodeSettings(), spec[0])}" \
+                    if spec[1] in ("int", "number") else None
+                self.problem("node", key, f"expected {expected}, got {value!r}", fix=fix)
             else:
                 values[spec[0]] = value
         if values.get("event_loop", "auto") not in EVENT_LOOPS:

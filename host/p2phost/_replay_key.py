@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     Snapshot: TypeAlias = tuple[str, bytes, bytes | None, Any]
 
 #: Changes whenever what a record holds or means changes: older records are then misses.
-FORMAT = 2
+FORMAT = 3
 MANIFEST = "p2phost.toml"
 LOCK = "p2phost.lock"
 STATE = ".p2phost"

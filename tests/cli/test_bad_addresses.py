@@ -12,7 +12,7 @@ import pytest
 import tomlkit
 
 from p2phost._address_form import check_form
-from p2phost_sdk import AddressError
+from p2phost_sdk import AddressError, parse_host_port
 from tests.conftest import RunningRegistry, run_cli
 
 from .conftest import cli_env, new_project
@@ -134,9 +134,39 @@ def test_run_check_fixes_a_miswritten_listen_with_its_own_scheme(
 @pytest.mark.parametrize("address", ["tcp:/x", "redis:/bad", "nats:/h:4222", "h:1", "x",
                                      "tcp://h", "tcp://[::1", "redis://h/abc", " tcp://h:1",
                                      "tcp://h:99999", f"nats:/h#{PEER}", "amqp:/u:p@h/",
-                                     "mem:/bob"])
+                                     "mem:/bob", f"tcp://h:1#{PEER}", f"ws://h:1/p#{PEER}",
+                                     "ws://u@h:1"])
 def test_every_suggested_address_passes_the_check(address: str) -> None:
     for peer in (False, True):
         with pytest.raises(AddressError) as caught:
             check_form(address, peer=peer)
         check_form(caught.value.expected.replace("PEERID", PEER), peer=peer)
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "quic"])
+def test_a_peer_id_after_a_socket_address_is_refused_as_its_transport_refuses_it(
+        scheme: str) -> None:
+    # init and doctor check the form: they passed tcp://HOST:PORT#PEERID, which the
+    # transport (the SDK's parse_host_port) then refused at the start.
+    address = f"{scheme}://127.0.0.1:7400#{PEER}"
+    for check in (check_form, lambda a: parse_host_port(a, scheme=scheme)):
+        with pytest.raises(AddressError) as caught:
+            check(address)
+        assert "(no path, query or fragment)" in caught.value.problem, caught.value
+    with pytest.raises(AddressError) as caught:
+        check_form(address, peer=True)
+    assert caught.value.expected == f"{scheme}://127.0.0.1:7400"  # the fix drops it
+    check_form(caught.value.expected, peer=True)
+
+
+@pytest.mark.parametrize("address", [f"ws://127.0.0.1:7400#{PEER}", "ws://u@127.0.0.1:7400",
+                                     "tcp://127.0.0.1:7400#x", "ws://127.0.0.1:7400/p#x"])
+def test_a_socket_address_with_a_fragment_or_user_is_refused_as_its_transport_refuses_it(
+        address: str) -> None:
+    # websocket-transport refuses a fragment and a user (as tcp and quic do a fragment):
+    # init and doctor passed ws://HOST:PORT#PEERID, and said a fragment of tcp's "is not a
+    # peer id", as if one would do.
+    with pytest.raises(AddressError) as caught:
+        check_form(address)
+    assert "peer id" not in caught.value.problem, caught.value
+    assert "#" not in caught.value.expected and "@" not in caught.value.expected

@@ -4,6 +4,7 @@ declared transport serves with the same error and fix."""
 
 from __future__ import annotations
 
+import shlex
 import tomllib
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def test_the_table_init_uses_matches_the_official_plugins() -> None:
     ("redis://127.0.0.1:6379/0", "redis-transport"), ("nats://127.0.0.1:4222", "nats-transport"),
     ("amqp://guest:guest@127.0.0.1:5672/", "amqp-transport"),
     ("postgresql://127.0.0.1:5432/test", "postgres-transport"), ("tcp://127.0.0.1:0",
-                                                                 "tcp-transport")])
+                                                                 "tcp-transport"),
+    # a path, as websocket-transport takes it (and doctor, checking the form, too)
+    ("ws://127.0.0.1:7400/p2p", "websocket-transport")])
 def test_init_declares_the_transport_of_the_listen_scheme(tmp_path: Path, listen: str,
                                                           plugin: str) -> None:
     run_cli("init", str(tmp_path / "p"), "--listen", listen, check=True)
@@ -56,17 +59,38 @@ def test_run_check_refuses_a_listen_scheme_no_transport_serves(
     assert fix in run.stderr and fix in doctor.stdout, (fix, run.stderr, doctor.stdout)
 
 
+def test_doctor_finds_the_malformed_address_run_check_refuses(
+        tmp_path: Path, official_registry: RunningRegistry) -> None:
+    # A served scheme, a broken form: doctor said "served by tcp-transport" and "no
+    # problems found", then the start refused it.
+    root = new_project(tmp_path / "alice", official_registry)
+    env = cli_env(official_registry, tmp_path / "cache")
+    manifest = root / "p2phost.toml"
+    manifest.write_text(manifest.read_text().replace("tcp://127.0.0.1:0", "tcp://::1:7400"))
+    check = run_cli("run", "--check", cwd=root, env=env)
+    doctor = run_cli("doctor", cwd=root, env=env)
+    assert check.returncode == 2 and doctor.returncode == 1, check.stderr + doctor.stdout
+    said = "[node] listen: bad address 'tcp://::1:7400': an IPv6 host goes in brackets: " \
+        "tcp://[::1]:7400"
+    assert said in check.stderr and said in doctor.stdout, check.stderr + doctor.stdout
+    fix = "fix: in [node] listen of p2phost.toml, write the address as tcp://"
+    assert fix in check.stderr and fix in doctor.stdout
+    assert "no problems found" not in doctor.stdout
+
+
 
 @pytest.mark.parametrize("listen", ["redis:/bad", "127.0.0.1:7400", "tcp:/x",
                                     "redis://127.0.0.1:6379/abc", "tcp://127.0.0.1:7400 ",
-                                    "tcp://nohost:"])
+                                    "tcp://nohost:", "tcp://::1:7400"])
 def test_init_refuses_a_malformed_listen_address_and_writes_nothing(
         tmp_path: Path, listen: str) -> None:
     done = run_cli("init", str(tmp_path / "p"), "--listen", listen)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "bad address" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "p").exists()
-    fix = done.stderr.split("fix: ", 1)[1].split()
+    fix = shlex.split(done.stderr.split("fix: ", 1)[1])  # as a shell reads it
     # The fix, followed, works: init takes the address it suggests.
     assert fix[:2] == ["p2phost", "init"] and fix[3] == "--listen", fix
+    if "::1" in listen:  # the user's own IPv6 host, in brackets (not 127.0.0.1)
+        assert fix[4] == "tcp://[::1]:7400", fix
     run_cli("init", str(tmp_path / "p"), "--listen", fix[4], check=True)

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from p2phost._cli._discovery_status import discovery_lines
+from p2phost._runtime._errors import ConnectionRefusedByPeer
 from p2phost._runtime.node._targets import DialTargets
+from p2phost._runtime.wire._refusal import peer_refused, refused_after_hellos
 from p2phost_sdk import Backoff, Identity, PeerRecord, PeerUnavailable
 from p2phost_sdk.testing.discovery import wait_until
 
@@ -26,6 +28,20 @@ class Link:
 
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
+    refusal: ConnectionRefusedByPeer | None = None
+
+
+#: The peer's trust policy refusing this node, as its GOODBYE says it.
+UNTRUSTED = f"peer {PEER} is refused by the trust policy: not in the allowlist"
+
+
+def refused_dial(address: str, said: str = UNTRUSTED) -> PeerUnavailable:
+    """A dial the peer answered with a GOODBYE saying ``said``, as the node's dialler
+    raises it: the refusal is its cause."""
+    refusal = peer_refused(said)
+    exc = PeerUnavailable(f"{address}: handshake failed: {refusal}")
+    exc.__cause__ = refusal
+    return exc
 
 
 class Dialler:
@@ -122,7 +138,7 @@ async def test_a_refused_handshake_is_counted_refused_with_its_reason_not_unreac
         async def connect(self, address: str, expected: str | None) -> str:
             self.dials.append(address)
             await asyncio.sleep(0)
-            raise PeerUnavailable(reason)
+            raise refused_dial(address)
 
     dialler = Refusing({})
     tasks: set[asyncio.Task[None]] = set()
@@ -153,7 +169,7 @@ async def test_a_peer_that_comes_up_and_refuses_is_logged_at_once(
             await asyncio.sleep(0)
             if len(self.dials) <= 2:
                 raise PeerUnavailable(f"{address}: connection refused")
-            raise PeerUnavailable(reason)
+            raise refused_dial(address)
 
     dialler = UpThenRefusing({})
     tasks: set[asyncio.Task[None]] = set()
@@ -168,25 +184,29 @@ async def test_a_peer_that_comes_up_and_refuses_is_logged_at_once(
     assert logged[0].endswith("connection refused") and logged[1].endswith(reason)
 
 
+async def refuse_each_connection(dialler: Dialler, said: str) -> None:
+    """End each connection to PEER as it opens with the peer's GOODBYE saying ``said``
+    (a refusal right after the hellos)."""
+    while True:
+        await wait_until(lambda: PEER in dialler.connected, 5, "a dial")
+        link = dialler.connected.pop(PEER)
+        link.reason = f"the peer said goodbye ({said})"
+        link.refusal = refused_after_hellos(said)
+        link.gone.set()
+
+
 async def test_a_connection_refused_after_the_hellos_is_a_refused_dial_with_backoff(
         caplog: pytest.LogCaptureFixture) -> None:
     """A peer that ends each connection as it opens (an older listener refusing our hello
     after sending its own, its peer limit reached meanwhile) is redialled with growing
     backoff, counted refused with its reason, and logged once; not redialled at once."""
-    reason = (f"the peer said goodbye (peer {PEER} is refused by the trust policy: it calls "
-              "itself 'alice', but 'alice' is known as another key)")
+    said = (f"peer {PEER} is refused by the trust policy: it calls itself 'alice', but "
+            "'alice' is known as another key")
+    reason = f"the peer said goodbye ({said})"
     dialler = Dialler({"tcp://r:1": PEER})
     tasks: set[asyncio.Task[None]] = set()
     targets = targets_for(dialler, tasks, Backoff(0.04, 10.0))
-
-    async def refuse_each_connection() -> None:
-        while True:
-            await wait_until(lambda: PEER in dialler.connected, 5, "a dial")
-            link = dialler.connected.pop(PEER)
-            link.reason = reason
-            link.gone.set()
-
-    refuser = asyncio.create_task(refuse_each_connection())
+    refuser = asyncio.create_task(refuse_each_connection(dialler, said))
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="p2phost.node"):
         targets.update(PeerRecord(("tcp://r:1",), PEER, "beacon"))
@@ -201,3 +221,21 @@ async def test_a_connection_refused_after_the_hellos_is_a_refused_dial_with_back
     assert targets.refused_reason == reason
     logged = [r.getMessage() for r in caplog.records if "as it opened" in r.getMessage()]
     assert len(logged) == 1 and logged[0].endswith(reason), logged
+
+
+async def test_a_peer_limit_refusal_after_the_hellos_keeps_its_own_fix() -> None:
+    """An older listener refusing at its peer limit after its hello: doctor's line gives
+    the peer limit's fix, not the trust policy's."""
+    said = "peer limit reached (1)"
+    dialler = Dialler({"tcp://r:1": PEER})
+    tasks: set[asyncio.Task[None]] = set()
+    targets = targets_for(dialler, tasks, Backoff(0.01, 0.05))
+    refuser = asyncio.create_task(refuse_each_connection(dialler, said))
+    targets.update(PeerRecord(("tcp://r:1",), PEER, "beacon"))
+    await wait_until(lambda: targets.counters["refused"] >= 1, 2, "a refusal")
+    targets.close()
+    refuser.cancel()
+    await asyncio.gather(refuser, *tasks, return_exceptions=True)
+    lines = discovery_lines({"discovery": {"plugins": [], "dialling": targets.snapshot()}})
+    fix = lines[-1][2]
+    assert fix is not None and "peer-limit" in fix and "trust add" not in fix, lines

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import tomllib
 import urllib.request
 from collections.abc import Callable
@@ -119,9 +121,10 @@ def test_seed_without_build_tools_then_install_from_the_registry(
     seeded = venv.p2phost("registry", "seed", "--data", str(data))
     assert seeded.returncode == 0, seeded.stdout + seeded.stderr
     official = len(list(OFFICIAL.glob("*/pyproject.toml")))
-    assert f"{official + 1} files published" in seeded.stdout, seeded.stdout  # and the SDK
+    # and p2phost-sdk (from the built-in source) and p2phost (inside p2phost-registry's wheel)
+    assert f"{official + 2} files published" in seeded.stdout, seeded.stdout
     rest = venv.p2phost("registry", "seed", "--data", str(data), str(built.root))
-    assert "2 files published, 1 already there, 0 failed" in rest.stdout, rest.stdout
+    assert "1 files published, 2 already there, 0 failed" in rest.stdout, rest.stdout
     project = built.root.parent / "seed-project-src"
     building = venv.p2phost("registry", "seed", "--data", str(data),
                             str(Path(__file__).parents[2] / "official-plugins" / "echo"))
@@ -145,6 +148,15 @@ def test_seed_without_build_tools_then_install_from_the_registry(
         assert plugin["versions"][0]["files"][0]["publisher_key"] == built.release_key
         found = _get_json(f"{registry.url}/api/v1/plugins?q=p2phost")
         assert "p2phost-sdk" not in {p["name"] for p in found["plugins"]}
+
+        # plugin-authoring.md's first install step, with a real pip and no other index.
+        target = tmp_path / "author"
+        pip = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--isolated", "--no-deps", "--target",
+             str(target), "--index-url", f"{registry.url}/simple/", "p2phost-sdk", "p2phost"],
+            capture_output=True, text=True, timeout=300)
+        assert pip.returncode == 0, pip.stdout + pip.stderr
+        assert (target / "p2phost" / "_builtin").is_dir() and (target / "p2phost_sdk").is_dir()
 
         user = _new_project(node_venv, "from-registry")
         done = node_venv.p2phost("plugin", "install", "--yes", cwd=user,

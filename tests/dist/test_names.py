@@ -72,7 +72,7 @@ def test_a_plugin_needing_a_newer_sdk_is_refused_naming_both_versions(tmp_path: 
     with pytest.raises(IntegrityError) as refused:
         check_sdk("future", "1.0.0", wheel)
     assert "p2phost-sdk>=9.0" in refused.value.message
-    assert "this host has p2phost-sdk 1.0.0" in refused.value.message
+    assert "this host has p2phost-sdk 1.1.0" in refused.value.message
     assert python_requirements(wheel) == ()  # the host provides the SDK: never installed
 
 

@@ -10,7 +10,7 @@ from tests.conftest import run_cli, write_project
 
 def test_version_and_help() -> None:
     out = run_cli("--version", check=True).stdout
-    assert out.startswith("p2phost 0.1.0 (host-api 1.0")
+    assert out.startswith("p2phost 0.1.0 (host-api 1.1")
     for command in ("init", "doctor", "run", "plugin"):
         assert command in run_cli("--help", check=True).stdout
         assert run_cli(command, "--help").returncode == 0

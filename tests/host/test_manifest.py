@@ -63,6 +63,17 @@ def test_keepalive_timeout_is_a_setting(tmp_path: Path) -> None:
     assert Manifest.load(write(tmp_path, text)).node.keepalive_timeout == 60
 
 
+def test_handshake_limit_per_source_is_a_setting(tmp_path: Path) -> None:
+    assert Manifest.load(write(tmp_path, GOOD)).node.handshake_limit_per_source == 8
+    text = GOOD.replace('[node]\n', '[node]\nhandshake-limit-per-source = 32\n')
+    assert Manifest.load(write(tmp_path, text)).node.handshake_limit_per_source == 32
+    text = GOOD.replace('[node]\n', '[node]\nhandshake-limit-per-source = 0\n')
+    with pytest.raises(ManifestError) as info:
+        Manifest.load(write(tmp_path, text))
+    assert str(info.value) == ("p2phost.toml:3: node.handshake-limit-per-source: expected a "
+                               "positive int, got 0 (fix: handshake-limit-per-source = 8)")
+
+
 def test_several_registries_in_order(tmp_path: Path) -> None:
     text = GOOD.replace('url = "http://127.0.0.1:8470"',
                         'url = ["http://a.example:1/", "https://b.example"]')
@@ -89,6 +100,8 @@ def test_several_registries_in_order(tmp_path: Path) -> None:
         (GOOD.replace('[node]\n', '[node]\nkeepalive-timeout = nan\n'), 3, "from 2 to 3600"),
         (GOOD.replace('[node]\n', '[node]\nkeepalive-timeout = "15"\n'), 3,
          "a number of seconds"),
+        (GOOD.replace('[node]\n', '[node]\nhandshake-limit-per-source = true\n'), 3,
+         "expected a positive int"),
     ],
 )
 def test_bad_input_gives_file_line_and_field(tmp_path: Path, text: str, line: int,

@@ -68,7 +68,7 @@ def test_required_plugins_load_first(project: Make) -> None:
          "plugin 'hello-app' (required by 'needs-hello') is not installed",
          "p2phost plugin install 'hello-app>=1.0'"),
         (["future-plugin"], ["future-plugin"],
-         "plugin future-plugin 1.2.0 needs host-api >=2.0, this host is 1.0",
+         "plugin future-plugin 1.2.0 needs host-api >=2.0, this host is 1.1",
          "p2phost plugin install future-plugin"),
         (["cycle-a"], ["cycle-a", "cycle-b"], "plugin dependency cycle: cycle-", "remove one"),
         (["broken-import"], ["broken-import"],

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import http.server
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,12 +90,30 @@ def workspace(tmp_path: Path, registry: RunningRegistry) -> Callable[..., Worksp
     return make
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    """A stub registry's server. A client that hangs up before the whole answer is sent
+    (an install stopped or interrupted, as tests make them) is counted in ``hung_up``, not
+    printed as a BrokenPipe traceback into the test's output; any other error of a handler
+    is still printed."""
+
+    hung_up = 0
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exception(), ConnectionError):
+            self.hung_up += 1
+            return
+        super().handle_error(request, client_address)
+
+
 @contextlib.contextmanager
 def hand_made_registry(pages: Mapping[str, bytes | Callable[[], Iterator[bytes]]],
-                       missing: int = 404) -> Iterator[str]:
+                       missing: int = 404,
+                       content_types: Mapping[str, str] | None = None) -> Iterator[str]:
     """A registry serving ``pages`` by path (what the real one would refuse to hold); a
     callable page is streamed, without a length, until it ends or the client leaves.
-    Any other path is answered ``missing`` (503: down behind its proxy). Yields its URL."""
+    Any other path is answered ``missing`` (503: down behind its proxy). A path in
+    ``content_types`` is served with that Content-Type (a package index's pages: pip
+    insists). Yields its URL."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -105,6 +125,8 @@ def hand_made_registry(pages: Mapping[str, bytes | Callable[[], Iterator[bytes]]
                     for chunk in body():
                         self.wfile.write(chunk)
                 return
+            if content_types and self.path in content_types:
+                self.send_header("Content-Type", content_types[self.path])
             self.send_header("Content-Length", str(len(body or b"")))
             self.end_headers()
             self.wfile.write(body or b"")
@@ -112,7 +134,7 @@ def hand_made_registry(pages: Mapping[str, bytes | Callable[[], Iterator[bytes]]
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = QuietServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

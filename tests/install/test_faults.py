@@ -48,7 +48,7 @@ def test_a_plugins_distribution_name_points_at_the_plugin(workspace: Make) -> No
 def test_version_that_does_not_fit_this_host_says_what_would(workspace: Make) -> None:
     ws = workspace()
     err = ws.fails("plugin", "install", "alpha>=2", "--yes")
-    assert "alpha 2.0.0 needs host-api >=2, this host is 1.0" in err
+    assert "alpha 2.0.0 needs host-api >=2, this host is 1.1" in err
     assert "newest that fits this host: 1.1.0" in err and "alpha==1.1.0" in err
     err = ws.fails("plugin", "install", "alpha>1.1,<2", "--yes")
     assert "alpha 1.2.0 was yanked (breaks framing)" in err and "alpha==1.2.0" in err

@@ -83,6 +83,21 @@ def test_upgrade_outdated_remove(workspace: Make) -> None:
     assert "# my node: comments" in ws.manifest and 'name = "alpha"' not in ws.lock
 
 
+def test_upgrade_outdated_and_sync_in_a_new_project_say_what_they_did(workspace: Make) -> None:
+    ws = workspace(plugins={"alpha": "<1.1"})
+    # Nothing installed: not "all plugins are up to date".
+    assert ws.ok("plugin", "outdated") == \
+        "no plugin is installed yet: run `p2phost plugin install`\n"
+    out = ws.ok("plugin", "upgrade", "--yes")  # installs: nothing was there to upgrade
+    assert "\ninstalled 1 plugin(s): alpha 1.0.0\n" in out and "upgraded" not in out
+    (ws.root / "p2phost.toml").write_text(ws.manifest.replace('"<1.1"', '"<2"'))
+    assert "\nupgraded 1 plugin(s): alpha 1.1.0\n" in ws.ok("plugin", "upgrade", "--yes")
+    assert ws.ok("plugin", "upgrade", "--yes") == \
+        "nothing to do: no newer release within the ranges p2phost.toml allows\n"
+    assert ws.ok("plugin", "sync") == \
+        "nothing to do: the plugin environment already holds what p2phost.lock says\n"
+
+
 def test_sync_reproduces_a_project_from_its_lock_offline(workspace: Make) -> None:
     first = workspace("first")
     first.ok("plugin", "install", "beta", "pydep", "--yes")
@@ -136,7 +151,7 @@ def test_search_and_info_from_the_registry(workspace: Make) -> None:
     assert "alpha" in out and "beta" not in out
     info = ws.ok("plugin", "info", "alpha")
     assert "(not installed)" in info and "newest that fits this host: 1.1.0" in info
-    assert "needs host-api >=2, this host is 1.0" in info
+    assert "needs host-api >=2, this host is 1.1" in info
     assert "yanked: breaks framing" in info
     assert "no plugin matches" in ws.ok("plugin", "search", "zzzz-nothing")
 

@@ -138,6 +138,27 @@ def test_a_replay_does_and_prints_what_the_full_installer_does(
     )
 
 
+def test_a_replayed_build_records_what_it_was_built_from(
+    fresh: Callable[..., Workspace],
+) -> None:
+    """As the full installer does (``.p2phost/installed.json``), so that ``doctor`` and
+    ``run --check`` see a lock edited after a replayed install."""
+    first = fresh("first", plugins={"alpha": "*"})
+    assert ok(first)
+    reference = fresh("reference", first.manifest)
+    assert ok(reference, env={"P2PHOST_REPLAY": "0"})
+    replayed = fresh("replayed", first.manifest)
+    assert not ok(replayed)
+    built = ".p2phost/installed.json"
+    assert (replayed.root / built).read_bytes() == (reference.root / built).read_bytes()
+    sha = replayed.lock.split('sha256 = "', 1)[1][:64]
+    (replayed.root / "p2phost.lock").write_text(replayed.lock.replace(sha, "0" * 64))
+    check = replayed.cli("run", "--check")
+    assert check.returncode != 0 and "p2phost.lock gives alpha 1.1.0 the sha256" in check.stderr
+    assert "fix: restore p2phost.lock from version control, or p2phost plugin install alpha " \
+        "--yes" in check.stderr
+
+
 def test_a_replay_imports_next_to_nothing(fresh: Callable[..., Workspace]) -> None:
     first = fresh("first", plugins={"alpha": "*"})
     assert ok(first)

@@ -60,7 +60,7 @@ def test_backtracks_to_an_older_version_that_agrees() -> None:
 
 @pytest.mark.parametrize(("releases", "reqs", "message"), [
     ((release("a", "2.0", host_api=">=2"), release("a", "1.4")), ["a >=2"],
-     "a 2.0 needs host-api >=2, this host is 1.0, and a>=2 (requested) allows nothing else; "
+     "a 2.0 needs host-api >=2, this host is 1.1, and a>=2 (requested) allows nothing else; "
      "newest that fits this host: 1.4"),
     ((release("a", "1.0", yanked=True),), ["a *"], "a 1.0 was yanked"),
     ((release("a", "1.0"), release("b", "1.0", requires={"a": ">=2"})), ["b *"],

@@ -13,6 +13,8 @@ import hashlib
 import http.server
 import json
 import shutil
+import socket
+import struct
 import threading
 import time
 import urllib.error
@@ -23,14 +25,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RunningRegistry, run_cli, start_registry, stop_registry
+from tests.registry.conftest import wait_until
 
 from ._projects import Spec, write_projects
-from .conftest import Workspace
+from .conftest import QuietServer, Workspace
 
 Make = Callable[..., Workspace]
 
 
-class Proxy(http.server.ThreadingHTTPServer):
+class Proxy(QuietServer):
     """Forwards GETs to ``upstream``; ``seen`` lists (path, If-None-Match, status)."""
 
     def __init__(self, upstream: str, frozen: bool = False) -> None:
@@ -122,6 +125,26 @@ def proxy_to() -> Iterator[Callable[..., Proxy]]:
 def through(ws: Workspace, proxy: Proxy) -> Workspace:
     """``ws`` asking the registry through ``proxy``."""
     return Workspace(ws.root, proxy.url, ws.cache)
+
+
+def test_the_proxy_is_quiet_about_a_client_that_hangs_up(
+        proxy_to: Callable[..., Proxy], capfd: pytest.CaptureFixture[str]) -> None:
+    proxy = proxy_to("http://127.0.0.1:9", frozen=True)  # port 9: nothing answers there
+    assert proxy.frozen is not None
+    proxy.frozen["/gone"] = (200, {"ETag": '"x"'}, b"x" * 65536)
+    proxy.hold = threading.Event()
+    client = socket.create_connection(("127.0.0.1", proxy.server_address[1]), timeout=10)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.sendall(b"GET /gone HTTP/1.1\r\nHost: proxy\r\n\r\n")
+    assert proxy.asked.wait(10)
+    client.close()  # with a reset, as a killed installer's socket is closed
+    proxy.hold.set()
+    wait_until("the proxy to see the client gone", lambda: proxy.hung_up == 1)
+    assert capfd.readouterr().err == ""
+    # A real failure of the proxy (its upstream is down) is still printed.
+    with pytest.raises(ConnectionError):  # the proxy's handler failed and hung up
+        urllib.request.urlopen(proxy.url + "/api/v1/plugins/x", timeout=10)
+    assert "URLError: <urlopen error [Errno 111] Connection refused>" in capfd.readouterr().err
 
 
 def test_a_fresh_answer_is_used_without_asking(workspace: Make, registry: RunningRegistry,

@@ -144,8 +144,70 @@ async def test_a_handler_registered_while_the_node_runs(state_dir: StateDir) -> 
         node.handler("twice")(lambda message: None)
 
 
+async def test_a_topic_peers_cannot_use_is_refused_where_it_is_registered(
+        state_dir: StateDir) -> None:
+    node = p2phost.open_node(manifest=manifest([mem_address()]), state_dir=state_dir("n"))
+    for topic, problem in (("tab\there", r"not printable \('\\t'\)"),
+                           ("t" * 256, "it is 256 bytes long in UTF-8, over the 255")):
+        with pytest.raises(p2phost.HandlerError, match=problem) as raised:
+            node.handler(topic)(lambda message: None)
+        assert "which peers cannot use" in raised.value.message
+        assert raised.value.fix is not None and "rename the topic" in raised.value.fix
+    node.handler("fine/topic ünïcode")(lambda message: None)
+    async with node:
+        assert node.topics == ["fine/topic ünïcode"]
+        with pytest.raises(p2phost.HandlerError, match="which peers cannot use"):
+            node.handler("late\x1b[2J")(lambda message: None)  # (a running node's, too)
+        assert node.topics == ["fine/topic ünïcode"]
+
+
 def test_open_node_arguments_are_checked(tmp_path: Path) -> None:
     with pytest.raises(p2phost.LibraryError, match="state_dir"):
         p2phost.open_node(manifest={"plugins": {}})
     with pytest.raises(p2phost.UserError, match=r"no p2phost\.toml"):
         p2phost.open_node(tmp_path)
+
+
+async def test_a_program_reaches_an_app_plugins_api_by_name(state_dir: StateDir) -> None:
+    node = p2phost.open_node(manifest=manifest(plugins=("memory-transport", "json-codec",
+                                                        "echo")), state_dir=state_dir("apps"))
+    mine = node.add_app(Counter())
+    async with node:
+        echo = node.app("echo")  # from .p2phost/, which the program never imported
+        assert type(echo).__module__.startswith("p2phost_echo")
+        assert node.app("counter") is mine
+        with pytest.raises(p2phost.LibraryError) as caught:
+            node.app("gossip")
+    assert "(its apps: counter, echo)" in caught.value.message
+    assert caught.value.fix == ("p2phost plugin install gossip (it adds the plugin to "
+                                "p2phost.toml's [plugins]), then open the node again")
+
+
+async def test_a_refused_connection_names_its_kind_by_exported_classes(
+        state_dir: StateDir) -> None:
+    """A refused dial is a ``PeerUnavailable`` (what a program catches) raised from the
+    refusal: ``p2phost.ConnectionRefusedByPeer`` when the peer refused (its reason, code
+    and fix), ``p2phost.PeerNotTrusted`` when this node's trust policy did."""
+    server = p2phost.open_node(manifest=manifest([mem_address()], name="server",
+                                                 trust={"policy": "allowlist"}),
+                               state_dir=state_dir("server"))
+    async with server, p2phost.open_node(manifest=manifest(name="client"),
+                                         state_dir=state_dir("client")) as client:
+        with pytest.raises(p2phost.PeerUnavailable) as caught:
+            await client.connect(server.addresses[0])
+        refusal = caught.value.__cause__
+        assert isinstance(refusal, p2phost.ConnectionRefusedByPeer), repr(refusal)
+        assert refusal.code == "untrusted" and "not in the allowlist" in refusal.reason
+        with pytest.raises(p2phost.PeerUnavailable) as caught:
+            await client.request(server.addresses[0], "echo", {})
+        assert isinstance(caught.value.__cause__, p2phost.ConnectionRefusedByPeer)
+    other = p2phost.open_node(manifest=manifest([mem_address()], name="other"),
+                              state_dir=state_dir("other"))
+    async with other, p2phost.open_node(manifest=manifest(name="picky",
+                                                          trust={"policy": "allowlist"}),
+                                        state_dir=state_dir("picky")) as picky:
+        with pytest.raises(p2phost.PeerUnavailable) as caught:
+            await picky.connect(other.addresses[0])
+        untrusted = caught.value.__cause__
+        assert isinstance(untrusted, p2phost.PeerNotTrusted), repr(untrusted)
+        assert untrusted.peer_id == other.peer_id and "allowlist" in untrusted.why

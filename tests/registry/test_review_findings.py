@@ -59,7 +59,7 @@ def test_host_header_never_reaches_a_page(reg: Registry, tmp_path: Path) -> None
         for _ in range(2):  # the rendered page and the cached one
             page = client.get("/plugins/hosty-app").text
             assert "evil.example" not in page
-            assert f"--index-url {PUBLIC}/simple/ hosty-app==1.0.0" in page
+            assert f"--extra-index-url {PUBLIC}/simple/ hosty-app==1.0.0" in page
         pypi = client.get("/pypi/hosty-app/json", headers={"Host": "evil.example"}).json()
         assert pypi["urls"][0]["url"].startswith(f"{PUBLIC}/files/hosty-app/")
 

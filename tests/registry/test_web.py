@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from p2phost_sdk import HOST_API
+
 from .conftest import Registry, skip_or_fail
 
 CHROMIUM_FLAGS = (
@@ -49,7 +51,9 @@ def test_plugin_page(market: Registry) -> None:
     with market.client() as client:
         page = client.get("/plugins/demo-transport").text
         assert "p2phost plugin install demo-transport==1.1.0" in page
-        assert f"pip install --index-url {market.url}/simple/ demo-transport==1.1.0" in page
+        # uv, not pip: pip would take a higher same-named version from PyPI.
+        assert (f"uv pip install --extra-index-url {market.url}/simple/ "
+                "demo-transport==1.1.0") in page
         assert "works with this host" in page
         assert "<li>connect</li>" in page and "schemes: demo" in page
         assert "<em>bytes</em>" in page  # the README, rendered
@@ -58,7 +62,7 @@ def test_plugin_page(market: Registry) -> None:
         older = client.get("/plugins/demo-transport/1.0.0").text
         assert "demo-transport==1.0.0" in older
         codec = client.get("/plugins/demo-codec").text
-        assert "not for host API 1.0" in codec
+        assert f"not for host API {HOST_API}" in codec
         assert client.get("/static/style.css").status_code == 200
         spec = client.get("/api/v1/openapi.json").json()
         assert spec["openapi"].startswith("3.") and "/api/v1/upload" in spec["paths"]

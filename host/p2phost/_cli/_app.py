@@ -23,6 +23,13 @@ from .main import version_line
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
+def command_group(help: str, **settings: Any) -> typer.Typer:
+    """A typer app for a command group, its help text printed as written: typer's default
+    reads it as rich markup, which takes a TOML table such as ``[trust]`` for a style and
+    drops it."""
+    return typer.Typer(help=help, rich_markup_mode=None, **settings)
+
+
 class LazyGroup(TyperGroup):
     """The root group: lists ``COMMANDS`` from the table, imports one only to run it."""
 
@@ -44,7 +51,7 @@ class LazyGroup(TyperGroup):
 
 def load_command(name: str) -> Any:
     """Import the modules that register ``name`` and return its click command."""
-    scratch = typer.Typer(context_settings=CONTEXT)
+    scratch = typer.Typer(context_settings=CONTEXT, rich_markup_mode=None)
     for module in COMMANDS[name][0]:
         importlib.import_module(f"{__package__}.{module}").register(scratch)
     group = typer.main.get_group(scratch)

@@ -146,6 +146,11 @@ def too_large(exc: Exception) -> UserError:
     return Unreachable(f"FrameTooLarge: {text} ({whose})", fix=fix)
 
 
+#: A peer that answered but refused, for a reason with no fix of its own.
+_REFUSED_FIX = ("the node answers but refused the handshake (see above); `p2phost run --check` "
+                "in both projects shows what each side runs")
+
+
 def unreachable(project: Project, address: str, exc: Exception) -> UserError:
     """Why ``address`` failed: a broker that is down, unreachable, or reached but the
     two sides disagree (exit 1). A malformed address never gets here: ``as_client`` checks
@@ -166,7 +171,13 @@ def unreachable(project: Project, address: str, exc: Exception) -> UserError:
     broker = _broker_fix(address, text)
     if broker is not None:
         return Unreachable(text, fix=broker)
-    if "trust policy" in text:
+    from .._runtime._errors import not_trusted_of, refusal_of, untrusted  # (once it failed)
+
+    ours = not_trusted_of(exc)
+    if ours is not None:  # this project's trust policy refused the node it reached
+        return Unreachable(f"{text}; the node runs, but this project does not trust it",
+                           fix=f"in this project: p2phost trust add {ours.peer_id}")
+    if untrusted(exc):  # the node's trust policy refused the handshake
         return Unreachable(f"{text}; the node runs, but does not trust this project",
                            fix="in the node's project: p2phost trust add "
                                f"{project.identity().peer_id}")
@@ -179,19 +190,23 @@ def unreachable(project: Project, address: str, exc: Exception) -> UserError:
                            "how to secure the connection",
                            fix=f"{_offers(project)}; run `p2phost run --check` in the "
                                "node's project and declare the same security plugin in both")
+    refused = refusal_of(exc)
+    if refused is not None:  # at its limits, shutting down, or another reason it gave
+        # The message, and the fix apart (the error's words end with it).
+        said = text.removesuffix(f"; fix: {refused.fix}") if refused.fix else text
+        return Unreachable(said, fix=refused.fix or _REFUSED_FIX)
     if " is full (" in text and "nothing was stored" in text:
         return Unreachable(text, fix="wait until that node has run and taken what waits, or ask "
                                      "its operator to raise the limit in its p2phost.toml")
     if "handshake failed" in text:
-        return Unreachable(text, fix="the node answers but refused the handshake (see above); "
-                                     "`p2phost run --check` in both projects shows what each "
-                                     "side runs")
+        return Unreachable(text, fix=_REFUSED_FIX)
     return Unreachable(text, fix=REACH_FIX)
 
 
 async def as_client(project: Project, address: str,
                      work: Callable[[Node, str], Awaitable[T]], *, wait: float = 0.0,
                      stored: Callable[[Node], Awaitable[T]] | None = None) -> T:
+    from .._runtime._errors import refusal_of
     from .._runtime.node._assemble import node_for_project
 
     _require_transport(project, address)
@@ -207,9 +222,13 @@ async def as_client(project: Project, address: str,
                 peer = await node.connect(address)
                 break
             except PeerUnavailable as exc:
-                # --wait: a node that is starting refuses connections for a moment; a node
-                # that answers but disagrees (a failed handshake) will not change its mind.
-                if time.monotonic() >= deadline or "handshake" in str(exc):
+                # --wait: a node that is starting refuses connections for a moment, and
+                # one at its limits may have room soon; a node that answers but disagrees
+                # (a failed handshake, a refusal for another reason) will not change its
+                # mind.
+                refused = refusal_of(exc)
+                if time.monotonic() >= deadline or (
+                        "handshake" in str(exc) and (refused is None or not refused.at_limit)):
                     raise unreachable(project, address, exc) from exc
                 await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         return await work(node, peer)
@@ -222,7 +241,8 @@ def _topics_of(node: Node, peer: str) -> frozenset[str]:
 def require_topic(node: Node, peer: str, address: str, topic: str, fix: str) -> None:
     topics = _topics_of(node, peer)
     if topic not in topics:
-        has = ", ".join(sorted(topics)) or "none"
+        from .._runtime.wire._said import named  # (the node's code is loaded by now)
+        has = named(topics)
         raise UserError(f"the node at {address} has no app for topic {topic!r} "
                         f"(its topics: {has})",
                         fix=fix)

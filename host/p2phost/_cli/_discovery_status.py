@@ -29,12 +29,17 @@ def discovery_lines(answer: Mapping[str, Any]) -> list[StatusLine]:
             lines.append((True, f"discovery {name} is {plugin.get('state')}: {shown}", None))
     dialling = dict(status.get("dialling") or {})
     reason = dialling.pop("refused_reason", "")
+    fix = dialling.pop("refused_fix", "")
     if dialling:
         lines.append((True, "dialling: " + ", ".join(f"{k} {v}" for k, v in dialling.items()),
                       None))
     if dialling.get("refused") and reason:  # reached, but the handshake was refused
+        # A refusal at the peer's limits carries its own fix (the node's answer gives it
+        # apart, and its error ends with it); the trust policy's is ours.
+        if fix:
+            reason = reason.removesuffix(f"; fix: {fix}")
         lines.append((False, f"peers refused this node {dialling['refused']} times, the "
-                             f"last: {reason}", REFUSED_FIX))
+                             f"last: {reason}", fix or REFUSED_FIX))
     return lines
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ from ._output import console, err_console, plain
 
 if TYPE_CHECKING:
     from .._install import Change, Installer, SigningPolicy
+    from .._lock import LockedFile
 
 _REQUEST = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*?)\s*$")
 
@@ -125,13 +126,18 @@ def change_line(change: Change) -> str:
     return line
 
 
-def show_and_confirm(changes: Sequence[Change], yes: bool) -> list[str]:
+def show_and_confirm(changes: Sequence[Change], yes: bool,
+                     installed: Collection[str] = ()) -> list[str]:
     """Print what changes, with each new release's publisher and capabilities; ask once.
-    The lines printed."""
-    lines = [change_line(change) for change in changes]
+    ``installed``: the plugins among them that are installed already, from the very file
+    to lock (only their lock entry is written again; nothing to ask about). The lines
+    printed."""
+    lines = [change_line(change) if change.name not in installed else
+             f"= {change.name} {change.new}: installed, but p2phost.lock lacks it "
+             "(locks it again)" for change in changes]
     for line in lines:
         console.print(line, markup=False)
-    if not yes and any(c.release is not None for c in changes):
+    if not yes and any(c.release is not None and c.name not in installed for c in changes):
         confirm("Install these plugins?", yes)
     return lines
 
@@ -159,17 +165,56 @@ def refuse_if_addresses_break(project: Project, removing: Sequence[str]) -> None
                                     f"p2phost plugin remove --force {owner}")
 
 
-def summary_line(changes: Sequence[Change], verb: str, what: str = "plugin(s)") -> str:
-    """``VERB N plugin(s): name version, ...``, or that there was nothing to do."""
-    if not changes:
-        return "nothing to do: the plugins already match"
-    return f"{verb} {len(changes)} {what}: " + ", ".join(f"{c.name} {c.new or c.old}"
-                                                        for c in changes)
+def summary_line(changes: Sequence[Change], verb: str | Callable[[Change], str],
+                 what: str = "plugin(s)",
+                 relocked: Sequence[tuple[LockedFile, LockedFile | None]] = (),
+                 nothing: str = "the plugins already match") -> str:
+    """``VERB N plugin(s): name version, ...`` (a line per verb when ``verb`` tells each
+    change's), then a line per entry only locked again (``Installer.relocked``); or
+    ``nothing to do: NOTHING``."""
+    groups: dict[str, list[Change]] = {}
+    for change in changes:
+        groups.setdefault(verb if isinstance(verb, str) else verb(change), []).append(change)
+    lines = [f"{said} {len(group)} {what}: " + ", ".join(f"{c.name} {c.new or c.old}"
+                                                         for c in group)
+             for said, group in groups.items()]
+    lines += [relock_line(new, old) for new, old in relocked]
+    return "\n".join(lines) or f"nothing to do: {nothing}"
 
 
-def summary(changes: Sequence[Change], verb: str, what: str = "plugin(s)") -> str:
+def upgrade_verb(change: Change) -> str:
+    """What ``plugin upgrade`` did to the plugin of ``change``: a plugin not installed
+    before (a fresh project, a new requirement) was installed, not upgraded."""
+    return "installed" if change.old is None else "removed" if change.new is None \
+        else "upgraded"
+
+
+def relock_line(new: LockedFile, old: LockedFile | None) -> str:
+    """What locking ``new`` again (the installed file; ``old`` its entry before) changed."""
+    if old is None:
+        why = "p2phost.lock had no entry for it"
+    elif old.sha256 != new.sha256:
+        why = "p2phost.lock now holds the sha256 of the file it verifies"
+    elif old.signature != new.signature:
+        why = "p2phost.lock now holds the signature that verifies its file"
+    else:
+        why = "p2phost.lock now holds the entry of the file it verifies"
+    return f"locked {new.name} {new.version} again: {why}; the installed plugin is unchanged"
+
+
+def installed_by(changes: Sequence[Change], made: Installer) -> list[Change]:
+    """``changes`` less the entries ``made.apply`` only locked again (an edited lock):
+    those were not installed, and :func:`summary_line` says so on their own line."""
+    again = {new.name for new, _ in made.relocked}
+    return [c for c in changes if c.name not in again]
+
+
+def summary(changes: Sequence[Change], verb: str | Callable[[Change], str],
+            what: str = "plugin(s)",
+            relocked: Sequence[tuple[LockedFile, LockedFile | None]] = (),
+            nothing: str = "the plugins already match") -> str:
     """Print :func:`summary_line`; the line printed."""
-    line = summary_line(changes, verb, what)
+    line = summary_line(changes, verb, what, relocked, nothing)
     console.print(line, markup=False)
     return line
 
@@ -194,11 +239,15 @@ def install(requests: Sequence[str], registry: str | None = None, yes: bool = Fa
         if start is not None and not _record.unchanged(start):
             start = None  # changed while the installer read it
         plan = made.plan_install(wanted)
-        shown = show_and_confirm(plan.changes, yes)
+        shown = show_and_confirm(plan.changes, yes,
+                                 {c.name for c in plan.changes if made.already_installed(c)})
         made.apply(plan)
-    done = summary_line(plan.changes or made.rebuilt, "installed")
-    if made.client.down and (plan.changes or made.rebuilt):
-        done += f" (from the built-in source: {', '.join(made.client.down)} did not answer)"
+    changes = installed_by(plan.changes, made) or made.rebuilt
+    done = summary_line(changes, "installed", relocked=made.relocked)
+    if made.client.down and changes:  # on the "installed" line, before any "locked again"
+        first, newline, rest = done.partition("\n")
+        done = f"{first} (from the built-in source: {', '.join(made.client.down)} did not " \
+               f"answer){newline}{rest}"
     console.print(done, markup=False)
     if start is not None:
         # What was printed, in order (``installer`` printed the warnings as it ended).
@@ -221,7 +270,9 @@ def upgrade(names: Sequence[str], latest: bool = False, registry: str | None = N
         made.apply(plan)
         beyond = [] if latest else [r for r in made.outdated()
                                     if r[3] != r[2] and (not names or r[0] in names)]
-    summary(plan.changes, "upgraded")
+    summary(installed_by(plan.changes, made), upgrade_verb, relocked=made.relocked,
+            nothing="no newer release fits this host" if latest else
+            "no newer release within the ranges p2phost.toml allows")
     for name, _, wanted, newest in beyond:
         console.print(f"{name} {newest} is out of the range p2phost.toml allows (newest "
                       f"within it: {wanted}); take it with: p2phost plugin upgrade --latest "
@@ -251,7 +302,8 @@ def sync(offline: bool = False, require_signed: bool = False) -> None:
                       "install", markup=False)
     for change in changes:
         console.print(change.describe(), markup=False)
-    summary(changes, "synced", "distribution(s)")
+    summary(changes, "synced", "distribution(s)",
+            nothing="the plugin environment already holds what p2phost.lock says")
     if missing:
         console.print(f"warning: p2phost.toml declares {', '.join(missing)}, which "
                       "p2phost.lock does not have: run `p2phost plugin install`")

@@ -19,13 +19,14 @@ import typer
 
 from .._errors import UserError
 from .._project import Project
+from ._app import command_group
 from ._output import confirm, console
 from ._stats import print_columns
 
 if TYPE_CHECKING:
     from .._runtime.delivery._deadletter import DeadLetter, DeadLetters
 
-dead_app = typer.Typer(help="Messages that could not be handled or sent: list, show, retry, "
+dead_app = command_group("Messages that could not be handled or sent: list, show, retry, "
                             "purge.", no_args_is_help=True)
 
 _TOPIC = typer.Option(None, "--topic", "-t", help="Only the dead letters of this topic.")

@@ -18,6 +18,7 @@ import typer
 from .._errors import UserError
 from .._project import Project
 from .._redact import redact
+from ._app import command_group
 from ._output import confirm, console
 from ._stats import print_columns
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from p2phost_sdk.inbox import InboxTransport
 
 T = TypeVar("T")
-inbox_app = typer.Typer(help="This node's durable inboxes on brokers and databases: list, "
+inbox_app = command_group("This node's durable inboxes on brokers and databases: list, "
                              "stats, purge, delete.", no_args_is_help=True)
 _JSON = typer.Option(False, "--json", help="Print JSON.")
 _MEDIUM = typer.Argument(None, help="Only the inbox on this medium (a URL of [node] listen, "
@@ -38,15 +39,16 @@ def _inboxes(project: Project, medium: str | None) -> list[tuple[str, InboxTrans
     from p2phost_sdk.inbox import InboxTransport
 
     from .._plugins import PluginManager
+    from .._schemes import scheme_of
 
     settings = project.manifest.node
     identity = project.identity()
     parts = PluginManager(project).load().build(identity.peer_id, settings.max_frame_size)
     found = []
     for url in settings.listen:
-        transport = parts.transports.get(url.split("://", 1)[0])
+        transport = parts.transports.get(scheme_of(url))  # NATS:// is nats:// (as a run's)
         if isinstance(transport, InboxTransport):
-            scheme = medium.split("://", 1)[0] if medium else ""
+            scheme = scheme_of(medium) if medium else ""
             if medium is None or (scheme in type(transport).schemes and
                                   transport.parse(url).public == transport.parse(medium).public):
                 found.append((url, transport))

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 
+from ._app import command_group
 from ._output import console
 
-key_app = typer.Typer(help="Publisher keys: sign the plugins you publish.",
+key_app = command_group("Publisher keys: sign the plugins you publish.",
                       no_args_is_help=True)
 
 _KEY = typer.Option(None, "--key", metavar="KEYFILE",

@@ -132,8 +132,8 @@ async def _serve(project: Project, loop_kind: str) -> None:
                   project.manifest.node.event_loop)
     async with ControlServer(node, project.control_socket), node:
         _say(f"peer id: {node.peer_id}")
-        for address in node.addresses:
-            _say(redact(f"listening on {address}"))
+        # A relayed address is said once the relay granted its reservation (docs/overlay.md).
+        node.when_listening(lambda address: _say(redact(f"listening on {address}")))
         if not node.addresses:
             _say("listening nowhere ([node] listen is empty): dialling out only")
         if node.metrics is not None:

@@ -15,10 +15,11 @@ import typer
 from .._errors import UserError
 from .._project import Project
 from . import _lifecycle
+from ._app import command_group
 from ._output import console
 from .completion import plugin_names
 
-plugin_app = typer.Typer(help="Install, inspect and author plugins.", no_args_is_help=True)
+plugin_app = command_group("Install, inspect and author plugins.", no_args_is_help=True)
 
 _REGISTRY = typer.Option(None, "--registry", metavar="URL",
                          help="Ask this registry (several: comma-separated) instead of the "
@@ -99,9 +100,14 @@ def outdated(registry: str | None = _REGISTRY, as_json: bool = _JSON) -> None:
     # Looking for newer releases: every kept registry answer is revalidated (304s).
     with _lifecycle.installer(registry, refresh=True) as installer:
         rows = installer.outdated()
+        locked = bool(installer.lock.plugins)
     if as_json:
         print(json.dumps({"outdated": [dict(zip(("name", "installed", "wanted", "latest"), row,
                                                 strict=True)) for row in rows]}))
+        return
+    if not locked:  # not "up to date": there is nothing to compare
+        console.print("no plugin is installed yet: run "
+                      "`p2phost plugin install`", markup=False)
         return
     if not rows:
         console.print("all plugins are up to date")

@@ -71,6 +71,8 @@ def init(
 def _check_listen(listen: str, directory: Path) -> None:
     """Refuse a malformed ``--listen`` before anything is written (a usage error, exit 2):
     no plugin is installed yet, so the form is checked without one."""
+    import shlex
+
     from p2phost_sdk import AddressError
 
     from .._address_form import check_form
@@ -78,8 +80,9 @@ def _check_listen(listen: str, directory: Path) -> None:
     try:
         check_form(listen)
     except AddressError as exc:
-        raise UserError(f"--listen: {exc}",
-                        fix=f"p2phost init {directory} --listen {exc.expected}") from None
+        # Quoted: a shell reads tcp://[::1]:7400's brackets, or a #PEERID, as its own.
+        raise UserError(f"--listen: {exc}", fix=f"p2phost init {shlex.quote(str(directory))} "
+                        f"--listen {shlex.quote(exc.expected or '')}") from None
 
 
 def _with_transport(text: str, listen: str) -> str:
@@ -218,13 +221,24 @@ def _check_leftovers(project: Project, report: _Report) -> None:
 
 def _check_schemes(project: Project, metadata: list[PluginMetadata], report: _Report) -> None:
     """Every [node] listen and connect address, and every static-discovery peer, has a
-    declared transport for its scheme."""
+    declared transport for its scheme, and the form of its official scheme."""
+    from p2phost_sdk import AddressError
+
+    from .._address_form import check_form
+    from .._runtime._errors import bad_address
     from .._schemes import scheme_of, served_by, unserved
 
     served = served_by(metadata)
     # Static discovery's peers are dialled like [node] connect: a peer no transport
     # serves is otherwise only a warning that `run` repeats on every round.
     for key, address, error in unserved(project, metadata):
+        if error is None:
+            try:
+                # The form a start checks (tcp://::1:7400, a bad port), as far as it is
+                # known without importing the transport: not "ok", then a refused start.
+                check_form(address, peer=key != "[node] listen")
+            except AddressError as exc:
+                error = bad_address(exc, key)
         if error is None:
             report(True, f"{key} {address}: served by {served[scheme_of(address)]}")
         else:

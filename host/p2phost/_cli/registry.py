@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from .. import __version__
+from ._app import command_group
 from ._output import console, err_console
 from .registry_access import register_access
 
@@ -54,8 +56,8 @@ def _existing_store(data: Path, *, create: bool = False, database: str | None = 
 
 def register(app: typer.Typer) -> None:
     """Add the ``registry`` command group to ``app``."""
-    group = typer.Typer(help="Run and fill a plugin registry.", no_args_is_help=True)
-    tokens = typer.Typer(help="Publishing tokens.", no_args_is_help=True)
+    group = command_group("Run and fill a plugin registry.", no_args_is_help=True)
+    tokens = command_group("Publishing tokens.", no_args_is_help=True)
     group.add_typer(tokens, name="token")
     app.add_typer(group, name="registry")
     register_access(group, tokens, _DATA, _DATABASE, _existing_store)
@@ -137,6 +139,15 @@ def register(app: typer.Typer) -> None:
                 "wheels or projects: p2phost registry seed --data DIR PATH..., or run "
                 "scripts/dist and export P2PHOST_BUILTIN_DIR=dist/plugins"
             )
+        if not paths:  # plugin authors install p2phost from the index too (plugin-authoring.md)
+            host = _host_wheel()
+            if host is not None:
+                projects.append(host)
+            else:
+                console.print(f"note: p2phost itself is not published: this p2phost-registry "
+                              f"carries no p2phost {__version__} wheel; publish it: p2phost "
+                              f"registry seed --data {data} PATH/TO/p2phost-{__version__}-"
+                              "py3-none-any.whl")
         store = Store(_data_dir(data), database)
         try:
             with Progress(console=console.rich, transient=True) as progress:
@@ -188,6 +199,14 @@ def register(app: typer.Typer) -> None:
         until = f", expires in {expires_in:g} days" if expires_in is not None else ""
         console.print(f"token for {owner} (may publish: {scopes}{until}); keep it secret:")
         console.print(token)
+
+
+def _host_wheel() -> Path | None:
+    """This p2phost's wheel, which p2phost-registry carries when scripts/dist built both."""
+    import p2phost_registry
+
+    folder = Path(p2phost_registry.__file__).parent / "_host"
+    return next(iter(sorted(folder.glob(f"p2phost-{__version__}-*.whl"))), None)
 
 
 def _official_sources() -> list[Path]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from ._app import command_group
 from ._output import console
 
 _REMOTE = typer.Option(None, "--registry", metavar="URL",
@@ -42,7 +43,7 @@ def _info(info: Any) -> dict[str, Any]:
 def register_access(group: typer.Typer, tokens: typer.Typer, data_option: Any,
                     database_option: Any, data_dir: Any) -> None:
     """Add the token list/revoke/expire and owner commands to the ``registry`` group."""
-    owners = typer.Typer(help="Who may publish a plugin.", no_args_is_help=True)
+    owners = command_group("Who may publish a plugin.", no_args_is_help=True)
     group.add_typer(owners, name="owner")
 
     def _store(data: Path, database: str | None) -> Any:

@@ -17,10 +17,11 @@ from p2phost_sdk import is_peer_id
 from .._errors import UserError
 from .._project import Project
 from .._trust import KNOWN_PEERS, KnownPeers
+from ._app import command_group
 from ._output import console
 from .completion import peer_addresses
 
-trust_app = typer.Typer(help="The peers this project's node accepts ([trust] in p2phost.toml).",
+trust_app = command_group("The peers this project's node accepts ([trust] in p2phost.toml).",
                         no_args_is_help=True)
 
 

@@ -27,6 +27,7 @@ from p2phost_sdk.signing import PluginSignature, SignatureFormatError, parse_pub
 
 from ._errors import IntegrityError
 from ._registry import PluginInfo, Release, RemoteFile
+from ._signing import signature_verifies
 from ._wheels import HOST_DISTRIBUTIONS
 
 #: How the lock and ``plugin info`` name this source.
@@ -140,7 +141,7 @@ class BuiltinSource:
             problem = f"its signature cannot be read ({exc})"
         if signature is None:
             problem = problem or "it has no p2phost signature"
-        elif signature.publisher_key != self.release_key or not signature.verifies() \
+        elif signature.publisher_key != self.release_key or not signature_verifies(signature) \
                 or signature.filename != path.name:
             problem = "its signature is not the release key's"
         else:

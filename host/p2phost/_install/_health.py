@@ -21,7 +21,7 @@ edited or replaced since: ``sync`` would refuse its signature, or install anothe
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
@@ -96,25 +96,35 @@ def disagreements(lock: Lock, env: PluginEnvironment, declared: Iterable[str]) -
     then locked files other than the ones the active generation was built from (no
     network: the installer's record of that generation). A declared plugin that was never
     installed is the plugin manager's report ("not installed"), not a lock's."""
-    built = env.built_from() or {}
+    built = env.built_from()
     found = [Gap(name, f"{name} is declared in p2phost.toml but has no entry in p2phost.lock",
                  fix="p2phost plugin install --yes (locks it again)")
              for name in sorted({normalize_name(n) for n in declared})
-             if name in built and lock.plugin(name) is None]
-    for entry, installed in changed_hashes(lock, env):
-        found.append(Gap(entry.name, f"p2phost.lock gives {entry.name} {entry.version} the "
-                         f"sha256 {entry.sha256[:16]}…, but the plugin environment was "
-                         f"installed from {installed[:16]}…: the lock was edited or replaced",
-                         fix="restore p2phost.lock from version control, or "
-                             f"p2phost plugin install {entry.name} --yes (fetches it again "
-                             "and locks the file it verifies)"))
-    return found
+             if name in (built or {}) and lock.plugin(name) is None]
+    return found + [edited_entry(lock, entry, installed)
+                    for entry, installed in changed_hashes(lock, built)]
 
 
-def changed_hashes(lock: Lock, env: PluginEnvironment) -> list[tuple[LockedFile, str]]:
+def edited_entry(lock: Lock, entry: LockedFile, installed: str) -> Gap:
+    """``entry`` of ``lock`` names another file than the one (sha256 ``installed``) the
+    active generation was built from: what ``doctor`` reports, and what an install says
+    when the file that entry names cannot be had (its source serves another)."""
+    # A plugin is fetched again by its install; a Python package a plugin needs is
+    # resolved again by sync (it drops the edited entry, see Installer.sync).
+    repair = (f"p2phost plugin install {entry.name} --yes (fetches it again and locks "
+              "the file it verifies)" if lock.plugin(entry.name) is not None else
+              f"p2phost plugin sync (resolves {entry.name} again and locks the file it "
+              "verifies)")
+    return Gap(entry.name, f"p2phost.lock gives {entry.name} {entry.version} the sha256 "
+                           f"{entry.sha256[:16]}…, but the plugin environment was installed "
+                           f"from {installed[:16]}…: the lock was edited or replaced",
+               fix=f"restore p2phost.lock from version control, or {repair}")
+
+
+def changed_hashes(lock: Lock, built: Mapping[str, str] | None) -> list[tuple[LockedFile, str]]:
     """Locked files (with the sha256 installed instead) whose version the active generation
-    holds but built from another file; empty when that is unknown."""
-    built = env.built_from()
+    holds but built from another file; empty when that is unknown. ``built``: what
+    :meth:`PluginEnvironment.built_from` says (read by the caller, once for all its checks)."""
     if not built:
         return []
     return [(entry, built[entry.name]) for entry in lock.files

@@ -18,7 +18,6 @@ from packaging.version import Version
 
 from p2phost_sdk import normalize_name
 
-from .._environment import PluginEnvironment
 from .._errors import UserError
 from .._lock import Lock, LockedFile
 from .._manifest import ManifestEditor
@@ -28,7 +27,13 @@ from ._builtin import BUILTIN_SOURCE
 from ._cache import DownloadCache, ProgressFactory
 from ._current import lock_satisfies
 from ._errors import InstallError, IntegrityError, ResolutionError, UnknownPlugin
-from ._health import changed_hashes, lock_gaps, lost_files, requirement_gaps
+from ._health import (
+    changed_hashes,
+    edited_entry,
+    lock_gaps,
+    lost_files,
+    requirement_gaps,
+)
 from ._http import Fetcher, NotFound
 from ._official import builtin_signature, official_pin
 from ._plan import Change, Plan, default_specifier
@@ -71,9 +76,12 @@ class Installer:
         self.client = self._client()
         self.progress = progress
         self.lock = Lock.load(project.lock_path)
+        #: The files the active generation was built from (``env.built_from()``), read
+        #: once for planning, again once the install lock is held, and set by ``_commit``.
+        self.built = self.env.built_from()
         #: Locked plugins whose entry cannot be reused as it is (a signature that does not
         #: verify, a file other than the one installed: an edited lock): fetched again.
-        self.doubted = doubted(self.lock, self.env)
+        self.doubted = doubted(self.lock, self.built)
         #: Whether this run's decision rests on more than the kept registry answers and
         #: the project (pip's resolution, a file its registry replaced): then ``_record``
         #: keeps no replay of it.
@@ -81,6 +89,10 @@ class Installer:
         #: What ``apply`` installed into the new generation, by name (the plan's changes
         #: leave out plugins the lock already had: a fresh clone's).
         self.rebuilt: list[Change] = []
+        #: What ``apply`` only locked again, as (new entry, entry before or None): files the
+        #: active generation was already built from, whose entry was missing or other
+        #: (an edited lock). Nothing of them was installed.
+        self.relocked: list[tuple[LockedFile, LockedFile | None]] = []
 
     # -- planning ---------------------------------------------------------------------
 
@@ -237,12 +249,14 @@ class Installer:
     def apply(self, plan: Plan) -> Lock:
         """Fetch, verify, stage and switch to ``plan``; then record it. Returns the new lock."""
         with exclusive(self.project):
+            self.built = self.env.built_from()  # another install may have run since
             lock = self._target_lock(plan)
             adding = not plan.undeclare
             if adding:
                 check_lock(lock, self.signing, self.warnings.append,
                            frozenset(c.name for c in plan.changes if c.new))
             self.rebuilt = self._drift(lock)
+            self.relocked = self._relocked(lock)  # before _commit records the new build
             if lock == self.lock and not self.rebuilt:
                 self._edit_manifest(plan)  # e.g. a new specifier the same version satisfies
                 return lock
@@ -257,6 +271,24 @@ class Installer:
             self.lock = lock
             return lock
 
+    def already_installed(self, change: Change) -> bool:
+        """Whether ``change`` adds to the lock the very file the active generation was
+        built from (its entry was deleted from ``p2phost.lock``): only a lock entry to
+        write again, nothing to install."""
+        wheel = change.release.wheel() if change.release is not None else None
+        return change.old is None and wheel is not None \
+            and (self.built or {}).get(change.name) == wheel.sha256
+
+    def _relocked(self, lock: Lock) -> list[tuple[LockedFile, LockedFile | None]]:
+        """Entries of ``lock`` that differ from the current lock's (or that it lacks) for a
+        file the active generation was built from and keeps (see ``relocked``)."""
+        built = self.built or {}
+        before = {f.name: f for f in self.lock.files}
+        rebuilt = {c.name for c in self.rebuilt}
+        return [(entry, before.get(entry.name)) for entry in lock.files
+                if built.get(entry.name) == entry.sha256 and entry.name not in rebuilt
+                and before.get(entry.name) != entry]
+
     def sync(self, *, offline: bool = False) -> list[Change]:
         """Make the environment hold exactly what ``p2phost.lock`` says."""
         if not self.project.lock_path.exists():
@@ -264,7 +296,13 @@ class Installer:
                             fix="p2phost plugin install (resolves and writes it)")
         with exclusive(self.project):
             lock = Lock.load(self.project.lock_path)
+            self.built = self.env.built_from()  # as the lock: read once it is held
             relocked = False
+            edited = {entry.name for entry, _ in changed_hashes(lock, self.built)
+                      if lock.plugin(entry.name) is None}
+            if edited:  # a package entry edited by hand: resolved again below, not fetched
+                lock = Lock(plugins=lock.plugins, extra=lock.extra,
+                            packages=tuple(p for p in lock.packages if p.name not in edited))
             if lock_gaps(lock):  # a plugin's own requirement is not in the lock
                 lock, relocked = self._relock(lock, offline), True
             changes = self._drift(lock)
@@ -303,7 +341,7 @@ class Installer:
         locked one, counts as missing, so it is installed again.
         """
         installed = self.env.installed()
-        other = {entry.name for entry, _ in changed_hashes(lock, self.env)}
+        other = {entry.name for entry, _ in changed_hashes(lock, self.built)}
         have = {n: d.version for n, d in installed.items()
                 if n not in other and not lost_files(d)}
         want = {f.name: f.version for f in lock.files}
@@ -378,9 +416,27 @@ class Installer:
         return self.cache.fetch(entry.url, entry.sha256, entry.filename, self.fetcher,
                                 self.progress)
 
+    def _locked_file(self, lock: Lock, entry: LockedFile, offline: bool) -> Path:
+        """``_file``; when its source serves another file than ``entry`` names, ``entry``
+        is the current lock's own, and the active generation was built from yet another
+        file, what is wrong is the lock (an entry edited by hand), not the download: said
+        as ``doctor`` says it, with its fix. An entry the plan changed (an upgrade) names
+        the hash its source published: a file that fails it is a bad download."""
+        try:
+            return self._file(entry, offline)
+        except IntegrityError as exc:
+            installed = (self.built or {}).get(entry.name)
+            locked = next((f for f in self.lock.files if f.name == entry.name), None)
+            if installed is None or installed == entry.sha256 or locked is None \
+                    or (locked.version, locked.sha256) != (entry.version, entry.sha256):
+                raise
+            gap = edited_entry(lock, entry, installed)
+            raise UserError(gap.message, fix=gap.fix) from exc
+
     def _stage(self, lock: Lock, *, offline: bool) -> Path:
         """A new generation holding exactly ``lock``'s files, not yet active."""
-        wheels = [(entry.sha256, self._file(entry, offline)) for entry in lock.files]
+        wheels = [(entry.sha256, self._locked_file(lock, entry, offline))
+                  for entry in lock.files]
         staged: Path | None = None
         try:
             staged = self.env.stage()
@@ -400,7 +456,8 @@ class Installer:
     def _commit(self, staged: Path, lock: Lock) -> None:
         try:
             self.env.commit(staged)
-            self.env.remember({f.name: f.sha256 for f in lock.files})
+            self.built = {f.name: f.sha256 for f in lock.files}
+            self.env.remember(self.built)
         except OSError as exc:
             shutil.rmtree(staged, ignore_errors=True)
             raise InstallError(f"cannot switch the plugin environment {self.env.root}: "
@@ -418,11 +475,11 @@ class Installer:
         editor.save()
 
 
-def doubted(lock: Lock, env: PluginEnvironment) -> frozenset[str]:
+def doubted(lock: Lock, built: Mapping[str, str] | None) -> frozenset[str]:
     """Locked plugins whose signature does not verify with their pinned key, or whose file
-    is not the one the active generation was built from."""
+    is not the one the active generation (built from ``built``) was built from."""
     bad = {p.name for p in lock.plugins if p.signature and not lock_signature_ok(p)}
-    return frozenset(bad | {entry.name for entry, _ in changed_hashes(lock, env)})
+    return frozenset(bad | {entry.name for entry, _ in changed_hashes(lock, built)})
 
 
 def _same_file(locked: LockedFile, release: Release) -> bool:

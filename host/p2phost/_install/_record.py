@@ -2,7 +2,8 @@
 
 Two kinds of install are recorded, each keyed by everything its decision rested on (see
 :mod:`p2phost._replay`): one that built the plugin environment of a project that had none
-(the generation's files, linked from which unpacked wheels, and the lock it wrote), and
+(the generation's files, linked from which unpacked wheels, the lock it wrote and the
+record of the files it was built from, ``installed.json``), and
 one that found nothing to do. Nothing is recorded when the decision rested on anything
 else: an answer a registry gave that was not kept (a 404, an unreachable registry,
 ``no-store``), pip's resolution of Python packages, a file its registry replaced, a
@@ -18,6 +19,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .. import _replay, _replay_key
+from .._environment import built_record
 from .._fileops import read_head
 from .._revalidate import answer_entry
 from ._unpacked import STAMPS, intact
@@ -95,7 +97,8 @@ def _record(
     trees = _trees(cache, made.lock)
     if trees is None or _linked(trees) != files or os.sep in generation:
         return None
-    kept.update(trees=trees, generation=generation, lock=after[2])
+    built = built_record(generation, {f.name: f.sha256 for f in made.lock.files})
+    kept.update(trees=trees, generation=generation, lock=after[2], built=built)
     return _replay_key.record_path(cache, snap, host), kept
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import urllib.parse
 from collections.abc import Callable
@@ -129,7 +130,7 @@ def _verified(label: str, url: str, wheel: RemoteFile, data: bytes) -> Signed:
             f"{wheel.sha256}; it was changed after signing (at the registry or on the way). "
             "Nothing was installed", fix="do not install it; tell the registry's operator "
                                          "and the publisher")
-    if not signature.verifies():
+    if not signature_verifies(signature):
         raise SignatureRefused(f"the signature of {label} does not verify with "
                                f"{signature.publisher_key}; nothing was installed",
                                fix="do not install it; tell the registry's operator")
@@ -201,9 +202,22 @@ def lock_signature_ok(entry: LockedFile) -> bool:
     """Whether ``entry``'s signature verifies with the publisher key it pins."""
     if entry.publisher_key is None or entry.signature is None:
         return False
+    return _verifies(entry.publisher_key, entry.signature, entry.filename, entry.sha256)
+
+
+def signature_verifies(signature: PluginSignature) -> bool:
+    """``signature.verifies()``, remembered like :func:`lock_signature_ok`."""
+    return _verifies(signature.publisher_key, signature.signature, signature.filename,
+                     signature.sha256)
+
+
+# One install meets each signature two or three times (the built-in source's check or the
+# download's, the current lock's doubts, the new lock's check); the answer depends on these
+# four strings only, so the Ed25519 verification runs once per signature and process.
+@functools.lru_cache(maxsize=1024)
+def _verifies(publisher_key: str, signature: str, filename: str, sha256: str) -> bool:
     try:
-        raw = base64.b64decode(entry.signature, validate=True)
+        raw = base64.b64decode(signature, validate=True)
     except (binascii.Error, ValueError):
         return False
-    return verify_with_key(entry.publisher_key, raw, signed_message(entry.filename,
-                                                                     entry.sha256))
+    return verify_with_key(publisher_key, raw, signed_message(filename, sha256))

@@ -8,7 +8,9 @@
 
 Errors of the node itself pass through unchanged: a project whose plugins are missing
 raises the same ``PluginLoadError`` as ``p2phost run``, a failed request the SDK's
-``RemoteError``, ``RequestTimeout`` or ``PeerUnavailable``.
+``RemoteError``, ``RequestTimeout`` or ``PeerUnavailable``; a refused dial's
+``PeerUnavailable`` is raised from ``ConnectionRefusedByPeer`` (the peer refused) or
+``PeerNotTrusted`` (this node's trust policy did), both exported by ``p2phost``.
 """
 
 from __future__ import annotations

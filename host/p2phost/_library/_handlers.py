@@ -16,6 +16,8 @@ from typing import Any
 
 from p2phost_sdk import Allow, App, Delivery, Handler, Message, handler
 
+from .._errors import UserError
+from .._runtime import check_topic
 from ._errors import HandlerError
 
 #: What ``node.handler`` decorates: ``async def f(message)`` or ``def f(message)``.
@@ -54,6 +56,10 @@ class InProcessApp(App):
         if topic in self._handlers:
             raise HandlerError(f"topic {topic!r} has a handler on this node already",
                                fix="register one handler per topic")
+        try:  # at the decorator, not when the node opens
+            check_topic(topic, self.name)
+        except UserError as exc:
+            raise HandlerError(exc.message, fix=exc.fix) from None
         marked = handler(topic, delivery=delivery, allow=allow, model=model)(as_async(func))
         self._handlers[topic] = marked
         policy = getattr(marked, "__p2phost_delivery__", None)

@@ -230,6 +230,21 @@ class AsyncNode:
         """The peers connected now."""
         return self.running.peers()
 
+    def app(self, name: str) -> App:
+        """The running app called ``name`` (its ``App.name``, such as ``"gossip"``): how a
+        program reaches an app plugin's own API, ``node.app("gossip").publish(...)``.
+
+        A plugin's modules live in the project's ``.p2phost/`` environment, which only
+        opening the node puts on ``sys.path``; this needs no import of them.
+        """
+        apps = {type(a).name or type(a).__name__: a for a in self.running.apps}
+        if name not in apps:
+            names = ", ".join(sorted(n for n in apps if n != InProcessApp.name)) or "none"
+            raise LibraryError(f"no app called {name!r} runs in this node (its apps: {names})",
+                               fix=f"p2phost plugin install {name} (it adds the plugin to "
+                                   "p2phost.toml's [plugins]), then open the node again")
+        return apps[name]
+
     def stats(self) -> dict[str, Any]:
         """Counters per topic (sent, handled, failed, dropped...), mailboxes, connections."""
         return self.running.stats()

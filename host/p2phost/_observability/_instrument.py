@@ -6,9 +6,11 @@ message counters count every message (``DeliveryStats``).
 With metrics on, a message costs one call: its route's ``stamp`` counts down to the next
 message to time and stamps that one's queueing time (``Work.queued``); the dispatcher
 reads the clock around the handler of a stamped item only, and calls its topic's
-observer. With metrics off, routes have no stamp and nothing else is done. Timing every
-message (two clock reads and an observer call each) cost about 5 % of a one-way
-message's instructions, the aim's whole budget (benchmarks/instructions.py --metrics).
+observer. A plain one-way message not timed goes into its mailbox as with metrics off
+(a simple item: no ``Work``, no start or finish call). With metrics off, routes have no
+stamp and nothing else is done. Timing every message (two clock reads and an observer
+call each) cost about 5 % of a one-way message's instructions, the aim's whole budget
+(benchmarks/instructions.py --metrics).
 
 The histograms are plain bucket counts updated on the node's loop (prometheus-client's
 own histograms take a lock per bucket); the collector reads them on the loop at each
@@ -101,16 +103,21 @@ class Timings:
             dispatch.timed[topic] = _observer(wait, self.handler.setdefault(topic, Buckets()))
         dispatch.routes[topic] = replace(route, handler=handler, stamp=self._stamp())
 
-    def _stamp(self) -> Callable[[Work], None]:
+    def _stamp(self) -> Callable[[Work | None], float]:
         gap, clock = gaps(self.sample), time.monotonic
         left = 1  # the first message of a topic is timed: its series shows at once
 
-        def stamp(item: Work) -> None:
+        def stamp(item: Work | None) -> float:
+            # (None: no Work yet, the dispatcher makes one for a timed plain message only)
             nonlocal left
             left -= 1
-            if not left:
-                left = gap()
-                item.queued = clock()
+            if left:
+                return 0.0
+            left = gap()
+            queued = clock()
+            if item is not None:
+                item.queued = queued
+            return queued
 
         return stamp
 

@@ -46,6 +46,10 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(), "logger": record.name,
             "message": record.getMessage(), **_CONTEXT.get(),
         }
+        # What a line logged outside its message's handler is about (a dead letter's
+        # commit, say): the fields its RateLimitedLog call named.
+        if (fields := getattr(record, "fields", None)) is not None:
+            line.update(fields)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
@@ -64,7 +68,10 @@ class RepeatLimit(logging.Filter):
         self._kinds: dict[tuple[str, str], list[float]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING or getattr(record, "summary", False):
+        # A summary, or a line a RateLimitedLog limited already (per peer and topic: a
+        # finer key than the template, so one peer's flood does not hide another's).
+        if record.levelno < logging.WARNING or getattr(record, "summary", False) \
+                or getattr(record, "rate_limited", False):
             return True
         key = (record.name, str(record.msg))
         now = self.clock()

@@ -156,8 +156,8 @@ def _connections(data: dict[str, Any]) -> list[Metric]:
                           "ping).", value=links.get("clients", 0)),
         GaugeMetricFamily("p2phost_handshakes_in_progress", "Accepted connections in their "
                           "handshake.", value=links.get("handshaking", 0)),
-        CounterMetricFamily("p2phost_connections_refused", "Connections refused before a "
-                            "handshake (peer limit, handshake limits).",
+        CounterMetricFamily("p2phost_connections_refused", "Connections refused (peer "
+                            "limit, handshake limits).",
                             value=links.get("refused", 0)),
     ]
 

@@ -54,7 +54,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind
 
-from p2phost_sdk import Message, MessageKind
+from p2phost_sdk import Message, MessageKind, TraceContext
 
 from .._runtime.wire._envelope import TRACE_SIZE
 from . import _logs
@@ -66,6 +66,7 @@ from ._context import (
     Handling,
     Passing,
     attach_passing,
+    current,
     get_context,
     in_context,
     reads_traces,
@@ -98,6 +99,8 @@ _REQUEST = MessageKind.REQUEST
 #: bit of a new trace's upper half (its lower half, which sampling reads, stays random)
 #: and of its span id; of both span ids of a receipt.
 _NEW_TRACE, _TWO_SPANS = (1 << 128) | 1, (1 << 64) | 1
+#: A new trace's trace id's lower half in its 192-bit draw.
+_LOWER = ID_LIMIT << 64
 _ZEROS = bytes(16)
 _ZEROS_8 = bytes(8)
 _new = object.__new__
@@ -115,6 +118,10 @@ class Tracing:
         self.decides = not self._parent_based
         self._always = bound > ID_LIMIT
         self._bound = bound
+        #: A new trace's 192-bit draw (trace id, span id) is not sampled when
+        #: ``ids & _LOWER >= self._above``: its trace id's lower half against the bound in
+        #: place (never, for an always-on sampler), one ``&`` where a shift was too.
+        self._above = bound << 64
         # OR-ed into a new unsampled trace's random ids (_root): no zero id, and for a
         # rate up to one half the top bit of the trace id's lower half, above the bound.
         self._unsampled = _NEW_TRACE | (1 << 127 if bound <= 1 << 63 else 0)
@@ -128,6 +135,8 @@ class Tracing:
         self._older: dict[tuple[str, int], bytes] = {}
         self._sent: OrderedDict[int, bytes] = OrderedDict()
         self._logs = _logs.json_enabled()
+        #: The specs of the root spans :meth:`trace_context` began, by name.
+        self._roots: dict[str, int | Spec] = {}
         #: The ids a send of a new trace not sampled drew, for its frame (outgoing: one
         #: draw for both). Any frame of a new trace may take them: if another send's frame
         #: does first (this one waited to connect), both are new unsampled traces anyway.
@@ -153,7 +162,7 @@ class Tracing:
             # A new trace not sampled: the ids its send drew (_sending), else new ones.
             ids, self._drawn = self._drawn, 0
             if ids:
-                data = (ids << 8).to_bytes(25, "big")
+                data = (ids << 8).to_bytes(25)
             else:
                 data = self._root()
                 if not data:
@@ -171,7 +180,7 @@ class Tracing:
         ids = getrandbits(192) | self._unsampled
         while (ids >> 64) & ID_LIMIT < self._bound:  # only for a rate over one half
             ids = getrandbits(192) | self._unsampled
-        return ids.to_bytes(24, "big") + b"\x00"
+        return ids.to_bytes(24) + b"\x00"
 
     def remember(self, message_id: int) -> None:
         """Keep the current context for an acknowledged message: the outbox sends it
@@ -221,6 +230,8 @@ class Tracing:
                                              bare=route.handler)
         # The reply is the dispatcher's own step after the handler, in the same task.
         dispatch._reply = self._replied(dispatch._reply)  # type: ignore[method-assign]
+        # A context for sends made later, from another task (Messenger.trace_context).
+        messenger.trace_context = self.trace_context
         # ``store`` (a message kept in an offline peer's inbox) is a send, as the spans
         # of ``send`` to such a peer are.
         for name, verb, kind in (("send", "send", SpanKind.PRODUCER),
@@ -229,12 +240,36 @@ class Tracing:
                                  ("publish", "publish", SpanKind.PRODUCER)):
             setattr(messenger, name, self._sending(verb, kind, getattr(messenger, name)))
 
+    def trace_context(self, root: str = "") -> TraceContext | None:
+        """:meth:`p2phost_sdk.Messenger.trace_context` on a tracing node: the context a
+        send made here would continue; with ``root`` and none here, a new trace's, whose
+        span named ``root`` (the plugin's own: a gossip publish) is recorded now when
+        sampled, as the parent of the sends made in it. Carried by setting ``SENDING``,
+        as the handler of a message not recorded is run: a send there is its child, or
+        passes its context on when not sampled."""
+        data = current()
+        if not data and root:
+            ids = getrandbits(192) | _NEW_TRACE
+            if self._always or (ids >> 64) & ID_LIMIT < self._bound:
+                spec = self._roots.get(root)
+                if spec is None:
+                    spec = Spec(root, SpanKind.PRODUCER, {"messaging.system": "p2phost"})
+                    if len(self._roots) < _PARENTS:
+                        spec = self._roots[root] = self._batcher.known(spec)
+                data = ids.to_bytes(24)
+                now = time.time_ns()
+                self._batcher.add((spec, data, b"", now, now, None))
+                data += b"\x01"
+            else:  # not sampled: only its context travels on
+                data = self._root()
+        return TraceContext(data, SENDING.set, SENDING.reset) if data else None
+
     def _sending(self, verb: str, kind: SpanKind, call: Callable[..., Awaitable[Any]]
                  ) -> Callable[..., Awaitable[Any]]:
         specs: dict[tuple[str, str], int | Spec] = {}
         add, getrandbits, clock = self._batcher.add, random.getrandbits, time.time_ns
         parent_based, always, bound = self._parent_based, self._always, self._bound
-        known, root, tracing = self._batcher.known, self._root, self
+        known, root, tracing, above = self._batcher.known, self._root, self, self._above
 
         def spec_of(topic: str, peer: str) -> int | Spec:
             attributes = {"messaging.system": "p2phost", "messaging.destination.name": topic,
@@ -292,20 +327,20 @@ class Tracing:
                 elif not always and int.from_bytes(parent[8:16]) >= bound:
                     return passed(parent[:24] + b"\x00", args, kwargs) if parent[24] & 1 \
                         else call(*args, **kwargs)
-                return recorded(parent[:16] + (getrandbits(64) | 1).to_bytes(8, "big"),
+                return recorded(parent[:16] + (getrandbits(64) | 1).to_bytes(8),
                                 parent[16:24], args, kwargs)
             if always:  # a new trace: its trace id and the span's id in one draw
-                return recorded((getrandbits(192) | _NEW_TRACE).to_bytes(24, "big"), b"",
+                return recorded((getrandbits(192) | _NEW_TRACE).to_bytes(24), b"",
                                 args, kwargs)
             # A new trace's ids (trace id, span id) in one draw; sampling reads the trace
             # id's lower half.
             ids = getrandbits(192) | _NEW_TRACE
-            if (ids >> 64) & ID_LIMIT >= bound:  # not sampled: the frame carries its ids
+            if ids & _LOWER >= above:  # not sampled: the frame carries its ids
                 if verb == "publish":  # (its frames, one per codec, share one context)
                     return passed(root(), args, kwargs)
                 tracing._drawn = ids
                 return call(*args, **kwargs)
-            return recorded(ids.to_bytes(24, "big"), b"", args, kwargs)
+            return recorded(ids.to_bytes(24), b"", args, kwargs)
 
         if getattr(call, "__name__", "") != "send":  # (``store`` is a send too: not here)
             return sending
@@ -323,15 +358,15 @@ class Tracing:
                 if not parent[24] & 1:  # the parent's context, as it is, in the frames
                     return call(peer, topic, body) if key is None \
                         else call(peer, topic, body, key=key)
-                return recorded(parent[:16] + (getrandbits(64) | 1).to_bytes(8, "big"),
+                return recorded(parent[:16] + (getrandbits(64) | 1).to_bytes(8),
                                 parent[16:24], (peer, topic, body),
                                 {} if key is None else {"key": key})
             ids = getrandbits(192) | _NEW_TRACE
-            if not always and (ids >> 64) & ID_LIMIT >= bound:  # not sampled (as above)
+            if not always and ids & _LOWER >= above:  # not sampled (as above)
                 tracing._drawn = ids
                 return call(peer, topic, body) if key is None \
                     else call(peer, topic, body, key=key)
-            return recorded(ids.to_bytes(24, "big"), b"", (peer, topic, body),
+            return recorded(ids.to_bytes(24), b"", (peer, topic, body),
                             {} if key is None else {"key": key})
 
         return send
@@ -382,9 +417,9 @@ class Tracing:
                         return await handler(message)
                     finally:
                         reset_context(token)
-                trace, parent = ((getrandbits(64) | 1) << 64 | low).to_bytes(16, "big"), b""
+                trace, parent = ((getrandbits(64) | 1) << 64 | low).to_bytes(16), b""
             request, sender = message.kind is _REQUEST, message.sender
-            ids = (getrandbits(128) | _TWO_SPANS).to_bytes(16, "big")
+            ids = (getrandbits(128) | _TWO_SPANS).to_bytes(16)
             receive, handle_id = trace + ids[:8], ids[8:]
             spec = specs.get((request, sender)) or spec_of(request, sender)
             if logs:
@@ -442,7 +477,7 @@ class Tracing:
             spec, receive, parent, received, number, attempt, handled, error, _ = state
             end = clock()
             add((spec, receive, parent, received, end, error, number, attempt, *handled,
-                 answer_of(spec), (getrandbits(64) | 1).to_bytes(8, "big"), start, end))
+                 answer_of(spec), (getrandbits(64) | 1).to_bytes(8), start, end))
 
         async def waited(waiting: Awaitable[None], state: list[Any], start: int) -> None:
             try:
