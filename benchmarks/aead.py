@@ -16,7 +16,9 @@ record header), as ``NoiseConnection`` does once per frame and direction:
   the seals (requests) and opens (replies, the first call after each wake-up).
 
 Variants: ``cryptography``'s ChaCha20-Poly1305 (noise-security's cipher) ``encrypt``,
-``decrypt``, ``encrypt_into`` and ``decrypt_into``; AES-256-GCM (``AESGCM``, another Noise
+``decrypt``, ``encrypt_into`` and ``decrypt_into``; one frame sealed by
+``NoiseConnection.try_send`` and opened by its push-mode ``frames_received`` (both AEAD
+calls and the plugin's Python per frame); AES-256-GCM (``AESGCM``, another Noise
 cipher, which p2phost does not negotiate); a 98-byte ``bytes`` copy as a control; and
 PyNaCl's (libsodium) ChaCha20-Poly1305 when installed. Run ``python benchmarks/aead.py``
 (``--instructions`` needs valgrind; about a minute). On a shared machine the times swing
@@ -61,6 +63,7 @@ def variants() -> dict[str, Callable[[], object]]:
         "aesgcm encrypt": lambda: aes.encrypt(NONCE, PLAINTEXT, None),
         "aesgcm decrypt": lambda: aes.decrypt(NONCE, aes_sealed, None),
     }
+    calls["noise frame out+in"] = _noise_frame()
     try:
         from nacl import bindings
     except ImportError:
@@ -70,6 +73,43 @@ def variants() -> dict[str, Callable[[], object]]:
     calls["pynacl decrypt"] = lambda: bindings.crypto_aead_chacha20poly1305_ietf_decrypt(
         sealed, None, NONCE, KEY)
     return calls
+
+
+def _noise_frame() -> Callable[[], object]:
+    """One frame (the 94 bytes the 98-byte plaintext carries) through noise-security's
+    per-frame paths: ``try_send`` on one connection, push mode's open on another, over
+    stand-ins for the transport and the node (the AEAD calls and the plugin's Python
+    together: less the two chacha calls above, what the plugin's Python costs)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "official-plugins"
+                           / "noise-security" / "src"))
+    from p2phost_noise_security._connection import NoiseConnection
+
+    class Transport:
+        local_address = remote_address = "stand-in"
+        sent = b""
+
+        def try_send(self, frame: bytes) -> bool:
+            self.sent = frame
+            return True
+
+        def push(self, sink: object) -> bool:
+            return True
+
+    class Node:
+        def frames_received(self, frames: list[bytes]) -> None:
+            pass
+
+    out, into = Transport(), Transport()
+    sender, receiver = (NoiseConnection(  # type: ignore[arg-type]
+        inner, send_cipher=ChaCha20Poly1305(KEY), recv_cipher=ChaCha20Poly1305(KEY),
+        remote_peer_id="peer", max_frame_size=16 << 20) for inner in (out, into))
+    assert receiver.push(Node())  # type: ignore[arg-type]
+    frame, send, opened = PLAINTEXT[4:], sender.try_send, receiver.frames_received
+
+    def call() -> None:
+        send(frame)
+        opened([out.sent])
+    return call
 
 
 def hot(call: Callable[[], object], count: int = 20_000) -> float:

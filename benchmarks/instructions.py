@@ -23,7 +23,8 @@ always-on sampler; the exporter thread's instructions and its file writes are co
 closing the nodes exports what they queued). ``--sampled`` adds the same at 1 %
 sampling (``parentbased_traceidratio``): what an unsampled message's context costs.
 
-``--server`` counts the server's process only, on asyncio's loop and on uvloop (the client
+``--server`` counts the server's process only, on asyncio's loop and on uvloop (with
+``--noise`` also noise-security's server beside plaintext p2phost's; the client
 runs outside callgrind; the server's counts are zeroed after the warm-up and dumped after
 N units and again after 2N more, with ``callgrind_control``): where a round trip's cost
 lies, beside raw asyncio's server on the same loop. Its run-to-run spread is about 1 %
@@ -165,9 +166,9 @@ def serve(system: str, port: int, loop: str) -> None:
     :func:`_patient_nodes` makes them) on ``loop``, until killed."""
     if system != "raw":
         _patient_nodes(metrics=False)
-    server = m.serve_raw if system == "raw" else m.serve_p2phost
     with asyncio.Runner(loop_factory=functools.partial(m.new_loop, loop)) as runner:
-        runner.run(server(port))
+        runner.run(m.serve_raw(port) if system == "raw"
+                   else m.serve_p2phost(port, secure=system == "noise"))
 
 
 def _dumped(path: Path) -> int:
@@ -196,7 +197,7 @@ def server_instructions(system: str, what: str, units: int, loop: str) -> float:
 
             async def client() -> None:
                 peer = await (m.RawClient.open(port) if system == "raw"
-                              else m.P2PClient.open(port))
+                              else m.P2PClient.open(port, secure=system == "noise"))
                 run = {"oneway": lambda n: m.one_way(peer, 64, n),
                        "oneway1k": lambda n: m.one_way(peer, 1024, n),
                        "rtt": lambda n: m.round_trips(peer, n),
@@ -249,13 +250,17 @@ def main() -> None:
           "(instruction counts do not depend on it)")
     if args.server:
         _patient_nodes(metrics=False)  # the client's too: its server is slow under callgrind
-        print(f"{'server instructions per unit':34}{'p2phost':>12}{'raw':>12}{'ratio':>8}")
+        noise = ["noise"] if args.noise else []
+        print(f"{'server instructions per unit':34}{'p2phost':>12}{'raw':>12}{'ratio':>8}"
+              + "".join(f"{system:>14}{'/p2phost':>9}" for system in noise))
         for what in args.only or list(UNITS):
             for loop in ("asyncio", "uvloop"):
                 per = {system: server_instructions(system, what, UNITS[what], loop)
-                       for system in ("p2phost", "raw")}
+                       for system in ("p2phost", "raw", *noise)}
                 print(f"{f'{what} ({loop})':34}{per['p2phost']:>12,.0f}{per['raw']:>12,.0f}"
-                      f"{per['p2phost'] / per['raw']:>8.2f}", flush=True)
+                      f"{per['p2phost'] / per['raw']:>8.2f}" + "".join(
+                          f"{per[system]:>14,.0f}{per[system] / per['p2phost']:>9.3f}"
+                          for system in noise), flush=True)
         return
     extra = [s for s, wanted in (("noise", args.noise), ("noise-no-aead", args.noise),
                                  ("metrics", args.metrics),

@@ -140,8 +140,9 @@ def bench_app(answers: dict[bytes, Callable[[], Awaitable[Any]]] | None = None) 
     return Bench()
 
 
-def bench_node(port: int, secure: bool = False) -> Any:
-    """A node with :func:`bench_app`."""
+def bench_node(port: int, secure: bool = False,
+               answers: dict[bytes, Callable[[], Awaitable[Any]]] | None = None) -> Any:
+    """A node with :func:`bench_app` (given ``answers``)."""
     from p2phost_msgpack_codec import MsgpackCodec
     from p2phost_tcp_transport import TcpTransport
 
@@ -149,7 +150,7 @@ def bench_node(port: int, secure: bool = False) -> Any:
     from p2phost_sdk import Identity
 
     return Node(Identity.generate(), transports={"tcp": TcpTransport()},
-                codecs={"application/msgpack": MsgpackCodec()}, apps=[bench_app()],
+                codecs={"application/msgpack": MsgpackCodec()}, apps=[bench_app(answers)],
                 security=security(secure),
                 options=NodeOptions(listen=[f"tcp://127.0.0.1:{port}"]))
 
