@@ -83,9 +83,9 @@ async def test_a_refresh_ends_within_its_one_timeout() -> None:
     node.settings.refresh_timeout = 0.5
     network.latency = node.settings.request_timeout = 5.0
     started = time.monotonic()
-    async with asyncio.timeout(4.0):
+    async with asyncio.timeout(4.5):
         await node.refresh(all_buckets=True)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0
     assert node.counters["refreshes cut short"] == 1 and node.counters["refreshes"] == 0
     assert len(node.table) > 10  # a ping cut short is no failure: nobody evicted
 

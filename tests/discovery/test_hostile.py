@@ -79,7 +79,10 @@ def test_forged_and_replayed_beacons_are_refused_before_any_dial(
     from p2phost_beacon_discovery import Beacon, decode, encode, scope_tag
 
     lan = lan_of(4)
-    nodes = _start(lan, make_root, "beacon-discovery", scopes={3: "another-app"})
+    # Beacons live 6 s here (FAST's 2 s elsewhere): four missed beacons on a loaded machine,
+    # busy checking 15 forged datagrams a second, must not read as the victim leaving.
+    nodes = _start(lan, make_root, "beacon-discovery", scopes={3: "another-app"},
+                   config={"expiry": 6.0})
     honest, victim = nodes[:3], nodes[1]
     nodes[3].kill()  # host 3 is the attacker's from now on
     wait_for(full_mesh(honest), FIND_WITHIN, "three nodes connecting", nodes)
@@ -123,7 +126,10 @@ def test_a_forged_mdns_answer_and_goodbye_change_nothing(
     from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
     lan = lan_of(4)
-    nodes = _start(lan, make_root, "mdns-discovery", scopes={3: "another-app"})
+    # A TTL of 8 s (FAST's 3 s elsewhere) gives the victim 2 s to answer each query: the
+    # forger's records pushed its real one out of the caches, so a late answer is all it has.
+    nodes = _start(lan, make_root, "mdns-discovery", scopes={3: "another-app"},
+                   config={"ttl": 8})
     honest, victim = nodes[:3], nodes[1]
     nodes[3].kill()
     wait_for(full_mesh(honest), FIND_WITHIN, "three nodes connecting", nodes)

@@ -255,7 +255,7 @@ async def test_a_target_slow_to_accept_holds_up_nothing_but_its_own_circuit() ->
         assert await dialler.connect(f"{relay_at}/p2p-circuit/{honest.peer_id}") \
             == honest.peer_id
         assert await dialler.request(honest.peer_id, "echo", {"x": 1}, timeout=5) == {"x": 1}
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 4.5  # below request-timeout and the handshake's 5 s
         # The stuck circuit fails: the host's handshake timeout (5 s) or the relay's refusal
         # once the target has not answered within request-timeout, whichever comes first.
         with pytest.raises(Exception, match=r"refused by the target|did not finish"):

@@ -18,7 +18,7 @@ async def test_disconnect_of_an_unknown_peer_is_false_at_once(make_node: MakeNod
     started = time.monotonic()
     assert not await node.disconnect(Identity.generate().peer_id)
     assert not await node.disconnect("not a peer id")
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0
 
 
 async def test_disconnect_twice_at_once_and_during_sends(make_node: MakeNode) -> None:

@@ -93,7 +93,7 @@ async def test_a_burst_of_one_way_messages_is_handled_in_order_and_counted_exact
 
 
 async def test_unknown_topic_and_timeout(make_node: MakeNode) -> None:
-    server = await make_node([Recorder(delay=1.0)])
+    server = await make_node([Recorder(delay=3.0)])
     client = await make_node(listen=[])
     peer = await client.connect(server.addresses[0])
     with pytest.raises(RemoteError, match="no app on this node handles topic 'nope'"):
@@ -101,7 +101,7 @@ async def test_unknown_topic_and_timeout(make_node: MakeNode) -> None:
     started = time.monotonic()
     with pytest.raises(RequestTimeout, match=r"within 0\.2s"):
         await client.request(peer, "slow", None, timeout=0.2)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0  # the answer would take 3 s
 
 
 async def test_each_request_times_out_at_its_own_deadline(make_node: MakeNode) -> None:
