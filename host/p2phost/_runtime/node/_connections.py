@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from p2phost_sdk import (
+    MAX_ADDRESS_LENGTH,
+    MAX_ADDRESSES,
     Codec,
     Connection,
     HandshakeError,
@@ -37,8 +39,17 @@ from ..messaging._dispatch import Dispatcher
 from ..messaging._peers import PeerTable
 from ..wire._channel import Channel
 from ..wire._envelope import RAW_HELLO
-from ..wire._handshake import MAX_HELLO, MAX_HELLO_TOPICS, Admit, Hello, handshake, refuse
+from ..wire._handshake import (
+    MAX_HELLO,
+    MAX_HELLO_TOPICS,
+    Admit,
+    Hello,
+    announced,
+    handshake,
+    refuse,
+)
 from ..wire._refusal import PEER_LIMIT, refused_after_hellos
+from ..wire._said import named, said
 from ..wire._sealed import Sealer
 from ._admission import HandshakeGate
 from ._options import NodeOptions
@@ -93,7 +104,7 @@ class Connections:
     def hello(self, nonce: str) -> Hello:
         """This node's hello, as it goes out on a connection with ``nonce``."""
         return Hello(peer_id=self.peer_id, codecs=tuple(self._codecs),
-                     topics=tuple(self._dispatch.topics), listen=tuple(self._addresses),
+                     topics=tuple(self._dispatch.topics), listen=announced(self._addresses),
                      session=self._session, nonce=nonce, name=self.options.name,
                      max_frame_size=self.options.max_frame_size,
                      extra={**self._reliable.hello_extra(), **self.schemas,
@@ -119,6 +130,17 @@ class Connections:
             raise NodeConfigError(f"this node's hello would be {size} bytes long with its "
                                   f"{count} topics, over the {MAX_HELLO} a peer takes: no "
                                   "peer could connect to it", fix=fix)
+
+    def check_addresses(self) -> None:
+        """Warn of listen addresses this node's hello and presence records leave out
+        (:func:`announced`): peers could not dial it there."""
+        listen = announced(self._addresses)
+        if left_out := [a for a in self._addresses if a not in listen]:
+            log.warning("%d of this node's %d listen addresses are not announced to peers "
+                        "or by discovery (each takes at most %d, of at most %d bytes): %s "
+                        "(fix: listen on fewer addresses: [node] listen)", len(left_out),
+                        len(self._addresses), MAX_ADDRESSES, MAX_ADDRESS_LENGTH,
+                        said(named(left_out)))
 
     @property
     def peer_id(self) -> str:

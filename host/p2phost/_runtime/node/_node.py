@@ -50,7 +50,7 @@ from ..messaging._peers import PeerTable
 from ..messaging._stats import DeliveryStats
 from ..wire._channel import Channel
 from ..wire._guardfile import GUARD_NAME
-from ..wire._handshake import Admit, Hello
+from ..wire._handshake import Admit, Hello, announced
 from ..wire._sealed import Sealer
 from ._connections import Connections
 from ._dialler import Link
@@ -264,8 +264,11 @@ class Node(MessagingAPI):
 
     def sign_presence(self, scope: str, addresses: Sequence[str], *, lifetime: float,
                       goodbye: bool = False) -> SignedPresence:
-        """This node's presence record, signed (for discovery plugins to announce)."""
-        return self._signer.sign(scope, addresses, lifetime=lifetime, goodbye=goodbye)
+        """This node's presence record, signed (for discovery plugins to announce): of
+        ``addresses``, what peers take (:func:`announced`; the node's start warns of its
+        own listen addresses left out)."""
+        return self._signer.sign(scope, announced(addresses), lifetime=lifetime,
+                                 goodbye=goodbye)
 
     def discovery_status(self) -> dict[str, Any]:
         """Each discovery plugin (up or down, why, its counters) and the dial counters."""
@@ -317,6 +320,7 @@ class Node(MessagingAPI):
             for address in self.options.listen:
                 await self._listen(address)
             self._connections.check_hello()  # (its addresses and every app's topics in it)
+            self._connections.check_addresses()
             if self.metrics is not None:
                 await self.metrics.start()
             if self._security is None:

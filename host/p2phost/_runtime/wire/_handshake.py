@@ -151,6 +151,13 @@ def _address(text: str) -> bool:
             and len(text.encode()) <= MAX_ADDRESS_LENGTH)
 
 
+def announced(addresses: Sequence[str]) -> tuple[str, ...]:
+    """What of this node's ``addresses`` its hello and presence records carry: what a peer
+    takes (the first ``MAX_ADDRESSES`` of the usable ones). A record signed over more
+    would be refused whole, by every peer, as malformed or as a bad signature."""
+    return tuple(a for a in addresses if _address(a))[:MAX_ADDRESSES]
+
+
 def choose_codec(dialler: Sequence[str], listener: Sequence[str]) -> str | None:
     """The first of the dialler's codecs that the listener also has."""
     theirs = set(listener)
