@@ -173,8 +173,10 @@ async def test_a_flood_of_failing_messages_logs_a_line_per_peer_topic_and_window
             for n in range(many):
                 await sender.send(peer, "bad", n)
         await until(lambda: receiver.delivery.stats.get("bad", "dead_lettered") == 2 * many)
-        # Every one counted: 2 runs each (FAST), 1 retry each, every message a dead letter.
+        # Every one counted: 2 runs each (FAST), 1 retry each, every message a dead letter,
+        # each failed for good (what p2phost_messages_failed_total and `top` show).
         assert receiver.delivery.stats.get("bad", "retried") == 2 * many
+        assert receiver.delivery.stats.get("bad", "failed") == 2 * many
         assert receiver.delivery.dead is not None
         assert len(receiver.delivery.dead.entries()) == 2 * many
         await receiver.close()  # reports what was held back

@@ -127,7 +127,9 @@ def check_retries_and_dead_letters(receiver: Project, sender: Project, medium: M
     stats = receiver.cli_json("peers", "--stats")
     assert stats["topics"]["flaky"]["retried"] == 2
     assert stats["topics"]["doomed"]["dead_lettered"] == 1
+    assert stats["topics"]["doomed"]["failed"] == 1  # its handler failed for good
     assert stats["topics"]["tally"]["dead_lettered"] == 1
+    assert stats["topics"]["tally"].get("failed", 0) == 0  # undecodable: no handler ran
     assert receiver.node.stop() == 0 and sender.node.stop() == 0
 
 

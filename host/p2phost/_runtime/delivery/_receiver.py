@@ -371,6 +371,8 @@ class Receiver:
                     fields=_fields(job))
             self._dead_lines.dropped(self.dead, dropped, self.stats)
             self._settled(job, "dead_lettered")
+            if job.error:  # its handler failed every attempt: failed for good (metrics, top)
+                self.stats.add(job.topic, "failed", 1, job.peer)
 
         self.committer.submit(op, then, lambda: self._given_up(job))
 
