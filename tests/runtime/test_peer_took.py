@@ -10,21 +10,23 @@ from .conftest import channel_of, tcp_pair
 MB = 1024 * 1024
 
 
-async def test_a_write_that_ended_unsampled_is_judged_at_the_next_look() -> None:
+async def test_a_write_that_ended_unsampled_counts_at_the_first_look() -> None:
     """A 4 MiB reply handed over before the write's own timeout sampled it leaves megabytes
-    in the kernel; the keepalive's first look has no baseline, so it is no reason to close
-    (it once was: a steady 400 KB/s reader was cut at the keepalive timeout)."""
+    in the kernel; the keepalive's first look at them is progress, with a whole timeout to
+    take more (it once closed a steady 400 KB/s reader at once, and then, for a reader
+    that takes 512 KiB every 1.3 s, gave it only until the next look)."""
     async with tcp_pair(App()) as (server, client):
         channel = channel_of(server, client.peer_id)
         unsent = [3 * MB]
         channel.connection.unsent = lambda: unsent[0]  # type: ignore[method-assign]
         channel._handed += 4 * MB  # what the write handed over (it ended: no sample)
         before = channel.progress_at
-        assert channel.peer_took()  # first look: bytes wait, nothing to compare with
-        assert channel.progress_at == before  # not progress either
+        assert channel.peer_took() and channel.progress_at > before  # a MiB went
+        first = channel.progress_at
+        assert not channel.peer_took()  # nothing more taken: no progress...
+        assert channel.progress_at == first  # ...and its timeout runs from the first look
         unsent[0] -= 400_000  # the reader took some
-        assert channel.peer_took() and channel.progress_at > before
-        assert not channel.peer_took()  # and then nothing: the next look says so
+        assert channel.peer_took() and channel.progress_at > first
 
 
 async def test_nothing_waiting_and_nothing_taken_is_no_sign() -> None:

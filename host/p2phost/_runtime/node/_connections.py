@@ -342,7 +342,15 @@ class Connections:
                     # A peer that takes what we write is alive, even while it sends
                     # nothing (its PONG waits behind a large reply it reads slowly).
                     idle = now - max(channel.last_seen, channel.progress_at)
-                    if channel.stalled or channel.ended or channel.closed_here:
+                    if channel.ended or channel.closed_here:
+                        continue
+                    if channel.stalled:
+                        # Our reader waits for room in a full mailbox: the peer is not
+                        # judged, but it hears from us (our PINGs need no reading), or it
+                        # would judge us silent: everything it sent may sit in our kernel,
+                        # so it sees nothing waiting either.
+                        if now - channel.pinged >= interval:
+                            channel.ping()
                         continue
                     # Nor is one whose large frame is still arriving, steadily.
                     if idle >= timeout and not channel.writing and not channel.peer_took() \

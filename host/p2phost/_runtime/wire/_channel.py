@@ -401,8 +401,8 @@ class Channel(Reader):
         ``pending``, of a write still under way): then ``progress_at`` is now. A slow
         reader, whose answers wait behind what it reads. Bytes that went when nothing
         waited are no sign (a peer's kernel takes a few while the peer reads nothing),
-        nor is anything where the transport cannot tell (``Connection.unsent``). The
-        first look at bytes waiting is True too, judged at the next look."""
+        nor is anything where the transport cannot tell (``Connection.unsent``); bytes
+        taken while others still wait are, at the first look too."""
         unsent = self.connection.unsent()
         if unsent is None:
             return False
@@ -410,11 +410,11 @@ class Channel(Reader):
         if taken <= self._taken:
             return False
         self._taken = taken
-        if not (waited or pending):
-            # The first look at bytes waiting: no judging without a baseline. A large
-            # write can end before its own timeout looked at it, leaving megabytes in the
-            # kernel for a slow reader (loopback takes 4 MB): taken next look, or not.
-            return unsent > 0
+        if not (waited or pending or unsent):
+            return False
+        # Bytes waiting at the first look count too, with a whole timeout to take more: a
+        # large write can end before its own timeout looked at it, leaving megabytes in
+        # the kernel for a slow reader (loopback takes 4 MB) that reads in bursts.
         self.progress_at = time.monotonic()
         return True
 
