@@ -19,7 +19,7 @@ from p2phost_sdk import ConnectionClosed, FrameTooLarge, PeerUnavailable, Raw
 from .._errors import WireError
 from ..wire._channel import Channel
 from ..wire._envelope import IDS, RAW, TRACED, VERSION, Kind, encode, header_parts
-from ._pending import PendingRequests
+from ._pending import PendingRequests, timed_out
 from ._routes import TraceHook
 from ._stats import DeliveryStats, Tally
 
@@ -153,7 +153,7 @@ class Outgoing(PendingRequests):
             self._arm(due)
         try:
             if not channel.try_post(frame):
-                await channel.send(frame)
+                await _send_within(channel, frame, due, reply, topic, timeout)
             # (the sent tally inline, as try_send's)
             tally = self._tallies.get((topic, peer)) or self.stats.tally(topic, peer)
             tally.sent += 1
@@ -183,3 +183,16 @@ class Outgoing(PendingRequests):
             sent += 1
             self.stats.message_out(topic, channel.peer_id, len(frame))
         return sent
+
+
+async def _send_within(channel: Channel, frame: bytes, due: float, reply: asyncio.Future[Any],
+                       topic: str, timeout: float) -> None:
+    """Wait for room for a request's frame until the request is due: a congested outbox
+    (a peer that reads slowly, or nothing) must not hold back its RequestTimeout."""
+    try:
+        async with asyncio.timeout_at(due):
+            await channel.send(frame)
+    except TimeoutError:
+        if reply.done():  # the timer's RequestTimeout, or what failed the request first
+            await reply
+        raise timed_out(channel.peer_id, topic, timeout) from None

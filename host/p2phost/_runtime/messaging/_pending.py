@@ -57,8 +57,7 @@ class PendingRequests:
             if due <= now:
                 del self._pending[message_id]
                 if not reply.done():
-                    reply.set_exception(RequestTimeout(
-                        f"no reply from {peer} to a {topic!r} request within {timeout:g}s"))
+                    reply.set_exception(timed_out(peer, topic, timeout))
             elif nearest is None or due < nearest:
                 nearest = due
         if nearest is not None:
@@ -77,6 +76,11 @@ class PendingRequests:
                 del self._pending[message_id]
                 if not reply.done():
                     reply.set_exception(PeerUnavailable(f"peer {peer}: {reason}"))
+
+
+def timed_out(peer: str, topic: str, timeout: float) -> RequestTimeout:
+    """What a request to ``peer`` on ``topic`` raises when ``timeout`` passed."""
+    return RequestTimeout(f"no reply from {peer} to a {topic!r} request within {timeout:g}s")
 
 
 def _no_loop() -> asyncio.Future[Any]:
