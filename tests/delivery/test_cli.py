@@ -95,3 +95,18 @@ def test_dead_list_on_a_malformed_database_says_to_move_it_aside(
     assert code == 2, out + err
     assert "malformed" in err and f"fix: stop the node and move {path}" in err, err
     assert "try again" not in err and "Traceback" not in err
+
+
+def test_doctor_reports_the_damaged_database_run_refuses(delivery_project: ProjectMaker
+                                                         ) -> None:
+    from tests.delivery.test_damaged_state import grown_database, malformed
+
+    node = delivery_project("node", TCP)
+    path = node.root / ".p2phost" / "delivery.db"
+    path.parent.mkdir(exist_ok=True)
+    grown_database(path)
+    malformed(path)
+    code, out, err = node.cli("doctor")
+    assert code == 1, out + err
+    assert f"FAIL the delivery database {path} is damaged" in out, out
+    assert f"fix: stop the node and move {path}" in out

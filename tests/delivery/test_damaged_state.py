@@ -114,7 +114,7 @@ def malformed(path: Path) -> None:
 def grown_database(path: Path) -> None:
     """A database with tables spread over pages past the first few."""
     db = open_database(path)
-    db.execute("INSERT INTO journal_mark (id, folded) VALUES (0, 5)")
+    db.execute("INSERT OR REPLACE INTO journal_mark (id, folded) VALUES (0, 5)")
     db.executemany("INSERT INTO app_state (app, key, value) VALUES ('a', ?, ?)",
                    ((f"k{n}", "v" * 200) for n in range(400)))
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -142,3 +142,24 @@ def test_a_database_cut_short_says_to_move_it_aside_in_a_fix_line(tmp_path: Path
     with pytest.raises(StoreError) as caught:
         open_database(path)
     assert f"{FIX}stop the node and move {path}" in str(caught.value), str(caught.value)
+
+
+async def test_doctor_finds_what_would_stop_the_start(make: Make, tmp_path: Path) -> None:
+    from p2phost._runtime.delivery._check import check_state
+
+    state = tmp_path / "sender"
+    assert check_state(state) == []  # a new project: nothing to look at
+    await unacknowledged(make, state)
+    assert [ok for ok, _, _ in check_state(state)] == [True]
+    path = state / JOURNAL_NAME
+    before = path.read_bytes()
+    with path.open("r+b") as file:
+        file.write(bytes(64))
+    [(ok, text, fix)] = check_state(state)
+    assert not ok and str(path) in text and fix is not None and "aside" in fix
+    path.write_bytes(before)
+    assert [ok for ok, _, _ in check_state(state)] == [True]  # it changed nothing
+    grown_database(state / "delivery.db")
+    malformed(state / "delivery.db")
+    [(ok, text, fix)] = check_state(state)
+    assert not ok and "damaged" in text and fix is not None and fix.startswith("stop the node")
