@@ -65,3 +65,48 @@ def test_cli_mistakes_are_one_clear_message(delivery_project: ProjectMaker,
 def test_peers_stats_needs_a_running_node(delivery_project: ProjectMaker) -> None:
     code, _, err = delivery_project("node", TCP).cli("peers", "--stats")
     assert code == 2 and "no node of this project is running" in err
+
+
+def test_dead_show_of_an_outgoing_letter_spaces_its_peer(delivery_project: ProjectMaker
+                                                         ) -> None:
+    from p2phost._runtime.delivery._deadletter import DeadLetter, DeadLetters
+    from p2phost._runtime.delivery._store import open_database
+
+    node = delivery_project("node", TCP)
+    db = open_database(node.root / ".p2phost" / "delivery.db")
+    DeadLetters(db).add(db, DeadLetter(0, "out", "PEERID", 1, "kept", "application/json",
+                                       b"{}", 6, "not acknowledged", "", "", 1.0, 2.0))
+    db.close()
+    code, out, err = node.cli("dead", "show", "1")
+    assert code == 0, err
+    assert "could not be sent to: PEERID" in out, out
+
+
+def test_dead_list_on_a_malformed_database_says_to_move_it_aside(
+        delivery_project: ProjectMaker) -> None:
+    from tests.delivery.test_damaged_state import grown_database, malformed
+
+    node = delivery_project("node", TCP)
+    path = node.root / ".p2phost" / "delivery.db"
+    path.parent.mkdir(exist_ok=True)
+    grown_database(path)
+    malformed(path)
+    code, out, err = node.cli("dead", "list")
+    assert code == 2, out + err
+    assert "malformed" in err and f"fix: stop the node and move {path}" in err, err
+    assert "try again" not in err and "Traceback" not in err
+
+
+def test_doctor_reports_the_damaged_database_run_refuses(delivery_project: ProjectMaker
+                                                         ) -> None:
+    from tests.delivery.test_damaged_state import grown_database, malformed
+
+    node = delivery_project("node", TCP)
+    path = node.root / ".p2phost" / "delivery.db"
+    path.parent.mkdir(exist_ok=True)
+    grown_database(path)
+    malformed(path)
+    code, out, err = node.cli("doctor")
+    assert code == 1, out + err
+    assert f"FAIL the delivery database {path} is damaged" in out, out
+    assert f"fix: stop the node and move {path}" in out

@@ -39,7 +39,13 @@ _LIST_FIX = "p2phost dead list"
 def _store(project: Project, *, write: bool = False) -> Iterator[DeadLetters | None]:
     """The project's dead letters; None when the node never kept any."""
     from .._runtime.delivery._deadletter import DeadLetters
-    from .._runtime.delivery._store import DATABASE_NAME, StoreError, open_database
+    from .._runtime.delivery._store import (
+        DATABASE_NAME,
+        StoreError,
+        damaged,
+        move_aside,
+        open_database,
+    )
 
     path = project.state_dir / DATABASE_NAME
     if not path.exists():
@@ -49,14 +55,18 @@ def _store(project: Project, *, write: bool = False) -> Iterator[DeadLetters | N
     try:
         db = open_database(path) if write else sqlite3.connect(f"file:{path}?mode=ro",
                                                                uri=True, timeout=5.0)
-    except (StoreError, sqlite3.Error) as exc:
-        raise UserError(f"cannot read {path}: {exc}",
-                        fix="check the file's permissions, or move it aside") from exc
+    except StoreError as exc:  # its text ends with its fix
+        message, _, fix = str(exc).partition("\nfix: ")
+        raise UserError(message, fix=fix or None) from exc
+    except sqlite3.Error as exc:
+        raise UserError(f"cannot read {path}: {exc}", fix=move_aside(path) if damaged(exc)
+                        else "check the file's permissions, or move it aside") from exc
     try:
         yield DeadLetters(db, limit=settings.dead_letter_limit, keep=settings.dead_letter_keep)
     except sqlite3.Error as exc:
-        raise UserError(f"{path}: {exc}", fix="try again (the node may be busy writing)") \
-            from exc
+        # A damaged file fails the same way every time; a busy one may not next time.
+        raise UserError(f"{path}: {exc}", fix=move_aside(path) if damaged(exc)
+                        else "try again (the node may be busy writing)") from exc
     finally:
         db.close()
 
@@ -112,14 +122,16 @@ def show(letter_id: int = typer.Argument(..., help="The dead letter's id (see de
         print(json.dumps(_as_json(letter)))
         return
     way = "received from" if letter.direction == "in" else "could not be sent to"
-    for label, value in (
+    rows = (
         ("dead letter", f"#{letter.id}"), ("message", f"{letter.message_id:016x}"),
         ("topic", letter.topic), (way, letter.peer), ("content type", letter.content_type),
         ("attempts", str(letter.attempts)), ("first seen", _when(letter.first_at)),
         ("dead since", _when(letter.dead_at)), ("reason", letter.reason),
         ("error", letter.error or "-"), ("body", letter.body_text(4000)),
-    ):
-        console.print(f"{label + ':':<20}{value}")
+    )
+    width = max(len(label) for label, _ in rows) + 2  # the colon and at least one space
+    for label, value in rows:
+        console.print(f"{label + ':':<{width}}{value}")
     if letter.traceback:
         console.print("traceback:")
         console.print(letter.traceback.rstrip())

@@ -172,6 +172,10 @@ def doctor(
     except UserError as exc:
         report(False, exc.message, exc.fix)
     _check_leftovers(project, report)
+    from .._runtime.delivery._check import check_state
+
+    for ok, text, fix in check_state(project.state_dir):  # what would stop `run`
+        report(ok, text, fix)
     manager = PluginManager(project)
     plugin_problems = manager.problems()
     for plugin_problem in plugin_problems:

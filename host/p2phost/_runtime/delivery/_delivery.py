@@ -16,6 +16,7 @@ Parts: the :class:`~._outbox.Outbox` (sending), the :class:`~._receiver.Receiver
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -49,7 +50,7 @@ from ._journals import open_journals
 from ._outbox import Outbox, key_id
 from ._outjournal import JournalRows
 from ._receiver import Receiver
-from ._store import open_connections
+from ._store import open_connections, store_error
 
 if TYPE_CHECKING:
     import sqlite3
@@ -155,10 +156,25 @@ class Reliable:
         if self.path is not None:
             try:
                 journals = open_journals(self.path, writer, handles=bool(self.handled))
-            except BaseException:
+            except BaseException as exc:
                 for connection in (db, writer, quick):
                     connection.close()
+                if isinstance(exc, sqlite3.DatabaseError):  # a page only replay reads
+                    raise store_error(self.path, exc) from exc
                 raise
+        try:
+            self._begin(db, writer, quick, journals, routes)
+        except sqlite3.DatabaseError as exc:
+            # The node's close() closes what was begun; journals not handed on yet here.
+            if journals is not None and self._journal is None:
+                for journal in journals:
+                    if journal is not None:
+                        journal.close()
+            raise store_error(self.path, exc) from exc
+
+    def _begin(self, db: sqlite3.Connection, writer: sqlite3.Connection,
+               quick: sqlite3.Connection, journals: tuple[Journal, Journal | None] | None,
+               routes: Mapping[str, Route]) -> None:
         self.db = db
         committer = self._committer = Committer(db, writer, quick)
         self.dead = DeadLetters(db, limit=self.settings.dead_letter_limit,

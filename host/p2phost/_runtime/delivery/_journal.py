@@ -82,11 +82,15 @@ class JournalCorrupt(StoreError):
 class Journal:
     """The two-segment journal file, mapped (see the module's docstring)."""
 
-    def __init__(self, path: Path, segment: int = SEGMENT) -> None:
+    def __init__(self, path: Path, segment: int = SEGMENT, *, used: bool = False) -> None:
+        """``used``: the database beside it says this journal was in use (it may hold
+        records not folded into the database yet), so an empty file is not a new one."""
         self.path = path
         self.segment = segment
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # A missing one was moved aside (what its errors say to do): made anew.
+            used = used and path.exists()
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StoreError(f"cannot open the journal {path}: {exc}") from exc
@@ -108,6 +112,15 @@ class Journal:
                     f"{path} is {size} bytes, not a journal of {2 * segment}: it is damaged "
                     f"or not p2phost's.\nfix: stop the node and move {path} aside (messages "
                     "sent but not yet acknowledged that it held are then not sent)")
+            if size == 0 and used:
+                # p2phost never empties a journal it used: something else did (`: > file`,
+                # a failed copy), and what only it held would be lost without a word.
+                raise JournalCorrupt(
+                    f"{path} is empty, but the delivery database beside it says this "
+                    "journal was in use: what it held and the database does not yet "
+                    "(messages sent but not yet acknowledged, or handlers' outcomes) is "
+                    f"lost.\nfix: put back a copy of {path} if you have one; otherwise "
+                    f"stop the node and move {path} aside to start without what it held")
             _allocate(fd, 2 * segment, fresh=size == 0)
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
             self._map = mmap.mmap(fd, 2 * segment, flags=flags)
@@ -121,7 +134,11 @@ class Journal:
             raise
         #: Held open while the node runs: the lock lives as long as it.
         self._fd = fd
-        self._epochs = [self._epoch_of(0), self._epoch_of(1)]
+        try:
+            self._epochs = [self._epoch_of(0), self._epoch_of(1)]
+        except BaseException:
+            self.close()  # unlocked: the user moves it aside, a `doctor` looks again
+            raise
         # Epochs only grow: a record left from an earlier one never reads as valid.
         self._last = max(self._epochs)
         #: Records of each segment not settled yet.
@@ -133,10 +150,13 @@ class Journal:
         magic, epoch = _HEADER.unpack_from(self._map, index * self.segment)
         if magic == _MAGIC:
             return int(epoch)
-        if magic == b"\0" * 8 and epoch == 0:
-            return 0
+        base = index * self.segment
+        if magic == b"\0" * 8 and epoch == 0 \
+                and self._map[base:base + self.segment] == bytes(self.segment):
+            return 0  # never used (a reset segment keeps its magic)
         raise JournalCorrupt(
-            f"{self.path}: segment {index} has no journal header: the file is damaged.\n"
+            f"{self.path}: segment {index} has no journal header"
+            f"{' but records follow it' if magic == bytes(8) else ''}: the file is damaged.\n"
             f"fix: stop the node and move {self.path} aside (messages sent but not yet "
             "acknowledged that it held are then not sent)")
 

@@ -23,15 +23,28 @@ def open_journals(database: Path, writer: sqlite3.Connection, *, handles: bool
     """The outbox journal and the inbox journal (None: this node handles no acknowledged
     topic) beside ``database``, replayed into it through ``writer``; a damaged one is a
     :class:`~._journal.JournalCorrupt` naming the file and the fix."""
-    inbox = database.with_name(INBOX_JOURNAL)
+    outbox, inbox = database.with_name(JOURNAL_NAME), database.with_name(INBOX_JOURNAL)
+    # A journal_mark row: a journal was opened with this database (written below), so
+    # it may hold records the database lacks; p2phost never removes or empties one.
+    used = {mark for (mark,) in writer.execute("SELECT id FROM journal_mark")}
+    for mark, path in enumerate((outbox, inbox)):
+        if mark in used and not path.exists():
+            # Moving a damaged journal aside is the way on its error gives: say what
+            # that cost, but go on.
+            log.warning("%s is missing, but the delivery database says it was in use: "
+                        "what it held that the database does not (messages sent but not "
+                        "yet acknowledged, or handlers' outcomes) is lost", path)
     opened: list[Journal] = []
     try:
-        opened.append(Journal(database.with_name(JOURNAL_NAME)))
+        opened.append(Journal(outbox, used=0 in used))
         sent = JournalRows.replay(opened[0], writer)
         taken = 0
         if handles or inbox.exists():
-            opened.append(Journal(inbox, INBOX_SEGMENT))
+            opened.append(Journal(inbox, INBOX_SEGMENT, used=1 in used))
             taken = OutcomeJournal.replay(opened[1], writer)
+        for mark in range(len(opened)):
+            writer.execute("INSERT OR IGNORE INTO journal_mark (id, folded) VALUES (?, 0)",
+                           (mark,))
     except BaseException:
         for journal in opened:
             journal.close()

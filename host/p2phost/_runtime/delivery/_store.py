@@ -95,6 +95,30 @@ class StoreError(P2PHostError):
     """The delivery database cannot be opened or written."""
 
 
+def damaged(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the database file is damaged (malformed, not a database),
+    which trying again never mends; not a busy, locked, full or unwritable one."""
+    return isinstance(exc, sqlite3.DatabaseError) \
+        and not isinstance(exc, sqlite3.OperationalError)
+
+
+def move_aside(path: Path | None) -> str:
+    """The fix for a damaged delivery database at ``path``."""
+    return (f"stop the node and move {path} (and its -wal and -shm files) aside to start "
+            "afresh; the outbox, dead letters and store it held are then gone")
+
+
+def store_error(path: Path | None, exc: sqlite3.Error) -> StoreError:
+    """The error, with its fix, for ``exc`` raised while opening or replaying the
+    delivery database at ``path``."""
+    if damaged(exc):
+        return StoreError(f"the delivery database {path} is damaged: {exc}.\n"
+                          f"fix: {move_aside(path)}")
+    return StoreError(f"cannot open the delivery database {path}: {exc}.\nfix: check that "
+                      "the disk has room and the file's permissions; if the file is damaged, "
+                      f"{move_aside(path)}")
+
+
 def sql_id(message_id: int) -> int:
     """A u64 message id as SQLite's signed 64-bit integer (and :func:`wire_id` back)."""
     return message_id - (1 << 64) if message_id >= 1 << 63 else message_id
@@ -133,8 +157,7 @@ def open_database(path: Path | None, *, memory_name: str | None = None,
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={_VERSION}")
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot open the delivery database {path}: {exc} (is the disk "
-                         "full, or the file damaged? move it aside to start afresh)") from exc
+        raise store_error(path, exc) from exc
     return db
 
 

@@ -1,0 +1,71 @@
+"""``p2phost doctor``'s look at the delivery state: what would stop ``p2phost run``.
+
+The same checks the node's start makes (:mod:`._store`, :mod:`._journals`), without
+changing anything: the database is opened read-only and checked page by page (SQLite's
+``quick_check``), each journal is opened and read as a replay would read it, but not
+replayed. A journal locked by the running node is that node's, and in use: not read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ._injournal import INBOX_JOURNAL, INBOX_SEGMENT
+from ._journal import JOURNAL_NAME, SEGMENT, Journal, JournalCorrupt
+from ._store import DATABASE_NAME, StoreError, damaged, store_error
+
+#: One finding: whether it is fine, what, and its fix.
+Finding = tuple[bool, str, str | None]
+
+
+def _problem(exc: StoreError) -> Finding:
+    text, _, fix = str(exc).partition("\nfix: ")
+    return False, text, fix or None
+
+
+def check_state(state_dir: Path) -> list[Finding]:
+    """What would stop a start on the delivery state in ``state_dir`` (nothing when the
+    node never kept any); an ok finding when it all reads."""
+    database = state_dir / DATABASE_NAME
+    if not database.exists():
+        return []
+    found: list[Finding] = []
+    used: set[int] = set()
+    try:
+        db = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5.0)
+        try:
+            verdict = str(db.execute("PRAGMA quick_check").fetchone()[0])
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {verdict}")
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'journal_mark'"
+                          ).fetchone() is not None:
+                used = {int(m) for (m,) in db.execute("SELECT id FROM journal_mark")}
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if damaged(exc):
+            return [_problem(store_error(database, exc))]
+        found.append((False, f"cannot check {database}: {exc}",
+                      "try again (the node may be busy writing)"))
+    for mark, name, segment in ((0, JOURNAL_NAME, SEGMENT), (1, INBOX_JOURNAL, INBOX_SEGMENT)):
+        path = state_dir / name
+        if not path.exists() or (path.stat().st_size == 0 and mark not in used):
+            continue  # the start makes it anew (run warns when one in use went missing)
+        try:
+            journal = Journal(path, segment, used=mark in used)
+        except JournalCorrupt as exc:
+            found.append(_problem(exc))
+            continue
+        except StoreError:
+            continue  # locked: the running node's, which replayed it at its start
+        try:
+            for _ in journal.replay():
+                pass
+        except JournalCorrupt as exc:
+            found.append(_problem(exc))
+        finally:
+            journal.close()
+    if not found:
+        found.append((True, f"delivery state in {state_dir} reads", None))
+    return found

@@ -1,0 +1,165 @@
+"""Damaged delivery state stops the start with an error and its fix, never silently.
+
+A journal emptied or with its header zeroed while it still held sends, and a delivery
+database damaged in a page only replay reads: each is the error a user can act on (no
+empty outbox without a word, no traceback). A genuinely new project starts clean.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from p2phost._runtime.delivery._injournal import INBOX_JOURNAL, INBOX_SEGMENT
+from p2phost._runtime.delivery._journal import JOURNAL_NAME, Journal, JournalCorrupt
+from p2phost._runtime.delivery._journals import open_journals
+from p2phost._runtime.delivery._store import StoreError, open_database
+from p2phost_sdk import Identity
+from tests.delivery.test_node import Make, Sender, kind, make
+
+__all__ = ["kind", "make"]  # the fixtures, shared with test_node
+FIX = "\nfix: "
+
+
+async def unacknowledged(make: Make, state: Path, count: int = 30) -> None:
+    """A node of ``state`` that sent ``count`` messages nobody acknowledged, stopped
+    (they wait in its journal, not yet folded)."""
+    node = await make([Sender()], state=state, listen=[])
+    peer = Identity.generate().peer_id
+    for n in range(count):
+        await node.send(peer, "kept", n)
+    await node.close()
+
+
+@pytest.mark.parametrize("damage", ["zeroed header", "emptied"])
+async def test_a_journal_zeroed_or_emptied_with_sends_in_it_stops_the_start(
+        make: Make, tmp_path: Path, damage: str) -> None:
+    state = tmp_path / "sender"
+    await unacknowledged(make, state)
+    path = state / JOURNAL_NAME
+    if damage == "emptied":
+        path.write_bytes(b"")  # `: > outbox.journal`
+    else:
+        with path.open("r+b") as file:  # dd if=/dev/zero bs=64 count=1 conv=notrunc
+            file.write(bytes(64))
+    with pytest.raises(JournalCorrupt) as caught:
+        await make([Sender()], state=state, listen=[])
+    text = str(caught.value)
+    assert str(path) in text and f"{FIX}" in text and "aside" in text.split(FIX)[1], text
+
+
+async def test_moving_the_damaged_journal_aside_lets_the_node_start_and_says_so(
+        make: Make, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "sender"
+    await unacknowledged(make, state)
+    path = state / JOURNAL_NAME
+    path.rename(path.with_name("outbox.journal.damaged"))  # the fix the error gives
+    with caplog.at_level(logging.WARNING, "p2phost.delivery"):
+        node = await make([Sender()], state=state, listen=[])
+    await node.close()
+    assert any(f"{path} is missing" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_new_project_starts_clean_and_its_journal_then_counts(
+        make: Make, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "new"
+    with caplog.at_level(logging.WARNING, "p2phost.delivery"):
+        node = await make([Sender()], state=state, listen=[])
+    await node.close()
+    assert not [r for r in caplog.records if "journal" in r.getMessage()]
+    (state / JOURNAL_NAME).write_bytes(b"")  # now the database knows it was in use
+    with pytest.raises(JournalCorrupt, match="is empty"):
+        await make([Sender()], state=state, listen=[])
+
+
+def test_a_never_used_all_zero_journal_is_a_fresh_one(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_NAME
+    path.write_bytes(bytes(2 * 64 * 1024))
+    journal = Journal(path, segment=64 * 1024)
+    assert list(journal.replay()) == []
+    journal.close()
+
+
+def test_an_emptied_inbox_journal_stops_the_start(tmp_path: Path) -> None:
+    """Its outcomes are dedupe marks: lost, an effectively-once handler runs again."""
+    database = tmp_path / "delivery.db"
+    db = open_database(database)
+    outbox, inbox = open_journals(database, db, handles=True)
+    assert inbox is not None
+    outbox.close()
+    inbox.close()
+    (tmp_path / INBOX_JOURNAL).write_bytes(b"")
+    with pytest.raises(JournalCorrupt) as caught:
+        open_journals(database, db, handles=True)
+    assert f"{tmp_path / INBOX_JOURNAL} is empty" in str(caught.value)
+    assert FIX in str(caught.value)
+    # The error left nothing locked: the outbox journal opens again.
+    Journal(tmp_path / JOURNAL_NAME).close()
+    Journal(tmp_path / "other", INBOX_SEGMENT).close()
+    db.close()
+
+
+def malformed(path: Path) -> None:
+    """`dd if=/dev/urandom of=delivery.db bs=4096 seek=3 count=20 conv=notrunc`."""
+    noise = random.Random(7)
+    with path.open("r+b") as file:
+        file.seek(4096 * 3)
+        file.write(noise.randbytes(4096 * 20))
+
+
+def grown_database(path: Path) -> None:
+    """A database with tables spread over pages past the first few."""
+    db = open_database(path)
+    db.execute("INSERT OR REPLACE INTO journal_mark (id, folded) VALUES (0, 5)")
+    db.executemany("INSERT INTO app_state (app, key, value) VALUES ('a', ?, ?)",
+                   ((f"k{n}", "v" * 200) for n in range(400)))
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+async def test_a_malformed_database_stops_the_start_with_the_move_aside_fix(
+        make: Make, tmp_path: Path) -> None:
+    state = tmp_path / "node"
+    state.mkdir()
+    path = state / "delivery.db"
+    grown_database(path)
+    malformed(path)
+    with pytest.raises(StoreError) as caught:
+        await make([Sender()], state=state, listen=[])
+    text = str(caught.value)
+    assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
+    assert "damaged" in text and f"{FIX}stop the node and move {path}" in text, text
+
+
+def test_a_database_cut_short_says_to_move_it_aside_in_a_fix_line(tmp_path: Path) -> None:
+    path = tmp_path / "delivery.db"
+    grown_database(path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(StoreError) as caught:
+        open_database(path)
+    assert f"{FIX}stop the node and move {path}" in str(caught.value), str(caught.value)
+
+
+async def test_doctor_finds_what_would_stop_the_start(make: Make, tmp_path: Path) -> None:
+    from p2phost._runtime.delivery._check import check_state
+
+    state = tmp_path / "sender"
+    assert check_state(state) == []  # a new project: nothing to look at
+    await unacknowledged(make, state)
+    assert [ok for ok, _, _ in check_state(state)] == [True]
+    path = state / JOURNAL_NAME
+    before = path.read_bytes()
+    with path.open("r+b") as file:
+        file.write(bytes(64))
+    [(ok, text, fix)] = check_state(state)
+    assert not ok and str(path) in text and fix is not None and "aside" in fix
+    path.write_bytes(before)
+    assert [ok for ok, _, _ in check_state(state)] == [True]  # it changed nothing
+    grown_database(state / "delivery.db")
+    malformed(state / "delivery.db")
+    [(ok, text, fix)] = check_state(state)
+    assert not ok and "damaged" in text and fix is not None and fix.startswith("stop the node")
