@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from p2phost._runtime import Node
 from p2phost_sdk import Identity
@@ -28,22 +28,35 @@ def outbox(node: Node) -> Any:
     return node.delivery.snapshot()["outbox"]
 
 
-async def sent_and_acked(sender: Node, peer: str, bodies: range) -> None:
-    for n in bodies:
+class Lost(NamedTuple):
+    """A sender, and the peer it reached by address and then lost."""
+
+    address: str
+    receiver_id: Identity
+    sender: Node
+    peer: str
+
+
+async def lost_peer(make: Make, tmp_path: Path, *, acked: int,
+                    sender_id: Identity | None = None) -> Lost:
+    """A receiver at a fresh address; a sender that connects to it there, sends ``acked``
+    messages to its peer id (all acknowledged); then the receiver closes."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    receiver_id = Identity.generate()
+    receiver = await make([Keeper()], listen=[address], identity=receiver_id)
+    sender = await make([Sender()], state=tmp_path / "sender", listen=[], identity=sender_id)
+    peer = await sender.connect(address)
+    for n in range(acked):
         await sender.send(peer, "kept", n)
     await until(lambda: outbox(sender) == {})
+    await receiver.close()  # lost: the peer is gone
+    await until(lambda: not sender.peers())
+    return Lost(address, receiver_id, sender, peer)
 
 
 async def test_messages_to_a_peer_id_reach_it_after_it_restarts(
         make: Make, tmp_path: Path) -> None:
-    address = f"tcp://127.0.0.1:{free_port()}"
-    receiver_id = Identity.generate()
-    receiver = await make([Keeper()], listen=[address], identity=receiver_id)
-    sender = await make([Sender()], state=tmp_path / "sender", listen=[])
-    peer = await sender.connect(address)
-    await sent_and_acked(sender, peer, range(3))
-    await receiver.close()  # lost: the peer is gone
-    await until(lambda: not sender.peers())
+    address, receiver_id, sender, peer = await lost_peer(make, tmp_path, acked=3)
     for n in range(3, 8):  # sent to the peer id while it is down: they wait
         await sender.send(peer, "kept", n)
     assert outbox(sender) == {"kept": 5}
@@ -56,14 +69,9 @@ async def test_messages_to_a_peer_id_reach_it_after_it_restarts(
 
 async def test_a_restarted_sender_dials_the_peer_ids_it_holds_messages_for(
         make: Make, tmp_path: Path) -> None:
-    address = f"tcp://127.0.0.1:{free_port()}"
-    receiver_id, sender_id = Identity.generate(), Identity.generate()
-    receiver = await make([Keeper()], listen=[address], identity=receiver_id)
-    sender = await make([Sender()], state=tmp_path / "sender", listen=[], identity=sender_id)
-    peer = await sender.connect(address)
-    await sent_and_acked(sender, peer, range(2))
-    await receiver.close()
-    await until(lambda: not sender.peers())
+    sender_id = Identity.generate()
+    address, receiver_id, sender, peer = await lost_peer(make, tmp_path, acked=2,
+                                                         sender_id=sender_id)
     for n in range(2, 6):
         await sender.send(peer, "kept", n)
     await sender.close()  # with 4 messages for the peer id in its outbox
@@ -78,16 +86,9 @@ async def test_a_restarted_sender_dials_the_peer_ids_it_holds_messages_for(
 
 async def test_a_peer_is_no_longer_dialled_once_nothing_waits_for_it(
         make: Make, tmp_path: Path) -> None:
-    address = f"tcp://127.0.0.1:{free_port()}"
-    receiver_id = Identity.generate()
-    receiver = await make([Keeper()], listen=[address], identity=receiver_id)
-    sender = await make([Sender()], state=tmp_path / "sender", listen=[])
+    address, receiver_id, sender, peer = await lost_peer(make, tmp_path, acked=2)
     targets = sender._dialler.targets
-    peer = await sender.connect(address)
-    await sent_and_acked(sender, peer, range(2))
-    assert peer not in targets  # connected, owed nothing: no target
-    await receiver.close()
-    await until(lambda: not sender.peers())
+    assert peer not in targets  # gone, but owed nothing: not dialled
     await sender.send(peer, "kept", 2)
     assert peer in targets  # owed a message: dialled
     keeper = Keeper()
