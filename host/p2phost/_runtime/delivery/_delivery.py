@@ -219,6 +219,7 @@ class Reliable:
 
     async def close(self) -> None:
         """Stop the pumps and delayed retries, commit and send what is pending."""
+        self._redial = None  # nothing is dialled for the outbox any more (its database closes)
         if self._receiver is not None:
             await self._receiver.close()
         if self._outbox is not None:
