@@ -50,6 +50,7 @@ from ._journals import open_journals
 from ._outbox import Outbox, key_id
 from ._outjournal import JournalRows
 from ._receiver import Receiver
+from ._redial import Redial
 from ._store import open_connections, store_error
 
 if TYPE_CHECKING:
@@ -93,6 +94,12 @@ class NodeLink(Protocol):
     def keep_connected(self, address: str) -> None:
         """Dial ``address`` and keep it connected."""
 
+    def keep_peer(self, peer_id: str, addresses: Sequence[str]) -> None:
+        """Keep dialling ``peer_id`` at ``addresses`` (with the dialler's backoff)."""
+
+    def release_peer(self, peer_id: str) -> None:
+        """Stop dialling ``peer_id`` for the outbox (an open connection stays)."""
+
 
 class Reliable:
     """Acknowledged delivery for one node (created by the node; started with it)."""
@@ -129,6 +136,7 @@ class Reliable:
         self.dead: DeadLetters | None = None
         self._committer: Committer | None = None
         self._outbox: Outbox | None = None
+        self._redial: Redial | None = None
         self._receiver: Receiver | None = None
         self._acks: AckSender | None = None
         self._journal: JournalRows | None = None
@@ -190,6 +198,8 @@ class Reliable:
                               usable=self.link.usable, acknowledged_by=self.acknowledged_by,
                               journal=self._journal)
         self._outbox.tracer = self.tracer
+        redial = self._redial = Redial(self.link, committer, self._outbox.queries)
+        self._outbox.settled = redial.settled
         self._receiver = Receiver(committer=committer, dedupe=dedupe, state=AppState(db),
                                   dead=self.dead, stats=self.stats, policies=self.handled,
                                   apps=self.apps, routes=routes,
@@ -200,9 +210,13 @@ class Reliable:
         for dest in waiting:
             if "://" in dest:  # sent before its peer was known: keep dialling it
                 self.link.keep_connected(dest)
+        # Peer ids: dialled at the addresses saved with their messages.
+        redial.start(db, waiting)
         if waiting:
-            log.info("the outbox holds %d messages for %d peers: they go out as the peers "
-                     "connect", self._outbox.queries.count(), len(waiting))
+            log.info("the outbox holds %d messages for %d peers (%d dialled where they were "
+                     "last reached): they go out as the peers connect",
+                     self._outbox.queries.count(), len(waiting),
+                     len(redial.kept) + sum("://" in d for d in waiting))
 
     async def drain(self, timeout: float) -> None:
         """At shutdown: give connected peers time to acknowledge what they were sent (up
@@ -221,6 +235,7 @@ class Reliable:
 
     async def close(self) -> None:
         """Stop the pumps and delayed retries, commit and send what is pending."""
+        self._redial = None  # nothing is dialled for the outbox any more (its database closes)
         if self._receiver is not None:
             await self._receiver.close()
         if self._outbox is not None:
@@ -260,6 +275,8 @@ class Reliable:
         self._modes[channel] = acked
         self._announced.update(acked)
         self.topics.update(acked)
+        if self._redial is not None:
+            self._redial.connected(channel)
         if self._outbox is not None:
             self._outbox.connected(channel.peer_id, [channel.address, *channel.hello.listen])
 
@@ -268,6 +285,8 @@ class Reliable:
         self._forget(channel)
         if self._outbox is not None:
             self._outbox.wake(channel.peer_id)
+        if self._redial is not None:
+            self._redial.disconnected(channel.peer_id)
 
     def _forget(self, channel: Channel) -> None:
         for topic in self._modes.pop(channel, ()):
@@ -318,6 +337,9 @@ class Reliable:
                                 f"frame size of {self.max_frame_size} (max-frame-size "
                                 "in [node] of p2phost.toml)")
         message_id = key_id(key) if key is not None else next(self._ids)
+        if self._redial is not None and "://" not in dest:
+            # Where to dial it, should it be lost (or this node restart).
+            await self._redial.sending(dest, connected=channel is not None)
         await self._outbox.put(dest, topic, data, codec.content_type, message_id)
         return True
 
@@ -352,6 +374,8 @@ class Reliable:
                 plain.append(channel)
                 continue
             data = channel.codec.encode(body)
+            if self._redial is not None:
+                await self._redial.sending(channel.peer_id, connected=True)
             await self._outbox.put(channel.peer_id, topic, data, channel.codec.content_type,
                                    message_id)
             count += 1

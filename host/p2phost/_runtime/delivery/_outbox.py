@@ -110,6 +110,9 @@ class Outbox:
         self._tasks = TaskOwner('delivery', logger=log)
         #: Traces: the sender's context goes with each message (docs/operations.md).
         self.tracer: TraceHook | None = None
+        #: Told when a pump has nothing in flight (``gone``: nor a connection), so the
+        #: peer stops being dialled once nothing waits for it (:mod:`._redial`).
+        self.settled: Callable[..., None] | None = None
 
     # -- putting messages in ---------------------------------------------------------
 
@@ -257,6 +260,8 @@ class Outbox:
                 # kept, the pumps would grow with every identity a peer makes up. What
                 # waits for it stays in the outbox; its next connection starts a pump.
                 del self._pumps[pump.peer]
+                if self.settled is not None:
+                    self.settled(pump.peer, gone=True)
                 return
             if channel is not pump.channel:  # another connection: all unacknowledged again
                 pump.channel, pump.cursor, pump.caught_up = channel, 0, False
@@ -293,6 +298,9 @@ class Outbox:
                     break
             if len(rows) == room > 0:
                 continue  # there may be more; a short page means the outbox is sent
+            if channel is not None and not pump.inflight and pump.caught_up \
+                    and not pump.fresh and self.settled is not None:
+                self.settled(pump.peer, gone=False)
             wait = next(iter(pump.inflight.values())) + timeout * pump.backoff \
                 - time.monotonic() if pump.inflight else None
             try:

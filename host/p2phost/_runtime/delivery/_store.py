@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL NOT NULL,
     UNIQUE (dest, id)
 );
+-- Where peers the outbox holds messages for can be dialled (_redial.py).
+CREATE TABLE IF NOT EXISTS peer_address (
+    peer TEXT PRIMARY KEY,
+    addresses TEXT NOT NULL  -- a JSON list
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS journal_mark (
     id INTEGER PRIMARY KEY CHECK (id IN (0, 1)),  -- the outbox's, the inbox's journal
     folded INTEGER NOT NULL

@@ -1,7 +1,8 @@
 """Dialling: the peers a node keeps connected to, and ``connect``.
 
-Dial targets come from ``[node] connect``, from discovery, and from sends to an address
-before its peer was known; :class:`~._targets.DialTargets` keeps one redial loop per
+Dial targets come from ``[node] connect``, from discovery, from sends to an address
+before its peer was known, and from the outbox while it holds messages for a peer id
+(:mod:`..delivery._redial`); :class:`~._targets.DialTargets` keeps one redial loop per
 target for as long as a record lists it. Discovery finds may wait for room while
 ``[node] peer-limit`` is reached; a peer leaving lets them in.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from p2phost_sdk import (
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2phost.node")
 #: Handshake an outgoing connection: (connection, address, inbox, expected peer id).
+#: The source of the dial records the outbox keeps for the peers it holds messages for.
+OUTBOX = "outbox"
 OpenOutgoing = Callable[[Connection, str, bool, "str | None"], Awaitable["Channel"]]
 
 
@@ -111,6 +114,17 @@ class Dialler:
         """Stay connected to ``address`` ([node] connect, static peers, the outbox)."""
         if not self.closing:
             self.targets.update(PeerRecord((address,), source="connect"))
+
+    def keep_peer(self, peer_id: str, addresses: Sequence[str]) -> None:
+        """Keep dialling ``peer_id`` at ``addresses`` while the outbox holds messages for
+        it (a record of its own: discovery's records of the peer are merged, not lost)."""
+        if not self.closing and addresses:
+            self.targets.update(PeerRecord(tuple(addresses), peer_id, source=OUTBOX))
+
+    def release_peer(self, peer_id: str) -> None:
+        """Nothing waits for ``peer_id`` in the outbox: its record goes (the target with
+        it unless discovery lists the peer; an open connection stays)."""
+        self.targets.lost(PeerRecord((), peer_id, source=OUTBOX))
 
     def stop(self) -> None:
         """The node is stopping: no new dials, redial loops cancelled."""

@@ -1,0 +1,108 @@
+"""The outbox redials a peer id it holds messages for (docs/delivery.md, "Connections").
+
+The pattern the library teaches, ``peer = await node.connect(address)`` then
+``node.send(peer, ...)``, files messages under the peer id: when the connection is lost
+or the sender restarts, the node must dial the peer again by itself, at the addresses it
+knew it by, and stop once nothing waits for it. In-process nodes over real TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from p2phost._runtime import Node
+from p2phost_sdk import Identity
+from tests.delivery.test_node import Keeper, Make, Sender, until
+from tests.delivery.test_node import kind as kind  # (the fixtures, over tcp)
+from tests.delivery.test_node import make as make
+from tests.runtime.processes import free_port
+
+#: Seconds a restarted peer may take to be redialled and served (the dialler's backoff
+#: reaches a few seconds while the peer is down; room for a loaded machine).
+BOUND = 20.0
+
+
+def outbox(node: Node) -> Any:
+    return node.delivery.snapshot()["outbox"]
+
+
+class Lost(NamedTuple):
+    """A sender, and the peer it reached by address and then lost."""
+
+    address: str
+    receiver_id: Identity
+    sender: Node
+    peer: str
+
+
+async def lost_peer(make: Make, tmp_path: Path, *, acked: int,
+                    sender_id: Identity | None = None) -> Lost:
+    """A receiver at a fresh address; a sender that connects to it there, sends ``acked``
+    messages to its peer id (all acknowledged); then the receiver closes."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    receiver_id = Identity.generate()
+    receiver = await make([Keeper()], listen=[address], identity=receiver_id)
+    sender = await make([Sender()], state=tmp_path / "sender", listen=[], identity=sender_id)
+    peer = await sender.connect(address)
+    for n in range(acked):
+        await sender.send(peer, "kept", n)
+    await until(lambda: outbox(sender) == {})
+    await receiver.close()  # lost: the peer is gone
+    await until(lambda: not sender.peers())
+    return Lost(address, receiver_id, sender, peer)
+
+
+async def test_messages_to_a_peer_id_reach_it_after_it_restarts(
+        make: Make, tmp_path: Path) -> None:
+    address, receiver_id, sender, peer = await lost_peer(make, tmp_path, acked=3)
+    for n in range(3, 8):  # sent to the peer id while it is down: they wait
+        await sender.send(peer, "kept", n)
+    assert outbox(sender) == {"kept": 5}
+    await asyncio.sleep(0.5)
+    keeper = Keeper()  # the same peer, at the same address, again
+    await make([keeper], listen=[address], identity=receiver_id)
+    await until(lambda: sorted(keeper.bodies) == [3, 4, 5, 6, 7], BOUND)
+    await until(lambda: outbox(sender) == {})
+
+
+async def test_a_restarted_sender_dials_the_peer_ids_it_holds_messages_for(
+        make: Make, tmp_path: Path) -> None:
+    sender_id = Identity.generate()
+    address, receiver_id, sender, peer = await lost_peer(make, tmp_path, acked=2,
+                                                         sender_id=sender_id)
+    for n in range(2, 6):
+        await sender.send(peer, "kept", n)
+    await sender.close()  # with 4 messages for the peer id in its outbox
+
+    keeper = Keeper()
+    await make([keeper], listen=[address], identity=receiver_id)
+    sender = await make([Sender()], state=tmp_path / "sender", listen=[], identity=sender_id)
+    assert outbox(sender) == {"kept": 4}
+    await until(lambda: sorted(keeper.bodies) == [2, 3, 4, 5], BOUND)
+    await until(lambda: outbox(sender) == {})
+
+
+async def test_a_peer_is_no_longer_dialled_once_nothing_waits_for_it(
+        make: Make, tmp_path: Path) -> None:
+    address, receiver_id, sender, peer = await lost_peer(make, tmp_path, acked=2)
+    targets = sender._dialler.targets
+    assert peer not in targets  # gone, but owed nothing: not dialled
+    await sender.send(peer, "kept", 2)
+    assert peer in targets  # owed a message: dialled
+    keeper = Keeper()
+    receiver = await make([keeper], listen=[address], identity=receiver_id)
+    await until(lambda: keeper.bodies == [2], BOUND)
+    await until(lambda: outbox(sender) == {} and peer not in targets)
+    # Lost again, owed nothing: not dialled (no dial storm for peers done with).
+    await receiver.close()
+    await until(lambda: not sender.peers())
+    dials = targets.counters["dials"]
+    await asyncio.sleep(3.0)
+    assert targets.counters["dials"] == dials
+    assert peer not in targets
+    # Nor is its address kept once it is gone and owed nothing.
+    assert sender.delivery.db is not None
+    assert sender.delivery.db.execute("SELECT COUNT(*) FROM peer_address").fetchone() == (0,)
+
