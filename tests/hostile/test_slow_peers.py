@@ -175,9 +175,11 @@ async def test_a_slow_but_steady_sender_of_a_large_frame_is_heard_and_a_stalled_
     assert "Traceback" not in log
 
 
-async def throttled_proxy(node: Any, rate: int) -> tuple[str, asyncio.Event, asyncio.Server]:
-    """A tcp:// address that forwards to ``node``: its way towards the node at ``rate``
-    bytes a second once the event returned is set (the handshake goes at full speed)."""
+async def throttled_proxy(node: Any, rate: int, *, reading: bool = False
+                          ) -> tuple[str, asyncio.Event, asyncio.Server]:
+    """A tcp:// address that forwards to ``node``: its way towards the node (or, with
+    ``reading``, from it) at ``rate`` bytes a second once the event returned is set (the
+    handshake goes at full speed)."""
     slow = asyncio.Event()
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -191,19 +193,22 @@ async def throttled_proxy(node: Any, rate: int) -> tuple[str, asyncio.Event, asy
         writer.close()
 
     async def forward(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        node_r, node_w = await asyncio.open_connection(node.host, node.port)
-        await asyncio.gather(pipe(client_r, node_w, True), pipe(node_r, client_w, False))
+        sock = socket.socket()
+        if reading:  # small buffers, fixed before connecting: the node's writes wait
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (node.host, node.port))
+        node_r, node_w = await asyncio.open_connection(sock=sock, limit=16384)
+        await asyncio.gather(pipe(client_r, node_w, not reading),
+                             pipe(node_r, client_w, reading))
 
     server = await asyncio.start_server(forward, "127.0.0.1", 0)
     return f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}", slow, server
 
 
-@pytest.mark.parametrize(("transport", "security"), [
-    ("tcp", "noise"), ("tcp", "tls"), ("ws", ""), ("ws", "noise")])
-async def test_a_slow_sender_of_a_large_frame_is_heard_through_each_layer(
-        start_node: Any, transport: str, security: str) -> None:
-    """noise and tls assemble a large frame from records, websocket from a message's
-    bytes as they arrive: what each holds counts too."""
+async def secured_client(address: str, transport: str, security: str) -> Any:
+    """A raw connection through ``address`` over ``transport`` and ``security``, past
+    the hellos."""
     from tests.discovery.plugins import use_plugin_source
 
     for name in ("tcp-transport", "websocket-transport", "noise-security", "tls-security"):
@@ -213,9 +218,6 @@ async def test_a_slow_sender_of_a_large_frame_is_heard_through_each_layer(
     from p2phost_tls_security import TlsSecurity
     from p2phost_websocket_transport import WebSocketTransport
 
-    node = start_node(transport=transport, security=security or None,
-                      keepalive_timeout=2.0, keepalive_interval=0.6)
-    address, slow, proxy = await throttled_proxy(node, 400_000)
     identity = Identity.generate()
     if transport == "ws":
         raw = await WebSocketTransport(proxy="").dial(address.replace("tcp:", "ws:"),
@@ -228,8 +230,20 @@ async def test_a_slow_sender_of_a_large_frame_is_heard_through_each_layer(
     await secured.send(Hello(peer_id=identity.peer_id, codecs=("application/json",),
                              session="raw", nonce="raw").to_frame())
     assert decode(await secured.recv()).kind is Kind.HELLO
+    return secured
+
+
+async def echoed_slowly(start_node: Any, transport: str, security: str, timeout: float, *,
+                        reading: bool) -> tuple[Any, float, str]:
+    """A node over ``transport`` and ``security`` with a keepalive ``timeout`` echoes 4 MiB
+    to a peer that sends it (or, with ``reading``, reads the reply) at 400 KB/s; the
+    reply checked, the node, how long that took and what the node logged by then."""
+    node = start_node(transport=transport, security=security or None,
+                      keepalive_timeout=timeout, keepalive_interval=timeout * 0.3)
+    address, slow, proxy = await throttled_proxy(node, 400_000, reading=reading)
+    secured = await secured_client(address, transport, security)
     slow.set()
-    body = json.dumps("n" * (4 * MB)).encode()
+    body = json.dumps("r" * (4 * MB)).encode()
     started = time.monotonic()
     sending = asyncio.ensure_future(secured.send(encode(Kind.REQUEST, 1, b"echo", body)))
     try:
@@ -243,8 +257,35 @@ async def test_a_slow_sender_of_a_large_frame_is_heard_through_each_layer(
         await secured.close()
         proxy.close()
     assert reply.kind is Kind.REPLY and reply.body == body, reply.kind
+    return node, took, heard
+
+
+@pytest.mark.parametrize(("transport", "security"), [
+    ("tcp", "noise"), ("tcp", "tls"), ("ws", ""), ("ws", "noise")])
+async def test_a_slow_sender_of_a_large_frame_is_heard_through_each_layer(
+        start_node: Any, transport: str, security: str) -> None:
+    """noise and tls assemble a large frame from records, websocket from a message's
+    bytes as they arrive: what each holds counts too."""
+    node, took, heard = await echoed_slowly(start_node, transport, security, 2.0,
+                                            reading=False)
     print(f"{transport}+{security or 'plain'}: a 4 MiB frame at 400 KB/s heard in "
           f"{took:.1f}s, 2 s keepalive timeout")
     assert took > 6, "the sender was not slow: the test proves nothing"
     assert "keepalive timeout" not in heard, heard
+    assert "Traceback" not in node.stop()
+
+
+@pytest.mark.parametrize(("transport", "security"), [
+    ("tcp", "tls"), ("ws", ""), ("ws", "noise")])
+async def test_a_slow_but_steady_reader_of_a_large_reply_is_served_through_each_layer(
+        start_node: Any, transport: str, security: str) -> None:
+    """The write timeout judges a slow reader by the bytes each layer still holds
+    (``Connection.unsent``: websocket's transport and kernel queue, tls's records):
+    without them every reply that takes longer than the timeout to read was cut."""
+    node, took, heard = await echoed_slowly(start_node, transport, security, 3.0,  # (see above)
+                                            reading=True)
+    print(f"{transport}+{security or 'plain'}: a 4 MiB reply read at 400 KB/s in "
+          f"{took:.1f}s, 3 s keepalive timeout")
+    assert took > 6, "the reader was not slow: the test proves nothing"
+    assert "does not read" not in heard and "took nothing" not in heard, heard
     assert "Traceback" not in node.stop()

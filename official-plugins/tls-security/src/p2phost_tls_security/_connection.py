@@ -145,6 +145,13 @@ class TlsConnection(LayeredConnection):
                 ) from None
             await flush(self._tls, self._inner, self._chunk)
 
+    def unsent(self) -> int | None:
+        """What the underlying connection still holds (TLS records, handed to it as
+        they were made) and the records try_send made that wait for it; None where the
+        underlying connection cannot tell."""
+        inner = self._inner.unsent()
+        return None if inner is None else inner + sum(map(len, self._unsent))
+
     # -- receiving: LayeredConnection reads (or takes pushed reads) and calls _open -----
 
     def partly_received(self) -> int | None:

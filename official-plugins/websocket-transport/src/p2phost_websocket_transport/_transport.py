@@ -46,6 +46,7 @@ from p2phost_sdk import (
 
 from ._address import WsAddress
 from ._limit import CappedClientConnection, CappedServerConnection, CappedWebSocket
+from ._outq import kernel_unsent
 
 #: The WebSocket subprotocol both ends name: a plain WebSocket client is refused clearly.
 SUBPROTOCOL = Subprotocol("p2phost")
@@ -73,12 +74,18 @@ class WebSocketConnection(Connection):
         self._ws = websocket
         self._max = max_frame_size
         self._closed = False
+        # Bytes of frames handed to send_many and not yet to the websocket (it writes
+        # each to the socket's transport at once, then waits while that is full).
+        self._queued = 0
         self.local_address = local_address
         self.remote_address = remote_address
 
     async def send(self, frame: bytes) -> None:
         """Send one frame (waits while the socket's write buffer is over its limit)."""
         check_frame_size(frame, self._max)
+        await self._send(frame)
+
+    async def _send(self, frame: bytes) -> None:
         if self._closed:
             raise ConnectionClosed(f"connection to {self.remote_address} is closed")
         try:
@@ -90,10 +97,28 @@ class WebSocketConnection(Connection):
 
     async def send_many(self, frames: list[bytes]) -> None:
         """Send several frames in order; all are checked before any is sent."""
+        queued = 0
         for frame in frames:
             check_frame_size(frame, self._max)
-        for frame in frames:
-            await self.send(frame)
+            queued += len(frame)
+        self._queued += queued
+        try:
+            for frame in frames:
+                queued -= len(frame)
+                self._queued -= len(frame)
+                await self._send(frame)
+        finally:
+            self._queued -= queued  # those a failure left unsent
+
+    def unsent(self) -> int:
+        """Bytes handed over and not yet acknowledged by the peer: frames send_many has
+        not yet given the websocket, what the socket's transport holds, and on Linux the
+        socket's send queue (``SIOCOUTQ``). A peer that reads slowly takes from the
+        kernel's buffer (megabytes) long before the transport's own moves, so this is
+        how the host sees a slow but steady reader take a large frame."""
+        transport = self._ws.transport
+        return self._queued + int(transport.get_write_buffer_size()) \
+            + kernel_unsent(transport.get_extra_info("socket"))
 
     def partly_received(self) -> int:
         """Bytes received so far of the message under way (0 when none is)."""
