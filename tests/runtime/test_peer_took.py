@@ -3,7 +3,10 @@ connection's unsent bytes scripted (a real TCP pair underneath)."""
 
 from __future__ import annotations
 
-from p2phost_sdk import App
+import pytest
+
+from p2phost_sdk import App, ConnectionClosed
+from p2phost_sdk.testing.discovery import wait_until
 
 from .conftest import channel_of, tcp_pair
 
@@ -36,3 +39,14 @@ async def test_nothing_waiting_and_nothing_taken_is_no_sign() -> None:
         channel._handed += 1000  # small frames a silent peer's kernel took
         assert not channel.peer_took()
         assert not channel.peer_took()
+
+
+async def test_a_send_on_a_channel_closed_for_not_reading_says_why() -> None:
+    """What a sender waiting for room hears when the channel ends: the reason it was
+    closed (it was a bare "connection ... is closed")."""
+    async with tcp_pair(App()) as (server, client):
+        channel = channel_of(server, client.peer_id)
+        await channel.close("the peer does not read: a write to it was not taken for 3s")
+        await wait_until(lambda: channel.ended, 5, "the channel ending")
+        with pytest.raises(ConnectionClosed, match=r"is closed \(the peer does not read: a "):
+            await channel.send(b"x")

@@ -319,7 +319,8 @@ class Channel(Reader):
             self._room.clear()
             await self._room.wait()
         if self.ended:
-            raise ConnectionClosed(f"connection to {self.peer_id} is closed")
+            why = f" ({self._close_reason})" if self._close_reason else ""
+            raise ConnectionClosed(f"connection to {self.peer_id} is closed{why}")
         self.post(frame)
 
     async def flush(self, timeout: float) -> bool:
