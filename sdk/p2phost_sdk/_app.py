@@ -183,6 +183,13 @@ class App:
     name: ClassVar[str] = ""
     #: How many messages may wait in this app's mailbox before senders are slowed.
     mailbox_size: ClassVar[int] = 1024
+    #: How many bytes of message bodies may wait in this app's mailbox before senders
+    #: are slowed (as when ``mailbox_size`` messages wait): without it, a peer sending
+    #: large messages to a slow handler could make the node hold ``mailbox_size`` times
+    #: the largest frame. 64 MiB is far above what normal traffic queues (1,024 messages
+    #: of 64 KiB); a single message larger than this is still taken when the mailbox is
+    #: empty.
+    mailbox_bytes: ClassVar[int] = 64 * 1024 * 1024
     #: Delivery of topics by name, for topics this app sends to (its handlers' own
     #: ``delivery=`` wins for the topics it handles).
     delivery: ClassVar[Mapping[str, Delivery | str]] = {}

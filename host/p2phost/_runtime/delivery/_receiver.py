@@ -179,7 +179,7 @@ class Receiver:
         message = Message(format(job.message_id, "016x"), MessageKind.MESSAGE, job.peer,
                           job.topic, body, None, job.content_type)
         item = Work(functools.partial(self._run, job, route.handler), message, job.message_id,
-                    channel=job.channel, counted=True)
+                    channel=job.channel, counted=True, _size=len(job.body))
         if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup
             stamp(item)
         if route.mailbox.try_put(job.peer, item):

@@ -49,7 +49,8 @@ class AppMailboxes:
         owners: dict[str, str] = {}
         for app in apps:
             name = type(app).name or type(app).__name__
-            mailbox: Mailbox[Work] = Mailbox(name, app.mailbox_size, process, direct)
+            mailbox: Mailbox[Work] = Mailbox(name, app.mailbox_size, process, direct,
+                                              app.mailbox_bytes)
             self._apps.append((app, mailbox))
             for topic, handler in app.handlers().items():
                 check_topic(topic, name)

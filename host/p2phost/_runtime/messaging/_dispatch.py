@@ -137,7 +137,7 @@ class Dispatcher(Outgoing):
         # the channel's tally of the topic: no (topic, peer) key to build and hash.
         tally = channel.tallies.get(topic) or self.stats.tally_of(channel.tallies, topic, peer)
         tally.received += 1
-        tally.bytes_received += len(body)
+        tally.bytes_received += (size := len(body))
         codec = channel.codec
         # received(...) and Work(...), inline: two calls less per message (every field
         # of both is set here: see _received.Received and Work).
@@ -165,6 +165,7 @@ class Dispatcher(Outgoing):
             # metrics on too: only a timed message needs _process, which reads the clock.
             message._call = route.handler
             message._tally = tally
+            message._size = size  # what it counts against the mailbox's bytes
             if route.mailbox.try_put(peer, message):  # type: ignore[arg-type]
                 return None
             return route.mailbox.put(peer, message)  # type: ignore[arg-type]
@@ -180,6 +181,7 @@ class Dispatcher(Outgoing):
         item.plain = ack is None
         item.trace = b""
         item.token = None
+        item._size = size
         if trace:  # not recorded: the bare handler runs, its sends pass the context on
             item.call, item.trace = route.bare or route.handler, trace
         item.tally = tally
@@ -224,7 +226,7 @@ class Dispatcher(Outgoing):
             peer, envelope.topic, body, None, content_type,
         )
         item = Work(route.handler, message, envelope.message_id, envelope.deadline, channel,
-                    ack)
+                    ack, _size=len(envelope.body))
         if trace:  # not recorded: the bare handler runs, its sends pass the context on
             item.call, item.trace = route.bare or route.handler, trace
         if (stamp := route.stamp) is not None:  # not route.stamp(item): a method lookup

@@ -1,10 +1,14 @@
-"""An app's bounded mailbox: per-peer order, handlers in tasks of their own, one bound.
+"""An app's bounded mailbox: per-peer order, handlers in tasks of their own, two bounds.
 
 Items from one peer are processed in the order they arrived, one at a time, so an app's
 per-peer state needs no locks; different peers are processed concurrently. An item
-counts against the bound until it has been processed, and a producer that finds the
-mailbox full waits for room (the node's reader for that connection then stops reading,
-which slows the sender through the transport): nothing is dropped.
+counts against the bounds until it has been processed: the mailbox is full when it holds
+``size`` items or more than ``max_bytes`` bytes (each item's ``_size``: a message's body
+length, 0 for a lifecycle call), and a producer that finds it full waits for room (the
+node's reader for that connection then stops reading, which slows the sender through the
+transport): nothing is dropped. A mailbox holding nothing always takes an item, however
+large (one message over ``max_bytes`` is delivered, not stuck), so it never holds more
+than ``max_bytes`` plus one message.
 
 Handlers run in tasks owned by the mailbox, never in the reader: ``asyncio.timeout``,
 cancellation and context variables inside a handler behave as anywhere else in asyncio,
@@ -68,6 +72,13 @@ _KEEP_IDLE = 256
 _INLINE = 64
 #: Tasks of a mailbox that may wait idle for their peer's next item (see the docstring).
 _PARK = 64
+#: The bytes of message bodies an app's mailbox holds before it counts as full, by
+#: default (``App.mailbox_bytes``). Without it, the bound in messages alone let one peer
+#: make a node hold ``mailbox_size`` times the largest frame (1,024 x 16 MiB) for a
+#: handler that is stuck. 64 MiB is far above what a normal workload queues (a full
+#: mailbox of 1,024 messages of 64 KiB), so only large messages meeting a slow handler
+#: ever reach it; then the reader waits, as for a mailbox full of messages.
+MAX_BYTES = 64 * 1024 * 1024
 #: Given to an idle task instead of an item: end now.
 _STOP: Any = object()
 
@@ -124,24 +135,43 @@ class _PeerQueue(Generic[T]):
         self.eager = False
 
 
-class Mailbox(Generic[T]):
-    """Bounded per-app mailbox; ``process(peer, item)`` is called for each item in turn."""
+class Sized(Protocol):
+    """What a mailbox holds: anything with the bytes it keeps in memory, ``_size`` (a
+    message's body length; 0 for what holds no body)."""
+
+    _size: int
+
+
+S = TypeVar("S", bound=Sized)
+
+
+class Mailbox(Generic[S]):
+    """Bounded per-app mailbox; ``process(peer, item)`` is called for each item in turn.
+
+    Full at ``size`` items or past ``max_bytes`` bytes of items (their ``_size``)."""
 
     def __init__(self, name: str, size: int,
-                 process: Callable[[str, T], Coroutine[Any, Any, None]],
-                 direct: Direct[T] | None = None) -> None:
+                 process: Callable[[str, S], Coroutine[Any, Any, None]],
+                 direct: Direct[S] | None = None, max_bytes: int = MAX_BYTES) -> None:
         if size < 1:
             raise ValueError(f"mailbox of {name!r}: size must be at least 1, got {size}")
+        if max_bytes < 1:
+            raise ValueError(f"mailbox of {name!r}: max_bytes must be at least 1, got "
+                             f"{max_bytes}")
         self.name = name
         self.size = size
+        self.max_bytes = max_bytes
         self._low_water = size - max(1, size // 4)
+        self._bytes_low_water = max_bytes - max_bytes // 4
         self._process = process
         #: Runs plain items without ``process`` (None once ``process`` is wrapped).
         self.direct = direct
-        self._queues: dict[str, _PeerQueue[T]] = {}
+        self._queues: dict[str, _PeerQueue[S]] = {}
         #: The queues whose task waits idle for the next item, longest idle first.
-        self._idle: dict[str, _PeerQueue[T]] = {}
+        self._idle: dict[str, _PeerQueue[S]] = {}
         self._count = 0
+        #: The ``_size`` of the items counted in ``_count``.
+        self._bytes = 0
         self._room: deque[asyncio.Future[None]] = deque()
         self._empty: asyncio.Event | None = None
         self._closed = False
@@ -155,9 +185,9 @@ class Mailbox(Generic[T]):
         """Items being processed now (one per peer at most)."""
         return sum(1 for q in self._queues.values() if q.task is not None and q.waiter is None)
 
-    def try_put(self, peer: str, item: T) -> bool:
+    def try_put(self, peer: str, item: S) -> bool:
         """Queue ``item`` unless the mailbox is full (then the caller should ``put``)."""
-        if self._count >= self.size:
+        if self._count >= self.size or self._bytes > self.max_bytes:
             return False
         # The common cases, inline (_append's, with no call): a burst's item queues behind
         # the running one; a requester's next request goes to its idle task.
@@ -166,6 +196,7 @@ class Mailbox(Generic[T]):
             waiter = queue.waiter
             if waiter is None:
                 self._count += 1
+                self._bytes += item._size
                 queue.items.append(item)
                 return True
             if not waiter.done() and contextvars.copy_context() == queue.context \
@@ -173,14 +204,16 @@ class Mailbox(Generic[T]):
                 queue.waiter = None
                 del self._idle[peer]
                 self._count += 1
+                self._bytes += item._size
                 waiter.set_result(item)
                 return True
         self._append(peer, item)
         return True
 
-    async def put(self, peer: str, item: T) -> None:
+    async def put(self, peer: str, item: S) -> None:
         """Queue ``item``, waiting while the mailbox is full."""
-        while self._count >= self.size and not self._closed:
+        while (self._count >= self.size or self._bytes > self.max_bytes) \
+                and not self._closed:
             waiter = asyncio.get_running_loop().create_future()
             self._room.append(waiter)
             try:
@@ -192,11 +225,11 @@ class Mailbox(Generic[T]):
                 raise
         self._append(peer, item)
 
-    def put_nowait(self, peer: str, item: T) -> None:
+    def put_nowait(self, peer: str, item: S) -> None:
         """Queue ``item`` even when full: for the few lifecycle events per connection."""
         self._append(peer, item)
 
-    def _append(self, peer: str, item: T) -> None:
+    def _append(self, peer: str, item: S) -> None:
         if self._closed:
             log.debug("mailbox %s is closed: dropping an item from %s", self.name, peer)
             return
@@ -204,6 +237,7 @@ class Mailbox(Generic[T]):
         if queue is None:
             queue = self._queues[peer] = _PeerQueue(f"mailbox {self.name} <- {peer[:12]}")
         self._count += 1
+        self._bytes += item._size
         if queue.task is None:
             self._start(peer, queue, item)
         elif queue.waiter is not None:  # its task waits idle: hand the item over
@@ -221,7 +255,7 @@ class Mailbox(Generic[T]):
         else:
             queue.items.append(item)
 
-    def _start(self, peer: str, queue: _PeerQueue[T], item: T) -> None:
+    def _start(self, peer: str, queue: _PeerQueue[S], item: S) -> None:
         # The peer's queue was empty: its item starts now (on 3.12+ eagerly, so a
         # handler that never waits is done before this returns; the items behind it
         # then start from _run, not eagerly, so a long queue never nests).
@@ -241,7 +275,7 @@ class Mailbox(Generic[T]):
         if not task.done():
             queue.task = task
 
-    async def _run(self, peer: str, queue: _PeerQueue[T], item: T) -> None:
+    async def _run(self, peer: str, queue: _PeerQueue[S], item: S) -> None:
         # The items behind this one run here too while they could not tell (see the
         # module's docstring); the task that ends starts the next item itself (rather
         # than from a done callback, which costs a loop turn and a handle per item).
@@ -296,6 +330,7 @@ class Mailbox(Generic[T]):
                 counted = True
                 # _processed, inline: one call less per item.
                 self._count -= 1
+                self._bytes -= item._size
                 if self._room or self._empty is not None:
                     self._made_room()
                 run += 1
@@ -325,7 +360,7 @@ class Mailbox(Generic[T]):
                 item = items.popleft()
         finally:
             if not counted:
-                self._processed()
+                self._processed(item)
             if queue.task is task:  # (else a fresh task took over: see _append)
                 queue.task = None
                 if items and not self._closed:
@@ -335,7 +370,7 @@ class Mailbox(Generic[T]):
                 else:
                     self._forget(peer, queue)
 
-    def _idle_cancelled(self, peer: str, queue: _PeerQueue[T], waiter: asyncio.Future[T]
+    def _idle_cancelled(self, peer: str, queue: _PeerQueue[S], waiter: asyncio.Future[S]
                         ) -> None:
         # The idle task was cancelled while it waited for the peer's next item.
         if queue.waiter is waiter:
@@ -345,7 +380,7 @@ class Mailbox(Generic[T]):
             # (_run's finally starts one for the items queued).
             queue.items.appendleft(waiter.result())
 
-    def _unidle(self, peer: str, queue: _PeerQueue[T]) -> asyncio.Future[T]:
+    def _unidle(self, peer: str, queue: _PeerQueue[S]) -> asyncio.Future[S]:
         waiter, queue.waiter = queue.waiter, None
         assert waiter is not None
         del self._idle[peer]
@@ -356,20 +391,23 @@ class Mailbox(Generic[T]):
         if not waiter.done():  # (done: its task was cancelled, and ends anyway)
             waiter.set_result(_STOP)
 
-    def _forget(self, peer: str, queue: _PeerQueue[T]) -> None:
+    def _forget(self, peer: str, queue: _PeerQueue[S]) -> None:
         if not queue.items and queue.task is None and self._queues.get(peer) is queue \
                 and (queue.gone or len(self._queues) > _KEEP_IDLE):
             del self._queues[peer]
 
-    def _processed(self) -> None:
+    def _processed(self, item: S) -> None:
         self._count -= 1
+        self._bytes -= item._size
         self._made_room()
 
     def _made_room(self) -> None:
-        # Producers waiting for room are woken once a quarter of the mailbox is free,
-        # not at every item: a reader then takes a run of frames per wake-up rather
-        # than one (a loop turn and a future each).
-        if self._room and self._count <= self._low_water:
+        # Producers waiting for room are woken once a quarter of the mailbox is free
+        # (of its items and of its bytes), not at every item: a reader then takes a run
+        # of frames per wake-up rather than one (a loop turn and a future each). One
+        # woken when a bigger item took the room waits again (``put`` checks again).
+        if self._room and self._count <= self._low_water \
+                and self._bytes <= self._bytes_low_water:
             for _ in range(self.size - self._count):
                 if not self._room:
                     break
@@ -422,6 +460,7 @@ class Mailbox(Generic[T]):
             queue.items.clear()
         self._queues.clear()
         self._count = 0
+        self._bytes = 0
         for waiter in self._room:
             if not waiter.done():
                 waiter.set_result(None)

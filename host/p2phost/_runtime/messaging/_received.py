@@ -27,13 +27,15 @@ class Received(Message):
     """A ``Message`` built from a frame: ``id`` may be given as the frame's number.
 
     A plain one-way message is its own mailbox item (no ``Work`` around it: one object
-    per message, not two): ``_call`` is then its handler and ``_tally`` its topic's and
-    peer's counters (see ``Dispatcher.received`` and ``_mailbox.Direct``). Neither is a
-    field: a message a handler keeps holds no channel or acknowledgement through them."""
+    per message, not two): ``_call`` is then its handler, ``_tally`` its topic's and
+    peer's counters and ``_size`` its body's length, counted against the mailbox's bytes
+    (see ``Dispatcher.received`` and ``_mailbox.Direct``). None is a field: a message a
+    handler keeps holds no channel or acknowledgement through them."""
 
-    __slots__ = ("_call", "_number", "_tally")
+    __slots__ = ("_call", "_number", "_size", "_tally")
     _call: Callable[[Message], Awaitable[Any]]
     _tally: Tally
+    _size: int
 
     def __init__(self, id: str | int, kind: MessageKind, sender: str, topic: str,
                  body: Any, correlation_id: str | None = None, content_type: str = "",

@@ -78,6 +78,9 @@ class Work:
     #: deadline, count it and answer a request (no ack): the mailbox may run it
     #: directly (``Dispatcher.start``/``finish``) unless the metrics time it (``queued``).
     plain: bool = False
+    #: The message's body length in bytes (0 for a lifecycle call): what it counts
+    #: against the mailbox's ``max_bytes``.
+    _size: int = 0
     #: Tracing: the context of a sender whose trace is not recorded, which the handler
     #: (``call``: the route's bare one) passes on to what it sends, and nothing else.
     trace: bytes = b""
