@@ -246,7 +246,8 @@ async def test_a_long_run_from_one_peer_lets_another_peers_items_in_between() ->
     # A queue to run: put from a callback (from a task, on 3.12+ each item would run
     # eagerly inside its put, so the producer, not this queue, would hold the loop).
     assert all(await _in_callback(
-        lambda: [mailbox.try_put("busy", it(i)) for i in range(500)] + [mailbox.try_put("other", it(0))]))
+        lambda: [mailbox.try_put("busy", it(i)) for i in range(500)]
+        + [mailbox.try_put("other", it(0))]))
     assert await mailbox.close(5) == 0
     assert order.count("busy") == 500
     assert order.index("other") < 200, "the busy peer held the loop for its whole queue"
