@@ -15,6 +15,7 @@ Parts: the :class:`~._outbox.Outbox` (sending), the :class:`~._receiver.Receiver
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import time
@@ -337,10 +338,13 @@ class Reliable:
                                 f"frame size of {self.max_frame_size} (max-frame-size "
                                 "in [node] of p2phost.toml)")
         message_id = key_id(key) if key is not None else next(self._ids)
+        put = functools.partial(self._outbox.put, dest, topic, data, codec.content_type,
+                                message_id)
         if self._redial is not None and "://" not in dest:
             # Where to dial it, should it be lost (or this node restart).
-            await self._redial.sending(dest, connected=channel is not None)
-        await self._outbox.put(dest, topic, data, codec.content_type, message_id)
+            await self._redial.put(dest, put)
+        else:
+            await put()
         return True
 
     def acknowledged_to(self, peer: str, topic: str) -> bool:
@@ -373,11 +377,13 @@ class Reliable:
             if not self.acknowledged_by(channel, topic):
                 plain.append(channel)
                 continue
-            data = channel.codec.encode(body)
+            put = functools.partial(self._outbox.put, channel.peer_id, topic,
+                                    channel.codec.encode(body), channel.codec.content_type,
+                                    message_id)
             if self._redial is not None:
-                await self._redial.sending(channel.peer_id, connected=True)
-            await self._outbox.put(channel.peer_id, topic, data, channel.codec.content_type,
-                                   message_id)
+                await self._redial.put(channel.peer_id, put)
+            else:
+                await put()
             count += 1
         return count, plain
 
@@ -460,6 +466,8 @@ class Reliable:
         for letter in letters:
             if letter.direction == "out":
                 self._outbox.wake(letter.peer)
+                if self._redial is not None:  # a peer not connected is dialled for them
+                    self._redial.disconnected(letter.peer)
         return len(letters)
 
 

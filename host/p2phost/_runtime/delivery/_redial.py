@@ -20,7 +20,7 @@ import json
 import logging
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from ..wire._channel import Channel
@@ -45,6 +45,9 @@ class Dialling(Protocol):
     def release_peer(self, peer_id: str) -> None:
         """Stop dialling ``peer_id`` for the outbox (an open connection stays)."""
 
+    def usable(self, peer_id: str) -> Channel | None:
+        """The open channel to ``peer_id`` messages may go on, if any."""
+
 
 def addresses_of(channel: Channel) -> tuple[str, ...]:
     """Where ``channel``'s peer can be dialled: the address this node dialled it at
@@ -68,6 +71,9 @@ class Redial:
         self._saved: dict[str, tuple[str, ...]] = {}
         #: Peers kept as dial targets for the outbox.
         self.kept: set[str] = set()
+        #: Peer -> messages on their way into the outbox (not in its rows yet): the
+        #: peer is owed them, whatever the rows say meanwhile.
+        self._putting: dict[str, int] = {}
 
     def start(self, db: sqlite3.Connection, destinations: Sequence[str]) -> None:
         """At start: dial every peer id the outbox holds messages for, at its saved
@@ -104,22 +110,30 @@ class Redial:
         if peer in self.kept:
             self._link.keep_peer(peer, addresses)  # the new addresses replace the old
 
-    async def sending(self, peer: str, *, connected: bool) -> None:
-        """A message for ``peer`` goes into the outbox: its addresses are saved first
-        (once per change), and it is dialled while it is not ``connected``."""
-        addresses = self._known.get(peer)
-        if addresses is None:
-            return  # never connected (discovery may find it): nowhere to dial
-        if self._saved.get(peer) != addresses:
-            await self._committer.write(self._op(peer, addresses))
-            self._saved[peer] = addresses
-        if not connected and peer not in self.kept:
-            self._keep(peer)
+    async def put(self, peer: str, put: Callable[[], Awaitable[None]]) -> None:
+        """Put a message for ``peer`` into the outbox (``put``): its addresses are saved
+        first (once per change), and it is dialled if it is not connected once the
+        message is in (it may have dropped meanwhile); while the put is under way, the
+        outbox's pump finding no rows for the peer releases nothing."""
+        self._putting[peer] = self._putting.get(peer, 0) + 1
+        try:
+            addresses = self._addresses(peer)
+            if addresses and self._saved.get(peer) != addresses:
+                await self._committer.write(self._op(peer, addresses))
+                self._saved[peer] = addresses
+            await put()
+        finally:
+            if (left := self._putting[peer] - 1) > 0:
+                self._putting[peer] = left
+            else:
+                del self._putting[peer]
+        if peer not in self.kept and self._link.usable(peer) is None:
+            self._keep(peer)  # (no addresses: discovery may find it, or it dials in)
 
     def disconnected(self, peer: str) -> None:
         """A channel to ``peer`` ended: dialled again while messages wait for it."""
         # (Its peer entry may still be there: a target of a connected peer only waits.)
-        if peer not in self.kept and peer in self._known and self._waiting.has_rows(peer):
+        if peer not in self.kept and (self._waiting.has_rows(peer) or peer in self._putting):
             self._keep(peer)
 
     def settled(self, peer: str, *, gone: bool) -> None:
@@ -127,7 +141,7 @@ class Redial:
         connection): once nothing waits for the peer, its target (and, when gone, its
         row) goes."""
         if (peer not in self.kept and not (gone and peer in self._saved)) \
-                or self._waiting.has_rows(peer):
+                or peer in self._putting or self._waiting.has_rows(peer):
             return
         if peer in self.kept:
             self.kept.discard(peer)
@@ -137,8 +151,13 @@ class Redial:
             self._committer.submit(lambda db: db.execute(
                 "DELETE FROM peer_address WHERE peer = ?", (peer,)))
 
+    def _addresses(self, peer: str) -> tuple[str, ...] | None:
+        # Those of its last connection, else those saved (a peer owed messages keeps
+        # its row while other peers push it out of the bounded _known).
+        return self._known.get(peer) or self._saved.get(peer)
+
     def _keep(self, peer: str) -> None:
-        addresses = self._known.get(peer)
+        addresses = self._addresses(peer)
         if addresses:
             self.kept.add(peer)
             self._link.keep_peer(peer, addresses)
