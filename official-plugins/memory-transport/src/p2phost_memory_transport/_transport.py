@@ -1,7 +1,12 @@
 """Connections between nodes of one process: bounded in-memory pipes of frames.
 
-Listeners are registered by name in this module, so every node in the process (on the
-same event loop) can dial ``mem://NAME``. Frames are passed by reference, never copied.
+Listeners are registered by name in this module, so every node in the process can dial
+``mem://NAME``. Frames are passed by reference, never copied.
+
+Nodes of one process may run on different event loops, each in its own thread (the
+library's blocking nodes do): a listener's accept then runs on the listener's loop, and
+a pipe wakes a reader or writer waiting on another loop through that loop
+(``call_soon_threadsafe``), never by touching its future from this thread.
 """
 
 from __future__ import annotations
@@ -38,6 +43,25 @@ def parse_address(address: str) -> str:
     return parts.netloc
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    """Resolve ``waiter`` from whichever loop's thread this runs in."""
+    loop = waiter.get_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if loop is running:
+        if not waiter.done():
+            waiter.set_result(None)
+    elif not loop.is_closed():
+        loop.call_soon_threadsafe(_resolve, waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class _Pipe:
     """One direction: at most ``capacity`` frames in flight; the writer waits beyond that."""
 
@@ -59,7 +83,10 @@ class _Pipe:
             waiter = asyncio.get_running_loop().create_future()
             self._putters.append(waiter)
             try:
-                await waiter
+                # Looked at again once the waiter is in: a reader on another thread may
+                # have taken a frame in between, and woken nobody.
+                if len(self.frames) >= self.capacity and not self.closed:
+                    await waiter
             finally:
                 with contextlib.suppress(ValueError):
                     self._putters.remove(waiter)
@@ -70,8 +97,8 @@ class _Pipe:
     def _append(self, frame: bytes) -> None:
         self.frames.append(frame)
         getter = self._getter
-        if getter is not None and not getter.done():
-            getter.set_result(None)
+        if getter is not None:
+            _wake(getter)
 
     async def get(self) -> bytes:
         # Frames sent before a close are still delivered, as on a TCP stream.
@@ -80,21 +107,20 @@ class _Pipe:
                 raise ConnectionClosed("the other end closed the memory connection")
             self._getter = asyncio.get_running_loop().create_future()
             try:
-                await self._getter
+                if not (self.frames or self.closed):  # (again: see put)
+                    await self._getter
             finally:
                 self._getter = None
         frame = self.frames.popleft()
         if self._putters:
-            putter = self._putters.popleft()
-            if not putter.done():
-                putter.set_result(None)
+            _wake(self._putters.popleft())
         return frame
 
     def close(self) -> None:
         self.closed = True
         for waiter in (self._getter, *self._putters):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            if waiter is not None:
+                _wake(waiter)
 
 
 class MemoryConnection(Connection):
@@ -142,6 +168,8 @@ class _MemoryListener(Listener):
         self.transport = transport
         self.addresses = [f"mem://{name}"]
         self.tasks = TaskOwner(f"listener {self.addresses[0]}")
+        #: Where the listening node runs: its side of every connection is served there.
+        self.loop = asyncio.get_running_loop()
 
     def connect(self, dialer: MemoryTransport) -> MemoryConnection:
         # Each direction's capacity is set by its receiver, who pays for the buffering.
@@ -151,8 +179,14 @@ class _MemoryListener(Listener):
                                       self.addresses[0], client_name)
         client_end = MemoryConnection(to_client, to_server, dialer.max_frame_size,
                                       client_name, self.addresses[0])
-        self.tasks.spawn(self._accept(server_end), f"accept {client_name}")
+        if self.loop is asyncio.get_running_loop():
+            self._spawn_accept(server_end, client_name)
+        else:  # a node on another loop dials: the listener's node serves it on its own
+            self.loop.call_soon_threadsafe(self._spawn_accept, server_end, client_name)
         return client_end
+
+    def _spawn_accept(self, connection: MemoryConnection, client_name: str) -> None:
+        self.tasks.spawn(self._accept(connection), f"accept {client_name}")
 
     async def _accept(self, connection: MemoryConnection) -> None:
         await self.accept(connection)
