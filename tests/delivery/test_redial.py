@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from p2phost._runtime import Node
-from p2phost_sdk import Identity
+from p2phost_sdk import App, Identity, Message, handler
 from tests.delivery.test_node import Keeper, Make, Sender, until
 from tests.delivery.test_node import kind as kind  # (the fixtures, over tcp)
 from tests.delivery.test_node import make as make
@@ -106,3 +106,29 @@ async def test_a_peer_is_no_longer_dialled_once_nothing_waits_for_it(
     assert sender.delivery.db is not None
     assert sender.delivery.db.execute("SELECT COUNT(*) FROM peer_address").fetchone() == (0,)
 
+
+
+class Elsewhere(App):
+    """Handles a topic, but not ``kept``: what the outbox holds for it is dead-lettered."""
+
+    name = "elsewhere"
+
+    @handler("other")
+    async def other(self, message: Message) -> None:
+        pass
+
+
+async def test_a_connected_peer_whose_messages_all_went_to_dead_letters_is_released(
+        make: Make) -> None:
+    receiver = await make([Elsewhere()])
+    sender = await make([Sender()], listen=[])
+    peer = await sender.connect(receiver.addresses[0])
+    targets = sender._dialler.targets
+    await sender.send(peer, "kept", 1)  # the peer does not handle it: a dead letter
+    await until(lambda: sender.delivery.stats.get("kept", "dead_lettered") == 1)
+    # Sent back (`p2phost dead retry`): the peer is owed it and dialled for it, but it
+    # goes to the dead letters again; owed nothing, the peer is no longer dialled.
+    assert await sender.delivery.retry_dead([], "kept") == 1
+    await until(lambda: sender.delivery.stats.get("kept", "dead_lettered") == 2)
+    await until(lambda: outbox(sender) == {} and peer not in targets)
+    assert sender.peers()  # (the connection stays)

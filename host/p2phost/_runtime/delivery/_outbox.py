@@ -361,7 +361,8 @@ class Outbox:
                         "messages from the outbox go to it once, unacknowledged",
                         pump.peer, row.topic)
         self.committer.submit(lambda db: db.execute("DELETE FROM outbox WHERE seq = ?",
-                                                    (row.seq,)), quick=True)
+                                                    (row.seq,)),
+                              lambda: self._gone_from(pump.peer), quick=True)
 
     def _frame(self, peer: str, channel: Channel, row: Row) -> bytes | None:
         data = row.body
@@ -402,8 +403,17 @@ class Outbox:
                                      "as #%d: %s", row.id, peer, row.topic, letter_id, reason)
             self._dead_lines.dropped(self.dead, dropped, self.stats)
             self.stats.add(row.topic, "dead_lettered", 1, peer)
+            self._gone_from(peer)
 
         self.committer.submit(op, then)
+
+    def _gone_from(self, peer: str) -> None:
+        """A row of ``peer``'s left the outbox without an acknowledgement: its pump looks
+        again, so a peer owed nothing more stops being dialled (it settled while the row
+        was still there, and nothing else would wake it)."""
+        pump = self._pumps.get(peer)
+        if pump is not None:
+            pump.wake.set()
 
     # -- shutdown --------------------------------------------------------------------
 
