@@ -7,7 +7,9 @@ empty outbox without a word, no traceback). A genuinely new project starts clean
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import random
 import sqlite3
 from pathlib import Path
@@ -163,3 +165,56 @@ async def test_doctor_finds_what_would_stop_the_start(make: Make, tmp_path: Path
     malformed(state / "delivery.db")
     [(ok, text, fix)] = check_state(state)
     assert not ok and "damaged" in text and fix is not None and fix.startswith("stop the node")
+
+
+async def test_a_journal_a_full_disk_left_empty_is_new_at_the_next_start(
+        make: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal was moved aside (its error's fix) and the start that made it anew
+    found the disk full: the empty file it left never held a record, unlike one emptied."""
+    state = tmp_path / "sender"
+    await unacknowledged(make, state)
+    path = state / JOURNAL_NAME
+    path.rename(path.with_name("outbox.journal.damaged"))
+
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(StoreError, match="is the disk full"):
+        await make([Sender()], state=state, listen=[])
+    assert path.stat().st_size == 0
+    monkeypatch.undo()  # room again
+    node = await make([Sender()], state=state, listen=[])
+    await node.close()
+    path.write_bytes(b"")  # and one that was in use, emptied, is still refused
+    with pytest.raises(JournalCorrupt, match="is empty"):
+        await make([Sender()], state=state, listen=[])
+
+
+@pytest.mark.parametrize("damage", ["emptied", "replaced"])
+async def test_a_database_emptied_or_replaced_beside_journals_in_use_stops_the_start(
+        make: Make, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    state = tmp_path / "sender"
+    await unacknowledged(make, state)  # folded into the database as it stopped
+    database = state / "delivery.db"
+    for name in ("delivery.db-wal", "delivery.db-shm"):
+        (state / name).unlink(missing_ok=True)
+    if damage == "emptied":
+        database.write_bytes(b"")  # `: > delivery.db`, a failed copy
+    else:
+        database.unlink()
+        open_database(database).close()  # another, new database in its place
+    with pytest.raises(StoreError) as caught:
+        await make([Sender()], state=state, listen=[])
+    text = str(caught.value)
+    assert str(database) in text and FIX in text and "aside" in text.split(FIX)[1], text
+    from p2phost._runtime.delivery._check import check_state
+    [(ok, said, fix)] = check_state(state)  # doctor says the same
+    assert not ok and str(database) in said and fix is not None and "aside" in fix
+    # The fix: moved aside, the node starts with a new database, and says so.
+    database.rename(state / "delivery.db.old")
+    with caplog.at_level(logging.WARNING, "p2phost.delivery"):
+        node = await make([Sender()], state=state, listen=[])
+    await node.close()
+    assert any(f"{database} was missing" in r.getMessage() for r in caplog.records)
+

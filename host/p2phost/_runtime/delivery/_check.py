@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ._injournal import INBOX_JOURNAL, INBOX_SEGMENT
-from ._journal import JOURNAL_NAME, SEGMENT, Journal, JournalCorrupt
+from ._journal import Journal, JournalCorrupt
+from ._journals import journal_paths, replaced, stray_journals
 from ._store import DATABASE_NAME, StoreError, damaged, store_error
 
 #: One finding: whether it is fine, what, and its fix.
@@ -48,8 +48,9 @@ def check_state(state_dir: Path) -> list[Finding]:
             return [_problem(store_error(database, exc))]
         found.append((False, f"cannot check {database}: {exc}",
                       "try again (the node may be busy writing)"))
-    for mark, name, segment in ((0, JOURNAL_NAME, SEGMENT), (1, INBOX_JOURNAL, INBOX_SEGMENT)):
-        path = state_dir / name
+    if not found and (stray := stray_journals(database, used)):
+        found.append(_problem(replaced(database, stray)))
+    for mark, path, segment in journal_paths(database):
         if not path.exists() or (path.stat().st_size == 0 and mark not in used):
             continue  # the start makes it anew (run warns when one in use went missing)
         try:

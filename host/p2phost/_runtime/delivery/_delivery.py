@@ -160,11 +160,13 @@ class Reliable:
 
     def start(self, routes: Mapping[str, Route]) -> None:
         """Open the delivery database and start the outbox and the delayed retries."""
+        new = self.path is not None and not self.path.exists()
         db, writer, quick = open_connections(self.path)
         journals: tuple[Journal, Journal | None] | None = None
         if self.path is not None:
             try:
-                journals = open_journals(self.path, writer, handles=bool(self.handled))
+                journals = open_journals(self.path, writer, handles=bool(self.handled),
+                                         new=new)
             except BaseException as exc:
                 for connection in (db, writer, quick):
                     connection.close()

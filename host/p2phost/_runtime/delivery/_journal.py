@@ -75,6 +75,23 @@ def _allocate(fd: int, size: int, *, fresh: bool) -> None:
         os.pwrite(fd, zeros[:size - start], start)
 
 
+def begun(path: Path, segment: int = SEGMENT) -> bool:
+    """Whether the journal file at ``path`` was ever set up by a node (a segment has a
+    journal header): a database beside it must then know it (docs/delivery.md, section
+    3). A missing, empty or never-written (all zero) file was not."""
+    try:
+        with path.open("rb") as file:
+            if os.fstat(file.fileno()).st_size != 2 * segment:
+                return False
+            for index in (0, 1):
+                file.seek(index * segment)
+                if file.read(len(_MAGIC)) == _MAGIC:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
 class JournalCorrupt(StoreError):
     """The journal file is damaged in a way a kill cannot explain."""
 

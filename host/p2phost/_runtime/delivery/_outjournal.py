@@ -82,7 +82,7 @@ class JournalRows:
         db = committer.db
         top = db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
         seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-        mark = db.execute("SELECT folded FROM journal_mark").fetchone()
+        mark = db.execute("SELECT folded FROM journal_mark WHERE id = 0").fetchone()
         #: Outbox sequence numbers: every insert into the outbox takes one.
         self.seqs = itertools.count(max(top, seq[0] if seq else 0,
                                         mark[0] if mark else 0) + 1)
@@ -94,7 +94,7 @@ class JournalRows:
     def replay(journal: Journal, db: sqlite3.Connection) -> int:
         """Insert what the journal holds and the outbox does not into ``db`` (before the
         node sends anything), then empty the journal; how many messages."""
-        mark = db.execute("SELECT folded FROM journal_mark").fetchone()
+        mark = db.execute("SELECT folded FROM journal_mark WHERE id = 0").fetchone()
         folded = mark[0] if mark else 0
         puts: dict[Key, tuple[Any, ...]] = {}
         top = folded
