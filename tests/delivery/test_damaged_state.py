@@ -218,3 +218,23 @@ async def test_a_database_emptied_or_replaced_beside_journals_in_use_stops_the_s
     await node.close()
     assert any(f"{database} was missing" in r.getMessage() for r in caplog.records)
 
+
+async def test_a_start_the_store_fails_leaves_no_journal_open(
+        make: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store fails after the outbox's journal is taken on and before the inbox's is:
+    both are closed (unlocked), so a start again in the same process opens them."""
+    from p2phost._runtime.delivery import _delivery
+    from tests.delivery.test_node import Keeper
+
+    state = tmp_path / "node"
+
+    class Failing(_delivery.OutcomeJournal):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(_delivery, "OutcomeJournal", Failing)
+    with pytest.raises(StoreError, match="damaged"):
+        await make([Keeper()], state=state, listen=[])
+    monkeypatch.undo()
+    node = await make([Keeper()], state=state, listen=[])
+    await node.close()

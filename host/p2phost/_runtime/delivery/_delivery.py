@@ -142,6 +142,8 @@ class Reliable:
         self._acks: AckSender | None = None
         self._journal: JournalRows | None = None
         self._outcomes: OutcomeJournal | None = None
+        #: The journals start opened (the parts above use them; close() closes them).
+        self._opened: list[Journal] = []
         #: Traces, set by the node when OpenTelemetry is on (passed on to the outbox).
         self.tracer: TraceHook | None = None
 
@@ -173,15 +175,19 @@ class Reliable:
                 if isinstance(exc, sqlite3.DatabaseError):  # a page only replay reads
                     raise store_error(self.path, exc) from exc
                 raise
+        # Closed by close() whatever _begin handed on (the node closes this after a
+        # failed start): one left open would keep its lock, and a start again in this
+        # process would find the journal "in use by another node".
+        self._opened = [j for j in journals or () if j is not None]
         try:
             self._begin(db, writer, quick, journals, routes)
-        except sqlite3.DatabaseError as exc:
-            # The node's close() closes what was begun; journals not handed on yet here.
-            if journals is not None and self._journal is None:
-                for journal in journals:
-                    if journal is not None:
-                        journal.close()
-            raise store_error(self.path, exc) from exc
+        except BaseException as exc:
+            if self._committer is None:  # else its close() closes them
+                for connection in (writer, quick):
+                    connection.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise store_error(self.path, exc) from exc
+            raise
 
     def _begin(self, db: sqlite3.Connection, writer: sqlite3.Connection,
                quick: sqlite3.Connection, journals: tuple[Journal, Journal | None] | None,
@@ -250,9 +256,9 @@ class Reliable:
             if part is not None:
                 part.flush_logs()
         self._dead_lines.flush()
-        for journal in (self._journal, self._outcomes):
-            if journal is not None:
-                journal.close()
+        for opened in self._opened:  # (those not handed on yet too, after a failed start)
+            opened.close()
+        self._opened = []
         self._journal = self._outcomes = None
         if self._acks is not None:
             self._acks.close()
