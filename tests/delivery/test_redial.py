@@ -17,6 +17,7 @@ from p2phost_sdk import App, Identity, Message, handler
 from tests.delivery.test_node import Keeper, Make, Sender, until
 from tests.delivery.test_node import kind as kind  # (the fixtures, over tcp)
 from tests.delivery.test_node import make as make
+from tests.runtime.conftest import MakeNode
 from tests.runtime.processes import free_port
 
 #: Seconds a restarted peer may take to be redialled and served (the dialler's backoff
@@ -132,3 +133,43 @@ async def test_a_connected_peer_whose_messages_all_went_to_dead_letters_is_relea
     await until(lambda: sender.delivery.stats.get("kept", "dead_lettered") == 2)
     await until(lambda: outbox(sender) == {} and peer not in targets)
     assert sender.peers()  # (the connection stays)
+
+
+async def test_a_sender_owing_many_peers_dials_them_within_its_peer_limit(
+        make: Make, make_node: MakeNode, tmp_path: Path) -> None:
+    """Restarted with messages for more peers than its peer limit, the sender neither
+    dials them all at once nor connects to more than its limit: each gets its turn, as
+    the connections done with make room."""
+    limit, count = 3, 8
+    addresses = [f"tcp://127.0.0.1:{free_port()}" for _ in range(count)]
+    ids = [Identity.generate() for _ in range(count)]
+    receivers = [await make([Keeper()], listen=[a], identity=i)
+                 for a, i in zip(addresses, ids, strict=True)]
+    sender_id = Identity.generate()
+    sender = await make([Sender()], state=tmp_path / "sender", listen=[], identity=sender_id)
+    peers = [await sender.connect(a) for a in addresses]
+    for peer in peers:  # (where each is, saved with its first message)
+        await sender.send(peer, "kept", 0)
+    await until(lambda: outbox(sender) == {})
+    for receiver in receivers:
+        await receiver.close()
+    await until(lambda: not sender.peers())
+    for peer in peers:
+        await sender.send(peer, "kept", 1)  # owed while they are down
+    await sender.close()
+
+    keepers = [Keeper() for _ in range(count)]
+    for keeper, address, identity in zip(keepers, addresses, ids, strict=True):
+        await make([keeper], listen=[address], identity=identity)
+    sender = await make_node([Sender()], listen=[], identity=sender_id, peer_limit=limit,
+                             state_dir=tmp_path / "sender", drain_timeout=3.0)
+    most = 0
+
+    def delivered() -> bool:
+        nonlocal most
+        most = max(most, len(sender.peers()), sender._dialler.owed.dialling)
+        return all(keeper.bodies == [1] for keeper in keepers)
+
+    await until(delivered, 3 * BOUND)
+    await until(lambda: outbox(sender) == {})
+    assert most <= limit

@@ -86,3 +86,25 @@ async def test_a_peer_owed_messages_keeps_its_addresses_past_the_bound(
         r.connected(Channel(f"{n}" * 52, f"tcp://127.0.0.1:{n + 2}"))  # type: ignore[arg-type]
     r.disconnected(PEER)
     assert link.kept == {PEER: ("tcp://127.0.0.1:1",)}
+
+
+async def test_dials_of_owed_peers_take_turns_a_few_at_a_time() -> None:
+    """However many peers are owed messages, at most DIALS are dialled at once (the
+    limit leaving room), in the order they asked."""
+    import asyncio
+
+    from p2phost._runtime.node._owed import DIALS, OwedDials
+
+    owed = OwedDials(room=lambda: 64, connected=lambda peer: False, limit=64)
+    order: list[int] = []
+    most = 0
+
+    async def dial(n: int) -> None:
+        nonlocal most
+        async with owed.slot():
+            most = max(most, owed.dialling)
+            order.append(n)
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(dial(n) for n in range(5 * DIALS)))
+    assert most == DIALS and order == list(range(5 * DIALS)) and owed.dialling == 0

@@ -27,6 +27,7 @@ from p2phost_sdk import (
 )
 
 from .._errors import NodeConfigError, bad_address
+from ._owed import OwedDials
 from ._targets import DialTargets
 
 if TYPE_CHECKING:
@@ -61,6 +62,11 @@ class Dialler:
         # Dial targets live while a discovery record lists them (_targets.py).
         self.targets = DialTargets(connect=self._dial_one, gone=self._gone, spawn=tasks.spawn,
                                    backoff=backoff, own_addresses=own_addresses)
+        #: Peers dialled for the outbox; their dials take turns within the limit (_owed.py).
+        self._owed: set[str] = set()
+        self.owed = OwedDials(room=lambda: self.peer_limit - len(self._table),
+                              connected=lambda peer: peer in self._table.peers,
+                              limit=peer_limit)
         self.closing = False
 
     def usable(self, peer_id: str) -> Channel | None:
@@ -99,7 +105,9 @@ class Dialler:
         return len(busy) < self.peer_limit
 
     def dial_waiting(self) -> None:
-        """A peer left: dial peers that discovery found while the node was full."""
+        """A peer left: dial peers that discovery found, or the outbox owes messages,
+        while the node was full."""
+        self.owed.wake()
         while self.waiting and not self.closing:
             key = next(iter(self.waiting))
             record = self.waiting.pop(key)
@@ -119,12 +127,17 @@ class Dialler:
         """Keep dialling ``peer_id`` at ``addresses`` while the outbox holds messages for
         it (a record of its own: discovery's records of the peer are merged, not lost)."""
         if not self.closing and addresses:
+            self._owed.add(peer_id)
+            self.owed.owed(peer_id)
             self.targets.update(PeerRecord(tuple(addresses), peer_id, source=OUTBOX))
 
     def release_peer(self, peer_id: str) -> None:
         """Nothing waits for ``peer_id`` in the outbox: its record goes (the target with
         it unless discovery lists the peer; an open connection stays)."""
+        self._owed.discard(peer_id)
         self.targets.lost(PeerRecord((), peer_id, source=OUTBOX))
+        if peer_id not in self.targets:  # nothing else keeps it connected
+            self.owed.settled(peer_id)
 
     def stop(self) -> None:
         """The node is stopping: no new dials, redial loops cancelled."""
@@ -133,7 +146,14 @@ class Dialler:
 
     async def _dial_one(self, address: str, expected_peer_id: str | None) -> str:
         try:
-            return await self.connect(address, expected_peer_id=expected_peer_id)
+            if expected_peer_id is None or expected_peer_id not in self._owed:
+                return await self.connect(address, expected_peer_id=expected_peer_id)
+            async with self.owed.slot():  # (no dial storm, and within the peer limit)
+                there = self.usable(expected_peer_id) is not None
+                peer_id = await self.connect(address, expected_peer_id=expected_peer_id)
+                if not there:
+                    self.owed.opened(peer_id)
+                return peer_id
         except NodeConfigError as exc:
             raise PeerUnavailable(str(exc)) from exc
 

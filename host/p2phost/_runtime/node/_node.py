@@ -164,6 +164,7 @@ class Node(MessagingAPI):
             dial_waiting=self._dialler.dial_waiting, addresses=self._addresses,
             notify=self._notify)
         self._connections.schemas = hello_schemas(self._dispatch.routes)  # models' (wire.md)
+        self._dialler.owed.retire = self._retire_spare
         self._started = False
         self._closing = False
 
@@ -288,6 +289,15 @@ class Node(MessagingAPI):
         assert self.metrics is not None
         return {**self.stats(), "discovery": self.discovery_status(),
                 "inboxes": await self.metrics.inboxes.waiting(self._listeners)}
+
+    def _retire_spare(self, peer_id: str) -> None:
+        """Close the outbox's connection to ``peer_id``, owed nothing now: peers owed
+        messages wait for its room under the peer limit (node/_owed.py)."""
+        entry = self._table.get(peer_id)
+        for channel in [] if entry is None else [c for c in entry.channels if not c.ended]:
+            self._tasks.spawn(self._connections.retire(
+                channel, "nothing more to send, and peers this node owes messages wait "
+                         "for room under its peer-limit"), "retire")
 
     # -- lifetime --------------------------------------------------------------------
 
