@@ -108,7 +108,9 @@ class Messenger(Protocol):
     async def disconnect(self, peer: str, *, reason: str = "closed by an app") -> bool:
         """Close the connections to ``peer`` (a peer id) after a goodbye that gives
         ``reason``, and what was queued on them is sent first; False when none was open.
-        A peer that discovery or ``[node] connect`` keeps connected is dialled again."""
+        A peer that discovery or ``[node] connect`` keeps connected is dialled again; one
+        that acknowledged messages wait for is dialled again for them only once the
+        reconnect backoff's maximum (10 s) has passed."""
         ...
 
     def trace_context(self, root: str = "") -> TraceContext | None:

@@ -62,8 +62,12 @@ class Dialler:
         # Dial targets live while a discovery record lists them (_targets.py).
         self.targets = DialTargets(connect=self._dial_one, gone=self._gone, spawn=tasks.spawn,
                                    backoff=backoff, own_addresses=own_addresses)
-        #: Peers dialled for the outbox; their dials take turns within the limit (_owed.py).
-        self._owed: set[str] = set()
+        #: Peers dialled for the outbox, at these addresses; their dials take turns
+        #: within the limit (_owed.py).
+        self._owed: dict[str, tuple[str, ...]] = {}
+        #: Peers an app disconnected: not dialled for the outbox until the timer ends.
+        self._held: dict[str, asyncio.TimerHandle] = {}
+        self._hold_for = backoff.maximum
         self.owed = OwedDials(room=lambda: self.peer_limit - len(self._table),
                               connected=lambda peer: peer in self._table.peers,
                               limit=peer_limit)
@@ -127,21 +131,44 @@ class Dialler:
         """Keep dialling ``peer_id`` at ``addresses`` while the outbox holds messages for
         it (a record of its own: discovery's records of the peer are merged, not lost)."""
         if not self.closing and addresses:
-            self._owed.add(peer_id)
+            self._owed[peer_id] = tuple(addresses)
             self.owed.owed(peer_id)
-            self.targets.update(PeerRecord(tuple(addresses), peer_id, source=OUTBOX))
+            if peer_id not in self._held:  # (else once the hold ends)
+                self.targets.update(PeerRecord(tuple(addresses), peer_id, source=OUTBOX))
 
     def release_peer(self, peer_id: str) -> None:
         """Nothing waits for ``peer_id`` in the outbox: its record goes (the target with
         it unless discovery lists the peer; an open connection stays)."""
-        self._owed.discard(peer_id)
+        self._owed.pop(peer_id, None)
         self.targets.lost(PeerRecord((), peer_id, source=OUTBOX))
         if peer_id not in self.targets:  # nothing else keeps it connected
             self.owed.settled(peer_id)
 
+    def hold(self, peer_id: str) -> None:
+        """An app disconnects ``peer_id``: the outbox does not dial it again for what
+        waits for it until the reconnect backoff's maximum has passed (a disconnect
+        undone at once would be none; the messages wait, they are not dropped).
+        Discovery and ``[node] connect`` dial it as before."""
+        if self.closing:
+            return
+        if (timer := self._held.pop(peer_id, None)) is not None:
+            timer.cancel()
+        self._held[peer_id] = asyncio.get_running_loop().call_later(
+            self._hold_for, self._unhold, peer_id)
+        self.targets.lost(PeerRecord((), peer_id, source=OUTBOX))
+
+    def _unhold(self, peer_id: str) -> None:
+        del self._held[peer_id]
+        addresses = self._owed.get(peer_id)
+        if addresses and not self.closing:
+            self.targets.update(PeerRecord(addresses, peer_id, source=OUTBOX))
+
     def stop(self) -> None:
         """The node is stopping: no new dials, redial loops cancelled."""
         self.closing = True
+        for timer in self._held.values():
+            timer.cancel()
+        self._held.clear()
         self.targets.close()
 
     async def _dial_one(self, address: str, expected_peer_id: str | None) -> str:

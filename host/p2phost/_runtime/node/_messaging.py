@@ -51,6 +51,7 @@ class MessagingAPI:
         if entry is None:
             return False
         channels = [c for c in entry.channels if not c.ended]
+        self._dialler.hold(peer)  # not undone at once by the outbox's redial
         await asyncio.gather(*(self._connections.retire(c, reason) for c in channels))
         with contextlib.suppress(TimeoutError):  # gone from peers() when this returns
             async with asyncio.timeout(2.0):
