@@ -60,10 +60,16 @@ async def test_moving_the_damaged_journal_aside_lets_the_node_start_and_says_so(
     await unacknowledged(make, state)
     path = state / JOURNAL_NAME
     path.rename(path.with_name("outbox.journal.damaged"))  # the fix the error gives
+    await starts_saying(make, state, caplog, f"{path} is missing")
+
+
+async def starts_saying(make: Make, state: Path, caplog: pytest.LogCaptureFixture,
+                        said: str) -> None:
+    """A node of ``state`` starts (and stops), with a warning that says ``said``."""
     with caplog.at_level(logging.WARNING, "p2phost.delivery"):
         node = await make([Sender()], state=state, listen=[])
     await node.close()
-    assert any(f"{path} is missing" in r.getMessage() for r in caplog.records)
+    assert any(said in r.getMessage() for r in caplog.records)
 
 
 async def test_a_new_project_starts_clean_and_its_journal_then_counts(
@@ -213,10 +219,7 @@ async def test_a_database_emptied_or_replaced_beside_journals_in_use_stops_the_s
     assert not ok and str(database) in said and fix is not None and "aside" in fix
     # The fix: moved aside, the node starts with a new database, and says so.
     database.rename(state / "delivery.db.old")
-    with caplog.at_level(logging.WARNING, "p2phost.delivery"):
-        node = await make([Sender()], state=state, listen=[])
-    await node.close()
-    assert any(f"{database} was missing" in r.getMessage() for r in caplog.records)
+    await starts_saying(make, state, caplog, f"{database} was missing")
 
 
 async def test_a_start_the_store_fails_leaves_no_journal_open(

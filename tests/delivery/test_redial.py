@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from p2phost._runtime import Node
 from p2phost_sdk import App, Backoff, Identity, Message, handler
-from tests.delivery.test_node import Keeper, Make, Sender, until
+from tests.delivery.test_node import Keeper, Make, Sender, Slow, until
 from tests.delivery.test_node import kind as kind  # (the fixtures, over tcp)
 from tests.delivery.test_node import make as make
 from tests.runtime.conftest import MakeNode
@@ -175,21 +175,6 @@ async def test_a_sender_owing_many_peers_dials_them_within_its_peer_limit(
     assert most <= limit
 
 
-class Slow(App):
-    """Takes ``kept`` messages once let go: until then they wait unacknowledged."""
-
-    name = "slow"
-
-    def __init__(self) -> None:
-        self.go = asyncio.Event()
-        self.bodies: list[Any] = []
-
-    @handler("kept", delivery="effectively-once")
-    async def kept(self, message: Message) -> None:
-        await self.go.wait()
-        self.bodies.append(message.body)
-
-
 async def test_an_app_disconnecting_a_peer_owed_messages_is_not_undone_at_once(
         make_node: MakeNode, tmp_path: Path) -> None:
     """``disconnect()`` holds: the outbox dials the peer again for what waits only after
@@ -205,7 +190,7 @@ async def test_an_app_disconnecting_a_peer_owed_messages_is_not_undone_at_once(
     dials = sender._dialler.targets.counters["dials"]
     await asyncio.sleep(1.0)
     assert not sender.peers() and sender._dialler.targets.counters["dials"] == dials
-    slow.go.set()
+    slow.release.set()
     # After the hold, dialled again for the message that waits, which is taken once.
     await until(lambda: outbox(sender) == {}, BOUND)
     assert slow.bodies == [1]
