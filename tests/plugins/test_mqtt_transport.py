@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from p2phost_sdk import Identity
-from p2phost_sdk.testing.transport import TransportCase, TransportConformance
+from p2phost_sdk import Connection, Identity
+from p2phost_sdk.testing.transport import TransportCase, TransportConformance, receive
 from tests.conftest import service_or_skip
 from tests.discovery.plugins import use_plugin_source
 
@@ -45,3 +46,32 @@ def test_a_reply_inboxs_packet_ids_count_with_their_connection() -> None:
     assert medium.record_of((live, 1, False, 5, 0)) == medium.record_of((live, 1, True, 9, 0))
     medium._persistent = True  # type: ignore[attr-defined]
     assert medium.record_of((lost, 1, False, 5, 0)) == medium.record_of((live, 1, False, 5, 0))
+
+
+async def test_a_busy_node_loses_nothing_its_connections_windows_let_pile_up(
+        tmp_path: Path) -> None:
+    """Five connections each fill their window (250 of 256 frames) while the node takes
+    none: 1,250 records wait for a running node, past Mosquitto's queue per session
+    (max_queued_messages, 1,000, beyond the 20 it hands a 3.1.1 reader at once). The
+    broker dropped the excess silently, and those connections waited for ever for frames
+    that never came (test_many_connections_at_once, 20 x 50 frames: under load)."""
+    service_or_skip("Mosquitto", 1883)
+    transport = MqttTransport(peer_id=Identity.generate().peer_id, state_dir=tmp_path)
+    accepted: asyncio.Queue[Connection] = asyncio.Queue()
+    listener = await transport.listen(URL, accepted.put)
+    clients: list[Connection] = []
+    try:
+        async with asyncio.timeout(30):
+            clients = [await transport.dial(listener.addresses[0], timeout=10)
+                       for _ in range(5)]
+            servers = [await accepted.get() for _ in clients]
+            sent = [f"{n}".encode() * 8 for n in range(250)]
+            # Each returns once the broker has every record (QoS 1): all 1,250 wait there.
+            await asyncio.gather(*(client.send_many(sent) for client in clients))
+            for server in servers:
+                assert [await receive(server) for _ in sent] == sent
+    finally:
+        for client in clients:
+            await client.close()
+        await listener.close()
+        await transport.close()
