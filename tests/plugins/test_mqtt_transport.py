@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from p2phost_sdk import Connection, Identity
+from p2phost_sdk.inbox import InboxFull
 from p2phost_sdk.testing.transport import TransportCase, TransportConformance, receive
 from tests.conftest import service_or_skip
 from tests.discovery.plugins import use_plugin_source
@@ -15,6 +16,8 @@ from tests.discovery.plugins import use_plugin_source
 use_plugin_source("mqtt-transport")
 
 from p2phost_mqtt_transport import MqttTransport  # noqa: E402
+from p2phost_mqtt_transport._counts import marker  # noqa: E402
+from p2phost_mqtt_transport._medium import MqttMedium  # noqa: E402
 
 URL = "mqtt://127.0.0.1:1883"
 
@@ -75,3 +78,48 @@ async def test_a_busy_node_loses_nothing_its_connections_windows_let_pile_up(
             await client.close()
         await listener.close()
         await transport.close()
+
+
+async def test_senders_claiming_places_at_once_do_not_refuse_each_other() -> None:
+    """Three senders storing into an absent node's inbox (max-messages 30) each claim
+    the room they see (29 places) before any sees another's claim. Each then saw the
+    others' claims fill the inbox and was refused after one letter: 3 stored of 30
+    (test_retention's three sender processes, under load). The claim the broker took
+    first stands; the later ones give way to it."""
+    service_or_skip("Mosquitto", 1883)
+    transport = MqttTransport(peer_id=Identity.generate().peer_id)
+    name = Identity.generate().peer_id
+
+    def medium() -> MqttMedium:
+        made = transport.make_medium(transport.parse(URL))
+        assert isinstance(made, MqttMedium)
+        made._peer_id = Identity.generate().peer_id  # type: ignore[attr-defined]
+        return made
+
+    owner, senders = medium(), [medium() for _ in range(3)]
+    for each in (owner, *senders):
+        await each.connect()
+    try:
+        await owner.create_inbox(name)
+        await owner._mark(name, marker(30))  # type: ignore[attr-defined]
+        for sender in senders:  # each has seen the inbox empty, and nobody's claim
+            assert (await sender._look(name)).waiting(0).n == 0  # type: ignore[attr-defined]
+        stored = [0, 0, 0]
+
+        async def fill(k: int) -> None:
+            while stored[k] < 40:
+                try:
+                    await senders[k].store(name, [f"{k}:{stored[k]}".encode()])
+                except InboxFull:
+                    return
+                stored[k] += 1
+
+        # Started together, the three first stores claim before any claim comes back.
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(fill(k) for k in range(3)))
+        assert 30 <= sum(stored) <= 32, stored
+    finally:
+        for each in senders:
+            await each.close(delete_inbox=False)
+        await owner.delete_inbox(name)
+        await owner.close(delete_inbox=False)
