@@ -87,6 +87,11 @@ class Watch:
         self._values: dict[str, bytes] = {}
         self._watched: set[str] = set()
         self._pings: dict[str, asyncio.Event] = {}
+        # topic -> (the order in which its last value reached this client, that value):
+        # the broker routes retained counts to every client in the order it took them.
+        self._arrived: dict[str, tuple[int, bytes]] = {}
+        self._arrivals = 0
+        self._awaited: dict[str, tuple[bytes, asyncio.Event]] = {}
 
     async def look(self, name: str) -> Inbox:
         """Inbox ``name``'s advertised limits and its counts, as last seen."""
@@ -116,6 +121,32 @@ class Watch:
         """What this node itself publishes (before the broker echoes it)."""
         self._values[topic] = payload
 
+    async def came_back(self, topic: str, timeout: float = _FIRST_LOOK) -> bool:
+        """Whether this node's own count at ``topic`` (as noted) has come back from the
+        broker, waiting up to ``timeout`` seconds for it: every count the broker took
+        before it has then come too."""
+        payload = self._values.get(topic, b"")
+        if self._arrived.get(topic, (0, b""))[1] == payload:
+            return True
+        arrived = asyncio.Event()
+        self._awaited[topic] = (payload, arrived)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await arrived.wait()
+        finally:
+            if self._awaited.get(topic, (b"", None))[1] is arrived:
+                del self._awaited[topic]
+        return arrived.is_set()
+
+    def claimed_after(self, name: str, topic: str) -> int:
+        """The places other senders to inbox ``name`` claimed and have not used yet, by
+        counts the broker took after this node's own at ``topic`` (which has come back)."""
+        mine = self._arrived.get(topic, (0, b""))[0]
+        prefix = f"{counts_topic(name)}stored/"
+        return sum(parse(value).unused for key, (order, value) in self._arrived.items()
+                   if order > mine and key.startswith(prefix) and key != topic)
+
     async def _watch(self, name: str) -> None:
         if self._client is None:
             client = self._make_client()
@@ -144,7 +175,13 @@ class Watch:
                 if topic in self._pings:
                     self._pings[topic].set()
                 elif "/ping/" not in topic:
-                    self._values[topic] = payload if isinstance(payload, bytes) else b""
+                    value = payload if isinstance(payload, bytes) else b""
+                    self._values[topic] = value
+                    self._arrivals += 1
+                    self._arrived[topic] = (self._arrivals, value)
+                    awaited = self._awaited.get(topic)
+                    if awaited is not None and awaited[0] == value:
+                        awaited[1].set()
         except aiomqtt.MqttError as exc:
             log.debug("the counts subscription ended: %s", exc)
         # Lost: look again afresh next time.

@@ -1,9 +1,11 @@
-"""MQTT as an inbox medium (Mosquitto or any 3.1.1 broker), through aiomqtt.
+"""MQTT as an inbox medium (Mosquitto or any MQTT 5 broker), through aiomqtt.
 
 Each node's inbox is the topic ``p2phost/inbox/NAME``, read with QoS 1 by a client
-whose id is ``p2phost-NAME``. A listening node keeps a persistent session
-(``clean_session = false``): the broker holds its messages while it is away and
-resends those it never acknowledged. Acknowledgements are manual (paho-mqtt 2's
+whose id is ``p2phost-NAME``. A listening node keeps a persistent session (no clean
+start, a session that never expires): the broker holds its messages while it is away and
+resends those it never acknowledged. While the node runs, the broker hands it all it
+holds without waiting for acknowledgements (``_READ_AHEAD``): nothing of a running
+node's waits in the broker's bounded queue. Acknowledgements are manual (paho-mqtt 2's
 ``manual_ack``), sent once the node is done with a message. A second client, with a
 clean session, publishes (QoS 1: each publish waits for the broker's PUBACK).
 
@@ -56,6 +58,14 @@ _REFUSED_CODES = {4, 5}  # CONNACK: bad user name or password; not authorised
 
 
 _PROBE_WAIT = 0.5
+#: The inbox reader's MQTT 5 Receive Maximum: the most the broker hands it unacknowledged
+#: at once (the protocol's largest). A 3.1.1 reader gets the broker's 20 (Mosquitto's
+#: max_inflight_messages) and the rest waits in the session's queue, which the broker
+#: cuts at max_queued_messages past those 20 *while the node reads* too: a few
+#: connections' windows (256 frames each) of a node busy with the first 20 passed it,
+#: and the frames dropped left their connections waiting for them for ever.
+_READ_AHEAD = 65_535
+_NEVER_EXPIRES = 0xFFFF_FFFF  # a session expiry interval: the session stays (MQTT 5)
 #: Mosquitto's default ``max_queued_messages``.
 BROKER_QUEUE_LIMIT = 1000
 
@@ -84,14 +94,23 @@ class MqttMedium(CountedMedium):
                                                  clean=True))
 
     def _client(self, identifier: str, *, clean: bool, manual_ack: bool = False,
-                v5: bool = False) -> aiomqtt.Client:
-        # The publisher speaks MQTT 5 for the Message Expiry Interval; the inbox's own
-        # session stays 3.1.1 (its persistence does not hang on a session expiry).
+                v5: bool = False, reader: bool = False) -> aiomqtt.Client:
+        # The publisher speaks MQTT 5 for the Message Expiry Interval; the inbox's reader
+        # for its Receive Maximum (_READ_AHEAD), its session kept as 3.1.1 would keep it
+        # (a persistent one never expires, a clean one ends with the connection).
+        extra: dict[str, Any] = {}
+        if reader:
+            v5 = True
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.ReceiveMaximum = _READ_AHEAD
+            if not clean:
+                properties.SessionExpiryInterval = _NEVER_EXPIRES
+            extra = {"clean_start": clean, "properties": properties}
         client = aiomqtt.Client(self._host, self._port, username=self._user,
                                 password=self._password, identifier=identifier,
                                 clean_session=None if v5 else clean, keepalive=15,
                                 timeout=10.0, logger=_client_log,
-                                protocol=aiomqtt.ProtocolVersion.V5 if v5 else None)
+                                protocol=aiomqtt.ProtocolVersion.V5 if v5 else None, **extra)
         client.pending_calls_threshold = 1 << 30  # a window of publishes in flight is normal
         if manual_ack:
             # aiomqtt has no API for it; paho-mqtt 2 acknowledges on our word only.
@@ -138,7 +157,7 @@ class MqttMedium(CountedMedium):
         # A reply inbox lives as long as this process: its session need not outlive it.
         self._persistent = "-" not in self._inbox
         client = self._client(f"p2phost-{self._inbox}", clean=not self._persistent,
-                              manual_ack=True)
+                              manual_ack=True, reader=True)
         try:
             await client.__aenter__()
             if self._persistent:

@@ -10,6 +10,7 @@ import contextlib
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
+from dataclasses import replace
 
 from p2phost_sdk.inbox import InboxFull, Medium, MediumRefused, MediumUnavailable
 
@@ -19,6 +20,15 @@ from ._tally import Count, Inbox, Tally, bucket_of
 _TAKEN_EVERY = 0.2  # seconds between updates of the retained taken count
 _CLAIM = 32  # places a sender claims at a time in an absent node's queue
 _MARK_EVERY = 10.0  # seconds between the node's marks of how far it has read
+
+
+def _full(cap: int, max_bytes: int, waiting: Count, letters: int, size: int) -> str:
+    """Which limit ``letters`` more (``size`` bytes of records) would pass; "": none."""
+    if cap and waiting.n + letters > cap:
+        return f"max-messages = {cap} waiting records, {waiting.n} now"
+    if max_bytes and waiting.b + size > max_bytes:
+        return f"max-bytes = {max_bytes} bytes, {waiting.b} now"
+    return ""
 
 
 def inbox_topic(name: str) -> str:
@@ -67,8 +77,8 @@ class CountedMedium(Medium):
         these would pass its limit, which the broker would silently enforce. A sender
         claims places :data:`_CLAIM` at a time: its retained count goes up before the
         records it covers are published (in the same round trip), and down to what it
-        really stored when it closes (a sender killed meanwhile makes the inbox look
-        fuller than it is by the rest of its claim)."""
+        really stored when it closes or is refused (a sender killed meanwhile makes the
+        inbox look fuller than it is by the rest of its claim)."""
         if "-" in name:  # a reply inbox: answers while its reader waits
             await self.append(name, records)
             return
@@ -76,16 +86,25 @@ class CountedMedium(Medium):
         cap = min((x for x in (inbox.max_messages, self.broker_limit) if x), default=0)
         mine = stored_topic(name, self._peer_id)
         shown = self._watch.count(mine)
-        actual = self._stored.setdefault(name, shown)
+        if name not in self._stored:
+            # An earlier run's claim counts as stored (it may have used it unwritten).
+            self._stored[name] = replace(shown, unused=0)
+        actual = self._stored[name]
         # This sender's own places claimed and not used yet are its own to use.
-        waiting = (inbox.waiting(now) - Count(max(0, shown.total.n - actual.total.n))).floor()
+        unused = max(0, shown.total.n - actual.total.n)
+        waiting = (inbox.waiting(now) - Count(unused)).floor()
         size = sum(map(len, records))
-        full = ""
-        if cap and waiting.n + len(records) > cap:
-            full = f"max-messages = {cap} waiting records, {waiting.n} now"
-        elif inbox.max_bytes and waiting.b + size > inbox.max_bytes:
-            full = f"max-bytes = {inbox.max_bytes} bytes, {waiting.b} now"
+        full = _full(cap, inbox.max_bytes, waiting, len(records), size)
+        if full and unused and await self._watch.came_back(mine):
+            # Senders that claimed at the same instant each see the others' claims: a
+            # claim the broker took after this sender's gives way to it (each sender
+            # sees the same order), or each would refuse the others with places unused.
+            waiting = (waiting - Count(self._watch.claimed_after(name, mine))).floor()
+            full = _full(cap, inbox.max_bytes, waiting, len(records), size)
         if full:
+            # Its own claim, unused, would make the inbox look full to the others.
+            with contextlib.suppress(MediumUnavailable, MediumRefused):
+                await self._settle_claim(name)
             raise InboxFull(
                 f"the inbox of {name} on {self.url} is full ({full}): nothing was stored "
                 "(the MQTT broker would drop what passes it); it empties as that node runs")
@@ -103,6 +122,7 @@ class CountedMedium(Medium):
         actual.fold(now, inbox.taken.passed)
         published = actual.copy()
         published.total = Count(claim, actual.total.b)
+        published.unused = claim - actual.total.n
         payload = published.payload()
         self._watch.note(mine, payload)
         # Both in flight at once, the count's packet first (each publish hands its packet
@@ -112,11 +132,15 @@ class CountedMedium(Medium):
 
     async def _settle_claims(self) -> None:
         # What this sender really stored, in place of its claims.
-        for name, claim in self._claims.items():
-            if claim > self._stored[name].total.n:
-                await self._mark(stored_topic(name, self._peer_id),
-                                 self._stored[name].payload(), topic=True)
-        self._claims.clear()
+        for name in list(self._claims):
+            await self._settle_claim(name)
+
+    async def _settle_claim(self, name: str) -> None:
+        claim = self._claims.pop(name, 0)
+        if claim > self._stored[name].total.n:
+            payload = self._stored[name].payload()
+            self._watch.note(stored_topic(name, self._peer_id), payload)
+            await self._mark(stored_topic(name, self._peer_id), payload, topic=True)
 
     async def _mark_reading(self) -> None:
         # A mark goes through the session's queue like a letter: once it comes back,

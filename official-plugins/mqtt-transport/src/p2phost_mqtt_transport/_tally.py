@@ -75,6 +75,9 @@ class Tally:
     buckets: dict[int, Count] = field(default_factory=dict)
     folded: Count = Count()
     passed: int = 0
+    #: Of ``total``'s letters, the places a sender claimed and has not used yet (it
+    #: stores into them without writing its count: ``_stores``).
+    unused: int = 0
 
     def add(self, count: Count, bucket: int | None) -> None:
         """Count ``count`` letters more (of expiry ``bucket``; None: they never expire)."""
@@ -94,7 +97,7 @@ class Tally:
 
     def copy(self) -> Tally:
         """A copy (buckets not shared)."""
-        return Tally(self.total, dict(self.buckets), self.folded, self.passed)
+        return Tally(self.total, dict(self.buckets), self.folded, self.passed, self.unused)
 
     def merge(self, other: Tally) -> None:
         """Add ``other``'s letters to these."""
@@ -111,6 +114,8 @@ class Tally:
             value["g"] = [self.folded.n, self.folded.b]
         if self.passed:
             value["p"] = self.passed
+        if self.unused:
+            value["s"] = self.total.n - self.unused  # the letters really stored
         return json.dumps(value, separators=(",", ":")).encode()
 
 
@@ -120,11 +125,12 @@ def parse(payload: bytes) -> Tally:
         value = json.loads(payload or b"0")
         if isinstance(value, int):
             return Tally(Count(max(0, value)))
-        return Tally(Count(int(value.get("n", 0)), int(value.get("b", 0))),
+        n = int(value.get("n", 0))
+        return Tally(Count(n, int(value.get("b", 0))),
                      {int(b): Count(int(c[0]), int(c[1]))
                       for b, c in dict(value.get("x", {})).items()},
                      Count(*(int(x) for x in value.get("g", [0, 0]))),
-                     int(value.get("p", 0)))
+                     int(value.get("p", 0)), max(0, n - int(value.get("s", n))))
     except (ValueError, TypeError, AttributeError, IndexError):
         return Tally()
 
