@@ -11,14 +11,31 @@ import time
 import pytest
 from recorder_app import Recorder
 
+from p2phost._runtime import Node, NodeOptions
 from p2phost._runtime.node._admission import HandshakeGate, Pending, source_of
+from p2phost_sdk import App, Identity
 from p2phost_sdk.testing.discovery import wait_until
-from tests.runtime.conftest import build_node
+from tests.discovery.plugins import use_plugin_source
+
+for _name in ("tcp-transport", "json-codec", "noise-security"):
+    use_plugin_source(_name)
+
+from p2phost_json_codec import JsonCodec  # noqa: E402
+from p2phost_noise_security import NoiseSecurity  # noqa: E402
+from p2phost_tcp_transport import TcpTransport  # noqa: E402
 
 #: Sockets each flooding source holds open (handshake-limit-per-source's default).
 SOCKETS = 8
 #: How long the flood lasts at most.
 FLOOD_SECONDS = 10.0
+
+
+def _node(security: str, apps: list[App], listen: list[str]) -> Node:
+    """A node over tcp with the default limits, secured by noise or not."""
+    return Node(Identity.generate(), transports={"tcp": TcpTransport()},
+                codecs={"application/json": JsonCodec()},
+                security=[NoiseSecurity()] if security == "noise" else [], apps=apps,
+                options=NodeOptions(listen=listen))
 
 
 async def _hold(source: str, port: int, until: float) -> None:
@@ -42,10 +59,11 @@ async def _hold(source: str, port: int, until: float) -> None:
     # 8 hosts in the dialler's own /24 (127.0.0.1): that network's bound is full.
     [f"127.0.0.{m}" for m in range(2, 10)],
 ], ids=["16-hosts-4-networks", "8-hosts-dialler-network"])
+@pytest.mark.parametrize("security", ["plain", "noise"])
 async def test_a_peer_gets_in_while_silent_sockets_flood_the_handshakes(
-        sources: list[str]) -> None:
-    server = build_node("tcp", [Recorder()])  # the default limits
-    client = build_node("tcp", [], listen=[])
+        sources: list[str], security: str) -> None:
+    server = _node(security, [Recorder()], ["tcp://127.0.0.1:0"])
+    client = _node(security, [], [])
     await server.start()
     await client.start()
     port = int(server.addresses[0].rsplit(":", 1)[1])
