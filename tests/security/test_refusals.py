@@ -27,7 +27,7 @@ from p2phost_sdk import Connection, PeerUnavailable
 
 from .conftest import MakeNode, eventually, tcp_node
 
-#: (listener options, what it holds idle sockets against, its GOODBYE's reason)
+#: (listener options, its GOODBYE's reason once full)
 LIMITS: dict[str, tuple[dict[str, int], str]] = {
     "peer-limit": ({"peer_limit": 2}, "peer limit reached (2)"),
     "per-source": ({"handshake_limit_per_source": 2},
@@ -50,16 +50,25 @@ def limit(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def full(make_node: MakeNode, secured: str | None, limit: str
                ) -> AsyncIterator[tuple[Node, str]]:
-    """A listener with two idle TCP sockets held open to it: at its limit."""
+    """A listener at its limit: two peers connected to it (its peer limit), or two idle
+    TCP sockets held open to it (handshakes in progress from one source, which do not
+    count against the peer limit)."""
     options, reason = LIMITS[limit]
     server = await make_node(secured, handshake_timeout=30.0, **options)
-    host, port = server.addresses[0].removeprefix("tcp://").rsplit(":", 1)
-    held = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
-    await eventually(lambda: server.stats()["connections"]["handshaking"] == 2)
+    held: list[asyncio.StreamWriter] = []
+    if limit == "peer-limit":
+        for _ in range(2):
+            peer = await make_node(secured, listen=False)
+            await peer.connect(server.addresses[0])
+        await eventually(lambda: server.stats()["connections"]["peers"] == 2)
+    else:
+        host, port = server.addresses[0].removeprefix("tcp://").rsplit(":", 1)
+        held = [(await asyncio.open_connection(host, int(port)))[1] for _ in range(2)]
+        await eventually(lambda: server.stats()["connections"]["handshaking"] == 2)
     try:
         yield server, reason
     finally:
-        for _, writer in held:
+        for writer in held:
             writer.close()
 
 

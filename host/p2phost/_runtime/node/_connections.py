@@ -1,11 +1,13 @@
 """A node's connections: admitting and handshaking them, serving each channel until it
 ends, retiring duplicates, keepalive, and ``[node] peer-limit``.
 
-Every admitted connection counts against the peer limit from admission on (peers,
-clients, and accepted connections still in their handshake); it is checked again once
-the dialler's hello names the peer (this node's own dials may have filled the limit
-meanwhile), before this node answers: a peer with no room is refused in place of the
-hello, so neither end takes it for connected.
+The peer limit counts peers and clients, and accepted connections whose hello passed it
+(until they join the peers): a node full of them refuses a connection at once, and an
+accepted one is checked when the dialler's hello names the peer (this node's own dials
+may have filled the limit meanwhile), before this node answers: a peer with no room is
+refused in place of the hello, so neither end takes it for connected. Handshakes in
+progress do not count against it: they are bounded on their own (``_admission``), so
+connections that never say hello cannot keep peers out.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from p2phost_sdk import (
@@ -44,6 +47,7 @@ from ..wire._handshake import (
     MAX_HELLO_TOPICS,
     Admit,
     Hello,
+    Room,
     announced,
     handshake,
     refuse,
@@ -51,7 +55,7 @@ from ..wire._handshake import (
 from ..wire._refusal import PEER_LIMIT, refused_after_hellos
 from ..wire._said import named, said
 from ..wire._sealed import Sealer
-from ._admission import HandshakeGate
+from ._admission import HandshakeGate, Pending
 from ._options import NodeOptions
 
 log = logging.getLogger("p2phost.node")
@@ -85,8 +89,12 @@ class Connections:
         self._notify = notify
         self._session = secrets.token_hex(8)
         self._gate = HandshakeGate(total=options.handshake_limit,
-                                   per_source=options.handshake_limit_per_source)
-        self._accepting = 0
+                                   per_source=options.handshake_limit_per_source,
+                                   evict=self._evict)
+        # Each accepted connection's handshake, while it is in progress.
+        self._handshakes: dict[Pending, tuple[Connection, asyncio.Task[None]]] = {}
+        # Accepted connections whose hello passed the peer limit, until they join.
+        self._joining = 0
         self._clients: set[Channel] = set()
         self._refusals = RateLimitedLog(log, "refused connections")
         self._failures = RateLimitedLog(log, "failed handshakes")
@@ -174,21 +182,28 @@ class Connections:
 
     def _admitted(self) -> int:
         """Connections counted against [node] peer-limit: peers, clients, and accepted
-        connections still in their handshake."""
-        return len(self._table) + len(self._clients) + self._accepting
+        connections whose hello passed it (never one still in its handshake)."""
+        return len(self._table) + len(self._clients) + self._joining
 
     def _full(self, count: int) -> str | None:
         """Why ``count`` connections leave no room under [node] peer-limit (None: room)."""
         limit = self.options.peer_limit
         return f"{PEER_LIMIT} ({limit})" if count >= limit else None
 
-    def _room(self, peer_id: str, client: bool) -> str | None:
+    def _room(self, entry: Pending, peer_id: str, client: bool) -> str | None:
         """The handshake's check of an accepted peer, once its hello names it: a new peer
-        or client needs room beside the peers and clients there are (this connection
-        was counted as handshaking); another connection of a known peer replaces or
-        joins it."""
+        or client needs room beside the peers and clients there are (and takes it till
+        it joins them); another connection of a known peer replaces or joins it. A
+        handshake that lost its place to a newer connection is refused."""
+        if entry.evicted is not None:
+            return entry.evicted
         if client or self._table.get(peer_id) is None:
-            return self._full(len(self._table) + len(self._clients))
+            if (full := self._full(self._admitted())) is not None:
+                return full
+            entry.joining = True
+            self._joining += 1
+        # Its hello is in: no newer connection takes its place from here on.
+        self._gate.leave(entry)
         return None
 
     async def accept(self, transport: Transport, connection: Connection) -> None:
@@ -197,34 +212,57 @@ class Connections:
         if self.closing:
             await connection.close()
             return
-        reason = self._full(self._admitted()) or self._gate.enter(address)
-        if reason is not None:
-            self._refusals.warning("refused a connection from %s: %s", address, reason)
-            self._tasks.spawn(refuse(connection, reason), "refuse")
+        entry = self._full(self._admitted()) or self._gate.enter(address)
+        if isinstance(entry, str):
+            self._refusals.warning("refused a connection from %s: %s", address, entry)
+            self._tasks.spawn(refuse(connection, entry), "refuse")
             return
-        self._accepting += 1
-        self._tasks.spawn(self._accept_one(transport, connection), "handshake")
+        task = self._tasks.spawn(self._accept_one(transport, connection, entry), "handshake")
+        self._handshakes[entry] = (connection, task)
 
-    async def _accept_one(self, transport: Transport, connection: Connection) -> None:
+    def _evict(self, entry: Pending) -> None:
+        """The gate's call: ``entry`` lost its place to a newer connection."""
+        self._refusals.warning("closed a connection from %s in its handshake, to make room "
+                               "for a newer one: %s", entry.address, entry.evicted)
+        connection, task = self._handshakes.pop(entry)
+        self._tasks.spawn(self._evicted(connection, task, entry), "evict")
+
+    async def _evicted(self, connection: Connection, task: asyncio.Task[None],
+                       entry: Pending) -> None:
+        assert entry.evicted is not None
+        # The GOODBYE first (the dialler reads it as a refusal: it waits and retries),
+        # then the handshake ends (a connection closed under it may not wake it).
+        await refuse(connection, entry.evicted)
+        task.cancel()
+
+    async def _accept_one(self, transport: Transport, connection: Connection,
+                          entry: Pending) -> None:
         address = connection.remote_address
         try:
             await self.open(connection, initiator=False, address=address,
-                            inbox=transport.inbox_based)
+                            inbox=transport.inbox_based, room=partial(self._room, entry))
         except Refused as exc:  # no room once its hello named the peer
-            self._refusals.warning("refused a connection from %s: %s", address, exc)
+            if entry.evicted is None:
+                self._refusals.warning("refused a connection from %s: %s", address, exc)
         except HandshakeError as exc:
-            self._failures.warning("closed connection from %s: handshake failed: %s",
-                                   address, exc, reason=handshake_reason(exc))
+            if entry.evicted is None:  # (else its refusal is logged, and closed it)
+                self._failures.warning("closed connection from %s: handshake failed: %s",
+                                       address, exc, reason=handshake_reason(exc))
         finally:
-            self._accepting -= 1
-            self._gate.leave(address)
+            if entry.joining:
+                self._joining -= 1
+            self._handshakes.pop(entry, None)
+            self._gate.leave(entry)
 
     async def open(self, connection: Connection, *, initiator: bool, address: str,
-                   inbox: bool, expected_peer_id: str | None = None) -> Channel:
-        """Handshake (securing stream connections), then serve the channel."""
+                   inbox: bool, expected_peer_id: str | None = None,
+                   room: Room | None = None) -> Channel:
+        """Handshake (securing stream connections), then serve the channel. ``room``: an
+        accepted connection's check of the peer limit (``_room``)."""
         if not initiator:
             return await self._open(connection, initiator=False, address=address,
-                                    inbox=inbox, expected_peer_id=expected_peer_id)
+                                    inbox=inbox, expected_peer_id=expected_peer_id,
+                                    room=room)
         try:
             return await self._open(connection, initiator=True, address=address, inbox=inbox,
                                     expected_peer_id=expected_peer_id)
@@ -233,7 +271,8 @@ class Connections:
             raise
 
     async def _open(self, connection: Connection, *, initiator: bool, address: str,
-                    inbox: bool, expected_peer_id: str | None) -> Channel:
+                    inbox: bool, expected_peer_id: str | None,
+                    room: Room | None = None) -> Channel:
         nonce = secrets.token_hex(8)
         hello = self.hello(nonce)
         done = await handshake(
@@ -242,7 +281,7 @@ class Connections:
             security=self._sealer if inbox else self._security, initiator=initiator,
             expected_peer_id=expected_peer_id,
             timeout=self.options.handshake_timeout,
-            admit=self._admit, client=self.options.client, room=self._room,
+            admit=self._admit, client=self.options.client, room=room,
         )
         client = not initiator and done.hello.extra.get("client") is True
         if self.closing:

@@ -23,10 +23,10 @@ class NodeOptions:
     #: Addresses dialled at start and kept connected (reconnect with backoff).
     connect: Sequence[str] = ()
     max_frame_size: int = 16 * 1024 * 1024
-    #: Peers (and clients) admitted at once; counted when a connection is accepted.
+    #: Peers (and clients) admitted at once; handshakes in progress do not count.
     peer_limit: int = 64
-    #: Handshakes in progress at once, in all and from one source host
-    #: (``[node] handshake-limit-per-source``); more are refused at once.
+    #: Handshakes in progress at once, in all and from one source host or IPv6 /64
+    #: (``[node] handshake-limit-per-source``; see ``_admission``).
     handshake_limit: int = 128
     handshake_limit_per_source: int = 8
     dial_timeout: float = 5.0
