@@ -5,29 +5,21 @@ keepalive always hears it): the node must not wait on it forever. Sends to it mu
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 from p2phost._runtime import Kind, encode
 from p2phost_sdk import Identity, PeerUnavailable
 from p2phost_sdk.testing.discovery import wait_until
 from tests.runtime.conftest import build_node
-from tests.runtime.rawpeer import hello_frame, length_prefixed
+from tests.runtime.rawpeer import length_prefixed, nonreading_tcp
 
 
 async def test_a_chatty_peer_that_never_reads_does_not_hold_sends_forever() -> None:
     node = build_node("tcp", listen=["tcp://127.0.0.1:0"], keepalive_timeout=2.0,
                       keepalive_interval=0.5)
     await node.start()
-    host, port = node.addresses[0].removeprefix("tcp://").rsplit(":", 1)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-    _, writer = await asyncio.open_connection(sock=sock)
     identity = Identity.generate()
-    writer.write(length_prefixed(hello_frame(identity)))
-    await writer.drain()
+    writer = await nonreading_tcp(node.addresses[0], identity)
 
     async def chatter() -> None:
         for i in range(200):  # never reads a byte; talks every half second

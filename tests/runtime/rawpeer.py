@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from urllib.parse import urlsplit
 
@@ -61,6 +62,20 @@ async def raw_tcp(address: str, *, handshake: bool
         size = struct.unpack("!I", await reader.readexactly(4))[0]
         assert decode(await reader.readexactly(size)).kind is Kind.HELLO
     return reader, writer
+
+
+async def nonreading_tcp(address: str, identity: Identity) -> asyncio.StreamWriter:
+    """A TCP connection to a tcp:// node, hello sent as ``identity``, that never reads: its
+    receive buffer is small, so the node's writes to it stall soon."""
+    host, port = address.removeprefix("tcp://").rsplit(":", 1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    _, writer = await asyncio.open_connection(sock=sock)
+    writer.write(length_prefixed(hello_frame(identity)))
+    await writer.drain()
+    return writer
 
 
 async def closed_by_node(reader: asyncio.StreamReader, timeout: float = 10) -> bytes:

@@ -2,8 +2,9 @@
 
 The counters are the node's own (``p2phost peers --stats`` shows the same figures): a
 custom collector reads the node's snapshot when Prometheus scrapes, so counting costs
-nothing more with metrics on. The snapshot is taken on the node's event loop (the HTTP
-server of prometheus-client runs in a thread of its own), so it sees consistent tables.
+nothing more with metrics on. The snapshot is taken on the node's event loop (the
+endpoint, ``_endpoint.py``, makes the response in a thread of its own), so it sees
+consistent tables.
 The metric names and their meaning are listed in docs/operations.md.
 """
 
@@ -14,12 +15,13 @@ import logging
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from .._runtime.messaging._stats import COUNTERS
+from ._endpoint import MetricsEndpoint
 from ._errors import MetricsError
 from ._inboxes import InboxWatch
 from ._instrument import Timings, timing_families
@@ -194,8 +196,7 @@ class NodeMetrics:
         #: Records waiting in the node's inboxes on brokers and databases.
         self.inboxes = InboxWatch()
         self._node_snapshot = snapshot
-        self._server: Any = None
-        self._thread: Any = None
+        self._endpoint: MetricsEndpoint | None = None
         #: The address the endpoint listens on (port 0 resolved), once started.
         self.address = ""
 
@@ -205,12 +206,14 @@ class NodeMetrics:
         self.registry.register(NodeCollector(self._snapshot, loop))
         ProcessCollector(registry=self.registry)
         host, port = self.settings.host_port
+        endpoint = MetricsEndpoint(self.registry)
         try:
-            self._server, self._thread = start_http_server(port, host, registry=self.registry)
+            bound = await endpoint.start(host, port)
         except OSError as exc:
+            await endpoint.close()
             raise MetricsError(f"cannot serve metrics on {self.settings.listen}: "
                                f"{exc.strerror or exc}") from exc
-        bound = self._server.server_address
+        self._endpoint = endpoint
         self.address = f"{bound[0]}:{bound[1]}" if ":" not in bound[0] else \
             f"[{bound[0]}]:{bound[1]}"
         log.info("serving Prometheus metrics on http://%s/metrics", self.address)
@@ -220,8 +223,6 @@ class NodeMetrics:
 
     async def close(self) -> None:
         """Stop serving (a scrape in progress is answered or fails; nothing waits on it)."""
-        server, self._server = self._server, None
-        if server is not None:
-            # shutdown() waits for serve_forever's loop (a poll of 0.5 s): off the loop.
-            await asyncio.to_thread(server.shutdown)
-            server.server_close()
+        endpoint, self._endpoint = self._endpoint, None
+        if endpoint is not None:
+            await endpoint.close()

@@ -7,6 +7,7 @@ rather than to one topic's: the peer lifecycle calls, a peer's departure, the dr
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -99,13 +100,16 @@ class AppMailboxes:
         for _, mailbox in self._apps:
             mailbox.peer_gone(peer_id)
 
-    async def drain(self, timeout: float) -> None:
-        """Handle what the mailboxes hold (up to ``timeout`` each), then stop them."""
-        for _, mailbox in self._apps:
-            left = await mailbox.close(timeout)
+    async def drain(self, timeout: float, drain_timeout: float | None = None) -> None:
+        """Handle what the mailboxes hold (all of them at once, up to ``timeout``), then
+        stop them. ``drain_timeout``: the whole shutdown drain's, of which ``timeout`` is
+        what is left; the log names it (``timeout`` unless given)."""
+        lefts = await asyncio.gather(*(mailbox.close(timeout) for _, mailbox in self._apps))
+        for (_, mailbox), left in zip(self._apps, lefts, strict=True):
             if left:
                 log.warning("app %s: %d messages were not handled within the %gs drain "
-                            "timeout", mailbox.name, left, timeout)
+                            "timeout", mailbox.name, left,
+                            timeout if drain_timeout is None else drain_timeout)
 
 
 async def lifecycle_call(func: Callable[[], Awaitable[Any]]) -> None:

@@ -300,9 +300,10 @@ class Dispatcher(Outgoing):
         for limited in (self._failures, self._drops, self._refusals):
             limited.flush()
 
-    async def drain(self, timeout: float) -> None:
-        """Handle what the mailboxes hold (up to ``timeout`` each), then stop them."""
-        await self._apps.drain(timeout)
+    async def drain(self, timeout: float, drain_timeout: float | None = None) -> None:
+        """Handle what the mailboxes hold (up to ``timeout``), then stop them
+        (``drain_timeout``: see :meth:`Apps.drain`)."""
+        await self._apps.drain(timeout, drain_timeout)
 
     #: A simple item's type (see _mailbox.Direct): a plain one-way message as its own
     #: item, put by :meth:`received`.

@@ -34,7 +34,8 @@ class NodeOptions:
     keepalive_interval: float = 5.0
     keepalive_timeout: float = 15.0
     reconnect: Backoff = field(default_factory=Backoff)
-    #: How long shutdown waits for peers' goodbyes, and then for mailboxes to drain.
+    #: How long shutdown waits, in all, for acknowledgements, peers' goodbyes and then the
+    #: mailboxes to drain (one deadline; the hand-over of the last bytes comes after).
     drain_timeout: float = 10.0
     #: How long a plugin may take to listen, start, stop or close before the node
     #: gives up on it (naming it).
