@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,38 @@ async def test_missing_plugins_fail_as_run_does(tmp_path: Path) -> None:
     assert "pip install p2phost-no-such-transport into" in str(exc.value.fix)
     assert f"cd {tmp_path / 'n'} && p2phost plugin install --yes" in str(exc.value.fix)
     assert "NAME" not in str(exc.value.fix)
+
+
+async def test_timeout_none_waits_without_a_deadline_and_a_bad_one_says_what_to_pass(
+        state_dir: StateDir) -> None:
+    server = p2phost.open_node(manifest=manifest([mem_address()], name="server"),
+                               state_dir=state_dir("server"))
+    release = asyncio.Event()
+
+    @server.handler("later")
+    async def later(message: Message) -> object:
+        await release.wait()
+        return message.body
+
+    async with server, p2phost.open_node(manifest=manifest(name="client"),
+                                         state_dir=state_dir("client")) as client:
+        peer = await client.connect(server.addresses[0])
+        waiting = [asyncio.create_task(client.request(peer, "later", str(forever), timeout=forever))
+                   for forever in (None, math.inf)]
+        # A request with a deadline expires beside them; those without one wait on.
+        with pytest.raises(p2phost.RequestTimeout):
+            await client.request(peer, "later", "short", timeout=0.2)
+        await asyncio.sleep(0.3)  # past when the timer fired: nothing may have failed them
+        assert not any(task.done() for task in waiting)
+        release.set()
+        assert await asyncio.gather(*waiting) == ["None", "inf"]
+        for bad, said in ((math.nan, "is not a number of seconds"),
+                          ("10", "is not a number of seconds"),
+                          (1e17, "is beyond what a request's deadline can say")):
+            with pytest.raises(p2phost.UserError, match=said) as exc:
+                await client.request(peer, "later", 1, timeout=bad)
+            assert "timeout=None to wait for the reply without a deadline" in str(exc.value.fix)
+        assert await client.request(peer, "later", "still", timeout=5) == "still"
 
 
 async def test_a_handler_registered_while_the_node_runs(state_dir: StateDir) -> None:

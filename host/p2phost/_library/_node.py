@@ -259,11 +259,12 @@ class AsyncNode:
         _check_topic(topic, "send")
         await self.running.send(peer, topic, to_builtins(body), key=key)
 
-    async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0,
-                      model: type | None = None) -> Any:
+    async def request(self, peer: str, topic: str, body: Any, *,
+                      timeout: float | None = 10.0, model: type | None = None) -> Any:
         """Send a request, return the reply (as ``model`` when given). Raises
-        ``RequestTimeout``, ``RemoteError`` (the handler failed; names a body's bad field)
-        or ``PeerUnavailable``."""
+        ``RequestTimeout`` after ``timeout`` seconds (None or ``math.inf``: no deadline;
+        nan: a ``UserError`` with its fix), ``RemoteError`` (the handler failed; names a
+        body's bad field) or ``PeerUnavailable``."""
         _check_topic(topic, "request")
         reply = await self.running.request(peer, topic, to_builtins(body), timeout=timeout)
         if model is None:
