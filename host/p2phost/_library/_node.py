@@ -26,6 +26,7 @@ from .._project import Project
 from .._runtime import ControlServer, Node
 from ._errors import HandlerError, IdentityInUse, LibraryError, NodeClosed
 from ._handlers import HandlerFunc, InProcessApp
+from ._missing import missing_plugin_fix
 
 log = logging.getLogger("p2phost.library")
 _F = TypeVar("_F", bound=HandlerFunc)
@@ -152,11 +153,9 @@ class AsyncNode:
             await self.close()
             if not self._from_mapping or exc.fix is None or exc.missing is None:
                 raise
-            # A program without a project: its plugins may come from its own environment
-            # (official plugins are the distributions p2phost-NAME).
-            raise PluginLoadError(exc.message, fix=f"pip install p2phost-{exc.missing} into "
-                                  f"this program's environment, or cd {self.project.root} && "
-                                  f"p2phost plugin install --yes") from exc
+            # A program without a project: its plugins may come from its own environment.
+            raise PluginLoadError(exc.message, fix=await asyncio.to_thread(
+                missing_plugin_fix, self.project, exc.missing)) from exc
         except BaseException:
             await self.close()
             raise
