@@ -133,7 +133,9 @@ def _not_p2phost(text: str) -> str | None:
 def too_large(exc: Exception) -> UserError:
     """A body over a frame limit: say whose limit it is and which setting moves it (a
     runtime failure like an unreachable peer: exit 1; the connection stays up)."""
-    text, _, fix = str(exc).partition("; fix: ")
+    # (the message without the fix the error carries; the outbox's words embed theirs)
+    text, _, fix = str(exc.args[0] if exc.args else exc).partition("; fix: ")
+    fix = fix or getattr(exc, "fix", "")
     if "announced" in text:
         whose = "the peer's limit"
         fix = fix or "send it in smaller parts, or raise max-frame-size in [node] of that " \

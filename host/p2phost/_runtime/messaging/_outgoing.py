@@ -17,7 +17,7 @@ from typing import Any
 from p2phost_sdk import ConnectionClosed, FrameTooLarge, PeerUnavailable, Raw
 
 from .._errors import WireError
-from ..wire._channel import Channel
+from ..wire._channel import OWN_FRAME_LIMIT, Channel
 from ..wire._envelope import IDS, RAW, TRACED, VERSION, Kind, encode, header_parts
 from ._pending import FOREVER, PendingRequests, timed_out, without_deadline
 from ._routes import TraceHook
@@ -32,11 +32,17 @@ _time, _join, _pack_ids = time.time, b"".join, IDS.pack
 _LAST_DEADLINE = (1 << 64) - 1
 
 
-def _too_large(channel: Channel, topic: str, size: int) -> FrameTooLarge:
-    """The error for a message frame of ``size`` bytes, over ``channel``'s limit."""
-    return FrameTooLarge(
-        f"a message on {topic!r} is {size} bytes, over the maximum frame size "
-        f"of {channel.frame_limit} ({channel.frame_limit_source})")
+def _too_large(channel: Channel, what: str, size: int) -> FrameTooLarge:
+    """The error for ``what`` (a message on a topic) of ``size`` bytes, over ``channel``'s
+    limit, with the fix that fits whose limit it is."""
+    # (a peer's announced limit says its fix in the source already, for the outbox's words)
+    whose, _, fix = channel.frame_limit_source.partition("; fix: ")
+    if not fix:
+        fix = "send smaller bodies" if whose != OWN_FRAME_LIMIT else (
+            "send smaller bodies, or raise max-frame-size in [node] of the manifest on both "
+            "ends (each refuses frames over its own)")
+    return FrameTooLarge(f"{what} is {size} bytes, over the maximum frame size of "
+                         f"{channel.frame_limit} ({whose})", fix=fix)
 
 
 class Outgoing(PendingRequests):
@@ -76,7 +82,7 @@ class Outgoing(PendingRequests):
         except struct.error as exc:
             raise WireError(f"cannot encode envelope: a field is out of range ({exc})") from exc
         if len(frame) > channel.frame_limit:
-            raise _too_large(channel, topic, len(frame))
+            raise _too_large(channel, f"a message on {topic!r}", len(frame))
         return frame
 
     def _raw_frame(self, channel: Channel, kind: Kind, message_id: int, topic: str,
@@ -88,9 +94,7 @@ class Outgoing(PendingRequests):
         # The exact size (header, topic bytes, content type, trace), refused before the
         # body is joined: a frame over the limit would cost the peer its connection.
         if len(head) + body.nbytes > channel.frame_limit:
-            raise FrameTooLarge(
-                f"a raw message on {topic!r} is {body.nbytes} bytes, over the maximum frame "
-                f"size of {channel.frame_limit} ({channel.frame_limit_source})")
+            raise _too_large(channel, f"a raw message on {topic!r}", body.nbytes)
         return b"".join((head, *body.parts))
 
     async def send(self, channel: Channel, topic: str, body: Any) -> None:
@@ -119,7 +123,7 @@ class Outgoing(PendingRequests):
                 raise WireError(
                     f"cannot encode envelope: a field is out of range ({exc})") from exc
             if len(frame) > channel.frame_limit:  # refused as frame() does, not re-encoded
-                raise _too_large(channel, topic, len(frame))
+                raise _too_large(channel, f"a message on {topic!r}", len(frame))
         if not channel.try_post(frame):
             return frame
         # stats.message_out inline: the call costs 3% of a one-way message (instructions.py);
