@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from p2phost_sdk import Allow, App, BodyInvalid, Delivery, PeerInfo, contract_of
 
 from .._errors import PluginLoadError, UserError
 from .._manifest import MANIFEST_NAME
-from .._project import Project
+from .._project import PROGRAM_HEADER, PROGRAM_LINE, Project
 from .._runtime import ControlServer, Node
 from ._errors import HandlerError, IdentityInUse, LibraryError, NodeClosed
 from ._handlers import HandlerFunc, InProcessApp
@@ -59,9 +60,19 @@ def project_of(project: str | os.PathLike[str] | None, manifest: Mapping[str, An
     except Exception as exc:  # tomlkit refuses values TOML cannot hold
         raise LibraryError(f"the manifest mapping cannot be written as TOML: {exc}",
                            fix="use only strings, numbers, booleans, lists and tables") from exc
-    # Written as a file, the manifest is checked (and its errors placed) like any other.
-    (root / MANIFEST_NAME).write_text(text, encoding="utf-8")
+    # Written as a file, the manifest is checked (and its errors placed) like any other;
+    # its header names the program, so the CLI's fixes start the node with its handlers.
+    (root / MANIFEST_NAME).write_text(f"{PROGRAM_HEADER}{PROGRAM_LINE}{_program()}\n{text}",
+                                      encoding="utf-8")
     return Project(root)
+
+
+def _program() -> str:
+    """This program, as a user would start it again: its script's path when it has one."""
+    main = sys.argv[0] if sys.argv else ""
+    if main in ("", "-c", "-m") or not Path(main).is_file():
+        return f"the Python program of process {os.getpid()}"
+    return str(Path(main).resolve()).replace("\n", " ")
 
 
 class AsyncNode:
