@@ -17,15 +17,24 @@ The semantics are in docs/delivery.md.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from p2phost_sdk import Delivery, DeliveryError
+from p2phost_sdk import Delivery, DeliveryError, DeliveryMode
+
+from ._suggest import close_names
 
 #: ``problem(table, key, message, fix)``: how the manifest reader collects a problem.
 Problem = Callable[[str, str | None, str, str | None], None]
 
 KEEP = ("newest", "oldest")
+#: The keys of a ``[delivery.TOPIC]`` table: Delivery's fields, as TOML spells them.
+_TOPIC_KEYWORDS = tuple(f.name.replace("_", "-") for f in fields(Delivery))
+#: What a ``[delivery.TOPIC]`` table takes, for a fix (docs/ is not in the wheel).
+_MODES = [f'"{m.value}"' for m in DeliveryMode]
+_TOPIC_KEYS = (f"a [delivery.TOPIC] table takes mode = {', '.join(_MODES[:-1])} or "
+               f"{_MODES[-1]}, immediate-retries and delayed-retries (whole numbers >= 0), "
+               "retry-delay (seconds > 0) and retry-backoff (a factor >= 1)")
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,10 @@ def read_delivery(table: Mapping[str, Any], problem: Problem) -> DeliverySetting
             try:
                 Delivery().with_settings(value)
             except DeliveryError as exc:
+                close = close_names(exc.field, _TOPIC_KEYWORDS, 1, prefixes=False)
                 problem(f"delivery.{key}", exc.field, str(exc).split(": ", 1)[1],
-                        "see docs/delivery.md for the keys of [delivery.TOPIC]")
+                        f"rename {exc.field} to {close[0]} in [delivery.{key}]" if close
+                        and exc.field not in _TOPIC_KEYWORDS else _TOPIC_KEYS)
                 continue
             topics[key] = dict(value)
         elif key == "dead-letter-keep":

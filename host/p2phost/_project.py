@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 
 STATE_DIR_NAME = ".p2phost"
 IDENTITY_FILE = "identity.key"
+#: The first line of the p2phost.toml a program's ``open_node(manifest=...)`` writes; the
+#: next names the program (see :attr:`Project.start`).
+PROGRAM_HEADER = ("# Written by p2phost.open_node(manifest=...) of the program below, which "
+                  "runs this node with its handlers: edit its mapping, not this file.\n")
+PROGRAM_LINE = "# program: "
 #: sun_path is 108 bytes on Linux (104 on the BSDs and macOS), the terminating NUL included.
 CONTROL_PATH_MAX = 103
 
@@ -52,6 +57,21 @@ class Project:
     def manifest_path(self) -> Path:
         """``p2phost.toml``."""
         return self.root / MANIFEST_NAME
+
+    @property
+    def start(self) -> str:
+        """How to start this project's node, for a fix: ``p2phost run``, or the program
+        whose ``open_node(manifest=...)`` wrote its p2phost.toml (``p2phost run`` would
+        run none of that program's handlers)."""
+        try:
+            with self.manifest_path.open(encoding="utf-8") as manifest:
+                header, line = manifest.readline(), manifest.readline()
+        except (OSError, UnicodeDecodeError):
+            header = line = ""
+        if header != PROGRAM_HEADER or not line.startswith(PROGRAM_LINE):
+            return "`p2phost run`"
+        return (f"its program, {line.removeprefix(PROGRAM_LINE).strip()}: it opens this node "
+                "with its handlers, which `p2phost run` would not run")
 
     @property
     def lock_path(self) -> Path:

@@ -93,11 +93,15 @@ class Messenger(Protocol):
         """
         ...
 
-    async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
+    async def request(self, peer: str, topic: str, body: Any, *,
+                      timeout: float | None = 10.0) -> Any:
         """Send a request and return the reply body.
 
         Raises ``RequestTimeout`` after ``timeout`` seconds, ``RemoteError`` when the
         remote handler failed, ``PeerUnavailable`` when the peer cannot be reached.
+        ``timeout=None`` (or ``math.inf``) waits without a deadline, until the reply
+        comes or the peer goes away; a timeout that is no number of seconds (nan) is
+        refused with the host's ``UserError`` and its fix.
         """
         ...
 

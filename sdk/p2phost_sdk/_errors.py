@@ -77,7 +77,16 @@ class ProtocolViolation(ConnectionClosed):
 
 
 class FrameTooLarge(TransportError):
-    """A frame is larger than the configured maximum."""
+    """A frame is larger than the configured maximum; ``fix`` says what to do about it
+    when the raiser knows (whose limit it is), else empty."""
+
+    def __init__(self, *args: object, fix: str = "") -> None:
+        self.fix = fix
+        super().__init__(*args)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text} (fix: {self.fix})" if self.fix else text
 
 
 class AddressError(TransportError, ValueError):

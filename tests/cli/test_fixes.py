@@ -78,6 +78,25 @@ def test_a_security_mismatch_says_what_this_side_offers(
     assert "check the address" not in done.stderr
 
 
+def test_a_plaintext_project_dialling_a_secured_node_is_told_of_the_mismatch(
+        tmp_path: Path, official_registry: RunningRegistry) -> None:
+    # The node closes without a GOODBYE (it read the plaintext hello as a broken Noise
+    # handshake): the dialler, with no security plugin, names what it lacks.
+    env = cli_env(official_registry, tmp_path / "cache")
+    alice = new_project(tmp_path / "alice", official_registry)
+    bob = new_project(tmp_path / "bob", official_registry)
+    removed = run_cli("plugin", "remove", "noise-security", "--yes", cwd=bob, env=env,
+                      timeout=120)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    with running_node(alice) as address:
+        done = run_cli("ping", address, "--count", "1", cwd=bob, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the two sides may not agree on how to secure the connection" in done.stderr
+    assert "this project offers security none" in done.stderr
+    assert "p2phost plugin install noise-security" in done.stderr
+    assert "(see above)" not in done.stderr
+
+
 def test_a_refusal_by_the_trust_policy_says_which_peer_to_trust(
         tmp_path: Path, official_registry: RunningRegistry) -> None:
     env = cli_env(official_registry, tmp_path / "cache")

@@ -113,6 +113,20 @@ def test_bad_input_gives_file_line_and_field(tmp_path: Path, text: str, line: in
     assert str(info.value).startswith(f"p2phost.toml:{line}")
 
 
+@pytest.mark.parametrize(("table", "fix"), [
+    ('retry-dealy = 2', "rename retry-dealy to retry-delay in [delivery.orders]"),
+    ('zzz = 2', 'a [delivery.TOPIC] table takes mode = "at-most-once", "at-least-once" or '
+                '"effectively-once", immediate-retries and delayed-retries'),
+    ('retry-delay = 0', "retry-delay (seconds > 0) and retry-backoff (a factor >= 1)"),
+])
+def test_a_bad_delivery_table_says_what_it_takes_without_the_docs(
+        tmp_path: Path, table: str, fix: str) -> None:
+    # docs/ is not in the wheel: the fix itself says what to write.
+    with pytest.raises(ManifestError) as info:
+        Manifest.load(write(tmp_path, GOOD + f"\n[delivery.orders]\n{table}\n"))
+    assert fix in str(info.value.fix) and "docs/" not in str(info.value.fix)
+
+
 def test_check_lists_every_problem(tmp_path: Path) -> None:
     text = GOOD.replace('json-codec = "*"', 'json-codec = ">>1"') + "\n[surprise]\n"
     _, problems = Manifest.check(write(tmp_path, text))

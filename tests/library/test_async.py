@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,10 @@ import tomlkit
 
 import p2phost
 from p2phost import Message
+from p2phost._keys import create_key, public_key_of, sign_file
+from p2phost._lock import Lock, LockedFile
 from p2phost_sdk import App, RemoteError, handler
-from tests.conftest import run_cli
+from tests.conftest import OFFICIAL, build_wheels, run_cli
 from tests.library.conftest import StateDir, manifest, mem_address
 
 
@@ -113,9 +116,79 @@ async def test_missing_plugins_fail_as_run_does(tmp_path: Path) -> None:
                              state_dir=tmp_path / "n")
     with pytest.raises(p2phost.UserError, match="is not installed") as exc:
         await node.open()
-    assert "pip install p2phost-no-such-transport into" in str(exc.value.fix)
     assert f"cd {tmp_path / 'n'} && p2phost plugin install --yes" in str(exc.value.fix)
+    assert "pip install p2phost-" not in str(exc.value.fix)
     assert "NAME" not in str(exc.value.fix)
+
+
+async def _missing_fix(root: Path, plugin: str) -> str:
+    node = p2phost.open_node(manifest=manifest(plugins=[plugin]), state_dir=root)
+    with pytest.raises(p2phost.UserError, match="is not installed") as exc:
+        await node.open()
+    return str(exc.value.fix)
+
+
+async def test_a_programs_missing_plugin_fix_names_where_that_plugin_comes_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A built-in source as a wheel install of p2phost has: the official plugins' wheels,
+    # signed with the release key.
+    builtin = tmp_path / "builtin"
+    wheel = build_wheels([OFFICIAL / "gossip"], builtin)["gossip"]
+    identity = create_key(tmp_path / "release.key")
+    wheel.with_name(wheel.name + ".sig").write_bytes(sign_file(identity, wheel).to_bytes())
+    (builtin / "release-key.pub").write_text(public_key_of(identity) + "\n")
+    monkeypatch.setenv("P2PHOST_BUILTIN_DIR", str(builtin))
+    # An official plugin: its own wheel (never a bare name an index could answer with
+    # someone else's), or the project's command, which takes it from there.
+    fix = await _missing_fix(tmp_path / "official", "gossip")
+    assert f"pip install --find-links {builtin} {wheel}" in fix
+    assert f"cd {tmp_path / 'official'} && p2phost plugin install --yes" in fix
+    # A third party's plugin is no p2phost-NAME: from where it came.
+    fix = await _missing_fix(tmp_path / "other", "shout-codec")
+    assert "shout-codec is not an official plugin" in fix and "from where it came" in fix
+    assert "p2phost-shout-codec" not in fix and "pip install" not in fix
+    # One p2phost.lock records: its distribution and source.
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    Lock(plugins=(LockedFile(name="shout-codec", version="1.2.0",
+                             source="http://127.0.0.1:8470", sha256="0" * 64,
+                             filename="acme_shout-1.2.0-py3-none-any.whl"),)
+         ).save(locked / "p2phost.lock")
+    fix = await _missing_fix(locked, "shout-codec")
+    assert f"cd {locked} && p2phost plugin sync (p2phost.lock pins acme-shout 1.2.0 from " \
+           "http://127.0.0.1:8470)" in fix
+
+
+async def test_timeout_none_waits_without_a_deadline_and_a_bad_one_says_what_to_pass(
+        state_dir: StateDir) -> None:
+    server = p2phost.open_node(manifest=manifest([mem_address()], name="server"),
+                               state_dir=state_dir("server"))
+    release = asyncio.Event()
+
+    @server.handler("later")
+    async def later(message: Message) -> object:
+        await release.wait()
+        return message.body
+
+    async with server, p2phost.open_node(manifest=manifest(name="client"),
+                                         state_dir=state_dir("client")) as client:
+        peer = await client.connect(server.addresses[0])
+        waiting = [asyncio.create_task(client.request(peer, "later", str(forever), timeout=forever))
+                   for forever in (None, math.inf)]
+        # A request with a deadline expires beside them; those without one wait on.
+        with pytest.raises(p2phost.RequestTimeout):
+            await client.request(peer, "later", "short", timeout=0.2)
+        await asyncio.sleep(0.3)  # past when the timer fired: nothing may have failed them
+        assert not any(task.done() for task in waiting)
+        release.set()
+        assert await asyncio.gather(*waiting) == ["None", "inf"]
+        for bad, said in ((math.nan, "is not a number of seconds"),
+                          ("10", "is not a number of seconds"),
+                          (1e17, "is beyond what a request's deadline can say")):
+            with pytest.raises(p2phost.UserError, match=said) as exc:
+                await client.request(peer, "later", 1, timeout=bad)
+            assert "timeout=None to wait for the reply without a deadline" in str(exc.value.fix)
+        assert await client.request(peer, "later", "still", timeout=5) == "still"
 
 
 async def test_a_handler_registered_while_the_node_runs(state_dir: StateDir) -> None:

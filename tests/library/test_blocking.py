@@ -4,6 +4,7 @@ several threads at once and from inside a running event loop (as a Jupyter cell 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,6 +43,32 @@ def test_blocking_calls_from_several_threads(state_dir: StateDir) -> None:
     with pytest.raises(p2phost.NodeClosed):
         client.request(peer, "echo", 1)
     client.close()  # closing twice is fine
+
+
+def test_a_blocking_request_without_a_deadline_waits_on_the_nodes_own_loop(
+        state_dir: StateDir) -> None:
+    # The blocking node's loop is uvloop's where it is installed: no timer is armed for
+    # a request without a deadline there either.
+    release = threading.Event()
+    server = p2phost.connect(manifest=manifest([mem_address()], name="server"),
+                             state_dir=state_dir("server"))
+
+    @server.handler("later")
+    def later(message: Message) -> object:
+        release.wait(10)
+        return message.body
+
+    with server, p2phost.connect(manifest=manifest(), state_dir=state_dir("client")) as client:
+        peer = client.connect(server.addresses[0])
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(client.request, peer, "later", "waited", timeout=None)
+            with pytest.raises(p2phost.RequestTimeout):
+                client.request(peer, "later", "short", timeout=0.2)
+            assert not waiting.done()
+            release.set()
+            assert waiting.result(10) == "waited"
+        with pytest.raises(p2phost.UserError, match="timeout=nan is not a number"):
+            client.request(peer, "later", 1, timeout=math.nan)
 
 
 def test_blocking_calls_from_inside_a_running_loop(state_dir: StateDir) -> None:

@@ -13,7 +13,7 @@ import pytest
 import tomlkit
 
 import p2phost
-from tests.conftest import service_or_skip
+from tests.conftest import run_cli, service_or_skip
 from tests.library.conftest import StateDir, manifest
 from tests.runtime.processes import RunningNode
 
@@ -68,3 +68,29 @@ def test_a_script_asks_a_node_that_p2phost_run_runs(state_dir: StateDir) -> None
             assert script.request(node.peer_id, "echo", {"n": 1}) == {"n": 1}
     finally:
         assert node.stop() == 0
+
+
+def test_the_cli_in_a_programs_state_dir_says_to_start_that_program(
+        state_dir: StateDir, tmp_path: Path) -> None:
+    # `p2phost run` there would run the node without the program's handlers (retried
+    # dead letters would die again as "no app handles topic"): the fix names the program.
+    root = state_dir("program")
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import asyncio, sys, p2phost\n"
+        "async def main():\n"
+        "    async with p2phost.open_node(manifest={'node': {'name': 'w', 'listen': []},\n"
+        "            'plugins': {'memory-transport': '*', 'json-codec': '*'}},\n"
+        "            state_dir=sys.argv[1]):\n"
+        "        pass\n"
+        "asyncio.run(main())\n")
+    subprocess.run([sys.executable, str(script), str(root)], check=True, timeout=60)
+    done = run_cli("peers", cwd=root)
+    assert done.returncode != 0
+    assert f"fix: start it with its program, {script.resolve()}: it opens this node with " \
+           "its handlers, which `p2phost run` would not run" in done.stderr, done.stderr
+    # A project of its own is started as ever.
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "p2phost.toml").write_text(tomlkit.dumps(manifest()))
+    plain = run_cli("peers", cwd=tmp_path / "plain")
+    assert "fix: start it with `p2phost run`" in plain.stderr, plain.stderr

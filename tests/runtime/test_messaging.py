@@ -347,8 +347,10 @@ async def test_unreachable_and_oversized(make_node: MakeNode, kind: str) -> None
     with pytest.raises(PeerUnavailable, match="not connected"):
         await client.send(Identity.generate().peer_id, "record", 1)
     peer = await client.connect(server.addresses[0])
-    with pytest.raises(FrameTooLarge, match="max-frame-size"):
+    with pytest.raises(FrameTooLarge, match="max-frame-size") as own:
         await client.send(peer, "record", "x" * 70_000)
+    assert own.value.fix == ("send smaller bodies, or raise max-frame-size in [node] of the "
+                             "manifest on both ends (each refuses frames over its own)")
     assert await client.request(peer, "record", "still fine") == 1
 
 
@@ -383,8 +385,9 @@ async def test_a_message_over_the_peers_announced_limit_fails_only_its_sender(
     server = await make_node([Recorder()], max_frame_size=64 * 1024)
     client = await make_node(listen=[], max_frame_size=1 << 20)
     peer = await client.connect(server.addresses[0])
-    with pytest.raises(FrameTooLarge, match=r"the peer at .* announced; fix: "):
+    with pytest.raises(FrameTooLarge, match=r"the peer at .* announced\) \(fix: ") as theirs:
         await client.request(peer, "record", "x" * 200_000)
+    assert theirs.value.fix.startswith("send it in smaller parts, or raise max-frame-size")
     assert await client.request(peer, "record", "still fine") == 1
 
 

@@ -58,15 +58,18 @@ def _require_transport(project: Project, address: str) -> None:
                        plugin_sources(None, project.manifest.registries))
 
 
-def _offers(project: Project) -> str:
-    """What this side offers in a handshake: its security and codec plugins."""
+def _of_kind(project: Project, kind: str) -> list[str]:
+    """This project's plugins of ``kind`` (security, codec)."""
     from .._plugins import PluginManager
 
     resolved, _ = PluginManager(project).resolve()
-    security = [m.name for _, _, m, _ in resolved if "security" in m.kinds]
-    codecs = [m.name for _, _, m, _ in resolved if "codec" in m.kinds]
-    return (f"this project offers security {', '.join(security) or 'none'} and codecs "
-            f"{', '.join(codecs) or 'none'}")
+    return [m.name for _, _, m, _ in resolved if kind in m.kinds]
+
+
+def _offers(project: Project) -> str:
+    """What this side offers in a handshake: its security and codec plugins."""
+    return (f"this project offers security {', '.join(_of_kind(project, 'security')) or 'none'}"
+            f" and codecs {', '.join(_of_kind(project, 'codec')) or 'none'}")
 
 
 #: What a handshake failure says when the two sides secure connections differently: the
@@ -130,7 +133,9 @@ def _not_p2phost(text: str) -> str | None:
 def too_large(exc: Exception) -> UserError:
     """A body over a frame limit: say whose limit it is and which setting moves it (a
     runtime failure like an unreachable peer: exit 1; the connection stays up)."""
-    text, _, fix = str(exc).partition("; fix: ")
+    # (the message without the fix the error carries; the outbox's words embed theirs)
+    text, _, fix = str(exc.args[0] if exc.args else exc).partition("; fix: ")
+    fix = fix or getattr(exc, "fix", "")
     if "announced" in text:
         whose = "the peer's limit"
         fix = fix or "send it in smaller parts, or raise max-frame-size in [node] of that " \
@@ -198,6 +203,18 @@ def unreachable(project: Project, address: str, exc: Exception) -> UserError:
     if " is full (" in text and "nothing was stored" in text:
         return Unreachable(text, fix="wait until that node has run and taken what waits, or ask "
                                      "its operator to raise the limit in its p2phost.toml")
+    if "handshake failed" in text and " closed the connection" in text \
+            and not _of_kind(project, "security"):
+        # A listener with a security plugin reads this side's plaintext hello as a broken
+        # security handshake and closes without a GOODBYE (one without says every refusal
+        # in a GOODBYE, docs/wire.md): the other way round from the mismatch above.
+        return Unreachable(f"{text}; the node answers, but closed the connection in the "
+                           "handshake without saying why: the two sides may not agree on how "
+                           "to secure the connection (this project has no security plugin; "
+                           "the node probably has one)",
+                           fix=f"{_offers(project)}; run `p2phost run --check` in the node's "
+                               "project and install the security plugin it shows here too, "
+                               "e.g. p2phost plugin install noise-security")
     if "handshake failed" in text:
         return Unreachable(text, fix=_REFUSED_FIX)
     return Unreachable(text, fix=REACH_FIX)

@@ -170,7 +170,7 @@ def retry(ids: list[int] = typer.Argument(None, help="Dead letter ids (see dead 
         console.print(f"no dead letters to retry{f' on topic {topic!r}' if topic else ''}")
         return
     try:
-        answer = query_control(project.control_socket, "dead-retry",
+        answer = query_control(project.control_socket, "dead-retry", start=project.start,
                                ids=[d.id for d in letters], topic=topic)
     except NodeNotRunning:
         with _store(project, write=True) as store:
@@ -179,7 +179,7 @@ def retry(ids: list[int] = typer.Argument(None, help="Dead letter ids (see dead 
             with transaction(store.db) as db:
                 DeadLetters.requeue(db, letters)
         console.print(f"{len(letters)} dead letters go back to their handlers when the node "
-                      "runs (p2phost run)")
+                      f"runs (start it with {project.start})")
         return
     if "error" in answer:
         raise UserError(f"the running node refused: {answer['error']}",

@@ -347,7 +347,9 @@ def peers(
     """The peers of this project's running node (or, with --stats, its delivery counters)."""
     from .._runtime import query_control
 
-    answer = query_control(Project.find().control_socket, "stats" if stats else "peers")
+    project = Project.find()
+    answer = query_control(project.control_socket, "stats" if stats else "peers",
+                           start=project.start)
     if stats and not as_json:
         print_stats(answer)
         return

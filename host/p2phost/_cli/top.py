@@ -20,10 +20,11 @@ from .._project import Project
 from ._output import console
 
 
-def _sample(path: Any) -> tuple[dict[str, Any], float]:
+def _sample(project: Project) -> tuple[dict[str, Any], float]:
     from .._runtime import query_control
 
-    return query_control(path, "stats"), time.monotonic()
+    return query_control(project.control_socket, "stats", start=project.start), \
+        time.monotonic()
 
 
 def _tables(shown: dict[str, Any], live: bool = True) -> Group:
@@ -71,11 +72,11 @@ def top(
     """Live view of the running node: peers, topics, mailboxes, outbox, dead letters."""
     from .._observability._rates import view
 
-    path = Project.find().control_socket
-    before, then = _sample(path)
+    project = Project.find()
+    before, then = _sample(project)
     if once:
         time.sleep(interval)
-        after, now = _sample(path)
+        after, now = _sample(project)
         shown = view(before, after, now - then)
         if as_json:
             print(json.dumps(shown), flush=True)
@@ -83,20 +84,20 @@ def top(
             console.print(_tables(shown, live=False))
         return
     if not console.is_terminal:
-        _plain(path, before, then, interval)
+        _plain(project, before, then, interval)
         return
     try:
         with Live(console=console.rich, auto_refresh=False, screen=False) as live:
             while True:
                 time.sleep(interval)
-                after, now = _sample(path)
+                after, now = _sample(project)
                 live.update(_tables(view(before, after, now - then)), refresh=True)
                 before, then = after, now
     except KeyboardInterrupt:
         pass
 
 
-def _plain(path: Any, before: dict[str, Any], then: float, interval: float) -> None:
+def _plain(project: Project, before: dict[str, Any], then: float, interval: float) -> None:
     """Piped or redirected: one view per interval, each written (and flushed) whole, so
     a log or ``tail -f`` shows them as they come and nothing waits for Ctrl-C."""
     from .._observability._rates import view
@@ -104,7 +105,7 @@ def _plain(path: Any, before: dict[str, Any], then: float, interval: float) -> N
     try:
         while True:
             time.sleep(interval)
-            after, now = _sample(path)
+            after, now = _sample(project)
             console.rich.print(_tables(view(before, after, now - then), live=False))
             console.rich.print(f"--- {time.strftime('%H:%M:%S')}")
             console.rich.file.flush()

@@ -217,7 +217,7 @@ class BlockingNode:
         """As :meth:`AsyncNode.send`."""
         self._call(self.node.send, peer, topic, body, key=key)
 
-    def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0,
+    def request(self, peer: str, topic: str, body: Any, *, timeout: float | None = 10.0,
                 model: type | None = None) -> Any:
         """As :meth:`AsyncNode.request`: the reply, or RequestTimeout / RemoteError /
         PeerUnavailable."""

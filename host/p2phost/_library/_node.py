@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,10 +23,11 @@ from p2phost_sdk import Allow, App, BodyInvalid, Delivery, PeerInfo, contract_of
 
 from .._errors import PluginLoadError, UserError
 from .._manifest import MANIFEST_NAME
-from .._project import Project
+from .._project import PROGRAM_HEADER, PROGRAM_LINE, Project
 from .._runtime import ControlServer, Node
 from ._errors import HandlerError, IdentityInUse, LibraryError, NodeClosed
 from ._handlers import HandlerFunc, InProcessApp
+from ._missing import missing_plugin_fix
 
 log = logging.getLogger("p2phost.library")
 _F = TypeVar("_F", bound=HandlerFunc)
@@ -58,9 +60,19 @@ def project_of(project: str | os.PathLike[str] | None, manifest: Mapping[str, An
     except Exception as exc:  # tomlkit refuses values TOML cannot hold
         raise LibraryError(f"the manifest mapping cannot be written as TOML: {exc}",
                            fix="use only strings, numbers, booleans, lists and tables") from exc
-    # Written as a file, the manifest is checked (and its errors placed) like any other.
-    (root / MANIFEST_NAME).write_text(text, encoding="utf-8")
+    # Written as a file, the manifest is checked (and its errors placed) like any other;
+    # its header names the program, so the CLI's fixes start the node with its handlers.
+    (root / MANIFEST_NAME).write_text(f"{PROGRAM_HEADER}{PROGRAM_LINE}{_program()}\n{text}",
+                                      encoding="utf-8")
     return Project(root)
+
+
+def _program() -> str:
+    """This program, as a user would start it again: its script's path when it has one."""
+    main = sys.argv[0] if sys.argv else ""
+    if main in ("", "-c", "-m") or not Path(main).is_file():
+        return f"the Python program of process {os.getpid()}"
+    return str(Path(main).resolve()).replace("\n", " ")
 
 
 class AsyncNode:
@@ -152,11 +164,9 @@ class AsyncNode:
             await self.close()
             if not self._from_mapping or exc.fix is None or exc.missing is None:
                 raise
-            # A program without a project: its plugins may come from its own environment
-            # (official plugins are the distributions p2phost-NAME).
-            raise PluginLoadError(exc.message, fix=f"pip install p2phost-{exc.missing} into "
-                                  f"this program's environment, or cd {self.project.root} && "
-                                  f"p2phost plugin install --yes") from exc
+            # A program without a project: its plugins may come from its own environment.
+            raise PluginLoadError(exc.message, fix=await asyncio.to_thread(
+                missing_plugin_fix, self.project, exc.missing)) from exc
         except BaseException:
             await self.close()
             raise
@@ -259,11 +269,12 @@ class AsyncNode:
         _check_topic(topic, "send")
         await self.running.send(peer, topic, to_builtins(body), key=key)
 
-    async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0,
-                      model: type | None = None) -> Any:
+    async def request(self, peer: str, topic: str, body: Any, *,
+                      timeout: float | None = 10.0, model: type | None = None) -> Any:
         """Send a request, return the reply (as ``model`` when given). Raises
-        ``RequestTimeout``, ``RemoteError`` (the handler failed; names a body's bad field)
-        or ``PeerUnavailable``."""
+        ``RequestTimeout`` after ``timeout`` seconds (None or ``math.inf``: no deadline;
+        nan: a ``UserError`` with its fix), ``RemoteError`` (the handler failed; names a
+        body's bad field) or ``PeerUnavailable``."""
         _check_topic(topic, "request")
         reply = await self.running.request(peer, topic, to_builtins(body), timeout=timeout)
         if model is None:

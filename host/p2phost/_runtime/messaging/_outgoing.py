@@ -17,9 +17,9 @@ from typing import Any
 from p2phost_sdk import ConnectionClosed, FrameTooLarge, PeerUnavailable, Raw
 
 from .._errors import WireError
-from ..wire._channel import Channel
+from ..wire._channel import OWN_FRAME_LIMIT, Channel
 from ..wire._envelope import IDS, RAW, TRACED, VERSION, Kind, encode, header_parts
-from ._pending import PendingRequests, timed_out
+from ._pending import FOREVER, PendingRequests, timed_out, without_deadline
 from ._routes import TraceHook
 from ._stats import DeliveryStats, Tally
 
@@ -28,13 +28,21 @@ _TRACED_HEADS = {kind: bytes((VERSION, kind | TRACED)) for kind in (Kind.MESSAGE
 # As constants: an enum member looked up on its class costs EnumType's __getattr__ hook.
 _MESSAGE, _REQUEST = Kind.MESSAGE, Kind.REQUEST
 _time, _join, _pack_ids = time.time, b"".join, IDS.pack
+#: The latest deadline the envelope's field holds (Unix milliseconds, 8 bytes).
+_LAST_DEADLINE = (1 << 64) - 1
 
 
-def _too_large(channel: Channel, topic: str, size: int) -> FrameTooLarge:
-    """The error for a message frame of ``size`` bytes, over ``channel``'s limit."""
-    return FrameTooLarge(
-        f"a message on {topic!r} is {size} bytes, over the maximum frame size "
-        f"of {channel.frame_limit} ({channel.frame_limit_source})")
+def _too_large(channel: Channel, what: str, size: int) -> FrameTooLarge:
+    """The error for ``what`` (a message on a topic) of ``size`` bytes, over ``channel``'s
+    limit, with the fix that fits whose limit it is."""
+    # (a peer's announced limit says its fix in the source already, for the outbox's words)
+    whose, _, fix = channel.frame_limit_source.partition("; fix: ")
+    if not fix:
+        fix = "send smaller bodies" if whose != OWN_FRAME_LIMIT else (
+            "send smaller bodies, or raise max-frame-size in [node] of the manifest on both "
+            "ends (each refuses frames over its own)")
+    return FrameTooLarge(f"{what} is {size} bytes, over the maximum frame size of "
+                         f"{channel.frame_limit} ({whose})", fix=fix)
 
 
 class Outgoing(PendingRequests):
@@ -74,7 +82,7 @@ class Outgoing(PendingRequests):
         except struct.error as exc:
             raise WireError(f"cannot encode envelope: a field is out of range ({exc})") from exc
         if len(frame) > channel.frame_limit:
-            raise _too_large(channel, topic, len(frame))
+            raise _too_large(channel, f"a message on {topic!r}", len(frame))
         return frame
 
     def _raw_frame(self, channel: Channel, kind: Kind, message_id: int, topic: str,
@@ -86,9 +94,7 @@ class Outgoing(PendingRequests):
         # The exact size (header, topic bytes, content type, trace), refused before the
         # body is joined: a frame over the limit would cost the peer its connection.
         if len(head) + body.nbytes > channel.frame_limit:
-            raise FrameTooLarge(
-                f"a raw message on {topic!r} is {body.nbytes} bytes, over the maximum frame "
-                f"size of {channel.frame_limit} ({channel.frame_limit_source})")
+            raise _too_large(channel, f"a raw message on {topic!r}", body.nbytes)
         return b"".join((head, *body.parts))
 
     async def send(self, channel: Channel, topic: str, body: Any) -> None:
@@ -117,7 +123,7 @@ class Outgoing(PendingRequests):
                 raise WireError(
                     f"cannot encode envelope: a field is out of range ({exc})") from exc
             if len(frame) > channel.frame_limit:  # refused as frame() does, not re-encoded
-                raise _too_large(channel, topic, len(frame))
+                raise _too_large(channel, f"a message on {topic!r}", len(frame))
         if not channel.try_post(frame):
             return frame
         # stats.message_out inline: the call costs 3% of a one-way message (instructions.py);
@@ -136,24 +142,32 @@ class Outgoing(PendingRequests):
             raise PeerUnavailable(f"peer {channel.peer_id}: {exc}") from exc
         self.stats.message_out(topic, channel.peer_id, len(frame))
 
-    async def request(self, channel: Channel, topic: str, body: Any, timeout: float) -> Any:
-        """One request; the reply's body, or RequestTimeout / RemoteError / PeerUnavailable."""
+    async def request(self, channel: Channel, topic: str, body: Any,
+                      timeout: float | None) -> Any:
+        """One request; the reply's body, or RequestTimeout / RemoteError / PeerUnavailable
+        (``timeout`` None or ``math.inf``: no deadline; nan or a non-number: UserError)."""
         message_id = next(self._ids)
-        deadline = int((_time() + timeout) * 1000)
+        seconds = FOREVER if timeout is None else timeout
+        try:  # (a bad timeout is told apart once this fails: one comparison per request)
+            deadline = int((_time() + seconds) * 1000)
+            if not 0 <= deadline <= _LAST_DEADLINE:
+                raise OverflowError
+        except (TypeError, ValueError, OverflowError):
+            seconds, deadline = without_deadline(seconds)
         frame = self.frame(channel, _REQUEST, message_id, topic, body, deadline)
         clock = self._clock
         if clock is None:
             clock = self._started()
         new_future = self._new_future  # (a local: see Channel.try_post)
         reply: asyncio.Future[Any] = new_future()
-        due = clock() + timeout
+        due = clock() + seconds  # (inf: no deadline, never armed)
         peer = channel.peer_id
-        self._pending[message_id] = (peer, topic, reply, due, timeout)
-        if self._timer is None or due < self._timer_at:
+        self._pending[message_id] = (peer, topic, reply, due, seconds)
+        if (self._timer is None and due != FOREVER) or due < self._timer_at:
             self._arm(due)
         try:
             if not channel.try_post(frame):
-                await _send_within(channel, frame, due, reply, topic, timeout)
+                await _send_within(channel, frame, due, reply, topic, seconds)
             # (the sent tally inline, as try_send's)
             tally = self._tallies.get((topic, peer)) or self.stats.tally(topic, peer)
             tally.sent += 1
@@ -190,7 +204,7 @@ async def _send_within(channel: Channel, frame: bytes, due: float, reply: asynci
     """Wait for room for a request's frame until the request is due: a congested outbox
     (a peer that reads slowly, or nothing) must not hold back its RequestTimeout."""
     try:
-        async with asyncio.timeout_at(due):
+        async with asyncio.timeout_at(due if due != FOREVER else None):
             await channel.send(frame)
     except TimeoutError:
         if reply.done():  # the timer's RequestTimeout, or what failed the request first

@@ -8,12 +8,17 @@ when it fires, scans only the requests still waiting.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from typing import Any
 
 from p2phost_sdk import PeerUnavailable, RequestTimeout
 
+from ..._errors import UserError
 from .._loop import future_maker, loop_clock
+
+#: The due time of a request without a deadline (``timeout=None``): never.
+FOREVER = math.inf
 
 
 class PendingRequests:
@@ -52,15 +57,15 @@ class PendingRequests:
     def _expire_due(self) -> None:
         self._timer = None
         assert self._clock is not None
-        now, nearest = self._clock() + 0.001, None
+        now, nearest = self._clock() + 0.001, FOREVER
         for message_id, (peer, topic, reply, due, timeout) in list(self._pending.items()):
             if due <= now:
                 del self._pending[message_id]
                 if not reply.done():
                     reply.set_exception(timed_out(peer, topic, timeout))
-            elif nearest is None or due < nearest:
+            elif due < nearest:
                 nearest = due
-        if nearest is not None:
+        if nearest != FOREVER:  # (requests without a deadline never need the timer)
             self._arm(nearest)
 
     def fail_pending(self, peer_id: str | None, reason: str) -> None:
@@ -76,6 +81,21 @@ class PendingRequests:
                 del self._pending[message_id]
                 if not reply.done():
                     reply.set_exception(PeerUnavailable(f"peer {peer}: {reason}"))
+
+
+def without_deadline(timeout: object) -> tuple[float, int]:
+    """A request's timeout that is no number of seconds a deadline can hold: ``math.inf``
+    (what ``timeout=None`` is taken as) waits without one (``(inf, 0)``: the envelope's
+    "no deadline"); any other such value is refused with a fix."""
+    if timeout == FOREVER:
+        return FOREVER, 0
+    if isinstance(timeout, int | float) and not math.isnan(timeout):
+        problem = "is beyond what a request's deadline can say"
+    else:
+        problem = "is not a number of seconds"
+    raise UserError(f"request timeout={timeout!r} {problem}",
+                    fix="pass timeout=SECONDS (10 by default), or timeout=None to wait for "
+                        "the reply without a deadline")
 
 
 def timed_out(peer: str, topic: str, timeout: float) -> RequestTimeout:

@@ -132,17 +132,18 @@ def _private_dir(path: Path) -> None:
             fix="remove it (another user may have made it), or set XDG_RUNTIME_DIR")
 
 
-def query_control(path: Path, command: str, timeout: float = _TIMEOUT,
-                  **fields: Any) -> dict[str, Any]:
+def query_control(path: Path, command: str, timeout: float = _TIMEOUT, *,
+                  start: str = "`p2phost run`", **fields: Any) -> dict[str, Any]:
     """Ask the node answering at ``path`` (``fields`` go with the command);
-    NodeNotRunning when nothing answers."""
+    NodeNotRunning when nothing answers, whose fix starts it with ``start``
+    (``Project.start``)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NodeNotRunning(f"no node of this project is running (nothing answers on "
-                                 f"{path})", fix="start it with `p2phost run`") from exc
+                                 f"{path})", fix=f"start it with {start}") from exc
         try:
             sock.sendall(json.dumps({"command": command, **fields}).encode() + b"\n")
             chunks = []
@@ -150,13 +151,13 @@ def query_control(path: Path, command: str, timeout: float = _TIMEOUT,
                 chunks.append(chunk)
         except (TimeoutError, OSError) as exc:
             raise NodeNotRunning(f"the node on {path} did not answer: {exc}",
-                                 fix="restart it with `p2phost run`") from exc
+                                 fix=f"restart it with {start}") from exc
     try:
         answer = json.loads(b"".join(chunks))
     except ValueError as exc:
         raise NodeNotRunning(f"the node on {path} gave a garbled answer",
-                             fix="restart it with `p2phost run`") from exc
+                             fix=f"restart it with {start}") from exc
     if not isinstance(answer, dict):
         raise NodeNotRunning(f"the node on {path} gave a garbled answer",
-                             fix="restart it with `p2phost run`")
+                             fix=f"restart it with {start}")
     return answer

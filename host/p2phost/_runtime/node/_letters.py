@@ -292,7 +292,8 @@ class Letters:
         self.dispatch.stats.message_out(topic, channel.peer_id, len(frame))  # as a sent one
         return url
 
-    async def request(self, address: str, topic: str, body: Any, timeout: float) -> Any:
+    async def request(self, address: str, topic: str, body: Any,
+                      timeout: float | None) -> Any:
         """Store a request; its reply comes as a letter to this node's inbox."""
         self.check_request(address)
         channel = self.channel(address)

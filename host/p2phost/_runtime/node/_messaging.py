@@ -105,7 +105,8 @@ class MessagingAPI:
         if frame is not None:  # (queued at once, with no coroutine more, while there is room)
             await self._dispatch.send_frame(channel, topic, frame)
 
-    async def request(self, peer: str, topic: str, body: Any, *, timeout: float = 10.0) -> Any:
+    async def request(self, peer: str, topic: str, body: Any, *,
+                      timeout: float | None = 10.0) -> Any:
         """Send a request and return the reply body (see :class:`p2phost_sdk.Messenger`)."""
         # (Dialler.usable, inline; None for an address: no peer id has "://")
         entry = self._table.peers.get(peer)

@@ -69,6 +69,8 @@ _FLUSH_GRACE = 1.0
 #: (``peer_gave``): a steady sender of 4.4 KB/s at the default 15 s gets a 16 MiB frame
 #: through (in an hour at most); a trickle of a byte now and then is cut off.
 MIN_GROWTH = 65536
+#: Whose limit a frame over this node's own maximum meets (FrameTooLarge says it).
+OWN_FRAME_LIMIT = "max-frame-size in [node] of p2phost.toml"
 
 
 class Channel(Reader):
@@ -131,7 +133,7 @@ class Channel(Reader):
             self.frame_limit_source = f"the message size limit of the medium at {address}"
         else:
             self.frame_limit = max_frame_size
-            self.frame_limit_source = "max-frame-size in [node] of p2phost.toml"
+            self.frame_limit_source = OWN_FRAME_LIMIT
         # The peer closes the connection on a frame over its own maximum: refuse such a
         # message here, where only its sender fails, and say whose limit it is.
         announced = done.hello.max_frame_size
