@@ -330,10 +330,10 @@ async def measure(open_client: Callable[[], Awaitable[Client]], scale: float, se
             count = max(1000, int(counts[label] * scale))
             before, mine = cpu_seconds(server), time.process_time()
             figures[f"one-way {label} (msg/s)"] = await one_way(client, size, count)
-            if label == "64 B":
-                figures["server CPU per 64 B msg (us)"] = (
+            if label != "64 KiB":
+                figures[f"server CPU per {label} msg (us)"] = (
                     cpu_seconds(server) - before) / count * 1e6
-                figures["client CPU per 64 B msg (us)"] = (
+                figures[f"client CPU per {label} msg (us)"] = (
                     time.process_time() - mine) / count * 1e6
         count = max(1000, int(10_000 * scale))
         before = cpu_seconds(server)
