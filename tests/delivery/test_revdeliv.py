@@ -150,3 +150,25 @@ async def test_a_spare_connection_discovery_lists_is_not_retired(
     await asyncio.sleep(1.0)
     assert not channel.ended and not channel.closing, \
         "the connection to a peer discovery lists was retired"
+
+
+async def test_a_project_last_run_before_journal_marks_were_written_at_start_starts(
+        make_node: MakeNode, tmp_path: Path) -> None:
+    """Builds from f7c66ec up to fafa53e wrote a journal_mark row only when a journal
+    folded, but set up (wrote the header of) the outbox journal at every start: a node
+    that never sent an acknowledged message left a begun journal and no row. Upgraded,
+    its start is refused as 'delivery.db emptied or replaced', and the fix given (move
+    delivery.db aside) throws away its dead letters, dedupe window and apps' store."""
+    import sqlite3
+
+    from p2phost._runtime.delivery._store import DATABASE_NAME
+
+    state = tmp_path / "node"
+    node = await make_node([Keeper()], listen=[], state_dir=state, drain_timeout=1.0)
+    await node.close()
+    db = sqlite3.connect(state / DATABASE_NAME)
+    with db:
+        db.execute("DELETE FROM journal_mark")  # as such a build left it
+    db.close()
+    node = await make_node([Keeper()], listen=[], state_dir=state, drain_timeout=1.0)
+    await node.close()
