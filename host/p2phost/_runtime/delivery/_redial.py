@@ -130,6 +130,10 @@ class Redial:
         if peer not in self.kept and self._link.usable(peer) is None:
             self._keep(peer)  # (no addresses: discovery may find it, or it dials in)
 
+    def owes(self, peer: str) -> bool:
+        """Whether a message for ``peer`` is in the outbox or on its way in."""
+        return peer in self._putting or self._waiting.has_rows(peer)
+
     def disconnected(self, peer: str) -> None:
         """A channel to ``peer`` ended: dialled again while messages wait for it."""
         # (Its peer entry may still be there: a target of a connected peer only waits.)
