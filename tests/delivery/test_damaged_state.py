@@ -317,3 +317,18 @@ async def test_fresh_restarted_copied_and_moved_aside_databases_all_start(
     await (await make([Sender()], state=copy, listen=[])).close()  # and again
     assert all(ok for ok, _, _ in check_state(copy))
 
+
+async def test_doctor_says_what_the_next_start_does_without_delivery_db(
+        make: Make, tmp_path: Path) -> None:
+    from p2phost._runtime.delivery._check import missing_database
+
+    state = tmp_path / "node"
+    assert missing_database(state) is None  # a new project
+    await unacknowledged(make, state)
+    assert missing_database(state) is None
+    (state / DATABASE_NAME).rename(state / "aside.db")
+    found = missing_database(state)
+    assert found is not None
+    text, fix = found
+    assert "the next start makes a new one" in text and str(state / JOURNAL_NAME) in text
+    assert "put it back" in fix
