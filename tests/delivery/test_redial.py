@@ -68,6 +68,19 @@ async def test_messages_to_a_peer_id_reach_it_after_it_restarts(
     await until(lambda: outbox(sender) == {})
 
 
+async def test_a_peer_whose_dial_failed_is_dialled_behind_the_others_until_it_answers(
+        make: Make, tmp_path: Path) -> None:
+    """(Their order: test_redial_races.py.) A failed dial puts the peer behind; the
+    connection that delivers its messages puts it back in line."""
+    address, receiver_id, sender, peer = await lost_peer(make, tmp_path, acked=1)
+    await sender.send(peer, "kept", 1)
+    await until(lambda: peer in sender._dialler._failing, BOUND)
+    keeper = Keeper()
+    await make([keeper], listen=[address], identity=receiver_id)
+    await until(lambda: keeper.bodies == [1], BOUND)
+    assert peer not in sender._dialler._failing
+
+
 async def test_a_restarted_sender_dials_the_peer_ids_it_holds_messages_for(
         make: Make, tmp_path: Path) -> None:
     sender_id = Identity.generate()

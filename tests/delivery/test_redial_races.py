@@ -169,3 +169,30 @@ async def test_a_connection_being_closed_whose_peer_came_back_no_longer_counts()
     assert retired == ["a", "b"]
     owed.stop()
     waiter.cancel()
+
+
+async def test_dials_of_peers_that_failed_wait_behind_the_others() -> None:
+    """A slot is held through a dial and its handshake: peers that do not answer, asked
+    for first, would keep a peer that does waiting for minutes. Their dials go after."""
+    import asyncio
+
+    from p2phost._runtime.node._owed import OwedDials
+
+    owed = OwedDials(room=lambda: 1, channels=lambda peer: [], limit=1)
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    async def dial(name: str, failed: bool) -> None:
+        async with owed.slot(failed=failed):
+            order.append(name)
+            await gate.wait()
+
+    first = asyncio.ensure_future(dial("first", False))
+    await asyncio.sleep(0)
+    dials = [asyncio.ensure_future(dial(name, name.startswith("failed")))
+             for name in ("failed 1", "failed 2", "answers")]
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(first, *dials)
+    assert order == ["first", "answers", "failed 1", "failed 2"]
+    assert owed.dialling == 0

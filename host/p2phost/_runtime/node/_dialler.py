@@ -65,6 +65,8 @@ class Dialler:
         #: Peers dialled for the outbox, at these addresses; their dials take turns
         #: within the limit (_owed.py).
         self._owed: dict[str, tuple[str, ...]] = {}
+        #: Peers owed messages whose last dial failed (their dials wait behind).
+        self._failing: set[str] = set()
         #: Peers an app disconnected: not dialled for the outbox until the timer ends.
         self._held: dict[str, asyncio.TimerHandle] = {}
         self._hold_for = backoff.maximum
@@ -139,6 +141,7 @@ class Dialler:
         it unless discovery lists the peer; an open connection stays, unless peers
         owed messages wait for its room: _owed.py)."""
         self._owed.pop(peer_id, None)
+        self._failing.discard(peer_id)
         self.targets.lost(PeerRecord((), peer_id, source=OUTBOX))
         self.owed.wake()  # (its connection may be idle now)
 
@@ -174,8 +177,15 @@ class Dialler:
         try:
             if expected_peer_id is None or expected_peer_id not in self._owed:
                 return await self.connect(address, expected_peer_id=expected_peer_id)
-            async with self.owed.slot():  # (no dial storm, and within the peer limit)
-                peer_id, opened = await self._connect(address, expected_peer_id)
+            # (no dial storm, and within the peer limit)
+            async with self.owed.slot(failed=expected_peer_id in self._failing):
+                try:
+                    peer_id, opened = await self._connect(address, expected_peer_id)
+                except Exception:
+                    if expected_peer_id in self._owed:
+                        self._failing.add(expected_peer_id)
+                    raise
+                self._failing.discard(expected_peer_id)
                 if opened is not None:
                     self.owed.opened(opened)
                 return peer_id

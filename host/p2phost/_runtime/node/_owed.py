@@ -7,7 +7,10 @@ storm and connect to more peers than its limit allows. So each dial of such a pe
 waits for a slot: at most :data:`DIALS` at once, and only while the connected peers
 and these dials leave room under the limit (clients and handshakes under way are not
 counted). Dials wait their turn in the order they came (each target's own backoff
-still spaces its rounds), so none waits for ever while room comes.
+still spaces its rounds), so none waits for ever while room comes; but the dials of
+peers whose last dial failed wait behind the others: a slot is held through a dial
+and its handshake (up to their timeouts), so peers that do not answer would otherwise
+keep the peers that do waiting for minutes.
 
 Room comes when a peer leaves, and from the outbox itself: a connection one of these
 dials opened is closed, after a goodbye, when peers owed messages wait for room and
@@ -51,6 +54,8 @@ class OwedDials:
         self._channels = channels
         self._limit = limit
         self._waiters: deque[asyncio.Future[None]] = deque()
+        #: The dials of peers whose last dial failed, waiting behind ``_waiters``.
+        self._behind: deque[asyncio.Future[None]] = deque()
         #: Dials holding a slot.
         self.dialling = 0
         #: Peer -> the connection one of these dials opened to it (an app's or a
@@ -68,11 +73,12 @@ class OwedDials:
         self.retire: Callable[[Channel], None] | None = None
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold a slot for one dial (waiting for one first, in turn)."""
-        if self._waiters or not self._fits():
+    async def slot(self, *, failed: bool = False) -> AsyncIterator[None]:
+        """Hold a slot for one dial (waiting for one first, in turn; ``failed``: the
+        peer's last dial failed, so behind the dials of the others)."""
+        if self._waiters or self._behind or not self._fits():
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            (self._behind if failed else self._waiters).append(waiter)
             self.wake()
             try:
                 await waiter
@@ -81,8 +87,9 @@ class OwedDials:
                     self._release()  # given a slot as it was cancelled: the next takes it
                 else:
                     waiter.cancel()
-                    with contextlib.suppress(ValueError):
-                        self._waiters.remove(waiter)
+                    for queue in (self._waiters, self._behind):
+                        with contextlib.suppress(ValueError):
+                            queue.remove(waiter)
                 raise
         else:
             self.dialling += 1
@@ -103,8 +110,8 @@ class OwedDials:
     def wake(self) -> None:
         """Room may have come (a peer left, a dial ended, a peer is owed nothing now):
         the next dials go."""
-        while self._waiters and self._fits():
-            waiter = self._waiters.popleft()
+        while (self._waiters or self._behind) and self._fits():
+            waiter = (self._waiters or self._behind).popleft()
             if not waiter.done():
                 self.dialling += 1
                 waiter.set_result(None)
@@ -132,11 +139,12 @@ class OwedDials:
         slot)."""
         self._retiring = {c for c in self._retiring if self._live(c)}
         self._opened = {p: c for p, c in self._opened.items() if self._live(c)}
-        wanted = min(len(self._waiters), DIALS - self.dialling)
+        waiting = len(self._waiters) + len(self._behind)
+        wanted = min(waiting, DIALS - self.dialling)
         short = wanted - max(0, self._room() - self.dialling) - len(self._retiring)
         if wanted and short > 0 and not self._held_back:
             log.info("%d peers owed messages wait for room under [node] peer-limit (%d): "
-                     "they are dialled as peers leave", len(self._waiters), self._limit)
+                     "they are dialled as peers leave", waiting, self._limit)
         self._held_back = short > 0
         if short <= 0 or self._stopped or self.retire is None:
             return
