@@ -11,15 +11,16 @@ import errno
 import logging
 import os
 import random
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from p2phost._runtime.delivery._injournal import INBOX_JOURNAL, INBOX_SEGMENT
-from p2phost._runtime.delivery._journal import JOURNAL_NAME, Journal, JournalCorrupt
+from p2phost._runtime.delivery._journal import JOURNAL_NAME, SEGMENT, Journal, JournalCorrupt
 from p2phost._runtime.delivery._journals import open_journals
-from p2phost._runtime.delivery._store import StoreError, open_database
+from p2phost._runtime.delivery._store import DATABASE_NAME, StoreError, open_database
 from p2phost_sdk import Identity
 from tests.delivery.test_node import Make, Sender, kind, make
 
@@ -241,3 +242,93 @@ async def test_a_start_the_store_fails_leaves_no_journal_open(
     monkeypatch.undo()
     node = await make([Keeper()], state=state, listen=[])
     await node.close()
+
+
+def as_an_earlier_build_left_it(state: Path) -> None:
+    """What builds f7c66ec up to fafa53e left: a journal_mark row only once a journal
+    folded (none here), and journal headers without the tag that says the database
+    was told of the journal as it was set up."""
+    db = sqlite3.connect(state / DATABASE_NAME)
+    with db:
+        db.execute("DELETE FROM journal_mark")
+    db.close()
+    for name, segment in ((JOURNAL_NAME, SEGMENT), (INBOX_JOURNAL, INBOX_SEGMENT)):
+        path = state / name
+        if path.exists():
+            with path.open("r+b") as file:
+                for index in (0, 1):
+                    file.seek(index * segment + 16)
+                    file.write(bytes(8))
+
+
+async def test_a_project_an_earlier_build_ran_without_sending_starts(
+        make: Make, tmp_path: Path) -> None:
+    """Its journal holds only headers and its database no mark: new, not a sign the
+    database was replaced (refused, the fix given threw away its dead letters, dedupe
+    window and apps' store). A journal of such a build holding records is refused."""
+    from p2phost._runtime.delivery._check import check_state
+
+    state = tmp_path / "node"
+    await (await make([Sender()], state=state, listen=[])).close()
+    as_an_earlier_build_left_it(state)
+    assert all(ok for ok, _, _ in check_state(state))
+    await (await make([Sender()], state=state, listen=[])).close()
+    database = state / DATABASE_NAME  # from now on, replacing it is found
+    database.unlink()
+    open_database(database).close()
+    with pytest.raises(StoreError, match="emptied or replaced"):
+        await make([Sender()], state=state, listen=[])
+
+    state = tmp_path / "sent"
+    await (await make([Sender()], state=state, listen=[])).close()
+    journal = Journal(state / JOURNAL_NAME)  # a record in it (as a kill leaves sends)
+    journal.restart()
+    journal.append(b"a send")
+    journal.close()
+    as_an_earlier_build_left_it(state)
+    with pytest.raises(StoreError, match="emptied or replaced"):
+        await make([Sender()], state=state, listen=[])
+    [(ok, _, _)] = check_state(state)
+    assert not ok
+
+
+async def test_fresh_restarted_copied_and_moved_aside_databases_all_start(
+        make: Make, tmp_path: Path) -> None:
+    from p2phost._runtime.delivery._check import check_state
+
+    state = tmp_path / "a" / ".p2phost"
+    node = await make([Sender()], state=state, listen=[])  # fresh
+    await node.close()
+    await (await make([Sender()], state=state, listen=[])).close()  # restart
+    await unacknowledged(make, state)  # sends waiting in the journal
+    copy = tmp_path / "b" / ".p2phost"
+    shutil.copytree(state, copy)  # the project copied elsewhere
+    assert all(ok for ok, _, _ in check_state(copy))
+    node = await make([Sender()], state=copy, listen=[])
+    assert len(node.delivery.snapshot()["outbox"]) == 1
+    await node.close()
+    (copy / DATABASE_NAME).rename(copy / "aside.db")  # moved aside: starts, warns
+    for suffix in ("-wal", "-shm"):
+        if (side := copy / (DATABASE_NAME + suffix)).exists():
+            side.rename(copy / ("aside.db" + suffix))
+    node = await make([Sender()], state=copy, listen=[])
+    # (folded into the database by the last close: what only it held is gone, as warned)
+    await node.close()
+    await (await make([Sender()], state=copy, listen=[])).close()  # and again
+    assert all(ok for ok, _, _ in check_state(copy))
+
+
+async def test_doctor_says_what_the_next_start_does_without_delivery_db(
+        make: Make, tmp_path: Path) -> None:
+    from p2phost._runtime.delivery._check import missing_database
+
+    state = tmp_path / "node"
+    assert missing_database(state) is None  # a new project
+    await unacknowledged(make, state)
+    assert missing_database(state) is None
+    (state / DATABASE_NAME).rename(state / "aside.db")
+    found = missing_database(state)
+    assert found is not None
+    text, fix = found
+    assert "the next start makes a new one" in text and str(state / JOURNAL_NAME) in text
+    assert "put it back" in fix

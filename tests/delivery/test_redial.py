@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from p2phost._runtime import Node
-from p2phost_sdk import App, Backoff, Identity, Message, handler
+from p2phost_sdk import App, Backoff, Identity, Message, PeerRecord, handler
 from tests.delivery.test_node import Keeper, Make, Sender, Slow, until
 from tests.delivery.test_node import kind as kind  # (the fixtures, over tcp)
 from tests.delivery.test_node import make as make
@@ -66,6 +66,19 @@ async def test_messages_to_a_peer_id_reach_it_after_it_restarts(
     await make([keeper], listen=[address], identity=receiver_id)
     await until(lambda: sorted(keeper.bodies) == [3, 4, 5, 6, 7], BOUND)
     await until(lambda: outbox(sender) == {})
+
+
+async def test_a_peer_whose_dial_failed_is_dialled_behind_the_others_until_it_answers(
+        make: Make, tmp_path: Path) -> None:
+    """(Their order: test_redial_races.py.) A failed dial puts the peer behind; the
+    connection that delivers its messages puts it back in line."""
+    address, receiver_id, sender, peer = await lost_peer(make, tmp_path, acked=1)
+    await sender.send(peer, "kept", 1)
+    await until(lambda: peer in sender._dialler._failing, BOUND)
+    keeper = Keeper()
+    await make([keeper], listen=[address], identity=receiver_id)
+    await until(lambda: keeper.bodies == [1], BOUND)
+    assert peer not in sender._dialler._failing
 
 
 async def test_a_restarted_sender_dials_the_peer_ids_it_holds_messages_for(
@@ -164,15 +177,26 @@ async def test_a_sender_owing_many_peers_dials_them_within_its_peer_limit(
     sender = await make_node([Sender()], listen=[], identity=sender_id, peer_limit=limit,
                              state_dir=tmp_path / "sender", drain_timeout=3.0)
     most = 0
+    dialling: set[str | None] = set()  # (peers being dialled, connected or not yet)
+    connect = sender._dialler._connect
+
+    async def counted(address: str, expected: str | None) -> Any:
+        dialling.add(expected)
+        try:
+            return await connect(address, expected)
+        finally:
+            dialling.discard(expected)
+
+    sender._dialler._connect = counted  # type: ignore[method-assign]
 
     def delivered() -> bool:
-        nonlocal most
-        most = max(most, len(sender.peers()), sender._dialler.owed.dialling)
+        nonlocal most  # the peers connected and those being dialled, together
+        most = max(most, len(set(sender._table.peers) | dialling))
         return all(keeper.bodies == [1] for keeper in keepers)
 
     await until(delivered, 3 * BOUND)
     await until(lambda: outbox(sender) == {})
-    assert most <= limit
+    assert 0 < most <= limit
 
 
 async def test_an_app_disconnecting_a_peer_owed_messages_is_not_undone_at_once(
@@ -194,3 +218,156 @@ async def test_an_app_disconnecting_a_peer_owed_messages_is_not_undone_at_once(
     # After the hold, dialled again for the message that waits, which is taken once.
     await until(lambda: outbox(sender) == {}, BOUND)
     assert slow.bodies == [1]
+
+
+# -- making room under the peer limit: only an idle connection the outbox opened goes --
+
+#: The reconnect backoff's maximum in these tests: how long disconnect() holds.
+HOLD = 0.5
+
+
+class Gate(App):
+    """Handles ``kept`` (at-least-once) and ``ask``, waiting while ``gate`` is clear."""
+
+    name = "gate"
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.bodies: list[object] = []
+
+    @handler("kept", delivery="at-least-once")
+    async def kept(self, message: Message) -> None:
+        await self.gate.wait()
+        self.bodies.append(message.body)
+
+    @handler("ask")
+    async def ask(self, message: Message) -> object:
+        await self.gate.wait()
+        return message.body
+
+
+class Spare(NamedTuple):
+    gate: Gate
+    a: Node
+    b: Keeper
+    sender: Node
+    pa: str
+    pb: str
+
+
+async def spare_a(make_node: MakeNode, tmp_path: Path) -> Spare:
+    """A sender with peer-limit 1 whose outbox dialled a and owes it nothing now (its
+    connection is idle); b, owed nothing, disconnected and past its hold."""
+    gate, keeper = Gate(), Keeper()
+    a = await make_node([gate], drain_timeout=1.0)
+    b = await make_node([keeper], drain_timeout=1.0)
+    sender = await make_node([Sender()], listen=[], state_dir=tmp_path / "sender",
+                             peer_limit=1, reconnect=Backoff(0.05, HOLD), drain_timeout=1.0)
+    pa = await sender.connect(a.addresses[0])
+    pb = await sender.connect(b.addresses[0])
+    await sender.send(pb, "kept", 0)
+    await until(lambda: outbox(sender) == {})
+    assert await sender.disconnect(pb) and await sender.disconnect(pa)
+    await sender.send(pa, "kept", 1)  # after the hold, the outbox's dial opens a
+    await until(lambda: gate.bodies == [1] and outbox(sender) == {})
+    assert not sender._table.peers[pa].current.closing  # type: ignore[union-attr]
+    await asyncio.sleep(2 * HOLD)
+    return Spare(gate, a, keeper, sender, pa, pb)
+
+
+async def kept_open(sender: Node, pa: str, pb: str) -> None:
+    """b waits for room (the limit is 1): a's connection, in use, stays."""
+    channel = sender._table.peers[pa].current
+    assert channel is not None
+    await sender.send(pb, "kept", 2)
+    await asyncio.sleep(1.0)
+    assert not channel.closing and not channel.ended, "a connection in use was closed"
+
+
+async def test_an_idle_connection_the_outbox_opened_makes_room_for_a_peer_owed_messages(
+        make_node: MakeNode, tmp_path: Path) -> None:
+    _, _, b, sender, pa, pb = await spare_a(make_node, tmp_path)
+    channel = sender._table.peers[pa].current
+    assert channel is not None
+    await sender.send(pb, "kept", 2)
+    await until(lambda: b.bodies == [0, 2], BOUND)
+    assert channel.ended
+
+
+async def test_a_connection_with_new_messages_in_flight_is_not_closed_to_make_room(
+        make_node: MakeNode, tmp_path: Path) -> None:
+    """Messages sent to the peer after it was owed nothing, while connected: its
+    connection stays until they are acknowledged (closed under one, it was sent twice)."""
+    gate, _, b, sender, pa, pb = await spare_a(make_node, tmp_path)
+    gate.gate.clear()
+    await sender.send(pa, "kept", 2)  # on that connection, not acknowledged
+    await asyncio.sleep(0.2)
+    await kept_open(sender, pa, pb)
+    gate.gate.set()  # acknowledged: now it goes, and b gets its turn
+    await until(lambda: b.bodies == [0, 2], BOUND)
+    assert gate.bodies == [1, 2]
+
+
+async def test_a_connection_with_a_request_in_flight_is_not_closed_to_make_room(
+        make_node: MakeNode, tmp_path: Path) -> None:
+    gate, _, _, sender, pa, pb = await spare_a(make_node, tmp_path)
+    gate.gate.clear()
+    asked = asyncio.ensure_future(sender.request(pa, "ask", "q", timeout=5.0))
+    await asyncio.sleep(0.2)
+    await kept_open(sender, pa, pb)
+    gate.gate.set()
+    assert await asked == "q"
+
+
+async def test_a_connection_discovery_or_node_connect_keeps_is_not_closed_to_make_room(
+        make_node: MakeNode, tmp_path: Path) -> None:
+    """Discovery finding the peer after it was owed nothing, or ``[node] connect``
+    listing its address (a target kept by address): its connection stays."""
+    for how in ("discovery", "[node] connect"):
+        _, a, _, sender, pa, pb = await spare_a(make_node, tmp_path / how)
+        if how == "discovery":
+            sender.peer_found(PeerRecord((a.addresses[0],), pa, source="mdns"))
+        else:
+            sender._dialler.keep_connected(a.addresses[0])  # what [node] connect does
+        await kept_open(sender, pa, pb)
+
+
+async def test_a_connection_an_app_connected_to_is_not_closed_to_make_room(
+        make_node: MakeNode, tmp_path: Path) -> None:
+    """``node.connect`` that reuses the outbox's connection makes it the app's."""
+    _, a, _, sender, pa, pb = await spare_a(make_node, tmp_path)
+    assert await sender.connect(a.addresses[0]) == pa
+    await kept_open(sender, pa, pb)
+
+
+async def test_a_peer_that_dialled_in_is_not_closed_to_make_room(
+        make_node: MakeNode, tmp_path: Path) -> None:
+    """The outbox's connection to a dropped while a was still owed; a dials in and is
+    served on its own connection, which is never the outbox's to close."""
+    slow = Slow()
+    a = await make_node([slow], drain_timeout=1.0)
+    b = await make_node([Keeper()], drain_timeout=1.0)
+    sender = await make_node([Sender()], state_dir=tmp_path / "sender", peer_limit=1,
+                             reconnect=Backoff(0.05, HOLD), drain_timeout=1.0)
+    pa = await sender.connect(a.addresses[0])
+    pb = await sender.connect(b.addresses[0])
+    await sender.send(pb, "kept", 0)
+    await until(lambda: outbox(sender) == {})
+    assert await sender.disconnect(pb)
+    await sender.send(pa, "kept", 1)  # held by a's handler: owed
+    await until(lambda: sender.delivery.stats.get("kept", "sent") >= 2)
+    assert await sender.disconnect(pa)
+    # After the hold the outbox dials a (it is owed message 1): an outbox connection.
+    await until(lambda: pa in sender._table.peers, 10.0)
+    assert await sender.disconnect(pa)  # dropped while still owed
+    await until(lambda: pa not in sender._table.peers)
+    await a.connect(sender.addresses[0])  # a dials in (within the hold)
+    await until(lambda: pa in sender._table.peers)
+    assert not any(c.initiator for c in sender._table.peers[pa].channels)
+    await asyncio.sleep(2 * HOLD)
+    await sender.send(pb, "kept", 2)  # b waits for room: the limit is 1
+    slow.release.set()  # a is served on its own connection, then owed nothing
+    await until(lambda: pa not in outbox(sender))
+    await asyncio.sleep(1.0)
+    assert pa in sender._table.peers, "the connection a dialled in was closed"

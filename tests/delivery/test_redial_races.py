@@ -95,7 +95,7 @@ async def test_dials_of_owed_peers_take_turns_a_few_at_a_time() -> None:
 
     from p2phost._runtime.node._owed import DIALS, OwedDials
 
-    owed = OwedDials(room=lambda: 64, connected=lambda peer: False, limit=64)
+    owed = OwedDials(room=lambda: 64, channels=lambda peer: [], limit=64)
     order: list[int] = []
     most = 0
 
@@ -108,3 +108,91 @@ async def test_dials_of_owed_peers_take_turns_a_few_at_a_time() -> None:
 
     await asyncio.gather(*(dial(n) for n in range(5 * DIALS)))
     assert most == DIALS and order == list(range(5 * DIALS)) and owed.dialling == 0
+
+
+async def test_owed_slots_neither_leak_nor_go_negative_under_cancel_and_errors() -> None:
+    """Cancelled while waiting, cancelled just after being handed a slot, a dial that
+    raises: dialling returns to 0 and the next waiter always gets its turn."""
+    import asyncio
+
+    from p2phost._runtime.node._owed import OwedDials
+
+    owed = OwedDials(room=lambda: 1, channels=lambda peer: [], limit=1)
+    gate = asyncio.Event()
+
+    async def dial(fail: bool = False) -> None:
+        async with owed.slot():
+            await gate.wait()
+            if fail:
+                raise OSError("refused")
+
+    first = asyncio.ensure_future(dial(fail=True))
+    waiting = [asyncio.ensure_future(dial()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert owed.dialling == 1
+    waiting[0].cancel()  # cancelled while waiting for a slot
+    gate.set()
+    await asyncio.sleep(0)
+    # first raised and released: waiting[1] was handed the slot; cancel it before it runs
+    waiting[1].cancel()
+    results = await asyncio.gather(first, *waiting, return_exceptions=True)
+    assert isinstance(results[0], OSError) and results[3] is None
+    assert owed.dialling == 0 and not owed._waiters
+
+
+async def test_a_connection_being_closed_whose_peer_came_back_no_longer_counts() -> None:
+    """Closing an idle connection makes room once it leaves; were its peer back on
+    another connection meanwhile, that room never comes: the next idle one goes."""
+    import asyncio
+
+    from p2phost._runtime.node._owed import OwedDials
+
+    class Open:  # a channel, as far as OwedDials looks
+        def __init__(self, peer_id: str, last_seen: float) -> None:
+            self.peer_id, self.last_seen, self.usable = peer_id, last_seen, True
+
+    table: dict[str, list[object]] = {}
+    owed = OwedDials(room=lambda: 2 - len(table), channels=lambda p: table.get(p, []),
+                     limit=2)
+    retired: list[str] = []
+    owed.idle = lambda peer: True
+    owed.retire = lambda channel: retired.append(channel.peer_id)  # type: ignore[misc]
+    for n, peer in enumerate(("a", "b")):
+        channel = Open(peer, n)
+        table[peer] = [channel]
+        owed.opened(channel)  # type: ignore[arg-type]
+    waiter = asyncio.ensure_future(owed.slot().__aenter__())
+    await asyncio.sleep(0)
+    assert retired == ["a"]  # the least recently used
+    table["a"] = [Open("a", 2)]  # a came back
+    owed.wake()
+    assert retired == ["a", "b"]
+    owed.stop()
+    waiter.cancel()
+
+
+async def test_dials_of_peers_that_failed_wait_behind_the_others() -> None:
+    """A slot is held through a dial and its handshake: peers that do not answer, asked
+    for first, would keep a peer that does waiting for minutes. Their dials go after."""
+    import asyncio
+
+    from p2phost._runtime.node._owed import OwedDials
+
+    owed = OwedDials(room=lambda: 1, channels=lambda peer: [], limit=1)
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    async def dial(name: str, failed: bool) -> None:
+        async with owed.slot(failed=failed):
+            order.append(name)
+            await gate.wait()
+
+    first = asyncio.ensure_future(dial("first", False))
+    await asyncio.sleep(0)
+    dials = [asyncio.ensure_future(dial(name, name.startswith("failed")))
+             for name in ("failed 1", "failed 2", "answers")]
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(first, *dials)
+    assert order == ["first", "answers", "failed 1", "failed 2"]
+    assert owed.dialling == 0

@@ -24,6 +24,25 @@ def _problem(exc: StoreError) -> Finding:
     return False, text, fix or None
 
 
+def missing_database(state_dir: Path) -> tuple[str, str] | None:
+    """What the next start does when ``delivery.db`` is missing beside journals a node
+    set up (moved aside, or deleted), with its fix: None when it is there, or there are
+    no journals either (a new project)."""
+    database = state_dir / DATABASE_NAME
+    if database.exists():
+        return None
+    journals = [str(path) for _, path, _ in journal_paths(database)
+                if path.exists() and path.stat().st_size > 0]
+    if not journals:
+        return None
+    return (f"{database} is missing beside the journals a node set up with it "
+            f"({', '.join(journals)}): the next start makes a new one and replays what "
+            "they hold into it; what only the old one held (messages in its outbox, dead "
+            "letters, the dedupe window, the apps' store) is not in it",
+            f"if it was moved aside by mistake, put it back (with its -wal and -shm files) "
+            f"as {database} before the next start")
+
+
 def check_state(state_dir: Path) -> list[Finding]:
     """What would stop a start on the delivery state in ``state_dir`` (nothing when the
     node never kept any); an ok finding when it all reads."""

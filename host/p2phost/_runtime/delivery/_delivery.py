@@ -355,6 +355,11 @@ class Reliable:
             await put()
         return True
 
+    def owes(self, peer: str) -> bool:
+        """Whether the outbox holds (or is taking in) a message for ``peer``; True while
+        the outbox is not running (nothing is known)."""
+        return self._redial is None or self._redial.owes(peer)
+
     def acknowledged_to(self, peer: str, topic: str) -> bool:
         """Whether messages on ``topic`` to the connected ``peer`` are acknowledged."""
         channel = self.link.usable(peer)

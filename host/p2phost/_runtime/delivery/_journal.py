@@ -47,6 +47,11 @@ JOURNAL_NAME = "outbox.journal"
 SEGMENT = 2 * 1024 * 1024
 _MAGIC = b"P2PJRNL1"
 _HEADER = struct.Struct("<8sQ")  # magic, epoch (0: empty)
+#: After each header written since journals are marked in the database as they are set
+#: up: an earlier build marked one only once it folded, so a journal without this tag
+#: and no mark in the database is no sign the database was replaced (unless it holds
+#: records). Builds that do not know it ignore it (the bytes up to _START are free).
+_MARKED = b"P2PMARK1"
 _RECORD = struct.Struct("<QII")  # epoch, payload length, crc32
 _START = 64  # the first record's offset in a segment
 
@@ -75,17 +80,30 @@ def _allocate(fd: int, size: int, *, fresh: bool) -> None:
         os.pwrite(fd, zeros[:size - start], start)
 
 
-def begun(path: Path, segment: int = SEGMENT) -> bool:
-    """Whether the journal file at ``path`` was ever set up by a node (a segment has a
-    journal header): a database beside it must then know it (docs/delivery.md, section
-    3). A missing, empty or never-written (all zero) file was not."""
+def known_to_database(path: Path, segment: int = SEGMENT) -> bool:
+    """Whether the database beside the journal file at ``path`` must know it (have its
+    ``journal_mark`` row: docs/delivery.md, section 3): it holds a record (a segment in
+    use whose first record reads), or this build set it up (it marks a journal in the
+    database as it sets it up). A missing, empty or never-written file need not be
+    known, nor one an earlier build only set up (it set its journal up at every start
+    but marked it only once it folded: a node that never sent left no mark)."""
     try:
         with path.open("rb") as file:
             if os.fstat(file.fileno()).st_size != 2 * segment:
                 return False
             for index in (0, 1):
                 file.seek(index * segment)
-                if file.read(len(_MAGIC)) == _MAGIC:
+                magic, epoch, tag = struct.unpack("<8sQ8s", file.read(_HEADER.size + 8))
+                if magic != _MAGIC:
+                    continue
+                if tag == _MARKED:
+                    return True
+                if not epoch:
+                    continue
+                file.seek(index * segment + _START)
+                got, length, crc = _RECORD.unpack(file.read(_RECORD.size))
+                if got == epoch and _START + _RECORD.size + length <= segment \
+                        and zlib.crc32(file.read(length), epoch & 0xFFFFFFFF) == crc:
                     return True
     except OSError:
         return False
@@ -282,15 +300,17 @@ class Journal:
         self._last += 1
         epoch = self._epochs[index] = self._last
         self._end[index] = _START
-        self._map[index * self.segment:index * self.segment + _HEADER.size] = \
-            _HEADER.pack(_MAGIC, epoch)
+        self._header(index, epoch)
 
     def _reset(self, index: int) -> None:
         self._epochs[index] = 0
         self._end[index] = _START
         self.open[index] = 0
-        self._map[index * self.segment:index * self.segment + _HEADER.size] = \
-            _HEADER.pack(_MAGIC, 0)
+        self._header(index, 0)
+
+    def _header(self, index: int, epoch: int) -> None:
+        self._map[index * self.segment:index * self.segment + _HEADER.size + len(_MARKED)] = \
+            _HEADER.pack(_MAGIC, epoch) + _MARKED
 
     def close(self) -> None:
         """Unmap and unlock (what was appended stays in the file)."""

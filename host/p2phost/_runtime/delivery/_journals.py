@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from ._injournal import INBOX_JOURNAL, INBOX_SEGMENT, OutcomeJournal
-from ._journal import JOURNAL_NAME, SEGMENT, Journal, begun
+from ._journal import JOURNAL_NAME, SEGMENT, Journal, known_to_database
 from ._outjournal import JournalRows
 from ._store import StoreError
 
@@ -26,11 +26,12 @@ def journal_paths(database: Path) -> tuple[tuple[int, Path, int], ...]:
 
 
 def stray_journals(database: Path, used: set[int]) -> list[Path]:
-    """The journals beside ``database`` that a node set up (they may hold what it lacks)
+    """The journals beside ``database`` it must know (they may hold what it lacks)
     although it has no ``journal_mark`` row for them: not the database they were used
-    with (emptied, replaced, or made anew)."""
+    with (emptied, replaced, or made anew). One an earlier build only set up (no
+    record) is taken on as new."""
     return [path for mark, path, segment in journal_paths(database)
-            if mark not in used and begun(path, segment)]
+            if mark not in used and known_to_database(path, segment)]
 
 
 def replaced(database: Path, stray: list[Path]) -> StoreError:

@@ -10,8 +10,9 @@ knows the peer by: the address it dialled the peer at and the listen addresses o
 peer's hello. Those are kept in the delivery database with the outbox (``peer_address``)
 before the first message for the peer is put in, so a node restarted with messages for
 a peer id dials it too. Once nothing waits for the peer, the target goes (an open
-connection stays), and the row goes when the peer is gone too: the state is bounded
-by the peers that are connected or owed messages.
+connection stays, unless the outbox's own dial opened it and peers owed messages wait
+for its room: :mod:`..node._owed`), and the row goes when the peer is gone too: the
+state is bounded by the peers that are connected or owed messages.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class Dialling(Protocol):
         """Keep dialling ``peer_id`` at ``addresses`` (with the dialler's backoff)."""
 
     def release_peer(self, peer_id: str) -> None:
-        """Stop dialling ``peer_id`` for the outbox (an open connection stays)."""
+        """Stop dialling ``peer_id`` for the outbox (an open connection stays, unless
+        it is idle and the outbox's dial opened it while others wait for room)."""
 
     def usable(self, peer_id: str) -> Channel | None:
         """The open channel to ``peer_id`` messages may go on, if any."""
@@ -129,6 +131,10 @@ class Redial:
                 del self._putting[peer]
         if peer not in self.kept and self._link.usable(peer) is None:
             self._keep(peer)  # (no addresses: discovery may find it, or it dials in)
+
+    def owes(self, peer: str) -> bool:
+        """Whether a message for ``peer`` is in the outbox or on its way in."""
+        return peer in self._putting or self._waiting.has_rows(peer)
 
     def disconnected(self, peer: str) -> None:
         """A channel to ``peer`` ended: dialled again while messages wait for it."""

@@ -290,6 +290,11 @@ class Dispatcher(Outgoing):
         peer's messages (``on_peer_connected`` first, ``on_peer_lost`` last)."""
         self._apps.lifecycle(peer_id, method, *args)
 
+    def busy_with(self, peer_id: str) -> bool:
+        """Whether a request to ``peer_id`` waits for its reply, or a mailbox holds or
+        handles something of its (a request to answer, a message to acknowledge)."""
+        return self.waits_on(peer_id) or self._apps.busy_with(peer_id)
+
     def peer_gone(self, peer_id: str, reason: str) -> None:
         """The peer's last channel ended."""
         self.fail_pending(peer_id, f"the connection was lost: {reason}")

@@ -415,6 +415,12 @@ class Mailbox(Generic[S]):
         if self._count == 0 and self._empty is not None:
             self._empty.set()
 
+    def busy_with(self, peer: str) -> bool:
+        """Whether ``peer``'s items wait or one is being processed."""
+        queue = self._queues.get(peer)
+        return queue is not None and (bool(queue.items)
+                                      or (queue.task is not None and queue.waiter is None))
+
     def peer_gone(self, peer: str) -> None:
         """The peer disconnected: what it sent is still processed; its queue goes away
         once it is empty."""

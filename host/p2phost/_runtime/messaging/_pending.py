@@ -68,6 +68,10 @@ class PendingRequests:
         if nearest != FOREVER:  # (requests without a deadline never need the timer)
             self._arm(nearest)
 
+    def waits_on(self, peer_id: str) -> bool:
+        """Whether a request to ``peer_id`` waits for its reply."""
+        return any(entry[0] == peer_id for entry in self._pending.values())
+
     def fail_pending(self, peer_id: str | None, reason: str) -> None:
         """Fail the requests waiting on ``peer_id`` (every request when None)."""
         if peer_id is None:  # the node shuts down: it may run again on another loop

@@ -65,12 +65,13 @@ class Dialler:
         #: Peers dialled for the outbox, at these addresses; their dials take turns
         #: within the limit (_owed.py).
         self._owed: dict[str, tuple[str, ...]] = {}
+        #: Peers owed messages whose last dial failed (their dials wait behind).
+        self._failing: set[str] = set()
         #: Peers an app disconnected: not dialled for the outbox until the timer ends.
         self._held: dict[str, asyncio.TimerHandle] = {}
         self._hold_for = backoff.maximum
         self.owed = OwedDials(room=lambda: self.peer_limit - len(self._table),
-                              connected=lambda peer: peer in self._table.peers,
-                              limit=peer_limit)
+                              channels=self._channels_of, limit=peer_limit)
         self.closing = False
 
     def usable(self, peer_id: str) -> Channel | None:
@@ -132,17 +133,17 @@ class Dialler:
         it (a record of its own: discovery's records of the peer are merged, not lost)."""
         if not self.closing and addresses:
             self._owed[peer_id] = tuple(addresses)
-            self.owed.owed(peer_id)
             if peer_id not in self._held:  # (else once the hold ends)
                 self.targets.update(PeerRecord(tuple(addresses), peer_id, source=OUTBOX))
 
     def release_peer(self, peer_id: str) -> None:
         """Nothing waits for ``peer_id`` in the outbox: its record goes (the target with
-        it unless discovery lists the peer; an open connection stays)."""
+        it unless discovery lists the peer; an open connection stays, unless peers
+        owed messages wait for its room: _owed.py)."""
         self._owed.pop(peer_id, None)
+        self._failing.discard(peer_id)
         self.targets.lost(PeerRecord((), peer_id, source=OUTBOX))
-        if peer_id not in self.targets:  # nothing else keeps it connected
-            self.owed.settled(peer_id)
+        self.owed.wake()  # (its connection may be idle now)
 
     def hold(self, peer_id: str) -> None:
         """An app disconnects ``peer_id``: the outbox does not dial it again for what
@@ -166,6 +167,7 @@ class Dialler:
     def stop(self) -> None:
         """The node is stopping: no new dials, redial loops cancelled."""
         self.closing = True
+        self.owed.stop()
         for timer in self._held.values():
             timer.cancel()
         self._held.clear()
@@ -175,11 +177,17 @@ class Dialler:
         try:
             if expected_peer_id is None or expected_peer_id not in self._owed:
                 return await self.connect(address, expected_peer_id=expected_peer_id)
-            async with self.owed.slot():  # (no dial storm, and within the peer limit)
-                there = self.usable(expected_peer_id) is not None
-                peer_id = await self.connect(address, expected_peer_id=expected_peer_id)
-                if not there:
-                    self.owed.opened(peer_id)
+            # (no dial storm, and within the peer limit)
+            async with self.owed.slot(failed=expected_peer_id in self._failing):
+                try:
+                    peer_id, opened = await self._connect(address, expected_peer_id)
+                except Exception:
+                    if expected_peer_id in self._owed:
+                        self._failing.add(expected_peer_id)
+                    raise
+                self._failing.discard(expected_peer_id)
+                if opened is not None:
+                    self.owed.opened(opened)
                 return peer_id
         except NodeConfigError as exc:
             raise PeerUnavailable(str(exc)) from exc
@@ -187,13 +195,31 @@ class Dialler:
     def _gone(self, peer_id: str) -> Peer | None:
         return self._table.get(peer_id)
 
+    def _channels_of(self, peer_id: str) -> list[Channel]:
+        peer = self._table.get(peer_id)
+        return [] if peer is None else peer.channels
+
+    def keeps(self, peer_id: str) -> bool:
+        """Whether a dial target other than the outbox's keeps ``peer_id`` connected
+        (discovery's, ``[node] connect``'s: those are kept by address, so the peer last
+        reached at the address counts)."""
+        return self.targets.keeps(peer_id, self.address_peers.get, ignore=OUTBOX)
+
     async def connect(self, address: str, *, expected_peer_id: str | None = None) -> str:
-        """Dial ``address`` (or reuse the connection to it); returns the peer id."""
+        """Dial ``address`` (or reuse the connection to it); returns the peer id. The
+        connection is the caller's: the outbox does not close it to make room."""
+        peer_id, _ = await self._connect(address, expected_peer_id)
+        self.owed.claim(peer_id)
+        return peer_id
+
+    async def _connect(self, address: str, expected_peer_id: str | None
+                       ) -> tuple[str, Channel | None]:
+        # The peer id, and the channel when this call opened a new one.
         lock = self._locks.setdefault(address, asyncio.Lock())
         async with lock:
             known = self.address_peers.get(address)
             if known is not None and self.usable(known) is not None:
-                return known
+                return known, None
             if self.closing:
                 raise PeerUnavailable("the node is shutting down")
             transport = self._transport_for(address)
@@ -209,7 +235,7 @@ class Dialler:
             except HandshakeError as exc:
                 raise PeerUnavailable(f"{address}: handshake failed: {exc}") from exc
             self.address_peers[address] = channel.peer_id
-            return channel.peer_id
+            return channel.peer_id, channel
 
 
 class Link(Dialler):

@@ -165,6 +165,7 @@ class Node(MessagingAPI):
             notify=self._notify)
         self._connections.schemas = hello_schemas(self._dispatch.routes)  # models' (wire.md)
         self._dialler.owed.retire = self._retire_spare
+        self._dialler.owed.idle = self._idle
         self._started = False
         self._closing = False
 
@@ -290,14 +291,22 @@ class Node(MessagingAPI):
         return {**self.stats(), "discovery": self.discovery_status(),
                 "inboxes": await self.metrics.inboxes.waiting(self._listeners)}
 
-    def _retire_spare(self, peer_id: str) -> None:
-        """Close the outbox's connection to ``peer_id``, owed nothing now: peers owed
-        messages wait for its room under the peer limit (node/_owed.py)."""
-        entry = self._table.get(peer_id)
-        for channel in [] if entry is None else [c for c in entry.channels if not c.ended]:
-            self._tasks.spawn(self._connections.retire(
-                channel, "nothing more to send, and peers this node owes messages wait "
-                         "for room under its peer-limit"), "retire")
+    def _idle(self, peer_id: str) -> bool:
+        """Whether nothing uses the connection to ``peer_id`` now: no message owed to it
+        (in the outbox or on its way in), no request to it or message of its being
+        handled, no dial target but the outbox's keeps it (node/_owed.py)."""
+        return not (self._reliable.owes(peer_id) or self._dispatch.busy_with(peer_id)
+                    or self._dialler.keeps(peer_id))
+
+    def _retire_spare(self, channel: Channel) -> None:
+        """Close ``channel``, the outbox's idle connection: peers owed messages wait for
+        its room under the peer limit (node/_owed.py)."""
+        reason = ("nothing more to send, and peers this node owes messages wait for room "
+                  "under its peer-limit")
+        # The goodbye now, in the step that found it idle: no message or request can
+        # go on it after that look.
+        channel.goodbye(reason)
+        self._tasks.spawn(self._connections.retire(channel, reason), "retire")
 
     # -- lifetime --------------------------------------------------------------------
 

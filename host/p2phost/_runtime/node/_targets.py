@@ -111,6 +111,21 @@ class DialTargets:
         """Every peer being dialled or kept connected (``address ADDR`` while unknown)."""
         return {t.peer_id or t.learned or key for key, t in self._targets.items()}
 
+    def keeps(self, peer_id: str, peer_at: Callable[[str], str | None], *,
+              ignore: str) -> bool:
+        """Whether a record not from source ``ignore`` keeps ``peer_id`` connected: its
+        target's, or an id-less one's that found it (or whose address ``peer_at`` says
+        it was last reached at)."""
+        for target in self._targets.values():
+            if not any(source != ignore for source in target.records):
+                continue
+            if peer_id in (target.peer_id, target.learned) or (
+                    target.peer_id is None
+                    and any(peer_at(a) == peer_id
+                            for r in target.records.values() for a in r.addresses)):
+                return True
+        return False
+
     def update(self, record: PeerRecord) -> None:
         """A plugin found (or re-found) ``record``: it replaces that plugin's last one."""
         if self.closed:
