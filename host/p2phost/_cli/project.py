@@ -172,10 +172,12 @@ def doctor(
     except UserError as exc:
         report(False, exc.message, exc.fix)
     _check_leftovers(project, report)
-    from .._runtime.delivery._check import check_state
+    from .._runtime.delivery._check import check_state, unreachable
 
     for ok, text, fix in check_state(project.state_dir):  # what would stop `run`
         report(ok, text, fix)
+    for text, fix in unreachable(project.state_dir):  # `run` starts, but they wait
+        report(False, text, fix, warning=True)
     manager = PluginManager(project)
     plugin_problems = manager.problems()
     for plugin_problem in plugin_problems:
