@@ -9,11 +9,16 @@ knew it by, and stop once nothing waits for it. In-process nodes over real TCP.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pytest
+
 from p2phost._runtime import Node
+from p2phost._runtime.delivery._check import unreachable
 from p2phost_sdk import App, Backoff, Identity, Message, PeerRecord, handler
+from tests.delivery.test_journal import kill_a_sender
 from tests.delivery.test_node import Keeper, Make, Sender, Slow, until
 from tests.delivery.test_node import kind as kind  # (the fixtures, over tcp)
 from tests.delivery.test_node import make as make
@@ -116,10 +121,65 @@ async def test_a_peer_is_no_longer_dialled_once_nothing_waits_for_it(
     await asyncio.sleep(3.0)
     assert targets.counters["dials"] == dials
     assert peer not in targets
-    # Nor is its address kept once it is gone and owed nothing.
+    # Its address is kept, though: a later send to the peer id dials it there.
     assert sender.delivery.db is not None
-    assert sender.delivery.db.execute("SELECT COUNT(*) FROM peer_address").fetchone() == (0,)
+    assert sender.delivery.db.execute("SELECT peer FROM peer_address").fetchall() == [(peer,)]
 
+
+
+async def test_a_restarted_sender_dials_a_peer_id_it_reached_in_an_earlier_run(
+        make: Make, tmp_path: Path) -> None:
+    """Run 1 connects by address, sends, everything is acknowledged, it stops; run 2
+    (same state) only sends to the peer id: the node dials it where it last knew it.
+    (Its address went with the last message acknowledged: run 2 waited for ever.)"""
+    sender_id, keeper = Identity.generate(), Keeper()
+    receiver = await make([keeper])
+    sender = await make([Sender()], state=tmp_path / "sender", listen=[], identity=sender_id)
+    peer = await sender.connect(receiver.addresses[0])
+    await sender.send(peer, "kept", 1)
+    await until(lambda: outbox(sender) == {} and keeper.bodies == [1])
+    await sender.close()
+
+    sender = await make([Sender()], state=tmp_path / "sender", listen=[], identity=sender_id)
+    await sender.send(peer, "kept", 2)  # no connect() this time
+    await until(lambda: keeper.bodies == [1, 2], BOUND)
+    await until(lambda: outbox(sender) == {})
+    assert unreachable(tmp_path / "sender") == []
+
+
+async def test_messages_for_a_peer_id_never_seen_are_said_to_wait(
+        make: Make, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A peer id the node never connected to has no address to dial: its messages wait
+    until it connects, and the node says so, once per peer, with the fix; ``p2phost
+    doctor`` lists it (not a peer it knows an address for)."""
+    lost = await lost_peer(make, tmp_path, acked=1)
+    sender, known = lost.sender, lost.peer
+    stranger = Identity.generate().peer_id
+    with caplog.at_level(logging.WARNING, "p2phost.delivery"):
+        for n in range(3):
+            await sender.send(stranger, "kept", n)
+            await sender.send(known, "kept", n)  # known, though down: dialled, no word
+    said = [r.getMessage() for r in caplog.records if "knows no address" in r.getMessage()]
+    assert len(said) == 1 and stranger in said[0], said
+    assert "node.connect(ADDRESS)" in said[0] and "[node] connect" in said[0] \
+        and "discovery plugin" in said[0]
+    await sender.close()
+    [(text, fix)] = unreachable(tmp_path / "sender")
+    assert text.startswith(f"3 messages for {stranger} wait in the outbox, but this node "
+                           "knows no address"), text
+    assert "node.connect(ADDRESS)" in fix and "[node] connect" in fix
+
+
+def test_doctor_counts_messages_only_the_journal_of_a_killed_sender_holds(
+        tmp_path: Path) -> None:
+    """Killed while sending, the sender's messages are in its journal, not its table:
+    doctor reads them there (the node is not running, the journal is not locked)."""
+    stranger = Identity.generate().peer_id
+    returned = kill_a_sender(tmp_path / "sender", stranger, 0.5)
+    assert returned
+    [(text, _)] = unreachable(tmp_path / "sender")
+    count = int(text.split()[0])
+    assert count >= len(returned) and f"for {stranger} wait" in text
 
 
 class Elsewhere(App):

@@ -1,15 +1,17 @@
 """Redial's bookkeeping against the outbox's pump, with the node's parts as stand-ins:
 a message on its way into the outbox (its row not committed yet) must keep its peer
 dialled, and a peer owed messages keeps its saved addresses when others push it out
-of the bounded record of recent connections."""
+of the bounded record of recent connections (the least recently seen go first)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from p2phost._runtime.delivery import _redial
 from p2phost._runtime.delivery._redial import Redial
+from p2phost._runtime.delivery._store import open_database
 
 PEER = "p" * 52
 
@@ -29,13 +31,27 @@ class Link:
     def usable(self, peer_id: str) -> Any:
         return None  # the peer dropped
 
+    @property
+    def targets(self) -> set[str]:
+        return set()  # no discovery
+
 
 class Committer:
-    async def write(self, op: Callable[[Any], None]) -> None:
-        pass
+    """Runs each write at once on ``db`` (when given), as a commit would."""
 
-    def submit(self, op: Callable[[Any], None], *args: Any) -> None:
-        pass
+    def __init__(self, db: sqlite3.Connection | None = None) -> None:
+        self.db = db
+
+    async def write(self, op: Callable[[Any], None]) -> None:
+        if self.db is not None:
+            op(self.db)
+
+    def submit(self, op: Callable[[Any], None], then: Callable[[], None] | None = None,
+               *args: Any) -> None:
+        if self.db is not None:
+            op(self.db)
+            if then is not None:
+                then()
 
 
 class Rows:
@@ -45,6 +61,9 @@ class Rows:
     def has_rows(self, peer: str) -> bool:
         return peer in self.peers
 
+    def destinations(self) -> list[str]:
+        return sorted(self.peers)
+
 
 class Channel:
     def __init__(self, peer: str, address: str) -> None:
@@ -52,9 +71,9 @@ class Channel:
         self.hello = type("Hello", (), {"listen": ()})()
 
 
-def redial() -> tuple[Redial, Link, Rows]:
+def redial(db: sqlite3.Connection | None = None) -> tuple[Redial, Link, Rows]:
     link, rows = Link(), Rows()
-    return Redial(link, Committer(), rows), link, rows  # type: ignore[arg-type]
+    return Redial(link, Committer(db), rows), link, rows  # type: ignore[arg-type]
 
 
 async def test_a_peer_dropping_while_its_message_goes_in_stays_dialled() -> None:
@@ -86,6 +105,35 @@ async def test_a_peer_owed_messages_keeps_its_addresses_past_the_bound(
         r.connected(Channel(f"{n}" * 52, f"tcp://127.0.0.1:{n + 2}"))  # type: ignore[arg-type]
     r.disconnected(PEER)
     assert link.kept == {PEER: ("tcp://127.0.0.1:1",)}
+
+
+async def test_the_peers_remembered_are_bounded_the_least_recently_seen_forgotten(
+        monkeypatch: Any) -> None:
+    """Past the bound, the peers seen least recently are forgotten (their rows too),
+    never one owed messages; a restart remembers the rest, dialling the one owed."""
+    monkeypatch.setattr(_redial, "_KNOWN", 4)
+    db = open_database(None)
+    r, link, rows = redial(db)
+    peers = [f"{n}" * 52 for n in range(6)]
+
+    def connect(n: int) -> None:
+        r.connected(Channel(peers[n], f"tcp://127.0.0.1:{n + 1}"))  # type: ignore[arg-type]
+
+    for n in range(4):
+        connect(n)
+    rows.peers.add(peers[0])  # owed messages: never forgotten, least recent or not
+    connect(1)  # seen again: now the most recent
+    connect(4)  # 5 > 4: the least recently seen not owed (2) goes
+    connect(5)  # and then 3
+    remembered = [peers[n] for n in (0, 1, 4, 5)]
+    assert list(r._known) == remembered
+    saved = db.execute("SELECT peer FROM peer_address ORDER BY seen").fetchall()
+    assert [p for (p,) in saved] == remembered
+
+    again, link, _ = redial(db)
+    again.start(db, [peers[0]])
+    assert list(again._known) == remembered
+    assert link.kept == {peers[0]: ("tcp://127.0.0.1:1",)}
 
 
 async def test_dials_of_owed_peers_take_turns_a_few_at_a_time() -> None:
@@ -196,3 +244,19 @@ async def test_dials_of_peers_that_failed_wait_behind_the_others() -> None:
     await asyncio.gather(first, *dials)
     assert order == ["first", "answers", "failed 1", "failed 2"]
     assert owed.dialling == 0
+
+
+def test_a_database_from_before_seen_gets_the_column(tmp_path: Any) -> None:
+    """A delivery.db whose peer_address has no ``seen`` (an earlier p2phost's) opens
+    with it added; its rows stay, seen at 0 (the first forgotten)."""
+    path = tmp_path / "delivery.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE peer_address (peer TEXT PRIMARY KEY, addresses TEXT NOT NULL)"
+                " WITHOUT ROWID")
+    old.execute("INSERT INTO peer_address VALUES (?, ?)", (PEER, '["tcp://127.0.0.1:1"]'))
+    old.commit()
+    old.close()
+    db = open_database(path)
+    assert db.execute("SELECT peer, seen FROM peer_address").fetchall() == [(PEER, 0)]
+    db.close()
+    open_database(path).close()  # (again: the column is there)

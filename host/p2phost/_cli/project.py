@@ -172,12 +172,14 @@ def doctor(
     except UserError as exc:
         report(False, exc.message, exc.fix)
     _check_leftovers(project, report)
-    from .._runtime.delivery._check import check_state, missing_database
+    from .._runtime.delivery._check import check_state, missing_database, unreachable
 
     for ok, text, fix in check_state(project.state_dir):  # what would stop `run`
         report(ok, text, fix)
     if (missing := missing_database(project.state_dir)) is not None:  # starts, but loses
         report(False, *missing, warning=True)
+    for text, fix in unreachable(project.state_dir):  # `run` starts, but they wait
+        report(False, text, fix, warning=True)
     manager = PluginManager(project)
     plugin_problems = manager.problems()
     for plugin_problem in plugin_problems:

@@ -1,4 +1,5 @@
-"""``p2phost doctor``'s look at the delivery state: what would stop ``p2phost run``.
+"""``p2phost doctor``'s look at the delivery state: what would stop ``p2phost run``, and
+messages that wait for peers the node cannot dial.
 
 The same checks the node's start makes (:mod:`._store`, :mod:`._journals`), without
 changing anything: the database is opened read-only and checked page by page (SQLite's
@@ -9,10 +10,13 @@ replayed. A journal locked by the running node is that node's, and in use: not r
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 from ._journal import Journal, JournalCorrupt
 from ._journals import journal_paths, replaced, stray_journals
+from ._outjournal import unfolded
+from ._redial import saved_addresses, unknown_peer
 from ._store import DATABASE_NAME, StoreError, damaged, store_error
 
 #: One finding: whether it is fine, what, and its fix.
@@ -88,4 +92,53 @@ def check_state(state_dir: Path) -> list[Finding]:
             journal.close()
     if not found:
         found.append((True, f"delivery state in {state_dir} reads", None))
+    return found
+
+
+#: Peers with no known address doctor names one by one at most (then how many more).
+_NAMED = 10
+
+
+def unreachable(state_dir: Path) -> list[tuple[str, str]]:
+    """Peer ids the outbox in ``state_dir`` holds messages for that the node knows no
+    address for (their messages wait until the peer connects): what to say, and the
+    fix. What a running node's journal holds is its own (it warned when it was sent)."""
+    database = state_dir / DATABASE_NAME
+    if not database.exists():
+        return []
+    owed: Counter[str] = Counter()
+    try:
+        db = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5.0)
+        try:
+            tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master")}
+            if not {"outbox", "peer_address", "journal_mark"} <= tables:
+                return []
+            owed.update(dict(db.execute("SELECT dest, COUNT(*) FROM outbox GROUP BY dest")))
+            known = {peer for peer, text in db.execute("SELECT peer, addresses FROM "
+                                                       "peer_address") if saved_addresses(text)}
+            marks = dict(db.execute("SELECT id, folded FROM journal_mark"))
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return []  # (check_state says what is wrong with it)
+    mark, path, segment = journal_paths(database)[0]  # the outbox's
+    if path.exists() and (path.stat().st_size > 0 or mark in marks):
+        try:
+            journal = Journal(path, segment, used=mark in marks)
+        except (JournalCorrupt, StoreError):
+            journal = None  # damaged (check_state says so), or the running node's
+        if journal is not None:
+            try:
+                puts, _ = unfolded(journal.replay(), marks.get(mark, 0))
+                owed.update(dest for dest, _ in puts)
+            except JournalCorrupt:
+                pass
+            finally:
+                journal.close()
+    peers = sorted(p for p in owed if "://" not in p and p not in known)
+    found = [unknown_peer(peer, owed[peer]) for peer in peers[:_NAMED]]
+    if len(peers) > _NAMED:
+        found.append((f"{len(peers) - _NAMED} more peers the outbox holds messages for "
+                      f"have no known address ({sum(owed[p] for p in peers[_NAMED:])} "
+                      "messages)", unknown_peer(peers[0])[1]))
     return found

@@ -51,7 +51,7 @@ from ._journals import open_journals
 from ._outbox import Outbox, key_id
 from ._outjournal import JournalRows
 from ._receiver import Receiver
-from ._redial import Redial
+from ._redial import Dialled, Redial
 from ._store import open_connections, store_error
 
 if TYPE_CHECKING:
@@ -100,6 +100,10 @@ class NodeLink(Protocol):
 
     def release_peer(self, peer_id: str) -> None:
         """Stop dialling ``peer_id`` for the outbox (an open connection stays)."""
+
+    @property
+    def targets(self) -> Dialled:
+        """The peers being dialled (discovery's finds among them)."""
 
 
 class Reliable:
@@ -244,6 +248,8 @@ class Reliable:
 
     async def close(self) -> None:
         """Stop the pumps and delayed retries, commit and send what is pending."""
+        if self._redial is not None:
+            self._redial.flush_logs()
         self._redial = None  # nothing is dialled for the outbox any more (its database closes)
         if self._receiver is not None:
             await self._receiver.close()

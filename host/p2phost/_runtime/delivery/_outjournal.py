@@ -20,6 +20,7 @@ import logging
 import sqlite3
 import struct
 import time
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from ._committer import Committer, Gathered
@@ -67,6 +68,32 @@ def _row(held: Held) -> tuple[Any, ...]:
             held.created)
 
 
+def unfolded(payloads: Iterable[bytes], folded: int
+             ) -> tuple[dict[Key, tuple[Any, ...]], int]:
+    """The outbox rows an outbox journal's records (``payloads``) hold above sequence
+    number ``folded`` that no later ACK record cancels; and the highest number seen."""
+    puts: dict[Key, tuple[Any, ...]] = {}
+    top = folded
+    for payload in payloads:
+        if payload[:1] == b"P":
+            _, seq, stored, created = _PUT.unpack_from(payload)
+            a, b, c = _NAMES.unpack_from(payload, _PUT.size)
+            at = _PUT.size + _NAMES.size
+            dest = payload[at:at + a].decode()
+            topic = payload[at + a:at + a + b].decode()
+            content_type = payload[at + a + b:at + a + b + c].decode()
+            top = max(top, seq)
+            if seq > folded:
+                puts[(dest, wire_id(stored))] = (seq, dest, stored, topic, content_type,
+                                                 payload[at + a + b + c:], created)
+        elif payload[:1] == b"A":
+            _, a = _ACK.unpack_from(payload)
+            dest = payload[_ACK.size:_ACK.size + a].decode()
+            for (stored,) in _ID.iter_unpack(payload[_ACK.size + a:]):
+                puts.pop((dest, wire_id(stored)), None)
+    return puts, top
+
+
 class JournalRows:
     """Pending and folding messages of one outbox, and its journal."""
 
@@ -96,25 +123,7 @@ class JournalRows:
         node sends anything), then empty the journal; how many messages."""
         mark = db.execute("SELECT folded FROM journal_mark WHERE id = 0").fetchone()
         folded = mark[0] if mark else 0
-        puts: dict[Key, tuple[Any, ...]] = {}
-        top = folded
-        for payload in journal.replay():
-            if payload[:1] == b"P":
-                _, seq, stored, created = _PUT.unpack_from(payload)
-                a, b, c = _NAMES.unpack_from(payload, _PUT.size)
-                at = _PUT.size + _NAMES.size
-                dest = payload[at:at + a].decode()
-                topic = payload[at + a:at + a + b].decode()
-                content_type = payload[at + a + b:at + a + b + c].decode()
-                top = max(top, seq)
-                if seq > folded:
-                    puts[(dest, wire_id(stored))] = (seq, dest, stored, topic, content_type,
-                                                     payload[at + a + b + c:], created)
-            elif payload[:1] == b"A":
-                _, a = _ACK.unpack_from(payload)
-                dest = payload[_ACK.size:_ACK.size + a].decode()
-                for (stored,) in _ID.iter_unpack(payload[_ACK.size + a:]):
-                    puts.pop((dest, wire_id(stored)), None)
+        puts, top = unfolded(journal.replay(), folded)
         if top > folded or puts:
             with transaction(db):
                 for row in puts.values():

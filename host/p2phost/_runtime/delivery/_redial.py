@@ -7,12 +7,16 @@ restarts, nothing would dial it again and its messages would wait for ever. So w
 the outbox holds messages for a peer id, the node keeps the peer as a dial target
 (the dialler's redial loop and backoff, record source ``outbox``) at the addresses it
 knows the peer by: the address it dialled the peer at and the listen addresses of the
-peer's hello. Those are kept in the delivery database with the outbox (``peer_address``)
-before the first message for the peer is put in, so a node restarted with messages for
-a peer id dials it too. Once nothing waits for the peer, the target goes (an open
-connection stays, unless the outbox's own dial opened it and peers owed messages wait
-for its room: :mod:`..node._owed`), and the row goes when the peer is gone too: the
-state is bounded by the peers that are connected or owed messages.
+peer's hello. Those are kept in the delivery database (``peer_address``) for every peer
+the node connects to, owed messages or not, and before the first message for a peer is
+put in, so a node restarted with messages for a peer id dials it, and so does a node
+that sends to a peer id it reached in an earlier run. Once nothing waits for the peer,
+the target goes (an open connection stays, unless the outbox's own dial opened it and
+peers owed messages wait for its room: :mod:`..node._owed`); its row stays. The rows
+are bounded: the 4096 peers most recently seen, and every peer owed messages (never
+forgotten). A message for a peer id the node knows no address for waits until the peer
+connects: that is said once per peer (a warning with the fix), and ``p2phost doctor``
+lists them.
 """
 
 from __future__ import annotations
@@ -20,21 +24,32 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from p2phost_sdk import RateLimitedLog
+
+from .._limited import WarnedOnce
 from ..wire._channel import Channel
 from ._committer import Committer
 from ._outjournal import Waiting
 from ._store import Op
 
 log = logging.getLogger("p2phost.delivery")
-#: Peers whose addresses are remembered from their connections (the least recent
-#: forgotten): only those with messages waiting need them.
+#: Peers whose addresses are kept (the least recently seen forgotten first, never one
+#: owed messages): a later send to one dials it, in this run or the next.
 _KNOWN = 4096
 #: Addresses kept per peer at most (a hello lists 16 at most; one more it was dialled at).
 _ADDRESSES = 17
+
+
+class Dialled(Protocol):
+    """The peers a node dials (its dialler's targets)."""
+
+    def __contains__(self, peer_id: str) -> bool:
+        """Whether ``peer_id`` is dialled (discovery found it, or the outbox owes it)."""
 
 
 class Dialling(Protocol):
@@ -50,6 +65,32 @@ class Dialling(Protocol):
     def usable(self, peer_id: str) -> Channel | None:
         """The open channel to ``peer_id`` messages may go on, if any."""
 
+    @property
+    def targets(self) -> Dialled:
+        """The peers being dialled (discovery's finds among them)."""
+
+
+def unknown_peer(peer: str, count: int | None = None) -> tuple[str, str]:
+    """What to say of (``count``) messages waiting for ``peer``, a peer id this node
+    knows no address for, and the fix."""
+    what = "messages" if count is None else f"{count} message{'s' * (count != 1)}"
+    return (f"{what} for {peer} wait in the outbox, but this node knows no address to "
+            "dial it at (it never connected to it and no discovery plugin found it, or "
+            f"it has connected to {_KNOWN} other peers since): they go out only when that "
+            "peer connects to this node",
+            "connect to it once by address (node.connect(ADDRESS) in a program, [node] "
+            "connect in p2phost.toml), or run a discovery plugin that finds it")
+
+
+def saved_addresses(text: str) -> tuple[str, ...]:
+    """The addresses a ``peer_address`` row holds (none of a damaged row: as if the peer
+    were never seen)."""
+    try:
+        listed = json.loads(text)
+    except ValueError:
+        return ()
+    return tuple(a for a in listed if isinstance(a, str)) if isinstance(listed, list) else ()
+
 
 def addresses_of(channel: Channel) -> tuple[str, ...]:
     """Where ``channel``'s peer can be dialled: the address this node dialled it at
@@ -61,65 +102,62 @@ def addresses_of(channel: Channel) -> tuple[str, ...]:
 
 
 class Redial:
-    """The peers the outbox holds messages for, kept as dial targets."""
+    """Where the peers this node connected to can be dialled; the peers the outbox holds
+    messages for, kept as dial targets."""
 
     def __init__(self, link: Dialling, committer: Committer, waiting: Waiting) -> None:
         self._link = link
         self._committer = committer
         self._waiting = waiting
-        #: Peer -> the addresses it was last connected at (bounded, least recent dropped).
+        #: Peer -> the addresses it was last connected at, as its ``peer_address`` row
+        #: holds them (bounded: the least recently seen first, forgotten first).
         self._known: OrderedDict[str, tuple[str, ...]] = OrderedDict()
-        #: Peer -> the addresses its ``peer_address`` row holds.
+        #: Peer -> the addresses its row holds, committed.
         self._saved: dict[str, tuple[str, ...]] = {}
+        #: How far past the bound ``_known`` may grow before peers are forgotten again
+        #: (those owed messages, which are not forgotten, and a margin).
+        self._over = 0
         #: Peers kept as dial targets for the outbox.
         self.kept: set[str] = set()
         #: Peer -> messages on their way into the outbox (not in its rows yet): the
         #: peer is owed them, whatever the rows say meanwhile.
         self._putting: dict[str, int] = {}
+        #: Peers said to have no known address (each once; many, in few lines).
+        self._unknown = WarnedOnce()
+        self._unknown_lines = RateLimitedLog(log, "peers with no known address")
 
     def start(self, db: sqlite3.Connection, destinations: Sequence[str]) -> None:
-        """At start: dial every peer id the outbox holds messages for, at its saved
-        addresses; rows of peers owed nothing are deleted."""
-        waiting = set(destinations)
-        stale = []
-        for peer, text in db.execute("SELECT peer, addresses FROM peer_address"):
-            if peer not in waiting:
-                stale.append(peer)
-                continue
-            try:
-                listed = json.loads(text)
-            except ValueError:  # a damaged row: the peer waits to connect, as before
-                continue
-            addresses = tuple(a for a in listed if isinstance(a, str)) \
-                if isinstance(listed, list) else ()
-            self._saved[peer] = self._known[peer] = addresses
-            self._keep(peer)
-        if stale:
-            self._committer.submit(lambda w: w.executemany(
-                "DELETE FROM peer_address WHERE peer = ?", [(p,) for p in stale]))
+        """At start: the saved addresses; every peer id the outbox holds messages for is
+        dialled at its own (one without is warned about)."""
+        for peer, text in db.execute("SELECT peer, addresses FROM peer_address "
+                                     "ORDER BY seen"):
+            if addresses := saved_addresses(text):
+                self._saved[peer] = self._known[peer] = addresses
+        for peer in destinations:
+            if "://" not in peer:  # (an address is dialled as it is)
+                self._keep(peer, warn=True)
+        self._bound()
 
     def connected(self, channel: Channel) -> None:
-        """A channel opened: remember where its peer can be dialled."""
+        """A channel opened: remember (and save) where its peer can be dialled."""
         peer, addresses = channel.peer_id, addresses_of(channel)
         if not addresses:
             return
         self._known[peer] = addresses
         self._known.move_to_end(peer)
-        if len(self._known) > _KNOWN:
-            self._known.popitem(last=False)
-        if peer in self._saved and self._saved[peer] != addresses:
-            self._save(peer, addresses)
+        self._save(peer, addresses)  # (its time too: the least recently seen go first)
+        self._bound()
         if peer in self.kept:
             self._link.keep_peer(peer, addresses)  # the new addresses replace the old
 
     async def put(self, peer: str, put: Callable[[], Awaitable[None]]) -> None:
         """Put a message for ``peer`` into the outbox (``put``): its addresses are saved
-        first (once per change), and it is dialled if it is not connected once the
+        first (unless they are), and it is dialled if it is not connected once the
         message is in (it may have dropped meanwhile); while the put is under way, the
         outbox's pump finding no rows for the peer releases nothing."""
         self._putting[peer] = self._putting.get(peer, 0) + 1
         try:
-            addresses = self._addresses(peer)
+            addresses = self._known.get(peer)
             if addresses and self._saved.get(peer) != addresses:
                 await self._committer.write(self._op(peer, addresses))
                 self._saved[peer] = addresses
@@ -130,7 +168,7 @@ class Redial:
             else:
                 del self._putting[peer]
         if peer not in self.kept and self._link.usable(peer) is None:
-            self._keep(peer)  # (no addresses: discovery may find it, or it dials in)
+            self._keep(peer, warn=True)
 
     def owes(self, peer: str) -> bool:
         """Whether a message for ``peer`` is in the outbox or on its way in."""
@@ -139,45 +177,68 @@ class Redial:
     def disconnected(self, peer: str) -> None:
         """A channel to ``peer`` ended: dialled again while messages wait for it."""
         # (Its peer entry may still be there: a target of a connected peer only waits.)
-        if peer not in self.kept and (self._waiting.has_rows(peer) or peer in self._putting):
+        if peer not in self.kept and self.owes(peer):
             self._keep(peer)
 
     def settled(self, peer: str, *, gone: bool) -> None:
         """The outbox's pump for ``peer`` has nothing in flight (``gone``: and no
-        connection): once nothing waits for the peer, its target (and, when gone, its
-        row) goes."""
-        if (peer not in self.kept and not (gone and peer in self._saved)) \
-                or peer in self._putting or self._waiting.has_rows(peer):
+        connection): once nothing waits for the peer, its target goes. Its addresses
+        stay, gone or not: a later send to the peer dials it there."""
+        if peer not in self.kept or self.owes(peer):
             return
-        if peer in self.kept:
-            self.kept.discard(peer)
-            self._link.release_peer(peer)
-            log.debug("nothing waits for %s: no longer dialled for the outbox", peer)
-        if gone and self._saved.pop(peer, None) is not None:
-            self._committer.submit(lambda db: db.execute(
-                "DELETE FROM peer_address WHERE peer = ?", (peer,)))
+        self.kept.discard(peer)
+        self._link.release_peer(peer)
+        log.debug("nothing waits for %s: no longer dialled for the outbox", peer)
 
-    def _addresses(self, peer: str) -> tuple[str, ...] | None:
-        # Those of its last connection, else those saved (a peer owed messages keeps
-        # its row while other peers push it out of the bounded _known).
-        return self._known.get(peer) or self._saved.get(peer)
+    def flush_logs(self) -> None:
+        """Report the warnings the rate limit held back (the node closing)."""
+        self._unknown_lines.flush()
 
-    def _keep(self, peer: str) -> None:
-        addresses = self._addresses(peer)
+    def _keep(self, peer: str, *, warn: bool = False) -> None:
+        addresses = self._known.get(peer)
         if addresses:
             self.kept.add(peer)
             self._link.keep_peer(peer, addresses)
+        elif warn and peer not in self._link.targets and self._unknown.first(peer, ""):
+            # It may yet dial in, or discovery find it: not an error, but a send that
+            # would otherwise wait for ever without a word.
+            text, fix = unknown_peer(peer)
+            self._unknown_lines.warning("%s (fix: %s)", text, fix, fields={"peer": peer})
 
     def _save(self, peer: str, addresses: tuple[str, ...]) -> None:
-        self._saved[peer] = addresses
-        self._committer.submit(self._op(peer, addresses))
+        def then() -> None:
+            if self._known.get(peer) == addresses:  # (not forgotten meanwhile)
+                self._saved[peer] = addresses
+        self._committer.submit(self._op(peer, addresses), then)
+
+    def _bound(self) -> None:
+        """Forget the least recently seen peers past the bound, but none owed messages
+        (found once for a round that forgets a sixteenth of the bound: reading what
+        the outbox holds is not for every connection)."""
+        if len(self._known) <= _KNOWN + self._over:
+            return
+        owed = {*self._waiting.destinations(), *self._putting, *self.kept}
+        keep = _KNOWN - _KNOWN // 16
+        forgotten: list[str] = []
+        for peer in self._known:  # the least recently seen first
+            if len(self._known) - len(forgotten) <= keep:
+                break
+            if peer not in owed:
+                forgotten.append(peer)
+        for peer in forgotten:
+            del self._known[peer]
+            self._saved.pop(peer, None)
+        self._over = max(0, len(self._known) - keep)
+        if forgotten:
+            self._committer.submit(lambda db: db.executemany(
+                "DELETE FROM peer_address WHERE peer = ?", [(p,) for p in forgotten]))
 
     @staticmethod
     def _op(peer: str, addresses: tuple[str, ...]) -> Op:
-        text = json.dumps(list(addresses))
+        text, seen = json.dumps(list(addresses)), time.time()
 
         def op(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO peer_address (peer, addresses) VALUES (?, ?) "
-                       "ON CONFLICT (peer) DO UPDATE SET addresses = excluded.addresses",
-                       (peer, text))
+            db.execute("INSERT INTO peer_address (peer, addresses, seen) VALUES (?, ?, ?) "
+                       "ON CONFLICT (peer) DO UPDATE SET addresses = excluded.addresses, "
+                       "seen = excluded.seen", (peer, text, seen))
         return op
