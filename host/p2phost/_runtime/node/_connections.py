@@ -212,7 +212,8 @@ class Connections:
         if self.closing:
             await connection.close()
             return
-        entry = self._full(self._admitted()) or self._gate.enter(address)
+        entry = (self._full(self._admitted())
+                 or self._gate.enter(address, inbox=transport.inbox_based))
         if isinstance(entry, str):
             self._refusals.warning("refused a connection from %s: %s", address, entry)
             self._tasks.spawn(refuse(connection, entry), "refuse")
