@@ -1,7 +1,8 @@
 """Redial's bookkeeping against the outbox's pump, with the node's parts as stand-ins:
 a message on its way into the outbox (its row not committed yet) must keep its peer
 dialled, and a peer owed messages keeps its saved addresses when others push it out
-of the bounded record of recent connections (the least recently seen go first)."""
+of the bounded record of recent connections (the least recently seen go first, peers
+that only dialled in before those this node dialled)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,15 @@ class Channel:
         self.hello = type("Hello", (), {"listen": ()})()
 
 
+class Inbound(Channel):
+    """A peer that dialled in, listening (its hello says) at ``listen``."""
+
+    def __init__(self, peer: str, listen: str) -> None:
+        super().__init__(peer, "tcp://203.0.113.9:40000")
+        self.initiator = False
+        self.hello = type("Hello", (), {"listen": (listen,)})()
+
+
 def redial(db: sqlite3.Connection | None = None) -> tuple[Redial, Link, Rows]:
     link, rows = Link(), Rows()
     return Redial(link, Committer(db), rows), link, rows  # type: ignore[arg-type]
@@ -134,6 +144,35 @@ async def test_the_peers_remembered_are_bounded_the_least_recently_seen_forgotte
     again.start(db, [peers[0]])
     assert list(again._known) == remembered
     assert link.kept == {peers[0]: ("tcp://127.0.0.1:1",)}
+
+
+async def test_strangers_dialling_in_do_not_erase_a_peer_this_node_dialled(
+        monkeypatch: Any) -> None:
+    """Throwaway identities dialling in (review rev2 item 4) forget each other, never a
+    peer this node dialled and owes nothing now, in this run or after a restart (a send
+    to it then still dials it); the record stays bounded."""
+    monkeypatch.setattr(_redial, "_KNOWN", 4)  # 4096 in the product
+    db = open_database(None)
+    r, _, _ = redial(db)
+    r.connected(Channel(PEER, "tcp://192.0.2.1:4001"))  # type: ignore[arg-type]
+    r.connected(Inbound(PEER, "tcp://192.0.2.1:4002"))  # type: ignore[arg-type]
+    for n in range(8):  # 4,096 fresh identities, each one handshake, in the product
+        r.connected(Inbound(f"{n}" * 52, "tcp://203.0.113.9:1"))  # type: ignore[arg-type]
+    assert PEER in r._known, "a peer this node dialled was forgotten for strangers"
+    assert len(r._known) == 4
+
+    again, link, _ = redial(db)
+    again.start(db, [])
+    for n in range(8):
+        again.connected(Inbound(f"x{n}" * 26, "tcp://203.0.113.9:1"))  # type: ignore[arg-type]
+    assert PEER in again._known, "after a restart, strangers erased a peer it dialled"
+    assert db.execute("SELECT COUNT(*) FROM peer_address").fetchone() == (4,)
+    await again.put(PEER, _nothing)
+    assert link.kept == {PEER: ("tcp://192.0.2.1:4002",)}
+
+
+async def _nothing() -> None:
+    pass
 
 
 async def test_dials_of_owed_peers_take_turns_a_few_at_a_time() -> None:
@@ -246,9 +285,9 @@ async def test_dials_of_peers_that_failed_wait_behind_the_others() -> None:
     assert owed.dialling == 0
 
 
-def test_a_database_from_before_seen_gets_the_column(tmp_path: Any) -> None:
-    """A delivery.db whose peer_address has no ``seen`` (an earlier p2phost's) opens
-    with it added; its rows stay, seen at 0 (the first forgotten)."""
+def test_a_database_from_before_seen_gets_the_columns(tmp_path: Any) -> None:
+    """A delivery.db whose peer_address has no ``seen`` nor ``dialled`` (an earlier
+    p2phost's) opens with them added; its rows stay, seen at 0 (the first forgotten)."""
     path = tmp_path / "delivery.db"
     old = sqlite3.connect(path)
     old.execute("CREATE TABLE peer_address (peer TEXT PRIMARY KEY, addresses TEXT NOT NULL)"
@@ -257,6 +296,7 @@ def test_a_database_from_before_seen_gets_the_column(tmp_path: Any) -> None:
     old.commit()
     old.close()
     db = open_database(path)
-    assert db.execute("SELECT peer, seen FROM peer_address").fetchall() == [(PEER, 0)]
+    assert db.execute("SELECT peer, seen, dialled FROM peer_address").fetchall() == [
+        (PEER, 0, 0)]
     db.close()
     open_database(path).close()  # (again: the column is there)

@@ -12,6 +12,7 @@ import pytest
 from p2phost._runtime import ListenError, Node, NodeOptions
 from p2phost_sdk import (
     AcceptHandler,
+    App,
     Connection,
     Discovery,
     DiscoveryEvents,
@@ -20,7 +21,7 @@ from p2phost_sdk import (
     Transport,
 )
 from p2phost_sdk.inbox import Deliver, InboxTransport, Medium, MediumAddress
-from tests.runtime.conftest import CODECS
+from tests.runtime.conftest import CODECS, build_node
 
 
 class _Listener(Listener):
@@ -143,3 +144,60 @@ async def test_a_discovery_that_hangs_is_named_and_the_node_carries_on(
     await asyncio.wait_for(running.close(), 10)
     doing = "starting" if where == "start" else "stopping"
     assert f"HangingDiscovery did not finish {doing} discovery within" in caplog.text
+
+
+class HangsOnStop(App):
+    """An app whose stop() never returns."""
+
+    name = "hangs-a"
+
+    async def stop(self) -> None:
+        await asyncio.Event().wait()
+
+
+class AlsoHangsOnStop(HangsOnStop):
+    name = "hangs-b"
+
+
+class FailsOnStop(App):
+    name = "fails"
+
+    async def stop(self) -> None:
+        raise RuntimeError("disk gone")
+
+
+class CancelledOnStop(App):
+    name = "cancelled"
+
+    async def stop(self) -> None:
+        raise asyncio.CancelledError
+
+
+class SlowToStop(App):
+    name = "slow"
+    stopped = False
+
+    async def stop(self) -> None:
+        await asyncio.sleep(0.3)
+        self.stopped = True
+
+
+async def test_apps_that_hang_on_stop_cost_the_plugin_timeout_once_each_named(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Apps are stopped at once (docs/library.md: a plugin that hangs while closing costs
+    up to the plugin timeout more): two that hang cost it once, not twice; each that
+    hangs, fails or cancels itself is named, and the others still finish stopping."""
+    bound, slow = 1.0, SlowToStop()
+    apps = [HangsOnStop(), FailsOnStop(), AlsoHangsOnStop(), CancelledOnStop(), slow]
+    running = build_node("tcp", apps, listen=["tcp://127.0.0.1:0"], drain_timeout=0.2,
+                         plugin_timeout=bound)
+    await running.start()
+    started = time.monotonic()
+    await asyncio.wait_for(running.close(), 30)
+    took = time.monotonic() - started
+    assert took < 0.2 + bound + 0.5, f"close took {took:.1f}s: each stuck app cost {bound}s"
+    assert slow.stopped
+    for name in ("HangsOnStop", "AlsoHangsOnStop"):
+        assert f"{name} did not finish stopping its app within" in caplog.text
+    assert "FailsOnStop failed stopping its app: RuntimeError: disk gone" in caplog.text
+    assert "CancelledOnStop was cancelled stopping its app" in caplog.text

@@ -14,9 +14,12 @@ that sends to a peer id it reached in an earlier run. Once nothing waits for the
 the target goes (an open connection stays, unless the outbox's own dial opened it and
 peers owed messages wait for its room: :mod:`..node._owed`); its row stays. The rows
 are bounded: the 4096 peers most recently seen, and every peer owed messages (never
-forgotten). A message for a peer id the node knows no address for waits until the peer
-connects: that is said once per peer (a warning with the fix), and ``p2phost doctor``
-lists them.
+forgotten); past the bound, peers that only ever dialled in go first, so strangers
+dialling in with throwaway identities (a hello's listen list is theirs to write) cannot
+push out the peers this node dialled (discovery's, ``[node] connect``'s, ``connect()``'s,
+the outbox's): those are forgotten only for other peers this node dialled. A message
+for a peer id the node knows no address for waits until the peer connects: that is
+said once per peer (a warning with the fix), and ``p2phost doctor`` lists them.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ from ._outjournal import Waiting
 from ._store import Op
 
 log = logging.getLogger("p2phost.delivery")
-#: Peers whose addresses are kept (the least recently seen forgotten first, never one
-#: owed messages): a later send to one dials it, in this run or the next.
+#: Peers whose addresses are kept (those that only dialled in, then the least recently
+#: seen, forgotten first; never one owed messages): a later send to one dials it, in
+#: this run or the next.
 _KNOWN = 4096
 #: Addresses kept per peer at most (a hello lists 16 at most; one more it was dialled at).
 _ADDRESSES = 17
@@ -114,6 +118,9 @@ class Redial:
         self._known: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         #: Peer -> the addresses its row holds, committed.
         self._saved: dict[str, tuple[str, ...]] = {}
+        #: Known peers this node dialled at least once (the rest only dialled in, and
+        #: are forgotten before these: anyone can dial in, as any number of peers).
+        self._dialled: set[str] = set()
         #: How far past the bound ``_known`` may grow before peers are forgotten again
         #: (those owed messages, which are not forgotten, and a margin).
         self._over = 0
@@ -129,10 +136,12 @@ class Redial:
     def start(self, db: sqlite3.Connection, destinations: Sequence[str]) -> None:
         """At start: the saved addresses; every peer id the outbox holds messages for is
         dialled at its own (one without is warned about)."""
-        for peer, text in db.execute("SELECT peer, addresses FROM peer_address "
-                                     "ORDER BY seen"):
+        for peer, text, dialled in db.execute("SELECT peer, addresses, dialled FROM "
+                                              "peer_address ORDER BY seen"):
             if addresses := saved_addresses(text):
                 self._saved[peer] = self._known[peer] = addresses
+                if dialled:
+                    self._dialled.add(peer)
         for peer in destinations:
             if "://" not in peer:  # (an address is dialled as it is)
                 self._keep(peer, warn=True)
@@ -143,6 +152,8 @@ class Redial:
         peer, addresses = channel.peer_id, addresses_of(channel)
         if not addresses:
             return
+        if channel.initiator:  # (for good: a peer this node dialled may dial in later)
+            self._dialled.add(peer)
         self._known[peer] = addresses
         self._known.move_to_end(peer)
         self._save(peer, addresses)  # (its time too: the least recently seen go first)
@@ -159,7 +170,7 @@ class Redial:
         try:
             addresses = self._known.get(peer)
             if addresses and self._saved.get(peer) != addresses:
-                await self._committer.write(self._op(peer, addresses))
+                await self._committer.write(self._op(peer, addresses, peer in self._dialled))
                 self._saved[peer] = addresses
             await put()
         finally:
@@ -209,36 +220,36 @@ class Redial:
         def then() -> None:
             if self._known.get(peer) == addresses:  # (not forgotten meanwhile)
                 self._saved[peer] = addresses
-        self._committer.submit(self._op(peer, addresses), then)
+        self._committer.submit(self._op(peer, addresses, peer in self._dialled), then)
 
     def _bound(self) -> None:
-        """Forget the least recently seen peers past the bound, but none owed messages
-        (found once for a round that forgets a sixteenth of the bound: reading what
-        the outbox holds is not for every connection)."""
+        """Forget peers past the bound, those that only dialled in first, each kind the
+        least recently seen first, but none owed messages (found once for a round that
+        forgets a sixteenth of the bound: reading what the outbox holds is not for every
+        connection)."""
         if len(self._known) <= _KNOWN + self._over:
             return
         owed = {*self._waiting.destinations(), *self._putting, *self.kept}
         keep = _KNOWN - _KNOWN // 16
-        forgotten: list[str] = []
-        for peer in self._known:  # the least recently seen first
-            if len(self._known) - len(forgotten) <= keep:
-                break
-            if peer not in owed:
-                forgotten.append(peer)
+        # (A stable sort: the least recently seen first within each kind.)
+        forgotten = sorted((p for p in self._known if p not in owed),
+                           key=self._dialled.__contains__)[:max(0, len(self._known) - keep)]
         for peer in forgotten:
             del self._known[peer]
             self._saved.pop(peer, None)
+            self._dialled.discard(peer)
         self._over = max(0, len(self._known) - keep)
         if forgotten:
             self._committer.submit(lambda db: db.executemany(
                 "DELETE FROM peer_address WHERE peer = ?", [(p,) for p in forgotten]))
 
     @staticmethod
-    def _op(peer: str, addresses: tuple[str, ...]) -> Op:
+    def _op(peer: str, addresses: tuple[str, ...], dialled: bool) -> Op:
         text, seen = json.dumps(list(addresses)), time.time()
 
         def op(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO peer_address (peer, addresses, seen) VALUES (?, ?, ?) "
-                       "ON CONFLICT (peer) DO UPDATE SET addresses = excluded.addresses, "
-                       "seen = excluded.seen", (peer, text, seen))
+            db.execute("INSERT INTO peer_address (peer, addresses, seen, dialled) "
+                       "VALUES (?, ?, ?, ?) ON CONFLICT (peer) DO UPDATE SET "
+                       "addresses = excluded.addresses, seen = excluded.seen, "
+                       "dialled = excluded.dialled", (peer, text, seen, int(dialled)))
         return op

@@ -44,11 +44,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (dest, id)
 );
 -- Where the peers this node connected to can be dialled (_redial.py): the most
--- recently seen, and every peer the outbox holds messages for.
+-- recently seen (those this node dialled before those that only dialled in), and every
+-- peer the outbox holds messages for.
 CREATE TABLE IF NOT EXISTS peer_address (
     peer TEXT PRIMARY KEY,
     addresses TEXT NOT NULL,  -- a JSON list
-    seen REAL NOT NULL DEFAULT 0  -- when it last connected (epoch seconds)
+    seen REAL NOT NULL DEFAULT 0,  -- when it last connected (epoch seconds)
+    dialled INTEGER NOT NULL DEFAULT 0  -- 1: this node dialled it (not only it this node)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS journal_mark (
     id INTEGER PRIMARY KEY CHECK (id IN (0, 1)),  -- the outbox's, the inbox's journal
@@ -162,24 +164,31 @@ def open_database(path: Path | None, *, memory_name: str | None = None,
             raise StoreError(f"{path} was written by a newer p2phost (delivery database "
                              f"version {version}, this one reads {_VERSION}): upgrade p2phost")
         db.executescript(_SCHEMA)
-        _add_seen(db)
+        _add_columns(db)
         db.execute(f"PRAGMA user_version={_VERSION}")
     except sqlite3.Error as exc:
         raise store_error(path, exc) from exc
     return db
 
 
-def _add_seen(db: sqlite3.Connection) -> None:
-    # A database made before peer_address had `seen`. A column added with a default
+#: Columns peer_address gained after its first release, each with a default.
+_ADDED = {"seen": "REAL NOT NULL DEFAULT 0", "dialled": "INTEGER NOT NULL DEFAULT 0"}
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    # A database made before peer_address had these. A column added with a default
     # leaves the version as it was: a p2phost that does not know the column writes rows
-    # without it (seen 0, the first forgotten), and loses nothing.
-    if any(column[1] == "seen" for column in db.execute("PRAGMA table_info(peer_address)")):
-        return
-    try:
-        db.execute("ALTER TABLE peer_address ADD COLUMN seen REAL NOT NULL DEFAULT 0")
-    except sqlite3.OperationalError as exc:
-        if "duplicate column" not in str(exc):  # (another connection added it meanwhile)
-            raise
+    # without it (seen 0, the first forgotten; dialled 0, as if it only dialled in), and
+    # loses nothing.
+    have = {column[1] for column in db.execute("PRAGMA table_info(peer_address)")}
+    for name, kind in _ADDED.items():
+        if name in have:
+            continue
+        try:
+            db.execute(f"ALTER TABLE peer_address ADD COLUMN {name} {kind}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # (another connection added it meanwhile)
+                raise
 
 
 def open_connections(path: Path | None

@@ -12,7 +12,7 @@ import functools
 import itertools
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from p2phost_sdk import (
@@ -75,6 +75,26 @@ _LISTEN_FIX = ("pick another address in [node] listen of p2phost.toml (port 0 pi
 # service behind it, is what is wrong.
 _MEDIUM_FIX = ("check the URL in [node] listen of p2phost.toml, and that the broker or "
                "database runs there and accepts those credentials")
+
+
+async def _close_all(bound: float, closes: Iterable[tuple[Awaitable[Any], str, str]]
+                     ) -> None:
+    """Await every close of ``closes`` (the work, its plugin, what it does) at once, each
+    for up to ``bound`` seconds: however many hang, they cost the bound once, and each
+    that hangs or fails is named in the log. Every one is awaited before this returns."""
+    async def close(work: Awaitable[Any], plugin: str, doing: str) -> None:
+        try:
+            await close_within(work, bound, plugin=plugin, doing=doing, logger=log)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # close() itself is cancelled
+            # (A plugin that cancelled itself: said, and the others still closed.)
+            log.warning("%s was cancelled %s", plugin, doing)
+
+    async with asyncio.TaskGroup() as group:
+        for work, plugin, doing in closes:
+            group.create_task(close(work, plugin, doing))
 
 
 class Node(MessagingAPI):
@@ -397,9 +417,9 @@ class Node(MessagingAPI):
         await self._reliable.drain(timeout)
         self._dialler.stop()
         await self._discovery.stop()
-        for transport, listener in self._listeners:
-            await close_within(listener.close(), bound, plugin=plugin_name(transport),
-                               doing="closing its listener", logger=log)
+        await _close_all(bound, ((listener.close(), plugin_name(transport),
+                                  "closing its listener")
+                                 for transport, listener in self._listeners))
         channels = self._connections.channels()
         for channel in channels:
             channel.goodbye("the node is shutting down")
@@ -408,19 +428,16 @@ class Node(MessagingAPI):
         await self._reliable.close()
         # All at once: a peer that does not read costs its grace once, not once per peer.
         await asyncio.gather(*(channel.flush(1.0) for channel in channels))
-        await asyncio.gather(*(
-            close_within(channel.close("the node shut down"), bound,
-                         plugin=plugin_name(channel.connection),
-                         doing=f"closing the connection to {channel.peer_id}", logger=log)
-            for channel in channels))
-        for app in self._apps:
-            await close_within(app.stop(), bound, plugin=plugin_name(app),
-                               doing="stopping its app", logger=log)
+        await _close_all(bound, ((channel.close("the node shut down"),
+                                  plugin_name(channel.connection),
+                                  f"closing the connection to {channel.peer_id}")
+                                 for channel in channels))
+        await _close_all(bound, ((app.stop(), plugin_name(app), "stopping its app")
+                                 for app in self._apps))
         await self._tasks.close(bound)
         await self._letters.close(bound)
-        for transport in set(self._transports.values()):
-            await close_within(transport.close(), bound, plugin=plugin_name(transport),
-                               doing="closing", logger=log)
+        await _close_all(bound, ((transport.close(), plugin_name(transport), "closing")
+                                 for transport in set(self._transports.values())))
         if self._sealer is not None:
             self._sealer.close()
         self._dispatch.fail_pending(None, "the node shut down")
