@@ -126,11 +126,12 @@ async def test_missing_plugins_fail_as_run_does(tmp_path: Path) -> None:
     assert f"error: {exc.value.message}" in run.stderr and f"fix: {exc.value.fix}" in run.stderr
     assert exc.value.fix == "p2phost plugin install no-such-transport"
     # Without a project, the fix says where the plugin may come from too.
+    # A command to paste: the state directory's path with a space is one argument.
     node = p2phost.open_node(manifest=manifest(plugins=["no-such-transport"]),
-                             state_dir=tmp_path / "n")
+                             state_dir=tmp_path / "my node")
     with pytest.raises(p2phost.UserError, match="is not installed") as exc:
         await node.open()
-    assert f"cd {tmp_path / 'n'} && p2phost plugin install --yes" in str(exc.value.fix)
+    assert f"cd '{tmp_path / 'my node'}' && p2phost plugin install --yes" in str(exc.value.fix)
     assert "pip install p2phost-" not in str(exc.value.fix)
     assert "NAME" not in str(exc.value.fix)
 
