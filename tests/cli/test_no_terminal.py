@@ -92,6 +92,14 @@ def test_plugin_new_from_the_readme_runs_without_a_terminal(tmp_path: Path) -> N
     assert (tmp_path / "shout-codec" / "pyproject.toml").exists()
 
 
+def test_plugin_new_says_next_with_a_path_the_shell_takes(tmp_path: Path) -> None:
+    done = run_cli("plugin", "new", "codec", "shout-codec", "--dir", "my plugins/shout",
+                   cwd=tmp_path, input="")
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Pasted as printed, the path with a space is one argument of cd.
+    assert "next: cd 'my plugins/shout' && python -m pytest" in done.stdout, done.stdout
+
+
 def test_an_oversized_message_says_whose_limit_and_what_to_change(
         tmp_path: Path, official_registry: RunningRegistry) -> None:
     env = cli_env(official_registry, tmp_path / "cache")

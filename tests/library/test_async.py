@@ -100,6 +100,20 @@ async def test_one_identity_opens_once_per_process(state_dir: StateDir) -> None:
         assert again.peer_id == first.peer_id
 
 
+def test_a_manifest_mapping_never_overwrites_a_projects_own_manifest(
+        tmp_path: Path) -> None:
+    own = "# my project, hand-written\n[node]\nname = \"mine\"\n"
+    (tmp_path / "p2phost.toml").write_text(own, encoding="utf-8")
+    with pytest.raises(p2phost.UserError, match="did not write it") as exc:
+        p2phost.open_node(manifest=manifest(), state_dir=tmp_path)
+    assert (tmp_path / "p2phost.toml").read_text(encoding="utf-8") == own
+    assert f"open_node({str(tmp_path)!r}) without manifest=" in str(exc.value.fix)
+    # The file it wrote itself it rewrites from the mapping, as every open does.
+    p2phost.open_node(manifest=manifest(), state_dir=tmp_path / "mine")
+    p2phost.open_node(manifest=manifest(name="again"), state_dir=tmp_path / "mine")
+    assert 'name = "again"' in (tmp_path / "mine" / "p2phost.toml").read_text()
+
+
 async def test_missing_plugins_fail_as_run_does(tmp_path: Path) -> None:
     project = tmp_path / "p"
     project.mkdir()
@@ -112,11 +126,12 @@ async def test_missing_plugins_fail_as_run_does(tmp_path: Path) -> None:
     assert f"error: {exc.value.message}" in run.stderr and f"fix: {exc.value.fix}" in run.stderr
     assert exc.value.fix == "p2phost plugin install no-such-transport"
     # Without a project, the fix says where the plugin may come from too.
+    # A command to paste: the state directory's path with a space is one argument.
     node = p2phost.open_node(manifest=manifest(plugins=["no-such-transport"]),
-                             state_dir=tmp_path / "n")
+                             state_dir=tmp_path / "my node")
     with pytest.raises(p2phost.UserError, match="is not installed") as exc:
         await node.open()
-    assert f"cd {tmp_path / 'n'} && p2phost plugin install --yes" in str(exc.value.fix)
+    assert f"cd '{tmp_path / 'my node'}' && p2phost plugin install --yes" in str(exc.value.fix)
     assert "pip install p2phost-" not in str(exc.value.fix)
     assert "NAME" not in str(exc.value.fix)
 

@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -112,3 +113,67 @@ async def test_only_metrics_is_served_in_the_format_asked(
             "Accept": "application/openmetrics-text; version=1.0.0"})
         assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
         assert "p2phost_peers" in {f.name for f in openmetrics_families(openmetrics.text)}
+
+
+async def _exchange(port: int, request: bytes) -> bytes:
+    """The endpoint's answer to ``request`` (b"" when it reset the connection)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        with contextlib.suppress(ConnectionError):  # reset: what answer() reads says so
+            await writer.drain()
+        return await answer(reader)
+    finally:
+        writer.close()
+
+
+async def test_sockets_that_send_nothing_make_room_for_a_scraper() -> None:
+    endpoint = _endpoint.MetricsEndpoint(CollectorRegistry())
+    _, port = await endpoint.start("127.0.0.1", 0)
+    silent = [await asyncio.open_connection("127.0.0.1", port)
+              for _ in range(_endpoint.MAX_CONNECTIONS)]
+    try:
+        await asyncio.sleep(0.2)
+        # Every place is held by a socket that sent nothing (re-opened every READ_TIMEOUT
+        # they would keep every scrape out): the oldest of them makes room.
+        got = await _exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 200"), got[:40]
+        assert await answer(silent[0][0]) == b""
+        assert endpoint.connections == _endpoint.MAX_CONNECTIONS - 1
+    finally:
+        for _, writer in silent:
+            writer.close()
+        await endpoint.close()
+
+
+async def test_a_head_request_gets_no_body_whatever_its_status() -> None:
+    endpoint = _endpoint.MetricsEndpoint(CollectorRegistry())
+    _, port = await endpoint.start("127.0.0.1", 0)
+    try:
+        for target, status in ((b"/nope", b"404"), (b"/metrics", b"200")):
+            got = await _exchange(port, b"HEAD " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, _, body = got.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 " + status) and body == b"", got
+    finally:
+        await endpoint.close()
+
+
+async def test_a_post_with_a_body_gets_its_405_not_a_reset() -> None:
+    endpoint = _endpoint.MetricsEndpoint(CollectorRegistry())
+    _, port = await endpoint.start("127.0.0.1", 0)
+    body = b"x" * 200_000  # beyond what the server reads ahead: unread when it answers
+    try:
+        got = await _exchange(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                              + str(len(body)).encode() + b"\r\n\r\n" + body)
+        assert got.startswith(b"HTTP/1.1 405"), got[:40]
+        chunked = (b"POST /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + b"".join(b"%x\r\n%s\r\n" % (20_000, b"y" * 20_000) for _ in range(10))
+                   + b"0\r\n\r\n")
+        assert (await _exchange(port, chunked)).startswith(b"HTTP/1.1 405")
+        for _ in range(100):  # the client closed: so does the endpoint, soon after
+            if not endpoint.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert endpoint.connections == 0
+    finally:
+        await endpoint.close()

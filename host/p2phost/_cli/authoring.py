@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -142,7 +143,7 @@ def new(
     report = generate(template, target, {**given, "name": name}, ask, force=force)
     where = os.path.relpath(target)
     console.print(f"created {report.answers['name']} ({kind} plugin) in {where}")
-    console.print(f"next: cd {where} && python -m pytest && p2phost plugin check")
+    console.print(f"next: cd {shlex.quote(where)} && python -m pytest && p2phost plugin check")
 
 
 @contextmanager

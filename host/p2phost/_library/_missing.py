@@ -10,6 +10,7 @@ under that name (a third party's plugin is not called ``p2phost-NAME`` anyway).
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,19 +29,21 @@ def missing_plugin_fix(project: Project, name: str) -> str:
     installed there nor in this program's environment."""
     from .._install import BuiltinSource
 
-    here = f"cd {project.root} && p2phost plugin install --yes"
+    # Quoted: these are commands to paste, and a state directory's path may hold spaces.
+    root = shlex.quote(str(project.root))
+    here = f"cd {root} && p2phost plugin install --yes"
     builtin = BuiltinSource.find()
     official = _official_wheel(builtin, name) if builtin is not None else None
     if official is not None:
+        wheels, wheel = shlex.quote(str(official.parent)), shlex.quote(str(official))
         return (f"{here} (from the official plugins built into p2phost), or into this "
-                f"program's environment: pip install --find-links {official.parent} "
-                f"{official}")
+                f"program's environment: pip install --find-links {wheels} {wheel}")
     try:
         locked = Lock.load(project.lock_path).plugin(name)
     except UserError:
         locked = None
     if locked is not None:
-        return (f"cd {project.root} && p2phost plugin sync (p2phost.lock pins "
+        return (f"cd {root} && p2phost plugin sync (p2phost.lock pins "
                 f"{_distribution(locked.filename) or name} {locked.version} from "
                 f"{locked.source}), or install that distribution into this program's "
                 "environment from there")

@@ -60,11 +60,31 @@ def project_of(project: str | os.PathLike[str] | None, manifest: Mapping[str, An
     except Exception as exc:  # tomlkit refuses values TOML cannot hold
         raise LibraryError(f"the manifest mapping cannot be written as TOML: {exc}",
                            fix="use only strings, numbers, booleans, lists and tables") from exc
+    target = root / MANIFEST_NAME
+    if not _written_by_open_node(target):
+        raise LibraryError(
+            f"{target} exists and open_node(manifest=...) did not write it (it lacks "
+            "the header open_node writes): the manifest mapping would overwrite it",
+            fix=f"open_node({str(root)!r}) without manifest= runs that project as it is; "
+                "or give the mapping a state_dir of its own")
     # Written as a file, the manifest is checked (and its errors placed) like any other;
     # its header names the program, so the CLI's fixes start the node with its handlers.
-    (root / MANIFEST_NAME).write_text(f"{PROGRAM_HEADER}{PROGRAM_LINE}{_program()}\n{text}",
-                                      encoding="utf-8")
+    target.write_text(f"{PROGRAM_HEADER}{PROGRAM_LINE}{_program()}\n{text}", encoding="utf-8")
     return Project(root)
+
+
+def _written_by_open_node(path: Path) -> bool:
+    """Whether ``path`` is absent or a manifest open_node wrote (its first line is the
+    program header), so writing it clobbers nothing of the user's."""
+    try:
+        with path.open("rb") as manifest:
+            first = manifest.readline(len(PROGRAM_HEADER.encode()) + 1)
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        raise LibraryError(f"cannot read {path}: {exc.strerror or exc}",
+                           fix="pick a state_dir this program can read and write") from None
+    return first == PROGRAM_HEADER.encode()
 
 
 def _program() -> str:

@@ -10,12 +10,17 @@ kept 1,000 threads in the node), and it answers every path with the metrics. Her
 - a client has ``READ_TIMEOUT`` seconds to send its request head (at most ``MAX_HEAD``
   bytes, ``MAX_HEADERS`` lines; more is 431) and as long to take the response; then the
   connection is closed;
-- at most ``MAX_CONNECTIONS`` connections are served at once; another is closed at once,
-  unread (a scraper, one connection every few seconds, never comes near the limit; a 503
-  would need its request read first, and closing with it unread resets the connection
-  anyway);
+- at most ``MAX_CONNECTIONS`` connections are served at once; when they are all open, a
+  newcomer takes the place of the one that has waited longest without sending its whole
+  request head (as the node's admission does for handshakes), so sockets that send
+  nothing cannot keep a scraper out; when every one has sent its head, the newcomer is
+  closed at once, unread (a 503 would need its request read first);
 - one request per connection (``Connection: close``, as prometheus-client's server did);
-- only ``/metrics`` is served, 404 elsewhere; GET and HEAD only, 405 for other methods.
+- only ``/metrics`` is served, 404 elsewhere; GET and HEAD only, 405 for other methods (a
+  response to HEAD has no body, whatever its status);
+- a request that carries a body (a POST, say) has it read and dropped, up to
+  ``MAX_DISCARD`` bytes within ``LINGER`` seconds, after its response: closing with it
+  unread would reset the connection, and the client would lose the response.
 
 The response itself is prometheus-client's: its WSGI app (``make_wsgi_app``) picks the
 text or OpenMetrics format from ``Accept`` and gzips when ``Accept-Encoding`` asks. It
@@ -39,8 +44,12 @@ log = logging.getLogger("p2phost.node")
 
 #: Seconds a client has to send its request head, and again to take the response.
 READ_TIMEOUT = 10.0
-#: Connections served at once; one more is closed at once.
+#: Connections served at once; one more takes the place of one still sending its head,
+#: or is closed at once.
 MAX_CONNECTIONS = 16
+#: Bytes of a request body read (and dropped) after the response, and the seconds given.
+MAX_DISCARD = 1024 * 1024
+LINGER = 2.0
 #: Bytes of a request head (request line and headers), and its header lines.
 MAX_HEAD = 16 * 1024
 MAX_HEADERS = 100
@@ -68,6 +77,8 @@ class MetricsEndpoint:
                                             thread_name_prefix="p2phost-metrics")
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        #: The connections whose request head is not in yet, oldest first.
+        self._waiting: dict[asyncio.StreamWriter, None] = {}
         #: The module's defaults, per endpoint (the tests shorten them).
         self.read_timeout = READ_TIMEOUT
         self.max_connections = MAX_CONNECTIONS
@@ -94,12 +105,22 @@ class MetricsEndpoint:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._writers) >= self.max_connections:
+        if len(self._writers) >= self.max_connections and not self._make_room():
             log.warning("metrics endpoint: %d connections open already (the most it "
                         "serves at once), one more closed", len(self._writers))
             writer.transport.abort()
             return
         self._writers.add(writer)
+        self._waiting[writer] = None
+        try:
+            await self._answer(reader, writer)
+        finally:
+            self._waiting.pop(writer, None)
+            self._writers.discard(writer)
+
+    async def _answer(self, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        method, body = "", False
         try:
             try:
                 async with asyncio.timeout(self.read_timeout):
@@ -111,12 +132,44 @@ class MetricsEndpoint:
                 writer.transport.abort()
                 return
             else:
+                self._waiting.pop(writer, None)  # no longer the one to close for room
+                body = ("transfer-encoding" in headers
+                        or headers.get("content-length", "0").strip() not in ("", "0"))
                 response = await self._respond(method, target, headers)
-            await self._send(writer, response, head_only=method == "HEAD")
         except _Refused as refused:
-            await self._send(writer, refused.response, head_only=False)
-        finally:
-            self._writers.discard(writer)
+            response = refused.response
+        if await self._send(writer, response, head_only=method == "HEAD", linger=body):
+            await self._linger(reader, writer)
+
+    def _make_room(self) -> bool:
+        """Closes the connection that has waited longest for its request head, if any."""
+        if not self._waiting:
+            return False
+        oldest = next(iter(self._waiting))
+        self._waiting.pop(oldest)
+        self._writers.discard(oldest)
+        log.debug("metrics endpoint: %d connections open already, the oldest without a "
+                  "request closed for a new one", self.max_connections)
+        oldest.transport.abort()
+        return True
+
+    async def _linger(self, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        """Reads and drops what the client still sends (the request's body) until it
+        closes, so that closing does not reset the connection before the client read
+        the response; a client that sends more than ``MAX_DISCARD`` bytes or takes
+        longer than ``LINGER`` seconds is reset."""
+        left = MAX_DISCARD
+        try:
+            async with asyncio.timeout(min(LINGER, self.read_timeout)):
+                while left > 0 and (chunk := await reader.read(min(left, 64 * 1024))):
+                    left -= len(chunk)
+        except (TimeoutError, ConnectionError):
+            left = 0
+        if left <= 0:
+            writer.transport.abort()
+        else:
+            writer.transport.close()
 
     async def _respond(self, method: str, target: str, headers: dict[str, str]) -> Response:
         if method not in ("GET", "HEAD"):
@@ -139,7 +192,9 @@ class MetricsEndpoint:
                            "collected; see the node's log") from exc
 
     async def _send(self, writer: asyncio.StreamWriter, response: Response,
-                    head_only: bool) -> None:
+                    head_only: bool, linger: bool) -> bool:
+        """Sends ``response`` and closes the connection; with ``linger``, half-closes it
+        instead (true when sent: the caller then reads what the client still sends)."""
         status, headers, body = response
         lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers),
                  f"Content-Length: {len(body)}", "Connection: close", "", ""]
@@ -152,8 +207,12 @@ class MetricsEndpoint:
                 await writer.drain()
         except (TimeoutError, ConnectionError):
             writer.transport.abort()
-        else:
-            writer.close()
+            return False
+        if linger and writer.can_write_eof():
+            writer.write_eof()
+            return True
+        writer.close()
+        return False
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
