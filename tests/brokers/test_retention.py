@@ -44,22 +44,22 @@ def test_jetstream_counts_records_handed_to_a_killed_node_that_then_expired(
     bob.process.stop(signal.SIGKILL)  # four delivered to it, not finished
     assert len(bob.ledger.notes()) == 1
     deadline = time.monotonic() + 30
-    while inbox_stats(bob.root)["expired"] < 4 and time.monotonic() < deadline:
+    stats = inbox_stats(bob.root)
+    while (stats["expired"] < 4 or stats["records"]) and time.monotonic() < deadline:
         time.sleep(0.3)
+        stats = inbox_stats(bob.root)
     # Handled and killed before its ack: that one is not finished either, and counts.
-    expired = inbox_stats(bob.root)["expired"]
-    assert expired in (4, 5)
-    assert inbox_stats(bob.root)["records"] == 0
+    expired = stats["expired"]
+    assert expired in (4, 5) and stats["records"] == 0, stats
     # What an operator purges is not counted as expired. Without max-age from here on,
     # so that the two cannot expire before the purge on a loaded host; the start that
     # lifts it takes the count over, and the total stays.
     set_config(bob.root, over.plugin, "max-age", 0.0)
     bob.restart(signal.SIGTERM)
     assert bob.process.stop(signal.SIGTERM) == 0
-    assert inbox_stats(bob.root)["expired"] == expired
     assert store_many(alice, bob.address, 2, ["note"]) == "2"
     done = run_cli("inbox", "purge", "--yes", cwd=bob.root)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and "purged 2 records" in done.stdout, done.stderr
     stats = inbox_stats(bob.root)
     assert stats["expired"] == expired and stats["records"] == 0, stats
 
