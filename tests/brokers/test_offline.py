@@ -177,11 +177,12 @@ def test_stored_while_stopped_then_killed_midway_handled_once_in_order(
     wait_once_in_order(bob, alice_id, count)
 
 
-def set_ledger_delay(root: Path, delay: float) -> None:
-    """The ledger app's delay per message from the node's next run."""
+def set_config(root: Path, plugin: str, key: str, value: object) -> None:
+    """``[config.PLUGIN] KEY = VALUE`` in the project at ``root``, from the node's next
+    run."""
     manifest = root / "p2phost.toml"
     doc = tomlkit.parse(manifest.read_text())
-    doc["config"]["ledger"]["delay"] = delay  # type: ignore[index]
+    doc["config"][plugin][key] = value  # type: ignore[index]
     manifest.write_text(tomlkit.dumps(doc))
 
 
@@ -211,7 +212,7 @@ def test_stored_messages_redelivered_while_queued_survive_a_kill(
     # 130 handled: 6.5 s at least, past the ack wait, with more than 150 still queued.
     handled = wait_handled(bob, 130, 120)
     assert handled < 2 * count, "bob handled everything before he could be killed"
-    set_ledger_delay(bob.root, 0.0)
+    set_config(bob.root, "ledger", "delay", 0.0)
     bob.restart(signal.SIGKILL)
     wait_once_in_order(bob, alice_id, count)
 

@@ -18,8 +18,9 @@ from p2phost_sdk import App, Message, Messenger, handler, hookimpl
 class Ledger(App):
     name = "ledger"
 
-    def __init__(self, path: str, delay: float) -> None:
-        self.path, self.delay = path, delay
+    def __init__(self, path: str, delay: float, hold_after: int = 0) -> None:
+        self.path, self.delay, self.hold_after = path, delay, hold_after
+        self.handled = 0
         self.fd = -1
         self.node: Messenger | None = None
 
@@ -34,6 +35,11 @@ class Ledger(App):
 
     @handler("note")
     async def note(self, message: Message) -> None:
+        if self.hold_after and self.handled >= self.hold_after:
+            # Held unfinished until the node stops: a test kills a node that holds
+            # letters as a state it waits for, not a race against the delay.
+            await asyncio.Event().wait()
+        self.handled += 1
         started = time.time()
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -84,4 +90,5 @@ class Ledger(App):
 
 @hookimpl
 def p2phost_apps(context: Any) -> list[App]:
-    return [Ledger(str(context.config["path"]), float(context.config["delay"]))]
+    return [Ledger(str(context.config["path"]), float(context.config["delay"]),
+                   int(context.config["hold-after"]))]
