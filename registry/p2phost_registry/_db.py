@@ -8,6 +8,7 @@ write SQL with ``?`` placeholders; the PostgreSQL side rewrites them to ``%s``.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -30,10 +31,14 @@ def now_iso() -> str:
 class Tx:
     """The cursor of one transaction."""
 
-    def __init__(self, conn: Any, postgres: bool, channel: str = "") -> None:
+    def __init__(self, conn: Any, postgres: bool, channel: str = "", sender: str = "") -> None:
         self._conn = conn
         self._postgres = postgres
         self.channel = channel
+        #: The payload of this process's change notifications, so it can skip its own.
+        self.sender = sender
+        #: The generation this transaction bumped the store to, if it did.
+        self.bumped: int | None = None
 
     def _execute(self, sql: str, params: Sequence[Any]) -> Any:
         if self._postgres:
@@ -82,8 +87,10 @@ def bump_generation(tx: Tx) -> None:
         "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
         "WHERE key = 'generation'"
     )
+    row = tx.one("SELECT value FROM meta WHERE key = 'generation'")
+    tx.bumped = int(row[0]) if row else None
     if tx.channel:
-        tx.one("SELECT pg_notify(?, '')", (tx.channel,))
+        tx.one("SELECT pg_notify(?, ?)", (tx.channel, tx.sender))
 
 
 class Database:
@@ -105,6 +112,11 @@ class Database:
         self._conn: Any = None
         #: The LISTEN/NOTIFY channel of this database and schema (PostgreSQL only).
         self.channel = ""
+        #: Tells this process's change notifications from those of other processes.
+        self.sender = secrets.token_hex(8)
+        #: The generation this process's last committed change left the store at: a
+        #: watcher that reads it again has nothing to drop (the writer already did).
+        self.written_generation: int | None = None
         self._connect()
         self._migrate()
 
@@ -153,15 +165,19 @@ class Database:
                 if self._conn.closed or self._conn.broken:
                     self._connect()
                 with self._conn.transaction():
-                    yield Tx(self._conn, True, self.channel)
-                return
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield Tx(self._conn, False)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                    tx = Tx(self._conn, True, self.channel, self.sender)
+                    yield tx
+            else:
+                self._conn.execute("BEGIN IMMEDIATE")
+                tx = Tx(self._conn, False)
+                try:
+                    yield tx
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            if tx.bumped is not None:
+                self.written_generation = tx.bumped
 
     def _migrate(self) -> None:
         serial = "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"

@@ -128,7 +128,11 @@ class Registry:
                 continue
             if current != known:
                 known = current
-                self.changed()
+                # Our own last write: the handler that made it already dropped the pages
+                # (and it came after every earlier write); dropping them again would
+                # re-render them with download counts long before PAGE_TTL.
+                if current != self.store.db.written_generation:
+                    self.changed()
 
     async def _listen(self) -> None:
         """LISTEN on the store's channel; every notification is a change somewhere."""
@@ -142,8 +146,9 @@ class Registry:
                 async with conn:
                     await conn.execute(f'LISTEN "{db.channel}"')
                     self.changed()  # whatever happened while not listening
-                    async for _ in conn.notifies():
-                        self.changed()
+                    async for note in conn.notifies():
+                        if note.payload != db.sender:  # our own writes dropped them already
+                            self.changed()
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 log.warning("lost the change notifications (%s); listening again in 1s", exc)
                 await asyncio.sleep(1.0)

@@ -605,3 +605,31 @@ def test_an_upper_case_scheme_is_the_same_medium() -> None:
     picky = PickyTransport(peer_id=Identity.generate().peer_id, options=InboxOptions())
     picky.check_address("FAKE://medium")
     assert picky.parse("Fake://medium").public == picky.parse("fake://medium").public
+
+
+class SlowHandshakeMedium(FakeMedium):
+    """A broker that answers a connect after 1.5 s, as a loaded machine's broker does."""
+
+    async def connect(self) -> None:
+        await asyncio.sleep(1.5)
+
+
+class SlowHandshakeTransport(FakeTransport):
+    def make_medium(self, address: MediumAddress) -> Medium:
+        return SlowHandshakeMedium(self.broker, address.public)
+
+
+async def test_a_dial_waits_for_a_slow_broker_handshake_within_its_timeout() -> None:
+    """A dial's connect is bounded by the dial's timeout, not cut at 1 s: a slow CONNACK
+    under load (MQTT, test_a_frame_of_the_maximum_size_passes) is not an unreachable
+    broker."""
+    broker = Broker()
+    server = SlowHandshakeTransport(peer_id=Identity.generate().peer_id)
+    server.broker = broker
+    client = SlowHandshakeTransport(peer_id=Identity.generate().peer_id)
+    client.broker = broker
+    dialled, accepted, _ = await pair(server, client)  # dials with a 2 s timeout
+    await dialled.send(b"hello")
+    assert await take(accepted, 1) == [b"hello"]
+    await client.close()
+    await server.close()

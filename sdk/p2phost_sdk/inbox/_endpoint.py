@@ -204,8 +204,13 @@ class Endpoint:
         give_up = loop.time() + retry_for
         attempt = 0
         while True:
+            # A single attempt (retry_for 0: a dial, bounded by its own timeout) gets the
+            # whole attempt time: a broker's handshake on a loaded machine takes seconds,
+            # and cutting it at 1 s made a reachable broker look unreachable.
+            bound = _ATTEMPT_TIMEOUT if not retry_for else max(
+                1.0, min(_ATTEMPT_TIMEOUT, give_up - loop.time()))
             try:
-                async with asyncio.timeout(max(1.0, min(_ATTEMPT_TIMEOUT, give_up - loop.time()))):
+                async with asyncio.timeout(bound):
                     await self.medium.connect()
                 break
             except (MediumUnavailable, TimeoutError) as exc:
@@ -213,7 +218,8 @@ class Endpoint:
                 if loop.time() + delay >= give_up:
                     waited = f" (retried for {retry_for:g}s)" if retry_for else ""
                     raise MediumUnavailable(f"cannot reach {self.medium.url}{waited}: "
-                                            f"{exc or 'no answer'}") from exc
+                                            f"{str(exc) or f'no answer within {bound:g}s'}"
+                                            ) from exc
                 if attempt == 0:
                     log.warning("cannot reach %s (retrying for %gs): %s", self.medium.url,
                                 retry_for, exc)
