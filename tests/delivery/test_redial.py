@@ -17,7 +17,7 @@ import pytest
 
 from p2phost._runtime import Node
 from p2phost._runtime.delivery._check import unreachable
-from p2phost_sdk import App, Backoff, Identity, Message, PeerRecord, handler
+from p2phost_sdk import App, Backoff, Identity, Message, PeerRecord, PeerUnavailable, handler
 from tests.delivery.test_journal import kill_a_sender
 from tests.delivery.test_node import Keeper, Make, Sender, Slow, until
 from tests.delivery.test_node import kind as kind  # (the fixtures, over tcp)
@@ -431,3 +431,69 @@ async def test_a_peer_that_dialled_in_is_not_closed_to_make_room(
     await until(lambda: pa not in outbox(sender))
     await asyncio.sleep(1.0)
     assert pa in sender._table.peers, "the connection a dialled in was closed"
+
+
+# -- making room for a peer dialling in: an idle connection the outbox opened goes --
+
+
+async def full_of_outbox(make_node: MakeNode, tmp_path: Path) -> Spare:
+    """A listening sender with peer-limit 2 whose outbox dialled a and b (no app
+    connect()) and owes them nothing now: both connections idle, the limit reached."""
+    gate, keeper = Gate(), Keeper()
+    a = await make_node([gate], drain_timeout=1.0)
+    b = await make_node([keeper], drain_timeout=1.0)
+    sender = await make_node([Sender()], state_dir=tmp_path / "sender", peer_limit=2,
+                             reconnect=Backoff(0.05, HOLD), drain_timeout=1.0)
+    pa = await sender.connect(a.addresses[0])
+    pb = await sender.connect(b.addresses[0])
+    assert await sender.disconnect(pa) and await sender.disconnect(pb)
+    await sender.send(pa, "kept", 1)  # after the hold, the outbox's dials open a and b
+    await sender.send(pb, "kept", 2)
+    await until(lambda: gate.bodies == [1] and keeper.bodies == [2] and outbox(sender) == {},
+                BOUND)
+    assert len(sender.peers()) == 2
+    await asyncio.sleep(2 * HOLD)
+    return Spare(gate, a, keeper, sender, pa, pb)
+
+
+async def dial_in(stranger: Node, address: str, seconds: float) -> bool:
+    """Whether ``stranger`` gets in within ``seconds``, dialling again while refused."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        try:
+            await stranger.connect(address)
+            return True
+        except PeerUnavailable:
+            await asyncio.sleep(0.3)
+    return False
+
+
+async def test_an_idle_connection_the_outbox_opened_makes_room_for_a_peer_dialling_in(
+        make_node: MakeNode, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _, _, _, sender, pa, pb = await full_of_outbox(make_node, tmp_path)
+    stranger = await make_node([Keeper()], listen=[])
+    with caplog.at_level(logging.INFO, logger="p2phost.node"):
+        assert await dial_in(stranger, sender.addresses[0], 5.0), "refused for ever"
+    assert stranger.peer_id in sender._table.peers
+    assert {pa, pb} - set(sender._table.peers), "no outbox connection was closed"
+    assert "a peer dialling in was refused for want of room" in caplog.text
+
+
+async def test_a_connection_with_a_request_in_flight_is_not_closed_for_a_peer_dialling_in(
+        make_node: MakeNode, tmp_path: Path) -> None:
+    """a, the least recently used, has a request in flight: b's connection goes."""
+    gate, _, b, sender, pa, pb = await full_of_outbox(make_node, tmp_path)
+    await sender.send(pb, "kept", 3)  # b used since a: a is the least recently used
+    await until(lambda: b.bodies == [2, 3] and outbox(sender) == {})
+    gate.gate.clear()
+    asked = asyncio.ensure_future(sender.request(pa, "ask", "q", timeout=10.0))
+    await asyncio.sleep(0.2)
+    channel = sender._table.peers[pa].current
+    assert channel is not None
+    stranger = await make_node([Keeper()], listen=[])
+    assert await dial_in(stranger, sender.addresses[0], 5.0)  # b's connection made room
+    assert pb not in sender._table.peers
+    assert not channel.closing and not channel.ended, "a connection in use was closed"
+    gate.gate.set()
+    assert await asked == "q"

@@ -243,7 +243,7 @@ async def test_a_connection_being_closed_whose_peer_came_back_no_longer_counts()
                      limit=2)
     retired: list[str] = []
     owed.idle = lambda peer: True
-    owed.retire = lambda channel: retired.append(channel.peer_id)  # type: ignore[misc]
+    owed.retire = lambda channel, why: retired.append(channel.peer_id)  # type: ignore[misc]
     for n, peer in enumerate(("a", "b")):
         channel = Open(peer, n)
         table[peer] = [channel]

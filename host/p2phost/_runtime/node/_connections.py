@@ -106,6 +106,10 @@ class Connections:
         self._refusers: dict[str, None] = {}
         #: Set when the node starts closing: new connections are refused from then on.
         self.closing = False
+        #: Called when a peer dialling in is refused for want of room under the peer
+        #: limit (set by the node: the outbox closes one idle connection it opened, so
+        #: the peer's next dial gets in: node/_owed.py).
+        self.full: Callable[[], None] = lambda: None
         #: The hello's ``schemas`` fields (node/_schemas.py), set by the node.
         self.schemas: dict[str, Any] = {}
 
@@ -186,9 +190,13 @@ class Connections:
         return len(self._table) + len(self._clients) + self._joining
 
     def _full(self, count: int) -> str | None:
-        """Why ``count`` connections leave no room under [node] peer-limit (None: room)."""
+        """Why ``count`` connections leave no room under [node] peer-limit (None: room);
+        a connection is refused for it, so room is made for its next dial (``full``)."""
         limit = self.options.peer_limit
-        return f"{PEER_LIMIT} ({limit})" if count >= limit else None
+        if count < limit:
+            return None
+        self.full()
+        return f"{PEER_LIMIT} ({limit})"
 
     def _room(self, entry: Pending, peer_id: str, client: bool) -> str | None:
         """The handshake's check of an accepted peer, once its hello names it: a new peer

@@ -186,6 +186,7 @@ class Node(MessagingAPI):
         self._connections.schemas = hello_schemas(self._dispatch.routes)  # models' (wire.md)
         self._dialler.owed.retire = self._retire_spare
         self._dialler.owed.idle = self._idle
+        self._connections.full = self._dialler.owed.refused
         self._started = False
         self._closing = False
 
@@ -318,11 +319,10 @@ class Node(MessagingAPI):
         return not (self._reliable.owes(peer_id) or self._dispatch.busy_with(peer_id)
                     or self._dialler.keeps(peer_id))
 
-    def _retire_spare(self, channel: Channel) -> None:
-        """Close ``channel``, the outbox's idle connection: peers owed messages wait for
-        its room under the peer limit (node/_owed.py)."""
-        reason = ("nothing more to send, and peers this node owes messages wait for room "
-                  "under its peer-limit")
+    def _retire_spare(self, channel: Channel, why: str) -> None:
+        """Close ``channel``, the outbox's idle connection: ``why`` (peers owed messages,
+        or a peer dialling in, wait for its room under the peer limit: node/_owed.py)."""
+        reason = f"nothing more to send, and {why} under this node's peer-limit"
         # The goodbye now, in the step that found it idle: no message or request can
         # go on it after that look.
         channel.goodbye(reason)

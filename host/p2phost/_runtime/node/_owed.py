@@ -20,7 +20,9 @@ it), the least recently used first. Only that connection, and only while it is i
 peer's one: a connection the peer dialled, or one an app opened or reused
 (:meth:`OwedDials.claim`), is never closed. Were idle outbox connections kept, they
 would hold their places for ever (an open connection stays) and the peers still owed
-would never get a turn.
+would never get a turn. For the same reason one such connection, by the same rule, is
+closed when a peer dialling in is refused for want of room (:meth:`OwedDials.refused`):
+that peer's next dial gets in.
 """
 
 from __future__ import annotations
@@ -69,8 +71,9 @@ class OwedDials:
         #: Whether nothing uses the connection to a peer now (set by the node; until
         #: then none is).
         self.idle: Callable[[str], bool] = lambda peer: False
-        #: Close a connection, after a goodbye (set by the node).
-        self.retire: Callable[[Channel], None] | None = None
+        #: Close a connection, after a goodbye saying who waits for its room (set by
+        #: the node).
+        self.retire: Callable[[Channel, str], None] | None = None
 
     @contextlib.asynccontextmanager
     async def slot(self, *, failed: bool = False) -> AsyncIterator[None]:
@@ -117,6 +120,16 @@ class OwedDials:
                 waiter.set_result(None)
         self._make_room()
 
+    def refused(self) -> None:
+        """A peer dialling in was refused for want of room under the peer limit: close
+        the least recently used idle connection these dials opened (by the same rule as
+        for peers owed messages), so that peer's next dial gets in. One at a time: while
+        one is being closed, refusals close no more."""
+        self._prune()
+        if not self._retiring and not self._stopped and self.retire is not None:
+            self._retire_idle(1, "a peer dialling in was refused for want of room",
+                              logging.INFO)
+
     def stop(self) -> None:
         """The node is stopping: no more closing to make room."""
         self._stopped = True
@@ -137,8 +150,7 @@ class OwedDials:
     def _make_room(self) -> None:
         """Close idle outbox connections for the dials that wait for room (not for a
         slot)."""
-        self._retiring = {c for c in self._retiring if self._live(c)}
-        self._opened = {p: c for p, c in self._opened.items() if self._live(c)}
+        self._prune()
         waiting = len(self._waiters) + len(self._behind)
         wanted = min(waiting, DIALS - self.dialling)
         short = wanted - max(0, self._room() - self.dialling) - len(self._retiring)
@@ -148,15 +160,29 @@ class OwedDials:
         self._held_back = short > 0
         if short <= 0 or self._stopped or self.retire is None:
             return
-        for channel in sorted(self._idle(), key=lambda c: c.last_seen)[:short]:
-            del self._opened[channel.peer_id]
-            self._retiring.add(channel)
-            log.debug("closing the outbox's connection to %s (idle): peers owed messages "
-                      "wait for room", channel.peer_id)
-            self.retire(channel)
-            short -= 1
+        short -= self._retire_idle(short, "peers owed messages wait for room",
+                                   logging.DEBUG)
         if short > 0 and self._recheck is None:  # none idle now: look again soon
             self._recheck = asyncio.get_running_loop().call_later(RECHECK, self._rewake)
+
+    def _prune(self) -> None:
+        """Forget the connections that left the peer table."""
+        self._retiring = {c for c in self._retiring if self._live(c)}
+        self._opened = {p: c for p, c in self._opened.items() if self._live(c)}
+
+    def _retire_idle(self, count: int, why: str, level: int) -> int:
+        """Close up to ``count`` idle connections these dials opened, the least recently
+        used first, for ``why``; how many were."""
+        assert self.retire is not None
+        closing = sorted(self._idle(), key=lambda c: c.last_seen)[:count]
+        for channel in closing:
+            del self._opened[channel.peer_id]
+            self._retiring.add(channel)
+            log.log(level, "closing the outbox's connection to %s (idle, nothing owed or "
+                    "in use): %s under [node] peer-limit (%d)", channel.peer_id, why,
+                    self._limit)
+            self.retire(channel, why)
+        return len(closing)
 
     def _idle(self) -> list[Channel]:
         # Looked at now, from what uses each connection, not remembered: a peer sent
