@@ -2,7 +2,9 @@
 
 An app declares handlers per topic with :func:`handler`. The host gives each app its own
 bounded mailbox and calls its handlers one message at a time per peer, in the order that
-peer sent them, so handler code needs no locks for per-peer state. A handler's return
+peer sent them among topics of one delivery mode (acknowledged and at-most-once messages
+travel apart, so there is no order between the two), so handler code needs no locks for
+per-peer state. A handler's return
 value is the reply to a request; an exception becomes an error reply, never a crash.
 """
 

@@ -199,6 +199,7 @@ async def test_timeout_none_waits_without_a_deadline_and_a_bad_one_says_what_to_
         assert await asyncio.gather(*waiting) == ["None", "inf"]
         for bad, said in ((math.nan, "is not a number of seconds"),
                           ("10", "is not a number of seconds"),
+                          (True, "is not a number of seconds"),
                           (1e17, "is beyond what a request's deadline can say")):
             with pytest.raises(p2phost.UserError, match=said) as exc:
                 await client.request(peer, "later", 1, timeout=bad)

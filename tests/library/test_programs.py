@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import tomlkit
 
 import p2phost
 from tests.conftest import run_cli, service_or_skip
-from tests.library.conftest import StateDir, manifest
+from tests.library.conftest import StateDir, manifest, mem_address
 from tests.runtime.processes import RunningNode
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
@@ -94,3 +95,16 @@ def test_the_cli_in_a_programs_state_dir_says_to_start_that_program(
     (tmp_path / "plain" / "p2phost.toml").write_text(tomlkit.dumps(manifest()))
     plain = run_cli("peers", cwd=tmp_path / "plain")
     assert "fix: start it with `p2phost run`" in plain.stderr, plain.stderr
+
+
+def test_a_sync_handler_running_at_close_does_not_keep_the_program_alive(
+        state_dir: StateDir) -> None:
+    # A thread cannot be cancelled; the node must not wait for it, nor may the interpreter.
+    started = time.monotonic()
+    program = subprocess.run(
+        [sys.executable, str(PROGRAMS / "hung_sync_handler.py"), str(state_dir("server")),
+         str(state_dir("client")), mem_address()], capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert program.returncode == 0, program.stderr
+    assert program.stdout.split("\n")[:2] == ["handler running", "asyncio.run returned"]
+    assert took < 15, f"the program exited {took:.1f}s after it started (the handler sleeps 30s)"

@@ -3,15 +3,22 @@ app holds them, so they get what app plugins get — a bounded mailbox, one mess
 time per peer, delivery modes, ``allow=`` and ``model=``.
 
 A handler takes the :class:`~p2phost_sdk.Message` and may be ``async def`` or a plain
-function; a plain one runs in a worker thread, so it never blocks the node's loop.
+function; a plain one runs in one of the node's worker threads, so it never blocks the
+node's loop. A thread cannot be cancelled: at close the node stops waiting for it, and
+its threads are daemons, so one still running does not keep the program from exiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
+import itertools
+import queue
+import threading
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from typing import Any
 
 from p2phost_sdk import Allow, App, Delivery, Handler, Message, handler
@@ -24,8 +31,77 @@ from ._errors import HandlerError
 HandlerFunc = Callable[[Message], Any]
 
 
-def as_async(func: HandlerFunc) -> Handler:
-    """``func`` as a coroutine function; a plain one runs in a worker thread."""
+#: Plain-function handlers running at once in one node (more wait for a free thread).
+WORKERS = 16
+
+_names = itertools.count(1)
+
+
+class Workers(Executor):
+    """Daemon threads for plain-function handlers, which the node shuts down at close.
+
+    Not a ``ThreadPoolExecutor``: ``asyncio.run`` waits for its default executor, and the
+    interpreter joins every ``ThreadPoolExecutor`` worker at exit, so one hung handler
+    would keep the program from ever exiting. These threads are daemons nobody joins.
+    """
+
+    def __init__(self, limit: int = WORKERS) -> None:
+        self._limit = limit
+        self._prefix = f"p2phost-handler-{next(_names)}"
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = \
+            queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._shut = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn(*args, **kwargs)`` in a worker thread."""
+        with self._lock:
+            if self._shut:
+                raise RuntimeError("the node is closed: no handler starts after close")
+            future: Future[Any] = Future()
+            self._work.put((future, functools.partial(fn, *args, **kwargs)))
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._limit:
+                thread = threading.Thread(target=self._run, daemon=True,
+                                          name=f"{self._prefix}_{len(self._threads)}")
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            future, call = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # the handler's error goes to its awaiter
+                    future.set_exception(exc)
+            del item, future, call  # (the message is not kept alive while idle)
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No more work; idle threads end, busy ones end when their handler returns."""
+        with self._lock:
+            self._shut = True
+            threads = list(self._threads)
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        for _ in threads:
+            self._work.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+
+def as_async(func: HandlerFunc, workers: Executor) -> Handler:
+    """``func`` as a coroutine function; a plain one runs in one of ``workers``."""
     if inspect.iscoroutinefunction(func):
         # A function of its own: marking it for a topic leaves the caller's untouched.
         @functools.wraps(func)
@@ -36,7 +112,10 @@ def as_async(func: HandlerFunc) -> Handler:
 
     @functools.wraps(func)
     async def in_thread(message: Message) -> Any:
-        return await asyncio.to_thread(func, message)
+        # (as asyncio.to_thread: the handler sees the caller's context variables)
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            workers, context.run, func, message)
 
     return in_thread
 
@@ -49,6 +128,8 @@ class InProcessApp(App):
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self._deliveries: dict[str, Delivery] = {}
+        #: Where plain-function handlers run; shut down (not waited for) at close.
+        self.workers = Workers()
 
     def add(self, topic: str, func: HandlerFunc, *, delivery: Delivery | str | None,
             allow: Allow | None, model: type | None) -> Handler:
@@ -60,7 +141,8 @@ class InProcessApp(App):
             check_topic(topic, self.name)
         except UserError as exc:
             raise HandlerError(exc.message, fix=exc.fix) from None
-        marked = handler(topic, delivery=delivery, allow=allow, model=model)(as_async(func))
+        marked = handler(topic, delivery=delivery, allow=allow,
+                         model=model)(as_async(func, self.workers))
         self._handlers[topic] = marked
         policy = getattr(marked, "__p2phost_delivery__", None)
         if isinstance(policy, Delivery):

@@ -223,6 +223,9 @@ class AsyncNode:
             if self._node is not None:
                 await self._node.close()
         finally:
+            # Plain-function handlers still running past the drain are not waited for:
+            # a thread cannot be cancelled, and waiting would keep the program from exiting.
+            self._handlers.workers.shutdown(wait=False, cancel_futures=True)
             if self._control is not None:
                 await self._control.close()
             if self._peer_id is not None:

@@ -150,7 +150,8 @@ class Outgoing(PendingRequests):
         seconds = FOREVER if timeout is None else timeout
         try:  # (a bad timeout is told apart once this fails: one comparison per request)
             deadline = int((_time() + seconds) * 1000)
-            if not 0 <= deadline <= _LAST_DEADLINE:
+            # (a bool is an int to Python; timeout=True is a mistake, not one second)
+            if not 0 <= deadline <= _LAST_DEADLINE or seconds.__class__ is bool:
                 raise OverflowError
         except (TypeError, ValueError, OverflowError):
             seconds, deadline = without_deadline(seconds)

@@ -93,7 +93,8 @@ def without_deadline(timeout: object) -> tuple[float, int]:
     "no deadline"); any other such value is refused with a fix."""
     if timeout == FOREVER:
         return FOREVER, 0
-    if isinstance(timeout, int | float) and not math.isnan(timeout):
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool) \
+            and not math.isnan(timeout):
         problem = "is beyond what a request's deadline can say"
     else:
         problem = "is not a number of seconds"
