@@ -300,3 +300,25 @@ def test_a_database_from_before_seen_gets_the_columns(tmp_path: Any) -> None:
         (PEER, 0, 0)]
     db.close()
     open_database(path).close()  # (again: the column is there)
+
+
+async def test_refusals_look_for_an_idle_connection_at_most_once_a_second() -> None:
+    """Anyone may open connections to a full node to be refused: each refusal must not
+    make the node ask the outbox (a database read) about every connection it opened."""
+    from p2phost._runtime.node._owed import OwedDials
+
+    class Open:  # a channel, as far as OwedDials looks
+        def __init__(self, peer_id: str) -> None:
+            self.peer_id, self.last_seen, self.usable = peer_id, 0.0, True
+
+    table: dict[str, list[object]] = {p: [Open(p)] for p in "abc"}
+    owed = OwedDials(room=lambda: 0, channels=lambda p: table.get(p, []), limit=3)
+    looks: list[str] = []
+    owed.idle = lambda peer: looks.append(peer) or False  # type: ignore[func-returns-value]
+    owed.retire = lambda channel, why: None  # type: ignore[misc,assignment]
+    for channels in table.values():
+        owed.opened(channels[0])  # type: ignore[arg-type]
+    for _ in range(1000):
+        owed.refused()
+    assert sorted(looks) == ["a", "b", "c"]  # one look, at each connection once
+    owed.stop()

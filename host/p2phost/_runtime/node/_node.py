@@ -316,8 +316,9 @@ class Node(MessagingAPI):
         """Whether nothing uses the connection to ``peer_id`` now: no message owed to it
         (in the outbox or on its way in), no request to it or message of its being
         handled, no dial target but the outbox's keeps it (node/_owed.py)."""
-        return not (self._reliable.owes(peer_id) or self._dispatch.busy_with(peer_id)
-                    or self._dialler.keeps(peer_id))
+        # (The outbox's look reads the database: last.)
+        return not (self._dispatch.busy_with(peer_id) or self._dialler.keeps(peer_id)
+                    or self._reliable.owes(peer_id))
 
     def _retire_spare(self, channel: Channel, why: str) -> None:
         """Close ``channel``, the outbox's idle connection: ``why`` (peers owed messages,

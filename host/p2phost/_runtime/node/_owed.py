@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
@@ -68,6 +69,8 @@ class OwedDials:
         self._held_back = False
         self._recheck: asyncio.TimerHandle | None = None
         self._stopped = False
+        #: When a refusal last looked for an idle connection (monotonic seconds).
+        self._refused_at = float("-inf")
         #: Whether nothing uses the connection to a peer now (set by the node; until
         #: then none is).
         self.idle: Callable[[str], bool] = lambda peer: False
@@ -124,7 +127,12 @@ class OwedDials:
         """A peer dialling in was refused for want of room under the peer limit: close
         the least recently used idle connection these dials opened (by the same rule as
         for peers owed messages), so that peer's next dial gets in. One at a time: while
-        one is being closed, refusals close no more."""
+        one is being closed, refusals close no more; and at most one look a second,
+        as anyone may open connections to be refused (each look asks the outbox)."""
+        now = time.monotonic()
+        if now - self._refused_at < RECHECK:
+            return
+        self._refused_at = now
         self._prune()
         if not self._retiring and not self._stopped and self.retire is not None:
             self._retire_idle(1, "a peer dialling in was refused for want of room",
