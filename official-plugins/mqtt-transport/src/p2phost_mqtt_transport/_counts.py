@@ -176,9 +176,13 @@ class Watch:
                     self._pings[topic].set()
                 elif "/ping/" not in topic:
                     value = payload if isinstance(payload, bytes) else b""
-                    self._values[topic] = value
                     self._arrivals += 1
-                    self._arrived[topic] = (self._arrivals, value)
+                    if value:
+                        self._values[topic] = value
+                        self._arrived[topic] = (self._arrivals, value)
+                    else:  # a retained count cleared: nothing to keep of it
+                        self._values.pop(topic, None)
+                        self._arrived.pop(topic, None)
                     awaited = self._awaited.get(topic)
                     if awaited is not None and awaited[0] == value:
                         awaited[1].set()
