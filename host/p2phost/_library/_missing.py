@@ -40,7 +40,8 @@ def missing_plugin_fix(project: Project, name: str) -> str:
                 f"program's environment: pip install --find-links {wheels} {wheel}")
     try:
         locked = Lock.load(project.lock_path).plugin(name)
-    except UserError:
+    except (UserError, OSError):  # (a lock it cannot read names nothing: the plugin's
+        # own error is the one to show)
         locked = None
     if locked is not None:
         return (f"cd {root} && p2phost plugin sync (p2phost.lock pins "
