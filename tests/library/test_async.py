@@ -200,7 +200,8 @@ async def test_timeout_none_waits_without_a_deadline_and_a_bad_one_says_what_to_
         for bad, said in ((math.nan, "is not a number of seconds"),
                           ("10", "is not a number of seconds"),
                           (True, "is not a number of seconds"),
-                          (1e17, "is beyond what a request's deadline can say")):
+                          (1e17, "is beyond what a request's deadline can say"),
+                          (-1, "is negative"), (-math.inf, "is negative")):
             with pytest.raises(p2phost.UserError, match=said) as exc:
                 await client.request(peer, "later", 1, timeout=bad)
             assert "timeout=None to wait for the reply without a deadline" in str(exc.value.fix)

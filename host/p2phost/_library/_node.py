@@ -296,7 +296,7 @@ class AsyncNode:
                       timeout: float | None = 10.0, model: type | None = None) -> Any:
         """Send a request, return the reply (as ``model`` when given). Raises
         ``RequestTimeout`` after ``timeout`` seconds (None or ``math.inf``: no deadline;
-        nan: a ``UserError`` with its fix), ``RemoteError`` (the handler failed; names a
+        negative or nan: a ``UserError`` with its fix), ``RemoteError`` (the handler failed; names a
         body's bad field) or ``PeerUnavailable``."""
         _check_topic(topic, "request")
         reply = await self.running.request(peer, topic, to_builtins(body), timeout=timeout)

@@ -145,13 +145,14 @@ class Outgoing(PendingRequests):
     async def request(self, channel: Channel, topic: str, body: Any,
                       timeout: float | None) -> Any:
         """One request; the reply's body, or RequestTimeout / RemoteError / PeerUnavailable
-        (``timeout`` None or ``math.inf``: no deadline; nan or a non-number: UserError)."""
+        (``timeout`` None or ``math.inf``: no deadline; negative, nan or a non-number:
+        UserError)."""
         message_id = next(self._ids)
         seconds = FOREVER if timeout is None else timeout
         try:  # (a bad timeout is told apart once this fails: one comparison per request)
             deadline = int((_time() + seconds) * 1000)
             # (a bool is an int to Python; timeout=True is a mistake, not one second)
-            if not 0 <= deadline <= _LAST_DEADLINE or seconds.__class__ is bool:
+            if not 0 <= seconds or deadline > _LAST_DEADLINE or seconds.__class__ is bool:
                 raise OverflowError
         except (TypeError, ValueError, OverflowError):
             seconds, deadline = without_deadline(seconds)

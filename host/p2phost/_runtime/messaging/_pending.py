@@ -95,7 +95,7 @@ def without_deadline(timeout: object) -> tuple[float, int]:
         return FOREVER, 0
     if isinstance(timeout, int | float) and not isinstance(timeout, bool) \
             and not math.isnan(timeout):
-        problem = "is beyond what a request's deadline can say"
+        problem = "is negative" if timeout < 0 else "is beyond what a request's deadline can say"
     else:
         problem = "is not a number of seconds"
     raise UserError(f"request timeout={timeout!r} {problem}",
