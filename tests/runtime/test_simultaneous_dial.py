@@ -124,6 +124,7 @@ async def replacing(held: Held, apps: list[Arrivals]) -> AsyncIterator[tuple[Nod
         dial = asyncio.create_task(y.connect(x.addresses[0]))
         await wait_until(lambda: x._table.get(y.peer_id) is not None, 10, "Y's dial at X")
         assert await x.connect(y.addresses[0]) == y.peer_id  # X's dial: retired by X
+        await wait_until(lambda: bool(held.joined), 10, "X's dial at Y")
         (retired,) = held.joined
         await wait_until(lambda: retired.remote_reason == DUPLICATE, 10,
                          "X's goodbye on its dial at Y")
