@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from .._errors import ConnectionRefusedByPeer
-from ..wire._channel import Channel
+from ..wire._channel import DUPLICATE, Channel
 
 
 @dataclass(eq=False)
@@ -27,6 +27,8 @@ class Peer:
     reason: str = ""
     #: The peer's refusal that ended it, when its GOODBYE was one (set as ``gone`` is).
     refusal: ConnectionRefusedByPeer | None = None
+    #: Woken when a channel joins or ends (``kept`` waits on them).
+    changes: list[asyncio.Future[None]] = field(default_factory=list)
 
     def best(self) -> Channel | None:
         """The channel to send new messages on, or None while all are closing."""
@@ -39,6 +41,36 @@ class Peer:
     def any_open(self) -> Channel | None:
         """A channel that can still carry replies (usable, or closing but not ended)."""
         return self.best() or next((c for c in self.channels if not c.ended), None)
+
+    def replacing(self) -> bool:
+        """Whether the peer retired a channel as a duplicate that is still open: the
+        connection it keeps instead is in its handshake here (it joins, or the peer
+        closes the duplicate, within the handshake timeout)."""
+        return any(c.remote_reason == DUPLICATE and not c.ended for c in self.channels)
+
+    async def kept(self, timeout: float) -> Channel | None:
+        """The channel to send on, waiting up to ``timeout`` seconds while the peer
+        replaces a duplicate connection: in that window it has no usable channel here,
+        yet it is not gone (two nodes that dialled each other at once)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (channel := self.best()) is None and self.replacing():
+            change = loop.create_future()
+            self.changes.append(change)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await change
+            except TimeoutError:
+                return None
+            finally:
+                self.changes.remove(change)
+        return channel
+
+    def changed(self) -> None:
+        """A channel joined or ended: wake what ``kept`` waits."""
+        for change in self.changes:
+            if not change.done():
+                change.set_result(None)
 
 
 def channel_key(channel: Channel, local_peer_id: str) -> tuple[str, str]:
@@ -80,13 +112,14 @@ class PeerTable:
                 retire.append((old, "the peer restarted (a new session replaced this one)",
                                False))
             elif channel_key(old, self.local_peer_id) < channel_key(channel, self.local_peer_id):
-                retire.append((channel, "duplicate connection (the other one is kept)", True))
+                retire.append((channel, DUPLICATE, True))
             else:
-                retire.append((old, "duplicate connection (the other one is kept)", True))
+                retire.append((old, DUPLICATE, True))
         peer.channels.append(channel)
         losers = {id(c) for c, _, _ in retire}
         if peer.current is None or id(peer.current) in losers:
             peer.current = next((c for c in peer.channels if id(c) not in losers), None)
+        peer.changed()
         return peer, new, retire
 
     def remove(self, channel: Channel, reason: str = "",
@@ -99,6 +132,7 @@ class PeerTable:
         peer.channels.remove(channel)
         if peer.current is channel:
             peer.current = None
+        peer.changed()
         if peer.channels:
             return None
         del self.peers[channel.peer_id]

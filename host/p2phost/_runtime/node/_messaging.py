@@ -67,6 +67,12 @@ class MessagingAPI:
                 return channel
         if peer == self.identity.peer_id:
             raise PeerUnavailable("a node cannot send to itself")
+        # The peer may be replacing a duplicate connection (it dialled this node as this
+        # node dialled it): its kept one joins within the handshake timeout.
+        entry = self._table.get(peer)
+        if entry is not None and (channel := await entry.kept(
+                self._connections.options.handshake_timeout)) is not None:
+            return channel
         raise PeerUnavailable(f"peer {peer} is not connected")
 
     def stores_letters(self, address: str) -> bool:

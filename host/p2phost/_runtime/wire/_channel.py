@@ -71,6 +71,9 @@ _FLUSH_GRACE = 1.0
 MIN_GROWTH = 65536
 #: Whose limit a frame over this node's own maximum meets (FrameTooLarge says it).
 OWN_FRAME_LIMIT = "max-frame-size in [node] of p2phost.toml"
+#: The goodbye on a duplicate connection that both ends retire (two nodes dialled each
+#: other at once): the peer keeps the other one.
+DUPLICATE = "duplicate connection (the other one is kept)"
 
 
 class Channel(Reader):
@@ -476,7 +479,12 @@ class Channel(Reader):
             log.debug("%s said goodbye: %s", self.peer_id, self.remote_reason)
             self.usable = False
             self.peer_done.set()
-            self.goodbye("goodbye")
+            # A retired duplicate is answered by this node's own retirement of it, once
+            # the connection the peer keeps has joined here (the node's peer table):
+            # the peer closes it when we answer, and until the kept one joins it is
+            # this node's only connection to the peer (its loss would end the peer).
+            if self.remote_reason != DUPLICATE:
+                self.goodbye("goodbye")
         elif kind is Kind.HELLO:
             raise WireError("a second hello on an open connection")
         return None

@@ -1,0 +1,171 @@
+"""Two nodes that dial each other at the same moment (as two Dask processes whose
+discovery finds each other do): both ends keep one connection and retire the other, and
+what an app sends meanwhile still arrives, and is answered."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from recorder_app import Recorder
+
+from p2phost._runtime import Node
+from p2phost._runtime.messaging._peers import Peer, PeerTable
+from p2phost._runtime.node import _connections
+from p2phost._runtime.wire._channel import DUPLICATE, Channel
+from p2phost._runtime.wire._handshake import Handshaken
+from p2phost._runtime.wire._handshake import handshake as real_handshake
+from p2phost_sdk import Connection, Identity, PeerInfo
+from p2phost_sdk.testing.discovery import wait_until
+from tests.runtime.conftest import build_node
+
+#: Rounds of simultaneous dials, and how long they may take in all.
+ROUNDS, SECONDS = 20, 60.0
+
+
+class Arrivals(Recorder):
+    """A recorder that tells when a peer connects, as dask-comm's ``wait_connected``
+    learns it (the app's ``on_peer_connected``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+
+    async def on_peer_connected(self, peer: PeerInfo) -> None:
+        await super().on_peer_connected(peer)
+        self.arrived.set()
+
+
+async def _request_on_arrival(node: Node, app: Arrivals, other: Node) -> int:
+    # The dial runs on; the request goes as soon as the app hears of the peer.
+    dial = asyncio.create_task(node.connect(other.addresses[0]))
+    try:
+        await app.arrived.wait()
+        reply = await node.request(other.peer_id, "record", node.peer_id, timeout=5.0)
+        assert isinstance(reply, int)
+        return reply
+    finally:
+        await asyncio.gather(dial, return_exceptions=True)
+
+
+async def test_requests_sent_while_a_duplicate_connection_is_retired_are_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The request of one end often goes on the connection both ends retire; it was
+    # answered on it after the requester had said goodbye there and closed it: the reply
+    # was lost, and the request timed out (RequestTimeout after its whole timeout).
+    caplog.set_level(logging.DEBUG, "p2phost.node")
+    async with asyncio.timeout(SECONDS):
+        for _ in range(ROUNDS):
+            apps = [Arrivals(), Arrivals()]
+            nodes = [build_node("tcp", [app]) for app in apps]
+            try:
+                for node in nodes:
+                    await node.start()
+                a, b = nodes
+                assert await asyncio.gather(_request_on_arrival(a, apps[0], b),
+                                            _request_on_arrival(b, apps[1], a)) == [1, 1]
+            finally:
+                for node in reversed(nodes):
+                    await node.close()
+    # (the dials did cross: a duplicate was retired)
+    assert "duplicate connection (the other one is kept)" in caplog.text
+
+
+class Held:
+    """Node Y's identity, whose dials stall once their handshake is done (before the
+    channel joins the node) until ``release`` is set, and the channels that joined Y."""
+
+    def __init__(self) -> None:
+        self.identity, self.release = Identity.generate(), asyncio.Event()
+        self.joined: list[Channel] = []
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> Held:
+    """Y's kept connection's hello, slow to be taken in (a loaded machine)."""
+    held = Held()
+
+    async def handshake(connection: Connection, **options: Any) -> Handshaken:
+        done = await real_handshake(connection, **options)
+        if options["initiator"] and options["identity"] is held.identity:
+            await held.release.wait()
+        return done
+
+    def add(table: PeerTable, channel: Channel) -> tuple[Peer, bool, list[Any]]:
+        if table.local_peer_id == held.identity.peer_id:
+            held.joined.append(channel)
+        return real_add(table, channel)
+
+    real_add = PeerTable.add
+    monkeypatch.setattr(_connections, "handshake", handshake)
+    monkeypatch.setattr(PeerTable, "add", add)
+    return held
+
+
+@contextlib.asynccontextmanager
+async def replacing(held: Held, apps: list[Arrivals]) -> AsyncIterator[tuple[Node, Node, Channel]]:
+    """Nodes X and Y that dialled each other; both keep Y's dial, whose hello Y has not
+    taken in yet; Y has heard X's goodbye on X's dial (yielded as Y's channel)."""
+    # The dialler's peer id orders duplicates: Y's must be the smaller for its dial to win.
+    other = Identity.generate()
+    while other.peer_id < held.identity.peer_id:
+        other = Identity.generate()
+    x = build_node("tcp", [apps[0]], identity=other)
+    y = build_node("tcp", [apps[1]], identity=held.identity)
+    dial = None
+    try:
+        for node in (x, y):
+            await node.start()
+        dial = asyncio.create_task(y.connect(x.addresses[0]))
+        await wait_until(lambda: x._table.get(y.peer_id) is not None, 10, "Y's dial at X")
+        assert await x.connect(y.addresses[0]) == y.peer_id  # X's dial: retired by X
+        await wait_until(lambda: bool(held.joined), 10, "X's dial at Y")
+        (retired,) = held.joined
+        await wait_until(lambda: retired.remote_reason == DUPLICATE, 10,
+                         "X's goodbye on its dial at Y")
+        yield x, y, retired
+        assert await dial == x.peer_id
+    finally:
+        held.release.set()
+        if dial is not None:
+            await asyncio.gather(dial, return_exceptions=True)
+        await y.close()
+        await x.close()
+
+
+async def test_a_request_waits_for_the_kept_connection_while_the_duplicate_is_retired(
+    held: Held,
+) -> None:
+    # Y's only connection to X was X's dial, which X had retired: Y's request failed at
+    # once with "peer X is not connected" (Dask's first write after connecting).
+    apps = [Arrivals(), Arrivals()]
+    async with replacing(held, apps) as (x, y, _):
+        request = asyncio.create_task(y.request(x.peer_id, "record", "first"))
+        done, _ = await asyncio.wait({request}, timeout=0.2)
+        assert not done, "the request waits for the kept connection"
+        held.release.set()
+        assert await request == 1
+        assert apps[0].records == {y.peer_id: ["first"]}
+
+
+async def test_the_peer_stays_connected_while_its_kept_connection_joins(held: Held) -> None:
+    # Y answered X's goodbye at once, and X closed its dial: Y lost its only connection
+    # to X before the kept one joined (the peer lost, then connected again; requests
+    # waiting for X's replies failed with "the connection was lost").
+    apps = [Arrivals(), Arrivals()]
+    async with replacing(held, apps) as (x, y, retired):
+        peer = y._table.get(x.peer_id)
+        assert peer is not None, "Y lost its only connection to X"
+        done, _ = await asyncio.wait({asyncio.ensure_future(peer.gone.wait())}, timeout=0.5)
+        assert not done and not retired.ended, "X's retired dial stays open at Y"
+        held.release.set()
+        await wait_until(lambda: retired.ended, 10, "the retired dial closed")
+        assert y._table.get(x.peer_id) is peer and len(peer.channels) == 1
+        assert peer.best() is not None and peer.best() is not retired
+        await wait_until(lambda: bool(apps[1].events), 10, "Y's app heard of X")
+        assert apps[1].events == [("connected", x.peer_id)]
