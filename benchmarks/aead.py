@@ -10,10 +10,11 @@ record header), as ``NoiseConnection`` does once per frame and direction:
   as the other work of a round trip and the other process on the CPU may do);
 * ``--instructions``: under callgrind, instructions per call (N and 2N calls, the
   difference over N), load-free; ``empty`` is the loop's own cost, to subtract;
-* ``--in-node``: the calls as a node makes them, timed one by one in the client of
-  ``benchmarks/messaging.py --quick --rounds 1 --round-trips --only p2phost+noise``
-  (``--loop``; ``--aesgcm``: both nodes on AES-256-GCM, a diagnostic), percentiles of
-  the seals (requests) and opens (replies, the first call after each wake-up).
+* ``--in-node``: the calls as a node makes them, timed one by one in the client and
+  the server of ``benchmarks/messaging.py --quick --rounds 1 --round-trips --only
+  p2phost+noise`` (``--loop``; ``--aesgcm``: both nodes on AES-256-GCM, a diagnostic),
+  percentiles of each side's seals and opens (an open is the first call after each
+  wake-up: the client's of a reply, the server's of a request).
 
 Variants: ``cryptography``'s ChaCha20-Poly1305 (noise-security's cipher) ``encrypt``,
 ``decrypt``, ``encrypt_into`` and ``decrypt_into``; one frame sealed by
@@ -166,19 +167,24 @@ def in_node(loop: str, aesgcm: bool) -> None:
         subprocess.run([sys.executable, str(here / "messaging.py"), "--quick", "--rounds", "1",
                         "--round-trips", "--only", "p2phost+noise", "--loop", loop],
                        env=env, check=True, capture_output=True)
-        times: dict[str, list[int]] = {"enc": [], "dec": []}
+        times: dict[str, list[int]] = {f"{role} {kind}": [] for role in ("client", "server")
+                                       for kind in ("enc", "dec")}
         for found in Path(out).glob("*.txt"):
+            role = found.name.split("-")[0]
             for line in found.read_text().splitlines():
                 kind, ns = line.split()
-                times[kind].append(int(ns))
+                times[f"{role} {kind}"].append(int(ns))
     cipher = "AES-256-GCM" if aesgcm else "ChaCha20-Poly1305"
-    print(f"{cipher} in the client's node, {loop} loop (ns per call)")
-    for kind, name in (("enc", "seal (request)"), ("dec", "open (reply)")):
-        values = sorted(times[kind])
+    print(f"{cipher} in the nodes, {loop} loop (ns per call)")
+    for key, name in (("client enc", "client: seal (request)"),
+                      ("client dec", "client: open (reply)"),
+                      ("server dec", "server: open (request)"),
+                      ("server enc", "server: seal (reply)")):
+        values = sorted(times[key])
         if not values:
             raise SystemExit("no calls were timed: did messaging.py run noise-security?")
         cut = {q: values[len(values) * q // 100] for q in (10, 50, 90)}
-        print(f"{name:16}{len(values):>7} calls  p10 {cut[10]:>6,}  p50 {cut[50]:>6,}"
+        print(f"{name:24}{len(values):>7} calls  p10 {cut[10]:>6,}  p50 {cut[50]:>6,}"
               f"  p90 {cut[90]:>6,}")
 
 

@@ -28,7 +28,9 @@ sampling (``parentbased_traceidratio``): what an unsampled message's context cos
 runs outside callgrind; the server's counts are zeroed after the warm-up and dumped after
 N units and again after 2N more, with ``callgrind_control``): where a round trip's cost
 lies, beside raw asyncio's server on the same loop. Its run-to-run spread is about 1 %
-(the server runs with ``PYTHONHASHSEED=0``).
+(the server runs with ``PYTHONHASHSEED=0``). ``--keep DIR`` keeps each server's dump of
+the 2N units (``DIR/SYSTEM-WHAT-LOOP.out``) for ``callgrind_annotate``: compare two
+systems function by function, e.g. plaintext p2phost's server and noise-security's.
 
 Run ``python benchmarks/instructions.py`` (valgrind must be on PATH; about 10 minutes;
 ``--only rtt`` for one workload). p2phost runs on asyncio's loop with tcp-transport and
@@ -44,6 +46,7 @@ import dataclasses
 import functools
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -178,9 +181,12 @@ def _dumped(path: Path) -> int:
     return int(found.group(1))
 
 
-def server_instructions(system: str, what: str, units: int, loop: str) -> float:
+def server_instructions(system: str, what: str, units: int, loop: str,
+                        keep: Path | None = None) -> float:
     """Instructions of the server's process per unit of ``what``, the client outside
-    callgrind: the dump after 2N units less the one after N, over N."""
+    callgrind: the dump after 2N units less the one after N, over N. With ``keep``, the
+    dump of the 2N units is copied there as ``SYSTEM-WHAT-LOOP.out`` (for
+    ``callgrind_annotate``: each function's instructions over 2N units)."""
     port = m.free_port()
     with tempfile.TemporaryDirectory() as tmp:
         server = subprocess.Popen(
@@ -216,6 +222,9 @@ def server_instructions(system: str, what: str, units: int, loop: str) -> float:
             server.terminate()
             server.wait()
         first, second = (_dumped(Path(f"{tmp}/out.{n}")) for n in (1, 2))
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f"{tmp}/out.2", keep / f"{system}-{what}-{loop}.out")
     return (second - first) / units
 
 
@@ -235,6 +244,8 @@ def main() -> None:
     parser.add_argument("--server", action="store_true",
                         help="count the server's process only (asyncio's loop and uvloop), "
                              "the client outside callgrind")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="with --server: keep each server's callgrind dump in DIR")
     parser.add_argument("--run", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -255,7 +266,7 @@ def main() -> None:
               + "".join(f"{system:>14}{'/p2phost':>9}" for system in noise))
         for what in args.only or list(UNITS):
             for loop in ("asyncio", "uvloop"):
-                per = {system: server_instructions(system, what, UNITS[what], loop)
+                per = {system: server_instructions(system, what, UNITS[what], loop, args.keep)
                        for system in ("p2phost", "raw", *noise)}
                 print(f"{f'{what} ({loop})':34}{per['p2phost']:>12,.0f}{per['raw']:>12,.0f}"
                       f"{per['p2phost'] / per['raw']:>8.2f}" + "".join(

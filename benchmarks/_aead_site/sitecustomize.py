@@ -3,10 +3,12 @@
 Loaded (as ``sitecustomize``) into ``benchmarks/messaging.py``'s processes when this
 directory is on ``PYTHONPATH``, and active only with ``P2PHOST_AEAD_TIMES`` set to a
 directory: every ``NoiseConnection`` made then has its seal and open calls wrapped in a
-clock, and a process that exits normally writes the durations (ns, one per line, ``enc``
-or ``dec`` first) to a file there. With ``P2PHOST_AEAD_CIPHER=aesgcm`` both nodes use
-AES-256-GCM under the same transport keys: a diagnostic, never a configuration (p2phost
-does not negotiate the cipher).
+clock, and the durations (ns, one per line, ``enc`` or ``dec`` first) go to a file there
+named for the process's role (``client-PID.txt``, or ``server-PID.txt`` for
+``messaging.py --serve``): 512 calls at a time as they come (the server is killed, it
+never exits), and the rest when a process exits normally. With
+``P2PHOST_AEAD_CIPHER=aesgcm`` both nodes use AES-256-GCM under the same transport keys:
+a diagnostic, never a configuration (p2phost does not negotiate the cipher).
 """
 
 from __future__ import annotations
@@ -42,27 +44,39 @@ if _OUT:
     def _timed(self: Any, *args: Any, **kwargs: Any) -> None:
         _init(self, *args, **kwargs)
         clock, seal, open_ = time.perf_counter_ns, self._encrypt, self._decrypt
-        sealed, opened = _times["enc"].append, _times["dec"].append
+        enc, dec = _times["enc"], _times["dec"]
+        sealed, opened = enc.append, dec.append
 
         def encrypt(nonce: bytes, data: bytes, ad: None) -> bytes:
             start = clock()
             out: bytes = seal(nonce, data, ad)
             sealed(clock() - start)
+            if not len(enc) % 512:
+                _dump()
             return out
 
         def decrypt(nonce: bytes, data: bytes, ad: None) -> bytes:
             start = clock()
             out: bytes = open_(nonce, data, ad)
             opened(clock() - start)
+            if not len(dec) % 512:
+                _dump()
             return out
 
         self._encrypt, self._decrypt = encrypt, decrypt
 
     _connection.NoiseConnection.__init__ = _timed  # type: ignore[method-assign]
 
+    _role = "server" if "--serve" in sys.argv else "client"
+    _written = {"enc": 0, "dec": 0}
+
     def _dump() -> None:
-        lines = [f"{kind} {ns}" for kind, values in _times.items() for ns in values]
+        lines = [f"{kind} {ns}" for kind, values in _times.items()
+                 for ns in values[_written[kind]:]]
+        for kind, values in _times.items():
+            _written[kind] = len(values)
         if lines:
-            (Path(_OUT) / f"{os.getpid()}.txt").write_text("\n".join(lines) + "\n")
+            with (Path(_OUT) / f"{_role}-{os.getpid()}.txt").open("a") as file:
+                file.write("\n".join(lines) + "\n")
 
     atexit.register(_dump)
