@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from recorder_app import Recorder
 
+import p2phost_sdk
 from p2phost._runtime import Node
 from p2phost._runtime.messaging._peers import Peer, PeerTable
 from p2phost._runtime.node import _connections
@@ -169,3 +170,23 @@ async def test_the_peer_stays_connected_while_its_kept_connection_joins(held: He
         assert peer.best() is not None and peer.best() is not retired
         await wait_until(lambda: bool(apps[1].events), 10, "Y's app heard of X")
         assert apps[1].events == [("connected", x.peer_id)]
+
+
+async def test_a_request_waiting_for_the_kept_connection_keeps_to_its_timeout(
+    held: Held,
+) -> None:
+    # The wait for the kept connection came before the request's own timeout, which
+    # started only once it ended: request(timeout=0.3) took the handshake timeout (5 s)
+    # more, then failed with "not connected" rather than RequestTimeout.
+    apps = [Arrivals(), Arrivals()]
+    async with replacing(held, apps) as (x, y, _):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(p2phost_sdk.RequestTimeout, match=r"within 0\.3s"):
+            await y.request(x.peer_id, "record", "late", timeout=0.3)
+        assert loop.time() - started < 1.5, "the request kept to its timeout"
+        # A request given more time than the kept connection needs is answered, in it.
+        request = asyncio.create_task(y.request(x.peer_id, "record", "first", timeout=3.0))
+        await asyncio.sleep(0.2)
+        held.release.set()
+        assert await request == 1
