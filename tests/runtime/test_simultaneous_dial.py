@@ -190,3 +190,39 @@ async def test_a_request_waiting_for_the_kept_connection_keeps_to_its_timeout(
         await asyncio.sleep(0.2)
         held.release.set()
         assert await request == 1
+
+
+class Orders(Arrivals):
+    """Handles ``orders`` with acknowledgements (the sender declares nothing of it)."""
+
+    @p2phost_sdk.handler("orders", delivery="at-least-once")
+    async def orders(self, message: p2phost_sdk.Message) -> None:
+        self._record(message)
+
+
+async def test_a_send_that_waited_for_the_kept_connection_keeps_the_peers_delivery_mode(
+    held: Held, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # X handles "orders" with acknowledgements, which a sender's outbox keeps until they
+    # come (docs/delivery.md 1: the receiver decides). Y's send found no usable channel,
+    # so its outbox passed it to the plain path, which waited for the kept connection
+    # and sent it there at most once: no outbox, no resend should that connection drop.
+    apps = [Orders(), Arrivals()]
+    async with replacing(held, apps) as (x, y, _):
+        outbox = y._reliable._outbox
+        assert outbox is not None
+        kept: list[str] = []
+        put = outbox.put
+
+        async def spy(dest: str, topic: str, *args: Any) -> Any:
+            kept.append(topic)
+            return await put(dest, topic, *args)
+
+        monkeypatch.setattr(outbox, "put", spy)
+        send = asyncio.create_task(y.send(x.peer_id, "orders", "first"))
+        await asyncio.sleep(0.2)
+        held.release.set()
+        await send
+        await wait_until(lambda: apps[0].records.get(y.peer_id) == ["first"], 10,
+                         "X handled the order")
+        assert kept == ["orders"], "the order went through Y's outbox"

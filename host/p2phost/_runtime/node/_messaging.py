@@ -113,7 +113,15 @@ class MessagingAPI:
         # (Dialler.usable's common case inline: the peer's current channel, still usable)
         channel = entry.current if entry is not None else None
         if channel is None or not channel.usable:
-            channel = self._dialler.usable(peer) or await self._reach(peer)
+            channel = self._dialler.usable(peer)
+            if channel is None:
+                channel = await self._reach(peer)
+                # It waited for the connection (a kept one: Peer.kept, or a dial): the
+                # peer's hello now says whether it takes the topic with acknowledgements
+                # (then the outbox sends it, not this plain path).
+                if topic in self._acked_topics \
+                        and await self._reliable.send(peer, topic, body, key):
+                    return
         frame = self._dispatch.try_send(channel, topic, body)
         if frame is not None:  # (queued at once, with no coroutine more, while there is room)
             await self._dispatch.send_frame(channel, topic, frame)
