@@ -226,3 +226,18 @@ async def test_a_send_that_waited_for_the_kept_connection_keeps_the_peers_delive
         await wait_until(lambda: apps[0].records.get(y.peer_id) == ["first"], 10,
                          "X handled the order")
         assert kept == ["orders"], "the order went through Y's outbox"
+
+
+async def test_a_publish_reaches_a_peer_whose_kept_connection_joins(held: Held) -> None:
+    # Y's app heard X connect and X stays connected, yet a publish skipped it (no usable
+    # channel) while send() and request() wait for the kept connection: Dask's first
+    # broadcast after discovery missed the peer, an acknowledged one too (no outbox row).
+    apps = [Arrivals(), Arrivals()]
+    async with replacing(held, apps) as (x, y, _):
+        assert y._table.get(x.peer_id) is not None
+        publish = asyncio.create_task(y.publish("record", "to all"))
+        await asyncio.sleep(0.2)
+        held.release.set()
+        assert await publish == 1
+        await wait_until(lambda: apps[0].records.get(y.peer_id) == ["to all"], 10,
+                         "X got the publish")
