@@ -14,7 +14,7 @@ import pytest
 from recorder_app import Recorder
 
 import p2phost_sdk
-from p2phost._runtime import Node
+from p2phost._runtime import Kind, Node, decode, encode
 from p2phost._runtime.messaging._peers import Peer, PeerTable
 from p2phost._runtime.node import _connections
 from p2phost._runtime.wire._channel import DUPLICATE, Channel
@@ -23,6 +23,7 @@ from p2phost._runtime.wire._handshake import handshake as real_handshake
 from p2phost_sdk import Connection, Identity, PeerInfo
 from p2phost_sdk.testing.discovery import wait_until
 from tests.runtime.conftest import build_node
+from tests.runtime.rawpeer import RawPeer
 
 #: Rounds of simultaneous dials, and how long they may take in all.
 ROUNDS, SECONDS = 20, 60.0
@@ -241,3 +242,35 @@ async def test_a_publish_reaches_a_peer_whose_kept_connection_joins(held: Held) 
         assert await publish == 1
         await wait_until(lambda: apps[0].records.get(y.peer_id) == ["to all"], 10,
                          "X got the publish")
+
+
+async def test_a_duplicate_goodbye_whose_kept_connection_never_comes_is_answered() -> None:
+    # A peer (hostile, or whose kept connection failed here) said "duplicate" on its
+    # only connection and kept it open: this node never answered, the peer stayed
+    # "replacing" for as long as it liked, and every send to it (and every publish of a
+    # topic it handles) waited the whole handshake timeout before it failed.
+    node = build_node("tcp", [Arrivals()], handshake_timeout=1.0)
+    await node.start()
+    try:
+        raw = await RawPeer.connect("tcp", node.addresses[0])
+        peer_id = raw.identity.peer_id
+        await wait_until(lambda: node._table.get(peer_id) is not None, 10, "the raw peer")
+        await raw.connection.send(encode(Kind.GOODBYE, 0, body=DUPLICATE.encode()))
+        said = asyncio.create_task(_goodbye_from(raw))
+        assert (await asyncio.wait_for(said, 5.0)) == "goodbye", "the node answered"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(p2phost_sdk.PeerUnavailable, match="is not connected"):
+            await node.send(peer_id, "record", "more")
+        assert loop.time() - started < 0.5, "a send fails at once, as to a peer that left"
+        await raw.connection.close()
+    finally:
+        await node.close()
+
+
+async def _goodbye_from(raw: RawPeer) -> str:
+    # The reason of the first GOODBYE the node sends (its PINGs and PONGs go by).
+    while True:
+        envelope = decode(await raw.connection.recv())
+        if envelope.kind is Kind.GOODBYE:
+            return envelope.body.decode()
