@@ -142,8 +142,9 @@ class MessagingAPI:
                             timeout: float | None) -> tuple[Channel, float | None]:
         """``_reach`` for a request: a wait for the kept connection (``Peer.kept``) is
         part of its ``timeout`` (RequestTimeout when it passes first); the channel, and
-        what is left of the timeout."""
-        if not _seconds(timeout):  # no deadline, or a bad one (the request refuses it)
+        what is left of the timeout. (An address's dial is not: as before.)"""
+        # No deadline, or a bad one (the request refuses it), or an address to dial.
+        if not _seconds(timeout) or "://" in peer or not is_peer_id(peer):
             return await self._reach(peer), timeout
         assert isinstance(timeout, int | float)
         loop = asyncio.get_running_loop()
