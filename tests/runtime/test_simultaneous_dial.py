@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from recorder_app import Recorder
 
-from p2phost._runtime import Node
+import p2phost_sdk
+from p2phost._runtime import Kind, Node, decode, encode
 from p2phost._runtime.messaging._peers import Peer, PeerTable
 from p2phost._runtime.node import _connections
 from p2phost._runtime.wire._channel import DUPLICATE, Channel
@@ -22,6 +23,7 @@ from p2phost._runtime.wire._handshake import handshake as real_handshake
 from p2phost_sdk import Connection, Identity, PeerInfo
 from p2phost_sdk.testing.discovery import wait_until
 from tests.runtime.conftest import build_node
+from tests.runtime.rawpeer import RawPeer
 
 #: Rounds of simultaneous dials, and how long they may take in all.
 ROUNDS, SECONDS = 20, 60.0
@@ -169,3 +171,106 @@ async def test_the_peer_stays_connected_while_its_kept_connection_joins(held: He
         assert peer.best() is not None and peer.best() is not retired
         await wait_until(lambda: bool(apps[1].events), 10, "Y's app heard of X")
         assert apps[1].events == [("connected", x.peer_id)]
+
+
+async def test_a_request_waiting_for_the_kept_connection_keeps_to_its_timeout(
+    held: Held,
+) -> None:
+    # The wait for the kept connection came before the request's own timeout, which
+    # started only once it ended: request(timeout=0.3) took the handshake timeout (5 s)
+    # more, then failed with "not connected" rather than RequestTimeout.
+    apps = [Arrivals(), Arrivals()]
+    async with replacing(held, apps) as (x, y, _):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(p2phost_sdk.RequestTimeout, match=r"within 0\.3s"):
+            await y.request(x.peer_id, "record", "late", timeout=0.3)
+        assert loop.time() - started < 1.5, "the request kept to its timeout"
+        # A request given more time than the kept connection needs is answered, in it.
+        request = asyncio.create_task(y.request(x.peer_id, "record", "first", timeout=3.0))
+        await asyncio.sleep(0.2)
+        held.release.set()
+        assert await request == 1
+
+
+class Orders(Arrivals):
+    """Handles ``orders`` with acknowledgements (the sender declares nothing of it)."""
+
+    @p2phost_sdk.handler("orders", delivery="at-least-once")
+    async def orders(self, message: p2phost_sdk.Message) -> None:
+        self._record(message)
+
+
+async def test_a_send_that_waited_for_the_kept_connection_keeps_the_peers_delivery_mode(
+    held: Held, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # X handles "orders" with acknowledgements, which a sender's outbox keeps until they
+    # come (docs/delivery.md 1: the receiver decides). Y's send found no usable channel,
+    # so its outbox passed it to the plain path, which waited for the kept connection
+    # and sent it there at most once: no outbox, no resend should that connection drop.
+    apps = [Orders(), Arrivals()]
+    async with replacing(held, apps) as (x, y, _):
+        outbox = y._reliable._outbox
+        assert outbox is not None
+        kept: list[str] = []
+        put = outbox.put
+
+        async def spy(dest: str, topic: str, *args: Any) -> Any:
+            kept.append(topic)
+            return await put(dest, topic, *args)
+
+        monkeypatch.setattr(outbox, "put", spy)
+        send = asyncio.create_task(y.send(x.peer_id, "orders", "first"))
+        await asyncio.sleep(0.2)
+        held.release.set()
+        await send
+        await wait_until(lambda: apps[0].records.get(y.peer_id) == ["first"], 10,
+                         "X handled the order")
+        assert kept == ["orders"], "the order went through Y's outbox"
+
+
+async def test_a_publish_reaches_a_peer_whose_kept_connection_joins(held: Held) -> None:
+    # Y's app heard X connect and X stays connected, yet a publish skipped it (no usable
+    # channel) while send() and request() wait for the kept connection: Dask's first
+    # broadcast after discovery missed the peer, an acknowledged one too (no outbox row).
+    apps = [Arrivals(), Arrivals()]
+    async with replacing(held, apps) as (x, y, _):
+        assert y._table.get(x.peer_id) is not None
+        publish = asyncio.create_task(y.publish("record", "to all"))
+        await asyncio.sleep(0.2)
+        held.release.set()
+        assert await publish == 1
+        await wait_until(lambda: apps[0].records.get(y.peer_id) == ["to all"], 10,
+                         "X got the publish")
+
+
+async def test_a_duplicate_goodbye_whose_kept_connection_never_comes_is_answered() -> None:
+    # A peer (hostile, or whose kept connection failed here) said "duplicate" on its
+    # only connection and kept it open: this node never answered, the peer stayed
+    # "replacing" for as long as it liked, and every send to it (and every publish of a
+    # topic it handles) waited the whole handshake timeout before it failed.
+    node = build_node("tcp", [Arrivals()], handshake_timeout=1.0)
+    await node.start()
+    try:
+        raw = await RawPeer.connect("tcp", node.addresses[0])
+        peer_id = raw.identity.peer_id
+        await wait_until(lambda: node._table.get(peer_id) is not None, 10, "the raw peer")
+        await raw.connection.send(encode(Kind.GOODBYE, 0, body=DUPLICATE.encode()))
+        said = asyncio.create_task(_goodbye_from(raw))
+        assert (await asyncio.wait_for(said, 5.0)) == "goodbye", "the node answered"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(p2phost_sdk.PeerUnavailable, match="is not connected"):
+            await node.send(peer_id, "record", "more")
+        assert loop.time() - started < 0.5, "a send fails at once, as to a peer that left"
+        await raw.connection.close()
+    finally:
+        await node.close()
+
+
+async def _goodbye_from(raw: RawPeer) -> str:
+    # The reason of the first GOODBYE the node sends (its PINGs and PONGs go by).
+    while True:
+        envelope = decode(await raw.connection.recv())
+        if envelope.kind is Kind.GOODBYE:
+            return envelope.body.decode()

@@ -43,10 +43,12 @@ class Peer:
         return self.best() or next((c for c in self.channels if not c.ended), None)
 
     def replacing(self) -> bool:
-        """Whether the peer retired a channel as a duplicate that is still open: the
-        connection it keeps instead is in its handshake here (it joins, or the peer
-        closes the duplicate, within the handshake timeout)."""
-        return any(c.remote_reason == DUPLICATE and not c.ended for c in self.channels)
+        """Whether the peer retired a channel as a duplicate that is still open, and
+        this node has not answered: the connection it keeps instead is in its handshake
+        here (it joins, or the peer closes the duplicate, within the handshake timeout;
+        the channel answers once that passed)."""
+        return any(c.remote_reason == DUPLICATE and not c.closing and not c.ended
+                   for c in self.channels)
 
     async def kept(self, timeout: float) -> Channel | None:
         """The channel to send on, waiting up to ``timeout`` seconds while the peer

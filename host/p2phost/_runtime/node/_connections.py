@@ -304,7 +304,8 @@ class Connections:
                           on_replied=self._dispatch.replied,
                           outbox_limit=self.options.outbox_limit,
                           max_frame_size=self.options.max_frame_size,
-                          write_timeout=self.options.keepalive_timeout)
+                          write_timeout=self.options.keepalive_timeout,
+                          duplicate_grace=self.options.handshake_timeout)
         if client:
             # A client may share a peer's id (its project's): kept out of the peer table,
             # it neither replaces nor duplicates that peer's connection, and goes with

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from typing import TYPE_CHECKING, Any
 
 from p2phost_sdk import Identity, PeerUnavailable, TraceContext, is_peer_id
@@ -13,6 +14,7 @@ from p2phost_sdk import Identity, PeerUnavailable, TraceContext, is_peer_id
 from ..delivery._delivery import Reliable
 from ..messaging._dispatch import Dispatcher
 from ..messaging._peers import PeerTable
+from ..messaging._pending import timed_out
 from ..wire._channel import Channel
 from ._dialler import Link
 from ._letters import Letters
@@ -58,8 +60,10 @@ class MessagingAPI:
                 await entry.gone.wait()
         return bool(channels)
 
-    async def _reach(self, peer: str) -> Channel:
+    async def _reach(self, peer: str, within: float = math.inf) -> Channel:
         # Not a peer id: an address, dialled (a malformed one is named as such).
+        # ``within``: a request's timeout, which bounds the wait for a kept connection
+        # (TimeoutError when it passed first).
         if "://" in peer or not is_peer_id(peer):
             peer = await self.connect(peer)
             channel = self._dialler.usable(peer)
@@ -70,9 +74,12 @@ class MessagingAPI:
         # The peer may be replacing a duplicate connection (it dialled this node as this
         # node dialled it): its kept one joins within the handshake timeout.
         entry = self._table.get(peer)
-        if entry is not None and (channel := await entry.kept(
-                self._connections.options.handshake_timeout)) is not None:
-            return channel
+        if entry is not None:
+            wait = self._connections.options.handshake_timeout
+            if (channel := await entry.kept(min(wait, within))) is not None:
+                return channel
+            if within < wait and entry.replacing():
+                raise TimeoutError
         raise PeerUnavailable(f"peer {peer} is not connected")
 
     def stores_letters(self, address: str) -> bool:
@@ -106,7 +113,15 @@ class MessagingAPI:
         # (Dialler.usable's common case inline: the peer's current channel, still usable)
         channel = entry.current if entry is not None else None
         if channel is None or not channel.usable:
-            channel = self._dialler.usable(peer) or await self._reach(peer)
+            channel = self._dialler.usable(peer)
+            if channel is None:
+                channel = await self._reach(peer)
+                # It waited for the connection (a kept one: Peer.kept, or a dial): the
+                # peer's hello now says whether it takes the topic with acknowledgements
+                # (then the outbox sends it, not this plain path).
+                if topic in self._acked_topics \
+                        and await self._reliable.send(peer, topic, body, key):
+                    return
         frame = self._dispatch.try_send(channel, topic, body)
         if frame is not None:  # (queued at once, with no coroutine more, while there is room)
             await self._dispatch.send_frame(channel, topic, frame)
@@ -120,13 +135,37 @@ class MessagingAPI:
         if channel is None:
             if "://" in peer and await self._letters.storing(peer):
                 return await self._letters.request(peer, topic, body, timeout)
-            channel = await self._reach(peer)
+            channel, timeout = await self._reach_within(peer, topic, timeout)
         return await self._dispatch.request(channel, topic, body, timeout)
+
+    async def _reach_within(self, peer: str, topic: str,
+                            timeout: float | None) -> tuple[Channel, float | None]:
+        """``_reach`` for a request: a wait for the kept connection (``Peer.kept``) is
+        part of its ``timeout`` (RequestTimeout when it passes first); the channel, and
+        what is left of the timeout. (An address's dial is not: as before.)"""
+        # No deadline, or a bad one (the request refuses it), or an address to dial.
+        if not _seconds(timeout) or "://" in peer or not is_peer_id(peer):
+            return await self._reach(peer), timeout
+        assert isinstance(timeout, int | float)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            channel = await self._reach(peer, timeout)
+        except TimeoutError:
+            raise timed_out(peer, topic, timeout) from None
+        return channel, max(0.0, timeout - (loop.time() - started))
 
     async def publish(self, topic: str, body: Any) -> int:
         """Send to every connected peer that handles ``topic``; returns how many."""
-        channels = [c for c in (p.best() for p in list(self._table.peers.values()))
-                    if c is not None]
+        peers = list(self._table.peers.values())
+        channels = [c for c in (p.best() for p in peers) if c is not None]
+        # A peer replacing a duplicate connection (it dialled this node as this node
+        # dialled it) is connected: its kept one joins within the handshake timeout.
+        if replacing := [p for p in peers if p.best() is None and p.replacing()
+                         and any(topic in c.topics for c in p.channels)]:
+            wait = self._connections.options.handshake_timeout
+            kept = await asyncio.gather(*(p.kept(wait) for p in replacing))
+            channels.extend(c for c in kept if c is not None)
         count = 0
         if topic in self._acked_topics:
             count, channels = await self._reliable.publish(channels, topic, body)
@@ -143,3 +182,9 @@ class MessagingAPI:
         :class:`p2phost_sdk.Messenger`); its id."""
         return await self._reliable.bury(topic, body, source=source, reason=reason,
                                          content_type=content_type)
+
+
+def _seconds(timeout: object) -> bool:
+    """Whether a request's ``timeout`` is a finite number of seconds, 0 or more."""
+    return isinstance(timeout, int | float) and timeout.__class__ is not bool \
+        and 0 <= timeout < math.inf

@@ -81,9 +81,9 @@ class Channel(Reader):
 
     # Slots, not a dict: read per frame sent and received, and with more fields than
     # CPython 3.11 keeps inline (30) a dict's reads cost more than a slot's.
-    __slots__ = ("_close_reason", "_flushed", "_handed", "_hard_limit", "_on_message",
-                 "_on_reply", "_outbox", "_partly", "_partly_seen", "_reader", "_room",
-                 "_taken", "_try_send", "_waiting", "_wake", "_watch", "_write_timeout",
+    __slots__ = ("_close_reason", "_duplicate_grace", "_flushed", "_handed", "_hard_limit",
+                 "_on_message", "_on_reply", "_outbox", "_partly", "_partly_seen", "_reader",
+                 "_room", "_taken", "_try_send", "_waiting", "_wake", "_watch", "_write_timeout",
                  "_writing", "address", "closing", "codec", "content_type", "ended",
                  "frame_limit", "frame_limit_source", "hello", "info", "initiator",
                  "local_nonce", "peer_done", "peer_id", "pinged", "progress_at",
@@ -107,6 +107,7 @@ class Channel(Reader):
         outbox_limit: int,
         max_frame_size: int,
         write_timeout: float = 15.0,
+        duplicate_grace: float = 5.0,
     ) -> None:
         self.connection: Connection = done.connection
         self.hello = done.hello
@@ -181,6 +182,9 @@ class Channel(Reader):
         # replies already on their way when the outbox fills.
         self._hard_limit = 2 * outbox_limit + 65536
         self._write_timeout = write_timeout
+        # How long a retired duplicate waits for this node's own retirement of it (the
+        # kept connection joins within the handshake timeout) before its answer.
+        self._duplicate_grace = duplicate_grace
         self._reader: asyncio.Task[None] | None = None
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
@@ -483,8 +487,14 @@ class Channel(Reader):
             # the connection the peer keeps has joined here (the node's peer table):
             # the peer closes it when we answer, and until the kept one joins it is
             # this node's only connection to the peer (its loss would end the peer).
+            # Should none join within the handshake timeout (its handshake failed here, or
+            # the peer has no other), it is answered then: the peer no longer looks as if
+            # it were replacing it (Peer.replacing), and sends to it fail at once.
             if self.remote_reason != DUPLICATE:
                 self.goodbye("goodbye")
+            else:
+                asyncio.get_running_loop().call_later(self._duplicate_grace, self.goodbye,
+                                                      "goodbye")
         elif kind is Kind.HELLO:
             raise WireError("a second hello on an open connection")
         return None
