@@ -1,0 +1,46 @@
+"""A peer's ``subscribe`` frames cost this node bounded memory: every topic name it sends
+is kept while it is connected, so the names one peer may hold are capped in number and
+length (one peer sending 1,000 new names a frame grew a node by 280 MiB in 6 s)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.discovery.plugins import use_plugin_source
+
+use_plugin_source("gossip")
+
+from p2phost_gossip import Router  # noqa: E402
+from p2phost_gossip._router import MAX_PEER_TOPICS, MAX_TOPIC_LENGTH  # noqa: E402
+
+
+class _Wire:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def send(self, peer_id: str, frame: dict[str, Any]) -> None:
+        self.sent.append((peer_id, frame))
+
+
+def test_a_peers_topics_are_bounded_however_many_it_subscribes() -> None:
+    router = Router("victim", _Wire())
+    router.subscribe("news")
+    for frame in range(50):
+        topics = [f"{frame}-{i}" for i in range(1000)]
+        router.handle("flooder", {"op": "subscribe", "topics": topics})
+    assert len(router.peers["flooder"]) <= MAX_PEER_TOPICS
+    assert router.counters["invalid: too many or too long topics"] >= 1
+    # The flooder is scored down (out of the meshes, then graylisted), not the others.
+    assert router.scores.prunable("flooder")
+
+
+def test_long_topic_names_are_refused_and_honest_subscriptions_kept() -> None:
+    router = Router("victim", _Wire())
+    router.subscribe("news")
+    router.handle("honest", {"op": "subscribe", "topics": ["news", "sport"]})
+    router.handle("long", {"op": "subscribe", "topics": ["x" * (MAX_TOPIC_LENGTH + 1)]})
+    assert router.peers["honest"] == {"news", "sport"}
+    assert router.peers["long"] == set()
+    # Saying a topic again costs nothing and is not an offence.
+    router.handle("honest", {"op": "subscribe", "topics": ["news"] * 1000})
+    assert router.scores.score("honest") == 0
