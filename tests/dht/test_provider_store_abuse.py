@@ -75,3 +75,18 @@ def test_record_lifetime_past_a_day_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
         settings_of("dht-discovery", {"record-lifetime": 2 * 86400.0})
     assert "record-lifetime" in str(caught.value)
+
+
+def test_one_peer_provides_a_bounded_number_of_topic_keys() -> None:
+    dht = _dht()
+    flooder = PresenceSigner(Identity.generate())
+    stored = [_store(dht, flooder.peer_id, topic_key(f"junk-{i}"),
+                     _provider(flooder, topic_key(f"junk-{i}"))) for i in range(100)]
+    assert sum(1 for s in stored if s) == dht.providers.max_per_peer
+    assert dht.providers.counters["peer full"] == 100 - dht.providers.max_per_peer
+    honest = PresenceSigner(Identity.generate())
+    weather = topic_key("weather")
+    assert _store(dht, honest.peer_id, weather, _provider(honest, weather)) is True
+    # A provider's renewal of a key it holds is not a new key.
+    key = topic_key("junk-0")
+    assert _store(dht, flooder.peer_id, key, _provider(flooder, key)) is True

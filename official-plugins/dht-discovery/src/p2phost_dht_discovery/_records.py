@@ -226,9 +226,12 @@ class ProviderStore:
 
     max_keys: int = 1024
     max_per_key: int = 20
+    #: Topic keys one peer may provide here: one peer must not take every key.
+    max_per_peer: int = 64
     clock: Callable[[], float] = time.time
     counters: Counter[str] = field(default_factory=Counter)
     _providers: dict[int, dict[str, SignedPresence]] = field(default_factory=dict)
+    _keys_of: Counter[str] = field(default_factory=Counter)
 
     def add(self, key: int, raw: object, *, sender: str | None = None) -> bool:
         """Store the provider record ``raw`` under ``key``; False (counted) when refused
@@ -249,6 +252,10 @@ class ProviderStore:
             return False
         self._expire(key)
         providers = self._providers.get(key)
+        if (record.peer_id not in (providers or {})
+                and self._keys_of[record.peer_id] >= self.max_per_peer):
+            self.counters["peer full"] += 1
+            return False
         if providers is None:
             if len(self._providers) >= self.max_keys:
                 self.counters["store full"] += 1
@@ -262,6 +269,8 @@ class ProviderStore:
         if current is None and len(providers) >= self.max_per_key:
             self.counters["key full"] += 1
             return False
+        if current is None:
+            self._keys_of[record.peer_id] += 1
         providers[record.peer_id] = record
         self.counters["stored"] += 1
         return True
@@ -278,5 +287,8 @@ class ProviderStore:
         now_ms = self.clock() * 1000
         for peer_id in [p for p, r in providers.items() if r.expires < now_ms]:
             del providers[peer_id]
+            self._keys_of[peer_id] -= 1
+            if self._keys_of[peer_id] <= 0:
+                del self._keys_of[peer_id]
         if not providers:
             del self._providers[key]
