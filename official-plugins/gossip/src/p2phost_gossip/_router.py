@@ -339,8 +339,11 @@ class Router:
                 links[announcer] = True
                 self._lazy_sent.pop((topic, announcer), None)
         for peer_id, ids in wants.items():
-            self.counters["iwant sent"] += 1
-            self._send(peer_id, {"op": "iwant", "ids": ids[:s.max_ids]})
+            # Every id here counted a try: each is asked (in frames of max-ids, as IHAVE
+            # is sent), not the first 500 alone, the others given up unasked.
+            for start in range(0, len(ids), s.max_ids):
+                self.counters["iwant sent"] += 1
+                self._send(peer_id, {"op": "iwant", "ids": ids[start:start + s.max_ids]})
 
     # -- helpers -------------------------------------------------------------------------
 

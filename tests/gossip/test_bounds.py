@@ -1,5 +1,7 @@
-"""A peer's ``subscribe`` frames cost this node bounded memory: every topic name it sends
-is kept while it is connected, so the names one peer may hold are capped in number and
+"""What one peer's frames may cost a router, and repair past one frame's worth of ids.
+
+A peer's ``subscribe`` frames cost this node bounded memory: every topic name it sends is
+kept while it is connected, so the names one peer may hold are capped in number and
 length (one peer sending 1,000 new names a frame grew a node by 280 MiB in 6 s)."""
 
 from __future__ import annotations
@@ -44,3 +46,23 @@ def test_long_topic_names_are_refused_and_honest_subscriptions_kept() -> None:
     # Saying a topic again costs nothing and is not an offence.
     router.handle("honest", {"op": "subscribe", "topics": ["news"] * 1000})
     assert router.scores.score("honest") == 0
+
+
+def test_every_missing_message_is_asked_for_not_the_first_500() -> None:
+    # A tree parent that died during a burst: its lazy neighbour announced 1,200 messages
+    # this node misses. Each round counts a try for every one, so each must be asked.
+    now = [0.0]
+    wire = _Wire()
+    router = Router("victim", wire, clock=lambda: now[0])
+    router.subscribe("news")
+    router.handle("lazy", {"op": "subscribe", "topics": ["news"]})
+    ids = [f"{i:032x}" for i in range(1200)]
+    for start in range(0, 1200, 500):
+        router.handle("lazy", {"op": "ihave", "topic": "news", "ids": ids[start:start + 500]})
+    wire.sent.clear()
+    now[0] += 1.0
+    router.heartbeat()
+    asked = [i for peer, frame in wire.sent if peer == "lazy" and frame["op"] == "iwant"
+             for i in frame["ids"]]
+    assert sorted(asked) == ids
+    assert all(len(frame["ids"]) <= 500 for _, frame in wire.sent if frame["op"] == "iwant")
