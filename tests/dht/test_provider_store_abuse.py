@@ -6,8 +6,9 @@ keys signed for a century, and honest providers were refused for as long as it r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from p2phost_sdk import Identity, PresenceSigner
+from p2phost_sdk import Identity, PresenceSigner, SignedPresence
 from tests.dht.network import MemoryNetwork  # noqa: F401 - puts the plugin on sys.path
 
 from p2phost_dht_discovery import PEER_SCOPE, Dht, RecordGate, encode, provider_scope  # isort: skip
@@ -23,8 +24,8 @@ def _provider(signer: PresenceSigner, key: int, lifetime: float = 600.0) -> str:
 def _dht() -> Dht:
     signer = PresenceSigner(Identity.generate())
 
-    def sign(scope: str, addresses: object, lifetime: float):  # type: ignore[no-untyped-def]
-        return signer.sign(scope, list(addresses), lifetime=lifetime)  # type: ignore[call-overload]
+    def sign(scope: str, addresses: Sequence[str], lifetime: float) -> SignedPresence:
+        return signer.sign(scope, addresses, lifetime=lifetime)
 
     class NoRpc:
         async def call(self, *args: object) -> dict[str, object]:

@@ -43,7 +43,7 @@ async def test_the_relays_buffers_are_bounded_over_all_circuits() -> None:
                         total=30 * FRAME)
     honest, honest_far = End("a-honest", "h"), End("honest-reader", "h2")
     peak = 0
-    for round_ in range(10):
+    for _ in range(10):
         for i in range(20):  # 20 circuits to far ends that never read
             forwards.put(End("a", f"c{i}"), End(f"b{i}", "x"), {"op": "data"}, FRAME)
             peak = max(peak, forwards.total)
