@@ -1,7 +1,8 @@
 """A relay's buffers are bounded in total, not only per circuit: circuits whose far ends
-never read (an attacker holding both ends) each held up to buffer-bytes, so 64 circuits
-grew a relay by 359 MiB and 256 could take 1 GiB. Past ``buffer-total`` the circuit with
-the most unread bytes is closed; a circuit whose far end reads keeps going."""
+never read (an attacker holding both ends) each held up to buffer-bytes and one frame
+(16 MiB at the default max-frame-size), so 64 circuits grew a relay by 1.4 GiB and 256
+could take 4 GiB. Past ``buffer-total`` the circuit with the most unread bytes is closed;
+a circuit whose far end reads keeps going."""
 
 from __future__ import annotations
 
