@@ -66,3 +66,31 @@ def test_every_missing_message_is_asked_for_not_the_first_500() -> None:
              for i in frame["ids"]]
     assert sorted(asked) == ids
     assert all(len(frame["ids"]) <= 500 for _, frame in wire.sent if frame["op"] == "iwant")
+
+
+def test_announcing_messages_one_never_sends_is_scored_until_graylisted() -> None:
+    # 40 IHAVE frames of ids of nothing filled the wait list (seen-size, 20,000): an
+    # honest IHAVE then found it full and the message it announced was never asked for.
+    now = [0.0]
+    wire = _Wire()
+    router = Router("victim", wire, clock=lambda: now[0])
+    router.subscribe("news")
+    for peer in ("honest", "liar"):
+        router.handle(peer, {"op": "subscribe", "topics": ["news"]})
+    for frame in range(40):
+        router.handle("liar", {"op": "ihave", "topic": "news",
+                               "ids": [f"{frame:04d}{i:028x}" for i in range(500)]})
+    for _ in range(4):  # three rounds of IWANT unanswered, then given up
+        now[0] += 1.0
+        router.heartbeat()
+    assert router.counters["broken promises"] >= 20_000
+    assert router.scores.graylisted("liar") and not router.scores.prunable("honest")
+    # The liar fills the list again: dropped unread now, so an honest one is waited for.
+    for frame in range(40):
+        router.handle("liar", {"op": "ihave", "topic": "news",
+                               "ids": [f"{frame:04d}{i:028x}" for i in range(500)]})
+    router.handle("honest", {"op": "ihave", "topic": "news", "ids": ["a" * 32]})
+    wire.sent.clear()
+    now[0] += 1.0
+    router.heartbeat()
+    assert ("honest", {"op": "iwant", "ids": ["a" * 32]}) in wire.sent

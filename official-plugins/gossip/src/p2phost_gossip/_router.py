@@ -329,9 +329,15 @@ class Router:
     def _repair(self, now: float) -> None:
         s = self.settings
         wants: defaultdict[str, list[str]] = defaultdict(list)
-        asks, gave_up = self._missing.due(now, s.graft_timeout, lambda p: p in self.peers)
+        asks, gave_up, broken = self._missing.due(now, s.graft_timeout,
+                                                  lambda p: p in self.peers)
         if gave_up:
             self.counters["repair gave up"] += gave_up
+        for announcer, count in broken.items():
+            # Announced, asked for, never sent: scored like a duplicate flood, so a peer
+            # filling the wait list with ids of nothing is graylisted within rounds.
+            self.counters["broken promises"] += count
+            self.scores.penalise(announcer, "broken promise", s.duplicate_penalty * count)
         for announcer, message_id, topic in asks:
             wants[announcer].append(message_id)
             links = self.mesh.get(topic)
