@@ -43,7 +43,8 @@ def _inboxes(project: Project, medium: str | None) -> list[tuple[str, InboxTrans
 
     settings = project.manifest.node
     identity = project.identity()
-    parts = PluginManager(project).load().build(identity.peer_id, settings.max_frame_size)
+    parts = PluginManager(project).load().build(identity.peer_id, settings.max_frame_size,
+                                                identity)
     found = []
     for url in settings.listen:
         transport = parts.transports.get(scheme_of(url))  # NATS:// is nats:// (as a run's)

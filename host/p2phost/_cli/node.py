@@ -51,7 +51,10 @@ def check_report(project: Project) -> dict[str, Any]:
 
     loaded = PluginManager(project).load()
     require_served(project, [p.metadata for p in loaded.plugins])
-    parts = loaded.build(project.identity().peer_id, project.manifest.node.max_frame_size)
+    # With the node's key, as a start builds them: a plugin that signs (gossip) warned
+    # here that it had no key and its messages would be refused, which a run never does.
+    identity = project.identity()
+    parts = loaded.build(identity.peer_id, project.manifest.node.max_frame_size, identity)
     check_manifest_addresses(parts.transports, project.manifest)  # as a start would
     security = [type(s).protocol or type(s).__name__ for s in parts.security]
     return {

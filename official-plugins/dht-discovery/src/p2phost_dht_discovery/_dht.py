@@ -169,7 +169,8 @@ class Dht:
                 reply["nodes"] = self._closest_for(key, sender)
             elif op == "add_provider":
                 key = parse_key(request.get("key"))
-                reply["stored"] = self.providers.add(key, request.get("record"))
+                reply["stored"] = self.providers.add(key, request.get("record"),
+                                                     sender=sender)
             else:
                 raise DhtError(f"unknown op {op[:40]!r}")
         except ValueError as exc:

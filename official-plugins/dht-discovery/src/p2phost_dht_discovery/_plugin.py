@@ -33,6 +33,7 @@ from p2phost_sdk import (
 )
 
 from ._dht import Dht, DhtSettings
+from ._records import MAX_LIFETIME
 from ._routing import TableLimits
 
 #: The app topic DHT requests travel on (docs/wire.md).
@@ -51,6 +52,9 @@ def settings_of(name: str, config: Mapping[str, Any]) -> DhtSettings:
                   "record-lifetime", "requests-per-second", "refresh-timeout"):
         if float(config.get(field, 1.0)) <= 0:
             raise ConfigError(name, field, "a positive number of seconds", config[field])
+    if float(config.get("record-lifetime", 1.0)) > MAX_LIFETIME:
+        raise ConfigError(name, "record-lifetime", f"at most {MAX_LIFETIME:g} seconds (other "
+                          "nodes refuse records that live longer)", config["record-lifetime"])
     if float(config.get("idle-timeout", 1.0)) < 0:
         raise ConfigError(name, "idle-timeout", "a number of seconds (0: never close)",
                           config["idle-timeout"])

@@ -37,6 +37,16 @@ PEER_ID_LENGTH = 52
 #: The longest wire record accepted (16 addresses of 255 bytes, in base64, and the rest).
 MAX_RECORD_LENGTH = 6000
 _FIXED = struct.Struct("!QQB")  # sequence, expiry, number of addresses
+#: The longest a record may still be valid for when it arrives (seconds; the signer
+#: chooses its expiry): a record meant to outlive its peer (signed for a century) would
+#: hold a provider slot, or a place in the verified-record book, for as long as the
+#: receiver runs. ``record-lifetime`` is at most this.
+MAX_LIFETIME = 86400.0
+
+
+def lives_too_long(record: SignedPresence, now: float) -> bool:
+    """Whether ``record`` expires further ahead than :data:`MAX_LIFETIME` (and clock skew)."""
+    return record.expires > (now + MAX_LIFETIME + CLOCK_SKEW) * 1000
 
 
 def provider_scope(key: int) -> str:
@@ -165,6 +175,9 @@ class RecordGate:
         if record.scope != PEER_SCOPE or (expect is not None and record.peer_id != expect):
             self.refused["wrong scope or peer"] += 1
             return None
+        if lives_too_long(record, self.clock()):
+            self.refused["lifetime too long"] += 1
+            return None
         newest = self.book.newest(record.peer_id)
         if newest is not None and not self._current(newest):
             # The book repeats its newest without a second look: make sure it still counts.
@@ -213,21 +226,36 @@ class ProviderStore:
 
     max_keys: int = 1024
     max_per_key: int = 20
+    #: Topic keys one peer may provide here: one peer must not take every key.
+    max_per_peer: int = 64
     clock: Callable[[], float] = time.time
     counters: Counter[str] = field(default_factory=Counter)
     _providers: dict[int, dict[str, SignedPresence]] = field(default_factory=dict)
+    _keys_of: Counter[str] = field(default_factory=Counter)
 
-    def add(self, key: int, raw: object) -> bool:
+    def add(self, key: int, raw: object, *, sender: str | None = None) -> bool:
         """Store the provider record ``raw`` under ``key``; False (counted) when refused
-        (a record signed for another key does not verify in this key's scope)."""
+        (a record signed for another key does not verify in this key's scope). With
+        ``sender`` (the peer that asked to store it), only that peer's own record is
+        stored: else one peer could fill every slot with records of throwaway keys."""
         try:
             record = decode(raw, provider_scope(key))
             record.check(now=self.clock())
         except AnnouncementError as exc:
             self.counters[exc.reason] += 1
             return False
+        if sender is not None and record.peer_id != sender:
+            self.counters["not the sender's"] += 1
+            return False
+        if lives_too_long(record, self.clock()):
+            self.counters["lifetime too long"] += 1
+            return False
         self._expire(key)
         providers = self._providers.get(key)
+        if (record.peer_id not in (providers or {})
+                and self._keys_of[record.peer_id] >= self.max_per_peer):
+            self.counters["peer full"] += 1
+            return False
         if providers is None:
             if len(self._providers) >= self.max_keys:
                 self.counters["store full"] += 1
@@ -241,6 +269,8 @@ class ProviderStore:
         if current is None and len(providers) >= self.max_per_key:
             self.counters["key full"] += 1
             return False
+        if current is None:
+            self._keys_of[record.peer_id] += 1
         providers[record.peer_id] = record
         self.counters["stored"] += 1
         return True
@@ -257,5 +287,8 @@ class ProviderStore:
         now_ms = self.clock() * 1000
         for peer_id in [p for p, r in providers.items() if r.expires < now_ms]:
             del providers[peer_id]
+            self._keys_of[peer_id] -= 1
+            if self._keys_of[peer_id] <= 0:
+                del self._keys_of[peer_id]
         if not providers:
             del self._providers[key]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +68,8 @@ class Missing:
     since: float
     announcers: list[str] = field(default_factory=list)
     tries: int = 0
+    #: Announcers asked for it (IWANT) that have not sent it.
+    asked: list[str] = field(default_factory=list)
 
 
 class WaitList:
@@ -95,12 +97,14 @@ class WaitList:
         """The message came: stop waiting for it."""
         self._missing.pop(message_id, None)
 
-    def due(self, now: float, timeout: float,
-            alive: Callable[[str], bool]) -> tuple[list[tuple[str, str, str]], int]:
+    def due(self, now: float, timeout: float, alive: Callable[[str], bool],
+            ) -> tuple[list[tuple[str, str, str]], int, Counter[str]]:
         """(announcer to ask, message id, topic) for each message waited for longer than
-        ``timeout``, the next live announcer each round (3 rounds each); and how many
-        were given up."""
-        asks, gave_up = [], 0
+        ``timeout``, the next live announcer each round (3 rounds each); how many were
+        given up; and, for those, the announcers asked that never sent it (a broken
+        promise each: announcing messages one does not send fills this list, and an
+        honest announcement that finds it full is not waited for)."""
+        asks, gave_up, broken = [], 0, Counter[str]()
         for message_id, missing in list(self._missing.items()):
             if now - missing.since < timeout:
                 continue
@@ -108,9 +112,12 @@ class WaitList:
             if not live or missing.tries >= 3 * len(live):
                 del self._missing[message_id]
                 gave_up += 1
+                broken.update(missing.asked)
                 continue
             announcer = live[missing.tries % len(live)]
             missing.tries += 1
             missing.since = now
+            if announcer not in missing.asked:
+                missing.asked.append(announcer)
             asks.append((announcer, message_id, missing.topic))
-        return asks, gave_up
+        return asks, gave_up, broken

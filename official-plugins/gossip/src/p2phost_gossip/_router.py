@@ -39,6 +39,10 @@ from ._score import PeerScores
 from ._settings import GossipSettings
 
 log = logging.getLogger("p2phost.plugin.gossip")
+#: Topics one peer may say it subscribes to, and the longest topic name kept
+#: (docs/wire.md section 6): what a peer's ``subscribe`` frames may cost this node.
+MAX_PEER_TOPICS = 1000
+MAX_TOPIC_LENGTH = 256
 
 
 class Router:
@@ -182,13 +186,26 @@ class Router:
         elif op == "prune":
             self._on_prune(sender, frame["topic"])
         elif op == "subscribe":
-            self.peers[sender].update(frame["topics"][:1000])
+            self._on_subscribe(sender, frame["topics"])
         else:  # unsubscribe
             for topic in frame["topics"]:
                 self.peers[sender].discard(topic)
                 for links in (self.mesh.get(topic), self.fanout.get(topic)):
                     if links is not None:
                         links.pop(sender, None)
+
+    def _on_subscribe(self, sender: str, topics: list[str]) -> None:
+        # Bounded per peer, in number and length: every name is kept while the peer is
+        # connected, so unbounded, one peer's subscribe frames grew this node's memory
+        # without end (1,000 new names a frame).
+        known = self.peers[sender]
+        for topic in topics:
+            if topic in known:
+                continue
+            if len(topic) > MAX_TOPIC_LENGTH or len(known) >= MAX_PEER_TOPICS:
+                self._invalid(sender, "too many or too long topics")
+                return
+            known.add(topic)
 
     def _on_message(self, sender: str, frame: dict[str, Any]) -> None:
         self.counters["received"] += 1
@@ -312,9 +329,15 @@ class Router:
     def _repair(self, now: float) -> None:
         s = self.settings
         wants: defaultdict[str, list[str]] = defaultdict(list)
-        asks, gave_up = self._missing.due(now, s.graft_timeout, lambda p: p in self.peers)
+        asks, gave_up, broken = self._missing.due(now, s.graft_timeout,
+                                                  lambda p: p in self.peers)
         if gave_up:
             self.counters["repair gave up"] += gave_up
+        for announcer, count in broken.items():
+            # Announced, asked for, never sent: scored like a duplicate flood, so a peer
+            # filling the wait list with ids of nothing is graylisted within rounds.
+            self.counters["broken promises"] += count
+            self.scores.penalise(announcer, "broken promise", s.duplicate_penalty * count)
         for announcer, message_id, topic in asks:
             wants[announcer].append(message_id)
             links = self.mesh.get(topic)
@@ -322,8 +345,11 @@ class Router:
                 links[announcer] = True
                 self._lazy_sent.pop((topic, announcer), None)
         for peer_id, ids in wants.items():
-            self.counters["iwant sent"] += 1
-            self._send(peer_id, {"op": "iwant", "ids": ids[:s.max_ids]})
+            # Every id here counted a try: each is asked (in frames of max-ids, as IHAVE
+            # is sent), not the first 500 alone, the others given up unasked.
+            for start in range(0, len(ids), s.max_ids):
+                self.counters["iwant sent"] += 1
+                self._send(peer_id, {"op": "iwant", "ids": ids[start:start + s.max_ids]})
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -35,9 +35,15 @@ class Forwards:
     come from)."""
 
     def __init__(self, send: SendTo, *, limit: int, timeout: float, tasks: TaskOwner,
-                 on_fail: Failed) -> None:
+                 on_fail: Failed, total: int | None = None) -> None:
         self._send = send
         self._limit = limit
+        #: Bytes queued over every circuit at most (None: no bound but each circuit's).
+        #: Each circuit's bound alone let 256 circuits whose far ends do not read hold
+        #: 256 x buffer-bytes (1 GiB by default) on the relay.
+        self._total = total
+        #: Bytes queued now, over every circuit.
+        self.total = 0
         self._timeout = timeout
         self._tasks = tasks
         self._on_fail = on_fail
@@ -59,8 +65,21 @@ class Forwards:
                 None if other in self.pullers else send, limit=self._limit,
                 timeout=self._timeout, tasks=self._tasks,
                 name=f"relay forward {end.circuit}",
-                on_fail=lambda why, reason: self._on_fail(end, why, reason))
+                on_fail=lambda why, reason: self._on_fail(end, why, reason),
+                account=self._account)
         forward.put(body, size)
+        while self._total is not None and self.total > self._total:
+            # Over the relay's bound: the circuit holding the most unread bytes goes (the
+            # one whose far end reads least), not the newcomer.
+            fullest = max(self._forwards.values(), key=lambda f: f.queued)
+            if not fullest.queued:
+                break
+            fullest.fail("not read", f"the relay's buffers are full ({self._total} bytes "
+                         f"over every circuit) and this circuit's far end took least: "
+                         f"{fullest.queued} bytes unread")
+
+    def _account(self, delta: int) -> None:
+        self.total += delta
 
     def take(self, end: End, puller: End) -> list[str]:
         """The frames (base64) queued from ``end`` for ``puller``, no longer queued."""
@@ -98,8 +117,11 @@ class Forward:
     """Frames from one end of a circuit to the other, in order, within ``limit`` bytes."""
 
     def __init__(self, send: Send | None, *, limit: int, timeout: float, tasks: TaskOwner,
-                 name: str, on_fail: Callable[[str, str], None]) -> None:
+                 name: str, on_fail: Callable[[str, str], None],
+                 account: Callable[[int], None] | None = None) -> None:
         self._send = send
+        #: Told of every change of :attr:`queued` (the relay's total over its circuits).
+        self._account = account or (lambda delta: None)
         self._limit = limit
         self._timeout = timeout
         self._tasks = tasks
@@ -117,13 +139,12 @@ class Forward:
         if self._stopped:
             return False
         if self._queue and self.queued + size > self._limit:
-            queued = self.queued
-            self.stop()
-            self._on_fail("not read", f"the far end did not take {queued} bytes "
-                          f"(the relay buffers at most {self._limit} per circuit)")
+            self.fail("not read", f"the far end did not take {self.queued} bytes "
+                      f"(the relay buffers at most {self._limit} per circuit)")
             return False
         self._queue.append((body, size))
         self.queued += size
+        self._account(size)
         if self._task is None and self._send is not None:
             self._task = self._tasks.spawn(self._run(), self._name)
         return True
@@ -132,6 +153,7 @@ class Forward:
         """What a puller takes: every queued frame's data, in order (sent by no task)."""
         taken = [body["data"] for body, _ in self._queue if body.get("op") == "data"]
         self._queue.clear()
+        self._account(-self.queued)
         self.queued = 0
         return taken
 
@@ -143,10 +165,16 @@ class Forward:
                 self._task = self._tasks.spawn(self._run(), self._name)
             self._stopped = True
 
+    def fail(self, why: str, reason: str) -> None:
+        """Stop, and have the circuit closed for ``why`` (the counter) and ``reason``."""
+        self.stop()
+        self._on_fail(why, reason)
+
     def stop(self) -> None:
         """Drop what is queued and end the task (the circuit is over)."""
         self._stopped = True
         self._queue.clear()
+        self._account(-self.queued)
         self.queued = 0
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
@@ -170,6 +198,7 @@ class Forward:
                 if self._queue and self._queue[0][0] is body:
                     self._queue.popleft()
                     self.queued -= size
+                    self._account(-size)
         finally:
             if self._task is asyncio.current_task():
                 self._task = None

@@ -66,7 +66,8 @@ class RelayService(Serving):
         # and one frame, then the circuit fails (a far end that does not read).
         self.forwards = Forwards(self._send_to, limit=settings.buffer_bytes + self.circuit_frame,
                                  timeout=settings.forward_timeout, tasks=self.tasks,
-                                 on_fail=self._forward_failed)
+                                 on_fail=self._forward_failed,
+                                 total=settings.buffer_total)
         self.hop = Hop(settings.limits, on_close=self.forwards.closed)
         self.counters: Counter[str] = Counter()
         self.circuits: dict[tuple[str, str], Circuit] = {}
