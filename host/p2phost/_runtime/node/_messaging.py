@@ -80,7 +80,11 @@ class MessagingAPI:
                 return channel
             if within < wait and entry.replacing():
                 raise TimeoutError
-        raise PeerUnavailable(f"peer {peer} is not connected")
+        raise PeerUnavailable(
+            f"peer {peer} is not connected (fix: connect to it by address first: "
+            "node.connect(ADDRESS) in a program, [node] connect in p2phost.toml, or a "
+            "discovery plugin that finds it; or send to its address; a topic declared "
+            "mode = \"at-least-once\" under [delivery.TOPIC] waits for it in the outbox)")
 
     def stores_letters(self, address: str) -> bool:
         """Whether a message to ``address`` is stored in the peer's inbox rather than
