@@ -15,7 +15,7 @@ from tests.dht.network import MemoryNetwork  # noqa: F401 - puts the plugin on s
 from p2phost_dht_discovery import (  # isort: skip
     PEER_SCOPE, RecordGate, RoutingTable, TableLimits, encode, peer_key, provider_scope,
 )
-from p2phost_dht_discovery._keys import address_prefix, bucket_index  # isort: skip
+from p2phost_dht_discovery._keys import bucket_index, networks  # isort: skip
 from p2phost_dht_discovery._limits import RateLimit  # isort: skip
 from p2phost_dht_discovery._records import ProviderStore  # isort: skip
 
@@ -54,11 +54,51 @@ def test_a_flood_of_ids_from_one_prefix_is_capped() -> None:
     assert table.add(record("tcp://192.0.2.1:4001"), alive=True)
 
 
-def test_prefixes() -> None:
-    assert address_prefix(["tcp://203.0.113.9:1"]) == "203.0.113.0/24"
-    assert address_prefix(["tcp://[2001:db8:1:2::5]:1"]) == "2001:db8:1::/48"
-    assert address_prefix(["tcp://127.0.0.1:1"]) is None
-    assert address_prefix(["mem://alice"]) == "alice"
+def test_networks() -> None:
+    assert networks(["tcp://203.0.113.9:1"]) == ("203.0.113.0/24",)
+    assert networks(["tcp://[2001:db8:1:2::5]:1"]) == ("2001:db8:1::/48",)
+    assert networks(["tcp://127.0.0.1:1"]) == ()
+    assert networks(["mem://alice"]) == ("alice",)
+    assert networks(["tcp://127.0.0.1:1", "tcp://203.0.113.9:1", "quic://203.0.113.7:2"]) == (
+        "203.0.113.0/24",)
+
+
+def signed(addresses: list[str]) -> SignedPresence:
+    return PresenceSigner(Identity.generate()).sign(PEER_SCOPE, addresses, lifetime=60.0)
+
+
+def test_a_fake_first_address_does_not_escape_the_cap() -> None:
+    # Each record names another network first; the one it is really in (dialled next)
+    # is the same for all. Counted by the first address alone they took 128 places.
+    table = RoutingTable(Identity.generate().peer_id)
+    for i in range(1000):
+        table.add(signed([f"tcp://198.{i // 250}.{i % 250}.1:1", f"tcp://h{i}.invalid:1",
+                          "tcp://127.0.0.1:1", f"tcp://203.0.113.{i % 250}:4001"]),
+                  alive=True)  # and no connection address to go by
+    assert len(table) == 10
+    assert table.counters["prefix cap"] >= 900
+    # An address past the fourth is never dialled: it takes no room.
+    assert table.add(signed([*(f"tcp://192.0.2.{n}:1" for n in range(4)),
+                             "tcp://203.0.113.9:1"]), alive=True)
+
+
+def test_a_connected_peer_counts_where_its_connection_comes_from() -> None:
+    # Records that lie about their network (each its own /24), all from one /24.
+    source = {}
+    table = RoutingTable(Identity.generate().peer_id, source=lambda peer: source[peer])
+    for i in range(1000):
+        liar = signed([f"tcp://198.{i // 250}.{i % 250}.1:4001"])
+        source[liar.peer_id] = f"tcp://203.0.113.{i % 250}:{40000 + i}"
+        table.add(liar, alive=True)
+    assert len(table) == 10
+    assert table.counters["prefix cap"] >= 900
+    # One that lists that /24 but connects from elsewhere gets in; loopback is exempt.
+    honest, local = signed(["tcp://203.0.113.1:4001"]), signed(["tcp://203.0.113.2:4001"])
+    source[honest.peer_id], source[local.peer_id] = "tcp://192.0.2.1:5000", "tcp://[::1]:5000"
+    assert table.add(honest, alive=True) and table.add(local, alive=True)
+    # Unknown connection (the Rpc cannot tell): the record's addresses count.
+    source[(odd := signed(["tcp://203.0.113.3:4001"])).peer_id] = ""
+    assert not table.add(odd, alive=True)
 
 
 def test_bucket_index_is_the_shared_prefix_length() -> None:

@@ -88,13 +88,17 @@ class Dht:
 
     def __init__(self, peer_id: str, sign: Signer, rpc: Rpc,
                  settings: DhtSettings | None = None, addresses: Sequence[str] = (),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 source: Callable[[str], str] = lambda peer_id: "") -> None:
+        """``source``: the remote address of this node's connection to a peer ("" when
+        unknown), by which the routing table caps contacts per network (see
+        :meth:`RoutingTable.place`)."""
         self.peer_id = peer_id
         self.settings = s = settings or DhtSettings()
         s.limits.k = s.k
         self._sign, self._rpc, self._clock = sign, rpc, clock
         self.gate = RecordGate(clock=clock)
-        self.table = RoutingTable(peer_id, s.limits, check=self.gate.check)
+        self.table = RoutingTable(peer_id, s.limits, check=self.gate.check, source=source)
         self.providers = ProviderStore(max_per_key=s.k, clock=clock)
         self.rate = RateLimit(s.requests_per_second, s.request_burst)
         self.counters: Counter[str] = Counter()

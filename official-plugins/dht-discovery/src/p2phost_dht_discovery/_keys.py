@@ -45,11 +45,17 @@ def bucket_index(own: int, other: int) -> int:
     return KEY_BITS - distance.bit_length()
 
 
-def address_prefix(addresses: Sequence[str]) -> str | None:
-    """The network a peer's first address is in (IPv4 /24, IPv6 /48), the unit of the
-    flooding caps; None for loopback (one machine: nothing to spread over). A host name
-    is its own prefix."""
-    return _prefix(addresses[0]) if addresses else ""
+#: How many of a record's addresses a node dials, in order, to reach its peer.
+DIALLED = 4
+
+
+def networks(addresses: Sequence[str]) -> tuple[str, ...]:
+    """The networks ``addresses`` are in (IPv4 /24, IPv6 /48), each once: the unit of the
+    flooding caps. Loopback is left out (one machine: nothing to spread over); a host
+    name is its own network; no address at all is the network ""."""
+    if not addresses:
+        return ("",)
+    return tuple(dict.fromkeys(p for p in map(_prefix, addresses) if p is not None))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -33,6 +33,7 @@ from p2phost_sdk import (
 )
 
 from ._dht import Dht, DhtSettings
+from ._keys import DIALLED
 from ._records import MAX_LIFETIME
 from ._routing import TableLimits
 
@@ -130,6 +131,15 @@ class NodeRpc:
                 self._closing.discard(peer_id)
         return closed
 
+    def address_of(self, peer_id: str) -> str:
+        """The remote address of the node's connection to ``peer_id`` ("" when it has
+        none): for an accepted connection where it came from, for a dialled one the
+        address that answered. The routing table caps contacts per network by it."""
+        for peer in self._service.node.peers():
+            if peer.peer_id == peer_id:
+                return peer.address
+        return ""
+
     async def call(self, peer_id: str, addresses: Sequence[str],
                    request: dict[str, Any]) -> dict[str, Any]:
         """Ask ``peer_id``; dial its first answering address when not connected."""
@@ -147,7 +157,7 @@ class NodeRpc:
     async def _call(self, node: Messenger, peer_id: str, addresses: Sequence[str],
                     request: dict[str, Any], timeout: float) -> dict[str, Any]:
         if peer_id in self._closing or not any(p.peer_id == peer_id for p in node.peers()):
-            for address in addresses[:4]:
+            for address in addresses[:DIALLED]:
                 try:
                     async with asyncio.timeout(timeout):
                         answered = await node.connect(address)
@@ -210,7 +220,8 @@ class DhtService:
         def sign(scope: str, listed: Sequence[str], lifetime: float) -> SignedPresence:
             return events.sign_presence(scope, listed, lifetime=lifetime)
 
-        self.dht = Dht(events.peer_id, sign, self.rpc, self.settings, addresses)
+        self.dht = Dht(events.peer_id, sign, self.rpc, self.settings, addresses,
+                       source=self.rpc.address_of)
         self._task = asyncio.create_task(self._run(), name="dht-discovery")
         if self.idle_timeout:
             self._idle_task = asyncio.create_task(self._close_idle(), name="dht-idle")

@@ -4,8 +4,9 @@ Every bucket holds at most ``k`` live contacts and ``k`` replacements, so the ta
 bounded whatever the network sends. A new contact never pushes out a live one (old
 contacts that keep answering are the most likely to stay up, and an attacker cannot
 flush them); it waits in the replacement cache until an entry fails. Contacts from one
-address prefix are capped per bucket and per table, as hardened Kademlia implementations
-do, so one network cannot fill the table with ids it generated.
+network are capped per bucket and per table, as hardened Kademlia implementations do, so
+one network cannot fill the table with ids it generated; which network a contact is from
+is what its connection shows, not what its record says (see :meth:`RoutingTable.place`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 from p2phost_sdk import SignedPresence
 
-from ._keys import KEY_BITS, address_prefix, bucket_index, peer_key
+from ._keys import DIALLED, KEY_BITS, bucket_index, networks, peer_key
 
 
 @dataclass(eq=False)
@@ -27,11 +28,14 @@ class Entry:
 
     record: SignedPresence
     key: int
-    prefix: str | None
+    #: The networks it counts against in the flooding caps (none: loopback).
+    networks: tuple[str, ...]
     last_seen: float
     failures: int = 0
     #: False for a replacement whose record is kept unverified until it is promoted.
     verified: bool = True
+    #: The remote address of the connection that placed it ("": placed by its record).
+    seen_at: str = ""
 
     @property
     def peer_id(self) -> str:
@@ -68,10 +72,13 @@ class RoutingTable:
     def __init__(self, own_id: str, limits: TableLimits | None = None,
                  clock: Callable[[], float] = time.monotonic, *,
                  check: Callable[[SignedPresence], SignedPresence | None] = lambda r: r,
+                 source: Callable[[str], str] = lambda peer_id: "",
                  ) -> None:
         self.own_id = own_id
         #: Verifies a replacement's record when it is promoted (see :meth:`add`).
         self.check = check
+        #: The remote address of the connection to a peer, "" when unknown (see :meth:`place`).
+        self.source = source
         self.own_key = peer_key(own_id)
         self.limits = limits or TableLimits()
         self.clock = clock
@@ -115,27 +122,27 @@ class RoutingTable:
         live = self._live.get(record.peer_id)
         if live is not None:
             if record.sequence > live.record.sequence:
-                self._reprefix(live, record)
+                self._replace(live, record, alive)
             if alive:
                 live.last_seen, live.failures = now, 0
                 if bucket.entries[-1] is not live:  # most recently seen last
                     bucket.entries.remove(live)
                     bucket.entries.append(live)
             return True
-        prefix = address_prefix(record.addresses)
+        seen_at, nets = self.place(record, alive)
         for entry in bucket.replacements:
             if entry.peer_id == record.peer_id:
                 bucket.replacements.remove(entry)
                 break
-        if not self._prefix_room(bucket, prefix):
+        if not self._prefix_room(bucket, nets):
             self.counters["prefix cap"] += 1
             return False
-        entry = Entry(record, key, prefix, now if alive else 0.0, verified=verified)
+        entry = Entry(record, key, nets, now if alive else 0.0, verified=verified,
+                      seen_at=seen_at)
         if len(bucket.entries) < self.limits.k and alive:
             bucket.entries.append(entry)
             self._live[entry.peer_id] = self._by_key[key] = entry
-            if prefix is not None:
-                self._prefixes[prefix] += 1
+            self._prefixes.update(nets)
             return True
         # Full (or not proven alive): wait for a slot; the oldest replacement goes first.
         bucket.replacements.append(entry)
@@ -143,22 +150,49 @@ class RoutingTable:
             del bucket.replacements[0]
         return False
 
-    def _prefix_room(self, bucket: Bucket, prefix: str | None) -> bool:
-        if prefix is None:
-            return True
-        if self._prefixes[prefix] >= self.limits.prefix_per_table:
-            return False
-        same = sum(1 for e in bucket.entries if e.prefix == prefix)
-        return same < self.limits.prefix_per_bucket
+    def place(self, record: SignedPresence, alive: bool) -> tuple[str, tuple[str, ...]]:
+        """Where a contact counts in the flooding caps: the remote address of its
+        connection ("" when there is none to go by) and the networks it counts against.
 
-    def _reprefix(self, entry: Entry, record: SignedPresence) -> None:
-        # A contact that moved networks counts against its new prefix.
-        prefix = address_prefix(record.addresses)
-        if entry.prefix is not None:
-            self._prefixes[entry.prefix] -= 1
-        if prefix is not None:
-            self._prefixes[prefix] += 1
-        entry.record, entry.prefix = record, prefix
+        A record's addresses are the peer's own word, and the first one alone is no
+        evidence: a thousand records from one network, each naming another network first
+        (the real address second, which a dialler still reaches), took 128 places instead
+        of 10. So a contact that just answered or asked over a connection (``alive``) is
+        placed by where that connection comes from, which the peer cannot choose (it
+        answered there). Without one (an Rpc that cannot tell, a connection already gone,
+        a record not heard from its peer) it counts against every network among the
+        addresses a node would dial, and is refused if any of them is full: whichever
+        one is real is counted, so lying costs the liar room instead of winning it. (Its
+        other addresses may use up room of networks it is not in, but only within the
+        caps of the one it is in.) Loopback counts nowhere, as before."""
+        seen_at = self.source(record.peer_id) if alive else ""
+        if seen_at:
+            return seen_at, networks([seen_at])
+        return "", networks(record.addresses[:DIALLED])
+
+    def _prefix_room(self, bucket: Bucket, nets: tuple[str, ...]) -> bool:
+        limits, counts = self.limits, self._prefixes
+        for net in nets:
+            if counts[net] >= limits.prefix_per_table:
+                return False
+            same = sum(1 for e in bucket.entries if net in e.networks)
+            if same >= limits.prefix_per_bucket:
+                return False
+        return True
+
+    def _replace(self, entry: Entry, record: SignedPresence, alive: bool) -> None:
+        # A contact that moved networks counts against its new ones.
+        self._uncount(entry.networks)
+        entry.seen_at, entry.networks = self.place(record, alive)
+        self._prefixes.update(entry.networks)
+        entry.record = record
+
+    def _uncount(self, nets: tuple[str, ...]) -> None:
+        counts = self._prefixes
+        for net in nets:
+            counts[net] -= 1
+            if counts[net] <= 0:  # the networks of contacts gone are not kept
+                del counts[net]
 
     def failed(self, peer_id: str) -> bool:
         """A request to ``peer_id`` failed; True when that evicted it."""
@@ -178,8 +212,7 @@ class RoutingTable:
             if entry.peer_id == peer_id:
                 bucket.entries.remove(entry)
                 del self._live[peer_id], self._by_key[entry.key]
-                if entry.prefix is not None:
-                    self._prefixes[entry.prefix] -= 1
+                self._uncount(entry.networks)
                 self.counters["evicted"] += 1
                 break
         while bucket.replacements and len(bucket.entries) < self.limits.k:
@@ -190,12 +223,12 @@ class RoutingTable:
                     self.counters["replacement refused"] += 1
                     continue
                 spare.record, spare.verified = checked, True
-                spare.prefix = address_prefix(checked.addresses)
-            if self._prefix_room(bucket, spare.prefix):
+                if not spare.seen_at:  # placed by its record: by the one checked
+                    spare.networks = networks(checked.addresses[:DIALLED])
+            if self._prefix_room(bucket, spare.networks):
                 bucket.entries.insert(0, spare)  # unproven: first in line to be checked
                 self._live[spare.peer_id] = self._by_key[spare.key] = spare
-                if spare.prefix is not None:
-                    self._prefixes[spare.prefix] += 1
+                self._prefixes.update(spare.networks)
 
     def at(self, key: int) -> Entry | None:
         """The live entry whose key is ``key`` (the peer a peer lookup is for)."""
