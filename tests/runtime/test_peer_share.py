@@ -134,3 +134,15 @@ async def test_a_peer_this_node_dialled_or_owes_messages_is_never_retired(
     assert _connected(server, dialled) and _connected(owed, server) and _connected(rest[1], server)
     slow.release.set()
     await wait_until(lambda: slow.bodies == [1], 10, "the owed message is delivered")
+
+
+async def test_a_client_from_another_source_gets_its_answer(make: Make) -> None:
+    # `p2phost ping` or `send` from elsewhere, while one host holds the whole limit.
+    server = await _server(make)
+    crowd = await _fill(make, server, LIMIT)
+    client = await make("127.0.0.3", client=True)
+    async with asyncio.timeout(10):
+        await client.connect(server.addresses[0])
+        assert await client.request(server.peer_id, "record", 1) >= 1
+    await wait_until(lambda: sum(_connected(n, server) for n in crowd) == LIMIT - 1, 10,
+                     "one peer of the crowded source is retired")
