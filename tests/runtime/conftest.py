@@ -43,10 +43,11 @@ def fresh_address(kind: str) -> str:
 def build_node(kind: str, apps: Sequence[App] = (), *, listen: Sequence[str] | None = None,
                codecs: Sequence[str] = ("application/json",), identity: Identity | None = None,
                max_frame_size: int = 1 << 20, capacity: int = 1024, buffer_size: int = 0,
-               **options: Any) -> Node:
-    """An in-process node over ``kind`` ("tcp" or "mem"), not started."""
-    transports = {"tcp": TcpTransport(max_frame_size=max_frame_size, buffer_size=buffer_size,
-                                      read_size=65536),
+               tcp: TcpTransport | None = None, **options: Any) -> Node:
+    """An in-process node over ``kind`` ("tcp" or "mem"), not started (``tcp``: its tcp
+    transport, if not the default one)."""
+    transports = {"tcp": tcp or TcpTransport(max_frame_size=max_frame_size,
+                                             buffer_size=buffer_size, read_size=65536),
                   "mem": MemoryTransport(max_frame_size=max_frame_size, capacity=capacity)}
     return Node(
         identity or Identity.generate(), transports=transports,

@@ -366,6 +366,11 @@ class Reliable:
         the outbox is not running (nothing is known)."""
         return self._redial is None or self._redial.owes(peer)
 
+    def keeps(self, peer: str) -> bool:
+        """Whether the outbox owes ``peer`` messages (:meth:`owes`) or keeps it as a dial
+        target; True while the outbox is not running."""
+        return self._redial is None or peer in self._redial.kept or self._redial.owes(peer)
+
     def acknowledged_to(self, peer: str, topic: str) -> bool:
         """Whether messages on ``topic`` to the connected ``peer`` are acknowledged."""
         channel = self.link.usable(peer)

@@ -8,6 +8,16 @@ may have filled the limit meanwhile), before this node answers: a peer with no r
 refused in place of the hello, so neither end takes it for connected. Handshakes in
 progress do not count against it: they are bounded on their own (``_admission``), so
 connections that never say hello cannot keep peers out.
+
+A full node shares its places among sources of peers as its handshakes do (a source
+and its network are ``_admission``'s: an IPv4 host, an IPv6 /64, a broker inbox; a
+relayed peer counts under the relay's host). When a new peer from a source arrives at
+the limit and another source holds more of the peers that dialled in than the
+newcomer's would with it, the node retires one peer of the most crowded such source
+(ties: of the most crowded network) to make room: the one idle longest of those that
+dialled in (never a peer this node dialled) that the outbox neither owes messages nor
+keeps as a dial target. A newcomer from the most crowded source is refused as before,
+so one host cannot push out the peers of others, nor churn its own.
 """
 
 from __future__ import annotations
@@ -55,7 +65,7 @@ from ..wire._handshake import (
 from ..wire._refusal import PEER_LIMIT, refused_after_hellos
 from ..wire._said import named, said
 from ..wire._sealed import Sealer
-from ._admission import HandshakeGate, Pending
+from ._admission import HandshakeGate, Pending, source_of
 from ._options import NodeOptions
 
 log = logging.getLogger("p2phost.node")
@@ -95,6 +105,12 @@ class Connections:
         self._handshakes: dict[Pending, tuple[Connection, asyncio.Task[None]]] = {}
         # Accepted connections whose hello passed the peer limit, until they join.
         self._joining = 0
+        # Peers' channels accepted here, with the source each came from (the peer limit's
+        # fair share: ``_crowding``).
+        self._dialled_in: dict[Channel, Pending] = {}
+        # Peers being retired to make room for a newcomer from a less crowded source:
+        # their places are the newcomers' already.
+        self._making_room: set[str] = set()
         self._clients: set[Channel] = set()
         self._refusals = RateLimitedLog(log, "refused connections")
         self._failures = RateLimitedLog(log, "failed handshakes")
@@ -187,7 +203,7 @@ class Connections:
     def _admitted(self) -> int:
         """Connections counted against [node] peer-limit: peers, clients, and accepted
         connections whose hello passed it (never one still in its handshake)."""
-        return len(self._table) + len(self._clients) + self._joining
+        return len(self._table) + len(self._clients) + self._joining - len(self._making_room)
 
     def _full(self, count: int) -> str | None:
         """Why ``count`` connections leave no room under [node] peer-limit (None: room);
@@ -206,7 +222,12 @@ class Connections:
         if entry.evicted is not None:
             return entry.evicted
         if client or self._table.get(peer_id) is None:
-            if (full := self._full(self._admitted())) is not None:
+            count = self._admitted()
+            crowding = (self._crowding(entry.source, entry.network)
+                        if count >= self.options.peer_limit else None)
+            if crowding is not None:
+                self._make_room(crowding, entry)
+            elif (full := self._full(count)) is not None:
                 return full
             entry.joining = True
             self._joining += 1
@@ -220,7 +241,12 @@ class Connections:
         if self.closing:
             await connection.close()
             return
-        entry = (self._full(self._admitted())
+        count = self._admitted()
+        # At the limit, a connection from a less crowded source goes on to its hello:
+        # room is made for it then (``_room``).
+        fair = (count >= self.options.peer_limit
+                and self._crowding(*source_of(address, inbox=transport.inbox_based)))
+        entry = ((None if fair else self._full(count))
                  or self._gate.enter(address, inbox=transport.inbox_based))
         if isinstance(entry, str):
             self._refusals.warning("refused a connection from %s: %s", address, entry)
@@ -228,6 +254,57 @@ class Connections:
             return
         task = self._tasks.spawn(self._accept_one(transport, connection, entry), "handshake")
         self._handshakes[entry] = (connection, task)
+
+    def _crowding(self, source: str, network: str) -> Channel | None:
+        """The channel of the peer to retire so that a new peer from ``source`` (in
+        ``network``) gets in at the peer limit, or None (the newcomer is refused): of the
+        sources holding more peers that dialled in than ``source`` would with the
+        newcomer, the most crowded one (ties: the most crowded network) with a peer to
+        spare (``_spare``), the one idle longest."""
+        held: dict[str, dict[str, Channel]] = {}  # source -> peer id -> its channel
+        networks: dict[str, str] = {}  # source -> its network
+        crowds: Counter[str] = Counter()  # network -> its peers
+        for channel, came in self._dialled_in.items():
+            if channel.peer_id in self._making_room:
+                continue
+            peers = held.setdefault(came.source, {})
+            if channel.peer_id not in peers:
+                crowds[came.network] += 1
+            peers[channel.peer_id] = channel
+            networks[came.source] = came.network
+        own = len(held.get(source, ())) + 1
+        for crowded in sorted(held, key=lambda s: (len(held[s]), crowds[networks[s]]),
+                              reverse=True):
+            if len(held[crowded]) <= own:
+                break
+            spare = sorted((c for c in held[crowded].values() if self._spare(c)),
+                           key=lambda c: c.last_seen)
+            # (The outbox's look reads the database: last, and only as far as needed.)
+            for channel in spare:
+                if not self._reliable.keeps(channel.peer_id):
+                    return channel
+        return None
+
+    def _spare(self, channel: Channel) -> bool:
+        """Whether ``channel``'s peer may be retired for a newcomer (but for the
+        outbox's look): every channel of it dialled in, none closing."""
+        peer = self._table.get(channel.peer_id)
+        return peer is not None and not any(c.initiator or c.closing for c in peer.channels)
+
+    def _make_room(self, channel: Channel, newcomer: Pending) -> None:
+        """Retire ``channel``'s peer (``_crowding``'s pick) for a newcomer's place."""
+        peer = self._table.get(channel.peer_id)
+        assert peer is not None
+        came = self._dialled_in[channel]
+        reason = (f"{PEER_LIMIT} ({self.options.peer_limit}): this node made room for a "
+                  f"peer from a less crowded source than {came.source}")
+        self._refusals.warning("closed the connection of peer %s (%s), idle %.0fs, to make "
+                               "room under the peer limit for a peer from %s: %s",
+                               channel.peer_id, channel.address,
+                               time.monotonic() - channel.last_seen, newcomer.source, reason)
+        self._making_room.add(channel.peer_id)
+        for each in list(peer.channels):
+            self._tasks.spawn(self._retire(each, reason, mutual=False), "make room")
 
     def _evict(self, entry: Pending) -> None:
         """The gate's call: ``entry`` lost its place to a newer connection."""
@@ -248,8 +325,11 @@ class Connections:
                           entry: Pending) -> None:
         address = connection.remote_address
         try:
-            await self.open(connection, initiator=False, address=address,
-                            inbox=transport.inbox_based, room=partial(self._room, entry))
+            channel = await self.open(connection, initiator=False, address=address,
+                                      inbox=transport.inbox_based,
+                                      room=partial(self._room, entry))
+            if channel not in self._clients:  # (its task has not run: it is open)
+                self._dialled_in[channel] = entry
         except Refused as exc:  # no room once its hello named the peer
             if entry.evicted is None:
                 self._refusals.warning("refused a connection from %s: %s", address, exc)
@@ -343,7 +423,9 @@ class Connections:
                       reason)
             refusal = refused_after_hellos(channel.remote_reason)
             peer = self._table.remove(channel, reason, refusal)
+            self._dialled_in.pop(channel, None)
             if peer is not None:
+                self._making_room.discard(peer.peer_id)
                 refused = None if channel.initiator else refusal
                 self._refusers.pop(peer.peer_id, None)
                 if refused is not None:  # it dialled us, then refused our hello
