@@ -95,6 +95,7 @@ class LetterChannel(Channel):
         self.frame_limit_source = f"the message size limit of the medium at {address}"
         self.ended = False
         self.closing = False
+        self.usable = True  # (answers go out as letters for as long as it lives)
         self.initiator = True
         self._letters = letters
         #: Where answers to the peer go (its reply inbox), when this channel answers.
