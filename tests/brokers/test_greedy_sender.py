@@ -150,8 +150,11 @@ def test_a_sender_past_its_window_is_cut_off_not_buffered(make_node: NodeMaker) 
         finally:
             client.delete(f"p2phost:inbox:{me}")
     print(f"5,000 frames of 20 KB past the window: the node grew by {grown / MB:.0f} MB")
-    # 5,000 frames held would be over 100 MB; a full mailbox (1,024) and a window about 25.
-    assert grown < 40 * MB, f"the node grew by {grown / MB:.0f} MB"
+    # 5,000 frames held would be over 100 MB. What may be held: a full mailbox (1,024
+    # messages, each its 20 KB frame and its decoded 20 KB body: about 41 MB) and a
+    # window (about 25 frames); runs of the same code measured 18-41 MB, as the handlers
+    # had emptied more or less of the mailbox when it was read (40 MB flaked in CI).
+    assert grown < 60 * MB, f"the node grew by {grown / MB:.0f} MB"
     # Not acknowledged, so held: the mailbox (and the frame waiting for room in it), then
     # frames up to a window past the credit it gave (the bound allows two, as a resumed
     # run does); the rest were dropped.
