@@ -192,3 +192,25 @@ async def test_a_retired_peer_back_before_its_old_connection_ended_counts_again(
         await more.connect(server.addresses[0])
     await asyncio.sleep(0.5)  # (a retirement would be under way)
     assert len(server.peers()) == LIMIT
+
+
+@pytest.mark.xfail(strict=True, reason="open: a source that leaves again is not remembered, "
+                   "so one host churns another source's peers at will (sharereview report)")
+async def test_one_host_coming_and_going_does_not_churn_another_sources_peers(
+        make: Make) -> None:
+    # A host holding no place connects (a client, or a peer with a throwaway identity),
+    # gets its answer and goes, again and again: each time one peer of the crowded
+    # source is retired for it (and redials into the place it leaves).
+    server = await _server(make)
+    for _ in range(LIMIT):  # peers kept connected ([node] connect): they redial
+        await make("127.0.0.2", connect=[server.addresses[0]])
+    await wait_until(lambda: len(server.peers()) == LIMIT, 10, "the server is full")
+    before = server.stats()["connections"]["refused"]
+    for _ in range(3):
+        client = await make("127.0.0.3", client=True)
+        async with asyncio.timeout(10):
+            await client.connect(server.addresses[0])
+            assert await client.request(server.peer_id, "record", 1) >= 1
+        await client.close()
+        await wait_until(lambda: len(server.peers()) == LIMIT, 10, "full again")
+    assert server.stats()["connections"]["refused"] - before <= 1
