@@ -246,3 +246,28 @@ def test_malformed_records_are_refused_with_asserts_stripped_too() -> None:
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_newer_record_heard_elsewhere_does_not_move_a_contact_off_its_connection() -> None:
+    # Ten contacts connected from one /24 fill its cap. Each then signs a newer record
+    # naming loopback only (or any other network), which this node hears from a third
+    # peer (not alive: no connection to go by). Re-placed by that record, each counted
+    # nowhere: the /24's room came back, and ten more got in, again and again.
+    source: dict[str, str] = {}
+    table = RoutingTable(Identity.generate().peer_id, source=lambda peer: source.get(peer, ""))
+    signers = []
+    for i in range(1000):
+        signer = PresenceSigner(Identity.generate())
+        source[signer.peer_id] = f"tcp://203.0.113.{i % 250}:4001"
+        if table.add(signer.sign(PEER_SCOPE, [source[signer.peer_id]], lifetime=60.0),
+                     alive=True):
+            signers.append(signer)
+    assert len(signers) == len(table) == 10
+    for signer in signers:
+        table.add(signer.sign(PEER_SCOPE, ["tcp://127.0.0.1:4001"], lifetime=60.0),
+                  alive=False)
+    newcomer = signed(["tcp://203.0.113.99:4001"])
+    source[newcomer.peer_id] = "tcp://203.0.113.99:4001"
+    assert not table.add(newcomer, alive=True)
+    assert all(table.get(s.peer_id).networks == ("203.0.113.0/24",)  # type: ignore[union-attr]
+               for s in signers)

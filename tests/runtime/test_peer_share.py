@@ -14,7 +14,7 @@ import pytest
 from recorder_app import Recorder
 
 from p2phost._runtime import Node
-from p2phost_sdk import App, Connection, PeerUnavailable
+from p2phost_sdk import App, Connection, Identity, PeerUnavailable
 from p2phost_sdk.testing.discovery import wait_until
 from tests.delivery.test_node import Sender, Slow
 from tests.discovery.plugins import use_plugin_source
@@ -146,3 +146,71 @@ async def test_a_client_from_another_source_gets_its_answer(make: Make) -> None:
         assert await client.request(server.peer_id, "record", 1) >= 1
     await wait_until(lambda: sum(_connected(n, server) for n in crowd) == LIMIT - 1, 10,
                      "one peer of the crowded source is retired")
+
+
+async def test_a_retired_peer_back_before_its_old_connection_ended_counts_again(
+        make: Make) -> None:
+    # The retired peer's id connects again while its old connection is still being
+    # retired (a node restarted at once, or one that redials on purpose: the old
+    # connection's goodbye waits up to 1 s for a peer that reads nothing). Its new
+    # connection holds a place: were it left out of the count, the server would take a
+    # peer over its limit (and one more each time this is done again).
+    server = await _server(make)
+    identity = Identity.generate()
+    victim = await make("127.0.0.2", identity=identity)
+    await victim.connect(server.addresses[0])
+    crowd = await _fill(make, server, LIMIT - 1)
+    for node in crowd:
+        assert await node.request(server.peer_id, "record", 1) >= 1
+    connections = server._connections
+    retiring = asyncio.Event()
+    release = asyncio.Event()
+    retire = connections._retire
+
+    async def slow_retire(channel: Any, reason: str, mutual: bool) -> None:
+        retiring.set()
+        await release.wait()  # (the retired peer reads nothing meanwhile)
+        await retire(channel, reason, mutual)
+
+    connections._retire = slow_retire  # type: ignore[method-assign]
+    newcomer = await make("127.0.0.3")
+    async with asyncio.timeout(10):
+        await newcomer.connect(server.addresses[0])
+        await retiring.wait()
+    connections._retire = retire  # type: ignore[method-assign]
+    await crowd[0].close()  # a place is free
+    await wait_until(lambda: len(server.peers()) == LIMIT, 10, "a peer left")
+    twin = await make("127.0.0.2", identity=identity)
+    async with asyncio.timeout(10):
+        await twin.connect(server.addresses[0])
+    release.set()
+    await wait_until(lambda: not _connected(victim, server), 10, "the old connection ended")
+    assert _connected(twin, server)
+    assert connections._admitted() == len(server.peers()) == LIMIT
+    more = await make("127.0.0.4")  # (it gets in for a peer of 127.0.0.2)
+    async with asyncio.timeout(10):
+        await more.connect(server.addresses[0])
+    await asyncio.sleep(0.5)  # (a retirement would be under way)
+    assert len(server.peers()) == LIMIT
+
+
+@pytest.mark.xfail(strict=True, reason="open: a source that leaves again is not remembered, "
+                   "so one host churns another source's peers at will (sharereview report)")
+async def test_one_host_coming_and_going_does_not_churn_another_sources_peers(
+        make: Make) -> None:
+    # A host holding no place connects (a client, or a peer with a throwaway identity),
+    # gets its answer and goes, again and again: each time one peer of the crowded
+    # source is retired for it (and redials into the place it leaves).
+    server = await _server(make)
+    for _ in range(LIMIT):  # peers kept connected ([node] connect): they redial
+        await make("127.0.0.2", connect=[server.addresses[0]])
+    await wait_until(lambda: len(server.peers()) == LIMIT, 10, "the server is full")
+    before = server.stats()["connections"]["refused"]
+    for _ in range(3):
+        client = await make("127.0.0.3", client=True)
+        async with asyncio.timeout(10):
+            await client.connect(server.addresses[0])
+            assert await client.request(server.peer_id, "record", 1) >= 1
+        await client.close()
+        await wait_until(lambda: len(server.peers()) == LIMIT, 10, "full again")
+    assert server.stats()["connections"]["refused"] - before <= 1

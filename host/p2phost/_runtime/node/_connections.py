@@ -221,7 +221,8 @@ class Connections:
         handshake that lost its place to a newer connection is refused."""
         if entry.evicted is not None:
             return entry.evicted
-        if client or self._table.get(peer_id) is None:
+        # (A peer being retired has given up its place: back, it needs one again.)
+        if client or self._table.get(peer_id) is None or peer_id in self._making_room:
             count = self._admitted()
             crowding = (self._crowding(entry.source, entry.network)
                         if count >= self.options.peer_limit else None)
@@ -394,6 +395,9 @@ class Connections:
             self._tasks.spawn(self._serve_client(channel), f"client {channel.peer_id[:12]}")
             return channel
         peer, new, retire = self._table.add(channel)
+        # A peer being retired that is back (it dialled in, or this node dialled it)
+        # before its old channels ended holds a place again: counted from here on.
+        self._making_room.discard(channel.peer_id)
         self._reliable.connected(channel)
         self._tasks.spawn(self._serve(channel), f"channel {channel.peer_id[:12]}")
         for loser, reason, mutual in retire:

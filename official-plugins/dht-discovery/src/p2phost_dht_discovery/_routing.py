@@ -181,11 +181,17 @@ class RoutingTable:
         return True
 
     def _replace(self, entry: Entry, record: SignedPresence, alive: bool) -> None:
-        # A contact that moved networks counts against its new ones.
-        self._uncount(entry.networks)
-        entry.seen_at, entry.networks = self.place(record, alive)
-        self._prefixes.update(entry.networks)
+        # A contact that moved networks counts against its new ones. One placed by its
+        # connection stays there until another connection shows where it is: a newer
+        # record heard from a third peer is its own word (naming only loopback, it
+        # would count nowhere, and give its network's room back to more of its ids).
+        seen_at, nets = self.place(record, alive)
         entry.record = record
+        if entry.seen_at and not seen_at:
+            return
+        self._uncount(entry.networks)
+        entry.seen_at, entry.networks = seen_at, nets
+        self._prefixes.update(entry.networks)
 
     def _uncount(self, nets: tuple[str, ...]) -> None:
         counts = self._prefixes
