@@ -17,7 +17,9 @@ newcomer's would with it, the node retires one peer of the most crowded such sou
 (ties: of the most crowded network) to make room: the one idle longest of those that
 dialled in (never a peer this node dialled) that the outbox neither owes messages nor
 keeps as a dial target. A newcomer from the most crowded source is refused as before,
-so one host cannot push out the peers of others, nor churn its own.
+so one host cannot push out the peers of others, nor churn its own; a client never has
+a peer retired for it, and a source makes room once a minute at most (one coming and
+going would retire a peer each visit).
 """
 
 from __future__ import annotations
@@ -71,6 +73,11 @@ from ._options import NodeOptions
 log = logging.getLogger("p2phost.node")
 #: How many peers that refused this node's hello after dialling it are remembered.
 _REFUSERS = 256
+#: Seconds before a source whose newcomer had a peer retired for it may have another.
+MAKE_ROOM_EVERY = 60.0
+# Sources remembered for that at most (past it, a newcomer makes no room: many sources
+# making room at once is a flood, not a fair share).
+_MADE_ROOM_KEPT = 1024
 #: Call a plugin hook by name (the node's ``_notify``).
 Notify = Callable[..., None]
 
@@ -111,6 +118,8 @@ class Connections:
         # Peers being retired to make room for a newcomer from a less crowded source:
         # their places are the newcomers' already.
         self._making_room: set[str] = set()
+        # When a newcomer from each source last had a peer retired for it.
+        self._made_room: dict[str, float] = {}
         self._clients: set[Channel] = set()
         self._refusals = RateLimitedLog(log, "refused connections")
         self._failures = RateLimitedLog(log, "failed handshakes")
@@ -224,8 +233,12 @@ class Connections:
         # (A peer being retired has given up its place: back, it needs one again.)
         if client or self._table.get(peer_id) is None or peer_id in self._making_room:
             count = self._admitted()
+            # A client (a ping, a send from the CLI) is gone in a moment: it never costs
+            # a peer its place, and a source makes room once a minute at most, so one
+            # host coming and going cannot churn another source's peers.
             crowding = (self._crowding(entry.source, entry.network)
-                        if count >= self.options.peer_limit else None)
+                        if count >= self.options.peer_limit and not client
+                        and self._may_make_room(entry.source) else None)
             if crowding is not None:
                 self._make_room(crowding, entry)
             elif (full := self._full(count)) is not None:
@@ -245,8 +258,9 @@ class Connections:
         count = self._admitted()
         # At the limit, a connection from a less crowded source goes on to its hello:
         # room is made for it then (``_room``).
-        fair = (count >= self.options.peer_limit
-                and self._crowding(*source_of(address, inbox=transport.inbox_based)))
+        source, network = source_of(address, inbox=transport.inbox_based)
+        fair = (count >= self.options.peer_limit and self._may_make_room(source)
+                and self._crowding(source, network))
         entry = ((None if fair else self._full(count))
                  or self._gate.enter(address, inbox=transport.inbox_based))
         if isinstance(entry, str):
@@ -286,6 +300,18 @@ class Connections:
                     return channel
         return None
 
+    def _may_make_room(self, source: str) -> bool:
+        """Whether a newcomer from ``source`` may have a peer retired for it: not if one
+        from there had, within the last ``MAKE_ROOM_EVERY`` seconds."""
+        now, made = time.monotonic(), self._made_room
+        last = made.get(source)
+        if last is not None and now - last < MAKE_ROOM_EVERY:
+            return False
+        if len(made) >= _MADE_ROOM_KEPT:  # (older than the window: nothing to remember)
+            for old in [s for s, at in made.items() if now - at >= MAKE_ROOM_EVERY]:
+                del made[old]
+        return len(made) < _MADE_ROOM_KEPT
+
     def _spare(self, channel: Channel) -> bool:
         """Whether ``channel``'s peer may be retired for a newcomer (but for the
         outbox's look): every channel of it dialled in, none closing."""
@@ -304,6 +330,7 @@ class Connections:
                                channel.peer_id, channel.address,
                                time.monotonic() - channel.last_seen, newcomer.source, reason)
         self._making_room.add(channel.peer_id)
+        self._made_room[newcomer.source] = time.monotonic()
         for each in list(peer.channels):
             self._tasks.spawn(self._retire(each, reason, mutual=False), "make room")
 
