@@ -21,6 +21,7 @@ it here (:meth:`Letters.store`, :meth:`Letters.request`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -84,9 +85,21 @@ class LetterChannel(Channel):
 
     def __init__(self, letters: Letters, *, peer_id: str, address: str, codec: Codec,
                  reply_inbox: str | None, answering: bool) -> None:
-        # No connection, reader or writer: only what the dispatcher uses of a channel.
+        # No connection, hello, reader or writer, but every other public field of a
+        # channel (tests/runtime/test_letter_channel.py): code that reads one of a
+        # channel it was handed must not fail on a letter's (a reply's look at
+        # ``usable`` once did: the answer was lost).
         self.peer_id = peer_id
         self.codec = codec
+        self.content_type = codec.content_type
+        self.reads_raw = False  # (a peer says it in its hello; a letter has none)
+        self.local_nonce = ""
+        self.last_seen = self.progress_at = time.monotonic()
+        self.rtt = None
+        self.pinged = 0.0
+        self.stalled = False
+        self.peer_done = asyncio.Event()
+        self.remote_reason = ""
         self.address = address
         self.topics: frozenset[str] = frozenset()
         self.tallies: dict[str, Any] = {}
