@@ -112,6 +112,8 @@ class Connections:
         self._handshakes: dict[Pending, tuple[Connection, asyncio.Task[None]]] = {}
         # Accepted connections whose hello passed the peer limit, until they join.
         self._joining = 0
+        # This node's dials of peers not connected yet, in their handshake.
+        self._dialling = 0
         # Peers' channels accepted here, with the source each came from (the peer limit's
         # fair share: ``_crowding``).
         self._dialled_in: dict[Channel, Pending] = {}
@@ -210,9 +212,12 @@ class Connections:
         self._failures.flush()
 
     def _admitted(self) -> int:
-        """Connections counted against [node] peer-limit: peers, clients, and accepted
-        connections whose hello passed it (never one still in its handshake)."""
-        return len(self._table) + len(self._clients) + self._joining - len(self._making_room)
+        """Connections counted against [node] peer-limit: peers, clients, accepted
+        connections whose hello passed it (never one still in its handshake), and this
+        node's own dials of new peers under way (the dialler took room for them: peers
+        accepted meanwhile took a node with peer-limit 2 to 3 peers)."""
+        return (len(self._table) + len(self._clients) + self._joining + self._dialling
+                - len(self._making_room))
 
     def _full(self, count: int) -> str | None:
         """Why ``count`` connections leave no room under [node] peer-limit (None: room);
@@ -380,12 +385,16 @@ class Connections:
             return await self._open(connection, initiator=False, address=address,
                                     inbox=inbox, expected_peer_id=expected_peer_id,
                                     room=room)
+        new = expected_peer_id is None or self._table.get(expected_peer_id) is None
+        self._dialling += new
         try:
             return await self._open(connection, initiator=True, address=address, inbox=inbox,
                                     expected_peer_id=expected_peer_id)
         except HandshakeError as exc:
             self._dial_failures[handshake_reason(exc)] += 1
             raise
+        finally:
+            self._dialling -= new
 
     async def _open(self, connection: Connection, *, initiator: bool, address: str,
                     inbox: bool, expected_peer_id: str | None,
