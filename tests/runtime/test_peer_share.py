@@ -216,3 +216,32 @@ async def test_one_host_coming_and_going_does_not_churn_another_sources_peers(
         await visitor.close()
         await wait_until(lambda: len(server.peers()) == LIMIT, 10, "full again")
     assert retired == 1
+
+
+async def test_a_dial_under_way_holds_its_place_against_peers_dialling_in(
+        make: Make) -> None:
+    # The dialler takes room for its dials; peers accepted while one was under way took
+    # a node with peer-limit 2 to 3 peers once it finished (seen among beacon nodes).
+    stalled = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stalled.set()  # the dial is in its handshake: no hello comes back
+        await reader.read()  # until the dialler gives up
+        writer.close()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    server = await make("127.0.0.1", [Recorder()], listen=["tcp://127.0.0.1:0"],
+                        peer_limit=2, handshake_timeout=3.0)
+    try:
+        dial = asyncio.ensure_future(server.connect(f"tcp://127.0.0.1:{port}"))
+        await asyncio.wait_for(stalled.wait(), 5)
+        first = await make("127.0.0.2")
+        await first.connect(server.addresses[0])
+        second = await make("127.0.0.3")
+        with pytest.raises(PeerUnavailable, match="peer limit reached"):
+            await second.connect(server.addresses[0])
+        with pytest.raises(PeerUnavailable):
+            await dial
+    finally:
+        listener.close()
