@@ -30,7 +30,7 @@ from ..wire._envelope import ANSWER, RAW, VERSION, Envelope, Kind, encode
 from ..wire._said import said
 from ._apps import AppMailboxes, Process, lifecycle_call
 from ._outgoing import Outgoing
-from ._received import Received
+from ._received import Asked, Received
 from ._routes import AckedDelivery, TraceHook, Work, allowed
 from ._stats import DeliveryStats, Tally
 
@@ -141,7 +141,7 @@ class Dispatcher(Outgoing):
         codec = channel.codec
         # received(...) and Work(...), inline: two calls less per message (every field
         # of both is set here: see _received.Received and Work).
-        message = _new(Received)
+        message = _new(Asked if kind else Received)
         message._number = message_id
         message.kind = _REQUEST if kind else _MESSAGE
         message.sender = peer
@@ -159,13 +159,18 @@ class Dispatcher(Outgoing):
         # Metrics on: the message's queued time when the metrics time it (about one in
         # ``timing-sample``), else 0.0 (not route.stamp(None): an attribute read less).
         queued = 0.0 if (stamp := route.stamp) is None else stamp(None)
-        if not (kind or deadline or trace or queued) and ack is None and self._direct:
+        if not (trace or queued) and ack is None and self._direct and (kind or not deadline):
             # A simple item: the message is its own (no Work: nothing around its handler,
-            # which the mailbox's task calls and counts itself; see _mailbox.Direct). With
-            # metrics on too: only a timed message needs _process, which reads the clock.
+            # which the mailbox's task calls and counts itself, and a request's answer;
+            # see _mailbox.Direct). With metrics on too: only a timed message needs
+            # _process, which reads the clock.
             message._call = route.handler
             message._tally = tally
             message._size = size  # what it counts against the mailbox's bytes
+            if kind:  # a request: what answering it takes (see _received.Asked)
+                message._channel = channel  # type: ignore[attr-defined]
+                message._reply_to = message_id  # type: ignore[attr-defined]
+                message._deadline = deadline  # type: ignore[attr-defined]
             if route.mailbox.try_put(peer, message):  # type: ignore[arg-type]
                 return None
             return route.mailbox.put(peer, message)  # type: ignore[arg-type]
@@ -310,17 +315,38 @@ class Dispatcher(Outgoing):
         (``drain_timeout``: see :meth:`Apps.drain`)."""
         await self._apps.drain(timeout, drain_timeout)
 
-    #: A simple item's type (see _mailbox.Direct): a plain one-way message as its own
-    #: item, put by :meth:`received`.
+    #: The simple items' types (see _mailbox.Direct): a plain one-way message and a
+    #: plain request as their own items, put by :meth:`received`.
     simple = Received
+    asked = Asked
+
+    def answer(self, peer: str, request: Asked, result: Any) -> Awaitable[None] | None:
+        """A simple request's handler returned ``result``: the answer (an awaitable while
+        the outbox has no room), then the request counted as handled."""
+        channel, request._channel = request._channel, None
+        tally = request._tally
+        waiting = self._reply(peer, channel, request._reply_to, tally, _REPLY_KIND, result)
+        tally.handled += 1
+        return waiting
+
+    def expired(self, peer: str, request: Asked) -> None:
+        """A simple request whose requester stopped waiting before its handler could
+        start: dropped unanswered (as :meth:`_process` drops one), and counted."""
+        request._channel = None
+        log.debug("skipping an expired %r request from %s", request.topic, peer)
+        self.stats.drop(request.topic, "request expired before its handler", peer)
 
     def failed(self, peer: str, message: Received,
                error: Exception | asyncio.CancelledError) -> Awaitable[None] | None:
-        """A simple item's handler raised ``error``: logged and counted (a one-way
-        message: no answer to wait for)."""
+        """A simple item's handler raised ``error``: logged and counted, and a request
+        answered with the error (an awaitable while the outbox has no room)."""
         self._failed(peer, message, error)
         self.stats.add(message.topic, "failed", 1, peer)
-        return None
+        if type(message) is not Asked:
+            return None
+        channel, message._channel = message._channel, None
+        return self._reply(peer, channel, message._reply_to, message._tally, _ERROR_KIND,
+                           _describe(error))
 
     def start(self, item: Work) -> Awaitable[Any] | None:
         """A plain message's or request's handler call, run by the mailbox with no

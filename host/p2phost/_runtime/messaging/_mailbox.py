@@ -52,6 +52,7 @@ import asyncio
 import contextvars
 import logging
 import sys
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
@@ -62,6 +63,7 @@ T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
 log = logging.getLogger("p2phost.node")
 _EAGER = sys.version_info >= (3, 12)
+_time = time.time
 
 
 #: Idle peer queues a mailbox keeps (a peer that sends again soon, as a requester does,
@@ -90,10 +92,16 @@ class Direct(Protocol[T_contra]):
     An item of type :attr:`simple` (the dispatcher's one-way message, as its own item:
     ``_received.Received``) needs neither :meth:`start` nor :meth:`finish`: the task
     runs ``await item._call(item)`` and counts ``item._tally.handled += 1`` itself, and
-    a failure goes to :meth:`failed`. Every other item is the ``T`` the mailbox holds."""
+    a failure goes to :meth:`failed`. An item of type :attr:`asked` (a plain request:
+    ``_received.Asked``) is run the same way, its result answered by :meth:`answer`.
+    Every other item is the ``T`` the mailbox holds."""
 
-    #: The type of the items the mailbox's task runs itself.
+    #: The type of the one-way items the mailbox's task runs itself.
     simple: type[Any]
+    #: The type of the requests it runs itself: an item of this type whose ``_deadline``
+    #: (ms since the epoch, 0 for none) has passed goes to :meth:`expired` instead;
+    #: its result to :meth:`answer`.
+    asked: type[Any]
 
     def start(self, item: T_contra) -> Awaitable[Any] | None:
         """The handler's awaitable for an item that needs nothing around it but
@@ -108,6 +116,12 @@ class Direct(Protocol[T_contra]):
     def failed(self, peer: str, item: Any, error: Exception | asyncio.CancelledError
                ) -> Awaitable[None] | None:
         """A simple item's handler raised ``error`` (as for :meth:`finish`)."""
+
+    def answer(self, peer: str, item: Any, result: Any) -> Awaitable[None] | None:
+        """A simple request's handler returned ``result`` (as for :meth:`finish`)."""
+
+    def expired(self, peer: str, item: Any) -> None:
+        """A simple request's deadline passed before its handler could start."""
 
 
 class _PeerQueue(Generic[T]):
@@ -282,7 +296,9 @@ class Mailbox(Generic[S]):
         items, process, context = queue.items, self._process, queue.context
         direct, new_future = self.direct, queue.new_future
         # (read once: the direct object only ever goes, when processing is wrapped)
-        simple_type = None if direct is None else direct.simple
+        simple_type = asked_type = None
+        if direct is not None:
+            simple_type, asked_type = direct.simple, direct.asked
         # Set here too: on 3.12+ the first item runs eagerly, before _start returns.
         # (With its loop: a lookup of the running loop is a system call, getpid, on Linux.)
         task = queue.task = asyncio.current_task(queue.loop)
@@ -295,9 +311,16 @@ class Mailbox(Generic[S]):
                 try:
                     # A simple item (see Direct: a message as its own item) runs with no
                     # start or finish call: with no Work per message, 14 % of the server's
-                    # instructions per one-way message (benchmarks/instructions.py).
-                    if direct is not None and ((simple := type(item) is simple_type)
-                                               or (call := direct.start(item)) is not None):
+                    # instructions per one-way message, 4 % per request on uvloop
+                    # (benchmarks/instructions.py --server).
+                    kind = type(item)
+                    simple = kind is simple_type or kind is asked_type
+                    if kind is asked_type and (
+                            deadline := item._deadline  # type: ignore[attr-defined]
+                    ) and deadline < _time() * 1000:
+                        direct.expired(peer, item)  # type: ignore[union-attr]
+                    elif direct is not None and (simple
+                                                 or (call := direct.start(item)) is not None):
                         try:
                             if simple:  # (called in the try: an exception it raises before
                                 # its first await is the handler's failure too, as in start)
@@ -315,11 +338,13 @@ class Mailbox(Generic[S]):
                             waiting = direct.failed(peer, item, exc) if simple \
                                 else direct.finish(peer, item, None, exc)
                         else:
-                            if simple:
+                            if not simple:
+                                waiting = direct.finish(peer, item, result, None)
+                            elif kind is simple_type:
                                 item._tally.handled += 1  # type: ignore[attr-defined]
                                 waiting = None
                             else:
-                                waiting = direct.finish(peer, item, result, None)
+                                waiting = direct.answer(peer, item, result)
                         if waiting is not None:
                             await waiting
                     else:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from p2phost_sdk import Message, MessageKind, Store
 
 if TYPE_CHECKING:
+    from ..wire._channel import Channel
     from ._stats import Tally
 
 # The dataclass's slot for ``id``, used under the property below.
@@ -29,8 +30,9 @@ class Received(Message):
     A plain one-way message is its own mailbox item (no ``Work`` around it: one object
     per message, not two): ``_call`` is then its handler, ``_tally`` its topic's and
     peer's counters and ``_size`` its body's length, counted against the mailbox's bytes
-    (see ``Dispatcher.received`` and ``_mailbox.Direct``). None is a field: a message a
-    handler keeps holds no channel or acknowledgement through them."""
+    (see ``Dispatcher.received`` and ``_mailbox.Direct``; a plain request is an
+    :class:`Asked`). None is a field: a message a handler keeps holds no channel or
+    acknowledgement through them."""
 
     __slots__ = ("_call", "_number", "_size", "_tally")
     _call: Callable[[Message], Awaitable[Any]]
@@ -85,5 +87,20 @@ def number_of(message: Message) -> int:
         return int(message.id, 16)
 
 
-# repr() and error messages show it as what it is to an app: a Message.
+class Asked(Received):
+    """A plain request as its own mailbox item (``Received``'s ``_call``, ``_tally`` and
+    ``_size``, with what answering it takes): ``_channel``, the channel it came on, set
+    to None once it is answered (a message a handler keeps then holds no channel);
+    ``_reply_to``, its frame's number as it came (``id`` may be set by its handler);
+    ``_deadline``, when the requester stops waiting (ms since the epoch, 0 for never).
+    See ``Dispatcher.received`` and ``_mailbox.Direct``."""
+
+    __slots__ = ("_channel", "_deadline", "_reply_to")
+    _channel: Channel | None
+    _deadline: int
+    _reply_to: int
+
+
+# repr() and error messages show them as what they are to an app: a Message.
 Received.__name__ = Received.__qualname__ = "Message"
+Asked.__name__ = Asked.__qualname__ = "Message"

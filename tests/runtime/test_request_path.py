@@ -1,0 +1,146 @@
+"""A plain request as its own mailbox item (``_received.Asked``): no ``Work`` around it.
+
+The mailbox's task runs the handler and hands its result to ``Dispatcher.answer``; what
+``Dispatcher.start`` and ``finish`` did for such a request must still hold:
+
+* the answer goes to the request's own id, whatever the handler does with ``message.id``;
+* a request whose requester stopped waiting before its handler could start is dropped
+  unanswered and counted, its handler never run;
+* a handler that raises (at once, or after awaiting) answers with the error, and a
+  result the codec cannot encode answers with an error saying so;
+* once answered, a message the handler keeps holds no channel (nor its connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from p2phost._runtime import Node
+from p2phost._runtime.wire._channel import Channel
+from p2phost_sdk import App, Message, RemoteError, RequestTimeout, handler
+from p2phost_sdk.testing.discovery import wait_until
+from tests.discovery.plugins import use_plugin_source
+from tests.runtime.conftest import tcp_pair
+
+for _name in ("tcp-transport", "msgpack-codec"):
+    use_plugin_source(_name)
+
+
+class Answers(App):
+    """Request handlers for each case."""
+
+    name = "answers"
+
+    def __init__(self) -> None:
+        self.kept: list[Message] = []
+        self.ran: list[Any] = []
+        self.release = asyncio.Event()
+
+    @handler("renamed")
+    async def renamed(self, message: Message) -> Any:
+        message.id = "not the frame's"  # an app may; its answer still goes to the request
+        return message.body
+
+    @handler("keep")
+    async def keep(self, message: Message) -> Any:
+        self.kept.append(message)
+        return len(self.kept)
+
+    @handler("slow")
+    async def slow(self, message: Message) -> Any:
+        await self.release.wait()
+        return "slow done"
+
+    @handler("quick")
+    async def quick(self, message: Message) -> Any:
+        self.ran.append(message.body)
+        return "quick done"
+
+    @handler("boom")
+    async def boom(self, message: Message) -> Any:
+        await asyncio.sleep(0)
+        raise ValueError(f"boom on purpose ({message.body})")
+
+    @handler("unencodable")
+    async def unencodable(self, message: Message) -> Any:
+        return object()
+
+
+def eager_boom(message: Message) -> Any:  # not an async def: it raises before any await
+    raise KeyError("raised at once")
+
+
+@pytest.fixture
+async def nodes() -> AsyncIterator[tuple[Node, Node, Answers]]:
+    app = Answers()
+    async with tcp_pair(app) as (server, client):
+        yield server, client, app
+
+
+async def test_the_answer_goes_to_the_request_whatever_the_handler_does_with_its_id(
+    nodes: tuple[Node, Node, Answers],
+) -> None:
+    server, client, _ = nodes
+    answers = await asyncio.gather(
+        *(client.request(server.peer_id, "renamed", n, timeout=10) for n in range(20)))
+    assert answers == list(range(20))
+
+
+async def test_a_request_past_its_deadline_before_its_handler_is_dropped_unanswered(
+    nodes: tuple[Node, Node, Answers],
+) -> None:
+    server, client, app = nodes
+    # The peer's items run in order: "quick" waits behind "slow" until its requester
+    # has stopped waiting, so its handler must not run at all.
+    slow = asyncio.ensure_future(client.request(server.peer_id, "slow", None, timeout=10))
+    stats = server.delivery.stats
+    await wait_until(lambda: stats.get("slow", "received") == 1, 10, "slow taken")
+    with pytest.raises(RequestTimeout):
+        await client.request(server.peer_id, "quick", "late", timeout=0.2)
+    app.release.set()
+    assert await slow == "slow done"
+    await wait_until(lambda: stats.get("quick", "dropped") == 1, 10, "the late one dropped")
+    assert app.ran == []
+    assert (stats.get("quick", "received"), stats.get("quick", "handled"),
+            stats.get("quick", "sent")) == (1, 0, 0)
+    # The next one, in time, runs.
+    assert await client.request(server.peer_id, "quick", "on time", timeout=10) == "quick done"
+    assert app.ran == ["on time"]
+
+
+async def test_a_handler_that_raises_answers_with_the_error(
+    nodes: tuple[Node, Node, Answers],
+) -> None:
+    server, client, app = nodes
+    with pytest.raises(RemoteError, match=r"ValueError: boom on purpose \(x\)"):
+        await client.request(server.peer_id, "boom", "x", timeout=10)
+    server.add_handler(app, "eager-boom", eager_boom)
+    with pytest.raises(RemoteError, match="KeyError: 'raised at once'"):
+        await client.request(server.peer_id, "eager-boom", None, timeout=10)
+    with pytest.raises(RemoteError, match="the handler's result cannot be encoded"):
+        await client.request(server.peer_id, "unencodable", None, timeout=10)
+    stats = server.delivery.stats
+    assert (stats.get("boom", "failed"), stats.get("boom", "handled"),
+            stats.get("boom", "sent")) == (1, 0, 1)
+    assert stats.get("eager-boom", "failed") == 1
+    # The node goes on answering.
+    assert await client.request(server.peer_id, "keep", None, timeout=10) == 1
+
+
+async def test_an_answered_message_a_handler_keeps_holds_no_channel(
+    nodes: tuple[Node, Node, Answers],
+) -> None:
+    server, client, app = nodes
+    for n in range(3):
+        assert await client.request(server.peer_id, "keep", n, timeout=10) == n + 1
+    stats = server.delivery.stats
+    assert (stats.get("keep", "handled"), stats.get("keep", "sent")) == (3, 3)
+    gc.collect()
+    for message in app.kept:
+        held = [o for o in gc.get_referents(message) if isinstance(o, Channel)]
+        assert held == [], "an answered request's message still holds its channel"
