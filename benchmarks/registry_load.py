@@ -32,10 +32,9 @@ from pathlib import Path
 
 import httpx
 
-from p2phost_registry import Store
+from p2phost_registry import Store, plugin_projects, seed
 from p2phost_registry._db import now_iso
 from p2phost_registry._identity import canonical_version, dist_key_of
-from p2phost_registry._seed import plugin_projects, seed
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

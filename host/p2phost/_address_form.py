@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from p2phost_sdk import AddressError, is_peer_id, parse_host_port
-from p2phost_sdk._address import bracketed, port_problem
+from p2phost_sdk import AddressError, ipv6_bracketed, is_peer_id, parse_host_port, port_problem
 
 #: A concrete address of each official scheme (every part filled in): the form a fix takes.
 EXAMPLES = {
@@ -112,7 +111,7 @@ def _mend(address: str) -> str:
         try:
             host, port = parts.hostname, parts.port
         except ValueError:  # tcp://::1:7400: the IPv6 host in brackets, if that is it
-            netloc = bracketed(parts.netloc)
+            netloc = ipv6_bracketed(parts.netloc)
             if netloc is None or "PORT" in netloc:
                 return example
             parts = urlsplit(f"{scheme}://{netloc}{parts.path}")

@@ -25,6 +25,7 @@ from packaging.version import InvalidVersion, Version
 from p2phost_sdk import (
     ENTRY_POINT_GROUP,
     HOST_API,
+    PLUGGY_PROJECT_NAME,
     App,
     Codec,
     Discovery,
@@ -41,7 +42,6 @@ from p2phost_sdk import (
     plugin_name_of,
     plugin_payload,
 )
-from p2phost_sdk._names import PROJECT_NAME
 
 from ._errors import ManifestError, PluginLoadError, UserError
 from ._project import Project
@@ -265,7 +265,7 @@ class PluginManager:
         if problems:
             raise problems[0]
         self.project.environment.activate()
-        manager = pluggy.PluginManager(PROJECT_NAME)
+        manager = pluggy.PluginManager(PLUGGY_PROJECT_NAME)
         manager.add_hookspecs(HookSpecs)
         loaded: list[LoadedPlugin] = []
         for name, dist, metadata, declared in resolved:

@@ -11,7 +11,7 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:  # what type checkers and IDEs read; at run time, __getattr__ below
-    from ._address import format_host_port, parse_host_port
+    from ._address import format_host_port, ipv6_bracketed, parse_host_port, port_problem
     from ._aio import (
         Backoff,
         TaskOwner,
@@ -60,7 +60,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs read; at run time, __ge
         plugin_name_of,
     )
     from ._models import MODEL_KINDS, Contract, contract_of, contract_of_handler, to_builtins
-    from ._names import ENTRY_POINT_GROUP
+    from ._names import ENTRY_POINT_GROUP, PLUGGY_PROJECT_NAME
     from ._peer_ids import is_peer_id, peer_id_from_public_key, public_key_from_peer_id
     from ._presence import (
         MAX_ADDRESS_LENGTH,
@@ -99,6 +99,7 @@ __all__ = [
     "MAX_ADDRESSES",
     "MAX_ADDRESS_LENGTH",
     "MODEL_KINDS",
+    "PLUGGY_PROJECT_NAME",
     "RAW_CONTENT_TYPE",
     "REJECT_REASONS",
     "AcceptHandler",
@@ -171,6 +172,7 @@ __all__ = [
     "handler",
     "hookimpl",
     "host_api_compatible",
+    "ipv6_bracketed",
     "is_peer_id",
     "is_valid_name",
     "is_wildcard",
@@ -183,6 +185,7 @@ __all__ = [
     "plugin_name",
     "plugin_name_of",
     "plugin_payload",
+    "port_problem",
     "presence_payload",
     "public_key_from_peer_id",
     "run_handshake",
@@ -195,7 +198,7 @@ __all__ = [
 #: The private module that defines each public name (the imports above, as data;
 #: tests/sdk/test_exports.py checks that the two agree).
 _DEFINED_IN: dict[str, tuple[str, ...]] = {
-    "._address": ("format_host_port", "parse_host_port"),
+    "._address": ("format_host_port", "ipv6_bracketed", "parse_host_port", "port_problem"),
     "._aio": ("Backoff", "TaskOwner", "cancel_and_wait", "close_within", "plugin_name",
         "with_timeout"),
     "._app": ("App", "Handler", "Message", "MessageKind", "Messenger", "PeerInfo", "handler"),
@@ -213,7 +216,7 @@ _DEFINED_IN: dict[str, tuple[str, ...]] = {
     "._identity": ("Identity", "plugin_payload", "verify"),
     "._metadata": ("CAPABILITIES", "KINDS", "PluginMetadata", "is_valid_name", "normalize_name",
         "parse_specifier", "plugin_name_of"),
-    "._names": ("ENTRY_POINT_GROUP",),
+    "._names": ("ENTRY_POINT_GROUP", "PLUGGY_PROJECT_NAME"),
     "._peer_ids": ("is_peer_id", "peer_id_from_public_key", "public_key_from_peer_id"),
     "._models": ("MODEL_KINDS", "Contract", "contract_of", "contract_of_handler", "to_builtins"),
     "._presence": ("MAX_ADDRESS_LENGTH", "MAX_ADDRESSES", "PresenceTable", "RejectLog",

@@ -39,13 +39,13 @@ def format_host_port(host: str, port: int, *, scheme: str) -> str:
 def port_problem(netloc: str, scheme: str) -> str:
     """Why ``urlsplit`` found no port in ``netloc``: an IPv6 host without its brackets
     (``::1:7400`` reads as the host ``""`` and the port ``:1:7400``), else a bad port."""
-    mended = bracketed(netloc)
+    mended = ipv6_bracketed(netloc)
     if mended is not None:
         return f"an IPv6 host goes in brackets: {scheme}://{mended}"
     return "the port is not 0-65535"
 
 
-def bracketed(netloc: str) -> str | None:
+def ipv6_bracketed(netloc: str) -> str | None:
     """``netloc``'s host and port with its IPv6 host put in brackets (``::1:7400`` ->
     ``[::1]:7400``; ``PORT`` where none is written); None if its host is no bare IPv6."""
     import ipaddress

@@ -24,13 +24,13 @@ from ._app import App, PeerInfo
 from ._codec import Codec
 from ._context import PluginContext
 from ._discovery import Discovery
-from ._names import PROJECT_NAME
+from ._names import PLUGGY_PROJECT_NAME
 from ._security import Security
 from ._transport import Transport
 
-hookspec: pluggy.HookspecMarker = pluggy.HookspecMarker(PROJECT_NAME)
+hookspec: pluggy.HookspecMarker = pluggy.HookspecMarker(PLUGGY_PROJECT_NAME)
 #: Marks a function of a plugin as the implementation of one of the host's hooks.
-hookimpl: pluggy.HookimplMarker = pluggy.HookimplMarker(PROJECT_NAME)
+hookimpl: pluggy.HookimplMarker = pluggy.HookimplMarker(PLUGGY_PROJECT_NAME)
 
 
 class HookSpecs:

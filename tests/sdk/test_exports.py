@@ -19,7 +19,7 @@ EXPORTS: dict[str, set[str]] = {
     "FrameSink", "FrameTooLarge", "HOST_API", "Handler", "HandshakeError", "HookSpecs",
     "Identity", "KINDS", "LayeredConnection", "Listener", "MAX_ADDRESSES", "MAX_ADDRESS_LENGTH",
     "Message", "MessageKind",
-    "Messenger", "P2PHostError", "PeerInfo", "PeerRecord", "PeerUnavailable",
+    "Messenger", "PLUGGY_PROJECT_NAME", "P2PHostError", "PeerInfo", "PeerRecord", "PeerUnavailable",
     "PluginContext", "PluginMetadata", "PluginMetadataError", "PluginTimeout",
     "ProtocolViolation",
     "PresenceBook", "PresenceSigner", "PresenceTable", "RAW_CONTENT_TYPE", "RateLimitedLog",
@@ -30,14 +30,17 @@ EXPORTS: dict[str, set[str]] = {
     "allow", "cancel_and_wait",
     "check_announcement", "check_frame_size", "check_scope", "close_within",
     "format_host_port", "handler",
-    "hookimpl", "host_api_compatible", "is_peer_id", "is_valid_name", "is_wildcard",
+    "hookimpl", "host_api_compatible", "ipv6_bracketed", "is_peer_id", "is_valid_name",
+    "is_wildcard",
     "link_addresses", "normalize_name", "parse_host_port", "parse_specifier",
     "peer_id_from_public_key",
-    "permission_of", "plugin_name", "plugin_name_of", "plugin_payload", "presence_payload",
+    "permission_of", "plugin_name", "plugin_name_of", "plugin_payload", "port_problem",
+    "presence_payload",
     "public_key_from_peer_id", "run_handshake", "verify", "with_host", "with_timeout",
     },
+    "p2phost_sdk.core_metadata": {"header_values"},
     "p2phost_sdk.inbox": {
-    "Deliver", "ForeignRecord", "InboxConnection", "InboxFull", "InboxListener",
+    "COPIES_HELD", "Deliver", "ForeignRecord", "InboxConnection", "InboxFull", "InboxListener",
     "InboxOptions", "InboxTransport", "JournalFile", "Letter", "LetterHandler", "Medium",
     "MediumAddress", "MediumError", "MediumRefused", "MediumUnavailable", "OVERHEAD", "Retention",
     "UnknownInbox", "backoff", "is_credit", "stop_if_cancelled", "valid_inbox",
@@ -52,9 +55,10 @@ EXPORTS: dict[str, set[str]] = {
     },
     "p2phost_registry": {
     "Actor", "AuditEntry", "BadRequest", "Conflict", "DEFAULT_MAX_UPLOAD", "FileRecord",
-    "Forbidden", "NotFound", "PayloadTooLarge", "PluginRecord", "PublishResult",
-    "READY_LINE", "RegistryError", "SCHEMA_VERSION", "Store", "StoreError", "Unauthorized",
-    "VersionRecord", "create_app", "serve",
+    "Forbidden", "ListenFailed", "NotFound", "PayloadTooLarge", "PluginRecord", "PublishResult",
+    "READY_LINE", "RegistryError", "SCHEMA_VERSION", "SeedResult", "Store", "StoreError",
+    "Unauthorized", "VersionRecord", "create_app", "is_store", "plugin_projects", "seed",
+    "serve",
     },
     "p2phost": {
     "App", "AsyncNode", "BlockingNode", "BodyInvalid", "ConnectionRefusedByPeer", "Delivery",
@@ -173,6 +177,7 @@ def test_light_sdk_names_do_not_load_the_runtime() -> None:
             "from p2phost_sdk import (P2PHostError, is_peer_id, is_valid_name, "
             "normalize_name, parse_specifier, plugin_name_of, PluginMetadata, HOST_API)\n"
             "from p2phost_sdk.signing import PluginSignature, parse_publisher_key\n"
+            "from p2phost_sdk.core_metadata import header_values\n"
             "print(sorted(m for m in ('asyncio', 'pluggy', 'cryptography') "
             "if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -182,7 +187,8 @@ def test_light_sdk_names_do_not_load_the_runtime() -> None:
 
 #: The SDK names HOST_API 1.1 added (docs/plugin-authoring.md, "The host API version"):
 #: a plugin importing one fails to load on a 1.0 host, so it must not claim 1.0.
-ADDED_IN_1_1 = {"ProtocolViolation", "TraceContext", "parse_host_port", "format_host_port"}
+ADDED_IN_1_1 = {"ProtocolViolation", "TraceContext", "parse_host_port", "format_host_port",
+                "port_problem", "ipv6_bracketed", "PLUGGY_PROJECT_NAME"}
 
 
 def test_an_official_plugin_importing_a_1_1_name_declares_host_api_1_1() -> None:

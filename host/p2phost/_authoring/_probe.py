@@ -15,8 +15,15 @@ from typing import Any
 
 import pluggy
 
-from p2phost_sdk import App, Codec, Discovery, HookSpecs, Security, Transport
-from p2phost_sdk._names import PROJECT_NAME
+from p2phost_sdk import (
+    PLUGGY_PROJECT_NAME,
+    App,
+    Codec,
+    Discovery,
+    HookSpecs,
+    Security,
+    Transport,
+)
 from p2phost_sdk.testing import KITS, PluginUnderTest
 
 #: The base class of each kind, and the ``provides`` key listing what its objects serve.
@@ -52,7 +59,7 @@ def probe(root: Path) -> dict[str, Any]:
             if isinstance(exc, ModuleNotFoundError) else ""
         return {"problems": [f"entry point: cannot load it: {type(exc).__name__}: {exc}{hint}"],
                 "objects": objects}
-    manager = pluggy.PluginManager(PROJECT_NAME)
+    manager = pluggy.PluginManager(PLUGGY_PROJECT_NAME)
     manager.add_hookspecs(HookSpecs)
     try:
         manager.register(plugin.hooks, name=plugin.metadata.name)

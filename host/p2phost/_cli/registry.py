@@ -34,7 +34,7 @@ def _existing_store(data: Path, *, create: bool = False, database: str | None = 
     """``--data`` of a command that uses a store: it must hold a registry (a typo would
     otherwise make an empty registry and serve or change that), unless ``create``
     (``serve --create``; ``seed`` always creates: it is how a registry is made)."""
-    from p2phost_registry._store import is_store
+    from p2phost_registry import is_store
 
     from .._errors import UserError
 
@@ -101,8 +101,8 @@ def register(app: typer.Typer) -> None:
 
         Several servers may share one --database (PostgreSQL) and one --data directory.
         """
+        from p2phost_registry import ListenFailed
         from p2phost_registry import serve as run_server
-        from p2phost_registry._errors import ListenFailed
 
         from .._errors import UserError
 
@@ -128,9 +128,8 @@ def register(app: typer.Typer) -> None:
         """Publish wheels (or build plugin projects) into the store; default: the built-in ones."""
         from rich.progress import Progress
 
-        from p2phost_registry import BadRequest, Store
-        from p2phost_registry._seed import SeedResult
-        from p2phost_registry._seed import seed as run_seed
+        from p2phost_registry import BadRequest, SeedResult, Store
+        from p2phost_registry import seed as run_seed
 
         projects = [p.resolve() for p in paths] if paths else _official_sources()
         if not projects:
@@ -211,7 +210,7 @@ def _host_wheel() -> Path | None:
 
 def _official_sources() -> list[Path]:
     """The built-in source's folder; in a development checkout, the official projects."""
-    from p2phost_registry._seed import plugin_projects
+    from p2phost_registry import plugin_projects
 
     from .._install import BuiltinSource
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from p2phost_sdk import normalize_name
-from p2phost_sdk._metadata import header_values
+from p2phost_sdk.core_metadata import header_values
 
 from ._errors import IntegrityError
 

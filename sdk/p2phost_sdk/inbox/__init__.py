@@ -27,7 +27,7 @@ from .._errors import (
     MediumUnavailable,
     UnknownInbox,
 )
-from ._connection import InboxConnection
+from ._connection import COPIES_HELD, InboxConnection
 from ._journalfile import JournalFile
 from ._letters import Letter, LetterHandler
 from ._medium import Deliver, Medium, Retention, stop_if_cancelled
@@ -36,6 +36,7 @@ from ._record import OVERHEAD, is_credit, valid_inbox
 from ._transport import InboxListener, InboxTransport, MediumAddress
 
 __all__ = [
+    "COPIES_HELD",
     "OVERHEAD",
     "Deliver",
     "ForeignRecord",

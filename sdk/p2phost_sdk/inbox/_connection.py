@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2phost.transport")
 _CLOSE_TIMEOUT = 2.0
-#: The medium tokens kept per frame held (its first copy's and its copies').
+#: The medium tokens kept per frame held (its first copy's and its copies'); the host's
+#: receiver holds as many copies of a message it works on, so the two settle alike.
 COPIES_HELD = 16
 _Key = tuple[int, int]  # (epoch, seq) of a received frame
 

@@ -43,7 +43,7 @@ from p2phost_sdk import (
 # Letters of a busy letter whose medium acknowledgements wait for its outcome: as many as
 # an inbox connection holds per frame; more are let go unacknowledged (redeliveries of its
 # record: its acknowledgement settles them).
-from p2phost_sdk.inbox._connection import COPIES_HELD
+from p2phost_sdk.inbox import COPIES_HELD
 
 from .._limited import LimitedLogs
 from ..messaging._routes import Route, Work
