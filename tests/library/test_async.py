@@ -14,7 +14,7 @@ import p2phost
 from p2phost import Message
 from p2phost._keys import create_key, public_key_of, sign_file
 from p2phost._lock import Lock, LockedFile
-from p2phost_sdk import App, RemoteError, handler
+from p2phost_sdk import App, Identity, RemoteError, handler
 from tests.conftest import OFFICIAL, build_wheels, run_cli
 from tests.library.conftest import StateDir, manifest, mem_address
 
@@ -205,6 +205,9 @@ async def test_timeout_none_waits_without_a_deadline_and_a_bad_one_says_what_to_
             with pytest.raises(p2phost.UserError, match=said) as exc:
                 await client.request(peer, "later", 1, timeout=bad)
             assert "timeout=None to wait for the reply without a deadline" in str(exc.value.fix)
+            # The same to a peer not connected (before any wait for it), not "not connected".
+            with pytest.raises(p2phost.UserError, match=said):
+                await client.request(Identity.generate().peer_id, "later", 1, timeout=bad)
         assert await client.request(peer, "later", "still", timeout=5) == "still"
 
 

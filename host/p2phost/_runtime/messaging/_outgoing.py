@@ -19,7 +19,7 @@ from p2phost_sdk import ConnectionClosed, FrameTooLarge, PeerUnavailable, Raw
 from .._errors import WireError
 from ..wire._channel import OWN_FRAME_LIMIT, Channel
 from ..wire._envelope import IDS, RAW, TRACED, VERSION, Kind, encode, header_parts
-from ._pending import FOREVER, PendingRequests, timed_out, without_deadline
+from ._pending import FOREVER, LAST_DEADLINE, PendingRequests, timed_out, without_deadline
 from ._routes import TraceHook
 from ._stats import DeliveryStats, Tally
 
@@ -29,7 +29,6 @@ _TRACED_HEADS = {kind: bytes((VERSION, kind | TRACED)) for kind in (Kind.MESSAGE
 _MESSAGE, _REQUEST = Kind.MESSAGE, Kind.REQUEST
 _time, _join, _pack_ids = time.time, b"".join, IDS.pack
 #: The latest deadline the envelope's field holds (Unix milliseconds, 8 bytes).
-_LAST_DEADLINE = (1 << 64) - 1
 
 
 def _too_large(channel: Channel, what: str, size: int) -> FrameTooLarge:
@@ -152,7 +151,7 @@ class Outgoing(PendingRequests):
         try:  # (a bad timeout is told apart once this fails: one comparison per request)
             deadline = int((_time() + seconds) * 1000)
             # (a bool is an int to Python; timeout=True is a mistake, not one second)
-            if not 0 <= seconds or deadline > _LAST_DEADLINE or seconds.__class__ is bool:
+            if not 0 <= seconds or deadline > LAST_DEADLINE or seconds.__class__ is bool:
                 raise OverflowError
         except (TypeError, ValueError, OverflowError):
             seconds, deadline = without_deadline(seconds)

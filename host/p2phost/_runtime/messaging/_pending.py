@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -85,6 +86,24 @@ class PendingRequests:
                 del self._pending[message_id]
                 if not reply.done():
                     reply.set_exception(PeerUnavailable(f"peer {peer}: {reason}"))
+
+
+#: The last deadline a request's envelope can carry (ms since the epoch, 8 bytes).
+LAST_DEADLINE = (1 << 64) - 1
+
+
+def deadline_of(timeout: object) -> tuple[float, int]:
+    """A request's ``timeout`` in seconds (None: ``math.inf``) and its envelope's deadline
+    (ms since the epoch, 0 for none); UserError for a bad one. (``Outgoing.request``
+    does the same inline, on the round trip's path.)"""
+    seconds = FOREVER if timeout is None else timeout
+    try:
+        deadline = int((time.time() + seconds) * 1000)  # type: ignore[operator]
+        if not 0 <= seconds or deadline > LAST_DEADLINE or seconds.__class__ is bool:  # type: ignore[operator]
+            raise OverflowError
+    except (TypeError, ValueError, OverflowError):
+        return without_deadline(seconds)
+    return seconds, deadline  # type: ignore[return-value]
 
 
 def without_deadline(timeout: object) -> tuple[float, int]:

@@ -14,7 +14,7 @@ from p2phost_sdk import Identity, PeerUnavailable, TraceContext, is_peer_id
 from ..delivery._delivery import Reliable
 from ..messaging._dispatch import Dispatcher
 from ..messaging._peers import PeerTable
-from ..messaging._pending import timed_out
+from ..messaging._pending import deadline_of, timed_out
 from ..wire._channel import Channel
 from ._dialler import Link
 from ._letters import Letters
@@ -147,8 +147,12 @@ class MessagingAPI:
         """``_reach`` for a request: a wait for the kept connection (``Peer.kept``) is
         part of its ``timeout`` (RequestTimeout when it passes first); the channel, and
         what is left of the timeout. (An address's dial is not: as before.)"""
-        # No deadline, or a bad one (the request refuses it), or an address to dial.
-        if not _seconds(timeout) or "://" in peer or not is_peer_id(peer):
+        # A bad timeout is refused before any wait or dial: it says so, not "peer X is
+        # not connected". (math.inf, like None, has no deadline.)
+        deadline_of(timeout)
+        if not _seconds(timeout):
+            return await self._reach(peer), timeout
+        if "://" in peer or not is_peer_id(peer):  # an address to dial
             return await self._reach(peer), timeout
         assert isinstance(timeout, int | float)
         loop = asyncio.get_running_loop()
