@@ -274,3 +274,52 @@ async def _goodbye_from(raw: RawPeer) -> str:
         envelope = decode(await raw.connection.recv())
         if envelope.kind is Kind.GOODBYE:
             return envelope.body.decode()
+
+
+def _answers_waiting(channel: Channel) -> list[asyncio.TimerHandle]:
+    """The timers on the loop that will call ``channel`` (a cancelled one lets it go)."""
+    scheduled: list[asyncio.TimerHandle] = asyncio.get_running_loop()._scheduled  # type: ignore[attr-defined]
+    return [handle for handle in scheduled if not handle.cancelled()
+            and getattr(handle._callback, "__self__", None) is channel]  # type: ignore[attr-defined]
+
+
+async def test_a_retired_duplicate_answered_when_the_kept_one_joins_leaves_no_timer(
+    held: Held,
+) -> None:
+    # Y's answer to X's goodbye waits (a timer of the handshake timeout) for the kept
+    # connection; once it joined, Y answered and the duplicate closed, yet the timer
+    # stayed on the loop, holding the ended channel (and all it refers to) until it fired.
+    apps = [Arrivals(), Arrivals()]
+    async with replacing(held, apps) as (_, _, retired):
+        assert _answers_waiting(retired), "Y's late answer waits on the loop"
+        held.release.set()
+        await wait_until(lambda: retired.ended, 10, "the retired dial closed")
+        assert not _answers_waiting(retired), "the answer's timer went with its channel"
+
+
+async def test_a_duplicate_goodbye_on_a_connection_that_ends_leaves_no_timer() -> None:
+    # The peer said "duplicate" (twice: a timer each), then closed the connection before
+    # this node answered: the answer's timer outlived the channel it was for.
+    node = build_node("tcp", [Arrivals()], handshake_timeout=30.0)
+    await node.start()
+    try:
+        raw = await RawPeer.connect("tcp", node.addresses[0])
+        peer_id = raw.identity.peer_id
+        await wait_until(lambda: node._table.get(peer_id) is not None, 10, "the raw peer")
+        peer = node._table.get(peer_id)
+        assert peer is not None
+        (channel,) = peer.channels
+        goodbye = encode(Kind.GOODBYE, 0, body=DUPLICATE.encode())
+        await raw.connection.send_many([goodbye, goodbye, encode(Kind.PING, 0)])
+        await asyncio.wait_for(_pong_from(raw), 10)  # (read after both goodbyes)
+        assert len(_answers_waiting(channel)) == 1, "one late answer"
+        await raw.connection.close()
+        await wait_until(lambda: channel.ended, 10, "the connection ended at the node")
+        assert not _answers_waiting(channel), "the answer's timer went with its channel"
+    finally:
+        await node.close()
+
+
+async def _pong_from(raw: RawPeer) -> None:
+    while decode(await raw.connection.recv()).kind is not Kind.PONG:
+        pass
