@@ -14,7 +14,7 @@ import pytest
 from recorder_app import Recorder
 
 import p2phost_sdk
-from p2phost._runtime import Kind, Node, decode, encode
+from p2phost._runtime import Hello, Kind, Node, decode, encode
 from p2phost._runtime.messaging._peers import Peer, PeerTable
 from p2phost._runtime.node import _connections
 from p2phost._runtime.wire._channel import DUPLICATE, Channel
@@ -22,7 +22,7 @@ from p2phost._runtime.wire._handshake import Handshaken
 from p2phost._runtime.wire._handshake import handshake as real_handshake
 from p2phost_sdk import Connection, Identity, PeerInfo
 from p2phost_sdk.testing.discovery import wait_until
-from tests.runtime.conftest import build_node
+from tests.runtime.conftest import TcpTransport, build_node
 from tests.runtime.rawpeer import RawPeer
 
 #: Rounds of simultaneous dials, and how long they may take in all.
@@ -323,3 +323,65 @@ async def test_a_duplicate_goodbye_on_a_connection_that_ends_leaves_no_timer() -
 async def _pong_from(raw: RawPeer) -> None:
     while decode(await raw.connection.recv()).kind is not Kind.PONG:
         pass
+
+
+class GatedOrders(Arrivals):
+    """Handles ``orders`` with acknowledgements, each once let through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.began, self.gate = asyncio.Event(), asyncio.Event()
+
+    @p2phost_sdk.handler("orders", delivery="at-least-once")
+    async def orders(self, message: p2phost_sdk.Message) -> None:
+        self.began.set()
+        await self.gate.wait()
+        self._record(message)
+
+
+async def _dial_as(address: str, identity: Identity, nonce: str) -> Connection:
+    """A hand-made connection of ``identity`` (session "raw") named by ``nonce``: two
+    such, of one identity, are duplicates the node keeps one of (the smaller nonce)."""
+    connection = await TcpTransport().dial(address, timeout=5)
+    await connection.send(Hello(peer_id=identity.peer_id, codecs=("application/json",),
+                                session="raw", nonce=nonce).to_frame())
+    assert decode(await connection.recv()).kind is Kind.HELLO
+    return connection
+
+
+async def _ack_from(connection: Connection) -> int:
+    """The id the first ACK frame the node sends on ``connection`` acknowledges."""
+    while True:
+        envelope = decode(await connection.recv())
+        if envelope.kind is Kind.ACK:
+            return envelope.correlation_id
+
+
+async def test_a_message_on_a_retired_duplicate_is_acknowledged_on_the_kept_one() -> None:
+    # A message of an acknowledged topic came on the connection this node retired as a
+    # duplicate; its ACK went out on that connection, after this node's goodbye there,
+    # when the peer stops reading it (a node closes it once it heard the goodbye, and
+    # said its own): the ACK was lost, and the sender sent the message again after its
+    # ack-timeout. (A reply goes on the kept connection already: answer_on.)
+    app = GatedOrders()
+    node = build_node("tcp", [app], handshake_timeout=30.0)
+    await node.start()
+    connections: list[Connection] = []
+    try:
+        identity = Identity.generate()
+        retired = await _dial_as(node.addresses[0], identity, "b")
+        connections.append(retired)
+        await retired.send(encode(Kind.MESSAGE, 7, b"orders", b'"first"'))
+        await asyncio.wait_for(app.began.wait(), 10)
+        kept = await _dial_as(node.addresses[0], identity, "a")  # the smaller name
+        connections.append(kept)
+        said = await asyncio.wait_for(_goodbye_from(RawPeer(retired, identity)), 10)
+        assert said == DUPLICATE, "the node retired the first connection"
+        # The peer reads the retired connection no more (it is about to close it).
+        app.gate.set()
+        assert await asyncio.wait_for(_ack_from(kept), 5) == 7, "acknowledged where read"
+        assert app.records == {identity.peer_id: ["first"]}
+    finally:
+        for connection in connections:
+            await connection.close()
+        await node.close()
