@@ -385,3 +385,71 @@ async def test_a_message_on_a_retired_duplicate_is_acknowledged_on_the_kept_one(
         for connection in connections:
             await connection.close()
         await node.close()
+
+
+async def test_a_peer_that_said_goodbye_and_keeps_pinging_is_closed() -> None:
+    # A peer said goodbye, was answered, then kept the connection open with PINGs: the
+    # keepalive heard it, no side closed it, and it held a place of the peer limit for
+    # as long as it liked. The side that says goodbye first closes; should it not, this
+    # node does, once it owes the peer nothing (see _connections.keepalive).
+    node = build_node("tcp", [Arrivals()], keepalive_interval=0.2, keepalive_timeout=1.0)
+    await node.start()
+    pinging = None
+    try:
+        raw = await RawPeer.connect("tcp", node.addresses[0])
+        peer_id = raw.identity.peer_id
+        await wait_until(lambda: node._table.get(peer_id) is not None, 10, "the raw peer")
+        await raw.connection.send(encode(Kind.GOODBYE, 0, body=b"leaving"))
+        assert await asyncio.wait_for(_goodbye_from(raw), 10) == "goodbye", "answered"
+        pinging = asyncio.create_task(_ping_until_closed(raw))
+        await wait_until(lambda: node._table.get(peer_id) is None, 10,
+                         "the node closed the connection the peer kept open")
+        await asyncio.wait_for(pinging, 10)
+    finally:
+        if pinging is not None:
+            pinging.cancel()
+        await node.close()
+
+
+async def _ping_until_closed(raw: RawPeer) -> None:
+    # A PING every 0.1 s (the node's keepalive hears traffic) until the node closes.
+    while True:
+        try:
+            await raw.connection.send(encode(Kind.PING, 0))
+        except (p2phost_sdk.ConnectionClosed, p2phost_sdk.TransportError):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def test_a_peer_that_said_goodbye_is_kept_while_a_reply_from_it_is_due() -> None:
+    # Its replies may follow its goodbye (docs/wire.md 4.2): the connection it keeps
+    # open is not closed under a request of this node's that waits for one.
+    node = build_node("tcp", [Arrivals()], keepalive_interval=0.2, keepalive_timeout=1.0)
+    await node.start()
+    pinging = None
+    try:
+        identity = Identity.generate()
+        connection = await _dial_as(node.addresses[0], identity, "a")
+        raw = RawPeer(connection, identity)
+        await wait_until(lambda: node._table.get(identity.peer_id) is not None, 10, "raw")
+        request = asyncio.create_task(node.request(identity.peer_id, "work", 1, timeout=30))
+        asked = await asyncio.wait_for(_request_from(raw), 10)
+        await connection.send(encode(Kind.GOODBYE, 0, body=b"leaving"))
+        assert await asyncio.wait_for(_goodbye_from(raw), 10) == "goodbye", "answered"
+        pinging = asyncio.create_task(_ping_until_closed(raw))
+        await asyncio.sleep(3.0)  # three keepalive timeouts: no sign of a deadline
+        assert node._table.get(identity.peer_id) is not None, "kept for the reply"
+        await connection.send(encode(Kind.REPLY, 9, body=b'"done"', correlation_id=asked))
+        assert await request == "done"
+        await wait_until(lambda: node._table.get(identity.peer_id) is None, 10,
+                         "closed once nothing was due")
+    finally:
+        if pinging is not None:
+            pinging.cancel()
+        await node.close()
+
+
+async def _request_from(raw: RawPeer) -> int:
+    while (envelope := decode(await raw.connection.recv())).kind is not Kind.REQUEST:
+        pass
+    return envelope.message_id
