@@ -252,9 +252,8 @@ async def test_a_duplicate_goodbye_whose_kept_connection_never_comes_is_answered
     node = build_node("tcp", [Arrivals()], handshake_timeout=1.0)
     await node.start()
     try:
-        raw = await RawPeer.connect("tcp", node.addresses[0])
+        raw, _ = await _raw_joined(node)
         peer_id = raw.identity.peer_id
-        await wait_until(lambda: node._table.get(peer_id) is not None, 10, "the raw peer")
         await raw.connection.send(encode(Kind.GOODBYE, 0, body=DUPLICATE.encode()))
         said = asyncio.create_task(_goodbye_from(raw))
         assert (await asyncio.wait_for(said, 5.0)) == "goodbye", "the node answered"
@@ -266,6 +265,17 @@ async def test_a_duplicate_goodbye_whose_kept_connection_never_comes_is_answered
         await raw.connection.close()
     finally:
         await node.close()
+
+
+async def _raw_joined(node: Node) -> tuple[RawPeer, Channel]:
+    """A raw peer connected to ``node``, and its channel there once it joined."""
+    raw = await RawPeer.connect("tcp", node.addresses[0])
+    await wait_until(lambda: node._table.get(raw.identity.peer_id) is not None, 10,
+                     "the raw peer")
+    peer = node._table.get(raw.identity.peer_id)
+    assert peer is not None
+    (channel,) = peer.channels
+    return raw, channel
 
 
 async def _goodbye_from(raw: RawPeer) -> str:
@@ -303,12 +313,7 @@ async def test_a_duplicate_goodbye_on_a_connection_that_ends_leaves_no_timer() -
     node = build_node("tcp", [Arrivals()], handshake_timeout=30.0)
     await node.start()
     try:
-        raw = await RawPeer.connect("tcp", node.addresses[0])
-        peer_id = raw.identity.peer_id
-        await wait_until(lambda: node._table.get(peer_id) is not None, 10, "the raw peer")
-        peer = node._table.get(peer_id)
-        assert peer is not None
-        (channel,) = peer.channels
+        raw, channel = await _raw_joined(node)
         goodbye = encode(Kind.GOODBYE, 0, body=DUPLICATE.encode())
         await raw.connection.send_many([goodbye, goodbye, encode(Kind.PING, 0)])
         await asyncio.wait_for(_pong_from(raw), 10)  # (read after both goodbyes)
@@ -396,9 +401,8 @@ async def test_a_peer_that_said_goodbye_and_keeps_pinging_is_closed() -> None:
     await node.start()
     pinging = None
     try:
-        raw = await RawPeer.connect("tcp", node.addresses[0])
+        raw, _ = await _raw_joined(node)
         peer_id = raw.identity.peer_id
-        await wait_until(lambda: node._table.get(peer_id) is not None, 10, "the raw peer")
         await raw.connection.send(encode(Kind.GOODBYE, 0, body=b"leaving"))
         assert await asyncio.wait_for(_goodbye_from(raw), 10) == "goodbye", "answered"
         pinging = asyncio.create_task(_ping_until_closed(raw))
