@@ -14,7 +14,7 @@ import pytest
 from recorder_app import Recorder
 
 import p2phost_sdk
-from p2phost._runtime import Kind, Node, decode, encode
+from p2phost._runtime import Hello, Kind, Node, decode, encode
 from p2phost._runtime.messaging._peers import Peer, PeerTable
 from p2phost._runtime.node import _connections
 from p2phost._runtime.wire._channel import DUPLICATE, Channel
@@ -22,7 +22,7 @@ from p2phost._runtime.wire._handshake import Handshaken
 from p2phost._runtime.wire._handshake import handshake as real_handshake
 from p2phost_sdk import Connection, Identity, PeerInfo
 from p2phost_sdk.testing.discovery import wait_until
-from tests.runtime.conftest import build_node
+from tests.runtime.conftest import TcpTransport, build_node
 from tests.runtime.rawpeer import RawPeer
 
 #: Rounds of simultaneous dials, and how long they may take in all.
@@ -252,9 +252,8 @@ async def test_a_duplicate_goodbye_whose_kept_connection_never_comes_is_answered
     node = build_node("tcp", [Arrivals()], handshake_timeout=1.0)
     await node.start()
     try:
-        raw = await RawPeer.connect("tcp", node.addresses[0])
+        raw, _ = await _raw_joined(node)
         peer_id = raw.identity.peer_id
-        await wait_until(lambda: node._table.get(peer_id) is not None, 10, "the raw peer")
         await raw.connection.send(encode(Kind.GOODBYE, 0, body=DUPLICATE.encode()))
         said = asyncio.create_task(_goodbye_from(raw))
         assert (await asyncio.wait_for(said, 5.0)) == "goodbye", "the node answered"
@@ -268,9 +267,193 @@ async def test_a_duplicate_goodbye_whose_kept_connection_never_comes_is_answered
         await node.close()
 
 
+async def _raw_joined(node: Node) -> tuple[RawPeer, Channel]:
+    """A raw peer connected to ``node``, and its channel there once it joined."""
+    raw = await RawPeer.connect("tcp", node.addresses[0])
+    await wait_until(lambda: node._table.get(raw.identity.peer_id) is not None, 10,
+                     "the raw peer")
+    peer = node._table.get(raw.identity.peer_id)
+    assert peer is not None
+    (channel,) = peer.channels
+    return raw, channel
+
+
 async def _goodbye_from(raw: RawPeer) -> str:
     # The reason of the first GOODBYE the node sends (its PINGs and PONGs go by).
     while True:
         envelope = decode(await raw.connection.recv())
         if envelope.kind is Kind.GOODBYE:
             return envelope.body.decode()
+
+
+def _answers_waiting(channel: Channel) -> list[asyncio.TimerHandle]:
+    """The timers on the loop that will call ``channel`` (a cancelled one lets it go)."""
+    scheduled: list[asyncio.TimerHandle] = asyncio.get_running_loop()._scheduled  # type: ignore[attr-defined]
+    return [handle for handle in scheduled if not handle.cancelled()
+            and getattr(handle._callback, "__self__", None) is channel]  # type: ignore[attr-defined]
+
+
+async def test_a_retired_duplicate_answered_when_the_kept_one_joins_leaves_no_timer(
+    held: Held,
+) -> None:
+    # Y's answer to X's goodbye waits (a timer of the handshake timeout) for the kept
+    # connection; once it joined, Y answered and the duplicate closed, yet the timer
+    # stayed on the loop, holding the ended channel (and all it refers to) until it fired.
+    apps = [Arrivals(), Arrivals()]
+    async with replacing(held, apps) as (_, _, retired):
+        assert _answers_waiting(retired), "Y's late answer waits on the loop"
+        held.release.set()
+        await wait_until(lambda: retired.ended, 10, "the retired dial closed")
+        assert not _answers_waiting(retired), "the answer's timer went with its channel"
+
+
+async def test_a_duplicate_goodbye_on_a_connection_that_ends_leaves_no_timer() -> None:
+    # The peer said "duplicate" (twice: a timer each), then closed the connection before
+    # this node answered: the answer's timer outlived the channel it was for.
+    node = build_node("tcp", [Arrivals()], handshake_timeout=30.0)
+    await node.start()
+    try:
+        raw, channel = await _raw_joined(node)
+        goodbye = encode(Kind.GOODBYE, 0, body=DUPLICATE.encode())
+        await raw.connection.send_many([goodbye, goodbye, encode(Kind.PING, 0)])
+        await asyncio.wait_for(_pong_from(raw), 10)  # (read after both goodbyes)
+        assert len(_answers_waiting(channel)) == 1, "one late answer"
+        await raw.connection.close()
+        await wait_until(lambda: channel.ended, 10, "the connection ended at the node")
+        assert not _answers_waiting(channel), "the answer's timer went with its channel"
+    finally:
+        await node.close()
+
+
+async def _pong_from(raw: RawPeer) -> None:
+    while decode(await raw.connection.recv()).kind is not Kind.PONG:
+        pass
+
+
+class GatedOrders(Arrivals):
+    """Handles ``orders`` with acknowledgements, each once let through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.began, self.gate = asyncio.Event(), asyncio.Event()
+
+    @p2phost_sdk.handler("orders", delivery="at-least-once")
+    async def orders(self, message: p2phost_sdk.Message) -> None:
+        self.began.set()
+        await self.gate.wait()
+        self._record(message)
+
+
+async def _dial_as(address: str, identity: Identity, nonce: str) -> Connection:
+    """A hand-made connection of ``identity`` (session "raw") named by ``nonce``: two
+    such, of one identity, are duplicates the node keeps one of (the smaller nonce)."""
+    connection = await TcpTransport().dial(address, timeout=5)
+    await connection.send(Hello(peer_id=identity.peer_id, codecs=("application/json",),
+                                session="raw", nonce=nonce).to_frame())
+    assert decode(await connection.recv()).kind is Kind.HELLO
+    return connection
+
+
+async def _ack_from(connection: Connection) -> int:
+    """The id the first ACK frame the node sends on ``connection`` acknowledges."""
+    while True:
+        envelope = decode(await connection.recv())
+        if envelope.kind is Kind.ACK:
+            return envelope.correlation_id
+
+
+async def test_a_message_on_a_retired_duplicate_is_acknowledged_on_the_kept_one() -> None:
+    # A message of an acknowledged topic came on the connection this node retired as a
+    # duplicate; its ACK went out on that connection, after this node's goodbye there,
+    # when the peer stops reading it (a node closes it once it heard the goodbye, and
+    # said its own): the ACK was lost, and the sender sent the message again after its
+    # ack-timeout. (A reply goes on the kept connection already: answer_on.)
+    app = GatedOrders()
+    node = build_node("tcp", [app], handshake_timeout=30.0)
+    await node.start()
+    connections: list[Connection] = []
+    try:
+        identity = Identity.generate()
+        retired = await _dial_as(node.addresses[0], identity, "b")
+        connections.append(retired)
+        await retired.send(encode(Kind.MESSAGE, 7, b"orders", b'"first"'))
+        await asyncio.wait_for(app.began.wait(), 10)
+        kept = await _dial_as(node.addresses[0], identity, "a")  # the smaller name
+        connections.append(kept)
+        said = await asyncio.wait_for(_goodbye_from(RawPeer(retired, identity)), 10)
+        assert said == DUPLICATE, "the node retired the first connection"
+        # The peer reads the retired connection no more (it is about to close it).
+        app.gate.set()
+        assert await asyncio.wait_for(_ack_from(kept), 5) == 7, "acknowledged where read"
+        assert app.records == {identity.peer_id: ["first"]}
+    finally:
+        for connection in connections:
+            await connection.close()
+        await node.close()
+
+
+async def test_a_peer_that_said_goodbye_and_keeps_pinging_is_closed() -> None:
+    # A peer said goodbye, was answered, then kept the connection open with PINGs: the
+    # keepalive heard it, no side closed it, and it held a place of the peer limit for
+    # as long as it liked. The side that says goodbye first closes; should it not, this
+    # node does, once it owes the peer nothing (see _connections.keepalive).
+    node = build_node("tcp", [Arrivals()], keepalive_interval=0.2, keepalive_timeout=1.0)
+    await node.start()
+    pinging = None
+    try:
+        raw, _ = await _raw_joined(node)
+        peer_id = raw.identity.peer_id
+        await raw.connection.send(encode(Kind.GOODBYE, 0, body=b"leaving"))
+        assert await asyncio.wait_for(_goodbye_from(raw), 10) == "goodbye", "answered"
+        pinging = asyncio.create_task(_ping_until_closed(raw))
+        await wait_until(lambda: node._table.get(peer_id) is None, 10,
+                         "the node closed the connection the peer kept open")
+        await asyncio.wait_for(pinging, 10)
+    finally:
+        if pinging is not None:
+            pinging.cancel()
+        await node.close()
+
+
+async def _ping_until_closed(raw: RawPeer) -> None:
+    # A PING every 0.1 s (the node's keepalive hears traffic) until the node closes.
+    while True:
+        try:
+            await raw.connection.send(encode(Kind.PING, 0))
+        except (p2phost_sdk.ConnectionClosed, p2phost_sdk.TransportError):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def test_a_peer_that_said_goodbye_is_kept_while_a_reply_from_it_is_due() -> None:
+    # Its replies may follow its goodbye (docs/wire.md 4.2): the connection it keeps
+    # open is not closed under a request of this node's that waits for one.
+    node = build_node("tcp", [Arrivals()], keepalive_interval=0.2, keepalive_timeout=1.0)
+    await node.start()
+    pinging = None
+    try:
+        identity = Identity.generate()
+        connection = await _dial_as(node.addresses[0], identity, "a")
+        raw = RawPeer(connection, identity)
+        await wait_until(lambda: node._table.get(identity.peer_id) is not None, 10, "raw")
+        request = asyncio.create_task(node.request(identity.peer_id, "work", 1, timeout=30))
+        asked = await asyncio.wait_for(_request_from(raw), 10)
+        await connection.send(encode(Kind.GOODBYE, 0, body=b"leaving"))
+        assert await asyncio.wait_for(_goodbye_from(raw), 10) == "goodbye", "answered"
+        pinging = asyncio.create_task(_ping_until_closed(raw))
+        await asyncio.sleep(3.0)  # three keepalive timeouts: no sign of a deadline
+        assert node._table.get(identity.peer_id) is not None, "kept for the reply"
+        await connection.send(encode(Kind.REPLY, 9, body=b'"done"', correlation_id=asked))
+        assert await request == "done"
+        await wait_until(lambda: node._table.get(identity.peer_id) is None, 10,
+                         "closed once nothing was due")
+    finally:
+        if pinging is not None:
+            pinging.cancel()
+        await node.close()
+
+
+async def _request_from(raw: RawPeer) -> int:
+    while (envelope := decode(await raw.connection.recv())).kind is not Kind.REQUEST:
+        pass
+    return envelope.message_id

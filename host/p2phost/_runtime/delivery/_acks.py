@@ -16,6 +16,7 @@ import struct
 from collections.abc import Callable
 
 from .._errors import WireError
+from ..messaging._peers import answer_on
 from ..wire._channel import Channel
 from ..wire._envelope import Envelope, Kind, encode
 
@@ -78,6 +79,11 @@ class AckSender:
         for peer, (channel, ids) in pending.items():
             if channel is None or channel.ended:
                 channel = self._reply_channel(peer)
+            elif not channel.usable:
+                # Came on a connection being retired (a duplicate, say): the peer may
+                # have stopped reading it; acknowledged on the one it keeps, as a reply
+                # is (else the message is sent again after the ack timeout).
+                channel = answer_on(channel, self._reply_channel(peer))
             if channel is None:
                 # Not lost: the sender sends the messages again and they are acknowledged
                 # then, as duplicates.

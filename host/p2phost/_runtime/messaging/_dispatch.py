@@ -30,6 +30,7 @@ from ..wire._envelope import ANSWER, RAW, VERSION, Envelope, Kind, encode
 from ..wire._said import said
 from ._apps import AppMailboxes, Process, lifecycle_call
 from ._outgoing import Outgoing
+from ._peers import answer_on
 from ._received import Asked, Received
 from ._routes import AckedDelivery, TraceHook, Work, allowed
 from ._stats import DeliveryStats, Tally
@@ -455,7 +456,7 @@ class Dispatcher(Outgoing):
                 log.debug("dropping a reply to %s: the peer is gone", peer)
                 return None
         elif not channel.usable:
-            channel = _kept(channel, self._reply_channel(peer))
+            channel = answer_on(channel, self._reply_channel(peer))
         try:
             body = channel.codec.encode(value) if kind is _REPLY_KIND else str(value).encode()
         except CodecError as exc:
@@ -471,18 +472,6 @@ class Dispatcher(Outgoing):
             tally.bytes_sent += len(frame)
             return None
         return _send_reply(channel, frame, peer, tally)
-
-
-def _kept(closing: Channel, other: Channel | None) -> Channel:
-    """Where to answer a request that came on ``closing`` (a goodbye was said on it):
-    the peer's usable channel of the same session when it has one. The two ends of a
-    retired duplicate each close it once the other said goodbye, so the requester may
-    stop reading it before an answer posted there arrives; the requester takes a reply
-    on any channel of the peer. (Another session's channel is not the requester's: the
-    peer restarted, and its new requests reuse ids.)"""
-    if other is not None and other.usable and other.hello.session == closing.hello.session:
-        return other
-    return closing
 
 
 async def _send_reply(channel: Channel, frame: bytes, peer: str, tally: Tally) -> None:

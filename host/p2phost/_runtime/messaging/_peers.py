@@ -75,6 +75,18 @@ class Peer:
                 change.set_result(None)
 
 
+def answer_on(closing: Channel, other: Channel | None) -> Channel:
+    """Where to answer (a reply, an ACK) what came on ``closing`` (a goodbye was said on
+    it): the peer's usable channel ``other`` when it is of the same session. The two ends
+    of a retired duplicate each close it once the other said goodbye, so the peer may
+    stop reading it before an answer posted there arrives; the peer takes replies and
+    ACKs on any of its channels. (Another session's channel is not the asker's: the peer
+    restarted, and a new session's request ids repeat the old one's.)"""
+    if other is not None and other.usable and other.hello.session == closing.hello.session:
+        return other
+    return closing
+
+
 def channel_key(channel: Channel, local_peer_id: str) -> tuple[str, str]:
     """The name both ends give a connection: (dialler's peer id, dialler's nonce)."""
     if channel.initiator:

@@ -123,6 +123,9 @@ class Connections:
         # When a newcomer from each source last had a peer retired for it.
         self._made_room: dict[str, float] = {}
         self._clients: set[Channel] = set()
+        # Channels whose peer said goodbye first and this node answered, with when the
+        # keepalive first saw it owe the peer nothing there (``_linger``).
+        self._lingering: dict[Channel, float] = {}
         self._refusals = RateLimitedLog(log, "refused connections")
         self._failures = RateLimitedLog(log, "failed handshakes")
         # Handshakes this node dialled that failed, by reason (the dialler reports the
@@ -464,6 +467,7 @@ class Connections:
             refusal = refused_after_hellos(channel.remote_reason)
             peer = self._table.remove(channel, reason, refusal)
             self._dialled_in.pop(channel, None)
+            self._lingering.pop(channel, None)
             if peer is not None:
                 self._making_room.discard(peer.peer_id)
                 refused = None if channel.initiator else refusal
@@ -499,6 +503,23 @@ class Connections:
         await channel.flush(1.0)
         await channel.close(reason)
 
+    def _linger(self, channel: Channel, now: float, timeout: float) -> bool:
+        """A channel on which both said goodbye, the peer first (where this node said it
+        first, it closes the channel itself within a second of the answer): the peer
+        closes it once its work is done (docs/wire.md 4.2). One that keeps it open
+        instead (its PINGs satisfy the keepalive) would hold a place of the peer limit
+        for good: closed here (True) after ``timeout`` in which this node owed the peer
+        nothing (no request of ours waits for its reply, nothing of its in a mailbox to
+        answer or acknowledge)."""
+        if self._dispatch.busy_with(channel.peer_id):
+            self._lingering.pop(channel, None)
+            return False
+        if now - self._lingering.setdefault(channel, now) < timeout:
+            return False
+        self._tasks.spawn(channel.close("the peer said goodbye, then kept the connection "
+                                        "open"), "close")
+        return True
+
     async def keepalive(self) -> None:
         """Ping idle channels; close those silent past ``keepalive-timeout``. Runs until
         cancelled."""
@@ -514,6 +535,9 @@ class Connections:
                     # nothing (its PONG waits behind a large reply it reads slowly).
                     idle = now - max(channel.last_seen, channel.progress_at)
                     if channel.ended or channel.closed_here:
+                        continue
+                    if channel.remote_reason and channel.closing and not self.closing \
+                            and self._linger(channel, now, timeout):
                         continue
                     if channel.stalled:
                         # Our reader waits for room in a full mailbox: the peer is not

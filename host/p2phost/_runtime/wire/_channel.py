@@ -81,12 +81,12 @@ class Channel(Reader):
 
     # Slots, not a dict: read per frame sent and received, and with more fields than
     # CPython 3.11 keeps inline (30) a dict's reads cost more than a slot's.
-    __slots__ = ("_close_reason", "_duplicate_grace", "_flushed", "_handed", "_hard_limit",
-                 "_on_message", "_on_reply", "_outbox", "_partly", "_partly_seen", "_reader",
-                 "_room", "_taken", "_try_send", "_waiting", "_wake", "_watch", "_write_timeout",
-                 "_writing", "address", "closing", "codec", "content_type", "ended",
-                 "frame_limit", "frame_limit_source", "hello", "info", "initiator",
-                 "local_nonce", "peer_done", "peer_id", "pinged", "progress_at",
+    __slots__ = ("_answer", "_close_reason", "_duplicate_grace", "_flushed", "_handed",
+                 "_hard_limit", "_on_message", "_on_reply", "_outbox", "_partly",
+                 "_partly_seen", "_reader", "_room", "_taken", "_try_send", "_waiting", "_wake",
+                 "_watch", "_write_timeout", "_writing", "address", "closing", "codec",
+                 "content_type", "ended", "frame_limit", "frame_limit_source", "hello", "info",
+                 "initiator", "local_nonce", "peer_done", "peer_id", "pinged", "progress_at",
                  "reads_raw", "remote_reason", "rtt", "tallies", "topics", "usable")
     #: Whether it carries letters (stored records a medium may deliver again while the
     #: node holds them), not a connection's frames.
@@ -185,6 +185,10 @@ class Channel(Reader):
         # How long a retired duplicate waits for this node's own retirement of it (the
         # kept connection joins within the handshake timeout) before its answer.
         self._duplicate_grace = duplicate_grace
+        # That late answer's timer, while one waits: cancelled by the answer (the kept
+        # connection joined and this node retired the duplicate) or the channel's end,
+        # or the loop would hold the ended channel until it fired.
+        self._answer: asyncio.TimerHandle | None = None
         self._reader: asyncio.Task[None] | None = None
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
@@ -348,6 +352,9 @@ class Channel(Reader):
 
     def goodbye(self, reason: str) -> None:
         """Say goodbye (once): no new messages or requests will go out on this channel."""
+        if self._answer is not None:  # this is the answer a retired duplicate waited for
+            self._answer.cancel()
+            self._answer = None
         if self.closing:
             return
         self.closing = True
@@ -492,9 +499,11 @@ class Channel(Reader):
             # it were replacing it (Peer.replacing), and sends to it fail at once.
             if self.remote_reason != DUPLICATE:
                 self.goodbye("goodbye")
-            else:
-                asyncio.get_running_loop().call_later(self._duplicate_grace, self.goodbye,
-                                                      "goodbye")
+            elif not self.closing and self._answer is None:
+                # (None needed once this node answered; one at most: a peer repeating
+                # its goodbye would leave a timer per frame on the loop.)
+                self._answer = asyncio.get_running_loop().call_later(
+                    self._duplicate_grace, self.goodbye, "goodbye")
         elif kind is Kind.HELLO:
             raise WireError("a second hello on an open connection")
         return None
@@ -557,6 +566,9 @@ class Channel(Reader):
         return reason
 
     def _end(self) -> None:
+        if self._answer is not None:  # nothing left to answer on
+            self._answer.cancel()
+            self._answer = None
         self.ended = True
         self._stopped = True
         self.usable = False
