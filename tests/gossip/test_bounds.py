@@ -94,3 +94,35 @@ def test_announcing_messages_one_never_sends_is_scored_until_graylisted() -> Non
     now[0] += 1.0
     router.heartbeat()
     assert ("honest", {"op": "iwant", "ids": ["a" * 32]}) in wire.sent
+
+
+def test_a_message_on_a_topic_not_subscribed_is_dropped_before_its_signature_is_checked(
+        monkeypatch: Any) -> None:
+    """A signature check costs far more than the frame: a peer pushing messages on topics
+    this node does not take must not make it verify each one (nor be marked seen)."""
+    import p2phost_gossip._router as router_module
+    from p2phost_gossip import make_message
+    from p2phost_sdk import Identity
+
+    checked: list[str] = []
+    real = router_module.check_signature
+
+    def counting(frame: dict[str, Any], digest: bytes, *, required: bool) -> None:
+        checked.append(frame["topic"])
+        real(frame, digest, required=required)
+
+    monkeypatch.setattr(router_module, "check_signature", counting)
+    router = Router("victim", _Wire())
+    router.subscribe("news")
+    origin = Identity.generate().peer_id
+    forged = "A" * 88  # well-formed base64, no signature of the origin's
+    for seq in range(100):
+        frame = make_message("sport", origin, seq, {"n": seq})
+        router.handle("pusher", {**frame, "sig": forged})
+    assert checked == []
+    assert router.counters["not subscribed"] == 100
+    assert not router.seen
+    # On a topic it takes, the signature is checked (and a forgery refused).
+    router.handle("pusher", {**make_message("news", origin, 1, {}), "sig": forged})
+    assert checked == ["news"]
+    assert any(name.startswith("invalid") for name in router.counters)

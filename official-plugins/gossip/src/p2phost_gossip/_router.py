@@ -218,6 +218,12 @@ class Router:
         if message_id in self.seen:  # a copy of one already checked: no signature check
             self._duplicate(sender, topic)
             return
+        if topic not in self.topics:
+            # Dropped before its signature is checked: a verification costs far more than
+            # the frame, and this node neither delivers nor forwards such a message (nor
+            # marks it seen: an unchecked copy must not hide a genuine one later).
+            self.counters["not subscribed"] += 1
+            return
         try:
             check_signature(frame, digest, required=self.settings.require_signatures)
             if self.validate is not None and not self.validate(topic, frame.get("data")):
@@ -227,9 +233,6 @@ class Router:
             return
         self.seen.add(message_id)
         self._missing.arrived(message_id)
-        if topic not in self.topics:
-            self.counters["not subscribed"] += 1
-            return
         self.cache.put(message_id, frame)
         links = self.mesh[topic]
         if sender in links and not links[sender]:
