@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from p2phost_sdk import Identity
 from tests.discovery.plugins import use_plugin_source
 
 use_plugin_source("gossip")
 
-from p2phost_gossip import Router  # noqa: E402
+import p2phost_gossip._router as router_module  # noqa: E402
+from p2phost_gossip import Router, make_message  # noqa: E402
 from p2phost_gossip._router import MAX_PEER_TOPICS, MAX_TOPIC_LENGTH  # noqa: E402
 
 
@@ -100,10 +102,6 @@ def test_a_message_on_a_topic_not_subscribed_is_dropped_before_its_signature_is_
         monkeypatch: Any) -> None:
     """A signature check costs far more than the frame: a peer pushing messages on topics
     this node does not take must not make it verify each one (nor be marked seen)."""
-    import p2phost_gossip._router as router_module
-    from p2phost_gossip import make_message
-    from p2phost_sdk import Identity
-
     checked: list[str] = []
     real = router_module.check_signature
 
