@@ -165,12 +165,16 @@ class MessagingAPI:
 
     async def publish(self, topic: str, body: Any) -> int:
         """Send to every connected peer that handles ``topic``; returns how many."""
-        peers = list(self._table.peers.values())
-        channels = [c for c in (p.best() for p in peers) if c is not None]
-        # A peer replacing a duplicate connection (it dialled this node as this node
-        # dialled it) is connected: its kept one joins within the handshake timeout.
-        if replacing := [p for p in peers if p.best() is None and p.replacing()
-                         and any(topic in c.topics for c in p.channels)]:
+        channels: list[Channel] = []
+        replacing = []
+        for peer in list(self._table.peers.values()):
+            if (channel := peer.best()) is not None:
+                channels.append(channel)
+            # A peer replacing a duplicate connection (it dialled this node as this node
+            # dialled it) is connected: its kept one joins within the handshake timeout.
+            elif peer.replacing() and any(topic in c.topics for c in peer.channels):
+                replacing.append(peer)
+        if replacing:
             wait = self._connections.options.handshake_timeout
             kept = await asyncio.gather(*(p.kept(wait) for p in replacing))
             channels.extend(c for c in kept if c is not None)
