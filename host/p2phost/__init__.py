@@ -30,7 +30,7 @@ if TYPE_CHECKING:
         handler,
     )
 
-    from ._errors import UserError
+    from ._errors import CodecMissing, ProjectNotFound, UserError
     from ._library import (
         AsyncNode,
         BlockingNode,
@@ -55,6 +55,8 @@ _LAZY = {
     "connect": "p2phost._library",
     "open_node": "p2phost._library",
     "UserError": "p2phost._errors",
+    "CodecMissing": "p2phost._errors",
+    "ProjectNotFound": "p2phost._errors",
     # What a refused dial's PeerUnavailable was raised from (its __cause__).
     "ConnectionRefusedByPeer": "p2phost._runtime._errors",
     "PeerNotTrusted": "p2phost._runtime._errors",
@@ -76,6 +78,7 @@ __all__ = [
     "AsyncNode",
     "BlockingNode",
     "BodyInvalid",
+    "CodecMissing",
     "ConnectionRefusedByPeer",
     "Delivery",
     "HandlerError",
@@ -87,6 +90,7 @@ __all__ = [
     "PeerInfo",
     "PeerNotTrusted",
     "PeerUnavailable",
+    "ProjectNotFound",
     "RemoteError",
     "RequestTimeout",
     "UserError",

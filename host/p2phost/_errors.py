@@ -40,6 +40,18 @@ class ProjectNotFound(UserError):
     """No ``p2phost.toml`` in this directory or any parent."""
 
 
+class CodecMissing(UserError):
+    """The node was asked to offer a codec (``open_node(codecs=...)``) that none of the
+    project's plugins provides; ``content_type`` names it."""
+
+    def __init__(self, content_type: str, root: Path) -> None:
+        self.content_type = content_type
+        super().__init__(f"the p2phost project at {root} has no codec for {content_type}",
+                         fix=f"add a codec plugin for {content_type} to its [plugins] "
+                             "(p2phost plugin install NAME, e.g. msgpack-codec for "
+                             "application/msgpack)")
+
+
 class PluginLoadError(UserError):
     """A declared plugin is missing, incompatible, or broken."""
 

@@ -168,6 +168,29 @@ def test_a_local_cluster_in_one_process_shares_one_node(
     assert answer["map"] == list(range(50, 0, -1))
 
 
+OPEN_NODE = """
+import asyncio, _launch
+from p2phost_dask_comm import NoProject
+from p2phost_dask_comm._node import open_dask_node
+try:
+    asyncio.run(open_dask_node())
+except NoProject as exc:
+    print(exc)
+"""
+
+
+def test_a_project_without_messagepack_is_told_to_install_it(
+        tmp_path: Path, wheels: dict[str, Path]) -> None:
+    project = write_project(tmp_path / "project", ["tcp-transport"],
+                            wheels=[wheels["tcp-transport"]])
+    done = subprocess.run([sys.executable, "-c", OPEN_NODE], cwd=HERE, timeout=60,
+                          capture_output=True, text=True,
+                          env={**os.environ, "P2PHOST_PROJECT": str(project)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "has no codec for application/msgpack, which carries Dask's frames " \
+        "(fix: p2phost plugin install msgpack-codec)" in done.stdout
+
+
 def test_the_wheel_registers_the_backend_with_dask(wheels: dict[str, Path]) -> None:
     with zipfile.ZipFile(wheels["dask-comm"]) as wheel:
         name = next(n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt"))

@@ -15,8 +15,8 @@ from p2phost._wheel import unpack_wheel
 from tests.conftest import OFFICIAL, build_wheels
 
 #: The official plugins these tests' manifests declare.
-PLUGINS = ("memory-transport", "tcp-transport", "json-codec", "noise-security",
-           "redis-transport", "echo")
+PLUGINS = ("memory-transport", "tcp-transport", "json-codec", "msgpack-codec",
+           "noise-security", "redis-transport", "echo")
 
 
 @pytest.fixture(scope="session")

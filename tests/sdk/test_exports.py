@@ -61,9 +61,11 @@ EXPORTS: dict[str, set[str]] = {
     "serve",
     },
     "p2phost": {
-    "App", "AsyncNode", "BlockingNode", "BodyInvalid", "ConnectionRefusedByPeer", "Delivery",
+    "App", "AsyncNode", "BlockingNode", "BodyInvalid", "CodecMissing",
+    "ConnectionRefusedByPeer", "Delivery",
     "HandlerError", "IdentityInUse", "LibraryError", "Message", "ModelError", "NodeClosed",
-    "PeerInfo", "PeerNotTrusted", "PeerUnavailable", "RemoteError", "RequestTimeout",
+    "PeerInfo", "PeerNotTrusted", "PeerUnavailable", "ProjectNotFound", "RemoteError",
+    "RequestTimeout",
     "UserError", "__version__",
     "connect", "handler", "open_node",
     },

@@ -4,7 +4,8 @@ Each package shows what others may use in its ``__init__`` (or a public submodul
 ``p2phost_sdk.signing``) and keeps the rest in ``_`` modules, so it can change them freely.
 The host, the registry, the official plugins and the code ``plugin new`` generates import
 the SDK (and each other) only through those faces; the SDK and plugins import no module of
-the host at all (a plugin's environment need not have it).
+the host at all (a plugin's environment need not have it), but for a bridge that runs a
+node as a library user does (:data:`HOST_USERS`): it imports the host's public names only.
 Read from the source with ``ast`` (an import inside a function or under ``TYPE_CHECKING``
 counts; a module name in a string or a comment does not).
 """
@@ -30,12 +31,16 @@ ROOTS: dict[str, Path] = {
 
 #: Known exceptions: a file, and the private modules it may import (and why). The test
 #: below fails if one of them no longer imports them, so the list cannot outlive its reason.
-ALLOWED: dict[str, frozenset[str]] = {
-    # dask-comm opens a node inside Dask's processes with an identity of its own, which
-    # the host's public library API (p2phost.open_node) cannot do yet (see its docstring).
-    "official-plugins/dask-comm/src/p2phost_dask_comm/_node.py": frozenset({
-        "p2phost._errors", "p2phost._plugins", "p2phost._project", "p2phost._runtime",
-        "p2phost._trust"}),
+ALLOWED: dict[str, frozenset[str]] = {}
+
+#: Plugin files that may import the host's public face (``p2phost`` and the names of its
+#: ``__all__``; never a private module), and why. A plugin runs inside a host and needs
+#: only the SDK; a bridge runs in another system's processes, where no ``p2phost run``
+#: built a node, and opens one as any program does (``p2phost.open_node``). The tests
+#: below fail if one of them no longer imports the host, or uses a name outside __all__.
+HOST_USERS: dict[str, str] = {
+    "official-plugins/dask-comm/src/p2phost_dask_comm/_node.py":
+        "each Dask process opens its own node (p2phost.open_node, with an identity of its own)",
 }
 
 
@@ -79,10 +84,11 @@ def _found(distribution: str) -> dict[str, list[tuple[int, str]]]:
     found: dict[str, list[tuple[int, str]]] = {}
     for package in sorted(own):
         for path in sorted((root / package).rglob("*.py")):
-            hits = sorted(trespasses(path.read_text(encoding="utf-8"), own,
-                                     no_host=distribution not in ("host", "registry")))
+            rel = path.relative_to(REPO).as_posix()
+            no_host = distribution not in ("host", "registry") and rel not in HOST_USERS
+            hits = sorted(trespasses(path.read_text(encoding="utf-8"), own, no_host=no_host))
             if hits:
-                found[path.relative_to(REPO).as_posix()] = hits
+                found[rel] = hits
     return found
 
 
@@ -114,6 +120,31 @@ def test_every_allowed_exception_is_still_needed() -> None:
         imported = {m for _, m in _found(distribution).get(path, [])}
         stale = sorted(modules - imported)
         assert not stale, f"{path} no longer imports {stale}: take them out of ALLOWED"
+
+
+def host_names(source: str) -> set[str]:
+    """The names ``source`` takes from the host's face: ``from p2phost import N`` and
+    ``p2phost.N``."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "p2phost":
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id == "p2phost":
+            names.add(node.attr)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted(HOST_USERS))
+def test_a_host_user_imports_the_hosts_public_names_only(path: str) -> None:
+    import p2phost
+
+    source = (REPO / path).read_text(encoding="utf-8")
+    assert any(m == "p2phost" for _, m in imports(ast.parse(source))), \
+        f"{path} no longer imports p2phost: take it out of HOST_USERS"
+    outside = sorted(host_names(source) - set(p2phost.__all__))
+    assert not outside, f"{path} uses {outside}, which p2phost does not export " \
+        "(fix: use its public names, p2phost.__all__, or export the name there)"
 
 
 def test_generated_plugin_projects_import_only_the_sdks_public_names() -> None:

@@ -15,7 +15,7 @@ import importlib.util
 import os
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -24,6 +24,9 @@ from p2phost_sdk import Allow, App, Delivery, PeerInfo
 from ._errors import LibraryError, NodeClosed
 from ._handlers import HandlerFunc
 from ._node import AsyncNode, open_node
+
+if TYPE_CHECKING:
+    from p2phost_sdk import Identity
 
 _T = TypeVar("_T")
 # The node's own loop: uvloop where it is installed (p2phost depends on it off Windows)
@@ -236,8 +239,14 @@ def _closed() -> NodeClosed:
 def connect(project: str | os.PathLike[str] | None = None, *,
             manifest: Mapping[str, Any] | None = None,
             state_dir: str | os.PathLike[str] | None = None,
-            apps: Sequence[App] = (), control: bool = True) -> BlockingNode:
+            apps: Sequence[App] = (), control: bool = True,
+            identity: Identity | None = None, name: str | None = None,
+            keep_state: bool = True, codecs: Sequence[str] = (),
+            fallback_apps: Sequence[App] = ()) -> BlockingNode:
     """The blocking node of a project directory or manifest mapping (the arguments of
-    :func:`open_node`), not open yet: ``with p2phost.connect(".") as node:``."""
+    :func:`open_node`, ``identity``, ``name``, ``keep_state``, ``codecs`` and
+    ``fallback_apps`` included), not open yet: ``with p2phost.connect(".") as node:``."""
     return BlockingNode(open_node(project, manifest=manifest, state_dir=state_dir,
-                                  apps=apps, control=control))
+                                  apps=apps, control=control, identity=identity, name=name,
+                                  keep_state=keep_state, codecs=codecs,
+                                  fallback_apps=fallback_apps))

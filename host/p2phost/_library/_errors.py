@@ -10,7 +10,10 @@ Errors of the node itself pass through unchanged: a project whose plugins are mi
 raises the same ``PluginLoadError`` as ``p2phost run``, a failed request the SDK's
 ``RemoteError``, ``RequestTimeout`` or ``PeerUnavailable``; a refused dial's
 ``PeerUnavailable`` is raised from ``ConnectionRefusedByPeer`` (the peer refused) or
-``PeerNotTrusted`` (this node's trust policy did), both exported by ``p2phost``.
+``PeerNotTrusted`` (this node's trust policy did), both exported by ``p2phost``. Two
+more of the host's are exported for a program to catch: ``ProjectNotFound`` (no
+p2phost.toml where ``open_node(DIR)`` looked) and ``CodecMissing`` (``codecs=`` names a
+content type no plugin of the project provides).
 """
 
 from __future__ import annotations

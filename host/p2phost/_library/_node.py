@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tomlkit
 
@@ -25,9 +25,13 @@ from .._errors import PluginLoadError, UserError
 from .._manifest import MANIFEST_NAME
 from .._project import PROGRAM_HEADER, PROGRAM_LINE, Project
 from .._runtime import ControlServer, Node
+from .._runtime.node._options import Overrides
 from ._errors import HandlerError, IdentityInUse, LibraryError, NodeClosed
 from ._handlers import HandlerFunc, InProcessApp
 from ._missing import missing_plugin_fix
+
+if TYPE_CHECKING:  # the crypto libraries load only when a node opens
+    from p2phost_sdk import Identity
 
 log = logging.getLogger("p2phost.library")
 _F = TypeVar("_F", bound=HandlerFunc)
@@ -107,8 +111,10 @@ class AsyncNode:
     """
 
     def __init__(self, project: Project, *, apps: Sequence[App] = (),
-                 control: bool = True, from_mapping: bool = False) -> None:
+                 control: bool = True, from_mapping: bool = False,
+                 overrides: Overrides = Overrides()) -> None:
         self.project = project
+        self._overrides = overrides
         self._from_mapping = from_mapping
         self._handlers = InProcessApp()
         self._apps: list[App] = [*apps]
@@ -198,9 +204,12 @@ class AsyncNode:
         # The handlers' app is there even without handlers: ones registered later join it.
         apps = [*self._apps, self._handlers]
         # Reading the manifest and loading plugins touches the disk: off the loop.
-        identity = await asyncio.to_thread(self.project.identity)
+        identity = self._overrides.identity
+        if identity is None:
+            identity = await asyncio.to_thread(self.project.identity)
         self._claim(identity.peer_id)
-        self._node = await asyncio.to_thread(node_for_project, self.project, apps=apps)
+        self._node = await asyncio.to_thread(node_for_project, self.project, apps=apps,
+                                             overrides=self._overrides)
         if self._control_wanted:
             self._control = ControlServer(self._node, self.project.control_socket)
             await self._control.start()
@@ -246,8 +255,8 @@ class AsyncNode:
 
     @property
     def peer_id(self) -> str:
-        """This node's peer id (the project's identity)."""
-        return self._peer_id or self.project.identity().peer_id
+        """This node's peer id (its ``identity=``, or the project's identity)."""
+        return self._peer_id or (self._overrides.identity or self.project.identity()).peer_id
 
     @property
     def addresses(self) -> list[str]:
@@ -316,7 +325,10 @@ class AsyncNode:
 def open_node(project: str | os.PathLike[str] | None = None, *,
               manifest: Mapping[str, Any] | None = None,
               state_dir: str | os.PathLike[str] | None = None,
-              apps: Sequence[App] = (), control: bool = True) -> AsyncNode:
+              apps: Sequence[App] = (), control: bool = True,
+              identity: Identity | None = None, name: str | None = None,
+              keep_state: bool = True, codecs: Sequence[str] = (),
+              fallback_apps: Sequence[App] = ()) -> AsyncNode:
     """The node of a project directory (``open_node(".")``), or of a manifest mapping
     kept in ``state_dir`` (``open_node(manifest={...}, state_dir=DIR)``); not open yet.
 
@@ -325,9 +337,20 @@ def open_node(project: str | os.PathLike[str] | None = None, *,
     beside the manifest's app plugins. ``control=False`` serves no control socket.
     Raises the errors ``p2phost run`` raises for the project (a missing plugin names
     the command that installs it) when the node opens.
+
+    For a process that runs beside the project's own node (a Dask worker):
+    ``identity`` (a :class:`p2phost_sdk.Identity`) is the node's in place of the project's
+    key; ``name`` its name in place of ``[node] name``; ``keep_state=False`` writes no
+    state into the project's ``.p2phost/`` (delivery database and replay guard live in
+    memory) and serves no ``[metrics]`` port; ``codecs`` are content types offered first,
+    in that order (:class:`p2phost.CodecMissing` when no plugin provides one);
+    ``fallback_apps`` run only where no app plugin of the manifest handles their topics
+    (a manifest's one keeps its ``[config.NAME]``; ``node.app(name)`` finds either).
     """
+    overrides = Overrides(identity=identity, name=name, keep_state=keep_state,
+                          codecs=tuple(codecs), fallback_apps=tuple(fallback_apps))
     return AsyncNode(project_of(project, manifest, state_dir), apps=apps, control=control,
-                     from_mapping=manifest is not None)
+                     from_mapping=manifest is not None, overrides=overrides)
 
 
 def _check_topic(topic: str, call: str) -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from p2phost_sdk import Backoff
 
 from ..._delivery_settings import DeliverySettings
 from ..._observability._settings import MetricsSettings
+
+if TYPE_CHECKING:  # the crypto libraries load only where a node signs
+    from p2phost_sdk import App, Identity
 
 
 @dataclass(frozen=True)
@@ -53,3 +57,17 @@ class NodeOptions:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     #: ``[metrics]`` of p2phost.toml (docs/operations.md).
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a program opening the node (:func:`p2phost.open_node`) puts in place of the
+    project's: see its docstring. The defaults are the project's node as ``run`` runs it.
+    ``keep_state=False`` keeps the delivery state in memory and serves no metrics port:
+    beside the project's own node, both are that node's."""
+
+    identity: Identity | None = None
+    name: str | None = None
+    keep_state: bool = True
+    codecs: Sequence[str] = ()
+    fallback_apps: Sequence[App] = ()
