@@ -2,13 +2,18 @@
 
 What the ``Work`` path did for a request must still hold on the ``Asked`` path:
 cancellations, a node closing, the counters of each outcome, a message an app keeps,
-the metrics' and tracing's switch, per-peer order, context variables.
+the metrics' and tracing's switch, per-peer order, context variables, a full outbox.
+
+* A request whose handler's task is cancelled (the node closing, or the app cancelling
+  it) is never answered: a message its handler keeps must not hold its channel then
+  either (it did: only an answer cleared ``Asked._channel``).
+* A handler that raises ``CancelledError`` as it is called fails its request on the
+  ``Work`` path too (a traced request): it ended the mailbox's task, unanswered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import copy
 import dataclasses
@@ -16,16 +21,30 @@ import gc
 import logging
 import pickle
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from p2phost._runtime import Node, NodeOptions
+from p2phost._observability import MetricsSettings
+from p2phost._runtime import Node
 from p2phost._runtime.wire._channel import Channel
-from p2phost_sdk import App, Identity, Message, MessageKind, RemoteError, handler
+from p2phost_sdk import (
+    App,
+    Message,
+    MessageKind,
+    PeerUnavailable,
+    RemoteError,
+    RequestTimeout,
+    handler,
+)
 from p2phost_sdk.testing.discovery import wait_until
 from tests.discovery.plugins import use_plugin_source
-from tests.runtime.conftest import MsgpackCodec, TcpTransport, tcp_pair
+from tests.observe.test_traces import otel_env, spans
+from tests.runtime.conftest import MakeNode, channel_of, tcp_pair
+from tests.runtime.conftest import make_node as make_node  # the fixture
 
 for _name in ("tcp-transport", "msgpack-codec"):
     use_plugin_source(_name)
@@ -114,23 +133,8 @@ class Target(App):
         self.order.append("connected")
 
 
-@contextlib.asynccontextmanager
-async def pair(app: App, **options: Any) -> AsyncIterator[tuple[Node, Node]]:
-    """tcp_pair's nodes, with the server's ``options``."""
-    made: list[Node] = []
-    try:
-        for apps, listen, more in (([app], ["tcp://127.0.0.1:0"], options), ([], [], {})):
-            node = Node(Identity.generate(), transports={"tcp": TcpTransport()},
-                        codecs={"application/msgpack": MsgpackCodec()}, apps=apps,
-                        options=NodeOptions(listen=listen, **more))
-            made.append(node)
-            await node.start()
-        server, client = made
-        await client.connect(server.addresses[0])
-        yield server, client
-    finally:
-        for node in reversed(made):
-            await node.close()
+def cancel_at_once(message: Message) -> Any:  # not an async def
+    raise asyncio.CancelledError("raised before any await")
 
 
 @pytest.fixture
@@ -149,14 +153,20 @@ def counts(node: Node, topic: str) -> tuple[int, ...]:
 async def test_a_handler_raising_cancelled_error_itself_answers_with_an_error(
     nodes: tuple[Node, Node, Target], caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server, client, _ = nodes
+    server, client, app = nodes
     with caplog.at_level(logging.ERROR, logger="p2phost"):
         for _ in range(3):
             with pytest.raises(RemoteError, match="CancelledError"):
                 await client.request(server.peer_id, "cancel-self", None, timeout=10)
         assert await client.request(server.peer_id, "echo", 1, timeout=10) == 1
+        # Raised at once, by a handler that is not an async def.
+        server.add_handler(app, "cancel-at-once", cancel_at_once)
+        with pytest.raises(RemoteError, match="CancelledError"):
+            await client.request(server.peer_id, "cancel-at-once", None, timeout=10)
+        assert await client.request(server.peer_id, "echo", 2, timeout=10) == 2
     assert counts(server, "cancel-self") == (3, 0, 3, 3, 0)
-    assert counts(server, "echo") == (1, 1, 0, 1, 0)
+    assert counts(server, "cancel-at-once") == (1, 0, 1, 1, 0)
+    assert counts(server, "echo") == (2, 2, 0, 2, 0)
     assert "processing a message from" not in caplog.text
 
 
@@ -182,7 +192,7 @@ async def test_a_node_closing_under_a_running_and_a_queued_request_leaks_nothing
 ) -> None:
     app = Target()
     with caplog.at_level(logging.DEBUG, logger="p2phost"):
-        async with pair(app, drain_timeout=0.5) as (server, client):
+        async with tcp_pair(app, options={"drain_timeout": 0.5}) as (server, client):
             running = asyncio.ensure_future(
                 client.request(server.peer_id, "hang", "running", timeout=30))
             await asyncio.wait_for(app.started.wait(), 10)
@@ -195,8 +205,9 @@ async def test_a_node_closing_under_a_running_and_a_queued_request_leaks_nothing
             assert len(done) == 2
             for request in (running, queued):
                 assert request.exception() is not None  # lost, never answered
+    # Nothing logged as a bug, no reply tried on the closed channel.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "processing a message from" not in caplog.text
-    assert "Traceback" not in caplog.text or "CancelledError" not in caplog.text
     gc.collect()
     (kept,) = app.kept
     held = [o for o in gc.get_referents(kept) if isinstance(o, Channel)]
@@ -261,7 +272,6 @@ async def test_a_late_handler_takes_plain_requests(
         return ("late", message.body)
 
     server.add_handler(app, "late", late)
-    # The client learns the topic from a new hello: reconnect.
     assert await client.request(server.peer_id, "late", 5, timeout=10) == ["late", 5]
     assert counts(server, "late") == (1, 1, 0, 1, 0)
 
@@ -276,7 +286,7 @@ async def test_each_outcome_is_counted_as_the_work_path_counted_it(
     # Expired behind a slow one.
     gated = asyncio.ensure_future(client.request(server.peer_id, "gate", 0, timeout=10))
     await asyncio.wait_for(app.started.wait(), 10)
-    with pytest.raises(Exception):
+    with pytest.raises(RequestTimeout):
         await client.request(server.peer_id, "read-var", None, timeout=0.2)
     app.release.set()
     assert await gated == 0
@@ -291,14 +301,151 @@ async def test_each_outcome_is_counted_as_the_work_path_counted_it(
 async def test_a_request_whose_peer_is_lost_while_it_runs_is_counted_handled_not_sent(
 ) -> None:
     app = Target()
-    async with pair(app) as (server, client):
+    async with tcp_pair(app) as (server, client):
         asking = asyncio.ensure_future(client.request(server.peer_id, "gate", 7, timeout=30))
         await asyncio.wait_for(app.started.wait(), 10)
         await client.close()
-        with pytest.raises(Exception):
+        with pytest.raises(PeerUnavailable):
             await asking
         await wait_until(lambda: not server.peers(), 10, "the client gone")
         app.release.set()
         await wait_until(lambda: counts(server, "gate")[1] == 1, 10, "handled")
         assert counts(server, "gate") == (1, 1, 0, 0, 0)
         assert server._dispatch.mailboxes()["target"]["queued"] == 0
+
+
+class Counting(App):
+    """``ask`` answers its body, and fails on every tenth."""
+
+    name = "counting"
+
+    @handler("ask")
+    async def ask(self, message: Message) -> Any:
+        if message.body % 10 == 0:
+            raise ValueError("a tenth on purpose")
+        return message.body
+
+
+async def _ask_all(client: Node, peer: str, count: int) -> list[Any]:
+    answers: list[Any] = []
+    for n in range(count):
+        try:
+            answers.append(await client.request(peer, "ask", n, timeout=10))
+        except RemoteError:
+            answers.append("failed")
+    return answers
+
+
+async def test_with_metrics_on_requests_are_answered_counted_and_sampled(
+        make_node: MakeNode) -> None:
+    receiver = await make_node([Counting()], metrics=MetricsSettings(listen="127.0.0.1:0"))
+    sender = await make_node([])
+    peer = await sender.connect(receiver.addresses[0])
+    answers = await _ask_all(sender, peer, 200)
+    assert answers == ["failed" if n % 10 == 0 else n for n in range(200)]
+    assert counts(receiver, "ask") == (200, 180, 20, 200, 0)
+    assert receiver.metrics is not None
+    timed = sum(receiver.metrics.timings.handler["ask"].counts)
+    assert 1 <= timed < 200  # sampled: some through Work, the others as Asked
+    assert timed == sum(receiver.metrics.timings.wait["counting"].counts)
+
+
+async def test_with_tracing_on_requests_are_answered_counted_and_traced(
+        make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "spans.jsonl"
+    otel_env(monkeypatch, path)
+    receiver = await make_node([Counting()])
+    sender = await make_node([])
+    assert receiver._tracing is not None
+    peer = await sender.connect(receiver.addresses[0])
+    answers = await _ask_all(sender, peer, 50)
+    assert answers == ["failed" if n % 10 == 0 else n for n in range(50)]
+    assert counts(receiver, "ask") == (50, 45, 5, 50, 0)
+    await receiver.close()
+    await sender.close()
+    names = [(s.get("name"), s.get("kind")) for s in spans(path)]
+    handled = [n for n in names if n[0] and "ask" in n[0] and "SERVER" in str(n[1]).upper()]
+    assert len(handled) == 50, names[:10]
+
+
+class Big(App):
+    """``big`` answers ``body`` KiB, in order."""
+
+    name = "big"
+
+    def __init__(self) -> None:
+        self.handled: list[int] = []
+
+    @handler("big")
+    async def big(self, message: Message) -> Any:
+        self.handled.append(message.body)
+        return bytes(128 * 1024)
+
+
+async def test_replies_that_find_the_outbox_full_wait_and_keep_the_peer_s_order() -> None:
+    app = Big()
+    async with tcp_pair(app, options={"outbox_limit": 65536}) as (server, client):
+        reading = channel_of(client, server.peer_id).connection
+        reading.pause_reading()  # type: ignore[attr-defined]
+        asks = [asyncio.ensure_future(client.request(server.peer_id, "big", n, timeout=60))
+                for n in range(120)]
+        out = channel_of(server, client.peer_id)
+        # The server's outbox fills: a reply waits for room, and the requests behind it
+        # wait in the mailbox.
+        await wait_until(lambda: out._outbox_bytes >= out._limit
+                         and len(app.handled) < 120
+                         and server._dispatch.mailboxes()["big"]["queued"] > 0,
+                         20, "a reply waiting for room")
+        waiting = len(app.handled)
+        await asyncio.sleep(0.2)
+        assert len(app.handled) == waiting, "a handler ran while its peer's reply waited"
+        reading.resume_reading()  # type: ignore[attr-defined]
+        answers = await asyncio.gather(*asks)
+        assert all(len(a) == 128 * 1024 for a in answers)
+        assert app.handled == list(range(120))
+        assert counts(server, "big") == (120, 120, 0, 120, 0)
+
+
+async def test_a_handler_whose_own_task_is_cancelled_leaves_no_channel_and_no_stuck_peer(
+    nodes: tuple[Node, Node, Target], caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, client, app = nodes
+
+    async def suicidal(message: Message) -> Any:
+        app.kept.append(message)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # the app cancels its handler's task: that request goes unanswered
+        await asyncio.sleep(0)
+
+    server.add_handler(app, "suicidal", suicidal)
+    with caplog.at_level(logging.ERROR, logger="p2phost"):
+        with pytest.raises(RequestTimeout):
+            await client.request(server.peer_id, "suicidal", None, timeout=0.5)
+        # The peer's next request runs (in a fresh task).
+        assert await client.request(server.peer_id, "echo", 3, timeout=10) == 3
+    assert "processing a message from" not in caplog.text
+    assert counts(server, "suicidal") == (1, 0, 0, 0, 0)
+    gc.collect()
+    (kept,) = app.kept
+    assert [o for o in gc.get_referents(kept) if isinstance(o, Channel)] == []
+
+
+async def test_a_traced_request_whose_handler_raises_cancelled_error_at_once_is_answered(
+        make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A request carrying an unsampled trace context is a Work item run through
+    # Dispatcher.start: a handler (not an async def) raising CancelledError as it is
+    # called must fail that request, as on the Asked path, not end the mailbox's task
+    # and leave the requester waiting for its whole timeout.
+    otel_env(monkeypatch, tmp_path / "spans.jsonl")
+    app = Target()
+    receiver = await make_node([app])
+    sender = await make_node([])
+    receiver.add_handler(app, "cancel-at-once", cancel_at_once)
+    peer = await sender.connect(receiver.addresses[0])
+    unsampled = SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.DEFAULT))
+    with trace.use_span(NonRecordingSpan(unsampled)):
+        with pytest.raises(RemoteError, match="CancelledError"):
+            await sender.request(peer, "cancel-at-once", None, timeout=5)
+        assert await sender.request(peer, "echo", 4, timeout=5) == 4
+    assert counts(receiver, "cancel-at-once") == (1, 0, 1, 1, 0)

@@ -363,7 +363,10 @@ class Dispatcher(Outgoing):
         call = item.call  # (a local: see Channel.try_post)
         try:
             return call(item.message)
-        except Exception as exc:  # not an async def: finish reports it
+        except (Exception, asyncio.CancelledError) as exc:  # not an async def: finish
+            # reports it (a CancelledError raised as it is called is the handler's own:
+            # its task cannot be cancelled before an await; left to rise here, it ended
+            # the mailbox's task, and the request went unanswered)
             return _raise(exc)
 
     def finish(self, peer: str, item: Work, result: Any,
@@ -484,7 +487,7 @@ async def _send_reply(channel: Channel, frame: bytes, peer: str, tally: Tally) -
     tally.bytes_sent += len(frame)
 
 
-async def _raise(exc: Exception) -> None:
+async def _raise(exc: Exception | asyncio.CancelledError) -> None:
     raise exc
 
 
