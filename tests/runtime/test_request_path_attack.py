@@ -9,6 +9,8 @@ the metrics' and tracing's switch, per-peer order, context variables, a full out
   either (it did: only an answer cleared ``Asked._channel``).
 * A handler that raises ``CancelledError`` as it is called fails its request on the
   ``Work`` path too (a traced request): it ended the mailbox's task, unanswered.
+* A handler that is a plain function returning None runs once on the ``Work`` path too
+  (``Dispatcher.start``'s None read as "not started": ``_process`` called it again).
 """
 
 from __future__ import annotations
@@ -449,3 +451,29 @@ async def test_a_traced_request_whose_handler_raises_cancelled_error_at_once_is_
             await sender.request(peer, "cancel-at-once", None, timeout=5)
         assert await sender.request(peer, "echo", 4, timeout=5) == 4
     assert counts(receiver, "cancel-at-once") == (1, 0, 1, 1, 0)
+
+
+async def test_a_handler_that_is_not_an_async_def_runs_once_on_either_path(
+        make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A plain function that returns None (not an awaitable) fails its request, once: on
+    # the Work path (a request with an unsampled trace context) Dispatcher.start's None
+    # read as "not started", and _process called the handler a second time.
+    otel_env(monkeypatch, tmp_path / "spans.jsonl")
+    app = Target()
+    receiver = await make_node([app])
+    sender = await make_node([])
+    calls: list[Any] = []
+
+    def plain(message: Message) -> None:  # not an async def: returns None
+        calls.append(message.body)
+
+    receiver.add_handler(app, "plain", plain)
+    peer = await sender.connect(receiver.addresses[0])
+    with pytest.raises(RemoteError, match="TypeError"):
+        await sender.request(peer, "plain", "asked", timeout=5)
+    unsampled = SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.DEFAULT))
+    with trace.use_span(NonRecordingSpan(unsampled)):
+        with pytest.raises(RemoteError, match="TypeError"):
+            await sender.request(peer, "plain", "traced", timeout=5)
+    assert calls == ["asked", "traced"]
+    assert counts(receiver, "plain") == (2, 0, 2, 2, 0)
