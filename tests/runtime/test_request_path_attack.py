@@ -477,3 +477,28 @@ async def test_a_handler_that_is_not_an_async_def_runs_once_on_either_path(
             await sender.request(peer, "plain", "traced", timeout=5)
     assert calls == ["asked", "traced"]
     assert counts(receiver, "plain") == (2, 0, 2, 2, 0)
+
+
+class Lifecycle(Target):
+    """Target, recording the peer's loss in order with its requests."""
+
+    async def on_peer_lost(self, peer: Any, reason: str) -> None:
+        self.order.append("lost")
+
+
+async def test_a_lost_peer_s_queued_requests_run_before_its_on_peer_lost() -> None:
+    app = Lifecycle()
+    async with tcp_pair(app) as (server, client):
+        first = asyncio.ensure_future(client.request(server.peer_id, "gate", -1, timeout=30))
+        await asyncio.wait_for(app.started.wait(), 10)
+        asks = [asyncio.ensure_future(client.request(server.peer_id, "echo", n, timeout=30))
+                for n in range(100)]
+        await wait_until(lambda: server.delivery.stats.get("echo", "received") == 100, 10,
+                         "all queued")
+        await client.close()
+        await asyncio.gather(first, *asks, return_exceptions=True)
+        app.release.set()
+        await wait_until(lambda: "lost" in app.order, 10, "on_peer_lost called")
+        assert app.order == ["connected", -1, *range(100), "lost"]
+        # Handled, their replies dropped: the peer is gone.
+        assert counts(server, "echo") == (100, 100, 0, 0, 0)
