@@ -248,16 +248,24 @@ async def test_context_variables_never_reach_the_next_request(
     assert app.seen_var == ["clean"] * 10
 
 
+async def queued_behind_a_gate(server: Node, client: Node, app: Target, count: int
+                               ) -> tuple[asyncio.Task[Any], list[asyncio.Task[Any]]]:
+    """A "gate" request running (until ``app.release``) and ``count`` "echo" requests
+    queued behind it in the server's mailbox, from one peer."""
+    first = asyncio.ensure_future(client.request(server.peer_id, "gate", -1, timeout=30))
+    await asyncio.wait_for(app.started.wait(), 10)
+    asks = [asyncio.ensure_future(client.request(server.peer_id, "echo", n, timeout=30))
+            for n in range(count)]
+    await wait_until(lambda: server.delivery.stats.get("echo", "received") == count, 10,
+                     "all queued")
+    return first, asks
+
+
 async def test_many_requests_in_flight_from_one_peer_keep_their_order(
     nodes: tuple[Node, Node, Target],
 ) -> None:
     server, client, app = nodes
-    first = asyncio.ensure_future(client.request(server.peer_id, "gate", -1, timeout=30))
-    await asyncio.wait_for(app.started.wait(), 10)
-    asks = [asyncio.ensure_future(client.request(server.peer_id, "echo", n, timeout=30))
-            for n in range(200)]
-    await wait_until(lambda: server.delivery.stats.get("echo", "received") == 200, 10,
-                     "all queued")
+    first, asks = await queued_behind_a_gate(server, client, app, 200)
     app.release.set()
     assert await first == -1
     assert await asyncio.gather(*asks) == list(range(200))
@@ -433,20 +441,32 @@ async def test_a_handler_whose_own_task_is_cancelled_leaves_no_channel_and_no_st
     assert [o for o in gc.get_referents(kept) if isinstance(o, Channel)] == []
 
 
+#: A caller's trace that is not sampled: its requests carry the context, and are Work
+#: items run through Dispatcher.start (the handler runs bare, passing the context on).
+UNSAMPLED = SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.DEFAULT))
+
+
+async def traced(make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 topic: str, call: Any) -> tuple[Node, Node, str]:
+    """A receiver with a Target app and ``call`` handling ``topic``, and a sender
+    connected to it (both tracing): (receiver, sender, the receiver's id)."""
+    otel_env(monkeypatch, tmp_path / "spans.jsonl")
+    app = Target()
+    receiver = await make_node([app])
+    sender = await make_node([])
+    receiver.add_handler(app, topic, call)
+    return receiver, sender, await sender.connect(receiver.addresses[0])
+
+
 async def test_a_traced_request_whose_handler_raises_cancelled_error_at_once_is_answered(
         make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A request carrying an unsampled trace context is a Work item run through
     # Dispatcher.start: a handler (not an async def) raising CancelledError as it is
     # called must fail that request, as on the Asked path, not end the mailbox's task
     # and leave the requester waiting for its whole timeout.
-    otel_env(monkeypatch, tmp_path / "spans.jsonl")
-    app = Target()
-    receiver = await make_node([app])
-    sender = await make_node([])
-    receiver.add_handler(app, "cancel-at-once", cancel_at_once)
-    peer = await sender.connect(receiver.addresses[0])
-    unsampled = SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.DEFAULT))
-    with trace.use_span(NonRecordingSpan(unsampled)):
+    receiver, sender, peer = await traced(make_node, tmp_path, monkeypatch,
+                                          "cancel-at-once", cancel_at_once)
+    with trace.use_span(NonRecordingSpan(UNSAMPLED)):
         with pytest.raises(RemoteError, match="CancelledError"):
             await sender.request(peer, "cancel-at-once", None, timeout=5)
         assert await sender.request(peer, "echo", 4, timeout=5) == 4
@@ -458,21 +478,15 @@ async def test_a_handler_that_is_not_an_async_def_runs_once_on_either_path(
     # A plain function that returns None (not an awaitable) fails its request, once: on
     # the Work path (a request with an unsampled trace context) Dispatcher.start's None
     # read as "not started", and _process called the handler a second time.
-    otel_env(monkeypatch, tmp_path / "spans.jsonl")
-    app = Target()
-    receiver = await make_node([app])
-    sender = await make_node([])
     calls: list[Any] = []
 
     def plain(message: Message) -> None:  # not an async def: returns None
         calls.append(message.body)
 
-    receiver.add_handler(app, "plain", plain)
-    peer = await sender.connect(receiver.addresses[0])
+    receiver, sender, peer = await traced(make_node, tmp_path, monkeypatch, "plain", plain)
     with pytest.raises(RemoteError, match="TypeError"):
         await sender.request(peer, "plain", "asked", timeout=5)
-    unsampled = SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.DEFAULT))
-    with trace.use_span(NonRecordingSpan(unsampled)):
+    with trace.use_span(NonRecordingSpan(UNSAMPLED)):
         with pytest.raises(RemoteError, match="TypeError"):
             await sender.request(peer, "plain", "traced", timeout=5)
     assert calls == ["asked", "traced"]
@@ -489,12 +503,7 @@ class Lifecycle(Target):
 async def test_a_lost_peer_s_queued_requests_run_before_its_on_peer_lost() -> None:
     app = Lifecycle()
     async with tcp_pair(app) as (server, client):
-        first = asyncio.ensure_future(client.request(server.peer_id, "gate", -1, timeout=30))
-        await asyncio.wait_for(app.started.wait(), 10)
-        asks = [asyncio.ensure_future(client.request(server.peer_id, "echo", n, timeout=30))
-                for n in range(100)]
-        await wait_until(lambda: server.delivery.stats.get("echo", "received") == 100, 10,
-                         "all queued")
+        first, asks = await queued_behind_a_gate(server, client, app, 100)
         await client.close()
         await asyncio.gather(first, *asks, return_exceptions=True)
         app.release.set()
