@@ -58,17 +58,20 @@ def build_node(kind: str, apps: Sequence[App] = (), *, listen: Sequence[str] | N
 
 
 @contextlib.asynccontextmanager
-async def tcp_pair(app: App, security: Sequence[Security] = (),
+async def tcp_pair(app: App, security: Sequence[Security] = (), *,
+                   options: dict[str, Any] | None = None,
                    **transport: Any) -> AsyncIterator[tuple[Node, Node]]:
     """A server running ``app`` over tcp with msgpack, and a client connected to it
-    (both with ``security``; ``transport``: tcp-transport's options)."""
+    (both with ``security``; ``options``: the server's other NodeOptions; ``transport``:
+    tcp-transport's options)."""
     made: list[Node] = []
     try:
-        for apps, listen in (([app], ["tcp://127.0.0.1:0"]), ([], [])):
+        for apps, listen, more in (([app], ["tcp://127.0.0.1:0"], options or {}),
+                                   ([], [], {})):
             node = Node(Identity.generate(), transports={"tcp": TcpTransport(**transport)},
                         codecs={"application/msgpack": MsgpackCodec()},
                         security=list(security), apps=apps,
-                        options=NodeOptions(listen=listen))
+                        options=NodeOptions(listen=listen, **more))
             made.append(node)
             await node.start()
         server, client = made

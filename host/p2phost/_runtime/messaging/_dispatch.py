@@ -362,9 +362,16 @@ class Dispatcher(Outgoing):
             item.token = self.tracer.enter(item.trace)  # type: ignore[union-attr]
         call = item.call  # (a local: see Channel.try_post)
         try:
-            return call(item.message)
-        except Exception as exc:  # not an async def: finish reports it
+            awaitable = call(item.message)
+        except (Exception, asyncio.CancelledError) as exc:  # not an async def: finish
+            # reports it (a CancelledError raised as it is called is the handler's own:
+            # its task cannot be cancelled before an await; left to rise here, it ended
+            # the mailbox's task, and the request went unanswered)
             return _raise(exc)
+        if awaitable is None:  # a plain function's result: None here means "not
+            # started", and _process would call the handler a second time
+            return _raise(TypeError("object NoneType can't be used in 'await' expression"))
+        return awaitable
 
     def finish(self, peer: str, item: Work, result: Any,
                error: Exception | asyncio.CancelledError | None) -> Awaitable[None] | None:
@@ -484,7 +491,7 @@ async def _send_reply(channel: Channel, frame: bytes, peer: str, tally: Tally) -
     tally.bytes_sent += len(frame)
 
 
-async def _raise(exc: Exception) -> None:
+async def _raise(exc: Exception | asyncio.CancelledError) -> None:
     raise exc
 
 

@@ -334,6 +334,9 @@ class Mailbox(Generic[S]):
                             # else, not this task: a failure to answer, not our end
                             # (a close or a lost peer cancels the task: that goes on).
                             if task.cancelling():
+                                if kind is asked_type:  # never answered: a message its
+                                    # handler keeps must not hold the channel (see Asked)
+                                    item._channel = None  # type: ignore[attr-defined]
                                 raise
                             waiting = direct.failed(peer, item, exc) if simple \
                                 else direct.finish(peer, item, None, exc)

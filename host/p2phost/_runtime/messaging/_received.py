@@ -90,7 +90,8 @@ def number_of(message: Message) -> int:
 class Asked(Received):
     """A plain request as its own mailbox item (``Received``'s ``_call``, ``_tally`` and
     ``_size``, with what answering it takes): ``_channel``, the channel it came on, set
-    to None once it is answered (a message a handler keeps then holds no channel);
+    to None once it is answered or dropped unanswered (expired, or its handler's task
+    cancelled: a message a handler keeps then holds no channel);
     ``_reply_to``, its frame's number as it came (``id`` may be set by its handler);
     ``_deadline``, when the requester stops waiting (ms since the epoch, 0 for never).
     See ``Dispatcher.received`` and ``_mailbox.Direct``."""
