@@ -71,6 +71,15 @@ class Answers(App):
         return object()
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no words for it")
+
+
+async def unprintable(message: Message) -> Any:
+    raise Unprintable
+
+
 def eager_boom(message: Message) -> Any:  # not an async def: it raises before any await
     raise KeyError("raised at once")
 
@@ -124,6 +133,9 @@ async def test_a_handler_that_raises_answers_with_the_error(
         await client.request(server.peer_id, "eager-boom", None, timeout=10)
     with pytest.raises(RemoteError, match="the handler's result cannot be encoded"):
         await client.request(server.peer_id, "unencodable", None, timeout=10)
+    server.add_handler(app, "unprintable", unprintable)  # its str() raises: still answered
+    with pytest.raises(RemoteError, match=r"Unprintable: \(no message"):
+        await client.request(server.peer_id, "unprintable", None, timeout=10)
     stats = server.delivery.stats
     assert (stats.get("boom", "failed"), stats.get("boom", "handled"),
             stats.get("boom", "sent")) == (1, 0, 1)

@@ -406,9 +406,9 @@ class Dispatcher(Outgoing):
 
     def _failed(self, peer: str, message: Any,
                 exc: Exception | asyncio.CancelledError) -> None:
-        self._failures.log((peer, message.topic),
-                           "the %r handler failed on message %s from %s: %s: %s",
-                           message.topic, message.id, peer, type(exc).__name__, exc,
+        # (_describe: what the requester is told, made whatever the exception's str does)
+        self._failures.log((peer, message.topic), "the %r handler failed on message %s from "
+                           "%s: %s", message.topic, message.id, peer, _describe(exc),
                            exc_info=exc)
 
     async def _process(self, peer: str, item: Work) -> None:
@@ -500,7 +500,10 @@ def _describe(exc: Exception | asyncio.CancelledError) -> str:
     if isinstance(exc, asyncio.CancelledError):
         return ("CancelledError: the handler was cancelled (something it awaited was "
                 "cancelled while its own task was not; fix: catch that in the handler)")
-    text = str(exc)
+    try:
+        text = str(exc)
+    except Exception:  # (else the request went unanswered, its requester left waiting)
+        text = "(no message: str() of the exception raised)"
     if isinstance(exc, TimeoutError) and not text:
         text = "the handler timed out (an asyncio.timeout in it expired)"
     return f"{type(exc).__name__}: {text}"
