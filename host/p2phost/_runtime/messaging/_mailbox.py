@@ -124,6 +124,22 @@ class Direct(Protocol[T_contra]):
         """A simple request's deadline passed before its handler could start."""
 
 
+class _ProcessAll:
+    """The :class:`Direct` of a mailbox whose processing is wrapped: no item is simple,
+    and ``process`` takes every one (the mailbox's task tests no ``None`` per item)."""
+
+    simple = asked = None
+
+    def start(self, item: Any) -> None:
+        """None for every item: ``process`` takes it."""
+        return None
+
+
+# (Only what the task reads is there: with no simple item and nothing started, the
+# task never calls the rest.)
+_PROCESS_ALL: Direct[Any] = _ProcessAll()  # type: ignore[assignment]
+
+
 class _PeerQueue(Generic[T]):
     __slots__ = ("context", "eager", "gone", "items", "loop", "name", "new_future", "task",
                  "waiter")
@@ -294,11 +310,9 @@ class Mailbox(Generic[S]):
         # module's docstring); the task that ends starts the next item itself (rather
         # than from a done callback, which costs a loop turn and a handle per item).
         items, process, context = queue.items, self._process, queue.context
-        direct, new_future = self.direct, queue.new_future
         # (read once: the direct object only ever goes, when processing is wrapped)
-        simple_type = asked_type = None
-        if direct is not None:
-            simple_type, asked_type = direct.simple, direct.asked
+        direct, new_future = self.direct or _PROCESS_ALL, queue.new_future
+        simple_type, asked_type = direct.simple, direct.asked
         # Set here too: on 3.12+ the first item runs eagerly, before _start returns.
         # (With its loop: a lookup of the running loop is a system call, getpid, on Linux.)
         task = queue.task = asyncio.current_task(queue.loop)
@@ -313,14 +327,14 @@ class Mailbox(Generic[S]):
                     # start or finish call: with no Work per message, 14 % of the server's
                     # instructions per one-way message, 4 % per request on uvloop
                     # (benchmarks/instructions.py --server).
+                    # (Tests ordered for the one-way message, the commonest item.)
                     kind = type(item)
-                    simple = kind is simple_type or kind is asked_type
                     if kind is asked_type and (
                             deadline := item._deadline  # type: ignore[attr-defined]
                     ) and deadline < _time() * 1000:
-                        direct.expired(peer, item)  # type: ignore[union-attr]
-                    elif direct is not None and (simple
-                                                 or (call := direct.start(item)) is not None):
+                        direct.expired(peer, item)
+                    elif (simple := kind is simple_type or kind is asked_type) \
+                            or (call := direct.start(item)) is not None:
                         try:
                             if simple:  # (called in the try: an exception it raises before
                                 # its first await is the handler's failure too, as in start)
@@ -341,13 +355,13 @@ class Mailbox(Generic[S]):
                             waiting = direct.failed(peer, item, exc) if simple \
                                 else direct.finish(peer, item, None, exc)
                         else:
-                            if not simple:
-                                waiting = direct.finish(peer, item, result, None)
-                            elif kind is simple_type:
+                            if kind is simple_type:
                                 item._tally.handled += 1  # type: ignore[attr-defined]
                                 waiting = None
-                            else:
+                            elif simple:
                                 waiting = direct.answer(peer, item, result)
+                            else:
+                                waiting = direct.finish(peer, item, result, None)
                         if waiting is not None:
                             await waiting
                     else:
@@ -383,7 +397,7 @@ class Mailbox(Generic[S]):
                         break
                     run = 0  # it waited: the loop ran in between
                     # (and what runs the items may have been wrapped meanwhile)
-                    process, direct = self._process, self.direct
+                    process, direct = self._process, self.direct or _PROCESS_ALL
                     continue
                 item = items.popleft()
         finally:
