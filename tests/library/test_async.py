@@ -70,6 +70,28 @@ async def test_two_nodes_in_one_process_send_request_and_publish(state_dir: Stat
         _ = server.addresses
 
 
+async def test_an_async_handler_runs_as_written_with_no_wrapper_and_stays_unmarked(
+        state_dir: StateDir) -> None:
+    """A coroutine function is registered as a copy of itself (its code, defaults and
+    closure): no coroutine around it per message, and the caller's function unmarked."""
+    server = p2phost.open_node(manifest=manifest([mem_address()], name="server"),
+                               state_dir=state_dir("server"))
+    suffix = "!"
+
+    async def shout(message: Message, loud: bool = True, *, times: int = 2) -> object:
+        return str(message.body) * times + (suffix if loud else "")
+
+    assert server.handler("shout")(shout) is shout
+    registered = server._handlers.handlers()["shout"]
+    assert registered is not shout and registered.__code__ is shout.__code__
+    assert not hasattr(shout, "__p2phost_topic__")
+    assert registered.__p2phost_topic__ == "shout"  # type: ignore[attr-defined]
+    async with server, p2phost.open_node(manifest=manifest(name="client"),
+                                         state_dir=state_dir("client")) as client:
+        peer = await client.connect(server.addresses[0])
+        assert await client.request(peer, "shout", "hey") == "heyhey!"
+
+
 async def test_close_drains_the_mailbox_like_run(state_dir: StateDir) -> None:
     handled: list[int] = []
     server = p2phost.open_node(manifest=manifest([mem_address()]), state_dir=state_dir("s"))

@@ -17,9 +17,10 @@ import inspect
 import itertools
 import queue
 import threading
+import types
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from typing import Any
+from typing import Any, cast
 
 from p2phost_sdk import Allow, App, Delivery, Handler, Message, handler
 
@@ -104,8 +105,16 @@ def as_async(func: HandlerFunc, workers: Executor) -> Handler:
     """``func`` as a coroutine function; a plain one runs in one of ``workers``."""
     if inspect.iscoroutinefunction(func):
         # A function of its own: marking it for a topic leaves the caller's untouched.
+        if type(func) is types.FunctionType:
+            # The same code in a new function object, rather than a wrapper: no coroutine
+            # (and frame) more per message.
+            own = types.FunctionType(func.__code__, func.__globals__, func.__name__,
+                                     func.__defaults__, func.__closure__)
+            own.__kwdefaults__ = func.__kwdefaults__
+            return cast(Handler, functools.update_wrapper(own, func))
+
         @functools.wraps(func)
-        async def direct(message: Message) -> Any:
+        async def direct(message: Message) -> Any:  # (a bound method, a callable object)
             return await func(message)
 
         return direct
