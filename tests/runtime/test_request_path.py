@@ -20,12 +20,20 @@ from typing import Any
 
 import pytest
 
-from p2phost._runtime import Node
+from p2phost._runtime import Hello, Kind, Node, decode, encode
 from p2phost._runtime.wire._channel import Channel
-from p2phost_sdk import App, Message, RemoteError, RequestTimeout, handler
+from p2phost_sdk import (
+    App,
+    Connection,
+    Identity,
+    Message,
+    RemoteError,
+    RequestTimeout,
+    handler,
+)
 from p2phost_sdk.testing.discovery import wait_until
 from tests.discovery.plugins import use_plugin_source
-from tests.runtime.conftest import tcp_pair
+from tests.runtime.conftest import TcpTransport, build_node, tcp_pair
 
 for _name in ("tcp-transport", "msgpack-codec"):
     use_plugin_source(_name)
@@ -156,3 +164,76 @@ async def test_an_answered_message_a_handler_keeps_holds_no_channel(
     for message in app.kept:
         held = [o for o in gc.get_referents(message) if isinstance(o, Channel)]
         assert held == [], "an answered request's message still holds its channel"
+
+
+class Gated(App):
+    """``slow`` answers once its gate opens; ``quick`` at once (json bodies)."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.began, self.gate = asyncio.Event(), asyncio.Event()
+
+    @handler("slow")
+    async def slow(self, message: Message) -> Any:
+        self.began.set()
+        await self.gate.wait()
+        self.began.clear()
+        self.gate.clear()
+        return "slow"
+
+    @handler("quick")
+    async def quick(self, message: Message) -> Any:
+        return "quick"
+
+
+async def _dial_as(address: str, identity: Identity, session: str, nonce: str) -> Connection:
+    """A hand-made connection of ``identity`` in ``session`` (another session: the same
+    peer after a restart)."""
+    connection = await TcpTransport().dial(address, timeout=5)
+    await connection.send(Hello(peer_id=identity.peer_id, codecs=("application/json",),
+                                session=session, nonce=nonce).to_frame())
+    assert decode(await connection.recv()).kind is Kind.HELLO
+    return connection
+
+
+async def _answer_on(connection: Connection) -> tuple[int, bytes]:
+    """The first REPLY or ERROR the node sends on ``connection``: (its request's id, body)."""
+    while True:
+        envelope = decode(await connection.recv())
+        if envelope.kind in (Kind.REPLY, Kind.ERROR):
+            return envelope.correlation_id, envelope.body
+
+
+async def test_a_reply_whose_connection_ended_goes_to_the_same_session_only() -> None:
+    # The request's connection ended while its handler ran: the reply goes on the peer's
+    # connection of the same session (it reconnected), never on another session's (it
+    # restarted: its new requests may reuse the id, and would take the old answer).
+    app = Gated()
+    node = build_node("tcp", [app])
+    await node.start()
+    address, identity = node.addresses[0], Identity.generate()
+    opened: list[Connection] = []
+    try:
+        first = await _dial_as(address, identity, "one", "a")
+        opened.append(first)
+        await first.send(encode(Kind.REQUEST, 7, b"slow", b"null"))
+        await asyncio.wait_for(app.began.wait(), 10)
+        await first.close()
+        again = await _dial_as(address, identity, "one", "b")  # the same session
+        opened.append(again)
+        app.gate.set()
+        assert await asyncio.wait_for(_answer_on(again), 10) == (7, b'"slow"')
+        await again.send(encode(Kind.REQUEST, 8, b"slow", b"null"))
+        await asyncio.wait_for(app.began.wait(), 10)
+        await again.close()
+        restarted = await _dial_as(address, identity, "two", "c")  # a new session
+        opened.append(restarted)
+        app.gate.set()
+        await restarted.send(encode(Kind.REQUEST, 8, b"quick", b"null"))  # the same id
+        assert await asyncio.wait_for(_answer_on(restarted), 10) == (8, b'"quick"'), \
+            "the old session's answer went to the new session"
+    finally:
+        for connection in opened:
+            await connection.close()
+        await node.close()

@@ -458,10 +458,14 @@ class Dispatcher(Outgoing):
         """Answer a request: at once when the outbox has room, else an awaitable. The
         reply is counted as sent in ``tally``, the request's (its topic, its peer)."""
         if channel is None or channel.ended:
-            channel = self._reply_channel(peer)
-            if channel is None:
-                log.debug("dropping a reply to %s: the peer is gone", peer)
+            current = self._reply_channel(peer)
+            # Another session's channel is not the requester's: the peer restarted, and
+            # its new requests may reuse this one's id (see answer_on).
+            if current is None or (channel is not None
+                                   and current.hello.session != channel.hello.session):
+                log.debug("dropping a reply to %s: the peer is gone or restarted", peer)
                 return None
+            channel = current
         elif not channel.usable:
             channel = answer_on(channel, self._reply_channel(peer))
         try:
