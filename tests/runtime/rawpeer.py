@@ -51,6 +51,18 @@ class RawPeer:
                 pings += decode(frame).kind is Kind.PING
 
 
+async def dial_as(address: str, identity: Identity, nonce: str, session: str = "raw"
+                  ) -> Connection:
+    """A hand-made tcp connection of ``identity`` named by ``nonce`` (two of one identity
+    and session are duplicates a node keeps one of: the smaller nonce; another session
+    is the same peer after a restart), its hello exchanged."""
+    connection = await TcpTransport().dial(address, timeout=5)
+    await connection.send(Hello(peer_id=identity.peer_id, codecs=("application/json",),
+                                session=session, nonce=nonce).to_frame())
+    assert decode(await connection.recv()).kind is Kind.HELLO
+    return connection
+
+
 async def raw_tcp(address: str, *, handshake: bool
                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A plain TCP socket to a tcp:// node, after a hand-made hello when ``handshake``."""

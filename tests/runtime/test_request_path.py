@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from p2phost._runtime import Hello, Kind, Node, decode, encode
+from p2phost._runtime import Kind, Node, decode, encode
 from p2phost._runtime.wire._channel import Channel
 from p2phost_sdk import (
     App,
@@ -33,7 +33,8 @@ from p2phost_sdk import (
 )
 from p2phost_sdk.testing.discovery import wait_until
 from tests.discovery.plugins import use_plugin_source
-from tests.runtime.conftest import TcpTransport, build_node, tcp_pair
+from tests.runtime.conftest import build_node, tcp_pair
+from tests.runtime.rawpeer import dial_as
 
 for _name in ("tcp-transport", "msgpack-codec"):
     use_plugin_source(_name)
@@ -187,16 +188,6 @@ class Gated(App):
         return "quick"
 
 
-async def _dial_as(address: str, identity: Identity, session: str, nonce: str) -> Connection:
-    """A hand-made connection of ``identity`` in ``session`` (another session: the same
-    peer after a restart)."""
-    connection = await TcpTransport().dial(address, timeout=5)
-    await connection.send(Hello(peer_id=identity.peer_id, codecs=("application/json",),
-                                session=session, nonce=nonce).to_frame())
-    assert decode(await connection.recv()).kind is Kind.HELLO
-    return connection
-
-
 async def _answer_on(connection: Connection) -> tuple[int, bytes]:
     """The first REPLY or ERROR the node sends on ``connection``: (its request's id, body)."""
     while True:
@@ -215,19 +206,19 @@ async def test_a_reply_whose_connection_ended_goes_to_the_same_session_only() ->
     address, identity = node.addresses[0], Identity.generate()
     opened: list[Connection] = []
     try:
-        first = await _dial_as(address, identity, "one", "a")
+        first = await dial_as(address, identity, "a", session="one")
         opened.append(first)
         await first.send(encode(Kind.REQUEST, 7, b"slow", b"null"))
         await asyncio.wait_for(app.began.wait(), 10)
         await first.close()
-        again = await _dial_as(address, identity, "one", "b")  # the same session
+        again = await dial_as(address, identity, "b", session="one")  # the same session
         opened.append(again)
         app.gate.set()
         assert await asyncio.wait_for(_answer_on(again), 10) == (7, b'"slow"')
         await again.send(encode(Kind.REQUEST, 8, b"slow", b"null"))
         await asyncio.wait_for(app.began.wait(), 10)
         await again.close()
-        restarted = await _dial_as(address, identity, "two", "c")  # a new session
+        restarted = await dial_as(address, identity, "c", session="two")  # a new session
         opened.append(restarted)
         app.gate.set()
         await restarted.send(encode(Kind.REQUEST, 8, b"quick", b"null"))  # the same id

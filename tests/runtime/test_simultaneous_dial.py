@@ -14,7 +14,7 @@ import pytest
 from recorder_app import Recorder
 
 import p2phost_sdk
-from p2phost._runtime import Hello, Kind, Node, decode, encode
+from p2phost._runtime import Kind, Node, decode, encode
 from p2phost._runtime.messaging._peers import Peer, PeerTable
 from p2phost._runtime.node import _connections
 from p2phost._runtime.wire._channel import DUPLICATE, Channel
@@ -22,8 +22,8 @@ from p2phost._runtime.wire._handshake import Handshaken
 from p2phost._runtime.wire._handshake import handshake as real_handshake
 from p2phost_sdk import Connection, Identity, PeerInfo
 from p2phost_sdk.testing.discovery import wait_until
-from tests.runtime.conftest import TcpTransport, build_node
-from tests.runtime.rawpeer import RawPeer
+from tests.runtime.conftest import build_node
+from tests.runtime.rawpeer import RawPeer, dial_as
 
 #: Rounds of simultaneous dials, and how long they may take in all.
 ROUNDS, SECONDS = 20, 60.0
@@ -344,16 +344,6 @@ class GatedOrders(Arrivals):
         self._record(message)
 
 
-async def _dial_as(address: str, identity: Identity, nonce: str) -> Connection:
-    """A hand-made connection of ``identity`` (session "raw") named by ``nonce``: two
-    such, of one identity, are duplicates the node keeps one of (the smaller nonce)."""
-    connection = await TcpTransport().dial(address, timeout=5)
-    await connection.send(Hello(peer_id=identity.peer_id, codecs=("application/json",),
-                                session="raw", nonce=nonce).to_frame())
-    assert decode(await connection.recv()).kind is Kind.HELLO
-    return connection
-
-
 async def _ack_from(connection: Connection) -> int:
     """The id the first ACK frame the node sends on ``connection`` acknowledges."""
     while True:
@@ -374,11 +364,11 @@ async def test_a_message_on_a_retired_duplicate_is_acknowledged_on_the_kept_one(
     connections: list[Connection] = []
     try:
         identity = Identity.generate()
-        retired = await _dial_as(node.addresses[0], identity, "b")
+        retired = await dial_as(node.addresses[0], identity, "b")
         connections.append(retired)
         await retired.send(encode(Kind.MESSAGE, 7, b"orders", b'"first"'))
         await asyncio.wait_for(app.began.wait(), 10)
-        kept = await _dial_as(node.addresses[0], identity, "a")  # the smaller name
+        kept = await dial_as(node.addresses[0], identity, "a")  # the smaller name
         connections.append(kept)
         said = await asyncio.wait_for(_goodbye_from(RawPeer(retired, identity)), 10)
         assert said == DUPLICATE, "the node retired the first connection"
@@ -433,7 +423,7 @@ async def test_a_peer_that_said_goodbye_is_kept_while_a_reply_from_it_is_due() -
     pinging = None
     try:
         identity = Identity.generate()
-        connection = await _dial_as(node.addresses[0], identity, "a")
+        connection = await dial_as(node.addresses[0], identity, "a")
         raw = RawPeer(connection, identity)
         await wait_until(lambda: node._table.get(identity.peer_id) is not None, 10, "raw")
         request = asyncio.create_task(node.request(identity.peer_id, "work", 1, timeout=30))
