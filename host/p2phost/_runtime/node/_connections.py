@@ -529,35 +529,36 @@ class Connections:
             self._refusals.tick()
             self._failures.tick()
             now = time.monotonic()
-            for peer in list(self._table.peers.values()):
-                for channel in list(peer.channels):
-                    # A peer that takes what we write is alive, even while it sends
-                    # nothing (its PONG waits behind a large reply it reads slowly).
-                    idle = now - max(channel.last_seen, channel.progress_at)
-                    if channel.ended or channel.closed_here:
-                        continue
-                    if channel.remote_reason and channel.closing and not self.closing \
-                            and self._linger(channel, now, timeout):
-                        continue
-                    if channel.stalled:
-                        # Our reader waits for room in a full mailbox: the peer is not
-                        # judged, but it hears from us (our PINGs need no reading), or it
-                        # would judge us silent: everything it sent may sit in our kernel,
-                        # so it sees nothing waiting either.
-                        if now - channel.pinged >= interval:
-                            channel.ping()
-                        continue
-                    # Nor is one whose large frame is still arriving, steadily.
-                    if idle >= timeout and not channel.writing and not channel.peer_took() \
-                            and not channel.peer_gave():
-                        partly = channel.connection.partly_received()
-                        log.warning("peer %s (%s) sent nothing%s, and took nothing sent to "
-                                    "it, for %.0fs: closing the connection (keepalive "
-                                    "timeout)", peer.peer_id, channel.address,
-                                    f" (bar a trickle of the frame it began: {partly} "
-                                    "bytes of it so far)" if partly else "", idle)
-                        self._tasks.spawn(channel.close(f"keepalive timeout ({idle:.0f}s "
-                                                        "without traffic)"), "close")
-                    elif idle >= interval or now - channel.pinged >= interval:
-                        # Busy channels too, now and then: their round trip for `top`.
+            # The clients' too: they hold places of the peer limit as peers do.
+            for channel in self.channels():
+                # A peer that takes what we write is alive, even while it sends
+                # nothing (its PONG waits behind a large reply it reads slowly).
+                idle = now - max(channel.last_seen, channel.progress_at)
+                if channel.ended or channel.closed_here:
+                    continue
+                if channel.remote_reason and channel.closing and not self.closing \
+                        and self._linger(channel, now, timeout):
+                    continue
+                if channel.stalled:
+                    # Our reader waits for room in a full mailbox: the peer is not
+                    # judged, but it hears from us (our PINGs need no reading), or it
+                    # would judge us silent: everything it sent may sit in our kernel,
+                    # so it sees nothing waiting either.
+                    if now - channel.pinged >= interval:
                         channel.ping()
+                    continue
+                # Nor is one whose large frame is still arriving, steadily.
+                if idle >= timeout and not channel.writing and not channel.peer_took() \
+                        and not channel.peer_gave():
+                    partly = channel.connection.partly_received()
+                    log.warning("%s %s (%s) sent nothing%s, and took nothing sent to it, "
+                                "for %.0fs: closing the connection (keepalive timeout)",
+                                "client" if channel in self._clients else "peer",
+                                channel.peer_id, channel.address,
+                                f" (bar a trickle of the frame it began: {partly} "
+                                "bytes of it so far)" if partly else "", idle)
+                    self._tasks.spawn(channel.close(f"keepalive timeout ({idle:.0f}s "
+                                                    "without traffic)"), "close")
+                elif idle >= interval or now - channel.pinged >= interval:
+                    # Busy channels too, now and then: their round trip for `top`.
+                    channel.ping()
