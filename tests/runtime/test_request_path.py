@@ -205,20 +205,24 @@ async def test_a_reply_whose_connection_ended_goes_to_the_same_session_only() ->
     await node.start()
     address, identity = node.addresses[0], Identity.generate()
     opened: list[Connection] = []
-    try:
-        first = await dial_as(address, identity, "a", session="one")
-        opened.append(first)
-        await first.send(encode(Kind.REQUEST, 7, b"slow", b"null"))
+
+    async def asked_and_left(nonce: str, session: str, request_id: int) -> None:
+        # A slow request on a connection of its own, closed while its handler runs.
+        connection = await dial_as(address, identity, nonce, session=session)
+        opened.append(connection)
+        await connection.send(encode(Kind.REQUEST, request_id, b"slow", b"null"))
         await asyncio.wait_for(app.began.wait(), 10)
-        await first.close()
+        await connection.close()
+
+    try:
+        await asked_and_left("a", "one", 7)
         again = await dial_as(address, identity, "b", session="one")  # the same session
         opened.append(again)
         app.gate.set()
         assert await asyncio.wait_for(_answer_on(again), 10) == (7, b'"slow"')
-        await again.send(encode(Kind.REQUEST, 8, b"slow", b"null"))
-        await asyncio.wait_for(app.began.wait(), 10)
         await again.close()
-        restarted = await dial_as(address, identity, "c", session="two")  # a new session
+        await asked_and_left("c", "one", 8)
+        restarted = await dial_as(address, identity, "d", session="two")  # a new session
         opened.append(restarted)
         app.gate.set()
         await restarted.send(encode(Kind.REQUEST, 8, b"quick", b"null"))  # the same id
