@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from messaging import (
     REPO,
     P2PClient,
+    check_placement,
     free_port,
     measure,
     pin,
@@ -122,6 +123,7 @@ def start(kind: str, port: int, env: Path | None = None, cpu: int = 1
     if process.stdout.readline().strip() != "ready":
         process.kill()
         raise SystemExit(f"the {kind} server did not start")
+    check_placement(process.pid, cpu)
     return process
 
 

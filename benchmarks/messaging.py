@@ -46,6 +46,13 @@ REPO = Path(__file__).resolve().parent.parent
 for _plugin in ("tcp-transport", "msgpack-codec", "noise-security"):
     sys.path.insert(0, str(REPO / "official-plugins" / _plugin / "src"))
 
+#: The environment variable holding the CPUs the run's first process could use, set on
+#: import before it pins itself to one: its servers inherit the variable and pin
+#: themselves from it (their own affinity is the client's CPU by then).
+CPUS = "P2PHOST_BENCHMARK_CPUS"
+if hasattr(os, "sched_getaffinity"):
+    os.environ.setdefault(CPUS, ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+
 LENGTH = struct.Struct("!I")
 ID = struct.Struct("!Q")
 SIZES = {"64 B": 64, "1 KiB": 1024, "64 KiB": 65536}
@@ -357,7 +364,16 @@ def start_server(system: str, port: int, loop: str, cpu: int = 1) -> subprocess.
     if process.stdout.readline().strip() != "ready":
         process.kill()
         raise SystemExit(f"the {system} server did not start")
+    check_placement(process.pid, cpu)
     return process
+
+
+def check_placement(server: int, cpu: int) -> None:
+    """Refuse to measure "on two CPUs" with the server on the client's CPU."""
+    if cpu and hasattr(os, "sched_getaffinity") and len(os.environ.get(CPUS, "").split(",")) > 1 \
+            and os.sched_getaffinity(server) & os.sched_getaffinity(0):
+        raise SystemExit(f"the server shares the client's CPU ({os.sched_getaffinity(server)}): "
+                         "the two-CPU figures would be one CPU's")
 
 
 def free_port() -> int:
@@ -512,8 +528,10 @@ def load_average() -> str:
 
 def pin(cpu: int) -> None:
     """Client on CPU 0, servers on CPU 1 (or 0): every system gets the same placement
-    (left to the scheduler, a round trip varies by 2x with where the two land)."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    (left to the scheduler, a round trip varies by 2x with where the two land). ``cpu``
+    counts the CPUs the run's first process could use (``CPUS``), not this process's:
+    a server inherits its client's affinity, CPU 0 alone."""
+    cpus = [int(c) for c in os.environ.get(CPUS, "").split(",") if c]
     if len(cpus) >= 2:
         os.sched_setaffinity(0, {cpus[cpu]})
 
