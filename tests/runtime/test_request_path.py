@@ -33,7 +33,7 @@ from p2phost_sdk import (
 )
 from p2phost_sdk.testing.discovery import wait_until
 from tests.discovery.plugins import use_plugin_source
-from tests.runtime.conftest import build_node, tcp_pair
+from tests.runtime.conftest import build_node, channel_of, tcp_pair
 from tests.runtime.rawpeer import dial_as
 
 for _name in ("tcp-transport", "msgpack-codec"):
@@ -231,4 +231,51 @@ async def test_a_reply_whose_connection_ended_goes_to_the_same_session_only() ->
     finally:
         for connection in opened:
             await connection.close()
+        await node.close()
+
+
+class Counted(App):
+    """``count`` answers at once, noting the bytes its channel had handed to the transport
+    when each request was handled (``channel``: set by the test)."""
+
+    name = "counted"
+
+    def __init__(self) -> None:
+        self.channel: Channel | None = None
+        self.handed: list[int] = []
+
+    @handler("count")
+    async def count(self, message: Message) -> Any:
+        assert self.channel is not None
+        self.handed.append(self.channel._handed)
+        return len(self.handed)
+
+
+async def test_answers_to_many_requests_in_a_row_go_out_while_the_rest_are_handled() -> None:
+    # 64 requests in one write, handlers that never wait: the peer's first answers are
+    # written after 32 of them, while the other 32 are still to be handled (both nodes
+    # busy at once), not all 64 after the last.
+    app = Counted()
+    node = build_node("tcp", [app])
+    await node.start()
+    identity = Identity.generate()
+    connection = await dial_as(node.addresses[0], identity, "a")
+    try:
+        await wait_until(lambda: node._table.get(identity.peer_id) is not None, 10, "joined")
+        app.channel = channel_of(node, identity.peer_id)
+        requests = [encode(Kind.REQUEST, n, b"count", b"null") for n in range(1, 65)]
+        await connection.send_many(requests)
+        answered: list[int] = []
+        async with asyncio.timeout(10):
+            while len(answered) < 64:
+                envelope = decode(await connection.recv())
+                if envelope.kind is Kind.REPLY:
+                    answered.append(envelope.correlation_id)
+        assert answered == list(range(1, 65))  # in order, each once
+        smallest = len(encode(Kind.REPLY, 0, body=b"1"))  # (an answer's frame, at least)
+        first, last = app.handed[0], app.handed[-1]
+        assert last - first >= 32 * smallest, \
+            "the first 32 answers were not written before the last request was handled"
+    finally:
+        await connection.close()
         await node.close()
