@@ -126,3 +126,18 @@ def test_a_fanout_whose_peers_all_asked_for_lazy_pushes_again() -> None:
     assert all(links.values())
     network.step()
     assert all(second in network.delivered[r.peer_id] for r in routers[1:])
+
+
+def test_a_graft_that_comes_before_its_senders_subscribe_stays_in_the_mesh() -> None:
+    # A peer's GRAFT can reach this node before its SUBSCRIBE (its subscribe frame was
+    # lost, or the connection came back and only one side said its topics again). The
+    # heartbeat pruned such a mesh peer as not subscribed, with a 60 s backoff both
+    # ways: the line of nodes in tests/gossip/test_traces.py now and then never grafted.
+    network = GossipNetwork(seed=4)
+    node, asker = network.add(connect_to=0), network.add(connect_to=0)
+    node.subscribe("t")
+    node.peer_joined(asker.peer_id)
+    node.handle(asker.peer_id, {"op": "graft", "topic": "t"})
+    network.heartbeat()
+    assert asker.peer_id in node.mesh["t"], "a grafting peer was pruned as not subscribed"
+    assert ("t", asker.peer_id) not in node._backoff

@@ -290,6 +290,10 @@ class Router:
                                 "backoff": self.settings.prune_backoff})
             return
         links[sender] = True
+        # A peer that grafts a topic subscribes to it, whether or not its SUBSCRIBE came
+        # first (it may have been lost): else the heartbeat prunes it as not subscribed,
+        # with a backoff both ways. (One of this node's own topics: no bound passed.)
+        self.peers.setdefault(sender, set()).add(topic)
 
     def _on_prune(self, sender: str, topic: str) -> None:
         links = self.mesh.get(topic)
