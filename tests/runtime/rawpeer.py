@@ -12,9 +12,11 @@ from p2phost_sdk import Connection, ConnectionClosed, Identity, TransportError
 from tests.runtime.conftest import MemoryTransport, TcpTransport
 
 
-def hello_frame(identity: Identity, codecs: tuple[str, ...] = ("application/json",)) -> bytes:
-    """A valid HELLO frame for ``identity``."""
-    return Hello(peer_id=identity.peer_id, codecs=codecs, session="raw", nonce="raw").to_frame()
+def hello_frame(identity: Identity, codecs: tuple[str, ...] = ("application/json",), *,
+                client: bool = False) -> bytes:
+    """A valid HELLO frame for ``identity`` (``client``: one saying so, as a CLI's)."""
+    return Hello(peer_id=identity.peer_id, codecs=codecs, session="raw", nonce="raw",
+                 extra={"client": True} if client else {}).to_frame()
 
 
 def length_prefixed(payload: bytes) -> bytes:
@@ -63,14 +65,15 @@ async def dial_as(address: str, identity: Identity, nonce: str, session: str = "
     return connection
 
 
-async def raw_tcp(address: str, *, handshake: bool
+async def raw_tcp(address: str, *, handshake: bool, client: bool = False
                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A plain TCP socket to a tcp:// node, after a hand-made hello when ``handshake``."""
+    """A plain TCP socket to a tcp:// node, after a hand-made hello when ``handshake``
+    (``client``: a hello saying client)."""
     parts = urlsplit(address)
     assert parts.hostname is not None and parts.port is not None
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     if handshake:
-        writer.write(length_prefixed(hello_frame(Identity.generate())))
+        writer.write(length_prefixed(hello_frame(Identity.generate(), client=client)))
         size = struct.unpack("!I", await reader.readexactly(4))[0]
         assert decode(await reader.readexactly(size)).kind is Kind.HELLO
     return reader, writer

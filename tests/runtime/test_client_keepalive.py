@@ -6,25 +6,10 @@ its place for good, and a handful of them kept every peer out)."""
 from __future__ import annotations
 
 import asyncio
-import struct
 
-from p2phost._runtime import Hello, Kind, decode
-from p2phost_sdk import Identity
 from p2phost_sdk.testing.discovery import wait_until
 from tests.runtime.conftest import build_node
-from tests.runtime.rawpeer import length_prefixed
-
-
-async def _silent_client(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A tcp connection whose hello says client, then silence (it reads what comes)."""
-    host, port = address.removeprefix("tcp://").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(length_prefixed(Hello(
-        peer_id=Identity.generate().peer_id, codecs=("application/json",), session="raw",
-        nonce="raw", extra={"client": True}).to_frame()))
-    size = struct.unpack("!I", await reader.readexactly(4))[0]
-    assert decode(await reader.readexactly(size)).kind is Kind.HELLO
-    return reader, writer
+from tests.runtime.rawpeer import raw_tcp
 
 
 async def _closed(reader: asyncio.StreamReader) -> None:
@@ -37,7 +22,8 @@ async def test_a_silent_client_is_closed_and_its_place_freed() -> None:
     await node.start()
     writers = []
     try:
-        silent = [await _silent_client(node.addresses[0]) for _ in range(2)]
+        silent = [await raw_tcp(node.addresses[0], handshake=True, client=True)
+                  for _ in range(2)]
         writers = [writer for _, writer in silent]
         await wait_until(lambda: node.stats()["connections"]["clients"] == 2, 10,
                          "both clients admitted")
