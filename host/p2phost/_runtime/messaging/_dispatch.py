@@ -71,6 +71,7 @@ class Dispatcher(Outgoing):
         # (kind, topic) -> the frame's header around its ids, packed once.
         self._headers: dict[tuple[Kind, str], tuple[bytes, bytes]] = {}
         self._message_headers: dict[str, tuple[bytes, bytes]] = {}
+        self._request_headers: dict[str, tuple[bytes, bytes]] = {}
         # (peer, topic) pairs already said to be dropped, the most recent last (bounded:
         # a peer making up topics must not grow it).
         self._warned = WarnedOnce()
@@ -276,7 +277,7 @@ class Dispatcher(Outgoing):
         peer, topic, reply, _, _ = entry
         # Counted as a request's receiver counts it: a reply is a message received (inline,
         # as in received(): no call per reply).
-        tally = self._tallies.get((topic, peer)) or self.stats.tally(topic, peer)
+        tally = channel.tallies.get(topic) or self.stats.tally_of(channel.tallies, topic, peer)
         tally.received += 1
         tally.bytes_received += len(body)
         if reply.done():
