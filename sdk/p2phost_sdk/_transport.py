@@ -101,6 +101,17 @@ class Connection(ABC):
         """
         return False
 
+    def try_send_many(self, frames: list[bytes]) -> bool:
+        """Hand every one of ``frames`` over at once, in order, if that needs no
+        waiting; False otherwise, having sent none of them.
+
+        An optional fast path (the default always says False): the host then calls
+        :meth:`send_many`, which also reports any error. The host calls it for a run of
+        frames queued while it was busy (replies to many requests in flight), so the
+        peer starts on the first of them while this node makes the rest.
+        """
+        return False
+
     def limit_incoming(self, size: int | None) -> None:
         """Refuse incoming frames over ``size`` bytes (None: the transport's own maximum).
 

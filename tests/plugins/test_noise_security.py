@@ -195,6 +195,29 @@ async def test_a_lone_frame_goes_out_at_once_and_a_refused_one_costs_no_nonce() 
     await bob.close()
 
 
+async def test_a_run_of_frames_goes_at_once_in_one_message_and_a_refused_one_costs_no_nonce(
+) -> None:
+    a, b = memory_pipe()
+    gate = Gate(a)
+    alice, bob = await asyncio.gather(
+        NoiseSecurity().secure(gate, identity=ALICE, initiator=True, expected_peer_id=None,
+                               timeout=5),
+        NoiseSecurity().secure(b, identity=BOB, initiator=False, expected_peer_id=None,
+                               timeout=5))
+    run_ = [b"one", b"two", b"three"]
+    assert not alice.try_send_many(run_)  # the transport would have to wait
+    await alice.send(b"sent")  # under the nonce the refused run did not use
+    assert await asyncio.wait_for(bob.recv(), 5) == b"sent"
+    gate.open = True
+    assert not alice.try_send_many([b"x" * 40_000, b"y" * 40_000])  # more than a message
+    assert alice.try_send_many(run_)
+    assert len(gate.inner._outbound.frames) == 1  # type: ignore[attr-defined]  # one message
+    await alice.send(b"after it")
+    assert [await asyncio.wait_for(bob.recv(), 5) for _ in range(4)] == [*run_, b"after it"]
+    await alice.close()
+    await bob.close()
+
+
 async def test_a_message_over_the_noise_maximum_is_refused_undecrypted() -> None:
     """On a medium that does not cap frames at the raw connection (a broker's), a peer
     past the handshake may still send a raw frame over 65535 bytes: refused, not

@@ -1,6 +1,7 @@
 """tcp-transport's large frames: written without a joined copy, read into one buffer
 (on asyncio's loop straight from the socket), whole and in order between small ones;
-a large frame cut short by a close is a truncated frame, not a clean end."""
+a large frame cut short by a close is a truncated frame, not a clean end; a run of
+small frames written at once (``try_send_many``) never overtakes one."""
 
 from __future__ import annotations
 
@@ -112,6 +113,38 @@ def test_large_frames_a_slow_reader_takes_late_arrive_whole_and_after_what_went_
         await writing
         assert got == [*frames, b"after"]
         await sender.close()
+        await receiver.close()
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_run_of_small_frames_goes_at_once_only_when_nothing_waits_to_be_written(
+        loop: str) -> None:
+    async def main() -> None:
+        sender, receiver = await pair()
+        run_ = [b"one", b"two" * 100, b"three"]
+        assert sender.try_send_many(run_)
+        assert not sender.try_send_many([b"x" * 40_000, b"y" * 40_000])  # large in all:
+        # send_many writes those from their own buffers (and says a size it refuses)
+        assert not sender.try_send_many([b"z" * ((8 << 20) + 1)])
+        got: list[bytes] = []
+        while len(got) < len(run_):
+            got += [bytes(f) for f in await receiver.recv_many()]
+        assert got == run_
+        # A slow reader: a large frame's rest waits for the socket, and no run of small
+        # frames goes before it.
+        frames = [bytes([n]) * 3_000_000 for n in range(4)]  # (more than the kernel takes)
+        writing = asyncio.ensure_future(sender.send_many([*frames, b"after"]))
+        await asyncio.sleep(0.2)
+        assert not sender.try_send_many([b"overtaking"])
+        got = []
+        while len(got) < len(frames) + 1:
+            got += [bytes(f) for f in await receiver.recv_many()]
+        await writing
+        assert got == [*frames, b"after"]
+        await sender.close()
+        assert not sender.try_send_many([b"closed"])
         await receiver.close()
 
     run(loop, main)

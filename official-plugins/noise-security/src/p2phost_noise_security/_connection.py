@@ -165,6 +165,21 @@ class NoiseConnection(LayeredConnection):
         self._send_nonce = nonce
         return False
 
+    def try_send_many(self, frames: list[bytes]) -> bool:
+        """Encrypt small frames that fit in one message together, and hand it over at
+        once when nothing is being sent and the inner connection takes it at once."""
+        nonce = self._send_nonce
+        if self._sending or nonce >= MAX_NONCE \
+                or sum(map(len, frames)) + len(frames) * _HSIZE > self._room:
+            return False  # (more: send_many, which packs them into several messages)
+        (plaintext,) = self._plaintexts(frames)
+        self._send_nonce = nonce + 1
+        if self._inner.try_send(self._encrypt(pack_nonce(nonce), plaintext, None)):
+            return True
+        # Not sent: as try_send's, its nonce is used again by the next message.
+        self._send_nonce = nonce
+        return False
+
     async def send_many(self, frames: list[bytes]) -> None:
         """Encrypt and send several frames, packed into as few messages as fit."""
         plaintexts = self._plaintexts(frames)  # raises FrameTooLarge before sending any

@@ -117,6 +117,20 @@ class TcpConnection(Connection):
         transport.write(_LENGTH.pack(size) + frame)
         return True
 
+    def try_send_many(self, frames: list[bytes]) -> bool:
+        """Write small frames at once, joined, when the socket's send buffer in user
+        space is empty (frames of ``LARGE`` bytes in all go through send_many, which
+        writes them from their own buffers)."""
+        transport, direct = self._transport, self._direct
+        if self._closed or transport.is_closing() or transport.get_write_buffer_size() \
+                or (direct is not None and direct._sent is not None):
+            return False
+        sizes = list(map(len, frames))
+        if sum(sizes) >= LARGE or max(sizes, default=0) > self._max:
+            return False  # (send_many refuses a frame over the maximum, with its error)
+        transport.write(b"".join(_chain(zip(map(_LENGTH.pack, sizes), frames, strict=True))))
+        return True
+
     async def send_many(self, frames: list[bytes]) -> None:
         """Send several frames with one write."""
         # Every step a loop in C (a burst is thousands of small frames): their sizes,
