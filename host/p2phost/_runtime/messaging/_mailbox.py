@@ -37,13 +37,6 @@ a burst from one peer now costs one task. What differs from a task per item: a h
 so cancel a handler's task only while that handler runs. ``close`` cancels the tasks
 still running after its timeout, and waits for them.
 
-A task that has answered ``_ANSWERS_TOGETHER`` requests in a row, with more queued, lets
-the loop turn once before the next (in the same task): the channel's writer sends those
-answers meanwhile. A peer with many requests in flight then gets its first answers
-while the rest are handled and sends its next requests, and both nodes work at once;
-before, each waited for the other's whole batch (64 requests in flight on uvloop:
-about 75 % of each CPU busy, 95 % with the turn).
-
 A task whose peer has nothing more queued waits for the peer's next item (on a future
 the next put sets) instead of ending, under the same rule, when that item is put in a
 context equal to the peer's: a requester that sends one request at a time costs a
@@ -79,10 +72,6 @@ _KEEP_IDLE = 256
 #: Items of one peer a task runs in a row before it hands over to a fresh task: a peer
 #: whose handlers never wait lets the loop (other peers, the readers) run between runs.
 _INLINE = 64
-#: Requests of one peer answered in a row before its task lets the loop run (the
-#: writer sends their answers) and goes on: see the docstring.
-_ANSWERS_TOGETHER = 32
-_turn = asyncio.sleep  # (0: one turn of the loop)
 #: Tasks of a mailbox that may wait idle for their peer's next item (see the docstring).
 _PARK = 64
 #: The bytes of message bodies an app's mailbox holds before it counts as full, by
@@ -328,7 +317,7 @@ class Mailbox(Generic[S]):
         # (With its loop: a lookup of the running loop is a system call, getpid, on Linux.)
         task = queue.task = asyncio.current_task(queue.loop)
         assert task is not None
-        run = answered = 0  # items in a row; requests answered since the loop last ran
+        run = 0  # items in a row
         call: Any = None  # start's awaitable, or a simple item's handler's
         try:
             while True:
@@ -371,7 +360,6 @@ class Mailbox(Generic[S]):
                                 waiting = None
                             elif simple:
                                 waiting = direct.answer(peer, item, result)
-                                answered += 1
                             else:
                                 waiting = direct.finish(peer, item, result, None)
                         if waiting is not None:
@@ -391,12 +379,6 @@ class Mailbox(Generic[S]):
                 if run == _INLINE or self._closed or task.cancelling() \
                         or contextvars.copy_context() != context:
                     break
-                if answered == _ANSWERS_TOGETHER and items:
-                    # A peer with many requests in flight: the writer sends these
-                    # answers while the next requests are handled, and the peer works
-                    # on them meanwhile (else both nodes wait for each other's batch).
-                    answered = 0
-                    await _turn(0)
                 if not items:
                     if queue.gone or queue.eager:
                         break
@@ -413,7 +395,7 @@ class Mailbox(Generic[S]):
                         raise
                     if item is _STOP:
                         break
-                    run = answered = 0  # it waited: the loop ran in between
+                    run = 0  # it waited: the loop ran in between
                     # (and what runs the items may have been wrapped meanwhile)
                     process, direct = self._process, self.direct or _PROCESS_ALL
                     continue

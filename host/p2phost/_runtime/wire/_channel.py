@@ -2,8 +2,10 @@
 
 Senders append encoded frames to the channel's outbox and return at once; one writer
 task hands everything queued to the transport in a single ``send_many``, so a burst of
-small messages costs one write. The outbox is bounded in bytes: when the transport
-cannot keep up (the peer reads slowly), senders wait for room.
+small messages costs one write. A lone frame (a request, its reply) goes straight to
+the transport instead, and a long run of frames in one turn of the loop goes in runs
+of ``FRAMES_TOGETHER`` as it is queued. The outbox is bounded in bytes: when the
+transport cannot keep up (the peer reads slowly), senders wait for room.
 
 The reader never lets this node's answers pile up: when what waits to go out to the
 peer (PONGs, ERRORs, replies) is over the limit, it stops reading until there is room,
@@ -65,6 +67,13 @@ log = logging.getLogger("p2phost.node")
 _PING = encode(Kind.PING, 0)
 _PONG = encode(Kind.PONG, 0)
 _FLUSH_GRACE = 1.0
+#: Frames queued in a row after which the outbox goes to the transport at once, when it
+#: has room (``Connection.try_send_many``), not at the writer's next turn: the answers to
+#: many requests in flight (and a burst of messages) leave in runs of this many while
+#: the rest are made, so the peer works on them meanwhile. Fewer costs a system call per
+#: few frames; more leaves the peer idle (64 requests in flight on uvloop: each node
+#: ~97 % busy, against ~60 % with the whole batch at the writer's turn; 32 ~78 %).
+FRAMES_TOGETHER = 16
 #: The least a frame still arriving must grow per keepalive timeout to count as traffic
 #: (``peer_gave``): a steady sender of 4.4 KB/s at the default 15 s gets a 16 MiB frame
 #: through (in an hour at most); a trickle of a byte now and then is cut off.
@@ -83,9 +92,10 @@ class Channel(Reader):
     # CPython 3.11 keeps inline (30) a dict's reads cost more than a slot's.
     __slots__ = ("_answer", "_close_reason", "_duplicate_grace", "_flushed", "_handed",
                  "_hard_limit", "_on_message", "_on_reply", "_outbox", "_partly",
-                 "_partly_seen", "_reader", "_room", "_taken", "_try_send", "_waiting", "_wake",
-                 "_watch", "_write_timeout", "_writing", "address", "closing", "codec",
-                 "content_type", "ended", "frame_limit", "frame_limit_source", "hello", "info",
+                 "_partly_seen", "_reader", "_room", "_taken", "_try_send", "_try_send_many",
+                 "_waiting", "_wake", "_watch", "_write_timeout", "_writing", "address",
+                 "closing", "codec", "content_type", "ended", "frame_limit",
+                 "frame_limit_source", "hello", "info",
                  "initiator", "local_nonce", "peer_done", "peer_id", "pinged", "progress_at",
                  "reads_raw", "remote_reason", "rtt", "tallies", "topics", "usable")
     #: Whether it carries letters (stored records a medium may deliver again while the
@@ -195,6 +205,7 @@ class Channel(Reader):
         self._writing = False
         self._wrote_directly = False
         self._try_send = self.connection.try_send
+        self._try_send_many = self.connection.try_send_many
         # Bytes handed to the connection so far, the most of them seen taken by the peer
         # (handed minus what the transport still holds), and what waited for it at the
         # last look: progress, see peer_took.
@@ -245,6 +256,17 @@ class Channel(Reader):
             self._wake.set()
         outbox.append(frame)
         self._outbox_bytes += len(frame)
+        if len(outbox) == FRAMES_TOGETHER and not self._writing:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """The outbox to the transport now, if it takes it at once (see FRAMES_TOGETHER);
+        the writer, woken by its first frame, then finds it empty. Asked once per run
+        (as the run reaches FRAMES_TOGETHER frames): refused, the writer sends it all."""
+        if self._try_send_many(self._outbox):
+            self._handed += self._outbox_bytes
+            self._outbox, self._outbox_bytes = [], 0
+            self._room.set()
 
     def _overflows(self, size: int) -> bool:
         # A frame over the limit that send() let into the empty outbox (a large message)
@@ -305,6 +327,8 @@ class Channel(Reader):
                 return False
             outbox.append(frame)
             self._outbox_bytes = waiting + len(frame)
+            if len(outbox) == FRAMES_TOGETHER and not self._writing:
+                self._hand_over()
             return True
         # (The method as a local first: a call of an attribute that holds a bound method
         # is a lookup Python 3.11 does not specialize.)
@@ -378,6 +402,8 @@ class Channel(Reader):
                     # Cancelled only once the peer took nothing for write_timeout (a
                     # write cancelled earlier could lose frames not handed over yet).
                     self._handed += sum(map(len, frames))
+                    if connection.try_send_many(frames):
+                        continue  # taken at once: no write to time (no timer per write)
                     async with asyncio.timeout(None) as limit:
                         watch = loop.call_later(timeout, self._watch_write, limit)
                         try:
