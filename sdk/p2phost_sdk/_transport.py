@@ -106,9 +106,10 @@ class Connection(ABC):
         waiting; False otherwise, having sent none of them.
 
         An optional fast path (the default always says False): the host then calls
-        :meth:`send_many`, which also reports any error. The host calls it for a run of
-        frames queued while it was busy (replies to many requests in flight), so the
-        peer starts on the first of them while this node makes the rest.
+        :meth:`send_many`, which also reports any error. The host calls it as a run of
+        frames queues up in one turn of its loop (the replies to many requests in
+        flight), so the peer starts on the first of them while this node makes the
+        rest, and for its writer's batches, which then need no write timeout.
         """
         return False
 

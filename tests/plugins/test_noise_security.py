@@ -175,7 +175,8 @@ class TestNoiseOnTheWire(SecurityOnTheWire):
     plugin = "noise-security"
 
 
-async def test_a_lone_frame_goes_out_at_once_and_a_refused_one_costs_no_nonce() -> None:
+async def _gated() -> tuple[Gate, Connection, Connection]:
+    """Alice and Bob over noise, Alice's raw connection behind a (closed) Gate."""
     a, b = memory_pipe()
     gate = Gate(a)
     alice, bob = await asyncio.gather(
@@ -183,6 +184,11 @@ async def test_a_lone_frame_goes_out_at_once_and_a_refused_one_costs_no_nonce() 
                                timeout=5),
         NoiseSecurity().secure(b, identity=BOB, initiator=False, expected_peer_id=None,
                                timeout=5))
+    return gate, alice, bob
+
+
+async def test_a_lone_frame_goes_out_at_once_and_a_refused_one_costs_no_nonce() -> None:
+    gate, alice, bob = await _gated()
     assert not alice.try_send(b"refused")  # the transport would have to wait
     await alice.send(b"sent")  # under the nonce the refused frame did not use
     assert await asyncio.wait_for(bob.recv(), 5) == b"sent"
@@ -197,19 +203,14 @@ async def test_a_lone_frame_goes_out_at_once_and_a_refused_one_costs_no_nonce() 
 
 async def test_a_run_of_frames_goes_at_once_in_one_message_and_a_refused_one_costs_no_nonce(
 ) -> None:
-    a, b = memory_pipe()
-    gate = Gate(a)
-    alice, bob = await asyncio.gather(
-        NoiseSecurity().secure(gate, identity=ALICE, initiator=True, expected_peer_id=None,
-                               timeout=5),
-        NoiseSecurity().secure(b, identity=BOB, initiator=False, expected_peer_id=None,
-                               timeout=5))
+    gate, alice, bob = await _gated()
     run_ = [b"one", b"two", b"three"]
     assert not alice.try_send_many(run_)  # the transport would have to wait
     await alice.send(b"sent")  # under the nonce the refused run did not use
     assert await asyncio.wait_for(bob.recv(), 5) == b"sent"
     gate.open = True
     assert not alice.try_send_many([b"x" * 40_000, b"y" * 40_000])  # more than a message
+    assert alice.try_send_many([])  # nothing to hand over: done
     assert alice.try_send_many(run_)
     assert len(gate.inner._outbound.frames) == 1  # type: ignore[attr-defined]  # one message
     await alice.send(b"after it")

@@ -169,6 +169,8 @@ class NoiseConnection(LayeredConnection):
         """Encrypt small frames that fit in one message together, and hand it over at
         once when nothing is being sent and the inner connection takes it at once."""
         nonce = self._send_nonce
+        if not frames:
+            return True
         if self._sending or nonce >= MAX_NONCE \
                 or sum(map(len, frames)) + len(frames) * _HSIZE > self._room:
             return False  # (more: send_many, which packs them into several messages)
