@@ -8,7 +8,9 @@ The mailbox's task runs the handler and hands its result to ``Dispatcher.answer`
   unanswered and counted, its handler never run;
 * a handler that raises (at once, or after awaiting) answers with the error, and a
   result the codec cannot encode answers with an error saying so;
-* once answered, a message the handler keeps holds no channel (nor its connection).
+* once answered, a message the handler keeps holds no channel (nor its connection);
+* the answers to many requests in a row leave while the rest are handled, over a
+  connection with ``try_send_many`` (tcp) and over one without (tls-security).
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from tests.discovery.plugins import use_plugin_source
 from tests.runtime.conftest import build_node, channel_of, tcp_pair
 from tests.runtime.rawpeer import dial_as
 
-for _name in ("tcp-transport", "msgpack-codec"):
+for _name in ("tcp-transport", "msgpack-codec", "tls-security"):
     use_plugin_source(_name)
+
+from p2phost_tls_security import TlsSecurity  # noqa: E402
 
 
 class Answers(App):
@@ -280,3 +284,20 @@ async def test_answers_to_many_requests_in_a_row_go_out_while_the_rest_are_handl
     finally:
         await connection.close()
         await node.close()
+
+
+async def test_answers_leave_while_the_rest_are_handled_without_try_send_many() -> None:
+    # tls-security's connection hands no run over at once (the SDK's default): the
+    # answers wait for the writer's turn, and the mailbox lets the loop turn for it
+    # once a run of them is queued, so they still leave while the rest are handled.
+    app = Counted()
+    async with tcp_pair(app, [TlsSecurity()]) as (server, client):
+        app.channel = channel_of(server, client.peer_id)
+        assert type(app.channel.connection).try_send_many is Connection.try_send_many
+        await client.request(server.peer_id, "count", None, timeout=10)  # warmed up
+        app.handed.clear()
+        await asyncio.gather(*(client.request(server.peer_id, "count", n, timeout=10)
+                               for n in range(64)))
+        smallest = len(encode(Kind.REPLY, 0, body=b"1"))
+        assert app.handed[-1] - app.handed[0] >= FRAMES_TOGETHER * smallest, \
+            "only the first answer left before the last request was handled"

@@ -47,6 +47,7 @@ _MESSAGE, _REQUEST = MessageKind.MESSAGE, MessageKind.REQUEST
 # costs a Python-level __getattr__ hook (EnumType's) each time, on the round trip's path.
 _REPLY_KIND, _ERROR_KIND = Kind.REPLY, Kind.ERROR
 _pack_answer = ANSWER.pack
+_writer_turn = asyncio.sleep  # (0: one turn of the loop)
 RAW_TYPE = RAW.decode()
 
 
@@ -482,6 +483,13 @@ class Dispatcher(Outgoing):
         if channel.try_post(frame):
             tally.sent += 1
             tally.bytes_sent += len(frame)
+            if channel.run_waiting:
+                # Answers to many requests in flight that the transport did not take
+                # as they queued (no try_send_many, or its buffer held some): the
+                # mailbox lets the loop turn once, so the writer sends them while the
+                # rest are handled and the peer works on them meanwhile.
+                channel.run_waiting = False
+                return _writer_turn(0)
             return None
         return _send_reply(channel, frame, peer, tally)
 

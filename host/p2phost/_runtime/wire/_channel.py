@@ -97,7 +97,8 @@ class Channel(Reader):
                  "closing", "codec", "content_type", "ended", "frame_limit",
                  "frame_limit_source", "hello", "info",
                  "initiator", "local_nonce", "peer_done", "peer_id", "pinged", "progress_at",
-                 "reads_raw", "remote_reason", "rtt", "tallies", "topics", "usable")
+                 "reads_raw", "remote_reason", "rtt", "run_waiting", "tallies", "topics",
+                 "usable")
     #: Whether it carries letters (stored records a medium may deliver again while the
     #: node holds them), not a connection's frames.
     stored: ClassVar[bool] = False
@@ -206,6 +207,11 @@ class Channel(Reader):
         self._wrote_directly = False
         self._try_send = self.connection.try_send
         self._try_send_many = self.connection.try_send_many
+        #: A run of FRAMES_TOGETHER frames waits for the writer's turn (the transport
+        #: did not take it at once, or has no ``try_send_many``): whoever queues many
+        #: frames in one step of its own (the dispatcher's answers to a batch of
+        #: requests) lets the loop turn once, so the writer sends them meanwhile.
+        self.run_waiting = False
         # Bytes handed to the connection so far, the most of them seen taken by the peer
         # (handed minus what the transport still holds), and what waited for it at the
         # last look: progress, see peer_took.
@@ -262,11 +268,14 @@ class Channel(Reader):
     def _hand_over(self) -> None:
         """The outbox to the transport now, if it takes it at once (see FRAMES_TOGETHER);
         the writer, woken by its first frame, then finds it empty. Asked once per run
-        (as the run reaches FRAMES_TOGETHER frames): refused, the writer sends it all."""
+        (as the run reaches FRAMES_TOGETHER frames): refused, the writer sends it all,
+        and ``run_waiting`` says so until the writer takes it."""
         if self._try_send_many(self._outbox):
             self._handed += self._outbox_bytes
             self._outbox, self._outbox_bytes = [], 0
             self._room.set()
+        else:
+            self.run_waiting = True
 
     def _overflows(self, size: int) -> bool:
         # A frame over the limit that send() let into the empty outbox (a large message)
@@ -395,6 +404,7 @@ class Channel(Reader):
             try:
                 while self._outbox:
                     frames, self._outbox, self._outbox_bytes = self._outbox, [], 0
+                    self.run_waiting = False
                     self._room.set()
                     # Bounded as the answers' wait is (_await_room): a peer that takes
                     # nothing for write_timeout is gone, even one that keeps talking (so
