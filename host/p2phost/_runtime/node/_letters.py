@@ -109,6 +109,7 @@ class LetterChannel(Channel):
         self.ended = False
         self.closing = False
         self.usable = True  # (answers go out as letters for as long as it lives)
+        self.run_waiting = False  # (no outbox: a letter is never part of a run)
         self.initiator = True
         self._letters = letters
         #: Where answers to the peer go (its reply inbox), when this channel answers.
