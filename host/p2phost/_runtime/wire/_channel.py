@@ -95,10 +95,9 @@ class Channel(Reader):
                  "_partly_seen", "_reader", "_room", "_taken", "_try_send", "_try_send_many",
                  "_waiting", "_wake", "_watch", "_write_timeout", "_writing", "address",
                  "closing", "codec", "content_type", "ended", "frame_limit",
-                 "frame_limit_source", "hello", "info",
-                 "initiator", "local_nonce", "peer_done", "peer_id", "pinged", "progress_at",
-                 "reads_raw", "remote_reason", "rtt", "run_waiting", "tallies", "topics",
-                 "usable")
+                 "frame_limit_source", "hello", "info", "initiator", "local_nonce",
+                 "peer_done", "peer_id", "pinged", "progress_at", "reads_raw",
+                 "remote_reason", "rtt", "run_waiting", "tallies", "topics", "usable")
     #: Whether it carries letters (stored records a medium may deliver again while the
     #: node holds them), not a connection's frames.
     stored: ClassVar[bool] = False
@@ -403,7 +402,8 @@ class Channel(Reader):
             self._writing = True
             try:
                 while self._outbox:
-                    frames, self._outbox, self._outbox_bytes = self._outbox, [], 0
+                    frames, size = self._outbox, self._outbox_bytes
+                    self._outbox, self._outbox_bytes = [], 0
                     self.run_waiting = False
                     self._room.set()
                     # Bounded as the answers' wait is (_await_room): a peer that takes
@@ -411,7 +411,7 @@ class Channel(Reader):
                     # the keepalive hears it) while every send to it would wait forever.
                     # Cancelled only once the peer took nothing for write_timeout (a
                     # write cancelled earlier could lose frames not handed over yet).
-                    self._handed += sum(map(len, frames))
+                    self._handed += size
                     if connection.try_send_many(frames):
                         continue  # taken at once: no write to time (no timer per write)
                     async with asyncio.timeout(None) as limit:

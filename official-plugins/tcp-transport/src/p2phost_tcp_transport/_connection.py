@@ -125,8 +125,11 @@ class TcpConnection(Connection):
         if self._closed or transport.is_closing() or transport.get_write_buffer_size() \
                 or (direct is not None and direct._sent is not None):
             return False
+        # (The total first: a long burst, refused, costs one pass over its frames.)
+        if sum(map(len, frames)) >= LARGE:
+            return False
         sizes = list(map(len, frames))
-        if sum(sizes) >= LARGE or max(sizes, default=0) > self._max:
+        if max(sizes, default=0) > self._max:
             return False  # (send_many refuses a frame over the maximum, with its error)
         transport.write(b"".join(_chain(zip(map(_LENGTH.pack, sizes), frames, strict=True))))
         return True
