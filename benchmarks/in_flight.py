@@ -33,11 +33,10 @@ async def measure(system: str, loop: str, depth: int, count: int) -> dict[str, f
     server = m.start_server(system, port, loop)
     try:
         client = await m.opener(system, port)()
-        m.IN_FLIGHT = depth
-        await m.in_flight(client, 64 * depth)  # warm up
+        await m.in_flight(client, 64 * depth, depth)  # warm up
         served, mine = m.cpu_seconds(server.pid), time.process_time()
         started = time.perf_counter()
-        rate = await m.in_flight(client, count)
+        rate = await m.in_flight(client, count, depth)
         wall = time.perf_counter() - started
         served, mine = m.cpu_seconds(server.pid) - served, time.process_time() - mine
         await client.close()

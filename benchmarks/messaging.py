@@ -304,8 +304,8 @@ async def round_trips(client: Client, count: int) -> tuple[float, float]:
     return statistics.median(times), times[int(len(times) * 0.99)]
 
 
-async def in_flight(client: Client, count: int) -> float:
-    """Requests/s with IN_FLIGHT requests outstanding at all times."""
+async def in_flight(client: Client, count: int, depth: int = IN_FLIGHT) -> float:
+    """Requests/s with ``depth`` requests outstanding at all times."""
     body = os.urandom(64)
 
     async def worker(n: int) -> None:
@@ -313,8 +313,8 @@ async def in_flight(client: Client, count: int) -> float:
             assert await client.request(body) == body
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker(count // IN_FLIGHT) for _ in range(IN_FLIGHT)))
-    return (count // IN_FLIGHT) * IN_FLIGHT / (time.perf_counter() - started)
+    await asyncio.gather(*(worker(count // depth) for _ in range(depth)))
+    return (count // depth) * depth / (time.perf_counter() - started)
 
 
 def cpu_seconds(pid: int) -> float:
