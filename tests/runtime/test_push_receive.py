@@ -68,7 +68,10 @@ class Gated(App):
 async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Node, Node, Gated]]:
     """A server with a :class:`Gated` app of mailbox 8, and a client connected to it."""
     app = Gated(mailbox_size=8)
-    async with tcp_pair(app, SECURITY[request.param](), read_size=65536) as (server, client):
+    # (An outbox limit of 64 KiB: what waits in memory behind a full mailbox is bounded
+    # by it, below what the tests send.)
+    async with tcp_pair(app, SECURITY[request.param](), options={"outbox_limit": 65536},
+                        read_size=65536) as (server, client):
         yield server, client, app
 
 
@@ -103,9 +106,15 @@ async def test_a_full_mailbox_pauses_reading_and_order_holds(
             await client.send(server.peer_id, "gated", [i, body])
 
     sending = asyncio.ensure_future(flood())
-    # The mailbox holds 8; the rest waits behind a paused socket, not in memory here.
+    # The mailbox holds 8; the rest waits behind a paused socket, and here only up to
+    # the outbox limit (read on meanwhile, for the answers among them: see _reader).
     await wait_until(lambda: channel.stalled, 10, "the reader waits for mailbox room")
-    assert not reading(channel), "a full mailbox did not pause the socket's reading"
+    await wait_until(lambda: not reading(channel), 10, "a full mailbox pauses reading")
+    await asyncio.sleep(0.2)
+    assert channel.stalled and not reading(channel)
+    # (and one read's frames past it: tcp reads 64 KiB, tls-security opens what its
+    # 256 KiB chunk held)
+    assert channel._held <= channel._limit + 320 * 1024, "more held than the limit"
     app.gate.set()
     await asyncio.wait_for(sending, 20)
     await wait_until(lambda: len(app.records) == 400, 20, "all 400 handled")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any
 
 from p2phost_sdk import ConnectionClosed, FrameTooLarge, PeerUnavailable, Raw
@@ -176,13 +176,19 @@ class Outgoing(PendingRequests):
         new_future = self._new_future  # (a local: see Channel.try_post)
         reply: asyncio.Future[Any] = new_future()
         due = clock() + seconds  # (inf: no deadline, never armed)
-        peer = channel.peer_id
+        peer, window, held = channel.peer_id, channel.window, 0
         self._pending[message_id] = (peer, topic, reply, due, seconds)
         if (self._timer is None and due != FOREVER) or due < self._timer_at:
             self._arm(due)
         try:
+            # (RequestWindow.enter's check, inline: no call while the window has room)
+            if not window.waiters and window.in_flight < window.size:
+                window.in_flight += len(frame)
+            else:
+                await _within(window.enter(len(frame)), peer, due, reply, topic, seconds)
+            held = len(frame)
             if not channel.try_post(frame):
-                await _send_within(channel, frame, due, reply, topic, seconds)
+                await _within(channel.send(frame), peer, due, reply, topic, seconds)
             # (the sent tally inline, as try_send's)
             tally = channel.tallies.get(topic) \
                 or self.stats.tally_of(channel.tallies, topic, peer)
@@ -193,6 +199,8 @@ class Outgoing(PendingRequests):
             raise PeerUnavailable(f"peer {peer}: {exc}") from exc
         finally:
             self._pending.pop(message_id, None)
+            if held:
+                window.leave(held)
 
     async def publish(self, channels: Iterable[Channel], topic: str, body: Any) -> int:
         """One message to each channel whose peer handles ``topic``; how many were sent."""
@@ -215,14 +223,15 @@ class Outgoing(PendingRequests):
         return sent
 
 
-async def _send_within(channel: Channel, frame: bytes, due: float, reply: asyncio.Future[Any],
-                       topic: str, timeout: float) -> None:
-    """Wait for room for a request's frame until the request is due: a congested outbox
-    (a peer that reads slowly, or nothing) must not hold back its RequestTimeout."""
+async def _within(waiting: Coroutine[Any, Any, None], peer: str, due: float,
+                  reply: asyncio.Future[Any], topic: str, timeout: float) -> None:
+    """Wait for room for a request (in the window, in the outbox) until it is due: a
+    congested peer (one that reads slowly, or nothing) must not hold back its
+    RequestTimeout."""
     try:
         async with asyncio.timeout_at(due if due != FOREVER else None):
-            await channel.send(frame)
+            await waiting
     except TimeoutError:
         if reply.done():  # the timer's RequestTimeout, or what failed the request first
             await reply
-        raise timed_out(channel.peer_id, topic, timeout) from None
+        raise timed_out(peer, topic, timeout) from None

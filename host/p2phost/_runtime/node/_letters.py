@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from .._errors import WireError, bad_address
 from ..wire._channel import Channel
 from ..wire._envelope import Envelope, Kind, decode
 from ..wire._sealed import Sealer, SealError
+from ..wire._window import RequestWindow
 
 if TYPE_CHECKING:
     from ..delivery._delivery import Reliable
@@ -110,6 +112,8 @@ class LetterChannel(Channel):
         self.closing = False
         self.usable = True  # (answers go out as letters for as long as it lives)
         self.run_waiting = False  # (no outbox: a letter is never part of a run)
+        # (a medium stores what it is sent: no reader of the peer's to wait for)
+        self.window = RequestWindow(math.inf)
         self.initiator = True
         self._letters = letters
         #: Where answers to the peer go (its reply inbox), when this channel answers.

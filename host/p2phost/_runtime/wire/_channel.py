@@ -13,7 +13,10 @@ and a peer that takes nothing written to it for ``write_timeout`` seconds is
 disconnected with that reason (progress counts, not how long a whole write takes: a
 reader that is slow but steady is served, where the transport can tell its progress).
 Frames queued without waiting (``post``) are bounded too: a channel whose queue would
-pass twice its limit is closed, not grown.
+pass twice its limit is closed, not grown. This node's requests in flight to the peer
+are bounded by half the limit (``window``): two nodes flooding each other with requests
+would otherwise each fill its outbox with its answers and stop reading, each waiting for
+the other (see RequestWindow).
 
 Goodbye: a node that closes a channel on purpose first sends GOODBYE (after everything
 already queued), meaning "no new messages or requests from me"; replies may still
@@ -59,6 +62,7 @@ from ._reader import (
     Reader,
 )
 from ._said import said
+from ._window import RequestWindow
 
 __all__ = ["Ack", "Channel", "OnFields", "OnMessage", "OnReplied", "OnReply", "OnTraced"]
 
@@ -97,7 +101,8 @@ class Channel(Reader):
                  "closing", "codec", "content_type", "ended", "frame_limit",
                  "frame_limit_source", "hello", "info", "initiator", "local_nonce",
                  "peer_done", "peer_id", "pinged", "progress_at", "reads_raw",
-                 "remote_reason", "rtt", "run_waiting", "tallies", "topics", "usable")
+                 "remote_reason", "rtt", "run_waiting", "tallies", "topics", "usable",
+                 "window")
     #: Whether it carries letters (stored records a medium may deliver again while the
     #: node holds them), not a connection's frames.
     stored: ClassVar[bool] = False
@@ -188,6 +193,8 @@ class Channel(Reader):
                 channel, Envelope(Kind(kind), 0, "", body, correlation_id)))
         self._on_traced = on_traced
         self._limit = outbox_limit
+        #: This node's requests in flight to the peer, up to half the outbox limit.
+        self.window = RequestWindow(outbox_limit / 2)
         # What post() may queue without waiting: room for the control frames and
         # replies already on their way when the outbox fills.
         self._hard_limit = 2 * outbox_limit + 65536
@@ -606,6 +613,8 @@ class Channel(Reader):
             self._answer.cancel()
             self._answer = None
         self.ended = True
+        why = f" ({self._close_reason})" if self._close_reason else ""
+        self.window.close(f"connection to {self.peer_id} is closed{why}")
         self._stopped = True
         self.usable = False
         self.peer_done.set()

@@ -5,9 +5,18 @@ over it), the channel is its :class:`p2phost_sdk.FrameSink`: each read's frames 
 in the transport's ``data_received``, with no task between the socket and the mailbox (a
 reply's future is set, a handler's task created there; handler code never runs there).
 A frame that cannot be taken at once (the app's mailbox or this node's outbox is full)
-pauses the connection's reading; the reader task then waits for room, takes the rest of
-that read in order and resumes reading. Other connections are read by the reader task
-with ``recv_many``, with the same handling per frame.
+leaves the rest to the reader task, which waits for room, takes them in order and
+resumes reading. Other connections are read by the reader task with ``recv_many``,
+with the same handling per frame (and no reading while it waits).
+
+In push mode, reading pauses only once the frames waiting pass the outbox limit in bytes;
+until then the connection is read on, and the answers to this node among them (REPLY,
+ERROR, ACK, PONG) are taken at once. Two nodes each waiting for room to answer the
+other's requests (the answers wait for room in the outbox, their handlers hold the
+mailbox) would otherwise both stop reading, and wait for each other until the write
+timeout closed the connection. A peer's requests in flight are bounded
+(``RequestWindow``: half its outbox limit), so they fit what waits here; a peer that
+floods other frames meanwhile meets the pause.
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ OnTraced = Callable[["Channel", int, int, int, str, bytes, Ack | None, bytes],
 
 
 _REQUEST, _ERROR = int(Kind.REQUEST), int(Kind.ERROR)
+#: What a reader waiting for room to answer still takes as it comes (see the docstring).
+_ANSWERS = frozenset({Kind.REPLY, Kind.ERROR, Kind.ACK, Kind.PONG})
 _TRACED_APP = (TRACED | Kind.MESSAGE, TRACED | Kind.REQUEST)
 _START, _unpack, _monotonic = HEADER.size, HEADER.unpack_from, time.monotonic
 
@@ -56,9 +67,10 @@ class Reader:
     """The receiving half of :class:`~._channel.Channel` (which sets these fields)."""
 
     # Slots, not a dict: the channel's fields are read per frame (see Channel).
-    __slots__ = ("_backlog", "_blocked", "_channel", "_failure", "_limit", "_on_fields",
-                 "_on_replied", "_on_traced", "_outbox_bytes", "_stopped", "_topic",
-                 "_topic_bytes", "_wrote_directly", "connection", "last_seen", "stalled")
+    __slots__ = ("_backlog", "_blocked", "_channel", "_failure", "_held", "_limit",
+                 "_on_fields", "_on_replied", "_on_traced", "_outbox_bytes", "_stopped",
+                 "_topic", "_topic_bytes", "_wrote_directly", "connection", "last_seen",
+                 "stalled")
 
     connection: Connection
     #: This reader's channel (itself), as the callbacks take it.
@@ -79,6 +91,8 @@ class Reader:
     _blocked: asyncio.Future[asyncio.Future[None]] | None
     _failure: Exception | None
     _stopped: bool
+    # The bytes of the frames kept in the backlog while reading went on (_behind).
+    _held: int
     # The topic of the last MESSAGE or REQUEST taken, as it came and as decoded: a frame
     # on the same topic (most of a burst) reuses the string, its hash computed already,
     # with no decode or hash of its own (a comparison of its bytes: bytes.startswith
@@ -92,6 +106,7 @@ class Reader:
         self._blocked = None
         self._failure = None
         self._stopped = False
+        self._held = 0
         self._topic_bytes, self._topic = b"", ""
 
     def _general(self, envelope: Envelope, ack: Ack | None) -> Awaitable[None] | None:
@@ -134,21 +149,35 @@ class Reader:
         self.last_seen = _monotonic()
         self._wrote_directly = False
         blocked = self._blocked
-        if blocked is None or blocked.done():  # the reader task has frames to take first
-            self._backlog.extend(frames)
-            return
         try:
+            if blocked is None or blocked.done():  # the reader task has frames to take first
+                self._behind(frames)
+                return
             stopped = self._take(frames)
             if stopped is not None:
                 taken, waiting = stopped
-                self._backlog.extend(frames[taken:])
-                self.connection.pause_reading()
+                self._behind(frames[taken:])
                 # In a task from now (a rare step: a full mailbox or outbox), so that
                 # it runs, or is cancelled, even if the channel ends before the
                 # reader task takes it up.
                 blocked.set_result(asyncio.ensure_future(waiting))
         except Exception as exc:  # a protocol error: the reader task raises it
             self.connection_ended(exc)
+
+    def _behind(self, frames: Sequence[bytes]) -> None:
+        """Push mode: frames that arrive while the reader task waits (for room in the
+        outbox or in the app's mailbox): the answers among them are taken now, the rest
+        kept in order behind the frame it waits with; reading pauses once they pass the
+        outbox limit."""
+        backlog, take = self._backlog, self._take
+        for frame in frames:
+            if len(frame) > 1 and frame[1] in _ANSWERS:
+                take((frame,))  # (an answer never waits: None)
+            else:
+                backlog.append(frame)
+                self._held += len(frame)
+        if self._held > self._limit:
+            self.connection.pause_reading()
 
     def connection_ended(self, error: Exception) -> None:
         """Push mode: the connection ended (after the frames before it were taken)."""
@@ -182,11 +211,12 @@ class Reader:
             while backlog:
                 frames = list(backlog)
                 backlog.clear()
+                self._held = 0
                 stopped = take(frames)
                 if stopped is not None:
                     taken, waiting = stopped
-                    # (Back in front of what the transport may hand over meanwhile.)
-                    backlog.extendleft(reversed(frames[taken:]))
+                    # (The backlog is empty: nothing came during the take.)
+                    self._behind(frames[taken:])
                     await waiting
             if self._failure is None:
                 self.connection.resume_reading()

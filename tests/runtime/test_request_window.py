@@ -1,0 +1,233 @@
+"""Two nodes that flood each other with requests are both answered.
+
+Before: each node read the other's requests out of the kernel's buffers faster than its
+answers could leave, its outbox filled, it stopped reading, and so did the other: after
+the write timeout both closed with "the peer does not read" and every request failed
+(2,000 of 16 KiB each way; 50,000 of 100 B; 2,000 small ones with 64 KiB answers). Now
+a node's requests in flight to a peer are bounded (``RequestWindow``), and a reader
+waiting for room (in the outbox, or the app's mailbox) reads on in push mode, taking
+the answers to its own requests at once, up to the outbox limit of other frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from p2phost._runtime import Node, NodeOptions
+from p2phost._runtime.wire._window import RequestWindow
+from p2phost_sdk import (
+    App,
+    ConnectionClosed,
+    Identity,
+    Message,
+    PeerUnavailable,
+    RequestTimeout,
+    Security,
+    handler,
+)
+from p2phost_sdk.testing.discovery import wait_until
+from tests.discovery.plugins import use_plugin_source
+
+for _name in ("tcp-transport", "msgpack-codec", "noise-security"):
+    use_plugin_source(_name)
+
+from p2phost_msgpack_codec import MsgpackCodec  # noqa: E402
+from p2phost_noise_security import NoiseSecurity  # noqa: E402
+from p2phost_tcp_transport import TcpTransport  # noqa: E402
+
+SECURITY: dict[str, Callable[[], list[Security]]] = {
+    "plain": list, "noise": lambda: [NoiseSecurity()]}
+
+
+class Echo(App):
+    """``echo`` answers its body; ``sink`` takes a message; ``held`` answers once let go."""
+
+    name = "echo"
+
+    def __init__(self) -> None:
+        self.held: list[Any] = []
+        self.go = asyncio.Event()
+        self.sunk = 0
+
+    @handler("echo")
+    async def echo(self, message: Message) -> Any:
+        return message.body
+
+    @handler("sink")
+    async def sink(self, message: Message) -> None:
+        self.sunk += 1
+
+    @handler("large")
+    async def large(self, message: Message) -> Any:
+        return bytes(message.body)
+
+    @handler("held")
+    async def hold(self, message: Message) -> Any:
+        self.held.append(message.body[0])
+        await self.go.wait()
+        return len(message.body)
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(security: str = "plain", **options: Any) -> AsyncIterator[
+        tuple[tuple[Node, Echo], tuple[Node, Echo]]]:
+    """Two started nodes with :class:`Echo`, the first connected to the second."""
+    made: list[tuple[Node, Echo]] = []
+    try:
+        for _ in range(2):
+            app = Echo()
+            node = Node(Identity.generate(), transports={"tcp": TcpTransport()},
+                        codecs={"application/msgpack": MsgpackCodec()},
+                        security=SECURITY[security](), apps=[app],
+                        options=NodeOptions(listen=["tcp://127.0.0.1:0"], **options))
+            await node.start()
+            made.append((node, app))
+        (first, _), (second, _) = made
+        await first.connect(second.addresses[0])
+        await wait_until(lambda: len(second.peers()) == 1, 5, "the second node sees the first")
+        yield made[0], made[1]
+    finally:
+        for node, _ in reversed(made):
+            await node.close()
+
+
+@pytest.mark.parametrize("security", ["plain", "noise"])
+@pytest.mark.parametrize(("size", "count"), [(16384, 1000), (100, 20000)])
+async def test_two_nodes_flooding_each_other_with_requests_are_both_answered(
+        security: str, size: int, count: int) -> None:
+    async with two_nodes(security) as ((a, _), (b, _)):
+        body = bytes(size)
+        asks = [asyncio.ensure_future(node.request(peer.peer_id, "echo", body, timeout=30))
+                for _ in range(count) for node, peer in ((a, b), (b, a))]
+        answers = await asyncio.wait_for(asyncio.gather(*asks), 40)
+        assert answers == [body] * (2 * count)
+        assert len(a.peers()) == len(b.peers()) == 1  # the connection held
+
+
+@pytest.mark.parametrize("security", ["plain", "noise"])
+async def test_two_nodes_flooding_each_other_with_small_requests_for_large_answers(
+        security: str) -> None:
+    # The window holds thousands of these requests: the answers pass the outbox limit,
+    # their handlers wait for room, the mailbox fills, and the reader waits for it.
+    async with two_nodes(security) as ((a, _), (b, _)):
+        async def ask(node: Node, peer: Node) -> int:  # (4,000 answers of 64 KiB: not kept)
+            return len(await node.request(peer.peer_id, "large", 65536, timeout=30))
+
+        asks = [asyncio.ensure_future(ask(node, peer))
+                for _ in range(2000) for node, peer in ((a, b), (b, a))]
+        assert await asyncio.wait_for(asyncio.gather(*asks), 40) == [65536] * 4000
+
+
+async def test_a_node_whose_mailbox_is_full_still_takes_its_answers() -> None:
+    async with two_nodes() as ((a, app_a), (b, _)):
+        app_a.go.clear()
+        # b fills a's mailbox for "held" (one handler waits, the rest queue): a's reader
+        # waits for mailbox room, and reads on.
+        sends = [asyncio.ensure_future(b.send(a.peer_id, "held", bytes([n % 256]) * 1024))
+                 for n in range(1100)]
+        await asyncio.wait_for(asyncio.gather(*sends), 10)
+        channel = a._table.get(b.peer_id).channels[0]  # type: ignore[union-attr]
+        await wait_until(lambda: channel.stalled, 10, "a's reader waits for its mailbox")
+        assert await a.request(b.peer_id, "echo", b"still", timeout=5) == b"still"
+        assert len(app_a.held) == 1  # (the mailbox is still full)
+        app_a.go.set()
+        await wait_until(lambda: len(app_a.held) == 1100, 10, "every message handled")
+        assert app_a.held == list(range(256)) * 4 + list(range(76))
+
+
+async def test_nodes_flooding_each_other_with_messages_and_requests_are_both_answered(
+        ) -> None:
+    # Each outbox fills with its own messages: the peer's requests are still answered
+    # (room of their own) and read (the reader held them while the outbox passed the
+    # limit, so both stopped reading).
+    async with two_nodes() as ((a, app_a), (b, app_b)):
+        body = bytes(16384)
+
+        async def flood(node: Node, peer: Node) -> None:
+            for _ in range(1000):
+                await node.send(peer.peer_id, "sink", body)
+
+        floods = [asyncio.ensure_future(flood(a, b)), asyncio.ensure_future(flood(b, a))]
+        asks = [asyncio.ensure_future(node.request(peer.peer_id, "echo", body, timeout=30))
+                for _ in range(500) for node, peer in ((a, b), (b, a))]
+        answers = await asyncio.wait_for(asyncio.gather(*asks, *floods), 40)
+        assert answers[:1000] == [body] * 1000
+        await wait_until(lambda: app_a.sunk == app_b.sunk == 1000, 20, "every message taken")
+
+
+async def test_requests_in_flight_to_a_peer_stay_within_half_the_outbox_limit() -> None:
+    async with two_nodes(outbox_limit=256 * 1024) as ((client, _), (server, app)):
+        window = 128 * 1024
+        # Requests of 32 KiB (and a little): four fit the window, the fifth waits.
+        asks = [asyncio.ensure_future(client.request(server.peer_id, "held",
+                                                     bytes([n]) * 32768, timeout=30))
+                for n in range(40)]
+        # (One peer's requests are handled one at a time: the first is held, the next
+        # three wait in the server's mailbox.)
+        def received() -> int:
+            return int(server.delivery.stats.get("held", "received"))
+
+        await wait_until(lambda: received() == 4, 5, "four requests at the server")
+        await asyncio.sleep(0.3)
+        assert received() == 4, "more requests in flight than the window holds"
+        # One larger than the whole window goes too, once there is room.
+        large = asyncio.ensure_future(client.request(server.peer_id, "held",
+                                                     bytes([99]) * (window + 1), timeout=30))
+        app.go.set()
+        assert await asyncio.wait_for(asyncio.gather(*asks), 20) == [32768] * 40
+        assert await asyncio.wait_for(large, 20) == window + 1
+        assert app.held == [*range(40), 99]  # in the order they were asked
+
+
+async def test_a_request_waiting_for_the_window_times_out_on_time_and_frees_nothing(
+        ) -> None:
+    async with two_nodes(outbox_limit=64 * 1024) as ((client, _), (server, app)):
+        first = asyncio.ensure_future(client.request(server.peer_id, "held", bytes(40000),
+                                                     timeout=30))
+        await wait_until(lambda: len(app.held) == 1, 5, "the first request at the server")
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout, match=r"'held' request within 0.5s"):
+            await client.request(server.peer_id, "held", bytes(1000), timeout=0.5)
+        assert time.monotonic() - started < 1.5
+        assert len(app.held) == 1  # it never left
+        app.go.set()
+        assert await asyncio.wait_for(first, 10) == 40000
+        channel = client._table.get(server.peer_id).channels[0]  # type: ignore[union-attr]
+        assert channel.window.in_flight == 0 and not channel.window.waiters
+
+
+async def test_requests_waiting_for_the_window_fail_when_the_peer_goes() -> None:
+    async with two_nodes(outbox_limit=64 * 1024) as ((client, _), (server, app)):
+        asks = [asyncio.ensure_future(client.request(server.peer_id, "held", bytes(40000),
+                                                     timeout=30)) for _ in range(3)]
+        await wait_until(lambda: len(app.held) == 1, 5, "the first request at the server")
+        await server.close()
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*asks, return_exceptions=True), 10)
+        assert all(isinstance(o, PeerUnavailable) for o in outcomes), outcomes
+
+
+async def test_a_waiter_cancelled_just_as_it_was_let_in_gives_its_bytes_back() -> None:
+    window = RequestWindow(10)
+    await window.enter(6)
+    await window.enter(6)  # (in flight under the size: it goes, and fills the window)
+    late = asyncio.ensure_future(window.enter(12))
+    behind = asyncio.ensure_future(window.enter(3))
+    await asyncio.sleep(0)
+    assert window.in_flight == 12 and len(window.waiters) == 2
+    window.leave(6)  # lets `late` in (first come, first served): `behind` must wait
+    assert window.in_flight == 18 and len(window.waiters) == 1
+    late.cancel()  # before it ran: its 12 bytes go back, and let `behind` in
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    await behind
+    assert window.in_flight == 9 and not window.waiters
+    window.close("connection to p is closed")
+    with pytest.raises(ConnectionClosed, match="is closed"):
+        await window.enter(1)
