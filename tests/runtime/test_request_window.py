@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -34,15 +35,21 @@ from p2phost_sdk import (
 from p2phost_sdk.testing.discovery import wait_until
 from tests.discovery.plugins import use_plugin_source
 
-for _name in ("tcp-transport", "msgpack-codec", "noise-security"):
+for _name in ("tcp-transport", "memory-transport", "msgpack-codec", "noise-security"):
     use_plugin_source(_name)
 
+from p2phost_memory_transport import MemoryTransport  # noqa: E402
 from p2phost_msgpack_codec import MsgpackCodec  # noqa: E402
 from p2phost_noise_security import NoiseSecurity  # noqa: E402
 from p2phost_tcp_transport import TcpTransport  # noqa: E402
 
-SECURITY: dict[str, Callable[[], list[Security]]] = {
-    "plain": list, "noise": lambda: [NoiseSecurity()]}
+#: The media the floods run over: tcp pushes each read to the channel, noise-security
+#: over it too (decrypted in the callback), memory through the channel's pump.
+MEDIA: dict[str, tuple[str, Callable[[], list[Security]]]] = {
+    "tcp": ("tcp://127.0.0.1:0", list),
+    "tcp+noise": ("tcp://127.0.0.1:0", lambda: [NoiseSecurity()]),
+    "memory": ("mem://window-{}", list)}
+_numbers = itertools.count()
 
 
 class Echo(App):
@@ -75,17 +82,21 @@ class Echo(App):
 
 
 @contextlib.asynccontextmanager
-async def two_nodes(security: str = "plain", **options: Any) -> AsyncIterator[
+async def two_nodes(medium: str = "tcp", **options: Any) -> AsyncIterator[
         tuple[tuple[Node, Echo], tuple[Node, Echo]]]:
-    """Two started nodes with :class:`Echo`, the first connected to the second."""
+    """Two started nodes with :class:`Echo` over ``medium`` (of MEDIA), the first
+    connected to the second."""
     made: list[tuple[Node, Echo]] = []
+    listen, security = MEDIA[medium]
     try:
         for _ in range(2):
             app = Echo()
-            node = Node(Identity.generate(), transports={"tcp": TcpTransport()},
+            node = Node(Identity.generate(),
+                        transports={"tcp": TcpTransport(), "mem": MemoryTransport()},
                         codecs={"application/msgpack": MsgpackCodec()},
-                        security=SECURITY[security](), apps=[app],
-                        options=NodeOptions(listen=["tcp://127.0.0.1:0"], **options))
+                        security=security(), apps=[app],
+                        options=NodeOptions(listen=[listen.format(next(_numbers))],
+                                            **options))
             await node.start()
             made.append((node, app))
         (first, _), (second, _) = made
@@ -97,11 +108,11 @@ async def two_nodes(security: str = "plain", **options: Any) -> AsyncIterator[
             await node.close()
 
 
-@pytest.mark.parametrize("security", ["plain", "noise"])
+@pytest.mark.parametrize("medium", sorted(MEDIA))
 @pytest.mark.parametrize(("size", "count"), [(16384, 1000), (100, 20000)])
 async def test_two_nodes_flooding_each_other_with_requests_are_both_answered(
-        security: str, size: int, count: int) -> None:
-    async with two_nodes(security) as ((a, _), (b, _)):
+        medium: str, size: int, count: int) -> None:
+    async with two_nodes(medium) as ((a, _), (b, _)):
         body = bytes(size)
         asks = [asyncio.ensure_future(node.request(peer.peer_id, "echo", body, timeout=30))
                 for _ in range(count) for node, peer in ((a, b), (b, a))]
@@ -110,12 +121,12 @@ async def test_two_nodes_flooding_each_other_with_requests_are_both_answered(
         assert len(a.peers()) == len(b.peers()) == 1  # the connection held
 
 
-@pytest.mark.parametrize("security", ["plain", "noise"])
+@pytest.mark.parametrize("medium", sorted(MEDIA))
 async def test_two_nodes_flooding_each_other_with_small_requests_for_large_answers(
-        security: str) -> None:
+        medium: str) -> None:
     # The window holds thousands of these requests: the answers pass the outbox limit,
     # their handlers wait for room, the mailbox fills, and the reader waits for it.
-    async with two_nodes(security) as ((a, _), (b, _)):
+    async with two_nodes(medium) as ((a, _), (b, _)):
         async def ask(node: Node, peer: Node) -> int:  # (4,000 answers of 64 KiB: not kept)
             return len(await node.request(peer.peer_id, "large", 65536, timeout=30))
 
@@ -124,8 +135,9 @@ async def test_two_nodes_flooding_each_other_with_small_requests_for_large_answe
         assert await asyncio.wait_for(asyncio.gather(*asks), 40) == [65536] * 4000
 
 
-async def test_a_node_whose_mailbox_is_full_still_takes_its_answers() -> None:
-    async with two_nodes() as ((a, app_a), (b, _)):
+@pytest.mark.parametrize("medium", ["tcp", "memory"])
+async def test_a_node_whose_mailbox_is_full_still_takes_its_answers(medium: str) -> None:
+    async with two_nodes(medium) as ((a, app_a), (b, _)):
         app_a.go.clear()
         # b fills a's mailbox for "held" (one handler waits, the rest queue): a's reader
         # waits for mailbox room, and reads on.

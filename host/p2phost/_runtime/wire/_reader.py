@@ -4,12 +4,12 @@ Where the connection has a push mode (``Connection.push``: tcp, and the security
 over it), the channel is its :class:`p2phost_sdk.FrameSink`: each read's frames are taken
 in the transport's ``data_received``, with no task between the socket and the mailbox (a
 reply's future is set, a handler's task created there; handler code never runs there).
+Other connections are pushed by a task of the channel's, the pump, from ``recv_many``.
 A frame that cannot be taken at once (the app's mailbox or this node's outbox is full)
 leaves the rest to the reader task, which waits for room, takes them in order and
-resumes reading. Other connections are read by the reader task with ``recv_many``,
-with the same handling per frame (and no reading while it waits).
+resumes reading.
 
-In push mode, reading pauses only once the frames waiting pass the outbox limit in bytes;
+Reading pauses only once the frames waiting pass the outbox limit in bytes;
 until then the connection is read on, and the answers to this node among them (REPLY,
 ERROR, ACK, PONG) are taken at once. Two nodes each waiting for room to answer the
 other's requests (the answers wait for room in the outbox, their handlers hold the
@@ -68,7 +68,8 @@ class Reader:
 
     # Slots, not a dict: the channel's fields are read per frame (see Channel).
     __slots__ = ("_backlog", "_blocked", "_channel", "_failure", "_held", "_limit",
-                 "_on_fields", "_on_replied", "_on_traced", "_outbox_bytes", "_stopped",
+                 "_on_fields", "_on_replied", "_on_traced", "_outbox_bytes", "_reading",
+                 "_stopped",
                  "_topic", "_topic_bytes", "_wrote_directly", "connection", "last_seen",
                  "stalled")
 
@@ -93,6 +94,8 @@ class Reader:
     _stopped: bool
     # The bytes of the frames kept in the backlog while reading went on (_behind).
     _held: int
+    # Set while reading may go on: what the pump waits for (_pause, _resume).
+    _reading: asyncio.Event
     # The topic of the last MESSAGE or REQUEST taken, as it came and as decoded: a frame
     # on the same topic (most of a burst) reuses the string, its hash computed already,
     # with no decode or hash of its own (a comparison of its bytes: bytes.startswith
@@ -107,6 +110,8 @@ class Reader:
         self._failure = None
         self._stopped = False
         self._held = 0
+        self._reading = asyncio.Event()
+        self._reading.set()
         self._topic_bytes, self._topic = b"", ""
 
     def _general(self, envelope: Envelope, ack: Ack | None) -> Awaitable[None] | None:
@@ -119,25 +124,42 @@ class Reader:
 
     async def _read_loop(self) -> None:
         # Push mode where the transport has it (frames from its protocol's callback, no
-        # loop turn between the read and this node's handling); recv_many until then:
-        # a transport holding frames that recv_many must hand over first says no.
-        connection, take = self.connection, self._take
-        while not connection.push(self):
-            frames: Sequence[bytes] = await connection.recv_many()
-            self.last_seen = time.monotonic()
-            # A new loop turn: the next frame this node answers may go out directly.
-            self._wrote_directly = False
-            while frames:
-                stopped = take(frames)
-                if stopped is None:
-                    break
-                taken, waiting = stopped
-                await waiting
-                frames = frames[taken:]
-        await self._pushed()
+        # loop turn between the read and this node's handling); else a task of the
+        # channel's pushes what recv_many returns (_pump), until the transport can.
+        if self.connection.push(self):
+            await self._pushed()
+            return
+        pump = asyncio.get_running_loop().create_task(self._pump(), name="pump")
+        try:
+            await self._pushed()
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
+    async def _pump(self) -> None:
+        """Push mode for a connection without one (brokers, memory, quic, websocket), or
+        not yet (a security layer holding frames that recv_many must hand over first):
+        each ``recv_many`` to :meth:`frames_received`, while reading is not paused."""
+        connection, reading = self.connection, self._reading
+        try:
+            while True:
+                await reading.wait()
+                self.frames_received(await connection.recv_many())
+                if connection.push(self):
+                    return  # the transport pushes from now on
+        except Exception as exc:  # (ConnectionClosed at the end, ...): the reader raises it
+            self.connection_ended(exc)
+
+    def _pause(self) -> None:
+        self.connection.pause_reading()
+        self._reading.clear()
+
+    def _resume(self) -> None:
+        self.connection.resume_reading()
+        self._reading.set()
 
     def frames_received(self, frames: list[bytes]) -> None:
-        """Push mode: the frames of one read, from the transport's callback.
+        """The frames of one read, from the transport's callback (or the pump).
 
         Each is taken at once (a handler's task is created, a reply's future is set)
         until one must wait (a full mailbox or outbox): then reading is paused, and the
@@ -177,7 +199,7 @@ class Reader:
                 backlog.append(frame)
                 self._held += len(frame)
         if self._held > self._limit:
-            self.connection.pause_reading()
+            self._pause()
 
     def connection_ended(self, error: Exception) -> None:
         """Push mode: the connection ended (after the frames before it were taken)."""
@@ -219,7 +241,7 @@ class Reader:
                     self._behind(frames[taken:])
                     await waiting
             if self._failure is None:
-                self.connection.resume_reading()
+                self._resume()
 
     def _take(self, frames: Sequence[bytes]) -> tuple[int, Awaitable[None]] | None:
         """Hand received frames on in order, in one pass: None when each was taken at
