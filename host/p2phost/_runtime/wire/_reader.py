@@ -88,7 +88,8 @@ class Reader:
     _on_traced: OnTraced | None
     # Push mode: frames taken from the transport's callback wait here behind one that
     # could not be taken at once; the reader task waits on ``_blocked``.
-    _backlog: deque[bytes]
+    # (Read by read: each read's frames and their bytes.)
+    _backlog: deque[tuple[Sequence[bytes], int]]
     _blocked: asyncio.Future[asyncio.Future[None]] | None
     _failure: Exception | None
     _stopped: bool
@@ -191,15 +192,23 @@ class Reader:
         outbox or in the app's mailbox): the answers among them are taken now, the rest
         kept in order behind the frame it waits with; reading pauses once they pass the
         outbox limit."""
-        backlog, take = self._backlog, self._take
-        for frame in frames:
-            if len(frame) > 1 and frame[1] in _ANSWERS:
-                take((frame,))  # (an answer never waits: None)
-            else:
-                backlog.append(frame)
-                self._held += len(frame)
-        if self._held > self._limit:
-            self._pause()
+        # (A comprehension, then a loop only where a read holds answers: a flood into a
+        # full mailbox comes this way, read after read.)
+        try:
+            kept = [frame for frame in frames if frame[1] not in _ANSWERS]
+        except IndexError:  # a frame of under 2 bytes: kept, for _take to refuse in turn
+            kept = [frame for frame in frames if len(frame) < 2 or frame[1] not in _ANSWERS]
+        if len(kept) < len(frames):
+            take = self._take
+            for frame in frames:
+                if len(frame) > 1 and frame[1] in _ANSWERS:
+                    take((frame,))  # (an answer never waits: None)
+        if kept:
+            size = sum(map(len, kept))
+            self._backlog.append((kept, size))
+            self._held += size
+            if self._held > self._limit:
+                self._pause()
 
     def connection_ended(self, error: Exception) -> None:
         """Push mode: the connection ended (after the frames before it were taken)."""
@@ -230,15 +239,18 @@ class Reader:
             finally:
                 self._blocked = None
             await waiting
+            # (Read by read: what is left of one goes back in front, and no more is
+            # copied per stop than one read's frames.)
             while backlog:
-                frames = list(backlog)
-                backlog.clear()
-                self._held = 0
+                frames, size = backlog.popleft()
+                self._held -= size
                 stopped = take(frames)
                 if stopped is not None:
                     taken, waiting = stopped
-                    # (The backlog is empty: nothing came during the take.)
-                    self._behind(frames[taken:])
+                    if rest := frames[taken:]:
+                        size = sum(map(len, rest))
+                        backlog.appendleft((rest, size))
+                        self._held += size
                     await waiting
             if self._failure is None:
                 self._resume()
