@@ -144,7 +144,8 @@ class Reader:
         connection, reading = self.connection, self._reading
         try:
             while True:
-                await reading.wait()
+                if not reading.is_set():
+                    await reading.wait()
                 self.frames_received(await connection.recv_many())
                 if connection.push(self):
                     return  # the transport pushes from now on
