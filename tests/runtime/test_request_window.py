@@ -15,13 +15,15 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from p2phost._runtime import Node, NodeOptions
-from p2phost._runtime.wire._window import RequestWindow
+from p2phost._runtime import Kind, Node, NodeOptions, encode
+from p2phost._runtime.wire._reader import FRAME_COST
+from p2phost._runtime.wire._window import FEW, RequestWindow
 from p2phost_sdk import (
     App,
     ConnectionClosed,
@@ -34,6 +36,8 @@ from p2phost_sdk import (
 )
 from p2phost_sdk.testing.discovery import wait_until
 from tests.discovery.plugins import use_plugin_source
+from tests.runtime.conftest import build_node, channel_of
+from tests.runtime.rawpeer import hello_frame, length_prefixed
 
 for _name in ("tcp-transport", "memory-transport", "msgpack-codec", "noise-security"):
     use_plugin_source(_name)
@@ -50,6 +54,16 @@ MEDIA: dict[str, tuple[str, Callable[[], list[Security]]]] = {
     "tcp+noise": ("tcp://127.0.0.1:0", lambda: [NoiseSecurity()]),
     "memory": ("mem://window-{}", list)}
 _numbers = itertools.count()
+
+
+class Pong(App):
+    """Another app, with a mailbox of its own: ``ping`` answers ``b"pong"``."""
+
+    name = "pong"
+
+    @handler("ping")
+    async def ping(self, message: Message) -> bytes:
+        return b"pong"
 
 
 class Echo(App):
@@ -94,7 +108,7 @@ async def two_nodes(medium: str = "tcp", **options: Any) -> AsyncIterator[
             node = Node(Identity.generate(),
                         transports={"tcp": TcpTransport(), "mem": MemoryTransport()},
                         codecs={"application/msgpack": MsgpackCodec()},
-                        security=security(), apps=[app],
+                        security=security(), apps=[app, Pong()],
                         options=NodeOptions(listen=[listen.format(next(_numbers))],
                                             **options))
             await node.start()
@@ -197,19 +211,34 @@ async def test_requests_in_flight_to_a_peer_stay_within_half_the_outbox_limit() 
         assert app.held == [*range(40), 99]  # in the order they were asked
 
 
+async def test_one_large_slow_request_holds_back_no_other_request_to_its_peer() -> None:
+    # (A request over the whole window, whose handler waits: the next requests, to
+    # another app of the peer, go at once, as FEW go whatever their bytes.)
+    async with two_nodes() as ((client, _), (server, app)):
+        large = asyncio.ensure_future(client.request(server.peer_id, "held",
+                                                     bytes(600_000), timeout=30))
+        await wait_until(lambda: len(app.held) == 1, 5, "the large request at the server")
+        for _ in range(3):
+            assert await client.request(server.peer_id, "ping", b"?", timeout=2) == b"pong"
+        app.go.set()
+        assert await asyncio.wait_for(large, 10) == 600_000
+
+
 async def test_a_request_waiting_for_the_window_times_out_on_time_and_frees_nothing(
         ) -> None:
     async with two_nodes(outbox_limit=64 * 1024) as ((client, _), (server, app)):
-        first = asyncio.ensure_future(client.request(server.peer_id, "held", bytes(40000),
-                                                     timeout=30))
+        # Four requests fill the window (32 KiB; FEW go whatever their bytes).
+        first = [asyncio.ensure_future(client.request(server.peer_id, "held", bytes(40000),
+                                                      timeout=30)) for _ in range(FEW)]
         await wait_until(lambda: len(app.held) == 1, 5, "the first request at the server")
         started = time.monotonic()
-        with pytest.raises(RequestTimeout, match=r"'held' request within 0.5s"):
+        with pytest.raises(RequestTimeout, match=r"'held' request within 0.5s: it was "
+                                                 r"never sent: the requests to that peer"):
             await client.request(server.peer_id, "held", bytes(1000), timeout=0.5)
         assert time.monotonic() - started < 1.5
-        assert len(app.held) == 1  # it never left
+        assert int(server.delivery.stats.get("held", "received")) == FEW  # it never left
         app.go.set()
-        assert await asyncio.wait_for(first, 10) == 40000
+        assert await asyncio.wait_for(asyncio.gather(*first), 10) == [40000] * FEW
         channel = client._table.get(server.peer_id).channels[0]  # type: ignore[union-attr]
         assert channel.window.in_flight == 0 and not channel.window.waiters
 
@@ -217,7 +246,7 @@ async def test_a_request_waiting_for_the_window_times_out_on_time_and_frees_noth
 async def test_requests_waiting_for_the_window_fail_when_the_peer_goes() -> None:
     async with two_nodes(outbox_limit=64 * 1024) as ((client, _), (server, app)):
         asks = [asyncio.ensure_future(client.request(server.peer_id, "held", bytes(40000),
-                                                     timeout=30)) for _ in range(3)]
+                                                     timeout=30)) for _ in range(FEW + 2)]
         await wait_until(lambda: len(app.held) == 1, 5, "the first request at the server")
         await server.close()
         outcomes = await asyncio.wait_for(
@@ -225,21 +254,83 @@ async def test_requests_waiting_for_the_window_fail_when_the_peer_goes() -> None
         assert all(isinstance(o, PeerUnavailable) for o in outcomes), outcomes
 
 
+@pytest.mark.parametrize("size", [0, 2, 64])
+async def test_what_a_stalled_reader_reads_on_is_bounded_even_for_empty_frames(
+        size: int) -> None:
+    # A peer fills a slow app's mailbox, then floods frames (empty ones too, counted at
+    # FRAME_COST each: counted at their length, a flood of them grew the node by 300 MB
+    # in 8 s, with no timeout to end it: the node's outbox is empty).
+    app = Echo()
+    node = build_node("tcp", [app], listen=["tcp://127.0.0.1:0"])
+    await node.start()
+    try:
+        host, port = node.addresses[0].removeprefix("tcp://").rsplit(":", 1)
+        peer = Identity.generate()
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(length_prefixed(hello_frame(peer)))
+        writer.write(b"".join(length_prefixed(encode(Kind.MESSAGE, n + 1, b"held", b"[1]"))
+                              for n in range(1100)))
+        await wait_until(lambda: len(node.peers()) == 1, 5, "the raw peer joined")
+        channel = channel_of(node, peer.peer_id)
+        await wait_until(lambda: channel.stalled, 5, "the mailbox is full")
+        one = length_prefixed(b"\x01" * size)  # (kind byte 1, a REQUEST's: kept)
+        chunk = one * (65536 // len(one))
+        sent = 0
+        with contextlib.suppress(TimeoutError):  # (the node stops reading: writes block)
+            async with asyncio.timeout(3):
+                while sent < 64 * channel._limit:
+                    writer.write(chunk)
+                    await writer.drain()
+                    sent += len(chunk)
+        assert sent < 64 * channel._limit, "the node read on without a bound"
+        assert channel._held <= channel._limit + 65536 // len(one) * (len(one) + FRAME_COST)
+        writer.close()
+    finally:
+        app.go.set()
+        await node.close()
+
+
+async def test_a_bad_answer_behind_a_stalled_read_fails_the_connection_after_the_rest(
+        ) -> None:
+    # The messages before the bad frame are handled (the stopped one was lost, with its
+    # coroutine never awaited, when the frames behind it were sorted out first).
+    app = Echo()
+    node = build_node("tcp", [app], listen=["tcp://127.0.0.1:0"])
+    await node.start()
+    try:
+        host, port = node.addresses[0].removeprefix("tcp://").rsplit(":", 1)
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(length_prefixed(hello_frame(Identity.generate())))
+        await wait_until(lambda: len(node.peers()) == 1, 5, "the raw peer joined")
+        writer.write(b"".join(length_prefixed(encode(Kind.MESSAGE, n + 1, b"held", b"[1]"))
+                              for n in range(1100)) + length_prefixed(b"\x09\x02"))
+        channel = channel_of(node, node.peers()[0].peer_id)
+        await wait_until(lambda: channel.stalled, 5, "the mailbox is full")
+        await asyncio.sleep(0.2)  # (the bad frame is read meanwhile)
+        app.go.set()
+        await wait_until(lambda: not node.peers(), 5, "the bad frame closed the connection")
+        await wait_until(lambda: len(app.held) == 1100, 10, "every message before it handled")
+        writer.close()
+    finally:
+        await node.close()
+
+
 async def test_a_waiter_cancelled_just_as_it_was_let_in_gives_its_bytes_back() -> None:
+    assert FEW == 4
     window = RequestWindow(10)
-    await window.enter(6)
-    await window.enter(6)  # (in flight under the size: it goes, and fills the window)
+    for _ in range(4):  # (the fourth goes: fewer than FEW were in flight)
+        await window.enter(3)
     late = asyncio.ensure_future(window.enter(12))
     behind = asyncio.ensure_future(window.enter(3))
     await asyncio.sleep(0)
-    assert window.in_flight == 12 and len(window.waiters) == 2
-    window.leave(6)  # lets `late` in (first come, first served): `behind` must wait
-    assert window.in_flight == 18 and len(window.waiters) == 1
+    assert (window.in_flight, window.count, len(window.waiters)) == (12, 4, 2)
+    window.leave(3)  # lets `late` in (first come, first served): `behind` must wait
+    assert (window.in_flight, window.count, len(window.waiters)) == (21, 4, 1)
     late.cancel()  # before it ran: its 12 bytes go back, and let `behind` in
     with pytest.raises(asyncio.CancelledError):
         await late
     await behind
-    assert window.in_flight == 9 and not window.waiters
+    assert (window.in_flight, window.count, window.waiters) == (12, 4, deque())
     window.close("connection to p is closed")
     with pytest.raises(ConnectionClosed, match="is closed"):
         await window.enter(1)

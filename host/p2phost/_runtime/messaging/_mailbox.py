@@ -5,8 +5,9 @@ per-peer state needs no locks; different peers are processed concurrently. An it
 counts against the bounds until it has been processed: the mailbox is full when it holds
 ``size`` items or more than ``max_bytes`` bytes (each item's ``_size``: a message's body
 length, 0 for a lifecycle call), and a producer that finds it full waits for room (the
-node's reader for that connection then stops reading, which slows the sender through the
-transport): nothing is dropped. A mailbox holding nothing always takes an item, however
+node's reader for that connection then takes no more messages, and stops reading once
+what waits passes its limit, which slows the sender through the transport): nothing is
+dropped. A mailbox holding nothing always takes an item, however
 large (one message over ``max_bytes`` is delivered, not stuck), so it never holds more
 than ``max_bytes`` plus one message.
 

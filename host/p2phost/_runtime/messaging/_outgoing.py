@@ -14,11 +14,12 @@ import time
 from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any
 
-from p2phost_sdk import ConnectionClosed, FrameTooLarge, PeerUnavailable, Raw
+from p2phost_sdk import ConnectionClosed, FrameTooLarge, PeerUnavailable, Raw, RequestTimeout
 
 from .._errors import WireError
 from ..wire._channel import OWN_FRAME_LIMIT, Channel
 from ..wire._envelope import IDS, RAW, TRACED, VERSION, Kind, encode, header_parts
+from ..wire._window import FEW
 from ._pending import FOREVER, LAST_DEADLINE, PendingRequests, timed_out, without_deadline
 from ._routes import TraceHook
 from ._stats import DeliveryStats, Tally
@@ -182,13 +183,16 @@ class Outgoing(PendingRequests):
             self._arm(due)
         try:
             # (RequestWindow.enter's check, inline: no call while the window has room)
-            if not window.waiters and window.in_flight < window.size:
+            if not window.waiters and (window.in_flight < window.size or window.count < FEW):
                 window.in_flight += len(frame)
+                window.count += 1
             else:
-                await _within(window.enter(len(frame)), peer, due, reply, topic, seconds)
+                await _within(window.enter(len(frame)), peer, due, reply, topic, seconds,
+                              _WINDOW_FULL)
             held = len(frame)
             if not channel.try_post(frame):
-                await _within(channel.send(frame), peer, due, reply, topic, seconds)
+                await _within(channel.send(frame), peer, due, reply, topic, seconds,
+                              _OUTBOX_FULL)
             # (the sent tally inline, as try_send's)
             tally = channel.tallies.get(topic) \
                 or self.stats.tally_of(channel.tallies, topic, peer)
@@ -197,6 +201,10 @@ class Outgoing(PendingRequests):
             return await reply
         except ConnectionClosed as exc:
             raise PeerUnavailable(f"peer {peer}: {exc}") from exc
+        except asyncio.CancelledError:
+            if reply.done() and not reply.cancelled():
+                reply.exception()  # (failed by the timer as it was cancelled: seen)
+            raise
         finally:
             self._pending.pop(message_id, None)
             if held:
@@ -223,15 +231,24 @@ class Outgoing(PendingRequests):
         return sent
 
 
+#: Why a request that timed out before it was sent waited (``_within``).
+_WINDOW_FULL = ("it was never sent: the requests to that peer still unanswered filled "
+                "this node's window (half its outbox limit)")
+_OUTBOX_FULL = "it was never sent: the peer did not read what waited for it"
+
+
 async def _within(waiting: Coroutine[Any, Any, None], peer: str, due: float,
-                  reply: asyncio.Future[Any], topic: str, timeout: float) -> None:
+                  reply: asyncio.Future[Any], topic: str, timeout: float, why: str) -> None:
     """Wait for room for a request (in the window, in the outbox) until it is due: a
     congested peer (one that reads slowly, or nothing) must not hold back its
-    RequestTimeout."""
+    RequestTimeout, which says ``why`` it was not sent."""
     try:
         async with asyncio.timeout_at(due if due != FOREVER else None):
             await waiting
     except TimeoutError:
-        if reply.done():  # the timer's RequestTimeout, or what failed the request first
+        # (the timer's RequestTimeout is this one, without why; anything else failed
+        # the request first)
+        if reply.done() and not reply.cancelled() \
+                and not isinstance(reply.exception(), RequestTimeout):
             await reply
-        raise timed_out(peer, topic, timeout) from None
+        raise RequestTimeout(f"{timed_out(peer, topic, timeout)}: {why}") from None

@@ -304,7 +304,8 @@ class Channel(Reader):
             self._reader.cancel()
 
     async def _await_room(self) -> None:
-        """Stop reading while this node's answers to the peer fill the outbox."""
+        """Wait while this node's answers to the peer fill the outbox (the request that
+        waits is not taken meanwhile; see _reader)."""
         loop, since = asyncio.get_running_loop(), time.monotonic()
         try:
             while self._outbox_bytes >= self._limit and not self.ended:

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from p2phost_sdk import Connection
+from p2phost_sdk import Connection, TransportError
 
 from .._errors import WireError
 from ._envelope import HEADER, TRACE_SIZE, TRACED, VERSION, Envelope, Kind, decode
@@ -60,6 +60,9 @@ _REQUEST, _ERROR = int(Kind.REQUEST), int(Kind.ERROR)
 #: What a reader waiting for room to answer still takes as it comes (see the docstring).
 _ANSWERS = frozenset({Kind.REPLY, Kind.ERROR, Kind.ACK, Kind.PONG})
 _TRACED_APP = (TRACED | Kind.MESSAGE, TRACED | Kind.REQUEST)
+#: What a frame kept in the backlog costs beyond its bytes (the bytes object, its slot):
+#: counted, so that a flood of empty frames meets the limit too.
+FRAME_COST = 64
 _START, _unpack, _monotonic = HEADER.size, HEADER.unpack_from, time.monotonic
 
 
@@ -151,6 +154,11 @@ class Reader:
                     return  # the transport pushes from now on
         except Exception as exc:  # (ConnectionClosed at the end, ...): the reader raises it
             self.connection_ended(exc)
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise  # the reader's own cancellation
+            # A transport's read cancelled under it: the channel must end, not stop reading.
+            self.connection_ended(TransportError("the connection's read was cancelled"))
 
     def _pause(self) -> None:
         self.connection.pause_reading()
@@ -164,9 +172,10 @@ class Reader:
         """The frames of one read, from the transport's callback (or the pump).
 
         Each is taken at once (a handler's task is created, a reply's future is set)
-        until one must wait (a full mailbox or outbox): then reading is paused, and the
-        reader task waits, takes the rest in order and resumes reading. Nothing here
-        raises into the transport: an error ends the channel through the reader task.
+        until one must wait (a full mailbox or outbox): then the reader task waits with
+        it, and takes the rest in order (``_behind``: reading goes on meanwhile, up to a
+        limit). Nothing here raises into the transport: an error ends the channel
+        through the reader task, after the frames before it.
         """
         if self._stopped:
             return
@@ -180,11 +189,11 @@ class Reader:
             stopped = self._take(frames)
             if stopped is not None:
                 taken, waiting = stopped
-                self._behind(frames[taken:])
                 # In a task from now (a rare step: a full mailbox or outbox), so that
                 # it runs, or is cancelled, even if the channel ends before the
-                # reader task takes it up.
+                # reader task takes it up (or a bad frame behind it fails it).
                 blocked.set_result(asyncio.ensure_future(waiting))
+                self._behind(frames[taken:])
         except Exception as exc:  # a protocol error: the reader task raises it
             self.connection_ended(exc)
 
@@ -192,24 +201,24 @@ class Reader:
         """Push mode: frames that arrive while the reader task waits (for room in the
         outbox or in the app's mailbox): the answers among them are taken now, the rest
         kept in order behind the frame it waits with; reading pauses once they pass the
-        outbox limit."""
+        outbox limit (each frame counted with FRAME_COST more: empty frames too)."""
         # (A comprehension, then a loop only where a read holds answers: a flood into a
         # full mailbox comes this way, read after read.)
         try:
             kept = [frame for frame in frames if frame[1] not in _ANSWERS]
         except IndexError:  # a frame of under 2 bytes: kept, for _take to refuse in turn
             kept = [frame for frame in frames if len(frame) < 2 or frame[1] not in _ANSWERS]
+        if kept:  # (first: should an answer below be bad, these were before the failure)
+            size = sum(map(len, kept)) + FRAME_COST * len(kept)
+            self._backlog.append((kept, size))
+            self._held += size
+            if self._held > self._limit:
+                self._pause()
         if len(kept) < len(frames):
             take = self._take
             for frame in frames:
                 if len(frame) > 1 and frame[1] in _ANSWERS:
                     take((frame,))  # (an answer never waits: None)
-        if kept:
-            size = sum(map(len, kept))
-            self._backlog.append((kept, size))
-            self._held += size
-            if self._held > self._limit:
-                self._pause()
 
     def connection_ended(self, error: Exception) -> None:
         """Push mode: the connection ended (after the frames before it were taken)."""
@@ -249,7 +258,7 @@ class Reader:
                 if stopped is not None:
                     taken, waiting = stopped
                     if rest := frames[taken:]:
-                        size = sum(map(len, rest))
+                        size = sum(map(len, rest)) + FRAME_COST * len(rest)
                         backlog.appendleft((rest, size))
                         self._held += size
                     await waiting

@@ -21,33 +21,43 @@ from collections import deque
 
 from p2phost_sdk import ConnectionClosed
 
+#: Requests that may be in flight whatever their bytes: one large request (an upload
+#: whose handler takes its time) does not hold back every other request to its peer.
+FEW = 4
+
 
 class RequestWindow:
-    """Requests in flight to one peer, bounded by ``size`` bytes.
+    """Requests in flight to one peer, bounded by ``size`` bytes (and :data:`FEW` go
+    whatever their bytes).
 
     The request path reads the fields inline: a request may go at once when ``waiters``
-    is empty and ``in_flight`` is under ``size`` (then it adds its bytes itself); else it
-    waits in :meth:`enter`. Either way it calls :meth:`leave` once answered or failed.
-    (``size`` is positive: it is half a channel's outbox limit.)
+    is empty and its bytes are under ``size`` or its count under FEW (then it counts
+    itself in: ``in_flight``, ``count``);
+    else it waits in :meth:`enter`. Either way it calls :meth:`leave` once answered or
+    failed.
     """
 
-    __slots__ = ("closed", "in_flight", "size", "waiters")
+    __slots__ = ("closed", "count", "in_flight", "size", "waiters")
 
     def __init__(self, size: float) -> None:
         self.size = size
+        #: The bytes and the number of the requests in flight.
         self.in_flight = 0
+        self.count = 0
         #: The requests waiting, first come first served: (bytes, their future).
         self.waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         #: Why the channel ended, once it has (the waiters fail with it).
         self.closed: str | None = None
 
     async def enter(self, nbytes: int) -> None:
-        """Wait until what is in flight is under the size (behind the requests waiting
-        already), then count ``nbytes`` in; ConnectionClosed once the channel ended."""
+        """Wait until what is in flight is under the size, or fewer than FEW requests
+        (behind the requests waiting already), then count a request of ``nbytes`` in;
+        ConnectionClosed once the channel ended."""
         if self.closed is not None:
             raise ConnectionClosed(self.closed)
-        if not self.waiters and self.in_flight < self.size:
+        if not self.waiters and (self.in_flight < self.size or self.count < FEW):
             self.in_flight += nbytes
+            self.count += 1
             return
         granted = asyncio.get_running_loop().create_future()
         self.waiters.append((nbytes, granted))
@@ -59,13 +69,16 @@ class RequestWindow:
             raise
 
     def leave(self, nbytes: int) -> None:
-        """``nbytes`` answered (or failed): the requests waiting that now fit go."""
+        """A request of ``nbytes`` answered (or failed): the requests waiting that now
+        fit go."""
         self.in_flight -= nbytes
+        self.count -= 1
         waiters = self.waiters
-        while waiters and self.in_flight < self.size:
+        while waiters and (self.in_flight < self.size or self.count < FEW):
             size, granted = waiters.popleft()
             if not granted.done():  # (cancelled: its requester gave up)
                 self.in_flight += size
+                self.count += 1
                 granted.set_result(None)
 
     def close(self, why: str) -> None:
