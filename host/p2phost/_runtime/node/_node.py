@@ -396,9 +396,11 @@ class Node(MessagingAPI):
 
     async def close(self) -> None:
         """Graceful shutdown: stop dialling and listening, say goodbye to every peer,
-        drain every mailbox (replies still go out), then close everything.
+        wait for the replies to this node's requests, drain every mailbox (replies still
+        go out), then close everything.
 
-        The drain (acknowledgements, the peers' goodbyes, the mailboxes) has one deadline,
+        The drain (acknowledgements, the peers' goodbyes, this node's requests, the
+        mailboxes) has one deadline,
         ``drain_timeout`` in all; then every connection at once gets 1 s to hand its last
         replies to the transport and the transport's close (tcp: 2 s of grace for what
         it buffered). So however many peers do not read, close takes about drain_timeout
@@ -425,6 +427,8 @@ class Node(MessagingAPI):
         for channel in channels:
             channel.goodbye("the node is shutting down")
         await self._peers_done(channels, left())
+        # This node's own requests on those channels: their replies may follow the goodbye.
+        await self._dispatch.answered({channel.peer_id for channel in channels}, left())
         await self._dispatch.drain(left(), drain_timeout=timeout)
         await self._reliable.close()
         # All at once: a peer that does not read costs its grace once, not once per peer.
