@@ -49,26 +49,35 @@ async def test_a_closing_node_waits_for_the_replies_to_its_requests(security: st
         assert await asyncio.gather(*asks) == list(range(300))
 
 
-async def test_a_closing_node_waits_for_replies_no_longer_than_its_drain_timeout() -> None:
-    class Never(App):
-        name = "never"
+class Never(App):
+    """``never`` never answers."""
 
-        @handler("never")
-        async def never(self, message: Message) -> None:
-            await asyncio.Event().wait()
+    name = "never"
 
+    @handler("never")
+    async def never(self, message: Message) -> None:
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize(("timeout", "drain", "waited"),
+                         [(60.0, 1.0, True), (None, 3.0, False)])
+async def test_a_closing_node_waits_for_replies_no_longer_than_its_drain_timeout(
+        timeout: float | None, drain: float, waited: bool) -> None:
+    # (A request without a deadline, a long poll, is not waited for at all.)
     async with tcp_pair(Never(), options={"drain_timeout": 1.0}) as (server, _):
         client = build_node("tcp", listen=[], codecs=("application/msgpack",),
-                            drain_timeout=1.0)
+                            drain_timeout=drain)
         await client.start()
         try:
             await client.connect(server.addresses[0])
             ask = asyncio.ensure_future(client.request(server.peer_id, "never", 1,
-                                                       timeout=None))
+                                                       timeout=timeout))
             await asyncio.sleep(0.1)
             started = time.monotonic()
         finally:
             await client.close()
-        assert time.monotonic() - started < 4.5  # the drain's 1 s, then 1 s + tcp's 2 s
+        took = time.monotonic() - started
+        # (then 1 s for the last bytes, and tcp's 2 s, at most)
+        assert (drain <= took < drain + 3.5) if waited else took < drain
         with pytest.raises(PeerUnavailable, match="the node shut down"):
             await ask

@@ -293,7 +293,8 @@ async def test_what_a_stalled_reader_reads_on_is_bounded_even_for_empty_frames(
 async def test_a_bad_answer_behind_a_stalled_read_fails_the_connection_after_the_rest(
         ) -> None:
     # The messages before the bad frame are handled (the stopped one was lost, with its
-    # coroutine never awaited, when the frames behind it were sorted out first).
+    # coroutine never awaited, when the frames behind it were sorted out first), and the
+    # one after it is not.
     app = Echo()
     node = build_node("tcp", [app], listen=["tcp://127.0.0.1:0"])
     await node.start()
@@ -303,13 +304,16 @@ async def test_a_bad_answer_behind_a_stalled_read_fails_the_connection_after_the
         writer.write(length_prefixed(hello_frame(Identity.generate())))
         await wait_until(lambda: len(node.peers()) == 1, 5, "the raw peer joined")
         writer.write(b"".join(length_prefixed(encode(Kind.MESSAGE, n + 1, b"held", b"[1]"))
-                              for n in range(1100)) + length_prefixed(b"\x09\x02"))
+                              for n in range(1100)) + length_prefixed(b"\x09\x02")
+                     + length_prefixed(encode(Kind.MESSAGE, 1101, b"held", b"[2]")))
         channel = channel_of(node, node.peers()[0].peer_id)
         await wait_until(lambda: channel.stalled, 5, "the mailbox is full")
         await asyncio.sleep(0.2)  # (the bad frame is read meanwhile)
         app.go.set()
         await wait_until(lambda: not node.peers(), 5, "the bad frame closed the connection")
         await wait_until(lambda: len(app.held) == 1100, 10, "every message before it handled")
+        await asyncio.sleep(0.2)
+        assert app.held == [1] * 1100  # and none after it (as a reader not waiting does)
         writer.close()
     finally:
         await node.close()

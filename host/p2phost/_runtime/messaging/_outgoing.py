@@ -187,12 +187,12 @@ class Outgoing(PendingRequests):
                 window.in_flight += len(frame)
                 window.count += 1
             else:
-                await _within(window.enter(len(frame)), peer, due, reply, topic, seconds,
+                await _within(window.enter(len(frame)), channel, due, reply, topic, seconds,
                               _WINDOW_FULL)
             held = len(frame)
             if not channel.try_post(frame):
-                await _within(channel.send(frame), peer, due, reply, topic, seconds,
-                              _OUTBOX_FULL)
+                await _within(channel.send(frame), channel, due, reply, topic, seconds,
+                              _STORE_SLOW if channel.stored else _OUTBOX_FULL)
             # (the sent tally inline, as try_send's)
             tally = channel.tallies.get(topic) \
                 or self.stats.tally_of(channel.tallies, topic, peer)
@@ -233,11 +233,12 @@ class Outgoing(PendingRequests):
 
 #: Why a request that timed out before it was sent waited (``_within``).
 _WINDOW_FULL = ("it was never sent: the requests to that peer still unanswered filled "
-                "this node's window (half its outbox limit)")
+                "this node's window (half its outbox limit, and four requests)")
 _OUTBOX_FULL = "it was never sent: the peer did not read what waited for it"
+_STORE_SLOW = "the medium did not take the stored request in time (it may hold it or not)"
 
 
-async def _within(waiting: Coroutine[Any, Any, None], peer: str, due: float,
+async def _within(waiting: Coroutine[Any, Any, None], channel: Channel, due: float,
                   reply: asyncio.Future[Any], topic: str, timeout: float, why: str) -> None:
     """Wait for room for a request (in the window, in the outbox) until it is due: a
     congested peer (one that reads slowly, or nothing) must not hold back its
@@ -247,8 +248,10 @@ async def _within(waiting: Coroutine[Any, Any, None], peer: str, due: float,
             await waiting
     except TimeoutError:
         # (the timer's RequestTimeout is this one, without why; anything else failed
-        # the request first)
+        # the request first, and so did the channel's end in the same turn)
         if reply.done() and not reply.cancelled() \
                 and not isinstance(reply.exception(), RequestTimeout):
             await reply
-        raise RequestTimeout(f"{timed_out(peer, topic, timeout)}: {why}") from None
+        if channel.ended:
+            raise ConnectionClosed(f"connection to {channel.peer_id} is closed") from None
+        raise RequestTimeout(f"{timed_out(channel.peer_id, topic, timeout)}: {why}") from None

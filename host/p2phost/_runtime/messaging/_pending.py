@@ -74,15 +74,16 @@ class PendingRequests:
         return any(entry[0] == peer_id for entry in self._pending.values())
 
     async def answered(self, peers: set[str], timeout: float) -> None:
-        """Wait up to ``timeout`` seconds while a request to one of ``peers`` waits for
-        its reply: a closing node's requests are still answered (the replies may follow
-        the peer's goodbye), or fail as the peer's connection ends. Asked once, as the node
-        closes."""
+        """Wait up to ``timeout`` seconds while a request with a deadline to one of
+        ``peers`` waits for its reply: a closing node's requests are still answered (the
+        replies may follow the peer's goodbye), or fail as the peer's connection ends. One
+        without a deadline (``timeout=None``: a long poll, say) is not waited for. Asked
+        once, as the node closes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         # (polled, not an event: one would cost each reply a look)
         while loop.time() < deadline and any(  # noqa: ASYNC110
-                entry[0] in peers for entry in self._pending.values()):
+                entry[0] in peers and entry[3] != FOREVER for entry in self._pending.values()):
             await asyncio.sleep(0.01)
 
     def fail_pending(self, peer_id: str | None, reason: str) -> None:

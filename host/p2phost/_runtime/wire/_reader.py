@@ -216,9 +216,26 @@ class Reader:
                 self._pause()
         if len(kept) < len(frames):
             take = self._take
-            for frame in frames:
+            for at, frame in enumerate(frames):
                 if len(frame) > 1 and frame[1] in _ANSWERS:
-                    take((frame,))  # (an answer never waits: None)
+                    try:
+                        take((frame,))  # (an answer never waits: None)
+                    except Exception:
+                        self._keep_before(frames, at, kept)
+                        raise
+
+    def _keep_before(self, frames: Sequence[bytes], at: int, kept: list[bytes]) -> None:
+        """A bad answer at ``at``: of what ``_behind`` kept, only the frames before it
+        stay (as a reader that was not waiting would have taken those alone)."""
+        if not kept:
+            return
+        _, size = self._backlog.pop()
+        self._held -= size
+        before = [frame for frame in frames[:at] if len(frame) < 2 or frame[1] not in _ANSWERS]
+        if before:
+            size = sum(map(len, before)) + FRAME_COST * len(before)
+            self._backlog.append((before, size))
+            self._held += size
 
     def connection_ended(self, error: Exception) -> None:
         """Push mode: the connection ended (after the frames before it were taken)."""
