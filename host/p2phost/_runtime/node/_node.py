@@ -400,11 +400,11 @@ class Node(MessagingAPI):
         go out), then close everything.
 
         The drain (acknowledgements, the peers' goodbyes, this node's requests, the
-        mailboxes) has one deadline,
-        ``drain_timeout`` in all; then every connection at once gets 1 s to hand its last
-        replies to the transport and the transport's close (tcp: 2 s of grace for what
-        it buffered). So however many peers do not read, close takes about drain_timeout
-        + 3 s. Every wait on a plugin is bounded; one that hangs is named in the log."""
+        mailboxes) has one deadline, ``drain_timeout`` in all; then every connection at
+        once gets 1 s to hand its last replies to the transport and the transport's close
+        (tcp: 2 s of grace for what it buffered). So however many peers do not read,
+        close takes about drain_timeout + 3 s. Every wait on a plugin is bounded; one
+        that hangs is named in the log."""
         if self._closing:
             return
         self._closing = True

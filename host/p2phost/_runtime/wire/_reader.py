@@ -9,14 +9,13 @@ A frame that cannot be taken at once (the app's mailbox or this node's outbox is
 leaves the rest to the reader task, which waits for room, takes them in order and
 resumes reading.
 
-Reading pauses only once the frames waiting pass the outbox limit in bytes;
-until then the connection is read on, and the answers to this node among them (REPLY,
-ERROR, ACK, PONG) are taken at once. Two nodes each waiting for room to answer the
-other's requests (the answers wait for room in the outbox, their handlers hold the
-mailbox) would otherwise both stop reading, and wait for each other until the write
-timeout closed the connection. A peer's requests in flight are bounded
-(``RequestWindow``: half its outbox limit), so they fit what waits here; a peer that
-floods other frames meanwhile meets the pause.
+Reading pauses only once the frames waiting pass the outbox limit in bytes; until then
+the connection is read on, and the answers to this node among them (REPLY, ERROR, ACK,
+PONG) are taken at once. Two nodes each waiting for room to answer the other's requests
+(the answers wait for room in the outbox, their handlers hold the mailbox) would
+otherwise both stop reading, and wait for each other until the write timeout closed the
+connection. A peer's requests in flight are bounded (``RequestWindow``: half its outbox
+limit), so they fit what waits here; a peer that floods other frames meets the pause.
 """
 
 from __future__ import annotations
@@ -72,9 +71,8 @@ class Reader:
     # Slots, not a dict: the channel's fields are read per frame (see Channel).
     __slots__ = ("_backlog", "_blocked", "_channel", "_failure", "_held", "_limit",
                  "_on_fields", "_on_replied", "_on_traced", "_outbox_bytes", "_reading",
-                 "_stopped",
-                 "_topic", "_topic_bytes", "_wrote_directly", "connection", "last_seen",
-                 "stalled")
+                 "_stopped", "_topic", "_topic_bytes", "_wrote_directly", "connection",
+                 "last_seen", "stalled")
 
     connection: Connection
     #: This reader's channel (itself), as the callbacks take it.
@@ -204,16 +202,9 @@ class Reader:
         outbox limit (each frame counted with FRAME_COST more: empty frames too)."""
         # (A comprehension, then a loop only where a read holds answers: a flood into a
         # full mailbox comes this way, read after read.)
-        try:
-            kept = [frame for frame in frames if frame[1] not in _ANSWERS]
-        except IndexError:  # a frame of under 2 bytes: kept, for _take to refuse in turn
-            kept = [frame for frame in frames if len(frame) < 2 or frame[1] not in _ANSWERS]
+        kept = _not_answers(frames)
         if kept:  # (first: should an answer below be bad, these were before the failure)
-            size = sum(map(len, kept)) + FRAME_COST * len(kept)
-            self._backlog.append((kept, size))
-            self._held += size
-            if self._held > self._limit:
-                self._pause()
+            self._keep(kept)
         if len(kept) < len(frames):
             take = self._take
             for at, frame in enumerate(frames):
@@ -224,6 +215,13 @@ class Reader:
                         self._keep_before(frames, at, kept)
                         raise
 
+    def _keep(self, frames: Sequence[bytes]) -> None:
+        size = _cost(frames)
+        self._backlog.append((frames, size))
+        self._held += size
+        if self._held > self._limit:
+            self._pause()
+
     def _keep_before(self, frames: Sequence[bytes], at: int, kept: list[bytes]) -> None:
         """A bad answer at ``at``: of what ``_behind`` kept, only the frames before it
         stay (as a reader that was not waiting would have taken those alone)."""
@@ -231,11 +229,8 @@ class Reader:
             return
         _, size = self._backlog.pop()
         self._held -= size
-        before = [frame for frame in frames[:at] if len(frame) < 2 or frame[1] not in _ANSWERS]
-        if before:
-            size = sum(map(len, before)) + FRAME_COST * len(before)
-            self._backlog.append((before, size))
-            self._held += size
+        if before := _not_answers(frames[:at]):
+            self._keep(before)
 
     def connection_ended(self, error: Exception) -> None:
         """Push mode: the connection ended (after the frames before it were taken)."""
@@ -275,7 +270,7 @@ class Reader:
                 if stopped is not None:
                     taken, waiting = stopped
                     if rest := frames[taken:]:
-                        size = sum(map(len, rest)) + FRAME_COST * len(rest)
+                        size = _cost(rest)
                         backlog.appendleft((rest, size))
                         self._held += size
                     await waiting
@@ -370,3 +365,16 @@ class Reader:
             await waiting
         finally:
             self.stalled = False
+
+
+def _not_answers(frames: Sequence[bytes]) -> list[bytes]:
+    """``frames`` but the answers (_ANSWERS), in order."""
+    try:
+        return [frame for frame in frames if frame[1] not in _ANSWERS]
+    except IndexError:  # a frame of under 2 bytes: kept, for _take to refuse in turn
+        return [frame for frame in frames if len(frame) < 2 or frame[1] not in _ANSWERS]
+
+
+def _cost(frames: Sequence[bytes]) -> int:
+    """What ``frames`` kept in the backlog count (FRAME_COST each beyond their bytes)."""
+    return sum(map(len, frames)) + FRAME_COST * len(frames)
