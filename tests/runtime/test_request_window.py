@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -319,22 +318,21 @@ async def test_a_bad_answer_behind_a_stalled_read_fails_the_connection_after_the
         await node.close()
 
 
-async def test_a_waiter_cancelled_just_as_it_was_let_in_gives_its_bytes_back() -> None:
+async def test_a_waiter_that_gives_up_just_as_it_was_let_in_gives_its_bytes_back() -> None:
     assert FEW == 4
     window = RequestWindow(10)
     for _ in range(4):  # (the fourth goes: fewer than FEW were in flight)
-        await window.enter(3)
-    late = asyncio.ensure_future(window.enter(12))
-    behind = asyncio.ensure_future(window.enter(3))
-    await asyncio.sleep(0)
-    assert (window.in_flight, window.count, len(window.waiters)) == (12, 4, 2)
+        assert window.wait(3).done()
+    late, behind, gone = window.wait(12), window.wait(3), window.wait(1)
+    assert (window.in_flight, window.count, len(window.waiters)) == (12, 4, 3)
     window.leave(3)  # lets `late` in (first come, first served): `behind` must wait
-    assert (window.in_flight, window.count, len(window.waiters)) == (21, 4, 1)
-    late.cancel()  # before it ran: its 12 bytes go back, and let `behind` in
-    with pytest.raises(asyncio.CancelledError):
-        await late
-    await behind
-    assert (window.in_flight, window.count, window.waiters) == (12, 4, deque())
+    assert late.done() and not behind.done()
+    assert (window.in_flight, window.count, len(window.waiters)) == (21, 4, 2)
+    window.give_up(12, late)  # (timed out as it was let in): its bytes back, `behind` in
+    assert behind.done()
+    window.give_up(1, gone)  # out of line: never counted in
+    window.leave(3)
+    assert (window.in_flight, window.count) == (9, 3) and gone.cancelled()
     window.close("connection to p is closed")
     with pytest.raises(ConnectionClosed, match="is closed"):
-        await window.enter(1)
+        await window.wait(1)

@@ -19,7 +19,7 @@ from p2phost_sdk import ConnectionClosed, FrameTooLarge, PeerUnavailable, Raw, R
 from .._errors import WireError
 from ..wire._channel import OWN_FRAME_LIMIT, Channel
 from ..wire._envelope import IDS, RAW, TRACED, VERSION, Kind, encode, header_parts
-from ..wire._window import FEW
+from ..wire._window import FEW, RequestWindow
 from ._pending import FOREVER, LAST_DEADLINE, PendingRequests, timed_out, without_deadline
 from ._routes import TraceHook
 from ._stats import DeliveryStats, Tally
@@ -182,13 +182,12 @@ class Outgoing(PendingRequests):
         if (self._timer is None and due != FOREVER) or due < self._timer_at:
             self._arm(due)
         try:
-            # (RequestWindow.enter's check, inline: no call while the window has room)
+            # (RequestWindow.wait's check, inline: no call while the window has room)
             if not window.waiters and (window.in_flight < window.size or window.count < FEW):
                 window.in_flight += len(frame)
                 window.count += 1
             else:
-                await _within(window.enter(len(frame)), channel, due, reply, topic, seconds,
-                              _WINDOW_FULL)
+                await _in_line(window, len(frame), reply, channel.peer_id, topic, seconds)
             held = len(frame)
             if not channel.try_post(frame):
                 await _within(channel.send(frame), channel, due, reply, topic, seconds,
@@ -236,6 +235,36 @@ _WINDOW_FULL = ("it was never sent: the requests to that peer still unanswered f
                 "this node's window (half its outbox limit, and four requests)")
 _OUTBOX_FULL = "it was never sent: the peer did not read what waited for it"
 _STORE_SLOW = "the medium did not take the stored request in time (it may hold it or not)"
+
+
+async def _in_line(window: RequestWindow, nbytes: int, reply: asyncio.Future[Any], peer: str,
+                   topic: str, timeout: float) -> None:
+    """Wait for room in the window until the request is due, with no timer of its own:
+    the requests' one timer fails ``reply`` then (``PendingRequests``), and so does the
+    peer's loss, which ends the wait (a timer each cost a burst of 20,000 requests twice
+    the time). The channel's end fails it with ConnectionClosed."""
+    granted = window.wait(nbytes)
+
+    def settled(_: object) -> None:
+        if not granted.done():
+            granted.set_exception(_Settled())
+
+    reply.add_done_callback(settled)
+    try:
+        await granted
+    except _Settled:
+        if isinstance(reply.exception(), RequestTimeout):
+            raise RequestTimeout(f"{timed_out(peer, topic, timeout)}: {_WINDOW_FULL}") from None
+        await reply  # (what failed it first)
+    except asyncio.CancelledError:
+        window.give_up(nbytes, granted)
+        raise
+    finally:
+        reply.remove_done_callback(settled)
+
+
+class _Settled(Exception):
+    """A request's reply settled (it is due, its peer is gone) while it waited in line."""
 
 
 async def _within(waiting: Coroutine[Any, Any, None], channel: Channel, due: float,

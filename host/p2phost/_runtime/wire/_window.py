@@ -32,9 +32,8 @@ class RequestWindow:
 
     The request path reads the fields inline: a request may go at once when ``waiters``
     is empty and its bytes are under ``size`` or its count under FEW (then it counts
-    itself in: ``in_flight``, ``count``);
-    else it waits in :meth:`enter`. Either way it calls :meth:`leave` once answered or
-    failed.
+    itself in: ``in_flight``, ``count``); else it waits in line (:meth:`wait`). Either
+    way it calls :meth:`leave` once answered or failed.
     """
 
     __slots__ = ("closed", "count", "in_flight", "size", "waiters")
@@ -49,24 +48,30 @@ class RequestWindow:
         #: Why the channel ended, once it has (the waiters fail with it).
         self.closed: str | None = None
 
-    async def enter(self, nbytes: int) -> None:
-        """Wait until what is in flight is under the size, or fewer than FEW requests
-        (behind the requests waiting already), then count a request of ``nbytes`` in;
-        ConnectionClosed once the channel ended."""
+    def wait(self, nbytes: int) -> asyncio.Future[None]:
+        """A request of ``nbytes``, in line: a future done once it is counted in (at once
+        when what is in flight is under the size, or fewer than FEW requests, and no one
+        waits), failed with ConnectionClosed once the channel ended. Its requester, should
+        it stop waiting (a timeout, a cancellation), calls :meth:`give_up`. (No timer
+        here: the requester's own deadline ends its wait.)"""
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.closed is not None:
-            raise ConnectionClosed(self.closed)
-        if not self.waiters and (self.in_flight < self.size or self.count < FEW):
+            granted.set_exception(ConnectionClosed(self.closed))
+        elif not self.waiters and (self.in_flight < self.size or self.count < FEW):
             self.in_flight += nbytes
             self.count += 1
-            return
-        granted = asyncio.get_running_loop().create_future()
-        self.waiters.append((nbytes, granted))
-        try:
-            await granted
-        except asyncio.CancelledError:  # (a timeout): the bytes, if granted just now, back
-            if granted.done() and not granted.cancelled() and granted.exception() is None:
-                self.leave(nbytes)
-            raise
+            granted.set_result(None)
+        else:
+            self.waiters.append((nbytes, granted))
+        return granted
+
+    def give_up(self, nbytes: int, granted: asyncio.Future[None]) -> None:
+        """A requester stopped waiting: out of line (``leave`` passes it by), or its bytes
+        back if it was counted in just now."""
+        if not granted.done():
+            granted.cancel()
+        elif not granted.cancelled() and granted.exception() is None:
+            self.leave(nbytes)
 
     def leave(self, nbytes: int) -> None:
         """A request of ``nbytes`` answered (or failed): the requests waiting that now
