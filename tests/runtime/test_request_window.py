@@ -336,3 +336,20 @@ async def test_a_waiter_that_gives_up_just_as_it_was_let_in_gives_its_bytes_back
     window.close("connection to p is closed")
     with pytest.raises(ConnectionClosed, match="is closed"):
         await window.wait(1)
+
+
+async def test_a_line_of_requests_that_gave_up_is_swept() -> None:
+    # (A window held full by requests the peer never answers, while others time out in
+    # line: the line must not grow with every one that gave up.)
+    window = RequestWindow(10)
+    for _ in range(FEW):
+        window.wait(10)
+    for _ in range(10_000):
+        granted = window.wait(1)
+        assert not granted.done()
+        window.give_up(1, granted)
+    assert len(window.waiters) <= 130
+    still = window.wait(1)
+    for _ in range(FEW):
+        window.leave(10)
+    assert still.done() and (window.in_flight, window.count) == (1, 1)

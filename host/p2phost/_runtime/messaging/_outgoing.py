@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from p2phost_sdk import ConnectionClosed, FrameTooLarge, PeerUnavailable, Raw, RequestTimeout
@@ -187,11 +187,10 @@ class Outgoing(PendingRequests):
                 window.in_flight += len(frame)
                 window.count += 1
             else:
-                await _in_line(window, len(frame), reply, channel.peer_id, topic, seconds)
+                await _in_line(window, len(frame), reply, peer, topic, seconds)
             held = len(frame)
             if not channel.try_post(frame):
-                await _within(channel.send(frame), channel, due, reply, topic, seconds,
-                              _STORE_SLOW if channel.stored else _OUTBOX_FULL)
+                await _send_within(channel, frame, due, reply, topic, seconds)
             # (the sent tally inline, as try_send's)
             tally = channel.tallies.get(topic) \
                 or self.stats.tally_of(channel.tallies, topic, peer)
@@ -230,7 +229,7 @@ class Outgoing(PendingRequests):
         return sent
 
 
-#: Why a request that timed out before it was sent waited (``_within``).
+#: Why a request that timed out before it was sent waited (``_in_line``, ``_send_within``).
 _WINDOW_FULL = ("it was never sent: the requests to that peer still unanswered filled "
                 "this node's window (half its outbox limit, and four requests)")
 _OUTBOX_FULL = "it was never sent: the peer did not read what waited for it"
@@ -253,6 +252,7 @@ async def _in_line(window: RequestWindow, nbytes: int, reply: asyncio.Future[Any
     try:
         await granted
     except _Settled:
+        window.give_up(nbytes, granted)
         if isinstance(reply.exception(), RequestTimeout):
             raise RequestTimeout(f"{timed_out(peer, topic, timeout)}: {_WINDOW_FULL}") from None
         await reply  # (what failed it first)
@@ -267,14 +267,14 @@ class _Settled(Exception):
     """A request's reply settled (it is due, its peer is gone) while it waited in line."""
 
 
-async def _within(waiting: Coroutine[Any, Any, None], channel: Channel, due: float,
-                  reply: asyncio.Future[Any], topic: str, timeout: float, why: str) -> None:
-    """Wait for room for a request (in the window, in the outbox) until it is due: a
-    congested peer (one that reads slowly, or nothing) must not hold back its
-    RequestTimeout, which says ``why`` it was not sent."""
+async def _send_within(channel: Channel, frame: bytes, due: float, reply: asyncio.Future[Any],
+                       topic: str, timeout: float) -> None:
+    """Wait for room in the outbox (or for the medium to store it) for a request's frame
+    until the request is due: a congested peer (one that reads slowly, or nothing) must
+    not hold back its RequestTimeout, which says why it was not sent."""
     try:
         async with asyncio.timeout_at(due if due != FOREVER else None):
-            await waiting
+            await channel.send(frame)
     except TimeoutError:
         # (the timer's RequestTimeout is this one, without why; anything else failed
         # the request first, and so did the channel's end in the same turn)
@@ -282,5 +282,6 @@ async def _within(waiting: Coroutine[Any, Any, None], channel: Channel, due: flo
                 and not isinstance(reply.exception(), RequestTimeout):
             await reply
         if channel.ended:
-            raise ConnectionClosed(f"connection to {channel.peer_id} is closed") from None
+            raise ConnectionClosed(channel.closed_why) from None
+        why = _STORE_SLOW if channel.stored else _OUTBOX_FULL
         raise RequestTimeout(f"{timed_out(channel.peer_id, topic, timeout)}: {why}") from None

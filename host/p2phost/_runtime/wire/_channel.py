@@ -372,8 +372,7 @@ class Channel(Reader):
             self._room.clear()
             await self._room.wait()
         if self.ended:
-            why = f" ({self._close_reason})" if self._close_reason else ""
-            raise ConnectionClosed(f"connection to {self.peer_id} is closed{why}")
+            raise ConnectionClosed(self.closed_why)
         self.post(frame)
 
     async def flush(self, timeout: float) -> bool:
@@ -451,6 +450,12 @@ class Channel(Reader):
         """Whether this node began closing the connection (``close``, or a peer that
         does not read): the keepalive leaves it to end."""
         return self._close_reason is not None
+
+    @property
+    def closed_why(self) -> str:
+        """What a send on the ended channel fails with: closed, and why if known."""
+        why = f" ({self._close_reason})" if self._close_reason else ""
+        return f"connection to {self.peer_id} is closed{why}"
 
     @property
     def writing(self) -> bool:
@@ -614,8 +619,7 @@ class Channel(Reader):
             self._answer.cancel()
             self._answer = None
         self.ended = True
-        why = f" ({self._close_reason})" if self._close_reason else ""
-        self.window.close(f"connection to {self.peer_id} is closed{why}")
+        self.window.close(self.closed_why)
         self._stopped = True
         self.usable = False
         self.peer_done.set()

@@ -8,10 +8,10 @@ each waiting for the other: after the write timeout both closed the connection, 
 every request failed. So a node keeps no more than half its outbox limit of requests
 unanswered at a peer: a peer's own requests and its answers to ours (of about their
 size) then stay under its limit, and it reads on. The rest wait here, in order, within
-their own timeouts, as
-HTTP/2's streams wait for a window (written here rather than with ``asyncio.Semaphore``,
-which counts units: a window counts bytes, and lets a request of any size in while what
-is in flight is under its size, as the outbox takes a frame while it has room).
+their own timeouts, as HTTP/2's streams wait for a window (written here rather than with
+``asyncio.Semaphore``, which counts units: a window counts bytes, and lets a request of
+any size in while what is in flight is under its size, as the outbox takes a frame while
+it has room).
 """
 
 from __future__ import annotations
@@ -36,15 +36,17 @@ class RequestWindow:
     way it calls :meth:`leave` once answered or failed.
     """
 
-    __slots__ = ("closed", "count", "in_flight", "size", "waiters")
+    __slots__ = ("closed", "count", "gone", "in_flight", "size", "waiters")
 
     def __init__(self, size: float) -> None:
         self.size = size
         #: The bytes and the number of the requests in flight.
         self.in_flight = 0
         self.count = 0
-        #: The requests waiting, first come first served: (bytes, their future).
+        #: The requests waiting, first come first served: (bytes, their future); and how
+        #: many of them gave up (passed by as they come up, or swept: see give_up).
         self.waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self.gone = 0
         #: Why the channel ended, once it has (the waiters fail with it).
         self.closed: str | None = None
 
@@ -57,7 +59,7 @@ class RequestWindow:
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.closed is not None:
             granted.set_exception(ConnectionClosed(self.closed))
-        elif not self.waiters and (self.in_flight < self.size or self.count < FEW):
+        elif not self.waiters and self._has_room():
             self.in_flight += nbytes
             self.count += 1
             granted.set_result(None)
@@ -67,11 +69,18 @@ class RequestWindow:
 
     def give_up(self, nbytes: int, granted: asyncio.Future[None]) -> None:
         """A requester stopped waiting: out of line (``leave`` passes it by), or its bytes
-        back if it was counted in just now."""
-        if not granted.done():
-            granted.cancel()
-        elif not granted.cancelled() and granted.exception() is None:
+        back if it was counted in just now. Should most of the line have given up (a
+        window held full by requests without a deadline the peer never answers, while
+        others time out in line), the line is swept: it holds no more than those still
+        waiting, twice over."""
+        if granted.done() and not granted.cancelled() and granted.exception() is None:
             self.leave(nbytes)
+            return
+        granted.cancel()  # (if still pending; one failed as its reply settled stays failed)
+        self.gone += 1
+        if self.gone > 64 and 2 * self.gone > len(self.waiters):
+            self.waiters = deque(w for w in self.waiters if not w[1].done())
+            self.gone = 0
 
     def leave(self, nbytes: int) -> None:
         """A request of ``nbytes`` answered (or failed): the requests waiting that now
@@ -79,16 +88,23 @@ class RequestWindow:
         self.in_flight -= nbytes
         self.count -= 1
         waiters = self.waiters
-        while waiters and (self.in_flight < self.size or self.count < FEW):
+        while waiters and self._has_room():
             size, granted = waiters.popleft()
-            if not granted.done():  # (cancelled: its requester gave up)
+            if granted.done():  # (cancelled: its requester gave up)
+                self.gone -= 1
+            else:
                 self.in_flight += size
                 self.count += 1
                 granted.set_result(None)
 
+    def _has_room(self) -> bool:
+        # (the request path has this check inline)
+        return self.in_flight < self.size or self.count < FEW
+
     def close(self, why: str) -> None:
         """The channel ended: the requests waiting fail with ConnectionClosed(``why``)."""
         self.closed = why
+        self.gone = 0
         while self.waiters:
             _, granted = self.waiters.popleft()
             if not granted.done():
