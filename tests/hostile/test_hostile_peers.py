@@ -354,7 +354,7 @@ async def test_a_peer_that_sends_and_never_reads_is_disconnected(start_node: Any
         # Up to 1M frames, never reading a byte back; bounded in time too.
         while sent < 1_000_000 and time.monotonic() - started < 60:
             writer.write(batch)
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(15):
                 await writer.drain()
             sent += 10_000
     except (ConnectionError, OSError, TimeoutError):
@@ -366,7 +366,12 @@ async def test_a_peer_that_sends_and_never_reads_is_disconnected(start_node: Any
     assert sent < 1_000_000 or "does not read" in node.stderr
     await asyncio.sleep(0)
     log = node.stop()
-    assert "the peer does not read" in log
+    # Cut as a peer that does not read, or else as one that fell silent: a peer whose
+    # receive buffer is full and tiny drops the node's segments, and with them their
+    # ACKs of what it sent, so its own sends stall in its kernel too (both sides in
+    # retransmission backoff: seen with `ss -ti` in about one run in ten under load).
+    assert "the peer does not read" in log \
+        or "and took nothing sent to it" in log and "(keepalive timeout)" in log
     assert "Traceback" not in log
 
 
