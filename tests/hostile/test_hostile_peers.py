@@ -371,7 +371,7 @@ async def test_a_peer_that_sends_and_never_reads_is_disconnected(start_node: Any
     # ACKs of what it sent, so its own sends stall in its kernel too (both sides in
     # retransmission backoff: seen with `ss -ti` in about one run in ten under load).
     assert "the peer does not read" in log \
-        or "and took nothing sent to it" in log and "(keepalive timeout)" in log
+        or ("and took nothing sent to it" in log and "(keepalive timeout)" in log)
     assert "Traceback" not in log
 
 
