@@ -19,9 +19,15 @@ Beside each rate, ``cpu`` is this process's CPU time per one-way message (both n
 or the baseline's sender and receiver, run here; the broker's own CPU is not in it): on
 a machine shared with other work it moves far less than the wall-clock rates do.
 
-Run ``python benchmarks/brokers.py`` (``--quick`` for a short run, ``--only redis`` for
-one medium, ``--json FILE`` to keep the figures). The services must be up
-(``scripts/services.sh``).
+Each round runs every medium's baseline and p2phost once, in turn (which goes first
+alternates from round to round); a ratio is taken within a round, and the summary gives
+the median of the rounds' with the lowest and highest in brackets: a broker's rate
+swings by half from one run to the next (PostgreSQL's with its disk), so one round's
+ratio says little.
+
+Run ``python benchmarks/brokers.py`` (3 rounds; ``--rounds 1`` for one, ``--quick`` for
+a fifth of the messages, ``--only redis`` for one medium, ``--json FILE`` to keep the
+figures). The services must be up (``scripts/services.sh``).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import json
 import logging
 import os
 import secrets
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -452,11 +459,16 @@ def quantile(times: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def run(media: list[str], count: int, asks: int) -> dict[str, Any]:
+async def run_round(media: list[str], count: int, asks: int, first: str,
+                    label: str) -> dict[str, Any]:
+    """Every medium once, ``first`` ("baseline" or "p2phost") going first."""
     results: dict[str, Any] = {}
+    benches = [("baseline", baseline_run), ("p2phost", p2phost_run)]
+    if first == "p2phost":
+        benches.reverse()
     for medium in media:
         row: dict[str, Any] = {}
-        for who, bench in (("baseline", baseline_run), ("p2phost", p2phost_run)):
+        for who, bench in benches:
             rate, cpu, times = await bench(medium, count, asks)
             row[who] = {"msgs_per_s": round(rate), "cpu_us_per_msg": round(cpu * 1e6, 2),
                         "p50_ms": round(quantile(times, 0.5), 3),
@@ -465,7 +477,7 @@ async def run(media: list[str], count: int, asks: int) -> dict[str, Any]:
                                         row["baseline"]["msgs_per_s"], 2)
         row["latency_ratio"] = round(row["p2phost"]["p50_ms"] / row["baseline"]["p50_ms"], 2)
         results[medium] = row
-        print(f"{medium:15} baseline {row['baseline']['msgs_per_s']:>7}/s "
+        print(f"{label}{medium:15} baseline {row['baseline']['msgs_per_s']:>7}/s "
               f"p50 {row['baseline']['p50_ms']:>6.2f} ms | p2phost "
               f"{row['p2phost']['msgs_per_s']:>7}/s p50 {row['p2phost']['p50_ms']:>6.2f} ms "
               f"(p99 {row['p2phost']['p99_ms']:.2f}) | throughput x{row['throughput_ratio']}"
@@ -474,18 +486,58 @@ async def run(media: list[str], count: int, asks: int) -> dict[str, Any]:
     return results
 
 
+def spread(values: list[float]) -> str:
+    """The median of ``values`` with the lowest and highest in brackets."""
+    ordered = sorted(values)
+    median = statistics.median(ordered)
+    return f"{median:.2f} [{ordered[0]:.2f}-{ordered[-1]:.2f}]" if len(ordered) > 1 \
+        else f"{median:.2f}"
+
+
+async def run(media: list[str], count: int, asks: int, rounds: int) -> dict[str, Any]:
+    """``rounds`` rounds, then each medium's medians and ratios (printed, and returned
+    with every round's figures)."""
+    seen = [await run_round(media, count, asks, ("baseline", "p2phost")[n % 2],
+                            f"[round {n + 1}] " if rounds > 1 else "")
+            for n in range(rounds)]
+    results: dict[str, Any] = {}
+    if rounds > 1:
+        print(f"\n{rounds} rounds: medians; ratio = p2phost / baseline, the median of the "
+              "rounds' [lowest-highest round]")
+        print(f"{'':15}{'baseline':>11}{'p2phost':>11}{'throughput ratio':>22}"
+              f"{'p50 baseline':>15}{'p2phost':>10}{'latency ratio':>22}")
+    for medium in media:
+        rows = [round_[medium] for round_ in seen]
+        rates = {who: statistics.median(row[who]["msgs_per_s"] for row in rows)
+                 for who in ("baseline", "p2phost")}
+        p50s = {who: statistics.median(row[who]["p50_ms"] for row in rows)
+                for who in ("baseline", "p2phost")}
+        throughput = spread([row["throughput_ratio"] for row in rows])
+        latency = spread([row["latency_ratio"] for row in rows])
+        results[medium] = {"rounds": rows, "throughput_ratio": throughput,
+                           "latency_ratio": latency}
+        if rounds > 1:
+            print(f"{medium:15}{rates['baseline']:>9,.0f}/s{rates['p2phost']:>9,.0f}/s"
+                  f"{throughput:>22}{p50s['baseline']:>12.2f} ms{p50s['p2phost']:>7.2f} ms"
+                  f"{latency:>22}")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a fifth of the messages")
     parser.add_argument("--only", choices=list(PLUGINS), action="append",
                         help="run only this medium (repeatable)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of every medium; the median is reported (default 3)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # "no security plugin" and the like: known
     count, asks = (1000, 100) if args.quick else (5000, 300)
     print(f"{count} one-way messages of {len(BODY)} B, {asks} requests one at a time "
           f"(load average {os.getloadavg()[0]:.1f})")
-    results = asyncio.run(run(args.only or list(PLUGINS), count, asks))
+    results = asyncio.run(run(args.only or list(PLUGINS), count, asks,
+                                  max(1, args.rounds)))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
