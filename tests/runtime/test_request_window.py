@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from p2phost._runtime import Kind, Node, NodeOptions, encode
+from p2phost._runtime.messaging._stats import Tally
 from p2phost._runtime.wire._reader import FRAME_COST
 from p2phost._runtime.wire._window import FEW, RequestWindow
 from p2phost_sdk import (
@@ -318,38 +319,92 @@ async def test_a_bad_answer_behind_a_stalled_read_fails_the_connection_after_the
         await node.close()
 
 
-async def test_a_waiter_that_gives_up_just_as_it_was_let_in_gives_its_bytes_back() -> None:
+class Outbox:
+    """A channel's ``try_post`` for a window alone: takes frames while ``open``."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.open = True
+
+    def __call__(self, frame: bytes) -> bool:
+        if self.open:
+            self.frames.append(frame)
+        return self.open
+
+
+def line(window: RequestWindow, frame: bytes) -> tuple[Any, asyncio.Future[object]]:
+    reply: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    return window.line_up(frame, reply, Tally()), reply
+
+
+async def test_the_window_posts_what_it_lets_in_in_order_and_passes_by_who_gave_up() -> None:
     assert FEW == 4
-    window = RequestWindow(10)
-    for _ in range(4):  # (the fourth goes: fewer than FEW were in flight)
-        assert window.wait(3).done()
-    late, behind, gone = window.wait(12), window.wait(3), window.wait(1)
-    assert (window.in_flight, window.count, len(window.waiters)) == (12, 4, 3)
-    window.leave(3)  # lets `late` in (first come, first served): `behind` must wait
-    assert late.done() and not behind.done()
-    assert (window.in_flight, window.count, len(window.waiters)) == (21, 4, 2)
-    window.give_up(12, late)  # (timed out as it was let in): its bytes back, `behind` in
-    assert behind.done()
-    window.give_up(1, gone)  # out of line: never counted in
-    window.leave(3)
-    assert (window.in_flight, window.count) == (9, 3) and gone.cancelled()
+    outbox = Outbox()
+    window = RequestWindow(10, outbox)
+    first = [line(window, bytes([n]) * 3) for n in range(4)]  # (the fourth: under FEW)
+    assert all(w.sent for w, _ in first) and len(outbox.frames) == 4
+    (late, _), (gone, gone_reply), (behind, _) = (
+        line(window, b"L" * 12), line(window, b"G"), line(window, b"B" * 3))
+    assert (window.in_flight, window.count, window.waiting) == (12, 4, 3)
+    assert not (late.sent or late.let_in)
+    window.done_with(first[0][0])  # answered: `late` goes (first come, first served)
+    assert late.sent and outbox.frames[-1] == b"L" * 12 and late.tally.sent == 1
+    assert (window.in_flight, window.count, window.waiting) == (21, 4, 2)
+    gone_reply.cancel()  # (its requester gave up in line: cancelled, or timed out)
+    window.done_with(gone)
+    window.done_with(late)
+    assert behind.sent and outbox.frames[-1] == b"B" * 3  # `gone` passed by, never sent
+    assert (window.in_flight, window.count, window.waiting) == (12, 4, 0)
+    assert not window.waiters
+
+
+async def test_a_request_let_in_while_the_outbox_is_full_goes_once_there_is_room() -> None:
+    outbox = Outbox()
+    window = RequestWindow(10, outbox)
+    first = [line(window, b"x" * 10) for _ in range(FEW)]
+    waiting, _ = line(window, b"w")
+    behind, _ = line(window, b"b")
+    outbox.open = False
+    window.done_with(first[0][0])  # let in, but the outbox is full: at the head, unsent
+    assert waiting.let_in and not waiting.sent and window.waiters[0] is waiting
+    assert not behind.let_in  # (it waits behind, in order)
+    outbox.open = True
+    window.room()
+    assert waiting.sent and not behind.let_in and outbox.frames[-1] == b"w"
+    window.done_with(first[1][0])
+    assert behind.sent and outbox.frames[-1] == b"b"
+    # One let in that timed out before the outbox had room gives its bytes back.
+    outbox.open = False
+    late, late_reply = line(window, b"t")
+    window.done_with(first[2][0])
+    assert late.let_in and not late.sent
+    late_reply.set_exception(RequestTimeout("due"))
+    window.done_with(late)
+    assert not window.waiters and (window.in_flight, window.count) == (12, 3)
+    late_reply.exception()
+    # The channel ends: what is in line fails with its reason.
+    ended, ended_reply = line(window, b"e")
     window.close("connection to p is closed")
     with pytest.raises(ConnectionClosed, match="is closed"):
-        await window.wait(1)
+        await ended_reply
+    window.done_with(ended)
+    _, after = line(window, b"a")
+    with pytest.raises(ConnectionClosed, match="is closed"):
+        await after
 
 
 async def test_a_line_of_requests_that_gave_up_is_swept() -> None:
     # (A window held full by requests the peer never answers, while others time out in
     # line: the line must not grow with every one that gave up.)
-    window = RequestWindow(10)
-    for _ in range(FEW):
-        window.wait(10)
+    window = RequestWindow(10, Outbox())
+    held = [line(window, b"x" * 10)[0] for _ in range(FEW)]
     for _ in range(10_000):
-        granted = window.wait(1)
-        assert not granted.done()
-        window.give_up(1, granted)
+        waiting, reply = line(window, b"y")
+        assert not waiting.let_in
+        reply.cancel()
+        window.done_with(waiting)
     assert len(window.waiters) <= 130
-    still = window.wait(1)
-    for _ in range(FEW):
-        window.leave(10)
-    assert still.done() and (window.in_flight, window.count) == (1, 1)
+    still, _ = line(window, b"z")
+    for waiting in held:
+        window.done_with(waiting)
+    assert still.sent and (window.in_flight, window.count) == (1, 1)

@@ -19,7 +19,7 @@ from p2phost_sdk import ConnectionClosed, FrameTooLarge, PeerUnavailable, Raw, R
 from .._errors import WireError
 from ..wire._channel import OWN_FRAME_LIMIT, Channel
 from ..wire._envelope import IDS, RAW, TRACED, VERSION, Kind, encode, header_parts
-from ..wire._window import FEW, RequestWindow
+from ..wire._window import FEW
 from ._pending import FOREVER, LAST_DEADLINE, PendingRequests, timed_out, without_deadline
 from ._routes import TraceHook
 from ._stats import DeliveryStats, Tally
@@ -181,19 +181,30 @@ class Outgoing(PendingRequests):
         self._pending[message_id] = (peer, topic, reply, due, seconds)
         if (self._timer is None and due != FOREVER) or due < self._timer_at:
             self._arm(due)
+        # (the sent tally inline, as try_send's)
+        tally = channel.tallies.get(topic) or self.stats.tally_of(channel.tallies, topic, peer)
         try:
-            # (RequestWindow.wait's check, inline: no call while the window has room)
-            if not window.waiters and (window.in_flight < window.size or window.count < FEW):
-                window.in_flight += len(frame)
-                window.count += 1
-            else:
-                await _in_line(window, len(frame), reply, peer, topic, seconds)
+            # (RequestWindow's room, inline: no call while the window has room)
+            if window.waiters or not (window.in_flight < window.size or window.count < FEW):
+                # In line: the window posts the frame once there is room, and this waits
+                # for the reply alone (inline, not a coroutine of its own: a burst of
+                # thousands of requests lines up, and each object more costs the garbage
+                # collector, which then walks all of them, more often).
+                waiting = window.line_up(frame, reply, tally)
+                try:
+                    return await reply
+                except RequestTimeout:
+                    if waiting.sent:
+                        raise
+                    why = _OUTBOX_FULL if waiting.let_in else _WINDOW_FULL
+                    raise RequestTimeout(f"{timed_out(peer, topic, seconds)}: {why}") from None
+                finally:
+                    window.done_with(waiting)
+            window.in_flight += len(frame)
+            window.count += 1
             held = len(frame)
             if not channel.try_post(frame):
                 await _send_within(channel, frame, due, reply, topic, seconds)
-            # (the sent tally inline, as try_send's)
-            tally = channel.tallies.get(topic) \
-                or self.stats.tally_of(channel.tallies, topic, peer)
             tally.sent += 1
             tally.bytes_sent += len(frame)
             return await reply
@@ -234,37 +245,6 @@ _WINDOW_FULL = ("it was never sent: the requests to that peer still unanswered f
                 "this node's window (half its outbox limit, and four requests)")
 _OUTBOX_FULL = "it was never sent: the peer did not read what waited for it"
 _STORE_SLOW = "the medium did not take the stored request in time (it may hold it or not)"
-
-
-async def _in_line(window: RequestWindow, nbytes: int, reply: asyncio.Future[Any], peer: str,
-                   topic: str, timeout: float) -> None:
-    """Wait for room in the window until the request is due, with no timer of its own:
-    the requests' one timer fails ``reply`` then (``PendingRequests``), and so does the
-    peer's loss, which ends the wait (a timer each cost a burst of 20,000 requests twice
-    the time). The channel's end fails it with ConnectionClosed."""
-    granted = window.wait(nbytes)
-
-    def settled(_: object) -> None:
-        if not granted.done():
-            granted.set_exception(_Settled())
-
-    reply.add_done_callback(settled)
-    try:
-        await granted
-    except _Settled:
-        window.give_up(nbytes, granted)
-        if isinstance(reply.exception(), RequestTimeout):
-            raise RequestTimeout(f"{timed_out(peer, topic, timeout)}: {_WINDOW_FULL}") from None
-        await reply  # (what failed it first)
-    except asyncio.CancelledError:
-        window.give_up(nbytes, granted)
-        raise
-    finally:
-        reply.remove_done_callback(settled)
-
-
-class _Settled(Exception):
-    """A request's reply settled (it is due, its peer is gone) while it waited in line."""
 
 
 async def _send_within(channel: Channel, frame: bytes, due: float, reply: asyncio.Future[Any],

@@ -113,7 +113,7 @@ class LetterChannel(Channel):
         self.usable = True  # (answers go out as letters for as long as it lives)
         self.run_waiting = False  # (no outbox: a letter is never part of a run)
         # (a medium stores what it is sent: no reader of the peer's to wait for)
-        self.window = RequestWindow(math.inf)
+        self.window = RequestWindow(math.inf, self.try_post)
         self.initiator = True
         self._letters = letters
         #: Where answers to the peer go (its reply inbox), when this channel answers.

@@ -194,7 +194,7 @@ class Channel(Reader):
         self._on_traced = on_traced
         self._limit = outbox_limit
         #: This node's requests in flight to the peer, up to half the outbox limit.
-        self.window = RequestWindow(outbox_limit / 2)
+        self.window = RequestWindow(outbox_limit / 2, self.try_post)
         # What post() may queue without waiting: room for the control frames and
         # replies already on their way when the outbox fills.
         self._hard_limit = 2 * outbox_limit + 65536
@@ -280,6 +280,8 @@ class Channel(Reader):
             self._handed += self._outbox_bytes
             self._outbox, self._outbox_bytes = [], 0
             self._room.set()
+            if self.window.waiters:  # (a request let in waits for room: see RequestWindow)
+                self.window.room()
         else:
             self.run_waiting = True
 
@@ -413,6 +415,8 @@ class Channel(Reader):
                     self._outbox, self._outbox_bytes = [], 0
                     self.run_waiting = False
                     self._room.set()
+                    if self.window.waiters:
+                        self.window.room()
                     # Bounded as the answers' wait is (_await_room): a peer that takes
                     # nothing for write_timeout is gone, even one that keeps talking (so
                     # the keepalive hears it) while every send to it would wait forever.
