@@ -242,7 +242,8 @@ class Outgoing(PendingRequests):
 
 #: Why a request that timed out before it was sent waited (``_in_line``, ``_send_within``).
 _WINDOW_FULL = ("it was never sent: the requests to that peer still unanswered filled "
-                "this node's window (half its outbox limit, and four requests)")
+                "this node's window (half its outbox limit, and four requests); give it a "
+                "longer timeout, or make fewer requests to that peer at once")
 _OUTBOX_FULL = "it was never sent: the peer did not read what waited for it"
 _STORE_SLOW = "the medium did not take the stored request in time (it may hold it or not)"
 
