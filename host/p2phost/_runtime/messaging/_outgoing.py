@@ -240,7 +240,8 @@ class Outgoing(PendingRequests):
         return sent
 
 
-#: Why a request that timed out before it was sent waited (``_in_line``, ``_send_within``).
+#: Why a request that timed out before it was sent waited (in the window's line, or in
+#: ``_send_within``).
 _WINDOW_FULL = ("it was never sent: the requests to that peer still unanswered filled "
                 "this node's window (half its outbox limit, and four requests); give it a "
                 "longer timeout, or make fewer requests to that peer at once")
