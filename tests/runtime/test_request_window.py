@@ -408,3 +408,48 @@ async def test_a_line_of_requests_that_gave_up_is_swept() -> None:
     for waiting in held:
         window.done_with(waiting)
     assert still.sent and (window.in_flight, window.count) == (1, 1)
+
+
+async def test_the_line_waits_for_requests_made_before_it_that_wait_for_room() -> None:
+    # (A request let in at once that found the outbox full waits for room on its own:
+    # one let in from the line after it, as the outbox empties, must not pass it.)
+    outbox = Outbox()
+    window = RequestWindow(10, outbox)
+    window.sending = 1  # (as the request path counts itself while it waits)
+    later, _ = line(window, b"l")
+    assert not later.let_in and window.blocked and outbox.frames == []
+    window.room()  # (the writer emptied the outbox: still behind the earlier one)
+    assert not later.let_in
+    window.sending = 0
+    window.room()  # (the request path, once its own request went)
+    assert later.sent and outbox.frames == [b"l"] and not window.blocked
+
+
+async def test_a_request_that_gave_up_in_line_keeps_nothing_and_a_post_that_raises_fails_one(
+        ) -> None:
+    outbox = Outbox()
+    window = RequestWindow(10, outbox)
+    first = [line(window, b"x" * 10)[0] for _ in range(FEW)]
+    gone, gone_reply = line(window, bytes(1 << 20))
+    gone_reply.set_exception(RequestTimeout("due"))
+    gone_reply.exception()
+    window.done_with(gone)
+    # (Its frame, and its reply's error with the traceback that holds the request's
+    # locals, are let go at once, not when the line reaches it.)
+    assert not hasattr(gone, "frame") and not hasattr(gone, "reply")
+    bad, bad_reply = line(window, b"bad")
+    good, _ = line(window, b"good")
+
+    def post(frame: bytes) -> bool:
+        if frame == b"bad":
+            raise OSError("the transport broke")
+        return outbox(frame)
+
+    window._post = post
+    window.done_with(first[0])  # (answered: its leave() must not raise the other's error)
+    with pytest.raises(OSError, match="broke"):
+        await bad_reply
+    assert not bad.sent and not good.let_in  # (`bad` was let in: FEW in flight)
+    window.done_with(bad)  # (its requester learns the error, and gives its bytes back)
+    assert good.sent and outbox.frames[-1] == b"good"
+    assert (window.in_flight, window.count, window.waiting) == (34, 4, 0)

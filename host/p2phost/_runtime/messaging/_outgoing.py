@@ -19,7 +19,7 @@ from p2phost_sdk import ConnectionClosed, FrameTooLarge, PeerUnavailable, Raw, R
 from .._errors import WireError
 from ..wire._channel import OWN_FRAME_LIMIT, Channel
 from ..wire._envelope import IDS, RAW, TRACED, VERSION, Kind, encode, header_parts
-from ..wire._window import FEW
+from ..wire._window import FEW, Waiting
 from ._pending import FOREVER, LAST_DEADLINE, PendingRequests, timed_out, without_deadline
 from ._routes import TraceHook
 from ._stats import DeliveryStats, Tally
@@ -183,31 +183,38 @@ class Outgoing(PendingRequests):
             self._arm(due)
         # (the sent tally inline, as try_send's)
         tally = channel.tallies.get(topic) or self.stats.tally_of(channel.tallies, topic, peer)
+        # A request that cannot go at once waits in the window's line (inline, not in a
+        # coroutine of its own: a burst of thousands of requests lines up, and each
+        # object more costs the garbage collector, which then walks all of them more
+        # often): the window posts its frame once there is room, and this waits for the
+        # reply alone.
+        waiting: Waiting | None = None
         try:
             # (RequestWindow's room, inline: no call while the window has room)
-            if window.waiters or not (window.in_flight < window.size or window.count < FEW):
-                # In line: the window posts the frame once there is room, and this waits
-                # for the reply alone (inline, not a coroutine of its own: a burst of
-                # thousands of requests lines up, and each object more costs the garbage
-                # collector, which then walks all of them, more often).
+            if window.waiters or window.sending \
+                    or not (window.in_flight < window.size or window.count < FEW):
                 waiting = window.line_up(frame, reply, tally)
-                try:
-                    return await reply
-                except RequestTimeout:
-                    if waiting.sent:
-                        raise
-                    why = _OUTBOX_FULL if waiting.let_in else _WINDOW_FULL
-                    raise RequestTimeout(f"{timed_out(peer, topic, seconds)}: {why}") from None
-                finally:
-                    window.done_with(waiting)
-            window.in_flight += len(frame)
-            window.count += 1
-            held = len(frame)
-            if not channel.try_post(frame):
-                await _send_within(channel, frame, due, reply, topic, seconds)
-            tally.sent += 1
-            tally.bytes_sent += len(frame)
+            else:
+                window.in_flight += len(frame)
+                window.count += 1
+                held = len(frame)
+                if not channel.try_post(frame):
+                    # (the line waits meanwhile: the requests in it were made after this)
+                    window.sending += 1
+                    try:
+                        await _send_within(channel, frame, due, reply, topic, seconds)
+                    finally:
+                        window.sending -= 1
+                        if not window.sending and window.waiters:
+                            window.room()
+                tally.sent += 1
+                tally.bytes_sent += len(frame)
             return await reply
+        except RequestTimeout:
+            if waiting is None or waiting.sent:
+                raise
+            why = _OUTBOX_FULL if waiting.let_in or window.blocked else _WINDOW_FULL
+            raise RequestTimeout(f"{timed_out(peer, topic, seconds)}: {why}") from None
         except ConnectionClosed as exc:
             raise PeerUnavailable(f"peer {peer}: {exc}") from exc
         except asyncio.CancelledError:
@@ -218,6 +225,8 @@ class Outgoing(PendingRequests):
             self._pending.pop(message_id, None)
             if held:
                 window.leave(held)
+            elif waiting is not None:
+                window.done_with(waiting)
 
     async def publish(self, channels: Iterable[Channel], topic: str, body: Any) -> int:
         """One message to each channel whose peer handles ``topic``; how many were sent."""

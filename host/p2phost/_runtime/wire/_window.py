@@ -72,8 +72,8 @@ class RequestWindow:
     failed); else it gets in line (:meth:`line_up`).
     """
 
-    __slots__ = ("_letting", "_post", "closed", "count", "in_flight", "size", "waiters",
-                 "waiting")
+    __slots__ = ("_letting", "_post", "closed", "count", "in_flight", "sending", "size",
+                 "waiters", "waiting")
 
     def __init__(self, size: float, post: Callable[[bytes], bool]) -> None:
         self.size = size
@@ -85,6 +85,9 @@ class RequestWindow:
         #: gave up: passed by as they come up, or swept, see done_with).
         self.waiters: deque[Waiting] = deque()
         self.waiting = 0
+        #: Requests let in at once that wait for room in the outbox (the request path's
+        #: own wait): the line goes after them, as they were made before it.
+        self.sending = 0
         #: Why the channel ended, once it has (the requests in line fail with it).
         self.closed: str | None = None
         # (_let_in posts, and a post may hand the outbox over, which calls room: once)
@@ -105,6 +108,12 @@ class RequestWindow:
         self._let_in()  # (at once if those before it gave up and there is room)
         return waiting
 
+    @property
+    def blocked(self) -> bool:
+        """Whether the line waits for room in the outbox (its head was let in, but the
+        outbox was full, or requests made before it wait for room), not for answers."""
+        return bool(self.sending) or (bool(self.waiters) and self.waiters[0].state == _IN)
+
     def done_with(self, waiting: Waiting) -> None:
         """A request from the line is answered, failed, or gave up: its bytes back if it
         was let in, else out of line. Should most of the line have given up (a window held
@@ -116,6 +125,10 @@ class RequestWindow:
         elif waiting.state == _LINE:
             waiting.state = _GONE
             self.waiting -= 1
+            # What it holds goes now, not when the line reaches it: its frame, and its
+            # reply's error, whose traceback holds the request's locals (the body too).
+            # (Gone, it is never read again: every look at the line checks state first.)
+            del waiting.frame, waiting.reply, waiting.tally
             if len(self.waiters) > 64 and len(self.waiters) > 2 * self.waiting:
                 self.waiters = deque(w for w in self.waiters if w.state != _GONE)
 
@@ -133,6 +146,8 @@ class RequestWindow:
             self._let_in()
 
     def _let_in(self) -> None:
+        if self.sending:  # (the request path calls room once they are sent)
+            return
         waiters = self.waiters
         self._letting = True
         try:
@@ -155,8 +170,13 @@ class RequestWindow:
                     self.waiting -= 1
                     self.in_flight += len(waiting.frame)
                     self.count += 1
-                if not self._post(waiting.frame):
-                    return  # (the outbox is full: it goes first once there is room)
+                try:
+                    if not self._post(waiting.frame):
+                        return  # (the outbox is full: it goes first once there is room)
+                except Exception as exc:  # (a transport's try_send that raised: this
+                    waiters.popleft()  # request's failure, not the one whose answer
+                    waiting.reply.set_exception(exc)  # let it in)
+                    continue
                 waiters.popleft()
                 waiting.sent = True
                 tally = waiting.tally
@@ -171,8 +191,10 @@ class RequestWindow:
         self.closed = why
         while self.waiters:
             waiting = self.waiters.popleft()
+            if waiting.state == _GONE:
+                continue
             if waiting.state == _LINE:
                 waiting.state = _GONE
-            if not waiting.sent and not waiting.reply.done():
+            if not waiting.reply.done():
                 waiting.reply.set_exception(ConnectionClosed(why))
         self.waiting = 0
