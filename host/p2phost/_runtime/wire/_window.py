@@ -18,7 +18,9 @@ its requester waits for its reply alone, not first for its turn (a burst of 20,0
 requests, most of them in line, took a third longer with a task step and a future
 more per request). Should the outbox be full then, the request stays at the head of
 the line, let in, and goes as soon as the outbox has room (``room``, called by the
-channel's writer) or another answer leaves.
+channel's writer) or another answer leaves. A request let in at once that found the
+outbox full waits for room on its own (``sending``): the line waits for it, as it was
+made first.
 """
 
 from __future__ import annotations
