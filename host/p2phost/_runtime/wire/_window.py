@@ -175,9 +175,11 @@ class RequestWindow:
                 try:
                     if not self._post(waiting.frame):
                         return  # (the outbox is full: it goes first once there is room)
-                except Exception as exc:  # (a transport's try_send that raised: this
-                    waiters.popleft()  # request's failure, not the one whose answer
-                    waiting.reply.set_exception(exc)  # let it in)
+                except Exception as exc:
+                    # A transport's try_send that raised: this request's failure, not
+                    # that of the request whose answer let it in.
+                    waiters.popleft()
+                    waiting.reply.set_exception(exc)
                     continue
                 waiters.popleft()
                 waiting.sent = True
