@@ -205,7 +205,7 @@ class Outgoing(PendingRequests):
                         await _send_within(channel, frame, due, reply, topic, seconds)
                     finally:
                         window.sending -= 1
-                        if not window.sending and window.waiters:
+                        if not window.sending:
                             window.room()
                 tally.sent += 1
                 tally.bytes_sent += len(frame)

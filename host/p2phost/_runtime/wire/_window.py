@@ -143,7 +143,8 @@ class RequestWindow:
             self._let_in()
 
     def room(self) -> None:
-        """The outbox has room again: a request let in but not sent goes now."""
+        """The outbox has room again, or the requests let in before the line were sent:
+        the line goes on (a request let in but not sent first)."""
         if self.waiters and not self._letting:
             self._let_in()
 
