@@ -81,10 +81,13 @@ class PendingRequests:
         once, as the node closes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        # (polled, not an event: one would cost each reply a look)
-        while loop.time() < deadline and any(  # noqa: ASYNC110
-                entry[0] in peers and entry[3] != FOREVER for entry in self._pending.values()):
-            await asyncio.sleep(0.01)
+        # Their futures are waited on, not the table polled (no event per reply: the
+        # request path stays as it is). Again until none is left: a handler may still
+        # make a request to such a peer while the node closes.
+        while (left := deadline - loop.time()) > 0 and (replies := [
+                reply for peer, _, reply, due, _ in self._pending.values()
+                if peer in peers and due != FOREVER and not reply.done()]):
+            await asyncio.wait(replies, timeout=left)
 
     def fail_pending(self, peer_id: str | None, reason: str) -> None:
         """Fail the requests waiting on ``peer_id`` (every request when None)."""
