@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -132,6 +133,26 @@ async def test_two_nodes_flooding_each_other_with_requests_are_both_answered(
                 for _ in range(count) for node, peer in ((a, b), (b, a))]
         answers = await asyncio.wait_for(asyncio.gather(*asks), 40)
         assert answers == [body] * (2 * count)
+        assert len(a.peers()) == len(b.peers()) == 1  # the connection held
+
+
+@pytest.mark.parametrize("medium", ["tcp", "tcp+noise"])
+@pytest.mark.parametrize("answer", ["echo", "large"])
+async def test_a_node_and_a_peer_without_a_window_flooding_each_other_are_both_answered(
+        medium: str, answer: str) -> None:
+    # The window is each node's own rule: a peer without one (older code) sends all its
+    # requests at once. One node keeping it is enough for both to read on.
+    async with two_nodes(medium) as ((a, _), (b, _)):
+        channel_of(a, b.peer_id).window.size = math.inf
+
+        async def ask(node: Node, peer: Node) -> int:
+            body = 65536 if answer == "large" else bytes(16384)
+            return len(await node.request(peer.peer_id, answer, body, timeout=30))
+
+        asks = [asyncio.ensure_future(ask(node, peer))
+                for _ in range(1000) for node, peer in ((a, b), (b, a))]
+        answers = await asyncio.wait_for(asyncio.gather(*asks), 40)
+        assert answers == [65536 if answer == "large" else 16384] * 2000
         assert len(a.peers()) == len(b.peers()) == 1  # the connection held
 
 
