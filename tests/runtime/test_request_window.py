@@ -97,21 +97,23 @@ class Echo(App):
 
 
 @contextlib.asynccontextmanager
-async def two_nodes(medium: str = "tcp", **options: Any) -> AsyncIterator[
+async def two_nodes(medium: str = "tcp", first: dict[str, Any] | None = None,
+                    **options: Any) -> AsyncIterator[
         tuple[tuple[Node, Echo], tuple[Node, Echo]]]:
     """Two started nodes with :class:`Echo` over ``medium`` (of MEDIA), the first
-    connected to the second."""
+    connected to the second (``first``: the first node's own options, over
+    ``options``)."""
     made: list[tuple[Node, Echo]] = []
     listen, security = MEDIA[medium]
     try:
-        for _ in range(2):
+        for own in (first or {}, {}):
             app = Echo()
             node = Node(Identity.generate(),
                         transports={"tcp": TcpTransport(), "mem": MemoryTransport()},
                         codecs={"application/msgpack": MsgpackCodec()},
                         security=security(), apps=[app, Pong()],
                         options=NodeOptions(listen=[listen.format(next(_numbers))],
-                                            **options))
+                                            **{**options, **own}))
             await node.start()
             made.append((node, app))
         (first, _), (second, _) = made
@@ -138,12 +140,16 @@ async def test_two_nodes_flooding_each_other_with_requests_are_both_answered(
 
 @pytest.mark.parametrize("medium", ["tcp", "tcp+noise"])
 @pytest.mark.parametrize("answer", ["echo", "large"])
-async def test_a_node_and_a_peer_without_a_window_flooding_each_other_are_both_answered(
-        medium: str, answer: str) -> None:
+@pytest.mark.parametrize("first", ["no window", "a larger outbox limit"])
+async def test_a_peer_without_the_window_or_with_a_larger_one_is_answered_both_ways(
+        medium: str, answer: str, first: str) -> None:
     # The window is each node's own rule: a peer without one (older code) sends all its
-    # requests at once. One node keeping it is enough for both to read on.
-    async with two_nodes(medium) as ((a, _), (b, _)):
-        channel_of(a, b.peer_id).window.size = math.inf
+    # requests at once, and one with a larger outbox limit keeps more in flight than
+    # the other reads on. One node keeping the rule is enough for both to read on.
+    larger = {"outbox_limit": 8 << 20} if first != "no window" else {}
+    async with two_nodes(medium, first=larger, outbox_limit=256 * 1024) as ((a, _), (b, _)):
+        if not larger:
+            channel_of(a, b.peer_id).window.size = math.inf
 
         async def ask(node: Node, peer: Node) -> int:
             body = 65536 if answer == "large" else bytes(16384)
