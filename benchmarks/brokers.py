@@ -46,6 +46,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from messaging import spread
+
 from p2phost_sdk.inbox import stop_if_cancelled
 
 REPO = Path(__file__).resolve().parent.parent
@@ -484,14 +486,6 @@ async def run_round(media: list[str], count: int, asks: int, first: str,
               f", latency x{row['latency_ratio']} | cpu {row['baseline']['cpu_us_per_msg']:.1f}"
               f" / {row['p2phost']['cpu_us_per_msg']:.1f} us/msg", flush=True)
     return results
-
-
-def spread(values: list[float]) -> str:
-    """The median of ``values`` with the lowest and highest in brackets."""
-    ordered = sorted(values)
-    median = statistics.median(ordered)
-    return f"{median:.2f} [{ordered[0]:.2f}-{ordered[-1]:.2f}]" if len(ordered) > 1 \
-        else f"{median:.2f}"
 
 
 async def run(media: list[str], count: int, asks: int, rounds: int) -> dict[str, Any]:

@@ -83,8 +83,7 @@ def main() -> None:
             print(f"{figure:32}" + "".join(f"{cell:>28}" for cell in cells))
         ratios = [p["requests/s"] / r["requests/s"]
                   for p, r in zip(seen["p2phost"], seen["raw"], strict=True)]
-        print(f"{'requests/s, p2phost / raw':32}{statistics.median(ratios):>28.2f} "
-              f"[{min(ratios):.2f}-{max(ratios):.2f}]")
+        print(f"{'requests/s, p2phost / raw':32}{m.spread(ratios):>28}")
     print(f"\nload average after: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
 

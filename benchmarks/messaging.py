@@ -482,15 +482,18 @@ async def profile_p2phost(scale: float) -> None:
         await client.close()
 
 
+def spread(values: list[float]) -> str:
+    """The median of ``values`` with the lowest and highest in brackets (one: alone)."""
+    ordered = sorted(values)
+    median = f"{statistics.median(ordered):.2f}"
+    return f"{median} [{ordered[0]:.2f}-{ordered[-1]:.2f}]" if len(ordered) > 1 else median
+
+
 def ratio(seen: dict[str, dict[str, list[float]]], mine: str, base: str, metric: str
           ) -> str:
     """``mine / base`` for ``metric``: the median of the rounds' ratios, [lowest-highest]."""
-    ratios = sorted(a / b for a, b in zip(seen[mine][metric], seen[base][metric], strict=True)
-                    if b)
-    if not ratios:
-        return "-"
-    spread = f" [{ratios[0]:.2f}-{ratios[-1]:.2f}]" if len(ratios) > 1 else ""
-    return f"{statistics.median(ratios):.2f}{spread}"
+    ratios = [a / b for a, b in zip(seen[mine][metric], seen[base][metric], strict=True) if b]
+    return spread(ratios) if ratios else "-"
 
 
 def table(seen: dict[str, dict[str, list[float]]], mine: str, bases: list[str],
