@@ -6,7 +6,8 @@ Each system runs its server in a separate process and its client here, over TCP 
 * one-way throughput (messages/s) for 64 B, 1 KiB and 64 KiB bodies: the client sends N
   messages as fast as it can, then one request that the server answers after handling
   all of them (every system handles a connection's messages in order);
-* request/reply round trips, one at a time (p50 and p99);
+* request/reply round trips, one at a time (p50 and p99), every system's in turns of 250
+  (see ``interleaved_round_trips``), with client and server on two CPUs and on one;
 * requests/s with 64 requests in flight on one connection.
 
 p2phost runs tcp-transport and msgpack-codec (bodies are ``bytes``), on the node's real
@@ -38,9 +39,9 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 for _plugin in ("tcp-transport", "msgpack-codec", "noise-security"):
@@ -53,10 +54,13 @@ CPUS = "P2PHOST_BENCHMARK_CPUS"
 if hasattr(os, "sched_getaffinity"):
     os.environ.setdefault(CPUS, ",".join(map(str, sorted(os.sched_getaffinity(0)))))
 
+T = TypeVar("T")
 LENGTH = struct.Struct("!I")
 ID = struct.Struct("!Q")
 SIZES = {"64 B": 64, "1 KiB": 1024, "64 KiB": 65536}
 IN_FLIGHT = 64
+#: Round trips per system per turn (see interleaved_round_trips).
+TURN = 250
 LOOPS = ("asyncio", "uvloop")
 #: ``--round-trips``: the one-way workloads are left out (set by main).
 ROUND_TRIPS_ONLY = False
@@ -293,14 +297,19 @@ async def one_way(client: Client, size: int, count: int) -> float:
     return count / elapsed
 
 
-async def round_trips(client: Client, count: int) -> tuple[float, float]:
-    """p50 and p99 of sequential request/reply, in microseconds."""
+async def round_trip_times(client: Client, count: int) -> list[float]:
+    """Sequential request/reply: each round trip's time, in microseconds."""
     body, times = os.urandom(64), []
     for _ in range(count):
         started = time.perf_counter()
         assert await client.request(body) == body
         times.append((time.perf_counter() - started) * 1e6)
-    times.sort()
+    return times
+
+
+async def round_trips(client: Client, count: int) -> tuple[float, float]:
+    """p50 and p99 of sequential request/reply, in microseconds."""
+    times = sorted(await round_trip_times(client, count))
     return statistics.median(times), times[int(len(times) * 0.99)]
 
 
@@ -325,8 +334,10 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-async def measure(open_client: Callable[[], Awaitable[Client]], scale: float, server: int
-                  ) -> dict[str, float]:
+async def measure(open_client: Callable[[], Awaitable[Client]], scale: float, server: int,
+                  with_round_trips: bool = True) -> dict[str, float]:
+    """The one-way figures, round trips (unless ``with_round_trips`` is false: see
+    :func:`interleaved_round_trips`) and requests in flight, of one server."""
     client = await open_client()
     try:
         await one_way(client, 64, int(20_000 * scale))  # warm up
@@ -342,12 +353,13 @@ async def measure(open_client: Callable[[], Awaitable[Client]], scale: float, se
                     cpu_seconds(server) - before) / count * 1e6
                 figures[f"client CPU per {label} msg (us)"] = (
                     time.process_time() - mine) / count * 1e6
-        count = max(1000, int(10_000 * scale))
-        before = cpu_seconds(server)
-        p50, p99 = await round_trips(client, count)
-        figures["server CPU per request (us)"] = (cpu_seconds(server) - before) / count * 1e6
-        figures["round trip p50 (us)"] = p50
-        figures["round trip p99 (us)"] = p99
+        if with_round_trips:
+            count = max(1000, int(10_000 * scale))
+            before = cpu_seconds(server)
+            p50, p99 = await round_trips(client, count)
+            figures["server CPU per request (us)"] = (cpu_seconds(server) - before) / count * 1e6
+            figures["round trip p50 (us)"] = p50
+            figures["round trip p99 (us)"] = p99
         # (256k, about 1.5 s: over 64k the first batches' ramp weighed on the figure,
         # p2phost's more than raw asyncio's, and rounds swung more)
         figures[f"requests/s, {IN_FLIGHT} in flight"] = await in_flight(
@@ -355,6 +367,53 @@ async def measure(open_client: Callable[[], Awaitable[Client]], scale: float, se
         return figures
     finally:
         await client.close()
+
+
+async def interleaved_round_trips(systems: list[str], loop: str, scale: float
+                                  ) -> dict[str, dict[str, float]]:
+    """Round trips of every system in turns of 250, with every server up at once: on two
+    CPUs (p50, p99 and the server's CPU per request), then on one.
+
+    On two CPUs a round trip is mostly the VM waking an idle CPU, twice, and that cost
+    drifts by tens of microseconds from one minute to the next: measured one system
+    after the other, a minute apart, the ratio of two systems swung from 0.9 to 1.5
+    between the rounds of one run. Taken in turns, every system meets the same drift.
+    """
+    figures: dict[str, dict[str, float]] = {system: {} for system in systems}
+    count = max(1000, int(10_000 * scale))
+    for cpu in (1, 0):
+        servers: dict[str, tuple[subprocess.Popen[str], int]] = {}
+        clients: dict[str, Client] = {}
+        try:
+            for system in systems:
+                port = free_port()
+                servers[system] = (start_server(system, port, loop, cpu), port)
+                clients[system] = client = await opener(system, port)()
+                await round_trips(client, 500)  # warm up
+            times: dict[str, list[float]] = {system: [] for system in systems}
+            cpu_used = dict.fromkeys(systems, 0.0)
+            for _ in range(count // TURN):
+                for system, client in clients.items():
+                    pid = servers[system][0].pid
+                    before = cpu_seconds(pid)
+                    times[system] += await round_trip_times(client, TURN)
+                    cpu_used[system] += cpu_seconds(pid) - before
+            for system in systems:
+                ordered = sorted(times[system])
+                if cpu:
+                    figures[system]["server CPU per request (us)"] = (
+                        cpu_used[system] / len(ordered) * 1e6)
+                    figures[system]["round trip p50 (us)"] = statistics.median(ordered)
+                    figures[system]["round trip p99 (us)"] = ordered[int(len(ordered) * 0.99)]
+                else:
+                    figures[system]["round trip p50, one CPU (us)"] = statistics.median(ordered)
+        finally:
+            for client in clients.values():
+                await client.close()
+            for server, _ in servers.values():
+                server.kill()
+                server.wait()
+    return figures
 
 
 def start_server(system: str, port: int, loop: str, cpu: int = 1) -> subprocess.Popen[str]:
@@ -396,27 +455,14 @@ def opener(system: str, port: int) -> Callable[[], Awaitable[Client]]:
 
 
 async def run_system(system: str, loop: str, scale: float) -> dict[str, float]:
+    """One server's one-way figures and requests in flight (round trips: in turns)."""
     port = free_port()
     server = start_server(system, port, loop)
     try:
-        figures = await measure(opener(system, port), scale, server.pid)
+        return await measure(opener(system, port), scale, server.pid, with_round_trips=False)
     finally:
         server.kill()
         server.wait()
-    # Round trips again with both processes on one CPU: the software's own cost, without
-    # the wake-up of an idle second CPU (on a VM that alone varies 2x from run to run).
-    port = free_port()
-    server = start_server(system, port, loop, cpu=0)
-    try:
-        client = await opener(system, port)()
-        await round_trips(client, 1000)
-        figures["round trip p50, one CPU (us)"], _ = await round_trips(
-            client, max(1000, int(10_000 * scale)))
-        await client.close()
-    finally:
-        server.kill()
-        server.wait()
-    return figures
 
 
 async def _zmq(port: int) -> Client:
@@ -436,24 +482,39 @@ def new_loop(loop: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+def in_new_loop(loop: str, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` in a fresh event loop of the kind ``loop`` names."""
+    with asyncio.Runner(loop_factory=functools.partial(new_loop, loop)) as runner:
+        return runner.run(work)
+
+
 def run_rounds(loops: list[str], only: list[str] | None, rounds: int, scale: float
                ) -> Seen:
     """Every system once per round, in a rotating order, on each event loop.
 
     Other work on the machine comes and goes; interleaving the systems spreads it over
-    all of them, and the median drops the rounds it hit hardest.
+    all of them, and the median drops the rounds it hit hardest. Each system's one-way
+    figures and requests in flight are measured in a loop of their own; then the round
+    trips of all of them in turns.
     """
     seen: Seen = {}
     for round_number in range(rounds):
         for loop in loops:
             systems = [s for s in SYSTEMS[loop] if not only or s in only]
             shift = round_number % len(systems)
-            for system in systems[shift:] + systems[:shift]:
-                with asyncio.Runner(loop_factory=functools.partial(new_loop, loop)) as runner:
-                    figures = runner.run(run_system(system, loop, scale))
+            systems = systems[shift:] + systems[:shift]
+            figures = {system: in_new_loop(loop, run_system(system, loop, scale))
+                       for system in systems}
+            for system, rtt in in_new_loop(
+                    loop, interleaved_round_trips(systems, loop, scale)).items():
+                figures[system].update(rtt)
+            for system in SYSTEMS[loop]:
+                if system not in figures:
+                    continue
                 print(f"[round {round_number + 1}] {system} on {loop}: " + ", ".join(
-                    f"{k} {v:,.1f}" for k, v in figures.items()), file=sys.stderr, flush=True)
-                for metric, value in figures.items():
+                    f"{k} {v:,.1f}" for k, v in figures[system].items()),
+                    file=sys.stderr, flush=True)
+                for metric, value in figures[system].items():
                     seen.setdefault(loop, {}).setdefault(system, {}).setdefault(
                         metric, []).append(value)
     return seen
