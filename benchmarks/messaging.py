@@ -6,9 +6,12 @@ Each system runs its server in a separate process and its client here, over TCP 
 * one-way throughput (messages/s) for 64 B, 1 KiB and 64 KiB bodies: the client sends N
   messages as fast as it can, then one request that the server answers after handling
   all of them (every system handles a connection's messages in order);
-* request/reply round trips, one at a time (p50 and p99), every system's in turns of 250
-  (see ``interleaved_round_trips``), with client and server on two CPUs and on one;
+* request/reply round trips, one at a time (p50 and p99), with client and server on two
+  CPUs and on one;
 * requests/s with 64 requests in flight on one connection.
+
+Round trips and requests in flight are measured with every system's server up, in
+turns (see ``in_turns``).
 
 p2phost runs tcp-transport and msgpack-codec (bodies are ``bytes``), on the node's real
 path: envelope, mailbox, handler, reply; ``p2phost+noise`` adds noise-security on both
@@ -59,8 +62,12 @@ LENGTH = struct.Struct("!I")
 ID = struct.Struct("!Q")
 SIZES = {"64 B": 64, "1 KiB": 1024, "64 KiB": 65536}
 IN_FLIGHT = 64
-#: Round trips per system per turn (see interleaved_round_trips).
+#: Round trips per system per turn (see in_turns).
 TURN = 250
+#: Requests in flight per measure, and per system per turn (see in_turns). 256k in
+#: all, about 1.5 s: over 64k the first batches' ramp weighed on the figure, p2phost's
+#: more than raw asyncio's, and rounds swung more.
+IN_FLIGHT_COUNT, IN_FLIGHT_TURN = 256_000, 64_000
 LOOPS = ("asyncio", "uvloop")
 #: ``--round-trips``: the one-way workloads are left out (set by main).
 ROUND_TRIPS_ONLY = False
@@ -335,9 +342,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def measure(open_client: Callable[[], Awaitable[Client]], scale: float, server: int,
-                  with_round_trips: bool = True) -> dict[str, float]:
-    """The one-way figures, round trips (unless ``with_round_trips`` is false: see
-    :func:`interleaved_round_trips`) and requests in flight, of one server."""
+                  one_way_only: bool = False) -> dict[str, float]:
+    """One server's figures: one-way, then (unless ``one_way_only``: see
+    :func:`in_turns`) round trips and requests in flight."""
     client = await open_client()
     try:
         await one_way(client, 64, int(20_000 * scale))  # warm up
@@ -353,64 +360,73 @@ async def measure(open_client: Callable[[], Awaitable[Client]], scale: float, se
                     cpu_seconds(server) - before) / count * 1e6
                 figures[f"client CPU per {label} msg (us)"] = (
                     time.process_time() - mine) / count * 1e6
-        if with_round_trips:
+        if not one_way_only:
             count = max(1000, int(10_000 * scale))
             before = cpu_seconds(server)
             p50, p99 = await round_trips(client, count)
             figures["server CPU per request (us)"] = (cpu_seconds(server) - before) / count * 1e6
             figures["round trip p50 (us)"] = p50
             figures["round trip p99 (us)"] = p99
-        # (256k, about 1.5 s: over 64k the first batches' ramp weighed on the figure,
-        # p2phost's more than raw asyncio's, and rounds swung more)
-        figures[f"requests/s, {IN_FLIGHT} in flight"] = await in_flight(
-            client, max(6400, int(256_000 * scale)))
+            figures[f"requests/s, {IN_FLIGHT} in flight"] = await in_flight(
+                client, max(6400, int(IN_FLIGHT_COUNT * scale)))
         return figures
     finally:
         await client.close()
 
 
-async def interleaved_round_trips(systems: list[str], loop: str, scale: float
-                                  ) -> dict[str, dict[str, float]]:
-    """Round trips of every system in turns of 250, with every server up at once: on two
-    CPUs (p50, p99 and the server's CPU per request), then on one.
+async def in_turns(systems: list[str], loop: str, scale: float) -> dict[str, dict[str, float]]:
+    """Round trips and requests in flight of every system in turns, with every server
+    up at once: round trips (p50, p99, the server's CPU per request) and requests in
+    flight on two CPUs, then round trips on one.
 
-    On two CPUs a round trip is mostly the VM waking an idle CPU, twice, and that cost
-    drifts by tens of microseconds from one minute to the next: measured one system
-    after the other, a minute apart, the ratio of two systems swung from 0.9 to 1.5
-    between the rounds of one run. Taken in turns, every system meets the same drift.
+    On two CPUs a round trip is mostly the VM waking an idle CPU, twice, and what that
+    costs drifts by tens of microseconds from one minute to the next; requests in flight
+    swing by a third from one second to the next, with the same system calls per
+    request (other tenants of the host, likely). Measured one system after the other, a
+    minute apart, the ratio of two systems swung from 0.9 to 1.5 between the rounds of
+    one run; taken in turns, every system meets the same conditions.
     """
     figures: dict[str, dict[str, float]] = {system: {} for system in systems}
-    count = max(1000, int(10_000 * scale))
+    requests = max(1000, int(10_000 * scale))
+    in_flight_turns = max(1, int(IN_FLIGHT_COUNT * scale) // IN_FLIGHT_TURN)
     for cpu in (1, 0):
-        servers: dict[str, tuple[subprocess.Popen[str], int]] = {}
+        servers: dict[str, subprocess.Popen[str]] = {}
         clients: dict[str, Client] = {}
         try:
             for system in systems:
                 port = free_port()
-                servers[system] = (start_server(system, port, loop, cpu), port)
+                servers[system] = start_server(system, port, loop, cpu)
                 clients[system] = client = await opener(system, port)()
                 await round_trips(client, 500)  # warm up
             times: dict[str, list[float]] = {system: [] for system in systems}
-            cpu_used = dict.fromkeys(systems, 0.0)
-            for _ in range(count // TURN):
+            served = dict.fromkeys(systems, 0.0)
+            for _ in range(requests // TURN):
                 for system, client in clients.items():
-                    pid = servers[system][0].pid
-                    before = cpu_seconds(pid)
+                    before = cpu_seconds(servers[system].pid)
                     times[system] += await round_trip_times(client, TURN)
-                    cpu_used[system] += cpu_seconds(pid) - before
+                    served[system] += cpu_seconds(servers[system].pid) - before
             for system in systems:
                 ordered = sorted(times[system])
-                if cpu:
-                    figures[system]["server CPU per request (us)"] = (
-                        cpu_used[system] / len(ordered) * 1e6)
-                    figures[system]["round trip p50 (us)"] = statistics.median(ordered)
-                    figures[system]["round trip p99 (us)"] = ordered[int(len(ordered) * 0.99)]
-                else:
+                if not cpu:
                     figures[system]["round trip p50, one CPU (us)"] = statistics.median(ordered)
+                    continue
+                figures[system]["server CPU per request (us)"] = (
+                    served[system] / len(ordered) * 1e6)
+                figures[system]["round trip p50 (us)"] = statistics.median(ordered)
+                figures[system]["round trip p99 (us)"] = ordered[int(len(ordered) * 0.99)]
+            if not cpu:
+                continue
+            elapsed = dict.fromkeys(systems, 0.0)
+            for _ in range(in_flight_turns):
+                for system, client in clients.items():
+                    elapsed[system] += IN_FLIGHT_TURN / await in_flight(client, IN_FLIGHT_TURN)
+            for system in systems:
+                figures[system][f"requests/s, {IN_FLIGHT} in flight"] = (
+                    in_flight_turns * IN_FLIGHT_TURN / elapsed[system])
         finally:
             for client in clients.values():
                 await client.close()
-            for server, _ in servers.values():
+            for server in servers.values():
                 server.kill()
                 server.wait()
     return figures
@@ -455,11 +471,11 @@ def opener(system: str, port: int) -> Callable[[], Awaitable[Client]]:
 
 
 async def run_system(system: str, loop: str, scale: float) -> dict[str, float]:
-    """One server's one-way figures and requests in flight (round trips: in turns)."""
+    """One server's one-way figures (the rest: :func:`in_turns`)."""
     port = free_port()
     server = start_server(system, port, loop)
     try:
-        return await measure(opener(system, port), scale, server.pid, with_round_trips=False)
+        return await measure(opener(system, port), scale, server.pid, one_way_only=True)
     finally:
         server.kill()
         server.wait()
@@ -494,8 +510,8 @@ def run_rounds(loops: list[str], only: list[str] | None, rounds: int, scale: flo
 
     Other work on the machine comes and goes; interleaving the systems spreads it over
     all of them, and the median drops the rounds it hit hardest. Each system's one-way
-    figures and requests in flight are measured in a loop of their own; then the round
-    trips of all of them in turns.
+    figures are measured in a loop of their own; then its round trips and requests in
+    flight, in turns with the others'.
     """
     seen: Seen = {}
     for round_number in range(rounds):
@@ -503,11 +519,11 @@ def run_rounds(loops: list[str], only: list[str] | None, rounds: int, scale: flo
             systems = [s for s in SYSTEMS[loop] if not only or s in only]
             shift = round_number % len(systems)
             systems = systems[shift:] + systems[:shift]
-            figures = {system: in_new_loop(loop, run_system(system, loop, scale))
+            figures = {system: {} if ROUND_TRIPS_ONLY else
+                       in_new_loop(loop, run_system(system, loop, scale))
                        for system in systems}
-            for system, rtt in in_new_loop(
-                    loop, interleaved_round_trips(systems, loop, scale)).items():
-                figures[system].update(rtt)
+            for system, taken in in_new_loop(loop, in_turns(systems, loop, scale)).items():
+                figures[system].update(taken)
             for system in SYSTEMS[loop]:
                 if system not in figures:
                     continue
