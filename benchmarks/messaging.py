@@ -64,9 +64,10 @@ SIZES = {"64 B": 64, "1 KiB": 1024, "64 KiB": 65536}
 IN_FLIGHT = 64
 #: Round trips per system per turn (see in_turns).
 TURN = 250
-#: Requests in flight per measure, and per system per turn (see in_turns). 256k in
-#: all, about 1.5 s: over 64k the first batches' ramp weighed on the figure, p2phost's
-#: more than raw asyncio's, and rounds swung more.
+#: Requests in flight per system, and per turn (see in_turns). 256k in all, about 1.5 s:
+#: measured at once, 64k let the first batches' ramp weigh on the figure, p2phost's more
+#: than raw asyncio's. Four turns of 64k beside one measure of 256k, alternated, gave
+#: both systems a little less, alike (docs/performance.md, twenty-first session).
 IN_FLIGHT_COUNT, IN_FLIGHT_TURN = 256_000, 64_000
 LOOPS = ("asyncio", "uvloop")
 #: ``--round-trips``: the one-way workloads are left out (set by main).
@@ -377,7 +378,8 @@ async def measure(open_client: Callable[[], Awaitable[Client]], scale: float, se
 async def in_turns(systems: list[str], loop: str, scale: float) -> dict[str, dict[str, float]]:
     """Round trips and requests in flight of every system in turns, with every server
     up at once: round trips (p50, p99, the server's CPU per request) and requests in
-    flight on two CPUs, then round trips on one.
+    flight on two CPUs, then round trips on one (the software's own cost, without the
+    wake-up of an idle second CPU).
 
     On two CPUs a round trip is mostly the VM waking an idle CPU, twice, and what that
     costs drifts by tens of microseconds from one minute to the next; requests in flight
