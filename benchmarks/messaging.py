@@ -407,7 +407,9 @@ async def in_turns(systems: list[str], loop: str, scale: float) -> dict[str, dic
     """
     figures: dict[str, dict[str, float]] = {system: {} for system in systems}
     requests = max(1000, int(10_000 * scale))
-    in_flight_turns = max(1, int(IN_FLIGHT_COUNT * scale) // IN_FLIGHT_TURN)
+    requests_in_flight = max(6400, int(IN_FLIGHT_COUNT * scale))  # (--quick: one turn)
+    in_flight_turns = max(1, requests_in_flight // IN_FLIGHT_TURN)
+    turn = requests_in_flight // in_flight_turns
     for cpu in (1, 0):
         servers: dict[str, subprocess.Popen[str]] = {}
         clients: dict[str, Client] = {}
@@ -438,10 +440,10 @@ async def in_turns(systems: list[str], loop: str, scale: float) -> dict[str, dic
             elapsed = dict.fromkeys(systems, 0.0)
             for _ in range(in_flight_turns):
                 for system, client in clients.items():
-                    elapsed[system] += IN_FLIGHT_TURN / await in_flight(client, IN_FLIGHT_TURN)
+                    elapsed[system] += turn / await in_flight(client, turn)
             for system in systems:
                 figures[system][f"requests/s, {IN_FLIGHT} in flight"] = (
-                    in_flight_turns * IN_FLIGHT_TURN / elapsed[system])
+                    in_flight_turns * turn / elapsed[system])
         finally:
             try:
                 for client in clients.values():
