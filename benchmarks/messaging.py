@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import itertools
 import json
@@ -42,7 +43,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -315,10 +316,15 @@ async def round_trip_times(client: Client, count: int) -> list[float]:
     return times
 
 
+def p50_p99(times: list[float]) -> tuple[float, float]:
+    """The median and the 99th percentile of ``times``."""
+    ordered = sorted(times)
+    return statistics.median(ordered), ordered[int(len(ordered) * 0.99)]
+
+
 async def round_trips(client: Client, count: int) -> tuple[float, float]:
     """p50 and p99 of sequential request/reply, in microseconds."""
-    times = sorted(await round_trip_times(client, count))
-    return statistics.median(times), times[int(len(times) * 0.99)]
+    return p50_p99(await round_trip_times(client, count))
 
 
 async def in_flight(client: Client, count: int, depth: int = IN_FLIGHT) -> float:
@@ -392,6 +398,59 @@ async def warm_up(client: Client) -> None:
     await round_trips(client, 500)
 
 
+@contextlib.asynccontextmanager
+async def servers_up(systems: list[str], loop: str, cpu: int
+                     ) -> AsyncIterator[dict[str, tuple[Client, int]]]:
+    """Every system's server on ``cpu`` at once, each with its client, warmed up:
+    ``{system: (client, server pid)}``. The servers are killed on the way out, whatever
+    failed."""
+    servers: list[subprocess.Popen[str]] = []
+    up: dict[str, tuple[Client, int]] = {}
+    try:
+        for system in systems:
+            port = free_port()
+            servers.append(server := start_server(system, port, loop, cpu))
+            client = await opener(system, port)()
+            up[system] = (client, server.pid)
+            await warm_up(client)
+        yield up
+    finally:
+        try:
+            for client, _ in up.values():
+                await client.close()
+        finally:
+            for server in servers:
+                server.kill()
+                server.wait()
+
+
+async def round_trips_in_turns(up: dict[str, tuple[Client, int]], count: int
+                               ) -> dict[str, tuple[list[float], float]]:
+    """``count`` round trips of every system, TURN at a time in turns: each round trip's
+    time (microseconds) and the server's CPU seconds in all."""
+    times: dict[str, list[float]] = {system: [] for system in up}
+    served = dict.fromkeys(up, 0.0)
+    for _ in range(count // TURN):
+        for system, (client, pid) in up.items():
+            before = cpu_seconds(pid)
+            times[system] += await round_trip_times(client, TURN)
+            served[system] += cpu_seconds(pid) - before
+    return {system: (times[system], served[system]) for system in up}
+
+
+async def in_flight_in_turns(up: dict[str, tuple[Client, int]], count: int
+                             ) -> dict[str, float]:
+    """Requests/s of every system with IN_FLIGHT in flight, ``count`` requests each in
+    turns of about IN_FLIGHT_TURN (one turn when ``count`` is smaller)."""
+    turns = max(1, count // IN_FLIGHT_TURN)
+    turn = count // turns
+    elapsed = dict.fromkeys(up, 0.0)
+    for _ in range(turns):
+        for system, (client, _) in up.items():
+            elapsed[system] += turn / await in_flight(client, turn)
+    return {system: turns * turn / elapsed[system] for system in up}
+
+
 async def in_turns(systems: list[str], loop: str, scale: float) -> dict[str, dict[str, float]]:
     """Round trips and requests in flight of every system in turns, with every server
     up at once: round trips (p50, p99, the server's CPU per request) and requests in
@@ -407,51 +466,18 @@ async def in_turns(systems: list[str], loop: str, scale: float) -> dict[str, dic
     """
     figures: dict[str, dict[str, float]] = {system: {} for system in systems}
     requests = max(1000, int(10_000 * scale))
-    requests_in_flight = max(6400, int(IN_FLIGHT_COUNT * scale))  # (--quick: one turn)
-    in_flight_turns = max(1, requests_in_flight // IN_FLIGHT_TURN)
-    turn = requests_in_flight // in_flight_turns
-    for cpu in (1, 0):
-        servers: dict[str, subprocess.Popen[str]] = {}
-        clients: dict[str, Client] = {}
-        try:
-            for system in systems:
-                port = free_port()
-                servers[system] = start_server(system, port, loop, cpu)
-                clients[system] = client = await opener(system, port)()
-                await warm_up(client)
-            times: dict[str, list[float]] = {system: [] for system in systems}
-            served = dict.fromkeys(systems, 0.0)
-            for _ in range(requests // TURN):
-                for system, client in clients.items():
-                    before = cpu_seconds(servers[system].pid)
-                    times[system] += await round_trip_times(client, TURN)
-                    served[system] += cpu_seconds(servers[system].pid) - before
-            for system in systems:
-                ordered = sorted(times[system])
-                if not cpu:
-                    figures[system]["round trip p50, one CPU (us)"] = statistics.median(ordered)
-                    continue
-                figures[system]["server CPU per request (us)"] = (
-                    served[system] / len(ordered) * 1e6)
-                figures[system]["round trip p50 (us)"] = statistics.median(ordered)
-                figures[system]["round trip p99 (us)"] = ordered[int(len(ordered) * 0.99)]
-            if not cpu:
-                continue
-            elapsed = dict.fromkeys(systems, 0.0)
-            for _ in range(in_flight_turns):
-                for system, client in clients.items():
-                    elapsed[system] += turn / await in_flight(client, turn)
-            for system in systems:
-                figures[system][f"requests/s, {IN_FLIGHT} in flight"] = (
-                    in_flight_turns * turn / elapsed[system])
-        finally:
-            try:
-                for client in clients.values():
-                    await client.close()
-            finally:
-                for server in servers.values():
-                    server.kill()
-                    server.wait()
+    async with servers_up(systems, loop, cpu=1) as up:
+        for system, (times, served) in (await round_trips_in_turns(up, requests)).items():
+            p50, p99 = p50_p99(times)
+            figures[system]["server CPU per request (us)"] = served / len(times) * 1e6
+            figures[system]["round trip p50 (us)"] = p50
+            figures[system]["round trip p99 (us)"] = p99
+        rates = await in_flight_in_turns(up, max(6400, int(IN_FLIGHT_COUNT * scale)))
+        for system, rate in rates.items():
+            figures[system][f"requests/s, {IN_FLIGHT} in flight"] = rate
+    async with servers_up(systems, loop, cpu=0) as up:
+        for system, (times, _) in (await round_trips_in_turns(up, requests)).items():
+            figures[system]["round trip p50, one CPU (us)"], _ = p50_p99(times)
     return figures
 
 
