@@ -303,6 +303,20 @@ class Dispatcher(Outgoing):
         handles something of its (a request to answer, a message to acknowledge)."""
         return self.waits_on(peer_id) or self._apps.busy_with(peer_id)
 
+    async def settled(self, peer_id: str, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds while this node is busy with ``peer_id``: a
+        request of its waits for the peer's reply, or a mailbox holds or handles a
+        message of the peer's (a request to answer)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self.answered({peer_id}, timeout)
+        # Polled, not signalled: only a connection being retired asks, and a signal
+        # would cost the mailbox's path a look per item. Mostly nothing is left by now.
+        pause = 0.005
+        while self._apps.busy_with(peer_id) and (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(pause, left))
+            pause = min(2 * pause, 0.1)
+
     def peer_gone(self, peer_id: str, reason: str) -> None:
         """The peer's last channel ended."""
         self.fail_pending(peer_id, f"the connection was lost: {reason}")
