@@ -113,23 +113,25 @@ class NodeRpc:
         reported them: the node keeps those connected). Returns how many it closed."""
         node = self._service.node
         disconnect = getattr(node, "disconnect", None)  # a host without it keeps them
-        loop = asyncio.get_running_loop()
-        closed = 0
-        for peer_id in list(self.opened):
-            # Checked again for each: a request may have used it while one closed.
-            at = self.opened.get(peer_id)
-            if at is None or loop.time() - at < idle or self._in_flight[peer_id]:
-                continue
+        now = asyncio.get_running_loop().time()
+        idle_ones = [peer_id for peer_id, at in self.opened.items()
+                     if now - at >= idle and not self._in_flight[peer_id]]
+        for peer_id in idle_ones:
             del self.opened[peer_id]
-            if peer_id in keep or disconnect is None:
-                continue
-            self._closing.add(peer_id)
+        if disconnect is None:
+            return 0
+        closing = [p for p in idle_ones if p not in keep]
+        self._closing.update(closing)
+
+        async def close(peer_id: str) -> bool:
             try:
-                if await disconnect(peer_id, reason="idle DHT connection"):
-                    closed += 1
+                return bool(await disconnect(peer_id, reason="idle DHT connection"))
             finally:
                 self._closing.discard(peer_id)
-        return closed
+
+        # At once: each waits for its peer's goodbye (the host's disconnect), and a peer
+        # that never answers must not hold up the others.
+        return sum(await asyncio.gather(*map(close, closing)))
 
     def address_of(self, peer_id: str) -> str:
         """The remote address of the node's connection to ``peer_id`` ("" when it has
