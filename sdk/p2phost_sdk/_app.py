@@ -116,8 +116,9 @@ class Messenger(Protocol):
         ``reason``, and what was queued on them is sent first; False when none was open.
         It returns once the peer's work there is done: the peer's answering goodbye came
         (so a request it sent before it saw ours has arrived), the peer's requests are
-        answered and this node's have their replies, within the node's handshake and
-        drain timeouts (5 s and 10 s unless set).
+        answered and this node's requests made before have their replies, within the
+        node's handshake and drain timeouts (5 s and 10 s unless set). A request made
+        meanwhile goes on a new connection (one by address dials it).
         A peer that discovery or ``[node] connect`` keeps connected is dialled again; one
         that acknowledged messages wait for is dialled again for them only once the
         reconnect backoff's maximum (10 s) has passed."""

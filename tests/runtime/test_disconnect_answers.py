@@ -90,3 +90,21 @@ async def test_a_disconnect_waits_no_longer_than_the_drain_timeout() -> None:
                 await ask
         finally:
             await client.close()
+
+
+async def test_a_disconnect_does_not_wait_for_what_a_new_connection_carries() -> None:
+    # Requests made once the goodbye was said go on a new connection: the old one closes
+    # without them, and the new one stays.
+    async with tcp_pair(Slow(), options={"drain_timeout": 1.0}) as (server, client):
+        slow = asyncio.ensure_future(client.request(server.peer_id, "echo", 1, timeout=30))
+        disconnecting = asyncio.ensure_future(client.disconnect(server.peer_id))
+        await asyncio.sleep(0)
+        never = asyncio.ensure_future(client.request(server.addresses[0], "never", 2,
+                                                     timeout=30))
+        started = time.monotonic()
+        assert await disconnecting
+        assert time.monotonic() - started < 2  # not the drain timeout's 10 s, nor gone's 2
+        assert await slow == 1
+        assert [p.peer_id for p in client.peers()] == [server.peer_id]
+        assert not never.done()
+        never.cancel()

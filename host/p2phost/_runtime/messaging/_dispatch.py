@@ -303,17 +303,23 @@ class Dispatcher(Outgoing):
         handles something of its (a request to answer, a message to acknowledge)."""
         return self.waits_on(peer_id) or self._apps.busy_with(peer_id)
 
-    async def settled(self, peer_id: str, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds while this node is busy with ``peer_id``: a
-        request of its waits for the peer's reply, or a mailbox holds or handles a
-        message of the peer's (a request to answer)."""
+    async def settled(self, channel: Channel, replies: list[asyncio.Future[Any]],
+                      timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for ``replies`` (``replies_due`` as this node said
+        goodbye on ``channel``), then while a mailbox holds or handles a message of the
+        peer's (a request to answer) and ``channel`` is where the answer would go: a
+        requests made since goes on another connection, and so do the answers once the
+        peer has another of the same session (``answer_on``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        await self.answered({peer_id}, timeout)
+        if replies:
+            await asyncio.wait(replies, timeout=timeout)
         # Polled, not signalled: only a connection being retired asks, and a signal
         # would cost the mailbox's path a look per item. Mostly nothing is left by now.
-        pause = 0.005
-        while self._apps.busy_with(peer_id) and (left := deadline - loop.time()) > 0:
+        peer, pause = channel.peer_id, 0.005
+        while self._apps.busy_with(peer) \
+                and answer_on(channel, self._reply_channel(peer)) is channel \
+                and (left := deadline - loop.time()) > 0:
             await asyncio.sleep(min(pause, left))
             pause = min(2 * pause, 0.1)
 

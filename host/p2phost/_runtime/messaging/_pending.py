@@ -89,6 +89,11 @@ class PendingRequests:
                 if peer in peers and due != FOREVER and not reply.done()]):
             await asyncio.wait(replies, timeout=left)
 
+    def replies_due(self, peer_id: str) -> list[asyncio.Future[Any]]:
+        """The replies that requests with a deadline to ``peer_id`` wait for now."""
+        return [reply for peer, _, reply, due, _ in self._pending.values()
+                if peer == peer_id and due != FOREVER and not reply.done()]
+
     def fail_pending(self, peer_id: str | None, reason: str) -> None:
         """Fail the requests waiting on ``peer_id`` (every request when None)."""
         if peer_id is None:  # the node shuts down: it may run again on another loop

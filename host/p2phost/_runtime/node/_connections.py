@@ -490,15 +490,17 @@ class Connections:
     async def retire(self, channel: Channel, reason: str) -> None:
         """Say goodbye on ``channel`` and close it once the peer's work on it is done:
         the peer's goodbye came back (so a request it sent as ours crossed the wire has
-        arrived), its requests are answered and ours have their replies, within the
-        handshake timeout and the drain timeout; then what is queued is sent (1 s at
-        most)."""
+        arrived), its requests are answered and ours made before have their replies,
+        within the handshake timeout and the drain timeout; then what is queued is sent
+        (1 s at most)."""
         await self._retire(channel, reason, mutual=False, settle=True)
 
     async def _retire(self, channel: Channel, reason: str, mutual: bool,
                       settle: bool = False) -> None:
         log.debug("retiring connection to %s (%s): %s", channel.peer_id, channel.address, reason)
         channel.goodbye(reason)
+        # (Requests made from here on go on another connection: not waited for.)
+        replies = self._dispatch.replies_due(channel.peer_id) if settle else []
         if mutual or settle:  # each closes once the other said goodbye
             try:
                 async with asyncio.timeout(self.options.handshake_timeout):
@@ -506,7 +508,7 @@ class Connections:
             except TimeoutError:
                 pass
         if settle:
-            await self._dispatch.settled(channel.peer_id, self.options.drain_timeout)
+            await self._dispatch.settled(channel, replies, self.options.drain_timeout)
         await channel.flush(1.0)
         await channel.close(reason)
 

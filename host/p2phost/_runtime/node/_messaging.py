@@ -55,9 +55,12 @@ class MessagingAPI:
         channels = [c for c in entry.channels if not c.ended]
         self._dialler.hold(peer)  # not undone at once by the outbox's redial
         await asyncio.gather(*(self._connections.retire(c, reason) for c in channels))
-        with contextlib.suppress(TimeoutError):  # gone from peers() when this returns
-            async with asyncio.timeout(2.0):
-                await entry.gone.wait()
+        # Gone from peers() when this returns, unless a connection made meanwhile (by
+        # this node or the peer) keeps it there.
+        if all(c in channels for c in entry.channels):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await entry.gone.wait()
         return bool(channels)
 
     async def _reach(self, peer: str, within: float = math.inf) -> Channel:
