@@ -64,6 +64,9 @@ async def test_two_nodes_in_one_process_send_request_and_publish(state_dir: Stat
         assert [p.peer_id for p in client.peers()] == [server.peer_id]
         with pytest.raises(RemoteError, match="no app on this node handles"):
             await client.request(peer, "nothing", {})
+        assert await client.disconnect(peer, reason="done")
+        assert client.peers() == [] and not await client.disconnect(peer)
+        assert await client.request(server.addresses[0], "count", 9) == 3  # dials again
     with pytest.raises(p2phost.NodeClosed):
         await client.request(peer, "echo", {})
     with pytest.raises(p2phost.NodeClosed):

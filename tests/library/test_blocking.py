@@ -40,6 +40,7 @@ def test_blocking_calls_from_several_threads(state_dir: StateDir) -> None:
             assert sorted(pool.map(ask, range(64))) == list(range(64))
         assert client.publish("echo", "all") == 1
         assert [p.peer_id for p in client.peers()] == [server.peer_id]
+        assert client.disconnect(peer) and client.peers() == []
     with pytest.raises(p2phost.NodeClosed):
         client.request(peer, "echo", 1)
     client.close()  # closing twice is fine

@@ -230,6 +230,10 @@ class BlockingNode:
         """As :meth:`AsyncNode.publish`; returns how many peers it went to."""
         return self._call(self.node.publish, topic, body)
 
+    def disconnect(self, peer: str, *, reason: str = "closed by the program") -> bool:
+        """As :meth:`AsyncNode.disconnect`; False when no connection was open."""
+        return self._call(self.node.disconnect, peer, reason=reason)
+
 
 def _closed() -> NodeClosed:
     return NodeClosed("the node is closed",

@@ -321,6 +321,12 @@ class AsyncNode:
         _check_topic(topic, "publish")
         return await self.running.publish(topic, to_builtins(body))
 
+    async def disconnect(self, peer: str, *, reason: str = "closed by the program") -> bool:
+        """Close the connections to ``peer`` (a peer id) after a goodbye giving
+        ``reason``; False when none was open. It returns once what crossed the goodbye
+        is answered (see :meth:`p2phost_sdk.Messenger.disconnect`)."""
+        return await self.running.disconnect(peer, reason=reason)
+
 
 def open_node(project: str | os.PathLike[str] | None = None, *,
               manifest: Mapping[str, Any] | None = None,
