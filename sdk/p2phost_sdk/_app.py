@@ -114,11 +114,14 @@ class Messenger(Protocol):
     async def disconnect(self, peer: str, *, reason: str = "closed by an app") -> bool:
         """Close the connections to ``peer`` (a peer id) after a goodbye that gives
         ``reason``, and what was queued on them is sent first; False when none was open.
-        It returns once the peer's work there is done: the peer's answering goodbye came
-        (so a request it sent before it saw ours has arrived), the peer's requests are
-        answered and this node's requests made before have their replies, within the
-        node's handshake and drain timeouts (5 s and 10 s unless set). A request made
-        meanwhile goes on a new connection (one by address dials it).
+        It returns once the work on them is done: the peer's answering goodbye came (so a
+        request it sent before it saw ours has arrived: within the node's handshake
+        timeout, 5 s unless set), the peer's requests are answered and this node's
+        requests with a deadline made before have their replies (within its drain
+        timeout, 10 s unless set); then 1 s at most for what is queued, and 2 s at most
+        for the peer to leave ``peers()``. Meanwhile a request to the peer's id fails
+        as "not connected"; one to its address dials a new connection. Cancelled (a
+        timeout around it), it returns and the connections still close so.
         A peer that discovery or ``[node] connect`` keeps connected is dialled again; one
         that acknowledged messages wait for is dialled again for them only once the
         reconnect backoff's maximum (10 s) has passed."""

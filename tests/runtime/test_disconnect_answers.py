@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from p2phost_sdk import App, Message, PeerUnavailable, handler
+from p2phost._runtime import Node
+from p2phost_sdk import App, Message, PeerUnavailable, RequestTimeout, handler
+from p2phost_sdk.testing.discovery import wait_until
 from tests.runtime.conftest import build_node, tcp_pair
 
 
@@ -108,3 +110,105 @@ async def test_a_disconnect_does_not_wait_for_what_a_new_connection_carries() ->
         assert [p.peer_id for p in client.peers()] == [server.peer_id]
         assert not never.done()
         never.cancel()
+
+
+class Kicker(App):
+    """``kick`` disconnects its sender, then answers."""
+
+    name = "kicker"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.took = -1.0
+
+    @handler("kick")
+    async def kick(self, message: Message) -> Any:
+        started = time.monotonic()
+        await self.node.disconnect(message.sender, reason="kicked")
+        self.took = time.monotonic() - started
+        return "bye"
+
+
+async def test_a_handler_disconnects_its_own_sender_at_once() -> None:
+    # It does not wait for its own work (the peer's mailbox it runs in).
+    app = Kicker()
+    async with tcp_pair(app) as (server, client):
+        await client.send(server.peer_id, "kick", 1)
+        await wait_until(lambda: app.took >= 0, 10, "the handler's disconnect returned")
+        assert app.took < 2  # (the drain timeout is 10 s)
+        await wait_until(lambda: not client.peers(), 5, "the client sees the goodbye")
+
+
+@pytest.mark.parametrize("closing", ["both", "the peer"])
+async def test_a_retirement_ends_with_its_connection(closing: str) -> None:
+    # The peer closed the connection (it disconnected too, or shut down) while this
+    # node waited for a handler of its: nothing more can be answered there. (The
+    # server's drain timeout is 1 s as it closes, with the handler still running.)
+    async with tcp_pair(Slow(), options={"drain_timeout": 1.0}) as (server, client):
+        ask = asyncio.ensure_future(client.request(server.peer_id, "never", 1, timeout=0.3))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        if closing == "both":
+            await asyncio.gather(server.disconnect(client.peer_id),
+                                 client.disconnect(server.peer_id))
+        else:
+            disconnecting = asyncio.ensure_future(server.disconnect(client.peer_id))
+            await asyncio.sleep(0.4)
+            await client.close()
+            await disconnecting
+        assert time.monotonic() - started < 0.9  # (not the drain timeout, 1 s here)
+        with pytest.raises((PeerUnavailable, RequestTimeout)):
+            await ask
+
+
+async def test_a_cancelled_disconnect_still_closes_the_connection() -> None:
+    # A timeout around disconnect cancels the wait, not the retirement.
+    async with tcp_pair(Slow(), options={"drain_timeout": 1.0}) as (server, _):
+        client = build_node("tcp", listen=[], codecs=("application/msgpack",),
+                            drain_timeout=1.0)
+        await client.start()
+        try:
+            await client.connect(server.addresses[0])
+            ask = asyncio.ensure_future(client.request(server.peer_id, "never", 1,
+                                                       timeout=60))
+            await asyncio.sleep(0.1)
+            with pytest.raises(TimeoutError):  # (it waits for the reply: 1 s at most)
+                async with asyncio.timeout(0.3):
+                    await client.disconnect(server.peer_id)
+            await wait_until(lambda: not client.peers() and client.peer_id not in
+                             {p.peer_id for p in server.peers()}, 8,
+                             "the connection closed all the same")
+            with pytest.raises(PeerUnavailable):
+                await ask
+        finally:
+            await client.close()
+
+
+async def test_answers_move_to_a_new_connection_of_the_same_peer() -> None:
+    # The peer dialled again while its requests were still being handled: their answers
+    # go on the new connection, and the old one closes without waiting for them.
+    server = build_node("tcp", [], codecs=("application/msgpack",))
+    client = build_node("tcp", [Slow(0.4)], codecs=("application/msgpack",))
+    await server.start()
+    await client.start()
+    try:
+        await server.connect(client.addresses[0])
+        asks = [asyncio.ensure_future(server.request(client.peer_id, "echo", n, timeout=30))
+                for n in range(5)]  # 2 s of handling, one after another
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        disconnecting = asyncio.ensure_future(client.disconnect(server.peer_id))
+        await wait_until(lambda: _goodbye_heard(server, client.peer_id), 5,
+                         "the server heard the goodbye")
+        await server.connect(client.addresses[0])
+        await disconnecting
+        assert time.monotonic() - started < 1.5
+        assert await asyncio.gather(*asks) == list(range(5))
+    finally:
+        await client.close()
+        await server.close()
+
+
+def _goodbye_heard(node: Node, peer_id: str) -> bool:
+    peer = node._table.get(peer_id)
+    return peer is not None and not any(c.usable for c in peer.channels)

@@ -14,7 +14,7 @@ import pytest
 from recorder_app import Recorder
 
 from p2phost._runtime import Node
-from p2phost_sdk import App, Connection, Identity, PeerUnavailable
+from p2phost_sdk import App, Connection, Identity, Message, PeerUnavailable, handler
 from p2phost_sdk.testing.discovery import wait_until
 from tests.delivery.test_node import Sender, Slow
 from tests.discovery.plugins import use_plugin_source
@@ -101,6 +101,32 @@ async def test_a_peer_from_another_source_gets_in_and_the_crowded_source_gives_i
                for r in caplog.records)
 
 
+class Napper(App):
+    """``nap`` answers its body after a second."""
+
+    name = "napper"
+
+    @handler("nap")
+    async def nap(self, message: Message) -> Any:
+        await asyncio.sleep(1.0)
+        return message.body
+
+
+async def test_a_peer_retired_for_room_still_gets_the_answer_being_made(make: Make) -> None:
+    # Its request was being handled as the newcomer came: the goodbye waits for it.
+    server = await _server(make, Napper())
+    crowd = await _fill(make, server, LIMIT)
+    ask = asyncio.ensure_future(crowd[1].request(server.peer_id, "nap", 7, timeout=30))
+    await asyncio.sleep(0.1)
+    for node in (crowd[0], *crowd[2:]):
+        assert await node.request(server.peer_id, "record", 1) >= 1
+    newcomer = await make("127.0.0.3")
+    await newcomer.connect(server.addresses[0])
+    assert await ask == 7
+    await wait_until(lambda: not _connected(crowd[1], server), 10,
+                     "the crowded source's idlest peer is retired")
+
+
 async def test_a_peer_from_the_most_crowded_source_is_refused_as_before(make: Make) -> None:
     server = await _server(make)
     crowd = await _fill(make, server, LIMIT)
@@ -168,10 +194,10 @@ async def test_a_retired_peer_back_before_its_old_connection_ended_counts_again(
     release = asyncio.Event()
     retire = connections._retire
 
-    async def slow_retire(channel: Any, reason: str, mutual: bool) -> None:
+    async def slow_retire(channel: Any, reason: str, mutual: bool, caller: Any = None) -> None:
         retiring.set()
         await release.wait()  # (the retired peer reads nothing meanwhile)
-        await retire(channel, reason, mutual)
+        await retire(channel, reason, mutual, caller)
 
     connections._retire = slow_retire  # type: ignore[method-assign]
     newcomer = await make("127.0.0.3")

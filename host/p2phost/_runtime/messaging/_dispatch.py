@@ -304,12 +304,14 @@ class Dispatcher(Outgoing):
         return self.waits_on(peer_id) or self._apps.busy_with(peer_id)
 
     async def settled(self, channel: Channel, replies: list[asyncio.Future[Any]],
-                      timeout: float) -> None:
+                      timeout: float, besides: asyncio.Task[Any] | None = None) -> None:
         """Wait up to ``timeout`` seconds for ``replies`` (``replies_due`` as this node said
         goodbye on ``channel``), then while a mailbox holds or handles a message of the
-        peer's (a request to answer) and ``channel`` is where the answer would go: a
-        requests made since goes on another connection, and so do the answers once the
-        peer has another of the same session (``answer_on``)."""
+        peer's (a request to answer) and ``channel`` is open and where the answer would
+        go: once the peer has another connection of the same session, the answers go
+        there (``answer_on``). ``besides``: the task that retires the channel; when it
+        handles the peer's message itself, that mailbox is not waited for (it would
+        wait for itself)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if replies:
@@ -317,7 +319,7 @@ class Dispatcher(Outgoing):
         # Polled, not signalled: only a connection being retired asks, and a signal
         # would cost the mailbox's path a look per item. Mostly nothing is left by now.
         peer, pause = channel.peer_id, 0.005
-        while self._apps.busy_with(peer) \
+        while self._apps.busy_with(peer, besides) and not channel.ended \
                 and answer_on(channel, self._reply_channel(peer)) is channel \
                 and (left := deadline - loop.time()) > 0:
             await asyncio.sleep(min(pause, left))

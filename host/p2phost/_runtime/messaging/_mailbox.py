@@ -458,11 +458,13 @@ class Mailbox(Generic[S]):
         if self._count == 0 and self._empty is not None:
             self._empty.set()
 
-    def busy_with(self, peer: str) -> bool:
-        """Whether ``peer``'s items wait or one is being processed."""
+    def busy_with(self, peer: str, besides: asyncio.Task[Any] | None = None) -> bool:
+        """Whether ``peer``'s items wait or one is being processed (``besides``: not
+        when that task processes it: what waits behind it waits for it)."""
         queue = self._queues.get(peer)
-        return queue is not None and (bool(queue.items)
-                                      or (queue.task is not None and queue.waiter is None))
+        if queue is None or (besides is not None and queue.task is besides):
+            return False
+        return bool(queue.items) or (queue.task is not None and queue.waiter is None)
 
     def peer_gone(self, peer: str) -> None:
         """The peer disconnected: what it sent is still processed; its queue goes away

@@ -340,7 +340,7 @@ class Connections:
         self._making_room.add(channel.peer_id)
         self._made_room[newcomer.source] = time.monotonic()
         for each in list(peer.channels):
-            self._tasks.spawn(self._retire(each, reason, mutual=False), "make room")
+            self.retire(each, reason)
 
     def _evict(self, entry: Pending) -> None:
         """The gate's call: ``entry`` lost its place to a newer connection."""
@@ -487,34 +487,41 @@ class Connections:
                 self._notify("p2phost_peer_lost", peer=channel.info, reason=reason)
                 self._dial_waiting()
 
-    async def retire(self, channel: Channel, reason: str) -> None:
-        """Say goodbye on ``channel`` and close it once the peer's work on it is done:
-        the peer's goodbye came back (so a request it sent as ours crossed the wire has
-        arrived), its requests are answered and ours made before have their replies,
-        within the handshake timeout and the drain timeout; then what is queued is sent
-        (1 s at most)."""
-        await self._retire(channel, reason, mutual=False, settle=True)
+    def retire(self, channel: Channel, reason: str) -> asyncio.Task[None]:
+        """Say goodbye on ``channel`` and close it once the peer's work on it is done
+        (:meth:`_retire`), in a task owned here: one who awaits it and is cancelled
+        meanwhile (a timeout around ``disconnect``) leaves no connection half closed."""
+        return self._tasks.spawn(
+            self._retire(channel, reason, mutual=False, caller=asyncio.current_task()),
+            "retire")
 
     async def _retire(self, channel: Channel, reason: str, mutual: bool,
-                      settle: bool = False) -> None:
+                      caller: asyncio.Task[Any] | None = None) -> None:
+        """Say goodbye on ``channel``; close it once the peer's answering goodbye came
+        (so a request it sent as ours crossed the wire has arrived: within the handshake
+        timeout) and, unless ``mutual`` (a duplicate: the connection the peer keeps
+        carries the rest), once its requests are answered and this node's requests to
+        it made before have their replies (within the drain timeout); then what is
+        queued is sent (1 s at most). ``caller``: the task that asked (a handler of the
+        peer's that disconnects it does not wait for itself)."""
         log.debug("retiring connection to %s (%s): %s", channel.peer_id, channel.address, reason)
         channel.goodbye(reason)
-        # (Requests made from here on go on another connection: not waited for.)
-        replies = self._dispatch.replies_due(channel.peer_id) if settle else []
-        if mutual or settle:  # each closes once the other said goodbye
-            try:
-                async with asyncio.timeout(self.options.handshake_timeout):
-                    await channel.peer_done.wait()
-            except TimeoutError:
-                pass
-        if settle:
-            await self._dispatch.settled(channel, replies, self.options.drain_timeout)
+        # The requests to the peer now (any made from here on goes on a new connection).
+        replies = [] if mutual else self._dispatch.replies_due(channel.peer_id)
+        try:
+            async with asyncio.timeout(self.options.handshake_timeout):
+                await channel.peer_done.wait()
+        except TimeoutError:
+            pass
+        if not mutual:
+            await self._dispatch.settled(channel, replies, self.options.drain_timeout,
+                                         besides=caller)
         await channel.flush(1.0)
         await channel.close(reason)
 
     def _linger(self, channel: Channel, now: float, timeout: float) -> bool:
         """A channel on which both said goodbye, the peer first (where this node said it
-        first, it closes the channel itself within a second of the answer): the peer
+        first, it closes the channel itself once its work is done: ``_retire``): the peer
         closes it once its work is done (docs/wire.md 4.2). One that keeps it open
         instead (its PINGs satisfy the keepalive) would hold a place of the peer limit
         for good: closed here (True) after ``timeout`` in which this node owed the peer

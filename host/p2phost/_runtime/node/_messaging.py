@@ -54,7 +54,9 @@ class MessagingAPI:
             return False
         channels = [c for c in entry.channels if not c.ended]
         self._dialler.hold(peer)  # not undone at once by the outbox's redial
-        await asyncio.gather(*(self._connections.retire(c, reason) for c in channels))
+        # (Shielded: cancelled, this returns at once and the retirements go on.)
+        await asyncio.shield(asyncio.gather(*(self._connections.retire(c, reason)
+                                               for c in channels)))
         # Gone from peers() when this returns, unless a connection made meanwhile (by
         # this node or the peer) keeps it there.
         if all(c in channels for c in entry.channels):

@@ -327,7 +327,7 @@ class Node(MessagingAPI):
         # The goodbye now, in the step that found it idle: no message or request can
         # go on it after that look.
         channel.goodbye(reason)
-        self._tasks.spawn(self._connections.retire(channel, reason), "retire")
+        self._connections.retire(channel, reason)
 
     # -- lifetime --------------------------------------------------------------------
 

@@ -126,6 +126,9 @@ class NodeRpc:
         async def close(peer_id: str) -> bool:
             try:
                 return bool(await disconnect(peer_id, reason="idle DHT connection"))
+            except Exception:
+                log.exception("closing the idle DHT connection to %s failed", peer_id)
+                return False
             finally:
                 self._closing.discard(peer_id)
 
