@@ -120,8 +120,11 @@ class Messenger(Protocol):
         requests with a deadline made before have their replies (within its drain
         timeout, 10 s unless set); then 1 s at most for what is queued, and 2 s at most
         for the peer to leave ``peers()``. Meanwhile a request to the peer's id fails
-        as "not connected"; one to its address dials a new connection. Cancelled (a
-        timeout around it), it returns and the connections still close so.
+        as "not connected"; one to its address dials a new connection. A timeout around
+        it cancels the wait, not the closing. From a handler of the peer's own messages
+        (or what it starts) it does not wait for the peer's mailboxes, which wait for
+        that handler: neither its own answer nor one to what the peer sent after that
+        message goes out.
         A peer that discovery or ``[node] connect`` keeps connected is dialled again; one
         that acknowledged messages wait for is dialled again for them only once the
         reconnect backoff's maximum (10 s) has passed."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -119,3 +120,25 @@ def test_a_plain_handler_registered_on_an_open_blocking_node(state_dir: StateDir
         s.handler("late")(lambda message: f"late {message.body}")
         with p2phost.connect(manifest=manifest(), state_dir=state_dir("c")) as client:
             assert client.request(client.connect(s.addresses[0]), "late", 1) == "late 1"
+
+
+def test_a_blocking_handler_disconnects_its_own_sender_at_once(state_dir: StateDir) -> None:
+    # Its thread carries the handler's context: the disconnect does not wait for the
+    # peer's mailbox, which waits for this handler.
+    server = p2phost.connect(manifest=manifest([mem_address()], name="server"),
+                             state_dir=state_dir("server"))
+    took: list[float] = []
+
+    @server.handler("kick")
+    def kick(message: Message) -> object:  # runs in a worker thread
+        started = time.monotonic()
+        assert server.disconnect(message.sender, reason="kicked")
+        took.append(time.monotonic() - started)
+        return "bye"
+
+    with server, p2phost.connect(manifest=manifest(), state_dir=state_dir("client")) as client:
+        client.send(client.connect(server.addresses[0]), "kick", 1)
+        deadline = time.monotonic() + 15
+        while not took and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert took and took[0] < 2  # (the drain timeout is 10 s)

@@ -113,30 +113,65 @@ async def test_a_disconnect_does_not_wait_for_what_a_new_connection_carries() ->
 
 
 class Kicker(App):
-    """``kick`` disconnects its sender, then answers."""
+    """``kick`` disconnects its sender (awaited as ``how`` says), then answers."""
 
     name = "kicker"
 
-    def __init__(self) -> None:
+    def __init__(self, how: str = "await") -> None:
         super().__init__()
+        self.how = how
         self.took = -1.0
 
     @handler("kick")
     async def kick(self, message: Message) -> Any:
+        return await self.disconnect_sender(message)
+
+    async def disconnect_sender(self, message: Message) -> str:
         started = time.monotonic()
-        await self.node.disconnect(message.sender, reason="kicked")
+        disconnecting = self.node.disconnect(message.sender, reason="kicked")
+        if self.how == "wait_for":  # (a task of its own on 3.11)
+            await asyncio.wait_for(disconnecting, 30)
+        elif self.how == "task":
+            await asyncio.create_task(disconnecting)
+        else:
+            await disconnecting
         self.took = time.monotonic() - started
         return "bye"
 
 
-async def test_a_handler_disconnects_its_own_sender_at_once() -> None:
-    # It does not wait for its own work (the peer's mailbox it runs in).
-    app = Kicker()
-    async with tcp_pair(app) as (server, client):
+class OtherKicker(Kicker):
+    """The same in a second app, on another topic."""
+
+    name = "other-kicker"
+
+    @handler("kick-too")
+    async def kick(self, message: Message) -> Any:
+        return await self.disconnect_sender(message)
+
+
+@pytest.mark.parametrize("how", ["await", "wait_for", "task", "two apps"])
+async def test_a_handler_disconnects_its_own_sender_at_once(how: str) -> None:
+    # It does not wait for the peer's mailboxes, which wait for it: from its own task, a
+    # task it starts, or two apps' handlers of the same peer at once.
+    apps = [Kicker(how), OtherKicker(how)]
+    server = build_node("tcp", apps, codecs=("application/msgpack",))
+    client = build_node("tcp", [], listen=[], codecs=("application/msgpack",))
+    await server.start()
+    await client.start()
+    try:
+        await client.connect(server.addresses[0])
         await client.send(server.peer_id, "kick", 1)
-        await wait_until(lambda: app.took >= 0, 10, "the handler's disconnect returned")
-        assert app.took < 2  # (the drain timeout is 10 s)
+        if how == "two apps":
+            await client.send(server.peer_id, "kick-too", 1)
+        else:
+            apps.pop()
+        await wait_until(lambda: all(app.took >= 0 for app in apps), 10,
+                         "the handlers' disconnects returned")
+        assert max(app.took for app in apps) < 2  # (the drain timeout is 10 s)
         await wait_until(lambda: not client.peers(), 5, "the client sees the goodbye")
+    finally:
+        await client.close()
+        await server.close()
 
 
 @pytest.mark.parametrize("closing", ["both", "the peer"])

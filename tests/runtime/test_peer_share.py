@@ -194,10 +194,10 @@ async def test_a_retired_peer_back_before_its_old_connection_ended_counts_again(
     release = asyncio.Event()
     retire = connections._retire
 
-    async def slow_retire(channel: Any, reason: str, mutual: bool, caller: Any = None) -> None:
+    async def slow_retire(channel: Any, reason: str, mutual: bool) -> None:
         retiring.set()
         await release.wait()  # (the retired peer reads nothing meanwhile)
-        await retire(channel, reason, mutual, caller)
+        await retire(channel, reason, mutual)
 
     connections._retire = slow_retire  # type: ignore[method-assign]
     newcomer = await make("127.0.0.3")

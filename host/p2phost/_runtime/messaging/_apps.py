@@ -95,10 +95,9 @@ class AppMailboxes:
             call = functools.partial(getattr(app, method), *args)
             mailbox.put_nowait(peer_id, Work(call))
 
-    def busy_with(self, peer_id: str, besides: asyncio.Task[Any] | None = None) -> bool:
-        """Whether a mailbox holds or handles something of ``peer_id``'s (``besides``:
-        see :meth:`Mailbox.busy_with`)."""
-        return any(mailbox.busy_with(peer_id, besides) for _, mailbox in self._apps)
+    def busy_with(self, peer_id: str) -> bool:
+        """Whether a mailbox holds or handles something of ``peer_id``'s."""
+        return any(mailbox.busy_with(peer_id) for _, mailbox in self._apps)
 
     def peer_gone(self, peer_id: str) -> None:
         """Forget ``peer_id`` in every mailbox."""

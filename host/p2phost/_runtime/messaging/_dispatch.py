@@ -29,6 +29,7 @@ from ..wire._channel import Channel
 from ..wire._envelope import ANSWER, RAW, VERSION, Envelope, Kind, encode
 from ..wire._said import said
 from ._apps import AppMailboxes, Process, lifecycle_call
+from ._mailbox import serving_peer
 from ._outgoing import Outgoing
 from ._peers import answer_on
 from ._received import Asked, Received
@@ -304,22 +305,24 @@ class Dispatcher(Outgoing):
         return self.waits_on(peer_id) or self._apps.busy_with(peer_id)
 
     async def settled(self, channel: Channel, replies: list[asyncio.Future[Any]],
-                      timeout: float, besides: asyncio.Task[Any] | None = None) -> None:
+                      timeout: float) -> None:
         """Wait up to ``timeout`` seconds for ``replies`` (``replies_due`` as this node said
         goodbye on ``channel``), then while a mailbox holds or handles a message of the
         peer's (a request to answer) and ``channel`` is open and where the answer would
         go: once the peer has another connection of the same session, the answers go
-        there (``answer_on``). ``besides``: the task that retires the channel; when it
-        handles the peer's message itself, that mailbox is not waited for (it would
-        wait for itself)."""
+        there (``answer_on``). Asked on behalf of a handler of the peer's own messages
+        (``serving_peer``: it disconnects its sender), the mailboxes are not waited for:
+        they wait for that handler."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if replies:
             await asyncio.wait(replies, timeout=timeout)
+        peer, pause = channel.peer_id, 0.005
+        if serving_peer.get() == peer:
+            return
         # Polled, not signalled: only a connection being retired asks, and a signal
         # would cost the mailbox's path a look per item. Mostly nothing is left by now.
-        peer, pause = channel.peer_id, 0.005
-        while self._apps.busy_with(peer, besides) and not channel.ended \
+        while self._apps.busy_with(peer) and not channel.ended \
                 and answer_on(channel, self._reply_channel(peer)) is channel \
                 and (left := deadline - loop.time()) > 0:
             await asyncio.sleep(min(pause, left))

@@ -16,7 +16,9 @@ cancellation and context variables inside a handler behave as anywhere else in a
 and nothing a handler does reaches the connection's reader. The first item of an idle
 peer starts a task (on Python 3.12+ eagerly, up to its first wait in the same step, when
 it was put from a task; never inside a transport's callback, where push-mode receive puts
-items), which starts from a copy of the context the item was put in.
+items), which starts from a copy of the context the item was put in, with
+:data:`serving_peer` set to the peer (what the handler starts, tasks and threads, carries
+it: a handler that disconnects its own sender is told so).
 
 The rule for the items queued behind it: a task that finishes an item runs the peer's
 next queued item itself, in the same step, when that item could not tell the difference
@@ -141,9 +143,16 @@ class _ProcessAll:
 _PROCESS_ALL: Direct[Any] = _ProcessAll()  # type: ignore[assignment]
 
 
+#: The peer whose message the running code handles, in a mailbox's task and in what it
+#: starts (None elsewhere): a connection retired from there does not wait for that
+#: peer's mailboxes, which wait for it (Dispatcher.settled).
+serving_peer: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "p2phost_serving_peer", default=None)
+
+
 class _PeerQueue(Generic[T]):
-    __slots__ = ("context", "eager", "gone", "items", "loop", "name", "new_future", "task",
-                 "waiter")
+    __slots__ = ("base", "context", "eager", "gone", "items", "loop", "name", "new_future",
+                 "task", "waiter")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -154,9 +163,12 @@ class _PeerQueue(Generic[T]):
         self.items: deque[T] = deque()
         #: The task processing this peer's current item, if any.
         self.task: asyncio.Task[None] | None = None
-        #: What each item's task starts from (a copy each): the context the item that
-        #: found the queue idle was put in, as a task created there would have had.
-        self.context = contextvars.Context()
+        #: The context the item that found the queue idle was put in: an item put in
+        #: an equal one may run in the same task as the items before it.
+        self.base = contextvars.Context()
+        #: What each item's task starts from (a copy each): ``base`` as a task created
+        #: there would have had it, with ``serving_peer`` set.
+        self.context = self.base
         #: The peer disconnected: forget the queue once it is idle.
         self.gone = False
         #: Set while ``task`` waits idle for the peer's next item (it is given the item).
@@ -230,7 +242,7 @@ class Mailbox(Generic[S]):
                 self._bytes += item._size
                 queue.items.append(item)
                 return True
-            if not waiter.done() and contextvars.copy_context() == queue.context \
+            if not waiter.done() and contextvars.copy_context() == queue.base \
                     and not (_EAGER and asyncio.current_task(queue.loop) is not None):
                 queue.waiter = None
                 del self._idle[peer]
@@ -273,7 +285,7 @@ class Mailbox(Generic[S]):
             self._start(peer, queue, item)
         elif queue.waiter is not None:  # its task waits idle: hand the item over
             waiter = self._unidle(peer, queue)
-            if not waiter.done() and contextvars.copy_context() == queue.context \
+            if not waiter.done() and contextvars.copy_context() == queue.base \
                     and not (_EAGER and asyncio.current_task(queue.loop) is not None):
                 waiter.set_result(item)
                 return
@@ -291,7 +303,9 @@ class Mailbox(Generic[S]):
         # handler that never waits is done before this returns; the items behind it
         # then start from _run, not eagerly, so a long queue never nests).
         coro = self._run(peer, queue, item)
-        queue.context = contextvars.copy_context()
+        queue.base = contextvars.copy_context()
+        queue.context = queue.base.copy()
+        queue.context.run(serving_peer.set, peer)
         task: asyncio.Task[None]
         # Eagerly only from a task (a reader's): an item put from a transport's callback
         # (push-mode receive) must not run handler code inside that callback.
@@ -458,13 +472,11 @@ class Mailbox(Generic[S]):
         if self._count == 0 and self._empty is not None:
             self._empty.set()
 
-    def busy_with(self, peer: str, besides: asyncio.Task[Any] | None = None) -> bool:
-        """Whether ``peer``'s items wait or one is being processed (``besides``: not
-        when that task processes it: what waits behind it waits for it)."""
+    def busy_with(self, peer: str) -> bool:
+        """Whether ``peer``'s items wait or one is being processed."""
         queue = self._queues.get(peer)
-        if queue is None or (besides is not None and queue.task is besides):
-            return False
-        return bool(queue.items) or (queue.task is not None and queue.waiter is None)
+        return queue is not None and (bool(queue.items)
+                                      or (queue.task is not None and queue.waiter is None))
 
     def peer_gone(self, peer: str) -> None:
         """The peer disconnected: what it sent is still processed; its queue goes away

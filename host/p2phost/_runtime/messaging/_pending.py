@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from p2phost_sdk import PeerUnavailable, RequestTimeout
@@ -84,15 +84,13 @@ class PendingRequests:
         # Their futures are waited on, not the table polled (no event per reply: the
         # request path stays as it is). Again until none is left: a handler may still
         # make a request to such a peer while the node closes.
-        while (left := deadline - loop.time()) > 0 and (replies := [
-                reply for peer, _, reply, due, _ in self._pending.values()
-                if peer in peers and due != FOREVER and not reply.done()]):
+        while (left := deadline - loop.time()) > 0 and (replies := self.replies_due(peers)):
             await asyncio.wait(replies, timeout=left)
 
-    def replies_due(self, peer_id: str) -> list[asyncio.Future[Any]]:
-        """The replies that requests with a deadline to ``peer_id`` wait for now."""
+    def replies_due(self, peers: Collection[str]) -> list[asyncio.Future[Any]]:
+        """The replies that requests with a deadline to ``peers`` wait for now."""
         return [reply for peer, _, reply, due, _ in self._pending.values()
-                if peer == peer_id and due != FOREVER and not reply.done()]
+                if peer in peers and due != FOREVER and not reply.done()]
 
     def fail_pending(self, peer_id: str | None, reason: str) -> None:
         """Fail the requests waiting on ``peer_id`` (every request when None)."""

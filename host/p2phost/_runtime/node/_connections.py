@@ -440,7 +440,7 @@ class Connections:
         self._reliable.connected(channel)
         self._tasks.spawn(self._serve(channel), f"channel {channel.peer_id[:12]}")
         for loser, reason, mutual in retire:
-            self._tasks.spawn(self._retire(loser, reason, mutual), "retire")
+            self.retire(loser, reason, mutual=mutual)
         if new:
             log.log(logging.DEBUG if channel.peer_id in self._refusers else logging.INFO,
                     "connected to %s (%s, codec %s)", channel.peer_id, address,
@@ -487,35 +487,33 @@ class Connections:
                 self._notify("p2phost_peer_lost", peer=channel.info, reason=reason)
                 self._dial_waiting()
 
-    def retire(self, channel: Channel, reason: str) -> asyncio.Task[None]:
+    def retire(self, channel: Channel, reason: str, *, mutual: bool = False
+               ) -> asyncio.Task[None]:
         """Say goodbye on ``channel`` and close it once the peer's work on it is done
         (:meth:`_retire`), in a task owned here: one who awaits it and is cancelled
-        meanwhile (a timeout around ``disconnect``) leaves no connection half closed."""
-        return self._tasks.spawn(
-            self._retire(channel, reason, mutual=False, caller=asyncio.current_task()),
-            "retire")
+        meanwhile (a timeout around ``disconnect``) leaves no connection half closed.
+        (The task starts from the caller's context: ``serving_peer`` tells whether a
+        handler of the peer's own messages asked.)"""
+        return self._tasks.spawn(self._retire(channel, reason, mutual), "retire")
 
-    async def _retire(self, channel: Channel, reason: str, mutual: bool,
-                      caller: asyncio.Task[Any] | None = None) -> None:
+    async def _retire(self, channel: Channel, reason: str, mutual: bool) -> None:
         """Say goodbye on ``channel``; close it once the peer's answering goodbye came
         (so a request it sent as ours crossed the wire has arrived: within the handshake
         timeout) and, unless ``mutual`` (a duplicate: the connection the peer keeps
         carries the rest), once its requests are answered and this node's requests to
-        it made before have their replies (within the drain timeout); then what is
-        queued is sent (1 s at most). ``caller``: the task that asked (a handler of the
-        peer's that disconnects it does not wait for itself)."""
+        it made before have their replies (within the drain timeout,
+        ``Dispatcher.settled``); then what is queued is sent (1 s at most)."""
         log.debug("retiring connection to %s (%s): %s", channel.peer_id, channel.address, reason)
         channel.goodbye(reason)
         # The requests to the peer now (any made from here on goes on a new connection).
-        replies = [] if mutual else self._dispatch.replies_due(channel.peer_id)
+        replies = [] if mutual else self._dispatch.replies_due((channel.peer_id,))
         try:
             async with asyncio.timeout(self.options.handshake_timeout):
                 await channel.peer_done.wait()
         except TimeoutError:
             pass
         if not mutual:
-            await self._dispatch.settled(channel, replies, self.options.drain_timeout,
-                                         besides=caller)
+            await self._dispatch.settled(channel, replies, self.options.drain_timeout)
         await channel.flush(1.0)
         await channel.close(reason)
 

@@ -54,9 +54,11 @@ class MessagingAPI:
             return False
         channels = [c for c in entry.channels if not c.ended]
         self._dialler.hold(peer)  # not undone at once by the outbox's redial
-        # (Shielded: cancelled, this returns at once and the retirements go on.)
+        # Shielded: a caller cancelled meanwhile stops waiting, the retirements go on.
+        # (Exceptions returned: one the node's close cancelled must not reach a caller
+        # that was not, nor be left unretrieved.)
         await asyncio.shield(asyncio.gather(*(self._connections.retire(c, reason)
-                                               for c in channels)))
+                                               for c in channels), return_exceptions=True))
         # Gone from peers() when this returns, unless a connection made meanwhile (by
         # this node or the peer) keeps it there.
         if all(c in channels for c in entry.channels):
