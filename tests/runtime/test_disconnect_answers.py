@@ -10,7 +10,9 @@ handled lost its reply, and the node's own requests lost theirs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -19,6 +21,25 @@ from p2phost._runtime import Node
 from p2phost_sdk import App, Message, PeerUnavailable, RequestTimeout, handler
 from p2phost_sdk.testing.discovery import wait_until
 from tests.runtime.conftest import build_node, tcp_pair
+
+
+def msgpack_node(apps: Sequence[App] = (), **options: Any) -> Node:
+    """A node over tcp with msgpack, not started."""
+    return build_node("tcp", apps, codecs=("application/msgpack",), **options)
+
+
+@contextlib.asynccontextmanager
+async def running(*nodes: Node) -> AsyncIterator[None]:
+    """``nodes`` started; closed, the last first."""
+    started: list[Node] = []
+    try:
+        for node in nodes:
+            await node.start()
+            started.append(node)
+        yield
+    finally:
+        for node in reversed(started):
+            await node.close()
 
 
 class Slow(App):
@@ -46,11 +67,8 @@ async def test_the_peers_requests_sent_as_it_disconnects_are_answered(delay: flo
     # (A peer's requests are handled in order: 5 of 0.3 s take 1.5 s.)
     # The client dialled and runs the app; the server cannot dial it back (it listens
     # nowhere), so every answer comes on the connection being closed.
-    server = build_node("tcp", [], codecs=("application/msgpack",))
-    client = build_node("tcp", [Slow(delay)], listen=[], codecs=("application/msgpack",))
-    await server.start()
-    await client.start()
-    try:
+    server, client = msgpack_node(), msgpack_node([Slow(delay)], listen=[])
+    async with running(server, client):
         await client.connect(server.addresses[0])
         asks = [asyncio.ensure_future(server.request(client.peer_id, "echo", n, timeout=30))
                 for n in range(count)]
@@ -60,9 +78,6 @@ async def test_the_peers_requests_sent_as_it_disconnects_are_answered(delay: flo
         assert time.monotonic() - started < 5
         assert await asyncio.gather(*asks) == list(range(count))
         assert client.peers() == []
-    finally:
-        await client.close()
-        await server.close()
 
 
 async def test_a_disconnect_waits_for_the_replies_to_its_own_requests() -> None:
@@ -74,24 +89,28 @@ async def test_a_disconnect_waits_for_the_replies_to_its_own_requests() -> None:
         assert await asyncio.gather(*asks) == list(range(5))
 
 
-async def test_a_disconnect_waits_no_longer_than_the_drain_timeout() -> None:
-    async with tcp_pair(Slow(), options={"drain_timeout": 1.0}) as (server, _):
-        client = build_node("tcp", listen=[], codecs=("application/msgpack",),
-                            drain_timeout=1.0)
-        await client.start()
-        try:
-            await client.connect(server.addresses[0])
-            ask = asyncio.ensure_future(client.request(server.peer_id, "never", 1,
-                                                       timeout=60))
-            await asyncio.sleep(0.1)
-            started = time.monotonic()
+@pytest.mark.parametrize("cancelled", [False, True])
+async def test_a_disconnect_waits_no_longer_than_the_drain_timeout(cancelled: bool) -> None:
+    # Cancelled (a timeout around it), it stops waiting; the retirement goes on.
+    client = msgpack_node(listen=[], drain_timeout=1.0)
+    async with tcp_pair(Slow(), options={"drain_timeout": 1.0}) as (server, _), \
+            running(client):
+        await client.connect(server.addresses[0])
+        ask = asyncio.ensure_future(client.request(server.peer_id, "never", 1, timeout=60))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        if cancelled:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await client.disconnect(server.peer_id)
+        else:
             assert await client.disconnect(server.peer_id)
             # (1 s of drain, then 1 s at most for the last bytes, then the close)
             assert 0.9 < time.monotonic() - started < 5
-            with pytest.raises(PeerUnavailable):
-                await ask
-        finally:
-            await client.close()
+        await wait_until(lambda: not client.peers() and client.peer_id not in
+                         {p.peer_id for p in server.peers()}, 8, "the connection closed")
+        with pytest.raises(PeerUnavailable):
+            await ask
 
 
 async def test_a_disconnect_does_not_wait_for_what_a_new_connection_carries() -> None:
@@ -154,11 +173,8 @@ async def test_a_handler_disconnects_its_own_sender_at_once(how: str) -> None:
     # It does not wait for the peer's mailboxes, which wait for it: from its own task, a
     # task it starts, or two apps' handlers of the same peer at once.
     apps = [Kicker(how), OtherKicker(how)]
-    server = build_node("tcp", apps, codecs=("application/msgpack",))
-    client = build_node("tcp", [], listen=[], codecs=("application/msgpack",))
-    await server.start()
-    await client.start()
-    try:
+    server, client = msgpack_node(apps), msgpack_node(listen=[])
+    async with running(server, client):
         await client.connect(server.addresses[0])
         await client.send(server.peer_id, "kick", 1)
         if how == "two apps":
@@ -169,9 +185,6 @@ async def test_a_handler_disconnects_its_own_sender_at_once(how: str) -> None:
                          "the handlers' disconnects returned")
         assert max(app.took for app in apps) < 2  # (the drain timeout is 10 s)
         await wait_until(lambda: not client.peers(), 5, "the client sees the goodbye")
-    finally:
-        await client.close()
-        await server.close()
 
 
 @pytest.mark.parametrize("closing", ["both", "the peer"])
@@ -196,37 +209,11 @@ async def test_a_retirement_ends_with_its_connection(closing: str) -> None:
             await ask
 
 
-async def test_a_cancelled_disconnect_still_closes_the_connection() -> None:
-    # A timeout around disconnect cancels the wait, not the retirement.
-    async with tcp_pair(Slow(), options={"drain_timeout": 1.0}) as (server, _):
-        client = build_node("tcp", listen=[], codecs=("application/msgpack",),
-                            drain_timeout=1.0)
-        await client.start()
-        try:
-            await client.connect(server.addresses[0])
-            ask = asyncio.ensure_future(client.request(server.peer_id, "never", 1,
-                                                       timeout=60))
-            await asyncio.sleep(0.1)
-            with pytest.raises(TimeoutError):  # (it waits for the reply: 1 s at most)
-                async with asyncio.timeout(0.3):
-                    await client.disconnect(server.peer_id)
-            await wait_until(lambda: not client.peers() and client.peer_id not in
-                             {p.peer_id for p in server.peers()}, 8,
-                             "the connection closed all the same")
-            with pytest.raises(PeerUnavailable):
-                await ask
-        finally:
-            await client.close()
-
-
 async def test_answers_move_to_a_new_connection_of_the_same_peer() -> None:
     # The peer dialled again while its requests were still being handled: their answers
     # go on the new connection, and the old one closes without waiting for them.
-    server = build_node("tcp", [], codecs=("application/msgpack",))
-    client = build_node("tcp", [Slow(0.4)], codecs=("application/msgpack",))
-    await server.start()
-    await client.start()
-    try:
+    server, client = msgpack_node(), msgpack_node([Slow(0.4)])
+    async with running(server, client):
         await server.connect(client.addresses[0])
         asks = [asyncio.ensure_future(server.request(client.peer_id, "echo", n, timeout=30))
                 for n in range(5)]  # 2 s of handling, one after another
@@ -239,9 +226,6 @@ async def test_answers_move_to_a_new_connection_of_the_same_peer() -> None:
         await disconnecting
         assert time.monotonic() - started < 1.5
         assert await asyncio.gather(*asks) == list(range(5))
-    finally:
-        await client.close()
-        await server.close()
 
 
 def _goodbye_heard(node: Node, peer_id: str) -> bool:

@@ -14,11 +14,12 @@ import pytest
 from recorder_app import Recorder
 
 from p2phost._runtime import Node
-from p2phost_sdk import App, Connection, Identity, Message, PeerUnavailable, handler
+from p2phost_sdk import App, Connection, Identity, PeerUnavailable
 from p2phost_sdk.testing.discovery import wait_until
 from tests.delivery.test_node import Sender, Slow
 from tests.discovery.plugins import use_plugin_source
 from tests.runtime.conftest import MakeNode
+from tests.runtime.test_disconnect_answers import Slow as SlowEcho
 
 use_plugin_source("tcp-transport")
 
@@ -101,22 +102,11 @@ async def test_a_peer_from_another_source_gets_in_and_the_crowded_source_gives_i
                for r in caplog.records)
 
 
-class Napper(App):
-    """``nap`` answers its body after a second."""
-
-    name = "napper"
-
-    @handler("nap")
-    async def nap(self, message: Message) -> Any:
-        await asyncio.sleep(1.0)
-        return message.body
-
-
 async def test_a_peer_retired_for_room_still_gets_the_answer_being_made(make: Make) -> None:
     # Its request was being handled as the newcomer came: the goodbye waits for it.
-    server = await _server(make, Napper())
+    server = await _server(make, SlowEcho(1.0))
     crowd = await _fill(make, server, LIMIT)
-    ask = asyncio.ensure_future(crowd[1].request(server.peer_id, "nap", 7, timeout=30))
+    ask = asyncio.ensure_future(crowd[1].request(server.peer_id, "echo", 7, timeout=30))
     await asyncio.sleep(0.1)
     for node in (crowd[0], *crowd[2:]):
         assert await node.request(server.peer_id, "record", 1) >= 1
