@@ -24,7 +24,10 @@ from p2phost_gossip import GossipApp, GossipMessage, gossip_of  # noqa: E402
 
 pytest.importorskip("opentelemetry.sdk.trace")
 
-FAST = {"heartbeat": 0.1, "graft-timeout": 0.05, "d": 2, "d-low": 1, "d-high": 3,
+# d-low 2: b and c graft each other whichever link formed first. (With 1, b grafted to a
+# and c to d before they heard of each other's subscription kept a mesh of one each,
+# which is within bounds: no heartbeat added the b - c link.)
+FAST = {"heartbeat": 0.1, "graft-timeout": 0.05, "d": 2, "d-low": 2, "d-high": 3,
         "require-signatures": False, "topics": ["news"]}
 
 
@@ -44,8 +47,18 @@ async def line_of_nodes(make_node: MakeNode, monkeypatch: pytest.MonkeyPatch,
     for left, right in itertools.pairwise(nodes.values()):
         await left.connect(right.addresses[0])
     routers = [gossip_of(node.identity.peer_id).router for node in nodes.values()]
-    await wait_until(lambda: [len(r.mesh.get("news", ())) for r in routers] == [1, 2, 2, 1],
-                     10, "meshes grafted")
+    names = {node.identity.peer_id: name for name, node in nodes.items()}
+    try:
+        await wait_until(
+            lambda: [len(r.mesh.get("news", ())) for r in routers] == [1, 2, 2, 1],
+            10, "meshes grafted")
+    except pytest.fail.Exception:
+        state = {name: ({names.get(p, p) for p in r.mesh.get("news", ())},
+                        {names.get(p, p): t for p, t in r.peers.items()},
+                        {(t, names.get(p, p)): round(b, 1) for (t, p), b in r._backoff.items()},
+                        dict(r.counters))
+                 for name, r in zip(nodes, routers, strict=True)}
+        pytest.fail(f"meshes not grafted within 10 s: {state}")
     return nodes
 
 
